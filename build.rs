@@ -1,0 +1,19 @@
+//! Compiles the protos in `proto/` with protox (a pure-Rust protobuf compiler), so that a plain
+//! `cargo build` needs no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/kms/v2/api.proto",
+        "proto/kms/v1beta1/api.proto",
+        "proto/keyward/v1/kms_admin.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,735 @@
+//! The command line: argument definitions, output, process hardening and signal handling.
+//!
+//! Errors from the library are wrapped with what to do next; nothing below this module prints.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::sync::oneshot;
+
+use crate::crypto::Algorithm;
+use crate::keyring::{self, InitOptions, Keyring, RotationPolicy};
+use crate::kms::{self, socket};
+use crate::pb::keyward_v1 as admin_pb;
+use crate::seal::{self, KdfParams, SealSpec};
+
+/// Default data directory of `keyward dev`.
+pub const DEV_DIR: &str = "keyward-dev";
+
+/// keyward: a Kubernetes KMS v2 plugin with a sealed, rotating keyring.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The KMS plugin: create a keyring, serve it, and manage its keys.
+    #[command(subcommand)]
+    Kms(KmsCommand),
+    /// Run the KMS plugin on a development data directory (created on first use).
+    ///
+    /// Example: keyward dev --data ./keyward-dev
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KmsCommand {
+    /// Create a sealed keyring with its first key-encryption key.
+    ///
+    /// Examples:
+    ///   keyward kms init --generate-keyfile /etc/keyward/root.key
+    ///   keyward kms init --data /var/lib/keyward --seal keyfile:/etc/keyward/root.key
+    #[command(verbatim_doc_comment)]
+    Init(InitArgs),
+    /// Serve KMS v2 and v1 on --socket and the admin API on --admin-socket.
+    ///
+    /// Example:
+    ///   keyward kms serve --data /var/lib/keyward --seal keyfile:/etc/keyward/root.key \
+    ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
+    /// Show the plugin's health, primary key and rotation policy.
+    Status(AdminArgs),
+    /// List every key-encryption key with its state and use count.
+    Keys(AdminArgs),
+    /// Create a new primary key; the old one keeps decrypting.
+    Rotate(AdminArgs),
+    /// Stop a decrypt-only key from decrypting (refused for the primary).
+    Retire {
+        /// key_id to retire.
+        key_id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Erase a retired key's material for good. Data it protects becomes unreadable.
+    Destroy {
+        /// key_id to destroy.
+        key_id: String,
+        /// Repeat the key_id to confirm.
+        #[arg(long, value_name = "KEY_ID")]
+        confirm: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Data directory for the keyring.
+    #[arg(long, value_name = "DIR", required_unless_present = "generate_keyfile")]
+    data: Option<PathBuf>,
+    /// Root key source: keyfile:PATH or passphrase-file:PATH.
+    #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
+    seal: Option<String>,
+    /// Write a new root key file (32 random bytes, base64, mode 0600); never overwrites.
+    /// With --data and no --seal, the new file also seals the keyring.
+    #[arg(long, value_name = "PATH")]
+    generate_keyfile: Option<PathBuf>,
+    /// AEAD for this keyring's key-encryption keys.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Aes256Gcm)]
+    algorithm: AlgorithmArg,
+    /// Argon2id memory in KiB for passphrase-file: (minimum 19456).
+    #[arg(long, default_value_t = 65536, value_name = "KIB")]
+    argon2_memory_kib: u32,
+    /// Argon2id iterations for passphrase-file: (minimum 2).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    argon2_iterations: u32,
+    /// Argon2id lanes for passphrase-file:.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    argon2_parallelism: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AlgorithmArg {
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    #[value(name = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(a: AlgorithmArg) -> Self {
+        match a {
+            AlgorithmArg::Aes256Gcm => Algorithm::Aes256Gcm,
+            AlgorithmArg::XChaCha20Poly1305 => Algorithm::XChaCha20Poly1305,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Data directory holding the keyring.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Root key source: keyfile:PATH or passphrase-file:PATH.
+    #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
+    seal: String,
+    /// Unix socket for kube-apiserver (KMS v2, KMS v1, gRPC health).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Unix socket for the admin API (rotate, keys, retire). Omit to serve no admin API.
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Make the sockets 0660 and owned by this group (name or gid); default is 0600.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Rotate the primary key once it is this old (e.g. 90d, 12h), or "never".
+    #[arg(long, default_value = "90d", value_name = "DURATION")]
+    rotate_after: String,
+    /// Rotate the primary key after this many encryptions, or "never".
+    #[arg(long, default_value_t = keyring::DEFAULT_ROTATE_AFTER_ENCRYPTIONS.to_string(), value_name = "N")]
+    rotate_after_encryptions: String,
+    /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    drain_timeout: String,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// The plugin's admin socket.
+    #[arg(long, value_name = "PATH", default_value_os_t = Path::new(DEV_DIR).join("kms-admin.sock"))]
+    admin_socket: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Data directory: keyring, root key and sockets (kms.sock, kms-admin.sock).
+    #[arg(long, value_name = "DIR", default_value = DEV_DIR)]
+    data: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// A command-line error: what went wrong and, when known, what to do about it.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    hint: Option<String>,
+}
+
+impl CliError {
+    fn new(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::new(e)
+    }
+}
+
+fn status_error(s: tonic::Status) -> CliError {
+    CliError::new(format!("{}: {}", code_name(s.code()), s.message()))
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "refused",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "error",
+    }
+}
+
+/// Prevents key material from reaching core dumps and makes new files private by default.
+/// Call first thing in `main`, before any thread starts.
+pub fn harden_process() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). The HTTP/2 and gRPC transport crates
+/// are capped at `debug`: their `trace` output can include payload bytes.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for cap in [
+        "h2=debug",
+        "hyper=debug",
+        "hyper_util=debug",
+        "tonic=debug",
+        "tower=debug",
+    ] {
+        if let Ok(d) = cap.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if let Some(h) = e.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Kms(KmsCommand::Init(a)) => init(a),
+        Command::Kms(KmsCommand::Serve(a)) => {
+            let seal: SealSpec = a.seal.parse()?;
+            let policy = policy(&a.run)?;
+            let keyring = open_keyring(&a.data, &seal, policy)?;
+            runtime()?.block_on(serve(keyring, &a.socket, a.admin_socket.as_deref(), &a.run))
+        }
+        Command::Kms(cmd) => runtime()?.block_on(admin(cmd)),
+        Command::Dev(a) => dev(a),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))
+}
+
+fn init(a: InitArgs) -> Result<(), CliError> {
+    if let Some(path) = &a.generate_keyfile {
+        seal::generate_keyfile(path)?;
+        println!("wrote root key file {} (mode 0600)", path.display());
+    }
+    let Some(data) = a.data else {
+        return Ok(());
+    };
+    let seal: SealSpec = match (&a.seal, &a.generate_keyfile) {
+        (Some(s), _) => s.parse()?,
+        (None, Some(p)) => SealSpec::KeyFile(p.clone()),
+        (None, None) => {
+            return Err(CliError::new("--seal is required with --data")
+                .hint("pass --seal keyfile:PATH, or --generate-keyfile PATH to create one"))
+        }
+    };
+    let kdf = match seal {
+        SealSpec::PassphraseFile(_) => Some(KdfParams::new(
+            a.argon2_memory_kib,
+            a.argon2_iterations,
+            a.argon2_parallelism,
+        )?),
+        SealSpec::KeyFile(_) => None,
+    };
+    let first = Keyring::init(
+        &data,
+        &seal,
+        &InitOptions {
+            algorithm: a.algorithm.into(),
+            kdf,
+        },
+    )?;
+    println!(
+        "created keyring in {} sealed by {}; primary key_id {}",
+        data.display(),
+        seal.kind(),
+        first.key_id
+    );
+    Ok(())
+}
+
+fn parse_duration_or_never(flag: &str, s: &str) -> Result<Option<Duration>, CliError> {
+    if s == "never" {
+        return Ok(None);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(Some(d)),
+        _ => Err(CliError::new(format!(
+            "{flag}: {s:?} is not a positive duration such as 90d, 12h, 30s, or \"never\""
+        ))),
+    }
+}
+
+fn policy(run: &RunArgs) -> Result<RotationPolicy, CliError> {
+    let max_age = parse_duration_or_never("--rotate-after", &run.rotate_after)?;
+    let max_encryptions = match run.rotate_after_encryptions.as_str() {
+        "never" => None,
+        s => match s.parse::<u64>() {
+            Ok(n) if n > 0 && n <= 1 << 31 => Some(n),
+            _ => {
+                return Err(CliError::new(format!(
+                    "--rotate-after-encryptions: {s:?} is not a number from 1 to 2147483648 or \"never\""
+                )))
+            }
+        },
+    };
+    Ok(RotationPolicy {
+        max_age,
+        max_encryptions,
+    })
+}
+
+fn open_keyring(dir: &Path, seal: &SealSpec, policy: RotationPolicy) -> Result<Keyring, CliError> {
+    Keyring::open(dir, seal, policy).map_err(|e| {
+        let hint = match &e {
+            keyring::KeyringError::Unseal => Some(
+                "check that --seal names the root key or passphrase the keyring was created with",
+            ),
+            keyring::KeyringError::NotFound(_) => None,
+            _ => None,
+        };
+        let err = CliError::new(e);
+        match hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGTERM handler");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+}
+
+async fn serve(
+    keyring: Keyring,
+    socket_path: &Path,
+    admin_path: Option<&Path>,
+    run: &RunArgs,
+) -> Result<(), CliError> {
+    let drain = parse_duration_or_never("--drain-timeout", &run.drain_timeout)?
+        .unwrap_or(Duration::from_secs(3600));
+    let access = socket::SocketAccess {
+        group: run
+            .socket_group
+            .as_deref()
+            .map(socket::resolve_group)
+            .transpose()?,
+    };
+    let (listener, _guard) = socket::bind(socket_path, access)?;
+    let admin = match admin_path {
+        Some(p) => {
+            let (l, g) = socket::bind(p, socket::SocketAccess::default())?;
+            Some((l, g))
+        }
+        None => None,
+    };
+    let (admin_listener, _admin_guard) = match admin {
+        Some((l, g)) => (Some(l), Some(g)),
+        None => (None, None),
+    };
+    let _maintenance = keyring.start_maintenance(Duration::from_secs(60));
+    let health = keyring.health();
+    tracing::info!(
+        socket = %socket_path.display(),
+        admin_socket = ?admin_path.map(Path::display),
+        key_id = %health.primary_key_id,
+        "serving KMS v2 and v1"
+    );
+    let (signalled_tx, signalled_rx) = oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(());
+    };
+    let server = kms::serve(listener, admin_listener, keyring, shutdown);
+    tokio::pin!(server);
+    let drain_deadline = async {
+        if signalled_rx.await.is_ok() {
+            tokio::time::sleep(drain).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        res = &mut server => res.map_err(|e| CliError::new(format!("server failed: {e}")))?,
+        _ = drain_deadline => tracing::warn!(timeout = ?drain, "drain timed out; closing remaining calls"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
+    let args = match &cmd {
+        KmsCommand::Status(a) | KmsCommand::Keys(a) | KmsCommand::Rotate(a) => a,
+        KmsCommand::Retire { admin, .. } | KmsCommand::Destroy { admin, .. } => admin,
+        KmsCommand::Init(_) | KmsCommand::Serve(_) => unreachable!("handled by run"),
+    };
+    let channel = socket::unix_channel(args.admin_socket.clone())
+        .await
+        .map_err(|e| {
+            CliError::new(format!(
+                "cannot connect to the admin socket {}: {e}",
+                args.admin_socket.display()
+            ))
+            .hint("start the plugin (keyward kms serve --admin-socket PATH, or keyward dev), or pass --admin-socket")
+        })?;
+    let mut client = admin_pb::kms_admin_client::KmsAdminClient::new(channel);
+    let json = args.output == Output::Json;
+    let out = match cmd {
+        KmsCommand::Status(_) => {
+            let s = client
+                .status(admin_pb::AdminStatusRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                serde_json::json!({
+                    "healthz": s.healthz, "primary_key_id": s.primary_key_id,
+                    "keyring_id": s.keyring_id, "algorithm": s.algorithm, "seal": s.seal,
+                    "rotate_after_seconds": s.rotate_after_seconds,
+                    "rotate_after_encryptions": s.rotate_after_encryptions,
+                    "key_count": s.key_count,
+                })
+                .to_string()
+            } else {
+                let never = |n: u64, f: &dyn Fn(u64) -> String| {
+                    if n == 0 {
+                        "never".to_owned()
+                    } else {
+                        f(n)
+                    }
+                };
+                format!(
+                    "healthz:         {}\nprimary key_id:  {}\nkeyring:         {}\nalgorithm:       {}\nsealed by:       {}\nkeys:            {}\nrotate after:    {} / {} encryptions",
+                    s.healthz,
+                    s.primary_key_id,
+                    s.keyring_id,
+                    s.algorithm,
+                    s.seal,
+                    s.key_count,
+                    never(s.rotate_after_seconds, &|n| humantime::format_duration(Duration::from_secs(n)).to_string()),
+                    never(s.rotate_after_encryptions, &|n| n.to_string()),
+                )
+            }
+        }
+        KmsCommand::Keys(_) => {
+            let keys = client
+                .list_keys(admin_pb::ListKeysRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .keys;
+            if json {
+                serde_json::Value::Array(keys.iter().map(key_json).collect()).to_string()
+            } else {
+                key_table(&keys)
+            }
+        }
+        KmsCommand::Rotate(_) => {
+            let r = client
+                .rotate(admin_pb::RotateRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let primary = r.primary.unwrap_or_default();
+            if json {
+                serde_json::json!({"primary": key_json(&primary), "previous_key_id": r.previous_key_id})
+                    .to_string()
+            } else {
+                format!(
+                    "rotated: new primary key_id {} (previous {} is now decrypt-only)",
+                    primary.key_id, r.previous_key_id
+                )
+            }
+        }
+        KmsCommand::Retire { key_id, .. } => {
+            let k = client
+                .retire(admin_pb::RetireRequest { key_id })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .key
+                .unwrap_or_default();
+            if json {
+                key_json(&k).to_string()
+            } else {
+                format!(
+                    "retired: key_id {} is now {}",
+                    k.key_id,
+                    state_name(k.state)
+                )
+            }
+        }
+        KmsCommand::Destroy {
+            key_id, confirm, ..
+        } => {
+            let k = client
+                .destroy(admin_pb::DestroyRequest { key_id, confirm })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .key
+                .unwrap_or_default();
+            if json {
+                key_json(&k).to_string()
+            } else {
+                format!("destroyed: key material of {} is erased", k.key_id)
+            }
+        }
+        KmsCommand::Init(_) | KmsCommand::Serve(_) => unreachable!("handled by run"),
+    };
+    println!("{out}");
+    Ok(())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match admin_pb::KeyState::try_from(state) {
+        Ok(admin_pb::KeyState::Primary) => "primary",
+        Ok(admin_pb::KeyState::DecryptOnly) => "decrypt-only",
+        Ok(admin_pb::KeyState::Disabled) => "disabled",
+        Ok(admin_pb::KeyState::Destroyed) => "destroyed",
+        _ => "unknown",
+    }
+}
+
+fn format_time(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn key_json(k: &admin_pb::KeyInfo) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": k.key_id,
+        "state": state_name(k.state),
+        "algorithm": k.algorithm,
+        "created": format_time(k.created_unix),
+        "encryptions": k.encryptions,
+    })
+}
+
+fn key_table(keys: &[admin_pb::KeyInfo]) -> String {
+    let width = keys
+        .iter()
+        .map(|k| k.key_id.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut out = format!(
+        "{:<width$}  {:<12}  {:<18}  {:<20}  ENCRYPTIONS",
+        "KEY_ID", "STATE", "ALGORITHM", "CREATED"
+    );
+    for k in keys {
+        let _ = write!(
+            out,
+            "\n{:<width$}  {:<12}  {:<18}  {:<20}  {}",
+            k.key_id,
+            state_name(k.state),
+            k.algorithm,
+            format_time(k.created_unix),
+            k.encryptions
+        );
+    }
+    out
+}
+
+fn dev(a: DevArgs) -> Result<(), CliError> {
+    let dir = &a.data;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    let root = dir.join("root.key");
+    if !root.exists() {
+        seal::generate_keyfile(&root)?;
+    }
+    let seal = SealSpec::KeyFile(root);
+    let kms_dir = dir.join("kms");
+    if !kms_dir.join("keyring").exists() {
+        Keyring::init(
+            &kms_dir,
+            &seal,
+            &InitOptions {
+                algorithm: Algorithm::Aes256Gcm,
+                kdf: None,
+            },
+        )?;
+    }
+    let keyring = open_keyring(&kms_dir, &seal, policy(&a.run)?)?;
+    let socket = absolute(&dir.join("kms.sock"));
+    let admin = absolute(&dir.join("kms-admin.sock"));
+    println!(
+        "keyward dev: KMS plugin for {} (development root key {}, not for production)\n\
+         \n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n\
+         \nEncryptionConfiguration for kube-apiserver:\n\n{}\n\
+         Try: keyward kms keys --admin-socket {}\nStop with Ctrl-C.",
+        dir.display(),
+        dir.join("root.key").display(),
+        socket.display(),
+        admin.display(),
+        keyring.health().primary_key_id,
+        encryption_config_snippet(&socket),
+        admin.display(),
+    );
+    runtime()?.block_on(serve(keyring, &socket, Some(&admin), &a.run))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// An EncryptionConfiguration that makes kube-apiserver use the plugin at `socket` for Secrets.
+pub fn encryption_config_snippet(socket: &Path) -> String {
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\n\
+         kind: EncryptionConfiguration\n\
+         resources:\n  \
+           - resources:\n      \
+               - secrets\n    \
+             providers:\n      \
+               - kms:\n          \
+                   apiVersion: v2\n          \
+                   name: keyward\n          \
+                   endpoint: unix://{}\n          \
+                   timeout: 3s\n      \
+               - identity: {{}}\n",
+        socket.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_and_counts_are_validated() {
+        let run = |age: &str, n: &str| RunArgs {
+            socket_group: None,
+            rotate_after: age.into(),
+            rotate_after_encryptions: n.into(),
+            drain_timeout: "10s".into(),
+        };
+        let p = policy(&run("90d", "1000")).unwrap();
+        assert_eq!(p.max_age, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(p.max_encryptions, Some(1000));
+        let p = policy(&run("never", "never")).unwrap();
+        assert_eq!((p.max_age, p.max_encryptions), (None, None));
+        for (age, n, want) in [
+            ("0s", "1", "--rotate-after"),
+            ("soon", "1", "--rotate-after"),
+            ("1d", "0", "--rotate-after-encryptions"),
+            ("1d", "-3", "--rotate-after-encryptions"),
+            ("1d", "9999999999999", "--rotate-after-encryptions"),
+        ] {
+            let e = policy(&run(age, n)).unwrap_err();
+            assert!(e.message.starts_with(want), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn snippet_uses_v2_and_unix_endpoint() {
+        let s = encryption_config_snippet(Path::new("/run/k/kms.sock"));
+        assert!(s.contains("apiVersion: v2"));
+        assert!(s.contains("endpoint: unix:///run/k/kms.sock"));
+    }
+}

@@ -1,0 +1,363 @@
+//! The KMS plugin: KMS v2 and v1 gRPC services over the keyring, the standard health service,
+//! and keyward's admin service on a separate socket.
+//!
+//! Handlers are thin: convert the request, call the [`Keyring`], convert the error with
+//! [`to_status`], the one place keyring errors become gRPC statuses.
+
+pub mod socket;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroize;
+
+use crate::keyring::{KeyInfo, KeyState, Keyring, KeyringError};
+use crate::pb::keyward_v1 as admin_pb;
+use crate::pb::kms_v1beta1 as v1_pb;
+use crate::pb::kms_v2 as v2_pb;
+
+/// The KMS v2 API version reported by `Status`.
+pub const V2_VERSION: &str = "v2";
+/// The KMS v1 API version.
+pub const V1_VERSION: &str = "v1beta1";
+/// Requests larger than this are refused by the transport before a handler sees them.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// How often the health service re-reads the keyring's health.
+const HEALTH_POLL: Duration = Duration::from_secs(5);
+
+/// Maps a keyring error to a gRPC status. Caller mistakes get a specific code and a message
+/// naming the field; decryption failures are one opaque status; everything else is `Internal`
+/// with the detail only in the log.
+pub fn to_status(e: KeyringError) -> Status {
+    match e {
+        KeyringError::InvalidInput { field, reason } => {
+            Status::invalid_argument(format!("{field}: {reason}"))
+        }
+        KeyringError::Decrypt => Status::invalid_argument("decryption failed"),
+        KeyringError::UnknownKey(id) => Status::not_found(format!("key_id: no key {id:?}")),
+        KeyringError::Precondition(msg) => Status::failed_precondition(msg),
+        KeyringError::Exhausted => Status::unavailable(KeyringError::Exhausted.to_string()),
+        other => {
+            tracing::error!(error = %other, "internal error");
+            Status::internal("internal error; see the plugin's log")
+        }
+    }
+}
+
+/// `v2.KeyManagementService`.
+#[derive(Debug, Clone)]
+pub struct KmsV2 {
+    keyring: Keyring,
+}
+
+#[tonic::async_trait]
+impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
+    async fn status(
+        &self,
+        _req: Request<v2_pb::StatusRequest>,
+    ) -> Result<Response<v2_pb::StatusResponse>, Status> {
+        let h = self.keyring.health();
+        Ok(Response::new(v2_pb::StatusResponse {
+            version: V2_VERSION.to_owned(),
+            healthz: if h.healthy {
+                "ok"
+            } else {
+                "keyring self-test failed"
+            }
+            .to_owned(),
+            key_id: h.primary_key_id.to_string(),
+        }))
+    }
+
+    async fn decrypt(
+        &self,
+        req: Request<v2_pb::DecryptRequest>,
+    ) -> Result<Response<v2_pb::DecryptResponse>, Status> {
+        let req = req.into_inner();
+        match self.keyring.decrypt(&req.ciphertext, Some(&req.key_id)) {
+            Ok(mut plain) => {
+                tracing::debug!(uid = %req.uid, key_id = %req.key_id, "decrypt");
+                Ok(Response::new(v2_pb::DecryptResponse {
+                    plaintext: std::mem::take(&mut *plain),
+                }))
+            }
+            Err(e) => {
+                tracing::debug!(uid = %req.uid, key_id = %req.key_id, len = req.ciphertext.len(), "decrypt failed");
+                Err(to_status(e))
+            }
+        }
+    }
+
+    async fn encrypt(
+        &self,
+        req: Request<v2_pb::EncryptRequest>,
+    ) -> Result<Response<v2_pb::EncryptResponse>, Status> {
+        let mut req = req.into_inner();
+        let res = self.keyring.encrypt(&req.plaintext);
+        req.plaintext.zeroize();
+        let (ciphertext, key_id) = res.map_err(to_status)?;
+        tracing::debug!(uid = %req.uid, key_id = %key_id, "encrypt");
+        Ok(Response::new(v2_pb::EncryptResponse {
+            ciphertext,
+            key_id: key_id.to_string(),
+            annotations: HashMap::new(),
+        }))
+    }
+}
+
+/// `v1beta1.KeyManagementService` (deprecated upstream; same keyring).
+#[derive(Debug, Clone)]
+pub struct KmsV1 {
+    keyring: Keyring,
+}
+
+fn check_v1_version(version: &str) -> Result<(), Status> {
+    if version.is_empty() || version == V1_VERSION {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "version: {version:?} is not supported, only {V1_VERSION}"
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
+    async fn version(
+        &self,
+        req: Request<v1_pb::VersionRequest>,
+    ) -> Result<Response<v1_pb::VersionResponse>, Status> {
+        check_v1_version(&req.get_ref().version)?;
+        Ok(Response::new(v1_pb::VersionResponse {
+            version: V1_VERSION.to_owned(),
+            runtime_name: "keyward".to_owned(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    async fn decrypt(
+        &self,
+        req: Request<v1_pb::DecryptRequest>,
+    ) -> Result<Response<v1_pb::DecryptResponse>, Status> {
+        let req = req.into_inner();
+        check_v1_version(&req.version)?;
+        let mut plain = self.keyring.decrypt(&req.cipher, None).map_err(to_status)?;
+        Ok(Response::new(v1_pb::DecryptResponse {
+            plain: std::mem::take(&mut *plain),
+        }))
+    }
+
+    async fn encrypt(
+        &self,
+        req: Request<v1_pb::EncryptRequest>,
+    ) -> Result<Response<v1_pb::EncryptResponse>, Status> {
+        let mut req = req.into_inner();
+        check_v1_version(&req.version)?;
+        let res = self.keyring.encrypt(&req.plain);
+        req.plain.zeroize();
+        let (cipher, _) = res.map_err(to_status)?;
+        Ok(Response::new(v1_pb::EncryptResponse { cipher }))
+    }
+}
+
+/// `keyward.v1.KmsAdmin`, for the admin socket only.
+#[derive(Debug, Clone)]
+pub struct KmsAdmin {
+    keyring: Keyring,
+}
+
+fn key_info_pb(k: KeyInfo) -> admin_pb::KeyInfo {
+    let state = match k.state {
+        KeyState::Primary => admin_pb::KeyState::Primary,
+        KeyState::DecryptOnly => admin_pb::KeyState::DecryptOnly,
+        KeyState::Disabled => admin_pb::KeyState::Disabled,
+        KeyState::Destroyed => admin_pb::KeyState::Destroyed,
+    };
+    admin_pb::KeyInfo {
+        key_id: k.key_id,
+        state: state as i32,
+        algorithm: k.algorithm.name().to_owned(),
+        created_unix: k.created_unix,
+        encryptions: k.encryptions,
+    }
+}
+
+impl KmsAdmin {
+    /// Runs a blocking keyring mutation (it fsyncs) off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Keyring) -> Result<T, KeyringError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let keyring = self.keyring.clone();
+        tokio::task::spawn_blocking(move || f(keyring))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "admin task failed");
+                Status::internal("internal error; see the plugin's log")
+            })?
+            .map_err(to_status)
+    }
+}
+
+fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field}: required")))
+    } else {
+        Ok(value)
+    }
+}
+
+#[tonic::async_trait]
+impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
+    async fn status(
+        &self,
+        _req: Request<admin_pb::AdminStatusRequest>,
+    ) -> Result<Response<admin_pb::AdminStatusResponse>, Status> {
+        let h = self.keyring.health();
+        let info = self.keyring.info();
+        Ok(Response::new(admin_pb::AdminStatusResponse {
+            healthz: if h.healthy {
+                "ok"
+            } else {
+                "keyring self-test failed"
+            }
+            .to_owned(),
+            primary_key_id: h.primary_key_id.to_string(),
+            keyring_id: info.keyring_id,
+            algorithm: info.algorithm.name().to_owned(),
+            seal: info.seal.to_owned(),
+            rotate_after_seconds: info.policy.max_age.map_or(0, |d| d.as_secs()),
+            rotate_after_encryptions: info.policy.max_encryptions.unwrap_or(0),
+            key_count: self.keyring.keys().len() as u32,
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        _req: Request<admin_pb::ListKeysRequest>,
+    ) -> Result<Response<admin_pb::ListKeysResponse>, Status> {
+        Ok(Response::new(admin_pb::ListKeysResponse {
+            keys: self.keyring.keys().into_iter().map(key_info_pb).collect(),
+        }))
+    }
+
+    async fn rotate(
+        &self,
+        _req: Request<admin_pb::RotateRequest>,
+    ) -> Result<Response<admin_pb::RotateResponse>, Status> {
+        let r = self.blocking(|k| k.rotate()).await?;
+        Ok(Response::new(admin_pb::RotateResponse {
+            primary: Some(key_info_pb(r.primary)),
+            previous_key_id: r.previous_key_id,
+        }))
+    }
+
+    async fn retire(
+        &self,
+        req: Request<admin_pb::RetireRequest>,
+    ) -> Result<Response<admin_pb::RetireResponse>, Status> {
+        let key_id = required("key_id", &req.get_ref().key_id)?.to_owned();
+        let k = self.blocking(move |k| k.retire(&key_id)).await?;
+        Ok(Response::new(admin_pb::RetireResponse {
+            key: Some(key_info_pb(k)),
+        }))
+    }
+
+    async fn destroy(
+        &self,
+        req: Request<admin_pb::DestroyRequest>,
+    ) -> Result<Response<admin_pb::DestroyResponse>, Status> {
+        let req = req.into_inner();
+        let key_id = required("key_id", &req.key_id)?.to_owned();
+        let confirm = req.confirm;
+        let k = self.blocking(move |k| k.destroy(&key_id, &confirm)).await?;
+        Ok(Response::new(admin_pb::DestroyResponse {
+            key: Some(key_info_pb(k)),
+        }))
+    }
+}
+
+/// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given),
+/// until `shutdown` completes; then stops accepting and drains in-flight calls.
+pub async fn serve(
+    kms: UnixListener,
+    admin: Option<UnixListener>,
+    keyring: Keyring,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_keyring = keyring.clone();
+    let health_token = token.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEALTH_POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = health_token.cancelled() => break,
+            }
+            let serving = health_keyring.health().healthy;
+            for name in [
+                "",
+                "v2.KeyManagementService",
+                "v1beta1.KeyManagementService",
+            ] {
+                let status = if serving {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                reporter.set_service_status(name, status).await;
+            }
+        }
+    });
+
+    let v2 = v2_pb::key_management_service_server::KeyManagementServiceServer::new(KmsV2 {
+        keyring: keyring.clone(),
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let v1 = v1_pb::key_management_service_server::KeyManagementServiceServer::new(KmsV1 {
+        keyring: keyring.clone(),
+    })
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let kms_server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(v2)
+        .add_service(v1)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(kms),
+            token.clone().cancelled_owned(),
+        );
+
+    match admin {
+        Some(admin) => {
+            let admin_server = tonic::transport::Server::builder()
+                .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(KmsAdmin {
+                    keyring,
+                }))
+                .serve_with_incoming_shutdown(
+                    UnixListenerStream::new(admin),
+                    token.clone().cancelled_owned(),
+                );
+            let res = tokio::try_join!(kms_server, admin_server).map(|_| ());
+            token.cancel();
+            res
+        }
+        None => {
+            let res = kms_server.await;
+            token.cancel();
+            res
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Unix sockets: binding with safe permissions and stale-socket handling, and a client channel.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tonic::transport::{Channel, Endpoint};
+
+/// Errors binding or connecting a socket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// Another process is accepting connections on the path (operator's setup).
+    #[error("{0}: another process is listening on this socket; stop it or choose another path")]
+    InUse(PathBuf),
+    /// The path exists and is not a socket (operator's input).
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    /// The group given for the socket does not exist (operator's input).
+    #[error("--socket-group: no group named {0:?} in /etc/group")]
+    UnknownGroup(String),
+    /// An I/O error on the path (environment).
+    #[error("{path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// Who may connect: mode 0600, or 0660 with a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketAccess {
+    /// Group id that may also connect; `None` for owner only.
+    pub group: Option<u32>,
+}
+
+impl SocketAccess {
+    fn mode(self) -> u32 {
+        if self.group.is_some() {
+            0o660
+        } else {
+            0o600
+        }
+    }
+}
+
+/// Resolves a group name or numeric id through /etc/group.
+pub fn resolve_group(name: &str) -> Result<u32, SocketError> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let groups = fs::read_to_string("/etc/group").map_err(|e| SocketError::Io {
+        path: "/etc/group".into(),
+        source: e,
+    })?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let n = f.next()?;
+            let _pw = f.next()?;
+            let gid = f.next()?.parse::<u32>().ok()?;
+            (n == name).then_some(gid)
+        })
+        .next()
+        .ok_or_else(|| SocketError::UnknownGroup(name.to_owned()))
+}
+
+/// Removes the socket file on drop, if it is still the one this process created.
+#[derive(Debug)]
+pub struct SocketGuard {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketGuard {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Ok(m) = fs::symlink_metadata(&self.path) {
+            if m.dev() == self.dev && m.ino() == self.ino {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Binds a Unix socket at `path` with mode 0600 (0660 and the group with `access.group`).
+/// An existing socket file is replaced only if nothing accepts connections on it.
+/// Must be called inside a tokio runtime.
+pub fn bind(path: &Path, access: SocketAccess) -> Result<(UnixListener, SocketGuard), SocketError> {
+    let io_err = |source| SocketError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match StdUnixStream::connect(path) {
+            Ok(_) => return Err(SocketError::InUse(path.to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "replacing stale socket");
+                fs::remove_file(path).map_err(io_err)?;
+            }
+            Err(e) => return Err(io_err(e)),
+        },
+        Ok(_) => return Err(SocketError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
+    let meta = fs::symlink_metadata(path).map_err(io_err)?;
+    let guard = SocketGuard {
+        path: path.to_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    if let Some(gid) = access.group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(access.mode())).map_err(io_err)?;
+    listener.set_nonblocking(true).map_err(io_err)?;
+    let listener = UnixListener::from_std(listener).map_err(io_err)?;
+    Ok((listener, guard))
+}
+
+/// A gRPC channel to a Unix socket. Connects lazily-then-eagerly: fails now if nothing listens.
+pub async fn unix_channel(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
+    let path = path.into();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_modes_stale_and_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.sock");
+        let (l, guard) = bind(&p, SocketAccess::default()).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            bind(&p, SocketAccess::default()),
+            Err(SocketError::InUse(_))
+        ));
+        // Close the listener without removing the file: it is now stale.
+        drop(l);
+        std::mem::forget(guard);
+        let (_l, guard) = bind(&p, SocketAccess::default()).unwrap();
+        drop(guard);
+        assert!(!p.exists(), "the guard removes its socket");
+        let f = dir.path().join("file");
+        fs::write(&f, b"x").unwrap();
+        assert!(matches!(
+            bind(&f, SocketAccess::default()),
+            Err(SocketError::NotASocket(_))
+        ));
+        assert_eq!(fs::read(&f).unwrap(), b"x");
+        let gid = rustix::process::getgid().as_raw();
+        let (_l, _g) = bind(&p, SocketAccess { group: Some(gid) }).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o660
+        );
+    }
+
+    #[test]
+    fn groups_resolve() {
+        assert_eq!(resolve_group("0").unwrap(), 0);
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert!(matches!(
+            resolve_group("no-such-group-kw"),
+            Err(SocketError::UnknownGroup(_))
+        ));
+    }
+}
