@@ -16,6 +16,9 @@ use crate::kms::{self, socket};
 use crate::pb::keyward_v1 as admin_pb;
 use crate::seal::{self, KdfParams, SealSpec};
 
+/// How often the serving plugin re-runs its self-test and checks the rotation policy.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Default data directory of `keyward dev`.
 pub const DEV_DIR: &str = "keyward-dev";
 
@@ -54,7 +57,7 @@ enum KmsCommand {
     ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
-    /// Show the plugin's health, primary key and rotation policy.
+    /// Show the plugin's health, primary key and rotation policy; exits non-zero unless healthy.
     Status(AdminArgs),
     /// List every key-encryption key with its state and use count.
     Keys(AdminArgs),
@@ -237,24 +240,24 @@ pub fn harden_process() {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). The HTTP/2 and gRPC transport crates
-/// are capped at `debug`: their `trace` output can include payload bytes.
+/// are additionally capped at `debug`: their `trace` output can include payload bytes.
 pub fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for cap in [
-        "h2=debug",
-        "hyper=debug",
-        "hyper_util=debug",
-        "tonic=debug",
-        "tower=debug",
-    ] {
-        if let Ok(d) = cap.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let cap = ["h2", "hyper", "hyper_util", "tonic", "tower"]
+        .into_iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
+            t.with_target(c, LevelFilter::DEBUG)
+        });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(env.and(cap)),
+        )
         .init();
 }
 
@@ -277,9 +280,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Kms(KmsCommand::Init(a)) => init(a),
         Command::Kms(KmsCommand::Serve(a)) => {
             let seal: SealSpec = a.seal.parse()?;
-            let policy = policy(&a.run)?;
-            let keyring = open_keyring(&a.data, &seal, policy)?;
-            runtime()?.block_on(serve(keyring, &a.socket, a.admin_socket.as_deref(), &a.run))
+            let opts = ServeOptions::parse(&a.run)?;
+            let keyring = open_keyring(&a.data, &seal, opts.policy)?;
+            runtime()?.block_on(serve(keyring, &a.socket, a.admin_socket.as_deref(), &opts))
         }
         Command::Kms(cmd) => runtime()?.block_on(admin(cmd)),
         Command::Dev(a) => dev(a),
@@ -398,22 +401,38 @@ async fn shutdown_signal() {
     }
 }
 
+/// `RunArgs`, checked before anything is opened.
+struct ServeOptions {
+    policy: RotationPolicy,
+    access: socket::SocketAccess,
+    drain: Duration,
+}
+
+impl ServeOptions {
+    fn parse(run: &RunArgs) -> Result<Self, CliError> {
+        Ok(Self {
+            policy: policy(run)?,
+            access: socket::SocketAccess {
+                group: run
+                    .socket_group
+                    .as_deref()
+                    .map(socket::resolve_group)
+                    .transpose()?,
+            },
+            drain: parse_duration_or_never("--drain-timeout", &run.drain_timeout)?
+                .unwrap_or(Duration::from_secs(3600)),
+        })
+    }
+}
+
 async fn serve(
     keyring: Keyring,
     socket_path: &Path,
     admin_path: Option<&Path>,
-    run: &RunArgs,
+    opts: &ServeOptions,
 ) -> Result<(), CliError> {
-    let drain = parse_duration_or_never("--drain-timeout", &run.drain_timeout)?
-        .unwrap_or(Duration::from_secs(3600));
-    let access = socket::SocketAccess {
-        group: run
-            .socket_group
-            .as_deref()
-            .map(socket::resolve_group)
-            .transpose()?,
-    };
-    let (listener, _guard) = socket::bind(socket_path, access)?;
+    let drain = opts.drain;
+    let (listener, _guard) = socket::bind(socket_path, opts.access)?;
     let admin = match admin_path {
         Some(p) => {
             let (l, g) = socket::bind(p, socket::SocketAccess::default())?;
@@ -425,7 +444,15 @@ async fn serve(
         Some((l, g)) => (Some(l), Some(g)),
         None => (None, None),
     };
-    let _maintenance = keyring.start_maintenance(Duration::from_secs(60));
+    // Check the rotation policy every minute, or often enough to honour a short --rotate-after.
+    let interval = keyring
+        .info()
+        .policy
+        .max_age
+        .map_or(MAINTENANCE_INTERVAL, |age| {
+            (age / 4).clamp(Duration::from_millis(100), MAINTENANCE_INTERVAL)
+        });
+    let _maintenance = keyring.start_maintenance(interval);
     let health = keyring.health();
     tracing::info!(
         socket = %socket_path.display(),
@@ -472,6 +499,7 @@ async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
         })?;
     let mut client = admin_pb::kms_admin_client::KmsAdminClient::new(channel);
     let json = args.output == Output::Json;
+    let mut unhealthy = false;
     let out = match cmd {
         KmsCommand::Status(_) => {
             let s = client
@@ -479,6 +507,9 @@ async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            if s.healthz != "ok" {
+                unhealthy = true;
+            }
             if json {
                 serde_json::json!({
                     "healthz": s.healthz, "primary_key_id": s.primary_key_id,
@@ -504,7 +535,7 @@ async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
                     s.algorithm,
                     s.seal,
                     s.key_count,
-                    never(s.rotate_after_seconds, &|n| humantime::format_duration(Duration::from_secs(n)).to_string()),
+                    never(s.rotate_after_seconds, &short_duration),
                     never(s.rotate_after_encryptions, &|n| n.to_string()),
                 )
             }
@@ -576,7 +607,23 @@ async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
         KmsCommand::Init(_) | KmsCommand::Serve(_) => unreachable!("handled by run"),
     };
     println!("{out}");
+    if unhealthy {
+        return Err(
+            CliError::new("the plugin reports it is not healthy (healthz is not \"ok\")")
+                .hint("see the plugin's log for the failed self-test"),
+        );
+    }
     Ok(())
+}
+
+/// `90d`, `12h`, `5m` or `30s`: the largest unit that divides `secs` exactly.
+fn short_duration(secs: u64) -> String {
+    match secs {
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 fn state_name(state: i32) -> &'static str {
@@ -649,7 +696,8 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
             },
         )?;
     }
-    let keyring = open_keyring(&kms_dir, &seal, policy(&a.run)?)?;
+    let opts = ServeOptions::parse(&a.run)?;
+    let keyring = open_keyring(&kms_dir, &seal, opts.policy)?;
     let socket = absolute(&dir.join("kms.sock"));
     let admin = absolute(&dir.join("kms-admin.sock"));
     println!(
@@ -665,7 +713,7 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
         encryption_config_snippet(&socket),
         admin.display(),
     );
-    runtime()?.block_on(serve(keyring, &socket, Some(&admin), &a.run))
+    runtime()?.block_on(serve(keyring, &socket, Some(&admin), &opts))
 }
 
 fn absolute(p: &Path) -> PathBuf {
