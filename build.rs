@@ -6,12 +6,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/kms/v2/api.proto",
         "proto/kms/v1beta1/api.proto",
         "proto/keyward/v1/kms_admin.proto",
+        "proto/k8s/apiserver/kmsv2/api.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        // Ordered maps: deterministic encoding of annotations, so stored bytes are reproducible.
+        .btree_map(".")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -1,1 +1,273 @@
-fn main() {}
+//! Criterion benches for keyward's hot paths: keyring wrap/unwrap of a 32-byte seed per AEAD,
+//! and the KMS v2 plugin over a real Unix socket served in-process, with the gRPC health Check
+//! (a call doing no work) as the transport floor.
+//!
+//! Run: `cargo bench --bench kms`. Figures and how to read them: docs/benchmarks.md.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use keyward::crypto::Algorithm;
+use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
+use keyward::kms;
+use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient;
+use keyward::pb::kms_v2::{DecryptRequest, EncryptRequest, StatusRequest};
+use keyward::seal::{self, SealSpec};
+use keyward::uds;
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// The size of a KMS v2 DEK seed, what the API server asks the plugin to wrap.
+const SEED: [u8; 32] = [0x5a; 32];
+/// In-flight calls in the concurrent variants.
+const CONCURRENCY: usize = 64;
+
+/// A keyring sealed by a fresh key file, in a temp dir that lives as long as the keyring.
+struct TempKeyring {
+    keyring: Keyring,
+    dir: tempfile::TempDir,
+}
+
+fn temp_keyring(algorithm: Algorithm) -> TempKeyring {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("root.key");
+    seal::generate_keyfile(&key).expect("generate key file");
+    let spec = SealSpec::KeyFile(key);
+    let data = dir.path().join("data");
+    Keyring::init(
+        &data,
+        &spec,
+        &InitOptions {
+            algorithm,
+            kdf: None,
+        },
+    )
+    .expect("init keyring");
+    let keyring = Keyring::open(&data, &spec, RotationPolicy::default()).expect("open keyring");
+    TempKeyring { keyring, dir }
+}
+
+fn keyring_wrap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("keyring_wrap");
+    group.throughput(Throughput::Elements(1));
+    for alg in Algorithm::ALL {
+        let k = temp_keyring(alg);
+        group.bench_function(BenchmarkId::from_parameter(alg.name()), |b| {
+            b.iter(|| k.keyring.encrypt(black_box(&SEED)).expect("encrypt"))
+        });
+    }
+    group.finish();
+}
+
+fn keyring_unwrap(c: &mut Criterion) {
+    let mut group = c.benchmark_group("keyring_unwrap");
+    group.throughput(Throughput::Elements(1));
+    for alg in Algorithm::ALL {
+        let k = temp_keyring(alg);
+        let (ct, key_id) = k.keyring.encrypt(&SEED).expect("encrypt");
+        group.bench_function(BenchmarkId::from_parameter(alg.name()), |b| {
+            b.iter(|| {
+                k.keyring
+                    .decrypt(black_box(&ct), Some(black_box(&key_id)))
+                    .expect("decrypt")
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The plugin served in-process on one Unix socket, and one channel to it.
+struct Served {
+    socket: PathBuf,
+    channel: Channel,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    _keyring: TempKeyring,
+}
+
+async fn serve(algorithm: Algorithm) -> Served {
+    let k = temp_keyring(algorithm);
+    let socket = k.dir.path().join("kms.sock");
+    let (listener, guard) = uds::bind(&socket, uds::SocketAccess::default()).expect("bind");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let keyring = k.keyring.clone();
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        kms::serve(listener, None, keyring, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let channel = uds::unix_channel(&socket).await.expect("connect");
+    Served {
+        socket,
+        channel,
+        stop,
+        task,
+        _keyring: k,
+    }
+}
+
+fn rpc_unix_socket(c: &mut Criterion) {
+    let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let served = rt.block_on(serve(Algorithm::Aes256Gcm));
+    let v2 = KeyManagementServiceClient::new(served.channel.clone());
+    let health = HealthClient::new(served.channel.clone());
+
+    // One wrapped seed to decrypt, made through the plugin; and a check that every call works
+    // before anything is timed.
+    let (ciphertext, key_id) = rt.block_on(async {
+        let r = health
+            .clone()
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(r.status, 1, "health Check(\"\") must be SERVING");
+        let s = v2.clone().status(StatusRequest {}).await.expect("status");
+        assert_eq!(s.into_inner().healthz, "ok");
+        let e = v2
+            .clone()
+            .encrypt(EncryptRequest {
+                plaintext: SEED.to_vec(),
+                uid: "bench".into(),
+            })
+            .await
+            .expect("encrypt")
+            .into_inner();
+        let d = v2
+            .clone()
+            .decrypt(decrypt_request(&e.ciphertext, &e.key_id))
+            .await
+            .expect("decrypt")
+            .into_inner();
+        assert_eq!(d.plaintext, SEED);
+        (e.ciphertext, e.key_id)
+    });
+
+    let mut group = c.benchmark_group("rpc_unix_socket");
+
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("health_check", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut h = health.clone();
+            async move {
+                h.check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("health check")
+            }
+        })
+    });
+    group.bench_function("v2_status", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut v = v2.clone();
+            async move { v.status(StatusRequest {}).await.expect("status") }
+        })
+    });
+    group.bench_function("v2_decrypt", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut v = v2.clone();
+            let req = decrypt_request(&ciphertext, &key_id);
+            async move { v.decrypt(req).await.expect("decrypt") }
+        })
+    });
+    group.bench_function("v2_encrypt", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut v = v2.clone();
+            let req = EncryptRequest {
+                plaintext: SEED.to_vec(),
+                uid: "bench".into(),
+            };
+            async move { v.encrypt(req).await.expect("encrypt") }
+        })
+    });
+
+    group.throughput(Throughput::Elements(CONCURRENCY as u64));
+    group.bench_function(format!("health_check_x{CONCURRENCY}"), |b| {
+        b.to_async(&rt).iter(|| {
+            let mut set = JoinSet::new();
+            for _ in 0..CONCURRENCY {
+                let mut h = health.clone();
+                set.spawn(async move {
+                    h.check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .expect("health check");
+                });
+            }
+            join_all(set)
+        })
+    });
+    group.bench_function(format!("v2_decrypt_x{CONCURRENCY}"), |b| {
+        b.to_async(&rt).iter(|| {
+            let mut set = JoinSet::new();
+            for _ in 0..CONCURRENCY {
+                let mut v = v2.clone();
+                let req = decrypt_request(&ciphertext, &key_id);
+                set.spawn(async move {
+                    v.decrypt(req).await.expect("decrypt");
+                });
+            }
+            join_all(set)
+        })
+    });
+    group.finish();
+
+    drop((v2, health));
+    let Served {
+        socket,
+        channel,
+        stop,
+        task,
+        _keyring,
+    } = served;
+    drop(channel);
+    let _ = stop.send(());
+    rt.block_on(task)
+        .expect("server task")
+        .expect("server stopped cleanly");
+    assert!(!socket.exists(), "socket removed on shutdown");
+}
+
+fn decrypt_request(ciphertext: &[u8], key_id: &str) -> DecryptRequest {
+    DecryptRequest {
+        ciphertext: ciphertext.to_vec(),
+        uid: "bench".into(),
+        key_id: key_id.to_owned(),
+        annotations: Default::default(),
+    }
+}
+
+async fn join_all(mut set: JoinSet<()>) {
+    while let Some(r) = set.join_next().await {
+        r.expect("call task");
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = keyring_wrap, keyring_unwrap, rpc_unix_socket
+}
+criterion_main!(benches);

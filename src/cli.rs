@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::crypto::Algorithm;
 use crate::keyring::{self, InitOptions, Keyring, RotationPolicy};
-use crate::kms::{self, socket};
+use crate::kms;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::seal::{self, KdfParams, SealSpec};
+use crate::uds as socket;
 
 /// How often the serving plugin re-runs its self-test and checks the rotation policy.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);

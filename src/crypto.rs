@@ -9,8 +9,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::Aes256Gcm;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm};
 use chacha20poly1305::XChaCha20Poly1305;
+use crypto_secretbox::XSalsa20Poly1305;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 use sha2::Sha256;
@@ -101,6 +102,15 @@ pub fn hkdf_expand(prk: &Key32, info: &[u8]) -> Key32 {
     Key32::from_bytes(&mut out)
 }
 
+/// `HKDF-Expand(SHA-256, prk, info)` to 32 bytes for a PRK of any length of at least 32 bytes
+/// (kube-apiserver's KMS v2 seeds); `None` if `prk` is shorter.
+pub fn hkdf_expand_slice(prk: &[u8], info: &[u8]) -> Option<Key32> {
+    let hk = hkdf::Hkdf::<Sha256>::from_prk(prk).ok()?;
+    let mut out = Zeroizing::new([0u8; 32]);
+    hk.expand(info, out.as_mut()).ok()?;
+    Some(Key32::from_bytes(&mut out))
+}
+
 /// `HMAC-SHA256(key, data)`.
 pub fn hmac_sha256(key: &Key32, data: &[u8]) -> [u8; 32] {
     let mut mac =
@@ -188,9 +198,104 @@ impl FromStr for Algorithm {
     }
 }
 
+type Aes192Gcm = AesGcm<aes::Aes192, aes_gcm::aead::consts::U12>;
+
+/// An instantiated AEAD (key schedule computed once, zeroized on drop by the cipher crates).
 enum Cipher {
-    Aes(Box<Aes256Gcm>),
+    Aes128(Box<Aes128Gcm>),
+    Aes192(Box<Aes192Gcm>),
+    Aes256(Box<Aes256Gcm>),
     XChaCha(Box<XChaCha20Poly1305>),
+    XSalsa(Box<XSalsa20Poly1305>),
+}
+
+impl Cipher {
+    fn nonce_len(&self) -> usize {
+        match self {
+            Cipher::Aes128(_) | Cipher::Aes192(_) | Cipher::Aes256(_) => 12,
+            Cipher::XChaCha(_) | Cipher::XSalsa(_) => 24,
+        }
+    }
+
+    /// Encrypts `buf` in place; returns the tag.
+    fn seal_detached(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
+        if nonce.len() != self.nonce_len() {
+            return Err(CryptoError::Seal);
+        }
+        let tag = match self {
+            Cipher::Aes128(c) => c.encrypt_in_place_detached(nonce.into(), aad, buf),
+            Cipher::Aes192(c) => c.encrypt_in_place_detached(nonce.into(), aad, buf),
+            Cipher::Aes256(c) => c.encrypt_in_place_detached(nonce.into(), aad, buf),
+            Cipher::XChaCha(c) => c.encrypt_in_place_detached(nonce.into(), aad, buf),
+            Cipher::XSalsa(c) => c.encrypt_in_place_detached(nonce.into(), aad, buf),
+        };
+        tag.map(Into::into).map_err(|_| CryptoError::Seal)
+    }
+
+    /// Decrypts `buf` in place if `tag` authenticates it.
+    fn open_detached(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), CryptoError> {
+        if nonce.len() != self.nonce_len() || tag.len() != TAG_LEN {
+            return Err(CryptoError::Open);
+        }
+        let res = match self {
+            Cipher::Aes128(c) => c.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()),
+            Cipher::Aes192(c) => c.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()),
+            Cipher::Aes256(c) => c.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()),
+            Cipher::XChaCha(c) => c.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()),
+            Cipher::XSalsa(c) => c.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()),
+        };
+        res.map_err(|_| CryptoError::Open)
+    }
+
+    /// Appends `ciphertext || tag` of `plaintext` to `out`.
+    fn seal_append(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        match self.seal_detached(nonce, aad, &mut out[start..]) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                Ok(())
+            }
+            Err(e) => {
+                out[start..].zeroize();
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens `ciphertext || tag`.
+    fn open_split(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if sealed.len() < TAG_LEN {
+            return Err(CryptoError::Open);
+        }
+        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let mut buf = Zeroizing::new(ct.to_vec());
+        self.open_detached(nonce, aad, &mut buf, tag)?;
+        Ok(buf)
+    }
 }
 
 /// An instantiated AEAD key: the key schedule is computed once and zeroized on drop.
@@ -209,7 +314,7 @@ impl AeadKey {
     /// Instantiates `alg` with `key`.
     pub fn new(alg: Algorithm, key: &Key32) -> Self {
         let cipher = match alg {
-            Algorithm::Aes256Gcm => Cipher::Aes(Box::new(Aes256Gcm::new(key.expose().into()))),
+            Algorithm::Aes256Gcm => Cipher::Aes256(Box::new(Aes256Gcm::new(key.expose().into()))),
             Algorithm::XChaCha20Poly1305 => {
                 Cipher::XChaCha(Box::new(XChaCha20Poly1305::new(key.expose().into())))
             }
@@ -231,27 +336,7 @@ impl AeadKey {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        if nonce.len() != self.alg.nonce_len() {
-            return Err(CryptoError::Seal);
-        }
-        let start = out.len();
-        out.extend_from_slice(plaintext);
-        let buf = &mut out[start..];
-        let tag = match &self.cipher {
-            Cipher::Aes(c) => c.encrypt_in_place_detached(nonce.into(), aad, buf),
-            Cipher::XChaCha(c) => c.encrypt_in_place_detached(nonce.into(), aad, buf),
-        };
-        match tag {
-            Ok(tag) => {
-                out.extend_from_slice(&tag);
-                Ok(())
-            }
-            Err(_) => {
-                out[start..].zeroize();
-                out.truncate(start);
-                Err(CryptoError::Seal)
-            }
-        }
+        self.cipher.seal_append(nonce, aad, plaintext, out)
     }
 
     /// Opens `ciphertext || tag`. Any failure is [`CryptoError::Open`].
@@ -261,30 +346,17 @@ impl AeadKey {
         aad: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        if nonce.len() != self.alg.nonce_len() || sealed.len() < TAG_LEN {
-            return Err(CryptoError::Open);
-        }
-        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-        let mut buf = Zeroizing::new(ct.to_vec());
-        let res = match &self.cipher {
-            Cipher::Aes(c) => c.decrypt_in_place_detached(nonce.into(), aad, &mut buf, tag.into()),
-            Cipher::XChaCha(c) => {
-                c.decrypt_in_place_detached(nonce.into(), aad, &mut buf, tag.into())
-            }
-        };
-        res.map_err(|_| CryptoError::Open)?;
-        Ok(buf)
+        self.cipher.open_split(nonce, aad, sealed)
     }
 
     /// Seals with a fresh random nonce and returns `nonce || ciphertext || tag`.
     pub fn seal_random_nonce(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let n = self.alg.nonce_len();
+        let mut nonce = [0u8; 24];
+        fill_random(&mut nonce[..n])?;
         let mut out = Vec::with_capacity(n + plaintext.len() + TAG_LEN);
-        out.resize(n, 0);
-        fill_random(&mut out)?;
-        let (nonce, _) = out.split_at(n);
-        let nonce = nonce.to_vec();
-        self.seal_into(&nonce, aad, plaintext, &mut out)?;
+        out.extend_from_slice(&nonce[..n]);
+        self.seal_into(&nonce[..n], aad, plaintext, &mut out)?;
         Ok(out)
     }
 
@@ -300,6 +372,203 @@ impl AeadKey {
         }
         let (nonce, sealed) = data.split_at(n);
         self.open(nonce, aad, sealed)
+    }
+}
+
+/// AES-GCM with a 128-, 192- or 256-bit key and 96-bit nonces, as kube-apiserver's `aesgcm`
+/// provider and KMS data keys use it.
+pub struct AesGcmKey(Cipher);
+
+impl fmt::Debug for AesGcmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AesGcmKey([REDACTED])")
+    }
+}
+
+/// Nonce length of AES-GCM.
+pub const GCM_NONCE_LEN: usize = 12;
+
+impl AesGcmKey {
+    /// A key of 16, 24 or 32 bytes; `None` for any other length.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        let cipher = match key.len() {
+            16 => Cipher::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
+            24 => Cipher::Aes192(Box::new(Aes192Gcm::new_from_slice(key).ok()?)),
+            32 => Cipher::Aes256(Box::new(Aes256Gcm::new_from_slice(key).ok()?)),
+            _ => return None,
+        };
+        Some(Self(cipher))
+    }
+
+    /// Appends `ciphertext || tag` to `out`, with a 12-byte `nonce`.
+    pub fn seal_into(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        self.0.seal_append(nonce, aad, plaintext, out)
+    }
+
+    /// Opens `ciphertext || tag`.
+    pub fn open(
+        &self,
+        nonce: &[u8],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.0.open_split(nonce, aad, sealed)
+    }
+}
+
+/// NaCl `secretbox` (XSalsa20-Poly1305, 24-byte nonce). Its sealed form is `tag || ciphertext`
+/// (the tag first), as Go's `golang.org/x/crypto/nacl/secretbox` writes it.
+pub struct SecretboxKey(Cipher);
+
+impl fmt::Debug for SecretboxKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretboxKey([REDACTED])")
+    }
+}
+
+/// Nonce length of secretbox.
+pub const SECRETBOX_NONCE_LEN: usize = 24;
+
+impl SecretboxKey {
+    /// A 32-byte key; `None` for any other length.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        Some(Self(Cipher::XSalsa(Box::new(
+            XSalsa20Poly1305::new_from_slice(key).ok()?,
+        ))))
+    }
+
+    /// Appends `tag || ciphertext` to `out`.
+    pub fn seal_into(
+        &self,
+        nonce: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let tag_at = out.len();
+        out.extend_from_slice(&[0u8; TAG_LEN]);
+        out.extend_from_slice(plaintext);
+        match self
+            .0
+            .seal_detached(nonce, b"", &mut out[tag_at + TAG_LEN..])
+        {
+            Ok(tag) => {
+                out[tag_at..tag_at + TAG_LEN].copy_from_slice(&tag);
+                Ok(())
+            }
+            Err(e) => {
+                out[tag_at..].zeroize();
+                out.truncate(tag_at);
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens `tag || ciphertext`.
+    pub fn open(&self, nonce: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if sealed.len() < TAG_LEN {
+            return Err(CryptoError::Open);
+        }
+        let (tag, ct) = sealed.split_at(TAG_LEN);
+        let mut buf = Zeroizing::new(ct.to_vec());
+        self.0.open_detached(nonce, b"", &mut buf, tag)?;
+        Ok(buf)
+    }
+}
+
+/// AES-CBC with PKCS#7 padding and no authentication, as kube-apiserver's `aescbc` provider
+/// uses it (16-byte IV; 128-, 192- or 256-bit keys).
+pub struct AesCbcKey(Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for AesCbcKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AesCbcKey([REDACTED])")
+    }
+}
+
+/// AES block size, also the CBC IV length.
+pub const AES_BLOCK: usize = 16;
+
+impl AesCbcKey {
+    /// A key of 16, 24 or 32 bytes; `None` for any other length.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        matches!(key.len(), 16 | 24 | 32).then(|| Self(Zeroizing::new(key.to_vec())))
+    }
+
+    /// Appends AES-CBC(PKCS#7(plaintext)) with `iv` to `out`.
+    pub fn encrypt_into(&self, iv: &[u8; AES_BLOCK], plaintext: &[u8], out: &mut Vec<u8>) {
+        use cbc::cipher::{BlockEncryptMut, KeyIvInit};
+        let pad = AES_BLOCK - plaintext.len() % AES_BLOCK;
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        out.extend(std::iter::repeat_n(pad as u8, pad));
+        let buf = &mut out[start..];
+        let len = buf.len();
+        let res = match self.0.len() {
+            16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(&self.0, iv).map(|c| {
+                c.encrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(buf, len)
+                    .map(|_| ())
+            }),
+            24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(&self.0, iv).map(|c| {
+                c.encrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(buf, len)
+                    .map(|_| ())
+            }),
+            _ => cbc::Encryptor::<aes::Aes256>::new_from_slices(&self.0, iv).map(|c| {
+                c.encrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(buf, len)
+                    .map(|_| ())
+            }),
+        };
+        debug_assert!(
+            matches!(res, Ok(Ok(()))),
+            "key length and padding were checked"
+        );
+    }
+
+    /// Decrypts and checks the padding the way kube-apiserver does (pad byte non-zero, at most the
+    /// data length, every pad byte equal). Not authenticated: a wrong key usually, but not
+    /// always, fails the padding check.
+    pub fn decrypt(&self, iv: &[u8], ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        use cbc::cipher::{BlockDecryptMut, KeyIvInit};
+        if iv.len() != AES_BLOCK || ciphertext.is_empty() || ciphertext.len() % AES_BLOCK != 0 {
+            return Err(CryptoError::Open);
+        }
+        let mut buf = Zeroizing::new(ciphertext.to_vec());
+        let res = match self.0.len() {
+            16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(&self.0, iv).map(|c| {
+                c.decrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(&mut buf)
+                    .map(|_| ())
+            }),
+            24 => cbc::Decryptor::<aes::Aes192>::new_from_slices(&self.0, iv).map(|c| {
+                c.decrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(&mut buf)
+                    .map(|_| ())
+            }),
+            _ => cbc::Decryptor::<aes::Aes256>::new_from_slices(&self.0, iv).map(|c| {
+                c.decrypt_padded_mut::<cbc::cipher::block_padding::NoPadding>(&mut buf)
+                    .map(|_| ())
+            }),
+        };
+        if !matches!(res, Ok(Ok(()))) {
+            return Err(CryptoError::Open);
+        }
+        let pad = *buf.last().ok_or(CryptoError::Open)? as usize;
+        if pad == 0 || pad > buf.len() {
+            return Err(CryptoError::Open);
+        }
+        let body = buf.len() - pad;
+        let mut bad = 0u8;
+        for b in &buf[body..] {
+            bad |= b ^ pad as u8;
+        }
+        if bad != 0 {
+            return Err(CryptoError::Open);
+        }
+        buf.truncate(body);
+        Ok(buf)
     }
 }
 

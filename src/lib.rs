@@ -9,7 +9,11 @@
 //!   keyring errors to gRPC statuses, and Unix socket handling.
 //! - [`keyring`] owns key-encryption keys: their ids, states, counters, rotation policy and
 //!   sealed persistence in sled.
+//! - [`encryption`] owns encryption at rest as kube-apiserver does it: the
+//!   `EncryptionConfiguration` file and the provider chains (identity, aescbc, aesgcm, secretbox,
+//!   kms v1, kms v2) that turn a storage key and plaintext into stored bytes and back.
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
+//! - [`uds`] owns Unix domain sockets: safe binding for servers, gRPC channels for clients.
 //! - [`crypto`] owns the cryptographic primitives; it is the only module that names an AEAD,
 //!   KDF or MAC crate.
 //! - [`pb`] holds the generated protobuf code.
@@ -18,7 +22,9 @@
 
 pub mod cli;
 pub mod crypto;
+pub mod encryption;
 pub mod keyring;
 pub mod kms;
 pub mod pb;
 pub mod seal;
+pub mod uds;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{run, Proc};
-use keyward::kms::socket::unix_channel;
 use keyward::pb::kms_v2 as v2;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient;
+use keyward::uds::unix_channel;
 use rustix::process::Signal;
 
 struct Setup {

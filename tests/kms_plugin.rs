@@ -321,7 +321,7 @@ async fn grpc_health_service_reports_serving() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
     let p = Plugin::start(Algorithm::Aes256Gcm).await;
-    let mut h = HealthClient::new(keyward::kms::socket::unix_channel(&p.socket).await.unwrap());
+    let mut h = HealthClient::new(keyward::uds::unix_channel(&p.socket).await.unwrap());
     for service in ["", "v2.KeyManagementService"] {
         let r = h
             .check(HealthCheckRequest {

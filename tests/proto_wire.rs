@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use keyward::crypto::Algorithm;
 use keyward::pb::kms_v1beta1 as v1;
 use keyward::pb::kms_v2 as v2;
@@ -64,7 +62,7 @@ fn v2_messages_field_numbers() {
         ciphertext: b"ct".to_vec(),
         uid: "u".into(),
         key_id: "k".into(),
-        annotations: HashMap::from([("a.io".to_owned(), b"1".to_vec())]),
+        annotations: std::collections::BTreeMap::from([("a.io".to_owned(), b"1".to_vec())]),
     };
     let want = cat(&[
         ld(1, b"ct"),
@@ -91,7 +89,7 @@ fn v2_messages_field_numbers() {
     let resp = v2::EncryptResponse {
         ciphertext: b"ct".to_vec(),
         key_id: "k".into(),
-        annotations: HashMap::from([("a.io".to_owned(), b"1".to_vec())]),
+        annotations: std::collections::BTreeMap::from([("a.io".to_owned(), b"1".to_vec())]),
     };
     let want = cat(&[ld(1, b"ct"), ld(2, b"k"), map_entry(3, "a.io", b"1")]);
     assert_eq!(resp.encode_to_vec(), want);
@@ -217,9 +215,7 @@ fn fields(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
 #[tokio::test]
 async fn method_paths_and_bytes_over_the_socket() {
     let plugin = common::Plugin::start(Algorithm::Aes256Gcm).await;
-    let ch = keyward::kms::socket::unix_channel(&plugin.socket)
-        .await
-        .unwrap();
+    let ch = keyward::uds::unix_channel(&plugin.socket).await.unwrap();
 
     let status = raw_call(ch.clone(), "/v2.KeyManagementService/Status", vec![])
         .await
@@ -290,9 +286,7 @@ async fn method_paths_and_bytes_over_the_socket() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    let admin = keyward::kms::socket::unix_channel(&plugin.admin)
-        .await
-        .unwrap();
+    let admin = keyward::uds::unix_channel(&plugin.admin).await.unwrap();
     let e = raw_call(admin, "/v2.KeyManagementService/Status", vec![])
         .await
         .unwrap_err();

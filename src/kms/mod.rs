@@ -4,9 +4,6 @@
 //! Handlers are thin: convert the request, call the [`Keyring`], convert the error with
 //! [`to_status`], the one place keyring errors become gRPC statuses.
 
-pub mod socket;
-
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -105,7 +102,7 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         Ok(Response::new(v2_pb::EncryptResponse {
             ciphertext,
             key_id: key_id.to_string(),
-            annotations: HashMap::new(),
+            annotations: Default::default(),
         }))
     }
 }

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use keyward::crypto::Algorithm;
 use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
-use keyward::kms::{self, socket};
+use keyward::kms;
 use keyward::pb::keyward_v1::kms_admin_client::KmsAdminClient;
 use keyward::pb::kms_v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
 use keyward::seal::{self, SealSpec};
+use keyward::uds as socket;
 use tonic::transport::Channel;
 
 /// The plugin served in this process on sockets in a temp dir.

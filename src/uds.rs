@@ -1,4 +1,5 @@
-//! Unix sockets: binding with safe permissions and stale-socket handling, and a client channel.
+//! Unix domain sockets: binding with safe permissions and stale-socket handling (servers), and
+//! gRPC channels to a socket path or a Linux abstract socket (clients).
 
 use std::fs;
 use std::io;
@@ -134,15 +135,61 @@ pub fn bind(path: &Path, access: SocketAccess) -> Result<(UnixListener, SocketGu
     Ok((listener, guard))
 }
 
-/// A gRPC channel to a Unix socket. Connects lazily-then-eagerly: fails now if nothing listens.
-pub async fn unix_channel(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
-    let path = path.into();
+/// A Unix socket to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnixTarget {
+    /// A socket file.
+    Path(PathBuf),
+    /// A Linux abstract socket name (without the leading `@`).
+    Abstract(String),
+}
+
+impl std::fmt::Display for UnixTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnixTarget::Path(p) => write!(f, "unix://{}", p.display()),
+            UnixTarget::Abstract(n) => write!(f, "unix:///@{n}"),
+        }
+    }
+}
+
+/// Connects one stream to `target`.
+pub async fn connect(target: &UnixTarget) -> io::Result<UnixStream> {
+    match target {
+        UnixTarget::Path(p) => UnixStream::connect(p).await,
+        UnixTarget::Abstract(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            let s = StdUnixStream::connect_addr(&addr)?;
+            s.set_nonblocking(true)?;
+            UnixStream::from_std(s)
+        }
+    }
+}
+
+fn endpoint() -> Endpoint {
+    // The authority is not used for routing; kube-apiserver sends "localhost" too.
     Endpoint::from_static("http://localhost")
+}
+
+/// A gRPC channel to a Unix socket file. Connects now: fails if nothing listens.
+pub async fn unix_channel(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
+    let target = UnixTarget::Path(path.into());
+    endpoint()
         .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+            let target = target.clone();
+            async move { Ok::<_, io::Error>(TokioIo::new(connect(&target).await?)) }
         }))
         .await
+}
+
+/// A gRPC channel to `target` that connects on first use and reconnects after failures, so a
+/// plugin that starts later or restarts is picked up without rebuilding the client.
+pub fn lazy_channel(target: UnixTarget) -> Channel {
+    endpoint().connect_with_connector_lazy(tower::service_fn(move |_| {
+        let target = target.clone();
+        async move { Ok::<_, io::Error>(TokioIo::new(connect(&target).await?)) }
+    }))
 }
 
 #[cfg(test)]

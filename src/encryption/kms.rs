@@ -1,0 +1,836 @@
+//! KMS v1 and v2 envelope providers: clients of any KMS plugin, behaving like kube-apiserver's
+//! (facts §2, §3, §4.3).
+//!
+//! KMS v2: one 32-byte seed is wrapped by the plugin's `Encrypt` when the plugin's `key_id`
+//! changes (never per write); every write derives a fresh AES-256-GCM key with
+//! HKDF-SHA256-Expand(seed, 32 random info bytes). `Status` is polled every minute (every 10 s
+//! after a failure); writes continue for 3 minutes after the last good check, then fail. Seeds
+//! unwrapped for reads are cached, so reads of cached data keep working while the plugin is down.
+//!
+//! KMS v1: a new 32-byte DEK per write, wrapped by the plugin, stored in front of the AES-GCM
+//! ciphertext; unwrapped DEKs are kept in an LRU cache of `cachesize` entries.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use prost::Message;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use zeroize::Zeroizing;
+
+use super::config::KmsConfiguration;
+use super::{EncryptionError, RandomSource};
+use crate::crypto::{self, AesCbcKey, AesGcmKey, AES_BLOCK, GCM_NONCE_LEN, TAG_LEN};
+use crate::pb::kms_v1beta1 as v1;
+use crate::pb::kms_v2 as v2;
+use crate::uds;
+
+/// Status poll period while healthy (upstream `kmsv2PluginHealthzPositiveInterval`).
+pub const POLL_HEALTHY: Duration = Duration::from_secs(60);
+/// Status poll period after a failure (upstream `kmsv2PluginHealthzNegativeInterval`).
+pub const POLL_UNHEALTHY: Duration = Duration::from_secs(10);
+/// Writes are allowed this long after the last good check (`kmsv2PluginWriteDEKSourceMaxTTL`).
+pub const WRITE_TTL: Duration = Duration::from_secs(180);
+/// Limit on `key_id` and on the wrapped seed (`KeyIDMaxSize`, `encryptedDEKSourceMaxSize`).
+pub const MAX_KEY_ID: usize = 1024;
+/// Limit on the wrapped seed.
+pub const MAX_DEK_SOURCE: usize = 1024;
+/// Limit on annotation keys plus values (`annotationsMaxSize`).
+pub const MAX_ANNOTATIONS: usize = 32 * 1024;
+/// Seed length (`MinSeedSizeExtendedNonceGCM`), also the HKDF info length.
+pub const SEED_LEN: usize = 32;
+/// Decrypted seeds kept for reads.
+const SEED_CACHE: usize = 10_000;
+/// `EncryptedDEKSourceType` values.
+const SOURCE_AES_GCM_KEY: i32 = 0;
+const SOURCE_HKDF_SEED: i32 = 1;
+
+/// apimachinery `IsFullyQualifiedDomainName`: one trailing dot allowed, a DNS-1123 subdomain of
+/// at least two labels, each a DNS-1123 label.
+pub fn is_fqdn(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let labels: Vec<_> = name.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
+fn validate_key_id(key_id: &str) -> Result<(), String> {
+    if key_id.is_empty() {
+        Err("key_id is empty".into())
+    } else if key_id.len() > MAX_KEY_ID {
+        Err(format!(
+            "key_id is {} bytes, more than {MAX_KEY_ID}",
+            key_id.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_annotations(a: &BTreeMap<String, Vec<u8>>) -> Result<(), String> {
+    let mut total = 0;
+    for (k, v) in a {
+        if !is_fqdn(k) {
+            return Err(format!(
+                "annotation key {k:?} is not a fully qualified domain name"
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_ANNOTATIONS {
+        return Err(format!(
+            "annotations are {total} bytes, more than {MAX_ANNOTATIONS}"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_dek_source(d: &[u8]) -> Result<(), String> {
+    if d.is_empty() {
+        Err("encrypted DEK source is empty".into())
+    } else if d.len() > MAX_DEK_SOURCE {
+        Err(format!(
+            "encrypted DEK source is {} bytes, more than {MAX_DEK_SOURCE}",
+            d.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The key_id as kube-apiserver logs it: `sha256:<hex>`.
+fn key_id_hash(key_id: &str) -> String {
+    format!("sha256:{}", hex::encode(crypto::sha256(key_id.as_bytes())))
+}
+
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Shared plumbing: a lazily connected channel and per-call timeouts with error mapping.
+struct Plugin {
+    name: String,
+    endpoint: String,
+    timeout: Duration,
+    channel: Channel,
+}
+
+impl Plugin {
+    fn new(c: &KmsConfiguration) -> Self {
+        Self {
+            name: c.name.clone(),
+            endpoint: c.endpoint.clone(),
+            timeout: c.timeout,
+            channel: uds::lazy_channel(c.target.clone()),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> EncryptionError {
+        EncryptionError::Kms {
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn contract(&self, message: impl Into<String>) -> EncryptionError {
+        EncryptionError::KmsContract {
+            name: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, EncryptionError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => Err(self.err(format!("{what} timed out after {:?}", self.timeout))),
+            Ok(Err(s)) => Err(self.err(format!("{what} failed: {:?}: {}", s.code(), s.message()))),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+}
+
+// ----- KMS v2 -----
+
+struct WriteState {
+    seed: Zeroizing<Vec<u8>>,
+    dek_source: Vec<u8>,
+    key_id: String,
+    annotations: BTreeMap<String, Vec<u8>>,
+    expires: Instant,
+}
+
+enum SeedKey {
+    /// HKDF seed (`HKDF_SHA256_XNONCE_AES_GCM_SEED`).
+    Seed(Zeroizing<Vec<u8>>),
+    /// A plain AES-GCM DEK (`AES_GCM_KEY`, written by Kubernetes 1.27–1.28).
+    Legacy(AesGcmKey),
+}
+
+/// What the last Status poll of a kms v2 provider found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsV2Status {
+    /// Provider name.
+    pub name: String,
+    /// Plugin endpoint.
+    pub endpoint: String,
+    /// The last check succeeded.
+    pub healthy: bool,
+    /// The key_id new writes use, if any check ever succeeded.
+    pub key_id: Option<String>,
+    /// Why the last check failed.
+    pub error: Option<String>,
+}
+
+pub(super) struct KmsV2 {
+    plugin: Plugin,
+    random: Arc<dyn RandomSource>,
+    state: ArcSwapOption<WriteState>,
+    first_version: Mutex<Option<String>>,
+    health: Mutex<(bool, Option<String>)>,
+    seeds: Mutex<lru::LruCache<[u8; 32], Arc<SeedKey>>>,
+}
+
+impl fmt::Debug for KmsV2 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KmsV2({}, {})", self.plugin.name, self.plugin.endpoint)
+    }
+}
+
+/// Owns a kms v2 provider's Status poll; dropping it stops the poll.
+#[derive(Debug)]
+pub struct KmsPollGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for KmsPollGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// upstream `generateCacheKey`: SHA-256 over the source type, the wrapped seed, the key_id and
+/// the sorted annotations, each length-prefixed.
+fn seed_cache_key(
+    source_type: i32,
+    dek_source: &[u8],
+    key_id: &str,
+    annotations: &BTreeMap<String, Vec<u8>>,
+) -> [u8; 32] {
+    let mut b = Vec::with_capacity(16 + dek_source.len() + key_id.len());
+    b.extend_from_slice(&(source_type as u32).to_be_bytes());
+    b.extend_from_slice(&(dek_source.len() as u16).to_be_bytes());
+    b.extend_from_slice(dek_source);
+    b.extend_from_slice(&(key_id.len() as u16).to_be_bytes());
+    b.extend_from_slice(key_id.as_bytes());
+    if !annotations.is_empty() {
+        b.extend_from_slice(&(annotations.len() as u32).to_be_bytes());
+        for (k, v) in annotations {
+            b.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            b.extend_from_slice(k.as_bytes());
+            b.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            b.extend_from_slice(v);
+        }
+    }
+    crypto::sha256(&b)
+}
+
+/// Encrypts `plaintext` in KDF mode and returns the serialized `EncryptedObject` (without the
+/// provider prefix). `info` and `nonce` are the write's random draws.
+#[allow(clippy::too_many_arguments)] // mirrors every field of the record it builds
+pub(super) fn v2_seal(
+    seed: &[u8],
+    info: &[u8; SEED_LEN],
+    nonce: &[u8; GCM_NONCE_LEN],
+    key_id: &str,
+    dek_source: &[u8],
+    annotations: &BTreeMap<String, Vec<u8>>,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, crypto::CryptoError> {
+    let dek = crypto::hkdf_expand_slice(seed, info).ok_or(crypto::CryptoError::Seal)?;
+    let gcm = AesGcmKey::new(dek.expose()).expect("32-byte key");
+    let mut data = Vec::with_capacity(SEED_LEN + GCM_NONCE_LEN + plaintext.len() + TAG_LEN);
+    data.extend_from_slice(info);
+    data.extend_from_slice(nonce);
+    gcm.seal_into(nonce, aad, plaintext, &mut data)?;
+    Ok(v2::EncryptedObject {
+        encrypted_data: data,
+        key_id: key_id.to_owned(),
+        encrypted_dek_source: dek_source.to_vec(),
+        annotations: annotations.clone(),
+        encrypted_dek_source_type: SOURCE_HKDF_SEED,
+    }
+    .encode_to_vec())
+}
+
+fn v2_open_data(key: &SeedKey, aad: &[u8], data: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    match key {
+        SeedKey::Seed(seed) => {
+            if data.len() < SEED_LEN + GCM_NONCE_LEN + TAG_LEN {
+                return None;
+            }
+            let (info, rest) = data.split_at(SEED_LEN);
+            let dek = crypto::hkdf_expand_slice(seed, info)?;
+            let gcm = AesGcmKey::new(dek.expose())?;
+            let (nonce, sealed) = rest.split_at(GCM_NONCE_LEN);
+            gcm.open(nonce, aad, sealed).ok()
+        }
+        SeedKey::Legacy(gcm) => {
+            if data.len() < GCM_NONCE_LEN + TAG_LEN {
+                return None;
+            }
+            let (nonce, sealed) = data.split_at(GCM_NONCE_LEN);
+            gcm.open(nonce, aad, sealed).ok()
+        }
+    }
+}
+
+impl KmsV2 {
+    pub(super) fn new(c: &KmsConfiguration, random: Arc<dyn RandomSource>) -> Self {
+        Self {
+            plugin: Plugin::new(c),
+            random,
+            state: ArcSwapOption::empty(),
+            first_version: Mutex::new(None),
+            health: Mutex::new((false, None)),
+            seeds: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(SEED_CACHE).expect("non-zero"),
+            )),
+        }
+    }
+
+    fn client(&self) -> v2::key_management_service_client::KeyManagementServiceClient<Channel> {
+        v2::key_management_service_client::KeyManagementServiceClient::new(
+            self.plugin.channel.clone(),
+        )
+    }
+
+    pub(super) fn status(&self) -> KmsV2Status {
+        let (healthy, error) = self
+            .health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        KmsV2Status {
+            name: self.plugin.name.clone(),
+            endpoint: self.plugin.endpoint.clone(),
+            healthy,
+            key_id: self.state.load().as_ref().map(|s| s.key_id.clone()),
+            error,
+        }
+    }
+
+    /// One health check: Status, and a new seed through Encrypt when the key_id changed.
+    pub(super) async fn check(&self) -> bool {
+        let res = self.check_inner().await;
+        let ok = res.is_ok();
+        let error = res.err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            tracing::warn!(provider = %self.plugin.name, error = %e, "kms v2 plugin is not healthy");
+        }
+        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = (ok, error);
+        ok
+    }
+
+    async fn check_inner(&self) -> Result<(), EncryptionError> {
+        let st = self
+            .plugin
+            .call("Status", self.client().status(v2::StatusRequest {}))
+            .await?;
+        let mut problems = Vec::new();
+        if st.healthz != "ok" {
+            problems.push(format!("got unexpected healthz status: {}", st.healthz));
+        }
+        if st.version != "v2" && st.version != "v2beta1" {
+            problems.push(format!(
+                "got unexpected version {:?}, expected v2 or v2beta1",
+                st.version
+            ));
+        } else {
+            let mut first = self.first_version.lock().unwrap_or_else(|p| p.into_inner());
+            match first.as_deref() {
+                None => *first = Some(st.version.clone()),
+                Some(v) if v != st.version => problems.push(
+                    "KMSv2 API version should not change after the initial status response".into(),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Err(e) = validate_key_id(&st.key_id) {
+            problems.push(e);
+        }
+        if !problems.is_empty() {
+            return Err(self.plugin.contract(problems.join(", ")));
+        }
+        let now = Instant::now();
+        if let Some(state) = self.state.load_full() {
+            if state.key_id == st.key_id {
+                self.state.store(Some(Arc::new(WriteState {
+                    seed: state.seed.clone(),
+                    dek_source: state.dek_source.clone(),
+                    key_id: state.key_id.clone(),
+                    annotations: state.annotations.clone(),
+                    expires: now + WRITE_TTL,
+                })));
+                return Ok(());
+            }
+        }
+        self.rotate_seed(&st.key_id, now).await
+    }
+
+    async fn rotate_seed(&self, status_key_id: &str, now: Instant) -> Result<(), EncryptionError> {
+        let mut seed = Zeroizing::new(vec![0u8; SEED_LEN]);
+        self.random
+            .fill(&mut seed)
+            .map_err(EncryptionError::Crypto)?;
+        let resp = self
+            .plugin
+            .call(
+                "Encrypt",
+                self.client().encrypt(v2::EncryptRequest {
+                    plaintext: seed.to_vec(),
+                    uid: new_uid(),
+                }),
+            )
+            .await?;
+        validate_dek_source(&resp.ciphertext)
+            .and_then(|()| validate_key_id(&resp.key_id))
+            .and_then(|()| validate_annotations(&resp.annotations))
+            .map_err(|e| self.plugin.contract(e))?;
+        if resp.key_id != status_key_id {
+            return Err(self.plugin.contract(format!(
+                "failed to rotate DEK: Encrypt returned key_id {} but Status reported {}",
+                key_id_hash(&resp.key_id),
+                key_id_hash(status_key_id)
+            )));
+        }
+        let cache_key = seed_cache_key(
+            SOURCE_HKDF_SEED,
+            &resp.ciphertext,
+            &resp.key_id,
+            &resp.annotations,
+        );
+        self.seeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(cache_key, Arc::new(SeedKey::Seed(seed.clone())));
+        tracing::info!(provider = %self.plugin.name, key_id_hash = %key_id_hash(&resp.key_id), "new kms v2 seed");
+        self.state.store(Some(Arc::new(WriteState {
+            seed,
+            dek_source: resp.ciphertext,
+            key_id: resp.key_id,
+            annotations: resp.annotations,
+            expires: now + WRITE_TTL,
+        })));
+        Ok(())
+    }
+
+    pub(super) fn start_polling(self: Arc<Self>) -> KmsPollGuard {
+        KmsPollGuard(tokio::spawn(async move {
+            let mut healthy = self.health.lock().unwrap_or_else(|p| p.into_inner()).0;
+            loop {
+                tokio::time::sleep(if healthy {
+                    POLL_HEALTHY
+                } else {
+                    POLL_UNHEALTHY
+                })
+                .await;
+                healthy = self.check().await;
+            }
+        }))
+    }
+
+    pub(super) fn seal_into(
+        &self,
+        rnd: &dyn RandomSource,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncryptionError> {
+        let Some(state) = self.state.load_full() else {
+            return Err(self.plugin.err(
+                "no usable key: the plugin has not yet answered Status and Encrypt successfully",
+            ));
+        };
+        if Instant::now() > state.expires {
+            return Err(self.plugin.err(format!(
+                "encrypted DEK source with key_id hash {} expired: no successful Status check for more than {}s",
+                key_id_hash(&state.key_id),
+                WRITE_TTL.as_secs()
+            )));
+        }
+        let mut rand = Zeroizing::new([0u8; SEED_LEN + GCM_NONCE_LEN]);
+        rnd.fill(rand.as_mut()).map_err(EncryptionError::Crypto)?;
+        let info: &[u8; SEED_LEN] = rand[..SEED_LEN].try_into().expect("length");
+        let nonce: &[u8; GCM_NONCE_LEN] = rand[SEED_LEN..].try_into().expect("length");
+        let obj = v2_seal(
+            &state.seed,
+            info,
+            nonce,
+            &state.key_id,
+            &state.dek_source,
+            &state.annotations,
+            aad,
+            plaintext,
+        )
+        .map_err(EncryptionError::Crypto)?;
+        out.extend_from_slice(&obj);
+        Ok(())
+    }
+
+    /// Decrypts a stored record (without prefix). Returns the plaintext, whether it is stale,
+    /// and the key_id it was written under.
+    pub(super) async fn open(
+        &self,
+        aad: &[u8],
+        body: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, bool, String), EncryptionError> {
+        let malformed = |reason: String| EncryptionError::Malformed {
+            provider: "kms-v2",
+            reason,
+        };
+        let obj = v2::EncryptedObject::decode(body).map_err(|e| malformed(e.to_string()))?;
+        if obj.encrypted_data.is_empty() {
+            return Err(malformed("encrypted data is empty".into()));
+        }
+        validate_key_id(&obj.key_id)
+            .and_then(|()| validate_dek_source(&obj.encrypted_dek_source))
+            .and_then(|()| validate_annotations(&obj.annotations))
+            .map_err(malformed)?;
+        let source_type = obj.encrypted_dek_source_type;
+        if source_type != SOURCE_HKDF_SEED && source_type != SOURCE_AES_GCM_KEY {
+            return Err(malformed(format!(
+                "unknown encryptedDEKSourceType {source_type}"
+            )));
+        }
+        // Like kube-apiserver, nothing is read before the plugin has answered once.
+        let Some(state) = self.state.load_full() else {
+            return Err(self.plugin.err(
+                "cannot read: the plugin has not yet answered Status and Encrypt successfully",
+            ));
+        };
+        let cache_key = seed_cache_key(
+            source_type,
+            &obj.encrypted_dek_source,
+            &obj.key_id,
+            &obj.annotations,
+        );
+        let cached = self
+            .seeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&cache_key)
+            .cloned();
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let plain = Zeroizing::new(
+                    self.plugin
+                        .call(
+                            "Decrypt",
+                            self.client().decrypt(v2::DecryptRequest {
+                                ciphertext: obj.encrypted_dek_source.clone(),
+                                uid: new_uid(),
+                                key_id: obj.key_id.clone(),
+                                annotations: obj.annotations.clone(),
+                            }),
+                        )
+                        .await?
+                        .plaintext,
+                );
+                let key = if source_type == SOURCE_HKDF_SEED {
+                    if plain.len() < SEED_LEN {
+                        return Err(self.plugin.contract(format!(
+                            "decrypted seed is {} bytes, fewer than {SEED_LEN}",
+                            plain.len()
+                        )));
+                    }
+                    SeedKey::Seed(plain)
+                } else {
+                    SeedKey::Legacy(AesGcmKey::new(&plain).ok_or_else(|| {
+                        self.plugin
+                            .contract("decrypted DEK is not a valid AES key length")
+                    })?)
+                };
+                let key = Arc::new(key);
+                self.seeds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(cache_key, key.clone());
+                key
+            }
+        };
+        let pt = v2_open_data(&key, aad, &obj.encrypted_data).ok_or_else(|| {
+            EncryptionError::Decrypt {
+                provider: "kms-v2",
+                key: self.plugin.name.clone(),
+            }
+        })?;
+        let stale = obj.key_id != state.key_id || source_type != SOURCE_HKDF_SEED;
+        Ok((pt, stale, obj.key_id))
+    }
+}
+
+// ----- KMS v1 -----
+
+struct Dek {
+    gcm: AesGcmKey,
+    cbc: AesCbcKey,
+}
+
+impl Dek {
+    fn new(raw: &[u8]) -> Option<Self> {
+        Some(Self {
+            gcm: AesGcmKey::new(raw)?,
+            cbc: AesCbcKey::new(raw)?,
+        })
+    }
+}
+
+pub(super) struct KmsV1 {
+    plugin: Plugin,
+    cache: Option<Mutex<lru::LruCache<Vec<u8>, Arc<Dek>>>>,
+    version_ok: tokio::sync::OnceCell<()>,
+}
+
+impl fmt::Debug for KmsV1 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KmsV1({}, {})", self.plugin.name, self.plugin.endpoint)
+    }
+}
+
+/// The KMS v1 record after the prefix: `len(wrapped) as u16 BE || wrapped || nonce || ct || tag`.
+pub(super) fn v1_seal(
+    wrapped: &[u8],
+    dek: &[u8],
+    nonce: &[u8; GCM_NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), crypto::CryptoError> {
+    let len = u16::try_from(wrapped.len()).map_err(|_| crypto::CryptoError::Seal)?;
+    let gcm = AesGcmKey::new(dek).ok_or(crypto::CryptoError::Seal)?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(wrapped);
+    out.extend_from_slice(nonce);
+    gcm.seal_into(nonce, aad, plaintext, out)
+}
+
+impl KmsV1 {
+    pub(super) fn new(c: &KmsConfiguration) -> Self {
+        let cache = c
+            .cache_size
+            .filter(|n| *n > 0)
+            .and_then(|n| NonZeroUsize::new(n as usize))
+            .map(|n| Mutex::new(lru::LruCache::new(n)));
+        Self {
+            plugin: Plugin::new(c),
+            cache,
+            version_ok: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn client(&self) -> v1::key_management_service_client::KeyManagementServiceClient<Channel> {
+        v1::key_management_service_client::KeyManagementServiceClient::new(
+            self.plugin.channel.clone(),
+        )
+    }
+
+    /// kube-apiserver calls Version once, before the first other call, and requires v1beta1.
+    async fn ensure_version(&self) -> Result<(), EncryptionError> {
+        self.version_ok
+            .get_or_try_init(|| async {
+                let v = self
+                    .plugin
+                    .call(
+                        "Version",
+                        self.client().version(v1::VersionRequest {
+                            version: "v1beta1".into(),
+                        }),
+                    )
+                    .await?;
+                if v.version != "v1beta1" {
+                    return Err(self.plugin.contract(format!(
+                        "KMS provider api version {} is not supported, only v1beta1 is supported now",
+                        v.version
+                    )));
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn cache_put(&self, wrapped: Vec<u8>, dek: Arc<Dek>) {
+        if let Some(c) = &self.cache {
+            c.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(wrapped, dek);
+        }
+    }
+
+    pub(super) async fn seal_into(
+        &self,
+        rnd: &dyn RandomSource,
+        aad: &[u8],
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncryptionError> {
+        self.ensure_version().await?;
+        let mut dek = Zeroizing::new([0u8; 32]);
+        rnd.fill(dek.as_mut()).map_err(EncryptionError::Crypto)?;
+        let wrapped = self
+            .plugin
+            .call(
+                "Encrypt",
+                self.client().encrypt(v1::EncryptRequest {
+                    version: "v1beta1".into(),
+                    plain: dek.to_vec(),
+                }),
+            )
+            .await?
+            .cipher;
+        if wrapped.is_empty() || wrapped.len() > u16::MAX as usize {
+            return Err(self.plugin.contract(format!(
+                "wrapped DEK is {} bytes; expected 1 to 65535",
+                wrapped.len()
+            )));
+        }
+        let mut nonce = [0u8; GCM_NONCE_LEN];
+        rnd.fill(&mut nonce).map_err(EncryptionError::Crypto)?;
+        v1_seal(&wrapped, dek.as_ref(), &nonce, aad, plaintext, out)
+            .map_err(EncryptionError::Crypto)?;
+        self.cache_put(
+            wrapped,
+            Arc::new(Dek::new(dek.as_ref()).expect("32-byte key")),
+        );
+        Ok(())
+    }
+
+    /// Decrypts a record (without prefix). AES-CBC data from before Kubernetes 1.25 is read too
+    /// and reported stale.
+    pub(super) async fn open(
+        &self,
+        aad: &[u8],
+        body: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, bool), EncryptionError> {
+        let malformed = |reason: &str| EncryptionError::Malformed {
+            provider: "kms-v1",
+            reason: reason.to_owned(),
+        };
+        if body.len() < 2 {
+            return Err(malformed("missing the wrapped DEK length"));
+        }
+        let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+        if n == 0 || body.len() < 2 + n {
+            return Err(malformed("wrapped DEK length exceeds the value"));
+        }
+        let (wrapped, data) = body[2..].split_at(n);
+        let cached = self.cache.as_ref().and_then(|c| {
+            c.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(wrapped)
+                .cloned()
+        });
+        let dek = match cached {
+            Some(d) => d,
+            None => {
+                self.ensure_version().await?;
+                let plain = Zeroizing::new(
+                    self.plugin
+                        .call(
+                            "Decrypt",
+                            self.client().decrypt(v1::DecryptRequest {
+                                version: "v1beta1".into(),
+                                cipher: wrapped.to_vec(),
+                            }),
+                        )
+                        .await?
+                        .plain,
+                );
+                let dek = Arc::new(Dek::new(&plain).ok_or_else(|| {
+                    self.plugin
+                        .contract("decrypted DEK is not a valid AES key length")
+                })?);
+                self.cache_put(wrapped.to_vec(), dek.clone());
+                dek
+            }
+        };
+        if data.len() >= GCM_NONCE_LEN {
+            let (nonce, sealed) = data.split_at(GCM_NONCE_LEN);
+            if let Ok(pt) = dek.gcm.open(nonce, aad, sealed) {
+                return Ok((pt, false));
+            }
+        }
+        if data.len() > AES_BLOCK {
+            let (iv, ct) = data.split_at(AES_BLOCK);
+            if let Ok(pt) = dek.cbc.decrypt(iv, ct) {
+                return Ok((pt, true));
+            }
+        }
+        Err(EncryptionError::Decrypt {
+            provider: "kms-v1",
+            key: self.plugin.name.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fqdn_rules_match_the_apiserver_cases() {
+        for ok in [
+            "a.com",
+            "k8s.io",
+            "10.0.0.1",
+            "version.encryption.remote.io",
+            "a.b.",
+        ] {
+            assert!(is_fqdn(ok), "{ok}");
+        }
+        for bad in [
+            "com",
+            "Dev.k8s.io",
+            "*.example.com",
+            "underscores_are_bad.k8s.io",
+            "http://foo.example.com",
+            "kms.example.io/remote-kms-auditid",
+            "",
+            "-a.com",
+            "a..com",
+        ] {
+            assert!(!is_fqdn(bad), "{bad}");
+        }
+        assert!(!is_fqdn(&format!("{}.com", "a".repeat(64))));
+    }
+
+    #[test]
+    fn seed_cache_key_covers_every_field() {
+        let a = BTreeMap::from([("a.io".to_owned(), b"1".to_vec())]);
+        let base = seed_cache_key(1, b"src", "kid", &a);
+        assert_ne!(base, seed_cache_key(0, b"src", "kid", &a));
+        assert_ne!(base, seed_cache_key(1, b"srd", "kid", &a));
+        assert_ne!(base, seed_cache_key(1, b"src", "kie", &a));
+        assert_ne!(base, seed_cache_key(1, b"src", "kid", &BTreeMap::new()));
+        assert_eq!(base, seed_cache_key(1, b"src", "kid", &a.clone()));
+    }
+}
