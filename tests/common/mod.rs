@@ -22,8 +22,8 @@ pub struct Plugin {
     pub socket: PathBuf,
     pub admin: PathBuf,
     pub keyring: Keyring,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 impl Plugin {
@@ -42,11 +42,48 @@ impl Plugin {
             },
         )
         .unwrap();
-        let keyring = Keyring::open(&data, &spec, RotationPolicy::default()).unwrap();
         let socket = dir.path().join("kms.sock");
-        let admin = dir.path().join("admin.sock");
-        let (l, g1) = socket::bind(&socket, socket::SocketAccess::default()).unwrap();
-        let (a, g2) = socket::bind(&admin, socket::SocketAccess::default()).unwrap();
+        let (keyring, stop, task) =
+            Self::serve(&data, &spec, &socket, &dir.path().join("admin.sock"));
+        Plugin {
+            socket,
+            admin: dir.path().join("admin.sock"),
+            dir,
+            keyring,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Serves an existing keyring again on `socket` (its temp dir is owned by the caller).
+    pub async fn restart(data: &Path, key: &Path, socket: &Path) -> Plugin {
+        let spec = SealSpec::KeyFile(key.to_owned());
+        let admin = socket.with_extension("admin");
+        let (keyring, stop, task) = Self::serve(data, &spec, socket, &admin);
+        Plugin {
+            dir: tempfile::tempdir().unwrap(),
+            socket: socket.to_owned(),
+            admin,
+            keyring,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn serve(
+        data: &Path,
+        spec: &SealSpec,
+        socket: &Path,
+        admin: &Path,
+    ) -> (
+        Keyring,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ) {
+        let keyring = Keyring::open(data, spec, RotationPolicy::default()).unwrap();
+        let (l, g1) = socket::bind(socket, socket::SocketAccess::default()).unwrap();
+        let (a, g2) = socket::bind(admin, socket::SocketAccess::default()).unwrap();
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let k = keyring.clone();
         let task = tokio::spawn(async move {
@@ -56,14 +93,7 @@ impl Plugin {
             })
             .await
         });
-        Plugin {
-            dir,
-            socket,
-            admin,
-            keyring,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        (keyring, stop, task)
     }
 
     pub async fn v2(&self) -> V2Client<Channel> {
