@@ -12,6 +12,8 @@
 //! - [`encryption`] owns encryption at rest as kube-apiserver does it: the
 //!   `EncryptionConfiguration` file and the provider chains (identity, aescbc, aesgcm, secretbox,
 //!   kms v1, kms v2) that turn a storage key and plaintext into stored bytes and back.
+//! - [`backend`] owns the storage seam: a revisioned key-value store with etcd's semantics
+//!   (revisions, conditional writes, watch, compaction) and its sled implementation.
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
 //! - [`uds`] owns Unix domain sockets: safe binding for servers, gRPC channels for clients.
 //! - [`crypto`] owns the cryptographic primitives; it is the only module that names an AEAD,
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod cli;
 pub mod crypto;
 pub mod encryption;

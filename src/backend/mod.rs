@@ -1,0 +1,196 @@
+//! The storage seam: a revisioned key-value store with etcd's semantics, and its
+//! implementations (sled embedded; etcd to scale out, later).
+//!
+//! - One store-wide revision counter, incremented once per change (put or delete). A new store
+//!   is at revision 1, as etcd is, so the first write gets revision 2.
+//! - Per key: `create_revision` (revision of the put that created it since it last did not
+//!   exist), `mod_revision` (revision of its last change) and `version` (number of puts since
+//!   creation, from 1).
+//! - Reads may name a past revision; writes may be conditional on the key's `mod_revision`
+//!   (optimistic concurrency), or on its absence (create-only).
+//! - Watches replay every change after a revision, then follow live changes, with no gap and no
+//!   duplicate. History older than what is retained gives [`BackendError::Compacted`].
+//!
+//! This module knows nothing of Secrets or encryption: keys and values are bytes.
+
+pub mod sled;
+
+use std::pin::Pin;
+
+/// A store revision. Starts at 1 for an empty store and only grows.
+pub type Revision = i64;
+
+/// Errors of this layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The requested revision is older than the oldest retained (caller: relist from now).
+    #[error("revision {requested} has been compacted; the oldest available is {compacted}")]
+    Compacted {
+        /// Revision asked for.
+        requested: Revision,
+        /// Oldest revision still available (exclusive lower bound of what can be replayed).
+        compacted: Revision,
+    },
+    /// The requested revision is newer than the store's current revision (caller's input).
+    #[error("revision {requested} is in the future; the current revision is {current}")]
+    FutureRevision {
+        /// Revision asked for.
+        requested: Revision,
+        /// The current revision.
+        current: Revision,
+    },
+    /// A request is malformed, e.g. an empty key (caller's input).
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// The backend cannot serve now: closed, unreachable, or lost quorum (environment).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The data on disk was written by an unknown format version (operator: upgrade).
+    #[error("unsupported storage format version {found}; this keyward reads version {supported}")]
+    UnsupportedFormat {
+        /// Version found on disk.
+        found: String,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// Stored data is malformed (a bug or disk corruption).
+    #[error("storage is corrupt: {0}")]
+    Corrupt(String),
+    /// An I/O or engine error (environment).
+    #[error("storage I/O error: {0}")]
+    Io(String),
+}
+
+/// A key with its value and revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value (empty for a delete event).
+    pub value: Vec<u8>,
+    /// Revision of the put that created this key (since it last did not exist).
+    pub create_revision: Revision,
+    /// Revision of the key's last change.
+    pub mod_revision: Revision,
+    /// Puts since creation, from 1; 0 in a delete event.
+    pub version: i64,
+}
+
+/// Condition for a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Unconditional.
+    Any,
+    /// The key must not exist (create-only).
+    Absent,
+    /// The key must exist with exactly this `mod_revision`.
+    ModRevision(Revision),
+}
+
+/// Result of a put or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Applied (and durable) at `revision`; `prev` is the key's value before, if it existed.
+    Applied {
+        /// Revision of this change.
+        revision: Revision,
+        /// Previous value.
+        prev: Option<KeyValue>,
+    },
+    /// The condition did not hold; nothing changed. `current` is the key now (None if absent).
+    Conflict {
+        /// The key's current value.
+        current: Option<KeyValue>,
+    },
+    /// Delete of a key that does not exist with [`Expect::Any`]; nothing changed.
+    NotFound,
+}
+
+/// A range read: keys in `[start, end)`, or every key with prefix `start` if `end` is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeRequest {
+    /// First key (inclusive), or the prefix when `end` is `None`.
+    pub start: Vec<u8>,
+    /// End key (exclusive); `None` means "every key starting with `start`".
+    pub end: Option<Vec<u8>>,
+    /// Maximum keys to return; 0 means no limit.
+    pub limit: usize,
+    /// Read as of this revision; `None` reads the current state.
+    pub revision: Option<Revision>,
+}
+
+/// The answer to a [`RangeRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeResponse {
+    /// Matching keys in key order.
+    pub kvs: Vec<KeyValue>,
+    /// More keys matched beyond `limit`; continue from the last key + `\0`.
+    pub more: bool,
+    /// The revision this read reflects (the request's, or the store's current revision).
+    pub revision: Revision,
+}
+
+/// Kind of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Created or updated.
+    Put,
+    /// Deleted.
+    Delete,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The key after the change (for a delete: empty value, `mod_revision` = the delete's
+    /// revision, `version` 0, `create_revision` 0).
+    pub kv: KeyValue,
+    /// The key before the change, if it existed.
+    pub prev: Option<KeyValue>,
+}
+
+/// A stream of watch events in revision order.
+pub type WatchStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<Event, BackendError>> + Send + 'static>>;
+
+/// A revisioned key-value store with etcd's semantics (see the module docs).
+///
+/// Every write is durable when it returns: it survives `kill -9` and power loss.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Reads one key, optionally as of a past revision. Returns the key (if it exists) and the
+    /// revision the read reflects.
+    async fn get(
+        &self,
+        key: &[u8],
+        revision: Option<Revision>,
+    ) -> Result<(Option<KeyValue>, Revision), BackendError>;
+
+    /// Reads a range of keys.
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError>;
+
+    /// Writes `value` under `key` if `expect` holds.
+    async fn put(&self, key: &[u8], value: Vec<u8>, expect: Expect) -> Result<WriteOutcome, BackendError>;
+
+    /// Deletes `key` if `expect` holds.
+    async fn delete(&self, key: &[u8], expect: Expect) -> Result<WriteOutcome, BackendError>;
+
+    /// Every change to keys starting with `prefix` at revisions `>= from`, in revision order:
+    /// first the retained history, then live changes. `from` older than the compacted revision
+    /// fails with [`BackendError::Compacted`].
+    async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, BackendError>;
+
+    /// The current store revision.
+    async fn current_revision(&self) -> Result<Revision, BackendError>;
+
+    /// Discards history at revisions `< revision`, as etcd's compaction does (current values are
+    /// always kept). Reads and watches at compacted revisions then fail with
+    /// [`BackendError::Compacted`].
+    async fn compact(&self, revision: Revision) -> Result<(), BackendError>;
+
+    /// The compacted revision: reads and watches need a revision `>=` this.
+    async fn compacted_revision(&self) -> Result<Revision, BackendError>;
+}

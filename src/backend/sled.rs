@@ -1,0 +1,1 @@
+//! The sled implementation of [`Backend`](super::Backend). (Being written.)
