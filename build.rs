@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/kms/v2/api.proto",
         "proto/kms/v1beta1/api.proto",
         "proto/keyward/v1/kms_admin.proto",
+        "proto/keyward/v1/secrets.proto",
         "proto/k8s/apiserver/kmsv2/api.proto",
     ];
     for f in files {

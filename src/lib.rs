@@ -5,8 +5,13 @@
 //!
 //! - [`cli`] owns the command line: argument definitions, output formatting, process hardening
 //!   and signal handling. Nothing below it prints.
+//! - [`api`] owns the `keyward.v1.Secrets` gRPC service over the store, the mapping of store
+//!   errors to gRPC statuses, and client authentication on TCP.
 //! - [`kms`] owns the KMS plugin's gRPC services (KMS v2, KMS v1, health, admin), the mapping of
 //!   keyring errors to gRPC statuses, and Unix socket handling.
+//! - [`store`] owns the secret store: the Secret model and its validation, registry operations
+//!   (create, get, update, delete, list, watch, history, rollback) on a [`backend::Backend`],
+//!   every value encrypted by an [`encryption`] chain.
 //! - [`keyring`] owns key-encryption keys: their ids, states, counters, rotation policy and
 //!   sealed persistence in sled.
 //! - [`encryption`] owns encryption at rest as kube-apiserver does it: the
@@ -22,6 +27,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod backend;
 pub mod cli;
 pub mod crypto;
@@ -30,4 +36,5 @@ pub mod keyring;
 pub mod kms;
 pub mod pb;
 pub mod seal;
+pub mod store;
 pub mod uds;

@@ -300,6 +300,12 @@ pub fn generate_keyfile(path: &Path) -> Result<(), SealError> {
 }
 
 fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    read_private_file(path, MAX_SECRET_FILE)
+}
+
+/// Reads a file that holds secrets (a key, a passphrase, a TLS private key, tokens): it must
+/// be a regular file of at most `max` bytes, not readable by group or others.
+pub fn read_private_file(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, SealError> {
     let read_err = |source| SealError::Read {
         path: path.to_owned(),
         source,
@@ -319,15 +325,15 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SealError> {
             mode,
         });
     }
-    if meta.len() > MAX_SECRET_FILE {
+    if meta.len() > max {
         return Err(SealError::BadContent {
             path: path.to_owned(),
-            reason: "file is larger than 4 KiB; expected a key or a passphrase",
+            reason: "file is larger than expected for a key, passphrase or token file",
         });
     }
     let mut data = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
     use std::io::Read;
-    file.take(MAX_SECRET_FILE + 1)
+    file.take(max + 1)
         .read_to_end(&mut data)
         .map_err(read_err)?;
     Ok(data)

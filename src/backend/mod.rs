@@ -173,7 +173,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError>;
 
     /// Writes `value` under `key` if `expect` holds.
-    async fn put(&self, key: &[u8], value: Vec<u8>, expect: Expect) -> Result<WriteOutcome, BackendError>;
+    async fn put(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<WriteOutcome, BackendError>;
 
     /// Deletes `key` if `expect` holds.
     async fn delete(&self, key: &[u8], expect: Expect) -> Result<WriteOutcome, BackendError>;

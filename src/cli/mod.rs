@@ -8,22 +8,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+mod serve;
 
 use crate::crypto::Algorithm;
 use crate::keyring::{self, InitOptions, Keyring, RotationPolicy};
-use crate::kms;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::seal::{self, KdfParams, SealSpec};
 use crate::uds as socket;
 
-/// How often the serving plugin re-runs its self-test and checks the rotation policy.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
-
 /// Default data directory of `keyward dev`.
 pub const DEV_DIR: &str = "keyward-dev";
 
-/// keyward: a Kubernetes KMS v2 plugin with a sealed, rotating keyring.
+/// keyward: a Kubernetes KMS v2 plugin with a sealed, rotating keyring, and an encrypted
+/// secret store with Kubernetes Secret semantics.
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, about, propagate_version = true)]
 pub struct Cli {
@@ -36,10 +35,116 @@ enum Command {
     /// The KMS plugin: create a keyring, serve it, and manage its keys.
     #[command(subcommand)]
     Kms(KmsCommand),
-    /// Run the KMS plugin on a development data directory (created on first use).
+    /// Run the KMS plugin and the secret store on a development data directory (created on
+    /// first use; restarting on the same directory keeps every secret).
     ///
     /// Example: keyward dev --data ./keyward-dev
     Dev(DevArgs),
+    /// Serve the encrypted secret store (keyward.v1.Secrets) on a Unix socket, and optionally
+    /// on TCP with TLS and client authentication.
+    ///
+    /// Example:
+    ///   keyward server --data /var/lib/keyward/store \
+    ///     --encryption-config /etc/keyward/encryption-config.yaml --socket /run/keyward/keyward.sock
+    #[command(verbatim_doc_comment)]
+    Server(ServerArgs),
+    /// Show stored bytes exactly as stored, like `etcdctl get`: values are encrypted.
+    #[command(subcommand)]
+    Raw(RawCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RawCommand {
+    /// Print one key and its stored value.
+    ///
+    /// Example: keyward raw get /registry/secrets/default/db
+    Get {
+        /// The storage key.
+        key: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print the value as a hex dump instead of raw bytes.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Print every key with a prefix and its stored value.
+    ///
+    /// Example: keyward raw list /registry/secrets/ --keys-only
+    List {
+        /// Key prefix.
+        prefix: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Print only the keys.
+        #[arg(long)]
+        keys_only: bool,
+        /// Print values as hex dumps instead of raw bytes.
+        #[arg(long)]
+        hex: bool,
+        /// Stop after this many keys (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+    },
+}
+
+/// How a client command finds the server.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// The server: unix:///path/to/keyward.sock. Defaults to $KEYWARD_SERVER, then
+    /// ./keyward-dev/keyward.sock.
+    #[arg(long, env = "KEYWARD_SERVER", value_name = "URL")]
+    server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Directory of the embedded (sled) store.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// kube-apiserver's EncryptionConfiguration file (apiserver.config.k8s.io/v1).
+    #[arg(long, value_name = "FILE")]
+    encryption_config: PathBuf,
+    /// Unix socket for the API (mode 0600, or 0660 with --socket-group).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Make the socket 0660 and owned by this group (name or gid).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Also listen on TCP (requires --tls-cert, --tls-key and --client-ca or --tokens-file).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for the TCP listener.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TCP listener (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Accept TCP clients presenting a certificate signed by this PEM CA.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Accept TCP clients presenting `authorization: Bearer <token>` for a token in this file
+    /// (one per line, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    drain_timeout: String,
+}
+
+/// Store settings shared by `server` and `dev`.
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Storage key prefix, like kube-apiserver's --etcd-prefix.
+    #[arg(long, default_value = "/registry", value_name = "PREFIX")]
+    etcd_prefix: String,
+    /// Versions of each Secret kept for history and rollback (0 = all).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    history: usize,
+    /// Feature gates, like kube-apiserver's; only KMSv1=true|false is known.
+    #[arg(long, value_name = "GATES")]
+    feature_gates: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,11 +283,14 @@ enum Output {
 
 #[derive(Debug, Args)]
 struct DevArgs {
-    /// Data directory: keyring, root key and sockets (kms.sock, kms-admin.sock).
+    /// Data directory: root key, keyring, store and sockets (kms.sock, kms-admin.sock,
+    /// keyward.sock).
     #[arg(long, value_name = "DIR", default_value = DEV_DIR)]
     data: PathBuf,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// A command-line error: what went wrong and, when known, what to do about it.
@@ -287,6 +395,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Kms(cmd) => runtime()?.block_on(admin(cmd)),
         Command::Dev(a) => dev(a),
+        Command::Server(a) => server(a),
+        Command::Raw(cmd) => runtime()?.block_on(raw(cmd)),
     }
 }
 
@@ -386,22 +496,6 @@ fn open_keyring(dir: &Path, seal: &SealSpec, policy: RotationPolicy) -> Result<K
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install the SIGTERM handler");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
-    }
-}
-
 /// `RunArgs`, checked before anything is opened.
 struct ServeOptions {
     policy: RotationPolicy,
@@ -432,55 +526,10 @@ async fn serve(
     admin_path: Option<&Path>,
     opts: &ServeOptions,
 ) -> Result<(), CliError> {
-    let drain = opts.drain;
-    let (listener, _guard) = socket::bind(socket_path, opts.access)?;
-    let admin = match admin_path {
-        Some(p) => {
-            let (l, g) = socket::bind(p, socket::SocketAccess::default())?;
-            Some((l, g))
-        }
-        None => None,
-    };
-    let (admin_listener, _admin_guard) = match admin {
-        Some((l, g)) => (Some(l), Some(g)),
-        None => (None, None),
-    };
-    // Check the rotation policy every minute, or often enough to honour a short --rotate-after.
-    let interval = keyring
-        .info()
-        .policy
-        .max_age
-        .map_or(MAINTENANCE_INTERVAL, |age| {
-            (age / 4).clamp(Duration::from_millis(100), MAINTENANCE_INTERVAL)
-        });
-    let _maintenance = keyring.start_maintenance(interval);
-    let health = keyring.health();
-    tracing::info!(
-        socket = %socket_path.display(),
-        admin_socket = ?admin_path.map(Path::display),
-        key_id = %health.primary_key_id,
-        "serving KMS v2 and v1"
-    );
-    let (signalled_tx, signalled_rx) = oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown_signal().await;
-        let _ = signalled_tx.send(());
-    };
-    let server = kms::serve(listener, admin_listener, keyring, shutdown);
-    tokio::pin!(server);
-    let drain_deadline = async {
-        if signalled_rx.await.is_ok() {
-            tokio::time::sleep(drain).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        res = &mut server => res.map_err(|e| CliError::new(format!("server failed: {e}")))?,
-        _ = drain_deadline => tracing::warn!(timeout = ?drain, "drain timed out; closing remaining calls"),
-    }
-    tracing::info!("stopped");
-    Ok(())
+    let token = CancellationToken::new();
+    let plugin =
+        serve::Plugin::start(keyring, socket_path, admin_path, opts.access, token.clone())?;
+    serve::run_until_signal(opts.drain, token, plugin.run()).await
 }
 
 async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
@@ -677,10 +726,95 @@ fn key_table(keys: &[admin_pb::KeyInfo]) -> String {
     out
 }
 
+fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
+    let mut kms_v1 = false;
+    for g in gates
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
+        match g {
+            "KMSv1=true" => kms_v1 = true,
+            "KMSv1=false" => kms_v1 = false,
+            other => {
+                return Err(CliError::new(format!(
+                    "--feature-gates: unknown gate {other:?}; only KMSv1=true|false is supported"
+                )))
+            }
+        }
+    }
+    Ok(kms_v1)
+}
+
+fn store_options(
+    data: PathBuf,
+    encryption_config: PathBuf,
+    socket: PathBuf,
+    access: socket::SocketAccess,
+    store: &StoreArgs,
+) -> Result<serve::StoreOptions, CliError> {
+    Ok(serve::StoreOptions {
+        data,
+        encryption_config,
+        kms_v1: kms_v1_gate(store.feature_gates.as_deref())?,
+        prefix: store.etcd_prefix.clone(),
+        history: store.history,
+        socket,
+        access,
+        tcp: None,
+    })
+}
+
+fn server(a: ServerArgs) -> Result<(), CliError> {
+    let drain = parse_duration_or_never("--drain-timeout", &a.drain_timeout)?
+        .unwrap_or(Duration::from_secs(3600));
+    let access = socket::SocketAccess {
+        group: a
+            .socket_group
+            .as_deref()
+            .map(socket::resolve_group)
+            .transpose()?,
+    };
+    let mut opts = store_options(a.data, a.encryption_config, a.socket, access, &a.store)?;
+    opts.tcp = match (a.listen, a.tls_cert, a.tls_key) {
+        (None, None, None) if a.client_ca.is_none() && a.tokens_file.is_none() => None,
+        (None, _, _) => {
+            return Err(CliError::new(
+                "--tls-cert, --tls-key, --client-ca and --tokens-file only apply with --listen",
+            ))
+        }
+        (Some(_), None, _) | (Some(_), _, None) => return Err(CliError::new(
+            "--listen requires TLS: pass --tls-cert and --tls-key",
+        )
+        .hint("keyward never serves secrets over plaintext TCP; use --socket for local clients")),
+        (Some(listen), Some(cert), Some(key)) => {
+            if a.client_ca.is_none() && a.tokens_file.is_none() {
+                return Err(CliError::new(
+                    "--listen requires client authentication: pass --client-ca and/or --tokens-file",
+                ));
+            }
+            Some(serve::TcpOptions {
+                listen,
+                cert,
+                key,
+                client_ca: a.client_ca,
+                tokens: a.tokens_file,
+            })
+        }
+    };
+    runtime()?.block_on(async {
+        let token = CancellationToken::new();
+        let store = serve::start_store(&opts, token.clone()).await?;
+        serve::run_until_signal(drain, token, store).await
+    })
+}
+
 fn dev(a: DevArgs) -> Result<(), CliError> {
     let dir = &a.data;
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    let dir = absolute(dir);
     let root = dir.join("root.key");
     if !root.exists() {
         seal::generate_keyfile(&root)?;
@@ -699,22 +833,185 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
     }
     let opts = ServeOptions::parse(&a.run)?;
     let keyring = open_keyring(&kms_dir, &seal, opts.policy)?;
-    let socket = absolute(&dir.join("kms.sock"));
-    let admin = absolute(&dir.join("kms-admin.sock"));
-    println!(
-        "keyward dev: KMS plugin for {} (development root key {}, not for production)\n\
-         \n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n\
-         \nEncryptionConfiguration for kube-apiserver:\n\n{}\n\
-         Try: keyward kms keys --admin-socket {}\nStop with Ctrl-C.",
-        dir.display(),
-        dir.join("root.key").display(),
-        socket.display(),
-        admin.display(),
-        keyring.health().primary_key_id,
-        encryption_config_snippet(&socket),
-        admin.display(),
-    );
-    runtime()?.block_on(serve(keyring, &socket, Some(&admin), &opts))
+    let kms_socket = dir.join("kms.sock");
+    let admin = dir.join("kms-admin.sock");
+    let store_socket = dir.join("keyward.sock");
+    let config_path = dir.join("encryption-config.yaml");
+    if !config_path.exists() {
+        std::fs::write(&config_path, dev_encryption_config(&kms_socket))
+            .map_err(|e| CliError::new(format!("cannot write {}: {e}", config_path.display())))?;
+    }
+    let store_opts = store_options(
+        dir.join("store"),
+        config_path.clone(),
+        store_socket.clone(),
+        opts.access,
+        &a.store,
+    )?;
+    let key_id = keyring.health().primary_key_id;
+    runtime()?.block_on(async {
+        let token = CancellationToken::new();
+        let plugin = serve::Plugin::start(keyring, &kms_socket, Some(&admin), opts.access, token.clone())?;
+        let plugin = tokio::spawn(plugin.run());
+        let store = serve::start_store(&store_opts, token.clone()).await?;
+        println!(
+            "keyward dev: KMS plugin and secret store in {} (development root key {}; not for production)\n\
+             \n  secret store:     unix://{}\n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n  store config:     {}\n\
+             \nTry:\n  keyward raw list /registry/secrets/ --server unix://{}\n  keyward kms keys --admin-socket {}\n\
+             \nEncryptionConfiguration for a kube-apiserver using this plugin:\n\n{}\nStop with Ctrl-C.",
+            dir.display(),
+            dir.join("root.key").display(),
+            store_socket.display(),
+            kms_socket.display(),
+            admin.display(),
+            key_id,
+            config_path.display(),
+            store_socket.display(),
+            admin.display(),
+            encryption_config_snippet(&kms_socket),
+        );
+        let both = async {
+            store.await?;
+            plugin.await.map_err(|e| CliError::new(format!("KMS plugin task failed: {e}")))?
+        };
+        serve::run_until_signal(opts.drain, token, both).await
+    })
+}
+
+/// The store's EncryptionConfiguration for `keyward dev`: kms v2 through the dev plugin.
+fn dev_encryption_config(kms_socket: &Path) -> String {
+    format!(
+        "# Written by keyward dev: Secrets are encrypted with KMS v2 through the dev plugin.\n\
+         apiVersion: apiserver.config.k8s.io/v1\n\
+         kind: EncryptionConfiguration\n\
+         resources:\n  \
+           - resources:\n      \
+               - secrets\n    \
+             providers:\n      \
+               - kms:\n          \
+                   apiVersion: v2\n          \
+                   name: keyward-dev\n          \
+                   endpoint: unix://{}\n          \
+                   timeout: 3s\n",
+        kms_socket.display()
+    )
+}
+
+/// Resolves `--server`: `unix:///path`, else `./keyward-dev/keyward.sock`.
+fn server_path(c: &ClientArgs) -> Result<PathBuf, CliError> {
+    match c.server.as_deref() {
+        None | Some("") => Ok(Path::new(DEV_DIR).join("keyward.sock")),
+        Some(url) => match url.strip_prefix("unix://") {
+            Some(p) if p.starts_with('/') => Ok(PathBuf::from(p)),
+            _ => Err(CliError::new(format!(
+                "--server {url:?}: expected unix:///absolute/path/to/keyward.sock"
+            ))),
+        },
+    }
+}
+
+async fn secrets_client(
+    c: &ClientArgs,
+) -> Result<crate::pb::keyward_v1::secrets_client::SecretsClient<tonic::transport::Channel>, CliError>
+{
+    let path = server_path(c)?;
+    let channel = socket::unix_channel(path.clone()).await.map_err(|e| {
+        CliError::new(format!(
+            "cannot connect to the keyward server at unix://{}: {e}",
+            path.display()
+        ))
+        .hint("start one with `keyward dev` or `keyward server`, or pass --server unix:///path")
+    })?;
+    Ok(crate::pb::keyward_v1::secrets_client::SecretsClient::new(
+        channel,
+    ))
+}
+
+fn print_raw(
+    out: &mut Vec<u8>,
+    kv: &crate::pb::keyward_v1::RawKeyValue,
+    keys_only: bool,
+    hex: bool,
+) {
+    out.extend_from_slice(kv.key.as_bytes());
+    out.push(b'\n');
+    if keys_only {
+        return;
+    }
+    if hex {
+        for (i, chunk) in kv.value.chunks(16).enumerate() {
+            let hexes: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            let text: String = chunk
+                .iter()
+                .map(|b| {
+                    if b.is_ascii_graphic() || *b == b' ' {
+                        *b as char
+                    } else {
+                        '.'
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                WriteVec(out),
+                "{:08x}  {:<47}  |{text}|",
+                i * 16,
+                hexes.join(" ")
+            );
+        }
+    } else {
+        out.extend_from_slice(&kv.value);
+        out.push(b'\n');
+    }
+}
+
+/// `fmt::Write` into a byte buffer.
+struct WriteVec<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for WriteVec<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+async fn raw(cmd: RawCommand) -> Result<(), CliError> {
+    use crate::pb::keyward_v1 as pb;
+    use std::io::Write as _;
+    let mut out = Vec::new();
+    match cmd {
+        RawCommand::Get { key, client, hex } => {
+            let kv = secrets_client(&client)
+                .await?
+                .raw_get(pb::RawGetRequest { key })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .kv
+                .unwrap_or_default();
+            print_raw(&mut out, &kv, false, hex);
+        }
+        RawCommand::List {
+            prefix,
+            client,
+            keys_only,
+            hex,
+            limit,
+        } => {
+            let kvs = secrets_client(&client)
+                .await?
+                .raw_list(pb::RawListRequest { prefix, limit })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .kvs;
+            for kv in &kvs {
+                print_raw(&mut out, kv, keys_only, hex);
+            }
+        }
+    }
+    std::io::stdout()
+        .write_all(&out)
+        .map_err(|e| CliError::new(format!("cannot write to stdout: {e}")))
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -1,0 +1,277 @@
+//! Long-running commands: the KMS plugin, the secret store server, and signal handling with a
+//! bounded drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use super::CliError;
+use crate::api::{Authenticator, SecretsService, Tokens};
+use crate::backend::sled::{SledBackend, SledOptions};
+use crate::encryption::{config, Encryption, ParseOptions};
+use crate::keyring::{Keyring, MaintenanceGuard};
+use crate::kms;
+use crate::store::Store;
+use crate::uds::{self, SocketAccess, SocketGuard};
+
+/// How often the serving plugin re-runs its self-test and checks the rotation policy.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// Largest TLS key or tokens file read.
+const MAX_PRIVATE_FILE: u64 = 1 << 20;
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGTERM handler");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+}
+
+/// Runs `server` until it ends or a signal arrives; on a signal cancels `token` (servers stop
+/// accepting and drain) and waits at most `drain` for in-flight calls.
+pub(super) async fn run_until_signal(
+    drain: Duration,
+    token: CancellationToken,
+    server: impl Future<Output = Result<(), CliError>>,
+) -> Result<(), CliError> {
+    tokio::pin!(server);
+    tokio::select! {
+        res = &mut server => return res,
+        _ = shutdown_signal() => token.cancel(),
+    }
+    match tokio::time::timeout(drain, server).await {
+        Ok(res) => res?,
+        Err(_) => tracing::warn!(timeout = ?drain, "drain timed out; closing remaining calls"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The KMS plugin with its sockets bound.
+pub(super) struct Plugin {
+    keyring: Keyring,
+    kms: tokio::net::UnixListener,
+    admin: Option<tokio::net::UnixListener>,
+    guards: Vec<SocketGuard>,
+    _maintenance: MaintenanceGuard,
+    token: CancellationToken,
+}
+
+impl Plugin {
+    /// Binds the sockets and starts key maintenance.
+    pub(super) fn start(
+        keyring: Keyring,
+        socket: &Path,
+        admin: Option<&Path>,
+        access: SocketAccess,
+        token: CancellationToken,
+    ) -> Result<Self, CliError> {
+        let (kms, g1) = uds::bind(socket, access)?;
+        let mut guards = vec![g1];
+        let admin = match admin {
+            Some(p) => {
+                let (l, g) = uds::bind(p, SocketAccess::default())?;
+                guards.push(g);
+                Some(l)
+            }
+            None => None,
+        };
+        // Check the rotation policy every minute, or often enough for a short --rotate-after.
+        let interval = keyring
+            .info()
+            .policy
+            .max_age
+            .map_or(MAINTENANCE_INTERVAL, |age| {
+                (age / 4).clamp(Duration::from_millis(100), MAINTENANCE_INTERVAL)
+            });
+        let maintenance = keyring.start_maintenance(interval);
+        tracing::info!(
+            socket = %socket.display(),
+            admin_socket = ?guards.get(1).map(|g| g.path().display().to_string()),
+            key_id = %keyring.health().primary_key_id,
+            "serving KMS v2 and v1"
+        );
+        Ok(Self {
+            keyring,
+            kms,
+            admin,
+            guards,
+            _maintenance: maintenance,
+            token,
+        })
+    }
+
+    /// Serves until the token is cancelled and calls have drained; removes the sockets.
+    pub(super) async fn run(self) -> Result<(), CliError> {
+        let Plugin {
+            keyring,
+            kms,
+            admin,
+            guards,
+            _maintenance,
+            token,
+        } = self;
+        let res = kms::serve(kms, admin, keyring, token.cancelled_owned()).await;
+        drop(guards);
+        res.map_err(|e| CliError::new(format!("KMS plugin failed: {e}")))
+    }
+}
+
+/// The TCP listener's settings: TLS is required, and so is client authentication.
+#[derive(Debug, Clone)]
+pub(super) struct TcpOptions {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub tokens: Option<PathBuf>,
+}
+
+/// Settings of the secret store server.
+#[derive(Debug, Clone)]
+pub(super) struct StoreOptions {
+    pub data: PathBuf,
+    pub encryption_config: PathBuf,
+    pub kms_v1: bool,
+    pub prefix: String,
+    pub history: usize,
+    pub socket: PathBuf,
+    pub access: SocketAccess,
+    pub tcp: Option<TcpOptions>,
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::new(format!("{what} {}: {e}", path.display())))
+}
+
+/// Opens the backend, loads the encryption configuration (contacting KMS plugins), binds the
+/// listeners, and returns the future that serves until `token` is cancelled.
+pub(super) async fn start_store(
+    opts: &StoreOptions,
+    token: CancellationToken,
+) -> Result<impl Future<Output = Result<(), CliError>>, CliError> {
+    let (cfg, hash) = config::load(
+        &opts.encryption_config,
+        ParseOptions {
+            kms_v1: opts.kms_v1,
+            reload: false,
+        },
+    )?;
+    let tcp = match &opts.tcp {
+        Some(t) => Some(tls_setup(t)?),
+        None => None,
+    };
+    let backend = SledBackend::open(
+        &opts.data,
+        SledOptions {
+            history_per_key: opts.history,
+            ..SledOptions::default()
+        },
+    )?;
+    let encryption = Encryption::build(&cfg).await;
+    for k in encryption.kms_v2_status() {
+        if !k.healthy {
+            tracing::warn!(provider = %k.name, endpoint = %k.endpoint, error = ?k.error, "kms v2 plugin not ready; writes fail until it answers");
+        }
+    }
+    let store = Arc::new(Store::new(
+        Arc::new(backend),
+        Arc::new(encryption),
+        &opts.prefix,
+    ));
+    let (unix, guard) = uds::bind(&opts.socket, opts.access)?;
+    tracing::info!(socket = %opts.socket.display(), data = %opts.data.display(), config_hash = %hash, "serving keyward.v1.Secrets");
+    let unix_server = Server::builder()
+        .add_service(SecretsService::new(store.clone()).into_server())
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(unix),
+            token.clone().cancelled_owned(),
+        );
+    let tcp_server = match tcp {
+        Some((listen, tls, auth)) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| CliError::new(format!("--listen {listen}: {e}")))?;
+            tracing::info!(listen = %listen, client_certs = auth.client_certs, tokens = auth.tokens.is_some(), "serving keyward.v1.Secrets over TLS");
+            let svc = tonic::service::interceptor::InterceptedService::new(
+                SecretsService::new(store.clone()).into_server(),
+                move |r| auth.check(r),
+            );
+            Some(
+                Server::builder()
+                    .tls_config(tls)
+                    .map_err(|e| CliError::new(format!("TLS configuration: {e}")))?
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        token.clone().cancelled_owned(),
+                    ),
+            )
+        }
+        None => None,
+    };
+    Ok(async move {
+        let _guard = guard;
+        let _store = store;
+        let unix = async {
+            unix_server
+                .await
+                .map_err(|e| CliError::new(format!("server failed: {e}")))
+        };
+        let tcp = async {
+            match tcp_server {
+                Some(s) => s
+                    .await
+                    .map_err(|e| CliError::new(format!("TCP server failed: {e}"))),
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(unix, tcp).map(|_| ())
+    })
+}
+
+fn tls_setup(t: &TcpOptions) -> Result<(SocketAddr, ServerTlsConfig, Authenticator), CliError> {
+    let cert = read_file(&t.cert, "--tls-cert")?;
+    let key = crate::seal::read_private_file(&t.key, MAX_PRIVATE_FILE)?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key.as_slice()));
+    if let Some(ca) = &t.client_ca {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read_file(ca, "--client-ca")?))
+            .client_auth_optional(t.tokens.is_some());
+    }
+    let tokens = match &t.tokens {
+        Some(p) => {
+            let raw = crate::seal::read_private_file(p, MAX_PRIVATE_FILE)?;
+            let text = std::str::from_utf8(&raw)
+                .map_err(|_| CliError::new(format!("--tokens-file {}: not UTF-8", p.display())))?;
+            Some(
+                Tokens::parse(text)
+                    .map_err(|e| CliError::new(format!("--tokens-file {}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    Ok((
+        t.listen,
+        tls,
+        Authenticator {
+            client_certs: t.client_ca.is_some(),
+            tokens,
+        },
+    ))
+}

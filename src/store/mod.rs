@@ -1,0 +1,829 @@
+//! The secret store: Kubernetes Secret semantics (validation, `stringData`, `immutable`,
+//! `resourceVersion` conflicts, preconditions, history, rollback, watch) on a revisioned
+//! [`Backend`], every value encrypted by the configured [`Transformer`] chain.
+//!
+//! Objects are stored as Kubernetes JSON (`apiVersion: v1`, `kind: Secret`, base64 `data`)
+//! under `<prefix>/secrets/<namespace>/<name>`, exactly where kube-apiserver keeps them, and
+//! encrypted with that key as associated data. `resourceVersion` is the backend's
+//! `mod_revision`; it is never stored.
+
+pub mod model;
+pub mod selector;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine;
+use tokio_stream::wrappers::ReceiverStream;
+use zeroize::Zeroizing;
+
+use crate::backend::{
+    Backend, BackendError, EventKind, Expect, KeyValue, RangeRequest, Revision, WriteOutcome,
+};
+use crate::encryption::{Encryption, EncryptionError, ReadInfo};
+pub use model::{FieldError, Secret};
+pub use selector::Selector;
+
+/// The resource name Secrets are stored under.
+pub const RESOURCE: &str = "secrets";
+
+/// Errors of this layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The object or request breaks a rule (caller's input); each error names its field.
+    #[error("Secret {name:?} is invalid: {}", .errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// Object name.
+        name: String,
+        /// The rules broken.
+        errors: Vec<FieldError>,
+    },
+    /// No such Secret (caller's input).
+    #[error("secrets {name:?} not found")]
+    NotFound {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// Create of a Secret that exists (caller's input).
+    #[error("secrets {name:?} already exists")]
+    AlreadyExists {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A resourceVersion or uid precondition failed (caller: re-read and retry).
+    #[error("Operation cannot be fulfilled on secrets {name:?}: {reason}")]
+    Conflict {
+        /// Name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The requested revision or continue token is older than retained history (caller:
+    /// relist).
+    #[error("too old resource version: {0}")]
+    Gone(String),
+    /// Encryption or decryption failed (configuration, KMS plugin, or stored data).
+    #[error(transparent)]
+    Encryption(#[from] EncryptionError),
+    /// The backend failed (environment).
+    #[error(transparent)]
+    Backend(BackendError),
+    /// A stored object does not decode (a bug or foreign data).
+    #[error("stored object {key} is not a valid Secret: {reason}")]
+    Corrupt {
+        /// Storage key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<BackendError> for StoreError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Compacted {
+                requested,
+                compacted,
+            } => StoreError::Gone(format!(
+                "revision {requested} was compacted; the oldest available is {compacted}"
+            )),
+            other => StoreError::Backend(other),
+        }
+    }
+}
+
+fn invalid(name: &str, errors: Vec<FieldError>) -> StoreError {
+    StoreError::Invalid {
+        name: name.to_owned(),
+        errors,
+    }
+}
+
+fn field_invalid(name: &str, field: &str, message: impl Into<String>) -> StoreError {
+    invalid(
+        name,
+        vec![FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        }],
+    )
+}
+
+/// Preconditions for a delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// The stored uid must equal this, if set.
+    pub uid: Option<String>,
+    /// The stored resourceVersion must equal this, if set.
+    pub resource_version: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct SecretList {
+    /// The Secrets, in key order (namespace, then name).
+    pub items: Vec<Secret>,
+    /// The store revision the list reflects.
+    pub resource_version: String,
+    /// Token for the next page, if any.
+    pub continue_token: Option<String>,
+}
+
+/// Kind of a watch event, as Kubernetes names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchKind {
+    /// Created, or started matching the selector.
+    Added,
+    /// Changed.
+    Modified,
+    /// Deleted, or stopped matching the selector.
+    Deleted,
+}
+
+impl WatchKind {
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchKind::Added => "ADDED",
+            WatchKind::Modified => "MODIFIED",
+            WatchKind::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A watch event.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    /// What happened.
+    pub kind: WatchKind,
+    /// The object (for a delete: its last state, with the delete's resourceVersion).
+    pub object: Secret,
+}
+
+/// A stream of watch events.
+pub type WatchEvents =
+    Pin<Box<dyn futures_core::Stream<Item = Result<WatchEvent, StoreError>> + Send + 'static>>;
+
+/// Kind of a change in a Secret's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// First version.
+    Created,
+    /// A later version.
+    Updated,
+}
+
+/// One retained version of a Secret.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// The revision that wrote it.
+    pub revision: Revision,
+    /// When (RFC 3339), from `managedFields`.
+    pub time: String,
+    /// Created or updated.
+    pub change: ChangeKind,
+    /// The Secret as of that revision.
+    pub secret: Secret,
+}
+
+/// The secret store.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    encryption: ArcSwap<Encryption>,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.prefix)
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn parse_rv(name: &str, rv: &str) -> Result<Revision, StoreError> {
+    rv.parse::<Revision>()
+        .ok()
+        .filter(|r| *r > 0)
+        .ok_or_else(|| {
+            field_invalid(
+                name,
+                "metadata.resourceVersion",
+                format!("Invalid value: {rv:?}: must be a positive integer"),
+            )
+        })
+}
+
+/// The end of the key range holding every key with `prefix` (etcd's prefix range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    start: String,
+}
+
+impl Store {
+    /// A store on `backend`, encrypting with `encryption`'s chain for `secrets`, with keys
+    /// under `prefix` (kube-apiserver's `--etcd-prefix`, default `/registry`).
+    pub fn new(backend: Arc<dyn Backend>, encryption: Arc<Encryption>, prefix: &str) -> Self {
+        let prefix = format!("/{}", prefix.trim_matches('/'));
+        let prefix = if prefix == "/" { String::new() } else { prefix };
+        Self {
+            backend,
+            encryption: ArcSwap::new(encryption),
+            prefix,
+        }
+    }
+
+    /// Replaces the encryption configuration (automatic reload); in-flight calls finish with
+    /// the old one.
+    pub fn set_encryption(&self, encryption: Arc<Encryption>) {
+        self.encryption.store(encryption);
+    }
+
+    /// The encryption in force.
+    pub fn encryption(&self) -> Arc<Encryption> {
+        self.encryption.load_full()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// `<prefix>/secrets/<namespace>/<name>`: the storage key and AES-GCM associated data.
+    pub fn storage_key(&self, namespace: &str, name: &str) -> String {
+        format!("{}/{RESOURCE}/{namespace}/{name}", self.prefix)
+    }
+
+    fn namespace_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) => format!("{}/{RESOURCE}/{ns}/", self.prefix),
+            None => format!("{}/{RESOURCE}/", self.prefix),
+        }
+    }
+
+    async fn encode(&self, key: &str, s: &Secret) -> Result<Vec<u8>, StoreError> {
+        let mut stored = s.clone();
+        stored.metadata.resource_version.clear();
+        let json =
+            Zeroizing::new(
+                serde_json::to_vec(&stored).map_err(|e| StoreError::Corrupt {
+                    key: key.to_owned(),
+                    reason: e.to_string(),
+                })?,
+            );
+        let t = self.encryption.load().for_resource(RESOURCE);
+        Ok(t.to_storage(key, &json).await?)
+    }
+
+    /// Decrypts and decodes a stored object; also says how it was read (provider, staleness).
+    pub async fn decode(&self, kv: &KeyValue) -> Result<(Secret, ReadInfo), StoreError> {
+        let key = String::from_utf8_lossy(&kv.key).into_owned();
+        let t = self.encryption.load().for_resource(RESOURCE);
+        let (json, info) = t.from_storage(&key, &kv.value).await?;
+        let mut s: Secret = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+            key: key.clone(),
+            reason: e.to_string(),
+        })?;
+        s.metadata.resource_version = kv.mod_revision.to_string();
+        Ok((s, info))
+    }
+
+    fn check_ids(namespace: &str, name: &str) -> Result<(), StoreError> {
+        let mut errs = Vec::new();
+        if let Err(e) = model::validate_name(name) {
+            errs.push(e);
+        }
+        if let Err(e) = model::validate_namespace(namespace) {
+            errs.push(e);
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(name, errs))
+        }
+    }
+
+    fn stamp(s: &mut Secret) {
+        s.metadata.managed_fields = vec![model::ManagedFieldsEntry {
+            manager: "keyward".into(),
+            operation: "Update".into(),
+            api_version: "v1".into(),
+            time: now_rfc3339(),
+        }];
+    }
+
+    /// Creates a Secret. With `dry_run`, validates and returns what would be stored.
+    pub async fn create(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
+        model::normalize(&mut s);
+        let name = s.metadata.name.clone();
+        if !s.metadata.resource_version.is_empty() {
+            return Err(field_invalid(
+                &name,
+                "metadata.resourceVersion",
+                "Invalid value: resourceVersion should not be set on objects to be created",
+            ));
+        }
+        model::validate(&s).map_err(|e| invalid(&name, e))?;
+        s.metadata.uid = uuid::Uuid::new_v4().to_string();
+        s.metadata.creation_timestamp = now_rfc3339();
+        Self::stamp(&mut s);
+        if dry_run {
+            return Ok(s);
+        }
+        let key = self.storage_key(&s.metadata.namespace, &name);
+        let value = self.encode(&key, &s).await?;
+        match self
+            .backend
+            .put(key.as_bytes(), value, Expect::Absent)
+            .await?
+        {
+            WriteOutcome::Applied { revision, .. } => {
+                s.metadata.resource_version = revision.to_string();
+                Ok(s)
+            }
+            WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
+                Err(StoreError::AlreadyExists {
+                    namespace: s.metadata.namespace,
+                    name,
+                })
+            }
+        }
+    }
+
+    /// Reads a Secret, optionally as of a past revision.
+    pub async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: Option<Revision>,
+    ) -> Result<Secret, StoreError> {
+        Self::check_ids(namespace, name)?;
+        let key = self.storage_key(namespace, name);
+        let (kv, _) = self.backend.get(key.as_bytes(), revision).await?;
+        let kv = kv.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })?;
+        Ok(self.decode(&kv).await?.0)
+    }
+
+    /// Reads the raw stored bytes of a key, exactly as stored (for audits).
+    pub async fn raw_get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        Ok(self.backend.get(key.as_bytes(), None).await?.0)
+    }
+
+    /// Lists raw stored keys with `prefix` (for audits).
+    pub async fn raw_list(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .backend
+            .range(RangeRequest {
+                start: prefix.as_bytes().to_vec(),
+                end: None,
+                limit,
+                revision: None,
+            })
+            .await?
+            .kvs)
+    }
+
+    /// Replaces a Secret. With a `resourceVersion`, it must match the stored one (Conflict
+    /// otherwise); without, the update applies to whatever is stored. Nothing is written if
+    /// nothing changed and the stored value is not stale.
+    pub async fn update(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
+        model::normalize(&mut s);
+        let name = s.metadata.name.clone();
+        model::validate(&s).map_err(|e| invalid(&name, e))?;
+        let want_rv = match s.metadata.resource_version.as_str() {
+            "" => None,
+            rv => Some(parse_rv(&name, rv)?),
+        };
+        let key = self.storage_key(&s.metadata.namespace, &name);
+        loop {
+            let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
+            let cur = cur.ok_or_else(|| StoreError::NotFound {
+                namespace: s.metadata.namespace.clone(),
+                name: name.clone(),
+            })?;
+            let (old, info) = self.decode(&cur).await?;
+            if want_rv.is_some_and(|rv| rv != cur.mod_revision) {
+                return Err(conflict(&name));
+            }
+            if !s.metadata.uid.is_empty() && s.metadata.uid != old.metadata.uid {
+                return Err(StoreError::Conflict {
+                    name,
+                    reason: format!(
+                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                        s.metadata.uid, old.metadata.uid
+                    ),
+                });
+            }
+            model::validate_update(&s, &old).map_err(|e| invalid(&name, e))?;
+            let mut next = s.clone();
+            next.metadata.uid = old.metadata.uid.clone();
+            next.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+            let unchanged = next.data == old.data
+                && next.type_ == old.type_
+                && next.immutable == old.immutable
+                && next.metadata.labels == old.metadata.labels
+                && next.metadata.annotations == old.metadata.annotations;
+            if unchanged && !info.stale {
+                return Ok(old);
+            }
+            Self::stamp(&mut next);
+            if dry_run {
+                next.metadata.resource_version = old.metadata.resource_version;
+                return Ok(next);
+            }
+            let value = self.encode(&key, &next).await?;
+            match self
+                .backend
+                .put(key.as_bytes(), value, Expect::ModRevision(cur.mod_revision))
+                .await?
+            {
+                WriteOutcome::Applied { revision, .. } => {
+                    next.metadata.resource_version = revision.to_string();
+                    return Ok(next);
+                }
+                WriteOutcome::Conflict { .. } | WriteOutcome::NotFound if want_rv.is_none() => {
+                    continue
+                }
+                WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
+                    return Err(conflict(&name))
+                }
+            }
+        }
+    }
+
+    /// Deletes a Secret if `pre` holds; returns it as it was.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        pre: &Preconditions,
+    ) -> Result<Secret, StoreError> {
+        Self::check_ids(namespace, name)?;
+        let want_rv = pre
+            .resource_version
+            .as_deref()
+            .map(|rv| parse_rv(name, rv))
+            .transpose()?;
+        let key = self.storage_key(namespace, name);
+        loop {
+            let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
+            let cur = cur.ok_or_else(|| StoreError::NotFound {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })?;
+            let (old, _) = self.decode(&cur).await?;
+            if let Some(uid) = &pre.uid {
+                if *uid != old.metadata.uid {
+                    return Err(StoreError::Conflict {
+                        name: name.to_owned(),
+                        reason: format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                            old.metadata.uid
+                        ),
+                    });
+                }
+            }
+            if let Some(rv) = want_rv {
+                if rv != cur.mod_revision {
+                    return Err(StoreError::Conflict {
+                        name: name.to_owned(),
+                        reason: format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            cur.mod_revision
+                        ),
+                    });
+                }
+            }
+            match self
+                .backend
+                .delete(key.as_bytes(), Expect::ModRevision(cur.mod_revision))
+                .await?
+            {
+                WriteOutcome::Applied { .. } => return Ok(old),
+                WriteOutcome::NotFound => {
+                    return Err(StoreError::NotFound {
+                        namespace: namespace.to_owned(),
+                        name: name.to_owned(),
+                    })
+                }
+                WriteOutcome::Conflict { .. } => continue,
+            }
+        }
+    }
+
+    /// Lists Secrets in `namespace` (or all), filtered by `selector`, at most `limit` (0 = all)
+    /// per page. A continue token reads the next page at the same revision.
+    pub async fn list(
+        &self,
+        namespace: Option<&str>,
+        selector: &Selector,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<SecretList, StoreError> {
+        if let Some(ns) = namespace {
+            model::validate_namespace(ns).map_err(|e| invalid("", vec![e]))?;
+        }
+        let prefix = self.namespace_prefix(namespace);
+        let (mut start, mut revision) = match continue_token {
+            None | Some("") => (prefix.clone().into_bytes(), None),
+            Some(t) => {
+                let bad = || {
+                    field_invalid(
+                        "",
+                        "continue",
+                        "Invalid value: the continue token is not valid for this list",
+                    )
+                };
+                let raw = B64URL.decode(t).map_err(|_| bad())?;
+                let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
+                if !tok.start.starts_with(&prefix) {
+                    return Err(bad());
+                }
+                (tok.start.into_bytes(), Some(tok.rv))
+            }
+        };
+        let end = prefix_end(prefix.as_bytes());
+        let mut items = Vec::new();
+        loop {
+            let want = if limit == 0 { 0 } else { limit - items.len() };
+            let resp = self
+                .backend
+                .range(RangeRequest {
+                    start: start.clone(),
+                    end: Some(end.clone()),
+                    limit: want,
+                    revision,
+                })
+                .await
+                .map_err(|e| match e {
+                    BackendError::Compacted { .. } if continue_token.is_some() => StoreError::Gone(
+                        "the continue token has expired: the list's revision was compacted; list again".into(),
+                    ),
+                    other => other.into(),
+                })?;
+            revision = Some(resp.revision);
+            for kv in &resp.kvs {
+                let (s, _) = self.decode(kv).await?;
+                if selector.matches(&s.metadata.labels) {
+                    items.push(s);
+                }
+            }
+            let next = resp.kvs.last().map(|kv| {
+                let mut k = kv.key.clone();
+                k.push(0);
+                k
+            });
+            match next {
+                Some(k) if resp.more => {
+                    start = k;
+                    if limit != 0 && items.len() >= limit {
+                        let tok = ContinueToken {
+                            rv: resp.revision,
+                            start: String::from_utf8_lossy(&start).into_owned(),
+                        };
+                        let tok = B64URL.encode(serde_json::to_vec(&tok).unwrap_or_default());
+                        return Ok(SecretList {
+                            items,
+                            resource_version: resp.revision.to_string(),
+                            continue_token: Some(tok),
+                        });
+                    }
+                }
+                _ => {
+                    return Ok(SecretList {
+                        items,
+                        resource_version: resp.revision.to_string(),
+                        continue_token: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Watches Secrets in `namespace` (or all) matching `selector`. With a `resource_version`,
+    /// replays every change after it (older than retained history: [`StoreError::Gone`]);
+    /// without one (or `0`), starts with an ADDED event per existing Secret.
+    pub async fn watch(
+        self: &Arc<Self>,
+        namespace: Option<&str>,
+        selector: Selector,
+        resource_version: Option<&str>,
+    ) -> Result<WatchEvents, StoreError> {
+        if let Some(ns) = namespace {
+            model::validate_namespace(ns).map_err(|e| invalid("", vec![e]))?;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<WatchEvent, StoreError>>(256);
+        let from = match resource_version {
+            None | Some("") | Some("0") => {
+                let list = self.list(namespace, &selector, 0, None).await?;
+                let rev: Revision = list.resource_version.parse().unwrap_or(0);
+                for s in list.items {
+                    if tx
+                        .send(Ok(WatchEvent {
+                            kind: WatchKind::Added,
+                            object: s,
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                rev + 1
+            }
+            Some(rv) => parse_rv("", rv)? + 1,
+        };
+        let prefix = self.namespace_prefix(namespace);
+        let mut events = self.backend.watch(prefix.as_bytes(), from).await?;
+        let store = self.clone();
+        tokio::spawn(async move {
+            use tokio_stream::StreamExt;
+            while let Some(ev) = events.next().await {
+                let out = match ev {
+                    Err(e) => Some(Err(StoreError::from(e))),
+                    Ok(ev) => store.watch_event(ev, &selector).await.transpose(),
+                };
+                if let Some(out) = out {
+                    let stop = out.is_err();
+                    if tx.send(out).await.is_err() || stop {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn watch_event(
+        &self,
+        ev: crate::backend::Event,
+        selector: &Selector,
+    ) -> Result<Option<WatchEvent>, StoreError> {
+        let prev = match &ev.prev {
+            Some(p) => Some(self.decode(p).await?.0),
+            None => None,
+        };
+        let prev_matches = prev
+            .as_ref()
+            .is_some_and(|p| selector.matches(&p.metadata.labels));
+        match ev.kind {
+            EventKind::Delete => Ok(prev.filter(|_| prev_matches).map(|mut p| {
+                p.metadata.resource_version = ev.kv.mod_revision.to_string();
+                WatchEvent {
+                    kind: WatchKind::Deleted,
+                    object: p,
+                }
+            })),
+            EventKind::Put => {
+                let (cur, _) = self.decode(&ev.kv).await?;
+                let cur_matches = selector.matches(&cur.metadata.labels);
+                Ok(match (prev.is_some() && prev_matches, cur_matches) {
+                    (false, true) => Some(WatchEvent {
+                        kind: WatchKind::Added,
+                        object: cur,
+                    }),
+                    (true, true) => Some(WatchEvent {
+                        kind: WatchKind::Modified,
+                        object: cur,
+                    }),
+                    (true, false) => {
+                        let mut gone = cur;
+                        gone.metadata.resource_version = ev.kv.mod_revision.to_string();
+                        Some(WatchEvent {
+                            kind: WatchKind::Deleted,
+                            object: gone,
+                        })
+                    }
+                    (false, false) => None,
+                })
+            }
+        }
+    }
+
+    /// The retained versions of a Secret, newest first.
+    pub async fn history(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        Self::check_ids(namespace, name)?;
+        let key = self.storage_key(namespace, name);
+        let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
+        let mut cur = cur.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })?;
+        let mut out = Vec::new();
+        loop {
+            let (s, _) = self.decode(&cur).await?;
+            out.push(HistoryEntry {
+                revision: cur.mod_revision,
+                time: s
+                    .metadata
+                    .managed_fields
+                    .first()
+                    .map(|m| m.time.clone())
+                    .unwrap_or_default(),
+                change: if cur.version == 1 {
+                    ChangeKind::Created
+                } else {
+                    ChangeKind::Updated
+                },
+                secret: s,
+            });
+            if cur.version <= 1 {
+                break;
+            }
+            match self
+                .backend
+                .get(key.as_bytes(), Some(cur.mod_revision - 1))
+                .await
+            {
+                Ok((Some(prev), _)) => cur = prev,
+                Ok((None, _)) | Err(BackendError::Compacted { .. }) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes the content (data, labels, annotations) the Secret had at `revision` as a new
+    /// revision. Refused for immutable Secrets.
+    pub async fn rollback(
+        &self,
+        namespace: &str,
+        name: &str,
+        revision: Revision,
+    ) -> Result<Secret, StoreError> {
+        Self::check_ids(namespace, name)?;
+        let key = self.storage_key(namespace, name);
+        let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
+        let cur = cur.ok_or_else(|| StoreError::NotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        })?;
+        let (current, _) = self.decode(&cur).await?;
+        if current.is_immutable() {
+            return Err(field_invalid(
+                name,
+                "immutable",
+                "Forbidden: an immutable Secret cannot be rolled back; delete and recreate it",
+            ));
+        }
+        if revision <= 0 || revision > cur.mod_revision {
+            return Err(field_invalid(name, "revision", format!("Invalid value: {revision}: must be a revision of this Secret's history (1..={})", cur.mod_revision)));
+        }
+        let (old, _) = self.backend.get(key.as_bytes(), Some(revision)).await?;
+        let old = match old {
+            Some(kv) if kv.create_revision == cur.create_revision => kv,
+            _ => {
+                return Err(field_invalid(
+                    name,
+                    "revision",
+                    format!(
+                        "Invalid value: {revision}: this Secret had no version at that revision"
+                    ),
+                ));
+            }
+        };
+        let (old, _) = self.decode(&old).await?;
+        let mut next = current.clone();
+        next.data = old.data;
+        next.metadata.labels = old.metadata.labels;
+        next.metadata.annotations = old.metadata.annotations;
+        next.immutable = old.immutable;
+        self.update(next, false).await
+    }
+}
+
+fn conflict(name: &str) -> StoreError {
+    StoreError::Conflict {
+        name: name.to_owned(),
+        reason: "the object has been modified; please apply your changes to the latest version and try again".into(),
+    }
+}

@@ -1,0 +1,165 @@
+//! Kubernetes label selectors: `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`,
+//! joined by commas (all must hold).
+
+use std::collections::BTreeMap;
+
+/// One requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Req {
+    Eq(String, String),
+    Ne(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A parsed label selector; the empty selector matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector(Vec<Req>);
+
+fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 316
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
+}
+
+/// Splits at commas that are not inside parentheses.
+fn split_top(s: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("unbalanced ')'".into());
+                }
+            }
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced '('".into());
+    }
+    parts.push(&s[start..]);
+    Ok(parts)
+}
+
+fn set(values: &str) -> Result<Vec<String>, String> {
+    let inner = values
+        .trim()
+        .strip_prefix('(')
+        .and_then(|v| v.strip_suffix(')'))
+        .ok_or("expected a parenthesised set such as (a,b)")?;
+    let vals: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
+    if vals.iter().any(|v| !v.is_empty() && !valid_token(v)) {
+        return Err(format!("invalid value in set {values:?}"));
+    }
+    Ok(vals)
+}
+
+impl Selector {
+    /// Parses a selector. The error names the offending requirement.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut reqs = Vec::new();
+        for part in split_top(s)? {
+            let p = part.trim();
+            let bad = |why: &str| format!("invalid label selector requirement {p:?}: {why}");
+            let req = if let Some((k, v)) = p.split_once("!=") {
+                Req::Ne(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once("==") {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once('=') {
+                Req::Eq(k.trim().into(), v.trim().into())
+            } else if let Some((k, v)) = p.split_once(" notin ") {
+                Req::NotIn(k.trim().into(), set(v).map_err(|e| bad(&e))?)
+            } else if let Some((k, v)) = p.split_once(" in ") {
+                Req::In(k.trim().into(), set(v).map_err(|e| bad(&e))?)
+            } else if let Some(k) = p.strip_prefix('!') {
+                Req::NotExists(k.trim().into())
+            } else {
+                Req::Exists(p.into())
+            };
+            let (key, value) = match &req {
+                Req::Eq(k, v) | Req::Ne(k, v) => (k, Some(v)),
+                Req::In(k, _) | Req::NotIn(k, _) | Req::Exists(k) | Req::NotExists(k) => (k, None),
+            };
+            if !valid_token(key) {
+                return Err(bad("the key must be a label key"));
+            }
+            if let Some(v) = value {
+                if !v.is_empty() && !valid_token(v) {
+                    return Err(bad("the value must be a label value"));
+                }
+            }
+            reqs.push(req);
+        }
+        Ok(Self(reqs))
+    }
+
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Req::Eq(k, v) => labels.get(k) == Some(v),
+            Req::Ne(k, v) => labels.get(k) != Some(v),
+            Req::In(k, vs) => labels.get(k).is_some_and(|x| vs.contains(x)),
+            Req::NotIn(k, vs) => labels.get(k).is_none_or(|x| !vs.contains(x)),
+            Req::Exists(k) => labels.contains_key(k),
+            Req::NotExists(k) => !labels.contains_key(k),
+        })
+    }
+
+    /// True for the empty selector.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+    }
+
+    #[test]
+    fn selector_semantics() {
+        let l = labels(&[("app", "web"), ("tier", "front"), ("env", "prod")]);
+        for (sel, want) in [
+            ("", true),
+            ("app=web", true),
+            ("app==web", true),
+            ("app!=web", false),
+            ("app=db", false),
+            ("app in (web,db)", true),
+            ("app notin (web,db)", false),
+            ("app notin (db)", true),
+            ("missing notin (x)", true),
+            ("missing in (x)", false),
+            ("tier", true),
+            ("!tier", false),
+            ("!missing", true),
+            ("app=web,env=prod", true),
+            ("app=web, env in (prod, staging), !missing", true),
+            ("app=web,env=dev", false),
+            ("missing!=x", true),
+        ] {
+            assert_eq!(Selector::parse(sel).unwrap().matches(&l), want, "{sel}");
+        }
+        for bad in ["app in web", "a=b=c", "(", "app in (a", "a b", "=x", "a=@"] {
+            assert!(Selector::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! `keyward server` and `keyward dev` as processes: the Unix socket, the TCP listener's TLS and
+//! client authentication (certificates and bearer tokens), refusals of unsafe settings, and
+//! restarts that keep every Secret.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{run, Proc};
+use keyward::pb::keyward_v1 as pb;
+use keyward::pb::keyward_v1::secrets_client::SecretsClient;
+use rustix::process::Signal;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::Code;
+
+const KEY: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
+
+fn write_private(path: &Path, data: &[u8]) {
+    fs::write(path, data).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn aesgcm_config(dir: &Path) -> PathBuf {
+    let p = dir.join("enc.yaml");
+    write_private(
+        &p,
+        format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {{keys: [{{name: k1, secret: {KEY}}}]}}\n").as_bytes(),
+    );
+    p
+}
+
+fn secret(name: &str, v: &[u8]) -> pb::CreateRequest {
+    pb::CreateRequest {
+        secret: Some(pb::Secret {
+            metadata: Some(pb::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            data: [("v".to_owned(), v.to_vec())].into_iter().collect(),
+            ..Default::default()
+        }),
+        dry_run: false,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn unix_client(sock: &Path) -> SecretsClient<Channel> {
+    SecretsClient::new(keyward::uds::unix_channel(sock).await.unwrap())
+}
+
+#[test]
+fn dev_runs_plugin_and_store_and_keeps_secrets_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let sock = data.join("keyward.sock");
+    let rt = rt();
+    {
+        let mut p = Proc::spawn(
+            &["dev", "--data", data.to_str().unwrap()],
+            &[],
+            &dir.path().join("log1"),
+            &sock,
+        );
+        for s in ["kms.sock", "kms-admin.sock", "keyward.sock"] {
+            assert_eq!(
+                fs::metadata(data.join(s)).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{s}"
+            );
+        }
+        rt.block_on(async {
+            let mut c = unix_client(&sock).await;
+            c.create(secret("db", b"s3cret-dev-value")).await.unwrap();
+        });
+        let (ok, out, err) = run(&[
+            "raw",
+            "get",
+            "/registry/secrets/default/db",
+            "--server",
+            &format!("unix://{}", sock.display()),
+        ]);
+        assert!(ok, "{err}");
+        assert!(
+            out.starts_with("/registry/secrets/default/db\nk8s:enc:kms:v2:keyward-dev:"),
+            "{out}"
+        );
+        assert!(!out.contains("s3cret-dev-value"));
+        let (ok, out, _) = run(&[
+            "raw",
+            "list",
+            "/registry/",
+            "--keys-only",
+            "--server",
+            &format!("unix://{}", sock.display()),
+        ]);
+        assert!(ok);
+        assert_eq!(out, "/registry/secrets/default/db\n");
+        p.signal(Signal::INT);
+        assert!(p.wait(Duration::from_secs(20)).success(), "{}", p.stderr());
+        assert!(!sock.exists(), "sockets removed");
+    }
+    let _p = Proc::spawn(
+        &["dev", "--data", data.to_str().unwrap()],
+        &[],
+        &dir.path().join("log2"),
+        &sock,
+    );
+    rt.block_on(async {
+        let mut c = unix_client(&sock).await;
+        let s = c
+            .get(pb::GetRequest {
+                namespace: String::new(),
+                name: "db".into(),
+                revision: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.data["v"], b"s3cret-dev-value");
+    });
+}
+
+#[test]
+fn server_refuses_unsafe_or_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = aesgcm_config(dir.path());
+    let base = |extra: &[&str]| {
+        let mut a = vec![
+            "server".to_owned(),
+            "--data".into(),
+            dir.path().join("store").display().to_string(),
+            "--encryption-config".into(),
+            cfg.display().to_string(),
+            "--socket".into(),
+            dir.path().join("s.sock").display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+    let cert = dir.path().join("c.pem");
+    let key = dir.path().join("k.pem");
+    fs::write(&cert, "x").unwrap();
+    write_private(&key, b"x");
+    for (args, want) in [
+        (vec!["--listen", "127.0.0.1:0"], "--listen requires TLS"),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+            "--listen requires client authentication",
+        ),
+        (
+            vec!["--tls-cert", cert.to_str().unwrap()],
+            "only apply with --listen",
+        ),
+        (
+            vec!["--feature-gates", "Foo=true"],
+            "--feature-gates: unknown gate",
+        ),
+    ] {
+        let (ok, _, err) = base(&args);
+        assert!(!ok);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let bad = dir.path().join("bad.yaml");
+    fs::write(&bad, "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {keys: [{name: k1, secret: c2hvcnQ=}]}\n").unwrap();
+    let (ok, _, err) = run(&[
+        "server",
+        "--data",
+        dir.path().join("st").to_str().unwrap(),
+        "--encryption-config",
+        bad.to_str().unwrap(),
+        "--socket",
+        dir.path().join("x.sock").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("resources[0].providers[0].aesgcm.keys[0].secret"),
+        "{err}"
+    );
+    assert!(!dir.path().join("x.sock").exists());
+    // A world-readable TLS key is refused.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let tokens = dir.path().join("tokens");
+    write_private(&tokens, b"0123456789abcdef0123\n");
+    let (ok, _, err) = base(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tokens-file",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+    rogue_cert: String,
+    rogue_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |names: Vec<String>, signer: Option<(&rcgen::Certificate, &KeyPair)>| {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(names).unwrap();
+        let cert = match signer {
+            Some((c, k)) => params.signed_by(&key, c, k).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into()], Some((&ca, &ca_key)));
+    let (client_cert, client_key) = leaf(vec!["client".into()], Some((&ca, &ca_key)));
+    let (rogue_cert, rogue_key) = leaf(vec!["rogue".into()], None);
+    Pki {
+        ca: ca.pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+        rogue_cert,
+        rogue_key,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn tls_channel(
+    port: u16,
+    ca: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some((c, k)) = identity {
+        tls = tls.identity(Identity::from_pem(c, k));
+    }
+    Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+async fn create_with_token(
+    ch: Channel,
+    token: Option<&str>,
+    name: &str,
+) -> Result<(), tonic::Status> {
+    let mut req = tonic::Request::new(secret(name, b"v"));
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    SecretsClient::new(ch).create(req).await.map(|_| ())
+}
+
+#[test]
+fn tcp_listener_requires_tls_and_client_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = aesgcm_config(dir.path());
+    let p = pki();
+    let f = |n: &str, data: &str| {
+        let path = dir.path().join(n);
+        write_private(&path, data.as_bytes());
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        f("ca.pem", &p.ca),
+        f("srv.pem", &p.server_cert),
+        f("srv.key", &p.server_key),
+    );
+    let token = "tok-0123456789abcdef-XYZ";
+    let tokens = f("tokens", &format!("# ops team\n{token}\n"));
+    let port = free_port();
+    let sock = dir.path().join("kw.sock");
+    let listen = format!("127.0.0.1:{port}");
+    let mut proc = Proc::spawn(
+        &[
+            "server",
+            "--data",
+            dir.path().join("store").to_str().unwrap(),
+            "--encryption-config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--client-ca",
+            &ca,
+            "--tokens-file",
+            &tokens,
+        ],
+        &[],
+        &dir.path().join("log"),
+        &sock,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "TCP listener never came up: {}",
+            proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rt = rt();
+    rt.block_on(async {
+        // A bearer token over TLS.
+        let ch = tls_channel(port, &p.ca, None).await.unwrap();
+        create_with_token(ch.clone(), Some(token), "by-token")
+            .await
+            .unwrap();
+        let e = create_with_token(ch.clone(), Some("wrong-token-0123456789"), "x")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        let e = create_with_token(ch.clone(), None, "x").await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+        assert!(
+            e.message().contains("client authentication required"),
+            "{}",
+            e.message()
+        );
+        // A client certificate signed by the CA.
+        let ch = tls_channel(port, &p.ca, Some((&p.client_cert, &p.client_key)))
+            .await
+            .unwrap();
+        create_with_token(ch, None, "by-cert").await.unwrap();
+        // A certificate from another CA is rejected by the TLS handshake or the call.
+        if let Ok(ch) = tls_channel(port, &p.ca, Some((&p.rogue_cert, &p.rogue_key))).await {
+            assert!(create_with_token(ch, None, "rogue").await.is_err());
+        }
+        // Plaintext HTTP/2 on the TLS port fails.
+        let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await;
+        if let Ok(ch) = plain {
+            assert!(create_with_token(ch, Some(token), "plain").await.is_err());
+        }
+        // Both show up on the Unix socket (no authentication there: 0600 protects it).
+        let mut c = unix_client(&sock).await;
+        let list = c
+            .list(pb::ListRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let names: Vec<_> = list
+            .items
+            .iter()
+            .map(|s| s.metadata.as_ref().unwrap().name.clone())
+            .collect();
+        assert_eq!(names, vec!["by-cert".to_owned(), "by-token".to_owned()]);
+    });
+    proc.signal(Signal::TERM);
+    assert!(
+        proc.wait(Duration::from_secs(20)).success(),
+        "{}",
+        proc.stderr()
+    );
+    let log = proc.stderr();
+    assert!(!log.contains(token), "the token must not be logged");
+}

@@ -1,0 +1,773 @@
+//! The secret store's Kubernetes semantics over a real Unix socket with a real tonic client, on a
+//! real sled directory, encrypting with KMS v2 through keyward's real plugin.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::Plugin;
+use keyward::api::SecretsService;
+use keyward::backend::sled::{SledBackend, SledOptions};
+use keyward::crypto::Algorithm;
+use keyward::encryption::{config, Encryption, ParseOptions};
+use keyward::pb::keyward_v1 as pb;
+use keyward::pb::keyward_v1::secrets_client::SecretsClient;
+use keyward::store::Store;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct StoreServer {
+    plugin: Plugin,
+    dir: tempfile::TempDir,
+    socket: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl StoreServer {
+    async fn start(history: usize) -> StoreServer {
+        let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = StoreServer {
+            plugin,
+            dir,
+            socket: Default::default(),
+            stop: None,
+            task: None,
+        };
+        s.serve(history).await;
+        s
+    }
+
+    async fn serve(&mut self, history: usize) {
+        let text = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
+            self.plugin.socket.display()
+        );
+        let cfg = config::parse(&text, ParseOptions::default()).unwrap();
+        let backend = SledBackend::open(
+            &self.dir.path().join("store"),
+            SledOptions {
+                history_per_key: history,
+                ..SledOptions::default()
+            },
+        )
+        .unwrap();
+        let enc = Encryption::build(&cfg).await;
+        let store = Arc::new(Store::new(Arc::new(backend), Arc::new(enc), "/registry"));
+        self.socket = self.dir.path().join("keyward.sock");
+        let (l, g) = keyward::uds::bind(&self.socket, Default::default()).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(async move {
+            let _g = g;
+            tonic::transport::Server::builder()
+                .add_service(SecretsService::new(store).into_server())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(l),
+                    async {
+                        let _ = rx.await;
+                    },
+                )
+                .await
+                .unwrap();
+        }));
+    }
+
+    async fn restart(&mut self, history: usize) {
+        self.shutdown().await;
+        self.serve(history).await;
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    async fn client(&self) -> SecretsClient<Channel> {
+        SecretsClient::new(keyward::uds::unix_channel(&self.socket).await.unwrap())
+    }
+}
+
+fn secret(ns: &str, name: &str, data: &[(&str, &[u8])]) -> pb::Secret {
+    pb::Secret {
+        metadata: Some(pb::ObjectMeta {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).into(), v.to_vec()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn meta(s: &pb::Secret) -> &pb::ObjectMeta {
+    s.metadata.as_ref().unwrap()
+}
+
+fn rv(s: &pb::Secret) -> i64 {
+    meta(s).resource_version.parse().unwrap()
+}
+
+async fn create(
+    c: &mut SecretsClient<Channel>,
+    s: pb::Secret,
+) -> Result<pb::Secret, tonic::Status> {
+    c.create(pb::CreateRequest {
+        secret: Some(s),
+        dry_run: false,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn update(
+    c: &mut SecretsClient<Channel>,
+    s: pb::Secret,
+) -> Result<pb::Secret, tonic::Status> {
+    c.update(pb::UpdateRequest {
+        secret: Some(s),
+        dry_run: false,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+async fn get(
+    c: &mut SecretsClient<Channel>,
+    ns: &str,
+    name: &str,
+) -> Result<pb::Secret, tonic::Status> {
+    c.get(pb::GetRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        revision: 0,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_get_and_validation() {
+    let srv = StoreServer::start(10).await;
+    let mut c = srv.client().await;
+    let mut s = secret("", "db", &[("password", b"hunter2")]);
+    s.string_data.insert("user".into(), "admin".into());
+    s.metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("app".into(), "web".into());
+    let made = create(&mut c, s.clone()).await.unwrap();
+    let m = meta(&made);
+    assert_eq!(m.namespace, "default");
+    assert_eq!(made.r#type, "Opaque");
+    assert!(uuid::Uuid::parse_str(&m.uid).is_ok());
+    assert!(m.creation_timestamp.ends_with('Z'));
+    assert!(rv(&made) > 1);
+    assert!(made.string_data.is_empty(), "stringData is write-only");
+    assert_eq!(made.data["user"], b"admin");
+    let got = get(&mut c, "default", "db").await.unwrap();
+    assert_eq!(got.data, made.data);
+    assert_eq!(meta(&got).resource_version, m.resource_version);
+    assert_eq!(meta(&got).uid, m.uid);
+
+    let e = create(&mut c, s.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    assert_eq!(e.message(), "secrets \"db\" already exists");
+    let e = get(&mut c, "default", "nope").await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::NotFound, "secrets \"nope\" not found")
+    );
+
+    for (bad, field) in [
+        (secret("", "Bad_Name", &[]), "metadata.name"),
+        (secret("Bad-NS", "x", &[]), "metadata.namespace"),
+        (secret("", "x", &[("no/slash", b"v")]), "data[no/slash]"),
+        (secret("", "x", &[("..dots", b"v")]), "data[..dots]"),
+        (
+            secret("", "big", &[("a", &vec![0u8; 1024 * 1024 + 1])]),
+            "data: Too long",
+        ),
+    ] {
+        let e = create(&mut c, bad).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{field}");
+        assert!(e.message().contains(field), "{field}: {}", e.message());
+    }
+    let mut tls = secret("", "tls", &[("tls.crt", b"c")]);
+    tls.r#type = "kubernetes.io/tls".into();
+    let e = create(&mut c, tls).await.unwrap_err();
+    assert!(
+        e.message().contains("data[tls.key]: Required value"),
+        "{}",
+        e.message()
+    );
+    let mut with_rv = secret("", "rv", &[]);
+    with_rv.metadata.as_mut().unwrap().resource_version = "5".into();
+    let e = create(&mut c, with_rv).await.unwrap_err();
+    assert!(
+        e.message().contains("metadata.resourceVersion"),
+        "{}",
+        e.message()
+    );
+    // Exactly 1 MiB is accepted; dry run writes nothing.
+    let dry = c
+        .create(pb::CreateRequest {
+            secret: Some(secret("", "dry", &[("a", &vec![1u8; 1024 * 1024])])),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(meta(&dry).resource_version.is_empty());
+    assert_eq!(
+        get(&mut c, "default", "dry").await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_conflicts_and_immutability() {
+    let srv = StoreServer::start(10).await;
+    let mut c = srv.client().await;
+    let v1 = create(&mut c, secret("ns1", "app", &[("k", b"1")]))
+        .await
+        .unwrap();
+    // With the current resourceVersion: applied.
+    let mut next = v1.clone();
+    next.data.insert("k".into(), b"2".to_vec());
+    let v2 = update(&mut c, next).await.unwrap();
+    assert!(rv(&v2) > rv(&v1));
+    assert_eq!(meta(&v2).uid, meta(&v1).uid);
+    assert_eq!(meta(&v2).creation_timestamp, meta(&v1).creation_timestamp);
+    // With a stale one: conflict, nothing written.
+    let mut stale = v1.clone();
+    stale.data.insert("k".into(), b"3".to_vec());
+    let e = update(&mut c, stale.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert!(
+        e.message().contains("the object has been modified"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(get(&mut c, "ns1", "app").await.unwrap().data["k"], b"2");
+    // Without one: unconditional.
+    stale.metadata.as_mut().unwrap().resource_version.clear();
+    let v3 = update(&mut c, stale).await.unwrap();
+    assert_eq!(v3.data["k"], b"3");
+    // An unchanged update writes nothing.
+    let same = update(&mut c, v3.clone()).await.unwrap();
+    assert_eq!(rv(&same), rv(&v3));
+    // uid precondition.
+    let mut wrong_uid = v3.clone();
+    wrong_uid.metadata.as_mut().unwrap().uid = "00000000-0000-0000-0000-000000000000".into();
+    assert_eq!(
+        update(&mut c, wrong_uid).await.unwrap_err().code(),
+        Code::Aborted
+    );
+    // Type cannot change.
+    let mut t = v3.clone();
+    t.r#type = "example.com/other".into();
+    let e = update(&mut c, t).await.unwrap_err();
+    assert!(
+        e.message().contains("type: Invalid value") && e.message().contains("immutable"),
+        "{}",
+        e.message()
+    );
+    // Missing Secret.
+    assert_eq!(
+        update(&mut c, secret("ns1", "ghost", &[]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    // Immutable Secrets.
+    let mut im = secret("ns1", "frozen", &[("k", b"v")]);
+    im.immutable = Some(true);
+    let frozen = create(&mut c, im).await.unwrap();
+    let mut change = frozen.clone();
+    change.data.insert("k".into(), b"w".to_vec());
+    let e = update(&mut c, change).await.unwrap_err();
+    assert!(e.message().contains("data: Forbidden"), "{}", e.message());
+    let mut unset = frozen.clone();
+    unset.immutable = Some(false);
+    assert!(update(&mut c, unset)
+        .await
+        .unwrap_err()
+        .message()
+        .contains("immutable: Forbidden"));
+    let mut relabel = frozen.clone();
+    relabel
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("tier".into(), "gold".into());
+    let relabeled = update(&mut c, relabel).await.unwrap();
+    assert_eq!(meta(&relabeled).labels["tier"], "gold");
+    c.delete(pb::DeleteRequest {
+        namespace: "ns1".into(),
+        name: "frozen".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut again = secret("ns1", "frozen", &[("k", b"new")]);
+    again.immutable = Some(true);
+    create(&mut c, again).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_preconditions() {
+    let srv = StoreServer::start(10).await;
+    let mut c = srv.client().await;
+    let s = create(&mut c, secret("", "gone", &[("k", b"v")]))
+        .await
+        .unwrap();
+    let del = |uid: &str, rv: &str| pb::DeleteRequest {
+        namespace: "default".into(),
+        name: "gone".into(),
+        uid: uid.into(),
+        resource_version: rv.into(),
+    };
+    let e = c.delete(del("wrong-uid", "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert!(
+        e.message().contains("Precondition failed: UID"),
+        "{}",
+        e.message()
+    );
+    let e = c.delete(del("", "1")).await.unwrap_err();
+    assert!(
+        e.message().contains("Precondition failed: ResourceVersion"),
+        "{}",
+        e.message()
+    );
+    let e = c.delete(del("", "abc")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let out = c
+        .delete(del(&meta(&s).uid, &meta(&s).resource_version))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.data["k"], b"v");
+    assert_eq!(
+        c.delete(del("", "")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_namespaces_selectors_and_pages() {
+    let srv = StoreServer::start(10).await;
+    let mut c = srv.client().await;
+    for ns in ["a", "b"] {
+        for i in 0..5 {
+            let mut s = secret(ns, &format!("s{i}"), &[("k", b"v")]);
+            s.metadata.as_mut().unwrap().labels.insert(
+                "parity".into(),
+                if i % 2 == 0 { "even" } else { "odd" }.into(),
+            );
+            create(&mut c, s).await.unwrap();
+        }
+    }
+    // A namespace that is a prefix of another is not mixed in.
+    create(&mut c, secret("a2", "x", &[])).await.unwrap();
+    let list = |ns: &str, sel: &str, limit: i64, cont: &str| pb::ListRequest {
+        namespace: ns.into(),
+        label_selector: sel.into(),
+        limit,
+        r#continue: cont.into(),
+    };
+    let all = c.list(list("", "", 0, "")).await.unwrap().into_inner();
+    assert_eq!(all.items.len(), 11);
+    assert!(all.r#continue.is_empty());
+    let a = c.list(list("a", "", 0, "")).await.unwrap().into_inner();
+    assert_eq!(a.items.len(), 5);
+    assert!(a.items.iter().all(|s| meta(s).namespace == "a"));
+    let even = c
+        .list(list("", "parity=even", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(even.items.len(), 6);
+    let odd_a = c
+        .list(list("a", "parity in (odd)", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(odd_a.items.len(), 2);
+    // Pages of 3 at one revision: a write between pages is not seen.
+    let p1 = c.list(list("", "", 3, "")).await.unwrap().into_inner();
+    assert_eq!(p1.items.len(), 3);
+    assert!(!p1.r#continue.is_empty());
+    create(&mut c, secret("a", "s9", &[])).await.unwrap();
+    let mut seen: Vec<String> = p1
+        .items
+        .iter()
+        .map(|s| format!("{}/{}", meta(s).namespace, meta(s).name))
+        .collect();
+    let mut cont = p1.r#continue.clone();
+    while !cont.is_empty() {
+        let p = c.list(list("", "", 3, &cont)).await.unwrap().into_inner();
+        assert_eq!(p.resource_version, p1.resource_version);
+        seen.extend(
+            p.items
+                .iter()
+                .map(|s| format!("{}/{}", meta(s).namespace, meta(s).name)),
+        );
+        cont = p.r#continue;
+    }
+    assert_eq!(seen.len(), 11, "{seen:?}");
+    assert!(!seen.contains(&"a/s9".to_owned()));
+    // Pages with a selector still fill up.
+    let p = c
+        .list(list("", "parity=odd", 2, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.items.len(), 2);
+    assert!(!p.r#continue.is_empty());
+    // Bad input names the field.
+    let e = c.list(list("", "a in b", 0, "")).await.unwrap_err();
+    assert!(
+        e.message().starts_with("label_selector:"),
+        "{}",
+        e.message()
+    );
+    let e = c.list(list("", "", 0, "garbage")).await.unwrap_err();
+    assert!(e.message().contains("continue"), "{}", e.message());
+    let e = c.list(list("", "", -1, "")).await.unwrap_err();
+    assert!(e.message().starts_with("limit:"), "{}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_replays_then_follows() {
+    let srv = StoreServer::start(10).await;
+    let mut c = srv.client().await;
+    let s1 = create(&mut c, secret("w", "one", &[("k", b"1")]))
+        .await
+        .unwrap();
+    let mut s1b = s1.clone();
+    s1b.data.insert("k".into(), b"2".to_vec());
+    update(&mut c, s1b).await.unwrap();
+    // From the create's revision: the update is replayed, then live changes follow.
+    let mut stream = c
+        .watch(pb::WatchRequest {
+            namespace: "w".into(),
+            resource_version: meta(&s1).resource_version.clone(),
+            label_selector: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c2 = srv.client().await;
+    create(&mut c2, secret("w", "two", &[])).await.unwrap();
+    create(&mut c2, secret("other", "ignored", &[]))
+        .await
+        .unwrap();
+    c2.delete(pb::DeleteRequest {
+        namespace: "w".into(),
+        name: "one".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        got.push((
+            ev.r#type.clone(),
+            meta(ev.object.as_ref().unwrap()).name.clone(),
+        ));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("MODIFIED".into(), "one".into()),
+            ("ADDED".into(), "two".into()),
+            ("DELETED".into(), "one".into())
+        ]
+    );
+    // From nothing: the current state as ADDED.
+    let mut fresh = c
+        .watch(pb::WatchRequest {
+            namespace: "w".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ev = fresh.next().await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ev.r#type.as_str(),
+            meta(ev.object.as_ref().unwrap()).name.as_str()
+        ),
+        ("ADDED", "two")
+    );
+    // A label selector turns label changes into ADDED/DELETED.
+    let mut sel = c
+        .watch(pb::WatchRequest {
+            namespace: "w".into(),
+            resource_version: "1".into(),
+            label_selector: "team=x".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut two = get(&mut c, "w", "two").await.unwrap();
+    two.metadata
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("team".into(), "x".into());
+    let two = update(&mut c, two).await.unwrap();
+    let mut two2 = two.clone();
+    two2.metadata.as_mut().unwrap().labels.clear();
+    update(&mut c, two2).await.unwrap();
+    let a = sel.next().await.unwrap().unwrap();
+    let b = sel.next().await.unwrap().unwrap();
+    assert_eq!((a.r#type.as_str(), b.r#type.as_str()), ("ADDED", "DELETED"));
+    let e = c
+        .watch(pb::WatchRequest {
+            resource_version: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_get_at_revision_and_rollback() {
+    let srv = StoreServer::start(3).await;
+    let mut c = srv.client().await;
+    let mut cur = create(&mut c, secret("", "h", &[("v", b"0")]))
+        .await
+        .unwrap();
+    let mut revs = vec![rv(&cur)];
+    for i in 1..5u8 {
+        let mut n = cur.clone();
+        n.data.insert("v".into(), vec![b'0' + i]);
+        cur = update(&mut c, n).await.unwrap();
+        revs.push(rv(&cur));
+    }
+    let h = c
+        .history(pb::HistoryRequest {
+            namespace: String::new(),
+            name: "h".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Only the last 3 versions are kept, newest first.
+    let got: Vec<(i64, String, Vec<u8>)> = h
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.revision,
+                e.change.clone(),
+                e.secret.as_ref().unwrap().data["v"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (revs[4], "updated".into(), b"4".to_vec()),
+            (revs[3], "updated".into(), b"3".to_vec()),
+            (revs[2], "updated".into(), b"2".to_vec()),
+        ]
+    );
+    assert!(h.entries.iter().all(|e| e.time.ends_with('Z')));
+    let at = c
+        .get(pb::GetRequest {
+            namespace: String::new(),
+            name: "h".into(),
+            revision: revs[3],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(at.data["v"], b"3");
+    let e = c
+        .get(pb::GetRequest {
+            namespace: String::new(),
+            name: "h".into(),
+            revision: revs[0],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    // Rollback writes the old content as a new revision.
+    let rb = c
+        .rollback(pb::RollbackRequest {
+            namespace: String::new(),
+            name: "h".into(),
+            to_revision: revs[2],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rb.data["v"], b"2");
+    assert!(rv(&rb) > revs[4]);
+    let e = c
+        .rollback(pb::RollbackRequest {
+            namespace: String::new(),
+            name: "h".into(),
+            to_revision: revs[0],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange);
+    let e = c
+        .rollback(pb::RollbackRequest {
+            namespace: String::new(),
+            name: "h".into(),
+            to_revision: 1 << 40,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("revision: Invalid value"),
+        "{}",
+        e.message()
+    );
+    let mut im = secret("", "ice", &[("v", b"1")]);
+    im.immutable = Some(true);
+    let ice = create(&mut c, im).await.unwrap();
+    let e = c
+        .rollback(pb::RollbackRequest {
+            namespace: String::new(),
+            name: "ice".into(),
+            to_revision: rv(&ice),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("immutable: Forbidden"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_view_restart_and_no_plaintext_on_disk() {
+    let mut srv = StoreServer::start(10).await;
+    let mut c = srv.client().await;
+    // Thousands of Secrets, each with a unique marker value.
+    let marker = |i: usize| format!("PLAINTEXT-MARKER-{i:05}-ZQX");
+    let mut tasks = Vec::new();
+    for t in 0..8usize {
+        let mut c = srv.client().await;
+        tasks.push(tokio::spawn(async move {
+            for i in (t..2000).step_by(8) {
+                let mut s = secret("bulk", &format!("s{i}"), &[("v", marker(i).as_bytes())]);
+                s.string_data.insert("sd".into(), marker(i + 100_000));
+                s.metadata
+                    .as_mut()
+                    .unwrap()
+                    .annotations
+                    .insert("note".into(), "not secret".into());
+                create(&mut c, s).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let raw = c
+        .raw_get(pb::RawGetRequest {
+            key: "/registry/secrets/bulk/s7".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .kv
+        .unwrap();
+    assert!(
+        raw.value.starts_with(b"k8s:enc:kms:v2:kw:"),
+        "stored encrypted"
+    );
+    let listed = c
+        .raw_list(pb::RawListRequest {
+            prefix: "/registry/secrets/bulk/".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.kvs.len(), 2000);
+    assert!(listed
+        .kvs
+        .iter()
+        .all(|kv| kv.value.starts_with(b"k8s:enc:kms:v2:kw:")));
+    assert_eq!(
+        c.raw_get(pb::RawGetRequest { key: String::new() })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    // Restart: everything is still there.
+    srv.restart(10).await;
+    let mut c = srv.client().await;
+    assert_eq!(
+        get(&mut c, "bulk", "s1999").await.unwrap().data["v"],
+        marker(1999).as_bytes()
+    );
+    srv.shutdown().await;
+    // No marker anywhere under the data directories, in plain or base64 form.
+    use base64::Engine;
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    for i in [0usize, 1, 777, 1999] {
+        needles.push(marker(i).into_bytes());
+        needles.push(marker(i + 100_000).into_bytes());
+        needles.push(
+            base64::engine::general_purpose::STANDARD
+                .encode(marker(i))
+                .into_bytes(),
+        );
+    }
+    needles.push(b"PLAINTEXT-MARKER".to_vec());
+    let mut files = 0;
+    let mut stack = vec![srv.dir.path().to_owned(), srv.plugin.dir.path().to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                let bytes = std::fs::read(&p).unwrap();
+                files += 1;
+                for n in &needles {
+                    assert!(
+                        !bytes.windows(n.len()).any(|w| w == n.as_slice()),
+                        "{} holds plaintext",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(files >= 3, "scanned the store and keyring files");
+    let _ = BTreeMap::<u8, u8>::new();
+}
