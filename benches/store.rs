@@ -1,0 +1,185 @@
+//! The secret store end to end: durable puts (create or update) and gets of 1 KiB Secrets
+//! through the keyward.v1 gRPC API over a real Unix socket, on a real sled directory, with the
+//! identity provider and with KMS v2 through keyward's plugin, from 1 and 16 concurrent
+//! clients. The ratio kms-v2 / identity is the cost of encryption; 16 / 1 shows group commit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use keyward::api::SecretsService;
+use keyward::backend::sled::{SledBackend, SledOptions};
+use keyward::crypto::Algorithm;
+use keyward::encryption::{config, Encryption, ParseOptions};
+use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
+use keyward::pb::keyward_v1 as pb;
+use keyward::pb::keyward_v1::secrets_client::SecretsClient;
+use keyward::seal::{self, SealSpec};
+use keyward::store::Store;
+use keyward::uds;
+use tonic::transport::Channel;
+
+/// Operations per client per iteration.
+const OPS: u64 = 8;
+
+fn secret(name: String) -> pb::Secret {
+    pb::Secret {
+        metadata: Some(pb::ObjectMeta {
+            name,
+            namespace: "bench".into(),
+            ..Default::default()
+        }),
+        data: [("v".to_owned(), vec![0x5a; 1024])].into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    clients: Vec<SecretsClient<Channel>>,
+}
+
+async fn setup(provider: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("root.key");
+    seal::generate_keyfile(&key).expect("key");
+    let spec = SealSpec::KeyFile(key);
+    let data = dir.path().join("kms");
+    Keyring::init(
+        &data,
+        &spec,
+        &InitOptions {
+            algorithm: Algorithm::Aes256Gcm,
+            kdf: None,
+        },
+    )
+    .expect("init");
+    let keyring = Keyring::open(&data, &spec, RotationPolicy::default()).expect("open");
+    let kms_sock = dir.path().join("kms.sock");
+    let (l, g) = uds::bind(&kms_sock, uds::SocketAccess::default()).expect("bind");
+    tokio::spawn(async move {
+        let _g = g;
+        keyward::kms::serve(l, None, keyring, std::future::pending()).await
+    });
+    let providers = match provider {
+        "kms-v2" => format!(
+            "      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
+            kms_sock.display()
+        ),
+        _ => "      - identity: {}\n".to_owned(),
+    };
+    let text = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
+    );
+    let cfg = config::parse(&text, ParseOptions::default()).expect("config");
+    let backend =
+        SledBackend::open(&dir.path().join("store"), SledOptions::default()).expect("sled");
+    let store = Arc::new(Store::new(
+        Arc::new(backend),
+        Arc::new(Encryption::build(&cfg).await),
+        "/registry",
+    ));
+    let sock = dir.path().join("keyward.sock");
+    let (l, g) = uds::bind(&sock, uds::SocketAccess::default()).expect("bind");
+    tokio::spawn(async move {
+        let _g = g;
+        tonic::transport::Server::builder()
+            .add_service(SecretsService::new(store).into_server())
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
+            .await
+    });
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(SecretsClient::new(
+            uds::unix_channel(&sock).await.expect("connect"),
+        ));
+    }
+    // Something to read.
+    let mut c = clients[0].clone();
+    for i in 0..64 {
+        c.create(pb::CreateRequest {
+            secret: Some(secret(format!("r{i}"))),
+            dry_run: false,
+        })
+        .await
+        .expect("seed");
+    }
+    Setup { _dir: dir, clients }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for provider in ["identity", "kms-v2"] {
+        let s = rt.block_on(setup(provider));
+        let counter = Arc::new(AtomicU64::new(0));
+        for conc in [1usize, 16] {
+            let mut g = c.benchmark_group(format!("store_put_1KiB/{provider}"));
+            g.throughput(Throughput::Elements(OPS * conc as u64));
+            g.bench_function(format!("{conc}_clients"), |b| {
+                b.to_async(&rt).iter(|| {
+                    let clients: Vec<_> = s.clients[..conc].to_vec();
+                    let counter = counter.clone();
+                    async move {
+                        let mut set = tokio::task::JoinSet::new();
+                        for mut cl in clients {
+                            let counter = counter.clone();
+                            set.spawn(async move {
+                                for _ in 0..OPS {
+                                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                                    cl.create(pb::CreateRequest {
+                                        secret: Some(secret(format!("w{n}"))),
+                                        dry_run: false,
+                                    })
+                                    .await
+                                    .expect("create");
+                                }
+                            });
+                        }
+                        while set.join_next().await.is_some() {}
+                    }
+                })
+            });
+            g.finish();
+            let mut g = c.benchmark_group(format!("store_get_1KiB/{provider}"));
+            g.throughput(Throughput::Elements(OPS * conc as u64));
+            g.bench_function(format!("{conc}_clients"), |b| {
+                b.to_async(&rt).iter(|| {
+                    let clients: Vec<_> = s.clients[..conc].to_vec();
+                    async move {
+                        let mut set = tokio::task::JoinSet::new();
+                        for (j, mut cl) in clients.into_iter().enumerate() {
+                            set.spawn(async move {
+                                for i in 0..OPS as usize {
+                                    cl.get(pb::GetRequest {
+                                        namespace: "bench".into(),
+                                        name: format!("r{}", (i + j) % 64),
+                                        revision: 0,
+                                    })
+                                    .await
+                                    .expect("get");
+                                }
+                            });
+                        }
+                        while set.join_next().await.is_some() {}
+                    }
+                })
+            });
+            g.finish();
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(20);
+    targets = bench
+}
+criterion_main!(benches);
