@@ -312,7 +312,17 @@ fn sigterm_drains_and_removes_sockets() {
             {
                 Ok(_) => ok += 1,
                 Err(e) => {
-                    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                    // After the drain the connection closes: a refused or reset call, never a
+                    // wrong answer.
+                    assert!(
+                        matches!(
+                            e.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Unknown
+                                | tonic::Code::Cancelled
+                        ),
+                        "{e:?}"
+                    );
                     break;
                 }
             }
@@ -664,7 +674,7 @@ fn dev_starts_the_plugin_and_keeps_its_key_across_restarts() {
             0o600
         );
         p.signal(Signal::INT);
-        assert!(p.wait(Duration::from_secs(20)).success());
+        assert!(p.wait(Duration::from_secs(20)).success(), "{}", p.stderr());
         kid
     };
     let _p = Proc::spawn(

@@ -527,6 +527,7 @@ async fn serve(
     opts: &ServeOptions,
 ) -> Result<(), CliError> {
     let token = CancellationToken::new();
+    serve::cancel_on_signal(token.clone())?;
     let plugin =
         serve::Plugin::start(keyring, socket_path, admin_path, opts.access, token.clone())?;
     serve::run_until_signal(opts.drain, token, plugin.run()).await
@@ -805,6 +806,7 @@ fn server(a: ServerArgs) -> Result<(), CliError> {
     };
     runtime()?.block_on(async {
         let token = CancellationToken::new();
+        serve::cancel_on_signal(token.clone())?;
         let store = serve::start_store(&opts, token.clone()).await?;
         serve::run_until_signal(drain, token, store).await
     })
@@ -851,6 +853,7 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
     let key_id = keyring.health().primary_key_id;
     runtime()?.block_on(async {
         let token = CancellationToken::new();
+        serve::cancel_on_signal(token.clone())?;
         let plugin = serve::Plugin::start(keyring, &kms_socket, Some(&admin), opts.access, token.clone())?;
         let plugin = tokio::spawn(plugin.run());
         let store = serve::start_store(&store_opts, token.clone()).await?;

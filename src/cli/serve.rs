@@ -25,25 +25,27 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// Largest TLS key or tokens file read.
 const MAX_PRIVATE_FILE: u64 = 1 << 20;
 
-/// Waits for SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Cancels `token` on SIGTERM or SIGINT. The handlers are installed before this returns, so
+/// call it first: a signal during start-up then also stops the process cleanly.
+pub(super) fn cancel_on_signal(token: CancellationToken) -> Result<(), CliError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install the SIGTERM handler");
-            std::future::pending::<()>().await;
-            return;
-        }
+    let handler = |kind| {
+        signal(kind).map_err(|e| CliError::new(format!("cannot install a signal handler: {e}")))
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
-    }
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+        token.cancel();
+    });
+    Ok(())
 }
 
-/// Runs `server` until it ends or a signal arrives; on a signal cancels `token` (servers stop
-/// accepting and drain) and waits at most `drain` for in-flight calls.
+/// Runs `server` until it ends or `token` is cancelled (servers then stop accepting and
+/// drain), waiting at most `drain` for in-flight calls.
 pub(super) async fn run_until_signal(
     drain: Duration,
     token: CancellationToken,
@@ -52,7 +54,7 @@ pub(super) async fn run_until_signal(
     tokio::pin!(server);
     tokio::select! {
         res = &mut server => return res,
-        _ = shutdown_signal() => token.cancel(),
+        _ = token.cancelled() => {}
     }
     match tokio::time::timeout(drain, server).await {
         Ok(res) => res?,

@@ -1,0 +1,1182 @@
+//! `SledBackend` checked against a simple `BTreeMap` model with proptest (writes, conditional
+//! writes, reads at past revisions, ranges with limits and continuation, compaction, log
+//! retention, per-key history limits and reopening), plus focused tests of watch, format
+//! versioning, group commit and shutdown.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyward::backend::sled::{SledBackend, SledOptions};
+use keyward::backend::{
+    Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest, RangeResponse,
+    Revision, WatchStream, WriteOutcome,
+};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use tokio_stream::StreamExt;
+
+// ---------------------------------------------------------------------------------------------
+// The model
+
+/// Errors, comparable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fail {
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    Future {
+        requested: Revision,
+        current: Revision,
+    },
+    InvalidArgument,
+    Other(String),
+}
+
+fn fail(e: BackendError) -> Fail {
+    match e {
+        BackendError::Compacted {
+            requested,
+            compacted,
+        } => Fail::Compacted {
+            requested,
+            compacted,
+        },
+        BackendError::FutureRevision { requested, current } => Fail::Future { requested, current },
+        BackendError::InvalidArgument(_) => Fail::InvalidArgument,
+        other => Fail::Other(other.to_string()),
+    }
+}
+
+/// What retention keeps of one key's history: the same rule the backend documents.
+#[derive(Debug, Clone, Default)]
+struct Retained {
+    /// (revision, is a delete), oldest first.
+    entries: Vec<(Revision, bool)>,
+    /// Reads of this key below it are compacted (0: none).
+    floor: Revision,
+}
+
+impl Retained {
+    fn prune_compacted(&mut self, compacted: Revision) {
+        if let Some(i) = self.entries.iter().rposition(|(r, _)| *r <= compacted) {
+            let cut = if self.entries[i].1 { i + 1 } else { i };
+            self.entries.drain(..cut);
+        }
+        if self.floor <= compacted {
+            self.floor = 0;
+        }
+    }
+
+    fn prune_count(&mut self, keep: usize) {
+        if keep > 0 && self.entries.len() > keep {
+            let excess = self.entries.len() - keep;
+            self.entries.drain(..excess);
+            self.floor = self.entries[0].0;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    opts: SledOptions,
+    rev: Revision,
+    compacted: Revision,
+    current: BTreeMap<Vec<u8>, KeyValue>,
+    /// Every version of every key ever written (None: deleted at that revision).
+    full: BTreeMap<Vec<u8>, Vec<(Revision, Option<KeyValue>)>>,
+    retained: BTreeMap<Vec<u8>, Retained>,
+    /// Every event, in revision order.
+    events: Vec<Event>,
+}
+
+type Outcome = Result<WriteOutcome, Fail>;
+
+impl Model {
+    fn new(opts: SledOptions) -> Self {
+        Model {
+            opts,
+            rev: 1,
+            compacted: 1,
+            current: BTreeMap::new(),
+            full: BTreeMap::new(),
+            retained: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn holds(current: &Option<KeyValue>, expect: Expect) -> bool {
+        match expect {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::ModRevision(r) => current.as_ref().is_some_and(|kv| kv.mod_revision == r),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: Vec<u8>, expect: Expect) -> Outcome {
+        if key.is_empty() {
+            return Err(Fail::InvalidArgument);
+        }
+        let prev = self.current.get(key).cloned();
+        if !Self::holds(&prev, expect) {
+            return Ok(WriteOutcome::Conflict { current: prev });
+        }
+        self.rev += 1;
+        let kv = KeyValue {
+            key: key.to_vec(),
+            value,
+            create_revision: prev.as_ref().map_or(self.rev, |p| p.create_revision),
+            mod_revision: self.rev,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+        };
+        self.current.insert(key.to_vec(), kv.clone());
+        self.record(key, Some(kv.clone()), prev.clone(), kv);
+        Ok(WriteOutcome::Applied {
+            revision: self.rev,
+            prev,
+        })
+    }
+
+    fn delete(&mut self, key: &[u8], expect: Expect) -> Outcome {
+        if key.is_empty() {
+            return Err(Fail::InvalidArgument);
+        }
+        let prev = self.current.get(key).cloned();
+        if !Self::holds(&prev, expect) {
+            return Ok(WriteOutcome::Conflict { current: prev });
+        }
+        if prev.is_none() {
+            return Ok(WriteOutcome::NotFound);
+        }
+        self.rev += 1;
+        self.current.remove(key);
+        let kv = KeyValue {
+            key: key.to_vec(),
+            value: Vec::new(),
+            create_revision: 0,
+            mod_revision: self.rev,
+            version: 0,
+        };
+        self.record(key, None, prev.clone(), kv);
+        Ok(WriteOutcome::Applied {
+            revision: self.rev,
+            prev,
+        })
+    }
+
+    fn record(&mut self, key: &[u8], now: Option<KeyValue>, prev: Option<KeyValue>, kv: KeyValue) {
+        let rev = self.rev;
+        let deleted = now.is_none();
+        self.events.push(Event {
+            kind: if deleted {
+                EventKind::Delete
+            } else {
+                EventKind::Put
+            },
+            kv,
+            prev,
+        });
+        self.full.entry(key.to_vec()).or_default().push((rev, now));
+        if self.opts.log_retention > 0 {
+            self.compacted = self.compacted.max(rev - self.opts.log_retention as i64 + 1);
+        }
+        let compacted = self.compacted;
+        let retained = self.retained.entry(key.to_vec()).or_default();
+        retained.entries.push((rev, deleted));
+        retained.prune_compacted(compacted);
+        retained.prune_count(self.opts.history_per_key);
+        if retained.entries.is_empty() {
+            assert_eq!(retained.floor, 0, "model invariant: no entries, no floor");
+            self.retained.remove(key);
+        }
+    }
+
+    fn compact(&mut self, revision: Revision) -> Result<(), Fail> {
+        if revision > self.rev {
+            return Err(Fail::Future {
+                requested: revision,
+                current: self.rev,
+            });
+        }
+        if revision <= self.compacted {
+            return Ok(());
+        }
+        self.compacted = revision;
+        for retained in self.retained.values_mut() {
+            retained.prune_compacted(revision);
+        }
+        self.retained.retain(|_, r| !r.entries.is_empty());
+        Ok(())
+    }
+
+    /// The truth: the key as of `revision`, from the full history.
+    fn truth(&self, key: &[u8], revision: Revision) -> Option<KeyValue> {
+        self.full
+            .get(key)
+            .and_then(|versions| versions.iter().rev().find(|(r, _)| *r <= revision))
+            .and_then(|(_, kv)| kv.clone())
+    }
+
+    fn check_revision(&self, revision: Revision) -> Result<(), Fail> {
+        if revision < 1 {
+            return Err(Fail::InvalidArgument);
+        }
+        if revision > self.rev {
+            return Err(Fail::Future {
+                requested: revision,
+                current: self.rev,
+            });
+        }
+        if revision < self.compacted {
+            return Err(Fail::Compacted {
+                requested: revision,
+                compacted: self.compacted,
+            });
+        }
+        Ok(())
+    }
+
+    fn at(&self, key: &[u8], revision: Revision) -> Result<Option<KeyValue>, Fail> {
+        if revision == self.rev {
+            return Ok(self.current.get(key).cloned());
+        }
+        if let Some(retained) = self.retained.get(key) {
+            if revision < retained.floor {
+                return Err(Fail::Compacted {
+                    requested: revision,
+                    compacted: retained.floor,
+                });
+            }
+        }
+        Ok(self.truth(key, revision))
+    }
+
+    fn get(
+        &self,
+        key: &[u8],
+        revision: Option<Revision>,
+    ) -> Result<(Option<KeyValue>, Revision), Fail> {
+        if key.is_empty() {
+            return Err(Fail::InvalidArgument);
+        }
+        match revision {
+            None => Ok((self.current.get(key).cloned(), self.rev)),
+            Some(r) => {
+                self.check_revision(r)?;
+                Ok((self.at(key, r)?, r))
+            }
+        }
+    }
+
+    fn range(&self, req: &RangeRequest) -> Result<RangeResponse, Fail> {
+        let revision = match req.revision {
+            None => self.rev,
+            Some(r) => {
+                self.check_revision(r)?;
+                r
+            }
+        };
+        let in_range = |k: &[u8]| match &req.end {
+            None => k.starts_with(&req.start),
+            Some(end) => k >= req.start.as_slice() && k < end.as_slice(),
+        };
+        let over = |kvs: &Vec<KeyValue>| req.limit > 0 && kvs.len() > req.limit;
+        let mut kvs = Vec::new();
+        if revision == self.rev {
+            for kv in self.current.values().filter(|kv| in_range(&kv.key)) {
+                kvs.push(kv.clone());
+                if over(&kvs) {
+                    break;
+                }
+            }
+        } else {
+            // The backend scans the retained history key by key and stops after limit + 1 hits.
+            for (key, _) in self.retained.iter().filter(|(k, _)| in_range(k)) {
+                if let Some(kv) = self.at(key, revision)? {
+                    kvs.push(kv);
+                    if over(&kvs) {
+                        break;
+                    }
+                }
+            }
+        }
+        let more = over(&kvs);
+        if more {
+            kvs.truncate(req.limit);
+        }
+        Ok(RangeResponse {
+            kvs,
+            more,
+            revision,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations
+
+const KEYS: [&[u8]; 6] = [b"a", b"ab", b"a\x00", b"a\x00\x01", b"b", b"\x00\xff"];
+const PREFIXES: [&[u8]; 7] = [b"", b"a", b"a\x00", b"ab", b"b", b"\x00", b"c"];
+const BOUNDS: [&[u8]; 7] = [b"", b"\x00\xff", b"a", b"a\x00\x01", b"ab", b"b", b"\xff"];
+
+#[derive(Debug, Clone)]
+enum Exp {
+    Any,
+    Absent,
+    /// The key's current mod_revision (or a revision it cannot have if absent).
+    Correct,
+    /// An older mod_revision than the current one.
+    Stale(i64),
+    Raw(i64),
+}
+
+#[derive(Debug, Clone)]
+enum At {
+    Current,
+    /// Some(current revision - n).
+    Back(i64),
+    Raw(i64),
+}
+
+#[derive(Debug, Clone)]
+enum Span {
+    Prefix(usize),
+    Between(usize, usize),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put {
+        key: usize,
+        value: u8,
+        expect: Exp,
+    },
+    Delete {
+        key: usize,
+        expect: Exp,
+    },
+    Get {
+        key: usize,
+        at: At,
+    },
+    Range {
+        span: Span,
+        limit: usize,
+        at: At,
+    },
+    /// Reads a whole range page by page, continuing from the last key + `\0`.
+    Pages {
+        span: Span,
+        limit: usize,
+        at: At,
+    },
+    Compact {
+        at: At,
+    },
+    Reopen {
+        in_runtime: bool,
+    },
+}
+
+fn exp() -> impl Strategy<Value = Exp> {
+    prop_oneof![
+        3 => Just(Exp::Any),
+        2 => Just(Exp::Absent),
+        3 => Just(Exp::Correct),
+        1 => (1i64..4).prop_map(Exp::Stale),
+        1 => (-1i64..60).prop_map(Exp::Raw),
+    ]
+}
+
+fn at() -> impl Strategy<Value = At> {
+    prop_oneof![
+        2 => Just(At::Current),
+        5 => (0i64..25).prop_map(At::Back),
+        1 => prop_oneof![Just(-1i64), Just(0), Just(1), Just(1000)].prop_map(At::Raw),
+    ]
+}
+
+fn span() -> impl Strategy<Value = Span> {
+    prop_oneof![
+        (0..PREFIXES.len()).prop_map(Span::Prefix),
+        (0..BOUNDS.len(), 0..BOUNDS.len()).prop_map(|(a, b)| Span::Between(a, b)),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        30 => (0..KEYS.len(), any::<u8>(), exp()).prop_map(|(key, value, expect)| Op::Put { key, value, expect }),
+        10 => (0..KEYS.len(), exp()).prop_map(|(key, expect)| Op::Delete { key, expect }),
+        15 => (0..KEYS.len(), at()).prop_map(|(key, at)| Op::Get { key, at }),
+        8 => (span(), 0usize..4, at()).prop_map(|(span, limit, at)| Op::Range { span, limit, at }),
+        4 => (span(), 1usize..3, at()).prop_map(|(span, limit, at)| Op::Pages { span, limit, at }),
+        3 => at().prop_map(|at| Op::Compact { at }),
+        3 => any::<bool>().prop_map(|in_runtime| Op::Reopen { in_runtime }),
+    ]
+}
+
+fn options() -> impl Strategy<Value = SledOptions> {
+    (
+        prop_oneof![Just(0usize), Just(1), Just(2), Just(3), Just(10)],
+        prop_oneof![Just(0u64), Just(3), Just(8), Just(100_000)],
+    )
+        .prop_map(|(history_per_key, log_retention)| SledOptions {
+            history_per_key,
+            log_retention,
+        })
+}
+
+fn resolve_at(at: &At, model: &Model) -> Option<Revision> {
+    match at {
+        At::Current => None,
+        At::Back(n) => Some(model.rev - n),
+        At::Raw(r) => Some(*r),
+    }
+}
+
+fn resolve_expect(exp: &Exp, model: &Model, key: &[u8]) -> Expect {
+    let current = model.current.get(key).map(|kv| kv.mod_revision);
+    match exp {
+        Exp::Any => Expect::Any,
+        Exp::Absent => Expect::Absent,
+        Exp::Correct => Expect::ModRevision(current.unwrap_or(model.rev)),
+        Exp::Stale(n) => Expect::ModRevision(current.unwrap_or(model.rev) - n),
+        Exp::Raw(r) => Expect::ModRevision(*r),
+    }
+}
+
+fn request(span: &Span, limit: usize, revision: Option<Revision>) -> RangeRequest {
+    match span {
+        Span::Prefix(p) => RangeRequest {
+            start: PREFIXES[*p].to_vec(),
+            end: None,
+            limit,
+            revision,
+        },
+        Span::Between(a, b) => RangeRequest {
+            start: BOUNDS[*a].to_vec(),
+            end: Some(BOUNDS[*b].to_vec()),
+            limit,
+            revision,
+        },
+    }
+}
+
+/// The exclusive end of the keys starting with `prefix` (None: no upper bound).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The property
+
+fn run(opts: SledOptions, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let mut backend = Some(SledBackend::open(&path, opts).expect("open"));
+    let mut model = Model::new(opts);
+
+    for (step, op) in ops.iter().enumerate() {
+        let b = backend.as_ref().expect("open backend");
+        let ctx = format!("step {step}: {op:?}");
+        match op {
+            Op::Put { key, value, expect } => {
+                let key = KEYS[*key];
+                let expect = resolve_expect(expect, &model, key);
+                let value = vec![*value; 1 + (*value as usize % 3)];
+                let got = rt.block_on(b.put(key, value.clone(), expect)).map_err(fail);
+                prop_assert_eq!(got, model.put(key, value, expect), "{}", ctx);
+            }
+            Op::Delete { key, expect } => {
+                let key = KEYS[*key];
+                let expect = resolve_expect(expect, &model, key);
+                let got = rt.block_on(b.delete(key, expect)).map_err(fail);
+                prop_assert_eq!(got, model.delete(key, expect), "{}", ctx);
+            }
+            Op::Get { key, at } => {
+                let revision = resolve_at(at, &model);
+                let got = rt.block_on(b.get(KEYS[*key], revision)).map_err(fail);
+                prop_assert_eq!(got, model.get(KEYS[*key], revision), "{}", ctx);
+            }
+            Op::Range { span, limit, at } => {
+                let req = request(span, *limit, resolve_at(at, &model));
+                let got = rt.block_on(b.range(req.clone())).map_err(fail);
+                prop_assert_eq!(got, model.range(&req), "{} {:?}", ctx, req);
+            }
+            Op::Pages { span, limit, at } => {
+                let mut req = request(span, *limit, resolve_at(at, &model));
+                let full = model.range(&RangeRequest {
+                    limit: 0,
+                    ..req.clone()
+                });
+                let mut collected = Vec::new();
+                for page in 0.. {
+                    prop_assert!(page < 10, "{}: too many pages", ctx);
+                    let got = rt.block_on(b.range(req.clone())).map_err(fail);
+                    let want = model.range(&req);
+                    prop_assert_eq!(&got, &want, "{} page {} {:?}", ctx, page, req);
+                    let Ok(resp) = got else { break };
+                    collected.extend(resp.kvs.iter().cloned());
+                    if !resp.more {
+                        break;
+                    }
+                    // Continue at the same revision from the last key + \0.
+                    let mut next = resp.kvs.last().expect("more implies a key").key.clone();
+                    next.push(0);
+                    if req.end.is_none() {
+                        req.end = prefix_end(&req.start).or(Some(vec![0xff; 4]));
+                    }
+                    req.start = next;
+                    req.revision = Some(resp.revision);
+                }
+                if let Ok(full) = full {
+                    prop_assert_eq!(collected, full.kvs, "{}: pages differ from one read", ctx);
+                }
+            }
+            Op::Compact { at } => {
+                let revision = resolve_at(at, &model).unwrap_or(model.rev);
+                let got = rt.block_on(b.compact(revision)).map_err(fail);
+                prop_assert_eq!(got, model.compact(revision), "{}", ctx);
+            }
+            Op::Reopen { in_runtime } => {
+                let old = backend.take();
+                if *in_runtime {
+                    rt.block_on(async {
+                        drop(old);
+                    });
+                    backend = Some(
+                        rt.block_on(async { SledBackend::open(&path, opts) })
+                            .expect("reopen"),
+                    );
+                } else {
+                    drop(old);
+                    backend = Some(SledBackend::open(&path, opts).expect("reopen"));
+                }
+            }
+        }
+        let b = backend.as_ref().expect("open backend");
+        prop_assert_eq!(
+            rt.block_on(b.current_revision()).map_err(fail),
+            Ok(model.rev),
+            "{}",
+            ctx
+        );
+        prop_assert_eq!(
+            rt.block_on(b.compacted_revision()).map_err(fail),
+            Ok(model.compacted),
+            "{}",
+            ctx
+        );
+    }
+
+    // Every key at every revision, and the whole history range by range.
+    let b = backend.as_ref().expect("open backend");
+    for revision in 0..=model.rev + 1 {
+        for key in KEYS {
+            let got = rt.block_on(b.get(key, Some(revision))).map_err(fail);
+            prop_assert_eq!(
+                got,
+                model.get(key, Some(revision)),
+                "final get {:?}@{}",
+                key,
+                revision
+            );
+        }
+        let req = RangeRequest {
+            revision: Some(revision),
+            ..RangeRequest::default()
+        };
+        let got = rt.block_on(b.range(req.clone())).map_err(fail);
+        prop_assert_eq!(got, model.range(&req), "final range @{}", revision);
+    }
+
+    // The change log, through a watch: everything retained, then nothing more.
+    let from = model.compacted.max(2);
+    if from <= model.rev {
+        let events = rt.block_on(async {
+            let mut stream = b.watch(b"", from).await.expect("watch");
+            let mut events = Vec::new();
+            for _ in from..=model.rev {
+                match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+                    Ok(Some(Ok(event))) => events.push(event),
+                    other => panic!("watch ended early: {other:?}"),
+                }
+            }
+            events
+        });
+        let want: Vec<Event> = model
+            .events
+            .iter()
+            .filter(|e| e.kv.mod_revision >= from)
+            .cloned()
+            .collect();
+        prop_assert_eq!(events, want, "watch replay from {}", from);
+    }
+    if model.compacted > 1 {
+        let got = rt
+            .block_on(b.watch(b"", model.compacted - 1))
+            .map(|_| ())
+            .map_err(fail);
+        prop_assert_eq!(
+            got,
+            Err(Fail::Compacted {
+                requested: model.compacted - 1,
+                compacted: model.compacted
+            })
+        );
+    }
+    drop(backend);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn sled_backend_matches_the_model(opts in options(), ops in prop::collection::vec(op(), 1..40)) {
+        run(opts, ops)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Focused tests
+
+fn open(path: &Path) -> SledBackend {
+    SledBackend::open(path, SledOptions::default()).expect("open")
+}
+
+fn applied(outcome: Result<WriteOutcome, BackendError>) -> Revision {
+    match outcome {
+        Ok(WriteOutcome::Applied { revision, .. }) => revision,
+        other => panic!("expected an applied write, got {other:?}"),
+    }
+}
+
+async fn next_event(stream: &mut WatchStream) -> Event {
+    match tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
+        Ok(Some(Ok(event))) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_replays_then_follows_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Unlimited per-key history, so that the state at revision 9 can still be read at the end.
+    let opts = SledOptions {
+        history_per_key: 0,
+        ..SledOptions::default()
+    };
+    let backend = Arc::new(SledBackend::open(dir.path(), opts).expect("open"));
+    let keys: [&[u8]; 3] = [b"w/a", b"w/b", b"x/c"];
+    for i in 0..30u32 {
+        applied(
+            backend
+                .put(keys[i as usize % 3], i.to_be_bytes().to_vec(), Expect::Any)
+                .await,
+        );
+    }
+    // Four concurrent writers keep going while the watches replay and switch to live events.
+    let mut writers = Vec::new();
+    for w in 0..4u32 {
+        let backend = Arc::clone(&backend);
+        writers.push(tokio::spawn(async move {
+            for i in 0..60u32 {
+                let key = keys[((w + i) % 3) as usize];
+                let outcome = if i % 7 == 3 {
+                    backend.delete(key, Expect::Any).await
+                } else {
+                    backend
+                        .put(key, (w * 1000 + i).to_be_bytes().to_vec(), Expect::Any)
+                        .await
+                };
+                assert!(outcome.is_ok(), "{outcome:?}");
+            }
+        }));
+    }
+    let mut all = backend.watch(b"", 10).await.expect("watch all");
+    let mut only_w = backend.watch(b"w/", 10).await.expect("watch w/");
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    let last = backend.current_revision().await.expect("revision");
+
+    let mut events = Vec::new();
+    let mut expected = 10;
+    while expected <= last {
+        let event = next_event(&mut all).await;
+        assert_eq!(event.kv.mod_revision, expected, "gap or duplicate");
+        expected += 1;
+        events.push(event);
+    }
+    let want_w: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kv.key.starts_with(b"w/"))
+        .collect();
+    for want in want_w {
+        assert_eq!(&next_event(&mut only_w).await, want);
+    }
+    // Replaying the changes from revision 10 onto the state at 9 gives the current state.
+    let before = backend
+        .range(RangeRequest {
+            revision: Some(9),
+            ..RangeRequest::default()
+        })
+        .await
+        .expect("range at 9");
+    let mut state: BTreeMap<Vec<u8>, KeyValue> = before
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key.clone(), kv))
+        .collect();
+    for event in &events {
+        assert_eq!(
+            event.prev.as_ref(),
+            state.get(&event.kv.key),
+            "prev of {event:?}"
+        );
+        match event.kind {
+            EventKind::Put => {
+                state.insert(event.kv.key.clone(), event.kv.clone());
+            }
+            EventKind::Delete => {
+                assert_eq!((event.kv.version, event.kv.create_revision), (0, 0));
+                assert!(event.kv.value.is_empty());
+                state.remove(&event.kv.key);
+            }
+        }
+    }
+    let now = backend.range(RangeRequest::default()).await.expect("range");
+    assert_eq!(now.kvs, state.into_values().collect::<Vec<_>>());
+
+    // "From now" sees only later changes.
+    let mut from_now = backend.watch(b"", 0).await.expect("watch from now");
+    let rev = applied(backend.put(b"x/late", b"1".to_vec(), Expect::Any).await);
+    assert_eq!(next_event(&mut from_now).await.kv.mod_revision, rev);
+    assert_eq!(next_event(&mut all).await.kv.mod_revision, rev);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watch_catches_up_from_the_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = open(dir.path());
+    let mut stream = backend.watch(b"", 0).await.expect("watch");
+    // Not reading: the stream buffer (256) and the live channel (1024 batches) overflow, so the
+    // watch must re-read the missed revisions from the log.
+    let writes = 1500;
+    for i in 0..writes {
+        applied(
+            backend
+                .put(b"lag", format!("{i}").into_bytes(), Expect::Any)
+                .await,
+        );
+    }
+    for (i, expected) in (2..2 + writes).enumerate() {
+        let event = next_event(&mut stream).await;
+        assert_eq!(event.kv.mod_revision, expected);
+        assert_eq!(event.kv.value, format!("{i}").into_bytes());
+    }
+    // Nothing is delivered twice: the next event is the next change.
+    let rev = applied(backend.put(b"after", b"1".to_vec(), Expect::Any).await);
+    assert_eq!(next_event(&mut stream).await.kv.mod_revision, rev);
+}
+
+#[tokio::test]
+async fn watch_below_the_compacted_revision_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = open(&dir.path().join("explicit"));
+    for i in 0..10u8 {
+        applied(backend.put(&[b'k', i % 3], vec![i], Expect::Any).await);
+    }
+    backend.compact(6).await.expect("compact");
+    assert_eq!(backend.compacted_revision().await.expect("compacted"), 6);
+    match backend.watch(b"", 5).await {
+        Err(BackendError::Compacted {
+            requested: 5,
+            compacted: 6,
+        }) => {}
+        Err(other) => panic!("expected Compacted, got {other:?}"),
+        Ok(_) => panic!("expected Compacted, got a stream"),
+    }
+    let mut stream = backend
+        .watch(b"", 6)
+        .await
+        .expect("watch at the compacted revision");
+    assert_eq!(next_event(&mut stream).await.kv.mod_revision, 6);
+    assert!(matches!(
+        backend.get(b"k\x00", Some(5)).await,
+        Err(BackendError::Compacted { .. })
+    ));
+    assert!(matches!(
+        backend.compact(100).await,
+        Err(BackendError::FutureRevision { .. })
+    ));
+
+    // Log retention compacts by itself.
+    let opts = SledOptions {
+        history_per_key: 10,
+        log_retention: 5,
+    };
+    let backend = SledBackend::open(&dir.path().join("retention"), opts).expect("open");
+    for i in 0..20u8 {
+        applied(backend.put(b"r", vec![i], Expect::Any).await);
+    }
+    // Revision 21 now; the last 5 revisions (17..=21) are kept.
+    assert_eq!(backend.compacted_revision().await.expect("compacted"), 17);
+    assert!(matches!(
+        backend.watch(b"", 3).await,
+        Err(BackendError::Compacted {
+            requested: 3,
+            compacted: 17
+        })
+    ));
+    let mut stream = backend.watch(b"r", 17).await.expect("watch");
+    assert_eq!(next_event(&mut stream).await.kv.value, vec![15]);
+}
+
+/// Opens a sled database directly, waiting for a previous user in this process to let go of it
+/// (sled's background threads release the directory a moment after the last handle is dropped).
+fn sled_open(path: &Path) -> sled::Db {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("retrying sled::open: {e}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("sled::open: {e}"),
+        }
+    }
+}
+
+#[test]
+fn unknown_format_versions_are_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    drop(open(&path));
+    let set_version = |bytes: &[u8]| {
+        let db = sled_open(&path);
+        let meta = db.open_tree("meta").expect("meta tree");
+        meta.insert("format_version", bytes).expect("insert");
+        db.flush().expect("flush");
+    };
+    set_version(&2u32.to_be_bytes());
+    match SledBackend::open(&path, SledOptions::default()) {
+        Err(BackendError::UnsupportedFormat { found, supported }) => {
+            assert_eq!((found.as_str(), supported), ("2", 1));
+        }
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+    set_version(b"v9");
+    assert!(matches!(
+        SledBackend::open(&path, SledOptions::default()),
+        Err(BackendError::UnsupportedFormat { found, .. }) if found == "0x7639"
+    ));
+    set_version(&1u32.to_be_bytes());
+    drop(SledBackend::open(&path, SledOptions::default()).expect("version 1 opens"));
+
+    // A sled database with data but no version is not silently adopted.
+    let other = dir.path().join("other");
+    {
+        let db = sled_open(&other);
+        db.open_tree("kv")
+            .expect("kv")
+            .insert("k", "v")
+            .expect("insert");
+        db.flush().expect("flush");
+    }
+    assert!(matches!(
+        SledBackend::open(&other, SledOptions::default()),
+        Err(BackendError::UnsupportedFormat { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_writers_exactly_one_wins_per_revision() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = Arc::new(open(dir.path()));
+    let mut mod_revision = applied(
+        backend
+            .put(b"race", b"start".to_vec(), Expect::Absent)
+            .await,
+    );
+    let rounds = 12;
+    for round in 0..rounds {
+        let barrier = Arc::new(tokio::sync::Barrier::new(64));
+        let tasks: Vec<_> = (0..64u32)
+            .map(|w| {
+                let backend = Arc::clone(&backend);
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    let value = format!("{round}/{w}").into_bytes();
+                    barrier.wait().await;
+                    let outcome = backend
+                        .put(b"race", value.clone(), Expect::ModRevision(mod_revision))
+                        .await;
+                    (value, outcome.expect("put"))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for task in tasks {
+            match task.await.expect("task") {
+                (value, WriteOutcome::Applied { revision, prev }) => {
+                    assert_eq!(prev.expect("prev").mod_revision, mod_revision);
+                    winners.push((value, revision));
+                }
+                (_, WriteOutcome::Conflict { current }) => losers.push(current.expect("current")),
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one winner");
+        let (value, revision) = winners.pop().expect("winner");
+        assert_eq!(revision, mod_revision + 1);
+        assert_eq!(losers.len(), 63);
+        for current in losers {
+            assert_eq!((current.mod_revision, &current.value), (revision, &value));
+        }
+        mod_revision = revision;
+    }
+    let (kv, _) = backend.get(b"race", None).await.expect("get");
+    assert_eq!(kv.expect("present").version, rounds + 1);
+
+    // Unconditional writers all win, with unique, contiguous revisions.
+    let start = backend.current_revision().await.expect("revision");
+    let tasks: Vec<_> = (0..64u32)
+        .map(|w| {
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move {
+                let mut revisions = Vec::new();
+                for i in 0..5u32 {
+                    let key = format!("k{}", (w + i) % 8).into_bytes();
+                    revisions.push(applied(
+                        backend
+                            .put(&key, w.to_be_bytes().to_vec(), Expect::Any)
+                            .await,
+                    ));
+                }
+                revisions
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for task in tasks {
+        revisions.extend(task.await.expect("task"));
+    }
+    revisions.sort_unstable();
+    assert_eq!(revisions, (start + 1..=start + 320).collect::<Vec<_>>());
+    let stats = backend.writer_stats();
+    assert!(stats.batches <= stats.requests, "{stats:?}");
+}
+
+#[test]
+fn opens_and_drops_inside_and_outside_a_runtime() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rt = runtime();
+    let backend = open(dir.path());
+    let rev = rt.block_on(backend.put(b"k", b"v".to_vec(), Expect::Any));
+    assert_eq!(applied(rev), 2);
+    rt.block_on(async move { drop(backend) });
+    let backend = rt.block_on(async { open(dir.path()) });
+    let (kv, rev) = rt.block_on(backend.get(b"k", None)).expect("get");
+    assert_eq!((kv.expect("kept").value, rev), (b"v".to_vec(), 2));
+    drop(backend);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let backend = multi.block_on(async { open(dir.path()) });
+    assert_eq!(
+        multi
+            .block_on(backend.current_revision())
+            .expect("revision"),
+        2
+    );
+    drop(backend);
+}
+
+#[tokio::test]
+async fn odd_inputs_are_errors_or_values_never_panics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let backend = open(&path);
+    let invalid = |r: Result<(), BackendError>| matches!(r, Err(BackendError::InvalidArgument(_)));
+    assert!(invalid(backend.get(b"", None).await.map(|_| ())));
+    assert!(invalid(
+        backend.put(b"", vec![1], Expect::Any).await.map(|_| ())
+    ));
+    assert!(invalid(backend.delete(b"", Expect::Any).await.map(|_| ())));
+    assert!(invalid(backend.get(b"k", Some(0)).await.map(|_| ())));
+    assert!(invalid(backend.get(b"k", Some(-3)).await.map(|_| ())));
+    assert!(invalid(backend.watch(b"", -1).await.map(|_| ())));
+    assert!(matches!(
+        backend.get(b"k", Some(2)).await,
+        Err(BackendError::FutureRevision {
+            requested: 2,
+            current: 1
+        })
+    ));
+    assert_eq!(
+        backend.delete(b"k", Expect::Any).await.expect("delete"),
+        WriteOutcome::NotFound
+    );
+    assert_eq!(
+        backend.delete(b"k", Expect::Absent).await.expect("delete"),
+        WriteOutcome::NotFound
+    );
+    assert_eq!(
+        backend
+            .delete(b"k", Expect::ModRevision(1))
+            .await
+            .expect("delete"),
+        WriteOutcome::Conflict { current: None }
+    );
+    assert_eq!(backend.current_revision().await.expect("revision"), 1);
+    assert!(backend.compact(1).await.is_ok());
+    assert!(backend.compact(0).await.is_ok());
+    assert!(backend.compact(-5).await.is_ok());
+
+    // Ranges that are empty or backwards.
+    for (start, end) in [(&b"b"[..], &b"a"[..]), (b"a", b"a"), (b"a", b"")] {
+        let resp = backend
+            .range(RangeRequest {
+                start: start.to_vec(),
+                end: Some(end.to_vec()),
+                ..RangeRequest::default()
+            })
+            .await
+            .expect("range");
+        assert!(resp.kvs.is_empty() && !resp.more);
+    }
+
+    // Keys of any bytes, empty values, and a value large enough for sled to keep as a blob file.
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    applied(backend.put(b"\x00", Vec::new(), Expect::Absent).await);
+    applied(backend.put(b"\xff\x00\xff", vec![0; 3], Expect::Any).await);
+    let big_rev = applied(backend.put(b"big", big.clone(), Expect::Any).await);
+    applied(
+        backend
+            .put(b"big", b"small".to_vec(), Expect::ModRevision(big_rev))
+            .await,
+    );
+    drop(backend);
+    let backend = open(&path);
+    let (kv, _) = backend
+        .get(b"big", Some(big_rev))
+        .await
+        .expect("get at past revision");
+    assert_eq!(kv.expect("present").value, big);
+    let (kv, _) = backend.get(b"\x00", None).await.expect("get");
+    assert_eq!(kv.expect("present").value, Vec::<u8>::new());
+    let all = backend.range(RangeRequest::default()).await.expect("range");
+    let keys: Vec<&[u8]> = all.kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    assert_eq!(keys, vec![&b"\x00"[..], b"big", b"\xff\x00\xff"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_backend_finishes_writes_ends_watches_and_releases_the_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = Arc::new(open(dir.path()));
+    let mut stream = backend.watch(b"", 0).await.expect("watch");
+    let tasks: Vec<_> = (0..16u32)
+        .map(|i| {
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move {
+                backend
+                    .put(format!("k{i}").as_bytes(), vec![1], Expect::Any)
+                    .await
+            })
+        })
+        .collect();
+    // The last reference may be dropped by a task, on a runtime thread.
+    drop(backend);
+    for task in tasks {
+        applied(task.await.expect("task"));
+    }
+    let mut seen = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next()).await {
+            Ok(Some(Ok(_))) => seen += 1,
+            Ok(Some(Err(BackendError::Unavailable(_)))) => break,
+            other => panic!("expected events then Unavailable, got {other:?}"),
+        }
+    }
+    assert_eq!(seen, 16);
+    assert!(tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("stream ends")
+        .is_none());
+    let reopened = open(dir.path());
+    assert_eq!(reopened.current_revision().await.expect("revision"), 17);
+}
+
+/// Group-commit timing run, not a test: `cargo test --test backend_model -- --ignored
+/// --nocapture group_commit_throughput`.
+#[test]
+#[ignore = "timing run; prints figures"]
+fn group_commit_throughput() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for writers in [1usize, 4, 16, 64] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+        let backend = Arc::new(open(dir.path()));
+        let run_for = Duration::from_secs(3);
+        let started = Instant::now();
+        let done: u64 = rt.block_on(async {
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let backend = Arc::clone(&backend);
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        let key = format!("writer/{w}").into_bytes();
+                        while started.elapsed() < run_for {
+                            applied(backend.put(&key, vec![7; 100], Expect::Any).await);
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            let mut total = 0;
+            for task in tasks {
+                total += task.await.expect("task");
+            }
+            total
+        });
+        let secs = started.elapsed().as_secs_f64();
+        let stats = backend.writer_stats();
+        println!(
+            "writers {writers:>2}: {:>8.0} writes/s, {} batches, average batch {:.1}",
+            done as f64 / secs,
+            stats.batches,
+            stats.requests as f64 / stats.batches.max(1) as f64
+        );
+    }
+}
