@@ -10,6 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+mod apply;
+mod client;
+mod consume;
+mod manifest;
+mod secrets;
 mod serve;
 
 use crate::crypto::Algorithm;
@@ -28,6 +33,8 @@ pub const DEV_DIR: &str = "keyward-dev";
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: client::ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,6 +58,33 @@ enum Command {
     /// Show stored bytes exactly as stored, like `etcdctl get`: values are encrypted.
     #[command(subcommand)]
     Raw(RawCommand),
+    /// Create a Secret: generic, docker-registry or tls.
+    #[command(subcommand)]
+    Create(secrets::CreateCommand),
+    /// List Secrets, or print one (-o yaml|json, or one decoded value with --key).
+    ///
+    /// Examples:
+    ///   keyward get secrets -A
+    ///   keyward get secret db -o yaml
+    ///   keyward get secret db --key password
+    #[command(verbatim_doc_comment)]
+    Get(secrets::GetArgs),
+    /// Show a Secret's metadata and the size of each value (never the values).
+    Describe(secrets::OneSecret),
+    /// Edit a Secret in $EDITOR; a concurrent change is reported, never overwritten.
+    Edit(secrets::OneSecret),
+    /// Delete Secrets.
+    Delete(secrets::DeleteArgs),
+    /// List a Secret's retained versions.
+    History(secrets::OneSecret),
+    /// Write an earlier version's content as a new version.
+    Rollback(secrets::RollbackArgs),
+    /// Create or update Secrets from manifests (-f) or a kustomization (-k).
+    Apply(apply::ApplyArgs),
+    /// Run a command with Secret values in its environment.
+    Run(consume::RunArgs),
+    /// Write a Secret's values as files, updated atomically (optionally following changes).
+    Mount(consume::MountArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,8 +95,6 @@ enum RawCommand {
     Get {
         /// The storage key.
         key: String,
-        #[command(flatten)]
-        client: ClientArgs,
         /// Print the value as a hex dump instead of raw bytes.
         #[arg(long)]
         hex: bool,
@@ -73,8 +105,6 @@ enum RawCommand {
     List {
         /// Key prefix.
         prefix: String,
-        #[command(flatten)]
-        client: ClientArgs,
         /// Print only the keys.
         #[arg(long)]
         keys_only: bool,
@@ -85,15 +115,6 @@ enum RawCommand {
         #[arg(long, default_value_t = 0)]
         limit: i64,
     },
-}
-
-/// How a client command finds the server.
-#[derive(Debug, Args)]
-struct ClientArgs {
-    /// The server: unix:///path/to/keyward.sock. Defaults to $KEYWARD_SERVER, then
-    /// ./keyward-dev/keyward.sock.
-    #[arg(long, env = "KEYWARD_SERVER", value_name = "URL")]
-    server: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +319,8 @@ struct DevArgs {
 pub struct CliError {
     message: String,
     hint: Option<String>,
+    /// Printed as is, without the `error: ` prefix (kubectl-style server errors).
+    plain: bool,
 }
 
 impl CliError {
@@ -305,6 +328,19 @@ impl CliError {
         Self {
             message: message.to_string(),
             hint: None,
+            plain: false,
+        }
+    }
+
+    /// An error already reported on stderr: exit non-zero, print nothing more.
+    fn silent() -> Self {
+        Self::plain("")
+    }
+
+    fn plain(message: impl std::fmt::Display) -> Self {
+        Self {
+            plain: true,
+            ..Self::new(message)
         }
     }
 
@@ -374,6 +410,15 @@ pub fn init_tracing() {
 pub fn main(cli: Cli) -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.plain => {
+            if !e.message.is_empty() {
+                eprintln!("{}", e.message);
+            }
+            if let Some(h) = e.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {}", e.message);
             if let Some(h) = e.hint {
@@ -396,11 +441,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Kms(cmd) => runtime()?.block_on(admin(cmd)),
         Command::Dev(a) => dev(a),
         Command::Server(a) => server(a),
-        Command::Raw(cmd) => runtime()?.block_on(raw(cmd)),
+        Command::Raw(cmd) => runtime()?.block_on(raw(cmd, &cli.client)),
+        Command::Create(a) => secrets::create(a, &cli.client),
+        Command::Get(a) => secrets::get(a, &cli.client),
+        Command::Describe(a) => secrets::describe(a, &cli.client),
+        Command::Edit(a) => secrets::edit(a, &cli.client),
+        Command::Delete(a) => secrets::delete(a, &cli.client),
+        Command::History(a) => secrets::history(a, &cli.client),
+        Command::Rollback(a) => secrets::rollback(a, &cli.client),
+        Command::Apply(a) => apply::apply(a, &cli.client),
+        Command::Run(a) => consume::run(a, &cli.client),
+        Command::Mount(a) => consume::mount(a, &cli.client),
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -900,36 +955,6 @@ fn dev_encryption_config(kms_socket: &Path) -> String {
     )
 }
 
-/// Resolves `--server`: `unix:///path`, else `./keyward-dev/keyward.sock`.
-fn server_path(c: &ClientArgs) -> Result<PathBuf, CliError> {
-    match c.server.as_deref() {
-        None | Some("") => Ok(Path::new(DEV_DIR).join("keyward.sock")),
-        Some(url) => match url.strip_prefix("unix://") {
-            Some(p) if p.starts_with('/') => Ok(PathBuf::from(p)),
-            _ => Err(CliError::new(format!(
-                "--server {url:?}: expected unix:///absolute/path/to/keyward.sock"
-            ))),
-        },
-    }
-}
-
-async fn secrets_client(
-    c: &ClientArgs,
-) -> Result<crate::pb::keyward_v1::secrets_client::SecretsClient<tonic::transport::Channel>, CliError>
-{
-    let path = server_path(c)?;
-    let channel = socket::unix_channel(path.clone()).await.map_err(|e| {
-        CliError::new(format!(
-            "cannot connect to the keyward server at unix://{}: {e}",
-            path.display()
-        ))
-        .hint("start one with `keyward dev` or `keyward server`, or pass --server unix:///path")
-    })?;
-    Ok(crate::pb::keyward_v1::secrets_client::SecretsClient::new(
-        channel,
-    ))
-}
-
 fn print_raw(
     out: &mut Vec<u8>,
     kv: &crate::pb::keyward_v1::RawKeyValue,
@@ -977,17 +1002,17 @@ impl std::fmt::Write for WriteVec<'_> {
     }
 }
 
-async fn raw(cmd: RawCommand) -> Result<(), CliError> {
+async fn raw(cmd: RawCommand, client: &client::ClientArgs) -> Result<(), CliError> {
     use crate::pb::keyward_v1 as pb;
     use std::io::Write as _;
     let mut out = Vec::new();
     match cmd {
-        RawCommand::Get { key, client, hex } => {
-            let kv = secrets_client(&client)
+        RawCommand::Get { key, hex } => {
+            let kv = client::connect(client)
                 .await?
                 .raw_get(pb::RawGetRequest { key })
                 .await
-                .map_err(status_error)?
+                .map_err(client::server_error)?
                 .into_inner()
                 .kv
                 .unwrap_or_default();
@@ -995,16 +1020,15 @@ async fn raw(cmd: RawCommand) -> Result<(), CliError> {
         }
         RawCommand::List {
             prefix,
-            client,
             keys_only,
             hex,
             limit,
         } => {
-            let kvs = secrets_client(&client)
+            let kvs = client::connect(client)
                 .await?
                 .raw_list(pb::RawListRequest { prefix, limit })
                 .await
-                .map_err(status_error)?
+                .map_err(client::server_error)?
                 .into_inner()
                 .kvs;
             for kv in &kvs {

@@ -1,0 +1,156 @@
+//! Talking to a keyward server: discovery (`--server`, `KEYWARD_SERVER`, the `keyward dev`
+//! socket), TLS and credentials for `https://` servers, and kubectl-style error messages.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Status};
+
+use super::{CliError, DEV_DIR};
+use crate::pb::keyward_v1::secrets_client::SecretsClient;
+
+/// How a client command finds and authenticates to the server.
+#[derive(Debug, Clone, Args)]
+pub(super) struct ClientArgs {
+    /// The server: unix:///path/to/keyward.sock or https://host:port. Defaults to
+    /// $KEYWARD_SERVER, then ./keyward-dev/keyward.sock (the `keyward dev` socket).
+    #[arg(long, global = true, env = "KEYWARD_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// PEM CA certificate that signed an https server's certificate.
+    #[arg(long, global = true, env = "KEYWARD_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// File holding a bearer token for an https server.
+    #[arg(long, global = true, env = "KEYWARD_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM client certificate for an https server (with --client-key).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM client key for an https server (with --client-cert).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+}
+
+/// Adds `authorization: Bearer <token>` when a token is configured.
+#[derive(Clone)]
+pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A connected `keyward.v1.Secrets` client.
+pub(super) type Client = SecretsClient<InterceptedService<Channel, Bearer>>;
+
+enum Target {
+    Unix(PathBuf),
+    Https(String),
+}
+
+fn target(args: &ClientArgs) -> Result<Target, CliError> {
+    match args.server.as_deref() {
+        None | Some("") => Ok(Target::Unix(Path::new(DEV_DIR).join("keyward.sock"))),
+        Some(url) => {
+            if let Some(p) = url.strip_prefix("unix://") {
+                if p.starts_with('/') {
+                    return Ok(Target::Unix(PathBuf::from(p)));
+                }
+            } else if url.starts_with("https://") {
+                return Ok(Target::Https(url.to_owned()));
+            }
+            Err(CliError::new(format!(
+                "--server {url:?}: expected unix:///absolute/path/to/keyward.sock or https://host:port"
+            ))
+            .hint("plain http is not supported: keyward serves TCP only over TLS"))
+        }
+    }
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::new(format!("{flag} {}: {e}", path.display())))
+}
+
+/// Connects to the server named by `args`.
+pub(super) async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
+    let (channel, shown) = match target(args)? {
+        Target::Unix(path) => {
+            let shown = format!("unix://{}", path.display());
+            let ch = crate::uds::unix_channel(path).await.map_err(|e| {
+                CliError::new(format!(
+                    "cannot connect to the keyward server at {shown}: {e}"
+                ))
+                .hint("start one with `keyward dev` or `keyward server`, or pass --server")
+            })?;
+            (ch, shown)
+        }
+        Target::Https(url) => {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &args.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca, "--ca-file")?));
+            }
+            match (&args.client_cert, &args.client_key) {
+                (Some(c), Some(k)) => {
+                    let key = crate::seal::read_private_file(k, 1 << 20)?;
+                    tls = tls.identity(Identity::from_pem(
+                        read(c, "--client-cert")?,
+                        key.as_slice(),
+                    ));
+                }
+                (None, None) => {}
+                _ => return Err(CliError::new("--client-cert and --client-key go together")),
+            }
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| CliError::new(format!("--server {url:?}: {e}")))?
+                .tls_config(tls)
+                .map_err(|e| CliError::new(format!("TLS settings: {e}")))?;
+            let ch = endpoint.connect().await.map_err(|e| {
+                CliError::new(format!(
+                    "cannot connect to the keyward server at {url}: {e}"
+                ))
+                .hint("check --server and --ca-file")
+            })?;
+            (ch, url)
+        }
+    };
+    tracing::debug!(server = %shown, "connected");
+    let token = match &args.token_file {
+        Some(p) => {
+            let raw = crate::seal::read_private_file(p, 1 << 16)?;
+            let t = String::from_utf8_lossy(&raw).trim().to_owned();
+            let v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
+                CliError::new(format!("--token-file {}: not a valid token", p.display()))
+            })?;
+            Some(v)
+        }
+        None => None,
+    };
+    Ok(SecretsClient::with_interceptor(channel, Bearer(token)))
+}
+
+/// A server error as kubectl prints it: `Error from server (NotFound): secrets "x" not found`,
+/// or `The Secret "x" is invalid: ...` for validation errors.
+pub(super) fn server_error(s: Status) -> CliError {
+    let reason = match s.code() {
+        Code::InvalidArgument if s.message().starts_with("Secret ") => {
+            return CliError::plain(format!("The {}", s.message()));
+        }
+        Code::InvalidArgument => "BadRequest",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::Aborted => "Conflict",
+        Code::OutOfRange => "Expired",
+        Code::Unavailable => "ServiceUnavailable",
+        Code::Unauthenticated => "Unauthorized",
+        Code::PermissionDenied => "Forbidden",
+        Code::DeadlineExceeded => "Timeout",
+        _ => "InternalError",
+    };
+    CliError::plain(format!("Error from server ({reason}): {}", s.message()))
+}

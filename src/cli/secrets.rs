@@ -1,0 +1,1056 @@
+//! kubectl-shaped commands for Secrets: create (generic, docker-registry, tls), get, describe,
+//! edit, delete, history and rollback.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use clap::{Args, Subcommand, ValueEnum};
+use zeroize::Zeroizing;
+
+use super::client::{self, Client, ClientArgs};
+use super::{manifest, CliError};
+use crate::api::{secret_from_pb, secret_to_pb};
+use crate::pb::keyward_v1 as pb;
+use crate::store::model::SecretBytes;
+use crate::store::Secret;
+
+/// `-n/--namespace`.
+#[derive(Debug, Clone, Args)]
+pub(super) struct Namespace {
+    /// Namespace.
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        default_value = "default",
+        value_name = "NS"
+    )]
+    pub namespace: String,
+}
+
+/// Output formats of `get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum GetOutput {
+    /// Adds resourceVersion and immutable columns.
+    Wide,
+    /// The object(s) as YAML.
+    Yaml,
+    /// The object(s) as JSON.
+    Json,
+    /// `secret/NAME` per object.
+    Name,
+}
+
+/// Output formats of commands that print what they wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum ObjectOutput {
+    /// The object as YAML.
+    Yaml,
+    /// The object as JSON.
+    Json,
+    /// `secret/NAME`.
+    Name,
+}
+
+/// `--dry-run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum DryRun {
+    /// Write.
+    None,
+    /// Print the object without contacting the server.
+    Client,
+    /// Let the server validate without writing.
+    Server,
+}
+
+/// `keyward create`.
+#[derive(Debug, Subcommand)]
+pub(super) enum CreateCommand {
+    /// Create a Secret.
+    #[command(subcommand)]
+    Secret(CreateSecret),
+}
+
+/// `keyward create secret ...`.
+#[derive(Debug, Subcommand)]
+pub(super) enum CreateSecret {
+    /// A Secret from literals, files, directories and env files.
+    ///
+    /// Examples:
+    ///   keyward create secret generic db --from-literal=user=admin --from-literal=password='s3=cret'
+    ///   keyward create secret generic certs --from-file=./certs/ --from-file=ca.pem=/etc/ssl/ca.pem
+    ///   keyward create secret generic app --from-env-file=app.env --dry-run=client -o yaml
+    #[command(verbatim_doc_comment)]
+    Generic {
+        /// Name of the Secret.
+        name: String,
+        /// key=value (repeatable; the value may contain '=').
+        #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+        from_literal: Vec<String>,
+        /// [key=]path: a file (key defaults to its name) or a directory (one key per file).
+        #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+        from_file: Vec<String>,
+        /// A file of KEY=VALUE lines (repeatable).
+        #[arg(long = "from-env-file", value_name = "PATH")]
+        from_env_file: Vec<String>,
+        /// The Secret's type (default Opaque).
+        #[arg(long = "type", value_name = "TYPE")]
+        type_: Option<String>,
+        #[command(flatten)]
+        common: CreateCommon,
+    },
+    /// A kubernetes.io/dockerconfigjson Secret for a registry.
+    ///
+    /// Example:
+    ///   keyward create secret docker-registry regcred --docker-server=registry.example.com \
+    ///     --docker-username=ci --docker-password=hunter2 --docker-email=ci@example.com
+    #[command(verbatim_doc_comment, name = "docker-registry")]
+    DockerRegistry {
+        /// Name of the Secret.
+        name: String,
+        /// Registry server.
+        #[arg(
+            long,
+            default_value = "https://index.docker.io/v1/",
+            value_name = "SERVER"
+        )]
+        docker_server: String,
+        /// Username.
+        #[arg(long, value_name = "USER")]
+        docker_username: String,
+        /// Password.
+        #[arg(long, value_name = "PASSWORD")]
+        docker_password: String,
+        /// Email.
+        #[arg(long, value_name = "EMAIL")]
+        docker_email: Option<String>,
+        #[command(flatten)]
+        common: CreateCommon,
+    },
+    /// A kubernetes.io/tls Secret from a PEM certificate and its key.
+    ///
+    /// Example: keyward create secret tls web-tls --cert=tls.crt --key=tls.key
+    Tls {
+        /// Name of the Secret.
+        name: String,
+        /// PEM certificate (chain).
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// PEM private key matching the certificate.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        #[command(flatten)]
+        common: CreateCommon,
+    },
+}
+
+/// Options every `create secret` takes.
+#[derive(Debug, Args)]
+pub(super) struct CreateCommon {
+    #[command(flatten)]
+    ns: Namespace,
+    /// Make the Secret immutable.
+    #[arg(long)]
+    immutable: bool,
+    /// client: print the object without writing; server: validate on the server.
+    #[arg(long = "dry-run", value_enum, default_value_t = DryRun::None, value_name = "MODE", num_args = 0..=1, default_missing_value = "client")]
+    dry_run: DryRun,
+    /// Print the created object.
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    output: Option<ObjectOutput>,
+}
+
+/// `keyward get`.
+#[derive(Debug, Args)]
+pub(super) struct GetArgs {
+    /// `secrets`, `secret` or `secret/NAME`.
+    resource: String,
+    /// Names (all Secrets if none).
+    names: Vec<String>,
+    #[command(flatten)]
+    ns: Namespace,
+    /// List Secrets of every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    output: Option<GetOutput>,
+    /// Label selector, e.g. app=web,tier in (front,back).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// After listing, stream changes.
+    #[arg(short = 'w', long)]
+    watch: bool,
+    /// Print one decoded value raw (for scripts), e.g. --key password.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+}
+
+/// `keyward describe|edit|history secret NAME`.
+#[derive(Debug, Args)]
+pub(super) struct OneSecret {
+    /// `secret`.
+    resource: String,
+    /// Name.
+    name: String,
+    #[command(flatten)]
+    ns: Namespace,
+}
+
+/// `keyward delete secret NAME...`.
+#[derive(Debug, Args)]
+pub(super) struct DeleteArgs {
+    /// `secret` or `secrets`.
+    resource: String,
+    /// Names.
+    #[arg(required = true)]
+    names: Vec<String>,
+    #[command(flatten)]
+    ns: Namespace,
+    /// Only delete if the stored resourceVersion is this.
+    #[arg(long, value_name = "RV")]
+    resource_version: Option<String>,
+}
+
+/// `keyward rollback secret NAME --to-revision N`.
+#[derive(Debug, Args)]
+pub(super) struct RollbackArgs {
+    /// `secret`.
+    resource: String,
+    /// Name.
+    name: String,
+    #[command(flatten)]
+    ns: Namespace,
+    /// The revision whose content to restore (see `keyward history secret NAME`).
+    #[arg(long, value_name = "N")]
+    to_revision: i64,
+}
+
+fn resource_is_secret(r: &str, allow_slash: bool) -> Result<Option<String>, CliError> {
+    match r {
+        "secret" | "secrets" => Ok(None),
+        r => match r
+            .strip_prefix("secret/")
+            .or_else(|| r.strip_prefix("secrets/"))
+        {
+            Some(name) if allow_slash && !name.is_empty() => Ok(Some(name.to_owned())),
+            _ => Err(CliError::plain(format!(
+                "error: the server doesn't have a resource type \"{}\": keyward serves secrets",
+                r.split('/').next().unwrap_or(r)
+            ))),
+        },
+    }
+}
+
+fn rt() -> Result<tokio::runtime::Runtime, CliError> {
+    super::runtime()
+}
+
+fn bytes(v: &[u8]) -> SecretBytes {
+    SecretBytes::new(v.to_vec())
+}
+
+fn read_file(path: &Path, flag: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| CliError::plain(format!("error: {flag}: {}: {e}", path.display())))
+}
+
+fn valid_key(k: &str, flag: &str) -> Result<(), CliError> {
+    crate::store::model::validate_data_key("data", k)
+        .map_err(|e| CliError::plain(format!("error: {flag}: {e}")))
+}
+
+/// Reads an env file like kubectl: `KEY=VALUE` lines, `#` comments and blank lines skipped,
+/// a line without `=` is an error.
+fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(), CliError> {
+    let raw = read_file(path, "--from-env-file")?;
+    let text = std::str::from_utf8(&raw).map_err(|_| {
+        CliError::plain(format!(
+            "error: --from-env-file: {} is not UTF-8",
+            path.display()
+        ))
+    })?;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(CliError::plain(format!(
+                "error: --from-env-file: {} line {}: expected KEY=VALUE",
+                path.display(),
+                i + 1
+            )));
+        };
+        valid_key(k, "--from-env-file")?;
+        data.insert(k.to_owned(), bytes(v.as_bytes()));
+    }
+    Ok(())
+}
+
+fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result<(), CliError> {
+    let (key, path) = match spec.split_once('=') {
+        Some((k, p)) if !k.is_empty() => (Some(k), Path::new(p)),
+        _ => (None, Path::new(spec)),
+    };
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::plain(format!("error: --from-file: {}: {e}", path.display())))?;
+    if meta.is_dir() {
+        if key.is_some() {
+            return Err(CliError::plain(format!(
+                "error: --from-file: cannot give a key name for a directory ({})",
+                path.display()
+            )));
+        }
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| CliError::plain(format!("error: --from-file: {}: {e}", path.display())))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            // Like kubectl: regular files only; subdirectories, symlinks to directories and
+            // devices are skipped.
+            if !e.path().is_file() {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            valid_key(&name, "--from-file")?;
+            data.insert(name, SecretBytes(read_file(&e.path(), "--from-file")?));
+        }
+        return Ok(());
+    }
+    let key = match key {
+        Some(k) => k.to_owned(),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                CliError::plain(format!("error: --from-file: {spec:?} names no file"))
+            })?,
+    };
+    valid_key(&key, "--from-file")?;
+    if data.contains_key(&key) {
+        return Err(CliError::plain(format!(
+            "error: --from-file: key {key:?} given twice"
+        )));
+    }
+    data.insert(key, SecretBytes(read_file(path, "--from-file")?));
+    Ok(())
+}
+
+fn new_secret(name: &str, ns: &str, type_: &str, immutable: bool) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = name.to_owned();
+    s.metadata.namespace = ns.to_owned();
+    s.type_ = type_.to_owned();
+    if immutable {
+        s.immutable = Some(true);
+    }
+    s
+}
+
+/// The `.dockerconfigjson` kubectl writes: `{"auths":{SERVER:{username,password,email,auth}}}`
+/// with `auth` = base64(user:password).
+pub(super) fn docker_config_json(
+    server: &str,
+    user: &str,
+    password: &str,
+    email: Option<&str>,
+) -> Zeroizing<Vec<u8>> {
+    let mut entry = serde_json::Map::new();
+    entry.insert("username".into(), user.into());
+    entry.insert("password".into(), password.into());
+    if let Some(e) = email {
+        entry.insert("email".into(), e.into());
+    }
+    entry.insert(
+        "auth".into(),
+        B64.encode(format!("{user}:{password}")).into(),
+    );
+    let v = serde_json::json!({ "auths": { server: entry } });
+    Zeroizing::new(serde_json::to_vec(&v).unwrap_or_default())
+}
+
+fn pem_blocks(data: &[u8], what: &str, path: &Path) -> Result<Vec<(String, Vec<u8>)>, CliError> {
+    let text = std::str::from_utf8(data).map_err(|_| {
+        CliError::plain(format!(
+            "error: --{what} {}: not PEM (not text)",
+            path.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(label) = line
+            .trim()
+            .strip_prefix("-----BEGIN ")
+            .and_then(|l| l.strip_suffix("-----"))
+        else {
+            continue;
+        };
+        let mut b64 = String::new();
+        let end = format!("-----END {label}-----");
+        let mut closed = false;
+        for l in lines.by_ref() {
+            if l.trim() == end {
+                closed = true;
+                break;
+            }
+            b64.push_str(l.trim());
+        }
+        let der = B64.decode(&b64).ok().filter(|_| closed).ok_or_else(|| {
+            CliError::plain(format!(
+                "error: --{what} {}: malformed PEM block {label}",
+                path.display()
+            ))
+        })?;
+        out.push((label.to_owned(), der));
+    }
+    if out.is_empty() {
+        return Err(CliError::plain(format!(
+            "error: --{what} {}: no PEM block found",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Checks that `cert` and `key` are PEM and that the key belongs to the certificate (by
+/// building a rustls signing key and comparing public keys).
+fn check_tls_pair(
+    cert: &[u8],
+    key: &[u8],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(), CliError> {
+    let certs = pem_blocks(cert, "cert", cert_path)?;
+    if !certs.iter().any(|(l, _)| l == "CERTIFICATE") {
+        return Err(CliError::plain(format!(
+            "error: --cert {}: no CERTIFICATE block",
+            cert_path.display()
+        )));
+    }
+    let keys = pem_blocks(key, "key", key_path)?;
+    let (label, der) = keys
+        .iter()
+        .find(|(l, _)| l.ends_with("PRIVATE KEY"))
+        .ok_or_else(|| {
+            CliError::plain(format!(
+                "error: --key {}: no PRIVATE KEY block",
+                key_path.display()
+            ))
+        })?;
+    let key_der = match label.as_str() {
+        "PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Pkcs8(der.clone().into()),
+        "RSA PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Pkcs1(der.clone().into()),
+        "EC PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Sec1(der.clone().into()),
+        other => {
+            return Err(CliError::plain(format!(
+                "error: --key {}: unsupported key type {other}",
+                key_path.display()
+            )))
+        }
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| CliError::plain(format!("error: --key {}: {e}", key_path.display())))?;
+    let cert_der = rustls_pki_types::CertificateDer::from(certs[0].1.clone());
+    let certified = rustls::sign::CertifiedKey::new(vec![cert_der], signing);
+    certified.keys_match().map_err(|_| {
+        CliError::plain(format!(
+            "error: tls: private key does not match public key (--cert {}, --key {})",
+            cert_path.display(),
+            key_path.display()
+        ))
+    })
+}
+
+/// `keyward create secret ...`.
+pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliError> {
+    let CreateCommand::Secret(cmd) = cmd;
+    let (s, common) = match cmd {
+        CreateSecret::Generic {
+            name,
+            from_literal,
+            from_file,
+            from_env_file,
+            type_,
+            common,
+        } => {
+            let mut s = new_secret(
+                &name,
+                &common.ns.namespace,
+                type_.as_deref().unwrap_or(""),
+                common.immutable,
+            );
+            for lit in &from_literal {
+                let (k, v) = lit.split_once('=').ok_or_else(|| {
+                    CliError::plain(format!("error: --from-literal: {lit:?} is not KEY=VALUE"))
+                })?;
+                valid_key(k, "--from-literal")?;
+                s.data.insert(k.to_owned(), bytes(v.as_bytes()));
+            }
+            for f in &from_file {
+                add_from_file(f, &mut s.data)?;
+            }
+            for f in &from_env_file {
+                env_file(Path::new(f), &mut s.data)?;
+            }
+            (s, common)
+        }
+        CreateSecret::DockerRegistry {
+            name,
+            docker_server,
+            docker_username,
+            docker_password,
+            docker_email,
+            common,
+        } => {
+            let mut s = new_secret(
+                &name,
+                &common.ns.namespace,
+                "kubernetes.io/dockerconfigjson",
+                common.immutable,
+            );
+            let cfg = docker_config_json(
+                &docker_server,
+                &docker_username,
+                &docker_password,
+                docker_email.as_deref(),
+            );
+            s.data.insert(".dockerconfigjson".into(), SecretBytes(cfg));
+            (s, common)
+        }
+        CreateSecret::Tls {
+            name,
+            cert,
+            key,
+            common,
+        } => {
+            let c = read_file(&cert, "--cert")?;
+            let k = read_file(&key, "--key")?;
+            check_tls_pair(&c, &k, &cert, &key)?;
+            let mut s = new_secret(
+                &name,
+                &common.ns.namespace,
+                "kubernetes.io/tls",
+                common.immutable,
+            );
+            s.data.insert("tls.crt".into(), SecretBytes(c));
+            s.data.insert("tls.key".into(), SecretBytes(k));
+            (s, common)
+        }
+    };
+    if common.dry_run == DryRun::Client {
+        let mut s = s;
+        crate::store::model::normalize(&mut s);
+        return print_object(
+            &s,
+            common.output.or(Some(ObjectOutput::Yaml)),
+            "created (dry run)",
+        );
+    }
+    let dry = common.dry_run == DryRun::Server;
+    let made = rt()?.block_on(async {
+        let mut c = client::connect(client).await?;
+        c.create(pb::CreateRequest {
+            secret: Some(secret_to_pb(s)),
+            dry_run: dry,
+        })
+        .await
+        .map_err(client::server_error)
+    })?;
+    let made = secret_from_pb(made.into_inner());
+    print_object(
+        &made,
+        common.output,
+        if dry {
+            "created (server dry run)"
+        } else {
+            "created"
+        },
+    )
+}
+
+fn print_object(s: &Secret, output: Option<ObjectOutput>, verb: &str) -> Result<(), CliError> {
+    match output {
+        None => println!("secret/{} {verb}", s.metadata.name),
+        Some(ObjectOutput::Name) => println!("secret/{}", s.metadata.name),
+        Some(ObjectOutput::Yaml) => print!("{}", manifest::to_yaml(s)),
+        Some(ObjectOutput::Json) => println!("{}", manifest::secret_json(s)),
+    }
+    Ok(())
+}
+
+/// kubectl's AGE column: `45s`, `12m`, `5h`, `3d`, `2y`.
+pub(super) fn age(created: &str, now: SystemTime) -> String {
+    let Ok(t) = humantime::parse_rfc3339(created) else {
+        return "<unknown>".into();
+    };
+    let secs = now.duration_since(t).unwrap_or(Duration::ZERO).as_secs();
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3600 * 2 => format!("{}m", s / 60),
+        s if s < 86400 * 2 => format!("{}h", s / 3600),
+        s if s < 86400 * 365 * 2 => format!("{}d", s / 86400),
+        s => format!("{}y", s / (86400 * 365)),
+    }
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == cols {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}   ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn row(s: &Secret, all_ns: bool, wide: bool, now: SystemTime) -> Vec<String> {
+    let mut r = Vec::new();
+    if all_ns {
+        r.push(s.metadata.namespace.clone());
+    }
+    r.push(s.metadata.name.clone());
+    r.push(s.type_.clone());
+    r.push(s.data.len().to_string());
+    r.push(age(&s.metadata.creation_timestamp, now));
+    if wide {
+        r.push(s.metadata.resource_version.clone());
+        r.push(s.is_immutable().to_string());
+    }
+    r
+}
+
+fn header(all_ns: bool, wide: bool) -> Vec<String> {
+    let mut h: Vec<String> = Vec::new();
+    if all_ns {
+        h.push("NAMESPACE".into());
+    }
+    h.extend(["NAME", "TYPE", "DATA", "AGE"].map(String::from));
+    if wide {
+        h.extend(["RESOURCE-VERSION", "IMMUTABLE"].map(String::from));
+    }
+    h
+}
+
+async fn get_one(c: &mut Client, ns: &str, name: &str) -> Result<Secret, CliError> {
+    c.get(pb::GetRequest {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        revision: 0,
+    })
+    .await
+    .map(|r| secret_from_pb(r.into_inner()))
+    .map_err(client::server_error)
+}
+
+/// `keyward get secrets|secret NAME...`.
+pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut names = a.names.clone();
+    if let Some(n) = resource_is_secret(&a.resource, true)? {
+        names.insert(0, n);
+    }
+    if a.key.is_some() && names.len() != 1 {
+        return Err(CliError::plain(
+            "error: --key needs exactly one Secret name",
+        ));
+    }
+    if a.watch && !names.is_empty() && a.selector.is_some() {
+        return Err(CliError::plain(
+            "error: --selector cannot be combined with names",
+        ));
+    }
+    let ns = a.ns.namespace.clone();
+    rt()?.block_on(async {
+        let mut c = client::connect(client).await?;
+        let (items, rv) = if names.is_empty() {
+            let list = c
+                .list(pb::ListRequest {
+                    namespace: if a.all_namespaces {
+                        String::new()
+                    } else {
+                        ns.clone()
+                    },
+                    label_selector: a.selector.clone().unwrap_or_default(),
+                    limit: 0,
+                    r#continue: String::new(),
+                })
+                .await
+                .map_err(client::server_error)?
+                .into_inner();
+            (
+                list.items
+                    .into_iter()
+                    .map(secret_from_pb)
+                    .collect::<Vec<_>>(),
+                list.resource_version,
+            )
+        } else {
+            let mut items = Vec::new();
+            for n in &names {
+                items.push(get_one(&mut c, &ns, n).await?);
+            }
+            (items, String::new())
+        };
+        if let Some(k) = &a.key {
+            let s = &items[0];
+            let v = s.data.get(k).ok_or_else(|| {
+                CliError::plain(format!(
+                    "error: secret {:?} has no key {k:?} (keys: {})",
+                    s.metadata.name,
+                    s.data.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            std::io::stdout()
+                .write_all(v.as_slice())
+                .map_err(|e| CliError::new(format!("cannot write to stdout: {e}")))?;
+            return Ok(());
+        }
+        let now = SystemTime::now();
+        let single = !names.is_empty() && names.len() == 1;
+        match a.output {
+            Some(GetOutput::Yaml) if single => print!("{}", manifest::to_yaml(&items[0])),
+            Some(GetOutput::Json) if single => println!("{}", manifest::secret_json(&items[0])),
+            Some(GetOutput::Yaml) => print!(
+                "{}",
+                serde_yaml_ng::to_string(&manifest::list_value(&items)).unwrap_or_default()
+            ),
+            Some(GetOutput::Json) => {
+                println!("{}", manifest::to_json(&manifest::list_value(&items)))
+            }
+            Some(GetOutput::Name) => {
+                for s in &items {
+                    println!("secret/{}", s.metadata.name);
+                }
+            }
+            Some(GetOutput::Wide) | None => {
+                let wide = a.output == Some(GetOutput::Wide);
+                if items.is_empty() && !a.watch {
+                    if a.all_namespaces {
+                        eprintln!("No resources found");
+                    } else {
+                        eprintln!("No resources found in {ns} namespace.");
+                    }
+                } else if !items.is_empty() {
+                    let mut rows = vec![header(a.all_namespaces, wide)];
+                    rows.extend(items.iter().map(|s| row(s, a.all_namespaces, wide, now)));
+                    print!("{}", table(&rows));
+                }
+            }
+        }
+        if a.watch {
+            let rv = if rv.is_empty() {
+                items
+                    .iter()
+                    .map(|s| s.metadata.resource_version.clone())
+                    .max()
+                    .unwrap_or_default()
+            } else {
+                rv
+            };
+            let mut stream = c
+                .watch(pb::WatchRequest {
+                    namespace: if a.all_namespaces {
+                        String::new()
+                    } else {
+                        ns.clone()
+                    },
+                    resource_version: rv,
+                    label_selector: a.selector.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(client::server_error)?
+                .into_inner();
+            use tokio_stream::StreamExt;
+            while let Some(ev) = stream.next().await {
+                let ev = ev.map_err(client::server_error)?;
+                let s = secret_from_pb(ev.object.unwrap_or_default());
+                if !names.is_empty() && !names.contains(&s.metadata.name) {
+                    continue;
+                }
+                match a.output {
+                    Some(GetOutput::Yaml) => print!("---\n{}", manifest::to_yaml(&s)),
+                    Some(GetOutput::Json) => println!("{}", manifest::secret_json(&s)),
+                    Some(GetOutput::Name) => println!("secret/{}", s.metadata.name),
+                    _ => {
+                        let mut r = row(
+                            &s,
+                            a.all_namespaces,
+                            a.output == Some(GetOutput::Wide),
+                            SystemTime::now(),
+                        );
+                        r.insert(0, ev.r#type.clone());
+                        println!("{}", r.join("   "));
+                    }
+                }
+                let _ = std::io::stdout().flush();
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `keyward describe secret NAME`: metadata and key sizes, never values.
+pub(super) fn describe(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
+    resource_is_secret(&a.resource, false)?;
+    let s = rt()?.block_on(async {
+        let mut c = client::connect(client).await?;
+        get_one(&mut c, &a.ns.namespace, &a.name).await
+    })?;
+    print!("{}", describe_text(&s));
+    Ok(())
+}
+
+fn kv_lines(m: &BTreeMap<String, String>) -> String {
+    if m.is_empty() {
+        return "<none>\n".into();
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push_str(&" ".repeat(13));
+        }
+        let _ = writeln!(out, "{k}={v}");
+    }
+    out
+}
+
+/// The `describe` text, kubectl's layout.
+pub(super) fn describe_text(s: &Secret) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Name:         {}", s.metadata.name);
+    let _ = writeln!(out, "Namespace:    {}", s.metadata.namespace);
+    let _ = write!(out, "Labels:       {}", kv_lines(&s.metadata.labels));
+    let _ = write!(out, "Annotations:  {}", kv_lines(&s.metadata.annotations));
+    let _ = writeln!(out, "\nType:  {}", s.type_);
+    if s.is_immutable() {
+        let _ = writeln!(out, "Immutable:  true");
+    }
+    let _ = writeln!(out, "\nData\n====");
+    for (k, v) in &s.data {
+        let _ = writeln!(out, "{k}:  {} bytes", v.as_slice().len());
+    }
+    out
+}
+
+/// `keyward delete secret NAME...`.
+pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError> {
+    resource_is_secret(&a.resource, false)?;
+    rt()?.block_on(async {
+        let mut c = client::connect(client).await?;
+        let mut first_err = None;
+        for n in &a.names {
+            let res = c
+                .delete(pb::DeleteRequest {
+                    namespace: a.ns.namespace.clone(),
+                    name: n.clone(),
+                    uid: String::new(),
+                    resource_version: a.resource_version.clone().unwrap_or_default(),
+                })
+                .await;
+            match res {
+                Ok(_) => println!("secret \"{n}\" deleted"),
+                Err(e) => {
+                    let e = client::server_error(e);
+                    eprintln!("{}", e.message);
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            // Each error was printed as it happened; exit non-zero without repeating it.
+            Some(_) => Err(CliError::silent()),
+            None => Ok(()),
+        }
+    })
+}
+
+/// `keyward history secret NAME`.
+pub(super) fn history(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
+    resource_is_secret(&a.resource, false)?;
+    let h = rt()?.block_on(async {
+        let mut c = client::connect(client).await?;
+        c.history(pb::HistoryRequest {
+            namespace: a.ns.namespace.clone(),
+            name: a.name.clone(),
+        })
+        .await
+        .map_err(client::server_error)
+    })?;
+    let mut rows = vec![["REVISION", "TIME", "CHANGE", "DATA", "KEYS"]
+        .map(String::from)
+        .to_vec()];
+    for e in h.into_inner().entries {
+        let s = e.secret.unwrap_or_default();
+        rows.push(vec![
+            e.revision.to_string(),
+            e.time,
+            e.change,
+            s.data.len().to_string(),
+            s.data.keys().cloned().collect::<Vec<_>>().join(","),
+        ]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+/// `keyward rollback secret NAME --to-revision N`.
+pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliError> {
+    resource_is_secret(&a.resource, false)?;
+    let s = rt()?.block_on(async {
+        let mut c = client::connect(client).await?;
+        c.rollback(pb::RollbackRequest {
+            namespace: a.ns.namespace.clone(),
+            name: a.name.clone(),
+            to_revision: a.to_revision,
+        })
+        .await
+        .map_err(client::server_error)
+    })?;
+    let s = s.into_inner();
+    let rv = s.metadata.map(|m| m.resource_version).unwrap_or_default();
+    println!(
+        "secret/{} rolled back to revision {} (new resourceVersion {rv})",
+        a.name, a.to_revision
+    );
+    Ok(())
+}
+
+/// `keyward edit secret NAME`: `$EDITOR` (then `$VISUAL`, then `vi`) on the YAML; on an error
+/// the file is reopened with the error as a comment at the top; an unchanged or empty file
+/// cancels; the update carries the resourceVersion it was edited from.
+pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
+    resource_is_secret(&a.resource, false)?;
+    let rt = rt()?;
+    let mut c = rt.block_on(client::connect(client))?;
+    let original = rt.block_on(get_one(&mut c, &a.ns.namespace, &a.name))?;
+    let original_yaml = manifest::to_yaml(&original);
+    let editor = std::env::var("EDITOR")
+        .ok()
+        .filter(|e| !e.trim().is_empty())
+        .or_else(|| {
+            std::env::var("VISUAL")
+                .ok()
+                .filter(|e| !e.trim().is_empty())
+        })
+        .unwrap_or_else(|| "vi".into());
+    let dir = tempfile::Builder::new()
+        .prefix("keyward-edit-")
+        .tempdir()
+        .map_err(|e| CliError::new(format!("cannot create a temporary directory: {e}")))?;
+    let path = dir
+        .path()
+        .join(format!("{}-secret-{}.yaml", a.ns.namespace, a.name));
+    let header = "# Please edit the object below. Lines beginning with a '#' will be ignored,\n\
+                  # and an empty file will abort the edit. If an error occurs while saving this file will be\n\
+                  # reopened with the relevant failures.\n#\n";
+    let mut content = format!("{header}{original_yaml}");
+    loop {
+        write_private(&path, content.as_bytes())?;
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{editor} \"$1\""))
+            .arg("sh")
+            .arg(&path)
+            .status()
+            .map_err(|e| CliError::new(format!("cannot start the editor {editor:?}: {e}")))?;
+        if !status.success() {
+            return Err(CliError::plain(format!(
+                "error: the editor {editor:?} exited with {status}; edit cancelled"
+            )));
+        }
+        let edited = Zeroizing::new(
+            std::fs::read_to_string(&path)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
+        );
+        let body: String = edited
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if body.trim().is_empty() {
+            eprintln!("Edit cancelled, saved file was empty.");
+            return Ok(());
+        }
+        if body == original_yaml {
+            eprintln!("Edit cancelled, no changes made.");
+            return Ok(());
+        }
+        let err = match manifest::parse(&body, "the edited file") {
+            Ok(mut v) if v.len() == 1 => {
+                let mut s = v.remove(0);
+                if s.metadata.name != original.metadata.name
+                    || s.metadata.namespace != original.metadata.namespace
+                {
+                    Some(
+                        "metadata.name and metadata.namespace cannot be changed by edit".to_owned(),
+                    )
+                } else {
+                    // The update is conditional on the version that was edited.
+                    s.metadata.resource_version = original.metadata.resource_version.clone();
+                    let res = rt.block_on(c.update(pb::UpdateRequest {
+                        secret: Some(secret_to_pb(s)),
+                        dry_run: false,
+                    }));
+                    match res {
+                        Ok(_) => {
+                            println!("secret/{} edited", a.name);
+                            return Ok(());
+                        }
+                        Err(e)
+                            if e.code() == tonic::Code::Aborted
+                                || e.code() == tonic::Code::NotFound =>
+                        {
+                            // Someone changed or deleted the Secret since it was opened: never
+                            // overwrite their change.
+                            return Err(client::server_error(e)
+                                .hint("the Secret changed while you edited it; your edit was not applied: run edit again"));
+                        }
+                        Err(e) => Some(client::server_error(e).message),
+                    }
+                }
+            }
+            Ok(_) => Some("the edited file must hold exactly one Secret".to_owned()),
+            Err(e) => Some(e.message),
+        };
+        let msg = err.unwrap_or_default();
+        let commented: String = msg.lines().map(|l| format!("# {l}\n")).collect();
+        content = format!(
+            "{header}# {}\n{commented}#\n{body}",
+            "The edited file had a problem:"
+        );
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut f, data)
+        .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+}

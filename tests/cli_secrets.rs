@@ -1,0 +1,482 @@
+//! The kubectl-shaped commands (create, get, describe, edit, delete, history, rollback) against
+//! a real `keyward dev` in a temp dir. Outputs are compared whole (stdout, stderr, exit code),
+//! with only the values that differ per run (uid, timestamps, revisions) normalised.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::Proc;
+
+struct Dev {
+    _proc: Proc,
+    dir: tempfile::TempDir,
+    server: String,
+}
+
+impl Dev {
+    fn start() -> Dev {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("kw");
+        let sock = data.join("keyward.sock");
+        let proc = Proc::spawn(
+            &["dev", "--data", data.to_str().unwrap()],
+            &[],
+            &dir.path().join("dev.log"),
+            &sock,
+        );
+        Dev {
+            _proc: proc,
+            server: format!("unix://{}", sock.display()),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs keyward with `--server` and `env`; returns (exit code, stdout, stderr).
+    fn kw_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let mut cmd = Command::new(common::bin());
+        cmd.args(args)
+            .arg("--server")
+            .arg(&self.server)
+            .stdin(Stdio::null())
+            .env_remove("KEYWARD_SERVER");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn kw(&self, args: &[&str]) -> (i32, String, String) {
+        self.kw_env(args, &[])
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.kw(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    }
+}
+
+/// Replaces per-run values (uid, timestamps, resourceVersion, AGE) with placeholders.
+fn normalise(s: &str) -> String {
+    let mut out = Vec::new();
+    for line in s.lines() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        let l = if t.starts_with("uid: ") {
+            format!("{indent}uid: UID")
+        } else if t.starts_with("creationTimestamp: ") {
+            format!("{indent}creationTimestamp: TIME")
+        } else if t.starts_with("resourceVersion: ") {
+            format!("{indent}resourceVersion: \"RV\"")
+        } else {
+            line.to_owned()
+        };
+        out.push(l);
+    }
+    out.join("\n") + if s.ends_with('\n') { "\n" } else { "" }
+}
+
+#[test]
+fn create_generic_get_describe_delete() {
+    let dev = Dev::start();
+    fs::write(dev.path("ca.pem"), "CA DATA\n").unwrap();
+    fs::create_dir(dev.path("dir")).unwrap();
+    fs::write(dev.path("dir/a.txt"), "aaa").unwrap();
+    fs::write(dev.path("dir/.hidden"), "hh").unwrap();
+    fs::create_dir(dev.path("dir/sub")).unwrap();
+    fs::write(
+        dev.path("app.env"),
+        "# comment\nMODE=prod\n\nURL=https://x?a=b\n",
+    )
+    .unwrap();
+    let out = dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=user=admin",
+        "--from-literal=password=s3=cret",
+        &format!("--from-file=root-ca={}", dev.path("ca.pem").display()),
+    ]);
+    assert_eq!(out, "secret/db created\n");
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "files",
+        &format!("--from-file={}", dev.path("dir").display()),
+        &format!("--from-env-file={}", dev.path("app.env").display()),
+        "-n",
+        "team",
+    ]);
+
+    let (code, out, err) = dev.kw(&["get", "secrets"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("NAME   TYPE     DATA   AGE"), "{out}");
+    assert!(lines[1].starts_with("db     Opaque   3      "), "{out}");
+    let out = dev.ok(&["get", "secrets", "-A"]);
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .starts_with("NAMESPACE   NAME    TYPE     DATA   AGE"),
+        "{out}"
+    );
+    assert!(out.contains("team        files   Opaque   4"), "{out}");
+    let wide = dev.ok(&["get", "secret", "db", "-o", "wide"]);
+    assert!(
+        wide.starts_with("NAME   TYPE     DATA   AGE")
+            && wide.contains("RESOURCE-VERSION   IMMUTABLE")
+            && wide.trim_end().ends_with("false"),
+        "{wide}"
+    );
+    assert_eq!(
+        dev.ok(&["get", "secrets", "-o", "name", "-n", "team"]),
+        "secret/files\n"
+    );
+
+    let yaml = dev.ok(&["get", "secret", "db", "-o", "yaml"]);
+    assert_eq!(
+        normalise(&yaml),
+        "apiVersion: v1\ndata:\n  password: czM9Y3JldA==\n  root-ca: Q0EgREFUQQo=\n  user: YWRtaW4=\nkind: Secret\nmetadata:\n  creationTimestamp: TIME\n  name: db\n  namespace: default\n  resourceVersion: \"RV\"\n  uid: UID\ntype: Opaque\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&dev.ok(&["get", "secret/db", "-o", "json"])).unwrap();
+    assert_eq!(json["data"]["user"], "YWRtaW4=");
+    assert!(json.get("stringData").is_none());
+    assert_eq!(
+        dev.ok(&["get", "secret", "db", "--key", "password"]),
+        "s3=cret"
+    );
+    assert_eq!(
+        dev.ok(&["get", "secret", "files", "-n", "team", "--key", ".hidden"]),
+        "hh"
+    );
+    assert_eq!(
+        dev.ok(&["get", "secret", "files", "-n", "team", "--key", "URL"]),
+        "https://x?a=b"
+    );
+
+    let d = dev.ok(&["describe", "secret", "db"]);
+    assert_eq!(
+        d,
+        "Name:         db\nNamespace:    default\nLabels:       <none>\nAnnotations:  <none>\n\nType:  Opaque\n\nData\n====\npassword:  7 bytes\nroot-ca:  8 bytes\nuser:  5 bytes\n"
+    );
+    assert!(!d.contains("admin") && !d.contains("s3=cret"));
+
+    // Errors read like kubectl's.
+    assert_eq!(
+        dev.kw(&["get", "secret", "nope"]),
+        (
+            1,
+            String::new(),
+            "Error from server (NotFound): secrets \"nope\" not found\n".into()
+        )
+    );
+    let (code, _, err) = dev.kw(&["create", "secret", "generic", "db", "--from-literal=a=b"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "Error from server (AlreadyExists): secrets \"db\" already exists\n"
+        )
+    );
+    let (code, _, err) = dev.kw(&["create", "secret", "generic", "Bad_Name"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("The Secret \"Bad_Name\" is invalid: metadata.name: Invalid value"),
+        "{err}"
+    );
+    let (code, _, err) = dev.kw(&["create", "secret", "generic", "x", "--from-literal=novalue"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "error: --from-literal: \"novalue\" is not KEY=VALUE\n")
+    );
+    let (code, _, err) = dev.kw(&[
+        "create",
+        "secret",
+        "generic",
+        "x",
+        "--from-literal=bad/key=v",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: --from-literal: data[bad/key]: Invalid value"),
+        "{err}"
+    );
+    let (code, _, err) = dev.kw(&["get", "configmaps"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("doesn't have a resource type \"configmaps\""),
+        "{err}"
+    );
+    let (code, _, err) = dev.kw(&["get", "secret", "db", "--key", "missing"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "error: secret \"db\" has no key \"missing\" (keys: password, root-ca, user)\n"
+        )
+    );
+    let (_, _, err) = dev.kw(&["get", "secrets", "-n", "empty"]);
+    assert_eq!(err, "No resources found in empty namespace.\n");
+
+    // --dry-run=client prints the manifest and writes nothing.
+    let out = dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "dry",
+        "--from-literal=k=v",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    assert_eq!(out, "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  name: dry\n  namespace: default\ntype: Opaque\n");
+    assert_eq!(dev.kw(&["get", "secret", "dry"]).0, 1);
+
+    let (code, out, err) = dev.kw(&["delete", "secret", "db", "ghost"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (
+            1,
+            "secret \"db\" deleted\n",
+            "Error from server (NotFound): secrets \"ghost\" not found\n"
+        )
+    );
+}
+
+#[test]
+fn docker_registry_and_tls() {
+    let dev = Dev::start();
+    dev.ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "--docker-server=registry.example.com",
+        "--docker-username=ci",
+        "--docker-password=hunter2",
+        "--docker-email=ci@example.com",
+    ]);
+    let cfg = dev.ok(&["get", "secret", "regcred", "--key", ".dockerconfigjson"]);
+    let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let entry = &v["auths"]["registry.example.com"];
+    assert_eq!(entry["username"], "ci");
+    assert_eq!(entry["password"], "hunter2");
+    assert_eq!(entry["email"], "ci@example.com");
+    assert_eq!(entry["auth"], "Y2k6aHVudGVyMg=="); // base64("ci:hunter2")
+    assert!(dev
+        .ok(&["get", "secret", "regcred"])
+        .contains("kubernetes.io/dockerconfigjson   1"));
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["web.example.com".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    fs::write(dev.path("tls.crt"), cert.pem()).unwrap();
+    fs::write(dev.path("tls.key"), key.serialize_pem()).unwrap();
+    fs::write(dev.path("other.key"), other.serialize_pem()).unwrap();
+    fs::write(dev.path("junk"), "not pem").unwrap();
+    let c = dev.path("tls.crt").display().to_string();
+    let k = dev.path("tls.key").display().to_string();
+    assert_eq!(
+        dev.ok(&["create", "secret", "tls", "web", "--cert", &c, "--key", &k]),
+        "secret/web created\n"
+    );
+    assert_eq!(
+        dev.ok(&["get", "secret", "web", "--key", "tls.crt"]),
+        cert.pem()
+    );
+    let (code, _, err) = dev.kw(&[
+        "create",
+        "secret",
+        "tls",
+        "web2",
+        "--cert",
+        &c,
+        "--key",
+        &dev.path("other.key").display().to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: tls: private key does not match public key"),
+        "{err}"
+    );
+    let (code, _, err) = dev.kw(&[
+        "create",
+        "secret",
+        "tls",
+        "web3",
+        "--cert",
+        &dev.path("junk").display().to_string(),
+        "--key",
+        &k,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no PEM block found"), "{err}");
+}
+
+fn editor_script(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    fs::write(&p, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o700)).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn edit_with_a_scripted_editor() {
+    let dev = Dev::start();
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "app",
+        "--from-literal=mode=dev",
+    ]);
+    // Unchanged file: cancelled.
+    let noop = editor_script(dev.dir.path(), "noop.sh", "true");
+    let (code, out, err) = dev.kw_env(&["edit", "secret", "app"], &[("EDITOR", &noop)]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "", "Edit cancelled, no changes made.\n")
+    );
+    // A real change: mode=dev (ZGV2) becomes prod (cHJvZA==).
+    let change = editor_script(
+        dev.dir.path(),
+        "change.sh",
+        "sed -i 's/ZGV2/cHJvZA==/' \"$1\"",
+    );
+    let (code, out, _) = dev.kw_env(&["edit", "secret", "app"], &[("EDITOR", &change)]);
+    assert_eq!((code, out.as_str()), (0, "secret/app edited\n"));
+    assert_eq!(dev.ok(&["get", "secret", "app", "--key", "mode"]), "prod");
+    // $VISUAL is used when $EDITOR is unset.
+    let (code, out, _) = dev.kw_env(
+        &["edit", "secret", "app"],
+        &[
+            ("EDITOR", ""),
+            (
+                "VISUAL",
+                &editor_script(
+                    dev.dir.path(),
+                    "v.sh",
+                    "sed -i 's/cHJvZA==/c3RhZ2U=/' \"$1\"",
+                ),
+            ),
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "secret/app edited\n"));
+    // An invalid edit reopens the file with the error on top; the second pass fixes it.
+    let state = dev.path("pass");
+    let fix = editor_script(
+        dev.dir.path(),
+        "fix.sh",
+        &format!(
+            "if [ ! -f {s} ]; then touch {s}; sed -i 's/^type: Opaque/type: example.com\\/other/' \"$1\"; else grep -q 'type: Invalid value' \"$1\"; cp \"$1\" {s}.seen; sed -i 's/^type: example.com\\/other/type: Opaque/; s/c3RhZ2U=/ZmluYWw=/' \"$1\"; fi",
+            s = state.display()
+        ),
+    );
+    let (code, out, err) = dev.kw_env(&["edit", "secret", "app"], &[("EDITOR", &fix)]);
+    assert_eq!((code, out.as_str()), (0, "secret/app edited\n"), "{err}");
+    let seen = fs::read_to_string(format!("{}.seen", state.display())).unwrap();
+    assert!(
+        seen.starts_with("# Please edit the object below."),
+        "{seen}"
+    );
+    assert!(seen.contains("# The edited file had a problem:\n# The Secret \"app\" is invalid: type: Invalid value"), "{seen}");
+    assert_eq!(dev.ok(&["get", "secret", "app", "--key", "mode"]), "final");
+    // A concurrent change while editing is a conflict, not an overwrite.
+    let server = dev.server.clone();
+    let racer = editor_script(
+        dev.dir.path(),
+        "race.sh",
+        &format!(
+            "{bin} create secret generic tmp --from-literal=a=b --server {server} >/dev/null\n{bin} delete secret app --server {server} >/dev/null\n{bin} create secret generic app --from-literal=mode=theirs --server {server} >/dev/null\nsed -i 's/ZmluYWw=/bWluZQ==/' \"$1\"",
+            bin = common::bin()
+        ),
+    );
+    let (code, _, err) = dev.kw_env(&["edit", "secret", "app"], &[("EDITOR", &racer)]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Error from server (Conflict)")
+            || err.starts_with("Error from server (NotFound)"),
+        "{err}"
+    );
+    assert_eq!(dev.ok(&["get", "secret", "app", "--key", "mode"]), "theirs");
+    // Immutable Secrets refuse data changes.
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "frozen",
+        "--from-literal=k=v",
+        "--immutable",
+    ]);
+    let freeze = editor_script(dev.dir.path(), "freeze.sh", "if grep -q 'data: Forbidden' \"$1\"; then : > \"$1\"; else sed -i 's/dg==/dzI=/' \"$1\"; fi");
+    let (code, _, err) = dev.kw_env(&["edit", "secret", "frozen"], &[("EDITOR", &freeze)]);
+    assert_eq!(
+        (code, err.as_str()),
+        (0, "Edit cancelled, saved file was empty.\n")
+    );
+    assert_eq!(dev.ok(&["get", "secret", "frozen", "--key", "k"]), "v");
+}
+
+#[test]
+fn history_and_rollback() {
+    let dev = Dev::start();
+    dev.ok(&["create", "secret", "generic", "h", "--from-literal=v=1"]);
+    let bump = |v: &str| {
+        let script = editor_script(
+            dev.dir.path(),
+            &format!("b{v}.sh"),
+            &format!("sed -i 's/^  v: .*/  v: {}/' \"$1\"", base64_of(v)),
+        );
+        let (code, _, err) = dev.kw_env(&["edit", "secret", "h"], &[("EDITOR", &script)]);
+        assert_eq!(code, 0, "{err}");
+    };
+    bump("2");
+    bump("3");
+    let out = dev.ok(&["history", "secret", "h"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].starts_with("REVISION   TIME") && lines[0].ends_with("CHANGE    DATA   KEYS"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("updated") && lines[3].contains("created"),
+        "{out}"
+    );
+    let first_rev = lines[3].split_whitespace().next().unwrap().to_owned();
+    let out = dev.ok(&["rollback", "secret", "h", "--to-revision", &first_rev]);
+    assert!(
+        out.starts_with(&format!("secret/h rolled back to revision {first_rev}")),
+        "{out}"
+    );
+    assert_eq!(dev.ok(&["get", "secret", "h", "--key", "v"]), "1");
+    let (code, _, err) = dev.kw(&["rollback", "secret", "h", "--to-revision", "999999"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("revision: Invalid value: 999999"), "{err}");
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
