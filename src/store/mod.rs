@@ -663,7 +663,13 @@ impl Store {
         let store = self.clone();
         tokio::spawn(async move {
             use tokio_stream::StreamExt;
-            while let Some(ev) = events.next().await {
+            loop {
+                // Stop as soon as the watcher goes away, even if nothing changes.
+                let ev = tokio::select! {
+                    ev = events.next() => ev,
+                    _ = tx.closed() => return,
+                };
+                let Some(ev) = ev else { return };
                 let out = match ev {
                     Err(e) => Some(Err(StoreError::from(e))),
                     Ok(ev) => store.watch_event(ev, &selector).await.transpose(),
