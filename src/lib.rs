@@ -20,6 +20,7 @@
 //! - [`backend`] owns the storage seam: a revisioned key-value store with etcd's semantics
 //!   (revisions, conditional writes, watch, compaction) and its sled implementation.
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
+//! - [`names`] owns Kubernetes name rules (DNS-1123 labels and subdomains, FQDNs).
 //! - [`uds`] owns Unix domain sockets: safe binding for servers, gRPC channels for clients.
 //! - [`crypto`] owns the cryptographic primitives; it is the only module that names an AEAD,
 //!   KDF or MAC crate.
@@ -34,6 +35,7 @@ pub mod crypto;
 pub mod encryption;
 pub mod keyring;
 pub mod kms;
+pub mod names;
 pub mod pb;
 pub mod seal;
 pub mod store;

@@ -49,25 +49,7 @@ const SEED_CACHE: usize = 10_000;
 const SOURCE_AES_GCM_KEY: i32 = 0;
 const SOURCE_HKDF_SEED: i32 = 1;
 
-/// apimachinery `IsFullyQualifiedDomainName`: one trailing dot allowed, a DNS-1123 subdomain of
-/// at least two labels, each a DNS-1123 label.
-pub fn is_fqdn(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.len() > 253 {
-        return false;
-    }
-    let labels: Vec<_> = name.split('.').collect();
-    labels.len() >= 2
-        && labels.iter().all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
-}
+pub use crate::names::is_fqdn;
 
 fn validate_key_id(key_id: &str) -> Result<(), String> {
     if key_id.is_empty() {
@@ -795,33 +777,6 @@ impl KmsV1 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fqdn_rules_match_the_apiserver_cases() {
-        for ok in [
-            "a.com",
-            "k8s.io",
-            "10.0.0.1",
-            "version.encryption.remote.io",
-            "a.b.",
-        ] {
-            assert!(is_fqdn(ok), "{ok}");
-        }
-        for bad in [
-            "com",
-            "Dev.k8s.io",
-            "*.example.com",
-            "underscores_are_bad.k8s.io",
-            "http://foo.example.com",
-            "kms.example.io/remote-kms-auditid",
-            "",
-            "-a.com",
-            "a..com",
-        ] {
-            assert!(!is_fqdn(bad), "{bad}");
-        }
-        assert!(!is_fqdn(&format!("{}.com", "a".repeat(64))));
-    }
 
     #[test]
     fn seed_cache_key_covers_every_field() {

@@ -191,20 +191,8 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     }
 }
 
-fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// DNS-1123 subdomain: lowercase labels of `[a-z0-9-]` joined by dots, at most 253 characters.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
-}
+use crate::names::is_dns1123_label;
+pub use crate::names::is_dns1123_subdomain;
 
 /// Checks a Secret name.
 pub fn validate_name(name: &str) -> Result<(), FieldError> {
