@@ -81,9 +81,20 @@ enum Command {
     Rollback(secrets::RollbackArgs),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
     Apply(apply::ApplyArgs),
-    /// Run a command with Secret values in its environment.
+    /// Run a command with Secret values in its environment (the command replaces keyward).
+    ///
+    /// Examples:
+    ///   keyward run --env-from secret/db -- env
+    ///   keyward run --env-from secret/db:DB_ --env TOKEN=secret/api:token -- ./server
+    #[command(verbatim_doc_comment)]
     Run(consume::RunArgs),
-    /// Write a Secret's values as files, updated atomically (optionally following changes).
+    /// Write a Secret's values as files, swapped in atomically like kubelet does (--watch
+    /// follows changes).
+    ///
+    /// Examples:
+    ///   keyward mount secret/db /run/secrets/db
+    ///   keyward mount secret/web-tls /etc/web/tls --items tls.crt=server.crt --items tls.key=server.key:0400 --watch
+    #[command(verbatim_doc_comment)]
     Mount(consume::MountArgs),
 }
 
@@ -370,18 +381,35 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// The umask and core-dump limit the process started with, restored for commands that
+/// `keyward run` executes.
+static INHERITED: std::sync::OnceLock<(rustix::fs::Mode, rustix::process::Rlimit)> =
+    std::sync::OnceLock::new();
+
 /// Prevents key material from reaching core dumps and makes new files private by default.
 /// Call first thing in `main`, before any thread starts.
 pub fn harden_process() {
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let core = rustix::process::getrlimit(rustix::process::Resource::Core);
+    // Only the soft limit: the hard limit stays, so the original can be restored for children.
     let _ = rustix::process::setrlimit(
         rustix::process::Resource::Core,
         rustix::process::Rlimit {
             current: Some(0),
-            maximum: Some(0),
+            maximum: core.maximum,
         },
     );
+    let _ = INHERITED.set((umask, core));
+}
+
+/// Restores the umask and core-dump limit the process started with, just before `exec`-ing
+/// another program (the dumpable flag is reset by `execve` itself).
+fn restore_inherited() {
+    if let Some((umask, core)) = INHERITED.get() {
+        rustix::process::umask(*umask);
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Core, *core);
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). The HTTP/2 and gRPC transport crates

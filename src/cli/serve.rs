@@ -196,6 +196,13 @@ pub(super) async fn start_store(
         Arc::new(encryption),
         &opts.prefix,
     ));
+    // Watch streams never end on their own: close them when shutdown starts, so the drain ends.
+    let closing = store.clone();
+    let shutdown = token.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        closing.stop_watches();
+    });
     let (unix, guard) = uds::bind(&opts.socket, opts.access)?;
     tracing::info!(socket = %opts.socket.display(), data = %opts.data.display(), config_hash = %hash, "serving keyward.v1.Secrets");
     let unix_server = Server::builder()

@@ -199,6 +199,7 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     encryption: ArcSwap<Encryption>,
     prefix: String,
+    watches: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Store {
@@ -252,7 +253,13 @@ impl Store {
             backend,
             encryption: ArcSwap::new(encryption),
             prefix,
+            watches: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Ends every open watch stream (at shutdown, so that a server can drain).
+    pub fn stop_watches(&self) {
+        self.watches.cancel();
     }
 
     /// Replaces the encryption configuration (automatic reload); in-flight calls finish with
@@ -661,13 +668,15 @@ impl Store {
         let prefix = self.namespace_prefix(namespace);
         let mut events = self.backend.watch(prefix.as_bytes(), from).await?;
         let store = self.clone();
+        let stop = self.watches.clone();
         tokio::spawn(async move {
             use tokio_stream::StreamExt;
             loop {
-                // Stop as soon as the watcher goes away, even if nothing changes.
+                // Stop as soon as the watcher goes away, even if nothing changes, or at shutdown.
                 let ev = tokio::select! {
                     ev = events.next() => ev,
                     _ = tx.closed() => return,
+                    _ = stop.cancelled() => return,
                 };
                 let Some(ev) = ev else { return };
                 let out = match ev {
