@@ -480,3 +480,50 @@ fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+#[test]
+fn get_watch_streams_changes() {
+    use std::io::{BufRead, BufReader};
+    let dev = Dev::start();
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "before",
+        "--from-literal=k=v",
+    ]);
+    let mut child = Command::new(common::bin())
+        .args(["get", "secrets", "--watch", "--server", &dev.server])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a line from --watch")
+    };
+    assert!(next().starts_with("NAME"));
+    assert!(next().starts_with("before "));
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "during",
+        "--from-literal=k=v",
+    ]);
+    let line = next();
+    assert!(line.starts_with("ADDED   during   Opaque   1"), "{line}");
+    dev.ok(&["delete", "secret", "before"]);
+    assert!(next().starts_with("DELETED   before"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -392,6 +392,66 @@ fn tcp_listener_requires_tls_and_client_authentication() {
             .collect();
         assert_eq!(names, vec!["by-cert".to_owned(), "by-token".to_owned()]);
     });
+    // The CLI over https: CA file plus a token file, or a client certificate.
+    let url = format!("https://localhost:{port}");
+    let token_file = f("client-token", token);
+    let (ok, out, err) = run(&[
+        "get",
+        "secrets",
+        "--server",
+        &url,
+        "--ca-file",
+        &ca,
+        "--token-file",
+        &token_file,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("by-cert") && out.contains("by-token"), "{out}");
+    let (cc, ck) = (
+        f("client.pem", &p.client_cert),
+        f("client.key", &p.client_key),
+    );
+    let (ok, _, err) = run(&[
+        "get",
+        "secret",
+        "by-cert",
+        "--server",
+        &url,
+        "--ca-file",
+        &ca,
+        "--client-cert",
+        &cc,
+        "--client-key",
+        &ck,
+    ]);
+    assert!(ok, "{err}");
+    let bad_token = f("bad-token", "not-the-right-token-000");
+    let (ok, _, err) = run(&[
+        "get",
+        "secrets",
+        "--server",
+        &url,
+        "--ca-file",
+        &ca,
+        "--token-file",
+        &bad_token,
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        err,
+        "Error from server (Unauthorized): invalid bearer token\n"
+    );
+    let (ok, _, err) = run(&[
+        "get",
+        "secrets",
+        "--server",
+        &format!("http://127.0.0.1:{port}"),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("expected unix:///absolute/path/to/keyward.sock or https://host:port"),
+        "{err}"
+    );
     proc.signal(Signal::TERM);
     assert!(
         proc.wait(Duration::from_secs(20)).success(),

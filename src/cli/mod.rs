@@ -70,16 +70,38 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Get(secrets::GetArgs),
     /// Show a Secret's metadata and the size of each value (never the values).
+    ///
+    /// Example: keyward describe secret db -n prod
+    #[command(verbatim_doc_comment)]
     Describe(secrets::OneSecret),
-    /// Edit a Secret in $EDITOR; a concurrent change is reported, never overwritten.
+    /// Edit a Secret in $EDITOR (then $VISUAL, then vi); a concurrent change is reported,
+    /// never overwritten; an unchanged or empty file cancels.
+    ///
+    /// Example: EDITOR=nano keyward edit secret db
+    #[command(verbatim_doc_comment)]
     Edit(secrets::OneSecret),
     /// Delete Secrets.
+    ///
+    /// Example: keyward delete secret db cache -n prod
+    #[command(verbatim_doc_comment)]
     Delete(secrets::DeleteArgs),
-    /// List a Secret's retained versions.
+    /// List a Secret's retained versions (revision, time, change, keys), newest first.
+    ///
+    /// Example: keyward history secret db
+    #[command(verbatim_doc_comment)]
     History(secrets::OneSecret),
-    /// Write an earlier version's content as a new version.
+    /// Write an earlier version's content (data, labels, annotations) as a new version.
+    ///
+    /// Example: keyward rollback secret db --to-revision 42
+    #[command(verbatim_doc_comment)]
     Rollback(secrets::RollbackArgs),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
+    ///
+    /// Examples:
+    ///   keyward apply -f secrets.yaml
+    ///   keyward get secret db -o yaml | keyward apply -f -
+    ///   keyward apply -k ./overlays/prod
+    #[command(verbatim_doc_comment)]
     Apply(apply::ApplyArgs),
     /// Run a command with Secret values in its environment (the command replaces keyward).
     ///
