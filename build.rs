@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/kms/v1beta1/api.proto",
         "proto/keyward/v1/kms_admin.proto",
         "proto/keyward/v1/secrets.proto",
+        "proto/keyward/v1/encryption.proto",
         "proto/k8s/apiserver/kmsv2/api.proto",
     ];
     for f in files {

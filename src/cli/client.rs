@@ -79,6 +79,11 @@ fn read(path: &Path, flag: &str) -> Result<Vec<u8>, CliError> {
 
 /// Connects to the server named by `args`.
 pub(super) async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
+    let (channel, bearer) = channel(args).await?;
+    Ok(SecretsClient::with_interceptor(channel, bearer))
+}
+
+async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
     let (channel, shown) = match target(args)? {
         Target::Unix(path) => {
             let shown = format!("unix://{}", path.display());
@@ -131,7 +136,21 @@ pub(super) async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
         }
         None => None,
     };
-    Ok(SecretsClient::with_interceptor(channel, Bearer(token)))
+    Ok((channel, Bearer(token)))
+}
+
+/// A connected `keyward.v1.Encryption` client.
+pub(super) type EncryptionClient =
+    crate::pb::keyward_v1::encryption_client::EncryptionClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects to the server's encryption service.
+pub(super) async fn connect_encryption(args: &ClientArgs) -> Result<EncryptionClient, CliError> {
+    let (channel, bearer) = channel(args).await?;
+    Ok(
+        crate::pb::keyward_v1::encryption_client::EncryptionClient::with_interceptor(
+            channel, bearer,
+        ),
+    )
 }
 
 /// A server error as kubectl prints it: `Error from server (NotFound): secrets "x" not found`,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 mod apply;
 mod client;
 mod consume;
+mod encryption;
 mod manifest;
 mod secrets;
 mod serve;
@@ -95,6 +96,17 @@ enum Command {
     /// Example: keyward rollback secret db --to-revision 42
     #[command(verbatim_doc_comment)]
     Rollback(secrets::RollbackArgs),
+    /// Encryption coverage: which provider and key protects every stored object.
+    #[command(subcommand)]
+    Encryption(encryption::EncryptionCommand),
+    /// Re-encrypt every stale object with the current write provider and key (resumable;
+    /// concurrent user updates are never overwritten).
+    ///
+    /// Examples:
+    ///   keyward migrate --dry-run
+    ///   keyward migrate --rate 500
+    #[command(verbatim_doc_comment)]
+    Migrate(encryption::MigrateArgs),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
     ///
     /// Examples:
@@ -500,6 +512,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::History(a) => secrets::history(a, &cli.client),
         Command::Rollback(a) => secrets::rollback(a, &cli.client),
         Command::Apply(a) => apply::apply(a, &cli.client),
+        Command::Encryption(a) => encryption::encryption(a, &cli.client),
+        Command::Migrate(a) => encryption::migrate(a, &cli.client),
         Command::Run(a) => consume::run(a, &cli.client),
         Command::Mount(a) => consume::mount(a, &cli.client),
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::CliError;
-use crate::api::{Authenticator, SecretsService, Tokens};
+use crate::api::{Authenticator, EncryptionService, SecretsService, Tokens};
 use crate::backend::sled::{SledBackend, SledOptions};
 use crate::encryption::{config, Encryption, ParseOptions};
 use crate::keyring::{Keyring, MaintenanceGuard};
@@ -207,6 +207,7 @@ pub(super) async fn start_store(
     tracing::info!(socket = %opts.socket.display(), data = %opts.data.display(), config_hash = %hash, "serving keyward.v1.Secrets");
     let unix_server = Server::builder()
         .add_service(SecretsService::new(store.clone()).into_server())
+        .add_service(EncryptionService::new(store.clone()).into_server())
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(unix),
             token.clone().cancelled_owned(),
@@ -217,15 +218,21 @@ pub(super) async fn start_store(
                 .await
                 .map_err(|e| CliError::new(format!("--listen {listen}: {e}")))?;
             tracing::info!(listen = %listen, client_certs = auth.client_certs, tokens = auth.tokens.is_some(), "serving keyward.v1.Secrets over TLS");
+            let auth2 = auth.clone();
             let svc = tonic::service::interceptor::InterceptedService::new(
                 SecretsService::new(store.clone()).into_server(),
                 move |r| auth.check(r),
+            );
+            let enc_svc = tonic::service::interceptor::InterceptedService::new(
+                EncryptionService::new(store.clone()).into_server(),
+                move |r| auth2.check(r),
             );
             Some(
                 Server::builder()
                     .tls_config(tls)
                     .map_err(|e| CliError::new(format!("TLS configuration: {e}")))?
                     .add_service(svc)
+                    .add_service(enc_svc)
                     .serve_with_incoming_shutdown(
                         TcpListenerStream::new(listener),
                         token.clone().cancelled_owned(),

@@ -15,6 +15,7 @@
 
 pub mod config;
 mod kms;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::fmt;

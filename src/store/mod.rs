@@ -7,6 +7,7 @@
 //! encrypted with that key as associated data. `resourceVersion` is the backend's
 //! `mod_revision`; it is never stored.
 
+pub mod migrate;
 pub mod model;
 pub mod selector;
 

@@ -1,0 +1,251 @@
+//! Encryption coverage and re-encryption: which provider and key protects every stored object,
+//! and rewriting stale ones with the current write provider and key.
+//!
+//! A rewrite re-encrypts the same plaintext and stores it with compare-and-swap on the
+//! object's `mod_revision`: if a user changed the object meanwhile, their write (made with the
+//! current provider) wins and the object is simply fresh already. Killed at any point, a rerun
+//! finds whatever is still stale and finishes; nothing is ever half-written.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{Store, StoreError, RESOURCE};
+use crate::backend::{Expect, KeyValue, RangeRequest, Revision, WriteOutcome};
+
+/// How one stored object is encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectEncryption {
+    /// Storage key.
+    pub key: String,
+    /// Revision of its last change.
+    pub mod_revision: Revision,
+    /// Provider kind, or empty if it could not be decrypted.
+    pub provider: String,
+    /// Key name, or `kms-name/key_id`.
+    pub key_name: String,
+    /// Not written by the current write provider and key.
+    pub stale: bool,
+    /// Why it could not be decrypted, if it could not.
+    pub error: Option<String>,
+}
+
+/// Objects per provider and key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Objects examined.
+    pub total: u64,
+    /// Of which stale.
+    pub stale: u64,
+    /// Of which could not be decrypted.
+    pub undecryptable: u64,
+    /// (provider, key) → (objects, stale).
+    pub by_key: BTreeMap<(String, String), (u64, u64)>,
+    /// kms v2 key_ids that still protect data.
+    pub kms_key_ids: Vec<String>,
+    /// The store revision scanned.
+    pub revision: Revision,
+    /// Stale and undecryptable objects (all objects when asked for).
+    pub objects: Vec<ObjectEncryption>,
+}
+
+/// Progress of a migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrateProgress {
+    /// Objects found when the migration started.
+    pub total: u64,
+    /// Objects examined so far.
+    pub done: u64,
+    /// Stale objects rewritten with the current provider and key.
+    pub rewritten: u64,
+    /// Objects that changed concurrently (already fresh).
+    pub conflicts: u64,
+    /// Objects that could not be decrypted (left alone).
+    pub failed: u64,
+    /// Last key examined.
+    pub last_key: String,
+}
+
+/// Options of [`Store::migrate`].
+#[derive(Debug, Clone, Copy)]
+pub struct MigrateOptions {
+    /// Report what would change; write nothing.
+    pub dry_run: bool,
+    /// Keys read per page.
+    pub batch: usize,
+    /// At most this many rewrites per second (0 = unlimited).
+    pub rate: f64,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            batch: 256,
+            rate: 0.0,
+        }
+    }
+}
+
+/// Reads every stored Secret page by page, all pages at one revision.
+struct Pager {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    revision: Option<Revision>,
+    batch: usize,
+    done: bool,
+}
+
+impl Store {
+    fn resource_prefix(&self) -> Vec<u8> {
+        format!("{}/{RESOURCE}/", self.prefix).into_bytes()
+    }
+
+    fn pager(&self, batch: usize) -> Pager {
+        let start = self.resource_prefix();
+        Pager {
+            end: super::prefix_end(&start),
+            start,
+            revision: None,
+            batch: batch.max(1),
+            done: false,
+        }
+    }
+
+    async fn next_page(&self, p: &mut Pager) -> Result<Option<Vec<KeyValue>>, StoreError> {
+        if p.done {
+            return Ok(None);
+        }
+        let resp = self
+            .backend
+            .range(RangeRequest {
+                start: p.start.clone(),
+                end: Some(p.end.clone()),
+                limit: p.batch,
+                revision: p.revision,
+            })
+            .await?;
+        p.revision = Some(resp.revision);
+        match resp.kvs.last() {
+            Some(kv) if resp.more => {
+                let mut k = kv.key.clone();
+                k.push(0);
+                p.start = k;
+            }
+            _ => p.done = true,
+        }
+        Ok(Some(resp.kvs))
+    }
+
+    /// How every stored Secret is encrypted. Undecryptable objects are reported, not fatal.
+    pub async fn encryption_coverage(&self, all_objects: bool) -> Result<Coverage, StoreError> {
+        // Ask the KMS plugins now: a key_id rotated since the last poll makes data stale.
+        let encryption = self.encryption.load_full();
+        encryption.check_kms_now().await;
+        let t = encryption.for_resource(RESOURCE);
+        let mut cov = Coverage::default();
+        let mut key_ids = std::collections::BTreeSet::new();
+        let mut pager = self.pager(512);
+        while let Some(page) = self.next_page(&mut pager).await? {
+            for kv in page {
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                cov.total += 1;
+                let obj = match t.from_storage(&key, &kv.value).await {
+                    Ok((_, info)) => {
+                        if info.provider == "kms-v2" {
+                            if let Some((_, id)) = info.key.split_once('/') {
+                                key_ids.insert(id.to_owned());
+                            }
+                        }
+                        let e = cov
+                            .by_key
+                            .entry((info.provider.to_owned(), info.key.clone()))
+                            .or_default();
+                        e.0 += 1;
+                        if info.stale {
+                            e.1 += 1;
+                            cov.stale += 1;
+                        }
+                        ObjectEncryption {
+                            key,
+                            mod_revision: kv.mod_revision,
+                            provider: info.provider.to_owned(),
+                            key_name: info.key,
+                            stale: info.stale,
+                            error: None,
+                        }
+                    }
+                    Err(e) => {
+                        cov.undecryptable += 1;
+                        ObjectEncryption {
+                            key,
+                            mod_revision: kv.mod_revision,
+                            provider: String::new(),
+                            key_name: String::new(),
+                            stale: true,
+                            error: Some(e.to_string()),
+                        }
+                    }
+                };
+                if all_objects || obj.stale {
+                    cov.objects.push(obj);
+                }
+            }
+        }
+        cov.revision = pager.revision.unwrap_or_default();
+        cov.kms_key_ids = key_ids.into_iter().collect();
+        Ok(cov)
+    }
+
+    /// Rewrites every stale Secret with the current write provider and key, calling `progress`
+    /// after every batch and at the end.
+    pub async fn migrate(
+        &self,
+        opts: MigrateOptions,
+        mut progress: impl FnMut(&MigrateProgress) + Send,
+    ) -> Result<MigrateProgress, StoreError> {
+        // Rewrite under the plugin's current key_id, not the one seen at the last poll.
+        let encryption = self.encryption.load_full();
+        encryption.check_kms_now().await;
+        let t = encryption.for_resource(RESOURCE);
+        let mut p = MigrateProgress::default();
+        let mut counter = self.pager(4096);
+        while let Some(page) = self.next_page(&mut counter).await? {
+            p.total += page.len() as u64;
+        }
+        let pace = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
+        let mut pager = self.pager(opts.batch);
+        while let Some(page) = self.next_page(&mut pager).await? {
+            for kv in page {
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                p.done += 1;
+                match t.from_storage(&key, &kv.value).await {
+                    Err(e) => {
+                        tracing::warn!(key = %key, error = %e, "cannot decrypt; left as it is");
+                        p.failed += 1;
+                    }
+                    Ok((_, info)) if !info.stale => {}
+                    Ok(_) if opts.dry_run => p.rewritten += 1,
+                    Ok((plain, _)) => {
+                        let value = t.to_storage(&key, &plain).await?;
+                        match self
+                            .backend
+                            .put(&kv.key, value, Expect::ModRevision(kv.mod_revision))
+                            .await?
+                        {
+                            WriteOutcome::Applied { .. } => p.rewritten += 1,
+                            WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
+                                p.conflicts += 1
+                            }
+                        }
+                        if let Some(d) = pace {
+                            tokio::time::sleep(d).await;
+                        }
+                    }
+                }
+                p.last_key = key;
+            }
+            progress(&p);
+        }
+        Ok(p)
+    }
+}

@@ -1,0 +1,279 @@
+//! Key rotation end to end: 10,000 Secrets under KEK A, rotate to B, migrate while a writer keeps
+//! updating some of them, and prove that nothing is lost, nothing still needs A, and A can be
+//! retired. Also an interrupted migration finishing on a rerun, and the CLI commands.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::Plugin;
+use keyward::backend::sled::{SledBackend, SledOptions};
+use keyward::crypto::Algorithm;
+use keyward::encryption::{config, Encryption, ParseOptions};
+use keyward::store::migrate::MigrateOptions;
+use keyward::store::model::SecretBytes;
+use keyward::store::{Secret, Store};
+
+async fn store_for(plugin: &Plugin, dir: &std::path::Path) -> Arc<Store> {
+    let text = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
+        plugin.socket.display()
+    );
+    let cfg = config::parse(&text, ParseOptions::default()).unwrap();
+    let backend = SledBackend::open(dir, SledOptions::default()).unwrap();
+    Arc::new(Store::new(
+        Arc::new(backend),
+        Arc::new(Encryption::build(&cfg).await),
+        "/registry",
+    ))
+}
+
+fn secret(name: &str, value: &str) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = name.into();
+    s.metadata.namespace = "drill".into();
+    s.data
+        .insert("v".into(), SecretBytes::new(value.as_bytes().to_vec()));
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_drill_10000_secrets() {
+    const N: usize = 10_000;
+    let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_for(&plugin, &dir.path().join("store")).await;
+    let key_a = plugin.keyring.health().primary_key_id.to_string();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..N).step_by(16) {
+                store
+                    .create(secret(&format!("s{i}"), &format!("v0-{i}")), false)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let before = store.encryption_coverage(false).await.unwrap();
+    assert_eq!((before.total, before.stale), (N as u64, 0));
+    assert_eq!(before.kms_key_ids, vec![key_a.clone()]);
+
+    // Rotate the KEK. The store sees the new key_id at its next check; new writes use B.
+    let key_b = plugin.keyring.rotate().unwrap().primary.key_id;
+    let cov = store.encryption_coverage(false).await.unwrap();
+    assert_eq!(cov.stale, N as u64, "everything under A is stale now");
+    store
+        .create(secret("after-rotation", "new"), false)
+        .await
+        .unwrap();
+
+    // Migrate while a writer keeps updating some Secrets.
+    let writer_store = store.clone();
+    let writer = tokio::spawn(async move {
+        let mut last = HashMap::new();
+        for round in 1..=3 {
+            for i in (0..N).step_by(97) {
+                let value = format!("v{round}-{i}");
+                writer_store
+                    .update(secret(&format!("s{i}"), &value), false)
+                    .await
+                    .unwrap();
+                last.insert(i, value);
+            }
+        }
+        last
+    });
+    let done = store
+        .migrate(
+            MigrateOptions {
+                dry_run: false,
+                batch: 500,
+                rate: 0.0,
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let updated = writer.await.unwrap();
+    assert_eq!(done.total, N as u64 + 1);
+    assert_eq!(done.failed, 0);
+    assert!(
+        done.rewritten + done.conflicts >= N as u64 - updated.len() as u64,
+        "{done:?}"
+    );
+
+    // Every Secret has its final content; nothing is under A any more.
+    for i in 0..N {
+        let s = store.get("drill", &format!("s{i}"), None).await.unwrap();
+        let want = updated
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| format!("v0-{i}"));
+        assert_eq!(s.data["v"].as_slice(), want.as_bytes(), "s{i}");
+    }
+    let after = store.encryption_coverage(false).await.unwrap();
+    assert_eq!(
+        (after.stale, after.undecryptable),
+        (0, 0),
+        "{:?}",
+        after.by_key
+    );
+    assert_eq!(after.kms_key_ids, vec![key_b.clone()]);
+
+    // A can be retired; a fresh store process (no cached seeds) still reads everything.
+    plugin.keyring.retire(&key_a).unwrap();
+    drop(store);
+    let fresh = store_for(&plugin, &dir.path().join("store")).await;
+    let list = fresh
+        .list(Some("drill"), &Default::default(), 0, None)
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), N + 1);
+    plugin.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_migration_finishes_on_a_rerun() {
+    let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_for(&plugin, &dir.path().join("store")).await;
+    for i in 0..600 {
+        store
+            .create(secret(&format!("s{i}"), &format!("v{i}")), false)
+            .await
+            .unwrap();
+    }
+    plugin.keyring.rotate().unwrap();
+    // A dry run reports and writes nothing.
+    let dry = store
+        .migrate(
+            MigrateOptions {
+                dry_run: true,
+                batch: 100,
+                rate: 0.0,
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.rewritten, 600);
+    assert_eq!(store.encryption_coverage(false).await.unwrap().stale, 600);
+    // Kill the migration part-way (abort the task after the first batch).
+    let s2 = store.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        s2.migrate(
+            MigrateOptions {
+                dry_run: false,
+                batch: 100,
+                rate: 0.0,
+            },
+            move |p| {
+                let _ = tx.send(p.done);
+            },
+        )
+        .await
+    });
+    while let Some(done) = rx.recv().await {
+        if done >= 100 {
+            task.abort();
+            break;
+        }
+    }
+    let _ = task.await;
+    let mid = store.encryption_coverage(false).await.unwrap();
+    assert!(
+        mid.stale > 0 && mid.stale < 600,
+        "interrupted part-way: {}",
+        mid.stale
+    );
+    assert_eq!(mid.undecryptable, 0, "nothing half-written");
+    let rest = store
+        .migrate(MigrateOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(rest.rewritten, mid.stale);
+    assert_eq!(store.encryption_coverage(false).await.unwrap().stale, 0);
+    for i in 0..600 {
+        let s = store.get("drill", &format!("s{i}"), None).await.unwrap();
+        assert_eq!(s.data["v"].as_slice(), format!("v{i}").as_bytes());
+    }
+    plugin.stop().await;
+}
+
+#[test]
+fn cli_status_and_migrate_after_a_kek_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let sock = data.join("keyward.sock");
+    let _dev = common::Proc::spawn(
+        &["dev", "--data", data.to_str().unwrap()],
+        &[],
+        &dir.path().join("log"),
+        &sock,
+    );
+    let server = format!("unix://{}", sock.display());
+    let admin = data.join("kms-admin.sock").display().to_string();
+    let kw = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server]);
+        common::run(&all)
+    };
+    for i in 0..5 {
+        assert!(
+            kw(&[
+                "create",
+                "secret",
+                "generic",
+                &format!("s{i}"),
+                "--from-literal=k=v"
+            ])
+            .0
+        );
+    }
+    let (ok, out, err) = kw(&["encryption", "status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("writes use:     kms-v2 keyward-dev\nobjects:        5 at revision"),
+        "{out}"
+    );
+    assert!(out.contains("stale:          0\n"), "{out}");
+    let (ok, _, err) = common::run(&["kms", "rotate", "--admin-socket", &admin]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = kw(&["encryption", "status", "-o", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stale"], 5);
+    assert_eq!(v["objects"].as_array().unwrap().len(), 5);
+    let (ok, out, err) = kw(&["migrate", "--dry-run"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "would rewrite 5 of 5 objects (0 changed concurrently, 0 undecryptable)\n"
+    );
+    let (ok, out, err) = kw(&["migrate", "--batch-size", "2"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "rewrote 5 of 5 objects (0 changed concurrently, 0 undecryptable)\n"
+    );
+    assert!(
+        err.contains("5/5 objects, 5 rewritten"),
+        "progress lines when not a terminal: {err}"
+    );
+    let (ok, out, _) = kw(&["encryption", "status"]);
+    assert!(ok);
+    assert!(out.contains("stale:          0\n"), "{out}");
+    let (ok, _, err) = kw(&["migrate", "--batch-size", "0"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--batch-size: must be a positive number"),
+        "{err}"
+    );
+}
