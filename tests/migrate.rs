@@ -198,7 +198,13 @@ async fn an_interrupted_migration_finishes_on_a_rerun() {
         .migrate(MigrateOptions::default(), |_| {})
         .await
         .unwrap();
-    assert_eq!(rest.rewritten, mid.stale);
+    // A rewrite already handed to the backend when the task was killed may still land: at
+    // most one, since a migration rewrites one object at a time.
+    assert!(
+        rest.rewritten <= mid.stale && mid.stale - rest.rewritten <= 1,
+        "{rest:?} vs {} stale",
+        mid.stale
+    );
     assert_eq!(store.encryption_coverage(false).await.unwrap().stale, 0);
     for i in 0..600 {
         let s = store.get("drill", &format!("s{i}"), None).await.unwrap();
@@ -276,4 +282,66 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
         err.contains("--batch-size: must be a positive number"),
         "{err}"
     );
+}
+
+/// Objects whose key is lost: reported per object by List and by the coverage report, and
+/// deletable only with the explicit unsafe flag (KEP-3926).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecryptable_objects_are_reported_and_deletable_only_explicitly() {
+    use keyward::store::{Preconditions, StoreError};
+    let cfg = |keys: &str| {
+        let text = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {{keys: [{keys}]}}\n"
+        );
+        config::parse(&text, ParseOptions::default()).unwrap()
+    };
+    let k1 = "{name: k1, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}";
+    let k2 = "{name: k2, secret: MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=}";
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SledBackend::open(dir.path(), SledOptions::default()).unwrap();
+    let store = Store::new(
+        Arc::new(backend),
+        Arc::new(Encryption::build(&cfg(k1)).await),
+        "/registry",
+    );
+    store.create(secret("lost", "x"), false).await.unwrap();
+    // k1 disappears from the configuration; a new Secret is written with k2.
+    store.set_encryption(Arc::new(Encryption::build(&cfg(k2)).await));
+    store.create(secret("kept", "y"), false).await.unwrap();
+    let list = store
+        .list(Some("drill"), &Default::default(), 0, None)
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1, "the readable one is listed");
+    assert_eq!(list.items[0].metadata.name, "kept");
+    assert_eq!(list.errors.len(), 1);
+    assert_eq!(list.errors[0].0, "/registry/secrets/drill/lost");
+    assert!(
+        list.errors[0].1.contains("no matching prefix"),
+        "{}",
+        list.errors[0].1
+    );
+    let cov = store.encryption_coverage(false).await.unwrap();
+    assert_eq!((cov.total, cov.undecryptable), (2, 1));
+    assert_eq!(cov.objects[0].key, "/registry/secrets/drill/lost");
+    let e = store
+        .delete("drill", "lost", &Preconditions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Undecryptable { .. }), "{e}");
+    assert!(
+        e.to_string().contains("--unsafe-ignore-decrypt-errors"),
+        "{e}"
+    );
+    let pre = Preconditions {
+        unsafe_ignore_decrypt_errors: true,
+        ..Default::default()
+    };
+    store.delete("drill", "lost", &pre).await.unwrap();
+    let list = store
+        .list(Some("drill"), &Default::default(), 0, None)
+        .await
+        .unwrap();
+    assert!(list.errors.is_empty());
+    assert_eq!(list.items.len(), 1);
 }

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 const K1: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE="; // 32 bytes of '1'
 const K2: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="; // 32 bytes of '2'
-/// A 15-byte key: not an AES key size.
+/// A 14-byte key: not an AES key size.
 const SHORT: &str = "c2hvcnRrZXlzaG9ydGs=";
 const SK: &str = "/registry/secrets/default/db";
 /// Upper bound of every wait in this file.
@@ -190,7 +190,7 @@ async fn invalid_files_keep_the_old_config_and_name_the_problem() {
         e.contains("resources[0].providers[0].aesgcm.keys[0].secret"),
         "{e}"
     );
-    assert!(e.contains("expected length, got 15"), "{e}");
+    assert!(e.contains("expected length, got 14"), "{e}");
     assert!(!e.contains(SHORT) && e.contains("REDACTED"), "{e}");
     let s = r.status();
     assert_eq!(s.last_error.as_deref(), Some(e.as_str()));
@@ -362,8 +362,13 @@ async fn dropping_the_reloader_stops_reloading() {
     let mut rx = f.reloader.subscribe();
     wait_status(&mut rx, "a tick", |s| s.checks >= 1).await;
     let Fixture {
-        _dir, path, slot, ..
+        _dir,
+        path,
+        slot,
+        reloader,
+        ..
     } = f;
+    drop(reloader);
     tokio::time::timeout(LIMIT, async { while rx.changed().await.is_ok() {} })
         .await
         .expect("the task ends: its status sender is dropped");

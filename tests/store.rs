@@ -341,6 +341,7 @@ async fn delete_preconditions() {
         name: "gone".into(),
         uid: uid.into(),
         resource_version: rv.into(),
+        unsafe_ignore_decrypt_errors: false,
     };
     let e = c.delete(del("wrong-uid", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted);

@@ -25,6 +25,7 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
         StoreError::Conflict { .. } => Status::aborted(e.to_string()),
         StoreError::Gone(_) => Status::out_of_range(e.to_string()),
+        StoreError::Undecryptable { .. } => Status::failed_precondition(e.to_string()),
         StoreError::Backend(BackendError::Unavailable(_)) => Status::unavailable(e.to_string()),
         StoreError::Backend(BackendError::InvalidArgument(m)) => Status::invalid_argument(m),
         StoreError::Backend(BackendError::FutureRevision { .. }) => {
@@ -208,6 +209,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let pre = Preconditions {
             uid: Some(req.uid).filter(|u| !u.is_empty()),
             resource_version: Some(req.resource_version).filter(|r| !r.is_empty()),
+            unsafe_ignore_decrypt_errors: req.unsafe_ignore_decrypt_errors,
         };
         let s = self
             .store
@@ -238,6 +240,11 @@ impl pb::secrets_server::Secrets for SecretsService {
             items: list.items.into_iter().map(secret_to_pb).collect(),
             resource_version: list.resource_version,
             r#continue: list.continue_token.unwrap_or_default(),
+            errors: list
+                .errors
+                .into_iter()
+                .map(|(key, message)| pb::ObjectError { key, message })
+                .collect(),
         }))
     }
 

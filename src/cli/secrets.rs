@@ -213,6 +213,10 @@ pub(super) struct DeleteArgs {
     /// Only delete if the stored resourceVersion is this.
     #[arg(long, value_name = "RV")]
     resource_version: Option<String>,
+    /// Delete even if the stored value cannot be decrypted (its key was lost). Unsafe: its
+    /// preconditions cannot be checked.
+    #[arg(long)]
+    unsafe_ignore_decrypt_errors: bool,
 }
 
 /// `keyward rollback secret NAME --to-revision N`.
@@ -681,6 +685,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         ));
     }
     let ns = a.ns.namespace.clone();
+    let mut undecryptable = 0;
     rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         let (items, rv) = if names.is_empty() {
@@ -698,6 +703,11 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                 .await
                 .map_err(client::server_error)?
                 .into_inner();
+            // Objects that cannot be decrypted are reported, and the command fails at the end.
+            for e in &list.errors {
+                eprintln!("error: {}: {}", e.key, e.message);
+            }
+            undecryptable = list.errors.len();
             (
                 list.items
                     .into_iter()
@@ -806,8 +816,14 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                 let _ = std::io::stdout().flush();
             }
         }
-        Ok(())
-    })
+        Ok::<(), CliError>(())
+    })?;
+    if undecryptable > 0 {
+        return Err(CliError::plain(format!(
+            "error: {undecryptable} Secrets could not be decrypted (listed above); see `keyward encryption status`"
+        )));
+    }
+    Ok(())
 }
 
 /// `keyward describe secret NAME`: metadata and key sizes, never values.
@@ -866,6 +882,7 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
                     name: n.clone(),
                     uid: String::new(),
                     resource_version: a.resource_version.clone().unwrap_or_default(),
+                    unsafe_ignore_decrypt_errors: a.unsafe_ignore_decrypt_errors,
                 })
                 .await;
             match res {

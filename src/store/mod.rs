@@ -77,6 +77,15 @@ pub enum StoreError {
     /// The backend failed (environment).
     #[error(transparent)]
     Backend(BackendError),
+    /// A delete met a value that cannot be decrypted (stored data: key lost or removed from
+    /// the configuration).
+    #[error("secrets {name:?} cannot be decrypted ({reason}); to delete it anyway, retry with unsafe_ignore_decrypt_errors (keyward delete --unsafe-ignore-decrypt-errors)")]
+    Undecryptable {
+        /// Name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A stored object does not decode (a bug or foreign data).
     #[error("stored object {key} is not a valid Secret: {reason}")]
     Corrupt {
@@ -125,6 +134,9 @@ pub struct Preconditions {
     pub uid: Option<String>,
     /// The stored resourceVersion must equal this, if set.
     pub resource_version: Option<String>,
+    /// Delete even if the stored value cannot be decrypted (its preconditions cannot be
+    /// checked then). KEP-3926's escape hatch for data whose key is lost.
+    pub unsafe_ignore_decrypt_errors: bool,
 }
 
 /// One page of a list.
@@ -136,6 +148,9 @@ pub struct SecretList {
     pub resource_version: String,
     /// Token for the next page, if any.
     pub continue_token: Option<String>,
+    /// Objects in range that could not be decrypted or decoded (storage key, reason); they are
+    /// reported here instead of failing the whole list.
+    pub errors: Vec<(String, String)>,
 }
 
 /// Kind of a watch event, as Kubernetes names them.
@@ -504,7 +519,32 @@ impl Store {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
             })?;
-            let (old, _) = self.decode(&cur).await?;
+            let old = match self.decode(&cur).await {
+                Ok((old, _)) => old,
+                Err(StoreError::Encryption(e)) if pre.unsafe_ignore_decrypt_errors => {
+                    tracing::warn!(key = %key, error = %e, "deleting an object that cannot be decrypted");
+                    match self
+                        .backend
+                        .delete(key.as_bytes(), Expect::ModRevision(cur.mod_revision))
+                        .await?
+                    {
+                        WriteOutcome::Applied { .. } => {
+                            let mut gone = Secret::default();
+                            gone.metadata.name = name.to_owned();
+                            gone.metadata.namespace = namespace.to_owned();
+                            return Ok(gone);
+                        }
+                        _ => continue,
+                    }
+                }
+                Err(StoreError::Encryption(e)) => {
+                    return Err(StoreError::Undecryptable {
+                        name: name.to_owned(),
+                        reason: e.to_string(),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(uid) = &pre.uid {
                 if *uid != old.metadata.uid {
                     return Err(StoreError::Conflict {
@@ -577,6 +617,7 @@ impl Store {
         };
         let end = prefix_end(prefix.as_bytes());
         let mut items = Vec::new();
+        let mut errors = Vec::new();
         loop {
             let want = if limit == 0 { 0 } else { limit - items.len() };
             let resp = self
@@ -596,7 +637,14 @@ impl Store {
                 })?;
             revision = Some(resp.revision);
             for kv in &resp.kvs {
-                let (s, _) = self.decode(kv).await?;
+                let s = match self.decode(kv).await {
+                    Ok((s, _)) => s,
+                    Err(e @ (StoreError::Encryption(_) | StoreError::Corrupt { .. })) => {
+                        errors.push((String::from_utf8_lossy(&kv.key).into_owned(), e.to_string()));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if selector.matches(&s.metadata.labels) {
                     items.push(s);
                 }
@@ -619,6 +667,7 @@ impl Store {
                             items,
                             resource_version: resp.revision.to_string(),
                             continue_token: Some(tok),
+                            errors,
                         });
                     }
                 }
@@ -627,6 +676,7 @@ impl Store {
                         items,
                         resource_version: resp.revision.to_string(),
                         continue_token: None,
+                        errors,
                     })
                 }
             }
