@@ -211,6 +211,10 @@ struct StoreArgs {
     /// Feature gates, like kube-apiserver's; only KMSv1=true|false is known.
     #[arg(long, value_name = "GATES")]
     feature_gates: Option<String>,
+    /// Re-read the encryption configuration every minute and swap in valid changes, keeping the
+    /// old one on any error (kube-apiserver's --encryption-provider-config-automatic-reload).
+    #[arg(long)]
+    encryption_config_automatic_reload: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -883,6 +887,7 @@ fn store_options(
         socket,
         access,
         tcp: None,
+        automatic_reload: store.encryption_config_automatic_reload,
     })
 }
 

@@ -14,7 +14,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use super::CliError;
 use crate::api::{Authenticator, EncryptionService, SecretsService, Tokens};
 use crate::backend::sled::{SledBackend, SledOptions};
-use crate::encryption::{config, Encryption, ParseOptions};
+use crate::encryption::{config, reload, Encryption, ParseOptions};
 use crate::keyring::{Keyring, MaintenanceGuard};
 use crate::kms;
 use crate::store::Store;
@@ -155,6 +155,9 @@ pub(super) struct StoreOptions {
     pub socket: PathBuf,
     pub access: SocketAccess,
     pub tcp: Option<TcpOptions>,
+    /// Poll the configuration file and swap in valid changes (kube-apiserver's
+    /// --encryption-provider-config-automatic-reload).
+    pub automatic_reload: bool,
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
@@ -167,13 +170,11 @@ pub(super) async fn start_store(
     opts: &StoreOptions,
     token: CancellationToken,
 ) -> Result<impl Future<Output = Result<(), CliError>>, CliError> {
-    let (cfg, hash) = config::load(
-        &opts.encryption_config,
-        ParseOptions {
-            kms_v1: opts.kms_v1,
-            reload: false,
-        },
-    )?;
+    let parse = ParseOptions {
+        kms_v1: opts.kms_v1,
+        reload: opts.automatic_reload,
+    };
+    let (cfg, hash) = config::load(&opts.encryption_config, parse)?;
     let tcp = match &opts.tcp {
         Some(t) => Some(tls_setup(t)?),
         None => None,
@@ -196,6 +197,16 @@ pub(super) async fn start_store(
         Arc::new(encryption),
         &opts.prefix,
     ));
+    let reloader = opts.automatic_reload.then(|| {
+        let target = store.clone();
+        reload::spawn(
+            opts.encryption_config.clone(),
+            parse,
+            reload::DEFAULT_INTERVAL,
+            hash.clone(),
+            move |e| target.set_encryption(e),
+        )
+    });
     // Watch streams never end on their own: close them when shutdown starts, so the drain ends.
     let closing = store.clone();
     let shutdown = token.clone();
@@ -244,6 +255,7 @@ pub(super) async fn start_store(
     Ok(async move {
         let _guard = guard;
         let _store = store;
+        let _reloader = reloader;
         let unix = async {
             unix_server
                 .await

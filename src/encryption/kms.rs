@@ -324,10 +324,22 @@ impl KmsV2 {
         let res = self.check_inner().await;
         let ok = res.is_ok();
         let error = res.err().map(|e| e.to_string());
-        if let Some(e) = &error {
-            tracing::warn!(provider = %self.plugin.name, error = %e, "kms v2 plugin is not healthy");
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        // Warn when the failure is new or different; repeats (a plugin down for a while) are
+        // debug, so a 100 ms health wait does not flood the log.
+        match &error {
+            Some(e) if health.1.as_ref() != Some(e) => {
+                tracing::warn!(provider = %self.plugin.name, error = %e, "kms v2 plugin is not healthy")
+            }
+            Some(e) => {
+                tracing::debug!(provider = %self.plugin.name, error = %e, "kms v2 plugin still not healthy")
+            }
+            None if !health.0 && health.1.is_some() => {
+                tracing::info!(provider = %self.plugin.name, "kms v2 plugin is healthy again")
+            }
+            None => {}
         }
-        *self.health.lock().unwrap_or_else(|p| p.into_inner()) = (ok, error);
+        *health = (ok, error);
         ok
     }
 

@@ -308,8 +308,10 @@ impl Reloader {
             apply: Box::new(apply),
             status: status_tx,
         };
+        // Measured from now, not from the task's first poll.
+        let first = tokio::time::Instant::now() + period;
         let task = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            let mut ticks = tokio::time::interval_at(first, period);
             // A check longer than the interval (waiting for a plugin) does not cause a burst.
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
@@ -531,5 +533,60 @@ mod tests {
         std::fs::write(&p, aesgcm("k2", K2)).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(applied.lock().unwrap().is_empty());
+    }
+
+    /// The reloader's schedule under tokio's paused clock: exactly one check per interval.
+    #[tokio::test(start_paused = true)]
+    async fn paused_clock_drives_the_ticks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("enc.yaml");
+        std::fs::write(&p, aesgcm("k1", K1)).unwrap();
+        let start = tokio::time::Instant::now();
+        let (r, applied, mut rx) = start_paused_helper(&p);
+        std::fs::write(&p, aesgcm("k2", K2)).unwrap();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!rx.has_changed().unwrap(), "no check before one interval");
+        rx.changed().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        let s = rx.borrow_and_update().clone();
+        assert_eq!((s.checks, s.reloads), (1, 1));
+        assert_eq!(
+            applied.lock().unwrap()[0]
+                .for_resource("secrets")
+                .write_provider(),
+            ("aesgcm", "k2")
+        );
+        rx.changed().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(120));
+        let s = rx.borrow_and_update().clone();
+        assert_eq!((s.checks, s.reloads), (2, 1));
+        std::fs::write(&p, aesgcm("k3", "c2hvcnQ=")).unwrap();
+        rx.changed().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(180));
+        assert_eq!(rx.borrow_and_update().failures, 1);
+        rx.changed().await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(240),
+            "one retry per tick"
+        );
+        assert_eq!(rx.borrow_and_update().failures, 2);
+        std::fs::remove_file(&p).unwrap();
+        rx.changed().await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(300));
+        assert_eq!(rx.borrow_and_update().failures, 3);
+        std::fs::write(&p, aesgcm("k1", K1)).unwrap();
+        rx.changed().await.unwrap();
+        let s = rx.borrow_and_update().clone();
+        assert_eq!((s.reloads, s.failures), (2, 3));
+        assert_eq!(applied.lock().unwrap().len(), 2);
+        drop(r);
+    }
+
+    fn start_paused_helper(path: &Path) -> (Reloader, Slot, watch::Receiver<ReloadStatus>) {
+        start(path, DEFAULT_INTERVAL)
     }
 }
