@@ -615,3 +615,47 @@ async fn plugin_responses_are_validated_like_the_apiserver_does() {
     assert!(err.contains("should not change"), "{err}");
     server.abort();
 }
+
+/// KMS outage, as kube-apiserver behaves: with the plugin down, cached seeds keep reads working;
+/// writes continue for 3 minutes after the last good check, then fail naming the endpoint; when
+/// the plugin is back, a check restores writes. Time is paused tokio time, not sleeps.
+#[tokio::test]
+async fn kms_outage_reads_continue_writes_expire_after_three_minutes() {
+    let p = Plugin::start(Algorithm::Aes256Gcm).await;
+    let socket = p.socket.clone();
+    let data = p.dir.path().join("data");
+    let key = p.dir.path().join("root.key");
+    let enc = Encryption::build(&cfg(&kms2("kw", &p))).await;
+    let t = enc.for_resource("secrets");
+    let stored = t.to_storage(SK, b"before the outage").await.unwrap();
+    let _keep = p.dir;
+    {
+        let _ = p.stop.map(|s| s.send(()));
+        p.task.unwrap().await.unwrap().unwrap();
+    }
+    drop(p.keyring);
+    tokio::time::pause();
+    assert!(!enc.check_kms_now().await, "the plugin is down");
+    tokio::time::advance(std::time::Duration::from_secs(170)).await;
+    t.to_storage(SK, b"still within 3 minutes").await.unwrap();
+    let (pt, _) = t.from_storage(SK, &stored).await.unwrap();
+    assert_eq!(pt.as_slice(), b"before the outage");
+    tokio::time::advance(std::time::Duration::from_secs(11)).await;
+    let e = t.to_storage(SK, b"too late").await.unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&socket.display().to_string()),
+        "names the endpoint: {msg}"
+    );
+    assert!(msg.contains("expired"), "{msg}");
+    // Reads of cached data keep working indefinitely.
+    tokio::time::advance(std::time::Duration::from_secs(3600)).await;
+    let (pt, _) = t.from_storage(SK, &stored).await.unwrap();
+    assert_eq!(pt.as_slice(), b"before the outage");
+    // The plugin comes back: the next check restores writes.
+    tokio::time::resume();
+    let p2 = Plugin::restart(&data, &key, &socket).await;
+    assert!(enc.check_kms_now().await);
+    t.to_storage(SK, b"after recovery").await.unwrap();
+    p2.stop().await;
+}

@@ -345,3 +345,63 @@ async fn undecryptable_objects_are_reported_and_deletable_only_explicitly() {
     assert!(list.errors.is_empty());
     assert_eq!(list.items.len(), 1);
 }
+
+/// `--auto-migrate`: a change of write key is migrated after the settle time, not before.
+#[tokio::test]
+async fn automatic_migration_waits_for_the_settle_time() {
+    let cfg = |keys: &str| {
+        let text = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {{keys: [{keys}]}}\n"
+        );
+        config::parse(&text, ParseOptions::default()).unwrap()
+    };
+    let k1 = "{name: k1, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}";
+    let k2 = "{name: k2, secret: MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=}";
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SledBackend::open(dir.path(), SledOptions::default()).unwrap();
+    let store = Arc::new(Store::new(
+        Arc::new(backend),
+        Arc::new(Encryption::build(&cfg(k1)).await),
+        "/registry",
+    ));
+    for i in 0..20 {
+        store
+            .create(secret(&format!("s{i}"), "v"), false)
+            .await
+            .unwrap();
+    }
+    tokio::time::pause();
+    let settle = std::time::Duration::from_secs(600);
+    let _auto = store.spawn_auto_migrate(std::time::Duration::from_secs(10), settle);
+    // Let the start-up migration (nothing stale) pass.
+    for _ in 0..62 {
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(5)))
+            .await
+            .unwrap();
+    }
+    store.set_encryption(Arc::new(
+        Encryption::build(&cfg(&format!("{k2}, {k1}"))).await,
+    ));
+    let stale = || async { store.encryption_coverage(false).await.unwrap().stale };
+    for _ in 0..50 {
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(5)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(stale().await, 20, "nothing happens before the settle time");
+    let mut waited = 0;
+    while stale().await > 0 {
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        // Real time for the backend's writer thread (a blocking task holds the paused clock).
+        tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(50)))
+            .await
+            .unwrap();
+        waited += 10;
+        assert!(
+            waited <= 300,
+            "migrated within the settle time plus a few polls"
+        );
+    }
+}

@@ -215,6 +215,14 @@ struct StoreArgs {
     /// old one on any error (kube-apiserver's --encryption-provider-config-automatic-reload).
     #[arg(long)]
     encryption_config_automatic_reload: bool,
+    /// Re-encrypt stale data on its own: at start and after every change of write key or KMS
+    /// key_id, once --auto-migrate-settle has passed.
+    #[arg(long)]
+    auto_migrate: bool,
+    /// How long to wait after a key change before migrating (Kubernetes recommends 3 + N + M
+    /// minutes: every apiserver and plugin must have moved to the new key).
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    auto_migrate_settle: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -888,6 +896,14 @@ fn store_options(
         access,
         tcp: None,
         automatic_reload: store.encryption_config_automatic_reload,
+        auto_migrate: if store.auto_migrate {
+            Some(
+                parse_duration_or_never("--auto-migrate-settle", &store.auto_migrate_settle)?
+                    .unwrap_or(crate::store::migrate::DEFAULT_SETTLE),
+            )
+        } else {
+            None
+        },
     })
 }
 

@@ -22,6 +22,8 @@ use crate::uds::{self, SocketAccess, SocketGuard};
 
 /// How often the serving plugin re-runs its self-test and checks the rotation policy.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often automatic migration looks for a change of write key.
+const AUTO_MIGRATE_POLL: Duration = Duration::from_secs(10);
 /// Largest TLS key or tokens file read.
 const MAX_PRIVATE_FILE: u64 = 1 << 20;
 
@@ -158,6 +160,8 @@ pub(super) struct StoreOptions {
     /// Poll the configuration file and swap in valid changes (kube-apiserver's
     /// --encryption-provider-config-automatic-reload).
     pub automatic_reload: bool,
+    /// Migrate stale data on its own, this long after each key change.
+    pub auto_migrate: Option<Duration>,
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
@@ -207,6 +211,9 @@ pub(super) async fn start_store(
             move |e| target.set_encryption(e),
         )
     });
+    let auto_migrate = opts
+        .auto_migrate
+        .map(|settle| store.spawn_auto_migrate(AUTO_MIGRATE_POLL, settle));
     // Watch streams never end on their own: close them when shutdown starts, so the drain ends.
     let closing = store.clone();
     let shutdown = token.clone();
@@ -256,6 +263,7 @@ pub(super) async fn start_store(
         let _guard = guard;
         let _store = store;
         let _reloader = reloader;
+        let _auto_migrate = auto_migrate;
         let unix = async {
             unix_server
                 .await

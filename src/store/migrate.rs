@@ -249,3 +249,82 @@ impl Store {
         Ok(p)
     }
 }
+
+/// Owns the automatic-migration task; dropping it stops the task.
+#[derive(Debug)]
+pub struct AutoMigrateGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for AutoMigrateGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The default settle time before an automatic migration: the Kubernetes KMS docs recommend
+/// migrating `3 + N + M` minutes after a KEK rotation (3 minutes for every apiserver's write
+/// state to expire, N for the plugins to pick the key up, M ≥ 5 as a buffer).
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10 * 60);
+
+impl Store {
+    /// What new writes use: provider, key and (kms v2) the plugin's current key_id.
+    fn write_identity(&self) -> (String, String, Option<String>) {
+        let enc = self.encryption.load_full();
+        let t = enc.for_resource(RESOURCE);
+        let (p, k) = t.write_provider();
+        let key_id = if p == "kms-v2" {
+            enc.kms_v2_status()
+                .into_iter()
+                .find(|s| s.name == k)
+                .and_then(|s| s.key_id)
+        } else {
+            None
+        };
+        (p.to_owned(), k.to_owned(), key_id)
+    }
+
+    /// Migrates stale data on its own: at start, and whenever the write provider, key or kms
+    /// key_id changes, it waits `settle` (checking every `poll`) and then runs
+    /// [`Store::migrate`]. A change during the wait restarts the wait.
+    pub fn spawn_auto_migrate(
+        self: &std::sync::Arc<Self>,
+        poll: Duration,
+        settle: Duration,
+    ) -> AutoMigrateGuard {
+        let store = self.clone();
+        AutoMigrateGuard(tokio::spawn(async move {
+            let mut last = store.write_identity();
+            let mut since = tokio::time::Instant::now();
+            let mut pending = true;
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = store.write_identity();
+                if now != last {
+                    tracing::info!(provider = %now.0, key = %now.1, "write key changed; migrating after the settle time");
+                    last = now;
+                    since = tokio::time::Instant::now();
+                    pending = true;
+                }
+                if pending && since.elapsed() >= settle {
+                    match store.migrate(MigrateOptions::default(), |_| {}).await {
+                        Ok(p) => {
+                            tracing::info!(
+                                rewritten = p.rewritten,
+                                total = p.total,
+                                conflicts = p.conflicts,
+                                undecryptable = p.failed,
+                                "automatic migration finished"
+                            );
+                            pending = false;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "automatic migration failed; retrying after the settle time");
+                            since = tokio::time::Instant::now();
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}
