@@ -250,6 +250,10 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
         "{out}"
     );
     assert!(out.contains("stale:          0\n"), "{out}");
+    let (ok, out, _) = kw(&["encryption", "status", "-o", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let old = v["kmsKeyIds"][0].as_str().unwrap().to_owned();
     let (ok, _, err) = common::run(&["kms", "rotate", "--admin-socket", &admin]);
     assert!(ok, "{err}");
     let (ok, out, _) = kw(&["encryption", "status", "-o", "json"]);
@@ -262,6 +266,13 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     assert_eq!(
         out,
         "would rewrite 5 of 5 objects (0 changed concurrently, 0 undecryptable)\n"
+    );
+    // Retiring the old KEK is refused while stored objects need it.
+    let (ok, _, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("key_id {old} still protects 5 stored objects")),
+        "{err}"
     );
     let (ok, out, err) = kw(&["migrate", "--batch-size", "2"]);
     assert!(ok, "{err}");
@@ -276,6 +287,9 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     let (ok, out, _) = kw(&["encryption", "status"]);
     assert!(ok);
     assert!(out.contains("stale:          0\n"), "{out}");
+    let (ok, out, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin]);
+    assert!(ok, "{err}");
+    assert!(out.contains("is now disabled"), "{out}");
     let (ok, _, err) = kw(&["migrate", "--batch-size", "0"]);
     assert!(!ok);
     assert!(

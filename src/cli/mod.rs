@@ -248,9 +248,17 @@ enum KmsCommand {
     /// Create a new primary key; the old one keeps decrypting.
     Rotate(AdminArgs),
     /// Stop a decrypt-only key from decrypting (refused for the primary).
+    ///
+    /// If a keyward store is reachable (--server, $KEYWARD_SERVER or the keyward dev socket),
+    /// retiring a key_id that still protects stored objects is refused unless --force: run
+    /// `keyward migrate` first. kube-apiserver's own data in etcd cannot be checked from here.
+    #[command(verbatim_doc_comment)]
     Retire {
         /// key_id to retire.
         key_id: String,
+        /// Retire even if stored objects still need this key.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -512,7 +520,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let keyring = open_keyring(&a.data, &seal, opts.policy)?;
             runtime()?.block_on(serve(keyring, &a.socket, a.admin_socket.as_deref(), &opts))
         }
-        Command::Kms(cmd) => runtime()?.block_on(admin(cmd)),
+        Command::Kms(cmd) => runtime()?.block_on(admin(cmd, &cli.client)),
         Command::Dev(a) => dev(a),
         Command::Server(a) => server(a),
         Command::Raw(cmd) => runtime()?.block_on(raw(cmd, &cli.client)),
@@ -664,7 +672,7 @@ async fn serve(
     serve::run_until_signal(opts.drain, token, plugin.run()).await
 }
 
-async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
+async fn admin(cmd: KmsCommand, store: &client::ClientArgs) -> Result<(), CliError> {
     let args = match &cmd {
         KmsCommand::Status(a) | KmsCommand::Keys(a) | KmsCommand::Rotate(a) => a,
         KmsCommand::Retire { admin, .. } | KmsCommand::Destroy { admin, .. } => admin,
@@ -752,7 +760,10 @@ async fn admin(cmd: KmsCommand) -> Result<(), CliError> {
                 )
             }
         }
-        KmsCommand::Retire { key_id, .. } => {
+        KmsCommand::Retire { key_id, force, .. } => {
+            if !force {
+                check_unreferenced(&key_id, store).await?;
+            }
             let k = client
                 .retire(admin_pb::RetireRequest { key_id })
                 .await
@@ -806,6 +817,34 @@ fn short_duration(secs: u64) -> String {
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
     }
+}
+
+/// Refuses when a reachable keyward store still holds objects under `key_id`.
+async fn check_unreferenced(key_id: &str, store: &client::ClientArgs) -> Result<(), CliError> {
+    let explicit = store.server.as_deref().is_some_and(|s| !s.is_empty());
+    if !explicit && !Path::new(DEV_DIR).join("keyward.sock").exists() {
+        eprintln!("note: no keyward store to check; data encrypted under {key_id} elsewhere (such as kube-apiserver's etcd) is not checked");
+        return Ok(());
+    }
+    let mut c = client::connect_encryption(store).await?;
+    let status = c
+        .status(crate::pb::keyward_v1::EncryptionStatusRequest { all_objects: false })
+        .await
+        .map_err(client::server_error)?
+        .into_inner();
+    if status.kms_key_ids.iter().any(|k| k == key_id) {
+        let n: i64 = status
+            .counts
+            .iter()
+            .filter(|c| c.key_name.ends_with(&format!("/{key_id}")))
+            .map(|c| c.objects)
+            .sum();
+        return Err(CliError::new(format!(
+            "key_id {key_id} still protects {n} stored objects; retiring it would make them unreadable"
+        ))
+        .hint("run `keyward migrate` first (or pass --force)"));
+    }
+    Ok(())
 }
 
 fn state_name(state: i32) -> &'static str {
