@@ -652,10 +652,20 @@ async fn kms_outage_reads_continue_writes_expire_after_three_minutes() {
     tokio::time::advance(std::time::Duration::from_secs(3600)).await;
     let (pt, _) = t.from_storage(SK, &stored).await.unwrap();
     assert_eq!(pt.as_slice(), b"before the outage");
-    // The plugin comes back: the next check restores writes.
-    tokio::time::resume();
+    // The plugin comes back: the background poll (every 10 s while unhealthy) restores writes
+    // by itself within one interval.
     let p2 = Plugin::restart(&data, &key, &socket).await;
-    assert!(enc.check_kms_now().await);
-    t.to_storage(SK, b"after recovery").await.unwrap();
+    let mut waited = 0;
+    while t.to_storage(SK, b"after recovery").await.is_err() {
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        // Real time for the socket round trips of the poll.
+        tokio::task::spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(20)))
+            .await
+            .unwrap();
+        waited += 1;
+        assert!(waited <= 10, "recovered within one poll interval");
+    }
+    assert!(enc.kms_v2_status()[0].healthy);
+    tokio::time::resume();
     p2.stop().await;
 }

@@ -419,3 +419,130 @@ async fn automatic_migration_waits_for_the_settle_time() {
         );
     }
 }
+
+/// The classic upgrade: Secrets under the static aescbc provider move to KMS v2 (kms first,
+/// aescbc second), are migrated while a writer keeps updating some, and aescbc can then be
+/// removed from the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_from_aescbc_to_kms_v2() {
+    const N: usize = 10_000;
+    let aescbc = "      - aescbc: {keys: [{name: old, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}]}\n";
+    let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
+    let kms = format!(
+        "      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
+        plugin.socket.display()
+    );
+    let cfg = |providers: &str| {
+        let text = format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
+        );
+        config::parse(&text, ParseOptions::default()).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SledBackend::open(&dir.path().join("store"), SledOptions::default()).unwrap();
+    let store = Arc::new(Store::new(
+        Arc::new(backend),
+        Arc::new(Encryption::build(&cfg(aescbc)).await),
+        "/registry",
+    ));
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..N).step_by(16) {
+                store
+                    .create(secret(&format!("s{i}"), &format!("v0-{i}")), false)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Step 1: kms v2 first, aescbc still there to read old data.
+    store.set_encryption(Arc::new(
+        Encryption::build(&cfg(&format!("{kms}{aescbc}"))).await,
+    ));
+    let cov = store.encryption_coverage(false).await.unwrap();
+    assert_eq!(cov.stale, N as u64);
+    let writer_store = store.clone();
+    let writer = tokio::spawn(async move {
+        let mut last = HashMap::new();
+        for round in 1..=2 {
+            for i in (0..N).step_by(101) {
+                let value = format!("v{round}-{i}");
+                writer_store
+                    .update(secret(&format!("s{i}"), &value), false)
+                    .await
+                    .unwrap();
+                last.insert(i, value);
+            }
+        }
+        last
+    });
+    let done = store
+        .migrate(MigrateOptions::default(), |_| {})
+        .await
+        .unwrap();
+    let updated = writer.await.unwrap();
+    assert_eq!(done.failed, 0);
+    let cov = store.encryption_coverage(false).await.unwrap();
+    assert_eq!((cov.stale, cov.undecryptable), (0, 0));
+    assert!(
+        cov.by_key.keys().all(|(p, _)| p == "kms-v2"),
+        "{:?}",
+        cov.by_key
+    );
+    // Step 2: aescbc removed; everything still reads, with its final content.
+    store.set_encryption(Arc::new(Encryption::build(&cfg(&kms)).await));
+    for i in 0..N {
+        let s = store.get("drill", &format!("s{i}"), None).await.unwrap();
+        let want = updated
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| format!("v0-{i}"));
+        assert_eq!(s.data["v"].as_slice(), want.as_bytes(), "s{i}");
+    }
+    plugin.stop().await;
+}
+
+/// Migration throughput for docs/benchmarks.md, not a test: `cargo test --release --test
+/// migrate -- --ignored --nocapture migrate_throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "timing run; prints figures"]
+async fn migrate_throughput() {
+    const N: usize = 5_000;
+    let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_for(&plugin, &dir.path().join("store")).await;
+    let value = "x".repeat(1024);
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (store, value) = (store.clone(), value.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (t..N).step_by(16) {
+                store
+                    .create(secret(&format!("s{i}"), &value), false)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    plugin.keyring.rotate().unwrap();
+    let started = std::time::Instant::now();
+    let p = store
+        .migrate(MigrateOptions::default(), |_| {})
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(p.rewritten, N as u64);
+    println!(
+        "migrate: {N} stale 1 KiB Secrets (kms v2 A -> B) in {secs:.2} s = {:.0} objects/s",
+        N as f64 / secs
+    );
+    plugin.stop().await;
+}
