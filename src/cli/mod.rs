@@ -242,12 +242,23 @@ enum KmsCommand {
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
     /// Show the plugin's health, primary key and rotation policy; exits non-zero unless healthy.
+    ///
+    /// Example: keyward kms status --admin-socket /var/run/keyward/kms-admin.sock -o json
+    #[command(verbatim_doc_comment)]
     Status(AdminArgs),
     /// List every key-encryption key with its state and use count.
+    ///
+    /// Example: keyward kms keys --admin-socket /var/run/keyward/kms-admin.sock
+    #[command(verbatim_doc_comment)]
     Keys(AdminArgs),
     /// Create a new primary key; the old one keeps decrypting.
+    ///
+    /// Example: keyward kms rotate --admin-socket /var/run/keyward/kms-admin.sock
+    #[command(verbatim_doc_comment)]
     Rotate(AdminArgs),
     /// Stop a decrypt-only key from decrypting (refused for the primary).
+    ///
+    /// Example: keyward kms retire kw-1-0f3a... --admin-socket /var/run/keyward/kms-admin.sock
     ///
     /// If a keyward store is reachable (--server, $KEYWARD_SERVER or the keyward dev socket),
     /// retiring a key_id that still protects stored objects is refused unless --force: run
@@ -263,6 +274,9 @@ enum KmsCommand {
         admin: AdminArgs,
     },
     /// Erase a retired key's material for good. Data it protects becomes unreadable.
+    ///
+    /// Example: keyward kms destroy kw-1-0f3a... --confirm kw-1-0f3a...
+    #[command(verbatim_doc_comment)]
     Destroy {
         /// key_id to destroy.
         key_id: String,
