@@ -198,10 +198,10 @@ async fn an_interrupted_migration_finishes_on_a_rerun() {
         .migrate(MigrateOptions::default(), |_| {})
         .await
         .unwrap();
-    // A rewrite already handed to the backend when the task was killed may still land: at
-    // most one, since a migration rewrites one object at a time.
+    // Rewrites already handed to the backend when the task was killed may still land: at most
+    // one chunk (32 rewrites in flight).
     assert!(
-        rest.rewritten <= mid.stale && mid.stale - rest.rewritten <= 1,
+        rest.rewritten <= mid.stale && mid.stale - rest.rewritten <= 32,
         "{rest:?} vs {} stale",
         mid.stale
     );
