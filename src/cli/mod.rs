@@ -1053,7 +1053,7 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
         println!(
             "keyward dev: KMS plugin and secret store in {} (development root key {}; not for production)\n\
              \n  secret store:     unix://{}\n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n  store config:     {}\n\
-             \nTry:\n  keyward raw list /registry/secrets/ --server unix://{}\n  keyward kms keys --admin-socket {}\n\
+             \nTry (from this directory; elsewhere, or with another --data, add --server unix://{}):\n  keyward create secret generic demo --from-literal=password=s3cret\n  keyward get secrets\n  keyward get secret demo -o yaml\n  keyward raw get /registry/secrets/default/demo --hex\n  keyward kms keys --admin-socket {}\n\
              \nEncryptionConfiguration for a kube-apiserver using this plugin:\n\n{}\nStop with Ctrl-C.",
             dir.display(),
             dir.join("root.key").display(),
