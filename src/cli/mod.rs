@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 mod apply;
+mod bench;
 mod client;
 mod consume;
 mod encryption;
@@ -107,6 +108,15 @@ enum Command {
     ///   keyward migrate --rate 500
     #[command(verbatim_doc_comment)]
     Migrate(encryption::MigrateArgs),
+    /// Load generators: any KMS v2 plugin, or a keyward store; latency percentiles from an HDR
+    /// histogram.
+    ///
+    /// Examples:
+    ///   keyward bench kms --endpoint unix:///var/run/keyward/kms.sock --op decrypt --concurrency 64
+    ///   keyward bench kms --endpoint unix:///var/run/keyward/kms.sock --storm 10000
+    ///   keyward bench store --op mixed --value-size 1KiB --concurrency 16 --duration 10s
+    #[command(verbatim_doc_comment, subcommand)]
+    Bench(bench::BenchCommand),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
     ///
     /// Examples:
@@ -546,6 +556,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::History(a) => secrets::history(a, &cli.client),
         Command::Rollback(a) => secrets::rollback(a, &cli.client),
         Command::Apply(a) => apply::apply(a, &cli.client),
+        Command::Bench(c) => bench::bench(c, &cli.client),
         Command::Encryption(a) => encryption::encryption(a, &cli.client),
         Command::Migrate(a) => encryption::migrate(a, &cli.client),
         Command::Run(a) => consume::run(a, &cli.client),
