@@ -10,12 +10,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine;
-use common::Proc;
+use common::normalise;
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
 use serde_json::Value;
@@ -43,32 +42,18 @@ fn out(code: i32, stdout: &str, stderr: &str) -> Out {
     }
 }
 
-struct Dev {
-    _proc: Proc,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
+struct Dev(common::DevServer);
+
+impl std::ops::Deref for Dev {
+    type Target = common::DevServer;
+    fn deref(&self) -> &common::DevServer {
+        &self.0
+    }
 }
 
 impl Dev {
     fn start() -> Dev {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("kw");
-        let socket = data.join("keyward.sock");
-        let proc = Proc::spawn(
-            &["dev", "--data", data.to_str().unwrap()],
-            &[],
-            &dir.path().join("dev.log"),
-            &socket,
-        );
-        Dev {
-            _proc: proc,
-            dir,
-            socket,
-        }
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        Dev(common::DevServer::start())
     }
 
     fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
@@ -79,33 +64,11 @@ impl Dev {
 
     /// Runs keyward in the temp dir with `--server`, optionally feeding `stdin`.
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut cmd = Command::new(common::bin());
-        cmd.args(args)
-            .arg("--server")
-            .arg(format!("unix://{}", self.socket.display()))
-            .current_dir(self.dir.path())
-            .env_remove("KEYWARD_SERVER")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        let o = child.wait_with_output().unwrap();
+        let (code, stdout, stderr) = self.command(args, &[], stdin);
         Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            code,
+            stdout,
+            stderr,
         }
     }
 
@@ -166,26 +129,6 @@ impl Dev {
         lines.sort();
         lines
     }
-}
-
-/// Replaces per-run values (uid, timestamps, resourceVersion) with placeholders.
-fn normalise(s: &str) -> String {
-    let mut outl = Vec::new();
-    for line in s.lines() {
-        let t = line.trim_start();
-        let indent = &line[..line.len() - t.len()];
-        let l = if t.starts_with("uid: ") {
-            format!("{indent}uid: UID")
-        } else if t.starts_with("creationTimestamp: ") {
-            format!("{indent}creationTimestamp: TIME")
-        } else if t.starts_with("resourceVersion: ") {
-            format!("{indent}resourceVersion: RV")
-        } else {
-            line.to_owned()
-        };
-        outl.push(l);
-    }
-    outl.join("\n") + if s.ends_with('\n') { "\n" } else { "" }
 }
 
 fn lines(v: &[&str]) -> Vec<String> {
@@ -510,7 +453,7 @@ fn dry_runs_and_output_formats() {
     assert_eq!((o.code, o.stderr.as_str()), (0, ""));
     assert_eq!(
         normalise(&o.stdout),
-        "apiVersion: v1\ndata:\n  k: djI=\nkind: Secret\nmetadata:\n  creationTimestamp: TIME\n  name: a\n  namespace: default\n  resourceVersion: RV\n  uid: UID\ntype: Opaque\n"
+        "apiVersion: v1\ndata:\n  k: djI=\nkind: Secret\nmetadata:\n  creationTimestamp: TIME\n  name: a\n  namespace: default\n  resourceVersion: \"RV\"\n  uid: UID\ntype: Opaque\n"
     );
     // Several objects print as a List.
     dev.write(

@@ -6,56 +6,28 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::Proc;
+use common::normalise;
 
-struct Dev {
-    _proc: Proc,
-    dir: tempfile::TempDir,
-    server: String,
+struct Dev(common::DevServer);
+
+impl std::ops::Deref for Dev {
+    type Target = common::DevServer;
+    fn deref(&self) -> &common::DevServer {
+        &self.0
+    }
 }
 
 impl Dev {
     fn start() -> Dev {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("kw");
-        let sock = data.join("keyward.sock");
-        let proc = Proc::spawn(
-            &["dev", "--data", data.to_str().unwrap()],
-            &[],
-            &dir.path().join("dev.log"),
-            &sock,
-        );
-        Dev {
-            _proc: proc,
-            server: format!("unix://{}", sock.display()),
-            dir,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Dev(common::DevServer::start())
     }
 
     /// Runs keyward with `--server` and `env`; returns (exit code, stdout, stderr).
     fn kw_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-        let mut cmd = Command::new(common::bin());
-        cmd.args(args)
-            .arg("--server")
-            .arg(&self.server)
-            .stdin(Stdio::null())
-            .env_remove("KEYWARD_SERVER");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        self.command(args, env, None)
     }
 
     fn kw(&self, args: &[&str]) -> (i32, String, String) {
@@ -67,26 +39,6 @@ impl Dev {
         assert_eq!(code, 0, "{args:?}: {err}");
         out
     }
-}
-
-/// Replaces per-run values (uid, timestamps, resourceVersion, AGE) with placeholders.
-fn normalise(s: &str) -> String {
-    let mut out = Vec::new();
-    for line in s.lines() {
-        let t = line.trim_start();
-        let indent = &line[..line.len() - t.len()];
-        let l = if t.starts_with("uid: ") {
-            format!("{indent}uid: UID")
-        } else if t.starts_with("creationTimestamp: ") {
-            format!("{indent}creationTimestamp: TIME")
-        } else if t.starts_with("resourceVersion: ") {
-            format!("{indent}resourceVersion: \"RV\"")
-        } else {
-            line.to_owned()
-        };
-        out.push(l);
-    }
-    out.join("\n") + if s.ends_with('\n') { "\n" } else { "" }
 }
 
 #[test]

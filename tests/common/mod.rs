@@ -210,3 +210,101 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// A `keyward dev` child process in a temp dir, and the binary run against it.
+pub struct DevServer {
+    _proc: Proc,
+    pub dir: tempfile::TempDir,
+    /// The store's socket.
+    pub socket: PathBuf,
+    /// `unix://` + socket, for `--server`.
+    pub server: String,
+}
+
+impl DevServer {
+    /// Starts `keyward dev --data DIR/kw` and waits for its store socket.
+    pub fn start() -> DevServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("kw");
+        let socket = data.join("keyward.sock");
+        let proc = Proc::spawn(
+            &["dev", "--data", data.to_str().unwrap()],
+            &[],
+            &dir.path().join("dev.log"),
+            &socket,
+        );
+        DevServer {
+            _proc: proc,
+            server: format!("unix://{}", socket.display()),
+            socket,
+            dir,
+        }
+    }
+
+    /// A path inside the temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs the binary with `--server`, in the temp dir, with `env` and optional `stdin`;
+    /// returns (exit code, stdout, stderr).
+    pub fn command(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> (i32, String, String) {
+        use std::io::Write as _;
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("--server")
+            .arg(&self.server)
+            .current_dir(self.dir.path())
+            .env_remove("KEYWARD_SERVER")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let o = child.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+/// Replaces the per-run values of a printed object (uid, creationTimestamp, resourceVersion)
+/// with placeholders, so whole outputs can be compared.
+pub fn normalise(s: &str) -> String {
+    let mut out = Vec::new();
+    for line in s.lines() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        out.push(if t.starts_with("uid: ") {
+            format!("{indent}uid: UID")
+        } else if t.starts_with("creationTimestamp: ") {
+            format!("{indent}creationTimestamp: TIME")
+        } else if t.starts_with("resourceVersion: ") {
+            format!("{indent}resourceVersion: \"RV\"")
+        } else {
+            line.to_owned()
+        });
+    }
+    out.join("\n") + if s.ends_with('\n') { "\n" } else { "" }
+}
