@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/keyward/v1/secrets.proto",
         "proto/keyward/v1/encryption.proto",
         "proto/k8s/apiserver/kmsv2/api.proto",
+        "proto/etcd/rpc.proto",
+        "proto/etcd/kv.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -16,3 +16,13 @@ pub mod kms_v1beta1 {
 pub mod keyward_v1 {
     tonic::include_proto!("keyward.v1");
 }
+
+/// etcd's v3 API subset (`package etcdserverpb`): KV, Watch and Maintenance.Status.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd's stored key-value and event types (`package mvccpb`).
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}

@@ -1,5 +1,5 @@
 //! The storage seam: a revisioned key-value store with etcd's semantics, and its
-//! implementations (sled embedded; etcd to scale out, later).
+//! implementations (sled embedded; etcd to scale out).
 //!
 //! - One store-wide revision counter, incremented once per change (put or delete). A new store
 //!   is at revision 1, as etcd is, so the first write gets revision 2.
@@ -13,6 +13,7 @@
 //!
 //! This module knows nothing of Secrets or encryption: keys and values are bytes.
 
+pub mod etcd;
 pub mod sled;
 
 use std::pin::Pin;

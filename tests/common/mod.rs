@@ -2,6 +2,8 @@
 //! `keyward` binary as a child process.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod etcd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,0 +1,237 @@
+//! Real etcd servers for tests: one member, or a cluster of several processes on loopback ports,
+//! each with its data directory in a temp dir. Needs Debian's `etcd-server` (`/usr/bin/etcd`) or
+//! `KEYWARD_ETCD_BIN`; `.ci/run` installs it. `etcdctl` (Debian's `etcd-client`) is used as an
+//! independent reader where present.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The etcd binary: `KEYWARD_ETCD_BIN`, else `etcd` on `PATH`.
+pub fn etcd_bin() -> String {
+    let bin = std::env::var("KEYWARD_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned());
+    let found = Command::new(&bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "etcd is needed for this test and was not found as {bin:?}: install Debian's etcd-server \
+         (apt-get install etcd-server), or set KEYWARD_ETCD_BIN"
+    );
+    bin
+}
+
+/// `etcdctl` if installed (an independent etcd client for cross-checks).
+pub fn etcdctl() -> Option<String> {
+    let ok = Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok.then(|| "etcdctl".to_owned())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One etcd member process.
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    pub peer_url: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// An etcd cluster of one or more members on loopback.
+pub struct Etcd {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Member>,
+    initial_cluster: String,
+}
+
+impl Etcd {
+    /// One member, ready to serve.
+    pub fn start() -> Etcd {
+        Self::start_cluster(1)
+    }
+
+    /// `n` members forming one cluster, ready to serve (a leader is elected).
+    pub fn start_cluster(n: usize) -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut members = Vec::new();
+        for i in 0..n {
+            members.push(Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("m{i}")),
+                child: None,
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut etcd = Etcd {
+            dir,
+            members,
+            initial_cluster,
+        };
+        for i in 0..n {
+            etcd.spawn(i);
+        }
+        etcd.wait_ready();
+        etcd
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let bin = etcd_bin();
+        let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
+        let m = &mut self.members[i];
+        let child = Command::new(bin)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--listen-client-urls", &m.client_url])
+            .args(["--advertise-client-urls", &m.client_url])
+            .args(["--listen-peer-urls", &m.peer_url])
+            .args(["--initial-advertise-peer-urls", &m.peer_url])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "keyward-test"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd");
+        m.child = Some(child);
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// The endpoints as one comma-separated flag value.
+    pub fn endpoints_flag(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// Backend options for this cluster.
+    pub fn options(&self) -> keyward::backend::etcd::EtcdOptions {
+        keyward::backend::etcd::EtcdOptions {
+            endpoints: self.endpoints(),
+            ..Default::default()
+        }
+    }
+
+    /// Kills member `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts member `i` on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_ready();
+    }
+
+    /// Waits until every running member answers a linearizable read (so a leader exists).
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for m in self.members.iter().filter(|m| m.child.is_some()) {
+            loop {
+                let url = format!("{}/health", m.client_url);
+                if health(&url) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd member {} did not become healthy; log:\n{}",
+                    m.name,
+                    self.log(&m.name)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Member `name`'s log.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// `etcdctl get <key> --print-value-only` through an independent client, if installed.
+    pub fn etcdctl_get(&self, key: &str) -> Option<Vec<u8>> {
+        let ctl = etcdctl()?;
+        let out = Command::new(ctl)
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.endpoints_flag(),
+                "get",
+                key,
+                "--print-value-only",
+            ])
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl get failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut v = out.stdout;
+        // etcdctl prints the value followed by a newline.
+        if v.last() == Some(&b'\n') {
+            v.pop();
+        }
+        Some(v)
+    }
+}
+
+/// GET /health over plain HTTP: etcd answers `{"health":"true"}` once it has a leader and can
+/// serve a linearizable read.
+fn health(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut s) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
