@@ -137,7 +137,8 @@ impl EtcdClient {
             };
             cfg = cfg.ca_certificate(Certificate::from_pem(read_pem(ca, "--etcd-ca")?));
             if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
-                let key_pem = zeroize::Zeroizing::new(read_pem(key, "--etcd-key")?);
+                let key_pem = crate::seal::read_private_file(key, 1 << 20)
+                    .map_err(|e| invalid(format!("--etcd-key: {e}")))?;
                 cfg = cfg.identity(Identity::from_pem(
                     read_pem(cert, "--etcd-cert")?,
                     key_pem.as_slice(),

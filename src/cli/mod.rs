@@ -19,6 +19,7 @@ mod manifest;
 mod secrets;
 mod serve;
 
+use crate::backend::etcd::EtcdOptions;
 use crate::crypto::Algorithm;
 use crate::keyring::{self, InitOptions, Keyring, RotationPolicy};
 use crate::pb::keyward_v1 as admin_pb;
@@ -174,9 +175,14 @@ enum RawCommand {
 
 #[derive(Debug, Args)]
 struct ServerArgs {
-    /// Directory of the embedded (sled) store.
+    /// Where Secrets are stored: embedded sled in --data, or an etcd cluster.
+    #[arg(long, value_enum, default_value_t = BackendArg::Sled)]
+    backend: BackendArg,
+    /// Directory of the embedded (sled) store (--backend sled).
     #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// kube-apiserver's EncryptionConfiguration file (apiserver.config.k8s.io/v1).
     #[arg(long, value_name = "FILE")]
     encryption_config: PathBuf,
@@ -207,6 +213,68 @@ struct ServerArgs {
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Sled,
+    Etcd,
+}
+
+/// How to reach etcd (`server --backend etcd`, `kms serve --keyring etcd`).
+#[derive(Debug, Args)]
+struct EtcdArgs {
+    /// etcd client URLs, comma-separated (http://host:2379 or https://host:2379).
+    #[arg(long, value_name = "URL,...", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// PEM CA that signed the etcd servers' certificates (https endpoints).
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd's client-certificate authentication.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// Whether any etcd flag was given.
+    fn given(&self) -> bool {
+        !self.etcd_endpoints.is_empty()
+            || self.etcd_ca.is_some()
+            || self.etcd_cert.is_some()
+            || self.etcd_key.is_some()
+    }
+
+    /// The client options; `who` names the flag that selected etcd, for errors.
+    fn options(&self, who: &str) -> Result<EtcdOptions, CliError> {
+        let endpoints: Vec<String> = self
+            .etcd_endpoints
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(CliError::new(format!(
+                "{who} needs --etcd-endpoints (e.g. http://127.0.0.1:2379)"
+            )));
+        }
+        for e in &endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(CliError::new(format!(
+                    "--etcd-endpoints: {e:?} must start with http:// or https://"
+                )));
+            }
+        }
+        Ok(EtcdOptions {
+            endpoints,
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            ..EtcdOptions::default()
+        })
+    }
 }
 
 /// Store settings shared by `server` and `dev`.
@@ -944,18 +1012,17 @@ fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
 }
 
 fn store_options(
-    data: PathBuf,
+    backend: serve::BackendSpec,
     encryption_config: PathBuf,
     socket: PathBuf,
     access: socket::SocketAccess,
     store: &StoreArgs,
 ) -> Result<serve::StoreOptions, CliError> {
     Ok(serve::StoreOptions {
-        data,
+        backend,
         encryption_config,
         kms_v1: kms_v1_gate(store.feature_gates.as_deref())?,
         prefix: store.etcd_prefix.clone(),
-        history: store.history,
         socket,
         access,
         tcp: None,
@@ -981,7 +1048,33 @@ fn server(a: ServerArgs) -> Result<(), CliError> {
             .map(socket::resolve_group)
             .transpose()?,
     };
-    let mut opts = store_options(a.data, a.encryption_config, a.socket, access, &a.store)?;
+    let backend = match (a.backend, a.data) {
+        (BackendArg::Sled, Some(data)) => {
+            if a.etcd.given() {
+                return Err(CliError::new(
+                    "--etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --backend etcd",
+                ));
+            }
+            serve::BackendSpec::Sled {
+                data,
+                history: a.store.history,
+            }
+        }
+        (BackendArg::Sled, None) => {
+            return Err(
+                CliError::new("--backend sled (the default) needs --data DIR").hint(
+                    "or store in etcd: --backend etcd --etcd-endpoints http://127.0.0.1:2379",
+                ),
+            )
+        }
+        (BackendArg::Etcd, None) => serve::BackendSpec::Etcd(a.etcd.options("--backend etcd")?),
+        (BackendArg::Etcd, Some(_)) => {
+            return Err(CliError::new(
+                "--data applies to --backend sled; with --backend etcd the data lives in etcd",
+            ))
+        }
+    };
+    let mut opts = store_options(backend, a.encryption_config, a.socket, access, &a.store)?;
     opts.tcp = match (a.listen, a.tls_cert, a.tls_key) {
         (None, None, None) if a.client_ca.is_none() && a.tokens_file.is_none() => None,
         (None, _, _) => {
@@ -1048,7 +1141,10 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::new(format!("cannot write {}: {e}", config_path.display())))?;
     }
     let store_opts = store_options(
-        dir.join("store"),
+        serve::BackendSpec::Sled {
+            data: dir.join("store"),
+            history: a.store.history,
+        },
         config_path.clone(),
         store_socket.clone(),
         opts.access,

@@ -13,7 +13,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::CliError;
 use crate::api::{Authenticator, EncryptionService, SecretsService, Tokens};
+use crate::backend::etcd::{EtcdBackend, EtcdOptions};
 use crate::backend::sled::{SledBackend, SledOptions};
+use crate::backend::Backend;
 use crate::encryption::{config, reload, Encryption, ParseOptions};
 use crate::keyring::{Keyring, MaintenanceGuard};
 use crate::kms;
@@ -149,11 +151,10 @@ pub(super) struct TcpOptions {
 /// Settings of the secret store server.
 #[derive(Debug, Clone)]
 pub(super) struct StoreOptions {
-    pub data: PathBuf,
+    pub backend: BackendSpec,
     pub encryption_config: PathBuf,
     pub kms_v1: bool,
     pub prefix: String,
-    pub history: usize,
     pub socket: PathBuf,
     pub access: SocketAccess,
     pub tcp: Option<TcpOptions>,
@@ -162,6 +163,48 @@ pub(super) struct StoreOptions {
     pub automatic_reload: bool,
     /// Migrate stale data on its own, this long after each key change.
     pub auto_migrate: Option<Duration>,
+}
+
+/// Where the store keeps its data.
+#[derive(Debug, Clone)]
+pub(super) enum BackendSpec {
+    /// Embedded sled in `data`, keeping `history` versions per key.
+    Sled { data: PathBuf, history: usize },
+    /// An etcd cluster.
+    Etcd(EtcdOptions),
+}
+
+impl BackendSpec {
+    /// Opens the backend; for etcd, proves a member answers with a leader first.
+    async fn open(&self) -> Result<(Arc<dyn Backend>, String), CliError> {
+        match self {
+            BackendSpec::Sled { data, history } => {
+                let backend = SledBackend::open(
+                    data,
+                    SledOptions {
+                        history_per_key: *history,
+                        ..SledOptions::default()
+                    },
+                )?;
+                Ok((Arc::new(backend), format!("sled:{}", data.display())))
+            }
+            BackendSpec::Etcd(opts) => {
+                let backend = EtcdBackend::connect(opts)?;
+                let version = backend.check().await.map_err(|e| {
+                    CliError::new(format!(
+                        "cannot reach etcd at {}: {e}",
+                        opts.endpoints.join(",")
+                    ))
+                    .hint("check --etcd-endpoints, and --etcd-ca/--etcd-cert/--etcd-key for https")
+                })?;
+                tracing::info!(endpoints = %opts.endpoints.join(","), version = %version, "connected to etcd");
+                Ok((
+                    Arc::new(backend),
+                    format!("etcd:{}", opts.endpoints.join(",")),
+                ))
+            }
+        }
+    }
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
@@ -183,24 +226,14 @@ pub(super) async fn start_store(
         Some(t) => Some(tls_setup(t)?),
         None => None,
     };
-    let backend = SledBackend::open(
-        &opts.data,
-        SledOptions {
-            history_per_key: opts.history,
-            ..SledOptions::default()
-        },
-    )?;
+    let (backend, location) = opts.backend.open().await?;
     let encryption = Encryption::build(&cfg).await;
     for k in encryption.kms_v2_status() {
         if !k.healthy {
             tracing::warn!(provider = %k.name, endpoint = %k.endpoint, error = ?k.error, "kms v2 plugin not ready; writes fail until it answers");
         }
     }
-    let store = Arc::new(Store::new(
-        Arc::new(backend),
-        Arc::new(encryption),
-        &opts.prefix,
-    ));
+    let store = Arc::new(Store::new(backend, Arc::new(encryption), &opts.prefix));
     let reloader = opts.automatic_reload.then(|| {
         let target = store.clone();
         reload::spawn(
@@ -222,7 +255,7 @@ pub(super) async fn start_store(
         closing.stop_watches();
     });
     let (unix, guard) = uds::bind(&opts.socket, opts.access)?;
-    tracing::info!(socket = %opts.socket.display(), data = %opts.data.display(), config_hash = %hash, "serving keyward.v1.Secrets");
+    tracing::info!(socket = %opts.socket.display(), data = %location, config_hash = %hash, "serving keyward.v1.Secrets");
     let unix_server = Server::builder()
         .add_service(SecretsService::new(store.clone()).into_server())
         .add_service(EncryptionService::new(store.clone()).into_server())
