@@ -57,7 +57,7 @@ enum Command {
     ///   keyward server --data /var/lib/keyward/store \
     ///     --encryption-config /etc/keyward/encryption-config.yaml --socket /run/keyward/keyward.sock
     #[command(verbatim_doc_comment)]
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Show stored bytes exactly as stored, like `etcdctl get`: values are encrypted.
     #[command(subcommand)]
     Raw(RawCommand),
@@ -614,7 +614,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Kms(cmd) => runtime()?.block_on(admin(cmd, &cli.client)),
         Command::Dev(a) => dev(a),
-        Command::Server(a) => server(a),
+        Command::Server(a) => server(*a),
         Command::Raw(cmd) => runtime()?.block_on(raw(cmd, &cli.client)),
         Command::Create(a) => secrets::create(a, &cli.client),
         Command::Get(a) => secrets::get(a, &cli.client),
