@@ -310,12 +310,19 @@ enum KmsCommand {
     /// Examples:
     ///   keyward kms init --generate-keyfile /etc/keyward/root.key
     ///   keyward kms init --data /var/lib/keyward --seal keyfile:/etc/keyward/root.key
+    ///   keyward kms init --keyring etcd --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
+    ///     --etcd-ca /etc/keyward/etcd-ca.crt --seal keyfile:/etc/keyward/root.key
     #[command(verbatim_doc_comment)]
     Init(InitArgs),
     /// Serve KMS v2 and v1 on --socket and the admin API on --admin-socket.
     ///
     /// Example:
     ///   keyward kms serve --data /var/lib/keyward --seal keyfile:/etc/keyward/root.key \
+    ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
+    ///
+    /// One keyring shared by a replica on every control-plane node (same root key everywhere):
+    ///   keyward kms serve --keyring etcd --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
+    ///     --etcd-ca /etc/keyward/etcd-ca.crt --seal keyfile:/etc/keyward/root.key \
     ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
@@ -366,11 +373,65 @@ enum KmsCommand {
     },
 }
 
+/// Where the keyring lives: `kms init` and `kms serve`.
+#[derive(Debug, Args)]
+struct KeyringArgs {
+    /// Keep the keyring in --data (one plugin), or in etcd, shared by every plugin replica that
+    /// has the same root key.
+    #[arg(long, value_enum, default_value_t = BackendArg::Sled)]
+    keyring: BackendArg,
+    /// Data directory for the keyring (--keyring sled).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+    /// etcd key prefix of the shared keyring; it is stored at <PREFIX>/kms/keyring.
+    #[arg(long, default_value = "/keyward", value_name = "PREFIX")]
+    etcd_prefix: String,
+}
+
+/// Where a keyring lives, checked.
+enum KeyringAt {
+    Dir(PathBuf),
+    Etcd { opts: EtcdOptions, prefix: String },
+}
+
+impl KeyringArgs {
+    /// The keyring location; None when nothing names one (allowed only for `init
+    /// --generate-keyfile`).
+    fn location(&self) -> Result<Option<KeyringAt>, CliError> {
+        match (self.keyring, &self.data) {
+            (BackendArg::Sled, data) => {
+                if self.etcd.given() {
+                    return Err(CliError::new(
+                        "--etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --keyring etcd",
+                    ));
+                }
+                Ok(data.clone().map(KeyringAt::Dir))
+            }
+            (BackendArg::Etcd, Some(_)) => Err(CliError::new(
+                "--data applies to --keyring sled; with --keyring etcd the keyring lives in etcd",
+            )),
+            (BackendArg::Etcd, None) => {
+                let prefix = self.etcd_prefix.trim();
+                if !prefix.starts_with('/') || prefix.trim_matches('/').is_empty() {
+                    return Err(CliError::new(format!(
+                        "--etcd-prefix: {prefix:?} must be an absolute key prefix such as /keyward"
+                    )));
+                }
+                Ok(Some(KeyringAt::Etcd {
+                    opts: self.etcd.options("--keyring etcd")?,
+                    prefix: prefix.to_owned(),
+                }))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 struct InitArgs {
-    /// Data directory for the keyring.
-    #[arg(long, value_name = "DIR", required_unless_present = "generate_keyfile")]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    at: KeyringArgs,
     /// Root key source: keyfile:PATH or passphrase-file:PATH.
     #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
     seal: Option<String>,
@@ -411,9 +472,12 @@ impl From<AlgorithmArg> for Algorithm {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Data directory holding the keyring.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    #[command(flatten)]
+    at: KeyringArgs,
+    /// With --keyring etcd: report unhealthy once the replica could not confirm for this long
+    /// that its keyring is current (it keeps serving the keys it has).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    etcd_stale_after: String,
     /// Root key source: keyfile:PATH or passphrase-file:PATH.
     #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
     seal: String,
@@ -609,7 +673,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Kms(KmsCommand::Serve(a)) => {
             let seal: SealSpec = a.seal.parse()?;
             let opts = ServeOptions::parse(&a.run)?;
-            let keyring = open_keyring(&a.data, &seal, opts.policy)?;
+            let stale_after = parse_duration_or_never("--etcd-stale-after", &a.etcd_stale_after)?
+                .unwrap_or(Duration::MAX);
+            let keyring = match a.at.location()? {
+                Some(KeyringAt::Dir(dir)) => open_keyring(&dir, &seal, opts.policy)?,
+                Some(KeyringAt::Etcd { opts: etcd, prefix }) => {
+                    Keyring::open_shared(&etcd, &prefix, &seal, opts.policy, stale_after)
+                        .map_err(keyring_error)?
+                }
+                None => return Err(CliError::new("--data DIR is required (or --keyring etcd)")),
+            };
             runtime()?.block_on(serve(keyring, &a.socket, a.admin_socket.as_deref(), &opts))
         }
         Command::Kms(cmd) => runtime()?.block_on(admin(cmd, &cli.client)),
@@ -644,8 +717,13 @@ fn init(a: InitArgs) -> Result<(), CliError> {
         seal::generate_keyfile(path)?;
         println!("wrote root key file {} (mode 0600)", path.display());
     }
-    let Some(data) = a.data else {
-        return Ok(());
+    let Some(at) = a.at.location()? else {
+        if a.generate_keyfile.is_some() {
+            return Ok(());
+        }
+        return Err(CliError::new(
+            "--data DIR is required (or --keyring etcd, or only --generate-keyfile PATH)",
+        ));
     };
     let seal: SealSpec = match (&a.seal, &a.generate_keyfile) {
         (Some(s), _) => s.parse()?,
@@ -663,17 +741,26 @@ fn init(a: InitArgs) -> Result<(), CliError> {
         )?),
         SealSpec::KeyFile(_) => None,
     };
-    let first = Keyring::init(
-        &data,
-        &seal,
-        &InitOptions {
-            algorithm: a.algorithm.into(),
-            kdf,
-        },
-    )?;
+    let init = InitOptions {
+        algorithm: a.algorithm.into(),
+        kdf,
+    };
+    let (first, place) = match at {
+        KeyringAt::Dir(data) => (
+            Keyring::init(&data, &seal, &init)?,
+            data.display().to_string(),
+        ),
+        KeyringAt::Etcd { opts, prefix } => (
+            Keyring::init_shared(&opts, &prefix, &seal, &init)?,
+            format!(
+                "etcd key {} ({})",
+                keyring::shared_key(&prefix),
+                opts.endpoints.join(",")
+            ),
+        ),
+    };
     println!(
-        "created keyring in {} sealed by {}; primary key_id {}",
-        data.display(),
+        "created keyring in {place} sealed by {}; primary key_id {}",
         seal.kind(),
         first.key_id
     );
@@ -712,20 +799,21 @@ fn policy(run: &RunArgs) -> Result<RotationPolicy, CliError> {
 }
 
 fn open_keyring(dir: &Path, seal: &SealSpec, policy: RotationPolicy) -> Result<Keyring, CliError> {
-    Keyring::open(dir, seal, policy).map_err(|e| {
-        let hint = match &e {
-            keyring::KeyringError::Unseal => Some(
-                "check that --seal names the root key or passphrase the keyring was created with",
-            ),
-            keyring::KeyringError::NotFound(_) => None,
-            _ => None,
-        };
-        let err = CliError::new(e);
-        match hint {
-            Some(h) => err.hint(h),
-            None => err,
+    Keyring::open(dir, seal, policy).map_err(keyring_error)
+}
+
+fn keyring_error(e: keyring::KeyringError) -> CliError {
+    let hint = match &e {
+        keyring::KeyringError::Unseal => {
+            Some("check that --seal names the root key or passphrase the keyring was created with")
         }
-    })
+        _ => None,
+    };
+    let err = CliError::new(e);
+    match hint {
+        Some(h) => err.hint(h),
+        None => err,
+    }
 }
 
 /// `RunArgs`, checked before anything is opened.

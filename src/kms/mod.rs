@@ -28,8 +28,8 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 const HEALTH_POLL: Duration = Duration::from_secs(5);
 
 /// Maps a keyring error to a gRPC status. Caller mistakes get a specific code and a message
-/// naming the field; decryption failures are one opaque status; everything else is `Internal`
-/// with the detail only in the log.
+/// naming the field; decryption failures are one opaque status; storage failures (e.g. etcd
+/// unreachable) are `Unavailable`; everything else is `Internal` with the detail only in the log.
 pub fn to_status(e: KeyringError) -> Status {
     match e {
         KeyringError::InvalidInput { field, reason } => {
@@ -39,6 +39,11 @@ pub fn to_status(e: KeyringError) -> Status {
         KeyringError::UnknownKey(id) => Status::not_found(format!("key_id: no key {id:?}")),
         KeyringError::Precondition(msg) => Status::failed_precondition(msg),
         KeyringError::Exhausted => Status::unavailable(KeyringError::Exhausted.to_string()),
+        // Where the keyring is stored and what failed (no key material): e.g. etcd is down.
+        e @ KeyringError::Storage { .. } => {
+            tracing::error!(error = %e, "keyring storage failed");
+            Status::unavailable(e.to_string())
+        }
         other => {
             tracing::error!(error = %other, "internal error");
             Status::internal("internal error; see the plugin's log")

@@ -1,7 +1,8 @@
 //! The keyring: key-encryption keys (KEKs) with ids, states and rotation, sealed at rest.
 //!
 //! # Persistence
-//! The keyring is one JSON document in a sled database under the data directory, stored as
+//! The keyring is one JSON document in a sled database under the data directory (or, shared by
+//! plugin replicas, under one key in etcd: see [`shared`]), stored as
 //! `HMAC-SHA256(mac_key, json) || json`. Every KEK's material inside it is sealed with
 //! XChaCha20-Poly1305 under `seal_key`, with associated data binding it to the keyring id, its
 //! id, sequence number, algorithm and creation time. `seal_key` and `mac_key` are derived from
@@ -29,7 +30,7 @@ use std::fmt;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,8 +40,14 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::backend::etcd::EtcdOptions;
 use crate::crypto::{self, AeadKey, Algorithm, CryptoError, Key32, TAG_LEN};
 use crate::seal::{self, KdfParams, RootKey, SealError, SealSpec};
+
+pub mod shared;
+
+use shared::{EtcdDoc, Saved};
+pub use shared::{CONFIRM_EVERY, DEFAULT_STALE_AFTER};
 
 /// Version byte of the ciphertext format.
 pub const CIPHERTEXT_VERSION: u8 = 1;
@@ -63,6 +70,10 @@ const AES_GCM_HARD_LIMIT: u64 = 1 << 31;
 /// Format of the keyring document and database layout.
 const FORMAT_VERSION: u64 = 1;
 const DB_FORMAT_KEY: &[u8] = b"format_version";
+/// Attempts of a compare-and-swap change of a shared keyring before giving up.
+const MAX_CAS_ATTEMPTS: usize = 16;
+/// Minimum time between reloads of a shared keyring for unknown key ids (ms).
+const MISS_RELOAD_INTERVAL_MS: i64 = 100;
 const DB_DOC_KEY: &[u8] = b"keyring";
 const INFO_SEAL: &[u8] = b"keyward/v1 kek-seal";
 const INFO_MAC: &[u8] = b"keyward/v1 keyring-mac";
@@ -74,6 +85,9 @@ pub enum KeyringError {
     /// There is no keyring in the data directory (operator: run `keyward kms init`).
     #[error("no keyring in {0}; create one with `keyward kms init --data {0} --seal ...`")]
     NotFound(PathBuf),
+    /// There is no keyring at this etcd key (operator: run `keyward kms init --keyring etcd`).
+    #[error("no keyring at {0}; create one with `keyward kms init --keyring etcd --etcd-endpoints ... --seal ...`")]
+    NotFoundShared(String),
     /// `init` found an existing keyring (operator's input).
     #[error("a keyring already exists in {0}; refusing to replace it")]
     Exists(PathBuf),
@@ -327,12 +341,26 @@ struct Snapshot {
 
 struct Writer {
     doc: Doc,
-    db: sled::Db,
+    /// The sled database, for a keyring kept in a data directory.
+    db: Option<sled::Db>,
     counters: HashMap<[u8; KEK_ID_LEN], Arc<Counter>>,
 }
 
+/// A keyring kept in etcd and shared by plugin replicas.
+struct SharedState {
+    doc: EtcdDoc,
+    /// etcd revision of the document this replica holds.
+    version: AtomicI64,
+    /// Report unhealthy when not confirmed current for this long.
+    stale_after_ms: i64,
+    /// Last reload for an unknown key id (ms since the epoch), to bound reloads.
+    last_miss_ms: AtomicI64,
+}
+
 struct Inner {
+    /// Where the keyring lives: the data directory, or an etcd label, for messages.
     dir: PathBuf,
+    shared: Option<SharedState>,
     snapshot: ArcSwap<Snapshot>,
     writer: Mutex<Writer>,
     seal_key: Key32,
@@ -487,40 +515,10 @@ impl Keyring {
         if db_path(dir).exists() {
             return Err(KeyringError::Exists(dir.to_owned()));
         }
-        let record = match spec {
-            SealSpec::KeyFile(_) => SealRecord::Keyfile,
-            SealSpec::PassphraseFile(_) => SealRecord::PassphraseFile {
-                argon2id: match &opts.kdf {
-                    Some(k) => k.clone(),
-                    None => KdfParams::recommended()?,
-                },
-            },
-        };
         // Read the root key before touching the directory, so a bad key file changes nothing.
-        let root = derive_root(spec, &record)?;
+        let (doc, mac_key, info) = new_doc(spec, opts)?;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
-        let keyring_id = crypto::random_array::<16>()?;
-        let seal_key = crypto::hkdf_expand(root.key(), INFO_SEAL);
-        let mac_key = crypto::hkdf_expand(root.key(), INFO_MAC);
-        let mut doc = Doc {
-            format: FORMAT_VERSION,
-            keyring_id: hex::encode(keyring_id),
-            algorithm: opts.algorithm.name().to_owned(),
-            seal: record,
-            next_seq: 1,
-            keys: Vec::new(),
-        };
-        let rec = new_key_record(&mut doc, &keyring_id, &seal_key, opts.algorithm)?;
-        let info = KeyInfo {
-            key_id: key_id_string(rec.seq, &parse_id(&rec.id)?),
-            seq: rec.seq,
-            state: KeyState::Primary,
-            algorithm: opts.algorithm,
-            created_unix: rec.created_unix,
-            encryptions: 0,
-        };
-        doc.keys.push(rec);
         let db = open_db(dir)?;
         db.insert(DB_FORMAT_KEY, FORMAT_VERSION.to_string().as_bytes())
             .map_err(storage_err(dir))?;
@@ -529,6 +527,22 @@ impl Keyring {
             let _ = fs::File::open(parent).and_then(|d| d.sync_all());
         }
         Ok(info)
+    }
+
+    /// Creates a keyring shared through etcd under `<prefix>/kms/keyring`, with its first KEK
+    /// sealed under the root key from `spec`. Refuses to replace an existing one.
+    pub fn init_shared(
+        etcd: &EtcdOptions,
+        prefix: &str,
+        spec: &SealSpec,
+        opts: &InitOptions,
+    ) -> Result<KeyInfo, KeyringError> {
+        let (doc, mac_key, info) = new_doc(spec, opts)?;
+        let store = EtcdDoc::connect(etcd, &shared_key(prefix))?;
+        match store.save(encode_doc(&doc, &mac_key)?, 0)? {
+            Saved::Done(_) => Ok(info),
+            Saved::Conflict => Err(KeyringError::Exists(PathBuf::from(store.label()))),
+        }
     }
 
     /// Opens and unseals the keyring in `dir`. A wrong root key fails before anything is written.
@@ -554,6 +568,61 @@ impl Keyring {
             .get(DB_DOC_KEY)
             .map_err(storage_err(dir))?
             .ok_or_else(|| KeyringError::NotFound(dir.to_owned()))?;
+        Self::unseal(&stored, spec, policy, dir.to_owned(), Some(db), None)
+    }
+
+    /// Opens and unseals the keyring shared through etcd under `<prefix>/kms/keyring`, and
+    /// follows changes other replicas make. The keyring reports unhealthy once it could not
+    /// confirm it is current for longer than `stale_after`.
+    pub fn open_shared(
+        etcd: &EtcdOptions,
+        prefix: &str,
+        spec: &SealSpec,
+        policy: RotationPolicy,
+        stale_after: Duration,
+    ) -> Result<Keyring, KeyringError> {
+        let store = EtcdDoc::connect(etcd, &shared_key(prefix))?;
+        let (stored, revision) = store
+            .load()?
+            .ok_or_else(|| KeyringError::NotFoundShared(store.label().to_owned()))?;
+        let label = PathBuf::from(store.label());
+        let shared = SharedState {
+            doc: store,
+            version: AtomicI64::new(revision),
+            stale_after_ms: i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX),
+            last_miss_ms: AtomicI64::new(0),
+        };
+        let keyring = Self::unseal(&stored, spec, policy, label, None, Some(shared))?;
+        let known = Arc::downgrade(&keyring.inner);
+        let target = Arc::downgrade(&keyring.inner);
+        if let Some(shared) = &keyring.inner.shared {
+            shared.doc.follow(
+                move || {
+                    known
+                        .upgrade()
+                        .and_then(|i| i.shared.as_ref().map(|s| s.version.load(Ordering::Acquire)))
+                },
+                move || {
+                    if let Some(inner) = target.upgrade() {
+                        if let Err(e) = (Keyring { inner }).refresh() {
+                            tracing::warn!(error = %e, "cannot reload the shared keyring");
+                        }
+                    }
+                },
+            );
+        }
+        Ok(keyring)
+    }
+
+    /// Checks the stored document with the root key and builds the keyring.
+    fn unseal(
+        stored: &[u8],
+        spec: &SealSpec,
+        policy: RotationPolicy,
+        dir: PathBuf,
+        db: Option<sled::Db>,
+        shared: Option<SharedState>,
+    ) -> Result<Keyring, KeyringError> {
         if stored.len() < 32 {
             return Err(KeyringError::Corrupt("keyring record is truncated".into()));
         }
@@ -579,17 +648,12 @@ impl Keyring {
             .parse()
             .map_err(|e: crypto::UnknownAlgorithm| KeyringError::Corrupt(e.to_string()))?;
         let mut counters = HashMap::new();
-        for rec in &doc.keys {
-            let c = Counter::default();
-            c.used.store(rec.encryptions_reserved, Ordering::Relaxed);
-            c.reserved
-                .store(rec.encryptions_reserved, Ordering::Relaxed);
-            counters.insert(parse_id(&rec.id)?, Arc::new(c));
-        }
+        add_counters(&doc, &mut counters)?;
         let snapshot = build_snapshot(&doc, &keyring_id, &seal_key, &counters)?;
         let seal_kind = doc.seal.kind();
         let inner = Arc::new(Inner {
-            dir: dir.to_owned(),
+            dir,
+            shared,
             snapshot: ArcSwap::from_pointee(snapshot),
             writer: Mutex::new(Writer { doc, db, counters }),
             seal_key,
@@ -610,6 +674,67 @@ impl Keyring {
         Ok(keyring)
     }
 
+    /// Reloads a shared keyring from etcd if another replica changed it. A no-op for a keyring
+    /// in a data directory.
+    pub fn refresh(&self) -> Result<(), KeyringError> {
+        if self.inner.shared.is_none() {
+            return Ok(());
+        }
+        let mut w = self.lock_writer();
+        self.reload_locked(&mut w)
+    }
+
+    /// Replaces the held document with the one in etcd, if it changed. The new document must
+    /// pass the MAC and belong to the same keyring.
+    fn reload_locked(&self, w: &mut Writer) -> Result<(), KeyringError> {
+        let Some(shared) = &self.inner.shared else {
+            return Err(KeyringError::Storage {
+                path: self.inner.dir.clone(),
+                message: "the keyring changed underneath this process".into(),
+            });
+        };
+        let (stored, revision) = shared
+            .doc
+            .load()?
+            .ok_or_else(|| KeyringError::NotFoundShared(shared.doc.label().to_owned()))?;
+        if revision == shared.version.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if stored.len() < 32 {
+            return Err(KeyringError::Corrupt("keyring record is truncated".into()));
+        }
+        let (tag, json) = stored.split_at(32);
+        if !crypto::hmac_sha256_verify(&self.inner.mac_key, json, tag) {
+            return Err(KeyringError::Unseal);
+        }
+        let doc: Doc =
+            serde_json::from_slice(json).map_err(|e| KeyringError::Corrupt(e.to_string()))?;
+        if doc.format != FORMAT_VERSION {
+            return Err(KeyringError::UnsupportedFormat(doc.format.to_string()));
+        }
+        if doc.keyring_id != hex::encode(self.inner.keyring_id) {
+            return Err(KeyringError::Corrupt(
+                "the shared keyring was replaced by another keyring".into(),
+            ));
+        }
+        add_counters(&doc, &mut w.counters)?;
+        let snapshot = build_snapshot(
+            &doc,
+            &self.inner.keyring_id,
+            &self.inner.seal_key,
+            &w.counters,
+        )?;
+        let before = self.inner.snapshot.load().primary.key_id.clone();
+        w.doc = doc;
+        shared.version.store(revision, Ordering::Release);
+        self.inner.snapshot.store(Arc::new(snapshot));
+        let after = self.inner.snapshot.load().primary.key_id.clone();
+        if before != after {
+            tracing::info!(key_id = %after, previous = %before, "primary key changed by another replica");
+        }
+        Ok(())
+    }
+
     /// Keyring-wide facts.
     pub fn info(&self) -> KeyringInfo {
         KeyringInfo {
@@ -622,8 +747,11 @@ impl Keyring {
 
     /// Health and primary key_id, without I/O or key derivation.
     pub fn health(&self) -> Health {
+        let current = self.inner.shared.as_ref().is_none_or(|sh| {
+            shared::now_ms() - sh.doc.confirmed_ms.load(Ordering::Acquire) <= sh.stale_after_ms
+        });
         Health {
-            healthy: self.inner.healthy.load(Ordering::Acquire),
+            healthy: self.inner.healthy.load(Ordering::Acquire) && current,
             primary_key_id: self.inner.snapshot.load().primary.key_id.clone(),
         }
     }
@@ -687,8 +815,20 @@ impl Keyring {
         let id: [u8; KEK_ID_LEN] = ciphertext[2..HEADER_LEN]
             .try_into()
             .expect("slice has KEK_ID_LEN bytes");
-        let snapshot = self.inner.snapshot.load();
-        let kek = snapshot.by_id.get(&id).ok_or(KeyringError::Decrypt)?;
+        let found = self.inner.snapshot.load().by_id.get(&id).cloned();
+        let kek = match found {
+            Some(kek) => kek,
+            None => {
+                self.refresh_for_unknown_key();
+                self.inner
+                    .snapshot
+                    .load()
+                    .by_id
+                    .get(&id)
+                    .cloned()
+                    .ok_or(KeyringError::Decrypt)?
+            }
+        };
         if !kek.state.decrypts() || kek.alg != alg {
             return Err(KeyringError::Decrypt);
         }
@@ -723,37 +863,81 @@ impl Keyring {
         ok
     }
 
-    /// Creates a new primary KEK; the old primary becomes decrypt-only. Blocking (fsync).
+    /// A shared keyring may lack a key another replica just created: reload from etcd, at most
+    /// once per [`MISS_RELOAD_INTERVAL_MS`] so that made-up key ids cannot flood etcd.
+    fn refresh_for_unknown_key(&self) {
+        let Some(shared) = &self.inner.shared else {
+            return;
+        };
+        let now = shared::now_ms();
+        let last = shared.last_miss_ms.load(Ordering::Acquire);
+        if now - last < MISS_RELOAD_INTERVAL_MS
+            || shared
+                .last_miss_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "cannot reload the shared keyring for an unknown key id");
+        }
+    }
+
+    /// Creates a new primary KEK; the old primary becomes decrypt-only. Blocking (fsync, or a
+    /// compare-and-swap in etcd). If another replica rotates the shared keyring meanwhile, its
+    /// new primary is the result: concurrent rotations never make two primaries, nor rotate
+    /// twice for one request.
     pub fn rotate(&self) -> Result<Rotated, KeyringError> {
         let mut w = self.lock_writer();
         let previous = self.inner.snapshot.load().primary.key_id.to_string();
-        let mut doc = w.doc.clone();
-        for rec in doc.keys.iter_mut() {
-            if rec.state == KeyState::Primary {
-                rec.state = KeyState::DecryptOnly;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            if *self.inner.snapshot.load().primary.key_id != *previous {
+                break;
             }
+            let mut doc = w.doc.clone();
+            for rec in doc.keys.iter_mut() {
+                if rec.state == KeyState::Primary {
+                    rec.state = KeyState::DecryptOnly;
+                }
+            }
+            let mut rec = new_key_record(
+                &mut doc,
+                &self.inner.keyring_id,
+                &self.inner.seal_key,
+                self.inner.algorithm,
+            )?;
+            rec.encryptions_reserved = RESERVATION_BLOCK;
+            let id = parse_id(&rec.id)?;
+            doc.keys.push(rec);
+            let counter = Arc::new(Counter::default());
+            counter.reserved.store(RESERVATION_BLOCK, Ordering::Relaxed);
+            w.counters.insert(id, counter);
+            if self.commit(&mut w, doc)? {
+                break;
+            }
+            self.reload_locked(&mut w)?;
         }
-        let mut rec = new_key_record(
-            &mut doc,
-            &self.inner.keyring_id,
-            &self.inner.seal_key,
-            self.inner.algorithm,
-        )?;
-        rec.encryptions_reserved = RESERVATION_BLOCK;
-        let id = parse_id(&rec.id)?;
-        doc.keys.push(rec);
-        let counter = Arc::new(Counter::default());
-        counter.reserved.store(RESERVATION_BLOCK, Ordering::Relaxed);
-        w.counters.insert(id, counter);
-        self.commit(&mut w, doc)?;
         drop(w);
         let primary = self.inner.snapshot.load().primary.info();
+        if primary.key_id == previous {
+            return Err(self.too_busy());
+        }
         tracing::info!(key_id = %primary.key_id, previous = %previous, "rotated primary key");
         self.self_test();
         Ok(Rotated {
             primary,
             previous_key_id: previous,
         })
+    }
+
+    fn too_busy(&self) -> KeyringError {
+        KeyringError::Storage {
+            path: self.inner.dir.clone(),
+            message: format!(
+                "the keyring kept changing under {MAX_CAS_ATTEMPTS} attempts; try again"
+            ),
+        }
     }
 
     /// Moves a decrypt-only KEK to disabled. Refuses the primary. Idempotent for disabled keys.
@@ -846,22 +1030,32 @@ impl Keyring {
     fn change_state(
         &self,
         key_id: &str,
-        f: impl FnOnce(&mut KeyRecord) -> Result<(), KeyringError>,
+        f: impl Fn(&mut KeyRecord) -> Result<(), KeyringError>,
     ) -> Result<KeyInfo, KeyringError> {
         let mut w = self.lock_writer();
-        let mut doc = w.doc.clone();
-        let rec = doc
-            .keys
-            .iter_mut()
-            .find(|r| {
-                parse_id(&r.id)
-                    .map(|id| key_id_string(r.seq, &id) == key_id)
-                    .unwrap_or(false)
-            })
-            .ok_or_else(|| KeyringError::UnknownKey(key_id.to_owned()))?;
-        f(rec)?;
-        self.commit(&mut w, doc)?;
+        let mut committed = false;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let mut doc = w.doc.clone();
+            let rec = doc
+                .keys
+                .iter_mut()
+                .find(|r| {
+                    parse_id(&r.id)
+                        .map(|id| key_id_string(r.seq, &id) == key_id)
+                        .unwrap_or(false)
+                })
+                .ok_or_else(|| KeyringError::UnknownKey(key_id.to_owned()))?;
+            f(rec)?;
+            if self.commit(&mut w, doc)? {
+                committed = true;
+                break;
+            }
+            self.reload_locked(&mut w)?;
+        }
         drop(w);
+        if !committed {
+            return Err(self.too_busy());
+        }
         let info = self
             .keys()
             .into_iter()
@@ -871,18 +1065,44 @@ impl Keyring {
         Ok(info)
     }
 
-    /// Persists `doc` durably, then publishes the new snapshot.
-    fn commit(&self, w: &mut Writer, doc: Doc) -> Result<(), KeyringError> {
+    /// Persists `doc` durably, then publishes the new snapshot. Returns false, changing
+    /// nothing, if another replica changed the shared keyring first (reload and retry).
+    fn commit(&self, w: &mut Writer, doc: Doc) -> Result<bool, KeyringError> {
         let snapshot = build_snapshot(
             &doc,
             &self.inner.keyring_id,
             &self.inner.seal_key,
             &w.counters,
         )?;
-        write_doc(&w.db, &self.inner.dir, &doc, &self.inner.mac_key)?;
+        if !self.persist(w, &doc)? {
+            return Ok(false);
+        }
         w.doc = doc;
         self.inner.snapshot.store(Arc::new(snapshot));
-        Ok(())
+        Ok(true)
+    }
+
+    /// Writes `doc` to the data directory (fsynced) or to etcd (compare-and-swap on the
+    /// revision this replica holds). False: etcd holds a newer document.
+    fn persist(&self, w: &Writer, doc: &Doc) -> Result<bool, KeyringError> {
+        if let Some(db) = &w.db {
+            write_doc(db, &self.inner.dir, doc, &self.inner.mac_key)?;
+            return Ok(true);
+        }
+        let Some(shared) = &self.inner.shared else {
+            return Err(KeyringError::Corrupt("the keyring has no storage".into()));
+        };
+        let value = encode_doc(doc, &self.inner.mac_key)?;
+        match shared
+            .doc
+            .save(value, shared.version.load(Ordering::Acquire))?
+        {
+            Saved::Done(revision) => {
+                shared.version.store(revision, Ordering::Release);
+                Ok(true)
+            }
+            Saved::Conflict => Ok(false),
+        }
     }
 
     fn count_encryption(&self, kek: &Kek) -> Result<(), KeyringError> {
@@ -904,25 +1124,36 @@ impl Keyring {
         Ok(())
     }
 
-    /// Makes sure at least `need` encryptions are reserved for `kek`, persisting `target` if not.
+    /// Makes sure at least `need` encryptions are reserved for `kek`, persisting up to `target`
+    /// if not.
+    ///
+    /// The stored count grows by exactly what this process adds to its own allowance, so with a
+    /// shared keyring the stored count bounds the encryptions of all replicas together (each
+    /// replica starts counting from the stored count, which can only over-count).
     fn reserve(&self, kek: &Kek, need: u64, target: u64) -> Result<(), KeyringError> {
         let mut w = self.lock_writer();
-        if kek.counter.reserved.load(Ordering::Acquire) >= need {
-            return Ok(());
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let local = kek.counter.reserved.load(Ordering::Acquire);
+            if local >= need {
+                return Ok(());
+            }
+            let delta = target.saturating_sub(local).max(need - local);
+            let mut doc = w.doc.clone();
+            let id = hex::encode(kek.id);
+            let rec = doc
+                .keys
+                .iter_mut()
+                .find(|r| r.id == id)
+                .ok_or_else(|| KeyringError::Corrupt("reserving for an unknown key".into()))?;
+            rec.encryptions_reserved = rec.encryptions_reserved.saturating_add(delta);
+            if self.persist(&w, &doc)? {
+                w.doc = doc;
+                kek.counter.reserved.store(local + delta, Ordering::Release);
+                return Ok(());
+            }
+            self.reload_locked(&mut w)?;
         }
-        let mut doc = w.doc.clone();
-        let id = hex::encode(kek.id);
-        let rec = doc
-            .keys
-            .iter_mut()
-            .find(|r| r.id == id)
-            .ok_or_else(|| KeyringError::Corrupt("reserving for an unknown key".into()))?;
-        rec.encryptions_reserved = rec.encryptions_reserved.max(target);
-        let reserved = rec.encryptions_reserved;
-        write_doc(&w.db, &self.inner.dir, &doc, &self.inner.mac_key)?;
-        w.doc = doc;
-        kek.counter.reserved.store(reserved, Ordering::Release);
-        Ok(())
+        Err(self.too_busy())
     }
 }
 
@@ -979,13 +1210,77 @@ fn new_key_record(
     })
 }
 
-fn write_doc(db: &sled::Db, dir: &Path, doc: &Doc, mac_key: &Key32) -> Result<(), KeyringError> {
+/// The stored form: `HMAC-SHA256(mac_key, json) || json`.
+fn encode_doc(doc: &Doc, mac_key: &Key32) -> Result<Vec<u8>, KeyringError> {
     let json = serde_json::to_vec(doc).map_err(|e| KeyringError::Corrupt(e.to_string()))?;
     let mut value = Vec::with_capacity(32 + json.len());
     value.extend_from_slice(&crypto::hmac_sha256(mac_key, &json));
     value.extend_from_slice(&json);
-    db.insert(DB_DOC_KEY, value).map_err(storage_err(dir))?;
+    Ok(value)
+}
+
+fn write_doc(db: &sled::Db, dir: &Path, doc: &Doc, mac_key: &Key32) -> Result<(), KeyringError> {
+    db.insert(DB_DOC_KEY, encode_doc(doc, mac_key)?)
+        .map_err(storage_err(dir))?;
     durable_flush(db, dir)
+}
+
+/// A new keyring document with its first KEK, its MAC key, and that KEK's info.
+fn new_doc(spec: &SealSpec, opts: &InitOptions) -> Result<(Doc, Key32, KeyInfo), KeyringError> {
+    let record = match spec {
+        SealSpec::KeyFile(_) => SealRecord::Keyfile,
+        SealSpec::PassphraseFile(_) => SealRecord::PassphraseFile {
+            argon2id: match &opts.kdf {
+                Some(k) => k.clone(),
+                None => KdfParams::recommended()?,
+            },
+        },
+    };
+    let root = derive_root(spec, &record)?;
+    let keyring_id = crypto::random_array::<16>()?;
+    let seal_key = crypto::hkdf_expand(root.key(), INFO_SEAL);
+    let mac_key = crypto::hkdf_expand(root.key(), INFO_MAC);
+    let mut doc = Doc {
+        format: FORMAT_VERSION,
+        keyring_id: hex::encode(keyring_id),
+        algorithm: opts.algorithm.name().to_owned(),
+        seal: record,
+        next_seq: 1,
+        keys: Vec::new(),
+    };
+    let rec = new_key_record(&mut doc, &keyring_id, &seal_key, opts.algorithm)?;
+    let info = KeyInfo {
+        key_id: key_id_string(rec.seq, &parse_id(&rec.id)?),
+        seq: rec.seq,
+        state: KeyState::Primary,
+        algorithm: opts.algorithm,
+        created_unix: rec.created_unix,
+        encryptions: 0,
+    };
+    doc.keys.push(rec);
+    Ok((doc, mac_key, info))
+}
+
+/// Counters for keys not yet counted, starting at their stored reservation.
+fn add_counters(
+    doc: &Doc,
+    counters: &mut HashMap<[u8; KEK_ID_LEN], Arc<Counter>>,
+) -> Result<(), KeyringError> {
+    for rec in &doc.keys {
+        counters.entry(parse_id(&rec.id)?).or_insert_with(|| {
+            let c = Counter::default();
+            c.used.store(rec.encryptions_reserved, Ordering::Relaxed);
+            c.reserved
+                .store(rec.encryptions_reserved, Ordering::Relaxed);
+            Arc::new(c)
+        });
+    }
+    Ok(())
+}
+
+/// The etcd key of a shared keyring under `prefix`.
+pub fn shared_key(prefix: &str) -> String {
+    format!("/{}/kms/keyring", prefix.trim_matches('/'))
 }
 
 fn build_snapshot(
