@@ -1,5 +1,5 @@
-//! keyward: a Kubernetes KMS v2/v1 plugin with a sealed, rotating keyring, and (in progress) an
-//! encrypted secret store with Kubernetes Secret semantics.
+//! keyward: a Kubernetes KMS v2/v1 plugin with a sealed, rotating keyring, and an encrypted
+//! secret store with Kubernetes Secret semantics.
 //!
 //! Modules, top to bottom (imports only point down):
 //!
@@ -13,12 +13,13 @@
 //!   (create, get, update, delete, list, watch, history, rollback) on a [`backend::Backend`],
 //!   every value encrypted by an [`encryption`] chain.
 //! - [`keyring`] owns key-encryption keys: their ids, states, counters, rotation policy and
-//!   sealed persistence in sled.
+//!   sealed persistence in sled, or in etcd shared by plugin replicas.
 //! - [`encryption`] owns encryption at rest as kube-apiserver does it: the
 //!   `EncryptionConfiguration` file and the provider chains (identity, aescbc, aesgcm, secretbox,
 //!   kms v1, kms v2) that turn a storage key and plaintext into stored bytes and back.
 //! - [`backend`] owns the storage seam: a revisioned key-value store with etcd's semantics
-//!   (revisions, conditional writes, watch, compaction) and its sled implementation.
+//!   (revisions, conditional writes, watch, compaction) and its implementations: sled embedded,
+//!   and etcd over etcd's v3 gRPC API.
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
 //! - [`names`] owns Kubernetes name rules (DNS-1123 labels and subdomains, FQDNs).
 //! - [`uds`] owns Unix domain sockets: safe binding for servers, gRPC channels for clients.
