@@ -178,6 +178,18 @@ async fn rotate_through_one_replica_encrypt_through_another_decrypt_through_a_th
     let c = Cluster::start(3, &[]);
     let (r1, r2, r3) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
     let (first, _) = status(&r1.socket).await;
+    let (ok, out, err) = run(&[
+        "kms",
+        "status",
+        "--admin-socket",
+        r1.admin.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let stored = format!(
+        "stored in:       etcd:{} key /keyward/kms/keyring",
+        c.etcd.endpoints_flag()
+    );
+    assert!(out.contains(&stored), "{out}");
     for r in &c.replicas {
         assert_eq!(status(&r.socket).await, (first.clone(), "ok".to_owned()));
     }
@@ -315,6 +327,7 @@ async fn etcd_outage_keeps_serving_and_reports_stale_after_the_bound() {
         let (k, h) = status(&socket).await;
         assert_eq!(k, key_id);
         if h != "ok" {
+            assert!(h.contains("etcd unreachable"), "{h}");
             assert!(
                 start.elapsed() >= Duration::from_secs(1),
                 "unhealthy too early"

@@ -887,7 +887,7 @@ async fn admin(cmd: KmsCommand, store: &client::ClientArgs) -> Result<(), CliErr
                     "keyring_id": s.keyring_id, "algorithm": s.algorithm, "seal": s.seal,
                     "rotate_after_seconds": s.rotate_after_seconds,
                     "rotate_after_encryptions": s.rotate_after_encryptions,
-                    "key_count": s.key_count,
+                    "key_count": s.key_count, "storage": s.storage,
                 })
                 .to_string()
             } else {
@@ -899,10 +899,11 @@ async fn admin(cmd: KmsCommand, store: &client::ClientArgs) -> Result<(), CliErr
                     }
                 };
                 format!(
-                    "healthz:         {}\nprimary key_id:  {}\nkeyring:         {}\nalgorithm:       {}\nsealed by:       {}\nkeys:            {}\nrotate after:    {} / {} encryptions",
+                    "healthz:         {}\nprimary key_id:  {}\nkeyring:         {}\nstored in:       {}\nalgorithm:       {}\nsealed by:       {}\nkeys:            {}\nrotate after:    {} / {} encryptions",
                     s.healthz,
                     s.primary_key_id,
                     s.keyring_id,
+                    s.storage,
                     s.algorithm,
                     s.seal,
                     s.key_count,

@@ -212,6 +212,8 @@ pub struct KeyringInfo {
     pub algorithm: Algorithm,
     /// `keyfile` or `passphrase-file`.
     pub seal: &'static str,
+    /// Where the keyring is stored: `sled:<dir>` or `etcd:<endpoints> key <key>`.
+    pub storage: String,
     /// Rotation policy in force.
     pub policy: RotationPolicy,
 }
@@ -393,8 +395,11 @@ impl fmt::Debug for Keyring {
 /// What `Status` needs, read without I/O.
 #[derive(Debug, Clone)]
 pub struct Health {
-    /// The last self-test passed.
+    /// The last self-test passed and, for a shared keyring, it was confirmed current within its
+    /// stale bound.
     pub healthy: bool,
+    /// Why not healthy, for `healthz`.
+    pub problem: Option<&'static str>,
     /// The primary KEK's key_id.
     pub primary_key_id: Arc<str>,
 }
@@ -741,6 +746,11 @@ impl Keyring {
             keyring_id: hex::encode(self.inner.keyring_id),
             algorithm: self.inner.algorithm,
             seal: self.inner.seal_kind,
+            storage: if self.inner.shared.is_some() {
+                self.inner.dir.display().to_string()
+            } else {
+                format!("sled:{}", self.inner.dir.display())
+            },
             policy: self.inner.policy,
         }
     }
@@ -750,8 +760,18 @@ impl Keyring {
         let current = self.inner.shared.as_ref().is_none_or(|sh| {
             shared::now_ms() - sh.doc.confirmed_ms.load(Ordering::Acquire) <= sh.stale_after_ms
         });
+        let tested = self.inner.healthy.load(Ordering::Acquire);
         Health {
-            healthy: self.inner.healthy.load(Ordering::Acquire) && current,
+            healthy: tested && current,
+            problem: if !tested {
+                Some("keyring self-test failed")
+            } else if !current {
+                Some(
+                    "shared keyring not confirmed current: etcd unreachable beyond the stale bound",
+                )
+            } else {
+                None
+            },
             primary_key_id: self.inner.snapshot.load().primary.key_id.clone(),
         }
     }

@@ -66,12 +66,7 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         let h = self.keyring.health();
         Ok(Response::new(v2_pb::StatusResponse {
             version: V2_VERSION.to_owned(),
-            healthz: if h.healthy {
-                "ok"
-            } else {
-                "keyring self-test failed"
-            }
-            .to_owned(),
+            healthz: h.problem.unwrap_or("ok").to_owned(),
             key_id: h.primary_key_id.to_string(),
         }))
     }
@@ -223,16 +218,12 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         let h = self.keyring.health();
         let info = self.keyring.info();
         Ok(Response::new(admin_pb::AdminStatusResponse {
-            healthz: if h.healthy {
-                "ok"
-            } else {
-                "keyring self-test failed"
-            }
-            .to_owned(),
+            healthz: h.problem.unwrap_or("ok").to_owned(),
             primary_key_id: h.primary_key_id.to_string(),
             keyring_id: info.keyring_id,
             algorithm: info.algorithm.name().to_owned(),
             seal: info.seal.to_owned(),
+            storage: info.storage,
             rotate_after_seconds: info.policy.max_age.map_or(0, |d| d.as_secs()),
             rotate_after_encryptions: info.policy.max_encryptions.unwrap_or(0),
             key_count: self.keyring.keys().len() as u32,
