@@ -283,7 +283,8 @@ struct StoreArgs {
     /// Storage key prefix, like kube-apiserver's --etcd-prefix.
     #[arg(long, default_value = "/registry", value_name = "PREFIX")]
     etcd_prefix: String,
-    /// Versions of each Secret kept for history and rollback (0 = all).
+    /// Versions of each Secret kept for history and rollback (0 = all). On etcd, which keeps
+    /// every version until it is compacted, the most versions `history` shows.
     #[arg(long, default_value_t = 10, value_name = "N")]
     history: usize,
     /// Feature gates, like kube-apiserver's; only KMSv1=true|false is known.
@@ -1109,6 +1110,7 @@ fn store_options(
 ) -> Result<serve::StoreOptions, CliError> {
     Ok(serve::StoreOptions {
         backend,
+        history: store.history,
         encryption_config,
         kms_v1: kms_v1_gate(store.feature_gates.as_deref())?,
         prefix: store.etcd_prefix.clone(),
@@ -1144,10 +1146,7 @@ fn server(a: ServerArgs) -> Result<(), CliError> {
                     "--etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --backend etcd",
                 ));
             }
-            serve::BackendSpec::Sled {
-                data,
-                history: a.store.history,
-            }
+            serve::BackendSpec::Sled { data }
         }
         (BackendArg::Sled, None) => {
             return Err(
@@ -1232,7 +1231,6 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
     let store_opts = store_options(
         serve::BackendSpec::Sled {
             data: dir.join("store"),
-            history: a.store.history,
         },
         config_path.clone(),
         store_socket.clone(),

@@ -152,6 +152,8 @@ pub(super) struct TcpOptions {
 #[derive(Debug, Clone)]
 pub(super) struct StoreOptions {
     pub backend: BackendSpec,
+    /// Versions per Secret kept (sled) and returned by history (both backends); 0 = all.
+    pub history: usize,
     pub encryption_config: PathBuf,
     pub kms_v1: bool,
     pub prefix: String,
@@ -168,21 +170,21 @@ pub(super) struct StoreOptions {
 /// Where the store keeps its data.
 #[derive(Debug, Clone)]
 pub(super) enum BackendSpec {
-    /// Embedded sled in `data`, keeping `history` versions per key.
-    Sled { data: PathBuf, history: usize },
+    /// Embedded sled in `data`.
+    Sled { data: PathBuf },
     /// An etcd cluster.
     Etcd(EtcdOptions),
 }
 
 impl BackendSpec {
     /// Opens the backend; for etcd, proves a member answers with a leader first.
-    async fn open(&self) -> Result<(Arc<dyn Backend>, String), CliError> {
+    async fn open(&self, history: usize) -> Result<(Arc<dyn Backend>, String), CliError> {
         match self {
-            BackendSpec::Sled { data, history } => {
+            BackendSpec::Sled { data } => {
                 let backend = SledBackend::open(
                     data,
                     SledOptions {
-                        history_per_key: *history,
+                        history_per_key: history,
                         ..SledOptions::default()
                     },
                 )?;
@@ -226,14 +228,16 @@ pub(super) async fn start_store(
         Some(t) => Some(tls_setup(t)?),
         None => None,
     };
-    let (backend, location) = opts.backend.open().await?;
+    let (backend, location) = opts.backend.open(opts.history).await?;
     let encryption = Encryption::build(&cfg).await;
     for k in encryption.kms_v2_status() {
         if !k.healthy {
             tracing::warn!(provider = %k.name, endpoint = %k.endpoint, error = ?k.error, "kms v2 plugin not ready; writes fail until it answers");
         }
     }
-    let store = Arc::new(Store::new(backend, Arc::new(encryption), &opts.prefix));
+    let store = Arc::new(
+        Store::new(backend, Arc::new(encryption), &opts.prefix).with_history_limit(opts.history),
+    );
     let reloader = opts.automatic_reload.then(|| {
         let target = store.clone();
         reload::spawn(

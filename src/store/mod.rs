@@ -216,6 +216,8 @@ pub struct Store {
     encryption: ArcSwap<Encryption>,
     prefix: String,
     watches: tokio_util::sync::CancellationToken,
+    /// Most versions `history` returns (0: all the backend retains).
+    history_limit: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -270,7 +272,16 @@ impl Store {
             encryption: ArcSwap::new(encryption),
             prefix,
             watches: tokio_util::sync::CancellationToken::new(),
+            history_limit: 0,
         }
+    }
+
+    /// Caps how many versions [`Store::history`] returns (0: every version the backend still
+    /// retains). The sled backend keeps a bounded number per key anyway; etcd keeps every
+    /// version until it is compacted, so the cap bounds the reads one call makes.
+    pub fn with_history_limit(mut self, limit: usize) -> Self {
+        self.history_limit = limit;
+        self
     }
 
     /// Ends every open watch stream (at shutdown, so that a server can drain).
@@ -822,7 +833,7 @@ impl Store {
                 },
                 secret: s,
             });
-            if cur.version <= 1 {
+            if cur.version <= 1 || out.len() == self.history_limit {
                 break;
             }
             match self
