@@ -233,10 +233,12 @@ impl EtcdClient {
                         Ordering::Relaxed,
                         Ordering::Relaxed,
                     );
-                    last = Some(Status::new(
-                        status.code(),
-                        format!("etcd {}: {}", self.members[i].url, status.message()),
-                    ));
+                    // A member that failed mid-request leaves the outcome unknown: Unavailable.
+                    last = Some(Status::unavailable(format!(
+                        "etcd {}: {}",
+                        self.members[i].url,
+                        status.message()
+                    )));
                     if !retry {
                         break;
                     }
@@ -314,54 +316,64 @@ impl EtcdClient {
         .await
     }
 
-    /// Opens a watch stream on the current endpoint (failing over like a read) and sends
-    /// `create`. Returns the request sender (keep it alive) and the response stream, after
-    /// etcd's `created` answer.
-    pub async fn watch(
-        &self,
-        create: pb::WatchCreateRequest,
-    ) -> Result<
-        (
-            tokio::sync::mpsc::Sender<pb::WatchRequest>,
-            tonic::Streaming<pb::WatchResponse>,
-            pb::WatchResponse,
-        ),
-        Status,
-    > {
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let first = pb::WatchRequest {
-            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
-        };
-        tx.send(first)
-            .await
-            .map_err(|_| Status::internal("watch request channel closed"))?;
-        let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
-        let mut stream = self
-            .call(true, |i| {
-                let mut c = WatchClient::new(self.members[i].channel.clone())
-                    .max_decoding_message_size(MAX_RESPONSE);
-                let rx = rx.clone();
-                async move {
-                    // A retry after a failed attempt needs a fresh request stream.
-                    let rx = rx.lock().await.take();
-                    let rx = match rx {
-                        Some(rx) => rx,
-                        None => {
-                            return Err(Status::unavailable("watch stream could not be opened"))
-                        }
-                    };
-                    c.watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-                        .await
-                }
-            })
-            .await?;
-        let created = match tokio::time::timeout(self.request_timeout, stream.message()).await {
-            Ok(Ok(Some(resp))) => resp,
-            Ok(Ok(None)) => return Err(Status::unavailable("etcd closed the watch stream")),
-            Ok(Err(status)) => return Err(status),
-            Err(_) => return Err(Status::deadline_exceeded("etcd did not confirm the watch")),
-        };
-        Ok((tx, stream, created))
+    /// Opens a watch stream on the current endpoint (failing over like a read), sends `create`
+    /// and waits for etcd's `created` answer. Returns the request sender (keep it alive: etcd
+    /// ends the watch when the client's side closes), the response stream, and that answer.
+    pub async fn watch(&self, create: pb::WatchCreateRequest) -> Result<WatchParts, Status> {
+        let timeout = self.request_timeout;
+        self.call(true, |i| {
+            let mut c = WatchClient::new(self.members[i].channel.clone())
+                .max_decoding_message_size(MAX_RESPONSE);
+            let create = create.clone();
+            async move {
+                // Each attempt needs its own request stream.
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let first = pb::WatchRequest {
+                    request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+                };
+                tx.send(first)
+                    .await
+                    .map_err(|_| Status::internal("watch request channel closed"))?;
+                let mut stream = c
+                    .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                let created = match tokio::time::timeout(timeout, stream.message()).await {
+                    Ok(Ok(Some(resp))) => resp,
+                    Ok(Ok(None)) => {
+                        return Err(Status::unavailable("etcd closed the watch stream"))
+                    }
+                    Ok(Err(status)) => return Err(status),
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded("etcd did not confirm the watch"))
+                    }
+                };
+                Ok(tonic::Response::new(WatchParts {
+                    requests: tx,
+                    responses: stream,
+                    created,
+                }))
+            }
+        })
+        .await
+    }
+}
+
+/// An open etcd watch.
+pub struct WatchParts {
+    /// The client's side of the stream; etcd ends the watch when it is dropped.
+    pub requests: tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    /// etcd's responses after `created`.
+    pub responses: tonic::Streaming<pb::WatchResponse>,
+    /// etcd's first answer (`created`, or `canceled` with the reason).
+    pub created: pb::WatchResponse,
+}
+
+impl std::fmt::Debug for WatchParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchParts")
+            .field("watch_id", &self.created.watch_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -604,6 +616,44 @@ impl EtcdBackend {
         self.client.txn(req).await.map_err(|s| self.error(s, None))
     }
 
+    /// Opens an etcd watch on `prefix` (every key when empty) from `from` (0: from now), with
+    /// `prev_kv`. A compacted `from` gives [`BackendError::Compacted`].
+    async fn open_watch(&self, prefix: &[u8], from: Revision) -> Result<WatchParts, BackendError> {
+        let (key, range_end) = if prefix.is_empty() {
+            (vec![0], vec![0])
+        } else {
+            (prefix.to_vec(), prefix_end(prefix))
+        };
+        let create = pb::WatchCreateRequest {
+            key,
+            range_end,
+            start_revision: from,
+            prev_kv: true,
+            ..Default::default()
+        };
+        let parts = self
+            .client
+            .watch(create)
+            .await
+            .map_err(|s| self.error(s, None))?;
+        let created = &parts.created;
+        if created.compact_revision > 0 {
+            self.compacted
+                .fetch_max(created.compact_revision, Ordering::Relaxed);
+            return Err(BackendError::Compacted {
+                requested: from,
+                compacted: created.compact_revision,
+            });
+        }
+        if created.canceled {
+            return Err(BackendError::Io(format!(
+                "etcd refused the watch: {}",
+                created.cancel_reason
+            )));
+        }
+        Ok(parts)
+    }
+
     /// Whether a read at `revision` is possible (not compacted).
     async fn readable_at(&self, revision: Revision) -> Result<bool, BackendError> {
         let req = pb::RangeRequest {
@@ -618,6 +668,133 @@ impl EtcdBackend {
                 Ok(false)
             }
             Err(s) => Err(self.error(s, Some(revision))),
+        }
+    }
+}
+
+/// Feeds one backend watch stream from etcd. When the member serving it fails, the watch is
+/// reopened (on the next reachable member) from the revision after the last event delivered,
+/// so a member failure loses and repeats nothing.
+struct WatchFeed {
+    backend: EtcdBackend,
+    prefix: Vec<u8>,
+    /// Revision of the next event to deliver.
+    next: Revision,
+    tx: tokio::sync::mpsc::Sender<Result<Event, BackendError>>,
+}
+
+/// How long a broken watch keeps trying to reopen before it reports `Unavailable`.
+const WATCH_RESUME_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl WatchFeed {
+    async fn run(mut self, mut parts: WatchParts) {
+        loop {
+            match self.pump(&mut parts).await {
+                Ok(()) => return,
+                Err(e @ BackendError::Compacted { .. }) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, next = self.next, "etcd watch broke; resuming");
+                    match self.resume().await {
+                        Some(p) => parts = p,
+                        None => {
+                            let _ = self.tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reopens the watch from `next`, retrying with backoff for [`WATCH_RESUME_FOR`].
+    async fn resume(&mut self) -> Option<WatchParts> {
+        let deadline = tokio::time::Instant::now() + WATCH_RESUME_FOR;
+        let mut pause = std::time::Duration::from_millis(50);
+        loop {
+            if self.tx.is_closed() {
+                return None;
+            }
+            match self.backend.open_watch(&self.prefix, self.next).await {
+                Ok(parts) => return Some(parts),
+                Err(e @ BackendError::Compacted { .. }) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return None;
+                }
+                Err(_) if tokio::time::Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Delivers events until the receiver goes (Ok) or etcd's stream fails (Err).
+    async fn pump(&mut self, parts: &mut WatchParts) -> Result<(), BackendError> {
+        loop {
+            let msg = tokio::select! {
+                _ = self.tx.closed() => return Ok(()),
+                msg = parts.responses.message() => msg,
+            };
+            let resp = match msg {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    return Err(BackendError::Unavailable(
+                        "etcd closed the watch stream".into(),
+                    ))
+                }
+                Err(status) => {
+                    return Err(BackendError::Unavailable(format!(
+                        "etcd watch failed: {}",
+                        status.message()
+                    )))
+                }
+            };
+            if resp.compact_revision > 0 {
+                self.backend
+                    .compacted
+                    .fetch_max(resp.compact_revision, Ordering::Relaxed);
+                return Err(BackendError::Compacted {
+                    requested: self.next,
+                    compacted: resp.compact_revision,
+                });
+            }
+            if resp.canceled {
+                return Err(BackendError::Unavailable(format!(
+                    "etcd cancelled the watch: {}",
+                    resp.cancel_reason
+                )));
+            }
+            // etcd sends every event of a revision in one response, so resuming after the
+            // last response's revision neither repeats nor skips an event.
+            let last = resp
+                .events
+                .iter()
+                .filter_map(|e| e.kv.as_ref())
+                .map(|kv| kv.mod_revision)
+                .max();
+            for ev in resp.events {
+                let kind = if ev.r#type == mvccpb::event::EventType::Delete as i32 {
+                    EventKind::Delete
+                } else {
+                    EventKind::Put
+                };
+                let Some(kv) = ev.kv else { continue };
+                let event = Event {
+                    kind,
+                    kv: kv_from(kv),
+                    prev: ev.prev_kv.map(kv_from),
+                };
+                if self.tx.send(Ok(event)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if let Some(last) = last {
+                self.next = self.next.max(last + 1);
+            }
         }
     }
 }
@@ -816,38 +993,7 @@ impl Backend for EtcdBackend {
                 "watch revision must not be negative, got {from}"
             )));
         }
-        let (key, range_end) = if prefix.is_empty() {
-            (vec![0], vec![0])
-        } else {
-            (prefix.to_vec(), prefix_end(prefix))
-        };
-        let create = pb::WatchCreateRequest {
-            key,
-            range_end,
-            start_revision: from,
-            prev_kv: true,
-            progress_notify: false,
-            ..Default::default()
-        };
-        let (requests, mut stream, created) = self
-            .client
-            .watch(create)
-            .await
-            .map_err(|s| self.error(s, None))?;
-        if created.canceled || created.compact_revision > 0 {
-            if created.compact_revision > 0 {
-                self.compacted
-                    .fetch_max(created.compact_revision, Ordering::Relaxed);
-                return Err(BackendError::Compacted {
-                    requested: from,
-                    compacted: created.compact_revision,
-                });
-            }
-            return Err(BackendError::Io(format!(
-                "etcd refused the watch: {}",
-                created.cancel_reason
-            )));
-        }
+        let parts = self.open_watch(prefix, from).await?;
         // A watch from a compacted revision is accepted and then cancelled: ask once.
         if from > 0 {
             let compacted = self.compacted_revision().await?;
@@ -858,73 +1004,20 @@ impl Backend for EtcdBackend {
                 });
             }
         }
+        // Revision of the next event this watch delivers.
+        let next = if from == 0 {
+            parts.created.header.as_ref().map_or(0, |h| h.revision) + 1
+        } else {
+            from
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
-        let compacted = self.compacted.clone();
-        tokio::spawn(async move {
-            // Keeps etcd's side of the stream open for as long as the watch lives.
-            let _requests = requests;
-            loop {
-                let msg = tokio::select! {
-                    _ = tx.closed() => return,
-                    msg = stream.message() => msg,
-                };
-                let resp = match msg {
-                    Ok(Some(resp)) => resp,
-                    Ok(None) => {
-                        let _ = tx
-                            .send(Err(BackendError::Unavailable(
-                                "etcd closed the watch stream".into(),
-                            )))
-                            .await;
-                        return;
-                    }
-                    Err(status) => {
-                        let _ = tx
-                            .send(Err(BackendError::Unavailable(format!(
-                                "etcd watch failed: {}",
-                                status.message()
-                            ))))
-                            .await;
-                        return;
-                    }
-                };
-                if resp.compact_revision > 0 {
-                    compacted.fetch_max(resp.compact_revision, Ordering::Relaxed);
-                    let _ = tx
-                        .send(Err(BackendError::Compacted {
-                            requested: from,
-                            compacted: resp.compact_revision,
-                        }))
-                        .await;
-                    return;
-                }
-                if resp.canceled {
-                    let _ = tx
-                        .send(Err(BackendError::Unavailable(format!(
-                            "etcd cancelled the watch: {}",
-                            resp.cancel_reason
-                        ))))
-                        .await;
-                    return;
-                }
-                for ev in resp.events {
-                    let kind = if ev.r#type == mvccpb::event::EventType::Delete as i32 {
-                        EventKind::Delete
-                    } else {
-                        EventKind::Put
-                    };
-                    let Some(kv) = ev.kv else { continue };
-                    let event = Event {
-                        kind,
-                        kv: kv_from(kv),
-                        prev: ev.prev_kv.map(kv_from),
-                    };
-                    if tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let feed = WatchFeed {
+            backend: self.clone(),
+            prefix: prefix.to_vec(),
+            next,
+            tx,
+        };
+        tokio::spawn(feed.run(parts));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
