@@ -35,11 +35,12 @@
 //! revision, reply to every request of the batch and send the batch's events to watchers. So
 //! concurrent writers share one `fsync`; a lone writer pays one.
 //!
-//! Readers read sled directly, but the writer holds a lock exclusively from the start of the
-//! commit until the batch is durable, and readers hold it shared while they read: every read
-//! (current or past) is a consistent snapshot and never observes a change that is not yet
-//! durable (the price: a read may wait for an `fsync` in progress). Watches only deliver durable
-//! changes too.
+//! Readers read sled directly under a lock that the writer holds exclusively only while it
+//! applies a batch in memory (microseconds), so every read (current or past) is a consistent
+//! snapshot. While the batch is being made durable, its revision and keys are published as *in
+//! flight*: a read that would touch one of those keys waits until the batch is durable and then
+//! reads again, so no read ever observes a change that is not yet durable, and reads of other
+//! keys do not wait for the `fsync` at all. Watches only deliver durable changes too.
 //!
 //! If the commit or the `fsync` fails, the batch's requests get [`BackendError::Io`] and the
 //! backend refuses every later request with [`BackendError::Unavailable`]: after a failed
@@ -176,9 +177,12 @@ struct Shared {
     history: Tree,
     meta: Tree,
     opts: SledOptions,
-    /// Held exclusively by the writer from the start of a commit until it is durable, and
-    /// shared by readers while they read, so that reads see only durable, whole batches.
-    commit_lock: RwLock<()>,
+    /// Held exclusively by the writer while it applies a batch (and through a compaction),
+    /// shared by readers while they read; holds the batch being made durable, if any.
+    commit_lock: RwLock<Option<Arc<Inflight>>>,
+    /// The durable revision, and whether the write path failed: readers that touched an
+    /// in-flight batch wait on it.
+    durable: tokio::sync::watch::Sender<(Revision, bool)>,
     /// The current (durable) revision.
     current: AtomicI64,
     /// The compacted revision.
@@ -328,7 +332,8 @@ impl SledBackend {
             history,
             meta,
             opts,
-            commit_lock: RwLock::new(()),
+            commit_lock: RwLock::new(None),
+            durable: tokio::sync::watch::Sender::new((current, false)),
             current: AtomicI64::new(current),
             compacted: AtomicI64::new(compacted),
             failed: AtomicBool::new(false),
@@ -404,14 +409,55 @@ impl Drop for SledBackend {
 }
 
 impl Shared {
-    fn read_guard(&self) -> Result<RwLockReadGuard<'_, ()>, BackendError> {
+    fn read_guard(&self) -> Result<RwLockReadGuard<'_, Option<Arc<Inflight>>>, BackendError> {
         let guard = self.commit_lock.read().unwrap_or_else(|e| e.into_inner());
         self.check_failed()?;
         Ok(guard)
     }
 
-    fn write_guard(&self) -> RwLockWriteGuard<'_, ()> {
+    fn write_guard(&self) -> RwLockWriteGuard<'_, Option<Arc<Inflight>>> {
         self.commit_lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `revision` is durable, or fails if the write path failed or closed.
+    async fn wait_durable(&self, revision: Revision) -> Result<(), BackendError> {
+        let mut rx = self.durable.subscribe();
+        rx.wait_for(|(durable, failed)| *durable >= revision || *failed)
+            .await
+            .map_err(|_| writer_gone())?;
+        self.check_failed()
+    }
+
+    /// A range read; the caller holds the commit lock and checked it touches no in-flight key.
+    fn range_locked(&self, req: &RangeRequest) -> Result<RangeResponse, BackendError> {
+        let current = self.current.load(Ordering::Acquire);
+
+        let revision = match req.revision {
+            None => current,
+            Some(rev) => {
+                self.check_read_revision(rev)?;
+                rev
+            }
+        };
+        if req.end.as_ref().is_some_and(|end| *end <= req.start) {
+            return Ok(RangeResponse {
+                kvs: Vec::new(),
+                more: false,
+                revision,
+            });
+        }
+        let mut kvs = if revision == current {
+            self.range_current(req)?
+        } else {
+            self.range_at(req, revision)?
+        };
+        let more = req.limit > 0 && kvs.len() > req.limit;
+        kvs.truncate(if req.limit > 0 { req.limit } else { kvs.len() });
+        Ok(RangeResponse {
+            kvs,
+            more,
+            revision,
+        })
     }
 
     fn check_failed(&self) -> Result<(), BackendError> {
@@ -577,51 +623,43 @@ impl Backend for SledBackend {
     ) -> Result<(Option<KeyValue>, Revision), BackendError> {
         check_key(key)?;
         let shared = &self.shared;
-        let _guard = shared.read_guard()?;
-        let current = shared.current.load(Ordering::Acquire);
-        match revision {
-            None => Ok((shared.get_current(key)?, current)),
-            Some(rev) => {
-                shared.check_read_revision(rev)?;
-                if rev == current {
-                    Ok((shared.get_current(key)?, rev))
-                } else {
-                    Ok((shared.get_at(key, rev)?, rev))
+        loop {
+            let pending = {
+                let guard = shared.read_guard()?;
+                match guard.as_ref().filter(|b| b.keys.contains(key)) {
+                    Some(batch) => batch.revision,
+                    None => {
+                        let current = shared.current.load(Ordering::Acquire);
+                        return match revision {
+                            None => Ok((shared.get_current(key)?, current)),
+                            Some(rev) => {
+                                shared.check_read_revision(rev)?;
+                                if rev == current {
+                                    Ok((shared.get_current(key)?, rev))
+                                } else {
+                                    Ok((shared.get_at(key, rev)?, rev))
+                                }
+                            }
+                        };
+                    }
                 }
-            }
+            };
+            shared.wait_durable(pending).await?;
         }
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
         let shared = &self.shared;
-        let _guard = shared.read_guard()?;
-        let current = shared.current.load(Ordering::Acquire);
-        let revision = match req.revision {
-            None => current,
-            Some(rev) => {
-                shared.check_read_revision(rev)?;
-                rev
-            }
-        };
-        if req.end.as_ref().is_some_and(|end| *end <= req.start) {
-            return Ok(RangeResponse {
-                kvs: Vec::new(),
-                more: false,
-                revision,
-            });
+        loop {
+            let pending = {
+                let guard = shared.read_guard()?;
+                match guard.as_ref().filter(|b| b.touches_range(&req)) {
+                    Some(batch) => batch.revision,
+                    None => return shared.range_locked(&req),
+                }
+            };
+            shared.wait_durable(pending).await?;
         }
-        let mut kvs = if revision == current {
-            shared.range_current(&req)?
-        } else {
-            shared.range_at(&req, revision)?
-        };
-        let more = req.limit > 0 && kvs.len() > req.limit;
-        kvs.truncate(if req.limit > 0 { req.limit } else { kvs.len() });
-        Ok(RangeResponse {
-            kvs,
-            more,
-            revision,
-        })
     }
 
     async fn put(
@@ -872,6 +910,26 @@ impl KeyHistory {
     }
 }
 
+/// A batch applied in memory and being made durable: reads touching its keys wait for it.
+#[derive(Debug)]
+struct Inflight {
+    revision: Revision,
+    keys: std::collections::BTreeSet<Vec<u8>>,
+}
+
+impl Inflight {
+    /// Whether a range read (prefix when `end` is None) includes one of this batch's keys.
+    fn touches_range(&self, req: &RangeRequest) -> bool {
+        match self.keys.range(req.start.clone()..).next() {
+            None => false,
+            Some(first) => match &req.end {
+                None => first.starts_with(&req.start),
+                Some(end) => first < end,
+            },
+        }
+    }
+}
+
 /// One applied change of a batch.
 struct Change {
     key: Vec<u8>,
@@ -926,6 +984,9 @@ impl Writer {
     fn fail(&self, error: &BackendError) {
         tracing::error!(%error, "sled backend write failed; refusing further requests");
         self.shared.failed.store(true, Ordering::Release);
+        self.shared
+            .durable
+            .send_modify(|(_, failed)| *failed = true);
     }
 
     fn commit(&mut self, writes: Vec<WriteRequest>) {
@@ -1082,7 +1143,7 @@ impl Writer {
         }
 
         {
-            let _guard = shared.write_guard();
+            let mut guard = shared.write_guard();
             let committed: Result<(), TransactionError<()>> =
                 (&shared.kv, &shared.log, &shared.history, &shared.meta).transaction(
                     |(kv, log, history, meta)| {
@@ -1098,13 +1159,23 @@ impl Writer {
                 self.fail(&error);
                 return Err(error);
             }
-            if let Err(error) = self.files.make_durable(&shared.db) {
-                self.fail(&error);
-                return Err(error);
-            }
+            // Reads of these keys wait until the batch is durable; other reads go on.
+            *guard = Some(Arc::new(Inflight {
+                revision,
+                keys: changes.iter().map(|c| c.key.clone()).collect(),
+            }));
+        }
+        if let Err(error) = self.files.make_durable(&shared.db) {
+            self.fail(&error);
+            return Err(error);
+        }
+        {
+            let mut guard = shared.write_guard();
             shared.compacted.store(compacted, Ordering::Release);
             shared.current.store(revision, Ordering::Release);
+            *guard = None;
         }
+        shared.durable.send_replace((revision, false));
         // No receivers is fine.
         let _ = self.events.send(Arc::new(events));
         if compacted > compacted_before {
