@@ -1,7 +1,8 @@
-//! `SledBackend` checked against a simple `BTreeMap` model with proptest (writes, conditional
-//! writes, reads at past revisions, ranges with limits and continuation, compaction, log
-//! retention, per-key history limits and reopening), plus focused tests of watch, format
-//! versioning, group commit and shutdown.
+//! `SledBackend` and `EtcdBackend` (on a real etcd server) checked against a simple `BTreeMap`
+//! model with proptest (writes, conditional writes, reads at past revisions, ranges with limits
+//! and continuation, compaction, reopening; for sled also log retention and per-key history
+//! limits), plus focused tests of watch, compaction, racing writers and odd inputs on both
+//! backends, and of sled's format versioning, group commit and shutdown.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -631,35 +632,47 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
         prop_assert_eq!(got, model.range(&req), "final range @{}", revision);
     }
 
-    // The change log, through a watch: everything retained, then nothing more.
-    let from = model.compacted.max(2);
+    // The change log, through a watch: everything retained, then nothing more. The etcd
+    // backend replays from the revision after the compacted one (see
+    // `etcd_watch_at_the_compacted_revision_is_refused_rather_than_missing_a_delete`).
+    let etcd = matches!(subject, Subject::Etcd(_));
+    let replayable = if etcd && model.compacted > 1 {
+        model.compacted + 1
+    } else {
+        model.compacted
+    };
+    let from = replayable.max(2);
+    if etcd && model.compacted > 1 {
+        let got = rt
+            .block_on(b.watch(b"", model.compacted))
+            .map(|_| ())
+            .map_err(fail);
+        prop_assert_eq!(
+            got,
+            Err(Fail::Compacted {
+                requested: model.compacted,
+                compacted: replayable
+            })
+        );
+    }
     if from <= model.rev {
-        let events = rt.block_on(async {
-            let mut stream = b.watch(b"", from).await.expect("watch");
-            let mut events = Vec::new();
-            for _ in from..=model.rev {
-                match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-                    Ok(Some(Ok(event))) => events.push(event),
-                    other => panic!("watch ended early: {other:?}"),
-                }
-            }
-            events
-        });
-        let etcd = matches!(subject, Subject::Etcd(_));
         let want: Vec<Event> = model
             .events
             .iter()
             .filter(|e| e.kv.mod_revision >= from)
             .cloned()
-            .map(|mut e| {
-                // etcd reads an event's prev at the revision before it, which compaction has
-                // removed for the event at exactly the compacted revision.
-                if etcd && model.compacted > 1 && e.kv.mod_revision == model.compacted {
-                    e.prev = None;
-                }
-                e
-            })
             .collect();
+        let events = rt.block_on(async {
+            let mut stream = b.watch(b"", from).await.expect("watch");
+            let mut events = Vec::new();
+            for _ in 0..want.len() {
+                match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+                    Ok(Some(Ok(event))) => events.push(event),
+                    other => panic!("watch ended early after {events:?}: {other:?}"),
+                }
+            }
+            events
+        });
         prop_assert_eq!(events, want, "watch replay from {}", from);
     }
     if model.compacted > 1 {
@@ -671,7 +684,7 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
             got,
             Err(Fail::Compacted {
                 requested: model.compacted - 1,
-                compacted: model.compacted
+                compacted: replayable
             })
         );
     }
@@ -714,9 +727,52 @@ proptest! {
 
 // ---------------------------------------------------------------------------------------------
 // Focused tests
+//
+// A test of the `Backend` contract is a function of the backend and runs twice: on sled (the
+// plain name) and on a real etcd server (the `etcd_` twin). Where etcd legitimately differs, the
+// function says so at that assertion. Tests of sled internals (format versions, group commit
+// statistics, the directory lock, log retention, blob files) run on sled only.
 
 fn open(path: &Path) -> SledBackend {
     SledBackend::open(path, SledOptions::default()).expect("open")
+}
+
+/// A fresh, empty backend for one focused test: a sled directory, or its own etcd server.
+enum Fresh {
+    Sled {
+        dir: tempfile::TempDir,
+        opts: SledOptions,
+    },
+    Etcd(common::etcd::Etcd),
+}
+
+impl Fresh {
+    fn sled(opts: SledOptions) -> Fresh {
+        Fresh::Sled {
+            dir: tempfile::tempdir().expect("temp dir"),
+            opts,
+        }
+    }
+
+    /// Starts an etcd server (blocks for about half a second).
+    fn etcd() -> Fresh {
+        Fresh::Etcd(common::etcd::Etcd::start())
+    }
+
+    /// A new handle on this backend's data: sled reopens its directory, etcd gets a new client.
+    /// Must be called inside a tokio runtime.
+    fn open(&self) -> Arc<dyn Backend> {
+        match self {
+            Fresh::Sled { dir, opts } => {
+                Arc::new(SledBackend::open(&dir.path().join("store"), *opts).expect("open"))
+            }
+            Fresh::Etcd(etcd) => Arc::new(EtcdBackend::connect(&etcd.options()).expect("connect")),
+        }
+    }
+
+    fn is_etcd(&self) -> bool {
+        matches!(self, Fresh::Etcd(_))
+    }
 }
 
 fn applied(outcome: Result<WriteOutcome, BackendError>) -> Revision {
@@ -733,15 +789,10 @@ async fn next_event(stream: &mut WatchStream) -> Event {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_replays_then_follows_live_without_gap_or_duplicate() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    // Unlimited per-key history, so that the state at revision 9 can still be read at the end.
-    let opts = SledOptions {
-        history_per_key: 0,
-        ..SledOptions::default()
-    };
-    let backend = Arc::new(SledBackend::open(dir.path(), opts).expect("open"));
+/// Watches from a past revision replay, then follow live changes from four racing writers, with
+/// no gap and no duplicate; a prefix watch sees exactly its keys; every `prev` is the key's value
+/// before the change. Needs the state at revision 9 to stay readable to the end.
+async fn watch_replays_then_follows_live(backend: Arc<dyn Backend>) {
     let keys: [&[u8]; 3] = [b"w/a", b"w/b", b"x/c"];
     for i in 0..30u32 {
         applied(
@@ -831,12 +882,26 @@ async fn watch_replays_then_follows_live_without_gap_or_duplicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lagging_watch_catches_up_from_the_log() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = open(dir.path());
+async fn watch_replays_then_follows_live_without_gap_or_duplicate() {
+    // Unlimited per-key history, so that the state at revision 9 can still be read at the end.
+    let fresh = Fresh::sled(SledOptions {
+        history_per_key: 0,
+        ..SledOptions::default()
+    });
+    watch_replays_then_follows_live(fresh.open()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_replays_then_follows_live_without_gap_or_duplicate() {
+    // etcd keeps every revision until it is compacted.
+    let fresh = Fresh::etcd();
+    watch_replays_then_follows_live(fresh.open()).await;
+}
+
+/// A watcher that reads nothing while 1500 changes are made still gets every one of them, in
+/// order, once.
+async fn lagging_watch_catches_up(backend: Arc<dyn Backend>) {
     let mut stream = backend.watch(b"", 0).await.expect("watch");
-    // Not reading: the stream buffer (256) and the live channel (1024 batches) overflow, so the
-    // watch must re-read the missed revisions from the log.
     let writes = 1500;
     for i in 0..writes {
         applied(
@@ -855,36 +920,98 @@ async fn a_lagging_watch_catches_up_from_the_log() {
     assert_eq!(next_event(&mut stream).await.kv.mod_revision, rev);
 }
 
-#[tokio::test]
-async fn watch_below_the_compacted_revision_fails() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = open(&dir.path().join("explicit"));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watch_catches_up_from_the_log() {
+    // The stream buffer (256) and the live channel (1024 batches) overflow, so the watch must
+    // re-read the missed revisions from the log.
+    let fresh = Fresh::sled(SledOptions::default());
+    lagging_watch_catches_up(fresh.open()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_lagging_watch_catches_up() {
+    // keyward's buffer (256 events) fills, its forwarding task stops reading, the gRPC stream
+    // back-pressures and etcd moves the watcher to its slow ("victim") list, from which it
+    // resends the missed revisions from its store.
+    let fresh = Fresh::etcd();
+    lagging_watch_catches_up(fresh.open()).await;
+}
+
+/// Reads and watches below the compacted revision fail with `Compacted`; at it they work.
+async fn compaction_bounds_reads_and_watches(fresh: &Fresh) {
+    let backend = fresh.open();
     for i in 0..10u8 {
         applied(backend.put(&[b'k', i % 3], vec![i], Expect::Any).await);
     }
     backend.compact(6).await.expect("compact");
     assert_eq!(backend.compacted_revision().await.expect("compacted"), 6);
+    // etcd cannot replay the compacted revision itself whole (a delete there is dropped, and
+    // no event there has its prev): the etcd backend refuses it and says to start after it.
+    let replayable = if fresh.is_etcd() { 7 } else { 6 };
     match backend.watch(b"", 5).await {
         Err(BackendError::Compacted {
             requested: 5,
-            compacted: 6,
-        }) => {}
+            compacted,
+        }) if compacted == replayable => {}
         Err(other) => panic!("expected Compacted, got {other:?}"),
         Ok(_) => panic!("expected Compacted, got a stream"),
     }
-    let mut stream = backend
-        .watch(b"", 6)
-        .await
-        .expect("watch at the compacted revision");
-    assert_eq!(next_event(&mut stream).await.kv.mod_revision, 6);
+    let mut stream = if fresh.is_etcd() {
+        match backend.watch(b"", 6).await {
+            Err(BackendError::Compacted {
+                requested: 6,
+                compacted: 7,
+            }) => {}
+            Err(other) => panic!("expected Compacted, got {other:?}"),
+            Ok(_) => panic!("expected Compacted, got a stream"),
+        }
+        backend
+            .watch(b"", 7)
+            .await
+            .expect("watch after the compacted revision")
+    } else {
+        let mut stream = backend
+            .watch(b"", 6)
+            .await
+            .expect("watch at the compacted revision");
+        let first = next_event(&mut stream).await;
+        assert_eq!(
+            (first.kv.key.as_slice(), first.kv.mod_revision),
+            (&b"k\x01"[..], 6)
+        );
+        let prev = first.prev.map(|p| (p.value, p.mod_revision));
+        assert_eq!(prev, Some((vec![1], 3)));
+        stream
+    };
+    let next = next_event(&mut stream).await;
+    assert_eq!(next.kv.mod_revision, 7);
+    // Every replayed event after the compacted revision has its prev.
+    assert!(next.prev.is_some(), "{next:?}");
     assert!(matches!(
         backend.get(b"k\x00", Some(5)).await,
         Err(BackendError::Compacted { .. })
     ));
+    let (kv, _) = backend.get(b"k\x00", Some(6)).await.expect("get at 6");
+    assert_eq!(kv.map(|kv| kv.mod_revision), Some(5));
     assert!(matches!(
         backend.compact(100).await,
         Err(BackendError::FutureRevision { .. })
     ));
+    // Compacting again below or at the compacted revision changes nothing.
+    backend.compact(4).await.expect("compact below");
+    backend.compact(6).await.expect("compact again");
+    assert_eq!(backend.compacted_revision().await.expect("compacted"), 6);
+    // A new handle sees the same bound.
+    drop(stream);
+    drop(backend);
+    let backend = fresh.open();
+    assert_eq!(backend.compacted_revision().await.expect("compacted"), 6);
+}
+
+#[tokio::test]
+async fn watch_below_the_compacted_revision_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    compaction_bounds_reads_and_watches(&Fresh::sled(SledOptions::default())).await;
 
     // Log retention compacts by itself.
     let opts = SledOptions {
@@ -906,6 +1033,66 @@ async fn watch_below_the_compacted_revision_fails() {
     ));
     let mut stream = backend.watch(b"r", 17).await.expect("watch");
     assert_eq!(next_event(&mut stream).await.kv.value, vec![15]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_below_the_compacted_revision_fails() {
+    // etcd has no log retention of its own: it keeps every revision until told to compact.
+    compaction_bounds_reads_and_watches(&Fresh::etcd()).await;
+}
+
+/// A delete at exactly the compacted revision is still replayed to a watch from that revision
+/// (the contract: every change at revisions `>= from`, for any `from` not below the compacted
+/// revision).
+async fn delete_at_the_compacted_revision_is_replayed(backend: Arc<dyn Backend>) {
+    applied(backend.put(b"d", b"1".to_vec(), Expect::Absent).await);
+    let deleted = applied(backend.delete(b"d", Expect::Any).await);
+    let after = applied(backend.put(b"e", b"2".to_vec(), Expect::Any).await);
+    backend.compact(deleted).await.expect("compact");
+    let mut stream = backend
+        .watch(b"", deleted)
+        .await
+        .expect("watch at the compacted revision");
+    let first = next_event(&mut stream).await;
+    assert_eq!(
+        (first.kind, first.kv.key.as_slice(), first.kv.mod_revision),
+        (EventKind::Delete, &b"d"[..], deleted),
+        "the delete at the compacted revision was not replayed"
+    );
+    assert_eq!(next_event(&mut stream).await.kv.mod_revision, after);
+}
+
+#[tokio::test]
+async fn watch_at_the_compacted_revision_replays_a_delete_there() {
+    let fresh = Fresh::sled(SledOptions::default());
+    delete_at_the_compacted_revision_is_replayed(fresh.open()).await;
+}
+
+/// etcd before 3.4.34 / 3.5.16 (Debian ships 3.4.23) removes a tombstone at exactly the
+/// compaction revision, so a watch from there would silently skip the delete
+/// (etcd-io/etcd#18089, fixed by #18274, backported in #18475 and #18474). The etcd backend
+/// refuses that watch as compacted instead of losing the event; from the next revision on, it
+/// replays everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_at_the_compacted_revision_is_refused_rather_than_missing_a_delete() {
+    let fresh = Fresh::etcd();
+    let backend = fresh.open();
+    applied(backend.put(b"d", b"1".to_vec(), Expect::Absent).await);
+    let deleted = applied(backend.delete(b"d", Expect::Any).await);
+    let after = applied(backend.put(b"e", b"2".to_vec(), Expect::Any).await);
+    backend.compact(deleted).await.expect("compact");
+    match backend.watch(b"", deleted).await {
+        Err(BackendError::Compacted {
+            requested,
+            compacted,
+        }) => assert_eq!((requested, compacted), (deleted, deleted + 1)),
+        Err(other) => panic!("expected Compacted, got {other:?}"),
+        Ok(_) => panic!("a watch from the compacted revision must be refused on etcd"),
+    }
+    let mut stream = backend.watch(b"", deleted + 1).await.expect("watch");
+    let ev = next_event(&mut stream).await;
+    assert_eq!(ev.kv.mod_revision, after);
+    assert!(ev.prev.is_none(), "e was created at {after}");
 }
 
 /// Opens a sled database directly, waiting for a previous user in this process to let go of it
@@ -966,10 +1153,10 @@ fn unknown_format_versions_are_refused() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_conditional_writers_exactly_one_wins_per_revision() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let backend = Arc::new(open(dir.path()));
+/// 64 conditional writers race on one key, round after round: exactly one wins each round with
+/// the next revision, every loser gets a conflict showing the winner. Then 64 unconditional
+/// writers all win, with unique, contiguous revisions.
+async fn racing_writers(backend: Arc<dyn Backend>) {
     let mut mod_revision = applied(
         backend
             .put(b"race", b"start".to_vec(), Expect::Absent)
@@ -1041,8 +1228,21 @@ async fn racing_conditional_writers_exactly_one_wins_per_revision() {
     }
     revisions.sort_unstable();
     assert_eq!(revisions, (start + 1..=start + 320).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_writers_exactly_one_wins_per_revision() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = Arc::new(open(dir.path()));
+    racing_writers(backend.clone()).await;
     let stats = backend.writer_stats();
     assert!(stats.batches <= stats.requests, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_racing_conditional_writers_exactly_one_wins_per_revision() {
+    let fresh = Fresh::etcd();
+    racing_writers(fresh.open()).await;
 }
 
 #[test]
@@ -1072,11 +1272,45 @@ fn opens_and_drops_inside_and_outside_a_runtime() {
     drop(backend);
 }
 
-#[tokio::test]
-async fn odd_inputs_are_errors_or_values_never_panics() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("store");
-    let backend = open(&path);
+/// etcd's client connects inside a runtime (its channels need one) and may be dropped inside or
+/// outside it; a new client, on another runtime, sees what the first one wrote.
+#[test]
+fn etcd_connects_inside_a_runtime_and_drops_inside_or_outside_it() {
+    let etcd = common::etcd::Etcd::start();
+    let connect = || EtcdBackend::connect(&etcd.options()).expect("connect");
+    let rt = runtime();
+    let backend = rt.block_on(async { connect() });
+    let rev = rt.block_on(backend.put(b"k", b"v".to_vec(), Expect::Any));
+    assert_eq!(applied(rev), 2);
+    rt.block_on(async move { drop(backend) });
+    let backend = {
+        let _guard = rt.enter();
+        connect()
+    };
+    let (kv, rev) = rt.block_on(backend.get(b"k", None)).expect("get");
+    assert_eq!((kv.expect("kept").value, rev), (b"v".to_vec(), 2));
+    drop(backend);
+    drop(rt);
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let backend = multi.block_on(async { connect() });
+    assert_eq!(
+        multi
+            .block_on(backend.current_revision())
+            .expect("revision"),
+        2
+    );
+    drop(multi);
+    drop(backend);
+}
+
+/// Bad input is an error or a plain outcome, never a panic; keys of any bytes, empty values and
+/// a large value round-trip, also through a new handle. `big` is the large value's size.
+async fn odd_inputs(fresh: &Fresh, big: usize) {
+    let backend = fresh.open();
     let invalid = |r: Result<(), BackendError>| matches!(r, Err(BackendError::InvalidArgument(_)));
     assert!(invalid(backend.get(b"", None).await.map(|_| ())));
     assert!(invalid(
@@ -1126,8 +1360,8 @@ async fn odd_inputs_are_errors_or_values_never_panics() {
         assert!(resp.kvs.is_empty() && !resp.more);
     }
 
-    // Keys of any bytes, empty values, and a value large enough for sled to keep as a blob file.
-    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    // Keys of any bytes, empty values, and a large value.
+    let big: Vec<u8> = (0..big as u32).map(|i| (i % 251) as u8).collect();
     applied(backend.put(b"\x00", Vec::new(), Expect::Absent).await);
     applied(backend.put(b"\xff\x00\xff", vec![0; 3], Expect::Any).await);
     let big_rev = applied(backend.put(b"big", big.clone(), Expect::Any).await);
@@ -1137,7 +1371,7 @@ async fn odd_inputs_are_errors_or_values_never_panics() {
             .await,
     );
     drop(backend);
-    let backend = open(&path);
+    let backend = fresh.open();
     let (kv, _) = backend
         .get(b"big", Some(big_rev))
         .await
@@ -1150,6 +1384,33 @@ async fn odd_inputs_are_errors_or_values_never_panics() {
     assert_eq!(keys, vec![&b"\x00"[..], b"big", b"\xff\x00\xff"]);
 }
 
+#[tokio::test]
+async fn odd_inputs_are_errors_or_values_never_panics() {
+    // 3 MiB: large enough for sled to keep as a blob file.
+    odd_inputs(&Fresh::sled(SledOptions::default()), 3 * 1024 * 1024).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_odd_inputs_are_errors_or_values_never_panics() {
+    let fresh = Fresh::etcd();
+    // etcd refuses a request over its --max-request-bytes (1.5 MiB by default; its gRPC limit
+    // is 2 MiB): a permanent error (not Unavailable, which invites retries) that changes
+    // nothing, never a panic. The large value is then 1 MiB, the most data one Secret holds.
+    {
+        let backend = fresh.open();
+        for size in [1600 * 1024, 3 * 1024 * 1024] {
+            match backend.put(b"big", vec![7u8; size], Expect::Any).await {
+                Err(BackendError::InvalidArgument(_) | BackendError::Io(_)) => {}
+                other => panic!("a {size}-byte put on etcd gave {other:?}"),
+            }
+        }
+        assert_eq!(backend.current_revision().await.expect("revision"), 1);
+    }
+    odd_inputs(&fresh, 1024 * 1024).await;
+}
+
+/// sled only: dropping the last handle closes the database, so its watches end. An etcd client's
+/// watches each hold their own stream, and etcd's data outlives any client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_backend_finishes_writes_ends_watches_and_releases_the_directory() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -1,14 +1,19 @@
-//! The secret store's Kubernetes semantics over a real Unix socket with a real tonic client, on a
-//! real sled directory, encrypting with KMS v2 through keyward's real plugin.
+//! The secret store's Kubernetes semantics over a real Unix socket with a real tonic client,
+//! encrypting with KMS v2 through keyward's real plugin. Every test of semantics the backend
+//! carries (create, update conflicts, immutability, delete preconditions, list pages, watch,
+//! history, rollback, compaction, restart) runs twice from one body: on a real sled directory
+//! (`<case>::sled`) and on a real etcd server (`<case>::etcd`).
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::etcd::Etcd;
 use common::Plugin;
 use keyward::api::SecretsService;
+use keyward::backend::etcd::EtcdBackend;
 use keyward::backend::sled::{SledBackend, SledOptions};
+use keyward::backend::Backend;
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions};
 use keyward::pb::keyward_v1 as pb;
@@ -18,45 +23,95 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
 
+/// Where the store under test keeps its data.
+enum Backing {
+    /// A sled directory in the server's temp dir.
+    Sled,
+    /// Its own etcd server, which keeps every revision until it is compacted.
+    Etcd(Etcd),
+}
+
 struct StoreServer {
     plugin: Plugin,
     dir: tempfile::TempDir,
+    backing: Backing,
+    /// Versions per Secret kept (sled) and shown by history (both), as `--history`.
+    history: usize,
+    /// The backend the store serves from, while it serves (tests compact it).
+    backend: Option<Arc<dyn Backend>>,
     socket: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl StoreServer {
-    async fn start(history: usize) -> StoreServer {
+    /// A store on sled with `--history history`.
+    async fn sled(history: usize) -> StoreServer {
+        Self::start(Backing::Sled, history).await
+    }
+
+    /// A store on a fresh etcd server (started in about half a second) with `--history history`.
+    async fn etcd(history: usize) -> StoreServer {
+        Self::etcd_with(history, &[]).await
+    }
+
+    /// A store on a fresh etcd server started with extra flags.
+    async fn etcd_with(history: usize, flags: &[&str]) -> StoreServer {
+        let etcd = tokio::task::block_in_place(|| Etcd::start_with(flags));
+        Self::start(Backing::Etcd(etcd), history).await
+    }
+
+    async fn start(backing: Backing, history: usize) -> StoreServer {
         let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
         let dir = tempfile::tempdir().unwrap();
         let mut s = StoreServer {
             plugin,
             dir,
+            backing,
+            history,
+            backend: None,
             socket: Default::default(),
             stop: None,
             task: None,
         };
-        s.serve(history).await;
+        s.serve().await;
         s
     }
 
-    async fn serve(&mut self, history: usize) {
+    fn is_etcd(&self) -> bool {
+        matches!(self.backing, Backing::Etcd(_))
+    }
+
+    /// The backend the store serves from.
+    fn backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone().expect("serving")
+    }
+
+    async fn serve(&mut self) {
         let text = format!(
             "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
             self.plugin.socket.display()
         );
         let cfg = config::parse(&text, ParseOptions::default()).unwrap();
-        let backend = SledBackend::open(
-            &self.dir.path().join("store"),
-            SledOptions {
-                history_per_key: history,
-                ..SledOptions::default()
-            },
-        )
-        .unwrap();
+        let backend: Arc<dyn Backend> = match &self.backing {
+            Backing::Sled => Arc::new(
+                SledBackend::open(
+                    &self.dir.path().join("store"),
+                    SledOptions {
+                        history_per_key: self.history,
+                        ..SledOptions::default()
+                    },
+                )
+                .unwrap(),
+            ),
+            Backing::Etcd(etcd) => Arc::new(EtcdBackend::connect(&etcd.options()).unwrap()),
+        };
+        self.backend = Some(backend.clone());
         let enc = Encryption::build(&cfg).await;
-        let store = Arc::new(Store::new(Arc::new(backend), Arc::new(enc), "/registry"));
+        // As `keyward server` builds it (src/cli/serve.rs).
+        let store = Arc::new(
+            Store::new(backend, Arc::new(enc), "/registry").with_history_limit(self.history),
+        );
         self.socket = self.dir.path().join("keyward.sock");
         let (l, g) = keyward::uds::bind(&self.socket, Default::default()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -76,9 +131,14 @@ impl StoreServer {
         }));
     }
 
-    async fn restart(&mut self, history: usize) {
+    /// Stops serving and serves again on the same data: sled reopens its directory; etcd is
+    /// first killed with SIGKILL and restarted on its data directory.
+    async fn restart(&mut self) {
         self.shutdown().await;
-        self.serve(history).await;
+        if let Backing::Etcd(etcd) = &mut self.backing {
+            tokio::task::block_in_place(|| etcd.restart(0));
+        }
+        self.serve().await;
     }
 
     async fn shutdown(&mut self) {
@@ -88,6 +148,7 @@ impl StoreServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+        self.backend = None;
     }
 
     async fn client(&self) -> SecretsClient<Channel> {
@@ -156,9 +217,27 @@ async fn get(
     .map(|r| r.into_inner())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_get_and_validation() {
-    let srv = StoreServer::start(10).await;
+/// The first of `needles` found in `hay`, in one pass (etcd's preallocated WAL files are 64 MiB
+/// and tests are built unoptimised).
+fn find_any<'a>(hay: &[u8], needles: &'a [Vec<u8>]) -> Option<&'a [u8]> {
+    let mut first = [false; 256];
+    for n in needles {
+        first[n[0] as usize] = true;
+    }
+    for i in 0..hay.len() {
+        if first[hay[i] as usize] {
+            if let Some(n) = needles.iter().find(|n| hay[i..].starts_with(n)) {
+                return Some(n);
+            }
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conformance cases: each body runs on sled and on etcd (see `on_sled_and_etcd!` at the end).
+
+async fn create_get_and_validation(srv: StoreServer) {
     let mut c = srv.client().await;
     let mut s = secret("", "db", &[("password", b"hunter2")]);
     s.string_data.insert("user".into(), "admin".into());
@@ -236,9 +315,7 @@ async fn create_get_and_validation() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn update_conflicts_and_immutability() {
-    let srv = StoreServer::start(10).await;
+async fn update_conflicts_and_immutability(srv: StoreServer) {
     let mut c = srv.client().await;
     let v1 = create(&mut c, secret("ns1", "app", &[("k", b"1")]))
         .await
@@ -329,9 +406,7 @@ async fn update_conflicts_and_immutability() {
     create(&mut c, again).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_preconditions() {
-    let srv = StoreServer::start(10).await;
+async fn delete_preconditions(srv: StoreServer) {
     let mut c = srv.client().await;
     let s = create(&mut c, secret("", "gone", &[("k", b"v")]))
         .await
@@ -370,9 +445,7 @@ async fn delete_preconditions() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_namespaces_selectors_and_pages() {
-    let srv = StoreServer::start(10).await;
+async fn list_namespaces_selectors_and_pages(srv: StoreServer) {
     let mut c = srv.client().await;
     for ns in ["a", "b"] {
         for i in 0..5 {
@@ -454,9 +527,7 @@ async fn list_namespaces_selectors_and_pages() {
     assert!(e.message().starts_with("limit:"), "{}", e.message());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_replays_then_follows() {
-    let srv = StoreServer::start(10).await;
+async fn watch_replays_then_follows(srv: StoreServer) {
     let mut c = srv.client().await;
     let s1 = create(&mut c, secret("w", "one", &[("k", b"1")]))
         .await
@@ -556,9 +627,7 @@ async fn watch_replays_then_follows() {
     assert_eq!(e.code(), Code::InvalidArgument);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_get_at_revision_and_rollback() {
-    let srv = StoreServer::start(3).await;
+async fn history_get_at_revision_and_rollback(srv: StoreServer) {
     let mut c = srv.client().await;
     let mut cur = create(&mut c, secret("", "h", &[("v", b"0")]))
         .await
@@ -570,34 +639,54 @@ async fn history_get_at_revision_and_rollback() {
         cur = update(&mut c, n).await.unwrap();
         revs.push(rv(&cur));
     }
-    let h = c
-        .history(pb::HistoryRequest {
-            namespace: String::new(),
-            name: "h".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let history = |mut c: SecretsClient<Channel>| async move {
+        let h = c
+            .history(pb::HistoryRequest {
+                namespace: String::new(),
+                name: "h".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let got: Vec<(i64, String, Vec<u8>)> = h
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.revision,
+                    e.change.clone(),
+                    e.secret.as_ref().unwrap().data["v"].clone(),
+                )
+            })
+            .collect();
+        (h, got)
+    };
+    let last3 = vec![
+        (revs[4], "updated".to_owned(), b"4".to_vec()),
+        (revs[3], "updated".to_owned(), b"3".to_vec()),
+        (revs[2], "updated".to_owned(), b"2".to_vec()),
+    ];
+    if srv.is_etcd() {
+        // etcd has no per-key history limit: it keeps every revision until it is
+        // compacted. The store's limit (`--history 3`) caps what history shows, while the
+        // oldest version can still be read. Compacting at the third version's revision
+        // then leaves what sled's per-key limit of 3 leaves.
+        assert_eq!(history(c.clone()).await.1, last3);
+        let oldest = c
+            .get(pb::GetRequest {
+                namespace: String::new(),
+                name: "h".into(),
+                revision: revs[0],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(oldest.data["v"], b"0");
+        srv.backend().compact(revs[2]).await.unwrap();
+    }
     // Only the last 3 versions are kept, newest first.
-    let got: Vec<(i64, String, Vec<u8>)> = h
-        .entries
-        .iter()
-        .map(|e| {
-            (
-                e.revision,
-                e.change.clone(),
-                e.secret.as_ref().unwrap().data["v"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            (revs[4], "updated".into(), b"4".to_vec()),
-            (revs[3], "updated".into(), b"3".to_vec()),
-            (revs[2], "updated".into(), b"2".to_vec()),
-        ]
-    );
+    let (h, got) = history(c.clone()).await;
+    assert_eq!(got, last3);
     assert!(h.entries.iter().all(|e| e.time.ends_with('Z')));
     let at = c
         .get(pb::GetRequest {
@@ -670,9 +759,7 @@ async fn history_get_at_revision_and_rollback() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_view_restart_and_no_plaintext_on_disk() {
-    let mut srv = StoreServer::start(10).await;
+async fn raw_view_restart_and_no_plaintext_on_disk(mut srv: StoreServer) {
     let mut c = srv.client().await;
     // Thousands of Secrets, each with a unique marker value.
     let marker = |i: usize| format!("PLAINTEXT-MARKER-{i:05}-ZQX");
@@ -729,7 +816,7 @@ async fn raw_view_restart_and_no_plaintext_on_disk() {
         Code::InvalidArgument
     );
     // Restart: everything is still there.
-    srv.restart(10).await;
+    srv.restart().await;
     let mut c = srv.client().await;
     assert_eq!(
         get(&mut c, "bulk", "s1999").await.unwrap().data["v"],
@@ -751,6 +838,10 @@ async fn raw_view_restart_and_no_plaintext_on_disk() {
     needles.push(b"PLAINTEXT-MARKER".to_vec());
     let mut files = 0;
     let mut stack = vec![srv.dir.path().to_owned(), srv.plugin.dir.path().to_owned()];
+    // On etcd: its data directory (WAL, snapshots, bbolt database) and its log.
+    if let Backing::Etcd(etcd) = &srv.backing {
+        stack.push(etcd.dir.path().to_owned());
+    }
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -759,16 +850,208 @@ async fn raw_view_restart_and_no_plaintext_on_disk() {
             } else if p.is_file() {
                 let bytes = std::fs::read(&p).unwrap();
                 files += 1;
-                for n in &needles {
-                    assert!(
-                        !bytes.windows(n.len()).any(|w| w == n.as_slice()),
-                        "{} holds plaintext",
-                        p.display()
+                if let Some(n) = find_any(&bytes, &needles) {
+                    panic!(
+                        "{} holds plaintext: {}",
+                        p.display(),
+                        String::from_utf8_lossy(n)
                     );
                 }
             }
         }
     }
     assert!(files >= 3, "scanned the store and keyring files");
-    let _ = BTreeMap::<u8, u8>::new();
+}
+
+/// The largest valid Secret (1 MiB of data and 256 KiB of annotations, as Kubernetes allows)
+/// is stored and read back whole. keyward stores JSON with base64 data (about 1.7 MB here), over
+/// etcd's default 1.5 MiB request limit: on etcd with default limits it is a clear
+/// InvalidArgument naming etcd's --max-request-bytes, and with that raised it is stored.
+async fn largest_valid_secret_is_stored(srv: StoreServer) {
+    let srv = if srv.is_etcd() {
+        let mut c = srv.client().await;
+        let err = create(&mut c, largest_secret().0).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains("--max-request-bytes"), "{err:?}");
+        assert!(
+            get(&mut c, "default", "largest").await.is_err(),
+            "nothing was stored"
+        );
+        StoreServer::etcd_with(10, &["--max-request-bytes", "4194304"]).await
+    } else {
+        srv
+    };
+    let mut c = srv.client().await;
+    let (s, data, note, value) = largest_secret();
+    let made = create(&mut c, s).await.unwrap();
+    let got = get(&mut c, "default", "largest").await.unwrap();
+    assert_eq!(meta(&got).resource_version, meta(&made).resource_version);
+    assert!(got.data["a"] == data, "data read back whole");
+    assert_eq!(meta(&got).annotations[&note], value);
+}
+
+/// The largest Secret Kubernetes accepts, with its data, annotation key and annotation value.
+fn largest_secret() -> (pb::Secret, Vec<u8>, String, String) {
+    let data = vec![0x5au8; 1024 * 1024];
+    let mut s = secret("", "largest", &[("a", &data)]);
+    let note = "n".to_owned();
+    let value = "v".repeat(256 * 1024 - note.len());
+    s.metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .insert(note.clone(), value.clone());
+    (s, data, note, value)
+}
+
+/// Compaction expires what was read before it: a continue token, a read at an old revision
+/// and a watch from an old resourceVersion all fail with OutOfRange (Kubernetes' 410 Gone,
+/// "too old resource version"); reads and watches from now keep working.
+async fn compaction_expires_old_revisions_tokens_and_watches(srv: StoreServer) {
+    let mut c = srv.client().await;
+    let mut first = None;
+    for i in 0..5 {
+        let s = create(&mut c, secret("c", &format!("s{i}"), &[("k", b"v")]))
+            .await
+            .unwrap();
+        first.get_or_insert(s);
+    }
+    let first = first.unwrap();
+    let page = c
+        .list(pb::ListRequest {
+            namespace: "c".into(),
+            label_selector: String::new(),
+            limit: 2,
+            r#continue: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!page.r#continue.is_empty());
+    let listed_at: i64 = page.resource_version.parse().unwrap();
+    let mut next = first.clone();
+    next.data.insert("k".into(), b"w".to_vec());
+    let updated = update(&mut c, next).await.unwrap();
+    create(&mut c, secret("c", "late", &[])).await.unwrap();
+    let backend = srv.backend();
+    let now = backend.current_revision().await.unwrap();
+    backend.compact(now).await.unwrap();
+
+    let e = c
+        .list(pb::ListRequest {
+            namespace: "c".into(),
+            label_selector: String::new(),
+            limit: 2,
+            r#continue: page.r#continue.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(
+        e.message().contains("continue token has expired"),
+        "{}",
+        e.message()
+    );
+    let e = c
+        .get(pb::GetRequest {
+            namespace: "c".into(),
+            name: "s0".into(),
+            revision: rv(&first),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    let e = c
+        .watch(pb::WatchRequest {
+            namespace: "c".into(),
+            resource_version: listed_at.to_string(),
+            label_selector: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+    assert!(
+        e.message().contains("too old resource version"),
+        "{}",
+        e.message()
+    );
+    // History keeps only what compaction left: the current version.
+    let h = c
+        .history(pb::HistoryRequest {
+            namespace: "c".into(),
+            name: "s0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let revisions: Vec<i64> = h.entries.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, vec![rv(&updated)]);
+    // From now on, all is well: a fresh list, its pages, and a watch from its revision.
+    let list = c
+        .list(pb::ListRequest {
+            namespace: "c".into(),
+            label_selector: String::new(),
+            limit: 0,
+            r#continue: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.items.len(), 6);
+    let mut w = c
+        .watch(pb::WatchRequest {
+            namespace: "c".into(),
+            resource_version: list.resource_version.clone(),
+            label_selector: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let made = create(&mut c, secret("c", "after", &[])).await.unwrap();
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(20), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.r#type, "ADDED");
+    assert_eq!(
+        meta(ev.object.as_ref().unwrap()).resource_version,
+        meta(&made).resource_version
+    );
+}
+
+/// Runs each case, with `--history N`, on sled (`<case>::sled`) and on a real etcd server
+/// (`<case>::etcd`), with optional attributes for the etcd run.
+macro_rules! on_sled_and_etcd {
+    ($($case:ident($history:expr) $(, etcd: #[$attr:meta])?;)*) => {
+        $(
+            mod $case {
+                use super::StoreServer;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sled() {
+                    super::$case(StoreServer::sled($history).await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                $(#[$attr])?
+                async fn etcd() {
+                    super::$case(StoreServer::etcd($history).await).await;
+                }
+            }
+        )*
+    };
+}
+
+on_sled_and_etcd! {
+    create_get_and_validation(10);
+    largest_valid_secret_is_stored(10);
+    update_conflicts_and_immutability(10);
+    delete_preconditions(10);
+    list_namespaces_selectors_and_pages(10);
+    watch_replays_then_follows(10);
+    // sled keeps 3 versions per key; etcd keeps all until compaction (see the body).
+    history_get_at_revision_and_rollback(3);
+    compaction_expires_old_revisions_tokens_and_watches(10);
+    raw_view_restart_and_no_plaintext_on_disk(10);
 }

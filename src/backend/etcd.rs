@@ -7,9 +7,10 @@
 //! key's `mod_revision`, conditional writes are one `Txn` comparing `mod_revision` (or
 //! `create_revision = 0` for create-only), history is read at past revisions, and watches are
 //! etcd watches with `prev_kv`. etcd keeps every revision until it is compacted, so this
-//! backend has no per-key history limit. One difference from the sled backend: a watch that
-//! replays the event at exactly the compacted revision gets it without `prev`, because etcd
-//! reads `prev` at the revision before, which compaction removed.
+//! backend has no per-key history limit. One difference from the sled backend: a watch from
+//! exactly the compacted revision is refused as compacted (watch from the next one), because
+//! etcd before 3.4.34/3.5.16 silently drops a delete at that revision from the replay
+//! (etcd-io/etcd#18089), and cannot give that event's `prev` in any version.
 //!
 //! # Endpoints and failover
 //! Every endpoint gets its own lazily connected channel. A request goes to the current endpoint;
@@ -39,6 +40,10 @@ use crate::pb::mvccpb;
 
 /// Largest response accepted from etcd (a page of a large list).
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+/// What a write larger than etcd's request limit gets.
+const TOO_LARGE: &str = "the object is larger than etcd accepts in one request: etcd's \
+     --max-request-bytes is 1.5 MiB by default; raise it (e.g. to 4 MiB) to store Secrets near \
+     Kubernetes' 1 MiB data limit";
 /// Events buffered per watch before etcd's stream is back-pressured.
 const WATCH_BUFFER: usize = 256;
 
@@ -227,12 +232,19 @@ impl EtcdClient {
                     let retry = idempotent || never_sent(&status);
                     tracing::debug!(endpoint = %self.members[i].url, error = %status.message(), "etcd request failed");
                     let next = (i + 1) % n;
-                    let _ = self.current.compare_exchange(
-                        start % n,
-                        next,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
+                    if n > 1
+                        && self
+                            .current
+                            .compare_exchange(start % n, next, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        tracing::info!(
+                            failed = %self.members[i].url,
+                            next = %self.members[next].url,
+                            error = %status.message(),
+                            "etcd endpoint failed; switching"
+                        );
+                    }
                     // A member that failed mid-request leaves the outcome unknown: Unavailable.
                     last = Some(Status::unavailable(format!(
                         "etcd {}: {}",
@@ -570,6 +582,17 @@ impl EtcdBackend {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 BackendError::Unavailable(msg.to_owned())
             }
+            Code::InvalidArgument if msg.contains("request is too large") => {
+                BackendError::InvalidArgument(TOO_LARGE.to_owned())
+            }
+            Code::ResourceExhausted if msg.contains("larger than max") => {
+                BackendError::InvalidArgument(TOO_LARGE.to_owned())
+            }
+            Code::ResourceExhausted if msg.contains("space exceeded") => {
+                BackendError::Unavailable(format!(
+                    "etcd is out of space ({msg}): compact and defragment it, or raise its --quota-backend-bytes"
+                ))
+            }
             Code::InvalidArgument => BackendError::InvalidArgument(msg.to_owned()),
             Code::OutOfRange if msg.contains("compacted") => BackendError::Compacted {
                 requested: requested.unwrap_or(0),
@@ -614,6 +637,29 @@ impl EtcdBackend {
 
     async fn write_txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, BackendError> {
         self.client.txn(req).await.map_err(|s| self.error(s, None))
+    }
+
+    /// Refuses a watch etcd could not replay whole. etcd accepts a watch from a compacted
+    /// revision and cancels it later, so this asks first. It also refuses a watch from exactly
+    /// the compacted revision: etcd before 3.4.34 and 3.5.16 drops a delete at that revision
+    /// from the replay (etcd-io/etcd#18089), so such a watch could miss a deletion; the caller
+    /// relists instead, as after any compaction.
+    async fn check_watchable(&self, from: Revision) -> Result<(), BackendError> {
+        if from == 0 {
+            return Ok(());
+        }
+        let compacted = self.compacted_revision().await?;
+        if from < compacted || (from == compacted && compacted > 1) {
+            return Err(BackendError::Compacted {
+                requested: from,
+                compacted: if compacted > 1 {
+                    compacted + 1
+                } else {
+                    compacted
+                },
+            });
+        }
+        Ok(())
     }
 
     /// Opens an etcd watch on `prefix` (every key when empty) from `from` (0: from now), with
@@ -717,7 +763,11 @@ impl WatchFeed {
             if self.tx.is_closed() {
                 return None;
             }
-            match self.backend.open_watch(&self.prefix, self.next).await {
+            let opened = match self.backend.check_watchable(self.next).await {
+                Ok(()) => self.backend.open_watch(&self.prefix, self.next).await,
+                Err(e) => Err(e),
+            };
+            match opened {
                 Ok(parts) => return Some(parts),
                 Err(e @ BackendError::Compacted { .. }) => {
                     let _ = self.tx.send(Err(e)).await;
@@ -993,17 +1043,8 @@ impl Backend for EtcdBackend {
                 "watch revision must not be negative, got {from}"
             )));
         }
+        self.check_watchable(from).await?;
         let parts = self.open_watch(prefix, from).await?;
-        // A watch from a compacted revision is accepted and then cancelled: ask once.
-        if from > 0 {
-            let compacted = self.compacted_revision().await?;
-            if from < compacted {
-                return Err(BackendError::Compacted {
-                    requested: from,
-                    compacted,
-                });
-            }
-        }
         // Revision of the next event this watch delivers.
         let next = if from == 0 {
             parts.created.header.as_ref().map_or(0, |h| h.revision) + 1

@@ -15,7 +15,7 @@ use super::CliError;
 use crate::api::{Authenticator, EncryptionService, SecretsService, Tokens};
 use crate::backend::etcd::{EtcdBackend, EtcdOptions};
 use crate::backend::sled::{SledBackend, SledOptions};
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::encryption::{config, reload, Encryption, ParseOptions};
 use crate::keyring::{Keyring, MaintenanceGuard};
 use crate::kms;
@@ -191,7 +191,10 @@ impl BackendSpec {
                 Ok((Arc::new(backend), format!("sled:{}", data.display())))
             }
             BackendSpec::Etcd(opts) => {
-                let backend = EtcdBackend::connect(opts)?;
+                let backend = EtcdBackend::connect(opts).map_err(|e| match e {
+                    BackendError::InvalidArgument(m) => CliError::new(m),
+                    other => CliError::from(other),
+                })?;
                 let version = backend.check().await.map_err(|e| {
                     CliError::new(format!(
                         "cannot reach etcd at {}: {e}",

@@ -60,6 +60,8 @@ pub struct Etcd {
     pub dir: tempfile::TempDir,
     pub members: Vec<Member>,
     initial_cluster: String,
+    /// Extra etcd flags for every member (e.g. `--max-request-bytes`).
+    extra: Vec<String>,
 }
 
 impl Etcd {
@@ -68,8 +70,18 @@ impl Etcd {
         Self::start_cluster(1)
     }
 
+    /// One member started with extra etcd flags, ready to serve.
+    pub fn start_with(extra: &[&str]) -> Etcd {
+        Self::start_cluster_with(1, extra)
+    }
+
     /// `n` members forming one cluster, ready to serve (a leader is elected).
     pub fn start_cluster(n: usize) -> Etcd {
+        Self::start_cluster_with(n, &[])
+    }
+
+    /// `n` members with extra etcd flags, ready to serve.
+    pub fn start_cluster_with(n: usize, extra: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut members = Vec::new();
         for i in 0..n {
@@ -90,6 +102,7 @@ impl Etcd {
             dir,
             members,
             initial_cluster,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
             etcd.spawn(i);
@@ -115,6 +128,7 @@ impl Etcd {
             .args(["--initial-cluster-token", "keyward-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-level", "warn"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -126,6 +140,11 @@ impl Etcd {
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> &str {
+        &self.members[i].client_url
     }
 
     /// The endpoints as one comma-separated flag value.
@@ -207,6 +226,103 @@ impl Etcd {
         }
         Some(v)
     }
+}
+
+/// `etcdctl`, or a panic saying how to install it (for tests that cannot do without it).
+pub fn require_etcdctl() -> String {
+    etcdctl().expect(
+        "etcdctl is needed for this test and was not found: install Debian's etcd-client \
+         (apt-get install etcd-client)",
+    )
+}
+
+/// One key as etcd stores it, read by `etcdctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtlKv {
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+}
+
+/// `etcdctl --endpoints <endpoints> get <key> -w json <extra...>`: the key (None if absent), or
+/// etcdctl's error output. Values come base64-encoded in JSON, so any bytes read back exactly.
+pub fn etcdctl_kv(endpoints: &str, key: &str, extra: &[&str]) -> Result<Option<CtlKv>, String> {
+    use base64::Engine as _;
+    let out = Command::new(require_etcdctl())
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "5s"])
+        .args(["get", key, "-w", "json"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run etcdctl");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("etcdctl printed no JSON ({e}): {:?}", out.stdout))?;
+    let Some(kv) = doc["kvs"].as_array().and_then(|kvs| kvs.first()) else {
+        return Ok(None);
+    };
+    let int = |f: &str| kv[f].as_i64().unwrap_or(0);
+    let value = base64::engine::general_purpose::STANDARD
+        .decode(kv["value"].as_str().unwrap_or(""))
+        .map_err(|e| format!("etcdctl value is not base64: {e}"))?;
+    Ok(Some(CtlKv {
+        value,
+        create_revision: int("create_revision"),
+        mod_revision: int("mod_revision"),
+        version: int("version"),
+    }))
+}
+
+/// `etcdctl --endpoints <endpoints> get <prefix> --prefix --keys-only`: every key under
+/// `prefix`, in order.
+pub fn etcdctl_keys(endpoints: &str, prefix: &str) -> Vec<String> {
+    let out = Command::new(require_etcdctl())
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "5s"])
+        .args(["get", prefix, "--prefix", "--keys-only"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl get --prefix failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `etcdctl --endpoints <endpoints> put <key>` with the value on stdin, so any bytes go in.
+pub fn etcdctl_put(endpoints: &str, key: &str, value: &[u8]) {
+    use std::io::Write as _;
+    let mut child = Command::new(require_etcdctl())
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "5s"])
+        .args(["put", key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(value)
+        .expect("write the value to etcdctl");
+    let out = child.wait_with_output().expect("etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl put failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// GET /health over plain HTTP: etcd answers `{"health":"true"}` once it has a leader and can
