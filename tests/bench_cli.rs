@@ -1,5 +1,7 @@
-//! `keyward bench` against a real `keyward dev` child process: JSON reports, the decrypt storm,
-//! the store benchmark and flag errors. Never asserts a throughput or latency value.
+//! `keyward bench` against a real `keyward dev` child process and a real etcd: JSON reports, the
+//! decrypt storm, the health floor, the store benchmark (also `--op watch`), the same workloads
+//! against etcd, the Unix-socket ping-pong floor, and flag errors. Never asserts a throughput or
+//! latency value.
 
 mod common;
 
@@ -41,9 +43,15 @@ impl Dev {
 
 /// Runs keyward; returns (exit code, stdout, stderr).
 fn kw(args: &[&str]) -> (i32, String, String) {
+    kw_env(args, &[])
+}
+
+/// Runs keyward with extra environment variables; returns (exit code, stdout, stderr).
+fn kw_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(common::bin())
         .args(args)
         .env_remove("KEYWARD_SERVER")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -145,6 +153,28 @@ fn kms_decrypt_storm_and_store() {
     assert_eq!(v["storm"], 300);
     assert!(v["time_to_finish_seconds"].as_f64().unwrap() > 0.0, "{v}");
 
+    // The empty-RPC floor on the same socket: gRPC health, no payload.
+    let v = kw_json(&[
+        "bench",
+        "kms",
+        "--endpoint",
+        &endpoint,
+        "--op",
+        "health",
+        "--requests",
+        "300",
+        "--concurrency",
+        "8",
+        "--warmup",
+        "0s",
+        "-o",
+        "json",
+    ]);
+    check_report(&v, 300);
+    assert_eq!(v["op"], "health");
+    assert_eq!(v["endpoint"], endpoint);
+    assert!(v.get("payload_bytes").is_none(), "{v}");
+
     // Text output names the numbers with units.
     let (code, out, err) = kw(&[
         "bench",
@@ -209,9 +239,125 @@ fn kms_decrypt_storm_and_store() {
         "json",
     ]);
     check_report(&v, 20);
+
+    // Writes timed until two watchers have their events.
+    let v = kw_json(&[
+        "bench",
+        "store",
+        "--server",
+        &server,
+        "--op",
+        "watch",
+        "--watchers",
+        "2",
+        "--requests",
+        "100",
+        "--keys",
+        "50",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "0s",
+        "-o",
+        "json",
+    ]);
+    check_report(&v, 100);
+    assert_eq!(v["op"], "watch");
+    assert_eq!(v["watchers"], 2);
+    assert_eq!(v["endpoint"], server);
+
     let (code, out, err) = kw(&["get", "secrets", "-n", "bench", "--server", &server]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.matches("bench-").count(), 50, "{out}");
+}
+
+#[test]
+fn store_workloads_against_etcd() {
+    let etcd = common::etcd::Etcd::start();
+    let urls = etcd.endpoints_flag();
+    for op in ["put", "get", "list", "mixed", "watch"] {
+        let v = kw_json(&[
+            "bench",
+            "store",
+            "--etcd",
+            &urls,
+            "--op",
+            op,
+            "--requests",
+            "200",
+            "--keys",
+            "40",
+            "--value-size",
+            "100",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--warmup",
+            "0s",
+            "-o",
+            "json",
+        ]);
+        check_report(&v, 200);
+        assert_eq!(v["target"], "etcd", "{v}");
+        assert_eq!(v["op"], op, "{v}");
+        assert_eq!(v["endpoint"], urls, "{v}");
+        assert_eq!(v["keys"], 40, "{v}");
+        assert_eq!(v["value_bytes"], 100, "{v}");
+        assert_eq!(v["connections"], 2, "{v}");
+    }
+    // The keys are where kube-apiserver keeps Secrets, with values of --value-size bytes, as an
+    // independent client sees them.
+    if let Some(value) = etcd.etcdctl_get("/registry/secrets/bench/bench-0000039") {
+        assert_eq!(value.len(), 100);
+    }
+
+    // A shell set up for a keyward server (KEYWARD_SERVER) can still benchmark etcd; text output
+    // names the target and the endpoint.
+    let (code, out, err) = kw_env(
+        &[
+            "bench",
+            "store",
+            "--etcd",
+            &urls,
+            "--op",
+            "get",
+            "--requests",
+            "20",
+            "--keys",
+            "5",
+            "--warmup",
+            "0s",
+        ],
+        &[("KEYWARD_SERVER", "unix:///nonexistent/keyward.sock")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("keyward bench etcd get:"), "{out}");
+    assert!(out.contains(&format!("endpoint:       {urls}")), "{out}");
+}
+
+#[test]
+fn unix_pingpong_floor() {
+    let v = kw_json(&[
+        "bench",
+        "unix-pingpong",
+        "--requests",
+        "2000",
+        "--concurrency",
+        "16",
+        "--connections",
+        "2",
+        "--payload",
+        "100",
+        "--warmup",
+        "0s",
+        "-o",
+        "json",
+    ]);
+    check_report(&v, 2000);
+    assert_eq!(v["target"], "unix-pingpong");
+    assert_eq!(v["payload_bytes"], 100);
+    assert_eq!(v["connections"], 2);
 }
 
 #[test]
@@ -254,6 +400,45 @@ fn bad_flags_name_the_flag() {
             &["bench", "store", "--requests=-5"],
             "--requests: \"-5\" is not a whole number",
         ),
+        (
+            &["bench", "store", "--watchers", "2"],
+            "--watchers: only meaningful with --op watch",
+        ),
+        (
+            &["bench", "store", "--op", "watch", "--watchers", "0"],
+            "--watchers: must be 1 to 1000",
+        ),
+        (
+            &["bench", "store", "--op", "watch", "--value-size", "4"],
+            "--value-size: --op watch needs at least 8 bytes",
+        ),
+        (
+            &["bench", "store", "--etcd", "127.0.0.1:2379"],
+            "--etcd \"127.0.0.1:2379\": expected http://host:port",
+        ),
+        (
+            &["bench", "store", "--etcd", "https://127.0.0.1:2379"],
+            "--etcd \"https://127.0.0.1:2379\": an https URL needs --etcd-ca",
+        ),
+        (
+            &[
+                "bench",
+                "store",
+                "--etcd",
+                "http://127.0.0.1:2379",
+                "--server",
+                "unix:///k.sock",
+            ],
+            "--etcd cannot be used with --server",
+        ),
+        (
+            &["bench", "unix-pingpong", "--payload", "0"],
+            "--payload: must be 1 byte to 1MiB",
+        ),
+        (
+            &["bench", "unix-pingpong", "--connections", "0"],
+            "--connections: must be 1 to 1000",
+        ),
     ] {
         let (code, _, err) = kw(args);
         assert_ne!(code, 0, "{args:?}");
@@ -284,6 +469,31 @@ fn bad_flags_name_the_flag() {
             &["--op"],
         ),
         (&["bench", "kms"], &["--endpoint"]),
+        (
+            &[
+                "bench",
+                "kms",
+                "--endpoint",
+                endpoint,
+                "--op",
+                "health",
+                "--storm",
+                "5",
+            ],
+            &["--op", "--storm"],
+        ),
+        (&["bench", "store", "--etcd-ca", "ca.pem"], &["--etcd"]),
+        (
+            &[
+                "bench",
+                "store",
+                "--etcd",
+                "http://127.0.0.1:2379",
+                "--client-cert",
+                "c.pem",
+            ],
+            &["--etcd", "--client-cert"],
+        ),
     ] {
         let (code, _, err) = kw(args);
         assert_ne!(code, 0, "{args:?}");
@@ -296,4 +506,19 @@ fn bad_flags_name_the_flag() {
     let (code, _, err) = kw(&["bench", "kms", "--endpoint", endpoint, "--requests", "1"]);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/kms.sock"), "{err}");
+
+    // No etcd listening: an error naming the URL and the flag, not a hang.
+    let (code, _, err) = kw(&[
+        "bench",
+        "store",
+        "--etcd",
+        "http://127.0.0.1:1",
+        "--requests",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("cannot reach etcd at http://127.0.0.1:1") && err.contains("--etcd"),
+        "{err}"
+    );
 }

@@ -1,25 +1,41 @@
-//! `keyward bench`: load generators for any KMS v2 plugin and for keyward's secret store.
+//! `keyward bench`: load generators for any KMS v2 plugin, for keyward's secret store, for etcd
+//! (the same store workloads, for comparison), and for the transport floor under them.
 //!
-//! Workers are tokio tasks sharing `--connections` HTTP/2 connections (worker i uses connection
+//! Workers are tokio tasks sharing `--connections` connections (worker i uses connection
 //! i mod connections), so calls are multiplexed as kube-apiserver does on its single plugin
 //! connection. Each worker records the latency of its successful calls in its own HDR histogram
-//! (microseconds); the histograms are merged at the end. Failed calls are counted by gRPC code.
+//! (microseconds); the histograms are merged at the end. Failed calls are counted by gRPC code
+//! (etcd backend errors and socket errors are mapped to the nearest code).
+//!
+//! Two floors put the plugin's figures in context: `bench kms --op health` (an RPC whose handler
+//! does no work, on the same server and socket) and `bench unix-pingpong` (fixed-size
+//! request/reply exchanges over a bare Unix socket, no HTTP/2 or gRPC).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use super::client::{self, ClientArgs};
 use super::CliError;
+use crate::backend::etcd::{EtcdBackend, EtcdOptions};
+use crate::backend::{Backend, BackendError, EventKind, Expect, RangeRequest, WriteOutcome};
 use crate::pb::keyward_v1 as spb;
 use crate::pb::kms_v2 as kpb;
 use kpb::key_management_service_client::KeyManagementServiceClient;
@@ -32,6 +48,11 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 const STORE_NAMESPACE: &str = "bench";
 /// Data key holding each benchmark Secret's value.
 const STORE_DATA_KEY: &str = "value";
+/// Where `bench store --etcd` keeps its keys: where kube-apiserver (and keyward, with its default
+/// `--etcd-prefix`) stores the Secrets of the namespace `bench`.
+const ETCD_PREFIX: &str = "/registry/secrets/bench/";
+/// Bytes at the start of each value that tag it (a write's number), so events can be matched.
+const TAG_BYTES: usize = 8;
 
 /// Load generators.
 #[derive(Debug, Subcommand)]
@@ -40,14 +61,30 @@ pub(super) enum BenchCommand {
     ///
     /// Examples:
     ///   keyward bench kms --endpoint unix:///var/run/kms.sock --op decrypt --duration 30s
+    ///   keyward bench kms --endpoint unix:///var/run/kms.sock --op health --concurrency 64
     ///   keyward bench kms --endpoint unix:///var/run/kms.sock --storm 50000 --concurrency 64
     #[command(verbatim_doc_comment)]
     Kms(BenchKmsArgs),
-    /// Benchmark keyward's secret store (--server) with Secrets in the namespace `bench`.
+    /// Benchmark keyward's secret store (--server), or etcd itself (--etcd) for comparison.
     ///
-    /// Example: keyward bench store --op mixed --keys 1000 --value-size 4KiB --duration 30s
+    /// The store is driven with Secrets in the namespace `bench`; etcd with the same workloads
+    /// on the keys /registry/secrets/bench/<name>, where kube-apiserver would keep them.
+    ///
+    /// Examples:
+    ///   keyward bench store --op mixed --keys 1000 --value-size 4KiB --duration 30s
+    ///   keyward bench store --etcd http://127.0.0.1:2379 --op put --concurrency 16
+    ///   keyward bench store --op watch --watchers 4 --concurrency 16
     #[command(verbatim_doc_comment)]
     Store(BenchStoreArgs),
+    /// The raw transport floor: fixed-size request/reply exchanges over a bare Unix socket.
+    ///
+    /// No HTTP/2 and no gRPC: an echo listener this command starts on a temporary socket, in its
+    /// own threads. Each connection carries requests back to back; the echo returns them in order. Compare
+    /// with `bench kms --op health` at the same --concurrency and --connections.
+    ///
+    /// Example: keyward bench unix-pingpong --concurrency 64 --payload 64 --duration 10s
+    #[command(verbatim_doc_comment)]
+    UnixPingpong(BenchPingPongArgs),
 }
 
 /// How long to run, how hard, and how to report: shared by every benchmark.
@@ -56,7 +93,7 @@ pub(super) struct LoadArgs {
     /// Concurrent workers (1 to 10000).
     #[arg(long, default_value = "16", value_name = "N")]
     concurrency: String,
-    /// HTTP/2 connections the workers share (1 to 1000; at most --concurrency).
+    /// Connections the workers share (1 to 1000; at most --concurrency).
     #[arg(long, default_value = "4", value_name = "N")]
     connections: String,
     /// Measure for this long (e.g. 10s, 500ms, 1m); the default unless --requests is given.
@@ -82,7 +119,9 @@ pub(super) struct BenchKmsArgs {
     /// The plugin's socket: unix:///absolute/path.
     #[arg(long, value_name = "URL")]
     endpoint: String,
-    /// Call to measure; mixed is 1 Encrypt : 9 Decrypt, with 1 call in 100 a Status.
+    /// Call to measure; mixed is 1 Encrypt : 9 Decrypt, with 1 call in 100 a Status; health is
+    /// grpc.health.v1 Health/Check (service ""), the empty-RPC floor on the same server and
+    /// socket.
     #[arg(long, value_enum, default_value_t = KmsOp::Decrypt, conflicts_with = "storm")]
     op: KmsOp,
     /// Plaintext size for Encrypt (e.g. 32, 1KiB; up to 1MiB).
@@ -99,17 +138,50 @@ pub(super) struct BenchKmsArgs {
 /// `bench store` flags.
 #[derive(Debug, Args)]
 pub(super) struct BenchStoreArgs {
-    /// Call to measure: put (unconditional Update), get, list (limit 100), or mixed (90% get,
-    /// 10% put).
+    /// Call to measure: put (unconditional Update; etcd: Put), get (etcd: a linearizable
+    /// Range), list (limit 100), mixed (90% get, 10% put), or watch (each call is a put, timed
+    /// until the write is acknowledged and every watcher has received its event).
     #[arg(long, value_enum, default_value_t = StoreOp::Mixed)]
     op: StoreOp,
-    /// Size of each Secret's value (e.g. 32, 1KiB, 4KiB; up to 1000KiB).
+    /// Size of each Secret's value (e.g. 32, 1KiB, 4KiB; up to 1000KiB; at least 8 bytes with
+    /// --op watch). With --etcd, each key's value is exactly this size.
     #[arg(long, default_value = "1KiB", value_name = "SIZE")]
     value_size: String,
-    /// Secrets created (or overwritten) in the namespace `bench` before measuring (1 to
-    /// 1000000).
+    /// Secrets (or etcd keys) created or overwritten in the namespace `bench` before measuring
+    /// (1 to 1000000).
     #[arg(long, default_value = "1000", value_name = "N")]
     keys: String,
+    /// With --op watch: watches open on the namespace `bench` (1 to 1000); a write counts once
+    /// every one of them has received its event.
+    #[arg(long, value_name = "N")]
+    watchers: Option<String>,
+    /// Benchmark etcd directly instead of a keyward store: its client URLs, comma-separated
+    /// (e.g. http://127.0.0.1:2379). Keys are /registry/secrets/bench/<name>.
+    #[arg(
+        long,
+        value_name = "URLS",
+        conflicts_with_all = ["client_cert", "client_key"]
+    )]
+    etcd: Option<String>,
+    /// With --etcd: PEM CA that signed etcd's certificates (for https URLs).
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_ca: Option<PathBuf>,
+    /// With --etcd: PEM client certificate for etcd (with --etcd-key).
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_cert: Option<PathBuf>,
+    /// With --etcd: the client certificate's PEM private key.
+    #[arg(long, value_name = "FILE", requires = "etcd")]
+    etcd_key: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// `bench unix-pingpong` flags.
+#[derive(Debug, Args)]
+pub(super) struct BenchPingPongArgs {
+    /// Bytes in each request and in each echoed reply (e.g. 64, 1KiB; up to 1MiB).
+    #[arg(long, default_value = "64", value_name = "SIZE")]
+    payload: String,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -126,6 +198,7 @@ enum KmsOp {
     Encrypt,
     Decrypt,
     Mixed,
+    Health,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,6 +207,7 @@ enum StoreOp {
     Get,
     List,
     Mixed,
+    Watch,
 }
 
 /// Runs a benchmark and prints its report.
@@ -154,9 +228,119 @@ pub(super) fn bench(cmd: BenchCommand, client: &ClientArgs) -> Result<(), CliErr
             let plan = Plan::parse(&a.load, false)?;
             let size = parse_size("--value-size", &a.value_size, 1000 << 10)?;
             let keys = parse_count("--keys", &a.keys, 1, 1_000_000)?;
-            super::runtime()?.block_on(bench_store(plan, client, a.op, size, keys))
+            let watchers = match (a.op, a.watchers.as_deref()) {
+                (StoreOp::Watch, w) => parse_count("--watchers", w.unwrap_or("1"), 1, 1000)?,
+                (_, None) => 0,
+                (_, Some(_)) => {
+                    return Err(CliError::new("--watchers: only meaningful with --op watch")
+                        .hint("add --op watch, or drop --watchers"))
+                }
+            };
+            if a.op == StoreOp::Watch && size < TAG_BYTES {
+                return Err(CliError::new(format!(
+                    "--value-size: --op watch needs at least {TAG_BYTES} bytes (got {size}): each \
+                     value starts with the number of its write"
+                )));
+            }
+            let target = match &a.etcd {
+                Some(urls) => {
+                    refuse_keyward_flags(client)?;
+                    StoreTarget::Etcd(EtcdOptions {
+                        endpoints: etcd_endpoints(urls, a.etcd_ca.is_some())?,
+                        ca: a.etcd_ca.clone(),
+                        cert: a.etcd_cert.clone(),
+                        key: a.etcd_key.clone(),
+                        request_timeout: plan.timeout,
+                        ..EtcdOptions::default()
+                    })
+                }
+                None => StoreTarget::Keyward(client),
+            };
+            let work = StoreWork {
+                op: a.op,
+                size,
+                keys,
+                watchers: watchers as usize,
+            };
+            super::runtime()?.block_on(bench_store(plan, target, work))
+        }
+        BenchCommand::UnixPingpong(a) => {
+            let plan = Plan::parse(&a.load, false)?;
+            let size = parse_size("--payload", &a.payload, 1 << 20)?;
+            // The echo gets its own runtime (its own threads), as a server process would.
+            let echo = super::runtime()?;
+            let dir = tempfile::Builder::new()
+                .prefix("keyward-pingpong-")
+                .tempdir()
+                .map_err(|e| CliError::new(format!("cannot create a temporary directory: {e}")))?;
+            let path = dir.path().join("echo.sock");
+            let listener = echo
+                .block_on(async { UnixListener::bind(&path) })
+                .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", path.display())))?;
+            echo.spawn(echo_serve(listener));
+            let res = super::runtime()?.block_on(bench_pingpong(plan, &path, size));
+            echo.shutdown_background();
+            res
         }
     }
+}
+
+/// Refuses `--server`, `--ca-file` and `--token-file` next to `--etcd`. Their environment
+/// variables are ignored instead: a shell set up for a keyward server can still benchmark etcd.
+/// (clap's own conflict check cannot tell a flag from its environment variable.)
+fn refuse_keyward_flags(client: &ClientArgs) -> Result<(), CliError> {
+    let from_env = |var: &str| std::env::var_os(var).map(PathBuf::from);
+    let given = [
+        (
+            "--server",
+            client.server.as_ref().map(PathBuf::from),
+            "KEYWARD_SERVER",
+        ),
+        ("--ca-file", client.ca_file.clone(), "KEYWARD_CA_FILE"),
+        (
+            "--token-file",
+            client.token_file.clone(),
+            "KEYWARD_TOKEN_FILE",
+        ),
+    ];
+    for (flag, value, var) in given {
+        if value.is_some() && value != from_env(var) {
+            return Err(CliError::new(format!(
+                "--etcd cannot be used with {flag}: --etcd benchmarks etcd directly, {flag} is for a keyward server"
+            ))
+            .hint("run `keyward bench store` once with --server and once with --etcd to compare them"));
+        }
+    }
+    Ok(())
+}
+
+/// The `--etcd` client URLs: comma-separated `http://` or `https://` URLs.
+fn etcd_endpoints(s: &str, have_ca: bool) -> Result<Vec<String>, CliError> {
+    let hint = "give etcd's client URLs, comma-separated, e.g. http://127.0.0.1:2379";
+    let mut urls = Vec::new();
+    for u in s.split(',').map(str::trim) {
+        if u.is_empty() {
+            return Err(
+                CliError::new(format!("--etcd {s:?}: an empty URL in the list")).hint(hint),
+            );
+        }
+        let https = u.starts_with("https://");
+        if !https && !u.starts_with("http://") {
+            return Err(CliError::new(format!(
+                "--etcd {u:?}: expected http://host:port or https://host:port"
+            ))
+            .hint(hint));
+        }
+        Endpoint::from_shared(u.to_owned())
+            .map_err(|e| CliError::new(format!("--etcd {u:?}: not a valid URL: {e}")).hint(hint))?;
+        if https && !have_ca {
+            return Err(CliError::new(format!(
+                "--etcd {u:?}: an https URL needs --etcd-ca, the CA that signed etcd's certificate"
+            )));
+        }
+        urls.push(u.to_owned());
+    }
+    Ok(urls)
 }
 
 /// When measuring stops.
@@ -295,6 +479,8 @@ struct Outcome {
     calls: u64,
     errors: BTreeMap<String, u64>,
     elapsed: Duration,
+    /// Calls made during the warm-up (not measured).
+    warmup_calls: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -353,6 +539,7 @@ async fn drive<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<Outcome, CliEr
         calls: 0,
         errors: BTreeMap::new(),
         elapsed: Duration::ZERO,
+        warmup_calls: 0,
     };
     let mut last = start;
     for t in tasks {
@@ -369,6 +556,7 @@ async fn drive<W: Worker>(workers: Vec<W>, plan: &Plan) -> Result<Outcome, CliEr
         last = last.max(done);
     }
     out.elapsed = last.saturating_duration_since(start);
+    out.warmup_calls = warm_seq.load(Ordering::Relaxed);
     Ok(out)
 }
 
@@ -379,13 +567,16 @@ fn code_name(c: Code) -> String {
 
 /// What the report describes.
 struct Header {
+    /// What was measured: `kms`, `store`, `etcd` or `unix-pingpong`.
     target: &'static str,
+    /// Where: the socket or URLs called.
+    endpoint: String,
     op: String,
     plan: Plan,
     /// Payload or value size: JSON name, text label, bytes.
     size: Option<(&'static str, &'static str, usize)>,
-    /// `--storm N` or `--keys N`.
-    count: Option<(&'static str, u64)>,
+    /// `--storm N`, `--keys N`, `--watchers N`: JSON name (also the text label), value.
+    counts: Vec<(&'static str, u64)>,
 }
 
 fn report(h: &Header, o: &Outcome) -> String {
@@ -398,14 +589,16 @@ fn report(h: &Header, o: &Outcome) -> String {
     };
     let q = |p: f64| o.latency.value_at_quantile(p);
     let lat = |v: u64| if o.latency.is_empty() { 0 } else { v };
-    let storm = h.count.filter(|(k, _)| *k == "storm");
+    let storm = h.counts.iter().any(|(k, _)| *k == "storm");
     if h.plan.format == Format::Json {
         let mut v = serde_json::json!({
             "target": h.target,
+            "endpoint": h.endpoint,
             "op": h.op,
             "concurrency": h.plan.concurrency,
             "connections": h.plan.connections,
             "warmup_seconds": h.plan.warmup.as_secs_f64(),
+            "warmup_calls": o.warmup_calls,
             "calls": o.calls,
             "ok": o.calls - errors,
             "errors": errors,
@@ -425,10 +618,10 @@ fn report(h: &Header, o: &Outcome) -> String {
         if let Some((name, _, bytes)) = h.size {
             v[name] = bytes.into();
         }
-        if let Some((name, n)) = h.count {
-            v[name] = n.into();
+        for (name, n) in &h.counts {
+            v[*name] = (*n).into();
         }
-        if storm.is_some() {
+        if storm {
             v["time_to_finish_seconds"] = secs.into();
         }
         return v.to_string();
@@ -444,7 +637,7 @@ fn report(h: &Header, o: &Outcome) -> String {
     if let Some((_, label, bytes)) = h.size {
         s += &format!(", {label} {}", show_bytes(bytes as u64));
     }
-    if let Some((name, n)) = h.count {
+    for (name, n) in &h.counts {
         s += &format!(", {name} {n}");
     }
     if !h.plan.warmup.is_zero() {
@@ -453,8 +646,8 @@ fn report(h: &Header, o: &Outcome) -> String {
             humantime::format_duration(h.plan.warmup)
         );
     }
-    s += "\n";
-    if storm.is_some() {
+    s += &format!("\n  endpoint:       {}\n", h.endpoint);
+    if storm {
         s += &format!("  time to finish: {}\n", show_secs(o.elapsed));
     }
     s += &format!(
@@ -505,10 +698,28 @@ fn payload(size: usize, n: u64) -> Result<Vec<u8>, CliError> {
     let mut p = vec![0u8; size];
     getrandom::getrandom(&mut p)
         .map_err(|e| CliError::new(format!("cannot generate random payloads: {e}")))?;
-    let tag = n.to_be_bytes();
-    let k = size.min(tag.len());
-    p[..k].copy_from_slice(&tag[tag.len() - k..]);
+    stamp(&mut p, n);
     Ok(p)
+}
+
+/// Writes `tag` big-endian into the first bytes of `buf` (its last bytes if `buf` is shorter).
+fn stamp(buf: &mut [u8], tag: u64) {
+    let t = tag.to_be_bytes();
+    let k = buf.len().min(TAG_BYTES);
+    buf[..k].copy_from_slice(&t[TAG_BYTES - k..]);
+}
+
+/// Whether `buf` starts with `tag` as [`stamp`] wrote it.
+fn has_stamp(buf: &[u8], tag: u64) -> bool {
+    let t = tag.to_be_bytes();
+    let k = buf.len().min(TAG_BYTES);
+    buf[..k] == t[TAG_BYTES - k..]
+}
+
+/// The tag at the start of a value of at least [`TAG_BYTES`] bytes.
+fn tag_of(value: &[u8]) -> Option<u64> {
+    let head: [u8; TAG_BYTES] = value.get(..TAG_BYTES)?.try_into().ok()?;
+    Some(u64::from_be_bytes(head))
 }
 
 /// Runs `count` setup jobs on `concurrency` tasks; `job(i)` for each i in `0..count`.
@@ -557,6 +768,7 @@ type KmsClient = KeyManagementServiceClient<Channel>;
 
 struct KmsWorker {
     client: KmsClient,
+    health: HealthClient<Channel>,
     op: KmsOp,
     plaintext: Arc<Vec<u8>>,
     pool: Arc<Vec<Sealed>>,
@@ -594,6 +806,25 @@ impl KmsWorker {
     async fn status(&mut self) -> Result<(), Status> {
         self.client.status(kpb::StatusRequest {}).await.map(drop)
     }
+
+    /// grpc.health.v1 Health/Check of the server as a whole (service ""); anything but SERVING
+    /// counts as Unavailable.
+    async fn health(&mut self) -> Result<(), Status> {
+        let r = self
+            .health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?
+            .into_inner();
+        if r.status != ServingStatus::Serving as i32 {
+            return Err(Status::unavailable(format!(
+                "health: the plugin is not SERVING (status {})",
+                r.status
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Worker for KmsWorker {
@@ -602,6 +833,7 @@ impl Worker for KmsWorker {
             KmsOp::Status => self.status().await,
             KmsOp::Encrypt => self.encrypt().await,
             KmsOp::Decrypt => self.decrypt(n).await,
+            KmsOp::Health => self.health().await,
             KmsOp::Mixed if n % 100 == 99 => self.status().await,
             KmsOp::Mixed if n % 10 == 0 => self.encrypt().await,
             KmsOp::Mixed => self.decrypt(n).await,
@@ -616,7 +848,7 @@ async fn bench_kms(
     size: usize,
     storm: Option<u64>,
 ) -> Result<(), CliError> {
-    let mut clients = Vec::with_capacity(plan.connections);
+    let mut channels = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
         let ch = crate::uds::unix_channel(&socket).await.map_err(|e| {
             CliError::new(format!(
@@ -625,8 +857,9 @@ async fn bench_kms(
             ))
             .hint("check --endpoint: it must be the plugin's socket, as in the EncryptionConfiguration")
         })?;
-        clients.push(KmsClient::new(ch));
+        channels.push(ch);
     }
+    let clients: Vec<KmsClient> = channels.iter().cloned().map(KmsClient::new).collect();
     let op = if storm.is_some() { KmsOp::Decrypt } else { op };
     let pool_size = match (storm, op) {
         (Some(n), _) => n,
@@ -672,6 +905,7 @@ async fn bench_kms(
     let workers: Vec<KmsWorker> = (0..plan.concurrency)
         .map(|i| KmsWorker {
             client: clients[i % clients.len()].clone(),
+            health: HealthClient::new(channels[i % channels.len()].clone()),
             op,
             plaintext: plaintext.clone(),
             pool: pool.clone(),
@@ -680,14 +914,20 @@ async fn bench_kms(
     let outcome = drive(workers, &plan).await?;
     let header = Header {
         target: "kms",
+        endpoint: format!("unix://{}", socket.display()),
         op: if storm.is_some() {
             "decrypt storm".into()
         } else {
             op_name(op)
         },
         plan,
-        size: Some(("payload_bytes", "payload", size)),
-        count: storm.map(|n| ("storm", n)),
+        // Status and health calls carry no payload.
+        size: matches!(op, KmsOp::Encrypt | KmsOp::Decrypt | KmsOp::Mixed).then_some((
+            "payload_bytes",
+            "payload",
+            size,
+        )),
+        counts: storm.map(|n| ("storm", n)).into_iter().collect(),
     };
     println!("{}", report(&header, &outcome));
     Ok(())
@@ -699,15 +939,42 @@ fn op_name(op: impl ValueEnum) -> String {
         .unwrap_or_default()
 }
 
-struct StoreWorker {
-    client: client::Client,
+/// What `bench store` calls.
+enum StoreTarget<'a> {
+    /// A keyward store, found as every client command finds it.
+    Keyward(&'a ClientArgs),
+    /// etcd, through keyward's etcd backend.
+    Etcd(EtcdOptions),
+}
+
+/// What `bench store` does, validated.
+#[derive(Debug, Clone, Copy)]
+struct StoreWork {
     op: StoreOp,
+    /// Value size in bytes.
+    size: usize,
+    /// Keys written before measuring and used by the workers.
     keys: u64,
-    value: Arc<Vec<u8>>,
+    /// Watches open during `--op watch` (0 otherwise).
+    watchers: usize,
+}
+
+/// One connection of `bench store`.
+#[derive(Clone)]
+enum StoreConn {
+    /// A keyward store's `keyward.v1.Secrets` API.
+    Keyward(client::Client),
+    /// etcd's KV and Watch APIs, through [`EtcdBackend`] (linearizable reads).
+    Etcd(EtcdBackend),
 }
 
 fn secret_name(i: u64) -> String {
     format!("bench-{i:07}")
+}
+
+/// The etcd key of the `i`th benchmark key: where kube-apiserver would store the Secret.
+fn etcd_key(i: u64) -> Vec<u8> {
+    format!("{ETCD_PREFIX}{}", secret_name(i)).into_bytes()
 }
 
 fn bench_secret(name: String, value: Vec<u8>) -> spb::Secret {
@@ -722,130 +989,594 @@ fn bench_secret(name: String, value: Vec<u8>) -> spb::Secret {
     }
 }
 
-impl StoreWorker {
-    async fn put(&mut self, n: u64) -> Result<(), Status> {
-        // A different value every time, so that no update is a no-op.
-        let mut value = self.value.to_vec();
-        let tag = n.to_be_bytes();
-        let k = value.len().min(tag.len());
-        value[..k].copy_from_slice(&tag[tag.len() - k..]);
-        let secret = bench_secret(secret_name(n % self.keys), value);
-        self.client
-            .update(spb::UpdateRequest {
-                secret: Some(secret),
-                dry_run: false,
-            })
-            .await
-            .map(drop)
+/// A backend error as the gRPC code it would map to, so errors are counted alike for both
+/// targets.
+fn backend_status(e: BackendError) -> Status {
+    match e {
+        BackendError::Unavailable(m) => Status::unavailable(m),
+        BackendError::InvalidArgument(m) => Status::invalid_argument(m),
+        e @ (BackendError::Compacted { .. } | BackendError::FutureRevision { .. }) => {
+            Status::out_of_range(e.to_string())
+        }
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// Runs `call` with the client-side `--timeout`.
+async fn timed<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("client-side --timeout")))
+}
+
+impl StoreConn {
+    /// Connects `n` times to `target` (one HTTP/2 connection each) and checks that it answers.
+    async fn connect(target: &StoreTarget<'_>, n: usize) -> Result<Vec<StoreConn>, CliError> {
+        let mut conns = Vec::with_capacity(n);
+        match target {
+            StoreTarget::Keyward(args) => {
+                for _ in 0..n {
+                    conns.push(StoreConn::Keyward(client::connect(args).await?));
+                }
+            }
+            StoreTarget::Etcd(opts) => {
+                let urls = opts.endpoints.join(",");
+                for _ in 0..n {
+                    let b = EtcdBackend::connect(opts).map_err(|e| {
+                        CliError::new(format!("--etcd {urls}: {e}"))
+                            .hint("check --etcd, --etcd-ca, --etcd-cert and --etcd-key")
+                    })?;
+                    conns.push(StoreConn::Etcd(b));
+                }
+                if let Some(StoreConn::Etcd(b)) = conns.first() {
+                    b.check().await.map_err(|e| {
+                        CliError::new(format!("cannot reach etcd at {urls}: {e}"))
+                            .hint("check --etcd: it must list etcd's client URLs, and etcd must be running")
+                    })?;
+                }
+            }
+        }
+        Ok(conns)
     }
 
-    async fn get(&mut self, n: u64) -> Result<(), Status> {
-        self.client
-            .get(spb::GetRequest {
-                namespace: STORE_NAMESPACE.into(),
-                name: secret_name(n % self.keys),
-                revision: 0,
-            })
-            .await
-            .map(drop)
+    /// Overwrites key `i` unconditionally with `value`.
+    async fn put(&mut self, i: u64, value: Vec<u8>) -> Result<(), Status> {
+        match self {
+            StoreConn::Keyward(c) => c
+                .update(spb::UpdateRequest {
+                    secret: Some(bench_secret(secret_name(i), value)),
+                    dry_run: false,
+                })
+                .await
+                .map(drop),
+            StoreConn::Etcd(b) => match b
+                .put(&etcd_key(i), value, Expect::Any)
+                .await
+                .map_err(backend_status)?
+            {
+                WriteOutcome::Applied { .. } => Ok(()),
+                _ => Err(Status::internal("etcd did not apply an unconditional put")),
+            },
+        }
     }
 
+    /// Reads key `i`, which must exist.
+    async fn get(&mut self, i: u64) -> Result<(), Status> {
+        match self {
+            StoreConn::Keyward(c) => c
+                .get(spb::GetRequest {
+                    namespace: STORE_NAMESPACE.into(),
+                    name: secret_name(i),
+                    revision: 0,
+                })
+                .await
+                .map(drop),
+            StoreConn::Etcd(b) => match b.get(&etcd_key(i), None).await {
+                Ok((Some(_), _)) => Ok(()),
+                Ok((None, _)) => Err(Status::not_found(format!(
+                    "{ETCD_PREFIX}{} does not exist",
+                    secret_name(i)
+                ))),
+                Err(e) => Err(backend_status(e)),
+            },
+        }
+    }
+
+    /// Lists the first 100 keys of the namespace `bench`.
     async fn list(&mut self) -> Result<(), Status> {
-        self.client
-            .list(spb::ListRequest {
-                namespace: STORE_NAMESPACE.into(),
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .map(drop)
+        match self {
+            StoreConn::Keyward(c) => c
+                .list(spb::ListRequest {
+                    namespace: STORE_NAMESPACE.into(),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            StoreConn::Etcd(b) => b
+                .range(RangeRequest {
+                    start: ETCD_PREFIX.as_bytes().to_vec(),
+                    end: None,
+                    limit: 100,
+                    revision: None,
+                })
+                .await
+                .map(drop)
+                .map_err(backend_status),
+        }
+    }
+
+    /// Creates key `i` with `value`, or overwrites it if a previous run left it.
+    async fn prepare(&mut self, i: u64, value: Vec<u8>, timeout: Duration) -> Result<(), CliError> {
+        let what = match self {
+            StoreConn::Keyward(_) => format!("Secret {STORE_NAMESPACE}/{}", secret_name(i)),
+            StoreConn::Etcd(_) => format!("etcd key {ETCD_PREFIX}{}", secret_name(i)),
+        };
+        let fail = |call: &str, s: Status| {
+            CliError::new(format!(
+                "preparing {what}: {call} failed ({}): {}",
+                code_name(s.code()),
+                s.message()
+            ))
+        };
+        match self {
+            StoreConn::Keyward(c) => {
+                let created = timed(
+                    timeout,
+                    c.create(spb::CreateRequest {
+                        secret: Some(bench_secret(secret_name(i), value.clone())),
+                        dry_run: false,
+                    }),
+                )
+                .await;
+                match created {
+                    Ok(_) => Ok(()),
+                    Err(s) if s.code() == Code::AlreadyExists => timed(timeout, self.put(i, value))
+                        .await
+                        .map_err(|s| fail("Update", s)),
+                    Err(s) => Err(fail("Create", s)),
+                }
+            }
+            StoreConn::Etcd(_) => timed(timeout, self.put(i, value))
+                .await
+                .map_err(|s| fail("Put", s)),
+        }
+    }
+
+    /// Opens a watch on the namespace `bench` that reports every event's tag to `board`, from
+    /// just after `from` (as returned by [`StoreConn::revision`]).
+    async fn watch(
+        &mut self,
+        from: i64,
+        board: Arc<WatchBoard>,
+    ) -> Result<JoinHandle<()>, CliError> {
+        let fail = |e: String| CliError::new(format!("cannot open a watch: {e}"));
+        match self {
+            StoreConn::Keyward(c) => {
+                let mut stream = c
+                    .watch(spb::WatchRequest {
+                        namespace: STORE_NAMESPACE.into(),
+                        resource_version: from.to_string(),
+                        label_selector: String::new(),
+                    })
+                    .await
+                    .map_err(|s| fail(format!("{}: {}", code_name(s.code()), s.message())))?
+                    .into_inner();
+                Ok(tokio::spawn(async move {
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(ev)) => {
+                                let value =
+                                    ev.object.and_then(|s| s.data.get(STORE_DATA_KEY).cloned());
+                                if let Some(tag) = value.as_deref().and_then(tag_of) {
+                                    board.delivered(tag);
+                                }
+                            }
+                            Ok(None) => return board.end("the store ended the watch".into()),
+                            Err(s) => {
+                                return board.end(format!(
+                                    "the watch failed ({}): {}",
+                                    code_name(s.code()),
+                                    s.message()
+                                ))
+                            }
+                        }
+                    }
+                }))
+            }
+            StoreConn::Etcd(b) => {
+                use tokio_stream::StreamExt as _;
+                let mut stream = b
+                    .watch(ETCD_PREFIX.as_bytes(), from + 1)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                Ok(tokio::spawn(async move {
+                    loop {
+                        match stream.next().await {
+                            Some(Ok(ev)) => {
+                                if ev.kind == EventKind::Put {
+                                    if let Some(tag) = tag_of(&ev.kv.value) {
+                                        board.delivered(tag);
+                                    }
+                                }
+                            }
+                            Some(Err(e)) => return board.end(format!("the watch failed: {e}")),
+                            None => return board.end("etcd ended the watch".into()),
+                        }
+                    }
+                }))
+            }
+        }
+    }
+
+    /// The current revision: a watch from it sees every later write.
+    async fn revision(&mut self) -> Result<i64, CliError> {
+        match self {
+            StoreConn::Keyward(c) => {
+                let list = c
+                    .list(spb::ListRequest {
+                        namespace: STORE_NAMESPACE.into(),
+                        limit: 1,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| {
+                        CliError::new(format!(
+                            "cannot read the store's revision: List failed ({}): {}",
+                            code_name(s.code()),
+                            s.message()
+                        ))
+                    })?
+                    .into_inner();
+                list.resource_version.parse().map_err(|_| {
+                    CliError::new(format!(
+                        "the store answered List with a resourceVersion that is not a number: {:?}",
+                        list.resource_version
+                    ))
+                })
+            }
+            StoreConn::Etcd(b) => b
+                .current_revision()
+                .await
+                .map_err(|e| CliError::new(format!("cannot read etcd's revision: {e}"))),
+        }
+    }
+}
+
+/// The writes of `--op watch` waiting for their events. Each write's value starts with a tag
+/// unique in the run; a write is done once every watcher has received the event carrying it.
+struct WatchBoard {
+    watchers: usize,
+    next_tag: AtomicU64,
+    state: Mutex<BoardState>,
+}
+
+#[derive(Default)]
+struct BoardState {
+    /// Tag → (watchers that have not seen it yet, who to tell when none are left).
+    waiting: HashMap<u64, (usize, oneshot::Sender<()>)>,
+    /// Why a watch ended; once set, no write can complete.
+    ended: Option<String>,
+}
+
+/// A write registered on the board; unregisters itself when dropped (done, failed or timed
+/// out).
+struct Expected {
+    board: Arc<WatchBoard>,
+    tag: u64,
+    seen: oneshot::Receiver<()>,
+}
+
+impl WatchBoard {
+    fn new(watchers: usize) -> Arc<WatchBoard> {
+        Arc::new(WatchBoard {
+            watchers,
+            next_tag: AtomicU64::new(0),
+            state: Mutex::new(BoardState::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BoardState> {
+        // The state stays consistent whatever panicked while holding the lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new write; its value must carry the returned tag.
+    fn expect(self: &Arc<Self>) -> Result<Expected, Status> {
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.lock();
+        if let Some(why) = &st.ended {
+            return Err(Status::unavailable(why.clone()));
+        }
+        st.waiting.insert(tag, (self.watchers, tx));
+        Ok(Expected {
+            board: self.clone(),
+            tag,
+            seen: rx,
+        })
+    }
+
+    /// One watcher received the event tagged `tag` (unknown tags are ignored).
+    fn delivered(&self, tag: u64) {
+        let mut st = self.lock();
+        if let Some((left, _)) = st.waiting.get_mut(&tag) {
+            *left -= 1;
+            if *left == 0 {
+                if let Some((_, done)) = st.waiting.remove(&tag) {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// A watch ended: every waiting and later write fails with `why`.
+    fn end(&self, why: String) {
+        let mut st = self.lock();
+        st.ended.get_or_insert(why);
+        st.waiting.clear();
+    }
+}
+
+impl Expected {
+    /// Waits until every watcher has received this write's event.
+    async fn seen(&mut self) -> Result<(), Status> {
+        match (&mut self.seen).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Status::unavailable(
+                self.board
+                    .lock()
+                    .ended
+                    .clone()
+                    .unwrap_or_else(|| "the watch ended".into()),
+            )),
+        }
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.board.lock().waiting.remove(&self.tag);
+    }
+}
+
+struct StoreWorker {
+    conn: StoreConn,
+    work: StoreWork,
+    value: Arc<Vec<u8>>,
+    board: Option<Arc<WatchBoard>>,
+}
+
+impl StoreWorker {
+    /// This run's value with `tag` in front, so that no update is a no-op.
+    fn value(&self, tag: u64) -> Vec<u8> {
+        let mut value = self.value.to_vec();
+        stamp(&mut value, tag);
+        value
+    }
+
+    async fn put(&mut self, n: u64) -> Result<(), Status> {
+        let value = self.value(n);
+        self.conn.put(n % self.work.keys, value).await
+    }
+
+    /// A put, done once it is acknowledged and every watcher has received its event.
+    async fn watched_put(&mut self, n: u64) -> Result<(), Status> {
+        let Some(board) = &self.board else {
+            return Err(Status::internal("--op watch without watchers"));
+        };
+        let mut expected = board.expect()?;
+        let value = self.value(expected.tag);
+        self.conn.put(n % self.work.keys, value).await?;
+        expected.seen().await
     }
 }
 
 impl Worker for StoreWorker {
     async fn call(&mut self, n: u64) -> Result<(), Status> {
-        match self.op {
+        match self.work.op {
             StoreOp::Put => self.put(n).await,
-            StoreOp::Get => self.get(n).await,
-            StoreOp::List => self.list().await,
+            StoreOp::Get => self.conn.get(n % self.work.keys).await,
+            StoreOp::List => self.conn.list().await,
             StoreOp::Mixed if n % 10 == 9 => self.put(n).await,
-            StoreOp::Mixed => self.get(n).await,
+            StoreOp::Mixed => self.conn.get(n % self.work.keys).await,
+            StoreOp::Watch => self.watched_put(n).await,
         }
     }
 }
 
-async fn bench_store(
-    plan: Plan,
-    args: &ClientArgs,
-    op: StoreOp,
-    size: usize,
-    keys: u64,
-) -> Result<(), CliError> {
-    let mut clients = Vec::with_capacity(plan.connections);
-    for _ in 0..plan.connections {
-        clients.push(client::connect(args).await?);
-    }
-    let setup_clients = clients.clone();
+async fn bench_store(plan: Plan, target: StoreTarget<'_>, work: StoreWork) -> Result<(), CliError> {
+    let conns = StoreConn::connect(&target, plan.connections).await?;
+    let setup_conns = conns.clone();
     let timeout = plan.timeout;
+    let size = work.size;
     // Create the keys, or overwrite those a previous run left with this run's value size.
-    setup(keys, plan.concurrency, move |i| {
-        let mut c = setup_clients[i as usize % setup_clients.len()].clone();
-        async move {
-            let value = payload(size, i)?;
-            let fail = |what: &str, s: Status| {
-                CliError::new(format!(
-                    "preparing Secret {STORE_NAMESPACE}/{}: {what} failed ({}): {}",
-                    secret_name(i),
-                    code_name(s.code()),
-                    s.message()
-                ))
-            };
-            let created = tokio::time::timeout(
-                timeout,
-                c.create(spb::CreateRequest {
-                    secret: Some(bench_secret(secret_name(i), value.clone())),
-                    dry_run: false,
-                }),
-            )
-            .await
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("client-side --timeout")));
-            match created {
-                Ok(_) => Ok(()),
-                Err(s) if s.code() == Code::AlreadyExists => {
-                    let updated = tokio::time::timeout(
-                        timeout,
-                        c.update(spb::UpdateRequest {
-                            secret: Some(bench_secret(secret_name(i), value)),
-                            dry_run: false,
-                        }),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("client-side --timeout")));
-                    updated.map(drop).map_err(|s| fail("Update", s))
-                }
-                Err(s) => Err(fail("Create", s)),
-            }
-        }
+    setup(work.keys, plan.concurrency, move |i| {
+        let mut c = setup_conns[i as usize % setup_conns.len()].clone();
+        async move { c.prepare(i, payload(size, i)?, timeout).await }
     })
     .await?;
+    let mut watches = Vec::new();
+    let board = if work.op == StoreOp::Watch {
+        let board = WatchBoard::new(work.watchers);
+        let mut first = conns[0].clone();
+        let from = first.revision().await?;
+        for i in 0..work.watchers {
+            let mut c = conns[i % conns.len()].clone();
+            watches.push(c.watch(from, board.clone()).await?);
+        }
+        Some(board)
+    } else {
+        None
+    };
     let value = Arc::new(payload(size, 0)?);
     let workers: Vec<StoreWorker> = (0..plan.concurrency)
         .map(|i| StoreWorker {
-            client: clients[i % clients.len()].clone(),
-            op,
-            keys,
+            conn: conns[i % conns.len()].clone(),
+            work,
             value: value.clone(),
+            board: board.clone(),
         })
         .collect();
-    let outcome = drive(workers, &plan).await?;
+    let outcome = drive(workers, &plan).await;
+    for w in watches {
+        w.abort();
+    }
+    let outcome = outcome?;
+    let (target, endpoint) = match &target {
+        StoreTarget::Keyward(args) => (
+            "store",
+            args.server.clone().unwrap_or_else(|| {
+                let dev = Path::new(super::DEV_DIR).join("keyward.sock");
+                format!(
+                    "unix://{}",
+                    std::path::absolute(&dev).unwrap_or(dev).display()
+                )
+            }),
+        ),
+        StoreTarget::Etcd(opts) => ("etcd", opts.endpoints.join(",")),
+    };
+    let mut counts = vec![("keys", work.keys)];
+    if work.op == StoreOp::Watch {
+        counts.push(("watchers", work.watchers as u64));
+    }
     let header = Header {
-        target: "store",
-        op: op_name(op),
+        target,
+        endpoint,
+        op: op_name(work.op),
         plan,
         size: Some(("value_bytes", "value", size)),
-        count: Some(("keys", keys)),
+        counts,
     };
     println!("{}", report(&header, &outcome));
+    Ok(())
+}
+
+/// The echo listener of `bench unix-pingpong`: every connection gets back what it sends.
+async fn echo_serve(listener: UnixListener) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let (mut r, mut w) = stream.into_split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+/// One client connection of `bench unix-pingpong`. Requests are written whole under the write
+/// lock, in the order their waiters are queued; the echo returns them in that order, and a reader
+/// task hands each reply to the waiter at the front of the queue.
+struct Pipe {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    state: Mutex<PipeState>,
+}
+
+#[derive(Default)]
+struct PipeState {
+    /// (tag, waiter) of each request written and not yet answered, oldest first.
+    waiting: VecDeque<(u64, oneshot::Sender<bool>)>,
+    /// The connection failed; no request can be answered.
+    closed: bool,
+}
+
+impl Pipe {
+    fn lock(&self) -> MutexGuard<'_, PipeState> {
+        // The queue stays consistent whatever panicked while holding the lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Reads `size`-byte replies and hands each to the oldest waiter, telling it whether the reply
+/// carries its tag. Ends (failing every waiter) when the connection does.
+async fn read_replies(r: OwnedReadHalf, pipe: Arc<Pipe>, size: usize) {
+    let mut r = tokio::io::BufReader::with_capacity(64 << 10, r);
+    let mut buf = vec![0u8; size];
+    while r.read_exact(&mut buf).await.is_ok() {
+        let Some((tag, done)) = pipe.lock().waiting.pop_front() else {
+            break;
+        };
+        let _ = done.send(has_stamp(&buf, tag));
+    }
+    let mut st = pipe.lock();
+    st.closed = true;
+    st.waiting.clear();
+}
+
+struct PingWorker {
+    pipe: Arc<Pipe>,
+    request: Arc<Vec<u8>>,
+    next_tag: Arc<AtomicU64>,
+}
+
+impl Worker for PingWorker {
+    async fn call(&mut self, _n: u64) -> Result<(), Status> {
+        let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
+        let mut msg = self.request.to_vec();
+        stamp(&mut msg, tag);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut w = self.pipe.writer.lock().await;
+            {
+                let mut st = self.pipe.lock();
+                if st.closed {
+                    return Err(Status::unavailable("the echo connection closed"));
+                }
+                st.waiting.push_back((tag, tx));
+            }
+            w.write_all(&msg)
+                .await
+                .map_err(|e| Status::unavailable(format!("writing to the echo socket: {e}")))?;
+        }
+        match rx.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Status::data_loss("the echo does not match the request")),
+            Err(_) => Err(Status::unavailable("the echo connection closed")),
+        }
+    }
+}
+
+async fn bench_pingpong(plan: Plan, path: &Path, size: usize) -> Result<(), CliError> {
+    let mut pipes = Vec::with_capacity(plan.connections);
+    let mut readers = Vec::with_capacity(plan.connections);
+    for _ in 0..plan.connections {
+        let stream = UnixStream::connect(path).await.map_err(|e| {
+            CliError::new(format!(
+                "cannot connect to the echo listener at {}: {e}",
+                path.display()
+            ))
+        })?;
+        let (r, w) = stream.into_split();
+        let pipe = Arc::new(Pipe {
+            writer: tokio::sync::Mutex::new(w),
+            state: Mutex::new(PipeState::default()),
+        });
+        readers.push(tokio::spawn(read_replies(r, pipe.clone(), size)));
+        pipes.push(pipe);
+    }
+    let request = Arc::new(payload(size, 0)?);
+    let next_tag = Arc::new(AtomicU64::new(0));
+    let workers: Vec<PingWorker> = (0..plan.concurrency)
+        .map(|i| PingWorker {
+            pipe: pipes[i % pipes.len()].clone(),
+            request: request.clone(),
+            next_tag: next_tag.clone(),
+        })
+        .collect();
+    let outcome = drive(workers, &plan).await;
+    for r in readers {
+        r.abort();
+    }
+    let header = Header {
+        target: "unix-pingpong",
+        endpoint: format!("unix://{}", path.display()),
+        op: "echo".into(),
+        plan,
+        size: Some(("payload_bytes", "payload", size)),
+        counts: Vec::new(),
+    };
+    println!("{}", report(&header, &outcome?));
     Ok(())
 }
 
@@ -854,10 +1585,13 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// Like the real command line: the client flags are global.
     #[derive(Debug, Parser)]
     struct Cli {
         #[command(subcommand)]
         cmd: BenchCommand,
+        #[command(flatten)]
+        client: ClientArgs,
     }
 
     fn parse(args: &[&str]) -> Result<BenchCommand, clap::Error> {
@@ -868,6 +1602,7 @@ mod tests {
         match cmd {
             BenchCommand::Kms(a) => &a.load,
             BenchCommand::Store(a) => &a.load,
+            BenchCommand::UnixPingpong(a) => &a.load,
         }
     }
 
@@ -1073,14 +1808,16 @@ mod tests {
         let p = plan(Stop::Requests(100), Format::Json);
         let o = drive((0..4).map(|_| Fake).collect(), &p).await.unwrap();
         assert_eq!(o.calls, 100);
+        assert_eq!(o.warmup_calls, 0);
         assert_eq!(o.errors, BTreeMap::from([("Unavailable".to_owned(), 25)]));
         assert_eq!(o.latency.len(), 75);
         let h = Header {
             target: "kms",
+            endpoint: "unix:///k.sock".into(),
             op: "decrypt".into(),
             plan: p,
             size: Some(("payload_bytes", "payload", 32)),
-            count: Some(("storm", 100)),
+            counts: vec![("storm", 100)],
         };
         let v: serde_json::Value = serde_json::from_str(&report(&h, &o)).unwrap();
         assert_eq!(v["calls"], 100);
@@ -1113,6 +1850,11 @@ mod tests {
         p.warmup = Duration::from_millis(20);
         let o = drive((0..4).map(|_| Fake).collect(), &p).await.unwrap();
         assert!(o.calls > 0);
+        assert!(
+            o.warmup_calls >= 4,
+            "each worker warms up: {}",
+            o.warmup_calls
+        );
         assert!(o.elapsed >= Duration::from_millis(50));
     }
 
@@ -1136,13 +1878,181 @@ mod tests {
         assert!(report(
             &Header {
                 target: "store",
+                endpoint: "unix:///s.sock".into(),
                 op: "get".into(),
                 plan: p,
                 size: None,
-                count: None,
+                counts: Vec::new(),
             },
             &o
         )
         .contains("no successful calls"));
+    }
+
+    #[test]
+    fn new_flags_parse() {
+        let BenchCommand::Kms(a) =
+            parse(&["kms", "--endpoint", "unix:///k", "--op", "health"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(a.op, KmsOp::Health);
+        let BenchCommand::Store(a) = parse(&[
+            "store",
+            "--etcd",
+            "http://127.0.0.1:2379,http://127.0.0.1:22379",
+            "--op",
+            "watch",
+            "--watchers",
+            "3",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.op, StoreOp::Watch);
+        assert_eq!(a.watchers.as_deref(), Some("3"));
+        assert_eq!(
+            etcd_endpoints(a.etcd.as_deref().unwrap(), false).unwrap(),
+            ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]
+        );
+        let cmd = parse(&["unix-pingpong", "--payload", "1KiB", "--concurrency", "64"]).unwrap();
+        assert_eq!(Plan::parse(load(&cmd), false).unwrap().concurrency, 64);
+        let BenchCommand::UnixPingpong(a) = cmd else {
+            panic!()
+        };
+        assert_eq!(parse_size("--payload", &a.payload, 1 << 20).unwrap(), 1024);
+        // TLS files for etcd only make sense with --etcd; client certificates only without.
+        let e = parse(&["store", "--etcd-ca", "ca.pem"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--etcd"), "{e}");
+        let e = parse(&["store", "--etcd", "http://e:2379", "--client-key", "k"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--etcd") && e.contains("--client-key"), "{e}");
+    }
+
+    #[test]
+    fn etcd_urls_name_the_flag() {
+        for (urls, want) in [
+            ("", "--etcd \"\": an empty URL"),
+            (
+                "http://a:1,,http://b:1",
+                "--etcd \"http://a:1,,http://b:1\": an empty URL",
+            ),
+            (
+                "127.0.0.1:2379",
+                "--etcd \"127.0.0.1:2379\": expected http://",
+            ),
+            (
+                "unix:///e.sock",
+                "--etcd \"unix:///e.sock\": expected http://",
+            ),
+            ("http://[::1", "--etcd \"http://[::1\": not a valid URL"),
+            (
+                "https://e:2379",
+                "--etcd \"https://e:2379\": an https URL needs --etcd-ca",
+            ),
+        ] {
+            let e = etcd_endpoints(urls, false).unwrap_err();
+            assert!(e.message.starts_with(want), "{urls}: {}", e.message);
+        }
+        assert_eq!(
+            etcd_endpoints(" https://e:2379 ", true).unwrap(),
+            ["https://e:2379"]
+        );
+    }
+
+    #[test]
+    fn stamps() {
+        let mut v = vec![0xaa; 16];
+        stamp(&mut v, 0x0102_0304_0506_0708);
+        assert_eq!(v[..8], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(v[8..], [0xaa; 8]);
+        assert_eq!(tag_of(&v), Some(0x0102_0304_0506_0708));
+        assert!(has_stamp(&v, 0x0102_0304_0506_0708));
+        assert!(!has_stamp(&v, 7));
+        assert_eq!(tag_of(&v[..7]), None);
+        let mut short = [0u8; 2];
+        stamp(&mut short, 0x0102_0304_0506_0708);
+        assert_eq!(short, [7, 8]);
+        assert!(has_stamp(&short, 0x0708));
+    }
+
+    #[tokio::test]
+    async fn watch_board_waits_for_every_watcher() {
+        let board = WatchBoard::new(2);
+        let mut a = board.expect().unwrap();
+        let b = board.expect().unwrap();
+        assert_ne!(a.tag, b.tag);
+        board.delivered(a.tag);
+        board.delivered(12345); // not ours: ignored
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), a.seen())
+                .await
+                .is_err(),
+            "one watcher of two has seen it"
+        );
+        board.delivered(a.tag);
+        a.seen().await.unwrap();
+        drop(a);
+        // A dropped (e.g. timed out) write leaves nothing behind.
+        drop(b);
+        assert!(board.lock().waiting.is_empty());
+        let mut c = board.expect().unwrap();
+        board.end("etcd ended the watch".into());
+        assert_eq!(
+            c.seen().await.unwrap_err().message(),
+            "etcd ended the watch"
+        );
+        assert_eq!(
+            board.expect().err().unwrap().code(),
+            Code::Unavailable,
+            "no write can complete once a watch has ended"
+        );
+    }
+
+    #[tokio::test]
+    async fn pingpong_over_a_real_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("echo.sock");
+        let server = tokio::spawn(echo_serve(UnixListener::bind(&path).unwrap()));
+        let p = plan(Stop::Requests(500), Format::Json);
+        let stream = UnixStream::connect(&path).await.unwrap();
+        let (r, w) = stream.into_split();
+        let pipe = Arc::new(Pipe {
+            writer: tokio::sync::Mutex::new(w),
+            state: Mutex::new(PipeState::default()),
+        });
+        let reader = tokio::spawn(read_replies(r, pipe.clone(), 100));
+        let next_tag = Arc::new(AtomicU64::new(0));
+        let workers = (0..4)
+            .map(|_| PingWorker {
+                pipe: pipe.clone(),
+                request: Arc::new(payload(100, 0).unwrap()),
+                next_tag: next_tag.clone(),
+            })
+            .collect();
+        let o = drive(workers, &p).await.unwrap();
+        assert_eq!(o.calls, 500);
+        assert!(o.errors.is_empty(), "{:?}", o.errors);
+        assert_eq!(o.latency.len(), 500);
+        server.abort();
+        reader.abort();
+        // Once the connection is gone, calls fail at once instead of waiting for --timeout.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (r, w) = ours.into_split();
+        let pipe = Arc::new(Pipe {
+            writer: tokio::sync::Mutex::new(w),
+            state: Mutex::new(PipeState::default()),
+        });
+        drop(theirs);
+        read_replies(r, pipe.clone(), 100).await;
+        let mut w = PingWorker {
+            pipe,
+            request: Arc::new(vec![0; 100]),
+            next_tag,
+        };
+        assert_eq!(w.call(0).await.unwrap_err().code(), Code::Unavailable);
     }
 }
