@@ -256,6 +256,10 @@ enum Request {
     },
 }
 
+/// sled's page cache. Its default (1 GiB) lets a store of 100,000 Secrets grow to ~490 MiB of
+/// RSS; the operating system's page cache still holds the files, so reads stay fast.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
 impl SledBackend {
     /// Opens (creating if needed) the store in `dir`, checks its format version and starts the
     /// writer thread. Works both inside and outside a tokio runtime (it blocks briefly: call it
@@ -266,7 +270,11 @@ impl SledBackend {
     pub fn open(dir: &Path, opts: SledOptions) -> Result<SledBackend, BackendError> {
         let existed = dir.exists();
         wait_until_unlocked(&dir.join("db"), RELEASE_WAIT);
-        let db = ::sled::Config::new().path(dir).open().map_err(sled_error)?;
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+            .map_err(sled_error)?;
         let open_tree = |name: &str| db.open_tree(name).map_err(sled_error);
         let kv = open_tree(TREE_KV)?;
         let log = open_tree(TREE_LOG)?;

@@ -109,13 +109,15 @@ enum Command {
     ///   keyward migrate --rate 500
     #[command(verbatim_doc_comment)]
     Migrate(encryption::MigrateArgs),
-    /// Load generators: any KMS v2 plugin, or a keyward store; latency percentiles from an HDR
-    /// histogram.
+    /// Load generators: any KMS v2 plugin, a keyward store or etcd, and the transport floors;
+    /// latency percentiles from an HDR histogram.
     ///
     /// Examples:
     ///   keyward bench kms --endpoint unix:///var/run/keyward/kms.sock --op decrypt --concurrency 64
     ///   keyward bench kms --endpoint unix:///var/run/keyward/kms.sock --storm 10000
     ///   keyward bench store --op mixed --value-size 1KiB --concurrency 16 --duration 10s
+    ///   keyward bench store --etcd http://127.0.0.1:2379 --op put --concurrency 16
+    ///   keyward bench unix-pingpong --concurrency 64
     #[command(verbatim_doc_comment, subcommand)]
     Bench(bench::BenchCommand),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
