@@ -28,8 +28,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 
 use super::{
-    Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest, RangeResponse,
-    Revision, WatchStream, WriteOutcome,
+    prefix_end, Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest,
+    RangeResponse, Revision, WatchStream, WriteOutcome,
 };
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -439,18 +439,6 @@ fn kv_from(kv: mvccpb::KeyValue) -> KeyValue {
 fn header_revision(h: Option<pb::ResponseHeader>) -> Result<Revision, BackendError> {
     h.map(|h| h.revision)
         .ok_or_else(|| BackendError::Corrupt("etcd response without a header".into()))
-}
-
-/// The key after every key that starts with `prefix`, or `\0` (no end) if there is none.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 fn check_key(key: &[u8]) -> Result<(), BackendError> {

@@ -18,6 +18,20 @@ pub mod sled;
 
 use std::pin::Pin;
 
+/// The end of the key range holding every key that starts with `prefix` (etcd's prefix range
+/// end): `prefix` with its last byte below 0xff incremented, or `\0` ("no end") if every byte
+/// is 0xff.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// A store revision. Starts at 1 for an empty store and only grows.
 pub type Revision = i64;
 

@@ -22,7 +22,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    Backend, BackendError, EventKind, Expect, KeyValue, RangeRequest, Revision, WriteOutcome,
+    prefix_end, Backend, BackendError, EventKind, Expect, KeyValue, RangeRequest, Revision,
+    WriteOutcome,
 };
 use crate::encryption::{Encryption, EncryptionError, ReadInfo};
 pub use model::{FieldError, Secret};
@@ -241,18 +242,6 @@ fn parse_rv(name: &str, rv: &str) -> Result<Revision, StoreError> {
                 format!("Invalid value: {rv:?}: must be a positive integer"),
             )
         })
-}
-
-/// The end of the key range holding every key with `prefix` (etcd's prefix range end).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
