@@ -214,6 +214,10 @@ async fn rotate_through_one_replica_encrypt_through_another_decrypt_through_a_th
     let second = rotated.primary.unwrap().key_id;
     assert_ne!(second, first);
     assert_eq!(rotated.previous_key_id, first);
+    // How long the watch takes to carry the rotation to a peer that has not been asked to
+    // decrypt under the new key (printed, not asserted: a figure for the docs).
+    let took = wait_for_key_id(&r2.socket, &second).await;
+    eprintln!("replica 2's Status reported the new key_id {took:?} after the rotation returned");
 
     // Replica 1 encrypts under the new key at once; replica 3 decrypts it even if its watch has
     // not delivered the rotation yet (an unknown key id makes it reload from etcd).
