@@ -842,3 +842,72 @@ fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
     assert_eq!(got.metadata.as_ref().expect("metadata").uid, m.uid);
     assert_eq!(rv(&got), now.mod_revision);
 }
+
+/// Two `keyward server` processes on one etcd serve one store: what one writes the other reads,
+/// a stale resourceVersion from either conflicts, and a watch on one sees the other's writes.
+#[test]
+fn two_servers_on_one_etcd_serve_one_store() {
+    let etcd = Etcd::start();
+    let a = Server::start(&etcd.endpoints_flag());
+    let b = Server::start(&etcd.endpoints_flag());
+    // Both must hold the same aesgcm key to read each other's writes: the config is the same.
+    let rt = runtime();
+    rt.block_on(async {
+        let mut ca = a.client().await;
+        let mut cb = b.client().await;
+        let mut watch = within(
+            "watch",
+            cb.watch(pb::WatchRequest {
+                namespace: "shared".into(),
+                resource_version: String::new(),
+                label_selector: String::new(),
+            }),
+        )
+        .await
+        .expect("watch through b")
+        .into_inner();
+
+        let made = create(&mut ca, secret("shared", "db", "k", b"from a"))
+            .await
+            .expect("create through a");
+        let read = get(&mut cb, "shared", "db").await.expect("get through b");
+        assert_eq!(read.data["k"], b"from a");
+        assert_eq!(rv(&read), rv(&made));
+
+        // An update through b, then a's stale copy conflicts.
+        let mut changed = read.clone();
+        changed.data.insert("k".into(), b"from b".to_vec());
+        let updated = update(&mut cb, changed).await.expect("update through b");
+        assert!(rv(&updated) > rv(&made));
+        let mut stale = made.clone();
+        stale.data.insert("k".into(), b"stale".to_vec());
+        let err = update(&mut ca, stale)
+            .await
+            .expect_err("stale update through a");
+        assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+        assert_eq!(
+            get(&mut ca, "shared", "db")
+                .await
+                .expect("get through a")
+                .data["k"],
+            b"from b"
+        );
+
+        // b's watch saw a's create and its own update, in order.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let ev = within("watch event", watch.message())
+                .await
+                .expect("watch stream")
+                .expect("an event");
+            seen.push((ev.r#type, rv(ev.object.as_ref().expect("object"))));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("ADDED".to_owned(), rv(&made)),
+                ("MODIFIED".to_owned(), rv(&updated))
+            ]
+        );
+    });
+}
