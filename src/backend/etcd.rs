@@ -28,7 +28,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 
 use super::{
-    prefix_end, Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest,
+    check_key, prefix_end, Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest,
     RangeResponse, Revision, WatchStream, WriteOutcome,
 };
 use crate::pb::etcdserverpb as pb;
@@ -439,13 +439,6 @@ fn kv_from(kv: mvccpb::KeyValue) -> KeyValue {
 fn header_revision(h: Option<pb::ResponseHeader>) -> Result<Revision, BackendError> {
     h.map(|h| h.revision)
         .ok_or_else(|| BackendError::Corrupt("etcd response without a header".into()))
-}
-
-fn check_key(key: &[u8]) -> Result<(), BackendError> {
-    if key.is_empty() {
-        return Err(invalid("key must not be empty".into()));
-    }
-    Ok(())
 }
 
 fn check_revision(revision: Option<Revision>) -> Result<Revision, BackendError> {

@@ -32,6 +32,16 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// Refuses an empty key, as etcd does.
+pub(crate) fn check_key(key: &[u8]) -> Result<(), BackendError> {
+    if key.is_empty() {
+        return Err(BackendError::InvalidArgument(
+            "the key must not be empty".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// A store revision. Starts at 1 for an empty store and only grows.
 pub type Revision = i64;
 

@@ -75,8 +75,8 @@ use ::sled::{Batch, IVec, Transactional, Tree};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest, RangeResponse,
-    Revision, WatchStream, WriteOutcome,
+    check_key, Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest,
+    RangeResponse, Revision, WatchStream, WriteOutcome,
 };
 
 /// The on-disk format version this build writes and reads.
@@ -1050,8 +1050,8 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(requests.len());
 
         for (key, op, expect) in requests {
-            if key.is_empty() {
-                outcomes.push(Err(empty_key()));
+            if let Err(e) = check_key(&key) {
+                outcomes.push(Err(e));
                 continue;
             }
             let current = match overlay.get(&key) {
@@ -1752,18 +1752,6 @@ impl<'a> Reader<'a> {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
-
-fn check_key(key: &[u8]) -> Result<(), BackendError> {
-    if key.is_empty() {
-        Err(empty_key())
-    } else {
-        Ok(())
-    }
-}
-
-fn empty_key() -> BackendError {
-    BackendError::InvalidArgument("the key must not be empty".to_string())
-}
 
 fn next_revision(rev: Revision) -> Result<Revision, BackendError> {
     rev.checked_add(1)
