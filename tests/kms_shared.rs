@@ -511,3 +511,22 @@ fn bad_flags_and_missing_keyrings_are_clear_errors() {
     assert!(err.contains("cannot unseal"), "{err}");
     let _ = bin();
 }
+
+/// Each replica reserves its own block of encryptions and adds exactly that block to the
+/// stored count, so the count in etcd bounds the encryptions of every replica together.
+#[test]
+fn reservations_from_every_replica_add_up_in_etcd() {
+    let c = Cluster::start(3, &[]);
+    let stored = common::etcd::etcdctl_kv(&c.etcd.endpoints_flag(), "/keyward/kms/keyring", &[])
+        .expect("etcdctl get")
+        .expect("the keyring is in etcd");
+    // HMAC-SHA256 (32 bytes), then the JSON document.
+    let doc: serde_json::Value = serde_json::from_slice(&stored.value[32..]).expect("JSON");
+    let keys = doc["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        keys[0]["encryptions_reserved"].as_u64(),
+        Some(3 * keyward::keyring::RESERVATION_BLOCK),
+        "{doc}"
+    );
+}
