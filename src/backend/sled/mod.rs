@@ -1,0 +1,535 @@
+//! The sled implementation of [`Backend`]: an embedded, durable, revisioned
+//! key-value store.
+//!
+//! # On-disk layout
+//!
+//! One sled database per directory, with four trees:
+//!
+//! - `kv` — the current state: `key -> record`.
+//! - `log` — the change log, for watch replay: `be64(revision) -> event` (kind, key, the record
+//!   after the change, the record before it).
+//! - `history` — every retained version of every key, for reads at past revisions:
+//!   `esc(key) ‖ 00 01 ‖ be64(revision) -> record | tombstone`, plus one optional marker
+//!   `esc(key) ‖ 00 01 ‖ be64(0) -> floor` saying that versions of this key older than `floor`
+//!   were pruned. `esc` doubles every `00` byte into `00 ff`, so the encoding is order-preserving
+//!   and no two keys can collide (a key's entries are contiguous and sorted by revision).
+//! - `meta` — `format_version` (`be32`, currently [`FORMAT_VERSION`]), `current_revision` and
+//!   `compacted_revision` (`be64`). The format version is written on first open; a store with
+//!   another version is refused with [`BackendError::UnsupportedFormat`].
+//!
+//! A record is `01 ‖ be64(create_revision) ‖ be64(mod_revision) ‖ be64(version) ‖ value`; a
+//! tombstone is `00 ‖ be64(revision)`; a floor marker is `02 ‖ be64(floor)`. All lengths inside
+//! log events are `be64`, so values of any size and keys of any bytes are fine.
+//!
+//! # Writes: one writer, group commit, durability
+//!
+//! Every write goes through one dedicated writer thread fed by a channel. It takes every request
+//! queued at that moment (a batch), applies them in order (each applied change gets the next
+//! revision; conditions see the effects of earlier requests of the same batch), and commits the
+//! batch's changes to all four trees in **one** sled transaction, so a crash shows either all of
+//! a batch (values, log entries, history entries, revision counter) or none of it. It then makes
+//! the batch durable with one `flush` plus `fsync`: sled's own flush only calls
+//! `sync_file_range`, which persists neither file metadata nor the device's write cache, so the
+//! writer also calls `fsync` on sled's `db` file, on new blob files under `blobs/` (sled does not
+//! sync those), and on the directories whose entries changed. Only then does it publish the new
+//! revision, reply to every request of the batch and send the batch's events to watchers. So
+//! concurrent writers share one `fsync`; a lone writer pays one.
+//!
+//! Readers read sled directly under a lock that the writer holds exclusively only while it
+//! applies a batch in memory (microseconds), so every read (current or past) is a consistent
+//! snapshot. While the batch is being made durable, its revision and keys are published as *in
+//! flight*: a read that would touch one of those keys waits until the batch is durable and then
+//! reads again, so no read ever observes a change that is not yet durable, and reads of other
+//! keys do not wait for the `fsync` at all. Watches only deliver durable changes too.
+//!
+//! If the commit or the `fsync` fails, the batch's requests get [`BackendError::Io`] and the
+//! backend refuses every later request with [`BackendError::Unavailable`]: after a failed
+//! `fsync` the state of the page cache cannot be trusted, and the store must be reopened.
+//!
+//! # Retention
+//!
+//! - Per key, at most [`SledOptions::history_per_key`] versions (puts and deletes) are kept in
+//!   `history`; when older ones are pruned, the key's floor marker records it, and reads of that
+//!   key below the floor fail with [`BackendError::Compacted`].
+//! - The log keeps the last [`SledOptions::log_retention`] revisions: after each batch, the
+//!   compacted revision is raised to `current - log_retention + 1` and older log entries are
+//!   deleted.
+//! - [`Backend::compact`] raises the compacted revision explicitly, deletes older log entries and,
+//!   for every key, every history entry older than the key's newest entry at or below the
+//!   compacted revision (that one too if it is a tombstone). When log retention raises the
+//!   compacted revision, each key's history is pruned the same way the next time it is written.
+//!
+//! Reads and watches below the compacted revision fail with [`BackendError::Compacted`].
+//!
+//! # Source files
+//!
+//! `codec` holds the byte encodings above, `writer` the writer thread (batching, the
+//! transaction, publication), `retention` pruning and compaction, `files` the extra `fsync`s
+//! and the wait for sled's lock, `read` reads at current and past revisions, and `watch` replay
+//! and live fan-out.
+
+mod codec;
+mod files;
+mod read;
+mod retention;
+mod watch;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+use ::sled::{Batch, Tree};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{
+    check_key, Backend, BackendError, Event, Expect, KeyValue, RangeRequest, RangeResponse,
+    Revision, WatchStream, WriteOutcome,
+};
+use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
+use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
+use retention::prune_log;
+use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
+use writer::{Request, WriteOp, WriteRequest, Writer};
+
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const TREE_KV: &str = "kv";
+const TREE_LOG: &str = "log";
+const TREE_HISTORY: &str = "history";
+const TREE_META: &str = "meta";
+
+const META_FORMAT: &[u8] = b"format_version";
+const META_CURRENT: &[u8] = b"current_revision";
+const META_COMPACTED: &[u8] = b"compacted_revision";
+
+/// Retention settings of a [`SledBackend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SledOptions {
+    /// Versions of each key (puts and deletes) kept for reads at past revisions; 0 keeps every
+    /// version until compaction. Default 10.
+    pub history_per_key: usize,
+    /// Revisions kept in the change log for watch replay; older ones are compacted after each
+    /// write. 0 means unlimited (only [`Backend::compact`] discards history). Default 100 000.
+    pub log_retention: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            history_per_key: 10,
+            log_retention: 100_000,
+        }
+    }
+}
+
+/// Counters of the writer thread, for measuring group commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterStats {
+    /// Batches of writes handled; each costs one `fsync` (none if it changed nothing).
+    pub batches: u64,
+    /// Put and delete requests handled in those batches (conflicts included).
+    pub requests: u64,
+}
+
+/// A [`Backend`] stored in an embedded sled database (see the module docs for the format and
+/// the guarantees).
+///
+/// Dropping it stops its writer thread after the queued writes are done (they complete and are
+/// answered), and waits briefly until sled has released the directory, so that it can be
+/// reopened at once. Watch streams end with [`BackendError::Unavailable`] once it is dropped.
+///
+/// A put or delete whose future is dropped after it was submitted may still be applied, as with
+/// any remote store: only its answer is lost.
+pub struct SledBackend {
+    shared: Arc<Shared>,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SledBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledBackend")
+            .field("dir", &self.shared.dir)
+            .field("options", &self.shared.opts)
+            .field(
+                "current_revision",
+                &self.shared.current.load(Ordering::Acquire),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the handle, the writer thread and watch tasks.
+struct Shared {
+    dir: PathBuf,
+    db: ::sled::Db,
+    kv: Tree,
+    log: Tree,
+    history: Tree,
+    meta: Tree,
+    opts: SledOptions,
+    /// Held exclusively by the writer while it applies a batch (and through a compaction),
+    /// shared by readers while they read; holds the batch being made durable, if any.
+    commit_lock: RwLock<Option<Arc<Inflight>>>,
+    /// The durable revision, and whether the write path failed: readers that touched an
+    /// in-flight batch wait on it.
+    durable: tokio::sync::watch::Sender<(Revision, bool)>,
+    /// The current (durable) revision.
+    current: AtomicI64,
+    /// The compacted revision.
+    compacted: AtomicI64,
+    /// Set after an I/O error in the write path; every request is then refused.
+    failed: AtomicBool,
+    /// Live events, per batch. Taken (closed) when the backend is dropped.
+    events: Mutex<Option<broadcast::Sender<Arc<Vec<Event>>>>>,
+    batches: AtomicU64,
+    requests: AtomicU64,
+    /// Declared last, so dropped after every sled handle above.
+    _release: ReleaseWait,
+}
+
+/// A batch applied in memory and being made durable: reads touching its keys wait for it.
+#[derive(Debug)]
+struct Inflight {
+    revision: Revision,
+    keys: std::collections::BTreeSet<Vec<u8>>,
+}
+
+impl Inflight {
+    /// Whether a range read (prefix when `end` is None) includes one of this batch's keys.
+    fn touches_range(&self, req: &RangeRequest) -> bool {
+        match self.keys.range(req.start.clone()..).next() {
+            None => false,
+            Some(first) => match &req.end {
+                None => first.starts_with(&req.start),
+                Some(end) => first < end,
+            },
+        }
+    }
+}
+
+/// sled's page cache. Its default (1 GiB) lets a store of 100,000 Secrets grow to ~490 MiB of
+/// RSS; the operating system's page cache still holds the files, so reads stay fast.
+const SLED_CACHE_BYTES: u64 = 64 << 20;
+
+impl SledBackend {
+    /// Opens (creating if needed) the store in `dir`, checks its format version and starts the
+    /// writer thread. Works both inside and outside a tokio runtime (it blocks briefly: call it
+    /// at startup, or from `spawn_blocking`).
+    ///
+    /// Only one process may have a store open: if another holds it, this fails after waiting up
+    /// to 5 s for it to let go.
+    pub fn open(dir: &Path, opts: SledOptions) -> Result<SledBackend, BackendError> {
+        let existed = dir.exists();
+        wait_until_unlocked(&dir.join("db"), RELEASE_WAIT);
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .open()
+            .map_err(sled_error)?;
+        let open_tree = |name: &str| db.open_tree(name).map_err(sled_error);
+        let kv = open_tree(TREE_KV)?;
+        let log = open_tree(TREE_LOG)?;
+        let history = open_tree(TREE_HISTORY)?;
+        let meta = open_tree(TREE_META)?;
+
+        match meta.get(META_FORMAT).map_err(sled_error)? {
+            Some(found) => {
+                if found.as_ref() != FORMAT_VERSION.to_be_bytes() {
+                    return Err(BackendError::UnsupportedFormat {
+                        found: describe_format(&found),
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+            None => {
+                if !(kv.is_empty() && log.is_empty() && history.is_empty() && meta.is_empty()) {
+                    return Err(BackendError::UnsupportedFormat {
+                        found: "none (data without a format version)".to_string(),
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                let mut init = Batch::default();
+                init.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
+                init.insert(META_CURRENT, &rev_bytes(1));
+                init.insert(META_COMPACTED, &rev_bytes(1));
+                meta.apply_batch(init).map_err(sled_error)?;
+            }
+        }
+        let current = read_meta_rev(&meta, META_CURRENT)?;
+        let compacted = read_meta_rev(&meta, META_COMPACTED)?;
+        if current < 1 || compacted < 1 || compacted > current {
+            return Err(BackendError::Corrupt(format!(
+                "meta says current revision {current}, compacted revision {compacted}"
+            )));
+        }
+        if let Some((last, _)) = log.last().map_err(sled_error)? {
+            let last = decode_rev_key(&last)?;
+            if last > current {
+                return Err(BackendError::Corrupt(format!(
+                    "log entry {last} is newer than the current revision {current}"
+                )));
+            }
+        }
+        // Log entries below the compacted revision left over by a crash.
+        prune_log(&log, compacted)?;
+
+        let mut files = FileSync::new(dir)?;
+        files.make_durable(&db)?;
+        if !existed {
+            if let Some(parent) = dir.parent() {
+                // Best effort: the parent may not be readable; the store itself is synced.
+                let _ = File::open(parent).and_then(|d| d.sync_all());
+            }
+        }
+
+        let (events, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            db,
+            kv,
+            log,
+            history,
+            meta,
+            opts,
+            commit_lock: RwLock::new(None),
+            durable: tokio::sync::watch::Sender::new((current, false)),
+            current: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
+            failed: AtomicBool::new(false),
+            events: Mutex::new(Some(events.clone())),
+            batches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            _release: ReleaseWait {
+                db_path: dir.join("db"),
+            },
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            rx,
+            events,
+            files,
+        };
+        let handle = std::thread::Builder::new()
+            .name("keyward-sled-writer".to_string())
+            .spawn(move || writer.run())
+            .map_err(|e| BackendError::Io(format!("cannot start the writer thread: {e}")))?;
+        Ok(SledBackend {
+            shared,
+            requests: Some(tx),
+            writer: Some(handle),
+        })
+    }
+
+    /// Counters of the writer thread since open (average batch size = requests / batches).
+    pub fn writer_stats(&self) -> WriterStats {
+        WriterStats {
+            batches: self.shared.batches.load(Ordering::Relaxed),
+            requests: self.shared.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn submit_write(
+        &self,
+        key: &[u8],
+        op: WriteOp,
+        expect: Expect,
+    ) -> Result<WriteOutcome, BackendError> {
+        check_key(key)?;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Write(WriteRequest {
+            key: key.to_vec(),
+            op,
+            expect,
+            reply,
+        }))?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    fn send(&self, request: Request) -> Result<(), BackendError> {
+        self.shared.check_failed()?;
+        let requests = self.requests.as_ref().ok_or_else(writer_gone)?;
+        requests.send(request).map_err(|_| writer_gone())
+    }
+}
+
+impl Drop for SledBackend {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish the queued requests, then exit.
+        drop(self.requests.take());
+        if let Some(handle) = self.writer.take() {
+            // A panic in the writer would already have answered nothing; nothing to add here.
+            let _ = handle.join();
+        }
+        // Close the live-event channel so that watch streams end.
+        let mut events = self.shared.events.lock().unwrap_or_else(|e| e.into_inner());
+        drop(events.take());
+    }
+}
+
+impl Shared {
+    fn read_guard(&self) -> Result<RwLockReadGuard<'_, Option<Arc<Inflight>>>, BackendError> {
+        let guard = self.commit_lock.read().unwrap_or_else(|e| e.into_inner());
+        self.check_failed()?;
+        Ok(guard)
+    }
+
+    fn write_guard(&self) -> RwLockWriteGuard<'_, Option<Arc<Inflight>>> {
+        self.commit_lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `revision` is durable, or fails if the write path failed or closed.
+    async fn wait_durable(&self, revision: Revision) -> Result<(), BackendError> {
+        let mut rx = self.durable.subscribe();
+        rx.wait_for(|(durable, failed)| *durable >= revision || *failed)
+            .await
+            .map_err(|_| writer_gone())?;
+        self.check_failed()
+    }
+
+    fn check_failed(&self) -> Result<(), BackendError> {
+        if self.failed.load(Ordering::Acquire) {
+            Err(BackendError::Unavailable(
+                "an earlier write failed to reach the disk; reopen the store".to_string(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for SledBackend {
+    async fn get(
+        &self,
+        key: &[u8],
+        revision: Option<Revision>,
+    ) -> Result<(Option<KeyValue>, Revision), BackendError> {
+        check_key(key)?;
+        let shared = &self.shared;
+        loop {
+            let pending = {
+                let guard = shared.read_guard()?;
+                match guard.as_ref().filter(|b| b.keys.contains(key)) {
+                    Some(batch) => batch.revision,
+                    None => {
+                        let current = shared.current.load(Ordering::Acquire);
+                        return match revision {
+                            None => Ok((shared.get_current(key)?, current)),
+                            Some(rev) => {
+                                shared.check_read_revision(rev)?;
+                                if rev == current {
+                                    Ok((shared.get_current(key)?, rev))
+                                } else {
+                                    Ok((shared.get_at(key, rev)?, rev))
+                                }
+                            }
+                        };
+                    }
+                }
+            };
+            shared.wait_durable(pending).await?;
+        }
+    }
+
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
+        let shared = &self.shared;
+        loop {
+            let pending = {
+                let guard = shared.read_guard()?;
+                match guard.as_ref().filter(|b| b.touches_range(&req)) {
+                    Some(batch) => batch.revision,
+                    None => return shared.range_locked(&req),
+                }
+            };
+            shared.wait_durable(pending).await?;
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<WriteOutcome, BackendError> {
+        self.submit_write(key, WriteOp::Put(value), expect).await
+    }
+
+    async fn delete(&self, key: &[u8], expect: Expect) -> Result<WriteOutcome, BackendError> {
+        self.submit_write(key, WriteOp::Delete, expect).await
+    }
+
+    async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, BackendError> {
+        if from < 0 {
+            return Err(BackendError::InvalidArgument(format!(
+                "watch revision must not be negative, got {from}"
+            )));
+        }
+        let shared = &self.shared;
+        // Subscribe to live events before looking at the log, so nothing falls in between.
+        let live = {
+            let events = shared.events.lock().unwrap_or_else(|e| e.into_inner());
+            events
+                .as_ref()
+                .map(|tx| tx.subscribe())
+                .ok_or_else(writer_gone)?
+        };
+        shared.check_failed()?;
+        let current = shared.current.load(Ordering::Acquire);
+        let compacted = shared.compacted.load(Ordering::Acquire);
+        let from = if from == 0 { current + 1 } else { from };
+        if from < compacted {
+            return Err(BackendError::Compacted {
+                requested: from,
+                compacted,
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_STREAM_CAPACITY);
+        let task = WatchTask {
+            shared: Arc::downgrade(shared),
+            prefix: prefix.to_vec(),
+            last: from - 1,
+            tx,
+        };
+        // Replay up to the revision read after subscribing; later changes arrive live.
+        tokio::spawn(task.run(live, current));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn current_revision(&self) -> Result<Revision, BackendError> {
+        let _guard = self.shared.read_guard()?;
+        Ok(self.shared.current.load(Ordering::Acquire))
+    }
+
+    async fn compact(&self, revision: Revision) -> Result<(), BackendError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Compact { revision, reply })?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    async fn compacted_revision(&self) -> Result<Revision, BackendError> {
+        let _guard = self.shared.read_guard()?;
+        Ok(self.shared.compacted.load(Ordering::Acquire))
+    }
+}
+
+fn writer_gone() -> BackendError {
+    BackendError::Unavailable("the sled backend is closed".to_string())
+}
+
+fn sled_error(e: ::sled::Error) -> BackendError {
+    match e {
+        ::sled::Error::Corruption { .. } => BackendError::Corrupt(e.to_string()),
+        other => BackendError::Io(other.to_string()),
+    }
+}
+
+fn io_error(what: &str, e: &std::io::Error) -> BackendError {
+    BackendError::Io(format!("cannot {what}: {e}"))
+}

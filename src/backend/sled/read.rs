@@ -1,0 +1,204 @@
+//! Reads of the current state (`kv`) and of past revisions (`history`). Readers call them under
+//! the commit lock, having checked that no in-flight batch touches what they read; the writer
+//! reads current values through [`Shared::get_current`] as it applies a batch.
+
+use std::sync::atomic::Ordering;
+
+use ::sled::IVec;
+
+use super::codec::{
+    decode_floor, decode_history_key, decode_history_value, decode_record, escape_key,
+    history_key_with, history_prefix,
+};
+use super::{sled_error, Shared};
+use crate::backend::{BackendError, KeyValue, RangeRequest, RangeResponse, Revision};
+
+impl Shared {
+    /// A range read; the caller holds the commit lock and checked it touches no in-flight key.
+    pub(super) fn range_locked(&self, req: &RangeRequest) -> Result<RangeResponse, BackendError> {
+        let current = self.current.load(Ordering::Acquire);
+
+        let revision = match req.revision {
+            None => current,
+            Some(rev) => {
+                self.check_read_revision(rev)?;
+                rev
+            }
+        };
+        if req.end.as_ref().is_some_and(|end| *end <= req.start) {
+            return Ok(RangeResponse {
+                kvs: Vec::new(),
+                more: false,
+                revision,
+            });
+        }
+        let mut kvs = if revision == current {
+            self.range_current(req)?
+        } else {
+            self.range_at(req, revision)?
+        };
+        let more = req.limit > 0 && kvs.len() > req.limit;
+        kvs.truncate(if req.limit > 0 { req.limit } else { kvs.len() });
+        Ok(RangeResponse {
+            kvs,
+            more,
+            revision,
+        })
+    }
+
+    /// Checks a read revision against the current and compacted revisions (caller holds the
+    /// read lock).
+    pub(super) fn check_read_revision(&self, revision: Revision) -> Result<(), BackendError> {
+        if revision < 1 {
+            return Err(BackendError::InvalidArgument(format!(
+                "revision must be at least 1, got {revision}"
+            )));
+        }
+        let current = self.current.load(Ordering::Acquire);
+        if revision > current {
+            return Err(BackendError::FutureRevision {
+                requested: revision,
+                current,
+            });
+        }
+        let compacted = self.compacted.load(Ordering::Acquire);
+        if revision < compacted {
+            return Err(BackendError::Compacted {
+                requested: revision,
+                compacted,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn get_current(&self, key: &[u8]) -> Result<Option<KeyValue>, BackendError> {
+        match self.kv.get(key).map_err(sled_error)? {
+            Some(bytes) => Ok(Some(decode_record(key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The key as of `revision` from its retained history.
+    pub(super) fn get_at(
+        &self,
+        key: &[u8],
+        revision: Revision,
+    ) -> Result<Option<KeyValue>, BackendError> {
+        let prefix = history_prefix(key);
+        let floor = match self
+            .history
+            .get(history_key_with(&prefix, 0))
+            .map_err(sled_error)?
+        {
+            Some(marker) => decode_floor(&marker)?,
+            None => 0,
+        };
+        if revision < floor {
+            return Err(BackendError::Compacted {
+                requested: revision,
+                compacted: floor,
+            });
+        }
+        let newest = self
+            .history
+            .range(history_key_with(&prefix, 1)..=history_key_with(&prefix, revision))
+            .next_back()
+            .transpose()
+            .map_err(sled_error)?;
+        match newest {
+            Some((_, value)) => decode_history_value(key, &value),
+            None => Ok(None),
+        }
+    }
+
+    fn range_current(&self, req: &RangeRequest) -> Result<Vec<KeyValue>, BackendError> {
+        let iter = match &req.end {
+            None => self.kv.scan_prefix(&req.start),
+            Some(end) => self.kv.range(req.start.as_slice()..end.as_slice()),
+        };
+        let take = take_count(req.limit);
+        let mut kvs = Vec::new();
+        for item in iter.take(take) {
+            let (key, value) = item.map_err(sled_error)?;
+            kvs.push(decode_record(&key, &value)?);
+        }
+        Ok(kvs)
+    }
+
+    fn range_at(
+        &self,
+        req: &RangeRequest,
+        revision: Revision,
+    ) -> Result<Vec<KeyValue>, BackendError> {
+        let start = escape_key(&req.start);
+        let iter = match &req.end {
+            None => self.history.scan_prefix(&start),
+            Some(end) => self.history.range(start..escape_key(end)),
+        };
+        let take = take_count(req.limit);
+        let mut kvs = Vec::new();
+        let mut group: Option<HistoryGroup> = None;
+        for item in iter {
+            let (hkey, value) = item.map_err(sled_error)?;
+            let (key, rev) = decode_history_key(&hkey)?;
+            if group.as_ref().is_some_and(|g| g.key != key) {
+                if let Some(done) = group.take() {
+                    if let Some(kv) = done.finish(revision)? {
+                        kvs.push(kv);
+                        if kvs.len() >= take {
+                            return Ok(kvs);
+                        }
+                    }
+                }
+            }
+            let g = group.get_or_insert_with(|| HistoryGroup {
+                key,
+                floor: 0,
+                newest: None,
+            });
+            if rev == 0 {
+                g.floor = decode_floor(&value)?;
+            } else if rev <= revision {
+                g.newest = Some(value);
+            }
+        }
+        if let Some(done) = group {
+            if let Some(kv) = done.finish(revision)? {
+                kvs.push(kv);
+            }
+        }
+        Ok(kvs)
+    }
+}
+
+/// One key's history entries while scanning a range at a past revision.
+struct HistoryGroup {
+    key: Vec<u8>,
+    floor: Revision,
+    /// Newest entry at or below the read revision.
+    newest: Option<IVec>,
+}
+
+impl HistoryGroup {
+    fn finish(self, revision: Revision) -> Result<Option<KeyValue>, BackendError> {
+        if revision < self.floor {
+            return Err(BackendError::Compacted {
+                requested: revision,
+                compacted: self.floor,
+            });
+        }
+        match self.newest {
+            Some(value) => decode_history_value(&self.key, &value),
+            None => Ok(None),
+        }
+    }
+}
+
+/// How many keys to read for a limit: one more than the limit, to know whether there are more.
+fn take_count(limit: usize) -> usize {
+    if limit == 0 {
+        usize::MAX
+    } else {
+        limit.saturating_add(1)
+    }
+}

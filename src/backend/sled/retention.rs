@@ -1,0 +1,272 @@
+//! Retention of history: per-key version limits with floor markers, pruning of the change log
+//! below the compacted revision, and explicit compaction. All of it runs on the writer thread.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ::sled::{Batch, IVec, Tree};
+
+use super::codec::{
+    corrupt_history, decode_floor, decode_history_key, decode_history_rev, encode_floor,
+    encode_tombstone, history_key_with, history_prefix, rev_bytes, TAG_RECORD, TAG_TOMBSTONE,
+};
+use super::writer::{Change, Writer};
+use super::{sled_error, META_COMPACTED};
+use crate::backend::{BackendError, Revision};
+
+/// History keys deleted per sled batch during an explicit compaction.
+const COMPACT_CHUNK: usize = 4096;
+
+/// The retained history of one key, as the writer maintains it.
+struct KeyHistory {
+    /// Retained entries, oldest first: revision and whether it is a tombstone.
+    entries: Vec<(Revision, bool)>,
+    /// Versions below this were pruned (0: none).
+    floor: Revision,
+}
+
+impl KeyHistory {
+    /// Applies compaction at `compacted`: drops every entry older than the newest one at or below
+    /// `compacted`, and that one too if it is a tombstone; a floor at or below `compacted` no
+    /// longer matters and is dropped.
+    fn prune_compacted(&mut self, compacted: Revision) {
+        if let Some(newest) = self.entries.iter().rposition(|(rev, _)| *rev <= compacted) {
+            let tombstone = self.entries[newest].1;
+            let cut = if tombstone { newest + 1 } else { newest };
+            self.entries.drain(..cut);
+        }
+        if self.floor <= compacted {
+            self.floor = 0;
+        }
+    }
+
+    /// Keeps the newest `keep` entries (0: all); the oldest kept becomes the floor.
+    fn prune_count(&mut self, keep: usize) {
+        if keep > 0 && self.entries.len() > keep {
+            let excess = self.entries.len() - keep;
+            self.entries.drain(..excess);
+            self.floor = self.entries.first().map_or(self.floor, |(rev, _)| *rev);
+        }
+    }
+}
+
+impl Writer {
+    /// The history tree changes for a batch's applied changes: new entries, pruned ones and
+    /// floor markers.
+    pub(super) fn history_changes(
+        &self,
+        changes: &[Change],
+        compacted: Revision,
+    ) -> Result<Batch, BackendError> {
+        let keep = self.shared.opts.history_per_key;
+        let mut per_key: BTreeMap<&[u8], Vec<&Change>> = BTreeMap::new();
+        for change in changes {
+            per_key
+                .entry(change.key.as_slice())
+                .or_default()
+                .push(change);
+        }
+        let mut batch = Batch::default();
+        for (key, changes) in per_key {
+            let prefix = history_prefix(key);
+            let mut history = self.load_history(&prefix, compacted, keep)?;
+            let original: Vec<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
+            let original_floor = history.floor;
+            for change in &changes {
+                history
+                    .entries
+                    .push((change.revision, change.record.is_none()));
+                history.prune_compacted(compacted);
+                history.prune_count(keep);
+            }
+            let kept: HashSet<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
+            for rev in original {
+                if !kept.contains(&rev) {
+                    batch.remove(history_key_with(&prefix, rev));
+                }
+            }
+            for change in changes {
+                if kept.contains(&change.revision) {
+                    let value = match &change.record {
+                        Some(record) => record.clone(),
+                        None => IVec::from(encode_tombstone(change.revision)),
+                    };
+                    batch.insert(history_key_with(&prefix, change.revision), value);
+                }
+            }
+            if history.floor != original_floor {
+                let marker = history_key_with(&prefix, 0);
+                if history.floor == 0 {
+                    batch.remove(marker);
+                } else {
+                    batch.insert(marker, encode_floor(history.floor));
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Loads a key's retained history. With unlimited versions (`keep == 0`) only the entries at
+    /// or below `compacted` matter (the others are never pruned), so only those are read.
+    fn load_history(
+        &self,
+        prefix: &[u8],
+        compacted: Revision,
+        keep: usize,
+    ) -> Result<KeyHistory, BackendError> {
+        let mut history = KeyHistory {
+            entries: Vec::new(),
+            floor: 0,
+        };
+        for item in self.shared.history.scan_prefix(prefix) {
+            let (hkey, value) = item.map_err(sled_error)?;
+            let rev = decode_history_rev(prefix, &hkey)?;
+            if rev == 0 {
+                history.floor = decode_floor(&value)?;
+                continue;
+            }
+            if keep == 0 && rev > compacted {
+                break;
+            }
+            let tombstone = match value.first() {
+                Some(&TAG_TOMBSTONE) => true,
+                Some(&TAG_RECORD) => false,
+                _ => return Err(corrupt_history(prefix, rev)),
+            };
+            history.entries.push((rev, tombstone));
+        }
+        Ok(history)
+    }
+
+    pub(super) fn compact(&mut self, revision: Revision) -> Result<(), BackendError> {
+        let shared = Arc::clone(&self.shared);
+        shared.check_failed()?;
+        let current = shared.current.load(Ordering::Acquire);
+        if revision > current {
+            return Err(BackendError::FutureRevision {
+                requested: revision,
+                current,
+            });
+        }
+        if revision <= shared.compacted.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        {
+            // Raise the compacted revision durably before deleting anything, so that no read
+            // below it can ever see a partly pruned history, even after a crash.
+            let _guard = shared.write_guard();
+            let durable = shared
+                .meta
+                .insert(META_COMPACTED, &rev_bytes(revision))
+                .map_err(sled_error)
+                .and_then(|_| self.files.make_durable(&shared.db));
+            if let Err(error) = durable {
+                self.fail(&error);
+                return Err(error);
+            }
+            shared.compacted.store(revision, Ordering::Release);
+        }
+        // Readers at or above `revision` see the same answers with or without these entries.
+        prune_log(&shared.log, revision)?;
+        let mut batch = Batch::default();
+        let mut pending = 0usize;
+        let mut group: Option<(Vec<u8>, KeyHistory)> = None;
+        for item in shared.history.iter() {
+            let (hkey, value) = item.map_err(sled_error)?;
+            let (key, rev) = decode_history_key(&hkey)?;
+            if group.as_ref().is_some_and(|(k, _)| *k != key) {
+                if let Some((done_key, done)) = group.take() {
+                    pending += compaction_deletes(&done_key, done, revision, &mut batch);
+                }
+            }
+            let (_, history) = group.get_or_insert_with(|| {
+                (
+                    key,
+                    KeyHistory {
+                        entries: Vec::new(),
+                        floor: 0,
+                    },
+                )
+            });
+            if rev == 0 {
+                history.floor = decode_floor(&value)?;
+            } else if rev <= revision {
+                let tombstone = value.first() == Some(&TAG_TOMBSTONE);
+                history.entries.push((rev, tombstone));
+            }
+            if pending >= COMPACT_CHUNK {
+                shared
+                    .history
+                    .apply_batch(std::mem::take(&mut batch))
+                    .map_err(sled_error)?;
+                pending = 0;
+            }
+        }
+        if let Some((key, history)) = group {
+            compaction_deletes(&key, history, revision, &mut batch);
+        }
+        shared.history.apply_batch(batch).map_err(sled_error)?;
+        shared.db.flush().map_err(sled_error)?;
+        Ok(())
+    }
+}
+
+/// Adds to `batch` the deletions that compaction at `compacted` makes in one key's history
+/// (`history` holds its entries at or below `compacted` and its floor). Returns how many.
+fn compaction_deletes(
+    key: &[u8],
+    mut history: KeyHistory,
+    compacted: Revision,
+    batch: &mut Batch,
+) -> usize {
+    let before: Vec<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
+    let floor_before = history.floor;
+    history.prune_compacted(compacted);
+    let prefix = history_prefix(key);
+    let mut deleted = 0;
+    for rev in before
+        .into_iter()
+        .filter(|rev| !history.entries.iter().any(|(r, _)| r == rev))
+    {
+        batch.remove(history_key_with(&prefix, rev));
+        deleted += 1;
+    }
+    if floor_before != 0 && history.floor == 0 {
+        batch.remove(history_key_with(&prefix, 0));
+        deleted += 1;
+    }
+    deleted
+}
+
+/// Deletes log entries below `compacted`.
+pub(super) fn prune_log(log: &Tree, compacted: Revision) -> Result<(), BackendError> {
+    let mut batch = Batch::default();
+    for item in log.range(..rev_bytes(compacted)) {
+        let (key, _) = item.map_err(sled_error)?;
+        batch.remove(key);
+    }
+    log.apply_batch(batch).map_err(sled_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_rules() {
+        let mut h = KeyHistory {
+            entries: vec![(2, false), (4, true), (6, false), (8, false)],
+            floor: 0,
+        };
+        h.prune_count(3);
+        assert_eq!(h.entries, vec![(4, true), (6, false), (8, false)]);
+        assert_eq!(h.floor, 4);
+        h.prune_compacted(5);
+        // The newest entry at or below 5 is a tombstone: dropped with everything older.
+        assert_eq!(h.entries, vec![(6, false), (8, false)]);
+        assert_eq!(h.floor, 0);
+        h.prune_compacted(7);
+        assert_eq!(h.entries, vec![(6, false), (8, false)]);
+    }
+}
