@@ -1,0 +1,387 @@
+//! The etcd client: one lazily connected channel per endpoint (plain or TLS), unary calls that
+//! fail over to the next endpoint, and watch streams opened the same way.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status};
+
+use super::invalid;
+use crate::backend::{BackendError, Revision};
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::kv_client::KvClient;
+use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use crate::pb::etcdserverpb::watch_client::WatchClient;
+
+/// Largest response accepted from etcd (a page of a large list).
+const MAX_RESPONSE: usize = 256 * 1024 * 1024;
+
+/// How to reach an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdOptions {
+    /// Client URLs, `http://host:port` or `https://host:port`; at least one.
+    pub endpoints: Vec<String>,
+    /// CA bundle (PEM) that signed the etcd servers' certificates (https endpoints).
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's client-certificate authentication.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Time to establish a connection to one endpoint.
+    pub connect_timeout: Duration,
+    /// Time one request may take on one endpoint before the next is tried.
+    pub request_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            endpoints: vec!["http://127.0.0.1:2379".to_owned()],
+            ca: None,
+            cert: None,
+            key: None,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("endpoints", &self.endpoints)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key.as_ref().map(|_| "<path>"))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Member {
+    url: String,
+    channel: Channel,
+}
+
+/// A client for the etcd v3 API subset keyward needs, with failover across endpoints.
+#[derive(Clone)]
+pub struct EtcdClient {
+    members: Arc<Vec<Member>>,
+    current: Arc<AtomicUsize>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self.members.iter().map(|m| m.url.as_str()).collect();
+        write!(f, "EtcdClient({})", urls.join(","))
+    }
+}
+
+fn read_pem(path: &PathBuf, flag: &str) -> Result<Vec<u8>, BackendError> {
+    std::fs::read(path).map_err(|e| invalid(format!("{flag} {}: cannot read: {e}", path.display())))
+}
+
+impl EtcdClient {
+    /// Builds channels to every endpoint. Connections are made on first use, so this succeeds
+    /// while etcd is down; must be called inside a tokio runtime.
+    pub fn new(opts: &EtcdOptions) -> Result<EtcdClient, BackendError> {
+        if opts.endpoints.is_empty() {
+            return Err(invalid(
+                "--etcd-endpoints: at least one URL is required (e.g. http://127.0.0.1:2379)"
+                    .into(),
+            ));
+        }
+        if opts.cert.is_some() != opts.key.is_some() {
+            return Err(invalid(
+                "--etcd-cert and --etcd-key must be given together".into(),
+            ));
+        }
+        let mut tls = None;
+        if opts.ca.is_some() || opts.cert.is_some() {
+            let mut cfg = ClientTlsConfig::new();
+            let Some(ca) = &opts.ca else {
+                return Err(invalid(
+                    "--etcd-cert/--etcd-key need --etcd-ca, the CA that signed etcd's certificates"
+                        .into(),
+                ));
+            };
+            cfg = cfg.ca_certificate(Certificate::from_pem(read_pem(ca, "--etcd-ca")?));
+            if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
+                let key_pem = crate::seal::read_private_file(key, 1 << 20)
+                    .map_err(|e| invalid(format!("--etcd-key: {e}")))?;
+                cfg = cfg.identity(Identity::from_pem(
+                    read_pem(cert, "--etcd-cert")?,
+                    key_pem.as_slice(),
+                ));
+            }
+            tls = Some(cfg);
+        }
+        let mut members = Vec::new();
+        for url in &opts.endpoints {
+            let url = url.trim();
+            let https = url.starts_with("https://");
+            if !https && !url.starts_with("http://") {
+                return Err(invalid(format!(
+                    "--etcd-endpoints: {url:?} must start with http:// or https://"
+                )));
+            }
+            if https && tls.is_none() {
+                return Err(invalid(format!(
+                    "--etcd-endpoints: {url:?} is https; give --etcd-ca (and --etcd-cert/--etcd-key for client authentication)"
+                )));
+            }
+            let mut ep = Endpoint::from_shared(url.to_owned())
+                .map_err(|e| invalid(format!("--etcd-endpoints: {url:?} is not a URL: {e}")))?
+                .connect_timeout(opts.connect_timeout)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .keep_alive_while_idle(true)
+                .tcp_nodelay(true);
+            if https {
+                if let Some(cfg) = &tls {
+                    ep = ep
+                        .tls_config(cfg.clone())
+                        .map_err(|e| invalid(format!("etcd TLS configuration: {e}")))?;
+                }
+            }
+            members.push(Member {
+                url: url.to_owned(),
+                channel: ep.connect_lazy(),
+            });
+        }
+        Ok(EtcdClient {
+            members: Arc::new(members),
+            current: Arc::new(AtomicUsize::new(0)),
+            request_timeout: opts.request_timeout,
+        })
+    }
+
+    /// The endpoint requests currently go to.
+    pub fn current_endpoint(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.members.len();
+        &self.members[i].url
+    }
+
+    fn kv(&self, i: usize) -> KvClient<Channel> {
+        KvClient::new(self.members[i].channel.clone()).max_decoding_message_size(MAX_RESPONSE)
+    }
+
+    /// Runs one unary request with failover. `idempotent` requests are retried on the next
+    /// endpoint after any transport failure; others only when the request was never sent.
+    async fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, Status>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let n = self.members.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for attempt in 0..n {
+            let i = (start + attempt) % n;
+            let res = match tokio::time::timeout(self.request_timeout, f(i)).await {
+                Ok(res) => res,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "etcd {} did not answer within {:?}",
+                    self.members[i].url, self.request_timeout
+                ))),
+            };
+            match res {
+                Ok(resp) => {
+                    if attempt > 0 {
+                        self.current.store(i, Ordering::Relaxed);
+                        tracing::info!(endpoint = %self.members[i].url, "etcd endpoint switched");
+                    }
+                    return Ok(resp.into_inner());
+                }
+                Err(status) if member_failed(&status) => {
+                    let retry = idempotent || never_sent(&status);
+                    tracing::debug!(endpoint = %self.members[i].url, error = %status.message(), "etcd request failed");
+                    let next = (i + 1) % n;
+                    if n > 1
+                        && self
+                            .current
+                            .compare_exchange(start % n, next, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        tracing::info!(
+                            failed = %self.members[i].url,
+                            next = %self.members[next].url,
+                            error = %status.message(),
+                            "etcd endpoint failed; switching"
+                        );
+                    }
+                    // A member that failed mid-request leaves the outcome unknown: Unavailable.
+                    last = Some(Status::unavailable(format!(
+                        "etcd {}: {}",
+                        self.members[i].url,
+                        status.message()
+                    )));
+                    if !retry {
+                        break;
+                    }
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        Err(last.unwrap_or_else(|| Status::unavailable("no etcd endpoint")))
+    }
+
+    /// KV.Range.
+    pub async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+        self.call(true, |i| {
+            let mut c = self.kv(i);
+            let req = req.clone();
+            async move { c.range(req).await }
+        })
+        .await
+    }
+
+    /// KV.Put (not retried once sent).
+    pub async fn put(&self, req: pb::PutRequest) -> Result<pb::PutResponse, Status> {
+        self.call(false, |i| {
+            let mut c = self.kv(i);
+            let req = req.clone();
+            async move { c.put(req).await }
+        })
+        .await
+    }
+
+    /// KV.DeleteRange (not retried once sent).
+    pub async fn delete_range(
+        &self,
+        req: pb::DeleteRangeRequest,
+    ) -> Result<pb::DeleteRangeResponse, Status> {
+        self.call(false, |i| {
+            let mut c = self.kv(i);
+            let req = req.clone();
+            async move { c.delete_range(req).await }
+        })
+        .await
+    }
+
+    /// KV.Txn (not retried once sent).
+    pub async fn txn(&self, req: pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+        self.call(false, |i| {
+            let mut c = self.kv(i);
+            let req = req.clone();
+            async move { c.txn(req).await }
+        })
+        .await
+    }
+
+    /// KV.Compact (idempotent).
+    pub async fn compact(&self, revision: Revision) -> Result<pb::CompactionResponse, Status> {
+        self.call(true, |i| {
+            let mut c = self.kv(i);
+            async move {
+                c.compact(pb::CompactionRequest {
+                    revision,
+                    physical: true,
+                })
+                .await
+            }
+        })
+        .await
+    }
+
+    /// Maintenance.Status of the current endpoint's member.
+    pub async fn status(&self) -> Result<pb::StatusResponse, Status> {
+        self.call(true, |i| {
+            let mut c = MaintenanceClient::new(self.members[i].channel.clone());
+            async move { c.status(pb::StatusRequest {}).await }
+        })
+        .await
+    }
+
+    /// Opens a watch stream on the current endpoint (failing over like a read), sends `create`
+    /// and waits for etcd's `created` answer. Returns the request sender (keep it alive: etcd
+    /// ends the watch when the client's side closes), the response stream, and that answer.
+    pub async fn watch(&self, create: pb::WatchCreateRequest) -> Result<WatchParts, Status> {
+        let timeout = self.request_timeout;
+        self.call(true, |i| {
+            let mut c = WatchClient::new(self.members[i].channel.clone())
+                .max_decoding_message_size(MAX_RESPONSE);
+            let create = create.clone();
+            async move {
+                // Each attempt needs its own request stream.
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                let first = pb::WatchRequest {
+                    request_union: Some(pb::watch_request::RequestUnion::CreateRequest(create)),
+                };
+                tx.send(first)
+                    .await
+                    .map_err(|_| Status::internal("watch request channel closed"))?;
+                let mut stream = c
+                    .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                let created = match tokio::time::timeout(timeout, stream.message()).await {
+                    Ok(Ok(Some(resp))) => resp,
+                    Ok(Ok(None)) => {
+                        return Err(Status::unavailable("etcd closed the watch stream"))
+                    }
+                    Ok(Err(status)) => return Err(status),
+                    Err(_) => {
+                        return Err(Status::deadline_exceeded("etcd did not confirm the watch"))
+                    }
+                };
+                Ok(tonic::Response::new(WatchParts {
+                    requests: tx,
+                    responses: stream,
+                    created,
+                }))
+            }
+        })
+        .await
+    }
+}
+
+/// An open etcd watch.
+pub struct WatchParts {
+    /// The client's side of the stream; etcd ends the watch when it is dropped.
+    pub requests: tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    /// etcd's responses after `created`.
+    pub responses: tonic::Streaming<pb::WatchResponse>,
+    /// etcd's first answer (`created`, or `canceled` with the reason).
+    pub created: pb::WatchResponse,
+}
+
+impl std::fmt::Debug for WatchParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchParts")
+            .field("watch_id", &self.created.watch_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The member failed or could not be reached: try another.
+fn member_failed(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+    ) && !status.message().contains("mvcc:")
+}
+
+/// The request certainly never reached a server: the connection could not be made.
+fn never_sent(status: &Status) -> bool {
+    use std::error::Error as _;
+    let mut source = status.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) {
+                return true;
+            }
+        }
+        if e.to_string().contains("tcp connect error") {
+            return true;
+        }
+        source = e.source();
+    }
+    status.message().contains("tcp connect error")
+}
