@@ -37,8 +37,8 @@ impl BackendSpec {
     ///
     /// sled opens and locks its directory. For etcd the client options are checked (a mistake
     /// is [`BackendError::InvalidArgument`]), then a member must answer with a leader: if none
-    /// does, the error is [`BackendError::Unavailable`] saying "cannot reach etcd at
-    /// <endpoints>" and why.
+    /// does, the error is [`BackendError::Unavailable`] saying `cannot reach etcd at
+    /// <endpoints>: <why>`.
     pub async fn open(&self) -> Result<(Arc<dyn Backend>, String), BackendError> {
         match self {
             BackendSpec::Sled { dir, options } => {
