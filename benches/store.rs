@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use keyward::api::SecretsService;
-use keyward::backend::sled::{SledBackend, SledOptions};
+use keyward::backend::BackendSpec;
 use keyward::crypto::Algorithm;
-use keyward::encryption::{config, Encryption, ParseOptions};
 use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
 use keyward::seal::{self, SealSpec};
-use keyward::store::Store;
+use keyward::server::{StoreOptions, StoreServer};
 use keyward::uds;
 use tonic::transport::Channel;
 
@@ -69,26 +67,24 @@ async fn setup(provider: &str) -> Setup {
         ),
         _ => "      - identity: {}\n".to_owned(),
     };
-    let text = format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
-    );
-    let cfg = config::parse(&text, ParseOptions::default()).expect("config");
-    let backend =
-        SledBackend::open(&dir.path().join("store"), SledOptions::default()).expect("sled");
-    let store = Arc::new(Store::new(
-        Arc::new(backend),
-        Arc::new(Encryption::build(&cfg).await),
-        "/registry",
-    ));
+    let config = dir.path().join("encryption-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
+        ),
+    )
+    .expect("config");
     let sock = dir.path().join("keyward.sock");
-    let (l, g) = uds::bind(&sock, uds::SocketAccess::default()).expect("bind");
-    tokio::spawn(async move {
-        let _g = g;
-        tonic::transport::Server::builder()
-            .add_service(SecretsService::new(store).into_server())
-            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(l))
-            .await
-    });
+    let options = StoreOptions::new(
+        BackendSpec::sled(dir.path().join("store")),
+        config,
+        sock.clone(),
+    );
+    let server = StoreServer::start(options, std::future::pending())
+        .await
+        .expect("store server");
+    tokio::spawn(server.serve());
     let mut clients = Vec::new();
     for _ in 0..16 {
         clients.push(SecretsClient::new(

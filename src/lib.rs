@@ -5,8 +5,12 @@
 //!
 //! - [`cli`] owns the command line: argument definitions, output formatting, process hardening
 //!   and signal handling. Nothing below it prints.
-//! - [`api`] owns the `keyward.v1.Secrets` gRPC service over the store, the mapping of store
-//!   errors to gRPC statuses, and client authentication on TCP.
+//! - [`server`] owns the store server: it opens the backend, loads the EncryptionConfiguration,
+//!   builds the encryption chain and the store, binds the listeners and serves [`api`] until
+//!   shutdown, with the reloader, automatic migration and socket guards it needs.
+//! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the
+//!   mapping of store errors to gRPC statuses, client authentication on TCP, and `serve` on
+//!   already-bound listeners.
 //! - [`kms`] owns the KMS plugin's gRPC services (KMS v2, KMS v1, health, admin), the mapping of
 //!   keyring errors to gRPC statuses, and Unix socket handling.
 //! - [`store`] owns the secret store: the Secret model and its validation, registry operations
@@ -39,5 +43,6 @@ pub mod kms;
 pub mod names;
 pub mod pb;
 pub mod seal;
+pub mod server;
 pub mod store;
 pub mod uds;

@@ -9,16 +9,13 @@ mod common;
 use std::sync::Arc;
 
 use common::etcd::Etcd;
-use common::Plugin;
-use keyward::api::SecretsService;
-use keyward::backend::etcd::EtcdBackend;
-use keyward::backend::sled::{SledBackend, SledOptions};
-use keyward::backend::Backend;
+use common::{Plugin, StoreHarness};
+use keyward::backend::sled::SledOptions;
+use keyward::backend::{Backend, BackendSpec};
 use keyward::crypto::Algorithm;
-use keyward::encryption::{config, Encryption, ParseOptions};
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
-use keyward::store::Store;
+use keyward::server::StoreOptions;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -31,48 +28,43 @@ enum Backing {
     Etcd(Etcd),
 }
 
-struct StoreServer {
+/// A store server started by the library (`keyward::server::StoreServer`, as `keyward server`
+/// starts it), encrypting with KMS v2 through an in-process plugin.
+struct TestStore {
     plugin: Plugin,
     dir: tempfile::TempDir,
     backing: Backing,
     /// Versions per Secret kept (sled) and shown by history (both), as `--history`.
     history: usize,
-    /// The backend the store serves from, while it serves (tests compact it).
-    backend: Option<Arc<dyn Backend>>,
-    socket: std::path::PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    server: Option<StoreHarness>,
 }
 
-impl StoreServer {
+impl TestStore {
     /// A store on sled with `--history history`.
-    async fn sled(history: usize) -> StoreServer {
+    async fn sled(history: usize) -> TestStore {
         Self::start(Backing::Sled, history).await
     }
 
     /// A store on a fresh etcd server (started in about half a second) with `--history history`.
-    async fn etcd(history: usize) -> StoreServer {
+    async fn etcd(history: usize) -> TestStore {
         Self::etcd_with(history, &[]).await
     }
 
     /// A store on a fresh etcd server started with extra flags.
-    async fn etcd_with(history: usize, flags: &[&str]) -> StoreServer {
+    async fn etcd_with(history: usize, flags: &[&str]) -> TestStore {
         let etcd = tokio::task::block_in_place(|| Etcd::start_with(flags));
         Self::start(Backing::Etcd(etcd), history).await
     }
 
-    async fn start(backing: Backing, history: usize) -> StoreServer {
+    async fn start(backing: Backing, history: usize) -> TestStore {
         let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
         let dir = tempfile::tempdir().unwrap();
-        let mut s = StoreServer {
+        let mut s = TestStore {
             plugin,
             dir,
             backing,
             history,
-            backend: None,
-            socket: Default::default(),
-            stop: None,
-            task: None,
+            server: None,
         };
         s.serve().await;
         s
@@ -82,53 +74,33 @@ impl StoreServer {
         matches!(self.backing, Backing::Etcd(_))
     }
 
+    fn server(&self) -> &StoreHarness {
+        self.server.as_ref().expect("serving")
+    }
+
     /// The backend the store serves from.
     fn backend(&self) -> Arc<dyn Backend> {
-        self.backend.clone().expect("serving")
+        self.server().store().backend().clone()
     }
 
     async fn serve(&mut self) {
-        let text = format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
-            self.plugin.socket.display()
+        let config = common::encryption_config(
+            self.dir.path(),
+            &common::kms_v2_provider(&self.plugin.socket),
         );
-        let cfg = config::parse(&text, ParseOptions::default()).unwrap();
-        let backend: Arc<dyn Backend> = match &self.backing {
-            Backing::Sled => Arc::new(
-                SledBackend::open(
-                    &self.dir.path().join("store"),
-                    SledOptions {
-                        history_per_key: self.history,
-                        ..SledOptions::default()
-                    },
-                )
-                .unwrap(),
-            ),
-            Backing::Etcd(etcd) => Arc::new(EtcdBackend::connect(&etcd.options()).unwrap()),
+        let backend = match &self.backing {
+            Backing::Sled => BackendSpec::Sled {
+                dir: self.dir.path().join("store"),
+                options: SledOptions {
+                    history_per_key: self.history,
+                    ..SledOptions::default()
+                },
+            },
+            Backing::Etcd(etcd) => BackendSpec::Etcd(etcd.options()),
         };
-        self.backend = Some(backend.clone());
-        let enc = Encryption::build(&cfg).await;
-        // As `keyward server` builds it (src/cli/serve.rs).
-        let store = Arc::new(
-            Store::new(backend, Arc::new(enc), "/registry").with_history_limit(self.history),
-        );
-        self.socket = self.dir.path().join("keyward.sock");
-        let (l, g) = keyward::uds::bind(&self.socket, Default::default()).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        self.stop = Some(tx);
-        self.task = Some(tokio::spawn(async move {
-            let _g = g;
-            tonic::transport::Server::builder()
-                .add_service(SecretsService::new(store).into_server())
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(l),
-                    async {
-                        let _ = rx.await;
-                    },
-                )
-                .await
-                .unwrap();
-        }));
+        let mut options = StoreOptions::new(backend, config, self.dir.path().join("keyward.sock"));
+        options.history = self.history;
+        self.server = Some(StoreHarness::start(options).await);
     }
 
     /// Stops serving and serves again on the same data: sled reopens its directory; etcd is
@@ -142,17 +114,13 @@ impl StoreServer {
     }
 
     async fn shutdown(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+        if let Some(mut s) = self.server.take() {
+            s.stop().await;
         }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-        self.backend = None;
     }
 
     async fn client(&self) -> SecretsClient<Channel> {
-        SecretsClient::new(keyward::uds::unix_channel(&self.socket).await.unwrap())
+        self.server().client().await
     }
 }
 
@@ -237,7 +205,7 @@ fn find_any<'a>(hay: &[u8], needles: &'a [Vec<u8>]) -> Option<&'a [u8]> {
 // ---------------------------------------------------------------------------------------------
 // Conformance cases: each body runs on sled and on etcd (see `on_sled_and_etcd!` at the end).
 
-async fn create_get_and_validation(srv: StoreServer) {
+async fn create_get_and_validation(srv: TestStore) {
     let mut c = srv.client().await;
     let mut s = secret("", "db", &[("password", b"hunter2")]);
     s.string_data.insert("user".into(), "admin".into());
@@ -315,7 +283,7 @@ async fn create_get_and_validation(srv: StoreServer) {
     );
 }
 
-async fn update_conflicts_and_immutability(srv: StoreServer) {
+async fn update_conflicts_and_immutability(srv: TestStore) {
     let mut c = srv.client().await;
     let v1 = create(&mut c, secret("ns1", "app", &[("k", b"1")]))
         .await
@@ -406,7 +374,7 @@ async fn update_conflicts_and_immutability(srv: StoreServer) {
     create(&mut c, again).await.unwrap();
 }
 
-async fn delete_preconditions(srv: StoreServer) {
+async fn delete_preconditions(srv: TestStore) {
     let mut c = srv.client().await;
     let s = create(&mut c, secret("", "gone", &[("k", b"v")]))
         .await
@@ -445,7 +413,7 @@ async fn delete_preconditions(srv: StoreServer) {
     );
 }
 
-async fn list_namespaces_selectors_and_pages(srv: StoreServer) {
+async fn list_namespaces_selectors_and_pages(srv: TestStore) {
     let mut c = srv.client().await;
     for ns in ["a", "b"] {
         for i in 0..5 {
@@ -527,7 +495,7 @@ async fn list_namespaces_selectors_and_pages(srv: StoreServer) {
     assert!(e.message().starts_with("limit:"), "{}", e.message());
 }
 
-async fn watch_replays_then_follows(srv: StoreServer) {
+async fn watch_replays_then_follows(srv: TestStore) {
     let mut c = srv.client().await;
     let s1 = create(&mut c, secret("w", "one", &[("k", b"1")]))
         .await
@@ -627,7 +595,7 @@ async fn watch_replays_then_follows(srv: StoreServer) {
     assert_eq!(e.code(), Code::InvalidArgument);
 }
 
-async fn history_get_at_revision_and_rollback(srv: StoreServer) {
+async fn history_get_at_revision_and_rollback(srv: TestStore) {
     let mut c = srv.client().await;
     let mut cur = create(&mut c, secret("", "h", &[("v", b"0")]))
         .await
@@ -759,7 +727,7 @@ async fn history_get_at_revision_and_rollback(srv: StoreServer) {
     );
 }
 
-async fn raw_view_restart_and_no_plaintext_on_disk(mut srv: StoreServer) {
+async fn raw_view_restart_and_no_plaintext_on_disk(mut srv: TestStore) {
     let mut c = srv.client().await;
     // Thousands of Secrets, each with a unique marker value.
     let marker = |i: usize| format!("PLAINTEXT-MARKER-{i:05}-ZQX");
@@ -867,7 +835,7 @@ async fn raw_view_restart_and_no_plaintext_on_disk(mut srv: StoreServer) {
 /// is stored and read back whole. keyward stores JSON with base64 data (about 1.7 MB here), over
 /// etcd's default 1.5 MiB request limit: on etcd with default limits it is a clear
 /// InvalidArgument naming etcd's --max-request-bytes, and with that raised it is stored.
-async fn largest_valid_secret_is_stored(srv: StoreServer) {
+async fn largest_valid_secret_is_stored(srv: TestStore) {
     let srv = if srv.is_etcd() {
         let mut c = srv.client().await;
         let err = create(&mut c, largest_secret().0).await.unwrap_err();
@@ -877,7 +845,7 @@ async fn largest_valid_secret_is_stored(srv: StoreServer) {
             get(&mut c, "default", "largest").await.is_err(),
             "nothing was stored"
         );
-        StoreServer::etcd_with(10, &["--max-request-bytes", "4194304"]).await
+        TestStore::etcd_with(10, &["--max-request-bytes", "4194304"]).await
     } else {
         srv
     };
@@ -907,7 +875,7 @@ fn largest_secret() -> (pb::Secret, Vec<u8>, String, String) {
 /// Compaction expires what was read before it: a continue token, a read at an old revision
 /// and a watch from an old resourceVersion all fail with OutOfRange (Kubernetes' 410 Gone,
 /// "too old resource version"); reads and watches from now keep working.
-async fn compaction_expires_old_revisions_tokens_and_watches(srv: StoreServer) {
+async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     let mut c = srv.client().await;
     let mut first = None;
     for i in 0..5 {
@@ -1020,23 +988,63 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: StoreServer) {
     );
 }
 
+/// The store server serves `keyward.v1.Encryption` next to Secrets: coverage names the write
+/// provider and the plugin's key_id, and a migration streams its progress to the end.
+async fn encryption_service_reports_coverage_and_migrates(srv: TestStore) {
+    let mut c = srv.client().await;
+    for i in 0..3 {
+        create(&mut c, secret("enc", &format!("s{i}"), &[("k", b"v")]))
+            .await
+            .unwrap();
+    }
+    let mut e = srv.server().encryption().await;
+    let st = e
+        .status(pb::EncryptionStatusRequest { all_objects: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (st.write_provider.as_str(), st.write_key.as_str()),
+        ("kms-v2", "kw")
+    );
+    assert_eq!((st.total, st.stale, st.undecryptable), (3, 0, 0));
+    let key_id = srv.plugin.keyring.health().primary_key_id.to_string();
+    assert_eq!(st.kms_key_ids, vec![key_id]);
+    assert_eq!(st.objects.len(), 3);
+    let mut progress = e
+        .migrate(pb::MigrateRequest {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(p) = progress.next().await {
+        last = Some(p.unwrap());
+    }
+    let last = last.expect("a final progress message");
+    assert!(last.finished);
+    assert_eq!((last.total, last.rewritten, last.failed), (3, 0, 0));
+}
+
 /// Runs each case, with `--history N`, on sled (`<case>::sled`) and on a real etcd server
 /// (`<case>::etcd`), with optional attributes for the etcd run.
 macro_rules! on_sled_and_etcd {
     ($($case:ident($history:expr) $(, etcd: #[$attr:meta])?;)*) => {
         $(
             mod $case {
-                use super::StoreServer;
+                use super::TestStore;
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sled() {
-                    super::$case(StoreServer::sled($history).await).await;
+                    super::$case(TestStore::sled($history).await).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 $(#[$attr])?
                 async fn etcd() {
-                    super::$case(StoreServer::etcd($history).await).await;
+                    super::$case(TestStore::etcd($history).await).await;
                 }
             }
         )*
@@ -1054,4 +1062,5 @@ on_sled_and_etcd! {
     history_get_at_revision_and_rollback(3);
     compaction_expires_old_revisions_tokens_and_watches(10);
     raw_view_restart_and_no_plaintext_on_disk(10);
+    encryption_service_reports_coverage_and_migrates(10);
 }

@@ -15,6 +15,9 @@
 
 pub mod etcd;
 pub mod sled;
+mod spec;
+
+pub use spec::BackendSpec;
 
 use std::pin::Pin;
 

@@ -20,6 +20,8 @@ mod secrets;
 mod serve;
 
 use crate::backend::etcd::EtcdOptions;
+use crate::backend::sled::SledOptions;
+use crate::backend::BackendSpec;
 use crate::crypto::Algorithm;
 use crate::keyring::{self, InitOptions, Keyring, RotationPolicy};
 use crate::pb::keyward_v1 as admin_pb;
@@ -1103,14 +1105,22 @@ fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
     Ok(kms_v1)
 }
 
+/// sled keeps the versions `--history` asks for.
+fn sled_options(store: &StoreArgs) -> SledOptions {
+    SledOptions {
+        history_per_key: store.history,
+        ..SledOptions::default()
+    }
+}
+
 fn store_options(
-    backend: serve::BackendSpec,
+    backend: BackendSpec,
     encryption_config: PathBuf,
     socket: PathBuf,
     access: socket::SocketAccess,
     store: &StoreArgs,
-) -> Result<serve::StoreOptions, CliError> {
-    Ok(serve::StoreOptions {
+) -> Result<crate::server::StoreOptions, CliError> {
+    Ok(crate::server::StoreOptions {
         backend,
         history: store.history,
         encryption_config,
@@ -1148,7 +1158,10 @@ fn server(a: ServerArgs) -> Result<(), CliError> {
                     "--etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --backend etcd",
                 ));
             }
-            serve::BackendSpec::Sled { data }
+            BackendSpec::Sled {
+                dir: data,
+                options: sled_options(&a.store),
+            }
         }
         (BackendArg::Sled, None) => {
             return Err(
@@ -1157,7 +1170,7 @@ fn server(a: ServerArgs) -> Result<(), CliError> {
                 ),
             )
         }
-        (BackendArg::Etcd, None) => serve::BackendSpec::Etcd(a.etcd.options("--backend etcd")?),
+        (BackendArg::Etcd, None) => BackendSpec::Etcd(a.etcd.options("--backend etcd")?),
         (BackendArg::Etcd, Some(_)) => {
             return Err(CliError::new(
                 "--data applies to --backend sled; with --backend etcd the data lives in etcd",
@@ -1182,20 +1195,20 @@ fn server(a: ServerArgs) -> Result<(), CliError> {
                     "--listen requires client authentication: pass --client-ca and/or --tokens-file",
                 ));
             }
-            Some(serve::TcpOptions {
+            Some(serve::tcp_options(
                 listen,
-                cert,
-                key,
-                client_ca: a.client_ca,
-                tokens: a.tokens_file,
-            })
+                &cert,
+                &key,
+                a.client_ca.as_deref(),
+                a.tokens_file.as_deref(),
+            )?)
         }
     };
     runtime()?.block_on(async {
         let token = CancellationToken::new();
         serve::cancel_on_signal(token.clone())?;
-        let store = serve::start_store(&opts, token.clone()).await?;
-        serve::run_until_signal(drain, token, store).await
+        let store = serve::start_store(opts, &token).await?;
+        serve::run_until_signal(drain, token, async { Ok(store.serve().await?) }).await
     })
 }
 
@@ -1231,8 +1244,9 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::new(format!("cannot write {}: {e}", config_path.display())))?;
     }
     let store_opts = store_options(
-        serve::BackendSpec::Sled {
-            data: dir.join("store"),
+        BackendSpec::Sled {
+            dir: dir.join("store"),
+            options: sled_options(&a.store),
         },
         config_path.clone(),
         store_socket.clone(),
@@ -1245,7 +1259,7 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
         serve::cancel_on_signal(token.clone())?;
         let plugin = serve::Plugin::start(keyring, &kms_socket, Some(&admin), opts.access, token.clone())?;
         let plugin = tokio::spawn(plugin.run());
-        let store = serve::start_store(&store_opts, token.clone()).await?;
+        let store = serve::start_store(store_opts, &token).await?;
         println!(
             "keyward dev: KMS plugin and secret store in {} (development root key {}; not for production)\n\
              \n  secret store:     unix://{}\n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n  store config:     {}\n\
@@ -1263,7 +1277,7 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
             encryption_config_snippet(&kms_socket),
         );
         let both = async {
-            store.await?;
+            store.serve().await?;
             plugin.await.map_err(|e| CliError::new(format!("KMS plugin task failed: {e}")))?
         };
         serve::run_until_signal(opts.drain, token, both).await

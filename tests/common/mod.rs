@@ -1,5 +1,6 @@
-//! Shared helpers for integration tests: an in-process plugin on real Unix sockets, and the real
-//! `keyward` binary as a child process.
+//! Shared helpers for integration tests: an in-process plugin on real Unix sockets, an
+//! in-process store server started by the library's `StoreServer`, and the real `keyward`
+//! binary as a child process.
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod etcd;
@@ -309,4 +310,91 @@ pub fn normalise(s: &str) -> String {
         });
     }
     out.join("\n") + if s.ends_with('\n') { "\n" } else { "" }
+}
+
+/// A store server started in this process through the library's
+/// [`keyward::server::StoreServer`], as `keyward server` starts it, serving until stopped.
+pub struct StoreHarness {
+    /// The store's Unix socket.
+    pub socket: PathBuf,
+    /// The store being served (released by `stop`, so its backend can be reopened).
+    store: Option<std::sync::Arc<keyward::store::Store>>,
+    /// The TCP listener's address, if the options asked for one.
+    pub tcp_addr: Option<std::net::SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), keyward::server::ServerError>>>,
+}
+
+impl StoreHarness {
+    /// Starts the store with `options` and serves it in a task.
+    pub async fn start(options: keyward::server::StoreOptions) -> StoreHarness {
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = keyward::server::StoreServer::start(options, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("start the store server");
+        StoreHarness {
+            socket: server.socket().to_owned(),
+            store: Some(server.store().clone()),
+            tcp_addr: server.tcp_addr(),
+            stop: Some(stop),
+            task: Some(tokio::spawn(server.serve())),
+        }
+    }
+
+    /// The store being served.
+    pub fn store(&self) -> &std::sync::Arc<keyward::store::Store> {
+        self.store.as_ref().expect("the store server is serving")
+    }
+
+    /// A Secrets client on the Unix socket.
+    pub async fn client(&self) -> keyward::pb::keyward_v1::secrets_client::SecretsClient<Channel> {
+        keyward::pb::keyward_v1::secrets_client::SecretsClient::new(
+            socket::unix_channel(&self.socket).await.unwrap(),
+        )
+    }
+
+    /// An Encryption client on the Unix socket.
+    pub async fn encryption(
+        &self,
+    ) -> keyward::pb::keyward_v1::encryption_client::EncryptionClient<Channel> {
+        keyward::pb::keyward_v1::encryption_client::EncryptionClient::new(
+            socket::unix_channel(&self.socket).await.unwrap(),
+        )
+    }
+
+    /// Shuts the server down (watches close, calls drain) and waits until it has stopped and
+    /// released its backend and socket. Does nothing the second time.
+    pub async fn stop(&mut self) {
+        self.store = None;
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().expect("the store server stops cleanly");
+        }
+    }
+}
+
+/// Writes an EncryptionConfiguration for Secrets with `providers` (YAML list items indented by
+/// six spaces, e.g. `"      - identity: {}\n"`) to `dir/encryption-config.yaml`.
+pub fn encryption_config(dir: &Path, providers: &str) -> PathBuf {
+    let path = dir.join("encryption-config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The provider line for KMS v2 through the plugin on `socket`, named `kw`.
+pub fn kms_v2_provider(socket: &Path) -> String {
+    format!(
+        "      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
+        socket.display()
+    )
 }

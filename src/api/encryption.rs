@@ -1,0 +1,134 @@
+//! `keyward.v1.Encryption`: which provider and key encrypt the stored data (coverage), and
+//! migration of stale data to the write key, streamed as progress.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::to_status;
+use crate::pb::keyward_v1 as pb;
+use crate::store::Store;
+
+/// `keyward.v1.Encryption`: coverage and migration.
+#[derive(Debug, Clone)]
+pub struct EncryptionService {
+    store: Arc<Store>,
+}
+
+impl EncryptionService {
+    /// A service over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::encryption_server::EncryptionServer<Self> {
+        pb::encryption_server::EncryptionServer::new(self)
+    }
+}
+
+fn progress_pb(p: &crate::store::migrate::MigrateProgress, finished: bool) -> pb::MigrateProgress {
+    pb::MigrateProgress {
+        total: p.total as i64,
+        done: p.done as i64,
+        rewritten: p.rewritten as i64,
+        conflicts: p.conflicts as i64,
+        failed: p.failed as i64,
+        last_key: p.last_key.clone(),
+        finished,
+    }
+}
+
+type ProgressStream = std::pin::Pin<
+    Box<dyn futures_core::Stream<Item = Result<pb::MigrateProgress, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl pb::encryption_server::Encryption for EncryptionService {
+    async fn status(
+        &self,
+        req: Request<pb::EncryptionStatusRequest>,
+    ) -> Result<Response<pb::EncryptionStatusResponse>, Status> {
+        let cov = self
+            .store
+            .encryption_coverage(req.get_ref().all_objects)
+            .await
+            .map_err(to_status)?;
+        let t = self.store.encryption().for_resource(crate::store::RESOURCE);
+        let (wp, wk) = t.write_provider();
+        Ok(Response::new(pb::EncryptionStatusResponse {
+            revision: cov.revision,
+            total: cov.total as i64,
+            stale: cov.stale as i64,
+            undecryptable: cov.undecryptable as i64,
+            counts: cov
+                .by_key
+                .into_iter()
+                .map(
+                    |((provider, key_name), (objects, stale))| pb::ProviderCount {
+                        provider,
+                        key_name,
+                        objects: objects as i64,
+                        stale: stale as i64,
+                    },
+                )
+                .collect(),
+            kms_key_ids: cov.kms_key_ids,
+            write_provider: wp.to_owned(),
+            write_key: wk.to_owned(),
+            objects: cov
+                .objects
+                .into_iter()
+                .map(|o| pb::ObjectEncryption {
+                    key: o.key,
+                    mod_revision: o.mod_revision,
+                    provider: o.provider,
+                    key_name: o.key_name,
+                    stale: o.stale,
+                    error: o.error.unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    type MigrateStream = ProgressStream;
+
+    async fn migrate(
+        &self,
+        req: Request<pb::MigrateRequest>,
+    ) -> Result<Response<Self::MigrateStream>, Status> {
+        let req = req.into_inner();
+        if req.batch_size < 0 || !(req.rate >= 0.0 && req.rate.is_finite()) {
+            return Err(Status::invalid_argument(
+                "batch_size and rate: must be 0 (default) or positive",
+            ));
+        }
+        let opts = crate::store::migrate::MigrateOptions {
+            dry_run: req.dry_run,
+            batch: if req.batch_size == 0 {
+                256
+            } else {
+                req.batch_size as usize
+            },
+            rate: req.rate,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let progress_tx = tx.clone();
+            let res = store
+                .migrate(opts, move |p| {
+                    let _ = progress_tx.try_send(Ok(progress_pb(p, false)));
+                })
+                .await;
+            let last = match res {
+                Ok(p) => Ok(progress_pb(&p, true)),
+                Err(e) => Err(to_status(e)),
+            };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,234 @@
+//! `keyward.v1.Secrets`: the store's registry operations over gRPC, thin handlers that convert
+//! the request, call the [`Store`] and map the error with [`to_status`].
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    limit, namespace_or_default, raw_to_pb, secret_from_pb, secret_to_pb, selector, to_status,
+};
+use crate::pb::keyward_v1 as pb;
+use crate::store::{ChangeKind, Preconditions, Store};
+
+/// `keyward.v1.Secrets`.
+#[derive(Debug, Clone)]
+pub struct SecretsService {
+    store: Arc<Store>,
+}
+
+impl SecretsService {
+    /// A service over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Self { store }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::secrets_server::SecretsServer<Self> {
+        pb::secrets_server::SecretsServer::new(self).max_decoding_message_size(4 << 20)
+    }
+}
+
+type WatchStream = std::pin::Pin<
+    Box<dyn futures_core::Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl pb::secrets_server::Secrets for SecretsService {
+    async fn create(
+        &self,
+        req: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::Secret>, Status> {
+        let req = req.into_inner();
+        let s = req
+            .secret
+            .ok_or_else(|| Status::invalid_argument("secret: required"))?;
+        let s = self
+            .store
+            .create(secret_from_pb(s), req.dry_run)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(secret_to_pb(s)))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Secret>, Status> {
+        let req = req.into_inner();
+        let rev = match req.revision {
+            0 => None,
+            r if r > 0 => Some(r),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "revision: must be 0 (current) or positive",
+                ))
+            }
+        };
+        let s = self
+            .store
+            .get(namespace_or_default(&req.namespace), &req.name, rev)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(secret_to_pb(s)))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateRequest>,
+    ) -> Result<Response<pb::Secret>, Status> {
+        let req = req.into_inner();
+        let s = req
+            .secret
+            .ok_or_else(|| Status::invalid_argument("secret: required"))?;
+        let s = self
+            .store
+            .update(secret_from_pb(s), req.dry_run)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(secret_to_pb(s)))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::Secret>, Status> {
+        let req = req.into_inner();
+        let pre = Preconditions {
+            uid: Some(req.uid).filter(|u| !u.is_empty()),
+            resource_version: Some(req.resource_version).filter(|r| !r.is_empty()),
+            unsafe_ignore_decrypt_errors: req.unsafe_ignore_decrypt_errors,
+        };
+        let s = self
+            .store
+            .delete(namespace_or_default(&req.namespace), &req.name, &pre)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(secret_to_pb(s)))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let req = req.into_inner();
+        let sel = selector(&req.label_selector)?;
+        let ns = Some(req.namespace.as_str()).filter(|n| !n.is_empty());
+        let list = self
+            .store
+            .list(
+                ns,
+                &sel,
+                limit(req.limit, "limit")?,
+                Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListResponse {
+            items: list.items.into_iter().map(secret_to_pb).collect(),
+            resource_version: list.resource_version,
+            r#continue: list.continue_token.unwrap_or_default(),
+            errors: list
+                .errors
+                .into_iter()
+                .map(|(key, message)| pb::ObjectError { key, message })
+                .collect(),
+        }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use tokio_stream::StreamExt;
+        let req = req.into_inner();
+        let sel = selector(&req.label_selector)?;
+        let ns = Some(req.namespace.as_str()).filter(|n| !n.is_empty());
+        let events = self
+            .store
+            .watch(ns, sel, Some(req.resource_version.as_str()))
+            .await
+            .map_err(to_status)?;
+        let out = events.map(|e| {
+            e.map(|e| pb::WatchEvent {
+                r#type: e.kind.name().to_owned(),
+                object: Some(secret_to_pb(e.object)),
+            })
+            .map_err(to_status)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let req = req.into_inner();
+        let entries = self
+            .store
+            .history(namespace_or_default(&req.namespace), &req.name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::HistoryResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| pb::HistoryEntry {
+                    revision: e.revision,
+                    time: e.time,
+                    change: match e.change {
+                        ChangeKind::Created => "created",
+                        ChangeKind::Updated => "updated",
+                    }
+                    .to_owned(),
+                    secret: Some(secret_to_pb(e.secret)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::Secret>, Status> {
+        let req = req.into_inner();
+        let s = self
+            .store
+            .rollback(
+                namespace_or_default(&req.namespace),
+                &req.name,
+                req.to_revision,
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(secret_to_pb(s)))
+    }
+
+    async fn raw_get(
+        &self,
+        req: Request<pb::RawGetRequest>,
+    ) -> Result<Response<pb::RawGetResponse>, Status> {
+        let key = req.into_inner().key;
+        if key.is_empty() {
+            return Err(Status::invalid_argument("key: required"));
+        }
+        let kv = self.store.raw_get(&key).await.map_err(to_status)?;
+        let kv = kv.ok_or_else(|| Status::not_found(format!("key {key:?} not found")))?;
+        Ok(Response::new(pb::RawGetResponse {
+            kv: Some(raw_to_pb(kv)),
+        }))
+    }
+
+    async fn raw_list(
+        &self,
+        req: Request<pb::RawListRequest>,
+    ) -> Result<Response<pb::RawListResponse>, Status> {
+        let req = req.into_inner();
+        let kvs = self
+            .store
+            .raw_list(&req.prefix, limit(req.limit, "limit")?)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RawListResponse {
+            kvs: kvs.into_iter().map(raw_to_pb).collect(),
+        }))
+    }
+}

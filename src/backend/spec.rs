@@ -1,0 +1,59 @@
+//! Which backend to open, as values rather than command-line words: an embedded sled directory
+//! with its retention settings, or an etcd cluster; and opening it, proving for etcd that a
+//! member answers with a leader before anything is served.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::etcd::{EtcdBackend, EtcdOptions};
+use super::sled::{SledBackend, SledOptions};
+use super::{Backend, BackendError};
+
+/// Where a store keeps its data.
+#[derive(Debug, Clone)]
+pub enum BackendSpec {
+    /// Embedded sled in `dir` (created if missing).
+    Sled {
+        /// The data directory.
+        dir: PathBuf,
+        /// Retention settings.
+        options: SledOptions,
+    },
+    /// An etcd cluster.
+    Etcd(EtcdOptions),
+}
+
+impl BackendSpec {
+    /// Embedded sled in `dir` with default retention.
+    pub fn sled(dir: impl Into<PathBuf>) -> Self {
+        BackendSpec::Sled {
+            dir: dir.into(),
+            options: SledOptions::default(),
+        }
+    }
+
+    /// Opens the backend and says where its data lives (`sled:<dir>` or `etcd:<endpoints>`,
+    /// for logs).
+    ///
+    /// sled opens and locks its directory. For etcd the client options are checked (a mistake
+    /// is [`BackendError::InvalidArgument`]), then a member must answer with a leader: if none
+    /// does, the error is [`BackendError::Unavailable`] saying `cannot reach etcd at
+    /// <endpoints>: <why>`.
+    pub async fn open(&self) -> Result<(Arc<dyn Backend>, String), BackendError> {
+        match self {
+            BackendSpec::Sled { dir, options } => {
+                let backend = SledBackend::open(dir, *options)?;
+                Ok((Arc::new(backend), format!("sled:{}", dir.display())))
+            }
+            BackendSpec::Etcd(opts) => {
+                let endpoints = opts.endpoints.join(",");
+                let backend = EtcdBackend::connect(opts)?;
+                let version = backend.check().await.map_err(|e| {
+                    BackendError::Unavailable(format!("cannot reach etcd at {endpoints}: {e}"))
+                })?;
+                tracing::info!(endpoints = %endpoints, version = %version, "connected to etcd");
+                Ok((Arc::new(backend), format!("etcd:{endpoints}")))
+            }
+        }
+    }
+}
