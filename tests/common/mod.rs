@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward::crypto::Algorithm;
-use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
-use keyward::kms;
+use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
+use keyward::kms::PluginServer;
 use keyward::pb::keyward_v1::kms_admin_client::KmsAdminClient;
 use keyward::pb::kms_v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
@@ -18,7 +18,8 @@ use keyward::seal::{self, SealSpec};
 use keyward::uds as socket;
 use tonic::transport::Channel;
 
-/// The plugin served in this process on sockets in a temp dir.
+/// The plugin served in this process on sockets in a temp dir, started as the CLI starts it
+/// (`kms::PluginServer`: sockets, key maintenance, drain).
 pub struct Plugin {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
@@ -36,20 +37,21 @@ impl Plugin {
         let spec = SealSpec::KeyFile(key);
         let data = dir.path().join("data");
         Keyring::init(
-            &data,
+            &KeyringLocation::Dir(data.clone()),
             &spec,
             &InitOptions {
                 algorithm: alg,
                 kdf: None,
             },
         )
+        .await
         .unwrap();
         let socket = dir.path().join("kms.sock");
-        let (keyring, stop, task) =
-            Self::serve(&data, &spec, &socket, &dir.path().join("admin.sock"));
+        let admin = dir.path().join("admin.sock");
+        let (keyring, stop, task) = Self::serve(&data, &spec, &socket, &admin).await;
         Plugin {
             socket,
-            admin: dir.path().join("admin.sock"),
+            admin,
             dir,
             keyring,
             stop: Some(stop),
@@ -61,7 +63,7 @@ impl Plugin {
     pub async fn restart(data: &Path, key: &Path, socket: &Path) -> Plugin {
         let spec = SealSpec::KeyFile(key.to_owned());
         let admin = socket.with_extension("admin");
-        let (keyring, stop, task) = Self::serve(data, &spec, socket, &admin);
+        let (keyring, stop, task) = Self::serve(data, &spec, socket, &admin).await;
         Plugin {
             dir: tempfile::tempdir().unwrap(),
             socket: socket.to_owned(),
@@ -73,7 +75,7 @@ impl Plugin {
     }
 
     #[allow(clippy::type_complexity)]
-    fn serve(
+    async fn serve(
         data: &Path,
         spec: &SealSpec,
         socket: &Path,
@@ -83,18 +85,21 @@ impl Plugin {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     ) {
-        let keyring = Keyring::open(data, spec, RotationPolicy::default()).unwrap();
-        let (l, g1) = socket::bind(socket, socket::SocketAccess::default()).unwrap();
-        let (a, g2) = socket::bind(admin, socket::SocketAccess::default()).unwrap();
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let k = keyring.clone();
-        let task = tokio::spawn(async move {
-            let _guards = (g1, g2);
-            kms::serve(l, Some(a), k, async move {
-                let _ = rx.await;
-            })
+        let location = KeyringLocation::Dir(data.to_owned());
+        let keyring = Keyring::open(&location, spec, RotationPolicy::default())
             .await
-        });
+            .unwrap();
+        let server = PluginServer::start(
+            keyring.clone(),
+            socket,
+            Some(admin),
+            socket::SocketAccess::default(),
+        )
+        .unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
         (keyring, stop, task)
     }
 
