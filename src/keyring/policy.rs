@@ -84,18 +84,19 @@ impl Keyring {
         let keyring: Weak<Inner> = Arc::downgrade(&self.inner);
         let wake = self.inner.wake.clone();
         let handle = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = wake.notified() => {}
-                }
                 let Some(inner) = keyring.upgrade() else {
                     return;
                 };
                 if let Err(e) = (Keyring { inner }).maintain(now_unix()).await {
                     tracing::error!(error = %e, "keyring maintenance failed");
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = wake.notified() => {}
                 }
             }
         });
