@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::BackendError;
 
+/// Key/value pairs in key order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// How long opening waits for a handle dropped in this process to release the database.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
@@ -20,7 +23,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// sled holds an exclusive lock on an open database, and a handle dropped in this process
 /// releases it from a background thread a moment later, so a lock conflict is retried for a
 /// few seconds before it is returned (see [`BackendError::is_locked`]).
-pub fn read_sled_default_tree(dir: &Path) -> Result<Option<Vec<(Vec<u8>, Vec<u8>)>>, BackendError> {
+pub fn read_sled_default_tree(dir: &Path) -> Result<Option<Pairs>, BackendError> {
     if !dir.join("db").is_file() {
         return Ok(None);
     }

@@ -19,8 +19,9 @@
 //! `DIR/keyring-v2.tmp/` (durable), rename that to `DIR/keyring-v2/`, fsync `DIR`, then remove
 //! `DIR/keyring/` (it holds old sealed copies). A crash at any step leaves either the old layout
 //! (and maybe a half-made temporary directory, discarded by the next open) or the new one (and
-//! maybe the old directory, removed by the next open). Opening and converting hold an exclusive
-//! lock on `DIR`, so two processes never convert at once.
+//! maybe the old directory, removed by the next open as long as it holds the same document; a
+//! different one is refused, not removed). Opening and converting hold an exclusive lock on
+//! `DIR`, so two processes never convert at once.
 
 use std::fmt;
 use std::fs;
@@ -167,7 +168,8 @@ pub(super) fn joined<T>(
     }
 }
 
-/// Runs blocking file-system work (locks, sled's open and close, fsync) off the async workers.
+/// Runs blocking work (file locks, opening a store, fsync, reading and stretching a root key) off
+/// the async workers.
 pub(super) async fn blocking<T: Send + 'static>(
     location: &str,
     f: impl FnOnce() -> Result<T, KeyringError> + Send + 'static,
@@ -450,7 +452,13 @@ pub(super) struct Found {
 
 /// What a data directory holds.
 enum InDir {
-    Current(DocStore),
+    /// This release's store, with what a conversion that stopped after its rename may have left
+    /// of keyward 0.1.0's directory (its document), and the directory still locked.
+    Current {
+        store: DocStore,
+        lock: DirLock,
+        legacy: Option<Vec<u8>>,
+    },
     /// keyward 0.1.0's document, with the directory still locked for its conversion.
     Legacy(Vec<u8>, DirLock),
 }
@@ -499,16 +507,45 @@ impl Found {
             let lock = DirLock::acquire(&dir)?;
             let current = dir.join(DIR_STORE);
             if current.is_dir() {
-                // Leftovers of a conversion that stopped after its rename.
-                remove_all(&dir, &[LEGACY_DIR, TEMP_DIR])?;
+                let legacy = leftover_legacy(&dir)?;
                 let store = DocStore::in_dir(open_sled(&current, &dir)?, &dir);
-                return Ok(Some(InDir::Current(store)));
+                return Ok(Some(InDir::Current {
+                    store,
+                    lock,
+                    legacy,
+                }));
             }
             Ok(read_legacy(&dir)?.map(|stored| InDir::Legacy(stored, lock)))
         })
         .await?;
-        match found.ok_or_else(|| KeyringError::NotFound(location))? {
-            InDir::Current(store) => Self::from_store(store).await,
+        match found.ok_or(KeyringError::NotFound(location.clone()))? {
+            InDir::Current {
+                store,
+                lock,
+                legacy,
+            } => {
+                let found = Self::from_store(store).await?;
+                // What a conversion that stopped after its rename leaves: the old directory,
+                // holding the document the new store got. Anything else there is not ours to
+                // remove (say, a keyring made by 0.1.0 after a downgrade).
+                if legacy.is_some_and(|old| old != found.stored) {
+                    return Err(storage_error(
+                        &location,
+                        format!(
+                            "both {DIR_STORE}/ and {LEGACY_DIR}/ (keyward 0.1.0's layout) hold a \
+                             keyring, and they differ; move one of them out of the directory"
+                        ),
+                    ));
+                }
+                let dir = dir.to_owned();
+                blocking(&location, move || {
+                    remove_all(&dir, &[LEGACY_DIR, TEMP_DIR])?;
+                    drop(lock);
+                    Ok(())
+                })
+                .await?;
+                Ok(found)
+            }
             InDir::Legacy(stored, lock) => Ok(Found {
                 stored,
                 source: Source::Legacy {
@@ -537,9 +574,23 @@ impl Found {
 /// The document of a keyward 0.1.0 data directory, or None if it has none. Checks the format.
 fn read_legacy(dir: &Path) -> Result<Option<Vec<u8>>, KeyringError> {
     let location = dir.display().to_string();
-    let pairs = legacy::read_sled_default_tree(&dir.join(LEGACY_DIR))
-        .map_err(|e| open_error(e, &location))?;
-    let Some(pairs) = pairs else { return Ok(None) };
+    legacy::read_sled_default_tree(&dir.join(LEGACY_DIR))
+        .map_err(|e| open_error(e, &location))?
+        .map_or(Ok(None), legacy_document)
+}
+
+/// The document left in keyward 0.1.0's directory next to this release's store, if any. One that
+/// cannot be read is what a removal that stopped midway leaves: nothing to keep.
+fn leftover_legacy(dir: &Path) -> Result<Option<Vec<u8>>, KeyringError> {
+    match legacy::read_sled_default_tree(&dir.join(LEGACY_DIR)) {
+        Err(e) if e.is_locked() => Err(in_use(&dir.display().to_string())),
+        Err(_) | Ok(None) => Ok(None),
+        Ok(Some(pairs)) => legacy_document(pairs),
+    }
+}
+
+/// The document among keyward 0.1.0's pairs, or None if they hold none. Checks the format.
+fn legacy_document(pairs: legacy::Pairs) -> Result<Option<Vec<u8>>, KeyringError> {
     let get = |key: &[u8]| {
         pairs
             .iter()
@@ -716,10 +767,31 @@ mod tests {
             .unwrap();
         drop(store);
         // Put the old directory back, as if the crash came before it was removed.
-        write_legacy(&dir, &[(b"format_version", b"1"), (b"keyring", b"old")]);
+        write_legacy(&dir, &[(b"format_version", b"1"), (b"keyring", b"doc")]);
         let found = Found::find(&location).await.unwrap();
-        assert_eq!(found.stored(), b"doc", "the converted store wins");
+        assert_eq!(found.stored(), b"doc");
         assert!(!dir.join(LEGACY_DIR).exists());
+        drop(found);
+        // Or stopped while removing it (sled cannot read what is left).
+        fs::create_dir_all(dir.join(LEGACY_DIR)).unwrap();
+        fs::write(dir.join(LEGACY_DIR).join("db"), b"").unwrap();
+        Found::find(&location).await.unwrap();
+        assert!(!dir.join(LEGACY_DIR).exists());
+    }
+
+    #[tokio::test]
+    async fn a_different_keyring_in_the_old_layout_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_owned();
+        write_legacy(&dir, &[(b"format_version", b"1"), (b"keyring", b"doc")]);
+        let location = KeyringLocation::Dir(dir.clone());
+        let found = Found::find(&location).await.unwrap();
+        drop(found.into_store().await.unwrap());
+        // keyward 0.1.0 run on the directory again would make a keyring of its own.
+        write_legacy(&dir, &[(b"format_version", b"1"), (b"keyring", b"other")]);
+        let e = Found::find(&location).await.map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("they differ"), "{e}");
+        assert!(dir.join(LEGACY_DIR).exists() && dir.join(DIR_STORE).exists());
     }
 
     #[tokio::test]
