@@ -9,7 +9,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions, Transformer};
-use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
+use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
+use keyward::kms::PluginServer;
 use keyward::seal::{self, SealSpec};
 use keyward::uds;
 
@@ -52,29 +53,28 @@ fn bench(c: &mut Criterion) {
     let key = dir.path().join("root.key");
     seal::generate_keyfile(&key).expect("key file");
     let spec = SealSpec::KeyFile(key);
-    let data = dir.path().join("data");
-    Keyring::init(
-        &data,
-        &spec,
-        &InitOptions {
-            algorithm: Algorithm::Aes256Gcm,
-            kdf: None,
-        },
-    )
-    .expect("init");
-    let keyring = Keyring::open(&data, &spec, RotationPolicy::default()).expect("open");
+    let data = KeyringLocation::Dir(dir.path().join("data"));
     let socket = dir.path().join("kms.sock");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (l, g) = rt
-        .block_on(async { uds::bind(&socket, uds::SocketAccess::default()) })
-        .expect("bind");
-    let server = rt.spawn(async move {
-        let _g = g;
-        keyward::kms::serve(l, None, keyring, async move {
-            let _ = stop_rx.await;
-        })
+    let plugin = rt.block_on(async {
+        Keyring::init(
+            &data,
+            &spec,
+            &InitOptions {
+                algorithm: Algorithm::Aes256Gcm,
+                kdf: None,
+            },
+        )
         .await
+        .expect("init");
+        let keyring = Keyring::open(&data, &spec, RotationPolicy::default())
+            .await
+            .expect("open");
+        PluginServer::start(keyring, &socket, None, uds::SocketAccess::default()).expect("bind")
     });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(plugin.serve(async move {
+        let _ = stop_rx.await;
+    }));
 
     let value = vec![0x5au8; 1024];
     let mut to = c.benchmark_group("to_storage_1KiB");

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keyward::crypto::Algorithm;
-use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
-use keyward::kms;
+use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
+use keyward::kms::PluginServer;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use keyward::pb::kms_v2::{DecryptRequest, EncryptRequest, StatusRequest};
 use keyward::seal::{self, SealSpec};
@@ -33,12 +33,12 @@ struct TempKeyring {
     dir: tempfile::TempDir,
 }
 
-fn temp_keyring(algorithm: Algorithm) -> TempKeyring {
+async fn temp_keyring(algorithm: Algorithm) -> TempKeyring {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("root.key");
     seal::generate_keyfile(&key).expect("generate key file");
     let spec = SealSpec::KeyFile(key);
-    let data = dir.path().join("data");
+    let data = KeyringLocation::Dir(dir.path().join("data"));
     Keyring::init(
         &data,
         &spec,
@@ -47,33 +47,49 @@ fn temp_keyring(algorithm: Algorithm) -> TempKeyring {
             kdf: None,
         },
     )
+    .await
     .expect("init keyring");
-    let keyring = Keyring::open(&data, &spec, RotationPolicy::default()).expect("open keyring");
+    let keyring = Keyring::open(&data, &spec, RotationPolicy::default())
+        .await
+        .expect("open keyring");
     TempKeyring { keyring, dir }
 }
 
+/// A runtime for the keyring benches: one thread, as the calls do no I/O (criterion runs each
+/// batch of iterations in one `block_on`, so the runtime adds no cost per call).
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 fn keyring_wrap(c: &mut Criterion) {
+    let rt = current_thread();
     let mut group = c.benchmark_group("keyring_wrap");
     group.throughput(Throughput::Elements(1));
     for alg in Algorithm::ALL {
-        let k = temp_keyring(alg);
+        let k = rt.block_on(temp_keyring(alg));
         group.bench_function(BenchmarkId::from_parameter(alg.name()), |b| {
-            b.iter(|| k.keyring.encrypt(black_box(&SEED)).expect("encrypt"))
+            b.to_async(&rt)
+                .iter(|| async { k.keyring.encrypt(black_box(&SEED)).await.expect("encrypt") })
         });
     }
     group.finish();
 }
 
 fn keyring_unwrap(c: &mut Criterion) {
+    let rt = current_thread();
     let mut group = c.benchmark_group("keyring_unwrap");
     group.throughput(Throughput::Elements(1));
     for alg in Algorithm::ALL {
-        let k = temp_keyring(alg);
-        let (ct, key_id) = k.keyring.encrypt(&SEED).expect("encrypt");
+        let k = rt.block_on(temp_keyring(alg));
+        let (ct, key_id) = rt.block_on(k.keyring.encrypt(&SEED)).expect("encrypt");
         group.bench_function(BenchmarkId::from_parameter(alg.name()), |b| {
-            b.iter(|| {
+            b.to_async(&rt).iter(|| async {
                 k.keyring
                     .decrypt(black_box(&ct), Some(black_box(&key_id)))
+                    .await
                     .expect("decrypt")
             })
         });
@@ -91,18 +107,19 @@ struct Served {
 }
 
 async fn serve(algorithm: Algorithm) -> Served {
-    let k = temp_keyring(algorithm);
+    let k = temp_keyring(algorithm).await;
     let socket = k.dir.path().join("kms.sock");
-    let (listener, guard) = uds::bind(&socket, uds::SocketAccess::default()).expect("bind");
+    let server = PluginServer::start(
+        k.keyring.clone(),
+        &socket,
+        None,
+        uds::SocketAccess::default(),
+    )
+    .expect("bind");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let keyring = k.keyring.clone();
-    let task = tokio::spawn(async move {
-        let _guard = guard;
-        kms::serve(listener, None, keyring, async move {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let task = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
     let channel = uds::unix_channel(&socket).await.expect("connect");
     Served {
         socket,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keyward::backend::BackendSpec;
 use keyward::crypto::Algorithm;
-use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
+use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
+use keyward::kms::PluginServer;
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
 use keyward::seal::{self, SealSpec};
@@ -43,7 +44,7 @@ async fn setup(provider: &str) -> Setup {
     let key = dir.path().join("root.key");
     seal::generate_keyfile(&key).expect("key");
     let spec = SealSpec::KeyFile(key);
-    let data = dir.path().join("kms");
+    let data = KeyringLocation::Dir(dir.path().join("kms"));
     Keyring::init(
         &data,
         &spec,
@@ -52,14 +53,15 @@ async fn setup(provider: &str) -> Setup {
             kdf: None,
         },
     )
+    .await
     .expect("init");
-    let keyring = Keyring::open(&data, &spec, RotationPolicy::default()).expect("open");
+    let keyring = Keyring::open(&data, &spec, RotationPolicy::default())
+        .await
+        .expect("open");
     let kms_sock = dir.path().join("kms.sock");
-    let (l, g) = uds::bind(&kms_sock, uds::SocketAccess::default()).expect("bind");
-    tokio::spawn(async move {
-        let _g = g;
-        keyward::kms::serve(l, None, keyring, std::future::pending()).await
-    });
+    let plugin =
+        PluginServer::start(keyring, &kms_sock, None, uds::SocketAccess::default()).expect("bind");
+    tokio::spawn(plugin.serve(std::future::pending()));
     let providers = match provider {
         "kms-v2" => format!(
             "      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",

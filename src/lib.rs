@@ -12,12 +12,13 @@
 //!   mapping of store errors to gRPC statuses, client authentication on TCP, and `serve` on
 //!   already-bound listeners.
 //! - [`kms`] owns the KMS plugin's gRPC services (KMS v2, KMS v1, health, admin), the mapping of
-//!   keyring errors to gRPC statuses, and Unix socket handling.
+//!   keyring errors to gRPC statuses, and the plugin server (sockets, key maintenance, drain).
 //! - [`store`] owns the secret store: the Secret model and its validation, registry operations
 //!   (create, get, update, delete, list, watch, history, rollback) on a [`backend::Backend`],
 //!   every value encrypted by an [`encryption`] chain.
 //! - [`keyring`] owns key-encryption keys: their ids, states, counters, rotation policy and
-//!   sealed persistence in sled, or in etcd shared by plugin replicas.
+//!   sealed persistence through the [`backend`] seam (sled in a data directory, or etcd shared by
+//!   plugin replicas).
 //! - [`encryption`] owns encryption at rest as kube-apiserver does it: the
 //!   `EncryptionConfiguration` file and the provider chains (identity, aescbc, aesgcm, secretbox,
 //!   kms v1, kms v2) that turn a storage key and plaintext into stored bytes and back.

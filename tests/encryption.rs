@@ -118,7 +118,7 @@ async fn kms_v2_key_id_change_makes_data_stale_and_uses_a_new_seed() {
     let t = enc.for_resource("secrets");
     let old = t.to_storage(SK, b"before").await.unwrap();
     let first = enc.kms_v2_status()[0].key_id.clone().unwrap();
-    p.keyring.rotate().unwrap();
+    p.keyring.rotate().await.unwrap();
     // Until the next poll, writes keep the old key (like the apiserver's 1-minute poll).
     let (_, info) = t.from_storage(SK, &old).await.unwrap();
     assert!(!info.stale);

@@ -65,7 +65,7 @@ async fn rotation_drill_10000_secrets() {
     assert_eq!(before.kms_key_ids, vec![key_a.clone()]);
 
     // Rotate the KEK. The store sees the new key_id at its next check; new writes use B.
-    let key_b = plugin.keyring.rotate().unwrap().primary.key_id;
+    let key_b = plugin.keyring.rotate().await.unwrap().primary.key_id;
     let cov = store.encryption_coverage(false).await.unwrap();
     assert_eq!(cov.stale, N as u64, "everything under A is stale now");
     store
@@ -127,7 +127,7 @@ async fn rotation_drill_10000_secrets() {
     assert_eq!(after.kms_key_ids, vec![key_b.clone()]);
 
     // A can be retired; a fresh store process (no cached seeds) still reads everything.
-    plugin.keyring.retire(&key_a).unwrap();
+    plugin.keyring.retire(&key_a).await.unwrap();
     drop(store);
     let fresh = store_for(&plugin, &dir.path().join("store")).await;
     let list = fresh
@@ -149,7 +149,7 @@ async fn an_interrupted_migration_finishes_on_a_rerun() {
             .await
             .unwrap();
     }
-    plugin.keyring.rotate().unwrap();
+    plugin.keyring.rotate().await.unwrap();
     // A dry run reports and writes nothing.
     let dry = store
         .migrate(
@@ -532,7 +532,7 @@ async fn migrate_throughput() {
     for t in tasks {
         t.await.unwrap();
     }
-    plugin.keyring.rotate().unwrap();
+    plugin.keyring.rotate().await.unwrap();
     let started = std::time::Instant::now();
     let p = store
         .migrate(MigrateOptions::default(), |_| {})

@@ -14,10 +14,14 @@
 //! This module knows nothing of Secrets or encryption: keys and values are bytes.
 
 pub mod etcd;
+pub mod legacy;
 pub mod sled;
 mod spec;
 
 pub use spec::BackendSpec;
+
+pub use self::etcd::{EtcdBackend, EtcdOptions};
+pub use self::sled::{SledBackend, SledOptions};
 
 use std::pin::Pin;
 
@@ -88,6 +92,14 @@ pub enum BackendError {
     /// An I/O or engine error (environment).
     #[error("storage I/O error: {0}")]
     Io(String),
+}
+
+impl BackendError {
+    /// Whether opening an embedded store failed because another process holds it (sled's lock
+    /// on its directory), as opposed to the store being unreadable.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, BackendError::Io(m) if m.contains("could not acquire lock"))
+    }
 }
 
 /// A key with its value and revisions.

@@ -19,11 +19,10 @@ mod manifest;
 mod secrets;
 mod serve;
 
-use crate::backend::etcd::EtcdOptions;
-use crate::backend::sled::SledOptions;
-use crate::backend::BackendSpec;
+use crate::backend::{BackendSpec, EtcdBackend, EtcdOptions, SledOptions};
 use crate::crypto::Algorithm;
-use crate::keyring::{self, InitOptions, Keyring, RotationPolicy};
+use crate::keyring::{self, InitOptions, Keyring, KeyringError, KeyringLocation, RotationPolicy};
+use crate::kms::PluginServer;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::seal::{self, KdfParams, SealSpec};
 use crate::uds as socket;
@@ -401,6 +400,25 @@ enum KeyringAt {
     Etcd { opts: EtcdOptions, prefix: String },
 }
 
+impl KeyringAt {
+    /// The location for the keyring; for etcd, a client that connects when first used.
+    fn open(&self, stale_after: Duration) -> Result<KeyringLocation, CliError> {
+        match self {
+            KeyringAt::Dir(dir) => Ok(KeyringLocation::Dir(dir.clone())),
+            KeyringAt::Etcd { opts, prefix } => {
+                let backend = EtcdBackend::connect(opts)
+                    .map_err(|e| CliError::new(format!("--etcd-endpoints: {e}")))?;
+                Ok(KeyringLocation::Shared {
+                    backend: std::sync::Arc::new(backend),
+                    prefix: prefix.clone(),
+                    label: format!("etcd:{}", opts.endpoints.join(",")),
+                    stale_after,
+                })
+            }
+        }
+    }
+}
+
 impl KeyringArgs {
     /// The keyring location; None when nothing names one (allowed only for `init
     /// --generate-keyfile`).
@@ -680,15 +698,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let opts = ServeOptions::parse(&a.run)?;
             let stale_after = parse_duration_or_never("--etcd-stale-after", &a.etcd_stale_after)?
                 .unwrap_or(Duration::MAX);
-            let keyring = match a.at.location()? {
-                Some(KeyringAt::Dir(dir)) => open_keyring(&dir, &seal, opts.policy)?,
-                Some(KeyringAt::Etcd { opts: etcd, prefix }) => {
-                    Keyring::open_shared(&etcd, &prefix, &seal, opts.policy, stale_after)
-                        .map_err(keyring_error)?
-                }
-                None => return Err(CliError::new("--data DIR is required (or --keyring etcd)")),
+            let Some(at) = a.at.location()? else {
+                return Err(CliError::new("--data DIR is required (or --keyring etcd)"));
             };
-            runtime()?.block_on(serve(keyring, &a.socket, a.admin_socket.as_deref(), &opts))
+            let rt = runtime()?;
+            let keyring = rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?;
+            rt.block_on(serve(keyring, &a.socket, a.admin_socket.as_deref(), &opts))
         }
         Command::Kms(cmd) => runtime()?.block_on(admin(cmd, &cli.client)),
         Command::Dev(a) => dev(a),
@@ -750,18 +765,18 @@ fn init(a: InitArgs) -> Result<(), CliError> {
         algorithm: a.algorithm.into(),
         kdf,
     };
-    let (first, place) = match at {
-        KeyringAt::Dir(data) => (
-            Keyring::init(&data, &seal, &init)?,
-            data.display().to_string(),
-        ),
-        KeyringAt::Etcd { opts, prefix } => (
-            Keyring::init_shared(&opts, &prefix, &seal, &init)?,
-            format!(
-                "etcd key {} ({})",
-                keyring::shared_key(&prefix),
-                opts.endpoints.join(",")
-            ),
+    let first = runtime()?.block_on(async {
+        let location = at.open(keyring::DEFAULT_STALE_AFTER)?;
+        Keyring::init(&location, &seal, &init)
+            .await
+            .map_err(|e| keyring_error(e, &at))
+    })?;
+    let place = match at {
+        KeyringAt::Dir(data) => data.display().to_string(),
+        KeyringAt::Etcd { opts, prefix } => format!(
+            "etcd key {} ({})",
+            keyring::shared_key(&prefix),
+            opts.endpoints.join(",")
         ),
     };
     println!(
@@ -803,21 +818,41 @@ fn policy(run: &RunArgs) -> Result<RotationPolicy, CliError> {
     })
 }
 
-fn open_keyring(dir: &Path, seal: &SealSpec, policy: RotationPolicy) -> Result<Keyring, CliError> {
-    Keyring::open(dir, seal, policy).map_err(keyring_error)
+async fn open_keyring(
+    at: &KeyringAt,
+    seal: &SealSpec,
+    policy: RotationPolicy,
+    stale_after: Duration,
+) -> Result<Keyring, CliError> {
+    let location = at.open(stale_after)?;
+    Keyring::open(&location, seal, policy)
+        .await
+        .map_err(|e| keyring_error(e, at))
 }
 
-fn keyring_error(e: keyring::KeyringError) -> CliError {
-    let hint = match &e {
-        keyring::KeyringError::Unseal => {
-            Some("check that --seal names the root key or passphrase the keyring was created with")
-        }
-        _ => None,
-    };
-    let err = CliError::new(e);
-    match hint {
-        Some(h) => err.hint(h),
-        None => err,
+/// A keyring error as the command line reports it: with the flags and commands that fix it.
+fn keyring_error(e: KeyringError, at: &KeyringAt) -> CliError {
+    match e {
+        KeyringError::Unseal => CliError::new(e).hint(
+            "check that --seal names the root key or passphrase the keyring was created with",
+        ),
+        KeyringError::NotFound(location) => CliError::new(match at {
+            KeyringAt::Dir(dir) => format!(
+                "no keyring in {0}; create one with `keyward kms init --data {0} --seal ...`",
+                dir.display()
+            ),
+            KeyringAt::Etcd { .. } => format!(
+                "no keyring at {location}; create one with `keyward kms init --keyring etcd --etcd-endpoints ... --seal ...`"
+            ),
+        }),
+        KeyringError::SealMismatch { keyring, given } => CliError::new(format!(
+            "the keyring is sealed with {keyring}, but --seal gave {given}"
+        )),
+        KeyringError::InvalidInput {
+            field: "prefix",
+            reason,
+        } => CliError::new(format!("--etcd-prefix: {reason}")),
+        other => CliError::new(other),
     }
 }
 
@@ -853,9 +888,16 @@ async fn serve(
 ) -> Result<(), CliError> {
     let token = CancellationToken::new();
     serve::cancel_on_signal(token.clone())?;
-    let plugin =
-        serve::Plugin::start(keyring, socket_path, admin_path, opts.access, token.clone())?;
-    serve::run_until_signal(opts.drain, token, plugin.run()).await
+    let plugin = PluginServer::start(keyring, socket_path, admin_path, opts.access)?;
+    serve::run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
+}
+
+/// Serves the plugin until `token` is cancelled and its calls have drained.
+async fn run_plugin(plugin: PluginServer, token: CancellationToken) -> Result<(), CliError> {
+    plugin
+        .serve(token.cancelled_owned())
+        .await
+        .map_err(|e| CliError::new(format!("KMS plugin failed: {e}")))
 }
 
 async fn admin(cmd: KmsCommand, store: &client::ClientArgs) -> Result<(), CliError> {
@@ -1222,19 +1264,31 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
         seal::generate_keyfile(&root)?;
     }
     let seal = SealSpec::KeyFile(root);
-    let kms_dir = dir.join("kms");
-    if !kms_dir.join("keyring").exists() {
-        Keyring::init(
-            &kms_dir,
-            &seal,
-            &InitOptions {
+    let at = KeyringAt::Dir(dir.join("kms"));
+    let rt = runtime()?;
+    rt.block_on(async {
+        let location = at.open(keyring::DEFAULT_STALE_AFTER)?;
+        if !Keyring::exists(&location)
+            .await
+            .map_err(|e| keyring_error(e, &at))?
+        {
+            let init = InitOptions {
                 algorithm: Algorithm::Aes256Gcm,
                 kdf: None,
-            },
-        )?;
-    }
+            };
+            Keyring::init(&location, &seal, &init)
+                .await
+                .map_err(|e| keyring_error(e, &at))?;
+        }
+        Ok::<_, CliError>(())
+    })?;
     let opts = ServeOptions::parse(&a.run)?;
-    let keyring = open_keyring(&kms_dir, &seal, opts.policy)?;
+    let keyring = rt.block_on(open_keyring(
+        &at,
+        &seal,
+        opts.policy,
+        keyring::DEFAULT_STALE_AFTER,
+    ))?;
     let kms_socket = dir.join("kms.sock");
     let admin = dir.join("kms-admin.sock");
     let store_socket = dir.join("keyward.sock");
@@ -1254,11 +1308,11 @@ fn dev(a: DevArgs) -> Result<(), CliError> {
         &a.store,
     )?;
     let key_id = keyring.health().primary_key_id;
-    runtime()?.block_on(async {
+    rt.block_on(async {
         let token = CancellationToken::new();
         serve::cancel_on_signal(token.clone())?;
-        let plugin = serve::Plugin::start(keyring, &kms_socket, Some(&admin), opts.access, token.clone())?;
-        let plugin = tokio::spawn(plugin.run());
+        let plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?;
+        let plugin = tokio::spawn(run_plugin(plugin, token.clone()));
         let store = serve::start_store(store_opts, &token).await?;
         println!(
             "keyward dev: KMS plugin and secret store in {} (development root key {}; not for production)\n\

@@ -1,5 +1,6 @@
-//! Long-running commands: the KMS plugin, starting the secret store server (its files read and
-//! its errors worded for the command line), and signal handling with a bounded drain.
+//! Long-running commands: starting the secret store server (its files read and its errors worded
+//! for the command line), and signal handling with a bounded drain. The KMS plugin is
+//! [`crate::kms::PluginServer`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,13 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::CliError;
 use crate::api::Tokens;
 use crate::backend::{BackendError, BackendSpec};
-use crate::keyring::{Keyring, MaintenanceGuard};
-use crate::kms;
 use crate::server::{ServerError, StoreOptions, StoreServer, TcpOptions};
-use crate::uds::{self, SocketAccess, SocketGuard};
 
-/// How often the serving plugin re-runs its self-test and checks the rotation policy.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 /// Largest TLS key or tokens file read.
 const MAX_PRIVATE_FILE: u64 = 1 << 20;
 
@@ -58,76 +54,6 @@ pub(super) async fn run_until_signal(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The KMS plugin with its sockets bound.
-pub(super) struct Plugin {
-    keyring: Keyring,
-    kms: tokio::net::UnixListener,
-    admin: Option<tokio::net::UnixListener>,
-    guards: Vec<SocketGuard>,
-    _maintenance: MaintenanceGuard,
-    token: CancellationToken,
-}
-
-impl Plugin {
-    /// Binds the sockets and starts key maintenance.
-    pub(super) fn start(
-        keyring: Keyring,
-        socket: &Path,
-        admin: Option<&Path>,
-        access: SocketAccess,
-        token: CancellationToken,
-    ) -> Result<Self, CliError> {
-        let (kms, g1) = uds::bind(socket, access)?;
-        let mut guards = vec![g1];
-        let admin = match admin {
-            Some(p) => {
-                let (l, g) = uds::bind(p, SocketAccess::default())?;
-                guards.push(g);
-                Some(l)
-            }
-            None => None,
-        };
-        // Check the rotation policy every minute, or often enough for a short --rotate-after.
-        let interval = keyring
-            .info()
-            .policy
-            .max_age
-            .map_or(MAINTENANCE_INTERVAL, |age| {
-                (age / 4).clamp(Duration::from_millis(100), MAINTENANCE_INTERVAL)
-            });
-        let maintenance = keyring.start_maintenance(interval);
-        tracing::info!(
-            socket = %socket.display(),
-            admin_socket = ?guards.get(1).map(|g| g.path().display().to_string()),
-            key_id = %keyring.health().primary_key_id,
-            "serving KMS v2 and v1"
-        );
-        Ok(Self {
-            keyring,
-            kms,
-            admin,
-            guards,
-            _maintenance: maintenance,
-            token,
-        })
-    }
-
-    /// Serves until the token is cancelled and calls have drained; removes the sockets.
-    pub(super) async fn run(self) -> Result<(), CliError> {
-        let Plugin {
-            keyring,
-            kms,
-            admin,
-            guards,
-            _maintenance,
-            token,
-        } = self;
-        let res = kms::serve(kms, admin, keyring, token.cancelled_owned()).await;
-        drop(guards);
-        res.map_err(|e| CliError::new(format!("KMS plugin failed: {e}")))
-    }
 }
 
 /// Reads the TCP listener's files into the library's options: the certificate and client CA as

@@ -2,7 +2,12 @@
 //! and keyward's admin service on a separate socket.
 //!
 //! Handlers are thin: convert the request, call the [`Keyring`], convert the error with
-//! [`to_status`], the one place keyring errors become gRPC statuses.
+//! [`to_status`], the one place keyring errors become gRPC statuses. [`PluginServer`] binds the
+//! sockets, runs key maintenance and serves; [`serve`] serves already-bound listeners.
+
+mod server;
+
+pub use server::PluginServer;
 
 use std::future::Future;
 use std::time::Duration;
@@ -76,7 +81,11 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         req: Request<v2_pb::DecryptRequest>,
     ) -> Result<Response<v2_pb::DecryptResponse>, Status> {
         let req = req.into_inner();
-        match self.keyring.decrypt(&req.ciphertext, Some(&req.key_id)) {
+        match self
+            .keyring
+            .decrypt(&req.ciphertext, Some(&req.key_id))
+            .await
+        {
             Ok(mut plain) => {
                 tracing::debug!(uid = %req.uid, key_id = %req.key_id, "decrypt");
                 Ok(Response::new(v2_pb::DecryptResponse {
@@ -95,7 +104,7 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         req: Request<v2_pb::EncryptRequest>,
     ) -> Result<Response<v2_pb::EncryptResponse>, Status> {
         let mut req = req.into_inner();
-        let res = self.keyring.encrypt(&req.plaintext);
+        let res = self.keyring.encrypt(&req.plaintext).await;
         req.plaintext.zeroize();
         let (ciphertext, key_id) = res.map_err(to_status)?;
         tracing::debug!(uid = %req.uid, key_id = %key_id, "encrypt");
@@ -143,7 +152,11 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
     ) -> Result<Response<v1_pb::DecryptResponse>, Status> {
         let req = req.into_inner();
         check_v1_version(&req.version)?;
-        let mut plain = self.keyring.decrypt(&req.cipher, None).map_err(to_status)?;
+        let mut plain = self
+            .keyring
+            .decrypt(&req.cipher, None)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(v1_pb::DecryptResponse {
             plain: std::mem::take(&mut *plain),
         }))
@@ -155,7 +168,7 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
     ) -> Result<Response<v1_pb::EncryptResponse>, Status> {
         let mut req = req.into_inner();
         check_v1_version(&req.version)?;
-        let res = self.keyring.encrypt(&req.plain);
+        let res = self.keyring.encrypt(&req.plain).await;
         req.plain.zeroize();
         let (cipher, _) = res.map_err(to_status)?;
         Ok(Response::new(v1_pb::EncryptResponse { cipher }))
@@ -181,23 +194,6 @@ fn key_info_pb(k: KeyInfo) -> admin_pb::KeyInfo {
         algorithm: k.algorithm.name().to_owned(),
         created_unix: k.created_unix,
         encryptions: k.encryptions,
-    }
-}
-
-impl KmsAdmin {
-    /// Runs a blocking keyring mutation (it fsyncs) off the async workers.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(Keyring) -> Result<T, KeyringError> + Send + 'static,
-    ) -> Result<T, Status> {
-        let keyring = self.keyring.clone();
-        tokio::task::spawn_blocking(move || f(keyring))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "admin task failed");
-                Status::internal("internal error; see the plugin's log")
-            })?
-            .map_err(to_status)
     }
 }
 
@@ -243,7 +239,7 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         &self,
         _req: Request<admin_pb::RotateRequest>,
     ) -> Result<Response<admin_pb::RotateResponse>, Status> {
-        let r = self.blocking(|k| k.rotate()).await?;
+        let r = self.keyring.rotate().await.map_err(to_status)?;
         Ok(Response::new(admin_pb::RotateResponse {
             primary: Some(key_info_pb(r.primary)),
             previous_key_id: r.previous_key_id,
@@ -254,8 +250,8 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         &self,
         req: Request<admin_pb::RetireRequest>,
     ) -> Result<Response<admin_pb::RetireResponse>, Status> {
-        let key_id = required("key_id", &req.get_ref().key_id)?.to_owned();
-        let k = self.blocking(move |k| k.retire(&key_id)).await?;
+        let key_id = required("key_id", &req.get_ref().key_id)?;
+        let k = self.keyring.retire(key_id).await.map_err(to_status)?;
         Ok(Response::new(admin_pb::RetireResponse {
             key: Some(key_info_pb(k)),
         }))
@@ -265,10 +261,13 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         &self,
         req: Request<admin_pb::DestroyRequest>,
     ) -> Result<Response<admin_pb::DestroyResponse>, Status> {
-        let req = req.into_inner();
-        let key_id = required("key_id", &req.key_id)?.to_owned();
-        let confirm = req.confirm;
-        let k = self.blocking(move |k| k.destroy(&key_id, &confirm)).await?;
+        let req = req.get_ref();
+        let key_id = required("key_id", &req.key_id)?;
+        let k = self
+            .keyring
+            .destroy(key_id, &req.confirm)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(admin_pb::DestroyResponse {
             key: Some(key_info_pb(k)),
         }))

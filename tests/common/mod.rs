@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward::crypto::Algorithm;
-use keyward::keyring::{InitOptions, Keyring, RotationPolicy};
-use keyward::kms;
+use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
+use keyward::kms::PluginServer;
 use keyward::pb::keyward_v1::kms_admin_client::KmsAdminClient;
 use keyward::pb::kms_v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
@@ -19,7 +19,8 @@ use keyward::seal::{self, SealSpec};
 use keyward::uds as socket;
 use tonic::transport::Channel;
 
-/// The plugin served in this process on sockets in a temp dir.
+/// The plugin served in this process on sockets in a temp dir, started as the CLI starts it
+/// (`kms::PluginServer`: sockets, key maintenance, drain).
 pub struct Plugin {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
@@ -37,20 +38,21 @@ impl Plugin {
         let spec = SealSpec::KeyFile(key);
         let data = dir.path().join("data");
         Keyring::init(
-            &data,
+            &KeyringLocation::Dir(data.clone()),
             &spec,
             &InitOptions {
                 algorithm: alg,
                 kdf: None,
             },
         )
+        .await
         .unwrap();
         let socket = dir.path().join("kms.sock");
-        let (keyring, stop, task) =
-            Self::serve(&data, &spec, &socket, &dir.path().join("admin.sock"));
+        let admin = dir.path().join("admin.sock");
+        let (keyring, stop, task) = Self::serve(&data, &spec, &socket, &admin).await;
         Plugin {
             socket,
-            admin: dir.path().join("admin.sock"),
+            admin,
             dir,
             keyring,
             stop: Some(stop),
@@ -62,7 +64,7 @@ impl Plugin {
     pub async fn restart(data: &Path, key: &Path, socket: &Path) -> Plugin {
         let spec = SealSpec::KeyFile(key.to_owned());
         let admin = socket.with_extension("admin");
-        let (keyring, stop, task) = Self::serve(data, &spec, socket, &admin);
+        let (keyring, stop, task) = Self::serve(data, &spec, socket, &admin).await;
         Plugin {
             dir: tempfile::tempdir().unwrap(),
             socket: socket.to_owned(),
@@ -74,7 +76,7 @@ impl Plugin {
     }
 
     #[allow(clippy::type_complexity)]
-    fn serve(
+    async fn serve(
         data: &Path,
         spec: &SealSpec,
         socket: &Path,
@@ -84,18 +86,21 @@ impl Plugin {
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     ) {
-        let keyring = Keyring::open(data, spec, RotationPolicy::default()).unwrap();
-        let (l, g1) = socket::bind(socket, socket::SocketAccess::default()).unwrap();
-        let (a, g2) = socket::bind(admin, socket::SocketAccess::default()).unwrap();
+        let keyring = open_now(&KeyringLocation::Dir(data.to_owned()), spec);
+        let server = PluginServer::start(
+            keyring.clone(),
+            socket,
+            Some(admin),
+            socket::SocketAccess::default(),
+        )
+        .unwrap();
+        // Let key maintenance make its first pass (its self-test counts as an encryption) before
+        // a test measures anything.
+        tokio::task::yield_now().await;
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let k = keyring.clone();
-        let task = tokio::spawn(async move {
-            let _guards = (g1, g2);
-            kms::serve(l, Some(a), k, async move {
-                let _ = rx.await;
-            })
-            .await
-        });
+        let task = tokio::spawn(server.serve(async move {
+            let _ = rx.await;
+        }));
         (keyring, stop, task)
     }
 
@@ -120,6 +125,25 @@ impl Plugin {
             t.await.unwrap().unwrap();
         }
     }
+}
+
+/// Opens a keyring on a runtime of its own, blocking this thread until it is open. A (re)start
+/// of the plugin then takes no time on the test's clock, paused or not, and no task of the test
+/// runs meanwhile: from the test's side the plugin comes up at once, as one started in another
+/// process would.
+pub fn open_now(location: &KeyringLocation, spec: &SealSpec) -> Keyring {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(Keyring::open(location, spec, RotationPolicy::default()))
+                .unwrap()
+        })
+        .join()
+        .unwrap()
+    })
 }
 
 /// Path of the built `keyward` binary.
