@@ -36,6 +36,7 @@ pub mod crypto;
 pub mod encryption;
 pub mod keyring;
 pub mod kms;
+pub mod manifest;
 pub mod names;
 pub mod pb;
 pub mod seal;
