@@ -39,6 +39,7 @@ pub mod kms;
 pub mod manifest;
 pub mod names;
 pub mod pb;
+pub mod projection;
 pub mod seal;
 pub mod store;
 pub mod uds;

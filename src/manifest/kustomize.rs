@@ -427,12 +427,14 @@ fn generate(
     let at = &format!("{at} (secret {name:?})");
     match ctx.string(o, "behavior", at)?.as_deref() {
         None | Some("" | "create") => {}
-        Some(b) => return Err(ctx.err(
-            &join(at, "behavior"),
-            format!(
+        Some(b) => {
+            return Err(ctx.err(
+                &join(at, "behavior"),
+                format!(
                 "{b:?} needs a base kustomization, which keyward does not support; use \"create\""
             ),
-        )),
+            ))
+        }
     }
     let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
     let mut add = |k: String, v: Vec<u8>, at: &str| -> Result<(), ManifestError> {
