@@ -5,6 +5,9 @@
 //!
 //! - [`cli`] owns the command line: argument definitions, output formatting, process hardening
 //!   and signal handling. Nothing below it prints.
+//! - [`manifest`] owns Secret manifests: YAML/JSON codec, manifest files, kustomize generator.
+//! - [`projection`] owns kubelet's ways to hand Secrets over: atomic secret volumes, env vars.
+//! - [`bench`](mod@bench) owns the load generators (KMS v2, store, etcd, Unix floor) and their reports.
 //! - [`api`] owns the `keyward.v1.Secrets` gRPC service over the store, the mapping of store
 //!   errors to gRPC statuses, and client authentication on TCP.
 //! - [`kms`] owns the KMS plugin's gRPC services (KMS v2, KMS v1, health, admin), the mapping of
@@ -31,6 +34,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod crypto;
 pub mod encryption;
