@@ -36,6 +36,7 @@ use crate::store::Secret;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between attempts (and between watch reconnections).
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
 /// `keyward run`.
 ///
 /// Examples:
