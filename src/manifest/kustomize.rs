@@ -498,7 +498,7 @@ fn generate(
 /// (a trailing `\r` dropped), a UTF-8 BOM stripped from the first line, leading white
 /// space trimmed, blank lines and `#` comments skipped, `KEY=VALUE` split at the first `=`
 /// with the value kept as is; a line without `=` is the key with an empty value.
-pub fn env_pairs(content: &[u8]) -> Result<Vec<(String, Zeroizing<String>)>, String> {
+fn env_pairs(content: &[u8]) -> Result<Vec<(String, Zeroizing<String>)>, String> {
     let mut out = Vec::new();
     let mut lines: Vec<&[u8]> = content.split(|b| *b == b'\n').collect();
     if lines.last().is_some_and(|l| l.is_empty()) {
@@ -523,7 +523,7 @@ pub fn env_pairs(content: &[u8]) -> Result<Vec<(String, Zeroizing<String>)>, Str
 
 /// kustomize's literal source `key=value`: split at the first `=`; one pair of matching
 /// surrounding quotes (`"` or `'`) is removed from the value.
-pub fn parse_literal(src: &str) -> Result<(String, String), String> {
+fn parse_literal(src: &str) -> Result<(String, String), String> {
     match src.split_once('=') {
         Some((k, v)) if !k.is_empty() => {
             let b = v.as_bytes();
@@ -538,7 +538,7 @@ pub fn parse_literal(src: &str) -> Result<(String, String), String> {
 }
 
 /// kustomize's file source: `path` (the key is the path's last element) or `key=path`.
-pub fn parse_file_source(src: &str) -> Result<(String, String), String> {
+fn parse_file_source(src: &str) -> Result<(String, String), String> {
     match src.matches('=').count() {
         0 => {
             let trimmed = src.trim_end_matches('/');
@@ -570,7 +570,7 @@ pub fn parse_file_source(src: &str) -> Result<(String, String), String> {
 }
 
 /// A Go `encoding/json` string (HTML-safe escaping, as `json.Marshal` writes it).
-pub fn go_json_string(s: &str, out: &mut String) {
+fn go_json_string(s: &str, out: &mut String) {
     use std::fmt::Write as _;
     out.push('"');
     for c in s.chars() {
@@ -593,7 +593,7 @@ pub fn go_json_string(s: &str, out: &mut String) {
 
 /// A Secret value as kustomize's generator writes it: base64, and when that is 70
 /// characters or longer, cut into lines of 70, each ending in `\n`.
-pub fn generator_base64(v: &[u8]) -> String {
+fn generator_base64(v: &[u8]) -> String {
     let enc = B64.encode(v);
     if enc.len() < 70 {
         return enc;
@@ -611,7 +611,7 @@ pub fn generator_base64(v: &[u8]) -> String {
 /// the generator's base64 values. `name` is always empty: kustomize looks the name up
 /// with the single path element "metadata/name", which never matches. `data` is `""`
 /// when the object has no data field.
-pub fn secret_hash_input(type_: &str, data: Option<&BTreeMap<String, SecretBytes>>) -> String {
+fn secret_hash_input(type_: &str, data: Option<&BTreeMap<String, SecretBytes>>) -> String {
     let mut out = String::from("{\"data\":");
     match data {
         None => out.push_str("\"\""),
@@ -636,7 +636,7 @@ pub fn secret_hash_input(type_: &str, data: Option<&BTreeMap<String, SecretBytes
 
 /// kustomize's `encode(hex256(...))`: the first 10 hex digits of SHA-256, with 0, 1, 3, a
 /// and e replaced by g, h, k, m and t (so the suffix never looks like a number).
-pub fn hash_suffix(encoded: &[u8]) -> String {
+fn hash_suffix(encoded: &[u8]) -> String {
     let hex = hex::encode(crypto::sha256(encoded));
     hex[..10]
         .chars()
