@@ -11,6 +11,9 @@
 //! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the
 //!   mapping of store errors to gRPC statuses, client authentication on TCP, and `serve` on
 //!   already-bound listeners.
+//! - [`manifest`] owns Secret manifests: YAML/JSON codec, manifest files, kustomize generator.
+//! - [`projection`] owns kubelet's ways to hand Secrets over: atomic secret volumes, env vars.
+//! - [`bench`](mod@bench) owns the load generators (KMS v2, store, etcd, Unix floor) and their reports.
 //! - [`kms`] owns the KMS plugin's gRPC services (KMS v2, KMS v1, health, admin), the mapping of
 //!   keyring errors to gRPC statuses, and the plugin server (sockets, key maintenance, drain).
 //! - [`store`] owns the secret store: the Secret model and its validation, registry operations
@@ -36,13 +39,16 @@
 
 pub mod api;
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod crypto;
 pub mod encryption;
 pub mod keyring;
 pub mod kms;
+pub mod manifest;
 pub mod names;
 pub mod pb;
+pub mod projection;
 pub mod seal;
 pub mod server;
 pub mod store;

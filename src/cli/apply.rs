@@ -12,10 +12,10 @@ use clap::{Args, ValueEnum};
 use tonic::Code;
 
 use super::client::{self, Client, ClientArgs};
-use super::{manifest, CliError};
+use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
+use crate::manifest::{self, kustomize, same_content, ManifestError, SourcedSecret};
 use crate::pb::keyward_v1 as pb;
-use crate::store::model::normalize;
 use crate::store::Secret;
 
 const AFTER_HELP: &str = "\
@@ -98,13 +98,6 @@ pub(super) enum Output {
     Json,
 }
 
-/// One Secret to apply and where it came from (for messages).
-#[derive(Debug)]
-struct Item {
-    secret: Secret,
-    source: String,
-}
-
 /// What applying one Secret did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -126,7 +119,7 @@ impl Outcome {
 /// Runs `keyward apply`.
 pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
     let mut items = match (&a.kustomize, a.filename.is_empty()) {
-        (Some(dir), true) => kustomize::build(dir)?,
+        (Some(dir), true) => kustomize::build(dir).map_err(flag_error)?,
         (None, false) => read_inputs(&a.filename, a.recursive)?,
         _ => {
             return Err(CliError::new("must specify one of -f and -k")
@@ -136,19 +129,8 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
     if items.is_empty() {
         return Err(CliError::new("no objects passed to apply"));
     }
-    resolve_namespaces(&mut items, a.namespace.as_deref())?;
-    for it in &mut items {
-        normalize(&mut it.secret);
-        if let Err(errs) = crate::store::model::validate(&it.secret) {
-            let detail: Vec<String> = errs.iter().map(ToString::to_string).collect();
-            return Err(CliError::new(format!(
-                "error validating {}: Secret {:?} is invalid: {}",
-                it.source,
-                it.secret.metadata.name,
-                detail.join("; ")
-            )));
-        }
-    }
+    manifest::resolve_namespaces(&mut items, a.namespace.as_deref()).map_err(flag_error)?;
+    manifest::validate(&mut items)?;
     super::runtime()?.block_on(async {
         let mut c = client::connect(client).await?;
         let suffix = match a.dry_run {
@@ -179,12 +161,11 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
             Some(Output::Json) if printed.len() == 1 => {
                 println!("{}", manifest::secret_json(&printed[0]))
             }
-            Some(Output::Yaml) if !printed.is_empty() => print!(
-                "{}",
-                serde_yaml_ng::to_string(&manifest::list_value(&printed)).unwrap_or_default()
-            ),
+            Some(Output::Yaml) if !printed.is_empty() => {
+                print!("{}", manifest::list_yaml(&printed))
+            }
             Some(Output::Json) if !printed.is_empty() => {
-                println!("{}", manifest::to_json(&manifest::list_value(&printed)))
+                println!("{}", manifest::list_json(&printed))
             }
             _ => {}
         }
@@ -195,15 +176,6 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
             Ok(())
         }
     })
-}
-
-/// Whether the stored Secret already has the desired content (both normalized).
-fn same_content(desired: &Secret, stored: &Secret) -> bool {
-    desired.data == stored.data
-        && desired.type_ == stored.type_
-        && desired.is_immutable() == stored.is_immutable()
-        && desired.metadata.labels == stored.metadata.labels
-        && desired.metadata.annotations == stored.metadata.annotations
 }
 
 /// Creates, updates or leaves one (normalized) Secret; returns what happened and the object
@@ -277,935 +249,53 @@ async fn apply_one(
     }
 }
 
-/// Sets each Secret's namespace: its manifest's, else `-n`, else `default`. A manifest
-/// namespace that differs from an explicit `-n` is an error (as kubectl).
-fn resolve_namespaces(items: &mut [Item], flag: Option<&str>) -> Result<(), CliError> {
-    let flag = flag.filter(|n| !n.is_empty());
-    for it in items.iter_mut() {
-        let ns = &mut it.secret.metadata.namespace;
-        match flag {
-            Some(f) if !ns.is_empty() && ns != f => {
-                return Err(CliError::new(format!(
-                    "the namespace from the provided object {ns:?} does not match the namespace {f:?}. You must pass '--namespace={ns}' to perform this operation."
-                )))
-            }
-            Some(f) => *ns = f.to_owned(),
-            None if ns.is_empty() => *ns = "default".to_owned(),
-            None => {}
+/// Adds the flag to the library's errors that concern one (as kubectl words them).
+fn flag_error(e: ManifestError) -> CliError {
+    match &e {
+        ManifestError::NotKustomizeDir { .. } | ManifestError::KustomizeDir { .. } => {
+            CliError::new(format!("-k {e}"))
         }
+        ManifestError::NamespaceMismatch { object, .. } => CliError::new(format!(
+            "{e}. You must pass '--namespace={object}' to perform this operation."
+        )),
+        _ => e.into(),
     }
-    Ok(())
-}
-
-fn is_manifest_file(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml" | "json")
-    )
-}
-
-/// The manifest files of a directory in kubectl's order: entries sorted by name, files with a
-/// manifest extension, subdirectories walked in place when `recursive`.
-fn dir_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Result<(), CliError> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| CliError::new(format!("cannot read directory {}: {e}", dir.display())))?;
-    let mut entries = Vec::new();
-    for e in rd {
-        let e =
-            e.map_err(|e| CliError::new(format!("cannot read directory {}: {e}", dir.display())))?;
-        entries.push(e);
-    }
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        if is_dir {
-            if recursive {
-                dir_files(&path, true, out)?;
-            }
-        } else if is_manifest_file(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-fn read_text(path: &Path) -> Result<String, CliError> {
-    let raw = std::fs::read(path)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
-    String::from_utf8(raw)
-        .map_err(|_| CliError::new(format!("error parsing {}: not UTF-8 text", path.display())))
 }
 
 /// Reads and parses every `-f` input.
-fn read_inputs(inputs: &[String], recursive: bool) -> Result<Vec<Item>, CliError> {
+fn read_inputs(inputs: &[String], recursive: bool) -> Result<Vec<SourcedSecret>, CliError> {
     let mut items = Vec::new();
     let mut stdin_read = false;
     for input in inputs {
-        let mut sources: Vec<(String, String)> = Vec::new();
-        if input == "-" {
-            if stdin_read {
-                return Err(CliError::new("-f - (stdin) can be given only once"));
-            }
-            stdin_read = true;
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| CliError::new(format!("cannot read stdin: {e}")))?;
-            sources.push(("STDIN".to_owned(), text));
-        } else {
-            let path = Path::new(input);
-            let meta = std::fs::metadata(path)
-                .map_err(|_| CliError::new(format!("the path {input:?} does not exist")))?;
-            if meta.is_dir() {
-                let mut files = Vec::new();
-                dir_files(path, recursive, &mut files)?;
-                for f in files {
-                    sources.push((f.display().to_string(), read_text(&f)?));
-                }
-            } else {
-                sources.push((input.clone(), read_text(path)?));
-            }
+        if input != "-" {
+            items.extend(manifest::read_manifests(Path::new(input), recursive)?);
+            continue;
         }
-        for (source, text) in sources {
-            for secret in manifest::parse(&text, &source)? {
-                items.push(Item {
+        if stdin_read {
+            return Err(CliError::new("-f - (stdin) can be given only once"));
+        }
+        stdin_read = true;
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| CliError::new(format!("cannot read stdin: {e}")))?;
+        let source = "STDIN";
+        items.extend(
+            manifest::parse(&text, source)?
+                .into_iter()
+                .map(|secret| SourcedSecret {
                     secret,
-                    source: source.clone(),
-                });
-            }
-        }
+                    source: source.to_owned(),
+                }),
+        );
     }
     Ok(items)
 }
 
-/// `kubectl apply -k` for Secrets: a kustomization's resources and secretGenerator, with
-/// kustomize's (v5) generator semantics and name-suffix hash.
-mod kustomize {
-    use std::collections::BTreeMap;
-    use std::path::{Path, PathBuf};
-
-    use base64::engine::general_purpose::STANDARD as B64;
-    use base64::Engine;
-    use serde_json::{Map, Value};
-    use sha2::{Digest, Sha256};
-    use zeroize::Zeroizing;
-
-    use super::{manifest, CliError, Item};
-    use crate::store::model::SecretBytes;
-    use crate::store::Secret;
-
-    const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
-    const SUPPORTED: &str =
-        "apiVersion, kind, metadata, resources, namespace, secretGenerator, generatorOptions";
-    /// Kustomization fields kustomize knows that keyward does not implement.
-    const KNOWN_UNSUPPORTED: &[&str] = &[
-        "bases",
-        "buildMetadata",
-        "commonAnnotations",
-        "commonLabels",
-        "components",
-        "configMapGenerator",
-        "configurations",
-        "crds",
-        "generators",
-        "helmChartInflationGenerator",
-        "helmCharts",
-        "helmGlobals",
-        "images",
-        "labels",
-        "namePrefix",
-        "nameSuffix",
-        "openapi",
-        "patches",
-        "patchesJson6902",
-        "patchesStrategicMerge",
-        "replacements",
-        "replicas",
-        "sortOptions",
-        "transformers",
-        "validators",
-        "vars",
-    ];
-
-    /// Generator options (`options` of a generator, or top-level `generatorOptions`).
-    #[derive(Debug, Default, Clone)]
-    struct Options {
-        labels: Option<BTreeMap<String, String>>,
-        annotations: Option<BTreeMap<String, String>>,
-        disable_name_suffix_hash: bool,
-        immutable: bool,
-    }
-
-    /// kustomize's `MergeGlobalOptionsIntoLocal`: local labels and annotations win over global
-    /// ones of the same key; a global `true` wins over a local `false`.
-    fn merge_options(local: Option<Options>, global: Option<&Options>) -> Options {
-        let mut l = local.unwrap_or_default();
-        let Some(g) = global else {
-            return l;
-        };
-        for (mine, theirs) in [
-            (&mut l.labels, &g.labels),
-            (&mut l.annotations, &g.annotations),
-        ] {
-            match (mine.as_mut(), theirs) {
-                (None, Some(t)) => *mine = Some(t.clone()),
-                (Some(m), Some(t)) => {
-                    for (k, v) in t {
-                        m.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
-        l.disable_name_suffix_hash |= g.disable_name_suffix_hash;
-        l.immutable |= g.immutable;
-        l
-    }
-
-    /// Errors about the kustomization file name it.
-    struct Ctx {
-        file: String,
-        /// The directory as given (for messages).
-        dir: PathBuf,
-        /// The directory with symlinks resolved (for the in-or-below check).
-        root: PathBuf,
-    }
-
-    impl Ctx {
-        fn err(&self, at: &str, msg: impl std::fmt::Display) -> CliError {
-            if at.is_empty() {
-                CliError::new(format!("kustomization {}: {msg}", self.file))
-            } else {
-                CliError::new(format!("kustomization {}: {at}: {msg}", self.file))
-            }
-        }
-
-        fn check_fields(
-            &self,
-            m: &Map<String, Value>,
-            allowed: &[&str],
-            at: &str,
-        ) -> Result<(), CliError> {
-            for k in m.keys() {
-                if !allowed.contains(&k.as_str()) {
-                    return Err(self.err(
-                        at,
-                        format!("unknown field {k:?} (known: {})", allowed.join(", ")),
-                    ));
-                }
-            }
-            Ok(())
-        }
-
-        fn string(
-            &self,
-            m: &Map<String, Value>,
-            key: &str,
-            at: &str,
-        ) -> Result<Option<String>, CliError> {
-            match m.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(self.err(&join(at, key), "must be a string")),
-            }
-        }
-
-        fn strings(
-            &self,
-            m: &Map<String, Value>,
-            key: &str,
-            at: &str,
-        ) -> Result<Vec<String>, CliError> {
-            match m.get(key) {
-                None | Some(Value::Null) => Ok(Vec::new()),
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| match v {
-                        Value::String(s) => Ok(s.clone()),
-                        _ => Err(self.err(&format!("{}[{i}]", join(at, key)), "must be a string")),
-                    })
-                    .collect(),
-                Some(_) => Err(self.err(&join(at, key), "must be a list of strings")),
-            }
-        }
-
-        fn string_map(
-            &self,
-            m: &Map<String, Value>,
-            key: &str,
-            at: &str,
-        ) -> Result<Option<BTreeMap<String, String>>, CliError> {
-            match m.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Object(o)) => o
-                    .iter()
-                    .map(|(k, v)| match v {
-                        Value::String(s) => Ok((k.clone(), s.clone())),
-                        _ => Err(self.err(
-                            &format!("{}.{k}", join(at, key)),
-                            "must be a string (quote it)",
-                        )),
-                    })
-                    .collect::<Result<_, _>>()
-                    .map(Some),
-                Some(_) => Err(self.err(&join(at, key), "must be a map of strings")),
-            }
-        }
-
-        fn boolean(&self, m: &Map<String, Value>, key: &str, at: &str) -> Result<bool, CliError> {
-            match m.get(key) {
-                None | Some(Value::Null) => Ok(false),
-                Some(Value::Bool(b)) => Ok(*b),
-                Some(_) => Err(self.err(&join(at, key), "must be true or false")),
-            }
-        }
-
-        fn object<'v>(
-            &self,
-            v: &'v Value,
-            at: &str,
-        ) -> Result<Option<&'v Map<String, Value>>, CliError> {
-            match v {
-                Value::Null => Ok(None),
-                Value::Object(o) => Ok(Some(o)),
-                _ => Err(self.err(at, "must be a map")),
-            }
-        }
-
-        fn options(&self, v: Option<&Value>, at: &str) -> Result<Option<Options>, CliError> {
-            let Some(o) = v.map(|v| self.object(v, at)).transpose()?.flatten() else {
-                return Ok(None);
-            };
-            self.check_fields(
-                o,
-                &[
-                    "labels",
-                    "annotations",
-                    "disableNameSuffixHash",
-                    "immutable",
-                ],
-                at,
-            )?;
-            Ok(Some(Options {
-                labels: self.string_map(o, "labels", at)?,
-                annotations: self.string_map(o, "annotations", at)?,
-                disable_name_suffix_hash: self.boolean(o, "disableNameSuffixHash", at)?,
-                immutable: self.boolean(o, "immutable", at)?,
-            }))
-        }
-
-        /// A file named in the kustomization: relative to its directory, and (as kustomize's
-        /// default load restrictions) in or below it.
-        fn load(&self, rel: &str, at: &str) -> Result<(PathBuf, Vec<u8>), CliError> {
-            let path = self.dir.join(rel);
-            let real = std::fs::canonicalize(&path)
-                .map_err(|e| self.err(at, format!("{}: {e}", path.display())))?;
-            if !real.starts_with(&self.root) {
-                return Err(self.err(
-                    at,
-                    format!(
-                        "security; file '{}' is not in or below '{}'",
-                        real.display(),
-                        self.root.display()
-                    ),
-                ));
-            }
-            if real.is_dir() {
-                return Err(self.err(
-                    at,
-                    format!("{} is a directory; keyward reads only files here (nested kustomizations are not supported)", path.display()),
-                ));
-            }
-            let data = std::fs::read(&real)
-                .map_err(|e| self.err(at, format!("{}: {e}", path.display())))?;
-            Ok((path, data))
-        }
-    }
-
-    fn join(at: &str, key: &str) -> String {
-        if at.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{at}.{key}")
-        }
-    }
-
-    /// Reads `dir`'s kustomization and returns its Secrets in kustomize's output order.
-    pub(super) fn build(dir: &Path) -> Result<Vec<Item>, CliError> {
-        if !dir.is_dir() {
-            return Err(CliError::new(format!(
-                "-k {}: must be a directory holding a kustomization.yaml",
-                dir.display()
-            )));
-        }
-        let found: Vec<PathBuf> = FILE_NAMES
-            .iter()
-            .map(|n| dir.join(n))
-            .filter(|p| p.is_file())
-            .collect();
-        let file = match found.as_slice() {
-            [one] => one.clone(),
-            [] => {
-                return Err(CliError::new(format!(
-                    "unable to find one of 'kustomization.yaml', 'kustomization.yml' or 'Kustomization' in directory '{}'",
-                    dir.display()
-                )))
-            }
-            _ => return Err(CliError::new(format!("found multiple kustomization files under: {}", dir.display()))),
-        };
-        let root = std::fs::canonicalize(dir)
-            .map_err(|e| CliError::new(format!("-k {}: {e}", dir.display())))?;
-        let ctx = Ctx {
-            file: file.display().to_string(),
-            dir: dir.to_owned(),
-            root,
-        };
-        let text = super::read_text(&file)?;
-        let value: Value = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_yaml_ng::from_str(&text)
-                .map_err(|e| ctx.err("", format!("not valid YAML: {e}")))?
-        };
-        // An empty kustomization generates nothing (apply then reports no objects).
-        let empty = Map::new();
-        let top = ctx.object(&value, "")?.unwrap_or(&empty);
-        for k in top.keys() {
-            if KNOWN_UNSUPPORTED.contains(&k.as_str()) {
-                return Err(ctx.err(
-                    "",
-                    format!(
-                        "field {k:?} is not supported by keyward apply -k (supported: {SUPPORTED})"
-                    ),
-                ));
-            }
-        }
-        ctx.check_fields(
-            top,
-            &[
-                "apiVersion",
-                "kind",
-                "metadata",
-                "resources",
-                "namespace",
-                "secretGenerator",
-                "generatorOptions",
-            ],
-            "",
-        )?;
-        if let Some(v) = ctx.string(top, "apiVersion", "")? {
-            if v != "kustomize.config.k8s.io/v1beta1" {
-                return Err(ctx.err(
-                    "apiVersion",
-                    format!("{v:?}: expected \"kustomize.config.k8s.io/v1beta1\""),
-                ));
-            }
-        }
-        if let Some(k) = ctx.string(top, "kind", "")? {
-            if k != "Kustomization" {
-                return Err(ctx.err("kind", format!("{k:?}: expected \"Kustomization\"")));
-            }
-        }
-        let namespace = ctx.string(top, "namespace", "")?.unwrap_or_default();
-        let global = ctx.options(top.get("generatorOptions"), "generatorOptions")?;
-
-        // Each object with the name kustomize identifies it by (before any hash suffix).
-        let mut objs: Vec<(Item, String)> = Vec::new();
-        for (i, r) in ctx.strings(top, "resources", "")?.iter().enumerate() {
-            let at = format!("resources[{i}]");
-            if r.contains("://") || r.starts_with("github.com/") {
-                return Err(ctx.err(&at, format!("{r:?}: remote resources are not supported")));
-            }
-            let (path, raw) = ctx.load(r, &at)?;
-            let source = path.display().to_string();
-            let text = String::from_utf8(raw)
-                .map_err(|_| ctx.err(&at, format!("{source}: not UTF-8 text")))?;
-            for secret in manifest::parse(&text, &source)? {
-                let id = secret.metadata.name.clone();
-                let source = source.clone();
-                objs.push((Item { secret, source }, id));
-            }
-        }
-        let gens = match top.get("secretGenerator") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
-            Some(_) => return Err(ctx.err("secretGenerator", "must be a list")),
-        };
-        for (i, g) in gens.iter().enumerate() {
-            let at = format!("secretGenerator[{i}]");
-            let (secret, id) = generate(&ctx, g, &at, global.as_ref())?;
-            let source = format!("{} ({at})", ctx.file);
-            objs.push((Item { secret, source }, id));
-        }
-        if !namespace.is_empty() {
-            for (it, _) in &mut objs {
-                it.secret.metadata.namespace = namespace.clone();
-            }
-        }
-        // kustomize refuses two objects with one id.
-        let mut seen = std::collections::BTreeSet::new();
-        for (it, id) in &objs {
-            let ns = &it.secret.metadata.namespace;
-            if !seen.insert((ns.clone(), id.clone())) {
-                return Err(ctx.err(
-                    "",
-                    format!("Secret {id:?} (namespace {ns:?}) is defined twice"),
-                ));
-            }
-        }
-        let mut items: Vec<Item> = objs.into_iter().map(|(it, _)| it).collect();
-        // kustomize's legacy output order: by namespace (none sorts last) then name.
-        items.sort_by_cached_key(|it| {
-            let m = &it.secret.metadata;
-            let ns = if m.namespace.is_empty() {
-                "~X"
-            } else {
-                m.namespace.as_str()
-            };
-            format!("{ns}|{}", m.name)
-        });
-        Ok(items)
-    }
-
-    fn generate(
-        ctx: &Ctx,
-        g: &Value,
-        at: &str,
-        global: Option<&Options>,
-    ) -> Result<(Secret, String), CliError> {
-        let Some(o) = ctx.object(g, at)? else {
-            return Err(ctx.err(at, "must be a map"));
-        };
-        ctx.check_fields(
-            o,
-            &[
-                "name",
-                "namespace",
-                "behavior",
-                "type",
-                "literals",
-                "files",
-                "envs",
-                "env",
-                "options",
-            ],
-            at,
-        )?;
-        let name = ctx.string(o, "name", at)?.unwrap_or_default();
-        if name.is_empty() {
-            return Err(ctx.err(at, "name is required"));
-        }
-        let at = &format!("{at} (secret {name:?})");
-        match ctx.string(o, "behavior", at)?.as_deref() {
-            None | Some("" | "create") => {}
-            Some(b) => {
-                return Err(ctx.err(
-                    &join(at, "behavior"),
-                    format!("{b:?} needs a base kustomization, which keyward does not support; use \"create\""),
-                ))
-            }
-        }
-        let mut data: BTreeMap<String, SecretBytes> = BTreeMap::new();
-        let mut add = |k: String, v: Vec<u8>, at: &str| -> Result<(), CliError> {
-            if data.contains_key(&k) {
-                return Err(ctx.err(at, format!("key {k:?} is given twice")));
-            }
-            data.insert(k, SecretBytes::new(v));
-            Ok(())
-        };
-        // kustomize's order: env files, then literals, then files.
-        let mut envs = ctx.strings(o, "envs", at)?;
-        if let Some(e) = ctx.string(o, "env", at)? {
-            envs.push(e);
-        }
-        for e in &envs {
-            let at = join(at, "envs");
-            let (path, raw) = ctx.load(e, &at)?;
-            let raw = Zeroizing::new(raw);
-            for (k, v) in
-                env_pairs(&raw).map_err(|m| ctx.err(&at, format!("{}: {m}", path.display())))?
-            {
-                add(k, v.as_bytes().to_vec(), &at)?;
-            }
-        }
-        for l in ctx.strings(o, "literals", at)? {
-            let at = join(at, "literals");
-            let (k, v) = parse_literal(&l).map_err(|m| ctx.err(&at, m))?;
-            add(k, v.into_bytes(), &at)?;
-        }
-        for f in ctx.strings(o, "files", at)? {
-            let at = join(at, "files");
-            let (k, p) = parse_file_source(&f).map_err(|m| ctx.err(&at, m))?;
-            let (_, content) = ctx.load(&p, &at)?;
-            add(k, content, &at)?;
-        }
-        let opts = merge_options(ctx.options(o.get("options"), &join(at, "options"))?, global);
-        let type_ = match ctx.string(o, "type", at)? {
-            Some(t) if !t.is_empty() => t,
-            _ => crate::store::model::OPAQUE.to_owned(),
-        };
-        let mut s = Secret {
-            type_,
-            ..Secret::default()
-        };
-        s.metadata.namespace = ctx.string(o, "namespace", at)?.unwrap_or_default();
-        s.metadata.labels = opts.labels.unwrap_or_default();
-        s.metadata.annotations = opts.annotations.unwrap_or_default();
-        if opts.immutable {
-            s.immutable = Some(true);
-        }
-        s.metadata.name = if opts.disable_name_suffix_hash {
-            name.clone()
-        } else {
-            format!("{name}-{}", secret_hash(&s.type_, Some(&data)))
-        };
-        s.data = data;
-        Ok((s, name))
-    }
-
-    /// kustomize's (v5.0–v5.6) env-file reading: lines as Go's bufio.ScanLines splits them
-    /// (a trailing `\r` dropped), a UTF-8 BOM stripped from the first line, leading white
-    /// space trimmed, blank lines and `#` comments skipped, `KEY=VALUE` split at the first `=`
-    /// with the value kept as is; a line without `=` is the key with an empty value.
-    pub(super) fn env_pairs(content: &[u8]) -> Result<Vec<(String, Zeroizing<String>)>, String> {
-        let mut out = Vec::new();
-        let mut lines: Vec<&[u8]> = content.split(|b| *b == b'\n').collect();
-        if lines.last().is_some_and(|l| l.is_empty()) {
-            lines.pop();
-        }
-        for (i, line) in lines.into_iter().enumerate() {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let mut text = std::str::from_utf8(line)
-                .map_err(|_| format!("line {} is not valid UTF-8", i + 1))?;
-            if i == 0 {
-                text = text.strip_prefix('\u{feff}').unwrap_or(text);
-            }
-            let text = text.trim_start();
-            if text.is_empty() || text.starts_with('#') {
-                continue;
-            }
-            let (k, v) = text.split_once('=').unwrap_or((text, ""));
-            out.push((k.to_owned(), Zeroizing::new(v.to_owned())));
-        }
-        Ok(out)
-    }
-
-    /// kustomize's literal source `key=value`: split at the first `=`; one pair of matching
-    /// surrounding quotes (`"` or `'`) is removed from the value.
-    pub(super) fn parse_literal(src: &str) -> Result<(String, String), String> {
-        match src.split_once('=') {
-            Some((k, v)) if !k.is_empty() => {
-                let b = v.as_bytes();
-                let quoted =
-                    b.len() >= 2 && b[0] == b[b.len() - 1] && (b[0] == b'"' || b[0] == b'\'');
-                let v = if quoted { &v[1..v.len() - 1] } else { v };
-                Ok((k.to_owned(), v.to_owned()))
-            }
-            _ => Err(format!(
-                "invalid literal source {src:?}, expected key=value"
-            )),
-        }
-    }
-
-    /// kustomize's file source: `path` (the key is the path's last element) or `key=path`.
-    pub(super) fn parse_file_source(src: &str) -> Result<(String, String), String> {
-        match src.matches('=').count() {
-            0 => {
-                let trimmed = src.trim_end_matches('/');
-                let key = if trimmed.is_empty() {
-                    if src.is_empty() {
-                        "."
-                    } else {
-                        "/"
-                    }
-                } else {
-                    trimmed.rsplit('/').next().unwrap_or(trimmed)
-                };
-                Ok((key.to_owned(), src.to_owned()))
-            }
-            1 => {
-                let (k, p) = src.split_once('=').unwrap_or_default();
-                if k.is_empty() {
-                    Err(format!("key name for file path {p:?} missing"))
-                } else if p.is_empty() {
-                    Err(format!("file path for key name {k:?} missing"))
-                } else {
-                    Ok((k.to_owned(), p.to_owned()))
-                }
-            }
-            _ => Err(format!(
-                "{src:?}: key names and file paths cannot contain '='"
-            )),
-        }
-    }
-
-    /// A Go `encoding/json` string (HTML-safe escaping, as `json.Marshal` writes it).
-    pub(super) fn go_json_string(s: &str, out: &mut String) {
-        use std::fmt::Write as _;
-        out.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                '\u{8}' => out.push_str("\\b"),
-                '\u{c}' => out.push_str("\\f"),
-                c if (c as u32) < 0x20
-                    || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') =>
-                {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                }
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-    }
-
-    /// A Secret value as kustomize's generator writes it: base64, and when that is 70
-    /// characters or longer, cut into lines of 70, each ending in `\n`.
-    pub(super) fn generator_base64(v: &[u8]) -> String {
-        let enc = B64.encode(v);
-        if enc.len() < 70 {
-            return enc;
-        }
-        let mut out = String::with_capacity(enc.len() + enc.len() / 70 + 1);
-        for chunk in enc.as_bytes().chunks(70) {
-            out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            out.push('\n');
-        }
-        out
-    }
-
-    /// The JSON kustomize's hasher (`api/hasher`, encodeSecret) hashes for a Secret:
-    /// `{"data":{KEY:VALUE...},"kind":"Secret","name":"","type":TYPE}` with sorted keys and
-    /// the generator's base64 values. `name` is always empty: kustomize looks the name up
-    /// with the single path element "metadata/name", which never matches. `data` is `""`
-    /// when the object has no data field.
-    pub(super) fn secret_hash_input(
-        type_: &str,
-        data: Option<&BTreeMap<String, SecretBytes>>,
-    ) -> String {
-        let mut out = String::from("{\"data\":");
-        match data {
-            None => out.push_str("\"\""),
-            Some(d) => {
-                out.push('{');
-                for (i, (k, v)) in d.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    go_json_string(k, &mut out);
-                    out.push(':');
-                    go_json_string(&Zeroizing::new(generator_base64(v.as_slice())), &mut out);
-                }
-                out.push('}');
-            }
-        }
-        out.push_str(",\"kind\":\"Secret\",\"name\":\"\",\"type\":");
-        go_json_string(type_, &mut out);
-        out.push('}');
-        out
-    }
-
-    /// kustomize's `encode(hex256(...))`: the first 10 hex digits of SHA-256, with 0, 1, 3, a
-    /// and e replaced by g, h, k, m and t (so the suffix never looks like a number).
-    pub(super) fn hash_suffix(encoded: &[u8]) -> String {
-        let hex = hex::encode(Sha256::digest(encoded));
-        hex[..10]
-            .chars()
-            .map(|c| match c {
-                '0' => 'g',
-                '1' => 'h',
-                '3' => 'k',
-                'a' => 'm',
-                'e' => 't',
-                c => c,
-            })
-            .collect()
-    }
-
-    /// The name suffix kustomize gives a generated Secret of this type and data.
-    pub(super) fn secret_hash(type_: &str, data: Option<&BTreeMap<String, SecretBytes>>) -> String {
-        hash_suffix(Zeroizing::new(secret_hash_input(type_, data)).as_bytes())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use super::kustomize::*;
     use super::*;
     use crate::store::model::SecretBytes;
-
-    fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, SecretBytes> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), SecretBytes::new(v.to_vec())))
-            .collect()
-    }
-
-    /// Vectors from kustomize's own api/hasher/hasher_test.go (TestSecretHash /
-    /// TestEncodeSecret), which hash objects without a name.
-    #[test]
-    fn hasher_matches_kustomize_unit_vectors() {
-        assert_eq!(
-            secret_hash_input("my-type", None),
-            r#"{"data":"","kind":"Secret","name":"","type":"my-type"}"#
-        );
-        assert_eq!(secret_hash("my-type", None), "5gmgkf8578");
-        let one = data(&[("one", b"")]);
-        assert_eq!(
-            secret_hash_input("my-type", Some(&one)),
-            r#"{"data":{"one":""},"kind":"Secret","name":"","type":"my-type"}"#
-        );
-        assert_eq!(secret_hash("my-type", Some(&one)), "74bd68bm66");
-        // The sha256 of nothing, as hasher_test.go's Test_hex256 pins it: e3b0c44298 -> t
-        // for e, k for 3, g for 0.
-        assert_eq!(hash_suffix(b""), "tkbgc44298");
-    }
-
-    /// Names `kubectl kustomize` (kustomize v5.0.1, v5.5.0 and v5.6.0) printed for these
-    /// generators.
-    #[test]
-    fn hasher_matches_kubectl_kustomize() {
-        assert_eq!(secret_hash("Opaque", Some(&BTreeMap::new())), "46f8b28mk5");
-        assert_eq!(
-            secret_hash("Opaque", Some(&data(&[("a", b"b")]))),
-            "k695gkmbtk"
-        );
-        assert_eq!(
-            secret_hash("Opaque", Some(&data(&[("a", b"1")]))),
-            "25khgmg44c"
-        );
-        assert_eq!(
-            secret_hash("Opaque", Some(&data(&[("k", b"v")]))),
-            "ftgtgc4t9f"
-        );
-        let long = [b'x'; 60];
-        let s1 = data(&[
-            ("A", b"1"),
-            ("B ", b" two "),
-            ("C", b"\"q\""),
-            ("eq", b"a=b"),
-            ("f.txt", b"line1   \nline2\t\nend"),
-            ("k2", &long),
-            ("q", b"'quoted\""),
-            ("user", b"admin"),
-        ]);
-        assert_eq!(secret_hash("Opaque", Some(&s1)), "khd56gmfbk");
-    }
-
-    #[test]
-    fn generator_base64_wraps_at_70() {
-        use base64::Engine;
-        let b64 = |v: &[u8]| base64::engine::general_purpose::STANDARD.encode(v);
-        assert_eq!(generator_base64(b""), "");
-        // 51 bytes -> 68 characters: one line, no newline.
-        assert_eq!(generator_base64(&[7u8; 51]), b64(&[7u8; 51]));
-        // 52 bytes -> 72 characters: 70, newline, 2, newline.
-        let e = b64(&[7u8; 52]);
-        assert_eq!(
-            generator_base64(&[7u8; 52]),
-            format!("{}\n{}\n", &e[..70], &e[70..])
-        );
-        // 105 bytes -> 140 characters: two full lines, each with its newline.
-        let e = b64(&[7u8; 105]);
-        assert_eq!(
-            generator_base64(&[7u8; 105]),
-            format!("{}\n{}\n", &e[..70], &e[70..])
-        );
-    }
-
-    #[test]
-    fn go_json_escapes_like_encoding_json() {
-        let mut s = String::new();
-        go_json_string("a<b>&\"\\\n\u{1}\u{2028}é", &mut s);
-        assert_eq!(s, r#""a\u003cb\u003e\u0026\"\\\n\u0001\u2028é""#);
-    }
-
-    #[test]
-    fn env_files_literals_and_file_sources() {
-        let pairs =
-            env_pairs(b"\xef\xbb\xbfA=1\n  B = two \n# c\n\nC=\"q\"\r\nNOVALUE\nD=x=y").unwrap();
-        let got: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("A", "1"),
-                ("B ", " two "),
-                ("C", "\"q\""),
-                ("NOVALUE", ""),
-                ("D", "x=y")
-            ]
-        );
-        assert!(env_pairs(b"A=\xff\n").unwrap_err().contains("line 1"));
-        for (src, want) in [
-            ("q1=\"x\"", "x"),
-            ("q2='x'", "x"),
-            ("q3=\"x'", "\"x'"),
-            ("q4=\"\"x\"\"", "\"x\""),
-            ("q5='", "'"),
-            ("q6=\" x \"", " x "),
-            ("eq=a=b", "a=b"),
-            ("e=", ""),
-        ] {
-            assert_eq!(parse_literal(src).unwrap().1, want, "{src}");
-        }
-        assert!(parse_literal("noeq").is_err());
-        assert!(parse_literal("=v").is_err());
-        assert_eq!(
-            parse_file_source("dir/f.txt").unwrap(),
-            ("f.txt".into(), "dir/f.txt".into())
-        );
-        assert_eq!(
-            parse_file_source("k=dir/f.txt").unwrap(),
-            ("k".into(), "dir/f.txt".into())
-        );
-        assert!(parse_file_source("=f").unwrap_err().contains("key name"));
-        assert!(parse_file_source("k=").unwrap_err().contains("file path"));
-        assert!(parse_file_source("k=v=w")
-            .unwrap_err()
-            .contains("cannot contain '='"));
-    }
-
-    #[test]
-    fn namespace_rules() {
-        let item = |ns: &str| Item {
-            secret: {
-                let mut s = Secret::default();
-                s.metadata.name = "a".into();
-                s.metadata.namespace = ns.into();
-                s
-            },
-            source: "m".into(),
-        };
-        let mut v = vec![item(""), item("x")];
-        resolve_namespaces(&mut v, None).unwrap();
-        assert_eq!(
-            (
-                v[0].secret.metadata.namespace.as_str(),
-                v[1].secret.metadata.namespace.as_str()
-            ),
-            ("default", "x")
-        );
-        let mut v = [item(""), item("x")];
-        resolve_namespaces(&mut v[..1], Some("y")).unwrap();
-        assert_eq!(v[0].secret.metadata.namespace, "y");
-        let e = resolve_namespaces(&mut v[1..], Some("y")).unwrap_err();
-        assert!(
-            e.message.contains("does not match the namespace \"y\""),
-            "{}",
-            e.message
-        );
-    }
 
     /// An in-memory `keyward.v1.Secrets` holding one Secret, that can fail the next writes
     /// with ABORTED (after bumping the resourceVersion, as a concurrent writer would) or
@@ -1316,7 +406,7 @@ mod tests {
         s.metadata.name = "a".into();
         s.data
             .insert("k".into(), SecretBytes::new(v.as_bytes().to_vec()));
-        normalize(&mut s);
+        crate::store::model::normalize(&mut s);
         s
     }
 

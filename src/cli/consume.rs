@@ -5,26 +5,16 @@
 //! exponential backoff up to `--timeout` (each retry is announced on stderr), unless
 //! `--no-wait`. Values never reach argv, stdout or the log.
 //!
-//! `mount` writes a projection the way kubelet's atomic writer fills a secret volume:
-//!
-//! ```text
-//! DIR/..2026_11_29_12_00_00.123456789/   every file of one version (0755, files --default-mode)
-//! DIR/..data -> ..2026_11_29_12_00_00.123456789   swapped with rename(2): readers see one version
-//! DIR/password -> ..data/password         one symlink per top-level name
-//! DIR/certs -> ..data/certs               nested item paths: the first component is the link
-//! ```
-//!
-//! DIR is created (0700) if it is missing; an existing DIR keeps its mode. While a `mount`
-//! writes to DIR it holds an exclusive `flock` on it, so two writers cannot interleave.
+//! The variables and files themselves are built and written by [`crate::projection`]
+//! (`mount` writes like kubelet's atomic writer); this module fetches the Secrets, waits,
+//! watches, execs and prints.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{symlink, DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt as _;
-use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +25,10 @@ use super::secrets::Namespace;
 use super::CliError;
 use crate::api::secret_from_pb;
 use crate::pb::keyward_v1 as pb;
+use crate::projection::{
+    self, is_env_name, AtomicWriter, EnvFrom, EnvNotice, EnvVar, Item, Mode, Projection,
+    ProjectionError,
+};
 use crate::store::model::{is_dns1123_subdomain, validate_data_key, validate_namespace};
 use crate::store::Secret;
 
@@ -42,16 +36,6 @@ use crate::store::Secret;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between attempts (and between watch reconnections).
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
-/// The symlink naming the current timestamped directory.
-const DATA: &str = "..data";
-/// The symlink renamed over [`DATA`].
-const DATA_TMP: &str = "..data_tmp";
-/// Temporary name used to replace a visible symlink that points somewhere else.
-const LINK_TMP: &str = "..link_tmp";
-/// statfs `f_type` of tmpfs.
-const TMPFS_MAGIC: u64 = 0x0102_1994;
-/// statfs `f_type` of ramfs.
-const RAMFS_MAGIC: u64 = 0x8584_58f6;
 
 /// `keyward run`.
 ///
@@ -124,33 +108,6 @@ struct WaitArgs {
 #[derive(Debug, Clone)]
 struct SecretRef(String);
 
-/// `--env-from secret/NAME[:PREFIX]`.
-#[derive(Debug, Clone)]
-struct EnvFrom {
-    secret: String,
-    prefix: String,
-}
-
-/// `--env VAR=secret/NAME:KEY`.
-#[derive(Debug, Clone)]
-struct EnvVar {
-    var: String,
-    secret: String,
-    key: String,
-}
-
-/// `--items KEY=PATH[:MODE]`.
-#[derive(Debug, Clone)]
-struct Item {
-    key: String,
-    path: PathBuf,
-    mode: Option<Mode>,
-}
-
-/// A file mode from 0 to 0o777.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Mode(u32);
-
 const SECRET_REF_FORM: &str = "expected secret/NAME, where NAME is a lowercase RFC 1123 subdomain";
 
 fn secret_name(s: &str) -> Option<&str> {
@@ -164,13 +121,6 @@ fn parse_secret_ref(s: &str) -> Result<SecretRef, String> {
     secret_name(s)
         .map(|n| SecretRef(n.to_owned()))
         .ok_or_else(|| SECRET_REF_FORM.to_owned())
-}
-
-/// A C identifier: `[A-Za-z_][A-Za-z0-9_]*`.
-fn is_env_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 fn parse_env_from(s: &str) -> Result<EnvFrom, String> {
@@ -207,38 +157,7 @@ fn parse_env_var(s: &str) -> Result<EnvVar, String> {
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
-    const FORM: &str = "expected an octal mode from 0000 to 0777, such as 0400 or 0644";
-    let digits = s.strip_prefix("0o").unwrap_or(s);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|c| (b'0'..=b'7').contains(&c))
-    {
-        return Err(FORM.to_owned());
-    }
-    match u32::from_str_radix(digits, 8) {
-        Ok(m) if m <= 0o777 => Ok(Mode(m)),
-        _ => Err(FORM.to_owned()),
-    }
-}
-
-/// Checks a projected path: relative, no `.`, `..` or empty components, and not starting with
-/// `..` (names starting with `..` are the writer's own).
-fn check_rel_path(p: &str) -> Result<PathBuf, String> {
-    if p.is_empty() {
-        return Err("the path must not be empty".to_owned());
-    }
-    if p.starts_with('/') {
-        return Err(format!("{p:?} must be a relative path"));
-    }
-    for part in p.split('/') {
-        match part {
-            ".." => return Err(format!("{p:?} must not contain a '..' component")),
-            "" | "." => return Err(format!("{p:?} must not contain empty or '.' components")),
-            _ => {}
-        }
-    }
-    if p.starts_with("..") {
-        return Err(format!("{p:?} must not start with '..'"));
-    }
-    Ok(PathBuf::from(p))
+    Mode::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_item(s: &str) -> Result<Item, String> {
@@ -261,12 +180,7 @@ fn parse_item(s: &str) -> Result<Item, String> {
         }
         _ => (rest, None),
     };
-    let path = check_rel_path(path).map_err(|e| format!("{FORM}: {e}"))?;
-    Ok(Item {
-        key: key.to_owned(),
-        path,
-        mode,
-    })
+    Item::new(key, path, mode).map_err(|e| format!("{FORM}: {e}"))
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -487,400 +401,72 @@ async fn resolve_env(
             secrets.insert(name, s);
         }
     }
-    let mut env = Vec::new();
-    for from in &a.env_from {
-        let Some(Some(s)) = secrets.get(from.secret.as_str()) else {
-            eprintln!(
-                "keyward run: secret {ns}/{} not found; --env-from skipped (--optional)",
-                from.secret
-            );
-            continue;
-        };
-        let mut skipped = Vec::new();
-        for (key, value) in &s.data {
-            let var = format!("{}{key}", from.prefix);
-            if !is_env_name(&var) {
-                skipped.push(key.as_str());
-                continue;
-            }
-            env.push((var, env_value(ns, &from.secret, key, value.as_slice())?));
+    let env = projection::build_env(ns, &secrets, &a.env_from, &a.env, a.optional, |n| {
+        eprintln!("keyward run: {}", notice(ns, &n))
+    });
+    env.map_err(|e| match e {
+        ProjectionError::MissingEnvKey {
+            secret, key, var, keys, ..
+        } => CliError::new(format!(
+            "secret {ns}/{secret} has no key {key:?} (--env {var}=secret/{secret}:{key}); the command was not run"
+        ))
+        .hint(if keys.is_empty() {
+            "the Secret has no keys; pass --optional to run without it".to_owned()
+        } else {
+            format!("its keys are {}; pass --optional to run without it", keys.join(", "))
+        }),
+        ProjectionError::EnvValue { ref secret, .. } => {
+            let hint = format!("mount it as a file instead: keyward mount secret/{secret} DIR");
+            CliError::new(format!("{e}; the command was not run")).hint(hint)
         }
-        if !skipped.is_empty() {
-            eprintln!(
-                "keyward run: skipped keys of secret {ns}/{} that are not valid environment variable names{}: {}",
-                from.secret,
-                if from.prefix.is_empty() {
-                    String::new()
-                } else {
-                    format!(" with prefix {:?}", from.prefix)
-                },
-                skipped.join(", ")
-            );
-        }
-    }
-    for e in &a.env {
-        let Some(Some(s)) = secrets.get(e.secret.as_str()) else {
-            eprintln!(
-                "keyward run: secret {ns}/{} not found; {} not set (--optional)",
-                e.secret, e.var
-            );
-            continue;
-        };
-        match s.data.get(&e.key) {
-            Some(v) => env.push((
-                e.var.clone(),
-                env_value(ns, &e.secret, &e.key, v.as_slice())?,
-            )),
-            None if a.optional => eprintln!(
-                "keyward run: secret {ns}/{} has no key {:?}; {} not set (--optional)",
-                e.secret, e.key, e.var
-            ),
-            None => {
-                let keys: Vec<&str> = s.data.keys().map(String::as_str).collect();
-                return Err(CliError::new(format!(
-                    "secret {ns}/{} has no key {:?} (--env {}=secret/{}:{}); the command was not run",
-                    e.secret, e.key, e.var, e.secret, e.key
-                ))
-                .hint(if keys.is_empty() {
-                    "the Secret has no keys; pass --optional to run without it".to_owned()
-                } else {
-                    format!("its keys are {}; pass --optional to run without it", keys.join(", "))
-                }));
-            }
-        }
-    }
-    Ok(env)
+        e => e.into(),
+    })
 }
 
-/// A value as an environment variable: UTF-8 without NUL.
-fn env_value(ns: &str, secret: &str, key: &str, v: &[u8]) -> Result<OsString, CliError> {
-    let problem = if v.contains(&0) {
-        "contains a NUL byte"
-    } else {
-        match std::str::from_utf8(v) {
-            Ok(s) => return Ok(OsString::from(s)),
-            Err(_) => "is not valid UTF-8",
+/// What `keyward run` says about a variable it did not set.
+fn notice(ns: &str, n: &EnvNotice<'_>) -> String {
+    match n {
+        EnvNotice::FromMissing { secret } => {
+            format!("secret {ns}/{secret} not found; --env-from skipped (--optional)")
         }
+        EnvNotice::Skipped {
+            secret,
+            prefix,
+            keys,
+        } => format!(
+            "skipped keys of secret {ns}/{secret} that are not valid environment variable names{}: {}",
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" with prefix {prefix:?}")
+            },
+            keys.join(", ")
+        ),
+        EnvNotice::VarMissing { secret, var } => {
+            format!("secret {ns}/{secret} not found; {var} not set (--optional)")
+        }
+        EnvNotice::KeyMissing { secret, key, var } => {
+            format!("secret {ns}/{secret} has no key {key:?}; {var} not set (--optional)")
+        }
+    }
+}
+
+/// A projection error as `mount` words it, naming `--items` where it concerns them.
+fn files_error(e: &ProjectionError) -> String {
+    match e {
+        ProjectionError::MissingKeys { .. } => format!("{e} (listed in --items)"),
+        e => e.to_string(),
+    }
+}
+
+/// A target-directory error with what to do about it.
+fn writer_error(e: ProjectionError) -> CliError {
+    let hint = match &e {
+        ProjectionError::Locked { .. } => "stop it first, or mount into another directory",
+        ProjectionError::NotOurs { .. } => "remove it, or mount into an empty directory",
+        _ => return e.into(),
     };
-    Err(CliError::new(format!(
-        "secret {ns}/{secret} key {key:?}: the value {problem}, so it cannot be an environment variable; the command was not run"
-    ))
-    .hint(format!("mount it as a file instead: keyward mount secret/{secret} DIR")))
-}
-
-/// What to project: the listed items, or every key.
-struct Spec {
-    items: Vec<Item>,
-    default_mode: u32,
-}
-
-/// One file of a projection.
-struct FileSpec<'a> {
-    /// Relative to the timestamped directory; checked by [`check_rel_path`].
-    path: PathBuf,
-    data: &'a [u8],
-    mode: u32,
-}
-
-/// Prints the path, size and mode, never the bytes.
-impl std::fmt::Debug for FileSpec<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} ({} bytes, {:04o})",
-            self.path.display(),
-            self.data.len(),
-            self.mode
-        )
-    }
-}
-
-impl Spec {
-    /// Refuses item paths that are listed twice or where one is inside another.
-    fn check(&self) -> Result<(), CliError> {
-        let mut paths: Vec<&Path> = self.items.iter().map(|i| i.path.as_path()).collect();
-        paths.sort();
-        for w in paths.windows(2) {
-            if w[1].starts_with(w[0]) {
-                return Err(CliError::new(format!(
-                    "--items: the paths {} and {} collide",
-                    w[0].display(),
-                    w[1].display()
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// The files of `s`, or the error naming what is missing.
-    fn files<'s>(&self, s: &'s Secret) -> Result<Vec<FileSpec<'s>>, String> {
-        let who = format!("secret {}/{}", s.metadata.namespace, s.metadata.name);
-        if self.items.is_empty() {
-            return s
-                .data
-                .iter()
-                .map(|(k, v)| {
-                    Ok(FileSpec {
-                        path: check_rel_path(k).map_err(|e| format!("{who}: key {k:?}: {e}"))?,
-                        data: v.as_slice(),
-                        mode: self.default_mode,
-                    })
-                })
-                .collect();
-        }
-        let missing: Vec<String> = self
-            .items
-            .iter()
-            .filter(|i| !s.data.contains_key(&i.key))
-            .map(|i| format!("{:?}", i.key))
-            .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "{who} has no key {} (listed in --items)",
-                missing.join(", ")
-            ));
-        }
-        Ok(self
-            .items
-            .iter()
-            .filter_map(|i| {
-                s.data.get(&i.key).map(|v| FileSpec {
-                    path: i.path.clone(),
-                    data: v.as_slice(),
-                    mode: i.mode.map_or(self.default_mode, |m| m.0),
-                })
-            })
-            .collect())
-    }
-}
-
-/// The first component of a checked relative path: the name visible in the target directory.
-fn top_name(p: &Path) -> Option<&std::ffi::OsStr> {
-    match p.components().next() {
-        Some(Component::Normal(n)) => Some(n),
-        _ => None,
-    }
-}
-
-/// Whether `name` is one of the writer's timestamped directories (`..2026_...`).
-fn is_ts_dir(name: &str) -> bool {
-    let b = name.as_bytes();
-    b.len() > 7 && b.starts_with(b"..") && b[2..6].iter().all(u8::is_ascii_digit) && b[6] == b'_'
-}
-
-/// A target directory of `mount`, locked for this process.
-struct Target {
-    dir: PathBuf,
-    /// Holds the exclusive `flock` on `dir`.
-    _lock: fs::File,
-}
-
-impl Target {
-    /// Creates `dir` (0700) if needed, warns when it is not in memory, and locks it.
-    fn open(dir: &Path) -> Result<Target, CliError> {
-        let cannot = |what: &str, e: io::Error| {
-            CliError::new(format!("cannot {what} {}: {e}", dir.display()))
-        };
-        match fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(CliError::new(format!(
-                    "{} is not a directory",
-                    dir.display()
-                )))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| cannot("create", e))?,
-            Err(e) => return Err(cannot("read", e)),
-        }
-        match rustix::fs::statfs(dir) {
-            Ok(st) => {
-                // `f_type` is signed on some targets; the magic numbers are 32-bit.
-                #[allow(clippy::unnecessary_cast)] // u32 on a few targets, i64 on others
-                let kind = (st.f_type as u64) & 0xffff_ffff;
-                if kind != TMPFS_MAGIC && kind != RAMFS_MAGIC {
-                    eprintln!(
-                        "warning: {} is not on tmpfs or ramfs: Secret values will be written to disk \
-                         (kubelet mounts a tmpfs for secret volumes)",
-                        dir.display()
-                    );
-                }
-            }
-            Err(e) => eprintln!(
-                "warning: cannot tell the file system of {}: {e}",
-                dir.display()
-            ),
-        }
-        let lock = fs::File::open(dir).map_err(|e| cannot("open", e))?;
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                return Err(CliError::new(format!(
-                    "another keyward mount is writing to {}",
-                    dir.display()
-                ))
-                .hint("stop it first, or mount into another directory"))
-            }
-            Err(e) => return Err(cannot("lock", e.into())),
-        }
-        Ok(Target {
-            dir: dir.to_owned(),
-            _lock: lock,
-        })
-    }
-
-    /// Writes `files` as one new version, like kubelet's atomic writer: a fresh timestamped
-    /// directory, then `..data` swapped to it with one rename, then the visible symlinks, then
-    /// names no longer projected and the old version are removed. Nothing is written when a
-    /// visible name is taken by something that is not one of our symlinks.
-    fn project(&self, files: &[FileSpec<'_>]) -> Result<(), CliError> {
-        let dir = &self.dir;
-        let err = |what: String, e: io::Error| CliError::new(format!("{what}: {e}"));
-        let top: BTreeSet<&std::ffi::OsStr> =
-            files.iter().filter_map(|f| top_name(&f.path)).collect();
-        // Never replace something that is not ours: check before writing anything.
-        for name in &top {
-            let p = dir.join(name);
-            match fs::symlink_metadata(&p) {
-                Ok(m) if !m.file_type().is_symlink() => {
-                    return Err(CliError::new(format!(
-                        "{} exists and is not a symlink written by keyward mount; refusing to replace it",
-                        p.display()
-                    ))
-                    .hint("remove it, or mount into an empty directory"));
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(err(format!("cannot read {}", p.display()), e)),
-            }
-        }
-        let ts = self.new_ts_dir()?;
-        let ts_path = dir.join(&ts);
-        if let Err(e) = write_files(&ts_path, files) {
-            let _ = fs::remove_dir_all(&ts_path);
-            return Err(err(format!("cannot write {}", ts_path.display()), e));
-        }
-        // The swap: readers resolving ..data see either the old or the new directory.
-        let tmp = dir.join(DATA_TMP);
-        remove_if_exists(&tmp).map_err(|e| err(format!("cannot remove {}", tmp.display()), e))?;
-        symlink(&ts, &tmp).map_err(|e| err(format!("cannot create {}", tmp.display()), e))?;
-        fs::rename(&tmp, dir.join(DATA))
-            .map_err(|e| err(format!("cannot rename {} to {DATA}", tmp.display()), e))?;
-        for name in &top {
-            let link = dir.join(name);
-            let want = Path::new(DATA).join(name);
-            match fs::read_link(&link) {
-                Ok(t) if t == want => {}
-                Ok(_) => {
-                    let tmp = dir.join(LINK_TMP);
-                    remove_if_exists(&tmp)
-                        .map_err(|e| err(format!("cannot remove {}", tmp.display()), e))?;
-                    symlink(&want, &tmp)
-                        .map_err(|e| err(format!("cannot create {}", tmp.display()), e))?;
-                    fs::rename(&tmp, &link)
-                        .map_err(|e| err(format!("cannot replace {}", link.display()), e))?;
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    symlink(&want, &link)
-                        .map_err(|e| err(format!("cannot create {}", link.display()), e))?;
-                }
-                Err(e) => return Err(err(format!("cannot read {}", link.display()), e)),
-            }
-        }
-        // Visible names no longer projected (ours by their `..data/NAME` target, so names left
-        // by an interrupted writer go too), the old version, and versions left behind.
-        let entries =
-            fs::read_dir(dir).map_err(|e| err(format!("cannot list {}", dir.display()), e))?;
-        for entry in entries.flatten() {
-            let (name, path) = (entry.file_name(), entry.path());
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let stale = if kind.is_symlink() {
-                !top.contains(name.as_os_str())
-                    && fs::read_link(&path).is_ok_and(|t| t == Path::new(DATA).join(&name))
-            } else {
-                kind.is_dir() && name.to_str().is_some_and(is_ts_dir) && name != ts.as_str()
-            };
-            if !stale {
-                continue;
-            }
-            let removed = if kind.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                remove_if_exists(&path)
-            };
-            removed.map_err(|e| err(format!("cannot remove {}", path.display()), e))?;
-        }
-        Ok(())
-    }
-
-    /// Creates `..YYYY_MM_DD_HH_MM_SS.NNNNNNNNN` (UTC) in the target directory.
-    fn new_ts_dir(&self) -> Result<String, CliError> {
-        let mut last = None;
-        for attempt in 0..100u32 {
-            let stamp: String = humantime::format_rfc3339_nanos(SystemTime::now())
-                .to_string()
-                .chars()
-                .filter(|c| *c != 'Z')
-                .map(|c| if matches!(c, '-' | 'T' | ':') { '_' } else { c })
-                .collect();
-            let name = if attempt == 0 {
-                format!("..{stamp}")
-            } else {
-                format!("..{stamp}{attempt}")
-            };
-            let p = self.dir.join(&name);
-            match fs::DirBuilder::new().mode(0o755).create(&p) {
-                Ok(()) => {
-                    fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
-                        .map_err(|e| CliError::new(format!("cannot chmod {}: {e}", p.display())))?;
-                    return Ok(name);
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
-                Err(e) => return Err(CliError::new(format!("cannot create {}: {e}", p.display()))),
-            }
-        }
-        Err(CliError::new(format!(
-            "cannot create a new directory in {}: {}",
-            self.dir.display(),
-            last.map_or_else(String::new, |e| e.to_string())
-        )))
-    }
-}
-
-fn remove_if_exists(p: &Path) -> io::Result<()> {
-    match fs::remove_file(p) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Writes every file under `base` (directories 0755, files their mode; the umask does not apply).
-fn write_files(base: &Path, files: &[FileSpec<'_>]) -> io::Result<()> {
-    for f in files {
-        let mut parent = base.to_owned();
-        if let Some(dirs) = f.path.parent() {
-            for c in dirs.components() {
-                parent.push(c);
-                match fs::DirBuilder::new().mode(0o755).create(&parent) {
-                    Ok(()) => fs::set_permissions(&parent, fs::Permissions::from_mode(0o755))?,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(base.join(&f.path))?;
-        file.write_all(f.data)?;
-        file.set_permissions(fs::Permissions::from_mode(f.mode))?;
-    }
-    Ok(())
+    CliError::new(e).hint(hint)
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.
@@ -910,11 +496,8 @@ fn say(line: std::fmt::Arguments<'_>) {
 /// Runs `keyward mount`.
 pub(super) fn mount(a: MountArgs, client: &ClientArgs) -> Result<(), CliError> {
     let ns = checked_namespace(&a.ns.namespace)?;
-    let spec = Spec {
-        items: a.items,
-        default_mode: a.default_mode.0,
-    };
-    spec.check()?;
+    let spec = Projection::new(a.items, a.default_mode)
+        .map_err(|e| CliError::new(format!("--items: {e}")))?;
     let name = a.secret.0;
     super::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
@@ -930,9 +513,10 @@ pub(super) fn mount(a: MountArgs, client: &ClientArgs) -> Result<(), CliError> {
             secret.ok_or_else(|| CliError::new(format!("secret {ns}/{name} not found")))?;
         let files = spec
             .files(&secret)
-            .map_err(|e| CliError::new(format!("{e}; nothing was written")))?;
-        let target = Target::open(&a.dir)?;
-        target.project(&files)?;
+            .map_err(|e| CliError::new(format!("{}; nothing was written", files_error(&e))))?;
+        let target =
+            AtomicWriter::open(&a.dir, |w| eprintln!("warning: {w}")).map_err(writer_error)?;
+        target.write(&files).map_err(writer_error)?;
         let rv = secret.metadata.resource_version.clone();
         say(format_args!(
             "secret/{name} projected into {} ({} files, resourceVersion {rv})",
@@ -970,8 +554,8 @@ struct Follower<'a> {
     args: &'a ClientArgs,
     ns: String,
     name: String,
-    target: Target,
-    spec: Spec,
+    target: AtomicWriter,
+    spec: Projection,
     /// The store revision to watch after.
     rv: String,
     /// The resourceVersion on disk.
@@ -1088,7 +672,7 @@ impl Follower<'_> {
                 "secret {}/{} was deleted; keeping the last files in {} and waiting for it to come back",
                 self.ns,
                 self.name,
-                self.target.dir.display()
+                self.target.dir().display()
             );
             self.deleted = true;
         }
@@ -1107,23 +691,26 @@ impl Follower<'_> {
         let files = match self.spec.files(s) {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("{e} (resourceVersion {rv}); keeping the last files");
+                eprintln!(
+                    "{} (resourceVersion {rv}); keeping the last files",
+                    files_error(&e)
+                );
                 return;
             }
         };
-        match self.target.project(&files) {
+        match self.target.write(&files) {
             Ok(()) => {
                 self.projected.clone_from(rv);
                 say(format_args!(
                     "secret/{} updated in {} ({} files, resourceVersion {rv})",
                     self.name,
-                    self.target.dir.display(),
+                    self.target.dir().display(),
                     files.len()
                 ));
             }
             Err(e) => eprintln!(
-                "cannot project resourceVersion {rv} of secret {}/{}: {}; keeping the last files",
-                self.ns, self.name, e.message
+                "cannot project resourceVersion {rv} of secret {}/{}: {e}; keeping the last files",
+                self.ns, self.name
             ),
         }
     }
@@ -1132,7 +719,6 @@ impl Follower<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::SecretBytes;
 
     #[test]
     fn go_and_human_durations() {
@@ -1188,25 +774,19 @@ mod tests {
             let e = parse_env_var(bad).unwrap_err();
             assert!(e.starts_with("expected VAR=secret/NAME:KEY"), "{bad}: {e}");
         }
-        assert!(
-            is_env_name("_a1")
-                && is_env_name("A")
-                && !is_env_name("")
-                && !is_env_name("a.b")
-                && !is_env_name("9a")
-        );
     }
 
     #[test]
     fn items_and_modes() {
+        use std::path::Path;
         let i = parse_item("tls.crt=certs/server.crt:0400").unwrap();
         assert_eq!(
-            (i.key.as_str(), i.path.as_path(), i.mode),
-            ("tls.crt", Path::new("certs/server.crt"), Some(Mode(0o400)))
+            (i.key(), i.path(), i.mode()),
+            ("tls.crt", Path::new("certs/server.crt"), Mode::new(0o400))
         );
         let i = parse_item("k=a:b").unwrap();
-        assert_eq!((i.path.as_path(), i.mode), (Path::new("a:b"), None));
-        assert_eq!(parse_item(".env=.env").unwrap().path, Path::new(".env"));
+        assert_eq!((i.path(), i.mode()), (Path::new("a:b"), None));
+        assert_eq!(parse_item(".env=.env").unwrap().path(), Path::new(".env"));
         for bad in [
             "k",
             "=p",
@@ -1226,129 +806,13 @@ mod tests {
         ] {
             assert!(parse_item(bad).is_err(), "{bad}");
         }
-        assert_eq!(parse_mode("0400").unwrap(), Mode(0o400));
-        assert_eq!(parse_mode("644").unwrap(), Mode(0o644));
-        assert_eq!(parse_mode("0o777").unwrap(), Mode(0o777));
-        for bad in ["", "0800", "1000", "01000", "rw", "-1"] {
-            assert!(parse_mode(bad).is_err(), "{bad}");
-        }
-        let spec = |paths: &[&str]| Spec {
-            items: paths
-                .iter()
-                .map(|p| parse_item(&format!("k={p}")).unwrap())
-                .collect(),
-            default_mode: 0o644,
-        };
-        assert!(spec(&["a", "b", "a.b", "c/d", "c/e"]).check().is_ok());
-        assert!(spec(&["a", "a"]).check().is_err());
-        assert!(spec(&["a/b", "a"]).check().is_err());
-    }
-
-    fn secret(data: &[(&str, &[u8])]) -> Secret {
-        let mut s = Secret::default();
-        s.metadata.name = "db".into();
-        s.metadata.namespace = "default".into();
-        s.data = data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), SecretBytes::new(v.to_vec())))
-            .collect();
-        s
-    }
-
-    #[test]
-    fn projection_layout_and_update() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("out");
-        let t = Target::open(&dir).unwrap();
-        assert_eq!(
-            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
+        assert_eq!(parse_mode("0400").unwrap(), Mode::new(0o400).unwrap());
+        let e = parse_item("k=p:0778").unwrap_err();
         assert!(
-            Target::open(&dir).is_err(),
-            "a second writer must be refused"
+            e.ends_with(
+                "MODE \"0778\": expected an octal mode from 0000 to 0777, such as 0400 or 0644"
+            ),
+            "{e}"
         );
-        let all = Spec {
-            items: vec![],
-            default_mode: 0o640,
-        };
-        let s = secret(&[("a", b"1"), (".b", b"2")]);
-        t.project(&all.files(&s).unwrap()).unwrap();
-        let first = fs::read_link(dir.join(DATA)).unwrap();
-        assert!(is_ts_dir(first.to_str().unwrap()), "{first:?}");
-        assert_eq!(fs::read_link(dir.join("a")).unwrap(), Path::new("..data/a"));
-        assert_eq!(fs::read(dir.join(".b")).unwrap(), b"2");
-        assert_eq!(
-            fs::metadata(dir.join("a")).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
-
-        let items = Spec {
-            items: vec![
-                parse_item("a=x/y:0400").unwrap(),
-                parse_item("a=z").unwrap(),
-            ],
-            default_mode: 0o644,
-        };
-        let s = secret(&[("a", b"3"), (".b", b"4")]);
-        t.project(&items.files(&s).unwrap()).unwrap();
-        assert_eq!(fs::read(dir.join("x/y")).unwrap(), b"3");
-        assert_eq!(
-            fs::metadata(dir.join("x/y")).unwrap().permissions().mode() & 0o777,
-            0o400
-        );
-        assert_eq!(
-            fs::metadata(dir.join("z")).unwrap().permissions().mode() & 0o777,
-            0o644
-        );
-        let mut names: Vec<String> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| !is_ts_dir(n))
-            .collect();
-        names.sort();
-        assert_eq!(names, ["..data", "x", "z"]);
-        assert!(!dir.join(&first).exists(), "the old version is removed");
-
-        // Leftovers of an interrupted writer: a version and a visible name.
-        fs::create_dir(dir.join("..2020_01_01_00_00_00.1")).unwrap();
-        symlink("..data/ghost", dir.join("ghost")).unwrap();
-        symlink("/elsewhere", dir.join("user-link")).unwrap();
-        t.project(&items.files(&s).unwrap()).unwrap();
-        let mut names: Vec<String> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| !is_ts_dir(n))
-            .collect();
-        names.sort();
-        assert_eq!(names, ["..data", "user-link", "x", "z"]);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 5, "one version left");
-
-        let missing = Spec {
-            items: vec![parse_item("nope=n").unwrap()],
-            default_mode: 0o644,
-        };
-        assert!(missing.files(&s).unwrap_err().contains("\"nope\""));
-        fs::write(dir.join("a"), b"user file").unwrap();
-        let e = t.project(&all.files(&s).unwrap()).unwrap_err();
-        assert!(e.message.contains("not a symlink"), "{}", e.message);
-        assert_eq!(
-            fs::read(dir.join("x/y")).unwrap(),
-            b"3",
-            "a refused projection changes nothing"
-        );
-    }
-
-    #[test]
-    fn env_values_must_be_utf8_without_nul() {
-        assert_eq!(env_value("n", "s", "k", b"ok=1").unwrap(), "ok=1");
-        let e = env_value("n", "s", "k", b"a\0b").unwrap_err();
-        assert!(
-            e.message.contains("key \"k\"") && e.message.contains("NUL"),
-            "{}",
-            e.message
-        );
-        let e = env_value("n", "s", "k", b"\xff").unwrap_err();
-        assert!(e.message.contains("UTF-8"), "{}", e.message);
     }
 }

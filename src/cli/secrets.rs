@@ -12,8 +12,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use super::client::{self, Client, ClientArgs};
-use super::{manifest, CliError};
+use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
+use crate::manifest;
 use crate::pb::keyward_v1 as pb;
 use crate::store::model::SecretBytes;
 use crate::store::Secret;
@@ -741,13 +742,8 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         match a.output {
             Some(GetOutput::Yaml) if single => print!("{}", manifest::to_yaml(&items[0])),
             Some(GetOutput::Json) if single => println!("{}", manifest::secret_json(&items[0])),
-            Some(GetOutput::Yaml) => print!(
-                "{}",
-                serde_yaml_ng::to_string(&manifest::list_value(&items)).unwrap_or_default()
-            ),
-            Some(GetOutput::Json) => {
-                println!("{}", manifest::to_json(&manifest::list_value(&items)))
-            }
+            Some(GetOutput::Yaml) => print!("{}", manifest::list_yaml(&items)),
+            Some(GetOutput::Json) => println!("{}", manifest::list_json(&items)),
             Some(GetOutput::Name) => {
                 for s in &items {
                     println!("secret/{}", s.metadata.name);
@@ -1048,7 +1044,7 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
                 }
             }
             Ok(_) => Some("the edited file must hold exactly one Secret".to_owned()),
-            Err(e) => Some(e.message),
+            Err(e) => Some(e.to_string()),
         };
         let msg = err.unwrap_or_default();
         let commented: String = msg.lines().map(|l| format!("# {l}\n")).collect();

@@ -1,0 +1,535 @@
+//! Load generators for any KMS v2 plugin ([`kms`]), for keyward's secret store and for etcd
+//! (the same store workloads, for comparison; [`store`]), and for the transport floor under
+//! them ([`pingpong`]).
+//!
+//! Workers are tokio tasks sharing [`Load::connections`] connections (worker i uses connection
+//! i mod connections), so calls are multiplexed as kube-apiserver does on its single plugin
+//! connection. Each worker records the latency of its successful calls in its own HDR histogram
+//! (microseconds); the histograms are merged at the end into a [`Report`]. Failed calls are
+//! counted by gRPC code (etcd backend errors and socket errors are mapped to the nearest code).
+//!
+//! Two floors put the plugin's figures in context: [`kms::KmsOp::Health`] (an RPC whose handler
+//! does no work, on the same server and socket) and [`pingpong`] (fixed-size request/reply
+//! exchanges over a bare Unix socket, no HTTP/2 or gRPC).
+//!
+//! Nothing here prints: a run returns its [`Report`], which renders itself as text or JSON.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::{Code, Status};
+
+pub mod kms;
+pub mod pingpong;
+mod report;
+pub mod store;
+
+use report::{histogram, show_bytes};
+pub use report::{Outcome, Report};
+
+/// Bytes at the start of each value that tag it (a write's number), so events can be matched.
+pub const TAG_BYTES: usize = 8;
+
+/// Why a benchmark could not start or finish. Failed calls during the measurement are not
+/// errors: they are counted in the [`Report`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A count is not a whole number (the caller's mistake).
+    #[error("{value:?} is not a whole number (expected {min} to {max})")]
+    NotANumber {
+        /// The value given.
+        value: String,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A count is out of range (the caller's mistake).
+    #[error("must be {min} to {max} (got {value})")]
+    CountOutOfRange {
+        /// The value given.
+        value: String,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A duration cannot be read (the caller's mistake).
+    #[error("{value:?} is not a duration: {reason}")]
+    NotADuration {
+        /// The value given.
+        value: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A duration that must be positive is zero (the caller's mistake).
+    #[error("must be more than 0")]
+    ZeroDuration,
+    /// A duration is longer than a day (the caller's mistake).
+    #[error("must be at most 24h (got {value})")]
+    DurationTooLong {
+        /// The value given.
+        value: String,
+    },
+    /// A size cannot be read (the caller's mistake).
+    #[error("{value:?} is not a size")]
+    NotASize {
+        /// The value given.
+        value: String,
+    },
+    /// A size is zero or too large (the caller's mistake).
+    #[error("must be 1 byte to {} (got {value})", show_bytes(*.max))]
+    SizeOutOfRange {
+        /// The value given.
+        value: String,
+        /// Largest allowed, in bytes.
+        max: u64,
+    },
+    /// The target cannot be reached (the caller's address, or the target is down).
+    #[error("cannot connect to {target} at {endpoint}: {detail}")]
+    Connect {
+        /// What was called, e.g. `the KMS plugin`.
+        target: &'static str,
+        /// Where.
+        endpoint: String,
+        /// Why.
+        detail: String,
+    },
+    /// The target refused a call that prepares the data the workload uses (the target).
+    #[error("preparing {what}: {call} failed ({code}): {message}")]
+    Prepare {
+        /// What was being prepared, e.g. `ciphertexts`.
+        what: String,
+        /// The call, e.g. `Encrypt`.
+        call: &'static str,
+        /// Its gRPC code's name.
+        code: String,
+        /// The target's message.
+        message: String,
+    },
+    /// The target failed a call outside the measurement: opening a watch, reading its
+    /// revision (the target).
+    #[error("{0}")]
+    Target(String),
+    /// No random bytes for the payloads (the environment).
+    #[error("cannot generate random payloads: {0}")]
+    Random(getrandom::Error),
+    /// A task of the load generator failed (a bug).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// When measuring stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// After this many calls, across all workers.
+    Requests(u64),
+    /// After this long.
+    For(Duration),
+}
+
+/// How long to run and how hard: shared by every benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Concurrent workers.
+    pub concurrency: usize,
+    /// Connections the workers share (at most `concurrency`).
+    pub connections: usize,
+    /// When measuring stops.
+    pub stop: Stop,
+    /// How long to run unmeasured first.
+    pub warmup: Duration,
+    /// Per-call timeout; a call taking longer counts as a `DeadlineExceeded` error.
+    pub timeout: Duration,
+}
+
+/// A whole number in `min..=max`.
+pub fn parse_count(s: &str, min: u64, max: u64) -> Result<u64, BenchError> {
+    match s.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(BenchError::CountOutOfRange {
+            value: s.to_owned(),
+            min,
+            max,
+        }),
+        Err(_) => Err(BenchError::NotANumber {
+            value: s.to_owned(),
+            min,
+            max,
+        }),
+    }
+}
+
+/// A duration like `10s`, `500ms` or `1m` (at most a day; zero only when `zero_ok`).
+pub fn parse_duration(s: &str, zero_ok: bool) -> Result<Duration, BenchError> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| BenchError::NotADuration {
+        value: s.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if d.is_zero() && !zero_ok {
+        return Err(BenchError::ZeroDuration);
+    }
+    if d > Duration::from_secs(86_400) {
+        return Err(BenchError::DurationTooLong {
+            value: s.to_owned(),
+        });
+    }
+    Ok(d)
+}
+
+/// A size in bytes: `32`, `32B`, `1KiB`, `4KiB`, `1MiB` (also `KB`/`MB` as powers of 1000),
+/// from 1 to `max`.
+pub fn parse_size(s: &str, max: u64) -> Result<usize, BenchError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let not_a_size = || BenchError::NotASize {
+        value: s.to_owned(),
+    };
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "ki" | "k" => 1 << 10,
+        "mib" | "mi" | "m" => 1 << 20,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        _ => return Err(not_a_size()),
+    };
+    let n: u64 = num.parse().map_err(|_| not_a_size())?;
+    match n.checked_mul(unit_bytes) {
+        Some(b) if (1..=max).contains(&b) => Ok(b as usize),
+        _ => Err(BenchError::SizeOutOfRange {
+            value: s.to_owned(),
+            max,
+        }),
+    }
+}
+
+/// One worker's call; `n` numbers the calls of a phase from 0 across all workers.
+trait Worker: Send + 'static {
+    fn call(&mut self, n: u64) -> impl Future<Output = Result<(), Status>> + Send;
+}
+
+/// The error a call gets when it outlives the per-call timeout.
+fn deadline() -> Status {
+    Status::deadline_exceeded("client-side --timeout")
+}
+
+/// Runs `call` with the per-call timeout.
+async fn timed<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(deadline()))
+}
+
+/// Runs `workers` concurrently: unmeasured for `warmup`, then until `stop`.
+async fn drive<W: Worker>(workers: Vec<W>, load: &Load) -> Result<Outcome, BenchError> {
+    let seq = Arc::new(AtomicU64::new(0));
+    let warm_seq = Arc::new(AtomicU64::new(0));
+    let start = Instant::now() + load.warmup;
+    let (end, limit) = match load.stop {
+        Stop::For(d) => (Some(start + d), None),
+        Stop::Requests(n) => (None, Some(n)),
+    };
+    let timeout = load.timeout;
+    let mut tasks = Vec::with_capacity(workers.len());
+    for mut w in workers {
+        let seq = seq.clone();
+        let warm_seq = warm_seq.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latency = histogram();
+            let mut calls = 0u64;
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            loop {
+                let now = Instant::now();
+                if now < start {
+                    let n = warm_seq.fetch_add(1, Ordering::Relaxed);
+                    let _ = tokio::time::timeout(timeout, w.call(n)).await;
+                    continue;
+                }
+                if end.is_some_and(|end| now >= end) {
+                    break;
+                }
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                if limit.is_some_and(|limit| n >= limit) {
+                    break;
+                }
+                let t0 = Instant::now();
+                let res = timed(timeout, w.call(n)).await;
+                let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                calls += 1;
+                match res {
+                    Ok(()) => latency.saturating_record(us.max(1)),
+                    Err(s) => *errors.entry(code_name(s.code())).or_default() += 1,
+                }
+            }
+            (latency, calls, errors, Instant::now())
+        }));
+    }
+    let mut out = Outcome {
+        latency: histogram(),
+        calls: 0,
+        errors: BTreeMap::new(),
+        elapsed: Duration::ZERO,
+        warmup_calls: 0,
+    };
+    let mut last = start;
+    for t in tasks {
+        let (latency, calls, errors, done) = t
+            .await
+            .map_err(|e| BenchError::Internal(format!("benchmark worker failed: {e}")))?;
+        out.latency
+            .add(&latency)
+            .map_err(|e| BenchError::Internal(format!("cannot merge latency histograms: {e}")))?;
+        out.calls += calls;
+        for (code, n) in errors {
+            *out.errors.entry(code).or_default() += n;
+        }
+        last = last.max(done);
+    }
+    out.elapsed = last.saturating_duration_since(start);
+    out.warmup_calls = warm_seq.load(Ordering::Relaxed);
+    Ok(out)
+}
+
+/// A gRPC code's name as in the gRPC spec's Rust spelling, e.g. `Unavailable`.
+fn code_name(c: Code) -> String {
+    format!("{c:?}")
+}
+
+/// `size` bytes: random, with `n` in the first bytes so that payloads are distinct.
+fn payload(size: usize, n: u64) -> Result<Vec<u8>, BenchError> {
+    let mut p = vec![0u8; size];
+    getrandom::getrandom(&mut p).map_err(BenchError::Random)?;
+    stamp(&mut p, n);
+    Ok(p)
+}
+
+/// Writes `tag` big-endian into the first bytes of `buf` (its last bytes if `buf` is shorter).
+fn stamp(buf: &mut [u8], tag: u64) {
+    let t = tag.to_be_bytes();
+    let k = buf.len().min(TAG_BYTES);
+    buf[..k].copy_from_slice(&t[TAG_BYTES - k..]);
+}
+
+/// Whether `buf` starts with `tag` as [`stamp`] wrote it.
+fn has_stamp(buf: &[u8], tag: u64) -> bool {
+    let t = tag.to_be_bytes();
+    let k = buf.len().min(TAG_BYTES);
+    buf[..k] == t[TAG_BYTES - k..]
+}
+
+/// The tag at the start of a value of at least [`TAG_BYTES`] bytes.
+fn tag_of(value: &[u8]) -> Option<u64> {
+    let head: [u8; TAG_BYTES] = value.get(..TAG_BYTES)?.try_into().ok()?;
+    Some(u64::from_be_bytes(head))
+}
+
+/// Runs `count` setup jobs on `concurrency` tasks; `job(i)` for each i in `0..count`.
+async fn setup<T, F, Fut>(count: u64, concurrency: usize, job: F) -> Result<Vec<T>, BenchError>
+where
+    T: Send + 'static,
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<T, BenchError>> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.min(count as usize).max(1) {
+        let next = next.clone();
+        let job = job.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, BenchError>(done);
+                }
+                done.push((i, job(i).await?));
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(count as usize);
+    for t in tasks {
+        all.extend(
+            t.await
+                .map_err(|e| BenchError::Internal(format!("setup task failed: {e}")))??,
+        );
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
+}
+
+/// A failed preparing call as a [`BenchError::Prepare`].
+fn prepare_error(what: impl Into<String>, call: &'static str) -> impl FnOnce(Status) -> BenchError {
+    let what = what.into();
+    move |s| BenchError::Prepare {
+        what,
+        call,
+        code: code_name(s.code()),
+        message: s.message().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_durations_and_sizes() {
+        assert_eq!(parse_count(" 7 ", 1, 10).unwrap(), 7);
+        assert_eq!(
+            parse_count("0", 1, 10).unwrap_err().to_string(),
+            "must be 1 to 10 (got 0)"
+        );
+        assert_eq!(
+            parse_count("many", 1, 10).unwrap_err().to_string(),
+            "\"many\" is not a whole number (expected 1 to 10)"
+        );
+        for (s, want) in [
+            ("10s", 10_000),
+            ("500ms", 500),
+            ("1m", 60_000),
+            ("1m30s", 90_000),
+        ] {
+            let d = parse_duration(s, false).unwrap();
+            assert_eq!(d, Duration::from_millis(want), "{s}");
+        }
+        assert_eq!(parse_duration("0s", true).unwrap(), Duration::ZERO);
+        assert!(matches!(
+            parse_duration("0s", false),
+            Err(BenchError::ZeroDuration)
+        ));
+        assert_eq!(
+            parse_duration("2d", true).unwrap_err().to_string(),
+            "must be at most 24h (got 2d)"
+        );
+        assert!(parse_duration("soon", true)
+            .unwrap_err()
+            .to_string()
+            .starts_with("\"soon\" is not a duration"));
+        for (s, want) in [
+            ("32", 32),
+            ("32B", 32),
+            ("1KiB", 1024),
+            ("4KiB", 4096),
+            ("1MiB", 1 << 20),
+            ("2kb", 2000),
+            (" 7 KiB ", 7 * 1024),
+        ] {
+            assert_eq!(parse_size(s, 1 << 20).unwrap(), want, "{s}");
+        }
+        for (s, want) in [
+            ("0", "must be 1 byte to 1000KiB"),
+            ("1MiB", "must be 1 byte to 1000KiB"),
+            ("99999999999999999999", "\""),
+            ("1GiB", "\"1GiB\" is not a size"),
+            ("KiB", "\"KiB\" is not a size"),
+            ("-1", "\"-1\" is not a size"),
+            ("1.5KiB", "\"1.5KiB\" is not a size"),
+        ] {
+            let e = parse_size(s, 1000 << 10).unwrap_err().to_string();
+            assert!(e.starts_with(want), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn payloads_are_distinct() {
+        let a = payload(32, 1).unwrap();
+        let b = payload(32, 2).unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a[..8], b[..8]);
+        assert_eq!(payload(1, 300).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stamps() {
+        let mut v = vec![0xaa; 16];
+        stamp(&mut v, 0x0102_0304_0506_0708);
+        assert_eq!(v[..8], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(v[8..], [0xaa; 8]);
+        assert_eq!(tag_of(&v), Some(0x0102_0304_0506_0708));
+        assert!(has_stamp(&v, 0x0102_0304_0506_0708));
+        assert!(!has_stamp(&v, 7));
+        assert_eq!(tag_of(&v[..7]), None);
+        let mut short = [0u8; 2];
+        stamp(&mut short, 0x0102_0304_0506_0708);
+        assert_eq!(short, [7, 8]);
+        assert!(has_stamp(&short, 0x0708));
+    }
+
+    /// Fails one call in four with `Unavailable`, after sleeping `n % 3` ms.
+    pub(super) struct Fake;
+
+    impl Worker for Fake {
+        async fn call(&mut self, n: u64) -> Result<(), Status> {
+            tokio::time::sleep(Duration::from_millis(n % 3)).await;
+            if n % 4 == 3 {
+                Err(Status::unavailable("down"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn load(stop: Stop) -> Load {
+        Load {
+            concurrency: 4,
+            connections: 1,
+            stop,
+            warmup: Duration::ZERO,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn drive_counts_calls_errors_and_latency() {
+        let o = drive((0..4).map(|_| Fake).collect(), &load(Stop::Requests(100)))
+            .await
+            .unwrap();
+        assert_eq!(o.calls, 100);
+        assert_eq!(o.warmup_calls, 0);
+        assert_eq!(o.errors, BTreeMap::from([("Unavailable".to_owned(), 25)]));
+        assert_eq!(o.latency.len(), 75);
+    }
+
+    #[tokio::test]
+    async fn drive_for_a_duration_with_warmup() {
+        let mut p = load(Stop::For(Duration::from_millis(50)));
+        p.warmup = Duration::from_millis(20);
+        let o = drive((0..4).map(|_| Fake).collect(), &p).await.unwrap();
+        assert!(o.calls > 0);
+        assert!(
+            o.warmup_calls >= 4,
+            "each worker warms up: {}",
+            o.warmup_calls
+        );
+        assert!(o.elapsed >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn slow_calls_time_out() {
+        struct Slow;
+        impl Worker for Slow {
+            async fn call(&mut self, _: u64) -> Result<(), Status> {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }
+        }
+        let mut p = load(Stop::Requests(2));
+        p.concurrency = 2;
+        p.timeout = Duration::from_millis(10);
+        let o = drive(vec![Slow, Slow], &p).await.unwrap();
+        assert_eq!(
+            o.errors,
+            BTreeMap::from([("DeadlineExceeded".to_owned(), 2)])
+        );
+        assert!(o.latency.is_empty());
+    }
+}

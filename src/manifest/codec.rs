@@ -1,0 +1,233 @@
+//! The manifest codec: Secrets read as kubectl reads manifests (YAML, several documents, or
+//! JSON; single objects or `kind: List`; `data` in base64 and `stringData`) and printed as
+//! `kubectl get -o yaml|json` prints them (sorted keys, no `managedFields`, no `stringData`).
+
+use serde_json::Value;
+
+use super::ManifestError;
+use crate::store::Secret;
+
+const TOP_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "data",
+    "stringData",
+    "type",
+    "immutable",
+];
+const META_FIELDS: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "labels",
+    "annotations",
+    "managedFields",
+];
+
+/// Parses every Secret in `text` (YAML or JSON; several documents; `kind: List`). `source`
+/// names the input in errors.
+pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
+    use serde::Deserialize;
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|e| ManifestError::Syntax {
+            input: source.to_owned(),
+            document: i + 1,
+            detail: e.to_string(),
+        })?;
+        collect(value, source, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn collect(value: Value, source: &str, out: &mut Vec<Secret>) -> Result<(), ManifestError> {
+    let input = || source.to_owned();
+    let obj = match value {
+        Value::Null => return Ok(()),
+        Value::Object(o) => o,
+        _ => return Err(ManifestError::NotAnObject { input: input() }),
+    };
+    match obj.get("kind").and_then(Value::as_str) {
+        Some("List") => {
+            let items = obj
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                collect(item, source, out)?;
+            }
+            Ok(())
+        }
+        Some("Secret") => {
+            if obj.get("apiVersion").and_then(Value::as_str) != Some("v1") {
+                return Err(ManifestError::ApiVersion { input: input() });
+            }
+            let name = obj
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned();
+            for k in obj.keys() {
+                if !TOP_FIELDS.contains(&k.as_str()) {
+                    return Err(unknown(source, &name, k));
+                }
+            }
+            if let Some(Value::Object(m)) = obj.get("metadata") {
+                for k in m.keys() {
+                    if !META_FIELDS.contains(&k.as_str()) {
+                        return Err(unknown(source, &name, &format!("metadata.{k}")));
+                    }
+                }
+            }
+            let s: Secret =
+                serde_json::from_value(Value::Object(obj)).map_err(|e| ManifestError::Decode {
+                    input: input(),
+                    name,
+                    detail: e.to_string(),
+                })?;
+            out.push(s);
+            Ok(())
+        }
+        Some(other) => Err(ManifestError::UnsupportedKind {
+            input: input(),
+            kind: other.to_owned(),
+        }),
+        None => Err(ManifestError::KindNotSet { input: input() }),
+    }
+}
+
+fn unknown(source: &str, name: &str, field: &str) -> ManifestError {
+    ManifestError::UnknownField {
+        input: source.to_owned(),
+        name: name.to_owned(),
+        field: field.to_owned(),
+    }
+}
+
+/// The object as kubectl prints it: no `managedFields`, no `stringData`.
+fn printable(s: &Secret) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.remove("stringData");
+    }
+    v
+}
+
+/// YAML with sorted keys, like `kubectl get -o yaml`.
+pub fn to_yaml(s: &Secret) -> String {
+    serde_yaml_ng::to_string(&printable(s)).unwrap_or_default()
+}
+
+/// JSON indented by four spaces, like `kubectl get -o json`.
+pub fn to_json(v: &Value) -> String {
+    use serde::Serialize;
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    let _ = v.serialize(&mut ser);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// A Secret as JSON, like `kubectl get -o json`.
+pub fn secret_json(s: &Secret) -> String {
+    to_json(&printable(s))
+}
+
+/// Several Secrets as a `kind: List`, as kubectl prints a list.
+pub fn list_value(items: &[Secret]) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": items.iter().map(printable).collect::<Vec<_>>(),
+        "metadata": {"resourceVersion": ""},
+    })
+}
+
+/// Several Secrets as a YAML `kind: List`, like `kubectl get -o yaml`.
+pub fn list_yaml(items: &[Secret]) -> String {
+    serde_yaml_ng::to_string(&list_value(items)).unwrap_or_default()
+}
+
+/// Several Secrets as a JSON `kind: List`, like `kubectl get -o json`.
+pub fn list_json(items: &[Secret]) -> String {
+    to_json(&list_value(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_lists_and_string_data() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\nstringData: {user: admin}\n---\n---\n{\"apiVersion\":\"v1\",\"kind\":\"List\",\"items\":[{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"b\",\"namespace\":\"x\"},\"data\":{\"k\":\"dg==\"},\"type\":\"Opaque\"}]}\n";
+        let s = parse(text, "m.yaml").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].metadata.name, "a");
+        assert_eq!(s[0].string_data["user"].0.as_str(), "admin");
+        assert_eq!(s[1].data["k"].as_slice(), b"v");
+        assert_eq!(s[1].metadata.namespace, "x");
+    }
+
+    #[test]
+    fn rejections_name_the_problem() {
+        for (text, want) in [
+            (
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+                "kind \"ConfigMap\" is not supported",
+            ),
+            ("apiVersion: v1\nmetadata: {name: a}\n", "kind not set"),
+            (
+                "apiVersion: v2\nkind: Secret\nmetadata: {name: a}\n",
+                "apiVersion must be \"v1\"",
+            ),
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\nspec: {}\n",
+                "unknown field \"spec\"",
+            ),
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: a, finalizers: [x]}\n",
+                "unknown field \"metadata.finalizers\"",
+            ),
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: {k: '%%%'}\n",
+                "not valid base64",
+            ),
+            (
+                "apiVersion: v1\nkind: Secret\n  bad: [indent\n",
+                "error parsing m.yaml",
+            ),
+            ("- 1\n- 2\n", "must be an object"),
+        ] {
+            let e = parse(text, "m.yaml").unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains(want), "{text:?} -> {e}");
+        }
+    }
+
+    #[test]
+    fn printing_is_sorted_and_hides_write_only_and_managed_fields() {
+        let s = &parse(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: a, managedFields: [{manager: keyward}]}\ndata: {k: dg==}\ntype: Opaque\n",
+            "m",
+        )
+        .unwrap()[0];
+        let y = to_yaml(s);
+        assert_eq!(
+            y,
+            "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  name: a\ntype: Opaque\n"
+        );
+        let j = secret_json(s);
+        assert!(
+            j.starts_with("{\n    \"apiVersion\": \"v1\",\n    \"data\": {"),
+            "{j}"
+        );
+    }
+}

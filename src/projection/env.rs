@@ -1,0 +1,268 @@
+//! Secrets as environment variables, like a container's `envFrom` (every key, named
+//! `PREFIX` + key) and `env[].valueFrom.secretKeyRef` (one key as one variable).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use super::ProjectionError;
+use crate::store::Secret;
+
+/// Every key of a Secret as a variable named `prefix` + key (like `envFrom`).
+#[derive(Debug, Clone)]
+pub struct EnvFrom {
+    /// The Secret's name.
+    pub secret: String,
+    /// Prepended to each key; empty or a valid variable name start.
+    pub prefix: String,
+}
+
+/// One key of a Secret as one variable (like `secretKeyRef`).
+#[derive(Debug, Clone)]
+pub struct EnvVar {
+    /// The variable's name.
+    pub var: String,
+    /// The Secret's name.
+    pub secret: String,
+    /// The key.
+    pub key: String,
+}
+
+/// Something [`build_env`] skipped, for the caller to tell the user. Never holds a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvNotice<'a> {
+    /// An [`EnvFrom`]'s Secret does not exist (optional): nothing set from it.
+    FromMissing {
+        /// The Secret.
+        secret: &'a str,
+    },
+    /// Keys of an [`EnvFrom`]'s Secret that are not valid variable names with the prefix.
+    Skipped {
+        /// The Secret.
+        secret: &'a str,
+        /// The prefix.
+        prefix: &'a str,
+        /// The keys skipped.
+        keys: Vec<&'a str>,
+    },
+    /// An [`EnvVar`]'s Secret does not exist (optional): the variable is not set.
+    VarMissing {
+        /// The Secret.
+        secret: &'a str,
+        /// The variable.
+        var: &'a str,
+    },
+    /// An [`EnvVar`]'s key is not in its Secret (optional): the variable is not set.
+    KeyMissing {
+        /// The Secret.
+        secret: &'a str,
+        /// The key.
+        key: &'a str,
+        /// The variable.
+        var: &'a str,
+    },
+}
+
+/// A C identifier: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// A value as an environment variable: UTF-8 without NUL, or what is wrong with it.
+fn env_value(v: &[u8]) -> Result<OsString, &'static str> {
+    if v.contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    std::str::from_utf8(v)
+        .map(OsString::from)
+        .map_err(|_| "is not valid UTF-8")
+}
+
+/// The variables of `env_from` (in order), then of `env` (in order, so they win), from the
+/// Secrets of `namespace` in `secrets` (`None`: the Secret does not exist). Missing Secrets
+/// and, when `optional`, missing keys are skipped and reported to `notice`; keys that are not
+/// valid variable names are skipped and reported.
+pub fn build_env<'a>(
+    namespace: &str,
+    secrets: &'a BTreeMap<&str, Option<Secret>>,
+    env_from: &'a [EnvFrom],
+    env: &'a [EnvVar],
+    optional: bool,
+    mut notice: impl FnMut(EnvNotice<'a>),
+) -> Result<Vec<(String, OsString)>, ProjectionError> {
+    let value = |secret: &str, key: &str, v: &[u8]| {
+        env_value(v).map_err(|problem| ProjectionError::EnvValue {
+            namespace: namespace.to_owned(),
+            secret: secret.to_owned(),
+            key: key.to_owned(),
+            problem,
+        })
+    };
+    let mut out = Vec::new();
+    for from in env_from {
+        let Some(Some(s)) = secrets.get(from.secret.as_str()) else {
+            notice(EnvNotice::FromMissing {
+                secret: &from.secret,
+            });
+            continue;
+        };
+        let mut skipped = Vec::new();
+        for (key, v) in &s.data {
+            let var = format!("{}{key}", from.prefix);
+            if !is_env_name(&var) {
+                skipped.push(key.as_str());
+                continue;
+            }
+            out.push((var, value(&from.secret, key, v.as_slice())?));
+        }
+        if !skipped.is_empty() {
+            notice(EnvNotice::Skipped {
+                secret: &from.secret,
+                prefix: &from.prefix,
+                keys: skipped,
+            });
+        }
+    }
+    for e in env {
+        let Some(Some(s)) = secrets.get(e.secret.as_str()) else {
+            notice(EnvNotice::VarMissing {
+                secret: &e.secret,
+                var: &e.var,
+            });
+            continue;
+        };
+        match s.data.get(&e.key) {
+            Some(v) => out.push((e.var.clone(), value(&e.secret, &e.key, v.as_slice())?)),
+            None if optional => notice(EnvNotice::KeyMissing {
+                secret: &e.secret,
+                key: &e.key,
+                var: &e.var,
+            }),
+            None => {
+                return Err(ProjectionError::MissingEnvKey {
+                    namespace: namespace.to_owned(),
+                    secret: e.secret.clone(),
+                    key: e.key.clone(),
+                    var: e.var.clone(),
+                    keys: s.data.keys().cloned().collect(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::SecretBytes;
+
+    #[test]
+    fn names() {
+        assert!(
+            is_env_name("_a1")
+                && is_env_name("A")
+                && !is_env_name("")
+                && !is_env_name("a.b")
+                && !is_env_name("9a")
+        );
+    }
+
+    fn secret(data: &[(&str, &[u8])]) -> Option<Secret> {
+        Some(Secret {
+            data: data
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), SecretBytes::new(v.to_vec())))
+                .collect(),
+            ..Secret::default()
+        })
+    }
+
+    #[test]
+    fn env_from_then_env_with_notices() {
+        let secrets = BTreeMap::from([
+            (
+                "db",
+                secret(&[("user", b"admin"), ("pass", b"pw"), ("a.b", b"x")]),
+            ),
+            ("gone", None),
+        ]);
+        let from = |secret: &str, prefix: &str| EnvFrom {
+            secret: secret.into(),
+            prefix: prefix.into(),
+        };
+        let var = |var: &str, secret: &str, key: &str| EnvVar {
+            var: var.into(),
+            secret: secret.into(),
+            key: key.into(),
+        };
+        let env_from = [from("db", "DB_"), from("gone", "")];
+        let env = [
+            var("USER", "db", "user"),
+            var("X", "gone", "k"),
+            var("Y", "db", "nope"),
+        ];
+        let mut notices = Vec::new();
+        let vars = build_env("ns", &secrets, &env_from, &env, true, |n| notices.push(n)).unwrap();
+        let vars: Vec<(&str, &str)> = vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            vars,
+            [("DB_pass", "pw"), ("DB_user", "admin"), ("USER", "admin")]
+        );
+        assert_eq!(
+            notices,
+            [
+                EnvNotice::Skipped {
+                    secret: "db",
+                    prefix: "DB_",
+                    keys: vec!["a.b"]
+                },
+                EnvNotice::FromMissing { secret: "gone" },
+                EnvNotice::VarMissing {
+                    secret: "gone",
+                    var: "X"
+                },
+                EnvNotice::KeyMissing {
+                    secret: "db",
+                    key: "nope",
+                    var: "Y"
+                },
+            ]
+        );
+        let e = build_env("ns", &secrets, &[], &env, false, drop).unwrap_err();
+        assert!(
+            matches!(&e, ProjectionError::MissingEnvKey { keys, .. } if keys == &["a.b", "pass", "user"]),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "secret ns/db has no key \"nope\"");
+    }
+
+    #[test]
+    fn env_values_must_be_utf8_without_nul() {
+        assert_eq!(env_value(b"ok=1").unwrap(), "ok=1");
+        assert_eq!(env_value(b"a\0b").unwrap_err(), "contains a NUL byte");
+        assert_eq!(env_value(b"\xff").unwrap_err(), "is not valid UTF-8");
+        let secrets = BTreeMap::from([("s", secret(&[("k", b"a\0b")]))]);
+        let e = build_env(
+            "n",
+            &secrets,
+            &[EnvFrom {
+                secret: "s".into(),
+                prefix: String::new(),
+            }],
+            &[],
+            false,
+            drop,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "secret n/s key \"k\": the value contains a NUL byte, so it cannot be an environment variable"
+        );
+    }
+}
