@@ -389,7 +389,10 @@ impl fmt::Debug for AesGcmKey {
 pub const GCM_NONCE_LEN: usize = 12;
 
 impl AesGcmKey {
-    /// A key of 16, 24 or 32 bytes; `None` for any other length.
+    /// The key lengths [`AesGcmKey::new`] accepts, in bytes (AES-128, AES-192, AES-256).
+    pub const KEY_SIZES: &'static [usize] = &[16, 24, 32];
+
+    /// A key of one of [`AesGcmKey::KEY_SIZES`] bytes; `None` for any other length.
     pub fn new(key: &[u8]) -> Option<Self> {
         let cipher = match key.len() {
             16 => Cipher::Aes128(Box::new(Aes128Gcm::new_from_slice(key).ok()?)),
@@ -398,6 +401,13 @@ impl AesGcmKey {
             _ => return None,
         };
         Some(Self(cipher))
+    }
+
+    /// AES-256-GCM under `key`.
+    pub fn aes256(key: &Key32) -> Self {
+        Self(Cipher::Aes256(Box::new(Aes256Gcm::new(
+            key.expose().into(),
+        ))))
     }
 
     /// Appends `ciphertext || tag` to `out`, with a 12-byte `nonce`.
@@ -436,6 +446,9 @@ impl fmt::Debug for SecretboxKey {
 pub const SECRETBOX_NONCE_LEN: usize = 24;
 
 impl SecretboxKey {
+    /// The key length [`SecretboxKey::new`] accepts, in bytes.
+    pub const KEY_SIZES: &'static [usize] = &[32];
+
     /// A 32-byte key; `None` for any other length.
     pub fn new(key: &[u8]) -> Option<Self> {
         Some(Self(Cipher::XSalsa(Box::new(
@@ -495,9 +508,19 @@ impl fmt::Debug for AesCbcKey {
 pub const AES_BLOCK: usize = 16;
 
 impl AesCbcKey {
-    /// A key of 16, 24 or 32 bytes; `None` for any other length.
+    /// The key lengths [`AesCbcKey::new`] accepts, in bytes (AES-128, AES-192, AES-256).
+    pub const KEY_SIZES: &'static [usize] = &[16, 24, 32];
+
+    /// A key of one of [`AesCbcKey::KEY_SIZES`] bytes; `None` for any other length.
     pub fn new(key: &[u8]) -> Option<Self> {
-        matches!(key.len(), 16 | 24 | 32).then(|| Self(Zeroizing::new(key.to_vec())))
+        Self::KEY_SIZES
+            .contains(&key.len())
+            .then(|| Self(Zeroizing::new(key.to_vec())))
+    }
+
+    /// AES-256-CBC under `key`.
+    pub fn aes256(key: &Key32) -> Self {
+        Self(Zeroizing::new(key.expose().to_vec()))
     }
 
     /// Appends AES-CBC(PKCS#7(plaintext)) with `iv` to `out`.
@@ -678,6 +701,47 @@ c0875924c1c7987947deafd8780acf49");
             b"what do ya want for nothing?",
             &bad
         ));
+    }
+
+    #[test]
+    fn key_sizes_are_the_lengths_new_accepts() {
+        for len in 0..=64 {
+            let key = vec![7u8; len];
+            let want = |sizes: &[usize]| sizes.contains(&len);
+            assert_eq!(
+                AesGcmKey::new(&key).is_some(),
+                want(AesGcmKey::KEY_SIZES),
+                "{len}"
+            );
+            assert_eq!(
+                AesCbcKey::new(&key).is_some(),
+                want(AesCbcKey::KEY_SIZES),
+                "{len}"
+            );
+            assert_eq!(
+                SecretboxKey::new(&key).is_some(),
+                want(SecretboxKey::KEY_SIZES),
+                "{len}"
+            );
+        }
+        // The 256-bit constructors are the same ciphers as `new` with 32 bytes.
+        let key = Key32::from_slice(&[9u8; 32]).unwrap();
+        let (nonce, iv) = ([1u8; GCM_NONCE_LEN], [2u8; AES_BLOCK]);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        AesGcmKey::aes256(&key)
+            .seal_into(&nonce, b"ad", b"pt", &mut a)
+            .unwrap();
+        AesGcmKey::new(&[9u8; 32])
+            .unwrap()
+            .seal_into(&nonce, b"ad", b"pt", &mut b)
+            .unwrap();
+        assert_eq!(a, b);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        AesCbcKey::aes256(&key).encrypt_into(&iv, b"pt", &mut a);
+        AesCbcKey::new(&[9u8; 32])
+            .unwrap()
+            .encrypt_into(&iv, b"pt", &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -30,7 +30,9 @@
 //!   and etcd over etcd's v3 gRPC API.
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
 //! - [`names`] owns Kubernetes name rules (DNS-1123 labels and subdomains, FQDNs).
-//! - [`uds`] owns Unix domain sockets: safe binding for servers, gRPC channels for clients.
+//! - [`go_duration`] owns Go's duration format (`3s`, `1m30s`), as Kubernetes files write it.
+//! - [`uds`] owns Unix domain sockets: safe binding for servers, gRPC channels for clients,
+//!   and `unix://` endpoints.
 //! - [`crypto`] owns the cryptographic primitives; it is the only module that names an AEAD,
 //!   KDF or MAC crate.
 //! - [`pb`] holds the generated protobuf code.
@@ -43,6 +45,7 @@ pub mod bench;
 pub mod cli;
 pub mod crypto;
 pub mod encryption;
+pub mod go_duration;
 pub mod keyring;
 pub mod kms;
 pub mod manifest;

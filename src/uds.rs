@@ -1,5 +1,6 @@
-//! Unix domain sockets: binding with safe permissions and stale-socket handling (servers), and
-//! gRPC channels to a socket path or a Linux abstract socket (clients).
+//! Unix domain sockets: binding with safe permissions and stale-socket handling (servers),
+//! gRPC channels to a socket path or a Linux abstract socket (clients), and the `unix://`
+//! endpoints that name them ([`parse_unix_endpoint`]).
 
 use std::fs;
 use std::io;
@@ -153,6 +154,67 @@ impl std::fmt::Display for UnixTarget {
     }
 }
 
+/// Why an endpoint does not name a Unix socket. Every case is the caller's input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The scheme is not `unix` (empty when the endpoint has none).
+    #[error("unsupported scheme {0:?}, only unix is supported")]
+    UnsupportedScheme(String),
+    /// `unix:` with no absolute path after it (e.g. `unix://relative.sock`).
+    #[error("the endpoint names no socket path; write unix:///absolute/path/to/socket")]
+    NoSocketPath,
+    /// A `%` in the path not followed by two hex digits, or decoding to invalid UTF-8.
+    #[error("invalid percent-encoding in the endpoint path")]
+    PercentEncoding,
+    /// `unix:///@` with no name after the `@`.
+    #[error("empty abstract socket name")]
+    EmptyAbstractName,
+}
+
+/// `unix:///path` (or `unix://host/path`, whose host Go ignores) to the socket it names, the
+/// path percent-decoded; a path starting with `/@` is a Linux abstract socket (k8s.io/kms
+/// `util.ParseEndpoint`, which kube-apiserver uses for KMS plugin endpoints).
+pub fn parse_unix_endpoint(endpoint: &str) -> Result<UnixTarget, EndpointError> {
+    let Some((scheme, rest)) = endpoint.split_once(':') else {
+        return Err(EndpointError::UnsupportedScheme(String::new()));
+    };
+    if scheme != "unix" {
+        return Err(EndpointError::UnsupportedScheme(scheme.to_owned()));
+    }
+    let path = if let Some(after) = rest.strip_prefix("//") {
+        after.find('/').map(|i| &after[i..]).unwrap_or("")
+    } else {
+        rest
+    };
+    if !path.starts_with('/') {
+        return Err(EndpointError::NoSocketPath);
+    }
+    let path = percent_decode(path).ok_or(EndpointError::PercentEncoding)?;
+    match path.strip_prefix("/@") {
+        Some("") => Err(EndpointError::EmptyAbstractName),
+        Some(name) => Ok(UnixTarget::Abstract(name.to_owned())),
+        None => Ok(UnixTarget::Path(PathBuf::from(path))),
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// Connects one stream to `target`.
 pub async fn connect(target: &UnixTarget) -> io::Result<UnixStream> {
     match target {
@@ -228,6 +290,52 @@ mod tests {
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o660
         );
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_unix_endpoint("unix:///var/run/kms.sock"),
+            Ok(UnixTarget::Path("/var/run/kms.sock".into()))
+        );
+        assert_eq!(
+            parse_unix_endpoint("unix://ignored-host/var/run/kms.sock"),
+            Ok(UnixTarget::Path("/var/run/kms.sock".into()))
+        );
+        assert_eq!(
+            parse_unix_endpoint("unix:/var/run/kms.sock"),
+            Ok(UnixTarget::Path("/var/run/kms.sock".into()))
+        );
+        assert_eq!(
+            parse_unix_endpoint("unix:///tmp/a%20b.sock"),
+            Ok(UnixTarget::Path("/tmp/a b.sock".into()))
+        );
+        assert_eq!(
+            parse_unix_endpoint("unix:///@foo"),
+            Ok(UnixTarget::Abstract("foo".into()))
+        );
+        for (bad, want) in [
+            ("unix://foo.sock", EndpointError::NoSocketPath),
+            ("unix://", EndpointError::NoSocketPath),
+            ("unix:///@", EndpointError::EmptyAbstractName),
+            ("unix:///a%2", EndpointError::PercentEncoding),
+            ("unix:///a%zz", EndpointError::PercentEncoding),
+            ("unix:///a%ff", EndpointError::PercentEncoding),
+            (
+                "/var/run/kms.sock",
+                EndpointError::UnsupportedScheme(String::new()),
+            ),
+            (
+                "http://x/y",
+                EndpointError::UnsupportedScheme("http".into()),
+            ),
+        ] {
+            assert_eq!(parse_unix_endpoint(bad), Err(want), "{bad}");
+        }
+        // Display prints the endpoint a target would be parsed from.
+        for e in ["unix:///var/run/kms.sock", "unix:///@foo"] {
+            assert_eq!(parse_unix_endpoint(e).unwrap().to_string(), e);
+        }
     }
 
     #[test]

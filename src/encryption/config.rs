@@ -1,17 +1,25 @@
 //! `EncryptionConfiguration` (`apiserver.config.k8s.io/v1`): strict decoding, defaulting and
 //! validation with kube-apiserver's rules and messages (facts §4.1; upstream
 //! `pkg/apis/apiserver/validation/validation_encryption.go` and `encryptionconfig/config.go`).
+//!
+//! Parsing yields typed values only: a local provider's keys are ciphers that can hold nothing
+//! but a key of a valid size ([`AesCbcKey`], [`AesGcmKey`], [`SecretboxKey`]), and a kms
+//! provider's endpoint is the socket it names ([`UnixTarget`]). Key material never appears in
+//! `Debug` output or in error messages (they print `REDACTED`).
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-pub use crate::uds::UnixTarget;
+use crate::crypto::{AesCbcKey, AesGcmKey, SecretboxKey};
+pub use crate::go_duration::parse as parse_go_duration;
+pub use crate::uds::{parse_unix_endpoint, EndpointError, UnixTarget};
 
 /// Default KMS call timeout (upstream `defaults.go`).
 pub const DEFAULT_KMS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -71,25 +79,35 @@ pub enum ProviderConfiguration {
     /// Stores plaintext.
     Identity,
     /// AES-CBC with PKCS#7 padding (keys in order; the first writes).
-    AesCbc(Vec<KeyConfig>),
+    AesCbc(Vec<KeyConfig<AesCbcKey>>),
     /// AES-GCM with random nonces.
-    AesGcm(Vec<KeyConfig>),
+    AesGcm(Vec<KeyConfig<AesGcmKey>>),
     /// XSalsa20-Poly1305.
-    Secretbox(Vec<KeyConfig>),
+    Secretbox(Vec<KeyConfig<SecretboxKey>>),
     /// Envelope encryption through a KMS plugin.
     Kms(KmsConfiguration),
 }
 
-/// A named key of a local provider.
-#[derive(Clone)]
-pub struct KeyConfig {
+/// A named key of a local provider: `K` is the provider's cipher ([`AesCbcKey`],
+/// [`AesGcmKey`] or [`SecretboxKey`]), built when the file is parsed, so it always holds a key of
+/// a size the provider accepts. The key bytes are zeroized when the last clone is dropped.
+pub struct KeyConfig<K> {
     /// The key's name, written into every value's prefix.
     pub name: String,
-    /// The decoded key bytes.
-    pub secret: Zeroizing<Vec<u8>>,
+    /// The key, shared with the provider chains built from this configuration.
+    pub key: Arc<K>,
 }
 
-impl fmt::Debug for KeyConfig {
+impl<K> Clone for KeyConfig<K> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyConfig<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyConfig({}, [REDACTED])", self.name)
     }
@@ -291,27 +309,33 @@ fn provider(
         return Some(ProviderConfiguration::Identity);
     }
     if let Some(k) = p.aesgcm {
-        return keys(k, &format!("{path}.aesgcm.keys"), &[16, 24, 32], errs)
+        let path = format!("{path}.aesgcm.keys");
+        return keys(k, &path, AesGcmKey::KEY_SIZES, AesGcmKey::new, errs)
             .map(ProviderConfiguration::AesGcm);
     }
     if let Some(k) = p.aescbc {
-        return keys(k, &format!("{path}.aescbc.keys"), &[16, 24, 32], errs)
+        let path = format!("{path}.aescbc.keys");
+        return keys(k, &path, AesCbcKey::KEY_SIZES, AesCbcKey::new, errs)
             .map(ProviderConfiguration::AesCbc);
     }
     if let Some(k) = p.secretbox {
-        return keys(k, &format!("{path}.secretbox.keys"), &[32], errs)
+        let path = format!("{path}.secretbox.keys");
+        return keys(k, &path, SecretboxKey::KEY_SIZES, SecretboxKey::new, errs)
             .map(ProviderConfiguration::Secretbox);
     }
     let k = p.kms?;
     kms(k, &format!("{path}.kms"), kms_names, opts, errs).map(ProviderConfiguration::Kms)
 }
 
-fn keys(
+/// Decodes a local provider's keys into ciphers made by `new`, which accepts a key of any of
+/// `sizes` bytes (named in the error for any other length).
+fn keys<K>(
     raw: RawKeys,
     path: &str,
     sizes: &[usize],
+    new: fn(&[u8]) -> Option<K>,
     errs: &mut Vec<String>,
-) -> Option<Vec<KeyConfig>> {
+) -> Option<Vec<KeyConfig<K>>> {
     let raw = raw.keys.unwrap_or_default();
     if raw.is_empty() {
         errs.push(format!(
@@ -342,16 +366,16 @@ fn keys(
             continue;
         };
         let bytes = Zeroizing::new(bytes);
-        if !sizes.contains(&bytes.len()) {
+        let Some(key) = new(&bytes) else {
             errs.push(format!(
                 "{path}[{i}].secret: Invalid value: \"REDACTED\": secret is not of the expected length, got {}, expected one of {sizes:?}",
                 bytes.len()
             ));
             continue;
-        }
+        };
         out.push(KeyConfig {
             name,
-            secret: bytes,
+            key: Arc::new(key),
         });
     }
     (errs.len() == before).then_some(out)
@@ -409,7 +433,13 @@ fn kms(
     } else {
         match parse_unix_endpoint(&endpoint) {
             Ok(t) => Some(t),
-            Err(msg) => {
+            Err(e) => {
+                let msg = match e {
+                    EndpointError::UnsupportedScheme(scheme) => format!(
+                        "unsupported scheme {scheme:?} for KMS provider, only unix is supported"
+                    ),
+                    e => e.to_string(),
+                };
                 errs.push(format!(
                     "{path}.endpoint: Invalid value: {endpoint:?}: {msg}"
                 ));
@@ -563,103 +593,6 @@ fn check_masking(rules: &[ResourceConfiguration], errs: &mut Vec<String>) {
     }
 }
 
-/// Go's `time.ParseDuration`: an optional sign, then one or more decimal numbers each with a
-/// unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); `0` alone is allowed. `None` for anything else
-/// and for negative values' magnitude overflow. A negative duration comes back as zero.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    let (neg, mut rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_end];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return None;
-        }
-        let value: f64 = num.parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += value * nanos_per;
-    }
-    if !total.is_finite() || total > i64::MAX as f64 {
-        return None;
-    }
-    Some(if neg {
-        Duration::ZERO
-    } else {
-        Duration::from_nanos(total.round() as u64)
-    })
-}
-
-/// `unix:///path` (or `unix://host/path`, whose host Go ignores) to the socket it names; a
-/// path starting with `/@` is a Linux abstract socket (k8s.io/kms `util.ParseEndpoint`).
-pub fn parse_unix_endpoint(endpoint: &str) -> Result<UnixTarget, String> {
-    let Some((scheme, rest)) = endpoint.split_once(':') else {
-        return Err("unsupported scheme \"\" for KMS provider, only unix is supported".into());
-    };
-    if scheme != "unix" {
-        return Err(format!(
-            "unsupported scheme {scheme:?} for KMS provider, only unix is supported"
-        ));
-    }
-    let path = if let Some(after) = rest.strip_prefix("//") {
-        after.find('/').map(|i| &after[i..]).unwrap_or("")
-    } else {
-        rest
-    };
-    if !path.starts_with('/') {
-        return Err(
-            "the endpoint names no socket path; write unix:///absolute/path/to/socket".into(),
-        );
-    }
-    let path = percent_decode(path).ok_or("invalid percent-encoding in the endpoint path")?;
-    match path.strip_prefix("/@") {
-        Some(name) if !name.is_empty() => Ok(UnixTarget::Abstract(name.to_owned())),
-        Some(_) => Err("empty abstract socket name".into()),
-        None => Ok(UnixTarget::Path(PathBuf::from(path))),
-    }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,6 +736,12 @@ resources:
                 "unsupported scheme \"tcp\" for KMS provider, only unix is supported",
             ),
             (wrap("[secrets]", "      - kms: {apiVersion: v2, name: a, endpoint: 'unix://rel.sock'}\n"), "names no socket path"),
+            (
+                wrap("[secrets]", "      - kms: {apiVersion: v2, name: a, endpoint: '/run/kms.sock'}\n"),
+                "kms.endpoint: Invalid value: \"/run/kms.sock\": unsupported scheme \"\" for KMS provider, only unix is supported",
+            ),
+            (wrap("[secrets]", "      - kms: {apiVersion: v2, name: a, endpoint: 'unix:///@'}\n"), "kms.endpoint: Invalid value: \"unix:///@\": empty abstract socket name"),
+            (wrap("[secrets]", "      - kms: {apiVersion: v2, name: a, endpoint: 'unix:///a%zz'}\n"), "invalid percent-encoding in the endpoint path"),
             (wrap("[secrets]", "      - kms: {apiVersion: v2, name: a, endpoint: 'unix:///a', timeout: 0s}\n"), "kms.timeout: Invalid value: \"0s\": timeout should be a positive value"),
             (wrap("[secrets]", "      - kms: {apiVersion: v2, name: a, endpoint: 'unix:///a', timeout: -1s}\n"), "timeout should be a positive value"),
             (wrap("[secrets]", "      - kms: {apiVersion: v2, name: a, endpoint: 'unix:///a', timeout: 3 seconds}\n"), "not a duration"),
@@ -882,53 +821,48 @@ resources:
     }
 
     #[test]
-    fn go_durations() {
-        for (s, ms) in [
-            ("3s", 3000),
-            ("500ms", 500),
-            ("1m30s", 90_000),
-            ("1.5s", 1500),
-            ("2h", 7_200_000),
-            ("0", 0),
-            ("1h1m1s1ms", 3_661_001),
-            ("+3s", 3000),
-            ("-3s", 0),
+    fn debug_of_a_parsed_config_shows_no_key_material() {
+        const K24: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"; // 24 bytes
+        let text = wrap(
+            "[secrets]",
+            &format!(
+                "      - aescbc: {{keys: [{{name: c1, secret: {K32}}}, {{name: c2, secret: {K16}}}]}}\n      - aesgcm: {{keys: [{{name: g1, secret: {K24}}}]}}\n      - secretbox: {{keys: [{{name: s1, secret: {K32}}}]}}\n      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix:///run/kms.sock'}}\n      - identity: {{}}\n"
+            ),
+        );
+        let c = parse(&text, ParseOptions::default()).unwrap();
+        // The keys are the ciphers, built once here.
+        match &c.resources[0].providers[..] {
+            [ProviderConfiguration::AesCbc(cbc), ProviderConfiguration::AesGcm(gcm), ProviderConfiguration::Secretbox(sb), ProviderConfiguration::Kms(_), ProviderConfiguration::Identity] =>
+            {
+                let names: Vec<_> = cbc.iter().map(|k| k.name.as_str()).collect();
+                assert_eq!(names, ["c1", "c2"]);
+                assert_eq!((gcm[0].name.as_str(), sb[0].name.as_str()), ("g1", "s1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Every key decodes to ASCII "0123456789abcdef...": look for it in every form Debug
+        // could print bytes or strings (text, decimal bytes, hex, base64).
+        let forbidden = [
+            K32,
+            K24,
+            K16,
+            "MDEyMzQ1Njc4OWFiY2Rl",
+            "0123456789abcdef",
+            "48, 49, 50",
+            "0x30",
+            "30313233",
+            "48,\n",
+        ];
+        for shown in [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{:?}", c.clone()),
         ] {
-            assert_eq!(parse_go_duration(s), Some(Duration::from_millis(ms)), "{s}");
+            for f in forbidden {
+                assert!(!shown.contains(f), "{f:?} in {shown}");
+            }
+            assert!(shown.contains("KeyConfig(c1, [REDACTED])"), "{shown}");
+            assert!(shown.contains("KeyConfig(s1, [REDACTED])"), "{shown}");
         }
-        assert_eq!(
-            parse_go_duration("1500us"),
-            Some(Duration::from_micros(1500))
-        );
-        for bad in ["", "3", "s", "3x", "1..5s", "3 s", "-", "3S"] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn endpoints() {
-        assert_eq!(
-            parse_unix_endpoint("unix:///var/run/kms.sock"),
-            Ok(UnixTarget::Path("/var/run/kms.sock".into()))
-        );
-        assert_eq!(
-            parse_unix_endpoint("unix://ignored-host/var/run/kms.sock"),
-            Ok(UnixTarget::Path("/var/run/kms.sock".into()))
-        );
-        assert_eq!(
-            parse_unix_endpoint("unix:///tmp/a%20b.sock"),
-            Ok(UnixTarget::Path("/tmp/a b.sock".into()))
-        );
-        assert_eq!(
-            parse_unix_endpoint("unix:///@foo"),
-            Ok(UnixTarget::Abstract("foo".into()))
-        );
-        assert!(parse_unix_endpoint("unix://foo.sock").is_err());
-        assert!(parse_unix_endpoint("/var/run/kms.sock")
-            .unwrap_err()
-            .contains("unsupported scheme"));
-        assert!(parse_unix_endpoint("http://x/y")
-            .unwrap_err()
-            .contains("\"http\""));
     }
 }

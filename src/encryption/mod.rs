@@ -12,9 +12,14 @@
 //!
 //! Formats and prefixes are listed in the design facts (§3, §4.3) and pinned by known-answer
 //! vectors made with Python's `cryptography` and PyNaCl (`tests/data/encryption_vectors.json`).
+//!
+//! Submodules: [`config`] parses the file into typed values (keys included); `local` holds the
+//! aescbc, aesgcm and secretbox formats; `kms_client` the kms v1 and v2 providers, clients of a
+//! KMS plugin; [`reload`] re-reads the file while serving. This file holds the chain.
 
 pub mod config;
-mod kms;
+mod kms_client;
+mod local;
 pub mod reload;
 
 use std::collections::HashMap;
@@ -23,14 +28,12 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::crypto::{
-    self, AesCbcKey, AesGcmKey, CryptoError, SecretboxKey, AES_BLOCK, GCM_NONCE_LEN,
-    SECRETBOX_NONCE_LEN,
-};
+use crate::crypto::{self, CryptoError};
 pub use config::{
     EncryptionConfiguration, KmsApiVersion, KmsConfiguration, ParseOptions, ProviderConfiguration,
 };
-pub use kms::{is_fqdn, KmsPollGuard, KmsV2Status};
+pub use kms_client::{is_fqdn, KmsPollGuard, KmsV2Status};
+use local::LocalKey;
 
 /// Prefix every encrypted value starts with; identity refuses to read such data.
 pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
@@ -118,20 +121,42 @@ pub struct ReadInfo {
     pub stale: bool,
 }
 
+/// A provider with one key (or one KMS plugin); everything in it is shared, so cloning is cheap.
+#[derive(Clone)]
 enum Kind {
     Identity,
-    AesCbc(Arc<AesCbcKey>),
-    AesGcm(Arc<AesGcmKey>),
-    Secretbox(Arc<SecretboxKey>),
-    KmsV1(Arc<kms::KmsV1>),
-    KmsV2(Arc<kms::KmsV2>),
+    Local(LocalKey),
+    KmsV1(Arc<kms_client::KmsV1>),
+    KmsV2(Arc<kms_client::KmsV2>),
 }
 
+/// One link of a chain: values starting with `prefix` are read by `kind`.
+#[derive(Clone)]
 struct Entry {
     prefix: Vec<u8>,
     provider: &'static str,
     key: String,
     kind: Kind,
+}
+
+impl Entry {
+    fn identity() -> Self {
+        Self {
+            prefix: Vec::new(),
+            provider: "identity",
+            key: String::new(),
+            kind: Kind::Identity,
+        }
+    }
+
+    fn local(name: &str, key: LocalKey) -> Self {
+        Self {
+            prefix: key.prefix(name),
+            provider: key.provider(),
+            key: name.to_owned(),
+            kind: Kind::Local(key),
+        }
+    }
 }
 
 impl fmt::Debug for Entry {
@@ -156,12 +181,7 @@ impl Transformer {
     /// A chain that stores plaintext (what kube-apiserver uses for unconfigured resources).
     pub fn identity() -> Self {
         Self {
-            entries: vec![Entry {
-                prefix: Vec::new(),
-                provider: "identity",
-                key: String::new(),
-                kind: Kind::Identity,
-            }],
+            entries: vec![Entry::identity()],
             random: Arc::new(OsRandom),
         }
     }
@@ -186,26 +206,7 @@ impl Transformer {
         out.extend_from_slice(&e.prefix);
         match &e.kind {
             Kind::Identity => out.extend_from_slice(plaintext),
-            Kind::AesCbc(k) => {
-                let mut iv = [0u8; AES_BLOCK];
-                rnd.fill(&mut iv).map_err(EncryptionError::Crypto)?;
-                out.extend_from_slice(&iv);
-                k.encrypt_into(&iv, plaintext, &mut out);
-            }
-            Kind::AesGcm(k) => {
-                let mut nonce = [0u8; GCM_NONCE_LEN];
-                rnd.fill(&mut nonce).map_err(EncryptionError::Crypto)?;
-                out.extend_from_slice(&nonce);
-                k.seal_into(&nonce, aad, plaintext, &mut out)
-                    .map_err(EncryptionError::Crypto)?;
-            }
-            Kind::Secretbox(k) => {
-                let mut nonce = [0u8; SECRETBOX_NONCE_LEN];
-                rnd.fill(&mut nonce).map_err(EncryptionError::Crypto)?;
-                out.extend_from_slice(&nonce);
-                k.seal_into(&nonce, plaintext, &mut out)
-                    .map_err(EncryptionError::Crypto)?;
-            }
+            Kind::Local(k) => k.seal_into(rnd, aad, plaintext, &mut out)?,
             Kind::KmsV1(k) => k.seal_into(rnd, aad, plaintext, &mut out).await?,
             Kind::KmsV2(k) => k.seal_into(rnd, aad, plaintext, &mut out)?,
         }
@@ -232,36 +233,9 @@ impl Transformer {
                         Ok((Zeroizing::new(body.to_vec()), false, String::new()))
                     }
                 }
-                Kind::AesCbc(k) => {
-                    if body.len() < AES_BLOCK {
-                        Err(malformed("aescbc", "shorter than one block"))
-                    } else {
-                        let (iv, ct) = body.split_at(AES_BLOCK);
-                        k.decrypt(iv, ct)
-                            .map(|pt| (pt, false, e.key.clone()))
-                            .map_err(|_| decrypt_err(e))
-                    }
-                }
-                Kind::AesGcm(k) => {
-                    if body.len() < GCM_NONCE_LEN {
-                        Err(malformed("aesgcm", "shorter than the nonce"))
-                    } else {
-                        let (nonce, sealed) = body.split_at(GCM_NONCE_LEN);
-                        k.open(nonce, aad, sealed)
-                            .map(|pt| (pt, false, e.key.clone()))
-                            .map_err(|_| decrypt_err(e))
-                    }
-                }
-                Kind::Secretbox(k) => {
-                    if body.len() < SECRETBOX_NONCE_LEN {
-                        Err(malformed("secretbox", "shorter than the nonce"))
-                    } else {
-                        let (nonce, sealed) = body.split_at(SECRETBOX_NONCE_LEN);
-                        k.open(nonce, sealed)
-                            .map(|pt| (pt, false, e.key.clone()))
-                            .map_err(|_| decrypt_err(e))
-                    }
-                }
+                Kind::Local(k) => k
+                    .open(&e.key, aad, body)
+                    .map(|pt| (pt, false, e.key.clone())),
                 Kind::KmsV1(k) => k
                     .open(aad, body)
                     .await
@@ -292,20 +266,6 @@ impl Transformer {
     }
 }
 
-fn malformed(provider: &'static str, reason: &str) -> EncryptionError {
-    EncryptionError::Malformed {
-        provider,
-        reason: reason.to_owned(),
-    }
-}
-
-fn decrypt_err(e: &Entry) -> EncryptionError {
-    EncryptionError::Decrypt {
-        provider: e.provider,
-        key: e.key.clone(),
-    }
-}
-
 /// A parsed group/resource such as `secrets` or `deployments.apps`.
 type GroupResource = (String, String);
 
@@ -321,7 +281,7 @@ pub struct Encryption {
     by_resource: HashMap<GroupResource, Arc<Transformer>>,
     identity: Arc<Transformer>,
     _pollers: Vec<KmsPollGuard>,
-    kms_v2: Vec<Arc<kms::KmsV2>>,
+    kms_v2: Vec<Arc<kms_client::KmsV2>>,
 }
 
 impl fmt::Debug for Encryption {
@@ -351,57 +311,28 @@ impl Encryption {
             let mut entries = Vec::new();
             for p in &rule.providers {
                 match p {
-                    ProviderConfiguration::Identity => entries.push(Entry {
-                        prefix: Vec::new(),
-                        provider: "identity",
-                        key: String::new(),
-                        kind: Kind::Identity,
-                    }),
-                    ProviderConfiguration::AesCbc(keys) => {
-                        for k in keys {
-                            entries.push(Entry {
-                                prefix: format!("k8s:enc:aescbc:v1:{}:", k.name).into_bytes(),
-                                provider: "aescbc",
-                                key: k.name.clone(),
-                                kind: Kind::AesCbc(Arc::new(
-                                    AesCbcKey::new(&k.secret).expect("validated key size"),
-                                )),
-                            });
-                        }
-                    }
-                    ProviderConfiguration::AesGcm(keys) => {
-                        for k in keys {
-                            entries.push(Entry {
-                                prefix: format!("k8s:enc:aesgcm:v1:{}:", k.name).into_bytes(),
-                                provider: "aesgcm",
-                                key: k.name.clone(),
-                                kind: Kind::AesGcm(Arc::new(
-                                    AesGcmKey::new(&k.secret).expect("validated key size"),
-                                )),
-                            });
-                        }
-                    }
-                    ProviderConfiguration::Secretbox(keys) => {
-                        for k in keys {
-                            entries.push(Entry {
-                                prefix: format!("k8s:enc:secretbox:v1:{}:", k.name).into_bytes(),
-                                provider: "secretbox",
-                                key: k.name.clone(),
-                                kind: Kind::Secretbox(Arc::new(
-                                    SecretboxKey::new(&k.secret).expect("validated key size"),
-                                )),
-                            });
-                        }
-                    }
+                    ProviderConfiguration::Identity => entries.push(Entry::identity()),
+                    ProviderConfiguration::AesCbc(keys) => entries.extend(
+                        keys.iter()
+                            .map(|k| Entry::local(&k.name, LocalKey::AesCbc(k.key.clone()))),
+                    ),
+                    ProviderConfiguration::AesGcm(keys) => entries.extend(
+                        keys.iter()
+                            .map(|k| Entry::local(&k.name, LocalKey::AesGcm(k.key.clone()))),
+                    ),
+                    ProviderConfiguration::Secretbox(keys) => entries.extend(
+                        keys.iter()
+                            .map(|k| Entry::local(&k.name, LocalKey::Secretbox(k.key.clone()))),
+                    ),
                     ProviderConfiguration::Kms(k) => match k.api_version {
                         KmsApiVersion::V1 => entries.push(Entry {
                             prefix: format!("k8s:enc:kms:v1:{}:", k.name).into_bytes(),
                             provider: "kms-v1",
                             key: k.name.clone(),
-                            kind: Kind::KmsV1(Arc::new(kms::KmsV1::new(k))),
+                            kind: Kind::KmsV1(Arc::new(kms_client::KmsV1::new(k))),
                         }),
                         KmsApiVersion::V2 => {
-                            let provider = Arc::new(kms::KmsV2::new(k, random.clone()));
+                            let provider = Arc::new(kms_client::KmsV2::new(k, random.clone()));
                             provider.check().await;
                             pollers.push(provider.clone().start_polling());
                             kms_v2.push(provider.clone());
@@ -430,10 +361,9 @@ impl Encryption {
         let by_resource = by_resource
             .into_iter()
             .map(|(gr, ts)| {
-                let t = if ts.len() == 1 {
-                    ts.into_iter().next().expect("one element")
-                } else {
-                    Arc::new(merge(&ts, random.clone()))
+                let t = match <[Arc<Transformer>; 1]>::try_from(ts) {
+                    Ok([t]) => t,
+                    Err(ts) => Arc::new(merge(&ts, random.clone())),
                 };
                 (gr, t)
             })
@@ -478,25 +408,10 @@ impl Encryption {
     }
 }
 
+/// One chain reading through every chain of `ts` in order; the first one's first provider
+/// writes.
 fn merge(ts: &[Arc<Transformer>], random: Arc<dyn RandomSource>) -> Transformer {
-    let mut entries = Vec::new();
-    for t in ts {
-        for e in &t.entries {
-            entries.push(Entry {
-                prefix: e.prefix.clone(),
-                provider: e.provider,
-                key: e.key.clone(),
-                kind: match &e.kind {
-                    Kind::Identity => Kind::Identity,
-                    Kind::AesCbc(k) => Kind::AesCbc(k.clone()),
-                    Kind::AesGcm(k) => Kind::AesGcm(k.clone()),
-                    Kind::Secretbox(k) => Kind::Secretbox(k.clone()),
-                    Kind::KmsV1(k) => Kind::KmsV1(k.clone()),
-                    Kind::KmsV2(k) => Kind::KmsV2(k.clone()),
-                },
-            });
-        }
-    }
+    let entries = ts.iter().flat_map(|t| t.entries.iter().cloned()).collect();
     Transformer { entries, random }
 }
 
@@ -504,6 +419,7 @@ fn merge(ts: &[Arc<Transformer>], random: Arc<dyn RandomSource>) -> Transformer 
 mod tests {
     use super::config::{KeyConfig, ResourceConfiguration};
     use super::*;
+    use crate::crypto::{AesCbcKey, AesGcmKey, SecretboxKey};
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
     use std::collections::BTreeMap;
@@ -531,14 +447,16 @@ mod tests {
     }
 
     fn local_config(provider: &str, name: &str, key: Vec<u8>) -> EncryptionConfiguration {
-        let keys = vec![KeyConfig {
-            name: name.to_owned(),
-            secret: Zeroizing::new(key),
-        }];
+        fn keys<K>(name: &str, key: Option<K>) -> Vec<KeyConfig<K>> {
+            vec![KeyConfig {
+                name: name.to_owned(),
+                key: Arc::new(key.expect("the vector's key has a valid size")),
+            }]
+        }
         let p = match provider {
-            "aescbc" => ProviderConfiguration::AesCbc(keys),
-            "aesgcm" => ProviderConfiguration::AesGcm(keys),
-            "secretbox" => ProviderConfiguration::Secretbox(keys),
+            "aescbc" => ProviderConfiguration::AesCbc(keys(name, AesCbcKey::new(&key))),
+            "aesgcm" => ProviderConfiguration::AesGcm(keys(name, AesGcmKey::new(&key))),
+            "secretbox" => ProviderConfiguration::Secretbox(keys(name, SecretboxKey::new(&key))),
             "identity" => ProviderConfiguration::Identity,
             other => panic!("{other}"),
         };
@@ -547,6 +465,19 @@ mod tests {
                 resources: vec!["secrets".into()],
                 providers: vec![p],
             }],
+        }
+    }
+
+    #[tokio::test]
+    async fn debug_of_the_chains_shows_no_key_material() {
+        let key = b"0123456789abcdef0123456789abcdef".to_vec();
+        for p in ["aescbc", "aesgcm", "secretbox"] {
+            let enc = Encryption::build(&local_config(p, "k1", key.clone())).await;
+            let shown = format!("{enc:?} {:#?}", enc.for_resource("secrets"));
+            assert!(shown.contains(&format!("{p}:k1")), "{shown}");
+            for f in ["0123456789abcdef", "48, 49", "48,\n", "MDEy", "3031"] {
+                assert!(!shown.contains(f), "{f:?} in {shown}");
+            }
         }
     }
 
@@ -620,7 +551,7 @@ mod tests {
                     let nonce: [u8; 12] = random.as_slice().try_into().unwrap();
                     let prefix = format!("k8s:enc:kms:v1:{}:", v["kms_name"].as_str().unwrap());
                     let mut out = prefix.clone().into_bytes();
-                    kms::v1_seal(
+                    kms_client::v1_seal(
                         &wrapped,
                         &dek,
                         &nonce,
@@ -641,7 +572,7 @@ mod tests {
                         .iter()
                         .map(|(k, x)| (k.clone(), B64.decode(x.as_str().unwrap()).unwrap()))
                         .collect();
-                    let obj = kms::v2_seal(
+                    let obj = kms_client::v2_seal(
                         &seed,
                         &info,
                         &nonce,

@@ -1,14 +1,5 @@
-//! KMS v1 and v2 envelope providers: clients of any KMS plugin, behaving like kube-apiserver's
-//! (facts §2, §3, §4.3).
-//!
-//! KMS v2: one 32-byte seed is wrapped by the plugin's `Encrypt` when the plugin's `key_id`
-//! changes (never per write); every write derives a fresh AES-256-GCM key with
-//! HKDF-SHA256-Expand(seed, 32 random info bytes). `Status` is polled every minute (every 10 s
-//! after a failure); writes continue for 3 minutes after the last good check, then fail. Seeds
-//! unwrapped for reads are cached, so reads of cached data keep working while the plugin is down.
-//!
-//! KMS v1: a new 32-byte DEK per write, wrapped by the plugin, stored in front of the AES-GCM
-//! ciphertext; unwrapped DEKs are kept in an LRU cache of `cachesize` entries.
+//! The KMS v2 provider: one seed per plugin `key_id`, a key derived per write, `Status` polled
+//! in the background, unwrapped seeds cached (facts §2, §3, §4.3).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,12 +13,11 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use super::config::KmsConfiguration;
-use super::{EncryptionError, RandomSource};
-use crate::crypto::{self, AesCbcKey, AesGcmKey, AES_BLOCK, GCM_NONCE_LEN, TAG_LEN};
-use crate::pb::kms_v1beta1 as v1;
+use super::{is_fqdn, new_uid, Plugin};
+use crate::crypto::{self, AesGcmKey, GCM_NONCE_LEN, TAG_LEN};
+use crate::encryption::config::KmsConfiguration;
+use crate::encryption::{EncryptionError, RandomSource};
 use crate::pb::kms_v2 as v2;
-use crate::uds;
 
 /// Status poll period while healthy (upstream `kmsv2PluginHealthzPositiveInterval`).
 pub const POLL_HEALTHY: Duration = Duration::from_secs(60);
@@ -48,8 +38,6 @@ const SEED_CACHE: usize = 10_000;
 /// `EncryptedDEKSourceType` values.
 const SOURCE_AES_GCM_KEY: i32 = 0;
 const SOURCE_HKDF_SEED: i32 = 1;
-
-pub use crate::names::is_fqdn;
 
 fn validate_key_id(key_id: &str) -> Result<(), String> {
     if key_id.is_empty() {
@@ -100,58 +88,6 @@ fn key_id_hash(key_id: &str) -> String {
     format!("sha256:{}", hex::encode(crypto::sha256(key_id.as_bytes())))
 }
 
-fn new_uid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-/// Shared plumbing: a lazily connected channel and per-call timeouts with error mapping.
-struct Plugin {
-    name: String,
-    endpoint: String,
-    timeout: Duration,
-    channel: Channel,
-}
-
-impl Plugin {
-    fn new(c: &KmsConfiguration) -> Self {
-        Self {
-            name: c.name.clone(),
-            endpoint: c.endpoint.clone(),
-            timeout: c.timeout,
-            channel: uds::lazy_channel(c.target.clone()),
-        }
-    }
-
-    fn err(&self, message: impl Into<String>) -> EncryptionError {
-        EncryptionError::Kms {
-            name: self.name.clone(),
-            endpoint: self.endpoint.clone(),
-            message: message.into(),
-        }
-    }
-
-    fn contract(&self, message: impl Into<String>) -> EncryptionError {
-        EncryptionError::KmsContract {
-            name: self.name.clone(),
-            message: message.into(),
-        }
-    }
-
-    async fn call<T>(
-        &self,
-        what: &str,
-        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, EncryptionError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(self.err(format!("{what} timed out after {:?}", self.timeout))),
-            Ok(Err(s)) => Err(self.err(format!("{what} failed: {:?}: {}", s.code(), s.message()))),
-            Ok(Ok(r)) => Ok(r.into_inner()),
-        }
-    }
-}
-
-// ----- KMS v2 -----
-
 struct WriteState {
     seed: Zeroizing<Vec<u8>>,
     dek_source: Vec<u8>,
@@ -182,7 +118,7 @@ pub struct KmsV2Status {
     pub error: Option<String>,
 }
 
-pub(super) struct KmsV2 {
+pub(in crate::encryption) struct KmsV2 {
     plugin: Plugin,
     random: Arc<dyn RandomSource>,
     state: ArcSwapOption<WriteState>,
@@ -236,7 +172,7 @@ fn seed_cache_key(
 /// Encrypts `plaintext` in KDF mode and returns the serialized `EncryptedObject` (without the
 /// provider prefix). `info` and `nonce` are the write's random draws.
 #[allow(clippy::too_many_arguments)] // mirrors every field of the record it builds
-pub(super) fn v2_seal(
+pub(in crate::encryption) fn v2_seal(
     seed: &[u8],
     info: &[u8; SEED_LEN],
     nonce: &[u8; GCM_NONCE_LEN],
@@ -247,7 +183,7 @@ pub(super) fn v2_seal(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, crypto::CryptoError> {
     let dek = crypto::hkdf_expand_slice(seed, info).ok_or(crypto::CryptoError::Seal)?;
-    let gcm = AesGcmKey::new(dek.expose()).expect("32-byte key");
+    let gcm = AesGcmKey::aes256(&dek);
     let mut data = Vec::with_capacity(SEED_LEN + GCM_NONCE_LEN + plaintext.len() + TAG_LEN);
     data.extend_from_slice(info);
     data.extend_from_slice(nonce);
@@ -270,7 +206,7 @@ fn v2_open_data(key: &SeedKey, aad: &[u8], data: &[u8]) -> Option<Zeroizing<Vec<
             }
             let (info, rest) = data.split_at(SEED_LEN);
             let dek = crypto::hkdf_expand_slice(seed, info)?;
-            let gcm = AesGcmKey::new(dek.expose())?;
+            let gcm = AesGcmKey::aes256(&dek);
             let (nonce, sealed) = rest.split_at(GCM_NONCE_LEN);
             gcm.open(nonce, aad, sealed).ok()
         }
@@ -285,7 +221,7 @@ fn v2_open_data(key: &SeedKey, aad: &[u8], data: &[u8]) -> Option<Zeroizing<Vec<
 }
 
 impl KmsV2 {
-    pub(super) fn new(c: &KmsConfiguration, random: Arc<dyn RandomSource>) -> Self {
+    pub(in crate::encryption) fn new(c: &KmsConfiguration, random: Arc<dyn RandomSource>) -> Self {
         Self {
             plugin: Plugin::new(c),
             random,
@@ -304,7 +240,7 @@ impl KmsV2 {
         )
     }
 
-    pub(super) fn status(&self) -> KmsV2Status {
+    pub(in crate::encryption) fn status(&self) -> KmsV2Status {
         let (healthy, error) = self
             .health
             .lock()
@@ -320,7 +256,7 @@ impl KmsV2 {
     }
 
     /// One health check: Status, and a new seed through Encrypt when the key_id changed.
-    pub(super) async fn check(&self) -> bool {
+    pub(in crate::encryption) async fn check(&self) -> bool {
         let res = self.check_inner().await;
         let ok = res.is_ok();
         let error = res.err().map(|e| e.to_string());
@@ -436,7 +372,7 @@ impl KmsV2 {
         Ok(())
     }
 
-    pub(super) fn start_polling(self: Arc<Self>) -> KmsPollGuard {
+    pub(in crate::encryption) fn start_polling(self: Arc<Self>) -> KmsPollGuard {
         KmsPollGuard(tokio::spawn(async move {
             let mut healthy = self.health.lock().unwrap_or_else(|p| p.into_inner()).0;
             loop {
@@ -451,7 +387,7 @@ impl KmsV2 {
         }))
     }
 
-    pub(super) fn seal_into(
+    pub(in crate::encryption) fn seal_into(
         &self,
         rnd: &dyn RandomSource,
         aad: &[u8],
@@ -491,7 +427,7 @@ impl KmsV2 {
 
     /// Decrypts a stored record (without prefix). Returns the plaintext, whether it is stale,
     /// and the key_id it was written under.
-    pub(super) async fn open(
+    pub(in crate::encryption) async fn open(
         &self,
         aad: &[u8],
         body: &[u8],
@@ -581,211 +517,6 @@ impl KmsV2 {
         Ok((pt, stale, obj.key_id))
     }
 }
-
-// ----- KMS v1 -----
-
-struct Dek {
-    gcm: AesGcmKey,
-    cbc: AesCbcKey,
-}
-
-impl Dek {
-    fn new(raw: &[u8]) -> Option<Self> {
-        Some(Self {
-            gcm: AesGcmKey::new(raw)?,
-            cbc: AesCbcKey::new(raw)?,
-        })
-    }
-}
-
-pub(super) struct KmsV1 {
-    plugin: Plugin,
-    cache: Option<Mutex<lru::LruCache<Vec<u8>, Arc<Dek>>>>,
-    version_ok: tokio::sync::OnceCell<()>,
-}
-
-impl fmt::Debug for KmsV1 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KmsV1({}, {})", self.plugin.name, self.plugin.endpoint)
-    }
-}
-
-/// The KMS v1 record after the prefix: `len(wrapped) as u16 BE || wrapped || nonce || ct || tag`.
-pub(super) fn v1_seal(
-    wrapped: &[u8],
-    dek: &[u8],
-    nonce: &[u8; GCM_NONCE_LEN],
-    aad: &[u8],
-    plaintext: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), crypto::CryptoError> {
-    let len = u16::try_from(wrapped.len()).map_err(|_| crypto::CryptoError::Seal)?;
-    let gcm = AesGcmKey::new(dek).ok_or(crypto::CryptoError::Seal)?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(wrapped);
-    out.extend_from_slice(nonce);
-    gcm.seal_into(nonce, aad, plaintext, out)
-}
-
-impl KmsV1 {
-    pub(super) fn new(c: &KmsConfiguration) -> Self {
-        let cache = c
-            .cache_size
-            .filter(|n| *n > 0)
-            .and_then(|n| NonZeroUsize::new(n as usize))
-            .map(|n| Mutex::new(lru::LruCache::new(n)));
-        Self {
-            plugin: Plugin::new(c),
-            cache,
-            version_ok: tokio::sync::OnceCell::new(),
-        }
-    }
-
-    fn client(&self) -> v1::key_management_service_client::KeyManagementServiceClient<Channel> {
-        v1::key_management_service_client::KeyManagementServiceClient::new(
-            self.plugin.channel.clone(),
-        )
-    }
-
-    /// kube-apiserver calls Version once, before the first other call, and requires v1beta1.
-    async fn ensure_version(&self) -> Result<(), EncryptionError> {
-        self.version_ok
-            .get_or_try_init(|| async {
-                let v = self
-                    .plugin
-                    .call(
-                        "Version",
-                        self.client().version(v1::VersionRequest {
-                            version: "v1beta1".into(),
-                        }),
-                    )
-                    .await?;
-                if v.version != "v1beta1" {
-                    return Err(self.plugin.contract(format!(
-                        "KMS provider api version {} is not supported, only v1beta1 is supported now",
-                        v.version
-                    )));
-                }
-                Ok(())
-            })
-            .await
-            .map(|_| ())
-    }
-
-    fn cache_put(&self, wrapped: Vec<u8>, dek: Arc<Dek>) {
-        if let Some(c) = &self.cache {
-            c.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .put(wrapped, dek);
-        }
-    }
-
-    pub(super) async fn seal_into(
-        &self,
-        rnd: &dyn RandomSource,
-        aad: &[u8],
-        plaintext: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), EncryptionError> {
-        self.ensure_version().await?;
-        let mut dek = Zeroizing::new([0u8; 32]);
-        rnd.fill(dek.as_mut()).map_err(EncryptionError::Crypto)?;
-        let wrapped = self
-            .plugin
-            .call(
-                "Encrypt",
-                self.client().encrypt(v1::EncryptRequest {
-                    version: "v1beta1".into(),
-                    plain: dek.to_vec(),
-                }),
-            )
-            .await?
-            .cipher;
-        if wrapped.is_empty() || wrapped.len() > u16::MAX as usize {
-            return Err(self.plugin.contract(format!(
-                "wrapped DEK is {} bytes; expected 1 to 65535",
-                wrapped.len()
-            )));
-        }
-        let mut nonce = [0u8; GCM_NONCE_LEN];
-        rnd.fill(&mut nonce).map_err(EncryptionError::Crypto)?;
-        v1_seal(&wrapped, dek.as_ref(), &nonce, aad, plaintext, out)
-            .map_err(EncryptionError::Crypto)?;
-        self.cache_put(
-            wrapped,
-            Arc::new(Dek::new(dek.as_ref()).expect("32-byte key")),
-        );
-        Ok(())
-    }
-
-    /// Decrypts a record (without prefix). AES-CBC data from before Kubernetes 1.25 is read too
-    /// and reported stale.
-    pub(super) async fn open(
-        &self,
-        aad: &[u8],
-        body: &[u8],
-    ) -> Result<(Zeroizing<Vec<u8>>, bool), EncryptionError> {
-        let malformed = |reason: &str| EncryptionError::Malformed {
-            provider: "kms-v1",
-            reason: reason.to_owned(),
-        };
-        if body.len() < 2 {
-            return Err(malformed("missing the wrapped DEK length"));
-        }
-        let n = u16::from_be_bytes([body[0], body[1]]) as usize;
-        if n == 0 || body.len() < 2 + n {
-            return Err(malformed("wrapped DEK length exceeds the value"));
-        }
-        let (wrapped, data) = body[2..].split_at(n);
-        let cached = self.cache.as_ref().and_then(|c| {
-            c.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(wrapped)
-                .cloned()
-        });
-        let dek = match cached {
-            Some(d) => d,
-            None => {
-                self.ensure_version().await?;
-                let plain = Zeroizing::new(
-                    self.plugin
-                        .call(
-                            "Decrypt",
-                            self.client().decrypt(v1::DecryptRequest {
-                                version: "v1beta1".into(),
-                                cipher: wrapped.to_vec(),
-                            }),
-                        )
-                        .await?
-                        .plain,
-                );
-                let dek = Arc::new(Dek::new(&plain).ok_or_else(|| {
-                    self.plugin
-                        .contract("decrypted DEK is not a valid AES key length")
-                })?);
-                self.cache_put(wrapped.to_vec(), dek.clone());
-                dek
-            }
-        };
-        if data.len() >= GCM_NONCE_LEN {
-            let (nonce, sealed) = data.split_at(GCM_NONCE_LEN);
-            if let Ok(pt) = dek.gcm.open(nonce, aad, sealed) {
-                return Ok((pt, false));
-            }
-        }
-        if data.len() > AES_BLOCK {
-            let (iv, ct) = data.split_at(AES_BLOCK);
-            if let Ok(pt) = dek.cbc.decrypt(iv, ct) {
-                return Ok((pt, true));
-            }
-        }
-        Err(EncryptionError::Decrypt {
-            provider: "kms-v1",
-            key: self.plugin.name.clone(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

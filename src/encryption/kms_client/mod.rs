@@ -1,0 +1,83 @@
+//! The kms v1 and v2 providers: clients of any KMS plugin, behaving like kube-apiserver's
+//! (facts §2, §3, §4.3). They call a plugin over its Unix socket and cache what it unwraps; the
+//! plugin side, keyward's own KMS service, lives in [`crate::kms`].
+//!
+//! KMS v2 ([`v2`]): one 32-byte seed is wrapped by the plugin's `Encrypt` when the plugin's
+//! `key_id` changes (never per write); every write derives a fresh AES-256-GCM key with
+//! HKDF-SHA256-Expand(seed, 32 random info bytes). `Status` is polled every minute (every 10 s
+//! after a failure); writes continue for 3 minutes after the last good check, then fail. Seeds
+//! unwrapped for reads are cached, so reads of cached data keep working while the plugin is down.
+//!
+//! KMS v1 ([`v1`]): a new 32-byte DEK per write, wrapped by the plugin, stored in front of the
+//! AES-GCM ciphertext; unwrapped DEKs are kept in an LRU cache of `cachesize` entries.
+//!
+//! This file holds what both share: the lazily connected channel, call timeouts and the mapping
+//! of plugin failures to [`EncryptionError`].
+
+mod v1;
+mod v2;
+
+use std::time::Duration;
+
+use tonic::transport::Channel;
+
+use super::config::KmsConfiguration;
+use super::EncryptionError;
+use crate::uds;
+
+pub use crate::names::is_fqdn;
+pub(super) use v1::KmsV1;
+pub(super) use v2::KmsV2;
+pub use v2::{KmsPollGuard, KmsV2Status};
+#[cfg(test)]
+pub(super) use {v1::v1_seal, v2::v2_seal};
+
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Shared plumbing: a lazily connected channel and per-call timeouts with error mapping.
+struct Plugin {
+    name: String,
+    endpoint: String,
+    timeout: Duration,
+    channel: Channel,
+}
+
+impl Plugin {
+    fn new(c: &KmsConfiguration) -> Self {
+        Self {
+            name: c.name.clone(),
+            endpoint: c.endpoint.clone(),
+            timeout: c.timeout,
+            channel: uds::lazy_channel(c.target.clone()),
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> EncryptionError {
+        EncryptionError::Kms {
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            message: message.into(),
+        }
+    }
+
+    fn contract(&self, message: impl Into<String>) -> EncryptionError {
+        EncryptionError::KmsContract {
+            name: self.name.clone(),
+            message: message.into(),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, EncryptionError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => Err(self.err(format!("{what} timed out after {:?}", self.timeout))),
+            Ok(Err(s)) => Err(self.err(format!("{what} failed: {:?}: {}", s.code(), s.message()))),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+}
