@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 use zeroize::Zeroizing;
+
+use super::Reason;
 
 /// Bearer tokens accepted on the TCP listener, one per line in a file (blank lines and `#`
 /// comments ignored). Compared in constant time.
@@ -76,13 +78,18 @@ impl Authenticator {
                         return Ok(req);
                     }
                 }
-                return Err(Status::unauthenticated("invalid bearer token"));
+                return Err(unauthorized("invalid bearer token"));
             }
         }
-        Err(Status::unauthenticated(
+        Err(unauthorized(
             "client authentication required: a client certificate or an authorization: Bearer token",
         ))
     }
+}
+
+/// Missing or wrong credentials: `Unauthenticated` with [`Reason::Unauthorized`].
+fn unauthorized(message: &str) -> Status {
+    Reason::Unauthorized.status(Code::Unauthenticated, message)
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ impl pb::encryption_server::Encryption for EncryptionService {
     ) -> Result<Response<Self::MigrateStream>, Status> {
         let req = req.into_inner();
         if req.batch_size < 0 || !(req.rate >= 0.0 && req.rate.is_finite()) {
-            return Err(Status::invalid_argument(
+            return Err(super::bad_request(
                 "batch_size and rate: must be 0 (default) or positive",
             ));
         }

@@ -1,26 +1,29 @@
 //! The store's gRPC API, `keyward.v1`: the Secrets and Encryption services over the
 //! [`Store`](crate::store::Store), conversion between protobuf and the store's types at the
-//! edge, the one mapping from store errors to gRPC statuses ([`to_status`]), client
-//! authentication for the TCP listener, and [`serve`], which serves both services on
-//! already-bound listeners until shutdown.
+//! edge, the one mapping from store errors to gRPC statuses ([`to_status`]) with the
+//! machine-readable [`Reason`] every status carries, client authentication for the TCP listener,
+//! and [`serve`], which serves both services on already-bound listeners until shutdown.
 //!
 //! - `secrets`: `keyward.v1.Secrets` ([`SecretsService`]).
 //! - `encryption`: `keyward.v1.Encryption` ([`EncryptionService`]).
 //! - `auth`: [`Tokens`] and the [`Authenticator`] of TCP clients.
 //! - `serve`: [`serve`], [`TlsListener`] and [`ServeError`].
+//! - `reason`: [`Reason`] and its metadata key [`REASON_KEY`].
 
 mod auth;
 mod encryption;
+mod reason;
 mod secrets;
 mod serve;
 
 use std::collections::BTreeMap;
 
-use tonic::Status;
+use tonic::{Code, Status};
 use zeroize::Zeroizing;
 
 pub use auth::{Authenticator, Tokens};
 pub use encryption::EncryptionService;
+pub use reason::{Reason, REASON_KEY};
 pub use secrets::SecretsService;
 pub use serve::{serve, ServeError, TlsListener};
 
@@ -30,28 +33,41 @@ use crate::pb::keyward_v1 as pb;
 use crate::store::model::{ObjectMeta, SecretBytes, SecretString};
 use crate::store::{Secret, Selector, StoreError};
 
-/// Maps a store error to a gRPC status: caller mistakes get a specific code and a message
-/// naming the field; failures of the environment are `Unavailable`; anything else is
-/// `Internal` with the detail only in the log.
+/// Maps a store error to a gRPC status carrying its [`Reason`]: caller mistakes get a specific
+/// code and a message naming the field; failures of the environment are `Unavailable`; anything
+/// else is `Internal` with the detail only in the log.
 pub fn to_status(e: StoreError) -> Status {
-    match e {
-        StoreError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        StoreError::NotFound { .. } => Status::not_found(e.to_string()),
-        StoreError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
-        StoreError::Conflict { .. } => Status::aborted(e.to_string()),
-        StoreError::Gone(_) => Status::out_of_range(e.to_string()),
-        StoreError::Undecryptable { .. } => Status::failed_precondition(e.to_string()),
-        StoreError::Backend(BackendError::Unavailable(_)) => Status::unavailable(e.to_string()),
-        StoreError::Backend(BackendError::InvalidArgument(m)) => Status::invalid_argument(m),
+    let (code, reason) = match &e {
+        StoreError::Invalid { .. } => (Code::InvalidArgument, Reason::Invalid),
+        StoreError::NotFound { .. } => (Code::NotFound, Reason::NotFound),
+        StoreError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
+        StoreError::Conflict { .. } => (Code::Aborted, Reason::Conflict),
+        StoreError::Gone(_) => (Code::OutOfRange, Reason::Expired),
+        // A value no configured key opens: Kubernetes reports a failed decryption as an
+        // internal error too.
+        StoreError::Undecryptable { .. } => (Code::FailedPrecondition, Reason::InternalError),
+        StoreError::Backend(BackendError::Unavailable(_))
+        | StoreError::Encryption(EncryptionError::Kms { .. }) => {
+            (Code::Unavailable, Reason::ServiceUnavailable)
+        }
+        StoreError::Backend(BackendError::InvalidArgument(m)) => {
+            return Reason::BadRequest.status(Code::InvalidArgument, m.clone())
+        }
         StoreError::Backend(BackendError::FutureRevision { .. }) => {
-            Status::invalid_argument(e.to_string())
+            (Code::InvalidArgument, Reason::BadRequest)
         }
-        StoreError::Encryption(EncryptionError::Kms { .. }) => Status::unavailable(e.to_string()),
-        other => {
-            tracing::error!(error = %other, "internal error");
-            Status::internal("internal error; see the server's log")
+        _ => {
+            tracing::error!(error = %e, "internal error");
+            return Reason::InternalError
+                .status(Code::Internal, "internal error; see the server's log");
         }
-    }
+    };
+    reason.status(code, e.to_string())
+}
+
+/// A malformed request: `InvalidArgument` with [`Reason::BadRequest`].
+pub fn bad_request(message: impl Into<String>) -> Status {
+    Reason::BadRequest.status(Code::InvalidArgument, message)
 }
 
 /// A protobuf Secret to the store's type.
@@ -133,17 +149,124 @@ fn namespace_or_default(ns: &str) -> &str {
 }
 
 fn selector(s: &str) -> Result<Selector, Status> {
-    Selector::parse(s).map_err(|e| Status::invalid_argument(format!("label_selector: {e}")))
+    Selector::parse(s).map_err(|e| bad_request(format!("label_selector: {e}")))
 }
 
 fn limit(n: i64, field: &str) -> Result<usize, Status> {
-    usize::try_from(n)
-        .map_err(|_| Status::invalid_argument(format!("{field}: must be 0 or positive")))
+    usize::try_from(n).map_err(|_| bad_request(format!("{field}: must be 0 or positive")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each store error's code and reason, and whether the message is the error's own text.
+    #[test]
+    fn every_store_error_maps_to_its_code_and_reason() {
+        use crate::backend::Revision;
+        let kms = EncryptionError::Kms {
+            name: "k".into(),
+            endpoint: "unix:///k.sock".into(),
+            message: "down".into(),
+        };
+        let cases = [
+            (
+                StoreError::Invalid {
+                    name: "a".into(),
+                    errors: Vec::new(),
+                },
+                Code::InvalidArgument,
+                Reason::Invalid,
+            ),
+            (
+                StoreError::NotFound {
+                    namespace: "default".into(),
+                    name: "a".into(),
+                },
+                Code::NotFound,
+                Reason::NotFound,
+            ),
+            (
+                StoreError::AlreadyExists {
+                    namespace: "default".into(),
+                    name: "a".into(),
+                },
+                Code::AlreadyExists,
+                Reason::AlreadyExists,
+            ),
+            (
+                StoreError::Conflict {
+                    name: "a".into(),
+                    reason: "changed".into(),
+                },
+                Code::Aborted,
+                Reason::Conflict,
+            ),
+            (
+                StoreError::Gone("compacted".into()),
+                Code::OutOfRange,
+                Reason::Expired,
+            ),
+            (
+                StoreError::Undecryptable {
+                    name: "a".into(),
+                    reason: "no key".into(),
+                },
+                Code::FailedPrecondition,
+                Reason::InternalError,
+            ),
+            (
+                StoreError::Backend(BackendError::Unavailable("down".into())),
+                Code::Unavailable,
+                Reason::ServiceUnavailable,
+            ),
+            (
+                StoreError::Encryption(kms),
+                Code::Unavailable,
+                Reason::ServiceUnavailable,
+            ),
+            (
+                StoreError::Backend(BackendError::InvalidArgument("empty key".into())),
+                Code::InvalidArgument,
+                Reason::BadRequest,
+            ),
+            (
+                StoreError::Backend(BackendError::FutureRevision {
+                    requested: Revision::from(9),
+                    current: Revision::from(3),
+                }),
+                Code::InvalidArgument,
+                Reason::BadRequest,
+            ),
+            (
+                StoreError::Corrupt {
+                    key: "/registry/secrets/default/a".into(),
+                    reason: "not protobuf".into(),
+                },
+                Code::Internal,
+                Reason::InternalError,
+            ),
+        ];
+        for (e, code, reason) in cases {
+            let shown = e.to_string();
+            let s = to_status(e);
+            assert_eq!((s.code(), Reason::of(&s)), (code, Some(reason)), "{shown}");
+            match (code, reason) {
+                (Code::Internal, _) => {
+                    assert_eq!(s.message(), "internal error; see the server's log")
+                }
+                (_, Reason::BadRequest) if shown.starts_with("invalid request") => {
+                    assert_eq!(s.message(), "empty key")
+                }
+                _ => assert_eq!(s.message(), shown),
+            }
+        }
+        let s = bad_request("limit: must be 0 or positive");
+        assert_eq!(
+            (s.code(), Reason::of(&s)),
+            (Code::InvalidArgument, Some(Reason::BadRequest))
+        );
+    }
 
     #[test]
     fn pb_round_trip_drops_string_data_on_output() {

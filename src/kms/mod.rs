@@ -15,9 +15,10 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroize;
 
+use crate::api::{bad_request, Reason};
 use crate::keyring::{KeyInfo, KeyState, Keyring, KeyringError};
 use crate::pb::keyward_v1 as admin_pb;
 use crate::pb::kms_v1beta1 as v1_pb;
@@ -32,26 +33,28 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// How often the health service re-reads the keyring's health.
 const HEALTH_POLL: Duration = Duration::from_secs(5);
 
-/// Maps a keyring error to a gRPC status. Caller mistakes get a specific code and a message
-/// naming the field; decryption failures are one opaque status; storage failures (e.g. etcd
-/// unreachable) are `Unavailable`; everything else is `Internal` with the detail only in the log.
+/// Maps a keyring error to a gRPC status carrying its [`Reason`]. Caller mistakes get a specific
+/// code and a message naming the field; decryption failures are one opaque status; storage
+/// failures (e.g. etcd unreachable) are `Unavailable`; everything else is `Internal` with the
+/// detail only in the log.
 pub fn to_status(e: KeyringError) -> Status {
     match e {
-        KeyringError::InvalidInput { field, reason } => {
-            Status::invalid_argument(format!("{field}: {reason}"))
+        KeyringError::InvalidInput { field, reason } => bad_request(format!("{field}: {reason}")),
+        KeyringError::Decrypt => bad_request("decryption failed"),
+        KeyringError::UnknownKey(id) => {
+            Reason::NotFound.status(Code::NotFound, format!("key_id: no key {id:?}"))
         }
-        KeyringError::Decrypt => Status::invalid_argument("decryption failed"),
-        KeyringError::UnknownKey(id) => Status::not_found(format!("key_id: no key {id:?}")),
-        KeyringError::Precondition(msg) => Status::failed_precondition(msg),
-        KeyringError::Exhausted => Status::unavailable(KeyringError::Exhausted.to_string()),
+        KeyringError::Precondition(msg) => Reason::Conflict.status(Code::FailedPrecondition, msg),
+        KeyringError::Exhausted => Reason::ServiceUnavailable
+            .status(Code::Unavailable, KeyringError::Exhausted.to_string()),
         // Where the keyring is stored and what failed (no key material): e.g. etcd is down.
         e @ KeyringError::Storage { .. } => {
             tracing::error!(error = %e, "keyring storage failed");
-            Status::unavailable(e.to_string())
+            Reason::ServiceUnavailable.status(Code::Unavailable, e.to_string())
         }
         other => {
             tracing::error!(error = %other, "internal error");
-            Status::internal("internal error; see the plugin's log")
+            Reason::InternalError.status(Code::Internal, "internal error; see the plugin's log")
         }
     }
 }
@@ -126,7 +129,7 @@ fn check_v1_version(version: &str) -> Result<(), Status> {
     if version.is_empty() || version == V1_VERSION {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(bad_request(format!(
             "version: {version:?} is not supported, only {V1_VERSION}"
         )))
     }
@@ -199,7 +202,7 @@ fn key_info_pb(k: KeyInfo) -> admin_pb::KeyInfo {
 
 fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> {
     if value.is_empty() {
-        Err(Status::invalid_argument(format!("{field}: required")))
+        Err(bad_request(format!("{field}: required")))
     } else {
         Ok(value)
     }
@@ -351,5 +354,76 @@ pub async fn serve(
             token.cancel();
             res
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each keyring error's code, reason and message.
+    #[test]
+    fn every_keyring_error_maps_to_its_code_and_reason() {
+        let cases = [
+            (
+                KeyringError::InvalidInput {
+                    field: "plaintext",
+                    reason: "too large".into(),
+                },
+                Code::InvalidArgument,
+                Reason::BadRequest,
+                "plaintext: too large",
+            ),
+            (
+                KeyringError::Decrypt,
+                Code::InvalidArgument,
+                Reason::BadRequest,
+                "decryption failed",
+            ),
+            (
+                KeyringError::UnknownKey("kw-1".into()),
+                Code::NotFound,
+                Reason::NotFound,
+                "key_id: no key \"kw-1\"",
+            ),
+            (
+                KeyringError::Precondition("kw-1 is the primary key".into()),
+                Code::FailedPrecondition,
+                Reason::Conflict,
+                "kw-1 is the primary key",
+            ),
+            (
+                KeyringError::Exhausted,
+                Code::Unavailable,
+                Reason::ServiceUnavailable,
+                "the primary key reached its encryption limit and could not be rotated",
+            ),
+            (
+                KeyringError::Storage {
+                    location: "etcd:http://127.0.0.1:2379".into(),
+                    message: "unreachable".into(),
+                },
+                Code::Unavailable,
+                Reason::ServiceUnavailable,
+                "keyring storage in etcd:http://127.0.0.1:2379: unreachable",
+            ),
+            (
+                KeyringError::Corrupt("bad MAC".into()),
+                Code::Internal,
+                Reason::InternalError,
+                "internal error; see the plugin's log",
+            ),
+        ];
+        for (e, code, reason, message) in cases {
+            let s = to_status(e);
+            assert_eq!(
+                (s.code(), Reason::of(&s), s.message()),
+                (code, Some(reason), message)
+            );
+        }
+        let s = required("key_id", "").unwrap_err();
+        assert_eq!(Reason::of(&s), Some(Reason::BadRequest));
+        let s = check_v1_version("v2").unwrap_err();
+        assert_eq!(Reason::of(&s), Some(Reason::BadRequest));
     }
 }
