@@ -23,7 +23,7 @@ pub enum SocketError {
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
     /// The group given for the socket does not exist (operator's input).
-    #[error("--socket-group: no group named {0:?} in /etc/group")]
+    #[error("no group named {0:?} in /etc/group")]
     UnknownGroup(String),
     /// An I/O error on the path (environment).
     #[error("{path}: {source}")]
@@ -236,7 +236,12 @@ fn endpoint() -> Endpoint {
 
 /// A gRPC channel to a Unix socket file. Connects now: fails if nothing listens.
 pub async fn unix_channel(path: impl Into<PathBuf>) -> Result<Channel, tonic::transport::Error> {
-    let target = UnixTarget::Path(path.into());
+    channel(UnixTarget::Path(path.into())).await
+}
+
+/// A gRPC channel to `target`, a socket file or an abstract socket. Connects now: fails if
+/// nothing listens.
+pub async fn channel(target: UnixTarget) -> Result<Channel, tonic::transport::Error> {
     endpoint()
         .connect_with_connector(tower::service_fn(move |_| {
             let target = target.clone();

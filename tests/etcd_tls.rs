@@ -145,11 +145,12 @@ impl TlsEtcd {
     }
 
     fn options(&self) -> EtcdOptions {
+        let read = |p: &Path| std::fs::read(p).unwrap();
         EtcdOptions {
             endpoints: vec![self.url.clone()],
-            ca: Some(self.pki.ca.clone()),
-            cert: Some(self.pki.client_cert.clone()),
-            key: Some(self.pki.client_key.clone()),
+            ca_pem: Some(read(&self.pki.ca)),
+            cert_pem: Some(read(&self.pki.client_cert)),
+            key_pem: Some(read(&self.pki.client_key).into()),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(3),
         }
@@ -202,50 +203,72 @@ fn the_backend_talks_tls_with_a_client_certificate_and_refuses_wrong_setups() {
 
         // No client certificate: etcd refuses the handshake.
         let no_cert = EtcdBackend::connect(&EtcdOptions {
-            cert: None,
-            key: None,
+            cert_pem: None,
+            key_pem: None,
             ..etcd.options()
         })
         .unwrap();
         assert!(no_cert.check().await.is_err());
         // A CA that did not sign etcd's certificate: keyward refuses the server.
         let wrong_ca = EtcdBackend::connect(&EtcdOptions {
-            ca: Some(etcd.pki.other_ca.clone()),
+            ca_pem: Some(std::fs::read(&etcd.pki.other_ca).unwrap()),
             ..etcd.options()
         })
         .unwrap();
         assert!(wrong_ca.check().await.is_err());
     });
-    // An https endpoint without a CA, a certificate without its key, a readable key file: each
-    // is refused before any connection, naming the flag.
+    // An https endpoint without a CA, a certificate without its key: each is refused before
+    // any connection, naming the option (the command line names its flags instead, below).
     let err = EtcdBackend::connect(&EtcdOptions {
-        ca: None,
-        cert: None,
-        key: None,
+        ca_pem: None,
+        cert_pem: None,
+        key_pem: None,
         ..etcd.options()
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("--etcd-ca"), "{err}");
+    assert!(err.contains("is https; give ca_pem"), "{err}");
     let err = EtcdBackend::connect(&EtcdOptions {
-        key: None,
+        key_pem: None,
         ..etcd.options()
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("--etcd-cert and --etcd-key"), "{err}");
+    assert!(err.contains("cert_pem and key_pem"), "{err}");
+    assert!(!err.contains("--etcd"), "{err}");
+
+    // The command line reads the files: a key file others can read is refused, naming the flag
+    // and not the key.
     let readable = write(
         &etcd.dir.path().join("readable.key"),
         &std::fs::read_to_string(&etcd.pki.client_key).unwrap(),
         0o644,
     );
-    let err = EtcdBackend::connect(&EtcdOptions {
-        key: Some(readable),
-        ..etcd.options()
-    })
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("--etcd-key"), "{err}");
+    let mut flags = etcd.tls_flags();
+    let key_at = flags.len() - 1;
+    flags[key_at] = readable.display().to_string();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let config = etcd.dir.path().join("identity.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n",
+    )
+    .unwrap();
+    let socket = etcd.dir.path().join("refused.sock");
+    let mut args = vec![
+        "server",
+        "--backend",
+        "etcd",
+        "--encryption-config",
+        config.to_str().unwrap(),
+        "--socket",
+        socket.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&flags);
+    let (ok, _, err) = run(&args);
+    assert!(!ok);
+    assert!(err.contains("error: --etcd-key: "), "{err}");
+    assert!(err.contains("chmod 600"), "{err}");
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
 

@@ -123,6 +123,9 @@ mod tests {
         assert_eq!(Reason::of(&Status::not_found("x")), None);
         let mut m = MetadataMap::new();
         m.insert(REASON_KEY, MetadataValue::from_static("Teapot"));
-        assert_eq!(Reason::of(&Status::with_metadata(Code::Unknown, "x", m)), None);
+        assert_eq!(
+            Reason::of(&Status::with_metadata(Code::Unknown, "x", m)),
+            None
+        );
     }
 }

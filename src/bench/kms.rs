@@ -2,7 +2,6 @@
 //! v2 plugin over its Unix socket; and the decrypt storm of an apiserver restart.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tonic::transport::Channel;
@@ -12,8 +11,11 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use super::report::Size;
-use super::{drive, payload, prepare_error, setup, timed, BenchError, Load, Report, Stop, Worker};
+use super::{
+    drive, payload, prepare_error, setup, timed, BenchError, Load, Progress, Report, Stop, Worker,
+};
 use crate::pb::kms_v2 as kpb;
+use crate::uds::UnixTarget;
 use kpb::key_management_service_client::KeyManagementServiceClient;
 
 /// Distinct payloads encrypted before a decrypt or mixed run.
@@ -50,8 +52,8 @@ impl KmsOp {
 /// What `bench kms` calls, and with what.
 #[derive(Debug, Clone)]
 pub struct KmsBench {
-    /// The plugin's socket.
-    pub socket: PathBuf,
+    /// The plugin's socket: a file or an abstract socket.
+    pub socket: UnixTarget,
     /// The call to measure (ignored in a storm, which decrypts).
     pub op: KmsOp,
     /// Plaintext bytes per Encrypt.
@@ -146,13 +148,13 @@ impl Worker for KmsWorker {
     }
 }
 
-/// Runs `bench kms` against the plugin at `b.socket`.
-pub async fn run(mut load: Load, b: &KmsBench) -> Result<Report, BenchError> {
+/// Runs `bench kms` against the plugin at `b.socket`; `progress` follows the run.
+pub async fn run(mut load: Load, b: &KmsBench, progress: &Progress) -> Result<Report, BenchError> {
     let (socket, size, storm) = (&b.socket, b.payload, b.storm);
-    let endpoint = format!("unix://{}", socket.display());
+    let endpoint = socket.to_string();
     let mut channels = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
-        let ch = crate::uds::unix_channel(socket)
+        let ch = crate::uds::channel(socket.clone())
             .await
             .map_err(|e| BenchError::Connect {
                 target: "the KMS plugin",
@@ -177,7 +179,7 @@ pub async fn run(mut load: Load, b: &KmsBench) -> Result<Report, BenchError> {
     }
     let setup_clients = clients.clone();
     let timeout = load.timeout;
-    let pool = setup(pool_size, load.concurrency, move |i| {
+    let pool = setup(pool_size, load.concurrency, progress, move |i| {
         let mut c = setup_clients[i as usize % setup_clients.len()].clone();
         async move {
             let plaintext = payload(size, i)?;
@@ -209,7 +211,7 @@ pub async fn run(mut load: Load, b: &KmsBench) -> Result<Report, BenchError> {
             pool: pool.clone(),
         })
         .collect();
-    let outcome = drive(workers, &load).await?;
+    let outcome = drive(workers, &load, progress).await?;
     Ok(Report {
         target: "kms",
         endpoint,

@@ -12,7 +12,8 @@
 //! does no work, on the same server and socket) and [`pingpong`] (fixed-size request/reply
 //! exchanges over a bare Unix socket, no HTTP/2 or gRPC).
 //!
-//! Nothing here prints: a run returns its [`Report`], which renders itself as text or JSON.
+//! Nothing here prints: a run reports how far it has got through [`Progress`] and returns its
+//! [`Report`], which renders itself as text or JSON.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -25,9 +26,11 @@ use tonic::{Code, Status};
 
 pub mod kms;
 pub mod pingpong;
+mod progress;
 mod report;
 pub mod store;
 
+pub use progress::{Phase, Progress, Reading};
 use report::{histogram, show_bytes};
 pub use report::{Outcome, Report};
 
@@ -58,23 +61,6 @@ pub enum BenchError {
         min: u64,
         /// Largest allowed.
         max: u64,
-    },
-    /// A duration cannot be read (the caller's mistake).
-    #[error("{value:?} is not a duration: {reason}")]
-    NotADuration {
-        /// The value given.
-        value: String,
-        /// What the parser said.
-        reason: String,
-    },
-    /// A duration that must be positive is zero (the caller's mistake).
-    #[error("must be more than 0")]
-    ZeroDuration,
-    /// A duration is longer than a day (the caller's mistake).
-    #[error("must be at most 24h (got {value})")]
-    DurationTooLong {
-        /// The value given.
-        value: String,
     },
     /// A size cannot be read (the caller's mistake).
     #[error("{value:?} is not a size")]
@@ -165,23 +151,6 @@ pub fn parse_count(s: &str, min: u64, max: u64) -> Result<u64, BenchError> {
     }
 }
 
-/// A duration like `10s`, `500ms` or `1m` (at most a day; zero only when `zero_ok`).
-pub fn parse_duration(s: &str, zero_ok: bool) -> Result<Duration, BenchError> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| BenchError::NotADuration {
-        value: s.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if d.is_zero() && !zero_ok {
-        return Err(BenchError::ZeroDuration);
-    }
-    if d > Duration::from_secs(86_400) {
-        return Err(BenchError::DurationTooLong {
-            value: s.to_owned(),
-        });
-    }
-    Ok(d)
-}
-
 /// A size in bytes: `32`, `32B`, `1KiB`, `4KiB`, `1MiB` (also `KB`/`MB` as powers of 1000),
 /// from 1 to `max`.
 pub fn parse_size(s: &str, max: u64) -> Result<usize, BenchError> {
@@ -229,9 +198,13 @@ async fn timed<T>(
         .unwrap_or_else(|_| Err(deadline()))
 }
 
-/// Runs `workers` concurrently: unmeasured for `warmup`, then until `stop`.
-async fn drive<W: Worker>(workers: Vec<W>, load: &Load) -> Result<Outcome, BenchError> {
-    let seq = Arc::new(AtomicU64::new(0));
+/// Runs `workers` concurrently: unmeasured for `warmup`, then until `stop`; `progress` follows.
+async fn drive<W: Worker>(
+    workers: Vec<W>,
+    load: &Load,
+    progress: &Progress,
+) -> Result<Outcome, BenchError> {
+    let seq = progress.measuring(load.stop, !load.warmup.is_zero());
     let warm_seq = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + load.warmup;
     let (end, limit) = match load.stop {
@@ -243,16 +216,21 @@ async fn drive<W: Worker>(workers: Vec<W>, load: &Load) -> Result<Outcome, Bench
     for mut w in workers {
         let seq = seq.clone();
         let warm_seq = warm_seq.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
             let mut calls = 0u64;
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut warm = true;
             loop {
                 let now = Instant::now();
                 if now < start {
                     let n = warm_seq.fetch_add(1, Ordering::Relaxed);
                     let _ = tokio::time::timeout(timeout, w.call(n)).await;
                     continue;
+                }
+                if std::mem::take(&mut warm) {
+                    progress.set(Phase::Measuring);
                 }
                 if end.is_some_and(|end| now >= end) {
                     break;
@@ -296,6 +274,7 @@ async fn drive<W: Worker>(workers: Vec<W>, load: &Load) -> Result<Outcome, Bench
     }
     out.elapsed = last.saturating_duration_since(start);
     out.warmup_calls = warm_seq.load(Ordering::Relaxed);
+    progress.set(Phase::Done);
     Ok(out)
 }
 
@@ -332,18 +311,26 @@ fn tag_of(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(head))
 }
 
-/// Runs `count` setup jobs on `concurrency` tasks; `job(i)` for each i in `0..count`.
-async fn setup<T, F, Fut>(count: u64, concurrency: usize, job: F) -> Result<Vec<T>, BenchError>
+/// Runs `count` setup jobs on `concurrency` tasks; `job(i)` for each i in `0..count`;
+/// `progress` counts them.
+async fn setup<T, F, Fut>(
+    count: u64,
+    concurrency: usize,
+    progress: &Progress,
+    job: F,
+) -> Result<Vec<T>, BenchError>
 where
     T: Send + 'static,
     F: Fn(u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<T, BenchError>> + Send,
 {
+    progress.preparing(count);
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..concurrency.min(count as usize).max(1) {
         let next = next.clone();
         let job = job.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut done = Vec::new();
             loop {
@@ -352,6 +339,7 @@ where
                     return Ok::<_, BenchError>(done);
                 }
                 done.push((i, job(i).await?));
+                progress.prepared_one();
             }
         }));
     }
@@ -382,7 +370,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_durations_and_sizes() {
+    fn counts_and_sizes() {
         assert_eq!(parse_count(" 7 ", 1, 10).unwrap(), 7);
         assert_eq!(
             parse_count("0", 1, 10).unwrap_err().to_string(),
@@ -392,28 +380,6 @@ mod tests {
             parse_count("many", 1, 10).unwrap_err().to_string(),
             "\"many\" is not a whole number (expected 1 to 10)"
         );
-        for (s, want) in [
-            ("10s", 10_000),
-            ("500ms", 500),
-            ("1m", 60_000),
-            ("1m30s", 90_000),
-        ] {
-            let d = parse_duration(s, false).unwrap();
-            assert_eq!(d, Duration::from_millis(want), "{s}");
-        }
-        assert_eq!(parse_duration("0s", true).unwrap(), Duration::ZERO);
-        assert!(matches!(
-            parse_duration("0s", false),
-            Err(BenchError::ZeroDuration)
-        ));
-        assert_eq!(
-            parse_duration("2d", true).unwrap_err().to_string(),
-            "must be at most 24h (got 2d)"
-        );
-        assert!(parse_duration("soon", true)
-            .unwrap_err()
-            .to_string()
-            .starts_with("\"soon\" is not a duration"));
         for (s, want) in [
             ("32", 32),
             ("32B", 32),
@@ -490,10 +456,18 @@ mod tests {
 
     #[tokio::test]
     async fn drive_counts_calls_errors_and_latency() {
-        let o = drive((0..4).map(|_| Fake).collect(), &load(Stop::Requests(100)))
-            .await
-            .unwrap();
+        let progress = Progress::default();
+        let o = drive(
+            (0..4).map(|_| Fake).collect(),
+            &load(Stop::Requests(100)),
+            &progress,
+        )
+        .await
+        .unwrap();
         assert_eq!(o.calls, 100);
+        let r = progress.read();
+        assert_eq!((r.phase, r.stop), (Phase::Done, Some(Stop::Requests(100))));
+        assert!(r.calls >= 100, "{r:?}");
         assert_eq!(o.warmup_calls, 0);
         assert_eq!(o.errors, BTreeMap::from([("Unavailable".to_owned(), 25)]));
         assert_eq!(o.latency.len(), 75);
@@ -503,7 +477,9 @@ mod tests {
     async fn drive_for_a_duration_with_warmup() {
         let mut p = load(Stop::For(Duration::from_millis(50)));
         p.warmup = Duration::from_millis(20);
-        let o = drive((0..4).map(|_| Fake).collect(), &p).await.unwrap();
+        let o = drive((0..4).map(|_| Fake).collect(), &p, &Progress::default())
+            .await
+            .unwrap();
         assert!(o.calls > 0);
         assert!(
             o.warmup_calls >= 4,
@@ -525,7 +501,9 @@ mod tests {
         let mut p = load(Stop::Requests(2));
         p.concurrency = 2;
         p.timeout = Duration::from_millis(10);
-        let o = drive(vec![Slow, Slow], &p).await.unwrap();
+        let o = drive(vec![Slow, Slow], &p, &Progress::default())
+            .await
+            .unwrap();
         assert_eq!(
             o.errors,
             BTreeMap::from([("DeadlineExceeded".to_owned(), 2)])

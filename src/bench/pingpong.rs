@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tonic::Status;
 
 use super::report::Size;
-use super::{drive, has_stamp, payload, stamp, BenchError, Load, Report, Worker};
+use super::{drive, has_stamp, payload, stamp, BenchError, Load, Progress, Report, Worker};
 
 /// The echo listener of `bench unix-pingpong`: every connection gets back what it sends.
 pub async fn serve_echo(listener: UnixListener) {
@@ -100,7 +100,12 @@ impl Worker for PingWorker {
 
 /// Runs `bench unix-pingpong` against the echo listener at `path` (see [`serve_echo`]), with
 /// `size`-byte requests.
-pub async fn run(load: Load, path: &Path, size: usize) -> Result<Report, BenchError> {
+pub async fn run(
+    load: Load,
+    path: &Path,
+    size: usize,
+    progress: &Progress,
+) -> Result<Report, BenchError> {
     let mut pipes = Vec::with_capacity(load.connections);
     let mut readers = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
@@ -128,7 +133,7 @@ pub async fn run(load: Load, path: &Path, size: usize) -> Result<Report, BenchEr
             next_tag: next_tag.clone(),
         })
         .collect();
-    let outcome = drive(workers, &load).await;
+    let outcome = drive(workers, &load, progress).await;
     for r in readers {
         r.abort();
     }
@@ -175,7 +180,7 @@ mod tests {
                 next_tag: next_tag.clone(),
             })
             .collect();
-        let o = drive(workers, &p).await.unwrap();
+        let o = drive(workers, &p, &Progress::default()).await.unwrap();
         assert_eq!(o.calls, 500);
         assert!(o.errors.is_empty(), "{:?}", o.errors);
         assert_eq!(o.latency.len(), 500);

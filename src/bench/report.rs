@@ -209,7 +209,7 @@ fn show_secs(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{load, Fake};
-    use super::super::{drive, Stop};
+    use super::super::{drive, Progress, Stop};
     use super::*;
 
     #[test]
@@ -225,7 +225,9 @@ mod tests {
     #[tokio::test]
     async fn json_and_text() {
         let p = load(Stop::Requests(100));
-        let outcome = drive((0..4).map(|_| Fake).collect(), &p).await.unwrap();
+        let outcome = drive((0..4).map(|_| Fake).collect(), &p, &Progress::default())
+            .await
+            .unwrap();
         let r = Report {
             target: "kms",
             endpoint: "unix:///k.sock".into(),

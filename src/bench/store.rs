@@ -15,7 +15,7 @@ use tonic::{Code, Status};
 use super::report::Size;
 use super::{
     code_name, drive, payload, prepare_error, setup, stamp, tag_of, timed, BenchError, Load,
-    Report, Worker,
+    Progress, Report, Worker,
 };
 use crate::backend::etcd::EtcdBackend;
 use crate::backend::{Backend, BackendError, EventKind, Expect, RangeRequest, WriteOutcome};
@@ -490,7 +490,7 @@ impl<T: Transport> StoreWorker<T> {
     /// A put, done once it is acknowledged and every watcher has received its event.
     async fn watched_put(&mut self, n: u64) -> Result<(), Status> {
         let Some(board) = &self.board else {
-            return Err(Status::internal("--op watch without watchers"));
+            return Err(Status::internal("a watch workload without watchers"));
         };
         let mut expected = board.expect()?;
         let value = self.value(expected.tag);
@@ -518,6 +518,7 @@ pub async fn run<T: Transport>(
     load: Load,
     target: Target<T>,
     work: StoreWork,
+    progress: &Progress,
 ) -> Result<Report, BenchError> {
     let (conns, name, endpoint): (Vec<StoreConn<T>>, _, _) = match target {
         Target::Keyward { clients, server } => (
@@ -543,7 +544,7 @@ pub async fn run<T: Transport>(
     let timeout = load.timeout;
     let size = work.size;
     // Create the keys, or overwrite those a previous run left with this run's value size.
-    setup(work.keys, load.concurrency, move |i| {
+    setup(work.keys, load.concurrency, progress, move |i| {
         let mut c = setup_conns[i as usize % setup_conns.len()].clone();
         async move { c.prepare(i, payload(size, i)?, timeout).await }
     })
@@ -570,7 +571,7 @@ pub async fn run<T: Transport>(
             board: board.clone(),
         })
         .collect();
-    let outcome = drive(workers, &load).await;
+    let outcome = drive(workers, &load, progress).await;
     for w in watches {
         w.abort();
     }

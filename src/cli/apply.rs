@@ -131,7 +131,7 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
     }
     manifest::resolve_namespaces(&mut items, a.namespace.as_deref()).map_err(flag_error)?;
     manifest::validate(&mut items)?;
-    super::runtime()?.block_on(async {
+    super::process::runtime()?.block_on(async {
         let mut c = client::connect(client).await?;
         let suffix = match a.dry_run {
             DryRun::None => "",
@@ -420,7 +420,7 @@ mod tests {
         setup(&mut fake.0.lock().unwrap());
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("fake.sock");
-        let rt = super::super::runtime().unwrap();
+        let rt = super::super::process::runtime().unwrap();
         let res = rt.block_on(async {
             let listener = tokio::net::UnixListener::bind(&sock).unwrap();
             let server = pb::secrets_server::SecretsServer::new(fake.clone());

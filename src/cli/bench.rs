@@ -1,6 +1,6 @@
 //! `keyward bench`: the flags of the load generators in [`crate::bench`] (any KMS v2 plugin,
 //! keyward's secret store, etcd, the Unix-socket floor), converted to its values; the report it
-//! returns is printed as text or JSON.
+//! returns is printed as text or JSON, and its progress drawn on a terminal.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,10 +10,13 @@ use tokio::net::UnixListener;
 use tonic::transport::Endpoint;
 
 use super::client::{self, ClientArgs};
-use super::CliError;
+use super::flags::duration_up_to_a_day;
+use super::process::runtime;
+use super::{progress, CliError};
 use crate::backend::etcd::{EtcdBackend, EtcdOptions};
 use crate::bench::store::{StoreWork, Target};
-use crate::bench::{self, kms, BenchError, Load, Report, Stop, TAG_BYTES};
+use crate::bench::{self, kms, BenchError, Load, Progress, Report, Stop, TAG_BYTES};
+use crate::uds::{self, UnixTarget};
 
 /// Load generators.
 #[derive(Debug, Subcommand)]
@@ -210,8 +213,9 @@ pub(super) fn bench(cmd: BenchCommand, client: &ClientArgs) -> Result<(), CliErr
                     .map(|s| flag("--storm", bench::parse_count(s, 1, 10_000_000)))
                     .transpose()?,
             };
-            let report = super::runtime()?
-                .block_on(kms::run(load, &b))
+            let p = Progress::default();
+            let report = runtime()?
+                .block_on(progress::bench(&p, kms::run(load, &b, &p)))
                 .map_err(|e| match e {
                     BenchError::Connect { .. } => CliError::new(e).hint(
                         "check --endpoint: it must be the plugin's socket, as in the EncryptionConfiguration",
@@ -225,7 +229,7 @@ pub(super) fn bench(cmd: BenchCommand, client: &ClientArgs) -> Result<(), CliErr
             let load = load(&a.load, false)?;
             let size = flag("--payload", bench::parse_size(&a.payload, 1 << 20))?;
             // The echo gets its own runtime (its own threads), as a server process would.
-            let echo = super::runtime()?;
+            let echo = runtime()?;
             let dir = tempfile::Builder::new()
                 .prefix("keyward-pingpong-")
                 .tempdir()
@@ -235,7 +239,11 @@ pub(super) fn bench(cmd: BenchCommand, client: &ClientArgs) -> Result<(), CliErr
                 .block_on(async { UnixListener::bind(&path) })
                 .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", path.display())))?;
             echo.spawn(bench::pingpong::serve_echo(listener));
-            let res = super::runtime()?.block_on(bench::pingpong::run(load, &path, size));
+            let p = Progress::default();
+            let res = runtime()?.block_on(progress::bench(
+                &p,
+                bench::pingpong::run(load, &path, size, &p),
+            ));
             echo.shutdown_background();
             (a.load.output, res?)
         }
@@ -269,13 +277,22 @@ fn bench_store(a: &BenchStoreArgs, client: &ClientArgs) -> Result<Report, CliErr
     let etcd = match &a.etcd {
         Some(urls) => {
             refuse_keyward_flags(client)?;
+            let endpoints = etcd_endpoints(urls, a.etcd_ca.is_some())?;
+            // The etcd client's refusals read as they did when it named the flags itself.
+            let refused = |m| {
+                CliError::new(format!("--etcd {urls}: invalid request: {m}"))
+                    .hint("check --etcd, --etcd-ca, --etcd-cert and --etcd-key")
+            };
+            let opts = super::etcd::options(
+                endpoints,
+                a.etcd_ca.as_deref(),
+                a.etcd_cert.as_deref(),
+                a.etcd_key.as_deref(),
+                refused,
+            )?;
             Some(EtcdOptions {
-                endpoints: etcd_endpoints(urls, a.etcd_ca.is_some())?,
-                ca: a.etcd_ca.clone(),
-                cert: a.etcd_cert.clone(),
-                key: a.etcd_key.clone(),
                 request_timeout: load.timeout,
-                ..EtcdOptions::default()
+                ..opts
             })
         }
         None => None,
@@ -286,7 +303,7 @@ fn bench_store(a: &BenchStoreArgs, client: &ClientArgs) -> Result<Report, CliErr
         keys,
         watchers: watchers as usize,
     };
-    super::runtime()?.block_on(async {
+    runtime()?.block_on(async {
         let target = match etcd {
             Some(opts) => Target::Etcd {
                 backends: connect_etcd(&opts, load.connections).await?,
@@ -307,7 +324,8 @@ fn bench_store(a: &BenchStoreArgs, client: &ClientArgs) -> Result<Report, CliErr
                 Target::Keyward { clients, server }
             }
         };
-        Ok(bench::store::run(load, target, work).await?)
+        let p = Progress::default();
+        Ok(progress::bench(&p, bench::store::run(load, target, work, &p)).await?)
     })
 }
 
@@ -399,44 +417,44 @@ fn load(a: &LoadArgs, storm: bool) -> Result<Load, CliError> {
         (Some(n), _) => {
             Stop::Requests(flag("--requests", bench::parse_count(n, 1, 1_000_000_000))?)
         }
-        (None, Some(d)) => Stop::For(flag("--duration", bench::parse_duration(d, false))?),
+        (None, Some(d)) => Stop::For(duration_up_to_a_day("--duration", d, false)?),
         (None, None) => Stop::For(Duration::from_secs(10)),
     };
     let warmup = if storm {
         Duration::ZERO
     } else {
-        flag("--warmup", bench::parse_duration(&a.warmup, true))?
+        duration_up_to_a_day("--warmup", &a.warmup, true)?
     };
     Ok(Load {
         concurrency: concurrency as usize,
         connections: connections.min(concurrency) as usize,
         stop,
         warmup,
-        timeout: flag("--timeout", bench::parse_duration(&a.timeout, false))?,
+        timeout: duration_up_to_a_day("--timeout", &a.timeout, false)?,
     })
 }
 
 /// A value the library refused, as an error naming `name`, with an example where it helps.
 fn flag<T>(name: &str, value: Result<T, BenchError>) -> Result<T, CliError> {
     value.map_err(|e| {
-        let hint = match e {
-            BenchError::NotADuration { .. } => "use a number with a unit, e.g. 10s, 500ms or 1m",
-            BenchError::NotASize { .. } => "use bytes or a unit, e.g. 32, 1KiB, 4KiB or 1MiB",
-            _ => return CliError::new(format!("{name}: {e}")),
-        };
-        CliError::new(format!("{name}: {e}")).hint(hint)
+        let shown = CliError::new(format!("{name}: {e}"));
+        match e {
+            BenchError::NotASize { .. } => {
+                shown.hint("use bytes or a unit, e.g. 32, 1KiB, 4KiB or 1MiB")
+            }
+            _ => shown,
+        }
     })
 }
 
-/// The socket path of `--endpoint unix:///path`.
-fn kms_socket(endpoint: &str) -> Result<PathBuf, CliError> {
-    match endpoint.strip_prefix("unix://") {
-        Some(p) if p.starts_with('/') => Ok(PathBuf::from(p)),
-        _ => Err(CliError::new(format!(
+/// The socket of `--endpoint unix:///path`, read as kube-apiserver reads a KMS endpoint.
+fn kms_socket(endpoint: &str) -> Result<UnixTarget, CliError> {
+    uds::parse_unix_endpoint(endpoint).map_err(|_| {
+        CliError::new(format!(
             "--endpoint {endpoint:?}: expected unix:///absolute/path/to/plugin.sock"
         ))
-        .hint("KMS v2 plugins listen on Unix sockets, as in the EncryptionConfiguration endpoint")),
-    }
+        .hint("KMS v2 plugins listen on Unix sockets, as in the EncryptionConfiguration endpoint")
+    })
 }
 
 #[cfg(test)]
@@ -567,7 +585,11 @@ mod tests {
         }
         assert_eq!(
             kms_socket("unix:///run/kms.sock").unwrap(),
-            PathBuf::from("/run/kms.sock")
+            UnixTarget::Path(PathBuf::from("/run/kms.sock"))
+        );
+        assert_eq!(
+            kms_socket("unix:///@kms").unwrap(),
+            UnixTarget::Abstract("kms".into())
         );
         let e = flag("--storm", bench::parse_count("0", 1, 10)).unwrap_err();
         assert_eq!(e.message, "--storm: must be 1 to 10 (got 0)");
@@ -587,7 +609,7 @@ mod tests {
             e.hint.as_deref(),
             Some("use bytes or a unit, e.g. 32, 1KiB, 4KiB or 1MiB")
         );
-        let e = flag("--warmup", bench::parse_duration("soon", true)).unwrap_err();
+        let e = duration_up_to_a_day("--warmup", "soon", true).unwrap_err();
         assert!(e
             .message
             .starts_with("--warmup: \"soon\" is not a duration"));

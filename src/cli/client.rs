@@ -1,5 +1,6 @@
 //! Talking to a keyward server: discovery (`--server`, `KEYWARD_SERVER`, the `keyward dev`
-//! socket), TLS and credentials for `https://` servers, and kubectl-style error messages.
+//! socket), TLS and credentials for `https://` servers. Its errors are worded by
+//! [`server_error`] (kubectl's style), used by every command that calls the server.
 
 use std::path::{Path, PathBuf};
 
@@ -7,29 +8,36 @@ use clap::Args;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 
+pub(super) use super::error::server_error;
 use super::{CliError, DEV_DIR};
 use crate::pb::keyward_v1::secrets_client::SecretsClient;
+use crate::uds::{self, UnixTarget};
+
+/// Where the client flags sort among a command's own flags in its help. clap orders flags by a
+/// number it hands out as the command line is built, and each new subcommand shifts it: this is
+/// the place they had before `completion` was added, so no command's help moved.
+const HELP_ORDER: usize = 17;
 
 /// How a client command finds and authenticates to the server.
 #[derive(Debug, Clone, Args)]
 pub(super) struct ClientArgs {
     /// The server: unix:///path/to/keyward.sock or https://host:port. Defaults to
     /// $KEYWARD_SERVER, then ./keyward-dev/keyward.sock (the `keyward dev` socket).
-    #[arg(long, global = true, env = "KEYWARD_SERVER", value_name = "URL")]
+    #[arg(long, global = true, env = "KEYWARD_SERVER", value_name = "URL", display_order = HELP_ORDER)]
     pub server: Option<String>,
     /// PEM CA certificate that signed an https server's certificate.
-    #[arg(long, global = true, env = "KEYWARD_CA_FILE", value_name = "FILE")]
+    #[arg(long, global = true, env = "KEYWARD_CA_FILE", value_name = "FILE", display_order = HELP_ORDER + 1)]
     pub ca_file: Option<PathBuf>,
     /// File holding a bearer token for an https server.
-    #[arg(long, global = true, env = "KEYWARD_TOKEN_FILE", value_name = "FILE")]
+    #[arg(long, global = true, env = "KEYWARD_TOKEN_FILE", value_name = "FILE", display_order = HELP_ORDER + 2)]
     pub token_file: Option<PathBuf>,
     /// PEM client certificate for an https server (with --client-key).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", display_order = HELP_ORDER + 3)]
     pub client_cert: Option<PathBuf>,
     /// PEM client key for an https server (with --client-cert).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", display_order = HELP_ORDER + 4)]
     pub client_key: Option<PathBuf>,
 }
 
@@ -50,20 +58,21 @@ impl tonic::service::Interceptor for Bearer {
 pub(super) type Client = SecretsClient<InterceptedService<Channel, Bearer>>;
 
 enum Target {
-    Unix(PathBuf),
+    Unix(UnixTarget),
     Https(String),
 }
 
 fn target(args: &ClientArgs) -> Result<Target, CliError> {
     match args.server.as_deref() {
-        None | Some("") => Ok(Target::Unix(Path::new(DEV_DIR).join("keyward.sock"))),
+        None | Some("") => Ok(Target::Unix(UnixTarget::Path(
+            Path::new(DEV_DIR).join("keyward.sock"),
+        ))),
         Some(url) => {
-            if let Some(p) = url.strip_prefix("unix://") {
-                if p.starts_with('/') {
-                    return Ok(Target::Unix(PathBuf::from(p)));
-                }
-            } else if url.starts_with("https://") {
+            if url.starts_with("https://") {
                 return Ok(Target::Https(url.to_owned()));
+            }
+            if let Ok(target) = uds::parse_unix_endpoint(url) {
+                return Ok(Target::Unix(target));
             }
             Err(CliError::new(format!(
                 "--server {url:?}: expected unix:///absolute/path/to/keyward.sock or https://host:port"
@@ -85,9 +94,9 @@ pub(super) async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
 
 async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
     let (channel, shown) = match target(args)? {
-        Target::Unix(path) => {
-            let shown = format!("unix://{}", path.display());
-            let ch = crate::uds::unix_channel(path).await.map_err(|e| {
+        Target::Unix(target) => {
+            let shown = target.to_string();
+            let ch = uds::channel(target).await.map_err(|e| {
                 CliError::new(format!(
                     "cannot connect to the keyward server at {shown}: {e}"
                 ))
@@ -151,25 +160,4 @@ pub(super) async fn connect_encryption(args: &ClientArgs) -> Result<EncryptionCl
             channel, bearer,
         ),
     )
-}
-
-/// A server error as kubectl prints it: `Error from server (NotFound): secrets "x" not found`,
-/// or `The Secret "x" is invalid: ...` for validation errors.
-pub(super) fn server_error(s: Status) -> CliError {
-    let reason = match s.code() {
-        Code::InvalidArgument if s.message().starts_with("Secret ") => {
-            return CliError::plain(format!("The {}", s.message()));
-        }
-        Code::InvalidArgument => "BadRequest",
-        Code::NotFound => "NotFound",
-        Code::AlreadyExists => "AlreadyExists",
-        Code::Aborted => "Conflict",
-        Code::OutOfRange => "Expired",
-        Code::Unavailable => "ServiceUnavailable",
-        Code::Unauthenticated => "Unauthorized",
-        Code::PermissionDenied => "Forbidden",
-        Code::DeadlineExceeded => "Timeout",
-        _ => "InternalError",
-    };
-    CliError::plain(format!("Error from server ({reason}): {}", s.message()))
 }

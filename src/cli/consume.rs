@@ -184,58 +184,9 @@ fn parse_item(s: &str) -> Result<Item, String> {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    go_duration(s)
-        .or_else(|| humantime::parse_duration(s).ok())
+    crate::go_duration::parse_unsigned(s)
+        .or_else(|| super::flags::parse_duration(s).ok())
         .ok_or_else(|| "expected a duration such as 30s, 1m30s, 1.5m, 500ms or 2min".to_owned())
-}
-
-/// A Go `time.ParseDuration` string without sign: `0`, or numbers with an optional fraction,
-/// each followed by a unit (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `1h2m3.5s`.
-fn go_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let digits = |r: &str| r.bytes().take_while(u8::is_ascii_digit).count();
-    let mut rest = s;
-    let mut nanos: u128 = 0;
-    while !rest.is_empty() {
-        let (int, r) = rest.split_at(digits(rest));
-        let (frac, r) = match r.strip_prefix('.') {
-            Some(r) => r.split_at(digits(r)),
-            None => ("", r),
-        };
-        if int.is_empty() && frac.is_empty() {
-            return None;
-        }
-        let unit_len = r
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(r.len());
-        let (unit, r) = r.split_at(unit_len);
-        let scale: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
-        nanos = nanos.checked_add(int.checked_mul(scale)?)?;
-        let (mut f, mut div) = (0u128, 1u128);
-        for d in frac.bytes().take(18) {
-            f = f * 10 + u128::from(d - b'0');
-            div *= 10;
-        }
-        nanos = nanos.checked_add(f * scale / div)?;
-        rest = r;
-    }
-    let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
-    let sub = u32::try_from(nanos % 1_000_000_000).ok()?;
-    Some(Duration::new(secs, sub))
 }
 
 fn checked_namespace(ns: &str) -> Result<String, CliError> {
@@ -371,9 +322,9 @@ pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
     let env = if a.env.is_empty() && a.env_from.is_empty() {
         Vec::new()
     } else {
-        super::runtime()?.block_on(resolve_env(&a, &ns, client))?
+        super::process::runtime()?.block_on(resolve_env(&a, &ns, client))?
     };
-    super::restore_inherited();
+    super::process::restore_inherited();
     let err = std::process::Command::new(program)
         .args(args)
         .envs(env)
@@ -469,25 +420,6 @@ fn writer_error(e: ProjectionError) -> CliError {
     CliError::new(e).hint(hint)
 }
 
-/// Cancels `token` on SIGTERM or SIGINT.
-fn cancel_on_signal(token: CancellationToken) -> Result<(), CliError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handler = |kind| {
-        signal(kind).map_err(|e| CliError::new(format!("cannot install a signal handler: {e}")))
-    };
-    let mut term = handler(SignalKind::terminate())?;
-    let mut int = handler(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        eprintln!("keyward mount: {name}: stopping");
-        token.cancel();
-    });
-    Ok(())
-}
-
 /// Prints a line on stdout; a closed stdout is not an error worth stopping for.
 fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(io::stdout(), "{line}");
@@ -499,10 +431,12 @@ pub(super) fn mount(a: MountArgs, client: &ClientArgs) -> Result<(), CliError> {
     let spec = Projection::new(a.items, a.default_mode)
         .map_err(|e| CliError::new(format!("--items: {e}")))?;
     let name = a.secret.0;
-    super::runtime()?.block_on(async {
+    super::process::runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         if a.watch {
-            cancel_on_signal(cancel.clone())?;
+            super::process::cancel_on_signal(cancel.clone(), |name| {
+                eprintln!("keyward mount: {name}: stopping")
+            })?;
         }
         let mut fetcher = Fetcher::new(client, &a.wait);
         let secret = tokio::select! {

@@ -1,12 +1,14 @@
 //! `keyward encryption status` and `keyward migrate`: what protects every stored object, and
-//! rewriting stale ones with the current provider and key.
+//! rewriting stale ones with the current provider and key (a progress bar on a terminal).
 
-use std::io::{IsTerminal, Write as _};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 
-use super::client::ClientArgs;
+use super::client::{self, ClientArgs};
+use super::output::{fields, table};
+use super::process::runtime;
+use super::progress::{self, MigrateBar};
 use super::CliError;
 use crate::pb::keyward_v1 as pb;
 
@@ -45,12 +47,12 @@ pub(super) struct MigrateArgs {
 /// Runs `keyward encryption ...`.
 pub(super) fn encryption(cmd: EncryptionCommand, client: &ClientArgs) -> Result<(), CliError> {
     let EncryptionCommand::Status { all, output } = cmd;
-    let s = super::runtime()?.block_on(async {
-        let mut c = super::client::connect_encryption(client).await?;
+    let s = runtime()?.block_on(async {
+        let mut c = client::connect_encryption(client).await?;
         c.status(pb::EncryptionStatusRequest { all_objects: all })
             .await
             .map(|r| r.into_inner())
-            .map_err(super::client::server_error)
+            .map_err(client::server_error)
     })?;
     if output == "json" {
         let v = serde_json::json!({
@@ -69,7 +71,7 @@ pub(super) fn encryption(cmd: EncryptionCommand, client: &ClientArgs) -> Result<
                 "keyName": o.key_name, "stale": o.stale, "error": o.error,
             })).collect::<Vec<_>>(),
         });
-        println!("{}", super::manifest::to_json(&v));
+        println!("{}", crate::manifest::to_json(&v));
         return Ok(());
     }
     let write = if s.write_key.is_empty() {
@@ -77,14 +79,16 @@ pub(super) fn encryption(cmd: EncryptionCommand, client: &ClientArgs) -> Result<
     } else {
         format!("{} {}", s.write_provider, s.write_key)
     };
-    println!("writes use:     {write}");
-    println!("objects:        {} at revision {}", s.total, s.revision);
-    println!("stale:          {}", s.stale);
-    println!("undecryptable:  {}", s.undecryptable);
+    let mut summary = vec![
+        ("writes use", write),
+        ("objects", format!("{} at revision {}", s.total, s.revision)),
+        ("stale", s.stale.to_string()),
+        ("undecryptable", s.undecryptable.to_string()),
+    ];
     if !s.kms_key_ids.is_empty() {
-        println!("kms key_ids:    {}", s.kms_key_ids.join(", "));
+        summary.push(("kms key_ids", s.kms_key_ids.join(", ")));
     }
-    println!();
+    println!("{}\n", fields(&summary));
     let mut rows = vec![vec![
         "PROVIDER".to_owned(),
         "KEY".into(),
@@ -99,7 +103,7 @@ pub(super) fn encryption(cmd: EncryptionCommand, client: &ClientArgs) -> Result<
             c.stale.to_string(),
         ]);
     }
-    print!("{}", super::secrets::table(&rows));
+    print!("{}", table(&rows));
     if !s.objects.is_empty() {
         println!();
         for o in &s.objects {
@@ -114,7 +118,7 @@ pub(super) fn encryption(cmd: EncryptionCommand, client: &ClientArgs) -> Result<
     Ok(())
 }
 
-/// Runs `keyward migrate`: a progress line on a terminal, periodic log lines otherwise.
+/// Runs `keyward migrate`: a progress bar on a terminal, periodic log lines otherwise.
 pub(super) fn migrate(a: MigrateArgs, client: &ClientArgs) -> Result<(), CliError> {
     if a.batch_size <= 0 {
         return Err(CliError::new("--batch-size: must be a positive number"));
@@ -124,10 +128,10 @@ pub(super) fn migrate(a: MigrateArgs, client: &ClientArgs) -> Result<(), CliErro
             "--rate: must be 0 (unlimited) or a positive number",
         ));
     }
-    let tty = std::io::stderr().is_terminal();
-    let last = super::runtime()?.block_on(async {
+    let bar = progress::on_terminal().then(MigrateBar::new);
+    let last = runtime()?.block_on(async {
         use tokio_stream::StreamExt;
-        let mut c = super::client::connect_encryption(client).await?;
+        let mut c = client::connect_encryption(client).await?;
         let mut stream = c
             .migrate(pb::MigrateRequest {
                 dry_run: a.dry_run,
@@ -135,13 +139,13 @@ pub(super) fn migrate(a: MigrateArgs, client: &ClientArgs) -> Result<(), CliErro
                 rate: a.rate,
             })
             .await
-            .map_err(super::client::server_error)?
+            .map_err(client::server_error)?
             .into_inner();
         let started = Instant::now();
         let mut last_log = Instant::now();
         let mut last = pb::MigrateProgress::default();
         while let Some(p) = stream.next().await {
-            let p = p.map_err(super::client::server_error)?;
+            let p = p.map_err(client::server_error)?;
             let elapsed = started.elapsed().as_secs_f64().max(1e-3);
             let rate = p.done as f64 / elapsed;
             let eta = if rate > 0.0 { (p.total - p.done).max(0) as f64 / rate } else { 0.0 };
@@ -155,17 +159,16 @@ pub(super) fn migrate(a: MigrateArgs, client: &ClientArgs) -> Result<(), CliErro
                 rate,
                 humantime::format_duration(Duration::from_secs(eta.round() as u64))
             );
-            if tty {
-                eprint!("\r\x1b[2K{line}");
-                let _ = std::io::stderr().flush();
+            if let Some(bar) = &bar {
+                bar.update(p.done.max(0) as u64, p.total.max(0) as u64, line);
             } else if p.finished || last_log.elapsed() >= Duration::from_secs(2) {
                 eprintln!("{line}");
                 last_log = Instant::now();
             }
             last = p;
         }
-        if tty {
-            eprintln!();
+        if let Some(bar) = bar {
+            bar.finish();
         }
         Ok::<_, CliError>(last)
     })?;

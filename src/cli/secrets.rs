@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -12,6 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use super::client::{self, Client, ClientArgs};
+use super::output::{age, table};
 use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
 use crate::manifest;
@@ -251,7 +252,7 @@ fn resource_is_secret(r: &str, allow_slash: bool) -> Result<Option<String>, CliE
 }
 
 fn rt() -> Result<tokio::runtime::Runtime, CliError> {
-    super::runtime()
+    super::process::runtime()
 }
 
 fn bytes(v: &[u8]) -> SecretBytes {
@@ -591,42 +592,6 @@ fn print_object(s: &Secret, output: Option<ObjectOutput>, verb: &str) -> Result<
         Some(ObjectOutput::Json) => println!("{}", manifest::secret_json(s)),
     }
     Ok(())
-}
-
-/// kubectl's AGE column: `45s`, `12m`, `5h`, `3d`, `2y`.
-pub(super) fn age(created: &str, now: SystemTime) -> String {
-    let Ok(t) = humantime::parse_rfc3339(created) else {
-        return "<unknown>".into();
-    };
-    let secs = now.duration_since(t).unwrap_or(Duration::ZERO).as_secs();
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 3600 * 2 => format!("{}m", s / 60),
-        s if s < 86400 * 2 => format!("{}h", s / 3600),
-        s if s < 86400 * 365 * 2 => format!("{}d", s / 86400),
-        s => format!("{}y", s / (86400 * 365)),
-    }
-}
-
-pub(super) fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == cols {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}   ", w = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 fn row(s: &Secret, all_ns: bool, wide: bool, now: SystemTime) -> Vec<String> {

@@ -1,13 +1,13 @@
 //! The etcd client: one lazily connected channel per endpoint (plain or TLS), unary calls that
 //! fail over to the next endpoint, and watch streams opened the same way.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
+use zeroize::Zeroizing;
 
 use super::invalid;
 use crate::backend::{BackendError, Revision};
@@ -19,17 +19,20 @@ use crate::pb::etcdserverpb::watch_client::WatchClient;
 /// Largest response accepted from etcd (a page of a large list).
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
-/// How to reach an etcd cluster.
+/// How to reach an etcd cluster. The TLS material is given as PEM bytes: where it comes from
+/// (files, a secret manager) is the caller's business.
 #[derive(Clone)]
 pub struct EtcdOptions {
     /// Client URLs, `http://host:port` or `https://host:port`; at least one.
     pub endpoints: Vec<String>,
-    /// CA bundle (PEM) that signed the etcd servers' certificates (https endpoints).
-    pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) for etcd's client-certificate authentication.
-    pub cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    pub key: Option<PathBuf>,
+    /// CA bundle (PEM) that signed the etcd servers' certificates: required for https endpoints
+    /// and with a client certificate.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain (PEM) for etcd's client-certificate authentication; given
+    /// together with `key_pem`.
+    pub cert_pem: Option<Vec<u8>>,
+    /// The client certificate's private key (PEM); zeroized when dropped.
+    pub key_pem: Option<Zeroizing<Vec<u8>>>,
     /// Time to establish a connection to one endpoint.
     pub connect_timeout: Duration,
     /// Time one request may take on one endpoint before the next is tried.
@@ -40,9 +43,9 @@ impl Default for EtcdOptions {
     fn default() -> Self {
         EtcdOptions {
             endpoints: vec!["http://127.0.0.1:2379".to_owned()],
-            ca: None,
-            cert: None,
-            key: None,
+            ca_pem: None,
+            cert_pem: None,
+            key_pem: None,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
         }
@@ -51,12 +54,85 @@ impl Default for EtcdOptions {
 
 impl std::fmt::Debug for EtcdOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |b: bool| if b { "<pem>" } else { "none" };
         f.debug_struct("EtcdOptions")
             .field("endpoints", &self.endpoints)
-            .field("ca", &self.ca)
-            .field("cert", &self.cert)
-            .field("key", &self.key.as_ref().map(|_| "<path>"))
+            .field("ca_pem", &given(self.ca_pem.is_some()))
+            .field("cert_pem", &given(self.cert_pem.is_some()))
+            .field("key_pem", &given(self.key_pem.is_some()))
             .finish_non_exhaustive()
+    }
+}
+
+/// Why [`EtcdOptions`] cannot be used; every case is the caller's input. Messages name the
+/// options' own fields; a command line words them with its flags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EtcdOptionsError {
+    /// No endpoint at all.
+    #[error("endpoints: at least one URL is required (e.g. http://127.0.0.1:2379)")]
+    NoEndpoints,
+    /// A client certificate without its key, or a key without its certificate.
+    #[error("cert_pem and key_pem must be given together")]
+    CertWithoutKey,
+    /// A client certificate without the CA that verifies etcd.
+    #[error("cert_pem/key_pem need ca_pem, the CA that signed etcd's certificates")]
+    ClientCertWithoutCa,
+    /// An endpoint that is neither `http://` nor `https://`.
+    #[error("endpoints: {0:?} must start with http:// or https://")]
+    Scheme(String),
+    /// An `https://` endpoint without a CA.
+    #[error(
+        "endpoints: {0:?} is https; give ca_pem (and cert_pem/key_pem for client authentication)"
+    )]
+    HttpsWithoutCa(String),
+    /// An endpoint that does not parse as a URL.
+    #[error("endpoints: {url:?} is not a URL: {reason}")]
+    NotAUrl {
+        /// The endpoint.
+        url: String,
+        /// What the URL parser said.
+        reason: String,
+    },
+}
+
+impl EtcdOptions {
+    /// Checks the options without connecting: the client certificate and key come together and
+    /// with a CA, and every endpoint is an `http://` or `https://` URL (an https one with a CA).
+    /// [`EtcdClient::new`] refuses what this refuses.
+    pub fn validate(&self) -> Result<(), EtcdOptionsError> {
+        self.endpoints_checked().map(|_| ())
+    }
+
+    /// The endpoints, trimmed and parsed, with whether each is https.
+    fn endpoints_checked(&self) -> Result<Vec<(String, bool, Endpoint)>, EtcdOptionsError> {
+        if self.endpoints.is_empty() {
+            return Err(EtcdOptionsError::NoEndpoints);
+        }
+        if self.cert_pem.is_some() != self.key_pem.is_some() {
+            return Err(EtcdOptionsError::CertWithoutKey);
+        }
+        if self.cert_pem.is_some() && self.ca_pem.is_none() {
+            return Err(EtcdOptionsError::ClientCertWithoutCa);
+        }
+        let mut out = Vec::with_capacity(self.endpoints.len());
+        for url in &self.endpoints {
+            let url = url.trim();
+            let https = url.starts_with("https://");
+            if !https && !url.starts_with("http://") {
+                return Err(EtcdOptionsError::Scheme(url.to_owned()));
+            }
+            if https && self.ca_pem.is_none() {
+                return Err(EtcdOptionsError::HttpsWithoutCa(url.to_owned()));
+            }
+            let ep =
+                Endpoint::from_shared(url.to_owned()).map_err(|e| EtcdOptionsError::NotAUrl {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
+            out.push((url.to_owned(), https, ep));
+        }
+        Ok(out)
     }
 }
 
@@ -80,75 +156,35 @@ impl std::fmt::Debug for EtcdClient {
     }
 }
 
-fn read_pem(path: &PathBuf, flag: &str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(path).map_err(|e| invalid(format!("{flag} {}: cannot read: {e}", path.display())))
-}
-
 impl EtcdClient {
     /// Builds channels to every endpoint. Connections are made on first use, so this succeeds
     /// while etcd is down; must be called inside a tokio runtime.
     pub fn new(opts: &EtcdOptions) -> Result<EtcdClient, BackendError> {
-        if opts.endpoints.is_empty() {
-            return Err(invalid(
-                "--etcd-endpoints: at least one URL is required (e.g. http://127.0.0.1:2379)"
-                    .into(),
-            ));
-        }
-        if opts.cert.is_some() != opts.key.is_some() {
-            return Err(invalid(
-                "--etcd-cert and --etcd-key must be given together".into(),
-            ));
-        }
-        let mut tls = None;
-        if opts.ca.is_some() || opts.cert.is_some() {
-            let mut cfg = ClientTlsConfig::new();
-            let Some(ca) = &opts.ca else {
-                return Err(invalid(
-                    "--etcd-cert/--etcd-key need --etcd-ca, the CA that signed etcd's certificates"
-                        .into(),
-                ));
-            };
-            cfg = cfg.ca_certificate(Certificate::from_pem(read_pem(ca, "--etcd-ca")?));
-            if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
-                let key_pem = crate::seal::read_private_file(key, 1 << 20)
-                    .map_err(|e| invalid(format!("--etcd-key: {e}")))?;
-                cfg = cfg.identity(Identity::from_pem(
-                    read_pem(cert, "--etcd-cert")?,
-                    key_pem.as_slice(),
-                ));
+        let endpoints = opts
+            .endpoints_checked()
+            .map_err(|e| invalid(e.to_string()))?;
+        let tls = opts.ca_pem.as_ref().map(|ca| {
+            let cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            match (&opts.cert_pem, &opts.key_pem) {
+                (Some(cert), Some(key)) => cfg.identity(Identity::from_pem(cert, key.as_slice())),
+                _ => cfg,
             }
-            tls = Some(cfg);
-        }
+        });
         let mut members = Vec::new();
-        for url in &opts.endpoints {
-            let url = url.trim();
-            let https = url.starts_with("https://");
-            if !https && !url.starts_with("http://") {
-                return Err(invalid(format!(
-                    "--etcd-endpoints: {url:?} must start with http:// or https://"
-                )));
-            }
-            if https && tls.is_none() {
-                return Err(invalid(format!(
-                    "--etcd-endpoints: {url:?} is https; give --etcd-ca (and --etcd-cert/--etcd-key for client authentication)"
-                )));
-            }
-            let mut ep = Endpoint::from_shared(url.to_owned())
-                .map_err(|e| invalid(format!("--etcd-endpoints: {url:?} is not a URL: {e}")))?
+        for (url, https, ep) in endpoints {
+            let mut ep = ep
                 .connect_timeout(opts.connect_timeout)
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(5))
                 .keep_alive_while_idle(true)
                 .tcp_nodelay(true);
-            if https {
-                if let Some(cfg) = &tls {
-                    ep = ep
-                        .tls_config(cfg.clone())
-                        .map_err(|e| invalid(format!("etcd TLS configuration: {e}")))?;
-                }
+            if let (true, Some(cfg)) = (https, &tls) {
+                ep = ep
+                    .tls_config(cfg.clone())
+                    .map_err(|e| invalid(format!("etcd TLS configuration: {e}")))?;
             }
             members.push(Member {
-                url: url.to_owned(),
+                url,
                 channel: ep.connect_lazy(),
             });
         }
@@ -384,4 +420,62 @@ fn never_sent(status: &Status) -> bool {
         source = e.source();
     }
     status.message().contains("tcp connect error")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(endpoints: &[&str]) -> EtcdOptions {
+        EtcdOptions {
+            endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
+            ..EtcdOptions::default()
+        }
+    }
+
+    #[test]
+    fn options_are_checked_with_their_own_field_names() {
+        let pem = || Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+        assert_eq!(opts(&[]).validate(), Err(EtcdOptionsError::NoEndpoints));
+        let cert_only = EtcdOptions {
+            cert_pem: pem(),
+            ..opts(&["http://e:2379"])
+        };
+        assert_eq!(cert_only.validate(), Err(EtcdOptionsError::CertWithoutKey));
+        let no_ca = EtcdOptions {
+            key_pem: Some(Zeroizing::new(b"key".to_vec())),
+            ..cert_only
+        };
+        assert_eq!(no_ca.validate(), Err(EtcdOptionsError::ClientCertWithoutCa));
+        assert_eq!(
+            opts(&["http://a:1", "e:2379"]).validate(),
+            Err(EtcdOptionsError::Scheme("e:2379".into()))
+        );
+        let e = opts(&["https://e:2379"]).validate().unwrap_err();
+        assert_eq!(e, EtcdOptionsError::HttpsWithoutCa("https://e:2379".into()));
+        assert_eq!(
+            e.to_string(),
+            "endpoints: \"https://e:2379\" is https; give ca_pem (and cert_pem/key_pem for client authentication)"
+        );
+        assert!(matches!(
+            opts(&["http://[::1"]).validate(),
+            Err(EtcdOptionsError::NotAUrl { .. })
+        ));
+        let with_ca = EtcdOptions {
+            ca_pem: pem(),
+            ..opts(&[" https://e:2379 ", "http://f:2379"])
+        };
+        assert_eq!(with_ca.validate(), Ok(()));
+        let debug = format!(
+            "{:?}",
+            EtcdOptions {
+                key_pem: Some(Zeroizing::new(b"SECRET".to_vec())),
+                ..with_ca
+            }
+        );
+        assert!(
+            !debug.contains("SECRET") && debug.contains("key_pem: \"<pem>\""),
+            "{debug}"
+        );
+    }
 }

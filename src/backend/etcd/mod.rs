@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use tonic::{Code, Status};
 
-pub use client::{EtcdClient, EtcdOptions, WatchParts};
+pub use client::{EtcdClient, EtcdOptions, EtcdOptionsError, WatchParts};
 
 use super::{
     check_key, prefix_end, Backend, BackendError, Expect, KeyValue, RangeRequest, RangeResponse,

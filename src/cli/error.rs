@@ -1,0 +1,197 @@
+//! The command line's error: what went wrong and what to do next ([`CliError`]), and how a
+//! failed gRPC call is told to the user, decided by the [`Reason`] the server put in the status
+//! (by its gRPC code when a server sends none).
+
+use tonic::{Code, Status};
+
+use crate::api::Reason;
+
+/// A command-line error: what went wrong and, when known, what to do about it.
+#[derive(Debug)]
+pub struct CliError {
+    pub(super) message: String,
+    pub(super) hint: Option<String>,
+    /// Printed as is, without the `error: ` prefix (kubectl-style server errors).
+    pub(super) plain: bool,
+}
+
+impl CliError {
+    /// An error printed as `error: MESSAGE`.
+    pub(super) fn new(message: impl std::fmt::Display) -> Self {
+        Self {
+            message: message.to_string(),
+            hint: None,
+            plain: false,
+        }
+    }
+
+    /// An error already reported on stderr: exit non-zero, print nothing more.
+    pub(super) fn silent() -> Self {
+        Self::plain("")
+    }
+
+    /// An error printed as is, without the `error: ` prefix.
+    pub(super) fn plain(message: impl std::fmt::Display) -> Self {
+        Self {
+            plain: true,
+            ..Self::new(message)
+        }
+    }
+
+    /// Adds what to do next, printed as `hint: HINT`.
+    pub(super) fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Prints the error on stderr, as the process ends with it.
+    pub(super) fn print(&self) {
+        match (self.plain, self.message.is_empty()) {
+            (true, true) => {}
+            (true, false) => eprintln!("{}", self.message),
+            (false, _) => eprintln!("error: {}", self.message),
+        }
+        if let Some(h) = &self.hint {
+            eprintln!("hint: {h}");
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::new(e)
+    }
+}
+
+/// A store server's error as kubectl prints it: `Error from server (NotFound): secrets "x" not
+/// found`, or `The Secret "x" is invalid: ...` for validation errors.
+pub(super) fn server_error(s: Status) -> CliError {
+    match Reason::of(&s).unwrap_or_else(|| store_reason(s.code())) {
+        Reason::Invalid => CliError::plain(format!("The {}", s.message())),
+        reason => CliError::plain(format!("Error from server ({reason}): {}", s.message())),
+    }
+}
+
+/// The reason of a store status that carries none (an older server, or the transport), from
+/// its code.
+fn store_reason(code: Code) -> Reason {
+    match code {
+        Code::InvalidArgument => Reason::BadRequest,
+        Code::NotFound => Reason::NotFound,
+        Code::AlreadyExists => Reason::AlreadyExists,
+        Code::Aborted => Reason::Conflict,
+        Code::OutOfRange => Reason::Expired,
+        Code::Unavailable => Reason::ServiceUnavailable,
+        Code::Unauthenticated => Reason::Unauthorized,
+        Code::PermissionDenied => Reason::Forbidden,
+        Code::DeadlineExceeded => Reason::Timeout,
+        _ => Reason::InternalError,
+    }
+}
+
+/// A KMS plugin admin error: `error: not found: key_id: no key "x"`.
+pub(super) fn admin_error(s: Status) -> CliError {
+    let kind = match Reason::of(&s) {
+        Some(Reason::BadRequest | Reason::Invalid) => "invalid argument",
+        Some(Reason::NotFound) => "not found",
+        Some(Reason::Conflict) => "refused",
+        Some(Reason::ServiceUnavailable) => "unavailable",
+        Some(_) => "error",
+        None => match s.code() {
+            Code::InvalidArgument => "invalid argument",
+            Code::NotFound => "not found",
+            Code::FailedPrecondition => "refused",
+            Code::Unavailable => "unavailable",
+            _ => "error",
+        },
+    };
+    CliError::new(format!("{kind}: {}", s.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the user sees for each reason a store server sends, and for each code when it
+    /// sends none.
+    #[test]
+    fn store_errors_by_reason_then_by_code() {
+        let shown = |s: Status| {
+            let e = server_error(s);
+            assert!(e.plain);
+            e.message
+        };
+        for (reason, want) in [
+            (Reason::Invalid, "The m"),
+            (Reason::BadRequest, "Error from server (BadRequest): m"),
+            (Reason::NotFound, "Error from server (NotFound): m"),
+            (
+                Reason::AlreadyExists,
+                "Error from server (AlreadyExists): m",
+            ),
+            (Reason::Conflict, "Error from server (Conflict): m"),
+            (Reason::Expired, "Error from server (Expired): m"),
+            (Reason::Unauthorized, "Error from server (Unauthorized): m"),
+            (Reason::Forbidden, "Error from server (Forbidden): m"),
+            (Reason::Timeout, "Error from server (Timeout): m"),
+            (
+                Reason::ServiceUnavailable,
+                "Error from server (ServiceUnavailable): m",
+            ),
+            (
+                Reason::InternalError,
+                "Error from server (InternalError): m",
+            ),
+        ] {
+            // The reason decides, whatever the code.
+            assert_eq!(shown(reason.status(Code::Unknown, "m")), want, "{reason}");
+        }
+        for (code, want) in [
+            (Code::InvalidArgument, "BadRequest"),
+            (Code::NotFound, "NotFound"),
+            (Code::AlreadyExists, "AlreadyExists"),
+            (Code::Aborted, "Conflict"),
+            (Code::OutOfRange, "Expired"),
+            (Code::Unavailable, "ServiceUnavailable"),
+            (Code::Unauthenticated, "Unauthorized"),
+            (Code::PermissionDenied, "Forbidden"),
+            (Code::DeadlineExceeded, "Timeout"),
+            (Code::FailedPrecondition, "InternalError"),
+            (Code::Internal, "InternalError"),
+        ] {
+            assert_eq!(
+                shown(Status::new(code, "Secret \"x\" is invalid")),
+                format!("Error from server ({want}): Secret \"x\" is invalid"),
+                "{code:?}: no reason, so not told apart by the message"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_errors_by_reason_then_by_code() {
+        let shown = |s: Status| {
+            let e = admin_error(s);
+            assert!(!e.plain);
+            e.message
+        };
+        for (reason, want) in [
+            (Reason::BadRequest, "invalid argument: m"),
+            (Reason::Invalid, "invalid argument: m"),
+            (Reason::NotFound, "not found: m"),
+            (Reason::Conflict, "refused: m"),
+            (Reason::ServiceUnavailable, "unavailable: m"),
+            (Reason::InternalError, "error: m"),
+        ] {
+            assert_eq!(shown(reason.status(Code::Unknown, "m")), want, "{reason}");
+        }
+        for (code, want) in [
+            (Code::InvalidArgument, "invalid argument: m"),
+            (Code::NotFound, "not found: m"),
+            (Code::FailedPrecondition, "refused: m"),
+            (Code::Unavailable, "unavailable: m"),
+            (Code::Internal, "error: m"),
+        ] {
+            assert_eq!(shown(Status::new(code, "m")), want, "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! `keyward kms`: the KMS plugin's commands (init, serve, and the admin calls status, keys,
+//! rotate, retire, destroy), their flags, where the keyring lives, how keyring errors are told
+//! with the flags that fix them, and the key table and JSON the admin calls print.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use super::client::{self, ClientArgs};
+use super::error::admin_error;
+use super::etcd::{BackendArg, EtcdArgs};
+use super::flags::{duration_or_never, socket_access};
+use super::output::{columns, fields, format_time, short_duration};
+use super::process::{drain_on_signal, run_until_signal, runtime};
+use super::{CliError, DEV_DIR};
+use crate::backend::{EtcdBackend, EtcdOptions};
+use crate::crypto::Algorithm;
+use crate::keyring::{self, InitOptions, Keyring, KeyringError, KeyringLocation, RotationPolicy};
+use crate::kms::PluginServer;
+use crate::pb::keyward_v1 as admin_pb;
+use crate::seal::{self, KdfParams, SealSpec};
+use crate::uds::{self, SocketAccess};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum KmsCommand {
+    /// Create a sealed keyring with its first key-encryption key.
+    ///
+    /// Examples:
+    ///   keyward kms init --generate-keyfile /etc/keyward/root.key
+    ///   keyward kms init --data /var/lib/keyward --seal keyfile:/etc/keyward/root.key
+    ///   keyward kms init --keyring etcd --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
+    ///     --etcd-ca /etc/keyward/etcd-ca.crt --seal keyfile:/etc/keyward/root.key
+    #[command(verbatim_doc_comment)]
+    Init(InitArgs),
+    /// Serve KMS v2 and v1 on --socket and the admin API on --admin-socket.
+    ///
+    /// Example:
+    ///   keyward kms serve --data /var/lib/keyward --seal keyfile:/etc/keyward/root.key \
+    ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
+    ///
+    /// One keyring shared by a replica on every control-plane node (same root key everywhere):
+    ///   keyward kms serve --keyring etcd --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
+    ///     --etcd-ca /etc/keyward/etcd-ca.crt --seal keyfile:/etc/keyward/root.key \
+    ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
+    /// Show the plugin's health, primary key and rotation policy; exits non-zero unless healthy.
+    ///
+    /// Example: keyward kms status --admin-socket /var/run/keyward/kms-admin.sock -o json
+    #[command(verbatim_doc_comment)]
+    Status(AdminArgs),
+    /// List every key-encryption key with its state and use count.
+    ///
+    /// Example: keyward kms keys --admin-socket /var/run/keyward/kms-admin.sock
+    #[command(verbatim_doc_comment)]
+    Keys(AdminArgs),
+    /// Create a new primary key; the old one keeps decrypting.
+    ///
+    /// Example: keyward kms rotate --admin-socket /var/run/keyward/kms-admin.sock
+    #[command(verbatim_doc_comment)]
+    Rotate(AdminArgs),
+    /// Stop a decrypt-only key from decrypting (refused for the primary).
+    ///
+    /// Example: keyward kms retire kw-1-0f3a... --admin-socket /var/run/keyward/kms-admin.sock
+    ///
+    /// If a keyward store is reachable (--server, $KEYWARD_SERVER or the keyward dev socket),
+    /// retiring a key_id that still protects stored objects is refused unless --force: run
+    /// `keyward migrate` first. kube-apiserver's own data in etcd cannot be checked from here.
+    #[command(verbatim_doc_comment)]
+    Retire {
+        /// key_id to retire.
+        key_id: String,
+        /// Retire even if stored objects still need this key.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Erase a retired key's material for good. Data it protects becomes unreadable.
+    ///
+    /// Example: keyward kms destroy kw-1-0f3a... --confirm kw-1-0f3a...
+    #[command(verbatim_doc_comment)]
+    Destroy {
+        /// key_id to destroy.
+        key_id: String,
+        /// Repeat the key_id to confirm.
+        #[arg(long, value_name = "KEY_ID")]
+        confirm: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the keyring lives: `kms init` and `kms serve`.
+#[derive(Debug, Args)]
+struct KeyringArgs {
+    /// Keep the keyring in --data (one plugin), or in etcd, shared by every plugin replica that
+    /// has the same root key.
+    #[arg(long, value_enum, default_value_t = BackendArg::Sled)]
+    keyring: BackendArg,
+    /// Data directory for the keyring (--keyring sled).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+    /// etcd key prefix of the shared keyring; it is stored at <PREFIX>/kms/keyring.
+    #[arg(long, default_value = "/keyward", value_name = "PREFIX")]
+    etcd_prefix: String,
+}
+
+/// Where a keyring lives, checked.
+pub(super) enum KeyringAt {
+    Dir(PathBuf),
+    Etcd { opts: EtcdOptions, prefix: String },
+}
+
+impl KeyringAt {
+    /// The location for the keyring; for etcd, a client that connects when first used.
+    pub(super) fn open(&self, stale_after: Duration) -> Result<KeyringLocation, CliError> {
+        match self {
+            KeyringAt::Dir(dir) => Ok(KeyringLocation::Dir(dir.clone())),
+            KeyringAt::Etcd { opts, prefix } => {
+                let backend = EtcdBackend::connect(opts)
+                    .map_err(|e| CliError::new(format!("--etcd-endpoints: {e}")))?;
+                Ok(KeyringLocation::Shared {
+                    backend: std::sync::Arc::new(backend),
+                    prefix: prefix.clone(),
+                    label: format!("etcd:{}", opts.endpoints.join(",")),
+                    stale_after,
+                })
+            }
+        }
+    }
+}
+
+impl KeyringArgs {
+    /// The keyring location; None when nothing names one (allowed only for `init
+    /// --generate-keyfile`).
+    fn location(&self) -> Result<Option<KeyringAt>, CliError> {
+        match (self.keyring, &self.data) {
+            (BackendArg::Sled, data) => {
+                if self.etcd.given() {
+                    return Err(CliError::new(
+                        "--etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --keyring etcd",
+                    ));
+                }
+                Ok(data.clone().map(KeyringAt::Dir))
+            }
+            (BackendArg::Etcd, Some(_)) => Err(CliError::new(
+                "--data applies to --keyring sled; with --keyring etcd the keyring lives in etcd",
+            )),
+            (BackendArg::Etcd, None) => {
+                let prefix = self.etcd_prefix.trim();
+                if !prefix.starts_with('/') || prefix.trim_matches('/').is_empty() {
+                    return Err(CliError::new(format!(
+                        "--etcd-prefix: {prefix:?} must be an absolute key prefix such as /keyward"
+                    )));
+                }
+                // The etcd client's refusals read as they did when it named the flags itself.
+                let refused = |m| CliError::new(format!("--etcd-endpoints: invalid request: {m}"));
+                Ok(Some(KeyringAt::Etcd {
+                    opts: self.etcd.options("--keyring etcd", refused)?,
+                    prefix: prefix.to_owned(),
+                }))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct InitArgs {
+    #[command(flatten)]
+    at: KeyringArgs,
+    /// Root key source: keyfile:PATH or passphrase-file:PATH.
+    #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
+    seal: Option<String>,
+    /// Write a new root key file (32 random bytes, base64, mode 0600); never overwrites.
+    /// With --data and no --seal, the new file also seals the keyring.
+    #[arg(long, value_name = "PATH")]
+    generate_keyfile: Option<PathBuf>,
+    /// AEAD for this keyring's key-encryption keys.
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::Aes256Gcm)]
+    algorithm: AlgorithmArg,
+    /// Argon2id memory in KiB for passphrase-file: (minimum 19456).
+    #[arg(long, default_value_t = 65536, value_name = "KIB")]
+    argon2_memory_kib: u32,
+    /// Argon2id iterations for passphrase-file: (minimum 2).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    argon2_iterations: u32,
+    /// Argon2id lanes for passphrase-file:.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    argon2_parallelism: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AlgorithmArg {
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    #[value(name = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
+}
+
+impl From<AlgorithmArg> for Algorithm {
+    fn from(a: AlgorithmArg) -> Self {
+        match a {
+            AlgorithmArg::Aes256Gcm => Algorithm::Aes256Gcm,
+            AlgorithmArg::XChaCha20Poly1305 => Algorithm::XChaCha20Poly1305,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    #[command(flatten)]
+    at: KeyringArgs,
+    /// With --keyring etcd: report unhealthy once the replica could not confirm for this long
+    /// that its keyring is current (it keeps serving the keys it has).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    etcd_stale_after: String,
+    /// Root key source: keyfile:PATH or passphrase-file:PATH.
+    #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
+    seal: String,
+    /// Unix socket for kube-apiserver (KMS v2, KMS v1, gRPC health).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Unix socket for the admin API (rotate, keys, retire). Omit to serve no admin API.
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// How a plugin serves: `kms serve` and `dev`.
+#[derive(Debug, Args)]
+pub(super) struct RunArgs {
+    /// Make the sockets 0660 and owned by this group (name or gid); default is 0600.
+    #[arg(long, value_name = "GROUP")]
+    pub(super) socket_group: Option<String>,
+    /// Rotate the primary key once it is this old (e.g. 90d, 12h), or "never".
+    #[arg(long, default_value = "90d", value_name = "DURATION")]
+    pub(super) rotate_after: String,
+    /// Rotate the primary key after this many encryptions, or "never".
+    #[arg(long, default_value_t = keyring::DEFAULT_ROTATE_AFTER_ENCRYPTIONS.to_string(), value_name = "N")]
+    pub(super) rotate_after_encryptions: String,
+    /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub(super) drain_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct AdminArgs {
+    /// The plugin's admin socket.
+    #[arg(long, value_name = "PATH", default_value_os_t = Path::new(DEV_DIR).join("kms-admin.sock"))]
+    admin_socket: PathBuf,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Runs `keyward kms ...`; the admin calls go to `--admin-socket`, and `retire` checks the
+/// store that `store` names.
+pub(super) fn kms(cmd: KmsCommand, store: &ClientArgs) -> Result<(), CliError> {
+    let (args, call) = match cmd {
+        KmsCommand::Init(a) => return init(a),
+        KmsCommand::Serve(a) => return serve(a),
+        KmsCommand::Status(a) => (a, Call::Status),
+        KmsCommand::Keys(a) => (a, Call::Keys),
+        KmsCommand::Rotate(a) => (a, Call::Rotate),
+        KmsCommand::Retire {
+            key_id,
+            force,
+            admin,
+        } => (admin, Call::Retire { key_id, force }),
+        KmsCommand::Destroy {
+            key_id,
+            confirm,
+            admin,
+        } => (admin, Call::Destroy { key_id, confirm }),
+    };
+    runtime()?.block_on(admin(&args, call, store))
+}
+
+fn init(a: InitArgs) -> Result<(), CliError> {
+    if let Some(path) = &a.generate_keyfile {
+        seal::generate_keyfile(path)?;
+        println!("wrote root key file {} (mode 0600)", path.display());
+    }
+    let Some(at) = a.at.location()? else {
+        if a.generate_keyfile.is_some() {
+            return Ok(());
+        }
+        return Err(CliError::new(
+            "--data DIR is required (or --keyring etcd, or only --generate-keyfile PATH)",
+        ));
+    };
+    let seal: SealSpec = match (&a.seal, &a.generate_keyfile) {
+        (Some(s), _) => s.parse()?,
+        (None, Some(p)) => SealSpec::KeyFile(p.clone()),
+        (None, None) => {
+            return Err(CliError::new("--seal is required with --data")
+                .hint("pass --seal keyfile:PATH, or --generate-keyfile PATH to create one"))
+        }
+    };
+    let kdf = match seal {
+        SealSpec::PassphraseFile(_) => Some(KdfParams::new(
+            a.argon2_memory_kib,
+            a.argon2_iterations,
+            a.argon2_parallelism,
+        )?),
+        SealSpec::KeyFile(_) => None,
+    };
+    let init = InitOptions {
+        algorithm: a.algorithm.into(),
+        kdf,
+    };
+    let first = runtime()?.block_on(async {
+        let location = at.open(keyring::DEFAULT_STALE_AFTER)?;
+        Keyring::init(&location, &seal, &init)
+            .await
+            .map_err(|e| keyring_error(e, &at))
+    })?;
+    let place = match at {
+        KeyringAt::Dir(data) => data.display().to_string(),
+        KeyringAt::Etcd { opts, prefix } => format!(
+            "etcd key {} ({})",
+            keyring::shared_key(&prefix),
+            opts.endpoints.join(",")
+        ),
+    };
+    println!(
+        "created keyring in {place} sealed by {}; primary key_id {}",
+        seal.kind(),
+        first.key_id
+    );
+    Ok(())
+}
+
+/// Runs `keyward kms serve` until SIGTERM or SIGINT, then drains.
+fn serve(a: ServeArgs) -> Result<(), CliError> {
+    let seal: SealSpec = a.seal.parse()?;
+    let opts = ServeOptions::parse(&a.run)?;
+    let stale_after =
+        duration_or_never("--etcd-stale-after", &a.etcd_stale_after)?.unwrap_or(Duration::MAX);
+    let Some(at) = a.at.location()? else {
+        return Err(CliError::new("--data DIR is required (or --keyring etcd)"));
+    };
+    let rt = runtime()?;
+    let keyring = rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?;
+    rt.block_on(async {
+        let token = CancellationToken::new();
+        drain_on_signal(token.clone())?;
+        let plugin =
+            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?;
+        run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
+    })
+}
+
+fn policy(run: &RunArgs) -> Result<RotationPolicy, CliError> {
+    let max_age = duration_or_never("--rotate-after", &run.rotate_after)?;
+    let max_encryptions = match run.rotate_after_encryptions.as_str() {
+        "never" => None,
+        s => match s.parse::<u64>() {
+            Ok(n) if n > 0 && n <= 1 << 31 => Some(n),
+            _ => {
+                return Err(CliError::new(format!(
+                    "--rotate-after-encryptions: {s:?} is not a number from 1 to 2147483648 or \"never\""
+                )))
+            }
+        },
+    };
+    Ok(RotationPolicy {
+        max_age,
+        max_encryptions,
+    })
+}
+
+/// Opens (unseals) the keyring at `at`, its errors worded for the command line.
+pub(super) async fn open_keyring(
+    at: &KeyringAt,
+    seal: &SealSpec,
+    policy: RotationPolicy,
+    stale_after: Duration,
+) -> Result<Keyring, CliError> {
+    let location = at.open(stale_after)?;
+    Keyring::open(&location, seal, policy)
+        .await
+        .map_err(|e| keyring_error(e, at))
+}
+
+/// A keyring error as the command line reports it: with the flags and commands that fix it.
+pub(super) fn keyring_error(e: KeyringError, at: &KeyringAt) -> CliError {
+    match e {
+        KeyringError::Unseal => CliError::new(e).hint(
+            "check that --seal names the root key or passphrase the keyring was created with",
+        ),
+        KeyringError::NotFound(location) => CliError::new(match at {
+            KeyringAt::Dir(dir) => format!(
+                "no keyring in {0}; create one with `keyward kms init --data {0} --seal ...`",
+                dir.display()
+            ),
+            KeyringAt::Etcd { .. } => format!(
+                "no keyring at {location}; create one with `keyward kms init --keyring etcd --etcd-endpoints ... --seal ...`"
+            ),
+        }),
+        KeyringError::SealMismatch { keyring, given } => CliError::new(format!(
+            "the keyring is sealed with {keyring}, but --seal gave {given}"
+        )),
+        KeyringError::InvalidInput {
+            field: "prefix",
+            reason,
+        } => CliError::new(format!("--etcd-prefix: {reason}")),
+        other => CliError::new(other),
+    }
+}
+
+/// `RunArgs`, checked before anything is opened.
+pub(super) struct ServeOptions {
+    pub(super) policy: RotationPolicy,
+    pub(super) access: SocketAccess,
+    pub(super) drain: Duration,
+}
+
+impl ServeOptions {
+    pub(super) fn parse(run: &RunArgs) -> Result<Self, CliError> {
+        Ok(Self {
+            policy: policy(run)?,
+            access: socket_access(run.socket_group.as_deref())?,
+            drain: duration_or_never("--drain-timeout", &run.drain_timeout)?
+                .unwrap_or(Duration::from_secs(3600)),
+        })
+    }
+}
+
+/// Serves the plugin until `token` is cancelled and its calls have drained.
+pub(super) async fn run_plugin(
+    plugin: PluginServer,
+    token: CancellationToken,
+) -> Result<(), CliError> {
+    plugin
+        .serve(token.cancelled_owned())
+        .await
+        .map_err(|e| CliError::new(format!("KMS plugin failed: {e}")))
+}
+
+/// An admin call and its arguments.
+enum Call {
+    Status,
+    Keys,
+    Rotate,
+    Retire { key_id: String, force: bool },
+    Destroy { key_id: String, confirm: String },
+}
+
+async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), CliError> {
+    let channel = uds::unix_channel(args.admin_socket.clone())
+        .await
+        .map_err(|e| {
+            CliError::new(format!(
+                "cannot connect to the admin socket {}: {e}",
+                args.admin_socket.display()
+            ))
+            .hint("start the plugin (keyward kms serve --admin-socket PATH, or keyward dev), or pass --admin-socket")
+        })?;
+    let mut client = admin_pb::kms_admin_client::KmsAdminClient::new(channel);
+    let json = args.output == Output::Json;
+    let mut unhealthy = false;
+    let out = match call {
+        Call::Status => {
+            let s = client
+                .status(admin_pb::AdminStatusRequest {})
+                .await
+                .map_err(admin_error)?
+                .into_inner();
+            unhealthy = s.healthz != "ok";
+            if json {
+                serde_json::json!({
+                    "healthz": s.healthz, "primary_key_id": s.primary_key_id,
+                    "keyring_id": s.keyring_id, "algorithm": s.algorithm, "seal": s.seal,
+                    "rotate_after_seconds": s.rotate_after_seconds,
+                    "rotate_after_encryptions": s.rotate_after_encryptions,
+                    "key_count": s.key_count, "storage": s.storage,
+                })
+                .to_string()
+            } else {
+                let never = |n: u64, f: &dyn Fn(u64) -> String| {
+                    if n == 0 {
+                        "never".to_owned()
+                    } else {
+                        f(n)
+                    }
+                };
+                let rotate = format!(
+                    "{} / {} encryptions",
+                    never(s.rotate_after_seconds, &short_duration),
+                    never(s.rotate_after_encryptions, &|n| n.to_string()),
+                );
+                fields(&[
+                    ("healthz", s.healthz),
+                    ("primary key_id", s.primary_key_id),
+                    ("keyring", s.keyring_id),
+                    ("stored in", s.storage),
+                    ("algorithm", s.algorithm),
+                    ("sealed by", s.seal),
+                    ("keys", s.key_count.to_string()),
+                    ("rotate after", rotate),
+                ])
+            }
+        }
+        Call::Keys => {
+            let keys = client
+                .list_keys(admin_pb::ListKeysRequest {})
+                .await
+                .map_err(admin_error)?
+                .into_inner()
+                .keys;
+            if json {
+                serde_json::Value::Array(keys.iter().map(key_json).collect()).to_string()
+            } else {
+                key_table(&keys)
+            }
+        }
+        Call::Rotate => {
+            let r = client
+                .rotate(admin_pb::RotateRequest {})
+                .await
+                .map_err(admin_error)?
+                .into_inner();
+            let primary = r.primary.unwrap_or_default();
+            if json {
+                serde_json::json!({"primary": key_json(&primary), "previous_key_id": r.previous_key_id})
+                    .to_string()
+            } else {
+                format!(
+                    "rotated: new primary key_id {} (previous {} is now decrypt-only)",
+                    primary.key_id, r.previous_key_id
+                )
+            }
+        }
+        Call::Retire { key_id, force } => {
+            if !force {
+                check_unreferenced(&key_id, store).await?;
+            }
+            let k = client
+                .retire(admin_pb::RetireRequest { key_id })
+                .await
+                .map_err(admin_error)?
+                .into_inner()
+                .key
+                .unwrap_or_default();
+            if json {
+                key_json(&k).to_string()
+            } else {
+                format!(
+                    "retired: key_id {} is now {}",
+                    k.key_id,
+                    state_name(k.state)
+                )
+            }
+        }
+        Call::Destroy { key_id, confirm } => {
+            let k = client
+                .destroy(admin_pb::DestroyRequest { key_id, confirm })
+                .await
+                .map_err(admin_error)?
+                .into_inner()
+                .key
+                .unwrap_or_default();
+            if json {
+                key_json(&k).to_string()
+            } else {
+                format!("destroyed: key material of {} is erased", k.key_id)
+            }
+        }
+    };
+    println!("{out}");
+    if unhealthy {
+        return Err(
+            CliError::new("the plugin reports it is not healthy (healthz is not \"ok\")")
+                .hint("see the plugin's log for the failed self-test"),
+        );
+    }
+    Ok(())
+}
+
+/// Refuses when a reachable keyward store still holds objects under `key_id`.
+async fn check_unreferenced(key_id: &str, store: &ClientArgs) -> Result<(), CliError> {
+    let explicit = store.server.as_deref().is_some_and(|s| !s.is_empty());
+    if !explicit && !Path::new(DEV_DIR).join("keyward.sock").exists() {
+        eprintln!("note: no keyward store to check; data encrypted under {key_id} elsewhere (such as kube-apiserver's etcd) is not checked");
+        return Ok(());
+    }
+    let mut c = client::connect_encryption(store).await?;
+    let status = c
+        .status(crate::pb::keyward_v1::EncryptionStatusRequest { all_objects: false })
+        .await
+        .map_err(client::server_error)?
+        .into_inner();
+    if status.kms_key_ids.iter().any(|k| k == key_id) {
+        let n: i64 = status
+            .counts
+            .iter()
+            .filter(|c| c.key_name.ends_with(&format!("/{key_id}")))
+            .map(|c| c.objects)
+            .sum();
+        return Err(CliError::new(format!(
+            "key_id {key_id} still protects {n} stored objects; retiring it would make them unreadable"
+        ))
+        .hint("run `keyward migrate` first (or pass --force)"));
+    }
+    Ok(())
+}
+
+fn state_name(state: i32) -> &'static str {
+    match admin_pb::KeyState::try_from(state) {
+        Ok(admin_pb::KeyState::Primary) => "primary",
+        Ok(admin_pb::KeyState::DecryptOnly) => "decrypt-only",
+        Ok(admin_pb::KeyState::Disabled) => "disabled",
+        Ok(admin_pb::KeyState::Destroyed) => "destroyed",
+        _ => "unknown",
+    }
+}
+
+fn key_json(k: &admin_pb::KeyInfo) -> serde_json::Value {
+    serde_json::json!({
+        "key_id": k.key_id,
+        "state": state_name(k.state),
+        "algorithm": k.algorithm,
+        "created": format_time(k.created_unix),
+        "encryptions": k.encryptions,
+    })
+}
+
+/// The keys, one a line; STATE, ALGORITHM and CREATED as wide as their longest possible value
+/// (`decrypt-only`, `xchacha20-poly1305`, an RFC 3339 time), so tables line up across calls.
+fn key_table(keys: &[admin_pb::KeyInfo]) -> String {
+    let mut rows = vec![["KEY_ID", "STATE", "ALGORITHM", "CREATED", "ENCRYPTIONS"]
+        .map(String::from)
+        .to_vec()];
+    rows.extend(keys.iter().map(|k| {
+        vec![
+            k.key_id.clone(),
+            state_name(k.state).to_owned(),
+            k.algorithm.clone(),
+            format_time(k.created_unix),
+            k.encryptions.to_string(),
+        ]
+    }));
+    let mut table = columns(&rows, 2, &[0, 12, 18, 20]);
+    table.pop();
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_counts_are_validated() {
+        let run = |age: &str, n: &str| RunArgs {
+            socket_group: None,
+            rotate_after: age.into(),
+            rotate_after_encryptions: n.into(),
+            drain_timeout: "10s".into(),
+        };
+        let p = policy(&run("90d", "1000")).unwrap();
+        assert_eq!(p.max_age, Some(Duration::from_secs(90 * 86400)));
+        assert_eq!(p.max_encryptions, Some(1000));
+        let p = policy(&run("never", "never")).unwrap();
+        assert_eq!((p.max_age, p.max_encryptions), (None, None));
+        for (age, n, want) in [
+            ("0s", "1", "--rotate-after"),
+            ("soon", "1", "--rotate-after"),
+            ("1d", "0", "--rotate-after-encryptions"),
+            ("1d", "-3", "--rotate-after-encryptions"),
+            ("1d", "9999999999999", "--rotate-after-encryptions"),
+        ] {
+            let e = policy(&run(age, n)).unwrap_err();
+            assert!(e.message.starts_with(want), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn key_table_columns_line_up_whatever_the_keys() {
+        let key = |id: &str, state: admin_pb::KeyState| admin_pb::KeyInfo {
+            key_id: id.into(),
+            state: state as i32,
+            algorithm: "aes-256-gcm".into(),
+            created_unix: 0,
+            encryptions: 7,
+        };
+        assert_eq!(
+            key_table(&[
+                key("kw-1-0f3a", admin_pb::KeyState::Primary),
+                key("kw-1-77", admin_pb::KeyState::DecryptOnly)
+            ]),
+            "KEY_ID     STATE         ALGORITHM           CREATED               ENCRYPTIONS\n\
+             kw-1-0f3a  primary       aes-256-gcm         1970-01-01T00:00:00Z  7\n\
+             kw-1-77    decrypt-only  aes-256-gcm         1970-01-01T00:00:00Z  7"
+        );
+        assert_eq!(
+            key_table(&[]),
+            "KEY_ID  STATE         ALGORITHM           CREATED               ENCRYPTIONS"
+        );
+    }
+}

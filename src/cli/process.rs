@@ -1,0 +1,122 @@
+//! The process around a command: hardening (no core dumps, private files), logging to stderr,
+//! the tokio runtime, and SIGTERM/SIGINT with a bounded drain for the long-running commands.
+
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::CliError;
+
+/// The umask and core-dump limit the process started with, restored for commands that
+/// `keyward run` executes.
+static INHERITED: std::sync::OnceLock<(rustix::fs::Mode, rustix::process::Rlimit)> =
+    std::sync::OnceLock::new();
+
+/// Prevents key material from reaching core dumps and makes new files private by default.
+/// Call first thing in `main`, before any thread starts.
+pub fn harden_process() {
+    let umask = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let core = rustix::process::getrlimit(rustix::process::Resource::Core);
+    // Only the soft limit: the hard limit stays, so the original can be restored for children.
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: core.maximum,
+        },
+    );
+    let _ = INHERITED.set((umask, core));
+}
+
+/// Restores the umask and core-dump limit the process started with, just before `exec`-ing
+/// another program (the dumpable flag is reset by `execve` itself).
+pub(super) fn restore_inherited() {
+    if let Some((umask, core)) = INHERITED.get() {
+        rustix::process::umask(*umask);
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Core, *core);
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), in colour only when stderr is a
+/// terminal. The HTTP/2 and gRPC transport crates are additionally capped at `debug`: their
+/// `trace` output can include payload bytes.
+pub fn init_tracing() {
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let cap = ["h2", "hyper", "hyper_util", "tonic", "tower"]
+        .into_iter()
+        .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
+            t.with_target(c, LevelFilter::DEBUG)
+        });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(env.and(cap)),
+        )
+        .init();
+}
+
+/// The multi-threaded runtime every command that talks gRPC runs on.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))
+}
+
+/// Cancels `token` on SIGTERM or SIGINT, after telling `on_signal` which one came
+/// (`"SIGTERM"` or `"SIGINT"`). The handlers are installed before this returns, so call it
+/// first: a signal during start-up then also stops the process cleanly.
+pub(super) fn cancel_on_signal(
+    token: CancellationToken,
+    on_signal: impl FnOnce(&'static str) + Send + 'static,
+) -> Result<(), CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let handler = |kind| {
+        signal(kind).map_err(|e| CliError::new(format!("cannot install a signal handler: {e}")))
+    };
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        on_signal(name);
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// [`cancel_on_signal`] for a server: the signal is logged, and starts the drain.
+pub(super) fn drain_on_signal(token: CancellationToken) -> Result<(), CliError> {
+    cancel_on_signal(token, |name| tracing::info!("{name}: draining"))
+}
+
+/// Runs `server` until it ends or `token` is cancelled (servers then stop accepting and
+/// drain), waiting at most `drain` for in-flight calls.
+pub(super) async fn run_until_signal(
+    drain: Duration,
+    token: CancellationToken,
+    server: impl Future<Output = Result<(), CliError>>,
+) -> Result<(), CliError> {
+    tokio::pin!(server);
+    tokio::select! {
+        res = &mut server => return res,
+        _ = token.cancelled() => {}
+    }
+    match tokio::time::timeout(drain, server).await {
+        Ok(res) => res?,
+        Err(_) => tracing::warn!(timeout = ?drain, "drain timed out; closing remaining calls"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

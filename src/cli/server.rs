@@ -1,0 +1,430 @@
+//! `keyward server` and `keyward dev`: the store server's flags turned into the library's
+//! [`StoreOptions`] (its files read, its errors worded with the flags and hints), and the dev
+//! setup: a root key, a keyring, the KMS plugin and a store on kms v2 in one directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::etcd::{BackendArg, EtcdArgs};
+use super::flags::{duration_or_never, socket_access};
+use super::kms::{keyring_error, open_keyring, run_plugin, KeyringAt, RunArgs, ServeOptions};
+use super::process::{drain_on_signal, run_until_signal, runtime};
+use super::{CliError, DEV_DIR};
+use crate::api::Tokens;
+use crate::backend::{BackendError, BackendSpec, SledOptions};
+use crate::crypto::Algorithm;
+use crate::keyring::{self, InitOptions, Keyring};
+use crate::kms::PluginServer;
+use crate::seal::{self, SealSpec};
+use crate::server::{ServerError, StoreOptions, StoreServer, TcpOptions};
+use crate::uds::SocketAccess;
+
+/// Largest TLS key or tokens file read.
+const MAX_PRIVATE_FILE: u64 = 1 << 20;
+
+#[derive(Debug, Args)]
+pub(super) struct ServerArgs {
+    /// Where Secrets are stored: embedded sled in --data, or an etcd cluster.
+    #[arg(long, value_enum, default_value_t = BackendArg::Sled)]
+    backend: BackendArg,
+    /// Directory of the embedded (sled) store (--backend sled).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+    /// kube-apiserver's EncryptionConfiguration file (apiserver.config.k8s.io/v1).
+    #[arg(long, value_name = "FILE")]
+    encryption_config: PathBuf,
+    /// Unix socket for the API (mode 0600, or 0660 with --socket-group).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Make the socket 0660 and owned by this group (name or gid).
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Also listen on TCP (requires --tls-cert, --tls-key and --client-ca or --tokens-file).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain for the TCP listener.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for the TCP listener (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Accept TCP clients presenting a certificate signed by this PEM CA.
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
+    /// Accept TCP clients presenting `authorization: Bearer <token>` for a token in this file
+    /// (one per line, mode 0600).
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
+    /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    drain_timeout: String,
+}
+
+/// Store settings shared by `server` and `dev`.
+#[derive(Debug, Args)]
+pub(super) struct StoreArgs {
+    /// Storage key prefix, like kube-apiserver's --etcd-prefix.
+    #[arg(long, default_value = "/registry", value_name = "PREFIX")]
+    etcd_prefix: String,
+    /// Versions of each Secret kept for history and rollback (0 = all). On etcd, which keeps
+    /// every version until it is compacted, the most versions `history` shows.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    history: usize,
+    /// Feature gates, like kube-apiserver's; only KMSv1=true|false is known.
+    #[arg(long, value_name = "GATES")]
+    feature_gates: Option<String>,
+    /// Re-read the encryption configuration every minute and swap in valid changes, keeping the
+    /// old one on any error (kube-apiserver's --encryption-provider-config-automatic-reload).
+    #[arg(long)]
+    encryption_config_automatic_reload: bool,
+    /// Re-encrypt stale data on its own: at start and after every change of write key or KMS
+    /// key_id, once --auto-migrate-settle has passed.
+    #[arg(long)]
+    auto_migrate: bool,
+    /// How long to wait after a key change before migrating (Kubernetes recommends 3 + N + M
+    /// minutes: every apiserver and plugin must have moved to the new key).
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    auto_migrate_settle: String,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DevArgs {
+    /// Data directory: root key, keyring, store and sockets (kms.sock, kms-admin.sock,
+    /// keyward.sock).
+    #[arg(long, value_name = "DIR", default_value = DEV_DIR)]
+    data: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
+    let mut kms_v1 = false;
+    for g in gates
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
+        match g {
+            "KMSv1=true" => kms_v1 = true,
+            "KMSv1=false" => kms_v1 = false,
+            other => {
+                return Err(CliError::new(format!(
+                    "--feature-gates: unknown gate {other:?}; only KMSv1=true|false is supported"
+                )))
+            }
+        }
+    }
+    Ok(kms_v1)
+}
+
+/// sled keeps the versions `--history` asks for.
+fn sled_options(store: &StoreArgs) -> SledOptions {
+    SledOptions {
+        history_per_key: store.history,
+        ..SledOptions::default()
+    }
+}
+
+fn store_options(
+    backend: BackendSpec,
+    encryption_config: PathBuf,
+    socket: PathBuf,
+    access: SocketAccess,
+    store: &StoreArgs,
+) -> Result<crate::server::StoreOptions, CliError> {
+    Ok(crate::server::StoreOptions {
+        backend,
+        history: store.history,
+        encryption_config,
+        kms_v1: kms_v1_gate(store.feature_gates.as_deref())?,
+        prefix: store.etcd_prefix.clone(),
+        socket,
+        access,
+        tcp: None,
+        automatic_reload: store.encryption_config_automatic_reload,
+        auto_migrate: if store.auto_migrate {
+            Some(
+                duration_or_never("--auto-migrate-settle", &store.auto_migrate_settle)?
+                    .unwrap_or(crate::store::migrate::DEFAULT_SETTLE),
+            )
+        } else {
+            None
+        },
+    })
+}
+
+/// Runs `keyward server` until SIGTERM or SIGINT, then drains.
+pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
+    let drain = duration_or_never("--drain-timeout", &a.drain_timeout)?
+        .unwrap_or(Duration::from_secs(3600));
+    let access = socket_access(a.socket_group.as_deref())?;
+    let backend = match (a.backend, a.data) {
+        (BackendArg::Sled, Some(data)) => {
+            if a.etcd.given() {
+                return Err(CliError::new(
+                    "--etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --backend etcd",
+                ));
+            }
+            BackendSpec::Sled {
+                dir: data,
+                options: sled_options(&a.store),
+            }
+        }
+        (BackendArg::Sled, None) => {
+            return Err(
+                CliError::new("--backend sled (the default) needs --data DIR").hint(
+                    "or store in etcd: --backend etcd --etcd-endpoints http://127.0.0.1:2379",
+                ),
+            )
+        }
+        (BackendArg::Etcd, None) => {
+            BackendSpec::Etcd(a.etcd.options("--backend etcd", CliError::new)?)
+        }
+        (BackendArg::Etcd, Some(_)) => {
+            return Err(CliError::new(
+                "--data applies to --backend sled; with --backend etcd the data lives in etcd",
+            ))
+        }
+    };
+    let mut opts = store_options(backend, a.encryption_config, a.socket, access, &a.store)?;
+    opts.tcp = match (a.listen, a.tls_cert, a.tls_key) {
+        (None, None, None) if a.client_ca.is_none() && a.tokens_file.is_none() => None,
+        (None, _, _) => {
+            return Err(CliError::new(
+                "--tls-cert, --tls-key, --client-ca and --tokens-file only apply with --listen",
+            ))
+        }
+        (Some(_), None, _) | (Some(_), _, None) => return Err(CliError::new(
+            "--listen requires TLS: pass --tls-cert and --tls-key",
+        )
+        .hint("keyward never serves secrets over plaintext TCP; use --socket for local clients")),
+        (Some(listen), Some(cert), Some(key)) => {
+            if a.client_ca.is_none() && a.tokens_file.is_none() {
+                return Err(CliError::new(
+                    "--listen requires client authentication: pass --client-ca and/or --tokens-file",
+                ));
+            }
+            Some(tcp_options(
+                listen,
+                &cert,
+                &key,
+                a.client_ca.as_deref(),
+                a.tokens_file.as_deref(),
+            )?)
+        }
+    };
+    runtime()?.block_on(async {
+        let token = CancellationToken::new();
+        drain_on_signal(token.clone())?;
+        let store = start_store(opts, &token).await?;
+        run_until_signal(drain, token, async { Ok(store.serve().await?) }).await
+    })
+}
+
+/// Runs `keyward dev`: creates what is missing in the directory, then serves both products
+/// until SIGTERM or SIGINT.
+pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
+    let dir = &a.data;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    let dir = absolute(dir);
+    let root = dir.join("root.key");
+    if !root.exists() {
+        seal::generate_keyfile(&root)?;
+    }
+    let seal = SealSpec::KeyFile(root);
+    let at = KeyringAt::Dir(dir.join("kms"));
+    let rt = runtime()?;
+    rt.block_on(async {
+        let location = at.open(keyring::DEFAULT_STALE_AFTER)?;
+        if !Keyring::exists(&location)
+            .await
+            .map_err(|e| keyring_error(e, &at))?
+        {
+            let init = InitOptions {
+                algorithm: Algorithm::Aes256Gcm,
+                kdf: None,
+            };
+            Keyring::init(&location, &seal, &init)
+                .await
+                .map_err(|e| keyring_error(e, &at))?;
+        }
+        Ok::<_, CliError>(())
+    })?;
+    let opts = ServeOptions::parse(&a.run)?;
+    let keyring = rt.block_on(open_keyring(
+        &at,
+        &seal,
+        opts.policy,
+        keyring::DEFAULT_STALE_AFTER,
+    ))?;
+    let kms_socket = dir.join("kms.sock");
+    let admin = dir.join("kms-admin.sock");
+    let store_socket = dir.join("keyward.sock");
+    let config_path = dir.join("encryption-config.yaml");
+    if !config_path.exists() {
+        std::fs::write(&config_path, dev_encryption_config(&kms_socket))
+            .map_err(|e| CliError::new(format!("cannot write {}: {e}", config_path.display())))?;
+    }
+    let store_opts = store_options(
+        BackendSpec::Sled {
+            dir: dir.join("store"),
+            options: sled_options(&a.store),
+        },
+        config_path.clone(),
+        store_socket.clone(),
+        opts.access,
+        &a.store,
+    )?;
+    let key_id = keyring.health().primary_key_id;
+    rt.block_on(async {
+        let token = CancellationToken::new();
+        drain_on_signal(token.clone())?;
+        let plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?;
+        let plugin = tokio::spawn(run_plugin(plugin, token.clone()));
+        let store = start_store(store_opts, &token).await?;
+        println!(
+            "keyward dev: KMS plugin and secret store in {} (development root key {}; not for production)\n\
+             \n  secret store:     unix://{}\n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n  store config:     {}\n\
+             \nTry (from this directory; elsewhere, or with another --data, add --server unix://{}):\n  keyward create secret generic demo --from-literal=password=s3cret\n  keyward get secrets\n  keyward get secret demo -o yaml\n  keyward raw get /registry/secrets/default/demo --hex\n  keyward kms keys --admin-socket {}\n\
+             \nEncryptionConfiguration for a kube-apiserver using this plugin:\n\n{}\nStop with Ctrl-C.",
+            dir.display(),
+            dir.join("root.key").display(),
+            store_socket.display(),
+            kms_socket.display(),
+            admin.display(),
+            key_id,
+            config_path.display(),
+            store_socket.display(),
+            admin.display(),
+            encryption_config_snippet(&kms_socket),
+        );
+        let both = async {
+            store.serve().await?;
+            plugin.await.map_err(|e| CliError::new(format!("KMS plugin task failed: {e}")))?
+        };
+        run_until_signal(opts.drain, token, both).await
+    })
+}
+
+/// The store's EncryptionConfiguration for `keyward dev`: kms v2 through the dev plugin.
+fn dev_encryption_config(kms_socket: &Path) -> String {
+    format!(
+        "# Written by keyward dev: Secrets are encrypted with KMS v2 through the dev plugin.\n\
+         apiVersion: apiserver.config.k8s.io/v1\n\
+         kind: EncryptionConfiguration\n\
+         resources:\n  \
+           - resources:\n      \
+               - secrets\n    \
+             providers:\n      \
+               - kms:\n          \
+                   apiVersion: v2\n          \
+                   name: keyward-dev\n          \
+                   endpoint: unix://{}\n          \
+                   timeout: 3s\n",
+        kms_socket.display()
+    )
+}
+
+/// Reads the TCP listener's files into the library's options: the certificate and client CA as
+/// given, the key and tokens files only if private (mode 0600).
+fn tcp_options(
+    listen: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    tokens: Option<&Path>,
+) -> Result<TcpOptions, CliError> {
+    let mut opts = TcpOptions::new(
+        listen,
+        read_file(cert, "--tls-cert")?,
+        seal::read_private_file(key, MAX_PRIVATE_FILE)?,
+    );
+    opts.client_ca = client_ca
+        .map(|ca| read_file(ca, "--client-ca"))
+        .transpose()?;
+    opts.tokens = match tokens {
+        Some(p) => {
+            let raw = seal::read_private_file(p, MAX_PRIVATE_FILE)?;
+            let text = std::str::from_utf8(&raw)
+                .map_err(|_| CliError::new(format!("--tokens-file {}: not UTF-8", p.display())))?;
+            Some(
+                Tokens::parse(text)
+                    .map_err(|e| CliError::new(format!("--tokens-file {}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    Ok(opts)
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::new(format!("{what} {}: {e}", path.display())))
+}
+
+/// Starts the store server until `token` is cancelled, with its errors worded for the command
+/// line (flag names and hints).
+async fn start_store(
+    opts: StoreOptions,
+    token: &CancellationToken,
+) -> Result<StoreServer, CliError> {
+    let etcd = matches!(opts.backend, BackendSpec::Etcd(_));
+    StoreServer::start(opts, token.clone().cancelled_owned())
+        .await
+        .map_err(|e| match e {
+            // etcd options the backend refused, and etcd not answering at start.
+            ServerError::Backend(BackendError::InvalidArgument(m)) if etcd => CliError::new(m),
+            ServerError::Backend(BackendError::Unavailable(m)) if etcd => CliError::new(m)
+                .hint("check --etcd-endpoints, and --etcd-ca/--etcd-cert/--etcd-key for https"),
+            ServerError::Listen { addr, source } => {
+                CliError::new(format!("--listen {addr}: {source}"))
+            }
+            other => CliError::from(other),
+        })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// An EncryptionConfiguration that makes kube-apiserver use the plugin at `socket` for Secrets.
+fn encryption_config_snippet(socket: &Path) -> String {
+    format!(
+        "apiVersion: apiserver.config.k8s.io/v1\n\
+         kind: EncryptionConfiguration\n\
+         resources:\n  \
+           - resources:\n      \
+               - secrets\n    \
+             providers:\n      \
+               - kms:\n          \
+                   apiVersion: v2\n          \
+                   name: keyward\n          \
+                   endpoint: unix://{}\n          \
+                   timeout: 3s\n      \
+               - identity: {{}}\n",
+        socket.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippet_uses_v2_and_unix_endpoint() {
+        let s = encryption_config_snippet(Path::new("/run/k/kms.sock"));
+        assert!(s.contains("apiVersion: v2"));
+        assert!(s.contains("endpoint: unix:///run/k/kms.sock"));
+    }
+}
