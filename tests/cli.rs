@@ -695,3 +695,34 @@ fn dev_starts_the_plugin_and_keeps_its_key_across_restarts() {
     assert!(ok, "{err}");
     assert!(out.contains(&first));
 }
+
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, script, err) = run(&["completion", shell]);
+        assert!(ok, "{shell}: {err}");
+        for sub in [
+            "kms", "dev", "server", "get", "apply", "migrate", "bench", "mount",
+        ] {
+            assert!(script.contains(sub), "{shell}: no {sub}");
+        }
+        assert!(script.contains("--server"), "{shell}: no global flags");
+    }
+    let (_, bash, _) = run(&["completion", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyward.bash");
+    fs::write(&path, bash).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("bash is installed");
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let (ok, _, err) = run(&["completion", "powershell"]);
+    assert!(!ok);
+    assert!(err.contains("[possible values: bash, zsh, fish]"), "{err}");
+}

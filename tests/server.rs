@@ -129,6 +129,71 @@ fn dev_runs_plugin_and_store_and_keeps_secrets_across_restarts() {
     });
 }
 
+/// Every failure of a real server carries its reason in the status metadata (what the command
+/// line decides its wording by), on the store's socket and on the plugin's admin socket; and
+/// the log captured off a terminal has no colour codes.
+#[test]
+fn statuses_carry_a_reason_and_logs_no_colour() {
+    use keyward::api::{Reason, REASON_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let sock = data.join("keyward.sock");
+    let mut p = Proc::spawn(
+        &["dev", "--data", data.to_str().unwrap()],
+        &[],
+        &dir.path().join("log"),
+        &sock,
+    );
+    let reason = |s: &tonic::Status| {
+        let v = s.metadata().get(REASON_KEY).expect("a reason");
+        v.to_str().unwrap().to_owned()
+    };
+    rt().block_on(async {
+        let mut c = unix_client(&sock).await;
+        c.create(secret("db", b"v")).await.unwrap();
+        let e = c.create(secret("db", b"v")).await.unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e)),
+            (Code::AlreadyExists, "AlreadyExists".into())
+        );
+        let e = c.create(secret("Not_A_Name", b"v")).await.unwrap_err();
+        assert_eq!(
+            (e.code(), reason(&e)),
+            (Code::InvalidArgument, "Invalid".into())
+        );
+        let e = c
+            .get(pb::GetRequest {
+                namespace: String::new(),
+                name: "missing".into(),
+                revision: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), reason(&e)), (Code::NotFound, "NotFound".into()));
+        assert_eq!(Reason::of(&e), Some(Reason::NotFound));
+
+        let admin = keyward::uds::unix_channel(data.join("kms-admin.sock"))
+            .await
+            .unwrap();
+        let mut admin = pb::kms_admin_client::KmsAdminClient::new(admin);
+        let e = admin
+            .retire(pb::RetireRequest {
+                key_id: "kw-no-such-key".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), reason(&e)), (Code::NotFound, "NotFound".into()));
+    });
+    p.signal(Signal::TERM);
+    assert!(p.wait(Duration::from_secs(20)).success(), "{}", p.stderr());
+    let log = p.stderr();
+    assert!(log.contains("SIGTERM: draining"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a log that is not a terminal: {log:?}"
+    );
+}
+
 #[test]
 fn server_refuses_unsafe_or_bad_settings() {
     let dir = tempfile::tempdir().unwrap();

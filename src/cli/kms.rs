@@ -548,36 +548,24 @@ async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), C
             if !force {
                 check_unreferenced(&key_id, store).await?;
             }
-            let k = client
-                .retire(admin_pb::RetireRequest { key_id })
-                .await
-                .map_err(admin_error)?
-                .into_inner()
-                .key
-                .unwrap_or_default();
-            if json {
-                key_json(&k).to_string()
-            } else {
+            let r = client.retire(admin_pb::RetireRequest { key_id }).await;
+            let k = r.map_err(admin_error)?.into_inner().key;
+            key_out(k, json, |k| {
                 format!(
                     "retired: key_id {} is now {}",
                     k.key_id,
                     state_name(k.state)
                 )
-            }
+            })
         }
         Call::Destroy { key_id, confirm } => {
-            let k = client
+            let r = client
                 .destroy(admin_pb::DestroyRequest { key_id, confirm })
-                .await
-                .map_err(admin_error)?
-                .into_inner()
-                .key
-                .unwrap_or_default();
-            if json {
-                key_json(&k).to_string()
-            } else {
+                .await;
+            let k = r.map_err(admin_error)?.into_inner().key;
+            key_out(k, json, |k| {
                 format!("destroyed: key material of {} is erased", k.key_id)
-            }
+            })
         }
     };
     println!("{out}");
@@ -625,6 +613,20 @@ fn state_name(state: i32) -> &'static str {
         Ok(admin_pb::KeyState::Disabled) => "disabled",
         Ok(admin_pb::KeyState::Destroyed) => "destroyed",
         _ => "unknown",
+    }
+}
+
+/// A key the plugin returned, as JSON or as `text` says it.
+fn key_out(
+    k: Option<admin_pb::KeyInfo>,
+    json: bool,
+    text: impl FnOnce(&admin_pb::KeyInfo) -> String,
+) -> String {
+    let k = k.unwrap_or_default();
+    if json {
+        key_json(&k).to_string()
+    } else {
+        text(&k)
     }
 }
 

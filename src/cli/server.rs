@@ -321,19 +321,8 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
 /// The store's EncryptionConfiguration for `keyward dev`: kms v2 through the dev plugin.
 fn dev_encryption_config(kms_socket: &Path) -> String {
     format!(
-        "# Written by keyward dev: Secrets are encrypted with KMS v2 through the dev plugin.\n\
-         apiVersion: apiserver.config.k8s.io/v1\n\
-         kind: EncryptionConfiguration\n\
-         resources:\n  \
-           - resources:\n      \
-               - secrets\n    \
-             providers:\n      \
-               - kms:\n          \
-                   apiVersion: v2\n          \
-                   name: keyward-dev\n          \
-                   endpoint: unix://{}\n          \
-                   timeout: 3s\n",
-        kms_socket.display()
+        "# Written by keyward dev: Secrets are encrypted with KMS v2 through the dev plugin.\n{}",
+        kms_v2_config("keyward-dev", kms_socket, "")
     )
 }
 
@@ -400,6 +389,12 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// An EncryptionConfiguration that makes kube-apiserver use the plugin at `socket` for Secrets.
 fn encryption_config_snippet(socket: &Path) -> String {
+    kms_v2_config("keyward", socket, "      - identity: {}\n")
+}
+
+/// An EncryptionConfiguration whose first provider for Secrets is the KMS v2 plugin `name` at
+/// `socket`, followed by the `more` provider lines.
+fn kms_v2_config(name: &str, socket: &Path, more: &str) -> String {
     format!(
         "apiVersion: apiserver.config.k8s.io/v1\n\
          kind: EncryptionConfiguration\n\
@@ -409,10 +404,9 @@ fn encryption_config_snippet(socket: &Path) -> String {
              providers:\n      \
                - kms:\n          \
                    apiVersion: v2\n          \
-                   name: keyward\n          \
+                   name: {name}\n          \
                    endpoint: unix://{}\n          \
-                   timeout: 3s\n      \
-               - identity: {{}}\n",
+                   timeout: 3s\n{more}",
         socket.display()
     )
 }
@@ -426,5 +420,12 @@ mod tests {
         let s = encryption_config_snippet(Path::new("/run/k/kms.sock"));
         assert!(s.contains("apiVersion: v2"));
         assert!(s.contains("endpoint: unix:///run/k/kms.sock"));
+        assert!(
+            s.ends_with("          timeout: 3s\n      - identity: {}\n"),
+            "{s}"
+        );
+        let d = dev_encryption_config(Path::new("/d/kms.sock"));
+        assert!(d.starts_with("# Written by keyward dev: "), "{d}");
+        assert!(d.ends_with("          name: keyward-dev\n          endpoint: unix:///d/kms.sock\n          timeout: 3s\n"), "{d}");
     }
 }

@@ -435,7 +435,7 @@ mod tests {
 
     #[test]
     fn options_are_checked_with_their_own_field_names() {
-        let pem = || Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+        let pem = || Some(b"PEM".to_vec());
         assert_eq!(opts(&[]).validate(), Err(EtcdOptionsError::NoEndpoints));
         let cert_only = EtcdOptions {
             cert_pem: pem(),
