@@ -240,6 +240,11 @@ fn names(dir: &Path) -> Vec<String> {
 
 /// Checks the layout of a projection of exactly `visible` names and returns the data dir name.
 fn check_layout(dir: &Path, visible: &[&str]) -> String {
+    // A watching writer removes the previous version just after it swaps `..data`, which is
+    // when the new content becomes readable: wait for that before looking.
+    wait_until("the previous version removed", || {
+        names(dir).len() == visible.len() + 2
+    });
     let ts = fs::read_link(dir.join("..data"))
         .unwrap()
         .into_os_string()
