@@ -248,12 +248,7 @@ fn the_backend_talks_tls_with_a_client_certificate_and_refuses_wrong_setups() {
     let key_at = flags.len() - 1;
     flags[key_at] = readable.display().to_string();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let config = etcd.dir.path().join("identity.yaml");
-    std::fs::write(
-        &config,
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n",
-    )
-    .unwrap();
+    let config = common::encryption_config(etcd.dir.path(), "      - identity: {}\n");
     let socket = etcd.dir.path().join("refused.sock");
     let mut args = vec![
         "server",
