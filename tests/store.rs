@@ -650,7 +650,7 @@ async fn history_get_at_revision_and_rollback(srv: TestStore) {
             .unwrap()
             .into_inner();
         assert_eq!(oldest.data["v"], b"0");
-        srv.backend().compact(revs[2]).await.unwrap();
+        srv.backend().compact(common::rev(revs[2])).await.unwrap();
     }
     // Only the last 3 versions are kept, newest first.
     let (h, got) = history(c.clone()).await;

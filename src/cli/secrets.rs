@@ -14,7 +14,9 @@ use zeroize::Zeroizing;
 use super::client::{self, Client, ClientArgs};
 use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
+use crate::backend::Revision;
 use crate::manifest;
+use crate::names::DataKey;
 use crate::pb::keyward_v1 as pb;
 use crate::store::model::SecretBytes;
 use crate::store::Secret;
@@ -187,7 +189,7 @@ pub(super) struct GetArgs {
     watch: bool,
     /// Print one decoded value raw (for scripts), e.g. --key password.
     #[arg(long, value_name = "KEY")]
-    key: Option<String>,
+    key: Option<DataKey>,
 }
 
 /// `keyward describe|edit|history secret NAME`.
@@ -231,7 +233,7 @@ pub(super) struct RollbackArgs {
     ns: Namespace,
     /// The revision whose content to restore (see `keyward history secret NAME`).
     #[arg(long, value_name = "N")]
-    to_revision: i64,
+    to_revision: Revision,
 }
 
 fn resource_is_secret(r: &str, allow_slash: bool) -> Result<Option<String>, CliError> {
@@ -264,9 +266,9 @@ fn read_file(path: &Path, flag: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
         .map_err(|e| CliError::plain(format!("error: {flag}: {}: {e}", path.display())))
 }
 
-fn valid_key(k: &str, flag: &str) -> Result<(), CliError> {
-    crate::store::model::validate_data_key("data", k)
-        .map_err(|e| CliError::plain(format!("error: {flag}: {e}")))
+/// A key given through `flag`, as a data key.
+fn data_key(k: &str, flag: &str) -> Result<DataKey, CliError> {
+    DataKey::try_from(k).map_err(|e| CliError::plain(format!("error: {flag}: {e}")))
 }
 
 /// Reads an env file like kubectl: `KEY=VALUE` lines, `#` comments and blank lines skipped,
@@ -291,8 +293,8 @@ fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(),
                 i + 1
             )));
         };
-        valid_key(k, "--from-env-file")?;
-        data.insert(k.to_owned(), bytes(v.as_bytes()));
+        let k = data_key(k, "--from-env-file")?;
+        data.insert(k.into_string(), bytes(v.as_bytes()));
     }
     Ok(())
 }
@@ -322,9 +324,11 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
             if !e.path().is_file() {
                 continue;
             }
-            let name = e.file_name().to_string_lossy().into_owned();
-            valid_key(&name, "--from-file")?;
-            data.insert(name, SecretBytes(read_file(&e.path(), "--from-file")?));
+            let name = data_key(&e.file_name().to_string_lossy(), "--from-file")?;
+            data.insert(
+                name.into_string(),
+                SecretBytes(read_file(&e.path(), "--from-file")?),
+            );
         }
         return Ok(());
     }
@@ -337,7 +341,7 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
                 CliError::plain(format!("error: --from-file: {spec:?} names no file"))
             })?,
     };
-    valid_key(&key, "--from-file")?;
+    let key = data_key(&key, "--from-file")?.into_string();
     if data.contains_key(&key) {
         return Err(CliError::plain(format!(
             "error: --from-file: key {key:?} given twice"
@@ -498,8 +502,8 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
                 let (k, v) = lit.split_once('=').ok_or_else(|| {
                     CliError::plain(format!("error: --from-literal: {lit:?} is not KEY=VALUE"))
                 })?;
-                valid_key(k, "--from-literal")?;
-                s.data.insert(k.to_owned(), bytes(v.as_bytes()));
+                let k = data_key(k, "--from-literal")?;
+                s.data.insert(k.into_string(), bytes(v.as_bytes()));
             }
             for f in &from_file {
                 add_from_file(f, &mut s.data)?;
@@ -724,7 +728,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             (items, String::new())
         };
         if let Some(k) = &a.key {
-            let s = &items[0];
+            let (s, k) = (&items[0], k.as_str());
             let v = s.data.get(k).ok_or_else(|| {
                 CliError::plain(format!(
                     "error: secret {:?} has no key {k:?} (keys: {})",
@@ -935,7 +939,7 @@ pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliEr
         c.rollback(pb::RollbackRequest {
             namespace: a.ns.namespace.clone(),
             name: a.name.clone(),
-            to_revision: a.to_revision,
+            to_revision: a.to_revision.get(),
         })
         .await
         .map_err(client::server_error)
