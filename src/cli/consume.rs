@@ -238,11 +238,6 @@ fn go_duration(s: &str) -> Option<Duration> {
     Some(Duration::new(secs, sub))
 }
 
-fn checked_namespace(ns: &str) -> Result<names::Namespace, CliError> {
-    names::Namespace::try_from(ns)
-        .map_err(|e| CliError::new(format!("-n/--namespace {ns:?}: {}", e.message)))
-}
-
 /// Why an attempt to read a Secret did not return it.
 enum Attempt {
     /// The Secret does not exist (yet).
@@ -367,7 +362,7 @@ fn retryable(code: Code) -> bool {
 
 /// Runs `keyward run`.
 pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
-    let ns = checked_namespace(&a.ns.namespace)?;
+    let ns = a.ns.namespace.clone();
     let Some((program, args)) = a.command.split_first() else {
         return Err(CliError::new("a command is required after --"));
     };
@@ -498,7 +493,7 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 /// Runs `keyward mount`.
 pub(super) fn mount(a: MountArgs, client: &ClientArgs) -> Result<(), CliError> {
-    let ns = checked_namespace(&a.ns.namespace)?;
+    let ns = a.ns.namespace;
     let spec = Projection::new(a.items, a.default_mode)
         .map_err(|e| CliError::new(format!("--items: {e}")))?;
     let name = a.secret.0;

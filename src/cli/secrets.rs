@@ -16,7 +16,7 @@ use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
 use crate::backend::Revision;
 use crate::manifest;
-use crate::names::DataKey;
+use crate::names::{self, DataKey};
 use crate::pb::keyward_v1 as pb;
 use crate::store::model::SecretBytes;
 use crate::store::Secret;
@@ -31,7 +31,7 @@ pub(super) struct Namespace {
         default_value = "default",
         value_name = "NS"
     )]
-    pub namespace: String,
+    pub namespace: names::Namespace,
 }
 
 /// Output formats of `get`.
@@ -351,10 +351,10 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
     Ok(())
 }
 
-fn new_secret(name: &str, ns: &str, type_: &str, immutable: bool) -> Secret {
+fn new_secret(name: &str, ns: &names::Namespace, type_: &str, immutable: bool) -> Secret {
     let mut s = Secret::default();
     s.metadata.name = name.to_owned();
-    s.metadata.namespace = ns.to_owned();
+    s.metadata.namespace = ns.to_string();
     s.type_ = type_.to_owned();
     if immutable {
         s.immutable = Some(true);
@@ -661,9 +661,9 @@ fn header(all_ns: bool, wide: bool) -> Vec<String> {
     h
 }
 
-async fn get_one(c: &mut Client, ns: &str, name: &str) -> Result<Secret, CliError> {
+async fn get_one(c: &mut Client, ns: &names::Namespace, name: &str) -> Result<Secret, CliError> {
     c.get(pb::GetRequest {
-        namespace: ns.to_owned(),
+        namespace: ns.to_string(),
         name: name.to_owned(),
         revision: 0,
     })
@@ -699,7 +699,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     namespace: if a.all_namespaces {
                         String::new()
                     } else {
-                        ns.clone()
+                        ns.to_string()
                     },
                     label_selector: a.selector.clone().unwrap_or_default(),
                     limit: 0,
@@ -769,11 +769,13 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             }
         }
         if a.watch {
+            // The newest of the named Secrets' versions (numerically: "10" is after "9").
             let rv = if rv.is_empty() {
                 items
                     .iter()
-                    .map(|s| s.metadata.resource_version.clone())
+                    .filter_map(|s| s.metadata.resource_version.parse::<Revision>().ok())
                     .max()
+                    .map(|r| r.to_string())
                     .unwrap_or_default()
             } else {
                 rv
@@ -783,7 +785,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     namespace: if a.all_namespaces {
                         String::new()
                     } else {
-                        ns.clone()
+                        ns.to_string()
                     },
                     resource_version: rv,
                     label_selector: a.selector.clone().unwrap_or_default(),
@@ -878,7 +880,7 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
         for n in &a.names {
             let res = c
                 .delete(pb::DeleteRequest {
-                    namespace: a.ns.namespace.clone(),
+                    namespace: a.ns.namespace.to_string(),
                     name: n.clone(),
                     uid: String::new(),
                     resource_version: a.resource_version.clone().unwrap_or_default(),
@@ -908,7 +910,7 @@ pub(super) fn history(a: OneSecret, client: &ClientArgs) -> Result<(), CliError>
     let h = rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         c.history(pb::HistoryRequest {
-            namespace: a.ns.namespace.clone(),
+            namespace: a.ns.namespace.to_string(),
             name: a.name.clone(),
         })
         .await
@@ -937,7 +939,7 @@ pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliEr
     let s = rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         c.rollback(pb::RollbackRequest {
-            namespace: a.ns.namespace.clone(),
+            namespace: a.ns.namespace.to_string(),
             name: a.name.clone(),
             to_revision: a.to_revision.get(),
         })

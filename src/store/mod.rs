@@ -125,18 +125,8 @@ impl StoreError {
     }
 }
 
-fn invalid(name: &str, errors: Vec<FieldError>) -> StoreError {
-    StoreError::invalid(name, errors)
-}
-
 fn field_invalid(name: &str, field: &str, message: impl Into<String>) -> StoreError {
-    invalid(
-        name,
-        vec![FieldError {
-            field: field.to_owned(),
-            message: message.into(),
-        }],
-    )
+    StoreError::invalid(name, vec![FieldError::new(field, message)])
 }
 
 /// Preconditions for a delete.
@@ -351,7 +341,7 @@ impl Store {
                 "Invalid value: resourceVersion should not be set on objects to be created",
             ));
         }
-        let id = model::validate(&s).map_err(|e| invalid(&name, e))?;
+        let id = model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
         s.metadata.uid = uuid::Uuid::new_v4().to_string();
         s.metadata.creation_timestamp = now_rfc3339();
         Self::stamp(&mut s);
@@ -416,10 +406,10 @@ impl Store {
     pub async fn update(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
         model::normalize(&mut s);
         let name = s.metadata.name.clone();
-        let id = model::validate(&s).map_err(|e| invalid(&name, e))?;
+        let id = model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
         let want_rv = ResourceVersion::try_from(s.metadata.resource_version.as_str())
             .and_then(|rv| rv.exact(ResourceVersion::FIELD))
-            .map_err(|e| invalid(&name, vec![e]))?;
+            .map_err(|e| StoreError::invalid(&name, vec![e]))?;
         let key = self.storage_key(&id.namespace, &id.name);
         loop {
             let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
@@ -437,7 +427,7 @@ impl Store {
                     ),
                 });
             }
-            model::validate_update(&s, &old).map_err(|e| invalid(&name, e))?;
+            model::validate_update(&s, &old).map_err(|e| StoreError::invalid(&name, e))?;
             let mut next = s.clone();
             next.metadata.uid = old.metadata.uid.clone();
             next.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
