@@ -95,8 +95,8 @@ impl pb::secrets_server::Secrets for SecretsService {
         let id = secret_id(&req.namespace, &req.name)?;
         let pre = Preconditions {
             uid: Some(req.uid).filter(|u| !u.is_empty()),
-            resource_version: resource_version(&req.name, &req.resource_version)?
-                .exact(ResourceVersion::FIELD)
+            resource_version: ResourceVersion::try_from(req.resource_version.as_str())
+                .and_then(|rv| rv.exact(ResourceVersion::FIELD))
                 .map_err(|e| invalid(&req.name, vec![e]))?,
             unsafe_ignore_decrypt_errors: req.unsafe_ignore_decrypt_errors,
         };

@@ -362,14 +362,14 @@ fn retryable(code: Code) -> bool {
 
 /// Runs `keyward run`.
 pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
-    let ns = a.ns.namespace.clone();
+    let ns = &a.ns.namespace;
     let Some((program, args)) = a.command.split_first() else {
         return Err(CliError::new("a command is required after --"));
     };
     let env = if a.env.is_empty() && a.env_from.is_empty() {
         Vec::new()
     } else {
-        super::runtime()?.block_on(resolve_env(&a, &ns, client))?
+        super::runtime()?.block_on(resolve_env(&a, ns, client))?
     };
     super::restore_inherited();
     let err = std::process::Command::new(program)

@@ -9,6 +9,9 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
+pub use crate::names::FieldError;
+use crate::names::{is_dns1123_subdomain, DataKey, Namespace, SecretName};
+
 /// Largest total size of a Secret's `data` values (1 MiB).
 pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
 /// Largest total size of annotations (keys plus values), as Kubernetes limits them.
@@ -168,10 +171,6 @@ impl Secret {
         self.immutable == Some(true)
     }
 }
-
-use crate::names::is_dns1123_subdomain;
-pub use crate::names::FieldError;
-use crate::names::{DataKey, Namespace, SecretName};
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError::new(field, message)
