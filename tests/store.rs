@@ -434,8 +434,7 @@ async fn delete_preconditions(srv: TestStore) {
             label_selector: String::new(),
         })
         .await
-        .err()
-        .expect("an invalid resourceVersion is refused");
+        .expect_err("an invalid resourceVersion is refused");
     assert_eq!(
         (e.code(), e.message()),
         (
