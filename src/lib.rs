@@ -29,7 +29,8 @@
 //!   (revisions, conditional writes, watch, compaction) and its implementations: sled embedded,
 //!   and etcd over etcd's v3 gRPC API.
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
-//! - [`names`] owns Kubernetes name rules (DNS-1123 labels and subdomains, FQDNs).
+//! - [`names`] owns Kubernetes name rules (DNS-1123 labels and subdomains, FQDNs) and the
+//!   checked names every layer takes: `Namespace`, `SecretName`, `DataKey`.
 //! - [`go_duration`] owns Go's duration format (`3s`, `1m30s`), as Kubernetes files write it.
 //! - [`uds`] owns Unix domain sockets: safe binding for servers, gRPC channels for clients,
 //!   and `unix://` endpoints.

@@ -1,5 +1,14 @@
 //! Kubernetes name rules shared by every layer (apimachinery `pkg/util/validation`): DNS-1123
-//! labels and subdomains, and fully qualified domain names.
+//! labels and subdomains, fully qualified domain names, and the names keyward's layers pass
+//! around already checked: [`Namespace`], [`SecretName`] and [`DataKey`].
+//!
+//! The name types live here, not in `store::model`, because the store, the gRPC API, the
+//! projection module and the CLI all take them, and this module is the one all of them may
+//! import. Each is built once where a value enters (a gRPC request, a CLI flag, a validated
+//! Secret) with `TryFrom`, which refuses an invalid value with a [`FieldError`] naming the field
+//! and worded as kube-apiserver words it; past that point the value cannot be invalid.
+
+use std::fmt;
 
 /// DNS-1123 label: 1 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
 pub fn is_dns1123_label(s: &str) -> bool {
@@ -22,6 +31,193 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 pub fn is_fqdn(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
     is_dns1123_subdomain(name) && name.split('.').count() >= 2
+}
+
+/// A rule a value breaks: the field and what is allowed, as kube-apiserver reports it
+/// (`metadata.name: Invalid value: ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `data[tls.crt]` or `metadata.name`.
+    pub field: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl FieldError {
+    /// `field` breaks a rule, described by `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// The methods and conversions every checked name has: `as_str`, `into_string`, `Display`,
+/// `AsRef<str>`, and `TryFrom<String>`/`TryFrom<&str>`/`FromStr` through the type's `check`.
+macro_rules! checked_name {
+    ($ty:ident) => {
+        impl $ty {
+            /// The name.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// The name as a `String`.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = FieldError;
+
+            fn try_from(s: String) -> Result<Self, FieldError> {
+                $ty::check(&s)?;
+                Ok($ty(s))
+            }
+        }
+
+        impl TryFrom<&str> for $ty {
+            type Error = FieldError;
+
+            fn try_from(s: &str) -> Result<Self, FieldError> {
+                $ty::check(s)?;
+                Ok($ty(s.to_owned()))
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = FieldError;
+
+            fn from_str(s: &str) -> Result<Self, FieldError> {
+                $ty::try_from(s)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+/// A namespace: a DNS-1123 label (at most 63 of `[a-z0-9-]`, starting and ending
+/// alphanumeric), as `ValidateNamespaceName` requires. Errors name `metadata.namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Namespace(String);
+
+checked_name!(Namespace);
+
+impl Namespace {
+    /// The field errors name.
+    pub const FIELD: &'static str = "metadata.namespace";
+
+    fn check(ns: &str) -> Result<(), FieldError> {
+        if !is_dns1123_label(ns) {
+            return Err(FieldError::new(
+                Self::FIELD,
+                format!("Invalid value: {ns:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most 63 characters)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Namespace {
+    /// `default`, the namespace of a Secret that names none.
+    fn default() -> Namespace {
+        Namespace("default".to_owned())
+    }
+}
+
+/// A Secret's name: a DNS-1123 subdomain (at most 253 characters of `[a-z0-9-.]`, labels
+/// starting and ending alphanumeric), as `ValidateSecretName` requires. Errors name
+/// `metadata.name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretName(String);
+
+checked_name!(SecretName);
+
+impl SecretName {
+    /// The field errors name.
+    pub const FIELD: &'static str = "metadata.name";
+
+    fn check(name: &str) -> Result<(), FieldError> {
+        if name.is_empty() {
+            return Err(FieldError::new(
+                Self::FIELD,
+                "Required value: name is required",
+            ));
+        }
+        if !is_dns1123_subdomain(name) {
+            return Err(FieldError::new(
+                Self::FIELD,
+                format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (at most 253 characters)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A key of a Secret's `data`: 1 to 253 of `[-._a-zA-Z0-9]`, not `.` or `..`, not starting
+/// with `..` (`IsConfigMapKey`, which `ValidateSecret` applies to every key). Errors name
+/// `data[KEY]`; [`DataKey::parse`] names another field.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DataKey(String);
+
+checked_name!(DataKey);
+
+impl DataKey {
+    /// The field errors name, as `data[KEY]`.
+    pub const FIELD: &'static str = "data";
+
+    fn check(key: &str) -> Result<(), FieldError> {
+        Self::check_in(Self::FIELD, key)
+    }
+
+    /// `key` as a data key; an error names the field `field[key]` (e.g. `KEY[a/b]` for a flag's
+    /// `KEY` part).
+    pub fn parse(field: &str, key: &str) -> Result<DataKey, FieldError> {
+        Self::check_in(field, key)?;
+        Ok(DataKey(key.to_owned()))
+    }
+
+    fn check_in(field: &str, key: &str) -> Result<(), FieldError> {
+        let ok_chars = !key.is_empty()
+            && key.len() <= 253
+            && key
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
+        if !ok_chars {
+            return Err(FieldError::new(
+                format!("{field}[{key}]"),
+                "Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253 characters)",
+            ));
+        }
+        if key == "." || key == ".." || key.starts_with("..") {
+            return Err(FieldError::new(
+                format!("{field}[{key}]"),
+                "Invalid value: must not be '.' or '..' and must not start with '..'",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -56,5 +252,83 @@ mod tests {
         ] {
             assert!(!is_fqdn(bad), "{bad}");
         }
+    }
+
+    /// `ValidateNamespaceName` is `IsDNS1123Label` (apimachinery validation.go): at most 63
+    /// characters, lower case alphanumerics and '-', alphanumeric at both ends.
+    #[test]
+    fn namespaces_are_dns1123_labels() {
+        let max = "a".repeat(63);
+        for ok in ["default", "a", "kube-system", "0", "a-1-b", max.as_str()] {
+            let ns = Namespace::try_from(ok).unwrap();
+            assert_eq!((ns.as_str(), ns.to_string()), (ok, ok.to_owned()));
+        }
+        let long = "a".repeat(64);
+        for bad in ["", "A", "-a", "a-", "a.b", "a_b", "ä", long.as_str()] {
+            let e = Namespace::try_from(bad.to_owned()).unwrap_err();
+            assert_eq!(e.field, "metadata.namespace", "{bad:?}");
+            assert_eq!(
+                e.message,
+                format!("Invalid value: {bad:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most 63 characters)")
+            );
+        }
+        assert_eq!(Namespace::default().as_str(), "default");
+    }
+
+    /// `ValidateSecretName` is `IsDNS1123Subdomain`: at most 253 characters, DNS-1123 labels
+    /// joined by dots; empty is "Required value".
+    #[test]
+    fn secret_names_are_dns1123_subdomains() {
+        let label = "a".repeat(63);
+        let max = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+        assert_eq!(max.len(), 253);
+        for ok in ["db", "a.b-c", "0.0", "web-tls", max.as_str()] {
+            assert_eq!(SecretName::try_from(ok).unwrap().as_str(), ok);
+        }
+        let e = SecretName::try_from("").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "metadata.name: Required value: name is required"
+        );
+        let long = "a".repeat(254);
+        for bad in ["A", "-a", "a-", "a_b", "a..b", ".a", "a/b", long.as_str()] {
+            let e = SecretName::try_from(bad).unwrap_err();
+            assert_eq!(e.field, "metadata.name", "{bad:?}");
+            assert!(
+                e.message.starts_with(&format!(
+                    "Invalid value: {bad:?}: a lowercase RFC 1123 subdomain"
+                )),
+                "{e}"
+            );
+        }
+        assert_eq!("db".parse::<SecretName>().unwrap().into_string(), "db");
+    }
+
+    /// `IsConfigMapKey`: at most 253 of `[-._a-zA-Z0-9]`, not `.` or `..`, not starting
+    /// with `..`.
+    #[test]
+    fn data_keys_are_config_map_keys() {
+        let max = "k".repeat(253);
+        for ok in [".env", "a-b_c.d", "tls.crt", "A", "x..y", max.as_str()] {
+            assert_eq!(DataKey::try_from(ok).unwrap().as_str(), ok);
+        }
+        let long = "k".repeat(254);
+        for bad in ["", "a/b", "a b", "ключ", long.as_str()] {
+            let e = DataKey::try_from(bad).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("data[{bad}]: Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253 characters)")
+            );
+        }
+        for bad in [".", "..", "..a"] {
+            let e = DataKey::try_from(bad).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("data[{bad}]: Invalid value: must not be '.' or '..' and must not start with '..'")
+            );
+        }
+        let e = DataKey::parse("KEY", "a/b").unwrap_err();
+        assert_eq!(e.field, "KEY[a/b]");
+        assert_eq!(DataKey::parse("KEY", "ok").unwrap().as_str(), "ok");
     }
 }

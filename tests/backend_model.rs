@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::rev;
 use keyward::backend::etcd::EtcdBackend;
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::backend::{
@@ -59,8 +60,8 @@ fn fail(e: BackendError) -> Fail {
 struct Retained {
     /// (revision, is a delete), oldest first.
     entries: Vec<(Revision, bool)>,
-    /// Reads of this key below it are compacted (0: none).
-    floor: Revision,
+    /// Reads of this key below it are compacted.
+    floor: Option<Revision>,
 }
 
 impl Retained {
@@ -69,8 +70,8 @@ impl Retained {
             let cut = if self.entries[i].1 { i + 1 } else { i };
             self.entries.drain(..cut);
         }
-        if self.floor <= compacted {
-            self.floor = 0;
+        if self.floor.is_some_and(|floor| floor <= compacted) {
+            self.floor = None;
         }
     }
 
@@ -78,7 +79,7 @@ impl Retained {
         if keep > 0 && self.entries.len() > keep {
             let excess = self.entries.len() - keep;
             self.entries.drain(..excess);
-            self.floor = self.entries[0].0;
+            self.floor = Some(self.entries[0].0);
         }
     }
 }
@@ -102,8 +103,8 @@ impl Model {
     fn new(opts: SledOptions) -> Self {
         Model {
             opts,
-            rev: 1,
-            compacted: 1,
+            rev: Revision::FIRST,
+            compacted: Revision::FIRST,
             current: BTreeMap::new(),
             full: BTreeMap::new(),
             retained: BTreeMap::new(),
@@ -127,11 +128,11 @@ impl Model {
         if !Self::holds(&prev, expect) {
             return Ok(WriteOutcome::Conflict { current: prev });
         }
-        self.rev += 1;
+        self.rev = self.rev.next().expect("revisions grow");
         let kv = KeyValue {
             key: key.to_vec(),
             value,
-            create_revision: prev.as_ref().map_or(self.rev, |p| p.create_revision),
+            create_revision: prev.as_ref().map_or(Some(self.rev), |p| p.create_revision),
             mod_revision: self.rev,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
         };
@@ -154,12 +155,12 @@ impl Model {
         if prev.is_none() {
             return Ok(WriteOutcome::NotFound);
         }
-        self.rev += 1;
+        self.rev = self.rev.next().expect("revisions grow");
         self.current.remove(key);
         let kv = KeyValue {
             key: key.to_vec(),
             value: Vec::new(),
-            create_revision: 0,
+            create_revision: None,
             mod_revision: self.rev,
             version: 0,
         };
@@ -184,7 +185,9 @@ impl Model {
         });
         self.full.entry(key.to_vec()).or_default().push((rev, now));
         if self.opts.log_retention > 0 {
-            self.compacted = self.compacted.max(rev - self.opts.log_retention as i64 + 1);
+            if let Some(oldest) = Revision::new(rev.get() - self.opts.log_retention as i64 + 1) {
+                self.compacted = self.compacted.max(oldest);
+            }
         }
         let compacted = self.compacted;
         let retained = self.retained.entry(key.to_vec()).or_default();
@@ -192,7 +195,10 @@ impl Model {
         retained.prune_compacted(compacted);
         retained.prune_count(self.opts.history_per_key);
         if retained.entries.is_empty() {
-            assert_eq!(retained.floor, 0, "model invariant: no entries, no floor");
+            assert_eq!(
+                retained.floor, None,
+                "model invariant: no entries, no floor"
+            );
             self.retained.remove(key);
         }
     }
@@ -224,9 +230,6 @@ impl Model {
     }
 
     fn check_revision(&self, revision: Revision) -> Result<(), Fail> {
-        if revision < 1 {
-            return Err(Fail::InvalidArgument);
-        }
         if revision > self.rev {
             return Err(Fail::Future {
                 requested: revision,
@@ -246,11 +249,11 @@ impl Model {
         if revision == self.rev {
             return Ok(self.current.get(key).cloned());
         }
-        if let Some(retained) = self.retained.get(key) {
-            if revision < retained.floor {
+        if let Some(floor) = self.retained.get(key).and_then(|r| r.floor) {
+            if revision < floor {
                 return Err(Fail::Compacted {
                     requested: revision,
-                    compacted: retained.floor,
+                    compacted: floor,
                 });
             }
         }
@@ -432,22 +435,26 @@ fn options() -> impl Strategy<Value = SledOptions> {
         })
 }
 
-fn resolve_at(at: &At, model: &Model) -> Option<Revision> {
+/// The read revision `at` names (`Some(None)`: the current state), or `None` for a number
+/// below 1, which is no revision: the type refuses it, so there is nothing to ask the backend.
+fn resolve_at(at: &At, model: &Model) -> Option<Option<Revision>> {
     match at {
-        At::Current => None,
-        At::Back(n) => Some(model.rev - n),
-        At::Raw(r) => Some(*r),
+        At::Current => Some(None),
+        At::Back(n) => Revision::new(model.rev.get() - n).map(Some),
+        At::Raw(r) => Revision::new(*r).map(Some),
     }
 }
 
-fn resolve_expect(exp: &Exp, model: &Model, key: &[u8]) -> Expect {
+/// The condition `exp` names, or `None` for a revision below 1 (see [`resolve_at`]).
+fn resolve_expect(exp: &Exp, model: &Model, key: &[u8]) -> Option<Expect> {
     let current = model.current.get(key).map(|kv| kv.mod_revision);
+    let current = current.unwrap_or(model.rev);
     match exp {
-        Exp::Any => Expect::Any,
-        Exp::Absent => Expect::Absent,
-        Exp::Correct => Expect::ModRevision(current.unwrap_or(model.rev)),
-        Exp::Stale(n) => Expect::ModRevision(current.unwrap_or(model.rev) - n),
-        Exp::Raw(r) => Expect::ModRevision(*r),
+        Exp::Any => Some(Expect::Any),
+        Exp::Absent => Some(Expect::Absent),
+        Exp::Correct => Some(Expect::ModRevision(current)),
+        Exp::Stale(n) => Revision::new(current.get() - n).map(Expect::ModRevision),
+        Exp::Raw(r) => Revision::new(*r).map(Expect::ModRevision),
     }
 }
 
@@ -524,29 +531,41 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
         match op {
             Op::Put { key, value, expect } => {
                 let key = KEYS[*key];
-                let expect = resolve_expect(expect, &model, key);
+                let Some(expect) = resolve_expect(expect, &model, key) else {
+                    continue;
+                };
                 let value = vec![*value; 1 + (*value as usize % 3)];
                 let got = rt.block_on(b.put(key, value.clone(), expect)).map_err(fail);
                 prop_assert_eq!(got, model.put(key, value, expect), "{}", ctx);
             }
             Op::Delete { key, expect } => {
                 let key = KEYS[*key];
-                let expect = resolve_expect(expect, &model, key);
+                let Some(expect) = resolve_expect(expect, &model, key) else {
+                    continue;
+                };
                 let got = rt.block_on(b.delete(key, expect)).map_err(fail);
                 prop_assert_eq!(got, model.delete(key, expect), "{}", ctx);
             }
             Op::Get { key, at } => {
-                let revision = resolve_at(at, &model);
+                let Some(revision) = resolve_at(at, &model) else {
+                    continue;
+                };
                 let got = rt.block_on(b.get(KEYS[*key], revision)).map_err(fail);
                 prop_assert_eq!(got, model.get(KEYS[*key], revision), "{}", ctx);
             }
             Op::Range { span, limit, at } => {
-                let req = request(span, *limit, resolve_at(at, &model));
+                let Some(revision) = resolve_at(at, &model) else {
+                    continue;
+                };
+                let req = request(span, *limit, revision);
                 let got = rt.block_on(b.range(req.clone())).map_err(fail);
                 prop_assert_eq!(got, model.range(&req), "{} {:?}", ctx, req);
             }
             Op::Pages { span, limit, at } => {
-                let mut req = request(span, *limit, resolve_at(at, &model));
+                let Some(revision) = resolve_at(at, &model) else {
+                    continue;
+                };
+                let mut req = request(span, *limit, revision);
                 let full = model.range(&RangeRequest {
                     limit: 0,
                     ..req.clone()
@@ -576,7 +595,10 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
                 }
             }
             Op::Compact { at } => {
-                let revision = resolve_at(at, &model).unwrap_or(model.rev);
+                let Some(revision) = resolve_at(at, &model) else {
+                    continue;
+                };
+                let revision = revision.unwrap_or(model.rev);
                 let got = rt.block_on(b.compact(revision)).map_err(fail);
                 prop_assert_eq!(got, model.compact(revision), "{}", ctx);
             }
@@ -613,7 +635,7 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
 
     // Every key at every revision, and the whole history range by range.
     let b = backend.as_ref().expect("open backend");
-    for revision in 0..=model.rev + 1 {
+    for revision in (1..=model.rev.get() + 1).map(rev) {
         for key in KEYS {
             let got = rt.block_on(b.get(key, Some(revision))).map_err(fail);
             prop_assert_eq!(
@@ -636,15 +658,15 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
     // backend replays from the revision after the compacted one (see
     // `etcd_watch_at_the_compacted_revision_is_refused_rather_than_missing_a_delete`).
     let etcd = matches!(subject, Subject::Etcd(_));
-    let replayable = if etcd && model.compacted > 1 {
-        model.compacted + 1
+    let replayable = if etcd && model.compacted > Revision::FIRST {
+        model.compacted.next().expect("a revision")
     } else {
         model.compacted
     };
-    let from = replayable.max(2);
-    if etcd && model.compacted > 1 {
+    let from = replayable.max(rev(2));
+    if etcd && model.compacted > Revision::FIRST {
         let got = rt
-            .block_on(b.watch(b"", model.compacted))
+            .block_on(b.watch(b"", Some(model.compacted)))
             .map(|_| ())
             .map_err(fail);
         prop_assert_eq!(
@@ -663,7 +685,7 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
             .cloned()
             .collect();
         let events = rt.block_on(async {
-            let mut stream = b.watch(b"", from).await.expect("watch");
+            let mut stream = b.watch(b"", Some(from)).await.expect("watch");
             let mut events = Vec::new();
             for _ in 0..want.len() {
                 match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
@@ -675,15 +697,15 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
         });
         prop_assert_eq!(events, want, "watch replay from {}", from);
     }
-    if model.compacted > 1 {
+    if let Some(before) = model.compacted.prev() {
         let got = rt
-            .block_on(b.watch(b"", model.compacted - 1))
+            .block_on(b.watch(b"", Some(before)))
             .map(|_| ())
             .map_err(fail);
         prop_assert_eq!(
             got,
             Err(Fail::Compacted {
-                requested: model.compacted - 1,
+                requested: before,
                 compacted: replayable
             })
         );
@@ -819,19 +841,17 @@ async fn watch_replays_then_follows_live(backend: Arc<dyn Backend>) {
             }
         }));
     }
-    let mut all = backend.watch(b"", 10).await.expect("watch all");
-    let mut only_w = backend.watch(b"w/", 10).await.expect("watch w/");
+    let mut all = backend.watch(b"", Some(rev(10))).await.expect("watch all");
+    let mut only_w = backend.watch(b"w/", Some(rev(10))).await.expect("watch w/");
     for writer in writers {
         writer.await.expect("writer task");
     }
     let last = backend.current_revision().await.expect("revision");
 
     let mut events = Vec::new();
-    let mut expected = 10;
-    while expected <= last {
+    for expected in (10..=last.get()).map(rev) {
         let event = next_event(&mut all).await;
         assert_eq!(event.kv.mod_revision, expected, "gap or duplicate");
-        expected += 1;
         events.push(event);
     }
     let want_w: Vec<&Event> = events
@@ -844,7 +864,7 @@ async fn watch_replays_then_follows_live(backend: Arc<dyn Backend>) {
     // Replaying the changes from revision 10 onto the state at 9 gives the current state.
     let before = backend
         .range(RangeRequest {
-            revision: Some(9),
+            revision: Some(rev(9)),
             ..RangeRequest::default()
         })
         .await
@@ -865,7 +885,7 @@ async fn watch_replays_then_follows_live(backend: Arc<dyn Backend>) {
                 state.insert(event.kv.key.clone(), event.kv.clone());
             }
             EventKind::Delete => {
-                assert_eq!((event.kv.version, event.kv.create_revision), (0, 0));
+                assert_eq!((event.kv.version, event.kv.create_revision), (0, None));
                 assert!(event.kv.value.is_empty());
                 state.remove(&event.kv.key);
             }
@@ -875,7 +895,7 @@ async fn watch_replays_then_follows_live(backend: Arc<dyn Backend>) {
     assert_eq!(now.kvs, state.into_values().collect::<Vec<_>>());
 
     // "From now" sees only later changes.
-    let mut from_now = backend.watch(b"", 0).await.expect("watch from now");
+    let mut from_now = backend.watch(b"", None).await.expect("watch from now");
     let rev = applied(backend.put(b"x/late", b"1".to_vec(), Expect::Any).await);
     assert_eq!(next_event(&mut from_now).await.kv.mod_revision, rev);
     assert_eq!(next_event(&mut all).await.kv.mod_revision, rev);
@@ -901,7 +921,7 @@ async fn etcd_watch_replays_then_follows_live_without_gap_or_duplicate() {
 /// A watcher that reads nothing while 1500 changes are made still gets every one of them, in
 /// order, once.
 async fn lagging_watch_catches_up(backend: Arc<dyn Backend>) {
-    let mut stream = backend.watch(b"", 0).await.expect("watch");
+    let mut stream = backend.watch(b"", None).await.expect("watch");
     let writes = 1500;
     for i in 0..writes {
         applied(
@@ -912,7 +932,7 @@ async fn lagging_watch_catches_up(backend: Arc<dyn Backend>) {
     }
     for (i, expected) in (2..2 + writes).enumerate() {
         let event = next_event(&mut stream).await;
-        assert_eq!(event.kv.mod_revision, expected);
+        assert_eq!(event.kv.mod_revision, rev(expected));
         assert_eq!(event.kv.value, format!("{i}").into_bytes());
     }
     // Nothing is delivered twice: the next event is the next change.
@@ -943,69 +963,78 @@ async fn compaction_bounds_reads_and_watches(fresh: &Fresh) {
     for i in 0..10u8 {
         applied(backend.put(&[b'k', i % 3], vec![i], Expect::Any).await);
     }
-    backend.compact(6).await.expect("compact");
-    assert_eq!(backend.compacted_revision().await.expect("compacted"), 6);
+    backend.compact(rev(6)).await.expect("compact");
+    assert_eq!(
+        backend.compacted_revision().await.expect("compacted"),
+        rev(6)
+    );
     // etcd cannot replay the compacted revision itself whole (a delete there is dropped, and
     // no event there has its prev): the etcd backend refuses it and says to start after it.
-    let replayable = if fresh.is_etcd() { 7 } else { 6 };
-    match backend.watch(b"", 5).await {
+    let replayable = rev(if fresh.is_etcd() { 7 } else { 6 });
+    match backend.watch(b"", Some(rev(5))).await {
         Err(BackendError::Compacted {
-            requested: 5,
+            requested,
             compacted,
-        }) if compacted == replayable => {}
+        }) if (requested, compacted) == (rev(5), replayable) => {}
         Err(other) => panic!("expected Compacted, got {other:?}"),
         Ok(_) => panic!("expected Compacted, got a stream"),
     }
     let mut stream = if fresh.is_etcd() {
-        match backend.watch(b"", 6).await {
+        match backend.watch(b"", Some(rev(6))).await {
             Err(BackendError::Compacted {
-                requested: 6,
-                compacted: 7,
-            }) => {}
+                requested,
+                compacted,
+            }) if (requested, compacted) == (rev(6), rev(7)) => {}
             Err(other) => panic!("expected Compacted, got {other:?}"),
             Ok(_) => panic!("expected Compacted, got a stream"),
         }
         backend
-            .watch(b"", 7)
+            .watch(b"", Some(rev(7)))
             .await
             .expect("watch after the compacted revision")
     } else {
         let mut stream = backend
-            .watch(b"", 6)
+            .watch(b"", Some(rev(6)))
             .await
             .expect("watch at the compacted revision");
         let first = next_event(&mut stream).await;
         assert_eq!(
             (first.kv.key.as_slice(), first.kv.mod_revision),
-            (&b"k\x01"[..], 6)
+            (&b"k\x01"[..], rev(6))
         );
         let prev = first.prev.map(|p| (p.value, p.mod_revision));
-        assert_eq!(prev, Some((vec![1], 3)));
+        assert_eq!(prev, Some((vec![1], rev(3))));
         stream
     };
     let next = next_event(&mut stream).await;
-    assert_eq!(next.kv.mod_revision, 7);
+    assert_eq!(next.kv.mod_revision, rev(7));
     // Every replayed event after the compacted revision has its prev.
     assert!(next.prev.is_some(), "{next:?}");
     assert!(matches!(
-        backend.get(b"k\x00", Some(5)).await,
+        backend.get(b"k\x00", Some(rev(5))).await,
         Err(BackendError::Compacted { .. })
     ));
-    let (kv, _) = backend.get(b"k\x00", Some(6)).await.expect("get at 6");
-    assert_eq!(kv.map(|kv| kv.mod_revision), Some(5));
+    let (kv, _) = backend.get(b"k\x00", Some(rev(6))).await.expect("get at 6");
+    assert_eq!(kv.map(|kv| kv.mod_revision), Some(rev(5)));
     assert!(matches!(
-        backend.compact(100).await,
+        backend.compact(rev(100)).await,
         Err(BackendError::FutureRevision { .. })
     ));
     // Compacting again below or at the compacted revision changes nothing.
-    backend.compact(4).await.expect("compact below");
-    backend.compact(6).await.expect("compact again");
-    assert_eq!(backend.compacted_revision().await.expect("compacted"), 6);
+    backend.compact(rev(4)).await.expect("compact below");
+    backend.compact(rev(6)).await.expect("compact again");
+    assert_eq!(
+        backend.compacted_revision().await.expect("compacted"),
+        rev(6)
+    );
     // A new handle sees the same bound.
     drop(stream);
     drop(backend);
     let backend = fresh.open();
-    assert_eq!(backend.compacted_revision().await.expect("compacted"), 6);
+    assert_eq!(
+        backend.compacted_revision().await.expect("compacted"),
+        rev(6)
+    );
 }
 
 #[tokio::test]
@@ -1023,15 +1052,18 @@ async fn watch_below_the_compacted_revision_fails() {
         applied(backend.put(b"r", vec![i], Expect::Any).await);
     }
     // Revision 21 now; the last 5 revisions (17..=21) are kept.
-    assert_eq!(backend.compacted_revision().await.expect("compacted"), 17);
+    assert_eq!(
+        backend.compacted_revision().await.expect("compacted"),
+        rev(17)
+    );
     assert!(matches!(
-        backend.watch(b"", 3).await,
+        backend.watch(b"", Some(rev(3))).await,
         Err(BackendError::Compacted {
-            requested: 3,
-            compacted: 17
-        })
+            requested,
+            compacted
+        }) if (requested, compacted) == (rev(3), rev(17))
     ));
-    let mut stream = backend.watch(b"r", 17).await.expect("watch");
+    let mut stream = backend.watch(b"r", Some(rev(17))).await.expect("watch");
     assert_eq!(next_event(&mut stream).await.kv.value, vec![15]);
 }
 
@@ -1050,7 +1082,7 @@ async fn delete_at_the_compacted_revision_is_replayed(backend: Arc<dyn Backend>)
     let after = applied(backend.put(b"e", b"2".to_vec(), Expect::Any).await);
     backend.compact(deleted).await.expect("compact");
     let mut stream = backend
-        .watch(b"", deleted)
+        .watch(b"", Some(deleted))
         .await
         .expect("watch at the compacted revision");
     let first = next_event(&mut stream).await;
@@ -1081,15 +1113,15 @@ async fn etcd_watch_at_the_compacted_revision_is_refused_rather_than_missing_a_d
     let deleted = applied(backend.delete(b"d", Expect::Any).await);
     let after = applied(backend.put(b"e", b"2".to_vec(), Expect::Any).await);
     backend.compact(deleted).await.expect("compact");
-    match backend.watch(b"", deleted).await {
+    match backend.watch(b"", Some(deleted)).await {
         Err(BackendError::Compacted {
             requested,
             compacted,
-        }) => assert_eq!((requested, compacted), (deleted, deleted + 1)),
+        }) => assert_eq!((requested, Some(compacted)), (deleted, deleted.next())),
         Err(other) => panic!("expected Compacted, got {other:?}"),
         Ok(_) => panic!("a watch from the compacted revision must be refused on etcd"),
     }
-    let mut stream = backend.watch(b"", deleted + 1).await.expect("watch");
+    let mut stream = backend.watch(b"", deleted.next()).await.expect("watch");
     let ev = next_event(&mut stream).await;
     assert_eq!(ev.kv.mod_revision, after);
     assert!(ev.prev.is_none(), "e was created at {after}");
@@ -1193,7 +1225,7 @@ async fn racing_writers(backend: Arc<dyn Backend>) {
         }
         assert_eq!(winners.len(), 1, "round {round}: exactly one winner");
         let (value, revision) = winners.pop().expect("winner");
-        assert_eq!(revision, mod_revision + 1);
+        assert_eq!(Some(revision), mod_revision.next());
         assert_eq!(losers.len(), 63);
         for current in losers {
             assert_eq!((current.mod_revision, &current.value), (revision, &value));
@@ -1227,7 +1259,8 @@ async fn racing_writers(backend: Arc<dyn Backend>) {
         revisions.extend(task.await.expect("task"));
     }
     revisions.sort_unstable();
-    assert_eq!(revisions, (start + 1..=start + 320).collect::<Vec<_>>());
+    let want: Vec<Revision> = (start.get() + 1..=start.get() + 320).map(rev).collect();
+    assert_eq!(revisions, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1250,12 +1283,12 @@ fn opens_and_drops_inside_and_outside_a_runtime() {
     let dir = tempfile::tempdir().expect("temp dir");
     let rt = runtime();
     let backend = open(dir.path());
-    let rev = rt.block_on(backend.put(b"k", b"v".to_vec(), Expect::Any));
-    assert_eq!(applied(rev), 2);
+    let put = rt.block_on(backend.put(b"k", b"v".to_vec(), Expect::Any));
+    assert_eq!(applied(put), rev(2));
     rt.block_on(async move { drop(backend) });
     let backend = rt.block_on(async { open(dir.path()) });
-    let (kv, rev) = rt.block_on(backend.get(b"k", None)).expect("get");
-    assert_eq!((kv.expect("kept").value, rev), (b"v".to_vec(), 2));
+    let (kv, at) = rt.block_on(backend.get(b"k", None)).expect("get");
+    assert_eq!((kv.expect("kept").value, at), (b"v".to_vec(), rev(2)));
     drop(backend);
     let multi = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1267,7 +1300,7 @@ fn opens_and_drops_inside_and_outside_a_runtime() {
         multi
             .block_on(backend.current_revision())
             .expect("revision"),
-        2
+        rev(2)
     );
     drop(backend);
 }
@@ -1280,15 +1313,15 @@ fn etcd_connects_inside_a_runtime_and_drops_inside_or_outside_it() {
     let connect = || EtcdBackend::connect(&etcd.options()).expect("connect");
     let rt = runtime();
     let backend = rt.block_on(async { connect() });
-    let rev = rt.block_on(backend.put(b"k", b"v".to_vec(), Expect::Any));
-    assert_eq!(applied(rev), 2);
+    let put = rt.block_on(backend.put(b"k", b"v".to_vec(), Expect::Any));
+    assert_eq!(applied(put), rev(2));
     rt.block_on(async move { drop(backend) });
     let backend = {
         let _guard = rt.enter();
         connect()
     };
-    let (kv, rev) = rt.block_on(backend.get(b"k", None)).expect("get");
-    assert_eq!((kv.expect("kept").value, rev), (b"v".to_vec(), 2));
+    let (kv, at) = rt.block_on(backend.get(b"k", None)).expect("get");
+    assert_eq!((kv.expect("kept").value, at), (b"v".to_vec(), rev(2)));
     drop(backend);
     drop(rt);
     let multi = tokio::runtime::Builder::new_multi_thread()
@@ -1301,7 +1334,7 @@ fn etcd_connects_inside_a_runtime_and_drops_inside_or_outside_it() {
         multi
             .block_on(backend.current_revision())
             .expect("revision"),
-        2
+        rev(2)
     );
     drop(multi);
     drop(backend);
@@ -1317,15 +1350,16 @@ async fn odd_inputs(fresh: &Fresh, big: usize) {
         backend.put(b"", vec![1], Expect::Any).await.map(|_| ())
     ));
     assert!(invalid(backend.delete(b"", Expect::Any).await.map(|_| ())));
-    assert!(invalid(backend.get(b"k", Some(0)).await.map(|_| ())));
-    assert!(invalid(backend.get(b"k", Some(-3)).await.map(|_| ())));
-    assert!(invalid(backend.watch(b"", -1).await.map(|_| ())));
+    // Revisions below 1 cannot be asked for: the type refuses them.
+    for bad in [0, -3, i64::MIN] {
+        assert_eq!(Revision::new(bad), None);
+    }
     assert!(matches!(
-        backend.get(b"k", Some(2)).await,
+        backend.get(b"k", Some(rev(2))).await,
         Err(BackendError::FutureRevision {
-            requested: 2,
-            current: 1
-        })
+            requested,
+            current
+        }) if (requested, current) == (rev(2), rev(1))
     ));
     assert_eq!(
         backend.delete(b"k", Expect::Any).await.expect("delete"),
@@ -1337,15 +1371,13 @@ async fn odd_inputs(fresh: &Fresh, big: usize) {
     );
     assert_eq!(
         backend
-            .delete(b"k", Expect::ModRevision(1))
+            .delete(b"k", Expect::ModRevision(rev(1)))
             .await
             .expect("delete"),
         WriteOutcome::Conflict { current: None }
     );
-    assert_eq!(backend.current_revision().await.expect("revision"), 1);
-    assert!(backend.compact(1).await.is_ok());
-    assert!(backend.compact(0).await.is_ok());
-    assert!(backend.compact(-5).await.is_ok());
+    assert_eq!(backend.current_revision().await.expect("revision"), rev(1));
+    assert!(backend.compact(rev(1)).await.is_ok());
 
     // Ranges that are empty or backwards.
     for (start, end) in [(&b"b"[..], &b"a"[..]), (b"a", b"a"), (b"a", b"")] {
@@ -1404,7 +1436,7 @@ async fn etcd_odd_inputs_are_errors_or_values_never_panics() {
                 other => panic!("a {size}-byte put on etcd gave {other:?}"),
             }
         }
-        assert_eq!(backend.current_revision().await.expect("revision"), 1);
+        assert_eq!(backend.current_revision().await.expect("revision"), rev(1));
     }
     odd_inputs(&fresh, 1024 * 1024).await;
 }
@@ -1415,7 +1447,7 @@ async fn etcd_odd_inputs_are_errors_or_values_never_panics() {
 async fn dropping_the_backend_finishes_writes_ends_watches_and_releases_the_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let backend = Arc::new(open(dir.path()));
-    let mut stream = backend.watch(b"", 0).await.expect("watch");
+    let mut stream = backend.watch(b"", None).await.expect("watch");
     let tasks: Vec<_> = (0..16u32)
         .map(|i| {
             let backend = Arc::clone(&backend);
@@ -1445,7 +1477,10 @@ async fn dropping_the_backend_finishes_writes_ends_watches_and_releases_the_dire
         .expect("stream ends")
         .is_none());
     let reopened = open(dir.path());
-    assert_eq!(reopened.current_revision().await.expect("revision"), 17);
+    assert_eq!(
+        reopened.current_revision().await.expect("revision"),
+        rev(17)
+    );
 }
 
 /// Group-commit timing run, not a test: `cargo test --test backend_model -- --ignored

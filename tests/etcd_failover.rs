@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use common::etcd::Etcd;
 use keyward::backend::etcd::EtcdBackend;
-use keyward::backend::{Backend, BackendError, EventKind, Expect, WriteOutcome};
+use keyward::backend::{Backend, BackendError, EventKind, Expect, Revision, WriteOutcome};
 use tokio_stream::StreamExt;
 
 /// Puts until acknowledged: a write in flight when a member dies may fail with `Unavailable`
 /// (its outcome unknown); it is retried as a client would, as an unconditional put.
-async fn put_acked(backend: &EtcdBackend, key: &str, value: &str) -> i64 {
+async fn put_acked(backend: &EtcdBackend, key: &str, value: &str) -> Revision {
     for _ in 0..100 {
         match backend
             .put(key.as_bytes(), value.as_bytes().to_vec(), Expect::Any)
@@ -34,7 +34,7 @@ async fn reads_writes_and_watches_survive_a_member_kill() {
     let mut etcd = Etcd::start_cluster(3);
     let backend = EtcdBackend::connect(&etcd.options()).expect("connect");
     let start = backend.current_revision().await.expect("revision");
-    let mut watch = backend.watch(b"/w/", start + 1).await.expect("watch");
+    let mut watch = backend.watch(b"/w/", start.next()).await.expect("watch");
     let mut acked = Vec::new();
     for i in 0..20 {
         acked.push((
@@ -77,7 +77,7 @@ async fn reads_writes_and_watches_survive_a_member_kill() {
         assert_eq!(ev.kind, EventKind::Put);
         seen.push(ev.kv.mod_revision);
     }
-    let mut want: Vec<i64> = acked.iter().map(|(r, _)| *r).collect();
+    let mut want: Vec<Revision> = acked.iter().map(|(r, _)| *r).collect();
     want.sort();
     assert_eq!(seen, want);
 

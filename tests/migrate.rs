@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::Plugin;
+use common::{name, ns, Plugin};
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions};
@@ -110,7 +110,10 @@ async fn rotation_drill_10000_secrets() {
 
     // Every Secret has its final content; nothing is under A any more.
     for i in 0..N {
-        let s = store.get("drill", &format!("s{i}"), None).await.unwrap();
+        let s = store
+            .get(&ns("drill"), &name(&format!("s{i}")), None)
+            .await
+            .unwrap();
         let want = updated
             .get(&i)
             .cloned()
@@ -131,7 +134,7 @@ async fn rotation_drill_10000_secrets() {
     drop(store);
     let fresh = store_for(&plugin, &dir.path().join("store")).await;
     let list = fresh
-        .list(Some("drill"), &Default::default(), 0, None)
+        .list(Some(&ns("drill")), &Default::default(), 0, None)
         .await
         .unwrap();
     assert_eq!(list.items.len(), N + 1);
@@ -207,7 +210,10 @@ async fn an_interrupted_migration_finishes_on_a_rerun() {
     );
     assert_eq!(store.encryption_coverage(false).await.unwrap().stale, 0);
     for i in 0..600 {
-        let s = store.get("drill", &format!("s{i}"), None).await.unwrap();
+        let s = store
+            .get(&ns("drill"), &name(&format!("s{i}")), None)
+            .await
+            .unwrap();
         assert_eq!(s.data["v"].as_slice(), format!("v{i}").as_bytes());
     }
     plugin.stop().await;
@@ -323,7 +329,7 @@ async fn undecryptable_objects_are_reported_and_deletable_only_explicitly() {
     store.set_encryption(Arc::new(Encryption::build(&cfg(k2)).await));
     store.create(secret("kept", "y"), false).await.unwrap();
     let list = store
-        .list(Some("drill"), &Default::default(), 0, None)
+        .list(Some(&ns("drill")), &Default::default(), 0, None)
         .await
         .unwrap();
     assert_eq!(list.items.len(), 1, "the readable one is listed");
@@ -339,7 +345,7 @@ async fn undecryptable_objects_are_reported_and_deletable_only_explicitly() {
     assert_eq!((cov.total, cov.undecryptable), (2, 1));
     assert_eq!(cov.objects[0].key, "/registry/secrets/drill/lost");
     let e = store
-        .delete("drill", "lost", &Preconditions::default())
+        .delete(&ns("drill"), &name("lost"), &Preconditions::default())
         .await
         .unwrap_err();
     assert!(matches!(e, StoreError::Undecryptable { .. }), "{e}");
@@ -351,9 +357,12 @@ async fn undecryptable_objects_are_reported_and_deletable_only_explicitly() {
         unsafe_ignore_decrypt_errors: true,
         ..Default::default()
     };
-    store.delete("drill", "lost", &pre).await.unwrap();
+    store
+        .delete(&ns("drill"), &name("lost"), &pre)
+        .await
+        .unwrap();
     let list = store
-        .list(Some("drill"), &Default::default(), 0, None)
+        .list(Some(&ns("drill")), &Default::default(), 0, None)
         .await
         .unwrap();
     assert!(list.errors.is_empty());
@@ -497,7 +506,10 @@ async fn drill_from_aescbc_to_kms_v2() {
     // Step 2: aescbc removed; everything still reads, with its final content.
     store.set_encryption(Arc::new(Encryption::build(&cfg(&kms)).await));
     for i in 0..N {
-        let s = store.get("drill", &format!("s{i}"), None).await.unwrap();
+        let s = store
+            .get(&ns("drill"), &name(&format!("s{i}")), None)
+            .await
+            .unwrap();
         let want = updated
             .get(&i)
             .cloned()

@@ -416,7 +416,7 @@ async fn a_store_switches_write_key_and_still_reads_old_values() {
     store.create(secret("old", b"one"), false).await.unwrap();
     let raw = |name: &str| {
         let store = store.clone();
-        let key = store.storage_key("default", name);
+        let key = store.storage_key(&common::ns("default"), &common::name(name));
         async move { store.raw_get(&key).await.unwrap().expect("stored") }
     };
     assert!(raw("old").await.value.starts_with(b"k8s:enc:aesgcm:v1:k1:"));
@@ -442,7 +442,10 @@ async fn a_store_switches_write_key_and_still_reads_old_values() {
     let (s, info) = store.decode(&old).await.unwrap();
     assert_eq!(s.data["v"].as_slice(), b"one");
     assert_eq!((info.key.as_str(), info.stale), ("k1", true));
-    let got = store.get("default", "old", None).await.unwrap();
+    let got = store
+        .get(&common::ns("default"), &common::name("old"), None)
+        .await
+        .unwrap();
     assert_eq!(got.data["v"].as_slice(), b"one");
 
     // A bad edit afterwards leaves k2 in force.

@@ -399,8 +399,64 @@ async fn delete_preconditions(srv: TestStore) {
         "{}",
         e.message()
     );
-    let e = c.delete(del("", "abc")).await.unwrap_err();
-    assert_eq!(e.code(), Code::InvalidArgument);
+    // The request's strings are parsed at the edge, with the messages the store gives.
+    for rv in ["abc", "0", "-1", "1e3", " 1"] {
+        let e = c.delete(del("", rv)).await.unwrap_err();
+        assert_eq!(
+            (e.code(), e.message()),
+            (
+                Code::InvalidArgument,
+                format!("Secret \"gone\" is invalid: metadata.resourceVersion: Invalid value: {rv:?}: must be a positive integer").as_str()
+            )
+        );
+    }
+    let e = c
+        .delete(pb::DeleteRequest {
+            namespace: "Bad".into(),
+            name: "Bad".into(),
+            ..del("", "abc")
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .starts_with("Secret \"Bad\" is invalid: metadata.name: Invalid value: \"Bad\"")
+            && e.message()
+                .contains("; metadata.namespace: Invalid value: \"Bad\"")
+            && !e.message().contains("resourceVersion"),
+        "names are checked first, both reported: {}",
+        e.message()
+    );
+    let e = c
+        .watch(pb::WatchRequest {
+            namespace: String::new(),
+            resource_version: "18446744073709551616".into(),
+            label_selector: String::new(),
+        })
+        .await
+        .expect_err("an invalid resourceVersion is refused");
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::InvalidArgument,
+            "Secret \"\" is invalid: metadata.resourceVersion: Invalid value: \"18446744073709551616\": must be a positive integer"
+        )
+    );
+    let e = c
+        .rollback(pb::RollbackRequest {
+            namespace: String::new(),
+            name: "gone".into(),
+            to_revision: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::InvalidArgument,
+            "Secret \"gone\" is invalid: revision: Invalid value: 0: must be a revision of this Secret's history (at least 1)"
+        )
+    );
     let out = c
         .delete(del(&meta(&s).uid, &meta(&s).resource_version))
         .await
@@ -650,7 +706,7 @@ async fn history_get_at_revision_and_rollback(srv: TestStore) {
             .unwrap()
             .into_inner();
         assert_eq!(oldest.data["v"], b"0");
-        srv.backend().compact(revs[2]).await.unwrap();
+        srv.backend().compact(common::rev(revs[2])).await.unwrap();
     }
     // Only the last 3 versions are kept, newest first.
     let (h, got) = history(c.clone()).await;

@@ -57,7 +57,7 @@ impl pb::encryption_server::Encryption for EncryptionService {
         let t = self.store.encryption().for_resource(crate::store::RESOURCE);
         let (wp, wk) = t.write_provider();
         Ok(Response::new(pb::EncryptionStatusResponse {
-            revision: cov.revision,
+            revision: cov.revision.get(),
             total: cov.total as i64,
             stale: cov.stale as i64,
             undecryptable: cov.undecryptable as i64,
@@ -81,7 +81,7 @@ impl pb::encryption_server::Encryption for EncryptionService {
                 .into_iter()
                 .map(|o| pb::ObjectEncryption {
                     key: o.key,
-                    mod_revision: o.mod_revision,
+                    mod_revision: o.mod_revision.get(),
                     provider: o.provider,
                     key_name: o.key_name,
                     stale: o.stale,

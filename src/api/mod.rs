@@ -27,11 +27,12 @@ pub use reason::{Reason, REASON_KEY};
 pub use secrets::SecretsService;
 pub use serve::{serve, ServeError, TlsListener};
 
-use crate::backend::{BackendError, KeyValue};
+use crate::backend::{BackendError, KeyValue, Revision};
 use crate::encryption::EncryptionError;
+use crate::names::{FieldError, Namespace};
 use crate::pb::keyward_v1 as pb;
 use crate::store::model::{ObjectMeta, SecretBytes, SecretString};
-use crate::store::{Secret, Selector, StoreError};
+use crate::store::{ResourceVersion, Secret, SecretId, Selector, StoreError};
 
 /// Maps a store error to a gRPC status carrying its [`Reason`]: caller mistakes get a specific
 /// code and a message naming the field; failures of the environment are `Unavailable`; anything
@@ -134,18 +135,35 @@ fn raw_to_pb(kv: KeyValue) -> pb::RawKeyValue {
     pb::RawKeyValue {
         key: String::from_utf8_lossy(&kv.key).into_owned(),
         value: kv.value,
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
+        create_revision: kv.create_revision.map_or(0, Revision::get),
+        mod_revision: kv.mod_revision.get(),
         version: kv.version,
     }
 }
 
-fn namespace_or_default(ns: &str) -> &str {
-    if ns.is_empty() {
-        "default"
-    } else {
-        ns
+/// Rules a request about Secret `name` breaks, as the store reports an invalid object.
+fn invalid(name: &str, errors: Vec<FieldError>) -> Status {
+    to_status(StoreError::invalid(name, errors))
+}
+
+/// The Secret a request names: its namespace (empty: `default`) and name.
+fn secret_id(namespace: &str, name: &str) -> Result<SecretId, Status> {
+    SecretId::parse(namespace, name).map_err(|e| invalid(name, e))
+}
+
+/// A namespace to list or watch (empty: every namespace).
+fn namespace_filter(ns: &str) -> Result<Option<Namespace>, Status> {
+    match ns {
+        "" => Ok(None),
+        ns => Namespace::try_from(ns)
+            .map(Some)
+            .map_err(|e| invalid("", vec![e])),
     }
+}
+
+/// A request's `resource_version`, reported under the object field it stands for.
+fn resource_version(name: &str, rv: &str) -> Result<ResourceVersion, Status> {
+    ResourceVersion::try_from(rv).map_err(|e| invalid(name, vec![e]))
 }
 
 fn selector(s: &str) -> Result<Selector, Status> {
@@ -232,8 +250,8 @@ mod tests {
             ),
             (
                 StoreError::Backend(BackendError::FutureRevision {
-                    requested: Revision::from(9),
-                    current: Revision::from(3),
+                    requested: Revision::new(9).unwrap(),
+                    current: Revision::new(3).unwrap(),
                 }),
                 Code::InvalidArgument,
                 Reason::BadRequest,

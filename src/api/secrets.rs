@@ -6,10 +6,13 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    limit, namespace_or_default, raw_to_pb, secret_from_pb, secret_to_pb, selector, to_status,
+    invalid, limit, namespace_filter, raw_to_pb, resource_version, secret_from_pb, secret_id,
+    secret_to_pb, selector, to_status,
 };
+use crate::backend::Revision;
+use crate::names::FieldError;
 use crate::pb::keyward_v1 as pb;
-use crate::store::{ChangeKind, Preconditions, Store};
+use crate::store::{ChangeKind, Preconditions, ResourceVersion, Store};
 
 /// `keyward.v1.Secrets`.
 #[derive(Debug, Clone)]
@@ -55,16 +58,14 @@ impl pb::secrets_server::Secrets for SecretsService {
         let req = req.into_inner();
         let rev = match req.revision {
             0 => None,
-            r if r > 0 => Some(r),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "revision: must be 0 (current) or positive",
-                ))
-            }
+            r => Some(Revision::new(r).ok_or_else(|| {
+                Status::invalid_argument("revision: must be 0 (current) or positive")
+            })?),
         };
+        let id = secret_id(&req.namespace, &req.name)?;
         let s = self
             .store
-            .get(namespace_or_default(&req.namespace), &req.name, rev)
+            .get(&id.namespace, &id.name, rev)
             .await
             .map_err(to_status)?;
         Ok(Response::new(secret_to_pb(s)))
@@ -91,14 +92,17 @@ impl pb::secrets_server::Secrets for SecretsService {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
         let req = req.into_inner();
+        let id = secret_id(&req.namespace, &req.name)?;
         let pre = Preconditions {
             uid: Some(req.uid).filter(|u| !u.is_empty()),
-            resource_version: Some(req.resource_version).filter(|r| !r.is_empty()),
+            resource_version: ResourceVersion::try_from(req.resource_version.as_str())
+                .and_then(|rv| rv.exact(ResourceVersion::FIELD))
+                .map_err(|e| invalid(&req.name, vec![e]))?,
             unsafe_ignore_decrypt_errors: req.unsafe_ignore_decrypt_errors,
         };
         let s = self
             .store
-            .delete(namespace_or_default(&req.namespace), &req.name, &pre)
+            .delete(&id.namespace, &id.name, &pre)
             .await
             .map_err(to_status)?;
         Ok(Response::new(secret_to_pb(s)))
@@ -110,11 +114,11 @@ impl pb::secrets_server::Secrets for SecretsService {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let req = req.into_inner();
         let sel = selector(&req.label_selector)?;
-        let ns = Some(req.namespace.as_str()).filter(|n| !n.is_empty());
+        let ns = namespace_filter(&req.namespace)?;
         let list = self
             .store
             .list(
-                ns,
+                ns.as_ref(),
                 &sel,
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
@@ -123,7 +127,7 @@ impl pb::secrets_server::Secrets for SecretsService {
             .map_err(to_status)?;
         Ok(Response::new(pb::ListResponse {
             items: list.items.into_iter().map(secret_to_pb).collect(),
-            resource_version: list.resource_version,
+            resource_version: list.resource_version.to_string(),
             r#continue: list.continue_token.unwrap_or_default(),
             errors: list
                 .errors
@@ -142,10 +146,11 @@ impl pb::secrets_server::Secrets for SecretsService {
         use tokio_stream::StreamExt;
         let req = req.into_inner();
         let sel = selector(&req.label_selector)?;
-        let ns = Some(req.namespace.as_str()).filter(|n| !n.is_empty());
+        let ns = namespace_filter(&req.namespace)?;
+        let rv = resource_version("", &req.resource_version)?;
         let events = self
             .store
-            .watch(ns, sel, Some(req.resource_version.as_str()))
+            .watch(ns.as_ref(), sel, rv)
             .await
             .map_err(to_status)?;
         let out = events.map(|e| {
@@ -163,16 +168,17 @@ impl pb::secrets_server::Secrets for SecretsService {
         req: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
         let req = req.into_inner();
+        let id = secret_id(&req.namespace, &req.name)?;
         let entries = self
             .store
-            .history(namespace_or_default(&req.namespace), &req.name)
+            .history(&id.namespace, &id.name)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::HistoryResponse {
             entries: entries
                 .into_iter()
                 .map(|e| pb::HistoryEntry {
-                    revision: e.revision,
+                    revision: e.revision.get(),
                     time: e.time,
                     change: match e.change {
                         ChangeKind::Created => "created",
@@ -190,13 +196,22 @@ impl pb::secrets_server::Secrets for SecretsService {
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
         let req = req.into_inner();
+        let id = secret_id(&req.namespace, &req.name)?;
+        let revision = Revision::new(req.to_revision).ok_or_else(|| {
+            invalid(
+                &req.name,
+                vec![FieldError::new(
+                    "revision",
+                    format!(
+                        "Invalid value: {}: must be a revision of this Secret's history (at least 1)",
+                        req.to_revision
+                    ),
+                )],
+            )
+        })?;
         let s = self
             .store
-            .rollback(
-                namespace_or_default(&req.namespace),
-                &req.name,
-                req.to_revision,
-            )
+            .rollback(&id.namespace, &id.name, revision)
             .await
             .map_err(to_status)?;
         Ok(Response::new(secret_to_pb(s)))

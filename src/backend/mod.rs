@@ -15,9 +15,12 @@
 
 pub mod etcd;
 pub mod legacy;
+mod revision;
 pub mod sled;
 mod spec;
 
+pub(crate) use revision::AtomicRevision;
+pub use revision::{InvalidRevision, Revision};
 pub use spec::BackendSpec;
 
 pub use self::etcd::{EtcdBackend, EtcdOptions};
@@ -48,9 +51,6 @@ pub(crate) fn check_key(key: &[u8]) -> Result<(), BackendError> {
     }
     Ok(())
 }
-
-/// A store revision. Starts at 1 for an empty store and only grows.
-pub type Revision = i64;
 
 /// Errors of this layer.
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +109,9 @@ pub struct KeyValue {
     pub key: Vec<u8>,
     /// The value (empty for a delete event).
     pub value: Vec<u8>,
-    /// Revision of the put that created this key (since it last did not exist).
-    pub create_revision: Revision,
+    /// Revision of the put that created this key (since it last did not exist); `None` only
+    /// in a delete event.
+    pub create_revision: Option<Revision>,
     /// Revision of the key's last change.
     pub mod_revision: Revision,
     /// Puts since creation, from 1; 0 in a delete event.
@@ -186,7 +187,7 @@ pub struct Event {
     /// What happened.
     pub kind: EventKind,
     /// The key after the change (for a delete: empty value, `mod_revision` = the delete's
-    /// revision, `version` 0, `create_revision` 0).
+    /// revision, `version` 0, `create_revision` `None`).
     pub kv: KeyValue,
     /// The key before the change, if it existed.
     pub prev: Option<KeyValue>,
@@ -224,9 +225,14 @@ pub trait Backend: Send + Sync + 'static {
     async fn delete(&self, key: &[u8], expect: Expect) -> Result<WriteOutcome, BackendError>;
 
     /// Every change to keys starting with `prefix` at revisions `>= from`, in revision order:
-    /// first the retained history, then live changes. `from` older than the compacted revision
-    /// fails with [`BackendError::Compacted`].
-    async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, BackendError>;
+    /// first the retained history, then live changes; `from: None` watches only the changes
+    /// after the current revision. `from` older than the compacted revision fails with
+    /// [`BackendError::Compacted`].
+    async fn watch(
+        &self,
+        prefix: &[u8],
+        from: Option<Revision>,
+    ) -> Result<WatchStream, BackendError>;
 
     /// The current store revision.
     async fn current_revision(&self) -> Result<Revision, BackendError>;

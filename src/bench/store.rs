@@ -18,7 +18,9 @@ use super::{
     Progress, Report, Worker,
 };
 use crate::backend::etcd::EtcdBackend;
-use crate::backend::{Backend, BackendError, EventKind, Expect, RangeRequest, WriteOutcome};
+use crate::backend::{
+    Backend, BackendError, EventKind, Expect, RangeRequest, Revision, WriteOutcome,
+};
 use crate::pb::keyward_v1 as spb;
 use crate::pb::keyward_v1::secrets_client::SecretsClient;
 
@@ -274,7 +276,7 @@ impl<T: Transport> StoreConn<T> {
     /// just after `from` (as returned by [`StoreConn::revision`]).
     async fn watch(
         &mut self,
-        from: i64,
+        from: Revision,
         board: Arc<WatchBoard>,
     ) -> Result<JoinHandle<()>, BenchError> {
         let fail = |e: String| BenchError::Target(format!("cannot open a watch: {e}"));
@@ -314,7 +316,7 @@ impl<T: Transport> StoreConn<T> {
             StoreConn::Etcd(b) => {
                 use tokio_stream::StreamExt as _;
                 let mut stream = b
-                    .watch(ETCD_PREFIX.as_bytes(), from + 1)
+                    .watch(ETCD_PREFIX.as_bytes(), from.next())
                     .await
                     .map_err(|e| fail(e.to_string()))?;
                 Ok(tokio::spawn(async move {
@@ -337,7 +339,7 @@ impl<T: Transport> StoreConn<T> {
     }
 
     /// The current revision: a watch from it sees every later write.
-    async fn revision(&mut self) -> Result<i64, BenchError> {
+    async fn revision(&mut self) -> Result<Revision, BenchError> {
         match self {
             StoreConn::Keyward(c) => {
                 let list = c

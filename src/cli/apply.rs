@@ -15,6 +15,7 @@ use super::client::{self, Client, ClientArgs};
 use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
 use crate::manifest::{self, kustomize, same_content, ManifestError, SourcedSecret};
+use crate::names::Namespace;
 use crate::pb::keyward_v1 as pb;
 use crate::store::Secret;
 
@@ -59,7 +60,7 @@ pub(super) struct ApplyArgs {
     /// Namespace for Secrets whose manifest names none (default: default). A manifest naming
     /// another namespace is an error.
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
-    pub namespace: Option<String>,
+    pub namespace: Option<Namespace>,
     /// client: compare with the server and report, writing nothing; server: the server
     /// validates each write without making it.
     #[arg(
@@ -129,7 +130,7 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
     if items.is_empty() {
         return Err(CliError::new("no objects passed to apply"));
     }
-    manifest::resolve_namespaces(&mut items, a.namespace.as_deref()).map_err(flag_error)?;
+    manifest::resolve_namespaces(&mut items, a.namespace.as_ref()).map_err(flag_error)?;
     manifest::validate(&mut items)?;
     super::process::runtime()?.block_on(async {
         let mut c = client::connect(client).await?;

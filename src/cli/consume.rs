@@ -24,12 +24,12 @@ use super::client::{self, Client, ClientArgs};
 use super::secrets::Namespace;
 use super::CliError;
 use crate::api::secret_from_pb;
+use crate::names::{self, DataKey, SecretName};
 use crate::pb::keyward_v1 as pb;
 use crate::projection::{
     self, is_env_name, AtomicWriter, EnvFrom, EnvNotice, EnvVar, Item, Mode, Projection,
     ProjectionError,
 };
-use crate::store::model::{is_dns1123_subdomain, validate_data_key, validate_namespace};
 use crate::store::Secret;
 
 /// First wait between attempts; doubled after each failure up to [`MAX_BACKOFF`].
@@ -106,20 +106,20 @@ struct WaitArgs {
 
 /// A `secret/NAME` argument.
 #[derive(Debug, Clone)]
-struct SecretRef(String);
+struct SecretRef(SecretName);
 
 const SECRET_REF_FORM: &str = "expected secret/NAME, where NAME is a lowercase RFC 1123 subdomain";
 
-fn secret_name(s: &str) -> Option<&str> {
+fn secret_name(s: &str) -> Option<SecretName> {
     let name = s
         .strip_prefix("secret/")
         .or_else(|| s.strip_prefix("secrets/"))?;
-    is_dns1123_subdomain(name).then_some(name)
+    SecretName::try_from(name).ok()
 }
 
 fn parse_secret_ref(s: &str) -> Result<SecretRef, String> {
     secret_name(s)
-        .map(|n| SecretRef(n.to_owned()))
+        .map(SecretRef)
         .ok_or_else(|| SECRET_REF_FORM.to_owned())
 }
 
@@ -133,7 +133,7 @@ fn parse_env_from(s: &str) -> Result<EnvFrom, String> {
         ));
     }
     Ok(EnvFrom {
-        secret: name.to_owned(),
+        secret: name,
         prefix: prefix.to_owned(),
     })
 }
@@ -148,11 +148,11 @@ fn parse_env_var(s: &str) -> Result<EnvVar, String> {
     }
     let (secret, key) = rest.split_once(':').ok_or(FORM)?;
     let name = secret_name(secret).ok_or_else(|| format!("{FORM} ({SECRET_REF_FORM})"))?;
-    validate_data_key("KEY", key).map_err(|e| format!("{FORM}: {e}"))?;
+    let key = DataKey::parse("KEY", key).map_err(|e| format!("{FORM}: {e}"))?;
     Ok(EnvVar {
         var: var.to_owned(),
-        secret: name.to_owned(),
-        key: key.to_owned(),
+        secret: name,
+        key,
     })
 }
 
@@ -163,7 +163,7 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 fn parse_item(s: &str) -> Result<Item, String> {
     const FORM: &str = "expected KEY=PATH or KEY=PATH:MODE, e.g. tls.crt=certs/server.crt:0400";
     let (key, rest) = s.split_once('=').ok_or(FORM)?;
-    validate_data_key("KEY", key).map_err(|e| format!("{FORM}: {e}"))?;
+    let key = DataKey::parse("KEY", key).map_err(|e| format!("{FORM}: {e}"))?;
     // A trailing `:digits` is the mode; any other colon belongs to the path.
     let (path, mode) = match rest.rsplit_once(':') {
         Some((p, m))
@@ -187,12 +187,6 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     crate::go_duration::parse_unsigned(s)
         .or_else(|| super::flags::parse_duration(s).ok())
         .ok_or_else(|| "expected a duration such as 30s, 1m30s, 1.5m, 500ms or 2min".to_owned())
-}
-
-fn checked_namespace(ns: &str) -> Result<String, CliError> {
-    validate_namespace(ns)
-        .map_err(|e| CliError::new(format!("-n/--namespace {ns:?}: {}", e.message)))?;
-    Ok(ns.to_owned())
 }
 
 /// Why an attempt to read a Secret did not return it.
@@ -224,7 +218,11 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    async fn attempt(&mut self, ns: &str, name: &str) -> Result<Secret, Attempt> {
+    async fn attempt(
+        &mut self,
+        ns: &names::Namespace,
+        name: &SecretName,
+    ) -> Result<Secret, Attempt> {
         let mut client = match self.client.take() {
             Some(c) => c,
             None => match client::connect(self.args).await {
@@ -233,8 +231,8 @@ impl<'a> Fetcher<'a> {
             },
         };
         let req = pb::GetRequest {
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
             revision: 0,
         };
         let got = client.get(req).await;
@@ -263,8 +261,8 @@ impl<'a> Fetcher<'a> {
     /// is waited for like an unreachable server.
     async fn fetch(
         &mut self,
-        ns: &str,
-        name: &str,
+        ns: &names::Namespace,
+        name: &SecretName,
         missing_ok: bool,
     ) -> Result<Option<Secret>, CliError> {
         let mut delay = FIRST_BACKOFF;
@@ -315,14 +313,14 @@ fn retryable(code: Code) -> bool {
 
 /// Runs `keyward run`.
 pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
-    let ns = checked_namespace(&a.ns.namespace)?;
+    let ns = &a.ns.namespace;
     let Some((program, args)) = a.command.split_first() else {
         return Err(CliError::new("a command is required after --"));
     };
     let env = if a.env.is_empty() && a.env_from.is_empty() {
         Vec::new()
     } else {
-        super::process::runtime()?.block_on(resolve_env(&a, &ns, client))?
+        super::process::runtime()?.block_on(resolve_env(&a, ns, client))?
     };
     super::process::restore_inherited();
     let err = std::process::Command::new(program)
@@ -336,16 +334,16 @@ pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
 /// version) and builds the variables: `--env-from` in order, then `--env` in order.
 async fn resolve_env(
     a: &RunArgs,
-    ns: &str,
+    ns: &names::Namespace,
     client: &ClientArgs,
 ) -> Result<Vec<(String, OsString)>, CliError> {
     let mut fetcher = Fetcher::new(client, &a.wait);
-    let mut secrets: BTreeMap<&str, Option<Secret>> = BTreeMap::new();
+    let mut secrets: BTreeMap<&SecretName, Option<Secret>> = BTreeMap::new();
     let names = a
         .env_from
         .iter()
-        .map(|e| e.secret.as_str())
-        .chain(a.env.iter().map(|e| e.secret.as_str()));
+        .map(|e| &e.secret)
+        .chain(a.env.iter().map(|e| &e.secret));
     for name in names {
         if !secrets.contains_key(name) {
             let s = fetcher.fetch(ns, name, a.optional).await?;
@@ -375,7 +373,7 @@ async fn resolve_env(
 }
 
 /// What `keyward run` says about a variable it did not set.
-fn notice(ns: &str, n: &EnvNotice<'_>) -> String {
+fn notice(ns: &names::Namespace, n: &EnvNotice<'_>) -> String {
     match n {
         EnvNotice::FromMissing { secret } => {
             format!("secret {ns}/{secret} not found; --env-from skipped (--optional)")
@@ -427,7 +425,7 @@ fn say(line: std::fmt::Arguments<'_>) {
 
 /// Runs `keyward mount`.
 pub(super) fn mount(a: MountArgs, client: &ClientArgs) -> Result<(), CliError> {
-    let ns = checked_namespace(&a.ns.namespace)?;
+    let ns = a.ns.namespace;
     let spec = Projection::new(a.items, a.default_mode)
         .map_err(|e| CliError::new(format!("--items: {e}")))?;
     let name = a.secret.0;
@@ -486,8 +484,8 @@ enum Ended {
 /// `mount --watch`: follows one Secret and re-projects every change.
 struct Follower<'a> {
     args: &'a ClientArgs,
-    ns: String,
-    name: String,
+    ns: names::Namespace,
+    name: SecretName,
     target: AtomicWriter,
     spec: Projection,
     /// The store revision to watch after.
@@ -545,7 +543,7 @@ impl Follower<'_> {
         if self.relist {
             let list = match c
                 .list(pb::ListRequest {
-                    namespace: self.ns.clone(),
+                    namespace: self.ns.to_string(),
                     ..Default::default()
                 })
                 .await
@@ -557,7 +555,7 @@ impl Follower<'_> {
                 .items
                 .into_iter()
                 .map(secret_from_pb)
-                .find(|s| s.metadata.name == self.name);
+                .find(|s| s.metadata.name == self.name.as_str());
             match current {
                 Some(s) => self.apply(&s),
                 None => self.note_deleted(),
@@ -566,7 +564,7 @@ impl Follower<'_> {
             self.relist = false;
         }
         let req = pb::WatchRequest {
-            namespace: self.ns.clone(),
+            namespace: self.ns.to_string(),
             resource_version: self.rv.clone(),
             label_selector: String::new(),
         };
@@ -590,7 +588,7 @@ impl Follower<'_> {
         if !s.metadata.resource_version.is_empty() {
             self.rv.clone_from(&s.metadata.resource_version);
         }
-        if s.metadata.name != self.name {
+        if s.metadata.name != self.name.as_str() {
             return;
         }
         match ev.r#type.as_str() {
@@ -715,7 +713,7 @@ mod tests {
         use std::path::Path;
         let i = parse_item("tls.crt=certs/server.crt:0400").unwrap();
         assert_eq!(
-            (i.key(), i.path(), i.mode()),
+            (i.key().as_str(), i.path(), i.mode()),
             ("tls.crt", Path::new("certs/server.crt"), Mode::new(0o400))
         );
         let i = parse_item("k=a:b").unwrap();

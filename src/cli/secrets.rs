@@ -15,7 +15,9 @@ use super::client::{self, Client, ClientArgs};
 use super::output::{age, table};
 use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
+use crate::backend::Revision;
 use crate::manifest;
+use crate::names::{self, DataKey};
 use crate::pb::keyward_v1 as pb;
 use crate::store::model::SecretBytes;
 use crate::store::Secret;
@@ -30,7 +32,7 @@ pub(super) struct Namespace {
         default_value = "default",
         value_name = "NS"
     )]
-    pub namespace: String,
+    pub namespace: names::Namespace,
 }
 
 /// Output formats of `get`.
@@ -188,7 +190,7 @@ pub(super) struct GetArgs {
     watch: bool,
     /// Print one decoded value raw (for scripts), e.g. --key password.
     #[arg(long, value_name = "KEY")]
-    key: Option<String>,
+    key: Option<DataKey>,
 }
 
 /// `keyward describe|edit|history secret NAME`.
@@ -232,7 +234,7 @@ pub(super) struct RollbackArgs {
     ns: Namespace,
     /// The revision whose content to restore (see `keyward history secret NAME`).
     #[arg(long, value_name = "N")]
-    to_revision: i64,
+    to_revision: Revision,
 }
 
 fn resource_is_secret(r: &str, allow_slash: bool) -> Result<Option<String>, CliError> {
@@ -265,9 +267,9 @@ fn read_file(path: &Path, flag: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
         .map_err(|e| CliError::plain(format!("error: {flag}: {}: {e}", path.display())))
 }
 
-fn valid_key(k: &str, flag: &str) -> Result<(), CliError> {
-    crate::store::model::validate_data_key("data", k)
-        .map_err(|e| CliError::plain(format!("error: {flag}: {e}")))
+/// A key given through `flag`, as a data key.
+fn data_key(k: &str, flag: &str) -> Result<DataKey, CliError> {
+    DataKey::try_from(k).map_err(|e| CliError::plain(format!("error: {flag}: {e}")))
 }
 
 /// Reads an env file like kubectl: `KEY=VALUE` lines, `#` comments and blank lines skipped,
@@ -292,8 +294,8 @@ fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(),
                 i + 1
             )));
         };
-        valid_key(k, "--from-env-file")?;
-        data.insert(k.to_owned(), bytes(v.as_bytes()));
+        let k = data_key(k, "--from-env-file")?;
+        data.insert(k.into_string(), bytes(v.as_bytes()));
     }
     Ok(())
 }
@@ -323,9 +325,11 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
             if !e.path().is_file() {
                 continue;
             }
-            let name = e.file_name().to_string_lossy().into_owned();
-            valid_key(&name, "--from-file")?;
-            data.insert(name, SecretBytes(read_file(&e.path(), "--from-file")?));
+            let name = data_key(&e.file_name().to_string_lossy(), "--from-file")?;
+            data.insert(
+                name.into_string(),
+                SecretBytes(read_file(&e.path(), "--from-file")?),
+            );
         }
         return Ok(());
     }
@@ -338,7 +342,7 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
                 CliError::plain(format!("error: --from-file: {spec:?} names no file"))
             })?,
     };
-    valid_key(&key, "--from-file")?;
+    let key = data_key(&key, "--from-file")?.into_string();
     if data.contains_key(&key) {
         return Err(CliError::plain(format!(
             "error: --from-file: key {key:?} given twice"
@@ -348,10 +352,10 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
     Ok(())
 }
 
-fn new_secret(name: &str, ns: &str, type_: &str, immutable: bool) -> Secret {
+fn new_secret(name: &str, ns: &names::Namespace, type_: &str, immutable: bool) -> Secret {
     let mut s = Secret::default();
     s.metadata.name = name.to_owned();
-    s.metadata.namespace = ns.to_owned();
+    s.metadata.namespace = ns.to_string();
     s.type_ = type_.to_owned();
     if immutable {
         s.immutable = Some(true);
@@ -499,8 +503,8 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
                 let (k, v) = lit.split_once('=').ok_or_else(|| {
                     CliError::plain(format!("error: --from-literal: {lit:?} is not KEY=VALUE"))
                 })?;
-                valid_key(k, "--from-literal")?;
-                s.data.insert(k.to_owned(), bytes(v.as_bytes()));
+                let k = data_key(k, "--from-literal")?;
+                s.data.insert(k.into_string(), bytes(v.as_bytes()));
             }
             for f in &from_file {
                 add_from_file(f, &mut s.data)?;
@@ -622,9 +626,9 @@ fn header(all_ns: bool, wide: bool) -> Vec<String> {
     h
 }
 
-async fn get_one(c: &mut Client, ns: &str, name: &str) -> Result<Secret, CliError> {
+async fn get_one(c: &mut Client, ns: &names::Namespace, name: &str) -> Result<Secret, CliError> {
     c.get(pb::GetRequest {
-        namespace: ns.to_owned(),
+        namespace: ns.to_string(),
         name: name.to_owned(),
         revision: 0,
     })
@@ -660,7 +664,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     namespace: if a.all_namespaces {
                         String::new()
                     } else {
-                        ns.clone()
+                        ns.to_string()
                     },
                     label_selector: a.selector.clone().unwrap_or_default(),
                     limit: 0,
@@ -689,7 +693,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             (items, String::new())
         };
         if let Some(k) = &a.key {
-            let s = &items[0];
+            let (s, k) = (&items[0], k.as_str());
             let v = s.data.get(k).ok_or_else(|| {
                 CliError::plain(format!(
                     "error: secret {:?} has no key {k:?} (keys: {})",
@@ -730,11 +734,13 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             }
         }
         if a.watch {
+            // The newest of the named Secrets' versions (numerically: "10" is after "9").
             let rv = if rv.is_empty() {
                 items
                     .iter()
-                    .map(|s| s.metadata.resource_version.clone())
+                    .filter_map(|s| s.metadata.resource_version.parse::<Revision>().ok())
                     .max()
+                    .map(|r| r.to_string())
                     .unwrap_or_default()
             } else {
                 rv
@@ -744,7 +750,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     namespace: if a.all_namespaces {
                         String::new()
                     } else {
-                        ns.clone()
+                        ns.to_string()
                     },
                     resource_version: rv,
                     label_selector: a.selector.clone().unwrap_or_default(),
@@ -839,7 +845,7 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
         for n in &a.names {
             let res = c
                 .delete(pb::DeleteRequest {
-                    namespace: a.ns.namespace.clone(),
+                    namespace: a.ns.namespace.to_string(),
                     name: n.clone(),
                     uid: String::new(),
                     resource_version: a.resource_version.clone().unwrap_or_default(),
@@ -869,7 +875,7 @@ pub(super) fn history(a: OneSecret, client: &ClientArgs) -> Result<(), CliError>
     let h = rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         c.history(pb::HistoryRequest {
-            namespace: a.ns.namespace.clone(),
+            namespace: a.ns.namespace.to_string(),
             name: a.name.clone(),
         })
         .await
@@ -898,9 +904,9 @@ pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliEr
     let s = rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         c.rollback(pb::RollbackRequest {
-            namespace: a.ns.namespace.clone(),
+            namespace: a.ns.namespace.to_string(),
             name: a.name.clone(),
-            to_revision: a.to_revision,
+            to_revision: a.to_revision.get(),
         })
         .await
         .map_err(client::server_error)

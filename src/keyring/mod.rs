@@ -364,7 +364,8 @@ impl Keyring {
         let known = Arc::downgrade(&self.inner);
         let target = known.clone();
         let guard = self.inner.store.follow(
-            move || known.upgrade().map(|inner| inner.store.revision()),
+            // A followed keyring was saved or loaded, so it holds a revision.
+            move || known.upgrade().and_then(|inner| inner.store.revision()),
             move || {
                 let target = target.clone();
                 async move {
@@ -395,7 +396,7 @@ impl Keyring {
             .load()
             .await?
             .ok_or_else(|| KeyringError::NotFound(store.location().to_owned()))?;
-        if revision == store.revision() {
+        if Some(revision) == store.revision() {
             return Ok(());
         }
         let doc = document::verify(&stored, &self.inner.mac_key, &self.inner.keyring_id)?;

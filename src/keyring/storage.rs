@@ -187,7 +187,7 @@ pub(super) struct DocStore {
     description: String,
     /// Others may write the document: follow it, and report stale after this long.
     stale_after: Option<Duration>,
-    /// Revision of the document this process holds (0: none yet).
+    /// Revision of the document this process holds (0: none yet; else a [`Revision`]).
     revision: AtomicI64,
     /// When the document was last confirmed current (ms since the epoch).
     confirmed_ms: Arc<AtomicI64>,
@@ -241,14 +241,15 @@ impl DocStore {
         self.stale_after.is_some()
     }
 
-    /// Revision of the document this process holds.
-    pub fn revision(&self) -> Revision {
-        self.revision.load(Ordering::Acquire)
+    /// Revision of the document this process holds (`None` before it is first saved or
+    /// loaded).
+    pub fn revision(&self) -> Option<Revision> {
+        Revision::new(self.revision.load(Ordering::Acquire))
     }
 
     /// Records that this process now holds the document at `revision`.
     pub fn set_revision(&self, revision: Revision) {
-        self.revision.store(revision, Ordering::Release);
+        self.revision.store(revision.get(), Ordering::Release);
     }
 
     /// Whether the document was confirmed current within the stale bound (always, when nobody
@@ -279,8 +280,8 @@ impl DocStore {
     /// it holds none), durably. False: someone else changed it first; reload and decide again.
     pub async fn save(&self, value: Vec<u8>) -> Result<bool, KeyringError> {
         let expect = match self.revision() {
-            0 => Expect::Absent,
-            held => Expect::ModRevision(held),
+            None => Expect::Absent,
+            Some(held) => Expect::ModRevision(held),
         };
         match self
             .backend
@@ -322,7 +323,7 @@ impl DocStore {
         let watch = tokio::spawn(async move {
             loop {
                 let Some(from) = k() else { return };
-                match backend.watch(&key, from + 1).await {
+                match backend.watch(&key, from.next()).await {
                     Ok(mut events) => {
                         while let Some(ev) = events.next().await {
                             let Ok(ev) = ev else { break };
@@ -747,7 +748,7 @@ mod tests {
         let store = found.into_store().await.unwrap();
         assert!(!dir.join(LEGACY_DIR).exists() && !dir.join(TEMP_DIR).exists());
         assert_eq!(store.load().await.unwrap().unwrap().0, b"doc");
-        assert!(store.revision() > 0);
+        assert!(store.revision().is_some());
         drop(store);
         let again = Found::find(&location).await.unwrap();
         assert_eq!(again.stored(), b"doc");

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{codec, ManifestError, SourcedSecret};
+use crate::names::Namespace;
 use crate::store::model::{normalize, validate as validate_secret};
 use crate::store::Secret;
 
@@ -84,20 +85,19 @@ pub fn read_manifests(path: &Path, recursive: bool) -> Result<Vec<SourcedSecret>
 /// namespace that differs from a requested one is an error (as kubectl's).
 pub fn resolve_namespaces(
     items: &mut [SourcedSecret],
-    requested: Option<&str>,
+    requested: Option<&Namespace>,
 ) -> Result<(), ManifestError> {
-    let requested = requested.filter(|n| !n.is_empty());
     for it in items.iter_mut() {
         let ns = &mut it.secret.metadata.namespace;
         match requested {
-            Some(r) if !ns.is_empty() && ns != r => {
+            Some(r) if !ns.is_empty() && ns != r.as_str() => {
                 return Err(ManifestError::NamespaceMismatch {
                     object: ns.clone(),
-                    requested: r.to_owned(),
+                    requested: r.to_string(),
                 })
             }
-            Some(r) => *ns = r.to_owned(),
-            None if ns.is_empty() => *ns = "default".to_owned(),
+            Some(r) => *ns = r.to_string(),
+            None if ns.is_empty() => *ns = Namespace::default().into_string(),
             None => {}
         }
     }
@@ -157,9 +157,10 @@ mod tests {
             ("default", "x")
         );
         let mut v = [item(""), item("x")];
-        resolve_namespaces(&mut v[..1], Some("y")).unwrap();
+        let y = Namespace::try_from("y").unwrap();
+        resolve_namespaces(&mut v[..1], Some(&y)).unwrap();
         assert_eq!(v[0].secret.metadata.namespace, "y");
-        let e = resolve_namespaces(&mut v[1..], Some("y")).unwrap_err();
+        let e = resolve_namespaces(&mut v[1..], Some(&y)).unwrap_err();
         assert!(
             e.to_string()
                 .contains("\"x\" does not match the namespace \"y\""),

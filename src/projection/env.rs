@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use super::ProjectionError;
+use crate::names::{DataKey, Namespace, SecretName};
 use crate::store::Secret;
 
 /// Every key of a Secret as a variable named `prefix` + key (like `envFrom`).
 #[derive(Debug, Clone)]
 pub struct EnvFrom {
     /// The Secret's name.
-    pub secret: String,
+    pub secret: SecretName,
     /// Prepended to each key; empty or a valid variable name start.
     pub prefix: String,
 }
@@ -22,9 +23,9 @@ pub struct EnvVar {
     /// The variable's name.
     pub var: String,
     /// The Secret's name.
-    pub secret: String,
+    pub secret: SecretName,
     /// The key.
-    pub key: String,
+    pub key: DataKey,
 }
 
 /// Something [`build_env`] skipped, for the caller to tell the user. Never holds a value.
@@ -85,26 +86,26 @@ fn env_value(v: &[u8]) -> Result<OsString, &'static str> {
 /// and, when `optional`, missing keys are skipped and reported to `notice`; keys that are not
 /// valid variable names are skipped and reported.
 pub fn build_env<'a>(
-    namespace: &str,
-    secrets: &'a BTreeMap<&str, Option<Secret>>,
+    namespace: &Namespace,
+    secrets: &'a BTreeMap<&SecretName, Option<Secret>>,
     env_from: &'a [EnvFrom],
     env: &'a [EnvVar],
     optional: bool,
     mut notice: impl FnMut(EnvNotice<'a>),
 ) -> Result<Vec<(String, OsString)>, ProjectionError> {
-    let value = |secret: &str, key: &str, v: &[u8]| {
+    let value = |secret: &SecretName, key: &str, v: &[u8]| {
         env_value(v).map_err(|problem| ProjectionError::EnvValue {
-            namespace: namespace.to_owned(),
-            secret: secret.to_owned(),
+            namespace: namespace.to_string(),
+            secret: secret.to_string(),
             key: key.to_owned(),
             problem,
         })
     };
     let mut out = Vec::new();
     for from in env_from {
-        let Some(Some(s)) = secrets.get(from.secret.as_str()) else {
+        let Some(Some(s)) = secrets.get(&from.secret) else {
             notice(EnvNotice::FromMissing {
-                secret: &from.secret,
+                secret: from.secret.as_str(),
             });
             continue;
         };
@@ -119,32 +120,35 @@ pub fn build_env<'a>(
         }
         if !skipped.is_empty() {
             notice(EnvNotice::Skipped {
-                secret: &from.secret,
+                secret: from.secret.as_str(),
                 prefix: &from.prefix,
                 keys: skipped,
             });
         }
     }
     for e in env {
-        let Some(Some(s)) = secrets.get(e.secret.as_str()) else {
+        let Some(Some(s)) = secrets.get(&e.secret) else {
             notice(EnvNotice::VarMissing {
-                secret: &e.secret,
+                secret: e.secret.as_str(),
                 var: &e.var,
             });
             continue;
         };
-        match s.data.get(&e.key) {
-            Some(v) => out.push((e.var.clone(), value(&e.secret, &e.key, v.as_slice())?)),
+        match s.data.get(e.key.as_str()) {
+            Some(v) => out.push((
+                e.var.clone(),
+                value(&e.secret, e.key.as_str(), v.as_slice())?,
+            )),
             None if optional => notice(EnvNotice::KeyMissing {
-                secret: &e.secret,
-                key: &e.key,
+                secret: e.secret.as_str(),
+                key: e.key.as_str(),
                 var: &e.var,
             }),
             None => {
                 return Err(ProjectionError::MissingEnvKey {
-                    namespace: namespace.to_owned(),
-                    secret: e.secret.clone(),
-                    key: e.key.clone(),
+                    namespace: namespace.to_string(),
+                    secret: e.secret.to_string(),
+                    key: e.key.to_string(),
                     var: e.var.clone(),
                     keys: s.data.keys().cloned().collect(),
                 })
@@ -180,23 +184,32 @@ mod tests {
         })
     }
 
+    fn name(n: &str) -> SecretName {
+        SecretName::try_from(n).unwrap()
+    }
+
+    fn ns(n: &str) -> Namespace {
+        Namespace::try_from(n).unwrap()
+    }
+
     #[test]
     fn env_from_then_env_with_notices() {
+        let (db, gone) = (name("db"), name("gone"));
         let secrets = BTreeMap::from([
             (
-                "db",
+                &db,
                 secret(&[("user", b"admin"), ("pass", b"pw"), ("a.b", b"x")]),
             ),
-            ("gone", None),
+            (&gone, None),
         ]);
         let from = |secret: &str, prefix: &str| EnvFrom {
-            secret: secret.into(),
+            secret: name(secret),
             prefix: prefix.into(),
         };
         let var = |var: &str, secret: &str, key: &str| EnvVar {
             var: var.into(),
-            secret: secret.into(),
-            key: key.into(),
+            secret: name(secret),
+            key: DataKey::try_from(key).unwrap(),
         };
         let env_from = [from("db", "DB_"), from("gone", "")];
         let env = [
@@ -205,7 +218,10 @@ mod tests {
             var("Y", "db", "nope"),
         ];
         let mut notices = Vec::new();
-        let vars = build_env("ns", &secrets, &env_from, &env, true, |n| notices.push(n)).unwrap();
+        let vars = build_env(&ns("ns"), &secrets, &env_from, &env, true, |n| {
+            notices.push(n)
+        })
+        .unwrap();
         let vars: Vec<(&str, &str)> = vars
             .iter()
             .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
@@ -234,7 +250,7 @@ mod tests {
                 },
             ]
         );
-        let e = build_env("ns", &secrets, &[], &env, false, drop).unwrap_err();
+        let e = build_env(&ns("ns"), &secrets, &[], &env, false, drop).unwrap_err();
         assert!(
             matches!(&e, ProjectionError::MissingEnvKey { keys, .. } if keys == &["a.b", "pass", "user"]),
             "{e}"
@@ -247,12 +263,13 @@ mod tests {
         assert_eq!(env_value(b"ok=1").unwrap(), "ok=1");
         assert_eq!(env_value(b"a\0b").unwrap_err(), "contains a NUL byte");
         assert_eq!(env_value(b"\xff").unwrap_err(), "is not valid UTF-8");
-        let secrets = BTreeMap::from([("s", secret(&[("k", b"a\0b")]))]);
+        let s = name("s");
+        let secrets = BTreeMap::from([(&s, secret(&[("k", b"a\0b")]))]);
         let e = build_env(
-            "n",
+            &ns("n"),
             &secrets,
             &[EnvFrom {
-                secret: "s".into(),
+                secret: s.clone(),
                 prefix: String::new(),
             }],
             &[],

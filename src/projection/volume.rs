@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ProjectionError;
+use crate::names::DataKey;
 use crate::store::Secret;
 
 /// A file mode from 0 to 0o777.
@@ -63,7 +64,7 @@ pub fn check_path(p: &str) -> Result<PathBuf, ProjectionError> {
 /// One key projected to a path (kubelet's `items` entry).
 #[derive(Debug, Clone)]
 pub struct Item {
-    key: String,
+    key: DataKey,
     path: PathBuf,
     mode: Option<Mode>,
 }
@@ -71,16 +72,16 @@ pub struct Item {
 impl Item {
     /// Key `key` at `path` (checked by [`check_path`]), with `mode` or the projection's
     /// default mode.
-    pub fn new(key: &str, path: &str, mode: Option<Mode>) -> Result<Item, ProjectionError> {
+    pub fn new(key: DataKey, path: &str, mode: Option<Mode>) -> Result<Item, ProjectionError> {
         Ok(Item {
-            key: key.to_owned(),
+            key,
             path: check_path(path)?,
             mode,
         })
     }
 
     /// The Secret's key.
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> &DataKey {
         &self.key
     }
 
@@ -186,8 +187,8 @@ impl Projection {
         let missing: Vec<String> = self
             .items
             .iter()
-            .filter(|i| !s.data.contains_key(&i.key))
-            .map(|i| i.key.clone())
+            .filter(|i| !s.data.contains_key(i.key.as_str()))
+            .map(|i| i.key.to_string())
             .collect();
         if !missing.is_empty() {
             return Err(ProjectionError::MissingKeys {
@@ -200,7 +201,7 @@ impl Projection {
             .items
             .iter()
             .filter_map(|i| {
-                s.data.get(&i.key).map(|v| File {
+                s.data.get(i.key.as_str()).map(|v| File {
                     path: i.path.clone(),
                     data: v.as_slice(),
                     mode: i.mode.unwrap_or(self.default_mode).0,
@@ -214,6 +215,10 @@ impl Projection {
 mod tests {
     use super::*;
     use crate::store::model::SecretBytes;
+
+    fn key(k: &str) -> DataKey {
+        DataKey::try_from(k).unwrap()
+    }
 
     #[test]
     fn paths_and_modes() {
@@ -246,7 +251,7 @@ mod tests {
         let items = |paths: &[&str]| {
             paths
                 .iter()
-                .map(|p| Item::new("k", p, None).unwrap())
+                .map(|p| Item::new(key("k"), p, None).unwrap())
                 .collect::<Vec<_>>()
         };
         let m = Mode(0o644);
@@ -271,9 +276,9 @@ mod tests {
         );
         let p = Projection::new(
             vec![
-                Item::new("k", "x/y", Some(Mode(0o400))).unwrap(),
-                Item::new("nope", "n", None).unwrap(),
-                Item::new("gone", "g", None).unwrap(),
+                Item::new(key("k"), "x/y", Some(Mode(0o400))).unwrap(),
+                Item::new(key("nope"), "n", None).unwrap(),
+                Item::new(key("gone"), "g", None).unwrap(),
             ],
             m,
         )
@@ -284,8 +289,8 @@ mod tests {
         );
         let p = Projection::new(
             vec![
-                Item::new("k", "x/y", Some(Mode(0o400))).unwrap(),
-                Item::new("k", "z", None).unwrap(),
+                Item::new(key("k"), "x/y", Some(Mode(0o400))).unwrap(),
+                Item::new(key("k"), "z", None).unwrap(),
             ],
             m,
         )

@@ -293,6 +293,7 @@ fn write_files(base: &Path, files: &[File<'_>]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::DataKey;
     use crate::projection::{Item, Mode, Projection};
     use crate::store::model::SecretBytes;
     use crate::store::Secret;
@@ -341,8 +342,8 @@ mod tests {
 
         let items = Projection::new(
             vec![
-                Item::new("a", "x/y", Some(mode(0o400))).unwrap(),
-                Item::new("a", "z", None).unwrap(),
+                Item::new(DataKey::try_from("a").unwrap(), "x/y", Some(mode(0o400))).unwrap(),
+                Item::new(DataKey::try_from("a").unwrap(), "z", None).unwrap(),
             ],
             mode(0o644),
         )

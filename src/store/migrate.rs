@@ -30,7 +30,7 @@ pub struct ObjectEncryption {
 }
 
 /// Objects per provider and key.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coverage {
     /// Objects examined.
     pub total: u64,
@@ -115,6 +115,12 @@ impl Store {
         if p.done {
             return Ok(None);
         }
+        Ok(Some(self.read_page(p).await?.0))
+    }
+
+    /// Reads the pager's next page, even when it is done (an empty page then), and the
+    /// revision every page is read at (fixed by the first read).
+    async fn read_page(&self, p: &mut Pager) -> Result<(Vec<KeyValue>, Revision), StoreError> {
         let resp = self
             .backend
             .range(RangeRequest {
@@ -133,7 +139,7 @@ impl Store {
             }
             _ => p.done = true,
         }
-        Ok(Some(resp.kvs))
+        Ok((resp.kvs, resp.revision))
     }
 
     /// How every stored Secret is encrypted. Undecryptable objects are reported, not fatal.
@@ -142,11 +148,21 @@ impl Store {
         let encryption = self.encryption.load_full();
         encryption.check_kms_now().await;
         let t = encryption.for_resource(RESOURCE);
-        let mut cov = Coverage::default();
         let mut key_ids = std::collections::BTreeSet::new();
         let mut pager = self.pager(512);
-        while let Some(page) = self.next_page(&mut pager).await? {
-            for kv in page {
+        let (first, revision) = self.read_page(&mut pager).await?;
+        let mut cov = Coverage {
+            total: 0,
+            stale: 0,
+            undecryptable: 0,
+            by_key: BTreeMap::new(),
+            kms_key_ids: Vec::new(),
+            revision,
+            objects: Vec::new(),
+        };
+        let mut page = Some(first);
+        while let Some(kvs) = page {
+            for kv in kvs {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
                 cov.total += 1;
                 let obj = match t.from_storage(&key, &kv.value).await {
@@ -190,8 +206,8 @@ impl Store {
                     cov.objects.push(obj);
                 }
             }
+            page = self.next_page(&mut pager).await?;
         }
-        cov.revision = pager.revision.unwrap_or_default();
         cov.kms_key_ids = key_ids.into_iter().collect();
         Ok(cov)
     }

@@ -10,6 +10,7 @@
 pub mod migrate;
 pub mod model;
 pub mod selector;
+mod version;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,8 +27,10 @@ use crate::backend::{
     WriteOutcome,
 };
 use crate::encryption::{Encryption, EncryptionError, ReadInfo};
-pub use model::{FieldError, Secret};
+use crate::names::{Namespace, SecretName};
+pub use model::{FieldError, Secret, SecretId};
 pub use selector::Selector;
+pub use version::ResourceVersion;
 
 /// The resource name Secrets are stored under.
 pub const RESOURCE: &str = "secrets";
@@ -111,21 +114,19 @@ impl From<BackendError> for StoreError {
     }
 }
 
-fn invalid(name: &str, errors: Vec<FieldError>) -> StoreError {
-    StoreError::Invalid {
-        name: name.to_owned(),
-        errors,
+impl StoreError {
+    /// [`StoreError::Invalid`]: the request about Secret `name` breaks `errors` (in the order
+    /// kube-apiserver reports them).
+    pub fn invalid(name: &str, errors: Vec<FieldError>) -> StoreError {
+        StoreError::Invalid {
+            name: name.to_owned(),
+            errors,
+        }
     }
 }
 
 fn field_invalid(name: &str, field: &str, message: impl Into<String>) -> StoreError {
-    invalid(
-        name,
-        vec![FieldError {
-            field: field.to_owned(),
-            message: message.into(),
-        }],
-    )
+    StoreError::invalid(name, vec![FieldError::new(field, message)])
 }
 
 /// Preconditions for a delete.
@@ -134,7 +135,7 @@ pub struct Preconditions {
     /// The stored uid must equal this, if set.
     pub uid: Option<String>,
     /// The stored resourceVersion must equal this, if set.
-    pub resource_version: Option<String>,
+    pub resource_version: Option<Revision>,
     /// Delete even if the stored value cannot be decrypted (its preconditions cannot be
     /// checked then). KEP-3926's escape hatch for data whose key is lost.
     pub unsafe_ignore_decrypt_errors: bool,
@@ -146,7 +147,7 @@ pub struct SecretList {
     /// The Secrets, in key order (namespace, then name).
     pub items: Vec<Secret>,
     /// The store revision the list reflects.
-    pub resource_version: String,
+    pub resource_version: Revision,
     /// Token for the next page, if any.
     pub continue_token: Option<String>,
     /// Objects in range that could not be decrypted or decoded (storage key, reason); they are
@@ -231,19 +232,6 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-fn parse_rv(name: &str, rv: &str) -> Result<Revision, StoreError> {
-    rv.parse::<Revision>()
-        .ok()
-        .filter(|r| *r > 0)
-        .ok_or_else(|| {
-            field_invalid(
-                name,
-                "metadata.resourceVersion",
-                format!("Invalid value: {rv:?}: must be a positive integer"),
-            )
-        })
-}
-
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     rv: Revision,
@@ -295,11 +283,11 @@ impl Store {
     }
 
     /// `<prefix>/secrets/<namespace>/<name>`: the storage key and AES-GCM associated data.
-    pub fn storage_key(&self, namespace: &str, name: &str) -> String {
+    pub fn storage_key(&self, namespace: &Namespace, name: &SecretName) -> String {
         format!("{}/{RESOURCE}/{namespace}/{name}", self.prefix)
     }
 
-    fn namespace_prefix(&self, namespace: Option<&str>) -> String {
+    fn namespace_prefix(&self, namespace: Option<&Namespace>) -> String {
         match namespace {
             Some(ns) => format!("{}/{RESOURCE}/{ns}/", self.prefix),
             None => format!("{}/{RESOURCE}/", self.prefix),
@@ -333,21 +321,6 @@ impl Store {
         Ok((s, info))
     }
 
-    fn check_ids(namespace: &str, name: &str) -> Result<(), StoreError> {
-        let mut errs = Vec::new();
-        if let Err(e) = model::validate_name(name) {
-            errs.push(e);
-        }
-        if let Err(e) = model::validate_namespace(namespace) {
-            errs.push(e);
-        }
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(invalid(name, errs))
-        }
-    }
-
     fn stamp(s: &mut Secret) {
         s.metadata.managed_fields = vec![model::ManagedFieldsEntry {
             manager: "keyward".into(),
@@ -368,14 +341,14 @@ impl Store {
                 "Invalid value: resourceVersion should not be set on objects to be created",
             ));
         }
-        model::validate(&s).map_err(|e| invalid(&name, e))?;
+        let id = model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
         s.metadata.uid = uuid::Uuid::new_v4().to_string();
         s.metadata.creation_timestamp = now_rfc3339();
         Self::stamp(&mut s);
         if dry_run {
             return Ok(s);
         }
-        let key = self.storage_key(&s.metadata.namespace, &name);
+        let key = self.storage_key(&id.namespace, &id.name);
         let value = self.encode(&key, &s).await?;
         match self
             .backend
@@ -398,17 +371,13 @@ impl Store {
     /// Reads a Secret, optionally as of a past revision.
     pub async fn get(
         &self,
-        namespace: &str,
-        name: &str,
+        namespace: &Namespace,
+        name: &SecretName,
         revision: Option<Revision>,
     ) -> Result<Secret, StoreError> {
-        Self::check_ids(namespace, name)?;
         let key = self.storage_key(namespace, name);
         let (kv, _) = self.backend.get(key.as_bytes(), revision).await?;
-        let kv = kv.ok_or_else(|| StoreError::NotFound {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })?;
+        let kv = kv.ok_or_else(|| not_found(namespace, name))?;
         Ok(self.decode(&kv).await?.0)
     }
 
@@ -437,18 +406,14 @@ impl Store {
     pub async fn update(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
         model::normalize(&mut s);
         let name = s.metadata.name.clone();
-        model::validate(&s).map_err(|e| invalid(&name, e))?;
-        let want_rv = match s.metadata.resource_version.as_str() {
-            "" => None,
-            rv => Some(parse_rv(&name, rv)?),
-        };
-        let key = self.storage_key(&s.metadata.namespace, &name);
+        let id = model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
+        let want_rv = ResourceVersion::try_from(s.metadata.resource_version.as_str())
+            .and_then(|rv| rv.exact(ResourceVersion::FIELD))
+            .map_err(|e| StoreError::invalid(&name, vec![e]))?;
+        let key = self.storage_key(&id.namespace, &id.name);
         loop {
             let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
-            let cur = cur.ok_or_else(|| StoreError::NotFound {
-                namespace: s.metadata.namespace.clone(),
-                name: name.clone(),
-            })?;
+            let cur = cur.ok_or_else(|| not_found(&id.namespace, &id.name))?;
             let (old, info) = self.decode(&cur).await?;
             if want_rv.is_some_and(|rv| rv != cur.mod_revision) {
                 return Err(conflict(&name));
@@ -462,7 +427,7 @@ impl Store {
                     ),
                 });
             }
-            model::validate_update(&s, &old).map_err(|e| invalid(&name, e))?;
+            model::validate_update(&s, &old).map_err(|e| StoreError::invalid(&name, e))?;
             let mut next = s.clone();
             next.metadata.uid = old.metadata.uid.clone();
             next.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
@@ -502,23 +467,15 @@ impl Store {
     /// Deletes a Secret if `pre` holds; returns it as it was.
     pub async fn delete(
         &self,
-        namespace: &str,
-        name: &str,
+        namespace: &Namespace,
+        name: &SecretName,
         pre: &Preconditions,
     ) -> Result<Secret, StoreError> {
-        Self::check_ids(namespace, name)?;
-        let want_rv = pre
-            .resource_version
-            .as_deref()
-            .map(|rv| parse_rv(name, rv))
-            .transpose()?;
+        let want_rv = pre.resource_version;
         let key = self.storage_key(namespace, name);
         loop {
             let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
-            let cur = cur.ok_or_else(|| StoreError::NotFound {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            })?;
+            let cur = cur.ok_or_else(|| not_found(namespace, name))?;
             let old = match self.decode(&cur).await {
                 Ok((old, _)) => old,
                 Err(StoreError::Encryption(e)) if pre.unsafe_ignore_decrypt_errors => {
@@ -530,8 +487,8 @@ impl Store {
                     {
                         WriteOutcome::Applied { .. } => {
                             let mut gone = Secret::default();
-                            gone.metadata.name = name.to_owned();
-                            gone.metadata.namespace = namespace.to_owned();
+                            gone.metadata.name = name.to_string();
+                            gone.metadata.namespace = namespace.to_string();
                             return Ok(gone);
                         }
                         _ => continue,
@@ -539,7 +496,7 @@ impl Store {
                 }
                 Err(StoreError::Encryption(e)) => {
                     return Err(StoreError::Undecryptable {
-                        name: name.to_owned(),
+                        name: name.to_string(),
                         reason: e.to_string(),
                     })
                 }
@@ -548,7 +505,7 @@ impl Store {
             if let Some(uid) = &pre.uid {
                 if *uid != old.metadata.uid {
                     return Err(StoreError::Conflict {
-                        name: name.to_owned(),
+                        name: name.to_string(),
                         reason: format!(
                             "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
                             old.metadata.uid
@@ -559,7 +516,7 @@ impl Store {
             if let Some(rv) = want_rv {
                 if rv != cur.mod_revision {
                     return Err(StoreError::Conflict {
-                        name: name.to_owned(),
+                        name: name.to_string(),
                         reason: format!(
                             "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
                             cur.mod_revision
@@ -573,12 +530,7 @@ impl Store {
                 .await?
             {
                 WriteOutcome::Applied { .. } => return Ok(old),
-                WriteOutcome::NotFound => {
-                    return Err(StoreError::NotFound {
-                        namespace: namespace.to_owned(),
-                        name: name.to_owned(),
-                    })
-                }
+                WriteOutcome::NotFound => return Err(not_found(namespace, name)),
                 WriteOutcome::Conflict { .. } => continue,
             }
         }
@@ -588,14 +540,11 @@ impl Store {
     /// per page. A continue token reads the next page at the same revision.
     pub async fn list(
         &self,
-        namespace: Option<&str>,
+        namespace: Option<&Namespace>,
         selector: &Selector,
         limit: usize,
         continue_token: Option<&str>,
     ) -> Result<SecretList, StoreError> {
-        if let Some(ns) = namespace {
-            model::validate_namespace(ns).map_err(|e| invalid("", vec![e]))?;
-        }
         let prefix = self.namespace_prefix(namespace);
         let (mut start, mut revision) = match continue_token {
             None | Some("") => (prefix.clone().into_bytes(), None),
@@ -665,7 +614,7 @@ impl Store {
                         let tok = B64URL.encode(serde_json::to_vec(&tok).unwrap_or_default());
                         return Ok(SecretList {
                             items,
-                            resource_version: resp.revision.to_string(),
+                            resource_version: resp.revision,
                             continue_token: Some(tok),
                             errors,
                         });
@@ -674,7 +623,7 @@ impl Store {
                 _ => {
                     return Ok(SecretList {
                         items,
-                        resource_version: resp.revision.to_string(),
+                        resource_version: resp.revision,
                         continue_token: None,
                         errors,
                     })
@@ -683,23 +632,21 @@ impl Store {
         }
     }
 
-    /// Watches Secrets in `namespace` (or all) matching `selector`. With a `resource_version`,
-    /// replays every change after it (older than retained history: [`StoreError::Gone`]);
-    /// without one (or `0`), starts with an ADDED event per existing Secret.
+    /// Watches Secrets in `namespace` (or all) matching `selector`. With a revision
+    /// ([`ResourceVersion::At`]), replays every change after it (older than retained history:
+    /// [`StoreError::Gone`]); without one (`""` or `"0"`), starts with an ADDED event per
+    /// existing Secret.
     pub async fn watch(
         self: &Arc<Self>,
-        namespace: Option<&str>,
+        namespace: Option<&Namespace>,
         selector: Selector,
-        resource_version: Option<&str>,
+        resource_version: ResourceVersion,
     ) -> Result<WatchEvents, StoreError> {
-        if let Some(ns) = namespace {
-            model::validate_namespace(ns).map_err(|e| invalid("", vec![e]))?;
-        }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<WatchEvent, StoreError>>(256);
-        let from = match resource_version {
-            None | Some("") | Some("0") => {
+        let after = match resource_version {
+            ResourceVersion::Unset | ResourceVersion::Any => {
                 let list = self.list(namespace, &selector, 0, None).await?;
-                let rev: Revision = list.resource_version.parse().unwrap_or(0);
+                let rev = list.resource_version;
                 for s in list.items {
                     if tx
                         .send(Ok(WatchEvent {
@@ -712,12 +659,19 @@ impl Store {
                         break;
                     }
                 }
-                rev + 1
+                rev
             }
-            Some(rv) => parse_rv("", rv)? + 1,
+            ResourceVersion::At(rev) => rev,
         };
+        let from = after.next().ok_or_else(|| {
+            field_invalid(
+                "",
+                ResourceVersion::FIELD,
+                format!("Invalid value: \"{after}\": no revision follows it"),
+            )
+        })?;
         let prefix = self.namespace_prefix(namespace);
-        let mut events = self.backend.watch(prefix.as_bytes(), from).await?;
+        let mut events = self.backend.watch(prefix.as_bytes(), Some(from)).await?;
         let store = self.clone();
         let stop = self.watches.clone();
         tokio::spawn(async move {
@@ -794,16 +748,12 @@ impl Store {
     /// The retained versions of a Secret, newest first.
     pub async fn history(
         &self,
-        namespace: &str,
-        name: &str,
+        namespace: &Namespace,
+        name: &SecretName,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        Self::check_ids(namespace, name)?;
         let key = self.storage_key(namespace, name);
         let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
-        let mut cur = cur.ok_or_else(|| StoreError::NotFound {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })?;
+        let mut cur = cur.ok_or_else(|| not_found(namespace, name))?;
         let mut out = Vec::new();
         loop {
             let (s, _) = self.decode(&cur).await?;
@@ -822,14 +772,11 @@ impl Store {
                 },
                 secret: s,
             });
-            if cur.version <= 1 || out.len() == self.history_limit {
-                break;
-            }
-            match self
-                .backend
-                .get(key.as_bytes(), Some(cur.mod_revision - 1))
-                .await
-            {
+            let before = match cur.mod_revision.prev() {
+                Some(before) if cur.version > 1 && out.len() != self.history_limit => before,
+                _ => break,
+            };
+            match self.backend.get(key.as_bytes(), Some(before)).await {
                 Ok((Some(prev), _)) => cur = prev,
                 Ok((None, _)) | Err(BackendError::Compacted { .. }) => break,
                 Err(e) => return Err(e.into()),
@@ -842,17 +789,14 @@ impl Store {
     /// revision. Refused for immutable Secrets.
     pub async fn rollback(
         &self,
-        namespace: &str,
-        name: &str,
+        namespace: &Namespace,
+        name: &SecretName,
         revision: Revision,
     ) -> Result<Secret, StoreError> {
-        Self::check_ids(namespace, name)?;
         let key = self.storage_key(namespace, name);
         let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
-        let cur = cur.ok_or_else(|| StoreError::NotFound {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })?;
+        let cur = cur.ok_or_else(|| not_found(namespace, name))?;
+        let name = name.as_str();
         let (current, _) = self.decode(&cur).await?;
         if current.is_immutable() {
             return Err(field_invalid(
@@ -861,7 +805,7 @@ impl Store {
                 "Forbidden: an immutable Secret cannot be rolled back; delete and recreate it",
             ));
         }
-        if revision <= 0 || revision > cur.mod_revision {
+        if revision > cur.mod_revision {
             return Err(field_invalid(name, "revision", format!("Invalid value: {revision}: must be a revision of this Secret's history (1..={})", cur.mod_revision)));
         }
         let (old, _) = self.backend.get(key.as_bytes(), Some(revision)).await?;
@@ -884,6 +828,13 @@ impl Store {
         next.metadata.annotations = old.metadata.annotations;
         next.immutable = old.immutable;
         self.update(next, false).await
+    }
+}
+
+fn not_found(namespace: &Namespace, name: &SecretName) -> StoreError {
+    StoreError::NotFound {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
     }
 }
 

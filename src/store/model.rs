@@ -9,6 +9,9 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
+pub use crate::names::FieldError;
+use crate::names::{is_dns1123_subdomain, DataKey, Namespace, SecretName};
+
 /// Largest total size of a Secret's `data` values (1 MiB).
 pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
 /// Largest total size of annotations (keys plus values), as Kubernetes limits them.
@@ -169,76 +172,33 @@ impl Secret {
     }
 }
 
-/// A rule a Secret breaks: the field and what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// JSON path of the field, e.g. `data[tls.crt]` or `metadata.name`.
-    pub field: String,
-    /// What is wrong and what is allowed.
-    pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
+    FieldError::new(field, message)
 }
 
-use crate::names::is_dns1123_label;
-pub use crate::names::is_dns1123_subdomain;
-
-/// Checks a Secret name.
-pub fn validate_name(name: &str) -> Result<(), FieldError> {
-    if name.is_empty() {
-        return Err(err("metadata.name", "Required value: name is required"));
-    }
-    if !is_dns1123_subdomain(name) {
-        return Err(err(
-            "metadata.name",
-            format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (at most 253 characters)"),
-        ));
-    }
-    Ok(())
+/// Where a Secret lives: its namespace and name, checked. [`validate`] gives it for a whole
+/// Secret; [`SecretId::parse`] for a request that names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretId {
+    /// `metadata.namespace`.
+    pub namespace: Namespace,
+    /// `metadata.name`.
+    pub name: SecretName,
 }
 
-/// Checks a namespace name.
-pub fn validate_namespace(ns: &str) -> Result<(), FieldError> {
-    if !is_dns1123_label(ns) {
-        return Err(err(
-            "metadata.namespace",
-            format!("Invalid value: {ns:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most 63 characters)"),
-        ));
+impl SecretId {
+    /// A namespace and a name given separately (an empty namespace is `default`); every broken
+    /// rule is reported, the name's first, as for a whole Secret.
+    pub fn parse(namespace: &str, name: &str) -> Result<SecretId, Vec<FieldError>> {
+        let namespace = match namespace {
+            "" => Ok(Namespace::default()),
+            ns => Namespace::try_from(ns),
+        };
+        match (namespace, SecretName::try_from(name)) {
+            (Ok(namespace), Ok(name)) => Ok(SecretId { namespace, name }),
+            (namespace, name) => Err(name.err().into_iter().chain(namespace.err()).collect()),
+        }
     }
-    Ok(())
-}
-
-/// Checks a data key: at most 253 of `[-._a-zA-Z0-9]`, not `.` or `..`, not starting with `..`.
-pub fn validate_data_key(field: &str, key: &str) -> Result<(), FieldError> {
-    let ok_chars = !key.is_empty()
-        && key.len() <= 253
-        && key
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
-    if !ok_chars {
-        return Err(err(
-            format!("{field}[{key}]"),
-            "Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253 characters)",
-        ));
-    }
-    if key == "." || key == ".." || key.starts_with("..") {
-        return Err(err(
-            format!("{field}[{key}]"),
-            "Invalid value: must not be '.' or '..' and must not start with '..'",
-        ));
-    }
-    Ok(())
 }
 
 /// A qualified name (label and annotation keys): optional DNS subdomain prefix and `/`, then a
@@ -273,13 +233,10 @@ fn is_label_value(v: &str) -> bool {
             && b[b.len() - 1].is_ascii_alphanumeric())
 }
 
-fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
-    if let Err(e) = validate_name(&m.name) {
-        errs.push(e);
-    }
-    if let Err(e) = validate_namespace(&m.namespace) {
-        errs.push(e);
-    }
+/// Checks `metadata`; returns the Secret's id if its name and namespace are valid.
+fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<SecretId> {
+    let name = SecretName::try_from(m.name.as_str()).map_err(|e| errs.push(e));
+    let namespace = Namespace::try_from(m.namespace.as_str()).map_err(|e| errs.push(e));
     for (k, v) in &m.labels {
         if !is_qualified_name(k) {
             errs.push(err(format!("metadata.labels[{k}]"), "Invalid value: a label key must be a qualified name ([prefix/]name, name at most 63 characters of [A-Za-z0-9-_.])"));
@@ -304,6 +261,10 @@ fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
             format!("Too long: must have at most {MAX_ANNOTATIONS_SIZE} bytes"),
         ));
     }
+    Some(SecretId {
+        namespace: namespace.ok()?,
+        name: name.ok()?,
+    })
 }
 
 /// Defaults a Secret for writing: namespace `default`, type `Opaque`, and `stringData` merged
@@ -326,8 +287,9 @@ pub fn normalize(s: &mut Secret) {
     }
 }
 
-/// `ValidateSecret`: every rule for a Secret about to be written (after [`normalize`]).
-pub fn validate(s: &Secret) -> Result<(), Vec<FieldError>> {
+/// `ValidateSecret`: every rule for a Secret about to be written (after [`normalize`]). Every
+/// broken rule is reported, as kube-apiserver does; a valid Secret gives its [`SecretId`].
+pub fn validate(s: &Secret) -> Result<SecretId, Vec<FieldError>> {
     let mut errs = Vec::new();
     if s.api_version != "v1" {
         errs.push(err(
@@ -347,10 +309,10 @@ pub fn validate(s: &Secret) -> Result<(), Vec<FieldError>> {
             ),
         ));
     }
-    validate_metadata(&s.metadata, &mut errs);
+    let id = validate_metadata(&s.metadata, &mut errs);
     let mut total = 0usize;
     for (k, v) in &s.data {
-        if let Err(e) = validate_data_key("data", k) {
+        if let Err(e) = DataKey::try_from(k.as_str()) {
             errs.push(e);
         }
         total += v.as_slice().len();
@@ -398,10 +360,9 @@ pub fn validate(s: &Secret) -> Result<(), Vec<FieldError>> {
         }
         _ => {}
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(errs)
+    match id {
+        Some(id) if errs.is_empty() => Ok(id),
+        _ => Err(errs),
     }
 }
 
@@ -467,7 +428,7 @@ mod tests {
         s
     }
 
-    fn fields(r: Result<(), Vec<FieldError>>) -> Vec<String> {
+    fn fields<T>(r: Result<T, Vec<FieldError>>) -> Vec<String> {
         r.err()
             .unwrap_or_default()
             .into_iter()
@@ -498,6 +459,22 @@ mod tests {
     }
 
     #[test]
+    fn secret_ids_report_both_fields() {
+        let id = SecretId::parse("", "db").unwrap();
+        assert_eq!((id.namespace.as_str(), id.name.as_str()), ("default", "db"));
+        assert_eq!(
+            SecretId::parse("team", "db").unwrap().namespace.as_str(),
+            "team"
+        );
+        let errs: Vec<String> = SecretId::parse("Bad", "")
+            .unwrap_err()
+            .iter()
+            .map(|e| e.field.clone())
+            .collect();
+        assert_eq!(errs, ["metadata.name", "metadata.namespace"]);
+    }
+
+    #[test]
     fn string_data_overwrites_data() {
         let mut s = Secret::default();
         s.metadata.name = "x".into();
@@ -518,7 +495,13 @@ mod tests {
 
     #[test]
     fn names_namespaces_keys_and_size() {
-        assert!(validate(&secret("a.b-c")).is_ok());
+        assert_eq!(
+            validate(&secret("a.b-c")).unwrap(),
+            SecretId {
+                namespace: Namespace::default(),
+                name: SecretName::try_from("a.b-c").unwrap()
+            }
+        );
         for bad in ["", "A", "-a", "a_b", "a..b", &"a".repeat(254)] {
             assert!(!fields(validate(&secret(bad))).is_empty(), "{bad}");
         }

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use keyward::backend::Revision;
 use keyward::crypto::Algorithm;
 use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
 use keyward::kms::PluginServer;
+use keyward::names::{Namespace, SecretName};
 use keyward::pb::keyward_v1::kms_admin_client::KmsAdminClient;
 use keyward::pb::kms_v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
@@ -421,4 +423,19 @@ pub fn kms_v2_provider(socket: &Path) -> String {
         "      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
         socket.display()
     )
+}
+
+/// Revision `r` (tests name revisions by number).
+pub fn rev(r: i64) -> Revision {
+    Revision::new(r).expect("a revision is at least 1")
+}
+
+/// Namespace `ns`, which must be valid.
+pub fn ns(ns: &str) -> Namespace {
+    Namespace::try_from(ns).expect("a valid namespace")
+}
+
+/// Secret name `name`, which must be valid.
+pub fn name(name: &str) -> SecretName {
+    SecretName::try_from(name).expect("a valid Secret name")
 }

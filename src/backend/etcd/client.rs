@@ -314,7 +314,7 @@ impl EtcdClient {
             let mut c = self.kv(i);
             async move {
                 c.compact(pb::CompactionRequest {
-                    revision,
+                    revision: revision.get(),
                     physical: true,
                 })
                 .await

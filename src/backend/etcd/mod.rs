@@ -27,7 +27,6 @@
 mod client;
 mod watch;
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tonic::{Code, Status};
@@ -35,8 +34,8 @@ use tonic::{Code, Status};
 pub use client::{EtcdClient, EtcdOptions, EtcdOptionsError, WatchParts};
 
 use super::{
-    check_key, prefix_end, Backend, BackendError, Expect, KeyValue, RangeRequest, RangeResponse,
-    Revision, WatchStream, WriteOutcome,
+    check_key, prefix_end, AtomicRevision, Backend, BackendError, Expect, KeyValue, RangeRequest,
+    RangeResponse, Revision, WatchStream, WriteOutcome,
 };
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -57,30 +56,41 @@ fn invalid(msg: String) -> BackendError {
 pub struct EtcdBackend {
     client: EtcdClient,
     /// A lower bound of etcd's compacted revision (compaction only moves forward).
-    compacted: Arc<AtomicI64>,
+    compacted: Arc<AtomicRevision>,
 }
 
-fn kv_from(kv: mvccpb::KeyValue) -> KeyValue {
-    KeyValue {
+/// A revision etcd sent: below 1 is a broken response.
+fn etcd_revision(r: i64, what: &str) -> Result<Revision, BackendError> {
+    Revision::new(r).ok_or_else(|| BackendError::Corrupt(format!("etcd sent {what} {r}")))
+}
+
+fn kv_from(kv: mvccpb::KeyValue) -> Result<KeyValue, BackendError> {
+    Ok(KeyValue {
+        // A delete event carries create_revision 0.
+        create_revision: Revision::new(kv.create_revision),
+        mod_revision: etcd_revision(kv.mod_revision, "mod_revision")?,
         key: kv.key,
         value: kv.value,
-        create_revision: kv.create_revision,
-        mod_revision: kv.mod_revision,
         version: kv.version,
-    }
+    })
+}
+
+fn kvs_from(kvs: Vec<mvccpb::KeyValue>) -> Result<Vec<KeyValue>, BackendError> {
+    kvs.into_iter().map(kv_from).collect()
+}
+
+fn first_kv(kvs: Vec<mvccpb::KeyValue>) -> Result<Option<KeyValue>, BackendError> {
+    kvs.into_iter().next().map(kv_from).transpose()
 }
 
 fn header_revision(h: Option<pb::ResponseHeader>) -> Result<Revision, BackendError> {
-    h.map(|h| h.revision)
-        .ok_or_else(|| BackendError::Corrupt("etcd response without a header".into()))
+    let h = h.ok_or_else(|| BackendError::Corrupt("etcd response without a header".into()))?;
+    etcd_revision(h.revision, "header revision")
 }
 
-fn check_revision(revision: Option<Revision>) -> Result<Revision, BackendError> {
-    match revision {
-        None => Ok(0),
-        Some(r) if r < 1 => Err(invalid(format!("revision must be at least 1, got {r}"))),
-        Some(r) => Ok(r),
-    }
+/// A read revision on etcd's wire: 0 reads the current state.
+fn wire(revision: Option<Revision>) -> i64 {
+    revision.map_or(0, Revision::get)
 }
 
 fn put_op(key: &[u8], value: Vec<u8>) -> pb::RequestOp {
@@ -146,7 +156,7 @@ fn conditions(key: &[u8], expect: Expect) -> Option<Vec<pb::Compare>> {
                 key,
                 CompareTarget::Mod,
                 CompareResult::Equal,
-                TargetUnion::ModRevision(r),
+                TargetUnion::ModRevision(r.get()),
             ),
             compare(
                 key,
@@ -164,7 +174,7 @@ impl EtcdBackend {
     pub fn connect(opts: &EtcdOptions) -> Result<EtcdBackend, BackendError> {
         Ok(EtcdBackend {
             client: EtcdClient::new(opts)?,
-            compacted: Arc::new(AtomicI64::new(1)),
+            compacted: Arc::new(AtomicRevision::new(Revision::FIRST)),
         })
     }
 
@@ -191,32 +201,39 @@ impl EtcdBackend {
     }
 
     /// Maps an etcd status to this layer's error; `requested` is the revision a read asked for.
+    /// Pass the error through [`EtcdBackend::complete`] to fill in the current revision of a
+    /// [`BackendError::FutureRevision`].
     fn error(&self, status: Status, requested: Option<Revision>) -> BackendError {
         let msg = status.message();
-        match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+        match (status.code(), requested) {
+            (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
                 BackendError::Unavailable(msg.to_owned())
             }
-            Code::InvalidArgument if msg.contains("request is too large") => {
+            (Code::InvalidArgument, _) if msg.contains("request is too large") => {
                 BackendError::InvalidArgument(TOO_LARGE.to_owned())
             }
-            Code::ResourceExhausted if msg.contains("larger than max") => {
+            (Code::ResourceExhausted, _) if msg.contains("larger than max") => {
                 BackendError::InvalidArgument(TOO_LARGE.to_owned())
             }
-            Code::ResourceExhausted if msg.contains("space exceeded") => {
+            (Code::ResourceExhausted, _) if msg.contains("space exceeded") => {
                 BackendError::Unavailable(format!(
                     "etcd is out of space ({msg}): compact and defragment it, or raise its --quota-backend-bytes"
                 ))
             }
-            Code::InvalidArgument => BackendError::InvalidArgument(msg.to_owned()),
-            Code::OutOfRange if msg.contains("compacted") => BackendError::Compacted {
-                requested: requested.unwrap_or(0),
-                compacted: self.compacted.load(Ordering::Relaxed),
-            },
-            Code::OutOfRange if msg.contains("future") => BackendError::FutureRevision {
-                requested: requested.unwrap_or(0),
-                current: 0,
-            },
+            (Code::InvalidArgument, _) => BackendError::InvalidArgument(msg.to_owned()),
+            (Code::OutOfRange, Some(requested)) if msg.contains("compacted") => {
+                BackendError::Compacted {
+                    requested,
+                    compacted: self.compacted.load(),
+                }
+            }
+            // `current` is a placeholder until `complete` asks etcd.
+            (Code::OutOfRange, Some(requested)) if msg.contains("future") => {
+                BackendError::FutureRevision {
+                    requested,
+                    current: Revision::FIRST,
+                }
+            }
             _ => BackendError::Io(format!("etcd: {msg}")),
         }
     }
@@ -258,7 +275,7 @@ impl EtcdBackend {
     async fn readable_at(&self, revision: Revision) -> Result<bool, BackendError> {
         let req = pb::RangeRequest {
             key: vec![0],
-            revision,
+            revision: revision.get(),
             count_only: true,
             ..Default::default()
         };
@@ -267,7 +284,7 @@ impl EtcdBackend {
             Err(s) if s.code() == Code::OutOfRange && s.message().contains("compacted") => {
                 Ok(false)
             }
-            Err(s) => Err(self.error(s, Some(revision))),
+            Err(s) => Err(self.complete(self.error(s, Some(revision))).await),
         }
     }
 }
@@ -280,10 +297,10 @@ fn txn_first(resp: &mut pb::TxnResponse) -> Option<pb::response_op::Response> {
     }
 }
 
-fn range_first(resp: Option<pb::response_op::Response>) -> Option<KeyValue> {
+fn range_first(resp: Option<pb::response_op::Response>) -> Result<Option<KeyValue>, BackendError> {
     match resp {
-        Some(pb::response_op::Response::ResponseRange(r)) => r.kvs.into_iter().next().map(kv_from),
-        _ => None,
+        Some(pb::response_op::Response::ResponseRange(r)) => first_kv(r.kvs),
+        _ => Ok(None),
     }
 }
 
@@ -295,10 +312,9 @@ impl Backend for EtcdBackend {
         revision: Option<Revision>,
     ) -> Result<(Option<KeyValue>, Revision), BackendError> {
         check_key(key)?;
-        let rev = check_revision(revision)?;
         let req = pb::RangeRequest {
             key: key.to_vec(),
-            revision: rev,
+            revision: wire(revision),
             ..Default::default()
         };
         let resp = self.raw_range(req, revision).await?;
@@ -306,11 +322,11 @@ impl Backend for EtcdBackend {
             Some(r) => r,
             None => header_revision(resp.header)?,
         };
-        Ok((resp.kvs.into_iter().next().map(kv_from), at))
+        Ok((first_kv(resp.kvs)?, at))
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
-        let rev = check_revision(req.revision)?;
+        let rev = wire(req.revision);
         let key = if req.start.is_empty() {
             vec![0]
         } else {
@@ -353,7 +369,7 @@ impl Backend for EtcdBackend {
             });
         }
         Ok(RangeResponse {
-            kvs: resp.kvs.into_iter().map(kv_from).collect(),
+            kvs: kvs_from(resp.kvs)?,
             more: resp.more,
             revision,
         })
@@ -380,7 +396,7 @@ impl Backend for EtcdBackend {
                 .map_err(|s| self.error(s, None))?;
             return Ok(WriteOutcome::Applied {
                 revision: header_revision(resp.header)?,
-                prev: resp.prev_kv.map(kv_from),
+                prev: resp.prev_kv.map(kv_from).transpose()?,
             });
         };
         let mut resp = self
@@ -394,11 +410,13 @@ impl Backend for EtcdBackend {
         let first = txn_first(&mut resp);
         if !resp.succeeded {
             return Ok(WriteOutcome::Conflict {
-                current: range_first(first),
+                current: range_first(first)?,
             });
         }
         let prev = match first {
-            Some(pb::response_op::Response::ResponsePut(p)) => p.prev_kv.map(kv_from),
+            Some(pb::response_op::Response::ResponsePut(p)) => {
+                p.prev_kv.map(kv_from).transpose()?
+            }
             _ => None,
         };
         Ok(WriteOutcome::Applied { revision, prev })
@@ -423,7 +441,7 @@ impl Backend for EtcdBackend {
                 }
                 Ok(WriteOutcome::Applied {
                     revision: header_revision(resp.header)?,
-                    prev: resp.prev_kvs.into_iter().next().map(kv_from),
+                    prev: first_kv(resp.prev_kvs)?,
                 })
             }
             // Deleting a key that must be absent changes nothing either way.
@@ -446,12 +464,12 @@ impl Backend for EtcdBackend {
                 let first = txn_first(&mut resp);
                 if !resp.succeeded {
                     return Ok(WriteOutcome::Conflict {
-                        current: range_first(first),
+                        current: range_first(first)?,
                     });
                 }
                 let prev = match first {
                     Some(pb::response_op::Response::ResponseDeleteRange(d)) => {
-                        d.prev_kvs.into_iter().next().map(kv_from)
+                        first_kv(d.prev_kvs)?
                     }
                     _ => None,
                 };
@@ -460,19 +478,21 @@ impl Backend for EtcdBackend {
         }
     }
 
-    async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, BackendError> {
-        if from < 0 {
-            return Err(invalid(format!(
-                "watch revision must not be negative, got {from}"
-            )));
+    async fn watch(
+        &self,
+        prefix: &[u8],
+        from: Option<Revision>,
+    ) -> Result<WatchStream, BackendError> {
+        if let Some(from) = from {
+            self.check_watchable(from).await?;
         }
-        self.check_watchable(from).await?;
         let parts = self.open_watch(prefix, from).await?;
         // Revision of the next event this watch delivers.
-        let next = if from == 0 {
-            parts.created.header.as_ref().map_or(0, |h| h.revision) + 1
-        } else {
-            from
+        let next = match from {
+            Some(from) => from,
+            None => header_revision(parts.created.header)?
+                .next()
+                .ok_or_else(|| BackendError::Corrupt("etcd's revision cannot grow".into()))?,
         };
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         let feed = WatchFeed {
@@ -514,30 +534,31 @@ impl Backend for EtcdBackend {
             Ok(_) => {}
             // Compacted concurrently to this revision or beyond: the same end state.
             Err(s) if s.code() == Code::OutOfRange && s.message().contains("compacted") => {}
-            Err(s) => return Err(self.error(s, Some(revision))),
+            Err(s) => return Err(self.complete(self.error(s, Some(revision))).await),
         }
-        self.compacted.fetch_max(revision, Ordering::Relaxed);
+        self.compacted.fetch_max(revision);
         Ok(())
     }
 
     async fn compacted_revision(&self) -> Result<Revision, BackendError> {
         // etcd does not report its compacted revision directly; a read at revision r fails
         // exactly when r is below it. Search from the known lower bound.
-        let mut lo = self.compacted.load(Ordering::Relaxed).max(1);
+        let mut lo = self.compacted.load();
         if self.readable_at(lo).await? {
             return Ok(lo);
         }
         let mut hi = self.current_revision().await?;
-        // Invariant: lo is not readable, hi is.
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
+        // Invariant: lo is not readable, hi is (so lo < mid < hi).
+        while hi.get() - lo.get() > 1 {
+            // Between lo and hi, so a revision: `unwrap_or` is never taken.
+            let mid = Revision::new(lo.get() + (hi.get() - lo.get()) / 2).unwrap_or(hi);
             if self.readable_at(mid).await? {
                 hi = mid;
             } else {
                 lo = mid;
             }
         }
-        self.compacted.fetch_max(hi, Ordering::Relaxed);
+        self.compacted.fetch_max(hi);
         Ok(hi)
     }
 }

@@ -1,8 +1,6 @@
 //! Watches on etcd: the checks before one opens, and the feed that resumes a broken etcd watch
 //! on the next reachable member from the revision after the last event delivered.
 
-use std::sync::atomic::Ordering;
-
 use super::{kv_from, EtcdBackend, WatchParts};
 use crate::backend::{prefix_end, Backend, BackendError, Event, EventKind, Revision};
 use crate::pb::etcdserverpb as pb;
@@ -18,29 +16,26 @@ impl EtcdBackend {
     /// from the replay (etcd-io/etcd#18089), so such a watch could miss a deletion; the caller
     /// relists instead, as after any compaction.
     pub(super) async fn check_watchable(&self, from: Revision) -> Result<(), BackendError> {
-        if from == 0 {
-            return Ok(());
-        }
         let compacted = self.compacted_revision().await?;
-        if from < compacted || (from == compacted && compacted > 1) {
+        let replayable = match compacted.next() {
+            Some(after) if compacted > Revision::FIRST => after,
+            _ => compacted,
+        };
+        if from < replayable {
             return Err(BackendError::Compacted {
                 requested: from,
-                compacted: if compacted > 1 {
-                    compacted + 1
-                } else {
-                    compacted
-                },
+                compacted: replayable,
             });
         }
         Ok(())
     }
 
-    /// Opens an etcd watch on `prefix` (every key when empty) from `from` (0: from now), with
-    /// `prev_kv`. A compacted `from` gives [`BackendError::Compacted`].
+    /// Opens an etcd watch on `prefix` (every key when empty) from `from` (`None`: from now),
+    /// with `prev_kv`. A compacted `from` gives [`BackendError::Compacted`].
     pub(super) async fn open_watch(
         &self,
         prefix: &[u8],
-        from: Revision,
+        from: Option<Revision>,
     ) -> Result<WatchParts, BackendError> {
         let (key, range_end) = if prefix.is_empty() {
             (vec![0], vec![0])
@@ -50,7 +45,7 @@ impl EtcdBackend {
         let create = pb::WatchCreateRequest {
             key,
             range_end,
-            start_revision: from,
+            start_revision: super::wire(from),
             prev_kv: true,
             ..Default::default()
         };
@@ -60,12 +55,12 @@ impl EtcdBackend {
             .await
             .map_err(|s| self.error(s, None))?;
         let created = &parts.created;
-        if created.compact_revision > 0 {
-            self.compacted
-                .fetch_max(created.compact_revision, Ordering::Relaxed);
+        if let Some(compacted) = Revision::new(created.compact_revision) {
+            self.compacted.fetch_max(compacted);
             return Err(BackendError::Compacted {
-                requested: from,
-                compacted: created.compact_revision,
+                // etcd only reports compaction for a watch from a past revision.
+                requested: from.unwrap_or(compacted),
+                compacted,
             });
         }
         if created.canceled {
@@ -97,12 +92,12 @@ impl WatchFeed {
         loop {
             match self.pump(&mut parts).await {
                 Ok(()) => return,
-                Err(e @ BackendError::Compacted { .. }) => {
+                Err(e @ (BackendError::Compacted { .. } | BackendError::Corrupt(_))) => {
                     let _ = self.tx.send(Err(e)).await;
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, next = self.next, "etcd watch broke; resuming");
+                    tracing::debug!(error = %e, next = %self.next, "etcd watch broke; resuming");
                     match self.resume().await {
                         Some(p) => parts = p,
                         None => {
@@ -124,7 +119,7 @@ impl WatchFeed {
                 return None;
             }
             let opened = match self.backend.check_watchable(self.next).await {
-                Ok(()) => self.backend.open_watch(&self.prefix, self.next).await,
+                Ok(()) => self.backend.open_watch(&self.prefix, Some(self.next)).await,
                 Err(e) => Err(e),
             };
             match opened {
@@ -163,13 +158,11 @@ impl WatchFeed {
                     )))
                 }
             };
-            if resp.compact_revision > 0 {
-                self.backend
-                    .compacted
-                    .fetch_max(resp.compact_revision, Ordering::Relaxed);
+            if let Some(compacted) = Revision::new(resp.compact_revision) {
+                self.backend.compacted.fetch_max(compacted);
                 return Err(BackendError::Compacted {
                     requested: self.next,
-                    compacted: resp.compact_revision,
+                    compacted,
                 });
             }
             if resp.canceled {
@@ -180,12 +173,7 @@ impl WatchFeed {
             }
             // etcd sends every event of a revision in one response, so resuming after the
             // last response's revision neither repeats nor skips an event.
-            let last = resp
-                .events
-                .iter()
-                .filter_map(|e| e.kv.as_ref())
-                .map(|kv| kv.mod_revision)
-                .max();
+            let mut last = None;
             for ev in resp.events {
                 let kind = if ev.r#type == mvccpb::event::EventType::Delete as i32 {
                     EventKind::Delete
@@ -195,15 +183,16 @@ impl WatchFeed {
                 let Some(kv) = ev.kv else { continue };
                 let event = Event {
                     kind,
-                    kv: kv_from(kv),
-                    prev: ev.prev_kv.map(kv_from),
+                    kv: kv_from(kv)?,
+                    prev: ev.prev_kv.map(kv_from).transpose()?,
                 };
+                last = last.max(Some(event.kv.mod_revision));
                 if self.tx.send(Ok(event)).await.is_err() {
                     return Ok(());
                 }
             }
-            if let Some(last) = last {
-                self.next = self.next.max(last + 1);
+            if let Some(after) = last.and_then(Revision::next) {
+                self.next = self.next.max(after);
             }
         }
     }

@@ -15,16 +15,16 @@ const EVENT_PUT: u8 = 1;
 const EVENT_DELETE: u8 = 2;
 
 pub(super) fn rev_bytes(rev: Revision) -> [u8; 8] {
-    // Revisions stored are >= 0; big-endian so that they sort numerically.
-    (rev as u64).to_be_bytes()
+    // Big-endian, so that revisions sort numerically.
+    rev.to_be_bytes()
 }
 
 pub(super) fn decode_rev_key(bytes: &[u8]) -> Result<Revision, BackendError> {
     let arr: [u8; 8] = bytes
         .try_into()
         .map_err(|_| BackendError::Corrupt(format!("bad revision key of {} bytes", bytes.len())))?;
-    i64::try_from(u64::from_be_bytes(arr))
-        .map_err(|_| BackendError::Corrupt("revision key out of range".to_string()))
+    Revision::from_be_bytes(arr)
+        .ok_or_else(|| BackendError::Corrupt("revision key out of range".to_string()))
 }
 
 pub(super) fn read_meta_rev(meta: &Tree, name: &[u8]) -> Result<Revision, BackendError> {
@@ -64,14 +64,40 @@ pub(super) fn history_prefix(key: &[u8]) -> Vec<u8> {
 }
 
 pub(super) fn history_key_with(prefix: &[u8], rev: Revision) -> Vec<u8> {
+    history_slot(prefix, rev_bytes(rev))
+}
+
+/// `prefix ‖ be64(0)`: where the key's floor marker lives, before all its entries.
+pub(super) fn floor_key(prefix: &[u8]) -> Vec<u8> {
+    history_slot(prefix, [0; 8])
+}
+
+fn history_slot(prefix: &[u8], slot: [u8; 8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(prefix.len() + 8);
     out.extend_from_slice(prefix);
-    out.extend_from_slice(&rev_bytes(rev));
+    out.extend_from_slice(&slot);
     out
 }
 
-/// Splits a history key into the key and the revision.
-pub(super) fn decode_history_key(hkey: &[u8]) -> Result<(Vec<u8>, Revision), BackendError> {
+/// What one entry of a key's history is: the floor marker, or the version at a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// The floor marker (`be64(0)`).
+    Floor,
+    /// The version written at this revision.
+    At(Revision),
+}
+
+fn decode_slot(bytes: &[u8]) -> Result<Slot, BackendError> {
+    if bytes == [0; 8] {
+        Ok(Slot::Floor)
+    } else {
+        decode_rev_key(bytes).map(Slot::At)
+    }
+}
+
+/// Splits a history key into the key and the slot.
+pub(super) fn decode_history_key(hkey: &[u8]) -> Result<(Vec<u8>, Slot), BackendError> {
     let bad = || BackendError::Corrupt("malformed history key".to_string());
     let mut key = Vec::with_capacity(hkey.len());
     let mut i = 0;
@@ -95,12 +121,12 @@ pub(super) fn decode_history_key(hkey: &[u8]) -> Result<(Vec<u8>, Revision), Bac
             }
         }
     }
-    Ok((key, decode_rev_key(&hkey[i..])?))
+    Ok((key, decode_slot(&hkey[i..])?))
 }
 
-pub(super) fn decode_history_rev(prefix: &[u8], hkey: &[u8]) -> Result<Revision, BackendError> {
+pub(super) fn decode_history_slot(prefix: &[u8], hkey: &[u8]) -> Result<Slot, BackendError> {
     match hkey.strip_prefix(prefix) {
-        Some(rest) => decode_rev_key(rest),
+        Some(rest) => decode_slot(rest),
         None => Err(BackendError::Corrupt(
             "history key outside its prefix".to_string(),
         )),
@@ -117,11 +143,17 @@ pub(super) fn corrupt_history(prefix: &[u8], rev: Revision) -> BackendError {
 pub(super) fn encode_record(kv: &KeyValue) -> Vec<u8> {
     let mut out = Vec::with_capacity(25 + kv.value.len());
     out.push(TAG_RECORD);
-    out.extend_from_slice(&kv.create_revision.to_be_bytes());
-    out.extend_from_slice(&kv.mod_revision.to_be_bytes());
-    out.extend_from_slice(&kv.version.to_be_bytes());
+    put_revisions(&mut out, kv);
     out.extend_from_slice(&kv.value);
     out
+}
+
+/// `be64(create_revision) ‖ be64(mod_revision) ‖ be64(version)`; no create revision (a delete
+/// event) is 0.
+fn put_revisions(out: &mut Vec<u8>, kv: &KeyValue) {
+    out.extend_from_slice(&kv.create_revision.map_or(0, Revision::get).to_be_bytes());
+    out.extend_from_slice(&kv.mod_revision.to_be_bytes());
+    out.extend_from_slice(&kv.version.to_be_bytes());
 }
 
 pub(super) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<KeyValue, BackendError> {
@@ -129,13 +161,13 @@ pub(super) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<KeyValue, Backen
     if r.u8()? != TAG_RECORD {
         return Err(BackendError::Corrupt("expected a record".to_string()));
     }
-    let create_revision = r.i64()?;
-    let mod_revision = r.i64()?;
+    let create_revision = r.revision()?;
+    let mod_revision = r.revision()?;
     let version = r.i64()?;
     Ok(KeyValue {
         key: key.to_vec(),
         value: r.rest().to_vec(),
-        create_revision,
+        create_revision: Some(create_revision),
         mod_revision,
         version,
     })
@@ -158,7 +190,7 @@ pub(super) fn decode_floor(bytes: &[u8]) -> Result<Revision, BackendError> {
     if r.u8()? != TAG_FLOOR {
         return Err(BackendError::Corrupt("expected a floor marker".to_string()));
     }
-    r.i64()
+    r.revision()
 }
 
 /// A history entry: a record, or a tombstone (None).
@@ -197,9 +229,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn put_kv_fields(out: &mut Vec<u8>, kv: &KeyValue) {
-    out.extend_from_slice(&kv.create_revision.to_be_bytes());
-    out.extend_from_slice(&kv.mod_revision.to_be_bytes());
-    out.extend_from_slice(&kv.version.to_be_bytes());
+    put_revisions(out, kv);
     put_bytes(out, &kv.value);
 }
 
@@ -254,6 +284,13 @@ impl<'a> Reader<'a> {
         Ok(i64::from_be_bytes(arr))
     }
 
+    /// A revision: a stored number below 1 is corrupt.
+    fn revision(&mut self) -> Result<Revision, BackendError> {
+        let r = self.i64()?;
+        Revision::new(r)
+            .ok_or_else(|| BackendError::Corrupt(format!("stored revision {r} is below 1")))
+    }
+
     fn bytes(&mut self) -> Result<&'a [u8], BackendError> {
         let len = u64::from_be_bytes(self.i64()?.to_be_bytes());
         let len = usize::try_from(len)
@@ -262,8 +299,9 @@ impl<'a> Reader<'a> {
     }
 
     fn kv_fields(&mut self, key: &[u8]) -> Result<KeyValue, BackendError> {
-        let create_revision = self.i64()?;
-        let mod_revision = self.i64()?;
+        // A delete event has no create revision (0).
+        let create_revision = Revision::new(self.i64()?);
+        let mod_revision = self.revision()?;
         let version = self.i64()?;
         let value = self.bytes()?.to_vec();
         Ok(KeyValue {
@@ -302,16 +340,25 @@ mod tests {
         ];
         let mut encoded = Vec::new();
         for key in &keys {
-            for rev in [0, 1, 2, 300, i64::MAX] {
-                let hkey = history_key_with(&history_prefix(key), rev);
-                assert_eq!(decode_history_key(&hkey).unwrap(), (key.clone(), rev));
+            let floor = floor_key(&history_prefix(key));
+            assert_eq!(
+                decode_history_key(&floor).unwrap(),
+                (key.clone(), Slot::Floor)
+            );
+            encoded.push((floor, key.clone(), 0));
+            for rev in [1, 2, 300, i64::MAX] {
+                let revision = Revision::new(rev).unwrap();
+                let hkey = history_key_with(&history_prefix(key), revision);
+                assert_eq!(
+                    decode_history_key(&hkey).unwrap(),
+                    (key.clone(), Slot::At(revision))
+                );
                 encoded.push((hkey, key.clone(), rev));
             }
         }
-        // Sorting the encodings sorts by (key, revision).
+        // Sorting the encodings sorts by (key, revision), the floor marker first.
         encoded.sort_by(|a, b| a.0.cmp(&b.0));
-        let order: Vec<(Vec<u8>, Revision)> =
-            encoded.iter().map(|(_, k, r)| (k.clone(), *r)).collect();
+        let order: Vec<(Vec<u8>, i64)> = encoded.iter().map(|(_, k, r)| (k.clone(), *r)).collect();
         let mut expected = order.clone();
         expected.sort();
         assert_eq!(order, expected);
@@ -328,7 +375,7 @@ mod tests {
         let keys: [&[u8]; 6] = [b"a", b"a\x00", b"a\x00b", b"\x00", b"\x00\xff", b"b"];
         for p in keys.iter().chain([&b""[..], b"a\x00"].iter()) {
             for k in keys {
-                let hkey = history_key_with(&history_prefix(k), 5);
+                let hkey = history_key_with(&history_prefix(k), rev(5));
                 assert_eq!(
                     hkey.starts_with(&escape_key(p)),
                     k.starts_with(p),
@@ -338,6 +385,10 @@ mod tests {
         }
     }
 
+    fn rev(r: i64) -> Revision {
+        Revision::new(r).unwrap()
+    }
+
     #[test]
     fn events_round_trip_and_garbage_is_corrupt_not_a_panic() {
         let event = Event {
@@ -345,20 +396,37 @@ mod tests {
             kv: KeyValue {
                 key: b"k\x00".to_vec(),
                 value: vec![1, 2, 3],
-                create_revision: 2,
-                mod_revision: 5,
+                create_revision: Some(rev(2)),
+                mod_revision: rev(5),
                 version: 3,
             },
             prev: Some(KeyValue {
                 key: b"k\x00".to_vec(),
                 value: vec![9],
-                create_revision: 2,
-                mod_revision: 4,
+                create_revision: Some(rev(2)),
+                mod_revision: rev(4),
                 version: 2,
             }),
         };
         let bytes = encode_event(&event);
         assert_eq!(decode_event(&bytes).unwrap(), event);
+        let delete = Event {
+            kind: EventKind::Delete,
+            kv: KeyValue {
+                key: b"k\x00".to_vec(),
+                value: Vec::new(),
+                create_revision: None,
+                mod_revision: rev(6),
+                version: 0,
+            },
+            prev: event.prev.clone(),
+        };
+        assert_eq!(decode_event(&encode_event(&delete)).unwrap(), delete);
+        // A record or floor below revision 1 is corrupt.
+        let mut zero = encode_record(&event.prev.clone().unwrap());
+        zero[9..17].copy_from_slice(&0i64.to_be_bytes());
+        assert!(decode_record(b"k", &zero).is_err());
+        assert!(decode_floor(&[TAG_FLOOR, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         for cut in 0..bytes.len() {
             assert!(decode_event(&bytes[..cut]).is_err());
         }

@@ -77,7 +77,7 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
@@ -85,8 +85,8 @@ use ::sled::{Batch, Tree};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    check_key, Backend, BackendError, Event, Expect, KeyValue, RangeRequest, RangeResponse,
-    Revision, WatchStream, WriteOutcome,
+    check_key, AtomicRevision, Backend, BackendError, Event, Expect, KeyValue, RangeRequest,
+    RangeResponse, Revision, WatchStream, WriteOutcome,
 };
 use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
@@ -156,10 +156,7 @@ impl std::fmt::Debug for SledBackend {
         f.debug_struct("SledBackend")
             .field("dir", &self.shared.dir)
             .field("options", &self.shared.opts)
-            .field(
-                "current_revision",
-                &self.shared.current.load(Ordering::Acquire),
-            )
+            .field("current_revision", &self.shared.current.load())
             .finish_non_exhaustive()
     }
 }
@@ -180,9 +177,9 @@ struct Shared {
     /// in-flight batch wait on it.
     durable: tokio::sync::watch::Sender<(Revision, bool)>,
     /// The current (durable) revision.
-    current: AtomicI64,
+    current: AtomicRevision,
     /// The compacted revision.
-    compacted: AtomicI64,
+    compacted: AtomicRevision,
     /// Set after an I/O error in the write path; every request is then refused.
     failed: AtomicBool,
     /// Live events, per batch. Taken (closed) when the backend is dropped.
@@ -256,14 +253,14 @@ impl SledBackend {
                 }
                 let mut init = Batch::default();
                 init.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
-                init.insert(META_CURRENT, &rev_bytes(1));
-                init.insert(META_COMPACTED, &rev_bytes(1));
+                init.insert(META_CURRENT, &rev_bytes(Revision::FIRST));
+                init.insert(META_COMPACTED, &rev_bytes(Revision::FIRST));
                 meta.apply_batch(init).map_err(sled_error)?;
             }
         }
         let current = read_meta_rev(&meta, META_CURRENT)?;
         let compacted = read_meta_rev(&meta, META_COMPACTED)?;
-        if current < 1 || compacted < 1 || compacted > current {
+        if compacted > current {
             return Err(BackendError::Corrupt(format!(
                 "meta says current revision {current}, compacted revision {compacted}"
             )));
@@ -299,8 +296,8 @@ impl SledBackend {
             opts,
             commit_lock: RwLock::new(None),
             durable: tokio::sync::watch::Sender::new((current, false)),
-            current: AtomicI64::new(current),
-            compacted: AtomicI64::new(compacted),
+            current: AtomicRevision::new(current),
+            compacted: AtomicRevision::new(compacted),
             failed: AtomicBool::new(false),
             events: Mutex::new(Some(events.clone())),
             batches: AtomicU64::new(0),
@@ -419,7 +416,7 @@ impl Backend for SledBackend {
                 match guard.as_ref().filter(|b| b.keys.contains(key)) {
                     Some(batch) => batch.revision,
                     None => {
-                        let current = shared.current.load(Ordering::Acquire);
+                        let current = shared.current.load();
                         return match revision {
                             None => Ok((shared.get_current(key)?, current)),
                             Some(rev) => {
@@ -465,12 +462,11 @@ impl Backend for SledBackend {
         self.submit_write(key, WriteOp::Delete, expect).await
     }
 
-    async fn watch(&self, prefix: &[u8], from: Revision) -> Result<WatchStream, BackendError> {
-        if from < 0 {
-            return Err(BackendError::InvalidArgument(format!(
-                "watch revision must not be negative, got {from}"
-            )));
-        }
+    async fn watch(
+        &self,
+        prefix: &[u8],
+        from: Option<Revision>,
+    ) -> Result<WatchStream, BackendError> {
         let shared = &self.shared;
         // Subscribe to live events before looking at the log, so nothing falls in between.
         let live = {
@@ -481,20 +477,23 @@ impl Backend for SledBackend {
                 .ok_or_else(writer_gone)?
         };
         shared.check_failed()?;
-        let current = shared.current.load(Ordering::Acquire);
-        let compacted = shared.compacted.load(Ordering::Acquire);
-        let from = if from == 0 { current + 1 } else { from };
-        if from < compacted {
-            return Err(BackendError::Compacted {
-                requested: from,
-                compacted,
-            });
-        }
+        let current = shared.current.load();
+        let compacted = shared.compacted.load();
+        let next = match from {
+            Some(from) if from < compacted => {
+                return Err(BackendError::Compacted {
+                    requested: from,
+                    compacted,
+                })
+            }
+            Some(from) => from,
+            None => current.next().ok_or_else(revision_overflow)?,
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_STREAM_CAPACITY);
         let task = WatchTask {
             shared: Arc::downgrade(shared),
             prefix: prefix.to_vec(),
-            last: from - 1,
+            next,
             tx,
         };
         // Replay up to the revision read after subscribing; later changes arrive live.
@@ -504,7 +503,7 @@ impl Backend for SledBackend {
 
     async fn current_revision(&self) -> Result<Revision, BackendError> {
         let _guard = self.shared.read_guard()?;
-        Ok(self.shared.current.load(Ordering::Acquire))
+        Ok(self.shared.current.load())
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), BackendError> {
@@ -515,12 +514,17 @@ impl Backend for SledBackend {
 
     async fn compacted_revision(&self) -> Result<Revision, BackendError> {
         let _guard = self.shared.read_guard()?;
-        Ok(self.shared.compacted.load(Ordering::Acquire))
+        Ok(self.shared.compacted.load())
     }
 }
 
 fn writer_gone() -> BackendError {
     BackendError::Unavailable("the sled backend is closed".to_string())
+}
+
+/// The revision counter cannot grow past [`Revision::MAX`] (a store this old is not real).
+fn revision_overflow() -> BackendError {
+    BackendError::Corrupt("revision counter overflow".to_string())
 }
 
 fn sled_error(e: ::sled::Error) -> BackendError {

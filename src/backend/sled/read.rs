@@ -2,13 +2,11 @@
 //! the commit lock, having checked that no in-flight batch touches what they read; the writer
 //! reads current values through [`Shared::get_current`] as it applies a batch.
 
-use std::sync::atomic::Ordering;
-
 use ::sled::IVec;
 
 use super::codec::{
-    decode_floor, decode_history_key, decode_history_value, decode_record, escape_key,
-    history_key_with, history_prefix,
+    decode_floor, decode_history_key, decode_history_value, decode_record, escape_key, floor_key,
+    history_key_with, history_prefix, Slot,
 };
 use super::{sled_error, Shared};
 use crate::backend::{BackendError, KeyValue, RangeRequest, RangeResponse, Revision};
@@ -16,7 +14,7 @@ use crate::backend::{BackendError, KeyValue, RangeRequest, RangeResponse, Revisi
 impl Shared {
     /// A range read; the caller holds the commit lock and checked it touches no in-flight key.
     pub(super) fn range_locked(&self, req: &RangeRequest) -> Result<RangeResponse, BackendError> {
-        let current = self.current.load(Ordering::Acquire);
+        let current = self.current.load();
 
         let revision = match req.revision {
             None => current,
@@ -49,19 +47,14 @@ impl Shared {
     /// Checks a read revision against the current and compacted revisions (caller holds the
     /// read lock).
     pub(super) fn check_read_revision(&self, revision: Revision) -> Result<(), BackendError> {
-        if revision < 1 {
-            return Err(BackendError::InvalidArgument(format!(
-                "revision must be at least 1, got {revision}"
-            )));
-        }
-        let current = self.current.load(Ordering::Acquire);
+        let current = self.current.load();
         if revision > current {
             return Err(BackendError::FutureRevision {
                 requested: revision,
                 current,
             });
         }
-        let compacted = self.compacted.load(Ordering::Acquire);
+        let compacted = self.compacted.load();
         if revision < compacted {
             return Err(BackendError::Compacted {
                 requested: revision,
@@ -85,23 +78,18 @@ impl Shared {
         revision: Revision,
     ) -> Result<Option<KeyValue>, BackendError> {
         let prefix = history_prefix(key);
-        let floor = match self
-            .history
-            .get(history_key_with(&prefix, 0))
-            .map_err(sled_error)?
-        {
-            Some(marker) => decode_floor(&marker)?,
-            None => 0,
-        };
-        if revision < floor {
-            return Err(BackendError::Compacted {
-                requested: revision,
-                compacted: floor,
-            });
+        if let Some(marker) = self.history.get(floor_key(&prefix)).map_err(sled_error)? {
+            let floor = decode_floor(&marker)?;
+            if revision < floor {
+                return Err(BackendError::Compacted {
+                    requested: revision,
+                    compacted: floor,
+                });
+            }
         }
         let newest = self
             .history
-            .range(history_key_with(&prefix, 1)..=history_key_with(&prefix, revision))
+            .range(history_key_with(&prefix, Revision::FIRST)..=history_key_with(&prefix, revision))
             .next_back()
             .transpose()
             .map_err(sled_error)?;
@@ -140,7 +128,7 @@ impl Shared {
         let mut group: Option<HistoryGroup> = None;
         for item in iter {
             let (hkey, value) = item.map_err(sled_error)?;
-            let (key, rev) = decode_history_key(&hkey)?;
+            let (key, slot) = decode_history_key(&hkey)?;
             if group.as_ref().is_some_and(|g| g.key != key) {
                 if let Some(done) = group.take() {
                     if let Some(kv) = done.finish(revision)? {
@@ -153,13 +141,13 @@ impl Shared {
             }
             let g = group.get_or_insert_with(|| HistoryGroup {
                 key,
-                floor: 0,
+                floor: None,
                 newest: None,
             });
-            if rev == 0 {
-                g.floor = decode_floor(&value)?;
-            } else if rev <= revision {
-                g.newest = Some(value);
+            match slot {
+                Slot::Floor => g.floor = Some(decode_floor(&value)?),
+                Slot::At(rev) if rev <= revision => g.newest = Some(value),
+                Slot::At(_) => {}
             }
         }
         if let Some(done) = group {
@@ -174,17 +162,18 @@ impl Shared {
 /// One key's history entries while scanning a range at a past revision.
 struct HistoryGroup {
     key: Vec<u8>,
-    floor: Revision,
+    /// Versions below this were pruned.
+    floor: Option<Revision>,
     /// Newest entry at or below the read revision.
     newest: Option<IVec>,
 }
 
 impl HistoryGroup {
     fn finish(self, revision: Revision) -> Result<Option<KeyValue>, BackendError> {
-        if revision < self.floor {
+        if let Some(floor) = self.floor.filter(|floor| revision < *floor) {
             return Err(BackendError::Compacted {
                 requested: revision,
-                compacted: self.floor,
+                compacted: floor,
             });
         }
         match self.newest {

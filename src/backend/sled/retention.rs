@@ -2,14 +2,14 @@
 //! below the compacted revision, and explicit compaction. All of it runs on the writer thread.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ::sled::{Batch, IVec, Tree};
 
 use super::codec::{
-    corrupt_history, decode_floor, decode_history_key, decode_history_rev, encode_floor,
-    encode_tombstone, history_key_with, history_prefix, rev_bytes, TAG_RECORD, TAG_TOMBSTONE,
+    corrupt_history, decode_floor, decode_history_key, decode_history_slot, encode_floor,
+    encode_tombstone, floor_key, history_key_with, history_prefix, rev_bytes, Slot, TAG_RECORD,
+    TAG_TOMBSTONE,
 };
 use super::writer::{Change, Writer};
 use super::{sled_error, META_COMPACTED};
@@ -22,8 +22,8 @@ const COMPACT_CHUNK: usize = 4096;
 struct KeyHistory {
     /// Retained entries, oldest first: revision and whether it is a tombstone.
     entries: Vec<(Revision, bool)>,
-    /// Versions below this were pruned (0: none).
-    floor: Revision,
+    /// Versions below this were pruned.
+    floor: Option<Revision>,
 }
 
 impl KeyHistory {
@@ -36,8 +36,8 @@ impl KeyHistory {
             let cut = if tombstone { newest + 1 } else { newest };
             self.entries.drain(..cut);
         }
-        if self.floor <= compacted {
-            self.floor = 0;
+        if self.floor.is_some_and(|floor| floor <= compacted) {
+            self.floor = None;
         }
     }
 
@@ -46,7 +46,7 @@ impl KeyHistory {
         if keep > 0 && self.entries.len() > keep {
             let excess = self.entries.len() - keep;
             self.entries.drain(..excess);
-            self.floor = self.entries.first().map_or(self.floor, |(rev, _)| *rev);
+            self.floor = self.entries.first().map(|(rev, _)| *rev).or(self.floor);
         }
     }
 }
@@ -96,11 +96,10 @@ impl Writer {
                 }
             }
             if history.floor != original_floor {
-                let marker = history_key_with(&prefix, 0);
-                if history.floor == 0 {
-                    batch.remove(marker);
-                } else {
-                    batch.insert(marker, encode_floor(history.floor));
+                let marker = floor_key(&prefix);
+                match history.floor {
+                    None => batch.remove(marker),
+                    Some(floor) => batch.insert(marker, encode_floor(floor)),
                 }
             }
         }
@@ -117,15 +116,17 @@ impl Writer {
     ) -> Result<KeyHistory, BackendError> {
         let mut history = KeyHistory {
             entries: Vec::new(),
-            floor: 0,
+            floor: None,
         };
         for item in self.shared.history.scan_prefix(prefix) {
             let (hkey, value) = item.map_err(sled_error)?;
-            let rev = decode_history_rev(prefix, &hkey)?;
-            if rev == 0 {
-                history.floor = decode_floor(&value)?;
-                continue;
-            }
+            let rev = match decode_history_slot(prefix, &hkey)? {
+                Slot::Floor => {
+                    history.floor = Some(decode_floor(&value)?);
+                    continue;
+                }
+                Slot::At(rev) => rev,
+            };
             if keep == 0 && rev > compacted {
                 break;
             }
@@ -142,14 +143,14 @@ impl Writer {
     pub(super) fn compact(&mut self, revision: Revision) -> Result<(), BackendError> {
         let shared = Arc::clone(&self.shared);
         shared.check_failed()?;
-        let current = shared.current.load(Ordering::Acquire);
+        let current = shared.current.load();
         if revision > current {
             return Err(BackendError::FutureRevision {
                 requested: revision,
                 current,
             });
         }
-        if revision <= shared.compacted.load(Ordering::Acquire) {
+        if revision <= shared.compacted.load() {
             return Ok(());
         }
         {
@@ -165,7 +166,7 @@ impl Writer {
                 self.fail(&error);
                 return Err(error);
             }
-            shared.compacted.store(revision, Ordering::Release);
+            shared.compacted.store(revision);
         }
         // Readers at or above `revision` see the same answers with or without these entries.
         prune_log(&shared.log, revision)?;
@@ -174,7 +175,7 @@ impl Writer {
         let mut group: Option<(Vec<u8>, KeyHistory)> = None;
         for item in shared.history.iter() {
             let (hkey, value) = item.map_err(sled_error)?;
-            let (key, rev) = decode_history_key(&hkey)?;
+            let (key, slot) = decode_history_key(&hkey)?;
             if group.as_ref().is_some_and(|(k, _)| *k != key) {
                 if let Some((done_key, done)) = group.take() {
                     pending += compaction_deletes(&done_key, done, revision, &mut batch);
@@ -185,15 +186,17 @@ impl Writer {
                     key,
                     KeyHistory {
                         entries: Vec::new(),
-                        floor: 0,
+                        floor: None,
                     },
                 )
             });
-            if rev == 0 {
-                history.floor = decode_floor(&value)?;
-            } else if rev <= revision {
-                let tombstone = value.first() == Some(&TAG_TOMBSTONE);
-                history.entries.push((rev, tombstone));
+            match slot {
+                Slot::Floor => history.floor = Some(decode_floor(&value)?),
+                Slot::At(rev) if rev <= revision => {
+                    let tombstone = value.first() == Some(&TAG_TOMBSTONE);
+                    history.entries.push((rev, tombstone));
+                }
+                Slot::At(_) => {}
             }
             if pending >= COMPACT_CHUNK {
                 shared
@@ -232,8 +235,8 @@ fn compaction_deletes(
         batch.remove(history_key_with(&prefix, rev));
         deleted += 1;
     }
-    if floor_before != 0 && history.floor == 0 {
-        batch.remove(history_key_with(&prefix, 0));
+    if floor_before.is_some() && history.floor.is_none() {
+        batch.remove(floor_key(&prefix));
         deleted += 1;
     }
     deleted
@@ -255,18 +258,27 @@ mod tests {
 
     #[test]
     fn pruning_rules() {
+        let rev = |r| Revision::new(r).unwrap();
         let mut h = KeyHistory {
-            entries: vec![(2, false), (4, true), (6, false), (8, false)],
-            floor: 0,
+            entries: vec![
+                (rev(2), false),
+                (rev(4), true),
+                (rev(6), false),
+                (rev(8), false),
+            ],
+            floor: None,
         };
         h.prune_count(3);
-        assert_eq!(h.entries, vec![(4, true), (6, false), (8, false)]);
-        assert_eq!(h.floor, 4);
-        h.prune_compacted(5);
+        assert_eq!(
+            h.entries,
+            vec![(rev(4), true), (rev(6), false), (rev(8), false)]
+        );
+        assert_eq!(h.floor, Some(rev(4)));
+        h.prune_compacted(rev(5));
         // The newest entry at or below 5 is a tombstone: dropped with everything older.
-        assert_eq!(h.entries, vec![(6, false), (8, false)]);
-        assert_eq!(h.floor, 0);
-        h.prune_compacted(7);
-        assert_eq!(h.entries, vec![(6, false), (8, false)]);
+        assert_eq!(h.entries, vec![(rev(6), false), (rev(8), false)]);
+        assert_eq!(h.floor, None);
+        h.prune_compacted(rev(7));
+        assert_eq!(h.entries, vec![(rev(6), false), (rev(8), false)]);
     }
 }

@@ -1,13 +1,12 @@
 //! Watches: replay of the change log after a revision, then live events from the writer, with
 //! no gap and no duplicate. A watcher that falls behind the live channel re-reads the log.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast;
 
 use super::codec::{decode_event, decode_rev_key, rev_bytes};
-use super::{sled_error, writer_gone, Shared};
+use super::{revision_overflow, sled_error, writer_gone, Shared};
 use crate::backend::{BackendError, Event, Revision};
 
 /// Batches of events kept for live watchers before a slow one lags (and then re-reads the log).
@@ -17,13 +16,13 @@ pub(super) const WATCH_STREAM_CAPACITY: usize = 256;
 /// Log entries read at a time when a watch replays.
 const REPLAY_CHUNK: usize = 256;
 
-/// Feeds one watch stream: replays the log from `last + 1`, then follows live events.
+/// Feeds one watch stream: replays the log from `next`, then follows live events.
 pub(super) struct WatchTask {
     /// Weak, so that an idle watch does not keep the database open after the backend is dropped.
     pub(super) shared: Weak<Shared>,
     pub(super) prefix: Vec<u8>,
-    /// Last revision delivered (or skipped by the prefix filter).
-    pub(super) last: Revision,
+    /// The revision after the last one delivered (or skipped by the prefix filter).
+    pub(super) next: Revision,
     pub(super) tx: tokio::sync::mpsc::Sender<Result<Event, BackendError>>,
 }
 
@@ -66,17 +65,17 @@ impl WatchTask {
                 Ok(batch) => {
                     for event in batch.iter() {
                         let rev = event.kv.mod_revision;
-                        if rev <= self.last {
+                        if rev < self.next {
                             continue;
                         }
-                        if rev > self.last + 1 {
-                            self.catch_up(rev - 1).await?;
+                        if let Some(before) = rev.prev().filter(|before| *before >= self.next) {
+                            self.catch_up(before).await?;
                         }
                         self.deliver(event.clone()).await?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let upto = self.upgrade()?.current.load(Ordering::Acquire);
+                    let upto = self.upgrade()?.current.load();
                     self.catch_up(upto).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
@@ -93,20 +92,24 @@ impl WatchTask {
     }
 
     async fn deliver(&mut self, event: Event) -> Result<(), Stop> {
-        self.last = event.kv.mod_revision;
+        self.next = event
+            .kv
+            .mod_revision
+            .next()
+            .ok_or_else(|| Stop::Error(revision_overflow()))?;
         if event.kv.key.starts_with(&self.prefix) {
             self.tx.send(Ok(event)).await.map_err(|_| Stop::Dropped)?;
         }
         Ok(())
     }
 
-    /// Delivers every logged change in `last + 1 ..= upto` (all durable), reading the log in
+    /// Delivers every logged change in `next ..= upto` (all durable), reading the log in
     /// chunks; a missing entry means it was compacted away.
     async fn catch_up(&mut self, upto: Revision) -> Result<(), Stop> {
-        while self.last < upto {
+        while self.next <= upto {
             let chunk = {
                 let shared = self.upgrade()?;
-                read_log_chunk(&shared, self.last + 1, upto).map_err(Stop::Error)?
+                read_log_chunk(&shared, self.next, upto).map_err(Stop::Error)?
             };
             for event in chunk {
                 self.deliver(event).await?;
@@ -127,10 +130,10 @@ fn read_log_chunk(
         .log
         .range(rev_bytes(from)..=rev_bytes(upto))
         .take(REPLAY_CHUNK);
-    for (expected, item) in (from..).zip(entries) {
+    for (expected, item) in (from.get()..).zip(entries) {
         let (key, value) = item.map_err(sled_error)?;
         let rev = decode_rev_key(&key)?;
-        if rev != expected {
+        if rev.get() != expected {
             break;
         }
         let event = decode_event(&value)?;
@@ -143,7 +146,7 @@ fn read_log_chunk(
         events.push(event);
     }
     if events.is_empty() {
-        let compacted = shared.compacted.load(Ordering::Acquire);
+        let compacted = shared.compacted.load();
         return Err(if from < compacted {
             BackendError::Compacted {
                 requested: from,

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::codec::{encode_event, encode_record, rev_bytes};
 use super::files::FileSync;
 use super::retention::prune_log;
-use super::{Inflight, Shared, META_COMPACTED, META_CURRENT};
+use super::{revision_overflow, Inflight, Shared, META_COMPACTED, META_CURRENT};
 use crate::backend::{
     check_key, BackendError, Event, EventKind, Expect, KeyValue, Revision, WriteOutcome,
 };
@@ -155,8 +155,8 @@ impl Writer {
         requests: Vec<(Vec<u8>, WriteOp, Expect)>,
     ) -> Result<Vec<Result<WriteOutcome, BackendError>>, BackendError> {
         let shared = Arc::clone(&self.shared);
-        let start = shared.current.load(Ordering::Acquire);
-        let compacted_before = shared.compacted.load(Ordering::Acquire);
+        let start = shared.current.load();
+        let compacted_before = shared.compacted.load();
         let mut revision = start;
         let mut overlay: HashMap<Vec<u8>, Option<KeyValue>> = HashMap::new();
         let mut kv_batch = Batch::default();
@@ -191,11 +191,14 @@ impl Writer {
             }
             let (event, record) = match op {
                 WriteOp::Put(value) => {
-                    revision = next_revision(revision)?;
+                    revision = revision.next().ok_or_else(revision_overflow)?;
                     let kv = KeyValue {
                         key: key.clone(),
                         value,
-                        create_revision: current.as_ref().map_or(revision, |kv| kv.create_revision),
+                        create_revision: match &current {
+                            Some(kv) => kv.create_revision,
+                            None => Some(revision),
+                        },
                         mod_revision: revision,
                         version: match &current {
                             Some(kv) => kv.version.checked_add(1).ok_or_else(|| {
@@ -219,7 +222,7 @@ impl Writer {
                         outcomes.push(Ok(WriteOutcome::NotFound));
                         continue;
                     }
-                    revision = next_revision(revision)?;
+                    revision = revision.next().ok_or_else(revision_overflow)?;
                     kv_batch.remove(key.as_slice());
                     overlay.insert(key.clone(), None);
                     let event = Event {
@@ -227,7 +230,7 @@ impl Writer {
                         kv: KeyValue {
                             key: key.clone(),
                             value: Vec::new(),
-                            create_revision: 0,
+                            create_revision: None,
                             mod_revision: revision,
                             version: 0,
                         },
@@ -253,11 +256,11 @@ impl Writer {
             return Ok(outcomes);
         }
 
+        // The log keeps the last `log_retention` revisions: the oldest kept is the compacted one.
         let retention = i64::try_from(shared.opts.log_retention).unwrap_or(0);
-        let compacted = if retention > 0 {
-            compacted_before.max(revision - retention + 1)
-        } else {
-            compacted_before
+        let compacted = match Revision::new(revision.get() - retention + 1) {
+            Some(oldest_kept) if retention > 0 => compacted_before.max(oldest_kept),
+            _ => compacted_before,
         };
         let history_batch = self.history_changes(&changes, compacted)?;
         let mut meta_batch = Batch::default();
@@ -295,8 +298,8 @@ impl Writer {
         }
         {
             let mut guard = shared.write_guard();
-            shared.compacted.store(compacted, Ordering::Release);
-            shared.current.store(revision, Ordering::Release);
+            shared.compacted.store(compacted);
+            shared.current.store(revision);
             *guard = None;
         }
         shared.durable.send_replace((revision, false));
@@ -310,11 +313,6 @@ impl Writer {
         }
         Ok(outcomes)
     }
-}
-
-fn next_revision(rev: Revision) -> Result<Revision, BackendError> {
-    rev.checked_add(1)
-        .ok_or_else(|| BackendError::Corrupt("revision counter overflow".to_string()))
 }
 
 /// `BackendError` is not `Clone` (it is part of a shared API); a batch-wide error is copied to
