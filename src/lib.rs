@@ -53,6 +53,7 @@ pub mod manifest;
 pub mod names;
 pub mod pb;
 pub mod projection;
+pub mod reason;
 pub mod seal;
 pub mod server;
 pub mod store;

@@ -8,11 +8,9 @@
 //! - `encryption`: `keyward.v1.Encryption` ([`EncryptionService`]).
 //! - `auth`: [`Tokens`] and the [`Authenticator`] of TCP clients.
 //! - `serve`: [`serve`], [`TlsListener`] and [`ServeError`].
-//! - `reason`: [`Reason`] and its metadata key [`REASON_KEY`].
 
 mod auth;
 mod encryption;
-mod reason;
 mod secrets;
 mod serve;
 
@@ -21,9 +19,9 @@ use std::collections::BTreeMap;
 use tonic::{Code, Status};
 use zeroize::Zeroizing;
 
+pub use crate::reason::{bad_request, Reason, REASON_KEY};
 pub use auth::{Authenticator, Tokens};
 pub use encryption::EncryptionService;
-pub use reason::{Reason, REASON_KEY};
 pub use secrets::SecretsService;
 pub use serve::{serve, ServeError, TlsListener};
 
@@ -64,11 +62,6 @@ pub fn to_status(e: StoreError) -> Status {
         }
     };
     reason.status(code, e.to_string())
-}
-
-/// A malformed request: `InvalidArgument` with [`Reason::BadRequest`].
-pub fn bad_request(message: impl Into<String>) -> Status {
-    Reason::BadRequest.status(Code::InvalidArgument, message)
 }
 
 /// A protobuf Secret to the store's type.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use super::{
     invalid, limit, namespace_filter, raw_to_pb, resource_version, secret_from_pb, secret_id,
@@ -12,6 +12,7 @@ use super::{
 use crate::backend::Revision;
 use crate::names::FieldError;
 use crate::pb::keyward_v1 as pb;
+use crate::reason::{bad_request, Reason};
 use crate::store::{ChangeKind, Preconditions, ResourceVersion, Store};
 
 /// `keyward.v1.Secrets`.
@@ -43,9 +44,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
         let req = req.into_inner();
-        let s = req
-            .secret
-            .ok_or_else(|| Status::invalid_argument("secret: required"))?;
+        let s = req.secret.ok_or_else(|| bad_request("secret: required"))?;
         let s = self
             .store
             .create(secret_from_pb(s), req.dry_run)
@@ -58,9 +57,10 @@ impl pb::secrets_server::Secrets for SecretsService {
         let req = req.into_inner();
         let rev = match req.revision {
             0 => None,
-            r => Some(Revision::new(r).ok_or_else(|| {
-                Status::invalid_argument("revision: must be 0 (current) or positive")
-            })?),
+            r => Some(
+                Revision::new(r)
+                    .ok_or_else(|| bad_request("revision: must be 0 (current) or positive"))?,
+            ),
         };
         let id = secret_id(&req.namespace, &req.name)?;
         let s = self
@@ -76,9 +76,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
         let req = req.into_inner();
-        let s = req
-            .secret
-            .ok_or_else(|| Status::invalid_argument("secret: required"))?;
+        let s = req.secret.ok_or_else(|| bad_request("secret: required"))?;
         let s = self
             .store
             .update(secret_from_pb(s), req.dry_run)
@@ -223,10 +221,12 @@ impl pb::secrets_server::Secrets for SecretsService {
     ) -> Result<Response<pb::RawGetResponse>, Status> {
         let key = req.into_inner().key;
         if key.is_empty() {
-            return Err(Status::invalid_argument("key: required"));
+            return Err(bad_request("key: required"));
         }
         let kv = self.store.raw_get(&key).await.map_err(to_status)?;
-        let kv = kv.ok_or_else(|| Status::not_found(format!("key {key:?} not found")))?;
+        let kv = kv.ok_or_else(|| {
+            Reason::NotFound.status(Code::NotFound, format!("key {key:?} not found"))
+        })?;
         Ok(Response::new(pb::RawGetResponse {
             kv: Some(raw_to_pb(kv)),
         }))

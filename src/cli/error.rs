@@ -4,7 +4,7 @@
 
 use tonic::{Code, Status};
 
-use crate::api::Reason;
+use crate::reason::Reason;
 
 /// A command-line error: what went wrong and, when known, what to do about it.
 #[derive(Debug)]

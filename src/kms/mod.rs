@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroize;
 
-use crate::api::{bad_request, Reason};
 use crate::keyring::{KeyInfo, KeyState, Keyring, KeyringError};
 use crate::pb::keyward_v1 as admin_pb;
 use crate::pb::kms_v1beta1 as v1_pb;
 use crate::pb::kms_v2 as v2_pb;
+use crate::reason::{bad_request, Reason};
 
 /// The KMS v2 API version reported by `Status`.
 pub const V2_VERSION: &str = "v2";

@@ -1,8 +1,9 @@
 //! Why a call failed, as a machine-readable value carried in the gRPC status beside its code:
 //! the metadata entry [`REASON_KEY`] holds one of Kubernetes' `metav1.StatusReason` names
 //! ([`Reason`]), so a client decides what to tell its user without reading message text. Both
-//! keyward services set it: the store ([`to_status`](super::to_status)) and the KMS plugin
-//! ([`crate::kms::to_status`]).
+//! keyward services set it: the store ([`crate::api::to_status`]) and the KMS plugin
+//! ([`crate::kms::to_status`]); the CLI reads it. It lives below both services so that neither
+//! imports the other.
 
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -92,6 +93,11 @@ impl Reason {
         let value = status.metadata().get(REASON_KEY)?.to_str().ok()?;
         Reason::parse(value)
     }
+}
+
+/// A malformed request: `InvalidArgument` with [`Reason::BadRequest`].
+pub fn bad_request(message: impl Into<String>) -> Status {
+    Reason::BadRequest.status(Code::InvalidArgument, message)
 }
 
 impl std::fmt::Display for Reason {
