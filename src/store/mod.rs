@@ -1,6 +1,6 @@
 //! The secret store: Kubernetes Secret semantics (validation, `stringData`, `immutable`,
 //! `resourceVersion` conflicts, preconditions, history, rollback, watch) on a revisioned
-//! [`Backend`], every value encrypted by the configured [`Transformer`] chain.
+//! [`Backend`], every value encrypted by the configured [`Encryption`] chain.
 //!
 //! Objects are stored as Kubernetes JSON (`apiVersion: v1`, `kind: Secret`, base64 `data`)
 //! under `<prefix>/secrets/<namespace>/<name>`, exactly where kube-apiserver keeps them, and
