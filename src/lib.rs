@@ -13,6 +13,8 @@
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
 //!
 //! **The store** (`keyward server`): Kubernetes Secrets, encrypted at rest.
+//! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators.
+//! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, RBAC.
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.
 //! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the one
@@ -47,6 +49,8 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod authn;
+pub mod authz;
 pub mod backend;
 pub mod bench;
 pub mod cli;
