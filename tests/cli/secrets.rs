@@ -2,27 +2,25 @@
 //! a real `keyward dev` in a temp dir. Outputs are compared whole (stdout, stderr, exit code),
 //! with only the values that differ per run (uid, timestamps, revisions) normalised.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::normalise;
+use crate::support::normalise;
 
-struct Dev(common::DevServer);
+struct Dev(crate::support::DevServer);
 
 impl std::ops::Deref for Dev {
-    type Target = common::DevServer;
-    fn deref(&self) -> &common::DevServer {
+    type Target = crate::support::DevServer;
+    fn deref(&self) -> &crate::support::DevServer {
         &self.0
     }
 }
 
 impl Dev {
     fn start() -> Dev {
-        Dev(common::DevServer::start())
+        Dev(crate::support::DevServer::start())
     }
 
     /// Runs keyward with `--server` and `env`; returns (exit code, stdout, stderr).
@@ -361,7 +359,7 @@ fn edit_with_a_scripted_editor() {
         "race.sh",
         &format!(
             "{bin} create secret generic tmp --from-literal=a=b --server {server} >/dev/null\n{bin} delete secret app --server {server} >/dev/null\n{bin} create secret generic app --from-literal=mode=theirs --server {server} >/dev/null\nsed -i 's/ZmluYWw=/bWluZQ==/' \"$1\"",
-            bin = common::bin()
+            bin = crate::support::bin()
         ),
     );
     let (code, _, err) = dev.kw_env(&["edit", "secret", "app"], &[("EDITOR", &racer)]);
@@ -444,7 +442,7 @@ fn get_watch_streams_changes() {
         "before",
         "--from-literal=k=v",
     ]);
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(crate::support::bin())
         .args(["get", "secrets", "--watch", "--server", &dev.server])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
