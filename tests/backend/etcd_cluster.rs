@@ -106,15 +106,7 @@ impl Server {
 }
 
 fn secret(ns: &str, name: &str, key: &str, value: &[u8]) -> pb::Secret {
-    pb::Secret {
-        metadata: Some(pb::ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
-            ..Default::default()
-        }),
-        data: [(key.to_owned(), value.to_vec())].into_iter().collect(),
-        ..Default::default()
-    }
+    crate::support::store::pb_secret(ns, name, &[(key, value)])
 }
 
 fn rv(s: &pb::Secret) -> i64 {

@@ -54,12 +54,6 @@ impl Dev {
         Dev(crate::support::DevServer::start())
     }
 
-    fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
-        let p = self.path(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-
     /// Runs keyward in the temp dir with `--server`, optionally feeding `stdin`.
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
         let (code, stdout, stderr) = self.command(args, &[], stdin);

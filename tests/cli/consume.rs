@@ -158,18 +158,7 @@ impl Env {
 }
 
 async fn put_with(c: &mut SecretsClient<Channel>, ns: &str, name: &str, data: &[(&str, &[u8])]) {
-    let secret = pb::Secret {
-        metadata: Some(pb::ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
-            ..Default::default()
-        }),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect(),
-        ..Default::default()
-    };
+    let secret = crate::support::store::pb_secret(ns, name, data);
     let exists = c
         .get(pb::GetRequest {
             namespace: ns.into(),

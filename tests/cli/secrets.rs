@@ -7,37 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::support::normalise;
-
-struct Dev(crate::support::DevServer);
-
-impl std::ops::Deref for Dev {
-    type Target = crate::support::DevServer;
-    fn deref(&self) -> &crate::support::DevServer {
-        &self.0
-    }
-}
-
-impl Dev {
-    fn start() -> Dev {
-        Dev(crate::support::DevServer::start())
-    }
-
-    /// Runs keyward with `--server` and `env`; returns (exit code, stdout, stderr).
-    fn kw_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-        self.command(args, env, None)
-    }
-
-    fn kw(&self, args: &[&str]) -> (i32, String, String) {
-        self.kw_env(args, &[])
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.kw(args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        out
-    }
-}
+use crate::support::{normalise, DevServer as Dev};
 
 #[test]
 fn create_generic_get_describe_delete() {

@@ -5,32 +5,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::support::store::{secret_v, sled_store};
 use crate::support::{config_text, kms_v2_provider, name, ns, Plugin};
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions};
 use keyward::store::migrate::MigrateOptions;
-use keyward::store::model::SecretBytes;
 use keyward::store::{Secret, Store};
 
 async fn store_for(plugin: &Plugin, dir: &std::path::Path) -> Arc<Store> {
-    let text = config_text(&kms_v2_provider(&plugin.socket));
-    let cfg = config::parse(&text, ParseOptions::default()).unwrap();
-    let backend = SledBackend::open(dir, SledOptions::default()).unwrap();
-    Arc::new(Store::new(
-        Arc::new(backend),
-        Arc::new(Encryption::build(&cfg).await),
-        "/registry",
-    ))
+    sled_store(dir, &config_text(&kms_v2_provider(&plugin.socket))).await
 }
 
 fn secret(name: &str, value: &str) -> Secret {
-    let mut s = Secret::default();
-    s.metadata.name = name.into();
-    s.metadata.namespace = "drill".into();
-    s.data
-        .insert("v".into(), SecretBytes::new(value.as_bytes().to_vec()));
-    s
+    secret_v("drill", name, value.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,6 @@ use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::crypto::Algorithm;
 use keyward::encryption::reload::{self, ReloadOptions, ReloadOutcome, ReloadStatus, Reloader};
 use keyward::encryption::{config, Encryption, ParseOptions};
-use keyward::store::model::{ObjectMeta, SecretBytes};
 use keyward::store::{Secret, Store};
 use tokio::sync::watch;
 
@@ -365,15 +364,7 @@ async fn dropping_the_reloader_stops_reloading() {
 }
 
 fn secret(name: &str, value: &[u8]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        },
-        data: [("v".to_owned(), SecretBytes::new(value.to_vec()))].into(),
-        ..Default::default()
-    }
+    crate::support::store::secret_v("default", name, value)
 }
 
 #[tokio::test]

@@ -123,18 +123,7 @@ impl TestStore {
 }
 
 fn secret(ns: &str, name: &str, data: &[(&str, &[u8])]) -> pb::Secret {
-    pb::Secret {
-        metadata: Some(pb::ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
-            ..Default::default()
-        }),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).into(), v.to_vec()))
-            .collect(),
-        ..Default::default()
-    }
+    crate::support::store::pb_secret(ns, name, data)
 }
 
 fn meta(s: &pb::Secret) -> &pb::ObjectMeta {

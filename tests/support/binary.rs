@@ -201,6 +201,30 @@ impl DevServer {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     }
+
+    /// [`DevServer::command`] with `env` and no stdin.
+    pub fn kw_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        self.command(args, env, None)
+    }
+
+    /// [`DevServer::command`] with no stdin.
+    pub fn kw(&self, args: &[&str]) -> (i32, String, String) {
+        self.kw_env(args, &[])
+    }
+
+    /// [`DevServer::kw`], which must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.kw(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    }
+
+    /// Writes `content` to `rel` in the temp dir, creating its directories.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().expect("a path in the temp dir")).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
 }
 
 /// Replaces the per-run values of a printed object (uid, creationTimestamp, resourceVersion)

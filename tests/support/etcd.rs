@@ -12,15 +12,8 @@ use super::free_port;
 /// The etcd binary: `KEYWARD_ETCD_BIN`, else `etcd` on `PATH`.
 pub fn etcd_bin() -> String {
     let bin = std::env::var("KEYWARD_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
     assert!(
-        found,
+        runs(&bin, "--version"),
         "etcd is needed for this test and was not found as {bin:?}: install Debian's etcd-server \
          (apt-get install etcd-server), or set KEYWARD_ETCD_BIN"
     );
@@ -30,20 +23,24 @@ pub fn etcd_bin() -> String {
 /// `etcdctl`, or a failure saying how to install it.
 pub fn require_etcdctl() -> String {
     super::require_tool("etcdctl", "apt-get install etcd-client");
-    let ok = Command::new("etcdctl")
-        .arg("version")
+    assert!(
+        runs("etcdctl", "version"),
+        "etcdctl is needed for this test and `etcdctl version` failed: install Debian's \
+         etcd-client (apt-get install etcd-client)"
+    );
+    "etcdctl".to_owned()
+}
+
+/// Whether `program arg` runs and succeeds (etcdctl speaking the v3 API).
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
         .env("ETCDCTL_API", "3")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "etcdctl is needed for this test and `etcdctl version` failed: install Debian's \
-         etcd-client (apt-get install etcd-client)"
-    );
-    "etcdctl".to_owned()
+        .unwrap_or(false)
 }
 
 /// The command line of one etcd member named `name` with its data in `data_dir`, serving

@@ -3,8 +3,14 @@
 //! lines for the store under test.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use keyward::backend::sled::{SledBackend, SledOptions};
+use keyward::encryption::{config, Encryption, ParseOptions};
+use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
+use keyward::store::model::SecretBytes;
+use keyward::store::{Secret, Store};
 use keyward::uds as socket;
 use tonic::transport::Channel;
 
@@ -137,4 +143,41 @@ pub async fn secrets_client(socket: &Path) -> SecretsClient<Channel> {
             .await
             .expect("connect to keyward"),
     )
+}
+
+/// A store without a server, on a sled directory at `dir`, encrypting as the
+/// EncryptionConfiguration `text` says, under `/registry`.
+pub async fn sled_store(dir: &Path, text: &str) -> Arc<Store> {
+    let cfg = config::parse(text, ParseOptions::default()).expect("a valid configuration");
+    let backend = SledBackend::open(dir, SledOptions::default()).expect("open the sled store");
+    Arc::new(Store::new(
+        Arc::new(backend),
+        Arc::new(Encryption::build(&cfg).await),
+        "/registry",
+    ))
+}
+
+/// The Secret `namespace/name` whose key `v` holds `value`.
+pub fn secret_v(namespace: &str, name: &str, value: &[u8]) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = name.into();
+    s.metadata.namespace = namespace.into();
+    s.data.insert("v".into(), SecretBytes::new(value.to_vec()));
+    s
+}
+
+/// The API Secret `ns/name` with `data` (key, value) pairs, as a client sends it.
+pub fn pb_secret(ns: &str, name: &str, data: &[(&str, &[u8])]) -> pb::Secret {
+    pb::Secret {
+        metadata: Some(pb::ObjectMeta {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }),
+        data: data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect(),
+        ..Default::default()
+    }
 }
