@@ -25,13 +25,10 @@ use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::backend::{Backend, Expect, WriteOutcome};
 use keyward::crypto::Algorithm;
 use keyward::pb::keyward_v1::RotateRequest;
-use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
-use keyward::pb::kms_v2::StatusRequest;
 use keyward::store::migrate::MigrateOptions;
-use support::plugin::{admin_client, v2_client, Cluster};
+use support::plugin::{admin_client, v2_client, wait_for_key_id, Cluster};
 use support::store::{secret_v, sled_store};
 use support::{config_text, kms_v2_provider, Plugin};
-use tonic::transport::Channel;
 
 /// How much work a run does.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -204,7 +201,9 @@ fn rotation_propagation(rt: &tokio::runtime::Runtime, size: Size) {
             for (i, client) in clients.iter_mut().enumerate() {
                 // Each peer is polled only after the previous one has the key: the second
                 // figure is an upper bound, as the watch may have delivered it meanwhile.
-                took[i].push(wait_for_key_id(client, &key_id, returned).await);
+                took[i].push(
+                    wait_for_key_id(client, &key_id, returned, Duration::from_millis(1)).await,
+                );
             }
         }
     });
@@ -218,27 +217,5 @@ fn rotation_propagation(rt: &tokio::runtime::Runtime, size: Size) {
             t[t.len() / 2],
             t[t.len() - 1]
         );
-    }
-}
-
-/// Polls a replica's Status every millisecond until it reports `key_id`; the time since `since`.
-/// Gives up after 15 s.
-async fn wait_for_key_id(client: &mut V2Client<Channel>, key_id: &str, since: Instant) -> Duration {
-    loop {
-        let s = client
-            .status(StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        let (got, healthz) = (s.key_id, s.healthz);
-        assert_eq!(healthz, "ok");
-        if got == key_id {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(15),
-            "replica still reports {got}, not {key_id}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -5,25 +5,22 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::etcd::Etcd;
-use crate::support::plugin::{admin_client, decrypt, encrypt, init_in_etcd, status, Cluster};
+use crate::support::plugin::{
+    self, admin_client, decrypt, encrypt, init_in_etcd, status, v2_client, Cluster,
+};
 use crate::support::{bin, run};
 use keyward::pb::keyward_v1::{ListKeysRequest, RotateRequest};
 
 /// Waits until replica `socket` reports `key_id` (the watch carries rotations within seconds).
 async fn wait_for_key_id(socket: &Path, key_id: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        let (got, healthz) = status(socket).await;
-        assert_eq!(healthz, "ok");
-        if got == key_id {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "replica still reports {got}, not {key_id}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut client = v2_client(socket).await;
+    plugin::wait_for_key_id(
+        &mut client,
+        key_id,
+        Instant::now(),
+        Duration::from_millis(20),
+    )
+    .await
 }
 
 async fn primaries(admin_socket: &Path) -> Vec<String> {

@@ -229,6 +229,33 @@ pub async fn decrypt(
         .map(|r| r.into_inner().plaintext)
 }
 
+/// Polls `client`'s KMS v2 `Status` every `every` until it reports `key_id` (healthz staying
+/// `ok`); returns the time since `since`. Gives up after 15 s.
+pub async fn wait_for_key_id(
+    client: &mut V2Client<Channel>,
+    key_id: &str,
+    since: std::time::Instant,
+    every: std::time::Duration,
+) -> std::time::Duration {
+    loop {
+        let s = client
+            .status(StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        assert_eq!(s.healthz, "ok");
+        if s.key_id == key_id {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(15),
+            "replica still reports {}, not {key_id}",
+            s.key_id
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// One `keyward kms serve --keyring etcd` child of a [`Cluster`].
 pub struct Replica {
     /// Its KMS socket.
