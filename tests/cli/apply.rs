@@ -4,7 +4,7 @@
 //!
 //! The kustomize name-suffix hashes pinned here were produced by `kubectl kustomize`
 //! (kustomize v5.0.1, v5.5.0 and v5.6.0) for the same inputs; `kustomize_matches_kubectl`
-//! repeats that comparison live when `kubectl` is installed.
+//! repeats that comparison live (it needs `kubectl`, and fails saying so without it).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -40,6 +40,7 @@ fn out(code: i32, stdout: &str, stderr: &str) -> Out {
     }
 }
 
+/// The dev server, with commands whose whole result ([`Out`]) is compared.
 struct Dev(crate::support::DevServer);
 
 impl std::ops::Deref for Dev {
