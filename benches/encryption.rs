@@ -3,43 +3,29 @@
 //! Unix socket: kms v2 reads hit the seed cache (no plugin call), kms v1 writes call the plugin
 //! once per write (a new DEK each time).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions, Transformer};
-use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
-use keyward::kms::PluginServer;
-use keyward::seal::{self, SealSpec};
-use keyward::uds;
+use support::{config_text, keys_provider, kms_provider, Plugin};
 
 const KEY: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
 const SK: &str = "/registry/secrets/default/bench";
 
-fn providers(socket: &str) -> Vec<(&'static str, String)> {
+fn providers(socket: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("identity", "      - identity: {}\n".into()),
-        (
-            "aescbc",
-            format!("      - aescbc: {{keys: [{{name: k, secret: {KEY}}}]}}\n"),
-        ),
-        (
-            "aesgcm",
-            format!("      - aesgcm: {{keys: [{{name: k, secret: {KEY}}}]}}\n"),
-        ),
-        (
-            "secretbox",
-            format!("      - secretbox: {{keys: [{{name: k, secret: {KEY}}}]}}\n"),
-        ),
-        (
-            "kms-v1",
-            format!("      - kms: {{apiVersion: v1, name: k, endpoint: 'unix://{socket}'}}\n"),
-        ),
-        (
-            "kms-v2",
-            format!("      - kms: {{apiVersion: v2, name: k, endpoint: 'unix://{socket}'}}\n"),
-        ),
+        ("aescbc", keys_provider("aescbc", &[("k", KEY)])),
+        ("aesgcm", keys_provider("aesgcm", &[("k", KEY)])),
+        ("secretbox", keys_provider("secretbox", &[("k", KEY)])),
+        ("kms-v1", kms_provider("v1", "k", socket)),
+        ("kms-v2", kms_provider("v2", "k", socket)),
     ]
 }
 
@@ -49,43 +35,16 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("root.key");
-    seal::generate_keyfile(&key).expect("key file");
-    let spec = SealSpec::KeyFile(key);
-    let data = KeyringLocation::Dir(dir.path().join("data"));
-    let socket = dir.path().join("kms.sock");
-    let plugin = rt.block_on(async {
-        Keyring::init(
-            &data,
-            &spec,
-            &InitOptions {
-                algorithm: Algorithm::Aes256Gcm,
-                kdf: None,
-            },
-        )
-        .await
-        .expect("init");
-        let keyring = Keyring::open(&data, &spec, RotationPolicy::default())
-            .await
-            .expect("open");
-        PluginServer::start(keyring, &socket, None, uds::SocketAccess::default()).expect("bind")
-    });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(plugin.serve(async move {
-        let _ = stop_rx.await;
-    }));
+    // keyward's plugin served in this process on a Unix socket, as the CLI serves it.
+    let plugin = rt.block_on(Plugin::start(Algorithm::Aes256Gcm));
 
     let value = vec![0x5au8; 1024];
     let mut to = c.benchmark_group("to_storage_1KiB");
     to.throughput(Throughput::Bytes(1024));
     let mut chains: Vec<(&str, Arc<Transformer>, Encryption)> = Vec::new();
-    for (name, yaml) in providers(&socket.display().to_string()) {
-        let text = format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{yaml}"
-        );
+    for (name, yaml) in providers(&plugin.socket) {
         let cfg = config::parse(
-            &text,
+            &config_text(&yaml),
             ParseOptions {
                 kms_v1: true,
                 reload: false,
@@ -112,8 +71,7 @@ fn bench(c: &mut Criterion) {
     }
     from.finish();
     drop(chains);
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(server);
+    rt.block_on(plugin.stop());
 }
 
 criterion_group! {

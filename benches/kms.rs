@@ -4,21 +4,21 @@
 //!
 //! Run: `cargo bench --bench kms`. Figures and how to read them: docs/benchmarks.md.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keyward::crypto::Algorithm;
-use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
-use keyward::kms::PluginServer;
+use keyward::keyring::Keyring;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use keyward::pb::kms_v2::{DecryptRequest, EncryptRequest, StatusRequest};
-use keyward::seal::{self, SealSpec};
 use keyward::uds;
+use support::{Plugin, TempKeyring};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
@@ -27,32 +27,10 @@ const SEED: [u8; 32] = [0x5a; 32];
 /// In-flight calls in the concurrent variants.
 const CONCURRENCY: usize = 64;
 
-/// A keyring sealed by a fresh key file, in a temp dir that lives as long as the keyring.
-struct TempKeyring {
-    keyring: Keyring,
-    dir: tempfile::TempDir,
-}
-
-async fn temp_keyring(algorithm: Algorithm) -> TempKeyring {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("root.key");
-    seal::generate_keyfile(&key).expect("generate key file");
-    let spec = SealSpec::KeyFile(key);
-    let data = KeyringLocation::Dir(dir.path().join("data"));
-    Keyring::init(
-        &data,
-        &spec,
-        &InitOptions {
-            algorithm,
-            kdf: None,
-        },
-    )
-    .await
-    .expect("init keyring");
-    let keyring = Keyring::open(&data, &spec, RotationPolicy::default())
-        .await
-        .expect("open keyring");
-    TempKeyring { keyring, dir }
+/// A fresh keyring of `algorithm` and the temp dir it lives in.
+fn temp_keyring(rt: &Runtime, algorithm: Algorithm) -> (Keyring, TempKeyring) {
+    let k = rt.block_on(TempKeyring::init(algorithm));
+    (k.open(), k)
 }
 
 /// A runtime for the keyring benches: one thread, as the calls do no I/O (criterion runs each
@@ -69,10 +47,10 @@ fn keyring_wrap(c: &mut Criterion) {
     let mut group = c.benchmark_group("keyring_wrap");
     group.throughput(Throughput::Elements(1));
     for alg in Algorithm::ALL {
-        let k = rt.block_on(temp_keyring(alg));
+        let (keyring, _dir) = temp_keyring(&rt, alg);
         group.bench_function(BenchmarkId::from_parameter(alg.name()), |b| {
             b.to_async(&rt)
-                .iter(|| async { k.keyring.encrypt(black_box(&SEED)).await.expect("encrypt") })
+                .iter(|| async { keyring.encrypt(black_box(&SEED)).await.expect("encrypt") })
         });
     }
     group.finish();
@@ -83,11 +61,11 @@ fn keyring_unwrap(c: &mut Criterion) {
     let mut group = c.benchmark_group("keyring_unwrap");
     group.throughput(Throughput::Elements(1));
     for alg in Algorithm::ALL {
-        let k = rt.block_on(temp_keyring(alg));
-        let (ct, key_id) = rt.block_on(k.keyring.encrypt(&SEED)).expect("encrypt");
+        let (keyring, _dir) = temp_keyring(&rt, alg);
+        let (ct, key_id) = rt.block_on(keyring.encrypt(&SEED)).expect("encrypt");
         group.bench_function(BenchmarkId::from_parameter(alg.name()), |b| {
             b.to_async(&rt).iter(|| async {
-                k.keyring
+                keyring
                     .decrypt(black_box(&ct), Some(black_box(&key_id)))
                     .await
                     .expect("decrypt")
@@ -97,48 +75,19 @@ fn keyring_unwrap(c: &mut Criterion) {
     group.finish();
 }
 
-/// The plugin served in-process on one Unix socket, and one channel to it.
-struct Served {
-    socket: PathBuf,
-    channel: Channel,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    _keyring: TempKeyring,
-}
-
-async fn serve(algorithm: Algorithm) -> Served {
-    let k = temp_keyring(algorithm).await;
-    let socket = k.dir.path().join("kms.sock");
-    let server = PluginServer::start(
-        k.keyring.clone(),
-        &socket,
-        None,
-        uds::SocketAccess::default(),
-    )
-    .expect("bind");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(async move {
-        let _ = stopped.await;
-    }));
-    let channel = uds::unix_channel(&socket).await.expect("connect");
-    Served {
-        socket,
-        channel,
-        stop,
-        task,
-        _keyring: k,
-    }
-}
-
 fn rpc_unix_socket(c: &mut Criterion) {
     let rt: Runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let served = rt.block_on(serve(Algorithm::Aes256Gcm));
-    let v2 = KeyManagementServiceClient::new(served.channel.clone());
-    let health = HealthClient::new(served.channel.clone());
+    // The plugin served in-process as the CLI serves it, and one channel to it.
+    let plugin = rt.block_on(Plugin::start(Algorithm::Aes256Gcm));
+    let channel = rt
+        .block_on(uds::unix_channel(&plugin.socket))
+        .expect("connect");
+    let v2 = KeyManagementServiceClient::new(channel.clone());
+    let health = HealthClient::new(channel.clone());
 
     // One wrapped seed to decrypt, made through the plugin; and a check that every call works
     // before anything is timed.
@@ -244,19 +193,9 @@ fn rpc_unix_socket(c: &mut Criterion) {
     });
     group.finish();
 
-    drop((v2, health));
-    let Served {
-        socket,
-        channel,
-        stop,
-        task,
-        _keyring,
-    } = served;
-    drop(channel);
-    let _ = stop.send(());
-    rt.block_on(task)
-        .expect("server task")
-        .expect("server stopped cleanly");
+    drop((v2, health, channel));
+    let socket = plugin.socket.clone();
+    rt.block_on(plugin.stop());
     assert!(!socket.exists(), "socket removed on shutdown");
 }
 

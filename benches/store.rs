@@ -3,6 +3,9 @@
 //! identity provider and with KMS v2 through keyward's plugin, from 1 and 16 concurrent
 //! clients. The ratio kms-v2 / identity is the cost of encryption; 16 / 1 shows group commit.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,13 +13,11 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keyward::backend::BackendSpec;
 use keyward::crypto::Algorithm;
-use keyward::keyring::{InitOptions, Keyring, KeyringLocation, RotationPolicy};
-use keyward::kms::PluginServer;
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
-use keyward::seal::{self, SealSpec};
-use keyward::server::{StoreOptions, StoreServer};
+use keyward::server::StoreOptions;
 use keyward::uds;
+use support::{encryption_config, kms_v2_provider, Plugin, StoreHarness};
 use tonic::transport::Channel;
 
 /// Operations per client per iteration.
@@ -35,62 +36,31 @@ fn secret(name: String) -> pb::Secret {
 }
 
 struct Setup {
+    _plugin: Plugin,
+    _store: StoreHarness,
     _dir: tempfile::TempDir,
     clients: Vec<SecretsClient<Channel>>,
 }
 
 async fn setup(provider: &str) -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("root.key");
-    seal::generate_keyfile(&key).expect("key");
-    let spec = SealSpec::KeyFile(key);
-    let data = KeyringLocation::Dir(dir.path().join("kms"));
-    Keyring::init(
-        &data,
-        &spec,
-        &InitOptions {
-            algorithm: Algorithm::Aes256Gcm,
-            kdf: None,
-        },
-    )
-    .await
-    .expect("init");
-    let keyring = Keyring::open(&data, &spec, RotationPolicy::default())
-        .await
-        .expect("open");
-    let kms_sock = dir.path().join("kms.sock");
-    let plugin =
-        PluginServer::start(keyring, &kms_sock, None, uds::SocketAccess::default()).expect("bind");
-    tokio::spawn(plugin.serve(std::future::pending()));
+    // keyward's plugin and store served in this process on Unix sockets, as the CLI serves them.
+    let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
     let providers = match provider {
-        "kms-v2" => format!(
-            "      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
-            kms_sock.display()
-        ),
+        "kms-v2" => kms_v2_provider(&plugin.socket),
         _ => "      - identity: {}\n".to_owned(),
     };
-    let config = dir.path().join("encryption-config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
-        ),
-    )
-    .expect("config");
-    let sock = dir.path().join("keyward.sock");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = encryption_config(dir.path(), &providers);
     let options = StoreOptions::new(
         BackendSpec::sled(dir.path().join("store")),
         config,
-        sock.clone(),
+        dir.path().join("keyward.sock"),
     );
-    let server = StoreServer::start(options, std::future::pending())
-        .await
-        .expect("store server");
-    tokio::spawn(server.serve());
+    let store = StoreHarness::start(options).await;
     let mut clients = Vec::new();
     for _ in 0..16 {
         clients.push(SecretsClient::new(
-            uds::unix_channel(&sock).await.expect("connect"),
+            uds::unix_channel(&store.socket).await.expect("connect"),
         ));
     }
     // Something to read.
@@ -103,7 +73,12 @@ async fn setup(provider: &str) -> Setup {
         .await
         .expect("seed");
     }
-    Setup { _dir: dir, clients }
+    Setup {
+        _plugin: plugin,
+        _store: store,
+        _dir: dir,
+        clients,
+    }
 }
 
 fn bench(c: &mut Criterion) {

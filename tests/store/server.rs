@@ -2,35 +2,18 @@
 //! client authentication (certificates and bearer tokens), refusals of unsafe settings, and
 //! restarts that keep every Secret.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{run, Proc};
+use crate::support::free_port;
+use crate::support::store::{aesgcm_config, secrets_client, write_private};
+use crate::support::{run, Proc};
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
 use rustix::process::Signal;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
-
-const KEY: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
-
-fn write_private(path: &Path, data: &[u8]) {
-    fs::write(path, data).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn aesgcm_config(dir: &Path) -> PathBuf {
-    let p = dir.join("enc.yaml");
-    write_private(
-        &p,
-        format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {{keys: [{{name: k1, secret: {KEY}}}]}}\n").as_bytes(),
-    );
-    p
-}
 
 fn secret(name: &str, v: &[u8]) -> pb::CreateRequest {
     pb::CreateRequest {
@@ -47,14 +30,7 @@ fn secret(name: &str, v: &[u8]) -> pb::CreateRequest {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn unix_client(sock: &Path) -> SecretsClient<Channel> {
-    SecretsClient::new(keyward::uds::unix_channel(sock).await.unwrap())
+    crate::support::client_runtime()
 }
 
 #[test]
@@ -78,7 +54,7 @@ fn dev_runs_plugin_and_store_and_keeps_secrets_across_restarts() {
             );
         }
         rt.block_on(async {
-            let mut c = unix_client(&sock).await;
+            let mut c = secrets_client(&sock).await;
             c.create(secret("db", b"s3cret-dev-value")).await.unwrap();
         });
         let (ok, out, err) = run(&[
@@ -115,7 +91,7 @@ fn dev_runs_plugin_and_store_and_keeps_secrets_across_restarts() {
         &sock,
     );
     rt.block_on(async {
-        let mut c = unix_client(&sock).await;
+        let mut c = secrets_client(&sock).await;
         let s = c
             .get(pb::GetRequest {
                 namespace: String::new(),
@@ -149,7 +125,7 @@ fn statuses_carry_a_reason_and_logs_no_colour() {
         v.to_str().unwrap().to_owned()
     };
     rt().block_on(async {
-        let mut c = unix_client(&sock).await;
+        let mut c = secrets_client(&sock).await;
         c.create(secret("db", b"v")).await.unwrap();
         let e = c.create(secret("db", b"v")).await.unwrap_err();
         assert_eq!(
@@ -316,14 +292,6 @@ fn pki() -> Pki {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn tls_channel(
     port: u16,
     ca: &str,
@@ -444,7 +412,7 @@ fn tcp_listener_requires_tls_and_client_authentication() {
             assert!(create_with_token(ch, Some(token), "plain").await.is_err());
         }
         // Both show up on the Unix socket (no authentication there: 0600 protects it).
-        let mut c = unix_client(&sock).await;
+        let mut c = secrets_client(&sock).await;
         let list = c
             .list(pb::ListRequest::default())
             .await

@@ -1,12 +1,12 @@
 //! Runs the README walkthrough verbatim against a fresh `keyward dev`: every command must
 //! succeed, except those marked `# refused`, which must fail.
 
-mod common;
-
 use std::process::Command;
 
+use crate::support::Proc;
+
 fn walkthrough() -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme
         .find("<!-- walkthrough -->")
         .expect("walkthrough start marker");
@@ -39,23 +39,10 @@ fn readme_walkthrough_works_verbatim() {
     let sock = dir.path().join("keyward-dev/keyward.sock");
     let log = dir.path().join("dev.log");
     // `keyward dev` with its default data directory, in the walkthrough's working directory.
-    let mut cmd = Command::new(common::bin());
-    cmd.arg("dev")
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut dev = KillOnDrop(cmd.spawn().unwrap());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "keyward dev did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        assert!(dev.0.try_wait().unwrap().is_none(), "keyward dev exited");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let bin_dir = std::path::Path::new(common::bin())
+    let mut cmd = crate::support::binary::command(&["dev"]);
+    cmd.current_dir(dir.path());
+    let _dev = Proc::start(cmd, &log, &[&sock]);
+    let bin_dir = std::path::Path::new(crate::support::bin())
         .parent()
         .unwrap()
         .to_owned();
@@ -64,7 +51,7 @@ fn readme_walkthrough_works_verbatim() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
+    let out = Command::new(crate::support::tools::bash())
         .arg("-c")
         .arg(format!("set -euo pipefail\n{script}"))
         .current_dir(dir.path())
@@ -110,13 +97,4 @@ fn readme_walkthrough_works_verbatim() {
         after.contains("admin"),
         "rollback restored the first version:\n{after}"
     );
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

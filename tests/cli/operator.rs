@@ -1,18 +1,15 @@
 //! The `keyward` binary as an operator uses it: key files, init, serve, signals, restarts,
 //! admin commands and log hygiene. Every test runs the real binary on real sockets.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::plugin::{decrypt, encrypt, status, v2_client};
+use crate::support::{run, Proc};
 use base64::Engine;
-use common::{run, Proc};
 use keyward::pb::kms_v2 as v2;
-use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient;
-use keyward::uds::unix_channel;
 use rustix::process::Signal;
 
 struct Setup {
@@ -83,50 +80,11 @@ impl Setup {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn client(sock: &Path) -> KeyManagementServiceClient<tonic::transport::Channel> {
-    KeyManagementServiceClient::new(unix_channel(sock).await.unwrap())
-}
-
-async fn encrypt(sock: &Path, pt: &[u8]) -> (Vec<u8>, String) {
-    let r = client(sock)
-        .await
-        .encrypt(v2::EncryptRequest {
-            plaintext: pt.to_vec(),
-            uid: "u".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (r.ciphertext, r.key_id)
-}
-
-async fn decrypt(sock: &Path, ct: &[u8], key_id: &str) -> Result<Vec<u8>, tonic::Status> {
-    client(sock)
-        .await
-        .decrypt(v2::DecryptRequest {
-            ciphertext: ct.to_vec(),
-            uid: "u".into(),
-            key_id: key_id.into(),
-            annotations: Default::default(),
-        })
-        .await
-        .map(|r| r.into_inner().plaintext)
+    crate::support::client_runtime()
 }
 
 async fn status_key_id(sock: &Path) -> String {
-    client(sock)
-        .await
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .key_id
+    status(sock).await.0
 }
 
 #[test]
@@ -298,7 +256,7 @@ fn sigterm_drains_and_removes_sockets() {
     let sock = s.p("kms.sock");
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let load = rt.spawn(async move {
-        let mut c = client(&sock).await;
+        let mut c = v2_client(&sock).await;
         c.status(v2::StatusRequest {}).await.unwrap();
         started_tx.send(()).unwrap();
         let mut ok = 0;
@@ -712,11 +670,11 @@ fn completion_scripts_for_bash_zsh_and_fish() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keyward.bash");
     fs::write(&path, bash).unwrap();
-    let check = std::process::Command::new("bash")
+    let check = std::process::Command::new(crate::support::tools::bash())
         .arg("-n")
         .arg(&path)
         .output()
-        .expect("bash is installed");
+        .expect("run bash");
     assert!(
         check.status.success(),
         "bash -n: {}",

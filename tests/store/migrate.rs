@@ -2,40 +2,23 @@
 //! updating some of them, and prove that nothing is lost, nothing still needs A, and A can be
 //! retired. Also an interrupted migration finishing on a rerun, and the CLI commands.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use common::{name, ns, Plugin};
+use crate::support::store::{secret_v, sled_store};
+use crate::support::{config_text, kms_v2_provider, name, ns, Plugin};
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions};
 use keyward::store::migrate::MigrateOptions;
-use keyward::store::model::SecretBytes;
 use keyward::store::{Secret, Store};
 
 async fn store_for(plugin: &Plugin, dir: &std::path::Path) -> Arc<Store> {
-    let text = format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
-        plugin.socket.display()
-    );
-    let cfg = config::parse(&text, ParseOptions::default()).unwrap();
-    let backend = SledBackend::open(dir, SledOptions::default()).unwrap();
-    Arc::new(Store::new(
-        Arc::new(backend),
-        Arc::new(Encryption::build(&cfg).await),
-        "/registry",
-    ))
+    sled_store(dir, &config_text(&kms_v2_provider(&plugin.socket))).await
 }
 
 fn secret(name: &str, value: &str) -> Secret {
-    let mut s = Secret::default();
-    s.metadata.name = name.into();
-    s.metadata.namespace = "drill".into();
-    s.data
-        .insert("v".into(), SecretBytes::new(value.as_bytes().to_vec()));
-    s
+    secret_v("drill", name, value.as_bytes())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +207,7 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("kw");
     let sock = data.join("keyward.sock");
-    let _dev = common::Proc::spawn(
+    let _dev = crate::support::Proc::spawn(
         &["dev", "--data", data.to_str().unwrap()],
         &[],
         &dir.path().join("log"),
@@ -235,7 +218,7 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     let kw = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--server", &server]);
-        common::run(&all)
+        crate::support::run(&all)
     };
     for i in 0..5 {
         assert!(
@@ -260,7 +243,7 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let old = v["kmsKeyIds"][0].as_str().unwrap().to_owned();
-    let (ok, _, err) = common::run(&["kms", "rotate", "--admin-socket", &admin]);
+    let (ok, _, err) = crate::support::run(&["kms", "rotate", "--admin-socket", &admin]);
     assert!(ok, "{err}");
     let (ok, out, _) = kw(&["encryption", "status", "-o", "json"]);
     assert!(ok);
@@ -310,9 +293,7 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
 async fn undecryptable_objects_are_reported_and_deletable_only_explicitly() {
     use keyward::store::{Preconditions, StoreError};
     let cfg = |keys: &str| {
-        let text = format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {{keys: [{keys}]}}\n"
-        );
+        let text = config_text(&format!("      - aesgcm: {{keys: [{keys}]}}\n"));
         config::parse(&text, ParseOptions::default()).unwrap()
     };
     let k1 = "{name: k1, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}";
@@ -373,9 +354,7 @@ async fn undecryptable_objects_are_reported_and_deletable_only_explicitly() {
 #[tokio::test]
 async fn automatic_migration_waits_for_the_settle_time() {
     let cfg = |keys: &str| {
-        let text = format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {{keys: [{keys}]}}\n"
-        );
+        let text = config_text(&format!("      - aesgcm: {{keys: [{keys}]}}\n"));
         config::parse(&text, ParseOptions::default()).unwrap()
     };
     let k1 = "{name: k1, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}";
@@ -437,16 +416,9 @@ async fn drill_from_aescbc_to_kms_v2() {
     const N: usize = 10_000;
     let aescbc = "      - aescbc: {keys: [{name: old, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}]}\n";
     let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
-    let kms = format!(
-        "      - kms: {{apiVersion: v2, name: kw, endpoint: 'unix://{}'}}\n",
-        plugin.socket.display()
-    );
-    let cfg = |providers: &str| {
-        let text = format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
-        );
-        config::parse(&text, ParseOptions::default()).unwrap()
-    };
+    let kms = kms_v2_provider(&plugin.socket);
+    let cfg =
+        |providers: &str| config::parse(&config_text(providers), ParseOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let backend = SledBackend::open(&dir.path().join("store"), SledOptions::default()).unwrap();
     let store = Arc::new(Store::new(
@@ -516,45 +488,5 @@ async fn drill_from_aescbc_to_kms_v2() {
             .unwrap_or_else(|| format!("v0-{i}"));
         assert_eq!(s.data["v"].as_slice(), want.as_bytes(), "s{i}");
     }
-    plugin.stop().await;
-}
-
-/// Migration throughput for docs/benchmarks.md, not a test: `cargo test --release --test
-/// migrate -- --ignored --nocapture migrate_throughput`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "timing run; prints figures"]
-async fn migrate_throughput() {
-    const N: usize = 5_000;
-    let plugin = Plugin::start(Algorithm::Aes256Gcm).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_for(&plugin, &dir.path().join("store")).await;
-    let value = "x".repeat(1024);
-    let mut tasks = Vec::new();
-    for t in 0..16 {
-        let (store, value) = (store.clone(), value.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in (t..N).step_by(16) {
-                store
-                    .create(secret(&format!("s{i}"), &value), false)
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    plugin.keyring.rotate().await.unwrap();
-    let started = std::time::Instant::now();
-    let p = store
-        .migrate(MigrateOptions::default(), |_| {})
-        .await
-        .unwrap();
-    let secs = started.elapsed().as_secs_f64();
-    assert_eq!(p.rewritten, N as u64);
-    println!(
-        "migrate: {N} stale 1 KiB Secrets (kms v2 A -> B) in {secs:.2} s = {:.0} objects/s",
-        N as f64 / secs
-    );
     plugin.stop().await;
 }

@@ -1,49 +1,73 @@
 //! Real etcd servers for tests: one member, or a cluster of several processes on loopback ports,
 //! each with its data directory in a temp dir. Needs Debian's `etcd-server` (`/usr/bin/etcd`) or
-//! `KEYWARD_ETCD_BIN`; `.ci/run` installs it. `etcdctl` (Debian's `etcd-client`) is used as an
-//! independent reader where present.
+//! `KEYWARD_ETCD_BIN`, and `etcdctl` (Debian's `etcd-client`) as an independent client; a test
+//! that needs either fails without it, naming the package. `.ci/run` installs both.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 /// The etcd binary: `KEYWARD_ETCD_BIN`, else `etcd` on `PATH`.
 pub fn etcd_bin() -> String {
     let bin = std::env::var("KEYWARD_ETCD_BIN").unwrap_or_else(|_| "etcd".to_owned());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
     assert!(
-        found,
+        runs(&bin, "--version"),
         "etcd is needed for this test and was not found as {bin:?}: install Debian's etcd-server \
          (apt-get install etcd-server), or set KEYWARD_ETCD_BIN"
     );
     bin
 }
 
-/// `etcdctl` if installed (an independent etcd client for cross-checks).
-pub fn etcdctl() -> Option<String> {
-    let ok = Command::new("etcdctl")
-        .arg("version")
+/// `etcdctl`, or a failure saying how to install it.
+pub fn require_etcdctl() -> String {
+    super::require_tool("etcdctl", "apt-get install etcd-client");
+    assert!(
+        runs("etcdctl", "version"),
+        "etcdctl is needed for this test and `etcdctl version` failed: install Debian's \
+         etcd-client (apt-get install etcd-client)"
+    );
+    "etcdctl".to_owned()
+}
+
+/// Whether `program arg` runs and succeeds (etcdctl speaking the v3 API).
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
         .env("ETCDCTL_API", "3")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false);
-    ok.then(|| "etcdctl".to_owned())
+        .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// The command line of one etcd member named `name` with its data in `data_dir`, serving
+/// clients on `client_url` and peers on `peer_url` in a cluster of `initial_cluster`, logging
+/// warnings to `log`. Callers add TLS or other flags.
+pub fn member_command(
+    name: &str,
+    data_dir: &Path,
+    client_url: &str,
+    peer_url: &str,
+    initial_cluster: &str,
+    log: std::fs::File,
+) -> Command {
+    let mut cmd = Command::new(etcd_bin());
+    cmd.args(["--name", name])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen-client-urls", client_url])
+        .args(["--advertise-client-urls", client_url])
+        .args(["--listen-peer-urls", peer_url])
+        .args(["--initial-advertise-peer-urls", peer_url])
+        .args(["--initial-cluster", initial_cluster])
+        .args(["--logger", "zap", "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd
 }
 
 /// One etcd member process.
@@ -112,28 +136,22 @@ impl Etcd {
     }
 
     fn spawn(&mut self, i: usize) {
-        let bin = etcd_bin();
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).expect("log");
         let m = &mut self.members[i];
-        let child = Command::new(bin)
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&m.data_dir)
-            .args(["--listen-client-urls", &m.client_url])
-            .args(["--advertise-client-urls", &m.client_url])
-            .args(["--listen-peer-urls", &m.peer_url])
-            .args(["--initial-advertise-peer-urls", &m.peer_url])
-            .args(["--initial-cluster", &self.initial_cluster])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "keyward-test"])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd");
+        let child = member_command(
+            &m.name,
+            &m.data_dir,
+            &m.client_url,
+            &m.peer_url,
+            &self.initial_cluster,
+            log,
+        )
+        .args(["--initial-cluster-state", "new"])
+        .args(["--initial-cluster-token", "keyward-test"])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .args(&self.extra)
+        .spawn()
+        .expect("start etcd");
         m.child = Some(child);
     }
 
@@ -200,10 +218,9 @@ impl Etcd {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// `etcdctl get <key> --print-value-only` through an independent client, if installed.
-    pub fn etcdctl_get(&self, key: &str) -> Option<Vec<u8>> {
-        let ctl = etcdctl()?;
-        let out = Command::new(ctl)
+    /// `etcdctl get <key> --print-value-only` through an independent client.
+    pub fn etcdctl_get(&self, key: &str) -> Vec<u8> {
+        let out = Command::new(require_etcdctl())
             .env("ETCDCTL_API", "3")
             .args([
                 "--endpoints",
@@ -224,16 +241,8 @@ impl Etcd {
         if v.last() == Some(&b'\n') {
             v.pop();
         }
-        Some(v)
+        v
     }
-}
-
-/// `etcdctl`, or a panic saying how to install it (for tests that cannot do without it).
-pub fn require_etcdctl() -> String {
-    etcdctl().expect(
-        "etcdctl is needed for this test and was not found: install Debian's etcd-client \
-         (apt-get install etcd-client)",
-    )
 }
 
 /// One key as etcd stores it, read by `etcdctl`.

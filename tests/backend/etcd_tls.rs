@@ -2,16 +2,14 @@
 //! and both commands (`server --backend etcd`, `kms serve --keyring etcd`) with `--etcd-ca`,
 //! `--etcd-cert` and `--etcd-key`, and the failures a wrong setup must give.
 
-mod common;
-
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::etcd::etcd_bin;
-use common::{run, Proc};
+use crate::support::etcd::member_command;
+use crate::support::free_port;
+use crate::support::{run, Proc};
 use keyward::backend::etcd::{EtcdBackend, EtcdOptions};
 use keyward::backend::{Backend, Expect};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -63,14 +61,6 @@ fn pki(dir: &Path) -> Pki {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A one-member etcd that serves clients only over TLS and requires a client certificate.
 struct TlsEtcd {
     dir: tempfile::TempDir,
@@ -93,36 +83,23 @@ impl TlsEtcd {
         let url = format!("https://127.0.0.1:{}", free_port());
         let peer = format!("http://127.0.0.1:{}", free_port());
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(etcd_bin())
-            .args(["--name", "tls"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("tls={peer}")])
-            .arg("--cert-file")
-            .arg(&pki.server_cert)
-            .arg("--key-file")
-            .arg(&pki.server_key)
-            .arg("--trusted-ca-file")
-            .arg(&pki.ca)
-            .arg("--client-cert-auth")
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = member_command(
+            "tls",
+            &dir.path().join("data"),
+            &url,
+            &peer,
+            &format!("tls={peer}"),
+            log,
+        )
+        .arg("--cert-file")
+        .arg(&pki.server_cert)
+        .arg("--key-file")
+        .arg(&pki.server_key)
+        .arg("--trusted-ca-file")
+        .arg(&pki.ca)
+        .arg("--client-cert-auth")
+        .spawn()
+        .unwrap();
         let etcd = TlsEtcd {
             dir,
             pki,
@@ -248,7 +225,7 @@ fn the_backend_talks_tls_with_a_client_certificate_and_refuses_wrong_setups() {
     let key_at = flags.len() - 1;
     flags[key_at] = readable.display().to_string();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let config = common::encryption_config(etcd.dir.path(), "      - identity: {}\n");
+    let config = crate::support::encryption_config(etcd.dir.path(), "      - identity: {}\n");
     let socket = etcd.dir.path().join("refused.sock");
     let mut args = vec![
         "server",
@@ -297,15 +274,10 @@ fn server_and_shared_keyring_run_on_tls_etcd() {
     let _plugin = Proc::spawn(&args, &[], &dir.path().join("kms.log"), &kms_socket);
 
     // The store on the same etcd, encrypting through that plugin with KMS v2.
-    let config = dir.path().join("encryption-config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          apiVersion: v2\n          name: shared\n          endpoint: unix://{}\n",
-            kms_socket.display()
-        ),
-    )
-    .unwrap();
+    let config = crate::support::encryption_config(
+        dir.path(),
+        &crate::support::kms_provider("v2", "shared", &kms_socket),
+    );
     let store_socket = dir.path().join("keyward.sock");
     let mut args = vec![
         "server",

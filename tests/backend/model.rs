@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-mod common;
-
-use common::rev;
+use crate::support::rev;
 use keyward::backend::etcd::EtcdBackend;
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::backend::{
@@ -500,7 +498,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// What the property runs against: a sled directory, or a fresh etcd server.
 enum Subject {
     Sled(PathBuf),
-    Etcd(common::etcd::Etcd),
+    Etcd(crate::support::etcd::Etcd),
 }
 
 impl Subject {
@@ -743,7 +741,7 @@ proptest! {
 
     #[test]
     fn etcd_backend_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run_on(Subject::Etcd(common::etcd::Etcd::start()), ETCD_MODEL, ops)?;
+        run_on(Subject::Etcd(crate::support::etcd::Etcd::start()), ETCD_MODEL, ops)?;
     }
 }
 
@@ -765,7 +763,7 @@ enum Fresh {
         dir: tempfile::TempDir,
         opts: SledOptions,
     },
-    Etcd(common::etcd::Etcd),
+    Etcd(crate::support::etcd::Etcd),
 }
 
 impl Fresh {
@@ -778,7 +776,7 @@ impl Fresh {
 
     /// Starts an etcd server (blocks for about half a second).
     fn etcd() -> Fresh {
-        Fresh::Etcd(common::etcd::Etcd::start())
+        Fresh::Etcd(crate::support::etcd::Etcd::start())
     }
 
     /// A new handle on this backend's data: sled reopens its directory, etcd gets a new client.
@@ -1309,7 +1307,7 @@ fn opens_and_drops_inside_and_outside_a_runtime() {
 /// outside it; a new client, on another runtime, sees what the first one wrote.
 #[test]
 fn etcd_connects_inside_a_runtime_and_drops_inside_or_outside_it() {
-    let etcd = common::etcd::Etcd::start();
+    let etcd = crate::support::etcd::Etcd::start();
     let connect = || EtcdBackend::connect(&etcd.options()).expect("connect");
     let rt = runtime();
     let backend = rt.block_on(async { connect() });
@@ -1481,51 +1479,4 @@ async fn dropping_the_backend_finishes_writes_ends_watches_and_releases_the_dire
         reopened.current_revision().await.expect("revision"),
         rev(17)
     );
-}
-
-/// Group-commit timing run, not a test: `cargo test --test backend_model -- --ignored
-/// --nocapture group_commit_throughput`.
-#[test]
-#[ignore = "timing run; prints figures"]
-fn group_commit_throughput() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    for writers in [1usize, 4, 16, 64] {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-        let backend = Arc::new(open(dir.path()));
-        let run_for = Duration::from_secs(3);
-        let started = Instant::now();
-        let done: u64 = rt.block_on(async {
-            let tasks: Vec<_> = (0..writers)
-                .map(|w| {
-                    let backend = Arc::clone(&backend);
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        let key = format!("writer/{w}").into_bytes();
-                        while started.elapsed() < run_for {
-                            applied(backend.put(&key, vec![7; 100], Expect::Any).await);
-                            n += 1;
-                        }
-                        n
-                    })
-                })
-                .collect();
-            let mut total = 0;
-            for task in tasks {
-                total += task.await.expect("task");
-            }
-            total
-        });
-        let secs = started.elapsed().as_secs_f64();
-        let stats = backend.writer_stats();
-        println!(
-            "writers {writers:>2}: {:>8.0} writes/s, {} batches, average batch {:.1}",
-            done as f64 / secs,
-            stats.batches,
-            stats.requests as f64 / stats.batches.max(1) as f64
-        );
-    }
 }

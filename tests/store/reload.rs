@@ -5,18 +5,15 @@
 //! Every wait is bounded. Ticks run on real time with short intervals; checks that must happen
 //! at a precise moment use `Reloader::check_now`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Plugin;
+use crate::support::{config_text, keys_provider, Plugin};
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::crypto::Algorithm;
 use keyward::encryption::reload::{self, ReloadOptions, ReloadOutcome, ReloadStatus, Reloader};
 use keyward::encryption::{config, Encryption, ParseOptions};
-use keyward::store::model::{ObjectMeta, SecretBytes};
 use keyward::store::{Secret, Store};
 use tokio::sync::watch;
 
@@ -28,25 +25,12 @@ const SK: &str = "/registry/secrets/default/db";
 /// Upper bound of every wait in this file.
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn text(providers: &str) -> String {
-    format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
-    )
-}
-
 fn aesgcm(keys: &[(&str, &str)]) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|(n, k)| format!("{{name: {n}, secret: {k}}}"))
-        .collect();
-    text(&format!(
-        "      - aesgcm: {{keys: [{}]}}\n",
-        keys.join(", ")
-    ))
+    config_text(&keys_provider("aesgcm", keys))
 }
 
 fn kms2(name: &str, socket: &Path, timeout: &str) -> String {
-    text(&format!(
+    config_text(&format!(
         "      - kms: {{apiVersion: v2, name: {name}, endpoint: 'unix://{}', timeout: {timeout}}}\n",
         socket.display()
     ))
@@ -380,15 +364,7 @@ async fn dropping_the_reloader_stops_reloading() {
 }
 
 fn secret(name: &str, value: &[u8]) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        },
-        data: [("v".to_owned(), SecretBytes::new(value.to_vec()))].into(),
-        ..Default::default()
-    }
+    crate::support::store::secret_v("default", name, value)
 }
 
 #[tokio::test]
@@ -416,7 +392,7 @@ async fn a_store_switches_write_key_and_still_reads_old_values() {
     store.create(secret("old", b"one"), false).await.unwrap();
     let raw = |name: &str| {
         let store = store.clone();
-        let key = store.storage_key(&common::ns("default"), &common::name(name));
+        let key = store.storage_key(&crate::support::ns("default"), &crate::support::name(name));
         async move { store.raw_get(&key).await.unwrap().expect("stored") }
     };
     assert!(raw("old").await.value.starts_with(b"k8s:enc:aesgcm:v1:k1:"));
@@ -443,7 +419,11 @@ async fn a_store_switches_write_key_and_still_reads_old_values() {
     assert_eq!(s.data["v"].as_slice(), b"one");
     assert_eq!((info.key.as_str(), info.stale), ("k1", true));
     let got = store
-        .get(&common::ns("default"), &common::name("old"), None)
+        .get(
+            &crate::support::ns("default"),
+            &crate::support::name("old"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(got.data["v"].as_slice(), b"one");

@@ -4,12 +4,10 @@
 //! history, rollback, compaction, restart) runs twice from one body: on a real sled directory
 //! (`<case>::sled`) and on a real etcd server (`<case>::etcd`).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::etcd::Etcd;
-use common::{Plugin, StoreHarness};
+use crate::support::etcd::Etcd;
+use crate::support::{Plugin, StoreHarness};
 use keyward::backend::sled::SledOptions;
 use keyward::backend::{Backend, BackendSpec};
 use keyward::crypto::Algorithm;
@@ -84,9 +82,9 @@ impl TestStore {
     }
 
     async fn serve(&mut self) {
-        let config = common::encryption_config(
+        let config = crate::support::encryption_config(
             self.dir.path(),
-            &common::kms_v2_provider(&self.plugin.socket),
+            &crate::support::kms_v2_provider(&self.plugin.socket),
         );
         let backend = match &self.backing {
             Backing::Sled => BackendSpec::Sled {
@@ -125,18 +123,7 @@ impl TestStore {
 }
 
 fn secret(ns: &str, name: &str, data: &[(&str, &[u8])]) -> pb::Secret {
-    pb::Secret {
-        metadata: Some(pb::ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
-            ..Default::default()
-        }),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).into(), v.to_vec()))
-            .collect(),
-        ..Default::default()
-    }
+    crate::support::store::pb_secret(ns, name, data)
 }
 
 fn meta(s: &pb::Secret) -> &pb::ObjectMeta {
@@ -706,7 +693,10 @@ async fn history_get_at_revision_and_rollback(srv: TestStore) {
             .unwrap()
             .into_inner();
         assert_eq!(oldest.data["v"], b"0");
-        srv.backend().compact(common::rev(revs[2])).await.unwrap();
+        srv.backend()
+            .compact(crate::support::rev(revs[2]))
+            .await
+            .unwrap();
     }
     // Only the last 3 versions are kept, newest first.
     let (h, got) = history(c.clone()).await;

@@ -1,10 +1,8 @@
 //! The KMS plugin's semantics over a real Unix socket with a real tonic client.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::Plugin;
+use crate::support::Plugin;
 use keyward::crypto::Algorithm;
 use keyward::pb::keyward_v1 as admin;
 use keyward::pb::kms_v1beta1 as v1;

@@ -1,14 +1,12 @@
 //! Encryption at rest against keyward's real KMS plugin over its socket, stale detection for every
 //! way data can be stale, and the independent Python cross-check in both directions.
 
-mod common;
-
-use std::process::Command;
 use std::sync::Arc;
 
+use crate::support::tools::python;
+use crate::support::{config_text, keys_provider, kms_provider, Plugin};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::Plugin;
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, EncryptionError, ParseOptions};
 
@@ -17,11 +15,8 @@ const K2: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="; // 32 bytes of 
 const SK: &str = "/registry/secrets/default/db";
 
 fn cfg(providers: &str) -> config::EncryptionConfiguration {
-    let text = format!(
-        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{providers}"
-    );
     config::parse(
-        &text,
+        &config_text(providers),
         ParseOptions {
             kms_v1: true,
             reload: false,
@@ -31,25 +26,11 @@ fn cfg(providers: &str) -> config::EncryptionConfiguration {
 }
 
 fn kms2(name: &str, p: &Plugin) -> String {
-    format!(
-        "      - kms: {{apiVersion: v2, name: {name}, endpoint: 'unix://{}'}}\n",
-        p.socket.display()
-    )
+    kms_provider("v2", name, &p.socket)
 }
 
 fn kms1(name: &str, p: &Plugin) -> String {
-    format!(
-        "      - kms: {{apiVersion: v1, name: {name}, endpoint: 'unix://{}'}}\n",
-        p.socket.display()
-    )
-}
-
-fn local(kind: &str, names: &[(&str, &str)]) -> String {
-    let keys: Vec<String> = names
-        .iter()
-        .map(|(n, k)| format!("{{name: {n}, secret: {k}}}"))
-        .collect();
-    format!("      - {kind}: {{keys: [{}]}}\n", keys.join(", "))
+    kms_provider("v1", name, &p.socket)
 }
 
 /// Encryptions the plugin has served (the keyring counts every Encrypt).
@@ -230,14 +211,15 @@ async fn kms_v1_round_trip_and_cache() {
 async fn stale_detection_every_way() {
     let p = Plugin::start(Algorithm::Aes256Gcm).await;
     // Written with aesgcm key k1.
-    let old_cfg = Encryption::build(&cfg(&local("aesgcm", &[("k1", K1)]))).await;
+    let old_cfg = Encryption::build(&cfg(&keys_provider("aesgcm", &[("k1", K1)]))).await;
     let by_k1 = old_cfg
         .for_resource("secrets")
         .to_storage(SK, b"v")
         .await
         .unwrap();
     // Read through a second key of the first provider (key rotation step 4).
-    let rotated = Encryption::build(&cfg(&local("aesgcm", &[("k2", K2), ("k1", K1)]))).await;
+    let rotated =
+        Encryption::build(&cfg(&keys_provider("aesgcm", &[("k2", K2), ("k1", K1)]))).await;
     let (_, info) = rotated
         .for_resource("secrets")
         .from_storage(SK, &by_k1)
@@ -251,7 +233,7 @@ async fn stale_detection_every_way() {
     let moved_on = Encryption::build(&cfg(&format!(
         "{}{}",
         kms2("kw", &p),
-        local("aesgcm", &[("k1", K1)])
+        keys_provider("aesgcm", &[("k1", K1)])
     )))
     .await;
     let (_, info) = moved_on
@@ -263,7 +245,7 @@ async fn stale_detection_every_way() {
     // Plaintext data read with encryption configured first (identity last).
     let with_identity = Encryption::build(&cfg(&format!(
         "{}      - identity: {{}}\n",
-        local("secretbox", &[("s", K1)])
+        keys_provider("secretbox", &[("s", K1)])
     )))
     .await;
     let (pt, info) = with_identity
@@ -278,7 +260,7 @@ async fn stale_detection_every_way() {
     // Identity first: encrypted data is refused by identity and read by the next provider.
     let decrypting = Encryption::build(&cfg(&format!(
         "      - identity: {{}}\n{}",
-        local("aesgcm", &[("k1", K1)])
+        keys_provider("aesgcm", &[("k1", K1)])
     )))
     .await;
     let t = decrypting.for_resource("secrets");
@@ -286,7 +268,7 @@ async fn stale_detection_every_way() {
     assert_eq!((pt.as_slice(), info.stale), (&b"v"[..], true));
     assert_eq!(t.to_storage(SK, b"v").await.unwrap(), b"v");
     // A value written by a provider that is no longer configured.
-    let gone = Encryption::build(&cfg(&local("aescbc", &[("c", K1)]))).await;
+    let gone = Encryption::build(&cfg(&keys_provider("aescbc", &[("c", K1)]))).await;
     let e = gone
         .for_resource("secrets")
         .from_storage(SK, &by_k1)
@@ -302,7 +284,7 @@ async fn stale_detection_every_way() {
         .unwrap_err();
     assert!(matches!(e, EncryptionError::IdentityReadEncrypted), "{e}");
     // A wrong key under the right name fails to decrypt (no silent garbage).
-    let wrong = Encryption::build(&cfg(&local("aesgcm", &[("k1", K2)]))).await;
+    let wrong = Encryption::build(&cfg(&keys_provider("aesgcm", &[("k1", K2)]))).await;
     let e = wrong
         .for_resource("secrets")
         .from_storage(SK, &by_k1)
@@ -317,9 +299,9 @@ async fn stale_detection_every_way() {
 async fn wildcard_rules_and_lookup_order() {
     let text = format!(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n{}  - resources: ['*.apps']\n    providers:\n{}  - resources: ['*.*']\n    providers:\n{}",
-        local("aesgcm", &[("s", K1)]),
-        local("aescbc", &[("a", K1)]),
-        local("secretbox", &[("x", K1)]),
+        keys_provider("aesgcm", &[("s", K1)]),
+        keys_provider("aescbc", &[("a", K1)]),
+        keys_provider("secretbox", &[("x", K1)]),
     );
     let enc = Encryption::build(&config::parse(&text, ParseOptions::default()).unwrap()).await;
     for (res, want) in [
@@ -347,17 +329,17 @@ async fn python_cross_check_both_directions() {
         ),
         (
             "aescbc",
-            local("aescbc", &[("cbc", &k24)]),
+            keys_provider("aescbc", &[("cbc", &k24)]),
             serde_json::json!({"key_name": "cbc", "key": k24}),
         ),
         (
             "aesgcm",
-            local("aesgcm", &[("gcm", &k16)]),
+            keys_provider("aesgcm", &[("gcm", &k16)]),
             serde_json::json!({"key_name": "gcm", "key": k16}),
         ),
         (
             "secretbox",
-            local("secretbox", &[("box", K1)]),
+            keys_provider("secretbox", &[("box", K1)]),
             serde_json::json!({"key_name": "box", "key": K1}),
         ),
         (
@@ -401,25 +383,20 @@ async fn python_cross_check_both_directions() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/python/encryption_check.py"
     );
-    let (written2, out2) = (written.clone(), out.clone());
-    let res = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .arg("--written")
-            .arg(&written2)
-            .arg("--out")
-            .arg(&out2)
-            .output()
+    let args = [
+        script,
+        "--written",
+        written.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let stdout = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        python(&["grpc", "cryptography", "nacl"], &args, b"")
     })
     .await
-    .unwrap()
-    .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    let stderr = String::from_utf8_lossy(&res.stderr);
-    assert!(
-        res.status.success(),
-        "python cross-check failed (install: python3 -m pip install -r tests/python/requirements.txt)\n{stdout}\n{stderr}"
-    );
+    .unwrap();
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     println!("{stdout}");
     // Now keyward reads what Python wrote.

@@ -3,15 +3,13 @@
 //! current layout on first start, keeps every key and every Secret, and starts again on the
 //! converted directory.
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{run, Proc};
+use crate::support::{run, Proc};
 use keyward::keyring::{DIR_STORE, LEGACY_DIR};
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;

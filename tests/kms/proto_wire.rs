@@ -2,8 +2,6 @@
 //! against hand-built protobuf bytes (facts file §1). A renamed package, a renumbered field or a
 //! changed type fails here.
 
-mod common;
-
 use keyward::crypto::Algorithm;
 use keyward::pb::kms_v1beta1 as v1;
 use keyward::pb::kms_v2 as v2;
@@ -214,7 +212,7 @@ fn fields(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
 
 #[tokio::test]
 async fn method_paths_and_bytes_over_the_socket() {
-    let plugin = common::Plugin::start(Algorithm::Aes256Gcm).await;
+    let plugin = crate::support::Plugin::start(Algorithm::Aes256Gcm).await;
     let ch = keyward::uds::unix_channel(&plugin.socket).await.unwrap();
 
     let status = raw_call(ch.clone(), "/v2.KeyManagementService/Status", vec![])

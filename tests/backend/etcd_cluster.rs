@@ -6,49 +6,29 @@
 //! Needs Debian's etcd-server and etcd-client (`etcd`, `etcdctl`), and for the last test python3
 //! with `tests/python/requirements.txt`.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::etcd::{etcdctl_keys, etcdctl_kv, etcdctl_put, CtlKv, Etcd};
+use crate::support::store::{aesgcm_config, secrets_client, AESGCM_KEY};
+use crate::support::tools::python;
+use crate::support::{bin, Proc};
 use base64::Engine as _;
-use common::etcd::{etcdctl_keys, etcdctl_kv, etcdctl_put, CtlKv, Etcd};
-use common::{bin, Proc};
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-/// The aesgcm key (32 bytes of `1`), base64 as in an EncryptionConfiguration.
-const KEY: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
 /// What every stored value starts with: the provider and the key's name.
 const PREFIX: &[u8] = b"k8s:enc:aesgcm:v1:k1:";
 /// Longest any one call may take before the test calls it a hang (keyward's own per-endpoint
 /// timeout is 5 s, so a call fails well before this).
 const CALL_LIMIT: Duration = Duration::from_secs(60);
-
-fn write_private(path: &Path, data: &[u8]) {
-    fs::write(path, data).expect("write");
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod");
-}
-
-fn aesgcm_config(dir: &Path) -> PathBuf {
-    let p = dir.join("enc.yaml");
-    write_private(
-        &p,
-        format!(
-            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {{keys: [{{name: k1, secret: {KEY}}}]}}\n"
-        )
-        .as_bytes(),
-    );
-    p
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -96,7 +76,7 @@ impl Server {
     }
 
     async fn client(&self) -> SecretsClient<Channel> {
-        client(&self.socket).await
+        secrets_client(&self.socket).await
     }
 
     /// Runs a client command against this server; returns (success, stdout, stderr).
@@ -125,24 +105,8 @@ impl Server {
     }
 }
 
-async fn client(socket: &Path) -> SecretsClient<Channel> {
-    SecretsClient::new(
-        keyward::uds::unix_channel(socket)
-            .await
-            .expect("connect to keyward"),
-    )
-}
-
 fn secret(ns: &str, name: &str, key: &str, value: &[u8]) -> pb::Secret {
-    pb::Secret {
-        metadata: Some(pb::ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
-            ..Default::default()
-        }),
-        data: [(key.to_owned(), value.to_vec())].into_iter().collect(),
-        ..Default::default()
-    }
+    crate::support::store::pb_secret(ns, name, &[(key, value)])
 }
 
 fn rv(s: &pb::Secret) -> i64 {
@@ -268,7 +232,7 @@ async fn put_secret(
 }
 
 async fn writer(w: usize, socket: PathBuf, load: Arc<Load>) -> WriterReport {
-    let mut c = client(&socket).await;
+    let mut c = secrets_client(&socket).await;
     let names: Vec<String> = (0..NAMES_PER_WRITER)
         .map(|j| format!("w{w}-s{j}"))
         .collect();
@@ -711,29 +675,8 @@ fn server_refuses_unreachable_etcd_and_bad_flags_with_a_clear_error() {
 // ---------------------------------------------------------------------------------------------
 // d. The stored bytes, through independent implementations.
 
-/// Runs python3 with `args`; returns stdout, failing with the output and how to install the
-/// dependencies if it fails.
-fn python(args: &[&str], stdin: Option<&[u8]>) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new("python3")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed for this test");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.unwrap_or_default()).expect("stdin");
-    drop(input);
-    let out = child.wait_with_output().expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python3 failed (install: python3 -m pip install -r tests/python/requirements.txt)\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+/// What the Python cross-check imports (tests/python/kw_encryption.py, encryption_check.py).
+const PY_MODULES: [&str; 3] = ["grpc", "cryptography", "nacl"];
 
 #[test]
 fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
@@ -772,7 +715,7 @@ fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
         "storage_key": key,
         "stored": b64.encode(&kv.value),
         "key_name": "k1",
-        "key": KEY,
+        "key": AESGCM_KEY,
     });
     let decrypt = format!(
         "import base64, json, sys\nsys.path.insert(0, {pydir:?})\nimport kw_encryption as kw\n\
@@ -780,7 +723,7 @@ fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
          pt = kw.aesgcm_decrypt(c['key_name'], base64.b64decode(c['key']), c['storage_key'], base64.b64decode(c['stored']))\n\
          print(base64.b64encode(pt).decode())\n"
     );
-    let out = python(&["-c", &decrypt], Some(case.to_string().as_bytes()));
+    let out = python(&PY_MODULES, &["-c", &decrypt], case.to_string().as_bytes());
     let plaintext = b64.decode(out.trim()).expect("base64 from python");
     let doc: serde_json::Value = serde_json::from_slice(&plaintext).expect("Kubernetes JSON");
     let m = made.metadata.as_ref().expect("metadata");
@@ -805,6 +748,7 @@ fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
     case["plaintext"] = b64.encode(&plaintext).into();
     fs::write(&written, serde_json::json!({ "cases": [case] }).to_string()).expect("write cases");
     let out = python(
+        &PY_MODULES,
         &[
             &format!("{pydir}/encryption_check.py"),
             "--written",
@@ -812,7 +756,7 @@ fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
             "--out",
             back.to_str().expect("utf-8 path"),
         ],
-        None,
+        b"",
     );
     assert!(
         out.lines()

@@ -2,8 +2,6 @@
 //! real Unix socket: environment variables and exec, the atomic-writer file layout, waiting for
 //! Secrets and servers, and `mount --watch` under many updates (readers never see a mixed set).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -13,7 +11,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{bin, Proc};
+use crate::support::{bin, Proc};
 use keyward::pb::keyward_v1 as pb;
 use keyward::pb::keyward_v1::secrets_client::SecretsClient;
 use rustix::process::Signal;
@@ -51,10 +49,7 @@ impl Env {
         let data = dir.path().join("kw");
         Env {
             server: None,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
+            rt: crate::support::client_runtime(),
             sock: data.join("keyward.sock"),
             data,
             dir,
@@ -163,18 +158,7 @@ impl Env {
 }
 
 async fn put_with(c: &mut SecretsClient<Channel>, ns: &str, name: &str, data: &[(&str, &[u8])]) {
-    let secret = pb::Secret {
-        metadata: Some(pb::ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
-            ..Default::default()
-        }),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect(),
-        ..Default::default()
-    };
+    let secret = crate::support::store::pb_secret(ns, name, data);
     let exists = c
         .get(pb::GetRequest {
             namespace: ns.into(),

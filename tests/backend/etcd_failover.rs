@@ -1,11 +1,9 @@
 //! The etcd backend when a member dies: reads, writes and watches move to the remaining quorum,
 //! and a watch resumes where it was, delivering every change once, in order.
 
-mod common;
-
 use std::time::Duration;
 
-use common::etcd::Etcd;
+use crate::support::etcd::Etcd;
 use keyward::backend::etcd::EtcdBackend;
 use keyward::backend::{Backend, BackendError, EventKind, Expect, Revision, WriteOutcome};
 use tokio_stream::StreamExt;
@@ -85,9 +83,7 @@ async fn reads_writes_and_watches_survive_a_member_kill() {
     etcd.restart(0);
     let last = format!("/w/{:03}", 39);
     let caught_up = etcd.etcdctl_get(&last);
-    if let Some(v) = caught_up {
-        assert_eq!(v, b"after");
-    }
+    assert_eq!(caught_up, b"after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

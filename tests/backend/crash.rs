@@ -20,7 +20,6 @@ use tokio_stream::StreamExt;
 const DIR_ENV: &str = "KEYWARD_CRASH_CHILD_DIR";
 /// Set in the child: the round number, so that values differ between rounds.
 const ROUND_ENV: &str = "KEYWARD_CRASH_CHILD_ROUND";
-const CHILD_TEST: &str = "crash_writer_child";
 const READY: &str = "@@READY";
 const ACK: &str = "@@ACK ";
 
@@ -199,6 +198,7 @@ fn kill_9_never_loses_an_acknowledged_write() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
     let exe = std::env::current_exe().expect("test binary");
+    let child_test = crate::support::test_name(module_path!(), "crash_writer_child");
     let started = Instant::now();
     let mut acks: Vec<Ack> = Vec::new();
     let mut rounds = 0;
@@ -207,7 +207,12 @@ fn kill_9_never_loses_an_acknowledged_write() {
             break;
         }
         let mut child = Command::new(&exe)
-            .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                child_test.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(DIR_ENV, &path)
             .env(ROUND_ENV, round.to_string())
             .stdin(Stdio::null())

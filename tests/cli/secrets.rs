@@ -2,44 +2,12 @@
 //! a real `keyward dev` in a temp dir. Outputs are compared whole (stdout, stderr, exit code),
 //! with only the values that differ per run (uid, timestamps, revisions) normalised.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::normalise;
-
-struct Dev(common::DevServer);
-
-impl std::ops::Deref for Dev {
-    type Target = common::DevServer;
-    fn deref(&self) -> &common::DevServer {
-        &self.0
-    }
-}
-
-impl Dev {
-    fn start() -> Dev {
-        Dev(common::DevServer::start())
-    }
-
-    /// Runs keyward with `--server` and `env`; returns (exit code, stdout, stderr).
-    fn kw_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-        self.command(args, env, None)
-    }
-
-    fn kw(&self, args: &[&str]) -> (i32, String, String) {
-        self.kw_env(args, &[])
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.kw(args);
-        assert_eq!(code, 0, "{args:?}: {err}");
-        out
-    }
-}
+use crate::support::{normalise, DevServer as Dev};
 
 #[test]
 fn create_generic_get_describe_delete() {
@@ -361,7 +329,7 @@ fn edit_with_a_scripted_editor() {
         "race.sh",
         &format!(
             "{bin} create secret generic tmp --from-literal=a=b --server {server} >/dev/null\n{bin} delete secret app --server {server} >/dev/null\n{bin} create secret generic app --from-literal=mode=theirs --server {server} >/dev/null\nsed -i 's/ZmluYWw=/bWluZQ==/' \"$1\"",
-            bin = common::bin()
+            bin = crate::support::bin()
         ),
     );
     let (code, _, err) = dev.kw_env(&["edit", "secret", "app"], &[("EDITOR", &racer)]);
@@ -444,7 +412,7 @@ fn get_watch_streams_changes() {
         "before",
         "--from-literal=k=v",
     ]);
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(crate::support::bin())
         .args(["get", "secrets", "--watch", "--server", &dev.server])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

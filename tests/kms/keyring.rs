@@ -2,12 +2,10 @@
 //! directory (a `SledBackend` of its own) and a real etcd (an `EtcdBackend`, shared by
 //! replicas), through the same `Backend` implementations the secret store uses.
 
-mod common;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::etcd::Etcd;
+use crate::support::etcd::Etcd;
 use keyward::backend::{Backend, EtcdBackend, Expect, SledBackend, SledOptions, WriteOutcome};
 use keyward::crypto::{Algorithm, TAG_LEN};
 use keyward::keyring::{
