@@ -797,7 +797,7 @@ mod tests {
             .contains("cannot contain '='"));
     }
 
-    /// The basic fixture of tests/apply.rs builds to the names `kubectl kustomize` printed
+    /// The basic fixture of tests/cli/apply.rs builds to the names `kubectl kustomize` printed
     /// for it, in its order, with the kustomization's namespace and generator options.
     #[test]
     fn build_matches_kubectl_kustomize_on_the_fixture() {
