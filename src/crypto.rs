@@ -133,6 +133,14 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// A key id as logs and metrics show it, the way kube-apiserver writes key ids in its metrics:
+/// `sha256:` and the lowercase hex SHA-256 of the id's bytes, unsalted (kube-apiserver's
+/// `getHash`). Correlate by hashing the id from `keyward kms keys`:
+/// `printf %s KEY_ID | sha256sum`.
+pub fn key_id_hash(key_id: &str) -> String {
+    format!("sha256:{}", hex::encode(sha256(key_id.as_bytes())))
+}
+
 /// An AEAD algorithm keyward can wrap keys with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

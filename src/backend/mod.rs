@@ -18,10 +18,13 @@ pub mod legacy;
 mod revision;
 pub mod sled;
 mod spec;
+mod stats;
 
 pub(crate) use revision::AtomicRevision;
 pub use revision::{InvalidRevision, Revision};
 pub use spec::BackendSpec;
+pub(crate) use stats::AtomicHistogram;
+pub use stats::{HistogramSnapshot, WriterStats};
 
 pub use self::etcd::{EtcdBackend, EtcdOptions};
 pub use self::sled::{SledBackend, SledOptions};
@@ -244,4 +247,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The compacted revision: reads and watches need a revision `>=` this.
     async fn compacted_revision(&self) -> Result<Revision, BackendError>;
+
+    /// Counters of the backend's own write path (group commit), read without I/O, for
+    /// metrics; `None` if it keeps none (etcd exports its own, such as
+    /// `etcd_disk_wal_fsync_duration_seconds`).
+    fn write_stats(&self) -> Option<WriterStats> {
+        None
+    }
 }

@@ -408,7 +408,7 @@ impl Keyring {
         self.inner.snapshot.store(Arc::new(snapshot));
         let after = self.inner.snapshot.load().primary.key_id.clone();
         if before != after {
-            tracing::info!(key_id = %after, previous = %before, "primary key changed by another replica");
+            tracing::info!(key_id_hash = %crypto::key_id_hash(&after), previous_key_id_hash = %crypto::key_id_hash(&before), "primary key changed by another replica");
         }
         Ok(())
     }
@@ -601,7 +601,7 @@ impl Keyring {
         if primary.key_id == previous {
             return Err(self.too_busy());
         }
-        tracing::info!(key_id = %primary.key_id, previous = %previous, "rotated primary key");
+        tracing::info!(key_id_hash = %crypto::key_id_hash(&primary.key_id), previous_key_id_hash = %crypto::key_id_hash(&previous), "rotated primary key");
         self.self_test().await;
         Ok(Rotated {
             primary,
@@ -701,7 +701,7 @@ impl Keyring {
             .into_iter()
             .find(|k| k.key_id == key_id)
             .ok_or_else(|| KeyringError::UnknownKey(key_id.to_owned()))?;
-        tracing::info!(key_id, state = info.state.name(), "key state changed");
+        tracing::info!(key_id_hash = %crypto::key_id_hash(key_id), state = info.state.name(), "key state changed");
         Ok(info)
     }
 

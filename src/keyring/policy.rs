@@ -113,7 +113,7 @@ impl Keyring {
                 .await?;
         }
         if let Some(reason) = rotation_due(&self.inner.policy, &primary.info(), now) {
-            tracing::info!(key_id = %primary.key_id, reason, "automatic rotation");
+            tracing::info!(key_id_hash = %crate::crypto::key_id_hash(&primary.key_id), reason, "automatic rotation");
             self.rotate().await?;
         } else {
             self.self_test().await;

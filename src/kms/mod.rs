@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroize;
 
+use crate::crypto::key_id_hash;
 use crate::keyring::{KeyInfo, KeyState, Keyring, KeyringError};
 use crate::pb::keyward_v1 as admin_pb;
 use crate::pb::kms_v1beta1 as v1_pb;
@@ -90,13 +91,13 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
             .await
         {
             Ok(mut plain) => {
-                tracing::debug!(uid = %req.uid, key_id = %req.key_id, "decrypt");
+                tracing::debug!(uid = %req.uid, key_id_hash = %key_id_hash(&req.key_id), "decrypt");
                 Ok(Response::new(v2_pb::DecryptResponse {
                     plaintext: std::mem::take(&mut *plain),
                 }))
             }
             Err(e) => {
-                tracing::debug!(uid = %req.uid, key_id = %req.key_id, len = req.ciphertext.len(), "decrypt failed");
+                tracing::debug!(uid = %req.uid, key_id_hash = %key_id_hash(&req.key_id), len = req.ciphertext.len(), "decrypt failed");
                 Err(to_status(e))
             }
         }
@@ -110,7 +111,7 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         let res = self.keyring.encrypt(&req.plaintext).await;
         req.plaintext.zeroize();
         let (ciphertext, key_id) = res.map_err(to_status)?;
-        tracing::debug!(uid = %req.uid, key_id = %key_id, "encrypt");
+        tracing::debug!(uid = %req.uid, key_id_hash = %key_id_hash(&key_id), "encrypt");
         Ok(Response::new(v2_pb::EncryptResponse {
             ciphertext,
             key_id: key_id.to_string(),

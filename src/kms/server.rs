@@ -44,7 +44,7 @@ impl PluginServer {
         tracing::info!(
             socket = %socket.display(),
             admin_socket = ?admin.is_some().then(|| guards[1].path().display().to_string()),
-            key_id = %keyring.health().primary_key_id,
+            key_id_hash = %crate::crypto::key_id_hash(&keyring.health().primary_key_id),
             "serving KMS v2 and v1"
         );
         Ok(PluginServer {

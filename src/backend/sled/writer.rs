@@ -141,6 +141,7 @@ impl Writer {
         };
         self.shared.batches.fetch_add(1, Ordering::Relaxed);
         self.shared.requests.fetch_add(count, Ordering::Relaxed);
+        self.shared.batch_size.observe(count);
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             let _ = reply.send(outcome);
         }
@@ -292,10 +293,15 @@ impl Writer {
                 keys: changes.iter().map(|c| c.key.clone()).collect(),
             }));
         }
+        let sync_started = std::time::Instant::now();
         if let Err(error) = self.files.make_durable(&shared.db) {
             self.fail(&error);
             return Err(error);
         }
+        let synced = sync_started.elapsed().as_nanos();
+        shared
+            .sync_nanos
+            .observe(u64::try_from(synced).unwrap_or(u64::MAX));
         {
             let mut guard = shared.write_guard();
             shared.compacted.store(compacted);

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use super::{is_fqdn, new_uid, Plugin};
-use crate::crypto::{self, AesGcmKey, GCM_NONCE_LEN, TAG_LEN};
+use crate::crypto::{self, key_id_hash, AesGcmKey, GCM_NONCE_LEN, TAG_LEN};
 use crate::encryption::config::KmsConfiguration;
 use crate::encryption::{EncryptionError, RandomSource};
 use crate::pb::kms_v2 as v2;
@@ -81,11 +81,6 @@ fn validate_dek_source(d: &[u8]) -> Result<(), String> {
     } else {
         Ok(())
     }
-}
-
-/// The key_id as kube-apiserver logs it: `sha256:<hex>`.
-fn key_id_hash(key_id: &str) -> String {
-    format!("sha256:{}", hex::encode(crypto::sha256(key_id.as_bytes())))
 }
 
 struct WriteState {
