@@ -39,6 +39,10 @@
 //! process: atomic secret volumes, environment variables) and [`bench`](mod@bench) (load
 //! generators for any KMS v2 plugin, the store and etcd, with their reports).
 //!
+//! **Observing both**: [`metrics`] owns the Prometheus registry, the tower layer that measures
+//! the gRPC servers at their edge, the collectors that read the keyring's and the store's state
+//! at scrape time, and the `/metrics` endpoint.
+//!
 //! **[`cli`] drives both**: argument definitions, reading files named by flags, output, process
 //! hardening and signals. Nothing below it prints or names a flag.
 //!
@@ -60,6 +64,7 @@ pub mod go_duration;
 pub mod keyring;
 pub mod kms;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
 pub mod pb;
 pub mod projection;

@@ -238,6 +238,15 @@ pub struct Health {
     pub primary_key_id: Arc<str>,
 }
 
+/// When a shared keyring was last confirmed current: see [`Keyring::confirmation`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confirmation {
+    /// Time since the last read that proved the held document current.
+    pub ago: std::time::Duration,
+    /// The keyring reports unhealthy once `ago` exceeds this.
+    pub stale_after: std::time::Duration,
+}
+
 /// The document as this process holds it, changed only under the writer lock.
 struct Writer {
     doc: Doc,
@@ -445,6 +454,23 @@ impl Keyring {
             },
             primary_key_id: self.inner.snapshot.load().primary.key_id.clone(),
         }
+    }
+
+    /// For a keyring shared with other replicas: how long ago it was last confirmed current,
+    /// and the bound after which [`Keyring::health`] reports it stale. `None` for a keyring in a
+    /// data directory, which nobody else changes. No I/O.
+    pub fn confirmation(&self) -> Option<Confirmation> {
+        self.inner
+            .store
+            .confirmation()
+            .map(|(ago, stale_after)| Confirmation { ago, stale_after })
+    }
+
+    /// Encryptions a KEK of this keyring's algorithm may make before [`Keyring::encrypt`]
+    /// refuses ([`KeyringError::Exhausted`]) because rotation kept failing; `None` when the
+    /// algorithm has no such bound (XChaCha20-Poly1305's 192-bit nonces).
+    pub fn encryption_limit(&self) -> Option<u64> {
+        (self.inner.algorithm == Algorithm::Aes256Gcm).then_some(AES_GCM_HARD_LIMIT)
     }
 
     /// Every KEK, oldest first.

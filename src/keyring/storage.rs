@@ -261,6 +261,14 @@ impl DocStore {
         })
     }
 
+    /// For a document others may write: how long ago it was last confirmed current, and the
+    /// bound after which it counts as stale. `None` when nobody else writes it.
+    pub fn confirmation(&self) -> Option<(Duration, Duration)> {
+        let bound = self.stale_after?;
+        let ago = now_ms().saturating_sub(self.confirmed_ms.load(Ordering::Acquire));
+        Some((Duration::from_millis(ago.max(0) as u64), bound))
+    }
+
     fn error(&self, e: BackendError) -> KeyringError {
         storage_error(&self.location, e)
     }

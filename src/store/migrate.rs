@@ -65,6 +65,20 @@ pub struct MigrateProgress {
     pub last_key: String,
 }
 
+/// The migration running now, or the last one that finished (dry runs are not counted), as
+/// [`Store::migration`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// A migration is running.
+    pub running: bool,
+    /// Migrations that finished since the store started.
+    pub finished: u64,
+    /// Migrations that failed since the store started.
+    pub failed: u64,
+    /// Progress of the running migration, or of the last one.
+    pub progress: MigrateProgress,
+}
+
 /// Options of [`Store::migrate`].
 #[derive(Debug, Clone, Copy)]
 pub struct MigrateOptions {
@@ -212,22 +226,80 @@ impl Store {
         Ok(cov)
     }
 
+    /// Stored Secrets now: every key under the resource prefix, counted page by page at one
+    /// revision (values are read too: the backend has no count-only read).
+    pub async fn count_objects(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        let mut pager = self.pager(4096);
+        while let Some(page) = self.next_page(&mut pager).await? {
+            total += page.len() as u64;
+        }
+        Ok(total)
+    }
+
+    /// The migration running now, or the last one (see [`MigrationStatus`]).
+    pub fn migration(&self) -> MigrationStatus {
+        self.lock_migration().clone()
+    }
+
+    fn lock_migration(&self) -> std::sync::MutexGuard<'_, MigrationStatus> {
+        self.migration.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Rewrites every stale Secret with the current write provider and key, calling `progress`
-    /// after every batch and at the end.
+    /// after every batch and at the end. A real (not dry) run is reported by
+    /// [`Store::migration`] while it runs and after.
     pub async fn migrate(
         &self,
         opts: MigrateOptions,
         mut progress: impl FnMut(&MigrateProgress) + Send,
     ) -> Result<MigrateProgress, StoreError> {
+        let record = !opts.dry_run;
+        if record {
+            let mut m = self.lock_migration();
+            m.running = true;
+            m.progress = MigrateProgress::default();
+        }
+        let res = self
+            .migrate_reporting(opts, |p, to_caller| {
+                if record {
+                    self.lock_migration().progress = p.clone();
+                }
+                if to_caller {
+                    progress(p)
+                }
+            })
+            .await;
+        if record {
+            let mut m = self.lock_migration();
+            m.running = false;
+            match &res {
+                Ok(p) => {
+                    m.finished += 1;
+                    m.progress = p.clone();
+                }
+                Err(_) => m.failed += 1,
+            }
+        }
+        res
+    }
+
+    /// [`Store::migrate`]'s work; `progress(p, to_caller)` after counting (not for the caller)
+    /// and after every batch.
+    async fn migrate_reporting(
+        &self,
+        opts: MigrateOptions,
+        mut progress: impl FnMut(&MigrateProgress, bool) + Send,
+    ) -> Result<MigrateProgress, StoreError> {
         // Rewrite under the plugin's current key_id, not the one seen at the last poll.
         let encryption = self.encryption.load_full();
         encryption.check_kms_now().await;
         let t = encryption.for_resource(RESOURCE);
-        let mut p = MigrateProgress::default();
-        let mut counter = self.pager(4096);
-        while let Some(page) = self.next_page(&mut counter).await? {
-            p.total += page.len() as u64;
-        }
+        let mut p = MigrateProgress {
+            total: self.count_objects().await?,
+            ..MigrateProgress::default()
+        };
+        progress(&p, false);
         let pace = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
         // Without a rate limit, a page's rewrites go to the backend together, so they share
         // fsyncs (group commit) instead of paying one each.
@@ -279,7 +351,7 @@ impl Store {
                     tokio::time::sleep(d).await;
                 }
             }
-            progress(&p);
+            progress(&p, true);
         }
         Ok(p)
     }

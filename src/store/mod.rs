@@ -212,6 +212,27 @@ pub struct HistoryEntry {
     pub secret: Secret,
 }
 
+/// One open watch in [`Store::watchers`], from its start until this is dropped (the stream's
+/// task ends, or never ran).
+struct Watcher(Arc<Store>);
+
+impl Watcher {
+    fn count(store: Arc<Store>) -> Self {
+        store
+            .watchers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Watcher(store)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0
+            .watchers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The secret store.
 pub struct Store {
     backend: Arc<dyn Backend>,
@@ -220,6 +241,10 @@ pub struct Store {
     watches: tokio_util::sync::CancellationToken,
     /// Most versions `history` returns (0: all the backend retains).
     history_limit: usize,
+    /// Watch streams open now.
+    watchers: std::sync::atomic::AtomicUsize,
+    /// The migration running now, or the last one.
+    migration: std::sync::Mutex<migrate::MigrationStatus>,
 }
 
 impl std::fmt::Debug for Store {
@@ -250,6 +275,8 @@ impl Store {
             prefix,
             watches: tokio_util::sync::CancellationToken::new(),
             history_limit: 0,
+            watchers: std::sync::atomic::AtomicUsize::new(0),
+            migration: std::sync::Mutex::new(migrate::MigrationStatus::default()),
         }
     }
 
@@ -259,6 +286,11 @@ impl Store {
     pub fn with_history_limit(mut self, limit: usize) -> Self {
         self.history_limit = limit;
         self
+    }
+
+    /// Watch streams open now (each [`Store::watch`] until its stream is dropped or ends).
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ends every open watch stream (at shutdown, so that a server can drain).
@@ -674,7 +706,9 @@ impl Store {
         let mut events = self.backend.watch(prefix.as_bytes(), Some(from)).await?;
         let store = self.clone();
         let stop = self.watches.clone();
+        let counted = Watcher::count(self.clone());
         tokio::spawn(async move {
+            let _counted = counted;
             use tokio_stream::StreamExt;
             loop {
                 // Stop as soon as the watcher goes away, even if nothing changes, or at shutdown.
