@@ -6,6 +6,6 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     keyward::cli::harden_process();
     let args = keyward::cli::Cli::parse();
-    keyward::cli::init_tracing();
+    keyward::cli::init_tracing(args.log_format());
     keyward::cli::main(args)
 }

@@ -23,6 +23,7 @@ use crate::backend::{BackendError, BackendSpec};
 use crate::encryption::config::{self, ConfigError};
 use crate::encryption::reload::{self, Reloader};
 use crate::encryption::{Encryption, ParseOptions};
+use crate::metrics::{Metrics, RpcLayer};
 use crate::store::migrate::AutoMigrateGuard;
 use crate::store::Store;
 use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
@@ -102,12 +103,14 @@ pub struct StoreOptions {
     pub automatic_reload: bool,
     /// Migrate stale data on its own, this long after each change of write key.
     pub auto_migrate: Option<Duration>,
+    /// Report calls (`keyward_store_*`) and the store's state here.
+    pub metrics: Option<Metrics>,
 }
 
 impl StoreOptions {
     /// A store on `backend`, encrypting as `encryption_config` says, serving on `socket` (mode
     /// 0600); the other settings are the CLI's defaults: [`DEFAULT_HISTORY`] versions, prefix
-    /// `/registry`, no KMS v1, no TCP, no reload, no automatic migration.
+    /// `/registry`, no KMS v1, no TCP, no reload, no automatic migration, no metrics.
     pub fn new(backend: BackendSpec, encryption_config: PathBuf, socket: PathBuf) -> Self {
         Self {
             backend,
@@ -120,6 +123,7 @@ impl StoreOptions {
             tcp: None,
             automatic_reload: false,
             auto_migrate: None,
+            metrics: None,
         }
     }
 }
@@ -166,6 +170,7 @@ pub struct StoreServer {
     config_hash: String,
     reloader: Option<Reloader>,
     auto_migrate: Option<AutoMigrateGuard>,
+    rpc: RpcLayer,
     token: CancellationToken,
     _cancel_on_drop: DropGuard,
 }
@@ -218,6 +223,13 @@ impl StoreServer {
         let auto_migrate = options
             .auto_migrate
             .map(|settle| store.spawn_auto_migrate(AUTO_MIGRATE_POLL, settle));
+        let rpc = match &options.metrics {
+            Some(m) => {
+                m.watch_store(&store);
+                m.store_layer()
+            }
+            None => RpcLayer::disabled(),
+        };
         let (unix, guard) = uds::bind(&options.socket, options.access)?;
         tracing::info!(socket = %options.socket.display(), data = %location, config_hash = %hash, "serving keyward.v1.Secrets");
         let (tcp, tcp_addr) = match options.tcp {
@@ -246,6 +258,7 @@ impl StoreServer {
             config_hash: hash,
             reloader,
             auto_migrate,
+            rpc,
             _cancel_on_drop: token.clone().drop_guard(),
             token,
         })
@@ -291,6 +304,7 @@ impl StoreServer {
             guard,
             reloader,
             auto_migrate,
+            rpc,
             token,
             _cancel_on_drop,
             ..
@@ -300,7 +314,14 @@ impl StoreServer {
             store.stop_watches();
         };
         let serving = async {
-            let res = api::serve(unix, tcp, store.clone(), token.clone().cancelled_owned()).await;
+            let res = api::serve(
+                unix,
+                tcp,
+                store.clone(),
+                rpc,
+                token.clone().cancelled_owned(),
+            )
+            .await;
             token.cancel();
             res
         };

@@ -13,6 +13,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use super::{Authenticator, EncryptionService, SecretsService};
+use crate::metrics::RpcLayer;
 use crate::store::Store;
 
 /// Errors of serving the API.
@@ -73,11 +74,13 @@ impl TlsListener {
 /// Serves `keyward.v1.Secrets` and `keyward.v1.Encryption` over `store` on `unix` and, if
 /// given, on `tcp`, until `shutdown` completes; then stops accepting and drains in-flight calls.
 /// Watch streams do not end on their own: close them ([`Store::stop_watches`]) when shutdown
-/// starts, or the drain waits for their clients.
+/// starts, or the drain waits for their clients. Every call on both listeners goes through
+/// `rpc` ([`RpcLayer::disabled`] to measure nothing).
 pub async fn serve(
     unix: UnixListener,
     tcp: Option<TlsListener>,
     store: Arc<Store>,
+    rpc: RpcLayer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let token = CancellationToken::new();
@@ -90,6 +93,7 @@ pub async fn serve(
     });
 
     let unix_server = Server::builder()
+        .layer(rpc.clone())
         .add_service(SecretsService::new(store.clone()).into_server())
         .add_service(EncryptionService::new(store.clone()).into_server())
         .serve_with_incoming_shutdown(
@@ -100,7 +104,7 @@ pub async fn serve(
     let tcp = async {
         let Some(TlsListener {
             listener,
-            mut server,
+            server,
             auth,
         }) = tcp
         else {
@@ -108,6 +112,7 @@ pub async fn serve(
         };
         let secrets_auth = auth.clone();
         server
+            .layer(rpc)
             .add_service(InterceptedService::new(
                 SecretsService::new(store.clone()).into_server(),
                 move |r| secrets_auth.check(r),

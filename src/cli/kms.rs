@@ -12,6 +12,7 @@ use super::client::{self, ClientArgs};
 use super::error::admin_error;
 use super::etcd::{BackendArg, EtcdArgs};
 use super::flags::{duration_or_never, socket_access};
+use super::observe::{bind_metrics, spawn_metrics, ObserveArgs};
 use super::output::{columns, fields, format_time, short_duration};
 use super::process::{drain_on_signal, run_until_signal, runtime};
 use super::{CliError, DEV_DIR};
@@ -230,6 +231,8 @@ pub(super) struct ServeArgs {
     admin_socket: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    pub(super) observe: ObserveArgs,
 }
 
 /// How a plugin serves: `kms serve` and `dev`.
@@ -352,13 +355,19 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     let Some(at) = a.at.location()? else {
         return Err(CliError::new("--data DIR is required (or --keyring etcd)"));
     };
+    let metrics_listen = a.observe.metrics_listen()?;
     let rt = runtime()?;
     let keyring = rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?;
     rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
-        let plugin =
+        let metrics = bind_metrics(metrics_listen).await?;
+        let mut plugin =
             PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?;
+        if let Some(metrics) = metrics {
+            plugin = plugin.with_metrics(metrics.metrics());
+            spawn_metrics(metrics, &token);
+        }
         run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
     })
 }

@@ -5,7 +5,7 @@
 //!   `secrets`: kubectl-shaped Secret commands; `apply`; `consume`: `run` and `mount`;
 //!   `encryption`: `encryption status` and `migrate`; `bench`: the load generators.
 //! - Shared: `client` (finding and reaching a server), `etcd` (the `--etcd-*` flags and files),
-//!   `flags` (durations, socket groups), `output` (tables, times, hex dumps), `progress`
+//!   `flags` (durations, socket groups), `observe` (`--metrics-listen`, `--log-format`), `output` (tables, times, hex dumps), `progress`
 //!   (progress bars), `error` ([`CliError`] and the wording of server errors), `process`
 //!   (hardening, logging, runtime, signals).
 //!
@@ -24,6 +24,7 @@ mod error;
 mod etcd;
 mod flags;
 mod kms;
+mod observe;
 mod output;
 mod process;
 mod progress;
@@ -32,6 +33,7 @@ mod secrets;
 mod server;
 
 pub use error::CliError;
+pub use observe::LogFormat;
 pub use process::{harden_process, init_tracing};
 
 /// Default data directory of `keyward dev`.
@@ -163,6 +165,19 @@ enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+}
+
+impl Cli {
+    /// The log format the command asks for (`--log-format` of `kms serve`, `server` and `dev`;
+    /// text for every other command).
+    pub fn log_format(&self) -> LogFormat {
+        match &self.command {
+            Command::Kms(kms::KmsCommand::Serve(a)) => a.observe.log_format,
+            Command::Dev(a) => a.observe.log_format,
+            Command::Server(a) => a.observe.log_format,
+            _ => LogFormat::Text,
+        }
+    }
 }
 
 /// Shells `keyward completion` writes a script for.

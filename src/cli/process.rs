@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::CliError;
+use super::{CliError, LogFormat};
 
 /// The umask and core-dump limit the process started with, restored for commands that
 /// `keyward run` executes.
@@ -40,10 +40,11 @@ pub(super) fn restore_inherited() {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), in colour only when stderr is a
-/// terminal. The HTTP/2 and gRPC transport crates are additionally capped at `debug`: their
-/// `trace` output can include payload bytes.
-pub fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): as text, in colour only when stderr
+/// is a terminal, or as JSON lines (one object a line, the event's fields at the top level next
+/// to `timestamp`, `level`, `target` and `message`). The HTTP/2 and gRPC transport crates are
+/// additionally capped at `debug`: their `trace` output can include payload bytes.
+pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -54,13 +55,21 @@ pub fn init_tracing() {
         .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
             t.with_target(c, LevelFilter::DEBUG)
         });
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_filter(env.and(cap)),
-        )
+        .with(layer.with_filter(env.and(cap)))
         .init();
 }
 

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::etcd::{BackendArg, EtcdArgs};
 use super::flags::{duration_or_never, socket_access};
 use super::kms::{keyring_error, open_keyring, run_plugin, KeyringAt, RunArgs, ServeOptions};
+use super::observe::{bind_metrics, spawn_metrics, ObserveArgs};
 use super::process::{drain_on_signal, run_until_signal, runtime};
 use super::{CliError, DEV_DIR};
 use crate::api::Tokens;
@@ -66,6 +67,8 @@ pub(super) struct ServerArgs {
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
+    #[command(flatten)]
+    pub(super) observe: ObserveArgs,
 }
 
 /// Store settings shared by `server` and `dev`.
@@ -105,6 +108,8 @@ pub(super) struct DevArgs {
     run: RunArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    pub(super) observe: ObserveArgs,
 }
 
 fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
@@ -152,6 +157,7 @@ fn store_options(
         socket,
         access,
         tcp: None,
+        metrics: None,
         automatic_reload: store.encryption_config_automatic_reload,
         auto_migrate: if store.auto_migrate {
             Some(
@@ -168,6 +174,7 @@ fn store_options(
 pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
     let drain = duration_or_never("--drain-timeout", &a.drain_timeout)?
         .unwrap_or(Duration::from_secs(3600));
+    let metrics_listen = a.observe.metrics_listen()?;
     let access = socket_access(a.socket_group.as_deref())?;
     let backend = match (a.backend, a.data) {
         (BackendArg::Sled, Some(data)) => {
@@ -227,7 +234,12 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
+        let metrics = bind_metrics(metrics_listen).await?;
+        opts.metrics = metrics.as_ref().map(|m| m.metrics().clone());
         let store = start_store(opts, &token).await?;
+        if let Some(metrics) = metrics {
+            spawn_metrics(metrics, &token);
+        }
         run_until_signal(drain, token, async { Ok(store.serve().await?) }).await
     })
 }
@@ -235,6 +247,7 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
 /// Runs `keyward dev`: creates what is missing in the directory, then serves both products
 /// until SIGTERM or SIGINT.
 pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
+    let metrics_listen = a.observe.metrics_listen()?;
     let dir = &a.data;
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
@@ -277,7 +290,7 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         std::fs::write(&config_path, dev_encryption_config(&kms_socket))
             .map_err(|e| CliError::new(format!("cannot write {}: {e}", config_path.display())))?;
     }
-    let store_opts = store_options(
+    let mut store_opts = store_options(
         BackendSpec::Sled {
             dir: dir.join("store"),
             options: sled_options(&a.store),
@@ -291,9 +304,17 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
     rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
-        let plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?;
+        let metrics = bind_metrics(metrics_listen).await?;
+        let mut plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?;
+        if let Some(m) = &metrics {
+            plugin = plugin.with_metrics(m.metrics());
+            store_opts.metrics = Some(m.metrics().clone());
+        }
         let plugin = tokio::spawn(run_plugin(plugin, token.clone()));
         let store = start_store(store_opts, &token).await?;
+        if let Some(metrics) = metrics {
+            spawn_metrics(metrics, &token);
+        }
         println!(
             "keyward dev: KMS plugin and secret store in {} (development root key {}; not for production)\n\
              \n  secret store:     unix://{}\n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n  store config:     {}\n\

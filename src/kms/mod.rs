@@ -20,6 +20,7 @@ use zeroize::Zeroize;
 
 use crate::crypto::key_id_hash;
 use crate::keyring::{KeyInfo, KeyState, Keyring, KeyringError};
+use crate::metrics::RpcLayer;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::pb::kms_v1beta1 as v1_pb;
 use crate::pb::kms_v2 as v2_pb;
@@ -279,11 +280,13 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
 }
 
 /// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given),
-/// until `shutdown` completes; then stops accepting and drains in-flight calls.
+/// until `shutdown` completes; then stops accepting and drains in-flight calls. Every call on
+/// both sockets goes through `rpc` ([`RpcLayer::disabled`] to measure nothing).
 pub async fn serve(
     kms: UnixListener,
     admin: Option<UnixListener>,
     keyring: Keyring,
+    rpc: RpcLayer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let token = CancellationToken::new();
@@ -328,6 +331,7 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     let kms_server = tonic::transport::Server::builder()
+        .layer(rpc.clone())
         .add_service(health)
         .add_service(v2)
         .add_service(v1)
@@ -339,6 +343,7 @@ pub async fn serve(
     match admin {
         Some(admin) => {
             let admin_server = tonic::transport::Server::builder()
+                .layer(rpc)
                 .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(KmsAdmin {
                     keyring,
                 }))

@@ -7,6 +7,7 @@ use std::path::Path;
 use tokio::net::UnixListener;
 
 use crate::keyring::{Keyring, MaintenanceGuard};
+use crate::metrics::{KeyringReading, Metrics, RpcLayer};
 use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
 
 /// The KMS plugin with its sockets bound and key maintenance running.
@@ -17,6 +18,7 @@ pub struct PluginServer {
     admin: Option<UnixListener>,
     /// Remove the socket files when the server is done.
     guards: Vec<SocketGuard>,
+    rpc: RpcLayer,
     _maintenance: MaintenanceGuard,
 }
 
@@ -52,8 +54,18 @@ impl PluginServer {
             kms,
             admin,
             guards,
+            rpc: RpcLayer::disabled(),
             _maintenance: maintenance,
         })
+    }
+
+    /// Reports to `metrics`: every call on both sockets (`keyward_kms_*`) and the keyring's
+    /// state (`keyward_keyring_*`, read at each scrape).
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.rpc = metrics.kms_layer();
+        let keyring = self.keyring.clone();
+        metrics.watch_keyring(move || KeyringReading::of(&keyring));
+        self
     }
 
     /// The keyring being served.
@@ -72,9 +84,10 @@ impl PluginServer {
             kms,
             admin,
             guards,
+            rpc,
             _maintenance,
         } = self;
-        let res = super::serve(kms, admin, keyring, shutdown).await;
+        let res = super::serve(kms, admin, keyring, rpc, shutdown).await;
         drop(guards);
         res
     }

@@ -42,6 +42,11 @@ impl MetricsServer {
         })
     }
 
+    /// The metrics it serves.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The address the endpoint is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

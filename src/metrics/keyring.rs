@@ -165,14 +165,14 @@ impl Collector for KeyringCollector {
                 &mut enc,
                 "keyward_keyring_primary_key_encryptions",
                 "Encryptions under the primary key so far (an upper bound after a crash)",
-                p.encryptions as f64,
+                p.encryptions,
             )?;
             if let Some(limit) = p.encryption_limit {
                 gauge(
                     &mut enc,
                     "keyward_keyring_primary_key_encryption_limit",
                     "Encryptions after which the primary key refuses to encrypt if rotation keeps failing (AES-256-GCM: 2^31)",
-                    limit as f64,
+                    limit,
                 )?;
             }
         }
@@ -181,7 +181,7 @@ impl Collector for KeyringCollector {
                 &mut enc,
                 "keyward_keyring_rotate_after_encryptions",
                 "Rotation policy: the primary key is rotated after this many encryptions",
-                n as f64,
+                n,
             )?;
         }
         if let Some(d) = r.rotate_after {
@@ -189,7 +189,7 @@ impl Collector for KeyringCollector {
                 &mut enc,
                 "keyward_keyring_rotate_after_seconds",
                 "Rotation policy: the primary key is rotated once it is this old",
-                d.as_secs_f64(),
+                d.as_secs(),
             )?;
         }
         if !r.keys.is_empty() {
@@ -252,8 +252,8 @@ mod tests {
         for want in [
             "keyward_keyring_sealed 0\n",
             "keyward_keyring_healthy 1\n",
-            "keyward_keyring_primary_key_encryptions 5.0\n",
-            "keyward_keyring_primary_key_encryption_limit 2147483648.0\n",
+            "keyward_keyring_primary_key_encryptions 5\n",
+            "keyward_keyring_primary_key_encryption_limit 2147483648\n",
             "keyward_keyring_shared_confirmed_age_seconds 1.5\n",
             &format!(
                 "keyward_keyring_primary_key_info{{key_id_hash=\"{}\"}} 1\n",
