@@ -42,16 +42,16 @@ impl ObserveArgs {
     /// The metrics address asked for, checked: loopback, or `--metrics-listen-any`.
     pub(super) fn metrics_listen(&self) -> Result<Option<SocketAddr>, CliError> {
         match self.metrics_listen {
-            Some(addr) if !addr.ip().is_loopback() && !self.metrics_listen_any => Err(
-                CliError::new(format!(
+            Some(addr) if !addr.ip().is_loopback() && !self.metrics_listen_any => {
+                Err(CliError::new(format!(
                     "--metrics-listen {addr}: not a loopback address; /metrics is plain HTTP \
                      without authentication"
                 ))
                 .hint(
                     "use 127.0.0.1:PORT (scrape through a local agent), or pass \
                      --metrics-listen-any to serve it on this address",
-                ),
-            ),
+                ))
+            }
             other => Ok(other),
         }
     }

@@ -105,7 +105,10 @@ async fn respond<B>(metrics: &Metrics, req: http::Request<B>) -> http::Response<
             .expect("a static response is valid")
     };
     if req.uri().path() != "/metrics" {
-        return reply(http::StatusCode::NOT_FOUND, "not found; metrics are at /metrics\n");
+        return reply(
+            http::StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
     }
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return reply(

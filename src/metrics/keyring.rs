@@ -61,14 +61,15 @@ impl KeyringReading {
     pub fn of(keyring: &Keyring) -> Self {
         let health = keyring.health();
         let keys = keyring.keys();
-        let primary = keys.iter().find(|k| k.state == KeyState::Primary).map(|k| {
-            PrimaryKeyReading {
-                key_id_hash: key_id_hash(&k.key_id),
-                created_unix: k.created_unix,
-                encryptions: k.encryptions,
-                encryption_limit: keyring.encryption_limit(),
-            }
-        });
+        let primary =
+            keys.iter()
+                .find(|k| k.state == KeyState::Primary)
+                .map(|k| PrimaryKeyReading {
+                    key_id_hash: key_id_hash(&k.key_id),
+                    created_unix: k.created_unix,
+                    encryptions: k.encryptions,
+                    encryption_limit: keyring.encryption_limit(),
+                });
         let states = [
             KeyState::Primary,
             KeyState::DecryptOnly,

@@ -210,7 +210,11 @@ impl Metrics {
     /// pass who asked or what they named: labels must not carry names.
     pub fn authorization_denied(&self, verb: &str) {
         self.register_security();
-        let verb = VERBS.iter().find(|v| **v == verb).copied().unwrap_or("other");
+        let verb = VERBS
+            .iter()
+            .find(|v| **v == verb)
+            .copied()
+            .unwrap_or("other");
         self.inner
             .authorization_denials
             .get_or_create(&[("verb", verb)])
@@ -253,7 +257,10 @@ mod tests {
         m.authorization_denied("get");
         m.authorization_denied("secrets/db");
         let text = m.render(false).await;
-        assert!(text.contains("keyward_audit_write_failures_total 1\n"), "{text}");
+        assert!(
+            text.contains("keyward_audit_write_failures_total 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains("keyward_authorization_denials_total{verb=\"get\"} 2\n"),
             "{text}"

@@ -408,7 +408,11 @@ mod tests {
         .flat_map(|p| methods_of(p))
         .collect();
         kms.extend(
-            ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"].map(String::from),
+            [
+                "/grpc.health.v1.Health/Check",
+                "/grpc.health.v1.Health/Watch",
+            ]
+            .map(String::from),
         );
         let mut listed: Vec<String> = KMS_METHODS.iter().map(|s| s.to_string()).collect();
         kms.sort();
@@ -437,9 +441,11 @@ mod tests {
     }
 
     async fn call(layer: &RpcLayer, path: &str, status: Option<&'static str>, read: bool) {
-        let svc = layer.layer(tower::service_fn(move |_req: http::Request<()>| async move {
-            Ok::<_, std::convert::Infallible>(response(status))
-        }));
+        let svc = layer.layer(tower::service_fn(
+            move |_req: http::Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(response(status))
+            },
+        ));
         let req = http::Request::builder().uri(path).body(()).unwrap();
         let resp = svc.oneshot(req).await.unwrap();
         if read {
@@ -455,7 +461,13 @@ mod tests {
         call(&layer, "/v2.KeyManagementService/Decrypt", Some("99"), true).await;
         // Dropped before its end, without a status: the client went away.
         call(&layer, "/v2.KeyManagementService/Status", None, false).await;
-        call(&layer, "/v2.KeyManagementService/kw-1-secret", Some("12"), true).await;
+        call(
+            &layer,
+            "/v2.KeyManagementService/kw-1-secret",
+            Some("12"),
+            true,
+        )
+        .await;
         let text = m.render(false).await;
         for want in [
             "keyward_kms_request_duration_seconds_count{method=\"/v2.KeyManagementService/Decrypt\",code=\"InvalidArgument\"} 1\n",
@@ -468,6 +480,12 @@ mod tests {
         }
         assert!(!text.contains("kw-1-secret"), "{text}");
         // Disabled: nothing measured, calls pass.
-        call(&RpcLayer::disabled(), "/v2.KeyManagementService/Decrypt", None, true).await;
+        call(
+            &RpcLayer::disabled(),
+            "/v2.KeyManagementService/Decrypt",
+            None,
+            true,
+        )
+        .await;
     }
 }

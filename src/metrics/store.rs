@@ -40,7 +40,10 @@ impl StoreCollector {
     }
 
     fn store(&self) -> Option<Arc<Store>> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner()).upgrade()
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgrade()
     }
 
     /// Counts the stored Secrets again if the last count is older than [`OBJECTS_TTL`]. A

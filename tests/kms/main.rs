@@ -1,6 +1,6 @@
 //! The KMS plugin: its gRPC semantics and wire contract, the keyring behind it (in a data
-//! directory and in etcd), replicas sharing one keyring, an independent Python client, and
-//! data directories written by an earlier release.
+//! directory and in etcd), replicas sharing one keyring, an independent Python client, its
+//! metrics and JSON logs, and data directories written by an earlier release.
 //!
 //! One test binary for the subject (`cargo test --test kms`); each module was a binary of its
 //! own before. Shared harnesses live in `tests/support/`.
@@ -9,6 +9,7 @@
 mod support;
 
 mod keyring;
+mod metrics;
 mod plugin;
 mod proto_wire;
 mod python_client;

@@ -1,6 +1,7 @@
 //! The secret store: Kubernetes semantics over gRPC (on sled and on etcd), encryption at rest
 //! through the real plugin, reloading the encryption configuration, migration after a key
-//! rotation, and `keyward server` as a process.
+//! rotation, `keyward server` as a process, and the metrics both products export (with the
+//! dashboard and alert rules of deploy/ checked against them).
 //!
 //! One test binary for the subject (`cargo test --test store`). Shared harnesses live in
 //! `tests/support/`.
@@ -9,6 +10,7 @@
 mod support;
 
 mod encryption;
+mod metrics;
 mod migrate;
 mod reload;
 mod semantics;

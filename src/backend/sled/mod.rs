@@ -85,8 +85,8 @@ use ::sled::{Batch, Tree};
 use tokio::sync::{broadcast, oneshot};
 
 use super::{
-    check_key, AtomicHistogram, AtomicRevision, Backend, BackendError, Event, Expect, KeyValue, RangeRequest,
-    RangeResponse, Revision, WatchStream, WriteOutcome,
+    check_key, AtomicHistogram, AtomicRevision, Backend, BackendError, Event, Expect, KeyValue,
+    RangeRequest, RangeResponse, Revision, WatchStream, WriteOutcome,
 };
 use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
