@@ -133,6 +133,54 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// A CSPRNG for libraries that take `rand_core`'s infallible `CryptoRng` (Shamir splitting):
+/// ChaCha20's keystream under a key drawn from the operating system once, so that drawing from
+/// it cannot fail afterwards. Zeroized on drop; one instance per use, never persisted.
+pub struct KeystreamRng(chacha20::ChaCha20);
+
+impl fmt::Debug for KeystreamRng {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeystreamRng([REDACTED])")
+    }
+}
+
+impl KeystreamRng {
+    /// A generator seeded from the operating system's CSPRNG.
+    pub fn new() -> Result<Self, CryptoError> {
+        use chacha20::cipher::KeyIvInit;
+        let key = Key32::generate()?;
+        Ok(Self(chacha20::ChaCha20::new(
+            key.expose().into(),
+            &[0u8; 12].into(),
+        )))
+    }
+}
+
+impl rand_core::TryRng for KeystreamRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        use chacha20::cipher::StreamCipher;
+        dst.fill(0);
+        self.0.apply_keystream(dst);
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for KeystreamRng {}
+
 /// An AEAD algorithm keyward can wrap keys with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -1,7 +1,8 @@
 //! The command line: the `keyward` command and its subcommands, each family's flags and code in
 //! its own file, and the dispatch from a parsed command line to them.
 //!
-//! - `kms`: the KMS plugin (init, serve, admin calls); `server`: `server` and `dev`; `raw`;
+//! - `kms`: the KMS plugin (init, serve, admin calls); `seal`: its root of trust (unseal,
+//!   rekey-root, Shamir shares); `server`: `server` and `dev`; `raw`;
 //!   `secrets`: kubectl-shaped Secret commands; `apply`; `consume`: `run` and `mount`;
 //!   `encryption`: `encryption status` and `migrate`; `bench`: the load generators.
 //! - Shared: `client` (finding and reaching a server), `etcd` (the `--etcd-*` flags and files),
@@ -28,6 +29,7 @@ mod output;
 mod process;
 mod progress;
 mod raw;
+mod seal;
 mod secrets;
 mod server;
 
