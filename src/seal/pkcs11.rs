@@ -254,16 +254,22 @@ fn in_session<T>(
     f: impl FnOnce(&Session, ObjectHandle) -> Result<T, SealError>,
 ) -> Result<T, SealError> {
     let slots = ctx
-        .get_slots_with_initialized_token()
+        .get_slots_with_token()
         .map_err(|e| hsm_error(spec, "listing slots", e))?;
     let mut labels = Vec::new();
     let mut found = None;
     for slot in slots {
-        let info = ctx
-            .get_token_info(slot)
-            .map_err(|e| hsm_error(spec, "reading token info", e))?;
+        // A token this process cannot read (another process may be creating it) is not ours to
+        // fail on: skip it, and name it if ours is not found.
+        let info = match ctx.get_token_info(slot) {
+            Ok(info) => info,
+            Err(e) => {
+                labels.push(format!("slot {}: unreadable ({e})", slot.id()));
+                continue;
+            }
+        };
         let label = info.label().trim_end().to_owned();
-        if label == spec.token {
+        if label == spec.token && info.token_initialized() {
             found = Some(slot);
             break;
         }

@@ -1,6 +1,7 @@
 //! Test support shared by every integration test binary (`tests/*/main.rs`) and by the benches:
 //! the plugin served in this process ([`plugin`]), the store server started through the library
-//! and EncryptionConfiguration writers ([`store`]), the built `keyward` binary as a child process
+//! and EncryptionConfiguration writers ([`store`]), SoftHSM tokens for the PKCS#11 seal ([`hsm`]),
+//! the built `keyward` binary as a child process
 //! ([`binary`]), real etcd servers ([`etcd`]) and the external programs tests cross-check against
 //! ([`tools`]: a missing one fails the test, naming what to install).
 //!
@@ -11,6 +12,7 @@
 
 pub mod binary;
 pub mod etcd;
+pub mod hsm;
 pub mod plugin;
 pub mod store;
 pub mod tools;
