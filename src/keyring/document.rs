@@ -53,6 +53,10 @@ pub(super) struct Doc {
     /// Algorithm of new KEKs.
     pub algorithm: String,
     pub seal: SealRecord,
+    /// Random id of the root key, drawn at each root-key rotation (absent before the first), so
+    /// that a replica can tell a document re-sealed elsewhere from a modified one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<String>,
     /// Sequence number of the next KEK.
     pub next_seq: u64,
     /// Every KEK, oldest first.
@@ -381,6 +385,7 @@ pub(super) fn new_doc(
         keyring_id: hex::encode(keyring_id),
         algorithm: opts.algorithm.name().to_owned(),
         seal: record,
+        root_id: None,
         next_seq: 1,
         keys: Vec::new(),
     };
@@ -427,6 +432,7 @@ pub(super) fn reseal(
         rec.sealed = Some(B64.encode(sealer.seal_random_nonce(&aad, &material)?));
     }
     out.seal = record;
+    out.root_id = Some(hex::encode(crypto::random_array::<8>()?));
     Ok(out)
 }
 
@@ -457,11 +463,17 @@ fn check_format(doc: &Doc) -> Result<(), KeyringError> {
 /// (the root key is needed to check the MAC, and the record says how to get it). Nothing else in
 /// the document is used until [`unseal_with_root`] checked it.
 pub(super) fn peek(stored: &[u8]) -> Result<(SealRecord, [u8; 16]), KeyringError> {
-    let (_, json) = split(stored)?;
-    let doc: Doc = serde_json::from_slice(json).map_err(|_| KeyringError::Unseal)?;
+    let doc = peek_doc(stored)?;
     let mut keyring_id = [0u8; 16];
     hex::decode_to_slice(&doc.keyring_id, &mut keyring_id).map_err(|_| KeyringError::Unseal)?;
     Ok((doc.seal, keyring_id))
+}
+
+/// The stored document, not authenticated: for [`peek`], and for telling a re-sealed document
+/// from a modified one.
+pub(super) fn peek_doc(stored: &[u8]) -> Result<Doc, KeyringError> {
+    let (_, json) = split(stored)?;
+    serde_json::from_slice(json).map_err(|_| KeyringError::Unseal)
 }
 
 /// Checks a stored document with the root key from `spec` and derives the keyring's keys. Reads

@@ -480,9 +480,11 @@ impl Keyring {
     /// Whether `stored`, which the held MAC key did not open, is this keyring under another seal
     /// (re-sealed by another process) rather than a modified document.
     fn resealed(&self, stored: &[u8], w: &Writer) -> bool {
-        document::peek(stored).is_ok_and(|(record, id)| {
-            id == self.inner.keyring_id
-                && serde_json::to_string(&record).ok() != serde_json::to_string(&w.doc.seal).ok()
+        document::peek_doc(stored).is_ok_and(|doc| {
+            doc.keyring_id == hex::encode(self.inner.keyring_id)
+                && (doc.root_id != w.doc.root_id
+                    || serde_json::to_string(&doc.seal).ok()
+                        != serde_json::to_string(&w.doc.seal).ok())
         })
     }
 

@@ -14,5 +14,6 @@ mod keyring;
 mod plugin;
 mod proto_wire;
 mod python_client;
+mod root;
 mod shared;
 mod upgrade;
