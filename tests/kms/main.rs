@@ -14,6 +14,7 @@ mod keyring;
 mod plugin;
 mod proto_wire;
 mod python_client;
+mod quickstart;
 mod root;
 mod shared;
 mod upgrade;
