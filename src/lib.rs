@@ -10,7 +10,8 @@
 //! - [`keyring`] owns key-encryption keys: ids, states, counters, the ciphertext envelope, the
 //!   sealed and MAC'd document, rotation policy, and its persistence through the [`backend`]
 //!   seam (sled in a data directory, or etcd shared by plugin replicas).
-//! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
+//! - [`seal`] owns root-key sources: key files, Argon2id passphrase files, PKCS#11 HSMs and
+//!   Shamir shares.
 //!
 //! **The store** (`keyward server`): Kubernetes Secrets, encrypted at rest.
 //! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators.

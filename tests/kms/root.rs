@@ -76,7 +76,7 @@ async fn rekey_chain(at: KeyringLocation, dir: &Path) {
     Keyring::init(&at, &first, &opts()).await.unwrap();
     let kr = open(&at, &first).await.unwrap();
     let mut made = Vec::new();
-    let mut seal_once = |kr: Keyring, n: u8| async move {
+    let seal_once = |kr: Keyring, n: u8| async move {
         let pt = vec![n; 32];
         let (ct, _) = kr.encrypt(&pt).await.unwrap();
         (kr, (ct, pt))
