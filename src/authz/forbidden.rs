@@ -48,7 +48,10 @@ impl Forbidden {
         } else if attrs.name.is_empty() {
             format!("{group_resource} is forbidden: {err}")
         } else {
-            format!("{group_resource} {} is forbidden: {err}", go_quote(&attrs.name))
+            format!(
+                "{group_resource} {} is forbidden: {err}",
+                go_quote(&attrs.name)
+            )
         };
         Forbidden {
             message,
@@ -118,7 +121,10 @@ mod tests {
             f.message,
             r#"secrets "db" is forbidden: User "app" cannot get resource "secrets" in API group "" in the namespace "prod""#
         );
-        assert_eq!((f.group.as_str(), f.resource.as_str(), f.name.as_str()), ("", "secrets", "db"));
+        assert_eq!(
+            (f.group.as_str(), f.resource.as_str(), f.name.as_str()),
+            ("", "secrets", "db")
+        );
     }
 
     /// The real message of kyverno/kyverno#8721 (facts §2.4).
@@ -143,7 +149,10 @@ mod tests {
             .with_subresource("scale")
             .with_name("web");
         assert_eq!(
-            forbidden_message(&a, "RBAC: clusterrole.rbac.authorization.k8s.io \"ops\" not found"),
+            forbidden_message(
+                &a,
+                "RBAC: clusterrole.rbac.authorization.k8s.io \"ops\" not found"
+            ),
             r#"deployments.apps "web" is forbidden: User "bob" cannot update resource "deployments/scale" in API group "apps" at the cluster scope: RBAC: clusterrole.rbac.authorization.k8s.io "ops" not found"#
         );
         let nodes = Attributes::resource(user("bob"), "list", "nodes");
@@ -157,7 +166,10 @@ mod tests {
     fn non_resource_request() {
         let a = Attributes::non_resource(user("bob"), "get", "/metrics");
         let f = Forbidden::new(&a, "");
-        assert_eq!(f.message, r#"forbidden: User "bob" cannot get path "/metrics""#);
+        assert_eq!(
+            f.message,
+            r#"forbidden: User "bob" cannot get path "/metrics""#
+        );
         assert_eq!((f.group.as_str(), f.resource.as_str()), ("", ""));
     }
 

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{verbs, Attributes, AuthzError, Authorizer, Forbidden};
+use super::{verbs, Attributes, Authorizer, AuthzError, Forbidden};
 use crate::authn::{names, Identity};
 use crate::names::{is_dns1123_label, is_dns1123_subdomain};
 
@@ -67,14 +67,23 @@ pub fn service_account_groups(namespace: &str) -> Vec<String> {
 
 /// Go's `%v` of a `v1.ObjectReference` (`{Kind Namespace Name UID APIVersion ResourceVersion
 /// FieldPath}`), as kube-apiserver's bad-request message prints the requests.
-fn object_reference(kind: &str, namespace: &str, name: &str, api_version: &str, field_path: &str) -> String {
+fn object_reference(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    api_version: &str,
+    field_path: &str,
+) -> String {
     format!("{{{kind} {namespace} {name}  {api_version}  {field_path}}}")
 }
 
 impl ImpersonationRequest {
     /// Whether nothing is asked (the request runs as its caller).
     pub fn is_empty(&self) -> bool {
-        self.user.is_empty() && self.uid.is_empty() && self.groups.is_empty() && self.extra.is_empty()
+        self.user.is_empty()
+            && self.uid.is_empty()
+            && self.groups.is_empty()
+            && self.extra.is_empty()
     }
 
     /// The checks and the resulting identity for `requester`; `None` if nothing is asked.
@@ -112,7 +121,8 @@ impl ImpersonationRequest {
         for (key, values) in &self.extra {
             let key = key.to_lowercase();
             for v in values {
-                checks.push(check("userextras", AUTHENTICATION_GROUP, "", v).with_subresource(&key));
+                checks
+                    .push(check("userextras", AUTHENTICATION_GROUP, "", v).with_subresource(&key));
                 described.push(object_reference("UserExtra", "", v, &auth_version, &key));
                 extra.entry(key.clone()).or_default().push(v.clone());
             }
@@ -161,8 +171,206 @@ pub fn impersonate(
     for attrs in &plan.checks {
         let decision = authz.authorize(attrs);
         if !decision.allowed() {
-            return Err(AuthzError::Forbidden(Forbidden::new(attrs, decision.reason())));
+            return Err(AuthzError::Forbidden(Forbidden::new(
+                attrs,
+                decision.reason(),
+            )));
         }
     }
     Ok(plan.identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::rbac::parse_policy;
+    use crate::authz::Rbac;
+
+    fn alice() -> Identity {
+        Identity::new(
+            "alice",
+            "",
+            vec!["ops".into(), "system:authenticated".into()],
+        )
+    }
+
+    fn check(resource: &str, group: &str, ns: &str, name: &str, sub: &str) -> Attributes {
+        Attributes::resource(alice(), "impersonate", resource)
+            .with_group(group)
+            .with_namespace(ns)
+            .with_name(name)
+            .with_subresource(sub)
+    }
+
+    #[test]
+    fn checks_and_identity_of_a_user_with_groups_extra_and_uid() {
+        let req = ImpersonationRequest {
+            user: "bob".into(),
+            uid: "1234".into(),
+            groups: vec!["dev".into(), "qa".into()],
+            extra: BTreeMap::from([("Scopes".into(), vec!["view".into(), "edit".into()])]),
+        };
+        let plan = req.plan(&alice()).unwrap().unwrap();
+        assert_eq!(
+            plan.checks,
+            [
+                check("users", "", "", "bob", ""),
+                check("groups", "", "", "dev", ""),
+                check("groups", "", "", "qa", ""),
+                check("userextras", "authentication.k8s.io", "", "view", "scopes"),
+                check("userextras", "authentication.k8s.io", "", "edit", "scopes"),
+                check("uids", "authentication.k8s.io", "", "1234", ""),
+            ]
+        );
+        assert_eq!(
+            plan.identity,
+            Identity {
+                name: "bob".into(),
+                uid: "1234".into(),
+                groups: vec!["dev".into(), "qa".into(), "system:authenticated".into()],
+                extra: BTreeMap::from([("scopes".into(), vec!["view".into(), "edit".into()])]),
+            }
+        );
+    }
+
+    #[test]
+    fn service_accounts_anonymous_and_explicit_authenticated_groups() {
+        let sa = ImpersonationRequest {
+            user: "system:serviceaccount:prod:app".into(),
+            ..ImpersonationRequest::default()
+        };
+        let plan = sa.plan(&alice()).unwrap().unwrap();
+        assert_eq!(
+            plan.checks,
+            [check("serviceaccounts", "", "prod", "app", "")]
+        );
+        assert_eq!(
+            plan.identity.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:prod",
+                "system:authenticated"
+            ]
+        );
+        // With groups given, they replace the service account's.
+        let sa_groups = ImpersonationRequest {
+            groups: vec!["x".into()],
+            ..sa.clone()
+        };
+        assert_eq!(
+            sa_groups.plan(&alice()).unwrap().unwrap().identity.groups,
+            ["x", "system:authenticated"]
+        );
+        // Not a valid service account user name: a plain user.
+        let odd = ImpersonationRequest {
+            user: "system:serviceaccount:prod:a:b".into(),
+            ..ImpersonationRequest::default()
+        };
+        assert_eq!(
+            odd.plan(&alice()).unwrap().unwrap().checks[0].resource,
+            "users"
+        );
+        let anon = ImpersonationRequest {
+            user: "system:anonymous".into(),
+            ..ImpersonationRequest::default()
+        };
+        assert_eq!(
+            anon.plan(&alice()).unwrap().unwrap().identity.groups,
+            ["system:unauthenticated"]
+        );
+        let unauth = ImpersonationRequest {
+            user: "bob".into(),
+            groups: vec!["system:unauthenticated".into()],
+            ..ImpersonationRequest::default()
+        };
+        assert_eq!(
+            unauth.plan(&alice()).unwrap().unwrap().identity.groups,
+            ["system:unauthenticated"]
+        );
+        assert!(ImpersonationRequest::default()
+            .plan(&alice())
+            .unwrap()
+            .is_none());
+    }
+
+    /// kube-apiserver's bad request, with Go's printing of the object references.
+    #[test]
+    fn groups_without_a_user_are_a_bad_request() {
+        let req = ImpersonationRequest {
+            groups: vec!["dev".into()],
+            extra: BTreeMap::from([("k".into(), vec!["v".into()])]),
+            uid: "7".into(),
+            ..ImpersonationRequest::default()
+        };
+        let e = req.plan(&alice()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "requested [{Group  dev    } {UserExtra  v  authentication.k8s.io/v1  k} {UID  7  authentication.k8s.io/v1  }] without impersonating a user"
+        );
+    }
+
+    #[test]
+    fn impersonate_authorizes_every_part() {
+        let policy = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: impersonate-bob}
+rules:
+- {apiGroups: [""], resources: [users], resourceNames: [bob], verbs: [impersonate]}
+- {apiGroups: [""], resources: [serviceaccounts], verbs: [impersonate]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ops-impersonate}
+subjects: [{kind: Group, name: ops}]
+roleRef: {kind: ClusterRole, name: impersonate-bob}
+"#;
+        let rbac = Rbac::new(&parse_policy([("p.yaml", policy)]).unwrap().set);
+        let as_bob = ImpersonationRequest {
+            user: "bob".into(),
+            ..ImpersonationRequest::default()
+        };
+        let bob = impersonate(&rbac, &alice(), &as_bob).unwrap();
+        assert_eq!(
+            (bob.name.as_str(), bob.groups.as_slice()),
+            ("bob", &["system:authenticated".to_owned()][..])
+        );
+        let as_carol = ImpersonationRequest {
+            user: "carol".into(),
+            ..ImpersonationRequest::default()
+        };
+        let e = impersonate(&rbac, &alice(), &as_carol).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"users "carol" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#
+        );
+        let with_group = ImpersonationRequest {
+            groups: vec!["system:masters".into()],
+            ..as_bob
+        };
+        let e = impersonate(&rbac, &alice(), &with_group).unwrap_err();
+        assert!(
+            matches!(&e, AuthzError::Forbidden(f) if f.resource == "groups" && f.name == "system:masters"),
+            "{e}"
+        );
+        let as_sa = ImpersonationRequest {
+            user: "system:serviceaccount:prod:app".into(),
+            ..ImpersonationRequest::default()
+        };
+        assert_eq!(
+            impersonate(&rbac, &alice(), &as_sa).unwrap().name,
+            "system:serviceaccount:prod:app"
+        );
+        let nobody = Identity::new("eve", "", vec![]);
+        let e = impersonate(&rbac, &nobody, &as_sa).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"serviceaccounts "app" is forbidden: User "eve" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "prod""#
+        );
+        // Nothing asked: the caller itself.
+        assert_eq!(
+            impersonate(&rbac, &nobody, &ImpersonationRequest::default()).unwrap(),
+            nobody
+        );
+    }
 }

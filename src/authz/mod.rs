@@ -32,9 +32,9 @@ pub use impersonation::{impersonate, Impersonation, ImpersonationRequest};
 pub use policy::{Policy, PolicyStatus, PolicyWatcher, DEFAULT_RELOAD_INTERVAL};
 pub use rbac::{Problem, Rbac};
 pub use review::{
-    self_subject_access_review, self_subject_rules_review, AccessReviewSpec,
-    NonResourceAttributes, NonResourceRule, ResourceAttributes, ResourceRule,
-    SubjectAccessReviewStatus, SubjectRulesReviewStatus,
+    self_subject_access_review, self_subject_rules_review, AccessReviewSpec, NonResourceAttributes,
+    NonResourceRule, ResourceAttributes, ResourceRule, SubjectAccessReviewStatus,
+    SubjectRulesReviewStatus,
 };
 
 use std::path::PathBuf;
@@ -308,7 +308,10 @@ mod tests {
             .with_group("")
             .with_subresource("");
         assert!(a.is_resource_request());
-        assert_eq!((a.verb.as_str(), a.namespace.as_str(), a.name.as_str()), ("get", "prod", "db"));
+        assert_eq!(
+            (a.verb.as_str(), a.namespace.as_str(), a.name.as_str()),
+            ("get", "prod", "db")
+        );
         let n = Attributes::non_resource(u, "get", "/healthz");
         assert!(!n.is_resource_request());
         assert_eq!(Decision::Deny { reason: "x".into() }.reason(), "x");

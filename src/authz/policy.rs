@@ -23,7 +23,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::rbac::{parse_policy, PolicyCounts, Rbac};
 use super::review::SubjectRulesReviewStatus;
-use super::{Attributes, AuthzError, Authorizer, Decision, RuleResolver};
+use super::{Attributes, Authorizer, AuthzError, Decision, RuleResolver};
 use crate::authn::Identity;
 
 /// How often a [`PolicyWatcher`] reads the policy files by default.
@@ -102,7 +102,8 @@ fn read_files(path: &Path) -> Result<Vec<(String, String)>, AuthzError> {
                 path: f.clone(),
                 source,
             })?;
-            let text = String::from_utf8(raw).map_err(|_| AuthzError::NotUtf8 { path: f.clone() })?;
+            let text =
+                String::from_utf8(raw).map_err(|_| AuthzError::NotUtf8 { path: f.clone() })?;
             Ok((f.display().to_string(), text))
         })
         .collect()

@@ -10,7 +10,7 @@
 //!   missing roles in `evaluationError`.
 
 use super::rbac::{aggregate, PolicyRule, Rbac};
-use super::{Attributes, AuthzError, Authorizer, Decision, RuleResolver};
+use super::{Attributes, Authorizer, AuthzError, Decision, RuleResolver};
 use crate::authn::{names, Identity};
 
 /// `spec.resourceAttributes` of an access review.
@@ -54,12 +54,16 @@ impl AccessReviewSpec {
     /// The request `user` would make.
     pub fn attributes(&self, user: &Identity) -> Attributes {
         match self {
-            AccessReviewSpec::Resource(r) => Attributes::resource(user.clone(), &r.verb, &r.resource)
-                .with_group(&r.group)
-                .with_subresource(&r.subresource)
-                .with_namespace(&r.namespace)
-                .with_name(&r.name),
-            AccessReviewSpec::NonResource(n) => Attributes::non_resource(user.clone(), &n.verb, &n.path),
+            AccessReviewSpec::Resource(r) => {
+                Attributes::resource(user.clone(), &r.verb, &r.resource)
+                    .with_group(&r.group)
+                    .with_subresource(&r.subresource)
+                    .with_namespace(&r.namespace)
+                    .with_name(&r.name)
+            }
+            AccessReviewSpec::NonResource(n) => {
+                Attributes::non_resource(user.clone(), &n.verb, &n.path)
+            }
         }
     }
 }
@@ -202,5 +206,141 @@ impl RuleResolver for Rbac {
             status.evaluation_error = aggregate(&errors);
         }
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::rbac::parse_policy;
+    use crate::authz::AlwaysAllow;
+
+    const POLICY: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: health}
+rules: [{nonResourceURLs: [/healthz, /readyz], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: health}
+subjects: [{kind: Group, name: system:authenticated}]
+roleRef: {kind: ClusterRole, name: health}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: reader, namespace: prod}
+rules: [{apiGroups: [""], resources: [secrets], resourceNames: [db], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app, namespace: prod}
+subjects: [{kind: User, name: app}]
+roleRef: {kind: Role, name: reader}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: broken, namespace: prod}
+subjects: [{kind: User, name: app}]
+roleRef: {kind: ClusterRole, name: edit}
+"#;
+
+    fn rbac() -> Rbac {
+        Rbac::new(&parse_policy([("p.yaml", POLICY)]).unwrap().set)
+    }
+
+    fn app() -> Identity {
+        Identity::new("app", "", vec!["system:authenticated".into()])
+    }
+
+    fn secrets(verb: &str, name: &str) -> AccessReviewSpec {
+        AccessReviewSpec::Resource(ResourceAttributes {
+            namespace: "prod".into(),
+            verb: verb.into(),
+            version: "v1".into(),
+            resource: "secrets".into(),
+            name: name.into(),
+            ..ResourceAttributes::default()
+        })
+    }
+
+    /// `kubectl auth can-i get secrets/db -n prod` → yes; `can-i list secrets` → no, with
+    /// `allowed: false, denied: false` as RBAC's "no opinion" gives.
+    #[test]
+    fn access_review() {
+        let r = rbac();
+        let yes = self_subject_access_review(&r, &app(), &secrets("get", "db"));
+        assert_eq!(
+            yes,
+            SubjectAccessReviewStatus {
+                allowed: true,
+                denied: false,
+                reason: r#"RBAC: allowed by RoleBinding "app/prod" of Role "reader" to User "app""#
+                    .into(),
+                evaluation_error: String::new(),
+            }
+        );
+        let no = self_subject_access_review(&r, &app(), &secrets("list", ""));
+        assert!(!no.allowed && !no.denied);
+        assert_eq!(
+            no.reason,
+            r#"RBAC: clusterrole.rbac.authorization.k8s.io "edit" not found"#
+        );
+        let health = AccessReviewSpec::NonResource(NonResourceAttributes {
+            path: "/healthz".into(),
+            verb: "get".into(),
+        });
+        assert!(self_subject_access_review(&r, &app(), &health).allowed);
+        let anonymous = Identity::new(
+            "system:anonymous",
+            "",
+            vec!["system:unauthenticated".into()],
+        );
+        assert!(!self_subject_access_review(&r, &anonymous, &health).allowed);
+        assert!(self_subject_access_review(&AlwaysAllow, &anonymous, &health).allowed);
+    }
+
+    /// `kubectl auth can-i --list -n prod`.
+    #[test]
+    fn rules_review() {
+        let r = rbac();
+        let got = self_subject_rules_review(&r, &app(), "prod").unwrap();
+        assert_eq!(
+            got.resource_rules,
+            [ResourceRule {
+                verbs: vec!["get".into()],
+                api_groups: vec!["".into()],
+                resources: vec!["secrets".into()],
+                resource_names: vec!["db".into()],
+            }]
+        );
+        assert_eq!(
+            got.non_resource_rules,
+            [NonResourceRule {
+                verbs: vec!["get".into()],
+                non_resource_urls: vec!["/healthz".into(), "/readyz".into()],
+            }]
+        );
+        assert!(!got.incomplete);
+        assert_eq!(
+            got.evaluation_error,
+            r#"clusterrole.rbac.authorization.k8s.io "edit" not found"#
+        );
+
+        let elsewhere = self_subject_rules_review(&r, &app(), "dev").unwrap();
+        assert!(elsewhere.resource_rules.is_empty() && elsewhere.evaluation_error.is_empty());
+        assert_eq!(elsewhere.non_resource_rules.len(), 1);
+
+        assert!(matches!(
+            self_subject_rules_review(&r, &app(), ""),
+            Err(AuthzError::NoNamespace)
+        ));
+        let root = Identity::new("root", "", vec!["system:masters".into()]);
+        let masters = self_subject_rules_review(&r, &root, "prod").unwrap();
+        assert_eq!(masters, everything());
+        assert_eq!(
+            self_subject_rules_review(&AlwaysAllow, &app(), "prod").unwrap(),
+            everything()
+        );
     }
 }

@@ -64,10 +64,18 @@ impl RoleTable<'_> {
     fn rules(&self, kind: &str, name: &str, binding_ns: &str) -> Result<Rules, Arc<str>> {
         match kind {
             "Role" => self.roles.get(&(binding_ns, name)).cloned().ok_or_else(|| {
-                format!("role.rbac.authorization.k8s.io {} not found", go_quote(name)).into()
+                format!(
+                    "role.rbac.authorization.k8s.io {} not found",
+                    go_quote(name)
+                )
+                .into()
             }),
             "ClusterRole" => self.cluster_roles.get(name).cloned().ok_or_else(|| {
-                format!("clusterrole.rbac.authorization.k8s.io {} not found", go_quote(name)).into()
+                format!(
+                    "clusterrole.rbac.authorization.k8s.io {} not found",
+                    go_quote(name)
+                )
+                .into()
             }),
             other => Err(format!("unsupported role reference kind: {}", go_quote(other)).into()),
         }
@@ -77,7 +85,11 @@ impl RoleTable<'_> {
 /// `describeSubject`: `Kind "name"`, service accounts as `ServiceAccount "name/namespace"`.
 fn describe_subject(s: &Subject, binding_ns: &str) -> String {
     if s.kind == SERVICE_ACCOUNT_KIND {
-        let ns = if s.namespace.is_empty() { binding_ns } else { &s.namespace };
+        let ns = if s.namespace.is_empty() {
+            binding_ns
+        } else {
+            &s.namespace
+        };
         format!("{} {}", s.kind, go_quote(&format!("{}/{ns}", s.name)))
     } else {
         format!("{} {}", s.kind, go_quote(&s.name))
@@ -98,7 +110,11 @@ impl Scope {
                 USER_KIND => push(&mut self.users, s.name.clone()),
                 GROUP_KIND => push(&mut self.groups, s.name.clone()),
                 SERVICE_ACCOUNT_KIND => {
-                    let ns = if s.namespace.is_empty() { &binding.namespace } else { &s.namespace };
+                    let ns = if s.namespace.is_empty() {
+                        &binding.namespace
+                    } else {
+                        &s.namespace
+                    };
                     if !ns.is_empty() {
                         let user = format!("{}{ns}:{}", names::SERVICE_ACCOUNT_USER_PREFIX, s.name);
                         push(&mut self.users, user);
@@ -120,11 +136,11 @@ impl Scope {
     ) -> ControlFlow<B> {
         // The bindings naming the user or one of its groups: one list as is, several merged
         // back into policy order.
-        let lists = self
-            .users
-            .get(user.name.as_str())
-            .into_iter()
-            .chain(user.groups.iter().filter_map(|g| self.groups.get(g.as_str())));
+        let lists = self.users.get(user.name.as_str()).into_iter().chain(
+            user.groups
+                .iter()
+                .filter_map(|g| self.groups.get(g.as_str())),
+        );
         let mut first: &[u32] = &[];
         let mut merged: Vec<u32> = Vec::new();
         let mut sources = 0;
@@ -159,7 +175,9 @@ impl Scope {
 /// `appliesTo`: the index of the first of `subjects` that names `user`, for a binding in
 /// `namespace` ("" for a ClusterRoleBinding).
 pub(crate) fn applies_to(user: &Identity, subjects: &[Subject], namespace: &str) -> Option<usize> {
-    subjects.iter().position(|s| applies_to_user(user, s, namespace))
+    subjects
+        .iter()
+        .position(|s| applies_to_user(user, s, namespace))
 }
 
 /// `appliesToUser`: users by exact name (`*` is not a wildcard), groups by membership, service
@@ -170,7 +188,11 @@ fn applies_to_user(user: &Identity, s: &Subject, namespace: &str) -> bool {
         USER_KIND => user.name == s.name,
         GROUP_KIND => user.in_group(&s.name),
         SERVICE_ACCOUNT_KIND => {
-            let ns = if s.namespace.is_empty() { namespace } else { &s.namespace };
+            let ns = if s.namespace.is_empty() {
+                namespace
+            } else {
+                &s.namespace
+            };
             !ns.is_empty() && service_account_matches(ns, &s.name, &user.name)
         }
         _ => false,
@@ -302,7 +324,11 @@ impl Rbac {
                 go_quote(&b.role_ref.name)
             );
             rbac.cluster.add(Binding {
-                reasons: b.subjects.iter().map(|s| prefix.clone() + &describe_subject(s, "")).collect(),
+                reasons: b
+                    .subjects
+                    .iter()
+                    .map(|s| prefix.clone() + &describe_subject(s, ""))
+                    .collect(),
                 namespace: String::new(),
                 subjects: b.subjects.clone(),
                 rules: table.rules(&b.role_ref.kind, &b.role_ref.name, ""),
@@ -317,7 +343,11 @@ impl Rbac {
                 go_quote(&b.role_ref.name)
             );
             rbac.namespaces.entry(ns.clone()).or_default().add(Binding {
-                reasons: b.subjects.iter().map(|s| prefix.clone() + &describe_subject(s, ns)).collect(),
+                reasons: b
+                    .subjects
+                    .iter()
+                    .map(|s| prefix.clone() + &describe_subject(s, ns))
+                    .collect(),
                 namespace: ns.clone(),
                 subjects: b.subjects.clone(),
                 rules: table.rules(&b.role_ref.kind, &b.role_ref.name, ns),

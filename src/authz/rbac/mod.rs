@@ -22,8 +22,8 @@ pub use eval::{rule_allows, AppliedRules, Rbac};
 pub use parse::{Location, Problem};
 pub use types::{
     AggregationRule, ClusterRole, ClusterRoleBinding, LabelSelector, LabelSelectorRequirement,
-    ObjectMeta, PolicyCounts, PolicyRule, PolicySet, Role, RoleBinding, RoleRef,
-    SelectorOperator, Subject,
+    ObjectMeta, PolicyCounts, PolicyRule, PolicySet, Role, RoleBinding, RoleRef, SelectorOperator,
+    Subject,
 };
 
 use super::AuthzError;
@@ -59,3 +59,5 @@ pub fn parse_policy<'a>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstream_tests;

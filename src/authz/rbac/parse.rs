@@ -210,7 +210,11 @@ fn parse_list(
 ) {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let item_kind = list_item_kind(kind);
-    let want_version = if item_kind.is_some() { API_VERSION } else { "v1" };
+    let want_version = if item_kind.is_some() {
+        API_VERSION
+    } else {
+        "v1"
+    };
     let mut issues = Vec::new();
     unknown_fields(&obj, "", LIST_FIELDS, &mut issues);
     check_api_version(&obj, &[want_version], &mut issues);
@@ -256,10 +260,9 @@ fn check_api_version(obj: &Map<String, Value>, supported: &[&str], issues: &mut 
     match obj.get("apiVersion") {
         None | Some(Value::Null) => issues.push(FieldIssue::new("apiVersion", "Required value")),
         Some(Value::String(v)) if supported.contains(&v.as_str()) => {}
-        Some(Value::String(v)) => issues.push(FieldIssue::new(
-            "apiVersion",
-            not_supported(v, supported),
-        )),
+        Some(Value::String(v)) => {
+            issues.push(FieldIssue::new("apiVersion", not_supported(v, supported)))
+        }
         Some(other) => issues.push(not_a_string("apiVersion", other)),
     }
 }
@@ -300,7 +303,12 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Refuses every key of `obj` not in `known`, naming the field.
-fn unknown_fields(obj: &Map<String, Value>, path: &str, known: &[&str], issues: &mut Vec<FieldIssue>) {
+fn unknown_fields(
+    obj: &Map<String, Value>,
+    path: &str,
+    known: &[&str],
+    issues: &mut Vec<FieldIssue>,
+) {
     for key in obj.keys() {
         if !known.contains(&key.as_str()) {
             issues.push(FieldIssue::new(
@@ -321,7 +329,12 @@ struct Reader {
 }
 
 impl Reader {
-    fn object<'v>(&mut self, v: Option<&'v Value>, path: &str, known: &[&str]) -> Option<&'v Map<String, Value>> {
+    fn object<'v>(
+        &mut self,
+        v: Option<&'v Value>,
+        path: &str,
+        known: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
         match v {
             None | Some(Value::Null) => None,
             Some(Value::Object(o)) => {
@@ -358,7 +371,9 @@ impl Reader {
                 for (i, v) in a.iter().enumerate() {
                     match v {
                         Value::String(s) => out.push(s.clone()),
-                        other => self.issues.push(not_a_string(&format!("{field}[{i}]"), other)),
+                        other => self
+                            .issues
+                            .push(not_a_string(&format!("{field}[{i}]"), other)),
                     }
                 }
                 out
@@ -366,14 +381,22 @@ impl Reader {
             Some(other) => {
                 self.issues.push(FieldIssue::new(
                     field,
-                    format!("Invalid value: {}: must be a list of strings", json_type(other)),
+                    format!(
+                        "Invalid value: {}: must be a list of strings",
+                        json_type(other)
+                    ),
                 ));
                 Vec::new()
             }
         }
     }
 
-    fn string_map(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> BTreeMap<String, String> {
+    fn string_map(
+        &mut self,
+        obj: &Map<String, Value>,
+        key: &str,
+        path: &str,
+    ) -> BTreeMap<String, String> {
         let field = join(path, key);
         let mut out = BTreeMap::new();
         match obj.get(key) {
@@ -384,20 +407,31 @@ impl Reader {
                         Value::String(s) => {
                             out.insert(k.clone(), s.clone());
                         }
-                        other => self.issues.push(not_a_string(&format!("{field}[{k}]"), other)),
+                        other => self
+                            .issues
+                            .push(not_a_string(&format!("{field}[{k}]"), other)),
                     }
                 }
             }
             Some(other) => self.issues.push(FieldIssue::new(
                 field,
-                format!("Invalid value: {}: must be a map of strings", json_type(other)),
+                format!(
+                    "Invalid value: {}: must be a map of strings",
+                    json_type(other)
+                ),
             )),
         }
         out
     }
 
     /// Each element of the list `key`, as an object with `known` fields.
-    fn objects<'v>(&mut self, obj: &'v Map<String, Value>, key: &str, path: &str, known: &[&str]) -> Vec<(String, &'v Map<String, Value>)> {
+    fn objects<'v>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        key: &str,
+        path: &str,
+        known: &[&str],
+    ) -> Vec<(String, &'v Map<String, Value>)> {
         let field = join(path, key);
         match obj.get(key) {
             None | Some(Value::Null) => Vec::new(),
@@ -440,9 +474,16 @@ const META_FIELDS: &[&str] = &[
     "managedFields",
 ];
 const ROLE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "rules"];
-const CLUSTER_ROLE_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "rules", "aggregationRule"];
+const CLUSTER_ROLE_FIELDS: &[&str] =
+    &["apiVersion", "kind", "metadata", "rules", "aggregationRule"];
 const BINDING_FIELDS: &[&str] = &["apiVersion", "kind", "metadata", "subjects", "roleRef"];
-const RULE_FIELDS: &[&str] = &["apiGroups", "nonResourceURLs", "resourceNames", "resources", "verbs"];
+const RULE_FIELDS: &[&str] = &[
+    "apiGroups",
+    "nonResourceURLs",
+    "resourceNames",
+    "resources",
+    "verbs",
+];
 const SUBJECT_FIELDS: &[&str] = &["apiGroup", "kind", "name", "namespace"];
 const ROLE_REF_FIELDS: &[&str] = &["apiGroup", "kind", "name"];
 const AGGREGATION_FIELDS: &[&str] = &["clusterRoleSelectors"];
@@ -470,7 +511,8 @@ fn parse_item(
     let object_name = (!kind.is_empty()).then(|| describe(&kind, raw_ns, raw_name));
     if let Some(want) = list_kind {
         if kind != want {
-            r.issues.push(FieldIssue::new("kind", not_supported(&kind, &[want])));
+            r.issues
+                .push(FieldIssue::new("kind", not_supported(&kind, &[want])));
         }
     }
     let known: &[&str] = match kind.as_str() {
@@ -571,9 +613,18 @@ fn read_rules(r: &mut Reader, obj: &Map<String, Value>) -> Vec<PolicyRule> {
 }
 
 fn read_aggregation(r: &mut Reader, obj: &Map<String, Value>) -> Option<AggregationRule> {
-    let agg = r.object(obj.get("aggregationRule"), "aggregationRule", AGGREGATION_FIELDS)?;
+    let agg = r.object(
+        obj.get("aggregationRule"),
+        "aggregationRule",
+        AGGREGATION_FIELDS,
+    )?;
     let selectors = r
-        .objects(agg, "clusterRoleSelectors", "aggregationRule", SELECTOR_FIELDS)
+        .objects(
+            agg,
+            "clusterRoleSelectors",
+            "aggregationRule",
+            SELECTOR_FIELDS,
+        )
         .into_iter()
         .map(|(p, s)| LabelSelector {
             match_labels: r.string_map(s, "matchLabels", &p),
@@ -589,7 +640,11 @@ fn read_aggregation(r: &mut Reader, obj: &Map<String, Value>) -> Option<Aggregat
     })
 }
 
-fn read_requirement(r: &mut Reader, e: &Map<String, Value>, path: &str) -> Option<LabelSelectorRequirement> {
+fn read_requirement(
+    r: &mut Reader,
+    e: &Map<String, Value>,
+    path: &str,
+) -> Option<LabelSelectorRequirement> {
     let key = r.string(e, "key", path);
     let op = r.string(e, "operator", path);
     let values = r.strings(e, "values", path);

@@ -86,14 +86,26 @@ fn validate(object: &Object) -> Vec<FieldIssue> {
         Object::ClusterRole(r) => validate_cluster_role(r, &mut issues),
         Object::RoleBinding(b) => {
             validate_meta(&b.metadata, true, &mut issues);
-            validate_binding(&b.role_ref.api_group, &b.role_ref.kind, &b.role_ref.name, &["Role", "ClusterRole"], &mut issues);
+            validate_binding(
+                &b.role_ref.api_group,
+                &b.role_ref.kind,
+                &b.role_ref.name,
+                &["Role", "ClusterRole"],
+                &mut issues,
+            );
             for (i, s) in b.subjects.iter().enumerate() {
                 validate_subject(s, true, &format!("subjects[{i}]"), &mut issues);
             }
         }
         Object::ClusterRoleBinding(b) => {
             validate_meta(&b.metadata, false, &mut issues);
-            validate_binding(&b.role_ref.api_group, &b.role_ref.kind, &b.role_ref.name, &["ClusterRole"], &mut issues);
+            validate_binding(
+                &b.role_ref.api_group,
+                &b.role_ref.kind,
+                &b.role_ref.name,
+                &["ClusterRole"],
+                &mut issues,
+            );
             for (i, s) in b.subjects.iter().enumerate() {
                 validate_subject(s, false, &format!("subjects[{i}]"), &mut issues);
             }
@@ -172,10 +184,15 @@ fn validate_rule(rule: &PolicyRule, namespaced: bool, path: &str, issues: &mut V
         if namespaced {
             issues.push(FieldIssue::new(
                 field.clone(),
-                format!("Invalid value: {value}: namespaced rules cannot apply to non-resource URLs"),
+                format!(
+                    "Invalid value: {value}: namespaced rules cannot apply to non-resource URLs"
+                ),
             ));
         }
-        if !rule.api_groups.is_empty() || !rule.resources.is_empty() || !rule.resource_names.is_empty() {
+        if !rule.api_groups.is_empty()
+            || !rule.resources.is_empty()
+            || !rule.resource_names.is_empty()
+        {
             issues.push(FieldIssue::new(
                 field,
                 format!("Invalid value: {value}: rules cannot apply to both regular resources and non-resource URLs"),
@@ -197,9 +214,18 @@ fn validate_rule(rule: &PolicyRule, namespaced: bool, path: &str, issues: &mut V
     }
 }
 
-fn validate_binding(api_group: &str, kind: &str, name: &str, kinds: &[&str], issues: &mut Vec<FieldIssue>) {
+fn validate_binding(
+    api_group: &str,
+    kind: &str,
+    name: &str,
+    kinds: &[&str],
+    issues: &mut Vec<FieldIssue>,
+) {
     if api_group != GROUP_NAME {
-        issues.push(FieldIssue::new("roleRef.apiGroup", not_supported(api_group, &[GROUP_NAME])));
+        issues.push(FieldIssue::new(
+            "roleRef.apiGroup",
+            not_supported(api_group, &[GROUP_NAME]),
+        ));
     }
     if !kinds.contains(&kind) {
         issues.push(FieldIssue::new("roleRef.kind", not_supported(kind, kinds)));
@@ -220,7 +246,8 @@ fn dns1123_subdomain_shape(s: &str) -> bool {
     s.split('.').all(|part| {
         let b = part.as_bytes();
         !b.is_empty()
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
             && b[0] != b'-'
             && b[b.len() - 1] != b'-'
     })
@@ -255,15 +282,24 @@ fn validate_subject(s: &Subject, namespaced: bool, path: &str, issues: &mut Vec<
                 }
             }
             if !s.api_group.is_empty() {
-                issues.push(FieldIssue::new(format!("{path}.apiGroup"), not_supported(&s.api_group, &[""])));
+                issues.push(FieldIssue::new(
+                    format!("{path}.apiGroup"),
+                    not_supported(&s.api_group, &[""]),
+                ));
             }
             if !namespaced && s.namespace.is_empty() {
-                issues.push(FieldIssue::new(format!("{path}.namespace"), "Required value"));
+                issues.push(FieldIssue::new(
+                    format!("{path}.namespace"),
+                    "Required value",
+                ));
             }
         }
         USER_KIND | GROUP_KIND => {
             if s.api_group != GROUP_NAME {
-                issues.push(FieldIssue::new(format!("{path}.apiGroup"), not_supported(&s.api_group, &[GROUP_NAME])));
+                issues.push(FieldIssue::new(
+                    format!("{path}.apiGroup"),
+                    not_supported(&s.api_group, &[GROUP_NAME]),
+                ));
             }
             if !s.namespace.is_empty() {
                 issues.push(FieldIssue::new(
@@ -281,8 +317,14 @@ fn validate_subject(s: &Subject, namespaced: bool, path: &str, issues: &mut Vec<
 
 /// Whether `labels` satisfy `selector` (`metav1.LabelSelectorAsSelector`; an empty selector
 /// matches everything).
-pub(crate) fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    selector.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+pub(crate) fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
         && selector.match_expressions.iter().all(|req| {
             let value = labels.get(&req.key);
             match req.operator {
