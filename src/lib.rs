@@ -15,7 +15,9 @@
 //!
 //! **The store** (`keyward server`): Kubernetes Secrets, encrypted at rest.
 //! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators.
-//! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, RBAC.
+//! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, Kubernetes RBAC
+//!   from manifests ([`authz::Rbac`], reloaded as [`authz::Policy`]), Forbidden messages, the
+//!   `auth can-i` reviews and impersonation.
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.
 //! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the one
