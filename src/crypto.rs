@@ -40,7 +40,7 @@ pub enum CryptoError {
     #[error("the system random number generator failed")]
     Random,
     /// Bytes given as a private or public key are not a key of a supported kind (caller's data).
-    #[error("not a supported key: expected a P-256 ECDSA or an RSA (2048 to 8192 bits) key")]
+    #[error("not a supported key: expected a P-256 ECDSA key or an RSA key of 2048 to 4096 bits")]
     InvalidKey,
 }
 

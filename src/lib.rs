@@ -13,7 +13,9 @@
 //! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
 //!
 //! **The store** (`keyward server`): Kubernetes Secrets, encrypted at rest.
-//! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators.
+//! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators (Unix peer
+//!   credentials, client certificates, token files, bootstrap and service account tokens,
+//!   service-account-token Secrets) with the bearer-token chain and file reload.
 //! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, RBAC.
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.

@@ -257,4 +257,135 @@ mod tests {
         );
         assert!(!format!("{chain:?}").contains("static-token-value"));
     }
+
+    /// Captures log output for [`nothing_secret_is_logged`].
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// Every refusal path, logged at the most verbose level: the log says what happened (it is
+    /// not empty) and holds no presented or stored credential.
+    #[tokio::test]
+    async fn nothing_secret_is_logged() {
+        let cap = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(cap.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let secrets_seen = [
+            "zzzzzzzzzzzzzzzz",
+            "yyyyyyyyyyyyyyyy",
+            "csv-token-one",
+            "csv-token-two",
+            "csv-bad-token",
+        ];
+
+        // Bootstrap: wrong secret, expired, bad groups.
+        let secrets = Arc::new(MapSecrets::default());
+        for (id, extra) in [
+            ("aaaaaa", ("expiration", "2000-01-01T00:00:00Z")),
+            ("bbbbbb", ("auth-extra-groups", "bad")),
+            ("cccccc", ("description", "x")),
+        ] {
+            secrets.put(secret(
+                bootstrap::NAMESPACE,
+                &bootstrap::secret_name(id),
+                bootstrap::SECRET_TYPE,
+                &[
+                    ("token-id", id),
+                    ("token-secret", "zzzzzzzzzzzzzzzz"),
+                    ("usage-bootstrap-authentication", "true"),
+                    extra,
+                ],
+            ));
+        }
+        let b = BootstrapTokens::new(secrets.clone());
+        for token in [
+            "aaaaaa.zzzzzzzzzzzzzzzz",
+            "bbbbbb.zzzzzzzzzzzzzzzz",
+            "cccccc.yyyyyyyyyyyyyyyy",
+            "dddddd.yyyyyyyyyyyyyyyy",
+        ] {
+            assert!(b
+                .authenticate_token(&BearerToken::new(token))
+                .await
+                .unwrap()
+                .is_none());
+        }
+
+        // Token file: warnings for an empty and a duplicate token, then a rejected reload.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokens.csv");
+        let write = |text: &str| {
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        write(",nobody,0\ncsv-token-one,a,1\ncsv-token-one,b,2\ncsv-token-two,c,3\n");
+        let st = StaticTokens::load(&p, TokenFileFormat::Csv).unwrap();
+        write("csv-token-one,a,1\ncsv-bad-token,\"broken\n");
+        assert!(matches!(
+            st.check_now(),
+            crate::authn::reload::ReloadOutcome::Failed { .. }
+        ));
+
+        // Legacy token Secret whose stored token changed.
+        let issuer = ServiceAccountIssuer::new(
+            DEFAULT_ISSUER,
+            Arc::new(SigningKey::generate_es256().unwrap()),
+        );
+        let sa = ServiceAccountRef {
+            namespace: "prod".into(),
+            name: "app".into(),
+            uid: String::new(),
+        };
+        let legacy = issuer.issue_legacy(&sa, "t").unwrap();
+        let mut s = secret(
+            "prod",
+            "t",
+            crate::authn::legacy::TOKEN_SECRET_TYPE,
+            &[("token", "different")],
+        );
+        s.metadata.annotations.insert(
+            crate::authn::legacy::SERVICE_ACCOUNT_NAME_ANNOTATION.into(),
+            "app".into(),
+        );
+        secrets.put(s);
+        let chain = TokenChain::standard(
+            vec![st],
+            Some(b),
+            Some(issuer.authenticator().with_legacy_tokens(secrets)),
+        );
+        for token in [legacy.expose(), "csv-token-two", "zzzzzzzzzzzzzzzz"] {
+            if let Err(e) = chain.authenticate(&BearerToken::new(token)).await {
+                tracing::warn!(error = %e, "authentication failed");
+            }
+        }
+
+        let log = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("bootstrap-token-cccccc"), "{log}");
+        assert!(log.contains("empty token has been found"), "{log}");
+        assert!(log.contains("duplicate token has been found"), "{log}");
+        assert!(log.contains("Token does not match server's copy"), "{log}");
+        for secret in secrets_seen.iter().copied().chain([legacy.expose()]) {
+            assert!(!log.contains(secret), "{secret} logged:\n{log}");
+        }
+    }
 }

@@ -45,6 +45,16 @@ pub struct PeerCredentials {
     pub gid: u32,
 }
 
+impl From<&tokio::net::unix::UCred> for PeerCredentials {
+    /// The credentials tonic's `UdsConnectInfo::peer_cred` carries.
+    fn from(c: &tokio::net::unix::UCred) -> Self {
+        Self {
+            uid: c.uid(),
+            gid: c.gid(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UsersFile {
@@ -220,6 +230,16 @@ mod tests {
 
     fn peer(uid: u32, gid: u32) -> PeerCredentials {
         PeerCredentials { uid, gid }
+    }
+
+    #[tokio::test]
+    async fn peer_credentials_of_a_real_socket() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let p = PeerCredentials::from(&a.peer_cred().unwrap());
+        assert_eq!(p.uid, UnixAuthenticator::server_uid());
+        assert_eq!(p.gid, rustix::process::getegid().as_raw());
+        let id = UnixAuthenticator::new(UnixAuthenticator::server_uid()).authenticate(p);
+        assert_eq!(id.name, names::SYSTEM_ADMIN);
     }
 
     #[test]

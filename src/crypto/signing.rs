@@ -24,7 +24,8 @@ use super::{sha256, CryptoError};
 pub enum JwsAlgorithm {
     /// ECDSA on P-256 with SHA-256; the signature is `r || s` (64 bytes), as JWS writes it.
     Es256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (keys of 2048 to 8192 bits).
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (signing keys of 2048 to 4096 bits; public keys up to
+    /// 8192 bits verify).
     Rs256,
 }
 
@@ -250,7 +251,7 @@ impl SigningKey {
 
     /// A key from its unencrypted PKCS#8 v1 DER form (as [`SigningKey::to_pkcs8_der`] gives it,
     /// or `openssl genpkey` / Python `cryptography` write it): a P-256 ECDSA key (with its public
-    /// key, as those tools write it) or an RSA key of 2048 to 8192 bits.
+    /// key, as those tools write it) or an RSA key of 2048 to 4096 bits.
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, CryptoError> {
         let rng = SystemRandom::new();
         let (parsed, public) = if let Ok(k) =
