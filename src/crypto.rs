@@ -1,4 +1,6 @@
-//! AEAD primitives, HKDF, HMAC and randomness: the only module that names a cryptography crate.
+//! AEAD primitives, HKDF, HMAC, randomness, constant-time comparison and JWS signatures
+//! ([`signing`]: ES256/RS256 for service account tokens): the only module that names a
+//! cryptography crate.
 //!
 //! Keys are [`Key32`] (a zeroizing, redacting box over 32 bytes). An [`AeadKey`] holds an
 //! instantiated cipher (key schedule computed once) so the hot path only seals and opens.
@@ -15,7 +17,11 @@ use crypto_secretbox::XSalsa20Poly1305;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 use sha2::Sha256;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::{Zeroize, Zeroizing};
+
+pub mod signing;
+pub use signing::{JwsAlgorithm, SigningKey, VerifyingKey};
 
 /// Length of an AEAD authentication tag (both algorithms).
 pub const TAG_LEN: usize = 16;
@@ -33,6 +39,9 @@ pub enum CryptoError {
     /// The operating system's random generator failed (environment).
     #[error("the system random number generator failed")]
     Random,
+    /// Bytes given as a private or public key are not a key of a supported kind (caller's data).
+    #[error("not a supported key: expected a P-256 ECDSA key or an RSA key of 2048 to 4096 bits")]
+    InvalidKey,
 }
 
 /// Fills `buf` from the operating system's CSPRNG.
@@ -180,6 +189,27 @@ impl rand_core::TryRng for KeystreamRng {
 }
 
 impl rand_core::TryCryptoRng for KeystreamRng {}
+
+/// Whether `a == b`, in time that depends only on the lengths (tokens, secrets, MACs).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// The index of the last item of `haystack` equal to `needle`, comparing every item in constant
+/// time (the time does not depend on which item matches, or whether one does).
+pub fn ct_position<'a>(
+    needle: &[u8; 32],
+    haystack: impl IntoIterator<Item = &'a [u8; 32]>,
+) -> Option<usize> {
+    let mut found = subtle::Choice::from(0u8);
+    let mut index = 0u64;
+    for (i, item) in haystack.into_iter().enumerate() {
+        let hit = item.ct_eq(needle);
+        index.conditional_assign(&(i as u64), hit);
+        found |= hit;
+    }
+    bool::from(found).then_some(index as usize)
+}
 
 /// An AEAD algorithm keyward can wrap keys with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -790,6 +820,18 @@ c0875924c1c7987947deafd8780acf49");
             .unwrap()
             .encrypt_into(&iv, b"pt", &mut b);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn constant_time_helpers() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        let items = [[1u8; 32], [2u8; 32], [1u8; 32]];
+        assert_eq!(ct_position(&[1u8; 32], &items), Some(2), "the last match");
+        assert_eq!(ct_position(&[2u8; 32], &items), Some(1));
+        assert_eq!(ct_position(&[3u8; 32], &items), None);
+        assert_eq!(ct_position(&[3u8; 32], &[]), None);
     }
 
     #[test]

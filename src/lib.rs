@@ -14,7 +14,9 @@
 //!   Shamir shares.
 //!
 //! **The store** (`keyward server`): Kubernetes Secrets, encrypted at rest.
-//! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators.
+//! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators (Unix peer
+//!   credentials, client certificates, token files, bootstrap and service account tokens,
+//!   service-account-token Secrets) with the bearer-token chain and file reload.
 //! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, Kubernetes RBAC
 //!   from manifests ([`authz::Rbac`], reloaded as [`authz::Policy`]), Forbidden messages, the
 //!   `auth can-i` reviews and impersonation.
