@@ -15,6 +15,8 @@
 //! **The store** (`keyward server`): Kubernetes Secrets, encrypted at rest.
 //! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators.
 //! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, RBAC.
+//! - [`audit`] owns who did what: the `audit.k8s.io/v1` policy and events (no Secret values),
+//!   the hash-chained log with signed checkpoints, and [`audit::verify`].
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.
 //! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the one
@@ -49,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod backend;
