@@ -171,7 +171,11 @@ impl fmt::Display for Problem {
     }
 }
 
-struct Stop;
+/// Why a walk stopped early: a problem (recorded in the report) or a file that cannot be read.
+enum Stop {
+    Problem,
+    Io(AuditError),
+}
 
 /// Where the chain stands between lines and files.
 struct Walk<'a> {
@@ -194,7 +198,7 @@ impl Walk<'_> {
             kind,
             message,
         });
-        Stop
+        Stop::Problem
     }
 }
 
@@ -222,8 +226,12 @@ pub fn verify(files: &[impl AsRef<Path>], keys: &[Ed25519PublicKey]) -> Result<R
         },
     };
     let mut heads = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for path in files {
         let path = path.as_ref();
+        if !seen.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())) {
+            continue;
+        }
         match header(path)? {
             Ok(h) => heads.push((path.to_owned(), h)),
             Err((kind, message)) => {
@@ -233,15 +241,18 @@ pub fn verify(files: &[impl AsRef<Path>], keys: &[Ed25519PublicKey]) -> Result<R
         }
     }
     heads.sort_by_key(|(_, h)| h.file);
-    let _ = check_file_set(&mut walk, &heads);
-    if walk.report.problem.is_some() {
+    if check_file_set(&mut walk, &heads).is_err() {
         return Ok(walk.report);
     }
     for (i, (path, h)) in heads.iter().enumerate() {
         walk.file_index = h.file;
-        if walk_file(&mut walk, path, i + 1 == heads.len()).is_err() {
-            walk.report.tail = Tail::Unknown;
-            break;
+        match walk_file(&mut walk, path, i + 1 == heads.len()) {
+            Ok(()) => {}
+            Err(Stop::Problem) => {
+                walk.report.tail = Tail::Unknown;
+                break;
+            }
+            Err(Stop::Io(e)) => return Err(e),
         }
     }
     Ok(walk.report)
@@ -313,6 +324,21 @@ fn check_file_set(walk: &mut Walk<'_>, heads: &[(PathBuf, Checkpoint)]) -> Resul
             first.seq
         ));
     }
+    for (path, h) in heads {
+        if h.log != walk.log {
+            return Err(walk.stop(
+                path,
+                1,
+                ProblemKind::Files,
+                format!(
+                    "this file belongs to another log ({}) than {} ({})",
+                    h.log,
+                    first_path.display(),
+                    walk.log
+                ),
+            ));
+        }
+    }
     for pair in heads.windows(2) {
         let ((a_path, a), (b_path, b)) = (&pair[0], &pair[1]);
         if a.file == b.file {
@@ -343,32 +369,16 @@ fn check_file_set(walk: &mut Walk<'_>, heads: &[(PathBuf, Checkpoint)]) -> Resul
             ));
         }
     }
-    for (path, h) in heads {
-        if h.log != walk.log {
-            return Err(walk.stop(
-                path,
-                1,
-                ProblemKind::Files,
-                format!(
-                    "this file belongs to another log ({}) than {} ({})",
-                    h.log,
-                    first_path.display(),
-                    walk.log
-                ),
-            ));
-        }
-    }
     Ok(())
 }
 
 fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), Stop> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            let msg = format!("cannot read the file: {e}");
-            return Err(walk.stop(path, 1, ProblemKind::Truncated, msg));
-        }
-    };
+    let bytes = std::fs::read(path).map_err(|source| {
+        Stop::Io(AuditError::Io {
+            path: path.to_owned(),
+            source,
+        })
+    })?;
     let (body, complete) = match bytes.strip_suffix(b"\n") {
         Some(body) => (body, true),
         None => (&bytes[..], false),

@@ -420,12 +420,19 @@ async fn rotated_files_verify_in_any_order_and_must_be_complete() {
     let (kind, line, msg) = problem(&r);
     assert_eq!((kind, line), (ProblemKind::Files, 1));
     assert!(msg.contains("file index 1 (rotated as audit-"), "{msg}");
-    // The same file twice.
+    // The same path twice is one file; a copy under another name is a duplicate.
     let twice = [files[0].clone(), files[0].clone()];
-    assert_eq!(
-        problem(&verify(&twice, &log.keys()).unwrap()).0,
-        ProblemKind::Files
+    assert!(verify(&twice, &log.keys()).unwrap().is_intact());
+    let copy = log.dir.path().join("copy.log");
+    std::fs::copy(&files[0], &copy).unwrap();
+    let r = verify(&[files[0].clone(), copy.clone()], &log.keys()).unwrap();
+    assert_eq!(at(&r), (ProblemKind::Files, 1));
+    assert!(
+        problem(&r).2.contains("are both file index 0"),
+        "{:?}",
+        r.problem
     );
+    std::fs::remove_file(&copy).unwrap();
     // A rotated file cut short.
     let text = std::fs::read_to_string(&files[0]).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
@@ -443,7 +450,12 @@ async fn files_of_another_log_and_empty_files_fail() {
     let b = log_with(2, 4, 0).await;
     // b's file renamed as a later file of a would still be index 0: a duplicate index.
     let r = verify(&[a.path(), b.path()], &a.keys()).unwrap();
-    assert_eq!(problem(&r).0, ProblemKind::Files);
+    assert_eq!(at(&r), (ProblemKind::Files, 1));
+    assert!(
+        problem(&r).2.contains("belongs to another log"),
+        "{:?}",
+        r.problem
+    );
     let empty = a.dir.path().join("empty.log");
     std::fs::write(&empty, "").unwrap();
     let r = verify(&[empty], &a.keys()).unwrap();
