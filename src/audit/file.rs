@@ -71,12 +71,21 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
 }
 
 fn create_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    lock(&file)?;
+    Ok(file)
+}
+
+/// Takes the file's exclusive lock, so that a second writer (another process on the same log)
+/// is refused instead of breaking the chain. Released when the file is closed.
+fn lock(file: &File) -> io::Result<()> {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(io::Error::from)
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -110,6 +119,10 @@ impl LogFile {
             .mode(0o600)
             .open(&path)
             .map_err(io_err(&path))?;
+        lock(&file).map_err(|e| AuditError::Recover {
+            path: path.clone(),
+            message: format!("another process is writing it ({e})"),
+        })?;
         let meta = file.metadata().map_err(io_err(&path))?;
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(path = %path.display(), "the audit log file is readable or writable by other users; keyward creates it 0600");

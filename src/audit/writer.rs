@@ -44,7 +44,8 @@ pub struct LogConfig {
     pub max_size: u64,
     /// Write a checkpoint after this many events...
     pub checkpoint_every: u64,
-    /// ...or this long after the last checkpoint, if events were written since.
+    /// ...or this long after the last checkpoint, if events were written since (zero: only
+    /// by count).
     pub checkpoint_interval: Duration,
     /// Closed (default) or open.
     pub failure_mode: FailureMode,
@@ -277,6 +278,11 @@ async fn run(
     cells: Arc<Cells>,
     interval: Duration,
 ) {
+    // Zero disables time-based checkpoints (a deadline that never comes in practice).
+    let interval = match interval {
+        Duration::ZERO => Duration::from_secs(100 * 365 * 24 * 3600),
+        i => i,
+    };
     let mut file = Some(file);
     let mut deadline = Instant::now() + interval;
     let mut next: Option<Command> = None;

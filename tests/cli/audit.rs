@@ -82,6 +82,17 @@ impl Log {
         std::fs::write(self.path(), lines.join("\n") + "\n").unwrap();
     }
 
+    /// Changes the lines with `change`, runs `keyward audit verify`, expects exit code 1 and
+    /// returns stdout.
+    fn tampered(&self, change: impl FnOnce(&mut Vec<String>)) -> String {
+        let mut lines = self.lines();
+        change(&mut lines);
+        self.set_lines(&lines);
+        let (code, out, err) = self.verify(&[]);
+        assert_eq!(code, 1, "{out}{err}");
+        out
+    }
+
     /// `keyward audit verify <active file> --public-key <pem> EXTRA...`.
     fn verify(&self, extra: &[&str]) -> (i32, String, String) {
         let mut args = vec![
@@ -153,11 +164,7 @@ fn an_untouched_log_passes() {
 #[test]
 fn an_edited_line_fails_naming_it() {
     let log = Log::write(0);
-    let mut lines = log.lines();
-    lines[3] = lines[3].replace("db-1", "db-9");
-    log.set_lines(&lines);
-    let (code, out, _) = log.verify(&[]);
-    assert_eq!(code, 1);
+    let out = log.tampered(|lines| lines[3] = lines[3].replace("db-1", "db-9"));
     assert_eq!(
         out,
         format!(
@@ -170,11 +177,9 @@ fn an_edited_line_fails_naming_it() {
 #[test]
 fn a_deleted_line_fails_naming_it() {
     let log = Log::write(0);
-    let mut lines = log.lines();
-    lines.remove(8);
-    log.set_lines(&lines);
-    let (code, out, _) = log.verify(&[]);
-    assert_eq!(code, 1);
+    let out = log.tampered(|lines| {
+        lines.remove(8);
+    });
     assert_eq!(
         out,
         format!(
@@ -187,11 +192,7 @@ fn a_deleted_line_fails_naming_it() {
 #[test]
 fn reordered_lines_fail_naming_them() {
     let log = Log::write(0);
-    let mut lines = log.lines();
-    lines.swap(9, 10);
-    log.set_lines(&lines);
-    let (code, out, _) = log.verify(&[]);
-    assert_eq!(code, 1);
+    let out = log.tampered(|lines| lines.swap(9, 10));
     assert_eq!(
         out,
         format!(
@@ -241,15 +242,13 @@ fn a_truncated_log_fails_unless_it_is_live() {
 #[test]
 fn a_forged_checkpoint_fails_naming_it() {
     let log = Log::write(0);
-    let mut lines = log.lines();
     // Line 7 is a checkpoint: move its time without the key.
-    assert!(lines[6].contains("\"verb\":\"checkpoint\""));
-    let v: serde_json::Value = serde_json::from_str(&lines[6]).unwrap();
-    let time = v["stageTimestamp"].as_str().unwrap();
-    lines[6] = lines[6].replace(time, "2020-01-01T00:00:00.000000Z");
-    log.set_lines(&lines);
-    let (code, out, _) = log.verify(&[]);
-    assert_eq!(code, 1);
+    let out = log.tampered(|lines| {
+        assert!(lines[6].contains("\"verb\":\"checkpoint\""));
+        let v: serde_json::Value = serde_json::from_str(&lines[6]).unwrap();
+        let time = v["stageTimestamp"].as_str().unwrap().to_owned();
+        lines[6] = lines[6].replace(&time, "2020-01-01T00:00:00.000000Z");
+    });
     assert_eq!(
         out,
         format!(

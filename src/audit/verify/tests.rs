@@ -21,11 +21,7 @@ impl Log {
     }
 
     fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path())
-            .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        crate::audit::writer::tests::read_lines(&self.path())
     }
 
     fn set_lines(&self, lines: &[String]) {

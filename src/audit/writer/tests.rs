@@ -1,4 +1,5 @@
 use super::*;
+use crate::audit::chain::{parse_line, Checkpoint};
 use crate::audit::event::{EventStart, Level, MicroTime, UserInfo};
 use crate::audit::{verify, CheckpointKind, Tail};
 use crate::crypto::Ed25519SigningKey;
@@ -58,13 +59,35 @@ impl Setup {
         verify(&files, &[self.key.public_key().clone()]).unwrap()
     }
 
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.path())
+    /// The rotated files, oldest first.
+    fn backups(&self) -> Vec<PathBuf> {
+        let mut backups: Vec<PathBuf> = std::fs::read_dir(self.path().parent().unwrap())
             .unwrap()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &self.path())
+            .collect();
+        backups.sort_by_key(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let first = parse_line(text.lines().next().unwrap().as_bytes()).unwrap();
+            Checkpoint::parse_note(&first.checkpoint.unwrap().0)
+                .unwrap()
+                .file
+        });
+        backups
     }
+
+    fn lines(&self) -> Vec<String> {
+        read_lines(&self.path())
+    }
+}
+
+/// The lines of a file.
+pub(in crate::audit) fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn kinds(lines: &[String]) -> Vec<String> {
@@ -236,13 +259,7 @@ async fn rotation_keeps_the_chain_and_names_the_previous_file() {
     log.close().await.unwrap();
     let rotations = log.counters().rotations;
     assert!(rotations >= 3, "{rotations}");
-    let dir = s.path().parent().unwrap().to_owned();
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p != &s.path())
-        .collect();
-    backups.sort();
+    let backups = s.backups();
     assert_eq!(backups.len() as u64, rotations);
     for b in &backups {
         let name = b.file_name().unwrap().to_str().unwrap();
@@ -341,14 +358,7 @@ async fn an_interrupted_rotation_is_finished_on_open() {
     log.close().await.unwrap();
     assert!(log.counters().rotations >= 1);
     // Put the newest rotated file back as if the crash came before its rename.
-    let dir = s.path().parent().unwrap().to_owned();
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p != &s.path())
-        .collect();
-    backups.sort();
-    let newest = backups.pop().unwrap();
+    let newest = s.backups().pop().unwrap();
     std::fs::rename(&newest, s.path()).unwrap();
     let log = s.open(s.config()).await;
     log.write(event(9)).await.unwrap();
@@ -369,4 +379,37 @@ async fn a_file_that_is_not_a_keyward_log_is_refused() {
             .contains("line 1 is not the header of a keyward audit log; move the file away"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused() {
+    let s = Setup::new();
+    let log = s.open(s.config()).await;
+    let err = AuditLog::open(s.config(), s.key.clone()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("another process is writing it"),
+        "{err}"
+    );
+    log.close().await.unwrap();
+    let again = s.open(s.config()).await;
+    again.close().await.unwrap();
+    assert!(s.verify().is_intact());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_checkpoints_by_count_only() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            checkpoint_every: 2,
+            checkpoint_interval: Duration::ZERO,
+            ..s.config()
+        })
+        .await;
+    log.write(event(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(log.counters().checkpoints_written, 1);
+    log.write(event(1)).await.unwrap();
+    assert_eq!(log.counters().checkpoints_written, 2);
+    log.close().await.unwrap();
 }
