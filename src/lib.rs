@@ -20,6 +20,8 @@
 //! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, Kubernetes RBAC
 //!   from manifests ([`authz::Rbac`], reloaded as [`authz::Policy`]), Forbidden messages, the
 //!   `auth can-i` reviews and impersonation.
+//! - [`audit`] owns who did what: the `audit.k8s.io/v1` policy and events (no Secret values),
+//!   the hash-chained log with signed checkpoints, and [`audit::verify`].
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.
 //! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the one
@@ -54,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod backend;
