@@ -1,4 +1,6 @@
-//! AEAD primitives, HKDF, HMAC and randomness: the only module that names a cryptography crate.
+//! AEAD primitives, HKDF, HMAC, randomness, constant-time comparison, Ed25519 signatures (audit
+//! checkpoints) and JWS signatures ([`signing`]: ES256/RS256 for service account tokens): the only module that names a
+//! cryptography crate.
 //!
 //! Keys are [`Key32`] (a zeroizing, redacting box over 32 bytes). An [`AeadKey`] holds an
 //! instantiated cipher (key schedule computed once) so the hot path only seals and opens.
@@ -15,7 +17,11 @@ use crypto_secretbox::XSalsa20Poly1305;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 use sha2::Sha256;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use zeroize::{Zeroize, Zeroizing};
+
+pub mod signing;
+pub use signing::{JwsAlgorithm, SigningKey, VerifyingKey};
 
 /// Length of an AEAD authentication tag (both algorithms).
 pub const TAG_LEN: usize = 16;
@@ -33,6 +39,9 @@ pub enum CryptoError {
     /// The operating system's random generator failed (environment).
     #[error("the system random number generator failed")]
     Random,
+    /// Bytes given as a private or public key are not a key of a supported kind (caller's data).
+    #[error("not a supported key: expected a P-256 ECDSA key or an RSA key of 2048 to 4096 bits")]
+    InvalidKey,
 }
 
 /// Fills `buf` from the operating system's CSPRNG.
@@ -139,6 +148,75 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// `printf %s KEY_ID | sha256sum`.
 pub fn key_id_hash(key_id: &str) -> String {
     format!("sha256:{}", hex::encode(sha256(key_id.as_bytes())))
+}
+
+/// A CSPRNG for libraries that take `rand_core`'s infallible `CryptoRng` (Shamir splitting):
+/// ChaCha20's keystream under a key drawn from the operating system once, so that drawing from
+/// it cannot fail afterwards. Zeroized on drop; one instance per use, never persisted.
+pub struct KeystreamRng(chacha20::ChaCha20);
+
+impl fmt::Debug for KeystreamRng {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeystreamRng([REDACTED])")
+    }
+}
+
+impl KeystreamRng {
+    /// A generator seeded from the operating system's CSPRNG.
+    pub fn new() -> Result<Self, CryptoError> {
+        use chacha20::cipher::KeyIvInit;
+        let key = Key32::generate()?;
+        Ok(Self(chacha20::ChaCha20::new(
+            key.expose().into(),
+            &[0u8; 12].into(),
+        )))
+    }
+}
+
+impl rand_core::TryRng for KeystreamRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        use chacha20::cipher::StreamCipher;
+        dst.fill(0);
+        self.0.apply_keystream(dst);
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for KeystreamRng {}
+
+/// Whether `a == b`, in time that depends only on the lengths (tokens, secrets, MACs).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// The index of the last item of `haystack` equal to `needle`, comparing every item in constant
+/// time (the time does not depend on which item matches, or whether one does).
+pub fn ct_position<'a>(
+    needle: &[u8; 32],
+    haystack: impl IntoIterator<Item = &'a [u8; 32]>,
+) -> Option<usize> {
+    let mut found = subtle::Choice::from(0u8);
+    let mut index = 0u64;
+    for (i, item) in haystack.into_iter().enumerate() {
+        let hit = item.ct_eq(needle);
+        index.conditional_assign(&(i as u64), hit);
+        found |= hit;
+    }
+    bool::from(found).then_some(index as usize)
 }
 
 /// An AEAD algorithm keyward can wrap keys with.
@@ -603,6 +681,135 @@ impl AesCbcKey {
     }
 }
 
+/// Length of an Ed25519 signature.
+pub const ED25519_SIGNATURE_LEN: usize = 64;
+
+/// DER prefix of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410 §4): the key's 32 bytes follow.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// An Ed25519 signing key (RFC 8032): its 32-byte seed, zeroized on drop, redacted in `Debug`,
+/// no `Clone`. The expanded key is derived for each signature and dropped right after (the
+/// signing crate does not zeroize it, so it is never kept).
+pub struct Ed25519SigningKey {
+    seed: Key32,
+    public: Ed25519PublicKey,
+}
+
+impl Ed25519SigningKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, CryptoError> {
+        Ok(Self::from_seed(Key32::generate()?))
+    }
+
+    /// The key whose RFC 8032 seed ("private key") is `seed`; every 32-byte value is one.
+    pub fn from_seed(seed: Key32) -> Self {
+        let public = Ed25519PublicKey(Self::pair(&seed).public_key_bytes());
+        Self { seed, public }
+    }
+
+    fn pair(seed: &Key32) -> Ed25519Pair {
+        Ed25519Pair(
+            ring::signature::Ed25519KeyPair::from_seed_unchecked(seed.expose())
+                .expect("every 32-byte seed is an Ed25519 key"),
+        )
+    }
+
+    /// The seed, for sealing the key at rest. Keep the borrow short.
+    pub fn seed(&self) -> &Key32 {
+        &self.seed
+    }
+
+    /// The public key that verifies this key's signatures.
+    pub fn public_key(&self) -> &Ed25519PublicKey {
+        &self.public
+    }
+
+    /// The Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; ED25519_SIGNATURE_LEN] {
+        let pair = Self::pair(&self.seed);
+        let mut out = [0u8; ED25519_SIGNATURE_LEN];
+        out.copy_from_slice(pair.0.sign(message).as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for Ed25519SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ed25519SigningKey(public {})", self.public.key_id())
+    }
+}
+
+/// A short-lived expanded key pair (never stored).
+struct Ed25519Pair(ring::signature::Ed25519KeyPair);
+
+impl Ed25519Pair {
+    fn public_key_bytes(&self) -> [u8; 32] {
+        use ring::signature::KeyPair as _;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.0.public_key().as_ref());
+        out
+    }
+}
+
+/// An Ed25519 public key: 32 bytes, nothing secret.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Ed25519PublicKey([u8; 32]);
+
+impl Ed25519PublicKey {
+    /// The key with these 32 bytes; `None` for another length. (Whether the bytes are a point
+    /// on the curve is checked when verifying: a bad key verifies nothing.)
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Whether `signature` is this key's Ed25519 signature of `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &self.0)
+            .verify(message, signature)
+            .is_ok()
+    }
+
+    /// A short id: hex of the first 8 bytes of SHA-256 of the key.
+    pub fn key_id(&self) -> String {
+        hex::encode(&sha256(&self.0)[..8])
+    }
+
+    /// The key as a PEM `PUBLIC KEY` (RFC 8410 SubjectPublicKeyInfo), as `openssl pkey -pubout`
+    /// writes it.
+    pub fn to_pem(&self) -> String {
+        use base64::Engine as _;
+        let mut der = ED25519_SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&self.0);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n")
+    }
+
+    /// A key from a PEM `PUBLIC KEY` holding an Ed25519 SubjectPublicKeyInfo; `None` otherwise.
+    pub fn from_pem(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let body = text
+            .trim()
+            .strip_prefix("-----BEGIN PUBLIC KEY-----")?
+            .strip_suffix("-----END PUBLIC KEY-----")?;
+        let b64: String = body.split_whitespace().collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        Self::from_bytes(der.strip_prefix(&ED25519_SPKI_PREFIX[..])?)
+    }
+}
+
+impl fmt::Debug for Ed25519PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ed25519PublicKey({})", self.key_id())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,6 +960,18 @@ c0875924c1c7987947deafd8780acf49");
     }
 
     #[test]
+    fn constant_time_helpers() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        let items = [[1u8; 32], [2u8; 32], [1u8; 32]];
+        assert_eq!(ct_position(&[1u8; 32], &items), Some(2), "the last match");
+        assert_eq!(ct_position(&[2u8; 32], &items), Some(1));
+        assert_eq!(ct_position(&[3u8; 32], &items), None);
+        assert_eq!(ct_position(&[3u8; 32], &[]), None);
+    }
+
+    #[test]
     fn debug_is_redacted() {
         let key = Key32::from_slice(&[0x41; 32]).unwrap();
         let s = format!("{key:?} {:?}", AeadKey::new(Algorithm::Aes256Gcm, &key));
@@ -777,5 +996,65 @@ c0875924c1c7987947deafd8780acf49");
             assert_eq!(Algorithm::from_id(alg.id()), Some(alg));
         }
         assert!("aes".parse::<Algorithm>().is_err());
+    }
+
+    /// RFC 8032 §7.1 TEST 1 and TEST 2: seed → public key → signature, and tampering.
+    #[test]
+    fn ed25519_rfc8032_vectors_and_tamper() {
+        let cases = [
+            (
+                "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+                "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+                "",
+                "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+            ),
+            (
+                "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+                "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+                "72",
+                "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+            ),
+        ];
+        for (seed, public, msg, sig) in cases {
+            let key = Ed25519SigningKey::from_seed(Key32::from_slice(&unhex(seed)).unwrap());
+            assert_eq!(hex::encode(key.public_key().as_bytes()), public);
+            let msg = unhex(msg);
+            let s = key.sign(&msg);
+            assert_eq!(hex::encode(s), sig);
+            let pk = key.public_key();
+            assert!(pk.verify(&msg, &s));
+            for i in 0..s.len() {
+                let mut t = s;
+                t[i] ^= 1;
+                assert!(!pk.verify(&msg, &t), "signature byte {i}");
+            }
+            let mut other = msg.clone();
+            other.push(0);
+            assert!(!pk.verify(&other, &s));
+            assert!(!pk.verify(&msg, &s[..63]));
+        }
+        assert!(!format!("{:?}", Ed25519SigningKey::generate().unwrap()).contains("seed"));
+    }
+
+    #[test]
+    fn ed25519_public_key_pem_round_trips() {
+        let key = Ed25519SigningKey::generate().unwrap();
+        let pem = key.public_key().to_pem();
+        assert!(
+            pem.starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"),
+            "{pem}"
+        );
+        assert_eq!(
+            Ed25519PublicKey::from_pem(&pem).as_ref(),
+            Some(key.public_key())
+        );
+        assert_eq!(
+            Ed25519PublicKey::from_pem(
+                "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"
+            ),
+            None
+        );
+        assert_eq!(Ed25519PublicKey::from_bytes(&[0; 31]), None);
+        assert_eq!(key.public_key().key_id().len(), 16);
     }
 }

@@ -10,11 +10,18 @@
 //! - [`keyring`] owns key-encryption keys: ids, states, counters, the ciphertext envelope, the
 //!   sealed and MAC'd document, rotation policy, and its persistence through the [`backend`]
 //!   seam (sled in a data directory, or etcd shared by plugin replicas).
-//! - [`seal`] owns root-key sources: key files and Argon2id passphrase files.
+//! - [`seal`] owns root-key sources: key files, Argon2id passphrase files, PKCS#11 HSMs and
+//!   Shamir shares.
 //!
 //! **The store** (`keyward server`): Kubernetes Secrets, encrypted at rest.
-//! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators.
-//! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, RBAC.
+//! - [`authn`] owns who is asking: the [`authn::Identity`] and the authenticators (Unix peer
+//!   credentials, client certificates, token files, bootstrap and service account tokens,
+//!   service-account-token Secrets) with the bearer-token chain and file reload.
+//! - [`authz`] owns whether they may: request [`authz::Attributes`], decisions, Kubernetes RBAC
+//!   from manifests ([`authz::Rbac`], reloaded as [`authz::Policy`]), Forbidden messages, the
+//!   `auth can-i` reviews and impersonation.
+//! - [`audit`] owns who did what: the `audit.k8s.io/v1` policy and events (no Secret values),
+//!   the hash-chained log with signed checkpoints, and [`audit::verify`].
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.
 //! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the one
@@ -53,6 +60,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod backend;

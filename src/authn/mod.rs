@@ -1,13 +1,43 @@
 //! Who is asking: the [`Identity`] every authenticator produces (user name, uid, groups, extra),
-//! as kube-apiserver's `user.Info`, and the well-known names Kubernetes reserves.
+//! as kube-apiserver's `user.Info`, the well-known names Kubernetes reserves, and the
+//! authenticators themselves, as a library that knows nothing of HTTP or gRPC:
 //!
-//! Authenticators (Unix peer credentials, TLS client certificates, static and bootstrap tokens,
-//! service account tokens) turn a connection or a credential into an `Identity`; they know
-//! nothing of HTTP or gRPC, so every front end (the gRPC API, the Kubernetes REST API) uses the
-//! same ones.
+//! - [`unix`]: Unix socket peer credentials (uid, gid), mapped by a `--unix-users` file;
+//! - [`x509`]: TLS client certificates (CN is the user, each O a group);
+//! - [`tokenfile`]: static bearer tokens from kube-apiserver's `--token-auth-file` CSV, and
+//!   keyward's older one-token-per-line `--tokens-file`, reloaded when the file changes;
+//! - [`bootstrap`]: bootstrap tokens (`<id>.<secret>`) backed by `bootstrap.kubernetes.io/token`
+//!   Secrets in `kube-system`;
+//! - [`serviceaccount`]: service account JWTs (ES256/RS256), issued and verified;
+//! - [`legacy`]: `kubernetes.io/service-account-token` Secrets, filled by the server on create
+//!   and revoked by deleting them;
+//! - [`chain`]: the bearer-token authenticators tried in order, as kube-apiserver's union;
+//! - [`reload`]: the file watcher the token and users files share.
+//!
+//! Every authenticator answers like kube-apiserver's: no opinion (`Ok(None)`: not its kind of
+//! credential), an [`Identity`] that already carries `system:authenticated`, or an
+//! [`AuthnError`]. Credentials never reach logs, `Debug` output or error messages: a presented
+//! token is a [`BearerToken`], whose `Debug` is redacted.
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+use zeroize::Zeroizing;
+
+use crate::crypto::CryptoError;
+use crate::store::{Secret, SecretId, Store, StoreError};
+
+pub mod bootstrap;
+pub mod chain;
+mod jwt;
+pub mod legacy;
+pub mod reload;
+pub mod serviceaccount;
+pub mod tokenfile;
+pub mod unix;
+pub mod x509;
+
+pub use chain::TokenChain;
 
 /// Kubernetes' reserved group and user names (`k8s.io/apiserver/pkg/authentication/user`).
 pub mod names {
@@ -25,6 +55,9 @@ pub mod names {
     pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
     /// Group of every service account.
     pub const SYSTEM_SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
+    /// Extra key naming the credential an identity came from (`X509SHA256=<hex>`,
+    /// `JTI=<jti>`), never the credential itself.
+    pub const CREDENTIAL_ID_KEY: &str = "authentication.kubernetes.io/credential-id";
 }
 
 /// An authenticated caller: Kubernetes' `user.Info`. Carries no credential.
@@ -83,9 +116,280 @@ impl fmt::Debug for Identity {
     }
 }
 
+/// Errors of this layer. Messages never contain a credential.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthnError {
+    /// A bearer token no authenticator accepted, and none failed (caller's credential).
+    #[error("invalid bearer token")]
+    InvalidBearerToken,
+    /// A credential of an authenticator's own kind is not valid: expired, wrong audience, bad
+    /// signature, revoked (caller's credential). The message is kube-apiserver's.
+    #[error("{0}")]
+    Rejected(String),
+    /// Several authenticators of a chain failed; kube-apiserver's aggregate (caller's
+    /// credential or environment, per error).
+    #[error("[{}]", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))]
+    Aggregate(Vec<AuthnError>),
+    /// A client certificate that TLS verified cannot be read (caller's certificate).
+    #[error("cannot parse the client certificate: {0}")]
+    Certificate(String),
+    /// Reading a Secret a token refers to failed (environment: store, backend or KMS).
+    #[error("cannot read Secret {namespace}/{name}: {reason}")]
+    Lookup {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A users or token file is unreadable or invalid (operator's input).
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong, never a token.
+        reason: String,
+    },
+    /// A token request breaks a rule, e.g. its duration (caller's input).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Signing a token failed (environment: the random generator).
+    #[error("cannot sign a service account token: {0}")]
+    Signing(#[from] CryptoError),
+}
+
+impl AuthnError {
+    /// kube-apiserver's `NewAggregate`: no error for none, the error itself for one, else
+    /// [`AuthnError::Aggregate`].
+    pub fn aggregate(mut errors: Vec<AuthnError>) -> Option<AuthnError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(AuthnError::Aggregate(errors)),
+        }
+    }
+}
+
+/// A bearer token as presented: zeroized on drop, never printed (`Debug` is redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(Zeroizing<String>);
+
+impl BearerToken {
+    /// Wraps a presented token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(Zeroizing::new(token.into()))
+    }
+
+    /// The token. Keep the borrow short; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BearerToken([REDACTED], {} bytes)", self.0.len())
+    }
+}
+
+/// What an `Authorization` header holds, read as kube-apiserver's bearer-token authenticator
+/// reads it (`k8s.io/apiserver/pkg/authentication/request/bearertoken`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BearerHeader {
+    /// Empty, or another scheme than `Bearer`: no opinion.
+    NotBearer,
+    /// `Bearer` with an empty token: no opinion. `extra_space` is true for `Bearer  <token>`,
+    /// where kube-apiserver adds the warning [`BEARER_EXTRA_SPACE_WARNING`].
+    Empty {
+        /// A second space came before the token.
+        extra_space: bool,
+    },
+    /// A token to authenticate.
+    Token(BearerToken),
+}
+
+/// kube-apiserver's warning for `Bearer  <token>` (two spaces).
+pub const BEARER_EXTRA_SPACE_WARNING: &str =
+    "the provided Authorization header contains extra space before the bearer token, and is ignored";
+
+/// Reads an `Authorization` header value: trimmed, split on single spaces into at most three
+/// parts, the scheme compared case-insensitively, the token the second part.
+pub fn parse_bearer(header: &str) -> BearerHeader {
+    let auth = header.trim();
+    if auth.is_empty() {
+        return BearerHeader::NotBearer;
+    }
+    let parts: Vec<&str> = auth.splitn(3, ' ').collect();
+    if parts.len() < 2 || !parts[0].eq_ignore_ascii_case("bearer") {
+        return BearerHeader::NotBearer;
+    }
+    if parts[1].is_empty() {
+        return BearerHeader::Empty {
+            extra_space: parts.len() == 3,
+        };
+    }
+    BearerHeader::Token(BearerToken::new(parts[1]))
+}
+
+/// An authenticator of bearer tokens (kube-apiserver's `authenticator.Token`).
+#[async_trait::async_trait]
+pub trait TokenAuthenticator: Send + Sync + fmt::Debug {
+    /// `Ok(None)`: not this authenticator's kind of token (no opinion); `Ok(Some)`: the
+    /// identity, with `system:authenticated`; `Err`: a token of its kind that is not valid, or
+    /// a failure to check it. Never logs the token.
+    async fn authenticate_token(&self, token: &BearerToken)
+        -> Result<Option<Identity>, AuthnError>;
+}
+
+/// Where token authenticators read Secrets (bootstrap tokens, service-account-token Secrets).
+/// [`Store`] is one; tests use a map.
+#[async_trait::async_trait]
+pub trait SecretLookup: Send + Sync {
+    /// The Secret `namespace/name`; `Ok(None)` if there is none (or the name cannot exist).
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, AuthnError>;
+}
+
+#[async_trait::async_trait]
+impl SecretLookup for Store {
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, AuthnError> {
+        let Ok(id) = SecretId::parse(namespace, name) else {
+            return Ok(None);
+        };
+        match self.get(&id.namespace, &id.name, None).await {
+            Ok(s) => Ok(Some(s)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(AuthnError::Lookup {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Helpers for this module's tests.
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::model::SecretBytes;
+
+    /// Secrets in a map, keyed by (namespace, name).
+    #[derive(Default)]
+    pub struct MapSecrets(pub Mutex<BTreeMap<(String, String), Secret>>);
+
+    impl MapSecrets {
+        /// Adds or replaces a Secret.
+        pub fn put(&self, s: Secret) {
+            let key = (s.metadata.namespace.clone(), s.metadata.name.clone());
+            self.0.lock().unwrap().insert(key, s);
+        }
+
+        /// Removes a Secret.
+        pub fn remove(&self, namespace: &str, name: &str) {
+            self.0
+                .lock()
+                .unwrap()
+                .remove(&(namespace.to_owned(), name.to_owned()));
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SecretLookup for MapSecrets {
+        async fn get_secret(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Option<Secret>, AuthnError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned())
+        }
+    }
+
+    /// A lookup that always fails (an unavailable store).
+    pub struct FailingSecrets;
+
+    #[async_trait::async_trait]
+    impl SecretLookup for FailingSecrets {
+        async fn get_secret(
+            &self,
+            namespace: &str,
+            name: &str,
+        ) -> Result<Option<Secret>, AuthnError> {
+            Err(AuthnError::Lookup {
+                namespace: namespace.into(),
+                name: name.into(),
+                reason: "backend unavailable".into(),
+            })
+        }
+    }
+
+    /// A Secret with `data`.
+    pub fn secret(namespace: &str, name: &str, type_: &str, data: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.namespace = namespace.into();
+        s.metadata.name = name.into();
+        s.type_ = type_.into();
+        for (k, v) in data {
+            s.data
+                .insert((*k).into(), SecretBytes::new(v.as_bytes().to_vec()));
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_header_as_kube_apiserver_reads_it() {
+        let tok = |s: &str| BearerHeader::Token(BearerToken::new(s));
+        assert_eq!(parse_bearer("Bearer abc"), tok("abc"));
+        assert_eq!(parse_bearer("  bearer abc  "), tok("abc"));
+        assert_eq!(
+            parse_bearer("BEARER abc def"),
+            tok("abc"),
+            "a third part is ignored"
+        );
+        assert_eq!(parse_bearer(""), BearerHeader::NotBearer);
+        assert_eq!(parse_bearer("Basic dXNlcjpwdw=="), BearerHeader::NotBearer);
+        assert_eq!(parse_bearer("Bearer"), BearerHeader::NotBearer);
+        assert_eq!(
+            parse_bearer("Bearer  abc"),
+            BearerHeader::Empty { extra_space: true }
+        );
+        assert_eq!(parse_bearer("Bearer\tabc"), BearerHeader::NotBearer);
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug_or_errors() {
+        let t = BearerToken::new("s3cr3t-t0ken-value");
+        let shown = format!("{t:?} {:?}", parse_bearer("Bearer s3cr3t-t0ken-value"));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert_eq!(t.expose(), "s3cr3t-t0ken-value");
+        let agg = AuthnError::aggregate(vec![
+            AuthnError::Rejected("a".into()),
+            AuthnError::Rejected("b".into()),
+        ])
+        .unwrap();
+        assert_eq!(agg.to_string(), "[a, b]");
+        assert_eq!(
+            AuthnError::aggregate(vec![AuthnError::Rejected("a".into())])
+                .unwrap()
+                .to_string(),
+            "a"
+        );
+        assert!(AuthnError::aggregate(vec![]).is_none());
+    }
 
     #[test]
     fn authenticated_group_is_added_once_and_never_to_anonymous() {

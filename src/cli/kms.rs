@@ -1,6 +1,7 @@
 //! `keyward kms`: the KMS plugin's commands (init, serve, and the admin calls status, keys,
 //! rotate, retire, destroy), their flags, where the keyring lives, how keyring errors are told
-//! with the flags that fix them, and the key table and JSON the admin calls print.
+//! with the flags that fix them, and the key table and JSON the admin calls print. The root of
+//! trust's own commands (`unseal`, `rekey-root`, Shamir shares shown or written) are in `seal`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,10 +16,13 @@ use super::flags::{duration_or_never, socket_access};
 use super::observe::{bind_metrics, spawn_metrics, ObserveArgs};
 use super::output::{columns, fields, format_time, short_duration};
 use super::process::{drain_on_signal, run_until_signal, runtime};
+use super::seal::{self as seal_cli, RekeyArgs, ShareOutput, UnsealArgs};
 use super::{CliError, DEV_DIR};
 use crate::backend::{EtcdBackend, EtcdOptions};
 use crate::crypto::Algorithm;
-use crate::keyring::{self, InitOptions, Keyring, KeyringError, KeyringLocation, RotationPolicy};
+use crate::keyring::{
+    self, InitOptions, Keyring, KeyringError, KeyringLocation, RotationPolicy, SealedKeyring,
+};
 use crate::kms::PluginServer;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::seal::{self, KdfParams, SealSpec};
@@ -31,6 +35,9 @@ pub(super) enum KmsCommand {
     /// Examples:
     ///   keyward kms init --generate-keyfile /etc/keyward/root.key
     ///   keyward kms init --data /var/lib/keyward --seal keyfile:/etc/keyward/root.key
+    ///   keyward kms init --data /var/lib/keyward \
+    ///     --seal 'pkcs11:module=/usr/lib/softhsm/libsofthsm2.so;token=keyward;key-label=keyward-root;pin-file=/etc/keyward/hsm.pin'
+    ///   keyward kms init --data /var/lib/keyward --seal shamir:shares=5,threshold=3 --share-dir ./shares
     ///   keyward kms init --keyring etcd --etcd-endpoints https://10.0.0.1:2379,https://10.0.0.2:2379 \
     ///     --etcd-ca /etc/keyward/etcd-ca.crt --seal keyfile:/etc/keyward/root.key
     #[command(verbatim_doc_comment)]
@@ -47,6 +54,23 @@ pub(super) enum KmsCommand {
     ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
     #[command(verbatim_doc_comment)]
     Serve(ServeArgs),
+    /// Hand in one Shamir share to a plugin serving sealed (from stdin or --share-file, never
+    /// the command line); the keyring opens once enough shares were given.
+    ///
+    /// Examples:
+    ///   keyward kms unseal --admin-socket /var/run/keyward/kms-admin.sock < share-1
+    ///   keyward kms unseal --admin-socket /var/run/keyward/kms-admin.sock --share-file /media/usb/share-2
+    #[command(verbatim_doc_comment)]
+    Unseal(UnsealArgs),
+    /// Re-seal every key-encryption key under a new root key (any seal kind to any other); key
+    /// ids do not change and the old root key opens nothing afterwards. Restart the plugin with
+    /// the new --seal.
+    ///
+    /// Examples:
+    ///   keyward kms rekey-root --new-seal keyfile:/etc/keyward/root-2026.key
+    ///   keyward kms rekey-root --new-seal shamir:shares=5,threshold=3 --share-dir ./new-shares
+    #[command(verbatim_doc_comment)]
+    RekeyRoot(RekeyArgs),
     /// Show the plugin's health, primary key and rotation policy; exits non-zero unless healthy.
     ///
     /// Example: keyward kms status --admin-socket /var/run/keyward/kms-admin.sock -o json
@@ -174,9 +198,12 @@ impl KeyringArgs {
 pub(super) struct InitArgs {
     #[command(flatten)]
     at: KeyringArgs,
-    /// Root key source: keyfile:PATH or passphrase-file:PATH.
+    /// Root key source: keyfile:PATH, passphrase-file:PATH,
+    /// pkcs11:module=PATH;token=LABEL;key-label=LABEL;pin-file=PATH or shamir:shares=N,threshold=M.
     #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
     seal: Option<String>,
+    #[command(flatten)]
+    shares: ShareOutput,
     /// Write a new root key file (32 random bytes, base64, mode 0600); never overwrites.
     /// With --data and no --seal, the new file also seals the keyring.
     #[arg(long, value_name = "PATH")]
@@ -220,7 +247,9 @@ pub(super) struct ServeArgs {
     /// that its keyring is current (it keeps serving the keys it has).
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     etcd_stale_after: String,
-    /// Root key source: keyfile:PATH or passphrase-file:PATH.
+    /// Root key source: keyfile:PATH, passphrase-file:PATH,
+    /// pkcs11:module=PATH;token=LABEL;key-label=LABEL;pin-file=PATH, or shamir (start sealed and
+    /// wait for `keyward kms unseal`).
     #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
     seal: String,
     /// Unix socket for kube-apiserver (KMS v2, KMS v1, gRPC health).
@@ -263,7 +292,7 @@ pub(super) struct AdminArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub(super) enum Output {
     Text,
     Json,
 }
@@ -274,6 +303,8 @@ pub(super) fn kms(cmd: KmsCommand, store: &ClientArgs) -> Result<(), CliError> {
     let (args, call) = match cmd {
         KmsCommand::Init(a) => return init(a),
         KmsCommand::Serve(a) => return serve(a),
+        KmsCommand::Unseal(a) => return runtime()?.block_on(seal_cli::unseal(a)),
+        KmsCommand::RekeyRoot(a) => return runtime()?.block_on(seal_cli::rekey_root(a)),
         KmsCommand::Status(a) => (a, Call::Status),
         KmsCommand::Keys(a) => (a, Call::Keys),
         KmsCommand::Rotate(a) => (a, Call::Rotate),
@@ -318,18 +349,25 @@ fn init(a: InitArgs) -> Result<(), CliError> {
             a.argon2_iterations,
             a.argon2_parallelism,
         )?),
-        SealSpec::KeyFile(_) => None,
+        _ => None,
     };
+    if matches!(seal, SealSpec::Shamir(None)) {
+        return Err(CliError::new(
+            "--seal shamir: a new keyring needs its counts: shamir:shares=N,threshold=M",
+        ));
+    }
+    a.shares.check(&seal)?;
     let init = InitOptions {
         algorithm: a.algorithm.into(),
         kdf,
     };
-    let first = runtime()?.block_on(async {
+    let created = runtime()?.block_on(async {
         let location = at.open(keyring::DEFAULT_STALE_AFTER)?;
-        Keyring::init(&location, &seal, &init)
+        Keyring::create(&location, &seal, &init)
             .await
             .map_err(|e| keyring_error(e, &at))
     })?;
+    let first = created.first;
     let place = match at {
         KeyringAt::Dir(data) => data.display().to_string(),
         KeyringAt::Etcd { opts, prefix } => format!(
@@ -343,7 +381,10 @@ fn init(a: InitArgs) -> Result<(), CliError> {
         seal.kind(),
         first.key_id
     );
-    Ok(())
+    match created.shares {
+        Some(shares) => a.shares.emit(&shares),
+        None => Ok(()),
+    }
 }
 
 /// Runs `keyward kms serve` until SIGTERM or SIGINT, then drains.
@@ -357,6 +398,42 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     };
     let metrics_listen = a.observe.metrics_listen()?;
     let rt = runtime()?;
+    if seal.needs_shares() {
+        if a.admin_socket.is_none() {
+            return Err(CliError::new(
+                "--seal shamir needs --admin-socket: the shares are handed in there",
+            ));
+        }
+        let location = at.open(stale_after)?;
+        let storage = match &at {
+            KeyringAt::Dir(dir) => format!("sled:{}", dir.display()),
+            KeyringAt::Etcd { opts, prefix } => format!(
+                "etcd:{} key {}",
+                opts.endpoints.join(","),
+                keyring::shared_key(prefix)
+            ),
+        };
+        let sealed = rt
+            .block_on(SealedKeyring::open(&location, opts.policy))
+            .map_err(|e| keyring_error(e, &at))?;
+        return rt.block_on(async {
+            let token = CancellationToken::new();
+            drain_on_signal(token.clone())?;
+            let metrics = bind_metrics(metrics_listen).await?;
+            let mut plugin = PluginServer::start_sealed(
+                sealed,
+                storage,
+                &a.socket,
+                a.admin_socket.as_deref(),
+                opts.access,
+            )?;
+            if let Some(metrics) = metrics {
+                plugin = plugin.with_metrics(metrics.metrics());
+                spawn_metrics(metrics, &token);
+            }
+            run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
+        });
+    }
     let keyring = rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?;
     rt.block_on(async {
         let token = CancellationToken::new();
@@ -468,19 +545,25 @@ enum Call {
     Destroy { key_id: String, confirm: String },
 }
 
+/// A client of the plugin's admin socket `path`.
+pub(super) async fn admin_client(
+    path: &Path,
+) -> Result<admin_pb::kms_admin_client::KmsAdminClient<tonic::transport::Channel>, CliError> {
+    let channel = uds::unix_channel(path.to_owned()).await.map_err(|e| {
+        CliError::new(format!(
+            "cannot connect to the admin socket {}: {e}",
+            path.display()
+        ))
+        .hint("start the plugin (keyward kms serve --admin-socket PATH, or keyward dev), or pass --admin-socket")
+    })?;
+    Ok(admin_pb::kms_admin_client::KmsAdminClient::new(channel))
+}
+
 async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), CliError> {
-    let channel = uds::unix_channel(args.admin_socket.clone())
-        .await
-        .map_err(|e| {
-            CliError::new(format!(
-                "cannot connect to the admin socket {}: {e}",
-                args.admin_socket.display()
-            ))
-            .hint("start the plugin (keyward kms serve --admin-socket PATH, or keyward dev), or pass --admin-socket")
-        })?;
-    let mut client = admin_pb::kms_admin_client::KmsAdminClient::new(channel);
+    let mut client = admin_client(&args.admin_socket).await?;
     let json = args.output == Output::Json;
     let mut unhealthy = false;
+    let mut sealed = false;
     let out = match call {
         Call::Status => {
             let s = client
@@ -489,7 +572,15 @@ async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), C
                 .map_err(admin_error)?
                 .into_inner();
             unhealthy = s.healthz != "ok";
-            if json {
+            sealed = s.sealed;
+            if json && s.sealed {
+                serde_json::json!({
+                    "healthz": s.healthz, "sealed": true, "seal": s.seal, "storage": s.storage,
+                    "unseal_given": s.unseal_given, "unseal_threshold": s.unseal_threshold,
+                    "unseal_shares": s.unseal_shares,
+                })
+                .to_string()
+            } else if json {
                 serde_json::json!({
                     "healthz": s.healthz, "primary_key_id": s.primary_key_id,
                     "keyring_id": s.keyring_id, "algorithm": s.algorithm, "seal": s.seal,
@@ -498,6 +589,19 @@ async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), C
                     "key_count": s.key_count, "storage": s.storage,
                 })
                 .to_string()
+            } else if s.sealed {
+                fields(&[
+                    ("healthz", s.healthz),
+                    ("stored in", s.storage),
+                    ("sealed by", s.seal),
+                    (
+                        "unseal",
+                        format!(
+                            "{} of {} shares given ({} made)",
+                            s.unseal_given, s.unseal_threshold, s.unseal_shares
+                        ),
+                    ),
+                ])
             } else {
                 let never = |n: u64, f: &dyn Fn(u64) -> String| {
                     if n == 0 {
@@ -578,6 +682,12 @@ async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), C
         }
     };
     println!("{out}");
+    if sealed {
+        return Err(
+            CliError::new("the plugin is sealed: it serves no Encrypt or Decrypt yet")
+                .hint("hand in Shamir shares with `keyward kms unseal`"),
+        );
+    }
     if unhealthy {
         return Err(
             CliError::new("the plugin reports it is not healthy (healthz is not \"ok\")")

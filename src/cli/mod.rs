@@ -1,9 +1,11 @@
 //! The command line: the `keyward` command and its subcommands, each family's flags and code in
 //! its own file, and the dispatch from a parsed command line to them.
 //!
-//! - `kms`: the KMS plugin (init, serve, admin calls); `server`: `server` and `dev`; `raw`;
+//! - `kms`: the KMS plugin (init, serve, admin calls); `seal`: its root of trust (unseal,
+//!   rekey-root, Shamir shares); `server`: `server` and `dev`; `raw`;
 //!   `secrets`: kubectl-shaped Secret commands; `apply`; `consume`: `run` and `mount`;
-//!   `encryption`: `encryption status` and `migrate`; `bench`: the load generators.
+//!   `encryption`: `encryption status` and `migrate`; `bench`: the load generators; `audit`:
+//!   `audit verify`.
 //! - Shared: `client` (finding and reaching a server), `etcd` (the `--etcd-*` flags and files),
 //!   `flags` (durations, socket groups), `observe` (`--metrics-listen`, `--log-format`), `output` (tables, times, hex dumps), `progress`
 //!   (progress bars), `error` ([`CliError`] and the wording of server errors), `process`
@@ -16,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod apply;
+mod audit;
 mod bench;
 mod client;
 mod consume;
@@ -29,6 +32,7 @@ mod output;
 mod process;
 mod progress;
 mod raw;
+mod seal;
 mod secrets;
 mod server;
 
@@ -130,6 +134,9 @@ enum Command {
     ///   keyward bench unix-pingpong --concurrency 64
     #[command(verbatim_doc_comment, subcommand)]
     Bench(bench::BenchCommand),
+    /// Audit logs: check that a log is intact (keyward audit verify FILE...).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
     ///
     /// Examples:
@@ -190,7 +197,13 @@ enum Shell {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    match run(cli) {
+    let Cli { command, client } = cli;
+    let result = match command {
+        // Exit codes of its own: 1 tampered, 2 usage.
+        Command::Audit(cmd) => return audit::audit(cmd),
+        command => run(command, &client),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             e.print();
@@ -199,9 +212,8 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
-    let client = &cli.client;
-    match cli.command {
+fn run(command: Command, client: &client::ClientArgs) -> Result<(), CliError> {
+    match command {
         Command::Kms(cmd) => kms::kms(cmd, client),
         Command::Dev(a) => server::dev(a),
         Command::Server(a) => server::server(*a),
@@ -220,6 +232,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(a) => consume::run(a, client),
         Command::Mount(a) => consume::mount(a, client),
         Command::Completion { shell } => completion(shell),
+        Command::Audit(_) => unreachable!("`main` runs audit commands"),
     }
 }
 

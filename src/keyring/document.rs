@@ -12,6 +12,14 @@
 //! root key ─┬─ HKDF-Expand(root, "keyward/v1 kek-seal")    → seal_key  (XChaCha20-Poly1305)
 //!           └─ HKDF-Expand(root, "keyward/v1 keyring-mac") → mac_key   (HMAC-SHA256)
 //! ```
+//!
+//! The seal record ([`SealRecord`], `"seal"` in the JSON) says where the root key comes from:
+//! `{"kind":"keyfile"}`, `{"kind":"passphrase-file","argon2id":{...}}` (both as written by every
+//! release), `{"kind":"pkcs11","token":..,"key_label":..,"wrapped":..}` (the root key wrapped by
+//! the HSM) or `{"kind":"shamir","shares":..,"threshold":..,"set_id":..,"wrapped":..}` (the root
+//! key wrapped under the key the shares rebuild). The newer kinds only add variants: documents
+//! of the older kinds are unchanged and still open. [`reseal`] re-seals every KEK under a new
+//! root key, keeping ids and metadata, for root-key rotation and seal migration.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::envelope::KEK_ID_LEN;
 use super::{InitOptions, KeyInfo, KeyState, KeyringError};
 use crate::crypto::{self, AeadKey, Algorithm, Key32};
-use crate::seal::{self, KdfParams, RootKey, SealSpec};
+use crate::seal::{self, pkcs11, shamir, KdfParams, RootKey, SealSpec, ShamirRecord, SplitShares};
 
 /// Format of the keyring document.
 const FORMAT_VERSION: u64 = 1;
@@ -45,6 +53,10 @@ pub(super) struct Doc {
     /// Algorithm of new KEKs.
     pub algorithm: String,
     pub seal: SealRecord,
+    /// Random id of the root key, drawn at each root-key rotation (absent before the first), so
+    /// that a replica can tell a document re-sealed elsewhere from a modified one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_id: Option<String>,
     /// Sequence number of the next KEK.
     pub next_seq: u64,
     /// Every KEK, oldest first.
@@ -56,7 +68,24 @@ pub(super) struct Doc {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub(super) enum SealRecord {
     Keyfile,
-    PassphraseFile { argon2id: KdfParams },
+    PassphraseFile {
+        argon2id: KdfParams,
+    },
+    /// The root key wrapped by the HSM key `key_label` on `token` (labels for messages only:
+    /// the `--seal` given decides which key is used).
+    Pkcs11 {
+        token: String,
+        key_label: String,
+        /// base64(iv ‖ AES-GCM ciphertext ‖ tag).
+        wrapped: String,
+    },
+    Shamir {
+        shares: u8,
+        threshold: u8,
+        set_id: String,
+        /// base64(nonce ‖ XChaCha20-Poly1305 ciphertext ‖ tag).
+        wrapped: String,
+    },
 }
 
 impl SealRecord {
@@ -64,6 +93,26 @@ impl SealRecord {
         match self {
             SealRecord::Keyfile => "keyfile",
             SealRecord::PassphraseFile { .. } => "passphrase-file",
+            SealRecord::Pkcs11 { .. } => "pkcs11",
+            SealRecord::Shamir { .. } => "shamir",
+        }
+    }
+
+    /// The Shamir record, for a keyring sealed with shares.
+    pub fn shamir(&self) -> Option<ShamirRecord> {
+        match self {
+            SealRecord::Shamir {
+                shares,
+                threshold,
+                set_id,
+                wrapped,
+            } => Some(ShamirRecord {
+                shares: *shares,
+                threshold: *threshold,
+                set_id: set_id.clone(),
+                wrapped: wrapped.clone(),
+            }),
+            _ => None,
         }
     }
 }
@@ -91,13 +140,34 @@ impl KeyRecord {
     }
 }
 
+/// The keys derived from a root key: one seals KEK material, one authenticates the document.
+pub(super) struct DocKeys {
+    pub seal_key: Key32,
+    pub mac_key: Key32,
+}
+
+impl DocKeys {
+    pub fn derive(root: &RootKey) -> DocKeys {
+        DocKeys {
+            seal_key: crypto::hkdf_expand(root.key(), INFO_SEAL),
+            mac_key: crypto::hkdf_expand(root.key(), INFO_MAC),
+        }
+    }
+}
+
 /// A document whose MAC checked out under the root key, and the keys derived from that root.
 pub(super) struct Unsealed {
     pub doc: Doc,
-    pub seal_key: Key32,
-    pub mac_key: Key32,
+    pub keys: DocKeys,
     pub keyring_id: [u8; 16],
     pub algorithm: Algorithm,
+}
+
+/// A new seal: its record, the root key it yields, and (Shamir) the shares to hand out.
+pub(super) struct NewSeal {
+    pub record: SealRecord,
+    pub root: RootKey,
+    pub shares: Option<SplitShares>,
 }
 
 // ----- in-memory form -----
@@ -188,17 +258,84 @@ pub(super) fn parse_id(s: &str) -> Result<[u8; KEK_ID_LEN], KeyringError> {
     Ok(id)
 }
 
-fn derive_root(spec: &SealSpec, record: &SealRecord) -> Result<RootKey, KeyringError> {
+/// The root key of a keyring sealed as `record`, from the source `spec` names (reads files, or
+/// asks the HSM). A Shamir seal needs shares instead: [`KeyringError::Sealed`].
+fn derive_root(
+    spec: &SealSpec,
+    record: &SealRecord,
+    keyring_id: &[u8; 16],
+) -> Result<RootKey, KeyringError> {
     match (spec, record) {
         (SealSpec::KeyFile(p), SealRecord::Keyfile) => Ok(seal::read_keyfile(p)?),
         (SealSpec::PassphraseFile(p), SealRecord::PassphraseFile { argon2id }) => {
             Ok(seal::derive_from_passphrase_file(p, argon2id)?)
         }
+        (SealSpec::Pkcs11(p), SealRecord::Pkcs11 { wrapped, .. }) => {
+            let wrapped = B64
+                .decode(wrapped)
+                .map_err(|_| KeyringError::Corrupt("the wrapped root key is not base64".into()))?;
+            Ok(pkcs11::unwrap(p, &wrapped, keyring_id)?)
+        }
+        (SealSpec::Shamir(_), SealRecord::Shamir { .. }) => Err(KeyringError::Sealed),
         _ => Err(KeyringError::SealMismatch {
             keyring: record.kind(),
             given: spec.kind(),
         }),
     }
+}
+
+/// A new seal of the kind `spec` names for the keyring `keyring_id`: a root key read from a key
+/// file or derived from a passphrase (with `kdf`, or recommended parameters), or a random one
+/// wrapped by the HSM or under Shamir shares. Blocking (Argon2id, HSM): call it off the async
+/// workers.
+pub(super) fn new_seal(
+    spec: &SealSpec,
+    kdf: Option<&KdfParams>,
+    keyring_id: &[u8; 16],
+) -> Result<NewSeal, KeyringError> {
+    let (record, root, shares) = match spec {
+        SealSpec::KeyFile(p) => (SealRecord::Keyfile, seal::read_keyfile(p)?, None),
+        SealSpec::PassphraseFile(p) => {
+            let argon2id = match kdf {
+                Some(k) => k.clone(),
+                None => KdfParams::recommended()?,
+            };
+            let root = seal::derive_from_passphrase_file(p, &argon2id)?;
+            (SealRecord::PassphraseFile { argon2id }, root, None)
+        }
+        SealSpec::Pkcs11(p) => {
+            let root = RootKey::generate()?;
+            let wrapped = pkcs11::wrap(p, &root, keyring_id)?;
+            let record = SealRecord::Pkcs11 {
+                token: p.token.clone(),
+                key_label: p.key_label.clone(),
+                wrapped: B64.encode(wrapped),
+            };
+            (record, root, None)
+        }
+        SealSpec::Shamir(Some(params)) => {
+            let root = RootKey::generate()?;
+            let (r, split) = shamir::seal_root(*params, &root, keyring_id)?;
+            let record = SealRecord::Shamir {
+                shares: r.shares,
+                threshold: r.threshold,
+                set_id: r.set_id,
+                wrapped: r.wrapped,
+            };
+            (record, root, Some(split))
+        }
+        SealSpec::Shamir(None) => {
+            return Err(KeyringError::InvalidInput {
+                field: "seal",
+                reason: "a new Shamir seal needs its counts: shamir:shares=N,threshold=M".into(),
+            })
+        }
+    };
+    Ok(NewSeal {
+        record,
+        root,
+        shares,
+    })
 }
 
 /// A new KEK record (primary, nothing reserved) appended at `doc.next_seq`, sealed under
@@ -228,34 +365,31 @@ pub(super) fn new_key_record(
     })
 }
 
-/// A new keyring document with its first KEK, encoded for storage, and that KEK's info. Reads
-/// the root key from `spec` (Argon2id for a passphrase: slow, call it off the async workers).
+/// A new keyring document with its first KEK, encoded for storage, that KEK's info, and (Shamir)
+/// the shares. Reads or makes the root key from `spec` (Argon2id, HSM: slow, call it off the
+/// async workers).
 pub(super) fn new_doc(
     spec: &SealSpec,
     opts: &InitOptions,
-) -> Result<(Vec<u8>, KeyInfo), KeyringError> {
-    let record = match spec {
-        SealSpec::KeyFile(_) => SealRecord::Keyfile,
-        SealSpec::PassphraseFile(_) => SealRecord::PassphraseFile {
-            argon2id: match &opts.kdf {
-                Some(k) => k.clone(),
-                None => KdfParams::recommended()?,
-            },
-        },
-    };
-    let root = derive_root(spec, &record)?;
+) -> Result<(Vec<u8>, KeyInfo, Option<SplitShares>), KeyringError> {
     let keyring_id = crypto::random_array::<16>()?;
-    let seal_key = crypto::hkdf_expand(root.key(), INFO_SEAL);
-    let mac_key = crypto::hkdf_expand(root.key(), INFO_MAC);
+    let NewSeal {
+        record,
+        root,
+        shares,
+    } = new_seal(spec, opts.kdf.as_ref(), &keyring_id)?;
+    let keys = DocKeys::derive(&root);
+    drop(root);
     let mut doc = Doc {
         format: FORMAT_VERSION,
         keyring_id: hex::encode(keyring_id),
         algorithm: opts.algorithm.name().to_owned(),
         seal: record,
+        root_id: None,
         next_seq: 1,
         keys: Vec::new(),
     };
-    let rec = new_key_record(&mut doc, &keyring_id, &seal_key, opts.algorithm)?;
+    let rec = new_key_record(&mut doc, &keyring_id, &keys.seal_key, opts.algorithm)?;
     let info = KeyInfo {
         key_id: rec.key_id()?,
         seq: rec.seq,
@@ -265,7 +399,41 @@ pub(super) fn new_doc(
         encryptions: 0,
     };
     doc.keys.push(rec);
-    Ok((encode(&doc, &mac_key)?, info))
+    Ok((encode(&doc, &keys.mac_key)?, info, shares))
+}
+
+/// `doc` with every KEK's material re-sealed from `old` to `new` (same ids, states, counters and
+/// associated data) and `record` as its seal.
+pub(super) fn reseal(
+    doc: &Doc,
+    keyring_id: &[u8; 16],
+    old: &DocKeys,
+    new: &DocKeys,
+    record: SealRecord,
+) -> Result<Doc, KeyringError> {
+    let opener = AeadKey::new(Algorithm::XChaCha20Poly1305, &old.seal_key);
+    let sealer = AeadKey::new(Algorithm::XChaCha20Poly1305, &new.seal_key);
+    let mut out = doc.clone();
+    for rec in out.keys.iter_mut() {
+        let Some(sealed) = &rec.sealed else { continue };
+        let sealed = B64
+            .decode(sealed)
+            .map_err(|_| KeyringError::Corrupt("sealed key is not base64".into()))?;
+        let aad = kek_aad(
+            keyring_id,
+            &parse_id(&rec.id)?,
+            rec.seq,
+            &rec.algorithm,
+            rec.created_unix,
+        );
+        let material = opener
+            .open_with_nonce(&aad, &sealed)
+            .map_err(|_| KeyringError::Unseal)?;
+        rec.sealed = Some(B64.encode(sealer.seal_random_nonce(&aad, &material)?));
+    }
+    out.seal = record;
+    out.root_id = Some(hex::encode(crypto::random_array::<8>()?));
+    Ok(out)
 }
 
 /// The stored form: `HMAC-SHA256(mac_key, json) ‖ json`.
@@ -291,21 +459,42 @@ fn check_format(doc: &Doc) -> Result<(), KeyringError> {
     Ok(())
 }
 
+/// The seal record and keyring id of a stored document, read before anything is authenticated
+/// (the root key is needed to check the MAC, and the record says how to get it). Nothing else in
+/// the document is used until [`unseal_with_root`] checked it.
+pub(super) fn peek(stored: &[u8]) -> Result<(SealRecord, [u8; 16]), KeyringError> {
+    let doc = peek_doc(stored)?;
+    let mut keyring_id = [0u8; 16];
+    hex::decode_to_slice(&doc.keyring_id, &mut keyring_id).map_err(|_| KeyringError::Unseal)?;
+    Ok((doc.seal, keyring_id))
+}
+
+/// The stored document, not authenticated: for [`peek`], and for telling a re-sealed document
+/// from a modified one.
+pub(super) fn peek_doc(stored: &[u8]) -> Result<Doc, KeyringError> {
+    let (_, json) = split(stored)?;
+    serde_json::from_slice(json).map_err(|_| KeyringError::Unseal)
+}
+
 /// Checks a stored document with the root key from `spec` and derives the keyring's keys. Reads
-/// the root key (Argon2id for a passphrase: slow, call it off the async workers). Writes nothing.
+/// the root key (Argon2id for a passphrase, the HSM for pkcs11: slow, call it off the async
+/// workers). Writes nothing.
 pub(super) fn unseal(stored: &[u8], spec: &SealSpec) -> Result<Unsealed, KeyringError> {
+    let (record, keyring_id) = peek(stored)?;
+    let root = derive_root(spec, &record, &keyring_id)?;
+    unseal_with_root(stored, &root)
+}
+
+/// Checks a stored document with `root` and derives the keyring's keys. Writes nothing.
+pub(super) fn unseal_with_root(stored: &[u8], root: &RootKey) -> Result<Unsealed, KeyringError> {
     let (tag, json) = split(stored)?;
-    // The seal parameters must be read before the MAC can be checked; they are checked right
-    // after, and nothing else in the document is used until then.
-    let doc: Doc = serde_json::from_slice(json).map_err(|_| KeyringError::Unseal)?;
-    let root = derive_root(spec, &doc.seal)?;
-    let mac_key = crypto::hkdf_expand(root.key(), INFO_MAC);
-    if !crypto::hmac_sha256_verify(&mac_key, json, tag) {
+    let keys = DocKeys::derive(root);
+    if !crypto::hmac_sha256_verify(&keys.mac_key, json, tag) {
         return Err(KeyringError::Unseal);
     }
+    let doc: Doc =
+        serde_json::from_slice(json).map_err(|e| KeyringError::Corrupt(e.to_string()))?;
     check_format(&doc)?;
-    let seal_key = crypto::hkdf_expand(root.key(), INFO_SEAL);
-    drop(root);
     let mut keyring_id = [0u8; 16];
     hex::decode_to_slice(&doc.keyring_id, &mut keyring_id)
         .map_err(|_| KeyringError::Corrupt("bad keyring id".into()))?;
@@ -315,8 +504,7 @@ pub(super) fn unseal(stored: &[u8], spec: &SealSpec) -> Result<Unsealed, Keyring
         .map_err(|e: crypto::UnknownAlgorithm| KeyringError::Corrupt(e.to_string()))?;
     Ok(Unsealed {
         doc,
-        seal_key,
-        mac_key,
+        keys,
         keyring_id,
         algorithm,
     })
@@ -454,7 +642,9 @@ mod tests {
             algorithm: Algorithm::Aes256Gcm,
             kdf: None,
         };
-        new_doc(spec, &opts).unwrap()
+        let (stored, info, shares) = new_doc(spec, &opts).unwrap();
+        assert!(shares.is_none());
+        (stored, info)
     }
 
     #[test]
@@ -468,10 +658,12 @@ mod tests {
         assert!(info.key_id.starts_with("kw-1-"));
         let mut counters = Counters::new();
         add_counters(&u.doc, &mut counters).unwrap();
-        let snap = build_snapshot(&u.doc, &u.keyring_id, &u.seal_key, &counters).unwrap();
+        let snap = build_snapshot(&u.doc, &u.keyring_id, &u.keys.seal_key, &counters).unwrap();
         assert_eq!(&*snap.primary.key_id, info.key_id);
         assert_eq!(
-            verify(&stored, &u.mac_key, &u.keyring_id).unwrap().next_seq,
+            verify(&stored, &u.keys.mac_key, &u.keyring_id)
+                .unwrap()
+                .next_seq,
             2
         );
         let other = keyfile(tmp.path(), "other.key");
@@ -487,7 +679,7 @@ mod tests {
         // Another keyring, even under the same root key, is not accepted as a reload.
         let (second, _) = new(&spec);
         assert!(matches!(
-            verify(&second, &u.mac_key, &u.keyring_id),
+            verify(&second, &u.keys.mac_key, &u.keyring_id),
             Err(KeyringError::Corrupt(_))
         ));
     }
@@ -504,7 +696,7 @@ mod tests {
         assert!(matches!(unseal(&edited, &spec), Err(KeyringError::Unseal)));
         let u = unseal(&stored, &spec).unwrap();
         assert!(matches!(
-            verify(&edited, &u.mac_key, &u.keyring_id),
+            verify(&edited, &u.keys.mac_key, &u.keyring_id),
             Err(KeyringError::Unseal)
         ));
         assert!(matches!(

@@ -11,6 +11,8 @@
 //!   plugin replicas; compare-and-swap saves, following other writers, and the conversion of a
 //!   data directory written by keyward 0.1.0.
 //! - `policy`: [`RotationPolicy`] and the maintenance task that applies it.
+//! - `sealed`: a keyring sealed with Shamir shares ([`SealedKeyring`]), opened once enough
+//!   shares are handed in; and root-key rotation ([`Keyring::rekey_root`]).
 //!
 //! # Key ids
 //! A KEK's public `key_id` is `kw-<seq>-<32 hex>`, where the hex is 16 random bytes drawn when
@@ -34,20 +36,21 @@
 mod document;
 mod envelope;
 mod policy;
+mod sealed;
 mod storage;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::crypto::{self, Algorithm, CryptoError, Key32};
-use crate::seal::{KdfParams, SealError, SealSpec};
-use document::{Counter, Counters, Doc, Kek, KeyRecord, Snapshot};
+use crate::seal::{KdfParams, SealError, SealSpec, SplitShares};
+use document::{Counter, Counters, Doc, DocKeys, Kek, KeyRecord, Snapshot};
 use storage::{DocStore, FollowGuard};
 
 pub use envelope::{CIPHERTEXT_VERSION, HEADER_LEN, KEK_ID_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT};
@@ -55,6 +58,7 @@ pub use policy::{
     rotation_due, MaintenanceGuard, RotationPolicy, DEFAULT_ROTATE_AFTER,
     DEFAULT_ROTATE_AFTER_ENCRYPTIONS,
 };
+pub use sealed::{Rekeyed, SealedKeyring, UnsealProgress, UnsealStep};
 pub use storage::{
     shared_key, KeyringLocation, CONFIRM_EVERY, DEFAULT_KEY, DEFAULT_STALE_AFTER, DIR_STORE,
     LEGACY_DIR,
@@ -79,6 +83,14 @@ pub enum KeyringError {
     /// Creating found an existing keyring (operator's input).
     #[error("a keyring already exists in {0}; refusing to replace it")]
     Exists(String),
+    /// The keyring is sealed with Shamir shares: it opens only once enough shares are handed in
+    /// ([`SealedKeyring`]) (operator's next step).
+    #[error("the keyring is sealed with Shamir shares; hand in shares with `keyward kms unseal`")]
+    Sealed,
+    /// Another process re-sealed a shared keyring under a new root key (operator: restart this
+    /// replica with the new seal).
+    #[error("the shared keyring was re-sealed under a new root key by another replica; restart this replica with the new --seal")]
+    Resealed,
     /// The root key does not open the keyring (operator's input), or the stored document was
     /// modified.
     #[error(
@@ -199,7 +211,7 @@ pub struct KeyringInfo {
     pub keyring_id: String,
     /// Algorithm of new KEKs.
     pub algorithm: Algorithm,
-    /// `keyfile` or `passphrase-file`.
+    /// `keyfile`, `passphrase-file`, `pkcs11` or `shamir`.
     pub seal: &'static str,
     /// Where the keyring is stored: `sled:<dir>`, or `<label> key <key>` for a shared keyring
     /// (e.g. `etcd:<endpoints> key /keyward/kms/keyring`).
@@ -215,6 +227,15 @@ pub struct InitOptions {
     pub algorithm: Algorithm,
     /// Argon2id parameters, used only with `passphrase-file:`.
     pub kdf: Option<KdfParams>,
+}
+
+/// A keyring just created.
+#[derive(Debug)]
+pub struct Created {
+    /// Its first (primary) KEK.
+    pub first: KeyInfo,
+    /// With a Shamir seal, the shares to hand out now: they are shown this once.
+    pub shares: Option<SplitShares>,
 }
 
 /// Result of a rotation.
@@ -247,23 +268,26 @@ pub struct Confirmation {
     pub stale_after: std::time::Duration,
 }
 
-/// The document as this process holds it, changed only under the writer lock.
+/// The document as this process holds it, and the keys of its root key; changed only under the
+/// writer lock.
 struct Writer {
     doc: Doc,
     counters: Counters,
+    keys: DocKeys,
 }
 
 struct Inner {
     store: DocStore,
     snapshot: ArcSwap<Snapshot>,
     writer: tokio::sync::Mutex<Writer>,
-    seal_key: Key32,
-    mac_key: Key32,
     keyring_id: [u8; 16],
     algorithm: Algorithm,
-    seal_kind: &'static str,
+    /// Kind of the current seal (changes with [`Keyring::rekey_root`]).
+    seal_kind: RwLock<&'static str>,
     policy: RotationPolicy,
     healthy: AtomicBool,
+    /// Another replica re-sealed the shared document under a root key this one does not have.
+    resealed_elsewhere: AtomicBool,
     /// Wakes the maintenance task early (reservation running low, rotation count reached).
     wake: Arc<tokio::sync::Notify>,
     /// Last reload for an unknown key id (ms since the epoch), to bound reloads.
@@ -293,19 +317,39 @@ impl Keyring {
     /// Creates a keyring at `location` with its first KEK, sealed under the root key from
     /// `spec`. Refuses to replace an existing keyring (in a data directory, in either layout);
     /// a refused init, or a root key that cannot be read, changes nothing.
+    ///
+    /// A Shamir seal's shares would be lost here: use [`Keyring::create`] for those.
     pub async fn init(
         location: &KeyringLocation,
         spec: &SealSpec,
         opts: &InitOptions,
     ) -> Result<KeyInfo, KeyringError> {
+        if spec.needs_shares() {
+            return Err(KeyringError::InvalidInput {
+                field: "seal",
+                reason:
+                    "a Shamir-sealed keyring is made with Keyring::create, which returns its shares"
+                        .into(),
+            });
+        }
+        Ok(Self::create(location, spec, opts).await?.first)
+    }
+
+    /// Creates a keyring as [`Keyring::init`] does, and returns the shares of a Shamir seal
+    /// (shown once: they are not stored anywhere).
+    pub async fn create(
+        location: &KeyringLocation,
+        spec: &SealSpec,
+        opts: &InitOptions,
+    ) -> Result<Created, KeyringError> {
         storage::refuse_existing(location)?;
         let (spec, opts) = (spec.clone(), opts.clone());
-        let (stored, info) = storage::blocking(&storage::describe(location), move || {
+        let (stored, first, shares) = storage::blocking(&storage::describe(location), move || {
             document::new_doc(&spec, &opts)
         })
         .await?;
         storage::create(location, stored).await?;
-        Ok(info)
+        Ok(Created { first, shares })
     }
 
     /// Whether a keyring exists at `location` (in a data directory, in either layout).
@@ -317,6 +361,9 @@ impl Keyring {
     /// written; a data directory written by keyward 0.1.0 is converted once the root key opened
     /// it. A shared keyring then follows the changes other replicas make, and reports unhealthy
     /// once it could not confirm it is current for longer than its stale bound.
+    ///
+    /// A keyring sealed with Shamir shares cannot open this way ([`KeyringError::Sealed`]): see
+    /// [`SealedKeyring::open`].
     pub async fn open(
         location: &KeyringLocation,
         spec: &SealSpec,
@@ -328,30 +375,39 @@ impl Keyring {
             document::unseal(&stored, &spec)
         })
         .await?;
+        Self::from_unsealed(found, unsealed, policy).await
+    }
+
+    /// The keyring of a document found at its location and proved authentic.
+    async fn from_unsealed(
+        found: storage::Found,
+        unsealed: document::Unsealed,
+        policy: RotationPolicy,
+    ) -> Result<Keyring, KeyringError> {
         let store = found.into_store().await?;
         let mut counters = Counters::new();
         document::add_counters(&unsealed.doc, &mut counters)?;
         let snapshot = document::build_snapshot(
             &unsealed.doc,
             &unsealed.keyring_id,
-            &unsealed.seal_key,
+            &unsealed.keys.seal_key,
             &counters,
         )?;
         let keyring = Keyring {
             inner: Arc::new(Inner {
                 store,
                 snapshot: ArcSwap::from_pointee(snapshot),
-                seal_kind: unsealed.doc.seal.kind(),
+                seal_kind: RwLock::new(unsealed.doc.seal.kind()),
                 writer: tokio::sync::Mutex::new(Writer {
                     doc: unsealed.doc,
                     counters,
+                    keys: unsealed.keys,
                 }),
-                seal_key: unsealed.seal_key,
-                mac_key: unsealed.mac_key,
                 keyring_id: unsealed.keyring_id,
                 algorithm: unsealed.algorithm,
                 policy,
                 healthy: AtomicBool::new(false),
+                resealed_elsewhere: AtomicBool::new(false),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 last_miss_ms: AtomicI64::new(0),
                 follow: OnceLock::new(),
@@ -408,9 +464,17 @@ impl Keyring {
         if Some(revision) == store.revision() {
             return Ok(());
         }
-        let doc = document::verify(&stored, &self.inner.mac_key, &self.inner.keyring_id)?;
+        let doc = match document::verify(&stored, &w.keys.mac_key, &self.inner.keyring_id) {
+            Ok(doc) => doc,
+            Err(KeyringError::Unseal) if self.resealed(&stored, w) => {
+                self.inner.resealed_elsewhere.store(true, Ordering::Release);
+                tracing::error!("{}", KeyringError::Resealed);
+                return Err(KeyringError::Resealed);
+            }
+            Err(e) => return Err(e),
+        };
         document::add_counters(&doc, &mut w.counters)?;
-        let snapshot = self.build_snapshot(&doc, &w.counters)?;
+        let snapshot = self.build_snapshot(&doc, &w.keys.seal_key, &w.counters)?;
         let before = self.inner.snapshot.load().primary.key_id.clone();
         w.doc = doc;
         store.set_revision(revision);
@@ -422,8 +486,24 @@ impl Keyring {
         Ok(())
     }
 
-    fn build_snapshot(&self, doc: &Doc, counters: &Counters) -> Result<Snapshot, KeyringError> {
-        document::build_snapshot(doc, &self.inner.keyring_id, &self.inner.seal_key, counters)
+    /// Whether `stored`, which the held MAC key did not open, is this keyring under another seal
+    /// (re-sealed by another process) rather than a modified document.
+    fn resealed(&self, stored: &[u8], w: &Writer) -> bool {
+        document::peek_doc(stored).is_ok_and(|doc| {
+            doc.keyring_id == hex::encode(self.inner.keyring_id)
+                && (doc.root_id != w.doc.root_id
+                    || serde_json::to_string(&doc.seal).ok()
+                        != serde_json::to_string(&w.doc.seal).ok())
+        })
+    }
+
+    fn build_snapshot(
+        &self,
+        doc: &Doc,
+        seal_key: &Key32,
+        counters: &Counters,
+    ) -> Result<Snapshot, KeyringError> {
+        document::build_snapshot(doc, &self.inner.keyring_id, seal_key, counters)
     }
 
     /// Keyring-wide facts.
@@ -431,7 +511,11 @@ impl Keyring {
         KeyringInfo {
             keyring_id: hex::encode(self.inner.keyring_id),
             algorithm: self.inner.algorithm,
-            seal: self.inner.seal_kind,
+            seal: *self
+                .inner
+                .seal_kind
+                .read()
+                .unwrap_or_else(|e| e.into_inner()),
             storage: self.inner.store.description().to_owned(),
             policy: self.inner.policy,
         }
@@ -441,9 +525,12 @@ impl Keyring {
     pub fn health(&self) -> Health {
         let current = self.inner.store.current();
         let tested = self.inner.healthy.load(Ordering::Acquire);
+        let resealed = self.inner.resealed_elsewhere.load(Ordering::Acquire);
         Health {
-            healthy: tested && current,
-            problem: if !tested {
+            healthy: tested && current && !resealed,
+            problem: if resealed {
+                Some("shared keyring re-sealed under a new root key by another replica; restart with the new seal")
+            } else if !tested {
                 Some("keyring self-test failed")
             } else if !current {
                 Some(
@@ -608,7 +695,7 @@ impl Keyring {
             let mut rec = document::new_key_record(
                 &mut doc,
                 &self.inner.keyring_id,
-                &self.inner.seal_key,
+                &w.keys.seal_key,
                 self.inner.algorithm,
             )?;
             rec.encryptions_reserved = RESERVATION_BLOCK;
@@ -734,8 +821,8 @@ impl Keyring {
     /// Saves `doc`, then publishes the new snapshot. Returns false, changing nothing, if
     /// another writer changed the stored document first (reload and retry).
     async fn commit(&self, w: &mut Writer, doc: Doc) -> Result<bool, KeyringError> {
-        let snapshot = self.build_snapshot(&doc, &w.counters)?;
-        if !self.save(&doc).await? {
+        let snapshot = self.build_snapshot(&doc, &w.keys.seal_key, &w.counters)?;
+        if !self.save(&doc, &w.keys.mac_key).await? {
             return Ok(false);
         }
         w.doc = doc;
@@ -745,8 +832,8 @@ impl Keyring {
 
     /// Saves `doc` with a compare-and-swap on the revision this process holds. False: the
     /// stored document is newer.
-    async fn save(&self, doc: &Doc) -> Result<bool, KeyringError> {
-        let value = document::encode(doc, &self.inner.mac_key)?;
+    async fn save(&self, doc: &Doc, mac_key: &Key32) -> Result<bool, KeyringError> {
+        let value = document::encode(doc, mac_key)?;
         self.inner.store.save(value).await
     }
 
@@ -800,7 +887,7 @@ impl Keyring {
                 .find(|r| r.id == id)
                 .ok_or_else(|| KeyringError::Corrupt("reserving for an unknown key".into()))?;
             rec.encryptions_reserved = rec.encryptions_reserved.saturating_add(delta);
-            if self.save(&doc).await? {
+            if self.save(&doc, &w.keys.mac_key).await? {
                 w.doc = doc;
                 kek.counter.reserved.store(local + delta, Ordering::Release);
                 return Ok(());

@@ -565,6 +565,20 @@ impl Found {
         }
     }
 
+    /// Reads the document again from its store (a shared keyring may have changed since it was
+    /// found); a data directory of keyward 0.1.0 has nothing newer.
+    pub async fn reload(&mut self) -> Result<(), KeyringError> {
+        if let Source::Store(store) = &self.source {
+            let (stored, revision) = store
+                .load()
+                .await?
+                .ok_or_else(|| KeyringError::NotFound(store.location().to_owned()))?;
+            store.set_revision(revision);
+            self.stored = stored;
+        }
+        Ok(())
+    }
+
     /// The stored document (`HMAC ‖ json`).
     pub fn stored(&self) -> &[u8] {
         &self.stored

@@ -1,16 +1,22 @@
 //! The KMS plugin: KMS v2 and v1 gRPC services over the keyring, the standard health service,
 //! and keyward's admin service on a separate socket.
 //!
-//! Handlers are thin: convert the request, call the [`Keyring`], convert the error with
+//! Handlers are thin: convert the request, call the [`Keyring`](crate::keyring::Keyring), convert the error with
 //! [`to_status`], the one place keyring errors become gRPC statuses. [`PluginServer`] binds the
-//! sockets, runs key maintenance and serves; [`serve`] serves already-bound listeners.
+//! sockets, runs key maintenance and serves; [`serve`] serves already-bound listeners. The
+//! keyring may start sealed with Shamir shares ([`PluginKeyring`]): `Status` says so, `Encrypt`
+//! and `Decrypt` answer `Unavailable`, and the admin API's `Unseal` opens it.
 
+mod admin;
 mod server;
+mod state;
 
+pub use admin::KmsAdmin;
 pub use server::PluginServer;
+pub use state::PluginKeyring;
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -19,12 +25,13 @@ use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroize;
 
 use crate::crypto::key_id_hash;
-use crate::keyring::{KeyInfo, KeyState, Keyring, KeyringError};
+use crate::keyring::KeyringError;
 use crate::metrics::RpcLayer;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::pb::kms_v1beta1 as v1_pb;
 use crate::pb::kms_v2 as v2_pb;
 use crate::reason::{bad_request, Reason};
+use crate::seal::SealError;
 
 /// The KMS v2 API version reported by `Status`.
 pub const V2_VERSION: &str = "v2";
@@ -32,8 +39,6 @@ pub const V2_VERSION: &str = "v2";
 pub const V1_VERSION: &str = "v1beta1";
 /// Requests larger than this are refused by the transport before a handler sees them.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-/// How often the health service re-reads the keyring's health.
-const HEALTH_POLL: Duration = Duration::from_secs(5);
 
 /// Maps a keyring error to a gRPC status carrying its [`Reason`]. Caller mistakes get a specific
 /// code and a message naming the field; decryption failures are one opaque status; storage
@@ -47,8 +52,28 @@ pub fn to_status(e: KeyringError) -> Status {
             Reason::NotFound.status(Code::NotFound, format!("key_id: no key {id:?}"))
         }
         KeyringError::Precondition(msg) => Reason::Conflict.status(Code::FailedPrecondition, msg),
-        KeyringError::Exhausted => Reason::ServiceUnavailable
-            .status(Code::Unavailable, KeyringError::Exhausted.to_string()),
+        e @ (KeyringError::Exhausted | KeyringError::Sealed | KeyringError::Resealed) => {
+            Reason::ServiceUnavailable.status(Code::Unavailable, e.to_string())
+        }
+        // A share or a new seal the operator gave: say what is wrong (never the secret).
+        KeyringError::Seal(
+            e @ (SealError::Share(_)
+            | SealError::SharesDoNotOpen
+            | SealError::BadSpec(_)
+            | SealError::BadField { .. }),
+        ) => bad_request(e.to_string()),
+        // The operator's setup (an HSM that refuses, a key file that cannot be read): paths and
+        // labels, no secrets.
+        KeyringError::Seal(
+            e @ (SealError::Pkcs11(_)
+            | SealError::Read { .. }
+            | SealError::Permissions { .. }
+            | SealError::BadContent { .. }
+            | SealError::KdfParams(_)),
+        ) => {
+            tracing::warn!(error = %e, "root key source refused");
+            Reason::Conflict.status(Code::FailedPrecondition, e.to_string())
+        }
         // Where the keyring is stored and what failed (no key material): e.g. etcd is down.
         e @ KeyringError::Storage { .. } => {
             tracing::error!(error = %e, "keyring storage failed");
@@ -64,7 +89,7 @@ pub fn to_status(e: KeyringError) -> Status {
 /// `v2.KeyManagementService`.
 #[derive(Debug, Clone)]
 pub struct KmsV2 {
-    keyring: Keyring,
+    keyring: Arc<PluginKeyring>,
 }
 
 #[tonic::async_trait]
@@ -73,7 +98,14 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         &self,
         _req: Request<v2_pb::StatusRequest>,
     ) -> Result<Response<v2_pb::StatusResponse>, Status> {
-        let h = self.keyring.health();
+        let Some(keyring) = self.keyring.open() else {
+            return Ok(Response::new(v2_pb::StatusResponse {
+                version: V2_VERSION.to_owned(),
+                healthz: self.keyring.sealed_healthz(),
+                key_id: String::new(),
+            }));
+        };
+        let h = keyring.health();
         Ok(Response::new(v2_pb::StatusResponse {
             version: V2_VERSION.to_owned(),
             healthz: h.problem.unwrap_or("ok").to_owned(),
@@ -86,11 +118,8 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         req: Request<v2_pb::DecryptRequest>,
     ) -> Result<Response<v2_pb::DecryptResponse>, Status> {
         let req = req.into_inner();
-        match self
-            .keyring
-            .decrypt(&req.ciphertext, Some(&req.key_id))
-            .await
-        {
+        let keyring = self.keyring.get().map_err(to_status)?;
+        match keyring.decrypt(&req.ciphertext, Some(&req.key_id)).await {
             Ok(mut plain) => {
                 tracing::debug!(uid = %req.uid, key_id_hash = %key_id_hash(&req.key_id), "decrypt");
                 Ok(Response::new(v2_pb::DecryptResponse {
@@ -109,7 +138,10 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
         req: Request<v2_pb::EncryptRequest>,
     ) -> Result<Response<v2_pb::EncryptResponse>, Status> {
         let mut req = req.into_inner();
-        let res = self.keyring.encrypt(&req.plaintext).await;
+        let res = match self.keyring.get() {
+            Ok(keyring) => keyring.encrypt(&req.plaintext).await,
+            Err(e) => Err(e),
+        };
         req.plaintext.zeroize();
         let (ciphertext, key_id) = res.map_err(to_status)?;
         tracing::debug!(uid = %req.uid, key_id_hash = %key_id_hash(&key_id), "encrypt");
@@ -124,7 +156,7 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
 /// `v1beta1.KeyManagementService` (deprecated upstream; same keyring).
 #[derive(Debug, Clone)]
 pub struct KmsV1 {
-    keyring: Keyring,
+    keyring: Arc<PluginKeyring>,
 }
 
 fn check_v1_version(version: &str) -> Result<(), Status> {
@@ -157,8 +189,8 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
     ) -> Result<Response<v1_pb::DecryptResponse>, Status> {
         let req = req.into_inner();
         check_v1_version(&req.version)?;
-        let mut plain = self
-            .keyring
+        let keyring = self.keyring.get().map_err(to_status)?;
+        let mut plain = keyring
             .decrypt(&req.cipher, None)
             .await
             .map_err(to_status)?;
@@ -173,122 +205,28 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
     ) -> Result<Response<v1_pb::EncryptResponse>, Status> {
         let mut req = req.into_inner();
         check_v1_version(&req.version)?;
-        let res = self.keyring.encrypt(&req.plain).await;
+        let res = match self.keyring.get() {
+            Ok(keyring) => keyring.encrypt(&req.plain).await,
+            Err(e) => Err(e),
+        };
         req.plain.zeroize();
         let (cipher, _) = res.map_err(to_status)?;
         Ok(Response::new(v1_pb::EncryptResponse { cipher }))
     }
 }
 
-/// `keyward.v1.KmsAdmin`, for the admin socket only.
-#[derive(Debug, Clone)]
-pub struct KmsAdmin {
-    keyring: Keyring,
-}
-
-fn key_info_pb(k: KeyInfo) -> admin_pb::KeyInfo {
-    let state = match k.state {
-        KeyState::Primary => admin_pb::KeyState::Primary,
-        KeyState::DecryptOnly => admin_pb::KeyState::DecryptOnly,
-        KeyState::Disabled => admin_pb::KeyState::Disabled,
-        KeyState::Destroyed => admin_pb::KeyState::Destroyed,
-    };
-    admin_pb::KeyInfo {
-        key_id: k.key_id,
-        state: state as i32,
-        algorithm: k.algorithm.name().to_owned(),
-        created_unix: k.created_unix,
-        encryptions: k.encryptions,
-    }
-}
-
-fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        Err(bad_request(format!("{field}: required")))
-    } else {
-        Ok(value)
-    }
-}
-
-#[tonic::async_trait]
-impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
-    async fn status(
-        &self,
-        _req: Request<admin_pb::AdminStatusRequest>,
-    ) -> Result<Response<admin_pb::AdminStatusResponse>, Status> {
-        let h = self.keyring.health();
-        let info = self.keyring.info();
-        Ok(Response::new(admin_pb::AdminStatusResponse {
-            healthz: h.problem.unwrap_or("ok").to_owned(),
-            primary_key_id: h.primary_key_id.to_string(),
-            keyring_id: info.keyring_id,
-            algorithm: info.algorithm.name().to_owned(),
-            seal: info.seal.to_owned(),
-            storage: info.storage,
-            rotate_after_seconds: info.policy.max_age.map_or(0, |d| d.as_secs()),
-            rotate_after_encryptions: info.policy.max_encryptions.unwrap_or(0),
-            key_count: self.keyring.keys().len() as u32,
-        }))
-    }
-
-    async fn list_keys(
-        &self,
-        _req: Request<admin_pb::ListKeysRequest>,
-    ) -> Result<Response<admin_pb::ListKeysResponse>, Status> {
-        Ok(Response::new(admin_pb::ListKeysResponse {
-            keys: self.keyring.keys().into_iter().map(key_info_pb).collect(),
-        }))
-    }
-
-    async fn rotate(
-        &self,
-        _req: Request<admin_pb::RotateRequest>,
-    ) -> Result<Response<admin_pb::RotateResponse>, Status> {
-        let r = self.keyring.rotate().await.map_err(to_status)?;
-        Ok(Response::new(admin_pb::RotateResponse {
-            primary: Some(key_info_pb(r.primary)),
-            previous_key_id: r.previous_key_id,
-        }))
-    }
-
-    async fn retire(
-        &self,
-        req: Request<admin_pb::RetireRequest>,
-    ) -> Result<Response<admin_pb::RetireResponse>, Status> {
-        let key_id = required("key_id", &req.get_ref().key_id)?;
-        let k = self.keyring.retire(key_id).await.map_err(to_status)?;
-        Ok(Response::new(admin_pb::RetireResponse {
-            key: Some(key_info_pb(k)),
-        }))
-    }
-
-    async fn destroy(
-        &self,
-        req: Request<admin_pb::DestroyRequest>,
-    ) -> Result<Response<admin_pb::DestroyResponse>, Status> {
-        let req = req.get_ref();
-        let key_id = required("key_id", &req.key_id)?;
-        let k = self
-            .keyring
-            .destroy(key_id, &req.confirm)
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(admin_pb::DestroyResponse {
-            key: Some(key_info_pb(k)),
-        }))
-    }
-}
-
 /// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given),
 /// until `shutdown` completes; then stops accepting and drains in-flight calls. Every call on
-/// both sockets goes through `rpc` ([`RpcLayer::disabled`] to measure nothing).
+/// both sockets goes through `rpc` ([`RpcLayer::disabled`] to measure nothing). A [`Keyring`](crate::keyring::Keyring)
+/// converts into a [`PluginKeyring`] (and then runs key maintenance while served).
 pub async fn serve(
     kms: UnixListener,
     admin: Option<UnixListener>,
-    keyring: Keyring,
+    keyring: impl Into<Arc<PluginKeyring>>,
     rpc: RpcLayer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    let keyring: Arc<PluginKeyring> = keyring.into();
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
@@ -300,13 +238,13 @@ pub async fn serve(
     let health_keyring = keyring.clone();
     let health_token = token.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(HEALTH_POLL);
+        let mut tick = tokio::time::interval(state::HEALTH_POLL);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = health_token.cancelled() => break,
             }
-            let serving = health_keyring.health().healthy;
+            let serving = health_keyring.open().is_some_and(|k| k.health().healthy);
             for name in [
                 "",
                 "v2.KeyManagementService",
@@ -344,9 +282,9 @@ pub async fn serve(
         Some(admin) => {
             let admin_server = tonic::transport::Server::builder()
                 .layer(rpc)
-                .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(KmsAdmin {
-                    keyring,
-                }))
+                .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(
+                    KmsAdmin::new(keyring),
+                ))
                 .serve_with_incoming_shutdown(
                     UnixListenerStream::new(admin),
                     token.clone().cancelled_owned(),
@@ -427,8 +365,30 @@ mod tests {
                 (code, Some(reason), message)
             );
         }
-        let s = required("key_id", "").unwrap_err();
-        assert_eq!(Reason::of(&s), Some(Reason::BadRequest));
+        for (e, code, reason) in [
+            (
+                KeyringError::Sealed,
+                Code::Unavailable,
+                Reason::ServiceUnavailable,
+            ),
+            (
+                KeyringError::Seal(SealError::SharesDoNotOpen),
+                Code::InvalidArgument,
+                Reason::BadRequest,
+            ),
+            (
+                KeyringError::Seal(SealError::Pkcs11("wrong PIN for token \"t\"".into())),
+                Code::FailedPrecondition,
+                Reason::Conflict,
+            ),
+        ] {
+            let message = e.to_string();
+            let s = to_status(e);
+            assert_eq!(
+                (s.code(), Reason::of(&s), s.message()),
+                (code, Some(reason), message.as_str())
+            );
+        }
         let s = check_v1_version("v2").unwrap_err();
         assert_eq!(Reason::of(&s), Some(Reason::BadRequest));
     }

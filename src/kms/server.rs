@@ -3,23 +3,24 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::net::UnixListener;
 
-use crate::keyring::{Keyring, MaintenanceGuard};
+use super::PluginKeyring;
+use crate::keyring::{Keyring, SealedKeyring};
 use crate::metrics::{KeyringReading, Metrics, RpcLayer};
 use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
 
-/// The KMS plugin with its sockets bound and key maintenance running.
+/// The KMS plugin with its sockets bound and key maintenance running (once its keyring is open).
 #[derive(Debug)]
 pub struct PluginServer {
-    keyring: Keyring,
+    keyring: Arc<PluginKeyring>,
     kms: UnixListener,
     admin: Option<UnixListener>,
     /// Remove the socket files when the server is done.
     guards: Vec<SocketGuard>,
     rpc: RpcLayer,
-    _maintenance: MaintenanceGuard,
 }
 
 impl PluginServer {
@@ -28,6 +29,50 @@ impl PluginServer {
     /// policy asks for. Must be called inside a tokio runtime.
     pub fn start(
         keyring: Keyring,
+        socket: &Path,
+        admin: Option<&Path>,
+        access: SocketAccess,
+    ) -> Result<PluginServer, SocketError> {
+        let key_id = keyring.health().primary_key_id;
+        let server = Self::bind(Arc::new(keyring.into()), socket, admin, access)?;
+        tracing::info!(
+            socket = %socket.display(),
+            admin_socket = ?admin.map(|p| p.display().to_string()),
+            key_id_hash = %crate::crypto::key_id_hash(&key_id),
+            "serving KMS v2 and v1"
+        );
+        Ok(server)
+    }
+
+    /// Like [`PluginServer::start`] for a keyring sealed with Shamir shares: serves sealed
+    /// (`Status` says so, `Encrypt` and `Decrypt` are refused) until the admin API's `Unseal`
+    /// meets the threshold; maintenance starts then. `storage` says where the keyring lives.
+    pub fn start_sealed(
+        sealed: SealedKeyring,
+        storage: String,
+        socket: &Path,
+        admin: Option<&Path>,
+        access: SocketAccess,
+    ) -> Result<PluginServer, SocketError> {
+        let progress = sealed.progress();
+        let server = Self::bind(
+            Arc::new(PluginKeyring::sealed(sealed, storage)),
+            socket,
+            admin,
+            access,
+        )?;
+        tracing::warn!(
+            socket = %socket.display(),
+            admin_socket = ?admin.map(|p| p.display().to_string()),
+            threshold = progress.threshold,
+            shares = progress.shares,
+            "serving sealed: hand in Shamir shares with `keyward kms unseal`"
+        );
+        Ok(server)
+    }
+
+    fn bind(
+        keyring: Arc<PluginKeyring>,
         socket: &Path,
         admin: Option<&Path>,
         access: SocketAccess,
@@ -42,35 +87,30 @@ impl PluginServer {
             }
             None => None,
         };
-        let maintenance = keyring.start_maintenance(keyring.info().policy.maintenance_interval());
-        tracing::info!(
-            socket = %socket.display(),
-            admin_socket = ?admin.is_some().then(|| guards[1].path().display().to_string()),
-            key_id_hash = %crate::crypto::key_id_hash(&keyring.health().primary_key_id),
-            "serving KMS v2 and v1"
-        );
         Ok(PluginServer {
             keyring,
             kms,
             admin,
             guards,
             rpc: RpcLayer::disabled(),
-            _maintenance: maintenance,
         })
     }
 
     /// Reports to `metrics`: every call on both sockets (`keyward_kms_*`) and the keyring's
-    /// state (`keyward_keyring_*`, read at each scrape).
+    /// state (`keyward_keyring_*`, read at each scrape; sealed until unsealed).
     pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
         self.rpc = metrics.kms_layer();
         let keyring = self.keyring.clone();
-        metrics.watch_keyring(move || KeyringReading::of(&keyring));
+        metrics.watch_keyring(move || match keyring.open() {
+            Some(open) => KeyringReading::of(open),
+            None => KeyringReading::sealed(),
+        });
         self
     }
 
-    /// The keyring being served.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The keyring being served, once open.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.open()
     }
 
     /// Serves until `shutdown` completes and in-flight calls have drained (see [`super::serve`]);
@@ -85,7 +125,6 @@ impl PluginServer {
             admin,
             guards,
             rpc,
-            _maintenance,
         } = self;
         let res = super::serve(kms, admin, keyring, rpc, shutdown).await;
         drop(guards);

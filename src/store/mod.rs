@@ -90,6 +90,15 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The server could not fill a Secret's generated fields on create, e.g. sign a service
+    /// account token (environment).
+    #[error("cannot fill Secret {name:?} on create: {reason}")]
+    CreateHook {
+        /// Name.
+        name: String,
+        /// Why (never a value).
+        reason: String,
+    },
     /// A stored object does not decode (a bug or foreign data).
     #[error("stored object {key} is not a valid Secret: {reason}")]
     Corrupt {
@@ -233,6 +242,14 @@ impl Drop for Watcher {
     }
 }
 
+/// Fills server-generated fields of a Secret being created, as Kubernetes' token controller
+/// fills `kubernetes.io/service-account-token` Secrets (`authn::legacy::TokenSecretFiller`).
+pub trait CreateHook: Send + Sync {
+    /// Adjusts `secret` (valid, uid and creation time set) before it is stored; the result is
+    /// validated again. Not called for dry runs. The error is why (never a value).
+    fn on_create(&self, secret: &mut Secret) -> Result<(), String>;
+}
+
 /// The secret store.
 pub struct Store {
     backend: Arc<dyn Backend>,
@@ -245,6 +262,8 @@ pub struct Store {
     watchers: std::sync::atomic::AtomicUsize,
     /// The migration running now, or the last one.
     migration: std::sync::Mutex<migrate::MigrationStatus>,
+    /// Fills generated fields on create.
+    create_hook: Option<Arc<dyn CreateHook>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -277,7 +296,14 @@ impl Store {
             history_limit: 0,
             watchers: std::sync::atomic::AtomicUsize::new(0),
             migration: std::sync::Mutex::new(migrate::MigrationStatus::default()),
+            create_hook: None,
         }
+    }
+
+    /// Runs `hook` on every Secret created (not on dry runs).
+    pub fn with_create_hook(mut self, hook: Arc<dyn CreateHook>) -> Self {
+        self.create_hook = Some(hook);
+        self
     }
 
     /// Caps how many versions [`Store::history`] returns (0: every version the backend still
@@ -379,6 +405,14 @@ impl Store {
         Self::stamp(&mut s);
         if dry_run {
             return Ok(s);
+        }
+        if let Some(hook) = &self.create_hook {
+            hook.on_create(&mut s)
+                .map_err(|reason| StoreError::CreateHook {
+                    name: name.clone(),
+                    reason,
+                })?;
+            model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
         }
         let key = self.storage_key(&id.namespace, &id.name);
         let value = self.encode(&key, &s).await?;

@@ -245,7 +245,22 @@ fn kill_9_never_loses_an_acknowledged_write() {
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(50 + random_u64() % 351));
+        // Let it write until it has acknowledged something (a loaded machine may take long for
+        // the first fsync), then for a further 0–350 ms, so the kill lands at a random point.
+        while !before_kill.iter().any(|l| parse_ack(l).is_some()) {
+            match lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => before_kill.push(line),
+                Err(_) => {
+                    let _ = rustix::process::kill_process(
+                        rustix::process::Pid::from_child(&child),
+                        rustix::process::Signal::KILL,
+                    );
+                    let _ = child.wait();
+                    child_failed(&mut stderr, "the child acknowledged nothing in 30 s");
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(random_u64() % 351));
         rustix::process::kill_process(
             rustix::process::Pid::from_child(&child),
             rustix::process::Signal::KILL,

@@ -1,6 +1,6 @@
 //! The `keyward` binary as people and programs use it: the operator's key and plugin commands,
-//! the kubectl-shaped Secret commands, `apply`, `run` and `mount`, `bench`, and the README
-//! walkthrough verbatim.
+//! the kubectl-shaped Secret commands, `apply`, `run` and `mount`, `bench`, `audit verify`, and
+//! the README walkthrough verbatim.
 //!
 //! One test binary for the subject (`cargo test --test cli`). Shared harnesses live in
 //! `tests/support/`.
@@ -9,6 +9,7 @@
 mod support;
 
 mod apply;
+mod audit;
 mod bench;
 mod consume;
 mod operator;

@@ -155,7 +155,11 @@ fn init_refuses_bad_key_files_and_existing_keyrings() {
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
     for (bad, want) in [
-        ("pkcs11:x", "expected keyfile:PATH or passphrase-file:PATH"),
+        (
+            "tpm2:x",
+            "expected keyfile:PATH, passphrase-file:PATH, pkcs11:",
+        ),
+        ("pkcs11:x", "invalid seal pkcs11: x: expected NAME=VALUE"),
         ("keyfile:/nonexistent/k", "cannot read /nonexistent/k"),
     ] {
         let d2 = dir.path().join("d2");

@@ -12,7 +12,7 @@ use keyward::keyring::{
     self, InitOptions, KeyState, Keyring, KeyringError, KeyringLocation, RotationPolicy,
     HEADER_LEN, RESERVATION_BLOCK,
 };
-use keyward::seal::{self, SealSpec};
+use keyward::seal::SealSpec;
 
 /// Where the keyrings of one test live: each keyring has a name (a subdirectory, or a prefix).
 enum Place {
@@ -30,15 +30,12 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// A fixture whose keyrings are sealed by a key file (or, with `KEYWARD_TEST_SEAL=pkcs11`,
+    /// by a SoftHSM key).
     fn new(place: Place) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
-        let key = tmp.path().join("root.key");
-        seal::generate_keyfile(&key).unwrap();
-        Fixture {
-            tmp,
-            spec: SealSpec::KeyFile(key),
-            place,
-        }
+        let spec = crate::support::hsm::test_seal(tmp.path());
+        Fixture { tmp, spec, place }
     }
 
     fn dir() -> Fixture {
@@ -192,7 +189,7 @@ async fn init_open_and_refuse_a_second_init(f: Fixture) {
         Algorithm::Aes256Gcm,
         "the second init changed nothing"
     );
-    assert_eq!(info.seal, "keyfile");
+    assert_eq!(info.seal, f.spec.kind());
     assert_eq!(info.storage, f.storage("k"));
     assert_eq!(kr.keys().len(), 1);
 }

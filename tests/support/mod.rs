@@ -1,8 +1,9 @@
 //! Test support shared by every integration test binary (`tests/*/main.rs`) and by the benches:
 //! the plugin served in this process ([`plugin`]), the store server started through the library
-//! and EncryptionConfiguration writers ([`store`]), the built `keyward` binary as a child process
-//! ([`binary`]), scraping and independently parsing `/metrics` ([`metrics`]), real etcd servers
-//! ([`etcd`]) and the external programs tests cross-check against
+//! and EncryptionConfiguration writers ([`store`]), SoftHSM tokens for the PKCS#11 seal ([`hsm`]),
+//! the built `keyward` binary as a child process ([`binary`]), scraping and independently parsing
+//! `/metrics` ([`metrics`]), real etcd servers ([`etcd`]) and the external programs tests
+//! cross-check against
 //! ([`tools`]: a missing one fails the test, naming what to install).
 //!
 //! Included, not a crate: a test binary says `#[path = "../support/mod.rs"] mod support;` in its
@@ -12,6 +13,7 @@
 
 pub mod binary;
 pub mod etcd;
+pub mod hsm;
 pub mod metrics;
 pub mod plugin;
 pub mod store;

@@ -13,17 +13,18 @@ use keyward::pb::keyward_v1::kms_admin_client::KmsAdminClient;
 use keyward::pb::kms_v1beta1::key_management_service_client::KeyManagementServiceClient as V1Client;
 use keyward::pb::kms_v2::key_management_service_client::KeyManagementServiceClient as V2Client;
 use keyward::pb::kms_v2::{DecryptRequest, EncryptRequest, StatusRequest};
-use keyward::seal::{self, SealSpec};
+use keyward::seal::SealSpec;
 use keyward::uds as socket;
 use tonic::transport::Channel;
 
-/// A keyring made by `Keyring::init` in a temp dir: the key file `DIR/root.key` seals it, its
-/// data directory is `DIR/data`. The temp dir lives as long as this value.
+/// A keyring made by `Keyring::init` in a temp dir: the key file `DIR/root.key` seals it (or,
+/// with `KEYWARD_TEST_SEAL=pkcs11`, a SoftHSM key: see [`super::hsm::test_seal`]), its data
+/// directory is `DIR/data`. The temp dir lives as long as this value.
 pub struct TempKeyring {
     pub dir: tempfile::TempDir,
-    /// The root key file.
+    /// The root key file (absent on SoftHSM).
     pub key: PathBuf,
-    /// `keyfile:` + [`TempKeyring::key`].
+    /// `keyfile:` + [`TempKeyring::key`], or the SoftHSM seal.
     pub spec: SealSpec,
     /// The data directory.
     pub data: PathBuf,
@@ -34,8 +35,7 @@ impl TempKeyring {
     pub async fn init(algorithm: Algorithm) -> TempKeyring {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = dir.path().join("root.key");
-        seal::generate_keyfile(&key).expect("generate the key file");
-        let spec = SealSpec::KeyFile(key.clone());
+        let spec = super::hsm::test_seal(dir.path());
         let data = dir.path().join("data");
         Keyring::init(
             &KeyringLocation::Dir(data.clone()),
@@ -91,9 +91,13 @@ impl Plugin {
 
     /// Serves an existing keyring again on `socket` (its temp dir is owned by the caller).
     pub async fn restart(data: &Path, key: &Path, socket: &Path) -> Plugin {
-        let spec = SealSpec::KeyFile(key.to_owned());
+        Self::restart_with(data, &SealSpec::KeyFile(key.to_owned()), socket).await
+    }
+
+    /// Serves an existing keyring sealed by `spec` again on `socket`.
+    pub async fn restart_with(data: &Path, spec: &SealSpec, socket: &Path) -> Plugin {
         let admin = socket.with_extension("admin");
-        let (keyring, stop, task) = Self::serve(data, &spec, socket, &admin).await;
+        let (keyring, stop, task) = Self::serve(data, spec, socket, &admin).await;
         Plugin {
             dir: tempfile::tempdir().unwrap(),
             socket: socket.to_owned(),

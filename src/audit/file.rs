@@ -1,0 +1,480 @@
+//! One open log file and the chain state across files: appending events and checkpoints
+//! durably, rotation by size, and recovery when an existing file is reopened. Blocking I/O; the
+//! writer task calls it from `spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::chain::{
+    hash_text, line_hash, parse_line, Checkpoint, CheckpointKind, CheckpointSigner,
+    CHAIN_ANNOTATION, CHECKPOINT_ANNOTATION, GENESIS, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
+};
+use super::event::{Event, MicroTime};
+use super::writer::LogConfig;
+use super::AuditError;
+
+/// The longest first line read when reopening a file (a header checkpoint is well under 1 KiB).
+const MAX_HEADER: u64 = 64 * 1024;
+
+/// Where the chain stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    /// Bytes in the current file.
+    size: u64,
+    /// The current file's index in the log.
+    file_index: u64,
+    /// Sequence number of the current file's line 1.
+    first_seq: u64,
+    /// Sequence number the next line gets.
+    next_seq: u64,
+    /// Hash of the last line.
+    head: [u8; 32],
+    /// Event lines since the last checkpoint.
+    since_checkpoint: u64,
+}
+
+/// Totals since the log was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct FileStats {
+    pub checkpoints: u64,
+    pub rotations: u64,
+}
+
+/// The open log.
+pub(super) struct LogFile {
+    path: PathBuf,
+    max_size: u64,
+    fsync: bool,
+    checkpoint_every: u64,
+    signer: Arc<dyn CheckpointSigner>,
+    file: File,
+    log_id: String,
+    /// What is durable in the file.
+    durable: State,
+    /// Including `pending`.
+    cur: State,
+    pending: Vec<u8>,
+    pending_checkpoints: u64,
+    /// A failed write may have left bytes after `durable.size` that could not be cut yet.
+    dirty: bool,
+    stats: FileStats,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+    move |source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn create_file(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    lock(&file)?;
+    Ok(file)
+}
+
+/// Takes the file's exclusive lock, so that a second writer (another process on the same log)
+/// is refused instead of breaking the chain. Released when the file is closed.
+fn lock(file: &File) -> io::Result<()> {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(io::Error::from)
+}
+
+fn sync_dir(path: &Path) -> io::Result<()> {
+    File::open(parent(path)).and_then(|d| d.sync_all())
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+impl LogFile {
+    /// Opens the log at `config.path`: creates it (0600, in a 0700 directory created if missing)
+    /// with its `open` checkpoint, or continues an existing file after a `resume` checkpoint.
+    pub fn open(config: &LogConfig, signer: Arc<dyn CheckpointSigner>) -> Result<Self, AuditError> {
+        let path = config.path.clone();
+        let dir = parent(&path);
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        lock(&file).map_err(|e| AuditError::Recover {
+            path: path.clone(),
+            message: format!("another process is writing it ({e})"),
+        })?;
+        let meta = file.metadata().map_err(io_err(&path))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the audit log file is readable or writable by other users; keyward creates it 0600");
+        }
+        let empty = State {
+            size: 0,
+            file_index: 0,
+            first_seq: 1,
+            next_seq: 1,
+            head: GENESIS,
+            since_checkpoint: 0,
+        };
+        let mut log = LogFile {
+            path,
+            max_size: config.max_size,
+            fsync: config.fsync,
+            checkpoint_every: config.checkpoint_every.max(1),
+            signer,
+            file,
+            log_id: uuid::Uuid::new_v4().to_string(),
+            durable: empty,
+            cur: empty,
+            pending: Vec::new(),
+            pending_checkpoints: 0,
+            dirty: false,
+            stats: FileStats::default(),
+        };
+        if meta.len() == 0 {
+            log.push_checkpoint(CheckpointKind::Open, None)?;
+            log.flush()?;
+            sync_dir(&log.path).map_err(io_err(&log.path))?;
+        } else {
+            log.recover(meta.len())?;
+        }
+        Ok(log)
+    }
+
+    /// Continues an existing file: reads its header and last line, drops an incomplete last
+    /// line (a write cut by a crash, never acknowledged), then writes a `resume` checkpoint, or
+    /// finishes a rotation that a crash interrupted.
+    fn recover(&mut self, len: u64) -> Result<(), AuditError> {
+        let refuse = |message: String| AuditError::Recover {
+            path: self.path.clone(),
+            message: format!("{message}; move the file away to start a new log"),
+        };
+        let first_nl = find_newline(&self.file, 0, len.min(MAX_HEADER))
+            .map_err(io_err(&self.path))?
+            .ok_or_else(|| refuse("line 1 is incomplete".into()))?;
+        let mut first = vec![0; first_nl as usize];
+        self.file
+            .read_exact_at(&mut first, 0)
+            .map_err(io_err(&self.path))?;
+        let header = parse_line(&first)
+            .ok()
+            .and_then(|l| l.checkpoint)
+            .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
+            .filter(|c| c.kind == CheckpointKind::Open && c.line == 1)
+            .ok_or_else(|| refuse("line 1 is not the header of a keyward audit log".into()))?;
+
+        let last_nl = rfind_newline(&self.file, len)
+            .map_err(io_err(&self.path))?
+            .expect("line 1 ends with a newline");
+        let good = last_nl + 1;
+        if good < len {
+            tracing::warn!(path = %self.path.display(), bytes = len - good, "dropping the incomplete last line of the audit log (a write cut short by a crash)");
+            self.file.set_len(good).map_err(io_err(&self.path))?;
+        }
+        let start = rfind_newline(&self.file, last_nl)
+            .map_err(io_err(&self.path))?
+            .map_or(0, |p| p + 1);
+        let mut last = vec![0; (last_nl - start) as usize];
+        self.file
+            .read_exact_at(&mut last, start)
+            .map_err(io_err(&self.path))?;
+        let info = parse_line(&last)
+            .map_err(|why| refuse(format!("its last line is not a keyward audit line ({why})")))?;
+        self.log_id = header.log;
+        self.durable = State {
+            size: good,
+            file_index: header.file,
+            first_seq: header.seq,
+            next_seq: info.seq + 1,
+            head: line_hash(&last),
+            since_checkpoint: 0,
+        };
+        self.cur = self.durable;
+        let sealed_for_rotation = info
+            .checkpoint
+            .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
+            .is_some_and(|c| c.kind == CheckpointKind::Rotate);
+        if sealed_for_rotation {
+            self.start_next_file(self.durable)
+        } else {
+            self.push_checkpoint(CheckpointKind::Resume, None)?;
+            self.flush()
+        }
+    }
+
+    /// Event lines written since the last checkpoint.
+    pub fn since_checkpoint(&self) -> u64 {
+        self.cur.since_checkpoint
+    }
+
+    /// Checkpoints and rotations so far.
+    pub fn stats(&self) -> FileStats {
+        self.stats
+    }
+
+    /// Appends `events` in order, with a checkpoint after every `checkpoint_every` events and a
+    /// rotation when the file would outgrow `max_size`; all of it durable when this returns
+    /// `Ok`. On error, whatever was not yet durable is cut from the file again.
+    pub fn write_events(&mut self, events: Vec<Event>) -> Result<(), AuditError> {
+        self.clean()?;
+        for mut ev in events {
+            let mut line = self.event_line(&mut ev);
+            if self.needs_rotation(line.len()) {
+                self.rotate()?;
+                line = self.event_line(&mut ev);
+            }
+            self.push_line(line);
+            self.cur.since_checkpoint += 1;
+            if self.cur.since_checkpoint >= self.checkpoint_every {
+                self.push_checkpoint(CheckpointKind::Periodic, None)?;
+            }
+        }
+        self.flush()
+    }
+
+    /// Writes a checkpoint of `kind` now (periodic, or shutdown), durably.
+    pub fn checkpoint(&mut self, kind: CheckpointKind) -> Result<(), AuditError> {
+        self.clean()?;
+        self.push_checkpoint(kind, None)?;
+        self.flush()
+    }
+
+    /// Cuts bytes a failed write left behind, if an earlier attempt could not.
+    fn clean(&mut self) -> Result<(), AuditError> {
+        if self.dirty {
+            self.file
+                .set_len(self.durable.size)
+                .map_err(|source| AuditError::Write {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    fn event_line(&self, ev: &mut Event) -> Vec<u8> {
+        ev.annotations.remove(CHECKPOINT_ANNOTATION);
+        ev.annotations.remove(SIGNATURE_ANNOTATION);
+        ev.annotations
+            .insert(CHAIN_ANNOTATION.into(), hash_text(&self.cur.head));
+        ev.annotations
+            .insert(SEQ_ANNOTATION.into(), self.cur.next_seq.to_string());
+        serde_json::to_vec(ev).expect("an audit event always serialises")
+    }
+
+    fn push_line(&mut self, line: Vec<u8>) {
+        self.cur.head = line_hash(&line);
+        self.cur.size += line.len() as u64 + 1;
+        self.cur.next_seq += 1;
+        self.pending.extend_from_slice(&line);
+        self.pending.push(b'\n');
+    }
+
+    fn push_checkpoint(
+        &mut self,
+        kind: CheckpointKind,
+        prev_file: Option<String>,
+    ) -> Result<(), AuditError> {
+        let cp = Checkpoint {
+            log: self.log_id.clone(),
+            file: self.cur.file_index,
+            line: self.cur.next_seq - self.cur.first_seq + 1,
+            seq: self.cur.next_seq,
+            head: self.cur.head,
+            time: MicroTime::now().to_string(),
+            kind,
+            prev_file,
+        };
+        let line = cp.signed_line(&*self.signer)?;
+        self.push_line(line);
+        self.cur.since_checkpoint = 0;
+        self.pending_checkpoints += 1;
+        Ok(())
+    }
+
+    /// Writes and syncs what is pending; on failure cuts it off again.
+    fn flush(&mut self) -> Result<(), AuditError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.file.write_all(&self.pending).and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                self.durable = self.cur;
+                self.pending.clear();
+                self.stats.checkpoints += self.pending_checkpoints;
+                self.pending_checkpoints = 0;
+                Ok(())
+            }
+            Err(source) => {
+                self.undo_to(self.durable);
+                Err(AuditError::Write {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Forgets everything after `state` and cuts the current file back to it.
+    fn undo_to(&mut self, state: State) {
+        self.pending.clear();
+        self.pending_checkpoints = 0;
+        self.durable = state;
+        self.cur = state;
+        if let Err(e) = self.file.set_len(state.size) {
+            tracing::error!(path = %self.path.display(), error = %e, "cannot cut a failed write from the audit log; retrying before the next write");
+            self.dirty = true;
+        }
+    }
+
+    fn needs_rotation(&self, line_len: usize) -> bool {
+        let lines_in_file = self.cur.next_seq - self.cur.first_seq;
+        self.max_size > 0
+            && lines_in_file > 1
+            && self.cur.size + line_len as u64 + 1 > self.max_size
+    }
+
+    /// Seals the current file with a `rotate` checkpoint and continues in a new one.
+    fn rotate(&mut self) -> Result<(), AuditError> {
+        self.flush()?;
+        let before = self.durable;
+        self.push_checkpoint(CheckpointKind::Rotate, None)?;
+        self.flush()?;
+        self.start_next_file(before)
+            .inspect(|()| self.stats.rotations += 1)
+    }
+
+    /// Renames the sealed current file aside and starts the next file with an `open`
+    /// checkpoint that links to it and names it. On failure the old file is put back and cut
+    /// back to `before` (the state before its `rotate` checkpoint).
+    fn start_next_file(&mut self, before: State) -> Result<(), AuditError> {
+        let backup = backup_path(&self.path);
+        if let Err(source) = fs::rename(&self.path, &backup) {
+            self.undo_to(before);
+            return Err(AuditError::Io {
+                path: backup,
+                source,
+            });
+        }
+        let new = match create_file(&self.path) {
+            Ok(f) => f,
+            Err(source) => {
+                let _ = fs::rename(&backup, &self.path);
+                self.undo_to(before);
+                return Err(AuditError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        let old = std::mem::replace(&mut self.file, new);
+        let sealed = self.durable;
+        self.durable = State {
+            size: 0,
+            file_index: sealed.file_index + 1,
+            first_seq: sealed.next_seq,
+            since_checkpoint: 0,
+            ..sealed
+        };
+        self.cur = self.durable;
+        let name = backup.file_name().map(|n| n.to_string_lossy().into_owned());
+        let header = self
+            .push_checkpoint(CheckpointKind::Open, name)
+            .and_then(|()| self.flush())
+            .and_then(|()| sync_dir(&self.path).map_err(io_err(&self.path)));
+        if let Err(e) = header {
+            let _ = fs::remove_file(&self.path);
+            let _ = fs::rename(&backup, &self.path);
+            self.file = old;
+            self.undo_to(before);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// `<dir>/<stem>-<UTC time>.<ext>`, lumberjack's backup name (time `2006-01-02T15-04-05.000`),
+/// with `-N` added if that name is taken.
+fn backup_path(path: &Path) -> PathBuf {
+    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        .to_string()
+        .trim_end_matches('Z')
+        .replace(':', "-");
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let dir = parent(path);
+    let mut candidate = dir.join(format!("{stem}-{stamp}{ext}"));
+    let mut n = 1;
+    while candidate.exists() {
+        candidate = dir.join(format!("{stem}-{stamp}-{n}{ext}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// Position of the first `\n` in `[from, to)`.
+fn find_newline(file: &File, from: u64, to: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 8192];
+    let mut pos = from;
+    while pos < to {
+        let n = ((to - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+            return Ok(Some(pos + i as u64));
+        }
+        pos += n as u64;
+    }
+    Ok(None)
+}
+
+/// Position of the last `\n` before `before`.
+fn rfind_newline(file: &File, before: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = before;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.read_exact_at(&mut buf[..n], start)?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + i as u64));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests;

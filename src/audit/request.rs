@@ -1,0 +1,391 @@
+//! The per-request recorder the access layer calls: [`Auditor::begin`] evaluates the policy
+//! once, then [`RequestAudit`] writes one event per stage (`request_received`,
+//! `response_started`, `response_complete`, `panic`), skipping omitted stages and everything at
+//! level `None`, and attaching request and response objects only at the levels that include
+//! them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::chain::PEER_UID_ANNOTATION;
+use super::event::{
+    Event, EventStart, Level, MicroTime, ObjectReference, Peer, ResponseStatus, Stage, UserInfo,
+    DECISION_ANNOTATION, REASON_ANNOTATION,
+};
+use super::object::AuditObject;
+use super::policy::{Policy, RequestAuditConfig};
+use super::AuditError;
+use crate::authn::Identity;
+use crate::authz::{Attributes, Decision};
+
+/// Longest `userAgent` kept, in bytes; longer ones are cut and marked, as kube-apiserver does.
+const MAX_USER_AGENT: usize = 1024;
+const USER_AGENT_TRUNCATED: &str = "...TRUNCATED";
+
+/// Where events go: the [`AuditLog`](super::AuditLog), or a [`MemorySink`] in tests.
+#[async_trait::async_trait]
+pub trait AuditSink: Send + Sync + 'static {
+    /// Records `event`; returns once it is durable. An error means the request it describes
+    /// must not proceed.
+    async fn write(&self, event: Event) -> Result<(), AuditError>;
+}
+
+/// A sink that keeps events in memory (tests), and can be told to fail.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<Event>>,
+    failing: AtomicBool,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The events written so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes every later write fail (`true`) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for MemorySink {
+    async fn write(&self, event: Event) -> Result<(), AuditError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(AuditError::Write {
+                path: "memory".into(),
+                source: std::io::Error::other("the sink is set to fail"),
+            });
+        }
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+        Ok(())
+    }
+}
+
+/// What the front end knows about a request beyond its [`Attributes`].
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// The audit id the client sent (`Audit-ID` header), if any; a new UUID otherwise.
+    pub audit_id: Option<String>,
+    /// The request URI; for gRPC the method path, e.g. `/keyward.v1.Secrets/Get`.
+    pub request_uri: String,
+    /// `objectRef.apiVersion` of resource requests, e.g. `v1`.
+    pub api_version: String,
+    /// Where the request came from.
+    pub peer: Peer,
+    /// The client's user agent (not trusted; cut at 1024 bytes).
+    pub user_agent: String,
+    /// When the request impersonates `attrs.user`: the identity that authenticated. It is the
+    /// event's `user` (and the policy matches it); `attrs.user` becomes `impersonatedUser`.
+    pub impersonator: Option<Identity>,
+    /// When the request was received.
+    pub received: SystemTime,
+}
+
+impl RequestInfo {
+    /// A request to `request_uri` from `peer`, received now, `apiVersion` `v1`, no user agent,
+    /// no impersonation.
+    pub fn new(request_uri: impl Into<String>, peer: Peer) -> Self {
+        Self {
+            audit_id: None,
+            request_uri: request_uri.into(),
+            api_version: "v1".into(),
+            peer,
+            user_agent: String::new(),
+            impersonator: None,
+            received: SystemTime::now(),
+        }
+    }
+}
+
+/// The policy and the sink: what the access layer holds.
+#[derive(Clone)]
+pub struct Auditor {
+    policy: Option<Arc<Policy>>,
+    sink: Option<Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auditor")
+            .field("enabled", &self.is_enabled())
+            .finish()
+    }
+}
+
+impl Auditor {
+    /// Records requests as `policy` says, to `sink`.
+    pub fn new(policy: Policy, sink: Arc<dyn AuditSink>) -> Self {
+        Self {
+            policy: Some(Arc::new(policy)),
+            sink: Some(sink),
+        }
+    }
+
+    /// Records nothing (no `--audit-policy-file`, as kube-apiserver).
+    pub fn disabled() -> Self {
+        Self {
+            policy: None,
+            sink: None,
+        }
+    }
+
+    /// Whether anything can be recorded.
+    pub fn is_enabled(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    /// Starts recording the request `attrs` describes.
+    pub fn begin(&self, attrs: &Attributes, info: RequestInfo) -> RequestAudit {
+        let audit_id = info
+            .audit_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let authenticated = info.impersonator.as_ref().unwrap_or(&attrs.user);
+        let config = match &self.policy {
+            Some(p) => p.evaluate(authenticated, attrs),
+            None => RequestAuditConfig::NONE,
+        };
+        let sink = match &self.sink {
+            Some(s) if config.level > Level::None => s.clone(),
+            _ => return RequestAudit::inert(audit_id),
+        };
+        let mut annotations = BTreeMap::new();
+        let source_ips = match info.peer {
+            Peer::Tcp(addr) => vec![addr.ip().to_canonical().to_string()],
+            Peer::Unix { uid } => {
+                annotations.insert(PEER_UID_ANNOTATION.to_owned(), uid.to_string());
+                Vec::new()
+            }
+            Peer::Unknown => Vec::new(),
+        };
+        let (user, impersonated_user) = match &info.impersonator {
+            Some(original) => (UserInfo::from(original), Some(UserInfo::from(&attrs.user))),
+            None => (UserInfo::from(&attrs.user), None),
+        };
+        let object_ref = attrs.is_resource_request().then(|| ObjectReference {
+            resource: attrs.resource.clone(),
+            namespace: attrs.namespace.clone(),
+            name: attrs.name.clone(),
+            api_group: attrs.api_group.clone(),
+            api_version: info.api_version.clone(),
+            subresource: attrs.subresource.clone(),
+            ..Default::default()
+        });
+        let event = Event::start(EventStart {
+            level: config.level,
+            audit_id: audit_id.clone(),
+            request_uri: info.request_uri,
+            verb: attrs.verb.clone(),
+            user,
+            impersonated_user,
+            source_ips,
+            user_agent: truncate_user_agent(info.user_agent),
+            object_ref,
+            received: MicroTime(info.received),
+            annotations,
+        });
+        RequestAudit {
+            sink: Some(sink),
+            config,
+            audit_id,
+            template: Some(event),
+            resource_request: attrs.is_resource_request(),
+            secrets: attrs.is_resource_request()
+                && attrs.api_group.is_empty()
+                && attrs.resource == "secrets",
+            request_object: None,
+        }
+    }
+}
+
+fn truncate_user_agent(mut ua: String) -> String {
+    if ua.len() > MAX_USER_AGENT {
+        let mut cut = MAX_USER_AGENT;
+        while !ua.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        ua.truncate(cut);
+        ua.push_str(USER_AGENT_TRUNCATED);
+    }
+    ua
+}
+
+/// One request being recorded: one call per stage. At level `None` every call does nothing.
+#[derive(Debug)]
+pub struct RequestAudit {
+    sink: Option<Arc<dyn AuditSink>>,
+    config: RequestAuditConfig,
+    audit_id: String,
+    template: Option<Event>,
+    resource_request: bool,
+    secrets: bool,
+    request_object: Option<AuditObject>,
+}
+
+impl std::fmt::Debug for dyn AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditSink")
+    }
+}
+
+impl RequestAudit {
+    fn inert(audit_id: String) -> Self {
+        Self {
+            sink: None,
+            config: RequestAuditConfig::NONE,
+            audit_id,
+            template: None,
+            resource_request: false,
+            secrets: false,
+            request_object: None,
+        }
+    }
+
+    /// The level the policy chose.
+    pub fn level(&self) -> Level {
+        self.config.level
+    }
+
+    /// The request's audit id (echo it to the client as `Audit-ID`).
+    pub fn audit_id(&self) -> &str {
+        &self.audit_id
+    }
+
+    /// Adds an annotation to this and every later event of the request. The chain
+    /// annotations (`keyward.io/chain`, `keyward.io/seq`, ...) are the writer's and are
+    /// replaced or removed when the event is written.
+    pub fn annotate(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        if let Some(t) = &mut self.template {
+            t.annotations.insert(key.into(), value.into());
+        }
+    }
+
+    /// Stage `RequestReceived`: records the authorization decision (annotations
+    /// `authorization.k8s.io/decision` = `allow` | `forbid` and `authorization.k8s.io/reason`)
+    /// and keeps the request body for the later stages (at level `Request` and above). Call it
+    /// before acting on the request; an error means the request must be refused.
+    pub async fn request_received(
+        &mut self,
+        decision: &Decision,
+        request_object: Option<AuditObject>,
+    ) -> Result<(), AuditError> {
+        let (value, reason) = match decision {
+            Decision::Allow { reason } => ("allow", reason),
+            Decision::Deny { reason } => ("forbid", reason),
+        };
+        self.annotate(DECISION_ANNOTATION, value);
+        self.annotate(REASON_ANNOTATION, reason.as_str());
+        self.emit(Stage::RequestReceived, None, None).await?;
+        if let Some(obj) = request_object.and_then(|o| self.reduce(o)) {
+            self.fill_object_ref(&obj);
+            if self.config.level >= Level::Request {
+                self.request_object = Some(obj);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stage `ResponseStarted` (long-running requests such as watch), status 200.
+    pub async fn response_started(&mut self) -> Result<(), AuditError> {
+        self.emit(
+            Stage::ResponseStarted,
+            Some(ResponseStatus::success(200)),
+            None,
+        )
+        .await
+    }
+
+    /// Stage `ResponseComplete`, with the response's status and body (the body is kept at level
+    /// `RequestResponse` only; its uid and resourceVersion fill `objectRef` if the request did
+    /// not name them).
+    pub async fn response_complete(
+        &mut self,
+        status: ResponseStatus,
+        response_object: Option<AuditObject>,
+    ) -> Result<(), AuditError> {
+        let obj = response_object.and_then(|o| self.reduce(o));
+        if let Some(obj) = &obj {
+            self.fill_object_ref(obj);
+        }
+        let obj = obj.filter(|_| self.config.level >= Level::RequestResponse);
+        self.emit(Stage::ResponseComplete, Some(status), obj).await
+    }
+
+    /// Stage `Panic`: handling the request panicked with `message`.
+    pub async fn panic(&mut self, message: &str) -> Result<(), AuditError> {
+        let status = ResponseStatus::failure(
+            crate::reason::Reason::InternalError,
+            format!("APIServer panic'd: {message}"),
+        );
+        self.emit(Stage::Panic, Some(status), None).await
+    }
+
+    /// The object as this request may log it; `None` for non-resource requests.
+    fn reduce(&self, obj: AuditObject) -> Option<AuditObject> {
+        if !self.resource_request {
+            return None;
+        }
+        let obj = if self.secrets { obj.for_secrets() } else { obj };
+        Some(if self.config.omit_managed_fields {
+            obj.without_managed_fields()
+        } else {
+            obj
+        })
+    }
+
+    fn fill_object_ref(&mut self, obj: &AuditObject) {
+        let (uid, rv) = obj.uid_and_resource_version();
+        if let Some(r) = self.template.as_mut().and_then(Event::object_ref_mut) {
+            if r.uid.is_empty() {
+                r.uid = uid;
+            }
+            if r.resource_version.is_empty() {
+                r.resource_version = rv;
+            }
+        }
+    }
+
+    async fn emit(
+        &mut self,
+        stage: Stage,
+        status: Option<ResponseStatus>,
+        response_object: Option<AuditObject>,
+    ) -> Result<(), AuditError> {
+        let (Some(sink), Some(template)) = (&self.sink, &self.template) else {
+            return Ok(());
+        };
+        if self.config.omit_stages.contains(stage) {
+            return Ok(());
+        }
+        let request_object = match stage {
+            Stage::RequestReceived => None,
+            _ => self.request_object.clone(),
+        };
+        let event = template.at_stage(
+            stage,
+            MicroTime::now(),
+            status,
+            request_object,
+            response_object,
+        );
+        sink.write(event).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,399 @@
+//! [`AuditLog`]: the log writer. One task owns the file; callers send it events and wait until
+//! their event is durable (written and synced), so the chain order is the file order and a
+//! request never proceeds on an event that was not recorded. Events that arrive while a write
+//! is in progress are written together with one sync (group commit). The task also writes the
+//! periodic checkpoints (every N events or T seconds) and the shutdown checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::chain::{CheckpointKind, CheckpointSigner};
+use super::event::Event;
+use super::file::LogFile;
+use super::request::AuditSink;
+use super::AuditError;
+use crate::crypto::Ed25519PublicKey;
+
+/// Most events written with one sync.
+const MAX_BATCH: usize = 256;
+
+/// What happens to a request whose event cannot be written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureMode {
+    /// The write returns the error, and the caller refuses the request (`Unavailable`):
+    /// kube-apiserver's `blocking-strict`, Vault's behaviour. The default.
+    #[default]
+    Closed,
+    /// The error is logged and counted, and the write returns `Ok`: the request proceeds
+    /// unaudited (kube-apiserver's `blocking`).
+    Open,
+}
+
+/// How the log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The active file. Rotated files are renamed beside it (`<stem>-<UTC time>.<ext>`).
+    pub path: PathBuf,
+    /// Rotate before a line would make the file larger than this many bytes; 0 never rotates.
+    pub max_size: u64,
+    /// Write a checkpoint after this many events...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last checkpoint, if events were written since (zero: only
+    /// by count).
+    pub checkpoint_interval: Duration,
+    /// Closed (default) or open.
+    pub failure_mode: FailureMode,
+    /// Sync every write to disk before acknowledging it (default). Off only for tests and
+    /// benchmarks that measure the cost of syncing.
+    pub fsync: bool,
+}
+
+impl LogConfig {
+    /// Defaults for `path`: rotate at 100 MiB (kube-apiserver's `--audit-log-maxsize` default is
+    /// 100 MB), a checkpoint every 1000 events or 60 s, fail closed, sync every write.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_size: 100 * 1024 * 1024,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            failure_mode: FailureMode::Closed,
+            fsync: true,
+        }
+    }
+}
+
+/// Totals since the log was opened, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditCounters {
+    /// Events written durably.
+    pub events_written: u64,
+    /// Events that could not be written (in open mode too).
+    pub write_failures: u64,
+    /// Checkpoints written (the `open`/`resume` one included).
+    pub checkpoints_written: u64,
+    /// Files rotated away.
+    pub rotations: u64,
+}
+
+#[derive(Default)]
+struct Cells {
+    events_written: AtomicU64,
+    write_failures: AtomicU64,
+    checkpoints_written: AtomicU64,
+    rotations: AtomicU64,
+}
+
+impl Cells {
+    fn record(&self, file: &LogFile) {
+        let s = file.stats();
+        self.checkpoints_written
+            .store(s.checkpoints, Ordering::Relaxed);
+        self.rotations.store(s.rotations, Ordering::Relaxed);
+    }
+}
+
+type Reply = oneshot::Sender<Result<(), AuditError>>;
+
+enum Command {
+    Write(Box<Event>, Reply),
+    Checkpoint(Reply),
+    Close(Reply),
+}
+
+/// The tamper-evident audit log. Cheap to clone; every clone writes to the same file.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Command>,
+    cells: Arc<Cells>,
+    mode: FailureMode,
+    path: PathBuf,
+    public_key: Ed25519PublicKey,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.inner.path)
+            .field("public_key", &self.inner.public_key)
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log and starts its writer task; checkpoints are signed by
+    /// `signer`. Must be called inside a Tokio runtime.
+    pub async fn open(
+        config: LogConfig,
+        signer: Arc<dyn CheckpointSigner>,
+    ) -> Result<AuditLog, AuditError> {
+        let public_key = signer.public_key();
+        let cfg = config.clone();
+        let file = tokio::task::spawn_blocking(move || LogFile::open(&cfg, signer))
+            .await
+            .map_err(|_| AuditError::Closed)??;
+        let cells = Arc::new(Cells::default());
+        cells.record(&file);
+        let (tx, rx) = mpsc::channel(1024);
+        let task = tokio::spawn(run(file, rx, cells.clone(), config.checkpoint_interval));
+        Ok(AuditLog {
+            inner: Arc::new(Inner {
+                tx,
+                cells,
+                mode: config.failure_mode,
+                path: config.path,
+                public_key,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// Writes `event`; returns once it is durable. In [`FailureMode::Closed`] an error means the
+    /// request must not proceed; in [`FailureMode::Open`] errors are logged and `Ok` returned.
+    pub async fn write(&self, event: Event) -> Result<(), AuditError> {
+        let result = self
+            .submit(|reply| Command::Write(Box::new(event), reply))
+            .await;
+        if let Err(e) = &result {
+            self.inner
+                .cells
+                .write_failures
+                .fetch_add(1, Ordering::Relaxed);
+            if self.inner.mode == FailureMode::Open {
+                tracing::error!(error = %e, "audit event not written; the request proceeds (audit failure mode: open)");
+                return Ok(());
+            }
+        }
+        result
+    }
+
+    /// Writes a checkpoint now, if events were written since the last one.
+    pub async fn checkpoint(&self) -> Result<(), AuditError> {
+        self.submit(Command::Checkpoint).await
+    }
+
+    /// Writes the shutdown checkpoint and stops the writer; later writes fail with
+    /// [`AuditError::Closed`]. Closing a closed log does nothing.
+    pub async fn close(&self) -> Result<(), AuditError> {
+        let result = match self.submit(Command::Close).await {
+            Err(AuditError::Closed) => Ok(()),
+            r => r,
+        };
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        result
+    }
+
+    /// Totals so far.
+    pub fn counters(&self) -> AuditCounters {
+        let c = &self.inner.cells;
+        AuditCounters {
+            events_written: c.events_written.load(Ordering::Relaxed),
+            write_failures: c.write_failures.load(Ordering::Relaxed),
+            checkpoints_written: c.checkpoints_written.load(Ordering::Relaxed),
+            rotations: c.rotations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The key that verifies this log's checkpoints.
+    pub fn public_key(&self) -> &Ed25519PublicKey {
+        &self.inner.public_key
+    }
+
+    /// The active file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn submit(&self, command: impl FnOnce(Reply) -> Command) -> Result<(), AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .tx
+            .send(command(tx))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditSink for AuditLog {
+    async fn write(&self, event: Event) -> Result<(), AuditError> {
+        AuditLog::write(self, event).await
+    }
+}
+
+/// Runs `f` on the file on the blocking pool; `None` if it panicked (the file is then lost).
+async fn blocking<T: Send + 'static>(
+    mut file: LogFile,
+    f: impl FnOnce(&mut LogFile) -> T + Send + 'static,
+) -> Option<(LogFile, T)> {
+    tokio::task::spawn_blocking(move || {
+        let r = f(&mut file);
+        (file, r)
+    })
+    .await
+    .ok()
+}
+
+/// The same error again, for every caller of a failed batch.
+fn replicate(e: &AuditError) -> AuditError {
+    let copy = |source: &std::io::Error| std::io::Error::new(source.kind(), source.to_string());
+    match e {
+        AuditError::Write { path, source } => AuditError::Write {
+            path: path.clone(),
+            source: copy(source),
+        },
+        AuditError::Io { path, source } => AuditError::Io {
+            path: path.clone(),
+            source: copy(source),
+        },
+        AuditError::Sign(s) => AuditError::Sign(s.clone()),
+        _ => AuditError::Closed,
+    }
+}
+
+/// The writer task.
+async fn run(
+    file: LogFile,
+    mut rx: mpsc::Receiver<Command>,
+    cells: Arc<Cells>,
+    interval: Duration,
+) {
+    // Zero disables time-based checkpoints (a deadline that never comes in practice).
+    let interval = match interval {
+        Duration::ZERO => Duration::from_secs(100 * 365 * 24 * 3600),
+        i => i,
+    };
+    let mut file = Some(file);
+    let mut deadline = Instant::now() + interval;
+    let mut next: Option<Command> = None;
+    while let Some(f) = file.take() {
+        let command = match next.take() {
+            Some(c) => Some(c),
+            None => tokio::select! {
+                c = rx.recv() => c,
+                () = tokio::time::sleep_until(deadline) => {
+                    deadline = Instant::now() + interval;
+                    if f.since_checkpoint() > 0 {
+                        file = periodic(f, &cells).await;
+                    } else {
+                        file = Some(f);
+                    }
+                    continue;
+                }
+            },
+        };
+        match command {
+            Some(Command::Write(event, reply)) => {
+                let mut events = vec![*event];
+                let mut replies = vec![reply];
+                while events.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Command::Write(e, r)) => {
+                            events.push(*e);
+                            replies.push(r);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let n = events.len() as u64;
+                let before = f.stats().checkpoints;
+                let Some((f, result)) = blocking(f, move |f| f.write_events(events)).await else {
+                    tracing::error!("the audit log writer failed; the log is closed");
+                    break;
+                };
+                if f.stats().checkpoints != before {
+                    deadline = Instant::now() + interval;
+                }
+                cells.record(&f);
+                match &result {
+                    Ok(()) => {
+                        cells.events_written.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::error!(error = %e, events = n, "audit events not written"),
+                }
+                for reply in replies {
+                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
+                }
+                file = Some(f);
+            }
+            Some(Command::Checkpoint(reply)) => {
+                let Some((f, result)) = blocking(f, |f| {
+                    if f.since_checkpoint() > 0 {
+                        f.checkpoint(CheckpointKind::Periodic)
+                    } else {
+                        Ok(())
+                    }
+                })
+                .await
+                else {
+                    break;
+                };
+                deadline = Instant::now() + interval;
+                cells.record(&f);
+                let _ = reply.send(result);
+                file = Some(f);
+            }
+            Some(Command::Close(reply)) => {
+                let result = shutdown(f, &cells).await;
+                let _ = reply.send(result);
+                break;
+            }
+            None => {
+                if let Err(e) = shutdown(f, &cells).await {
+                    tracing::error!(error = %e, "the audit log's shutdown checkpoint was not written");
+                }
+                break;
+            }
+        }
+    }
+    rx.close();
+    while let Some(command) = rx.recv().await {
+        let (Command::Write(_, reply) | Command::Checkpoint(reply) | Command::Close(reply)) =
+            command;
+        let _ = reply.send(Err(AuditError::Closed));
+    }
+}
+
+async fn periodic(f: LogFile, cells: &Cells) -> Option<LogFile> {
+    let (f, result) = blocking(f, |f| f.checkpoint(CheckpointKind::Periodic)).await?;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the audit log's periodic checkpoint was not written");
+    }
+    cells.record(&f);
+    Some(f)
+}
+
+async fn shutdown(f: LogFile, cells: &Cells) -> Result<(), AuditError> {
+    let (f, result) = blocking(f, |f| f.checkpoint(CheckpointKind::Shutdown))
+        .await
+        .ok_or(AuditError::Closed)?;
+    cells.record(&f);
+    result
+}
+
+#[cfg(test)]
+pub(super) mod tests;

@@ -1,0 +1,415 @@
+use super::*;
+use crate::audit::chain::{parse_line, Checkpoint};
+use crate::audit::event::{EventStart, Level, MicroTime, UserInfo};
+use crate::audit::{verify, CheckpointKind, Tail};
+use crate::crypto::Ed25519SigningKey;
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+pub(in crate::audit) fn event(i: usize) -> Event {
+    Event::start(EventStart {
+        level: Level::Metadata,
+        audit_id: uuid::Uuid::new_v4().to_string(),
+        request_uri: "/keyward.v1.Secrets/Get".into(),
+        verb: "get".into(),
+        user: UserInfo {
+            username: format!("user-{i}"),
+            ..Default::default()
+        },
+        impersonated_user: None,
+        source_ips: vec![],
+        user_agent: String::new(),
+        object_ref: None,
+        received: MicroTime::now(),
+        annotations: BTreeMap::new(),
+    })
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: Arc<Ed25519SigningKey>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            key: Arc::new(Ed25519SigningKey::generate().unwrap()),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("logs/audit.log")
+    }
+
+    fn config(&self) -> LogConfig {
+        LogConfig::new(self.path())
+    }
+
+    async fn open(&self, config: LogConfig) -> AuditLog {
+        AuditLog::open(config, self.key.clone()).await.unwrap()
+    }
+
+    fn verify(&self) -> crate::audit::Report {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.path().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        verify(&files, &[self.key.public_key().clone()]).unwrap()
+    }
+
+    /// The rotated files, oldest first.
+    fn backups(&self) -> Vec<PathBuf> {
+        let mut backups: Vec<PathBuf> = std::fs::read_dir(self.path().parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &self.path())
+            .collect();
+        backups.sort_by_key(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let first = parse_line(text.lines().next().unwrap().as_bytes()).unwrap();
+            Checkpoint::parse_note(&first.checkpoint.unwrap().0)
+                .unwrap()
+                .file
+        });
+        backups
+    }
+
+    fn lines(&self) -> Vec<String> {
+        read_lines(&self.path())
+    }
+}
+
+/// The lines of a file.
+pub(in crate::audit) fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn kinds(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            match v["annotations"]["keyward.io/checkpoint"].as_str() {
+                Some(note) => note
+                    .lines()
+                    .find_map(|l| l.strip_prefix("kind "))
+                    .unwrap()
+                    .to_owned(),
+                None => "event".to_owned(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn creates_private_files_and_seals_them_at_close() {
+    let s = Setup::new();
+    let log = s.open(s.config()).await;
+    assert_eq!(log.path(), s.path());
+    assert_eq!(log.public_key(), s.key.public_key());
+    for i in 0..3 {
+        log.write(event(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    log.close().await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(s.path().parent().unwrap()), 0o700);
+    assert_eq!(mode(&s.path()), 0o600);
+    assert_eq!(
+        kinds(&s.lines()),
+        ["open", "event", "event", "event", "shutdown"]
+    );
+    assert!(matches!(log.write(event(9)).await, Err(AuditError::Closed)));
+    let c = log.counters();
+    assert_eq!(
+        c,
+        AuditCounters {
+            events_written: 3,
+            write_failures: 1,
+            checkpoints_written: 2,
+            rotations: 0
+        }
+    );
+    let r = s.verify();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert!(matches!(
+        r.tail,
+        Tail::Sealed {
+            kind: CheckpointKind::Shutdown,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn open_mode_proceeds_and_counts_failures() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            failure_mode: FailureMode::Open,
+            ..s.config()
+        })
+        .await;
+    log.close().await.unwrap();
+    log.write(event(0)).await.unwrap();
+    assert_eq!(log.counters().write_failures, 1);
+    assert_eq!(log.counters().events_written, 0);
+}
+
+/// Many tasks at once: every event is written once, the chain order is the file order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_are_serialised() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            checkpoint_every: 50,
+            ..s.config()
+        })
+        .await;
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    log.write(event(t * 100 + i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    log.close().await.unwrap();
+    let r = s.verify();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.events, 640);
+    assert_eq!(r.checkpoints, 1 + 640 / 50 + 1);
+    assert_eq!(log.counters().events_written, 640);
+    let mut users: Vec<String> = s
+        .lines()
+        .iter()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["user"]["username"]
+                .as_str()
+                .filter(|u| u.starts_with("user-"))
+                .map(str::to_owned)
+        })
+        .collect();
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), 640);
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkpoints_every_n_events_or_t_seconds() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            checkpoint_every: 3,
+            checkpoint_interval: Duration::from_secs(60),
+            ..s.config()
+        })
+        .await;
+    for i in 0..4 {
+        log.write(event(i)).await.unwrap();
+    }
+    assert_eq!(
+        kinds(&s.lines()),
+        ["open", "event", "event", "event", "periodic", "event"]
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(log.counters().checkpoints_written, 2);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(log.counters().checkpoints_written, 3);
+    // Idle: no checkpoint without new events.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(log.counters().checkpoints_written, 3);
+    log.checkpoint().await.unwrap();
+    assert_eq!(log.counters().checkpoints_written, 3);
+    log.write(event(9)).await.unwrap();
+    log.checkpoint().await.unwrap();
+    assert_eq!(log.counters().checkpoints_written, 4);
+    log.close().await.unwrap();
+    assert_eq!(
+        kinds(&s.lines())[6..],
+        ["periodic", "event", "periodic", "shutdown"]
+    );
+    assert!(s.verify().is_intact());
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_chain_and_names_the_previous_file() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            max_size: 3000,
+            ..s.config()
+        })
+        .await;
+    for i in 0..30 {
+        log.write(event(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    let rotations = log.counters().rotations;
+    assert!(rotations >= 3, "{rotations}");
+    let backups = s.backups();
+    assert_eq!(backups.len() as u64, rotations);
+    for b in &backups {
+        let name = b.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("audit-") && name.ends_with(".log"),
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::metadata(b).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let size = std::fs::metadata(b).unwrap().len();
+        assert!(size < 3000 + 1024, "{size}");
+    }
+    let header: serde_json::Value = serde_json::from_str(&s.lines()[0]).unwrap();
+    let note = header["annotations"]["keyward.io/checkpoint"]
+        .as_str()
+        .unwrap();
+    let newest = backups
+        .last()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(note.contains(&format!("prev-file {newest}\n")), "{note}");
+    assert!(note.contains(&format!("file {rotations}\n")), "{note}");
+    let r = s.verify();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.events, 30);
+}
+
+#[tokio::test]
+async fn reopening_resumes_the_chain() {
+    let s = Setup::new();
+    let log = s.open(s.config()).await;
+    log.write(event(0)).await.unwrap();
+    log.close().await.unwrap();
+    // Clean restart: resume after the shutdown checkpoint.
+    let log = s.open(s.config()).await;
+    log.write(event(1)).await.unwrap();
+    log.close().await.unwrap();
+    // A crash: the last lines were not sealed, and a write was cut mid-line.
+    let mut lines = s.lines();
+    while kinds(&lines).last().is_some_and(|k| k == "shutdown") {
+        lines.pop();
+    }
+    let mut text = lines.join("\n") + "\n";
+    text.push_str("{\"kind\":\"Event\",\"apiVers");
+    std::fs::write(s.path(), text).unwrap();
+    let log = s.open(s.config()).await;
+    log.write(event(2)).await.unwrap();
+    log.close().await.unwrap();
+    assert_eq!(
+        kinds(&s.lines()),
+        ["open", "event", "shutdown", "resume", "event", "resume", "event", "shutdown"]
+    );
+    let r = s.verify();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert!(
+        r.notes.iter().any(
+            |n| n.contains("restarted after stopping without a shutdown checkpoint: lines 5-5")
+        ),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[tokio::test]
+async fn dropping_every_handle_seals_the_log() {
+    let s = Setup::new();
+    let log = s.open(s.config()).await;
+    log.write(event(0)).await.unwrap();
+    drop(log);
+    for _ in 0..500 {
+        if kinds(&s.lines()).last().is_some_and(|k| k == "shutdown") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no shutdown checkpoint: {:?}", kinds(&s.lines()));
+}
+
+#[tokio::test]
+async fn an_interrupted_rotation_is_finished_on_open() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            max_size: 2500,
+            ..s.config()
+        })
+        .await;
+    for i in 0..6 {
+        log.write(event(i)).await.unwrap();
+    }
+    log.close().await.unwrap();
+    assert!(log.counters().rotations >= 1);
+    // Put the newest rotated file back as if the crash came before its rename.
+    let newest = s.backups().pop().unwrap();
+    std::fs::rename(&newest, s.path()).unwrap();
+    let log = s.open(s.config()).await;
+    log.write(event(9)).await.unwrap();
+    log.close().await.unwrap();
+    assert_eq!(kinds(&s.lines()), ["open", "event", "shutdown"]);
+    let r = s.verify();
+    assert!(r.is_intact(), "{:?}", r.problem);
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_keyward_log_is_refused() {
+    let s = Setup::new();
+    std::fs::create_dir_all(s.path().parent().unwrap()).unwrap();
+    std::fs::write(s.path(), "{\"kind\":\"Event\"}\n").unwrap();
+    let err = AuditLog::open(s.config(), s.key.clone()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("line 1 is not the header of a keyward audit log; move the file away"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_writer_is_refused() {
+    let s = Setup::new();
+    let log = s.open(s.config()).await;
+    let err = AuditLog::open(s.config(), s.key.clone()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("another process is writing it"),
+        "{err}"
+    );
+    log.close().await.unwrap();
+    let again = s.open(s.config()).await;
+    again.close().await.unwrap();
+    assert!(s.verify().is_intact());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_interval_checkpoints_by_count_only() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            checkpoint_every: 2,
+            checkpoint_interval: Duration::ZERO,
+            ..s.config()
+        })
+        .await;
+    log.write(event(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(log.counters().checkpoints_written, 1);
+    log.write(event(1)).await.unwrap();
+    assert_eq!(log.counters().checkpoints_written, 2);
+    log.close().await.unwrap();
+}

@@ -1,0 +1,111 @@
+//! `keyward audit verify`: checks audit log files and says whether they are intact, with its
+//! own exit codes (0 intact, 1 tampered or unsealed, 2 usage).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use crate::audit::{self, Report, Tail};
+
+/// `keyward audit ...`.
+#[derive(Debug, Subcommand)]
+pub(super) enum AuditCommand {
+    /// Check that audit log files are intact; name the first edited, removed, reordered or
+    /// forged line.
+    ///
+    /// Checks the hash chain of every line, every signed checkpoint, and that the log ends with
+    /// its shutdown checkpoint. Exit code 0: intact; 1: tampered, or an unsealed tail; 2: usage
+    /// (a file or key that cannot be read).
+    ///
+    /// Examples:
+    ///   keyward audit verify /var/log/keyward/audit*.log --public-key /etc/keyward/audit.pub
+    ///   keyward audit verify audit.log --public-key audit.pub --allow-unsealed-tail
+    #[command(verbatim_doc_comment)]
+    Verify(VerifyArgs),
+}
+
+/// `keyward audit verify`.
+#[derive(Debug, Args)]
+pub(super) struct VerifyArgs {
+    /// The log files: the active file and any rotated ones, in any order.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// The Ed25519 public key that signs the checkpoints (PEM, or 32 bytes raw, base64 or
+    /// hex); repeat it for files signed before a key change. Without it only the chain is
+    /// checked.
+    #[arg(long = "public-key", value_name = "FILE")]
+    public_keys: Vec<PathBuf>,
+    /// Accept lines after the last checkpoint (a log the server is still writing).
+    #[arg(long)]
+    allow_unsealed_tail: bool,
+}
+
+/// Runs `keyward audit ...` and returns the exit code.
+pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
+    let AuditCommand::Verify(args) = cmd;
+    let usage = |e: audit::AuditError| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    };
+    let keys = match args
+        .public_keys
+        .iter()
+        .map(|p| audit::read_public_key(p))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(k) => k,
+        Err(e) => return usage(e),
+    };
+    let report = match audit::verify(&args.files, &keys) {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    if let Some(p) = &report.problem {
+        println!("TAMPERED: {p}");
+        return ExitCode::from(1);
+    }
+    if !report.signatures_checked {
+        eprintln!("warning: checkpoint signatures were not checked (no --public-key): whoever can write the files could have rewritten them whole");
+    }
+    match &report.tail {
+        Tail::Unsealed { .. } if !args.allow_unsealed_tail => {
+            println!("UNSEALED: {}", report.tail);
+            ExitCode::from(1)
+        }
+        tail => {
+            println!("OK: {}", summary(&report));
+            if matches!(tail, Tail::Unsealed { .. }) {
+                println!("note: {tail}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn summary(r: &Report) -> String {
+    let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    let mut s = format!(
+        "{}, {} ({}, {}), sequence {}-{}",
+        plural(r.files.len() as u64, "file"),
+        plural(r.lines, "line"),
+        plural(r.events, "event"),
+        plural(
+            r.checkpoints,
+            if r.signatures_checked {
+                "signed checkpoint"
+            } else {
+                "checkpoint"
+            }
+        ),
+        r.first_seq,
+        r.last_seq
+    );
+    if let Tail::Sealed { .. } = &r.tail {
+        s.push_str(&format!("; {}", r.tail));
+    }
+    s
+}
