@@ -323,23 +323,39 @@ fn unseal_stdin(admin: &Path, share: &str) -> (bool, String, String) {
     )
 }
 
-fn serve_sealed(data: &Path, socket: &Path, admin: &Path, log: &Path) -> Proc {
-    Proc::spawn_ready(
-        &[
-            "kms",
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--seal",
-            "shamir",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--admin-socket",
-            admin.to_str().unwrap(),
-        ],
-        &[],
-        log,
-        &[socket, admin],
+/// Serves sealed with Shamir shares, with metrics on `metrics` if given.
+fn serve_sealed(
+    data: &Path,
+    socket: &Path,
+    admin: &Path,
+    log: &Path,
+    metrics: Option<&str>,
+) -> Proc {
+    let mut args = vec![
+        "kms",
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        "shamir",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--admin-socket",
+        admin.to_str().unwrap(),
+    ];
+    if let Some(addr) = metrics {
+        args.extend(["--metrics-listen", addr]);
+    }
+    Proc::spawn_ready(&args, &[], log, &[socket, admin])
+}
+
+/// `keyward_keyring_sealed` and `keyward_keyring_healthy` as scraped from `addr`.
+fn sealed_and_healthy(addr: &str) -> (f64, f64) {
+    use crate::support::metrics::{scrape_parsed, value};
+    let families = scrape_parsed(addr);
+    (
+        value(&families, "keyward_keyring_sealed", &[]),
+        value(&families, "keyward_keyring_healthy", &[]),
     )
 }
 
@@ -387,11 +403,17 @@ fn shamir_sealed_unsealed_serving_with_a_restart_in_between() {
     };
     let rt = client_runtime();
 
-    let proc = serve_sealed(&data, &socket, &admin, &p("serve1.log"));
+    let metrics = format!("127.0.0.1:{}", crate::support::free_port());
+    let proc = serve_sealed(&data, &socket, &admin, &p("serve1.log"), Some(&metrics));
     let (key_id, healthz) = rt.block_on(status(&socket));
     assert!(
         key_id.is_empty() && healthz.contains("sealed: 0 of 3"),
         "{healthz}"
+    );
+    assert_eq!(
+        sealed_and_healthy(&metrics),
+        (1.0, 0.0),
+        "sealed, not healthy"
     );
     let e = rt
         .block_on(async {
@@ -436,6 +458,11 @@ fn shamir_sealed_unsealed_serving_with_a_restart_in_between() {
     );
     let (key_id, healthz) = rt.block_on(status(&socket));
     assert_eq!(healthz, "ok");
+    assert_eq!(
+        sealed_and_healthy(&metrics),
+        (0.0, 1.0),
+        "unsealed and healthy"
+    );
     let (ct, ct_key) = rt.block_on(encrypt(&socket, b"before the restart"));
     assert_eq!(ct_key, key_id);
     let (ok, _, err) = unseal_stdin(&admin, &share(2));
@@ -443,7 +470,7 @@ fn shamir_sealed_unsealed_serving_with_a_restart_in_between() {
     drop(proc);
 
     // Restart: sealed again, nothing given yet.
-    let proc = serve_sealed(&data, &socket, &admin, &p("serve2.log"));
+    let proc = serve_sealed(&data, &socket, &admin, &p("serve2.log"), None);
     let (_, healthz) = rt.block_on(status(&socket));
     assert!(healthz.contains("sealed: 0 of 3"), "{healthz}");
     assert_eq!(
@@ -553,7 +580,7 @@ fn printed_shares_and_mixed_shares_through_the_cli() {
     let mine = init(&p("data"));
     let theirs = init(&p("other"));
     let (socket, admin) = (p("kms.sock"), p("admin.sock"));
-    let _proc = serve_sealed(&p("data"), &socket, &admin, &p("serve.log"));
+    let _proc = serve_sealed(&p("data"), &socket, &admin, &p("serve.log"), None);
     let (ok, _, err) = unseal_stdin(&admin, &theirs[0]);
     assert!(
         !ok && err.contains("belongs to share set") && err.contains("hint:"),
