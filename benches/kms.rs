@@ -220,6 +220,8 @@ fn metrics_cost(c: &mut Criterion) {
         let keyring = rt.block_on(TempKeyring::init(Algorithm::Aes256Gcm));
         let socket = keyring.dir.path().join(format!("{name}.sock"));
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        // The server must start inside the runtime; the spawned task is awaited at the end.
+        #[allow(clippy::async_yields_async)]
         let task = rt.block_on(async {
             let mut server =
                 PluginServer::start(keyring.open(), &socket, None, uds::SocketAccess::default())
