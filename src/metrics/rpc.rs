@@ -37,6 +37,8 @@ pub const KMS_METHODS: &[&str] = &[
     "/keyward.v1.KmsAdmin/Rotate",
     "/keyward.v1.KmsAdmin/Retire",
     "/keyward.v1.KmsAdmin/Destroy",
+    "/keyward.v1.KmsAdmin/Unseal",
+    "/keyward.v1.KmsAdmin/RekeyRoot",
 ];
 
 /// The methods the store's API answers: `keyward.v1.Secrets` and `keyward.v1.Encryption`.
