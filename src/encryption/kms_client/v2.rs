@@ -35,6 +35,13 @@ pub const MAX_ANNOTATIONS: usize = 32 * 1024;
 pub const SEED_LEN: usize = 32;
 /// Decrypted seeds kept for reads.
 const SEED_CACHE: usize = 10_000;
+/// Derived data keys kept for reads: `HKDF-Expand(seed, info)` as an AES-256-GCM key schedule
+/// (about 1 KiB each), so a value read again costs one AES-GCM open, as with `aesgcm`.
+/// kube-apiserver memoises the same keys for reads (`aes_extended_nonce.go`, a `simpleCache`
+/// keyed by info and path); this cache is bounded as well as expiring.
+const DERIVED_CACHE: usize = 4_096;
+/// How long a derived key serves reads after it was derived (upstream: 10 minutes).
+const DERIVED_TTL: Duration = Duration::from_secs(600);
 /// `EncryptedDEKSourceType` values.
 const SOURCE_AES_GCM_KEY: i32 = 0;
 const SOURCE_HKDF_SEED: i32 = 1;
@@ -120,6 +127,7 @@ pub(in crate::encryption) struct KmsV2 {
     first_version: Mutex<Option<String>>,
     health: Mutex<(bool, Option<String>)>,
     seeds: Mutex<lru::LruCache<[u8; 32], Arc<SeedKey>>>,
+    derived: DerivedKeys,
 }
 
 impl fmt::Debug for KmsV2 {
@@ -193,26 +201,79 @@ pub(in crate::encryption) fn v2_seal(
     .encode_to_vec())
 }
 
-fn v2_open_data(key: &SeedKey, aad: &[u8], data: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    match key {
-        SeedKey::Seed(seed) => {
-            if data.len() < SEED_LEN + GCM_NONCE_LEN + TAG_LEN {
-                return None;
-            }
-            let (info, rest) = data.split_at(SEED_LEN);
-            let dek = crypto::hkdf_expand_slice(seed, info)?;
-            let gcm = AesGcmKey::aes256(&dek);
-            let (nonce, sealed) = rest.split_at(GCM_NONCE_LEN);
-            gcm.open(nonce, aad, sealed).ok()
-        }
-        SeedKey::Legacy(gcm) => {
-            if data.len() < GCM_NONCE_LEN + TAG_LEN {
-                return None;
-            }
-            let (nonce, sealed) = data.split_at(GCM_NONCE_LEN);
-            gcm.open(nonce, aad, sealed).ok()
-        }
+/// Derived data keys of KDF-mode objects for reads: `HKDF-Expand(seed, info)` as AES-256-GCM,
+/// keyed by what determines them (the seed's cache key and the object's info), least recently
+/// used evicted beyond the bound, and re-derived once older than [`DERIVED_TTL`]. An entry is
+/// zeroized when the last reader drops it (`aes-gcm`'s `zeroize` feature). The AEAD still
+/// authenticates every value, so a cached key never lets a changed value or path through.
+struct DerivedKeys(Mutex<lru::LruCache<[u8; 64], Derived>>);
+
+/// A derived key and when it was derived.
+type Derived = (Instant, Arc<AesGcmKey>);
+
+impl DerivedKeys {
+    fn new(bound: usize) -> Self {
+        DerivedKeys(Mutex::new(lru::LruCache::new(
+            NonZeroUsize::new(bound.max(1)).expect("at least 1"),
+        )))
     }
+
+    /// The key for `info` under the seed `seed` (identified by `seed_id`) as of `now`; `None`
+    /// if the seed is too short to derive from.
+    fn get(
+        &self,
+        seed_id: &[u8; 32],
+        seed: &[u8],
+        info: &[u8],
+        now: Instant,
+    ) -> Option<Arc<AesGcmKey>> {
+        let mut id = [0u8; 64];
+        id[..32].copy_from_slice(seed_id);
+        id[32..].copy_from_slice(info.get(..SEED_LEN)?);
+        {
+            let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.get(&id) {
+                Some((at, gcm)) if now.saturating_duration_since(*at) < DERIVED_TTL => {
+                    return Some(gcm.clone())
+                }
+                Some(_) => {
+                    cache.pop(&id);
+                }
+                None => {}
+            }
+        }
+        let dek = crypto::hkdf_expand_slice(seed, info)?;
+        let gcm = Arc::new(AesGcmKey::aes256(&dek));
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(id, (now, gcm.clone()));
+        Some(gcm)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Splits KDF-mode `encrypted_data` into `(info, nonce, sealed)`; `None` if too short.
+fn split_kdf_data(data: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    if data.len() < SEED_LEN + GCM_NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (info, rest) = data.split_at(SEED_LEN);
+    let (nonce, sealed) = rest.split_at(GCM_NONCE_LEN);
+    Some((info, nonce, sealed))
+}
+
+/// Opens legacy-mode `encrypted_data` (nonce, then ciphertext and tag) under the DEK itself.
+fn open_legacy(gcm: &AesGcmKey, aad: &[u8], data: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if data.len() < GCM_NONCE_LEN + TAG_LEN {
+        return None;
+    }
+    let (nonce, sealed) = data.split_at(GCM_NONCE_LEN);
+    gcm.open(nonce, aad, sealed).ok()
 }
 
 impl KmsV2 {
@@ -226,6 +287,7 @@ impl KmsV2 {
             seeds: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(SEED_CACHE).expect("non-zero"),
             )),
+            derived: DerivedKeys::new(DERIVED_CACHE),
         }
     }
 
@@ -502,11 +564,18 @@ impl KmsV2 {
                 key
             }
         };
-        let pt = v2_open_data(&key, aad, &obj.encrypted_data).ok_or_else(|| {
-            EncryptionError::Decrypt {
-                provider: "kms-v2",
-                key: self.plugin.name.clone(),
+        let pt = match &*key {
+            SeedKey::Seed(seed) => {
+                split_kdf_data(&obj.encrypted_data).and_then(|(info, nonce, sealed)| {
+                    let gcm = self.derived.get(&cache_key, seed, info, Instant::now())?;
+                    gcm.open(nonce, aad, sealed).ok()
+                })
             }
+            SeedKey::Legacy(gcm) => open_legacy(gcm, aad, &obj.encrypted_data),
+        }
+        .ok_or_else(|| EncryptionError::Decrypt {
+            provider: "kms-v2",
+            key: self.plugin.name.clone(),
         })?;
         let stale = obj.key_id != state.key_id || source_type != SOURCE_HKDF_SEED;
         Ok((pt, stale, obj.key_id))
@@ -515,6 +584,49 @@ impl KmsV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A derived key is reused while fresh, re-derived after the TTL, bounded, and equal to a
+    /// fresh derivation (it opens what `v2_seal` sealed, and nothing sealed under other info).
+    #[test]
+    fn derived_keys_are_reused_bounded_and_expire() {
+        let seed = [7u8; SEED_LEN];
+        let id = [1u8; 32];
+        let (info, nonce) = ([2u8; SEED_LEN], [3u8; GCM_NONCE_LEN]);
+        let sealed = v2_seal(
+            &seed,
+            &info,
+            &nonce,
+            "k",
+            b"src",
+            &BTreeMap::new(),
+            b"aad",
+            b"v",
+        )
+        .unwrap();
+        let obj = v2::EncryptedObject::decode(sealed.as_slice()).unwrap();
+        let (i, n, ct) = split_kdf_data(&obj.encrypted_data).unwrap();
+
+        let keys = DerivedKeys::new(2);
+        let t0 = Instant::now();
+        let a = keys.get(&id, &seed, i, t0).unwrap();
+        assert_eq!(&*a.open(n, b"aad", ct).unwrap(), b"v");
+        assert!(a.open(n, b"other path", ct).is_err(), "the AAD still binds");
+        let b = keys.get(&id, &seed, i, t0 + DERIVED_TTL / 2).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "reused while fresh");
+        let c = keys.get(&id, &seed, i, t0 + DERIVED_TTL).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "re-derived once expired");
+        assert_eq!(&*c.open(n, b"aad", ct).unwrap(), b"v");
+
+        let other = keys.get(&id, &seed, &[9u8; SEED_LEN], t0).unwrap();
+        assert!(other.open(n, b"aad", ct).is_err(), "other info, other key");
+        keys.get(&[4u8; 32], &seed, i, t0).unwrap();
+        assert_eq!(keys.len(), 2, "bounded");
+        assert!(
+            keys.get(&[5u8; 32], &[0u8; 16], i, t0).is_none(),
+            "short seed"
+        );
+        assert!(keys.get(&id, &seed, &[0u8; 4], t0).is_none(), "short info");
+    }
 
     #[test]
     fn seed_cache_key_covers_every_field() {
