@@ -198,11 +198,12 @@ impl Keyring {
             ));
         }
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let doc = document::reseal(&w.doc, &id, &w.keys, &keys, record.clone())?;
-            let snapshot = document::build_snapshot(&doc, &id, &keys.seal_key, &w.counters)?;
-            if self.save(&doc, &keys.mac_key).await? {
+            let mut doc = document::reseal(&w.doc, &id, &w.keys, &keys, record.clone())?;
+            let snapshot = document::build_snapshot(&doc, &id, &keys.seal_key(&doc), &w.counters)?;
+            if let Some(mark) = self.save(&mut doc, &keys.mac_key).await? {
                 w.doc = doc;
                 w.keys = keys;
+                self.keep_mark(&mut w, mark).await;
                 self.inner.snapshot.store(Arc::new(snapshot));
                 *self
                     .inner

@@ -50,7 +50,10 @@ pub fn to_status(e: KeyringError) -> Status {
             Reason::NotFound.status(Code::NotFound, format!("key_id: no key {id:?}"))
         }
         KeyringError::Precondition(msg) => Reason::Conflict.status(Code::FailedPrecondition, msg),
-        e @ (KeyringError::Exhausted | KeyringError::Sealed | KeyringError::Resealed) => {
+        e @ (KeyringError::Exhausted
+        | KeyringError::Sealed
+        | KeyringError::Resealed
+        | KeyringError::RolledBack { .. }) => {
             Reason::ServiceUnavailable.status(Code::Unavailable, e.to_string())
         }
         // A share or a new seal the operator gave: say what is wrong (never the secret).

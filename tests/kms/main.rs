@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod hardening;
 mod hsm;
 mod keyring;
 mod plugin;
