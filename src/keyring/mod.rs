@@ -291,7 +291,8 @@ pub struct Rotated {
 #[derive(Debug, Clone)]
 pub struct Health {
     /// The last self-test passed and, for a shared keyring, it was confirmed current within its
-    /// stale bound.
+    /// stale bound and the stored document was not refused (a rollback, garbage, another
+    /// keyring, a re-seal elsewhere).
     pub healthy: bool,
     /// Why not healthy, for `healthz`.
     pub problem: Option<&'static str>,

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::etcd::{etcdctl_kv, etcdctl_put, Etcd};
-use crate::support::plugin::{admin_client, decrypt, encrypt, status, v2_client, Cluster};
+use crate::support::plugin::{
+    admin_client, decrypt, encrypt, list_keys, status, v2_client, Cluster,
+};
 use crate::support::{run, Plugin};
 use keyward::backend::{Backend, EtcdBackend, SledBackend, SledOptions};
 use keyward::crypto::Algorithm;
@@ -118,13 +120,7 @@ async fn a_replayed_old_keyring_document_is_refused_live_and_after_a_restart() {
             decrypt(&r.socket, &ct, &kid).await.unwrap(),
             b"seed under the second key"
         );
-        let keys = admin_client(&r.admin)
-            .await
-            .list_keys(admin::ListKeysRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .keys;
+        let keys = list_keys(&r.admin).await;
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0].state, admin::KeyState::Destroyed as i32);
         let log = r.proc.stderr();

@@ -189,6 +189,17 @@ pub async fn admin_client(socket: &Path) -> KmsAdminClient<Channel> {
     KmsAdminClient::new(socket::unix_channel(socket).await.unwrap())
 }
 
+/// Every key the admin API on `socket` lists, oldest first.
+pub async fn list_keys(socket: &Path) -> Vec<keyward::pb::keyward_v1::KeyInfo> {
+    admin_client(socket)
+        .await
+        .list_keys(keyward::pb::keyward_v1::ListKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+}
+
 /// KMS v2 `Status` through `socket`: (key_id, healthz).
 pub async fn status(socket: &Path) -> (String, String) {
     let s = v2_client(socket)
