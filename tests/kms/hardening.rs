@@ -97,6 +97,7 @@ async fn wait_for_healthz(socket: &Path, what: &str, want: impl Fn(&str) -> bool
 /// primary, the operator rotates, retires and destroys kw-1, and the writer puts the saved
 /// bytes back. Every replica refuses it (keeps kw-2, the destroyed key stays destroyed, kw-2's
 /// data still opens), reports unhealthy and logs an error; a restarted replica refuses it too.
+/// Putting the newest document back (the recovery docs/security.md gives) heals both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_old_keyring_document_is_refused_live_and_after_a_restart() {
     let mut c = Cluster::start(2, &[]);
@@ -110,6 +111,7 @@ async fn a_replayed_old_keyring_document_is_refused_live_and_after_a_restart() {
     }
     let (ct, kid) = encrypt(&r1.socket, b"seed under the second key").await;
     assert_eq!(kid, second);
+    let (newest, _) = stored_in_etcd(&c.etcd);
 
     etcdctl_put(&c.etcd.endpoints_flag(), KEY, &old_doc);
     for r in &c.replicas {
@@ -148,6 +150,14 @@ async fn a_replayed_old_keyring_document_is_refused_live_and_after_a_restart() {
     assert!(!ok, "a restarted replica accepted the rolled-back keyring");
     assert!(err.contains("as a rollback"), "{err}");
     assert!(err.contains("generation"), "{err}");
+
+    // The recovery docs/security.md gives: put the newest document back. The running replica
+    // accepts it (it is the one it holds) and is healthy again; the restarted one starts.
+    etcdctl_put(&c.etcd.endpoints_flag(), KEY, &newest);
+    let r1 = &c.replicas[0];
+    wait_for_healthz(&r1.socket, "ok", |h| h == "ok").await;
+    let again = c.spawn(0, &[]);
+    assert_eq!(status(&again.socket).await, (second, "ok".to_owned()));
 }
 
 /// Finding 6: with etcd stopped (SIGSTOP, as a partition looks), Decrypts naming unknown key
