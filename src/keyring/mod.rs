@@ -778,11 +778,10 @@ impl Keyring {
         if committed && destroyed {
             // Drop the superseded copies that still hold the destroyed key's sealed material.
             match self.inner.store.shred().await {
-                Ok(()) => tracing::info!(key_id, "dropped the older copies of the keyring"),
+                Ok(()) => tracing::info!("dropped the older copies of the keyring"),
                 Err(e) => tracing::error!(
                     error = %e,
-                    key_id,
-                    "the key is destroyed, but older copies of the keyring could not be dropped"
+                    "a key is destroyed, but older copies of the keyring could not be dropped"
                 ),
             }
         }

@@ -46,8 +46,8 @@ pub(super) struct Mark {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MarkKey {
-    /// Public key_id, for messages.
-    pub key_id: String,
+    /// Sequence number, for messages (`key #N`: logs carry no key ids).
+    pub seq: u64,
     /// State.
     pub state: KeyState,
     /// Stored encryption count.
@@ -66,9 +66,8 @@ impl Mark {
                 .keys
                 .iter()
                 .map(|r| {
-                    let key_id = r.key_id().unwrap_or_else(|_| r.id.clone());
                     let k = MarkKey {
-                        key_id,
+                        seq: r.seq,
                         state: r.state,
                         reserved: r.encryptions_reserved,
                     };
@@ -89,8 +88,8 @@ fn rank(state: KeyState) -> u8 {
     }
 }
 
-/// Whether the document marked `new` moves forward from the one marked `held`; if not, why (ids
-/// and numbers only, fit for a log line).
+/// Whether the document marked `new` moves forward from the one marked `held`; if not, why
+/// (numbers only, fit for a log line).
 pub(super) fn check_forward(held: &Mark, new: &Mark) -> Result<(), String> {
     if new.keyring_id != held.keyring_id {
         return Err(format!(
@@ -115,20 +114,20 @@ pub(super) fn check_forward(held: &Mark, new: &Mark) -> Result<(), String> {
     }
     for (id, k) in &held.keys {
         let Some(n) = new.keys.get(id) else {
-            return Err(format!("it forgets key {}", k.key_id));
+            return Err(format!("it forgets key #{}", k.seq));
         };
         if rank(n.state) < rank(k.state) {
             return Err(format!(
-                "it moves key {} back from {} to {}",
-                k.key_id,
+                "it moves key #{} back from {} to {}",
+                k.seq,
                 k.state.name(),
                 n.state.name()
             ));
         }
         if n.reserved < k.reserved {
             return Err(format!(
-                "it lowers the encryption count of key {} from {} to {}",
-                k.key_id, k.reserved, n.reserved
+                "it lowers the encryption count of key #{} from {} to {}",
+                k.seq, k.reserved, n.reserved
             ));
         }
     }
@@ -214,7 +213,7 @@ impl MarkFile {
 mod tests {
     use super::*;
 
-    fn mark(generation: u64, digest: &str, keys: &[(&str, KeyState, u64)]) -> Mark {
+    fn mark(generation: u64, digest: &str, keys: &[(u64, KeyState, u64)]) -> Mark {
         Mark {
             keyring_id: "aa".into(),
             generation,
@@ -224,7 +223,7 @@ mod tests {
                 .iter()
                 .map(|(id, state, reserved)| {
                     let k = MarkKey {
-                        key_id: format!("kw-{id}"),
+                        seq: *id,
                         state: *state,
                         reserved: *reserved,
                     };
@@ -237,26 +236,26 @@ mod tests {
     #[test]
     fn only_forward_documents_are_accepted() {
         use KeyState::*;
-        let held = mark(5, "d5", &[("1", DecryptOnly, 10), ("2", Primary, 10)]);
+        let held = mark(5, "d5", &[(1, DecryptOnly, 10), (2, Primary, 10)]);
         assert_eq!(check_forward(&held, &held.clone()), Ok(()));
-        let next = mark(6, "d6", &[("1", Disabled, 10), ("2", Primary, 20)]);
+        let next = mark(6, "d6", &[(1, Disabled, 10), (2, Primary, 20)]);
         assert_eq!(check_forward(&held, &next), Ok(()));
         let cases = [
             (
-                mark(4, "d4", &[("1", DecryptOnly, 10), ("2", Primary, 10)]),
+                mark(4, "d4", &[(1, DecryptOnly, 10), (2, Primary, 10)]),
                 "generation 4",
             ),
             (
-                mark(5, "dx", &[("1", DecryptOnly, 10), ("2", Primary, 10)]),
+                mark(5, "dx", &[(1, DecryptOnly, 10), (2, Primary, 10)]),
                 "generation 5",
             ),
-            (mark(6, "d6", &[("2", Primary, 10)]), "forgets key kw-1"),
+            (mark(6, "d6", &[(2, Primary, 10)]), "forgets key #1"),
             (
-                mark(6, "d6", &[("1", Primary, 10), ("2", Primary, 10)]),
+                mark(6, "d6", &[(1, Primary, 10), (2, Primary, 10)]),
                 "back from decrypt-only",
             ),
             (
-                mark(6, "d6", &[("1", DecryptOnly, 9), ("2", Primary, 10)]),
+                mark(6, "d6", &[(1, DecryptOnly, 9), (2, Primary, 10)]),
                 "lowers",
             ),
         ];
@@ -275,7 +274,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let f = MarkFile::in_dir(&tmp.path().join("state"));
         assert_eq!(f.load().unwrap(), None);
-        let m = mark(3, "d", &[("1", KeyState::Primary, 1)]);
+        let m = mark(3, "d", &[(1, KeyState::Primary, 1)]);
         f.store(&m).unwrap();
         f.store(&m).unwrap();
         assert_eq!(f.load().unwrap(), Some(m));

@@ -340,6 +340,16 @@ mod tests {
                 "the primary key reached its encryption limit and could not be rotated",
             ),
             (
+                KeyringError::RolledBack {
+                    location: "etcd:http://127.0.0.1:2379 key /keyward/kms/keyring".into(),
+                    reason: "it forgets key #2".into(),
+                },
+                Code::Unavailable,
+                Reason::ServiceUnavailable,
+                "refusing the keyring document in etcd:http://127.0.0.1:2379 key \
+                 /keyward/kms/keyring as a rollback: it forgets key #2",
+            ),
+            (
                 KeyringError::Storage {
                     location: "etcd:http://127.0.0.1:2379".into(),
                     message: "unreachable".into(),
