@@ -191,7 +191,10 @@ impl MarkFile {
                 .map_err(|e| self.error(e))?;
         }
         let json = serde_json::to_vec(mark).map_err(|e| self.error(e))?;
-        let tmp = self.path.with_extension("mark.tmp");
+        // A name of this process's own: replicas sharing a state directory never write one file.
+        let tmp = self
+            .path
+            .with_extension(format!("mark.{}.tmp", std::process::id()));
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create(true)
