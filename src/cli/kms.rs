@@ -138,7 +138,12 @@ struct KeyringArgs {
 /// Where a keyring lives, checked.
 pub(super) enum KeyringAt {
     Dir(PathBuf),
-    Etcd { opts: EtcdOptions, prefix: String },
+    Etcd {
+        opts: EtcdOptions,
+        prefix: String,
+        /// The replica's state directory (`kms serve --state`).
+        state: Option<PathBuf>,
+    },
 }
 
 impl KeyringAt {
@@ -146,7 +151,11 @@ impl KeyringAt {
     pub(super) fn open(&self, stale_after: Duration) -> Result<KeyringLocation, CliError> {
         match self {
             KeyringAt::Dir(dir) => Ok(KeyringLocation::Dir(dir.clone())),
-            KeyringAt::Etcd { opts, prefix } => {
+            KeyringAt::Etcd {
+                opts,
+                prefix,
+                state,
+            } => {
                 let backend = EtcdBackend::connect(opts)
                     .map_err(|e| CliError::new(format!("--etcd-endpoints: {e}")))?;
                 Ok(KeyringLocation::Shared {
@@ -154,6 +163,7 @@ impl KeyringAt {
                     prefix: prefix.clone(),
                     label: format!("etcd:{}", opts.endpoints.join(",")),
                     stale_after,
+                    state: state.clone(),
                 })
             }
         }
@@ -188,6 +198,7 @@ impl KeyringArgs {
                 Ok(Some(KeyringAt::Etcd {
                     opts: self.etcd.options("--keyring etcd", refused)?,
                     prefix: prefix.to_owned(),
+                    state: None,
                 }))
             }
         }
@@ -252,6 +263,11 @@ pub(super) struct ServeArgs {
     /// wait for `keyward kms unseal`).
     #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
     seal: String,
+    /// With --keyring etcd: this replica's state directory (created 0700). It keeps the newest
+    /// keyring generation this replica accepted, so that a restart refuses a keyring rolled back
+    /// in etcd. Without it, only a running replica detects a rollback.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
     /// Unix socket for kube-apiserver (KMS v2, KMS v1, gRPC health).
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
@@ -370,7 +386,7 @@ fn init(a: InitArgs) -> Result<(), CliError> {
     let first = created.first;
     let place = match at {
         KeyringAt::Dir(data) => data.display().to_string(),
-        KeyringAt::Etcd { opts, prefix } => format!(
+        KeyringAt::Etcd { opts, prefix, .. } => format!(
             "etcd key {} ({})",
             keyring::shared_key(&prefix),
             opts.endpoints.join(",")
@@ -393,9 +409,22 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     let opts = ServeOptions::parse(&a.run)?;
     let stale_after =
         duration_or_never("--etcd-stale-after", &a.etcd_stale_after)?.unwrap_or(Duration::MAX);
-    let Some(at) = a.at.location()? else {
+    let Some(mut at) = a.at.location()? else {
         return Err(CliError::new("--data DIR is required (or --keyring etcd)"));
     };
+    match (&mut at, a.state) {
+        (KeyringAt::Etcd { state, .. }, Some(dir)) => *state = Some(dir),
+        (KeyringAt::Etcd { .. }, None) => tracing::warn!(
+            "--keyring etcd without --state: a restart of this replica cannot detect a keyring \
+             rolled back in etcd"
+        ),
+        (KeyringAt::Dir(_), Some(_)) => {
+            return Err(CliError::new(
+                "--state applies to --keyring etcd; a keyring in --data needs no other state",
+            ))
+        }
+        (KeyringAt::Dir(_), None) => {}
+    }
     let metrics_listen = a.observe.metrics_listen()?;
     let rt = runtime()?;
     if seal.needs_shares() {
@@ -407,7 +436,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         let location = at.open(stale_after)?;
         let storage = match &at {
             KeyringAt::Dir(dir) => format!("sled:{}", dir.display()),
-            KeyringAt::Etcd { opts, prefix } => format!(
+            KeyringAt::Etcd { opts, prefix, .. } => format!(
                 "etcd:{} key {}",
                 opts.endpoints.join(","),
                 keyring::shared_key(prefix)
@@ -496,6 +525,10 @@ pub(super) fn keyring_error(e: KeyringError, at: &KeyringAt) -> CliError {
                 "no keyring at {location}; create one with `keyward kms init --keyring etcd --etcd-endpoints ... --seal ...`"
             ),
         }),
+        e @ KeyringError::RolledBack { .. } => CliError::new(e).hint(
+            "someone with write access to etcd put an older keyring document there, or it was \
+             restored from a backup; see docs/security.md (\"Recovering from a refused keyring\")",
+        ),
         KeyringError::SealMismatch { keyring, given } => CliError::new(format!(
             "the keyring is sealed with {keyring}, but --seal gave {given}"
         )),

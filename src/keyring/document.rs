@@ -9,9 +9,13 @@
 //! (states, counters, order) is detected.
 //!
 //! ```text
-//! root key ─┬─ HKDF-Expand(root, "keyward/v1 kek-seal")    → seal_key  (XChaCha20-Poly1305)
+//! root key ─┬─ HKDF-Expand(root, "keyward/v1 kek-seal")    → seal base
 //!           └─ HKDF-Expand(root, "keyward/v1 keyring-mac") → mac_key   (HMAC-SHA256)
+//! seal_key (XChaCha20-Poly1305) = seal base                 before the first destroy,
+//!   HKDF-Expand(seal base, "keyward/v1 kek-seal epoch " ‖ seal_epoch)  after (a new epoch each)
 //! ```
+//!
+//! `generation` rises by one at every save and is covered by the MAC: see `rollback`.
 //!
 //! The seal record ([`SealRecord`], `"seal"` in the JSON) says where the root key comes from:
 //! `{"kind":"keyfile"}`, `{"kind":"passphrase-file","argon2id":{...}}` (both as written by every
@@ -40,6 +44,7 @@ use crate::seal::{self, pkcs11, shamir, KdfParams, RootKey, SealSpec, ShamirReco
 const FORMAT_VERSION: u64 = 1;
 const INFO_SEAL: &[u8] = b"keyward/v1 kek-seal";
 const INFO_MAC: &[u8] = b"keyward/v1 keyring-mac";
+const INFO_EPOCH: &[u8] = b"keyward/v1 kek-seal epoch ";
 /// Length of the MAC in front of the stored JSON.
 const MAC_LEN: usize = 32;
 
@@ -57,6 +62,15 @@ pub(super) struct Doc {
     /// that a replica can tell a document re-sealed elsewhere from a modified one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_id: Option<String>,
+    /// Random id of the seal epoch (hex): KEK material is sealed under a key derived from the
+    /// root key and this id ([`DocKeys::seal_key`]). Drawn anew at every destroy, which re-seals
+    /// the remaining KEKs (absent before the first destroy: the epoch of every release before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_epoch: Option<String>,
+    /// Raised by one at every save; a document read back must not be older than one already
+    /// accepted (see `rollback`). 0 in documents of releases before it.
+    #[serde(default)]
+    pub generation: u64,
     /// Sequence number of the next KEK.
     pub next_seq: u64,
     /// Every KEK, oldest first.
@@ -140,17 +154,33 @@ impl KeyRecord {
     }
 }
 
-/// The keys derived from a root key: one seals KEK material, one authenticates the document.
+/// The keys derived from a root key: one (per seal epoch) seals KEK material, one authenticates
+/// the document.
 pub(super) struct DocKeys {
-    pub seal_key: Key32,
+    seal_base: Key32,
     pub mac_key: Key32,
 }
 
 impl DocKeys {
     pub fn derive(root: &RootKey) -> DocKeys {
         DocKeys {
-            seal_key: crypto::hkdf_expand(root.key(), INFO_SEAL),
+            seal_base: crypto::hkdf_expand(root.key(), INFO_SEAL),
             mac_key: crypto::hkdf_expand(root.key(), INFO_MAC),
+        }
+    }
+
+    /// The key sealing the KEK material of `doc`: for the first epoch the base seal key, then
+    /// `HKDF-Expand(base, "keyward/v1 kek-seal epoch " ‖ epoch id)`.
+    pub fn seal_key(&self, doc: &Doc) -> Key32 {
+        match &doc.seal_epoch {
+            None => {
+                Key32::from_slice(self.seal_base.expose()).expect("a Key32 holds exactly 32 bytes")
+            }
+            Some(epoch) => {
+                let mut info = INFO_EPOCH.to_vec();
+                info.extend_from_slice(epoch.as_bytes());
+                crypto::hkdf_expand(&self.seal_base, &info)
+            }
         }
     }
 }
@@ -172,11 +202,25 @@ pub(super) struct NewSeal {
 
 // ----- in-memory form -----
 
-/// Encryptions under one KEK: used, and reserved (persisted).
+/// Encryptions under one KEK: used here, reserved here (persisted), and reserved by every
+/// process together (the stored count).
 #[derive(Default)]
 pub(super) struct Counter {
     pub used: AtomicU64,
     pub reserved: AtomicU64,
+    pub stored: AtomicU64,
+}
+
+impl Counter {
+    /// An upper bound of the encryptions under this KEK by every process sharing the keyring:
+    /// those made here, plus what the others reserved (the stored count beyond this process's
+    /// own reservations).
+    pub fn global(&self) -> u64 {
+        let used = self.used.load(Ordering::Relaxed);
+        let reserved = self.reserved.load(Ordering::Acquire);
+        let stored = self.stored.load(Ordering::Acquire);
+        used.saturating_add(stored.saturating_sub(reserved))
+    }
 }
 
 /// A KEK ready to use.
@@ -206,7 +250,7 @@ impl Kek {
             state: self.state,
             algorithm: self.alg,
             created_unix: self.created_unix,
-            encryptions: self.counter.used.load(Ordering::Relaxed),
+            encryptions: self.counter.global(),
         }
     }
 }
@@ -386,10 +430,13 @@ pub(super) fn new_doc(
         algorithm: opts.algorithm.name().to_owned(),
         seal: record,
         root_id: None,
+        seal_epoch: None,
+        generation: 1,
         next_seq: 1,
         keys: Vec::new(),
     };
-    let rec = new_key_record(&mut doc, &keyring_id, &keys.seal_key, opts.algorithm)?;
+    let seal_key = keys.seal_key(&doc);
+    let rec = new_key_record(&mut doc, &keyring_id, &seal_key, opts.algorithm)?;
     let info = KeyInfo {
         key_id: rec.key_id()?,
         seq: rec.seq,
@@ -411,10 +458,37 @@ pub(super) fn reseal(
     new: &DocKeys,
     record: SealRecord,
 ) -> Result<Doc, KeyringError> {
-    let opener = AeadKey::new(Algorithm::XChaCha20Poly1305, &old.seal_key);
-    let sealer = AeadKey::new(Algorithm::XChaCha20Poly1305, &new.seal_key);
     let mut out = doc.clone();
-    for rec in out.keys.iter_mut() {
+    reseal_material(&mut out, keyring_id, &old.seal_key(doc), &new.seal_key(doc))?;
+    out.seal = record;
+    out.root_id = Some(hex::encode(crypto::random_array::<8>()?));
+    Ok(out)
+}
+
+/// `doc` in a new seal epoch: every remaining KEK's material re-sealed under the new epoch's
+/// key, so that the sealed bytes of the document share nothing with earlier copies.
+pub(super) fn new_epoch(
+    doc: &Doc,
+    keyring_id: &[u8; 16],
+    keys: &DocKeys,
+) -> Result<Doc, KeyringError> {
+    let mut out = doc.clone();
+    out.seal_epoch = Some(hex::encode(crypto::random_array::<16>()?));
+    let new = keys.seal_key(&out);
+    reseal_material(&mut out, keyring_id, &keys.seal_key(doc), &new)?;
+    Ok(out)
+}
+
+/// Re-seals every KEK's material in `doc` from `old` to `new`.
+fn reseal_material(
+    doc: &mut Doc,
+    keyring_id: &[u8; 16],
+    old: &Key32,
+    new: &Key32,
+) -> Result<(), KeyringError> {
+    let opener = AeadKey::new(Algorithm::XChaCha20Poly1305, old);
+    let sealer = AeadKey::new(Algorithm::XChaCha20Poly1305, new);
+    for rec in doc.keys.iter_mut() {
         let Some(sealed) = &rec.sealed else { continue };
         let sealed = B64
             .decode(sealed)
@@ -431,9 +505,7 @@ pub(super) fn reseal(
             .map_err(|_| KeyringError::Unseal)?;
         rec.sealed = Some(B64.encode(sealer.seal_random_nonce(&aad, &material)?));
     }
-    out.seal = record;
-    out.root_id = Some(hex::encode(crypto::random_array::<8>()?));
-    Ok(out)
+    Ok(())
 }
 
 /// The stored form: `HMAC-SHA256(mac_key, json) ‖ json`.
@@ -532,16 +604,19 @@ pub(super) fn verify(
     Ok(doc)
 }
 
-/// Adds counters for keys not yet counted, starting at their stored reservation.
+/// Adds counters for keys not yet counted, starting at their stored reservation, and records
+/// every key's stored (cluster-wide) reservation.
 pub(super) fn add_counters(doc: &Doc, counters: &mut Counters) -> Result<(), KeyringError> {
     for rec in &doc.keys {
-        counters.entry(parse_id(&rec.id)?).or_insert_with(|| {
+        let c = counters.entry(parse_id(&rec.id)?).or_insert_with(|| {
             let c = Counter::default();
             c.used.store(rec.encryptions_reserved, Ordering::Relaxed);
             c.reserved
                 .store(rec.encryptions_reserved, Ordering::Relaxed);
             Arc::new(c)
         });
+        c.stored
+            .fetch_max(rec.encryptions_reserved, Ordering::AcqRel);
     }
     Ok(())
 }
@@ -658,7 +733,8 @@ mod tests {
         assert!(info.key_id.starts_with("kw-1-"));
         let mut counters = Counters::new();
         add_counters(&u.doc, &mut counters).unwrap();
-        let snap = build_snapshot(&u.doc, &u.keyring_id, &u.keys.seal_key, &counters).unwrap();
+        let seal_key = u.keys.seal_key(&u.doc);
+        let snap = build_snapshot(&u.doc, &u.keyring_id, &seal_key, &counters).unwrap();
         assert_eq!(&*snap.primary.key_id, info.key_id);
         assert_eq!(
             verify(&stored, &u.keys.mac_key, &u.keyring_id)

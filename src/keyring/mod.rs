@@ -10,6 +10,10 @@
 //!   [`Backend`](crate::backend::Backend), a sled store in a data directory or etcd shared by
 //!   plugin replicas; compare-and-swap saves, following other writers, and the conversion of a
 //!   data directory written by keyward 0.1.0.
+//! - `reload`: taking in documents other writers stored (following, reloading, adopting only
+//!   documents that move forward) and the bounded wait of a request for an unknown key id.
+//! - `rollback`: the check that a document moves forward (generation, states, counts) and a
+//!   replica's durable mark of the newest document it accepted.
 //! - `policy`: [`RotationPolicy`] and the maintenance task that applies it.
 //! - `sealed`: a keyring sealed with Shamir shares ([`SealedKeyring`]), opened once enough
 //!   shares are handed in; and root-key rotation ([`Keyring::rekey_root`]).
@@ -22,8 +26,10 @@
 //! # Counting
 //! Random-nonce AES-GCM must not seal more than 2^32 times under one key. Each KEK counts its
 //! encryptions; the count is persisted as a reservation in blocks of [`RESERVATION_BLOCK`], so
-//! the hot path does no I/O and a crash can only over-count. Rotation by count and by age is
-//! done by [`Keyring::start_maintenance`].
+//! the hot path does no I/O and a crash can only over-count. The stored count of a shared keyring
+//! is the sum of every replica's reservations, so limits apply to an upper bound of the
+//! encryptions of all replicas together (what this process made, plus what the others reserved).
+//! Rotation by count and by age is done by [`Keyring::start_maintenance`].
 //!
 //! # Concurrency
 //! `encrypt`, `decrypt`, `health` and `keys` read an immutable snapshot (swapped whole with
@@ -31,26 +37,40 @@
 //! changed copy of the document with a compare-and-swap (reloading and deciding again if another
 //! writer came first), and only then publishes the new snapshot. Each change runs as a task of
 //! its own, so a caller that stops waiting (a client hanging up) cannot cut it between its write
-//! and publishing it.
+//! and publishing it. A request never waits on a shared keyring's backend for longer than
+//! [`REQUEST_IO_WAIT`]: an unknown key id starts a reload in the background, and a reservation
+//! that the block of encryptions ran out for goes on in the background.
+//!
+//! # Destroy
+//! Destroying a KEK erases its sealed material from the document, re-seals the remaining KEKs
+//! under a new seal epoch, and drops the older copies of the document the storage holds: a data
+//! directory's store is rewritten, etcd is compacted to the new revision. Copies outside
+//! (backups, etcd snapshots, the etcd members' own files until they reuse them) still hold it:
+//! see docs/security.md.
 
 mod document;
 mod envelope;
 mod policy;
+mod reload;
+mod rollback;
 mod sealed;
 mod storage;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use crate::backend::Revision;
 use crate::crypto::{self, Algorithm, CryptoError, Key32};
 use crate::seal::{KdfParams, SealError, SealSpec, SplitShares};
 use document::{Counter, Counters, Doc, DocKeys, Kek, KeyRecord, Snapshot};
+use rollback::Mark;
 use storage::{DocStore, FollowGuard};
 
 pub use envelope::{CIPHERTEXT_VERSION, HEADER_LEN, KEK_ID_LEN, MAX_CIPHERTEXT, MAX_PLAINTEXT};
@@ -58,6 +78,7 @@ pub use policy::{
     rotation_due, MaintenanceGuard, RotationPolicy, DEFAULT_ROTATE_AFTER,
     DEFAULT_ROTATE_AFTER_ENCRYPTIONS,
 };
+pub use rollback::MARK_FILE;
 pub use sealed::{Rekeyed, SealedKeyring, UnsealProgress, UnsealStep};
 pub use storage::{
     shared_key, KeyringLocation, CONFIRM_EVERY, DEFAULT_KEY, DEFAULT_STALE_AFTER, DIR_STORE,
@@ -72,6 +93,14 @@ const AES_GCM_HARD_LIMIT: u64 = 1 << 31;
 const MAX_CAS_ATTEMPTS: usize = 16;
 /// Minimum time between reloads of a shared keyring for unknown key ids (ms).
 const MISS_RELOAD_INTERVAL_MS: i64 = 100;
+/// How long a request waits for a background reload (an unknown key id) or for a reservation
+/// to be saved (a shared keyring's block of encryptions used up) before it fails: requests never
+/// wait on etcd for longer, whatever etcd does.
+pub const REQUEST_IO_WAIT: Duration = Duration::from_millis(500);
+/// [`Inner::doc_problem`] values.
+const DOC_OK: u8 = 0;
+const DOC_INVALID: u8 = 1;
+const DOC_ROLLED_BACK: u8 = 2;
 
 /// Errors of this layer.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +169,17 @@ pub enum KeyringError {
     /// Deliberately opaque (caller's data).
     #[error("decryption failed")]
     Decrypt,
+    /// The stored document does not move forward from the one this process holds or last
+    /// accepted: an older generation, a known key forgotten or moved back to an earlier state
+    /// (someone with write access to the storage replayed an old document, or restored a
+    /// backup; operator: see the log and docs/security.md).
+    #[error("refusing the keyring document in {location} as a rollback: {reason}")]
+    RolledBack {
+        /// Where the document lives.
+        location: String,
+        /// Why it does not move forward (key ids and numbers only).
+        reason: String,
+    },
     /// The primary KEK reached its hard encryption limit and rotation failed (environment).
     #[error("the primary key reached its encryption limit and could not be rotated")]
     Exhausted,
@@ -251,7 +291,8 @@ pub struct Rotated {
 #[derive(Debug, Clone)]
 pub struct Health {
     /// The last self-test passed and, for a shared keyring, it was confirmed current within its
-    /// stale bound.
+    /// stale bound and the stored document was not refused (a rollback, garbage, another
+    /// keyring, a re-seal elsewhere).
     pub healthy: bool,
     /// Why not healthy, for `healthz`.
     pub problem: Option<&'static str>,
@@ -274,6 +315,10 @@ struct Writer {
     doc: Doc,
     counters: Counters,
     keys: DocKeys,
+    /// The mark of the newest document accepted: a document read back must move forward from it.
+    mark: Mark,
+    /// The last revision refused (logged once).
+    refused: Option<Revision>,
 }
 
 struct Inner {
@@ -288,6 +333,12 @@ struct Inner {
     healthy: AtomicBool,
     /// Another replica re-sealed the shared document under a root key this one does not have.
     resealed_elsewhere: AtomicBool,
+    /// Whether the stored document was refused: `DOC_OK`, `DOC_INVALID`, `DOC_ROLLED_BACK`.
+    doc_problem: AtomicU8,
+    /// A background reload for an unknown key id is running.
+    reloading: AtomicBool,
+    /// Signalled when a background reload ends.
+    reloaded: tokio::sync::Notify,
     /// Wakes the maintenance task early (reservation running low, rotation count reached).
     wake: Arc<tokio::sync::Notify>,
     /// Last reload for an unknown key id (ms since the epoch), to bound reloads.
@@ -384,13 +435,34 @@ impl Keyring {
         unsealed: document::Unsealed,
         policy: RotationPolicy,
     ) -> Result<Keyring, KeyringError> {
+        let mark = Mark::of(&unsealed.doc, found.stored());
         let store = found.into_store().await?;
+        if let Some(file) = store.mark_file().cloned() {
+            let location = store.location().to_owned();
+            let new = mark.clone();
+            storage::blocking(&location.clone(), move || {
+                if let Some(seen) = file.load()? {
+                    rollback::check_forward(&seen, &new).map_err(|reason| {
+                        let reason = format!(
+                            "{reason} (seen by this replica, per {}; if the keyring was restored \
+                             on purpose, remove that file)",
+                            file.path().display()
+                        );
+                        tracing::error!(%reason, "refusing a rolled-back shared keyring");
+                        rollback::refused(&location, reason)
+                    })?;
+                }
+                file.store(&new)
+            })
+            .await?;
+        }
+        store.confirm();
         let mut counters = Counters::new();
         document::add_counters(&unsealed.doc, &mut counters)?;
         let snapshot = document::build_snapshot(
             &unsealed.doc,
             &unsealed.keyring_id,
-            &unsealed.keys.seal_key,
+            &unsealed.keys.seal_key(&unsealed.doc),
             &counters,
         )?;
         let keyring = Keyring {
@@ -402,12 +474,17 @@ impl Keyring {
                     doc: unsealed.doc,
                     counters,
                     keys: unsealed.keys,
+                    mark,
+                    refused: None,
                 }),
                 keyring_id: unsealed.keyring_id,
                 algorithm: unsealed.algorithm,
                 policy,
                 healthy: AtomicBool::new(false),
                 resealed_elsewhere: AtomicBool::new(false),
+                doc_problem: AtomicU8::new(DOC_OK),
+                reloading: AtomicBool::new(false),
+                reloaded: tokio::sync::Notify::new(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 last_miss_ms: AtomicI64::new(0),
                 follow: OnceLock::new(),
@@ -422,79 +499,6 @@ impl Keyring {
         keyring.self_test().await;
         keyring.follow();
         Ok(keyring)
-    }
-
-    /// Starts following the document if others may change it (see `storage`).
-    fn follow(&self) {
-        let known = Arc::downgrade(&self.inner);
-        let target = known.clone();
-        let guard = self.inner.store.follow(
-            // A followed keyring was saved or loaded, so it holds a revision.
-            move || known.upgrade().and_then(|inner| inner.store.revision()),
-            move || {
-                let target = target.clone();
-                async move {
-                    let Some(inner) = target.upgrade() else {
-                        return;
-                    };
-                    if let Err(e) = (Keyring { inner }).refresh().await {
-                        tracing::warn!(error = %e, "cannot reload the shared keyring");
-                    }
-                }
-            },
-        );
-        let _ = self.inner.follow.set(guard);
-    }
-
-    /// Reloads the keyring if another writer (a replica sharing it) changed its document. Only a
-    /// read when nothing changed.
-    pub async fn refresh(&self) -> Result<(), KeyringError> {
-        let mut w = self.inner.writer.lock().await;
-        self.reload_locked(&mut w).await
-    }
-
-    /// Replaces the held document with the stored one, if it changed. The new document must
-    /// pass the MAC and belong to the same keyring.
-    async fn reload_locked(&self, w: &mut Writer) -> Result<(), KeyringError> {
-        let store = &self.inner.store;
-        let (stored, revision) = store
-            .load()
-            .await?
-            .ok_or_else(|| KeyringError::NotFound(store.location().to_owned()))?;
-        if Some(revision) == store.revision() {
-            return Ok(());
-        }
-        let doc = match document::verify(&stored, &w.keys.mac_key, &self.inner.keyring_id) {
-            Ok(doc) => doc,
-            Err(KeyringError::Unseal) if self.resealed(&stored, w) => {
-                self.inner.resealed_elsewhere.store(true, Ordering::Release);
-                tracing::error!("{}", KeyringError::Resealed);
-                return Err(KeyringError::Resealed);
-            }
-            Err(e) => return Err(e),
-        };
-        document::add_counters(&doc, &mut w.counters)?;
-        let snapshot = self.build_snapshot(&doc, &w.keys.seal_key, &w.counters)?;
-        let before = self.inner.snapshot.load().primary.key_id.clone();
-        w.doc = doc;
-        store.set_revision(revision);
-        self.inner.snapshot.store(Arc::new(snapshot));
-        let after = self.inner.snapshot.load().primary.key_id.clone();
-        if before != after {
-            tracing::info!(key_id_hash = %crypto::key_id_hash(&after), previous_key_id_hash = %crypto::key_id_hash(&before), "primary key changed by another replica");
-        }
-        Ok(())
-    }
-
-    /// Whether `stored`, which the held MAC key did not open, is this keyring under another seal
-    /// (re-sealed by another process) rather than a modified document.
-    fn resealed(&self, stored: &[u8], w: &Writer) -> bool {
-        document::peek_doc(stored).is_ok_and(|doc| {
-            doc.keyring_id == hex::encode(self.inner.keyring_id)
-                && (doc.root_id != w.doc.root_id
-                    || serde_json::to_string(&doc.seal).ok()
-                        != serde_json::to_string(&w.doc.seal).ok())
-        })
     }
 
     fn build_snapshot(
@@ -526,10 +530,15 @@ impl Keyring {
         let current = self.inner.store.current();
         let tested = self.inner.healthy.load(Ordering::Acquire);
         let resealed = self.inner.resealed_elsewhere.load(Ordering::Acquire);
+        let doc = self.inner.doc_problem.load(Ordering::Acquire);
         Health {
-            healthy: tested && current && !resealed,
+            healthy: tested && current && !resealed && doc == DOC_OK,
             problem: if resealed {
                 Some("shared keyring re-sealed under a new root key by another replica; restart with the new seal")
+            } else if doc == DOC_ROLLED_BACK {
+                Some("shared keyring in etcd was rolled back to an older document; refusing it (see the plugin's log)")
+            } else if doc != DOC_OK {
+                Some("shared keyring in etcd is invalid or not this keyring; refusing it (see the plugin's log)")
             } else if !tested {
                 Some("keyring self-test failed")
             } else if !current {
@@ -588,8 +597,8 @@ impl Keyring {
 
     /// Unwraps a ciphertext made by [`Keyring::encrypt`]. With `key_id`, the ciphertext must
     /// also have been made under that key_id. Every failure is [`KeyringError::Decrypt`]. Awaits
-    /// only for a KEK id a shared keyring does not know (a bounded reload: a peer may just have
-    /// rotated).
+    /// only for a KEK id a shared keyring does not know (a peer may just have rotated): a reload
+    /// runs in the background, and this waits for it at most [`REQUEST_IO_WAIT`].
     pub async fn decrypt(
         &self,
         ciphertext: &[u8],
@@ -600,7 +609,7 @@ impl Keyring {
         let kek = match found {
             Some(kek) => kek,
             None => {
-                self.refresh_for_unknown_key().await;
+                self.wait_for_reload().await;
                 self.inner
                     .snapshot
                     .load()
@@ -640,28 +649,6 @@ impl Keyring {
         ok
     }
 
-    /// A shared keyring may lack a key another replica just created: reload, at most once per
-    /// [`MISS_RELOAD_INTERVAL_MS`] so that made-up key ids cannot flood the backend.
-    async fn refresh_for_unknown_key(&self) {
-        if !self.inner.store.shared_with_others() {
-            return;
-        }
-        let now = storage::now_ms();
-        let last = self.inner.last_miss_ms.load(Ordering::Acquire);
-        if now - last < MISS_RELOAD_INTERVAL_MS
-            || self
-                .inner
-                .last_miss_ms
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
-            return;
-        }
-        if let Err(e) = self.refresh().await {
-            tracing::warn!(error = %e, "cannot reload the shared keyring for an unknown key id");
-        }
-    }
-
     /// Runs a change of the keyring as a task of its own (see the module docs).
     async fn detached<T, F>(&self, change: impl FnOnce(Keyring) -> F) -> Result<T, KeyringError>
     where
@@ -692,10 +679,11 @@ impl Keyring {
                     rec.state = KeyState::DecryptOnly;
                 }
             }
+            let seal_key = w.keys.seal_key(&doc);
             let mut rec = document::new_key_record(
                 &mut doc,
                 &self.inner.keyring_id,
-                &w.keys.seal_key,
+                &seal_key,
                 self.inner.algorithm,
             )?;
             rec.encryptions_reserved = RESERVATION_BLOCK;
@@ -703,6 +691,7 @@ impl Keyring {
             doc.keys.push(rec);
             let counter = Arc::new(Counter::default());
             counter.reserved.store(RESERVATION_BLOCK, Ordering::Relaxed);
+            counter.stored.store(RESERVATION_BLOCK, Ordering::Relaxed);
             w.counters.insert(id, counter);
             if self.commit(&mut w, doc).await? {
                 break;
@@ -791,6 +780,7 @@ impl Keyring {
     ) -> Result<KeyInfo, KeyringError> {
         let mut w = self.inner.writer.lock().await;
         let mut committed = false;
+        let mut destroyed = false;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let mut doc = w.doc.clone();
             let rec = doc
@@ -799,11 +789,27 @@ impl Keyring {
                 .find(|r| r.key_id().is_ok_and(|id| id == key_id))
                 .ok_or_else(|| KeyringError::UnknownKey(key_id.to_owned()))?;
             rule(key_id, rec)?;
+            destroyed = rec.state == KeyState::Destroyed;
+            if destroyed {
+                // The remaining keys are sealed anew: the document shares no sealed bytes with
+                // its earlier copies.
+                doc = document::new_epoch(&doc, &self.inner.keyring_id, &w.keys)?;
+            }
             if self.commit(&mut w, doc).await? {
                 committed = true;
                 break;
             }
             self.reload_locked(&mut w).await?;
+        }
+        if committed && destroyed {
+            // Drop the superseded copies that still hold the destroyed key's sealed material.
+            match self.inner.store.shred().await {
+                Ok(()) => tracing::info!("dropped the older copies of the keyring"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "a key is destroyed, but older copies of the keyring could not be dropped"
+                ),
+            }
         }
         drop(w);
         if !committed {
@@ -820,36 +826,58 @@ impl Keyring {
 
     /// Saves `doc`, then publishes the new snapshot. Returns false, changing nothing, if
     /// another writer changed the stored document first (reload and retry).
-    async fn commit(&self, w: &mut Writer, doc: Doc) -> Result<bool, KeyringError> {
-        let snapshot = self.build_snapshot(&doc, &w.keys.seal_key, &w.counters)?;
-        if !self.save(&doc, &w.keys.mac_key).await? {
+    async fn commit(&self, w: &mut Writer, mut doc: Doc) -> Result<bool, KeyringError> {
+        let snapshot = self.build_snapshot(&doc, &w.keys.seal_key(&doc), &w.counters)?;
+        let Some(mark) = self.save(&mut doc, &w.keys.mac_key).await? else {
             return Ok(false);
-        }
+        };
         w.doc = doc;
         self.inner.snapshot.store(Arc::new(snapshot));
+        self.keep_mark(w, mark).await;
         Ok(true)
     }
 
-    /// Saves `doc` with a compare-and-swap on the revision this process holds. False: the
+    /// Saves `doc` (a changed copy of the document held) as the next generation, with a
+    /// compare-and-swap on the revision this process holds, and returns its mark. None: the
     /// stored document is newer.
-    async fn save(&self, doc: &Doc, mac_key: &Key32) -> Result<bool, KeyringError> {
+    async fn save(&self, doc: &mut Doc, mac_key: &Key32) -> Result<Option<Mark>, KeyringError> {
+        doc.generation += 1;
         let value = document::encode(doc, mac_key)?;
-        self.inner.store.save(value).await
+        let mark = Mark::of(doc, &value);
+        Ok(self.inner.store.save(value).await?.then_some(mark))
     }
 
+    /// Counts one encryption under `kek`. The limits apply to the count of every process
+    /// sharing the keyring ([`Counter::global`]). Awaits only when this process's reserved block
+    /// is used up; a shared keyring then waits at most [`REQUEST_IO_WAIT`] for the reservation
+    /// to be saved (it goes on in the background).
     async fn count_encryption(&self, kek: &Arc<Kek>) -> Result<(), KeyringError> {
         let n = kek.counter.used.fetch_add(1, Ordering::Relaxed);
-        if kek.alg == Algorithm::Aes256Gcm && n >= AES_GCM_HARD_LIMIT {
+        let reserved = kek.counter.reserved.load(Ordering::Acquire);
+        let global = kek.counter.global().saturating_sub(1);
+        if kek.alg == Algorithm::Aes256Gcm && global >= AES_GCM_HARD_LIMIT {
             return Err(KeyringError::Exhausted);
         }
-        let reserved = kek.counter.reserved.load(Ordering::Acquire);
         if n >= reserved {
-            self.reserve(kek, n + 1, n + RESERVATION_BLOCK).await?;
+            let reserve = self.reserve(kek, n + 1, n + RESERVATION_BLOCK);
+            if !self.inner.store.shared_with_others() {
+                reserve.await?;
+            } else if tokio::time::timeout(REQUEST_IO_WAIT, reserve)
+                .await
+                .is_err()
+            {
+                return Err(KeyringError::Storage {
+                    location: self.inner.store.location().to_owned(),
+                    message: format!(
+                        "could not save a reservation of encryptions within {REQUEST_IO_WAIT:?}"
+                    ),
+                });
+            }
         } else if reserved - n == RESERVATION_BLOCK / 2 {
             self.inner.wake.notify_one();
         }
         if let Some(max) = self.inner.policy.max_encryptions {
-            if n + 1 == max {
+            if global + 1 >= max {
                 self.inner.wake.notify_one();
             }
         }
@@ -887,9 +915,12 @@ impl Keyring {
                 .find(|r| r.id == id)
                 .ok_or_else(|| KeyringError::Corrupt("reserving for an unknown key".into()))?;
             rec.encryptions_reserved = rec.encryptions_reserved.saturating_add(delta);
-            if self.save(&doc, &w.keys.mac_key).await? {
+            let stored = rec.encryptions_reserved;
+            if let Some(mark) = self.save(&mut doc, &w.keys.mac_key).await? {
                 w.doc = doc;
                 kek.counter.reserved.store(local + delta, Ordering::Release);
+                kek.counter.stored.fetch_max(stored, Ordering::AcqRel);
+                self.keep_mark(&mut w, mark).await;
                 return Ok(());
             }
             self.reload_locked(&mut w).await?;

@@ -4,7 +4,8 @@
 //!
 //! A rotation of the root key re-seals every KEK's material under keys derived from a new root
 //! key (of any seal kind) and replaces the seal record, in one compare-and-swap of the document:
-//! key ids, states and counters stay, and the old root key opens nothing stored afterwards.
+//! key ids, states and counters stay, and the old root key opens nothing stored afterwards. The
+//! superseded copies the storage still holds are then dropped, as after a destroy.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -198,11 +199,12 @@ impl Keyring {
             ));
         }
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let doc = document::reseal(&w.doc, &id, &w.keys, &keys, record.clone())?;
-            let snapshot = document::build_snapshot(&doc, &id, &keys.seal_key, &w.counters)?;
-            if self.save(&doc, &keys.mac_key).await? {
+            let mut doc = document::reseal(&w.doc, &id, &w.keys, &keys, record.clone())?;
+            let snapshot = document::build_snapshot(&doc, &id, &keys.seal_key(&doc), &w.counters)?;
+            if let Some(mark) = self.save(&mut doc, &keys.mac_key).await? {
                 w.doc = doc;
                 w.keys = keys;
+                self.keep_mark(&mut w, mark).await;
                 self.inner.snapshot.store(Arc::new(snapshot));
                 *self
                     .inner
@@ -213,6 +215,11 @@ impl Keyring {
                     .resealed_elsewhere
                     .store(false, Ordering::Release);
                 tracing::info!(seal, "re-sealed the keyring under a new root key");
+                // The superseded copies open with the old root key: drop those the storage
+                // holds (a data directory's store is rewritten, etcd compacted).
+                if let Err(e) = self.inner.store.shred().await {
+                    tracing::error!(error = %e, "older copies of the keyring could not be dropped");
+                }
                 return Ok(Rekeyed { seal, shares });
             }
             self.reload_locked(&mut w).await?;

@@ -9,6 +9,9 @@
 //!   confirms with a linearizable read every [`CONFIRM_EVERY`] that it is current; it reports
 //!   itself stale once it has not confirmed for longer than its bound. A keyring in a data
 //!   directory ([`KeyringLocation::Dir`]) has no other writer: it neither follows nor goes stale.
+//! - **Shred** (after a destroy): a data directory's store is rewritten into a fresh one that
+//!   replaces it, so no file of the directory holds a superseded document any more; a shared
+//!   keyring compacts etcd to the new revision.
 //!
 //! # A data directory
 //!
@@ -26,14 +29,16 @@
 use std::fmt;
 use std::fs;
 use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_stream::StreamExt;
 
+use super::rollback::MarkFile;
 use super::KeyringError;
 use crate::backend::legacy;
 use crate::backend::{
@@ -89,6 +94,10 @@ pub enum KeyringLocation {
         label: String,
         /// Report unhealthy once the keyring could not confirm it is current for this long.
         stale_after: Duration,
+        /// This replica's state directory, where it keeps the mark of the newest document it
+        /// accepted (see `rollback`), so that a restart refuses a rolled-back document too.
+        /// `None`: only a running replica detects a rollback.
+        state: Option<PathBuf>,
     },
 }
 
@@ -100,12 +109,14 @@ impl fmt::Debug for KeyringLocation {
                 prefix,
                 label,
                 stale_after,
+                state,
                 ..
             } => f
                 .debug_struct("Shared")
                 .field("label", label)
                 .field("prefix", prefix)
                 .field("stale_after", stale_after)
+                .field("state", state)
                 .finish_non_exhaustive(),
         }
     }
@@ -179,7 +190,12 @@ pub(super) async fn blocking<T: Send + 'static>(
 
 /// The keyring document under one key of a backend.
 pub(super) struct DocStore {
-    backend: Arc<dyn Backend>,
+    /// The backend; replaced when a data directory's store is rewritten ([`DocStore::shred`]).
+    backend: RwLock<Option<Arc<dyn Backend>>>,
+    /// The data directory, for a keyring of its own.
+    dir: Option<PathBuf>,
+    /// The mark file of a shared keyring's replica.
+    mark: Option<MarkFile>,
     key: Vec<u8>,
     /// Where the document lives, for messages: the data directory, or `<label> key <key>`.
     location: String,
@@ -196,7 +212,9 @@ pub(super) struct DocStore {
 impl DocStore {
     fn in_dir(backend: SledBackend, dir: &Path) -> DocStore {
         DocStore {
-            backend: Arc::new(backend),
+            backend: RwLock::new(Some(Arc::new(backend))),
+            dir: Some(dir.to_owned()),
+            mark: None,
             key: DEFAULT_KEY.as_bytes().to_vec(),
             location: dir.display().to_string(),
             description: format!("sled:{}", dir.display()),
@@ -211,11 +229,14 @@ impl DocStore {
         prefix: &str,
         label: &str,
         stale_after: Duration,
+        state: Option<&Path>,
     ) -> Result<DocStore, KeyringError> {
         let key = shared_key_checked(prefix)?;
         let location = format!("{label} key {key}");
         Ok(DocStore {
-            backend: backend.clone(),
+            backend: RwLock::new(Some(backend.clone())),
+            dir: None,
+            mark: state.map(MarkFile::in_dir),
             key: key.into_bytes(),
             description: location.clone(),
             location,
@@ -269,18 +290,37 @@ impl DocStore {
         Some((Duration::from_millis(ago.max(0) as u64), bound))
     }
 
+    /// Records that the document held was confirmed current just now (it was read back and
+    /// accepted, or saved).
+    pub fn confirm(&self) {
+        self.confirmed_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// The mark file of a shared keyring's replica, if it has a state directory.
+    pub fn mark_file(&self) -> Option<&MarkFile> {
+        self.mark.as_ref()
+    }
+
     fn error(&self, e: BackendError) -> KeyringError {
         storage_error(&self.location, e)
     }
 
-    /// The stored bytes and their revision (a linearizable read on etcd).
+    fn backend(&self) -> Result<Arc<dyn Backend>, KeyringError> {
+        self.backend
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| storage_error(&self.location, "the keyring store is closed"))
+    }
+
+    /// The stored bytes and their revision (a linearizable read on etcd). Confirms nothing:
+    /// the caller does once it accepted them.
     pub async fn load(&self) -> Result<Option<(Vec<u8>, Revision)>, KeyringError> {
         let (kv, _) = self
-            .backend
+            .backend()?
             .get(&self.key, None)
             .await
             .map_err(|e| self.error(e))?;
-        self.confirmed_ms.store(now_ms(), Ordering::Release);
         Ok(kv.map(|kv| (kv.value, kv.mod_revision)))
     }
 
@@ -292,7 +332,7 @@ impl DocStore {
             Some(held) => Expect::ModRevision(held),
         };
         match self
-            .backend
+            .backend()?
             .put(&self.key, value, expect)
             .await
             .map_err(|e| self.error(e))?
@@ -306,6 +346,73 @@ impl DocStore {
         }
     }
 
+    /// Drops the older copies of the document that the store still holds (after a destroy).
+    /// A data directory's store is rewritten into a fresh store holding only the current
+    /// document, which then replaces the old one (its files unlinked); etcd is compacted to the
+    /// document's revision, which discards every older revision of every key. Call it with the
+    /// keyring's writer lock held: nothing else may use the store meanwhile.
+    pub async fn shred(&self) -> Result<(), KeyringError> {
+        let Some(dir) = self.dir.clone() else {
+            let Some(revision) = self.revision() else {
+                return Ok(());
+            };
+            return self
+                .backend()?
+                .compact(revision)
+                .await
+                .map_err(|e| self.error(e));
+        };
+        let (value, _) = self
+            .load()
+            .await?
+            .ok_or_else(|| KeyringError::NotFound(self.location.clone()))?;
+        let location = self.location.clone();
+        let d = dir.clone();
+        let (lock, temp) = blocking(&location, move || {
+            let lock = DirLock::acquire(&d)?;
+            remove_all(&d, &[TEMP_DIR])?;
+            let temp = open_sled(&d.join(TEMP_DIR), &d)?;
+            Ok((lock, temp))
+        })
+        .await?;
+        match temp
+            .put(&self.key, value, Expect::Absent)
+            .await
+            .map_err(|e| self.error(e))?
+        {
+            WriteOutcome::Applied { .. } => {}
+            _ => {
+                return Err(storage_error(
+                    &location,
+                    "a new store already held a keyring",
+                ))
+            }
+        }
+        let old = self
+            .backend
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let (swapped, store) = blocking(&location, move || {
+            // Close both stores (this keyring holds the only handle of the old one).
+            drop(temp);
+            drop(old);
+            let swapped = swap_in_rewritten(&dir);
+            // Whichever store is in place now holds the current document.
+            let store = open_sled(&dir.join(DIR_STORE), &dir);
+            drop(lock);
+            Ok((swapped, store))
+        })
+        .await?;
+        *self.backend.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(store?));
+        let (_, revision) = self
+            .load()
+            .await?
+            .ok_or_else(|| KeyringError::NotFound(self.location.clone()))?;
+        self.set_revision(revision);
+        swapped
+    }
+
     /// Follows a document others may change: awaits `changed()` whenever the backend shows a
     /// revision other than `known()`, from a watch and from a confirming read every
     /// [`CONFIRM_EVERY`]. The tasks stop when the guard is dropped, or when `known` returns
@@ -316,14 +423,15 @@ impl DocStore {
         C: Fn() -> F + Send + Sync + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        if !self.shared_with_others() {
-            return FollowGuard { tasks: Vec::new() };
-        }
+        let backend = match self.backend() {
+            Ok(backend) if self.shared_with_others() => backend,
+            _ => return FollowGuard { tasks: Vec::new() },
+        };
         let known = Arc::new(known);
         let changed = Arc::new(changed);
         // The watch: prompt propagation of changes.
-        let (backend, key, k, c) = (
-            self.backend.clone(),
+        let (watch_backend, key, k, c) = (
+            backend.clone(),
             self.key.clone(),
             known.clone(),
             changed.clone(),
@@ -331,7 +439,7 @@ impl DocStore {
         let watch = tokio::spawn(async move {
             loop {
                 let Some(from) = k() else { return };
-                match backend.watch(&key, from.next()).await {
+                match watch_backend.watch(&key, from.next()).await {
                     Ok(mut events) => {
                         while let Some(ev) = events.next().await {
                             let Ok(ev) = ev else { break };
@@ -346,11 +454,7 @@ impl DocStore {
             }
         });
         // The confirming read: proves the document is current, and catches anything missed.
-        let (backend, key, confirmed) = (
-            self.backend.clone(),
-            self.key.clone(),
-            self.confirmed_ms.clone(),
-        );
+        let (backend, key, confirmed) = (backend, self.key.clone(), self.confirmed_ms.clone());
         let confirm = tokio::spawn(async move {
             let mut tick = tokio::time::interval(CONFIRM_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -397,10 +501,13 @@ pub(super) async fn exists(location: &KeyringLocation) -> Result<bool, KeyringEr
             prefix,
             label,
             stale_after,
-        } => Ok(DocStore::shared(backend, prefix, label, *stale_after)?
-            .load()
-            .await?
-            .is_some()),
+            ..
+        } => Ok(
+            DocStore::shared(backend, prefix, label, *stale_after, None)?
+                .load()
+                .await?
+                .is_some(),
+        ),
     }
 }
 
@@ -426,13 +533,26 @@ pub(super) async fn create(location: &KeyringLocation, value: Vec<u8>) -> Result
             let dir = dir.clone();
             blocking(&dir.display().to_string(), move || {
                 let io = |e: std::io::Error| storage_error(&dir.display().to_string(), e);
-                fs::create_dir_all(&dir).map_err(io)?;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+                // A directory made here is private; an existing one is the operator's, left as
+                // it is (it may be shared, like /var/lib): the keyring's own store is private.
+                if !dir.exists() {
+                    fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&dir)
+                        .map_err(io)?;
+                }
                 let _lock = DirLock::acquire(&dir)?;
                 if dir_has_keyring(&dir) {
                     return Err(KeyringError::Exists(dir.display().to_string()));
                 }
-                let store = DocStore::in_dir(open_sled(&dir.join(DIR_STORE), &dir)?, &dir);
+                let store_dir = dir.join(DIR_STORE);
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&store_dir)
+                    .map_err(io)?;
+                fs::set_permissions(&store_dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+                let store = DocStore::in_dir(open_sled(&store_dir, &dir)?, &dir);
                 if let Some(parent) = dir.parent() {
                     let _ = sync_dir(parent);
                 }
@@ -445,7 +565,8 @@ pub(super) async fn create(location: &KeyringLocation, value: Vec<u8>) -> Result
             prefix,
             label,
             stale_after,
-        } => DocStore::shared(backend, prefix, label, *stale_after)?,
+            ..
+        } => DocStore::shared(backend, prefix, label, *stale_after, None)?,
     };
     if !store.save(value).await? {
         return Err(KeyringError::Exists(store.location().to_owned()));
@@ -489,7 +610,12 @@ impl Found {
                 prefix,
                 label,
                 stale_after,
-            } => Self::from_store(DocStore::shared(backend, prefix, label, *stale_after)?).await,
+                state,
+            } => {
+                let store =
+                    DocStore::shared(backend, prefix, label, *stale_after, state.as_deref())?;
+                Self::from_store(store).await
+            }
         }
     }
 
@@ -706,6 +832,30 @@ fn remove_all(dir: &Path, names: &[&str]) -> Result<(), KeyringError> {
         sync_dir(dir).map_err(io)?;
     }
     Ok(())
+}
+
+/// Puts the rewritten store `DIR/keyring-v2.tmp/` in the place of `DIR/keyring-v2/` with one
+/// atomic exchange, then removes the old store (now under the temporary name). A crash leaves
+/// either store in place, and the other under the temporary name, which the next open removes.
+fn swap_in_rewritten(dir: &Path) -> Result<(), KeyringError> {
+    let location = dir.display().to_string();
+    let io = |e: std::io::Error| storage_error(&location, e);
+    sync_dir(&dir.join(TEMP_DIR)).map_err(io)?;
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        dir.join(TEMP_DIR),
+        rustix::fs::CWD,
+        dir.join(DIR_STORE),
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .map_err(|e| {
+        storage_error(
+            &location,
+            format!("cannot swap in the rewritten store: {e}"),
+        )
+    })?;
+    sync_dir(dir).map_err(io)?;
+    remove_all(dir, &[TEMP_DIR])
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

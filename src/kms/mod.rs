@@ -52,7 +52,10 @@ pub fn to_status(e: KeyringError) -> Status {
             Reason::NotFound.status(Code::NotFound, format!("key_id: no key {id:?}"))
         }
         KeyringError::Precondition(msg) => Reason::Conflict.status(Code::FailedPrecondition, msg),
-        e @ (KeyringError::Exhausted | KeyringError::Sealed | KeyringError::Resealed) => {
+        e @ (KeyringError::Exhausted
+        | KeyringError::Sealed
+        | KeyringError::Resealed
+        | KeyringError::RolledBack { .. }) => {
             Reason::ServiceUnavailable.status(Code::Unavailable, e.to_string())
         }
         // A share or a new seal the operator gave: say what is wrong (never the secret).
@@ -341,6 +344,16 @@ mod tests {
                 Code::Unavailable,
                 Reason::ServiceUnavailable,
                 "the primary key reached its encryption limit and could not be rotated",
+            ),
+            (
+                KeyringError::RolledBack {
+                    location: "etcd:http://127.0.0.1:2379 key /keyward/kms/keyring".into(),
+                    reason: "it forgets key #2".into(),
+                },
+                Code::Unavailable,
+                Reason::ServiceUnavailable,
+                "refusing the keyring document in etcd:http://127.0.0.1:2379 key \
+                 /keyward/kms/keyring as a rollback: it forgets key #2",
             ),
             (
                 KeyringError::Storage {

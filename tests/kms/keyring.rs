@@ -61,6 +61,7 @@ impl Fixture {
                 prefix: format!("/{name}"),
                 label: format!("etcd:{}", etcd.endpoints_flag()),
                 stale_after: keyring::DEFAULT_STALE_AFTER,
+                state: None,
             },
         }
     }

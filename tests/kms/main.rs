@@ -10,6 +10,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod hardening;
 mod hsm;
 mod keyring;
 mod metrics;

@@ -182,6 +182,7 @@ fn shared(etcd: &Etcd, backend: &Arc<dyn Backend>) -> KeyringLocation {
         prefix: "/keyward".into(),
         label: format!("etcd:{}", etcd.endpoints_flag()),
         stale_after: keyring::DEFAULT_STALE_AFTER,
+        state: None,
     }
 }
 

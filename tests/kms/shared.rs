@@ -9,7 +9,7 @@ use crate::support::plugin::{
     self, admin_client, decrypt, encrypt, init_in_etcd, status, v2_client, Cluster,
 };
 use crate::support::{bin, run};
-use keyward::pb::keyward_v1::{ListKeysRequest, RotateRequest};
+use keyward::pb::keyward_v1::RotateRequest;
 
 /// Waits until replica `socket` reports `key_id` (the watch carries rotations within seconds).
 async fn wait_for_key_id(socket: &Path, key_id: &str) -> Duration {
@@ -24,13 +24,8 @@ async fn wait_for_key_id(socket: &Path, key_id: &str) -> Duration {
 }
 
 async fn primaries(admin_socket: &Path) -> Vec<String> {
-    admin_client(admin_socket)
+    plugin::list_keys(admin_socket)
         .await
-        .list_keys(ListKeysRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .keys
         .into_iter()
         .filter(|k| k.state == keyward::pb::keyward_v1::KeyState::Primary as i32)
         .map(|k| k.key_id)

@@ -189,6 +189,17 @@ pub async fn admin_client(socket: &Path) -> KmsAdminClient<Channel> {
     KmsAdminClient::new(socket::unix_channel(socket).await.unwrap())
 }
 
+/// Every key the admin API on `socket` lists, oldest first.
+pub async fn list_keys(socket: &Path) -> Vec<keyward::pb::keyward_v1::KeyInfo> {
+    admin_client(socket)
+        .await
+        .list_keys(keyward::pb::keyward_v1::ListKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+}
+
 /// KMS v2 `Status` through `socket`: (key_id, healthz).
 pub async fn status(socket: &Path) -> (String, String) {
     let s = v2_client(socket)
@@ -318,27 +329,39 @@ impl Cluster {
         c
     }
 
-    /// Starts replica `i` (sockets `kms{i}.sock` and `admin{i}.sock`, log `replica{i}.log`).
-    pub fn spawn(&self, i: usize, extra: &[&str]) -> Replica {
-        let socket = self.dir.path().join(format!("kms{i}.sock"));
-        let admin = self.dir.path().join(format!("admin{i}.sock"));
-        let seal = format!("keyfile:{}", self.key.display());
-        let endpoints = self.etcd.endpoints_flag();
-        let mut args = vec![
+    /// The `kms serve` command line of replica `i`: sockets `kms{i}.sock` and `admin{i}.sock`,
+    /// state directory `state{i}`, then `extra`.
+    pub fn serve_args(&self, i: usize, extra: &[&str]) -> Vec<String> {
+        let path = |name: String| self.dir.path().join(name).display().to_string();
+        let mut args: Vec<String> = [
             "kms",
             "serve",
             "--keyring",
             "etcd",
             "--etcd-endpoints",
-            &endpoints,
+            &self.etcd.endpoints_flag(),
             "--seal",
-            &seal,
+            &format!("keyfile:{}", self.key.display()),
             "--socket",
-            socket.to_str().unwrap(),
+            &path(format!("kms{i}.sock")),
             "--admin-socket",
-            admin.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
+            &path(format!("admin{i}.sock")),
+            "--state",
+            &path(format!("state{i}")),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Starts replica `i` ([`Cluster::serve_args`]; log `replica{i}.log`).
+    pub fn spawn(&self, i: usize, extra: &[&str]) -> Replica {
+        let socket = self.dir.path().join(format!("kms{i}.sock"));
+        let admin = self.dir.path().join(format!("admin{i}.sock"));
+        let args = self.serve_args(i, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let proc = Proc::spawn(
             &args,
             &[("RUST_LOG", "keyward=debug")],
