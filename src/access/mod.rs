@@ -40,13 +40,15 @@
 //! Submodules: `context` ([`RequestContext`], [`Source`]), `authenticate` ([`Authenticators`],
 //! [`Credentials`]), `keys` ([`SealedKeys`]: the server's keys sealed in the backend),
 //! `service_accounts` ([`ServiceAccounts`]: the token issuer, its verifier and the
-//! service-account-token Secret hook), `ops` (the operations).
+//! service-account-token Secret hook), `ops` (the operations), `setup` ([`AccessStack`]: the
+//! layer as a server configures it from [`AccessOptions`]).
 
 mod authenticate;
 mod context;
 mod keys;
 mod ops;
 mod service_accounts;
+mod setup;
 
 use std::sync::Arc;
 
@@ -54,11 +56,12 @@ pub use authenticate::{Authenticators, Credentials};
 pub use context::{RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
 pub use ops::{EncryptionStatus, Migration};
+pub use setup::{public_key_path, AccessOptions, AccessStack, AuditOptions, SetupError};
 pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
 
 use crate::audit::{AuditError, AuditObject, Auditor, Level, RequestAudit, ResponseStatus};
 use crate::authn::AuthnError;
-use crate::authz::{Attributes, Authorizer, Decision, Forbidden, Policy};
+use crate::authz::{Attributes, Authorizer, Decision, Forbidden, ImpersonationRequest, Policy};
 use crate::backend::BackendError;
 use crate::encryption::EncryptionError;
 use crate::reason::Reason;
@@ -212,6 +215,29 @@ impl Access {
         &self.auditor
     }
 
+    /// The request `ctx` acting as `request` asks (kube-apiserver's impersonation filter): the
+    /// caller must be allowed `impersonate` on each part; a refusal is recorded and is
+    /// Forbidden, a malformed request (groups without a user) is a bad request.
+    pub async fn impersonate(
+        &self,
+        ctx: RequestContext,
+        request: &ImpersonationRequest,
+    ) -> Result<RequestContext, AccessError> {
+        let plan = request
+            .plan(&ctx.user)
+            .map_err(|e| AccessError::BadRequest(e.to_string()))?;
+        let Some(plan) = plan else {
+            return Ok(ctx);
+        };
+        for check in &plan.checks {
+            if !self.policy.authorize(check).allowed() {
+                // Records the refusal and returns Forbidden (unless the policy changed since).
+                self.admit(&ctx, check, &[], || None).await?;
+            }
+        }
+        Ok(ctx.acting_as(plan.identity))
+    }
+
     /// Authorizes `attrs` (and `also`, each of which must be allowed too) and records
     /// `RequestReceived`. A denied request is recorded as complete (403) and refused.
     async fn admit(
@@ -274,5 +300,3 @@ impl Access {
     }
 }
 
-#[cfg(test)]
-mod tests;

@@ -9,12 +9,12 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::access::AccessArgs;
 use super::etcd::{BackendArg, EtcdArgs};
 use super::flags::{duration_or_never, socket_access};
 use super::kms::{keyring_error, open_keyring, run_plugin, KeyringAt, RunArgs, ServeOptions};
 use super::process::{drain_on_signal, run_until_signal, runtime};
 use super::{CliError, DEV_DIR};
-use crate::api::Tokens;
 use crate::backend::{BackendError, BackendSpec, SledOptions};
 use crate::crypto::Algorithm;
 use crate::keyring::{self, InitOptions, Keyring};
@@ -47,7 +47,7 @@ pub(super) struct ServerArgs {
     socket_group: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
-    /// Also listen on TCP (requires --tls-cert, --tls-key and --client-ca or --tokens-file).
+    /// Also listen on TCP (requires --tls-cert, --tls-key and --client-ca or bearer tokens).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// PEM certificate chain for the TCP listener.
@@ -59,10 +59,12 @@ pub(super) struct ServerArgs {
     /// Accept TCP clients presenting a certificate signed by this PEM CA.
     #[arg(long, value_name = "FILE")]
     client_ca: Option<PathBuf>,
-    /// Accept TCP clients presenting `authorization: Bearer <token>` for a token in this file
-    /// (one per line, mode 0600).
+    /// Accept clients presenting `authorization: Bearer <token>` for a token in this file
+    /// (one per line, mode 0600), as system:masters. Prefer --token-auth-file.
     #[arg(long, value_name = "FILE")]
     tokens_file: Option<PathBuf>,
+    #[command(flatten)]
+    access_control: AccessArgs,
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
@@ -105,6 +107,8 @@ pub(super) struct DevArgs {
     run: RunArgs,
     #[command(flatten)]
     store: StoreArgs,
+    #[command(flatten)]
+    access_control: AccessArgs,
 }
 
 fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
@@ -153,6 +157,7 @@ fn store_options(
         access,
         tcp: None,
         automatic_reload: store.encryption_config_automatic_reload,
+        access_control: Default::default(),
         auto_migrate: if store.auto_migrate {
             Some(
                 duration_or_never("--auto-migrate-settle", &store.auto_migrate_settle)?
@@ -198,11 +203,15 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
         }
     };
     let mut opts = store_options(backend, a.encryption_config, a.socket, access, &a.store)?;
+    opts.access_control = a
+        .access_control
+        .options(a.tokens_file.iter().cloned().collect())?;
+    let tokens = a.tokens_file.is_some() || a.access_control.has_tokens();
     opts.tcp = match (a.listen, a.tls_cert, a.tls_key) {
-        (None, None, None) if a.client_ca.is_none() && a.tokens_file.is_none() => None,
+        (None, None, None) if a.client_ca.is_none() => None,
         (None, _, _) => {
             return Err(CliError::new(
-                "--tls-cert, --tls-key, --client-ca and --tokens-file only apply with --listen",
+                "--tls-cert, --tls-key and --client-ca only apply with --listen",
             ))
         }
         (Some(_), None, _) | (Some(_), _, None) => return Err(CliError::new(
@@ -210,18 +219,12 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
         )
         .hint("keyward never serves secrets over plaintext TCP; use --socket for local clients")),
         (Some(listen), Some(cert), Some(key)) => {
-            if a.client_ca.is_none() && a.tokens_file.is_none() {
+            if a.client_ca.is_none() && !tokens {
                 return Err(CliError::new(
-                    "--listen requires client authentication: pass --client-ca and/or --tokens-file",
+                    "--listen requires client authentication: pass --client-ca and/or --token-auth-file (or --tokens-file)",
                 ));
             }
-            Some(tcp_options(
-                listen,
-                &cert,
-                &key,
-                a.client_ca.as_deref(),
-                a.tokens_file.as_deref(),
-            )?)
+            Some(tcp_options(listen, &cert, &key, a.client_ca.as_deref())?)
         }
     };
     runtime()?.block_on(async {
@@ -277,7 +280,7 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         std::fs::write(&config_path, dev_encryption_config(&kms_socket))
             .map_err(|e| CliError::new(format!("cannot write {}: {e}", config_path.display())))?;
     }
-    let store_opts = store_options(
+    let mut store_opts = store_options(
         BackendSpec::Sled {
             dir: dir.join("store"),
             options: sled_options(&a.store),
@@ -287,6 +290,7 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         opts.access,
         &a.store,
     )?;
+    store_opts.access_control = a.access_control.options(Vec::new())?;
     let key_id = keyring.health().primary_key_id;
     rt.block_on(async {
         let token = CancellationToken::new();
@@ -327,13 +331,12 @@ fn dev_encryption_config(kms_socket: &Path) -> String {
 }
 
 /// Reads the TCP listener's files into the library's options: the certificate and client CA as
-/// given, the key and tokens files only if private (mode 0600).
+/// given, the key only if private (mode 0600).
 fn tcp_options(
     listen: SocketAddr,
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-    tokens: Option<&Path>,
 ) -> Result<TcpOptions, CliError> {
     let mut opts = TcpOptions::new(
         listen,
@@ -343,18 +346,6 @@ fn tcp_options(
     opts.client_ca = client_ca
         .map(|ca| read_file(ca, "--client-ca"))
         .transpose()?;
-    opts.tokens = match tokens {
-        Some(p) => {
-            let raw = seal::read_private_file(p, MAX_PRIVATE_FILE)?;
-            let text = std::str::from_utf8(&raw)
-                .map_err(|_| CliError::new(format!("--tokens-file {}: not UTF-8", p.display())))?;
-            Some(
-                Tokens::parse(text)
-                    .map_err(|e| CliError::new(format!("--tokens-file {}: {e}", p.display())))?,
-            )
-        }
-        None => None,
-    };
     Ok(opts)
 }
 
