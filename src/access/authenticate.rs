@@ -80,7 +80,10 @@ impl Authenticators {
                 BearerHeader::Token(token) => {
                     return self.tokens.authenticate(&token).await.map_err(|e| {
                         tracing::info!(error = %e, "bearer token refused");
-                        AccessError::Unauthenticated(e)
+                        AccessError::Unauthenticated {
+                            what: "bearer token",
+                            source: e,
+                        }
                     })
                 }
                 BearerHeader::Empty { extra_space: true } => {
@@ -103,7 +106,10 @@ impl Authenticators {
                 Ok(None) => Err(AccessError::NoCredentials),
                 Err(e) => {
                     tracing::info!(error = %e, "client certificate refused");
-                    Err(AccessError::Unauthenticated(e))
+                    Err(AccessError::Unauthenticated {
+                        what: "client certificate",
+                        source: e,
+                    })
                 }
             },
             Credentials::Tls { .. } => Err(AccessError::NoCredentials),
@@ -140,7 +146,7 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert_eq!(e.to_string(), "Unauthorized");
+        assert_eq!(e.to_string(), "invalid bearer token");
         // Another scheme is not a token: the peer decides.
         assert!(a
             .authenticate(Credentials::Unix {

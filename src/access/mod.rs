@@ -90,9 +90,16 @@ pub enum AccessError {
     #[error("client authentication required: a client certificate or an authorization: Bearer token")]
     NoCredentials,
     /// A credential no authenticator accepts (caller's credential). The detail is logged;
-    /// callers see `Unauthorized`, as kube-apiserver answers.
-    #[error("Unauthorized")]
-    Unauthenticated(#[source] AuthnError),
+    /// callers only learn which kind of credential was refused (`invalid bearer token`, as
+    /// kube-apiserver's bearer-token filter words it, or `invalid client certificate`).
+    #[error("invalid {what}")]
+    Unauthenticated {
+        /// `bearer token` or `client certificate`.
+        what: &'static str,
+        /// Why (logged, never shown to the caller).
+        #[source]
+        source: AuthnError,
+    },
     /// The request is malformed, e.g. impersonating groups without a user (caller).
     #[error("{0}")]
     BadRequest(String),
@@ -125,7 +132,7 @@ impl AccessError {
     /// status carry it.
     pub fn reason(&self) -> Reason {
         match self {
-            AccessError::NoCredentials | AccessError::Unauthenticated(_) => Reason::Unauthorized,
+            AccessError::NoCredentials | AccessError::Unauthenticated { .. } => Reason::Unauthorized,
             AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => {
                 Reason::BadRequest
             }

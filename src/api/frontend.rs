@@ -114,7 +114,7 @@ impl Frontend {
 pub fn access_status(e: AccessError) -> Status {
     let reason = e.reason();
     match e {
-        AccessError::NoCredentials | AccessError::Unauthenticated(_) => {
+        AccessError::NoCredentials | AccessError::Unauthenticated { .. } => {
             reason.status(Code::Unauthenticated, e.to_string())
         }
         AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => {
