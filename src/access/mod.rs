@@ -56,8 +56,8 @@ pub use authenticate::{Authenticators, Credentials};
 pub use context::{RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
 pub use ops::{EncryptionStatus, Migration};
-pub use setup::{public_key_path, AccessOptions, AccessStack, AuditOptions, SetupError};
 pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
+pub use setup::{public_key_path, AccessOptions, AccessStack, AuditOptions, SetupError};
 
 use crate::audit::{AuditError, AuditObject, Auditor, Level, RequestAudit, ResponseStatus};
 use crate::authn::AuthnError;
@@ -87,7 +87,9 @@ pub mod verbs {
 pub enum AccessError {
     /// No credential where one is required: TCP without a client certificate or bearer token,
     /// or a Unix caller whose credentials the kernel did not report (caller).
-    #[error("client authentication required: a client certificate or an authorization: Bearer token")]
+    #[error(
+        "client authentication required: a client certificate or an authorization: Bearer token"
+    )]
     NoCredentials,
     /// A credential no authenticator accepts (caller's credential). The detail is logged;
     /// callers only learn which kind of credential was refused (`invalid bearer token`, as
@@ -108,7 +110,9 @@ pub enum AccessError {
     Forbidden(Forbidden),
     /// The request's audit event could not be written, so it was refused (environment: the
     /// audit log's disk).
-    #[error("the audit log is unavailable: the request was refused because it could not be recorded")]
+    #[error(
+        "the audit log is unavailable: the request was refused because it could not be recorded"
+    )]
     AuditUnavailable(#[source] AuditError),
     /// The store refused or failed (see [`StoreError`] for whose fault).
     #[error(transparent)]
@@ -132,10 +136,10 @@ impl AccessError {
     /// status carry it.
     pub fn reason(&self) -> Reason {
         match self {
-            AccessError::NoCredentials | AccessError::Unauthenticated { .. } => Reason::Unauthorized,
-            AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => {
-                Reason::BadRequest
+            AccessError::NoCredentials | AccessError::Unauthenticated { .. } => {
+                Reason::Unauthorized
             }
+            AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => Reason::BadRequest,
             AccessError::Forbidden(_) => Reason::Forbidden,
             AccessError::AuditUnavailable(_) | AccessError::KeyMaterial { .. } => {
                 Reason::ServiceUnavailable
@@ -306,4 +310,3 @@ impl Access {
         result
     }
 }
-

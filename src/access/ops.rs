@@ -197,11 +197,7 @@ impl Access {
         let mut rec = self
             .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
             .await?;
-        let result = self
-            .store
-            .update(secret, dry_run)
-            .await
-            .map_err(Into::into);
+        let result = self.store.update(secret, dry_run).await.map_err(Into::into);
         Self::complete(&mut rec, result, 200, secret_body).await
     }
 
@@ -299,9 +295,7 @@ impl Access {
             .await
         {
             Ok(events) => {
-                rec.response_started()
-                    .await
-                    .map_err(super::audit_failed)?;
+                rec.response_started().await.map_err(super::audit_failed)?;
                 Ok(Box::pin(AuditedWatch {
                     inner: events,
                     rec: Some(rec),
@@ -332,11 +326,7 @@ impl Access {
     ) -> Result<Vec<KeyValue>, AccessError> {
         let attrs = Self::keyward(ctx, kverbs::LIST, verbs::RAW, "");
         let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = self
-            .store
-            .raw_list(prefix, limit)
-            .await
-            .map_err(Into::into);
+        let result = self.store.raw_list(prefix, limit).await.map_err(Into::into);
         Self::complete(&mut rec, result, 200, |_, _| None).await
     }
 

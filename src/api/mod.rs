@@ -7,8 +7,10 @@
 //! - `frontend`: [`Frontend`]: credentials off each request, authentication, impersonation.
 //! - `secrets`: `keyward.v1.Secrets` ([`SecretsService`]).
 //! - `encryption`: `keyward.v1.Encryption` ([`EncryptionService`]).
+//! - `auth`: `keyward.v1.Auth` ([`AuthService`]): reviews and token requests.
 //! - `serve`: [`serve`], [`TlsListener`] and [`ServeError`].
 
+mod auth;
 mod encryption;
 mod frontend;
 mod secrets;
@@ -20,8 +22,9 @@ use tonic::{Code, Status};
 use zeroize::Zeroizing;
 
 pub use crate::reason::{bad_request, Reason, REASON_KEY};
-pub use frontend::{access_status, Frontend, IMPERSONATE_GROUP, IMPERSONATE_USER};
+pub use auth::AuthService;
 pub use encryption::EncryptionService;
+pub use frontend::{access_status, Frontend, IMPERSONATE_GROUP, IMPERSONATE_USER};
 pub use secrets::SecretsService;
 pub use serve::{serve, ServeError, TlsListener};
 

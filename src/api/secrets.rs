@@ -246,7 +246,12 @@ impl pb::secrets_server::Secrets for SecretsService {
         if key.is_empty() {
             return Err(bad_request("key: required"));
         }
-        let kv = self.front.access.raw_get(&ctx, &key).await.map_err(access_status)?;
+        let kv = self
+            .front
+            .access
+            .raw_get(&ctx, &key)
+            .await
+            .map_err(access_status)?;
         let kv = kv.ok_or_else(|| {
             Reason::NotFound.status(Code::NotFound, format!("key {key:?} not found"))
         })?;

@@ -1,4 +1,4 @@
-//! Serving the store's API: `keyward.v1.Secrets` and `keyward.v1.Encryption` on the Unix socket,
+//! Serving the store's API: `keyward.v1.Secrets`, `Encryption` and `Auth` on the Unix socket,
 //! and on an optional TLS listener; every call on either is authenticated and authorized by the
 //! [`Frontend`]. On shutdown both stop accepting and drain in-flight calls.
 
@@ -10,7 +10,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, ServerTlsConfig};
 
-use super::{EncryptionService, Frontend, SecretsService};
+use super::{AuthService, EncryptionService, Frontend, SecretsService};
 
 /// Errors of serving the API.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,7 @@ pub async fn serve(
     let unix_server = Server::builder()
         .add_service(SecretsService::new(front.clone()).into_server())
         .add_service(EncryptionService::new(front.clone()).into_server())
+        .add_service(AuthService::new(front.clone()).into_server())
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(unix),
             token.clone().cancelled_owned(),
@@ -95,6 +96,7 @@ pub async fn serve(
         server
             .add_service(SecretsService::new(front.clone()).into_server())
             .add_service(EncryptionService::new(front.clone()).into_server())
+            .add_service(AuthService::new(front.clone()).into_server())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 token.clone().cancelled_owned(),

@@ -36,7 +36,12 @@ pub(super) struct AccessArgs {
     #[arg(long, value_name = "FILE", requires = "audit_log_path")]
     audit_policy_file: Option<PathBuf>,
     /// Rotate the audit log at this many megabytes (0: never).
-    #[arg(long, default_value_t = 100, value_name = "MB", requires = "audit_log_path")]
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_name = "MB",
+        requires = "audit_log_path"
+    )]
     audit_log_maxsize: u64,
     /// Let requests proceed when their audit event cannot be written (default: refuse them).
     #[arg(long, requires = "audit_log_path")]
