@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access;
 mod encryption;
 mod migrate;
 mod reload;
