@@ -57,7 +57,9 @@ pub use context::{RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
 pub use ops::{EncryptionStatus, Migration};
 pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
-pub use setup::{public_key_path, AccessOptions, AccessStack, AuditOptions, SetupError};
+pub use setup::{
+    public_key_path, write_public_key, AccessOptions, AccessStack, AuditOptions, SetupError,
+};
 
 use crate::audit::{AuditError, AuditObject, Auditor, Level, RequestAudit, ResponseStatus};
 use crate::authn::AuthnError;

@@ -18,7 +18,7 @@ use crate::authn::tokenfile::{StaticTokens, TokenFileFormat};
 use crate::authn::unix::UnixAuthenticator;
 use crate::authn::{AuthnError, TokenAuthenticator, TokenChain};
 use crate::authz::{AuthzError, Policy, PolicyWatcher, Rbac, DEFAULT_RELOAD_INTERVAL};
-use crate::crypto::{Ed25519SigningKey, Key32};
+use crate::crypto::{Ed25519PublicKey, Ed25519SigningKey, Key32};
 use crate::store::Store;
 
 /// The audit log's settings.
@@ -160,10 +160,9 @@ impl AccessStack {
                     reason: "not 32 bytes".into(),
                 })?;
                 let signer = Arc::new(Ed25519SigningKey::from_seed(seed));
-                let pub_path = public_key_path(&a.log.path);
-                std::fs::write(&pub_path, signer.public_key().to_pem()).map_err(|source| {
+                write_public_key(&a.log.path, signer.public_key()).map_err(|source| {
                     SetupError::PublicKey {
-                        path: pub_path.clone(),
+                        path: public_key_path(&a.log.path),
                         source,
                     }
                 })?;
@@ -208,4 +207,23 @@ pub fn public_key_path(log: &std::path::Path) -> PathBuf {
     let mut s = log.as_os_str().to_owned();
     s.push(".pub");
     PathBuf::from(s)
+}
+
+/// Writes `key` to `<log>.pub`. A different key already there (the log was signed by another
+/// key before) is kept as `<log>.<key id>.pub`, so that `keyward audit verify` can be given
+/// every key of a log.
+pub fn write_public_key(log: &std::path::Path, key: &Ed25519PublicKey) -> std::io::Result<()> {
+    let path = public_key_path(log);
+    let pem = key.to_pem();
+    if let Ok(old) = std::fs::read_to_string(&path) {
+        if old == pem {
+            return Ok(());
+        }
+        if let Some(old_key) = Ed25519PublicKey::from_pem(&old) {
+            let mut kept = log.as_os_str().to_owned();
+            kept.push(format!(".{}.pub", old_key.key_id()));
+            std::fs::rename(&path, PathBuf::from(kept))?;
+        }
+    }
+    std::fs::write(&path, pem)
 }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::access::{AccessOptions, AuditOptions, ServiceAccountSettings};
-use crate::audit::{FailureMode, LogConfig};
+use crate::audit::{AuditLog, Auditor, FailureMode, LogConfig, Policy};
 
 /// Authentication, authorization and audit flags shared by `server` and `dev`.
 #[derive(Debug, Args)]
@@ -105,5 +105,53 @@ impl AccessArgs {
             },
             reload_interval: std::time::Duration::ZERO,
         })
+    }
+}
+
+/// The audit flags of `keyward kms serve`: its admin socket's calls are recorded.
+#[derive(Debug, Args)]
+pub(super) struct KmsAuditArgs {
+    /// Record every admin socket call (status, keys, rotate, retire, destroy, unseal, rekey)
+    /// with the caller's peer uid (audit.k8s.io/v1, hash-chained, signed checkpoints). The
+    /// checkpoint key lives in memory only; its public key is written to FILE.pub.
+    #[arg(long, value_name = "FILE")]
+    audit_log_path: Option<PathBuf>,
+    /// The audit.k8s.io/v1 Policy (default: every call at level Metadata).
+    #[arg(long, value_name = "FILE", requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// Let admin calls proceed when their audit event cannot be written (default: refuse).
+    #[arg(long, requires = "audit_log_path")]
+    audit_fail_open: bool,
+}
+
+impl KmsAuditArgs {
+    /// Opens the admin audit log, if asked: the auditor and the log (to close at shutdown).
+    pub(super) async fn open(&self) -> Result<(Auditor, Option<AuditLog>), CliError> {
+        let Some(path) = &self.audit_log_path else {
+            return Ok((Auditor::disabled(), None));
+        };
+        let policy = match &self.audit_policy_file {
+            Some(p) => Policy::load(p)?,
+            None => Policy::parse(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
+            )?,
+        };
+        let mut config = LogConfig::new(path.clone());
+        if self.audit_fail_open {
+            config.failure_mode = FailureMode::Open;
+        }
+        let signer = std::sync::Arc::new(crate::crypto::Ed25519SigningKey::generate()?);
+        crate::access::write_public_key(path, signer.public_key()).map_err(|e| {
+            CliError::new(format!(
+                "--audit-log-path: cannot write the public key: {e}"
+            ))
+        })?;
+        let log = AuditLog::open(config, signer)
+            .await
+            .map_err(|e| CliError::new(format!("--audit-log-path: {e}")))?;
+        Ok((
+            Auditor::new(policy, std::sync::Arc::new(log.clone())),
+            Some(log),
+        ))
     }
 }

@@ -259,6 +259,8 @@ pub(super) struct ServeArgs {
     admin_socket: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    audit: super::access::KmsAuditArgs,
 }
 
 /// How a plugin serves: `kms serve` and `dev`.
@@ -415,24 +417,41 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         return rt.block_on(async {
             let token = CancellationToken::new();
             drain_on_signal(token.clone())?;
+            let (auditor, log) = a.audit.open().await?;
             let plugin = PluginServer::start_sealed(
                 sealed,
                 storage,
                 &a.socket,
                 a.admin_socket.as_deref(),
                 opts.access,
-            )?;
-            run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
+            )?
+            .with_admin_audit(auditor);
+            let res = run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await;
+            close_audit(log).await;
+            res
         });
     }
     let keyring = rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?;
     rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
+        let (auditor, log) = a.audit.open().await?;
         let plugin =
-            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?;
-        run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
+            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?
+                .with_admin_audit(auditor);
+        let res = run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await;
+        close_audit(log).await;
+        res
     })
+}
+
+/// Writes the admin audit log's shutdown checkpoint.
+async fn close_audit(log: Option<crate::audit::AuditLog>) {
+    if let Some(log) = log {
+        if let Err(e) = log.close().await {
+            tracing::error!(error = %e, "admin audit log: the shutdown checkpoint was not written");
+        }
+    }
 }
 
 fn policy(run: &RunArgs) -> Result<RotationPolicy, CliError> {

@@ -220,6 +220,7 @@ pub async fn serve(
     kms: UnixListener,
     admin: Option<UnixListener>,
     keyring: impl Into<Arc<PluginKeyring>>,
+    admin_audit: crate::audit::Auditor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let keyring: Arc<PluginKeyring> = keyring.into();
@@ -277,7 +278,7 @@ pub async fn serve(
         Some(admin) => {
             let admin_server = tonic::transport::Server::builder()
                 .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(
-                    KmsAdmin::new(keyring),
+                    KmsAdmin::new(keyring).with_auditor(admin_audit),
                 ))
                 .serve_with_incoming_shutdown(
                     UnixListenerStream::new(admin),

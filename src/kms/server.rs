@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 
 use super::PluginKeyring;
+use crate::audit::Auditor;
 use crate::keyring::{Keyring, SealedKeyring};
 use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
 
@@ -17,6 +18,8 @@ pub struct PluginServer {
     keyring: Arc<PluginKeyring>,
     kms: UnixListener,
     admin: Option<UnixListener>,
+    /// Records the admin socket's calls.
+    admin_audit: Auditor,
     /// Remove the socket files when the server is done.
     guards: Vec<SocketGuard>,
 }
@@ -89,8 +92,16 @@ impl PluginServer {
             keyring,
             kms,
             admin,
+            admin_audit: Auditor::disabled(),
             guards,
         })
+    }
+
+    /// Records every admin socket call (status, keys, rotate, retire, destroy, unseal, rekey)
+    /// with `auditor`, as the caller's peer uid.
+    pub fn with_admin_audit(mut self, auditor: Auditor) -> PluginServer {
+        self.admin_audit = auditor;
+        self
     }
 
     /// The keyring being served, once open.
@@ -108,9 +119,10 @@ impl PluginServer {
             keyring,
             kms,
             admin,
+            admin_audit,
             guards,
         } = self;
-        let res = super::serve(kms, admin, keyring, shutdown).await;
+        let res = super::serve(kms, admin, keyring, admin_audit, shutdown).await;
         drop(guards);
         res
     }

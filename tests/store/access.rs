@@ -643,3 +643,102 @@ fn verify_log(log: &Path) {
     assert!(!ok);
     assert!(format!("{out}{err}").contains("line"), "{out}{err}");
 }
+
+/// `keyward kms serve --audit-log-path`: every admin socket call is recorded as the caller's
+/// peer uid, and the log verifies with the public key written beside it.
+#[test]
+fn kms_admin_socket_calls_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("root.key");
+    write_private(&root, &[7u8; 32]);
+    let seal = format!("keyfile:{}", root.display());
+    let data = d.join("kms");
+    let (ok, _, err) = run(&[
+        "kms",
+        "init",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        &seal,
+    ]);
+    assert!(ok, "{err}");
+    let (sock, admin, log) = (
+        d.join("k.sock"),
+        d.join("a.sock"),
+        d.join("admin-audit.log"),
+    );
+    let mut proc = crate::support::Proc::spawn_ready(
+        &[
+            "kms",
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--seal",
+            &seal,
+            "--socket",
+            sock.to_str().unwrap(),
+            "--admin-socket",
+            admin.to_str().unwrap(),
+            "--audit-log-path",
+            log.to_str().unwrap(),
+        ],
+        &[],
+        &d.join("stderr"),
+        &[&sock, &admin],
+    );
+    let a = admin.to_str().unwrap();
+    for cmd in [&["kms", "status"][..], &["kms", "keys"], &["kms", "rotate"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--admin-socket", a]);
+        let (ok, _, err) = run(&args);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, _) = run(&["kms", "retire", "no-such-key", "--admin-socket", a]);
+    assert!(!ok);
+    proc.signal(rustix::process::Signal::TERM);
+    assert!(proc.wait(std::time::Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| {
+            e["stage"] == "ResponseComplete" && e["verb"] != "checkpoint"
+        })
+        .collect();
+    let seen: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["annotations"]["keyward.io/peer-uid"], uid.as_str());
+            (
+                e["verb"].as_str().unwrap().to_owned(),
+                e["objectRef"]["resource"].as_str().unwrap().to_owned(),
+                e["objectRef"]["subresource"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                e["responseStatus"]["code"].to_string(),
+            )
+        })
+        .collect();
+    let s = |v: &str, r: &str, sub: &str, c: &str| (v.into(), r.into(), sub.into(), c.into());
+    assert_eq!(
+        seen,
+        [
+            s("get", "status", "", "200"),
+            s("list", "keys", "", "200"),
+            s("create", "keys", "rotate", "200"),
+            s("update", "keys", "retire", "404"),
+        ]
+    );
+    let key = keyward::access::public_key_path(&log);
+    let (ok, out, err) = run(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+}
