@@ -98,3 +98,79 @@ fn readme_walkthrough_works_verbatim() {
         "rollback restored the first version:\n{after}"
     );
 }
+
+/// The README's "Who may read which Secret" section, run verbatim with bash in a fresh
+/// directory: it starts its own `keyward dev` with the access flags, and stops it.
+#[test]
+fn readme_access_section_works_verbatim() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("<!-- access -->").expect("access start marker");
+    let end = readme.find("<!-- /access -->").expect("access end marker");
+    let block = &readme[start..end];
+    let code_start = block.find("```sh\n").expect("sh block") + "```sh\n".len();
+    let code_end = block[code_start..].find("```").expect("block end") + code_start;
+    let script: String = block[code_start..code_end]
+        .lines()
+        .map(|l| match l.rsplit_once("  # refused") {
+            Some((cmd, _)) => format!(
+                "if {cmd}; then echo 'expected a refusal: {}' >&2; exit 1; fi\n",
+                cmd.replace('\'', "")
+            ),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(crate::support::bin())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(crate::support::tools::bash())
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n{script}"))
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("KEYWARD_SERVER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "access section failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    for want in [
+        "Username    system:admin",
+        "s3cret",
+        "yes",
+        "no",
+        "secret/api created",
+        "Resources   Non-Resource URLs   Resource Names   Verbs\nsecrets     []                  [db]             [get]\n",
+        "Username    system:bootstrap:07401b",
+        "OK: 1 file",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+    for want in [
+        "Error from server (Forbidden): secrets \"cache\" is forbidden: User \"app\" cannot get resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+        "Error from server (Forbidden): secrets is forbidden: User \"app\" cannot list resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+        "Error from server (Forbidden): secrets \"db\" is forbidden: User \"app\" cannot delete resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+        "Error from server (Forbidden): secrets is forbidden: User \"olga\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\"",
+        "Error from server (Forbidden): secrets \"cache\" is forbidden: User \"system:serviceaccount:prod:app\" cannot get resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
+    }
+    let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    for value in [
+        "s3cret",
+        "hunter2",
+        "f395accd246ae52d",
+        "app-0c9f2f3a1b7d4e5f",
+    ] {
+        assert!(!log.contains(value), "{value} is in the audit log");
+    }
+}
