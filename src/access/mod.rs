@@ -312,3 +312,6 @@ impl Access {
         result
     }
 }
+
+#[cfg(test)]
+mod tests;
