@@ -103,10 +103,27 @@ impl ServiceAccounts {
             hook,
             creating: tokio::sync::Mutex::new(()),
         });
-        if let Some(der) = sa.keys.load(SERVICE_ACCOUNT_SIGNING_KEY).await? {
-            sa.install(&der)?;
+        // A key that cannot be read now (e.g. the KMS plugin is not up yet) is read again when
+        // a token needs it: the server starts, as it does when its plugin is down.
+        if let Err(e) = sa.load_existing().await {
+            tracing::warn!(error = %e, "service account signing key not loaded yet; service account tokens are refused until it can be read");
         }
         Ok(sa)
+    }
+
+    /// Installs the signing key if it exists (creating nothing); `Ok(false)` if there is none.
+    async fn load_existing(&self) -> Result<bool, AccessError> {
+        if self.issuer.load().is_some() {
+            return Ok(true);
+        }
+        let _one = self.creating.lock().await;
+        if self.issuer.load().is_some() {
+            return Ok(true);
+        }
+        match self.keys.load(SERVICE_ACCOUNT_SIGNING_KEY).await? {
+            Some(der) => self.install(&der).map(|_| true),
+            None => Ok(false),
+        }
     }
 
     /// The accepted audiences (the issuer when none were configured).
@@ -166,12 +183,20 @@ impl ServiceAccounts {
 
 #[async_trait::async_trait]
 impl TokenAuthenticator for ServiceAccounts {
-    /// No opinion until the signing key exists (no token can have been issued); then the
-    /// issuer's tokens and legacy Secret tokens, as [`ServiceAccountAuthenticator`] checks them.
+    /// No opinion until the signing key exists (no token can have been issued; another replica
+    /// may create it, so it is looked for again); then the issuer's tokens and legacy Secret
+    /// tokens, as [`ServiceAccountAuthenticator`] checks them.
     async fn authenticate_token(
         &self,
         token: &BearerToken,
     ) -> Result<Option<Identity>, AuthnError> {
+        if self.verifier.load().is_none() {
+            if let Err(e) = self.load_existing().await {
+                return Err(AuthnError::Rejected(format!(
+                    "service account tokens cannot be checked: {e}"
+                )));
+            }
+        }
         match self.verifier.load_full() {
             Some(v) => v.authenticate_token(token).await,
             None => Ok(None),
