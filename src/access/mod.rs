@@ -292,6 +292,22 @@ impl Access {
         Ok(rec)
     }
 
+    /// Admits `attrs`, runs `call` and records its outcome with `code` and the body `respond`
+    /// gives (see [`Access::complete`]).
+    async fn guarded<T>(
+        &self,
+        ctx: &RequestContext,
+        attrs: &Attributes,
+        request: impl FnOnce() -> Option<AuditObject>,
+        code: u16,
+        respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
+        call: impl std::future::Future<Output = Result<T, AccessError>>,
+    ) -> Result<T, AccessError> {
+        let mut rec = self.admit(ctx, attrs, &[], request).await?;
+        let result = call.await;
+        Self::complete(&mut rec, result, code, respond).await
+    }
+
     /// Records `ResponseComplete` for `result`: `code` and the body `respond` gives (asked
     /// only at level `RequestResponse`, or for one object at any level, to fill `objectRef`).
     async fn complete<T>(

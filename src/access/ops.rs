@@ -152,13 +152,9 @@ impl Access {
         revision: Option<Revision>,
     ) -> Result<Secret, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::GET, namespace.as_str(), name.as_str());
-        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = self
-            .store
-            .get(namespace, name, revision)
+        let call = async { Ok(self.store.get(namespace, name, revision).await?) };
+        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
             .await
-            .map_err(Into::into);
-        Self::complete(&mut rec, result, 200, secret_body).await
     }
 
     /// The retained versions of a Secret (`get secrets` on it: history shows old values).
@@ -169,20 +165,15 @@ impl Access {
         name: &SecretName,
     ) -> Result<Vec<HistoryEntry>, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::GET, namespace.as_str(), name.as_str());
-        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = self
-            .store
-            .history(namespace, name)
-            .await
-            .map_err(Into::into);
-        Self::complete(&mut rec, result, 200, |h: &Vec<HistoryEntry>, _| {
+        let call = async { Ok(self.store.history(namespace, name).await?) };
+        let respond = |h: &Vec<HistoryEntry>, _| {
             Some(AuditObject::secret_list(
                 h.iter().map(|e| &e.secret),
                 "",
                 None,
             ))
-        })
-        .await
+        };
+        self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }
 
     /// Replaces a Secret (`update secrets` on it).
@@ -210,13 +201,9 @@ impl Access {
         revision: Revision,
     ) -> Result<Secret, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::UPDATE, namespace.as_str(), name.as_str());
-        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = self
-            .store
-            .rollback(namespace, name, revision)
+        let call = async { Ok(self.store.rollback(namespace, name, revision).await?) };
+        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
             .await
-            .map_err(Into::into);
-        Self::complete(&mut rec, result, 200, secret_body).await
     }
 
     /// Deletes a Secret (`delete secrets` on it; ignoring decrypt errors also needs
@@ -259,13 +246,13 @@ impl Access {
     ) -> Result<SecretList, AccessError> {
         let ns = namespace.map(Namespace::as_str).unwrap_or("");
         let attrs = Self::secrets(ctx, kverbs::LIST, ns, "");
-        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = self
-            .store
-            .list(namespace, selector, limit, continue_token)
-            .await
-            .map_err(Into::into);
-        Self::complete(&mut rec, result, 200, |l: &SecretList, level| {
+        let call = async {
+            Ok(self
+                .store
+                .list(namespace, selector, limit, continue_token)
+                .await?)
+        };
+        let respond = |l: &SecretList, level| {
             (level >= Level::RequestResponse).then(|| {
                 AuditObject::secret_list(
                     &l.items,
@@ -273,8 +260,8 @@ impl Access {
                     l.continue_token.as_deref(),
                 )
             })
-        })
-        .await
+        };
+        self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }
 
     /// Follows changes (`watch secrets`, as list): allowed or refused as a whole. The audit log
@@ -312,9 +299,9 @@ impl Access {
         key: &str,
     ) -> Result<Option<KeyValue>, AccessError> {
         let attrs = Self::keyward(ctx, kverbs::GET, verbs::RAW, key);
-        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = self.store.raw_get(key).await.map_err(Into::into);
-        Self::complete(&mut rec, result, 200, |_, _| None).await
+        let call = async { Ok(self.store.raw_get(key).await?) };
+        self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)
+            .await
     }
 
     /// The stored bytes under `prefix` (`list raw.keyward.io`, cluster scope).
@@ -325,9 +312,9 @@ impl Access {
         limit: usize,
     ) -> Result<Vec<KeyValue>, AccessError> {
         let attrs = Self::keyward(ctx, kverbs::LIST, verbs::RAW, "");
-        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = self.store.raw_list(prefix, limit).await.map_err(Into::into);
-        Self::complete(&mut rec, result, 200, |_, _| None).await
+        let call = async { Ok(self.store.raw_list(prefix, limit).await?) };
+        self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)
+            .await
     }
 
     /// Encryption coverage (`get encryption.keyward.io`, cluster scope).
@@ -337,8 +324,7 @@ impl Access {
         all_objects: bool,
     ) -> Result<EncryptionStatus, AccessError> {
         let attrs = Self::keyward(ctx, kverbs::GET, verbs::ENCRYPTION, "");
-        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let result = async {
+        let call = async {
             let coverage = self.store.encryption_coverage(all_objects).await?;
             let t = self.store.encryption().for_resource(RESOURCE);
             let (wp, wk) = t.write_provider();
@@ -347,9 +333,9 @@ impl Access {
                 write_provider: wp.to_owned(),
                 write_key: wk.to_owned(),
             })
-        }
-        .await;
-        Self::complete(&mut rec, result, 200, |_, _| None).await
+        };
+        self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)
+            .await
     }
 
     /// Admits a migration (`create migrations.keyward.io`, cluster scope); run it with
