@@ -75,6 +75,7 @@ struct World {
     server: StoreHarness,
     audit: std::path::PathBuf,
     tokens: std::path::PathBuf,
+    policy: std::path::PathBuf,
 }
 
 async fn start() -> World {
@@ -117,11 +118,13 @@ async fn start() -> World {
         ..AccessOptions::default()
     };
     let server = StoreHarness::start(o).await;
+    let policy = d.join("policy.yaml");
     World {
         _dir: dir,
         server,
         audit,
         tokens,
+        policy,
     }
 }
 
@@ -560,6 +563,31 @@ async fn who_may_read_which_secret() {
     let e = c.get(r).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(e.message(), "users \"olga\" is forbidden: User \"app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope");
+
+    // The policy is reloaded when its file changes; an invalid file keeps the policy in force.
+    let list_as_app = || {
+        req(
+            pb::ListRequest {
+                namespace: "prod".into(),
+                ..Default::default()
+            },
+            Some(APP_TOKEN),
+        )
+    };
+    // (A rule naming db would not do: a list names no object, so resourceNames never match it.)
+    let more = "verbs: [get]\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [list]";
+    std::fs::write(&w.policy, POLICY.replacen("verbs: [get]", more, 1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.list(list_as_app()).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy never reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    std::fs::write(&w.policy, "kind: Role\nmetadata: {name: broken}\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.list(list_as_app()).await.unwrap();
 
     // A watch, allowed as a whole, then the server stops: the audit log is sealed.
     let mut events = admin
