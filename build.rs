@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/keyward/v1/kms_admin.proto",
         "proto/keyward/v1/secrets.proto",
         "proto/keyward/v1/encryption.proto",
+        "proto/keyward/v1/auth.proto",
         "proto/k8s/apiserver/kmsv2/api.proto",
         "proto/etcd/rpc.proto",
         "proto/etcd/kv.proto",

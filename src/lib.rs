@@ -22,10 +22,14 @@
 //!   `auth can-i` reviews and impersonation.
 //! - [`audit`] owns who did what: the `audit.k8s.io/v1` policy and events (no Secret values),
 //!   the hash-chained log with signed checkpoints, and [`audit::verify`].
+//! - [`access`] owns the guarded store, the only way front ends reach the store: every operation
+//!   authenticated ([`access::Authenticators`]), authorized (RBAC), audited (fail closed) and
+//!   only then run; the server's sealed keys (service account signing, audit checkpoints).
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.
-//! - [`api`] owns the `keyward.v1` gRPC services over the store (Secrets, Encryption), the one
-//!   mapping of store errors to gRPC statuses, client authentication on TCP, and [`api::serve`].
+//! - [`api`] owns the `keyward.v1` gRPC services over [`access`] (Secrets, Encryption, Auth),
+//!   reading each call's credentials, the mappings of errors to gRPC statuses, and
+//!   [`api::serve`].
 //! - [`store`] owns Secret semantics: the model and its validation, registry operations (create,
 //!   get, update, delete, list, watch, history, rollback, migrate) on a [`backend::Backend`],
 //!   every value encrypted by an [`encryption`] chain.
@@ -54,11 +58,12 @@
 //! hardening and signals. Nothing below it prints or names a flag.
 //!
 //! Imports only point down: `cli` → `server`, `api`, `kms`, `manifest`, `projection`, `bench` →
-//! `store`, `keyring` → `encryption`, `seal` → `backend`, `crypto`, `names`, `uds`, `reason`,
-//! `pb`.
+//! `access` → `authz`, `audit`, `authn` → `store`, `keyring` → `encryption`, `seal` →
+//! `backend`, `crypto`, `names`, `uds`, `reason`, `pb`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod api;
 pub mod audit;
 pub mod authn;

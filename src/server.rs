@@ -18,7 +18,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use zeroize::Zeroizing;
 
-use crate::api::{self, Authenticator, ServeError, TlsListener, Tokens};
+use crate::access::{AccessOptions, AccessStack, SetupError, TokenSecretHook};
+use crate::api::{self, Frontend, ServeError, TlsListener};
 use crate::backend::{BackendError, BackendSpec};
 use crate::encryption::config::{self, ConfigError};
 use crate::encryption::reload::{self, Reloader};
@@ -34,8 +35,8 @@ const AUTO_MIGRATE_POLL: Duration = Duration::from_secs(10);
 /// Versions per Secret kept by default (the CLI's `--history` default).
 pub const DEFAULT_HISTORY: usize = 10;
 
-/// The TCP listener's settings: TLS is required, and so is client authentication. With neither
-/// a client CA nor tokens every call is refused.
+/// The TCP listener's settings: TLS is required, and so is client authentication (a client
+/// certificate signed by `client_ca`, or a bearer token of [`AccessOptions`]).
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct TcpOptions {
@@ -47,20 +48,17 @@ pub struct TcpOptions {
     pub key: Zeroizing<Vec<u8>>,
     /// PEM CA: clients presenting a certificate it signed are accepted.
     pub client_ca: Option<Vec<u8>>,
-    /// Clients presenting `authorization: Bearer <token>` with one of these are accepted.
-    pub tokens: Option<Tokens>,
 }
 
 impl TcpOptions {
-    /// TLS on `listen` with this certificate and key, and no client accepted yet: set
-    /// `client_ca`, `tokens` or both.
+    /// TLS on `listen` with this certificate and key, and no client certificate accepted yet:
+    /// set `client_ca`.
     pub fn new(listen: SocketAddr, cert: Vec<u8>, key: Zeroizing<Vec<u8>>) -> Self {
         Self {
             listen,
             cert,
             key,
             client_ca: None,
-            tokens: None,
         }
     }
 }
@@ -72,7 +70,6 @@ impl std::fmt::Debug for TcpOptions {
             .field("cert", &format_args!("{} bytes", self.cert.len()))
             .field("key", &format_args!("<redacted>"))
             .field("client_ca", &self.client_ca.as_ref().map(Vec::len))
-            .field("tokens", &self.tokens)
             .finish()
     }
 }
@@ -105,6 +102,8 @@ pub struct StoreOptions {
     pub auto_migrate: Option<Duration>,
     /// Report calls (`keyward_store_*`) and the store's state here.
     pub metrics: Option<Metrics>,
+    /// Authentication, authorization and audit.
+    pub access_control: AccessOptions,
 }
 
 impl StoreOptions {
@@ -124,6 +123,7 @@ impl StoreOptions {
             automatic_reload: false,
             auto_migrate: None,
             metrics: None,
+            access_control: AccessOptions::default(),
         }
     }
 }
@@ -155,6 +155,10 @@ pub enum ServerError {
     /// The TLS settings were refused (operator's files), or serving failed (environment).
     #[error(transparent)]
     Api(#[from] ServeError),
+    /// Authentication, authorization or audit cannot be set up (operator's files, or the
+    /// environment).
+    #[error(transparent)]
+    Access(#[from] SetupError),
 }
 
 /// The secret store, started: backend open, listeners bound. [`serve`](Self::serve) runs it until
@@ -162,6 +166,7 @@ pub enum ServerError {
 /// Dropping it without serving stops everything it started.
 pub struct StoreServer {
     store: Arc<Store>,
+    access: AccessStack,
     unix: UnixListener,
     tcp: Option<TlsListener>,
     tcp_addr: Option<SocketAddr>,
@@ -206,10 +211,13 @@ impl StoreServer {
                 tracing::warn!(provider = %k.name, endpoint = %k.endpoint, error = ?k.error, "kms v2 plugin not ready; writes fail until it answers");
             }
         }
+        let hook = TokenSecretHook::default();
         let store = Arc::new(
             Store::new(backend, Arc::new(encryption), &options.prefix)
-                .with_history_limit(options.history),
+                .with_history_limit(options.history)
+                .with_create_hook(Arc::new(hook.clone())),
         );
+        let access = AccessStack::start(store.clone(), hook, options.access_control).await?;
         let reloader = options.automatic_reload.then(|| {
             let target = store.clone();
             reload::spawn(
@@ -226,6 +234,7 @@ impl StoreServer {
         let rpc = match &options.metrics {
             Some(m) => {
                 m.watch_store(&store);
+                access.access.report_to(m);
                 m.store_layer()
             }
             None => RpcLayer::disabled(),
@@ -250,6 +259,7 @@ impl StoreServer {
         });
         Ok(StoreServer {
             store,
+            access,
             unix,
             tcp,
             tcp_addr,
@@ -267,6 +277,11 @@ impl StoreServer {
     /// The store being served.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The access layer: the guarded store, the authenticators and the audit log.
+    pub fn access(&self) -> &AccessStack {
+        &self.access
     }
 
     /// The Unix socket's path.
@@ -299,6 +314,7 @@ impl StoreServer {
     pub async fn serve(self) -> Result<(), ServerError> {
         let StoreServer {
             store,
+            access,
             unix,
             tcp,
             guard,
@@ -314,19 +330,16 @@ impl StoreServer {
             store.stop_watches();
         };
         let serving = async {
-            let res = api::serve(
-                unix,
-                tcp,
-                store.clone(),
-                rpc,
-                token.clone().cancelled_owned(),
-            )
-            .await;
+            let front = Frontend::new(access.access.clone(), access.authn.clone());
+            let res = api::serve(unix, tcp, front, rpc, token.clone().cancelled_owned()).await;
             token.cancel();
             res
         };
         let (res, ()) = tokio::join!(serving, closing);
         drop((reloader, auto_migrate));
+        if let Err(e) = access.close().await {
+            tracing::error!(error = %e, "audit log: the shutdown checkpoint was not written");
+        }
         drop(guard);
         res.map_err(ServerError::from)
     }
@@ -336,20 +349,18 @@ impl StoreServer {
 async fn bind_tls(t: TcpOptions) -> Result<(TlsListener, SocketAddr), ServerError> {
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&t.cert, t.key.as_slice()));
     if let Some(ca) = &t.client_ca {
+        // Bearer tokens authenticate too, so a certificate is optional at the TLS layer; a
+        // call with neither is refused by the access layer.
         tls = tls
             .client_ca_root(Certificate::from_pem(ca))
-            .client_auth_optional(t.tokens.is_some());
+            .client_auth_optional(true);
     }
-    let auth = Authenticator {
-        client_certs: t.client_ca.is_some(),
-        tokens: t.tokens,
-    };
     let listen_error = |source| ServerError::Listen {
         addr: t.listen,
         source,
     };
     let listener = TcpListener::bind(t.listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
-    tracing::info!(listen = %addr, client_certs = auth.client_certs, tokens = auth.tokens.is_some(), "serving keyward.v1.Secrets over TLS");
-    Ok((TlsListener::new(listener, tls, auth)?, addr))
+    tracing::info!(listen = %addr, client_certs = t.client_ca.is_some(), "serving keyward.v1.Secrets over TLS");
+    Ok((TlsListener::new(listener, tls)?, addr))
 }

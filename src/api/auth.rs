@@ -1,111 +1,170 @@
-//! Client authentication on the store's TCP listener: a verified client certificate, or a
-//! bearer token from the operator's tokens file, compared in constant time.
+//! `keyward.v1.Auth`: the reviews behind `keyward auth can-i` and `keyward auth whoami`, and
+//! service account token requests (`keyward create token`), over the guarded store.
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use subtle::ConstantTimeEq;
-use tonic::{Code, Request, Status};
-use zeroize::Zeroizing;
+use tonic::{Request, Response, Status};
 
-use super::Reason;
+use super::bad_request;
+use super::frontend::{access_status, Frontend};
+use crate::authn::serviceaccount::DEFAULT_EXPIRATION;
+use crate::authz::{AccessReviewSpec, NonResourceAttributes, ResourceAttributes};
+use crate::pb::keyward_v1 as pb;
 
-/// Bearer tokens accepted on the TCP listener, one per line in a file (blank lines and `#`
-/// comments ignored). Compared in constant time.
-#[derive(Clone, Default)]
-pub struct Tokens(Arc<Vec<Zeroizing<Vec<u8>>>>);
+/// `keyward.v1.Auth`.
+#[derive(Debug, Clone)]
+pub struct AuthService {
+    front: Frontend,
+}
 
-impl std::fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({} tokens)", self.0.len())
+impl AuthService {
+    /// A service over the guarded store of `front`.
+    pub fn new(front: Frontend) -> Self {
+        Self { front }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::auth_server::AuthServer<Self> {
+        pb::auth_server::AuthServer::new(self)
     }
 }
 
-impl Tokens {
-    /// Parses a tokens file's content. Each token must be at least 16 characters.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut out = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
+#[tonic::async_trait]
+impl pb::auth_server::Auth for AuthService {
+    async fn access_review(
+        &self,
+        req: Request<pb::AccessReviewRequest>,
+    ) -> Result<Response<pb::AccessReviewResponse>, Status> {
+        let ctx = self
+            .front
+            .context(&req, "/keyward.v1.Auth/AccessReview")
+            .await?;
+        let r = req.into_inner();
+        let spec = if r.path.is_empty() {
+            AccessReviewSpec::Resource(ResourceAttributes {
+                namespace: r.namespace,
+                verb: r.verb,
+                group: r.group,
+                version: String::new(),
+                resource: r.resource,
+                subresource: r.subresource,
+                name: r.name,
+            })
+        } else {
+            AccessReviewSpec::NonResource(NonResourceAttributes {
+                path: r.path,
+                verb: r.verb,
+            })
+        };
+        let st = self
+            .front
+            .access
+            .access_review(&ctx, &spec)
+            .await
+            .map_err(access_status)?;
+        Ok(Response::new(pb::AccessReviewResponse {
+            allowed: st.allowed,
+            denied: st.denied,
+            reason: st.reason,
+            evaluation_error: st.evaluation_error,
+        }))
+    }
+
+    async fn rules_review(
+        &self,
+        req: Request<pb::RulesReviewRequest>,
+    ) -> Result<Response<pb::RulesReviewResponse>, Status> {
+        let ctx = self
+            .front
+            .context(&req, "/keyward.v1.Auth/RulesReview")
+            .await?;
+        let ns = req.into_inner().namespace;
+        let st = self
+            .front
+            .access
+            .rules_review(&ctx, &ns)
+            .await
+            .map_err(access_status)?;
+        Ok(Response::new(pb::RulesReviewResponse {
+            resource_rules: st
+                .resource_rules
+                .into_iter()
+                .map(|r| pb::ResourceRule {
+                    verbs: r.verbs,
+                    api_groups: r.api_groups,
+                    resources: r.resources,
+                    resource_names: r.resource_names,
+                })
+                .collect(),
+            non_resource_rules: st
+                .non_resource_rules
+                .into_iter()
+                .map(|r| pb::NonResourceRule {
+                    verbs: r.verbs,
+                    non_resource_urls: r.non_resource_urls,
+                })
+                .collect(),
+            incomplete: st.incomplete,
+            evaluation_error: st.evaluation_error,
+        }))
+    }
+
+    async fn who_am_i(
+        &self,
+        req: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        let ctx = self.front.context(&req, "/keyward.v1.Auth/WhoAmI").await?;
+        let id = self
+            .front
+            .access
+            .whoami(&ctx)
+            .await
+            .map_err(access_status)?;
+        Ok(Response::new(pb::UserInfo {
+            username: id.name,
+            uid: id.uid,
+            groups: id.groups,
+            extra: id
+                .extra
+                .into_iter()
+                .map(|(k, values)| (k, pb::ExtraValue { values }))
+                .collect(),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let ctx = self
+            .front
+            .context(&req, "/keyward.v1.Auth/CreateToken")
+            .await?;
+        let r = req.into_inner();
+        let expiration = match r.expiration_seconds {
+            0 => DEFAULT_EXPIRATION,
+            s if s > 0 => Duration::from_secs(s as u64),
+            _ => {
+                return Err(bad_request(
+                    "expiration_seconds: must be 0 (default) or positive",
+                ))
             }
-            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(format!(
-                    "line {}: a token must be at least 16 characters with no spaces",
-                    i + 1
-                ));
-            }
-            out.push(Zeroizing::new(t.as_bytes().to_vec()));
-        }
-        if out.is_empty() {
-            return Err("the tokens file holds no token".into());
-        }
-        Ok(Self(Arc::new(out)))
-    }
-
-    /// Whether `presented` equals one of the tokens (every token is compared, in constant time
-    /// per token).
-    pub fn check(&self, presented: &[u8]) -> bool {
-        let mut ok = subtle::Choice::from(0u8);
-        for t in self.0.iter() {
-            ok |= t.as_slice().ct_eq(presented);
-        }
-        ok.into()
-    }
-}
-
-/// Authenticates a request on the TCP listener: a verified client certificate, or an
-/// `authorization: Bearer <token>` header matching [`Tokens`].
-#[derive(Clone, Debug)]
-pub struct Authenticator {
-    /// Client certificates verified by the TLS layer are accepted.
-    pub client_certs: bool,
-    /// Bearer tokens, if any.
-    pub tokens: Option<Tokens>,
-}
-
-impl Authenticator {
-    /// Checks one request's credentials.
-    #[allow(clippy::result_large_err)] // tonic's interceptor signature
-    pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
-        if self.client_certs && req.peer_certs().is_some_and(|c| !c.is_empty()) {
-            return Ok(req);
-        }
-        if let Some(tokens) = &self.tokens {
-            if let Some(h) = req.metadata().get("authorization") {
-                if let Some(t) = h.as_bytes().strip_prefix(b"Bearer ") {
-                    if tokens.check(t) {
-                        return Ok(req);
-                    }
-                }
-                return Err(unauthorized("invalid bearer token"));
-            }
-        }
-        Err(unauthorized(
-            "client authentication required: a client certificate or an authorization: Bearer token",
-        ))
-    }
-}
-
-/// Missing or wrong credentials: `Unauthenticated` with [`Reason::Unauthorized`].
-fn unauthorized(message: &str) -> Status {
-    Reason::Unauthorized.status(Code::Unauthenticated, message)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_file_rules_and_constant_time_check() {
-        let t = Tokens::parse("# ops\n\n0123456789abcdef\nsecond-token-long-enough\n").unwrap();
-        assert!(t.check(b"0123456789abcdef"));
-        assert!(t.check(b"second-token-long-enough"));
-        assert!(!t.check(b"0123456789abcdeX"));
-        assert!(!t.check(b""));
-        assert!(!format!("{t:?}").contains("0123"));
-        assert!(Tokens::parse("short\n").unwrap_err().contains("line 1"));
-        assert!(Tokens::parse("# only comments\n").is_err());
-        assert!(Tokens::parse("has a space in it!!\n").is_err());
+        };
+        let t = self
+            .front
+            .access
+            .create_token(
+                &ctx,
+                &r.namespace,
+                &r.service_account,
+                r.audiences,
+                expiration,
+            )
+            .await
+            .map_err(access_status)?;
+        Ok(Response::new(pb::CreateTokenResponse {
+            token: t.token.expose().to_owned(),
+            expiration_timestamp: humantime::format_rfc3339_seconds(t.expiration).to_string(),
+        }))
     }
 }

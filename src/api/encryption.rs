@@ -1,24 +1,21 @@
 //! `keyward.v1.Encryption`: which provider and key encrypt the stored data (coverage), and
 //! migration of stale data to the write key, streamed as progress.
 
-use std::sync::Arc;
-
 use tonic::{Request, Response, Status};
 
-use super::to_status;
+use super::frontend::{access_status, Frontend};
 use crate::pb::keyward_v1 as pb;
-use crate::store::Store;
 
 /// `keyward.v1.Encryption`: coverage and migration.
 #[derive(Debug, Clone)]
 pub struct EncryptionService {
-    store: Arc<Store>,
+    front: Frontend,
 }
 
 impl EncryptionService {
-    /// A service over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    /// A service over the guarded store of `front`.
+    pub fn new(front: Frontend) -> Self {
+        Self { front }
     }
 
     /// The tonic server for this service.
@@ -49,13 +46,17 @@ impl pb::encryption_server::Encryption for EncryptionService {
         &self,
         req: Request<pb::EncryptionStatusRequest>,
     ) -> Result<Response<pb::EncryptionStatusResponse>, Status> {
-        let cov = self
-            .store
-            .encryption_coverage(req.get_ref().all_objects)
+        let ctx = self
+            .front
+            .context(&req, "/keyward.v1.Encryption/Status")
+            .await?;
+        let status = self
+            .front
+            .access
+            .encryption_status(&ctx, req.get_ref().all_objects)
             .await
-            .map_err(to_status)?;
-        let t = self.store.encryption().for_resource(crate::store::RESOURCE);
-        let (wp, wk) = t.write_provider();
+            .map_err(access_status)?;
+        let (cov, wp, wk) = (status.coverage, status.write_provider, status.write_key);
         Ok(Response::new(pb::EncryptionStatusResponse {
             revision: cov.revision.get(),
             total: cov.total as i64,
@@ -74,8 +75,8 @@ impl pb::encryption_server::Encryption for EncryptionService {
                 )
                 .collect(),
             kms_key_ids: cov.kms_key_ids,
-            write_provider: wp.to_owned(),
-            write_key: wk.to_owned(),
+            write_provider: wp,
+            write_key: wk,
             objects: cov
                 .objects
                 .into_iter()
@@ -97,6 +98,10 @@ impl pb::encryption_server::Encryption for EncryptionService {
         &self,
         req: Request<pb::MigrateRequest>,
     ) -> Result<Response<Self::MigrateStream>, Status> {
+        let ctx = self
+            .front
+            .context(&req, "/keyward.v1.Encryption/Migrate")
+            .await?;
         let req = req.into_inner();
         if req.batch_size < 0 || !(req.rate >= 0.0 && req.rate.is_finite()) {
             return Err(super::bad_request(
@@ -112,18 +117,23 @@ impl pb::encryption_server::Encryption for EncryptionService {
             },
             rate: req.rate,
         };
+        let migration = self
+            .front
+            .access
+            .migrate(&ctx)
+            .await
+            .map_err(access_status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let store = self.store.clone();
         tokio::spawn(async move {
             let progress_tx = tx.clone();
-            let res = store
-                .migrate(opts, move |p| {
+            let res = migration
+                .run(opts, move |p| {
                     let _ = progress_tx.try_send(Ok(progress_pb(p, false)));
                 })
                 .await;
             let last = match res {
                 Ok(p) => Ok(progress_pb(&p, true)),
-                Err(e) => Err(to_status(e)),
+                Err(e) => Err(access_status(e)),
             };
             let _ = tx.send(last).await;
         });

@@ -1,16 +1,18 @@
-//! The store's gRPC API, `keyward.v1`: the Secrets and Encryption services over the
-//! [`Store`](crate::store::Store), conversion between protobuf and the store's types at the
-//! edge, the one mapping from store errors to gRPC statuses ([`to_status`]) with the
-//! machine-readable [`Reason`] every status carries, client authentication for the TCP listener,
-//! and [`serve`], which serves both services on already-bound listeners until shutdown.
+//! The store's gRPC API, `keyward.v1`: the Secrets, Encryption and Auth services over the
+//! guarded store ([`Access`](crate::access::Access)), conversion between protobuf and the
+//! store's types at the edge, the mappings from errors to gRPC statuses ([`to_status`],
+//! [`access_status`]) with the machine-readable [`Reason`] every status carries, and [`serve`],
+//! which serves the services on already-bound listeners until shutdown.
 //!
+//! - `frontend`: [`Frontend`]: credentials off each request, authentication, impersonation.
 //! - `secrets`: `keyward.v1.Secrets` ([`SecretsService`]).
 //! - `encryption`: `keyward.v1.Encryption` ([`EncryptionService`]).
-//! - `auth`: [`Tokens`] and the [`Authenticator`] of TCP clients.
+//! - `auth`: `keyward.v1.Auth` ([`AuthService`]): reviews and token requests.
 //! - `serve`: [`serve`], [`TlsListener`] and [`ServeError`].
 
 mod auth;
 mod encryption;
+mod frontend;
 mod secrets;
 mod serve;
 
@@ -20,8 +22,9 @@ use tonic::{Code, Status};
 use zeroize::Zeroizing;
 
 pub use crate::reason::{bad_request, Reason, REASON_KEY};
-pub use auth::{Authenticator, Tokens};
+pub use auth::AuthService;
 pub use encryption::EncryptionService;
+pub use frontend::{access_status, Frontend, IMPERSONATE_GROUP, IMPERSONATE_USER};
 pub use secrets::SecretsService;
 pub use serve::{serve, ServeError, TlsListener};
 

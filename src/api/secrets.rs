@@ -1,10 +1,10 @@
-//! `keyward.v1.Secrets`: the store's registry operations over gRPC, thin handlers that convert
-//! the request, call the [`Store`] and map the error with [`to_status`].
-
-use std::sync::Arc;
+//! `keyward.v1.Secrets`: the store's registry operations over gRPC, thin handlers that
+//! authenticate the caller, convert the request, call the guarded store
+//! ([`Access`](crate::access::Access)) and map the error with [`access_status`].
 
 use tonic::{Code, Request, Response, Status};
 
+use super::frontend::{access_status, Frontend};
 use super::{
     invalid, limit, namespace_filter, raw_to_pb, resource_version, secret_from_pb, secret_id,
     secret_to_pb, selector, to_status,
@@ -13,18 +13,23 @@ use crate::backend::Revision;
 use crate::names::FieldError;
 use crate::pb::keyward_v1 as pb;
 use crate::reason::{bad_request, Reason};
-use crate::store::{ChangeKind, Preconditions, ResourceVersion, Store};
+use crate::store::{ChangeKind, Preconditions, ResourceVersion};
 
 /// `keyward.v1.Secrets`.
 #[derive(Debug, Clone)]
 pub struct SecretsService {
-    store: Arc<Store>,
+    front: Frontend,
+}
+
+/// The method path of `keyward.v1.Secrets/<method>`, the audit log's `requestURI`.
+fn uri(method: &str) -> String {
+    format!("/keyward.v1.Secrets/{method}")
 }
 
 impl SecretsService {
-    /// A service over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
-        Self { store }
+    /// A service over the guarded store of `front`.
+    pub fn new(front: Frontend) -> Self {
+        Self { front }
     }
 
     /// The tonic server for this service.
@@ -43,17 +48,20 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
+        let ctx = self.front.context(&req, &uri("Create")).await?;
         let req = req.into_inner();
         let s = req.secret.ok_or_else(|| bad_request("secret: required"))?;
         let s = self
-            .store
-            .create(secret_from_pb(s), req.dry_run)
+            .front
+            .access
+            .create(&ctx, secret_from_pb(s), req.dry_run)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(secret_to_pb(s)))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Secret>, Status> {
+        let ctx = self.front.context(&req, &uri("Get")).await?;
         let req = req.into_inner();
         let rev = match req.revision {
             0 => None,
@@ -64,10 +72,11 @@ impl pb::secrets_server::Secrets for SecretsService {
         };
         let id = secret_id(&req.namespace, &req.name)?;
         let s = self
-            .store
-            .get(&id.namespace, &id.name, rev)
+            .front
+            .access
+            .get(&ctx, &id.namespace, &id.name, rev)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(secret_to_pb(s)))
     }
 
@@ -75,13 +84,15 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::UpdateRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
+        let ctx = self.front.context(&req, &uri("Update")).await?;
         let req = req.into_inner();
         let s = req.secret.ok_or_else(|| bad_request("secret: required"))?;
         let s = self
-            .store
-            .update(secret_from_pb(s), req.dry_run)
+            .front
+            .access
+            .update(&ctx, secret_from_pb(s), req.dry_run)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(secret_to_pb(s)))
     }
 
@@ -89,6 +100,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
+        let ctx = self.front.context(&req, &uri("Delete")).await?;
         let req = req.into_inner();
         let id = secret_id(&req.namespace, &req.name)?;
         let pre = Preconditions {
@@ -99,10 +111,11 @@ impl pb::secrets_server::Secrets for SecretsService {
             unsafe_ignore_decrypt_errors: req.unsafe_ignore_decrypt_errors,
         };
         let s = self
-            .store
-            .delete(&id.namespace, &id.name, &pre)
+            .front
+            .access
+            .delete(&ctx, &id.namespace, &id.name, &pre)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(secret_to_pb(s)))
     }
 
@@ -110,19 +123,22 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        let ctx = self.front.context(&req, &uri("List")).await?;
         let req = req.into_inner();
         let sel = selector(&req.label_selector)?;
         let ns = namespace_filter(&req.namespace)?;
         let list = self
-            .store
+            .front
+            .access
             .list(
+                &ctx,
                 ns.as_ref(),
                 &sel,
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
             )
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(pb::ListResponse {
             items: list.items.into_iter().map(secret_to_pb).collect(),
             resource_version: list.resource_version.to_string(),
@@ -141,16 +157,18 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let ctx = self.front.context(&req, &uri("Watch")).await?;
         use tokio_stream::StreamExt;
         let req = req.into_inner();
         let sel = selector(&req.label_selector)?;
         let ns = namespace_filter(&req.namespace)?;
         let rv = resource_version("", &req.resource_version)?;
         let events = self
-            .store
-            .watch(ns.as_ref(), sel, rv)
+            .front
+            .access
+            .watch(&ctx, ns.as_ref(), sel, rv)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         let out = events.map(|e| {
             e.map(|e| pb::WatchEvent {
                 r#type: e.kind.name().to_owned(),
@@ -165,13 +183,15 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::HistoryRequest>,
     ) -> Result<Response<pb::HistoryResponse>, Status> {
+        let ctx = self.front.context(&req, &uri("History")).await?;
         let req = req.into_inner();
         let id = secret_id(&req.namespace, &req.name)?;
         let entries = self
-            .store
-            .history(&id.namespace, &id.name)
+            .front
+            .access
+            .history(&ctx, &id.namespace, &id.name)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(pb::HistoryResponse {
             entries: entries
                 .into_iter()
@@ -193,6 +213,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::Secret>, Status> {
+        let ctx = self.front.context(&req, &uri("Rollback")).await?;
         let req = req.into_inner();
         let id = secret_id(&req.namespace, &req.name)?;
         let revision = Revision::new(req.to_revision).ok_or_else(|| {
@@ -208,10 +229,11 @@ impl pb::secrets_server::Secrets for SecretsService {
             )
         })?;
         let s = self
-            .store
-            .rollback(&id.namespace, &id.name, revision)
+            .front
+            .access
+            .rollback(&ctx, &id.namespace, &id.name, revision)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(secret_to_pb(s)))
     }
 
@@ -219,11 +241,17 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::RawGetRequest>,
     ) -> Result<Response<pb::RawGetResponse>, Status> {
+        let ctx = self.front.context(&req, &uri("RawGet")).await?;
         let key = req.into_inner().key;
         if key.is_empty() {
             return Err(bad_request("key: required"));
         }
-        let kv = self.store.raw_get(&key).await.map_err(to_status)?;
+        let kv = self
+            .front
+            .access
+            .raw_get(&ctx, &key)
+            .await
+            .map_err(access_status)?;
         let kv = kv.ok_or_else(|| {
             Reason::NotFound.status(Code::NotFound, format!("key {key:?} not found"))
         })?;
@@ -236,12 +264,14 @@ impl pb::secrets_server::Secrets for SecretsService {
         &self,
         req: Request<pb::RawListRequest>,
     ) -> Result<Response<pb::RawListResponse>, Status> {
+        let ctx = self.front.context(&req, &uri("RawList")).await?;
         let req = req.into_inner();
         let kvs = self
-            .store
-            .raw_list(&req.prefix, limit(req.limit, "limit")?)
+            .front
+            .access
+            .raw_list(&ctx, &req.prefix, limit(req.limit, "limit")?)
             .await
-            .map_err(to_status)?;
+            .map_err(access_status)?;
         Ok(Response::new(pb::RawListResponse {
             kvs: kvs.into_iter().map(raw_to_pb).collect(),
         }))

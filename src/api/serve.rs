@@ -1,20 +1,17 @@
-//! Serving the store's API: `keyward.v1.Secrets` and `keyward.v1.Encryption` on the Unix socket,
-//! and on an optional TLS listener where every call must authenticate; on shutdown both stop
-//! accepting and drain in-flight calls.
+//! Serving the store's API: `keyward.v1.Secrets`, `Encryption` and `Auth` on the Unix socket,
+//! and on an optional TLS listener; every call on either is authenticated and authorized by the
+//! [`Frontend`]. On shutdown both stop accepting and drain in-flight calls.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 
-use super::{Authenticator, EncryptionService, SecretsService};
+use super::{AuthService, EncryptionService, Frontend, SecretsService};
 use crate::metrics::RpcLayer;
-use crate::store::Store;
 
 /// Errors of serving the API.
 #[derive(Debug, thiserror::Error)]
@@ -32,37 +29,26 @@ pub enum ServeError {
     Tcp(#[source] tonic::transport::Error),
 }
 
-/// A bound TCP listener with its TLS settings and the [`Authenticator`] every call on it must
-/// pass. Building one checks the TLS settings, so a bad certificate or key is refused before
-/// anything is served.
+/// A bound TCP listener with its TLS settings. Building one checks the TLS settings, so a bad
+/// certificate or key is refused before anything is served.
 pub struct TlsListener {
     listener: TcpListener,
     server: Server,
-    auth: Authenticator,
 }
 
 impl std::fmt::Debug for TlsListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsListener")
             .field("local_addr", &self.listener.local_addr().ok())
-            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
 
 impl TlsListener {
-    /// Serves TLS with `tls` on `listener`, admitting the calls `auth` accepts.
-    pub fn new(
-        listener: TcpListener,
-        tls: ServerTlsConfig,
-        auth: Authenticator,
-    ) -> Result<Self, ServeError> {
+    /// Serves TLS with `tls` on `listener`.
+    pub fn new(listener: TcpListener, tls: ServerTlsConfig) -> Result<Self, ServeError> {
         let server = Server::builder().tls_config(tls).map_err(ServeError::Tls)?;
-        Ok(Self {
-            listener,
-            server,
-            auth,
-        })
+        Ok(Self { listener, server })
     }
 
     /// The address the listener is bound to.
@@ -71,15 +57,16 @@ impl TlsListener {
     }
 }
 
-/// Serves `keyward.v1.Secrets` and `keyward.v1.Encryption` over `store` on `unix` and, if
+/// Serves `keyward.v1.Secrets` and `keyward.v1.Encryption` through `front` on `unix` and, if
 /// given, on `tcp`, until `shutdown` completes; then stops accepting and drains in-flight calls.
-/// Watch streams do not end on their own: close them ([`Store::stop_watches`]) when shutdown
-/// starts, or the drain waits for their clients. Every call on both listeners goes through
-/// `rpc` ([`RpcLayer::disabled`] to measure nothing).
+/// Watch streams do not end on their own: close them
+/// ([`Store::stop_watches`](crate::store::Store::stop_watches)) when shutdown starts, or the
+/// drain waits for their clients. Every call on both listeners goes through `rpc`
+/// ([`RpcLayer::disabled`] to measure nothing).
 pub async fn serve(
     unix: UnixListener,
     tcp: Option<TlsListener>,
-    store: Arc<Store>,
+    front: Frontend,
     rpc: RpcLayer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -94,33 +81,23 @@ pub async fn serve(
 
     let unix_server = Server::builder()
         .layer(rpc.clone())
-        .add_service(SecretsService::new(store.clone()).into_server())
-        .add_service(EncryptionService::new(store.clone()).into_server())
+        .add_service(SecretsService::new(front.clone()).into_server())
+        .add_service(EncryptionService::new(front.clone()).into_server())
+        .add_service(AuthService::new(front.clone()).into_server())
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(unix),
             token.clone().cancelled_owned(),
         );
     let unix = async { unix_server.await.map_err(ServeError::Unix) };
     let tcp = async {
-        let Some(TlsListener {
-            listener,
-            server,
-            auth,
-        }) = tcp
-        else {
+        let Some(TlsListener { listener, server }) = tcp else {
             return Ok(());
         };
-        let secrets_auth = auth.clone();
         server
             .layer(rpc)
-            .add_service(InterceptedService::new(
-                SecretsService::new(store.clone()).into_server(),
-                move |r| secrets_auth.check(r),
-            ))
-            .add_service(InterceptedService::new(
-                EncryptionService::new(store.clone()).into_server(),
-                move |r| auth.check(r),
-            ))
+            .add_service(SecretsService::new(front.clone()).into_server())
+            .add_service(EncryptionService::new(front.clone()).into_server())
+            .add_service(AuthService::new(front.clone()).into_server())
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
                 token.clone().cancelled_owned(),

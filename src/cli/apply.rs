@@ -436,6 +436,8 @@ mod tests {
                 token_file: None,
                 client_cert: None,
                 client_key: None,
+                as_user: None,
+                as_group: Vec::new(),
             };
             let mut c = client::connect(&args).await.map_err(|e| e.message).unwrap();
             apply_one(&mut c, desired(v), DryRun::None).await

@@ -39,19 +39,43 @@ pub(super) struct ClientArgs {
     /// PEM client key for an https server (with --client-cert).
     #[arg(long, global = true, value_name = "FILE", display_order = HELP_ORDER + 4)]
     pub client_key: Option<PathBuf>,
+    /// Act as this user (needs the impersonate verb on users, or serviceaccounts for
+    /// system:serviceaccount:<ns>:<name>).
+    #[arg(long = "as", global = true, value_name = "USER", display_order = HELP_ORDER + 5)]
+    pub as_user: Option<String>,
+    /// Act as this group too (repeatable; needs the impersonate verb on groups).
+    #[arg(long = "as-group", global = true, value_name = "GROUP", display_order = HELP_ORDER + 6)]
+    pub as_group: Vec<String>,
 }
 
-/// Adds `authorization: Bearer <token>` when a token is configured.
+/// Adds `authorization: Bearer <token>` when a token is configured, and the impersonation
+/// metadata of `--as` and `--as-group`.
 #[derive(Clone)]
-pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
+pub(super) struct Bearer {
+    token: Option<MetadataValue<Ascii>>,
+    as_user: Option<MetadataValue<Ascii>>,
+    as_groups: Vec<MetadataValue<Ascii>>,
+}
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(t) = &self.0 {
-            req.metadata_mut().insert("authorization", t.clone());
+        let md = req.metadata_mut();
+        if let Some(t) = &self.token {
+            md.insert("authorization", t.clone());
+        }
+        if let Some(u) = &self.as_user {
+            md.insert(crate::api::IMPERSONATE_USER, u.clone());
+        }
+        for g in &self.as_groups {
+            md.append(crate::api::IMPERSONATE_GROUP, g.clone());
         }
         Ok(req)
     }
+}
+
+fn impersonation_value(flag: &str, v: &str) -> Result<MetadataValue<Ascii>, CliError> {
+    v.parse()
+        .map_err(|_| CliError::new(format!("{flag} {v:?}: not a valid name (ASCII only)")))
 }
 
 /// A connected `keyward.v1.Secrets` client.
@@ -145,7 +169,24 @@ async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
         }
         None => None,
     };
-    Ok((channel, Bearer(token)))
+    let as_user = args
+        .as_user
+        .as_deref()
+        .map(|u| impersonation_value("--as", u))
+        .transpose()?;
+    let as_groups = args
+        .as_group
+        .iter()
+        .map(|g| impersonation_value("--as-group", g))
+        .collect::<Result<_, _>>()?;
+    Ok((
+        channel,
+        Bearer {
+            token,
+            as_user,
+            as_groups,
+        },
+    ))
 }
 
 /// A connected `keyward.v1.Encryption` client.
@@ -160,4 +201,14 @@ pub(super) async fn connect_encryption(args: &ClientArgs) -> Result<EncryptionCl
             channel, bearer,
         ),
     )
+}
+
+/// A connected `keyward.v1.Auth` client.
+pub(super) type AuthClient =
+    crate::pb::keyward_v1::auth_client::AuthClient<InterceptedService<Channel, Bearer>>;
+
+/// Connects to the server's auth service.
+pub(super) async fn connect_auth(args: &ClientArgs) -> Result<AuthClient, CliError> {
+    let (channel, bearer) = channel(args).await?;
+    Ok(crate::pb::keyward_v1::auth_client::AuthClient::with_interceptor(channel, bearer))
 }

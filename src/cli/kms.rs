@@ -53,7 +53,7 @@ pub(super) enum KmsCommand {
     ///     --etcd-ca /etc/keyward/etcd-ca.crt --seal keyfile:/etc/keyward/root.key \
     ///     --socket /var/run/keyward/kms.sock --admin-socket /var/run/keyward/kms-admin.sock
     #[command(verbatim_doc_comment)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Hand in one Shamir share to a plugin serving sealed (from stdin or --share-file, never
     /// the command line); the keyring opens once enough shares were given.
     ///
@@ -278,6 +278,8 @@ pub(super) struct ServeArgs {
     run: RunArgs,
     #[command(flatten)]
     pub(super) observe: ObserveArgs,
+    #[command(flatten)]
+    audit: super::access::KmsAuditArgs,
 }
 
 /// How a plugin serves: `kms serve` and `dev`.
@@ -318,7 +320,7 @@ pub(super) enum Output {
 pub(super) fn kms(cmd: KmsCommand, store: &ClientArgs) -> Result<(), CliError> {
     let (args, call) = match cmd {
         KmsCommand::Init(a) => return init(a),
-        KmsCommand::Serve(a) => return serve(a),
+        KmsCommand::Serve(a) => return serve(*a),
         KmsCommand::Unseal(a) => return runtime()?.block_on(seal_cli::unseal(a)),
         KmsCommand::RekeyRoot(a) => return runtime()?.block_on(seal_cli::rekey_root(a)),
         KmsCommand::Status(a) => (a, Call::Status),
@@ -449,18 +451,22 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
             let token = CancellationToken::new();
             drain_on_signal(token.clone())?;
             let metrics = bind_metrics(metrics_listen).await?;
+            let (auditor, log) = a.audit.open().await?;
             let mut plugin = PluginServer::start_sealed(
                 sealed,
                 storage,
                 &a.socket,
                 a.admin_socket.as_deref(),
                 opts.access,
-            )?;
+            )?
+            .with_admin_audit(auditor);
             if let Some(metrics) = metrics {
                 plugin = plugin.with_metrics(metrics.metrics());
                 spawn_metrics(metrics, &token);
             }
-            run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
+            let res = run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await;
+            close_audit(log).await;
+            res
         });
     }
     let keyring = rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?;
@@ -468,14 +474,27 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let metrics = bind_metrics(metrics_listen).await?;
+        let (auditor, log) = a.audit.open().await?;
         let mut plugin =
-            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?;
+            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?
+                .with_admin_audit(auditor);
         if let Some(metrics) = metrics {
             plugin = plugin.with_metrics(metrics.metrics());
             spawn_metrics(metrics, &token);
         }
-        run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
+        let res = run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await;
+        close_audit(log).await;
+        res
     })
+}
+
+/// Writes the admin audit log's shutdown checkpoint.
+async fn close_audit(log: Option<crate::audit::AuditLog>) {
+    if let Some(log) = log {
+        if let Err(e) = log.close().await {
+            tracing::error!(error = %e, "admin audit log: the shutdown checkpoint was not written");
+        }
+    }
 }
 
 fn policy(run: &RunArgs) -> Result<RotationPolicy, CliError> {

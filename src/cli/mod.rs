@@ -5,7 +5,8 @@
 //!   rekey-root, Shamir shares); `server`: `server` and `dev`; `raw`;
 //!   `secrets`: kubectl-shaped Secret commands; `apply`; `consume`: `run` and `mount`;
 //!   `encryption`: `encryption status` and `migrate`; `bench`: the load generators; `audit`:
-//!   `audit verify`.
+//!   `audit verify`; `auth`: `auth can-i`, `auth whoami` and `create token`; `access`: the
+//!   server's authentication, authorization and audit flags.
 //! - Shared: `client` (finding and reaching a server), `etcd` (the `--etcd-*` flags and files),
 //!   `flags` (durations, socket groups), `observe` (`--metrics-listen`, `--log-format`), `output` (tables, times, hex dumps), `progress`
 //!   (progress bars), `error` ([`CliError`] and the wording of server errors), `process`
@@ -17,8 +18,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod access;
 mod apply;
 mod audit;
+mod auth;
 mod bench;
 mod client;
 mod consume;
@@ -137,6 +140,9 @@ enum Command {
     /// Audit logs: check that a log is intact (keyward audit verify FILE...).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Inspect authorization: may I do this (can-i), and who am I (whoami).
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
     ///
     /// Examples:
@@ -229,6 +235,7 @@ fn run(command: Command, client: &client::ClientArgs) -> Result<(), CliError> {
         Command::Bench(c) => bench::bench(c, client),
         Command::Encryption(a) => encryption::encryption(a, client),
         Command::Migrate(a) => encryption::migrate(a, client),
+        Command::Auth(a) => auth::auth(a, client),
         Command::Run(a) => consume::run(a, client),
         Command::Mount(a) => consume::mount(a, client),
         Command::Completion { shell } => completion(shell),

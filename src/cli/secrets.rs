@@ -76,6 +76,11 @@ pub(super) enum CreateCommand {
     /// Create a Secret.
     #[command(subcommand)]
     Secret(CreateSecret),
+    /// Request a service account token (printed on stdout).
+    ///
+    /// Example: keyward create token app -n prod --duration 1h --audience vault
+    #[command(verbatim_doc_comment)]
+    Token(super::auth::CreateTokenArgs),
 }
 
 /// `keyward create secret ...`.
@@ -483,7 +488,10 @@ fn check_tls_pair(
 
 /// `keyward create secret ...`.
 pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliError> {
-    let CreateCommand::Secret(cmd) = cmd;
+    let cmd = match cmd {
+        CreateCommand::Secret(cmd) => cmd,
+        CreateCommand::Token(a) => return super::auth::create_token(a, client),
+    };
     let (s, common) = match cmd {
         CreateSecret::Generic {
             name,

@@ -9,13 +9,13 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::access::AccessArgs;
 use super::etcd::{BackendArg, EtcdArgs};
 use super::flags::{duration_or_never, socket_access};
 use super::kms::{keyring_error, open_keyring, run_plugin, KeyringAt, RunArgs, ServeOptions};
 use super::observe::{bind_metrics, spawn_metrics, ObserveArgs};
 use super::process::{drain_on_signal, run_until_signal, runtime};
 use super::{CliError, DEV_DIR};
-use crate::api::Tokens;
 use crate::backend::{BackendError, BackendSpec, SledOptions};
 use crate::crypto::Algorithm;
 use crate::keyring::{self, InitOptions, Keyring};
@@ -48,7 +48,7 @@ pub(super) struct ServerArgs {
     socket_group: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
-    /// Also listen on TCP (requires --tls-cert, --tls-key and --client-ca or --tokens-file).
+    /// Also listen on TCP (requires --tls-cert, --tls-key and --client-ca or bearer tokens).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// PEM certificate chain for the TCP listener.
@@ -60,10 +60,12 @@ pub(super) struct ServerArgs {
     /// Accept TCP clients presenting a certificate signed by this PEM CA.
     #[arg(long, value_name = "FILE")]
     client_ca: Option<PathBuf>,
-    /// Accept TCP clients presenting `authorization: Bearer <token>` for a token in this file
-    /// (one per line, mode 0600).
+    /// Accept clients presenting `authorization: Bearer <token>` for a token in this file
+    /// (one per line, mode 0600), as system:masters. Prefer --token-auth-file.
     #[arg(long, value_name = "FILE")]
     tokens_file: Option<PathBuf>,
+    #[command(flatten)]
+    access_control: AccessArgs,
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
@@ -110,6 +112,8 @@ pub(super) struct DevArgs {
     store: StoreArgs,
     #[command(flatten)]
     pub(super) observe: ObserveArgs,
+    #[command(flatten)]
+    access_control: AccessArgs,
 }
 
 fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
@@ -159,6 +163,7 @@ fn store_options(
         tcp: None,
         metrics: None,
         automatic_reload: store.encryption_config_automatic_reload,
+        access_control: Default::default(),
         auto_migrate: if store.auto_migrate {
             Some(
                 duration_or_never("--auto-migrate-settle", &store.auto_migrate_settle)?
@@ -205,11 +210,15 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
         }
     };
     let mut opts = store_options(backend, a.encryption_config, a.socket, access, &a.store)?;
+    opts.access_control = a
+        .access_control
+        .options(a.tokens_file.iter().cloned().collect())?;
+    let tokens = a.tokens_file.is_some() || a.access_control.has_tokens();
     opts.tcp = match (a.listen, a.tls_cert, a.tls_key) {
-        (None, None, None) if a.client_ca.is_none() && a.tokens_file.is_none() => None,
+        (None, None, None) if a.client_ca.is_none() => None,
         (None, _, _) => {
             return Err(CliError::new(
-                "--tls-cert, --tls-key, --client-ca and --tokens-file only apply with --listen",
+                "--tls-cert, --tls-key and --client-ca only apply with --listen",
             ))
         }
         (Some(_), None, _) | (Some(_), _, None) => return Err(CliError::new(
@@ -217,18 +226,12 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
         )
         .hint("keyward never serves secrets over plaintext TCP; use --socket for local clients")),
         (Some(listen), Some(cert), Some(key)) => {
-            if a.client_ca.is_none() && a.tokens_file.is_none() {
+            if a.client_ca.is_none() && !tokens {
                 return Err(CliError::new(
-                    "--listen requires client authentication: pass --client-ca and/or --tokens-file",
+                    "--listen requires client authentication: pass --client-ca and/or --token-auth-file (or --tokens-file)",
                 ));
             }
-            Some(tcp_options(
-                listen,
-                &cert,
-                &key,
-                a.client_ca.as_deref(),
-                a.tokens_file.as_deref(),
-            )?)
+            Some(tcp_options(listen, &cert, &key, a.client_ca.as_deref())?)
         }
     };
     runtime()?.block_on(async {
@@ -300,6 +303,7 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         opts.access,
         &a.store,
     )?;
+    store_opts.access_control = a.access_control.options(Vec::new())?;
     let key_id = keyring.health().primary_key_id;
     rt.block_on(async {
         let token = CancellationToken::new();
@@ -348,13 +352,12 @@ fn dev_encryption_config(kms_socket: &Path) -> String {
 }
 
 /// Reads the TCP listener's files into the library's options: the certificate and client CA as
-/// given, the key and tokens files only if private (mode 0600).
+/// given, the key only if private (mode 0600).
 fn tcp_options(
     listen: SocketAddr,
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-    tokens: Option<&Path>,
 ) -> Result<TcpOptions, CliError> {
     let mut opts = TcpOptions::new(
         listen,
@@ -364,18 +367,6 @@ fn tcp_options(
     opts.client_ca = client_ca
         .map(|ca| read_file(ca, "--client-ca"))
         .transpose()?;
-    opts.tokens = match tokens {
-        Some(p) => {
-            let raw = seal::read_private_file(p, MAX_PRIVATE_FILE)?;
-            let text = std::str::from_utf8(&raw)
-                .map_err(|_| CliError::new(format!("--tokens-file {}: not UTF-8", p.display())))?;
-            Some(
-                Tokens::parse(text)
-                    .map_err(|e| CliError::new(format!("--tokens-file {}: {e}", p.display())))?,
-            )
-        }
-        None => None,
-    };
     Ok(opts)
 }
 

@@ -227,6 +227,7 @@ pub async fn serve(
     admin: Option<UnixListener>,
     keyring: impl Into<Arc<PluginKeyring>>,
     rpc: RpcLayer,
+    admin_audit: crate::audit::Auditor,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let keyring: Arc<PluginKeyring> = keyring.into();
@@ -286,7 +287,7 @@ pub async fn serve(
             let admin_server = tonic::transport::Server::builder()
                 .layer(rpc)
                 .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(
-                    KmsAdmin::new(keyring),
+                    KmsAdmin::new(keyring).with_auditor(admin_audit),
                 ))
                 .serve_with_incoming_shutdown(
                     UnixListenerStream::new(admin),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 
 use super::PluginKeyring;
+use crate::audit::Auditor;
 use crate::keyring::{Keyring, SealedKeyring};
 use crate::metrics::{KeyringReading, Metrics, RpcLayer};
 use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
@@ -18,6 +19,8 @@ pub struct PluginServer {
     keyring: Arc<PluginKeyring>,
     kms: UnixListener,
     admin: Option<UnixListener>,
+    /// Records the admin socket's calls.
+    admin_audit: Auditor,
     /// Remove the socket files when the server is done.
     guards: Vec<SocketGuard>,
     rpc: RpcLayer,
@@ -91,6 +94,7 @@ impl PluginServer {
             keyring,
             kms,
             admin,
+            admin_audit: Auditor::disabled(),
             guards,
             rpc: RpcLayer::disabled(),
         })
@@ -105,6 +109,13 @@ impl PluginServer {
             Some(open) => KeyringReading::of(open),
             None => KeyringReading::sealed(),
         });
+        self
+    }
+
+    /// Records every admin socket call (status, keys, rotate, retire, destroy, unseal, rekey)
+    /// with `auditor`, as the caller's peer uid.
+    pub fn with_admin_audit(mut self, auditor: Auditor) -> PluginServer {
+        self.admin_audit = auditor;
         self
     }
 
@@ -123,10 +134,11 @@ impl PluginServer {
             keyring,
             kms,
             admin,
+            admin_audit,
             guards,
             rpc,
         } = self;
-        let res = super::serve(kms, admin, keyring, rpc, shutdown).await;
+        let res = super::serve(kms, admin, keyring, rpc, admin_audit, shutdown).await;
         drop(guards);
         res
     }

@@ -41,7 +41,8 @@ pub const KMS_METHODS: &[&str] = &[
     "/keyward.v1.KmsAdmin/RekeyRoot",
 ];
 
-/// The methods the store's API answers: `keyward.v1.Secrets` and `keyward.v1.Encryption`.
+/// The methods the store's API answers: `keyward.v1.Secrets`, `keyward.v1.Encryption` and
+/// `keyward.v1.Auth`.
 pub const STORE_METHODS: &[&str] = &[
     "/keyward.v1.Secrets/Create",
     "/keyward.v1.Secrets/Get",
@@ -55,6 +56,10 @@ pub const STORE_METHODS: &[&str] = &[
     "/keyward.v1.Secrets/RawList",
     "/keyward.v1.Encryption/Status",
     "/keyward.v1.Encryption/Migrate",
+    "/keyward.v1.Auth/AccessReview",
+    "/keyward.v1.Auth/RulesReview",
+    "/keyward.v1.Auth/WhoAmI",
+    "/keyward.v1.Auth/CreateToken",
 ];
 
 /// The method label of every path not in the list.
@@ -424,6 +429,7 @@ mod tests {
         let mut store: Vec<String> = [
             include_str!("../../proto/keyward/v1/secrets.proto"),
             include_str!("../../proto/keyward/v1/encryption.proto"),
+            include_str!("../../proto/keyward/v1/auth.proto"),
         ]
         .iter()
         .flat_map(|p| methods_of(p))

@@ -340,6 +340,11 @@ impl Store {
         &self.backend
     }
 
+    /// The storage key prefix (`/registry` by default; "" for none), without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `<prefix>/secrets/<namespace>/<name>`: the storage key and AES-GCM associated data.
     pub fn storage_key(&self, namespace: &Namespace, name: &SecretName) -> String {
         format!("{}/{RESOURCE}/{namespace}/{name}", self.prefix)

@@ -5,23 +5,20 @@ use std::process::Command;
 
 use crate::support::Proc;
 
-fn walkthrough() -> String {
+/// The `sh` block between `<!-- NAME -->` and `<!-- /NAME -->` in the README, as a bash script
+/// in which lines marked `# refused` must fail.
+fn script(name: &str) -> String {
     let readme = include_str!("../../README.md");
     let start = readme
-        .find("<!-- walkthrough -->")
-        .expect("walkthrough start marker");
+        .find(&format!("<!-- {name} -->"))
+        .unwrap_or_else(|| panic!("README marker {name}"));
     let end = readme
-        .find("<!-- /walkthrough -->")
-        .expect("walkthrough end marker");
+        .find(&format!("<!-- /{name} -->"))
+        .unwrap_or_else(|| panic!("README end marker {name}"));
     let block = &readme[start..end];
     let code_start = block.find("```sh\n").expect("sh block") + "```sh\n".len();
     let code_end = block[code_start..].find("```").expect("block end") + code_start;
-    block[code_start..code_end].to_owned()
-}
-
-#[test]
-fn readme_walkthrough_works_verbatim() {
-    let script: String = walkthrough()
+    block[code_start..code_end]
         .lines()
         .map(|l| match l.rsplit_once("  # refused") {
             Some((cmd, _)) => format!(
@@ -30,18 +27,12 @@ fn readme_walkthrough_works_verbatim() {
             ),
             None => format!("{l}\n"),
         })
-        .collect();
-    assert!(
-        script.contains("keyward create secret tls"),
-        "walkthrough found"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("keyward-dev/keyward.sock");
-    let log = dir.path().join("dev.log");
-    // `keyward dev` with its default data directory, in the walkthrough's working directory.
-    let mut cmd = crate::support::binary::command(&["dev"]);
-    cmd.current_dir(dir.path());
-    let _dev = Proc::start(cmd, &log, &[&sock]);
+        .collect()
+}
+
+/// Runs `script` with bash in `dir`, the built binary first on PATH; returns (stdout,
+/// stderr) once it succeeded.
+fn run_script(dir: &std::path::Path, script: &str, what: &str) -> (String, String) {
     let bin_dir = std::path::Path::new(crate::support::bin())
         .parent()
         .unwrap()
@@ -54,17 +45,35 @@ fn readme_walkthrough_works_verbatim() {
     let out = Command::new(crate::support::tools::bash())
         .arg("-c")
         .arg(format!("set -euo pipefail\n{script}"))
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env("PATH", path)
         .env_remove("KEYWARD_SERVER")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "walkthrough failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        "{what} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
+    (stdout, stderr)
+}
+
+#[test]
+fn readme_walkthrough_works_verbatim() {
+    let script = script("walkthrough");
+    assert!(
+        script.contains("keyward create secret tls"),
+        "walkthrough found"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("keyward-dev/keyward.sock");
+    let log = dir.path().join("dev.log");
+    // `keyward dev` with its default data directory, in the walkthrough's working directory.
+    let mut cmd = crate::support::binary::command(&["dev"]);
+    cmd.current_dir(dir.path());
+    let _dev = Proc::start(cmd, &log, &[&sock]);
+    let (stdout, stderr) = run_script(dir.path(), &script, "walkthrough");
     for want in [
         "secret/db created",
         "secret/web-tls created",
@@ -97,4 +106,43 @@ fn readme_walkthrough_works_verbatim() {
         after.contains("admin"),
         "rollback restored the first version:\n{after}"
     );
+}
+
+/// The README's "Who may read which Secret" section, run verbatim with bash in a fresh
+/// directory: it starts its own `keyward dev` with the access flags, and stops it.
+#[test]
+fn readme_access_section_works_verbatim() {
+    let script = script("access");
+    let dir = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = run_script(dir.path(), &script, "access section");
+    for want in [
+        "Username    system:admin",
+        "s3cret",
+        "yes",
+        "no",
+        "secret/api created",
+        "Resources   Non-Resource URLs   Resource Names   Verbs\nsecrets     []                  [db]             [get]\n",
+        "Username    system:bootstrap:07401b",
+        "OK: 1 file",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+    for want in [
+        "Error from server (Forbidden): secrets \"cache\" is forbidden: User \"app\" cannot get resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+        "Error from server (Forbidden): secrets is forbidden: User \"app\" cannot list resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+        "Error from server (Forbidden): secrets \"db\" is forbidden: User \"app\" cannot delete resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+        "Error from server (Forbidden): secrets is forbidden: User \"olga\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\"",
+        "Error from server (Forbidden): secrets \"cache\" is forbidden: User \"system:serviceaccount:prod:app\" cannot get resource \"secrets\" in API group \"\" in the namespace \"prod\"",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in\n{stderr}");
+    }
+    let log = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    for value in [
+        "s3cret",
+        "hunter2",
+        "f395accd246ae52d",
+        "app-0c9f2f3a1b7d4e5f",
+    ] {
+        assert!(!log.contains(value), "{value} is in the audit log");
+    }
 }

@@ -176,6 +176,32 @@ fn dev_counts_calls_objects_watches_and_migrations_and_names_no_secret() {
         0.0
     );
 
+    // An authorization denial, counted by verb: the server's own user impersonates one that
+    // no policy allows anything.
+    let (ok, _, err) = run(&[
+        "get",
+        "secret",
+        SECRET_NAME,
+        "--server",
+        &server,
+        "--as",
+        "nobody",
+    ]);
+    assert!(!ok && err.contains("forbidden"), "{err}");
+    let denied = scrape_parsed(&addr);
+    assert_eq!(
+        value(
+            &denied,
+            "keyward_authorization_denials_total",
+            &[("verb", "get")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&denied, "keyward_audit_write_failures_total", &[]),
+        0.0
+    );
+
     // Nothing identifying in the exposition: no Secret name or value, no key id in clear.
     let text = scrape(&addr);
     let (key_id, _) = rt.block_on(status(&data.join("kms.sock")));

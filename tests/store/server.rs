@@ -271,7 +271,17 @@ fn pki() -> Pki {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf = |names: Vec<String>, signer: Option<(&rcgen::Certificate, &KeyPair)>| {
         let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(names).unwrap();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        // The client is an administrator: CN is the user, O the group (as kube-apiserver).
+        if names == ["client"] {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "client");
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, "system:masters");
+        }
         let cert = match signer {
             Some((c, k)) => params.signed_by(&key, c, k).unwrap(),
             None => params.self_signed(&key).unwrap(),

@@ -1,0 +1,174 @@
+//! From credentials to an [`Identity`], the same for every front end: the [`Authenticators`] a
+//! server is configured with, and the [`Credentials`] a front end reads off one request (the
+//! Unix peer's uid and gid, a verified TLS client certificate, an `Authorization` header).
+//!
+//! Rules, as kube-apiserver applies them to its listeners:
+//! - A bearer token, when one is presented, decides alone (on either listener): accepted, or
+//!   the request is `Unauthorized`. A bad token never falls back to other credentials.
+//! - Otherwise on the Unix socket the peer credentials decide ([`UnixAuthenticator`]: the
+//!   server's uid and root are `system:admin` in `system:masters` unless `--unix-users` says
+//!   otherwise); on TCP a client certificate verified by TLS decides (CN the user, each O a
+//!   group), and no credential at all is refused.
+//! - Every identity carries `system:authenticated`.
+//!
+//! Why a credential was refused goes to the server's log (never the credential); the caller
+//! sees `Unauthorized`.
+
+use super::AccessError;
+use crate::authn::unix::{PeerCredentials, UnixAuthenticator};
+use crate::authn::x509::authenticate_client_cert;
+use crate::authn::{parse_bearer, BearerHeader, Identity, TokenChain};
+
+/// What one request presents.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// A Unix-socket connection.
+    Unix {
+        /// The peer's credentials; `None` if the kernel did not report them.
+        peer: Option<PeerCredentials>,
+        /// The `Authorization` header, if any.
+        authorization: Option<&'a str>,
+    },
+    /// A TLS connection.
+    Tls {
+        /// The client certificate chain TLS verified against the client CA (leaf first, DER),
+        /// if the client presented one.
+        client_certs: Option<&'a [rustls_pki_types::CertificateDer<'static>]>,
+        /// The `Authorization` header, if any.
+        authorization: Option<&'a str>,
+    },
+}
+
+/// The authenticators of a server: Unix peer credentials, TLS client certificates and the
+/// bearer-token chain (token files, bootstrap tokens, service account tokens).
+#[derive(Debug, Clone)]
+pub struct Authenticators {
+    unix: UnixAuthenticator,
+    tokens: TokenChain,
+}
+
+impl Authenticators {
+    /// Unix callers mapped by `unix`, bearer tokens checked by `tokens` (client certificates
+    /// are accepted when TLS verified them).
+    pub fn new(unix: UnixAuthenticator, tokens: TokenChain) -> Self {
+        Self { unix, tokens }
+    }
+
+    /// The defaults of a server with no authentication flags: this process's uid and root are
+    /// `system:admin`, no token is accepted.
+    pub fn local() -> Self {
+        Self::new(
+            UnixAuthenticator::new(UnixAuthenticator::server_uid()),
+            TokenChain::default(),
+        )
+    }
+
+    /// The Unix authenticator (for callers that only have peer credentials).
+    pub fn unix(&self) -> &UnixAuthenticator {
+        &self.unix
+    }
+
+    /// The identity `creds` prove, with `system:authenticated`.
+    pub async fn authenticate(&self, creds: Credentials<'_>) -> Result<Identity, AccessError> {
+        let authorization = match creds {
+            Credentials::Unix { authorization, .. } | Credentials::Tls { authorization, .. } => {
+                authorization
+            }
+        };
+        if let Some(header) = authorization {
+            match parse_bearer(header) {
+                BearerHeader::Token(token) => {
+                    return self.tokens.authenticate(&token).await.map_err(|e| {
+                        tracing::info!(error = %e, "bearer token refused");
+                        AccessError::Unauthenticated {
+                            what: "bearer token",
+                            source: e,
+                        }
+                    })
+                }
+                BearerHeader::Empty { extra_space: true } => {
+                    tracing::info!("{}", crate::authn::BEARER_EXTRA_SPACE_WARNING);
+                }
+                BearerHeader::Empty { .. } | BearerHeader::NotBearer => {}
+            }
+        }
+        match creds {
+            Credentials::Unix { peer: Some(p), .. } => Ok(self.unix.authenticate(p)),
+            Credentials::Unix { peer: None, .. } => {
+                tracing::warn!("a Unix-socket caller without peer credentials was refused");
+                Err(AccessError::NoCredentials)
+            }
+            Credentials::Tls {
+                client_certs: Some(chain),
+                ..
+            } if !chain.is_empty() => match authenticate_client_cert(chain) {
+                Ok(Some(id)) => Ok(id),
+                Ok(None) => Err(AccessError::NoCredentials),
+                Err(e) => {
+                    tracing::info!(error = %e, "client certificate refused");
+                    Err(AccessError::Unauthenticated {
+                        what: "client certificate",
+                        source: e,
+                    })
+                }
+            },
+            Credentials::Tls { .. } => Err(AccessError::NoCredentials),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::names;
+
+    #[tokio::test]
+    async fn unix_peers_tokens_and_missing_credentials() {
+        let a = Authenticators::new(UnixAuthenticator::new(1000), TokenChain::default());
+        let me = PeerCredentials {
+            uid: 1000,
+            gid: 1000,
+        };
+        let id = a
+            .authenticate(Credentials::Unix {
+                peer: Some(me),
+                authorization: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(id.name, names::SYSTEM_ADMIN);
+        assert!(id.in_group(names::SYSTEM_MASTERS) && id.in_group(names::SYSTEM_AUTHENTICATED));
+        // A token decides alone, and an unknown one is refused (no fallback to the peer).
+        let e = a
+            .authenticate(Credentials::Unix {
+                peer: Some(me),
+                authorization: Some("Bearer nope"),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "invalid bearer token");
+        // Another scheme is not a token: the peer decides.
+        assert!(a
+            .authenticate(Credentials::Unix {
+                peer: Some(me),
+                authorization: Some("Basic abc"),
+            })
+            .await
+            .is_ok());
+        for creds in [
+            Credentials::Unix {
+                peer: None,
+                authorization: None,
+            },
+            Credentials::Tls {
+                client_certs: None,
+                authorization: None,
+            },
+        ] {
+            assert!(matches!(
+                a.authenticate(creds).await,
+                Err(AccessError::NoCredentials)
+            ));
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Who is asking and from where: the [`RequestContext`] every guarded operation takes, built by
+//! a front end once the caller is authenticated (and, if asked, impersonation resolved).
+
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use crate::audit::{Peer, RequestInfo};
+use crate::authn::Identity;
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A Unix-socket connection: the peer's credentials as the kernel reports them.
+    Unix {
+        /// The peer process's effective uid.
+        uid: u32,
+        /// The peer process's effective gid.
+        gid: u32,
+    },
+    /// A TCP connection from this address.
+    Tcp(SocketAddr),
+    /// A caller in this process (benchmarks, tests, the server's own work).
+    InProcess,
+}
+
+impl Source {
+    /// The audit event's view of the source (`sourceIPs` or the peer-uid annotation).
+    pub fn peer(self) -> Peer {
+        match self {
+            Source::Unix { uid, .. } => Peer::Unix { uid },
+            Source::Tcp(addr) => Peer::Tcp(addr),
+            Source::InProcess => Peer::Unknown,
+        }
+    }
+}
+
+/// One request as the access layer sees it: the identity it runs as (after impersonation), the
+/// identity that authenticated if it impersonates, its source, and what the audit log records
+/// about it. It carries no credential.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The identity the request runs as, is authorized as and is audited as `user` (or, when
+    /// impersonating, as `impersonatedUser`).
+    pub user: Identity,
+    /// When impersonating: the identity that authenticated.
+    pub impersonator: Option<Identity>,
+    /// Where the request came from.
+    pub source: Source,
+    /// The audit id the client sent (`audit-id` metadata), if any; a new UUID otherwise.
+    pub audit_id: Option<String>,
+    /// The client's user agent (not trusted).
+    pub user_agent: String,
+    /// The request URI; for gRPC the method path, e.g. `/keyward.v1.Secrets/Get`.
+    pub request_uri: String,
+    /// When the request arrived.
+    pub received: SystemTime,
+}
+
+impl RequestContext {
+    /// A request of `user` from `source` to `request_uri`, received now, with no user agent,
+    /// no audit id and no impersonation.
+    pub fn new(user: Identity, source: Source, request_uri: impl Into<String>) -> Self {
+        Self {
+            user,
+            impersonator: None,
+            source,
+            audit_id: None,
+            user_agent: String::new(),
+            request_uri: request_uri.into(),
+            received: SystemTime::now(),
+        }
+    }
+
+    /// The same request running as `user` on behalf of the current identity (impersonation).
+    pub fn acting_as(mut self, user: Identity) -> Self {
+        let original = std::mem::replace(&mut self.user, user);
+        self.impersonator = Some(original);
+        self
+    }
+
+    /// What the audit log needs beyond the request's attributes.
+    pub(crate) fn audit_info(&self) -> RequestInfo {
+        let mut info = RequestInfo::new(self.request_uri.clone(), self.source.peer());
+        info.audit_id = self.audit_id.clone();
+        info.user_agent = self.user_agent.clone();
+        info.impersonator = self.impersonator.clone();
+        info.received = self.received;
+        info
+    }
+}

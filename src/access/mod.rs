@@ -1,0 +1,358 @@
+//! The guarded store: the only way front ends reach the [`Store`]'s read and write operations.
+//! Every operation takes a [`RequestContext`] (who, acting for whom, from where) and does, in
+//! this order:
+//!
+//! 1. **authorize** the request's [`Attributes`] with the RBAC [`Policy`] in force;
+//! 2. **audit** `RequestReceived` with the decision — if the event cannot be written the request
+//!    fails `Unavailable` (fail closed; `--audit-fail-open` logs and goes on instead);
+//! 3. a denied request stops here with [`AccessError::Forbidden`], Kubernetes' message word for
+//!    word, and its `ResponseComplete` event (`403`, decision `forbid`);
+//! 4. **call the store**;
+//! 5. **audit** `ResponseComplete` with the status and, at the levels that keep bodies, the
+//!    objects reduced by the audit module (a Secret is metadata and key names, never values).
+//!    A response whose event cannot be written is not returned either (`Unavailable`).
+//!
+//! Requests map to RBAC as Kubernetes maps them (the verbs are in [`verbs`]; the table is in
+//! the README, "Who may read which Secret"):
+//!
+//! | operation | verb | resource (group) | namespace, name |
+//! |---|---|---|---|
+//! | get, get at a revision, history | `get` | `secrets` | the Secret's |
+//! | list | `list` | `secrets` | the namespace ("" = all: cluster scope), no name |
+//! | watch | `watch` | `secrets` | as list; allowed or refused as a whole |
+//! | create | `create` | `secrets` | the namespace, no name (`resourceNames` cannot restrict it) |
+//! | update, rollback | `update` | `secrets` | the Secret's |
+//! | delete | `delete` | `secrets` | the Secret's |
+//! | delete ignoring decrypt errors | also `unsafe-delete-ignore-read-errors` | `secrets` | the Secret's (KEP-3926) |
+//! | raw get / raw list | `get` / `list` | `raw` (`keyward.io`) | cluster scope; the key is the name of a raw get |
+//! | encryption status | `get` | `encryption` (`keyward.io`) | cluster scope |
+//! | migrate | `create` | `migrations` (`keyward.io`) | cluster scope |
+//! | token request | `create` | `serviceaccounts/token` | the service account's |
+//! | access, rules and self reviews | allowed to every authenticated identity, as Kubernetes' `system:basic-user` | | |
+//!
+//! Layering: `api` (and any later front end) converts its wire format, authenticates with
+//! [`Authenticators`] and calls [`Access`]; it never calls `Store` methods for Secret operations
+//! (`grep -rn 'store()\.\|Store::' src/api` finds none). The authenticators read their own
+//! Secrets (bootstrap tokens, service-account-token Secrets) through
+//! [`crate::authn::SecretLookup`], below this layer, as kube-apiserver's authenticators read
+//! informers.
+//!
+//! Submodules: `context` ([`RequestContext`], [`Source`]), `authenticate` ([`Authenticators`],
+//! [`Credentials`]), `keys` ([`SealedKeys`]: the server's keys sealed in the backend),
+//! `service_accounts` ([`ServiceAccounts`]: the token issuer, its verifier and the
+//! service-account-token Secret hook), `ops` (the operations), `setup` ([`AccessStack`]: the
+//! layer as a server configures it from [`AccessOptions`]).
+
+mod authenticate;
+mod context;
+mod keys;
+mod ops;
+mod service_accounts;
+mod setup;
+
+use std::sync::Arc;
+
+pub use authenticate::{Authenticators, Credentials};
+pub use context::{RequestContext, Source};
+pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
+pub use ops::{EncryptionStatus, Migration};
+pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
+pub use setup::{
+    public_key_path, write_public_key, AccessOptions, AccessStack, AuditOptions, SetupError,
+};
+
+use crate::audit::{AuditError, AuditObject, Auditor, Level, RequestAudit, ResponseStatus};
+use crate::authn::AuthnError;
+use crate::authz::{Attributes, Authorizer, Decision, Forbidden, ImpersonationRequest, Policy};
+use crate::backend::BackendError;
+use crate::encryption::EncryptionError;
+use crate::metrics::Metrics;
+use crate::reason::Reason;
+use crate::store::{Store, StoreError};
+
+/// Verbs and resources keyward adds to Kubernetes' for its own operations.
+pub mod verbs {
+    /// KEP-3926's verb for deleting an object whose stored value cannot be decrypted.
+    pub const UNSAFE_DELETE: &str = "unsafe-delete-ignore-read-errors";
+    /// The API group of keyward's own resources.
+    pub const KEYWARD_GROUP: &str = "keyward.io";
+    /// Stored bytes, as stored (`get`, `list`).
+    pub const RAW: &str = "raw";
+    /// Encryption coverage (`get`).
+    pub const ENCRYPTION: &str = "encryption";
+    /// Re-encryption of stale data (`create`).
+    pub const MIGRATIONS: &str = "migrations";
+}
+
+/// Errors of the access layer: authentication, authorization, audit, and the store's own.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// No credential where one is required: TCP without a client certificate or bearer token,
+    /// or a Unix caller whose credentials the kernel did not report (caller).
+    #[error(
+        "client authentication required: a client certificate or an authorization: Bearer token"
+    )]
+    NoCredentials,
+    /// A credential no authenticator accepts (caller's credential). The detail is logged;
+    /// callers only learn which kind of credential was refused (`invalid bearer token`, as
+    /// kube-apiserver's bearer-token filter words it, or `invalid client certificate`).
+    #[error("invalid {what}")]
+    Unauthenticated {
+        /// `bearer token` or `client certificate`.
+        what: &'static str,
+        /// Why (logged, never shown to the caller).
+        #[source]
+        source: AuthnError,
+    },
+    /// The request is malformed, e.g. impersonating groups without a user (caller).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The identity may not do this (caller); Kubernetes' Forbidden message.
+    #[error("{0}")]
+    Forbidden(Forbidden),
+    /// The request's audit event could not be written, so it was refused (environment: the
+    /// audit log's disk).
+    #[error(
+        "the audit log is unavailable: the request was refused because it could not be recorded"
+    )]
+    AuditUnavailable(#[source] AuditError),
+    /// The store refused or failed (see [`StoreError`] for whose fault).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A token request breaks a rule, e.g. its duration or a name (caller).
+    #[error("{0}")]
+    InvalidTokenRequest(String),
+    /// The server's own key material cannot be created or read: an `identity` write provider,
+    /// a configuration without the key that sealed it (operator), or the backend (environment).
+    #[error("server key {name:?}: {reason}")]
+    KeyMaterial {
+        /// Which key.
+        name: String,
+        /// Why (never key bytes).
+        reason: String,
+    },
+}
+
+impl AccessError {
+    /// The Kubernetes reason of this error, as the audit log's `responseStatus` and the gRPC
+    /// status carry it.
+    pub fn reason(&self) -> Reason {
+        match self {
+            AccessError::NoCredentials | AccessError::Unauthenticated { .. } => {
+                Reason::Unauthorized
+            }
+            AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => Reason::BadRequest,
+            AccessError::Forbidden(_) => Reason::Forbidden,
+            AccessError::AuditUnavailable(_) | AccessError::KeyMaterial { .. } => {
+                Reason::ServiceUnavailable
+            }
+            AccessError::Store(e) => store_reason(e),
+        }
+    }
+
+    /// The message the audit log may keep: the error's own for caller mistakes (they name
+    /// fields, never values), a generic one for internal failures.
+    fn audit_message(&self) -> String {
+        match self.reason() {
+            Reason::InternalError => "internal error".to_owned(),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// The reason of a store error, as `api::to_status` reports it.
+fn store_reason(e: &StoreError) -> Reason {
+    match e {
+        StoreError::Invalid { .. } | StoreError::CreateHook { .. } => Reason::Invalid,
+        StoreError::NotFound { .. } => Reason::NotFound,
+        StoreError::AlreadyExists { .. } => Reason::AlreadyExists,
+        StoreError::Conflict { .. } => Reason::Conflict,
+        StoreError::Gone(_) => Reason::Expired,
+        StoreError::Backend(BackendError::Unavailable(_))
+        | StoreError::Encryption(EncryptionError::Kms { .. }) => Reason::ServiceUnavailable,
+        StoreError::Backend(BackendError::InvalidArgument(_))
+        | StoreError::Backend(BackendError::FutureRevision { .. }) => Reason::BadRequest,
+        _ => Reason::InternalError,
+    }
+}
+
+/// What an audit write failure becomes: the request is refused (fail closed), the log says
+/// why and `keyward_audit_write_failures_total` counts it.
+fn audit_failed(metrics: Option<&Metrics>) -> impl FnOnce(AuditError) -> AccessError + '_ {
+    move |e| {
+        tracing::error!(error = %e, "audit event not written; request refused");
+        if let Some(m) = metrics {
+            m.audit_write_failed();
+        }
+        AccessError::AuditUnavailable(e)
+    }
+}
+
+/// The guarded store. Cheap to share (`Arc`).
+pub struct Access {
+    store: Arc<Store>,
+    policy: Arc<Policy>,
+    auditor: Auditor,
+    service_accounts: Option<Arc<ServiceAccounts>>,
+    keys: SealedKeys,
+    /// Where denials and audit write failures are counted, once metrics are on.
+    metrics: std::sync::OnceLock<Metrics>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("store", &self.store)
+            .field("auditor", &self.auditor)
+            .field("service_accounts", &self.service_accounts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    /// Guards `store` with `policy` and records requests with `auditor`.
+    pub fn new(store: Arc<Store>, policy: Arc<Policy>, auditor: Auditor) -> Self {
+        Self {
+            keys: SealedKeys::new(store.clone()),
+            store,
+            policy,
+            auditor,
+            service_accounts: None,
+            metrics: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts authorization denials (`keyward_authorization_denials_total{verb}`) and audit
+    /// write failures (`keyward_audit_write_failures_total`) in `metrics` from now on.
+    pub fn report_to(&self, metrics: &Metrics) {
+        let _ = self.metrics.set(metrics.clone());
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.get()
+    }
+
+    /// Issues service account tokens with `sa` (TokenRequest, service-account-token Secrets).
+    pub fn with_service_accounts(mut self, sa: Arc<ServiceAccounts>) -> Self {
+        self.service_accounts = Some(sa);
+        self
+    }
+
+    /// The authorization policy in force.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// The audit recorder.
+    pub fn auditor(&self) -> &Auditor {
+        &self.auditor
+    }
+
+    /// The request `ctx` acting as `request` asks (kube-apiserver's impersonation filter): the
+    /// caller must be allowed `impersonate` on each part; a refusal is recorded and is
+    /// Forbidden, a malformed request (groups without a user) is a bad request.
+    pub async fn impersonate(
+        &self,
+        ctx: RequestContext,
+        request: &ImpersonationRequest,
+    ) -> Result<RequestContext, AccessError> {
+        let plan = request
+            .plan(&ctx.user)
+            .map_err(|e| AccessError::BadRequest(e.to_string()))?;
+        let Some(plan) = plan else {
+            return Ok(ctx);
+        };
+        for check in &plan.checks {
+            if !self.policy.authorize(check).allowed() {
+                // Records the refusal and returns Forbidden (unless the policy changed since).
+                self.admit(&ctx, check, &[], || None).await?;
+            }
+        }
+        Ok(ctx.acting_as(plan.identity))
+    }
+
+    /// Authorizes `attrs` (and `also`, each of which must be allowed too) and records
+    /// `RequestReceived`. A denied request is recorded as complete (403) and refused.
+    async fn admit(
+        &self,
+        ctx: &RequestContext,
+        attrs: &Attributes,
+        also: &[Attributes],
+        request: impl FnOnce() -> Option<AuditObject>,
+    ) -> Result<RequestAudit, AccessError> {
+        let mut decision = self.policy.authorize(attrs);
+        let mut refused = attrs;
+        if decision.allowed() {
+            for a in also {
+                let d = self.policy.authorize(a);
+                if !d.allowed() {
+                    decision = d;
+                    refused = a;
+                    break;
+                }
+            }
+        }
+        let mut rec = self.auditor.begin(attrs, ctx.audit_info());
+        let body = if rec.level() > Level::None {
+            request()
+        } else {
+            None
+        };
+        rec.request_received(&decision, body)
+            .await
+            .map_err(audit_failed(self.metrics()))?;
+        if let Decision::Deny { reason } = &decision {
+            if let Some(m) = self.metrics() {
+                m.authorization_denied(&refused.verb);
+            }
+            let f = Forbidden::new(refused, reason);
+            tracing::debug!(user = %ctx.user.name, "{}", f.message);
+            rec.response_complete(ResponseStatus::failure(Reason::Forbidden, &f.message), None)
+                .await
+                .map_err(audit_failed(self.metrics()))?;
+            return Err(AccessError::Forbidden(f));
+        }
+        Ok(rec)
+    }
+
+    /// Admits `attrs`, runs `call` and records its outcome with `code` and the body `respond`
+    /// gives (see [`Access::complete`]).
+    async fn guarded<T>(
+        &self,
+        ctx: &RequestContext,
+        attrs: &Attributes,
+        request: impl FnOnce() -> Option<AuditObject>,
+        code: u16,
+        respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
+        call: impl std::future::Future<Output = Result<T, AccessError>>,
+    ) -> Result<T, AccessError> {
+        let mut rec = self.admit(ctx, attrs, &[], request).await?;
+        let result = call.await;
+        Self::complete(&mut rec, self.metrics(), result, code, respond).await
+    }
+
+    /// Records `ResponseComplete` for `result`: `code` and the body `respond` gives (asked
+    /// only at level `RequestResponse`, or for one object at any level, to fill `objectRef`).
+    async fn complete<T>(
+        rec: &mut RequestAudit,
+        metrics: Option<&Metrics>,
+        result: Result<T, AccessError>,
+        code: u16,
+        respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
+    ) -> Result<T, AccessError> {
+        let level = rec.level();
+        let (status, body) = match &result {
+            Ok(v) if level > Level::None => (ResponseStatus::success(code), respond(v, level)),
+            Ok(_) => (ResponseStatus::success(code), None),
+            Err(e) => (ResponseStatus::failure(e.reason(), e.audit_message()), None),
+        };
+        rec.response_complete(status, body)
+            .await
+            .map_err(audit_failed(metrics))?;
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,490 @@
+//! The guarded operations: one method of [`Access`] per store operation, each building the
+//! request's [`Attributes`] from the table in the module documentation, then admit (authorize,
+//! audit `RequestReceived`), call the store, and complete (audit `ResponseComplete`).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use super::{Access, AccessError, RequestContext};
+use crate::audit::{AuditObject, Level, RequestAudit, ResponseStatus};
+use crate::authn::serviceaccount::{IssuedToken, ServiceAccountRef, TokenRequest};
+use crate::authn::Identity;
+use crate::authz::{
+    self, verbs as kverbs, AccessReviewSpec, Attributes, SubjectAccessReviewStatus,
+    SubjectRulesReviewStatus,
+};
+use crate::backend::{KeyValue, Revision};
+use crate::names::{Namespace, SecretName};
+use crate::store::migrate::{Coverage, MigrateOptions, MigrateProgress};
+use crate::store::{
+    HistoryEntry, Preconditions, ResourceVersion, Secret, SecretList, Selector, Store, WatchEvents,
+    RESOURCE,
+};
+
+use super::verbs;
+
+/// The encryption coverage and the write provider and key in force.
+#[derive(Debug, Clone)]
+pub struct EncryptionStatus {
+    /// How every stored Secret is encrypted.
+    pub coverage: Coverage,
+    /// The provider new writes use (e.g. `kms`, `aesgcm`, `identity`).
+    pub write_provider: String,
+    /// The key name new writes use.
+    pub write_key: String,
+}
+
+/// An admitted migration: authorized and recorded, not yet run ([`Migration::run`]).
+#[derive(Debug)]
+pub struct Migration {
+    rec: RequestAudit,
+    store: Arc<Store>,
+    keys: super::SealedKeys,
+    metrics: Option<crate::metrics::Metrics>,
+}
+
+impl Migration {
+    /// Rewrites every stale Secret (and the server's own sealed keys, unless `dry_run`),
+    /// calling `progress` as [`Store::migrate`] does; records the outcome.
+    pub async fn run(
+        mut self,
+        opts: MigrateOptions,
+        progress: impl FnMut(&MigrateProgress) + Send,
+    ) -> Result<MigrateProgress, AccessError> {
+        let dry_run = opts.dry_run;
+        let mut result = self.store.migrate(opts, progress).await.map_err(Into::into);
+        if result.is_ok() && !dry_run {
+            if let Err(e) = self.keys.rewrap_stale().await {
+                result = Err(e);
+            }
+        }
+        Access::complete(&mut self.rec, self.metrics.as_ref(), result, 201, |_, _| {
+            None
+        })
+        .await
+    }
+}
+
+/// A watch stream that records `ResponseComplete` when it ends or is dropped.
+struct AuditedWatch {
+    inner: WatchEvents,
+    rec: Option<RequestAudit>,
+}
+
+impl futures_core::Stream for AuditedWatch {
+    type Item = <WatchEvents as futures_core::Stream>::Item;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().inner.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for AuditedWatch {
+    fn drop(&mut self) {
+        if let Some(mut rec) = self.rec.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = rec
+                        .response_complete(ResponseStatus::success(200), None)
+                        .await
+                    {
+                        tracing::error!(error = %e, "audit event of a finished watch not written");
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn secret_body(s: &Secret, _level: Level) -> Option<AuditObject> {
+    Some(AuditObject::secret(s))
+}
+
+impl Access {
+    fn secrets(ctx: &RequestContext, verb: &str, namespace: &str, name: &str) -> Attributes {
+        Attributes::resource(ctx.user.clone(), verb, RESOURCE)
+            .with_namespace(namespace)
+            .with_name(name)
+    }
+
+    fn keyward(ctx: &RequestContext, verb: &str, resource: &str, name: &str) -> Attributes {
+        Attributes::resource(ctx.user.clone(), verb, resource)
+            .with_group(verbs::KEYWARD_GROUP)
+            .with_name(name)
+    }
+
+    /// Creates a Secret (`create secrets` in its namespace). A
+    /// `kubernetes.io/service-account-token` Secret is filled by the server, whose signing key is
+    /// created first if needed.
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        secret: Secret,
+        dry_run: bool,
+    ) -> Result<Secret, AccessError> {
+        let ns = namespace_of(&secret);
+        let attrs = Self::secrets(ctx, kverbs::CREATE, &ns, "");
+        let mut rec = self
+            .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
+            .await?;
+        let result = async {
+            if !dry_run && secret.type_ == crate::authn::legacy::TOKEN_SECRET_TYPE {
+                match &self.service_accounts {
+                    Some(sa) => {
+                        sa.issuer().await?;
+                    }
+                    None => {
+                        return Err(AccessError::InvalidTokenRequest(
+                            "this server does not issue service account tokens".into(),
+                        ))
+                    }
+                }
+            }
+            Ok(self.store.create(secret, dry_run).await?)
+        }
+        .await;
+        Self::complete(&mut rec, self.metrics(), result, 201, secret_body).await
+    }
+
+    /// Reads a Secret, as of `revision` if given (`get secrets` on the Secret).
+    pub async fn get(
+        &self,
+        ctx: &RequestContext,
+        namespace: &Namespace,
+        name: &SecretName,
+        revision: Option<Revision>,
+    ) -> Result<Secret, AccessError> {
+        let attrs = Self::secrets(ctx, kverbs::GET, namespace.as_str(), name.as_str());
+        let call = async { Ok(self.store.get(namespace, name, revision).await?) };
+        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
+            .await
+    }
+
+    /// The retained versions of a Secret (`get secrets` on it: history shows old values).
+    pub async fn history(
+        &self,
+        ctx: &RequestContext,
+        namespace: &Namespace,
+        name: &SecretName,
+    ) -> Result<Vec<HistoryEntry>, AccessError> {
+        let attrs = Self::secrets(ctx, kverbs::GET, namespace.as_str(), name.as_str());
+        let call = async { Ok(self.store.history(namespace, name).await?) };
+        let respond = |h: &Vec<HistoryEntry>, _| {
+            Some(AuditObject::secret_list(
+                h.iter().map(|e| &e.secret),
+                "",
+                None,
+            ))
+        };
+        self.guarded(ctx, &attrs, || None, 200, respond, call).await
+    }
+
+    /// Replaces a Secret (`update secrets` on it).
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        secret: Secret,
+        dry_run: bool,
+    ) -> Result<Secret, AccessError> {
+        let ns = namespace_of(&secret);
+        let attrs = Self::secrets(ctx, kverbs::UPDATE, &ns, &secret.metadata.name);
+        let mut rec = self
+            .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
+            .await?;
+        let result = self.store.update(secret, dry_run).await.map_err(Into::into);
+        Self::complete(&mut rec, self.metrics(), result, 200, secret_body).await
+    }
+
+    /// Writes an earlier version's content as a new version (`update secrets` on it).
+    pub async fn rollback(
+        &self,
+        ctx: &RequestContext,
+        namespace: &Namespace,
+        name: &SecretName,
+        revision: Revision,
+    ) -> Result<Secret, AccessError> {
+        let attrs = Self::secrets(ctx, kverbs::UPDATE, namespace.as_str(), name.as_str());
+        let call = async { Ok(self.store.rollback(namespace, name, revision).await?) };
+        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
+            .await
+    }
+
+    /// Deletes a Secret (`delete secrets` on it; ignoring decrypt errors also needs
+    /// `unsafe-delete-ignore-read-errors`).
+    pub async fn delete(
+        &self,
+        ctx: &RequestContext,
+        namespace: &Namespace,
+        name: &SecretName,
+        pre: &Preconditions,
+    ) -> Result<Secret, AccessError> {
+        let attrs = Self::secrets(ctx, kverbs::DELETE, namespace.as_str(), name.as_str());
+        let also: Vec<Attributes> = if pre.unsafe_ignore_decrypt_errors {
+            vec![Self::secrets(
+                ctx,
+                verbs::UNSAFE_DELETE,
+                namespace.as_str(),
+                name.as_str(),
+            )]
+        } else {
+            Vec::new()
+        };
+        let mut rec = self.admit(ctx, &attrs, &also, || None).await?;
+        let result = self
+            .store
+            .delete(namespace, name, pre)
+            .await
+            .map_err(Into::into);
+        Self::complete(&mut rec, self.metrics(), result, 200, secret_body).await
+    }
+
+    /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all).
+    pub async fn list(
+        &self,
+        ctx: &RequestContext,
+        namespace: Option<&Namespace>,
+        selector: &Selector,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<SecretList, AccessError> {
+        let ns = namespace.map(Namespace::as_str).unwrap_or("");
+        let attrs = Self::secrets(ctx, kverbs::LIST, ns, "");
+        let call = async {
+            Ok(self
+                .store
+                .list(namespace, selector, limit, continue_token)
+                .await?)
+        };
+        let respond = |l: &SecretList, level| {
+            (level >= Level::RequestResponse).then(|| {
+                AuditObject::secret_list(
+                    &l.items,
+                    &l.resource_version.to_string(),
+                    l.continue_token.as_deref(),
+                )
+            })
+        };
+        self.guarded(ctx, &attrs, || None, 200, respond, call).await
+    }
+
+    /// Follows changes (`watch secrets`, as list): allowed or refused as a whole. The audit log
+    /// gets `ResponseStarted` now and `ResponseComplete` when the stream ends.
+    pub async fn watch(
+        &self,
+        ctx: &RequestContext,
+        namespace: Option<&Namespace>,
+        selector: Selector,
+        resource_version: ResourceVersion,
+    ) -> Result<WatchEvents, AccessError> {
+        let ns = namespace.map(Namespace::as_str).unwrap_or("");
+        let attrs = Self::secrets(ctx, kverbs::WATCH, ns, "");
+        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
+        match self
+            .store
+            .watch(namespace, selector, resource_version)
+            .await
+        {
+            Ok(events) => {
+                rec.response_started()
+                    .await
+                    .map_err(super::audit_failed(self.metrics()))?;
+                Ok(Box::pin(AuditedWatch {
+                    inner: events,
+                    rec: Some(rec),
+                }))
+            }
+            Err(e) => {
+                Self::complete(
+                    &mut rec,
+                    self.metrics(),
+                    Err(e.into()),
+                    200,
+                    |_: &WatchEvents, _| None,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The stored bytes of `key` (`get raw.keyward.io` named the key, cluster scope).
+    pub async fn raw_get(
+        &self,
+        ctx: &RequestContext,
+        key: &str,
+    ) -> Result<Option<KeyValue>, AccessError> {
+        let attrs = Self::keyward(ctx, kverbs::GET, verbs::RAW, key);
+        let call = async { Ok(self.store.raw_get(key).await?) };
+        self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)
+            .await
+    }
+
+    /// The stored bytes under `prefix` (`list raw.keyward.io`, cluster scope).
+    pub async fn raw_list(
+        &self,
+        ctx: &RequestContext,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, AccessError> {
+        let attrs = Self::keyward(ctx, kverbs::LIST, verbs::RAW, "");
+        let call = async { Ok(self.store.raw_list(prefix, limit).await?) };
+        self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)
+            .await
+    }
+
+    /// Encryption coverage (`get encryption.keyward.io`, cluster scope).
+    pub async fn encryption_status(
+        &self,
+        ctx: &RequestContext,
+        all_objects: bool,
+    ) -> Result<EncryptionStatus, AccessError> {
+        let attrs = Self::keyward(ctx, kverbs::GET, verbs::ENCRYPTION, "");
+        let call = async {
+            let coverage = self.store.encryption_coverage(all_objects).await?;
+            let t = self.store.encryption().for_resource(RESOURCE);
+            let (wp, wk) = t.write_provider();
+            Ok(EncryptionStatus {
+                coverage,
+                write_provider: wp.to_owned(),
+                write_key: wk.to_owned(),
+            })
+        };
+        self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)
+            .await
+    }
+
+    /// Admits a migration (`create migrations.keyward.io`, cluster scope); run it with
+    /// [`Migration::run`].
+    pub async fn migrate(&self, ctx: &RequestContext) -> Result<Migration, AccessError> {
+        let attrs = Self::keyward(ctx, kverbs::CREATE, verbs::MIGRATIONS, "");
+        let rec = self.admit(ctx, &attrs, &[], || None).await?;
+        Ok(Migration {
+            rec,
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            metrics: self.metrics().cloned(),
+        })
+    }
+
+    /// Issues a token for the service account `namespace/name` (`create serviceaccounts/token`
+    /// named the service account).
+    pub async fn create_token(
+        &self,
+        ctx: &RequestContext,
+        namespace: &str,
+        name: &str,
+        audiences: Vec<String>,
+        expiration: std::time::Duration,
+    ) -> Result<IssuedToken, AccessError> {
+        let attrs = Attributes::resource(ctx.user.clone(), kverbs::CREATE, "serviceaccounts")
+            .with_subresource("token")
+            .with_namespace(namespace)
+            .with_name(name);
+        let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
+        let result = async {
+            let sa = self.service_accounts.as_ref().ok_or_else(|| {
+                AccessError::InvalidTokenRequest(
+                    "this server does not issue service account tokens".into(),
+                )
+            })?;
+            let issuer = sa.issuer().await?;
+            let request = TokenRequest {
+                service_account: ServiceAccountRef {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    uid: String::new(),
+                },
+                audiences,
+                expiration,
+            };
+            issuer
+                .issue(&request, SystemTime::now())
+                .map_err(|e| AccessError::InvalidTokenRequest(e.to_string()))
+        }
+        .await;
+        if let Ok(t) = &result {
+            rec.annotate(
+                "authentication.kubernetes.io/issued-credential-id",
+                format!("JTI={}", t.jti),
+            );
+        }
+        Self::complete(&mut rec, self.metrics(), result, 201, |_, _| None).await
+    }
+
+    /// `SelfSubjectAccessReview`: may the caller do what `spec` describes (allowed to every
+    /// authenticated identity; recorded).
+    pub async fn access_review(
+        &self,
+        ctx: &RequestContext,
+        spec: &AccessReviewSpec,
+    ) -> Result<SubjectAccessReviewStatus, AccessError> {
+        let mut rec = self
+            .review_admit(ctx, "selfsubjectaccessreviews", "authorization.k8s.io")
+            .await?;
+        let status = authz::self_subject_access_review(&*self.policy, &ctx.user, spec);
+        Self::complete(&mut rec, self.metrics(), Ok(status), 201, |_, _| None).await
+    }
+
+    /// `SelfSubjectRulesReview`: the caller's rules in `namespace`.
+    pub async fn rules_review(
+        &self,
+        ctx: &RequestContext,
+        namespace: &str,
+    ) -> Result<SubjectRulesReviewStatus, AccessError> {
+        let mut rec = self
+            .review_admit(ctx, "selfsubjectrulesreviews", "authorization.k8s.io")
+            .await?;
+        let result = if ctx.user.in_group(crate::authn::names::SYSTEM_MASTERS) {
+            Ok(crate::authz::review::everything())
+        } else {
+            authz::self_subject_rules_review(&*self.policy, &ctx.user, namespace)
+                .map_err(|e| AccessError::BadRequest(e.to_string()))
+        };
+        Self::complete(&mut rec, self.metrics(), result, 201, |_, _| None).await
+    }
+
+    /// `SelfSubjectReview`: who the caller is (after impersonation).
+    pub async fn whoami(&self, ctx: &RequestContext) -> Result<Identity, AccessError> {
+        let mut rec = self
+            .review_admit(ctx, "selfsubjectreviews", "authentication.k8s.io")
+            .await?;
+        Self::complete(
+            &mut rec,
+            self.metrics(),
+            Ok(ctx.user.clone()),
+            201,
+            |_, _| None,
+        )
+        .await
+    }
+
+    /// Reviews are allowed to every authenticated identity (`system:basic-user`).
+    async fn review_admit(
+        &self,
+        ctx: &RequestContext,
+        resource: &str,
+        group: &str,
+    ) -> Result<RequestAudit, AccessError> {
+        let attrs =
+            Attributes::resource(ctx.user.clone(), kverbs::CREATE, resource).with_group(group);
+        let mut rec = self.auditor.begin(&attrs, ctx.audit_info());
+        rec.request_received(
+            &authz::Decision::Allow {
+                reason: "allowed to every authenticated user (system:basic-user)".into(),
+            },
+            None,
+        )
+        .await
+        .map_err(super::audit_failed(self.metrics()))?;
+        Ok(rec)
+    }
+}
+
+/// The namespace of a Secret as the store defaults it (`default` when empty).
+fn namespace_of(s: &Secret) -> String {
+    if s.metadata.namespace.is_empty() {
+        "default".to_owned()
+    } else {
+        s.metadata.namespace.clone()
+    }
+}

@@ -1,0 +1,205 @@
+//! Service accounts on a server: the token issuer, whose ES256 signing key is created on first
+//! use and kept sealed ([`SealedKeys`]); the verifier of its tokens in the bearer-token chain;
+//! and the store's create hook that fills `kubernetes.io/service-account-token` Secrets
+//! (`token`, `namespace`, `ca.crt`), whose token authenticates until the Secret is deleted.
+//!
+//! The key is created the first time something needs to sign (a TokenRequest, or creating a
+//! service-account-token Secret), not at start, so a server that never issues a token writes
+//! nothing. Until then no token can verify, and none is accepted.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use super::keys::{SealedKeys, SERVICE_ACCOUNT_SIGNING_KEY};
+use super::AccessError;
+use crate::authn::legacy::{TokenSecretFiller, TOKEN_SECRET_TYPE};
+use crate::authn::serviceaccount::{ServiceAccountAuthenticator, ServiceAccountIssuer};
+use crate::authn::{AuthnError, BearerToken, Identity, TokenAuthenticator};
+use crate::crypto::SigningKey;
+use crate::store::{CreateHook, Secret, Store};
+
+/// How service account tokens are issued and accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountSettings {
+    /// `iss` of issued tokens, and the only issuer accepted (`--service-account-issuer`).
+    pub issuer: String,
+    /// Audiences accepted, and given to tokens requested without any (`--api-audiences`;
+    /// empty: the issuer).
+    pub audiences: Vec<String>,
+    /// PEM written to `ca.crt` of service-account-token Secrets, if the server has one.
+    pub ca_cert: Option<Vec<u8>>,
+}
+
+impl Default for ServiceAccountSettings {
+    /// Issuer [`crate::authn::serviceaccount::DEFAULT_ISSUER`], audiences the issuer, no CA.
+    fn default() -> Self {
+        Self {
+            issuer: crate::authn::serviceaccount::DEFAULT_ISSUER.to_owned(),
+            audiences: Vec::new(),
+            ca_cert: None,
+        }
+    }
+}
+
+/// The store's create hook: fills service-account-token Secrets once the signing key exists
+/// (the access layer makes sure it does before such a create), leaves other Secrets alone.
+#[derive(Clone, Default)]
+pub struct TokenSecretHook(Arc<ArcSwapOption<TokenSecretFiller>>);
+
+impl std::fmt::Debug for TokenSecretHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSecretHook(ready: {})", self.0.load().is_some())
+    }
+}
+
+impl CreateHook for TokenSecretHook {
+    fn on_create(&self, secret: &mut Secret) -> Result<(), String> {
+        if secret.type_ != TOKEN_SECRET_TYPE {
+            return Ok(());
+        }
+        match self.0.load_full() {
+            Some(filler) => filler.on_create(secret),
+            None => Err("the service account signing key is not available".to_owned()),
+        }
+    }
+}
+
+/// The service account issuer and verifier of one server.
+pub struct ServiceAccounts {
+    keys: SealedKeys,
+    settings: ServiceAccountSettings,
+    store: Arc<Store>,
+    issuer: ArcSwapOption<ServiceAccountIssuer>,
+    verifier: ArcSwapOption<ServiceAccountAuthenticator>,
+    hook: TokenSecretHook,
+    creating: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for ServiceAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccounts")
+            .field("issuer", &self.settings.issuer)
+            .field("audiences", &self.audiences())
+            .field("key_ready", &self.issuer.load().is_some())
+            .finish()
+    }
+}
+
+impl ServiceAccounts {
+    /// Service accounts of `store`, filling Secrets through `hook` (the hook given to the
+    /// store); reads the signing key if it exists (creating nothing).
+    pub async fn load(
+        store: Arc<Store>,
+        hook: TokenSecretHook,
+        settings: ServiceAccountSettings,
+    ) -> Result<Arc<Self>, AccessError> {
+        let sa = Arc::new(Self {
+            keys: SealedKeys::new(store.clone()),
+            settings,
+            store,
+            issuer: ArcSwapOption::empty(),
+            verifier: ArcSwapOption::empty(),
+            hook,
+            creating: tokio::sync::Mutex::new(()),
+        });
+        // A key that cannot be read now (e.g. the KMS plugin is not up yet) is read again when
+        // a token needs it: the server starts, as it does when its plugin is down.
+        if let Err(e) = sa.load_existing().await {
+            tracing::warn!(error = %e, "service account signing key not loaded yet; service account tokens are refused until it can be read");
+        }
+        Ok(sa)
+    }
+
+    /// Installs the signing key if it exists (creating nothing); `Ok(false)` if there is none.
+    async fn load_existing(&self) -> Result<bool, AccessError> {
+        if self.issuer.load().is_some() {
+            return Ok(true);
+        }
+        let _one = self.creating.lock().await;
+        if self.issuer.load().is_some() {
+            return Ok(true);
+        }
+        match self.keys.load(SERVICE_ACCOUNT_SIGNING_KEY).await? {
+            Some(der) => self.install(&der).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The accepted audiences (the issuer when none were configured).
+    pub fn audiences(&self) -> Vec<String> {
+        if self.settings.audiences.is_empty() {
+            vec![self.settings.issuer.clone()]
+        } else {
+            self.settings.audiences.clone()
+        }
+    }
+
+    /// The issuer name.
+    pub fn issuer_name(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    fn install(&self, der: &[u8]) -> Result<Arc<ServiceAccountIssuer>, AccessError> {
+        let key = SigningKey::from_pkcs8_der(der).map_err(|e| AccessError::KeyMaterial {
+            name: SERVICE_ACCOUNT_SIGNING_KEY.to_owned(),
+            reason: format!("not a signing key: {e}"),
+        })?;
+        let issuer = Arc::new(
+            ServiceAccountIssuer::new(self.settings.issuer.clone(), Arc::new(key))
+                .with_default_audiences(self.audiences()),
+        );
+        self.verifier.store(Some(Arc::new(
+            issuer
+                .authenticator()
+                .with_legacy_tokens(self.store.clone()),
+        )));
+        self.hook.0.store(Some(Arc::new(TokenSecretFiller::new(
+            (*issuer).clone(),
+            self.settings.ca_cert.clone(),
+        ))));
+        self.issuer.store(Some(issuer.clone()));
+        Ok(issuer)
+    }
+
+    /// The issuer, creating and sealing its signing key on first use.
+    pub async fn issuer(&self) -> Result<Arc<ServiceAccountIssuer>, AccessError> {
+        if let Some(i) = self.issuer.load_full() {
+            return Ok(i);
+        }
+        let _one = self.creating.lock().await;
+        if let Some(i) = self.issuer.load_full() {
+            return Ok(i);
+        }
+        let der = self
+            .keys
+            .load_or_create(SERVICE_ACCOUNT_SIGNING_KEY, || {
+                Ok(SigningKey::generate_es256()?.to_pkcs8_der())
+            })
+            .await?;
+        self.install(&der)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenAuthenticator for ServiceAccounts {
+    /// No opinion until the signing key exists (no token can have been issued; another replica
+    /// may create it, so it is looked for again); then the issuer's tokens and legacy Secret
+    /// tokens, as [`ServiceAccountAuthenticator`] checks them.
+    async fn authenticate_token(
+        &self,
+        token: &BearerToken,
+    ) -> Result<Option<Identity>, AuthnError> {
+        if self.verifier.load().is_none() {
+            if let Err(e) = self.load_existing().await {
+                return Err(AuthnError::Rejected(format!(
+                    "service account tokens cannot be checked: {e}"
+                )));
+            }
+        }
+        match self.verifier.load_full() {
+            Some(v) => v.authenticate_token(token).await,
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The guarded store on a real sled store: audit before acting and fail closed, denied
+//! requests recorded and refused, keys sealed (never plaintext), impersonation.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::audit::{MemorySink, Policy as AuditPolicy};
+use crate::authn::Identity;
+use crate::authz::rbac::parse_policy;
+use crate::authz::Rbac;
+use crate::backend::sled::{SledBackend, SledOptions};
+use crate::encryption::config::{self, ParseOptions};
+use crate::names::{Namespace, SecretName};
+use crate::store::model::SecretBytes;
+use crate::store::Secret;
+
+const AESGCM: &str = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {keys: [{name: k1, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}]}\n";
+const IDENTITY: &str = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n";
+
+async fn store(dir: &std::path::Path, text: &str) -> Arc<Store> {
+    let backend = Arc::new(SledBackend::open(dir, SledOptions::default()).unwrap());
+    let cfg = config::parse(text, ParseOptions::default()).unwrap();
+    let enc = Arc::new(crate::encryption::Encryption::build(&cfg).await);
+    Arc::new(Store::new(backend, enc, "/registry"))
+}
+
+fn admin() -> RequestContext {
+    let id = Identity::new("system:admin", "", vec!["system:masters".into()]);
+    RequestContext::new(id, Source::InProcess, "/test")
+}
+
+fn app() -> RequestContext {
+    RequestContext::new(Identity::new("app", "", vec![]), Source::InProcess, "/test")
+}
+
+fn secret(name: &str, value: &[u8]) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = name.into();
+    s.metadata.namespace = "prod".into();
+    s.data
+        .insert("password".into(), SecretBytes::new(value.to_vec()));
+    s
+}
+
+const POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: prod}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], resourceNames: [db], verbs: [get]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: b, namespace: prod}\nsubjects:\n  - {kind: User, name: app, apiGroup: rbac.authorization.k8s.io}\nroleRef: {kind: Role, name: r, apiGroup: rbac.authorization.k8s.io}\n";
+
+fn access(store: Arc<Store>, sink: Arc<MemorySink>) -> Access {
+    let set = parse_policy([("policy.yaml", POLICY)]).unwrap().set;
+    let policy = Arc::new(Policy::new(Rbac::new(&set)));
+    let audit = AuditPolicy::parse(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: RequestResponse\n",
+    )
+    .unwrap();
+    Access::new(store, policy, Auditor::new(audit, sink))
+}
+
+#[tokio::test]
+async fn audit_first_and_fail_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), AESGCM).await;
+    let sink = Arc::new(MemorySink::new());
+    let a = access(store.clone(), sink.clone());
+    a.create(&admin(), secret("db", b"value-one"), false)
+        .await
+        .unwrap();
+    let (ns, db) = (
+        Namespace::try_from("prod").unwrap(),
+        SecretName::try_from("db").unwrap(),
+    );
+    // The app may get db, and the log shows both stages, with no value.
+    let got = a.get(&app(), &ns, &db, None).await.unwrap();
+    assert_eq!(got.data["password"].as_slice(), b"value-one");
+    let events = sink.events();
+    let stages: Vec<_> = events.iter().map(|e| e.stage().as_str()).collect();
+    assert_eq!(
+        stages,
+        [
+            "RequestReceived",
+            "ResponseComplete",
+            "RequestReceived",
+            "ResponseComplete"
+        ]
+    );
+    let log: String = events.iter().map(|e| e.to_json()).collect();
+    assert!(!log.contains("value-one") && !log.contains("dmFsdWUtb25l"));
+    // Denied: recorded (forbid) and refused with Kubernetes' message; nothing written.
+    let e = a
+        .update(&app(), secret("db", b"value-two"), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "secrets \"db\" is forbidden: User \"app\" cannot update resource \"secrets\" in API group \"\" in the namespace \"prod\"");
+    assert_eq!(e.reason(), Reason::Forbidden);
+    let last = sink.events().pop().unwrap();
+    assert_eq!(last.response_status().unwrap().code(), 403);
+    // The sink fails: every request is refused before the store is touched.
+    sink.set_failing(true);
+    let e = a
+        .update(&admin(), secret("db", b"value-three"), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AccessError::AuditUnavailable(_)), "{e}");
+    let e = a.get(&admin(), &ns, &db, None).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::ServiceUnavailable);
+    sink.set_failing(false);
+    let now = store.get(&ns, &db, None).await.unwrap();
+    assert_eq!(now.data["password"].as_slice(), b"value-one");
+}
+
+#[tokio::test]
+async fn impersonation_needs_the_verb() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), AESGCM).await;
+    let a = access(store, Arc::new(MemorySink::new()));
+    let req = ImpersonationRequest {
+        user: "app".into(),
+        ..Default::default()
+    };
+    let ctx = a.impersonate(admin(), &req).await.unwrap();
+    assert_eq!(ctx.user.name, "app");
+    assert_eq!(ctx.impersonator.unwrap().name, "system:admin");
+    let req = ImpersonationRequest {
+        user: "system:admin".into(),
+        ..Default::default()
+    };
+    let e = a.impersonate(app(), &req).await.unwrap_err();
+    assert_eq!(e.to_string(), "users \"system:admin\" is forbidden: User \"app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope");
+    let req = ImpersonationRequest {
+        groups: vec!["ops".into()],
+        ..Default::default()
+    };
+    assert!(matches!(
+        a.impersonate(admin(), &req).await,
+        Err(AccessError::BadRequest(_))
+    ));
+}
+
+#[tokio::test]
+async fn server_keys_are_sealed_and_refused_in_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), AESGCM).await;
+    let keys = SealedKeys::new(store.clone());
+    let k = keys
+        .load_or_create(AUDIT_CHECKPOINT_KEY, || {
+            Ok(zeroize::Zeroizing::new(vec![0x5a; 32]))
+        })
+        .await
+        .unwrap();
+    assert_eq!(k.as_slice(), [0x5a; 32]);
+    let raw = store
+        .raw_get("/registry/keyward.io/keys/audit-checkpoint")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(raw.value.starts_with(b"k8s:enc:aesgcm:v1:k1:"));
+    assert!(!raw.value.windows(32).any(|w| w == [0x5a; 32]));
+    // Loaded again, not regenerated.
+    let again = keys
+        .load_or_create(AUDIT_CHECKPOINT_KEY, || unreachable!("exists"))
+        .await
+        .unwrap();
+    assert_eq!(again.as_slice(), k.as_slice());
+    drop((keys, store));
+    // With identity first, a key is never created.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = SealedKeys::new(store_identity(dir.path()).await);
+    let e = keys
+        .load_or_create(SERVICE_ACCOUNT_SIGNING_KEY, || {
+            Ok(zeroize::Zeroizing::new(vec![1; 32]))
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("stored in plaintext"), "{e}");
+}
+
+async fn store_identity(dir: &std::path::Path) -> Arc<Store> {
+    store(dir, IDENTITY).await
+}

@@ -1,0 +1,131 @@
+//! What every `keyward.v1` handler does before calling [`Access`]: read the caller's
+//! credentials off the request (Unix peer credentials, the TLS client certificate, the
+//! `authorization` header), authenticate them, apply impersonation (`impersonate-user`,
+//! `impersonate-group` metadata, as kube-apiserver's `Impersonate-*` headers), and build the
+//! [`RequestContext`]; and the one mapping of [`AccessError`] to a gRPC status.
+
+use std::sync::Arc;
+
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Code, Request, Status};
+
+use super::to_status;
+use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
+use crate::authn::unix::PeerCredentials;
+use crate::authz::ImpersonationRequest;
+
+/// Metadata naming the user to act as (`kubectl --as`).
+pub const IMPERSONATE_USER: &str = "impersonate-user";
+/// Metadata naming a group to act as (`kubectl --as-group`, repeated).
+pub const IMPERSONATE_GROUP: &str = "impersonate-group";
+
+/// The guarded store and the authenticators, shared by every service of a server.
+#[derive(Debug, Clone)]
+pub struct Frontend {
+    /// The guarded store.
+    pub access: Arc<Access>,
+    /// The server's authenticators.
+    pub authn: Arc<Authenticators>,
+}
+
+impl Frontend {
+    /// A front end over `access`, authenticating with `authn`.
+    pub fn new(access: Arc<Access>, authn: Arc<Authenticators>) -> Self {
+        Self { access, authn }
+    }
+
+    /// Authenticates `req`, applies impersonation and describes it for `access`.
+    pub async fn context<T>(&self, req: &Request<T>, uri: &str) -> Result<RequestContext, Status> {
+        let md = req.metadata();
+        let authorization = md.get("authorization").and_then(|v| v.to_str().ok());
+        let uds = req.extensions().get::<UdsConnectInfo>();
+        let (creds, source) = match uds {
+            Some(info) => {
+                let peer = info.peer_cred.as_ref().map(PeerCredentials::from);
+                let source = match peer {
+                    Some(p) => Source::Unix {
+                        uid: p.uid,
+                        gid: p.gid,
+                    },
+                    None => Source::InProcess,
+                };
+                (
+                    Credentials::Unix {
+                        peer,
+                        authorization,
+                    },
+                    source,
+                )
+            }
+            None => (
+                Credentials::Tls {
+                    client_certs: None,
+                    authorization,
+                },
+                req.remote_addr()
+                    .map(Source::Tcp)
+                    .unwrap_or(Source::InProcess),
+            ),
+        };
+        let certs = req.peer_certs();
+        let creds = match (creds, certs.as_deref()) {
+            (Credentials::Tls { authorization, .. }, Some(chain)) => Credentials::Tls {
+                client_certs: Some(chain.as_slice()),
+                authorization,
+            },
+            (c, _) => c,
+        };
+        let user = self
+            .authn
+            .authenticate(creds)
+            .await
+            .map_err(access_status)?;
+        let mut ctx = RequestContext::new(user, source, uri);
+        ctx.audit_id = md
+            .get("audit-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        ctx.user_agent = md
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let imp = ImpersonationRequest {
+            user: md
+                .get(IMPERSONATE_USER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            groups: md
+                .get_all(IMPERSONATE_GROUP)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect(),
+            ..ImpersonationRequest::default()
+        };
+        self.access
+            .impersonate(ctx, &imp)
+            .await
+            .map_err(access_status)
+    }
+}
+
+/// Maps an access-layer error to a gRPC status carrying its [`Reason`](crate::reason::Reason).
+pub fn access_status(e: AccessError) -> Status {
+    let reason = e.reason();
+    match e {
+        AccessError::NoCredentials | AccessError::Unauthenticated { .. } => {
+            reason.status(Code::Unauthenticated, e.to_string())
+        }
+        AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => {
+            reason.status(Code::InvalidArgument, e.to_string())
+        }
+        AccessError::Forbidden(_) => reason.status(Code::PermissionDenied, e.to_string()),
+        AccessError::AuditUnavailable(_) => reason.status(Code::Unavailable, e.to_string()),
+        AccessError::KeyMaterial { .. } => {
+            tracing::error!(error = %e, "server key unavailable");
+            reason.status(Code::Unavailable, e.to_string())
+        }
+        AccessError::Store(e) => to_status(e),
+    }
+}

@@ -1,0 +1,157 @@
+//! The access flags of `keyward server` and `keyward dev` (authentication, authorization,
+//! audit, service account tokens), turned into the library's
+//! [`AccessOptions`](crate::access::AccessOptions).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::access::{AccessOptions, AuditOptions, ServiceAccountSettings};
+use crate::audit::{AuditLog, Auditor, FailureMode, LogConfig, Policy};
+
+/// Authentication, authorization and audit flags shared by `server` and `dev`.
+#[derive(Debug, Args)]
+pub(super) struct AccessArgs {
+    /// Map Unix socket peers to users and groups (reloaded on change). Without it the server's
+    /// own uid and root are system:admin in system:masters, other uids system:unix:<uid>.
+    #[arg(long, value_name = "FILE")]
+    unix_users: Option<PathBuf>,
+    /// Bearer tokens in kube-apiserver's CSV format, token,user,uid,"group1,group2" (mode 0600,
+    /// reloaded on change); accepted on every listener.
+    #[arg(long, value_name = "FILE")]
+    token_auth_file: Vec<PathBuf>,
+    /// Accept bootstrap tokens: Secrets bootstrap-token-<id> in kube-system.
+    #[arg(long)]
+    enable_bootstrap_token_auth: bool,
+    /// RBAC manifests (Role, ClusterRole, RoleBinding, ClusterRoleBinding) in a file or
+    /// directory, reloaded on change. Without it only system:masters may do anything.
+    #[arg(long, value_name = "FILE|DIR")]
+    authorization_policy: Option<PathBuf>,
+    /// Write audit events (audit.k8s.io/v1, hash-chained, signed checkpoints) to this file;
+    /// its public key is written to FILE.pub.
+    #[arg(long, value_name = "FILE")]
+    audit_log_path: Option<PathBuf>,
+    /// The audit.k8s.io/v1 Policy deciding what is recorded (without it nothing is).
+    #[arg(long, value_name = "FILE", requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// Rotate the audit log at this many megabytes (0: never).
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_name = "MB",
+        requires = "audit_log_path"
+    )]
+    audit_log_maxsize: u64,
+    /// Let requests proceed when their audit event cannot be written (default: refuse them).
+    #[arg(long, requires = "audit_log_path")]
+    audit_fail_open: bool,
+    /// The issuer (iss) of service account tokens, and the only one accepted.
+    #[arg(long, value_name = "URL", default_value = crate::authn::serviceaccount::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+    /// Audiences service account tokens must have (comma-separated; default: the issuer).
+    #[arg(long, value_name = "AUD,...", value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// PEM CA written to ca.crt of kubernetes.io/service-account-token Secrets.
+    #[arg(long, value_name = "FILE")]
+    root_ca_file: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    /// Whether a bearer-token source other than `--tokens-file` is configured.
+    pub(super) fn has_tokens(&self) -> bool {
+        !self.token_auth_file.is_empty() || self.enable_bootstrap_token_auth
+    }
+
+    /// The library's options; `tokens_files` are `--tokens-file`s.
+    pub(super) fn options(&self, tokens_files: Vec<PathBuf>) -> Result<AccessOptions, CliError> {
+        let audit = self.audit_log_path.as_ref().map(|path| {
+            let mut log = LogConfig::new(path.clone());
+            log.max_size = self.audit_log_maxsize.saturating_mul(1024 * 1024);
+            log.failure_mode = if self.audit_fail_open {
+                FailureMode::Open
+            } else {
+                FailureMode::Closed
+            };
+            AuditOptions {
+                log,
+                policy_file: self.audit_policy_file.clone(),
+            }
+        });
+        let ca_cert = self
+            .root_ca_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| CliError::new(format!("--root-ca-file {}: {e}", p.display())))
+            })
+            .transpose()?;
+        Ok(AccessOptions {
+            unix_users: self.unix_users.clone(),
+            token_auth_files: self.token_auth_file.clone(),
+            tokens_files,
+            bootstrap_tokens: self.enable_bootstrap_token_auth,
+            authorization_policy: self.authorization_policy.clone(),
+            audit,
+            service_accounts: ServiceAccountSettings {
+                issuer: self.service_account_issuer.clone(),
+                audiences: self
+                    .api_audiences
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .cloned()
+                    .collect(),
+                ca_cert,
+            },
+            reload_interval: std::time::Duration::ZERO,
+        })
+    }
+}
+
+/// The audit flags of `keyward kms serve`: its admin socket's calls are recorded.
+#[derive(Debug, Args)]
+pub(super) struct KmsAuditArgs {
+    /// Record every admin socket call (status, keys, rotate, retire, destroy, unseal, rekey)
+    /// with the caller's peer uid (audit.k8s.io/v1, hash-chained, signed checkpoints). The
+    /// checkpoint key lives in memory only; its public key is written to FILE.pub.
+    #[arg(long, value_name = "FILE")]
+    audit_log_path: Option<PathBuf>,
+    /// The audit.k8s.io/v1 Policy (default: every call at level Metadata).
+    #[arg(long, value_name = "FILE", requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// Let admin calls proceed when their audit event cannot be written (default: refuse).
+    #[arg(long, requires = "audit_log_path")]
+    audit_fail_open: bool,
+}
+
+impl KmsAuditArgs {
+    /// Opens the admin audit log, if asked: the auditor and the log (to close at shutdown).
+    pub(super) async fn open(&self) -> Result<(Auditor, Option<AuditLog>), CliError> {
+        let Some(path) = &self.audit_log_path else {
+            return Ok((Auditor::disabled(), None));
+        };
+        let policy = match &self.audit_policy_file {
+            Some(p) => Policy::load(p)?,
+            None => Policy::parse(
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
+            )?,
+        };
+        let mut config = LogConfig::new(path.clone());
+        if self.audit_fail_open {
+            config.failure_mode = FailureMode::Open;
+        }
+        let signer = std::sync::Arc::new(crate::crypto::Ed25519SigningKey::generate()?);
+        crate::access::write_public_key(path, signer.public_key()).map_err(|e| {
+            CliError::new(format!(
+                "--audit-log-path: cannot write the public key: {e}"
+            ))
+        })?;
+        let log = AuditLog::open(config, signer)
+            .await
+            .map_err(|e| CliError::new(format!("--audit-log-path: {e}")))?;
+        Ok((
+            Auditor::new(policy, std::sync::Arc::new(log.clone())),
+            Some(log),
+        ))
+    }
+}

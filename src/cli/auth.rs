@@ -1,0 +1,298 @@
+//! `keyward auth can-i`, `keyward auth whoami` and `keyward create token`, with kubectl's output
+//! and exit codes: `can-i` prints `yes` (exit 0) or `no` (exit 1, ` - <reason>` when the server
+//! gave one), `--list` the rules table, `whoami` the ATTRIBUTE/VALUE table.
+
+use clap::{Args, Subcommand};
+
+use super::client::{connect_auth, server_error, ClientArgs};
+use super::output::table;
+use super::CliError;
+use crate::pb::keyward_v1 as pb;
+
+/// `keyward auth ...`.
+#[derive(Debug, Subcommand)]
+pub(super) enum AuthCommand {
+    /// Check whether an action is allowed (prints yes or no; exit status 1 for no).
+    ///
+    /// Examples:
+    ///   keyward auth can-i get secrets/db -n prod
+    ///   keyward auth can-i list secrets -n prod --as system:serviceaccount:prod:app
+    ///   keyward auth can-i --list -n prod
+    #[command(verbatim_doc_comment, name = "can-i")]
+    CanI(CanIArgs),
+    /// Print who the server says you are (user, uid, groups).
+    Whoami(WhoamiArgs),
+}
+
+/// `keyward auth can-i`.
+#[derive(Debug, Args)]
+pub(super) struct CanIArgs {
+    /// The verb, e.g. get, list, watch, create, update, delete, or * for all.
+    #[arg(required_unless_present = "list")]
+    verb: Option<String>,
+    /// TYPE, TYPE/NAME or a non-resource URL, e.g. secrets, secrets/db, raw.keyward.io.
+    #[arg(required_unless_present = "list")]
+    resource: Option<String>,
+    /// Namespace.
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        default_value = "default",
+        value_name = "NS"
+    )]
+    namespace: String,
+    /// In every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    all_namespaces: bool,
+    /// A subresource, e.g. token (of serviceaccounts).
+    #[arg(long, value_name = "SUBRESOURCE", default_value = "")]
+    subresource: String,
+    /// List every action allowed in the namespace.
+    #[arg(long)]
+    list: bool,
+    /// Print nothing; only the exit status tells.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+}
+
+/// `keyward auth whoami`.
+#[derive(Debug, Args)]
+pub(super) struct WhoamiArgs {
+    /// Output format: json (a SelfSubjectReview); a table if not given.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["json"])]
+    output: Option<String>,
+}
+
+/// `keyward create token`.
+#[derive(Debug, Args)]
+pub(super) struct CreateTokenArgs {
+    /// The service account.
+    name: String,
+    /// Namespace.
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        default_value = "default",
+        value_name = "NS"
+    )]
+    namespace: String,
+    /// Requested lifetime, e.g. 1h or 30m (at least 10m; default: 1h).
+    #[arg(long, value_name = "DURATION")]
+    duration: Option<String>,
+    /// Audience of the token (repeatable; default: the server's audiences).
+    #[arg(long, value_name = "AUDIENCE")]
+    audience: Vec<String>,
+}
+
+/// Resource names the CLI accepts for the resources keyward knows, as kubectl's discovery
+/// resolves them: (name, group).
+fn resource(word: &str) -> (String, String) {
+    let (res, group) = word.split_once('.').unwrap_or((word, ""));
+    let res = match res {
+        "secret" => "secrets",
+        "sa" | "serviceaccount" => "serviceaccounts",
+        r => r,
+    };
+    (res.to_owned(), group.to_owned())
+}
+
+/// Go's `%v` of a string slice: `[a b]`.
+fn go_list(v: &[String]) -> String {
+    format!("[{}]", v.join(" "))
+}
+
+/// Runs `keyward auth ...`.
+pub(super) fn auth(cmd: AuthCommand, client: &ClientArgs) -> Result<(), CliError> {
+    super::process::runtime()?.block_on(async {
+        match cmd {
+            AuthCommand::CanI(a) if a.list => can_i_list(a, client).await,
+            AuthCommand::CanI(a) => can_i(a, client).await,
+            AuthCommand::Whoami(a) => whoami(a, client).await,
+        }
+    })
+}
+
+async fn can_i(a: CanIArgs, client: &ClientArgs) -> Result<(), CliError> {
+    let verb = a.verb.unwrap_or_default();
+    let target = a.resource.unwrap_or_default();
+    let namespace = if a.all_namespaces {
+        String::new()
+    } else {
+        a.namespace
+    };
+    let req = if target.starts_with('/') {
+        pb::AccessReviewRequest {
+            verb,
+            path: target,
+            ..Default::default()
+        }
+    } else {
+        let (ty, name) = target.split_once('/').unwrap_or((&target, ""));
+        let (res, group) = resource(ty);
+        pb::AccessReviewRequest {
+            namespace,
+            verb,
+            group,
+            resource: res,
+            subresource: a.subresource,
+            name: name.to_owned(),
+            path: String::new(),
+        }
+    };
+    let st = connect_auth(client)
+        .await?
+        .access_review(req)
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    if st.allowed {
+        if !a.quiet {
+            println!("yes");
+        }
+        return Ok(());
+    }
+    if !a.quiet {
+        let mut line = "no".to_owned();
+        for extra in [&st.reason, &st.evaluation_error] {
+            if !extra.is_empty() {
+                line.push_str(" - ");
+                line.push_str(extra);
+            }
+        }
+        println!("{line}");
+    }
+    Err(CliError::silent())
+}
+
+async fn can_i_list(a: CanIArgs, client: &ClientArgs) -> Result<(), CliError> {
+    let st = connect_auth(client)
+        .await?
+        .rules_review(pb::RulesReviewRequest {
+            namespace: a.namespace,
+        })
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    let mut rows = vec![vec![
+        "Resources".to_owned(),
+        "Non-Resource URLs".to_owned(),
+        "Resource Names".to_owned(),
+        "Verbs".to_owned(),
+    ]];
+    let mut resource_rows = Vec::new();
+    for r in &st.resource_rules {
+        for g in &r.api_groups {
+            for res in &r.resources {
+                let shown = if g.is_empty() {
+                    res.clone()
+                } else {
+                    format!("{res}.{g}")
+                };
+                resource_rows.push(vec![
+                    shown,
+                    "[]".to_owned(),
+                    go_list(&r.resource_names),
+                    go_list(&r.verbs),
+                ]);
+            }
+        }
+    }
+    resource_rows.sort();
+    rows.extend(resource_rows);
+    for r in &st.non_resource_rules {
+        rows.push(vec![
+            String::new(),
+            go_list(&r.non_resource_urls),
+            "[]".to_owned(),
+            go_list(&r.verbs),
+        ]);
+    }
+    if !a.quiet {
+        print!("{}", table(&rows));
+    }
+    if !st.evaluation_error.is_empty() {
+        eprintln!(
+            "Warning: the list may be incomplete: {}",
+            st.evaluation_error
+        );
+    }
+    Ok(())
+}
+
+async fn whoami(a: WhoamiArgs, client: &ClientArgs) -> Result<(), CliError> {
+    let u = connect_auth(client)
+        .await?
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map_err(server_error)?
+        .into_inner();
+    if a.output.as_deref() == Some("json") {
+        let extra: serde_json::Map<String, serde_json::Value> = u
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v.values)))
+            .collect();
+        let mut user = serde_json::json!({ "username": u.username, "groups": u.groups });
+        if !u.uid.is_empty() {
+            user["uid"] = serde_json::json!(u.uid);
+        }
+        if !extra.is_empty() {
+            user["extra"] = serde_json::Value::Object(extra);
+        }
+        let review = serde_json::json!({
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": { "creationTimestamp": null },
+            "status": { "userInfo": user },
+        });
+        let text = serde_json::to_string_pretty(&review)
+            .map_err(|e| CliError::new(format!("cannot encode the review: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    let mut rows = vec![
+        vec!["ATTRIBUTE".to_owned(), "VALUE".to_owned()],
+        vec!["Username".to_owned(), u.username],
+    ];
+    if !u.uid.is_empty() {
+        rows.push(vec!["UID".to_owned(), u.uid]);
+    }
+    rows.push(vec!["Groups".to_owned(), go_list(&u.groups)]);
+    for (k, v) in &u.extra {
+        rows.push(vec![format!("Extra: {k}"), go_list(&v.values)]);
+    }
+    print!("{}", table(&rows));
+    Ok(())
+}
+
+/// Runs `keyward create token SA`: prints the token.
+pub(super) fn create_token(a: CreateTokenArgs, client: &ClientArgs) -> Result<(), CliError> {
+    let expiration_seconds = match &a.duration {
+        None => 0,
+        Some(d) => {
+            let d = super::flags::parse_duration(d).map_err(|e| {
+                CliError::new(format!("--duration: {d:?} is not a duration: {e}"))
+                    .hint("use a number with a unit, e.g. 1h or 30m")
+            })?;
+            if d.as_secs() == 0 {
+                return Err(CliError::new("--duration: must be greater than 0"));
+            }
+            d.as_secs() as i64
+        }
+    };
+    super::process::runtime()?.block_on(async {
+        let t = connect_auth(client)
+            .await?
+            .create_token(pb::CreateTokenRequest {
+                namespace: a.namespace,
+                service_account: a.name,
+                audiences: a.audience,
+                expiration_seconds,
+            })
+            .await
+            .map_err(server_error)?
+            .into_inner();
+        println!("{}", t.token);
+        Ok(())
+    })
+}

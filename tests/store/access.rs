@@ -1,0 +1,772 @@
+//! Who may read which Secret, over the store's real Unix socket: every authentication path
+//! (Unix peer, token file, bootstrap token, service account token) good, wrong, expired,
+//! malformed and revoked; RBAC from manifests for each verb with allowed and denied names, with
+//! the exact status code and Forbidden message, and denied writes changing nothing; the audit
+//! log holding no Secret value, and `keyward audit verify` passing on the live server's log.
+
+use std::path::Path;
+
+use crate::support::store::{aesgcm_config, pb_secret, write_private};
+use crate::support::{run, StoreHarness};
+use keyward::access::{AccessOptions, AuditOptions};
+use keyward::audit::LogConfig;
+use keyward::backend::sled::SledOptions;
+use keyward::backend::BackendSpec;
+use keyward::pb::keyward_v1 as pb;
+use keyward::pb::keyward_v1::auth_client::AuthClient;
+use keyward::pb::keyward_v1::secrets_client::SecretsClient;
+use keyward::server::StoreOptions;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+/// The README's policy: `app` may only get `secrets/db` in `prod`; group `ops` may do
+/// anything with Secrets in `prod`; the service account `prod:app` and bootstrap tokens may
+/// get `db` too.
+const POLICY: &str = r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: db-reader, namespace: prod}
+rules:
+  - apiGroups: [""]
+    resources: [secrets]
+    resourceNames: [db]
+    verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app-reads-db, namespace: prod}
+subjects:
+  - {kind: User, name: app, apiGroup: rbac.authorization.k8s.io}
+  - {kind: ServiceAccount, name: app, namespace: prod}
+  - {kind: Group, name: "system:bootstrappers", apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: Role, name: db-reader, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: secret-admin, namespace: prod}
+rules:
+  - apiGroups: [""]
+    resources: [secrets]
+    verbs: ["*"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: ops-admin, namespace: prod}
+subjects:
+  - {kind: Group, name: ops, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: Role, name: secret-admin, apiGroup: rbac.authorization.k8s.io}
+"#;
+
+const APP_TOKEN: &str = "app-token-0123456789abcdef";
+const OPS_TOKEN: &str = "ops-token-0123456789abcdef";
+const REVOKED_TOKEN: &str = "revoked-token-0123456789ab";
+const BOOTSTRAP: &str = "abcdef.0123456789abcdef";
+
+/// Every value written by the tests; none may appear in the audit log.
+const VALUES: [&[u8]; 4] = [
+    b"db-password-1",
+    b"db-password-2",
+    b"cache-pass",
+    b"ops-new-val",
+];
+
+struct World {
+    _dir: tempfile::TempDir,
+    server: StoreHarness,
+    audit: std::path::PathBuf,
+    tokens: std::path::PathBuf,
+    policy: std::path::PathBuf,
+}
+
+async fn start() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("policy.yaml"), POLICY).unwrap();
+    let tokens = d.join("tokens.csv");
+    write_private(
+        &tokens,
+        format!(
+            "{APP_TOKEN},app,1001\n{OPS_TOKEN},olga,1002,\"ops,dev\"\n{REVOKED_TOKEN},gone,1003\n"
+        )
+        .as_bytes(),
+    );
+    std::fs::write(
+        d.join("audit-policy.yaml"),
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: RequestResponse\n",
+    )
+    .unwrap();
+    let audit = d.join("audit.log");
+    let mut log = LogConfig::new(&audit);
+    log.checkpoint_every = 10;
+    let mut o = StoreOptions::new(
+        BackendSpec::Sled {
+            dir: d.join("store"),
+            options: SledOptions::default(),
+        },
+        aesgcm_config(d),
+        d.join("kw.sock"),
+    );
+    o.access_control = AccessOptions {
+        token_auth_files: vec![tokens.clone()],
+        bootstrap_tokens: true,
+        authorization_policy: Some(d.join("policy.yaml")),
+        audit: Some(AuditOptions {
+            log,
+            policy_file: Some(d.join("audit-policy.yaml")),
+        }),
+        reload_interval: std::time::Duration::from_millis(50),
+        ..AccessOptions::default()
+    };
+    let server = StoreHarness::start(o).await;
+    let policy = d.join("policy.yaml");
+    World {
+        _dir: dir,
+        server,
+        audit,
+        tokens,
+        policy,
+    }
+}
+
+async fn channel(w: &World) -> Channel {
+    keyward::uds::unix_channel(&w.server.socket).await.unwrap()
+}
+
+fn req<T>(msg: T, token: Option<&str>) -> Request<T> {
+    let mut r = Request::new(msg);
+    if let Some(t) = token {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    r
+}
+
+fn get(ns: &str, name: &str) -> pb::GetRequest {
+    pb::GetRequest {
+        namespace: ns.into(),
+        name: name.into(),
+        revision: 0,
+    }
+}
+
+/// Every Secret operation as `token`, named for the report: `Ok(())` or the status.
+async fn each_op(
+    c: &mut SecretsClient<Channel>,
+    token: Option<&str>,
+    name: &str,
+) -> Vec<(&'static str, Result<(), tonic::Status>)> {
+    let ns = "prod";
+    let mut out = Vec::new();
+    out.push(("get", c.get(req(get(ns, name), token)).await.map(|_| ())));
+    out.push((
+        "history",
+        c.history(req(
+            pb::HistoryRequest {
+                namespace: ns.into(),
+                name: name.into(),
+            },
+            token,
+        ))
+        .await
+        .map(|_| ()),
+    ));
+    out.push((
+        "list",
+        c.list(req(
+            pb::ListRequest {
+                namespace: ns.into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .map(|_| ()),
+    ));
+    out.push((
+        "watch",
+        c.watch(req(
+            pb::WatchRequest {
+                namespace: ns.into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .map(|_| ()),
+    ));
+    out.push((
+        "create",
+        c.create(req(
+            pb::CreateRequest {
+                secret: Some(pb_secret(ns, &format!("{name}-new"), &[("v", b"x")])),
+                dry_run: true,
+            },
+            token,
+        ))
+        .await
+        .map(|_| ()),
+    ));
+    out.push((
+        "update",
+        c.update(req(
+            pb::UpdateRequest {
+                secret: Some(pb_secret(ns, name, &[("v", VALUES[3])])),
+                dry_run: true,
+            },
+            token,
+        ))
+        .await
+        .map(|_| ()),
+    ));
+    out.push((
+        "rollback",
+        c.rollback(req(
+            pb::RollbackRequest {
+                namespace: ns.into(),
+                name: name.into(),
+                to_revision: 1_000_000,
+            },
+            token,
+        ))
+        .await
+        .map(|_| ()),
+    ));
+    out.push((
+        "delete",
+        c.delete(req(
+            pb::DeleteRequest {
+                namespace: ns.into(),
+                name: name.into(),
+                resource_version: "1".into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .map(|_| ()),
+    ));
+    out
+}
+
+fn forbidden(user: &str, verb: &str, name: &str) -> String {
+    let what = if name.is_empty() {
+        "secrets".to_owned()
+    } else {
+        format!("secrets \"{name}\"")
+    };
+    format!("{what} is forbidden: User \"{user}\" cannot {verb} resource \"secrets\" in API group \"\" in the namespace \"prod\"")
+}
+
+/// The name each operation is authorized on (create, list and watch carry none).
+fn authorized_name<'a>(op: &str, name: &'a str) -> &'a str {
+    match op {
+        "create" | "list" | "watch" => "",
+        _ => name,
+    }
+}
+
+fn verb(op: &str) -> &str {
+    match op {
+        "history" => "get",
+        "rollback" => "update",
+        op => op,
+    }
+}
+
+/// Asserts that `user` may do exactly `allowed` (as ops) and is refused the rest with the
+/// exact Forbidden message.
+fn check(user: &str, name: &str, results: &[(&str, Result<(), tonic::Status>)], allowed: &[&str]) {
+    for (op, r) in results {
+        if allowed.contains(op) {
+            // Allowed: authorization passed (the store may still answer, e.g. a conflict).
+            if let Err(e) = r {
+                assert_ne!(
+                    e.code(),
+                    Code::PermissionDenied,
+                    "{user} {op} {name}: {e:?}"
+                );
+                assert_ne!(e.code(), Code::Unauthenticated, "{user} {op} {name}: {e:?}");
+            }
+        } else {
+            let e = r
+                .as_ref()
+                .expect_err(&format!("{user} {op} {name} must be refused"));
+            assert_eq!(
+                e.code(),
+                Code::PermissionDenied,
+                "{user} {op} {name}: {e:?}"
+            );
+            assert_eq!(
+                e.message(),
+                forbidden(user, verb(op), authorized_name(op, name)),
+                "{op}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_read_which_secret() {
+    let w = start().await;
+    let ch = channel(&w).await;
+    let mut admin = SecretsClient::new(ch.clone());
+    let mut auth = AuthClient::new(ch.clone());
+    // The test's own uid is the server's: system:admin in system:masters.
+    let me = auth
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.username, "system:admin");
+    assert!(me.groups.contains(&"system:masters".to_owned()));
+    for (name, v) in [("db", VALUES[0]), ("cache", VALUES[2])] {
+        admin
+            .create(pb::CreateRequest {
+                secret: Some(pb_secret("prod", name, &[("password", v)])),
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+    }
+    admin
+        .update(pb::UpdateRequest {
+            secret: Some(pb_secret("prod", "db", &[("password", VALUES[1])])),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    // The bootstrap token's Secret, and a service account token.
+    let bootstrap = |name: &str, id: &str, extra: &[(&str, &[u8])]| {
+        let mut data: Vec<(&str, &[u8])> = vec![
+            ("token-id", id.as_bytes()),
+            ("token-secret", b"0123456789abcdef"),
+            ("usage-bootstrap-authentication", b"true"),
+        ];
+        data.extend_from_slice(extra);
+        let mut s = pb_secret("kube-system", name, &data);
+        s.r#type = "bootstrap.kubernetes.io/token".into();
+        s
+    };
+    for s in [
+        bootstrap("bootstrap-token-abcdef", "abcdef", &[]),
+        bootstrap(
+            "bootstrap-token-expird",
+            "expird",
+            &[("expiration", b"2009-11-10T23:00:00Z")],
+        ),
+    ] {
+        admin
+            .create(pb::CreateRequest {
+                secret: Some(s),
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+    }
+    let sa_token = auth
+        .create_token(pb::CreateTokenRequest {
+            namespace: "prod".into(),
+            service_account: "app".into(),
+            audiences: vec![],
+            expiration_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let other_audience = auth
+        .create_token(pb::CreateTokenRequest {
+            namespace: "prod".into(),
+            service_account: "app".into(),
+            audiences: vec!["somebody-else".into()],
+            expiration_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+
+    let mut c = SecretsClient::new(ch.clone());
+    // Good credentials: each identity × each verb × allowed and denied names.
+    let sa_user = "system:serviceaccount:prod:app";
+    let bootstrap_user = "system:bootstrap:abcdef";
+    for (token, user) in [
+        (APP_TOKEN, "app"),
+        (sa_token.as_str(), sa_user),
+        (BOOTSTRAP, bootstrap_user),
+    ] {
+        let r = each_op(&mut c, Some(token), "db").await;
+        check(user, "db", &r, &["get", "history"]);
+        let r = each_op(&mut c, Some(token), "cache").await;
+        check(user, "cache", &r, &[]);
+        // The allowed read returns the current value.
+        let s = c.get(req(get("prod", "db"), Some(token))).await.unwrap();
+        assert_eq!(s.into_inner().data["password"], VALUES[1]);
+    }
+    let all = [
+        "get", "history", "list", "watch", "create", "update", "rollback", "delete",
+    ];
+    for name in ["db", "cache"] {
+        let r = each_op(&mut c, Some(OPS_TOKEN), name).await;
+        check("olga", name, &r, &all);
+    }
+    // Another namespace is refused to the operators too.
+    let e = c
+        .get(req(get("default", "db"), Some(OPS_TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.message(), "secrets \"db\" is forbidden: User \"olga\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\"");
+    // Listing every namespace is cluster scope.
+    let e = c
+        .list(req(pb::ListRequest::default(), Some(OPS_TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.message(), "secrets is forbidden: User \"olga\" cannot list resource \"secrets\" in API group \"\" at the cluster scope");
+
+    // Denied writes change nothing.
+    for (op, r) in each_op(&mut c, Some(APP_TOKEN), "db").await {
+        if !matches!(op, "get" | "history") {
+            assert_eq!(r.unwrap_err().code(), Code::PermissionDenied, "{op}");
+        }
+    }
+    let e = c
+        .update(req(
+            pb::UpdateRequest {
+                secret: Some(pb_secret("prod", "db", &[("password", VALUES[3])])),
+                dry_run: false,
+            },
+            Some(APP_TOKEN),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = c
+        .delete(req(
+            pb::DeleteRequest {
+                namespace: "prod".into(),
+                name: "db".into(),
+                ..Default::default()
+            },
+            Some(APP_TOKEN),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let now = admin.get(get("prod", "db")).await.unwrap().into_inner();
+    assert_eq!(now.data["password"], VALUES[1]);
+    let names: Vec<String> = admin
+        .list(pb::ListRequest {
+            namespace: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|s| s.metadata.unwrap().name)
+        .collect();
+    assert_eq!(names, ["cache", "db"]);
+
+    // Wrong, expired, malformed credentials: Unauthenticated, never a fallback to the peer.
+    let jwt_other_key = format!(
+        "{}.{}",
+        sa_token.rsplit_once('.').unwrap().0,
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    );
+    for bad in [
+        "wrong-token-0123456789abcdef",
+        "abcdef.ffffffffffffffff",
+        "expird.0123456789abcdef",
+        "abcdef.0123456789ABCDEF",
+        "eyJhbGciOiJFUzI1NiJ9.bm90IGpzb24.c2ln",
+        jwt_other_key.as_str(),
+        other_audience.as_str(),
+    ] {
+        let e = c.get(req(get("prod", "db"), Some(bad))).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{bad}");
+        assert_eq!(e.message(), "invalid bearer token", "{bad}");
+    }
+
+    // Revoked: a token removed from the file stops working once the file is reloaded.
+    let e = c
+        .get(req(get("prod", "db"), Some(REVOKED_TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    write_private(
+        &w.tokens,
+        format!("{APP_TOKEN},app,1001\n{OPS_TOKEN},olga,1002,\"ops,dev\"\n").as_bytes(),
+    );
+    wait_until_unauthenticated(&mut c, REVOKED_TOKEN).await;
+    // A bootstrap token whose Secret is deleted.
+    admin
+        .delete(pb::DeleteRequest {
+            namespace: "kube-system".into(),
+            name: "bootstrap-token-abcdef".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = c
+        .get(req(get("prod", "db"), Some(BOOTSTRAP)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // A legacy service-account-token Secret: filled by the server, revoked by deleting it.
+    let mut legacy = pb_secret("prod", "app-token", &[]);
+    legacy.r#type = "kubernetes.io/service-account-token".into();
+    legacy
+        .metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .insert("kubernetes.io/service-account.name".into(), "app".into());
+    let legacy = admin
+        .create(pb::CreateRequest {
+            secret: Some(legacy),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let legacy_token = String::from_utf8(legacy.data["token"].clone()).unwrap();
+    assert_eq!(legacy.data["namespace"], b"prod");
+    c.get(req(get("prod", "db"), Some(&legacy_token)))
+        .await
+        .unwrap();
+    admin
+        .delete(pb::DeleteRequest {
+            namespace: "prod".into(),
+            name: "app-token".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = c
+        .get(req(get("prod", "db"), Some(&legacy_token)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+
+    // Impersonation: the admin acting as app is app; app may not impersonate.
+    let mut as_app = Request::new(get("prod", "cache"));
+    as_app
+        .metadata_mut()
+        .insert("impersonate-user", "app".parse().unwrap());
+    let e = admin.get(as_app).await.unwrap_err();
+    assert_eq!(e.message(), forbidden("app", "get", "cache"));
+    let mut r = req(get("prod", "db"), Some(APP_TOKEN));
+    r.metadata_mut()
+        .insert("impersonate-user", "olga".parse().unwrap());
+    let e = c.get(r).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(e.message(), "users \"olga\" is forbidden: User \"app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope");
+
+    // The policy is reloaded when its file changes; an invalid file keeps the policy in force.
+    let list_as_app = || {
+        req(
+            pb::ListRequest {
+                namespace: "prod".into(),
+                ..Default::default()
+            },
+            Some(APP_TOKEN),
+        )
+    };
+    // (A rule naming db would not do: a list names no object, so resourceNames never match it.)
+    let more = "verbs: [get]\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [list]";
+    std::fs::write(&w.policy, POLICY.replacen("verbs: [get]", more, 1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.list(list_as_app()).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy never reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    std::fs::write(&w.policy, "kind: Role\nmetadata: {name: broken}\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    c.list(list_as_app()).await.unwrap();
+
+    // A watch, allowed as a whole, then the server stops: the audit log is sealed.
+    let mut events = admin
+        .watch(pb::WatchRequest {
+            namespace: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(events.next().await.is_some());
+    drop(events);
+    let mut w = w;
+    w.server.stop().await;
+
+    // No value ever reached the audit log, in plain text or base64.
+    let log = std::fs::read(&w.audit).unwrap();
+    assert!(log.len() > 1000, "the audit log recorded requests");
+    let text = String::from_utf8_lossy(&log);
+    use base64::Engine as _;
+    for v in VALUES {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(v);
+        for needle in [String::from_utf8_lossy(v).into_owned(), b64] {
+            assert!(!text.contains(&needle), "{needle} is in the audit log");
+        }
+    }
+    for t in [
+        APP_TOKEN,
+        OPS_TOKEN,
+        sa_token.as_str(),
+        legacy_token.as_str(),
+        "0123456789abcdef",
+    ] {
+        assert!(!text.contains(t), "a credential is in the audit log");
+    }
+    assert!(text.contains("\"authorization.k8s.io/decision\":\"forbid\""));
+    assert!(text.contains("\"username\":\"olga\""));
+    verify_log(&w.audit);
+}
+
+async fn wait_until_unauthenticated(c: &mut SecretsClient<Channel>, token: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let e = c
+            .get(req(get("prod", "db"), Some(token)))
+            .await
+            .unwrap_err();
+        if e.code() == Code::Unauthenticated {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reloaded: {e:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// `keyward audit verify` passes on the server's log with the public key written beside it,
+/// and names the line after an edit.
+fn verify_log(log: &Path) {
+    let key = keyward::access::public_key_path(log);
+    let (ok, out, err) = run(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let text = std::fs::read_to_string(log).unwrap();
+    let edited = text.replacen("\"username\":\"olga\"", "\"username\":\"eve\"", 1);
+    std::fs::write(log, edited).unwrap();
+    let (ok, out, err) = run(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(format!("{out}{err}").contains("line"), "{out}{err}");
+}
+
+/// `keyward kms serve --audit-log-path`: every admin socket call is recorded as the caller's
+/// peer uid, and the log verifies with the public key written beside it.
+#[test]
+fn kms_admin_socket_calls_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("root.key");
+    write_private(&root, &[7u8; 32]);
+    let seal = format!("keyfile:{}", root.display());
+    let data = d.join("kms");
+    let (ok, _, err) = run(&[
+        "kms",
+        "init",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        &seal,
+    ]);
+    assert!(ok, "{err}");
+    let (sock, admin, log) = (
+        d.join("k.sock"),
+        d.join("a.sock"),
+        d.join("admin-audit.log"),
+    );
+    let mut proc = crate::support::Proc::spawn_ready(
+        &[
+            "kms",
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--seal",
+            &seal,
+            "--socket",
+            sock.to_str().unwrap(),
+            "--admin-socket",
+            admin.to_str().unwrap(),
+            "--audit-log-path",
+            log.to_str().unwrap(),
+        ],
+        &[],
+        &d.join("stderr"),
+        &[&sock, &admin],
+    );
+    let a = admin.to_str().unwrap();
+    for cmd in [&["kms", "status"][..], &["kms", "keys"], &["kms", "rotate"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--admin-socket", a]);
+        let (ok, _, err) = run(&args);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, _) = run(&["kms", "retire", "no-such-key", "--admin-socket", a]);
+    assert!(!ok);
+    proc.signal(rustix::process::Signal::TERM);
+    assert!(proc.wait(std::time::Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| {
+            e["stage"] == "ResponseComplete" && e["verb"] != "checkpoint"
+        })
+        .collect();
+    let seen: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["annotations"]["keyward.io/peer-uid"], uid.as_str());
+            (
+                e["verb"].as_str().unwrap().to_owned(),
+                e["objectRef"]["resource"].as_str().unwrap().to_owned(),
+                e["objectRef"]["subresource"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                e["responseStatus"]["code"].to_string(),
+            )
+        })
+        .collect();
+    let s = |v: &str, r: &str, sub: &str, c: &str| (v.into(), r.into(), sub.into(), c.into());
+    assert_eq!(
+        seen,
+        [
+            s("get", "status", "", "200"),
+            s("list", "keys", "", "200"),
+            s("create", "keys", "rotate", "200"),
+            s("update", "keys", "retire", "404"),
+        ]
+    );
+    let key = keyward::access::public_key_path(&log);
+    let (ok, out, err) = run(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--public-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+}
