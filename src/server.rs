@@ -23,6 +23,7 @@ use crate::backend::{BackendError, BackendSpec};
 use crate::encryption::config::{self, ConfigError};
 use crate::encryption::reload::{self, Reloader};
 use crate::encryption::{Encryption, ParseOptions};
+use crate::net::ConnLimits;
 use crate::store::migrate::AutoMigrateGuard;
 use crate::store::Store;
 use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
@@ -48,6 +49,8 @@ pub struct TcpOptions {
     pub client_ca: Option<Vec<u8>>,
     /// Clients presenting `authorization: Bearer <token>` with one of these are accepted.
     pub tokens: Option<Tokens>,
+    /// Connection caps and timeouts (before any client has authenticated, too).
+    pub limits: ConnLimits,
 }
 
 impl TcpOptions {
@@ -60,6 +63,7 @@ impl TcpOptions {
             key,
             client_ca: None,
             tokens: None,
+            limits: ConnLimits::default(),
         }
     }
 }
@@ -72,6 +76,7 @@ impl std::fmt::Debug for TcpOptions {
             .field("key", &format_args!("<redacted>"))
             .field("client_ca", &self.client_ca.as_ref().map(Vec::len))
             .field("tokens", &self.tokens)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -330,5 +335,8 @@ async fn bind_tls(t: TcpOptions) -> Result<(TlsListener, SocketAddr), ServerErro
     let listener = TcpListener::bind(t.listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     tracing::info!(listen = %addr, client_certs = auth.client_certs, tokens = auth.tokens.is_some(), "serving keyward.v1.Secrets over TLS");
-    Ok((TlsListener::new(listener, tls, auth)?, addr))
+    Ok((
+        TlsListener::with_limits(listener, tls, auth, t.limits)?,
+        addr,
+    ))
 }

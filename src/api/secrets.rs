@@ -237,13 +237,18 @@ impl pb::secrets_server::Secrets for SecretsService {
         req: Request<pb::RawListRequest>,
     ) -> Result<Response<pb::RawListResponse>, Status> {
         let req = req.into_inner();
-        let kvs = self
+        let page = self
             .store
-            .raw_list(&req.prefix, limit(req.limit, "limit")?)
+            .raw_list(
+                &req.prefix,
+                limit(req.limit, "limit")?,
+                Some(req.r#continue.as_str()),
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RawListResponse {
-            kvs: kvs.into_iter().map(raw_to_pb).collect(),
+            kvs: page.kvs.into_iter().map(raw_to_pb).collect(),
+            r#continue: page.continue_token.unwrap_or_default(),
         }))
     }
 }

@@ -1,18 +1,18 @@
 //! Serving the store's API: `keyward.v1.Secrets` and `keyward.v1.Encryption` on the Unix socket,
-//! and on an optional TLS listener where every call must authenticate; on shutdown both stop
-//! accepting and drain in-flight calls.
+//! and on an optional TLS listener where every call must authenticate, within the connection
+//! limits of [`crate::net`]; on shutdown both stop accepting and drain in-flight calls.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use super::{Authenticator, EncryptionService, SecretsService};
+use crate::net::{self, ConnLimits};
 use crate::store::Store;
 
 /// Errors of serving the API.
@@ -38,6 +38,7 @@ pub struct TlsListener {
     listener: TcpListener,
     server: Server,
     auth: Authenticator,
+    limits: ConnLimits,
 }
 
 impl std::fmt::Debug for TlsListener {
@@ -50,17 +51,34 @@ impl std::fmt::Debug for TlsListener {
 }
 
 impl TlsListener {
-    /// Serves TLS with `tls` on `listener`, admitting the calls `auth` accepts.
+    /// Serves TLS with `tls` on `listener`, admitting the calls `auth` accepts, within the
+    /// default [`ConnLimits`].
     pub fn new(
         listener: TcpListener,
         tls: ServerTlsConfig,
         auth: Authenticator,
     ) -> Result<Self, ServeError> {
-        let server = Server::builder().tls_config(tls).map_err(ServeError::Tls)?;
+        Self::with_limits(listener, tls, auth, ConnLimits::default())
+    }
+
+    /// Like [`new`](Self::new), within `limits`: connection caps, the TLS handshake timeout,
+    /// HTTP/2 keepalive, connection age and streams per connection.
+    pub fn with_limits(
+        listener: TcpListener,
+        tls: ServerTlsConfig,
+        auth: Authenticator,
+        limits: ConnLimits,
+    ) -> Result<Self, ServeError> {
+        let tls = tls.timeout(limits.handshake_timeout);
+        let server = http2_limits(Server::builder(), &limits)
+            .max_connection_age(limits.max_connection_age)
+            .tls_config(tls)
+            .map_err(ServeError::Tls)?;
         Ok(Self {
             listener,
             server,
             auth,
+            limits,
         })
     }
 
@@ -89,19 +107,17 @@ pub async fn serve(
         }
     });
 
-    let unix_server = Server::builder()
+    let unix_server = http2_limits(Server::builder(), &ConnLimits::default())
         .add_service(SecretsService::new(store.clone()).into_server())
         .add_service(EncryptionService::new(store.clone()).into_server())
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(unix),
-            token.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(net::unix_incoming(unix), token.clone().cancelled_owned());
     let unix = async { unix_server.await.map_err(ServeError::Unix) };
     let tcp = async {
         let Some(TlsListener {
             listener,
             mut server,
             auth,
+            limits,
         }) = tcp
         else {
             return Ok(());
@@ -117,7 +133,7 @@ pub async fn serve(
                 move |r| auth.check(r),
             ))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                net::tcp_incoming(listener, &limits),
                 token.clone().cancelled_owned(),
             )
             .await
@@ -126,4 +142,12 @@ pub async fn serve(
     let res = tokio::try_join!(unix, tcp).map(|_| ());
     token.cancel();
     res
+}
+
+/// `server` with the per-connection HTTP/2 limits: streams per connection and keepalive pings.
+fn http2_limits(server: Server, limits: &ConnLimits) -> Server {
+    server
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
 }

@@ -25,7 +25,7 @@ use crate::keyring::{
 use crate::kms::PluginServer;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::seal::{self, KdfParams, SealSpec};
-use crate::uds::{self, SocketAccess};
+use crate::uds::{self, PeerAllow, SocketAccess};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum KmsCommand {
@@ -276,6 +276,14 @@ pub(super) struct RunArgs {
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub(super) drain_timeout: String,
+    /// Admit callers running as this uid to the admin socket (repeatable, or comma-separated);
+    /// default: the server's own uid and root.
+    #[arg(long, value_name = "UID", value_delimiter = ',')]
+    pub(super) admin_allow_uid: Vec<u32>,
+    /// Admit callers whose group is this one (name or gid) to the admin socket (repeatable, or
+    /// comma-separated).
+    #[arg(long, value_name = "GROUP", value_delimiter = ',')]
+    pub(super) admin_allow_gid: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -421,7 +429,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
                 &a.socket,
                 a.admin_socket.as_deref(),
                 opts.access,
-            )?;
+            )?
+            .with_admin_allow(opts.admin_allow);
             run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
         });
     }
@@ -430,7 +439,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let plugin =
-            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?;
+            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?
+                .with_admin_allow(opts.admin_allow);
         run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await
     })
 }
@@ -498,6 +508,7 @@ pub(super) struct ServeOptions {
     pub(super) policy: RotationPolicy,
     pub(super) access: SocketAccess,
     pub(super) drain: Duration,
+    pub(super) admin_allow: PeerAllow,
 }
 
 impl ServeOptions {
@@ -507,8 +518,24 @@ impl ServeOptions {
             access: socket_access(run.socket_group.as_deref())?,
             drain: duration_or_never("--drain-timeout", &run.drain_timeout)?
                 .unwrap_or(Duration::from_secs(3600)),
+            admin_allow: admin_allow(run)?,
         })
     }
+}
+
+/// `--admin-allow-uid` and `--admin-allow-gid`: the uids given (default: the server's own and
+/// root) and the groups given.
+fn admin_allow(run: &RunArgs) -> Result<PeerAllow, CliError> {
+    let mut allow = PeerAllow::default();
+    if !run.admin_allow_uid.is_empty() {
+        allow.uids.clone_from(&run.admin_allow_uid);
+    }
+    for g in &run.admin_allow_gid {
+        let gid =
+            uds::resolve_group(g).map_err(|e| CliError::new(format!("--admin-allow-gid: {e}")))?;
+        allow.gids.push(gid);
+    }
+    Ok(allow)
 }
 
 /// Serves the plugin until `token` is cancelled and its calls have drained.
@@ -776,6 +803,8 @@ mod tests {
             rotate_after: age.into(),
             rotate_after_encryptions: n.into(),
             drain_timeout: "10s".into(),
+            admin_allow_uid: Vec::new(),
+            admin_allow_gid: Vec::new(),
         };
         let p = policy(&run("90d", "1000")).unwrap();
         assert_eq!(p.max_age, Some(Duration::from_secs(90 * 86400)));

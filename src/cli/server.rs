@@ -63,6 +63,15 @@ pub(super) struct ServerArgs {
     /// (one per line, mode 0600).
     #[arg(long, value_name = "FILE")]
     tokens_file: Option<PathBuf>,
+    /// Most TCP connections open at once (lowered to what the open-file limit allows).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// Most TCP connections open at once from one client address.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_connections_per_address: usize,
+    /// How long a TCP client may take to complete the TLS handshake.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    tls_handshake_timeout: String,
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
@@ -215,13 +224,21 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
                     "--listen requires client authentication: pass --client-ca and/or --tokens-file",
                 ));
             }
-            Some(tcp_options(
+            let mut tcp = tcp_options(
                 listen,
                 &cert,
                 &key,
                 a.client_ca.as_deref(),
                 a.tokens_file.as_deref(),
-            )?)
+            )?;
+            tcp.limits.max_connections = a.max_connections;
+            tcp.limits.max_per_address = a.max_connections_per_address;
+            tcp.limits.handshake_timeout =
+                duration_or_never("--tls-handshake-timeout", &a.tls_handshake_timeout)?
+                    .ok_or_else(|| {
+                        CliError::new("--tls-handshake-timeout: must be a duration such as 10s")
+                    })?;
+            Some(tcp)
         }
     };
     runtime()?.block_on(async {
@@ -291,7 +308,8 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
     rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
-        let plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?;
+        let plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?
+            .with_admin_allow(opts.admin_allow);
         let plugin = tokio::spawn(run_plugin(plugin, token.clone()));
         let store = start_store(store_opts, &token).await?;
         println!(

@@ -9,7 +9,7 @@ use tokio::net::UnixListener;
 
 use super::PluginKeyring;
 use crate::keyring::{Keyring, SealedKeyring};
-use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
+use crate::uds::{self, PeerAllow, SocketAccess, SocketError, SocketGuard};
 
 /// The KMS plugin with its sockets bound and key maintenance running (once its keyring is open).
 #[derive(Debug)]
@@ -17,13 +17,15 @@ pub struct PluginServer {
     keyring: Arc<PluginKeyring>,
     kms: UnixListener,
     admin: Option<UnixListener>,
+    /// Who may call the admin socket.
+    admin_allow: PeerAllow,
     /// Remove the socket files when the server is done.
     guards: Vec<SocketGuard>,
 }
 
 impl PluginServer {
     /// Binds the KMS socket at `socket` (with `access`) and, if given, the admin socket at
-    /// `admin` (owner only), and starts key maintenance at the interval the keyring's rotation
+    /// `admin` (mode 0600; callers checked by [`with_admin_allow`](Self::with_admin_allow)), and starts key maintenance at the interval the keyring's rotation
     /// policy asks for. Must be called inside a tokio runtime.
     pub fn start(
         keyring: Keyring,
@@ -89,8 +91,17 @@ impl PluginServer {
             keyring,
             kms,
             admin,
+            admin_allow: PeerAllow::default(),
             guards,
         })
+    }
+
+    /// Admits only the callers `allow` lists to the admin socket (by default the server's own
+    /// uid and root); others get `PermissionDenied`. A check on top of the socket's mode 0600,
+    /// for when the directory holding it is reachable by others.
+    pub fn with_admin_allow(mut self, allow: PeerAllow) -> Self {
+        self.admin_allow = allow;
+        self
     }
 
     /// The keyring being served, once open.
@@ -108,8 +119,10 @@ impl PluginServer {
             keyring,
             kms,
             admin,
+            admin_allow,
             guards,
         } = self;
+        let admin = admin.map(|a| (a, admin_allow));
         let res = super::serve(kms, admin, keyring, shutdown).await;
         drop(guards);
         res

@@ -24,7 +24,7 @@ mod env;
 mod volume;
 mod writer;
 
-pub use env::{build_env, is_env_name, EnvFrom, EnvNotice, EnvVar};
+pub use env::{build_env, is_env_name, is_loader_var, EnvFrom, EnvNotice, EnvVar};
 pub use volume::{check_path, File, Item, Mode, Projection};
 pub use writer::{AtomicWriter, Warning};
 

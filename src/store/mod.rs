@@ -9,6 +9,7 @@
 
 pub mod migrate;
 pub mod model;
+mod raw;
 pub mod selector;
 mod version;
 
@@ -29,6 +30,7 @@ use crate::backend::{
 use crate::encryption::{Encryption, EncryptionError, ReadInfo};
 use crate::names::{Namespace, SecretName};
 pub use model::{FieldError, Secret, SecretId};
+pub use raw::{RawPage, RAW_LIST_MAX};
 pub use selector::Selector;
 pub use version::ResourceVersion;
 
@@ -99,6 +101,19 @@ pub enum StoreError {
         /// Why (never a value).
         reason: String,
     },
+    /// A raw read named a key outside the store's Secrets (caller's input).
+    #[error("{field}: {key:?} is outside this store; raw reads are limited to keys under {scope}")]
+    OutsideStore {
+        /// The request field: `key` or `prefix`.
+        field: &'static str,
+        /// The key or prefix asked for.
+        key: String,
+        /// The keys raw reads may name (`<prefix>/secrets/`).
+        scope: String,
+    },
+    /// A continue token that this list did not hand out (caller's input).
+    #[error("continue: Invalid value: the continue token is not valid for this list")]
+    BadContinue,
     /// A stored object does not decode (a bug or foreign data).
     #[error("stored object {key} is not a valid Secret: {reason}")]
     Corrupt {
@@ -413,25 +428,6 @@ impl Store {
         let (kv, _) = self.backend.get(key.as_bytes(), revision).await?;
         let kv = kv.ok_or_else(|| not_found(namespace, name))?;
         Ok(self.decode(&kv).await?.0)
-    }
-
-    /// Reads the raw stored bytes of a key, exactly as stored (for audits).
-    pub async fn raw_get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        Ok(self.backend.get(key.as_bytes(), None).await?.0)
-    }
-
-    /// Lists raw stored keys with `prefix` (for audits).
-    pub async fn raw_list(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        Ok(self
-            .backend
-            .range(RangeRequest {
-                start: prefix.as_bytes().to_vec(),
-                end: None,
-                limit,
-                revision: None,
-            })
-            .await?
-            .kvs)
     }
 
     /// Replaces a Secret. With a `resourceVersion`, it must match the stored one (Conflict

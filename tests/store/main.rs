@@ -9,6 +9,7 @@
 mod support;
 
 mod encryption;
+mod listener;
 mod migrate;
 mod reload;
 mod semantics;

@@ -809,17 +809,28 @@ async fn raw_view_restart_and_no_plaintext_on_disk(mut srv: TestStore) {
         raw.value.starts_with(b"k8s:enc:kms:v2:kw:"),
         "stored encrypted"
     );
-    let listed = c
-        .raw_list(pb::RawListRequest {
-            prefix: "/registry/secrets/bulk/".into(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(listed.kvs.len(), 2000);
-    assert!(listed
-        .kvs
+    // Raw lists come in pages of at most 1000 keys.
+    let mut kvs = Vec::new();
+    let mut next = String::new();
+    loop {
+        let page = c
+            .raw_list(pb::RawListRequest {
+                prefix: "/registry/secrets/bulk/".into(),
+                limit: 0,
+                r#continue: next,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.kvs.len() <= 1000);
+        kvs.extend(page.kvs);
+        if page.r#continue.is_empty() {
+            break;
+        }
+        next = page.r#continue;
+    }
+    assert_eq!(kvs.len(), 2000);
+    assert!(kvs
         .iter()
         .all(|kv| kv.value.starts_with(b"k8s:enc:kms:v2:kw:")));
     assert_eq!(

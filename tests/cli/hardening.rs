@@ -1,0 +1,264 @@
+//! Fixes of the security review (issue 15) seen from the command line: the admin socket admits
+//! only the callers it lists and the shipped examples keep it away from kube-apiserver (finding
+//! 3), and `run --env-from` cannot be steered by a Secret's writer (finding 5).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::binary::{bin, DevServer, Proc};
+
+/// Runs the binary with `args`, optionally as `uid`/`gid` through `setpriv`; returns (success,
+/// stdout, stderr).
+fn kw_as(ids: Option<(u32, u32)>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = match ids {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                bin(),
+            ]);
+            c
+        }
+        None => Command::new(bin()),
+    };
+    let out = cmd
+        .args(args)
+        .env_remove("KEYWARD_SEAL")
+        .env_remove("KEYWARD_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn dev(dir: &Path, extra: &[&str]) -> Proc {
+    let data = dir.join("kw");
+    let mut args = vec!["dev", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Proc::spawn_ready(
+        &args,
+        &[],
+        &dir.join("dev.log"),
+        &[&data.join("keyward.sock"), &data.join("kms-admin.sock")],
+    )
+}
+
+#[test]
+fn admin_socket_admits_only_listed_callers() {
+    let me = rustix::process::geteuid().as_raw();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("kw/kms-admin.sock");
+    let admin = admin.to_str().unwrap();
+    // Default: the server's own uid (and root) is admitted.
+    {
+        let mut p = dev(dir.path(), &[]);
+        let (ok, out, err) = kw_as(None, &["kms", "status", "--admin-socket", admin]);
+        assert!(ok, "{err}");
+        assert!(out.contains("healthz"), "{out}");
+        if me == 0 {
+            // Anyone else is refused even when the socket file lets them connect (a shared or
+            // mounted directory, a loosened mode).
+            std::fs::set_permissions(admin, std::fs::Permissions::from_mode(0o666)).unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(
+                dir.path().join("kw"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+            let (ok, _, err) = kw_as(
+                Some((65534, 65534)),
+                &["kms", "rotate", "--admin-socket", admin],
+            );
+            assert!(!ok);
+            assert!(
+                err.contains("permission denied: this socket admits uids 0 and gids none; uid 65534 (gid 65534) is not admitted"),
+                "{err}"
+            );
+            assert!(err.contains("--admin-allow-uid"), "{err}");
+        }
+        p.signal(rustix::process::Signal::TERM);
+        p.wait(std::time::Duration::from_secs(20));
+    }
+    // A list without the caller's uid refuses it; its gid admits it.
+    {
+        let _p = dev(dir.path(), &["--admin-allow-uid", "4242"]);
+        let (ok, _, err) = kw_as(None, &["kms", "keys", "--admin-socket", admin]);
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "this socket admits uids 4242 and gids none; uid {me} "
+            )),
+            "{err}"
+        );
+    }
+    let gid = rustix::process::getegid().as_raw();
+    let _p = dev(
+        dir.path(),
+        &[
+            "--admin-allow-uid",
+            "4242",
+            "--admin-allow-gid",
+            &gid.to_string(),
+        ],
+    );
+    let (ok, _, err) = kw_as(None, &["kms", "keys", "--admin-socket", admin]);
+    assert!(ok, "{err}");
+}
+
+/// Every shipped example keeps the admin socket in another directory than the KMS socket, which
+/// kube-apiserver mounts.
+#[test]
+fn shipped_examples_keep_the_admin_socket_out_of_the_apiserver_directory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for d in ["deploy", "docs"] {
+        let mut stack = vec![root.join(d)];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut seen = 0;
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let words: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '=' || c == '`')
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            if *w != "--admin-socket" {
+                continue;
+            }
+            let Some(admin) = words.get(i + 1) else {
+                continue;
+            };
+            // The KMS socket of the same example: the nearest `--socket`.
+            let Some(sock) = words
+                .iter()
+                .enumerate()
+                .filter(|(j, w)| **w == "--socket" && *j + 1 < words.len())
+                .min_by_key(|(j, _)| j.abs_diff(i))
+                .map(|(j, _)| words[j + 1])
+            else {
+                continue;
+            };
+            let dir = |p: &str| Path::new(p).parent().map(Path::to_path_buf);
+            // Examples outside a dev directory (absolute paths) must differ by directory.
+            if admin.starts_with('/') && sock.starts_with('/') {
+                seen += 1;
+                assert_ne!(
+                    dir(admin),
+                    dir(sock),
+                    "{}: admin socket {admin} next to the KMS socket {sock}",
+                    f.display()
+                );
+            }
+        }
+    }
+    assert!(seen > 0, "no example with both sockets found");
+}
+
+/// Runs `keyward --server URL ARGS` in `dir` with `PATH` set to `path`; returns (success,
+/// stdout, stderr).
+fn kw_in(srv: &DevServer, path: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .arg("--server")
+        .arg(&srv.server)
+        .args(args)
+        .current_dir(srv.dir.path())
+        .env("PATH", path)
+        .env_remove("KEYWARD_SERVER")
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_env_from_cannot_choose_the_program_or_its_loader() {
+    let srv = DevServer::start();
+    // An attacker's `env` in a directory the Secret's PATH names.
+    let evil = srv.path("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    let fake = evil.join("env");
+    std::fs::write(&fake, "#!/bin/sh\necho PWNED\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let evil = evil.to_str().unwrap();
+    srv.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "app-config",
+        &format!("--from-literal=PATH={evil}"),
+        "--from-literal=LD_PRELOAD=/nonexistent/evil.so",
+        "--from-literal=BASH_ENV=/nonexistent/evil.sh",
+        "--from-literal=DB_USER=app",
+    ]);
+    let path = "/usr/local/bin:/usr/bin:/bin";
+    let (ok, out, err) = kw_in(
+        &srv,
+        path,
+        &["run", "--env-from", "secret/app-config", "--", "env"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("PWNED"),
+        "the Secret chose the program: {out}"
+    );
+    assert!(out.lines().any(|l| l == "DB_USER=app"), "{out}");
+    assert!(out.lines().any(|l| l == format!("PATH={path}")), "{out}");
+    assert!(
+        !out.contains("LD_PRELOAD") && !out.contains("BASH_ENV"),
+        "{out}"
+    );
+    assert!(
+        err.contains("keyward run: skipped keys of secret default/app-config that would set loader or interpreter variables: BASH_ENV, LD_PRELOAD, PATH"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-env NAME"), "{err}");
+    // Allowed by name, PATH reaches the program's environment, yet the program is still the one
+    // keyward's own PATH finds.
+    let (ok, out, err) = kw_in(
+        &srv,
+        path,
+        &[
+            "run",
+            "--env-from",
+            "secret/app-config",
+            "--allow-env",
+            "PATH",
+            "--",
+            "env",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("PWNED"), "{out}");
+    assert!(out.lines().any(|l| l == format!("PATH={evil}")), "{out}");
+    assert!(!out.contains("LD_PRELOAD"), "{out}");
+    // A program that is not in PATH is an error before anything runs.
+    let (ok, _, err) = kw_in(&srv, path, &["run", "--", "no-such-program-kw"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot run \"no-such-program-kw\": not found in PATH"),
+        "{err}"
+    );
+}
