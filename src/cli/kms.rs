@@ -562,6 +562,14 @@ enum Call {
 pub(super) async fn admin_client(
     path: &Path,
 ) -> Result<admin_pb::kms_admin_client::KmsAdminClient<tonic::transport::Channel>, CliError> {
+    // The default (./keyward-dev/kms-admin.sock) only from a dev directory of this user.
+    let default = Path::new(DEV_DIR).join("kms-admin.sock");
+    let path = if path == default {
+        client::dev_socket("kms-admin.sock")?
+    } else {
+        path.to_owned()
+    };
+    let path = path.as_path();
     let channel = uds::unix_channel(path.to_owned()).await.map_err(|e| {
         CliError::new(format!(
             "cannot connect to the admin socket {}: {e}",

@@ -41,8 +41,9 @@ pub(super) fn restore_inherited() {
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), in colour only when stderr is a
-/// terminal. The HTTP/2 and gRPC transport crates are additionally capped at `debug`: their
-/// `trace` output can include payload bytes.
+/// terminal, with control characters escaped ([`EscapingStderr`]) so that a client-supplied
+/// string cannot forge a log line. The HTTP/2 and gRPC transport crates are additionally capped
+/// at `debug`: their `trace` output can include payload bytes.
 pub fn init_tracing() {
     use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
@@ -54,14 +55,58 @@ pub fn init_tracing() {
         .fold(Targets::new().with_default(LevelFilter::TRACE), |t, c| {
             t.with_target(c, LevelFilter::DEBUG)
         });
+    let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(move || EscapingStderr {
+                    inner: std::io::stderr(),
+                    ansi,
+                })
+                .with_ansi(ansi)
                 .with_filter(env.and(cap)),
         )
         .init();
+}
+
+/// stderr for log lines: each write is one formatted event, whose control characters (a
+/// newline or carriage return inside a field, a terminal escape) are written as `\xNN`; only
+/// the event's final newline, and with `ansi` the colour codes, pass as they are.
+struct EscapingStderr {
+    inner: std::io::Stderr,
+    ansi: bool,
+}
+
+impl std::io::Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write_all(&escape_controls(buf, self.ansi))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `line` with its control characters but a final newline (and ESC, with `ansi`) as `\xNN`.
+fn escape_controls(line: &[u8], ansi: bool) -> std::borrow::Cow<'_, [u8]> {
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let bad = |b: u8| (b < 0x20 && !(ansi && b == 0x1b)) || b == 0x7f;
+    if !body.iter().copied().any(bad) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    for &b in body {
+        if bad(b) {
+            out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    if body.len() < line.len() {
+        out.push(b'\n');
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The multi-threaded runtime every command that talks gRPC runs on.
@@ -119,4 +164,23 @@ pub(super) async fn run_until_signal(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn log_lines_escape_control_characters_but_their_own_newline() {
+        assert_eq!(&*escape_controls(b"plain line\n", false), b"plain line\n");
+        assert_eq!(
+            &*escape_controls(b"uid=a\nFORGED INFO ok\r\t\x1b[31m\n", false),
+            b"uid=a\\x0aFORGED INFO ok\\x0d\\x09\\x1b[31m\n"
+        );
+        assert_eq!(
+            &*escape_controls(b"\x1b[2mtime\x1b[0m x\n", true),
+            b"\x1b[2mtime\x1b[0m x\n"
+        );
+        assert_eq!(&*escape_controls(b"a\x7fb", false), b"a\\x7fb");
+    }
 }

@@ -34,6 +34,9 @@ pub use raw::{RawPage, RAW_LIST_MAX};
 pub use selector::Selector;
 pub use version::ResourceVersion;
 
+/// Secrets per page of the list a watch without a revision starts with.
+const WATCH_LIST_PAGE: usize = 100;
+
 /// The resource name Secrets are stored under.
 pub const RESOURCE: &str = "secrets";
 
@@ -674,24 +677,43 @@ impl Store {
     ) -> Result<WatchEvents, StoreError> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<WatchEvent, StoreError>>(256);
         let after = match resource_version {
+            // The current Secrets, a page at a time (at one revision), so that memory stays
+            // bounded by the page and the channel, however many there are.
             ResourceVersion::Unset | ResourceVersion::Any => {
-                let list = self.list(namespace, &selector, 0, None).await?;
-                let rev = list.resource_version;
-                for s in list.items {
-                    if tx
-                        .send(Ok(WatchEvent {
-                            kind: WatchKind::Added,
-                            object: s,
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        break;
+                let mut token: Option<String> = None;
+                loop {
+                    let page = self
+                        .list(namespace, &selector, WATCH_LIST_PAGE, token.as_deref())
+                        .await?;
+                    for s in page.items {
+                        if tx
+                            .send(Ok(WatchEvent {
+                                kind: WatchKind::Added,
+                                object: s,
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
                     }
+                    match page.continue_token {
+                        Some(t) if !tx.is_closed() => token = Some(t),
+                        _ => break page.resource_version,
+                    }
+                }
+            }
+            ResourceVersion::At(rev) => {
+                let current = self.backend.current_revision().await?;
+                if rev > current {
+                    return Err(field_invalid(
+                        "",
+                        ResourceVersion::FIELD,
+                        format!("Invalid value: \"{rev}\": too large resource version, the current revision is {current}"),
+                    ));
                 }
                 rev
             }
-            ResourceVersion::At(rev) => rev,
         };
         let from = after.next().ok_or_else(|| {
             field_invalid(

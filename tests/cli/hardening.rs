@@ -262,3 +262,96 @@ fn run_env_from_cannot_choose_the_program_or_its_loader() {
         "{err}"
     );
 }
+
+/// Runs the binary in `dir` with no `--server` and no `$KEYWARD_SERVER`.
+fn kw_at(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KEYWARD_SERVER")
+        .env_remove("KEYWARD_SEAL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Without `--server` and `$KEYWARD_SERVER`, clients use `./keyward-dev/keyward.sock` only
+/// from a directory of their own that nobody else can write, and say so (review finding 15).
+#[test]
+fn clients_use_the_dev_socket_only_from_their_own_private_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("keyward-dev");
+    std::fs::create_dir(&dev).unwrap();
+    std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for args in [&["get", "secrets"][..], &["kms", "status"][..]] {
+        let (ok, _, err) = kw_at(dir.path(), args);
+        assert!(!ok);
+        assert!(
+            err.contains("./keyward-dev is not a keyward dev directory of yours (mode 0777: writable by others); refusing to use its socket"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("--server"), "{err}");
+    }
+    std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&dev, Some(65534), None).unwrap();
+        let (ok, _, err) = kw_at(dir.path(), &["get", "secrets"]);
+        assert!(!ok);
+        assert!(err.contains("(owned by uid 65534, not 0)"), "{err}");
+        std::os::unix::fs::chown(&dev, Some(0), None).unwrap();
+    }
+    // A private directory of this user: used, and named.
+    let (ok, _, err) = kw_at(dir.path(), &["get", "secrets"]);
+    assert!(!ok, "no server runs there");
+    assert!(
+        err.contains("keyward: no --server or $KEYWARD_SERVER; using the keyward dev socket keyward-dev/keyward.sock"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cannot connect to the keyward server at unix://keyward-dev/keyward.sock"),
+        "{err}"
+    );
+}
+
+/// A client-supplied string with a newline cannot forge a log line: control characters in a
+/// logged field are escaped (review finding 19).
+#[test]
+fn logs_escape_client_supplied_control_characters() {
+    use keyward::pb::kms_v2 as v2;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let log = dir.path().join("dev.log");
+    let p = Proc::spawn_ready(
+        &["dev", "--data", data.to_str().unwrap()],
+        &[("RUST_LOG", "info,keyward=debug")],
+        &log,
+        &[&data.join("keyward.sock")],
+    );
+    let rt = crate::support::client_runtime();
+    rt.block_on(async {
+        let ch = keyward::uds::unix_channel(data.join("kms.sock"))
+            .await
+            .unwrap();
+        let mut c = v2::key_management_service_client::KeyManagementServiceClient::new(ch);
+        let _ = c
+            .decrypt(v2::DecryptRequest {
+                ciphertext: b"not a ciphertext".to_vec(),
+                uid: "u1\n2026-01-01T00:00:00Z  INFO keyward: FORGED admin logged in".into(),
+                key_id: "k\r\x1b[2J".into(),
+                annotations: Default::default(),
+            })
+            .await;
+    });
+    let text = p.stderr();
+    assert!(text.contains("u1\\x0a2026-01-01T00:00:00Z"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line: {text}"
+    );
+    assert!(!text.contains('\r') && !text.contains('\x1b'), "{text}");
+}
