@@ -89,8 +89,9 @@ pub(super) struct MountArgs {
     /// not exist is an error and nothing is written. Repeatable.
     #[arg(long = "items", value_name = "KEY=PATH[:MODE]", value_parser = parse_item)]
     items: Vec<Item>,
-    /// Octal mode of the files (like defaultMode).
-    #[arg(long, value_name = "MODE", default_value = "0644", value_parser = parse_mode)]
+    /// Octal mode of the files (like defaultMode, but private by default: kubelet's 0644 is
+    /// meant for a pod-private volume).
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
     default_mode: Mode,
     /// Keep running and re-project every change of the Secret (stop with SIGTERM or Ctrl-C).
     #[arg(long)]
@@ -459,6 +460,9 @@ fn writer_error(e: ProjectionError) -> CliError {
     let hint = match &e {
         ProjectionError::Locked { .. } => "stop it first, or mount into another directory",
         ProjectionError::NotOurs { .. } => "remove it, or mount into an empty directory",
+        ProjectionError::UnsafeDirectory { .. } => {
+            "mount into a directory of your own that only you can write (chmod go-w), or a new one"
+        }
         _ => return e.into(),
     };
     CliError::new(e).hint(hint)

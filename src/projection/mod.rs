@@ -100,6 +100,16 @@ pub enum ProjectionError {
         /// The target.
         dir: PathBuf,
     },
+    /// The target exists but another user owns it, or others may write to it, so they could
+    /// read or swap what is projected (the caller's: use a directory of your own, not writable
+    /// by group or others).
+    #[error("{} {reason}; refusing to write Secrets into it", .dir.display())]
+    UnsafeDirectory {
+        /// The target.
+        dir: PathBuf,
+        /// What is wrong, e.g. `is owned by uid 1000, not 0`.
+        reason: String,
+    },
     /// Another writer holds the target's lock (the caller's: stop it, or use another
     /// directory).
     #[error("another keyward mount is writing to {}", .dir.display())]

@@ -355,3 +355,51 @@ fn logs_escape_client_supplied_control_characters() {
     );
     assert!(!text.contains('\r') && !text.contains('\x1b'), "{text}");
 }
+
+/// `mount` refuses a target directory that someone else owns or may write to, and writes
+/// private files by default (review finding 10).
+#[test]
+fn mount_refuses_shared_directories_and_writes_private_files() {
+    let srv = DevServer::start();
+    srv.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=hunter2",
+    ]);
+    let shared = srv.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, _, err) = srv.kw(&["mount", "secret/db", shared.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "has mode 0777: group or others may write to it; refusing to write Secrets into it"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&shared, Some(65534), None).unwrap();
+        let (code, _, err) = srv.kw(&["mount", "secret/db", shared.to_str().unwrap()]);
+        assert_ne!(code, 0);
+        assert!(err.contains("is owned by uid 65534, not 0"), "{err}");
+    }
+    // A directory of one's own (here 0755, as `mkdir` makes it): files are 0600.
+    let mine = srv.path("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    srv.ok(&["mount", "secret/db", mine.to_str().unwrap()]);
+    let mode = std::fs::metadata(mine.join("password"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
