@@ -109,6 +109,65 @@ fn escape_controls(line: &[u8], ansi: bool) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A private (0700) temporary directory for plaintext such as `edit`'s file: in
+/// `$XDG_RUNTIME_DIR` (a per-user tmpfs) when it is set, else `/dev/shm` (tmpfs), else the
+/// system's temporary directory.
+pub(super) fn plaintext_temp_dir(prefix: &str) -> Result<tempfile::TempDir, CliError> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .or_else(|| {
+            let shm = std::path::Path::new("/dev/shm");
+            shm.is_dir().then(|| shm.to_owned())
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .map_err(|e| {
+            CliError::new(format!(
+                "cannot create a temporary directory in {}: {e}",
+                base.display()
+            ))
+        })
+}
+
+/// Removes `dir` and exits (128 + the signal's number) on SIGHUP or SIGTERM, and on SIGINT or
+/// SIGQUIT unless `editing` is set: the editor in the foreground gets those and decides, as
+/// with git. Destructors do not run when a signal kills the process, so without this a
+/// plaintext file would stay behind.
+pub(super) fn remove_on_signal(
+    rt: &tokio::runtime::Runtime,
+    dir: std::path::PathBuf,
+    editing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _entered = rt.enter();
+    let handler = |kind| {
+        signal(kind).map_err(|e| CliError::new(format!("cannot install a signal handler: {e}")))
+    };
+    let mut hup = handler(SignalKind::hangup())?;
+    let mut term = handler(SignalKind::terminate())?;
+    let mut int = handler(SignalKind::interrupt())?;
+    let mut quit = handler(SignalKind::quit())?;
+    rt.spawn(async move {
+        loop {
+            let (code, stoppable) = tokio::select! {
+                _ = hup.recv() => (129, false),
+                _ = term.recv() => (143, false),
+                _ = int.recv() => (130, true),
+                _ = quit.recv() => (131, true),
+            };
+            if stoppable && editing.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            std::process::exit(code);
+        }
+    });
+    Ok(())
+}
+
 /// The multi-threaded runtime every command that talks gRPC runs on.
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()

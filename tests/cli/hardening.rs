@@ -403,3 +403,62 @@ fn mount_refuses_shared_directories_and_writes_private_files() {
         & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+/// `edit` keeps its plaintext file in `$XDG_RUNTIME_DIR` (or /dev/shm) and removes it when a
+/// signal ends keyward (review finding 13).
+#[test]
+fn edit_removes_its_plaintext_file_on_signals() {
+    use std::time::{Duration, Instant};
+    let srv = DevServer::start();
+    srv.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=hunter2",
+    ]);
+    for (sig, code) in [
+        (rustix::process::Signal::HUP, 129),
+        (rustix::process::Signal::TERM, 143),
+    ] {
+        let runtime = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin())
+            .args(["edit", "secret", "db", "--server", &srv.server])
+            .env("EDITOR", "sleep 30 #")
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env_remove("KEYWARD_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let file = loop {
+            let found = std::fs::read_dir(runtime.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .find(|e| e.file_name().to_string_lossy().starts_with("keyward-edit-"))
+                .and_then(|d| std::fs::read_dir(d.path()).ok()?.next()?.ok());
+            if let Some(f) = found {
+                break f.path();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no edit file in $XDG_RUNTIME_DIR"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("password:"));
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{sig:?}");
+        assert_eq!(
+            std::fs::read_dir(runtime.path()).unwrap().count(),
+            0,
+            "{sig:?}: the plaintext stayed behind"
+        );
+    }
+}
