@@ -462,3 +462,27 @@ fn edit_removes_its_plaintext_file_on_signals() {
         );
     }
 }
+
+/// A manifest whose field has a value of the wrong type is refused without echoing the value
+/// (review finding 19: serde quoted it).
+#[test]
+fn decoding_errors_do_not_echo_values() {
+    let srv = DevServer::start();
+    srv.write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nimmutable: hunter2-secret-value\nstringData:\n  password: x\n",
+    );
+    srv.write(
+        "bad2.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  labels: 123456789\n",
+    );
+    for f in ["bad.yaml", "bad2.yaml"] {
+        let (code, _, err) = srv.kw(&["apply", "-f", f]);
+        assert_ne!(code, 0);
+        assert!(err.contains("invalid type"), "{err}");
+        assert!(
+            !err.contains("hunter2-secret-value") && !err.contains("123456789"),
+            "{f}: {err}"
+        );
+    }
+}
