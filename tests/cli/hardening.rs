@@ -486,3 +486,33 @@ fn decoding_errors_do_not_echo_values() {
         );
     }
 }
+
+/// A store on plain `http://` etcd endpoints starts, with a warning (review finding 19).
+#[test]
+fn plain_http_etcd_endpoints_are_warned_about() {
+    let etcd = crate::support::etcd::Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::support::store::aesgcm_config(dir.path());
+    let sock = dir.path().join("kw.sock");
+    let p = Proc::spawn(
+        &[
+            "server",
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &etcd.endpoints_flag(),
+            "--encryption-config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+        &dir.path().join("log"),
+        &sock,
+    );
+    let log = p.stderr();
+    assert!(
+        log.contains("plain http:// etcd endpoints: traffic is neither encrypted nor authenticated"),
+        "{log}"
+    );
+}
