@@ -512,7 +512,9 @@ fn plain_http_etcd_endpoints_are_warned_about() {
     );
     let log = p.stderr();
     assert!(
-        log.contains("plain http:// etcd endpoints: traffic is neither encrypted nor authenticated"),
+        log.contains(
+            "plain http:// etcd endpoints: traffic is neither encrypted nor authenticated"
+        ),
         "{log}"
     );
 }
