@@ -233,51 +233,64 @@ pub fn tcp_incoming(listener: TcpListener, limits: &ConnLimits) -> Incoming<Limi
         per_address: limits.max_per_address,
         counts: Mutex::new((0, HashMap::new())),
     });
-    let (tx, rx) = mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut backoff = Backoff::new();
-        let mut last_refusal: Option<Instant> = None;
-        let mut refused = 0u64;
-        loop {
-            let accepted = tokio::select! {
-                _ = tx.closed() => return,
-                r = listener.accept() => r,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    backoff.reset();
-                    let Some(slot) = gate.admit(peer.ip()) else {
-                        drop(stream);
-                        refused += 1;
-                        if last_refusal.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                            tracing::warn!(listen = ?local, peer = %peer, open = gate.open(), refused,
-                                "connection cap reached: closing new TCP connections");
-                            last_refusal = Some(Instant::now());
-                            refused = 0;
-                        }
-                        continue;
-                    };
-                    let conn = LimitedConn {
-                        stream,
-                        _slot: slot,
-                    };
-                    if tx.send(Ok(conn)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    if !backoff.pause(&e, tx.closed()).await {
-                        return;
-                    }
-                }
+    let mut last_refusal: Option<Instant> = None;
+    let mut refused = 0u64;
+    accept_loop(listener, move |stream, peer: std::net::SocketAddr| {
+        let Some(slot) = gate.admit(peer.ip()) else {
+            drop(stream);
+            refused += 1;
+            if last_refusal.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                tracing::warn!(listen = ?local, peer = %peer, open = gate.open(), refused,
+                    "connection cap reached: closing new TCP connections");
+                last_refusal = Some(Instant::now());
+                refused = 0;
             }
-        }
-    });
-    ReceiverStream::new(rx)
+            return None;
+        };
+        Some(LimitedConn {
+            stream,
+            _slot: slot,
+        })
+    })
 }
 
 /// Accepts Unix connections on `listener`, backing off while `accept` fails.
 pub fn unix_incoming(listener: UnixListener) -> Incoming<UnixStream> {
+    accept_loop(listener, |stream, _| Some(stream))
+}
+
+/// A listening socket [`accept_loop`] can take connections from.
+trait Accept: Send + 'static {
+    /// An accepted connection.
+    type Conn: Send + 'static;
+    /// The peer's address.
+    type Peer: Send + 'static;
+    /// The next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Conn, Self::Peer)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Conn = TcpStream;
+    type Peer = std::net::SocketAddr;
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, Self::Peer)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+impl Accept for UnixListener {
+    type Conn = UnixStream;
+    type Peer = tokio::net::unix::SocketAddr;
+    fn accept(&self) -> impl Future<Output = io::Result<(UnixStream, Self::Peer)>> + Send {
+        UnixListener::accept(self)
+    }
+}
+
+/// Accepts on `listener` in a task until the returned stream is dropped, handing each
+/// connection to `admit` (which may close it: `None`), and backing off while `accept` fails.
+fn accept_loop<L: Accept, T: Send + 'static>(
+    listener: L,
+    mut admit: impl FnMut(L::Conn, L::Peer) -> Option<T> + Send + 'static,
+) -> Incoming<T> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         let mut backoff = Backoff::new();
@@ -287,9 +300,12 @@ pub fn unix_incoming(listener: UnixListener) -> Incoming<UnixStream> {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((stream, _)) => {
+                Ok((conn, peer)) => {
                     backoff.reset();
-                    if tx.send(Ok(stream)).await.is_err() {
+                    let Some(conn) = admit(conn, peer) else {
+                        continue;
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
                 }

@@ -8,8 +8,23 @@ use std::process::{Command, Stdio};
 
 use crate::support::binary::{bin, DevServer, Proc};
 
-/// Runs the binary with `args`, optionally as `uid`/`gid` through `setpriv`; returns (success,
-/// stdout, stderr).
+/// Runs `cmd` (with no `KEYWARD_SEAL`, `KEYWARD_SERVER` or stdin) to completion; returns
+/// (success, stdout, stderr).
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .env_remove("KEYWARD_SEAL")
+        .env_remove("KEYWARD_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the binary with `args`, optionally as `uid`/`gid` through `setpriv`.
 fn kw_as(ids: Option<(u32, u32)>, args: &[&str]) -> (bool, String, String) {
     let mut cmd = match ids {
         Some((uid, gid)) => {
@@ -24,18 +39,7 @@ fn kw_as(ids: Option<(u32, u32)>, args: &[&str]) -> (bool, String, String) {
         }
         None => Command::new(bin()),
     };
-    let out = cmd
-        .args(args)
-        .env_remove("KEYWARD_SEAL")
-        .env_remove("KEYWARD_SERVER")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output(cmd.args(args))
 }
 
 fn dev(dir: &Path, extra: &[&str]) -> Proc {
@@ -172,24 +176,16 @@ fn shipped_examples_keep_the_admin_socket_out_of_the_apiserver_directory() {
     assert!(seen > 0, "no example with both sockets found");
 }
 
-/// Runs `keyward --server URL ARGS` in `dir` with `PATH` set to `path`; returns (success,
-/// stdout, stderr).
+/// Runs `keyward --server URL ARGS` in the server's directory with `PATH` set to `path`.
 fn kw_in(srv: &DevServer, path: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin())
-        .arg("--server")
-        .arg(&srv.server)
-        .args(args)
-        .current_dir(srv.dir.path())
-        .env("PATH", path)
-        .env_remove("KEYWARD_SERVER")
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    output(
+        Command::new(bin())
+            .arg("--server")
+            .arg(&srv.server)
+            .args(args)
+            .current_dir(srv.dir.path())
+            .env("PATH", path)
+            .env_remove("LD_PRELOAD"),
     )
 }
 
@@ -265,19 +261,7 @@ fn run_env_from_cannot_choose_the_program_or_its_loader() {
 
 /// Runs the binary in `dir` with no `--server` and no `$KEYWARD_SERVER`.
 fn kw_at(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .current_dir(dir)
-        .env_remove("KEYWARD_SERVER")
-        .env_remove("KEYWARD_SEAL")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    output(Command::new(bin()).args(args).current_dir(dir))
 }
 
 /// Without `--server` and `$KEYWARD_SERVER`, clients use `./keyward-dev/keyward.sock` only
