@@ -41,7 +41,8 @@
 //!
 //! **Shared by both**: [`crypto`] (the only module naming an AEAD, KDF or MAC crate; key types
 //! that zeroize), [`backend`], [`uds`] (Unix sockets: safe binding, client channels, `unix://`
-//! endpoints), [`names`] (Kubernetes names as types: namespaces, Secret names, data keys),
+//! endpoints), [`net`] (limited listeners: connection caps within a descriptor budget, accept
+//! backoff, connection timeouts), [`names`] (Kubernetes names as types: namespaces, Secret names, data keys),
 //! [`reason`] (the machine-readable reason every keyward gRPC status carries), [`go_duration`]
 //! (Go's duration format, as Kubernetes files write it) and [`pb`] (the generated protobuf code).
 //!
@@ -79,6 +80,7 @@ pub mod kms;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+pub mod net;
 pub mod pb;
 pub mod projection;
 pub mod reason;

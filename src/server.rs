@@ -25,6 +25,7 @@ use crate::encryption::config::{self, ConfigError};
 use crate::encryption::reload::{self, Reloader};
 use crate::encryption::{Encryption, ParseOptions};
 use crate::metrics::{Metrics, RpcLayer};
+use crate::net::ConnLimits;
 use crate::store::migrate::AutoMigrateGuard;
 use crate::store::Store;
 use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
@@ -48,6 +49,8 @@ pub struct TcpOptions {
     pub key: Zeroizing<Vec<u8>>,
     /// PEM CA: clients presenting a certificate it signed are accepted.
     pub client_ca: Option<Vec<u8>>,
+    /// Connection caps and timeouts (before any client has authenticated, too).
+    pub limits: ConnLimits,
 }
 
 impl TcpOptions {
@@ -59,6 +62,7 @@ impl TcpOptions {
             cert,
             key,
             client_ca: None,
+            limits: ConnLimits::default(),
         }
     }
 }
@@ -70,6 +74,7 @@ impl std::fmt::Debug for TcpOptions {
             .field("cert", &format_args!("{} bytes", self.cert.len()))
             .field("key", &format_args!("<redacted>"))
             .field("client_ca", &self.client_ca.as_ref().map(Vec::len))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -362,5 +367,5 @@ async fn bind_tls(t: TcpOptions) -> Result<(TlsListener, SocketAddr), ServerErro
     let listener = TcpListener::bind(t.listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     tracing::info!(listen = %addr, client_certs = t.client_ca.is_some(), "serving keyward.v1.Secrets over TLS");
-    Ok((TlsListener::new(listener, tls)?, addr))
+    Ok((TlsListener::with_limits(listener, tls, t.limits)?, addr))
 }

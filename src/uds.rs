@@ -52,6 +52,72 @@ impl SocketAccess {
     }
 }
 
+/// Who may call a socket's API, by the credentials the kernel reports for the connecting
+/// process (`SO_PEERCRED`): a caller is admitted when its uid is in `uids` or its gid in `gids`.
+/// A check on top of the socket file's mode, for sockets that must stay private even when the
+/// directory holding them is shared (the KMS admin socket).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAllow {
+    /// User ids admitted.
+    pub uids: Vec<u32>,
+    /// Group ids admitted (the caller's effective gid).
+    pub gids: Vec<u32>,
+}
+
+impl Default for PeerAllow {
+    /// The server's own effective uid and root.
+    fn default() -> Self {
+        let me = rustix::process::geteuid().as_raw();
+        let mut uids = vec![me, 0];
+        uids.dedup();
+        Self {
+            uids,
+            gids: Vec::new(),
+        }
+    }
+}
+
+impl PeerAllow {
+    /// Whether a caller running as `uid` with group `gid` is admitted.
+    pub fn permits(&self, uid: u32, gid: u32) -> bool {
+        self.uids.contains(&uid) || self.gids.contains(&gid)
+    }
+
+    /// Admits `req` if it came over a Unix socket from an admitted caller; otherwise
+    /// `PermissionDenied` ([`Reason::Forbidden`](crate::reason::Reason::Forbidden)) saying who
+    /// called and who is admitted. For a tonic interceptor.
+    pub fn check<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let cred = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred);
+        let list = |ids: &[u32]| {
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        let caller = match cred {
+            Some(c) if self.permits(c.uid(), c.gid()) => return Ok(()),
+            Some(c) => format!("uid {} (gid {})", c.uid(), c.gid()),
+            None => "a caller whose credentials the kernel did not report".to_owned(),
+        };
+        tracing::warn!(caller = %caller, "refused a call on a socket that admits only some users");
+        Err(crate::reason::Reason::Forbidden.status(
+            tonic::Code::PermissionDenied,
+            format!(
+                "permission denied: this socket admits uids {} and gids {}; {caller} is not admitted",
+                list(&self.uids),
+                list(&self.gids)
+            ),
+        ))
+    }
+}
+
 /// Resolves a group name or numeric id through /etc/group.
 pub fn resolve_group(name: &str) -> Result<u32, SocketError> {
     if let Ok(gid) = name.parse::<u32>() {

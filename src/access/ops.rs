@@ -18,8 +18,8 @@ use crate::backend::{KeyValue, Revision};
 use crate::names::{Namespace, SecretName};
 use crate::store::migrate::{Coverage, MigrateOptions, MigrateProgress};
 use crate::store::{
-    HistoryEntry, Preconditions, ResourceVersion, Secret, SecretList, Selector, Store, WatchEvents,
-    RESOURCE,
+    HistoryEntry, Preconditions, RawPage, ResourceVersion, Secret, SecretList, Selector, Store,
+    WatchEvents, RESOURCE,
 };
 
 use super::verbs;
@@ -319,15 +319,17 @@ impl Access {
             .await
     }
 
-    /// The stored bytes under `prefix` (`list raw.keyward.io`, cluster scope).
+    /// One page of the stored bytes under `prefix`, within the store's own Secrets (`list
+    /// raw.keyward.io`, cluster scope); `continue_token` from the previous page.
     pub async fn raw_list(
         &self,
         ctx: &RequestContext,
         prefix: &str,
         limit: usize,
-    ) -> Result<Vec<KeyValue>, AccessError> {
+        continue_token: Option<&str>,
+    ) -> Result<RawPage, AccessError> {
         let attrs = Self::keyward(ctx, kverbs::LIST, verbs::RAW, "");
-        let call = async { Ok(self.store.raw_list(prefix, limit).await?) };
+        let call = async { Ok(self.store.raw_list(prefix, limit, continue_token).await?) };
         self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)
             .await
     }

@@ -45,6 +45,9 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
         StoreError::Conflict { .. } => (Code::Aborted, Reason::Conflict),
         StoreError::Gone(_) => (Code::OutOfRange, Reason::Expired),
+        StoreError::OutsideStore { .. } | StoreError::BadContinue => {
+            (Code::InvalidArgument, Reason::BadRequest)
+        }
         // A value no configured key opens: Kubernetes reports a failed decryption as an
         // internal error too.
         StoreError::Undecryptable { .. } => (Code::FailedPrecondition, Reason::InternalError),

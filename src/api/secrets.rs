@@ -266,14 +266,20 @@ impl pb::secrets_server::Secrets for SecretsService {
     ) -> Result<Response<pb::RawListResponse>, Status> {
         let ctx = self.front.context(&req, &uri("RawList")).await?;
         let req = req.into_inner();
-        let kvs = self
+        let page = self
             .front
             .access
-            .raw_list(&ctx, &req.prefix, limit(req.limit, "limit")?)
+            .raw_list(
+                &ctx,
+                &req.prefix,
+                limit(req.limit, "limit")?,
+                Some(req.r#continue.as_str()),
+            )
             .await
             .map_err(access_status)?;
         Ok(Response::new(pb::RawListResponse {
-            kvs: kvs.into_iter().map(raw_to_pb).collect(),
+            kvs: page.kvs.into_iter().map(raw_to_pb).collect(),
+            r#continue: page.continue_token.unwrap_or_default(),
         }))
     }
 }

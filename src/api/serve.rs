@@ -1,17 +1,18 @@
 //! Serving the store's API: `keyward.v1.Secrets`, `Encryption` and `Auth` on the Unix socket,
-//! and on an optional TLS listener; every call on either is authenticated and authorized by the
-//! [`Frontend`]. On shutdown both stop accepting and drain in-flight calls.
+//! and on an optional TLS listener within the connection limits of [`crate::net`]; every call on
+//! either is authenticated and authorized by the [`Frontend`]. On shutdown both stop accepting
+//! and drain in-flight calls.
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, ServerTlsConfig};
 
 use super::{AuthService, EncryptionService, Frontend, SecretsService};
 use crate::metrics::RpcLayer;
+use crate::net::{self, ConnLimits};
 
 /// Errors of serving the API.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +30,12 @@ pub enum ServeError {
     Tcp(#[source] tonic::transport::Error),
 }
 
-/// A bound TCP listener with its TLS settings. Building one checks the TLS settings, so a bad
-/// certificate or key is refused before anything is served.
+/// A bound TCP listener with its TLS settings and connection limits. Building one checks the TLS
+/// settings, so a bad certificate or key is refused before anything is served.
 pub struct TlsListener {
     listener: TcpListener,
     server: Server,
+    limits: ConnLimits,
 }
 
 impl std::fmt::Debug for TlsListener {
@@ -45,10 +47,28 @@ impl std::fmt::Debug for TlsListener {
 }
 
 impl TlsListener {
-    /// Serves TLS with `tls` on `listener`.
+    /// Serves TLS with `tls` on `listener`, within the default [`ConnLimits`].
     pub fn new(listener: TcpListener, tls: ServerTlsConfig) -> Result<Self, ServeError> {
-        let server = Server::builder().tls_config(tls).map_err(ServeError::Tls)?;
-        Ok(Self { listener, server })
+        Self::with_limits(listener, tls, ConnLimits::default())
+    }
+
+    /// Like [`new`](Self::new), within `limits`: connection caps, the TLS handshake timeout,
+    /// HTTP/2 keepalive, connection age and streams per connection.
+    pub fn with_limits(
+        listener: TcpListener,
+        tls: ServerTlsConfig,
+        limits: ConnLimits,
+    ) -> Result<Self, ServeError> {
+        let tls = tls.timeout(limits.handshake_timeout);
+        let server = http2_limits(Server::builder(), &limits)
+            .max_connection_age(limits.max_connection_age)
+            .tls_config(tls)
+            .map_err(ServeError::Tls)?;
+        Ok(Self {
+            listener,
+            server,
+            limits,
+        })
     }
 
     /// The address the listener is bound to.
@@ -57,7 +77,7 @@ impl TlsListener {
     }
 }
 
-/// Serves `keyward.v1.Secrets` and `keyward.v1.Encryption` through `front` on `unix` and, if
+/// Serves `keyward.v1.Secrets`, `Encryption` and `Auth` through `front` on `unix` and, if
 /// given, on `tcp`, until `shutdown` completes; then stops accepting and drains in-flight calls.
 /// Watch streams do not end on their own: close them
 /// ([`Store::stop_watches`](crate::store::Store::stop_watches)) when shutdown starts, or the
@@ -79,18 +99,20 @@ pub async fn serve(
         }
     });
 
-    let unix_server = Server::builder()
+    let unix_server = http2_limits(Server::builder(), &ConnLimits::default())
         .layer(rpc.clone())
         .add_service(SecretsService::new(front.clone()).into_server())
         .add_service(EncryptionService::new(front.clone()).into_server())
         .add_service(AuthService::new(front.clone()).into_server())
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(unix),
-            token.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(net::unix_incoming(unix), token.clone().cancelled_owned());
     let unix = async { unix_server.await.map_err(ServeError::Unix) };
     let tcp = async {
-        let Some(TlsListener { listener, server }) = tcp else {
+        let Some(TlsListener {
+            listener,
+            server,
+            limits,
+        }) = tcp
+        else {
             return Ok(());
         };
         server
@@ -99,7 +121,7 @@ pub async fn serve(
             .add_service(EncryptionService::new(front.clone()).into_server())
             .add_service(AuthService::new(front.clone()).into_server())
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(listener),
+                net::tcp_incoming(listener, &limits),
                 token.clone().cancelled_owned(),
             )
             .await
@@ -108,4 +130,12 @@ pub async fn serve(
     let res = tokio::try_join!(unix, tcp).map(|_| ());
     token.cancel();
     res
+}
+
+/// `server` with the per-connection HTTP/2 limits: streams per connection and keepalive pings.
+fn http2_limits(server: Server, limits: &ConnLimits) -> Server {
+    server
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
 }

@@ -24,7 +24,8 @@ const HELP_ORDER: usize = 17;
 #[derive(Debug, Clone, Args)]
 pub(super) struct ClientArgs {
     /// The server: unix:///path/to/keyward.sock or https://host:port. Defaults to
-    /// $KEYWARD_SERVER, then ./keyward-dev/keyward.sock (the `keyward dev` socket).
+    /// $KEYWARD_SERVER, then ./keyward-dev/keyward.sock (the `keyward dev` socket; only if
+    /// ./keyward-dev is this user's directory and writable by nobody else).
     #[arg(long, global = true, env = "KEYWARD_SERVER", value_name = "URL", display_order = HELP_ORDER)]
     pub server: Option<String>,
     /// PEM CA certificate that signed an https server's certificate.
@@ -88,9 +89,14 @@ enum Target {
 
 fn target(args: &ClientArgs) -> Result<Target, CliError> {
     match args.server.as_deref() {
-        None | Some("") => Ok(Target::Unix(UnixTarget::Path(
-            Path::new(DEV_DIR).join("keyward.sock"),
-        ))),
+        None | Some("") => {
+            let socket = dev_socket("keyward.sock")?;
+            eprintln!(
+                "keyward: no --server or $KEYWARD_SERVER; using the keyward dev socket {}",
+                socket.display()
+            );
+            Ok(Target::Unix(UnixTarget::Path(socket)))
+        }
         Some(url) => {
             if url.starts_with("https://") {
                 return Ok(Target::Https(url.to_owned()));
@@ -104,6 +110,39 @@ fn target(args: &ClientArgs) -> Result<Target, CliError> {
             .hint("plain http is not supported: keyward serves TCP only over TLS"))
         }
     }
+}
+
+/// `./keyward-dev/<name>`, the default socket, only if `./keyward-dev` is what `keyward dev`
+/// makes: a real directory (not a link) of this user that nobody else can write (or absent, so
+/// that connecting fails with the usual error). A directory someone else planted in the current
+/// directory could hold their socket, which would receive values or hand out false ones.
+pub(super) fn dev_socket(name: &str) -> Result<PathBuf, CliError> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = Path::new(DEV_DIR);
+    let refuse = |why: String| {
+        CliError::new(format!(
+            "no --server or $KEYWARD_SERVER, and ./{DEV_DIR} is not a keyward dev directory of yours ({why}); refusing to use its socket"
+        ))
+        .hint("pass --server unix:///path/to/keyward.sock (or https://...), or set KEYWARD_SERVER")
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(refuse(e.to_string())),
+        Ok(m) if !m.is_dir() => return Err(refuse("not a directory".into())),
+        Ok(m) => {
+            let me = rustix::process::geteuid().as_raw();
+            if m.uid() != me {
+                return Err(refuse(format!("owned by uid {}, not {me}", m.uid())));
+            }
+            if m.permissions().mode() & 0o022 != 0 {
+                return Err(refuse(format!(
+                    "mode {:04o}: writable by others",
+                    m.permissions().mode() & 0o7777
+                )));
+            }
+        }
+    }
+    Ok(dir.join(name))
 }
 
 fn read(path: &Path, flag: &str) -> Result<Vec<u8>, CliError> {

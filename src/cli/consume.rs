@@ -57,9 +57,15 @@ pub(super) struct RunArgs {
     /// missing Secret is not waited for.
     #[arg(long)]
     optional: bool,
+    /// Let --env-from set this loader or interpreter variable (PATH, LD_*, DYLD_*, BASH_ENV,
+    /// ENV, PYTHONPATH, NODE_OPTIONS, IFS, ...), which is skipped by default because whoever
+    /// writes the Secret would choose the code that runs. Repeatable.
+    #[arg(long = "allow-env", value_name = "NAME")]
+    allow_env: Vec<String>,
     #[command(flatten)]
     wait: WaitArgs,
     /// The command and its arguments; it replaces keyward (same pid, signals and exit code).
+    /// A name without a slash is looked up in keyward's own PATH, before any variable is set.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
 }
@@ -83,8 +89,9 @@ pub(super) struct MountArgs {
     /// not exist is an error and nothing is written. Repeatable.
     #[arg(long = "items", value_name = "KEY=PATH[:MODE]", value_parser = parse_item)]
     items: Vec<Item>,
-    /// Octal mode of the files (like defaultMode).
-    #[arg(long, value_name = "MODE", default_value = "0644", value_parser = parse_mode)]
+    /// Octal mode of the files (like defaultMode, but private by default: kubelet's 0644 is
+    /// meant for a pod-private volume).
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode)]
     default_mode: Mode,
     /// Keep running and re-project every change of the Secret (stop with SIGTERM or Ctrl-C).
     #[arg(long)]
@@ -317,17 +324,47 @@ pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
     let Some((program, args)) = a.command.split_first() else {
         return Err(CliError::new("a command is required after --"));
     };
+    // Resolved before the Secrets' variables exist, so that a PATH among them cannot choose it.
+    let path = resolve_program(program, std::env::var_os("PATH").as_deref())
+        .ok_or_else(|| CliError::new(format!("cannot run {program:?}: not found in PATH")))?;
     let env = if a.env.is_empty() && a.env_from.is_empty() {
         Vec::new()
     } else {
         super::process::runtime()?.block_on(resolve_env(&a, ns, client))?
     };
     super::process::restore_inherited();
-    let err = std::process::Command::new(program)
+    let err = std::process::Command::new(&path)
+        .arg0(program)
         .args(args)
         .envs(env)
         .exec();
     Err(CliError::new(format!("cannot run {program:?}: {err}")))
+}
+
+/// `program` as `execvp` would find it in `path` (the first executable file of that name), or
+/// as given when it names a path (has a slash).
+fn resolve_program(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    if program.is_empty() {
+        return None;
+    }
+    let path = path.unwrap_or(std::ffi::OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    std::env::split_paths(path)
+        // An empty entry means the current directory, as in execvp.
+        .map(|dir| {
+            if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            }
+        })
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Fetches every Secret `a` names (once each, so all variables of one Secret come from one
@@ -350,9 +387,15 @@ async fn resolve_env(
             secrets.insert(name, s);
         }
     }
-    let env = projection::build_env(ns, &secrets, &a.env_from, &a.env, a.optional, |n| {
-        eprintln!("keyward run: {}", notice(ns, &n))
-    });
+    let env = projection::build_env(
+        ns,
+        &secrets,
+        &a.env_from,
+        &a.env,
+        a.optional,
+        &a.allow_env,
+        |n| eprintln!("keyward run: {}", notice(ns, &n)),
+    );
     env.map_err(|e| match e {
         ProjectionError::MissingEnvKey {
             secret, key, var, keys, ..
@@ -391,6 +434,10 @@ fn notice(ns: &names::Namespace, n: &EnvNotice<'_>) -> String {
             },
             keys.join(", ")
         ),
+        EnvNotice::Unsafe { secret, vars } => format!(
+            "skipped keys of secret {ns}/{secret} that would set loader or interpreter variables: {} (a Secret's writer must not choose the code that runs; --allow-env NAME sets one anyway)",
+            vars.join(", ")
+        ),
         EnvNotice::VarMissing { secret, var } => {
             format!("secret {ns}/{secret} not found; {var} not set (--optional)")
         }
@@ -413,6 +460,9 @@ fn writer_error(e: ProjectionError) -> CliError {
     let hint = match &e {
         ProjectionError::Locked { .. } => "stop it first, or mount into another directory",
         ProjectionError::NotOurs { .. } => "remove it, or mount into an empty directory",
+        ProjectionError::UnsafeDirectory { .. } => {
+            "mount into a directory of your own that only you can write (chmod go-w), or a new one"
+        }
         _ => return e.into(),
     };
     CliError::new(e).hint(hint)

@@ -91,6 +91,11 @@ fn store_reason(code: Code) -> Reason {
 
 /// A KMS plugin admin error: `error: not found: key_id: no key "x"`.
 pub(super) fn admin_error(s: Status) -> CliError {
+    if Reason::of(&s) == Some(Reason::Forbidden) {
+        return CliError::new(s.message()).hint(
+            "the plugin admits other callers with `kms serve --admin-allow-uid/--admin-allow-gid`",
+        );
+    }
     let kind = match Reason::of(&s) {
         Some(Reason::BadRequest | Reason::Invalid) => "invalid argument",
         Some(Reason::NotFound) => "not found",

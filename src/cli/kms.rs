@@ -26,7 +26,7 @@ use crate::keyring::{
 use crate::kms::PluginServer;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::seal::{self, KdfParams, SealSpec};
-use crate::uds::{self, SocketAccess};
+use crate::uds::{self, PeerAllow, SocketAccess};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum KmsCommand {
@@ -297,6 +297,14 @@ pub(super) struct RunArgs {
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub(super) drain_timeout: String,
+    /// Admit callers running as this uid to the admin socket (repeatable, or comma-separated);
+    /// default: the server's own uid and root.
+    #[arg(long, value_name = "UID", value_delimiter = ',')]
+    pub(super) admin_allow_uid: Vec<u32>,
+    /// Admit callers whose group is this one (name or gid) to the admin socket (repeatable, or
+    /// comma-separated).
+    #[arg(long, value_name = "GROUP", value_delimiter = ',')]
+    pub(super) admin_allow_gid: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -459,7 +467,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
                 a.admin_socket.as_deref(),
                 opts.access,
             )?
-            .with_admin_audit(auditor);
+            .with_admin_audit(auditor)
+            .with_admin_allow(opts.admin_allow);
             if let Some(metrics) = metrics {
                 plugin = plugin.with_metrics(metrics.metrics());
                 spawn_metrics(metrics, &token);
@@ -477,7 +486,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         let (auditor, log) = a.audit.open().await?;
         let mut plugin =
             PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?
-                .with_admin_audit(auditor);
+                .with_admin_audit(auditor)
+                .with_admin_allow(opts.admin_allow);
         if let Some(metrics) = metrics {
             plugin = plugin.with_metrics(metrics.metrics());
             spawn_metrics(metrics, &token);
@@ -564,6 +574,7 @@ pub(super) struct ServeOptions {
     pub(super) policy: RotationPolicy,
     pub(super) access: SocketAccess,
     pub(super) drain: Duration,
+    pub(super) admin_allow: PeerAllow,
 }
 
 impl ServeOptions {
@@ -573,8 +584,24 @@ impl ServeOptions {
             access: socket_access(run.socket_group.as_deref())?,
             drain: duration_or_never("--drain-timeout", &run.drain_timeout)?
                 .unwrap_or(Duration::from_secs(3600)),
+            admin_allow: admin_allow(run)?,
         })
     }
+}
+
+/// `--admin-allow-uid` and `--admin-allow-gid`: the uids given (default: the server's own and
+/// root) and the groups given.
+fn admin_allow(run: &RunArgs) -> Result<PeerAllow, CliError> {
+    let mut allow = PeerAllow::default();
+    if !run.admin_allow_uid.is_empty() {
+        allow.uids.clone_from(&run.admin_allow_uid);
+    }
+    for g in &run.admin_allow_gid {
+        let gid =
+            uds::resolve_group(g).map_err(|e| CliError::new(format!("--admin-allow-gid: {e}")))?;
+        allow.gids.push(gid);
+    }
+    Ok(allow)
 }
 
 /// Serves the plugin until `token` is cancelled and its calls have drained.
@@ -601,6 +628,14 @@ enum Call {
 pub(super) async fn admin_client(
     path: &Path,
 ) -> Result<admin_pb::kms_admin_client::KmsAdminClient<tonic::transport::Channel>, CliError> {
+    // The default (./keyward-dev/kms-admin.sock) only from a dev directory of this user.
+    let default = Path::new(DEV_DIR).join("kms-admin.sock");
+    let path = if path == default {
+        client::dev_socket("kms-admin.sock")?
+    } else {
+        path.to_owned()
+    };
+    let path = path.as_path();
     let channel = uds::unix_channel(path.to_owned()).await.map_err(|e| {
         CliError::new(format!(
             "cannot connect to the admin socket {}: {e}",
@@ -842,6 +877,8 @@ mod tests {
             rotate_after: age.into(),
             rotate_after_encryptions: n.into(),
             drain_timeout: "10s".into(),
+            admin_allow_uid: Vec::new(),
+            admin_allow_gid: Vec::new(),
         };
         let p = policy(&run("90d", "1000")).unwrap();
         assert_eq!(p.max_age, Some(Duration::from_secs(90 * 86400)));

@@ -12,7 +12,7 @@ use crate::pb::keyward_v1 as pb;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum RawCommand {
-    /// Print one key and its stored value.
+    /// Print one key and its stored value (keys of the store's Secrets only).
     ///
     /// Example: keyward raw get /registry/secrets/default/db
     Get {
@@ -22,7 +22,8 @@ pub(super) enum RawCommand {
         #[arg(long)]
         hex: bool,
     },
-    /// Print every key with a prefix and its stored value.
+    /// Print every key with a prefix and its stored value (the prefix must lie under the
+    /// store's Secrets, e.g. /registry/secrets/).
     ///
     /// Example: keyward raw list /registry/secrets/ --keys-only
     List {
@@ -61,15 +62,32 @@ pub(super) async fn raw(cmd: RawCommand, client: &ClientArgs) -> Result<(), CliE
             hex,
             limit,
         } => {
-            let kvs = client::connect(client)
-                .await?
-                .raw_list(pb::RawListRequest { prefix, limit })
-                .await
-                .map_err(client::server_error)?
-                .into_inner()
-                .kvs;
-            for kv in &kvs {
-                print_raw(&mut out, kv, keys_only, hex);
+            let mut c = client::connect(client).await?;
+            let mut left = limit;
+            let mut next = String::new();
+            loop {
+                let page = c
+                    .raw_list(pb::RawListRequest {
+                        prefix: prefix.clone(),
+                        limit: left,
+                        r#continue: next,
+                    })
+                    .await
+                    .map_err(client::server_error)?
+                    .into_inner();
+                for kv in &page.kvs {
+                    print_raw(&mut out, kv, keys_only, hex);
+                }
+                if limit > 0 {
+                    left -= i64::try_from(page.kvs.len()).unwrap_or(i64::MAX).min(left);
+                    if left == 0 {
+                        break;
+                    }
+                }
+                if page.r#continue.is_empty() {
+                    break;
+                }
+                next = page.r#continue;
             }
         }
     }

@@ -930,7 +930,8 @@ pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliEr
 
 /// `keyward edit secret NAME`: `$EDITOR` (then `$VISUAL`, then `vi`) on the YAML; on an error
 /// the file is reopened with the error as a comment at the top; an unchanged or empty file
-/// cancels; the update carries the resourceVersion it was edited from.
+/// cancels; the update carries the resourceVersion it was edited from. The plaintext file lives
+/// in a private directory on tmpfs when there is one, removed on every way out, signals included.
 pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
     resource_is_secret(&a.resource, false)?;
     let rt = rt()?;
@@ -946,10 +947,9 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
                 .filter(|e| !e.trim().is_empty())
         })
         .unwrap_or_else(|| "vi".into());
-    let dir = tempfile::Builder::new()
-        .prefix("keyward-edit-")
-        .tempdir()
-        .map_err(|e| CliError::new(format!("cannot create a temporary directory: {e}")))?;
+    let dir = super::process::plaintext_temp_dir("keyward-edit-")?;
+    let editing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    super::process::remove_on_signal(&rt, dir.path().to_owned(), editing.clone())?;
     let path = dir
         .path()
         .join(format!("{}-secret-{}.yaml", a.ns.namespace, a.name));
@@ -959,12 +959,15 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
     let mut content = format!("{header}{original_yaml}");
     loop {
         write_private(&path, content.as_bytes())?;
+        editing.store(true, std::sync::atomic::Ordering::SeqCst);
         let status = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("{editor} \"$1\""))
             .arg("sh")
             .arg(&path)
-            .status()
+            .status();
+        editing.store(false, std::sync::atomic::Ordering::SeqCst);
+        let status = status
             .map_err(|e| CliError::new(format!("cannot start the editor {editor:?}: {e}")))?;
         if !status.success() {
             return Err(CliError::plain(format!(

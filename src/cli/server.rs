@@ -66,6 +66,15 @@ pub(super) struct ServerArgs {
     tokens_file: Option<PathBuf>,
     #[command(flatten)]
     access_control: AccessArgs,
+    /// Most TCP connections open at once (lowered to what the open-file limit allows).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    max_connections: usize,
+    /// Most TCP connections open at once from one client address.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_connections_per_address: usize,
+    /// How long a TCP client may take to complete the TLS handshake.
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    tls_handshake_timeout: String,
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     drain_timeout: String,
@@ -231,7 +240,15 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
                     "--listen requires client authentication: pass --client-ca and/or --token-auth-file (or --tokens-file)",
                 ));
             }
-            Some(tcp_options(listen, &cert, &key, a.client_ca.as_deref())?)
+            let mut tcp = tcp_options(listen, &cert, &key, a.client_ca.as_deref())?;
+            tcp.limits.max_connections = a.max_connections;
+            tcp.limits.max_per_address = a.max_connections_per_address;
+            tcp.limits.handshake_timeout =
+                duration_or_never("--tls-handshake-timeout", &a.tls_handshake_timeout)?
+                    .ok_or_else(|| {
+                        CliError::new("--tls-handshake-timeout: must be a duration such as 10s")
+                    })?;
+            Some(tcp)
         }
     };
     runtime()?.block_on(async {
@@ -309,7 +326,8 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let metrics = bind_metrics(metrics_listen).await?;
-        let mut plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?;
+        let mut plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?
+            .with_admin_allow(opts.admin_allow);
         if let Some(m) = &metrics {
             plugin = plugin.with_metrics(m.metrics());
             store_opts.metrics = Some(m.metrics().clone());

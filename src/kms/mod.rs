@@ -19,8 +19,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroize;
 
@@ -32,6 +32,7 @@ use crate::pb::kms_v1beta1 as v1_pb;
 use crate::pb::kms_v2 as v2_pb;
 use crate::reason::{bad_request, Reason};
 use crate::seal::SealError;
+use crate::uds::PeerAllow;
 
 /// The KMS v2 API version reported by `Status`.
 pub const V2_VERSION: &str = "v2";
@@ -218,13 +219,14 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
     }
 }
 
-/// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given),
-/// until `shutdown` completes; then stops accepting and drains in-flight calls. Every call on
-/// both sockets goes through `rpc` ([`RpcLayer::disabled`] to measure nothing). A [`Keyring`](crate::keyring::Keyring)
+/// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given) to the
+/// callers its [`PeerAllow`] admits (others get `PermissionDenied`), until `shutdown` completes;
+/// then stops accepting and drains in-flight calls. Every call on both sockets goes through `rpc`
+/// ([`RpcLayer::disabled`] to measure nothing). A [`Keyring`](crate::keyring::Keyring)
 /// converts into a [`PluginKeyring`] (and then runs key maintenance while served).
 pub async fn serve(
     kms: UnixListener,
-    admin: Option<UnixListener>,
+    admin: Option<(UnixListener, PeerAllow)>,
     keyring: impl Into<Arc<PluginKeyring>>,
     rpc: RpcLayer,
     admin_audit: crate::audit::Auditor,
@@ -278,19 +280,22 @@ pub async fn serve(
         .add_service(v2)
         .add_service(v1)
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(kms),
+            crate::net::unix_incoming(kms),
             token.clone().cancelled_owned(),
         );
 
     match admin {
-        Some(admin) => {
+        Some((admin, allow)) => {
             let admin_server = tonic::transport::Server::builder()
                 .layer(rpc)
-                .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(
-                    KmsAdmin::new(keyring).with_auditor(admin_audit),
+                .add_service(InterceptedService::new(
+                    admin_pb::kms_admin_server::KmsAdminServer::new(
+                        KmsAdmin::new(keyring).with_auditor(admin_audit),
+                    ),
+                    move |r: Request<()>| allow.check(&r).map(|()| r),
                 ))
                 .serve_with_incoming_shutdown(
-                    UnixListenerStream::new(admin),
+                    crate::net::unix_incoming(admin),
                     token.clone().cancelled_owned(),
                 );
             let res = tokio::try_join!(kms_server, admin_server).map(|_| ());

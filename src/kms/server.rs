@@ -11,7 +11,7 @@ use super::PluginKeyring;
 use crate::audit::Auditor;
 use crate::keyring::{Keyring, SealedKeyring};
 use crate::metrics::{KeyringReading, Metrics, RpcLayer};
-use crate::uds::{self, SocketAccess, SocketError, SocketGuard};
+use crate::uds::{self, PeerAllow, SocketAccess, SocketError, SocketGuard};
 
 /// The KMS plugin with its sockets bound and key maintenance running (once its keyring is open).
 #[derive(Debug)]
@@ -21,6 +21,8 @@ pub struct PluginServer {
     admin: Option<UnixListener>,
     /// Records the admin socket's calls.
     admin_audit: Auditor,
+    /// Who may call the admin socket.
+    admin_allow: PeerAllow,
     /// Remove the socket files when the server is done.
     guards: Vec<SocketGuard>,
     rpc: RpcLayer,
@@ -28,7 +30,7 @@ pub struct PluginServer {
 
 impl PluginServer {
     /// Binds the KMS socket at `socket` (with `access`) and, if given, the admin socket at
-    /// `admin` (owner only), and starts key maintenance at the interval the keyring's rotation
+    /// `admin` (mode 0600; callers checked by [`with_admin_allow`](Self::with_admin_allow)), and starts key maintenance at the interval the keyring's rotation
     /// policy asks for. Must be called inside a tokio runtime.
     pub fn start(
         keyring: Keyring,
@@ -95,6 +97,7 @@ impl PluginServer {
             kms,
             admin,
             admin_audit: Auditor::disabled(),
+            admin_allow: PeerAllow::default(),
             guards,
             rpc: RpcLayer::disabled(),
         })
@@ -119,6 +122,14 @@ impl PluginServer {
         self
     }
 
+    /// Admits only the callers `allow` lists to the admin socket (by default the server's own
+    /// uid and root); others get `PermissionDenied`. A check on top of the socket's mode 0600,
+    /// for when the directory holding it is reachable by others.
+    pub fn with_admin_allow(mut self, allow: PeerAllow) -> Self {
+        self.admin_allow = allow;
+        self
+    }
+
     /// The keyring being served, once open.
     pub fn keyring(&self) -> Option<&Keyring> {
         self.keyring.open()
@@ -135,9 +146,11 @@ impl PluginServer {
             kms,
             admin,
             admin_audit,
+            admin_allow,
             guards,
             rpc,
         } = self;
+        let admin = admin.map(|a| (a, admin_allow));
         let res = super::serve(kms, admin, keyring, rpc, admin_audit, shutdown).await;
         drop(guards);
         res

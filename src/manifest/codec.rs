@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::ManifestError;
+use crate::store::model::without_values;
 use crate::store::Secret;
 
 const TOP_FIELDS: &[&str] = &[
@@ -36,7 +37,7 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
         let value = Value::deserialize(doc).map_err(|e| ManifestError::Syntax {
             input: source.to_owned(),
             document: i + 1,
-            detail: e.to_string(),
+            detail: without_values(&e.to_string()),
         })?;
         collect(value, source, &mut out)?;
     }
@@ -88,7 +89,7 @@ fn collect(value: Value, source: &str, out: &mut Vec<Secret>) -> Result<(), Mani
                 serde_json::from_value(Value::Object(obj)).map_err(|e| ManifestError::Decode {
                     input: input(),
                     name,
-                    detail: e.to_string(),
+                    detail: without_values(&e.to_string()),
                 })?;
             out.push(s);
             Ok(())

@@ -1,5 +1,8 @@
 //! Secrets as environment variables, like a container's `envFrom` (every key, named
-//! `PREFIX` + key) and `env[].valueFrom.secretKeyRef` (one key as one variable).
+//! `PREFIX` + key) and `env[].valueFrom.secretKeyRef` (one key as one variable). Keys of an
+//! `envFrom` Secret that would set a loader or interpreter variable ([`is_loader_var`]: `PATH`,
+//! `LD_PRELOAD`, ...) are skipped unless allowed by name: whoever writes the Secret must not
+//! choose the code the consumer runs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -46,6 +49,14 @@ pub enum EnvNotice<'a> {
         /// The keys skipped.
         keys: Vec<&'a str>,
     },
+    /// Keys of an [`EnvFrom`]'s Secret that would set loader or interpreter variables
+    /// ([`is_loader_var`]) and were not allowed by name.
+    Unsafe {
+        /// The Secret.
+        secret: &'a str,
+        /// The variables not set.
+        vars: Vec<String>,
+    },
     /// An [`EnvVar`]'s Secret does not exist (optional): the variable is not set.
     VarMissing {
         /// The Secret.
@@ -71,6 +82,34 @@ pub fn is_env_name(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
+/// Variables that choose which program or library code runs, or how a shell or interpreter
+/// starts (`PATH`, `LD_*`, `DYLD_*`, `BASH_ENV`, `ENV`, `PYTHONPATH`, `PYTHONSTARTUP`,
+/// `PYTHONHOME`, `PERL5OPT`, `PERL5LIB`, `NODE_OPTIONS`, `NODE_PATH`, `RUBYOPT`, `RUBYLIB`,
+/// `JAVA_TOOL_OPTIONS`, `GCONV_PATH`, `SHELLOPTS`, `BASHOPTS`, `PS4`, `IFS`).
+pub fn is_loader_var(name: &str) -> bool {
+    const NAMES: [&str; 18] = [
+        "PATH",
+        "BASH_ENV",
+        "ENV",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "PERL5OPT",
+        "PERL5LIB",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "GCONV_PATH",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "IFS",
+    ];
+    NAMES.contains(&name) || name.starts_with("LD_") || name.starts_with("DYLD_")
+}
+
 /// A value as an environment variable: UTF-8 without NUL, or what is wrong with it.
 fn env_value(v: &[u8]) -> Result<OsString, &'static str> {
     if v.contains(&0) {
@@ -84,13 +123,16 @@ fn env_value(v: &[u8]) -> Result<OsString, &'static str> {
 /// The variables of `env_from` (in order), then of `env` (in order, so they win), from the
 /// Secrets of `namespace` in `secrets` (`None`: the Secret does not exist). Missing Secrets
 /// and, when `optional`, missing keys are skipped and reported to `notice`; keys that are not
-/// valid variable names are skipped and reported.
+/// valid variable names are skipped and reported, and so are `env_from` keys that would set a
+/// loader or interpreter variable ([`is_loader_var`]) not named in `allow`. (An [`EnvVar`]
+/// names its variable itself, so it is set whatever it is.)
 pub fn build_env<'a>(
     namespace: &Namespace,
     secrets: &'a BTreeMap<&SecretName, Option<Secret>>,
     env_from: &'a [EnvFrom],
     env: &'a [EnvVar],
     optional: bool,
+    allow: &[String],
     mut notice: impl FnMut(EnvNotice<'a>),
 ) -> Result<Vec<(String, OsString)>, ProjectionError> {
     let value = |secret: &SecretName, key: &str, v: &[u8]| {
@@ -110,13 +152,24 @@ pub fn build_env<'a>(
             continue;
         };
         let mut skipped = Vec::new();
+        let mut unsafe_vars = Vec::new();
         for (key, v) in &s.data {
             let var = format!("{}{key}", from.prefix);
             if !is_env_name(&var) {
                 skipped.push(key.as_str());
                 continue;
             }
+            if is_loader_var(&var) && !allow.contains(&var) {
+                unsafe_vars.push(var);
+                continue;
+            }
             out.push((var, value(&from.secret, key, v.as_slice())?));
+        }
+        if !unsafe_vars.is_empty() {
+            notice(EnvNotice::Unsafe {
+                secret: from.secret.as_str(),
+                vars: unsafe_vars,
+            });
         }
         if !skipped.is_empty() {
             notice(EnvNotice::Skipped {
@@ -218,7 +271,7 @@ mod tests {
             var("Y", "db", "nope"),
         ];
         let mut notices = Vec::new();
-        let vars = build_env(&ns("ns"), &secrets, &env_from, &env, true, |n| {
+        let vars = build_env(&ns("ns"), &secrets, &env_from, &env, true, &[], |n| {
             notices.push(n)
         })
         .unwrap();
@@ -250,12 +303,67 @@ mod tests {
                 },
             ]
         );
-        let e = build_env(&ns("ns"), &secrets, &[], &env, false, drop).unwrap_err();
+        let e = build_env(&ns("ns"), &secrets, &[], &env, false, &[], drop).unwrap_err();
         assert!(
             matches!(&e, ProjectionError::MissingEnvKey { keys, .. } if keys == &["a.b", "pass", "user"]),
             "{e}"
         );
         assert_eq!(e.to_string(), "secret ns/db has no key \"nope\"");
+    }
+
+    #[test]
+    fn loader_variables_from_a_secret_are_skipped_unless_allowed() {
+        for v in [
+            "PATH",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "DYLD_INSERT_LIBRARIES",
+            "BASH_ENV",
+            "IFS",
+        ] {
+            assert!(is_loader_var(v), "{v}");
+        }
+        for v in ["DB_PATH", "HOME", "USER", "PATHS", "XLD_PRELOAD"] {
+            assert!(!is_loader_var(v), "{v}");
+        }
+        let s = name("s");
+        let secrets = BTreeMap::from([(
+            &s,
+            secret(&[
+                ("PATH", b"/evil"),
+                ("LD_PRELOAD", b"/evil.so"),
+                ("USER", b"app"),
+            ]),
+        )]);
+        let from = [EnvFrom {
+            secret: s.clone(),
+            prefix: String::new(),
+        }];
+        let mut notices = Vec::new();
+        let vars = build_env(&ns("n"), &secrets, &from, &[], false, &[], |n| {
+            notices.push(n)
+        })
+        .unwrap();
+        assert_eq!(vars, [("USER".to_owned(), OsString::from("app"))]);
+        assert_eq!(
+            notices,
+            [EnvNotice::Unsafe {
+                secret: "s",
+                vars: vec!["LD_PRELOAD".into(), "PATH".into()]
+            }]
+        );
+        let vars = build_env(
+            &ns("n"),
+            &secrets,
+            &from,
+            &[],
+            false,
+            &["PATH".into()],
+            drop,
+        )
+        .unwrap();
+        let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "USER"]);
     }
 
     #[test]
@@ -274,6 +382,7 @@ mod tests {
             }],
             &[],
             false,
+            &[],
             drop,
         )
         .unwrap_err();

@@ -24,7 +24,7 @@ mod env;
 mod volume;
 mod writer;
 
-pub use env::{build_env, is_env_name, EnvFrom, EnvNotice, EnvVar};
+pub use env::{build_env, is_env_name, is_loader_var, EnvFrom, EnvNotice, EnvVar};
 pub use volume::{check_path, File, Item, Mode, Projection};
 pub use writer::{AtomicWriter, Warning};
 
@@ -99,6 +99,16 @@ pub enum ProjectionError {
     NotADirectory {
         /// The target.
         dir: PathBuf,
+    },
+    /// The target exists but another user owns it, or others may write to it, so they could
+    /// read or swap what is projected (the caller's: use a directory of your own, not writable
+    /// by group or others).
+    #[error("{} {reason}; refusing to write Secrets into it", .dir.display())]
+    UnsafeDirectory {
+        /// The target.
+        dir: PathBuf,
+        /// What is wrong, e.g. `is owned by uid 1000, not 0`.
+        reason: String,
     },
     /// Another writer holds the target's lock (the caller's: stop it, or use another
     /// directory).

@@ -2,9 +2,9 @@
 //! visible by one `rename(2)` of the `..data` symlink, so a reader never sees half of one
 //! version and half of another.
 //!
-//! The target directory is created 0700 if it is missing (an existing one keeps its mode) and
-//! locked with an exclusive `flock` for as long as the writer lives, so two writers cannot
-//! interleave.
+//! The target directory is created 0700 if it is missing; an existing one must belong to this
+//! user and be writable by nobody else (it keeps its mode). It is locked with an exclusive
+//! `flock` for as long as the writer lives, so two writers cannot interleave.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -86,12 +86,29 @@ fn is_ts_dir(name: &str) -> bool {
 }
 
 impl AtomicWriter {
-    /// Creates `dir` (0700) if needed, reports through `warn` when it is not in memory, and
-    /// locks it.
+    /// Creates `dir` (0700) if needed, or checks that the existing one is this user's and
+    /// writable by nobody else ([`ProjectionError::UnsafeDirectory`]), reports through `warn`
+    /// when it is not in memory, and locks it.
     pub fn open(dir: &Path, warn: impl FnOnce(Warning)) -> Result<AtomicWriter, ProjectionError> {
         let cannot = |what: &str| ProjectionError::io(format!("cannot {what} {}", dir.display()));
         match fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.is_dir() => {
+                use std::os::unix::fs::MetadataExt as _;
+                let me = rustix::process::geteuid().as_raw();
+                let unsafe_dir = |reason: String| ProjectionError::UnsafeDirectory {
+                    dir: dir.to_owned(),
+                    reason,
+                };
+                if m.uid() != me {
+                    return Err(unsafe_dir(format!("is owned by uid {}, not {me}", m.uid())));
+                }
+                let mode = m.permissions().mode() & 0o7777;
+                if mode & 0o022 != 0 {
+                    return Err(unsafe_dir(format!(
+                        "has mode {mode:04o}: group or others may write to it"
+                    )));
+                }
+            }
             Ok(_) => {
                 return Err(ProjectionError::NotADirectory {
                     dir: dir.to_owned(),

@@ -9,6 +9,7 @@
 
 pub mod migrate;
 pub mod model;
+mod raw;
 pub mod selector;
 mod version;
 
@@ -29,8 +30,12 @@ use crate::backend::{
 use crate::encryption::{Encryption, EncryptionError, ReadInfo};
 use crate::names::{Namespace, SecretName};
 pub use model::{FieldError, Secret, SecretId};
+pub use raw::{RawPage, RAW_LIST_MAX};
 pub use selector::Selector;
 pub use version::ResourceVersion;
+
+/// Secrets per page of the list a watch without a revision starts with.
+const WATCH_LIST_PAGE: usize = 100;
 
 /// The resource name Secrets are stored under.
 pub const RESOURCE: &str = "secrets";
@@ -99,6 +104,19 @@ pub enum StoreError {
         /// Why (never a value).
         reason: String,
     },
+    /// A raw read named a key outside the store's Secrets (caller's input).
+    #[error("{field}: {key:?} is outside this store; raw reads are limited to keys under {scope}")]
+    OutsideStore {
+        /// The request field: `key` or `prefix`.
+        field: &'static str,
+        /// The key or prefix asked for.
+        key: String,
+        /// The keys raw reads may name (`<prefix>/secrets/`).
+        scope: String,
+    },
+    /// A continue token that this list did not hand out (caller's input).
+    #[error("continue: Invalid value: the continue token is not valid for this list")]
+    BadContinue,
     /// A stored object does not decode (a bug or foreign data).
     #[error("stored object {key} is not a valid Secret: {reason}")]
     Corrupt {
@@ -378,7 +396,7 @@ impl Store {
         let (json, info) = t.from_storage(&key, &kv.value).await?;
         let mut s: Secret = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
             key: key.clone(),
-            reason: e.to_string(),
+            reason: model::without_values(&e.to_string()),
         })?;
         s.metadata.resource_version = kv.mod_revision.to_string();
         Ok((s, info))
@@ -450,25 +468,6 @@ impl Store {
         let (kv, _) = self.backend.get(key.as_bytes(), revision).await?;
         let kv = kv.ok_or_else(|| not_found(namespace, name))?;
         Ok(self.decode(&kv).await?.0)
-    }
-
-    /// Reads the raw stored bytes of a key, exactly as stored (for audits).
-    pub async fn raw_get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        Ok(self.backend.get(key.as_bytes(), None).await?.0)
-    }
-
-    /// Lists raw stored keys with `prefix` (for audits).
-    pub async fn raw_list(&self, prefix: &str, limit: usize) -> Result<Vec<KeyValue>, StoreError> {
-        Ok(self
-            .backend
-            .range(RangeRequest {
-                start: prefix.as_bytes().to_vec(),
-                end: None,
-                limit,
-                revision: None,
-            })
-            .await?
-            .kvs)
     }
 
     /// Replaces a Secret. With a `resourceVersion`, it must match the stored one (Conflict
@@ -715,24 +714,43 @@ impl Store {
     ) -> Result<WatchEvents, StoreError> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<WatchEvent, StoreError>>(256);
         let after = match resource_version {
+            // The current Secrets, a page at a time (at one revision), so that memory stays
+            // bounded by the page and the channel, however many there are.
             ResourceVersion::Unset | ResourceVersion::Any => {
-                let list = self.list(namespace, &selector, 0, None).await?;
-                let rev = list.resource_version;
-                for s in list.items {
-                    if tx
-                        .send(Ok(WatchEvent {
-                            kind: WatchKind::Added,
-                            object: s,
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        break;
+                let mut token: Option<String> = None;
+                loop {
+                    let page = self
+                        .list(namespace, &selector, WATCH_LIST_PAGE, token.as_deref())
+                        .await?;
+                    for s in page.items {
+                        if tx
+                            .send(Ok(WatchEvent {
+                                kind: WatchKind::Added,
+                                object: s,
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
                     }
+                    match page.continue_token {
+                        Some(t) if !tx.is_closed() => token = Some(t),
+                        _ => break page.resource_version,
+                    }
+                }
+            }
+            ResourceVersion::At(rev) => {
+                let current = self.backend.current_revision().await?;
+                if rev > current {
+                    return Err(field_invalid(
+                        "",
+                        ResourceVersion::FIELD,
+                        format!("Invalid value: \"{rev}\": too large resource version, the current revision is {current}"),
+                    ));
                 }
                 rev
             }
-            ResourceVersion::At(rev) => rev,
         };
         let from = after.next().ok_or_else(|| {
             field_invalid(

@@ -541,7 +541,7 @@ fn mount_writes_the_atomic_writer_layout() {
         );
     }
 
-    // Items: nested paths, per-item modes, the default mode 0644; names no longer projected go.
+    // Items: nested paths, per-item modes, the default mode 0600; names no longer projected go.
     let out = env.keyward(&[
         "mount",
         "secret/db",
@@ -564,7 +564,7 @@ fn mount_writes_the_atomic_writer_layout() {
     );
     assert_eq!(mode(&dir.join("certs/server.crt")), 0o440);
     assert_eq!(mode(&dir.join("certs/private/server.key")), 0o400);
-    assert_eq!(mode(&dir.join("username")), 0o644);
+    assert_eq!(mode(&dir.join("username")), 0o600);
     assert_eq!(mode(&dir.join("certs/private")), 0o755);
 
     // A file that is not ours is never replaced.

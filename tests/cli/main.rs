@@ -12,6 +12,7 @@ mod apply;
 mod audit;
 mod bench;
 mod consume;
+mod hardening;
 mod operator;
 mod readme;
 mod secrets;

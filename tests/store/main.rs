@@ -11,6 +11,7 @@ mod support;
 
 mod access;
 mod encryption;
+mod listener;
 mod metrics;
 mod migrate;
 mod reload;

@@ -809,17 +809,28 @@ async fn raw_view_restart_and_no_plaintext_on_disk(mut srv: TestStore) {
         raw.value.starts_with(b"k8s:enc:kms:v2:kw:"),
         "stored encrypted"
     );
-    let listed = c
-        .raw_list(pb::RawListRequest {
-            prefix: "/registry/secrets/bulk/".into(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(listed.kvs.len(), 2000);
-    assert!(listed
-        .kvs
+    // Raw lists come in pages of at most 1000 keys.
+    let mut kvs = Vec::new();
+    let mut next = String::new();
+    loop {
+        let page = c
+            .raw_list(pb::RawListRequest {
+                prefix: "/registry/secrets/bulk/".into(),
+                limit: 0,
+                r#continue: next,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.kvs.len() <= 1000);
+        kvs.extend(page.kvs);
+        if page.r#continue.is_empty() {
+            break;
+        }
+        next = page.r#continue;
+    }
+    assert_eq!(kvs.len(), 2000);
+    assert!(kvs
         .iter()
         .all(|kv| kv.value.starts_with(b"k8s:enc:kms:v2:kw:")));
     assert_eq!(
@@ -1074,6 +1085,66 @@ async fn encryption_service_reports_coverage_and_migrates(srv: TestStore) {
     assert_eq!((last.total, last.rewritten, last.failed), (3, 0, 0));
 }
 
+/// A watch from a revision the store has not reached is refused (it used to wait silently, or
+/// overflow at `i64::MAX`), and a watch without one streams the current Secrets a page at a
+/// time: every one of them arrives (review findings 14 and 17).
+async fn watch_from_a_future_revision_is_refused_and_the_initial_list_is_paged(srv: TestStore) {
+    let mut c = srv.client().await;
+    for i in 0..130 {
+        create(&mut c, secret("big", &format!("s{i:03}"), &[("k", b"v")]))
+            .await
+            .unwrap();
+    }
+    let current: i64 = c
+        .list(pb::ListRequest {
+            namespace: "big".into(),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resource_version
+        .parse()
+        .unwrap();
+    for rv in [current + 1000, i64::MAX] {
+        let e = c
+            .watch(pb::WatchRequest {
+                namespace: "big".into(),
+                resource_version: rv.to_string(),
+                label_selector: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{rv}: {}", e.message());
+        assert!(
+            e.message().contains("too large resource version"),
+            "{}",
+            e.message()
+        );
+    }
+    let mut stream = c
+        .watch(pb::WatchRequest {
+            namespace: "big".into(),
+            resource_version: String::new(),
+            label_selector: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names = Vec::new();
+    while names.len() < 130 {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+            .await
+            .expect("the initial list arrives")
+            .unwrap()
+            .unwrap();
+        names.push(ev.object.unwrap().metadata.unwrap().name);
+    }
+    let want: Vec<String> = (0..130).map(|i| format!("s{i:03}")).collect();
+    assert_eq!(names, want);
+}
+
 /// Runs each case, with `--history N`, on sled (`<case>::sled`) and on a real etcd server
 /// (`<case>::etcd`), with optional attributes for the etcd run.
 macro_rules! on_sled_and_etcd {
@@ -1104,6 +1175,7 @@ on_sled_and_etcd! {
     delete_preconditions(10);
     list_namespaces_selectors_and_pages(10);
     watch_replays_then_follows(10);
+    watch_from_a_future_revision_is_refused_and_the_initial_list_is_paged(10);
     // sled keeps 3 versions per key; etcd keeps all until compaction (see the body).
     history_get_at_revision_and_rollback(3);
     compaction_expires_old_revisions_tokens_and_watches(10);

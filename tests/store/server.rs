@@ -73,13 +73,35 @@ fn dev_runs_plugin_and_store_and_keeps_secrets_across_restarts() {
         let (ok, out, _) = run(&[
             "raw",
             "list",
-            "/registry/",
+            "/registry/secrets/",
             "--keys-only",
             "--server",
             &format!("unix://{}", sock.display()),
         ]);
         assert!(ok);
         assert_eq!(out, "/registry/secrets/default/db\n");
+        // Raw reads stay within the store's Secrets (review finding 4): on a shared etcd, the
+        // rest is kube-apiserver's other objects and the keyring.
+        for args in [
+            &["raw", "list", "/"][..],
+            &["raw", "list", "/registry/"][..],
+            &[
+                "raw",
+                "get",
+                "/registry/configmaps/kube-system/cluster-info",
+            ][..],
+            &["raw", "get", "/keyward/kms/keyring"][..],
+        ] {
+            let server = format!("unix://{}", sock.display());
+            let (ok, out, err) = run(&[args, &["--server", &server]].concat());
+            assert!(!ok, "{args:?}: {out}");
+            assert!(
+                err.contains(
+                    "is outside this store; raw reads are limited to keys under /registry/secrets/"
+                ),
+                "{args:?}: {err}"
+            );
+        }
         p.signal(Signal::INT);
         assert!(p.wait(Duration::from_secs(20)).success(), "{}", p.stderr());
         assert!(!sock.exists(), "sockets removed");
@@ -253,17 +275,17 @@ fn server_refuses_unsafe_or_bad_settings() {
     assert!(err.contains("chmod 600"), "{err}");
 }
 
-struct Pki {
-    ca: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    client_key: String,
-    rogue_cert: String,
-    rogue_key: String,
+pub(crate) struct Pki {
+    pub(crate) ca: String,
+    pub(crate) server_cert: String,
+    pub(crate) server_key: String,
+    pub(crate) client_cert: String,
+    pub(crate) client_key: String,
+    pub(crate) rogue_cert: String,
+    pub(crate) rogue_key: String,
 }
 
-fn pki() -> Pki {
+pub(crate) fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -302,7 +324,7 @@ fn pki() -> Pki {
     }
 }
 
-async fn tls_channel(
+pub(crate) async fn tls_channel(
     port: u16,
     ca: &str,
     identity: Option<(&str, &str)>,
@@ -320,7 +342,7 @@ async fn tls_channel(
         .await
 }
 
-async fn create_with_token(
+pub(crate) async fn create_with_token(
     ch: Channel,
     token: Option<&str>,
     name: &str,

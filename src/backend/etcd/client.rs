@@ -163,6 +163,15 @@ impl EtcdClient {
         let endpoints = opts
             .endpoints_checked()
             .map_err(|e| invalid(e.to_string()))?;
+        let plain: Vec<&str> = endpoints
+            .iter()
+            .filter(|(_, https, _)| !https)
+            .map(|(url, _, _)| url.as_str())
+            .collect();
+        if !plain.is_empty() {
+            tracing::warn!(endpoints = %plain.join(","),
+                "plain http:// etcd endpoints: traffic is neither encrypted nor authenticated, so anyone on the path can read or change what keyward stores; use https:// with a CA and client certificates");
+        }
         let tls = opts.ca_pem.as_ref().map(|ca| {
             let cfg = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
             match (&opts.cert_pem, &opts.key_pem) {

@@ -1,0 +1,425 @@
+//! Limited listeners for network front ends. [`tcp_incoming`] accepts TCP connections within a
+//! global and a per-address cap that fit a descriptor budget (the soft `RLIMIT_NOFILE` minus the
+//! descriptors open at start and a reserve), so clients that never authenticate cannot take the
+//! descriptors the Unix listener and the backend need. [`unix_incoming`] and [`tcp_incoming`]
+//! both back off when `accept` fails (out of descriptors, `EMFILE`/`ENFILE`) instead of spinning.
+//! [`ConnLimits`] also carries the per-connection timeouts and stream cap a front end applies.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// First pause after an `accept` that failed for lack of resources; doubles up to
+/// [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// Longest pause between `accept` attempts while resources are exhausted.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// At most one warning per this interval about refused connections or failing `accept`s.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Limits of a listener and its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnLimits {
+    /// Most connections open at once; lowered to the descriptor budget when that is smaller.
+    pub max_connections: usize,
+    /// Most connections open at once from one client IP address.
+    pub max_per_address: usize,
+    /// Descriptors kept free for everything else (the Unix listener, the backend, files);
+    /// `None`: a quarter of the soft descriptor limit, at least 32 and at most 1024.
+    pub reserved_descriptors: Option<usize>,
+    /// How long a client may take to complete the TLS handshake before it is disconnected.
+    pub handshake_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer one within
+    /// `keepalive_timeout` is disconnected.
+    pub keepalive_interval: Duration,
+    /// How long to wait for a keepalive ping's answer.
+    pub keepalive_timeout: Duration,
+    /// Age at which a connection is asked to close (HTTP/2 GOAWAY): a connection without calls
+    /// closes then, calls in flight finish first; clients reconnect.
+    pub max_connection_age: Duration,
+    /// Most concurrent HTTP/2 streams (calls) per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ConnLimits {
+    /// 1,024 connections, 64 per address, an automatic reserve, a 10 s handshake, keepalive
+    /// pings every 30 s answered within 10 s, connections renewed after 10 minutes, 128 streams
+    /// per connection.
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_per_address: 64,
+            reserved_descriptors: None,
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(600),
+            max_concurrent_streams: 128,
+        }
+    }
+}
+
+impl ConnLimits {
+    /// The connections a listener started now may hold: [`max_connections`](Self::max_connections),
+    /// lowered to the descriptors the soft `RLIMIT_NOFILE` leaves after those open now and the
+    /// reserve.
+    pub fn effective_max(&self) -> usize {
+        let Some(soft) = soft_descriptor_limit() else {
+            return self.max_connections;
+        };
+        let reserve = self
+            .reserved_descriptors
+            .unwrap_or_else(|| (soft / 4).clamp(32, 1024));
+        let open = open_descriptors();
+        let budget = soft.saturating_sub(open).saturating_sub(reserve);
+        self.max_connections.min(budget)
+    }
+}
+
+/// The soft descriptor limit, `None` if unlimited.
+fn soft_descriptor_limit() -> Option<usize> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    limit
+        .current
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Descriptors open in this process (0 if `/proc` cannot be read).
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+/// Connections open per address and in total; a [`Slot`] holds one.
+#[derive(Debug)]
+struct Gate {
+    max: usize,
+    per_address: usize,
+    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl Gate {
+    /// A slot for a connection from `ip`, or `None` when a cap is reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_ip) = &mut *counts;
+        let here = by_ip.get(&ip).copied().unwrap_or(0);
+        if *total >= self.max || here >= self.per_address {
+            return None;
+        }
+        *total += 1;
+        by_ip.insert(ip, here + 1);
+        Some(Slot {
+            gate: self.clone(),
+            ip,
+        })
+    }
+
+    fn open(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// One admitted connection's place in the [`Gate`], given back on drop.
+#[derive(Debug)]
+struct Slot {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.gate.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, by_ip) = &mut *counts;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// An accepted TCP connection that holds its place under the caps until it is dropped.
+#[derive(Debug)]
+pub struct LimitedConn {
+    stream: TcpStream,
+    _slot: Slot,
+}
+
+impl LimitedConn {
+    /// The connection.
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl AsyncRead for LimitedConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+impl Connected for LimitedConn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Connections accepted by a limited listener, for `serve_with_incoming`; never yields an error
+/// (failed `accept`s are retried with backoff). Dropping it stops accepting and closes the
+/// listening socket.
+pub type Incoming<T> = ReceiverStream<io::Result<T>>;
+
+/// Accepts TCP connections on `listener` within `limits`: a connection over the global or the
+/// per-address cap is closed at once (and a warning logged, at most every 10 s).
+pub fn tcp_incoming(listener: TcpListener, limits: &ConnLimits) -> Incoming<LimitedConn> {
+    let max = limits.effective_max();
+    let local = listener.local_addr().ok();
+    if max < limits.max_connections {
+        tracing::warn!(listen = ?local, max_connections = max, asked = limits.max_connections,
+            "the open-file limit (ulimit -n) lowers the TCP connection cap; raise it for more clients");
+    }
+    let gate = Arc::new(Gate {
+        max,
+        per_address: limits.max_per_address,
+        counts: Mutex::new((0, HashMap::new())),
+    });
+    let mut last_refusal: Option<Instant> = None;
+    let mut refused = 0u64;
+    accept_loop(listener, move |stream, peer: std::net::SocketAddr| {
+        let Some(slot) = gate.admit(peer.ip()) else {
+            drop(stream);
+            refused += 1;
+            if last_refusal.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                tracing::warn!(listen = ?local, peer = %peer, open = gate.open(), refused,
+                    "connection cap reached: closing new TCP connections");
+                last_refusal = Some(Instant::now());
+                refused = 0;
+            }
+            return None;
+        };
+        Some(LimitedConn {
+            stream,
+            _slot: slot,
+        })
+    })
+}
+
+/// Accepts Unix connections on `listener`, backing off while `accept` fails.
+pub fn unix_incoming(listener: UnixListener) -> Incoming<UnixStream> {
+    accept_loop(listener, |stream, _| Some(stream))
+}
+
+/// A listening socket [`accept_loop`] can take connections from.
+trait Accept: Send + 'static {
+    /// An accepted connection.
+    type Conn: Send + 'static;
+    /// The peer's address.
+    type Peer: Send + 'static;
+    /// The next connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Conn, Self::Peer)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Conn = TcpStream;
+    type Peer = std::net::SocketAddr;
+    fn accept(&self) -> impl Future<Output = io::Result<(TcpStream, Self::Peer)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+impl Accept for UnixListener {
+    type Conn = UnixStream;
+    type Peer = tokio::net::unix::SocketAddr;
+    fn accept(&self) -> impl Future<Output = io::Result<(UnixStream, Self::Peer)>> + Send {
+        UnixListener::accept(self)
+    }
+}
+
+/// Accepts on `listener` in a task until the returned stream is dropped, handing each
+/// connection to `admit` (which may close it: `None`), and backing off while `accept` fails.
+fn accept_loop<L: Accept, T: Send + 'static>(
+    listener: L,
+    mut admit: impl FnMut(L::Conn, L::Peer) -> Option<T> + Send + 'static,
+) -> Incoming<T> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut backoff = Backoff::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((conn, peer)) => {
+                    backoff.reset();
+                    let Some(conn) = admit(conn, peer) else {
+                        continue;
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    if !backoff.pause(&e, tx.closed()).await {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// The pause after a failed `accept`: none for errors of one connection (it was reset before
+/// being accepted), growing from 10 ms to 1 s while resources are exhausted.
+#[derive(Debug)]
+struct Backoff {
+    delay: Duration,
+    last_warning: Option<Instant>,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            delay: MIN_BACKOFF,
+            last_warning: None,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.delay = MIN_BACKOFF;
+    }
+
+    /// Waits after `e`; false when `closed` completes first (nobody takes connections any more).
+    async fn pause(&mut self, e: &io::Error, closed: impl Future<Output = ()>) -> bool {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::Interrupted
+                | io::ErrorKind::WouldBlock
+        ) {
+            return true;
+        }
+        if self.last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            tracing::warn!(error = %e, "accept failed; retrying with backoff (out of file descriptors? raise ulimit -n)");
+            self.last_warning = Some(Instant::now());
+        }
+        let delay = self.delay;
+        self.delay = (self.delay * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            _ = closed => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_caps_per_address_and_in_total_and_gives_slots_back() {
+        let gate = Arc::new(Gate {
+            max: 3,
+            per_address: 2,
+            counts: Mutex::new((0, HashMap::new())),
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = gate.admit(a).unwrap();
+        let _a2 = gate.admit(a).unwrap();
+        assert!(gate.admit(a).is_none(), "per-address cap");
+        let _b1 = gate.admit(b).unwrap();
+        assert!(gate.admit(b).is_none(), "global cap");
+        drop(a1);
+        let _b2 = gate.admit(b).expect("a slot given back is reused");
+        assert!(gate.admit(a).is_none(), "global cap again");
+        assert_eq!(gate.open(), 3);
+    }
+
+    #[test]
+    fn effective_max_fits_the_descriptor_limit() {
+        let limits = ConnLimits {
+            max_connections: usize::MAX,
+            ..ConnLimits::default()
+        };
+        if let Some(soft) = soft_descriptor_limit() {
+            assert!(limits.effective_max() < soft);
+        }
+        let small = ConnLimits {
+            max_connections: 3,
+            ..ConnLimits::default()
+        };
+        assert!(small.effective_max() <= 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_grows_to_a_second_and_resets() {
+        let mut b = Backoff::new();
+        let emfile = io::Error::from_raw_os_error(24);
+        let start = tokio::time::Instant::now();
+        for _ in 0..10 {
+            assert!(b.pause(&emfile, std::future::pending()).await);
+        }
+        assert_eq!(b.delay, MAX_BACKOFF);
+        assert!(start.elapsed() >= Duration::from_secs(3));
+        b.reset();
+        assert_eq!(b.delay, MIN_BACKOFF);
+        let reset = io::Error::from(io::ErrorKind::ConnectionAborted);
+        let t = tokio::time::Instant::now();
+        assert!(b.pause(&reset, std::future::pending()).await);
+        assert_eq!(t.elapsed(), Duration::ZERO);
+        assert!(!b.pause(&emfile, std::future::ready(())).await);
+    }
+}

@@ -1,0 +1,504 @@
+//! Fixes of the security review (issue 15) seen from the command line: the admin socket admits
+//! only the callers it lists and the shipped examples keep it away from kube-apiserver (finding
+//! 3), and `run --env-from` cannot be steered by a Secret's writer (finding 5).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::binary::{bin, DevServer, Proc};
+
+/// Runs `cmd` (with no `KEYWARD_SEAL`, `KEYWARD_SERVER` or stdin) to completion; returns
+/// (success, stdout, stderr).
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd
+        .env_remove("KEYWARD_SEAL")
+        .env_remove("KEYWARD_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the binary with `args`, optionally as `uid`/`gid` through `setpriv`.
+fn kw_as(ids: Option<(u32, u32)>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = match ids {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                bin(),
+            ]);
+            c
+        }
+        None => Command::new(bin()),
+    };
+    output(cmd.args(args))
+}
+
+fn dev(dir: &Path, extra: &[&str]) -> Proc {
+    let data = dir.join("kw");
+    let mut args = vec!["dev", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Proc::spawn_ready(
+        &args,
+        &[],
+        &dir.join("dev.log"),
+        &[&data.join("keyward.sock"), &data.join("kms-admin.sock")],
+    )
+}
+
+#[test]
+fn admin_socket_admits_only_listed_callers() {
+    let me = rustix::process::geteuid().as_raw();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = dir.path().join("kw/kms-admin.sock");
+    let admin = admin.to_str().unwrap();
+    // Default: the server's own uid (and root) is admitted.
+    {
+        let mut p = dev(dir.path(), &[]);
+        let (ok, out, err) = kw_as(None, &["kms", "status", "--admin-socket", admin]);
+        assert!(ok, "{err}");
+        assert!(out.contains("healthz"), "{out}");
+        if me == 0 {
+            // Anyone else is refused even when the socket file lets them connect (a shared or
+            // mounted directory, a loosened mode).
+            std::fs::set_permissions(admin, std::fs::Permissions::from_mode(0o666)).unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(
+                dir.path().join("kw"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+            let (ok, _, err) = kw_as(
+                Some((65534, 65534)),
+                &["kms", "rotate", "--admin-socket", admin],
+            );
+            assert!(!ok);
+            assert!(
+                err.contains("permission denied: this socket admits uids 0 and gids none; uid 65534 (gid 65534) is not admitted"),
+                "{err}"
+            );
+            assert!(err.contains("--admin-allow-uid"), "{err}");
+        }
+        p.signal(rustix::process::Signal::TERM);
+        p.wait(std::time::Duration::from_secs(20));
+    }
+    // A list without the caller's uid refuses it; its gid admits it.
+    {
+        let _p = dev(dir.path(), &["--admin-allow-uid", "4242"]);
+        let (ok, _, err) = kw_as(None, &["kms", "keys", "--admin-socket", admin]);
+        assert!(!ok);
+        assert!(
+            err.contains(&format!(
+                "this socket admits uids 4242 and gids none; uid {me} "
+            )),
+            "{err}"
+        );
+    }
+    let gid = rustix::process::getegid().as_raw();
+    let _p = dev(
+        dir.path(),
+        &[
+            "--admin-allow-uid",
+            "4242",
+            "--admin-allow-gid",
+            &gid.to_string(),
+        ],
+    );
+    let (ok, _, err) = kw_as(None, &["kms", "keys", "--admin-socket", admin]);
+    assert!(ok, "{err}");
+}
+
+/// Every shipped example keeps the admin socket in another directory than the KMS socket, which
+/// kube-apiserver mounts.
+#[test]
+fn shipped_examples_keep_the_admin_socket_out_of_the_apiserver_directory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    for d in ["deploy", "docs"] {
+        let mut stack = vec![root.join(d)];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut seen = 0;
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let words: Vec<&str> = text
+            .split(|c: char| c.is_whitespace() || c == '"' || c == '=' || c == '`')
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            if *w != "--admin-socket" {
+                continue;
+            }
+            let Some(admin) = words.get(i + 1) else {
+                continue;
+            };
+            // The KMS socket of the same example: the nearest `--socket`.
+            let Some(sock) = words
+                .iter()
+                .enumerate()
+                .filter(|(j, w)| **w == "--socket" && *j + 1 < words.len())
+                .min_by_key(|(j, _)| j.abs_diff(i))
+                .map(|(j, _)| words[j + 1])
+            else {
+                continue;
+            };
+            let dir = |p: &str| Path::new(p).parent().map(Path::to_path_buf);
+            // Examples outside a dev directory (absolute paths) must differ by directory.
+            if admin.starts_with('/') && sock.starts_with('/') {
+                seen += 1;
+                assert_ne!(
+                    dir(admin),
+                    dir(sock),
+                    "{}: admin socket {admin} next to the KMS socket {sock}",
+                    f.display()
+                );
+            }
+        }
+    }
+    assert!(seen > 0, "no example with both sockets found");
+}
+
+/// Runs `keyward --server URL ARGS` in the server's directory with `PATH` set to `path`.
+fn kw_in(srv: &DevServer, path: &str, args: &[&str]) -> (bool, String, String) {
+    output(
+        Command::new(bin())
+            .arg("--server")
+            .arg(&srv.server)
+            .args(args)
+            .current_dir(srv.dir.path())
+            .env("PATH", path)
+            .env_remove("LD_PRELOAD"),
+    )
+}
+
+#[test]
+fn run_env_from_cannot_choose_the_program_or_its_loader() {
+    let srv = DevServer::start();
+    // An attacker's `env` in a directory the Secret's PATH names.
+    let evil = srv.path("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    let fake = evil.join("env");
+    std::fs::write(&fake, "#!/bin/sh\necho PWNED\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let evil = evil.to_str().unwrap();
+    srv.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "app-config",
+        &format!("--from-literal=PATH={evil}"),
+        "--from-literal=LD_PRELOAD=/nonexistent/evil.so",
+        "--from-literal=BASH_ENV=/nonexistent/evil.sh",
+        "--from-literal=DB_USER=app",
+    ]);
+    let path = "/usr/local/bin:/usr/bin:/bin";
+    let (ok, out, err) = kw_in(
+        &srv,
+        path,
+        &["run", "--env-from", "secret/app-config", "--", "env"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        !out.contains("PWNED"),
+        "the Secret chose the program: {out}"
+    );
+    assert!(out.lines().any(|l| l == "DB_USER=app"), "{out}");
+    assert!(out.lines().any(|l| l == format!("PATH={path}")), "{out}");
+    assert!(
+        !out.contains("LD_PRELOAD") && !out.contains("BASH_ENV"),
+        "{out}"
+    );
+    assert!(
+        err.contains("keyward run: skipped keys of secret default/app-config that would set loader or interpreter variables: BASH_ENV, LD_PRELOAD, PATH"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-env NAME"), "{err}");
+    // Allowed by name, PATH reaches the program's environment, yet the program is still the one
+    // keyward's own PATH finds.
+    let (ok, out, err) = kw_in(
+        &srv,
+        path,
+        &[
+            "run",
+            "--env-from",
+            "secret/app-config",
+            "--allow-env",
+            "PATH",
+            "--",
+            "env",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(!out.contains("PWNED"), "{out}");
+    assert!(out.lines().any(|l| l == format!("PATH={evil}")), "{out}");
+    assert!(!out.contains("LD_PRELOAD"), "{out}");
+    // A program that is not in PATH is an error before anything runs.
+    let (ok, _, err) = kw_in(&srv, path, &["run", "--", "no-such-program-kw"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot run \"no-such-program-kw\": not found in PATH"),
+        "{err}"
+    );
+}
+
+/// Runs the binary in `dir` with no `--server` and no `$KEYWARD_SERVER`.
+fn kw_at(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    output(Command::new(bin()).args(args).current_dir(dir))
+}
+
+/// Without `--server` and `$KEYWARD_SERVER`, clients use `./keyward-dev/keyward.sock` only
+/// from a directory of their own that nobody else can write, and say so (review finding 15).
+#[test]
+fn clients_use_the_dev_socket_only_from_their_own_private_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("keyward-dev");
+    std::fs::create_dir(&dev).unwrap();
+    std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for args in [&["get", "secrets"][..], &["kms", "status"][..]] {
+        let (ok, _, err) = kw_at(dir.path(), args);
+        assert!(!ok);
+        assert!(
+            err.contains("./keyward-dev is not a keyward dev directory of yours (mode 0777: writable by others); refusing to use its socket"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains("--server"), "{err}");
+    }
+    std::fs::set_permissions(&dev, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&dev, Some(65534), None).unwrap();
+        let (ok, _, err) = kw_at(dir.path(), &["get", "secrets"]);
+        assert!(!ok);
+        assert!(err.contains("(owned by uid 65534, not 0)"), "{err}");
+        std::os::unix::fs::chown(&dev, Some(0), None).unwrap();
+    }
+    // A private directory of this user: used, and named.
+    let (ok, _, err) = kw_at(dir.path(), &["get", "secrets"]);
+    assert!(!ok, "no server runs there");
+    assert!(
+        err.contains("keyward: no --server or $KEYWARD_SERVER; using the keyward dev socket keyward-dev/keyward.sock"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cannot connect to the keyward server at unix://keyward-dev/keyward.sock"),
+        "{err}"
+    );
+}
+
+/// A client-supplied string with a newline cannot forge a log line: control characters in a
+/// logged field are escaped (review finding 19).
+#[test]
+fn logs_escape_client_supplied_control_characters() {
+    use keyward::pb::kms_v2 as v2;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let log = dir.path().join("dev.log");
+    let p = Proc::spawn_ready(
+        &["dev", "--data", data.to_str().unwrap()],
+        &[("RUST_LOG", "info,keyward=debug")],
+        &log,
+        &[&data.join("keyward.sock")],
+    );
+    let rt = crate::support::client_runtime();
+    rt.block_on(async {
+        let ch = keyward::uds::unix_channel(data.join("kms.sock"))
+            .await
+            .unwrap();
+        let mut c = v2::key_management_service_client::KeyManagementServiceClient::new(ch);
+        let _ = c
+            .decrypt(v2::DecryptRequest {
+                ciphertext: b"not a ciphertext".to_vec(),
+                uid: "u1\n2026-01-01T00:00:00Z  INFO keyward: FORGED admin logged in".into(),
+                key_id: "k\r\x1b[2J".into(),
+                annotations: Default::default(),
+            })
+            .await;
+    });
+    let text = p.stderr();
+    assert!(text.contains("u1\\x0a2026-01-01T00:00:00Z"), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged line: {text}"
+    );
+    assert!(!text.contains('\r') && !text.contains('\x1b'), "{text}");
+}
+
+/// `mount` refuses a target directory that someone else owns or may write to, and writes
+/// private files by default (review finding 10).
+#[test]
+fn mount_refuses_shared_directories_and_writes_private_files() {
+    let srv = DevServer::start();
+    srv.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=hunter2",
+    ]);
+    let shared = srv.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, _, err) = srv.kw(&["mount", "secret/db", shared.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(
+            "has mode 0777: group or others may write to it; refusing to write Secrets into it"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&shared, Some(65534), None).unwrap();
+        let (code, _, err) = srv.kw(&["mount", "secret/db", shared.to_str().unwrap()]);
+        assert_ne!(code, 0);
+        assert!(err.contains("is owned by uid 65534, not 0"), "{err}");
+    }
+    // A directory of one's own (here 0755, as `mkdir` makes it): files are 0600.
+    let mine = srv.path("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    srv.ok(&["mount", "secret/db", mine.to_str().unwrap()]);
+    let mode = std::fs::metadata(mine.join("password"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+/// `edit` keeps its plaintext file in `$XDG_RUNTIME_DIR` (or /dev/shm) and removes it when a
+/// signal ends keyward (review finding 13).
+#[test]
+fn edit_removes_its_plaintext_file_on_signals() {
+    use std::time::{Duration, Instant};
+    let srv = DevServer::start();
+    srv.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=hunter2",
+    ]);
+    for (sig, code) in [
+        (rustix::process::Signal::HUP, 129),
+        (rustix::process::Signal::TERM, 143),
+    ] {
+        let runtime = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin())
+            .args(["edit", "secret", "db", "--server", &srv.server])
+            .env("EDITOR", "sleep 30 #")
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env_remove("KEYWARD_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let file = loop {
+            let found = std::fs::read_dir(runtime.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .find(|e| e.file_name().to_string_lossy().starts_with("keyward-edit-"))
+                .and_then(|d| std::fs::read_dir(d.path()).ok()?.next()?.ok());
+            if let Some(f) = found {
+                break f.path();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no edit file in $XDG_RUNTIME_DIR"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("password:"));
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{sig:?}");
+        assert_eq!(
+            std::fs::read_dir(runtime.path()).unwrap().count(),
+            0,
+            "{sig:?}: the plaintext stayed behind"
+        );
+    }
+}
+
+/// A manifest whose field has a value of the wrong type is refused without echoing the value
+/// (review finding 19: serde quoted it).
+#[test]
+fn decoding_errors_do_not_echo_values() {
+    let srv = DevServer::start();
+    srv.write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nimmutable: hunter2-secret-value\nstringData:\n  password: x\n",
+    );
+    srv.write(
+        "bad2.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  labels: 123456789\n",
+    );
+    for f in ["bad.yaml", "bad2.yaml"] {
+        let (code, _, err) = srv.kw(&["apply", "-f", f]);
+        assert_ne!(code, 0);
+        assert!(err.contains("invalid type"), "{err}");
+        assert!(
+            !err.contains("hunter2-secret-value") && !err.contains("123456789"),
+            "{f}: {err}"
+        );
+    }
+}
+
+/// A store on plain `http://` etcd endpoints starts, with a warning (review finding 19).
+#[test]
+fn plain_http_etcd_endpoints_are_warned_about() {
+    let etcd = crate::support::etcd::Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::support::store::aesgcm_config(dir.path());
+    let sock = dir.path().join("kw.sock");
+    let p = Proc::spawn(
+        &[
+            "server",
+            "--backend",
+            "etcd",
+            "--etcd-endpoints",
+            &etcd.endpoints_flag(),
+            "--encryption-config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+        &dir.path().join("log"),
+        &sock,
+    );
+    let log = p.stderr();
+    assert!(
+        log.contains(
+            "plain http:// etcd endpoints: traffic is neither encrypted nor authenticated"
+        ),
+        "{log}"
+    );
+}
