@@ -38,7 +38,8 @@
 //! **Shared by both**: [`crypto`] (the only module naming an AEAD, KDF or MAC crate; key types
 //! that zeroize), [`backend`], [`uds`] (Unix sockets: safe binding, client channels, `unix://`
 //! endpoints), [`names`] (Kubernetes names as types: namespaces, Secret names, data keys),
-//! [`reason`] (the machine-readable reason every keyward gRPC status carries), [`go_duration`]
+//! [`reason`] (the machine-readable reason every keyward gRPC status carries), [`redact`] (serde
+//! decoders' error text without the values it quotes), [`go_duration`]
 //! (Go's duration format, as Kubernetes files write it) and [`pb`] (the generated protobuf code).
 //!
 //! **Around the store**, used by the CLI: [`manifest`] (Secret manifests in YAML/JSON, manifest
@@ -72,6 +73,7 @@ pub mod names;
 pub mod pb;
 pub mod projection;
 pub mod reason;
+pub mod redact;
 pub mod seal;
 pub mod server;
 pub mod store;
