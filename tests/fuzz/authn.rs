@@ -14,6 +14,12 @@ use keyward::crypto::SigningKey;
 
 use crate::harness::{fuzz, regressions, runtime, Corpus};
 
+/// Compact JWS words: separators, base64url of JSON's start and end, header fields.
+#[rustfmt::skip]
+const JWT_WORDS: &[&str] = &[
+    ".", "eyJ", "fQ", "=", "-", "_", "A", "\"alg\"", "\"ES256\"", "\"none\"", "\"crit\"",
+];
+
 #[test]
 fn service_account_tokens() {
     let rt = runtime();
@@ -44,25 +50,10 @@ fn service_account_tokens() {
             .to_owned()
     };
     let seeds = [token("app"), token("ci")];
-    let corpus = Corpus {
-        seeds: seeds.iter().map(|t| t.as_bytes().to_vec()).collect(),
-        dict: [
-            ".",
-            "eyJ",
-            "fQ",
-            "=",
-            "-",
-            "_",
-            "A",
-            "\"alg\"",
-            "\"ES256\"",
-            "\"none\"",
-            "\"crit\"",
-        ]
-        .iter()
-        .map(|w| w.as_bytes().to_vec())
-        .collect(),
-    };
+    let corpus = Corpus::new(
+        seeds.iter().map(|t| t.as_bytes().to_vec()).collect(),
+        JWT_WORDS,
+    );
     fuzz("service account tokens", 1500, &corpus, |input| {
         let t = String::from_utf8_lossy(input);
         match rt.block_on(auth.authenticate_at(&t, now)) {
@@ -98,16 +89,7 @@ fn client_certificates() {
         .expect("a certificate")
         .der()
         .to_vec();
-    let corpus = Corpus {
-        seeds: vec![der],
-        dict: vec![
-            vec![0x30, 0x82],
-            vec![0x06, 0x03, 0x55, 0x04, 0x03],
-            vec![0x0c],
-            vec![0x13],
-            vec![0xff; 4],
-        ],
-    };
+    let corpus = Corpus::new(vec![der], &[]);
     fuzz(
         "client certificates",
         1500,

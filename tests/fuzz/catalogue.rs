@@ -27,7 +27,7 @@ use keyward::uds;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::support::store::write_private;
+use crate::support::store::{pb_secret, write_private};
 use crate::support::{client_runtime, DevServer};
 
 /// A KMS ciphertext in a request: given bytes, or one the plugin just made, changed.
@@ -91,19 +91,9 @@ const INVALID: Option<Code> = Some(Code::InvalidArgument);
 
 /// A Secret `ns/name` with `data` (key, value) pairs and `type`.
 fn sec(ns: &str, name: &str, ty: &str, data: &[(&str, &[u8])]) -> pb::Secret {
-    pb::Secret {
-        metadata: Some(pb::ObjectMeta {
-            name: name.into(),
-            namespace: ns.into(),
-            ..Default::default()
-        }),
-        data: data
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect(),
-        r#type: ty.into(),
-        ..Default::default()
-    }
+    let mut s = pb_secret(ns, name, data);
+    s.r#type = ty.into();
+    s
 }
 
 /// [`sec`] with one label, annotation or resourceVersion set through `f`.

@@ -8,17 +8,7 @@ use keyward::authn::unix::UnixUsers;
 use keyward::authz::rbac::parse_policy;
 use keyward::encryption::{config, ParseOptions};
 
-use crate::harness::{fuzz, regressions, Corpus};
-
-/// The YAML and JSON words every Kubernetes-style file is made of.
-const YAML_WORDS: &[&str] = &[
-    "\n", "\n  ", "\n    ", "- ", ": ", "{", "}", "[", "]", ", ", "\"", "'", "#", "---\n", "null",
-    "true", "false", "0", "-1", "&a ", "*a", "!!str ", "|\n  ", ">\n  ", "''", "\"\"",
-];
-
-fn words(extra: &[&'static str]) -> Vec<&'static str> {
-    YAML_WORDS.iter().chain(extra).copied().collect()
-}
+use crate::harness::{fuzz, regressions, Corpus, YAML_WORDS};
 
 const ENCRYPTION_SEEDS: &[&str] = &[
     "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {keys: [{name: k1, secret: MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=}]}\n      - identity: {}\n",
@@ -30,34 +20,38 @@ const ENCRYPTION_SEEDS: &[&str] = &[
 fn encryption_configuration() {
     let corpus = Corpus::text(
         ENCRYPTION_SEEDS,
-        &words(&[
-            "apiVersion",
-            "kind",
-            "EncryptionConfiguration",
-            "apiserver.config.k8s.io/v1",
-            "resources",
-            "providers",
-            "identity",
-            "aesgcm",
-            "aescbc",
-            "secretbox",
-            "kms",
-            "keys",
-            "name",
-            "secret",
-            "endpoint",
-            "unix:///k.sock",
-            "timeout",
-            "cachesize",
-            "v1",
-            "v2",
-            "secrets",
-            "*.",
-            "*.*",
-            "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
-            "3s",
-            "-1s",
-        ]),
+        &[
+            YAML_WORDS,
+            &[
+                "apiVersion",
+                "kind",
+                "EncryptionConfiguration",
+                "apiserver.config.k8s.io/v1",
+                "resources",
+                "providers",
+                "identity",
+                "aesgcm",
+                "aescbc",
+                "secretbox",
+                "kms",
+                "keys",
+                "name",
+                "secret",
+                "endpoint",
+                "unix:///k.sock",
+                "timeout",
+                "cachesize",
+                "v1",
+                "v2",
+                "secrets",
+                "*.",
+                "*.*",
+                "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=",
+                "3s",
+                "-1s",
+            ],
+        ]
+        .concat(),
     );
     fuzz("EncryptionConfiguration", 600, &corpus, |input| {
         let text = String::from_utf8_lossy(input);
@@ -134,7 +128,7 @@ fn unix_users_files() {
             "users: []\n",
             "",
         ],
-        &words(&["users", "groups", "uid", "gid", "name", "alice", "dev", "system:masters", "4294967296"]),
+        &[YAML_WORDS, &["users", "groups", "uid", "gid", "name", "alice", "dev", "system:masters", "4294967296"]].concat(),
     );
     fuzz("unix users", 1500, &corpus, |input| {
         if let Err(e) = UnixUsers::parse(input) {
@@ -153,44 +147,48 @@ const RBAC_SEEDS: &[&str] = &[
 fn rbac_policies() {
     let corpus = Corpus::text(
         RBAC_SEEDS,
-        &words(&[
-            "apiVersion",
-            "rbac.authorization.k8s.io/v1",
-            "kind",
-            "Role",
-            "ClusterRole",
-            "RoleBinding",
-            "ClusterRoleBinding",
-            "List",
-            "items",
-            "metadata",
-            "name",
-            "namespace",
-            "rules",
-            "apiGroups",
-            "resources",
-            "verbs",
-            "resourceNames",
-            "nonResourceURLs",
-            "subjects",
-            "roleRef",
-            "ServiceAccount",
-            "User",
-            "Group",
-            "aggregationRule",
-            "clusterRoleSelectors",
-            "matchLabels",
-            "matchExpressions",
-            "operator",
-            "In",
-            "NotIn",
-            "Exists",
-            "DoesNotExist",
-            "*",
-            "get",
-            "secrets",
-            "/healthz",
-        ]),
+        &[
+            YAML_WORDS,
+            &[
+                "apiVersion",
+                "rbac.authorization.k8s.io/v1",
+                "kind",
+                "Role",
+                "ClusterRole",
+                "RoleBinding",
+                "ClusterRoleBinding",
+                "List",
+                "items",
+                "metadata",
+                "name",
+                "namespace",
+                "rules",
+                "apiGroups",
+                "resources",
+                "verbs",
+                "resourceNames",
+                "nonResourceURLs",
+                "subjects",
+                "roleRef",
+                "ServiceAccount",
+                "User",
+                "Group",
+                "aggregationRule",
+                "clusterRoleSelectors",
+                "matchLabels",
+                "matchExpressions",
+                "operator",
+                "In",
+                "NotIn",
+                "Exists",
+                "DoesNotExist",
+                "*",
+                "get",
+                "secrets",
+                "/healthz",
+            ],
+        ]
+        .concat(),
     );
     fuzz("RBAC policy", 600, &corpus, |input| {
         let text = String::from_utf8_lossy(input);
@@ -213,35 +211,39 @@ const AUDIT_SEEDS: &[&str] = &[
 fn audit_policies() {
     let corpus = Corpus::text(
         AUDIT_SEEDS,
-        &words(&[
-            "apiVersion",
-            "audit.k8s.io/v1",
-            "kind",
-            "Policy",
-            "rules",
-            "level",
-            "None",
-            "Metadata",
-            "Request",
-            "RequestResponse",
-            "omitStages",
-            "RequestReceived",
-            "ResponseStarted",
-            "ResponseComplete",
-            "Panic",
-            "users",
-            "userGroups",
-            "verbs",
-            "resources",
-            "group",
-            "resourceNames",
-            "namespaces",
-            "nonResourceURLs",
-            "/logs*",
-            "pods/*",
-            "*/log",
-            "omitManagedFields",
-        ]),
+        &[
+            YAML_WORDS,
+            &[
+                "apiVersion",
+                "audit.k8s.io/v1",
+                "kind",
+                "Policy",
+                "rules",
+                "level",
+                "None",
+                "Metadata",
+                "Request",
+                "RequestResponse",
+                "omitStages",
+                "RequestReceived",
+                "ResponseStarted",
+                "ResponseComplete",
+                "Panic",
+                "users",
+                "userGroups",
+                "verbs",
+                "resources",
+                "group",
+                "resourceNames",
+                "namespaces",
+                "nonResourceURLs",
+                "/logs*",
+                "pods/*",
+                "*/log",
+                "omitManagedFields",
+            ],
+        ]
+        .concat(),
     );
     fuzz("audit policy", 800, &corpus, |input| {
         let text = String::from_utf8_lossy(input);

@@ -48,14 +48,33 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// A corpus of text seeds and text words.
-    pub fn text(seeds: &[&str], dict: &[&str]) -> Corpus {
+    /// A corpus of `seeds` and `words`.
+    pub fn new(seeds: Vec<Vec<u8>>, words: &[&str]) -> Corpus {
         Corpus {
-            seeds: seeds.iter().map(|s| s.as_bytes().to_vec()).collect(),
-            dict: dict.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            seeds,
+            dict: words.iter().map(|w| w.as_bytes().to_vec()).collect(),
         }
     }
+
+    /// A corpus of text seeds and `words`.
+    pub fn text(seeds: &[&str], words: &[&str]) -> Corpus {
+        Corpus::new(seeds.iter().map(|s| s.as_bytes().to_vec()).collect(), words)
+    }
 }
+
+/// The words of YAML (and JSON) syntax.
+#[rustfmt::skip]
+pub const YAML_WORDS: &[&str] = &[
+    "\n", "\n  ", "\n    ", "- ", ": ", "{", "}", "[", "]", ", ", "\"", "'", "#", "---\n", "null",
+    "true", "false", "0", "-1", "&a ", "*a", "!!str ", "!!binary ", "|\n  ", ">\n  ", "''", "\"\"",
+];
+
+/// The words of JSON syntax, and numbers that break decoders.
+#[rustfmt::skip]
+pub const JSON_WORDS: &[&str] = &[
+    "{", "}", "[", "]", ":", ",", "\"", "null", "true", "0", "-1", "-0", "1e999",
+    "18446744073709551615",
+];
 
 /// One edit of a seed.
 #[derive(Arbitrary, Debug)]

@@ -20,8 +20,18 @@ use keyward::pb::kms_v2 as v2;
 use keyward::seal::{self, SealSpec, Share};
 use tonic::Code;
 
-use crate::harness::{fuzz, regressions, runtime, Corpus};
+use crate::harness::{fuzz, regressions, runtime, Corpus, JSON_WORDS};
 use crate::support::{Plugin, TempKeyring};
+
+/// The keyring document's field names and values (with [`JSON_WORDS`]).
+#[rustfmt::skip]
+const DOCUMENT_WORDS: &[&str] = &[
+    "\"format\"", "\"keyring_id\"", "\"algorithm\"", "\"seal\"", "\"kind\"", "\"keyfile\"",
+    "\"passphrase-file\"", "\"shamir\"", "\"pkcs11\"", "\"next_seq\"", "\"keys\"", "\"id\"",
+    "\"seq\"", "\"state\"", "\"primary\"", "\"decrypt-only\"", "\"disabled\"", "\"destroyed\"",
+    "\"created_unix\"", "\"encryptions_reserved\"", "\"sealed\"", "\"root_id\"",
+    "\"xchacha20-poly1305\"", "\"aes-256-gcm\"",
+];
 
 const PLAINTEXTS: &[&[u8]] = &[&[7u8; 32], b"x", &[0u8; 1000]];
 
@@ -204,52 +214,13 @@ fn keyring_documents() {
     let mac = mac_key(&keyfile);
     let json = stored[32..].to_vec();
     // Seeds are the JSON; the first byte of an input says whether it gets a valid MAC.
-    let corpus = Corpus {
-        seeds: vec![
+    let corpus = Corpus::new(
+        vec![
             [b"m".as_slice(), &json].concat(),
             [b"r".as_slice(), &stored].concat(),
         ],
-        dict: [
-            "{",
-            "}",
-            "[",
-            "]",
-            ":",
-            ",",
-            "\"",
-            "null",
-            "0",
-            "-1",
-            "18446744073709551615",
-            "\"format\"",
-            "\"keyring_id\"",
-            "\"algorithm\"",
-            "\"seal\"",
-            "\"kind\"",
-            "\"keyfile\"",
-            "\"passphrase-file\"",
-            "\"shamir\"",
-            "\"pkcs11\"",
-            "\"next_seq\"",
-            "\"keys\"",
-            "\"id\"",
-            "\"seq\"",
-            "\"state\"",
-            "\"primary\"",
-            "\"decrypt-only\"",
-            "\"disabled\"",
-            "\"destroyed\"",
-            "\"created_unix\"",
-            "\"encryptions_reserved\"",
-            "\"sealed\"",
-            "\"root_id\"",
-            "\"xchacha20-poly1305\"",
-            "\"aes-256-gcm\"",
-        ]
-        .iter()
-        .map(|w| w.as_bytes().to_vec())
-        .collect(),
-    };
+        &[JSON_WORDS, DOCUMENT_WORDS].concat(),
+    );
     fuzz("keyring document", 250, &corpus, |input| {
         let (with_mac, body) = match input.split_first() {
             Some((b, rest)) => (b % 2 == 1, rest),

@@ -6,7 +6,7 @@ use std::path::Path;
 use keyward::manifest::{self, kustomize};
 use keyward::store::model;
 
-use crate::harness::{fuzz, regressions, Corpus};
+use crate::harness::{fuzz, regressions, Corpus, YAML_WORDS};
 
 const MANIFEST_SEEDS: &[&str] = &[
     "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: prod\n  labels: {app: web}\n  annotations: {note: x}\ntype: Opaque\ndata:\n  password: czNjcmV0\nstringData:\n  user: admin\nimmutable: true\n",
@@ -15,55 +15,15 @@ const MANIFEST_SEEDS: &[&str] = &[
     "apiVersion: v1\nkind: Secret\nmetadata: {name: reg}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: e30=\n",
 ];
 
+/// Secret manifest words (with [`YAML_WORDS`]).
+#[rustfmt::skip]
 const MANIFEST_WORDS: &[&str] = &[
-    "\n",
-    "\n  ",
-    "- ",
-    ": ",
-    "{",
-    "}",
-    "[",
-    "]",
-    ", ",
-    "\"",
-    "'",
-    "---\n",
-    "null",
-    "true",
-    "0",
-    "&a ",
-    "*a",
-    "!!binary ",
-    "apiVersion",
-    "v1",
-    "kind",
-    "Secret",
-    "List",
-    "items",
-    "metadata",
-    "name",
-    "namespace",
-    "labels",
-    "annotations",
-    "resourceVersion",
-    "uid",
-    "managedFields",
-    "creationTimestamp",
-    "data",
-    "stringData",
-    "type",
-    "immutable",
-    "Opaque",
-    "kubernetes.io/tls",
-    "kubernetes.io/service-account-token",
-    "tls.crt",
-    "czNjcmV0",
-    "=",
-    "kubernetes.io/dockerconfigjson",
-    ".dockerconfigjson",
-    "kubernetes.io/basic-auth",
-    "username",
-    "password",
+    "apiVersion", "v1", "kind", "Secret", "List", "items", "metadata", "name", "namespace",
+    "labels", "annotations", "resourceVersion", "uid", "managedFields", "creationTimestamp",
+    "data", "stringData", "type", "immutable", "Opaque", "kubernetes.io/tls",
+    "kubernetes.io/service-account-token", "tls.crt", "czNjcmV0", "=",
+    "kubernetes.io/dockerconfigjson", ".dockerconfigjson", "kubernetes.io/basic-auth",
+    "username", "password",
 ];
 
 /// What the round trip compares: the normalized Secret without what printing drops.
@@ -75,7 +35,7 @@ fn comparable(mut s: model::Secret) -> model::Secret {
 
 #[test]
 fn manifests() {
-    let corpus = Corpus::text(MANIFEST_SEEDS, MANIFEST_WORDS);
+    let corpus = Corpus::text(MANIFEST_SEEDS, &[YAML_WORDS, MANIFEST_WORDS].concat());
     fuzz("manifest", 800, &corpus, |input| {
         let text = String::from_utf8_lossy(input);
         let secrets = match manifest::parse(&text, "fuzz.yaml") {
@@ -120,57 +80,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Kustomization and env file words (with [`YAML_WORDS`]).
+#[rustfmt::skip]
 const KUSTOMIZE_WORDS: &[&str] = &[
-    "\n",
-    "\n  ",
-    "\n    ",
-    "- ",
-    ": ",
-    "{",
-    "}",
-    "[",
-    "]",
-    "\"",
-    "'",
-    "null",
-    "true",
-    "apiVersion",
-    "kustomize.config.k8s.io/v1beta1",
-    "kind",
-    "Kustomization",
-    "namespace",
-    "resources",
-    "secretGenerator",
-    "generatorOptions",
-    "name",
-    "literals",
-    "envs",
-    "env",
-    "files",
-    "options",
-    "labels",
-    "annotations",
-    "disableNameSuffixHash",
-    "immutable",
-    "type",
-    "behavior",
-    "merge",
-    "bases",
-    "patches",
-    "static.yaml",
-    "db.env",
-    "certs/ca.pem",
-    "config/settings.json",
-    "ca.crt=",
-    "=",
-    "../",
-    "/etc/hostname",
-    "/dev/zero",
-    "certs",
-    "a=b",
-    "#",
-    "export ",
-    "\r",
+    "apiVersion", "kustomize.config.k8s.io/v1beta1", "kind", "Kustomization", "namespace",
+    "resources", "secretGenerator", "generatorOptions", "name", "literals", "envs", "env",
+    "files", "options", "labels", "annotations", "disableNameSuffixHash", "immutable", "type",
+    "behavior", "merge", "bases", "patches", "static.yaml", "db.env", "certs/ca.pem",
+    "config/settings.json", "ca.crt=", "=", "../", "/etc/hostname", "/dev/zero", "certs",
+    "a=b", "#", "export ", "\r",
 ];
 
 #[test]
@@ -189,13 +107,7 @@ fn kustomizations() {
     for (i, seed) in seeds.iter_mut().enumerate() {
         seed.insert(0, b'0' + i as u8);
     }
-    let corpus = Corpus {
-        seeds,
-        dict: KUSTOMIZE_WORDS
-            .iter()
-            .map(|w| w.as_bytes().to_vec())
-            .collect(),
-    };
+    let corpus = Corpus::new(seeds, &[YAML_WORDS, KUSTOMIZE_WORDS].concat());
     fuzz("kustomization", 400, &corpus, |input| {
         let (which, body) = match input.split_first() {
             Some((b, rest)) => (*b as usize % files.len(), rest),

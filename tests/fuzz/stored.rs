@@ -13,9 +13,20 @@ use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions, Transformer};
 use keyward::store::{Selector, Store};
 
-use crate::harness::{fuzz, regressions, runtime, Corpus};
+use crate::harness::{fuzz, regressions, runtime, Corpus, JSON_WORDS};
 use crate::support::store::{secret_v, sled_store};
 use crate::support::{config_text, keys_provider, kms_provider, Plugin};
+
+/// A stored Secret's field names and values (with [`JSON_WORDS`]).
+#[rustfmt::skip]
+const SECRET_WORDS: &[&str] = &[
+    "\"metadata\"", "\"data\"", "\"stringData\"", "\"type\"", "\"immutable\"", "\"labels\"",
+    "\"name\"", "\"namespace\"", "\"managedFields\"", "\"dg==\"", "\"!!\"",
+];
+
+/// Continue token words: base64url of JSON's start and end, its fields, the key prefix.
+#[rustfmt::skip]
+const TOKEN_WORDS: &[&str] = &["eyJ", "fQ", "=", "-", "_", "A", "rv", "start", "/registry/secrets/"];
 
 const STORAGE_KEY: &str = "/registry/secrets/default/db";
 const KEY_A: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
@@ -23,22 +34,11 @@ const KEY_B: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
 const PLAINTEXTS: &[&[u8]] = &[b"", b"s", b"{\"kind\":\"Secret\"}", &[0u8; 100]];
 
 /// The words of the stored formats: prefixes, and protobuf-ish bytes.
+#[rustfmt::skip]
 const STORED_WORDS: &[&str] = &[
-    "k8s:enc:",
-    "k8s:enc:identity:v1:",
-    "k8s:enc:aescbc:v1:a:",
-    "k8s:enc:aesgcm:v1:a:",
-    "k8s:enc:secretbox:v1:a:",
-    "k8s:enc:kms:v1:kw1:",
-    "k8s:enc:kms:v2:kw:",
-    "\u{a}",
-    "\u{12}",
-    "\u{1a}",
-    "\u{22}",
-    "\u{28}",
-    "\u{2a}",
-    "\0\0",
-    "\u{ff}\u{ff}",
+    "k8s:enc:", "k8s:enc:identity:v1:", "k8s:enc:aescbc:v1:a:", "k8s:enc:aesgcm:v1:a:",
+    "k8s:enc:secretbox:v1:a:", "k8s:enc:kms:v1:kw1:", "k8s:enc:kms:v2:kw:", "\u{a}", "\u{12}",
+    "\u{1a}", "\u{22}", "\u{28}", "\u{2a}", "\0\0", "\u{ff}\u{ff}",
 ];
 
 async fn transformer(providers: &str, kms_v1: bool) -> Arc<Transformer> {
@@ -114,10 +114,7 @@ fn stored_values_of_every_provider() {
             seeds.push(sealed);
         }
     }
-    let corpus = Corpus {
-        seeds,
-        dict: STORED_WORDS.iter().map(|w| w.as_bytes().to_vec()).collect(),
-    };
+    let corpus = Corpus::new(seeds, STORED_WORDS);
     fuzz("stored values", 1200, &corpus, |input| {
         let (which, body) = match input.split_first() {
             Some((b, rest)) => (*b as usize % providers.len(), rest),
@@ -175,6 +172,17 @@ fn stored_values_of_every_provider() {
     rt.block_on(plugin.stop());
 }
 
+/// `value` as the backend returns it under [`STORAGE_KEY`], written at `rev`.
+fn stored_at(value: &[u8], rev: Revision) -> KeyValue {
+    KeyValue {
+        key: STORAGE_KEY.as_bytes().to_vec(),
+        value: value.to_vec(),
+        create_revision: Some(rev),
+        mod_revision: rev,
+        version: 1,
+    }
+}
+
 async fn identity_store(dir: &std::path::Path) -> Arc<Store> {
     sled_store(dir, &config_text("      - identity: {}\n")).await
 }
@@ -197,44 +205,9 @@ fn stored_secret_encoding() {
     full.metadata.labels.insert("app".into(), "web".into());
     full.immutable = Some(true);
     seeds.push(serde_json::to_vec(&full).expect("JSON"));
-    let corpus = Corpus {
-        seeds,
-        dict: [
-            "{",
-            "}",
-            "[",
-            "]",
-            ":",
-            ",",
-            "\"",
-            "null",
-            "true",
-            "\"metadata\"",
-            "\"data\"",
-            "\"stringData\"",
-            "\"type\"",
-            "\"immutable\"",
-            "\"labels\"",
-            "\"name\"",
-            "\"namespace\"",
-            "\"managedFields\"",
-            "\"dg==\"",
-            "\"!!\"",
-            "1e999",
-            "-0",
-        ]
-        .iter()
-        .map(|w| w.as_bytes().to_vec())
-        .collect(),
-    };
+    let corpus = Corpus::new(seeds, &[JSON_WORDS, SECRET_WORDS].concat());
     fuzz("stored Secret encoding", 1500, &corpus, |input| {
-        let kv = KeyValue {
-            key: STORAGE_KEY.as_bytes().to_vec(),
-            value: input.to_vec(),
-            create_revision: Some(rev),
-            mod_revision: rev,
-            version: 1,
-        };
+        let kv = stored_at(input, rev);
         rt.block_on(async {
             let Ok((s, _)) = store.decode(&kv).await else {
                 return;
@@ -282,23 +255,7 @@ fn continue_tokens() {
         }
     });
     assert!(seeds.len() >= 3, "paged lists give tokens");
-    let corpus = Corpus {
-        seeds,
-        dict: [
-            "eyJ",
-            "fQ",
-            "=",
-            "-",
-            "_",
-            "A",
-            "rv",
-            "start",
-            "/registry/secrets/",
-        ]
-        .iter()
-        .map(|w| w.as_bytes().to_vec())
-        .collect(),
-    };
+    let corpus = Corpus::new(seeds, TOKEN_WORDS);
     let ns_a = crate::support::ns("a");
     fuzz("continue tokens", 1500, &corpus, |input| {
         let token = String::from_utf8_lossy(input);
@@ -330,14 +287,7 @@ fn regression_inputs() {
         "stored regressions",
         &[b"", b"null", b"{\"data\":{\"a\":\"!!\"}}", b"k8s:enc:"],
         |input| {
-            let kv = KeyValue {
-                key: STORAGE_KEY.as_bytes().to_vec(),
-                value: input.to_vec(),
-                create_revision: Some(rev),
-                mod_revision: rev,
-                version: 1,
-            };
-            let _ = rt.block_on(store.decode(&kv));
+            let _ = rt.block_on(store.decode(&stored_at(input, rev)));
         },
     );
 }
