@@ -41,8 +41,17 @@ fn manifests() {
         let secrets = match manifest::parse(&text, "fuzz.yaml") {
             Ok(secrets) => secrets,
             Err(e) => {
+                // No value in the error; a field's name (what the message is about) may be
+                // anything.
                 let msg = e.to_string();
-                assert!(!msg.contains("czNjcmV0"), "a value in the error: {msg}");
+                let without_name = match msg.split_once("unknown field ") {
+                    Some((head, _name)) => head.to_owned(),
+                    None => msg.clone(),
+                };
+                assert!(
+                    !without_name.contains("czNjcmV0"),
+                    "a value in the error: {msg}"
+                );
                 return;
             }
         };
