@@ -346,6 +346,16 @@ pub fn regressions(name: &'static str, inputs: &[&[u8]], check: impl Fn(&[u8])) 
     }
 }
 
+/// Whether a decoder's error `message` quotes no value: serde quotes the value of a field of the
+/// wrong type (`invalid type: string "…"`), which in a file of keys or Secret values may be a
+/// secret; keyward redacts it. (Validation messages name non-secret values on purpose: an
+/// endpoint, a kind.)
+pub fn quotes_no_value(message: &str) -> bool {
+    message
+        .match_indices("string \"")
+        .all(|(i, m)| message[i + m.len()..].starts_with("<redacted>\""))
+}
+
 /// A multi-threaded runtime for targets that drive async code (two workers, as on CI).
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
