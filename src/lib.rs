@@ -42,8 +42,9 @@
 //! **Shared by both**: [`crypto`] (the only module naming an AEAD, KDF or MAC crate; key types
 //! that zeroize), [`backend`], [`uds`] (Unix sockets: safe binding, client channels, `unix://`
 //! endpoints), [`net`] (limited listeners: connection caps within a descriptor budget, accept
-//! backoff, connection timeouts), [`names`] (Kubernetes names as types: namespaces, Secret names, data keys),
-//! [`reason`] (the machine-readable reason every keyward gRPC status carries), [`go_duration`]
+//! backoff, connection timeouts), [`names`] (Kubernetes names as types: namespaces, Secret names,
+//! data keys), [`reason`] (the machine-readable reason every keyward gRPC status carries),
+//! [`redact`] (serde decoders' error text without the values it quotes), [`go_duration`]
 //! (Go's duration format, as Kubernetes files write it) and [`pb`] (the generated protobuf code).
 //!
 //! **Around the store**, used by the CLI: [`manifest`] (Secret manifests in YAML/JSON, manifest
@@ -84,6 +85,7 @@ pub mod net;
 pub mod pb;
 pub mod projection;
 pub mod reason;
+pub mod redact;
 pub mod seal;
 pub mod server;
 pub mod store;

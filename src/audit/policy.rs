@@ -315,7 +315,8 @@ fn rule(r: RawRule, path: &str, policy_stages: Stages, errs: &mut Vec<String>) -
                 "{at}: non-resource URL rules must begin with a '/' character"
             ));
         }
-        if url.len() > 1 && url[..url.len() - 1].contains('*') {
+        // Bytes, as Go's `url[:len(url)-1]`: the last character may be more than one byte.
+        if url.len() > 1 && url.as_bytes()[..url.len() - 1].contains(&b'*') {
             errs.push(format!(
                 "{at}: non-resource URL wildcards '*' must be the final character of the rule"
             ));

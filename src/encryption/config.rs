@@ -216,8 +216,8 @@ pub fn parse(text: &str, opts: ParseOptions) -> Result<EncryptionConfiguration, 
     if text.trim().is_empty() {
         return Err(ConfigError::Decode("the file is empty".into()));
     }
-    let raw: RawConfig =
-        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Decode(e.to_string()))?;
+    let raw: RawConfig = serde_yaml_ng::from_str(text)
+        .map_err(|e| ConfigError::Decode(crate::redact::serde_values(&e.to_string())))?;
     match (raw.api_version.as_deref(), raw.kind.as_deref()) {
         (Some("apiserver.config.k8s.io/v1"), Some("EncryptionConfiguration"))
         | (Some("v1"), Some("EncryptionConfig")) => {}

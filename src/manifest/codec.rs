@@ -5,7 +5,6 @@
 use serde_json::Value;
 
 use super::ManifestError;
-use crate::store::model::without_values;
 use crate::store::Secret;
 
 const TOP_FIELDS: &[&str] = &[
@@ -37,7 +36,7 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
         let value = Value::deserialize(doc).map_err(|e| ManifestError::Syntax {
             input: source.to_owned(),
             document: i + 1,
-            detail: without_values(&e.to_string()),
+            detail: crate::redact::serde_values(&e.to_string()),
         })?;
         collect(value, source, &mut out)?;
     }
@@ -85,12 +84,11 @@ fn collect(value: Value, source: &str, out: &mut Vec<Secret>) -> Result<(), Mani
                     }
                 }
             }
-            let s: Secret =
-                serde_json::from_value(Value::Object(obj)).map_err(|e| ManifestError::Decode {
-                    input: input(),
-                    name,
-                    detail: without_values(&e.to_string()),
-                })?;
+            let s = decode_secret(obj).map_err(|detail| ManifestError::Decode {
+                input: input(),
+                name,
+                detail,
+            })?;
             out.push(s);
             Ok(())
         }
@@ -120,6 +118,67 @@ fn printable(s: &Secret) -> Value {
         o.remove("stringData");
     }
     v
+}
+
+/// A Secret from its manifest object; an error names the field (`data[tls.key]`,
+/// `immutable`, `metadata.labels`) and never quotes a value (a misplaced line may put a secret
+/// in the wrong field).
+fn decode_secret(obj: serde_json::Map<String, Value>) -> Result<Secret, String> {
+    use serde::Deserialize;
+    let value = Value::Object(obj);
+    Secret::deserialize(&value).map_err(|e| {
+        let (field, e) = match &value {
+            Value::Object(obj) => failing_field(obj).unwrap_or((String::new(), e)),
+            _ => (String::new(), e),
+        };
+        let detail = crate::redact::serde_values(&e.to_string());
+        // serde's type errors name no field; keyward's own messages (base64) already do.
+        let generic = [
+            "invalid type",
+            "invalid value",
+            "invalid length",
+            "unknown variant",
+        ]
+        .iter()
+        .any(|p| detail.starts_with(p));
+        if field.is_empty() || !generic {
+            detail
+        } else {
+            format!("{field}: {detail}")
+        }
+    })
+}
+
+/// The first field of `obj` (one level into `metadata`, `data` and `stringData`) that does not
+/// decode on its own, and its error.
+fn failing_field(obj: &serde_json::Map<String, Value>) -> Option<(String, serde_json::Error)> {
+    use serde::Deserialize;
+    let alone = |k: &str, v: &Value| {
+        let mut m = serde_json::Map::new();
+        m.insert(k.to_owned(), v.clone());
+        Secret::deserialize(&Value::Object(m)).err()
+    };
+    for (k, v) in obj {
+        let Some(e) = alone(k, v) else {
+            continue;
+        };
+        if let Value::Object(inner) = v {
+            for (ik, iv) in inner {
+                let mut one = serde_json::Map::new();
+                one.insert(ik.clone(), iv.clone());
+                if let Some(e) = alone(k, &Value::Object(one)) {
+                    let field = if k == "metadata" {
+                        format!("metadata.{ik}")
+                    } else {
+                        format!("{k}[{ik}]")
+                    };
+                    return Some((field, e));
+                }
+            }
+        }
+        return Some((k.clone(), e));
+    }
+    None
 }
 
 /// YAML with sorted keys, like `kubectl get -o yaml`.

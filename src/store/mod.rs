@@ -396,7 +396,7 @@ impl Store {
         let (json, info) = t.from_storage(&key, &kv.value).await?;
         let mut s: Secret = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
             key: key.clone(),
-            reason: model::without_values(&e.to_string()),
+            reason: crate::redact::serde_values(&e.to_string()),
         })?;
         s.metadata.resource_version = kv.mod_revision.to_string();
         Ok((s, info))

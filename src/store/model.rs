@@ -267,46 +267,6 @@ fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<Secre
     })
 }
 
-/// A serde error message without the value it may quote: `invalid type: string "hunter2",
-/// expected a boolean` becomes `invalid type: a string, expected a boolean` (likewise for
-/// integers, floats, characters and `invalid value:`), so that a decoding error can be shown or
-/// logged without a Secret value in it. Field names, positions and the expectation stay.
-pub fn without_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    loop {
-        let found = ["invalid type: ", "invalid value: "]
-            .iter()
-            .filter_map(|m| rest.find(m).map(|i| (i, m.len())))
-            .min();
-        let Some((at, len)) = found else {
-            out.push_str(rest);
-            return out;
-        };
-        out.push_str(&rest[..at + len]);
-        rest = &rest[at + len..];
-        let end = rest.find(", expected").unwrap_or(rest.len());
-        let what = &rest[..end];
-        let kind = [
-            ("string", "a string"),
-            ("integer", "an integer"),
-            ("floating point", "a floating point number"),
-            ("character", "a character"),
-            ("byte array", "bytes"),
-            ("boolean", "a boolean"),
-        ]
-        .iter()
-        .find(|(p, _)| what.starts_with(p))
-        .map(|(_, k)| *k);
-        match kind {
-            Some(k) => out.push_str(k),
-            None if what.contains(['"', '`', '\'']) => out.push_str("a value"),
-            None => out.push_str(what),
-        }
-        rest = &rest[end..];
-    }
-}
-
 /// Defaults a Secret for writing: namespace `default`, type `Opaque`, and `stringData` merged
 /// into `data` (each entry overwriting the same key), then cleared.
 pub fn normalize(s: &mut Secret) {
@@ -474,29 +434,6 @@ mod tests {
             .into_iter()
             .map(|e| e.to_string())
             .collect()
-    }
-
-    #[test]
-    fn serde_messages_lose_their_values() {
-        let cases = [
-            (
-                "invalid type: string \"hunter2-secret-value\", expected a boolean at line 3 column 12",
-                "invalid type: a string, expected a boolean at line 3 column 12",
-            ),
-            (
-                "invalid type: integer `123456789`, expected a string",
-                "invalid type: an integer, expected a string",
-            ),
-            (
-                "data: invalid value: string \"s3cr3t\", expected base64",
-                "data: invalid value: a string, expected base64",
-            ),
-            ("invalid type: map, expected a string", "invalid type: map, expected a string"),
-            ("missing field `name`", "missing field `name`"),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(without_values(raw), want);
-        }
     }
 
     #[test]

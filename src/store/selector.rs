@@ -25,6 +25,17 @@ fn valid_token(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
 }
 
+/// A label value (`validation.IsValidLabelValue`): empty, or at most 63 of `[A-Za-z0-9._-]`
+/// starting and ending alphanumeric. Unlike a key, it has no `prefix/`.
+fn valid_value(s: &str) -> bool {
+    let alnum = |c: Option<u8>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    s.len() <= 63
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && alnum(s.bytes().next())
+        && alnum(s.bytes().last())
+}
+
 /// Splits at commas that are not inside parentheses.
 fn split_top(s: &str) -> Result<Vec<&str>, String> {
     let mut parts = Vec::new();
@@ -59,7 +70,7 @@ fn set(values: &str) -> Result<Vec<String>, String> {
         .and_then(|v| v.strip_suffix(')'))
         .ok_or("expected a parenthesised set such as (a,b)")?;
     let vals: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
-    if vals.iter().any(|v| !v.is_empty() && !valid_token(v)) {
+    if vals.iter().any(|v| !valid_value(v)) {
         return Err(format!("invalid value in set {values:?}"));
     }
     Ok(vals)
@@ -99,7 +110,7 @@ impl Selector {
                 return Err(bad("the key must be a label key"));
             }
             if let Some(v) = value {
-                if !v.is_empty() && !valid_token(v) {
+                if !valid_value(v) {
                     return Err(bad("the value must be a label value"));
                 }
             }
@@ -158,7 +169,19 @@ mod tests {
         ] {
             assert_eq!(Selector::parse(sel).unwrap().matches(&l), want, "{sel}");
         }
-        for bad in ["app in web", "a=b=c", "(", "app in (a", "a b", "=x", "a=@"] {
+        for bad in [
+            "app in web",
+            "a=b=c",
+            "(",
+            "app in (a",
+            "a b",
+            "=x",
+            "a=@",
+            // Found by the fuzz targets: a value is a label value, without a key's `prefix/`.
+            "a in (b/c)",
+            "a=b/c",
+            "a!=-x",
+        ] {
             assert!(Selector::parse(bad).is_err(), "{bad}");
         }
     }

@@ -222,38 +222,63 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Checks the layout of a projection of exactly `visible` names and returns the data dir name.
-fn check_layout(dir: &Path, visible: &[&str]) -> String {
-    // A watching writer removes the previous version just after it swaps `..data`, which is
-    // when the new content becomes readable: wait for that before looking.
-    wait_until("the previous version removed", || {
-        names(dir).len() == visible.len() + 2
-    });
+/// What is wrong with the layout of a projection of exactly `visible` names, or the data dir
+/// name when nothing is.
+fn layout(dir: &Path, visible: &[&str]) -> Result<String, String> {
     let ts = fs::read_link(dir.join("..data"))
-        .unwrap()
+        .map_err(|e| format!("..data: {e}"))?
         .into_os_string()
         .into_string()
-        .unwrap();
-    assert!(is_ts_name(&ts), "..data -> {ts}");
-    assert!(dir.join(&ts).is_dir());
-    assert_eq!(mode(&dir.join(&ts)), 0o755);
+        .map_err(|t| format!("..data -> {t:?}"))?;
+    if !is_ts_name(&ts) || !dir.join(&ts).is_dir() {
+        return Err(format!("..data -> {ts}, not a timestamped directory"));
+    }
+    let ts_mode = fs::metadata(dir.join(&ts))
+        .map_err(|e| format!("{ts}: {e}"))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if ts_mode != 0o755 {
+        return Err(format!("{ts} has mode {ts_mode:o}, not 755"));
+    }
     let mut want: Vec<String> = visible.iter().map(|s| (*s).to_owned()).collect();
     want.push("..data".into());
     want.push(ts.clone());
     want.sort();
-    assert_eq!(
-        names(dir),
-        want,
-        "only ..data, one version and the visible names"
-    );
-    for name in visible {
-        assert_eq!(
-            fs::read_link(dir.join(name)).unwrap(),
-            Path::new("..data").join(name),
-            "{name} is a symlink through ..data"
-        );
+    let got = names(dir);
+    if got != want {
+        return Err(format!(
+            "only ..data, one version and the visible names: want {want:?}, got {got:?}"
+        ));
     }
-    ts
+    for name in visible {
+        let target = fs::read_link(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        if target != Path::new("..data").join(name) {
+            return Err(format!(
+                "{name} -> {target:?}, not a symlink through ..data"
+            ));
+        }
+    }
+    Ok(ts)
+}
+
+/// Checks the layout of a projection of exactly `visible` names and returns the data dir name.
+/// A watching writer removes the previous version just after it swaps `..data`, which is when
+/// the new content becomes readable, and may project the same content again (after a
+/// reconnect): the layout is polled until it holds, up to [`LIMIT`], and the last problem seen
+/// is the failure.
+fn check_layout(dir: &Path, visible: &[&str]) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match layout(dir, visible) {
+            Ok(ts) => return ts,
+            Err(problem) => assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the layout: {problem}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -743,9 +768,15 @@ fn mount_waits_for_the_server_and_for_the_secret() {
     let d = dir.to_str().unwrap().to_owned();
     // The server is not up yet, then the Secret does not exist yet.
     let mut m = env.spawn(&["mount", "secret/late", &d, "--timeout", "1m"], "m1");
-    std::thread::sleep(Duration::from_secs(1));
+    wait_until("a connection retry", || {
+        m.stderr()
+            .contains("waiting for secret default/late: cannot connect")
+    });
     env.start_server();
-    std::thread::sleep(Duration::from_secs(1));
+    wait_until("a not-found retry", || {
+        m.stderr()
+            .contains("waiting for secret default/late: not found (retrying in")
+    });
     env.put("late", &[("k", b"v1")]);
     let status = m.wait(LIMIT);
     assert!(status.success(), "{}", m.stderr());

@@ -259,6 +259,10 @@ fn sigterm_drains_and_removes_sockets() {
     // Calls in flight when the signal arrives finish; afterwards the plugin is gone.
     let sock = s.p("kms.sock");
     let (started_tx, started_rx) = std::sync::mpsc::channel();
+    // Encryptions answered so far: the signal goes out once some were (not after a fixed time,
+    // which a loaded machine may not reach one in).
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let answered_in_load = answered.clone();
     let load = rt.spawn(async move {
         let mut c = v2_client(&sock).await;
         c.status(v2::StatusRequest {}).await.unwrap();
@@ -272,7 +276,10 @@ fn sigterm_drains_and_removes_sockets() {
                 })
                 .await
             {
-                Ok(_) => ok += 1,
+                Ok(_) => {
+                    ok += 1;
+                    answered_in_load.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 Err(e) => {
                     // After the drain the connection closes: a refused or reset call, never a
                     // wrong answer.
@@ -292,7 +299,14 @@ fn sigterm_drains_and_removes_sockets() {
         ok
     });
     started_rx.recv_timeout(Duration::from_secs(20)).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no encryption answered"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     p.signal(Signal::TERM);
     let status = p.wait(Duration::from_secs(20));
     assert!(status.success(), "{status}: {}", p.stderr());
