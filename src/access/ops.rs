@@ -129,7 +129,10 @@ impl Access {
             .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
             .await?;
         let result = async {
-            if !dry_run && secret.type_ == crate::authn::legacy::TOKEN_SECRET_TYPE {
+            if !dry_run
+                && secret.type_ == crate::authn::legacy::TOKEN_SECRET_TYPE
+                && valid_for_create(&secret)
+            {
                 match &self.service_accounts {
                     Some(sa) => {
                         sa.issuer().await?;
@@ -480,6 +483,15 @@ impl Access {
         .map_err(super::audit_failed(self.metrics()))?;
         Ok(rec)
     }
+}
+
+/// Whether the store would accept `secret` for creation as far as the Secret alone decides:
+/// the signing key is created for a service-account-token Secret only then, so that a refused
+/// create changes nothing.
+fn valid_for_create(secret: &Secret) -> bool {
+    let mut s = secret.clone();
+    crate::store::model::normalize(&mut s);
+    crate::store::model::validate(&s).is_ok()
 }
 
 /// The namespace of a Secret as the store defaults it (`default` when empty).
