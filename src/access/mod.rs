@@ -225,7 +225,9 @@ impl Access {
 
     /// Counts authorization denials (`keyward_authorization_denials_total{verb}`) and audit
     /// write failures (`keyward_audit_write_failures_total`) in `metrics` from now on.
+    /// Also reports the policy's state (`keyward_authorization_policy_*`).
     pub fn report_to(&self, metrics: &Metrics) {
+        metrics.watch_policy(&self.policy);
         let _ = self.metrics.set(metrics.clone());
     }
 

@@ -113,7 +113,7 @@ impl KeyringCollector {
 }
 
 /// One unlabelled gauge.
-fn gauge(
+pub(super) fn gauge(
     enc: &mut DescriptorEncoder,
     name: &str,
     help: &str,

@@ -32,6 +32,7 @@
 
 mod http;
 mod keyring;
+mod policy;
 mod rpc;
 mod store;
 
@@ -80,6 +81,7 @@ struct Inner {
     store: OnceLock<Arc<RpcMetrics>>,
     keyring: OnceLock<Arc<keyring::KeyringCollector>>,
     store_state: OnceLock<Arc<store::StoreCollector>>,
+    policy: OnceLock<Arc<policy::PolicyCollector>>,
     security: OnceLock<()>,
     audit_write_failures: Counter,
     authorization_denials: Family<[(&'static str, &'static str); 1], Counter>,
@@ -122,6 +124,7 @@ impl Metrics {
                 store: OnceLock::new(),
                 keyring: OnceLock::new(),
                 store_state: OnceLock::new(),
+                policy: OnceLock::new(),
                 security: OnceLock::new(),
                 audit_write_failures: Counter::default(),
                 authorization_denials: Family::default(),
@@ -197,6 +200,17 @@ impl Metrics {
         });
         c.set(store);
         self.register_security();
+    }
+
+    /// Reports the authorization policy in force (`keyward_authorization_policy_*`): whether
+    /// the files on disk are in force, reloads, when it was loaded. Holds it weakly.
+    pub fn watch_policy(&self, policy: &Arc<crate::authz::Policy>) {
+        let c = self.inner.policy.get_or_init(|| {
+            let c = Arc::new(policy::PolicyCollector::default());
+            self.registry().register_collector(Box::new(c.clone()));
+            c
+        });
+        c.set(policy);
     }
 
     /// Counts an audit event that could not be written (`keyward_audit_write_failures_total`).
