@@ -45,6 +45,7 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
         StoreError::Conflict { .. } => (Code::Aborted, Reason::Conflict),
         StoreError::Gone(_) => (Code::OutOfRange, Reason::Expired),
+        StoreError::MigrationRunning => (Code::FailedPrecondition, Reason::Conflict),
         StoreError::OutsideStore { .. } | StoreError::BadContinue => {
             (Code::InvalidArgument, Reason::BadRequest)
         }

@@ -79,6 +79,25 @@ pub struct MigrationStatus {
     pub progress: MigrateProgress,
 }
 
+/// A recorded migration in progress; dropped before it ends (the caller went away), it is
+/// reported as failed and no longer running.
+struct Running<'a>(&'a Store);
+
+impl Running<'_> {
+    /// The migration ended and its outcome is recorded by the caller: nothing to do on drop.
+    fn ended(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut m = self.0.lock_migration();
+        m.running = false;
+        m.failed += 1;
+    }
+}
+
 /// Options of [`Store::migrate`].
 #[derive(Debug, Clone, Copy)]
 pub struct MigrateOptions {
@@ -247,19 +266,26 @@ impl Store {
     }
 
     /// Rewrites every stale Secret with the current write provider and key, calling `progress`
-    /// after every batch and at the end. A real (not dry) run is reported by
-    /// [`Store::migration`] while it runs and after.
+    /// after every batch and at the end. One migration (or dry run) runs at a time: another
+    /// call meanwhile is refused with [`StoreError::MigrationRunning`]. A real (not dry) run is
+    /// reported by [`Store::migration`] while it runs and after, also when the caller drops it
+    /// half way (counted as failed).
     pub async fn migrate(
         &self,
         opts: MigrateOptions,
         mut progress: impl FnMut(&MigrateProgress) + Send,
     ) -> Result<MigrateProgress, StoreError> {
+        let _one = self
+            .migrating
+            .try_lock()
+            .map_err(|_| StoreError::MigrationRunning)?;
         let record = !opts.dry_run;
-        if record {
+        let mut running = record.then(|| {
             let mut m = self.lock_migration();
             m.running = true;
             m.progress = MigrateProgress::default();
-        }
+            Running(self)
+        });
         let res = self
             .migrate_reporting(opts, |p, to_caller| {
                 if record {
@@ -270,7 +296,8 @@ impl Store {
                 }
             })
             .await;
-        if record {
+        if let Some(r) = running.take() {
+            r.ended();
             let mut m = self.lock_migration();
             m.running = false;
             match &res {

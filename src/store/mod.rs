@@ -117,6 +117,9 @@ pub enum StoreError {
     /// A continue token that this list did not hand out (caller's input).
     #[error("continue: Invalid value: the continue token is not valid for this list")]
     BadContinue,
+    /// A migration is already running; one runs at a time (caller's timing).
+    #[error("a migration is already running; wait for it to finish (keyward encryption status shows what is left)")]
+    MigrationRunning,
     /// A stored object does not decode (a bug or foreign data).
     #[error("stored object {key} is not a valid Secret: {reason}")]
     Corrupt {
@@ -280,6 +283,8 @@ pub struct Store {
     watchers: std::sync::atomic::AtomicUsize,
     /// The migration running now, or the last one.
     migration: std::sync::Mutex<migrate::MigrationStatus>,
+    /// Held by the one migration (or dry run) allowed at a time.
+    migrating: tokio::sync::Mutex<()>,
     /// Fills generated fields on create.
     create_hook: Option<Arc<dyn CreateHook>>,
 }
@@ -314,6 +319,7 @@ impl Store {
             history_limit: 0,
             watchers: std::sync::atomic::AtomicUsize::new(0),
             migration: std::sync::Mutex::new(migrate::MigrationStatus::default()),
+            migrating: tokio::sync::Mutex::new(()),
             create_hook: None,
         }
     }

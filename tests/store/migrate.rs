@@ -1,6 +1,7 @@
 //! Key rotation end to end: 10,000 Secrets under KEK A, rotate to B, migrate while a writer keeps
 //! updating some of them, and prove that nothing is lost, nothing still needs A, and A can be
-//! retired. Also an interrupted migration finishing on a rerun, and the CLI commands.
+//! retired. Also an interrupted migration finishing on a rerun (and refusing a second one while it
+//! runs), and the CLI commands.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions};
 use keyward::store::migrate::MigrateOptions;
-use keyward::store::{Secret, Store};
+use keyward::store::{Secret, Store, StoreError};
 
 async fn store_for(plugin: &Plugin, dir: &std::path::Path) -> Arc<Store> {
     sled_store(dir, &config_text(&kms_v2_provider(&plugin.socket))).await
@@ -168,11 +169,29 @@ async fn an_interrupted_migration_finishes_on_a_rerun() {
     });
     while let Some(done) = rx.recv().await {
         if done >= 100 {
+            // One migration at a time: a second one (even a dry run) is refused meanwhile.
+            let second = store
+                .migrate(
+                    MigrateOptions {
+                        dry_run: true,
+                        ..MigrateOptions::default()
+                    },
+                    |_| {},
+                )
+                .await;
+            assert!(
+                matches!(second, Err(StoreError::MigrationRunning)),
+                "{second:?}"
+            );
+            assert!(store.migration().running);
             task.abort();
             break;
         }
     }
     let _ = task.await;
+    // The aborted migration is over: reported failed, not running.
+    let status = store.migration();
+    assert!(!status.running && status.failed == 1, "{status:?}");
     let mid = store.encryption_coverage(false).await.unwrap();
     assert!(
         mid.stale > 0 && mid.stale < 600,
