@@ -437,7 +437,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     }
     let metrics_listen = a.observe.metrics_listen()?;
     let rt = runtime()?;
-    if seal.needs_shares() {
+    let opened = if seal.needs_shares() {
         if a.admin_socket.is_none() {
             return Err(CliError::new(
                 "--seal shamir needs --admin-socket: the shares are handed in there",
@@ -455,39 +455,25 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         let sealed = rt
             .block_on(SealedKeyring::open(&location, opts.policy))
             .map_err(|e| keyring_error(e, &at))?;
-        return rt.block_on(async {
-            let token = CancellationToken::new();
-            drain_on_signal(token.clone())?;
-            let metrics = bind_metrics(metrics_listen).await?;
-            let (auditor, log) = a.audit.open().await?;
-            let mut plugin = PluginServer::start_sealed(
-                sealed,
-                storage,
-                &a.socket,
-                a.admin_socket.as_deref(),
-                opts.access,
-            )?
-            .with_admin_audit(auditor)
-            .with_admin_allow(opts.admin_allow);
-            if let Some(metrics) = metrics {
-                plugin = plugin.with_metrics(metrics.metrics());
-                spawn_metrics(metrics, &token);
-            }
-            let res = run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await;
-            close_audit(log).await;
-            res
-        });
-    }
-    let keyring = rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?;
+        Opened::Sealed(Box::new(sealed), storage)
+    } else {
+        Opened::Open(rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?)
+    };
     rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let metrics = bind_metrics(metrics_listen).await?;
         let (auditor, log) = a.audit.open().await?;
-        let mut plugin =
-            PluginServer::start(keyring, &a.socket, a.admin_socket.as_deref(), opts.access)?
-                .with_admin_audit(auditor)
-                .with_admin_allow(opts.admin_allow);
+        let admin = a.admin_socket.as_deref();
+        let plugin = match opened {
+            Opened::Sealed(sealed, storage) => {
+                PluginServer::start_sealed(*sealed, storage, &a.socket, admin, opts.access)?
+            }
+            Opened::Open(keyring) => PluginServer::start(keyring, &a.socket, admin, opts.access)?,
+        };
+        let mut plugin = plugin
+            .with_admin_audit(auditor)
+            .with_admin_allow(opts.admin_allow);
         if let Some(metrics) = metrics {
             plugin = plugin.with_metrics(metrics.metrics());
             spawn_metrics(metrics, &token);
@@ -496,6 +482,12 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         close_audit(log).await;
         res
     })
+}
+
+/// The keyring `kms serve` serves: open, or sealed with Shamir shares until `Unseal`.
+enum Opened {
+    Sealed(Box<SealedKeyring>, String),
+    Open(Keyring),
 }
 
 /// Writes the admin audit log's shutdown checkpoint.
