@@ -49,8 +49,10 @@ pub struct LogConfig {
     pub checkpoint_interval: Duration,
     /// Closed (default) or open.
     pub failure_mode: FailureMode,
-    /// Sync every write to disk before acknowledging it (default). Off only for tests and
-    /// benchmarks that measure the cost of syncing.
+    /// Sync every batch of writes to disk before acknowledging it (default). Off
+    /// (`--audit-log-sync never`), events are written to the file (the page cache) before the
+    /// request goes on, as kube-apiserver's log backend does: they survive a crash of keyward,
+    /// not a crash of the machine, whose lost tail `verify` reports as a truncation.
     pub fsync: bool,
 }
 

@@ -46,6 +46,11 @@ pub(super) struct AccessArgs {
     /// Let requests proceed when their audit event cannot be written (default: refuse them).
     #[arg(long, requires = "audit_log_path")]
     audit_fail_open: bool,
+    /// When an audit event is on disk before its request goes on: `always` fsyncs each batch of
+    /// events (survives power loss); `never` only writes them (kube-apiserver's log backend:
+    /// survives a crash of keyward, not of the machine; the hash chain shows a lost tail).
+    #[arg(long, value_name = "WHEN", default_value = "always", value_parser = ["always", "never"])]
+    audit_log_sync: String,
     /// The issuer (iss) of service account tokens, and the only one accepted.
     #[arg(long, value_name = "URL", default_value = crate::authn::serviceaccount::DEFAULT_ISSUER)]
     service_account_issuer: String,
@@ -73,6 +78,7 @@ impl AccessArgs {
             } else {
                 FailureMode::Closed
             };
+            log.fsync = self.audit_log_sync == "always";
             AuditOptions {
                 log,
                 policy_file: self.audit_policy_file.clone(),
@@ -122,6 +128,11 @@ pub(super) struct KmsAuditArgs {
     /// Let admin calls proceed when their audit event cannot be written (default: refuse).
     #[arg(long, requires = "audit_log_path")]
     audit_fail_open: bool,
+    /// When an audit event is on disk before its request goes on: `always` fsyncs each batch of
+    /// events (survives power loss); `never` only writes them (kube-apiserver's log backend:
+    /// survives a crash of keyward, not of the machine; the hash chain shows a lost tail).
+    #[arg(long, value_name = "WHEN", default_value = "always", value_parser = ["always", "never"])]
+    audit_log_sync: String,
 }
 
 impl KmsAuditArgs {
@@ -140,6 +151,7 @@ impl KmsAuditArgs {
         if self.audit_fail_open {
             config.failure_mode = FailureMode::Open;
         }
+        config.fsync = self.audit_log_sync == "always";
         let signer = std::sync::Arc::new(crate::crypto::Ed25519SigningKey::generate()?);
         crate::access::write_public_key(path, signer.public_key()).map_err(|e| {
             CliError::new(format!(

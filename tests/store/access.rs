@@ -696,6 +696,28 @@ fn kms_admin_socket_calls_are_audited() {
         d.join("a.sock"),
         d.join("admin-audit.log"),
     );
+    let (ok, _, err) = run(&[
+        "kms",
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        &seal,
+        "--socket",
+        sock.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+        "--audit-log-sync",
+        "sometimes",
+    ]);
+    assert!(
+        !ok && err.contains("invalid value 'sometimes' for '--audit-log-sync <WHEN>'"),
+        "{err}"
+    );
+    assert!(
+        !log.exists() && !sock.exists(),
+        "a refused flag changes nothing"
+    );
     let mut proc = crate::support::Proc::spawn_ready(
         &[
             "kms",
@@ -710,6 +732,9 @@ fn kms_admin_socket_calls_are_audited() {
             admin.to_str().unwrap(),
             "--audit-log-path",
             log.to_str().unwrap(),
+            // kube-apiserver's way: written before each call goes on, not fsynced.
+            "--audit-log-sync",
+            "never",
         ],
         &[],
         &d.join("stderr"),
