@@ -131,7 +131,8 @@ impl Access {
         let result = async {
             if !dry_run
                 && secret.type_ == crate::authn::legacy::TOKEN_SECRET_TYPE
-                && valid_for_create(&secret)
+                // Only for a Secret the store would accept: a refused create changes nothing.
+                && Store::prepare_create(&mut secret.clone()).is_ok()
             {
                 match &self.service_accounts {
                     Some(sa) => {
@@ -483,15 +484,6 @@ impl Access {
         .map_err(super::audit_failed(self.metrics()))?;
         Ok(rec)
     }
-}
-
-/// Whether the store would accept `secret` for creation as far as the Secret alone decides:
-/// the signing key is created for a service-account-token Secret only then, so that a refused
-/// create changes nothing.
-fn valid_for_create(secret: &Secret) -> bool {
-    let mut s = secret.clone();
-    crate::store::model::normalize(&mut s);
-    crate::store::model::validate(&s).is_ok()
 }
 
 /// The namespace of a Secret as the store defaults it (`default` when empty).

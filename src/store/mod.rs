@@ -417,9 +417,11 @@ impl Store {
         }];
     }
 
-    /// Creates a Secret. With `dry_run`, validates and returns what would be stored.
-    pub async fn create(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
-        model::normalize(&mut s);
+    /// What [`Store::create`] checks before anything else: defaults `s` ([`model::normalize`]),
+    /// refuses a set `resourceVersion` and validates it. Callers that must do work before a
+    /// create (e.g. create a signing key) call it first, so that a refused create changes nothing.
+    pub fn prepare_create(s: &mut Secret) -> Result<SecretId, StoreError> {
+        model::normalize(s);
         let name = s.metadata.name.clone();
         if !s.metadata.resource_version.is_empty() {
             return Err(field_invalid(
@@ -428,7 +430,13 @@ impl Store {
                 "Invalid value: resourceVersion should not be set on objects to be created",
             ));
         }
-        let id = model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
+        model::validate(s).map_err(|e| StoreError::invalid(&name, e))
+    }
+
+    /// Creates a Secret. With `dry_run`, validates and returns what would be stored.
+    pub async fn create(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
+        let id = Self::prepare_create(&mut s)?;
+        let name = s.metadata.name.clone();
         s.metadata.uid = uuid::Uuid::new_v4().to_string();
         s.metadata.creation_timestamp = now_rfc3339();
         Self::stamp(&mut s);
