@@ -8,8 +8,9 @@
 //! content) and kept in [`FileStatus::last_error`] for health reporting. Reasons never contain
 //! a token: the parsers name lines and columns, not values.
 //!
-//! A [`Reloader`] task checks a set of files every interval ([`DEFAULT_INTERVAL`]); dropping it
-//! stops the task. It uses `tokio::time`, so a paused test clock drives it.
+//! A [`Reloader`] task checks a set of files every interval ([`DEFAULT_INTERVAL`]) and acts on
+//! a change only when two checks in a row see it ([`Reload::check_settled`]), so that a file
+//! caught while an editor rewrites it in place is never applied; dropping it stops the task. It uses `tokio::time`, so a paused test clock drives it.
 
 use std::fs;
 use std::io::Read;
@@ -110,6 +111,10 @@ struct State {
     hash: [u8; 32],
     /// The last failure (content hash if read, message), to log each bad content once.
     failed: Option<(Option<[u8; 32]>, String)>,
+    /// What the last settled check saw when it differed from the content in force (the
+    /// content's hash, or the read error's): a change is acted on by [`Reload::check_settled`]
+    /// only when two checks in a row see it, so a file caught half written is never applied.
+    seen: Option<[u8; 32]>,
     status: FileStatus,
 }
 
@@ -160,6 +165,7 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
             state: Mutex::new(State {
                 hash: sha256(&bytes),
                 failed: None,
+                seen: None,
                 status,
             }),
             path,
@@ -185,26 +191,42 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
 pub trait Reload: Send + Sync {
     /// Reads the file and applies it if it changed and is valid (blocking I/O).
     fn check_now(&self) -> ReloadOutcome;
+    /// As [`Reload::check_now`], but a change is acted on only when the previous settled
+    /// check saw the same change (what a [`Reloader`] calls): a file being rewritten in place
+    /// may be caught truncated or half written once, and that is not applied or reported.
+    fn check_settled(&self) -> ReloadOutcome;
     /// What the checks have done so far.
     fn status(&self) -> FileStatus;
 }
 
-impl<T: Send + Sync + 'static> Reload for WatchedFile<T> {
-    fn check_now(&self) -> ReloadOutcome {
-        let mut state = self.state.lock().expect("reload state lock poisoned");
+impl<T: Send + Sync + 'static> WatchedFile<T> {
+    fn check(&self, settle: bool) -> ReloadOutcome {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.status.checks += 1;
         let read = read_file(&self.path, self.access);
         let hash = read.as_ref().ok().map(|b| sha256(b));
         if hash == Some(state.hash) {
             state.failed = None;
+            state.seen = None;
             state.status.last_error = None;
             return ReloadOutcome::Unchanged;
         }
+        if settle {
+            let key = match &read {
+                Ok(_) => hash.unwrap_or_default(),
+                Err(e) => sha256(e.as_bytes()),
+            };
+            if state.seen != Some(key) {
+                state.seen = Some(key);
+                return ReloadOutcome::Unchanged;
+            }
+        }
+        state.seen = None;
         let result = read.and_then(|bytes| (self.parse)(&bytes));
         match result {
             Ok(value) => {
                 self.current.store(Arc::new(value));
-                state.hash = hash.expect("parsed content was read");
+                state.hash = hash.unwrap_or_default();
                 state.failed = None;
                 state.status.reloads += 1;
                 state.status.last_reload = Some(SystemTime::now());
@@ -227,11 +249,21 @@ impl<T: Send + Sync + 'static> Reload for WatchedFile<T> {
             }
         }
     }
+}
+
+impl<T: Send + Sync + 'static> Reload for WatchedFile<T> {
+    fn check_now(&self) -> ReloadOutcome {
+        self.check(false)
+    }
+
+    fn check_settled(&self) -> ReloadOutcome {
+        self.check(true)
+    }
 
     fn status(&self) -> FileStatus {
         self.state
             .lock()
-            .expect("reload state lock poisoned")
+            .unwrap_or_else(|e| e.into_inner())
             .status
             .clone()
     }
@@ -256,7 +288,7 @@ impl Reloader {
                 let files = files.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     for f in &files {
-                        f.check_now();
+                        f.check_settled();
                     }
                 })
                 .await;
@@ -350,6 +382,32 @@ mod tests {
         write(&p, "1", 0o664);
         let e = WatchedFile::load(&p, FileAccess::NotWritableByOthers, "n", numbers).unwrap_err();
         assert!(e.to_string().contains("writable by group or others"), "{e}");
+    }
+
+    #[test]
+    fn a_settled_check_acts_only_on_what_two_checks_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write(&p, "1 2", 0o600);
+        let w = WatchedFile::load(&p, FileAccess::Private, "numbers", numbers).unwrap();
+        // Caught truncated, then whole: the empty content is never in force.
+        write(&p, "", 0o600);
+        assert_eq!(w.check_settled(), ReloadOutcome::Unchanged);
+        write(&p, "1 2 3", 0o600);
+        assert_eq!(w.check_settled(), ReloadOutcome::Unchanged);
+        assert_eq!(*w.current(), [1, 2]);
+        assert_eq!(w.check_settled(), ReloadOutcome::Applied);
+        assert_eq!(*w.current(), [1, 2, 3]);
+        // A bad change is reported at the second check that sees it.
+        write(&p, "x", 0o600);
+        assert_eq!(w.check_settled(), ReloadOutcome::Unchanged);
+        assert!(w.status().last_error.is_none());
+        assert!(matches!(w.check_settled(), ReloadOutcome::Failed { .. }));
+        assert_eq!(*w.current(), [1, 2, 3]);
+        // A missing file likewise.
+        fs::remove_file(&p).unwrap();
+        assert_eq!(w.check_settled(), ReloadOutcome::Unchanged);
+        assert!(matches!(w.check_settled(), ReloadOutcome::Failed { .. }));
     }
 
     #[tokio::test(start_paused = true)]

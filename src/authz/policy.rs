@@ -145,6 +145,10 @@ pub struct Policy {
     status: Mutex<PolicyStatus>,
     /// The hash of the last invalid content seen, so that it is logged once.
     rejected: Mutex<Option<String>>,
+    /// What the watcher saw at its last check when that differed from the policy in force: a
+    /// change is acted on only once two checks in a row see it, so that a file caught half
+    /// written (truncated, then written, as editors and `kubectl cp` do) is never put in force.
+    seen: Mutex<Option<String>>,
 }
 
 impl Policy {
@@ -166,6 +170,7 @@ impl Policy {
             source: None,
             status: Mutex::new(status),
             rejected: Mutex::new(None),
+            seen: Mutex::new(None),
         }
     }
 
@@ -196,6 +201,7 @@ impl Policy {
             source: Some(path.to_owned()),
             status: Mutex::new(status),
             rejected: Mutex::new(None),
+            seen: Mutex::new(None),
         })
     }
 
@@ -230,6 +236,27 @@ impl Policy {
     /// `Err`: the files changed but cannot be used, the policy in force is kept, and the error
     /// is logged and recorded in the status (each distinct problem once).
     pub fn reload(&self) -> Result<bool, AuthzError> {
+        self.check(false)
+    }
+
+    /// As [`Policy::reload`], but a change (a new content, or a read error) is acted on only
+    /// when the previous call saw the same: the watcher's check, which must not act on a file
+    /// caught while it is being written.
+    pub fn reload_settled(&self) -> Result<bool, AuthzError> {
+        self.check(true)
+    }
+
+    /// Whether `key` (what this check saw) was also seen by the previous settled check.
+    fn settled(&self, key: &str) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.as_deref() == Some(key) {
+            return true;
+        }
+        *seen = Some(key.to_owned());
+        false
+    }
+
+    fn check(&self, settle: bool) -> Result<bool, AuthzError> {
         let Some(path) = &self.source else {
             return Ok(false);
         };
@@ -240,9 +267,19 @@ impl Policy {
         };
         let files = match read_files(path) {
             Ok(files) => files,
-            Err(e) => return self.reject(path, e.to_string(), e),
+            Err(e) => {
+                let key = e.to_string();
+                if settle && !self.settled(&key) {
+                    return Ok(false);
+                }
+                return self.reject(path, key, e);
+            }
         };
         let hash = hash_files(&files);
+        if hash != in_force && settle && !self.settled(&hash) {
+            return Ok(false);
+        }
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if hash == in_force {
             // The files are the policy in force (again, if a bad change was undone).
             *self.rejected.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -288,7 +325,8 @@ impl Policy {
         Err(error)
     }
 
-    /// Starts reloading the policy every `interval` (a zero interval counts as 1 ms). The task
+    /// Starts checking the policy every `interval` (a zero interval counts as 1 ms); a change
+    /// goes in force at the second check that sees it ([`Policy::reload_settled`]). The task
     /// runs until the returned guard is dropped. Needs a tokio runtime.
     pub fn watch(self: &Arc<Self>, interval: Duration) -> PolicyWatcher {
         let policy = Arc::clone(self);
@@ -299,8 +337,8 @@ impl Policy {
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                // Errors are logged and recorded by reload itself.
-                let _ = policy.reload();
+                // Errors are logged and recorded by the check itself.
+                let _ = policy.reload_settled();
             }
         });
         PolicyWatcher { task }

@@ -189,15 +189,37 @@ async fn the_watcher_reloads_on_change_until_dropped() {
     tokio::time::advance(DEFAULT_RELOAD_INTERVAL / 2).await;
     settle().await;
     assert!(
+        !p.authorize(&create()).allowed(),
+        "seen once: it may be half written"
+    );
+    tokio::time::advance(DEFAULT_RELOAD_INTERVAL).await;
+    settle().await;
+    assert!(
         p.authorize(&create()).allowed(),
-        "reloaded after one interval"
+        "reloaded when two checks saw the same change"
     );
     assert_eq!(p.status().reloads, 1);
 
-    // A bad change: kept, recorded for health checks.
-    std::fs::write(&file, "kind: Role\n").unwrap();
+    // A file caught truncated (an empty policy, valid, denying all) at one check and whole
+    // at the next is never put in force.
+    std::fs::write(&file, "").unwrap();
     tokio::time::advance(DEFAULT_RELOAD_INTERVAL).await;
     settle().await;
+    std::fs::write(&file, format!("{READER}---{WRITER}\n# edited")).unwrap();
+    tokio::time::advance(DEFAULT_RELOAD_INTERVAL).await;
+    settle().await;
+    assert!(p.authorize(&create()).allowed());
+    assert_eq!(p.status().reloads, 1, "the empty file never went in force");
+    tokio::time::advance(DEFAULT_RELOAD_INTERVAL).await;
+    settle().await;
+    assert_eq!(p.status().reloads, 2);
+
+    // A bad change: kept, recorded for health checks.
+    std::fs::write(&file, "kind: Role\n").unwrap();
+    for _ in 0..2 {
+        tokio::time::advance(DEFAULT_RELOAD_INTERVAL).await;
+        settle().await;
+    }
     assert!(p.authorize(&create()).allowed());
     assert!(p
         .status()
