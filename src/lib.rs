@@ -27,6 +27,9 @@
 //!   only then run; the server's sealed keys (service account signing, audit checkpoints).
 //! - [`server`] owns the assembled store server: [`server::StoreServer`] opens the backend,
 //!   loads the EncryptionConfiguration, builds the store and serves [`api`] until shutdown.
+//! - [`kube`] owns the Kubernetes REST API for Secrets over [`access`] (so kubectl and client
+//!   libraries work): discovery, OpenAPI, JSON and protobuf bodies, patches, server-side apply,
+//!   Tables, watch and `metav1.Status` errors.
 //! - [`api`] owns the `keyward.v1` gRPC services over [`access`] (Secrets, Encryption, Auth),
 //!   reading each call's credentials, the mappings of errors to gRPC statuses, and
 //!   [`api::serve`].
@@ -78,6 +81,7 @@ pub mod encryption;
 pub mod go_duration;
 pub mod keyring;
 pub mod kms;
+pub mod kube;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
