@@ -83,14 +83,11 @@ impl PeerAllow {
         self.uids.contains(&uid) || self.gids.contains(&gid)
     }
 
-    /// Admits `req` if it came over a Unix socket from an admitted caller; otherwise
-    /// `PermissionDenied` ([`Reason::Forbidden`](crate::reason::Reason::Forbidden)) saying who
-    /// called and who is admitted. For a tonic interceptor.
-    pub fn check<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
-        let cred = req
-            .extensions()
-            .get::<tonic::transport::server::UdsConnectInfo>()
-            .and_then(|i| i.peer_cred);
+    /// Admits a caller whose peer credentials are `peer` (`(uid, gid)`; `None` if the kernel
+    /// did not report them); otherwise `PermissionDenied`
+    /// ([`Reason::Forbidden`](crate::reason::Reason::Forbidden)) saying who called and who is
+    /// admitted.
+    pub fn check_peer(&self, peer: Option<(u32, u32)>) -> Result<(), tonic::Status> {
         let list = |ids: &[u32]| {
             if ids.is_empty() {
                 "none".to_owned()
@@ -101,9 +98,9 @@ impl PeerAllow {
                     .join(", ")
             }
         };
-        let caller = match cred {
-            Some(c) if self.permits(c.uid(), c.gid()) => return Ok(()),
-            Some(c) => format!("uid {} (gid {})", c.uid(), c.gid()),
+        let caller = match peer {
+            Some((uid, gid)) if self.permits(uid, gid) => return Ok(()),
+            Some((uid, gid)) => format!("uid {uid} (gid {gid})"),
             None => "a caller whose credentials the kernel did not report".to_owned(),
         };
         tracing::warn!(caller = %caller, "refused a call on a socket that admits only some users");
@@ -115,6 +112,16 @@ impl PeerAllow {
                 list(&self.gids)
             ),
         ))
+    }
+
+    /// [`PeerAllow::check_peer`] for a request that came over a Unix socket (a tonic
+    /// interceptor).
+    pub fn check<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let cred = req
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+            .and_then(|i| i.peer_cred);
+        self.check_peer(cred.map(|c| (c.uid(), c.gid())))
     }
 }
 

@@ -39,6 +39,38 @@ pub enum Credentials<'a> {
     },
 }
 
+impl Credentials<'_> {
+    /// What a refused request attempted, as kube-apiserver records it in the audit event of a
+    /// failed authentication: `Authentication failed, attempted: bearer, x509` or
+    /// `Authentication failed, no credentials provided` (never the credential itself).
+    pub fn failure_message(&self) -> String {
+        let (authorization, certs) = match self {
+            Credentials::Unix { authorization, .. } => (*authorization, false),
+            Credentials::Tls {
+                authorization,
+                client_certs,
+            } => (*authorization, client_certs.is_some_and(|c| !c.is_empty())),
+        };
+        let mut methods = Vec::new();
+        if let Some(header) = authorization {
+            let scheme = header.trim().split(' ').next().unwrap_or("");
+            if scheme.eq_ignore_ascii_case("basic") {
+                methods.push("basic");
+            } else if scheme.eq_ignore_ascii_case("bearer") {
+                methods.push("bearer");
+            }
+        }
+        if certs {
+            methods.push("x509");
+        }
+        if methods.is_empty() {
+            "Authentication failed, no credentials provided".to_owned()
+        } else {
+            format!("Authentication failed, attempted: {}", methods.join(", "))
+        }
+    }
+}
+
 /// The authenticators of a server: Unix peer credentials, TLS client certificates and the
 /// bearer-token chain (token files, bootstrap tokens, service account tokens).
 #[derive(Debug, Clone)]
@@ -155,6 +187,14 @@ mod tests {
             })
             .await
             .is_ok());
+        let bearer = Credentials::Unix {
+            peer: Some(me),
+            authorization: Some("Bearer nope"),
+        };
+        assert_eq!(
+            bearer.failure_message(),
+            "Authentication failed, attempted: bearer"
+        );
         for creds in [
             Credentials::Unix {
                 peer: None,
@@ -169,6 +209,10 @@ mod tests {
                 a.authenticate(creds).await,
                 Err(AccessError::NoCredentials)
             ));
+            assert_eq!(
+                creds.failure_message(),
+                "Authentication failed, no credentials provided"
+            );
         }
     }
 }

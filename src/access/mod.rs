@@ -274,6 +274,25 @@ impl Access {
         Ok(ctx.acting_as(plan.identity))
     }
 
+    /// Records a request whose credentials were refused (`attrs` with an empty user: what the
+    /// request asked for, as far as the front end knows; `message` from
+    /// [`Credentials::failure_message`](super::Credentials::failure_message)). The request is
+    /// refused whatever happens here, so a write failure is only logged and counted.
+    pub async fn record_unauthenticated(
+        &self,
+        attrs: &Attributes,
+        info: crate::audit::RequestInfo,
+        message: &str,
+    ) {
+        let mut rec = self.auditor.begin(attrs, info);
+        if let Err(e) = rec.authentication_failed(message).await {
+            if let Some(m) = self.metrics() {
+                m.audit_write_failed();
+            }
+            tracing::error!(error = %e, "the audit event of a refused authentication was not written");
+        }
+    }
+
     /// Authorizes `attrs` (and `also`, each of which must be allowed too) and records
     /// `RequestReceived`. A denied request is recorded as complete (403) and refused.
     async fn admit(

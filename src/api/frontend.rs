@@ -12,7 +12,8 @@ use tonic::{Code, Request, Status};
 use super::to_status;
 use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
 use crate::authn::unix::PeerCredentials;
-use crate::authz::ImpersonationRequest;
+use crate::authn::Identity;
+use crate::authz::{Attributes, ImpersonationRequest};
 
 /// Metadata naming the user to act as (`kubectl --as`).
 pub const IMPERSONATE_USER: &str = "impersonate-user";
@@ -75,21 +76,33 @@ impl Frontend {
             },
             (c, _) => c,
         };
-        let user = self
-            .authn
-            .authenticate(creds)
-            .await
-            .map_err(access_status)?;
-        let mut ctx = RequestContext::new(user, source, uri);
-        ctx.audit_id = md
+        let audit_id = md
             .get("audit-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        ctx.user_agent = md
+        let user_agent = md
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let user = match self.authn.authenticate(creds).await {
+            Ok(user) => user,
+            Err(e) => {
+                // Recorded as kube-apiserver does, as a non-resource request (the method is
+                // all a refused caller is known to have asked for).
+                let mut info = crate::audit::RequestInfo::new(uri, source.peer());
+                info.audit_id = audit_id;
+                info.user_agent = user_agent;
+                let attrs = Attributes::non_resource(Identity::default(), "post", uri);
+                self.access
+                    .record_unauthenticated(&attrs, info, &creds.failure_message())
+                    .await;
+                return Err(access_status(e));
+            }
+        };
+        let mut ctx = RequestContext::new(user, source, uri);
+        ctx.audit_id = audit_id;
+        ctx.user_agent = user_agent;
         let imp = ImpersonationRequest {
             user: md
                 .get(IMPERSONATE_USER)

@@ -233,6 +233,18 @@ impl ResponseStatus {
         }
     }
 
+    /// A refused authentication (401), as kube-apiserver records it: only the message (what
+    /// was attempted) and the code.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self {
+            metadata: Empty {},
+            status: "",
+            message: message.into(),
+            reason: "",
+            code: 401,
+        }
+    }
+
     /// The HTTP status code.
     pub fn code(&self) -> u16 {
         self.code

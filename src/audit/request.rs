@@ -326,6 +326,18 @@ impl RequestAudit {
         self.emit(Stage::ResponseComplete, Some(status), obj).await
     }
 
+    /// The request's credentials were refused: one event at stage `ResponseStarted` with a
+    /// 401 status whose message says what was attempted (kube-apiserver's failed-authentication
+    /// audit). Begin such a request with an empty user.
+    pub async fn authentication_failed(&mut self, message: &str) -> Result<(), AuditError> {
+        self.emit(
+            Stage::ResponseStarted,
+            Some(ResponseStatus::unauthenticated(message)),
+            None,
+        )
+        .await
+    }
+
     /// Stage `Panic`: handling the request panicked with `message`.
     pub async fn panic(&mut self, message: &str) -> Result<(), AuditError> {
         let status = ResponseStatus::failure(

@@ -5,9 +5,10 @@
 //! uid (`system:admin` for the plugin's own uid and root, `system:unix:<uid>` otherwise) doing
 //! a verb on a resource of API group `kms.keyward.io`: `get status`, `list keys`,
 //! `create keys/rotate`, `update keys/retire` and `delete keys` named the key id,
-//! `update unseal`, `update root` (rekey). The socket's mode decides who may call; the
-//! decision recorded is `allow`. A call whose event cannot be written is refused
-//! (`Unavailable`) unless the log fails open.
+//! `update unseal`, `update root` (rekey). The socket's mode and the allow list
+//! ([`KmsAdmin::with_allow`]) decide who may call: an admitted call is recorded with the
+//! decision `allow`, a refused one with `forbid` and 403. A call whose event cannot be written
+//! is refused (`Unavailable`) unless the log fails open.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,12 +25,14 @@ use crate::pb::keyward_v1 as admin_pb;
 use crate::reason::bad_request;
 use crate::reason::Reason;
 use crate::seal::SealSpec;
+use crate::uds::PeerAllow;
 
 /// `keyward.v1.KmsAdmin`, for the admin socket only.
 #[derive(Debug, Clone)]
 pub struct KmsAdmin {
     keyring: Arc<PluginKeyring>,
     auditor: Auditor,
+    allow: Option<PeerAllow>,
 }
 
 /// The API group of the admin socket's resources in audit events.
@@ -41,7 +44,15 @@ impl KmsAdmin {
         KmsAdmin {
             keyring,
             auditor: Auditor::disabled(),
+            allow: None,
         }
+    }
+
+    /// Admits only the callers `allow` admits; others get `PermissionDenied`, recorded (with
+    /// the decision `forbid`) when an auditor is set.
+    pub fn with_allow(mut self, allow: PeerAllow) -> KmsAdmin {
+        self.allow = Some(allow);
+        self
     }
 
     /// Records every call with `auditor`.
@@ -59,8 +70,15 @@ impl KmsAdmin {
         (verb, resource, sub, name): (&str, &str, &str, &str),
         call: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
+        let refused = self
+            .allow
+            .as_ref()
+            .and_then(|a| a.check_peer(peer.map(|p| (p.uid, p.gid))).err());
         if !self.auditor.is_enabled() {
-            return call.await;
+            return match refused {
+                Some(status) => Err(status),
+                None => call.await,
+            };
         }
         let user = match peer {
             Some(p) => UnixAuthenticator::new(UnixAuthenticator::server_uid())
@@ -84,8 +102,23 @@ impl KmsAdmin {
                 "the audit log is unavailable: the request was refused because it could not be recorded",
             )
         };
+        if let Some(status) = refused {
+            let decision = Decision::Deny {
+                reason: "admin socket: the caller is not in its allow list".into(),
+            };
+            rec.request_received(&decision, None)
+                .await
+                .map_err(unavailable)?;
+            rec.response_complete(
+                ResponseStatus::failure(Reason::Forbidden, status.message()),
+                None,
+            )
+            .await
+            .map_err(unavailable)?;
+            return Err(status);
+        }
         let decision = Decision::Allow {
-            reason: "admin socket: the socket's owner and mode decide".into(),
+            reason: "admin socket: the caller is in its allow list".into(),
         };
         rec.request_received(&decision, None)
             .await

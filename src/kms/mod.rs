@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroize;
 
@@ -288,11 +287,10 @@ pub async fn serve(
         Some((admin, allow)) => {
             let admin_server = tonic::transport::Server::builder()
                 .layer(rpc)
-                .add_service(InterceptedService::new(
-                    admin_pb::kms_admin_server::KmsAdminServer::new(
-                        KmsAdmin::new(keyring).with_auditor(admin_audit),
-                    ),
-                    move |r: Request<()>| allow.check(&r).map(|()| r),
+                .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(
+                    KmsAdmin::new(keyring)
+                        .with_auditor(admin_audit)
+                        .with_allow(allow),
                 ))
                 .serve_with_incoming_shutdown(
                     crate::net::unix_incoming(admin),

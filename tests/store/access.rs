@@ -625,6 +625,21 @@ async fn who_may_read_which_secret() {
     }
     assert!(text.contains("\"authorization.k8s.io/decision\":\"forbid\""));
     assert!(text.contains("\"username\":\"olga\""));
+    // A refused credential is recorded, as kube-apiserver does: what was attempted, 401.
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["responseStatus"]["code"] == 401)
+        .collect();
+    assert!(!refused.is_empty(), "no failed authentication was recorded");
+    for e in &refused {
+        assert_eq!(e["stage"], "ResponseStarted");
+        assert_eq!(e["user"], serde_json::json!({}));
+        assert_eq!(
+            e["responseStatus"]["message"],
+            "Authentication failed, attempted: bearer"
+        );
+    }
     verify_log(&w.audit);
 }
 
@@ -785,13 +800,69 @@ fn kms_admin_socket_calls_are_audited() {
             s("update", "keys", "retire", "404"),
         ]
     );
-    let key = keyward::access::public_key_path(&log);
-    let (ok, out, err) = run(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--public-key",
-        key.to_str().unwrap(),
+
+    // A caller the allow list refuses is recorded too: decision forbid, 403.
+    let mut proc = crate::support::Proc::spawn_ready(
+        &[
+            "kms",
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--seal",
+            &seal,
+            "--socket",
+            sock.to_str().unwrap(),
+            "--admin-socket",
+            admin.to_str().unwrap(),
+            "--admin-allow-uid",
+            "4242",
+            "--audit-log-path",
+            log.to_str().unwrap(),
+        ],
+        &[],
+        &d.join("stderr2"),
+        &[&sock, &admin],
+    );
+    let (ok, _, err) = run(&["kms", "rotate", "--admin-socket", a]);
+    assert!(!ok && err.contains("is not admitted"), "{err}");
+    proc.signal(rustix::process::Signal::TERM);
+    assert!(proc.wait(std::time::Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| {
+            e["stage"] == "ResponseComplete" && e["responseStatus"]["code"] == 403
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    let e = &refused[0];
+    assert_eq!(e["verb"], "create");
+    assert_eq!(e["objectRef"]["subresource"], "rotate");
+    assert_eq!(e["annotations"]["authorization.k8s.io/decision"], "forbid");
+    assert_eq!(e["annotations"]["keyward.io/peer-uid"], uid.as_str());
+    assert!(e["responseStatus"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admits uids 4242"));
+    // Each start signs with its own key; the earlier one is kept beside the log.
+    let mut args = vec![
+        "audit".to_owned(),
+        "verify".into(),
+        log.display().to_string(),
+    ];
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.starts_with("admin-audit.log.") && name.ends_with(".pub") {
+            args.extend(["--public-key".into(), p.display().to_string()]);
+        }
+    }
+    args.extend([
+        "--public-key".into(),
+        keyward::access::public_key_path(&log).display().to_string(),
     ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = run(&args);
     assert!(ok, "{out}{err}");
 }
