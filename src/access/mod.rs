@@ -189,6 +189,12 @@ fn audit_failed(metrics: Option<&Metrics>) -> impl FnOnce(AuditError) -> AccessE
     }
 }
 
+/// Whether `verb` only reads (get, list, watch): such a request's `RequestReceived` event is
+/// written with its next one.
+fn is_read(verb: &str) -> bool {
+    matches!(verb, "get" | "list" | "watch")
+}
+
 /// The guarded store. Cheap to share (`Arc`).
 pub struct Access {
     store: Arc<Store>,
@@ -315,6 +321,10 @@ impl Access {
             }
         }
         let mut rec = self.auditor.begin(attrs, ctx.audit_info());
+        if !decision.allowed() || is_read(&attrs.verb) {
+            // Nothing happens before the next stage is recorded: one sync for both events.
+            rec.defer_request_received();
+        }
         let body = if rec.level() > Level::None {
             request()
         } else {

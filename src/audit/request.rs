@@ -30,6 +30,15 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Records `event`; returns once it is durable. An error means the request it describes
     /// must not proceed.
     async fn write(&self, event: Event) -> Result<(), AuditError>;
+
+    /// Records `events` in order; returns once all are durable. The log writes them with one
+    /// sync.
+    async fn write_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
+        for e in events {
+            self.write(e).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A sink that keeps events in memory (tests), and can be told to fail.
@@ -209,6 +218,8 @@ impl Auditor {
                 && attrs.api_group.is_empty()
                 && attrs.resource == "secrets",
             request_object: None,
+            defer_received: false,
+            pending: None,
         }
     }
 }
@@ -235,6 +246,10 @@ pub struct RequestAudit {
     resource_request: bool,
     secrets: bool,
     request_object: Option<AuditObject>,
+    /// Whether `RequestReceived` waits to be written with the next event.
+    defer_received: bool,
+    /// A `RequestReceived` event made but not yet written.
+    pending: Option<Event>,
 }
 
 impl std::fmt::Debug for dyn AuditSink {
@@ -253,7 +268,17 @@ impl RequestAudit {
             resource_request: false,
             secrets: false,
             request_object: None,
+            defer_received: false,
+            pending: None,
         }
+    }
+
+    /// Makes [`RequestAudit::request_received`] keep its event and write it together with the
+    /// next stage's, in one sync. Only for requests that change nothing before their next
+    /// stage is recorded (reads, refusals): the response still waits for both events, but a
+    /// request cancelled before then leaves no record.
+    pub fn defer_request_received(&mut self) {
+        self.defer_received = true;
     }
 
     /// The level the policy chose.
@@ -382,7 +407,10 @@ impl RequestAudit {
             return Ok(());
         };
         if self.config.omit_stages.contains(stage) {
-            return Ok(());
+            return match self.pending.take() {
+                Some(received) => sink.write(received).await,
+                None => Ok(()),
+            };
         }
         let request_object = match stage {
             Stage::RequestReceived => None,
@@ -395,7 +423,14 @@ impl RequestAudit {
             request_object,
             response_object,
         );
-        sink.write(event).await
+        if stage == Stage::RequestReceived && self.defer_received {
+            self.pending = Some(event);
+            return Ok(());
+        }
+        match self.pending.take() {
+            Some(received) => sink.write_all(vec![received, event]).await,
+            None => sink.write(event).await,
+        }
     }
 }
 

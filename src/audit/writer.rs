@@ -104,7 +104,8 @@ impl Cells {
 type Reply = oneshot::Sender<Result<(), AuditError>>;
 
 enum Command {
-    Write(Box<Event>, Reply),
+    /// Events written in order, in one batch (one sync), acknowledged together.
+    Write(Vec<Event>, Reply),
     Checkpoint(Reply),
     Close(Reply),
 }
@@ -164,9 +165,16 @@ impl AuditLog {
     /// Writes `event`; returns once it is durable. In [`FailureMode::Closed`] an error means the
     /// request must not proceed; in [`FailureMode::Open`] errors are logged and `Ok` returned.
     pub async fn write(&self, event: Event) -> Result<(), AuditError> {
-        let result = self
-            .submit(|reply| Command::Write(Box::new(event), reply))
-            .await;
+        self.write_all(vec![event]).await
+    }
+
+    /// Writes `events` in order with one sync; returns once all of them are durable (failure
+    /// modes as [`AuditLog::write`]).
+    pub async fn write_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let result = self.submit(|reply| Command::Write(events, reply)).await;
         if let Err(e) = &result {
             self.inner
                 .cells
@@ -241,6 +249,10 @@ impl AuditSink for AuditLog {
     async fn write(&self, event: Event) -> Result<(), AuditError> {
         AuditLog::write(self, event).await
     }
+
+    async fn write_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
+        AuditLog::write_all(self, events).await
+    }
 }
 
 /// Runs `f` on the file on the blocking pool; `None` if it panicked (the file is then lost).
@@ -305,13 +317,12 @@ async fn run(
             },
         };
         match command {
-            Some(Command::Write(event, reply)) => {
-                let mut events = vec![*event];
+            Some(Command::Write(mut events, reply)) => {
                 let mut replies = vec![reply];
                 while events.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Command::Write(e, r)) => {
-                            events.push(*e);
+                            events.extend(e);
                             replies.push(r);
                         }
                         Ok(other) => {

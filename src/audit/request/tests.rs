@@ -434,3 +434,46 @@ async fn no_secret_value_reaches_the_log_at_any_level() {
     let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
     assert!(report.is_intact(), "{:?}", report.problem);
 }
+
+/// A deferred `RequestReceived` is written with the next stage (in order), or alone when that
+/// stage is omitted; nothing is written before.
+#[tokio::test]
+async fn a_deferred_request_received_goes_with_the_next_event() {
+    let sink = Arc::new(MemorySink::new());
+    let auditor = Auditor::new(policy("Metadata"), sink.clone());
+    let mut rec = auditor.begin(&get_db(), info());
+    rec.defer_request_received();
+    rec.request_received(&allow(), None).await.unwrap();
+    assert!(sink.events().is_empty(), "kept until the next stage");
+    rec.response_complete(ResponseStatus::success(200), None)
+        .await
+        .unwrap();
+    let stages: Vec<Stage> = sink.events().iter().map(Event::stage).collect();
+    assert_eq!(stages, [Stage::RequestReceived, Stage::ResponseComplete]);
+
+    // A failed write of the pair fails the request.
+    let mut rec = auditor.begin(&get_db(), info());
+    rec.defer_request_received();
+    rec.request_received(&allow(), None).await.unwrap();
+    sink.set_failing(true);
+    assert!(rec
+        .response_complete(ResponseStatus::success(200), None)
+        .await
+        .is_err());
+    sink.set_failing(false);
+
+    let omitting = Policy::parse(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [ResponseComplete]\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    let sink = Arc::new(MemorySink::new());
+    let auditor = Auditor::new(omitting, sink.clone());
+    let mut rec = auditor.begin(&get_db(), info());
+    rec.defer_request_received();
+    rec.request_received(&allow(), None).await.unwrap();
+    rec.response_complete(ResponseStatus::success(200), None)
+        .await
+        .unwrap();
+    let stages: Vec<Stage> = sink.events().iter().map(Event::stage).collect();
+    assert_eq!(stages, [Stage::RequestReceived]);
+}
