@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 pub mod kms;
+pub mod kube;
 pub mod pingpong;
 mod progress;
 mod report;

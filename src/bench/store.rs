@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tonic::codegen::{Body, Bytes, StdError};
 use tonic::{Code, Status};
 
+use super::kube::KubeConn;
 use super::report::Size;
 use super::{
     code_name, drive, payload, prepare_error, setup, stamp, tag_of, timed, BenchError, Load,
@@ -102,6 +103,13 @@ pub enum Target<T> {
         /// etcd's client URLs, for the report.
         endpoints: Vec<String>,
     },
+    /// A keyward store through its Kubernetes API (no `--op watch`).
+    Kube {
+        /// Connected keep-alive connections.
+        conns: Vec<KubeConn>,
+        /// The server's URL, for the report.
+        server: String,
+    },
 }
 
 /// What `bench store` does.
@@ -123,6 +131,8 @@ enum StoreConn<T> {
     Keyward(SecretsClient<T>),
     /// etcd's KV and Watch APIs, through [`EtcdBackend`] (linearizable reads).
     Etcd(EtcdBackend),
+    /// A keyward store's Kubernetes API.
+    Kube(KubeConn),
 }
 
 impl<T: Clone> Clone for StoreConn<T> {
@@ -130,6 +140,7 @@ impl<T: Clone> Clone for StoreConn<T> {
         match self {
             StoreConn::Keyward(c) => StoreConn::Keyward(c.clone()),
             StoreConn::Etcd(b) => StoreConn::Etcd(b.clone()),
+            StoreConn::Kube(k) => StoreConn::Kube(k.clone()),
         }
     }
 }
@@ -187,6 +198,10 @@ impl<T: Transport> StoreConn<T> {
                 WriteOutcome::Applied { .. } => Ok(()),
                 _ => Err(Status::internal("etcd did not apply an unconditional put")),
             },
+            StoreConn::Kube(k) => {
+                k.put(STORE_NAMESPACE, &secret_name(i), STORE_DATA_KEY, &value)
+                    .await
+            }
         }
     }
 
@@ -209,6 +224,7 @@ impl<T: Transport> StoreConn<T> {
                 ))),
                 Err(e) => Err(backend_status(e)),
             },
+            StoreConn::Kube(k) => k.get(STORE_NAMESPACE, &secret_name(i)).await,
         }
     }
 
@@ -233,6 +249,7 @@ impl<T: Transport> StoreConn<T> {
                 .await
                 .map(drop)
                 .map_err(backend_status),
+            StoreConn::Kube(k) => k.list(STORE_NAMESPACE, 100).await,
         }
     }
 
@@ -244,7 +261,9 @@ impl<T: Transport> StoreConn<T> {
         timeout: Duration,
     ) -> Result<(), BenchError> {
         let what = match self {
-            StoreConn::Keyward(_) => format!("Secret {STORE_NAMESPACE}/{}", secret_name(i)),
+            StoreConn::Keyward(_) | StoreConn::Kube(_) => {
+                format!("Secret {STORE_NAMESPACE}/{}", secret_name(i))
+            }
             StoreConn::Etcd(_) => format!("etcd key {ETCD_PREFIX}{}", secret_name(i)),
         };
         let fail = |call: &'static str, s: Status| prepare_error(what.clone(), call)(s);
@@ -269,6 +288,21 @@ impl<T: Transport> StoreConn<T> {
             StoreConn::Etcd(_) => timed(timeout, self.put(i, value))
                 .await
                 .map_err(|s| fail("Put", s)),
+            StoreConn::Kube(k) => {
+                let name = secret_name(i);
+                let created = timed(
+                    timeout,
+                    k.create(STORE_NAMESPACE, &name, STORE_DATA_KEY, &value),
+                )
+                .await;
+                match created {
+                    Ok(()) => Ok(()),
+                    Err(s) if s.code() == Code::AlreadyExists => timed(timeout, self.put(i, value))
+                        .await
+                        .map_err(|s| fail("PUT", s)),
+                    Err(s) => Err(fail("POST", s)),
+                }
+            }
         }
     }
 
@@ -281,6 +315,7 @@ impl<T: Transport> StoreConn<T> {
     ) -> Result<JoinHandle<()>, BenchError> {
         let fail = |e: String| BenchError::Target(format!("cannot open a watch: {e}"));
         match self {
+            StoreConn::Kube(_) => Err(fail("not measured through the Kubernetes API".into())),
             StoreConn::Keyward(c) => {
                 let mut stream = c
                     .watch(spb::WatchRequest {
@@ -341,6 +376,9 @@ impl<T: Transport> StoreConn<T> {
     /// The current revision: a watch from it sees every later write.
     async fn revision(&mut self) -> Result<Revision, BenchError> {
         match self {
+            StoreConn::Kube(_) => Err(BenchError::Target(
+                "watch is not measured through the Kubernetes API".into(),
+            )),
             StoreConn::Keyward(c) => {
                 let list = c
                     .list(spb::ListRequest {
@@ -536,6 +574,18 @@ pub async fn run<T: Transport>(
             "etcd",
             endpoints.join(","),
         ),
+        Target::Kube { conns, server } => {
+            if work.op == StoreOp::Watch {
+                return Err(BenchError::Target(
+                    "--op watch is not measured through the Kubernetes API".into(),
+                ));
+            }
+            (
+                conns.into_iter().map(StoreConn::Kube).collect(),
+                "store (Kubernetes API)",
+                server,
+            )
+        }
     };
     if conns.is_empty() {
         return Err(BenchError::Internal(

@@ -136,6 +136,13 @@ pub(super) struct BenchStoreArgs {
     /// With --etcd: the client certificate's PEM private key.
     #[arg(long, value_name = "FILE", requires = "etcd")]
     etcd_key: Option<PathBuf>,
+    /// Benchmark the store through its Kubernetes API (`keyward server --kube-listen`, as
+    /// kubectl calls it) instead of keyward.v1 gRPC: the kubeconfig's current context gives the
+    /// https:// server, its CA and a client certificate or token (e.g. keyward-dev/kubeconfig).
+    /// Each connection carries one request at a time (HTTP/1.1, as client-go without HTTP/2):
+    /// give --connections equal to --concurrency. Not with --op watch.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["etcd", "client_cert", "client_key"])]
+    kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -303,7 +310,32 @@ fn bench_store(a: &BenchStoreArgs, client: &ClientArgs) -> Result<Report, CliErr
         keys,
         watchers: watchers as usize,
     };
+    if a.kubeconfig.is_some() && a.op == StoreOp::Watch {
+        return Err(CliError::new(
+            "--op watch: not measured through the Kubernetes API (--kubeconfig)",
+        )
+        .hint("measure watch over keyward.v1 gRPC (without --kubeconfig)"));
+    }
+    let kube = match &a.kubeconfig {
+        Some(path) => Some(
+            bench::kube::KubeTarget::from_kubeconfig(path)
+                .map_err(|e| CliError::new(format!("--kubeconfig: {e}")))?,
+        ),
+        None => None,
+    };
     runtime()?.block_on(async {
+        if let Some(kube) = kube {
+            let mut conns = Vec::with_capacity(load.connections);
+            for _ in 0..load.connections {
+                conns.push(kube.connect().await?);
+            }
+            let target = Target::<tonic::transport::Channel>::Kube {
+                conns,
+                server: kube.server.clone(),
+            };
+            let p = Progress::default();
+            return Ok(progress::bench(&p, bench::store::run(load, target, work, &p)).await?);
+        }
         let target = match etcd {
             Some(opts) => Target::Etcd {
                 backends: connect_etcd(&opts, load.connections).await?,
