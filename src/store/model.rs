@@ -480,6 +480,36 @@ fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
             errs.push(err(path, format!("Invalid value: {f:?}: name is neither a standard finalizer name nor is it fully qualified")));
         }
     }
+    for (i, e) in m.managed_fields.iter().enumerate() {
+        let path = format!("metadata.managedFields[{i}]");
+        if e.operation != "Apply" && e.operation != "Update" {
+            errs.push(err(
+                format!("{path}.operation"),
+                format!(
+                    "Invalid value: {:?}: must be `Apply` or `Update`",
+                    e.operation
+                ),
+            ));
+        }
+        if !e.fields_type.is_empty() && e.fields_type != "FieldsV1" {
+            errs.push(err(
+                format!("{path}.fieldsType"),
+                format!("Invalid value: {:?}: must be `FieldsV1`", e.fields_type),
+            ));
+        }
+        if e.manager.chars().count() > 128 {
+            errs.push(err(
+                format!("{path}.manager"),
+                "Too long: may not be more than 128 bytes",
+            ));
+        }
+        if e.subresource.len() > 256 {
+            errs.push(err(
+                format!("{path}.subresource"),
+                "Too long: may not be more than 256 bytes",
+            ));
+        }
+    }
     let has = |f: &str| m.finalizers.iter().any(|x| x == f);
     if has("orphan") && has("foregroundDeletion") {
         errs.push(err(
@@ -845,6 +875,71 @@ mod tests {
             .annotations
             .insert("a".into(), "x".repeat(MAX_ANNOTATIONS_SIZE));
         assert!(fields(validate(&s))[0].starts_with("metadata.annotations: Too long"));
+    }
+
+    #[test]
+    fn kubernetes_metadata_rules_and_old_objects() {
+        // An object stored before these fields existed still decodes.
+        let old: Secret = serde_json::from_str(
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"o","managedFields":[{"manager":"keyward","operation":"Update","apiVersion":"v1","time":"2024-01-01T00:00:00Z"}]},"type":"Opaque"}"#,
+        )
+        .unwrap();
+        assert!(old.metadata.finalizers.is_empty() && old.metadata.owner_references.is_empty());
+        assert_eq!(old.last_write_time(), "2024-01-01T00:00:00Z");
+        let mut s = secret("k");
+        s.metadata.finalizers = vec!["kubernetes".into(), "example.com/x".into()];
+        s.metadata.owner_references.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "d".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        });
+        s.metadata.generate_name = "app-".into();
+        assert!(validate(&s).is_ok());
+        let mut twice = s.clone();
+        let mut second = twice.metadata.owner_references[0].clone();
+        second.name = "e".into();
+        second.uid = "v".into();
+        twice.metadata.owner_references.push(second);
+        assert_eq!(
+            fields(validate(&twice)),
+            ["metadata.ownerReferences: Invalid value: \"\": Only one reference can have Controller set to true. Found \"true\" in references for Deployment/d and Deployment/e"]
+        );
+        let mut bad = secret("k");
+        bad.metadata.finalizers = vec!["a/b/c".into()];
+        bad.metadata.generate_name = "Bad_".into();
+        let f = fields(validate(&bad));
+        assert!(
+            f[0].starts_with(
+                "metadata.generateName: Invalid value: \"Bad_\": a lowercase RFC 1123 subdomain"
+            ),
+            "{f:?}"
+        );
+        assert_eq!(
+            f.len(),
+            3,
+            "the qualified-name error twice, as upstream: {f:?}"
+        );
+        assert!(f[1].contains("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"), "{f:?}");
+        let mut mf = secret("k");
+        mf.metadata.managed_fields.push(ManagedFieldsEntry {
+            manager: "m".into(),
+            operation: "Patch".into(),
+            fields_type: "FieldsV2".into(),
+            ..ManagedFieldsEntry::default()
+        });
+        assert_eq!(
+            fields(validate(&mf)),
+            [
+                "metadata.managedFields[0].operation: Invalid value: \"Patch\": must be `Apply` or `Update`",
+                "metadata.managedFields[0].fieldsType: Invalid value: \"FieldsV2\": must be `FieldsV1`"
+            ]
+        );
+        let name = generate_name(&"x".repeat(70));
+        assert_eq!(name.len(), 63);
+        assert!(name.starts_with(&"x".repeat(58)));
     }
 
     #[test]
