@@ -16,7 +16,7 @@
 use serde_json::{Map, Value};
 
 use super::error::ApplyConflict;
-use super::objects::{secret_from_json, Walk, SECRET};
+use super::objects::{json_kind, secret_from_json, Walk, SECRET};
 use super::patch::fold_string_data;
 use super::KubeError;
 use crate::store::managed::{
@@ -134,13 +134,7 @@ fn check_applied(applied: &Value) -> Result<(), KubeError> {
     let Some(obj) = applied.as_object() else {
         return Err(KubeError::BadRequest(format!(
             "error decoding YAML: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
-            match applied {
-                Value::Array(_) => "array",
-                Value::String(_) => "string",
-                Value::Number(_) => "number",
-                Value::Bool(_) => "bool",
-                _ => "null",
-            }
+            json_kind(applied)
         )));
     };
     let version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");

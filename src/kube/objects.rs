@@ -399,7 +399,8 @@ pub(crate) const SECRET: Shape = Shape::Struct(
     "v1.Secret",
 );
 
-fn json_kind(v: &Value) -> &'static str {
+/// Go's name for the JSON type of `v` in `encoding/json` errors (`number`, `object`, ...).
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",

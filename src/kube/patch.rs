@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{Map, Value};
 
+use super::objects::json_kind;
 use super::KubeError;
 
 /// Most operations a JSON patch may hold (kube-apiserver's `maxJSONPatchOperations`).
@@ -23,7 +24,7 @@ pub fn strategic_merge(live: &Value, patch: &Value) -> Result<Value, KubeError> 
     let Value::Object(p) = patch else {
         return Err(KubeError::BadRequest(format!(
             "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
-            kind_of(patch)
+            json_kind(patch)
         )));
     };
     let live = live.as_object().cloned().unwrap_or_default();
@@ -60,17 +61,6 @@ pub fn json_patch(live: &Value, patch: &Value) -> Result<Value, KubeError> {
     }
     fold_string_data(&mut doc);
     Ok(doc)
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }
 
 /// `stringData` entries overwrite `data` (base64) and `stringData` is dropped
@@ -352,7 +342,7 @@ fn decode_ops(patch: &Value) -> Result<Vec<Op>, KubeError> {
     let Value::Array(items) = patch else {
         return Err(bad(format!(
             "json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
-            kind_of(patch)
+            json_kind(patch)
         )));
     };
     items
@@ -361,7 +351,7 @@ fn decode_ops(patch: &Value) -> Result<Vec<Op>, KubeError> {
             let Value::Object(m) = item else {
                 return Err(bad(format!(
                     "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
-                    kind_of(item)
+                    json_kind(item)
                 )));
             };
             let s = |k: &str| -> Result<Option<String>, KubeError> {
@@ -370,7 +360,7 @@ fn decode_ops(patch: &Value) -> Result<Vec<Op>, KubeError> {
                     Some(Value::String(s)) => Ok(Some(s.clone())),
                     Some(other) => Err(bad(format!(
                         "json: cannot unmarshal {} into Go value of type string",
-                        kind_of(other)
+                        json_kind(other)
                     ))),
                 }
             };
