@@ -271,7 +271,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
         let item = match self.shape {
-            Some(Shape::List(item)) => Some(*item),
+            Some(Shape::List(item, _)) => Some(*item),
             _ => None,
         };
         while let Some(v) =
@@ -286,7 +286,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
         while let Some(k) = map.next_key::<String>()? {
             let path = join(&self.path, &k);
             let child = match self.shape {
-                Some(Shape::Struct(fields, _)) => match fields.iter().find(|(f, _)| *f == k) {
+                Some(Shape::Struct(fields, _, _)) => match fields.iter().find(|(f, _)| *f == k) {
                     Some((_, s)) => Some(s),
                     None => {
                         self.strict
@@ -316,15 +316,17 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// The shape of a field in the Secret schema.
+/// The shape of a field in the Secret schema, with the Go type `encoding/json` names in errors.
 #[derive(Debug)]
 pub(crate) enum Shape {
-    /// A string.
-    Str,
+    /// A string of this Go type (`string`, `types.UID`, `v1.SecretType`).
+    Str(&'static str),
     /// A boolean.
     Bool,
     /// An integer.
     Int,
+    /// A `metav1.Time` (an RFC 3339 string or null).
+    Time,
     /// Any JSON (`fieldsV1`).
     Any,
     /// A map of strings (labels, annotations, stringData).
@@ -333,69 +335,81 @@ pub(crate) enum Shape {
     BytesMap,
     /// A list of strings (finalizers).
     StrList,
-    /// A struct with these fields and its Go type name.
-    Struct(&'static [(&'static str, Shape)], &'static str),
-    /// A list of structs.
-    List(&'static Shape),
+    /// A struct: its fields, its Go name (`ObjectMeta`) and Go type (`v1.ObjectMeta`).
+    Struct(&'static [(&'static str, Shape)], &'static str, &'static str),
+    /// A list of structs, with the list's Go type.
+    List(&'static Shape, &'static str),
 }
+
+const STRING: Shape = Shape::Str("string");
 
 const OWNER_REFERENCE: Shape = Shape::Struct(
     &[
-        ("apiVersion", Shape::Str),
-        ("kind", Shape::Str),
-        ("name", Shape::Str),
-        ("uid", Shape::Str),
+        ("apiVersion", STRING),
+        ("kind", STRING),
+        ("name", STRING),
+        ("uid", Shape::Str("types.UID")),
         ("controller", Shape::Bool),
         ("blockOwnerDeletion", Shape::Bool),
     ],
+    "OwnerReference",
     "v1.OwnerReference",
 );
 
 const MANAGED_FIELDS_ENTRY: Shape = Shape::Struct(
     &[
-        ("manager", Shape::Str),
-        ("operation", Shape::Str),
-        ("apiVersion", Shape::Str),
-        ("time", Shape::Str),
-        ("fieldsType", Shape::Str),
+        ("manager", STRING),
+        ("operation", Shape::Str("v1.ManagedFieldsOperationType")),
+        ("apiVersion", STRING),
+        ("time", Shape::Time),
+        ("fieldsType", STRING),
         ("fieldsV1", Shape::Any),
-        ("subresource", Shape::Str),
+        ("subresource", STRING),
     ],
+    "ManagedFieldsEntry",
     "v1.ManagedFieldsEntry",
 );
 
 const OBJECT_META: Shape = Shape::Struct(
     &[
-        ("name", Shape::Str),
-        ("generateName", Shape::Str),
-        ("namespace", Shape::Str),
-        ("selfLink", Shape::Str),
-        ("uid", Shape::Str),
-        ("resourceVersion", Shape::Str),
+        ("name", STRING),
+        ("generateName", STRING),
+        ("namespace", STRING),
+        ("selfLink", STRING),
+        ("uid", Shape::Str("types.UID")),
+        ("resourceVersion", STRING),
         ("generation", Shape::Int),
-        ("creationTimestamp", Shape::Str),
-        ("deletionTimestamp", Shape::Str),
+        ("creationTimestamp", Shape::Time),
+        ("deletionTimestamp", Shape::Time),
         ("deletionGracePeriodSeconds", Shape::Int),
         ("labels", Shape::StrMap),
         ("annotations", Shape::StrMap),
-        ("ownerReferences", Shape::List(&OWNER_REFERENCE)),
+        (
+            "ownerReferences",
+            Shape::List(&OWNER_REFERENCE, "[]v1.OwnerReference"),
+        ),
         ("finalizers", Shape::StrList),
-        ("managedFields", Shape::List(&MANAGED_FIELDS_ENTRY)),
+        (
+            "managedFields",
+            Shape::List(&MANAGED_FIELDS_ENTRY, "[]v1.ManagedFieldsEntry"),
+        ),
     ],
+    "ObjectMeta",
     "v1.ObjectMeta",
 );
 
 /// The core/v1 Secret schema.
 pub(crate) const SECRET: Shape = Shape::Struct(
     &[
-        ("apiVersion", Shape::Str),
-        ("kind", Shape::Str),
+        ("apiVersion", STRING),
+        ("kind", STRING),
         ("metadata", OBJECT_META),
         ("immutable", Shape::Bool),
         ("data", Shape::BytesMap),
         ("stringData", Shape::StrMap),
-        ("type", Shape::Str),
+        ("type", Shape::Str("v1.SecretType")),
     ],
+    "Secret",
     "v1.Secret",
 );
 
@@ -411,95 +425,106 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Walks a body against the schema: unknown fields (with their order) and the first type error.
+/// Walks a body against the schema: unknown fields and the first type error.
 #[derive(Default)]
 pub(crate) struct Walk {
     /// `unknown field "<path>"`, in the schema walk's order.
     pub unknown: Vec<String>,
     /// Go's `json: cannot unmarshal …` for the first wrong type.
     pub type_error: Option<String>,
+    /// The Go struct being decoded (`encoding/json`'s error context).
+    within: &'static str,
+    /// The field path without list indices (`metadata.ownerReferences.uid`).
+    fields: Vec<String>,
 }
 
 impl Walk {
-    fn wrong(&mut self, v: &Value, path: &str, go_type: &str) {
-        if self.type_error.is_none() {
-            self.type_error = Some(format!(
-                "json: cannot unmarshal {} into Go struct field Secret.{path} of type {go_type}",
-                json_kind(v)
-            ));
+    fn wrong(&mut self, v: &Value, go_type: &str) {
+        if self.type_error.is_some() {
+            return;
         }
+        self.type_error = Some(if self.fields.is_empty() {
+            format!(
+                "json: cannot unmarshal {} into Go value of type {go_type}",
+                json_kind(v)
+            )
+        } else {
+            format!(
+                "json: cannot unmarshal {} into Go struct field {}.{} of type {go_type}",
+                json_kind(v),
+                self.within,
+                self.fields.join(".")
+            )
+        });
     }
 
-    /// Checks `v` (at `path`) against `shape`.
+    /// Checks `v` (at `path`, for unknown-field messages) against `shape`.
     pub fn object(&mut self, v: &Value, shape: &Shape, path: &str) {
         if v.is_null() {
             return;
         }
         match shape {
-            Shape::Str if !v.is_string() => self.wrong(v, path, "string"),
-            Shape::Bool if !v.is_boolean() => self.wrong(v, path, "bool"),
-            Shape::Int if !(v.is_i64() || v.is_u64()) => self.wrong(v, path, "int64"),
-            Shape::StrMap | Shape::BytesMap => match v.as_object() {
-                None => self.wrong(
-                    v,
-                    path,
-                    if matches!(shape, Shape::StrMap) {
-                        "map[string]string"
-                    } else {
-                        "map[string][]uint8"
-                    },
-                ),
-                Some(m) => {
-                    for x in m.values() {
-                        if !(x.is_string() || x.is_null()) {
-                            self.wrong(
-                                x,
-                                path,
-                                if matches!(shape, Shape::StrMap) {
-                                    "string"
-                                } else {
-                                    "[]uint8"
-                                },
-                            );
+            Shape::Str(go) if !v.is_string() => self.wrong(v, go),
+            Shape::Bool if !v.is_boolean() => self.wrong(v, "bool"),
+            Shape::Int if !(v.is_i64() || v.is_u64()) => self.wrong(v, "int64"),
+            // metav1.Time reads a string first.
+            Shape::Time if !v.is_string() && self.type_error.is_none() => {
+                self.type_error = Some(format!(
+                    "json: cannot unmarshal {} into Go value of type string",
+                    json_kind(v)
+                ));
+            }
+            Shape::StrMap | Shape::BytesMap => {
+                let (map_type, value_type) = if matches!(shape, Shape::StrMap) {
+                    ("map[string]string", "string")
+                } else {
+                    ("map[string][]uint8", "[]uint8")
+                };
+                match v.as_object() {
+                    None => self.wrong(v, map_type),
+                    Some(m) => {
+                        for x in m.values() {
+                            if !(x.is_string() || x.is_null()) {
+                                self.wrong(x, value_type);
+                            }
                         }
                     }
                 }
-            },
+            }
             Shape::StrList => match v.as_array() {
-                None => self.wrong(v, path, "[]string"),
+                None => self.wrong(v, "[]string"),
                 Some(a) => {
                     for x in a {
                         if !x.is_string() {
-                            self.wrong(x, path, "string");
+                            self.wrong(x, "string");
                         }
                     }
                 }
             },
-            Shape::List(item) => match v.as_array() {
-                None => self.wrong(
-                    v,
-                    path,
-                    match item {
-                        Shape::Struct(_, name) => name,
-                        _ => "[]interface {}",
-                    },
-                ),
+            Shape::List(item, go) => match v.as_array() {
+                None => self.wrong(v, go),
                 Some(a) => {
                     for (i, x) in a.iter().enumerate() {
                         self.object(x, item, &format!("{path}[{i}]"));
                     }
                 }
             },
-            Shape::Struct(fields, name) => match v.as_object() {
-                None => self.wrong(v, if path.is_empty() { "" } else { path }, name),
+            Shape::Struct(fields, name, go) => match v.as_object() {
+                None => self.wrong(v, go),
                 Some(m) => {
+                    let outer = std::mem::replace(&mut self.within, name);
                     for (k, x) in m {
                         let at = join(path, k);
                         match fields.iter().find(|(f, _)| f == k) {
-                            Some((_, s)) => self.object(x, s, &at),
+                            Some((_, s)) => {
+                                self.fields.push(k.clone());
+                                self.object(x, s, &at);
+                                self.fields.pop();
+                            }
                             None => self.unknown.push(format!("unknown field {at:?}")),
                         }
                     }
+                    self.within = outer;
                 }
             },
             _ => {}
@@ -733,8 +758,16 @@ mod tests {
         let wrong = br#"{"type":5}"#;
         assert_eq!(
             err_of(decode_secret(wrong, FieldValidation::Warn)),
-            r#"Secret in version "v1" cannot be handled as a Secret: json: cannot unmarshal number into Go struct field Secret.type of type string"#
+            r#"Secret in version "v1" cannot be handled as a Secret: json: cannot unmarshal number into Go struct field Secret.type of type v1.SecretType"#
         );
+        let nested = br#"{"metadata":{"ownerReferences":[{"uid":1}]}}"#;
+        assert!(err_of(decode_secret(nested, FieldValidation::Warn)).ends_with(
+            "json: cannot unmarshal number into Go struct field OwnerReference.metadata.ownerReferences.uid of type types.UID"
+        ));
+        let labels = br#"{"metadata":{"labels":{"a":1}}}"#;
+        assert!(err_of(decode_secret(labels, FieldValidation::Warn)).ends_with(
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels of type string"
+        ));
         let v = br#"{"apiVersion":"apps/v1","kind":"Secret"}"#;
         assert!(err_of(decode_secret(v, FieldValidation::Warn))
             .starts_with(r#"Secret in version "v1" cannot be handled as a Secret: no kind "Secret" is registered for version "apps/v1""#));
