@@ -151,7 +151,7 @@ impl<'a> From<&'a Secret> for KubeSecret<'a> {
 }
 
 /// A request body parsed to JSON, with its duplicate (and, against a schema, unknown) fields.
-#[derive(Debug)]
+/// `Debug` shows no `data` or `stringData` value.
 pub struct Parsed {
     /// The body (for a duplicate field, the last value wins, as in Go).
     pub value: Value,
@@ -160,6 +160,46 @@ pub struct Parsed {
     pub strict: Vec<String>,
     /// Whether `strict` holds the unknown fields too (JSON parsed against a schema).
     checked: bool,
+}
+
+impl fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parsed")
+            .field("value", &Redacted(&self.value))
+            .field("strict", &self.strict)
+            .finish()
+    }
+}
+
+/// A Secret's JSON for `Debug`: `data` and `stringData` values (and the last-applied
+/// annotation, which may hold them) shown as their length only.
+pub(crate) struct Redacted<'a>(pub &'a Value);
+
+impl fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut v = self.0.clone();
+        if let Some(top) = v.as_object_mut() {
+            for key in ["data", "stringData"] {
+                if let Some(Value::Object(m)) = top.get_mut(key) {
+                    for x in m.values_mut() {
+                        let n = x.as_str().map_or(0, str::len);
+                        *x = Value::String(format!("<{n} bytes>"));
+                    }
+                }
+            }
+            if let Some(Value::Object(a)) = top
+                .get_mut("metadata")
+                .and_then(|m| m.get_mut("annotations"))
+            {
+                for (k, x) in a.iter_mut() {
+                    if k == "kubectl.kubernetes.io/last-applied-configuration" {
+                        *x = Value::String("<redacted>".into());
+                    }
+                }
+            }
+        }
+        write!(f, "{v}")
+    }
 }
 
 /// Parses a body: JSON if it starts with `{` or `[` (duplicate fields are noted), else YAML
@@ -778,6 +818,17 @@ mod tests {
         let yaml = b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: y\nstringData:\n  a: b\n";
         let d = decode_secret(yaml, FieldValidation::Strict).unwrap();
         assert_eq!(d.secret.string_data["a"].0.as_str(), "b");
+    }
+
+    #[test]
+    fn debug_shows_no_values() {
+        let p =
+            parse_body(br#"{"data":{"k":"aHVudGVyMg=="},"stringData":{"s":"hunter2"}}"#).unwrap();
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("aHVudGVyMg"),
+            "{shown}"
+        );
     }
 
     #[test]

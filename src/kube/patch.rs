@@ -128,16 +128,17 @@ fn merge_map(
         Some(Value::String(d)) if d == "delete" => return Ok(None),
         Some(Value::String(d)) if d == "merge" => {}
         Some(other) => {
+            // Upstream also prints the map; it may hold Secret values, so it is left out.
+            let keys: Vec<&str> = patch.keys().map(String::as_str).collect();
             return Err(bad(format!(
-                "Unknown patch type: {} in map: {}",
-                other.as_str().unwrap_or(&other.to_string()),
-                Value::Object(patch.clone())
-            )))
+                "Unknown patch type: {} in map with keys [{}]",
+                other.as_str().unwrap_or("(not a string)"),
+                keys.join(" ")
+            )));
         }
     }
     if let Some(v) = patch.get(RETAIN_KEYS) {
-        // Secret's fields have no retainKeys strategy; keep only the listed keys as upstream
-        // does for the ones that have it.
+        // Secret's fields have no retainKeys strategy: the directive is checked and ignored.
         if !v.is_array() {
             return Err(bad("invalid patch: $retainKeys must be a list"));
         }
@@ -272,12 +273,13 @@ fn merge_list(
             for x in patch {
                 let Value::Object(p) = x else {
                     return Err(bad(format!(
-                        "invalid patch: ownerReferences item {x} is not a map"
+                        "invalid patch: an ownerReferences item is a {}, not a map",
+                        json_kind(x)
                     )));
                 };
                 let Some(uid) = p.get("uid") else {
                     return Err(bad(format!(
-                        "map: {x} does not contain declared merge key: uid"
+                        "map: an ownerReferences item does not contain declared merge key: uid"
                     )));
                 };
                 let at = original.iter().position(|o| o.get("uid") == Some(uid));

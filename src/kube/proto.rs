@@ -24,8 +24,8 @@ pub const MAGIC: &[u8; 4] = b"k8s\0";
 /// The media type of Kubernetes protobuf bodies.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
-/// A protobuf body decoded to the JSON the same request would have carried.
-#[derive(Debug)]
+/// A protobuf body decoded to the JSON the same request would have carried. `Debug` shows no
+/// `data` or `stringData` value.
 pub struct Decoded {
     /// `apiVersion` from the envelope.
     pub api_version: String,
@@ -33,6 +33,16 @@ pub struct Decoded {
     pub kind: String,
     /// The object as JSON (empty protobuf fields are unset, as kube-apiserver reads them).
     pub object: serde_json::Value,
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoded")
+            .field("api_version", &self.api_version)
+            .field("kind", &self.kind)
+            .field("object", &super::objects::Redacted(&self.object))
+            .finish()
+    }
 }
 
 /// `runtime.Unknown`: the envelope after the magic bytes.
@@ -679,6 +689,7 @@ mod tests {
         );
         let secret = secret_of(&d).unwrap();
         assert_eq!(secret.data["pw"].as_slice(), b"hunter2");
+        assert!(!format!("{d:?}").contains("aHVudGVyMg"), "Debug shows no value");
     }
 
     #[test]
