@@ -278,9 +278,9 @@ fn merge_list(
                     )));
                 };
                 let Some(uid) = p.get("uid") else {
-                    return Err(bad(format!(
-                        "map: an ownerReferences item does not contain declared merge key: uid"
-                    )));
+                    return Err(bad(
+                        "map: an ownerReferences item does not contain declared merge key: uid",
+                    ));
                 };
                 let at = original.iter().position(|o| o.get("uid") == Some(uid));
                 match (at, p.get(PATCH).and_then(Value::as_str)) {

@@ -689,7 +689,10 @@ mod tests {
         );
         let secret = secret_of(&d).unwrap();
         assert_eq!(secret.data["pw"].as_slice(), b"hunter2");
-        assert!(!format!("{d:?}").contains("aHVudGVyMg"), "Debug shows no value");
+        assert!(
+            !format!("{d:?}").contains("aHVudGVyMg"),
+            "Debug shows no value"
+        );
     }
 
     #[test]
