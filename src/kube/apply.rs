@@ -129,6 +129,27 @@ pub fn record_update(old: Option<&Secret>, new: &mut Secret, manager: &str, now:
     managed::record_update(old, new, manager, now);
 }
 
+/// Longest field manager name (apimachinery's `FieldManagerMaxLength`).
+pub const FIELD_MANAGER_MAX_LENGTH: usize = 128;
+
+/// The field manager of a non-apply write: the `fieldManager` parameter if given, else the
+/// `User-Agent` up to its first `/`, without non-printable characters, cut to 128 bytes
+/// (kube-apiserver's `managerOrUserAgent`; `OpenAPI-Generator` for the Python client).
+pub fn manager_or_user_agent(field_manager: Option<&str>, user_agent: &str) -> String {
+    if let Some(m) = field_manager.filter(|m| !m.is_empty()) {
+        return m.to_owned();
+    }
+    let prefix = user_agent.split('/').next().unwrap_or_default();
+    let mut out = String::new();
+    for c in prefix.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > FIELD_MANAGER_MAX_LENGTH {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// What kube-apiserver refuses in an applied configuration before merging it.
 fn check_applied(applied: &Value) -> Result<(), KubeError> {
     let Some(obj) = applied.as_object() else {

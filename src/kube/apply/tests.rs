@@ -289,3 +289,17 @@ fn no_op_apply_keeps_the_time() {
     assert_eq!(entry(&again, "kubectl").time, T0);
     assert_eq!(again.metadata.managed_fields, first.metadata.managed_fields);
 }
+
+#[test]
+fn managers_from_user_agents() {
+    assert_eq!(
+        manager_or_user_agent(None, "OpenAPI-Generator/37.0.2/python"),
+        "OpenAPI-Generator"
+    );
+    assert_eq!(
+        manager_or_user_agent(Some("kubectl-edit"), "kubectl/v1.33.1"),
+        "kubectl-edit"
+    );
+    assert_eq!(manager_or_user_agent(Some(""), "a\u{7}b/1"), "ab");
+    assert_eq!(manager_or_user_agent(None, &"x".repeat(300)).len(), 128);
+}
