@@ -35,7 +35,8 @@
 //!   [`api::serve`].
 //! - [`store`] owns Secret semantics: the model and its validation, registry operations (create,
 //!   get, update, delete, list, watch, history, rollback, migrate) on a [`backend::Backend`],
-//!   every value encrypted by an [`encryption`] chain.
+//!   every value encrypted by an [`encryption`] chain, and field ownership (`managedFields`),
+//!   which both front ends record.
 //! - [`encryption`] owns encryption at rest as kube-apiserver does it: the
 //!   `EncryptionConfiguration` file and the provider chains (identity, aescbc, aesgcm, secretbox,
 //!   kms v1, kms v2 through a KMS client) that turn a storage key and plaintext into stored bytes.

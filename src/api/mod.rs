@@ -83,7 +83,9 @@ pub fn secret_from_pb(s: pb::Secret) -> Secret {
             creation_timestamp: m.creation_timestamp,
             labels: m.labels,
             annotations: m.annotations,
-            managed_fields: Vec::new(),
+            // ownerReferences, finalizers and managedFields are not in keyward.v1: the store
+            // keeps the stored ones on update (see `Store::update`).
+            ..ObjectMeta::default()
         },
         data: s
             .data
@@ -103,12 +105,7 @@ pub fn secret_from_pb(s: pb::Secret) -> Secret {
 
 /// The store's Secret to protobuf (`stringData` is never returned).
 pub fn secret_to_pb(s: Secret) -> pb::Secret {
-    let updated = s
-        .metadata
-        .managed_fields
-        .first()
-        .map(|m| m.time.clone())
-        .unwrap_or_default();
+    let updated = s.last_write_time();
     pb::Secret {
         metadata: Some(pb::ObjectMeta {
             name: s.metadata.name,

@@ -437,6 +437,7 @@ mod tests {
             operation: "Update".into(),
             api_version: "v1".into(),
             time: "2024-01-01T00:00:00Z".into(),
+            ..ManagedFieldsEntry::default()
         });
         s.data
             .insert("password".into(), SecretBytes::new(b"hunter2".to_vec()));

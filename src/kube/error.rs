@@ -33,8 +33,11 @@ pub enum KubeError {
     #[error("{0}")]
     Unprocessable(String),
     /// 409 Conflict from server-side apply: fields owned by other managers with other values
-    /// (client's fault; `force` takes them).
-    #[error("Apply failed with {} conflict(s)", conflicts.len())]
+    /// (client's fault; `force` takes them). Displays kube-apiserver's message exactly
+    /// (`Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1:
+    /// .data.k`); each conflict is one `FieldManagerConflict` cause
+    /// ([`ApplyConflict::cause_message`], [`ApplyConflict::field`]).
+    #[error("{}", apply_conflict_message(conflicts))]
     ApplyConflict {
         /// Each conflicting field.
         conflicts: Vec<ApplyConflict>,
@@ -47,8 +50,43 @@ pub enum KubeError {
 /// One field another manager owns with a different value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyConflict {
-    /// The manager that owns the field.
+    /// The manager that owns the field, as kube-apiserver prints it: quoted, and for an
+    /// `Update` manager with its API version (`"kubectl-client-side-apply" using v1`; an
+    /// `Apply` manager is just `"kubectl"`).
     pub manager: String,
     /// The field's path as kube-apiserver prints it (`.data.k`).
     pub field: String,
+}
+
+impl ApplyConflict {
+    /// The `message` of this conflict's `details.causes` entry
+    /// (`conflict with "kubectl-client-side-apply" using v1`).
+    pub fn cause_message(&self) -> String {
+        format!("conflict with {}", self.manager)
+    }
+}
+
+/// kube-apiserver's message for apply conflicts (`getConflictMessage`): one conflict inline,
+/// several grouped by manager (managers sorted, each field on a `- ` line).
+fn apply_conflict_message(conflicts: &[ApplyConflict]) -> String {
+    if let [one] = conflicts {
+        return format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            one.manager, one.field
+        );
+    }
+    let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for c in conflicts {
+        by_manager.entry(&c.manager).or_default().push(&c.field);
+    }
+    let mut lines = Vec::new();
+    for (manager, fields) in by_manager {
+        lines.push(format!("conflicts with {manager}:"));
+        lines.extend(fields.into_iter().map(|f| format!("- {f}")));
+    }
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
 }

@@ -1,29 +1,577 @@
-//! Patches on a Secret's JSON: strategic merge, JSON merge (RFC 7386), JSON patch (RFC 6902).
+//! Patches on a Secret's JSON: strategic merge (Secret's schema: maps merge, `finalizers` is a
+//! merged set, `ownerReferences` a list merged by `uid`), JSON merge (RFC 7386) and JSON patch
+//! (RFC 6902), each as kube-apiserver applies it to the stored object's JSON. After any patch,
+//! `stringData` entries overwrite `data` and `stringData` is dropped, as kube-apiserver's
+//! conversion of the patched object does.
 
-use serde_json::Value;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{Map, Value};
 
+use super::objects::json_kind;
 use super::KubeError;
+
+/// Most operations a JSON patch may hold (kube-apiserver's `maxJSONPatchOperations`).
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+const PATCH: &str = "$patch";
+const RETAIN_KEYS: &str = "$retainKeys";
+const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
+const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
 
 /// `application/strategic-merge-patch+json` applied to `live` (the stored object's JSON).
 pub fn strategic_merge(live: &Value, patch: &Value) -> Result<Value, KubeError> {
-    let _ = (live, patch);
-    Err(KubeError::UnsupportedMediaType(
-        "not implemented yet".into(),
-    ))
+    let Value::Object(p) = patch else {
+        return Err(KubeError::BadRequest(format!(
+            "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            json_kind(patch)
+        )));
+    };
+    let live = live.as_object().cloned().unwrap_or_default();
+    let mut out = match merge_map(live, p, Ctx::Secret)? {
+        Some(m) => Value::Object(m),
+        None => Value::Object(Map::new()),
+    };
+    fold_string_data(&mut out);
+    Ok(out)
 }
 
 /// `application/merge-patch+json` (RFC 7386) applied to `live`.
 pub fn merge(live: &Value, patch: &Value) -> Result<Value, KubeError> {
-    let _ = (live, patch);
-    Err(KubeError::UnsupportedMediaType(
-        "not implemented yet".into(),
-    ))
+    let mut out = live.clone();
+    merge_patch(&mut out, patch);
+    fold_string_data(&mut out);
+    Ok(out)
 }
 
-/// `application/json-patch+json` (RFC 6902) applied to `live`.
+/// `application/json-patch+json` (RFC 6902) applied to `live`: a body that is not a list of
+/// operations is a 400, more than [`MAX_JSON_PATCH_OPERATIONS`] a 413, an operation that
+/// does not apply (a failed `test`, a missing path) a 422.
 pub fn json_patch(live: &Value, patch: &Value) -> Result<Value, KubeError> {
-    let _ = (live, patch);
-    Err(KubeError::UnsupportedMediaType(
-        "not implemented yet".into(),
-    ))
+    let ops = decode_ops(patch)?;
+    if ops.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(KubeError::TooLarge(format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+            ops.len()
+        )));
+    }
+    let mut doc = live.clone();
+    for op in &ops {
+        apply_op(&mut doc, op).map_err(KubeError::Unprocessable)?;
+    }
+    fold_string_data(&mut doc);
+    Ok(doc)
 }
+
+/// `stringData` entries overwrite `data` (base64) and `stringData` is dropped
+/// (`Convert_v1_Secret_To_core_Secret`). Non-string entries are left for decoding to refuse.
+pub fn fold_string_data(obj: &mut Value) {
+    let Some(top) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(sd) = top.get("stringData") else {
+        return;
+    };
+    let Some(sd) = sd.as_object().cloned() else {
+        return;
+    };
+    if sd.values().any(|v| !(v.is_string() || v.is_null())) {
+        return;
+    }
+    top.remove("stringData");
+    if sd.is_empty() {
+        return;
+    }
+    let data = top
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if data.is_null() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or_default();
+            d.insert(k, Value::String(B64.encode(s.as_bytes())));
+        }
+    }
+}
+
+/// Where in a Secret a map is, for the list rules of strategic merge.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ctx {
+    /// The Secret itself.
+    Secret,
+    /// `metadata`.
+    Meta,
+    /// Any other map (data, labels, an owner reference, unknown fields).
+    Plain,
+}
+
+fn bad(msg: impl Into<String>) -> KubeError {
+    KubeError::BadRequest(msg.into())
+}
+
+/// Merges `patch` into `original` (a map); `None` means the map is deleted (`$patch: delete`).
+fn merge_map(
+    mut original: Map<String, Value>,
+    patch: &Map<String, Value>,
+    ctx: Ctx,
+) -> Result<Option<Map<String, Value>>, KubeError> {
+    match patch.get(PATCH) {
+        None => {}
+        Some(Value::String(d)) if d == "replace" => {
+            let mut m = patch.clone();
+            m.remove(PATCH);
+            strip_directives(&mut m);
+            return Ok(Some(m));
+        }
+        Some(Value::String(d)) if d == "delete" => return Ok(None),
+        Some(Value::String(d)) if d == "merge" => {}
+        Some(other) => {
+            // Upstream also prints the map; it may hold Secret values, so it is left out.
+            let keys: Vec<&str> = patch.keys().map(String::as_str).collect();
+            return Err(bad(format!(
+                "Unknown patch type: {} in map with keys [{}]",
+                other.as_str().unwrap_or("(not a string)"),
+                keys.join(" ")
+            )));
+        }
+    }
+    if let Some(v) = patch.get(RETAIN_KEYS) {
+        // Secret's fields have no retainKeys strategy: the directive is checked and ignored.
+        if !v.is_array() {
+            return Err(bad("invalid patch: $retainKeys must be a list"));
+        }
+    }
+    // Deletions from primitive lists apply to the original first.
+    for (k, v) in patch {
+        if let Some(list) = k.strip_prefix(DELETE_FROM_PRIMITIVE_LIST) {
+            let Value::Array(del) = v else {
+                return Err(bad(
+                    "invalid patch: $deleteFromPrimitiveList must be a list",
+                ));
+            };
+            if let Some(Value::Array(items)) = original.get_mut(list) {
+                items.retain(|x| !del.contains(x));
+            }
+        }
+    }
+    for (k, pv) in patch {
+        if k.starts_with('$') {
+            continue;
+        }
+        if pv.is_null() {
+            // IgnoreUnmatchedNulls: a null deletes the key, and is never stored.
+            original.remove(k);
+            continue;
+        }
+        let list_rule = match (ctx, k.as_str()) {
+            (Ctx::Meta, "finalizers") => ListRule::Set,
+            (Ctx::Meta, "ownerReferences") => ListRule::ByUid,
+            _ => ListRule::Replace,
+        };
+        let child_ctx = match (ctx, k.as_str()) {
+            (Ctx::Secret, "metadata") => Ctx::Meta,
+            _ => Ctx::Plain,
+        };
+        let merged = match (original.remove(k), pv) {
+            (Some(Value::Object(o)), Value::Object(p)) => {
+                merge_map(o, p, child_ctx)?.map(Value::Object)
+            }
+            (None, Value::Object(p)) => merge_map(Map::new(), p, child_ctx)?.map(Value::Object),
+            (o, Value::Array(p)) if list_rule != ListRule::Replace => {
+                let o = match o {
+                    Some(Value::Array(a)) => a,
+                    _ => Vec::new(),
+                };
+                merge_list(o, p, list_rule)?.map(Value::Array)
+            }
+            (_, Value::Array(p)) => {
+                // Replaced; a `$patch: replace` element is dropped.
+                Some(Value::Array(
+                    p.iter()
+                        .filter(|x| x.get(PATCH).is_none())
+                        .cloned()
+                        .collect(),
+                ))
+            }
+            (_, other) => Some(other.clone()),
+        };
+        if let Some(v) = merged {
+            original.insert(k.clone(), v);
+        }
+    }
+    // `$setElementOrder/<list>`: order the merged list as given (items not named keep their
+    // place after the named ones).
+    for (k, v) in patch {
+        if let Some(list) = k.strip_prefix(SET_ELEMENT_ORDER) {
+            let Value::Array(order) = v else {
+                return Err(bad("invalid patch: $setElementOrder must be a list"));
+            };
+            if let Some(Value::Array(items)) = original.get_mut(list) {
+                let key = |x: &Value| -> Value {
+                    match x {
+                        Value::Object(m) => m.get("uid").cloned().unwrap_or(Value::Null),
+                        other => other.clone(),
+                    }
+                };
+                let rank = |x: &Value| {
+                    let kx = key(x);
+                    order
+                        .iter()
+                        .position(|o| key(o) == kx)
+                        .unwrap_or(usize::MAX)
+                };
+                items.sort_by_key(|x| rank(x));
+            }
+        }
+    }
+    Ok(Some(original))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListRule {
+    /// Replace the list.
+    Replace,
+    /// Union of scalars (`finalizers`).
+    Set,
+    /// Maps merged by `uid` (`ownerReferences`).
+    ByUid,
+}
+
+fn strip_directives(m: &mut Map<String, Value>) {
+    m.retain(|k, _| !k.starts_with('$'));
+}
+
+fn merge_list(
+    mut original: Vec<Value>,
+    patch: &[Value],
+    rule: ListRule,
+) -> Result<Option<Vec<Value>>, KubeError> {
+    // `[{"$patch": "replace"}, …]`: the other elements replace the list.
+    let replace = patch
+        .iter()
+        .any(|x| x.get(PATCH).and_then(Value::as_str) == Some("replace"));
+    if replace {
+        return Ok(Some(
+            patch
+                .iter()
+                .filter(|x| x.get(PATCH).is_none())
+                .cloned()
+                .collect(),
+        ));
+    }
+    match rule {
+        ListRule::Set => {
+            for x in patch {
+                if !original.contains(x) {
+                    original.push(x.clone());
+                }
+            }
+        }
+        ListRule::ByUid => {
+            for x in patch {
+                let Value::Object(p) = x else {
+                    return Err(bad(format!(
+                        "invalid patch: an ownerReferences item is a {}, not a map",
+                        json_kind(x)
+                    )));
+                };
+                let Some(uid) = p.get("uid") else {
+                    return Err(bad(
+                        "map: an ownerReferences item does not contain declared merge key: uid",
+                    ));
+                };
+                let at = original.iter().position(|o| o.get("uid") == Some(uid));
+                match (at, p.get(PATCH).and_then(Value::as_str)) {
+                    (Some(i), Some("delete")) => {
+                        original.remove(i);
+                    }
+                    (None, Some("delete")) => {}
+                    (Some(i), _) => {
+                        let o = match original.remove(i) {
+                            Value::Object(o) => o,
+                            _ => Map::new(),
+                        };
+                        if let Some(m) = merge_map(o, p, Ctx::Plain)? {
+                            original.insert(i, Value::Object(m));
+                        }
+                    }
+                    (None, _) => {
+                        let mut m = p.clone();
+                        strip_directives(&mut m);
+                        original.push(Value::Object(m));
+                    }
+                }
+            }
+        }
+        ListRule::Replace => return Ok(Some(patch.to_vec())),
+    }
+    Ok(Some(original))
+}
+
+/// RFC 7386 `MergePatch(target, patch)` in place.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(t) = target else {
+        return;
+    };
+    for (k, v) in p {
+        if v.is_null() {
+            t.remove(k);
+        } else {
+            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// One decoded JSON patch operation.
+#[derive(Debug)]
+struct Op {
+    op: String,
+    path: String,
+    from: Option<String>,
+    value: Option<Value>,
+}
+
+fn decode_ops(patch: &Value) -> Result<Vec<Op>, KubeError> {
+    let Value::Array(items) = patch else {
+        return Err(bad(format!(
+            "json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
+            json_kind(patch)
+        )));
+    };
+    items
+        .iter()
+        .map(|item| {
+            let Value::Object(m) = item else {
+                return Err(bad(format!(
+                    "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
+                    json_kind(item)
+                )));
+            };
+            let s = |k: &str| -> Result<Option<String>, KubeError> {
+                match m.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) => Ok(Some(s.clone())),
+                    Some(other) => Err(bad(format!(
+                        "json: cannot unmarshal {} into Go value of type string",
+                        json_kind(other)
+                    ))),
+                }
+            };
+            Ok(Op {
+                op: s("op")?.unwrap_or_default(),
+                path: s("path")?.unwrap_or_default(),
+                from: s("from")?,
+                value: m.get("value").cloned(),
+            })
+        })
+        .collect()
+}
+
+/// The reference tokens of a JSON pointer (`~1` is `/`, `~0` is `~`); `None` if it is not a
+/// pointer.
+fn tokens(pointer: &str) -> Option<Vec<String>> {
+    if pointer.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = pointer.strip_prefix('/')?;
+    Some(
+        rest.split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
+
+/// The container holding the pointer's last token, and that token.
+fn parent_mut<'a>(doc: &'a mut Value, toks: &[String]) -> Option<(&'a mut Value, String)> {
+    let (last, init) = toks.split_last()?;
+    let mut cur = doc;
+    for t in init {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(t)?,
+            Value::Array(a) => a.get_mut(t.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some((cur, last.clone()))
+}
+
+fn get<'a>(doc: &'a Value, toks: &[String]) -> Option<&'a Value> {
+    let mut cur = doc;
+    for t in toks {
+        cur = match cur {
+            Value::Object(m) => m.get(t)?,
+            Value::Array(a) => a.get(t.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn add(doc: &mut Value, path: &str, value: Value, op: &str) -> Result<(), String> {
+    let toks = tokens(path).ok_or_else(|| {
+        format!("{op} operation does not apply: doc is missing path: \"{path}\": missing value")
+    })?;
+    if toks.is_empty() {
+        *doc = value;
+        return Ok(());
+    }
+    let (parent, key) = parent_mut(doc, &toks).ok_or_else(|| {
+        format!("{op} operation does not apply: doc is missing path: \"{path}\": missing value")
+    })?;
+    match parent {
+        Value::Object(m) => {
+            m.insert(key, value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            let idx = if key == "-" {
+                a.len()
+            } else {
+                key.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i <= a.len())
+                    .ok_or_else(|| {
+                        format!("error in {op} for path: '{path}': Unable to access invalid index: {key}: invalid index referenced")
+                    })?
+            };
+            a.insert(idx, value);
+            Ok(())
+        }
+        _ => Err(format!(
+            "{op} operation does not apply: doc is missing path: \"{path}\": missing value"
+        )),
+    }
+}
+
+fn remove(doc: &mut Value, path: &str, op: &str) -> Result<Value, String> {
+    let missing_path =
+        || format!("{op} operation does not apply: doc is missing path: \"{path}\": missing value");
+    let toks = tokens(path).ok_or_else(missing_path)?;
+    let (parent, key) = parent_mut(doc, &toks).ok_or_else(missing_path)?;
+    match parent {
+        Value::Object(m) => m.remove(&key).ok_or_else(|| {
+            format!(
+                "error in {op} for path: '{path}': Unable to remove nonexistent key: {key}: missing value"
+            )
+        }),
+        Value::Array(a) => match key.parse::<usize>() {
+            Ok(i) if i < a.len() => Ok(a.remove(i)),
+            _ => Err(format!(
+                "error in {op} for path: '{path}': Unable to access invalid index: {key}: invalid index referenced"
+            )),
+        },
+        _ => Err(missing_path()),
+    }
+}
+
+/// One RFC 6902 operation; the error is the message of evanphx/json-patch (v4), which
+/// kube-apiserver uses.
+fn apply_op(doc: &mut Value, op: &Op) -> Result<(), String> {
+    let path = op.path.as_str();
+    let value = || {
+        op.value
+            .clone()
+            .ok_or_else(|| format!("{} operation missing value: missing value", op.op))
+    };
+    let from = || {
+        op.from
+            .clone()
+            .ok_or_else(|| format!("{} operation missing from: missing value", op.op))
+    };
+    match op.op.as_str() {
+        "add" => add(doc, path, value()?, "add"),
+        "remove" => remove(doc, path, "remove").map(|_| ()),
+        "replace" => {
+            let v = value()?;
+            let toks = tokens(path).ok_or_else(|| {
+                format!(
+                    "replace operation does not apply: doc is missing path: {path}: missing value"
+                )
+            })?;
+            if toks.is_empty() {
+                *doc = v;
+                return Ok(());
+            }
+            let (parent, key) = parent_mut(doc, &toks).ok_or_else(|| {
+                format!(
+                    "replace operation does not apply: doc is missing path: {path}: missing value"
+                )
+            })?;
+            match parent {
+                // json-patch v4 replaces a missing key of an existing object too.
+                Value::Object(m) => {
+                    m.insert(key, v);
+                    Ok(())
+                }
+                Value::Array(a) => match key.parse::<usize>() {
+                    Ok(i) if i < a.len() => {
+                        a[i] = v;
+                        Ok(())
+                    }
+                    _ => Err(format!(
+                        "replace operation does not apply: doc is missing key: {path}: missing value"
+                    )),
+                },
+                _ => Err(format!(
+                    "replace operation does not apply: doc is missing path: {path}: missing value"
+                )),
+            }
+        }
+        "move" => {
+            let f = from()?;
+            let toks = tokens(&f).unwrap_or_default();
+            if get(doc, &toks).is_none() || toks.is_empty() {
+                return Err(format!(
+                    "move operation does not apply: doc is missing from path: {f}: missing value"
+                ));
+            }
+            let v = remove(doc, &f, "move")?;
+            add(doc, path, v, "move")
+        }
+        "copy" => {
+            let f = from()?;
+            let toks = tokens(&f).ok_or_else(|| {
+                format!(
+                    "copy operation does not apply: doc is missing from path: {f}: missing value"
+                )
+            })?;
+            let v = get(doc, &toks).cloned().ok_or_else(|| {
+                format!(
+                    "copy operation does not apply: doc is missing from path: {f}: missing value"
+                )
+            })?;
+            add(doc, path, v, "copy")
+        }
+        "test" => {
+            let want = op.value.clone().unwrap_or(Value::Null);
+            let toks = tokens(path).ok_or_else(|| {
+                format!("test operation does not apply: is missing path: {path}: missing value")
+            })?;
+            let parent_exists = match toks.split_last() {
+                None => true,
+                Some((_, init)) => get(doc, init).is_some_and(|p| p.is_object() || p.is_array()),
+            };
+            match get(doc, &toks) {
+                Some(v) if *v == want => Ok(()),
+                None if want.is_null() && parent_exists => Ok(()),
+                None if !parent_exists => Err(format!(
+                    "test operation does not apply: is missing path: {path}: missing value"
+                )),
+                _ => Err(format!("testing value {path} failed: test failed")),
+            }
+        }
+        other => Err(format!("Unexpected kind: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

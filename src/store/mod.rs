@@ -7,6 +7,7 @@
 //! encrypted with that key as associated data. `resourceVersion` is the backend's
 //! `mod_revision`; it is never stored.
 
+pub mod managed;
 pub mod migrate;
 pub mod model;
 mod raw;
@@ -36,6 +37,9 @@ pub use version::ResourceVersion;
 
 /// Secrets per page of the list a watch without a revision starts with.
 const WATCH_LIST_PAGE: usize = 100;
+
+/// The field manager of writes through `keyward.v1` (gRPC and the keyward CLI).
+pub const KEYWARD_MANAGER: &str = "keyward";
 
 /// The resource name Secrets are stored under.
 pub const RESOURCE: &str = "secrets";
@@ -408,20 +412,25 @@ impl Store {
         Ok((s, info))
     }
 
-    fn stamp(s: &mut Secret) {
-        s.metadata.managed_fields = vec![model::ManagedFieldsEntry {
-            manager: "keyward".into(),
-            operation: "Update".into(),
-            api_version: "v1".into(),
-            time: now_rfc3339(),
-        }];
+    /// Records a write in `managedFields` unless the caller did: a write without them comes
+    /// from a client that does not carry Kubernetes metadata (`keyward.v1`), recorded as
+    /// manager [`KEYWARD_MANAGER`]; the Kubernetes API always hands them over, recorded by
+    /// [`managed::record_update`] or server-side apply under its field manager.
+    fn stamp(old: Option<&Secret>, s: &mut Secret) {
+        if s.metadata.managed_fields.is_empty() {
+            managed::record_update(old, s, KEYWARD_MANAGER, &now_rfc3339());
+        }
     }
 
     /// What [`Store::create`] checks before anything else: defaults `s` ([`model::normalize`]),
+    /// names it from `metadata.generateName` if it has no name ([`model::generate_name`]),
     /// refuses a set `resourceVersion` and validates it. Callers that must do work before a
     /// create (e.g. create a signing key) call it first, so that a refused create changes nothing.
     pub fn prepare_create(s: &mut Secret) -> Result<SecretId, StoreError> {
         model::normalize(s);
+        if s.metadata.name.is_empty() && !s.metadata.generate_name.is_empty() {
+            s.metadata.name = model::generate_name(&s.metadata.generate_name);
+        }
         let name = s.metadata.name.clone();
         if !s.metadata.resource_version.is_empty() {
             return Err(field_invalid(
@@ -433,13 +442,26 @@ impl Store {
         model::validate(s).map_err(|e| StoreError::invalid(&name, e))
     }
 
-    /// Creates a Secret. With `dry_run`, validates and returns what would be stored.
-    pub async fn create(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
+    /// Creates a Secret. With `dry_run`, validates and returns what would be stored. A name
+    /// generated from `generateName` that is taken is generated again (up to 8 tries, as
+    /// kube-apiserver's `RetryGenerateName`).
+    pub async fn create(&self, s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
+        let generated = s.metadata.name.is_empty() && !s.metadata.generate_name.is_empty();
+        let mut tries = 0;
+        loop {
+            match self.create_once(s.clone(), dry_run).await {
+                Err(StoreError::AlreadyExists { .. }) if generated && tries < 7 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn create_once(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
         let id = Self::prepare_create(&mut s)?;
         let name = s.metadata.name.clone();
         s.metadata.uid = uuid::Uuid::new_v4().to_string();
         s.metadata.creation_timestamp = now_rfc3339();
-        Self::stamp(&mut s);
+        Self::stamp(None, &mut s);
         if dry_run {
             return Ok(s);
         }
@@ -515,15 +537,29 @@ impl Store {
             let mut next = s.clone();
             next.metadata.uid = old.metadata.uid.clone();
             next.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+            if next.metadata.managed_fields.is_empty() {
+                // keyward.v1 carries no ownerReferences, finalizers or generateName: keep them.
+                next.metadata.owner_references = old.metadata.owner_references.clone();
+                next.metadata.finalizers = old.metadata.finalizers.clone();
+                next.metadata.generate_name = old.metadata.generate_name.clone();
+            }
             let unchanged = next.data == old.data
                 && next.type_ == old.type_
                 && next.immutable == old.immutable
                 && next.metadata.labels == old.metadata.labels
-                && next.metadata.annotations == old.metadata.annotations;
+                && next.metadata.annotations == old.metadata.annotations
+                && next.metadata.owner_references == old.metadata.owner_references
+                && next.metadata.finalizers == old.metadata.finalizers
+                && next.metadata.generate_name == old.metadata.generate_name
+                && (next.metadata.managed_fields.is_empty()
+                    || managed::same_but_times(
+                        &next.metadata.managed_fields,
+                        &old.metadata.managed_fields,
+                    ));
             if unchanged && !info.stale {
                 return Ok(old);
             }
-            Self::stamp(&mut next);
+            Self::stamp(Some(&old), &mut next);
             if dry_run {
                 next.metadata.resource_version = old.metadata.resource_version;
                 return Ok(next);
@@ -864,12 +900,7 @@ impl Store {
             let (s, _) = self.decode(&cur).await?;
             out.push(HistoryEntry {
                 revision: cur.mod_revision,
-                time: s
-                    .metadata
-                    .managed_fields
-                    .first()
-                    .map(|m| m.time.clone())
-                    .unwrap_or_default(),
+                time: s.last_write_time(),
                 change: if cur.version == 1 {
                     ChangeKind::Created
                 } else {
@@ -928,6 +959,8 @@ impl Store {
         };
         let (old, _) = self.decode(&old).await?;
         let mut next = current.clone();
+        // Recorded as a keyward.v1 write (manager `keyward`).
+        next.metadata.managed_fields.clear();
         next.data = old.data;
         next.metadata.labels = old.metadata.labels;
         next.metadata.annotations = old.metadata.annotations;

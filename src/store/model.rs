@@ -67,23 +67,57 @@ impl fmt::Debug for SecretString {
     }
 }
 
-/// One entry of `metadata.managedFields`: keyward records who changed the object and when, as
-/// kube-apiserver does; history reads the time from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One entry of `metadata.managedFields`: which manager owns which fields, through which
+/// operation, and when it last changed them (kube-apiserver's `ManagedFieldsEntry`). History
+/// reads the time of the last write from these entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedFieldsEntry {
-    /// Writer name (`keyward`).
+    /// Writer name (`keyward` for `keyward.v1` writes, `kubectl-edit`, ...).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub manager: String,
-    /// `Create` or `Update`... as Kubernetes names operations (`Update` for both).
+    /// `Apply` (server-side apply) or `Update` (every other write, creates included).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub operation: String,
     /// API version of the object written.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub api_version: String,
-    /// RFC 3339 time of the write.
+    /// RFC 3339 time of the manager's last change.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub time: String,
+    /// `FieldsV1` when `fields_v1` is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fields_type: String,
+    /// The owned fields as a `FieldsV1` trie (`{"f:data":{"f:k":{}}}`); see [`super::managed`].
+    #[serde(default, rename = "fieldsV1", skip_serializing_if = "Option::is_none")]
+    pub fields_v1: Option<serde_json::Value>,
+    /// The subresource written through (empty: the object itself).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+}
+
+/// One entry of `metadata.ownerReferences`: an object this Secret depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReference {
+    /// The owner's API version (`apps/v1`).
+    #[serde(default)]
+    pub api_version: String,
+    /// The owner's Kind.
+    #[serde(default)]
+    pub kind: String,
+    /// The owner's name.
+    #[serde(default)]
+    pub name: String,
+    /// The owner's uid (the merge key of the list).
+    #[serde(default)]
+    pub uid: String,
+    /// This owner is the managing controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<bool>,
+    /// Foreground deletion of the owner waits for this object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_owner_deletion: Option<bool>,
 }
 
 /// `metadata` of a Secret (the fields keyward keeps).
@@ -93,6 +127,10 @@ pub struct ObjectMeta {
     /// DNS-1123 subdomain, at most 253 characters.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// Prefix of a name the store generates on create when `name` is empty
+    /// ([`generate_name`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub generate_name: String,
     /// DNS-1123 label, at most 63 characters; empty means `default`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
@@ -111,7 +149,14 @@ pub struct ObjectMeta {
     /// Annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// Last writer and time.
+    /// Objects this Secret depends on (kept for Kubernetes clients; keyward collects no garbage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_references: Vec<OwnerReference>,
+    /// Finalizers (qualified names; kept for Kubernetes clients, a delete does not wait for
+    /// them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finalizers: Vec<String>,
+    /// Who owns which fields, and when each manager last wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_fields: Vec<ManagedFieldsEntry>,
 }
@@ -170,6 +215,48 @@ impl Secret {
     pub fn is_immutable(&self) -> bool {
         self.immutable == Some(true)
     }
+
+    /// The time of the last write: the newest `managedFields` time (empty if none is recorded).
+    pub fn last_write_time(&self) -> String {
+        self.metadata
+            .managed_fields
+            .iter()
+            .map(|m| m.time.as_str())
+            .max()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Characters of a generated name suffix (apimachinery `util/rand`: no vowels, no confusable
+/// digits).
+const NAME_SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+/// Length of a generated name suffix.
+const NAME_SUFFIX_LEN: usize = 5;
+/// Longest prefix kept from `generateName` (63 - 5, as `SimpleNameGenerator`).
+const MAX_GENERATE_NAME_PREFIX: usize = 58;
+
+/// A name from `metadata.generateName`, as kube-apiserver's `SimpleNameGenerator` makes it: the
+/// prefix cut to 58 characters, then 5 random characters of `[bcdfghjklmnpqrstvwxz2456789]`.
+pub fn generate_name(prefix: &str) -> String {
+    let mut end = prefix.len().min(MAX_GENERATE_NAME_PREFIX);
+    while !prefix.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut name = prefix[..end].to_owned();
+    let mut added = 0;
+    while added < NAME_SUFFIX_LEN {
+        for b in uuid::Uuid::new_v4().into_bytes() {
+            // Rejection sampling keeps the choice uniform (243 = 9 * 27).
+            if b < 243 && added < NAME_SUFFIX_LEN {
+                name.push(char::from(
+                    NAME_SUFFIX_CHARS[usize::from(b) % NAME_SUFFIX_CHARS.len()],
+                ));
+                added += 1;
+            }
+        }
+    }
+    name
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
@@ -233,6 +320,205 @@ fn is_label_value(v: &str) -> bool {
             && b[b.len() - 1].is_ascii_alphanumeric())
 }
 
+/// `RegexError` of apimachinery: the message, examples, then the pattern.
+fn regex_error(msg: &str, pattern: &str, examples: &[&str]) -> String {
+    let examples: String = examples
+        .iter()
+        .map(|e| format!("'{e}', "))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!("{msg} (e.g. {examples}regex used for validation is '{pattern}')")
+}
+
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+
+/// `IsDNS1123Subdomain`'s messages (none: valid).
+fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.len() > 253 {
+        out.push("must be no more than 253 characters".to_owned());
+    }
+    if s.is_empty()
+        || !s.split('.').all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+    {
+        out.push(regex_error(
+            DNS1123_SUBDOMAIN_MSG,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
+    }
+    out
+}
+
+/// `IsQualifiedName`'s messages (none: valid): an optional DNS subdomain prefix and `/`, then a
+/// name of at most 63 of `[-A-Za-z0-9_.]` starting and ending alphanumeric.
+pub fn qualified_name_errors(value: &str) -> Vec<String> {
+    const MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
+    const FMT: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
+    let examples = ["MyName", "my.name", "123-abc"];
+    let mut errs = Vec::new();
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_owned());
+            } else {
+                errs.extend(
+                    dns1123_subdomain_errors(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
+            }
+            *name
+        }
+        _ => {
+            errs.push(format!(
+                "a qualified name {} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                regex_error(MSG, FMT, &examples)
+            ));
+            return errs;
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_owned());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".to_owned());
+    }
+    let b = name.as_bytes();
+    let matches = !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric();
+    if !matches {
+        errs.push(format!("name part {}", regex_error(MSG, FMT, &examples)));
+    }
+    errs
+}
+
+/// Finalizer names core objects accept without a `/` (`IsStandardFinalizerName`).
+const STANDARD_FINALIZERS: [&str; 3] = ["kubernetes", "orphan", "foregroundDeletion"];
+
+/// `generateName`, `ownerReferences` and `finalizers`, as `ValidateObjectMeta` checks them
+/// (field paths and messages as kube-apiserver's).
+fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
+    if !m.generate_name.is_empty() {
+        // `maskTrailingDash`: a prefix may end in `-`.
+        let masked = match m.generate_name.strip_suffix('-') {
+            Some(rest) if !rest.is_empty() => format!("{rest}a"),
+            _ => m.generate_name.clone(),
+        };
+        for msg in dns1123_subdomain_errors(&masked) {
+            errs.push(err(
+                "metadata.generateName",
+                format!("Invalid value: {:?}: {msg}", m.generate_name),
+            ));
+        }
+    }
+    let path = "metadata.ownerReferences";
+    let mut controller: Option<String> = None;
+    for r in &m.owner_references {
+        let version = r.api_version.rsplit('/').next().unwrap_or_default();
+        if version.is_empty() {
+            errs.push(err(
+                format!("{path}.apiVersion"),
+                format!(
+                    "Invalid value: {:?}: version must not be empty",
+                    r.api_version
+                ),
+            ));
+        }
+        if r.kind.is_empty() {
+            errs.push(err(
+                format!("{path}.kind"),
+                "Invalid value: \"\": kind must not be empty",
+            ));
+        }
+        if r.name.is_empty() {
+            errs.push(err(
+                format!("{path}.name"),
+                "Invalid value: \"\": name must not be empty",
+            ));
+        }
+        if r.uid.is_empty() {
+            errs.push(err(
+                format!("{path}.uid"),
+                "Invalid value: \"\": uid must not be empty",
+            ));
+        }
+        if r.api_version == "v1" && r.kind == "Event" {
+            errs.push(err(path, "Invalid value: \"/v1, Kind=Event\": /v1, Kind=Event is disallowed from being an owner"));
+        }
+        if r.controller == Some(true) {
+            let this = format!("{}/{}", r.kind, r.name);
+            match &controller {
+                Some(first) => errs.push(err(path, format!("Invalid value: \"\": Only one reference can have Controller set to true. Found \"true\" in references for {first} and {this}"))),
+                None => controller = Some(this),
+            }
+        }
+    }
+    let path = "metadata.finalizers";
+    for f in &m.finalizers {
+        // apimachinery's check, then core's (which repeats it), as kube-apiserver reports them.
+        let qualified = qualified_name_errors(f);
+        for _ in 0..2 {
+            for msg in &qualified {
+                errs.push(err(path, format!("Invalid value: {f:?}: {msg}")));
+            }
+        }
+        if !f.contains('/') && !STANDARD_FINALIZERS.contains(&f.as_str()) {
+            errs.push(err(path, format!("Invalid value: {f:?}: name is neither a standard finalizer name nor is it fully qualified")));
+        }
+    }
+    for (i, e) in m.managed_fields.iter().enumerate() {
+        let path = format!("metadata.managedFields[{i}]");
+        if e.operation != "Apply" && e.operation != "Update" {
+            errs.push(err(
+                format!("{path}.operation"),
+                format!(
+                    "Invalid value: {:?}: must be `Apply` or `Update`",
+                    e.operation
+                ),
+            ));
+        }
+        if !e.fields_type.is_empty() && e.fields_type != "FieldsV1" {
+            errs.push(err(
+                format!("{path}.fieldsType"),
+                format!("Invalid value: {:?}: must be `FieldsV1`", e.fields_type),
+            ));
+        }
+        if e.manager.chars().count() > 128 {
+            errs.push(err(
+                format!("{path}.manager"),
+                "Too long: may not be more than 128 bytes",
+            ));
+        }
+        if e.subresource.len() > 256 {
+            errs.push(err(
+                format!("{path}.subresource"),
+                "Too long: may not be more than 256 bytes",
+            ));
+        }
+    }
+    let has = |f: &str| m.finalizers.iter().any(|x| x == f);
+    if has("orphan") && has("foregroundDeletion") {
+        errs.push(err(
+            path,
+            "Invalid value: \"\": finalizer orphan and foregroundDeletion cannot be both set",
+        ));
+    }
+}
+
 /// Checks `metadata`; returns the Secret's id if its name and namespace are valid.
 fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<SecretId> {
     let name = SecretName::try_from(m.name.as_str()).map_err(|e| errs.push(e));
@@ -261,6 +547,7 @@ fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<Secre
             format!("Too long: must have at most {MAX_ANNOTATIONS_SIZE} bytes"),
         ));
     }
+    validate_kube_metadata(m, errs);
     Some(SecretId {
         namespace: namespace.ok()?,
         name: name.ok()?,
@@ -588,6 +875,71 @@ mod tests {
             .annotations
             .insert("a".into(), "x".repeat(MAX_ANNOTATIONS_SIZE));
         assert!(fields(validate(&s))[0].starts_with("metadata.annotations: Too long"));
+    }
+
+    #[test]
+    fn kubernetes_metadata_rules_and_old_objects() {
+        // An object stored before these fields existed still decodes.
+        let old: Secret = serde_json::from_str(
+            r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"o","managedFields":[{"manager":"keyward","operation":"Update","apiVersion":"v1","time":"2024-01-01T00:00:00Z"}]},"type":"Opaque"}"#,
+        )
+        .unwrap();
+        assert!(old.metadata.finalizers.is_empty() && old.metadata.owner_references.is_empty());
+        assert_eq!(old.last_write_time(), "2024-01-01T00:00:00Z");
+        let mut s = secret("k");
+        s.metadata.finalizers = vec!["kubernetes".into(), "example.com/x".into()];
+        s.metadata.owner_references.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "d".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        });
+        s.metadata.generate_name = "app-".into();
+        assert!(validate(&s).is_ok());
+        let mut twice = s.clone();
+        let mut second = twice.metadata.owner_references[0].clone();
+        second.name = "e".into();
+        second.uid = "v".into();
+        twice.metadata.owner_references.push(second);
+        assert_eq!(
+            fields(validate(&twice)),
+            ["metadata.ownerReferences: Invalid value: \"\": Only one reference can have Controller set to true. Found \"true\" in references for Deployment/d and Deployment/e"]
+        );
+        let mut bad = secret("k");
+        bad.metadata.finalizers = vec!["a/b/c".into()];
+        bad.metadata.generate_name = "Bad_".into();
+        let f = fields(validate(&bad));
+        assert!(
+            f[0].starts_with(
+                "metadata.generateName: Invalid value: \"Bad_\": a lowercase RFC 1123 subdomain"
+            ),
+            "{f:?}"
+        );
+        assert_eq!(
+            f.len(),
+            3,
+            "the qualified-name error twice, as upstream: {f:?}"
+        );
+        assert!(f[1].contains("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"), "{f:?}");
+        let mut mf = secret("k");
+        mf.metadata.managed_fields.push(ManagedFieldsEntry {
+            manager: "m".into(),
+            operation: "Patch".into(),
+            fields_type: "FieldsV2".into(),
+            ..ManagedFieldsEntry::default()
+        });
+        assert_eq!(
+            fields(validate(&mf)),
+            [
+                "metadata.managedFields[0].operation: Invalid value: \"Patch\": must be `Apply` or `Update`",
+                "metadata.managedFields[0].fieldsType: Invalid value: \"FieldsV2\": must be `FieldsV1`"
+            ]
+        );
+        let name = generate_name(&"x".repeat(70));
+        assert_eq!(name.len(), 63);
+        assert!(name.starts_with(&"x".repeat(58)));
     }
 
     #[test]

@@ -1,0 +1,201 @@
+use super::*;
+use serde_json::json;
+
+#[test]
+fn rfc6902_appendix_a() {
+    let cases: Vec<Value> = serde_json::from_str(include_str!(
+        "../../../tests/data/kube/rfc6902_appendix_a.json"
+    ))
+    .unwrap();
+    assert_eq!(cases.len(), 15);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let got = json_patch(&c["doc"], &c["patch"]);
+        match c.get("expected") {
+            Some(want) => assert_eq!(&got.unwrap(), want, "{name}"),
+            None => match got {
+                Err(KubeError::Unprocessable(m)) => assert_eq!(m, c["error"], "{name}"),
+                other => panic!("{name}: {other:?}"),
+            },
+        }
+    }
+}
+
+#[test]
+fn rfc7386_appendix_a() {
+    let cases: Vec<Value> = serde_json::from_str(include_str!(
+        "../../../tests/data/kube/rfc7386_appendix_a.json"
+    ))
+    .unwrap();
+    assert_eq!(cases.len(), 15);
+    for c in cases {
+        assert_eq!(merge(&c[0], &c[1]).unwrap(), c[2], "{c}");
+    }
+}
+
+#[test]
+fn json_patch_errors() {
+    let doc =
+        json!({"data": {"a": "YQ=="}, "metadata": {"labels": {"app.kubernetes.io/name": "x"}}});
+    // ~1 escapes a slash in a label key.
+    let out = json_patch(
+        &doc,
+        &json!([{"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1name"}]),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["labels"], json!({}));
+    assert_eq!(
+        json_patch(&doc, &json!([{"op": "remove", "path": "/data/x"}]))
+            .unwrap_err()
+            .to_string(),
+        "error in remove for path: '/data/x': Unable to remove nonexistent key: x: missing value"
+    );
+    assert!(matches!(
+        json_patch(&doc, &json!({"op": "add"})),
+        Err(KubeError::BadRequest(_))
+    ));
+    let many: Vec<Value> = (0..=MAX_JSON_PATCH_OPERATIONS)
+        .map(|_| json!({"op": "test", "path": "/data"}))
+        .collect();
+    match json_patch(&doc, &Value::Array(many)) {
+        Err(KubeError::TooLarge(m)) => assert_eq!(
+            m,
+            "The allowed maximum operations in a JSON patch is 10000, got 10001"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        json_patch(&doc, &json!([{"op": "frob", "path": "/data"}])),
+        Err(KubeError::Unprocessable(_))
+    ));
+    // copy and move
+    let out = json_patch(
+        &doc,
+        &json!([{"op": "copy", "from": "/data/a", "path": "/data/b"},
+                {"op": "move", "from": "/data/a", "path": "/data/c"}]),
+    )
+    .unwrap();
+    assert_eq!(out["data"], json!({"b": "YQ==", "c": "YQ=="}));
+}
+
+fn live() -> Value {
+    json!({
+        "kind": "Secret", "apiVersion": "v1",
+        "metadata": {
+            "name": "s", "namespace": "default", "uid": "u", "resourceVersion": "5",
+            "labels": {"a": "1", "b": "2"},
+            "finalizers": ["example.com/one"],
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "c1", "uid": "u1"},
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "c2", "uid": "u2"}
+            ],
+            "managedFields": [{"manager": "m", "operation": "Update"}]
+        },
+        "data": {"x": "eA==", "y": "eQ=="},
+        "type": "Opaque"
+    })
+}
+
+#[test]
+fn strategic_merge_maps_nulls_and_string_data() {
+    let out = strategic_merge(
+        &live(),
+        &json!({"metadata": {"labels": {"a": null, "c": "3", "zz": null}},
+                "data": {"y": null},
+                "stringData": {"x": "new", "gone": null}}),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["labels"], json!({"b": "2", "c": "3"}));
+    // stringData overwrites data and is dropped; a null for a key the target lacks is dropped.
+    assert_eq!(out["data"], json!({"x": "bmV3"}));
+    assert!(out.get("stringData").is_none());
+    // kubectl apply removing a stringData key: data keeps it (upstream's behaviour).
+    let out = strategic_merge(&live(), &json!({"stringData": {"y": null}})).unwrap();
+    assert_eq!(out["data"], json!({"x": "eA==", "y": "eQ=="}));
+    // Scalars are replaced.
+    let out = strategic_merge(&live(), &json!({"type": "kubernetes.io/tls"})).unwrap();
+    assert_eq!(out["type"], "kubernetes.io/tls");
+    assert!(matches!(
+        strategic_merge(&live(), &json!([1])),
+        Err(KubeError::BadRequest(_))
+    ));
+}
+
+#[test]
+fn strategic_merge_directives() {
+    let out = strategic_merge(
+        &live(),
+        &json!({"metadata": {"labels": {"$patch": "replace", "only": "this"}}}),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["labels"], json!({"only": "this"}));
+    let out = strategic_merge(
+        &live(),
+        &json!({"metadata": {"labels": {"$patch": "delete"}}}),
+    )
+    .unwrap();
+    assert!(out["metadata"].get("labels").is_none());
+    let out = strategic_merge(
+        &live(),
+        &json!({"data": {"$patch": "replace", "z": "eg=="}}),
+    )
+    .unwrap();
+    assert_eq!(out["data"], json!({"z": "eg=="}));
+    assert!(matches!(
+        strategic_merge(&live(), &json!({"data": {"$patch": "frob"}})),
+        Err(KubeError::BadRequest(_))
+    ));
+}
+
+#[test]
+fn strategic_merge_finalizers_and_owner_references() {
+    let out = strategic_merge(
+        &live(),
+        &json!({"metadata": {
+            "finalizers": ["example.com/two", "example.com/one"],
+            "$setElementOrder/finalizers": ["example.com/two", "example.com/one"]}}),
+    )
+    .unwrap();
+    assert_eq!(
+        out["metadata"]["finalizers"],
+        json!(["example.com/two", "example.com/one"])
+    );
+    let out = strategic_merge(
+        &live(),
+        &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["example.com/one"]}}),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["finalizers"], json!([]));
+    let out = strategic_merge(
+        &live(),
+        &json!({"metadata": {"ownerReferences": [
+            {"uid": "u1", "$patch": "delete"},
+            {"uid": "u2", "name": "renamed"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "c3", "uid": "u3"}]}}),
+    )
+    .unwrap();
+    let refs = out["metadata"]["ownerReferences"].as_array().unwrap();
+    assert_eq!(
+        refs.iter().map(|r| r["uid"].clone()).collect::<Vec<_>>(),
+        [json!("u2"), json!("u3")]
+    );
+    assert_eq!(refs[0]["name"], "renamed");
+    assert_eq!(refs[0]["kind"], "ConfigMap");
+    assert!(matches!(
+        strategic_merge(
+            &live(),
+            &json!({"metadata": {"ownerReferences": [{"name": "x"}]}})
+        ),
+        Err(KubeError::BadRequest(_))
+    ));
+    // managedFields has no strategy: replaced.
+    let out = strategic_merge(
+        &live(),
+        &json!({"metadata": {"managedFields": [{"manager": "n", "operation": "Apply"}]}}),
+    )
+    .unwrap();
+    assert_eq!(
+        out["metadata"]["managedFields"],
+        json!([{"manager": "n", "operation": "Apply"}])
+    );
+}

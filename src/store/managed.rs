@@ -1,0 +1,653 @@
+//! `metadata.managedFields`: who owns which fields of a Secret, as kube-apiserver records it
+//! (structured-merge-diff's field sets in the `FieldsV1` format), and the bookkeeping of
+//! non-apply writes ([`record_update`]), which every front end shares: a `keyward.v1` write is
+//! recorded as manager `keyward`, a Kubernetes API write under its field manager.
+//!
+//! A field path is a list of `FieldsV1` keys: `f:<field>` for a struct field or map key,
+//! `k:{"uid":"…"}` for an item of a list keyed by `uid` (`ownerReferences`), `v:"…"` for an item
+//! of a set (`finalizers`). Fields kube-apiserver never tracks (`apiVersion`, `kind`,
+//! `metadata.name`, `namespace`, `uid`, `resourceVersion`, `creationTimestamp`, `managedFields`,
+//! …) are never in a set.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::model::{normalize, ManagedFieldsEntry, Secret};
+
+/// `fieldsType` of every entry keyward writes.
+pub const FIELDS_V1: &str = "FieldsV1";
+/// `operation` of a server-side apply.
+pub const APPLY: &str = "Apply";
+/// `operation` of every other write.
+pub const UPDATE: &str = "Update";
+/// The API version entries are recorded in.
+pub const API_VERSION: &str = "v1";
+
+/// One field path: `FieldsV1` keys from the object's root (`["f:data", "f:k"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FieldPath(pub Vec<String>);
+
+impl FieldPath {
+    /// The path of `keys`.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> FieldPath {
+        FieldPath(keys.into_iter().map(Into::into).collect())
+    }
+
+    /// This path with `key` appended.
+    pub fn child(&self, key: impl Into<String>) -> FieldPath {
+        let mut v = self.0.clone();
+        v.push(key.into());
+        FieldPath(v)
+    }
+
+    /// Whether `self` is `other` or lies under it.
+    pub fn starts_with(&self, other: &FieldPath) -> bool {
+        self.0.starts_with(&other.0)
+    }
+}
+
+/// As kube-apiserver prints a path in conflict messages: `.data.k`,
+/// `.metadata.ownerReferences[uid="…"]`, `.metadata.finalizers[="…"]`.
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for key in &self.0 {
+            match key.split_at(key.find(':').map_or(0, |i| i + 1)) {
+                ("f:", name) => write!(f, ".{name}")?,
+                ("v:", value) => write!(f, "[={}]", print_value(value))?,
+                ("i:", index) => write!(f, "[{index}]")?,
+                ("k:", keys) => {
+                    let parsed: Option<Map<String, Value>> = serde_json::from_str(keys).ok();
+                    match parsed {
+                        Some(m) => {
+                            let parts: Vec<String> = m
+                                .iter()
+                                .map(|(k, v)| format!("{k}={}", print_json(v)))
+                                .collect();
+                            write!(f, "[{}]", parts.join(","))?
+                        }
+                        None => write!(f, "[{keys}]")?,
+                    }
+                }
+                _ => write!(f, "{key}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// structured-merge-diff's `value.ToString` of a JSON-encoded value.
+fn print_value(json: &str) -> String {
+    serde_json::from_str::<Value>(json).map_or_else(|_| json.to_owned(), |v| print_json(&v))
+}
+
+fn print_json(v: &Value) -> String {
+    match v {
+        // Go's %q; JSON string escaping agrees for everything a field path holds.
+        Value::String(s) => Value::String(s.clone()).to_string(),
+        Value::Null => "null".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A set of field paths (structured-merge-diff's `fieldpath.Set`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSet(pub BTreeSet<FieldPath>);
+
+impl FieldSet {
+    /// No field.
+    pub fn new() -> FieldSet {
+        FieldSet::default()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `p` is in the set.
+    pub fn contains(&self, p: &FieldPath) -> bool {
+        self.0.contains(p)
+    }
+
+    /// Adds `p`.
+    pub fn insert(&mut self, p: FieldPath) {
+        self.0.insert(p);
+    }
+
+    /// Paths in either.
+    pub fn union(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.union(&other.0).cloned().collect())
+    }
+
+    /// Paths in `self` but not in `other`.
+    pub fn difference(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.difference(&other.0).cloned().collect())
+    }
+
+    /// Paths in both.
+    pub fn intersection(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// Iterates the paths in order.
+    pub fn iter(&self) -> impl Iterator<Item = &FieldPath> {
+        self.0.iter()
+    }
+
+    /// The set without the fields kube-apiserver never tracks.
+    pub fn stripped(self) -> FieldSet {
+        FieldSet(self.0.into_iter().filter(|p| !is_untracked(p)).collect())
+    }
+
+    /// The `FieldsV1` trie: each key an object, `".": {}` marking a member that also has
+    /// members below it.
+    pub fn to_fields_v1(&self) -> Value {
+        let mut root = Map::new();
+        for p in &self.0 {
+            let mut node = &mut root;
+            for key in &p.0 {
+                node = node
+                    .entry(key.clone())
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .expect("FieldsV1 nodes are objects");
+            }
+            // A member: marked with "." if other members lie below it (set once they appear).
+            node.insert(".".into(), Value::Object(Map::new()));
+        }
+        // Leaves carry no "."; only members with children keep it.
+        fn tidy(node: &mut Map<String, Value>) {
+            let has_children = node.keys().any(|k| k != ".");
+            if !has_children {
+                node.remove(".");
+            }
+            for (k, v) in node.iter_mut() {
+                if k != "." {
+                    if let Value::Object(m) = v {
+                        tidy(m);
+                    }
+                }
+            }
+        }
+        for v in root.values_mut() {
+            if let Value::Object(m) = v {
+                tidy(m);
+            }
+        }
+        Value::Object(root)
+    }
+
+    /// Reads a `FieldsV1` trie (`None` or a non-object: the empty set).
+    pub fn from_fields_v1(v: Option<&Value>) -> FieldSet {
+        fn walk(node: &Map<String, Value>, at: &FieldPath, out: &mut FieldSet) {
+            for (k, v) in node {
+                if k == "." {
+                    if !at.0.is_empty() {
+                        out.insert(at.clone());
+                    }
+                    continue;
+                }
+                let p = at.child(k.clone());
+                match v {
+                    Value::Object(m) if !m.is_empty() => walk(m, &p, out),
+                    _ => out.insert(p),
+                }
+            }
+        }
+        let mut out = FieldSet::new();
+        if let Some(Value::Object(m)) = v {
+            walk(m, &FieldPath::default(), &mut out);
+        }
+        out
+    }
+}
+
+/// Whether kube-apiserver leaves `p` out of every field set (its `stripMeta`).
+fn is_untracked(p: &FieldPath) -> bool {
+    match p.0.as_slice() {
+        [] => true,
+        [f] => f == "f:apiVersion" || f == "f:kind" || f == "f:metadata",
+        [m, f, ..] if m == "f:metadata" => matches!(
+            f.as_str(),
+            "f:name"
+                | "f:namespace"
+                | "f:creationTimestamp"
+                | "f:selfLink"
+                | "f:uid"
+                | "f:clusterName"
+                | "f:generation"
+                | "f:managedFields"
+                | "f:resourceVersion"
+                | "f:deletionTimestamp"
+        ),
+        _ => false,
+    }
+}
+
+/// What the fields of a Secret's JSON hold, for comparing two versions: each tracked leaf
+/// with its value, and each present container (`data`, `metadata.labels`, ...) as `None`.
+pub type Flat = BTreeMap<FieldPath, Option<Value>>;
+
+/// The `FieldsV1` key of an `ownerReferences` item (`k:{"uid":"…"}`).
+pub fn owner_key(uid: &str) -> String {
+    format!("k:{}", serde_json::json!({ "uid": uid }))
+}
+
+/// The `FieldsV1` key of a `finalizers` item (`v:"…"`).
+pub fn set_key(value: &str) -> String {
+    format!("v:{}", Value::String(value.to_owned()))
+}
+
+/// Flattens a Secret's JSON (stored form or request form) for [`compare`]: the tracked leaves
+/// with their values, and the containers present (non-empty maps and lists).
+pub fn flatten(obj: &Value) -> Flat {
+    let mut out = Flat::new();
+    let Some(top) = obj.as_object() else {
+        return out;
+    };
+    let root = FieldPath::default();
+    for (k, v) in top {
+        let p = root.child(format!("f:{k}"));
+        match k.as_str() {
+            "apiVersion" | "kind" => {}
+            "metadata" => {
+                if let Some(meta) = v.as_object() {
+                    flatten_meta(meta, &p, &mut out);
+                }
+            }
+            "data" | "stringData" => flatten_map(v, &p, &mut out),
+            _ if !v.is_null() => {
+                out.insert(p, Some(v.clone()));
+            }
+            _ => {}
+        }
+    }
+    out.retain(|p, _| !is_untracked(p));
+    out
+}
+
+fn flatten_map(v: &Value, p: &FieldPath, out: &mut Flat) {
+    if let Some(m) = v.as_object() {
+        if m.is_empty() {
+            return;
+        }
+        out.insert(p.clone(), None);
+        for (k, v) in m {
+            out.insert(p.child(format!("f:{k}")), Some(v.clone()));
+        }
+    }
+}
+
+fn flatten_meta(meta: &Map<String, Value>, at: &FieldPath, out: &mut Flat) {
+    for (k, v) in meta {
+        let p = at.child(format!("f:{k}"));
+        match k.as_str() {
+            "labels" | "annotations" => flatten_map(v, &p, out),
+            "ownerReferences" => {
+                if let Some(items) = v.as_array().filter(|a| !a.is_empty()) {
+                    out.insert(p.clone(), None);
+                    for item in items {
+                        let uid = item.get("uid").and_then(Value::as_str).unwrap_or_default();
+                        out.insert(p.child(owner_key(uid)), Some(item.clone()));
+                    }
+                }
+            }
+            "finalizers" => {
+                if let Some(items) = v.as_array().filter(|a| !a.is_empty()) {
+                    out.insert(p.clone(), None);
+                    for item in items {
+                        let s = item.as_str().unwrap_or_default();
+                        out.insert(p.child(set_key(s)), Some(Value::Null));
+                    }
+                }
+            }
+            _ if v.is_null() => {}
+            _ if v.as_str() == Some("") => {}
+            _ => {
+                out.insert(p, Some(v.clone()));
+            }
+        }
+    }
+}
+
+/// What changed between two flattened versions (structured-merge-diff's `Comparison`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Comparison {
+    /// Present only in the new version.
+    pub added: FieldSet,
+    /// Present in both with different values.
+    pub modified: FieldSet,
+    /// Present only in the old version.
+    pub removed: FieldSet,
+}
+
+impl Comparison {
+    /// Added and modified fields: what the write set.
+    pub fn changed(&self) -> FieldSet {
+        self.added.union(&self.modified)
+    }
+}
+
+/// Compares two flattened versions.
+pub fn compare(old: &Flat, new: &Flat) -> Comparison {
+    let mut c = Comparison::default();
+    for (p, v) in new {
+        match old.get(p) {
+            None => c.added.insert(p.clone()),
+            Some(o) if o != v => c.modified.insert(p.clone()),
+            Some(_) => {}
+        }
+    }
+    for p in old.keys() {
+        if !new.contains_key(p) {
+            c.removed.insert(p.clone());
+        }
+    }
+    c
+}
+
+/// Who a manager is: kube-apiserver tells managers apart by name, operation, subresource and,
+/// for `Update`, API version.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ManagerId {
+    /// `manager`.
+    pub manager: String,
+    /// `Apply` or `Update`.
+    pub operation: String,
+    /// `apiVersion` (empty for `Apply`).
+    pub api_version: String,
+    /// `subresource`.
+    pub subresource: String,
+}
+
+impl ManagerId {
+    /// The identity of `manager` writing with `operation` in `v1`.
+    pub fn new(manager: &str, operation: &str) -> ManagerId {
+        ManagerId {
+            manager: manager.to_owned(),
+            operation: operation.to_owned(),
+            api_version: if operation == APPLY {
+                String::new()
+            } else {
+                API_VERSION.to_owned()
+            },
+            subresource: String::new(),
+        }
+    }
+
+    /// As kube-apiserver names the manager in a conflict: `"kubectl"`, or
+    /// `"kubectl-client-side-apply" using v1` for an `Update` manager.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{:?}", self.manager);
+        if !self.subresource.is_empty() {
+            s.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == UPDATE {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+}
+
+/// One manager's fields and last write time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    /// What it owns.
+    pub fields: FieldSet,
+    /// `apiVersion` the entry records.
+    pub api_version: String,
+    /// RFC 3339 time of its last change.
+    pub time: String,
+}
+
+/// Every manager of an object.
+pub type Managers = BTreeMap<ManagerId, Managed>;
+
+/// Reads `managedFields` entries (fields kube-apiserver never tracks are dropped; two entries
+/// of one manager are merged).
+pub fn decode(entries: &[ManagedFieldsEntry]) -> Managers {
+    let mut out = Managers::new();
+    for e in entries {
+        let id = ManagerId {
+            manager: e.manager.clone(),
+            operation: e.operation.clone(),
+            api_version: if e.operation == APPLY {
+                String::new()
+            } else {
+                e.api_version.clone()
+            },
+            subresource: e.subresource.clone(),
+        };
+        let fields = FieldSet::from_fields_v1(e.fields_v1.as_ref()).stripped();
+        let m = out.entry(id).or_insert_with(|| Managed {
+            fields: FieldSet::new(),
+            api_version: e.api_version.clone(),
+            time: e.time.clone(),
+        });
+        m.fields = m.fields.union(&fields);
+        m.time = m.time.clone().max(e.time.clone());
+    }
+    out
+}
+
+/// Writes managers as `managedFields` entries in kube-apiserver's order (operation, time,
+/// manager, API version, subresource), dropping managers that own nothing.
+pub fn encode(managers: &Managers) -> Vec<ManagedFieldsEntry> {
+    let mut out: Vec<ManagedFieldsEntry> = managers
+        .iter()
+        .filter(|(_, m)| !m.fields.is_empty())
+        .map(|(id, m)| ManagedFieldsEntry {
+            manager: id.manager.clone(),
+            operation: id.operation.clone(),
+            api_version: m.api_version.clone(),
+            time: m.time.clone(),
+            fields_type: FIELDS_V1.to_owned(),
+            fields_v1: Some(m.fields.to_fields_v1()),
+            subresource: id.subresource.clone(),
+        })
+        .collect();
+    out.sort_by(|p, q| {
+        (
+            &p.operation,
+            &p.time,
+            &p.manager,
+            &p.api_version,
+            &p.subresource,
+        )
+            .cmp(&(
+                &q.operation,
+                &q.time,
+                &q.manager,
+                &q.api_version,
+                &q.subresource,
+            ))
+    });
+    out
+}
+
+/// A Secret's JSON in stored form (`stringData` folded into `data`, type defaulted) for
+/// comparing versions; `None` is an absent object.
+pub fn stored_json(s: Option<&Secret>) -> Value {
+    match s {
+        None => Value::Object(Map::new()),
+        Some(s) => {
+            let mut s = s.clone();
+            normalize(&mut s);
+            s.metadata.managed_fields.clear();
+            serde_json::to_value(&s).unwrap_or(Value::Null)
+        }
+    }
+}
+
+/// Records a non-apply write (create, update, patch) by `manager` at `now` in
+/// `new.metadata.managedFields`, as kube-apiserver's field manager does:
+///
+/// - the managers start from `new`'s entries if the writer set any (a client that sets
+///   `managedFields` replaces them), else from `old`'s (a client unaware of them does not
+///   drop them);
+/// - fields the write added or changed move to `manager`'s `Update` entry (merged with its
+///   earlier one, time refreshed); fields it removed leave every manager;
+/// - managers left owning nothing are dropped. If that leaves no entry at all, `manager` keeps
+///   an entry owning nothing, so that the store can tell a Kubernetes write (which always
+///   carries `managedFields`) from a `keyward.v1` one.
+pub fn record_update(old: Option<&Secret>, new: &mut Secret, manager: &str, now: &str) {
+    let given = &new.metadata.managed_fields;
+    let mut managers = if given.is_empty() {
+        old.map(|o| decode(&o.metadata.managed_fields))
+            .unwrap_or_default()
+    } else {
+        decode(given)
+    };
+    let cmp = compare(
+        &flatten(&stored_json(old)),
+        &flatten(&stored_json(Some(new))),
+    );
+    let touched = cmp.changed().union(&cmp.removed);
+    for m in managers.values_mut() {
+        m.fields = m.fields.difference(&touched);
+    }
+    let changed = cmp.changed();
+    let id = ManagerId::new(manager, UPDATE);
+    if !changed.is_empty() {
+        let entry = managers.entry(id.clone()).or_insert_with(|| Managed {
+            fields: FieldSet::new(),
+            api_version: API_VERSION.to_owned(),
+            time: now.to_owned(),
+        });
+        entry.fields = entry.fields.union(&changed);
+        entry.time = now.to_owned();
+    }
+    let mut entries = encode(&managers);
+    if entries.is_empty() {
+        entries.push(ManagedFieldsEntry {
+            manager: manager.to_owned(),
+            operation: UPDATE.to_owned(),
+            api_version: API_VERSION.to_owned(),
+            time: now.to_owned(),
+            fields_type: FIELDS_V1.to_owned(),
+            fields_v1: Some(Value::Object(Map::new())),
+            subresource: String::new(),
+        });
+    }
+    new.metadata.managed_fields = entries;
+}
+
+/// `managedFields` equal but for their times (kube-apiserver does not write an object whose
+/// only change is a managedFields timestamp).
+pub fn same_but_times(a: &[ManagedFieldsEntry], b: &[ManagedFieldsEntry]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            let mut x = x.clone();
+            x.time.clone_from(&y.time);
+            x == *y
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::SecretBytes;
+    use serde_json::json;
+
+    fn secret(data: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = "s".into();
+        for (k, v) in data {
+            s.data
+                .insert((*k).into(), SecretBytes::new(v.as_bytes().to_vec()));
+        }
+        s
+    }
+
+    #[test]
+    fn fields_v1_round_trip_and_dot() {
+        let v = json!({"f:data":{".":{},"f:a":{},"f:b":{}},"f:metadata":{"f:labels":{"f:x":{}},
+            "f:ownerReferences":{".":{},"k:{\"uid\":\"u1\"}":{}},"f:finalizers":{"v:\"a/b\"":{}}},"f:type":{}});
+        let set = FieldSet::from_fields_v1(Some(&v));
+        assert_eq!(set.0.len(), 8);
+        assert_eq!(set.to_fields_v1(), v);
+        let shown: Vec<String> = set.iter().map(|p| p.to_string()).collect();
+        assert!(shown.contains(&".data.a".to_owned()), "{shown:?}");
+        assert!(shown.contains(&".metadata.ownerReferences[uid=\"u1\"]".to_owned()));
+        assert!(shown.contains(&".metadata.finalizers[=\"a/b\"]".to_owned()));
+    }
+
+    #[test]
+    fn create_records_containers_and_leaves() {
+        let mut s = secret(&[("pw", "x"), ("user", "y")]);
+        s.metadata.labels.insert("app".into(), "web".into());
+        record_update(None, &mut s, "kubectl-create", "2024-01-01T00:00:00Z");
+        let e = &s.metadata.managed_fields;
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (
+                e[0].manager.as_str(),
+                e[0].operation.as_str(),
+                e[0].api_version.as_str(),
+                e[0].fields_type.as_str()
+            ),
+            ("kubectl-create", "Update", "v1", "FieldsV1")
+        );
+        assert_eq!(
+            e[0].fields_v1,
+            Some(json!({"f:data":{".":{},"f:pw":{},"f:user":{}},
+                "f:metadata":{"f:labels":{".":{},"f:app":{}}},"f:type":{}}))
+        );
+    }
+
+    #[test]
+    fn updates_take_ownership_and_merge_with_earlier_entries() {
+        let mut old = secret(&[("a", "1"), ("b", "2")]);
+        record_update(None, &mut old, "creator", "2024-01-01T00:00:00Z");
+        let mut new = old.clone();
+        new.data
+            .insert("a".into(), SecretBytes::new(b"changed".to_vec()));
+        new.data.remove("b");
+        record_update(Some(&old), &mut new, "editor", "2024-01-02T00:00:00Z");
+        let m = decode(&new.metadata.managed_fields);
+        let creator = &m[&ManagerId::new("creator", UPDATE)];
+        let editor = &m[&ManagerId::new("editor", UPDATE)];
+        let show = |s: &FieldSet| s.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(show(&creator.fields), [".data", ".type"]);
+        assert_eq!(show(&editor.fields), [".data.a"]);
+        assert_eq!(editor.time, "2024-01-02T00:00:00Z");
+        // Same manager again: merged, time refreshed.
+        let mut third = new.clone();
+        third.metadata.labels.insert("l".into(), "v".into());
+        record_update(Some(&new), &mut third, "editor", "2024-01-03T00:00:00Z");
+        let m = decode(&third.metadata.managed_fields);
+        assert_eq!(
+            show(&m[&ManagerId::new("editor", UPDATE)].fields),
+            [".data.a", ".metadata.labels", ".metadata.labels.l"]
+        );
+        // A no-op write changes nothing.
+        let mut same = third.clone();
+        record_update(Some(&third), &mut same, "other", "2024-01-04T00:00:00Z");
+        assert_eq!(same.metadata.managed_fields, third.metadata.managed_fields);
+    }
+
+    #[test]
+    fn explicit_managed_fields_replace_and_empty_keeps() {
+        let mut old = secret(&[("a", "1")]);
+        record_update(None, &mut old, "creator", "t1");
+        let mut new = old.clone();
+        new.metadata.managed_fields = vec![ManagedFieldsEntry {
+            manager: "someone".into(),
+            operation: "Apply".into(),
+            api_version: "v1".into(),
+            time: "t0".into(),
+            fields_type: FIELDS_V1.into(),
+            fields_v1: Some(json!({"f:data":{"f:a":{}}})),
+            subresource: String::new(),
+        }];
+        record_update(Some(&old), &mut new, "kubectl", "t2");
+        assert_eq!(new.metadata.managed_fields.len(), 1);
+        assert_eq!(new.metadata.managed_fields[0].manager, "someone");
+        let mut unaware = old.clone();
+        unaware.metadata.managed_fields.clear();
+        record_update(Some(&old), &mut unaware, "python", "t3");
+        assert_eq!(unaware.metadata.managed_fields, old.metadata.managed_fields);
+    }
+}
