@@ -189,6 +189,7 @@ pub struct StoreServer {
     reloader: Option<Reloader>,
     auto_migrate: Option<AutoMigrateGuard>,
     rpc: RpcLayer,
+    metrics: Option<Metrics>,
     token: CancellationToken,
     _cancel_on_drop: DropGuard,
 }
@@ -290,6 +291,7 @@ impl StoreServer {
             reloader,
             auto_migrate,
             rpc,
+            metrics: options.metrics.clone(),
             _cancel_on_drop: token.clone().drop_guard(),
             token,
         })
@@ -348,6 +350,7 @@ impl StoreServer {
             reloader,
             auto_migrate,
             rpc,
+            metrics,
             token,
             _cancel_on_drop,
             ..
@@ -355,12 +358,12 @@ impl StoreServer {
         let kube = async {
             if let Some((listener, limits)) = kube {
                 let address = listener.local_addr().to_string();
-                let api = Arc::new(KubeApi::new(
-                    access.access.clone(),
-                    access.authn.clone(),
-                    limits,
-                    address,
-                ));
+                let mut api =
+                    KubeApi::new(access.access.clone(), access.authn.clone(), limits, address);
+                if let Some(m) = metrics {
+                    api = api.with_metrics(m);
+                }
+                let api = Arc::new(api);
                 crate::kube::serve(listener, api, token.clone().cancelled_owned()).await;
             }
         };

@@ -2,7 +2,7 @@
 //! JSON patch, server-side apply), delete and deletecollection, each a thin handler that reads
 //! the request, calls the guarded store ([`Access`]) and answers kube-apiserver's object,
 //! list, Table or Status. Object semantics (strict decoding, patches, managedFields) are in
-//! [`objects`](super::objects), [`patch`](super::patch) and [`apply`](super::apply).
+//! [`objects`](super::objects), [`patch`](mod@patch) and [`apply`].
 
 use std::time::SystemTime;
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -35,6 +35,7 @@ use super::status::Status;
 use super::{discovery, openapi, secrets, watch, KubeError};
 use crate::access::{Access, Authenticators, Credentials, RequestContext, Source};
 use crate::authz::ImpersonationRequest;
+use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
 
 /// Limits of the Kubernetes API beyond the connection caps.
@@ -49,16 +50,23 @@ pub struct KubeLimits {
     pub max_in_flight_per_client: usize,
     /// Watches open at once on the listener; more is 429.
     pub max_watches: usize,
+    /// How long a client may take to send a request's body once its headers arrived.
+    pub body_timeout: Duration,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_interval: Duration,
 }
 
 impl Default for KubeLimits {
-    /// 3 MiB bodies, 10 s for headers, 32 requests in flight per client, 512 watches.
+    /// 3 MiB bodies, 10 s for headers and 60 s for a body, 32 requests in flight per client,
+    /// 512 watches, a bookmark every minute (kube-apiserver's rhythm).
     fn default() -> Self {
         Self {
             max_body: 3 * 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             max_in_flight_per_client: 32,
             max_watches: 512,
+            body_timeout: Duration::from_secs(60),
+            bookmark_interval: Duration::from_secs(60),
         }
     }
 }
@@ -224,6 +232,7 @@ pub struct KubeApi {
     address: String,
     watches: Arc<AtomicUsize>,
     in_flight: Mutex<HashMap<IpAddr, usize>>,
+    metrics: Option<Metrics>,
 }
 
 /// A request's place among its client's requests in flight.
@@ -268,7 +277,14 @@ impl KubeApi {
             address,
             watches: Arc::new(AtomicUsize::new(0)),
             in_flight: Mutex::new(HashMap::new()),
+            metrics: None,
         }
+    }
+
+    /// Counts requests in `metrics` (`keyward_kube_requests_total{verb,code}`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn enter(&self, ip: IpAddr) -> Option<InFlight<'_>> {
@@ -289,6 +305,24 @@ impl KubeApi {
 
     /// Answers one request from `peer`, whose TLS client certificates are `certs`.
     pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        certs: &[CertificateDer<'static>],
+    ) -> Response<Body> {
+        let verb = verb_of(
+            req.method(),
+            req.uri().path(),
+            req.uri().query().unwrap_or(""),
+        );
+        let resp = self.answer(req, peer, certs).await;
+        if let Some(m) = &self.metrics {
+            m.kube_request(verb, resp.status().as_u16());
+        }
+        resp
+    }
+
+    async fn answer(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
@@ -364,27 +398,43 @@ impl KubeApi {
         }
     }
 
-    async fn read_body(&self, headers: &HeaderMap, body: Incoming) -> Result<Bytes, KubeError> {
-        let too_large = || {
-            KubeError::TooLarge(format!(
-                "Request entity too large: limit is {}",
-                self.limits.max_body
-            ))
-        };
+    /// The body, at most `max_body`; a larger one is 413, after reading (and dropping) up to
+    /// twice the limit, so that a client still sending sees the answer rather than a reset.
+    async fn read_body(&self, headers: &HeaderMap, mut body: Incoming) -> Result<Bytes, KubeError> {
+        let max = self.limits.max_body;
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > self.limits.max_body) {
-            return Err(too_large());
+        let read = async {
+            let mut buf = bytes::BytesMut::new();
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame
+                    .map_err(|e| KubeError::BadRequest(format!("reading the request body: {e}")))?;
+                if let Ok(data) = frame.into_data() {
+                    seen += data.len();
+                    if seen <= max {
+                        buf.extend_from_slice(&data);
+                    } else if seen > 2 * max {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, KubeError>((buf.freeze(), seen))
+        };
+        let Ok(read) = tokio::time::timeout(self.limits.body_timeout, read).await else {
+            return Err(KubeError::BadRequest(
+                "the request body was not received in time".into(),
+            ));
+        };
+        let (buf, seen) = read?;
+        if seen > max || declared.is_some_and(|n| n > max) {
+            return Err(KubeError::TooLarge(format!(
+                "Request entity too large: limit is {max}"
+            )));
         }
-        match Limited::new(body, self.limits.max_body).collect().await {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Err(e) => Err(KubeError::BadRequest(format!(
-                "reading the request body: {e}"
-            ))),
-        }
+        Ok(buf)
     }
 
     /// Authenticates the request and applies `Impersonate-*` headers.
@@ -511,8 +561,28 @@ impl KubeApi {
             ))));
         };
         Ok(Routed::Watch(
-            watch::start(&self.access, req, ns, permit).await?,
+            watch::start(&self.access, req, ns, self.limits.bookmark_interval, permit).await?,
         ))
+    }
+}
+
+/// The Kubernetes verb of a request, for metrics.
+fn verb_of(method: &Method, path: &str, query: &str) -> &'static str {
+    let named =
+        path.trim_matches('/').split('/').count() == 6 && path.starts_with("/api/v1/namespaces/");
+    let watch = query
+        .split('&')
+        .any(|p| matches!(p, "watch=true" | "watch=1" | "watch=True"));
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if path.ends_with("/secrets") => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "other",
     }
 }
 

@@ -21,9 +21,6 @@ use crate::access::{Access, AccessError};
 use crate::names::Namespace;
 use crate::store::{ResourceVersion, Selector, StoreError, WatchEvents};
 
-/// How often a watch that asked for bookmarks gets one.
-pub const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
-
 /// A started watch: the content type and the lines to stream.
 #[derive(Debug)]
 pub struct WatchReply {
@@ -70,12 +67,14 @@ impl Framing {
     }
 }
 
-/// Starts the watch `req` asks for on Secrets in `namespace` (all if `None`). `permit` (the
-/// watch's place under the server's cap) is held until the stream ends.
+/// Starts the watch `req` asks for on Secrets in `namespace` (all if `None`), with a BOOKMARK
+/// every `bookmark_every` if it allows them. `permit` (the watch's place under the server's
+/// cap) is held until the stream ends.
 pub async fn start(
     access: &Access,
     req: &KubeRequest,
     namespace: Option<Namespace>,
+    bookmark_every: Duration,
     permit: impl Send + 'static,
 ) -> Result<WatchReply, KubeError> {
     let wants_table = table::wants_table(&req.accept);
@@ -94,7 +93,7 @@ pub async fn start(
             KubeError::BadRequest(format!("invalid value for timeoutSeconds: {t:?}"))
         })?)),
     };
-    let bookmarks = req.flag("allowWatchBookmarks")?;
+    let bookmarks = req.flag("allowWatchBookmarks")?.then_some(bookmark_every);
     let mut framing = Framing {
         table: wants_table.then_some(include),
         fields,
@@ -134,11 +133,11 @@ async fn run(
     tx: mpsc::Sender<Bytes>,
     mut framing: Framing,
     timeout: Option<Duration>,
-    bookmarks: bool,
+    bookmarks: Option<Duration>,
     mut last_rv: Option<String>,
 ) {
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+    let mut bookmark = tokio::time::interval(bookmarks.unwrap_or(Duration::from_secs(3600)));
     bookmark.tick().await;
     loop {
         let until_deadline = async {
@@ -166,7 +165,7 @@ async fn run(
                     return;
                 }
             },
-            _ = bookmark.tick(), if bookmarks && last_rv.is_some() => {
+            _ = bookmark.tick(), if bookmarks.is_some() && last_rv.is_some() => {
                 let rv = last_rv.clone().unwrap_or_default();
                 framing.event("BOOKMARK", json!({"kind":"Secret","apiVersion":"v1","metadata":{"resourceVersion":rv}}))
             }

@@ -35,6 +35,7 @@ async fn start(retention: u64) -> World {
         zeroize::Zeroizing::new(server_cert.key.as_bytes().to_vec()),
     );
     kube.client_ca = Some(ca.pem().as_bytes().to_vec());
+    kube.limits.bookmark_interval = std::time::Duration::from_millis(200);
     let mut o = StoreOptions::new(
         BackendSpec::Sled {
             dir: d.join("store"),
@@ -55,6 +56,9 @@ async fn start(retention: u64) -> World {
     let text = kubeconfig(&format!("https://{addr}"), ca.pem(), "kw", "admin", &admin);
     let kubeconfig = d.join("kubeconfig");
     std::fs::write(&kubeconfig, text.as_bytes()).unwrap();
+    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(d.join("admin.pem"), &admin.cert).unwrap();
+    std::fs::write(d.join("admin.key"), admin.key.as_bytes()).unwrap();
     World {
         dir,
         server,
@@ -115,6 +119,42 @@ async fn python_client_watch_from_a_compacted_revision_is_410() {
         vec!["expired".into(), "py".into(), "1".into()],
     )
     .await;
+}
+
+/// The wire: exact Status bodies, limits, OpenAPI v2, watch framing (Tables, bookmarks, 410).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_status_limits_and_watch_framing() {
+    let w = start(3).await;
+    let mut c = secrets_client(&w.server.socket).await;
+    for i in 1..=8 {
+        c.create(pb::CreateRequest {
+            secret: Some(pb_secret("py", &format!("s{i}"), &[("k", b"v")])),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    }
+    let d = w.dir.path().to_owned();
+    let addr = w.server.kube_addr.unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kube_http.py").to_owned();
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+    let args = [
+        script,
+        "127.0.0.1".to_owned(),
+        addr.port().to_string(),
+        path("ca.pem"),
+        path("admin.pem"),
+        path("admin.key"),
+        "py".to_owned(),
+        "1".to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::tools::python(&["ssl", "http.client"], &args, b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "ok", "{out}");
 }
 
 /// Create, patch, replace and delete: these run `kube::objects` and `kube::patch`.
