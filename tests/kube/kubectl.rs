@@ -480,3 +480,101 @@ fn kubectl_version_explain_and_api_resources() {
         assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
     }
 }
+
+/// `keyward server --kube-listen` serves the Kubernetes API with the server's TLS files and
+/// client CA (and refuses it without TLS); `keyward dev` keeps its kubeconfig private.
+#[test]
+fn server_kube_listen_serves_kubectl() {
+    use crate::support::store::{aesgcm_config, write_private};
+    use keyward::kube::kubeconfig::{kubeconfig, DevCa};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, _, err) = crate::support::run(&[
+        "server",
+        "--data",
+        d.join("x").to_str().unwrap(),
+        "--encryption-config",
+        "none.yaml",
+        "--socket",
+        d.join("x.sock").to_str().unwrap(),
+        "--kube-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--kube-listen requires TLS: pass --tls-cert and --tls-key"),
+        "{err}"
+    );
+
+    let ca = DevCa::load_or_create(d).unwrap();
+    let server = ca.issue_server().unwrap();
+    std::fs::write(d.join("srv.pem"), &server.cert).unwrap();
+    write_private(&d.join("srv.key"), server.key.as_bytes());
+    let port = crate::support::free_port();
+    let cfg = aesgcm_config(d);
+    let socket = d.join("kw.sock");
+    let _p = crate::support::Proc::spawn(
+        &[
+            "server",
+            "--data",
+            d.join("store").to_str().unwrap(),
+            "--encryption-config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--kube-listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            d.join("srv.pem").to_str().unwrap(),
+            "--tls-key",
+            d.join("srv.key").to_str().unwrap(),
+            "--client-ca",
+            d.join(keyward::kube::kubeconfig::CA_CERT_FILE)
+                .to_str()
+                .unwrap(),
+        ],
+        &[],
+        &d.join("server.log"),
+        &socket,
+    );
+    let admin = ca
+        .issue_client("root", &["system:masters".to_owned()])
+        .unwrap();
+    let text = kubeconfig(
+        &format!("https://127.0.0.1:{port}"),
+        ca.pem(),
+        "kw",
+        "root",
+        &admin,
+    );
+    let kc = d.join("kubeconfig");
+    std::fs::write(&kc, text.as_bytes()).unwrap();
+    let (ok, _, err) = crate::support::run(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=pw=x",
+        "--server",
+        &format!("unix://{}", socket.display()),
+    ]);
+    assert!(ok, "{err}");
+    for minor in [27, 33] {
+        let k = Kubectl::new(minor, &kc, d);
+        assert_eq!(k.ok(&["get", "secrets", "-o", "name"]), "secret/db\n");
+    }
+    let k = Kubectl::new(27, &kc, d);
+    assert!(k
+        .ok(&["auth", "whoami", "-o", "json"])
+        .contains("\"username\": \"root\""));
+
+    let w = World::start(&[]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&w.admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let ca_key = w.dev.path("kw/kube-ca.key");
+    assert_eq!(
+        std::fs::metadata(ca_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
