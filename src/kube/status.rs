@@ -48,6 +48,7 @@ struct Empty {}
 
 /// `details` of a Status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct Details {
     /// The object's name.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -64,6 +65,13 @@ pub struct Details {
     /// Each field at fault.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub causes: Vec<Cause>,
+    /// When to retry (429).
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub retry_after_seconds: u32,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One `details.causes` entry.
@@ -135,10 +143,14 @@ impl Status {
         s
     }
 
-    /// `429 TooManyRequests`: a client over its share (`message` says which).
+    /// `429 TooManyRequests`: a client over its share (`message` says which); retry in a
+    /// second.
     pub fn too_many_requests(message: impl Into<String>) -> Status {
         let mut s = Status::failure(429, "TooManyRequests", message);
-        s.details = Some(Details::default());
+        s.details = Some(Details {
+            retry_after_seconds: 1,
+            ..Details::default()
+        });
         s
     }
 

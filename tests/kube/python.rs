@@ -36,6 +36,7 @@ async fn start(retention: u64) -> World {
     );
     kube.client_ca = Some(ca.pem().as_bytes().to_vec());
     kube.limits.bookmark_interval = std::time::Duration::from_millis(200);
+    kube.limits.max_watches = 3;
     let mut o = StoreOptions::new(
         BackendSpec::Sled {
             dir: d.join("store"),

@@ -150,4 +150,16 @@ c.request("GET", SECRETS + "?watch=true&timeoutSeconds=1&resourceVersion=" + rv)
 r = c.getresponse()
 assert r.read() == b""
 assert time.time() - start < 10
+# The watch cap (3 in the test server): one more is 429 until one closes.
+time.sleep(0.5)
+held = []
+for _ in range(3):
+    c = conn()
+    c.request("GET", SECRETS + "?watch=true&resourceVersion=" + rv)
+    assert c.getresponse().status == 200
+    held.append(c)
+status("GET", SECRETS + "?watch=true", 429, {"message": "too many watches open, please try again later",
+                                             "reason": "TooManyRequests", "details": {"retryAfterSeconds": 1}})
+for c in held:
+    c.close()
 print("ok")
