@@ -254,7 +254,7 @@ impl Status {
         }
         match reason {
             Reason::InternalError => internal(&e.to_string()),
-            r => Status::failure(code(r), r.as_str(), e.to_string()),
+            r => Status::failure(r.http_code(), r.as_str(), e.to_string()),
         }
     }
 
@@ -278,7 +278,7 @@ impl Status {
         if reason == Reason::InternalError {
             return internal(&e.to_string());
         }
-        let mut s = Status::failure(code(reason), reason.as_str(), e.to_string());
+        let mut s = Status::failure(reason.http_code(), reason.as_str(), e.to_string());
         s.details = details;
         s
     }
@@ -306,22 +306,6 @@ fn internal(detail: &str) -> Status {
         "InternalError",
         "Internal error occurred: internal error; see the server's log",
     )
-}
-
-/// The HTTP code of a reason.
-pub fn code(r: Reason) -> u16 {
-    match r {
-        Reason::BadRequest => 400,
-        Reason::Unauthorized => 401,
-        Reason::Forbidden => 403,
-        Reason::NotFound => 404,
-        Reason::AlreadyExists | Reason::Conflict => 409,
-        Reason::Expired => 410,
-        Reason::Invalid => 422,
-        Reason::ServiceUnavailable => 503,
-        Reason::Timeout => 504,
-        _ => 500,
-    }
 }
 
 /// The `CauseType` of a field error, from the type string its message starts with

@@ -69,6 +69,15 @@ const VERBS: &[&str] = &[
     "impersonate",
 ];
 
+/// `verb` as a label: one of [`VERBS`], else `other`.
+fn verb_label(verb: &str) -> &'static str {
+    VERBS
+        .iter()
+        .find(|v| **v == verb)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// The process's metrics: one registry and what fills it. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Metrics {
@@ -229,11 +238,7 @@ impl Metrics {
     /// pass who asked or what they named: labels must not carry names.
     pub fn authorization_denied(&self, verb: &str) {
         self.register_security();
-        let verb = VERBS
-            .iter()
-            .find(|v| **v == verb)
-            .copied()
-            .unwrap_or("other");
+        let verb = verb_label(verb);
         self.inner
             .authorization_denials
             .get_or_create(&[("verb", verb)])
