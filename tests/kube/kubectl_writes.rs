@@ -150,6 +150,36 @@ fn kubectl_apply_patch_label_replace_on_every_version() {
             "prod/hello"
         );
         k.ok(&["label", "secret", &app, "env-"]);
+        // edit: the editor changes a label in the buffer; kubectl sends a strategic merge patch.
+        let editor = w.dev.path("editor.sh");
+        std::fs::write(
+            &editor,
+            "#!/bin/sh\nsed -i 's/tier: web/tier: edited/' \"$1\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let edited = k
+            .command(&["edit", "secret", &app])
+            .env("KUBE_EDITOR", &editor)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&edited.stdout),
+            format!("secret/{app} edited\n"),
+            "{}",
+            String::from_utf8_lossy(&edited.stderr)
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "secret",
+                &app,
+                "-o",
+                "jsonpath={.metadata.labels.tier}"
+            ]),
+            "edited"
+        );
         k.ok(&[
             "patch",
             "secret",
