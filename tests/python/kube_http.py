@@ -150,6 +150,26 @@ c.request("GET", SECRETS + "?watch=true&timeoutSeconds=1&resourceVersion=" + rv)
 r = c.getresponse()
 assert r.read() == b""
 assert time.time() - start < 10
+# deletecollection with a selector (a dry run first: nothing goes).
+for dry, left in (("&dryRun=All", 200), ("", 404)):
+    code, ctype, data = call("DELETE", SECRETS + "?fieldSelector=metadata.name%3Ds8" + dry)
+    deleted = json.loads(data)
+    assert (code, deleted["kind"]) == (200, "SecretList"), (code, data)
+    assert [i["metadata"]["name"] for i in deleted["items"]] == ["s8"], deleted
+    assert call("GET", SECRETS + "/s8")[0] == left
+
+# A delete's precondition that does not hold is a Conflict; the delete's answer is a Success Status.
+code, _, data = call("DELETE", SECRETS + "/s7", body=json.dumps({"preconditions": {"uid": "other"}}),
+                     headers={"Content-Type": "application/json"})
+got = json.loads(data)
+assert (code, got["reason"]) == (409, "Conflict"), got
+assert got["message"].startswith('Operation cannot be fulfilled on secrets "s7": Precondition failed: UID in precondition: other, UID in object meta: '), got
+code, _, data = call("DELETE", SECRETS + "/s7", body=json.dumps({"propagationPolicy": "Background"}),
+                     headers={"Content-Type": "application/json"})
+got = json.loads(data)
+assert code == 200 and got["status"] == "Success" and got["details"]["name"] == "s7", got
+assert got["details"]["kind"] == "secrets" and got["details"]["uid"], got
+
 # The watch cap (3 in the test server): one more is 429 until one closes.
 time.sleep(0.5)
 held = []
