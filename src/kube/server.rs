@@ -706,3 +706,68 @@ pub async fn serve(
     drop(alive);
     let _ = all_done.recv().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_of_requests() {
+        let ns = "/api/v1/namespaces/default/secrets";
+        for (method, path, query, want) in [
+            (Method::GET, ns, "", "list"),
+            (Method::GET, ns, "watch=true&resourceVersion=0", "watch"),
+            (Method::GET, "/api/v1/secrets", "watch=1", "watch"),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "get",
+            ),
+            (Method::GET, "/api", "", "get"),
+            (Method::POST, ns, "", "create"),
+            (
+                Method::PUT,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "update",
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "patch",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "delete",
+            ),
+            (Method::DELETE, ns, "", "deletecollection"),
+            (Method::OPTIONS, ns, "", "other"),
+        ] {
+            assert_eq!(
+                verb_of(&method, path, query),
+                want,
+                "{method} {path}?{query}"
+            );
+        }
+        assert_eq!(action(&Method::POST), "create");
+    }
+
+    #[test]
+    fn bad_tls_files_are_refused_before_binding() {
+        let o = KubeOptions::new(
+            "127.0.0.1:0".parse().unwrap(),
+            b"not a certificate".to_vec(),
+            Zeroizing::new(b"not a key".to_vec()),
+        );
+        let e = tls_acceptor(&o).err().unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("Kubernetes API TLS configuration: "),
+            "{e}"
+        );
+    }
+}

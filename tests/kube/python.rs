@@ -20,6 +20,7 @@ struct World {
     dir: tempfile::TempDir,
     server: StoreHarness,
     kubeconfig: PathBuf,
+    metrics: keyward::metrics::Metrics,
 }
 
 /// A store serving the Kubernetes API with a dev CA, whose sled log keeps `retention`
@@ -49,6 +50,8 @@ async fn start(retention: u64) -> World {
         d.join("kw.sock"),
     );
     o.kube = Some(kube);
+    let metrics = keyward::metrics::Metrics::new();
+    o.metrics = Some(metrics.clone());
     let server = StoreHarness::start(o).await;
     let addr = server.kube_addr.expect("the Kubernetes API listens");
     let admin = ca
@@ -64,6 +67,7 @@ async fn start(retention: u64) -> World {
         dir,
         server,
         kubeconfig,
+        metrics,
     }
 }
 
@@ -156,6 +160,16 @@ async fn http_status_limits_and_watch_framing() {
     .await
     .unwrap();
     assert_eq!(out.trim(), "ok", "{out}");
+    let m = w.metrics.render(false).await;
+    for line in [
+        "keyward_kube_requests_total{verb=\"get\",code=\"404\"}",
+        "keyward_kube_requests_total{verb=\"get\",code=\"401\"} 1",
+        "keyward_kube_requests_total{verb=\"create\",code=\"413\"} 1",
+        "keyward_kube_requests_total{verb=\"watch\",code=\"429\"} 1",
+        "keyward_kube_requests_total{verb=\"deletecollection\",code=\"200\"} 2",
+    ] {
+        assert!(m.contains(line), "{line} in {m}");
+    }
 }
 
 /// Create, patch, replace and delete: these run `kube::objects` and `kube::patch`.
