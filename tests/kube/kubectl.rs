@@ -280,30 +280,26 @@ fn kubectl_watches_and_deletes_on_every_version() {
     for minor in KUBECTL_MINORS {
         let k = w.kubectl(minor);
         let name = format!("w{minor}");
-        let list = k.command(&["get", "secrets", "-w"]).spawn().unwrap();
-        let one = k
-            .command(&[
+        // Both watches have printed their start (the list's rows, s1's first state) before the
+        // writes, and are stopped once the writes showed up (or after 30 s).
+        let list = Watching::start(&k, &["get", "secrets", "-w"]);
+        let one = Watching::start(
+            &k,
+            &[
                 "get",
                 "secret",
                 "s1",
                 "-w",
                 "-o",
-                "jsonpath={.metadata.labels.round}{\"\\n\"}",
-            ])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
+                "jsonpath={.metadata.name}:{.metadata.labels.round}{\"\\n\"}",
+            ],
+        );
+        list.wait_for(|out| out.lines().any(|l| l.starts_with("s1 ")));
+        one.wait_for(|out| out.lines().any(|l| l.starts_with("s1:")));
         w.seed(&format!(
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData: {{a: b}}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\n  labels: {{tier: web, round: r{minor}}}\nstringData:\n  user: admin\n  pw: hunter2\n"
         ));
-        std::thread::sleep(Duration::from_millis(1500));
-        let stop = |c: std::process::Child| {
-            let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-            let o = c.wait_with_output().unwrap();
-            String::from_utf8_lossy(&o.stdout).into_owned()
-        };
-        let listed = stop(list);
+        let listed = list.wait_for(|out| out.lines().any(|l| l.starts_with(&format!("{name} "))));
         let rows: Vec<Vec<&str>> = listed
             .lines()
             .map(|l| l.split_whitespace().collect())
@@ -313,15 +309,12 @@ fn kubectl_watches_and_deletes_on_every_version() {
             ["NAME", "TYPE", "DATA", "AGE"],
             "1.{minor}: {listed}"
         );
+        let watched = one.wait_for(|out| out.lines().any(|l| l == format!("s1:r{minor}")));
         assert!(
-            rows.iter().any(|r| r.first() == Some(&name.as_str())),
-            "1.{minor}: the new Secret is watched: {listed}"
-        );
-        let watched = stop(one);
-        assert!(
-            watched.lines().any(|l| l == format!("r{minor}")),
+            watched.lines().any(|l| l == format!("s1:r{minor}")),
             "1.{minor}: the change to s1 is watched: {watched:?}"
         );
+        drop((list, one));
         assert_eq!(
             k.ok(&["delete", "secret", &name, "--dry-run=server"]),
             format!("secret \"{name}\" deleted (server dry run)\n")
@@ -336,6 +329,54 @@ fn kubectl_watches_and_deletes_on_every_version() {
             gone.err,
             format!("Error from server (NotFound): secrets \"{name}\" not found\n")
         );
+    }
+}
+
+/// A `kubectl ... -w` running, its output collected as it comes.
+struct Watching {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watching {
+    fn start(k: &Kubectl, args: &[&str]) -> Watching {
+        use std::io::Read as _;
+        let mut child = k.command(args).spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Watching { child, out }
+    }
+
+    /// The output once `done` holds for it, or after 30 s (the caller's assertion then says
+    /// what is missing).
+    fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.out.lock().unwrap().clone();
+            if done(&out) || std::time::Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -52,22 +52,18 @@ def read(v1, ns):
     e = expect_status(lambda: v1.list_namespaced_secret(ns, field_selector="spec.x=1"), 400)
     assert "field label not supported: spec.x" in e.body, e.body
 
-    # The stream starts with the current Secrets, then sees a delete made meanwhile.
+    # The stream starts with the current Secrets, then sees a delete made once they arrived.
     w = watch.Watch()
     seen = []
-
-    def delete_later():
-        time.sleep(1.0)
-        v1.delete_namespaced_secret("s2", ns)
-
-    t = threading.Thread(target=delete_later)
-    t.start()
-    for ev in w.stream(v1.list_namespaced_secret, ns, timeout_seconds=3):
+    deleter = threading.Thread(target=lambda: v1.delete_namespaced_secret("s2", ns))
+    for ev in w.stream(v1.list_namespaced_secret, ns, timeout_seconds=20):
         seen.append((ev["type"], ev["object"].metadata.name))
+        if ("ADDED", "s1") in seen and ("ADDED", "s2") in seen and not deleter.is_alive() and not deleter.ident:
+            deleter.start()
         if ev["type"] == "DELETED":
             w.stop()
-    t.join()
-    assert ("ADDED", "s1") in seen and ("ADDED", "s2") in seen, seen
+    deleter.join()
+    assert seen[:2] == [("ADDED", "s1"), ("ADDED", "s2")], seen
     assert ("DELETED", "s2") in seen, seen
     expect_status(lambda: v1.read_namespaced_secret("s2", ns), 404)
 
