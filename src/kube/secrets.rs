@@ -15,8 +15,7 @@ use super::request::{unsupported_media_type, yaml_to_json, FieldSelector, KubeRe
 use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
-use crate::access::{Access, AccessError};
-use crate::authz::{AccessReviewSpec, Forbidden};
+use crate::access::{Access, AccessError, WriteVerb};
 use crate::names::{FieldError, Namespace, SecretName};
 use crate::store::model::SecretId;
 use crate::store::{Preconditions, ResourceVersion, Secret, Selector, StoreError};
@@ -162,7 +161,8 @@ pub async fn create(
     })
 }
 
-/// `PUT .../secrets/{name}`: replaces the Secret (a `resourceVersion` in the body is a
+/// `PUT .../secrets/{name}`, authorized as `update` (the read of the stored object for
+/// `managedFields` too): replaces the Secret (a `resourceVersion` in the body is a
 /// precondition).
 pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
     let opts = req.write_options("UpdateOptions")?;
@@ -170,7 +170,9 @@ pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
     let decoded = decode_secret(&body, opts.validation)?;
     let mut s = decoded.secret;
     check_path(&mut s, &id.namespace, Some(&id.name))?;
-    let live = access.get(&req.ctx, &id.namespace, &id.name, None).await?;
+    let live = access
+        .read_for_write(&req.ctx, WriteVerb::Update, &id.namespace, &id.name)
+        .await?;
     apply::record_update(Some(&live), &mut s, &opts.manager, &now());
     let updated = access.update(&req.ctx, s, opts.dry_run).await?;
     Ok(Reply::Json {
@@ -197,8 +199,8 @@ fn invalid_patch_options(field: &str, message: &str) -> KubeError {
     }
 }
 
-/// `PATCH .../secrets/{name}`: the patch applied to the stored object, written with its
-/// resourceVersion as precondition (retried if the object changed meanwhile, unless the patch
+/// `PATCH .../secrets/{name}`, authorized as `patch` (the read of the stored object too): the
+/// patch applied to the stored object, written with its resourceVersion as precondition (retried if the object changed meanwhile, unless the patch
 /// itself set a resourceVersion); server-side apply creates an absent object.
 pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
     let kind = match req.content_type.as_str() {
@@ -246,13 +248,16 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let live = match access.get(&req.ctx, &id.namespace, &id.name, None).await {
+        let live = match access
+            .read_for_write(&req.ctx, WriteVerb::Patch, &id.namespace, &id.name)
+            .await
+        {
             Ok(live) => live,
             Err(AccessError::Store(StoreError::NotFound { .. })) if kind == PatchType::Apply => {
                 let mut s =
                     apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
                 check_path(&mut s, &id.namespace, Some(&id.name))?;
-                let created = access.create(&req.ctx, s, opts.dry_run).await?;
+                let created = access.create_by_apply(&req.ctx, s, opts.dry_run).await?;
                 return Ok(Reply::Json {
                     code: 201,
                     body: encode_secret(&created),
@@ -288,7 +293,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         if next.metadata.resource_version.is_empty() {
             next.metadata.resource_version = live.metadata.resource_version.clone();
         }
-        match access.update(&req.ctx, next, opts.dry_run).await {
+        match access.patch(&req.ctx, next, opts.dry_run).await {
             Ok(s) => {
                 return Ok(Reply::Json {
                     code: 200,
@@ -387,27 +392,17 @@ pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
     )))
 }
 
-/// A dry-run delete: authorized as a delete (through the access review), the Secret read and
-/// the preconditions checked; nothing changes.
+/// A dry-run delete: the Secret read as a delete (authorized as one) and the preconditions
+/// checked; nothing changes.
 async fn dry_run_delete(
     access: &Access,
     req: &KubeRequest,
     id: &SecretId,
     pre: &Preconditions,
 ) -> Result<Secret, KubeError> {
-    let spec = AccessReviewSpec::Resource(crate::authz::review::ResourceAttributes {
-        namespace: id.namespace.to_string(),
-        verb: "delete".into(),
-        resource: "secrets".into(),
-        name: id.name.to_string(),
-        ..Default::default()
-    });
-    let review = access.access_review(&req.ctx, &spec).await?;
-    if !review.allowed {
-        let f = Forbidden::new(&spec.attributes(&req.ctx.user), "");
-        return Err(AccessError::Forbidden(f).into());
-    }
-    let s = access.get(&req.ctx, &id.namespace, &id.name, None).await?;
+    let s = access
+        .read_for_write(&req.ctx, WriteVerb::Delete, &id.namespace, &id.name)
+        .await?;
     let conflict = |reason: String| {
         KubeError::Access(AccessError::Store(StoreError::Conflict {
             name: id.name.to_string(),

@@ -382,15 +382,20 @@ impl Drop for Watching {
 
 /// The RBAC policy of the authentication tests: group `devs` and user `bob` may read Secrets
 /// in `default`; nobody else but `system:masters` may do anything.
-const POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: reader, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: readers, namespace: default}\nsubjects:\n  - {kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}\n  - {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}\n  - {kind: ServiceAccount, name: app, namespace: default}\nroleRef: {kind: Role, name: reader, apiGroup: rbac.authorization.k8s.io}\n";
+const POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: reader, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: readers, namespace: default}\nsubjects:\n  - {kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}\n  - {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}\n  - {kind: ServiceAccount, name: app, namespace: default}\nroleRef: {kind: Role, name: reader, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: deleter, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [delete, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: deleters, namespace: default}\nsubjects:\n  - {kind: User, name: dave, apiGroup: rbac.authorization.k8s.io}\nroleRef: {kind: Role, name: deleter, apiGroup: rbac.authorization.k8s.io}\n";
 
 const BOB_TOKEN: &str = "bob-token-0123456789abcdef";
+const DAVE_TOKEN: &str = "dave-token-0123456789abcdef";
 
 fn auth_world() -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
     let tokens = dir.path().join("tokens.csv");
-    std::fs::write(&tokens, format!("{BOB_TOKEN},bob,1001\n")).unwrap();
+    std::fs::write(
+        &tokens,
+        format!("{BOB_TOKEN},bob,1001\n{DAVE_TOKEN},dave,1004\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let w = World::start_in(
         dir,
@@ -428,6 +433,7 @@ fn kubectl_authenticates_and_is_authorized_as_over_grpc() {
     assert_eq!(code, 0, "{err}");
     let sa = w.token_kubeconfig("app", Some(sa_token.trim()));
     let nobody = w.token_kubeconfig("nobody", None);
+    let dave = w.token_kubeconfig("dave", Some(DAVE_TOKEN));
     let wrong = w.token_kubeconfig("wrong", Some("not-a-token"));
     for minor in [27, 28, 29, 30, 31] {
         let admin = w.kubectl(minor);
@@ -476,6 +482,15 @@ fn kubectl_authenticates_and_is_authorized_as_over_grpc() {
             "{}",
             as_alice.err
         );
+
+        // A server dry-run delete is authorized as a delete only (no `get`), as in Kubernetes.
+        let d = w.kubectl_as(minor, &dave, "dave");
+        assert_eq!(
+            d.ok(&["delete", "secret", "s1", "--dry-run=server"]),
+            "secret \"s1\" deleted (server dry run)\n"
+        );
+        let g = d.run(&["get", "secret", "s1"]);
+        assert_eq!(g.err, forbidden("dave", "get", Some("s1")));
 
         let c = w.kubectl_as(minor, &carol, "carol");
         let list = c.run(&["get", "secrets"]);
