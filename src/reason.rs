@@ -75,6 +75,22 @@ impl Reason {
         }
     }
 
+    /// The HTTP status code Kubernetes answers with for this reason.
+    pub const fn http_code(self) -> u16 {
+        match self {
+            Reason::BadRequest => 400,
+            Reason::Unauthorized => 401,
+            Reason::Forbidden => 403,
+            Reason::NotFound => 404,
+            Reason::AlreadyExists | Reason::Conflict => 409,
+            Reason::Expired => 410,
+            Reason::Invalid => 422,
+            Reason::ServiceUnavailable => 503,
+            Reason::Timeout => 504,
+            Reason::InternalError => 500,
+        }
+    }
+
     /// The reason spelled `s`; `None` for a name keyward does not know.
     pub fn parse(s: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.as_str() == s)

@@ -24,6 +24,7 @@ use crate::backend::{BackendError, BackendSpec};
 use crate::encryption::config::{self, ConfigError};
 use crate::encryption::reload::{self, Reloader};
 use crate::encryption::{Encryption, ParseOptions};
+use crate::kube::{KubeApi, KubeListener, KubeOptions, KubeServeError};
 use crate::metrics::{Metrics, RpcLayer};
 use crate::net::ConnLimits;
 use crate::store::migrate::AutoMigrateGuard;
@@ -100,6 +101,8 @@ pub struct StoreOptions {
     pub access: SocketAccess,
     /// Also serve on TCP with TLS.
     pub tcp: Option<TcpOptions>,
+    /// Also serve the Kubernetes API (HTTPS) for Secrets.
+    pub kube: Option<KubeOptions>,
     /// Poll the configuration file and swap in valid changes (kube-apiserver's
     /// `--encryption-provider-config-automatic-reload`).
     pub automatic_reload: bool,
@@ -125,6 +128,7 @@ impl StoreOptions {
             socket,
             access: SocketAccess::default(),
             tcp: None,
+            kube: None,
             automatic_reload: false,
             auto_migrate: None,
             metrics: None,
@@ -164,6 +168,9 @@ pub enum ServerError {
     /// environment).
     #[error(transparent)]
     Access(#[from] SetupError),
+    /// The Kubernetes API listener cannot start: its TLS files (operator's) or its address.
+    #[error(transparent)]
+    Kube(#[from] KubeServeError),
 }
 
 /// The secret store, started: backend open, listeners bound. [`serve`](Self::serve) runs it until
@@ -175,12 +182,14 @@ pub struct StoreServer {
     unix: UnixListener,
     tcp: Option<TlsListener>,
     tcp_addr: Option<SocketAddr>,
+    kube: Option<(KubeListener, crate::kube::KubeLimits)>,
     guard: SocketGuard,
     location: String,
     config_hash: String,
     reloader: Option<Reloader>,
     auto_migrate: Option<AutoMigrateGuard>,
     rpc: RpcLayer,
+    metrics: Option<Metrics>,
     token: CancellationToken,
     _cancel_on_drop: DropGuard,
 }
@@ -253,6 +262,13 @@ impl StoreServer {
             }
             None => (None, None),
         };
+        let kube = match options.kube {
+            Some(k) => {
+                let limits = k.limits;
+                Some((KubeListener::bind(k).await?, limits))
+            }
+            None => None,
+        };
 
         let token = CancellationToken::new();
         let trigger = token.clone();
@@ -268,12 +284,14 @@ impl StoreServer {
             unix,
             tcp,
             tcp_addr,
+            kube,
             guard,
             location,
             config_hash: hash,
             reloader,
             auto_migrate,
             rpc,
+            metrics: options.metrics.clone(),
             _cancel_on_drop: token.clone().drop_guard(),
             token,
         })
@@ -299,6 +317,11 @@ impl StoreServer {
         self.tcp_addr
     }
 
+    /// The address the Kubernetes API listener is bound to, if there is one.
+    pub fn kube_addr(&self) -> Option<SocketAddr> {
+        self.kube.as_ref().map(|(l, _)| l.local_addr())
+    }
+
     /// Where the data lives: `sled:<dir>` or `etcd:<endpoints>`.
     pub fn location(&self) -> &str {
         &self.location
@@ -322,14 +345,28 @@ impl StoreServer {
             access,
             unix,
             tcp,
+            kube,
             guard,
             reloader,
             auto_migrate,
             rpc,
+            metrics,
             token,
             _cancel_on_drop,
             ..
         } = self;
+        let kube = async {
+            if let Some((listener, limits)) = kube {
+                let address = listener.local_addr().to_string();
+                let mut api =
+                    KubeApi::new(access.access.clone(), access.authn.clone(), limits, address);
+                if let Some(m) = metrics {
+                    api = api.with_metrics(m);
+                }
+                let api = Arc::new(api);
+                crate::kube::serve(listener, api, token.clone().cancelled_owned()).await;
+            }
+        };
         let closing = async {
             token.cancelled().await;
             store.stop_watches();
@@ -340,7 +377,7 @@ impl StoreServer {
             token.cancel();
             res
         };
-        let (res, ()) = tokio::join!(serving, closing);
+        let (res, (), ()) = tokio::join!(serving, closing, kube);
         drop((reloader, auto_migrate));
         if let Err(e) = access.close().await {
             tracing::error!(error = %e, "audit log: the shutdown checkpoint was not written");

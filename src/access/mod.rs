@@ -22,6 +22,8 @@
 //! | watch | `watch` | `secrets` | as list; allowed or refused as a whole |
 //! | create | `create` | `secrets` | the namespace, no name (`resourceNames` cannot restrict it) |
 //! | update, rollback | `update` | `secrets` | the Secret's |
+//! | patch (Kubernetes API; the stored object read for it too) | `patch` | `secrets` | the Secret's |
+//! | server-side apply of an absent Secret | `patch` | `secrets` | the Secret's |
 //! | delete | `delete` | `secrets` | the Secret's |
 //! | delete ignoring decrypt errors | also `unsafe-delete-ignore-read-errors` | `secrets` | the Secret's (KEP-3926) |
 //! | raw get / raw list | `get` / `list` | `raw` (`keyward.io`) | cluster scope; the key is the name of a raw get |
@@ -55,7 +57,7 @@ use std::sync::Arc;
 pub use authenticate::{Authenticators, Credentials};
 pub use context::{RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
-pub use ops::{EncryptionStatus, Migration};
+pub use ops::{EncryptionStatus, Migration, WriteVerb};
 pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
 pub use setup::{
     public_key_path, write_public_key, AccessOptions, AccessStack, AuditOptions, SetupError,

@@ -123,8 +123,35 @@ impl Access {
         secret: Secret,
         dry_run: bool,
     ) -> Result<Secret, AccessError> {
+        self.create_as(ctx, secret, dry_run, kverbs::CREATE).await
+    }
+
+    /// Creates a Secret as a server-side apply does when it is absent: authorized as `patch`
+    /// on the named Secret (the request's verb, as kube-apiserver authorizes it).
+    pub async fn create_by_apply(
+        &self,
+        ctx: &RequestContext,
+        secret: Secret,
+        dry_run: bool,
+    ) -> Result<Secret, AccessError> {
+        self.create_as(ctx, secret, dry_run, kverbs::PATCH).await
+    }
+
+    async fn create_as(
+        &self,
+        ctx: &RequestContext,
+        secret: Secret,
+        dry_run: bool,
+        verb: &str,
+    ) -> Result<Secret, AccessError> {
         let ns = namespace_of(&secret);
-        let attrs = Self::secrets(ctx, kverbs::CREATE, &ns, "");
+        // A create names no object; a patch that creates names its own.
+        let name = if verb == kverbs::CREATE {
+            ""
+        } else {
+            secret.metadata.name.as_str()
+        };
+        let attrs = Self::secrets(ctx, verb, &ns, name);
         let mut rec = self
             .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
             .await?;
@@ -165,6 +192,22 @@ impl Access {
             .await
     }
 
+    /// Reads the stored Secret a write is about to change, authorized as that write: `update`
+    /// (a PUT), `patch`, or `delete` (a dry run); kube-apiserver reads the stored object inside
+    /// the write, so `get` is not needed.
+    pub async fn read_for_write(
+        &self,
+        ctx: &RequestContext,
+        verb: WriteVerb,
+        namespace: &Namespace,
+        name: &SecretName,
+    ) -> Result<Secret, AccessError> {
+        let attrs = Self::secrets(ctx, verb.as_str(), namespace.as_str(), name.as_str());
+        let call = async { Ok(self.store.get(namespace, name, None).await?) };
+        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
+            .await
+    }
+
     /// The retained versions of a Secret (`get secrets` on it: history shows old values).
     pub async fn history(
         &self,
@@ -191,8 +234,29 @@ impl Access {
         secret: Secret,
         dry_run: bool,
     ) -> Result<Secret, AccessError> {
+        self.write_as(ctx, secret, dry_run, WriteVerb::Update).await
+    }
+
+    /// Writes the result of a patch (`patch secrets` on it); its `resourceVersion`, if set, is
+    /// a precondition, as for [`update`](Self::update).
+    pub async fn patch(
+        &self,
+        ctx: &RequestContext,
+        secret: Secret,
+        dry_run: bool,
+    ) -> Result<Secret, AccessError> {
+        self.write_as(ctx, secret, dry_run, WriteVerb::Patch).await
+    }
+
+    async fn write_as(
+        &self,
+        ctx: &RequestContext,
+        secret: Secret,
+        dry_run: bool,
+        verb: WriteVerb,
+    ) -> Result<Secret, AccessError> {
         let ns = namespace_of(&secret);
-        let attrs = Self::secrets(ctx, kverbs::UPDATE, &ns, &secret.metadata.name);
+        let attrs = Self::secrets(ctx, verb.as_str(), &ns, &secret.metadata.name);
         let mut rec = self
             .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
             .await?;
@@ -483,6 +547,28 @@ impl Access {
         .await
         .map_err(super::audit_failed(self.metrics()))?;
         Ok(rec)
+    }
+}
+
+/// The RBAC verb of a write that changes a stored Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteVerb {
+    /// `update` (PUT, `keyward.v1` Update).
+    Update,
+    /// `patch` (PATCH, server-side apply).
+    Patch,
+    /// `delete` (a dry run reads the object to check its preconditions).
+    Delete,
+}
+
+impl WriteVerb {
+    /// The verb.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteVerb::Update => kverbs::UPDATE,
+            WriteVerb::Patch => kverbs::PATCH,
+            WriteVerb::Delete => kverbs::DELETE,
+        }
     }
 }
 

@@ -229,7 +229,7 @@ impl ResponseStatus {
             status: "Failure",
             message: message.into(),
             reason: reason.as_str(),
-            code: http_code(reason),
+            code: reason.http_code(),
         }
     }
 
@@ -248,22 +248,6 @@ impl ResponseStatus {
     /// The HTTP status code.
     pub fn code(&self) -> u16 {
         self.code
-    }
-}
-
-/// The HTTP status Kubernetes answers with for `reason`.
-fn http_code(reason: Reason) -> u16 {
-    match reason {
-        Reason::BadRequest => 400,
-        Reason::Unauthorized => 401,
-        Reason::Forbidden => 403,
-        Reason::NotFound => 404,
-        Reason::AlreadyExists | Reason::Conflict => 409,
-        Reason::Expired => 410,
-        Reason::Invalid => 422,
-        Reason::ServiceUnavailable => 503,
-        Reason::Timeout => 504,
-        _ => 500,
     }
 }
 
@@ -461,7 +445,7 @@ mod tests {
             .unwrap(),
             r#"{"metadata":{},"status":"Failure","message":"secrets \"db\" is forbidden: User \"app\" cannot list resource \"secrets\" in API group \"\" in the namespace \"prod\"","reason":"Forbidden","code":403}"#
         );
-        let codes: Vec<u16> = Reason::ALL.into_iter().map(http_code).collect();
+        let codes: Vec<u16> = Reason::ALL.into_iter().map(Reason::http_code).collect();
         assert_eq!(
             codes,
             [400, 422, 404, 409, 409, 410, 401, 403, 504, 503, 500]

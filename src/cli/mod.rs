@@ -30,6 +30,7 @@ mod error;
 mod etcd;
 mod flags;
 mod kms;
+mod kube;
 mod observe;
 mod output;
 mod process;
@@ -66,7 +67,7 @@ enum Command {
     /// first use; restarting on the same directory keeps every secret).
     ///
     /// Example: keyward dev --data ./keyward-dev
-    Dev(server::DevArgs),
+    Dev(Box<server::DevArgs>),
     /// Serve the encrypted secret store (keyward.v1.Secrets) on a Unix socket, and optionally
     /// on TCP with TLS and client authentication.
     ///
@@ -143,6 +144,12 @@ enum Command {
     /// Inspect authorization: may I do this (can-i), and who am I (whoami).
     #[command(subcommand)]
     Auth(auth::AuthCommand),
+    /// Print a kubeconfig for another identity on `keyward dev`'s Kubernetes API (a client
+    /// certificate signed by the dev CA: CN the user, O the groups).
+    ///
+    /// Example: keyward kubeconfig --user alice --group devs > alice.kubeconfig
+    #[command(verbatim_doc_comment)]
+    Kubeconfig(kube::KubeconfigArgs),
     /// Create or update Secrets from manifests (-f) or a kustomization (-k).
     ///
     /// Examples:
@@ -221,7 +228,7 @@ pub fn main(cli: Cli) -> ExitCode {
 fn run(command: Command, client: &client::ClientArgs) -> Result<(), CliError> {
     match command {
         Command::Kms(cmd) => kms::kms(cmd, client),
-        Command::Dev(a) => server::dev(a),
+        Command::Dev(a) => server::dev(*a),
         Command::Server(a) => server::server(*a),
         Command::Raw(cmd) => process::runtime()?.block_on(raw::raw(cmd, client)),
         Command::Create(a) => secrets::create(a, client),
@@ -236,6 +243,7 @@ fn run(command: Command, client: &client::ClientArgs) -> Result<(), CliError> {
         Command::Encryption(a) => encryption::encryption(a, client),
         Command::Migrate(a) => encryption::migrate(a, client),
         Command::Auth(a) => auth::auth(a, client),
+        Command::Kubeconfig(a) => kube::kubeconfig_command(a),
         Command::Run(a) => consume::run(a, client),
         Command::Mount(a) => consume::mount(a, client),
         Command::Completion { shell } => completion(shell),

@@ -51,6 +51,10 @@ pub(super) struct ServerArgs {
     /// Also listen on TCP (requires --tls-cert, --tls-key and --client-ca or bearer tokens).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    /// Also serve the Kubernetes API for Secrets (HTTPS, for kubectl and client libraries) on
+    /// this address, with --tls-cert, --tls-key and --client-ca.
+    #[arg(long, value_name = "ADDR")]
+    kube_listen: Option<std::net::SocketAddr>,
     /// PEM certificate chain for the TCP listener.
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -123,6 +127,9 @@ pub(super) struct DevArgs {
     pub(super) observe: ObserveArgs,
     #[command(flatten)]
     access_control: AccessArgs,
+    /// Address of the Kubernetes API (default: the last run's, else a free loopback port).
+    #[arg(long, value_name = "ADDR")]
+    kube_listen: Option<std::net::SocketAddr>,
 }
 
 fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
@@ -170,6 +177,7 @@ fn store_options(
         socket,
         access,
         tcp: None,
+        kube: None,
         metrics: None,
         automatic_reload: store.encryption_config_automatic_reload,
         access_control: Default::default(),
@@ -223,8 +231,21 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
         .access_control
         .options(a.tokens_file.iter().cloned().collect())?;
     let tokens = a.tokens_file.is_some() || a.access_control.has_tokens();
-    opts.tcp = match (a.listen, a.tls_cert, a.tls_key) {
+    let handshake = duration_or_never("--tls-handshake-timeout", &a.tls_handshake_timeout)?
+        .ok_or_else(|| CliError::new("--tls-handshake-timeout: must be a duration such as 10s"))?;
+    let conn = crate::net::ConnLimits {
+        max_connections: a.max_connections,
+        max_per_address: a.max_connections_per_address,
+        handshake_timeout: handshake,
+        ..crate::net::ConnLimits::default()
+    };
+    let tls_files = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => None,
+    };
+    opts.tcp = match (a.listen, &a.tls_cert, &a.tls_key) {
         (None, None, None) if a.client_ca.is_none() => None,
+        (None, _, _) if a.kube_listen.is_some() => None,
         (None, _, _) => {
             return Err(CliError::new(
                 "--tls-cert, --tls-key and --client-ca only apply with --listen",
@@ -240,15 +261,33 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
                     "--listen requires client authentication: pass --client-ca and/or --token-auth-file (or --tokens-file)",
                 ));
             }
-            let mut tcp = tcp_options(listen, &cert, &key, a.client_ca.as_deref())?;
-            tcp.limits.max_connections = a.max_connections;
-            tcp.limits.max_per_address = a.max_connections_per_address;
-            tcp.limits.handshake_timeout =
-                duration_or_never("--tls-handshake-timeout", &a.tls_handshake_timeout)?
-                    .ok_or_else(|| {
-                        CliError::new("--tls-handshake-timeout: must be a duration such as 10s")
-                    })?;
+            let mut tcp = tcp_options(listen, cert, key, a.client_ca.as_deref())?;
+            tcp.limits = conn;
             Some(tcp)
+        }
+    };
+    opts.kube = match (a.kube_listen, tls_files) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(
+                CliError::new("--kube-listen requires TLS: pass --tls-cert and --tls-key")
+                    .hint("kubectl sends no credentials over plain http://"),
+            )
+        }
+        (Some(listen), Some((cert, key))) => {
+            if a.client_ca.is_none() && !tokens {
+                return Err(CliError::new(
+                    "--kube-listen requires client authentication: pass --client-ca and/or --token-auth-file",
+                ));
+            }
+            let tcp = tcp_options(listen, &cert, &key, a.client_ca.as_deref())?;
+            Some(super::kube::server_options(
+                listen,
+                tcp.cert,
+                tcp.key,
+                tcp.client_ca,
+                conn,
+            ))
         }
     };
     runtime()?.block_on(async {
@@ -321,6 +360,7 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         &a.store,
     )?;
     store_opts.access_control = a.access_control.options(Vec::new())?;
+    store_opts.kube = Some(super::kube::dev_options(&dir, a.kube_listen)?);
     let key_id = keyring.health().primary_key_id;
     rt.block_on(async {
         let token = CancellationToken::new();
@@ -337,20 +377,33 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         if let Some(metrics) = metrics {
             spawn_metrics(metrics, &token);
         }
+        let kube_addr = store
+            .kube_addr()
+            .ok_or_else(|| CliError::new("the Kubernetes API listener did not start"))?;
+        let kubeconfig = super::kube::dev_kubeconfig(&dir, kube_addr)?;
+        let export = if a.data.is_relative() {
+            format!("$PWD/{}", a.data.join(super::kube::KUBECONFIG_FILE).display())
+        } else {
+            kubeconfig.display().to_string()
+        };
         println!(
             "keyward dev: KMS plugin and secret store in {} (development root key {}; not for production)\n\
-             \n  secret store:     unix://{}\n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n  store config:     {}\n\
+             \n  secret store:     unix://{}\n  Kubernetes API:   {} (admin kubeconfig {})\n  KMS v2/v1 socket: {}\n  admin socket:     {}\n  primary key_id:   {}\n  store config:     {}\n\
              \nTry (from this directory; elsewhere, or with another --data, add --server unix://{}):\n  keyward create secret generic demo --from-literal=password=s3cret\n  keyward get secrets\n  keyward get secret demo -o yaml\n  keyward raw get /registry/secrets/default/demo --hex\n  keyward kms keys --admin-socket {}\n\
+             \nkubectl (in another terminal):\n  export KUBECONFIG={}\n  kubectl get secrets\n\
              \nEncryptionConfiguration for a kube-apiserver using this plugin:\n\n{}\nStop with Ctrl-C.",
             dir.display(),
             dir.join("root.key").display(),
             store_socket.display(),
+            super::kube::url(kube_addr),
+            kubeconfig.display(),
             kms_socket.display(),
             admin.display(),
             key_id,
             config_path.display(),
             store_socket.display(),
             admin.display(),
+            export,
             encryption_config_snippet(&kms_socket),
         );
         let both = async {

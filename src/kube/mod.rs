@@ -10,11 +10,31 @@
 //! - [`proto`]: protobuf request bodies (the `k8s\0` envelope kubectl 1.32+ sends).
 //! - [`patch`]: strategic merge, JSON merge (RFC 7386) and JSON (RFC 6902) patches.
 //! - [`apply`]: server-side apply and `managedFields`.
+//! - [`server`]: the HTTPS listener ([`KubeListener`], [`serve`]), limits, authentication and
+//!   routing ([`KubeApi`]).
+//! - [`request`]: one request's parameters, options and body; what a handler answers.
+//! - [`secrets`]: the `secrets` resource's handlers; [`watch`]: watch framing.
+//! - [`discovery`], [`openapi`]: what kubectl reads before anything else.
+//! - [`reviews`]: `auth can-i` and `auth whoami`.
+//! - [`status`]: `metav1.Status`, the one mapping from errors; [`table`]: `meta.k8s.io` Tables.
+//! - [`kubeconfig`]: the development CA, certificates and kubeconfig files.
 
 pub mod apply;
+pub mod discovery;
 pub mod error;
+pub mod kubeconfig;
 pub mod objects;
+pub mod openapi;
 pub mod patch;
 pub mod proto;
+pub mod request;
+pub mod reviews;
+pub mod secrets;
+pub mod server;
+pub mod status;
+pub mod table;
+pub mod watch;
 
 pub use error::KubeError;
+pub use server::{serve, KubeApi, KubeLimits, KubeListener, KubeOptions, KubeServeError};
+pub use status::Status;

@@ -69,6 +69,15 @@ const VERBS: &[&str] = &[
     "impersonate",
 ];
 
+/// `verb` as a label: one of [`VERBS`], else `other`.
+fn verb_label(verb: &str) -> &'static str {
+    VERBS
+        .iter()
+        .find(|v| **v == verb)
+        .copied()
+        .unwrap_or("other")
+}
+
 /// The process's metrics: one registry and what fills it. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Metrics {
@@ -85,6 +94,9 @@ struct Inner {
     security: OnceLock<()>,
     audit_write_failures: Counter,
     authorization_denials: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Kubernetes API requests by verb and HTTP code, once the API is served.
+    kube_requests: Family<[(&'static str, &'static str); 2], Counter>,
+    kube: OnceLock<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,6 +140,8 @@ impl Metrics {
                 security: OnceLock::new(),
                 audit_write_failures: Counter::default(),
                 authorization_denials: Family::default(),
+                kube_requests: Family::default(),
+                kube: OnceLock::new(),
             }),
         }
     }
@@ -224,14 +238,42 @@ impl Metrics {
     /// pass who asked or what they named: labels must not carry names.
     pub fn authorization_denied(&self, verb: &str) {
         self.register_security();
+        let verb = verb_label(verb);
+        self.inner
+            .authorization_denials
+            .get_or_create(&[("verb", verb)])
+            .inc();
+    }
+
+    /// Counts a Kubernetes API request (`keyward_kube_requests_total{verb,code}`): `verb` the
+    /// Kubernetes verb (anything else is `other`; discovery, OpenAPI and health are `get`),
+    /// `code` the HTTP status (codes this API does not answer with are `other`).
+    pub fn kube_request(&self, verb: &str, code: u16) {
+        self.inner.kube.get_or_init(|| {
+            self.registry().register(
+                "keyward_kube_requests",
+                "Kubernetes API requests, by Kubernetes verb and HTTP status code",
+                self.inner.kube_requests.clone(),
+            );
+        });
+        const CODES: &[&str] = &[
+            "200", "201", "400", "401", "403", "404", "405", "409", "410", "413", "415", "422",
+            "429", "500", "503", "504",
+        ];
+        let code = code.to_string();
+        let code = CODES
+            .iter()
+            .find(|c| **c == code)
+            .copied()
+            .unwrap_or("other");
         let verb = VERBS
             .iter()
             .find(|v| **v == verb)
             .copied()
             .unwrap_or("other");
         self.inner
-            .authorization_denials
-            .get_or_create(&[("verb", verb)])
+            .kube_requests
+            .get_or_create(&[("verb", verb), ("code", code)])
             .inc();
     }
 

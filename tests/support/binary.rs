@@ -138,21 +138,40 @@ pub struct DevServer {
 impl DevServer {
     /// Starts `keyward dev --data DIR/kw` and waits for its store socket.
     pub fn start() -> DevServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_with(&[])
+    }
+
+    /// Starts `keyward dev --data DIR/kw EXTRA...` (files `extra` names are relative to the
+    /// temp dir, which [`DevServer::start_in`] lets the caller fill first) and waits for its
+    /// store socket.
+    pub fn start_with(extra: &[&str]) -> DevServer {
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// [`DevServer::start_with`] in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> DevServer {
         let data = dir.path().join("kw");
         let socket = data.join("keyward.sock");
-        let proc = Proc::spawn(
-            &["dev", "--data", data.to_str().unwrap()],
-            &[],
-            &dir.path().join("dev.log"),
-            &socket,
-        );
+        let mut cmd = command(&[&["dev", "--data", data.to_str().unwrap()], extra].concat());
+        cmd.current_dir(dir.path());
+        let proc = Proc::start(cmd, &dir.path().join("dev.log"), &[&socket]);
         DevServer {
             _proc: proc,
             server: format!("unix://{}", socket.display()),
             socket,
             dir,
         }
+    }
+
+    /// The admin kubeconfig `keyward dev` writes (waits up to 30 s for it).
+    pub fn kubeconfig(&self) -> PathBuf {
+        let p = self.path("kw/kubeconfig");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !p.exists() {
+            assert!(Instant::now() < deadline, "keyward dev wrote no kubeconfig");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
     }
 
     /// A path inside the temp dir.

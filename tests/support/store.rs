@@ -23,6 +23,8 @@ pub struct StoreHarness {
     store: Option<std::sync::Arc<keyward::store::Store>>,
     /// The TCP listener's address, if the options asked for one.
     pub tcp_addr: Option<std::net::SocketAddr>,
+    /// The Kubernetes API listener's address, if the options asked for one.
+    pub kube_addr: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), keyward::server::ServerError>>>,
 }
@@ -40,6 +42,7 @@ impl StoreHarness {
             socket: server.socket().to_owned(),
             store: Some(server.store().clone()),
             tcp_addr: server.tcp_addr(),
+            kube_addr: server.kube_addr(),
             stop: Some(stop),
             task: Some(tokio::spawn(server.serve())),
         }

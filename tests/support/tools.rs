@@ -95,3 +95,22 @@ pub fn kubectl() -> PathBuf {
         "apt-get install kubectl (from the Kubernetes or Google Cloud SDK apt repository)",
     )
 }
+
+/// The kubectl minor versions the Kubernetes API tests drive (the `kubectl` package ships
+/// `kubectl.1.27` ... `kubectl.1.33`).
+pub const KUBECTL_MINORS: [u32; 7] = [27, 28, 29, 30, 31, 32, 33];
+
+/// `kubectl.1.<minor>`: on PATH, or where the Google Cloud SDK's `kubectl` package puts it;
+/// fails the test, naming the package, if it is missing.
+pub fn kubectl_minor(minor: u32) -> PathBuf {
+    let name = format!("kubectl.1.{minor}");
+    let sdk = PathBuf::from("/usr/lib/google-cloud-sdk/bin").join(&name);
+    find_program(&name)
+        .or_else(|| find_program(sdk.to_str().unwrap_or_default()))
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is needed for this test and was not found; install the `kubectl` \
+                 package (apt-get install kubectl: it ships kubectl.1.27 ... kubectl.1.33)"
+            )
+        })
+}

@@ -1,0 +1,93 @@
+//! Discovery as kubectl reads it: legacy `/api`, `/apis`, `/api/v1` (plain `application/json`,
+//! which every kubectl 1.27–1.33 accepts), the review groups, and `/version`.
+
+use serde_json::{json, Value};
+
+/// The Kubernetes minor version this API answers as.
+pub const KUBE_MINOR: &str = "30";
+
+/// The verbs on Secrets.
+pub const SECRET_VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// `GET /api`: `APIVersions` with `v1`, served from `server_address`.
+pub fn api_versions(server_address: &str) -> Value {
+    json!({"kind":"APIVersions","versions":["v1"],
+        "serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":server_address}]})
+}
+
+/// `GET /apis`: the review groups.
+pub fn api_group_list() -> Value {
+    let group = |name: &str, versions: &[&str]| {
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion":format!("{name}/{v}"),"version":v}))
+            .collect();
+        json!({"name":name,"versions":vs,"preferredVersion":vs[0].clone()})
+    };
+    json!({"kind":"APIGroupList","apiVersion":"v1","groups":[
+        group("authentication.k8s.io", &["v1", "v1beta1"]),
+        group("authorization.k8s.io", &["v1"]),
+    ]})
+}
+
+/// `GET /api/v1`: Secrets.
+pub fn core_v1_resources() -> Value {
+    json!({"kind":"APIResourceList","groupVersion":"v1","resources":[
+        {"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret",
+         "verbs":SECRET_VERBS,"storageVersionHash":"S6u1pOWzb84="}]})
+}
+
+/// `GET /apis/<group>/<version>` for the review groups; `None` for any other.
+pub fn group_resources(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = match (group, version) {
+        ("authentication.k8s.io", "v1" | "v1beta1") => {
+            vec![review("selfsubjectreviews", "SelfSubjectReview")]
+        }
+        ("authorization.k8s.io", "v1") => vec![
+            review("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+            review("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
+        ],
+        _ => return None,
+    };
+    Some(json!({"kind":"APIResourceList","apiVersion":"v1",
+        "groupVersion":format!("{group}/{version}"),"resources":resources}))
+}
+
+fn review(name: &str, kind: &str) -> Value {
+    json!({"name":name,"singularName":"","namespaced":false,"kind":kind,"verbs":["create"]})
+}
+
+/// `GET /version`.
+pub fn version() -> Value {
+    json!({"major":"1","minor":KUBE_MINOR,
+        "gitVersion":format!("v1.{KUBE_MINOR}.0-keyward-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit":"","gitTreeState":"clean","buildDate":"1970-01-01T00:00:00Z",
+        "goVersion":"none","compiler":"rustc","platform":"linux/amd64"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_lists_secrets_and_the_reviews() {
+        let v1 = core_v1_resources();
+        assert_eq!(v1["resources"][0]["name"], "secrets");
+        assert_eq!(v1["resources"][0]["verbs"].as_array().unwrap().len(), 8);
+        assert!(group_resources("authorization.k8s.io", "v1").is_some());
+        assert!(group_resources("apps", "v1").is_none());
+        assert_eq!(
+            api_group_list()["groups"][0]["preferredVersion"]["version"],
+            "v1"
+        );
+    }
+}

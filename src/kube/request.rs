@@ -1,0 +1,424 @@
+//! One Kubernetes API request as the handlers see it ([`KubeRequest`]: query parameters, the
+//! headers that matter, the body), the options every write shares (`dryRun`, `fieldManager`,
+//! `fieldValidation`, checked as kube-apiserver checks them), field selectors, request bodies
+//! in JSON, YAML or protobuf, and what a handler answers ([`Reply`]).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::objects::FieldValidation;
+use super::status::Status;
+use super::table::TABLE_CONTENT_TYPE;
+use super::KubeError;
+use crate::access::RequestContext;
+use crate::names::FieldError;
+use crate::store::Secret;
+
+/// `Content-Type` of protobuf bodies.
+pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// An authenticated request.
+#[derive(Debug)]
+pub struct KubeRequest {
+    /// The caller.
+    pub ctx: RequestContext,
+    /// The query parameters (decoded; the last value of a repeated one).
+    pub query: BTreeMap<String, String>,
+    /// `Content-Type`, lower-case and without parameters ("" if none).
+    pub content_type: String,
+    /// `Accept` ("" if none).
+    pub accept: String,
+    /// `User-Agent` ("" if none).
+    pub user_agent: String,
+    /// The body (at most the body limit).
+    pub body: Bytes,
+}
+
+impl KubeRequest {
+    /// A query parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+
+    /// A boolean query parameter (`true`/`1`), as Go's `strconv.ParseBool` reads it.
+    pub fn flag(&self, name: &str) -> Result<bool, KubeError> {
+        match self.param(name) {
+            None | Some("") => Ok(false),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+            Some(other) => Err(KubeError::BadRequest(format!(
+                "{name}: invalid value {:?}: must be a boolean",
+                other
+            ))),
+        }
+    }
+
+    /// The write options of a request whose options kind is `options` (`CreateOptions`,
+    /// `UpdateOptions`, `PatchOptions`).
+    pub fn write_options(&self, options: &str) -> Result<WriteOptions, KubeError> {
+        let mut causes = Vec::new();
+        let dry_run = match self.param("dryRun") {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                causes.push(FieldError::new(
+                    "dryRun",
+                    format!(
+                        "Unsupported value: {}: supported values: \"All\"",
+                        crate::authz::go_quote(other)
+                    ),
+                ));
+                false
+            }
+        };
+        let validation = match self.param("fieldValidation") {
+            None | Some("") | Some("Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => {
+                causes.push(FieldError::new(
+                    "fieldValidation",
+                    format!(
+                        "Unsupported value: {}: supported values: \"Ignore\", \"Strict\", \"Warn\"",
+                        crate::authz::go_quote(other)
+                    ),
+                ));
+                FieldValidation::Warn
+            }
+        };
+        let given = self.param("fieldManager").unwrap_or("").to_owned();
+        if given.chars().count() > 128 {
+            causes.push(FieldError::new(
+                "fieldManager",
+                "Too long: may not be more than 128 bytes",
+            ));
+        }
+        if !causes.is_empty() {
+            return Err(KubeError::Invalid {
+                kind: format!("{options}.meta.k8s.io"),
+                name: String::new(),
+                causes,
+            });
+        }
+        Ok(WriteOptions {
+            dry_run,
+            validation,
+            manager_given: !given.is_empty(),
+            manager: if given.is_empty() {
+                manager_from_user_agent(&self.user_agent)
+            } else {
+                given
+            },
+        })
+    }
+
+    /// The body as JSON bytes: JSON (or no `Content-Type`) as it is, YAML converted, protobuf
+    /// decoded (its envelope must be `kind`); anything else is 415.
+    pub fn json_body(&self, kind: &str) -> Result<Vec<u8>, KubeError> {
+        match self.content_type.as_str() {
+            "" | "application/json" => Ok(self.body.to_vec()),
+            "application/yaml" => yaml_to_json(&self.body),
+            PROTOBUF => {
+                let d = super::proto::decode(&self.body)?;
+                if d.kind != kind {
+                    return Err(KubeError::BadRequest(format!(
+                        "the body of the request was a {} but a {kind} was expected",
+                        d.kind
+                    )));
+                }
+                serde_json::to_vec(&d.object).map_err(|e| KubeError::BadRequest(e.to_string()))
+            }
+            _ => Err(unsupported_media_type(&[
+                "application/json",
+                "application/yaml",
+                PROTOBUF,
+            ])),
+        }
+    }
+
+    /// The body as a JSON value (see [`json_body`](Self::json_body)); an empty body is `null`.
+    pub fn json_value(&self, kind: &str) -> Result<Value, KubeError> {
+        let bytes = self.json_body(kind)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            KubeError::BadRequest(format!(
+                "the body of the request could not be decoded: {}",
+                crate::redact::serde_values(&e.to_string())
+            ))
+        })
+    }
+}
+
+/// 415 naming the media types accepted.
+pub fn unsupported_media_type(accepted: &[&str]) -> KubeError {
+    KubeError::UnsupportedMediaType(format!(
+        "the body of the request was in an unknown format - accepted media types include: {}",
+        accepted.join(", ")
+    ))
+}
+
+/// YAML bytes as JSON bytes.
+pub fn yaml_to_json(body: &[u8]) -> Result<Vec<u8>, KubeError> {
+    let v: Value = serde_yaml_ng::from_slice(body).map_err(|e| {
+        KubeError::BadRequest(format!(
+            "error converting YAML to JSON: {}",
+            crate::redact::serde_values(&e.to_string())
+        ))
+    })?;
+    serde_json::to_vec(&v).map_err(|e| KubeError::BadRequest(e.to_string()))
+}
+
+/// The options of a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// `fieldValidation`.
+    pub validation: FieldValidation,
+    /// The field manager: `fieldManager`, or the User-Agent's prefix.
+    pub manager: String,
+    /// Whether `fieldManager` was given.
+    pub manager_given: bool,
+}
+
+/// kube-apiserver's default field manager: the User-Agent up to its first `/`, printable
+/// characters only, at most 128.
+pub fn manager_from_user_agent(ua: &str) -> String {
+    ua.split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(128)
+        .collect()
+}
+
+/// One requirement of a field selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRequirement {
+    /// `metadata.name`, `metadata.namespace` or `type`.
+    pub field: String,
+    /// The value.
+    pub value: String,
+    /// `!=`.
+    pub negated: bool,
+}
+
+/// A field selector on Secrets (`metadata.name`, `metadata.namespace`, `type`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelector(Vec<FieldRequirement>);
+
+impl FieldSelector {
+    /// Parses `s` (`a=b,c!=d`, `==` allowed); an unknown field is kube-apiserver's 400.
+    pub fn parse(s: &str) -> Result<FieldSelector, KubeError> {
+        let mut reqs = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, value, negated) = if let Some((f, v)) = part.split_once("!=") {
+                (f, v, true)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, v, false)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, v, false)
+            } else {
+                return Err(KubeError::BadRequest(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                )));
+            };
+            let field = field.trim();
+            if !matches!(field, "metadata.name" | "metadata.namespace" | "type") {
+                return Err(KubeError::BadRequest(format!(
+                    "field label not supported: {field}"
+                )));
+            }
+            reqs.push(FieldRequirement {
+                field: field.to_owned(),
+                value: value.trim().to_owned(),
+                negated,
+            });
+        }
+        Ok(FieldSelector(reqs))
+    }
+
+    /// Whether `s` matches.
+    pub fn matches(&self, s: &Secret) -> bool {
+        self.0.iter().all(|r| {
+            let v = match r.field.as_str() {
+                "metadata.name" => s.metadata.name.as_str(),
+                "metadata.namespace" => s.metadata.namespace.as_str(),
+                _ if s.type_.is_empty() => "Opaque",
+                _ => s.type_.as_str(),
+            };
+            (v == r.value) != r.negated
+        })
+    }
+
+    /// No requirement.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Decodes `%XX` and `+` in a query component.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query parameters of `query`.
+pub fn parse_query(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// What a handler answers.
+#[derive(Debug)]
+pub enum Reply {
+    /// A JSON object with this code and warnings (`Warning: 299` headers).
+    Json {
+        /// HTTP code.
+        code: u16,
+        /// The body.
+        body: Value,
+        /// Warnings.
+        warnings: Vec<String>,
+    },
+    /// A Table.
+    Table(Value),
+    /// A Status.
+    Status(Status),
+    /// Fixed bytes with a content type.
+    Raw {
+        /// `Content-Type`.
+        content_type: &'static str,
+        /// The bytes.
+        body: Bytes,
+    },
+}
+
+impl Reply {
+    /// `200` with `body`.
+    pub fn ok(body: Value) -> Reply {
+        Reply::Json {
+            code: 200,
+            body,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// (code, content type, body bytes, warnings).
+    pub fn into_parts(self) -> (u16, &'static str, Bytes, Vec<String>) {
+        match self {
+            Reply::Json {
+                code,
+                body,
+                warnings,
+            } => (
+                code,
+                "application/json",
+                Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+                warnings,
+            ),
+            Reply::Table(t) => (
+                200,
+                TABLE_CONTENT_TYPE,
+                Bytes::from(serde_json::to_vec(&t).unwrap_or_default()),
+                Vec::new(),
+            ),
+            Reply::Status(s) => (
+                s.http_code(),
+                "application/json",
+                Bytes::from(s.to_json()),
+                Vec::new(),
+            ),
+            Reply::Raw { content_type, body } => (200, content_type, body, Vec::new()),
+        }
+    }
+}
+
+impl From<KubeError> for Reply {
+    fn from(e: KubeError) -> Reply {
+        Reply::Status(Status::of(&e))
+    }
+}
+
+/// A `Warning` header value: `299 - "<text>"` with `"` and `\` escaped.
+pub fn warning_header(text: &str) -> String {
+    let mut q = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '"' | '\\') {
+            q.push('\\');
+        }
+        if !c.is_control() {
+            q.push(c);
+        }
+    }
+    format!("299 - \"{q}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_selectors() {
+        let q = parse_query("labelSelector=tier%3Dweb&limit=500&watch&x=a+b%2");
+        assert_eq!(q["labelSelector"], "tier=web");
+        assert_eq!(q["watch"], "");
+        assert_eq!(q["x"], "a b%2");
+        let f = FieldSelector::parse("metadata.name=s1,type!=kubernetes.io/tls").unwrap();
+        let mut s = Secret::default();
+        s.metadata.name = "s1".into();
+        assert!(f.matches(&s));
+        s.type_ = "kubernetes.io/tls".into();
+        assert!(!f.matches(&s));
+        assert_eq!(
+            FieldSelector::parse("spec.x=1").unwrap_err().to_string(),
+            "field label not supported: spec.x"
+        );
+    }
+
+    #[test]
+    fn managers_and_warnings() {
+        assert_eq!(
+            manager_from_user_agent("OpenAPI-Generator/37.0.2/python"),
+            "OpenAPI-Generator"
+        );
+        assert_eq!(
+            manager_from_user_agent("kubectl/v1.33.1 (linux/amd64)"),
+            "kubectl"
+        );
+        assert_eq!(
+            warning_header("unknown field \"metadata.foo\""),
+            r#"299 - "unknown field \"metadata.foo\"""#
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! The `secrets` resource: get, list, create, update (PUT), patch (strategic merge, JSON merge,
+//! JSON patch, server-side apply), delete and deletecollection, each a thin handler that reads
+//! the request, calls the guarded store ([`Access`]) and answers kube-apiserver's object,
+//! list, Table or Status. Object semantics (strict decoding, patches, managedFields) are in
+//! [`objects`](super::objects), [`patch`](mod@patch) and [`apply`].
+
+use std::time::SystemTime;
+
+use serde_json::{json, Value};
+
+use super::apply;
+use super::objects::{decode_secret, encode_secret};
+use super::patch;
+use super::request::{unsupported_media_type, yaml_to_json, FieldSelector, KubeRequest, Reply};
+use super::status::Status;
+use super::table::{self, IncludeObject};
+use super::KubeError;
+use crate::access::{Access, AccessError, WriteVerb};
+use crate::names::{FieldError, Namespace, SecretName};
+use crate::store::model::SecretId;
+use crate::store::{Preconditions, ResourceVersion, Secret, Selector, StoreError};
+
+/// Most operations a JSON patch may carry (kube-apiserver's `maxJSONPatchOperations`).
+const MAX_JSON_PATCH_OPS: usize = 10_000;
+/// How often a patch is retried when the object changed under it.
+const PATCH_RETRIES: usize = 5;
+
+/// The four patch types.
+const PATCH_TYPES: [&str; 4] = [
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+];
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// The Secret a path names.
+pub fn secret_id(namespace: &str, name: &str) -> Result<SecretId, KubeError> {
+    SecretId::parse(namespace, name).map_err(|causes| KubeError::Invalid {
+        kind: "Secret".into(),
+        name: name.to_owned(),
+        causes,
+    })
+}
+
+/// A namespace a path names.
+pub fn namespace(ns: &str) -> Result<Namespace, KubeError> {
+    Namespace::try_from(ns).map_err(|e| KubeError::Invalid {
+        kind: "Namespace".into(),
+        name: ns.to_owned(),
+        causes: vec![e],
+    })
+}
+
+/// Fills the object's namespace and name from the path, or refuses a mismatch as
+/// kube-apiserver does.
+fn check_path(s: &mut Secret, ns: &Namespace, name: Option<&SecretName>) -> Result<(), KubeError> {
+    if s.metadata.namespace.is_empty() {
+        s.metadata.namespace = ns.to_string();
+    } else if s.metadata.namespace != ns.as_str() {
+        return Err(KubeError::BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        ));
+    }
+    if let Some(name) = name {
+        if s.metadata.name.is_empty() {
+            s.metadata.name = name.to_string();
+        } else if s.metadata.name != name.as_str() {
+            return Err(KubeError::BadRequest(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                s.metadata.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `GET .../secrets/{name}`: the Secret, or a one-row Table.
+pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
+    let include = IncludeObject::parse(req.param("includeObject"))?;
+    let s = access.get(&req.ctx, &id.namespace, &id.name, None).await?;
+    if table::wants_table(&req.accept) {
+        let rv = s.metadata.resource_version.clone();
+        return Ok(Reply::Table(table::table(&[s], &rv, None, include, true)));
+    }
+    Ok(Reply::ok(encode_secret(&s)))
+}
+
+/// The label and field selectors of a list, watch or deletecollection.
+fn selectors(req: &KubeRequest) -> Result<(Selector, FieldSelector), KubeError> {
+    let labels = Selector::parse(req.param("labelSelector").unwrap_or(""))
+        .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(req.param("fieldSelector").unwrap_or(""))?;
+    Ok((labels, fields))
+}
+
+/// `GET .../secrets`: a SecretList, or a Table.
+pub async fn list(
+    access: &Access,
+    req: &KubeRequest,
+    ns: Option<&Namespace>,
+) -> Result<Reply, KubeError> {
+    let include = IncludeObject::parse(req.param("includeObject"))?;
+    let (labels, fields) = selectors(req)?;
+    let limit = match req.param("limit") {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| KubeError::BadRequest(format!("invalid value for limit: {l:?}")))?,
+    };
+    let cont = req.param("continue").filter(|c| !c.is_empty());
+    let mut list = access.list(&req.ctx, ns, &labels, limit, cont).await?;
+    list.items.retain(|s| fields.matches(s));
+    let rv = list.resource_version.to_string();
+    if table::wants_table(&req.accept) {
+        return Ok(Reply::Table(table::table(
+            &list.items,
+            &rv,
+            list.continue_token.as_deref(),
+            include,
+            true,
+        )));
+    }
+    Ok(Reply::ok(secret_list(
+        &list.items,
+        &rv,
+        list.continue_token.as_deref(),
+    )))
+}
+
+fn secret_list(items: &[Secret], rv: &str, cont: Option<&str>) -> Value {
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(c) = cont {
+        meta["continue"] = c.into();
+    }
+    let items: Vec<Value> = items.iter().map(encode_secret).collect();
+    json!({"kind":"SecretList","apiVersion":"v1","metadata":meta,"items":items})
+}
+
+/// `POST .../secrets`: creates the Secret of the body (201).
+pub async fn create(
+    access: &Access,
+    req: &KubeRequest,
+    ns: &Namespace,
+) -> Result<Reply, KubeError> {
+    let opts = req.write_options("CreateOptions")?;
+    let body = req.json_body("Secret")?;
+    let decoded = decode_secret(&body, opts.validation)?;
+    let mut s = decoded.secret;
+    check_path(&mut s, ns, None)?;
+    apply::record_update(None, &mut s, &opts.manager, &now());
+    let created = access.create(&req.ctx, s, opts.dry_run).await?;
+    Ok(Reply::Json {
+        code: 201,
+        body: encode_secret(&created),
+        warnings: decoded.warnings,
+    })
+}
+
+/// `PUT .../secrets/{name}`, authorized as `update` (the read of the stored object for
+/// `managedFields` too): replaces the Secret (a `resourceVersion` in the body is a
+/// precondition).
+pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
+    let opts = req.write_options("UpdateOptions")?;
+    let body = req.json_body("Secret")?;
+    let decoded = decode_secret(&body, opts.validation)?;
+    let mut s = decoded.secret;
+    check_path(&mut s, &id.namespace, Some(&id.name))?;
+    let live = access
+        .read_for_write(&req.ctx, WriteVerb::Update, &id.namespace, &id.name)
+        .await?;
+    apply::record_update(Some(&live), &mut s, &opts.manager, &now());
+    let updated = access.update(&req.ctx, s, opts.dry_run).await?;
+    Ok(Reply::Json {
+        code: 200,
+        body: encode_secret(&updated),
+        warnings: decoded.warnings,
+    })
+}
+
+/// The patch type of a `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+fn invalid_patch_options(field: &str, message: &str) -> KubeError {
+    KubeError::Invalid {
+        kind: "PatchOptions.meta.k8s.io".into(),
+        name: String::new(),
+        causes: vec![FieldError::new(field, message)],
+    }
+}
+
+/// `PATCH .../secrets/{name}`, authorized as `patch` (the read of the stored object too): the
+/// patch applied to the stored object, written with its resourceVersion as precondition (retried if the object changed meanwhile, unless the patch
+/// itself set a resourceVersion); server-side apply creates an absent object.
+pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
+    let kind = match req.content_type.as_str() {
+        "application/json-patch+json" => PatchType::Json,
+        "application/merge-patch+json" => PatchType::Merge,
+        "application/strategic-merge-patch+json" => PatchType::Strategic,
+        "application/apply-patch+yaml" => PatchType::Apply,
+        _ => return Err(unsupported_media_type(&PATCH_TYPES)),
+    };
+    let opts = req.write_options("PatchOptions")?;
+    let force = req.flag("force")?;
+    if kind == PatchType::Apply && !opts.manager_given {
+        return Err(invalid_patch_options(
+            "fieldManager",
+            "Required value: is required for apply patch",
+        ));
+    }
+    if kind != PatchType::Apply && force {
+        return Err(invalid_patch_options(
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    let body = if kind == PatchType::Apply {
+        yaml_to_json(&req.body)?
+    } else {
+        req.body.to_vec()
+    };
+    let patch_doc: Value = serde_json::from_slice(&body).map_err(|e| {
+        KubeError::BadRequest(format!(
+            "error decoding patch: {}",
+            crate::redact::serde_values(&e.to_string())
+        ))
+    })?;
+    if kind == PatchType::Json
+        && patch_doc
+            .as_array()
+            .is_some_and(|ops| ops.len() > MAX_JSON_PATCH_OPS)
+    {
+        return Err(KubeError::TooLarge(format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}",
+            patch_doc.as_array().map_or(0, Vec::len)
+        )));
+    }
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let live = match access
+            .read_for_write(&req.ctx, WriteVerb::Patch, &id.namespace, &id.name)
+            .await
+        {
+            Ok(live) => live,
+            Err(AccessError::Store(StoreError::NotFound { .. })) if kind == PatchType::Apply => {
+                let mut s =
+                    apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
+                check_path(&mut s, &id.namespace, Some(&id.name))?;
+                let created = access.create_by_apply(&req.ctx, s, opts.dry_run).await?;
+                return Ok(Reply::Json {
+                    code: 201,
+                    body: encode_secret(&created),
+                    warnings: Vec::new(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (mut next, warnings) = match kind {
+            PatchType::Apply => (
+                apply::server_side_apply(Some(&live), &patch_doc, &opts.manager, force, &now())?,
+                Vec::new(),
+            ),
+            _ => {
+                let live_json = encode_secret(&live);
+                let patched = match kind {
+                    PatchType::Json => patch::json_patch(&live_json, &patch_doc)?,
+                    PatchType::Merge => patch::merge(&live_json, &patch_doc)?,
+                    _ => patch::strategic_merge(&live_json, &patch_doc)?,
+                };
+                let bytes = serde_json::to_vec(&patched)
+                    .map_err(|e| KubeError::BadRequest(e.to_string()))?;
+                let decoded = decode_secret(&bytes, opts.validation)?;
+                let mut s = decoded.secret;
+                apply::record_update(Some(&live), &mut s, &opts.manager, &now());
+                (s, decoded.warnings)
+            }
+        };
+        check_path(&mut next, &id.namespace, Some(&id.name))?;
+        // The live version is the precondition, unless the patch set one of its own.
+        let ours = next.metadata.resource_version.is_empty()
+            || next.metadata.resource_version == live.metadata.resource_version;
+        if next.metadata.resource_version.is_empty() {
+            next.metadata.resource_version = live.metadata.resource_version.clone();
+        }
+        match access.patch(&req.ctx, next, opts.dry_run).await {
+            Ok(s) => {
+                return Ok(Reply::Json {
+                    code: 200,
+                    body: encode_secret(&s),
+                    warnings,
+                })
+            }
+            Err(AccessError::Store(StoreError::Conflict { .. }))
+                if ours && attempt < PATCH_RETRIES => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `DeleteOptions` from the body and the query.
+struct DeleteOptions {
+    dry_run: bool,
+    pre: Preconditions,
+}
+
+fn delete_options(req: &KubeRequest) -> Result<DeleteOptions, KubeError> {
+    let body = req.json_value("DeleteOptions")?;
+    let str_at = |path: &[&str]| {
+        let mut v = &body;
+        for p in path {
+            v = v.get(*p)?;
+        }
+        v.as_str().map(str::to_owned)
+    };
+    let mut causes = Vec::new();
+    let policy = str_at(&["propagationPolicy"])
+        .or_else(|| req.param("propagationPolicy").map(str::to_owned));
+    if let Some(p) =
+        policy.filter(|p| !matches!(p.as_str(), "Orphan" | "Background" | "Foreground"))
+    {
+        causes.push(FieldError::new(
+            "propagationPolicy",
+            format!(
+                "Unsupported value: {}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"",
+                crate::authz::go_quote(&p)
+            ),
+        ));
+    }
+    let dry_run_values: Vec<String> = match body.get("dryRun").and_then(Value::as_array) {
+        Some(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        None => req.param("dryRun").map(str::to_owned).into_iter().collect(),
+    };
+    for v in dry_run_values.iter().filter(|v| v.as_str() != "All") {
+        causes.push(FieldError::new(
+            "dryRun",
+            format!(
+                "Unsupported value: {}: supported values: \"All\"",
+                crate::authz::go_quote(v)
+            ),
+        ));
+    }
+    if !causes.is_empty() {
+        return Err(KubeError::Invalid {
+            kind: "DeleteOptions.meta.k8s.io".into(),
+            name: String::new(),
+            causes,
+        });
+    }
+    let resource_version = match str_at(&["preconditions", "resourceVersion"]) {
+        None => None,
+        Some(rv) => ResourceVersion::parse("preconditions.resourceVersion", &rv)
+            .and_then(|rv| rv.exact("preconditions.resourceVersion"))
+            .map_err(|e| KubeError::BadRequest(e.to_string()))?,
+    };
+    Ok(DeleteOptions {
+        dry_run: !dry_run_values.is_empty(),
+        pre: Preconditions {
+            uid: str_at(&["preconditions", "uid"]).filter(|u| !u.is_empty()),
+            resource_version,
+            unsafe_ignore_decrypt_errors: false,
+        },
+    })
+}
+
+/// `DELETE .../secrets/{name}`: a Success Status naming the deleted Secret.
+pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
+    let opts = delete_options(req)?;
+    let gone = if opts.dry_run {
+        dry_run_delete(access, req, id, &opts.pre).await?
+    } else {
+        access
+            .delete(&req.ctx, &id.namespace, &id.name, &opts.pre)
+            .await?
+    };
+    Ok(Reply::Status(Status::deleted(
+        id.name.as_str(),
+        &gone.metadata.uid,
+    )))
+}
+
+/// A dry-run delete: the Secret read as a delete (authorized as one) and the preconditions
+/// checked; nothing changes.
+async fn dry_run_delete(
+    access: &Access,
+    req: &KubeRequest,
+    id: &SecretId,
+    pre: &Preconditions,
+) -> Result<Secret, KubeError> {
+    let s = access
+        .read_for_write(&req.ctx, WriteVerb::Delete, &id.namespace, &id.name)
+        .await?;
+    let conflict = |reason: String| {
+        KubeError::Access(AccessError::Store(StoreError::Conflict {
+            name: id.name.to_string(),
+            reason,
+        }))
+    };
+    if let Some(uid) = pre.uid.as_ref().filter(|u| **u != s.metadata.uid) {
+        return Err(conflict(format!(
+            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+            s.metadata.uid
+        )));
+    }
+    if let Some(rv) = pre
+        .resource_version
+        .filter(|rv| rv.to_string() != s.metadata.resource_version)
+    {
+        return Err(conflict(format!(
+            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+            s.metadata.resource_version
+        )));
+    }
+    Ok(s)
+}
+
+/// `DELETE .../secrets`: deletes every Secret the selectors match; answers the list deleted.
+pub async fn delete_collection(
+    access: &Access,
+    req: &KubeRequest,
+    ns: &Namespace,
+) -> Result<Reply, KubeError> {
+    let opts = delete_options(req)?;
+    let (labels, fields) = selectors(req)?;
+    let list = access.list(&req.ctx, Some(ns), &labels, 0, None).await?;
+    let mut deleted = Vec::new();
+    for s in list.items.into_iter().filter(|s| fields.matches(s)) {
+        let id = secret_id(&s.metadata.namespace, &s.metadata.name)?;
+        let gone = if opts.dry_run {
+            dry_run_delete(access, req, &id, &Preconditions::default()).await
+        } else {
+            access
+                .delete(&req.ctx, &id.namespace, &id.name, &Preconditions::default())
+                .await
+                .map_err(KubeError::from)
+        };
+        match gone {
+            Ok(s) => deleted.push(s),
+            // Deleted meanwhile by someone else.
+            Err(KubeError::Access(AccessError::Store(StoreError::NotFound { .. }))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Reply::ok(secret_list(
+        &deleted,
+        &list.resource_version.to_string(),
+        None,
+    )))
+}

@@ -1,0 +1,773 @@
+//! The HTTPS listener of the Kubernetes API: TLS (rustls; a client certificate is requested and
+//! verified against the client CA when one is configured, optional as in kube-apiserver) and
+//! HTTP/1.1 (hyper) on connections accepted within [`ConnLimits`]; then, per request: limits
+//! (body size, requests in flight per client, watches open), authentication and impersonation
+//! through [`crate::access`], and routing to discovery, OpenAPI, the reviews and Secrets.
+//!
+//! Health (`/healthz`, `/livez`, `/readyz`) and `/version` answer without credentials; every
+//! other path needs a client certificate or a bearer token (401 otherwise).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use super::request::{parse_query, warning_header, KubeRequest, Reply};
+use super::reviews::Review;
+use super::status::Status;
+use super::{discovery, openapi, secrets, watch, KubeError};
+use crate::access::{Access, Authenticators, Credentials, RequestContext, Source};
+use crate::authz::ImpersonationRequest;
+use crate::metrics::Metrics;
+use crate::net::{self, ConnLimits};
+
+/// Limits of the Kubernetes API beyond the connection caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KubeLimits {
+    /// Largest request body (kube-apiserver's 3 MiB); larger is 413.
+    pub max_body: usize,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// Requests (other than watches) one client address may have in flight; more is 429.
+    pub max_in_flight_per_client: usize,
+    /// Watches open at once on the listener; more is 429.
+    pub max_watches: usize,
+    /// How long a client may take to send a request's body once its headers arrived.
+    pub body_timeout: Duration,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for KubeLimits {
+    /// 3 MiB bodies, 10 s for headers and 60 s for a body, 32 requests in flight per client,
+    /// 512 watches, a bookmark every minute (kube-apiserver's rhythm).
+    fn default() -> Self {
+        Self {
+            max_body: 3 * 1024 * 1024,
+            header_timeout: Duration::from_secs(10),
+            max_in_flight_per_client: 32,
+            max_watches: 512,
+            body_timeout: Duration::from_secs(60),
+            bookmark_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The listener's settings: address, TLS and limits.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct KubeOptions {
+    /// Address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// PEM certificate chain presented to clients.
+    pub cert: Vec<u8>,
+    /// PEM private key of `cert`.
+    pub key: Zeroizing<Vec<u8>>,
+    /// PEM CA whose client certificates authenticate (CN user, O groups).
+    pub client_ca: Option<Vec<u8>>,
+    /// Connection caps and the TLS handshake timeout.
+    pub conn: ConnLimits,
+    /// Request limits.
+    pub limits: KubeLimits,
+}
+
+impl KubeOptions {
+    /// HTTPS on `listen` with this certificate and key, default limits, no client CA.
+    pub fn new(listen: SocketAddr, cert: Vec<u8>, key: Zeroizing<Vec<u8>>) -> Self {
+        Self {
+            listen,
+            cert,
+            key,
+            client_ca: None,
+            conn: ConnLimits::default(),
+            limits: KubeLimits::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KubeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeOptions")
+            .field("listen", &self.listen)
+            .field("key", &format_args!("<redacted>"))
+            .field("client_ca", &self.client_ca.is_some())
+            .field("conn", &self.conn)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of starting the listener.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KubeServeError {
+    /// The certificate, key or client CA cannot be used (operator's files).
+    #[error("Kubernetes API TLS configuration: {0}")]
+    Tls(String),
+    /// The address cannot be bound (operator's setup).
+    #[error("cannot listen on {addr} for the Kubernetes API: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A bound listener with its TLS settings, ready to [`serve`].
+pub struct KubeListener {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    conn: ConnLimits,
+    limits: KubeLimits,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for KubeListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeListener")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeListener {
+    /// Checks the TLS settings and binds `options.listen`.
+    pub async fn bind(options: KubeOptions) -> Result<KubeListener, KubeServeError> {
+        let acceptor = tls_acceptor(&options)?;
+        let listen_error = |source| KubeServeError::Listen {
+            addr: options.listen,
+            source,
+        };
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        Ok(KubeListener {
+            listener,
+            acceptor,
+            conn: options.conn,
+            limits: options.limits,
+            addr,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+fn tls_acceptor(o: &KubeOptions) -> Result<TlsAcceptor, KubeServeError> {
+    let tls = |what: &str, e: &dyn std::fmt::Display| KubeServeError::Tls(format!("{what}: {e}"));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&o.cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls("certificate", &e))?;
+    if certs.is_empty() {
+        return Err(KubeServeError::Tls(
+            "certificate: no PEM certificate".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&o.key).map_err(|e| tls("key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls("protocol versions", &e))?;
+    let builder = match &o.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca) {
+                let c = c.map_err(|e| tls("client CA", &e))?;
+                roots.add(c).map_err(|e| tls("client CA", &e))?;
+            }
+            // Optional, as kube-apiserver requests it: bearer tokens authenticate too.
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls("client CA", &e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| tls("certificate and key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).boxed_unsync()
+}
+
+/// The Kubernetes API over the guarded store.
+#[derive(Debug)]
+pub struct KubeApi {
+    access: Arc<Access>,
+    authn: Arc<Authenticators>,
+    limits: KubeLimits,
+    address: String,
+    watches: Arc<AtomicUsize>,
+    in_flight: Mutex<HashMap<IpAddr, usize>>,
+    metrics: Option<Metrics>,
+}
+
+/// A request's place among its client's requests in flight.
+struct InFlight<'a> {
+    api: &'a KubeApi,
+    ip: IpAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.api.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A watch's place under the listener's cap.
+struct WatchPermit(Arc<AtomicUsize>);
+
+impl Drop for WatchPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl KubeApi {
+    /// The API over `access`, authenticating with `authn`; `address` is what `/api` reports.
+    pub fn new(
+        access: Arc<Access>,
+        authn: Arc<Authenticators>,
+        limits: KubeLimits,
+        address: String,
+    ) -> Self {
+        Self {
+            access,
+            authn,
+            limits,
+            address,
+            watches: Arc::new(AtomicUsize::new(0)),
+            in_flight: Mutex::new(HashMap::new()),
+            metrics: None,
+        }
+    }
+
+    /// Counts requests in `metrics` (`keyward_kube_requests_total{verb,code}`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn enter(&self, ip: IpAddr) -> Option<InFlight<'_>> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.limits.max_in_flight_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight { api: self, ip })
+    }
+
+    fn watch_permit(&self) -> Option<WatchPermit> {
+        let n = self.watches.fetch_add(1, Ordering::Relaxed);
+        let permit = WatchPermit(self.watches.clone());
+        (n < self.limits.max_watches).then_some(permit)
+    }
+
+    /// Answers one request from `peer`, whose TLS client certificates are `certs`.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        certs: &[CertificateDer<'static>],
+    ) -> Response<Body> {
+        let verb = verb_of(
+            req.method(),
+            req.uri().path(),
+            req.uri().query().unwrap_or(""),
+        );
+        let resp = self.answer(req, peer, certs).await;
+        if let Some(m) = &self.metrics {
+            m.kube_request(verb, resp.status().as_u16());
+        }
+        resp
+    }
+
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        certs: &[CertificateDer<'static>],
+    ) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let uri = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
+        if method == Method::GET {
+            match path.as_str() {
+                "/healthz" | "/livez" | "/readyz" => {
+                    return respond(
+                        200,
+                        "text/plain; charset=utf-8",
+                        Bytes::from_static(b"ok"),
+                        &[],
+                    )
+                }
+                "/version" => return json_response(Reply::ok(discovery::version())),
+                _ => {}
+            }
+        }
+        let Some(_in_flight) = self.enter(peer.ip()) else {
+            return json_response(Reply::Status(Status::too_many_requests(
+                "too many requests in flight from this client, please try again later",
+            )));
+        };
+        let (parts, body) = req.into_parts();
+        let body = match self.read_body(&parts.headers, body).await {
+            Ok(b) => b,
+            Err(e) => return json_response(e.into()),
+        };
+        let ctx = match self.context(&parts.headers, peer, certs, uri).await {
+            Ok(ctx) => ctx,
+            Err(e) => return json_response(e.into()),
+        };
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let content_type = header("content-type")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let kreq = KubeRequest {
+            ctx,
+            query: parse_query(parts.uri.query().unwrap_or("")),
+            content_type,
+            accept: header("accept"),
+            user_agent: header("user-agent"),
+            body,
+        };
+        match self.route(&method, &path, &kreq).await {
+            Ok(Routed::Reply(r)) => json_response(r),
+            Ok(Routed::Watch(w)) => {
+                let stream = ReceiverStream::new(w.lines).map(|b| Ok(Frame::data(b)));
+                let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+                if let Ok(v) = http::HeaderValue::from_str(w.content_type) {
+                    resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                }
+                resp
+            }
+            Err(e) => json_response(e.into()),
+        }
+    }
+
+    /// The body, at most `max_body`; a larger one is 413, after reading (and dropping) up to
+    /// twice the limit, so that a client still sending sees the answer rather than a reset.
+    async fn read_body(&self, headers: &HeaderMap, mut body: Incoming) -> Result<Bytes, KubeError> {
+        let max = self.limits.max_body;
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let read = async {
+            let mut buf = bytes::BytesMut::new();
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame
+                    .map_err(|e| KubeError::BadRequest(format!("reading the request body: {e}")))?;
+                if let Ok(data) = frame.into_data() {
+                    seen += data.len();
+                    if seen <= max {
+                        buf.extend_from_slice(&data);
+                    } else if seen > 2 * max {
+                        break;
+                    }
+                }
+            }
+            Ok::<_, KubeError>((buf.freeze(), seen))
+        };
+        let Ok(read) = tokio::time::timeout(self.limits.body_timeout, read).await else {
+            return Err(KubeError::BadRequest(
+                "the request body was not received in time".into(),
+            ));
+        };
+        let (buf, seen) = read?;
+        if seen > max || declared.is_some_and(|n| n > max) {
+            return Err(KubeError::TooLarge(format!(
+                "Request entity too large: limit is {max}"
+            )));
+        }
+        Ok(buf)
+    }
+
+    /// Authenticates the request and applies `Impersonate-*` headers.
+    async fn context(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        certs: &[CertificateDer<'static>],
+        uri: String,
+    ) -> Result<RequestContext, KubeError> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let creds = Credentials::Tls {
+            client_certs: (!certs.is_empty()).then_some(certs),
+            authorization: get("authorization"),
+        };
+        let user = self.authn.authenticate(creds).await?;
+        let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri);
+        ctx.audit_id = get("audit-id").map(str::to_owned);
+        ctx.user_agent = get("user-agent").unwrap_or_default().to_owned();
+        let all = |name: &str| -> Vec<String> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect()
+        };
+        let mut imp = ImpersonationRequest {
+            user: get("impersonate-user").unwrap_or_default().to_owned(),
+            uid: get("impersonate-uid").unwrap_or_default().to_owned(),
+            groups: all("impersonate-group"),
+            ..ImpersonationRequest::default()
+        };
+        for name in headers.keys() {
+            if let Some(key) = name.as_str().strip_prefix("impersonate-extra-") {
+                imp.extra
+                    .insert(super::request::percent_decode(key), all(name.as_str()));
+            }
+        }
+        Ok(self.access.impersonate(ctx, &imp).await?)
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        req: &KubeRequest,
+    ) -> Result<Routed, KubeError> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let reply = |r: Reply| Ok(Routed::Reply(r));
+        let watching = || req.flag("watch");
+        match (method, segs.as_slice()) {
+            (&Method::GET, ["api"]) => reply(Reply::ok(discovery::api_versions(&self.address))),
+            (&Method::GET, ["apis"]) => reply(Reply::ok(discovery::api_group_list())),
+            (&Method::GET, ["api", "v1"]) => reply(Reply::ok(discovery::core_v1_resources())),
+            (&Method::GET, ["apis", g, v]) => match discovery::group_resources(g, v) {
+                Some(doc) => reply(Reply::ok(doc)),
+                None => reply(Reply::Status(Status::no_route())),
+            },
+            (&Method::POST, ["apis", g, v, r]) => match Review::at(g, v, r) {
+                Some(review) => {
+                    let kind = match review {
+                        Review::Access => "SelfSubjectAccessReview",
+                        Review::Rules => "SelfSubjectRulesReview",
+                        Review::WhoAmI(_) => "SelfSubjectReview",
+                    };
+                    let body = req.json_value(kind)?;
+                    let out = review.answer(&self.access, &req.ctx, body).await?;
+                    reply(Reply::Json {
+                        code: 201,
+                        body: out,
+                        warnings: Vec::new(),
+                    })
+                }
+                None => reply(Reply::Status(Status::no_route())),
+            },
+            (&Method::GET, ["openapi", "v2"]) => reply(Reply::Raw {
+                content_type: openapi::V2_CONTENT_TYPE,
+                body: Bytes::new(),
+            }),
+            (&Method::GET, ["openapi", "v3"]) => reply(Reply::ok(openapi::v3_index())),
+            (&Method::GET, ["openapi", "v3", "api", "v1"]) => {
+                reply(Reply::ok(openapi::v3_core_v1()))
+            }
+            (m, ["api", "v1", "secrets"]) => match *m {
+                Method::GET if watching()? => self.watch(req, None).await,
+                Method::GET => reply(secrets::list(&self.access, req, None).await?),
+                _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
+            },
+            (m, ["api", "v1", "namespaces", ns, "secrets"]) => {
+                let ns = secrets::namespace(ns)?;
+                match *m {
+                    Method::GET if watching()? => self.watch(req, Some(ns)).await,
+                    Method::GET => reply(secrets::list(&self.access, req, Some(&ns)).await?),
+                    Method::POST => reply(secrets::create(&self.access, req, &ns).await?),
+                    Method::DELETE => {
+                        reply(secrets::delete_collection(&self.access, req, &ns).await?)
+                    }
+                    _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
+                }
+            }
+            (m, ["api", "v1", "namespaces", ns, "secrets", name]) => {
+                let id = secrets::secret_id(ns, name)?;
+                let r = match *m {
+                    Method::GET => secrets::get(&self.access, req, &id).await?,
+                    Method::PUT => secrets::update(&self.access, req, &id).await?,
+                    Method::PATCH => secrets::patch(&self.access, req, &id).await?,
+                    Method::DELETE => secrets::delete(&self.access, req, &id).await?,
+                    _ => Reply::Status(Status::method_not_allowed(action(m))),
+                };
+                reply(r)
+            }
+            _ => reply(Reply::Status(Status::no_route())),
+        }
+    }
+
+    async fn watch(
+        &self,
+        req: &KubeRequest,
+        ns: Option<crate::names::Namespace>,
+    ) -> Result<Routed, KubeError> {
+        let Some(permit) = self.watch_permit() else {
+            return Ok(Routed::Reply(Reply::Status(Status::too_many_requests(
+                "too many watches open, please try again later",
+            ))));
+        };
+        Ok(Routed::Watch(
+            watch::start(&self.access, req, ns, self.limits.bookmark_interval, permit).await?,
+        ))
+    }
+}
+
+/// The Kubernetes verb of a request, for metrics.
+fn verb_of(method: &Method, path: &str, query: &str) -> &'static str {
+    let named =
+        path.trim_matches('/').split('/').count() == 6 && path.starts_with("/api/v1/namespaces/");
+    let watch = query
+        .split('&')
+        .any(|p| matches!(p, "watch=true" | "watch=1" | "watch=True"));
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if path.ends_with("/secrets") => "list",
+        Method::GET => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "other",
+    }
+}
+
+/// What a route answers.
+enum Routed {
+    Reply(Reply),
+    Watch(watch::WatchReply),
+}
+
+/// The action word of a 405.
+fn action(m: &Method) -> &'static str {
+    match *m {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        _ => "get",
+    }
+}
+
+fn json_response(r: Reply) -> Response<Body> {
+    let (code, content_type, body, warnings) = r.into_parts();
+    respond(code, content_type, body, &warnings)
+}
+
+fn respond(code: u16, content_type: &str, body: Bytes, warnings: &[String]) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        h.insert(http::header::CONTENT_TYPE, v);
+    }
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache, private"),
+    );
+    for w in warnings {
+        if let Ok(v) = http::HeaderValue::from_str(&warning_header(w)) {
+            h.append(http::header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// Serves `api` on `listener` until `shutdown`: then stops accepting, lets requests in flight
+/// finish (watches end when the store closes them) and returns.
+pub async fn serve(
+    listener: KubeListener,
+    api: Arc<KubeApi>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let KubeListener {
+        listener,
+        acceptor,
+        conn,
+        limits,
+        addr,
+    } = listener;
+    tracing::info!(listen = %addr, "serving the Kubernetes API over HTTPS");
+    let stop = CancellationToken::new();
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let mut incoming = net::tcp_incoming(listener, &conn);
+    tokio::pin!(shutdown);
+    loop {
+        let c = tokio::select! {
+            c = incoming.next() => c,
+            _ = &mut shutdown => break,
+        };
+        let Some(Ok(c)) = c else { break };
+        let Ok(peer) = c.stream().peer_addr() else {
+            continue;
+        };
+        let (acceptor, api, stop, alive) =
+            (acceptor.clone(), api.clone(), stop.clone(), alive.clone());
+        let handshake = conn.handshake_timeout;
+        tokio::spawn(async move {
+            let _alive = alive;
+            let tls = match tokio::time::timeout(handshake, acceptor.accept(c)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let certs: Arc<Vec<CertificateDer<'static>>> = Arc::new(
+                tls.get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(<[_]>::to_vec)
+                    .unwrap_or_default(),
+            );
+            let service = hyper::service::service_fn(move |req| {
+                let (api, certs) = (api.clone(), certs.clone());
+                async move { Ok::<_, Infallible>(api.handle(req, peer, &certs).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %peer, error = %e, "connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(incoming);
+    stop.cancel();
+    drop(alive);
+    let _ = all_done.recv().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_of_requests() {
+        let ns = "/api/v1/namespaces/default/secrets";
+        for (method, path, query, want) in [
+            (Method::GET, ns, "", "list"),
+            (Method::GET, ns, "watch=true&resourceVersion=0", "watch"),
+            (Method::GET, "/api/v1/secrets", "watch=1", "watch"),
+            (
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "get",
+            ),
+            (Method::GET, "/api", "", "get"),
+            (Method::POST, ns, "", "create"),
+            (
+                Method::PUT,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "update",
+            ),
+            (
+                Method::PATCH,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "patch",
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/default/secrets/s1",
+                "",
+                "delete",
+            ),
+            (Method::DELETE, ns, "", "deletecollection"),
+            (Method::OPTIONS, ns, "", "other"),
+        ] {
+            assert_eq!(
+                verb_of(&method, path, query),
+                want,
+                "{method} {path}?{query}"
+            );
+        }
+        assert_eq!(action(&Method::POST), "create");
+    }
+
+    #[test]
+    fn bad_tls_files_are_refused_before_binding() {
+        let o = KubeOptions::new(
+            "127.0.0.1:0".parse().unwrap(),
+            b"not a certificate".to_vec(),
+            Zeroizing::new(b"not a key".to_vec()),
+        );
+        let e = tls_acceptor(&o).err().unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("Kubernetes API TLS configuration: "),
+            "{e}"
+        );
+    }
+}

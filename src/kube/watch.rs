@@ -1,0 +1,179 @@
+//! Watch framing: `?watch=true` answered at once with headers, then one JSON event
+//! `{"type","object"}` per line (the `\n` the Python client splits on), as plain Secrets or as
+//! one-row Tables (column definitions only in the first). `resourceVersion` `""`/`"0"` starts
+//! with synthetic ADDED events, `"N"` with the changes after N; a revision older than history is
+//! an ERROR event carrying a 410 Expired Status (HTTP 200, as kube-apiserver). BOOKMARKs are
+//! sent when `allowWatchBookmarks` is set; `timeoutSeconds` ends the stream.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use super::objects::encode_secret;
+use super::request::{FieldSelector, KubeRequest};
+use super::status::Status;
+use super::table::{self, IncludeObject};
+use super::KubeError;
+use crate::access::{Access, AccessError};
+use crate::names::Namespace;
+use crate::store::{ResourceVersion, Selector, StoreError, WatchEvents};
+
+/// A started watch: the content type and the lines to stream.
+#[derive(Debug)]
+pub struct WatchReply {
+    /// `application/json` or the Table content type.
+    pub content_type: &'static str,
+    /// Each event, newline-terminated.
+    pub lines: mpsc::Receiver<Bytes>,
+}
+
+/// How a watch's events are written.
+struct Framing {
+    table: Option<IncludeObject>,
+    fields: FieldSelector,
+    first: bool,
+}
+
+impl Framing {
+    fn event(&mut self, kind: &str, object: Value) -> Bytes {
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+
+    fn secret_event(&mut self, kind: &str, s: &crate::store::Secret) -> Bytes {
+        let object = match self.table {
+            Some(include) => {
+                let headers = std::mem::replace(&mut self.first, false);
+                table::table(
+                    std::slice::from_ref(s),
+                    &s.metadata.resource_version,
+                    None,
+                    include,
+                    headers,
+                )
+            }
+            None => encode_secret(s),
+        };
+        self.event(kind, object)
+    }
+
+    fn error_event(&mut self, status: &Status) -> Bytes {
+        self.event("ERROR", serde_json::to_value(status).unwrap_or(Value::Null))
+    }
+}
+
+/// Starts the watch `req` asks for on Secrets in `namespace` (all if `None`), with a BOOKMARK
+/// every `bookmark_every` if it allows them. `permit` (the watch's place under the server's
+/// cap) is held until the stream ends.
+pub async fn start(
+    access: &Access,
+    req: &KubeRequest,
+    namespace: Option<Namespace>,
+    bookmark_every: Duration,
+    permit: impl Send + 'static,
+) -> Result<WatchReply, KubeError> {
+    let wants_table = table::wants_table(&req.accept);
+    let include = IncludeObject::parse(req.param("includeObject"))?;
+    let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
+        .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(req.param("fieldSelector").unwrap_or(""))?;
+    let rv = ResourceVersion::parse(
+        "resourceVersion",
+        req.param("resourceVersion").unwrap_or(""),
+    )
+    .map_err(|e| KubeError::BadRequest(e.to_string()))?;
+    let timeout = match req.param("timeoutSeconds") {
+        None | Some("") => None,
+        Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
+            KubeError::BadRequest(format!("invalid value for timeoutSeconds: {t:?}"))
+        })?)),
+    };
+    let bookmarks = req.flag("allowWatchBookmarks")?.then_some(bookmark_every);
+    let mut framing = Framing {
+        table: wants_table.then_some(include),
+        fields,
+        first: true,
+    };
+    let content_type = if wants_table {
+        table::TABLE_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    let (tx, lines) = mpsc::channel(64);
+    match access
+        .watch(&req.ctx, namespace.as_ref(), selector, rv)
+        .await
+    {
+        Ok(events) => {
+            let start_rv = rv.revision().map(|r| r.to_string());
+            tokio::spawn(async move {
+                let _permit = permit;
+                run(events, tx, framing, timeout, bookmarks, start_rv).await;
+            });
+        }
+        Err(AccessError::Store(StoreError::Gone(m))) => {
+            let status = Status::failure(410, "Expired", format!("too old resource version: {m}"));
+            let _ = tx.try_send(framing.error_event(&status));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(WatchReply {
+        content_type,
+        lines,
+    })
+}
+
+async fn run(
+    mut events: WatchEvents,
+    tx: mpsc::Sender<Bytes>,
+    mut framing: Framing,
+    timeout: Option<Duration>,
+    bookmarks: Option<Duration>,
+    mut last_rv: Option<String>,
+) {
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut bookmark = tokio::time::interval(bookmarks.unwrap_or(Duration::from_secs(3600)));
+    bookmark.tick().await;
+    loop {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let line = tokio::select! {
+            ev = events.next() => match ev {
+                None => return,
+                Some(Ok(ev)) => {
+                    last_rv = Some(ev.object.metadata.resource_version.clone());
+                    if !framing.fields.matches(&ev.object) {
+                        continue;
+                    }
+                    framing.secret_event(ev.kind.name(), &ev.object)
+                }
+                Some(Err(e)) => {
+                    let status = match e {
+                        StoreError::Gone(m) => Status::failure(410, "Expired", format!("too old resource version: {m}")),
+                        other => Status::of_access(&AccessError::Store(other)),
+                    };
+                    let _ = tx.send(framing.error_event(&status)).await;
+                    return;
+                }
+            },
+            _ = bookmark.tick(), if bookmarks.is_some() && last_rv.is_some() => {
+                let rv = last_rv.clone().unwrap_or_default();
+                framing.event("BOOKMARK", json!({"kind":"Secret","apiVersion":"v1","metadata":{"resourceVersion":rv}}))
+            }
+            _ = until_deadline => return,
+            _ = tx.closed() => return,
+        };
+        if tx.send(line).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! kubectl 1.27–1.33 reading, watching and deleting Secrets, and `auth can-i`/`whoami`, against
+//! `keyward dev`: Secrets are written with keyward's own CLI (over the Unix socket), so these
+//! tests check the read side of the Kubernetes API, authentication and RBAC on every version.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::tools::{kubectl_minor, KUBECTL_MINORS};
+use crate::support::DevServer;
+
+/// A kubectl run: exit code, stdout, stderr.
+pub struct Out {
+    pub code: i32,
+    pub out: String,
+    pub err: String,
+}
+
+/// kubectl 1.`minor` with `kubeconfig` and a cache directory of its own under `cache`.
+pub struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+    cache: PathBuf,
+    pub minor: u32,
+}
+
+impl Kubectl {
+    pub fn new(minor: u32, kubeconfig: &Path, cache: &Path) -> Kubectl {
+        Kubectl {
+            bin: kubectl_minor(minor),
+            kubeconfig: kubeconfig.to_owned(),
+            cache: cache.join(format!("cache-{minor}")),
+            minor,
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--cache-dir")
+            .arg(&self.cache)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECACHEDIR", &self.cache)
+            .env_remove("KUBECTL_EXTERNAL_DIFF")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        let o = self.command(args).output().expect("run kubectl");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            out: String::from_utf8_lossy(&o.stdout).into_owned(),
+            err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and asserts success; stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert_eq!(
+            o.code, 0,
+            "kubectl 1.{} {args:?}\nstdout: {}\nstderr: {}",
+            self.minor, o.out, o.err
+        );
+        o.out
+    }
+}
+
+/// `keyward dev` with its admin kubeconfig, and a kubectl of every version.
+pub struct World {
+    pub dev: DevServer,
+    pub admin: PathBuf,
+}
+
+impl World {
+    pub fn start(extra: &[&str]) -> World {
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> World {
+        let dev = DevServer::start_in(dir, extra);
+        let admin = dev.kubeconfig();
+        World { dev, admin }
+    }
+
+    pub fn kubectl(&self, minor: u32) -> Kubectl {
+        Kubectl::new(minor, &self.admin, self.dev.dir.path())
+    }
+
+    /// kubectl with another kubeconfig (its own cache).
+    pub fn kubectl_as(&self, minor: u32, kubeconfig: &Path, who: &str) -> Kubectl {
+        Kubectl::new(minor, kubeconfig, &self.dev.path(who))
+    }
+
+    /// Applies a manifest with keyward's own CLI.
+    pub fn seed(&self, manifest: &str) {
+        self.dev.write("seed.yaml", manifest);
+        self.dev.ok(&["apply", "-f", "seed.yaml"]);
+    }
+
+    /// A kubeconfig for `user` in `groups` from `keyward kubeconfig`.
+    pub fn kubeconfig_for(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let data = self.dev.path("kw");
+        let mut args = vec![
+            "kubeconfig",
+            "--user",
+            user,
+            "--data",
+            data.to_str().unwrap(),
+        ];
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        let (ok, out, err) = crate::support::run(&args);
+        assert!(ok, "{err}");
+        let p = self.dev.path(&format!("{user}.kubeconfig"));
+        std::fs::write(&p, out).unwrap();
+        p
+    }
+
+    /// A kubeconfig trusting the dev CA that authenticates with `token` (no token: none).
+    pub fn token_kubeconfig(&self, name: &str, token: Option<&str>) -> PathBuf {
+        let admin = std::fs::read_to_string(&self.admin).unwrap();
+        let field = |key: &str| {
+            admin
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(str::trim))
+                .unwrap()
+                .to_owned()
+        };
+        let user = match token {
+            Some(t) => format!("  user:\n    token: {t}\n"),
+            None => "  user: {}\n".to_owned(),
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kw\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {name}\n{user}contexts:\n- name: kw\n  context:\n    cluster: kw\n    user: {name}\n    namespace: default\ncurrent-context: kw\n",
+            field("server:"),
+            field("certificate-authority-data:")
+        );
+        let p = self.dev.path(&format!("{name}.kubeconfig"));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+const SEED: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\n  labels: {tier: web}\nstringData:\n  user: admin\n  pw: hunter2\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: plain\nstringData: {k: v}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: t1\n  namespace: prod\ntype: kubernetes.io/tls\ndata:\n  tls.crt: Y2VydA==\n  tls.key: a2V5\n";
+
+/// Every read kubectl does of Secrets, on every version, against the same objects.
+#[test]
+fn kubectl_reads_secrets_on_every_version() {
+    let w = World::start(&[]);
+    w.seed(SEED);
+    for minor in KUBECTL_MINORS {
+        let k = w.kubectl(minor);
+        let table = k.ok(&["get", "secrets"]);
+        let lines: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            ["NAME", "TYPE", "DATA", "AGE"],
+            "1.{minor}: {table}"
+        );
+        assert_eq!(
+            lines[1][..3],
+            ["plain", "Opaque", "1"],
+            "1.{minor}: {table}"
+        );
+        assert_eq!(lines[2][..3], ["s1", "Opaque", "2"], "1.{minor}: {table}");
+        let one = k.ok(&["get", "secret", "s1"]);
+        assert_eq!(one.lines().count(), 2, "1.{minor}: {one}");
+        let yaml = k.ok(&["get", "secret", "s1", "-o", "yaml"]);
+        for want in [
+            "kind: Secret",
+            "  name: s1",
+            "  pw: aHVudGVyMg==",
+            "    tier: web",
+            "type: Opaque",
+        ] {
+            assert!(yaml.contains(want), "1.{minor}: {want:?} in {yaml}");
+        }
+        let json: serde_json::Value =
+            serde_json::from_str(&k.ok(&["get", "secret", "s1", "-o", "json"])).unwrap();
+        assert_eq!(json["data"]["user"], "YWRtaW4=");
+        assert!(json["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty()));
+        assert_eq!(
+            k.ok(&["get", "secret", "s1", "-o", "jsonpath={.data.user}"]),
+            "YWRtaW4="
+        );
+        assert_eq!(
+            k.ok(&["get", "secrets", "-o", "name"]),
+            "secret/plain\nsecret/s1\n"
+        );
+        assert_eq!(
+            k.ok(&["get", "secrets", "-l", "tier=web", "-o", "name"]),
+            "secret/s1\n"
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "secrets",
+                "--field-selector",
+                "metadata.name=plain",
+                "-o",
+                "name"
+            ]),
+            "secret/plain\n"
+        );
+        let all = k.ok(&[
+            "get",
+            "secrets",
+            "-A",
+            "--field-selector",
+            "type=kubernetes.io/tls",
+        ]);
+        let rows: Vec<Vec<&str>> = all
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0],
+            ["NAMESPACE", "NAME", "TYPE", "DATA", "AGE"],
+            "{all}"
+        );
+        assert_eq!(
+            rows[1][..4],
+            ["prod", "t1", "kubernetes.io/tls", "2"],
+            "{all}"
+        );
+        assert_eq!(rows.len(), 2, "{all}");
+        let labels = k.ok(&["get", "secret", "s1", "--show-labels"]);
+        assert!(labels.contains("tier=web"), "{labels}");
+        let described = k.ok(&["describe", "secret", "s1"]);
+        for want in [
+            "Name:         s1",
+            "Namespace:    default",
+            "Type:  Opaque",
+            "pw:    7 bytes",
+            "user:  5 bytes",
+        ] {
+            assert!(
+                described.contains(want),
+                "1.{minor}: {want:?} in {described}"
+            );
+        }
+        let nf = k.run(&["get", "secret", "nope"]);
+        assert_eq!(nf.code, 1);
+        assert_eq!(
+            nf.err,
+            "Error from server (NotFound): secrets \"nope\" not found\n"
+        );
+        let bad = k.run(&["get", "secrets", "--field-selector", "spec.x=1"]);
+        assert_eq!(bad.code, 1);
+        assert!(
+            bad.err.contains("field label not supported: spec.x"),
+            "{}",
+            bad.err
+        );
+        let empty = k.run(&["get", "secrets", "-n", "empty"]);
+        assert_eq!(
+            (empty.code, empty.err.as_str()),
+            (0, "No resources found in empty namespace.\n")
+        );
+    }
+}
+
+/// `kubectl get -w` sees changes made through keyward's own API; `-w` on one object starts with
+/// it (the synthetic ADDED of `resourceVersion=0`); delete, and a server dry-run delete.
+#[test]
+fn kubectl_watches_and_deletes_on_every_version() {
+    let w = World::start(&[]);
+    w.seed(SEED);
+    for minor in KUBECTL_MINORS {
+        let k = w.kubectl(minor);
+        let name = format!("w{minor}");
+        // Both watches have printed their start (the list's rows, s1's first state) before the
+        // writes, and are stopped once the writes showed up (or after 30 s).
+        let list = Watching::start(&k, &["get", "secrets", "-w"]);
+        let one = Watching::start(
+            &k,
+            &[
+                "get",
+                "secret",
+                "s1",
+                "-w",
+                "-o",
+                "jsonpath={.metadata.name}:{.metadata.labels.round}{\"\\n\"}",
+            ],
+        );
+        list.wait_for(|out| out.lines().any(|l| l.starts_with("s1 ")));
+        one.wait_for(|out| out.lines().any(|l| l.starts_with("s1:")));
+        w.seed(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData: {{a: b}}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s1\n  labels: {{tier: web, round: r{minor}}}\nstringData:\n  user: admin\n  pw: hunter2\n"
+        ));
+        let listed = list.wait_for(|out| out.lines().any(|l| l.starts_with(&format!("{name} "))));
+        let rows: Vec<Vec<&str>> = listed
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0],
+            ["NAME", "TYPE", "DATA", "AGE"],
+            "1.{minor}: {listed}"
+        );
+        let watched = one.wait_for(|out| out.lines().any(|l| l == format!("s1:r{minor}")));
+        assert!(
+            watched.lines().any(|l| l == format!("s1:r{minor}")),
+            "1.{minor}: the change to s1 is watched: {watched:?}"
+        );
+        drop((list, one));
+        assert_eq!(
+            k.ok(&["delete", "secret", &name, "--dry-run=server"]),
+            format!("secret \"{name}\" deleted (server dry run)\n")
+        );
+        k.ok(&["get", "secret", &name]);
+        assert_eq!(
+            k.ok(&["delete", "secret", &name]),
+            format!("secret \"{name}\" deleted\n")
+        );
+        let gone = k.run(&["get", "secret", &name]);
+        assert_eq!(
+            gone.err,
+            format!("Error from server (NotFound): secrets \"{name}\" not found\n")
+        );
+    }
+}
+
+/// A `kubectl ... -w` running, its output collected as it comes.
+struct Watching {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watching {
+    fn start(k: &Kubectl, args: &[&str]) -> Watching {
+        use std::io::Read as _;
+        let mut child = k.command(args).spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Watching { child, out }
+    }
+
+    /// The output once `done` holds for it, or after 30 s (the caller's assertion then says
+    /// what is missing).
+    fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.out.lock().unwrap().clone();
+            if done(&out) || std::time::Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The RBAC policy of the authentication tests: group `devs` and user `bob` may read Secrets
+/// in `default`; nobody else but `system:masters` may do anything.
+const POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: reader, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: readers, namespace: default}\nsubjects:\n  - {kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}\n  - {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}\n  - {kind: ServiceAccount, name: app, namespace: default}\nroleRef: {kind: Role, name: reader, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: deleter, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [delete, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: deleters, namespace: default}\nsubjects:\n  - {kind: User, name: dave, apiGroup: rbac.authorization.k8s.io}\nroleRef: {kind: Role, name: deleter, apiGroup: rbac.authorization.k8s.io}\n";
+
+const BOB_TOKEN: &str = "bob-token-0123456789abcdef";
+const DAVE_TOKEN: &str = "dave-token-0123456789abcdef";
+
+fn auth_world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        format!("{BOB_TOKEN},bob,1001\n{DAVE_TOKEN},dave,1004\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let w = World::start_in(
+        dir,
+        &[
+            "--authorization-policy",
+            "policy.yaml",
+            "--token-auth-file",
+            "tokens.csv",
+        ],
+    );
+    w.seed(SEED);
+    w
+}
+
+/// kube-apiserver's Forbidden for `user` doing `verb` on Secrets in `default` (`name`: one).
+fn forbidden(user: &str, verb: &str, name: Option<&str>) -> String {
+    let what = match name {
+        Some(n) => format!("secrets \"{n}\""),
+        None => "secrets".to_owned(),
+    };
+    format!("Error from server (Forbidden): {what} is forbidden: User \"{user}\" cannot {verb} resource \"secrets\" in API group \"\" in the namespace \"default\"\n")
+}
+
+/// Client certificates (admin in `system:masters`, a user in a group), a bearer token from the
+/// token file, a service account token and no credentials at all, each with RBAC applied as over
+/// gRPC; `auth can-i` (and `--list`) and `auth whoami`. On 1.32 and 1.33 the reviews are sent as
+/// protobuf: see `kubectl_writes::kubectl_protobuf_reviews`.
+#[test]
+fn kubectl_authenticates_and_is_authorized_as_over_grpc() {
+    let w = auth_world();
+    let alice = w.kubeconfig_for("alice", &["devs"]);
+    let carol = w.kubeconfig_for("carol", &[]);
+    let bob = w.token_kubeconfig("bob", Some(BOB_TOKEN));
+    let (code, sa_token, err) = w.dev.kw(&["create", "token", "app", "-n", "default"]);
+    assert_eq!(code, 0, "{err}");
+    let sa = w.token_kubeconfig("app", Some(sa_token.trim()));
+    let nobody = w.token_kubeconfig("nobody", None);
+    let dave = w.token_kubeconfig("dave", Some(DAVE_TOKEN));
+    let wrong = w.token_kubeconfig("wrong", Some("not-a-token"));
+    for minor in [27, 28, 29, 30, 31] {
+        let admin = w.kubectl(minor);
+        assert_eq!(admin.ok(&["auth", "can-i", "delete", "secrets"]), "yes\n");
+        let listed = admin.ok(&["auth", "can-i", "--list"]);
+        assert!(listed.contains("*.*"), "{listed}");
+        let me = admin.ok(&["auth", "whoami"]);
+        assert!(me.contains("keyward-dev-admin"), "{me}");
+        assert!(me.contains("[system:masters system:authenticated]"), "{me}");
+
+        for (who, cfg, user) in [
+            ("alice", &alice, "alice"),
+            ("bob", &bob, "bob"),
+            ("app", &sa, "system:serviceaccount:default:app"),
+        ] {
+            let k = w.kubectl_as(minor, cfg, who);
+            assert_eq!(
+                k.ok(&["get", "secrets", "-o", "name"]),
+                "secret/plain\nsecret/s1\n",
+                "{who}"
+            );
+            assert_eq!(k.ok(&["auth", "can-i", "get", "secrets"]), "yes\n", "{who}");
+            let no = k.run(&["auth", "can-i", "delete", "secrets"]);
+            assert_eq!((no.code, no.out.as_str()), (1, "no\n"), "{who}");
+            let d = k.run(&["delete", "secret", "s1"]);
+            assert_eq!(d.err, forbidden(user, "delete", Some("s1")), "{who}");
+            let p = k.run(&["get", "secrets", "-n", "prod"]);
+            assert!(p.err.contains(&format!("User \"{user}\" cannot list resource \"secrets\" in API group \"\" in the namespace \"prod\"")), "{who}: {}", p.err);
+            let me = k.ok(&["auth", "whoami"]);
+            assert!(me.contains(user), "{who}: {me}");
+        }
+        // Impersonation needs `impersonate`; the admin has it.
+        let as_alice = admin.run(&[
+            "get",
+            "secret",
+            "t1",
+            "-n",
+            "prod",
+            "--as",
+            "alice",
+            "--as-group",
+            "devs",
+        ]);
+        assert!(
+            as_alice.err.contains("User \"alice\" cannot get resource"),
+            "{}",
+            as_alice.err
+        );
+
+        // A server dry-run delete is authorized as a delete only (no `get`), as in Kubernetes.
+        let d = w.kubectl_as(minor, &dave, "dave");
+        assert_eq!(
+            d.ok(&["delete", "secret", "s1", "--dry-run=server"]),
+            "secret \"s1\" deleted (server dry run)\n"
+        );
+        let g = d.run(&["get", "secret", "s1"]);
+        assert_eq!(g.err, forbidden("dave", "get", Some("s1")));
+
+        let c = w.kubectl_as(minor, &carol, "carol");
+        let list = c.run(&["get", "secrets"]);
+        assert_eq!(
+            (list.code, list.err.clone()),
+            (1, forbidden("carol", "list", None))
+        );
+        let get = c.run(&["get", "secret", "s1"]);
+        assert_eq!(get.err, forbidden("carol", "get", Some("s1")));
+        let k = w.kubectl_as(minor, &wrong, "wrong");
+        let o = k.run(&["get", "secrets"]);
+        assert_eq!(o.code, 1);
+        assert!(
+            o.err.ends_with("error: You must be logged in to the server (the server has asked for the client to provide credentials)\n"),
+            "1.{minor}: {}",
+            o.err
+        );
+        // Without credentials kubectl asks for a user name on the terminal (none here): refused.
+        let k = w.kubectl_as(minor, &nobody, "nobody");
+        assert_eq!(k.run(&["get", "secrets"]).code, 1);
+    }
+}
+
+/// Discovery, OpenAPI and health as kubectl and probes read them, on every version.
+#[test]
+fn kubectl_version_explain_and_api_resources() {
+    let w = World::start(&[]);
+    for minor in KUBECTL_MINORS {
+        let k = w.kubectl(minor);
+        let v = k.ok(&["version", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(v["serverVersion"]["major"], "1");
+        let explained = k.ok(&["explain", "secret.data"]);
+        assert!(
+            explained.contains("Data contains the secret data"),
+            "1.{minor}: {explained}"
+        );
+        let resources = k.ok(&["api-resources"]);
+        assert!(
+            resources.lines().any(|l| l.starts_with("secrets ")),
+            "{resources}"
+        );
+        assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
+    }
+}
+
+/// `keyward server --kube-listen` serves the Kubernetes API with the server's TLS files and
+/// client CA (and refuses it without TLS); `keyward dev` keeps its kubeconfig private.
+#[test]
+fn server_kube_listen_serves_kubectl() {
+    use crate::support::store::{aesgcm_config, write_private};
+    use keyward::kube::kubeconfig::{kubeconfig, DevCa};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, _, err) = crate::support::run(&[
+        "server",
+        "--data",
+        d.join("x").to_str().unwrap(),
+        "--encryption-config",
+        "none.yaml",
+        "--socket",
+        d.join("x.sock").to_str().unwrap(),
+        "--kube-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("--kube-listen requires TLS: pass --tls-cert and --tls-key"),
+        "{err}"
+    );
+
+    let ca = DevCa::load_or_create(d).unwrap();
+    let server = ca.issue_server().unwrap();
+    std::fs::write(d.join("srv.pem"), &server.cert).unwrap();
+    write_private(&d.join("srv.key"), server.key.as_bytes());
+    let port = crate::support::free_port();
+    let cfg = aesgcm_config(d);
+    let socket = d.join("kw.sock");
+    let _p = crate::support::Proc::spawn(
+        &[
+            "server",
+            "--data",
+            d.join("store").to_str().unwrap(),
+            "--encryption-config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--kube-listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-cert",
+            d.join("srv.pem").to_str().unwrap(),
+            "--tls-key",
+            d.join("srv.key").to_str().unwrap(),
+            "--client-ca",
+            d.join(keyward::kube::kubeconfig::CA_CERT_FILE)
+                .to_str()
+                .unwrap(),
+        ],
+        &[],
+        &d.join("server.log"),
+        &socket,
+    );
+    let admin = ca
+        .issue_client("root", &["system:masters".to_owned()])
+        .unwrap();
+    let text = kubeconfig(
+        &format!("https://127.0.0.1:{port}"),
+        ca.pem(),
+        "kw",
+        "root",
+        &admin,
+    );
+    let kc = d.join("kubeconfig");
+    std::fs::write(&kc, text.as_bytes()).unwrap();
+    let (ok, _, err) = crate::support::run(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=pw=x",
+        "--server",
+        &format!("unix://{}", socket.display()),
+    ]);
+    assert!(ok, "{err}");
+    for minor in [27, 33] {
+        let k = Kubectl::new(minor, &kc, d);
+        assert_eq!(k.ok(&["get", "secrets", "-o", "name"]), "secret/db\n");
+    }
+    let k = Kubectl::new(27, &kc, d);
+    assert!(k
+        .ok(&["auth", "whoami", "-o", "json"])
+        .contains("\"username\": \"root\""));
+
+    let w = World::start(&[]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&w.admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let ca_key = w.dev.path("kw/kube-ca.key");
+    assert_eq!(
+        std::fs::metadata(ca_key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}

@@ -1,0 +1,284 @@
+//! kubectl 1.27–1.33 writing Secrets through the Kubernetes API: every command of the Secret
+//! documentation that changes something (create generic/tls/docker-registry, `--dry-run=server`,
+//! client-side apply with its three-way merge, server-side apply, patch of the three types,
+//! label, annotate, replace with a stale resourceVersion, immutable Secrets), and the protobuf
+//! request bodies of kubectl 1.32+ (create and the auth reviews).
+//!
+//! These run the object semantics of `kube::objects`, `kube::proto`, `kube::patch` and
+//! `kube::apply` (strict decoding, protobuf, patches, server-side apply).
+
+use crate::kubectl::World;
+use crate::support::tools::KUBECTL_MINORS;
+
+/// The PEM pair `create secret tls` reads.
+fn tls_files(w: &World) -> (String, String) {
+    let cert = w.dev.path("tls.crt");
+    let key = w.dev.path("tls.key");
+    let ca = keyward::kube::kubeconfig::DevCa::load_or_create(w.dev.dir.path()).unwrap();
+    let pair = ca.issue_server().unwrap();
+    std::fs::write(&cert, &pair.cert).unwrap();
+    std::fs::write(&key, pair.key.as_bytes()).unwrap();
+    (
+        cert.to_str().unwrap().to_owned(),
+        key.to_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn kubectl_creates_secrets_on_every_version() {
+    let w = World::start(&[]);
+    let (cert, key) = tls_files(&w);
+    w.dev.write("env.txt", "A=1\nB=two\n");
+    w.dev.write("file.txt", "from a file");
+    let env = w.dev.path("env.txt");
+    let file = w.dev.path("file.txt");
+    for minor in KUBECTL_MINORS {
+        let k = w.kubectl(minor);
+        let g = format!("g{minor}");
+        assert_eq!(
+            k.ok(&[
+                "create",
+                "secret",
+                "generic",
+                &g,
+                "--from-literal=user=admin",
+                &format!("--from-file=f={}", file.display())
+            ]),
+            format!("secret/{g} created\n")
+        );
+        assert_eq!(
+            k.ok(&["get", "secret", &g, "-o", "jsonpath={.data.f}"]),
+            "ZnJvbSBhIGZpbGU="
+        );
+        let e = format!("e{minor}");
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            &e,
+            &format!("--from-env-file={}", env.display()),
+        ]);
+        assert_eq!(
+            k.ok(&["get", "secret", &e, "-o", "jsonpath={.data.B}"]),
+            "dHdv"
+        );
+        let t = format!("t{minor}");
+        k.ok(&[
+            "create", "secret", "tls", &t, "--cert", &cert, "--key", &key,
+        ]);
+        assert_eq!(
+            k.ok(&["get", "secret", &t, "-o", "jsonpath={.type}"]),
+            "kubernetes.io/tls"
+        );
+        let d = format!("d{minor}");
+        k.ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            &d,
+            "--docker-server=r.example",
+            "--docker-username=u",
+            "--docker-password=p",
+        ]);
+        assert_eq!(
+            k.ok(&["get", "secret", &d, "-o", "jsonpath={.type}"]),
+            "kubernetes.io/dockerconfigjson"
+        );
+        let dup = k.run(&["create", "secret", "generic", &g, "--from-literal=a=b"]);
+        assert_eq!(
+            dup.err,
+            format!("error: failed to create secret secrets \"{g}\" already exists\n")
+        );
+        let dry = format!("dry{minor}");
+        let out = k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            &dry,
+            "--from-literal=a=b",
+            "--dry-run=server",
+            "-o",
+            "jsonpath={.metadata.name}",
+        ]);
+        assert_eq!(out, dry);
+        let gone = k.run(&["get", "secret", &dry]);
+        assert_eq!(gone.code, 1, "a server dry run stores nothing");
+    }
+}
+
+#[test]
+fn kubectl_apply_patch_label_replace_on_every_version() {
+    let w = World::start(&[]);
+    for minor in KUBECTL_MINORS {
+        let k = w.kubectl(minor);
+        let app = format!("app{minor}");
+        let manifest = |data: &str| {
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {app}\n  labels: {{tier: web}}\nstringData:\n{data}")
+        };
+        let file = w.dev.path(&format!("{app}.yaml"));
+        let f = file.to_str().unwrap();
+        std::fs::write(&file, manifest("  a: one\n  b: two\n")).unwrap();
+        assert_eq!(k.ok(&["apply", "-f", f]), format!("secret/{app} created\n"));
+        // Another writer adds a key; apply keeps it (three-way merge).
+        k.ok(&[
+            "patch",
+            "secret",
+            &app,
+            "-p",
+            "{\"stringData\":{\"other\":\"x\"}}",
+        ]);
+        std::fs::write(&file, manifest("  a: uno\n")).unwrap();
+        assert_eq!(
+            k.ok(&["apply", "-f", f]),
+            format!("secret/{app} configured\n")
+        );
+        let data: serde_json::Value =
+            serde_json::from_str(&k.ok(&["get", "secret", &app, "-o", "jsonpath={.data}"]))
+                .unwrap();
+        assert_eq!(data["a"], "dW5v");
+        assert_eq!(data["other"], "eA==");
+        k.ok(&["label", "secret", &app, "env=prod"]);
+        k.ok(&["annotate", "secret", &app, "note=hello"]);
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "secret",
+                &app,
+                "-o",
+                "jsonpath={.metadata.labels.env}/{.metadata.annotations.note}"
+            ]),
+            "prod/hello"
+        );
+        k.ok(&["label", "secret", &app, "env-"]);
+        // edit: the editor changes a label in the buffer; kubectl sends a strategic merge patch.
+        let editor = w.dev.path("editor.sh");
+        std::fs::write(
+            &editor,
+            "#!/bin/sh\nsed -i 's/tier: web/tier: edited/' \"$1\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let edited = k
+            .command(&["edit", "secret", &app])
+            .env("KUBE_EDITOR", &editor)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&edited.stdout),
+            format!("secret/{app} edited\n"),
+            "{}",
+            String::from_utf8_lossy(&edited.stderr)
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "secret",
+                &app,
+                "-o",
+                "jsonpath={.metadata.labels.tier}"
+            ]),
+            "edited"
+        );
+        k.ok(&[
+            "patch",
+            "secret",
+            &app,
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"labels\":{\"m\":\"1\"}}}",
+        ]);
+        k.ok(&[
+            "patch",
+            "secret",
+            &app,
+            "--type=json",
+            "-p",
+            "[{\"op\":\"remove\",\"path\":\"/data/other\"}]",
+        ]);
+        let data = k.ok(&[
+            "get",
+            "secret",
+            &app,
+            "-o",
+            "jsonpath={.data.other}{.metadata.labels.m}",
+        ]);
+        assert_eq!(data, "1");
+        // Replace with the live resourceVersion works; a stale one is a Conflict.
+        let live = k.ok(&["get", "secret", &app, "-o", "yaml"]);
+        let stale = w.dev.path(&format!("{app}-stale.yaml"));
+        std::fs::write(&stale, &live).unwrap();
+        assert_eq!(
+            k.ok(&["replace", "-f", stale.to_str().unwrap()]),
+            format!("secret/{app} replaced\n")
+        );
+        k.ok(&["label", "secret", &app, "moved=on"]);
+        let conflict = k.run(&["replace", "-f", stale.to_str().unwrap()]);
+        assert_eq!(conflict.code, 1);
+        assert!(conflict.err.contains(&format!("Error from server (Conflict): error when replacing \"{}\": Operation cannot be fulfilled on secrets \"{app}\": the object has been modified; please apply your changes to the latest version and try again", stale.display())), "{}", conflict.err);
+        // Server-side apply: create, update, then a conflict with another manager.
+        let ssa = format!("ssa{minor}");
+        let sfile = w.dev.path(&format!("{ssa}.yaml"));
+        std::fs::write(
+            &sfile,
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {ssa}\ndata:\n  k: dg==\n"),
+        )
+        .unwrap();
+        let s = sfile.to_str().unwrap();
+        assert_eq!(
+            k.ok(&["apply", "--server-side", "-f", s]),
+            format!("secret/{ssa} serverside-applied\n")
+        );
+        std::fs::write(
+            &sfile,
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {ssa}\ndata:\n  k: dzI=\n"),
+        )
+        .unwrap();
+        let other = k.run(&["apply", "--server-side", "--field-manager=other", "-f", s]);
+        assert_eq!(other.code, 1, "{}", other.out);
+        assert!(
+            other.err.contains("Apply failed with 1 conflict"),
+            "{}",
+            other.err
+        );
+        assert_eq!(
+            k.ok(&[
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "--force-conflicts",
+                "-f",
+                s
+            ]),
+            format!("secret/{ssa} serverside-applied\n")
+        );
+        // Immutable Secrets refuse changes with kubectl's exact message.
+        let imm = format!("imm{minor}");
+        let ifile = w.dev.path(&format!("{imm}.yaml"));
+        std::fs::write(&ifile, format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {imm}\nimmutable: true\nstringData: {{k: v}}\n")).unwrap();
+        k.ok(&["apply", "-f", ifile.to_str().unwrap()]);
+        let refused = k.run(&[
+            "patch",
+            "secret",
+            &imm,
+            "-p",
+            "{\"stringData\":{\"k\":\"w\"}}",
+        ]);
+        assert_eq!(
+            refused.err,
+            format!("The Secret \"{imm}\" is invalid: data: Forbidden: field is immutable when `immutable` is set\n")
+        );
+    }
+}
+
+/// kubectl 1.32+ sends `auth can-i` and `auth whoami` reviews as protobuf.
+#[test]
+fn kubectl_protobuf_reviews() {
+    let w = World::start(&[]);
+    for minor in [32, 33] {
+        let k = w.kubectl(minor);
+        assert_eq!(k.ok(&["auth", "can-i", "get", "secrets"]), "yes\n");
+        assert!(k.ok(&["auth", "can-i", "--list"]).contains("*.*"));
+        assert!(k.ok(&["auth", "whoami"]).contains("keyward-dev-admin"));
+    }
+}

@@ -1,0 +1,180 @@
+//! The official Python client (`kubernetes` from PyPI, tests/python/kube_client.py) against
+//! the Kubernetes API of a store server started in this process: reads, selectors, watch
+//! (synthetic ADDED, live changes, `timeout_seconds`), the 410 path of a watch from a compacted
+//! revision, and writes.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::store::{aesgcm_config, pb_secret, secrets_client};
+use crate::support::StoreHarness;
+use keyward::backend::sled::SledOptions;
+use keyward::backend::BackendSpec;
+use keyward::kube::kubeconfig::{kubeconfig, DevCa};
+use keyward::kube::KubeOptions;
+use keyward::pb::keyward_v1 as pb;
+use keyward::server::StoreOptions;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kube_client.py");
+
+struct World {
+    dir: tempfile::TempDir,
+    server: StoreHarness,
+    kubeconfig: PathBuf,
+    metrics: keyward::metrics::Metrics,
+}
+
+/// A store serving the Kubernetes API with a dev CA, whose sled log keeps `retention`
+/// revisions for watches; the admin kubeconfig beside it.
+async fn start(retention: u64) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = DevCa::load_or_create(d).unwrap();
+    let server_cert = ca.issue_server().unwrap();
+    let mut kube = KubeOptions::new(
+        "127.0.0.1:0".parse().unwrap(),
+        server_cert.cert.into_bytes(),
+        zeroize::Zeroizing::new(server_cert.key.as_bytes().to_vec()),
+    );
+    kube.client_ca = Some(ca.pem().as_bytes().to_vec());
+    kube.limits.bookmark_interval = std::time::Duration::from_millis(200);
+    kube.limits.max_watches = 3;
+    let mut o = StoreOptions::new(
+        BackendSpec::Sled {
+            dir: d.join("store"),
+            options: SledOptions {
+                log_retention: retention,
+                ..SledOptions::default()
+            },
+        },
+        aesgcm_config(d),
+        d.join("kw.sock"),
+    );
+    o.kube = Some(kube);
+    let metrics = keyward::metrics::Metrics::new();
+    o.metrics = Some(metrics.clone());
+    let server = StoreHarness::start(o).await;
+    let addr = server.kube_addr.expect("the Kubernetes API listens");
+    let admin = ca
+        .issue_client("admin", &["system:masters".to_owned()])
+        .unwrap();
+    let text = kubeconfig(&format!("https://{addr}"), ca.pem(), "kw", "admin", &admin);
+    let kubeconfig = d.join("kubeconfig");
+    std::fs::write(&kubeconfig, text.as_bytes()).unwrap();
+    std::fs::write(d.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(d.join("admin.pem"), &admin.cert).unwrap();
+    std::fs::write(d.join("admin.key"), admin.key.as_bytes()).unwrap();
+    World {
+        dir,
+        server,
+        kubeconfig,
+        metrics,
+    }
+}
+
+fn python(kubeconfig: &Path, args: &[&str]) {
+    let k = kubeconfig.to_str().unwrap();
+    let out = crate::support::tools::python(&["kubernetes"], &[&[SCRIPT, k], args].concat(), b"");
+    assert_eq!(out.trim(), "ok", "{out}");
+}
+
+/// Runs the blocking script off the runtime's threads.
+async fn python_async(kubeconfig: PathBuf, args: Vec<String>) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        python(&kubeconfig, &args);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_reads_lists_watches_and_deletes() {
+    let w = start(100_000).await;
+    let mut c = secrets_client(&w.server.socket).await;
+    let mut s1 = pb_secret("py", "s1", &[("user", b"admin")]);
+    if let Some(m) = s1.metadata.as_mut() {
+        m.labels.insert("tier".into(), "web".into());
+    }
+    for s in [s1, pb_secret("py", "s2", &[("k", b"v")])] {
+        c.create(pb::CreateRequest {
+            secret: Some(s),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    }
+    python_async(w.kubeconfig.clone(), vec!["read".into(), "py".into()]).await;
+    drop(w.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_watch_from_a_compacted_revision_is_410() {
+    let w = start(3).await;
+    let mut c = secrets_client(&w.server.socket).await;
+    for i in 0..10 {
+        c.create(pb::CreateRequest {
+            secret: Some(pb_secret("py", &format!("s{i}"), &[("k", b"v")])),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    }
+    python_async(
+        w.kubeconfig.clone(),
+        vec!["expired".into(), "py".into(), "1".into()],
+    )
+    .await;
+}
+
+/// The wire: exact Status bodies, limits, OpenAPI v2, watch framing (Tables, bookmarks, 410).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_status_limits_and_watch_framing() {
+    let w = start(3).await;
+    let mut c = secrets_client(&w.server.socket).await;
+    for i in 1..=8 {
+        c.create(pb::CreateRequest {
+            secret: Some(pb_secret("py", &format!("s{i}"), &[("k", b"v")])),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    }
+    let d = w.dir.path().to_owned();
+    let addr = w.server.kube_addr.unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kube_http.py").to_owned();
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+    let args = [
+        script,
+        "127.0.0.1".to_owned(),
+        addr.port().to_string(),
+        path("ca.pem"),
+        path("admin.pem"),
+        path("admin.key"),
+        "py".to_owned(),
+        "1".to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::tools::python(&["ssl", "http.client"], &args, b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "ok", "{out}");
+    let m = w.metrics.render(false).await;
+    for line in [
+        "keyward_kube_requests_total{verb=\"get\",code=\"404\"}",
+        "keyward_kube_requests_total{verb=\"get\",code=\"401\"} 1",
+        "keyward_kube_requests_total{verb=\"create\",code=\"413\"} 1",
+        "keyward_kube_requests_total{verb=\"watch\",code=\"429\"} 1",
+        "keyward_kube_requests_total{verb=\"deletecollection\",code=\"200\"} 2",
+    ] {
+        assert!(m.contains(line), "{line} in {m}");
+    }
+}
+
+/// Create, patch, replace and delete: these run `kube::objects` and `kube::patch`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_writes() {
+    let w = start(100_000).await;
+    python_async(w.kubeconfig.clone(), vec!["write".into(), "py".into()]).await;
+}

@@ -1,0 +1,185 @@
+"""keyward's Kubernetes API on the wire, with Python's standard library only (http.client, ssl):
+the exact Status bodies and codes of errors, limits, OpenAPI v2, and watch framing (newline per
+event, Table column definitions only in the first event, BOOKMARK, 410 as an ERROR event).
+
+Driven by tests/kube/python.rs:  python3 kube_http.py HOST PORT CA CERT KEY NS COMPACTED_RV
+(Secret s1 exists in NS; COMPACTED_RV is a revision older than the retained history.)
+Prints "ok" on success; any failed check raises.
+"""
+
+import http.client
+import json
+import ssl
+import sys
+import time
+
+HOST, PORT, CA, CERT, KEY, NS, OLD_RV = sys.argv[1:8]
+PORT = int(PORT)
+
+
+def conn(client_cert=True):
+    ctx = ssl.create_default_context(cafile=CA)
+    if client_cert:
+        ctx.load_cert_chain(CERT, KEY)
+    return http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=20)
+
+
+def call(method, path, body=None, headers=None, client_cert=True):
+    c = conn(client_cert)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, r.getheader("Content-Type"), data
+
+
+def status(method, path, code, want, body=None, headers=None, client_cert=True):
+    got_code, ctype, data = call(method, path, body, headers, client_cert)
+    assert got_code == code, (method, path, got_code, data)
+    assert ctype == "application/json", ctype
+    want_full = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+    want_full.update(want)
+    want_full["code"] = code
+    got = json.loads(data)
+    assert got == want_full, (path, got, want_full)
+    # kube-apiserver's field order.
+    keys = [k for k in json.loads(data, object_pairs_hook=lambda kv: [k for k, _ in kv])]
+    return keys
+
+
+SECRETS = "/api/v1/namespaces/%s/secrets" % NS
+
+# Health needs no credentials; everything else does.
+assert call("GET", "/healthz", client_cert=False)[::2] == (200, b"ok")
+keys = status("GET", "/api", 401, {"message": "Unauthorized", "reason": "Unauthorized"}, client_cert=False)
+assert keys == ["kind", "apiVersion", "metadata", "status", "message", "reason", "code"], keys
+
+status("GET", SECRETS + "/nope", 404, {"message": 'secrets "nope" not found', "reason": "NotFound",
+                                       "details": {"name": "nope", "kind": "secrets"}})
+status("GET", "/apis/apps/v1/deployments", 404,
+       {"message": "the server could not find the requested resource", "reason": "NotFound"})
+status("POST", SECRETS + "/s1", 405, {"message": 'create is not supported on resources of kind "secrets"',
+                                      "reason": "MethodNotAllowed", "details": {"kind": "secrets"}}, body=b"{}")
+status("GET", SECRETS + "?fieldSelector=spec.x%3D1", 400,
+       {"message": "field label not supported: spec.x", "reason": "BadRequest"})
+status("GET", SECRETS + "?includeObject=Nope", 400,
+       {"message": 'unrecognized includeObject value: "Nope"', "reason": "BadRequest"},
+       headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+status("POST", SECRETS, 413, {"message": "Request entity too large: limit is 3145728",
+                              "reason": "RequestEntityTooLarge"}, body=b"x" * (4 << 20),
+       headers={"Content-Type": "application/json"})
+status("PATCH", SECRETS + "/s1", 415, {"message": "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
+                                       "reason": "UnsupportedMediaType"}, body=b"{}", headers={"Content-Type": "text/plain"})
+status("PATCH", SECRETS + "/s1", 422, {
+    "message": 'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+    "reason": "Invalid",
+    "details": {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+        {"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}]}},
+    body=b"{}", headers={"Content-Type": "application/apply-patch+yaml"})
+status("PATCH", SECRETS + "/s1?force=true", 422, {
+    "message": 'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for non-apply patch',
+    "reason": "Invalid",
+    "details": {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+        {"reason": "FieldValueForbidden", "message": "Forbidden: may not be specified for non-apply patch", "field": "force"}]}},
+    body=b"{}", headers={"Content-Type": "application/merge-patch+json"})
+status("POST", SECRETS + "?dryRun=Some", 422, {
+    "message": 'CreateOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: "Some": supported values: "All"',
+    "reason": "Invalid",
+    "details": {"group": "meta.k8s.io", "kind": "CreateOptions", "causes": [
+        {"reason": "FieldValueNotSupported", "message": 'Unsupported value: "Some": supported values: "All"', "field": "dryRun"}]}},
+    body=b"{}")
+
+# OpenAPI v2: an empty protobuf document.
+code, ctype, data = call("GET", "/openapi/v2")
+assert (code, ctype, data) == (200, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf", b""), (code, ctype, data)
+
+# A single get as a Table is one row.
+code, ctype, data = call("GET", SECRETS + "/s1", headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
+t = json.loads(data)
+assert ctype == "application/json;as=Table;v=v1;g=meta.k8s.io", ctype
+assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Type", "Data", "Age"]
+assert t["rows"][0]["cells"][:3] == ["s1", "Opaque", 1], t["rows"]
+assert t["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def watch_lines(path, n, accept="application/json"):
+    """The first n lines of a watch (headers arrive before any event)."""
+    c = conn()
+    c.request("GET", path, headers={"Accept": accept})
+    r = c.getresponse()
+    assert r.status == 200, r.status
+    lines = []
+    buf = b""
+    while len(lines) < n:
+        chunk = r.read1(65536) if hasattr(r, "read1") else r.read(1)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n" in buf and len(lines) < n:
+            line, buf = buf.split(b"\n", 1)
+            lines.append(json.loads(line))
+    c.close()
+    return r.getheader("Content-Type"), lines
+
+
+# Tables in a watch: column definitions only in the first event.
+ctype, evs = watch_lines(SECRETS + "?watch=true&resourceVersion=0", 2,
+                         "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+assert ctype == "application/json;as=Table;v=v1;g=meta.k8s.io", ctype
+assert [e["type"] for e in evs] == ["ADDED", "ADDED"], evs
+assert "columnDefinitions" in evs[0]["object"] and "columnDefinitions" not in evs[1]["object"], evs
+
+# Bookmarks when allowed (the test server sends one every 200 ms).
+ctype, evs = watch_lines(SECRETS + "?watch=1&allowWatchBookmarks=true&fieldSelector=metadata.name%3Ds1", 2)
+assert [e["type"] for e in evs] == ["ADDED", "BOOKMARK"], evs
+bm = evs[-1]["object"]
+assert bm["kind"] == "Secret" and bm["metadata"]["resourceVersion"], bm
+
+# A revision older than the history: HTTP 200, then one ERROR event with a 410 Status.
+ctype, evs = watch_lines(SECRETS + "?watch=true&resourceVersion=" + OLD_RV, 1)
+assert evs[0]["type"] == "ERROR", evs
+err = evs[0]["object"]
+assert (err["kind"], err["status"], err["reason"], err["code"]) == ("Status", "Failure", "Expired", 410), err
+assert err["message"].startswith("too old resource version: "), err
+
+# timeoutSeconds ends the stream.
+rv = json.loads(call("GET", SECRETS)[2])["metadata"]["resourceVersion"]
+start = time.time()
+c = conn()
+c.request("GET", SECRETS + "?watch=true&timeoutSeconds=1&resourceVersion=" + rv)
+r = c.getresponse()
+assert r.read() == b""
+assert time.time() - start < 10
+# deletecollection with a selector (a dry run first: nothing goes).
+for dry, left in (("&dryRun=All", 200), ("", 404)):
+    code, ctype, data = call("DELETE", SECRETS + "?fieldSelector=metadata.name%3Ds8" + dry)
+    deleted = json.loads(data)
+    assert (code, deleted["kind"]) == (200, "SecretList"), (code, data)
+    assert [i["metadata"]["name"] for i in deleted["items"]] == ["s8"], deleted
+    assert call("GET", SECRETS + "/s8")[0] == left
+
+# A delete's precondition that does not hold is a Conflict; the delete's answer is a Success Status.
+code, _, data = call("DELETE", SECRETS + "/s7", body=json.dumps({"preconditions": {"uid": "other"}}),
+                     headers={"Content-Type": "application/json"})
+got = json.loads(data)
+assert (code, got["reason"]) == (409, "Conflict"), got
+assert got["message"].startswith('Operation cannot be fulfilled on secrets "s7": Precondition failed: UID in precondition: other, UID in object meta: '), got
+code, _, data = call("DELETE", SECRETS + "/s7", body=json.dumps({"propagationPolicy": "Background"}),
+                     headers={"Content-Type": "application/json"})
+got = json.loads(data)
+assert code == 200 and got["status"] == "Success" and got["details"]["name"] == "s7", got
+assert got["details"]["kind"] == "secrets" and got["details"]["uid"], got
+
+# The watch cap (3 in the test server): one more is 429 until one closes.
+time.sleep(0.5)
+held = []
+for _ in range(3):
+    c = conn()
+    c.request("GET", SECRETS + "?watch=true&resourceVersion=" + rv)
+    assert c.getresponse().status == 200
+    held.append(c)
+status("GET", SECRETS + "?watch=true", 429, {"message": "too many watches open, please try again later",
+                                             "reason": "TooManyRequests", "details": {"retryAfterSeconds": 1}})
+for c in held:
+    c.close()
+print("ok")
