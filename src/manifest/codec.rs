@@ -181,19 +181,15 @@ fn failing_field(obj: &serde_json::Map<String, Value>) -> Option<(String, serde_
     None
 }
 
-/// YAML with sorted keys, like `kubectl get -o yaml`.
+/// A Secret as YAML, byte for byte as `kubectl get -o yaml` prints it.
 pub fn to_yaml(s: &Secret) -> String {
-    serde_yaml_ng::to_string(&printable(s)).unwrap_or_default()
+    super::goyaml::to_yaml(&printable(s))
 }
 
-/// JSON indented by four spaces, like `kubectl get -o json`.
+/// JSON indented by four spaces, byte for byte as `kubectl get -o json` prints it (without
+/// its final newline).
 pub fn to_json(v: &Value) -> String {
-    use serde::Serialize;
-    let mut buf = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    let _ = v.serialize(&mut ser);
-    String::from_utf8(buf).unwrap_or_default()
+    super::gojson::indented(v)
 }
 
 /// A Secret as JSON, like `kubectl get -o json`.
@@ -213,7 +209,7 @@ pub fn list_value(items: &[Secret]) -> Value {
 
 /// Several Secrets as a YAML `kind: List`, like `kubectl get -o yaml`.
 pub fn list_yaml(items: &[Secret]) -> String {
-    serde_yaml_ng::to_string(&list_value(items)).unwrap_or_default()
+    super::goyaml::to_yaml(&list_value(items))
 }
 
 /// Several Secrets as a JSON `kind: List`, like `kubectl get -o json`.

@@ -6,6 +6,8 @@
 //!   them.
 //! - [`files`]: manifest files and directories in kubectl's order, the namespace rules of
 //!   `apply -n`, and the validation every manifest passes before anything is written.
+//! - [`goyaml`] and [`gojson`]: YAML and JSON written byte for byte as kubectl (Go's
+//!   encoders) writes them.
 //! - [`kustomize`]: a kustomization's resources and secretGenerator, with kustomize's (v5)
 //!   generator semantics and name-suffix hash.
 //!
@@ -19,6 +21,8 @@ use crate::store::Secret;
 
 pub mod codec;
 pub mod files;
+pub mod gojson;
+pub mod goyaml;
 pub mod kustomize;
 
 pub use codec::{list_json, list_value, list_yaml, parse, secret_json, to_json, to_yaml};
