@@ -30,6 +30,14 @@ const META_FIELDS: &[&str] = &[
 /// Parses every Secret in `text` (YAML or JSON; several documents; `kind: List`). `source`
 /// names the input in errors.
 pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
+    Ok(parse_objects(text, source)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// [`parse`], with each Secret's manifest object as written (what kubectl apply records).
+pub fn parse_objects(text: &str, source: &str) -> Result<Vec<(Secret, Value)>, ManifestError> {
     use serde::Deserialize;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -43,7 +51,11 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
     Ok(out)
 }
 
-fn collect(value: Value, source: &str, out: &mut Vec<Secret>) -> Result<(), ManifestError> {
+fn collect(
+    value: Value,
+    source: &str,
+    out: &mut Vec<(Secret, Value)>,
+) -> Result<(), ManifestError> {
     let input = || source.to_owned();
     let obj = match value {
         Value::Null => return Ok(()),
@@ -84,12 +96,13 @@ fn collect(value: Value, source: &str, out: &mut Vec<Secret>) -> Result<(), Mani
                     }
                 }
             }
+            let raw = Value::Object(obj.clone());
             let s = decode_secret(obj).map_err(|detail| ManifestError::Decode {
                 input: input(),
                 name,
                 detail,
             })?;
-            out.push(s);
+            out.push((s, raw));
             Ok(())
         }
         Some(other) => Err(ManifestError::UnsupportedKind {

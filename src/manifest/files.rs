@@ -71,10 +71,11 @@ pub fn read_manifests(path: &Path, recursive: bool) -> Result<Vec<SourcedSecret>
     }
     let mut out = Vec::new();
     for (source, text) in sources {
-        for secret in codec::parse(&text, &source)? {
+        for (secret, manifest) in codec::parse_objects(&text, &source)? {
             out.push(SourcedSecret {
                 secret,
                 source: source.clone(),
+                manifest: Some(manifest),
             });
         }
     }
@@ -142,6 +143,7 @@ mod tests {
         SourcedSecret {
             secret: s,
             source: "m".into(),
+            manifest: None,
         }
     }
 

@@ -35,7 +35,7 @@ fn write_value(out: &mut String, v: &Value, indent: Option<&str>, depth: usize) 
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&number(n)),
-        Value::String(s) => string(out, s),
+        Value::String(s) => write_string(out, s),
         Value::Array(items) if items.is_empty() => out.push_str("[]"),
         Value::Array(items) => {
             out.push('[');
@@ -63,7 +63,7 @@ fn write_object(out: &mut String, m: &Map<String, Value>, indent: Option<&str>, 
             out.push(',');
         }
         newline(out, indent, depth + 1);
-        string(out, k);
+        write_string(out, k);
         out.push(':');
         if indent.is_some() {
             out.push(' ');
@@ -74,8 +74,8 @@ fn write_object(out: &mut String, m: &Map<String, Value>, indent: Option<&str>, 
     out.push('}');
 }
 
-/// A JSON string as Go writes it (HTML-safe).
-fn string(out: &mut String, s: &str) {
+/// A JSON string as Go's `json.Marshal` writes it (HTML-safe escaping).
+pub(super) fn write_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
