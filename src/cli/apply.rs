@@ -385,15 +385,13 @@ fn read_inputs(inputs: &[String], recursive: bool) -> Result<Vec<SourcedSecret>,
             .read_to_string(&mut text)
             .map_err(|e| CliError::new(format!("cannot read stdin: {e}")))?;
         let source = "STDIN";
-        items.extend(
-            manifest::parse_objects(&text, source)?
-                .into_iter()
-                .map(|(secret, manifest)| SourcedSecret {
-                    secret,
-                    source: source.to_owned(),
-                    manifest: Some(manifest),
-                }),
-        );
+        items.extend(manifest::parse_objects(&text, source)?.into_iter().map(
+            |(secret, manifest)| SourcedSecret {
+                secret,
+                source: source.to_owned(),
+                manifest: Some(manifest),
+            },
+        ));
     }
     Ok(items)
 }

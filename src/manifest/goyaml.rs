@@ -113,8 +113,7 @@ impl Emitter {
 
     fn write_indent(&mut self) {
         let indent = self.indent.max(0) as usize;
-        if !self.indention || self.column > indent || (self.column == indent && !self.whitespace)
-        {
+        if !self.indention || self.column > indent || (self.column == indent && !self.whitespace) {
             self.put_break();
         }
         while self.column < indent {
@@ -305,9 +304,12 @@ impl Emitter {
     fn double_quoted(&mut self, text: &str, allow_breaks: bool) {
         self.indicator("\"", true, false, false);
         let chars: Vec<char> = text.chars().collect();
+        // libyaml's Go port checks for a byte order mark at the start of the value, not at
+        // each character: after a leading BOM every character is escaped.
+        let bom = text.starts_with('\u{feff}');
         let mut spaces = false;
         for (i, &c) in chars.iter().enumerate() {
-            if !is_printable(c) || c == '\u{feff}' || is_break(c) || c == '"' || c == '\\' {
+            if bom || !is_printable(c) || is_break(c) || c == '"' || c == '\\' {
                 self.put('\\');
                 match escape(c) {
                     Some(e) => self.put(e),
@@ -321,7 +323,9 @@ impl Emitter {
                         self.put(letter);
                         for k in (0..digits).rev() {
                             let d = (v >> (k * 4)) & 0xf;
-                            self.put(char::from_digit(d, 16).map_or('0', |h| h.to_ascii_uppercase()));
+                            self.put(
+                                char::from_digit(d, 16).map_or('0', |h| h.to_ascii_uppercase()),
+                            );
                         }
                     }
                 }
@@ -628,7 +632,9 @@ fn key_less(a: &str, b: &str) -> bool {
         let digits = |r: &[char], n: &mut i64| {
             let mut j = i;
             while j < r.len() && r[j].is_ascii_digit() {
-                *n = n.wrapping_mul(10).wrapping_add(i64::from(r[j] as u8 - b'0'));
+                *n = n
+                    .wrapping_mul(10)
+                    .wrapping_add(i64::from(r[j] as u8 - b'0'));
                 j += 1;
             }
             j
@@ -858,7 +864,10 @@ impl Cursor<'_> {
 
     /// One or two digits, as Go's `getnum(value, false)`.
     fn num(&mut self) -> Option<u32> {
-        let d = |c: Option<&u8>| c.filter(|c| c.is_ascii_digit()).map(|c| u32::from(c - b'0'));
+        let d = |c: Option<&u8>| {
+            c.filter(|c| c.is_ascii_digit())
+                .map(|c| u32::from(c - b'0'))
+        };
         let first = d(self.s.get(self.i))?;
         self.i += 1;
         match d(self.s.get(self.i)) {
@@ -888,8 +897,27 @@ mod tests {
     #[test]
     fn quoting_follows_go_yaml_resolution() {
         for s in [
-            "2", "yes", "on", "y", "N", "~", "", "null", "0x1F", "1e3", "1_000", "-0b11", "017",
-            "08", ".5", "2024-05-01", "2024-05-01T12:00:00Z", "1:20", "+1", ".inf", "-.5e-3",
+            "2",
+            "yes",
+            "on",
+            "y",
+            "N",
+            "~",
+            "",
+            "null",
+            "0x1F",
+            "1e3",
+            "1_000",
+            "-0b11",
+            "017",
+            "08",
+            ".5",
+            "2024-05-01",
+            "2024-05-01T12:00:00Z",
+            "1:20",
+            "+1",
+            ".inf",
+            "-.5e-3",
         ] {
             assert!(
                 !resolves_to_str(s) || is_base60_float(s),
@@ -897,8 +925,20 @@ mod tests {
             );
         }
         for s in [
-            "abc", "2024-13-01", "1e400", "0x", "09x", "+", ".", "1.2.3", "<<x", "nan", "0b2",
-            "2024-05-01T25:00:00Z", "yess", "12:60",
+            "abc",
+            "2024-13-01",
+            "1e400",
+            "0x",
+            "09x",
+            "+",
+            ".",
+            "1.2.3",
+            "<<x",
+            "nan",
+            "0b2",
+            "2024-05-01T25:00:00Z",
+            "yess",
+            "12:60",
         ] {
             assert!(
                 resolves_to_str(s) && !is_base60_float(s),
@@ -909,7 +949,9 @@ mod tests {
 
     #[test]
     fn keys_sort_like_go_yaml() {
-        let mut k = vec!["key10", "key9", "b", "B", "_a", "a", "-x", ".y", "a1", "a01"];
+        let mut k = vec![
+            "key10", "key9", "b", "B", "_a", "a", "-x", ".y", "a1", "a01",
+        ];
         k.sort_by(|a, b| key_order(a, b));
         assert_eq!(
             k,

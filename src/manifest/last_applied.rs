@@ -57,7 +57,8 @@ fn ensure_object(v: &mut Value) -> &mut Map<String, Value> {
     if !v.is_object() {
         *v = Value::Object(Map::new());
     }
-    v.as_object_mut().expect("the value was just made an object")
+    v.as_object_mut()
+        .expect("the value was just made an object")
 }
 
 /// kubectl's three-way patch (`CreateThreeWayMergePatch`, overwrite on): what changed from
@@ -184,14 +185,14 @@ fn base64_of(b: &[u8]) -> String {
 }
 
 /// The patch as kubectl shows it in an error, with every `data` and `stringData` value and
-/// the last-applied annotation (which holds them too) replaced by `<redacted>`: keyward never
+/// the last-applied annotation (which holds them too) replaced by `(redacted)`: keyward never
 /// prints a secret value in a message.
 pub fn redacted(patch: &Map<String, Value>) -> String {
     let mut p = Value::Object(patch.clone());
     let hide = |m: &mut Map<String, Value>| {
         for v in m.values_mut() {
             if !v.is_null() {
-                *v = Value::String("<redacted>".into());
+                *v = Value::String("(redacted)".into());
             }
         }
     };
@@ -206,7 +207,7 @@ pub fn redacted(patch: &Map<String, Value>) -> String {
             .and_then(|m| m.get_mut("annotations"))
             .and_then(|a| a.get_mut(ANNOTATION))
         {
-            *s = "<redacted>".into();
+            *s = "(redacted)".into();
         }
     }
     gojson::compact(&p)
@@ -228,7 +229,10 @@ mod tests {
             "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"annotations\":{},\"labels\":{\"tier\":\"web\"},\"name\":\"app\",\"namespace\":\"default\"},\"stringData\":{\"a\":\"one\",\"b\":\"two\"}}\n"
         );
         let m = modified(&manifest);
-        assert_eq!(original(&m), Some(serde_json::from_str(&configuration(&manifest)).unwrap()));
+        assert_eq!(
+            original(&m),
+            Some(serde_json::from_str(&configuration(&manifest)).unwrap())
+        );
     }
 
     #[test]
@@ -241,7 +245,10 @@ mod tests {
                 "data": {"z": "eg=="}}),
             &three_way_patch(None, &modified(&first), &json!({})),
         );
-        assert_eq!(live["data"], json!({"a": "b25l", "b": "dHdv", "x": "eA==", "y": "eQ==", "z": "eg=="}));
+        assert_eq!(
+            live["data"],
+            json!({"a": "b25l", "b": "dHdv", "x": "eA==", "y": "eQ==", "z": "eg=="})
+        );
         // Drop label tier, stringData b and data y; change a. (Dropping `labels` altogether
         // would delete every label, others' too, as with kubectl.)
         let second = json!({"apiVersion": "v1", "kind": "Secret",
@@ -253,13 +260,19 @@ mod tests {
         assert_eq!(patch["metadata"]["labels"], json!({"tier": null}));
         let next = apply_patch(&live, &patch);
         // data.b stays (the stringData quirk); y is gone; z (someone else's) stays.
-        assert_eq!(next["data"], json!({"a": "dW5v", "b": "dHdv", "x": "eA==", "z": "eg=="}));
+        assert_eq!(
+            next["data"],
+            json!({"a": "dW5v", "b": "dHdv", "x": "eA==", "z": "eg=="})
+        );
         assert_eq!(next["metadata"]["labels"], json!({"other": "kept"}));
         assert!(!redacted(&patch).contains("uno"), "{}", redacted(&patch));
         // A data-only manifest re-applied is a no-op.
         let third = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app"},
             "data": {"x": "eA=="}});
-        let live = apply_patch(&next, &three_way_patch(original(&next).as_ref(), &modified(&third), &next));
+        let live = apply_patch(
+            &next,
+            &three_way_patch(original(&next).as_ref(), &modified(&third), &next),
+        );
         assert!(three_way_patch(original(&live).as_ref(), &modified(&third), &live).is_empty());
     }
 }

@@ -512,7 +512,11 @@ fn kustomize_generator_names_options_and_reapply() {
     let unchanged: String = BASIC_NAMES
         .iter()
         .map(|n| {
-            let verb = if *n == "static" { "configured" } else { "unchanged" };
+            let verb = if *n == "static" {
+                "configured"
+            } else {
+                "unchanged"
+            };
             format!("secret/{n} {verb}\n")
         })
         .collect();
