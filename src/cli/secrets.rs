@@ -832,7 +832,11 @@ pub(super) fn describe_text(s: &Secret) -> String {
     let _ = writeln!(out, "Name:         {}", s.metadata.name);
     let _ = writeln!(out, "Namespace:    {}", s.metadata.namespace);
     let _ = write!(out, "Labels:       {}", kv_lines(&s.metadata.labels));
-    let _ = write!(out, "Annotations:  {}", kv_lines(&s.metadata.annotations));
+    // As kubectl's describe, without the last-applied annotation (it holds the values of a
+    // manifest's stringData in clear).
+    let mut annotations = s.metadata.annotations.clone();
+    annotations.remove(crate::manifest::last_applied::ANNOTATION);
+    let _ = write!(out, "Annotations:  {}", kv_lines(&annotations));
     let _ = writeln!(out, "\nType:  {}", s.type_);
     if s.is_immutable() {
         let _ = writeln!(out, "Immutable:  true");

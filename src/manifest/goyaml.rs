@@ -25,15 +25,11 @@ pub fn to_yaml(v: &Value) -> String {
         indents: Vec::new(),
         whitespace: true,
         indention: true,
-        open_ended: false,
     };
     e.node(v, Ctx::ROOT);
-    // Implicit document end, then the end of the stream.
+    // The implicit document end. (go-yaml writes no `...` after a `|+` block at the end,
+    // unlike libyaml.)
     e.write_indent();
-    if e.open_ended {
-        e.indicator("...", true, false, false);
-        e.write_indent();
-    }
     e.out
 }
 
@@ -50,29 +46,24 @@ enum Style {
 
 #[derive(Clone, Copy)]
 struct Ctx {
-    root: bool,
     mapping: bool,
     simple_key: bool,
 }
 
 impl Ctx {
     const ROOT: Ctx = Ctx {
-        root: true,
         mapping: false,
         simple_key: false,
     };
     const ITEM: Ctx = Ctx {
-        root: false,
         mapping: false,
         simple_key: false,
     };
     const VALUE: Ctx = Ctx {
-        root: false,
         mapping: true,
         simple_key: false,
     };
     const KEY: Ctx = Ctx {
-        root: false,
         mapping: true,
         simple_key: true,
     };
@@ -86,7 +77,6 @@ struct Emitter {
     indents: Vec<i32>,
     whitespace: bool,
     indention: bool,
-    open_ended: bool,
 }
 
 impl Emitter {
@@ -132,7 +122,6 @@ impl Emitter {
         }
         self.whitespace = is_whitespace;
         self.indention = self.indention && indention;
-        self.open_ended = false;
     }
 
     fn increase_indent(&mut self, flow: bool, indentless: bool) {
@@ -213,7 +202,7 @@ impl Emitter {
         self.increase_indent(true, false);
         let breaks = !ctx.simple_key;
         match style {
-            Style::Plain => self.plain(&s.text, breaks, ctx.root),
+            Style::Plain => self.plain(&s.text, breaks),
             Style::Single => self.single_quoted(&s.text, breaks),
             Style::Double => self.double_quoted(&s.text, breaks),
             Style::Literal => self.literal(&s.text),
@@ -221,7 +210,7 @@ impl Emitter {
         self.pop_indent();
     }
 
-    fn plain(&mut self, text: &str, allow_breaks: bool, root: bool) {
+    fn plain(&mut self, text: &str, allow_breaks: bool) {
         if !self.whitespace {
             self.put(' ');
         }
@@ -254,9 +243,6 @@ impl Emitter {
         }
         self.whitespace = false;
         self.indention = false;
-        if root {
-            self.open_ended = true;
-        }
     }
 
     fn single_quoted(&mut self, text: &str, allow_breaks: bool) {
@@ -361,7 +347,6 @@ impl Emitter {
         if matches!(chars.first(), Some(&c) if c == ' ' || is_break(c)) {
             self.indicator(&BEST_INDENT.to_string(), false, false, false);
         }
-        self.open_ended = false;
         let n = chars.len();
         let chomp = if n == 0 || !is_break(chars[n - 1]) {
             Some("-")
@@ -372,9 +357,6 @@ impl Emitter {
         };
         if let Some(h) = chomp {
             self.indicator(h, false, false, false);
-            if h == "+" {
-                self.open_ended = true;
-            }
         }
         self.put_break();
         self.indention = true;
@@ -956,6 +938,15 @@ mod tests {
         assert_eq!(
             k,
             ["-x", ".y", "_a", "B", "a", "a1", "a01", "b", "key9", "key10"]
+        );
+    }
+
+    #[test]
+    fn escapes_like_go_yaml() {
+        let v = json!({"bom": "\u{feff}x y", "emoji": "😀", "ctl": "a\u{1}\t", "zz": "x\n\n"});
+        assert_eq!(
+            to_yaml(&v),
+            "bom: \"\\uFEFF\\x78\\x20\\x79\"\nctl: \"a\\x01\\t\"\nemoji: \"\\U0001F600\"\nzz: |+\n  x\n\n"
         );
     }
 

@@ -219,6 +219,12 @@ fn apply_keeps_keys_set_by_create_and_the_string_data_quirk() {
         content(&read(&dev, "c")),
         "data={\"p\": \"uno\", \"q\": \"two\", \"x\": \"1\"} labels={} annotations={}"
     );
+    // describe leaves the annotation (stringData in clear) out, as kubectl's does.
+    let d = dev.ok(&["describe", "secret", "c"]);
+    assert!(
+        d.contains("Annotations:  <none>\n") && !d.contains("uno"),
+        "{d}"
+    );
 }
 
 /// Annotation values (and keys) where YAML and JSON writers differ: number-, bool-, null- and
