@@ -514,11 +514,7 @@ mod tests {
             .insert("k".into(), SecretBytes::new(v.as_bytes().to_vec()));
         let manifest = serde_json::to_value(&s).unwrap();
         crate::store::model::normalize(&mut s);
-        let item = SourcedSecret {
-            secret: s,
-            source: "m.yaml".into(),
-            manifest: None,
-        };
+        let item = SourcedSecret::new(s, "m.yaml");
         (item, manifest)
     }
 

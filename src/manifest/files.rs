@@ -140,11 +140,7 @@ mod tests {
         let mut s = Secret::default();
         s.metadata.name = "a".into();
         s.metadata.namespace = ns.into();
-        SourcedSecret {
-            secret: s,
-            source: "m".into(),
-            manifest: None,
-        }
+        SourcedSecret::new(s, "m")
     }
 
     #[test]

@@ -202,51 +202,24 @@ impl Emitter {
         self.increase_indent(true, false);
         let breaks = !ctx.simple_key;
         match style {
-            Style::Plain => self.plain(&s.text, breaks),
-            Style::Single => self.single_quoted(&s.text, breaks),
+            Style::Plain => self.plain_or_single(&s.text, breaks, false),
+            Style::Single => self.plain_or_single(&s.text, breaks, true),
             Style::Double => self.double_quoted(&s.text, breaks),
             Style::Literal => self.literal(&s.text),
         }
         self.pop_indent();
     }
 
-    fn plain(&mut self, text: &str, allow_breaks: bool) {
-        if !self.whitespace {
+    /// A plain or single-quoted scalar: line breaks doubled (a single one would fold into a
+    /// space), long lines folded at a single space past the width, `'` doubled when quoted.
+    /// (A plain scalar never starts or ends with a space, so the same folding rule serves
+    /// both.)
+    fn plain_or_single(&mut self, text: &str, allow_breaks: bool, quoted: bool) {
+        if quoted {
+            self.indicator("'", true, false, false);
+        } else if !self.whitespace {
             self.put(' ');
         }
-        let chars: Vec<char> = text.chars().collect();
-        let (mut spaces, mut breaks) = (false, false);
-        for (i, &c) in chars.iter().enumerate() {
-            if c == ' ' {
-                let next_space = chars.get(i + 1) == Some(&' ');
-                if allow_breaks && !spaces && self.column > BEST_WIDTH && !next_space {
-                    self.write_indent();
-                } else {
-                    self.put(c);
-                }
-                spaces = true;
-            } else if is_break(c) {
-                if !breaks && c == '\n' {
-                    self.put_break();
-                }
-                self.write_break(c);
-                breaks = true;
-            } else {
-                if breaks {
-                    self.write_indent();
-                }
-                self.put(c);
-                self.indention = false;
-                spaces = false;
-                breaks = false;
-            }
-        }
-        self.whitespace = false;
-        self.indention = false;
-    }
-
-    fn single_quoted(&mut self, text: &str, allow_breaks: bool) {
-        self.indicator("'", true, false, false);
         let chars: Vec<char> = text.chars().collect();
         let (mut spaces, mut breaks) = (false, false);
         for (i, &c) in chars.iter().enumerate() {
@@ -273,7 +246,7 @@ impl Emitter {
                 if breaks {
                     self.write_indent();
                 }
-                if c == '\'' {
+                if quoted && c == '\'' {
                     self.put('\'');
                 }
                 self.put(c);
@@ -282,7 +255,9 @@ impl Emitter {
                 breaks = false;
             }
         }
-        self.indicator("'", false, false, false);
+        if quoted {
+            self.indicator("'", false, false, false);
+        }
         self.whitespace = false;
         self.indention = false;
     }

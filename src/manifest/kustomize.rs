@@ -352,14 +352,7 @@ pub fn build(dir: &Path) -> Result<Vec<SourcedSecret>, ManifestError> {
         for secret in codec::parse(&text, &source)? {
             let id = secret.metadata.name.clone();
             let source = source.clone();
-            objs.push((
-                SourcedSecret {
-                    secret,
-                    source,
-                    manifest: None,
-                },
-                id,
-            ));
+            objs.push((SourcedSecret::new(secret, source), id));
         }
     }
     let gens = match top.get("secretGenerator") {
@@ -371,14 +364,7 @@ pub fn build(dir: &Path) -> Result<Vec<SourcedSecret>, ManifestError> {
         let at = format!("secretGenerator[{i}]");
         let (secret, id) = generate(&ctx, g, &at, global.as_ref())?;
         let source = format!("{} ({at})", ctx.file);
-        objs.push((
-            SourcedSecret {
-                secret,
-                source,
-                manifest: None,
-            },
-            id,
-        ));
+        objs.push((SourcedSecret::new(secret, source), id));
     }
     if !namespace.is_empty() {
         for (it, _) in &mut objs {

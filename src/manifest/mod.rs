@@ -44,6 +44,17 @@ pub struct SourcedSecret {
     pub manifest: Option<serde_json::Value>,
 }
 
+impl SourcedSecret {
+    /// A Secret that was not read from a manifest (generated, or built in a test).
+    pub fn new(secret: Secret, source: impl Into<String>) -> Self {
+        SourcedSecret {
+            secret,
+            source: source.into(),
+            manifest: None,
+        }
+    }
+}
+
 /// Why a manifest or kustomization was refused. `input` names the file (or `STDIN`) as it
 /// was given.
 #[derive(Debug, thiserror::Error)]
