@@ -5,10 +5,11 @@
 //!   kept, the stringData quirk), a manifest resourceVersion as a precondition;
 //! - `keyward get -o yaml|json` prints byte for byte what the real kubectl prints for the same
 //!   object: the JSON keyward prints is fed to `kubectl patch --local` (an offline kubectl
-//!   command that prints its input object unchanged) and both renderings are compared.
+//!   command that prints its input object unchanged) of every installed kubectl 1.27–1.33,
+//!   and both renderings are compared.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use keyward::pb::keyward_v1 as pb;
@@ -19,13 +20,17 @@ use crate::support::DevServer;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// kubectl 1.33 (the Debian package's `kubectl.1.33`) if installed, else `kubectl`.
-fn kubectl() -> PathBuf {
-    let pinned = PathBuf::from("/usr/lib/google-cloud-sdk/bin/kubectl.1.33");
-    if pinned.exists() {
-        pinned
+/// The kubectl binaries to compare with: the package's `kubectl.1.27` … `kubectl.1.33` that
+/// are installed, else `kubectl`.
+fn kubectls() -> Vec<PathBuf> {
+    let found: Vec<PathBuf> = (27..=33)
+        .map(|m| PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.1.{m}")))
+        .filter(|p| p.exists())
+        .collect();
+    if found.is_empty() {
+        vec![crate::support::tools::kubectl()]
     } else {
-        crate::support::tools::kubectl()
+        found
     }
 }
 
@@ -370,9 +375,9 @@ fn same_bytes(got: &str, want: &str, what: &str) {
     );
 }
 
-fn kubectl_render(dev: &DevServer, json_text: &str, format: &str) -> String {
+fn kubectl_render(kubectl: &Path, dev: &DevServer, json_text: &str, format: &str) -> String {
     dev.write("obj.json", json_text);
-    let o = Command::new(kubectl())
+    let o = Command::new(kubectl)
         .args([
             "patch",
             "--local",
@@ -390,7 +395,8 @@ fn kubectl_render(dev: &DevServer, json_text: &str, format: &str) -> String {
         .expect("run kubectl");
     assert!(
         o.status.success(),
-        "kubectl: {}",
+        "{}: {}",
+        kubectl.display(),
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
@@ -420,11 +426,24 @@ fn get_yaml_and_json_are_kubectls_bytes() {
     );
     dev.ok(&["apply", "-f", "u.json"]);
 
-    for name in ["tricky", "u"] {
-        let json_out = dev.ok(&["get", "secret", name, "-o", "json"]);
-        same_bytes(&json_out, &kubectl_render(&dev, &json_out, "json"), name);
-        let yaml_out = dev.ok(&["get", "secret", name, "-o", "yaml"]);
-        same_bytes(&yaml_out, &kubectl_render(&dev, &json_out, "yaml"), name);
+    for kubectl in kubectls() {
+        let k = kubectl.display().to_string();
+        for name in ["tricky", "u"] {
+            let json_out = dev.ok(&["get", "secret", name, "-o", "json"]);
+            let what = format!("{name} -o json, {k}");
+            same_bytes(
+                &json_out,
+                &kubectl_render(&kubectl, &dev, &json_out, "json"),
+                &what,
+            );
+            let yaml_out = dev.ok(&["get", "secret", name, "-o", "yaml"]);
+            let what = format!("{name} -o yaml, {k}");
+            same_bytes(
+                &yaml_out,
+                &kubectl_render(&kubectl, &dev, &json_out, "yaml"),
+                &what,
+            );
+        }
     }
 
     // A list: kubectl's `kind: List` wrapper around the same items. kubectl prints the items
@@ -440,7 +459,8 @@ fn get_yaml_and_json_are_kubectls_bytes() {
         "kind": "Secret",
         "metadata": {"name": "holder", "resourceVersion": ""},
     });
-    let rendered = kubectl_render(&dev, &holder.to_string(), "yaml")
+    let kubectl = kubectls().pop().expect("a kubectl");
+    let rendered = kubectl_render(&kubectl, &dev, &holder.to_string(), "yaml")
         .replacen("\nitemz:\n", "\nitems:\n", 1)
         .replacen(
             "\nkind: Secret\nmetadata:\n  name: holder\n",
