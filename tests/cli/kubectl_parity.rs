@@ -473,3 +473,150 @@ fn get_yaml_and_json_are_kubectls_bytes() {
         "list",
     );
 }
+
+/// `tests/data/kubectl_recorder.py`: a stand-in kube-apiserver that serves discovery and the
+/// Secrets it is given, and records what kubectl POSTs and PATCHes.
+struct Recorder {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    server: String,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        let python = crate::support::tools::require_python(&["json"]);
+        let dir = tempfile::tempdir().unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kubectl_recorder.py");
+        let child = Command::new(python)
+            .arg(script)
+            .arg(dir.path())
+            .spawn()
+            .expect("start the recorder");
+        let port_file = dir.path().join("port");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !port_file.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "recorder did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let port = std::fs::read_to_string(port_file).unwrap();
+        Recorder {
+            child,
+            dir,
+            server: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Serves `object` as the live Secret `name`.
+    fn set_live(&self, name: &str, object: &str) {
+        std::fs::write(self.dir.path().join(format!("{name}.json")), object).unwrap();
+    }
+
+    /// The requests recorded since the last call (method, body).
+    fn take(&self) -> Vec<(String, String)> {
+        let path = self.dir.path().join("requests.jsonl");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        text.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                (
+                    v["method"].as_str().unwrap().to_owned(),
+                    v["body"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn apply(&self, kubectl: &Path, dev: &DevServer, file: &str) {
+        let o = Command::new(kubectl)
+            .args(["apply", "--validate=false", "-s", &self.server, "-f", file])
+            .current_dir(dev.dir.path())
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .expect("run kubectl");
+        assert!(
+            o.status.success(),
+            "{} apply: {}",
+            kubectl.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The manifest object keyward applies for the single Secret in `text` (namespace default).
+fn manifest_value(text: &str) -> Value {
+    let mut v = keyward::manifest::parse_objects(text, "m").unwrap()[0]
+        .1
+        .clone();
+    v["metadata"]["namespace"] = json!("default");
+    v
+}
+
+/// Against the real kubectl's requests: the annotation it creates a Secret with is the one
+/// keyward writes, and the three-way patch it sends for a changed manifest (against the live
+/// object keyward holds, with a key another writer added) is the one keyward computes.
+#[test]
+fn kubectl_sends_what_keyward_applies() {
+    let dev = DevServer::start();
+    let rec = Recorder::start();
+    let m1 = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\n  labels:\n    tier: web\n  annotations:\n    note: \"<b>&\\u00e9\"\nstringData:\n  a: one\n  b: two\ndata:\n  c: Mw==\n  d: NA==\n";
+    dev.write("m1.yaml", m1);
+    dev.ok(&["apply", "-f", "m1.yaml"]);
+    let kubectl = kubectls().pop().expect("a kubectl");
+    rec.apply(&kubectl, &dev, "m1.yaml");
+    let reqs = rec.take();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].0, "POST");
+    let posted: Value = serde_json::from_str(&reqs[0].1).unwrap();
+    assert_eq!(
+        posted["metadata"]["annotations"][LAST_APPLIED]
+            .as_str()
+            .unwrap(),
+        last_applied(&read(&dev, "app"))
+    );
+
+    other_writer(&dev, "app", |s| {
+        s.data.insert("other".into(), b"kept".to_vec());
+    });
+    let live = dev.ok(&["get", "secret", "app", "-o", "json"]);
+    rec.set_live("app", &live);
+    let m2 = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\n  annotations:\n    note: changed\nstringData:\n  a: uno\ndata:\n  c: Mw==\n";
+    dev.write("m2.yaml", m2);
+    rec.apply(&kubectl, &dev, "m2.yaml");
+    let reqs = rec.take();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].0, "PATCH");
+    let live: Value = serde_json::from_str(&live).unwrap();
+    let ours = keyward::manifest::last_applied::three_way_patch(
+        keyward::manifest::last_applied::original(&live).as_ref(),
+        &keyward::manifest::last_applied::modified(&manifest_value(m2)),
+        &live,
+    );
+    assert_eq!(
+        keyward::manifest::gojson::compact(&Value::Object(ours)),
+        reqs[0].1
+    );
+
+    // And keyward's own apply ends where kubectl's patch leads.
+    dev.ok(&["apply", "-f", "m2.yaml"]);
+    let theirs: serde_json::Map<String, Value> = serde_json::from_str(&reqs[0].1).unwrap();
+    let want = keyward::manifest::last_applied::apply_patch(&live, &theirs);
+    let got: Value =
+        serde_json::from_str(&dev.ok(&["get", "secret", "app", "-o", "json"])).unwrap();
+    assert_eq!(got["data"], want["data"]);
+    assert_eq!(got["metadata"]["labels"], want["metadata"]["labels"]);
+    assert_eq!(
+        got["metadata"]["annotations"],
+        want["metadata"]["annotations"]
+    );
+}
