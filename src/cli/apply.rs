@@ -1,31 +1,39 @@
 //! `keyward apply -f FILE|DIR|-` and `keyward apply -k DIR` (kustomize secretGenerator).
 //!
 //! Every input is read, parsed and validated before the server is contacted, so a bad manifest
-//! writes nothing. Then each Secret is read from the server and created, left alone, or
-//! updated (conditional on the resourceVersion just read; one retry on a conflict). A server
-//! error for one Secret is printed kubectl-style and the others are still applied.
+//! writes nothing. Then each Secret is applied as kubectl's client-side apply does: created with
+//! the `kubectl.kubernetes.io/last-applied-configuration` annotation when absent; otherwise
+//! patched with the three-way merge of the last applied manifest, the new one and the live
+//! object ([`crate::manifest::last_applied`]), sent as an update conditional on the live
+//! resourceVersion (or on the manifest's, when it names one) and retried after a conflict as
+//! kubectl retries. A server error for one Secret is printed kubectl-style and the others are
+//! still applied.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use serde_json::{Map, Value};
 use tonic::Code;
 
 use super::client::{self, Client, ClientArgs};
 use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
-use crate::manifest::{self, kustomize, same_content, ManifestError, SourcedSecret};
+use crate::manifest::last_applied::{self, ANNOTATION};
+use crate::manifest::{self, kustomize, ManifestError, SourcedSecret};
 use crate::names::Namespace;
 use crate::pb::keyward_v1 as pb;
+use crate::store::model::normalize;
 use crate::store::Secret;
 
 const AFTER_HELP: &str = "\
 How the manifest is applied:
-  keyward applies each Secret as the desired content of its data (after merging stringData),
-  type, immutable, labels and annotations: a data key, label or annotation missing from the
-  manifest is removed from the stored Secret. kubectl apply instead does a three-way merge with
-  a last-applied-configuration annotation; keyward keeps no such annotation. An update is
-  conditional on the resourceVersion just read.
+  As kubectl apply (client-side): keyward records the manifest in the
+  kubectl.kubernetes.io/last-applied-configuration annotation and merges three ways: a data
+  key, label or annotation the last applied manifest had and the new one drops is removed;
+  what others added is kept; what the manifest sets is set. As with kubectl, dropping a
+  stringData key does not remove the data key it wrote. A metadata.resourceVersion in the
+  manifest is a precondition: if the Secret changed since, the apply fails with a Conflict.
 
   -k DIR reads DIR/kustomization.yaml (or .yml, or Kustomization): resources (plain manifest
   files), namespace, secretGenerator (name, namespace, type, literals, files, envs, env,
@@ -131,6 +139,7 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
         return Err(CliError::new("no objects passed to apply"));
     }
     manifest::resolve_namespaces(&mut items, a.namespace.as_ref()).map_err(flag_error)?;
+    let manifests: Vec<Value> = items.iter().map(manifest_object).collect();
     manifest::validate(&mut items)?;
     super::process::runtime()?.block_on(async {
         let mut c = client::connect(client).await?;
@@ -141,16 +150,16 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
         };
         let mut failed = false;
         let mut printed = Vec::new();
-        for it in items {
+        for (it, manifest) in items.iter().zip(&manifests) {
             let name = it.secret.metadata.name.clone();
-            match apply_one(&mut c, it.secret, a.dry_run).await {
+            match apply_one(&mut c, it, manifest, a.dry_run).await {
                 Ok((outcome, obj)) => match a.output {
                     None => println!("secret/{name} {}{suffix}", outcome.verb()),
                     Some(Output::Name) => println!("secret/{name}"),
                     Some(_) => printed.push(obj),
                 },
-                Err(status) => {
-                    eprintln!("{}", client::server_error(status).message);
+                Err(e) => {
+                    e.print();
                     failed = true;
                 }
             }
@@ -179,18 +188,57 @@ pub(super) fn apply(a: ApplyArgs, client: &ClientArgs) -> Result<(), CliError> {
     })
 }
 
-/// Creates, updates or leaves one (normalized) Secret; returns what happened and the object
-/// as it now is (or would be, for a dry run).
+/// The manifest as kubectl sends it: as written, with the namespace it resolved to (a
+/// generated Secret: as generated).
+fn manifest_object(it: &SourcedSecret) -> Value {
+    let mut v = match &it.manifest {
+        Some(v) => v.clone(),
+        None => serde_json::to_value(&it.secret).unwrap_or(Value::Null),
+    };
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "namespace".into(),
+            Value::String(it.secret.metadata.namespace.clone()),
+        );
+    } else if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "metadata".into(),
+            serde_json::json!({"namespace": it.secret.metadata.namespace}),
+        );
+    }
+    v
+}
+
+/// How many times kubectl patches again after a conflict, and after how many it starts
+/// waiting a second between tries.
+const MAX_PATCH_RETRY: usize = 5;
+const TRIES_BEFORE_BACKOFF: usize = 1;
+
+/// kubectl's description of the object in its errors (`resource.Info`'s `String()`).
+fn info(ns: &str, name: &str) -> String {
+    format!(
+        "Resource: \"/v1, Resource=secrets\", GroupVersionKind: \"/v1, Kind=Secret\"\nName: {name:?}, Namespace: {ns:?}"
+    )
+}
+
+/// Applies one Secret (`it.secret` normalized, `manifest` as given); returns what happened
+/// and the object as it now is (or would be, for a dry run). Errors are worded as kubectl's.
 async fn apply_one(
     c: &mut Client,
-    desired: Secret,
+    it: &SourcedSecret,
+    manifest: &Value,
     dry_run: DryRun,
-) -> Result<(Outcome, Secret), tonic::Status> {
-    let ns = desired.metadata.namespace.clone();
-    let name = desired.metadata.name.clone();
-    let mut retried = false;
+) -> Result<(Outcome, Secret), CliError> {
+    let ns = it.secret.metadata.namespace.clone();
+    let name = it.secret.metadata.name.clone();
+    let modified = last_applied::modified(manifest);
+    let source = &it.source;
+    let mut attempt = 0;
     loop {
-        let stored = match c
+        if attempt > TRIES_BEFORE_BACKOFF {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        let live = match c
             .get(pb::GetRequest {
                 namespace: ns.clone(),
                 name: name.clone(),
@@ -198,56 +246,112 @@ async fn apply_one(
             })
             .await
         {
-            Ok(r) => Some(secret_from_pb(r.into_inner())),
-            Err(s) if s.code() == Code::NotFound => None,
-            Err(s) => return Err(s),
+            Ok(r) => secret_from_pb(r.into_inner()),
+            Err(s) if s.code() == Code::NotFound && attempt == 0 => {
+                return create(c, &modified, dry_run, source).await;
+            }
+            Err(s) if attempt == 0 => {
+                let context = format!(
+                    "error when retrieving current configuration of:\n{}\nfrom server for: {source:?}: ",
+                    info(&ns, &name)
+                );
+                return Err(client::server_error_when(s, &context));
+            }
+            Err(s) => return Err(client::server_error(s)),
         };
-        let res = match stored {
-            None => {
-                if dry_run == DryRun::Client {
-                    return Ok((Outcome::Created, desired));
-                }
-                c.create(pb::CreateRequest {
-                    secret: Some(secret_to_pb(desired.clone())),
-                    dry_run: dry_run == DryRun::Server,
-                })
-                .await
-                .map(|r| (Outcome::Created, secret_from_pb(r.into_inner())))
-            }
-            Some(stored) => {
-                if same_content(&desired, &stored) {
-                    return Ok((Outcome::Unchanged, stored));
-                }
-                let mut next = desired.clone();
-                next.metadata.resource_version = stored.metadata.resource_version.clone();
-                if dry_run == DryRun::Client {
-                    next.metadata.uid = stored.metadata.uid;
-                    next.metadata.creation_timestamp = stored.metadata.creation_timestamp;
-                    return Ok((Outcome::Configured, next));
-                }
-                c.update(pb::UpdateRequest {
-                    secret: Some(secret_to_pb(next)),
-                    dry_run: dry_run == DryRun::Server,
-                })
-                .await
-                .map(|r| (Outcome::Configured, secret_from_pb(r.into_inner())))
-            }
-        };
-        match res {
-            // Someone else created, changed or deleted it between the read and the write:
-            // read again and decide again, once.
-            Err(s)
-                if !retried
-                    && matches!(
-                        s.code(),
-                        Code::Aborted | Code::AlreadyExists | Code::NotFound
-                    ) =>
-            {
-                retried = true;
-            }
-            other => return other,
+        let current = serde_json::to_value(&live).unwrap_or(Value::Null);
+        if attempt == 0
+            && dry_run != DryRun::Client
+            && !live.metadata.annotations.contains_key(ANNOTATION)
+        {
+            eprintln!(
+                "Warning: resource secrets/{name} is missing the {ANNOTATION} annotation which is required by keyward apply. keyward apply should only be used on resources created declaratively by either kubectl create --save-config, kubectl apply or keyward apply. The missing annotation will be patched automatically."
+            );
         }
+        let original = last_applied::original(&current);
+        let patch = last_applied::three_way_patch(original.as_ref(), &modified, &current);
+        if dry_run != DryRun::Client && patch.is_empty() {
+            return Ok((Outcome::Unchanged, live));
+        }
+        let mut next = patched(&current, &patch, source, &name)?;
+        // A resourceVersion the patch carries (from the manifest) is the precondition, as it is
+        // for kube-apiserver; otherwise the live one.
+        let manifest_rv = patch
+            .get("metadata")
+            .and_then(|m| m.get("resourceVersion"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        next.metadata.resource_version = manifest_rv
+            .clone()
+            .unwrap_or_else(|| live.metadata.resource_version.clone());
+        if dry_run == DryRun::Client {
+            return Ok((Outcome::Configured, next));
+        }
+        match c
+            .update(pb::UpdateRequest {
+                secret: Some(secret_to_pb(next)),
+                dry_run: dry_run == DryRun::Server,
+            })
+            .await
+        {
+            Ok(r) => return Ok((Outcome::Configured, secret_from_pb(r.into_inner()))),
+            // Someone else changed it between the read and the write: read and patch again.
+            // (A stale resourceVersion from the manifest stays stale: no point retrying.)
+            Err(s)
+                if s.code() == Code::Aborted
+                    && manifest_rv.is_none()
+                    && attempt < MAX_PATCH_RETRY => {}
+            Err(s) => {
+                let context = format!(
+                    "error when applying patch:\n{}\nto:\n{}\nfor: {source:?}: ",
+                    last_applied::redacted(&patch),
+                    info(&ns, &name)
+                );
+                return Err(client::server_error_when(s, &context));
+            }
+        }
+        attempt += 1;
     }
+}
+
+/// Creates the Secret from its manifest with the last-applied annotation.
+async fn create(
+    c: &mut Client,
+    modified: &Value,
+    dry_run: DryRun,
+    source: &str,
+) -> Result<(Outcome, Secret), CliError> {
+    let mut secret: Secret = serde_json::from_value(modified.clone())
+        .map_err(|e| CliError::new(crate::redact::serde_values(&e.to_string())))?;
+    normalize(&mut secret);
+    if dry_run == DryRun::Client {
+        return Ok((Outcome::Created, secret));
+    }
+    c.create(pb::CreateRequest {
+        secret: Some(secret_to_pb(secret)),
+        dry_run: dry_run == DryRun::Server,
+    })
+    .await
+    .map(|r| (Outcome::Created, secret_from_pb(r.into_inner())))
+    .map_err(|s| client::server_error_when(s, &format!("error when creating {source:?}: ")))
+}
+
+/// The live object with the patch applied, as a normalized Secret.
+fn patched(
+    current: &Value,
+    patch: &Map<String, Value>,
+    source: &str,
+    name: &str,
+) -> Result<Secret, CliError> {
+    let v = last_applied::apply_patch(current, patch);
+    let mut s: Secret = serde_json::from_value(v).map_err(|e| {
+        CliError::new(format!(
+            "error when applying patch to secret {name:?} from {source:?}: {}",
+            crate::redact::serde_values(&e.to_string())
+        ))
+    })?;
+    normalize(&mut s);
+    Ok(s)
 }
 
 /// Adds the flag to the library's errors that concern one (as kubectl words them).
@@ -281,14 +385,13 @@ fn read_inputs(inputs: &[String], recursive: bool) -> Result<Vec<SourcedSecret>,
             .read_to_string(&mut text)
             .map_err(|e| CliError::new(format!("cannot read stdin: {e}")))?;
         let source = "STDIN";
-        items.extend(
-            manifest::parse(&text, source)?
-                .into_iter()
-                .map(|secret| SourcedSecret {
-                    secret,
-                    source: source.to_owned(),
-                }),
-        );
+        items.extend(manifest::parse_objects(&text, source)?.into_iter().map(
+            |(secret, manifest)| SourcedSecret {
+                secret,
+                source: source.to_owned(),
+                manifest: Some(manifest),
+            },
+        ));
     }
     Ok(items)
 }
@@ -402,21 +505,25 @@ mod tests {
         }
     }
 
-    fn desired(v: &str) -> Secret {
+    /// The manifest of Secret `a` with `data.k = v`, and the item apply gets for it.
+    fn desired(v: &str) -> (SourcedSecret, Value) {
         let mut s = Secret::default();
         s.metadata.name = "a".into();
+        s.metadata.namespace = "default".into();
         s.data
             .insert("k".into(), SecretBytes::new(v.as_bytes().to_vec()));
+        let manifest = serde_json::to_value(&s).unwrap();
         crate::store::model::normalize(&mut s);
-        s
+        let item = SourcedSecret::new(s, "m.yaml");
+        (item, manifest)
     }
 
     /// Applies `desired(v)` against a fake prepared by `setup`; returns the outcome (or the
-    /// error code) and the calls the fake saw.
+    /// error's first line) and the calls the fake saw.
     fn apply_against(
         setup: impl FnOnce(&mut FakeState),
         v: &str,
-    ) -> (Result<Outcome, Code>, Vec<&'static str>, Option<String>) {
+    ) -> (Result<Outcome, String>, Vec<&'static str>, Option<String>) {
         let fake = Fake::default();
         setup(&mut fake.0.lock().unwrap());
         let dir = tempfile::tempdir().unwrap();
@@ -440,7 +547,8 @@ mod tests {
                 as_group: Vec::new(),
             };
             let mut c = client::connect(&args).await.map_err(|e| e.message).unwrap();
-            apply_one(&mut c, desired(v), DryRun::None).await
+            let (item, manifest) = desired(v);
+            apply_one(&mut c, &item, &manifest, DryRun::None).await
         });
         let st = fake.0.lock().unwrap();
         let stored = st
@@ -449,20 +557,23 @@ mod tests {
             .and_then(|s| s.data.get("k"))
             .map(|v| String::from_utf8_lossy(v).into_owned());
         (
-            res.map(|(o, _)| o).map_err(|s| s.code()),
+            res.map(|(o, _)| o)
+                .map_err(|e| e.message.lines().next().unwrap_or("").to_owned()),
             st.calls.clone(),
             stored,
         )
     }
 
-    fn stored_v1(st: &mut FakeState) {
-        let mut s = secret_to_pb(desired("v1"));
-        s.metadata.as_mut().unwrap().resource_version = String::new();
-        Fake::default().with_rv(st, s);
+    /// Stores `a` as a first apply of `data.k = v1` leaves it.
+    fn applied_v1(st: &mut FakeState) {
+        let (_, manifest) = desired("v1");
+        let mut s: Secret = serde_json::from_value(last_applied::modified(&manifest)).unwrap();
+        crate::store::model::normalize(&mut s);
+        Fake::default().with_rv(st, secret_to_pb(s));
     }
 
     #[test]
-    fn a_conflict_is_retried_once_after_reading_again() {
+    fn conflicts_are_retried_as_kubectl_retries() {
         // Created, unchanged, configured without any conflict.
         assert_eq!(
             apply_against(|_| {}, "v1"),
@@ -473,22 +584,22 @@ mod tests {
             )
         );
         assert_eq!(
-            apply_against(stored_v1, "v1"),
+            apply_against(applied_v1, "v1"),
             (Ok(Outcome::Unchanged), vec!["get"], Some("v1".into()))
         );
         assert_eq!(
-            apply_against(stored_v1, "v2"),
+            apply_against(applied_v1, "v2"),
             (
                 Ok(Outcome::Configured),
                 vec!["get", "update"],
                 Some("v2".into())
             )
         );
-        // One conflict: read again, update again with the new resourceVersion.
+        // One conflict: read again, patch again with the new resourceVersion.
         assert_eq!(
             apply_against(
                 |st| {
-                    stored_v1(st);
+                    applied_v1(st);
                     st.conflicts = 1;
                 },
                 "v2"
@@ -499,27 +610,32 @@ mod tests {
                 Some("v2".into())
             )
         );
-        // Conflicts that persist: the second is reported.
+        // Conflicts that persist: after kubectl's five retries the last is reported.
+        let mut calls = vec!["get", "update"];
+        for _ in 0..MAX_PATCH_RETRY {
+            calls.extend(["get", "update"]);
+        }
         assert_eq!(
             apply_against(
                 |st| {
-                    stored_v1(st);
-                    st.conflicts = 5;
+                    applied_v1(st);
+                    st.conflicts = 10;
                 },
                 "v2"
             ),
             (
-                Err(Code::Aborted),
-                vec!["get", "update", "get", "update"],
+                Err("Error from server (Conflict): error when applying patch:".into()),
+                calls,
                 Some("v1".into())
             )
         );
-        // Created by someone else between the read and the create, with the same content.
+        // Created by someone else between the read and the create: kubectl does not retry.
+        let (other, _) = desired("v1");
         assert_eq!(
-            apply_against(|st| st.appears = Some(secret_to_pb(desired("v1"))), "v1"),
+            apply_against(|st| st.appears = Some(secret_to_pb(other.secret)), "v1"),
             (
-                Ok(Outcome::Unchanged),
-                vec!["get", "create", "get"],
+                Err("Error from server (AlreadyExists): error when creating \"m.yaml\": secrets \"a\" already exists".into()),
+                vec!["get", "create"],
                 Some("v1".into())
             )
         );

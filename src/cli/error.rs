@@ -66,9 +66,18 @@ impl<E: std::error::Error> From<E> for CliError {
 /// A store server's error as kubectl prints it: `Error from server (NotFound): secrets "x" not
 /// found`, or `The Secret "x" is invalid: ...` for validation errors.
 pub(super) fn server_error(s: Status) -> CliError {
+    server_error_when(s, "")
+}
+
+/// A store server's error with kubectl's context before the server's message (`error when
+/// creating "m.yaml": `); an Invalid error is printed from its details alone, as kubectl does.
+pub(super) fn server_error_when(s: Status, context: &str) -> CliError {
     match Reason::of(&s).unwrap_or_else(|| store_reason(s.code())) {
         Reason::Invalid => CliError::plain(format!("The {}", s.message())),
-        reason => CliError::plain(format!("Error from server ({reason}): {}", s.message())),
+        reason => CliError::plain(format!(
+            "Error from server ({reason}): {context}{}",
+            s.message()
+        )),
     }
 }
 

@@ -716,7 +716,16 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         }
         let now = SystemTime::now();
         let single = !names.is_empty() && names.len() == 1;
+        // Watching with -o yaml|json prints objects one by one, as kubectl does: the current
+        // ones, then each event's (YAML documents separated by `---`).
+        let documents = a.watch && matches!(a.output, Some(GetOutput::Yaml | GetOutput::Json));
+        let mut printed = 0usize;
         match a.output {
+            _ if documents => {
+                for s in &items {
+                    print_document(s, a.output, &mut printed);
+                }
+            }
             Some(GetOutput::Yaml) if single => print!("{}", manifest::to_yaml(&items[0])),
             Some(GetOutput::Json) if single => println!("{}", manifest::secret_json(&items[0])),
             Some(GetOutput::Yaml) => print!("{}", manifest::list_yaml(&items)),
@@ -774,8 +783,9 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     continue;
                 }
                 match a.output {
-                    Some(GetOutput::Yaml) => print!("---\n{}", manifest::to_yaml(&s)),
-                    Some(GetOutput::Json) => println!("{}", manifest::secret_json(&s)),
+                    Some(GetOutput::Yaml | GetOutput::Json) => {
+                        print_document(&s, a.output, &mut printed)
+                    }
                     Some(GetOutput::Name) => println!("secret/{}", s.metadata.name),
                     _ => {
                         let mut r = row(
@@ -812,6 +822,20 @@ pub(super) fn describe(a: OneSecret, client: &ClientArgs) -> Result<(), CliError
     Ok(())
 }
 
+/// One object of a watch as kubectl's printers write it: YAML documents separated by `---`
+/// (none before the first), JSON objects one after another.
+fn print_document(s: &Secret, output: Option<GetOutput>, printed: &mut usize) {
+    if output == Some(GetOutput::Yaml) {
+        if *printed > 0 {
+            println!("---");
+        }
+        print!("{}", manifest::to_yaml(s));
+    } else {
+        println!("{}", manifest::secret_json(s));
+    }
+    *printed += 1;
+}
+
 fn kv_lines(m: &BTreeMap<String, String>) -> String {
     if m.is_empty() {
         return "<none>\n".into();
@@ -832,7 +856,11 @@ pub(super) fn describe_text(s: &Secret) -> String {
     let _ = writeln!(out, "Name:         {}", s.metadata.name);
     let _ = writeln!(out, "Namespace:    {}", s.metadata.namespace);
     let _ = write!(out, "Labels:       {}", kv_lines(&s.metadata.labels));
-    let _ = write!(out, "Annotations:  {}", kv_lines(&s.metadata.annotations));
+    // As kubectl's describe, without the last-applied annotation (it holds the values of a
+    // manifest's stringData in clear).
+    let mut annotations = s.metadata.annotations.clone();
+    annotations.remove(crate::manifest::last_applied::ANNOTATION);
+    let _ = write!(out, "Annotations:  {}", kv_lines(&annotations));
     let _ = writeln!(out, "\nType:  {}", s.type_);
     if s.is_immutable() {
         let _ = writeln!(out, "Immutable:  true");

@@ -30,6 +30,14 @@ const META_FIELDS: &[&str] = &[
 /// Parses every Secret in `text` (YAML or JSON; several documents; `kind: List`). `source`
 /// names the input in errors.
 pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
+    Ok(parse_objects(text, source)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect())
+}
+
+/// [`parse`], with each Secret's manifest object as written (what kubectl apply records).
+pub fn parse_objects(text: &str, source: &str) -> Result<Vec<(Secret, Value)>, ManifestError> {
     use serde::Deserialize;
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
@@ -43,7 +51,11 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
     Ok(out)
 }
 
-fn collect(value: Value, source: &str, out: &mut Vec<Secret>) -> Result<(), ManifestError> {
+fn collect(
+    value: Value,
+    source: &str,
+    out: &mut Vec<(Secret, Value)>,
+) -> Result<(), ManifestError> {
     let input = || source.to_owned();
     let obj = match value {
         Value::Null => return Ok(()),
@@ -84,12 +96,13 @@ fn collect(value: Value, source: &str, out: &mut Vec<Secret>) -> Result<(), Mani
                     }
                 }
             }
+            let raw = Value::Object(obj.clone());
             let s = decode_secret(obj).map_err(|detail| ManifestError::Decode {
                 input: input(),
                 name,
                 detail,
             })?;
-            out.push(s);
+            out.push((s, raw));
             Ok(())
         }
         Some(other) => Err(ManifestError::UnsupportedKind {
@@ -181,19 +194,15 @@ fn failing_field(obj: &serde_json::Map<String, Value>) -> Option<(String, serde_
     None
 }
 
-/// YAML with sorted keys, like `kubectl get -o yaml`.
+/// A Secret as YAML, byte for byte as `kubectl get -o yaml` prints it.
 pub fn to_yaml(s: &Secret) -> String {
-    serde_yaml_ng::to_string(&printable(s)).unwrap_or_default()
+    super::goyaml::to_yaml(&printable(s))
 }
 
-/// JSON indented by four spaces, like `kubectl get -o json`.
+/// JSON indented by four spaces, byte for byte as `kubectl get -o json` prints it (without
+/// its final newline).
 pub fn to_json(v: &Value) -> String {
-    use serde::Serialize;
-    let mut buf = Vec::new();
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-    let _ = v.serialize(&mut ser);
-    String::from_utf8(buf).unwrap_or_default()
+    super::gojson::indented(v)
 }
 
 /// A Secret as JSON, like `kubectl get -o json`.
@@ -213,7 +222,7 @@ pub fn list_value(items: &[Secret]) -> Value {
 
 /// Several Secrets as a YAML `kind: List`, like `kubectl get -o yaml`.
 pub fn list_yaml(items: &[Secret]) -> String {
-    serde_yaml_ng::to_string(&list_value(items)).unwrap_or_default()
+    super::goyaml::to_yaml(&list_value(items))
 }
 
 /// Several Secrets as a JSON `kind: List`, like `kubectl get -o json`.

@@ -71,10 +71,11 @@ pub fn read_manifests(path: &Path, recursive: bool) -> Result<Vec<SourcedSecret>
     }
     let mut out = Vec::new();
     for (source, text) in sources {
-        for secret in codec::parse(&text, &source)? {
+        for (secret, manifest) in codec::parse_objects(&text, &source)? {
             out.push(SourcedSecret {
                 secret,
                 source: source.clone(),
+                manifest: Some(manifest),
             });
         }
     }
@@ -139,10 +140,7 @@ mod tests {
         let mut s = Secret::default();
         s.metadata.name = "a".into();
         s.metadata.namespace = ns.into();
-        SourcedSecret {
-            secret: s,
-            source: "m".into(),
-        }
+        SourcedSecret::new(s, "m")
     }
 
     #[test]

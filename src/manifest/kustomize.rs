@@ -352,7 +352,7 @@ pub fn build(dir: &Path) -> Result<Vec<SourcedSecret>, ManifestError> {
         for secret in codec::parse(&text, &source)? {
             let id = secret.metadata.name.clone();
             let source = source.clone();
-            objs.push((SourcedSecret { secret, source }, id));
+            objs.push((SourcedSecret::new(secret, source), id));
         }
     }
     let gens = match top.get("secretGenerator") {
@@ -364,7 +364,7 @@ pub fn build(dir: &Path) -> Result<Vec<SourcedSecret>, ManifestError> {
         let at = format!("secretGenerator[{i}]");
         let (secret, id) = generate(&ctx, g, &at, global.as_ref())?;
         let source = format!("{} ({at})", ctx.file);
-        objs.push((SourcedSecret { secret, source }, id));
+        objs.push((SourcedSecret::new(secret, source), id));
     }
     if !namespace.is_empty() {
         for (it, _) in &mut objs {
@@ -571,24 +571,7 @@ fn parse_file_source(src: &str) -> Result<(String, String), String> {
 
 /// A Go `encoding/json` string (HTML-safe escaping, as `json.Marshal` writes it).
 fn go_json_string(s: &str, out: &mut String) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    super::gojson::write_string(out, s);
 }
 
 /// A Secret value as kustomize's generator writes it: base64, and when that is 70

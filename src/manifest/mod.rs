@@ -6,6 +6,9 @@
 //!   them.
 //! - [`files`]: manifest files and directories in kubectl's order, the namespace rules of
 //!   `apply -n`, and the validation every manifest passes before anything is written.
+//! - [`goyaml`] and [`gojson`]: YAML and JSON written byte for byte as kubectl (Go's
+//!   encoders) writes them.
+//! - [`last_applied`]: kubectl's client-side apply (last-applied annotation, three-way merge).
 //! - [`kustomize`]: a kustomization's resources and secretGenerator, with kustomize's (v5)
 //!   generator semantics and name-suffix hash.
 //!
@@ -19,9 +22,14 @@ use crate::store::Secret;
 
 pub mod codec;
 pub mod files;
+pub mod gojson;
+pub mod goyaml;
 pub mod kustomize;
+pub mod last_applied;
 
-pub use codec::{list_json, list_value, list_yaml, parse, secret_json, to_json, to_yaml};
+pub use codec::{
+    list_json, list_value, list_yaml, parse, parse_objects, secret_json, to_json, to_yaml,
+};
 pub use files::{read_manifests, resolve_namespaces, same_content, validate};
 
 /// A Secret read from a manifest, with where it came from (for messages).
@@ -31,6 +39,20 @@ pub struct SourcedSecret {
     pub secret: Secret,
     /// The input it came from: a file name, `STDIN`, or the kustomization and generator.
     pub source: String,
+    /// The manifest object as written, when it was read from a file or stdin (kubectl apply
+    /// records it); `None` for a generated Secret.
+    pub manifest: Option<serde_json::Value>,
+}
+
+impl SourcedSecret {
+    /// A Secret that was not read from a manifest (generated, or built in a test).
+    pub fn new(secret: Secret, source: impl Into<String>) -> Self {
+        SourcedSecret {
+            secret,
+            source: source.into(),
+            manifest: None,
+        }
+    }
 }
 
 /// Why a manifest or kustomization was refused. `input` names the file (or `STDIN`) as it

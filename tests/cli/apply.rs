@@ -70,7 +70,8 @@ impl Dev {
     }
 
     /// Every stored Secret, one line each, sorted: `ns/name type [immutable] labels{..}
-    /// annotations{..} data{k=v,..}` with values as (lossy) text.
+    /// annotations{..} data{k=v,..}` with values as (lossy) text. The last-applied annotation
+    /// is left out (see [`Dev::last_applied`]).
     fn stored(&self) -> Vec<String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -97,7 +98,11 @@ impl Dev {
             .map(|s| {
                 let m = s.metadata.unwrap_or_default();
                 let labels: BTreeMap<_, _> = m.labels.into_iter().collect();
-                let annotations: BTreeMap<_, _> = m.annotations.into_iter().collect();
+                let annotations: BTreeMap<_, _> = m
+                    .annotations
+                    .into_iter()
+                    .filter(|(k, _)| k != LAST_APPLIED)
+                    .collect();
                 let data: BTreeMap<_, _> = s
                     .data
                     .into_iter()
@@ -123,6 +128,8 @@ impl Dev {
         lines
     }
 }
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 fn lines(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
@@ -177,9 +184,11 @@ fn created_unchanged_configured_across_applies() {
         "default/db Opaque labels{app=shop} annotations{} data{password=s3cret,user=admin}",
     ]);
     assert_eq!(dev.stored(), first);
+    // As with kubectl, a manifest with stringData is never "unchanged": the live object holds
+    // no stringData, so the three-way patch always sets it again (kubernetes/kubernetes#87736).
     assert_eq!(
         dev.kw(&["apply", "-f", "m.yaml"]),
-        out(0, "secret/db unchanged\nsecret/api unchanged\n", "")
+        out(0, "secret/db configured\nsecret/api unchanged\n", "")
     );
     assert_eq!(dev.stored(), first);
 
@@ -189,8 +198,8 @@ fn created_unchanged_configured_across_applies() {
         dev.kw(&["apply", "-f", "m.yaml"]),
         out(0, "secret/db configured\nsecret/api unchanged\n", "")
     );
-    // The manifest is the desired content: a label and a data key it no longer names are
-    // removed; an annotation it adds is added.
+    // Three-way merge: a label and a data key the last apply set and this manifest no longer
+    // names are removed; an annotation it adds is added.
     let edited = TWO
         .replace("password: s3cret", "password: n3w")
         .replace(
@@ -212,7 +221,7 @@ fn created_unchanged_configured_across_applies() {
     );
     assert_eq!(
         dev.kw(&["apply", "-f", "m.yaml"]),
-        out(0, "secret/db unchanged\nsecret/api unchanged\n", "")
+        out(0, "secret/db configured\nsecret/api unchanged\n", "")
     );
     // A type change is refused by the server, kubectl-style; the other object is still
     // applied and the exit code is non-zero.
@@ -254,7 +263,7 @@ fn lists_json_stdin_and_directories() {
     );
     assert_eq!(
         dev.run(&["apply", "-f", "-"], Some(stdin)),
-        out(0, "secret/from-stdin unchanged\n", "")
+        out(0, "secret/from-stdin configured\n", "")
     );
 
     let doc = |name: &str| {
@@ -280,7 +289,7 @@ fn lists_json_stdin_and_directories() {
         dev.kw(&["apply", "-R", "-f", "dir"]),
         out(
             0,
-            "secret/d-a unchanged\nsecret/d-b unchanged\nsecret/d-c unchanged\nsecret/d-d created\n",
+            "secret/d-a configured\nsecret/d-b configured\nsecret/d-c configured\nsecret/d-d created\n",
             ""
         )
     );
@@ -310,7 +319,7 @@ fn namespace_rules() {
     );
     assert_eq!(
         dev.kw(&["apply", "-f", "ns.yaml", "-n", "prod"]),
-        out(0, "secret/n1 created\nsecret/n2 unchanged\n", "")
+        out(0, "secret/n1 created\nsecret/n2 configured\n", "")
     );
     assert_eq!(
         dev.kw(&["apply", "-f", "ns.yaml", "--namespace", "dev"]),
@@ -446,7 +455,7 @@ fn dry_runs_and_output_formats() {
     assert_eq!((o.code, o.stderr.as_str()), (0, ""));
     assert_eq!(
         normalise(&o.stdout),
-        "apiVersion: v1\ndata:\n  k: djI=\nkind: Secret\nmetadata:\n  creationTimestamp: TIME\n  name: a\n  namespace: default\n  resourceVersion: \"RV\"\n  uid: UID\ntype: Opaque\n"
+        "apiVersion: v1\ndata:\n  k: djI=\nkind: Secret\nmetadata:\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: |\n      {\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"annotations\":{},\"name\":\"a\",\"namespace\":\"default\"},\"stringData\":{\"k\":\"v2\"}}\n  creationTimestamp: TIME\n  name: a\n  namespace: default\n  resourceVersion: \"RV\"\n  uid: UID\ntype: Opaque\n"
     );
     // Several objects print as a List.
     dev.write(
@@ -499,9 +508,17 @@ fn kustomize_generator_names_options_and_reapply() {
             ),
         ]
     );
+    // `static` is a plain manifest with stringData: "configured" every time, as with kubectl.
     let unchanged: String = BASIC_NAMES
         .iter()
-        .map(|n| format!("secret/{n} unchanged\n"))
+        .map(|n| {
+            let verb = if *n == "static" {
+                "configured"
+            } else {
+                "unchanged"
+            };
+            format!("secret/{n} {verb}\n")
+        })
         .collect();
     assert_eq!(dev.kw(&["apply", "-k", "k"]), out(0, &unchanged, ""));
 
@@ -515,7 +532,7 @@ fn kustomize_generator_names_options_and_reapply() {
         dev.kw(&["apply", "-k", "k"]),
         out(
             0,
-            "secret/db-bgh6b2tth8 created\nsecret/plain configured\nsecret/static unchanged\nsecret/web-tls-6g6bd72m5t unchanged\n",
+            "secret/db-bgh6b2tth8 created\nsecret/plain configured\nsecret/static configured\nsecret/web-tls-6g6bd72m5t unchanged\n",
             ""
         )
     );
@@ -734,7 +751,10 @@ fn describe_objects(docs: &[Value]) -> Objects {
                 d["type"].as_str().unwrap_or("Opaque"),
                 d["immutable"].as_bool().unwrap_or(false),
                 map(&m["labels"]),
-                map(&m["annotations"]),
+                map(&m["annotations"])
+                    .into_iter()
+                    .filter(|(k, _)| k != LAST_APPLIED)
+                    .collect::<BTreeMap<_, _>>(),
                 data
             ),
         );

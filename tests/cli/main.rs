@@ -13,6 +13,7 @@ mod audit;
 mod bench;
 mod consume;
 mod hardening;
+mod kubectl_parity;
 mod operator;
 mod readme;
 mod secrets;

@@ -81,7 +81,7 @@ fn readme_walkthrough_works_verbatim() {
         "secret/db edited",
         "root",
         "secret/app created",
-        "secret/app unchanged",
+        "secret/app configured",
         "user=root",
         "k8s:enc:kms:v2",
         "secret \"frozen\" deleted",
