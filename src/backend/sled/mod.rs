@@ -93,8 +93,8 @@ use super::{
 use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
 use retention::prune_log;
-use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
 use wal::WalDir;
+use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
 use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
 
 /// The on-disk format version this build writes and reads: 2 adds the write-ahead log. A store
@@ -374,9 +374,7 @@ impl SledBackend {
         }
         shared.current.store(applier.revision);
         shared.compacted.store(applier.compacted);
-        shared
-            .durable
-            .send_replace((applier.revision, false));
+        shared.durable.send_replace((applier.revision, false));
         shared.set_published(applier.revision);
         if upgrade {
             shared

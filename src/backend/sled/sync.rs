@@ -176,7 +176,12 @@ fn make_durable_and_publish(
     match d.applied.recv() {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
-        Err(_) => return Err(shared.check_failed().err().unwrap_or_else(super::writer_gone)),
+        Err(_) => {
+            return Err(shared
+                .check_failed()
+                .err()
+                .unwrap_or_else(super::writer_gone))
+        }
     }
     {
         let mut guard = shared.write_guard();
@@ -214,7 +219,10 @@ pub(super) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(super) fn start(shared: Arc<Shared>, wal: Arc<WalDir>) -> Result<Checkpointer, BackendError> {
+    pub(super) fn start(
+        shared: Arc<Shared>,
+        wal: Arc<WalDir>,
+    ) -> Result<Checkpointer, BackendError> {
         let (tx, rx) = mpsc::channel::<Checkpoint>();
         let thread = std::thread::Builder::new()
             .name("keyward-sled-checkpoint".to_string())

@@ -95,7 +95,11 @@ const fn crc_tables() -> [[u32; 256]; 8] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[0][i] = c;
@@ -333,8 +337,8 @@ pub(super) fn recover(
     let mut found = Recovered::default();
     for (i, (base, path)) in segments.iter().enumerate() {
         let last_segment = i + 1 == segments.len();
-        let data = std::fs::read(path)
-            .map_err(|e| io_error(&format!("read {}", path.display()), &e))?;
+        let data =
+            std::fs::read(path).map_err(|e| io_error(&format!("read {}", path.display()), &e))?;
         match header_base(&data) {
             Some(b) if b == *base => {}
             Some(b) => return Err(corrupt_at(path, 0, &format!("header says base {b}"))),
@@ -350,7 +354,9 @@ pub(super) fn recover(
                 return Err(corrupt_at(
                     path,
                     0,
-                    &format!("segment starts at revision {base}, the previous one ends before {next}"),
+                    &format!(
+                        "segment starts at revision {base}, the previous one ends before {next}"
+                    ),
                 ));
             }
         }
@@ -444,7 +450,11 @@ impl WalDir {
 
     /// Starts a segment for revisions from `base` (the spare if there is one, else `bytes` of
     /// zeros), with its header written and synced, and its directory entry durable.
-    pub(super) fn create_segment(&self, base: Revision, bytes: u64) -> Result<Segment, BackendError> {
+    pub(super) fn create_segment(
+        &self,
+        base: Revision,
+        bytes: u64,
+    ) -> Result<Segment, BackendError> {
         let path = self.dir.join(segment_name(base));
         let spare = self.dir.join(SPARE);
         let file = if spare.exists() {
@@ -591,7 +601,9 @@ mod tests {
         (rev(base), path)
     }
 
-    fn read_all(segments: &[(Revision, PathBuf)]) -> Result<(Vec<LoggedBatch>, Recovered), BackendError> {
+    fn read_all(
+        segments: &[(Revision, PathBuf)],
+    ) -> Result<(Vec<LoggedBatch>, Recovered), BackendError> {
         let mut batches = Vec::new();
         let found = recover(segments, |b| {
             batches.push(b);
@@ -614,7 +626,10 @@ mod tests {
         assert_eq!(batches[0].last(), rev(4));
         assert_eq!(batches[0].changes[2], (b"k".to_vec(), None));
         assert_eq!(batches[1].changes[0].1.as_deref(), Some(&[0u8; 300][..]));
-        assert_eq!((found.records, found.next, found.torn), (3, Some(rev(7)), None));
+        assert_eq!(
+            (found.records, found.next, found.torn),
+            (3, Some(rev(7)), None)
+        );
     }
 
     #[test]
@@ -648,7 +663,9 @@ mod tests {
             let mut bad = clean.clone();
             bad[offset] ^= 1;
             let seg = write(dir.path(), 2, &bad);
-            let err = read_all(std::slice::from_ref(&seg)).unwrap_err().to_string();
+            let err = read_all(std::slice::from_ref(&seg))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(&seg.1.display().to_string()), "{err}");
             assert!(err.contains("offset"), "{err}");
         }

@@ -261,7 +261,11 @@ impl Applier {
 
     /// Replays one logged batch on open: skipped if sled already holds it, applied if it is the
     /// next one, an error if it leaves a gap or does not give the revisions it was logged with.
-    pub(super) fn replay(&mut self, shared: &Shared, batch: LoggedBatch) -> Result<(), BackendError> {
+    pub(super) fn replay(
+        &mut self,
+        shared: &Shared,
+        batch: LoggedBatch,
+    ) -> Result<(), BackendError> {
         let last = batch.last();
         if last <= self.revision {
             return Ok(());
@@ -385,7 +389,8 @@ impl Writer {
                     // Compaction works on durable state: wait for every batch before it.
                     self.shared.wait_published(self.applier.revision);
                     let result = self.compact(revision);
-                    self.applier.compacted = self.applier.compacted.max(self.shared.compacted.load());
+                    self.applier.compacted =
+                        self.applier.compacted.max(self.shared.compacted.load());
                     let _ = reply.send(result);
                 }
             }
@@ -422,8 +427,10 @@ impl Writer {
         if !planned.changes_anything() {
             // Conflicts and no-ops: answered once every earlier batch is durable (they may
             // show its values).
-            self.syncer
-                .send(SyncJob::answer(replies, std::mem::take(&mut planned.outcomes)));
+            self.syncer.send(SyncJob::answer(
+                replies,
+                std::mem::take(&mut planned.outcomes),
+            ));
             return;
         }
         let first = self.applier.revision.next().unwrap_or(Revision::MAX);
