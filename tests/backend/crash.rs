@@ -366,10 +366,11 @@ struct Torn {
     cut_batch: Option<(Revision, Revision)>,
 }
 
-/// The write-ahead log's last segment and its records: (offset, length, first revision, count).
-fn last_segment_records(
-    store: &Path,
-) -> Option<(std::path::PathBuf, Vec<(usize, usize, i64, u32)>)> {
+/// A log record's offset, length (frame included), first revision and count of changes.
+type RecordSpan = (usize, usize, i64, u32);
+
+/// The write-ahead log's last segment and its records.
+fn last_segment_records(store: &Path) -> Option<(std::path::PathBuf, Vec<RecordSpan>)> {
     let mut segments: Vec<_> = std::fs::read_dir(store.join("wal"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -674,12 +674,12 @@ mod tests {
         let mut sealed = segment(2, &[a.clone(), b.clone()]);
         sealed[tail_at + 3] = 1;
         let s1 = write(dir.path(), 2, &sealed);
-        let s2 = write(dir.path(), 4, &segment(4, &[c.clone()]));
+        let s2 = write(dir.path(), 4, &segment(4, std::slice::from_ref(&c)));
         assert!(matches!(read_all(&[s1, s2]), Err(BackendError::Corrupt(_))));
 
         // A gap between segments is an error.
-        let s1 = write(dir.path(), 2, &segment(2, &[a.clone()]));
-        let s2 = write(dir.path(), 4, &segment(4, &[c.clone()]));
+        let s1 = write(dir.path(), 2, &segment(2, std::slice::from_ref(&a)));
+        let s2 = write(dir.path(), 4, &segment(4, std::slice::from_ref(&c)));
         assert!(matches!(read_all(&[s1, s2]), Err(BackendError::Corrupt(_))));
 
         // A last segment whose header never made it: empty.
