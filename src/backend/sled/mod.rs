@@ -14,26 +14,42 @@
 //!   were pruned. `esc` doubles every `00` byte into `00 ff`, so the encoding is order-preserving
 //!   and no two keys can collide (a key's entries are contiguous and sorted by revision).
 //! - `meta` — `format_version` (`be32`, currently [`FORMAT_VERSION`]), `current_revision` and
-//!   `compacted_revision` (`be64`). The format version is written on first open; a store with
-//!   another version is refused with [`BackendError::UnsupportedFormat`].
+//!   `compacted_revision` (`be64`). The format version is written on first open; a store of
+//!   version 1 (before the log) is upgraded, any other version is refused with
+//!   [`BackendError::UnsupportedFormat`].
+//!
+//! Beside sled's files, `wal/` holds the write-ahead log (format in `wal.rs`): what was
+//! acknowledged since sled's last checkpoint.
 //!
 //! A record is `01 ‖ be64(create_revision) ‖ be64(mod_revision) ‖ be64(version) ‖ value`; a
 //! tombstone is `00 ‖ be64(revision)`; a floor marker is `02 ‖ be64(floor)`. All lengths inside
 //! log events are `be64`, so values of any size and keys of any bytes are fine.
 //!
-//! # Writes: one writer, group commit, durability
+//! # Writes: one writer, a write-ahead log, group commit
 //!
 //! Every write goes through one dedicated writer thread fed by a channel. It takes every request
-//! queued at that moment (a batch), applies them in order (each applied change gets the next
-//! revision; conditions see the effects of earlier requests of the same batch), and commits the
-//! batch's changes to all four trees in **one** sled transaction, so a crash shows either all of
-//! a batch (values, log entries, history entries, revision counter) or none of it. It then makes
-//! the batch durable with one `flush` plus `fsync`: sled's own flush only calls
-//! `sync_file_range`, which persists neither file metadata nor the device's write cache, so the
-//! writer also calls `fsync` on sled's `db` file, on new blob files under `blobs/` (sled does not
-//! sync those), and on the directories whose entries changed. Only then does it publish the new
-//! revision, reply to every request of the batch and send the batch's events to watchers. So
-//! concurrent writers share one `fsync`; a lone writer pays one.
+//! queued at that moment (a batch) and works out each request's outcome in order against the
+//! applied state (each applied change gets the next revision; conditions see the effects of
+//! earlier requests of the same batch). It then makes the batch durable the way etcd does: the
+//! batch's changes are appended to the write-ahead log (`wal/`, see `wal.rs`) as **one** record,
+//! and the sync thread makes that record durable with **one** `fdatasync`. While it syncs, the
+//! writer applies the batch to sled in memory (one sled transaction over the four trees, so sled
+//! holds all of a batch or none of it) and forms the next batch; the next record is appended
+//! only once this one is synced, so at most the log's last record can ever be torn. Once the
+//! record is synced and the batch applied, the sync thread publishes the new revision, answers
+//! every request of the batch and sends the batch's events to watchers. Concurrent writers share
+//! one `fdatasync`; a lone writer pays one.
+//!
+//! sled is made durable only at **checkpoints**: when a log segment is full, the writer starts
+//! the next one and the checkpoint thread flushes sled and `fsync`s its files (sled's `flush`
+//! only calls `sync_file_range`, which persists neither file metadata nor the device's write
+//! cache, so it also `fsync`s sled's `db` file, new blob files under `blobs/` and changed
+//! directories), then removes the older segments. Closing the backend checkpoints and removes
+//! the log. Opening replays the log onto sled by revision: a record sled already holds is
+//! skipped, the next one is re-applied (giving the same revisions, records and history, since
+//! sled is exactly at the state before it), a gap is an error; then sled is made durable and
+//! the log emptied. A torn last record is cut; an unreadable record anywhere else is
+//! [`BackendError::Corrupt`] naming the file and offset.
 //!
 //! Readers read sled directly under a lock that the writer holds exclusively only while it
 //! applies a batch in memory (microseconds), so every read (current or past) is a consistent
@@ -42,9 +58,10 @@
 //! reads again, so no read ever observes a change that is not yet durable, and reads of other
 //! keys do not wait for the `fsync` at all. Watches only deliver durable changes too.
 //!
-//! If the commit or the `fsync` fails, the batch's requests get [`BackendError::Io`] and the
-//! backend refuses every later request with [`BackendError::Unavailable`]: after a failed
-//! `fsync` the state of the page cache cannot be trusted, and the store must be reopened.
+//! If the append, the `fdatasync`, the sled commit or a checkpoint fails, the batch's requests
+//! get [`BackendError::Io`] and the backend refuses every later request with
+//! [`BackendError::Unavailable`]: after a failed `fsync` the state of the page cache cannot be
+//! trusted, and the store must be reopened (which replays the log).
 //!
 //! # Retention
 //!
@@ -63,10 +80,11 @@
 //!
 //! # Source files
 //!
-//! `codec` holds the byte encodings above, `writer` the writer thread (batching, the
-//! transaction, publication), `retention` pruning and compaction, `files` the extra `fsync`s
-//! and the wait for sled's lock, `read` reads at current and past revisions, and `watch` replay
-//! and live fan-out.
+//! `codec` holds the byte encodings above, `wal` the write-ahead log's format, segments and
+//! recovery scan, `writer` the writer thread (batching, planning, appending, applying, replay),
+//! `sync` the sync thread (fdatasync, publication) and the checkpoint thread, `retention`
+//! pruning and compaction, `files` the extra `fsync`s and the wait for sled's lock, `read`
+//! reads at current and past revisions, and `watch` replay and live fan-out.
 
 mod codec;
 mod files;

@@ -146,13 +146,14 @@ fn sync_one(shared: &Shared, events: &broadcast::Sender<Arc<Vec<Event>>>, job: S
             outcomes = replies.iter().map(|_| Err(clone_error(&error))).collect();
         }
     }
+    // Counted before answering, so that whoever got an answer sees the batch in the stats.
     let count = replies.len() as u64;
-    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-        let _ = reply.send(outcome);
-    }
     shared.batches.fetch_add(1, Ordering::Relaxed);
     shared.requests.fetch_add(count, Ordering::Relaxed);
     shared.batch_size.observe(count);
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        let _ = reply.send(outcome);
+    }
 }
 
 fn make_durable_and_publish(

@@ -8,9 +8,13 @@
 //! `wal/` in the store directory holds segments named `<base>.wal`, `base` the first revision
 //! they may hold as 20 decimal digits (so names sort by revision), and at most one `spare`: a
 //! segment-sized file of zeros, already `fsync`ed, that the next rotation renames into place.
-//! Segments are [`SEGMENT_BYTES`] long and zero-filled before use (overwriting written blocks
-//! lets `fdatasync` skip the file system's metadata journal; appending or filling preallocated
-//! extents would not). A record that does not fit in the rest of a segment starts a new one.
+//! Segments are zero-filled before use (overwriting written blocks lets `fdatasync` skip the
+//! file system's metadata journal; appending or filling preallocated extents would not: on this
+//! project's ext4 VM an append of 2 KiB plus `fdatasync` took ~100 µs into a zeroed file against
+//! ~140–175 µs into a growing or `fallocate`d one). The first segment after open is 1 MiB and
+//! each next one twice the last, up to [`SEGMENT_BYTES`], so a store written little keeps a
+//! small log. A record that does not fit in the rest of a segment starts a new one (a record
+//! larger than a whole segment goes into an empty one, which grows).
 //!
 //! A segment starts with a 24-byte header: `"KWWAL\0\0\x01"` (magic and format 1),
 //! `be64(base)`, CRC32C of those 16 bytes (`le32`), 4 zero bytes. Then records, back to back:
