@@ -515,21 +515,18 @@ impl Shared {
 
     /// Blocks the writer until record `seq` is synced, or fails if the write path failed.
     fn wait_synced(&self, seq: u64) -> Result<(), BackendError> {
-        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        while progress.synced < seq && !self.failed.load(Ordering::Acquire) {
-            progress = self
-                .progress_changed
-                .wait(progress)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-        drop(progress);
+        self.wait_progress(|p| p.synced >= seq);
         self.check_failed()
     }
 
     /// Blocks the writer until `revision` is published (or the write path failed).
     fn wait_published(&self, revision: Revision) {
+        self.wait_progress(|p| p.published >= revision);
+    }
+
+    fn wait_progress(&self, done: impl Fn(&Progress) -> bool) {
         let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        while progress.published < revision && !self.failed.load(Ordering::Acquire) {
+        while !done(&progress) && !self.failed.load(Ordering::Acquire) {
             progress = self
                 .progress_changed
                 .wait(progress)

@@ -29,16 +29,16 @@ pub(super) struct SyncJob {
 }
 
 /// What makes a batch's record durable and publishes it.
-struct Durable {
+pub(super) struct Durable {
     /// The record's number since open: the sync thread reports it synced.
-    seq: u64,
-    file: Arc<File>,
+    pub(super) seq: u64,
+    pub(super) file: Arc<File>,
     /// The writer's result of applying the batch to sled.
-    applied: mpsc::Receiver<Result<(), BackendError>>,
-    revision: Revision,
-    compacted: Revision,
-    compacted_before: Revision,
-    events: Vec<Event>,
+    pub(super) applied: mpsc::Receiver<Result<(), BackendError>>,
+    pub(super) revision: Revision,
+    pub(super) compacted: Revision,
+    pub(super) compacted_before: Revision,
+    pub(super) events: Vec<Event>,
 }
 
 impl SyncJob {
@@ -64,62 +64,44 @@ impl SyncJob {
         }
     }
 
-    /// A batch whose record `seq` was appended to `file`.
-    #[allow(clippy::too_many_arguments)] // one call site; the fields of one batch
+    /// A batch whose record was appended: answered once `durable` is done.
     pub(super) fn durable(
-        seq: u64,
-        file: Arc<File>,
-        applied: mpsc::Receiver<Result<(), BackendError>>,
-        revision: Revision,
-        compacted: Revision,
-        compacted_before: Revision,
         replies: Vec<Reply>,
         outcomes: Vec<Result<WriteOutcome, BackendError>>,
-        events: Vec<Event>,
+        durable: Durable,
     ) -> SyncJob {
         SyncJob {
             replies,
             outcomes,
-            durable: Some(Durable {
-                seq,
-                file,
-                applied,
-                revision,
-                compacted,
-                compacted_before,
-                events,
-            }),
+            durable: Some(durable),
         }
     }
 }
 
-/// The sync thread's handle, owned by the writer.
-pub(super) struct Syncer {
-    tx: Option<mpsc::Sender<SyncJob>>,
+/// A thread fed by a channel, owned by the writer; stopping it lets it finish what is queued.
+pub(super) struct Worker<T> {
+    tx: Option<mpsc::Sender<T>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Syncer {
-    pub(super) fn start(
-        shared: Arc<Shared>,
-        events: broadcast::Sender<Arc<Vec<Event>>>,
-    ) -> Result<Syncer, BackendError> {
-        let (tx, rx) = mpsc::channel::<SyncJob>();
+impl<T: Send + 'static> Worker<T> {
+    fn start(name: &str, mut handle: impl FnMut(T) + Send + 'static) -> Result<Self, BackendError> {
+        let (tx, rx) = mpsc::channel::<T>();
         let thread = std::thread::Builder::new()
-            .name("keyward-sled-sync".to_string())
+            .name(name.to_string())
             .spawn(move || {
                 for job in rx {
-                    sync_one(&shared, &events, job);
+                    handle(job);
                 }
             })
-            .map_err(|e| BackendError::Io(format!("cannot start the sync thread: {e}")))?;
-        Ok(Syncer {
+            .map_err(|e| BackendError::Io(format!("cannot start the thread {name}: {e}")))?;
+        Ok(Worker {
             tx: Some(tx),
             thread: Some(thread),
         })
     }
 
-    pub(super) fn send(&self, job: SyncJob) {
+    pub(super) fn send(&self, job: T) {
         if let Some(tx) = &self.tx {
             // The thread only ends when this sender is dropped.
             let _ = tx.send(job);
@@ -132,6 +114,20 @@ impl Syncer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// The sync thread.
+pub(super) type Syncer = Worker<SyncJob>;
+
+impl Syncer {
+    pub(super) fn start_syncer(
+        shared: Arc<Shared>,
+        events: broadcast::Sender<Arc<Vec<Event>>>,
+    ) -> Result<Syncer, BackendError> {
+        Worker::start("keyward-sled-sync", move |job| {
+            sync_one(&shared, &events, job)
+        })
     }
 }
 
@@ -213,52 +209,24 @@ pub(super) struct Checkpoint {
     pub(super) spare_bytes: u64,
 }
 
-/// The checkpoint thread's handle, owned by the writer.
-pub(super) struct Checkpointer {
-    tx: Option<mpsc::Sender<Checkpoint>>,
-    thread: Option<JoinHandle<()>>,
-}
+/// The checkpoint thread.
+pub(super) type Checkpointer = Worker<Checkpoint>;
 
 impl Checkpointer {
-    pub(super) fn start(
+    pub(super) fn start_checkpointer(
         shared: Arc<Shared>,
         wal: Arc<WalDir>,
     ) -> Result<Checkpointer, BackendError> {
-        let (tx, rx) = mpsc::channel::<Checkpoint>();
-        let thread = std::thread::Builder::new()
-            .name("keyward-sled-checkpoint".to_string())
-            .spawn(move || {
-                for job in rx {
-                    if shared.check_failed().is_err() {
-                        continue;
-                    }
-                    if let Err(error) = checkpoint(&shared, &wal, &job) {
-                        // A log that cannot be trimmed, or sled that cannot be synced, is an
-                        // I/O failure like a failed fdatasync.
-                        shared.fail(&error);
-                    }
-                }
-            })
-            .map_err(|e| BackendError::Io(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer {
-            tx: Some(tx),
-            thread: Some(thread),
+        Worker::start("keyward-sled-checkpoint", move |job| {
+            if shared.check_failed().is_err() {
+                return;
+            }
+            if let Err(error) = checkpoint(&shared, &wal, &job) {
+                // A log that cannot be trimmed, or sled that cannot be synced, is an I/O
+                // failure like a failed fdatasync.
+                shared.fail(&error);
+            }
         })
-    }
-
-    pub(super) fn send(&self, job: Checkpoint) {
-        if let Some(tx) = &self.tx {
-            // The thread only ends when this sender is dropped.
-            let _ = tx.send(job);
-        }
-    }
-
-    /// Lets the thread finish the queued checkpoints, then waits for it.
-    pub(super) fn stop(&mut self) {
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

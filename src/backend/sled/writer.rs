@@ -16,7 +16,7 @@ use ::sled::{Batch, IVec, Transactional};
 use tokio::sync::oneshot;
 
 use super::codec::{encode_event, encode_record, rev_bytes};
-use super::sync::{Checkpoint, Checkpointer, SyncJob, Syncer};
+use super::sync::{Checkpoint, Checkpointer, Durable, SyncJob, Syncer};
 use super::wal::{LoggedBatch, RecordBuilder, Segment, WalDir, HEADER_LEN, SEGMENT_BYTES};
 use super::{revision_overflow, Inflight, Shared, META_COMPACTED, META_CURRENT};
 use crate::backend::{
@@ -325,8 +325,8 @@ impl Writer {
         wal: Arc<WalDir>,
         events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
     ) -> Result<Writer, BackendError> {
-        let syncer = Syncer::start(Arc::clone(&shared), events)?;
-        let checkpointer = Checkpointer::start(Arc::clone(&shared), Arc::clone(&wal))?;
+        let syncer = Syncer::start_syncer(Arc::clone(&shared), events)?;
+        let checkpointer = Checkpointer::start_checkpointer(Arc::clone(&shared), Arc::clone(&wal))?;
         Ok(Writer {
             shared,
             rx,
@@ -458,15 +458,17 @@ impl Writer {
         // The sync runs while the batch is applied to sled and the next one forms.
         let (applied_tx, applied_rx) = mpsc::sync_channel(1);
         let job = SyncJob::durable(
-            self.appended,
-            file,
-            applied_rx,
-            planned.revision,
-            planned.compacted,
-            self.applier.compacted,
             replies,
             std::mem::take(&mut planned.outcomes),
-            std::mem::take(&mut planned.events),
+            Durable {
+                seq: self.appended,
+                file,
+                applied: applied_rx,
+                revision: planned.revision,
+                compacted: planned.compacted,
+                compacted_before: self.applier.compacted,
+                events: std::mem::take(&mut planned.events),
+            },
         );
         self.syncer.send(job);
         let applied = self.applier.apply(&self.shared, &planned, true);
