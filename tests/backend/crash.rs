@@ -2,7 +2,8 @@
 //! mode) writes from several tasks at once and prints every acknowledged write and every event
 //! its live watch delivers; the parent kills it at a random moment, tears the tail of the
 //! write-ahead log (cuts an unacknowledged last record mid-way, or writes a torn record or garbage
-//! after the last record), reopens the store and checks that every acknowledged write and every
+//! after the last record; now and then it first checks that a corrupt earlier record makes
+//! opening fail, naming the file and offset), reopens the store and checks that every acknowledged write and every
 //! watched event is there, that a torn batch is wholly absent or wholly present, that the
 //! current values, the per-key history and the change log agree (a batch is never half applied),
 //! that revisions only grow across restarts, and that the store takes new writes. Twenty cycles
@@ -337,9 +338,20 @@ fn kill_9_never_loses_an_acknowledged_write() {
             !round_acks.is_empty(),
             "round {round}: the child acknowledged nothing"
         );
-        let max_acked = round_acks.iter().map(|a| a.revision).max();
+        let round_watched: Vec<Ack> = output.iter().filter_map(|l| parse_event(l)).collect();
+        // A watched event was durable even if its writer was killed before printing the ack.
+        let max_acked = round_acks
+            .iter()
+            .chain(&round_watched)
+            .map(|a| a.revision)
+            .max();
         acks.extend(round_acks);
-        watched.extend(output.iter().filter_map(|l| parse_event(l)));
+        watched.extend(round_watched);
+        if round % 4 == 1 && corruption_before_the_tail_is_refused(&path) {
+            *torn_kinds
+                .entry("an earlier record corrupt: refused")
+                .or_insert(0) += 1;
+        }
         let torn = tear_the_log_tail(&path, round, max_acked);
         *torn_kinds.entry(torn.kind).or_insert(0) += 1;
         last_current = verify(&path, &acks, &watched, round, &torn, last_current);
@@ -397,9 +409,47 @@ fn last_segment_records(store: &Path) -> Option<(std::path::PathBuf, Vec<RecordS
     Some((last, records))
 }
 
+/// Flips a bit in the first record of the log's last segment, if a later record follows it:
+/// opening must then fail with an error naming the file and the offset (nothing is skipped).
+/// The bit is flipped back afterwards. Returns whether it was tried.
+fn corruption_before_the_tail_is_refused(store: &Path) -> bool {
+    let Some((segment, records)) = last_segment_records(store) else {
+        return false;
+    };
+    if records.len() < 2 {
+        return false;
+    }
+    let (offset, len, ..) = records[0];
+    let at = (offset + 8 + (len - 8) / 2) as u64;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .expect("open the last log segment");
+    use std::os::unix::fs::FileExt;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).expect("read a byte");
+    file.write_all_at(&[byte[0] ^ 0x10], at)
+        .expect("flip a bit");
+    match SledBackend::open(store, SledOptions::default()) {
+        Err(BackendError::Corrupt(message)) => {
+            assert!(
+                message.contains(&segment.display().to_string())
+                    && message.contains(&format!("offset {offset}")),
+                "the error names the file and offset {offset}: {message}"
+            );
+        }
+        Err(other) => panic!("a corrupt earlier record gave {other:?}"),
+        Ok(_) => panic!("a corrupt earlier record was skipped"),
+    }
+    file.write_all_at(&byte, at).expect("flip the bit back");
+    true
+}
+
 /// Tears the log's tail as a crash in the middle of an append would: cycle by cycle, cuts an
 /// unacknowledged last record mid-way (truncating the file), writes the first half of a next
-/// record after the last one, or writes garbage there. Never touches an acknowledged record.
+/// record after the last one, or writes garbage there. Never touches a record of which a write
+/// was acknowledged or watched (`max_acked` is the newest revision either way).
 fn tear_the_log_tail(store: &Path, round: u32, max_acked: Option<Revision>) -> Torn {
     let untouched = Torn {
         kind: "none (no log segment)",
