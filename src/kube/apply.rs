@@ -16,9 +16,7 @@ pub fn server_side_apply(
     now: &str,
 ) -> Result<Secret, KubeError> {
     let _ = (live, applied, manager, force, now);
-    Err(KubeError::UnsupportedMediaType(
-        "not implemented yet".into(),
-    ))
+    Err(KubeError::UnsupportedMediaType("not implemented yet".into()))
 }
 
 /// Records a non-apply write (create, update, patch) by `manager` in `new.metadata.managedFields`

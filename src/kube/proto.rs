@@ -18,7 +18,5 @@ pub struct Decoded {
 /// SelfSubjectRulesReview, SelfSubjectReview).
 pub fn decode(body: &[u8]) -> Result<Decoded, KubeError> {
     let _ = body;
-    Err(KubeError::UnsupportedMediaType(
-        "not implemented yet".into(),
-    ))
+    Err(KubeError::UnsupportedMediaType("not implemented yet".into()))
 }
