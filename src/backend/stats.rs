@@ -14,8 +14,8 @@ pub struct WriterStats {
     pub requests: u64,
     /// Requests per batch, for every batch handled.
     pub batch_size: HistogramSnapshot,
-    /// Seconds to make a batch durable (flush and `fsync`s), for every batch that changed
-    /// something.
+    /// Seconds to make a batch durable (sled: the `fdatasync` of its write-ahead log record),
+    /// for every batch that changed something.
     pub sync_seconds: HistogramSnapshot,
 }
 

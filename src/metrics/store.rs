@@ -155,13 +155,13 @@ impl Collector for StoreCollector {
             histogram(
                 &mut enc,
                 "keyward_store_sled_write_batch_size",
-                "Write requests per sled batch (one transaction and one fsync per batch: group commit)",
+                "Write requests per sled batch (one write-ahead log record and one fdatasync per batch: group commit)",
                 &w.batch_size,
             )?;
             histogram(
                 &mut enc,
                 "keyward_store_sled_fsync_duration_seconds",
-                "Time to make a sled batch durable: flush, then fsync of new blob files, the data file and changed directories",
+                "Time to make a sled batch durable: the fdatasync of its write-ahead log record",
                 &w.sync_seconds,
             )?;
         }

@@ -1,8 +1,13 @@
 //! `kill -9` crash test for `SledBackend`: a child process (this test binary again, in writer
-//! mode) writes concurrently and prints every acknowledged write; the parent kills it at a random
-//! moment, reopens the store and checks that every acknowledged write is there, that the current
-//! values, the per-key history and the change log agree (a batch is never half applied), and
-//! that the store takes new writes. Many rounds on the same directory.
+//! mode) writes from several tasks at once and prints every acknowledged write and every event
+//! its live watch delivers; the parent kills it at a random moment, tears the tail of the
+//! write-ahead log (cuts an unacknowledged last record mid-way, or writes a torn record or garbage
+//! after the last record; now and then it first checks that a corrupt earlier record makes
+//! opening fail, naming the file and offset), reopens the store and checks that every acknowledged write and every
+//! watched event is there, that a torn batch is wholly absent or wholly present, that the
+//! current values, the per-key history and the change log agree (a batch is never half applied),
+//! that revisions only grow across restarts, and that the store takes new writes. Twenty cycles
+//! on the same directory; `KEYWARD_CRASH_CYCLES=N` runs more (see docs/testing.md).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -22,9 +27,15 @@ const DIR_ENV: &str = "KEYWARD_CRASH_CHILD_DIR";
 const ROUND_ENV: &str = "KEYWARD_CRASH_CHILD_ROUND";
 const READY: &str = "@@READY";
 const ACK: &str = "@@ACK ";
+const EVENT: &str = "@@EVENT ";
+/// Cycles of the long version (default [`ROUNDS`]).
+const CYCLES_ENV: &str = "KEYWARD_CRASH_CYCLES";
 
 const ROUNDS: u32 = 20;
 const WRITER_TASKS: u32 = 8;
+/// Wall time the default run may take before it stops starting cycles (a CI bound); the long
+/// version gets this per 20 cycles.
+const BUDGET_PER_20: Duration = Duration::from_secs(75);
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -70,7 +81,16 @@ struct Ack {
 }
 
 fn parse_ack(line: &str) -> Option<Ack> {
-    let rest = &line[line.find(ACK)? + ACK.len()..];
+    parse_tagged(line, ACK)
+}
+
+/// A watched event, printed as `@@EVENT key revision hash` (same fields as an ack).
+fn parse_event(line: &str) -> Option<Ack> {
+    parse_tagged(line, EVENT)
+}
+
+fn parse_tagged(line: &str, tag: &str) -> Option<Ack> {
+    let rest = &line[line.find(tag)? + tag.len()..];
     let mut parts = rest.split_whitespace();
     let key = hex::decode(parts.next()?).ok()?;
     let revision = parts.next()?.parse().ok()?;
@@ -101,6 +121,37 @@ fn crash_writer_child() {
         let backend =
             Arc::new(SledBackend::open(Path::new(&dir), SledOptions::default()).expect("open"));
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+        // A live watch of everything: its events must be durable, in order, without gaps.
+        let mut stream = backend.watch(b"", None).await.expect("watch");
+        let mut next = backend
+            .current_revision()
+            .await
+            .expect("current revision")
+            .get()
+            + 1;
+        {
+            let out = Arc::clone(&out);
+            tokio::spawn(async move {
+                while let Some(event) = stream.next().await {
+                    let event = event.expect("watch event");
+                    if event.kv.mod_revision.get() != next {
+                        eprintln!("watch: expected {next}, got {}", event.kv.mod_revision);
+                        std::process::abort();
+                    }
+                    next += 1;
+                    let mut out = out.lock().expect("stdout");
+                    writeln!(
+                        out,
+                        "{EVENT}{} {} {:016x}",
+                        hex::encode(&event.kv.key),
+                        event.kv.mod_revision,
+                        fnv1a(&event.kv.value)
+                    )
+                    .expect("print");
+                    out.flush().expect("flush");
+                }
+            });
+        }
         {
             let mut out = out.lock().expect("stdout");
             writeln!(out, "\n{READY}").expect("print");
@@ -199,11 +250,19 @@ fn kill_9_never_loses_an_acknowledged_write() {
     let path = dir.path().join("store");
     let exe = std::env::current_exe().expect("test binary");
     let child_test = crate::support::test_name(module_path!(), "crash_writer_child");
+    let cycles: u32 = std::env::var(CYCLES_ENV)
+        .ok()
+        .map(|n| n.parse().expect("KEYWARD_CRASH_CYCLES is a number"))
+        .unwrap_or(ROUNDS);
+    let budget = BUDGET_PER_20 * cycles.div_ceil(20).max(1);
     let started = Instant::now();
     let mut acks: Vec<Ack> = Vec::new();
+    let mut watched: Vec<Ack> = Vec::new();
+    let mut last_current = Revision::FIRST;
+    let mut torn_kinds = HashMap::new();
     let mut rounds = 0;
-    for round in 0..ROUNDS {
-        if started.elapsed() > Duration::from_secs(50) {
+    for round in 0..cycles {
+        if started.elapsed() > budget {
             break;
         }
         let mut child = Command::new(&exe)
@@ -273,39 +332,219 @@ fn kill_9_never_loses_an_acknowledged_write() {
                 &format!("the child was not killed but ended with {status}"),
             );
         }
-        let round_acks: Vec<Ack> = before_kill
-            .iter()
-            .cloned()
-            .chain(lines.iter())
-            .filter_map(|line| parse_ack(&line))
-            .collect();
+        let output: Vec<String> = before_kill.into_iter().chain(lines.iter()).collect();
+        let round_acks: Vec<Ack> = output.iter().filter_map(|l| parse_ack(l)).collect();
         assert!(
             !round_acks.is_empty(),
             "round {round}: the child acknowledged nothing"
         );
+        let round_watched: Vec<Ack> = output.iter().filter_map(|l| parse_event(l)).collect();
+        // A watched event was durable even if its writer was killed before printing the ack.
+        let max_acked = round_acks
+            .iter()
+            .chain(&round_watched)
+            .map(|a| a.revision)
+            .max();
         acks.extend(round_acks);
-        verify(&path, &acks, round);
+        watched.extend(round_watched);
+        if round % 4 == 1 && corruption_before_the_tail_is_refused(&path) {
+            *torn_kinds
+                .entry("an earlier record corrupt: refused")
+                .or_insert(0) += 1;
+        }
+        let torn = tear_the_log_tail(&path, round, max_acked);
+        *torn_kinds.entry(torn.kind).or_insert(0) += 1;
+        last_current = verify(&path, &acks, &watched, round, &torn, last_current);
         rounds += 1;
     }
-    assert!(rounds >= 5, "only {rounds} rounds ran in the time budget");
+    assert!(
+        rounds == cycles || rounds >= 10,
+        "only {rounds} of {cycles} cycles ran in {budget:?}"
+    );
     println!(
-        "{rounds} rounds, {} acknowledged writes checked, {:.1} s",
+        "{rounds} cycles, {} acknowledged writes and {} watched events checked, torn tails {torn_kinds:?}, {:.1} s",
         acks.len(),
+        watched.len(),
         started.elapsed().as_secs_f64()
     );
 }
 
-/// Reopens the store after a crash and checks it against every acknowledged write.
-fn verify(path: &Path, acks: &[Ack], round: u32) {
+/// What was done to the log's tail after a kill.
+#[derive(Debug)]
+struct Torn {
+    kind: &'static str,
+    /// Revisions of an unacknowledged last record that was cut mid-way: after restart they must
+    /// be all present (sled had written the batch itself) or all absent.
+    cut_batch: Option<(Revision, Revision)>,
+}
+
+/// A log record's offset, length (frame included), first revision and count of changes.
+type RecordSpan = (usize, usize, i64, u32);
+
+/// The write-ahead log's last segment and its records.
+fn last_segment_records(store: &Path) -> Option<(std::path::PathBuf, Vec<RecordSpan>)> {
+    let mut segments: Vec<_> = std::fs::read_dir(store.join("wal"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segments.sort();
+    let last = segments.pop()?;
+    let data = std::fs::read(&last).expect("read the last log segment");
+    let mut records = Vec::new();
+    // The layout of src/backend/sled/wal.rs: a 24-byte header, then le32 length, le32 CRC32C,
+    // payload (kind, be64 first revision, be32 count, ...). Frames are walked by length only.
+    let mut at = 24;
+    while at + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len < 13 || at + 8 + len > data.len() {
+            break;
+        }
+        let payload = &data[at + 8..at + 8 + len];
+        let first = i64::from_be_bytes(payload[1..9].try_into().expect("8 bytes"));
+        let count = u32::from_be_bytes(payload[9..13].try_into().expect("4 bytes"));
+        records.push((at, 8 + len, first, count));
+        at += 8 + len;
+    }
+    Some((last, records))
+}
+
+/// Flips a bit in the first record of the log's last segment, if a later record follows it:
+/// opening must then fail with an error naming the file and the offset (nothing is skipped).
+/// The bit is flipped back afterwards. Returns whether it was tried.
+fn corruption_before_the_tail_is_refused(store: &Path) -> bool {
+    let Some((segment, records)) = last_segment_records(store) else {
+        return false;
+    };
+    if records.len() < 2 {
+        return false;
+    }
+    let (offset, len, ..) = records[0];
+    let at = (offset + 8 + (len - 8) / 2) as u64;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment)
+        .expect("open the last log segment");
+    use std::os::unix::fs::FileExt;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).expect("read a byte");
+    file.write_all_at(&[byte[0] ^ 0x10], at)
+        .expect("flip a bit");
+    match SledBackend::open(store, SledOptions::default()) {
+        Err(BackendError::Corrupt(message)) => {
+            assert!(
+                message.contains(&segment.display().to_string())
+                    && message.contains(&format!("offset {offset}")),
+                "the error names the file and offset {offset}: {message}"
+            );
+        }
+        Err(other) => panic!("a corrupt earlier record gave {other:?}"),
+        Ok(_) => panic!("a corrupt earlier record was skipped"),
+    }
+    file.write_all_at(&byte, at).expect("flip the bit back");
+    true
+}
+
+/// Tears the log's tail as a crash in the middle of an append would: cycle by cycle, cuts an
+/// unacknowledged last record mid-way (truncating the file), writes the first half of a next
+/// record after the last one, or writes garbage there. Never touches a record of which a write
+/// was acknowledged or watched (`max_acked` is the newest revision either way).
+fn tear_the_log_tail(store: &Path, round: u32, max_acked: Option<Revision>) -> Torn {
+    let untouched = Torn {
+        kind: "none (no log segment)",
+        cut_batch: None,
+    };
+    let Some((segment, records)) = last_segment_records(store) else {
+        return untouched;
+    };
+    let Some(&(offset, len, first, count)) = records.last() else {
+        return Torn {
+            kind: "none (empty segment)",
+            cut_batch: None,
+        };
+    };
+    let end = offset + len;
+    let last = first + i64::from(count) - 1;
+    let unacked = max_acked.is_none_or(|m| first > m.get());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .expect("open the last log segment");
+    use std::os::unix::fs::FileExt;
+    match round % 3 {
+        0 if unacked => {
+            let cut = offset + 1 + (random_u64() as usize % (len - 1));
+            file.set_len(cut as u64).expect("truncate the log");
+            Torn {
+                kind: "cut an unacknowledged record",
+                cut_batch: Some((
+                    Revision::new(first).expect("a revision"),
+                    Revision::new(last).expect("a revision"),
+                )),
+            }
+        }
+        0 | 1 => {
+            // The last record again as the next one (its revisions moved on), half written.
+            let mut next = std::fs::read(&segment).expect("read")[offset..end].to_vec();
+            next[9..17].copy_from_slice(&(last + 1).to_be_bytes());
+            let half = next.len() / 2;
+            file.write_all_at(&next[..half], end as u64)
+                .expect("write a torn record");
+            Torn {
+                kind: "half a record after the last",
+                cut_batch: None,
+            }
+        }
+        _ => {
+            let garbage: Vec<u8> = (0..64).map(|_| random_u64() as u8 | 1).collect();
+            file.write_all_at(&garbage, end as u64)
+                .expect("write garbage");
+            Torn {
+                kind: "garbage after the last record",
+                cut_batch: None,
+            }
+        }
+    }
+}
+
+/// Reopens the store after a crash and checks it against every acknowledged write and watched
+/// event; returns the current revision after the check's own write.
+fn verify(
+    path: &Path,
+    acks: &[Ack],
+    watched: &[Ack],
+    round: u32,
+    torn: &Torn,
+    last_current: Revision,
+) -> Revision {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let ctx = format!("after round {round}");
+        let ctx = format!("after round {round} ({})", torn.kind);
         let backend =
             SledBackend::open(path, SledOptions::default()).expect("reopen after kill -9");
         let current = backend.current_revision().await.expect("current revision");
+        assert!(
+            current >= last_current,
+            "{ctx}: the revision went back from {last_current} to {current}"
+        );
+        if let Some((first, last)) = torn.cut_batch {
+            assert!(
+                current < first || current >= last,
+                "{ctx}: the cut batch {first}..={last} is half visible (current {current})"
+            );
+        }
+        // What a watch delivered was durable: it is there after the crash.
+        for event in watched {
+            assert!(
+                event.revision <= current,
+                "{ctx}: watched revision {} > current {current}",
+                event.revision
+            );
+        }
         let compacted = backend
             .compacted_revision()
             .await
@@ -315,6 +554,8 @@ fn verify(path: &Path, acks: &[Ack], round: u32) {
         let mut seen = HashSet::new();
         let mut latest: HashMap<&[u8], &Ack> = HashMap::new();
         let by_revision: HashMap<Revision, &Ack> = acks.iter().map(|a| (a.revision, a)).collect();
+        let watched_by_revision: HashMap<Revision, &Ack> =
+            watched.iter().map(|a| (a.revision, a)).collect();
         for ack in acks {
             assert!(
                 seen.insert(ack.revision),
@@ -408,6 +649,13 @@ fn verify(path: &Path, acks: &[Ack], round: u32) {
                     "{ctx}"
                 );
             }
+            if let Some(seen) = watched_by_revision.get(&expected) {
+                assert_eq!(
+                    (&seen.key, seen.hash),
+                    (&event.kv.key, fnv1a(&event.kv.value)),
+                    "{ctx}: a watched event differs from the log after restart"
+                );
+            }
             if let Some(prev) = &event.prev {
                 assert!(prev.mod_revision < expected);
             }
@@ -455,5 +703,6 @@ fn verify(path: &Path, acks: &[Ack], round: u32) {
         }
         let (kv, _) = backend.get(&key, None).await.expect("get");
         assert_eq!(kv.expect("post-crash key").value, value);
-    });
+        current.next().expect("a revision")
+    })
 }

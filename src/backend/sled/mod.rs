@@ -14,26 +14,42 @@
 //!   were pruned. `esc` doubles every `00` byte into `00 ff`, so the encoding is order-preserving
 //!   and no two keys can collide (a key's entries are contiguous and sorted by revision).
 //! - `meta` — `format_version` (`be32`, currently [`FORMAT_VERSION`]), `current_revision` and
-//!   `compacted_revision` (`be64`). The format version is written on first open; a store with
-//!   another version is refused with [`BackendError::UnsupportedFormat`].
+//!   `compacted_revision` (`be64`). The format version is written on first open; a store of
+//!   version 1 (before the log) is upgraded, any other version is refused with
+//!   [`BackendError::UnsupportedFormat`].
+//!
+//! Beside sled's files, `wal/` holds the write-ahead log (format in `wal.rs`): what was
+//! acknowledged since sled's last checkpoint.
 //!
 //! A record is `01 ‖ be64(create_revision) ‖ be64(mod_revision) ‖ be64(version) ‖ value`; a
 //! tombstone is `00 ‖ be64(revision)`; a floor marker is `02 ‖ be64(floor)`. All lengths inside
 //! log events are `be64`, so values of any size and keys of any bytes are fine.
 //!
-//! # Writes: one writer, group commit, durability
+//! # Writes: one writer, a write-ahead log, group commit
 //!
 //! Every write goes through one dedicated writer thread fed by a channel. It takes every request
-//! queued at that moment (a batch), applies them in order (each applied change gets the next
-//! revision; conditions see the effects of earlier requests of the same batch), and commits the
-//! batch's changes to all four trees in **one** sled transaction, so a crash shows either all of
-//! a batch (values, log entries, history entries, revision counter) or none of it. It then makes
-//! the batch durable with one `flush` plus `fsync`: sled's own flush only calls
-//! `sync_file_range`, which persists neither file metadata nor the device's write cache, so the
-//! writer also calls `fsync` on sled's `db` file, on new blob files under `blobs/` (sled does not
-//! sync those), and on the directories whose entries changed. Only then does it publish the new
-//! revision, reply to every request of the batch and send the batch's events to watchers. So
-//! concurrent writers share one `fsync`; a lone writer pays one.
+//! queued at that moment (a batch) and works out each request's outcome in order against the
+//! applied state (each applied change gets the next revision; conditions see the effects of
+//! earlier requests of the same batch). It then makes the batch durable the way etcd does: the
+//! batch's changes are appended to the write-ahead log (`wal/`, see `wal.rs`) as **one** record,
+//! and the sync thread makes that record durable with **one** `fdatasync`. While it syncs, the
+//! writer applies the batch to sled in memory (one sled transaction over the four trees, so sled
+//! holds all of a batch or none of it) and forms the next batch; the next record is appended
+//! only once this one is synced, so at most the log's last record can ever be torn. Once the
+//! record is synced and the batch applied, the sync thread publishes the new revision, answers
+//! every request of the batch and sends the batch's events to watchers. Concurrent writers share
+//! one `fdatasync`; a lone writer pays one.
+//!
+//! sled is made durable only at **checkpoints**: when a log segment is full, the writer starts
+//! the next one and the checkpoint thread flushes sled and `fsync`s its files (sled's `flush`
+//! only calls `sync_file_range`, which persists neither file metadata nor the device's write
+//! cache, so it also `fsync`s sled's `db` file, new blob files under `blobs/` and changed
+//! directories), then removes the older segments. Closing the backend checkpoints and removes
+//! the log. Opening replays the log onto sled by revision: a record sled already holds is
+//! skipped, the next one is re-applied (giving the same revisions, records and history, since
+//! sled is exactly at the state before it), a gap is an error; then sled is made durable and
+//! the log emptied. A torn last record is cut; an unreadable record anywhere else is
+//! [`BackendError::Corrupt`] naming the file and offset.
 //!
 //! Readers read sled directly under a lock that the writer holds exclusively only while it
 //! applies a batch in memory (microseconds), so every read (current or past) is a consistent
@@ -42,9 +58,10 @@
 //! reads again, so no read ever observes a change that is not yet durable, and reads of other
 //! keys do not wait for the `fsync` at all. Watches only deliver durable changes too.
 //!
-//! If the commit or the `fsync` fails, the batch's requests get [`BackendError::Io`] and the
-//! backend refuses every later request with [`BackendError::Unavailable`]: after a failed
-//! `fsync` the state of the page cache cannot be trusted, and the store must be reopened.
+//! If the append, the `fdatasync`, the sled commit or a checkpoint fails, the batch's requests
+//! get [`BackendError::Io`] and the backend refuses every later request with
+//! [`BackendError::Unavailable`]: after a failed `fsync` the state of the page cache cannot be
+//! trusted, and the store must be reopened (which replays the log).
 //!
 //! # Retention
 //!
@@ -63,22 +80,25 @@
 //!
 //! # Source files
 //!
-//! `codec` holds the byte encodings above, `writer` the writer thread (batching, the
-//! transaction, publication), `retention` pruning and compaction, `files` the extra `fsync`s
-//! and the wait for sled's lock, `read` reads at current and past revisions, and `watch` replay
-//! and live fan-out.
+//! `codec` holds the byte encodings above, `wal` the write-ahead log's format, segments and
+//! recovery scan, `writer` the writer thread (batching, planning, appending, applying, replay),
+//! `sync` the sync thread (fdatasync, publication) and the checkpoint thread, `retention`
+//! pruning and compaction, `files` the extra `fsync`s and the wait for sled's lock, `read`
+//! reads at current and past revisions, and `watch` replay and live fan-out.
 
 mod codec;
 mod files;
 mod read;
 mod retention;
+mod sync;
+mod wal;
 mod watch;
 mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use ::sled::{Batch, Tree};
@@ -91,11 +111,16 @@ use super::{
 use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
 use retention::prune_log;
+use wal::WalDir;
 use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
-use writer::{Request, WriteOp, WriteRequest, Writer};
+use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
 
-/// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build writes and reads: 2 adds the write-ahead log. A store
+/// of version 1 (no log) opens and is marked version 2, so that an older build, which would
+/// ignore the log, refuses it instead of losing the writes only the log holds.
+pub const FORMAT_VERSION: u32 = 2;
+/// The older format this build still opens (and upgrades).
+const FORMAT_VERSION_WITHOUT_LOG: u32 = 1;
 
 const TREE_KV: &str = "kv";
 const TREE_LOG: &str = "log";
@@ -187,8 +212,14 @@ struct Shared {
     meta: Tree,
     opts: SledOptions,
     /// Held exclusively by the writer while it applies a batch (and through a compaction),
-    /// shared by readers while they read; holds the batch being made durable, if any.
-    commit_lock: RwLock<Option<Arc<Inflight>>>,
+    /// shared by readers while they read; holds the batches applied but not yet durable
+    /// (at most two: one syncing, the next applied while it syncs).
+    commit_lock: RwLock<Vec<Arc<Inflight>>>,
+    /// sled's files, made durable at checkpoints and compactions.
+    files: Mutex<FileSync>,
+    /// How far the sync thread got; the writer waits on it.
+    progress: Mutex<Progress>,
+    progress_changed: Condvar,
     /// The durable revision, and whether the write path failed: readers that touched an
     /// in-flight batch wait on it.
     durable: tokio::sync::watch::Sender<(Revision, bool)>,
@@ -208,6 +239,15 @@ struct Shared {
     sync_nanos: AtomicHistogram,
     /// Declared last, so dropped after every sled handle above.
     _release: ReleaseWait,
+}
+
+/// How far the sync thread got.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Records synced since open.
+    synced: u64,
+    /// The last revision published (durable and visible).
+    published: Revision,
 }
 
 /// A batch applied in memory and being made durable: reads touching its keys wait for it.
@@ -255,13 +295,17 @@ impl SledBackend {
         let history = open_tree(TREE_HISTORY)?;
         let meta = open_tree(TREE_META)?;
 
-        match meta.get(META_FORMAT).map_err(sled_error)? {
+        let upgrade = match meta.get(META_FORMAT).map_err(sled_error)? {
             Some(found) => {
-                if found.as_ref() != FORMAT_VERSION.to_be_bytes() {
+                if found.as_ref() == FORMAT_VERSION_WITHOUT_LOG.to_be_bytes() {
+                    true
+                } else if found.as_ref() != FORMAT_VERSION.to_be_bytes() {
                     return Err(BackendError::UnsupportedFormat {
                         found: describe_format(&found),
                         supported: FORMAT_VERSION,
                     });
+                } else {
+                    false
                 }
             }
             None => {
@@ -276,8 +320,9 @@ impl SledBackend {
                 init.insert(META_CURRENT, &rev_bytes(Revision::FIRST));
                 init.insert(META_COMPACTED, &rev_bytes(Revision::FIRST));
                 meta.apply_batch(init).map_err(sled_error)?;
+                false
             }
-        }
+        };
         let current = read_meta_rev(&meta, META_CURRENT)?;
         let compacted = read_meta_rev(&meta, META_COMPACTED)?;
         if compacted > current {
@@ -296,15 +341,8 @@ impl SledBackend {
         // Log entries below the compacted revision left over by a crash.
         prune_log(&log, compacted)?;
 
-        let mut files = FileSync::new(dir)?;
-        files.make_durable(&db)?;
-        if !existed {
-            if let Some(parent) = dir.parent() {
-                // Best effort: the parent may not be readable; the store itself is synced.
-                let _ = File::open(parent).and_then(|d| d.sync_all());
-            }
-        }
-
+        let files = FileSync::new(dir)?;
+        let wal = Arc::new(WalDir::open(dir)?);
         let (events, _) = broadcast::channel(WATCH_BROADCAST_CAPACITY);
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -314,7 +352,13 @@ impl SledBackend {
             history,
             meta,
             opts,
-            commit_lock: RwLock::new(None),
+            commit_lock: RwLock::new(Vec::new()),
+            files: Mutex::new(files),
+            progress: Mutex::new(Progress {
+                synced: 0,
+                published: current,
+            }),
+            progress_changed: Condvar::new(),
             durable: tokio::sync::watch::Sender::new((current, false)),
             current: AtomicRevision::new(current),
             compacted: AtomicRevision::new(compacted),
@@ -328,13 +372,45 @@ impl SledBackend {
                 db_path: dir.join("db"),
             },
         });
-        let (tx, rx) = mpsc::channel();
-        let writer = Writer {
-            shared: Arc::clone(&shared),
-            rx,
-            events,
-            files,
+
+        // Replay the log onto sled, make sled durable, then start with an empty log.
+        let mut applier = Applier {
+            revision: current,
+            compacted,
         };
+        let segments = wal::list_segments(wal.path())?;
+        let recovered = wal::recover(&segments, |batch| applier.replay(&shared, batch))?;
+        if let Some((file, offset)) = &recovered.torn {
+            tracing::warn!(
+                file = %file.display(),
+                offset,
+                "cut the torn tail of the write-ahead log (a write that was never acknowledged)"
+            );
+        }
+        if applier.compacted > compacted {
+            prune_log(&shared.log, applier.compacted)?;
+        }
+        shared.current.store(applier.revision);
+        shared.compacted.store(applier.compacted);
+        shared.durable.send_replace((applier.revision, false));
+        shared.set_published(applier.revision);
+        if upgrade {
+            shared
+                .meta
+                .insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())
+                .map_err(sled_error)?;
+        }
+        shared.make_durable()?;
+        wal.remove_all()?;
+        if !existed {
+            if let Some(parent) = dir.parent() {
+                // Best effort: the parent may not be readable; the store itself is synced.
+                let _ = File::open(parent).and_then(|d| d.sync_all());
+            }
+        }
+
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer::new(Arc::clone(&shared), rx, applier, wal, events)?;
         let handle = std::thread::Builder::new()
             .name("keyward-sled-writer".to_string())
             .spawn(move || writer.run())
@@ -395,14 +471,85 @@ impl Drop for SledBackend {
 }
 
 impl Shared {
-    fn read_guard(&self) -> Result<RwLockReadGuard<'_, Option<Arc<Inflight>>>, BackendError> {
+    fn read_guard(&self) -> Result<RwLockReadGuard<'_, Vec<Arc<Inflight>>>, BackendError> {
         let guard = self.commit_lock.read().unwrap_or_else(|e| e.into_inner());
         self.check_failed()?;
         Ok(guard)
     }
 
-    fn write_guard(&self) -> RwLockWriteGuard<'_, Option<Arc<Inflight>>> {
+    fn write_guard(&self) -> RwLockWriteGuard<'_, Vec<Arc<Inflight>>> {
         self.commit_lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Flushes sled and `fsync`s its files (a checkpoint).
+    fn make_durable(&self) -> Result<(), BackendError> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.make_durable(&self.db)
+    }
+
+    /// Marks the backend failed: after an I/O error in the write path nothing is trusted.
+    fn fail(&self, error: &BackendError) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(%error, "sled backend write failed; refusing further requests");
+        }
+        self.durable.send_modify(|(_, failed)| *failed = true);
+        let _progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        self.progress_changed.notify_all();
+    }
+
+    fn update_progress(&self, update: impl FnOnce(&mut Progress)) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        update(&mut progress);
+        self.progress_changed.notify_all();
+    }
+
+    /// The sync thread has synced record `seq`.
+    fn set_synced(&self, seq: u64) {
+        self.update_progress(|p| p.synced = p.synced.max(seq));
+    }
+
+    /// The sync thread has published `revision`.
+    fn set_published(&self, revision: Revision) {
+        self.update_progress(|p| p.published = p.published.max(revision));
+    }
+
+    /// Blocks the writer until record `seq` is synced, or fails if the write path failed.
+    fn wait_synced(&self, seq: u64) -> Result<(), BackendError> {
+        self.wait_progress(|p| p.synced >= seq);
+        self.check_failed()
+    }
+
+    /// Blocks the writer until `revision` is published (or the write path failed).
+    fn wait_published(&self, revision: Revision) {
+        self.wait_progress(|p| p.published >= revision);
+    }
+
+    fn wait_progress(&self, done: impl Fn(&Progress) -> bool) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        while !done(&progress) && !self.failed.load(Ordering::Acquire) {
+            progress = self
+                .progress_changed
+                .wait(progress)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The newest in-flight batch that changes `key`, if any.
+    fn pending_for_key(inflight: &[Arc<Inflight>], key: &[u8]) -> Option<Revision> {
+        inflight
+            .iter()
+            .filter(|b| b.keys.contains(key))
+            .map(|b| b.revision)
+            .max()
+    }
+
+    /// The newest in-flight batch that changes a key in the range, if any.
+    fn pending_for_range(inflight: &[Arc<Inflight>], req: &RangeRequest) -> Option<Revision> {
+        inflight
+            .iter()
+            .filter(|b| b.touches_range(req))
+            .map(|b| b.revision)
+            .max()
     }
 
     /// Waits until `revision` is durable, or fails if the write path failed or closed.
@@ -437,8 +584,8 @@ impl Backend for SledBackend {
         loop {
             let pending = {
                 let guard = shared.read_guard()?;
-                match guard.as_ref().filter(|b| b.keys.contains(key)) {
-                    Some(batch) => batch.revision,
+                match Shared::pending_for_key(&guard, key) {
+                    Some(pending) => pending,
                     None => {
                         let current = shared.current.load();
                         return match revision {
@@ -464,8 +611,8 @@ impl Backend for SledBackend {
         loop {
             let pending = {
                 let guard = shared.read_guard()?;
-                match guard.as_ref().filter(|b| b.touches_range(&req)) {
-                    Some(batch) => batch.revision,
+                match Shared::pending_for_range(&guard, &req) {
+                    Some(pending) => pending,
                     None => return shared.range_locked(&req),
                 }
             };

@@ -12,7 +12,7 @@ use super::codec::{
     TAG_TOMBSTONE,
 };
 use super::writer::{Change, Writer};
-use super::{sled_error, META_COMPACTED};
+use super::{sled_error, Shared, META_COMPACTED};
 use crate::backend::{BackendError, Revision};
 
 /// History keys deleted per sled batch during an explicit compaction.
@@ -51,7 +51,7 @@ impl KeyHistory {
     }
 }
 
-impl Writer {
+impl Shared {
     /// The history tree changes for a batch's applied changes: new entries, pruned ones and
     /// floor markers.
     pub(super) fn history_changes(
@@ -59,7 +59,7 @@ impl Writer {
         changes: &[Change],
         compacted: Revision,
     ) -> Result<Batch, BackendError> {
-        let keep = self.shared.opts.history_per_key;
+        let keep = self.opts.history_per_key;
         let mut per_key: BTreeMap<&[u8], Vec<&Change>> = BTreeMap::new();
         for change in changes {
             per_key
@@ -118,7 +118,7 @@ impl Writer {
             entries: Vec::new(),
             floor: None,
         };
-        for item in self.shared.history.scan_prefix(prefix) {
+        for item in self.history.scan_prefix(prefix) {
             let (hkey, value) = item.map_err(sled_error)?;
             let rev = match decode_history_slot(prefix, &hkey)? {
                 Slot::Floor => {
@@ -139,7 +139,9 @@ impl Writer {
         }
         Ok(history)
     }
+}
 
+impl Writer {
     pub(super) fn compact(&mut self, revision: Revision) -> Result<(), BackendError> {
         let shared = Arc::clone(&self.shared);
         shared.check_failed()?;
@@ -153,6 +155,8 @@ impl Writer {
         if revision <= shared.compacted.load() {
             return Ok(());
         }
+        // Durable through the write-ahead log is not enough here: the compacted revision goes
+        // to sled and sled is made durable (a checkpoint) before anything is deleted.
         {
             // Raise the compacted revision durably before deleting anything, so that no read
             // below it can ever see a partly pruned history, even after a crash.
@@ -161,7 +165,7 @@ impl Writer {
                 .meta
                 .insert(META_COMPACTED, &rev_bytes(revision))
                 .map_err(sled_error)
-                .and_then(|_| self.files.make_durable(&shared.db));
+                .and_then(|_| shared.make_durable());
             if let Err(error) = durable {
                 self.fail(&error);
                 return Err(error);

@@ -1,27 +1,35 @@
-//! The writer thread: it takes every queued request as one batch, applies the batch in order,
-//! commits it in one sled transaction, makes it durable, and only then publishes the new
-//! revision, answers the requests and sends the events to watchers.
+//! The writer thread: it takes every queued request as one batch, works out the batch's
+//! outcomes against the applied state, appends the batch's changes to the write-ahead log as one
+//! record, hands the record to the sync thread and applies the batch to sled in memory while it
+//! syncs; then it forms the next batch. The sync thread (`sync.rs`) publishes a batch and answers
+//! its requests once its record is durable.
+//!
+//! Planning and applying are also how the log is replayed on open ([`Applier::replay`]): a
+//! record holds the batch's applied changes, and re-running them from the state before the batch
+//! gives the same revisions, records and history, so replay is idempotent by revision.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{mpsc, Arc};
 
 use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Batch, IVec, Transactional};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 use super::codec::{encode_event, encode_record, rev_bytes};
-use super::files::FileSync;
-use super::retention::prune_log;
+use super::sync::{Checkpoint, Checkpointer, Durable, SyncJob, Syncer};
+use super::wal::{LoggedBatch, RecordBuilder, Segment, WalDir, HEADER_LEN, SEGMENT_BYTES};
 use super::{revision_overflow, Inflight, Shared, META_COMPACTED, META_CURRENT};
 use crate::backend::{
     check_key, BackendError, Event, EventKind, Expect, KeyValue, Revision, WriteOutcome,
 };
 
-/// Most requests the writer applies in one batch (one transaction, one `fsync`).
+/// Most requests the writer applies in one batch (one log record, one `fdatasync`).
 const MAX_BATCH_REQUESTS: usize = 1024;
 /// A batch stops growing once its values add up to this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Size of the first segment after open; each rotation doubles it up to [`SEGMENT_BYTES`], so
+/// that a store that is written little keeps a small log.
+const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 
 /// What a write request does to its key.
 pub(super) enum WriteOp {
@@ -46,14 +54,6 @@ pub(super) enum Request {
     },
 }
 
-/// The writer thread's state; [`Writer::run`] consumes it.
-pub(super) struct Writer {
-    pub(super) shared: Arc<Shared>,
-    pub(super) rx: mpsc::Receiver<Request>,
-    pub(super) events: broadcast::Sender<Arc<Vec<Event>>>,
-    pub(super) files: FileSync,
-}
-
 /// One applied change of a batch.
 pub(super) struct Change {
     pub(super) key: Vec<u8>,
@@ -62,102 +62,43 @@ pub(super) struct Change {
     pub(super) record: Option<IVec>,
 }
 
-impl Writer {
-    pub(super) fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut batch = vec![first];
-            let mut bytes = 0usize;
-            while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
-                match self.rx.try_recv() {
-                    Ok(request) => {
-                        if let Request::Write(WriteRequest {
-                            op: WriteOp::Put(value),
-                            ..
-                        }) = &request
-                        {
-                            bytes = bytes.saturating_add(value.len());
-                        }
-                        batch.push(request);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.handle(batch);
-        }
-        // The channel is closed and drained. Best effort: everything acknowledged is already
-        // durable.
-        let _ = self.shared.db.flush();
-    }
+/// A batch worked out against the applied state, ready to log and apply.
+pub(super) struct Planned {
+    pub(super) outcomes: Vec<Result<WriteOutcome, BackendError>>,
+    pub(super) events: Vec<Event>,
+    /// The revision of the last change (the applied revision if nothing changed).
+    pub(super) revision: Revision,
+    pub(super) compacted: Revision,
+    kv: Batch,
+    log: Batch,
+    history: Batch,
+    meta: Batch,
+    keys: BTreeSet<Vec<u8>>,
+}
 
-    fn handle(&mut self, batch: Vec<Request>) {
-        let mut writes = Vec::new();
-        for request in batch {
-            match request {
-                Request::Write(write) => writes.push(write),
-                Request::Compact { revision, reply } => {
-                    self.commit(std::mem::take(&mut writes));
-                    let result = self.compact(revision);
-                    let _ = reply.send(result);
-                }
-            }
-        }
-        self.commit(writes);
+impl Planned {
+    /// Whether the batch changes anything (conflicts and no-ops do not).
+    pub(super) fn changes_anything(&self) -> bool {
+        !self.events.is_empty()
     }
+}
 
-    /// Marks the backend failed: after an I/O error in the write path nothing is trusted.
-    pub(super) fn fail(&self, error: &BackendError) {
-        tracing::error!(%error, "sled backend write failed; refusing further requests");
-        self.shared.failed.store(true, Ordering::Release);
-        self.shared
-            .durable
-            .send_modify(|(_, failed)| *failed = true);
-    }
+/// The revision and compacted revision of what has been applied to sled (ahead of what is
+/// durable while a record is being synced).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Applier {
+    pub(super) revision: Revision,
+    pub(super) compacted: Revision,
+}
 
-    fn commit(&mut self, writes: Vec<WriteRequest>) {
-        if writes.is_empty() {
-            return;
-        }
-        let count = writes.len() as u64;
-        let mut replies = Vec::with_capacity(writes.len());
-        let mut requests = Vec::with_capacity(writes.len());
-        for write in writes {
-            replies.push(write.reply);
-            requests.push((write.key, write.op, write.expect));
-        }
-        if let Err(e) = self.shared.check_failed() {
-            for reply in replies {
-                let _ = reply.send(Err(clone_error(&e)));
-            }
-            return;
-        }
-        let outcomes = match self.apply(requests) {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                for reply in replies {
-                    let _ = reply.send(Err(clone_error(&e)));
-                }
-                return;
-            }
-        };
-        self.shared.batches.fetch_add(1, Ordering::Relaxed);
-        self.shared.requests.fetch_add(count, Ordering::Relaxed);
-        self.shared.batch_size.observe(count);
-        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
-        }
-    }
-
-    /// Applies a batch: computes every outcome, commits all changes in one transaction, makes
-    /// them durable, publishes the new revision and sends the events to watchers. Returns one
-    /// outcome per request; an `Err` fails the whole batch (nothing was applied or, after a
-    /// failed sync, the backend is marked failed).
-    fn apply(
-        &mut self,
+impl Applier {
+    /// Works out a batch's outcomes, records, events and the changes to every tree.
+    pub(super) fn plan(
+        &self,
+        shared: &Shared,
         requests: Vec<(Vec<u8>, WriteOp, Expect)>,
-    ) -> Result<Vec<Result<WriteOutcome, BackendError>>, BackendError> {
-        let shared = Arc::clone(&self.shared);
-        let start = shared.current.load();
-        let compacted_before = shared.compacted.load();
+    ) -> Result<Planned, BackendError> {
+        let start = self.revision;
         let mut revision = start;
         let mut overlay: HashMap<Vec<u8>, Option<KeyValue>> = HashMap::new();
         let mut kv_batch = Batch::default();
@@ -252,78 +193,328 @@ impl Writer {
                 prev: current,
             }));
         }
-        if revision == start {
-            // Only conflicts and no-ops: nothing to write.
-            return Ok(outcomes);
-        }
 
         // The log keeps the last `log_retention` revisions: the oldest kept is the compacted one.
         let retention = i64::try_from(shared.opts.log_retention).unwrap_or(0);
         let compacted = match Revision::new(revision.get() - retention + 1) {
-            Some(oldest_kept) if retention > 0 => compacted_before.max(oldest_kept),
-            _ => compacted_before,
-        };
-        let history_batch = self.history_changes(&changes, compacted)?;
-        let mut meta_batch = Batch::default();
-        meta_batch.insert(META_CURRENT, &rev_bytes(revision));
-        if compacted != compacted_before {
-            meta_batch.insert(META_COMPACTED, &rev_bytes(compacted));
-        }
-
-        {
-            let mut guard = shared.write_guard();
-            let committed: Result<(), TransactionError<()>> =
-                (&shared.kv, &shared.log, &shared.history, &shared.meta).transaction(
-                    |(kv, log, history, meta)| {
-                        kv.apply_batch(&kv_batch)?;
-                        log.apply_batch(&log_batch)?;
-                        history.apply_batch(&history_batch)?;
-                        meta.apply_batch(&meta_batch)?;
-                        Ok::<(), ConflictableTransactionError<()>>(())
-                    },
-                );
-            if let Err(e) = committed {
-                let error = BackendError::Io(format!("commit failed: {e:?}"));
-                self.fail(&error);
-                return Err(error);
+            Some(oldest_kept) if retention > 0 && revision > start => {
+                self.compacted.max(oldest_kept)
             }
-            // Reads of these keys wait until the batch is durable; other reads go on.
-            *guard = Some(Arc::new(Inflight {
-                revision,
-                keys: changes.iter().map(|c| c.key.clone()).collect(),
+            _ => self.compacted,
+        };
+        let mut history_batch = Batch::default();
+        let mut meta_batch = Batch::default();
+        if revision > start {
+            history_batch = shared.history_changes(&changes, compacted)?;
+            meta_batch.insert(META_CURRENT, &rev_bytes(revision));
+            if compacted != self.compacted {
+                meta_batch.insert(META_COMPACTED, &rev_bytes(compacted));
+            }
+        }
+        Ok(Planned {
+            outcomes,
+            events,
+            revision,
+            compacted,
+            kv: kv_batch,
+            log: log_batch,
+            history: history_batch,
+            meta: meta_batch,
+            keys: changes.into_iter().map(|c| c.key).collect(),
+        })
+    }
+
+    /// Applies a planned batch to sled in one transaction over the four trees, so that sled
+    /// (and what it may write to disk on its own) holds all of a batch or none of it. With
+    /// `inflight`, the batch's keys are published as in flight under the same lock, so that no
+    /// reader sees them before the batch is durable.
+    pub(super) fn apply(
+        &mut self,
+        shared: &Shared,
+        planned: &Planned,
+        inflight: bool,
+    ) -> Result<(), BackendError> {
+        let mut guard = shared.write_guard();
+        let committed: Result<(), TransactionError<()>> =
+            (&shared.kv, &shared.log, &shared.history, &shared.meta).transaction(
+                |(kv, log, history, meta)| {
+                    kv.apply_batch(&planned.kv)?;
+                    log.apply_batch(&planned.log)?;
+                    history.apply_batch(&planned.history)?;
+                    meta.apply_batch(&planned.meta)?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                },
+            );
+        if let Err(e) = committed {
+            return Err(BackendError::Io(format!("commit failed: {e:?}")));
+        }
+        if inflight {
+            guard.push(Arc::new(Inflight {
+                revision: planned.revision,
+                keys: planned.keys.clone(),
             }));
         }
-        let sync_started = std::time::Instant::now();
-        if let Err(error) = self.files.make_durable(&shared.db) {
-            self.fail(&error);
-            return Err(error);
+        self.revision = planned.revision;
+        self.compacted = planned.compacted;
+        Ok(())
+    }
+
+    /// Replays one logged batch on open: skipped if sled already holds it, applied if it is the
+    /// next one, an error if it leaves a gap or does not give the revisions it was logged with.
+    pub(super) fn replay(
+        &mut self,
+        shared: &Shared,
+        batch: LoggedBatch,
+    ) -> Result<(), BackendError> {
+        let last = batch.last();
+        if last <= self.revision {
+            return Ok(());
         }
-        let synced = sync_started.elapsed().as_nanos();
-        shared
-            .sync_nanos
-            .observe(u64::try_from(synced).unwrap_or(u64::MAX));
-        {
-            let mut guard = shared.write_guard();
-            shared.compacted.store(compacted);
-            shared.current.store(revision);
-            *guard = None;
+        if Some(batch.first) != self.revision.next() {
+            return Err(BackendError::Corrupt(format!(
+                "record of revisions {}..={last} does not follow the store's revision {}",
+                batch.first, self.revision
+            )));
         }
-        shared.durable.send_replace((revision, false));
-        // No receivers is fine.
-        let _ = self.events.send(Arc::new(events));
-        if compacted > compacted_before {
-            if let Err(e) = prune_log(&shared.log, compacted) {
-                // Leftovers are harmless (below the compacted revision) and retried next time.
-                tracing::warn!(error = %e, "pruning the change log failed");
+        let requests = batch
+            .changes
+            .into_iter()
+            .map(|(key, value)| {
+                let op = value.map_or(WriteOp::Delete, WriteOp::Put);
+                (key, op, Expect::Any)
+            })
+            .collect();
+        let planned = self.plan(shared, requests)?;
+        let all_applied = planned
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(WriteOutcome::Applied { .. })));
+        if !all_applied || planned.revision != last {
+            return Err(BackendError::Corrupt(format!(
+                "record of revisions {}..={last} does not replay onto the store's revision {}",
+                batch.first, self.revision
+            )));
+        }
+        self.apply(shared, &planned, false)
+    }
+}
+
+/// The writer thread's state; [`Writer::run`] consumes it.
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) rx: mpsc::Receiver<Request>,
+    pub(super) applier: Applier,
+    pub(super) wal: Arc<WalDir>,
+    /// The segment being appended to; none until the first write after open.
+    pub(super) segment: Option<Segment>,
+    /// Size of the next segment to start.
+    pub(super) next_segment_bytes: u64,
+    pub(super) record: RecordBuilder,
+    /// Records appended since open.
+    pub(super) appended: u64,
+    pub(super) syncer: Syncer,
+    pub(super) checkpointer: Checkpointer,
+}
+
+impl Writer {
+    /// A writer for a store whose log is empty (replayed and checkpointed on open).
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<Request>,
+        applier: Applier,
+        wal: Arc<WalDir>,
+        events: tokio::sync::broadcast::Sender<Arc<Vec<Event>>>,
+    ) -> Result<Writer, BackendError> {
+        let syncer = Syncer::start_syncer(Arc::clone(&shared), events)?;
+        let checkpointer = Checkpointer::start_checkpointer(Arc::clone(&shared), Arc::clone(&wal))?;
+        Ok(Writer {
+            shared,
+            rx,
+            applier,
+            wal,
+            segment: None,
+            next_segment_bytes: FIRST_SEGMENT_BYTES,
+            record: RecordBuilder::default(),
+            appended: 0,
+            syncer,
+            checkpointer,
+        })
+    }
+
+    pub(super) fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = vec![first];
+            let mut bytes = 0usize;
+            while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+                match self.rx.try_recv() {
+                    Ok(request) => {
+                        if let Request::Write(WriteRequest {
+                            op: WriteOp::Put(value),
+                            ..
+                        }) = &request
+                        {
+                            bytes = bytes.saturating_add(value.len());
+                        }
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.handle(batch);
+        }
+        // The channel is closed and drained: let the sync thread answer the last batches, stop
+        // checkpointing, then checkpoint once more so that a closed store has an empty log.
+        self.syncer.stop();
+        self.checkpointer.stop();
+        if self.shared.check_failed().is_ok() {
+            let closed = self
+                .shared
+                .make_durable()
+                .and_then(|()| self.wal.remove_all())
+                .and_then(|()| self.wal.remove_spare());
+            if let Err(error) = closed {
+                // Everything acknowledged is in the log, which the next open replays.
+                tracing::warn!(%error, "final checkpoint of the sled backend failed");
             }
         }
-        Ok(outcomes)
+    }
+
+    fn handle(&mut self, batch: Vec<Request>) {
+        let mut writes = Vec::new();
+        for request in batch {
+            match request {
+                Request::Write(write) => writes.push(write),
+                Request::Compact { revision, reply } => {
+                    self.commit(std::mem::take(&mut writes));
+                    // Compaction works on durable state: wait for every batch before it.
+                    self.shared.wait_published(self.applier.revision);
+                    let result = self.compact(revision);
+                    self.applier.compacted =
+                        self.applier.compacted.max(self.shared.compacted.load());
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        self.commit(writes);
+    }
+
+    /// Marks the backend failed: after an I/O error in the write path nothing is trusted.
+    pub(super) fn fail(&self, error: &BackendError) {
+        self.shared.fail(error);
+    }
+
+    fn commit(&mut self, writes: Vec<WriteRequest>) {
+        if writes.is_empty() {
+            return;
+        }
+        let mut replies = Vec::with_capacity(writes.len());
+        let mut requests = Vec::with_capacity(writes.len());
+        for write in writes {
+            replies.push(write.reply);
+            requests.push((write.key, write.op, write.expect));
+        }
+        let mut planned = match self
+            .shared
+            .check_failed()
+            .and_then(|()| self.applier.plan(&self.shared, requests))
+        {
+            Ok(planned) => planned,
+            Err(e) => {
+                self.syncer.send(SyncJob::failed(replies, &e));
+                return;
+            }
+        };
+        if !planned.changes_anything() {
+            // Conflicts and no-ops: answered once every earlier batch is durable (they may
+            // show its values).
+            self.syncer.send(SyncJob::answer(
+                replies,
+                std::mem::take(&mut planned.outcomes),
+            ));
+            return;
+        }
+        let first = self.applier.revision.next().unwrap_or(Revision::MAX);
+        self.record.begin(first);
+        for event in &planned.events {
+            match event.kind {
+                EventKind::Put => self.record.put(&event.kv.key, &event.kv.value),
+                EventKind::Delete => self.record.delete(&event.kv.key),
+            }
+        }
+        // At most one record is ever unsynced, so only the log's last record can be torn.
+        if let Err(e) = self.shared.wait_synced(self.appended) {
+            self.syncer.send(SyncJob::failed(replies, &e));
+            return;
+        }
+        let file = match self.append(first) {
+            Ok(file) => file,
+            Err(e) => {
+                self.fail(&e);
+                self.syncer.send(SyncJob::failed(replies, &e));
+                return;
+            }
+        };
+        self.appended += 1;
+        // The sync runs while the batch is applied to sled and the next one forms.
+        let (applied_tx, applied_rx) = mpsc::sync_channel(1);
+        let job = SyncJob::durable(
+            replies,
+            std::mem::take(&mut planned.outcomes),
+            Durable {
+                seq: self.appended,
+                file,
+                applied: applied_rx,
+                revision: planned.revision,
+                compacted: planned.compacted,
+                compacted_before: self.applier.compacted,
+                events: std::mem::take(&mut planned.events),
+            },
+        );
+        self.syncer.send(job);
+        let applied = self.applier.apply(&self.shared, &planned, true);
+        if let Err(e) = &applied {
+            self.fail(e);
+        }
+        let _ = applied_tx.send(applied);
+    }
+
+    /// Appends the record built in `self.record` (first revision `first`), starting a new
+    /// segment if it does not fit in this one, and returns the file to sync.
+    fn append(&mut self, first: Revision) -> Result<Arc<std::fs::File>, BackendError> {
+        use std::os::unix::fs::FileExt;
+        let bytes = self.record.finish();
+        let len = bytes.len() as u64;
+        let fits = self
+            .segment
+            .as_ref()
+            .is_some_and(|s| s.end == HEADER_LEN || s.end + len <= s.len);
+        if !fits {
+            let segment = self.wal.create_segment(first, self.next_segment_bytes)?;
+            self.next_segment_bytes = (self.next_segment_bytes * 2).min(SEGMENT_BYTES);
+            // Every record of the older segments is applied: once sled is durable they can go.
+            let rotated = self.segment.replace(segment).is_some();
+            self.checkpointer.send(Checkpoint {
+                sync_sled: rotated,
+                keep_from: first,
+                spare_bytes: self.next_segment_bytes,
+            });
+        }
+        let segment = self
+            .segment
+            .as_mut()
+            .expect("a segment was just started if there was none");
+        segment
+            .file
+            .write_all_at(bytes, segment.end)
+            .map_err(|e| BackendError::Io(format!("cannot append to the write-ahead log: {e}")))?;
+        segment.end += len;
+        Ok(Arc::clone(&segment.file))
     }
 }
 
 /// `BackendError` is not `Clone` (it is part of a shared API); a batch-wide error is copied to
 /// each request this way.
-fn clone_error(e: &BackendError) -> BackendError {
+pub(super) fn clone_error(e: &BackendError) -> BackendError {
     match e {
         BackendError::Compacted {
             requested,
