@@ -198,29 +198,14 @@ impl Status {
             KubeError::Invalid { kind, name, causes } => Status::invalid(kind, name, causes),
             KubeError::Unprocessable(m) => Status::failure(422, "Invalid", m),
             KubeError::ApplyConflict { conflicts } => {
-                let n = conflicts.len();
-                let mut message = format!(
-                    "Apply failed with {n} conflict{}: ",
-                    if n == 1 { "" } else { "s" }
-                );
-                let lines: Vec<String> = conflicts
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "conflict with {} using v1: {}",
-                            go_quote(&c.manager),
-                            c.field
-                        )
-                    })
-                    .collect();
-                message.push_str(&lines.join("\n"));
-                let mut s = Status::failure(409, "Conflict", message);
+                // The error's text is kube-apiserver's message, managers quoted as it prints them.
+                let mut s = Status::failure(409, "Conflict", e.to_string());
                 s.details = Some(Details {
                     causes: conflicts
                         .iter()
                         .map(|c| Cause {
                             reason: "FieldManagerConflict".into(),
-                            message: format!("conflict with {} using v1", go_quote(&c.manager)),
+                            message: c.cause_message(),
                             field: c.field.clone(),
                         })
                         .collect(),

@@ -237,7 +237,9 @@ fn kubectl_apply_patch_label_replace_on_every_version() {
         let other = k.run(&["apply", "--server-side", "--field-manager=other", "-f", s]);
         assert_eq!(other.code, 1, "{}", other.out);
         assert!(
-            other.err.contains("Apply failed with 1 conflict"),
+            other.err.contains(
+                "error: Apply failed with 1 conflict: conflict with \"kubectl\": .data.k\n"
+            ),
             "{}",
             other.err
         );
