@@ -146,3 +146,61 @@ fn readme_access_section_works_verbatim() {
         assert!(!log.contains(value), "{value} is in the audit log");
     }
 }
+
+/// The README's kubectl walkthrough (the Kubernetes documentation's Secret tasks), verbatim,
+/// with the installed `kubectl` against a fresh `keyward dev` in the walkthrough's directory.
+#[test]
+fn readme_kubectl_walkthrough_works_verbatim() {
+    let kubectl = crate::support::tools::kubectl();
+    let script = script("kubectl");
+    assert!(
+        script.contains("kubectl create secret generic"),
+        "block found"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("keyward-dev/keyward.sock");
+    let mut cmd = crate::support::binary::command(&["dev"]);
+    cmd.current_dir(dir.path());
+    let _dev = Proc::start(cmd, &dir.path().join("dev.log"), &[&sock]);
+    let kubeconfig = dir.path().join("keyward-dev/kubeconfig");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !kubeconfig.exists() {
+        assert!(std::time::Instant::now() < deadline, "no kubeconfig");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // kubectl's discovery cache goes under $HOME: the temp dir's.
+    let script = format!(
+        "export HOME={}\nexport PATH={}:$PATH\n{script}",
+        dir.path().display(),
+        kubectl.parent().unwrap().display()
+    );
+    let (stdout, stderr) = run_script(dir.path(), &script, "kubectl walkthrough");
+    for want in [
+        "secret/db-user-pass created",
+        "secret/db-user-pass-files created",
+        "db-user-pass-files   Opaque   2",
+        "password:  12 bytes",
+        "S!B\\*d$zDsb=",
+        "secret/mysecret created",
+        "secret/mysecret labeled",
+        "secret/mysecret\n",
+        "secret/mysecret serverside-applied",
+        "secret/frozen patched",
+        "tier: backend",
+        "secret \"db-user-pass\" deleted",
+        "yes\n",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "{want:?} missing\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("field is immutable when `immutable` is set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("secrets is forbidden: User \"alice\" cannot list resource \"secrets\""),
+        "{stderr}"
+    );
+}
