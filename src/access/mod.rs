@@ -284,7 +284,7 @@ impl Access {
 
     /// Records a request whose credentials were refused (`attrs` with an empty user: what the
     /// request asked for, as far as the front end knows; `message` from
-    /// [`Credentials::failure_message`](super::Credentials::failure_message)). The request is
+    /// [`Credentials::failure_message`](crate::access::Credentials::failure_message)). The request is
     /// refused whatever happens here, so a write failure is only logged and counted.
     pub async fn record_unauthenticated(
         &self,
