@@ -140,9 +140,9 @@ impl From<BackendError> for StoreError {
             BackendError::Compacted {
                 requested,
                 compacted,
-            } => StoreError::Gone(format!(
-                "revision {requested} was compacted; the oldest available is {compacted}"
-            )),
+                // kube-apiserver's words (its watch cache): the revision asked for, then the
+                // newest one already gone.
+            } => StoreError::Gone(format!("{requested} ({})", compacted.get() - 1)),
             other => StoreError::Backend(other),
         }
     }
@@ -810,7 +810,18 @@ impl Store {
             )
         })?;
         let prefix = self.namespace_prefix(namespace);
-        let mut events = self.backend.watch(prefix.as_bytes(), Some(from)).await?;
+        let mut events = self
+            .backend
+            .watch(prefix.as_bytes(), Some(from))
+            .await
+            .map_err(|e| match e {
+                // Named by the version the caller gave, as kube-apiserver does, and the oldest
+                // one a watch may still start from.
+                BackendError::Compacted { compacted, .. } => {
+                    StoreError::Gone(format!("{after} ({})", compacted.get() - 1))
+                }
+                other => other.into(),
+            })?;
         let store = self.clone();
         let stop = self.watches.clone();
         let counted = Watcher::count(self.clone());

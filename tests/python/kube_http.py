@@ -9,6 +9,7 @@ Prints "ok" on success; any failed check raises.
 
 import http.client
 import json
+import re
 import ssl
 import sys
 import time
@@ -140,7 +141,7 @@ ctype, evs = watch_lines(SECRETS + "?watch=true&resourceVersion=" + OLD_RV, 1)
 assert evs[0]["type"] == "ERROR", evs
 err = evs[0]["object"]
 assert (err["kind"], err["status"], err["reason"], err["code"]) == ("Status", "Failure", "Expired", 410), err
-assert err["message"].startswith("too old resource version: "), err
+assert re.fullmatch(r"too old resource version: %s \(\d+\)" % OLD_RV, err["message"]), err
 
 # timeoutSeconds ends the stream.
 rv = json.loads(call("GET", SECRETS)[2])["metadata"]["resourceVersion"]
