@@ -137,6 +137,46 @@ fn kubectl_apply_patch_label_replace_on_every_version() {
                 .unwrap();
         assert_eq!(data["a"], "dW5v");
         assert_eq!(data["other"], "eA==");
+        // apply -k: kustomize's secretGenerator (a name with its content hash), then a
+        // changed literal makes a new Secret beside the old one.
+        let kdir = w.dev.path(&format!("kustomize{minor}"));
+        std::fs::create_dir_all(&kdir).unwrap();
+        let kust = |pw: &str| {
+            format!(
+                "secretGenerator:\n- name: gen{minor}\n  literals:\n  - username=admin\n  - password={pw}\n"
+            )
+        };
+        std::fs::write(kdir.join("kustomization.yaml"), kust("one")).unwrap();
+        let out = k.ok(&["apply", "-k", kdir.to_str().unwrap()]);
+        assert!(
+            out.starts_with(&format!("secret/gen{minor}-")) && out.ends_with(" created\n"),
+            "{out}"
+        );
+        let generated = out
+            .trim_end()
+            .trim_end_matches(" created")
+            .trim_start_matches("secret/")
+            .to_owned();
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "secret",
+                &generated,
+                "-o",
+                "jsonpath={.data.username}"
+            ]),
+            "YWRtaW4="
+        );
+        assert_eq!(
+            k.ok(&["apply", "-k", kdir.to_str().unwrap()]),
+            format!("secret/{generated} unchanged\n")
+        );
+        std::fs::write(kdir.join("kustomization.yaml"), kust("two")).unwrap();
+        let out = k.ok(&["apply", "-k", kdir.to_str().unwrap()]);
+        assert!(
+            out.ends_with(" created\n") && !out.contains(&generated),
+            "{out}"
+        );
         k.ok(&["label", "secret", &app, "env=prod"]);
         k.ok(&["annotate", "secret", &app, "note=hello"]);
         assert_eq!(
