@@ -386,6 +386,14 @@ pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
             .delete(&req.ctx, &id.namespace, &id.name, &opts.pre)
             .await?
     };
+    if !gone.metadata.finalizers.is_empty() && !gone.metadata.deletion_timestamp.is_empty() {
+        // Marked, not removed: its finalizers remain (kube-apiserver answers with the object).
+        return Ok(Reply::Json {
+            code: 200,
+            body: encode_secret(&gone),
+            warnings: Vec::new(),
+        });
+    }
     Ok(Reply::Status(Status::deleted(
         id.name.as_str(),
         &gone.metadata.uid,

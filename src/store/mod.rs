@@ -459,6 +459,9 @@ impl Store {
     async fn create_once(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
         let id = Self::prepare_create(&mut s)?;
         let name = s.metadata.name.clone();
+        // Set by the store only, as kube-apiserver does (a client's value is dropped).
+        s.metadata.deletion_timestamp.clear();
+        s.metadata.deletion_grace_period_seconds = None;
         s.metadata.uid = uuid::Uuid::new_v4().to_string();
         s.metadata.creation_timestamp = now_rfc3339();
         Self::stamp(None, &mut s);
@@ -537,6 +540,9 @@ impl Store {
             let mut next = s.clone();
             next.metadata.uid = old.metadata.uid.clone();
             next.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();
+            next.metadata.deletion_timestamp = old.metadata.deletion_timestamp.clone();
+            next.metadata.deletion_grace_period_seconds =
+                old.metadata.deletion_grace_period_seconds;
             if next.metadata.managed_fields.is_empty() {
                 // keyward.v1 carries no ownerReferences, finalizers or generateName: keep them.
                 next.metadata.owner_references = old.metadata.owner_references.clone();
@@ -556,6 +562,29 @@ impl Store {
                         &next.metadata.managed_fields,
                         &old.metadata.managed_fields,
                     ));
+            let deleting = !old.metadata.deletion_timestamp.is_empty();
+            if deleting {
+                let added: Vec<&String> = next
+                    .metadata
+                    .finalizers
+                    .iter()
+                    .filter(|f| !old.metadata.finalizers.contains(f))
+                    .collect();
+                if !added.is_empty() {
+                    let list = added
+                        .iter()
+                        .map(|f| format!("{f:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(StoreError::invalid(
+                        &name,
+                        vec![FieldError::new(
+                            "metadata.finalizers",
+                            format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{list}}}"),
+                        )],
+                    ));
+                }
+            }
             if unchanged && !info.stale {
                 return Ok(old);
             }
@@ -563,6 +592,25 @@ impl Store {
             if dry_run {
                 next.metadata.resource_version = old.metadata.resource_version;
                 return Ok(next);
+            }
+            if deleting && next.metadata.finalizers.is_empty() {
+                // The last finalizer is gone: the delete that marked it completes now.
+                match self
+                    .backend
+                    .delete(key.as_bytes(), Expect::ModRevision(cur.mod_revision))
+                    .await?
+                {
+                    WriteOutcome::Applied { revision, .. } => {
+                        next.metadata.resource_version = revision.to_string();
+                        return Ok(next);
+                    }
+                    WriteOutcome::Conflict { .. } | WriteOutcome::NotFound if want_rv.is_none() => {
+                        continue
+                    }
+                    WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
+                        return Err(conflict(&name))
+                    }
+                }
             }
             let value = self.encode(&key, &next).await?;
             match self
@@ -584,7 +632,9 @@ impl Store {
         }
     }
 
-    /// Deletes a Secret if `pre` holds; returns it as it was.
+    /// Deletes a Secret if `pre` holds; returns it as it was. A Secret with finalizers is only
+    /// marked (`deletionTimestamp`, grace 0) and returned as marked; the update that removes its
+    /// last finalizer deletes it, as kube-apiserver does.
     pub async fn delete(
         &self,
         namespace: &Namespace,
@@ -642,6 +692,29 @@ impl Store {
                             cur.mod_revision
                         ),
                     });
+                }
+            }
+            if !old.metadata.finalizers.is_empty() {
+                // kube-apiserver's graceful deletion: mark it, and wait for its finalizers to
+                // be removed by updates (the last removal deletes it).
+                if !old.metadata.deletion_timestamp.is_empty() {
+                    return Ok(old);
+                }
+                let mut marked = old.clone();
+                marked.metadata.deletion_timestamp = now_rfc3339();
+                marked.metadata.deletion_grace_period_seconds = Some(0);
+                let value = self.encode(&key, &marked).await?;
+                match self
+                    .backend
+                    .put(key.as_bytes(), value, Expect::ModRevision(cur.mod_revision))
+                    .await?
+                {
+                    WriteOutcome::Applied { revision, .. } => {
+                        marked.metadata.resource_version = revision.to_string();
+                        return Ok(marked);
+                    }
+                    WriteOutcome::NotFound => return Err(not_found(namespace, name)),
+                    WriteOutcome::Conflict { .. } => continue,
                 }
             }
             match self

@@ -143,6 +143,12 @@ pub struct ObjectMeta {
     /// RFC 3339, set by the store on create.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub creation_timestamp: String,
+    /// RFC 3339, set by the store when a delete found finalizers; never taken from a client.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deletion_timestamp: String,
+    /// Set with `deletion_timestamp` (0: nothing to wait for but the finalizers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_grace_period_seconds: Option<i64>,
     /// Labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -152,8 +158,8 @@ pub struct ObjectMeta {
     /// Objects this Secret depends on (kept for Kubernetes clients; keyward collects no garbage).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owner_references: Vec<OwnerReference>,
-    /// Finalizers (qualified names; kept for Kubernetes clients, a delete does not wait for
-    /// them).
+    /// Finalizers (qualified names). A delete of a Secret that has some only marks it
+    /// ([`ObjectMeta::deletion_timestamp`]); it is removed when an update leaves none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finalizers: Vec<String>,
     /// Who owns which fields, and when each manager last wrote.

@@ -294,6 +294,55 @@ fn kubectl_apply_patch_label_replace_on_every_version() {
             ]),
             format!("secret/{ssa} serverside-applied\n")
         );
+        // Finalizers hold a delete: the Secret is marked (deletionTimestamp), no finalizer can
+        // be added any more, and removing the last one completes the delete.
+        let fin = format!("fin{minor}");
+        k.ok(&["create", "secret", "generic", &fin, "--from-literal=k=v"]);
+        k.ok(&[
+            "patch",
+            "secret",
+            &fin,
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"finalizers\":[\"example.com/hold\"]}}",
+        ]);
+        assert_eq!(
+            k.ok(&["delete", "secret", &fin, "--wait=false"]),
+            format!("secret \"{fin}\" deleted\n")
+        );
+        assert!(!k
+            .ok(&[
+                "get",
+                "secret",
+                &fin,
+                "-o",
+                "jsonpath={.metadata.deletionTimestamp}"
+            ])
+            .is_empty());
+        let added = k.run(&[
+            "patch",
+            "secret",
+            &fin,
+            "--type=merge",
+            "-p",
+            "{\"metadata\":{\"finalizers\":[\"example.com/other\"]}}",
+        ]);
+        assert_eq!(added.code, 1);
+        assert!(
+            added.err.contains("metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{\"example.com/other\"}"),
+            "{}",
+            added.err
+        );
+        k.ok(&[
+            "patch",
+            "secret",
+            &fin,
+            "--type=json",
+            "-p",
+            "[{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}]",
+        ]);
+        let gone = k.run(&["get", "secret", &fin]);
+        assert!(gone.err.contains("(NotFound)"), "{}", gone.err);
         // Immutable Secrets refuse changes with kubectl's exact message.
         let imm = format!("imm{minor}");
         let ifile = w.dev.path(&format!("{imm}.yaml"));
