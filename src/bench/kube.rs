@@ -361,12 +361,8 @@ impl KubeConn {
         value: &[u8],
     ) -> Result<(), Status> {
         let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
-        self.call(
-            Method::PUT,
-            &path,
-            Some(secret_json(namespace, name, key, value)),
-        )
-        .await
+        let body = secret_json(namespace, name, key, value);
+        self.call(Method::PUT, &path, Some(body)).await
     }
 
     /// `POST` of the Secret `namespace/name` holding `key: value`.
@@ -378,12 +374,8 @@ impl KubeConn {
         value: &[u8],
     ) -> Result<(), Status> {
         let path = format!("/api/v1/namespaces/{namespace}/secrets");
-        self.call(
-            Method::POST,
-            &path,
-            Some(secret_json(namespace, name, key, value)),
-        )
-        .await
+        let body = secret_json(namespace, name, key, value);
+        self.call(Method::POST, &path, Some(body)).await
     }
 
     /// `GET` of the Secret `namespace/name`.

@@ -593,31 +593,15 @@ impl Store {
                 next.metadata.resource_version = old.metadata.resource_version;
                 return Ok(next);
             }
-            if deleting && next.metadata.finalizers.is_empty() {
+            let expect = Expect::ModRevision(cur.mod_revision);
+            let outcome = if deleting && next.metadata.finalizers.is_empty() {
                 // The last finalizer is gone: the delete that marked it completes now.
-                match self
-                    .backend
-                    .delete(key.as_bytes(), Expect::ModRevision(cur.mod_revision))
-                    .await?
-                {
-                    WriteOutcome::Applied { revision, .. } => {
-                        next.metadata.resource_version = revision.to_string();
-                        return Ok(next);
-                    }
-                    WriteOutcome::Conflict { .. } | WriteOutcome::NotFound if want_rv.is_none() => {
-                        continue
-                    }
-                    WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
-                        return Err(conflict(&name))
-                    }
-                }
-            }
-            let value = self.encode(&key, &next).await?;
-            match self
-                .backend
-                .put(key.as_bytes(), value, Expect::ModRevision(cur.mod_revision))
-                .await?
-            {
+                self.backend.delete(key.as_bytes(), expect).await?
+            } else {
+                let value = self.encode(&key, &next).await?;
+                self.backend.put(key.as_bytes(), value, expect).await?
+            };
+            match outcome {
                 WriteOutcome::Applied { revision, .. } => {
                     next.metadata.resource_version = revision.to_string();
                     return Ok(next);
