@@ -96,6 +96,11 @@ pub(super) struct StoreArgs {
     /// every version until it is compacted, the most versions `history` shows.
     #[arg(long, default_value_t = 10, value_name = "N")]
     history: usize,
+    /// Revisions the embedded store keeps in its change log (0 = all): watches may resume and
+    /// past revisions may be read only within it, and a deleted Secret's versions are erased
+    /// from disk once its delete leaves it. Ignored on etcd, where etcd's compaction decides.
+    #[arg(long, default_value_t = SledOptions::default().log_retention, value_name = "REVISIONS")]
+    history_window: u64,
     /// Feature gates, like kube-apiserver's; only KMSv1=true|false is known.
     #[arg(long, value_name = "GATES")]
     feature_gates: Option<String>,
@@ -153,11 +158,11 @@ fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
     Ok(kms_v1)
 }
 
-/// sled keeps the versions `--history` asks for.
+/// sled keeps the versions `--history` asks for, within the revisions `--history-window` keeps.
 fn sled_options(store: &StoreArgs) -> SledOptions {
     SledOptions {
         history_per_key: store.history,
-        ..SledOptions::default()
+        log_retention: store.history_window,
     }
 }
 

@@ -1127,7 +1127,7 @@ async fn etcd_watch_at_the_compacted_revision_is_refused_rather_than_missing_a_d
 
 /// Opens a sled database directly, waiting for a previous user in this process to let go of it
 /// (sled's background threads release the directory a moment after the last handle is dropped).
-fn sled_open(path: &Path) -> sled::Db {
+pub(crate) fn sled_open(path: &Path) -> sled::Db {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match sled::open(path) {

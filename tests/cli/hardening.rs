@@ -1,6 +1,7 @@
 //! Fixes of the security review (issue 15) seen from the command line: the admin socket admits
 //! only the callers it lists and the shipped examples keep it away from kube-apiserver (finding
-//! 3), and `run --env-from` cannot be steered by a Secret's writer (finding 5).
+//! 3), `run --env-from` cannot be steered by a Secret's writer (finding 5), and a deleted
+//! Secret's versions leave the disk with the history window (finding 12).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -500,5 +501,84 @@ fn plain_http_etcd_endpoints_are_warned_about() {
             "plain http:// etcd endpoints: traffic is neither encrypted nor authenticated"
         ),
         "{log}"
+    );
+}
+
+/// Finding 12: with `--history-window 5`, a deleted Secret's versions are erased from the
+/// store's files once five more revisions have been written, instead of staying on disk until
+/// the name is used again.
+#[test]
+fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("unix://{}", dir.path().join("kw/keyward.sock").display());
+    let kw = |args: &[&str]| {
+        let (ok, out, err) = kw_as(None, &[args, &["--server", &server]].concat());
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    // The history tree's entries whose key names the Secret, read from sled's files directly.
+    let store = dir.path().join("kw/store");
+    let history_of = |name: &str| -> usize {
+        let db = sled::open(&store).unwrap();
+        let history = db.open_tree("history").unwrap();
+        let needle = format!("/secrets/default/{name}");
+        history
+            .iter()
+            .keys()
+            .filter(|k| {
+                let k = k.as_ref().unwrap();
+                k.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
+            .count()
+    };
+    let stop = |mut p: Proc| {
+        p.signal(rustix::process::Signal::TERM);
+        assert!(p.wait(std::time::Duration::from_secs(30)).success());
+    };
+
+    let p = dev(dir.path(), &["--history-window", "5"]);
+    kw(&[
+        "create",
+        "secret",
+        "generic",
+        "leaked",
+        "--from-literal=k=v1",
+    ]);
+    kw(&["create", "secret", "generic", "kept", "--from-literal=k=v1"]);
+    kw(&["delete", "secret", "leaked"]);
+    stop(p);
+    assert!(
+        history_of("leaked") > 0,
+        "the delete is still in the window"
+    );
+
+    let p = dev(dir.path(), &["--history-window", "5"]);
+    for i in 0..5 {
+        kw(&[
+            "create",
+            "secret",
+            "generic",
+            &format!("other{i}"),
+            "--from-literal=k=v",
+        ]);
+    }
+    stop(p);
+    assert_eq!(
+        history_of("leaked"),
+        0,
+        "the deleted Secret is still on disk"
+    );
+    assert_eq!(
+        history_of("kept"),
+        1,
+        "a live Secret keeps its current version"
+    );
+
+    // The flag takes a number of revisions.
+    let (ok, _, err) = kw_as(None, &["dev", "--history-window", "lots"]);
+    assert!(!ok);
+    assert!(
+        err.contains("invalid value 'lots' for '--history-window <REVISIONS>'"),
+        "{err}"
     );
 }

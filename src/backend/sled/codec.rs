@@ -255,6 +255,16 @@ pub(super) fn decode_event(bytes: &[u8]) -> Result<Event, BackendError> {
     Ok(Event { kind, kv, prev })
 }
 
+/// The key of a log event if the event is a delete, without decoding the rest of it.
+pub(super) fn deleted_key_of_event(bytes: &[u8]) -> Result<Option<&[u8]>, BackendError> {
+    let mut r = Reader::new(bytes);
+    match r.u8()? {
+        EVENT_PUT => Ok(None),
+        EVENT_DELETE => r.bytes().map(Some),
+        other => Err(BackendError::Corrupt(format!("unknown event kind {other}"))),
+    }
+}
+
 /// A bounds-checked cursor over stored bytes.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -422,6 +432,14 @@ mod tests {
             prev: event.prev.clone(),
         };
         assert_eq!(decode_event(&encode_event(&delete)).unwrap(), delete);
+        assert_eq!(
+            deleted_key_of_event(&encode_event(&delete)).unwrap(),
+            Some(&b"k\x00"[..])
+        );
+        assert_eq!(deleted_key_of_event(&bytes).unwrap(), None);
+        assert!(deleted_key_of_event(&[]).is_err());
+        assert!(deleted_key_of_event(&[EVENT_DELETE, 0, 0]).is_err());
+        assert!(deleted_key_of_event(&[9]).is_err());
         // A record or floor below revision 1 is corrupt.
         let mut zero = encode_record(&event.prev.clone().unwrap());
         zero[9..17].copy_from_slice(&0i64.to_be_bytes());

@@ -74,7 +74,12 @@
 //! - [`Backend::compact`] raises the compacted revision explicitly, deletes older log entries and,
 //!   for every key, every history entry older than the key's newest entry at or below the
 //!   compacted revision (that one too if it is a tombstone). When log retention raises the
-//!   compacted revision, each key's history is pruned the same way the next time it is written.
+//!   compacted revision, each key's history is pruned the same way the next time it is written,
+//!   and a deleted key's as soon as its delete leaves the log's window (the batch that raises the
+//!   compacted revision past a delete removes that key's whole history and its tombstone), so a
+//!   deleted Secret does not stay on disk until its name is used again. Stores written before
+//!   this get one pass over every key's history when they are next opened
+//!   (`deleted_history_pruned` in `meta` records it).
 //!
 //! Reads and watches below the compacted revision fail with [`BackendError::Compacted`].
 //!
@@ -110,7 +115,7 @@ use super::{
 };
 use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
-use retention::prune_log;
+use retention::{prune_all_history, prune_log};
 use wal::WalDir;
 use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
 use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
@@ -130,6 +135,10 @@ const TREE_META: &str = "meta";
 const META_FORMAT: &[u8] = b"format_version";
 const META_CURRENT: &[u8] = b"current_revision";
 const META_COMPACTED: &[u8] = b"compacted_revision";
+/// Present once every key's history has been pruned at the compacted revision: stores written
+/// by builds that pruned a deleted key's history only when the key was written again get that
+/// pass once, on open.
+const META_DELETED_PRUNED: &[u8] = b"deleted_history_pruned";
 
 /// Retention settings of a [`SledBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +327,7 @@ impl SledBackend {
                 let mut init = Batch::default();
                 init.insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes());
                 init.insert(META_CURRENT, &rev_bytes(Revision::FIRST));
+                init.insert(META_DELETED_PRUNED, &[1u8][..]);
                 init.insert(META_COMPACTED, &rev_bytes(Revision::FIRST));
                 meta.apply_batch(init).map_err(sled_error)?;
                 false
@@ -398,6 +408,17 @@ impl SledBackend {
             shared
                 .meta
                 .insert(META_FORMAT, &FORMAT_VERSION.to_be_bytes())
+                .map_err(sled_error)?;
+        }
+        if !shared
+            .meta
+            .contains_key(META_DELETED_PRUNED)
+            .map_err(sled_error)?
+        {
+            prune_all_history(&shared.history, applier.compacted)?;
+            shared
+                .meta
+                .insert(META_DELETED_PRUNED, &[1u8][..])
                 .map_err(sled_error)?;
         }
         shared.make_durable()?;

@@ -1,15 +1,15 @@
 //! Retention of history: per-key version limits with floor markers, pruning of the change log
 //! below the compacted revision, and explicit compaction. All of it runs on the writer thread.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use ::sled::{Batch, IVec, Tree};
 
 use super::codec::{
-    corrupt_history, decode_floor, decode_history_key, decode_history_slot, encode_floor,
-    encode_tombstone, floor_key, history_key_with, history_prefix, rev_bytes, Slot, TAG_RECORD,
-    TAG_TOMBSTONE,
+    corrupt_history, decode_floor, decode_history_key, decode_history_slot, deleted_key_of_event,
+    encode_floor, encode_tombstone, floor_key, history_key_with, history_prefix, rev_bytes, Slot,
+    TAG_RECORD, TAG_TOMBSTONE,
 };
 use super::writer::{Change, Writer};
 use super::{sled_error, Shared, META_COMPACTED};
@@ -53,14 +53,20 @@ impl KeyHistory {
 
 impl Shared {
     /// The history tree changes for a batch's applied changes: new entries, pruned ones and
-    /// floor markers.
+    /// floor markers. `left_window` are the keys deleted at revisions that the batch's
+    /// compacted revision leaves behind: their history is pruned now rather than the next time
+    /// they are written (which, for a deleted Secret, may be never).
     pub(super) fn history_changes(
         &self,
         changes: &[Change],
+        left_window: &BTreeSet<Vec<u8>>,
         compacted: Revision,
     ) -> Result<Batch, BackendError> {
         let keep = self.opts.history_per_key;
         let mut per_key: BTreeMap<&[u8], Vec<&Change>> = BTreeMap::new();
+        for key in left_window {
+            per_key.entry(key.as_slice()).or_default();
+        }
         for change in changes {
             per_key
                 .entry(change.key.as_slice())
@@ -73,6 +79,7 @@ impl Shared {
             let mut history = self.load_history(&prefix, compacted, keep)?;
             let original: Vec<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
             let original_floor = history.floor;
+            history.prune_compacted(compacted);
             for change in &changes {
                 history
                     .entries
@@ -174,49 +181,58 @@ impl Writer {
         }
         // Readers at or above `revision` see the same answers with or without these entries.
         prune_log(&shared.log, revision)?;
-        let mut batch = Batch::default();
-        let mut pending = 0usize;
-        let mut group: Option<(Vec<u8>, KeyHistory)> = None;
-        for item in shared.history.iter() {
-            let (hkey, value) = item.map_err(sled_error)?;
-            let (key, slot) = decode_history_key(&hkey)?;
-            if group.as_ref().is_some_and(|(k, _)| *k != key) {
-                if let Some((done_key, done)) = group.take() {
-                    pending += compaction_deletes(&done_key, done, revision, &mut batch);
-                }
-            }
-            let (_, history) = group.get_or_insert_with(|| {
-                (
-                    key,
-                    KeyHistory {
-                        entries: Vec::new(),
-                        floor: None,
-                    },
-                )
-            });
-            match slot {
-                Slot::Floor => history.floor = Some(decode_floor(&value)?),
-                Slot::At(rev) if rev <= revision => {
-                    let tombstone = value.first() == Some(&TAG_TOMBSTONE);
-                    history.entries.push((rev, tombstone));
-                }
-                Slot::At(_) => {}
-            }
-            if pending >= COMPACT_CHUNK {
-                shared
-                    .history
-                    .apply_batch(std::mem::take(&mut batch))
-                    .map_err(sled_error)?;
-                pending = 0;
-            }
-        }
-        if let Some((key, history)) = group {
-            compaction_deletes(&key, history, revision, &mut batch);
-        }
-        shared.history.apply_batch(batch).map_err(sled_error)?;
+        prune_all_history(&shared.history, revision)?;
         shared.db.flush().map_err(sled_error)?;
         Ok(())
     }
+}
+
+/// Applies compaction at `revision` to every key's history: what [`Writer::compact`] does after
+/// raising the compacted revision, and what opening a store does once for stores written before
+/// deleted keys were pruned as they left the log's window.
+pub(super) fn prune_all_history(
+    history_tree: &Tree,
+    revision: Revision,
+) -> Result<(), BackendError> {
+    let mut batch = Batch::default();
+    let mut pending = 0usize;
+    let mut group: Option<(Vec<u8>, KeyHistory)> = None;
+    for item in history_tree.iter() {
+        let (hkey, value) = item.map_err(sled_error)?;
+        let (key, slot) = decode_history_key(&hkey)?;
+        if group.as_ref().is_some_and(|(k, _)| *k != key) {
+            if let Some((done_key, done)) = group.take() {
+                pending += compaction_deletes(&done_key, done, revision, &mut batch);
+            }
+        }
+        let (_, history) = group.get_or_insert_with(|| {
+            (
+                key,
+                KeyHistory {
+                    entries: Vec::new(),
+                    floor: None,
+                },
+            )
+        });
+        match slot {
+            Slot::Floor => history.floor = Some(decode_floor(&value)?),
+            Slot::At(rev) if rev <= revision => {
+                let tombstone = value.first() == Some(&TAG_TOMBSTONE);
+                history.entries.push((rev, tombstone));
+            }
+            Slot::At(_) => {}
+        }
+        if pending >= COMPACT_CHUNK {
+            history_tree
+                .apply_batch(std::mem::take(&mut batch))
+                .map_err(sled_error)?;
+            pending = 0;
+        }
+    }
+    if let Some((key, history)) = group {
+        compaction_deletes(&key, history, revision, &mut batch);
+    }
+    history_tree.apply_batch(batch).map_err(sled_error)
 }
 
 /// Adds to `batch` the deletions that compaction at `compacted` makes in one key's history
@@ -244,6 +260,26 @@ fn compaction_deletes(
         deleted += 1;
     }
     deleted
+}
+
+/// The keys deleted at revisions from `from` up to (not including) `to`, read from the log:
+/// the deletes that a rise of the compacted revision from `from` to `to` leaves behind.
+pub(super) fn deleted_between(
+    log: &Tree,
+    from: Revision,
+    to: Revision,
+) -> Result<BTreeSet<Vec<u8>>, BackendError> {
+    let mut keys = BTreeSet::new();
+    if to <= from {
+        return Ok(keys);
+    }
+    for item in log.range(rev_bytes(from)..rev_bytes(to)) {
+        let (_, event) = item.map_err(sled_error)?;
+        if let Some(key) = deleted_key_of_event(&event)? {
+            keys.insert(key.to_vec());
+        }
+    }
+    Ok(keys)
 }
 
 /// Deletes log entries below `compacted`.

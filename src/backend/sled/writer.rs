@@ -16,6 +16,7 @@ use ::sled::{Batch, IVec, Transactional};
 use tokio::sync::oneshot;
 
 use super::codec::{encode_event, encode_record, rev_bytes};
+use super::retention::deleted_between;
 use super::sync::{Checkpoint, Checkpointer, Durable, SyncJob, Syncer};
 use super::wal::{LoggedBatch, RecordBuilder, Segment, WalDir, HEADER_LEN, SEGMENT_BYTES};
 use super::{revision_overflow, Inflight, Shared, META_COMPACTED, META_CURRENT};
@@ -205,7 +206,8 @@ impl Applier {
         let mut history_batch = Batch::default();
         let mut meta_batch = Batch::default();
         if revision > start {
-            history_batch = shared.history_changes(&changes, compacted)?;
+            let left_window = deleted_between(&shared.log, self.compacted, compacted)?;
+            history_batch = shared.history_changes(&changes, &left_window, compacted)?;
             meta_batch.insert(META_CURRENT, &rev_bytes(revision));
             if compacted != self.compacted {
                 meta_batch.insert(META_COMPACTED, &rev_bytes(compacted));
