@@ -1,6 +1,7 @@
 //! One open log file and the chain state across files: appending events and checkpoints
-//! durably, rotation by size, and recovery when an existing file is reopened. Blocking I/O; the
-//! writer task calls it from `spawn_blocking`.
+//! durably, rotation by size, and recovery when an existing file is reopened. Blocking I/O:
+//! the writer task calls it from `spawn_blocking` when it syncs, callers directly (a write to
+//! the page cache) when it does not.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
@@ -61,6 +62,49 @@ pub(super) struct LogFile {
     /// A failed write may have left bytes after `durable.size` that could not be cut yet.
     dirty: bool,
     stats: FileStats,
+}
+
+/// An event serialised by the request that produced it, waiting for the chain's annotations
+/// (which only the writer can know): the work of encoding is spread over the callers, and the
+/// writer only splices, hashes and writes.
+pub(crate) struct EventLine {
+    /// The event's JSON, with no chain, sequence, checkpoint or signature annotation; its
+    /// `annotations` object, when present, is its last member.
+    json: Vec<u8>,
+    /// Whether `json` has an `annotations` object.
+    annotated: bool,
+}
+
+impl EventLine {
+    /// Serialises `ev` without the annotations only the log may set.
+    pub(crate) fn of(ev: &Event) -> Self {
+        let reserved = [
+            CHAIN_ANNOTATION,
+            SEQ_ANNOTATION,
+            CHECKPOINT_ANNOTATION,
+            SIGNATURE_ANNOTATION,
+        ];
+        let json = if reserved.iter().any(|k| ev.annotations.contains_key(*k)) {
+            let mut clean = ev.clone();
+            for k in reserved {
+                clean.annotations.remove(k);
+            }
+            serde_json::to_vec(&clean)
+        } else {
+            serde_json::to_vec(ev)
+        };
+        let json = json.expect("an audit event always serialises");
+        let annotated = !ev_annotations_empty(ev, &reserved);
+        debug_assert!(!annotated || json.ends_with(b"}}"), "annotations come last");
+        EventLine { json, annotated }
+    }
+}
+
+/// Whether `ev` has no annotation other than the `reserved` ones.
+fn ev_annotations_empty(ev: &Event, reserved: &[&str]) -> bool {
+    ev.annotations
+        .keys()
+        .all(|k| reserved.contains(&k.as_str()))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
@@ -231,16 +275,23 @@ impl LogFile {
         self.stats
     }
 
-    /// Appends `events` in order, with a checkpoint after every `checkpoint_every` events and a
-    /// rotation when the file would outgrow `max_size`; all of it durable when this returns
-    /// `Ok`. On error, whatever was not yet durable is cut from the file again.
+    /// Appends `events` in order: [`LogFile::write_lines`] of their [`EventLine`]s.
+    #[cfg(test)]
     pub fn write_events(&mut self, events: Vec<Event>) -> Result<(), AuditError> {
+        self.write_lines(events.iter().map(EventLine::of).collect())
+    }
+
+    /// Appends `lines` in order, each with the chain's annotations, with a checkpoint after
+    /// every `checkpoint_every` events and a rotation when the file would outgrow `max_size`;
+    /// all of it written (and synced, unless the log does not sync) when this returns `Ok`. On
+    /// error, whatever was not yet written is cut from the file again.
+    pub fn write_lines(&mut self, lines: Vec<EventLine>) -> Result<(), AuditError> {
         self.clean()?;
-        for mut ev in events {
-            let mut line = self.event_line(&mut ev);
+        for ev in lines {
+            let mut line = self.event_line(&ev);
             if self.needs_rotation(line.len()) {
                 self.rotate()?;
-                line = self.event_line(&mut ev);
+                line = self.event_line(&ev);
             }
             self.push_line(line);
             self.cur.since_checkpoint += 1;
@@ -272,14 +323,29 @@ impl LogFile {
         Ok(())
     }
 
-    fn event_line(&self, ev: &mut Event) -> Vec<u8> {
-        ev.annotations.remove(CHECKPOINT_ANNOTATION);
-        ev.annotations.remove(SIGNATURE_ANNOTATION);
-        ev.annotations
-            .insert(CHAIN_ANNOTATION.into(), hash_text(&self.cur.head));
-        ev.annotations
-            .insert(SEQ_ANNOTATION.into(), self.cur.next_seq.to_string());
-        serde_json::to_vec(ev).expect("an audit event always serialises")
+    /// The line for `ev` at the chain's current position: its JSON with the chain's two
+    /// annotations added last in its `annotations` object.
+    fn event_line(&self, ev: &EventLine) -> Vec<u8> {
+        let chain = format!(
+            "\"{CHAIN_ANNOTATION}\":\"{}\",\"{SEQ_ANNOTATION}\":\"{}\"",
+            hash_text(&self.cur.head),
+            self.cur.next_seq
+        );
+        let json = &ev.json;
+        let mut line = Vec::with_capacity(json.len() + chain.len() + 20);
+        if ev.annotated {
+            // `...,"annotations":{...}}`: the pairs go before the last two braces.
+            line.extend_from_slice(&json[..json.len() - 2]);
+            line.push(b',');
+            line.extend_from_slice(chain.as_bytes());
+            line.extend_from_slice(b"}}");
+        } else {
+            line.extend_from_slice(&json[..json.len() - 1]);
+            line.extend_from_slice(b",\"annotations\":{");
+            line.extend_from_slice(chain.as_bytes());
+            line.extend_from_slice(b"}}");
+        }
+        line
     }
 
     fn push_line(&mut self, line: Vec<u8>) {

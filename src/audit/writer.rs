@@ -1,8 +1,10 @@
-//! [`AuditLog`]: the log writer. One task owns the file; callers send it events and wait until
-//! their event is durable (written and synced), so the chain order is the file order and a
-//! request never proceeds on an event that was not recorded. Events that arrive while a write
-//! is in progress are written together with one sync (group commit). The task also writes the
-//! periodic checkpoints (every N events or T seconds) and the shutdown checkpoint.
+//! [`AuditLog`]: the log writer. Callers serialise their events themselves and wait until they
+//! are recorded, so the chain order is the file order and a request never proceeds on an event
+//! that was not recorded. When the log syncs, one task writes: events that arrive while a write
+//! and its sync are in progress are written together with one sync (group commit). When it does
+//! not sync, each caller appends its lines under the file's lock (a write to the page cache), with
+//! no hand-over to another thread. The task also writes the periodic checkpoints (every N events
+//! or T seconds) and the shutdown checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +17,7 @@ use tokio::time::Instant;
 
 use super::chain::{CheckpointKind, CheckpointSigner};
 use super::event::Event;
-use super::file::LogFile;
+use super::file::{EventLine, LogFile};
 use super::request::AuditSink;
 use super::AuditError;
 use crate::crypto::Ed25519PublicKey;
@@ -105,7 +107,7 @@ type Reply = oneshot::Sender<Result<(), AuditError>>;
 
 enum Command {
     /// Events written in order, in one batch (one sync), acknowledged together.
-    Write(Vec<Event>, Reply),
+    Write(Vec<EventLine>, Reply),
     Checkpoint(Reply),
     Close(Reply),
 }
@@ -116,8 +118,15 @@ pub struct AuditLog {
     inner: Arc<Inner>,
 }
 
+/// The file, shared by the writer task and (when the log does not sync) the callers; `None`
+/// once the log is closed, or lost to a panic while writing.
+type SharedFile = Arc<Mutex<Option<LogFile>>>;
+
 struct Inner {
     tx: mpsc::Sender<Command>,
+    file: SharedFile,
+    /// The log does not sync: callers write their lines themselves.
+    direct: bool,
     cells: Arc<Cells>,
     mode: FailureMode,
     path: PathBuf,
@@ -148,11 +157,19 @@ impl AuditLog {
             .map_err(|_| AuditError::Closed)??;
         let cells = Arc::new(Cells::default());
         cells.record(&file);
+        let file: SharedFile = Arc::new(Mutex::new(Some(file)));
         let (tx, rx) = mpsc::channel(1024);
-        let task = tokio::spawn(run(file, rx, cells.clone(), config.checkpoint_interval));
+        let task = tokio::spawn(run(
+            file.clone(),
+            rx,
+            cells.clone(),
+            config.checkpoint_interval,
+        ));
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 tx,
+                file,
+                direct: !config.fsync,
                 cells,
                 mode: config.failure_mode,
                 path: config.path,
@@ -174,7 +191,12 @@ impl AuditLog {
         if events.is_empty() {
             return Ok(());
         }
-        let result = self.submit(|reply| Command::Write(events, reply)).await;
+        let lines: Vec<EventLine> = events.iter().map(EventLine::of).collect();
+        let result = if self.inner.direct {
+            write_lines(&self.inner.file, &self.inner.cells, lines)
+        } else {
+            self.submit(|reply| Command::Write(lines, reply)).await
+        };
         if let Err(e) = &result {
             self.inner
                 .cells
@@ -255,17 +277,55 @@ impl AuditSink for AuditLog {
     }
 }
 
-/// Runs `f` on the file on the blocking pool; `None` if it panicked (the file is then lost).
+/// Runs `f` on the file under its lock; `None` if the log is closed or was lost to a panic.
+fn with_file<T>(file: &Mutex<Option<LogFile>>, f: impl FnOnce(&mut LogFile) -> T) -> Option<T> {
+    let mut guard = match file.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => {
+            // A panic while writing leaves the chain state unknown: the log is closed.
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            file.clear_poison();
+            guard
+        }
+    };
+    guard.as_mut().map(f)
+}
+
+/// Runs `f` on the file on the blocking pool; `None` if the log is closed or was lost.
 async fn blocking<T: Send + 'static>(
-    mut file: LogFile,
+    file: &SharedFile,
     f: impl FnOnce(&mut LogFile) -> T + Send + 'static,
-) -> Option<(LogFile, T)> {
-    tokio::task::spawn_blocking(move || {
-        let r = f(&mut file);
-        (file, r)
+) -> Option<T> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || with_file(&file, f))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Appends `lines` under the file's lock and counts them: the write of one batch, by the
+/// writer task or (when the log does not sync) by the caller.
+fn write_lines(
+    file: &Mutex<Option<LogFile>>,
+    cells: &Cells,
+    lines: Vec<EventLine>,
+) -> Result<(), AuditError> {
+    let n = lines.len() as u64;
+    let result = with_file(file, |f| {
+        let result = f.write_lines(lines);
+        cells.record(f);
+        result
     })
-    .await
-    .ok()
+    .unwrap_or(Err(AuditError::Closed));
+    match &result {
+        Ok(()) => {
+            cells.events_written.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(AuditError::Closed) => {}
+        Err(e) => tracing::error!(error = %e, events = n, "audit events not written"),
+    }
+    result
 }
 
 /// The same error again, for every caller of a failed batch.
@@ -287,7 +347,7 @@ fn replicate(e: &AuditError) -> AuditError {
 
 /// The writer task.
 async fn run(
-    file: LogFile,
+    file: SharedFile,
     mut rx: mpsc::Receiver<Command>,
     cells: Arc<Cells>,
     interval: Duration,
@@ -297,32 +357,29 @@ async fn run(
         Duration::ZERO => Duration::from_secs(100 * 365 * 24 * 3600),
         i => i,
     };
-    let mut file = Some(file);
     let mut deadline = Instant::now() + interval;
     let mut next: Option<Command> = None;
-    while let Some(f) = file.take() {
+    loop {
         let command = match next.take() {
             Some(c) => Some(c),
             None => tokio::select! {
                 c = rx.recv() => c,
                 () = tokio::time::sleep_until(deadline) => {
                     deadline = Instant::now() + interval;
-                    if f.since_checkpoint() > 0 {
-                        file = periodic(f, &cells).await;
-                    } else {
-                        file = Some(f);
+                    if !periodic(&file, &cells).await {
+                        break;
                     }
                     continue;
                 }
             },
         };
         match command {
-            Some(Command::Write(mut events, reply)) => {
+            Some(Command::Write(mut lines, reply)) => {
                 let mut replies = vec![reply];
-                while events.len() < MAX_BATCH {
+                while lines.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(Command::Write(e, r)) => {
-                            events.extend(e);
+                        Ok(Command::Write(more, r)) => {
+                            lines.extend(more);
                             replies.push(r);
                         }
                         Ok(other) => {
@@ -332,29 +389,30 @@ async fn run(
                         Err(_) => break,
                     }
                 }
-                let n = events.len() as u64;
-                let before = f.stats().checkpoints;
-                let Some((f, result)) = blocking(f, move |f| f.write_events(events)).await else {
+                let (shared, counts) = (file.clone(), cells.clone());
+                let done = tokio::task::spawn_blocking(move || {
+                    let before = with_file(&shared, |f| f.stats().checkpoints);
+                    let result = write_lines(&shared, &counts, lines);
+                    let after = with_file(&shared, |f| f.stats().checkpoints);
+                    (result, before.is_some() && before != after)
+                })
+                .await;
+                let Ok((result, checkpointed)) = done else {
                     tracing::error!("the audit log writer failed; the log is closed");
+                    for reply in replies {
+                        let _ = reply.send(Err(AuditError::Closed));
+                    }
                     break;
                 };
-                if f.stats().checkpoints != before {
+                if checkpointed {
                     deadline = Instant::now() + interval;
-                }
-                cells.record(&f);
-                match &result {
-                    Ok(()) => {
-                        cells.events_written.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::error!(error = %e, events = n, "audit events not written"),
                 }
                 for reply in replies {
                     let _ = reply.send(result.as_ref().map(|_| ()).map_err(replicate));
                 }
-                file = Some(f);
             }
             Some(Command::Checkpoint(reply)) => {
-                let Some((f, result)) = blocking(f, |f| {
+                let Some(result) = blocking(&file, |f| {
                     if f.since_checkpoint() > 0 {
                         f.checkpoint(CheckpointKind::Periodic)
                     } else {
@@ -363,20 +421,20 @@ async fn run(
                 })
                 .await
                 else {
+                    let _ = reply.send(Err(AuditError::Closed));
                     break;
                 };
                 deadline = Instant::now() + interval;
-                cells.record(&f);
+                record(&file, &cells);
                 let _ = reply.send(result);
-                file = Some(f);
             }
             Some(Command::Close(reply)) => {
-                let result = shutdown(f, &cells).await;
+                let result = shutdown(&file, &cells).await;
                 let _ = reply.send(result);
                 break;
             }
             None => {
-                if let Err(e) = shutdown(f, &cells).await {
+                if let Err(e) = shutdown(&file, &cells).await {
                     tracing::error!(error = %e, "the audit log's shutdown checkpoint was not written");
                 }
                 break;
@@ -391,20 +449,51 @@ async fn run(
     }
 }
 
-async fn periodic(f: LogFile, cells: &Cells) -> Option<LogFile> {
-    let (f, result) = blocking(f, |f| f.checkpoint(CheckpointKind::Periodic)).await?;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the audit log's periodic checkpoint was not written");
-    }
-    cells.record(&f);
-    Some(f)
+/// Copies the file's totals into `cells`.
+fn record(file: &Mutex<Option<LogFile>>, cells: &Cells) {
+    with_file(file, |f| cells.record(f));
 }
 
-async fn shutdown(f: LogFile, cells: &Cells) -> Result<(), AuditError> {
-    let (f, result) = blocking(f, |f| f.checkpoint(CheckpointKind::Shutdown))
-        .await
-        .ok_or(AuditError::Closed)?;
-    cells.record(&f);
+/// Writes a periodic checkpoint if events were written since the last one; false if the log is
+/// gone.
+async fn periodic(file: &SharedFile, cells: &Cells) -> bool {
+    let written = blocking(file, |f| {
+        if f.since_checkpoint() > 0 {
+            f.checkpoint(CheckpointKind::Periodic)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    match written {
+        None => false,
+        Some(result) => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the audit log's periodic checkpoint was not written");
+            }
+            record(file, cells);
+            true
+        }
+    }
+}
+
+/// Writes the shutdown checkpoint and closes the file: later writes fail with
+/// [`AuditError::Closed`].
+async fn shutdown(file: &SharedFile, cells: &Cells) -> Result<(), AuditError> {
+    let shared = file.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = guard.take().ok_or(AuditError::Closed)?;
+        let result = f.checkpoint(CheckpointKind::Shutdown);
+        Ok::<_, AuditError>((f.stats(), result))
+    })
+    .await
+    .map_err(|_| AuditError::Closed)??;
+    let (stats, result) = result;
+    cells
+        .checkpoints_written
+        .store(stats.checkpoints, Ordering::Relaxed);
+    cells.rotations.store(stats.rotations, Ordering::Relaxed);
     result
 }
 

@@ -50,3 +50,50 @@ fn backup_names_follow_lumberjack() {
     let again = backup_path(&p);
     assert_ne!(again, b);
 }
+
+/// Callers serialise their events; the log adds the chain's annotations to an event's own
+/// (or an `annotations` object where it has none) and drops any it must set itself.
+#[test]
+fn the_chain_annotations_are_spliced_into_the_callers_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    let mut annotated = event(1);
+    annotated
+        .annotations
+        .insert("authorization.k8s.io/decision".into(), "allow".into());
+    annotated
+        .annotations
+        .insert(CHECKPOINT_ANNOTATION.into(), "forged".into());
+    annotated
+        .annotations
+        .insert(SEQ_ANNOTATION.into(), "999".into());
+    log.write_lines(vec![EventLine::of(&event(0)), EventLine::of(&annotated)])
+        .unwrap();
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let plain = &lines[1]["annotations"];
+    assert_eq!(plain.as_object().unwrap().len(), 2, "{plain}");
+    assert!(plain[CHAIN_ANNOTATION]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let with_own = lines[2]["annotations"].as_object().unwrap();
+    assert_eq!(with_own["authorization.k8s.io/decision"], "allow");
+    assert_eq!(
+        with_own[SEQ_ANNOTATION],
+        lines[1]["annotations"][SEQ_ANNOTATION]
+            .as_str()
+            .map(|s| (s.parse::<u64>().unwrap() + 1).to_string())
+            .unwrap()
+    );
+    assert!(!with_own.contains_key(CHECKPOINT_ANNOTATION));
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert_eq!(report.events, 2);
+}

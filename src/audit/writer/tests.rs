@@ -165,10 +165,21 @@ async fn open_mode_proceeds_and_counts_failures() {
 /// Many tasks at once: every event is written once, the chain order is the file order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_are_serialised() {
+    concurrent_writers(true).await;
+}
+
+/// The same without syncing, where each caller appends its own lines under the file's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_are_serialised_without_sync() {
+    concurrent_writers(false).await;
+}
+
+async fn concurrent_writers(fsync: bool) {
     let s = Setup::new();
     let log = s
         .open(LogConfig {
             checkpoint_every: 50,
+            fsync,
             ..s.config()
         })
         .await;
