@@ -14,6 +14,7 @@ use super::chain::{
     CHAIN_ANNOTATION, CHECKPOINT_ANNOTATION, GENESIS, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
 };
 use super::event::{Event, MicroTime};
+use super::journal::{journal_path, Journal, Record, Target};
 use super::writer::LogConfig;
 use super::AuditError;
 
@@ -62,6 +63,8 @@ pub(super) struct LogFile {
     /// A failed write may have left bytes after `durable.size` that could not be cut yet.
     dirty: bool,
     stats: FileStats,
+    /// When the log syncs: where batches are made durable (see `journal.rs`).
+    journal: Option<Journal>,
 }
 
 /// An event serialised by the request that produced it, waiting for the chain's annotations
@@ -179,6 +182,14 @@ impl LogFile {
             head: GENESIS,
             since_checkpoint: 0,
         };
+        // A log that does not sync still takes back what a journal left by a run that did.
+        let journal_file = journal_path(&path);
+        let (journal, records) = if config.fsync || journal_file.exists() {
+            let (journal, records) = Journal::open(&path).map_err(io_err(&journal_file))?;
+            (config.fsync.then_some(journal), records)
+        } else {
+            (None, Vec::new())
+        };
         let mut log = LogFile {
             path,
             max_size: config.max_size,
@@ -193,23 +204,86 @@ impl LogFile {
             pending_checkpoints: 0,
             dirty: false,
             stats: FileStats::default(),
+            journal,
         };
         if meta.len() == 0 {
             log.push_checkpoint(CheckpointKind::Open, None)?;
             log.flush()?;
+            log.seal()?;
             sync_dir(&log.path).map_err(io_err(&log.path))?;
         } else {
-            log.recover(meta.len())?;
+            log.recover(meta.len(), records)?;
+        }
+        if !config.fsync && journal_file.exists() {
+            fs::remove_file(&journal_file).map_err(io_err(&journal_file))?;
         }
         Ok(log)
     }
 
-    /// Continues an existing file: reads its header and last line, drops an incomplete last
-    /// line (a write cut by a crash, never acknowledged), then writes a `resume` checkpoint, or
-    /// finishes a rotation that a crash interrupted.
-    fn recover(&mut self, len: u64) -> Result<(), AuditError> {
+    /// Where this file's batches are journaled.
+    fn target(&self, file_index: u64) -> Target {
+        let mut log_id = [0u8; 16];
+        log_id.copy_from_slice(&crate::crypto::sha256(self.log_id.as_bytes())[..16]);
+        Target { log_id, file_index }
+    }
+
+    /// Makes everything written to the current file durable in the file itself (when the log
+    /// syncs), and starts the journal again.
+    fn seal(&mut self) -> Result<(), AuditError> {
+        if let Some(journal) = &mut self.journal {
+            self.file.sync_data().map_err(io_err(&self.path))?;
+            journal.restart();
+        }
+        Ok(())
+    }
+
+    /// Puts the journal's records for `target` back into the file (a crash may have lost
+    /// acknowledged lines that only the journal holds) and makes the file durable. Returns the
+    /// file's length afterwards.
+    fn apply_journal(
+        &mut self,
+        target: Target,
+        records: &[Record],
+        len: u64,
+    ) -> Result<u64, AuditError> {
+        let mine: Vec<&Record> = records.iter().filter(|r| r.target == target).collect();
+        if mine.is_empty() {
+            return Ok(len);
+        }
+        // The log is opened for appending, where `pwrite` appends; write through another handle.
+        let out = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        let mut restored = 0u64;
+        for r in &mine {
+            let end = r.offset + r.bytes.len() as u64;
+            let mut have = vec![0u8; r.bytes.len()];
+            let same = end <= len
+                && self.file.read_exact_at(&mut have, r.offset).is_ok()
+                && have == r.bytes;
+            if !same {
+                out.write_all_at(&r.bytes, r.offset)
+                    .map_err(io_err(&self.path))?;
+                restored += r.bytes.len() as u64;
+            }
+        }
+        out.sync_data().map_err(io_err(&self.path))?;
+        if restored > 0 {
+            tracing::warn!(path = %self.path.display(), bytes = restored, "restored acknowledged audit lines from the sync journal (the machine stopped before the log reached the disk)");
+        }
+        let len = self.file.metadata().map_err(io_err(&self.path))?.len();
+        Ok(len)
+    }
+
+    /// Continues an existing file: reads its header, puts back what the sync journal holds for
+    /// it, reads its last line, drops an incomplete last line (a write cut by a crash, never
+    /// acknowledged), then writes a `resume` checkpoint, or finishes a rotation that a crash
+    /// interrupted.
+    fn recover(&mut self, len: u64, journaled: Vec<Record>) -> Result<(), AuditError> {
+        let path = self.path.clone();
         let refuse = |message: String| AuditError::Recover {
-            path: self.path.clone(),
+            path: path.clone(),
             message: format!("{message}; move the file away to start a new log"),
         };
         let first_nl = find_newline(&self.file, 0, len.min(MAX_HEADER))
@@ -225,6 +299,8 @@ impl LogFile {
             .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
             .filter(|c| c.kind == CheckpointKind::Open && c.line == 1)
             .ok_or_else(|| refuse("line 1 is not the header of a keyward audit log".into()))?;
+        self.log_id = header.log.clone();
+        let len = self.apply_journal(self.target(header.file), &journaled, len)?;
 
         let last_nl = rfind_newline(&self.file, len)
             .map_err(io_err(&self.path))?
@@ -383,11 +459,20 @@ impl LogFile {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let target = self.target(self.durable.file_index);
+        let offset = self.durable.size;
         let written = self.file.write_all(&self.pending).and_then(|()| {
-            if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
+            match (&mut self.journal, self.fsync) {
+                (_, false) => Ok(()),
+                (None, true) => self.file.sync_data(),
+                (Some(journal), true) => {
+                    if !journal.append(target, offset, &self.pending)? {
+                        // Full: the log itself takes this batch and all before it.
+                        self.file.sync_data()?;
+                        journal.restart();
+                    }
+                    Ok(())
+                }
             }
         });
         match written {
@@ -433,6 +518,7 @@ impl LogFile {
         let before = self.durable;
         self.push_checkpoint(CheckpointKind::Rotate, None)?;
         self.flush()?;
+        self.seal()?;
         self.start_next_file(before)
             .inspect(|()| self.stats.rotations += 1)
     }
@@ -474,6 +560,7 @@ impl LogFile {
         let header = self
             .push_checkpoint(CheckpointKind::Open, name)
             .and_then(|()| self.flush())
+            .and_then(|()| self.seal())
             .and_then(|()| sync_dir(&self.path).map_err(io_err(&self.path)));
         if let Err(e) = header {
             let _ = fs::remove_file(&self.path);

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 mod chain;
 mod event;
 mod file;
+mod journal;
 mod object;
 mod policy;
 mod request;

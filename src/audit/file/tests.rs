@@ -97,3 +97,74 @@ fn the_chain_annotations_are_spliced_into_the_callers_json() {
     assert!(report.is_intact(), "{:?}", report.problem);
     assert_eq!(report.events, 2);
 }
+
+/// A machine that stops before the log's pages reach the disk: the file comes back short, or
+/// with zeros where lines were. Every batch that was acknowledged is in the sync journal, and
+/// reopening puts it back before anything else, so the log verifies with all of its events.
+#[test]
+fn acknowledged_lines_lost_with_the_page_cache_come_back_from_the_journal() {
+    for damage in ["cut", "zeros"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+        let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+        let header_len = fs::metadata(&path).unwrap().len();
+        for i in 0..3 {
+            log.write_events(vec![event(2 * i), event(2 * i + 1)]).unwrap();
+        }
+        let written = fs::read(&path).unwrap();
+        drop(log);
+        match damage {
+            "cut" => {
+                let f = OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(header_len).unwrap();
+            }
+            _ => {
+                let mut zeroed = written.clone();
+                zeroed[header_len as usize..].fill(0);
+                fs::write(&path, &zeroed).unwrap();
+            }
+        }
+        let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+        assert!(
+            fs::read(&path).unwrap().starts_with(&written),
+            "{damage}: the journal did not restore the acknowledged lines"
+        );
+        log.write_events(vec![event(6)]).unwrap();
+        log.checkpoint(CheckpointKind::Shutdown).unwrap();
+        let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+        assert!(report.is_intact(), "{damage}: {:?}", report.problem);
+        assert_eq!(report.events, 7, "{damage}");
+    }
+}
+
+/// The journal is used only while the log syncs; a log opened without syncing takes back what
+/// a journal holds and then removes it.
+#[test]
+fn a_log_that_does_not_sync_takes_back_a_journal_and_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let journal = crate::audit::journal::journal_path(&path);
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    let header_len = fs::metadata(&path).unwrap().len();
+    log.write_events(vec![event(0)]).unwrap();
+    let written = fs::read(&path).unwrap();
+    drop(log);
+    assert!(journal.exists());
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(header_len)
+        .unwrap();
+    let config = LogConfig {
+        fsync: false,
+        ..LogConfig::new(&path)
+    };
+    let mut log = LogFile::open(&config, key.clone()).unwrap();
+    assert!(fs::read(&path).unwrap().starts_with(&written));
+    assert!(!journal.exists());
+    log.write_events(vec![event(1)]).unwrap();
+    assert!(!journal.exists(), "no journal without syncing");
+}
