@@ -65,7 +65,10 @@ pub(super) struct Journal {
 /// never read it as a log.
 pub(super) fn journal_path(log: &Path) -> PathBuf {
     let mut name = std::ffi::OsString::from(".");
-    name.push(log.file_name().unwrap_or_else(|| std::ffi::OsStr::new("audit")));
+    name.push(
+        log.file_name()
+            .unwrap_or_else(|| std::ffi::OsStr::new("audit")),
+    );
     name.push(".journal");
     log.with_file_name(name)
 }
@@ -100,9 +103,11 @@ impl Journal {
                 at += n as u64;
             }
             file.sync_all()?;
-            if let Some(dir) = path.parent() {
-                File::open(dir).and_then(|d| d.sync_all())?;
-            }
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            File::open(dir).and_then(|d| d.sync_all())?;
         }
         let size = len.max(JOURNAL_BYTES);
         Ok((Journal { file, pos: 0, size }, records))
@@ -246,6 +251,18 @@ mod tests {
         for cut in 0..bytes.len().min(2 * HEADER + 8) {
             let _ = read_records(&bytes[..cut]);
         }
+    }
+
+    #[test]
+    fn a_log_named_without_a_directory_keeps_its_journal_in_the_current_one() {
+        assert_eq!(
+            journal_path(Path::new("audit.log")),
+            Path::new(".audit.log.journal")
+        );
+        assert_eq!(
+            journal_path(Path::new("/var/log/keyward/audit.log")),
+            Path::new("/var/log/keyward/.audit.log.journal")
+        );
     }
 
     #[test]

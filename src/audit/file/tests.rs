@@ -110,7 +110,8 @@ fn acknowledged_lines_lost_with_the_page_cache_come_back_from_the_journal() {
         let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
         let header_len = fs::metadata(&path).unwrap().len();
         for i in 0..3 {
-            log.write_events(vec![event(2 * i), event(2 * i + 1)]).unwrap();
+            log.write_events(vec![event(2 * i), event(2 * i + 1)])
+                .unwrap();
         }
         let written = fs::read(&path).unwrap();
         drop(log);
