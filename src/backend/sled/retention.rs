@@ -19,7 +19,7 @@ use crate::backend::{BackendError, Revision};
 const COMPACT_CHUNK: usize = 4096;
 
 /// The retained history of one key, as the writer maintains it.
-struct KeyHistory {
+pub(super) struct KeyHistory {
     /// Retained entries, oldest first: revision and whether it is a tombstone.
     entries: Vec<(Revision, bool)>,
     /// Versions below this were pruned.
@@ -68,9 +68,20 @@ impl Shared {
                 .push(change);
         }
         let mut batch = Batch::default();
+        // Each key's history comes from the writer's cache when it holds it (`keyhist.rs`).
+        let mut cache = self.history_cache();
         for (key, changes) in per_key {
             let prefix = history_prefix(key);
-            let mut history = self.load_history(&prefix, compacted, keep)?;
+            let cached = if keep > 0 { cache.take(&prefix) } else { None };
+            let mut history = match cached {
+                Some(history) => history,
+                None => self
+                    .load_history(&prefix, compacted, keep)
+                    .inspect_err(|_| {
+                        // Keys remembered earlier in this batch describe a batch not applied.
+                        cache.clear();
+                    })?,
+            };
             let original: Vec<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
             let original_floor = history.floor;
             for change in &changes {
@@ -101,6 +112,10 @@ impl Shared {
                     None => batch.remove(marker),
                     Some(floor) => batch.insert(marker, encode_floor(floor)),
                 }
+            }
+            if keep > 0 {
+                // With unlimited versions `load_history` reads only part of a key's history.
+                cache.put(prefix, history);
             }
         }
         Ok(batch)

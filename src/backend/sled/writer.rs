@@ -389,6 +389,8 @@ impl Writer {
                     // Compaction works on durable state: wait for every batch before it.
                     self.shared.wait_published(self.applier.revision);
                     let result = self.compact(revision);
+                    // Compaction removed history entries behind the writer's cache.
+                    self.shared.history_cache().clear();
                     self.applier.compacted =
                         self.applier.compacted.max(self.shared.compacted.load());
                     let _ = reply.send(result);
