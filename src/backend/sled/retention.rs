@@ -261,14 +261,15 @@ fn compaction_deletes(
     deleted
 }
 
-/// Deletes log entries below `compacted`.
+/// Deletes log entries below `compacted`. One by one, not as a sled batch: leftovers below the
+/// compacted revision are harmless (never read, pruned again on open), and every sled batch or
+/// transaction makes sled write out its I/O buffer twice.
 pub(super) fn prune_log(log: &Tree, compacted: Revision) -> Result<(), BackendError> {
-    let mut batch = Batch::default();
     for item in log.range(..rev_bytes(compacted)) {
         let (key, _) = item.map_err(sled_error)?;
-        batch.remove(key);
+        log.remove(key).map_err(sled_error)?;
     }
-    log.apply_batch(batch).map_err(sled_error)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -343,6 +343,12 @@ impl Writer {
 
     pub(super) fn run(mut self) {
         while let Ok(first) = self.rx.recv() {
+            // The previous record must be synced before the next is appended anyway; waiting
+            // for it here, before the batch is taken, lets the requests that arrive during the
+            // sync join this batch. Fewer, larger batches cost less: each one is a sled
+            // transaction, and sled writes out its I/O buffer twice per transaction. (A failed
+            // write path is reported when the batch is committed.)
+            let _ = self.shared.wait_synced(self.appended);
             let mut batch = vec![first];
             let mut bytes = 0usize;
             while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
