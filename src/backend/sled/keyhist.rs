@@ -42,3 +42,27 @@ impl HistoryCache {
         self.keys = HashMap::new();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_what_was_put_once_and_starts_over_when_full() {
+        let mut cache = HistoryCache::default();
+        cache.put(b"a".to_vec(), KeyHistory::default());
+        assert!(cache.take(b"a").is_some());
+        assert!(
+            cache.take(b"a").is_none(),
+            "taken: the writer puts it back after planning"
+        );
+        for i in 0..CAPACITY {
+            cache.put(i.to_be_bytes().to_vec(), KeyHistory::default());
+        }
+        assert_eq!(cache.keys.len(), CAPACITY);
+        cache.put(b"b".to_vec(), KeyHistory::default());
+        assert_eq!(cache.keys.len(), 1, "a full cache starts over");
+        cache.clear();
+        assert!(cache.take(b"b").is_none());
+    }
+}

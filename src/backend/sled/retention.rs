@@ -19,6 +19,7 @@ use crate::backend::{BackendError, Revision};
 const COMPACT_CHUNK: usize = 4096;
 
 /// The retained history of one key, as the writer maintains it.
+#[derive(Default)]
 pub(super) struct KeyHistory {
     /// Retained entries, oldest first: revision and whether it is a tombstone.
     entries: Vec<(Revision, bool)>,
