@@ -34,8 +34,10 @@
 //! batch's changes are appended to the write-ahead log (`wal/`, see `wal.rs`) as **one** record,
 //! and the sync thread makes that record durable with **one** `fdatasync`. While it syncs, the
 //! writer applies the batch to sled in memory (one sled transaction over the four trees, so sled
-//! holds all of a batch or none of it) and forms the next batch; the next record is appended
-//! only once this one is synced, so at most the log's last record can ever be torn. Once the
+//! holds all of a batch or none of it); the next record is appended only once this one is
+//! synced, so at most the log's last record can ever be torn, and the writer takes the next
+//! batch only then, so that the requests that arrived during the sync join it (each batch costs
+//! sled a transaction, and sled writes its I/O buffer out twice per transaction). Once the
 //! record is synced and the batch applied, the sync thread publishes the new revision, answers
 //! every request of the batch and sends the batch's events to watchers. Concurrent writers share
 //! one `fdatasync`; a lone writer pays one.

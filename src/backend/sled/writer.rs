@@ -1,8 +1,8 @@
 //! The writer thread: it takes every queued request as one batch, works out the batch's
 //! outcomes against the applied state, appends the batch's changes to the write-ahead log as one
 //! record, hands the record to the sync thread and applies the batch to sled in memory while it
-//! syncs; then it forms the next batch. The sync thread (`sync.rs`) publishes a batch and answers
-//! its requests once its record is durable.
+//! syncs; once the record is synced it takes the next batch. The sync thread (`sync.rs`)
+//! publishes a batch and answers its requests once its record is durable.
 //!
 //! Planning and applying are also how the log is replayed on open ([`Applier::replay`]): a
 //! record holds the batch's applied changes, and re-running them from the state before the batch
@@ -463,7 +463,7 @@ impl Writer {
             }
         };
         self.appended += 1;
-        // The sync runs while the batch is applied to sled and the next one forms.
+        // The sync runs while the batch is applied to sled.
         let (applied_tx, applied_rx) = mpsc::sync_channel(1);
         let job = SyncJob::durable(
             replies,
