@@ -34,8 +34,10 @@
 //! batch's changes are appended to the write-ahead log (`wal/`, see `wal.rs`) as **one** record,
 //! and the sync thread makes that record durable with **one** `fdatasync`. While it syncs, the
 //! writer applies the batch to sled in memory (one sled transaction over the four trees, so sled
-//! holds all of a batch or none of it) and forms the next batch; the next record is appended
-//! only once this one is synced, so at most the log's last record can ever be torn. Once the
+//! holds all of a batch or none of it); the next record is appended only once this one is
+//! synced, so at most the log's last record can ever be torn, and the writer takes the next
+//! batch only then, so that the requests that arrived during the sync join it (each batch costs
+//! sled a transaction, and sled writes its I/O buffer out twice per transaction). Once the
 //! record is synced and the batch applied, the sync thread publishes the new revision, answers
 //! every request of the batch and sends the batch's events to watchers. Concurrent writers share
 //! one `fdatasync`; a lone writer pays one.
@@ -88,11 +90,13 @@
 //! `codec` holds the byte encodings above, `wal` the write-ahead log's format, segments and
 //! recovery scan, `writer` the writer thread (batching, planning, appending, applying, replay),
 //! `sync` the sync thread (fdatasync, publication) and the checkpoint thread, `retention`
-//! pruning and compaction, `files` the extra `fsync`s and the wait for sled's lock, `read`
+//! pruning and compaction, `keyhist` the writer's cache of each key's retained history (so a
+//! write does not scan it), `files` the extra `fsync`s and the wait for sled's lock, `read`
 //! reads at current and past revisions, and `watch` replay and live fan-out.
 
 mod codec;
 mod files;
+mod keyhist;
 mod read;
 mod retention;
 mod sync;
@@ -238,6 +242,8 @@ struct Shared {
     compacted: AtomicRevision,
     /// Set after an I/O error in the write path; every request is then refused.
     failed: AtomicBool,
+    /// What the writer knows of recently written keys' history (only the writer uses it).
+    history_cache: Mutex<keyhist::HistoryCache>,
     /// Live events, per batch. Taken (closed) when the backend is dropped.
     events: Mutex<Option<broadcast::Sender<Arc<Vec<Event>>>>>,
     batches: AtomicU64,
@@ -373,6 +379,7 @@ impl SledBackend {
             current: AtomicRevision::new(current),
             compacted: AtomicRevision::new(compacted),
             failed: AtomicBool::new(false),
+            history_cache: Mutex::new(keyhist::HistoryCache::default()),
             events: Mutex::new(Some(events.clone())),
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
@@ -500,6 +507,11 @@ impl Shared {
 
     fn write_guard(&self) -> RwLockWriteGuard<'_, Vec<Arc<Inflight>>> {
         self.commit_lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The writer's memory of recently written keys' history.
+    fn history_cache(&self) -> std::sync::MutexGuard<'_, keyhist::HistoryCache> {
+        self.history_cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Flushes sled and `fsync`s its files (a checkpoint).

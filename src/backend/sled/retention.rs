@@ -19,7 +19,8 @@ use crate::backend::{BackendError, Revision};
 const COMPACT_CHUNK: usize = 4096;
 
 /// The retained history of one key, as the writer maintains it.
-struct KeyHistory {
+#[derive(Default)]
+pub(super) struct KeyHistory {
     /// Retained entries, oldest first: revision and whether it is a tombstone.
     entries: Vec<(Revision, bool)>,
     /// Versions below this were pruned.
@@ -74,9 +75,22 @@ impl Shared {
                 .push(change);
         }
         let mut batch = Batch::default();
+        // Each key's history comes from the writer's cache when it holds it (`keyhist.rs`).
+        let mut cache = self.history_cache();
         for (key, changes) in per_key {
             let prefix = history_prefix(key);
-            let mut history = self.load_history(&prefix, compacted, keep)?;
+            // Keys only pruned here are deleted ones: not worth remembering.
+            let written = !changes.is_empty();
+            let cached = if keep > 0 { cache.take(&prefix) } else { None };
+            let mut history = match cached {
+                Some(history) => history,
+                None => self
+                    .load_history(&prefix, compacted, keep)
+                    .inspect_err(|_| {
+                        // Keys remembered earlier in this batch describe a batch not applied.
+                        cache.clear();
+                    })?,
+            };
             let original: Vec<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
             let original_floor = history.floor;
             history.prune_compacted(compacted);
@@ -108,6 +122,10 @@ impl Shared {
                     None => batch.remove(marker),
                     Some(floor) => batch.insert(marker, encode_floor(floor)),
                 }
+            }
+            if keep > 0 && written {
+                // With unlimited versions `load_history` reads only part of a key's history.
+                cache.put(prefix, history);
             }
         }
         Ok(batch)
@@ -282,14 +300,15 @@ pub(super) fn deleted_between(
     Ok(keys)
 }
 
-/// Deletes log entries below `compacted`.
+/// Deletes log entries below `compacted`. One by one, not as a sled batch: leftovers below the
+/// compacted revision are harmless (never read, pruned again on open), and every sled batch or
+/// transaction makes sled write out its I/O buffer twice.
 pub(super) fn prune_log(log: &Tree, compacted: Revision) -> Result<(), BackendError> {
-    let mut batch = Batch::default();
     for item in log.range(..rev_bytes(compacted)) {
         let (key, _) = item.map_err(sled_error)?;
-        batch.remove(key);
+        log.remove(key).map_err(sled_error)?;
     }
-    log.apply_batch(batch).map_err(sled_error)
+    Ok(())
 }
 
 #[cfg(test)]

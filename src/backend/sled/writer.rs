@@ -1,8 +1,8 @@
 //! The writer thread: it takes every queued request as one batch, works out the batch's
 //! outcomes against the applied state, appends the batch's changes to the write-ahead log as one
 //! record, hands the record to the sync thread and applies the batch to sled in memory while it
-//! syncs; then it forms the next batch. The sync thread (`sync.rs`) publishes a batch and answers
-//! its requests once its record is durable.
+//! syncs; once the record is synced it takes the next batch. The sync thread (`sync.rs`)
+//! publishes a batch and answers its requests once its record is durable.
 //!
 //! Planning and applying are also how the log is replayed on open ([`Applier::replay`]): a
 //! record holds the batch's applied changes, and re-running them from the state before the batch
@@ -345,6 +345,12 @@ impl Writer {
 
     pub(super) fn run(mut self) {
         while let Ok(first) = self.rx.recv() {
+            // The previous record must be synced before the next is appended anyway; waiting
+            // for it here, before the batch is taken, lets the requests that arrive during the
+            // sync join this batch. Fewer, larger batches cost less: each one is a sled
+            // transaction, and sled writes out its I/O buffer twice per transaction. (A failed
+            // write path is reported when the batch is committed.)
+            let _ = self.shared.wait_synced(self.appended);
             let mut batch = vec![first];
             let mut bytes = 0usize;
             while batch.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
@@ -391,6 +397,8 @@ impl Writer {
                     // Compaction works on durable state: wait for every batch before it.
                     self.shared.wait_published(self.applier.revision);
                     let result = self.compact(revision);
+                    // Compaction removed history entries behind the writer's cache.
+                    self.shared.history_cache().clear();
                     self.applier.compacted =
                         self.applier.compacted.max(self.shared.compacted.load());
                     let _ = reply.send(result);
@@ -457,7 +465,7 @@ impl Writer {
             }
         };
         self.appended += 1;
-        // The sync runs while the batch is applied to sled and the next one forms.
+        // The sync runs while the batch is applied to sled.
         let (applied_tx, applied_rx) = mpsc::sync_channel(1);
         let job = SyncJob::durable(
             replies,
