@@ -119,7 +119,8 @@ pub fn secret_to_pb(s: Secret) -> pb::Secret {
         data: s
             .data
             .into_iter()
-            .map(|(k, v)| (k, v.0.to_vec()))
+            // Moved out, not copied: the emptied `Zeroizing` has nothing left to wipe.
+            .map(|(k, mut v)| (k, std::mem::take(&mut *v.0)))
             .collect::<BTreeMap<_, _>>(),
         string_data: BTreeMap::new(),
         r#type: s.type_,

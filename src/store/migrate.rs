@@ -328,16 +328,14 @@ impl Store {
         };
         progress(&p, false);
         let pace = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
-        // Without a rate limit, a page's rewrites go to the backend together, so they share
-        // fsyncs (group commit) instead of paying one each.
-        let concurrency = if pace.is_some() {
-            1
-        } else {
-            REWRITE_CONCURRENCY
-        };
         let mut pager = self.pager(opts.batch);
+        // Without a rate limit, a page's rewrites go to the backend all at once, so that its
+        // writer commits them as one batch (one log append and one sync for the page), and the
+        // next page is read and re-encrypted while they are made durable. At most one page is
+        // in flight, so memory stays bounded by two pages whatever the store holds.
+        let mut in_flight: Option<tokio::task::JoinSet<WriteResult>> = None;
         while let Some(page) = self.next_page(&mut pager).await? {
-            let mut writes = Vec::new();
+            let mut writes = Vec::with_capacity(if opts.dry_run { 0 } else { page.len() });
             for kv in page {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
                 p.done += 1;
@@ -355,29 +353,32 @@ impl Store {
                 }
                 p.last_key = key;
             }
-            for chunk in writes.chunks(concurrency) {
+            if let Some(d) = pace {
+                for (key, value, rev) in writes {
+                    let outcome = self
+                        .backend
+                        .put(&key, value, Expect::ModRevision(rev))
+                        .await?;
+                    count_rewrite(&mut p, outcome);
+                    tokio::time::sleep(d).await;
+                }
+            } else {
+                if let Some(set) = in_flight.take() {
+                    drain_rewrites(set, &mut p).await?;
+                }
                 let mut set = tokio::task::JoinSet::new();
-                for (key, value, rev) in chunk.iter().cloned() {
+                for (key, value, rev) in writes {
                     let backend = self.backend.clone();
                     set.spawn(
                         async move { backend.put(&key, value, Expect::ModRevision(rev)).await },
                     );
                 }
-                while let Some(res) = set.join_next().await {
-                    let outcome = res.map_err(|e| {
-                        StoreError::Backend(crate::backend::BackendError::Io(format!(
-                            "rewrite task failed: {e}"
-                        )))
-                    })??;
-                    match outcome {
-                        WriteOutcome::Applied { .. } => p.rewritten += 1,
-                        WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => p.conflicts += 1,
-                    }
-                }
-                if let Some(d) = pace {
-                    tokio::time::sleep(d).await;
-                }
+                in_flight = Some(set);
             }
+            progress(&p, true);
+        }
+        if let Some(set) = in_flight.take() {
+            drain_rewrites(set, &mut p).await?;
             progress(&p, true);
         }
         Ok(p)
@@ -394,8 +395,32 @@ impl Drop for AutoMigrateGuard {
     }
 }
 
-/// Rewrites in flight at once during a migration without a rate limit.
-const REWRITE_CONCURRENCY: usize = 32;
+/// The outcome of one rewrite's conditional put.
+type WriteResult = Result<WriteOutcome, crate::backend::BackendError>;
+
+/// Counts a rewrite's outcome: applied, or changed (or deleted) concurrently.
+fn count_rewrite(p: &mut MigrateProgress, outcome: WriteOutcome) {
+    match outcome {
+        WriteOutcome::Applied { .. } => p.rewritten += 1,
+        WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => p.conflicts += 1,
+    }
+}
+
+/// Waits for every rewrite of a page and counts them; the first failure ends the migration.
+async fn drain_rewrites(
+    mut set: tokio::task::JoinSet<WriteResult>,
+    p: &mut MigrateProgress,
+) -> Result<(), StoreError> {
+    while let Some(res) = set.join_next().await {
+        let outcome = res.map_err(|e| {
+            StoreError::Backend(crate::backend::BackendError::Io(format!(
+                "rewrite task failed: {e}"
+            )))
+        })??;
+        count_rewrite(p, outcome);
+    }
+    Ok(())
+}
 
 /// The default settle time before an automatic migration: the Kubernetes KMS docs recommend
 /// migrating `3 + N + M` minutes after a KEK rotation (3 minutes for every apiserver's write
