@@ -333,25 +333,26 @@ impl Store {
         // writer commits them as one batch (one log append and one sync for the page), and the
         // next page is read and re-encrypted while they are made durable. At most one page is
         // in flight, so memory stays bounded by two pages whatever the store holds.
-        let mut in_flight: Option<tokio::task::JoinSet<WriteResult>> = None;
+        let mut in_flight: Option<(tokio::task::JoinSet<WriteResult>, PageSeen)> = None;
         while let Some(page) = self.next_page(&mut pager).await? {
+            let mut seen = PageSeen::default();
             let mut writes = Vec::with_capacity(if opts.dry_run { 0 } else { page.len() });
             for kv in page {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
-                p.done += 1;
+                seen.done += 1;
                 match t.from_storage(&key, &kv.value).await {
                     Err(e) => {
                         tracing::warn!(key = %key, error = %e, "cannot decrypt; left as it is");
-                        p.failed += 1;
+                        seen.failed += 1;
                     }
                     Ok((_, info)) if !info.stale => {}
-                    Ok(_) if opts.dry_run => p.rewritten += 1,
+                    Ok(_) if opts.dry_run => seen.rewritten += 1,
                     Ok((plain, _)) => {
                         let value = t.to_storage(&key, &plain).await?;
                         writes.push((kv.key, value, kv.mod_revision));
                     }
                 }
-                p.last_key = key;
+                seen.last_key = key;
             }
             if let Some(d) = pace {
                 for (key, value, rev) in writes {
@@ -362,23 +363,26 @@ impl Store {
                     count_rewrite(&mut p, outcome);
                     tokio::time::sleep(d).await;
                 }
-            } else {
-                if let Some(set) = in_flight.take() {
-                    drain_rewrites(set, &mut p).await?;
-                }
-                let mut set = tokio::task::JoinSet::new();
-                for (key, value, rev) in writes {
-                    let backend = self.backend.clone();
-                    set.spawn(
-                        async move { backend.put(&key, value, Expect::ModRevision(rev)).await },
-                    );
-                }
-                in_flight = Some(set);
+                seen.add_to(&mut p);
+                progress(&p, true);
+                continue;
             }
-            progress(&p, true);
+            // A page is reported once its rewrites are durable, as it was examined.
+            if let Some((set, earlier)) = in_flight.take() {
+                drain_rewrites(set, &mut p).await?;
+                earlier.add_to(&mut p);
+                progress(&p, true);
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for (key, value, rev) in writes {
+                let backend = self.backend.clone();
+                set.spawn(async move { backend.put(&key, value, Expect::ModRevision(rev)).await });
+            }
+            in_flight = Some((set, seen));
         }
-        if let Some(set) = in_flight.take() {
+        if let Some((set, last)) = in_flight.take() {
             drain_rewrites(set, &mut p).await?;
+            last.add_to(&mut p);
             progress(&p, true);
         }
         Ok(p)
@@ -392,6 +396,27 @@ pub struct AutoMigrateGuard(tokio::task::JoinHandle<()>);
 impl Drop for AutoMigrateGuard {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// What examining one page found, added to the progress once its rewrites are done.
+#[derive(Default)]
+struct PageSeen {
+    done: u64,
+    failed: u64,
+    /// Stale objects counted as rewritten by a dry run.
+    rewritten: u64,
+    last_key: String,
+}
+
+impl PageSeen {
+    fn add_to(self, p: &mut MigrateProgress) {
+        p.done += self.done;
+        p.failed += self.failed;
+        p.rewritten += self.rewritten;
+        if !self.last_key.is_empty() {
+            p.last_key = self.last_key;
+        }
     }
 }
 

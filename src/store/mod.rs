@@ -179,8 +179,9 @@ pub struct Preconditions {
 /// One page of a list.
 #[derive(Debug, Clone)]
 pub struct SecretList {
-    /// The Secrets, in key order (namespace, then name).
-    pub items: Vec<Secret>,
+    /// The Secrets, in key order (namespace, then name), shared with the store's cache of
+    /// decoded objects (copy one with [`Arc::unwrap_or_clone`] to change it).
+    pub items: Vec<Arc<Secret>>,
     /// The store revision the list reflects.
     pub resource_version: Revision,
     /// Token for the next page, if any.
@@ -420,15 +421,15 @@ impl Store {
 
     /// [`Store::decode`] for lists and watches, through the decoded-object cache: an object
     /// already decoded at this key and revision is not decrypted again.
-    async fn decode_cached(&self, kv: &KeyValue) -> Result<Secret, StoreError> {
+    async fn decode_cached(&self, kv: &KeyValue) -> Result<Arc<Secret>, StoreError> {
         if let Some(s) = self.decoded.get(&kv.key, kv.mod_revision) {
-            return Ok(Secret::clone(&s));
+            return Ok(s);
         }
         let generation = self.decoded.generation();
         let s = Arc::new(self.decode(kv).await?.0);
         self.decoded
             .insert(&kv.key, kv.mod_revision, generation, s.clone());
-        Ok(Arc::unwrap_or_clone(s))
+        Ok(s)
     }
 
     /// Records a write in `managedFields` unless the caller did: a write without them comes
@@ -852,7 +853,7 @@ impl Store {
                         if tx
                             .send(Ok(WatchEvent {
                                 kind: WatchKind::Added,
-                                object: s,
+                                object: Arc::unwrap_or_clone(s),
                             }))
                             .await
                             .is_err()
@@ -936,7 +937,7 @@ impl Store {
         // version, not what it held: it is not decrypted then.
         let prev = match &ev.prev {
             Some(_) if ev.kind == EventKind::Put && selector.is_empty() => None,
-            Some(p) => Some(self.decode_cached(p).await?),
+            Some(p) => Some(Arc::unwrap_or_clone(self.decode_cached(p).await?)),
             None => None,
         };
         let prev_matches = match &prev {
@@ -952,7 +953,7 @@ impl Store {
                 }
             })),
             EventKind::Put => {
-                let cur = self.decode_cached(&ev.kv).await?;
+                let cur = Arc::unwrap_or_clone(self.decode_cached(&ev.kv).await?);
                 let cur_matches = selector.matches(&cur.metadata.labels);
                 Ok(match (prev_matches, cur_matches) {
                     (false, true) => Some(WatchEvent {

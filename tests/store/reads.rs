@@ -32,7 +32,7 @@ fn secret(name: &str, value: &str) -> Secret {
 }
 
 /// Every page of the namespace, `limit` at a time: the items, and how many pages there were.
-async fn pages(store: &Store, limit: usize) -> (Vec<Secret>, usize) {
+async fn pages(store: &Store, limit: usize) -> (Vec<Arc<Secret>>, usize) {
     let (mut items, mut n, mut token) = (Vec::new(), 0, None::<String>);
     loop {
         let page = store
@@ -70,10 +70,10 @@ async fn list_pages_are_the_same_cold_warm_and_after_writes() {
             .get(&ns(NS), &name(&s.metadata.name), None)
             .await
             .unwrap();
-        assert_eq!(*s, got, "a listed object is what a get decrypts ({i})");
+        assert_eq!(**s, got, "a listed object is what a get decrypts ({i})");
     }
 
-    let mut changed = cold[3].clone();
+    let mut changed = Secret::clone(&cold[3]);
     changed.data.insert(
         "v".into(),
         keyward::store::model::SecretBytes::new(b"new".to_vec()),
@@ -85,17 +85,17 @@ async fn list_pages_are_the_same_cold_warm_and_after_writes() {
         .unwrap();
     let (after, _) = pages(&store, 10).await;
     assert_eq!(after.len(), 24);
-    assert_eq!(after[3], changed, "an update is seen at once");
+    assert_eq!(*after[3], changed, "an update is seen at once");
     assert_eq!(after[3].data["v"].as_slice(), b"new");
     assert!(
         after.iter().all(|s| s.metadata.name != "s05"),
         "a delete too"
     );
-    let untouched: Vec<&Secret> = cold
+    let untouched: Vec<&Arc<Secret>> = cold
         .iter()
         .filter(|s| !["s03", "s05"].contains(&s.metadata.name.as_str()))
         .collect();
-    let still: Vec<&Secret> = after.iter().filter(|s| s.metadata.name != "s03").collect();
+    let still: Vec<&Arc<Secret>> = after.iter().filter(|s| s.metadata.name != "s03").collect();
     assert_eq!(untouched, still);
 }
 
