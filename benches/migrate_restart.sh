@@ -6,7 +6,8 @@
 #   benches/migrate_restart.sh BIN [N=100000]
 # Prints: load time, RSS after loading, migrate time and rate, RSS after migrating (and the peak),
 # server CPU of the migration, the store directory's size, and the two restart times (from start
-# until `keyward get secrets -n empty` answers). KEYWARD_SIDE_KEEP=1 keeps the data directory.
+# until `keyward get secrets -n empty` answers). KEYWARD_SIDE_KEEP=1 keeps the data directory;
+# KEYWARD_MIGRATE_ARGS adds arguments to `keyward migrate` (e.g. --batch-size 1024).
 set -Eeuo pipefail
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") n=${2:-100000}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,7 +48,7 @@ t1=$(now)
 echo "loaded $n in $(python3 -c "print(f'{$t1 - $t0:.1f}')") s; $(rss $pid)"
 "$bin" kms rotate --admin-socket "$work/dev/kms-admin.sock" >/dev/null
 c0=$(cpu $pid); t0=$(now)
-"$bin" migrate --server "unix://$sock" >"$work/migrate.out" 2>&1
+"$bin" migrate --server "unix://$sock" ${KEYWARD_MIGRATE_ARGS:-} >"$work/migrate.out" 2>&1
 t1=$(now); c1=$(cpu $pid)
 tail -n 2 "$work/migrate.out"
 python3 -c "d=$t1 - $t0; c=$c1 - $c0; print(f'migrate: {d:.2f} s, {$n / d:,.0f} objects/s, server CPU {c:.1f} s ({1e6 * c / $n:.0f} µs/object)')"

@@ -2,10 +2,11 @@
 # One store workload side by side (16 clients on 4 connections, 1 KiB values, 1,000 keys, kms v2
 # through keyward dev's own plugin): keyward BEFORE, keyward AFTER and etcd on the same disk, ROUNDS
 # rounds of DURATION each, the three targets in turn within each round so that drift hits them
-# alike. OP is any `keyward bench store --op` (list and watch are what it was written for).
-#   benches/read_side_by_side.sh OP BEFORE_BIN AFTER_BIN [ROUNDS=3] [DURATION=10s]
-# Prints calls/s, p50/p99 and the server's CPU per call (setup and warm-up included) per run, and
-# the load average before and after. KEYWARD_SIDE_KEEP=1 keeps the data directories.
+# alike. OP is any `keyward bench store --op` (put, get, list, mixed, watch).
+#   benches/side_by_side.sh OP BEFORE_BIN AFTER_BIN [ROUNDS=3] [DURATION=10s]
+# Prints calls/s, p50/p99 and the server's CPU per call (setup and warm-up included) per run, the
+# load average before and after, and the size of the three data directories and of the log.
+# KEYWARD_SIDE_KEEP=1 keeps the data directories.
 set -Eeuo pipefail
 op=$1 before=$2 after=$3 rounds=${4:-3} dur=${5:-10s}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,3 +55,5 @@ PY
   done
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+du -sh "$work/before/store" "$work/after/store" "$work/etcd"
+ls -la "$work/after/store/wal" 2>/dev/null || true
