@@ -3,54 +3,6 @@
 # connections, 1,000 keys): keyward BEFORE, keyward AFTER and etcd on the same disk, ROUNDS rounds
 # of DURATION each, the three targets in turn within each round so that drift hits them alike.
 #   benches/put_side_by_side.sh BEFORE_BIN AFTER_BIN [ROUNDS=3] [DURATION=10s]
-# Prints calls/s, p50/p99 and the server's CPU per call (setup and warm-up included) per run.
+# The same as `benches/side_by_side.sh put ...`.
 set -Eeuo pipefail
-before=$1 after=$2 rounds=${3:-3} dur=${4:-10s}
-repo=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$repo/target/walbench"
-work=$(mktemp -d "$repo/target/walbench/run.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 2
-  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cp=$(port); pp=$(port); url=http://127.0.0.1:$cp
-etcd --name w --data-dir "$work/etcd" --listen-client-urls "$url" --advertise-client-urls "$url" \
-  --listen-peer-urls http://127.0.0.1:$pp --initial-advertise-peer-urls http://127.0.0.1:$pp \
-  --initial-cluster w=http://127.0.0.1:$pp --initial-cluster-state new --logger zap --log-level warn >"$work/etcd.log" 2>&1 &
-pids+=($!); etcd_pid=$!
-mkdir -p "$work/before" "$work/after"
-"$before" dev --data "$work/before" >"$work/before.log" 2>&1 & pids+=($!); before_pid=$!
-"$after" dev --data "$work/after" >"$work/after.log" 2>&1 & pids+=($!); after_pid=$!
-for s in "$work/before/keyward.sock" "$work/after/keyward.sock"; do for i in $(seq 300); do [ -e "$s" ] && break; sleep 0.1; done; done
-sleep 2
-clk=$(getconf CLK_TCK)
-cpu() { awk -v t="$clk" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
-flags=(--op put --concurrency 16 --connections 4 --value-size 1KiB --keys 1000 --duration "$dur" --warmup 1s --output json)
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-for r in $(seq "$rounds"); do
-  for t in before after etcd; do
-    case $t in
-      before) target=(--server "unix://$work/before/keyward.sock"); pid=$before_pid ;;
-      after) target=(--server "unix://$work/after/keyward.sock"); pid=$after_pid ;;
-      etcd) target=(--etcd "$url"); pid=$etcd_pid ;;
-    esac
-    c0=$(cpu $pid)
-    "$after" bench store "${target[@]}" "${flags[@]}" > "$work/$t-$r.json" 2>/dev/null
-    c1=$(cpu $pid)
-    python3 - "$work/$t-$r.json" "$t" "$r" "$c0" "$c1" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1])); l = r["latency_us"]
-calls = r.get("calls", 0) + r.get("warmup_calls", 0)
-cpu = float(sys.argv[5]) - float(sys.argv[4])
-print(f"round {sys.argv[3]} {sys.argv[2]:<7} {r['calls_per_second']:>8.0f} puts/s  p50 {l['p50']:>6} µs  p99 {l['p99']:>6} µs  errors {r['errors']}  server cpu {cpu:.1f} s ({1e6*cpu/max(calls,1):.0f} µs/call)")
-PY
-  done
-done
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-du -sh "$work/before/store" "$work/after/store" "$work/etcd"
-ls -la "$work/after/store/wal"
+exec "$(dirname "$0")/side_by_side.sh" put "$@"

@@ -327,7 +327,7 @@ impl Access {
         let respond = |l: &SecretList, level| {
             (level >= Level::RequestResponse).then(|| {
                 AuditObject::secret_list(
-                    &l.items,
+                    l.items.iter().map(|s| &**s),
                     &l.resource_version.to_string(),
                     l.continue_token.as_deref(),
                 )

@@ -103,28 +103,46 @@ pub fn secret_from_pb(s: pb::Secret) -> Secret {
     }
 }
 
-/// The store's Secret to protobuf (`stringData` is never returned).
-pub fn secret_to_pb(s: Secret) -> pb::Secret {
-    let updated = s.last_write_time();
+/// The store's Secret to protobuf (`stringData` is never returned); its values are moved, not
+/// copied.
+pub fn secret_to_pb(mut s: Secret) -> pb::Secret {
+    let data = std::mem::take(&mut s.data)
+        .into_iter()
+        // Moved out, not copied: the emptied `Zeroizing` has nothing left to wipe.
+        .map(|(k, mut v)| (k, std::mem::take(&mut *v.0)))
+        .collect();
+    pb_with_data(&s, data)
+}
+
+/// A Secret shared with the store's cache (a list's item) to protobuf: only what the API returns
+/// is copied.
+pub fn shared_secret_to_pb(s: &Secret) -> pb::Secret {
+    let data = s
+        .data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_slice().to_vec()))
+        .collect();
+    pb_with_data(s, data)
+}
+
+/// `s` as protobuf with `data` as its values.
+fn pb_with_data(s: &Secret, data: BTreeMap<String, Vec<u8>>) -> pb::Secret {
+    let m = &s.metadata;
     pb::Secret {
         metadata: Some(pb::ObjectMeta {
-            name: s.metadata.name,
-            namespace: s.metadata.namespace,
-            uid: s.metadata.uid,
-            resource_version: s.metadata.resource_version,
-            creation_timestamp: s.metadata.creation_timestamp,
-            labels: s.metadata.labels,
-            annotations: s.metadata.annotations,
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            uid: m.uid.clone(),
+            resource_version: m.resource_version.clone(),
+            creation_timestamp: m.creation_timestamp.clone(),
+            labels: m.labels.clone(),
+            annotations: m.annotations.clone(),
         }),
-        data: s
-            .data
-            .into_iter()
-            .map(|(k, v)| (k, v.0.to_vec()))
-            .collect::<BTreeMap<_, _>>(),
+        data,
         string_data: BTreeMap::new(),
-        r#type: s.type_,
+        r#type: s.type_.clone(),
         immutable: s.immutable,
-        updated,
+        updated: s.last_write_time(),
     }
 }
 

@@ -7,7 +7,7 @@ use tonic::{Code, Request, Response, Status};
 use super::frontend::{access_status, Frontend};
 use super::{
     invalid, limit, namespace_filter, raw_to_pb, resource_version, secret_from_pb, secret_id,
-    secret_to_pb, selector, to_status,
+    secret_to_pb, selector, shared_secret_to_pb, to_status,
 };
 use crate::backend::Revision;
 use crate::names::FieldError;
@@ -140,7 +140,7 @@ impl pb::secrets_server::Secrets for SecretsService {
             .await
             .map_err(access_status)?;
         Ok(Response::new(pb::ListResponse {
-            items: list.items.into_iter().map(secret_to_pb).collect(),
+            items: list.items.iter().map(|s| shared_secret_to_pb(s)).collect(),
             resource_version: list.resource_version.to_string(),
             r#continue: list.continue_token.unwrap_or_default(),
             errors: list

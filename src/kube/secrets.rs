@@ -132,12 +132,12 @@ pub async fn list(
     )))
 }
 
-fn secret_list(items: &[Secret], rv: &str, cont: Option<&str>) -> Value {
+fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Option<&str>) -> Value {
     let mut meta = json!({"resourceVersion": rv});
     if let Some(c) = cont {
         meta["continue"] = c.into();
     }
-    let items: Vec<Value> = items.iter().map(encode_secret).collect();
+    let items: Vec<Value> = items.iter().map(|s| encode_secret(s.borrow())).collect();
     json!({"kind":"SecretList","apiVersion":"v1","metadata":meta,"items":items})
 }
 

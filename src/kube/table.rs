@@ -90,8 +90,8 @@ pub fn row(s: &Secret, include: IncludeObject, now: SystemTime) -> Value {
 
 /// A Table of `items` at `resource_version`; `headers` false leaves out the column definitions
 /// (watch events after the first).
-pub fn table(
-    items: &[Secret],
+pub fn table<S: std::borrow::Borrow<Secret>>(
+    items: &[S],
     resource_version: &str,
     continue_token: Option<&str>,
     include: IncludeObject,
@@ -105,7 +105,10 @@ pub fn table(
     if let Some(c) = continue_token {
         meta.insert("continue".into(), c.into());
     }
-    let rows: Vec<Value> = items.iter().map(|s| row(s, include, now)).collect();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|s| row(s.borrow(), include, now))
+        .collect();
     let mut t = json!({"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":meta});
     if let Some(m) = t.as_object_mut() {
         if headers {

@@ -328,56 +328,61 @@ impl Store {
         };
         progress(&p, false);
         let pace = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
-        // Without a rate limit, a page's rewrites go to the backend together, so they share
-        // fsyncs (group commit) instead of paying one each.
-        let concurrency = if pace.is_some() {
-            1
-        } else {
-            REWRITE_CONCURRENCY
-        };
         let mut pager = self.pager(opts.batch);
+        // Without a rate limit, a page's rewrites go to the backend all at once, so that its
+        // writer commits them as one batch (one log append and one sync for the page), and the
+        // next page is read and re-encrypted while they are made durable. At most one page is
+        // in flight, so memory stays bounded by two pages whatever the store holds.
+        let mut in_flight: Option<(tokio::task::JoinSet<WriteResult>, PageSeen)> = None;
         while let Some(page) = self.next_page(&mut pager).await? {
-            let mut writes = Vec::new();
+            let mut seen = PageSeen::default();
+            let mut writes = Vec::with_capacity(if opts.dry_run { 0 } else { page.len() });
             for kv in page {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
-                p.done += 1;
+                seen.done += 1;
                 match t.from_storage(&key, &kv.value).await {
                     Err(e) => {
                         tracing::warn!(key = %key, error = %e, "cannot decrypt; left as it is");
-                        p.failed += 1;
+                        seen.failed += 1;
                     }
                     Ok((_, info)) if !info.stale => {}
-                    Ok(_) if opts.dry_run => p.rewritten += 1,
+                    Ok(_) if opts.dry_run => seen.rewritten += 1,
                     Ok((plain, _)) => {
                         let value = t.to_storage(&key, &plain).await?;
                         writes.push((kv.key, value, kv.mod_revision));
                     }
                 }
-                p.last_key = key;
+                seen.last_key = key;
             }
-            for chunk in writes.chunks(concurrency) {
-                let mut set = tokio::task::JoinSet::new();
-                for (key, value, rev) in chunk.iter().cloned() {
-                    let backend = self.backend.clone();
-                    set.spawn(
-                        async move { backend.put(&key, value, Expect::ModRevision(rev)).await },
-                    );
-                }
-                while let Some(res) = set.join_next().await {
-                    let outcome = res.map_err(|e| {
-                        StoreError::Backend(crate::backend::BackendError::Io(format!(
-                            "rewrite task failed: {e}"
-                        )))
-                    })??;
-                    match outcome {
-                        WriteOutcome::Applied { .. } => p.rewritten += 1,
-                        WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => p.conflicts += 1,
-                    }
-                }
-                if let Some(d) = pace {
+            if let Some(d) = pace {
+                for (key, value, rev) in writes {
+                    let outcome = self
+                        .backend
+                        .put(&key, value, Expect::ModRevision(rev))
+                        .await?;
+                    count_rewrite(&mut p, outcome);
                     tokio::time::sleep(d).await;
                 }
+                seen.add_to(&mut p);
+                progress(&p, true);
+                continue;
             }
+            // A page is reported once its rewrites are durable, as it was examined.
+            if let Some((set, earlier)) = in_flight.take() {
+                drain_rewrites(set, &mut p).await?;
+                earlier.add_to(&mut p);
+                progress(&p, true);
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for (key, value, rev) in writes {
+                let backend = self.backend.clone();
+                set.spawn(async move { backend.put(&key, value, Expect::ModRevision(rev)).await });
+            }
+            in_flight = Some((set, seen));
+        }
+        if let Some((set, last)) = in_flight.take() {
+            drain_rewrites(set, &mut p).await?;
+            last.add_to(&mut p);
             progress(&p, true);
         }
         Ok(p)
@@ -394,8 +399,53 @@ impl Drop for AutoMigrateGuard {
     }
 }
 
-/// Rewrites in flight at once during a migration without a rate limit.
-const REWRITE_CONCURRENCY: usize = 32;
+/// What examining one page found, added to the progress once its rewrites are done.
+#[derive(Default)]
+struct PageSeen {
+    done: u64,
+    failed: u64,
+    /// Stale objects counted as rewritten by a dry run.
+    rewritten: u64,
+    last_key: String,
+}
+
+impl PageSeen {
+    fn add_to(self, p: &mut MigrateProgress) {
+        p.done += self.done;
+        p.failed += self.failed;
+        p.rewritten += self.rewritten;
+        if !self.last_key.is_empty() {
+            p.last_key = self.last_key;
+        }
+    }
+}
+
+/// The outcome of one rewrite's conditional put.
+type WriteResult = Result<WriteOutcome, crate::backend::BackendError>;
+
+/// Counts a rewrite's outcome: applied, or changed (or deleted) concurrently.
+fn count_rewrite(p: &mut MigrateProgress, outcome: WriteOutcome) {
+    match outcome {
+        WriteOutcome::Applied { .. } => p.rewritten += 1,
+        WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => p.conflicts += 1,
+    }
+}
+
+/// Waits for every rewrite of a page and counts them; the first failure ends the migration.
+async fn drain_rewrites(
+    mut set: tokio::task::JoinSet<WriteResult>,
+    p: &mut MigrateProgress,
+) -> Result<(), StoreError> {
+    while let Some(res) = set.join_next().await {
+        let outcome = res.map_err(|e| {
+            StoreError::Backend(crate::backend::BackendError::Io(format!(
+                "rewrite task failed: {e}"
+            )))
+        })??;
+        count_rewrite(p, outcome);
+    }
+    Ok(())
+}
 
 /// The default settle time before an automatic migration: the Kubernetes KMS docs recommend
 /// migrating `3 + N + M` minutes after a KEK rotation (3 minutes for every apiserver's write

@@ -7,6 +7,7 @@
 //! encrypted with that key as associated data. `resourceVersion` is the backend's
 //! `mod_revision`; it is never stored.
 
+mod cache;
 pub mod managed;
 pub mod migrate;
 pub mod model;
@@ -178,8 +179,9 @@ pub struct Preconditions {
 /// One page of a list.
 #[derive(Debug, Clone)]
 pub struct SecretList {
-    /// The Secrets, in key order (namespace, then name).
-    pub items: Vec<Secret>,
+    /// The Secrets, in key order (namespace, then name), shared with the store's cache of
+    /// decoded objects (copy one with [`Arc::unwrap_or_clone`] to change it).
+    pub items: Vec<Arc<Secret>>,
     /// The store revision the list reflects.
     pub resource_version: Revision,
     /// Token for the next page, if any.
@@ -291,6 +293,8 @@ pub struct Store {
     migrating: tokio::sync::Mutex<()>,
     /// Fills generated fields on create.
     create_hook: Option<Arc<dyn CreateHook>>,
+    /// Secrets lists and watches decoded, by key and revision.
+    decoded: cache::DecodedCache,
 }
 
 impl std::fmt::Debug for Store {
@@ -325,6 +329,7 @@ impl Store {
             migration: std::sync::Mutex::new(migrate::MigrationStatus::default()),
             migrating: tokio::sync::Mutex::new(()),
             create_hook: None,
+            decoded: cache::DecodedCache::new(cache::DEFAULT_CACHE_BYTES),
         }
     }
 
@@ -356,6 +361,8 @@ impl Store {
     /// the old one.
     pub fn set_encryption(&self, encryption: Arc<Encryption>) {
         self.encryption.store(encryption);
+        // What was decrypted under the old configuration is read again under the new one.
+        self.decoded.clear();
     }
 
     /// The encryption in force.
@@ -410,6 +417,19 @@ impl Store {
         })?;
         s.metadata.resource_version = kv.mod_revision.to_string();
         Ok((s, info))
+    }
+
+    /// [`Store::decode`] for lists and watches, through the decoded-object cache: an object
+    /// already decoded at this key and revision is not decrypted again.
+    async fn decode_cached(&self, kv: &KeyValue) -> Result<Arc<Secret>, StoreError> {
+        if let Some(s) = self.decoded.get(&kv.key, kv.mod_revision) {
+            return Ok(s);
+        }
+        let generation = self.decoded.generation();
+        let s = Arc::new(self.decode(kv).await?.0);
+        self.decoded
+            .insert(&kv.key, kv.mod_revision, generation, s.clone());
+        Ok(s)
     }
 
     /// Records a write in `managedFields` unless the caller did: a write without them comes
@@ -763,8 +783,8 @@ impl Store {
                 })?;
             revision = Some(resp.revision);
             for kv in &resp.kvs {
-                let s = match self.decode(kv).await {
-                    Ok((s, _)) => s,
+                let s = match self.decode_cached(kv).await {
+                    Ok(s) => s,
                     Err(e @ (StoreError::Encryption(_) | StoreError::Corrupt { .. })) => {
                         errors.push((String::from_utf8_lossy(&kv.key).into_owned(), e.to_string()));
                         continue;
@@ -833,7 +853,7 @@ impl Store {
                         if tx
                             .send(Ok(WatchEvent {
                                 kind: WatchKind::Added,
-                                object: s,
+                                object: Arc::unwrap_or_clone(s),
                             }))
                             .await
                             .is_err()
@@ -913,13 +933,17 @@ impl Store {
         ev: crate::backend::Event,
         selector: &Selector,
     ) -> Result<Option<WatchEvent>, StoreError> {
+        // An update seen through no selector needs only to know that there was a previous
+        // version, not what it held: it is not decrypted then.
         let prev = match &ev.prev {
-            Some(p) => Some(self.decode(p).await?.0),
+            Some(_) if ev.kind == EventKind::Put && selector.is_empty() => None,
+            Some(p) => Some(Arc::unwrap_or_clone(self.decode_cached(p).await?)),
             None => None,
         };
-        let prev_matches = prev
-            .as_ref()
-            .is_some_and(|p| selector.matches(&p.metadata.labels));
+        let prev_matches = match &prev {
+            Some(p) => selector.matches(&p.metadata.labels),
+            None => ev.prev.is_some() && selector.is_empty(),
+        };
         match ev.kind {
             EventKind::Delete => Ok(prev.filter(|_| prev_matches).map(|mut p| {
                 p.metadata.resource_version = ev.kv.mod_revision.to_string();
@@ -929,9 +953,9 @@ impl Store {
                 }
             })),
             EventKind::Put => {
-                let (cur, _) = self.decode(&ev.kv).await?;
+                let cur = Arc::unwrap_or_clone(self.decode_cached(&ev.kv).await?);
                 let cur_matches = selector.matches(&cur.metadata.labels);
-                Ok(match (prev.is_some() && prev_matches, cur_matches) {
+                Ok(match (prev_matches, cur_matches) {
                     (false, true) => Some(WatchEvent {
                         kind: WatchKind::Added,
                         object: cur,

@@ -49,10 +49,38 @@ impl Serialize for SecretBytes {
 
 impl<'de> Deserialize<'de> for SecretBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = Zeroizing::new(String::deserialize(d)?);
-        B64.decode(s.as_bytes())
-            .map(SecretBytes::new)
-            .map_err(|_| serde::de::Error::custom("a data value is not valid base64"))
+        d.deserialize_str(SecretBytesVisitor)
+    }
+}
+
+/// Decodes a base64 string straight from the input when the deserializer can lend it (JSON
+/// without escapes), so that no copy of the encoded value is made; otherwise from the copy it
+/// hands over, which is zeroized.
+struct SecretBytesVisitor;
+
+impl SecretBytesVisitor {
+    fn decode<E: serde::de::Error>(encoded: &[u8]) -> Result<SecretBytes, E> {
+        let mut out = Zeroizing::new(Vec::with_capacity(encoded.len() / 4 * 3 + 3));
+        B64.decode_vec(encoded, &mut out)
+            .map_err(|_| E::custom("a data value is not valid base64"))?;
+        Ok(SecretBytes(out))
+    }
+}
+
+impl serde::de::Visitor<'_> for SecretBytesVisitor {
+    type Value = SecretBytes;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretBytes, E> {
+        Self::decode(v.as_bytes())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<SecretBytes, E> {
+        let v = Zeroizing::new(v);
+        Self::decode(v.as_bytes())
     }
 }
 

@@ -14,6 +14,7 @@ mod encryption;
 mod listener;
 mod metrics;
 mod migrate;
+mod reads;
 mod reload;
 mod semantics;
 mod server;

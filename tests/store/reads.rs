@@ -1,0 +1,251 @@
+//! Lists and watches served through the store's decoded-object cache give exactly what
+//! decrypting every object again gives: the same pages cold and warm, every write seen at once,
+//! nothing served once the configuration no longer holds the key, the same events to every
+//! watcher. Migrations in pages (their rewrites sent to the backend a page at a time) keep every
+//! object readable and leave nothing stale.
+
+use std::sync::Arc;
+
+use crate::support::store::{secret_v, sled_store};
+use crate::support::{config_text, keys_provider, name, ns};
+use keyward::backend::{Expect, WriteOutcome};
+use keyward::encryption::{config, Encryption, ParseOptions};
+use keyward::store::migrate::MigrateOptions;
+use keyward::store::{ResourceVersion, Secret, Selector, Store, WatchKind};
+use tokio_stream::StreamExt;
+
+const K1: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE="; // 32 bytes of '1'
+const K2: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI="; // 32 bytes of '2'
+const NS: &str = "reads";
+
+fn aesgcm(keys: &[(&str, &str)]) -> String {
+    config_text(&keys_provider("aesgcm", keys))
+}
+
+async fn encryption(text: &str) -> Arc<Encryption> {
+    let cfg = config::parse(text, ParseOptions::default()).unwrap();
+    Arc::new(Encryption::build(&cfg).await)
+}
+
+fn secret(name: &str, value: &str) -> Secret {
+    secret_v(NS, name, value.as_bytes())
+}
+
+/// Every page of the namespace, `limit` at a time: the items, and how many pages there were.
+async fn pages(store: &Store, limit: usize) -> (Vec<Arc<Secret>>, usize) {
+    let (mut items, mut n, mut token) = (Vec::new(), 0, None::<String>);
+    loop {
+        let page = store
+            .list(Some(&ns(NS)), &Selector::default(), limit, token.as_deref())
+            .await
+            .unwrap();
+        assert!(page.errors.is_empty(), "{:?}", page.errors);
+        items.extend(page.items);
+        n += 1;
+        match page.continue_token {
+            Some(t) => token = Some(t),
+            None => return (items, n),
+        }
+    }
+}
+
+#[tokio::test]
+async fn list_pages_are_the_same_cold_warm_and_after_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    for i in 0..25 {
+        store
+            .create(secret(&format!("s{i:02}"), &format!("v{i}")), false)
+            .await
+            .unwrap();
+    }
+    let (cold, n) = pages(&store, 10).await;
+    assert_eq!((cold.len(), n), (25, 3));
+    let (warm, _) = pages(&store, 10).await;
+    assert_eq!(cold, warm, "a warm cache gives the same pages");
+    let (whole, _) = pages(&store, 0).await;
+    assert_eq!(cold, whole, "and so does one page of everything");
+    for (s, i) in cold.iter().zip(0..) {
+        let got = store
+            .get(&ns(NS), &name(&s.metadata.name), None)
+            .await
+            .unwrap();
+        assert_eq!(**s, got, "a listed object is what a get decrypts ({i})");
+    }
+
+    let mut changed = Secret::clone(&cold[3]);
+    changed.data.insert(
+        "v".into(),
+        keyward::store::model::SecretBytes::new(b"new".to_vec()),
+    );
+    let changed = store.update(changed, false).await.unwrap();
+    store
+        .delete(&ns(NS), &name("s05"), &Default::default())
+        .await
+        .unwrap();
+    let (after, _) = pages(&store, 10).await;
+    assert_eq!(after.len(), 24);
+    assert_eq!(*after[3], changed, "an update is seen at once");
+    assert_eq!(after[3].data["v"].as_slice(), b"new");
+    assert!(
+        after.iter().all(|s| s.metadata.name != "s05"),
+        "a delete too"
+    );
+    let untouched: Vec<&Arc<Secret>> = cold
+        .iter()
+        .filter(|s| !["s03", "s05"].contains(&s.metadata.name.as_str()))
+        .collect();
+    let still: Vec<&Arc<Secret>> = after.iter().filter(|s| s.metadata.name != "s03").collect();
+    assert_eq!(untouched, still);
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_configuration_stops_lists_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    for i in 0..3 {
+        store
+            .create(secret(&format!("s{i}"), "v"), false)
+            .await
+            .unwrap();
+    }
+    assert_eq!(pages(&store, 0).await.0.len(), 3, "decoded once, cached");
+
+    store.set_encryption(encryption(&aesgcm(&[("k2", K2)])).await);
+    let page = store
+        .list(Some(&ns(NS)), &Selector::default(), 0, None)
+        .await
+        .unwrap();
+    assert!(page.items.is_empty(), "nothing served without the key");
+    assert_eq!(page.errors.len(), 3, "{:?}", page.errors);
+
+    store.set_encryption(encryption(&aesgcm(&[("k2", K2), ("k1", K1)])).await);
+    assert_eq!(pages(&store, 0).await.0.len(), 3, "readable again with it");
+}
+
+#[tokio::test]
+async fn every_watcher_gets_the_same_events_as_a_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    let created = store.create(secret("w", "one"), false).await.unwrap();
+    let from = ResourceVersion::try_from(created.metadata.resource_version.as_str()).unwrap();
+    let mut a = store
+        .watch(Some(&ns(NS)), Selector::default(), from)
+        .await
+        .unwrap();
+    let mut b = store
+        .watch(Some(&ns(NS)), Selector::default(), from)
+        .await
+        .unwrap();
+    let mut labelled = store
+        .watch(Some(&ns(NS)), Selector::parse("app=x").unwrap(), from)
+        .await
+        .unwrap();
+
+    let mut s = created.clone();
+    s.metadata.labels.insert("app".into(), "x".into());
+    let updated = store.update(s, false).await.unwrap();
+    let mut s = updated.clone();
+    s.metadata.labels.clear();
+    let unlabelled = store.update(s, false).await.unwrap();
+    let deleted = store
+        .delete(&ns(NS), &name("w"), &Default::default())
+        .await
+        .unwrap();
+    let current = store.backend().current_revision().await.unwrap();
+
+    for w in [&mut a, &mut b] {
+        let e = w.next().await.unwrap().unwrap();
+        assert_eq!((e.kind, &e.object), (WatchKind::Modified, &updated));
+        let e = w.next().await.unwrap().unwrap();
+        assert_eq!((e.kind, &e.object), (WatchKind::Modified, &unlabelled));
+        let e = w.next().await.unwrap().unwrap();
+        assert_eq!(e.kind, WatchKind::Deleted);
+        assert_eq!(e.object.metadata.resource_version, current.to_string());
+        let mut expect = deleted.clone();
+        expect.metadata.resource_version = current.to_string();
+        assert_eq!(e.object, expect);
+    }
+    // Through a selector: added when it starts matching, deleted when it stops.
+    let e = labelled.next().await.unwrap().unwrap();
+    assert_eq!((e.kind, &e.object), (WatchKind::Added, &updated));
+    let e = labelled.next().await.unwrap().unwrap();
+    assert_eq!(e.kind, WatchKind::Deleted);
+    assert_eq!(e.object.data, unlabelled.data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_in_pages_keeps_every_object_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    const N: usize = 600;
+    for i in 0..N {
+        store
+            .create(secret(&format!("m{i:04}"), &format!("v{i}")), false)
+            .await
+            .unwrap();
+    }
+    // One object no provider can read: reported, left alone, never rewritten.
+    let junk = store.storage_key(&ns(NS), &name("zz-junk"));
+    let put = store
+        .backend()
+        .put(
+            junk.as_bytes(),
+            b"k8s:enc:aesgcm:v1:k9:junk".to_vec(),
+            Expect::Absent,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(put, WriteOutcome::Applied { .. }));
+    store.set_encryption(encryption(&aesgcm(&[("k2", K2), ("k1", K1)])).await);
+    // Warm the decoded-object cache with the versions the migration replaces.
+    let warm = store
+        .list(Some(&ns(NS)), &Selector::default(), 0, None)
+        .await
+        .unwrap();
+    assert_eq!((warm.items.len(), warm.errors.len()), (N, 1));
+
+    for batch in [7, 256] {
+        let done = store
+            .migrate(
+                MigrateOptions {
+                    batch,
+                    ..MigrateOptions::default()
+                },
+                |_| {},
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.total, done.done, done.failed),
+            (N as u64 + 1, N as u64 + 1, 1)
+        );
+        if batch == 7 {
+            assert_eq!(done.rewritten, N as u64, "{done:?}");
+        } else {
+            assert_eq!(done.rewritten, 0, "nothing left to rewrite: {done:?}");
+        }
+        let cov = store.encryption_coverage(false).await.unwrap();
+        assert_eq!(
+            (cov.stale, cov.undecryptable),
+            (0, 1),
+            "only the junk is left"
+        );
+    }
+    for i in 0..N {
+        let key = store.storage_key(&ns(NS), &name(&format!("m{i:04}")));
+        let raw = store.raw_get(&key).await.unwrap().expect("stored");
+        assert!(raw.value.starts_with(b"k8s:enc:aesgcm:v1:k2:"), "m{i:04}");
+    }
+    // Readable with k2 alone, and every value is what was written.
+    store.set_encryption(encryption(&aesgcm(&[("k2", K2)])).await);
+    let page = store
+        .list(Some(&ns(NS)), &Selector::default(), 0, None)
+        .await
+        .unwrap();
+    assert_eq!((page.items.len(), page.errors.len()), (N, 1));
+    for (s, i) in page.items.iter().zip(0..) {
+        assert_eq!(s.metadata.name, format!("m{i:04}"));
+        assert_eq!(s.data["v"].as_slice(), format!("v{i}").as_bytes());
+    }
+}
