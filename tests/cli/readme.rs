@@ -30,8 +30,8 @@ fn script(name: &str) -> String {
         .collect()
 }
 
-/// Runs `script` with bash in `dir`, the built binary first on PATH; returns (stdout,
-/// stderr) once it succeeded.
+/// Runs `script` with bash in `dir`, the built binary first on PATH, for at most ten
+/// minutes; returns (stdout, stderr) once it succeeded.
 fn run_script(dir: &std::path::Path, script: &str, what: &str) -> (String, String) {
     let bin_dir = std::path::Path::new(crate::support::bin())
         .parent()
@@ -42,7 +42,11 @@ fn run_script(dir: &std::path::Path, script: &str, what: &str) -> (String, Strin
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new(crate::support::tools::bash())
+    // Bounded, so that a server that never comes up fails the test instead of hanging it;
+    // `timeout` signals its whole process group, servers the script started included.
+    let out = Command::new("timeout")
+        .args(["--kill-after=10", "600"])
+        .arg(crate::support::tools::bash())
         .arg("-c")
         .arg(format!("set -euo pipefail\n{script}"))
         .current_dir(dir)
