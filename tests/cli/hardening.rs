@@ -424,22 +424,24 @@ fn edit_removes_its_plaintext_file_on_signals() {
                 .filter_map(|e| e.ok())
                 .find(|e| e.file_name().to_string_lossy().starts_with("keyward-edit-"))
                 .and_then(|d| std::fs::read_dir(d.path()).ok()?.next()?.ok());
-            if let Some(f) = found {
+            // The file is created before it is written: wait for its content too.
+            let written = found.filter(|f| {
+                std::fs::read_to_string(f.path()).is_ok_and(|text| text.contains("password:"))
+            });
+            if let Some(f) = written {
                 break f.path();
             }
             assert!(
                 Instant::now() < deadline,
-                "no edit file in $XDG_RUNTIME_DIR"
+                "no edit file holding the Secret in $XDG_RUNTIME_DIR"
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert!(std::fs::read_to_string(&file)
-            .unwrap()
-            .contains("password:"));
         let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
         rustix::process::kill_process(pid, sig).unwrap();
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(code), "{sig:?}");
+        assert!(!file.exists(), "{sig:?}: {} is still there", file.display());
         assert_eq!(
             std::fs::read_dir(runtime.path()).unwrap().count(),
             0,
