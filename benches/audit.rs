@@ -3,7 +3,8 @@
 //! response's `objectRef`, serialising two events and appending them to the hash-chained log),
 //! into a log that does not sync (`--audit-log-sync never`: CPU only) and into one that syncs
 //! through its journal (one `fdatasync` per call here, as a lone client pays it). With the same
-//! policy and the `RequestReceived` stage omitted, one event per call. Compare with the server
+//! policy and the `RequestReceived` stage omitted, one event per call. At `Metadata` the response
+//! gives only its reference (`AuditObject::reference`), as the access layer does. Compare with the server
 //! figures in docs/benchmarks.md ("Authorization and audit").
 
 use std::sync::Arc;
@@ -57,7 +58,7 @@ async fn one_get(auditor: &Auditor, attrs: &Attributes, decision: &Decision, sec
     rec.request_received(decision, None).await.expect("written");
     rec.response_complete(
         ResponseStatus::success(200),
-        Some(AuditObject::secret(secret)),
+        Some(AuditObject::reference(secret)),
     )
     .await
     .expect("written");

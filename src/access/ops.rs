@@ -97,8 +97,14 @@ impl Drop for AuditedWatch {
     }
 }
 
-fn secret_body(s: &Secret, _level: Level) -> Option<AuditObject> {
-    Some(AuditObject::secret(s))
+/// The response body of a call that returns one Secret: whole (reduced) at `RequestResponse`,
+/// below it only what fills `objectRef`.
+fn secret_body(s: &Secret, level: Level) -> Option<AuditObject> {
+    Some(if level >= Level::RequestResponse {
+        AuditObject::secret(s)
+    } else {
+        AuditObject::reference(s)
+    })
 }
 
 impl Access {

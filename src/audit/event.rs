@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
@@ -107,15 +108,70 @@ impl MicroTime {
     }
 }
 
+impl MicroTime {
+    /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for times from 1970 to 9999, written without allocating
+    /// (every event carries two); `None` outside that range.
+    fn text(&self) -> Option<[u8; 27]> {
+        let since = self.0.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let secs = since.as_secs();
+        let days = secs / 86_400;
+        if days >= 2_932_897 {
+            return None; // 10000-01-01
+        }
+        let (year, month, day) = civil_from_days(days);
+        let rem = secs % 86_400;
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut v: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, rem / 3600);
+        put(14, 2, rem / 60 % 60);
+        put(17, 2, rem % 60);
+        put(20, 6, u64::from(since.subsec_micros()));
+        Some(out)
+    }
+}
+
+/// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 impl fmt::Display for MicroTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_micros(self.0))
+        match self.text() {
+            // Only ASCII digits and separators are written.
+            Some(text) => f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?),
+            None => write!(f, "{}", humantime::format_rfc3339_micros(self.0)),
+        }
     }
 }
 
 impl Serialize for MicroTime {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.text() {
+            Some(text) => match std::str::from_utf8(&text) {
+                Ok(t) => s.serialize_str(t),
+                Err(_) => s.collect_str(self),
+            },
+            None => s.collect_str(self),
+        }
     }
 }
 
@@ -253,38 +309,101 @@ impl ResponseStatus {
 
 /// One `audit.k8s.io/v1` Event. Built only by [`RequestAudit`](super::RequestAudit), so that
 /// request and response objects always pass through [`AuditObject`]'s reduction; read it
-/// through the accessors or as JSON.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// through the accessors or as JSON. The fields every stage of a request shares are kept once
+/// (`Arc`), so that making the next stage's event copies only what changes.
+#[derive(Debug, Clone)]
 pub struct Event {
+    common: Arc<Common>,
+    stage: Stage,
+    object_ref: Option<Arc<ObjectReference>>,
+    response_status: Option<ResponseStatus>,
+    request_object: Option<AuditObject>,
+    response_object: Option<AuditObject>,
+    stage_timestamp: MicroTime,
+    pub(super) annotations: Arc<BTreeMap<String, String>>,
+}
+
+/// What does not change between a request's stages.
+#[derive(Debug)]
+struct Common {
+    level: Level,
+    audit_id: String,
+    request_uri: String,
+    verb: String,
+    user: UserInfo,
+    impersonated_user: Option<UserInfo>,
+    source_ips: Vec<String>,
+    user_agent: String,
+    request_received_timestamp: MicroTime,
+}
+
+/// The event as it is written: kube-apiserver's field names, order and omissions.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
     kind: &'static str,
     api_version: &'static str,
     level: Level,
     #[serde(rename = "auditID")]
-    audit_id: String,
+    audit_id: &'a str,
     stage: Stage,
     #[serde(rename = "requestURI")]
-    request_uri: String,
-    verb: String,
-    user: UserInfo,
+    request_uri: &'a str,
+    verb: &'a str,
+    user: &'a UserInfo,
     #[serde(skip_serializing_if = "Option::is_none")]
-    impersonated_user: Option<UserInfo>,
-    #[serde(rename = "sourceIPs", skip_serializing_if = "Vec::is_empty")]
-    source_ips: Vec<String>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    user_agent: String,
+    impersonated_user: Option<&'a UserInfo>,
+    #[serde(rename = "sourceIPs", skip_serializing_if = "no_items")]
+    source_ips: &'a [String],
+    #[serde(skip_serializing_if = "no_text")]
+    user_agent: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    object_ref: Option<ObjectReference>,
+    object_ref: Option<&'a ObjectReference>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_status: Option<ResponseStatus>,
+    response_status: Option<&'a ResponseStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    request_object: Option<AuditObject>,
+    request_object: Option<&'a AuditObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response_object: Option<AuditObject>,
+    response_object: Option<&'a AuditObject>,
     request_received_timestamp: MicroTime,
     stage_timestamp: MicroTime,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub(super) annotations: BTreeMap<String, String>,
+    annotations: &'a BTreeMap<String, String>,
+}
+
+fn no_items(v: &&[String]) -> bool {
+    v.is_empty()
+}
+
+fn no_text(v: &&str) -> bool {
+    v.is_empty()
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let c = &*self.common;
+        Wire {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: c.level,
+            audit_id: &c.audit_id,
+            stage: self.stage,
+            request_uri: &c.request_uri,
+            verb: &c.verb,
+            user: &c.user,
+            impersonated_user: c.impersonated_user.as_ref(),
+            source_ips: &c.source_ips,
+            user_agent: &c.user_agent,
+            object_ref: self.object_ref.as_deref(),
+            response_status: self.response_status.as_ref(),
+            request_object: self.request_object.as_ref(),
+            response_object: self.response_object.as_ref(),
+            request_received_timestamp: c.request_received_timestamp,
+            stage_timestamp: self.stage_timestamp,
+            annotations: &self.annotations,
+        }
+        .serialize(s)
+    }
 }
 
 /// The fields an event starts with (crate-internal constructor arguments).
@@ -305,24 +424,24 @@ pub(super) struct EventStart {
 impl Event {
     pub(super) fn start(s: EventStart) -> Self {
         Self {
-            kind: "Event",
-            api_version: "audit.k8s.io/v1",
-            level: s.level,
-            audit_id: s.audit_id,
+            common: Arc::new(Common {
+                level: s.level,
+                audit_id: s.audit_id,
+                request_uri: s.request_uri,
+                verb: s.verb,
+                user: s.user,
+                impersonated_user: s.impersonated_user,
+                source_ips: s.source_ips,
+                user_agent: s.user_agent,
+                request_received_timestamp: s.received,
+            }),
             stage: Stage::RequestReceived,
-            request_uri: s.request_uri,
-            verb: s.verb,
-            user: s.user,
-            impersonated_user: s.impersonated_user,
-            source_ips: s.source_ips,
-            user_agent: s.user_agent,
-            object_ref: s.object_ref,
+            object_ref: s.object_ref.map(Arc::new),
             response_status: None,
             request_object: None,
             response_object: None,
-            request_received_timestamp: s.received,
             stage_timestamp: s.received,
-            annotations: s.annotations,
+            annotations: Arc::new(s.annotations),
         }
     }
 
@@ -336,27 +455,29 @@ impl Event {
         response_object: Option<AuditObject>,
     ) -> Event {
         Event {
+            common: self.common.clone(),
             stage,
-            stage_timestamp: now,
+            object_ref: self.object_ref.clone(),
             response_status: status,
             request_object,
             response_object,
-            ..self.clone()
+            stage_timestamp: now,
+            annotations: self.annotations.clone(),
         }
     }
 
     pub(super) fn object_ref_mut(&mut self) -> Option<&mut ObjectReference> {
-        self.object_ref.as_mut()
+        self.object_ref.as_mut().map(Arc::make_mut)
     }
 
     /// The level the event was recorded at.
     pub fn level(&self) -> Level {
-        self.level
+        self.common.level
     }
 
     /// The request's audit id (every stage of one request shares it).
     pub fn audit_id(&self) -> &str {
-        &self.audit_id
+        &self.common.audit_id
     }
 
     /// The stage.
@@ -366,27 +487,27 @@ impl Event {
 
     /// The verb.
     pub fn verb(&self) -> &str {
-        &self.verb
+        &self.common.verb
     }
 
     /// The request URI (for gRPC, the method path).
     pub fn request_uri(&self) -> &str {
-        &self.request_uri
+        &self.common.request_uri
     }
 
     /// The authenticated user.
     pub fn user(&self) -> &UserInfo {
-        &self.user
+        &self.common.user
     }
 
     /// The impersonated user, if the request impersonated one.
     pub fn impersonated_user(&self) -> Option<&UserInfo> {
-        self.impersonated_user.as_ref()
+        self.common.impersonated_user.as_ref()
     }
 
     /// The object reference (resource requests).
     pub fn object_ref(&self) -> Option<&ObjectReference> {
-        self.object_ref.as_ref()
+        self.object_ref.as_deref()
     }
 
     /// The response status (after the response started).
@@ -397,6 +518,11 @@ impl Event {
     /// Annotations.
     pub fn annotations(&self) -> &BTreeMap<String, String> {
         &self.annotations
+    }
+
+    /// The annotations to change (copied first if another stage's event shares them).
+    pub(super) fn annotations_mut(&mut self) -> &mut BTreeMap<String, String> {
+        Arc::make_mut(&mut self.annotations)
     }
 
     /// Whether the event carries a request object.
@@ -429,6 +555,32 @@ mod tests {
             serde_json::to_string(&whole).unwrap(),
             "\"2023-11-14T22:13:20.000000Z\""
         );
+    }
+
+    #[test]
+    fn micro_time_matches_humantime_across_the_calendar() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let check = |micros: u64| {
+            let t = UNIX_EPOCH + Duration::from_micros(micros);
+            assert_eq!(
+                MicroTime(t).to_string(),
+                humantime::format_rfc3339_micros(t).to_string(),
+                "{micros}"
+            );
+        };
+        // Leap days, century rules, the ends of the range.
+        for secs in [0, 951_782_400, 951_868_799, 4_107_542_400, 253_402_300_799] {
+            check(secs * 1_000_000);
+            check(secs * 1_000_000 + 999_999);
+        }
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            check(x % 253_402_300_800_000_000);
+        }
+        let late = MicroTime(UNIX_EPOCH + Duration::from_secs(253_402_300_800));
+        assert!(late.text().is_none(), "left to humantime");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::chain::{
-    hash_text, line_hash, parse_line, Checkpoint, CheckpointKind, CheckpointSigner,
-    CHAIN_ANNOTATION, CHECKPOINT_ANNOTATION, GENESIS, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
+    line_hash, parse_line, Checkpoint, CheckpointKind, CheckpointSigner, CHAIN_ANNOTATION,
+    CHECKPOINT_ANNOTATION, GENESIS, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
 };
 use super::event::{Event, MicroTime};
 use super::journal::{journal_path, Journal, Record, Target};
@@ -87,16 +87,17 @@ impl EventLine {
             CHECKPOINT_ANNOTATION,
             SIGNATURE_ANNOTATION,
         ];
-        let json = if reserved.iter().any(|k| ev.annotations.contains_key(*k)) {
+        let mut json = Vec::with_capacity(1024);
+        let written = if reserved.iter().any(|k| ev.annotations.contains_key(*k)) {
             let mut clean = ev.clone();
             for k in reserved {
-                clean.annotations.remove(k);
+                clean.annotations_mut().remove(k);
             }
-            serde_json::to_vec(&clean)
+            serde_json::to_writer(&mut json, &clean)
         } else {
-            serde_json::to_vec(ev)
+            serde_json::to_writer(&mut json, ev)
         };
-        let json = json.expect("an audit event always serialises");
+        written.expect("an audit event always serialises");
         let annotated = !ev_annotations_empty(ev, &reserved);
         debug_assert!(!annotated || json.ends_with(b"}}"), "annotations come last");
         EventLine { json, annotated }
@@ -402,25 +403,33 @@ impl LogFile {
     /// The line for `ev` at the chain's current position: its JSON with the chain's two
     /// annotations added last in its `annotations` object.
     fn event_line(&self, ev: &EventLine) -> Vec<u8> {
-        let chain = format!(
-            "\"{CHAIN_ANNOTATION}\":\"{}\",\"{SEQ_ANNOTATION}\":\"{}\"",
-            hash_text(&self.cur.head),
-            self.cur.next_seq
-        );
         let json = &ev.json;
-        let mut line = Vec::with_capacity(json.len() + chain.len() + 20);
+        let mut line = Vec::with_capacity(json.len() + 180);
         if ev.annotated {
             // `...,"annotations":{...}}`: the pairs go before the last two braces.
             line.extend_from_slice(&json[..json.len() - 2]);
             line.push(b',');
-            line.extend_from_slice(chain.as_bytes());
-            line.extend_from_slice(b"}}");
         } else {
             line.extend_from_slice(&json[..json.len() - 1]);
             line.extend_from_slice(b",\"annotations\":{");
-            line.extend_from_slice(chain.as_bytes());
-            line.extend_from_slice(b"}}");
         }
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(self.cur.head, &mut hex);
+        for part in [
+            b"\"".as_slice(),
+            CHAIN_ANNOTATION.as_bytes(),
+            b"\":\"sha256:",
+            &hex,
+            b"\",\"",
+            SEQ_ANNOTATION.as_bytes(),
+            b"\":\"",
+        ] {
+            line.extend_from_slice(part);
+        }
+        // Writing to a Vec cannot fail.
+        let _ = write!(line, "{}", self.cur.next_seq);
+        line.extend_from_slice(b"\"}}");
         line
     }
 

@@ -51,6 +51,28 @@ impl AuditObject {
         Self(Repr::Secret(Box::new(SecretMeta::from_secret(secret))))
     }
 
+    /// Only what a response gives the event's `objectRef` (the Secret's name, namespace, uid
+    /// and resourceVersion): the response body for levels below `RequestResponse`, which do
+    /// not log it.
+    pub fn reference(secret: &Secret) -> Self {
+        let m = &secret.metadata;
+        Self(Repr::Secret(Box::new(SecretMeta {
+            api_version: "v1",
+            kind: "Secret",
+            metadata: MetaSummary {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                resource_version: m.resource_version.clone(),
+                ..MetaSummary::default()
+            },
+            data: BTreeSet::new(),
+            string_data: BTreeSet::new(),
+            type_: String::new(),
+            immutable: None,
+        })))
+    }
+
     /// A `SecretList` of `items` at `resource_version`, each item reduced to its metadata and
     /// key names.
     pub fn secret_list<'a>(

@@ -2,8 +2,8 @@
 //! are recorded, so the chain order is the file order and a request never proceeds on an event
 //! that was not recorded. When the log syncs, one task writes: events that arrive while a write
 //! and its sync are in progress are written together with one sync (group commit). When it does
-//! not sync, each caller appends its lines under the file's lock (a write to the page cache), with
-//! no hand-over to another thread. The task also writes the periodic checkpoints (every N events
+//! not sync, each caller appends its lines itself (a write to the page cache), with no hand-over
+//! to another thread; callers that arrive together share one write (`combine.rs`). The task also writes the periodic checkpoints (every N events
 //! or T seconds) and the shutdown checkpoint.
 
 use std::path::{Path, PathBuf};
@@ -21,6 +21,9 @@ use super::file::{EventLine, LogFile};
 use super::request::AuditSink;
 use super::AuditError;
 use crate::crypto::Ed25519PublicKey;
+use combine::Combiner;
+
+mod combine;
 
 /// Most events written with one sync.
 const MAX_BATCH: usize = 256;
@@ -125,8 +128,9 @@ type SharedFile = Arc<Mutex<Option<LogFile>>>;
 struct Inner {
     tx: mpsc::Sender<Command>,
     file: SharedFile,
-    /// The log does not sync: callers write their lines themselves.
+    /// The log does not sync: callers write their lines themselves, through `combiner`.
     direct: bool,
+    combiner: Combiner,
     cells: Arc<Cells>,
     mode: FailureMode,
     path: PathBuf,
@@ -170,6 +174,7 @@ impl AuditLog {
                 tx,
                 file,
                 direct: !config.fsync,
+                combiner: Combiner::default(),
                 cells,
                 mode: config.failure_mode,
                 path: config.path,
@@ -193,7 +198,8 @@ impl AuditLog {
         }
         let lines: Vec<EventLine> = events.iter().map(EventLine::of).collect();
         let result = if self.inner.direct {
-            write_lines(&self.inner.file, &self.inner.cells, lines)
+            let inner = &self.inner;
+            inner.combiner.write(&inner.file, &inner.cells, lines).await
         } else {
             self.submit(|reply| Command::Write(lines, reply)).await
         };

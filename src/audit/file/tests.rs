@@ -61,13 +61,13 @@ fn the_chain_annotations_are_spliced_into_the_callers_json() {
     let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
     let mut annotated = event(1);
     annotated
-        .annotations
+        .annotations_mut()
         .insert("authorization.k8s.io/decision".into(), "allow".into());
     annotated
-        .annotations
+        .annotations_mut()
         .insert(CHECKPOINT_ANNOTATION.into(), "forged".into());
     annotated
-        .annotations
+        .annotations_mut()
         .insert(SEQ_ANNOTATION.into(), "999".into());
     log.write_lines(vec![EventLine::of(&event(0)), EventLine::of(&annotated)])
         .unwrap();

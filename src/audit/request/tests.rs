@@ -477,3 +477,16 @@ async fn a_deferred_request_received_goes_with_the_next_event() {
     let stages: Vec<Stage> = sink.events().iter().map(Event::stage).collect();
     assert_eq!(stages, [Stage::RequestReceived]);
 }
+
+#[test]
+fn audit_ids_are_distinct_version_4_uuids_across_refills() {
+    let mut seen = std::collections::HashSet::new();
+    // 4 KiB of randomness holds 256 ids: this crosses several refills.
+    for _ in 0..1_000 {
+        let id = new_audit_id();
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version_num(), 4, "{id}");
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+        assert!(seen.insert(id), "ids repeat");
+    }
+}

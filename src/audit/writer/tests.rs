@@ -170,10 +170,52 @@ async fn concurrent_writers_are_serialised() {
     concurrent_writers(true).await;
 }
 
-/// The same without syncing, where each caller appends its own lines under the file's lock.
+/// The same without syncing, where callers combine their lines into shared writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_are_serialised_without_sync() {
     concurrent_writers(false).await;
+}
+
+/// Callers waiting for a combined write while the log closes all get an answer: written
+/// before the shutdown checkpoint, or `Closed`; none waits forever, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_racing_a_close_without_sync_are_all_answered() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            fsync: false,
+            ..s.config()
+        })
+        .await;
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut written = 0;
+                for i in 0..200 {
+                    match log.write(event(t * 1000 + i)).await {
+                        Ok(()) => written += 1,
+                        Err(AuditError::Closed) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                written
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    log.close().await.unwrap();
+    let mut written = 0;
+    for t in tasks {
+        written += tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .expect("every writer is answered")
+            .unwrap();
+    }
+    let r = s.verify();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(r.events, written);
+    assert_eq!(log.counters().events_written, written as u64);
 }
 
 async fn concurrent_writers(fsync: bool) {
