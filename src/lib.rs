@@ -48,7 +48,8 @@
 //! endpoints), [`net`] (limited listeners: connection caps within a descriptor budget, accept
 //! backoff, connection timeouts), [`names`] (Kubernetes names as types: namespaces, Secret names,
 //! data keys), [`reason`] (the machine-readable reason every keyward gRPC status carries),
-//! [`redact`] (serde decoders' error text without the values it quotes), [`go_duration`]
+//! [`redact`] (serde decoders' error text without the values it quotes), [`memory`] (returning
+//! memory freed after bulk work to the system), [`go_duration`]
 //! (Go's duration format, as Kubernetes files write it) and [`pb`] (the generated protobuf code).
 //!
 //! **Around the store**, used by the CLI: [`manifest`] (Secret manifests in YAML/JSON, manifest
@@ -84,6 +85,7 @@ pub mod keyring;
 pub mod kms;
 pub mod kube;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod names;
 pub mod net;

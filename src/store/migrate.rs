@@ -308,6 +308,11 @@ impl Store {
                 Err(_) => m.failed += 1,
             }
         }
+        if record {
+            // Every page the migration read and rewrote is freed now: hand the pages the
+            // allocator keeps back to the system (see `crate::memory`).
+            let _ = tokio::task::spawn_blocking(crate::memory::release_freed).await;
+        }
         res
     }
 

@@ -215,7 +215,7 @@ async fn writers_racing_a_close_without_sync_are_all_answered() {
     let r = s.verify();
     assert!(r.is_intact(), "{:?}", r.problem);
     assert_eq!(r.events, written);
-    assert_eq!(log.counters().events_written, written as u64);
+    assert_eq!(log.counters().events_written, written);
 }
 
 async fn concurrent_writers(fsync: bool) {
