@@ -486,7 +486,11 @@ pub fn stored_json(s: Option<&Secret>) -> Value {
 /// the values into JSON: everything but `data` is flattened as JSON (it is small), and `data`
 /// (after `stringData` is folded in) is compared value by value, as `flatten` would.
 fn compare_stored(old: Option<&Secret>, new: &Secret) -> Comparison {
-    let mut cmp = compare(&flatten_without_data(old), &flatten_without_data(Some(new)));
+    let mut cmp = match old {
+        // The usual write changes only values: nothing else to flatten.
+        Some(old) if same_tracked_fields_but_data(old, new) => Comparison::default(),
+        _ => compare(&flatten_without_data(old), &flatten_without_data(Some(new))),
+    };
     let empty = BTreeMap::new();
     let old_data = old.map_or(Cow::Borrowed(&empty), stored_data);
     let new_data = stored_data(new);
@@ -509,6 +513,55 @@ fn compare_stored(old: Option<&Secret>, new: &Secret) -> Comparison {
         }
     }
     cmp
+}
+
+/// Whether every field [`flatten_without_data`] reads (after [`normalize`]) is equal in `a` and
+/// `b`, so that their flattened forms are equal. The fields it never tracks (`name`,
+/// `namespace`, `uid`, `resourceVersion`, `creationTimestamp`, `deletionTimestamp`,
+/// `managedFields`, `apiVersion`, `kind`) may differ.
+fn same_tracked_fields_but_data(a: &Secret, b: &Secret) -> bool {
+    fn tracked(s: &Secret) -> impl PartialEq + '_ {
+        // Named in full, so that a field added to the model must be placed here.
+        let Secret {
+            api_version: _,
+            kind: _,
+            metadata,
+            data: _,
+            string_data: _,
+            type_,
+            immutable,
+        } = s;
+        let ObjectMeta {
+            name: _,
+            generate_name,
+            namespace: _,
+            uid: _,
+            resource_version: _,
+            creation_timestamp: _,
+            deletion_timestamp: _,
+            deletion_grace_period_seconds,
+            labels,
+            annotations,
+            owner_references,
+            finalizers,
+            managed_fields: _,
+        } = metadata;
+        let type_ = if type_.is_empty() {
+            super::model::OPAQUE
+        } else {
+            type_.as_str()
+        };
+        (
+            (
+                type_,
+                immutable,
+                generate_name,
+                deletion_grace_period_seconds,
+            ),
+            (labels, annotations, owner_references, finalizers),
+        )
+    }
+    tracked(a) == tracked(b)
 }
 
 /// [`flatten`] of [`stored_json`] for every field but `data` and `stringData`.
@@ -756,8 +809,19 @@ mod tests {
         meta.metadata.deletion_timestamp = "2024-01-01T00:00:00Z".into();
         let mut managed = plain.clone();
         record_update(None, &mut managed, "creator", "t1");
+        let mut untracked = plain.clone();
+        untracked.metadata.uid = "u".into();
+        untracked.metadata.resource_version = "7".into();
+        untracked.metadata.creation_timestamp = "2024-01-01T00:00:00Z".into();
+        untracked.metadata.namespace = "default".into();
+        untracked.type_ = "Opaque".into();
+        let mut grace = plain.clone();
+        grace.metadata.deletion_grace_period_seconds = Some(0);
+        grace.metadata.generate_name = "g-".into();
         vec![
             plain,
+            untracked,
+            grace,
             changed,
             string_data,
             only_string_data,
