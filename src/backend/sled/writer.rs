@@ -345,8 +345,6 @@ impl Applier {
 /// planned on top of it and both are applied in one sled transaction (see [`Writer::commit`]).
 pub(super) struct Deferred {
     planned: Planned,
-    /// Requests in the batch: more than one means concurrent writers.
-    requests: usize,
     /// Where the sync thread waits for the result of applying it.
     applied: mpsc::SyncSender<Result<(), BackendError>>,
 }
@@ -366,8 +364,10 @@ pub(super) struct Writer {
     pub(super) appended: u64,
     pub(super) syncer: Syncer,
     pub(super) checkpointer: Checkpointer,
-    /// The last batch, logged but not yet applied (see [`Writer::commit`]).
+    /// The last batch, not yet applied, while another one is queued.
     pub(super) deferred: Option<Deferred>,
+    /// A request taken from the channel to see whether one is queued, handled next.
+    pub(super) peeked: Option<Request>,
 }
 
 impl Writer {
@@ -393,27 +393,22 @@ impl Writer {
             syncer,
             checkpointer,
             deferred: None,
+            peeked: None,
         })
     }
 
-    /// The next request. With a deferred batch: one queued now, or, if the deferred batch came
-    /// from concurrent writers, one that arrived while its record synced (the next batch is
-    /// only taken once it is synced anyway); otherwise the deferred batch is applied first, so
-    /// that its requests do not wait for a next batch that may never come. None once the
+    /// The next request: at once if one is queued; otherwise the deferred batch is applied
+    /// first (its requests must not wait for a next batch that may never come). None once the
     /// channel is closed.
     fn next_request(&mut self) -> Option<Request> {
-        if let Some(deferred) = &self.deferred {
-            if let Ok(request) = self.rx.try_recv() {
-                return Some(request);
+        if let Some(request) = self.peeked.take() {
+            return Some(request);
+        }
+        if self.deferred.is_some() {
+            match self.rx.try_recv() {
+                Ok(request) => return Some(request),
+                Err(_) => self.apply_deferred(),
             }
-            if deferred.requests > 1 {
-                // A lone writer is not kept waiting: its batch is applied while it syncs.
-                let _ = self.shared.wait_synced(self.appended);
-                if let Ok(request) = self.rx.try_recv() {
-                    return Some(request);
-                }
-            }
-            self.apply_deferred();
         }
         self.rx.recv().ok()
     }
@@ -490,6 +485,14 @@ impl Writer {
         self.shared.fail(error);
     }
 
+    /// Whether a request is queued (kept in `peeked`, so that it stays the next one).
+    fn rx_has_next(&mut self) -> bool {
+        if self.peeked.is_none() {
+            self.peeked = self.rx.try_recv().ok();
+        }
+        self.peeked.is_some()
+    }
+
     /// Applies the deferred batch, if any, on its own.
     fn apply_deferred(&mut self) {
         if let Some(deferred) = self.deferred.take() {
@@ -523,13 +526,13 @@ impl Writer {
             && self.shared.history_cache().has_room_for(requests)
     }
 
-    /// Plans a batch (on top of the deferred one when it can), logs it as one record and hands
-    /// it to the sync thread. If a batch was deferred, both are then applied to sled in one
-    /// transaction while this one syncs; otherwise this one is deferred: when the next request
-    /// comes in time ([`Writer::next_request`]), the next batch is planned on top of it and
-    /// both are applied together, so that sled's cost per transaction (it writes out its I/O
-    /// buffer twice) is paid once for two batches. A deferred batch is applied before anything
-    /// waits for it to be published (no next request, compaction, a checkpoint, close).
+    /// Plans a batch (on top of the deferred one when it can), logs it as one record, hands it
+    /// to the sync thread and applies it to sled while it syncs, in one transaction with the
+    /// deferred batch if there is one. When the next request is already queued, the batch is
+    /// deferred instead: the next batch is planned on top of it and both are applied together,
+    /// so that sled's cost per transaction (it writes out its I/O buffer twice) is paid once
+    /// for two batches. A deferred batch is applied before anything waits for it to be
+    /// published ([`Writer::next_request`], compaction, close).
     fn commit(&mut self, writes: Vec<WriteRequest>) {
         if writes.is_empty() {
             return;
@@ -537,7 +540,6 @@ impl Writer {
         if !self.can_plan_on_deferred(writes.len()) {
             self.apply_deferred();
         }
-        let requests_in_batch = writes.len();
         let mut replies = Vec::with_capacity(writes.len());
         let mut requests = Vec::with_capacity(writes.len());
         for write in writes {
@@ -624,14 +626,18 @@ impl Writer {
                     .send(applied.as_ref().map_err(clone_error).copied());
                 let _ = applied_tx.send(applied);
             }
-            None => {
-                // Applied by the next commit, or alone when no request comes
-                // ([`Writer::next_request`]).
+            None if self.rx_has_next() => {
                 self.deferred = Some(Deferred {
                     planned,
-                    requests: requests_in_batch,
                     applied: applied_tx,
                 });
+            }
+            None => {
+                let applied = self.applier.apply(&self.shared, &[&planned], true);
+                if let Err(e) = &applied {
+                    self.fail(e);
+                }
+                let _ = applied_tx.send(applied);
             }
         }
     }
