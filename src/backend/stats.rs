@@ -17,6 +17,9 @@ pub struct WriterStats {
     /// Seconds to make a batch durable (sled: the `fdatasync` of its write-ahead log record),
     /// for every batch that changed something.
     pub sync_seconds: HistogramSnapshot,
+    /// Transactions the writer committed to its store (sled: one per batch that changed
+    /// something, or one for two such batches when the next was already queued).
+    pub commits: u64,
 }
 
 /// A histogram read at one moment: per-bucket counts (not cumulative), their sum and count.

@@ -164,6 +164,13 @@ impl Collector for StoreCollector {
                 "Time to make a sled batch durable: the fdatasync of its write-ahead log record",
                 &w.sync_seconds,
             )?;
+            let m = enc.encode_descriptor(
+                "keyward_store_sled_commits",
+                "sled transactions the writer committed: one per batch, or one for two batches when the next was already queued",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(w.commits).encode(m)?;
         }
         Ok(())
     }

@@ -9,12 +9,13 @@
 //! `metadata.name`, `namespace`, `uid`, `resourceVersion`, `creationTimestamp`, `managedFields`,
 //! …) are never in a set.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::model::{normalize, ManagedFieldsEntry, Secret};
+use super::model::{normalize, ManagedFieldsEntry, ObjectMeta, Secret, SecretBytes};
 
 /// `fieldsType` of every entry keyward writes.
 pub const FIELDS_V1: &str = "FieldsV1";
@@ -481,6 +482,136 @@ pub fn stored_json(s: Option<&Secret>) -> Value {
     }
 }
 
+/// `compare(&flatten(&stored_json(old)), &flatten(&stored_json(Some(new))))` without turning
+/// the values into JSON: everything but `data` is flattened as JSON (it is small), and `data`
+/// (after `stringData` is folded in) is compared value by value, as `flatten` would.
+fn compare_stored(old: Option<&Secret>, new: &Secret) -> Comparison {
+    let mut cmp = match old {
+        // The usual write changes only values: nothing else to flatten.
+        Some(old) if same_tracked_fields_but_data(old, new) => Comparison::default(),
+        _ => compare(&flatten_without_data(old), &flatten_without_data(Some(new))),
+    };
+    let empty = BTreeMap::new();
+    let old_data = old.map_or(Cow::Borrowed(&empty), stored_data);
+    let new_data = stored_data(new);
+    let container = FieldPath::new(["f:data"]);
+    match (old_data.is_empty(), new_data.is_empty()) {
+        (true, false) => cmp.added.insert(container.clone()),
+        (false, true) => cmp.removed.insert(container.clone()),
+        _ => {}
+    }
+    for (k, v) in new_data.iter() {
+        match old_data.get(k) {
+            None => cmp.added.insert(container.child(format!("f:{k}"))),
+            Some(o) if o != v => cmp.modified.insert(container.child(format!("f:{k}"))),
+            Some(_) => {}
+        }
+    }
+    for k in old_data.keys() {
+        if !new_data.contains_key(k) {
+            cmp.removed.insert(container.child(format!("f:{k}")));
+        }
+    }
+    cmp
+}
+
+/// Whether every field [`flatten_without_data`] reads (after [`normalize`]) is equal in `a` and
+/// `b`, so that their flattened forms are equal. The fields it never tracks (`name`,
+/// `namespace`, `uid`, `resourceVersion`, `creationTimestamp`, `deletionTimestamp`,
+/// `managedFields`, `apiVersion`, `kind`) may differ.
+fn same_tracked_fields_but_data(a: &Secret, b: &Secret) -> bool {
+    fn tracked(s: &Secret) -> impl PartialEq + '_ {
+        // Named in full, so that a field added to the model must be placed here.
+        let Secret {
+            api_version: _,
+            kind: _,
+            metadata,
+            data: _,
+            string_data: _,
+            type_,
+            immutable,
+        } = s;
+        let ObjectMeta {
+            name: _,
+            generate_name,
+            namespace: _,
+            uid: _,
+            resource_version: _,
+            creation_timestamp: _,
+            deletion_timestamp: _,
+            deletion_grace_period_seconds,
+            labels,
+            annotations,
+            owner_references,
+            finalizers,
+            managed_fields: _,
+        } = metadata;
+        let type_ = if type_.is_empty() {
+            super::model::OPAQUE
+        } else {
+            type_.as_str()
+        };
+        (
+            (
+                type_,
+                immutable,
+                generate_name,
+                deletion_grace_period_seconds,
+            ),
+            (labels, annotations, owner_references, finalizers),
+        )
+    }
+    tracked(a) == tracked(b)
+}
+
+/// [`flatten`] of [`stored_json`] for every field but `data` and `stringData`.
+fn flatten_without_data(s: Option<&Secret>) -> Flat {
+    let Some(s) = s else {
+        return flatten(&stored_json(None));
+    };
+    let m = &s.metadata;
+    let mut shallow = Secret {
+        api_version: s.api_version.clone(),
+        kind: s.kind.clone(),
+        metadata: ObjectMeta {
+            name: m.name.clone(),
+            generate_name: m.generate_name.clone(),
+            namespace: m.namespace.clone(),
+            uid: m.uid.clone(),
+            resource_version: m.resource_version.clone(),
+            creation_timestamp: m.creation_timestamp.clone(),
+            deletion_timestamp: m.deletion_timestamp.clone(),
+            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+            labels: m.labels.clone(),
+            annotations: m.annotations.clone(),
+            owner_references: m.owner_references.clone(),
+            finalizers: m.finalizers.clone(),
+            managed_fields: Vec::new(),
+        },
+        data: BTreeMap::new(),
+        string_data: BTreeMap::new(),
+        type_: s.type_.clone(),
+        immutable: s.immutable,
+    };
+    normalize(&mut shallow);
+    flatten(&serde_json::to_value(&shallow).unwrap_or(Value::Null))
+}
+
+/// `data` as [`stored_json`] holds it: with `stringData` folded in ([`normalize`]).
+fn stored_data(s: &Secret) -> Cow<'_, BTreeMap<String, SecretBytes>> {
+    if s.string_data.is_empty() {
+        Cow::Borrowed(&s.data)
+    } else {
+        let mut folded = Secret {
+            data: s.data.clone(),
+            string_data: s.string_data.clone(),
+            ..Secret::default()
+        };
+        normalize(&mut folded);
+        Cow::Owned(folded.data)
+    }
+}
+
 /// Records a non-apply write (create, update, patch) by `manager` at `now` in
 /// `new.metadata.managedFields`, as kube-apiserver's field manager does:
 ///
@@ -500,10 +631,7 @@ pub fn record_update(old: Option<&Secret>, new: &mut Secret, manager: &str, now:
     } else {
         decode(given)
     };
-    let cmp = compare(
-        &flatten(&stored_json(old)),
-        &flatten(&stored_json(Some(new))),
-    );
+    let cmp = compare_stored(old, new);
     let touched = cmp.changed().union(&cmp.removed);
     for m in managers.values_mut() {
         m.fields = m.fields.difference(&touched);
@@ -548,7 +676,7 @@ pub fn same_but_times(a: &[ManagedFieldsEntry], b: &[ManagedFieldsEntry]) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model::SecretBytes;
+    use crate::store::model::{OwnerReference, SecretString};
     use serde_json::json;
 
     fn secret(data: &[(&str, &str)]) -> Secret {
@@ -649,5 +777,72 @@ mod tests {
         unaware.metadata.managed_fields.clear();
         record_update(Some(&old), &mut unaware, "python", "t3");
         assert_eq!(unaware.metadata.managed_fields, old.metadata.managed_fields);
+    }
+
+    /// The versions `compare_stored_agrees_with_the_json_comparison` compares pairwise.
+    fn versions() -> Vec<Secret> {
+        let plain = secret(&[("a", "1"), ("b", "2")]);
+        let mut changed = secret(&[("a", "1"), ("b", "3"), ("c", "4")]);
+        changed.metadata.labels.insert("app".into(), "web".into());
+        let mut string_data = secret(&[("a", "9")]);
+        string_data
+            .string_data
+            .insert("a".into(), SecretString(String::from("1").into()));
+        string_data
+            .string_data
+            .insert("z".into(), SecretString(String::from("zz").into()));
+        let mut only_string_data = secret(&[]);
+        only_string_data
+            .string_data
+            .insert("b".into(), SecretString(String::from("2").into()));
+        let mut meta = plain.clone();
+        meta.type_ = "kubernetes.io/tls".into();
+        meta.immutable = Some(true);
+        meta.metadata.annotations.insert("n".into(), "v".into());
+        meta.metadata.finalizers.push("example.com/f".into());
+        meta.metadata.owner_references.push(OwnerReference {
+            uid: "u1".into(),
+            name: "o".into(),
+            ..OwnerReference::default()
+        });
+        meta.metadata.namespace = "ns".into();
+        meta.metadata.deletion_timestamp = "2024-01-01T00:00:00Z".into();
+        let mut managed = plain.clone();
+        record_update(None, &mut managed, "creator", "t1");
+        let mut untracked = plain.clone();
+        untracked.metadata.uid = "u".into();
+        untracked.metadata.resource_version = "7".into();
+        untracked.metadata.creation_timestamp = "2024-01-01T00:00:00Z".into();
+        untracked.metadata.namespace = "default".into();
+        untracked.type_ = "Opaque".into();
+        let mut grace = plain.clone();
+        grace.metadata.deletion_grace_period_seconds = Some(0);
+        grace.metadata.generate_name = "g-".into();
+        vec![
+            plain,
+            untracked,
+            grace,
+            changed,
+            string_data,
+            only_string_data,
+            meta,
+            managed,
+            secret(&[]),
+        ]
+    }
+
+    #[test]
+    fn compare_stored_agrees_with_the_json_comparison() {
+        let all = versions();
+        let olds = std::iter::once(None).chain(all.iter().map(Some));
+        for (i, old) in olds.enumerate() {
+            for (j, new) in all.iter().enumerate() {
+                let want = compare(
+                    &flatten(&stored_json(old)),
+                    &flatten(&stored_json(Some(new))),
+                );
+                assert_eq!(compare_stored(old, new), want, "old {i}, new {j}");
+            }
+        }
     }
 }

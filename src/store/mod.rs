@@ -392,18 +392,28 @@ impl Store {
         }
     }
 
-    async fn encode(&self, key: &str, s: &Secret) -> Result<Vec<u8>, StoreError> {
-        let mut stored = s.clone();
-        stored.metadata.resource_version.clear();
-        let json =
-            Zeroizing::new(
-                serde_json::to_vec(&stored).map_err(|e| StoreError::Corrupt {
-                    key: key.to_owned(),
-                    reason: e.to_string(),
-                })?,
-            );
+    /// Encrypts `s` as stored: without `resourceVersion` (taken out while it is serialized, so
+    /// that the Secret is not copied).
+    async fn encode(&self, key: &str, s: &mut Secret) -> Result<Vec<u8>, StoreError> {
+        let resource_version = std::mem::take(&mut s.metadata.resource_version);
+        let json = serde_json::to_vec(&*s);
+        s.metadata.resource_version = resource_version;
+        let json = Zeroizing::new(json.map_err(|e| StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?);
         let t = self.encryption.load().for_resource(RESOURCE);
         Ok(t.to_storage(key, &json).await?)
+    }
+
+    /// Caches `s`, just written under `key` at `revision` by a write that started encoding at
+    /// `generation`, as what decoding it would give, so that watchers and the next update do
+    /// not decrypt it again. A Secret whose JSON would not decode to exactly itself is left out.
+    fn cache_written(&self, key: &str, revision: Revision, generation: u64, s: &Secret) {
+        if decodes_to_itself(s) {
+            self.decoded
+                .insert(key.as_bytes(), revision, generation, Arc::new(s.clone()));
+        }
     }
 
     /// Decrypts and decodes a stored object; also says how it was read (provider, staleness).
@@ -497,7 +507,8 @@ impl Store {
             model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
         }
         let key = self.storage_key(&id.namespace, &id.name);
-        let value = self.encode(&key, &s).await?;
+        let generation = self.decoded.generation();
+        let value = self.encode(&key, &mut s).await?;
         match self
             .backend
             .put(key.as_bytes(), value, Expect::Absent)
@@ -505,6 +516,7 @@ impl Store {
         {
             WriteOutcome::Applied { revision, .. } => {
                 s.metadata.resource_version = revision.to_string();
+                self.cache_written(&key, revision, generation, &s);
                 Ok(s)
             }
             WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
@@ -543,7 +555,15 @@ impl Store {
         loop {
             let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
             let cur = cur.ok_or_else(|| not_found(&id.namespace, &id.name))?;
-            let (old, info) = self.decode(&cur).await?;
+            // The stored version, from the decoded-object cache if a write, list or watch left
+            // it there; whether it is stale is then only worked out if it matters.
+            let (old, stale) = match self.decoded.get(&cur.key, cur.mod_revision) {
+                Some(old) => (old, None),
+                None => {
+                    let (old, info) = self.decode(&cur).await?;
+                    (Arc::new(old), Some(info.stale))
+                }
+            };
             if want_rv.is_some_and(|rv| rv != cur.mod_revision) {
                 return Err(conflict(&name));
             }
@@ -605,25 +625,37 @@ impl Store {
                     ));
                 }
             }
-            if unchanged && !info.stale {
-                return Ok(old);
+            if unchanged {
+                let stale = match stale {
+                    Some(stale) => stale,
+                    None => self.decode(&cur).await?.1.stale,
+                };
+                if !stale {
+                    return Ok(Arc::unwrap_or_clone(old));
+                }
             }
             Self::stamp(Some(&old), &mut next);
             if dry_run {
-                next.metadata.resource_version = old.metadata.resource_version;
+                next.metadata.resource_version = old.metadata.resource_version.clone();
                 return Ok(next);
             }
             let expect = Expect::ModRevision(cur.mod_revision);
+            // The cache generation of a put (a completed delete caches nothing).
+            let mut written = None;
             let outcome = if deleting && next.metadata.finalizers.is_empty() {
                 // The last finalizer is gone: the delete that marked it completes now.
                 self.backend.delete(key.as_bytes(), expect).await?
             } else {
-                let value = self.encode(&key, &next).await?;
+                written = Some(self.decoded.generation());
+                let value = self.encode(&key, &mut next).await?;
                 self.backend.put(key.as_bytes(), value, expect).await?
             };
             match outcome {
                 WriteOutcome::Applied { revision, .. } => {
                     next.metadata.resource_version = revision.to_string();
+                    if let Some(generation) = written {
+                        self.cache_written(&key, revision, generation, &next);
+                    }
                     return Ok(next);
                 }
                 WriteOutcome::Conflict { .. } | WriteOutcome::NotFound if want_rv.is_none() => {
@@ -707,7 +739,7 @@ impl Store {
                 let mut marked = old.clone();
                 marked.metadata.deletion_timestamp = now_rfc3339();
                 marked.metadata.deletion_grace_period_seconds = Some(0);
-                let value = self.encode(&key, &marked).await?;
+                let value = self.encode(&key, &mut marked).await?;
                 match self
                     .backend
                     .put(key.as_bytes(), value, Expect::ModRevision(cur.mod_revision))
@@ -1059,6 +1091,20 @@ impl Store {
         next.immutable = old.immutable;
         self.update(next, false).await
     }
+}
+
+/// Whether decoding `s`'s stored JSON gives `s` back: true of every Secret the store writes
+/// (normalized, so without `stringData`) unless a client sent a `managedFields` entry whose
+/// `fieldsV1` is not a trie of objects (a `null` would come back as absent).
+fn decodes_to_itself(s: &Secret) -> bool {
+    fn trie(v: &serde_json::Value) -> bool {
+        v.as_object().is_some_and(|m| m.values().all(trie))
+    }
+    s.string_data.is_empty()
+        && s.metadata
+            .managed_fields
+            .iter()
+            .all(|e| e.fields_v1.as_ref().is_none_or(trie))
 }
 
 fn not_found(namespace: &Namespace, name: &SecretName) -> StoreError {

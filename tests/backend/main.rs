@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod batches;
 mod crash;
 mod etcd_cluster;
 mod etcd_failover;

@@ -103,6 +103,18 @@ fn dev_counts_calls_objects_watches_and_migrations_and_names_no_secret() {
             &[]
         )
     );
+    // One sled transaction per batch that changed something, or one for two.
+    let commits = value(&first, "keyward_store_sled_commits_total", &[]);
+    assert!(
+        commits >= 1.0
+            && commits
+                <= value(
+                    &first,
+                    "keyward_store_sled_fsync_duration_seconds_count",
+                    &[]
+                ),
+        "{first:?}"
+    );
     // dev is both products in one registry: the store's kms v2 provider called the plugin.
     assert!(
         value(

@@ -249,3 +249,174 @@ async fn a_migration_in_pages_keeps_every_object_readable() {
         assert_eq!(s.data["v"].as_slice(), format!("v{i}").as_bytes());
     }
 }
+
+/// A backend whose `get` returns every value with its last byte flipped while `corrupt` is set:
+/// whatever the store decrypts from a get then fails, and whatever it takes from its cache does
+/// not.
+struct CorruptGets {
+    inner: Arc<dyn keyward::backend::Backend>,
+    corrupt: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl keyward::backend::Backend for CorruptGets {
+    async fn get(
+        &self,
+        key: &[u8],
+        revision: Option<keyward::backend::Revision>,
+    ) -> Result<
+        (
+            Option<keyward::backend::KeyValue>,
+            keyward::backend::Revision,
+        ),
+        keyward::backend::BackendError,
+    > {
+        let (mut kv, rev) = self.inner.get(key, revision).await?;
+        if self.corrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(last) = kv.as_mut().and_then(|kv| kv.value.last_mut()) {
+                *last ^= 1;
+            }
+        }
+        Ok((kv, rev))
+    }
+    async fn range(
+        &self,
+        req: keyward::backend::RangeRequest,
+    ) -> Result<keyward::backend::RangeResponse, keyward::backend::BackendError> {
+        self.inner.range(req).await
+    }
+    async fn put(
+        &self,
+        key: &[u8],
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<WriteOutcome, keyward::backend::BackendError> {
+        self.inner.put(key, value, expect).await
+    }
+    async fn delete(
+        &self,
+        key: &[u8],
+        expect: Expect,
+    ) -> Result<WriteOutcome, keyward::backend::BackendError> {
+        self.inner.delete(key, expect).await
+    }
+    async fn watch(
+        &self,
+        prefix: &[u8],
+        from: Option<keyward::backend::Revision>,
+    ) -> Result<keyward::backend::WatchStream, keyward::backend::BackendError> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn current_revision(
+        &self,
+    ) -> Result<keyward::backend::Revision, keyward::backend::BackendError> {
+        self.inner.current_revision().await
+    }
+    async fn compact(
+        &self,
+        revision: keyward::backend::Revision,
+    ) -> Result<(), keyward::backend::BackendError> {
+        self.inner.compact(revision).await
+    }
+    async fn compacted_revision(
+        &self,
+    ) -> Result<keyward::backend::Revision, keyward::backend::BackendError> {
+        self.inner.compacted_revision().await
+    }
+}
+
+#[tokio::test]
+async fn an_update_takes_the_version_it_replaces_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    let backend = Arc::new(CorruptGets {
+        inner: sled.backend().clone(),
+        corrupt: false.into(),
+    });
+    let store = Store::new(
+        backend.clone(),
+        encryption(&aesgcm(&[("k1", K1)])).await,
+        "/registry",
+    );
+    let created = store.create(secret("u", "one"), false).await.unwrap();
+    backend
+        .corrupt
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        store.get(&ns(NS), &name("u"), None).await.is_err(),
+        "a get decrypts what the backend returns"
+    );
+
+    // The create left what it wrote in the cache: the update does not decrypt it.
+    let mut next = created.clone();
+    next.data.insert(
+        "v".into(),
+        keyward::store::model::SecretBytes::new(b"two".to_vec()),
+    );
+    let updated = store.update(next.clone(), false).await.unwrap();
+    assert_eq!(updated.data["v"].as_slice(), b"two");
+    assert_eq!(updated.metadata.uid, created.metadata.uid);
+    // And so did the update, for the next one.
+    next.metadata.resource_version = updated.metadata.resource_version.clone();
+    next.data.insert(
+        "v".into(),
+        keyward::store::model::SecretBytes::new(b"three".to_vec()),
+    );
+    let third = store.update(next.clone(), false).await.unwrap();
+    assert_eq!(third.data["v"].as_slice(), b"three");
+
+    // An update that changes nothing still reads the stored value, to see whether it is stale.
+    next.metadata.resource_version = third.metadata.resource_version.clone();
+    assert!(store.update(next.clone(), false).await.is_err());
+
+    backend
+        .corrupt
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let got = store.get(&ns(NS), &name("u"), None).await.unwrap();
+    assert_eq!(got, third, "what was cached is what a get decrypts");
+    let unchanged = store.update(next, false).await.unwrap();
+    assert_eq!(unchanged, third, "nothing written");
+}
+
+#[tokio::test]
+async fn what_writes_cache_is_what_decrypting_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    let mut s = secret("full", "v");
+    s.metadata.labels.insert("app".into(), "web".into());
+    s.metadata.annotations.insert("note".into(), "x".into());
+    s.metadata.finalizers.push("example.com/keep".into());
+    s.type_ = "example.com/custom".into();
+    s.string_data.insert(
+        "from-string".into(),
+        keyward::store::model::SecretString(String::from("s").into()),
+    );
+    let created = store.create(s, false).await.unwrap();
+    let mut next = created.clone();
+    next.metadata.labels.insert("tier".into(), "1".into());
+    next.immutable = Some(false);
+    let updated = store.update(next, false).await.unwrap();
+    let key = store.storage_key(&ns(NS), &name("full"));
+    for (written, rev) in [
+        (&created, &created.metadata.resource_version),
+        (&updated, &updated.metadata.resource_version),
+    ] {
+        let rev = ResourceVersion::try_from(rev.as_str())
+            .unwrap()
+            .exact("rv")
+            .unwrap()
+            .unwrap();
+        let (kv, _) = store
+            .backend()
+            .get(key.as_bytes(), Some(rev))
+            .await
+            .unwrap();
+        let (decoded, _) = store.decode(&kv.unwrap()).await.unwrap();
+        assert_eq!(&decoded, written);
+    }
+    let page = store
+        .list(Some(&ns(NS)), &Selector::default(), 0, None)
+        .await
+        .unwrap();
+    assert_eq!(*page.items[0], updated, "a list serves the cached write");
+}

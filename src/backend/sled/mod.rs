@@ -37,7 +37,13 @@
 //! holds all of a batch or none of it); the next record is appended only once this one is
 //! synced, so at most the log's last record can ever be torn, and the writer takes the next
 //! batch only then, so that the requests that arrived during the sync join it (each batch costs
-//! sled a transaction, and sled writes its I/O buffer out twice per transaction). Once the
+//! sled a transaction, and sled writes its I/O buffer out twice per transaction). If a request
+//! is already queued when a batch has been logged, the batch is not applied at once: the next
+//! batch is planned on top of it (current values from the deferred batch, each key's history
+//! from the writer's history cache) and both are applied in **one** sled transaction, so that
+//! sled still only ever holds the state after a whole log record; when the next batch could
+//! read something the deferred one changes in sled (its log window, a history the cache does
+//! not hold), or a checkpoint is due, the deferred batch is applied first. Once the
 //! record is synced and the batch applied, the sync thread publishes the new revision, answers
 //! every request of the batch and sends the batch's events to watchers. Concurrent writers share
 //! one `fdatasync`; a lone writer pays one.
@@ -225,8 +231,8 @@ struct Shared {
     meta: Tree,
     opts: SledOptions,
     /// Held exclusively by the writer while it applies a batch (and through a compaction),
-    /// shared by readers while they read; holds the batches applied but not yet durable
-    /// (at most two: one syncing, the next applied while it syncs).
+    /// shared by readers while they read; holds the batches applied but not yet published
+    /// (at most two: one syncing or synced, the next applied while it syncs).
     commit_lock: RwLock<Vec<Arc<Inflight>>>,
     /// sled's files, made durable at checkpoints and compactions.
     files: Mutex<FileSync>,
@@ -248,6 +254,8 @@ struct Shared {
     events: Mutex<Option<broadcast::Sender<Arc<Vec<Event>>>>>,
     batches: AtomicU64,
     requests: AtomicU64,
+    /// sled transactions committed by the writer.
+    commits: AtomicU64,
     /// Requests per batch.
     batch_size: AtomicHistogram,
     /// Nanoseconds to make a batch durable.
@@ -383,6 +391,7 @@ impl SledBackend {
             events: Mutex::new(Some(events.clone())),
             batches: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
             batch_size: AtomicHistogram::new(BATCH_SIZE_BOUNDS, 1.0),
             sync_nanos: AtomicHistogram::new(SYNC_NANOS_BOUNDS, 1e-9),
             _release: ReleaseWait {
@@ -457,6 +466,7 @@ impl SledBackend {
             requests: self.shared.requests.load(Ordering::Relaxed),
             batch_size: self.shared.batch_size.snapshot(),
             sync_seconds: self.shared.sync_nanos.snapshot(),
+            commits: self.shared.commits.load(Ordering::Relaxed),
         }
     }
 
