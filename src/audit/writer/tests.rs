@@ -187,22 +187,7 @@ async fn writers_racing_a_close_without_sync_are_all_answered() {
             ..s.config()
         })
         .await;
-    let tasks: Vec<_> = (0..32)
-        .map(|t| {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut written = 0;
-                for i in 0..200 {
-                    match log.write(event(t * 1000 + i)).await {
-                        Ok(()) => written += 1,
-                        Err(AuditError::Closed) => break,
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-                written
-            })
-        })
-        .collect();
+    let tasks = spawn_writers(&log, 32, 200);
     tokio::time::sleep(Duration::from_millis(5)).await;
     log.close().await.unwrap();
     let mut written = 0;
@@ -218,6 +203,27 @@ async fn writers_racing_a_close_without_sync_are_all_answered() {
     assert_eq!(log.counters().events_written, written);
 }
 
+/// `tasks` tasks, each writing up to `each` events (distinct users) until the log is closed;
+/// each returns how many it wrote.
+fn spawn_writers(log: &AuditLog, tasks: usize, each: usize) -> Vec<JoinHandle<u64>> {
+    (0..tasks)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut written = 0;
+                for i in 0..each {
+                    match log.write(event(t * 1000 + i)).await {
+                        Ok(()) => written += 1,
+                        Err(AuditError::Closed) => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                written
+            })
+        })
+        .collect()
+}
+
 async fn concurrent_writers(fsync: bool) {
     let s = Setup::new();
     let log = s
@@ -227,18 +233,8 @@ async fn concurrent_writers(fsync: bool) {
             ..s.config()
         })
         .await;
-    let tasks: Vec<_> = (0..32)
-        .map(|t| {
-            let log = log.clone();
-            tokio::spawn(async move {
-                for i in 0..20 {
-                    log.write(event(t * 100 + i)).await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap();
+    for t in spawn_writers(&log, 32, 20) {
+        assert_eq!(t.await.unwrap(), 20);
     }
     log.close().await.unwrap();
     let r = s.verify();
