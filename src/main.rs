@@ -1,5 +1,6 @@
 //! The `keyward` binary: parses arguments, sets up the process and logging, and hands over to
-//! [`keyward::cli`].
+//! [`keyward::cli`]. It also gives the library the one call it cannot make without unsafe code:
+//! glibc's `malloc_trim`, for [`keyward::memory`].
 
 use clap::Parser;
 
