@@ -1,10 +1,11 @@
 //! Handing memory freed after bulk work back to the system. glibc's allocator keeps what a
 //! thread freed in that thread's arena, so after a migration rewrote every Secret the server
-//! stays resident at the migration's peak although its live heap is far smaller (measured:
-//! 289 MiB resident, 114 MiB after `malloc_trim(0)`). Asking glibc to return those pages is a
-//! foreign call, and this library has no unsafe code: the `keyward` binary installs the call with
-//! [`set_release`], and the library calls [`release_freed`] after bulk work. Without it (other
-//! programs linking the library, tests) nothing happens.
+//! stays resident at the migration's peak although its live heap is far smaller (measured with
+//! 100,000 Secrets: 300.6 MiB resident after the migration without the call, 153.3 MiB with it).
+//! Asking glibc to return those pages is a foreign call, and this library has no unsafe code: the
+//! `keyward` binary installs the call with [`set_release`], and the library calls
+//! [`release_freed`] after bulk work. Without it (other programs linking the library, tests)
+//! nothing happens.
 
 use std::sync::OnceLock;
 
