@@ -234,7 +234,7 @@ fn new_audit_id() -> String {
         let (pool, used) = &mut *cell.borrow_mut();
         if pool.len() != POOL || *used + 16 > POOL {
             pool.resize(POOL, 0);
-            if getrandom::getrandom(pool).is_err() {
+            if crate::crypto::fill_random(pool).is_err() {
                 pool.clear();
                 return None;
             }
