@@ -218,8 +218,10 @@ impl WatchKind {
 pub struct WatchEvent {
     /// What happened.
     pub kind: WatchKind,
-    /// The object (for a delete: its last state, with the delete's resourceVersion).
-    pub object: Secret,
+    /// The object (for a delete: its last state, with the delete's resourceVersion). Shared
+    /// with the store's decoded-object cache and with every other watcher of the same change,
+    /// so an event costs no copy of the Secret.
+    pub object: Arc<Secret>,
 }
 
 /// A stream of watch events.
@@ -267,6 +269,13 @@ impl Drop for Watcher {
             .watchers
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// `s` with `resourceVersion` set to `revision` (a copy if it is shared).
+fn with_resource_version(s: Arc<Secret>, revision: Revision) -> Arc<Secret> {
+    let mut s = Arc::unwrap_or_clone(s);
+    s.metadata.resource_version = revision.to_string();
+    Arc::new(s)
 }
 
 /// Fills server-generated fields of a Secret being created, as Kubernetes' token controller
@@ -885,7 +894,7 @@ impl Store {
                         if tx
                             .send(Ok(WatchEvent {
                                 kind: WatchKind::Added,
-                                object: Arc::unwrap_or_clone(s),
+                                object: s,
                             }))
                             .await
                             .is_err()
@@ -969,7 +978,7 @@ impl Store {
         // version, not what it held: it is not decrypted then.
         let prev = match &ev.prev {
             Some(_) if ev.kind == EventKind::Put && selector.is_empty() => None,
-            Some(p) => Some(Arc::unwrap_or_clone(self.decode_cached(p).await?)),
+            Some(p) => Some(self.decode_cached(p).await?),
             None => None,
         };
         let prev_matches = match &prev {
@@ -977,15 +986,12 @@ impl Store {
             None => ev.prev.is_some() && selector.is_empty(),
         };
         match ev.kind {
-            EventKind::Delete => Ok(prev.filter(|_| prev_matches).map(|mut p| {
-                p.metadata.resource_version = ev.kv.mod_revision.to_string();
-                WatchEvent {
-                    kind: WatchKind::Deleted,
-                    object: p,
-                }
+            EventKind::Delete => Ok(prev.filter(|_| prev_matches).map(|p| WatchEvent {
+                kind: WatchKind::Deleted,
+                object: with_resource_version(p, ev.kv.mod_revision),
             })),
             EventKind::Put => {
-                let cur = Arc::unwrap_or_clone(self.decode_cached(&ev.kv).await?);
+                let cur = self.decode_cached(&ev.kv).await?;
                 let cur_matches = selector.matches(&cur.metadata.labels);
                 Ok(match (prev_matches, cur_matches) {
                     (false, true) => Some(WatchEvent {
@@ -996,14 +1002,10 @@ impl Store {
                         kind: WatchKind::Modified,
                         object: cur,
                     }),
-                    (true, false) => {
-                        let mut gone = cur;
-                        gone.metadata.resource_version = ev.kv.mod_revision.to_string();
-                        Some(WatchEvent {
-                            kind: WatchKind::Deleted,
-                            object: gone,
-                        })
-                    }
+                    (true, false) => Some(WatchEvent {
+                        kind: WatchKind::Deleted,
+                        object: with_resource_version(cur, ev.kv.mod_revision),
+                    }),
                     (false, false) => None,
                 })
             }

@@ -156,19 +156,19 @@ async fn every_watcher_gets_the_same_events_as_a_get() {
 
     for w in [&mut a, &mut b] {
         let e = w.next().await.unwrap().unwrap();
-        assert_eq!((e.kind, &e.object), (WatchKind::Modified, &updated));
+        assert_eq!((e.kind, &*e.object), (WatchKind::Modified, &updated));
         let e = w.next().await.unwrap().unwrap();
-        assert_eq!((e.kind, &e.object), (WatchKind::Modified, &unlabelled));
+        assert_eq!((e.kind, &*e.object), (WatchKind::Modified, &unlabelled));
         let e = w.next().await.unwrap().unwrap();
         assert_eq!(e.kind, WatchKind::Deleted);
         assert_eq!(e.object.metadata.resource_version, current.to_string());
         let mut expect = deleted.clone();
         expect.metadata.resource_version = current.to_string();
-        assert_eq!(e.object, expect);
+        assert_eq!(*e.object, expect);
     }
     // Through a selector: added when it starts matching, deleted when it stops.
     let e = labelled.next().await.unwrap().unwrap();
-    assert_eq!((e.kind, &e.object), (WatchKind::Added, &updated));
+    assert_eq!((e.kind, &*e.object), (WatchKind::Added, &updated));
     let e = labelled.next().await.unwrap().unwrap();
     assert_eq!(e.kind, WatchKind::Deleted);
     assert_eq!(e.object.data, unlabelled.data);
