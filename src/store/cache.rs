@@ -345,6 +345,31 @@ mod tests {
     }
 
     #[test]
+    fn a_write_in_flight_serves_exactly_its_bytes_until_it_is_done() {
+        let c = DecodedCache::new(1 << 20);
+        let g = c.generation();
+        let guard = c.in_flight(b"/a", b"stored", secret("a", 3), g);
+        assert!(c.get_or_in_flight(b"/a", b"other", rev(4)).is_none());
+        assert!(c.get_or_in_flight(b"/b", b"stored", rev(4)).is_none());
+        let s = c.get_or_in_flight(b"/a", b"stored", rev(4)).unwrap();
+        assert_eq!(
+            s.metadata.resource_version, "4",
+            "with the write's revision"
+        );
+        assert!(c.contains(b"/a", rev(4)), "and cached");
+        drop(guard);
+        assert!(c.get_or_in_flight(b"/a", b"stored", rev(5)).is_none());
+        assert!(c.size().0 == 1 && c.lock().in_flight.is_empty());
+
+        let _stale = c.in_flight(b"/c", b"x", secret("c", 1), g);
+        c.clear();
+        assert!(
+            c.get_or_in_flight(b"/c", b"x", rev(6)).is_none(),
+            "encoded under the old configuration"
+        );
+    }
+
+    #[test]
     fn zero_bytes_disables() {
         let c = DecodedCache::new(0);
         c.insert(b"/a", rev(2), c.generation(), secret("a", 1));
