@@ -61,7 +61,7 @@ import json, sys
 r = json.load(open(sys.argv[1])); l = r["latency_us"]
 calls = r.get("calls", 0) + r.get("warmup_calls", 0)
 cpu = float(sys.argv[5]) - float(sys.argv[4])
-print(f"round {sys.argv[3]} {sys.argv[2]:<7} {r['calls_per_second']:>8.0f} {sys.argv[6]}/s  p50 {l['p50']:>6} µs  p99 {l['p99']:>6} µs  errors {r['errors']}  server cpu {cpu:.1f} s ({1e6*cpu/max(calls,1):.0f} µs/call)")
+print(f"round {sys.argv[3]} {sys.argv[2]:<7} {r['calls_per_second']:>8.0f} {sys.argv[6]}/s  p50 {l['p50']:>6} µs  p99 {l['p99']:>6} µs  errors {r['errors']}  server cpu {cpu:.1f} s ({1e6*cpu/max(calls,1):.1f} µs/call, {calls} calls)")
 PY
   done
 done
