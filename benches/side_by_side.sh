@@ -6,7 +6,9 @@
 #   benches/side_by_side.sh OP BEFORE_BIN AFTER_BIN [ROUNDS=3] [DURATION=10s]
 # Prints calls/s, p50/p99 and the server's CPU per call (setup and warm-up included) per run, the
 # load average before and after, and the size of the three data directories and of the log.
-# KEYWARD_SIDE_KEEP=1 keeps the data directories.
+# KEYWARD_SIDE_KEEP=1 keeps the data directories. BEFORE_BIN or AFTER_BIN written `identity:BIN`
+# runs that keyward dev with an identity EncryptionConfiguration (values stored in plaintext), so
+# that `side_by_side.sh get identity:BIN BIN` measures what kms v2 costs a read.
 set -Eeuo pipefail
 op=$1 before=$2 after=$3 rounds=${4:-3} dur=${5:-10s}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,6 +29,15 @@ etcd --name w --data-dir "$work/etcd" --listen-client-urls "$url" --advertise-cl
   --initial-cluster w=http://127.0.0.1:$pp --initial-cluster-state new --logger zap --log-level warn >"$work/etcd.log" 2>&1 &
 pids+=($!); etcd_pid=$!
 mkdir -p "$work/before" "$work/after"
+for t in before after; do
+  b=${!t}
+  if [[ $b == identity:* ]]; then
+    printf -v "$t" '%s' "${b#identity:}"
+    # keyward dev writes its EncryptionConfiguration only if there is none.
+    printf 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n' >"$work/$t/encryption-config.yaml"
+    echo "$t: identity"
+  fi
+done
 "$before" dev --data "$work/before" >"$work/before.log" 2>&1 & pids+=($!); before_pid=$!
 "$after" dev --data "$work/after" >"$work/after.log" 2>&1 & pids+=($!); after_pid=$!
 for s in "$work/before/keyward.sock" "$work/after/keyward.sock"; do for i in $(seq 300); do [ -e "$s" ] && break; sleep 0.1; done; done
@@ -50,7 +61,7 @@ import json, sys
 r = json.load(open(sys.argv[1])); l = r["latency_us"]
 calls = r.get("calls", 0) + r.get("warmup_calls", 0)
 cpu = float(sys.argv[5]) - float(sys.argv[4])
-print(f"round {sys.argv[3]} {sys.argv[2]:<7} {r['calls_per_second']:>8.0f} {sys.argv[6]}/s  p50 {l['p50']:>6} µs  p99 {l['p99']:>6} µs  errors {r['errors']}  server cpu {cpu:.1f} s ({1e6*cpu/max(calls,1):.0f} µs/call)")
+print(f"round {sys.argv[3]} {sys.argv[2]:<7} {r['calls_per_second']:>8.0f} {sys.argv[6]}/s  p50 {l['p50']:>6} µs  p99 {l['p99']:>6} µs  errors {r['errors']}  server cpu {cpu:.1f} s ({1e6*cpu/max(calls,1):.1f} µs/call, {calls} calls)")
 PY
   done
 done

@@ -172,7 +172,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let out = events.map(|e| {
             e.map(|e| pb::WatchEvent {
                 r#type: e.kind.name().to_owned(),
-                object: Some(secret_to_pb(e.object)),
+                object: Some(shared_secret_to_pb(&e.object)),
             })
             .map_err(to_status)
         });

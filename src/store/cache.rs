@@ -7,8 +7,13 @@
 //! the encryption configuration changes, so a provider or key removed from the configuration
 //! stops serving reads at once. Failures (undecryptable objects) are never cached.
 //!
+//! It also knows the writes in flight ([`DecodedCache::in_flight`]): a watcher often sees a
+//! write before its writer has been told the revision and cached it, and then takes the Secret
+//! the writer is writing instead of decrypting the stored bytes.
+//!
 //! [`SecretBytes`]: super::model::SecretBytes
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Secret;
@@ -33,6 +38,38 @@ struct Inner {
     bytes: usize,
     /// Bumped by [`DecodedCache::clear`]: a decode that started before it is not inserted.
     generation: u64,
+    /// Writes in flight by storage key.
+    in_flight: HashMap<Vec<u8>, Vec<InFlight>>,
+    /// The id of the next write in flight.
+    next_write: u64,
+}
+
+/// A put in flight: the bytes it stores and the Secret they encode (without its revision),
+/// encoded by an encoding that started at `generation`.
+struct InFlight {
+    id: u64,
+    value: Vec<u8>,
+    secret: Arc<Secret>,
+    generation: u64,
+}
+
+/// Registers a write in flight from [`DecodedCache::in_flight`] until it is dropped.
+pub(super) struct InFlightGuard<'a> {
+    cache: &'a DecodedCache,
+    key: Vec<u8>,
+    id: u64,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.cache.lock();
+        if let Some(writes) = inner.in_flight.get_mut(&self.key) {
+            writes.retain(|w| w.id != self.id);
+            if writes.is_empty() {
+                inner.in_flight.remove(&self.key);
+            }
+        }
+    }
 }
 
 struct Entry {
@@ -69,6 +106,8 @@ impl DecodedCache {
                 entries: lru::LruCache::unbounded(),
                 bytes: 0,
                 generation: 0,
+                in_flight: HashMap::new(),
+                next_write: 0,
             }),
             max_bytes,
         }
@@ -88,6 +127,76 @@ impl DecodedCache {
             Some(e) if e.revision == revision => Some(e.secret.clone()),
             _ => None,
         }
+    }
+
+    /// Whether the entry of `key` is at `revision`.
+    pub(super) fn contains(&self, key: &[u8], revision: Revision) -> bool {
+        self.lock()
+            .entries
+            .peek(key)
+            .is_some_and(|e| e.revision == revision)
+    }
+
+    /// Registers a put in flight of `value` under `key`, the encoding of `secret` by an encoding
+    /// that started at `generation`, until the guard is dropped. The writer caches what it wrote
+    /// (with its revision) before it drops the guard, so that a watcher always finds one or the
+    /// other.
+    pub(super) fn in_flight(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        secret: Arc<Secret>,
+        generation: u64,
+    ) -> InFlightGuard<'_> {
+        let mut inner = self.lock();
+        let id = inner.next_write;
+        inner.next_write += 1;
+        inner
+            .in_flight
+            .entry(key.to_vec())
+            .or_default()
+            .push(InFlight {
+                id,
+                value: value.to_vec(),
+                secret,
+                generation,
+            });
+        InFlightGuard {
+            cache: self,
+            key: key.to_vec(),
+            id,
+        }
+    }
+
+    /// The Secret stored under `key` at `revision` as `value`, from the cache or, if a put of
+    /// exactly these bytes is in flight, from that put (then cached). Equal bytes under one
+    /// key decode to the same Secret, so this is what decoding `value` would give.
+    pub(super) fn get_or_in_flight(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        revision: Revision,
+    ) -> Option<Arc<Secret>> {
+        if self.max_bytes == 0 {
+            return None;
+        }
+        if let Some(s) = self.get(key, revision) {
+            return Some(s);
+        }
+        let (secret, generation) = {
+            let inner = self.lock();
+            let w = inner
+                .in_flight
+                .get(key)?
+                .iter()
+                .find(|w| w.value == value && w.generation == inner.generation)?;
+            (w.secret.clone(), w.generation)
+        };
+        let mut s = Secret::clone(&secret);
+        s.metadata.resource_version = revision.to_string();
+        let s = Arc::new(s);
+        self.insert(key, revision, generation, s.clone());
+        Some(s)
     }
 
     /// The generation to pass to [`DecodedCache::insert`] for a decode starting now.
@@ -233,6 +342,31 @@ mod tests {
         );
         c.insert(b"/b", rev(2), c.generation(), secret("b", 1));
         assert!(c.get(b"/b", rev(2)).is_some());
+    }
+
+    #[test]
+    fn a_write_in_flight_serves_exactly_its_bytes_until_it_is_done() {
+        let c = DecodedCache::new(1 << 20);
+        let g = c.generation();
+        let guard = c.in_flight(b"/a", b"stored", secret("a", 3), g);
+        assert!(c.get_or_in_flight(b"/a", b"other", rev(4)).is_none());
+        assert!(c.get_or_in_flight(b"/b", b"stored", rev(4)).is_none());
+        let s = c.get_or_in_flight(b"/a", b"stored", rev(4)).unwrap();
+        assert_eq!(
+            s.metadata.resource_version, "4",
+            "with the write's revision"
+        );
+        assert!(c.contains(b"/a", rev(4)), "and cached");
+        drop(guard);
+        assert!(c.get_or_in_flight(b"/a", b"stored", rev(5)).is_none());
+        assert!(c.size().0 == 1 && c.lock().in_flight.is_empty());
+
+        let _stale = c.in_flight(b"/c", b"x", secret("c", 1), g);
+        c.clear();
+        assert!(
+            c.get_or_in_flight(b"/c", b"x", rev(6)).is_none(),
+            "encoded under the old configuration"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod model;
 mod raw;
 pub mod selector;
 mod version;
+mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,12 +23,10 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
-use tokio_stream::wrappers::ReceiverStream;
 use zeroize::Zeroizing;
 
 use crate::backend::{
-    prefix_end, Backend, BackendError, EventKind, Expect, KeyValue, RangeRequest, Revision,
-    WriteOutcome,
+    prefix_end, Backend, BackendError, Expect, KeyValue, RangeRequest, Revision, WriteOutcome,
 };
 use crate::encryption::{Encryption, EncryptionError, ReadInfo};
 use crate::names::{Namespace, SecretName};
@@ -218,8 +217,10 @@ impl WatchKind {
 pub struct WatchEvent {
     /// What happened.
     pub kind: WatchKind,
-    /// The object (for a delete: its last state, with the delete's resourceVersion).
-    pub object: Secret,
+    /// The object (for a delete: its last state, with the delete's resourceVersion). Shared
+    /// with the store's decoded-object cache and with every other watcher of the same change,
+    /// so an event costs no copy of the Secret.
+    pub object: Arc<Secret>,
 }
 
 /// A stream of watch events.
@@ -246,27 +247,6 @@ pub struct HistoryEntry {
     pub change: ChangeKind,
     /// The Secret as of that revision.
     pub secret: Secret,
-}
-
-/// One open watch in [`Store::watchers`], from its start until this is dropped (the stream's
-/// task ends, or never ran).
-struct Watcher(Arc<Store>);
-
-impl Watcher {
-    fn count(store: Arc<Store>) -> Self {
-        store
-            .watchers
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Watcher(store)
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.0
-            .watchers
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Fills server-generated fields of a Secret being created, as Kubernetes' token controller
@@ -406,14 +386,46 @@ impl Store {
         Ok(t.to_storage(key, &json).await?)
     }
 
-    /// Caches `s`, just written under `key` at `revision` by a write that started encoding at
-    /// `generation`, as what decoding it would give, so that watchers and the next update do
-    /// not decrypt it again. A Secret whose JSON would not decode to exactly itself is left out.
-    fn cache_written(&self, key: &str, revision: Revision, generation: u64, s: &Secret) {
-        if decodes_to_itself(s) {
+    /// Puts `value`, the encoding of `s` by an encoding that started at `generation`, under
+    /// `key`, and caches `s` as what decoding it would give once it is written, so that
+    /// watchers and the next update do not decrypt it again (a Secret whose JSON would not
+    /// decode to exactly itself is left out). While the put is in flight, watchers that see it
+    /// take `s` too. Returns the outcome and `s`, with its `resourceVersion` if it applied.
+    async fn put_cached(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+        s: Secret,
+        generation: u64,
+    ) -> Result<(WriteOutcome, Secret), StoreError> {
+        let cacheable = decodes_to_itself(&s);
+        let s = Arc::new(s);
+        let in_flight = (cacheable && self.watchers() > 0).then(|| {
             self.decoded
-                .insert(key.as_bytes(), revision, generation, Arc::new(s.clone()));
+                .in_flight(key.as_bytes(), &value, s.clone(), generation)
+        });
+        let outcome = self.backend.put(key.as_bytes(), value, expect).await?;
+        let revision = match outcome {
+            WriteOutcome::Applied { revision, .. } => Some(revision),
+            _ => None,
+        };
+        let revision = revision.map(|r| (r, r.to_string()));
+        if let Some((revision, rv)) = &revision {
+            // Cached before the write in flight is forgotten, so a watcher finds one of them.
+            if cacheable && !self.decoded.contains(key.as_bytes(), *revision) {
+                let mut cached = Secret::clone(&s);
+                cached.metadata.resource_version = rv.clone();
+                self.decoded
+                    .insert(key.as_bytes(), *revision, generation, Arc::new(cached));
+            }
         }
+        drop(in_flight);
+        let mut s = Arc::try_unwrap(s).unwrap_or_else(|s| Secret::clone(&s));
+        if let Some((_, rv)) = revision {
+            s.metadata.resource_version = rv;
+        }
+        Ok((outcome, s))
     }
 
     /// Decrypts and decodes a stored object; also says how it was read (provider, staleness).
@@ -432,7 +444,10 @@ impl Store {
     /// [`Store::decode`] for lists and watches, through the decoded-object cache: an object
     /// already decoded at this key and revision is not decrypted again.
     async fn decode_cached(&self, kv: &KeyValue) -> Result<Arc<Secret>, StoreError> {
-        if let Some(s) = self.decoded.get(&kv.key, kv.mod_revision) {
+        if let Some(s) = self
+            .decoded
+            .get_or_in_flight(&kv.key, &kv.value, kv.mod_revision)
+        {
             return Ok(s);
         }
         let generation = self.decoded.generation();
@@ -510,16 +525,11 @@ impl Store {
         let generation = self.decoded.generation();
         let value = self.encode(&key, &mut s).await?;
         match self
-            .backend
-            .put(key.as_bytes(), value, Expect::Absent)
+            .put_cached(&key, value, Expect::Absent, s, generation)
             .await?
         {
-            WriteOutcome::Applied { revision, .. } => {
-                s.metadata.resource_version = revision.to_string();
-                self.cache_written(&key, revision, generation, &s);
-                Ok(s)
-            }
-            WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
+            (WriteOutcome::Applied { .. }, s) => Ok(s),
+            (WriteOutcome::Conflict { .. } | WriteOutcome::NotFound, s) => {
                 Err(StoreError::AlreadyExists {
                     namespace: s.metadata.namespace,
                     name,
@@ -640,24 +650,24 @@ impl Store {
                 return Ok(next);
             }
             let expect = Expect::ModRevision(cur.mod_revision);
-            // The cache generation of a put (a completed delete caches nothing).
-            let mut written = None;
             let outcome = if deleting && next.metadata.finalizers.is_empty() {
                 // The last finalizer is gone: the delete that marked it completes now.
-                self.backend.delete(key.as_bytes(), expect).await?
+                let outcome = self.backend.delete(key.as_bytes(), expect).await?;
+                if let WriteOutcome::Applied { revision, .. } = outcome {
+                    next.metadata.resource_version = revision.to_string();
+                }
+                outcome
             } else {
-                written = Some(self.decoded.generation());
+                let generation = self.decoded.generation();
                 let value = self.encode(&key, &mut next).await?;
-                self.backend.put(key.as_bytes(), value, expect).await?
+                let (outcome, written) = self
+                    .put_cached(&key, value, expect, next, generation)
+                    .await?;
+                next = written;
+                outcome
             };
             match outcome {
-                WriteOutcome::Applied { revision, .. } => {
-                    next.metadata.resource_version = revision.to_string();
-                    if let Some(generation) = written {
-                        self.cache_written(&key, revision, generation, &next);
-                    }
-                    return Ok(next);
-                }
+                WriteOutcome::Applied { .. } => return Ok(next),
                 WriteOutcome::Conflict { .. } | WriteOutcome::NotFound if want_rv.is_none() => {
                     continue
                 }
@@ -857,155 +867,6 @@ impl Store {
                         errors,
                     })
                 }
-            }
-        }
-    }
-
-    /// Watches Secrets in `namespace` (or all) matching `selector`. With a revision
-    /// ([`ResourceVersion::At`]), replays every change after it (older than retained history:
-    /// [`StoreError::Gone`]); without one (`""` or `"0"`), starts with an ADDED event per
-    /// existing Secret.
-    pub async fn watch(
-        self: &Arc<Self>,
-        namespace: Option<&Namespace>,
-        selector: Selector,
-        resource_version: ResourceVersion,
-    ) -> Result<WatchEvents, StoreError> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<WatchEvent, StoreError>>(256);
-        let after = match resource_version {
-            // The current Secrets, a page at a time (at one revision), so that memory stays
-            // bounded by the page and the channel, however many there are.
-            ResourceVersion::Unset | ResourceVersion::Any => {
-                let mut token: Option<String> = None;
-                loop {
-                    let page = self
-                        .list(namespace, &selector, WATCH_LIST_PAGE, token.as_deref())
-                        .await?;
-                    for s in page.items {
-                        if tx
-                            .send(Ok(WatchEvent {
-                                kind: WatchKind::Added,
-                                object: Arc::unwrap_or_clone(s),
-                            }))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    match page.continue_token {
-                        Some(t) if !tx.is_closed() => token = Some(t),
-                        _ => break page.resource_version,
-                    }
-                }
-            }
-            ResourceVersion::At(rev) => {
-                let current = self.backend.current_revision().await?;
-                if rev > current {
-                    return Err(field_invalid(
-                        "",
-                        ResourceVersion::FIELD,
-                        format!("Invalid value: \"{rev}\": too large resource version, the current revision is {current}"),
-                    ));
-                }
-                rev
-            }
-        };
-        let from = after.next().ok_or_else(|| {
-            field_invalid(
-                "",
-                ResourceVersion::FIELD,
-                format!("Invalid value: \"{after}\": no revision follows it"),
-            )
-        })?;
-        let prefix = self.namespace_prefix(namespace);
-        let mut events = self
-            .backend
-            .watch(prefix.as_bytes(), Some(from))
-            .await
-            .map_err(|e| match e {
-                // Named by the version the caller gave, as kube-apiserver does, and the oldest
-                // one a watch may still start from.
-                BackendError::Compacted { compacted, .. } => {
-                    StoreError::Gone(format!("{after} ({})", compacted.get() - 1))
-                }
-                other => other.into(),
-            })?;
-        let store = self.clone();
-        let stop = self.watches.clone();
-        let counted = Watcher::count(self.clone());
-        tokio::spawn(async move {
-            let _counted = counted;
-            use tokio_stream::StreamExt;
-            loop {
-                // Stop as soon as the watcher goes away, even if nothing changes, or at shutdown.
-                let ev = tokio::select! {
-                    ev = events.next() => ev,
-                    _ = tx.closed() => return,
-                    _ = stop.cancelled() => return,
-                };
-                let Some(ev) = ev else { return };
-                let out = match ev {
-                    Err(e) => Some(Err(StoreError::from(e))),
-                    Ok(ev) => store.watch_event(ev, &selector).await.transpose(),
-                };
-                if let Some(out) = out {
-                    let stop = out.is_err();
-                    if tx.send(out).await.is_err() || stop {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(ReceiverStream::new(rx)))
-    }
-
-    async fn watch_event(
-        &self,
-        ev: crate::backend::Event,
-        selector: &Selector,
-    ) -> Result<Option<WatchEvent>, StoreError> {
-        // An update seen through no selector needs only to know that there was a previous
-        // version, not what it held: it is not decrypted then.
-        let prev = match &ev.prev {
-            Some(_) if ev.kind == EventKind::Put && selector.is_empty() => None,
-            Some(p) => Some(Arc::unwrap_or_clone(self.decode_cached(p).await?)),
-            None => None,
-        };
-        let prev_matches = match &prev {
-            Some(p) => selector.matches(&p.metadata.labels),
-            None => ev.prev.is_some() && selector.is_empty(),
-        };
-        match ev.kind {
-            EventKind::Delete => Ok(prev.filter(|_| prev_matches).map(|mut p| {
-                p.metadata.resource_version = ev.kv.mod_revision.to_string();
-                WatchEvent {
-                    kind: WatchKind::Deleted,
-                    object: p,
-                }
-            })),
-            EventKind::Put => {
-                let cur = Arc::unwrap_or_clone(self.decode_cached(&ev.kv).await?);
-                let cur_matches = selector.matches(&cur.metadata.labels);
-                Ok(match (prev_matches, cur_matches) {
-                    (false, true) => Some(WatchEvent {
-                        kind: WatchKind::Added,
-                        object: cur,
-                    }),
-                    (true, true) => Some(WatchEvent {
-                        kind: WatchKind::Modified,
-                        object: cur,
-                    }),
-                    (true, false) => {
-                        let mut gone = cur;
-                        gone.metadata.resource_version = ev.kv.mod_revision.to_string();
-                        Some(WatchEvent {
-                            kind: WatchKind::Deleted,
-                            object: gone,
-                        })
-                    }
-                    (false, false) => None,
-                })
             }
         }
     }

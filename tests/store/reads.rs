@@ -156,19 +156,19 @@ async fn every_watcher_gets_the_same_events_as_a_get() {
 
     for w in [&mut a, &mut b] {
         let e = w.next().await.unwrap().unwrap();
-        assert_eq!((e.kind, &e.object), (WatchKind::Modified, &updated));
+        assert_eq!((e.kind, &*e.object), (WatchKind::Modified, &updated));
         let e = w.next().await.unwrap().unwrap();
-        assert_eq!((e.kind, &e.object), (WatchKind::Modified, &unlabelled));
+        assert_eq!((e.kind, &*e.object), (WatchKind::Modified, &unlabelled));
         let e = w.next().await.unwrap().unwrap();
         assert_eq!(e.kind, WatchKind::Deleted);
         assert_eq!(e.object.metadata.resource_version, current.to_string());
         let mut expect = deleted.clone();
         expect.metadata.resource_version = current.to_string();
-        assert_eq!(e.object, expect);
+        assert_eq!(*e.object, expect);
     }
     // Through a selector: added when it starts matching, deleted when it stops.
     let e = labelled.next().await.unwrap().unwrap();
-    assert_eq!((e.kind, &e.object), (WatchKind::Added, &updated));
+    assert_eq!((e.kind, &*e.object), (WatchKind::Added, &updated));
     let e = labelled.next().await.unwrap().unwrap();
     assert_eq!(e.kind, WatchKind::Deleted);
     assert_eq!(e.object.data, unlabelled.data);
@@ -419,4 +419,45 @@ async fn what_writes_cache_is_what_decrypting_gives() {
         .await
         .unwrap();
     assert_eq!(*page.items[0], updated, "a list serves the cached write");
+}
+
+/// A watch without a revision starts with every Secret as ADDED, a page at a time as its reader
+/// takes them, however many there are (more than any buffer between the store and the reader),
+/// then follows; it stops counting in `watchers` when dropped.
+#[tokio::test]
+async fn a_watch_without_a_revision_starts_with_more_secrets_than_any_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    let creates: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create(secret(&format!("s{i:03}"), "v"), false)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for c in creates {
+        c.await.unwrap();
+    }
+    let mut w = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.watch(Some(&ns(NS)), Selector::default(), ResourceVersion::Unset),
+    )
+    .await
+    .expect("the watch starts without waiting for a reader")
+    .unwrap();
+    assert_eq!(store.watchers(), 1);
+    for i in 0..300 {
+        let e = w.next().await.unwrap().unwrap();
+        assert_eq!(e.kind, WatchKind::Added);
+        assert_eq!(e.object.metadata.name, format!("s{i:03}"));
+    }
+    let live = store.create(secret("late", "v"), false).await.unwrap();
+    let e = w.next().await.unwrap().unwrap();
+    assert_eq!((e.kind, &*e.object), (WatchKind::Added, &live));
+    drop(w);
+    assert_eq!(store.watchers(), 0);
 }

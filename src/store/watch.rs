@@ -1,0 +1,317 @@
+//! Watch streams: without a revision, the Secrets present when the watch starts as `ADDED`
+//! events, a page at a time; then every change after the start, decoded through the
+//! decoded-object cache and filtered by the selector.
+//!
+//! A stream does its work when it is polled, in the task that sends its events on (the gRPC
+//! response, the Kubernetes API's writer), with no task or channel of its own between the
+//! backend and its reader. Only what is next is held: one page of the starting list, or one
+//! change. An event's object is shared with the cache and with every other watcher of the same
+//! change. The stream ends when it is dropped, when the backend ends it, after an error, or at
+//! shutdown ([`Store::stop_watches`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use super::{
+    field_invalid, ResourceVersion, Secret, SecretList, Selector, Store, StoreError, WatchEvent,
+    WatchEvents, WatchKind, WATCH_LIST_PAGE,
+};
+use crate::backend::{BackendError, Event, EventKind, Revision, WatchStream as BackendEvents};
+use crate::names::Namespace;
+
+/// Work a stream waits for: the next page of its starting list, or the decode of one change.
+type Step<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// Where a stream is.
+enum Phase {
+    /// Sending the page of the starting list in hand; then the next page, if any.
+    Listing {
+        items: std::vec::IntoIter<Arc<Secret>>,
+        next_page: Option<String>,
+    },
+    /// Reading the next page of the starting list.
+    Paging(Step<SecretList>),
+    /// Following changes.
+    Following,
+    /// Decoding a change that was not in the decoded-object cache.
+    Decoding(Step<Option<WatchEvent>>),
+    /// Ended.
+    Done,
+}
+
+/// One open watch ([`Store::watch`]).
+struct Watch {
+    store: Arc<Store>,
+    namespace: Option<Namespace>,
+    selector: Arc<Selector>,
+    events: BackendEvents,
+    phase: Phase,
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Counts this watch in [`Store::watchers`] until the stream is dropped.
+    _counted: Watcher,
+}
+
+/// One open watch in [`Store::watchers`], from its start until this is dropped.
+struct Watcher(Arc<Store>);
+
+impl Watcher {
+    fn count(store: Arc<Store>) -> Self {
+        store
+            .watchers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Watcher(store)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0
+            .watchers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Store {
+    /// Watches Secrets in `namespace` (or all) matching `selector`. With a revision
+    /// ([`ResourceVersion::At`]), replays every change after it (older than retained history:
+    /// [`StoreError::Gone`]); without one (`""` or `"0"`), starts with an ADDED event per
+    /// existing Secret.
+    pub async fn watch(
+        self: &Arc<Self>,
+        namespace: Option<&Namespace>,
+        selector: Selector,
+        resource_version: ResourceVersion,
+    ) -> Result<WatchEvents, StoreError> {
+        let (after, phase) = match resource_version {
+            // The current Secrets, a page at a time (at one revision, the first page's), so that
+            // memory stays bounded by a page however many there are.
+            ResourceVersion::Unset | ResourceVersion::Any => {
+                let page = self
+                    .list(namespace, &selector, WATCH_LIST_PAGE, None)
+                    .await?;
+                let phase = Phase::Listing {
+                    items: page.items.into_iter(),
+                    next_page: page.continue_token,
+                };
+                (page.resource_version, phase)
+            }
+            ResourceVersion::At(rev) => {
+                let current = self.backend.current_revision().await?;
+                if rev > current {
+                    return Err(field_invalid(
+                        "",
+                        ResourceVersion::FIELD,
+                        format!("Invalid value: \"{rev}\": too large resource version, the current revision is {current}"),
+                    ));
+                }
+                (rev, Phase::Following)
+            }
+        };
+        let from = after.next().ok_or_else(|| {
+            field_invalid(
+                "",
+                ResourceVersion::FIELD,
+                format!("Invalid value: \"{after}\": no revision follows it"),
+            )
+        })?;
+        let prefix = self.namespace_prefix(namespace);
+        let events = self
+            .backend
+            .watch(prefix.as_bytes(), Some(from))
+            .await
+            .map_err(|e| match e {
+                // Named by the version the caller gave, as kube-apiserver does, and the oldest
+                // one a watch may still start from.
+                BackendError::Compacted { compacted, .. } => {
+                    StoreError::Gone(format!("{after} ({})", compacted.get() - 1))
+                }
+                other => other.into(),
+            })?;
+        Ok(Box::pin(Watch {
+            store: self.clone(),
+            namespace: namespace.cloned(),
+            selector: Arc::new(selector),
+            events,
+            phase,
+            stop: Box::pin(self.watches.clone().cancelled_owned()),
+            _counted: Watcher::count(self.clone()),
+        }))
+    }
+
+    /// The event a watch through `selector` sees of the change `ev`, if it sees one, when what
+    /// it needs decoded is in the decoded-object cache; `None` if something is not.
+    fn watch_event_cached(&self, ev: &Event, selector: &Selector) -> Option<Option<WatchEvent>> {
+        let prev = match &ev.prev {
+            Some(p) if needs_prev(ev, selector) => Some(self.decoded.get(&p.key, p.mod_revision)?),
+            _ => None,
+        };
+        let cur = match ev.kind {
+            EventKind::Put => Some(self.decoded.get_or_in_flight(
+                &ev.kv.key,
+                &ev.kv.value,
+                ev.kv.mod_revision,
+            )?),
+            EventKind::Delete => None,
+        };
+        Some(watch_event(ev, selector, prev, cur))
+    }
+
+    /// [`Store::watch_event_cached`], decrypting what the cache does not hold.
+    async fn watch_event_decoded(
+        &self,
+        ev: &Event,
+        selector: &Selector,
+    ) -> Result<Option<WatchEvent>, StoreError> {
+        let prev = match &ev.prev {
+            Some(p) if needs_prev(ev, selector) => Some(self.decode_cached(p).await?),
+            _ => None,
+        };
+        let cur = match ev.kind {
+            EventKind::Put => Some(self.decode_cached(&ev.kv).await?),
+            EventKind::Delete => None,
+        };
+        Ok(watch_event(ev, selector, prev, cur))
+    }
+}
+
+/// Whether the event of `ev` through `selector` depends on the version it replaced: an update
+/// seen through no selector needs only to know that there was one, not what it held, and is
+/// not decrypted then.
+fn needs_prev(ev: &Event, selector: &Selector) -> bool {
+    ev.prev.is_some() && !(ev.kind == EventKind::Put && selector.is_empty())
+}
+
+/// The event a watch through `selector` sees of `ev`, given the version it replaced (when
+/// [`needs_prev`]) and, for a put, the version it wrote.
+fn watch_event(
+    ev: &Event,
+    selector: &Selector,
+    prev: Option<Arc<Secret>>,
+    cur: Option<Arc<Secret>>,
+) -> Option<WatchEvent> {
+    let prev_matches = match &prev {
+        Some(p) => selector.matches(&p.metadata.labels),
+        None => ev.prev.is_some() && selector.is_empty(),
+    };
+    let (kind, object) = match ev.kind {
+        EventKind::Delete => (
+            WatchKind::Deleted,
+            with_resource_version(prev.filter(|_| prev_matches)?, ev.kv.mod_revision),
+        ),
+        EventKind::Put => {
+            let cur = cur?;
+            match (prev_matches, selector.matches(&cur.metadata.labels)) {
+                (false, true) => (WatchKind::Added, cur),
+                (true, true) => (WatchKind::Modified, cur),
+                (true, false) => (
+                    WatchKind::Deleted,
+                    with_resource_version(cur, ev.kv.mod_revision),
+                ),
+                (false, false) => return None,
+            }
+        }
+    };
+    Some(WatchEvent { kind, object })
+}
+
+/// `s` with `resourceVersion` set to `revision` (a copy, if it is shared).
+fn with_resource_version(s: Arc<Secret>, revision: Revision) -> Arc<Secret> {
+    let mut s = Arc::unwrap_or_clone(s);
+    s.metadata.resource_version = revision.to_string();
+    Arc::new(s)
+}
+
+impl futures_core::Stream for Watch {
+    type Item = Result<WatchEvent, StoreError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        // At shutdown, stop even if nothing changes.
+        if matches!(this.phase, Phase::Done) || this.stop.as_mut().poll(cx).is_ready() {
+            this.phase = Phase::Done;
+            return Poll::Ready(None);
+        }
+        loop {
+            match &mut this.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Listing { items, next_page } => {
+                    if let Some(object) = items.next() {
+                        return Poll::Ready(Some(Ok(WatchEvent {
+                            kind: WatchKind::Added,
+                            object,
+                        })));
+                    }
+                    this.phase = match next_page.take() {
+                        Some(token) => {
+                            let (store, selector) = (this.store.clone(), this.selector.clone());
+                            let namespace = this.namespace.clone();
+                            Phase::Paging(Box::pin(async move {
+                                store
+                                    .list(
+                                        namespace.as_ref(),
+                                        &selector,
+                                        WATCH_LIST_PAGE,
+                                        Some(&token),
+                                    )
+                                    .await
+                            }))
+                        }
+                        None => Phase::Following,
+                    };
+                }
+                Phase::Paging(page) => match page.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(page)) => {
+                        this.phase = Phase::Listing {
+                            items: page.items.into_iter(),
+                            next_page: page.continue_token,
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return this.fail(e),
+                },
+                Phase::Decoding(step) => match step.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(out)) => {
+                        this.phase = Phase::Following;
+                        if let Some(ev) = out {
+                            return Poll::Ready(Some(Ok(ev)));
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return this.fail(e),
+                },
+                Phase::Following => match this.events.as_mut().poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => {
+                        this.phase = Phase::Done;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Some(Err(e))) => return this.fail(e.into()),
+                    Poll::Ready(Some(Ok(ev))) => {
+                        match this.store.watch_event_cached(&ev, &this.selector) {
+                            Some(Some(out)) => return Poll::Ready(Some(Ok(out))),
+                            Some(None) => {}
+                            None => {
+                                let (store, selector) = (this.store.clone(), this.selector.clone());
+                                this.phase = Phase::Decoding(Box::pin(async move {
+                                    store.watch_event_decoded(&ev, &selector).await
+                                }));
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// Ends the stream with `e`.
+    fn fail(&mut self, e: StoreError) -> Poll<Option<Result<WatchEvent, StoreError>>> {
+        self.phase = Phase::Done;
+        Poll::Ready(Some(Err(e)))
+    }
+}
