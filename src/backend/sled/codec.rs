@@ -173,6 +173,16 @@ pub(super) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<KeyValue, Backen
     })
 }
 
+/// The `mod_revision` of an encoded record, without decoding (or copying) its value.
+pub(super) fn record_mod_revision(bytes: &[u8]) -> Result<Revision, BackendError> {
+    let mut r = Reader::new(bytes);
+    if r.u8()? != TAG_RECORD {
+        return Err(BackendError::Corrupt("expected a record".to_string()));
+    }
+    r.revision()?;
+    r.revision()
+}
+
 pub(super) fn encode_tombstone(rev: Revision) -> Vec<u8> {
     let mut out = vec![TAG_TOMBSTONE];
     out.extend_from_slice(&rev.to_be_bytes());

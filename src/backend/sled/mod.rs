@@ -130,12 +130,16 @@ use wal::WalDir;
 use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
 use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
 
-/// The on-disk format version this build writes and reads: 2 adds the write-ahead log. A store
-/// of version 1 (no log) opens and is marked version 2, so that an older build, which would
-/// ignore the log, refuses it instead of losing the writes only the log holds.
-pub const FORMAT_VERSION: u32 = 2;
-/// The older format this build still opens (and upgrades).
+/// The on-disk format version this build writes and reads: 2 adds the write-ahead log; 3 keeps
+/// a key's current version only in `kv` (no longer also in `history`). Stores of versions 1 and
+/// 2 open and are marked version 3 (this build reads their layout as it is: a current version
+/// also found in `history` is the same record), so that an older build, which would ignore the
+/// log or miss current versions in `history`, refuses them instead of misreading them.
+pub const FORMAT_VERSION: u32 = 3;
+/// Older formats this build still opens (and upgrades): before the write-ahead log, and before
+/// current versions left `history`.
 const FORMAT_VERSION_WITHOUT_LOG: u32 = 1;
+const FORMAT_VERSION_HISTORY_WITH_CURRENT: u32 = 2;
 
 const TREE_KV: &str = "kv";
 const TREE_LOG: &str = "log";
@@ -320,7 +324,9 @@ impl SledBackend {
 
         let upgrade = match meta.get(META_FORMAT).map_err(sled_error)? {
             Some(found) => {
-                if found.as_ref() == FORMAT_VERSION_WITHOUT_LOG.to_be_bytes() {
+                if found.as_ref() == FORMAT_VERSION_WITHOUT_LOG.to_be_bytes()
+                    || found.as_ref() == FORMAT_VERSION_HISTORY_WITH_CURRENT.to_be_bytes()
+                {
                     true
                 } else if found.as_ref() != FORMAT_VERSION.to_be_bytes() {
                     return Err(BackendError::UnsupportedFormat {
@@ -431,7 +437,7 @@ impl SledBackend {
             .contains_key(META_DELETED_PRUNED)
             .map_err(sled_error)?
         {
-            prune_all_history(&shared.history, applier.compacted)?;
+            prune_all_history(&shared.history, &shared.kv, applier.compacted)?;
             shared
                 .meta
                 .insert(META_DELETED_PRUNED, &[1u8][..])

@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use ::sled::{Batch, IVec, Tree};
+use ::sled::{Batch, Tree};
 
 use super::codec::{
     corrupt_history, decode_floor, decode_history_key, decode_history_slot, deleted_key_of_event,
-    encode_floor, encode_tombstone, floor_key, history_key_with, history_prefix, rev_bytes, Slot,
-    TAG_RECORD, TAG_TOMBSTONE,
+    encode_floor, encode_tombstone, floor_key, history_key_with, history_prefix,
+    record_mod_revision, rev_bytes, Slot, TAG_RECORD, TAG_TOMBSTONE,
 };
 use super::writer::{Change, Writer};
 use super::{sled_error, Shared, META_COMPACTED};
@@ -85,7 +85,7 @@ impl Shared {
             let mut history = match cached {
                 Some(history) => history,
                 None => self
-                    .load_history(&prefix, compacted, keep)
+                    .load_history(key, &prefix, compacted, keep)
                     .inspect_err(|_| {
                         // Keys remembered earlier in this batch describe a batch not applied.
                         cache.clear();
@@ -102,18 +102,33 @@ impl Shared {
                 history.prune_count(keep);
             }
             let kept: HashSet<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
+            // What pruning removed (with unlimited versions, only part of the history is
+            // loaded: what was not loaded is never pruned).
+            let mut dropped = HashSet::new();
             for rev in original {
                 if !kept.contains(&rev) {
                     batch.remove(history_key_with(&prefix, rev));
+                    dropped.insert(rev);
                 }
             }
+            for change in &changes {
+                if !kept.contains(&change.revision) {
+                    dropped.insert(change.revision);
+                }
+            }
+            // `history` holds every retained version but the current one (that is in `kv`):
+            // each version a change replaced, and each delete's tombstone.
             for change in changes {
-                if kept.contains(&change.revision) {
-                    let value = match &change.record {
-                        Some(record) => record.clone(),
-                        None => IVec::from(encode_tombstone(change.revision)),
-                    };
-                    batch.insert(history_key_with(&prefix, change.revision), value);
+                if let Some((rev, record)) = &change.replaced {
+                    if !dropped.contains(rev) {
+                        batch.insert(history_key_with(&prefix, *rev), record.clone());
+                    }
+                }
+                if change.record.is_none() && !dropped.contains(&change.revision) {
+                    batch.insert(
+                        history_key_with(&prefix, change.revision),
+                        encode_tombstone(change.revision),
+                    );
                 }
             }
             if history.floor != original_floor {
@@ -135,6 +150,7 @@ impl Shared {
     /// or below `compacted` matter (the others are never pruned), so only those are read.
     fn load_history(
         &self,
+        key: &[u8],
         prefix: &[u8],
         compacted: Revision,
         keep: usize,
@@ -161,6 +177,13 @@ impl Shared {
                 _ => return Err(corrupt_history(prefix, rev)),
             };
             history.entries.push((rev, tombstone));
+        }
+        // The current version is in `kv` (stores of format 2 also hold it in `history`).
+        if let Some(current) = self.current_revision_of(key)? {
+            let newer = history.entries.last().is_none_or(|(rev, _)| *rev < current);
+            if newer && (keep > 0 || current <= compacted) {
+                history.entries.push((current, false));
+            }
         }
         Ok(history)
     }
@@ -199,7 +222,7 @@ impl Writer {
         }
         // Readers at or above `revision` see the same answers with or without these entries.
         prune_log(&shared.log, revision)?;
-        prune_all_history(&shared.history, revision)?;
+        prune_all_history(&shared.history, &shared.kv, revision)?;
         shared.db.flush().map_err(sled_error)?;
         Ok(())
     }
@@ -210,8 +233,20 @@ impl Writer {
 /// deleted keys were pruned as they left the log's window.
 pub(super) fn prune_all_history(
     history_tree: &Tree,
+    kv_tree: &Tree,
     revision: Revision,
 ) -> Result<(), BackendError> {
+    // A key's current version is in `kv`: it counts as the key's newest entry.
+    let with_current = |key: &[u8], history: &mut KeyHistory| -> Result<(), BackendError> {
+        if let Some(bytes) = kv_tree.get(key).map_err(sled_error)? {
+            let current = record_mod_revision(&bytes)?;
+            let newer = history.entries.last().is_none_or(|(rev, _)| *rev < current);
+            if newer && current <= revision {
+                history.entries.push((current, false));
+            }
+        }
+        Ok(())
+    };
     let mut batch = Batch::default();
     let mut pending = 0usize;
     let mut group: Option<(Vec<u8>, KeyHistory)> = None;
@@ -219,7 +254,8 @@ pub(super) fn prune_all_history(
         let (hkey, value) = item.map_err(sled_error)?;
         let (key, slot) = decode_history_key(&hkey)?;
         if group.as_ref().is_some_and(|(k, _)| *k != key) {
-            if let Some((done_key, done)) = group.take() {
+            if let Some((done_key, mut done)) = group.take() {
+                with_current(&done_key, &mut done)?;
                 pending += compaction_deletes(&done_key, done, revision, &mut batch);
             }
         }
@@ -247,7 +283,8 @@ pub(super) fn prune_all_history(
             pending = 0;
         }
     }
-    if let Some((key, history)) = group {
+    if let Some((key, mut history)) = group {
+        with_current(&key, &mut history)?;
         compaction_deletes(&key, history, revision, &mut batch);
     }
     history_tree.apply_batch(batch).map_err(sled_error)

@@ -64,6 +64,10 @@ pub(super) struct Change {
     pub(super) revision: Revision,
     /// Encoded record, or None for a delete.
     pub(super) record: Option<IVec>,
+    /// The version this change replaced (its revision and encoded record), if the key existed:
+    /// it leaves `kv` and goes to `history`, which holds every retained version but the
+    /// current one.
+    pub(super) replaced: Option<(Revision, IVec)>,
 }
 
 /// A batch worked out against the applied state, ready to log and apply.
@@ -206,10 +210,14 @@ impl Applier {
                 }
             };
             log_batch.insert(&rev_bytes(revision), encode_event(&event));
+            let replaced = current
+                .as_ref()
+                .map(|kv| (kv.mod_revision, IVec::from(encode_record(kv))));
             changes.push(Change {
                 key,
                 revision,
                 record,
+                replaced,
             });
             events.push(event);
             outcomes.push(Ok(WriteOutcome::Applied {
