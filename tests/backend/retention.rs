@@ -277,7 +277,9 @@ async fn a_format_2_store_with_current_versions_in_history_reads_the_same_after_
         .expect("read")
         .0
         .is_none());
-    // Two more versions: v1 is pruned (two kept), v2 moves to history (where it already was).
+    // Another version: v1 is no longer readable (two kept) but stays for the log (no log
+    // window here: the log keeps every event, whose values are the versions), v2 moves to
+    // history (where it already was).
     let third = applied(backend.put(b"k", b"v3".to_vec(), Expect::Any).await);
     assert!(matches!(
         backend.get(b"k", Some(first)).await,
@@ -291,7 +293,69 @@ async fn a_format_2_store_with_current_versions_in_history_reads_the_same_after_
             .iter()
             .map(|(r, _)| *r)
             .collect::<Vec<_>>(),
-        vec![0, second.get()],
-        "the floor marker and v2"
+        vec![0, first.get(), second.get()],
+        "the floor marker, v1 (for the log) and v2"
     );
+}
+
+#[tokio::test]
+async fn versions_below_the_floor_stay_while_the_log_needs_them_then_go() {
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let opts = SledOptions {
+        history_per_key: 2,
+        log_retention: 8,
+    };
+    let backend = SledBackend::open(&path, opts).expect("open");
+    let mut revisions = Vec::new();
+    for i in 0..6u8 {
+        revisions.push(applied(
+            backend.put(b"hot", vec![b'a' + i], Expect::Any).await,
+        ));
+    }
+    // Only two versions are readable, but the log's events replay with their values and the
+    // values they replaced.
+    assert!(matches!(
+        backend.get(b"hot", Some(revisions[3])).await,
+        Err(BackendError::Compacted { .. })
+    ));
+    let from = backend
+        .compacted_revision()
+        .await
+        .expect("compacted")
+        .max(revisions[0]);
+    let mut stream = backend.watch(b"", Some(from)).await.expect("watch");
+    for (i, revision) in revisions.iter().enumerate() {
+        if *revision < from {
+            continue;
+        }
+        let event = stream.next().await.expect("event").expect("no error");
+        assert_eq!(event.kv.mod_revision, *revision);
+        assert_eq!(event.kv.value, vec![b'a' + i as u8]);
+        match event.prev {
+            None => assert_eq!(i, 0, "only the first put created the key"),
+            Some(prev) => assert_eq!(prev.value, vec![b'a' + i as u8 - 1]),
+        }
+    }
+    drop(stream);
+    drop(backend);
+    assert!(history_of(&path, b"hot").len() > 2, "kept for the log");
+
+    // Once the window has moved past them, they go: the current version (in `kv`) is all
+    // that reads at the compacted revision or later can see.
+    let backend = SledBackend::open(&path, opts).expect("reopen");
+    for i in 0..10u8 {
+        applied(backend.put(b"other", vec![i], Expect::Any).await);
+    }
+    drop(backend);
+    let left: Vec<i64> = history_of(&path, b"hot").iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        left,
+        Vec::<i64>::new(),
+        "pruned once the window moved past them"
+    );
+    let backend = SledBackend::open(&path, opts).expect("reopen");
+    let (now, _) = backend.get(b"hot", None).await.expect("read");
+    assert_eq!(now.expect("current").value, b"f");
 }

@@ -80,6 +80,25 @@ impl Shared {
         }
     }
 
+    /// The version of `key` written exactly at `revision`, if it is still kept: the current one
+    /// or one in `history` (a tombstone there is no version).
+    pub(super) fn record_at(
+        &self,
+        key: &[u8],
+        revision: Revision,
+    ) -> Result<Option<KeyValue>, BackendError> {
+        if let Some(bytes) = self.kv.get(key).map_err(sled_error)? {
+            if record_mod_revision(&bytes)? == revision {
+                return decode_record(key, &bytes).map(Some);
+            }
+        }
+        let hkey = history_key_with(&history_prefix(key), revision);
+        match self.history.get(hkey).map_err(sled_error)? {
+            Some(bytes) => decode_history_value(key, &bytes),
+            None => Ok(None),
+        }
+    }
+
     /// The key as of `revision`: its current version (in `kv`) if that is at or below
     /// `revision`, otherwise the newest retained older version (in `history`).
     pub(super) fn get_at(
