@@ -178,7 +178,8 @@ const META_DELETED_PRUNED: &[u8] = b"deleted_history_pruned";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SledOptions {
     /// Versions of each key (puts and deletes) kept for reads at past revisions; 0 keeps every
-    /// version until compaction. Default 10.
+    /// version until compaction. Default 10. (Older versions that the change log's window still
+    /// covers also stay on disk, unreadable, since log events hold no values.)
     pub history_per_key: usize,
     /// Revisions kept in the change log for watch replay; older ones are compacted after each
     /// write. 0 means unlimited (only [`Backend::compact`] discards history). Default 100 000.
