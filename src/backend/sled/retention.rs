@@ -38,12 +38,14 @@ impl KeyHistory {
     /// events need the versions they replaced, so every entry older than the newest one below
     /// `compacted` is dropped, and that one too if it is a tombstone (a tombstone replaced is
     /// no version). A floor at or below `compacted` no longer matters and is dropped.
-    fn prune_compacted(&mut self, compacted: Revision) {
+    ///
+    /// The revisions dropped are appended to `dropped`: the oldest entries, in order.
+    fn prune_compacted(&mut self, compacted: Revision, dropped: &mut Vec<Revision>) {
         if let Some(below) = compacted.prev() {
             if let Some(newest) = self.entries.iter().rposition(|(rev, _)| *rev <= below) {
                 let tombstone = self.entries[newest].1;
                 let cut = if tombstone { newest + 1 } else { newest };
-                self.entries.drain(..cut);
+                dropped.extend(self.entries.drain(..cut).map(|(rev, _)| rev));
             }
         }
         if self.floor.is_some_and(|floor| floor <= compacted) {
@@ -129,43 +131,40 @@ impl Shared {
                         cache.clear();
                     })?,
             };
-            let original: Vec<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
+            let original_newest = history.entries.last().map(|(rev, _)| *rev);
             let original_floor = history.floor;
-            history.prune_compacted(compacted);
+            // Pruning drops the oldest entries, in order (first the loaded ones, then this
+            // batch's changes): everything dropped is at or below the last one dropped, and
+            // everything kept above it. (With unlimited versions only the entries at or below
+            // the compacted revision are loaded; the others are never dropped.)
+            let mut dropped = Vec::new();
+            history.prune_compacted(compacted, &mut dropped);
             for change in &changes {
                 history
                     .entries
                     .push((change.revision, change.record.is_none()));
-                history.prune_compacted(compacted);
+                history.prune_compacted(compacted, &mut dropped);
                 history.prune_count(keep, compacted);
                 if history.keeps_below_floor() {
                     below_floor.insert(change.revision);
                 }
             }
-            let kept: HashSet<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
-            // What pruning removed (with unlimited versions, only part of the history is
-            // loaded: what was not loaded is never pruned).
-            let mut dropped = HashSet::new();
-            for rev in original {
-                if !kept.contains(&rev) {
-                    batch.remove(history_key_with(&prefix, rev));
-                    dropped.insert(rev);
+            for rev in &dropped {
+                if original_newest.is_some_and(|newest| *rev <= newest) {
+                    batch.remove(history_key_with(&prefix, *rev));
                 }
             }
-            for change in &changes {
-                if !kept.contains(&change.revision) {
-                    dropped.insert(change.revision);
-                }
-            }
+            let dropped_upto = dropped.last().copied();
+            let is_dropped = |rev: Revision| dropped_upto.is_some_and(|upto| rev <= upto);
             // `history` holds every retained version but the current one (that is in `kv`):
             // each version a change replaced, and each delete's tombstone.
             for change in changes {
                 if let Some((rev, record)) = &change.replaced {
-                    if !dropped.contains(rev) {
+                    if !is_dropped(*rev) {
                         batch.insert(history_key_with(&prefix, *rev), record.clone());
                     }
                 }
-                if change.record.is_none() && !dropped.contains(&change.revision) {
+                if change.record.is_none() && !is_dropped(change.revision) {
                     batch.insert(
                         history_key_with(&prefix, change.revision),
                         encode_tombstone(change.revision),
@@ -340,15 +339,12 @@ fn compaction_deletes(
     compacted: Revision,
     batch: &mut Batch,
 ) -> usize {
-    let before: Vec<Revision> = history.entries.iter().map(|(rev, _)| *rev).collect();
     let floor_before = history.floor;
-    history.prune_compacted(compacted);
+    let mut dropped = Vec::new();
+    history.prune_compacted(compacted, &mut dropped);
     let prefix = history_prefix(key);
     let mut deleted = 0;
-    for rev in before
-        .into_iter()
-        .filter(|rev| !history.entries.iter().any(|(r, _)| r == rev))
-    {
+    for rev in dropped {
         batch.remove(history_key_with(&prefix, rev));
         deleted += 1;
     }
@@ -419,18 +415,21 @@ mod tests {
         assert_eq!(h.entries.len(), 4);
         assert_eq!(h.floor, Some(rev(4)));
         assert!(h.keeps_below_floor());
-        h.prune_compacted(rev(5));
+        h.prune_compacted(rev(5), &mut Vec::new());
         // The newest entry below 5 is a tombstone: dropped with everything older.
         assert_eq!(h.entries, vec![(rev(6), false), (rev(8), false)]);
         assert_eq!(h.floor, None);
         assert!(!h.keeps_below_floor());
-        h.prune_compacted(rev(7));
+        h.prune_compacted(rev(7), &mut Vec::new());
         assert_eq!(h.entries, vec![(rev(6), false), (rev(8), false)]);
         // Compaction at 8: the event at 8 replaced 6, which stays (unreadable: below 8).
-        h.prune_compacted(rev(8));
+        let mut dropped = Vec::new();
+        h.prune_compacted(rev(8), &mut dropped);
         assert_eq!(h.entries, vec![(rev(6), false), (rev(8), false)]);
-        h.prune_compacted(rev(9));
+        assert!(dropped.is_empty());
+        h.prune_compacted(rev(9), &mut dropped);
         assert_eq!(h.entries, vec![(rev(8), false)]);
+        assert_eq!(dropped, vec![rev(6)]);
         // Counting skips what reads cannot see: below the compacted revision's version.
         let mut h = KeyHistory {
             entries: vec![(rev(2), false), (rev(5), false), (rev(6), false)],
