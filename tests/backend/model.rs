@@ -1152,10 +1152,10 @@ fn unknown_format_versions_are_refused() {
         meta.insert("format_version", bytes).expect("insert");
         db.flush().expect("flush");
     };
-    set_version(&3u32.to_be_bytes());
+    set_version(&4u32.to_be_bytes());
     match SledBackend::open(&path, SledOptions::default()) {
         Err(BackendError::UnsupportedFormat { found, supported }) => {
-            assert_eq!((found.as_str(), supported), ("3", 2));
+            assert_eq!((found.as_str(), supported), ("4", 3));
         }
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }
@@ -1164,17 +1164,18 @@ fn unknown_format_versions_are_refused() {
         SledBackend::open(&path, SledOptions::default()),
         Err(BackendError::UnsupportedFormat { found, .. }) if found == "0x7639"
     ));
-    // Version 1 (before the write-ahead log) opens and is upgraded to 2, which older builds
-    // refuse (they would ignore the log).
-    set_version(&1u32.to_be_bytes());
-    drop(SledBackend::open(&path, SledOptions::default()).expect("version 1 opens"));
-    {
+    // Versions 1 (before the write-ahead log) and 2 (current versions also in `history`) open
+    // and are upgraded to 3, which older builds refuse (they would ignore the log, or miss
+    // current versions in `history`).
+    for old in [1u32, 2] {
+        set_version(&old.to_be_bytes());
+        drop(SledBackend::open(&path, SledOptions::default()).expect("an older version opens"));
         let db = sled_open(&path);
         let meta = db.open_tree("meta").expect("meta tree");
         let version = meta.get("format_version").expect("get").expect("a version");
-        assert_eq!(version.as_ref(), 2u32.to_be_bytes());
+        assert_eq!(version.as_ref(), 3u32.to_be_bytes(), "upgraded from {old}");
     }
-    drop(SledBackend::open(&path, SledOptions::default()).expect("version 2 opens"));
+    drop(SledBackend::open(&path, SledOptions::default()).expect("version 3 opens"));
 
     // A sled database with data but no version is not silently adopted.
     let other = dir.path().join("other");

@@ -140,3 +140,222 @@ async fn stores_from_before_get_their_deleted_history_pruned_once_on_open() {
         "the pass on open did not prune the deleted key"
     );
 }
+
+/// The history entries (`history` tree) of `key` in the store at `path`: (revision, value).
+fn history_of(path: &Path, key: &[u8]) -> Vec<(i64, Vec<u8>)> {
+    let db = sled_open(path);
+    let mut prefix = key.to_vec();
+    prefix.extend_from_slice(&[0, 1]);
+    db.open_tree("history")
+        .expect("history")
+        .scan_prefix(&prefix)
+        .map(|item| {
+            let (k, v) = item.expect("entry");
+            let rev: [u8; 8] = k[prefix.len()..].try_into().expect("revision");
+            (i64::from_be_bytes(rev), v.to_vec())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_current_version_is_only_in_kv_and_older_ones_in_history() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let opts = SledOptions {
+        history_per_key: 3,
+        log_retention: 0,
+    };
+    let backend = SledBackend::open(&path, opts).expect("open");
+    let first = applied(backend.put(b"k", b"v1".to_vec(), Expect::Absent).await);
+    applied(backend.put(b"once", b"only".to_vec(), Expect::Absent).await);
+    drop(backend);
+    assert_eq!(
+        history_of(&path, b"k"),
+        Vec::new(),
+        "written once: no history"
+    );
+    assert_eq!(history_of(&path, b"once"), Vec::new());
+
+    let backend = SledBackend::open(&path, opts).expect("reopen");
+    let second = applied(backend.put(b"k", b"v2".to_vec(), Expect::Any).await);
+    drop(backend);
+    let history = history_of(&path, b"k");
+    assert_eq!(
+        history.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        vec![first.get()],
+        "the replaced version moved to history"
+    );
+    assert!(history[0].1.ends_with(b"v1"));
+
+    // Reads at past revisions and ranges merge `kv` and `history`.
+    let backend = SledBackend::open(&path, opts).expect("reopen");
+    let (at_first, _) = backend.get(b"k", Some(first)).await.expect("read");
+    assert_eq!(at_first.expect("v1").value, b"v1");
+    let (at_second, _) = backend.get(b"k", Some(second)).await.expect("read");
+    assert_eq!(at_second.expect("v2").value, b"v2");
+    let range = |revision| keyward::backend::RangeRequest {
+        start: Vec::new(),
+        end: Some(vec![0xff]),
+        limit: 0,
+        revision: Some(revision),
+    };
+    let values = |kvs: Vec<keyward::backend::KeyValue>| {
+        kvs.into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect::<Vec<_>>()
+    };
+    let at = backend.range(range(first)).await.expect("range");
+    assert_eq!(values(at.kvs), vec![(b"k".to_vec(), b"v1".to_vec())]);
+    let at = backend.range(range(second)).await.expect("range");
+    assert_eq!(
+        values(at.kvs),
+        vec![
+            (b"k".to_vec(), b"v2".to_vec()),
+            (b"once".to_vec(), b"only".to_vec())
+        ]
+    );
+    // Beyond `history_per_key` versions the oldest is pruned and reads below it fail.
+    for v in [b"v3", b"v4"] {
+        applied(backend.put(b"k", v.to_vec(), Expect::Any).await);
+    }
+    assert!(matches!(
+        backend.get(b"k", Some(first)).await,
+        Err(BackendError::Compacted { .. })
+    ));
+    let (at_second, _) = backend.get(b"k", Some(second)).await.expect("read");
+    assert_eq!(at_second.expect("v2").value, b"v2");
+}
+
+#[tokio::test]
+async fn a_format_2_store_with_current_versions_in_history_reads_the_same_after_the_upgrade() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let opts = SledOptions {
+        history_per_key: 2,
+        log_retention: 0,
+    };
+    let backend = SledBackend::open(&path, opts).expect("open");
+    let first = applied(backend.put(b"k", b"v1".to_vec(), Expect::Absent).await);
+    let second = applied(backend.put(b"k", b"v2".to_vec(), Expect::Any).await);
+    let gone = applied(backend.put(b"gone", b"g".to_vec(), Expect::Absent).await);
+    let deleted = applied(backend.delete(b"gone", Expect::Any).await);
+    drop(backend);
+    // Format 2 also kept the current version in `history`.
+    {
+        let db = sled_open(&path);
+        let kv = db.open_tree("kv").expect("kv");
+        let history = db.open_tree("history").expect("history");
+        let record = kv.get(b"k").expect("get").expect("current");
+        let mut hkey = b"k\x00\x01".to_vec();
+        hkey.extend_from_slice(&second.get().to_be_bytes());
+        history.insert(hkey, record).expect("insert");
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("format_version", &2u32.to_be_bytes())
+            .expect("version");
+        db.flush().expect("flush");
+    }
+    let backend = SledBackend::open(&path, opts).expect("upgrade");
+    let read = |revision| {
+        let backend = &backend;
+        async move {
+            backend
+                .get(b"k", Some(revision))
+                .await
+                .expect("read")
+                .0
+                .map(|kv| kv.value)
+        }
+    };
+    assert_eq!(read(first).await, Some(b"v1".to_vec()));
+    assert_eq!(read(second).await, Some(b"v2".to_vec()));
+    let (g, _) = backend.get(b"gone", Some(gone)).await.expect("read");
+    assert_eq!(g.expect("before the delete").value, b"g");
+    assert!(backend
+        .get(b"gone", Some(deleted))
+        .await
+        .expect("read")
+        .0
+        .is_none());
+    // Another version: v1 is no longer readable (two kept) but stays for the log (no log
+    // window here: the log keeps every event, whose values are the versions), v2 moves to
+    // history (where it already was).
+    let third = applied(backend.put(b"k", b"v3".to_vec(), Expect::Any).await);
+    assert!(matches!(
+        backend.get(b"k", Some(first)).await,
+        Err(BackendError::Compacted { .. })
+    ));
+    assert_eq!(read(second).await, Some(b"v2".to_vec()));
+    assert_eq!(read(third).await, Some(b"v3".to_vec()));
+    drop(backend);
+    assert_eq!(
+        history_of(&path, b"k")
+            .iter()
+            .map(|(r, _)| *r)
+            .collect::<Vec<_>>(),
+        vec![0, first.get(), second.get()],
+        "the floor marker, v1 (for the log) and v2"
+    );
+}
+
+#[tokio::test]
+async fn versions_below_the_floor_stay_while_the_log_needs_them_then_go() {
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let opts = SledOptions {
+        history_per_key: 2,
+        log_retention: 8,
+    };
+    let backend = SledBackend::open(&path, opts).expect("open");
+    let mut revisions = Vec::new();
+    for i in 0..6u8 {
+        revisions.push(applied(
+            backend.put(b"hot", vec![b'a' + i], Expect::Any).await,
+        ));
+    }
+    // Only two versions are readable, but the log's events replay with their values and the
+    // values they replaced.
+    assert!(matches!(
+        backend.get(b"hot", Some(revisions[3])).await,
+        Err(BackendError::Compacted { .. })
+    ));
+    let from = backend
+        .compacted_revision()
+        .await
+        .expect("compacted")
+        .max(revisions[0]);
+    let mut stream = backend.watch(b"", Some(from)).await.expect("watch");
+    for (i, revision) in revisions.iter().enumerate() {
+        if *revision < from {
+            continue;
+        }
+        let event = stream.next().await.expect("event").expect("no error");
+        assert_eq!(event.kv.mod_revision, *revision);
+        assert_eq!(event.kv.value, vec![b'a' + i as u8]);
+        match event.prev {
+            None => assert_eq!(i, 0, "only the first put created the key"),
+            Some(prev) => assert_eq!(prev.value, vec![b'a' + i as u8 - 1]),
+        }
+    }
+    drop(stream);
+    drop(backend);
+    assert!(history_of(&path, b"hot").len() > 2, "kept for the log");
+
+    // Once the window has moved past them, they go: the current version (in `kv`) is all
+    // that reads at the compacted revision or later can see.
+    let backend = SledBackend::open(&path, opts).expect("reopen");
+    for i in 0..10u8 {
+        applied(backend.put(b"other", vec![i], Expect::Any).await);
+    }
+    drop(backend);
+    let left: Vec<i64> = history_of(&path, b"hot").iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        left,
+        Vec::<i64>::new(),
+        "pruned once the window moved past them"
+    );
+    let backend = SledBackend::open(&path, opts).expect("reopen");
+    let (now, _) = backend.get(b"hot", None).await.expect("read");
+    assert_eq!(now.expect("current").value, b"f");
+}

@@ -518,14 +518,13 @@ fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
         assert!(ok, "{args:?}: {err}");
         out
     };
-    // The history tree's entries whose key names the Secret, read from sled's files directly.
+    // The entries of a tree whose key names the Secret, read from sled's files directly.
     let store = dir.path().join("kw/store");
-    let history_of = |name: &str| -> usize {
+    let entries_of = |tree: &str, name: &str| -> usize {
         let db = sled::open(&store).unwrap();
-        let history = db.open_tree("history").unwrap();
+        let tree = db.open_tree(tree).unwrap();
         let needle = format!("/secrets/default/{name}");
-        history
-            .iter()
+        tree.iter()
             .keys()
             .filter(|k| {
                 let k = k.as_ref().unwrap();
@@ -533,6 +532,9 @@ fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
             })
             .count()
     };
+    let history_of = |name: &str| entries_of("history", name);
+    // Every stored version: the current one is in `kv`, older ones in `history`.
+    let versions_of = |name: &str| entries_of("kv", name) + entries_of("history", name);
     let stop = |mut p: Proc| {
         p.signal(rustix::process::Signal::TERM);
         assert!(p.wait(std::time::Duration::from_secs(30)).success());
@@ -566,12 +568,12 @@ fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
     }
     stop(p);
     assert_eq!(
-        history_of("leaked"),
+        versions_of("leaked"),
         0,
         "the deleted Secret is still on disk"
     );
     assert_eq!(
-        history_of("kept"),
+        versions_of("kept"),
         1,
         "a live Secret keeps its current version"
     );

@@ -13,6 +13,13 @@ pub(super) const TAG_RECORD: u8 = 1;
 const TAG_FLOOR: u8 = 2;
 const EVENT_PUT: u8 = 1;
 const EVENT_DELETE: u8 = 2;
+/// Events of format 3: the key and the revision of the version the change replaced; the values
+/// are read from `kv` and `history`.
+const EVENT_PUT_REF: u8 = 3;
+const EVENT_DELETE_REF: u8 = 4;
+/// Flag of a format 3 event: after this change its key's history kept versions below its floor
+/// for the log; they are pruned when the event leaves the log's window.
+const FLAG_REPRUNE: u8 = 1;
 
 pub(super) fn rev_bytes(rev: Revision) -> [u8; 8] {
     // Big-endian, so that revisions sort numerically.
@@ -173,6 +180,16 @@ pub(super) fn decode_record(key: &[u8], bytes: &[u8]) -> Result<KeyValue, Backen
     })
 }
 
+/// The `mod_revision` of an encoded record, without decoding (or copying) its value.
+pub(super) fn record_mod_revision(bytes: &[u8]) -> Result<Revision, BackendError> {
+    let mut r = Reader::new(bytes);
+    if r.u8()? != TAG_RECORD {
+        return Err(BackendError::Corrupt("expected a record".to_string()));
+    }
+    r.revision()?;
+    r.revision()
+}
+
 pub(super) fn encode_tombstone(rev: Revision) -> Vec<u8> {
     let mut out = vec![TAG_TOMBSTONE];
     out.extend_from_slice(&rev.to_be_bytes());
@@ -204,6 +221,56 @@ pub(super) fn decode_history_value(
     }
 }
 
+/// A log event as stored: self-contained (stores of format 2), or a reference to the versions
+/// in `kv` and `history` (format 3).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum LoggedEvent {
+    /// The whole event, values included.
+    Full(Event),
+    /// A change of `key` at the log entry's revision; `prev` is the revision of the version it
+    /// replaced, if the key existed.
+    Ref {
+        kind: EventKind,
+        key: Vec<u8>,
+        prev: Option<Revision>,
+    },
+}
+
+/// `kind ‖ be64(key len) ‖ key ‖ be64(replaced revision or 0) ‖ flags`: an event without values.
+pub(super) fn encode_event_ref(
+    kind: EventKind,
+    key: &[u8],
+    prev: Option<Revision>,
+    reprune: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(18 + key.len());
+    out.push(match kind {
+        EventKind::Put => EVENT_PUT_REF,
+        EventKind::Delete => EVENT_DELETE_REF,
+    });
+    put_bytes(&mut out, key);
+    out.extend_from_slice(&prev.map_or(0, Revision::get).to_be_bytes());
+    out.push(if reprune { FLAG_REPRUNE } else { 0 });
+    out
+}
+
+pub(super) fn decode_logged_event(bytes: &[u8]) -> Result<LoggedEvent, BackendError> {
+    let kind = match bytes.first() {
+        Some(&EVENT_PUT_REF) => EventKind::Put,
+        Some(&EVENT_DELETE_REF) => EventKind::Delete,
+        _ => return decode_event(bytes).map(LoggedEvent::Full),
+    };
+    let mut r = Reader::new(&bytes[1..]);
+    let key = r.bytes()?.to_vec();
+    let prev = Revision::new(r.i64()?);
+    let flags = r.u8()?;
+    if flags & !FLAG_REPRUNE != 0 || !r.rest().is_empty() {
+        return Err(BackendError::Corrupt("malformed log event".to_string()));
+    }
+    Ok(LoggedEvent::Ref { kind, key, prev })
+}
+
+#[cfg(test)]
 pub(super) fn encode_event(event: &Event) -> Vec<u8> {
     let prev_len = event.prev.as_ref().map_or(0, |p| p.value.len() + 40);
     let mut out = Vec::with_capacity(64 + event.kv.key.len() + event.kv.value.len() + prev_len);
@@ -228,6 +295,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+#[cfg(test)]
 fn put_kv_fields(out: &mut Vec<u8>, kv: &KeyValue) {
     put_revisions(out, kv);
     put_bytes(out, &kv.value);
@@ -255,14 +323,37 @@ pub(super) fn decode_event(bytes: &[u8]) -> Result<Event, BackendError> {
     Ok(Event { kind, kv, prev })
 }
 
-/// The key of a log event if the event is a delete, without decoding the rest of it.
-pub(super) fn deleted_key_of_event(bytes: &[u8]) -> Result<Option<&[u8]>, BackendError> {
+/// What leaving the log's window asks of a log event's key, read without decoding values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnLeaving {
+    /// Nothing.
+    Nothing,
+    /// A delete: the key's history goes when it leaves.
+    Deleted,
+    /// The key's history kept versions below its floor for the log: prune them.
+    Reprune,
+}
+
+/// The key of a log event and what its leaving the log's window asks, without decoding the
+/// rest of it.
+pub(super) fn leaving_of_event(bytes: &[u8]) -> Result<(&[u8], OnLeaving), BackendError> {
     let mut r = Reader::new(bytes);
-    match r.u8()? {
-        EVENT_PUT => Ok(None),
-        EVENT_DELETE => r.bytes().map(Some),
-        other => Err(BackendError::Corrupt(format!("unknown event kind {other}"))),
-    }
+    let kind = r.u8()?;
+    let key = r.bytes()?;
+    let on_leaving = match kind {
+        EVENT_PUT => OnLeaving::Nothing,
+        EVENT_DELETE | EVENT_DELETE_REF => OnLeaving::Deleted,
+        EVENT_PUT_REF => {
+            r.i64()?;
+            if r.u8()? & FLAG_REPRUNE != 0 {
+                OnLeaving::Reprune
+            } else {
+                OnLeaving::Nothing
+            }
+        }
+        other => return Err(BackendError::Corrupt(format!("unknown event kind {other}"))),
+    };
+    Ok((key, on_leaving))
 }
 
 /// A bounds-checked cursor over stored bytes.
@@ -433,13 +524,43 @@ mod tests {
         };
         assert_eq!(decode_event(&encode_event(&delete)).unwrap(), delete);
         assert_eq!(
-            deleted_key_of_event(&encode_event(&delete)).unwrap(),
-            Some(&b"k\x00"[..])
+            leaving_of_event(&encode_event(&delete)).unwrap(),
+            (&b"k\x00"[..], OnLeaving::Deleted)
         );
-        assert_eq!(deleted_key_of_event(&bytes).unwrap(), None);
-        assert!(deleted_key_of_event(&[]).is_err());
-        assert!(deleted_key_of_event(&[EVENT_DELETE, 0, 0]).is_err());
-        assert!(deleted_key_of_event(&[9]).is_err());
+        assert_eq!(
+            leaving_of_event(&bytes).unwrap(),
+            (&b"k\x00"[..], OnLeaving::Nothing)
+        );
+        assert!(leaving_of_event(&[]).is_err());
+        assert!(leaving_of_event(&[EVENT_DELETE, 0, 0]).is_err());
+        assert!(leaving_of_event(&[9]).is_err());
+        assert_eq!(
+            decode_logged_event(&bytes).unwrap(),
+            LoggedEvent::Full(event.clone())
+        );
+        // Format 3 events: no values.
+        for (kind, prev, reprune, leaving) in [
+            (EventKind::Put, Some(rev(4)), true, OnLeaving::Reprune),
+            (EventKind::Put, None, false, OnLeaving::Nothing),
+            (EventKind::Delete, Some(rev(4)), false, OnLeaving::Deleted),
+        ] {
+            let refd = encode_event_ref(kind, b"k\x00", prev, reprune);
+            assert_eq!(
+                decode_logged_event(&refd).unwrap(),
+                LoggedEvent::Ref {
+                    kind,
+                    key: b"k\x00".to_vec(),
+                    prev
+                }
+            );
+            assert_eq!(leaving_of_event(&refd).unwrap(), (&b"k\x00"[..], leaving));
+            for cut in 0..refd.len() {
+                assert!(decode_logged_event(&refd[..cut]).is_err());
+            }
+            let mut extra = refd.clone();
+            extra.push(0);
+            assert!(decode_logged_event(&extra).is_err());
+        }
         // A record or floor below revision 1 is corrupt.
         let mut zero = encode_record(&event.prev.clone().unwrap());
         zero[9..17].copy_from_slice(&0i64.to_be_bytes());

@@ -6,16 +6,28 @@
 //! One sled database per directory, with four trees:
 //!
 //! - `kv` — the current state: `key -> record`.
-//! - `log` — the change log, for watch replay: `be64(revision) -> event` (kind, key, the record
-//!   after the change, the record before it).
-//! - `history` — every retained version of every key, for reads at past revisions:
+//! - `log` — the change log, for watch replay: `be64(revision) -> event`. An event holds no
+//!   values: `kind ‖ be64(key len) ‖ key ‖ be64(replaced) ‖ flags`, kind 3 a put and 4 a
+//!   delete, `replaced` the revision of the version the change replaced (0: none); replay reads
+//!   the version written (at the entry's revision) and the one replaced from `kv` and
+//!   `history`. Flag 1 says that after this change the key's history kept versions below its
+//!   floor for the log (see Retention). Stores upgraded from format 2 may still hold that
+//!   format's events (kind 1 a put, 2 a delete: key, the record after the change, the record
+//!   before it), which are read as they are.
+//! - `history` — every retained version of every key **but its current one** (which is only in
+//!   `kv`), for reads at past revisions:
 //!   `esc(key) ‖ 00 01 ‖ be64(revision) -> record | tombstone`, plus one optional marker
 //!   `esc(key) ‖ 00 01 ‖ be64(0) -> floor` saying that versions of this key older than `floor`
 //!   were pruned. `esc` doubles every `00` byte into `00 ff`, so the encoding is order-preserving
 //!   and no two keys can collide (a key's entries are contiguous and sorted by revision).
+//!   A read at a past revision takes the key's current version if that is at or below the
+//!   revision, else the newest older one from `history`; a range at a past revision merges the
+//!   two trees in key order. A put moves the version it replaces from `kv` to `history`, so a
+//!   Secret written once is stored once (plus its log event).
 //! - `meta` — `format_version` (`be32`, currently [`FORMAT_VERSION`]), `current_revision` and
-//!   `compacted_revision` (`be64`). The format version is written on first open; a store of
-//!   version 1 (before the log) is upgraded, any other version is refused with
+//!   `compacted_revision` (`be64`). The format version is written on first open; stores of
+//!   version 1 (before the log) and 2 (whose `history` also held each key's current version,
+//!   which this build reads as the same record) are upgraded, any other version is refused with
 //!   [`BackendError::UnsupportedFormat`].
 //!
 //! Beside sled's files, `wal/` holds the write-ahead log (format in `wal.rs`): what was
@@ -73,9 +85,16 @@
 //!
 //! # Retention
 //!
-//! - Per key, at most [`SledOptions::history_per_key`] versions (puts and deletes) are kept in
-//!   `history`; when older ones are pruned, the key's floor marker records it, and reads of that
-//!   key below the floor fail with [`BackendError::Compacted`].
+//! - Per key, at most [`SledOptions::history_per_key`] versions (puts and deletes) can be read;
+//!   the key's floor marker records where the readable ones start, and reads of that key below
+//!   the floor fail with [`BackendError::Compacted`]. Since log events hold no values, versions
+//!   below the floor stay in `history` while the log's window covers them (every version from
+//!   the newest one below the compacted revision on); the key's last event of the batch that
+//!   left them is flagged, and when it leaves the log's window the key's history is pruned
+//!   again. So a key keeps at most `history_per_key` versions plus those written in the log's
+//!   window. A watch replay that finds a version gone (the writer prunes in sled before it
+//!   publishes the compacted revision) fails with [`BackendError::Compacted`], as it would a
+//!   moment later.
 //! - The log keeps the last [`SledOptions::log_retention`] revisions: after each batch, the
 //!   compacted revision is raised to `current - log_retention + 1` and older log entries are
 //!   deleted.
@@ -130,12 +149,17 @@ use wal::WalDir;
 use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
 use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
 
-/// The on-disk format version this build writes and reads: 2 adds the write-ahead log. A store
-/// of version 1 (no log) opens and is marked version 2, so that an older build, which would
-/// ignore the log, refuses it instead of losing the writes only the log holds.
-pub const FORMAT_VERSION: u32 = 2;
-/// The older format this build still opens (and upgrades).
+/// The on-disk format version this build writes and reads: 2 adds the write-ahead log; 3 keeps
+/// a key's current version only in `kv` (no longer also in `history`) and logs events without
+/// values. Stores of versions 1 and 2 open and are marked version 3 (this build reads their
+/// layout as it is: a current version also found in `history` is the same record, and their
+/// log events are self-contained), so that an older build, which would ignore the log, miss
+/// current versions in `history` or not read the new events, refuses them.
+pub const FORMAT_VERSION: u32 = 3;
+/// Older formats this build still opens (and upgrades): before the write-ahead log, and before
+/// current versions left `history`.
 const FORMAT_VERSION_WITHOUT_LOG: u32 = 1;
+const FORMAT_VERSION_HISTORY_WITH_CURRENT: u32 = 2;
 
 const TREE_KV: &str = "kv";
 const TREE_LOG: &str = "log";
@@ -154,7 +178,8 @@ const META_DELETED_PRUNED: &[u8] = b"deleted_history_pruned";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SledOptions {
     /// Versions of each key (puts and deletes) kept for reads at past revisions; 0 keeps every
-    /// version until compaction. Default 10.
+    /// version until compaction. Default 10. (Older versions that the change log's window still
+    /// covers also stay on disk, unreadable, since log events hold no values.)
     pub history_per_key: usize,
     /// Revisions kept in the change log for watch replay; older ones are compacted after each
     /// write. 0 means unlimited (only [`Backend::compact`] discards history). Default 100 000.
@@ -246,6 +271,9 @@ struct Shared {
     current: AtomicRevision,
     /// The compacted revision.
     compacted: AtomicRevision,
+    /// The compacted revision of the newest batch applied to sled (ahead of `compacted` until
+    /// it is published): versions that log events below it name may be pruned from `history`.
+    history_pruned_to: AtomicRevision,
     /// Set after an I/O error in the write path; every request is then refused.
     failed: AtomicBool,
     /// What the writer knows of recently written keys' history (only the writer uses it).
@@ -320,7 +348,9 @@ impl SledBackend {
 
         let upgrade = match meta.get(META_FORMAT).map_err(sled_error)? {
             Some(found) => {
-                if found.as_ref() == FORMAT_VERSION_WITHOUT_LOG.to_be_bytes() {
+                if found.as_ref() == FORMAT_VERSION_WITHOUT_LOG.to_be_bytes()
+                    || found.as_ref() == FORMAT_VERSION_HISTORY_WITH_CURRENT.to_be_bytes()
+                {
                     true
                 } else if found.as_ref() != FORMAT_VERSION.to_be_bytes() {
                     return Err(BackendError::UnsupportedFormat {
@@ -386,6 +416,7 @@ impl SledBackend {
             durable: tokio::sync::watch::Sender::new((current, false)),
             current: AtomicRevision::new(current),
             compacted: AtomicRevision::new(compacted),
+            history_pruned_to: AtomicRevision::new(compacted),
             failed: AtomicBool::new(false),
             history_cache: Mutex::new(keyhist::HistoryCache::default()),
             events: Mutex::new(Some(events.clone())),
@@ -418,6 +449,7 @@ impl SledBackend {
         }
         shared.current.store(applier.revision);
         shared.compacted.store(applier.compacted);
+        shared.history_pruned_to.fetch_max(applier.compacted);
         shared.durable.send_replace((applier.revision, false));
         shared.set_published(applier.revision);
         if upgrade {
@@ -431,7 +463,7 @@ impl SledBackend {
             .contains_key(META_DELETED_PRUNED)
             .map_err(sled_error)?
         {
-            prune_all_history(&shared.history, applier.compacted)?;
+            prune_all_history(&shared.history, &shared.kv, applier.compacted)?;
             shared
                 .meta
                 .insert(META_DELETED_PRUNED, &[1u8][..])

@@ -6,7 +6,7 @@ use ::sled::IVec;
 
 use super::codec::{
     decode_floor, decode_history_key, decode_history_value, decode_record, escape_key, floor_key,
-    history_key_with, history_prefix, Slot,
+    history_key_with, history_prefix, record_mod_revision, Slot,
 };
 use super::{sled_error, Shared};
 use crate::backend::{BackendError, KeyValue, RangeRequest, RangeResponse, Revision};
@@ -71,7 +71,36 @@ impl Shared {
         }
     }
 
-    /// The key as of `revision` from its retained history.
+    /// The revision of the key's current version, if it exists (its record's `mod_revision`,
+    /// read without copying the value).
+    pub(super) fn current_revision_of(&self, key: &[u8]) -> Result<Option<Revision>, BackendError> {
+        match self.kv.get(key).map_err(sled_error)? {
+            Some(bytes) => Ok(Some(record_mod_revision(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The version of `key` written exactly at `revision`, if it is still kept: the current one
+    /// or one in `history` (a tombstone there is no version).
+    pub(super) fn record_at(
+        &self,
+        key: &[u8],
+        revision: Revision,
+    ) -> Result<Option<KeyValue>, BackendError> {
+        if let Some(bytes) = self.kv.get(key).map_err(sled_error)? {
+            if record_mod_revision(&bytes)? == revision {
+                return decode_record(key, &bytes).map(Some);
+            }
+        }
+        let hkey = history_key_with(&history_prefix(key), revision);
+        match self.history.get(hkey).map_err(sled_error)? {
+            Some(bytes) => decode_history_value(key, &bytes),
+            None => Ok(None),
+        }
+    }
+
+    /// The key as of `revision`: its current version (in `kv`) if that is at or below
+    /// `revision`, otherwise the newest retained older version (in `history`).
     pub(super) fn get_at(
         &self,
         key: &[u8],
@@ -85,6 +114,11 @@ impl Shared {
                     requested: revision,
                     compacted: floor,
                 });
+            }
+        }
+        if let Some(bytes) = self.kv.get(key).map_err(sled_error)? {
+            if record_mod_revision(&bytes)? <= revision {
+                return decode_record(key, &bytes).map(Some);
             }
         }
         let newest = self
@@ -113,29 +147,38 @@ impl Shared {
         Ok(kvs)
     }
 
+    /// A range at a past revision: each key's newest version at or below `revision`, from its
+    /// current version (`kv`) or its older ones (`history`), both scanned in key order.
     fn range_at(
         &self,
         req: &RangeRequest,
         revision: Revision,
     ) -> Result<Vec<KeyValue>, BackendError> {
         let start = escape_key(&req.start);
-        let iter = match &req.end {
-            None => self.history.scan_prefix(&start),
-            Some(end) => self.history.range(start..escape_key(end)),
+        let (history, current) = match &req.end {
+            None => (
+                self.history.scan_prefix(&start),
+                self.kv.scan_prefix(&req.start),
+            ),
+            Some(end) => (
+                self.history.range(start..escape_key(end)),
+                self.kv.range(req.start.as_slice()..end.as_slice()),
+            ),
         };
-        let take = take_count(req.limit);
-        let mut kvs = Vec::new();
+        let mut merge = Merge {
+            current: current.peekable(),
+            revision,
+            take: take_count(req.limit),
+            kvs: Vec::new(),
+        };
         let mut group: Option<HistoryGroup> = None;
-        for item in iter {
+        for item in history {
             let (hkey, value) = item.map_err(sled_error)?;
             let (key, slot) = decode_history_key(&hkey)?;
             if group.as_ref().is_some_and(|g| g.key != key) {
                 if let Some(done) = group.take() {
-                    if let Some(kv) = done.finish(revision)? {
-                        kvs.push(kv);
-                        if kvs.len() >= take {
-                            return Ok(kvs);
-                        }
+                    if merge.history_key(done)? {
+                        return Ok(merge.kvs);
                     }
                 }
             }
@@ -151,11 +194,72 @@ impl Shared {
             }
         }
         if let Some(done) = group {
-            if let Some(kv) = done.finish(revision)? {
-                kvs.push(kv);
+            if merge.history_key(done)? {
+                return Ok(merge.kvs);
             }
         }
-        Ok(kvs)
+        merge.current_keys_before(None)?;
+        Ok(merge.kvs)
+    }
+}
+
+/// Merges, in key order, the current versions of a range with the older versions of its keys.
+struct Merge {
+    current: std::iter::Peekable<::sled::Iter>,
+    revision: Revision,
+    take: usize,
+    kvs: Vec<KeyValue>,
+}
+
+impl Merge {
+    /// Adds the current versions (at or below the revision) of keys before `key` (all keys if
+    /// None) that have no older versions. Returns whether enough keys were found.
+    fn current_keys_before(&mut self, key: Option<&[u8]>) -> Result<bool, BackendError> {
+        while self.kvs.len() < self.take {
+            let before = match self.current.peek() {
+                None => return Ok(false),
+                Some(Ok((k, _))) => key.is_none_or(|key| k.as_ref() < key),
+                Some(Err(_)) => true,
+            };
+            if !before {
+                return Ok(false);
+            }
+            if let Some(item) = self.current.next() {
+                let (k, value) = item.map_err(sled_error)?;
+                if record_mod_revision(&value)? <= self.revision {
+                    self.kvs.push(decode_record(&k, &value)?);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Adds the version at the revision of a key with older versions: its current one if that
+    /// is at or below the revision, else the newest older one. Returns whether enough keys were
+    /// found.
+    fn history_key(&mut self, group: HistoryGroup) -> Result<bool, BackendError> {
+        if self.current_keys_before(Some(&group.key))? {
+            return Ok(true);
+        }
+        let mut found = None;
+        if let Some(Ok((k, _))) = self.current.peek() {
+            if k.as_ref() == group.key.as_slice() {
+                if let Some(item) = self.current.next() {
+                    let (k, value) = item.map_err(sled_error)?;
+                    if record_mod_revision(&value)? <= self.revision {
+                        found = Some(decode_record(&k, &value)?);
+                    }
+                }
+            }
+        }
+        let found = match found {
+            Some(kv) => Some(kv),
+            None => group.finish(self.revision)?,
+        };
+        if let Some(kv) = found {
+            self.kvs.push(kv);
+        }
+        Ok(self.kvs.len() >= self.take)
     }
 }
 

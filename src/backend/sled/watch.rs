@@ -5,9 +5,9 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast;
 
-use super::codec::{decode_event, decode_rev_key, rev_bytes};
+use super::codec::{decode_logged_event, decode_rev_key, rev_bytes, LoggedEvent};
 use super::{revision_overflow, sled_error, writer_gone, Shared};
-use crate::backend::{BackendError, Event, Revision};
+use crate::backend::{BackendError, Event, EventKind, KeyValue, Revision};
 
 /// Batches of events kept for live watchers before a slow one lags (and then re-reads the log).
 pub(super) const WATCH_BROADCAST_CAPACITY: usize = 1024;
@@ -119,13 +119,16 @@ impl WatchTask {
     }
 }
 
-/// Reads up to [`REPLAY_CHUNK`] consecutive log entries starting exactly at `from`.
+/// Reads up to [`REPLAY_CHUNK`] consecutive log entries starting exactly at `from`, with the
+/// versions they name read from `kv` and `history` under the commit lock (so that they are
+/// consistent with each other and with [`Shared::history_pruned_to`]).
 fn read_log_chunk(
     shared: &Shared,
     from: Revision,
     upto: Revision,
 ) -> Result<Vec<Event>, BackendError> {
     let mut events = Vec::new();
+    let _guard = shared.read_guard()?;
     let entries = shared
         .log
         .range(rev_bytes(from)..=rev_bytes(upto))
@@ -136,7 +139,12 @@ fn read_log_chunk(
         if rev.get() != expected {
             break;
         }
-        let event = decode_event(&value)?;
+        let event = match decode_logged_event(&value)? {
+            LoggedEvent::Full(event) => event,
+            LoggedEvent::Ref { kind, key, prev } => {
+                shared.event_from_versions(kind, key, rev, prev)?
+            }
+        };
         if event.kv.mod_revision != rev {
             return Err(BackendError::Corrupt(format!(
                 "log entry {rev} holds an event of revision {}",
@@ -157,4 +165,147 @@ fn read_log_chunk(
         });
     }
     Ok(events)
+}
+
+impl Shared {
+    /// The event of a change logged without values: the version it wrote and the one it
+    /// replaced, from `kv` and `history`. The caller holds the commit lock.
+    fn event_from_versions(
+        &self,
+        kind: EventKind,
+        key: Vec<u8>,
+        rev: Revision,
+        prev: Option<Revision>,
+    ) -> Result<Event, BackendError> {
+        let prev = match prev {
+            Some(prev) => Some(self.version_for_log(&key, prev, rev)?),
+            None => None,
+        };
+        let kv = match kind {
+            EventKind::Put => self.version_for_log(&key, rev, rev)?,
+            EventKind::Delete => KeyValue {
+                key,
+                value: Vec::new(),
+                create_revision: None,
+                mod_revision: rev,
+                version: 0,
+            },
+        };
+        Ok(Event { kind, kv, prev })
+    }
+
+    /// The version of `key` written at `at`, which the log event of revision `event` names. It
+    /// is kept while the log holds the event; if it is gone, the writer has raised the compacted
+    /// revision past the event (in sled, before publishing it): that is a compaction.
+    fn version_for_log(
+        &self,
+        key: &[u8],
+        at: Revision,
+        event: Revision,
+    ) -> Result<KeyValue, BackendError> {
+        if let Some(found) = self.record_at(key, at)? {
+            return Ok(found);
+        }
+        let pruned_to = self.history_pruned_to.load();
+        if event < pruned_to {
+            Err(BackendError::Compacted {
+                requested: event,
+                compacted: pruned_to,
+            })
+        } else {
+            Err(BackendError::Corrupt(format!(
+                "the version at revision {at} named by log entry {event} is missing"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::super::codec::{encode_event, rev_bytes};
+    use super::super::{SledBackend, SledOptions};
+    use crate::backend::{Backend, Event, EventKind, Expect, KeyValue, Revision};
+
+    fn rev(r: i64) -> Revision {
+        Revision::new(r).expect("a revision")
+    }
+
+    fn version(value: &[u8], create: i64, at: i64, version: i64) -> KeyValue {
+        KeyValue {
+            key: b"k".to_vec(),
+            value: value.to_vec(),
+            create_revision: Some(rev(create)),
+            mod_revision: rev(at),
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_reads_values_from_the_versions_and_format_2_events_as_they_are() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let backend = SledBackend::open(dir.path(), SledOptions::default()).expect("open");
+        backend
+            .put(b"k", b"v1".to_vec(), Expect::Any)
+            .await
+            .expect("put");
+        backend
+            .put(b"k", b"v2".to_vec(), Expect::Any)
+            .await
+            .expect("put");
+        backend.delete(b"k", Expect::Any).await.expect("delete");
+        let replay = |from: i64, n: usize| {
+            let backend = &backend;
+            async move {
+                let mut stream = backend.watch(b"", Some(rev(from))).await.expect("watch");
+                let mut events = Vec::new();
+                for _ in 0..n {
+                    events.push(stream.next().await.expect("an event").expect("no error"));
+                }
+                events
+            }
+        };
+        let deleted = KeyValue {
+            key: b"k".to_vec(),
+            value: Vec::new(),
+            create_revision: None,
+            mod_revision: rev(4),
+            version: 0,
+        };
+        assert_eq!(
+            replay(2, 3).await,
+            vec![
+                Event {
+                    kind: EventKind::Put,
+                    kv: version(b"v1", 2, 2, 1),
+                    prev: None,
+                },
+                Event {
+                    kind: EventKind::Put,
+                    kv: version(b"v2", 2, 3, 2),
+                    prev: Some(version(b"v1", 2, 2, 1)),
+                },
+                Event {
+                    kind: EventKind::Delete,
+                    kv: deleted.clone(),
+                    prev: Some(version(b"v2", 2, 3, 2)),
+                },
+            ]
+        );
+        // A store upgraded from format 2 may hold self-contained events: read as they are.
+        let old = Event {
+            kind: EventKind::Put,
+            kv: version(b"as logged", 2, 3, 2),
+            prev: Some(version(b"before", 2, 2, 1)),
+        };
+        backend
+            .shared
+            .log
+            .insert(rev_bytes(rev(3)), encode_event(&old))
+            .expect("insert");
+        let replayed = replay(3, 2).await;
+        assert_eq!(replayed[0], old);
+        assert_eq!(replayed[1].kv, deleted);
+    }
 }

@@ -18,8 +18,8 @@ use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Batch, IVec, Transactional};
 use tokio::sync::oneshot;
 
-use super::codec::{encode_event, encode_record, rev_bytes};
-use super::retention::deleted_between;
+use super::codec::{encode_event_ref, encode_record, rev_bytes, OnLeaving};
+use super::retention::leaving_between;
 use super::sync::{Checkpoint, Checkpointer, Durable, SyncJob, Syncer};
 use super::wal::{LoggedBatch, RecordBuilder, Segment, WalDir, HEADER_LEN, SEGMENT_BYTES};
 use super::{revision_overflow, Inflight, Shared, META_COMPACTED, META_CURRENT};
@@ -64,6 +64,10 @@ pub(super) struct Change {
     pub(super) revision: Revision,
     /// Encoded record, or None for a delete.
     pub(super) record: Option<IVec>,
+    /// The version this change replaced (its revision and encoded record), if the key existed:
+    /// it leaves `kv` and goes to `history`, which holds every retained version but the
+    /// current one.
+    pub(super) replaced: Option<(Revision, IVec)>,
 }
 
 /// A batch worked out against the applied state, ready to log and apply.
@@ -78,7 +82,8 @@ pub(super) struct Planned {
     /// What the batch leaves under each key it read or changed (None: absent).
     current: HashMap<Vec<u8>, Option<KeyValue>>,
     /// Whether it prunes the history of deleted keys that left the log's window (keys the
-    /// writer's history cache then does not remember).
+    /// writer's history cache then does not remember; the other keys it prunes as they leave
+    /// the window, it remembers).
     prunes_deleted: bool,
     kv: Batch,
     log: Batch,
@@ -123,7 +128,6 @@ impl Applier {
         let mut revision = start;
         let mut overlay: HashMap<Vec<u8>, Option<KeyValue>> = HashMap::new();
         let mut kv_batch = Batch::default();
-        let mut log_batch = Batch::default();
         let mut changes: Vec<Change> = Vec::new();
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
@@ -205,11 +209,14 @@ impl Applier {
                     (event, None)
                 }
             };
-            log_batch.insert(&rev_bytes(revision), encode_event(&event));
+            let replaced = current
+                .as_ref()
+                .map(|kv| (kv.mod_revision, IVec::from(encode_record(kv))));
             changes.push(Change {
                 key,
                 revision,
                 record,
+                replaced,
             });
             events.push(event);
             outcomes.push(Ok(WriteOutcome::Applied {
@@ -227,12 +234,30 @@ impl Applier {
             _ => base_compacted,
         };
         let mut history_batch = Batch::default();
+        let mut log_batch = Batch::default();
         let mut meta_batch = Batch::default();
         let mut prunes_deleted = false;
         if revision > start {
-            let left_window = deleted_between(&shared.log, base_compacted, compacted)?;
-            prunes_deleted = !left_window.is_empty();
-            history_batch = shared.history_changes(&changes, &left_window, compacted)?;
+            let left_window = leaving_between(&shared.log, base_compacted, compacted)?;
+            prunes_deleted = left_window.values().any(|l| *l == OnLeaving::Deleted);
+            let below_floor;
+            (history_batch, below_floor) =
+                shared.history_changes(&changes, &left_window, compacted)?;
+            // Log events carry no values (they are in `kv` and `history`); each says whether
+            // its key's history kept versions below its floor for the log after it.
+            for event in &events {
+                let revision = event.kv.mod_revision;
+                let prev = event.prev.as_ref().map(|p| p.mod_revision);
+                log_batch.insert(
+                    &rev_bytes(revision),
+                    encode_event_ref(
+                        event.kind,
+                        &event.kv.key,
+                        prev,
+                        below_floor.contains(&revision),
+                    ),
+                );
+            }
             meta_batch.insert(META_CURRENT, &rev_bytes(revision));
             if compacted != base_compacted {
                 meta_batch.insert(META_COMPACTED, &rev_bytes(compacted));
@@ -270,6 +295,9 @@ impl Applier {
             return Ok(());
         };
         let mut guard = shared.write_guard();
+        // Watch replay, which reads versions from `history` under this lock, knows from this
+        // that versions below it may be gone.
+        shared.history_pruned_to.fetch_max(last.compacted);
         let committed: Result<(), TransactionError<()>> =
             (&shared.kv, &shared.log, &shared.history, &shared.meta).transaction(
                 |(kv, log, history, meta)| {
@@ -506,9 +534,10 @@ impl Writer {
 
     /// Whether a batch of `requests` can be planned on top of the deferred one: planning reads
     /// from sled only what the deferred batch does not change. That holds while the history of
-    /// every key it wrote is in the writer's history cache (history is kept per key, the cache
-    /// will not start over during the plan, and the deferred batch pruned no deleted key that
-    /// the cache does not hold) and the log entries the plan reads (those leaving the log's
+    /// every key it wrote or pruned is in the writer's history cache (history is kept per key,
+    /// the cache will not start over during the plan — a plan remembers at most one key per
+    /// request and one per revision leaving the window, so twice the requests —, and the
+    /// deferred batch pruned no deleted key that the cache does not hold) and the log entries the plan reads (those leaving the log's
     /// window) are older than the deferred batch.
     fn can_plan_on_deferred(&self, requests: usize) -> bool {
         let Some(deferred) = &self.deferred else {
@@ -523,7 +552,10 @@ impl Writer {
         self.shared.opts.history_per_key > 0
             && !base.prunes_deleted
             && window_stays_below
-            && self.shared.history_cache().has_room_for(requests)
+            && self
+                .shared
+                .history_cache()
+                .has_room_for(requests.saturating_mul(2))
     }
 
     /// Plans a batch (on top of the deferred one when it can), logs it as one record, hands it
