@@ -106,9 +106,7 @@ impl MicroTime {
     pub fn now() -> Self {
         Self(SystemTime::now())
     }
-}
 
-impl MicroTime {
     /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for times from 1970 to 9999, written without allocating
     /// (every event carries two); `None` outside that range.
     fn text(&self) -> Option<[u8; 27]> {
@@ -164,14 +162,10 @@ impl fmt::Display for MicroTime {
 }
 
 impl Serialize for MicroTime {
+    /// Through [`Display`](fmt::Display), which writes the text in one piece (serde_json
+    /// escapes it as it goes, without a `String` in between).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.text() {
-            Some(text) => match std::str::from_utf8(&text) {
-                Ok(t) => s.serialize_str(t),
-                Err(_) => s.collect_str(self),
-            },
-            None => s.collect_str(self),
-        }
+        s.collect_str(self)
     }
 }
 

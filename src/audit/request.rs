@@ -226,18 +226,15 @@ impl Auditor {
 fn new_audit_id() -> String {
     const POOL: usize = 4096;
     thread_local! {
-        static RANDOM: std::cell::RefCell<(Vec<u8>, usize)> = const {
-            std::cell::RefCell::new((Vec::new(), 0))
+        // The pool and how much of it was used (all of it at first: filled on first use).
+        static RANDOM: std::cell::RefCell<([u8; POOL], usize)> = const {
+            std::cell::RefCell::new(([0; POOL], POOL))
         };
     }
     let bytes = RANDOM.with(|cell| {
         let (pool, used) = &mut *cell.borrow_mut();
-        if pool.len() != POOL || *used + 16 > POOL {
-            pool.resize(POOL, 0);
-            if crate::crypto::fill_random(pool).is_err() {
-                pool.clear();
-                return None;
-            }
+        if *used + 16 > POOL {
+            crate::crypto::fill_random(pool).ok()?;
             *used = 0;
         }
         let mut bytes = [0u8; 16];

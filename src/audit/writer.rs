@@ -3,8 +3,9 @@
 //! that was not recorded. When the log syncs, one task writes: events that arrive while a write
 //! and its sync are in progress are written together with one sync (group commit). When it does
 //! not sync, each caller appends its lines itself (a write to the page cache), with no hand-over
-//! to another thread; callers that arrive together share one write (`combine.rs`). The task also writes the periodic checkpoints (every N events
-//! or T seconds) and the shutdown checkpoint.
+//! to another thread; callers that arrive together share one write (`combine.rs`). The task
+//! also writes the periodic checkpoints (every N events or T seconds) and the shutdown
+//! checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -310,20 +311,21 @@ async fn blocking<T: Send + 'static>(
         .flatten()
 }
 
-/// Appends `lines` under the file's lock and counts them: the write of one batch, by the
-/// writer task or (when the log does not sync) by the caller.
+/// Appends `lines` under the file's lock and counts them: the writer task's write of one batch.
 fn write_lines(
     file: &Mutex<Option<LogFile>>,
     cells: &Cells,
     lines: Vec<EventLine>,
 ) -> Result<(), AuditError> {
+    with_file(file, |f| write_batch(f, cells, lines)).unwrap_or(Err(AuditError::Closed))
+}
+
+/// Appends `lines` to `file` and counts them: the write of one batch, by the writer task or
+/// (when the log does not sync) by the caller holding the file's lock.
+fn write_batch(file: &mut LogFile, cells: &Cells, lines: Vec<EventLine>) -> Result<(), AuditError> {
     let n = lines.len() as u64;
-    let result = with_file(file, |f| {
-        let result = f.write_lines(lines);
-        cells.record(f);
-        result
-    })
-    .unwrap_or(Err(AuditError::Closed));
+    let result = file.write_lines(lines);
+    cells.record(file);
     match &result {
         Ok(()) => {
             cells.events_written.fetch_add(n, Ordering::Relaxed);

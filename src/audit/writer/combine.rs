@@ -7,13 +7,12 @@
 //! 16 clients on two cores). Every caller still returns only once its lines are in the file
 //! (the page cache), in queue order, which is the chain's order.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{replicate, Cells};
+use super::{replicate, write_batch, Cells};
 use crate::audit::file::{EventLine, LogFile};
 use crate::audit::AuditError;
 
@@ -90,22 +89,10 @@ impl Combiner {
                 lines.extend(l);
                 outcomes.push(o);
             }
-            let n = lines.len() as u64;
             let result = match file.as_mut() {
-                Some(f) => {
-                    let result = f.write_lines(lines);
-                    cells.record(f);
-                    result
-                }
+                Some(f) => write_batch(f, cells, lines),
                 None => Err(AuditError::Closed),
             };
-            match &result {
-                Ok(()) => {
-                    cells.events_written.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(AuditError::Closed) => {}
-                Err(e) => tracing::error!(error = %e, events = n, "audit events not written"),
-            }
             for o in outcomes {
                 let _ = o.set(result.as_ref().map(|_| ()).map_err(replicate));
             }

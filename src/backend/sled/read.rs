@@ -224,14 +224,26 @@ impl Merge {
             if !before {
                 return Ok(false);
             }
-            if let Some(item) = self.current.next() {
-                let (k, value) = item.map_err(sled_error)?;
-                if record_mod_revision(&value)? <= self.revision {
-                    self.kvs.push(decode_record(&k, &value)?);
-                }
+            if let Some(kv) = self.next_current()? {
+                self.kvs.push(kv);
             }
         }
         Ok(true)
+    }
+
+    /// Takes the next current version: decoded if it is at or below the revision.
+    fn next_current(&mut self) -> Result<Option<KeyValue>, BackendError> {
+        match self.current.next() {
+            Some(item) => {
+                let (k, value) = item.map_err(sled_error)?;
+                if record_mod_revision(&value)? <= self.revision {
+                    decode_record(&k, &value).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+            None => Ok(None),
+        }
     }
 
     /// Adds the version at the revision of a key with older versions: its current one if that
@@ -244,12 +256,7 @@ impl Merge {
         let mut found = None;
         if let Some(Ok((k, _))) = self.current.peek() {
             if k.as_ref() == group.key.as_slice() {
-                if let Some(item) = self.current.next() {
-                    let (k, value) = item.map_err(sled_error)?;
-                    if record_mod_revision(&value)? <= self.revision {
-                        found = Some(decode_record(&k, &value)?);
-                    }
-                }
+                found = self.next_current()?;
             }
         }
         let found = match found {

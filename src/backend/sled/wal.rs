@@ -153,12 +153,12 @@ impl RecordBuilder {
         self.count += 1;
     }
 
-    /// The framed record (length, checksum, payload).
     /// Length of the record as built so far (what [`RecordBuilder::finish`] returns).
     pub(super) fn len(&self) -> usize {
         self.buf.len()
     }
 
+    /// The framed record (length, checksum, payload).
     pub(super) fn finish(&mut self) -> &[u8] {
         let count_at = FRAME_LEN + 9;
         self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_be_bytes());

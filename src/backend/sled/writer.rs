@@ -537,8 +537,8 @@ impl Writer {
     /// every key it wrote or pruned is in the writer's history cache (history is kept per key,
     /// the cache will not start over during the plan — a plan remembers at most one key per
     /// request and one per revision leaving the window, so twice the requests —, and the
-    /// deferred batch pruned no deleted key that the cache does not hold) and the log entries the plan reads (those leaving the log's
-    /// window) are older than the deferred batch.
+    /// deferred batch pruned no deleted key that the cache does not hold) and the log entries
+    /// the plan reads (those leaving the log's window) are older than the deferred batch.
     fn can_plan_on_deferred(&self, requests: usize) -> bool {
         let Some(deferred) = &self.deferred else {
             return false;

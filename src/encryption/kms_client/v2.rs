@@ -498,6 +498,20 @@ impl KmsV2 {
         Ok(())
     }
 
+    /// Opens `data` (`info ‖ nonce ‖ sealed`) with the key derived from `seed` (the seed
+    /// cache's entry `cache_key`) for its `info`; `None` if it does not open.
+    fn open_under_seed(
+        &self,
+        cache_key: &[u8; 32],
+        seed: &[u8],
+        aad: &[u8],
+        data: &[u8],
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        let (info, nonce, sealed) = split_kdf_data(data)?;
+        let gcm = self.derived.get(cache_key, seed, info, Instant::now())?;
+        gcm.open(nonce, aad, sealed).ok()
+    }
+
     /// The one opaque error of a value that does not open.
     fn decrypt_failed(&self) -> EncryptionError {
         EncryptionError::Decrypt {
@@ -540,13 +554,8 @@ impl KmsV2 {
         // Nearly every object was written under the seed writes use now: that one is taken as
         // it is, without hashing the fields that name it or locking the seed cache.
         if state.wrote(&obj) {
-            return split_kdf_data(&obj.encrypted_data)
-                .and_then(|(info, nonce, sealed)| {
-                    let gcm =
-                        self.derived
-                            .get(&state.cache_key, &state.seed, info, Instant::now())?;
-                    gcm.open(nonce, aad, sealed).ok()
-                })
+            return self
+                .open_under_seed(&state.cache_key, &state.seed, aad, &obj.encrypted_data)
                 .map(|pt| (pt, false, obj.key_id))
                 .ok_or_else(|| self.decrypt_failed());
         }
@@ -602,12 +611,7 @@ impl KmsV2 {
             }
         };
         let pt = match &*key {
-            SeedKey::Seed(seed) => {
-                split_kdf_data(&obj.encrypted_data).and_then(|(info, nonce, sealed)| {
-                    let gcm = self.derived.get(&cache_key, seed, info, Instant::now())?;
-                    gcm.open(nonce, aad, sealed).ok()
-                })
-            }
+            SeedKey::Seed(seed) => self.open_under_seed(&cache_key, seed, aad, &obj.encrypted_data),
             SeedKey::Legacy(gcm) => open_legacy(gcm, aad, &obj.encrypted_data),
         }
         .ok_or_else(|| self.decrypt_failed())?;
