@@ -122,6 +122,7 @@
 mod codec;
 mod files;
 mod keyhist;
+mod layers;
 mod read;
 mod retention;
 mod sync;
@@ -144,6 +145,7 @@ use super::{
 };
 use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
+use layers::Layers;
 use retention::{prune_all_history, prune_log};
 use wal::WalDir;
 use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
@@ -255,10 +257,10 @@ struct Shared {
     history: Tree,
     meta: Tree,
     opts: SledOptions,
-    /// Held exclusively by the writer while it applies a batch (and through a compaction),
-    /// shared by readers while they read; holds the batches applied but not yet published
-    /// (at most two: one syncing or synced, the next applied while it syncs).
-    commit_lock: RwLock<Vec<Arc<Inflight>>>,
+    /// Held exclusively by the writer while it applies a batch to the active layer (and
+    /// through a compaction), by the sync thread while it publishes one and by the checkpoint
+    /// thread while it drops a layer written to sled; shared by readers while they read.
+    commit_lock: RwLock<Committed>,
     /// sled's files, made durable at checkpoints and compactions.
     files: Mutex<FileSync>,
     /// How far the sync thread got; the writer waits on it.
@@ -292,13 +294,24 @@ struct Shared {
     _release: ReleaseWait,
 }
 
-/// How far the sync thread got.
+/// What the commit lock guards.
+#[derive(Default)]
+struct Committed {
+    /// Batches applied but not yet published (durable and visible): reads of their keys wait.
+    inflight: Vec<Arc<Inflight>>,
+    /// Batches applied but not yet written to sled.
+    layers: Layers,
+}
+
+/// How far the sync and checkpoint threads got.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
     /// Records synced since open.
     synced: u64,
     /// The last revision published (durable and visible).
     published: Revision,
+    /// Frozen layers written to sled since open.
+    layers_written: u64,
 }
 
 /// A batch applied in memory and being made durable: reads touching its keys wait for it.
@@ -406,11 +419,12 @@ impl SledBackend {
             history,
             meta,
             opts,
-            commit_lock: RwLock::new(Vec::new()),
+            commit_lock: RwLock::new(Committed::default()),
             files: Mutex::new(files),
             progress: Mutex::new(Progress {
                 synced: 0,
                 published: current,
+                layers_written: 0,
             }),
             progress_changed: Condvar::new(),
             durable: tokio::sync::watch::Sender::new((current, false)),
@@ -444,6 +458,8 @@ impl SledBackend {
                 "cut the torn tail of the write-ahead log (a write that was never acknowledged)"
             );
         }
+        // What replay applied is in memory: write it to sled before sled is made durable.
+        shared.write_layers_now()?;
         if applier.compacted > compacted {
             prune_log(&shared.log, applier.compacted)?;
         }
@@ -541,19 +557,45 @@ impl Drop for SledBackend {
 }
 
 impl Shared {
-    fn read_guard(&self) -> Result<RwLockReadGuard<'_, Vec<Arc<Inflight>>>, BackendError> {
+    fn read_guard(&self) -> Result<RwLockReadGuard<'_, Committed>, BackendError> {
         let guard = self.commit_lock.read().unwrap_or_else(|e| e.into_inner());
         self.check_failed()?;
         Ok(guard)
     }
 
-    fn write_guard(&self) -> RwLockWriteGuard<'_, Vec<Arc<Inflight>>> {
+    fn write_guard(&self) -> RwLockWriteGuard<'_, Committed> {
         self.commit_lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The writer's memory of recently written keys' history.
     fn history_cache(&self) -> std::sync::MutexGuard<'_, keyhist::HistoryCache> {
         self.history_cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `read` on the layers under the commit lock. The writer reads through this: it is
+    /// the only one to change the active layer, so what it reads stays put between calls,
+    /// and the lock is not held while it plans (the sync thread takes it to publish).
+    fn with_layers<T>(
+        &self,
+        read: impl FnOnce(&Layers) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let guard = self.commit_lock.read().unwrap_or_else(|e| e.into_inner());
+        read(&guard.layers)
+    }
+
+    /// Writes every layer to sled on the calling thread (on open, where replay applies the
+    /// log to the active layer and no checkpoint thread runs yet).
+    fn write_layers_now(&self) -> Result<(), BackendError> {
+        let frozen = {
+            let mut guard = self.write_guard();
+            guard.layers.freeze();
+            guard.layers.frozen.clone()
+        };
+        for layer in frozen {
+            layer.write_to(self)?;
+            self.write_guard().layers.written(&layer);
+        }
+        Ok(())
     }
 
     /// Flushes sled and `fsync`s its files (a checkpoint).
@@ -597,6 +639,11 @@ impl Shared {
     /// Blocks the writer until `revision` is published (or the write path failed).
     fn wait_published(&self, revision: Revision) {
         self.wait_progress(|p| p.published >= revision);
+    }
+
+    /// Blocks the writer until `count` frozen layers are in sled (or the write path failed).
+    fn wait_layers_written(&self, count: u64) {
+        self.wait_progress(|p| p.layers_written >= count);
     }
 
     fn wait_progress(&self, done: impl Fn(&Progress) -> bool) {
@@ -659,18 +706,19 @@ impl Backend for SledBackend {
         loop {
             let pending = {
                 let guard = shared.read_guard()?;
-                match Shared::pending_for_key(&guard, key) {
+                let layers = &guard.layers;
+                match Shared::pending_for_key(&guard.inflight, key) {
                     Some(pending) => pending,
                     None => {
                         let current = shared.current.load();
                         return match revision {
-                            None => Ok((shared.get_current(key)?, current)),
+                            None => Ok((shared.get_current(layers, key)?, current)),
                             Some(rev) => {
                                 shared.check_read_revision(rev)?;
                                 if rev == current {
-                                    Ok((shared.get_current(key)?, rev))
+                                    Ok((shared.get_current(layers, key)?, rev))
                                 } else {
-                                    Ok((shared.get_at(key, rev)?, rev))
+                                    Ok((shared.get_at(layers, key, rev)?, rev))
                                 }
                             }
                         };
@@ -686,9 +734,9 @@ impl Backend for SledBackend {
         loop {
             let pending = {
                 let guard = shared.read_guard()?;
-                match Shared::pending_for_range(&guard, &req) {
+                match Shared::pending_for_range(&guard.inflight, &req) {
                     Some(pending) => pending,
-                    None => return shared.range_locked(&req),
+                    None => return shared.range_locked(&guard.layers, &req),
                 }
             };
             shared.wait_durable(pending).await?;

@@ -8,12 +8,19 @@ use super::codec::{
     decode_floor, decode_history_key, decode_history_value, decode_record, escape_key, floor_key,
     history_key_with, history_prefix, record_mod_revision, Slot,
 };
-use super::{sled_error, Shared};
+use std::ops::Bound;
+
+use super::layers::{prefix_range, Layers, Merged, TreeId};
+use super::Shared;
 use crate::backend::{BackendError, KeyValue, RangeRequest, RangeResponse, Revision};
 
 impl Shared {
     /// A range read; the caller holds the commit lock and checked it touches no in-flight key.
-    pub(super) fn range_locked(&self, req: &RangeRequest) -> Result<RangeResponse, BackendError> {
+    pub(super) fn range_locked(
+        &self,
+        layers: &Layers,
+        req: &RangeRequest,
+    ) -> Result<RangeResponse, BackendError> {
         let current = self.current.load();
 
         let revision = match req.revision {
@@ -31,9 +38,9 @@ impl Shared {
             });
         }
         let mut kvs = if revision == current {
-            self.range_current(req)?
+            self.range_current(layers, req)?
         } else {
-            self.range_at(req, revision)?
+            self.range_at(layers, req, revision)?
         };
         let more = req.limit > 0 && kvs.len() > req.limit;
         kvs.truncate(if req.limit > 0 { req.limit } else { kvs.len() });
@@ -64,8 +71,12 @@ impl Shared {
         Ok(())
     }
 
-    pub(super) fn get_current(&self, key: &[u8]) -> Result<Option<KeyValue>, BackendError> {
-        match self.kv.get(key).map_err(sled_error)? {
+    pub(super) fn get_current(
+        &self,
+        layers: &Layers,
+        key: &[u8],
+    ) -> Result<Option<KeyValue>, BackendError> {
+        match layers.get(&self.kv, TreeId::Kv, key)? {
             Some(bytes) => Ok(Some(decode_record(key, &bytes)?)),
             None => Ok(None),
         }
@@ -73,8 +84,12 @@ impl Shared {
 
     /// The revision of the key's current version, if it exists (its record's `mod_revision`,
     /// read without copying the value).
-    pub(super) fn current_revision_of(&self, key: &[u8]) -> Result<Option<Revision>, BackendError> {
-        match self.kv.get(key).map_err(sled_error)? {
+    pub(super) fn current_revision_of(
+        &self,
+        layers: &Layers,
+        key: &[u8],
+    ) -> Result<Option<Revision>, BackendError> {
+        match layers.get(&self.kv, TreeId::Kv, key)? {
             Some(bytes) => Ok(Some(record_mod_revision(&bytes)?)),
             None => Ok(None),
         }
@@ -84,16 +99,17 @@ impl Shared {
     /// or one in `history` (a tombstone there is no version).
     pub(super) fn record_at(
         &self,
+        layers: &Layers,
         key: &[u8],
         revision: Revision,
     ) -> Result<Option<KeyValue>, BackendError> {
-        if let Some(bytes) = self.kv.get(key).map_err(sled_error)? {
+        if let Some(bytes) = layers.get(&self.kv, TreeId::Kv, key)? {
             if record_mod_revision(&bytes)? == revision {
                 return decode_record(key, &bytes).map(Some);
             }
         }
         let hkey = history_key_with(&history_prefix(key), revision);
-        match self.history.get(hkey).map_err(sled_error)? {
+        match layers.get(&self.history, TreeId::History, &hkey)? {
             Some(bytes) => decode_history_value(key, &bytes),
             None => Ok(None),
         }
@@ -103,11 +119,12 @@ impl Shared {
     /// `revision`, otherwise the newest retained older version (in `history`).
     pub(super) fn get_at(
         &self,
+        layers: &Layers,
         key: &[u8],
         revision: Revision,
     ) -> Result<Option<KeyValue>, BackendError> {
         let prefix = history_prefix(key);
-        if let Some(marker) = self.history.get(floor_key(&prefix)).map_err(sled_error)? {
+        if let Some(marker) = layers.get(&self.history, TreeId::History, &floor_key(&prefix))? {
             let floor = decode_floor(&marker)?;
             if revision < floor {
                 return Err(BackendError::Compacted {
@@ -116,32 +133,40 @@ impl Shared {
                 });
             }
         }
-        if let Some(bytes) = self.kv.get(key).map_err(sled_error)? {
+        if let Some(bytes) = layers.get(&self.kv, TreeId::Kv, key)? {
             if record_mod_revision(&bytes)? <= revision {
                 return decode_record(key, &bytes).map(Some);
             }
         }
-        let newest = self
-            .history
-            .range(history_key_with(&prefix, Revision::FIRST)..=history_key_with(&prefix, revision))
-            .next_back()
-            .transpose()
-            .map_err(sled_error)?;
+        let versions = (
+            Bound::Included(history_key_with(&prefix, Revision::FIRST)),
+            Bound::Included(history_key_with(&prefix, revision)),
+        );
+        let newest = layers
+            .range(&self.history, TreeId::History, versions, true)
+            .next()
+            .transpose()?;
         match newest {
             Some((_, value)) => decode_history_value(key, &value),
             None => Ok(None),
         }
     }
 
-    fn range_current(&self, req: &RangeRequest) -> Result<Vec<KeyValue>, BackendError> {
-        let iter = match &req.end {
-            None => self.kv.scan_prefix(&req.start),
-            Some(end) => self.kv.range(req.start.as_slice()..end.as_slice()),
-        };
+    fn range_current(
+        &self,
+        layers: &Layers,
+        req: &RangeRequest,
+    ) -> Result<Vec<KeyValue>, BackendError> {
+        let iter = layers.range(
+            &self.kv,
+            TreeId::Kv,
+            key_range(&req.start, req.end.as_deref()),
+            false,
+        );
         let take = take_count(req.limit);
         let mut kvs = Vec::new();
         for item in iter.take(take) {
-            let (key, value) = item.map_err(sled_error)?;
+            let (key, value) = item?;
             kvs.push(decode_record(&key, &value)?);
         }
         Ok(kvs)
@@ -151,20 +176,24 @@ impl Shared {
     /// current version (`kv`) or its older ones (`history`), both scanned in key order.
     fn range_at(
         &self,
+        layers: &Layers,
         req: &RangeRequest,
         revision: Revision,
     ) -> Result<Vec<KeyValue>, BackendError> {
         let start = escape_key(&req.start);
-        let (history, current) = match &req.end {
-            None => (
-                self.history.scan_prefix(&start),
-                self.kv.scan_prefix(&req.start),
-            ),
-            Some(end) => (
-                self.history.range(start..escape_key(end)),
-                self.kv.range(req.start.as_slice()..end.as_slice()),
-            ),
-        };
+        let escaped_end = req.end.as_deref().map(escape_key);
+        let history = layers.range(
+            &self.history,
+            TreeId::History,
+            key_range(&start, escaped_end.as_deref()),
+            false,
+        );
+        let current = layers.range(
+            &self.kv,
+            TreeId::Kv,
+            key_range(&req.start, req.end.as_deref()),
+            false,
+        );
         let mut merge = Merge {
             current: current.peekable(),
             revision,
@@ -173,7 +202,7 @@ impl Shared {
         };
         let mut group: Option<HistoryGroup> = None;
         for item in history {
-            let (hkey, value) = item.map_err(sled_error)?;
+            let (hkey, value) = item?;
             let (key, slot) = decode_history_key(&hkey)?;
             if group.as_ref().is_some_and(|g| g.key != key) {
                 if let Some(done) = group.take() {
@@ -204,14 +233,14 @@ impl Shared {
 }
 
 /// Merges, in key order, the current versions of a range with the older versions of its keys.
-struct Merge {
-    current: std::iter::Peekable<::sled::Iter>,
+struct Merge<'a> {
+    current: std::iter::Peekable<Merged<'a>>,
     revision: Revision,
     take: usize,
     kvs: Vec<KeyValue>,
 }
 
-impl Merge {
+impl Merge<'_> {
     /// Adds the current versions (at or below the revision) of keys before `key` (all keys if
     /// None) that have no older versions. Returns whether enough keys were found.
     fn current_keys_before(&mut self, key: Option<&[u8]>) -> Result<bool, BackendError> {
@@ -235,7 +264,7 @@ impl Merge {
     fn next_current(&mut self) -> Result<Option<KeyValue>, BackendError> {
         match self.current.next() {
             Some(item) => {
-                let (k, value) = item.map_err(sled_error)?;
+                let (k, value) = item?;
                 if record_mod_revision(&value)? <= self.revision {
                     decode_record(&k, &value).map(Some)
                 } else {
@@ -291,6 +320,17 @@ impl HistoryGroup {
             Some(value) => decode_history_value(&self.key, &value),
             None => Ok(None),
         }
+    }
+}
+
+/// The keys from `start` up to `end` (excluded), or with the prefix `start` if `end` is None.
+fn key_range(start: &[u8], end: Option<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    match end {
+        None => prefix_range(start),
+        Some(end) => (
+            Bound::Included(start.to_vec()),
+            Bound::Excluded(end.to_vec()),
+        ),
     }
 }
 

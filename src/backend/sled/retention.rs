@@ -11,6 +11,7 @@ use super::codec::{
     encode_tombstone, floor_key, history_key_with, history_prefix, leaving_of_event,
     record_mod_revision, rev_bytes, OnLeaving, Slot, TAG_RECORD, TAG_TOMBSTONE,
 };
+use super::layers::{Layers, TreeId, Writes};
 use super::writer::{Change, Writer};
 use super::{sled_error, Shared, META_COMPACTED};
 use crate::backend::{BackendError, Revision};
@@ -97,7 +98,7 @@ impl Shared {
         changes: &[Change],
         left_window: &BTreeMap<Vec<u8>, OnLeaving>,
         compacted: Revision,
-    ) -> Result<(Batch, HashSet<Revision>), BackendError> {
+    ) -> Result<(Writes, HashSet<Revision>), BackendError> {
         let keep = self.opts.history_per_key;
         let mut per_key: BTreeMap<&[u8], Vec<&Change>> = BTreeMap::new();
         for key in left_window.keys() {
@@ -110,7 +111,7 @@ impl Shared {
                 .or_default()
                 .push(change);
         }
-        let mut batch = Batch::default();
+        let mut batch = Writes::new();
         // Each key's history comes from the writer's cache when it holds it (`keyhist.rs`).
         let mut cache = self.history_cache();
         for (key, changes) in per_key {
@@ -125,7 +126,7 @@ impl Shared {
             let mut history = match cached {
                 Some(history) => history,
                 None => self
-                    .load_history(key, &prefix, compacted, keep)
+                    .with_layers(|layers| self.load_history(layers, key, &prefix, compacted, keep))
                     .inspect_err(|_| {
                         // Keys remembered earlier in this batch describe a batch not applied.
                         cache.clear();
@@ -151,7 +152,7 @@ impl Shared {
             }
             for rev in &dropped {
                 if original_newest.is_some_and(|newest| *rev <= newest) {
-                    batch.remove(history_key_with(&prefix, *rev));
+                    batch.push((history_key_with(&prefix, *rev).into(), None));
                 }
             }
             let dropped_upto = dropped.last().copied();
@@ -161,21 +162,21 @@ impl Shared {
             for change in changes {
                 if let Some((rev, record)) = &change.replaced {
                     if !is_dropped(*rev) {
-                        batch.insert(history_key_with(&prefix, *rev), record.clone());
+                        batch.push((history_key_with(&prefix, *rev).into(), Some(record.clone())));
                     }
                 }
                 if change.record.is_none() && !is_dropped(change.revision) {
-                    batch.insert(
-                        history_key_with(&prefix, change.revision),
-                        encode_tombstone(change.revision),
-                    );
+                    batch.push((
+                        history_key_with(&prefix, change.revision).into(),
+                        Some(encode_tombstone(change.revision).into()),
+                    ));
                 }
             }
             if history.floor != original_floor {
                 let marker = floor_key(&prefix);
                 match history.floor {
-                    None => batch.remove(marker),
-                    Some(floor) => batch.insert(marker, encode_floor(floor)),
+                    None => batch.push((marker.into(), None)),
+                    Some(floor) => batch.push((marker.into(), Some(encode_floor(floor).into()))),
                 }
             }
             if keep > 0 && written {
@@ -190,6 +191,7 @@ impl Shared {
     /// or below `compacted` matter (the others are never pruned), so only those are read.
     fn load_history(
         &self,
+        layers: &Layers,
         key: &[u8],
         prefix: &[u8],
         compacted: Revision,
@@ -199,8 +201,8 @@ impl Shared {
             entries: Vec::new(),
             floor: None,
         };
-        for item in self.history.scan_prefix(prefix) {
-            let (hkey, value) = item.map_err(sled_error)?;
+        for item in layers.scan_prefix(&self.history, TreeId::History, prefix) {
+            let (hkey, value) = item?;
             let rev = match decode_history_slot(prefix, &hkey)? {
                 Slot::Floor => {
                     history.floor = Some(decode_floor(&value)?);
@@ -219,7 +221,7 @@ impl Shared {
             history.entries.push((rev, tombstone));
         }
         // The current version is in `kv` (stores of format 2 also hold it in `history`).
-        if let Some(current) = self.current_revision_of(key)? {
+        if let Some(current) = self.current_revision_of(layers, key)? {
             let newer = history.entries.last().is_none_or(|(rev, _)| *rev < current);
             if newer && (keep > 0 || current <= compacted) {
                 history.entries.push((current, false));
@@ -360,7 +362,8 @@ fn compaction_deletes(
 /// `to`): deleted keys, and keys that kept versions below their floor for the log. A key with
 /// both counts as deleted.
 pub(super) fn leaving_between(
-    log: &Tree,
+    shared: &Shared,
+    layers: &Layers,
     from: Revision,
     to: Revision,
 ) -> Result<BTreeMap<Vec<u8>, OnLeaving>, BackendError> {
@@ -368,8 +371,12 @@ pub(super) fn leaving_between(
     if to <= from {
         return Ok(keys);
     }
-    for item in log.range(rev_bytes(from)..rev_bytes(to)) {
-        let (_, event) = item.map_err(sled_error)?;
+    let window = (
+        std::ops::Bound::Included(rev_bytes(from).to_vec()),
+        std::ops::Bound::Excluded(rev_bytes(to).to_vec()),
+    );
+    for item in layers.range(&shared.log, TreeId::Log, window, false) {
+        let (_, event) = item?;
         match leaving_of_event(&event)? {
             (_, OnLeaving::Nothing) => {}
             (key, OnLeaving::Deleted) => {

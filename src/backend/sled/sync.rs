@@ -1,8 +1,9 @@
 //! The two threads beside the writer: the sync thread, which `fdatasync`s each appended log
 //! record, then publishes its batch (new revision, in-flight keys released, events to watchers)
 //! and answers its requests, in the order the writer handed them over; and the checkpoint
-//! thread, which makes sled durable after a segment is full so that older segments can be
-//! removed, and prepares the next spare segment.
+//! thread, which writes frozen layers to sled (one transaction each), makes sled durable after
+//! a segment is full so that older segments can be removed, and prepares the next spare
+//! segment.
 
 use std::fs::File;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use std::time::Instant;
 
 use tokio::sync::{broadcast, oneshot};
 
+use super::layers::Layer;
 use super::retention::prune_log;
 use super::wal::WalDir;
 use super::writer::clone_error;
@@ -33,8 +35,6 @@ pub(super) struct Durable {
     /// The record's number since open: the sync thread reports it synced.
     pub(super) seq: u64,
     pub(super) file: Arc<File>,
-    /// The writer's result of applying the batch to sled.
-    pub(super) applied: mpsc::Receiver<Result<(), BackendError>>,
     pub(super) revision: Revision,
     pub(super) compacted: Revision,
     pub(super) compacted_before: Revision,
@@ -169,22 +169,12 @@ fn make_durable_and_publish(
         .sync_nanos
         .observe(u64::try_from(synced).unwrap_or(u64::MAX));
     shared.set_synced(d.seq);
-    // The writer applies the batch to sled while the record syncs; publish once both are done.
-    match d.applied.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(_) => {
-            return Err(shared
-                .check_failed()
-                .err()
-                .unwrap_or_else(super::writer_gone))
-        }
-    }
+    // The writer applied the batch (in memory) before handing it over.
     {
         let mut guard = shared.write_guard();
         shared.compacted.store(d.compacted);
         shared.current.store(d.revision);
-        guard.retain(|batch| batch.revision > d.revision);
+        guard.inflight.retain(|batch| batch.revision > d.revision);
     }
     shared.durable.send_replace((d.revision, false));
     shared.set_published(d.revision);
@@ -199,7 +189,15 @@ fn make_durable_and_publish(
     Ok(())
 }
 
-/// Work for the checkpoint thread, sent when the writer starts a new segment.
+/// Work for the checkpoint thread.
+pub(super) enum CheckpointJob {
+    /// Write a frozen layer to sled, then drop it from the layers.
+    Write(Arc<Layer>),
+    /// Sent when the writer starts a new segment.
+    Checkpoint(Checkpoint),
+}
+
+/// A checkpoint, asked for when the writer starts a new segment.
 pub(super) struct Checkpoint {
     /// Whether older segments exist: make sled durable, then remove them.
     pub(super) sync_sled: bool,
@@ -210,7 +208,7 @@ pub(super) struct Checkpoint {
 }
 
 /// The checkpoint thread.
-pub(super) type Checkpointer = Worker<Checkpoint>;
+pub(super) type Checkpointer = Worker<CheckpointJob>;
 
 impl Checkpointer {
     pub(super) fn start_checkpointer(
@@ -221,16 +219,28 @@ impl Checkpointer {
             if shared.check_failed().is_err() {
                 return;
             }
-            if let Err(error) = checkpoint(&shared, &wal, &job) {
-                // A log that cannot be trimmed, or sled that cannot be synced, is an I/O
-                // failure like a failed fdatasync.
+            let done = match &job {
+                CheckpointJob::Write(layer) => write_layer(&shared, layer),
+                CheckpointJob::Checkpoint(checkpoint) => run_checkpoint(&shared, &wal, checkpoint),
+            };
+            if let Err(error) = done {
+                // A layer that cannot be written, a log that cannot be trimmed, or sled that
+                // cannot be synced, is an I/O failure like a failed fdatasync.
                 shared.fail(&error);
             }
         })
     }
 }
 
-fn checkpoint(shared: &Shared, wal: &WalDir, job: &Checkpoint) -> Result<(), BackendError> {
+/// Writes a frozen layer to sled; readers then find its writes there.
+fn write_layer(shared: &Shared, layer: &Arc<Layer>) -> Result<(), BackendError> {
+    layer.write_to(shared)?;
+    shared.write_guard().layers.written(layer);
+    shared.update_progress(|p| p.layers_written += 1);
+    Ok(())
+}
+
+fn run_checkpoint(shared: &Shared, wal: &WalDir, job: &Checkpoint) -> Result<(), BackendError> {
     if job.sync_sled {
         let started = Instant::now();
         shared.make_durable()?;

@@ -1,12 +1,14 @@
 //! Watches: replay of the change log after a revision, then live events from the writer, with
 //! no gap and no duplicate. A watcher that falls behind the live channel re-reads the log.
 
+use std::ops::Bound;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::broadcast;
 
 use super::codec::{decode_logged_event, decode_rev_key, rev_bytes, LoggedEvent};
-use super::{revision_overflow, sled_error, writer_gone, Shared};
+use super::layers::{Layers, TreeId};
+use super::{revision_overflow, writer_gone, Shared};
 use crate::backend::{BackendError, Event, EventKind, KeyValue, Revision};
 
 /// Batches of events kept for live watchers before a slow one lags (and then re-reads the log).
@@ -128,13 +130,21 @@ fn read_log_chunk(
     upto: Revision,
 ) -> Result<Vec<Event>, BackendError> {
     let mut events = Vec::new();
-    let _guard = shared.read_guard()?;
-    let entries = shared
-        .log
-        .range(rev_bytes(from)..=rev_bytes(upto))
+    let guard = shared.read_guard()?;
+    let layers = &guard.layers;
+    let entries = layers
+        .range(
+            &shared.log,
+            TreeId::Log,
+            (
+                Bound::Included(rev_bytes(from).to_vec()),
+                Bound::Included(rev_bytes(upto).to_vec()),
+            ),
+            false,
+        )
         .take(REPLAY_CHUNK);
     for (expected, item) in (from.get()..).zip(entries) {
-        let (key, value) = item.map_err(sled_error)?;
+        let (key, value) = item?;
         let rev = decode_rev_key(&key)?;
         if rev.get() != expected {
             break;
@@ -142,7 +152,7 @@ fn read_log_chunk(
         let event = match decode_logged_event(&value)? {
             LoggedEvent::Full(event) => event,
             LoggedEvent::Ref { kind, key, prev } => {
-                shared.event_from_versions(kind, key, rev, prev)?
+                shared.event_from_versions(layers, kind, key, rev, prev)?
             }
         };
         if event.kv.mod_revision != rev {
@@ -172,17 +182,18 @@ impl Shared {
     /// replaced, from `kv` and `history`. The caller holds the commit lock.
     fn event_from_versions(
         &self,
+        layers: &Layers,
         kind: EventKind,
         key: Vec<u8>,
         rev: Revision,
         prev: Option<Revision>,
     ) -> Result<Event, BackendError> {
         let prev = match prev {
-            Some(prev) => Some(self.version_for_log(&key, prev, rev)?),
+            Some(prev) => Some(self.version_for_log(layers, &key, prev, rev)?),
             None => None,
         };
         let kv = match kind {
-            EventKind::Put => self.version_for_log(&key, rev, rev)?,
+            EventKind::Put => self.version_for_log(layers, &key, rev, rev)?,
             EventKind::Delete => KeyValue {
                 key,
                 value: Vec::new(),
@@ -199,11 +210,12 @@ impl Shared {
     /// revision past the event (in sled, before publishing it): that is a compaction.
     fn version_for_log(
         &self,
+        layers: &Layers,
         key: &[u8],
         at: Revision,
         event: Revision,
     ) -> Result<KeyValue, BackendError> {
-        if let Some(found) = self.record_at(key, at)? {
+        if let Some(found) = self.record_at(layers, key, at)? {
             return Ok(found);
         }
         let pruned_to = self.history_pruned_to.load();
@@ -225,6 +237,7 @@ mod tests {
     use tokio_stream::StreamExt;
 
     use super::super::codec::{encode_event, rev_bytes};
+    use super::super::layers::TreeId;
     use super::super::{SledBackend, SledOptions};
     use crate::backend::{Backend, Event, EventKind, Expect, KeyValue, Revision};
 
@@ -299,11 +312,14 @@ mod tests {
             kv: version(b"as logged", 2, 3, 2),
             prev: Some(version(b"before", 2, 2, 1)),
         };
-        backend
-            .shared
-            .log
-            .insert(rev_bytes(rev(3)), encode_event(&old))
-            .expect("insert");
+        // (It replaces the event in the active layer, which is read before sled.)
+        backend.shared.write_guard().layers.active.extend(
+            TreeId::Log,
+            vec![(
+                rev_bytes(rev(3)).as_slice().into(),
+                Some(encode_event(&old).into()),
+            )],
+        );
         let replayed = replay(3, 2).await;
         assert_eq!(replayed[0], old);
         assert_eq!(replayed[1].kv, deleted);

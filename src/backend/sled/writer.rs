@@ -1,11 +1,10 @@
 //! The writer thread: it takes every queued request as one batch, works out the batch's
 //! outcomes against the applied state, appends the batch's changes to the write-ahead log as one
-//! record, hands the record to the sync thread and applies the batch to sled in memory while it
-//! syncs; once the record is synced it takes the next batch. When the next request is already
-//! queued, the batch is instead deferred: the next batch is planned on top of it and both are
-//! applied in one sled transaction, which halves sled's per-transaction cost (two writes of its
-//! I/O buffer) under load. The sync thread (`sync.rs`) publishes a batch and answers its
-//! requests once its record is durable and it is applied.
+//! record, applies the batch to the active layer in memory (`layers.rs`) and hands the record
+//! to the sync thread; once the record is synced it takes the next batch. A full active layer
+//! is frozen and handed to the checkpoint thread, which writes it to sled in one transaction.
+//! The sync thread (`sync.rs`) publishes a batch and answers its requests once its record is
+//! durable.
 //!
 //! Planning and applying are also how the log is replayed on open ([`Applier::replay`]): a
 //! record holds the batch's applied changes, and re-running them from the state before the batch
@@ -14,13 +13,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{mpsc, Arc};
 
-use ::sled::transaction::{ConflictableTransactionError, TransactionError};
-use ::sled::{Batch, IVec, Transactional};
+use ::sled::IVec;
 use tokio::sync::oneshot;
 
-use super::codec::{encode_event_ref, encode_record, rev_bytes, OnLeaving};
-use super::retention::leaving_between;
-use super::sync::{Checkpoint, Checkpointer, Durable, SyncJob, Syncer};
+use super::codec::{encode_event_ref, encode_record, rev_bytes};
+use super::layers::{TreeId, Writes, LAYER_BYTES, MAX_FROZEN};
+use super::retention::{leaving_between, prune_log};
+use super::sync::{Checkpoint, CheckpointJob, Checkpointer, Durable, SyncJob, Syncer};
 use super::wal::{LoggedBatch, RecordBuilder, Segment, WalDir, HEADER_LEN, SEGMENT_BYTES};
 use super::{revision_overflow, Inflight, Shared, META_COMPACTED, META_CURRENT};
 use crate::backend::{
@@ -79,16 +78,10 @@ pub(super) struct Planned {
     /// The revision of the last change (the applied revision if nothing changed).
     pub(super) revision: Revision,
     pub(super) compacted: Revision,
-    /// What the batch leaves under each key it read or changed (None: absent).
-    current: HashMap<Vec<u8>, Option<KeyValue>>,
-    /// Whether it prunes the history of deleted keys that left the log's window (keys the
-    /// writer's history cache then does not remember; the other keys it prunes as they leave
-    /// the window, it remembers).
-    prunes_deleted: bool,
-    kv: Batch,
-    log: Batch,
-    history: Batch,
-    meta: Batch,
+    kv: Writes,
+    log: Writes,
+    history: Writes,
+    meta: Writes,
     keys: BTreeSet<Vec<u8>>,
 }
 
@@ -99,8 +92,8 @@ impl Planned {
     }
 }
 
-/// The revision and compacted revision of what has been applied to sled (ahead of what is
-/// durable while a record is being synced).
+/// The revision and compacted revision of what has been applied (to the layers above sled;
+/// ahead of what is durable while a record is being synced).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Applier {
     pub(super) revision: Revision,
@@ -109,25 +102,16 @@ pub(super) struct Applier {
 
 impl Applier {
     /// Works out a batch's outcomes, records, events and the changes to every tree, against the
-    /// applied state, or against `base` (a batch planned but not yet applied) on top of it.
-    ///
-    /// With a `base`, the caller makes sure that everything planning reads from sled besides
-    /// the current values is unaffected by `base`: the writer's history cache holds the history
-    /// of every key `base` wrote, and the log's compaction window stays below `base`'s
-    /// revisions (see [`Writer::can_plan_on_deferred`]).
+    /// applied state.
     pub(super) fn plan(
         &self,
         shared: &Shared,
         requests: Vec<(Vec<u8>, WriteOp, Expect)>,
-        base: Option<&Planned>,
     ) -> Result<Planned, BackendError> {
-        let (start, base_compacted) = match base {
-            Some(base) => (base.revision, base.compacted),
-            None => (self.revision, self.compacted),
-        };
+        let (start, base_compacted) = (self.revision, self.compacted);
         let mut revision = start;
         let mut overlay: HashMap<Vec<u8>, Option<KeyValue>> = HashMap::new();
-        let mut kv_batch = Batch::default();
+        let mut kv_batch = Writes::new();
         let mut changes: Vec<Change> = Vec::new();
         let mut events = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
@@ -140,10 +124,7 @@ impl Applier {
             let current = match overlay.get(&key) {
                 Some(current) => current.clone(),
                 None => {
-                    let current = match base.and_then(|b| b.current.get(&key)) {
-                        Some(current) => current.clone(),
-                        None => shared.get_current(&key)?,
-                    };
+                    let current = shared.with_layers(|layers| shared.get_current(layers, &key))?;
                     overlay.insert(key.clone(), current.clone());
                     current
                 }
@@ -178,7 +159,7 @@ impl Applier {
                         },
                     };
                     let record = IVec::from(encode_record(&kv));
-                    kv_batch.insert(key.as_slice(), record.clone());
+                    kv_batch.push((key.as_slice().into(), Some(record.clone())));
                     overlay.insert(key.clone(), Some(kv.clone()));
                     let event = Event {
                         kind: EventKind::Put,
@@ -193,7 +174,7 @@ impl Applier {
                         continue;
                     }
                     revision = revision.next().ok_or_else(revision_overflow)?;
-                    kv_batch.remove(key.as_slice());
+                    kv_batch.push((key.as_slice().into(), None));
                     overlay.insert(key.clone(), None);
                     let event = Event {
                         kind: EventKind::Delete,
@@ -233,13 +214,12 @@ impl Applier {
             }
             _ => base_compacted,
         };
-        let mut history_batch = Batch::default();
-        let mut log_batch = Batch::default();
-        let mut meta_batch = Batch::default();
-        let mut prunes_deleted = false;
+        let mut history_batch = Writes::new();
+        let mut log_batch = Writes::new();
+        let mut meta_batch = Writes::new();
         if revision > start {
-            let left_window = leaving_between(&shared.log, base_compacted, compacted)?;
-            prunes_deleted = left_window.values().any(|l| *l == OnLeaving::Deleted);
+            let left_window = shared
+                .with_layers(|layers| leaving_between(shared, layers, base_compacted, compacted))?;
             let below_floor;
             (history_batch, below_floor) =
                 shared.history_changes(&changes, &left_window, compacted)?;
@@ -248,19 +228,28 @@ impl Applier {
             for event in &events {
                 let revision = event.kv.mod_revision;
                 let prev = event.prev.as_ref().map(|p| p.mod_revision);
-                log_batch.insert(
-                    &rev_bytes(revision),
-                    encode_event_ref(
-                        event.kind,
-                        &event.kv.key,
-                        prev,
-                        below_floor.contains(&revision),
+                log_batch.push((
+                    rev_bytes(revision).as_slice().into(),
+                    Some(
+                        encode_event_ref(
+                            event.kind,
+                            &event.kv.key,
+                            prev,
+                            below_floor.contains(&revision),
+                        )
+                        .into(),
                     ),
-                );
+                ));
             }
-            meta_batch.insert(META_CURRENT, &rev_bytes(revision));
+            meta_batch.push((
+                META_CURRENT.into(),
+                Some(rev_bytes(revision).as_slice().into()),
+            ));
             if compacted != base_compacted {
-                meta_batch.insert(META_COMPACTED, &rev_bytes(compacted));
+                meta_batch.push((
+                    META_COMPACTED.into(),
+                    Some(rev_bytes(compacted).as_slice().into()),
+                ));
             }
         }
         Ok(Planned {
@@ -269,8 +258,6 @@ impl Applier {
             start,
             revision,
             compacted,
-            current: overlay,
-            prunes_deleted,
             kv: kv_batch,
             log: log_batch,
             history: history_batch,
@@ -279,54 +266,27 @@ impl Applier {
         })
     }
 
-    /// Applies planned batches (each planned on the one before it, the first on the applied
-    /// state) to sled in one transaction over the four trees, so that sled (and what it may
-    /// write to disk on its own) holds all of them or none: always the state after a whole log
-    /// record, which is what replay starts from. With `inflight`, each batch's keys are
-    /// published as in flight under the same lock, so that no reader sees them before the
-    /// batch is durable.
-    pub(super) fn apply(
-        &mut self,
-        shared: &Shared,
-        batches: &[&Planned],
-        inflight: bool,
-    ) -> Result<(), BackendError> {
-        let Some(last) = batches.last() else {
-            return Ok(());
-        };
+    /// Applies a planned batch to the active layer. With `inflight`, its keys are published as
+    /// in flight under the same lock, so that no reader sees them before the batch is durable.
+    pub(super) fn apply(&mut self, shared: &Shared, planned: &mut Planned, inflight: bool) {
         let mut guard = shared.write_guard();
         // Watch replay, which reads versions from `history` under this lock, knows from this
         // that versions below it may be gone.
-        shared.history_pruned_to.fetch_max(last.compacted);
-        let committed: Result<(), TransactionError<()>> =
-            (&shared.kv, &shared.log, &shared.history, &shared.meta).transaction(
-                |(kv, log, history, meta)| {
-                    for planned in batches {
-                        kv.apply_batch(&planned.kv)?;
-                        log.apply_batch(&planned.log)?;
-                        history.apply_batch(&planned.history)?;
-                        meta.apply_batch(&planned.meta)?;
-                    }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
-        if let Err(e) = committed {
-            return Err(BackendError::Io(format!("commit failed: {e:?}")));
-        }
-        shared
-            .commits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.history_pruned_to.fetch_max(planned.compacted);
+        let active = &mut guard.layers.active;
+        active.set_compacted(planned.compacted);
+        active.extend(TreeId::Kv, std::mem::take(&mut planned.kv));
+        active.extend(TreeId::Log, std::mem::take(&mut planned.log));
+        active.extend(TreeId::History, std::mem::take(&mut planned.history));
+        active.extend(TreeId::Meta, std::mem::take(&mut planned.meta));
         if inflight {
-            for planned in batches {
-                guard.push(Arc::new(Inflight {
-                    revision: planned.revision,
-                    keys: planned.keys.clone(),
-                }));
-            }
+            guard.inflight.push(Arc::new(Inflight {
+                revision: planned.revision,
+                keys: std::mem::take(&mut planned.keys),
+            }));
         }
-        self.revision = last.revision;
-        self.compacted = last.compacted;
-        Ok(())
+        self.revision = planned.revision;
+        self.compacted = planned.compacted;
     }
 
     /// Replays one logged batch on open: skipped if sled already holds it, applied if it is the
@@ -354,7 +314,7 @@ impl Applier {
                 (key, op, Expect::Any)
             })
             .collect();
-        let planned = self.plan(shared, requests, None)?;
+        let mut planned = self.plan(shared, requests)?;
         let all_applied = planned
             .outcomes
             .iter()
@@ -365,16 +325,13 @@ impl Applier {
                 batch.first, self.revision
             )));
         }
-        self.apply(shared, &[&planned], false)
+        self.apply(shared, &mut planned, false);
+        let full = shared.with_layers(|layers| Ok(layers.active.bytes() >= LAYER_BYTES))?;
+        if full {
+            shared.write_layers_now()?;
+        }
+        Ok(())
     }
-}
-
-/// A batch logged and handed to the sync thread but not yet applied to sled: the next batch is
-/// planned on top of it and both are applied in one sled transaction (see [`Writer::commit`]).
-pub(super) struct Deferred {
-    planned: Planned,
-    /// Where the sync thread waits for the result of applying it.
-    applied: mpsc::SyncSender<Result<(), BackendError>>,
 }
 
 /// The writer thread's state; [`Writer::run`] consumes it.
@@ -392,10 +349,8 @@ pub(super) struct Writer {
     pub(super) appended: u64,
     pub(super) syncer: Syncer,
     pub(super) checkpointer: Checkpointer,
-    /// The last batch, not yet applied, while another one is queued.
-    pub(super) deferred: Option<Deferred>,
-    /// A request taken from the channel to see whether one is queued, handled next.
-    pub(super) peeked: Option<Request>,
+    /// Layers frozen and handed to the checkpoint thread since open.
+    pub(super) layers_sent: u64,
 }
 
 impl Writer {
@@ -420,34 +375,16 @@ impl Writer {
             appended: 0,
             syncer,
             checkpointer,
-            deferred: None,
-            peeked: None,
+            layers_sent: 0,
         })
     }
 
-    /// The next request: at once if one is queued; otherwise the deferred batch is applied
-    /// first (its requests must not wait for a next batch that may never come). None once the
-    /// channel is closed.
-    fn next_request(&mut self) -> Option<Request> {
-        if let Some(request) = self.peeked.take() {
-            return Some(request);
-        }
-        if self.deferred.is_some() {
-            match self.rx.try_recv() {
-                Ok(request) => return Some(request),
-                Err(_) => self.apply_deferred(),
-            }
-        }
-        self.rx.recv().ok()
-    }
-
     pub(super) fn run(mut self) {
-        while let Some(first) = self.next_request() {
+        while let Ok(first) = self.rx.recv() {
             // The previous record must be synced before the next is appended anyway; waiting
             // for it here, before the batch is taken, lets the requests that arrive during the
-            // sync join this batch. Fewer, larger batches cost less: each one is a sled
-            // transaction, and sled writes out its I/O buffer twice per transaction. (A failed
-            // write path is reported when the batch is committed.)
+            // sync join this batch: fewer, larger batches cost less. (A failed write path is
+            // reported when the batch is committed.)
             let _ = self.shared.wait_synced(self.appended);
             let mut batch = vec![first];
             let mut bytes = 0usize;
@@ -468,15 +405,17 @@ impl Writer {
             }
             self.handle(batch);
         }
-        // The channel is closed and drained: let the sync thread answer the last batches, stop
-        // checkpointing, then checkpoint once more so that a closed store has an empty log.
-        self.apply_deferred();
+        // The channel is closed and drained: let the sync thread answer the last batches, write
+        // the last layer to sled, then checkpoint once more so that a closed store has an empty
+        // log.
+        self.freeze_layer();
         self.syncer.stop();
         self.checkpointer.stop();
         if self.shared.check_failed().is_ok() {
-            let closed = self
-                .shared
-                .make_durable()
+            // Log entries the last layers held below the compacted revision, left behind by
+            // pruning that ran before they reached sled.
+            let closed = prune_log(&self.shared.log, self.shared.compacted.load())
+                .and_then(|()| self.shared.make_durable())
                 .and_then(|()| self.wal.remove_all())
                 .and_then(|()| self.wal.remove_spare());
             if let Err(error) = closed {
@@ -493,9 +432,11 @@ impl Writer {
                 Request::Write(write) => writes.push(write),
                 Request::Compact { revision, reply } => {
                     self.commit(std::mem::take(&mut writes));
-                    self.apply_deferred();
-                    // Compaction works on durable state: wait for every batch before it.
+                    // Compaction works on durable state in sled: wait for every batch before it
+                    // to be published and written to sled.
                     self.shared.wait_published(self.applier.revision);
+                    self.freeze_layer();
+                    self.shared.wait_layers_written(self.layers_sent);
                     let result = self.compact(revision);
                     // Compaction removed history entries behind the writer's cache.
                     self.shared.history_cache().clear();
@@ -513,64 +454,21 @@ impl Writer {
         self.shared.fail(error);
     }
 
-    /// Whether a request is queued (kept in `peeked`, so that it stays the next one).
-    fn rx_has_next(&mut self) -> bool {
-        if self.peeked.is_none() {
-            self.peeked = self.rx.try_recv().ok();
-        }
-        self.peeked.is_some()
-    }
-
-    /// Applies the deferred batch, if any, on its own.
-    fn apply_deferred(&mut self) {
-        if let Some(deferred) = self.deferred.take() {
-            let applied = self.applier.apply(&self.shared, &[&deferred.planned], true);
-            if let Err(e) = &applied {
-                self.fail(e);
-            }
-            let _ = deferred.applied.send(applied);
+    /// Freezes the active layer, if it holds anything, and hands it to the checkpoint thread to
+    /// write to sled.
+    fn freeze_layer(&mut self) {
+        let frozen = self.shared.write_guard().layers.freeze();
+        if let Some(layer) = frozen {
+            self.checkpointer.send(CheckpointJob::Write(layer));
+            self.layers_sent += 1;
         }
     }
 
-    /// Whether a batch of `requests` can be planned on top of the deferred one: planning reads
-    /// from sled only what the deferred batch does not change. That holds while the history of
-    /// every key it wrote or pruned is in the writer's history cache (history is kept per key,
-    /// the cache will not start over during the plan — a plan remembers at most one key per
-    /// request and one per revision leaving the window, so twice the requests —, and the
-    /// deferred batch pruned no deleted key that the cache does not hold) and the log entries
-    /// the plan reads (those leaving the log's window) are older than the deferred batch.
-    fn can_plan_on_deferred(&self, requests: usize) -> bool {
-        let Some(deferred) = &self.deferred else {
-            return false;
-        };
-        let base = &deferred.planned;
-        let retention = self.shared.opts.log_retention;
-        let window_stays_below = retention == 0 || {
-            let spanned = u64::try_from(base.revision.get() - base.start.get()).unwrap_or(u64::MAX);
-            spanned.saturating_add(requests as u64) <= retention
-        };
-        self.shared.opts.history_per_key > 0
-            && !base.prunes_deleted
-            && window_stays_below
-            && self
-                .shared
-                .history_cache()
-                .has_room_for(requests.saturating_mul(2))
-    }
-
-    /// Plans a batch (on top of the deferred one when it can), logs it as one record, hands it
-    /// to the sync thread and applies it to sled while it syncs, in one transaction with the
-    /// deferred batch if there is one. When the next request is already queued, the batch is
-    /// deferred instead: the next batch is planned on top of it and both are applied together,
-    /// so that sled's cost per transaction (it writes out its I/O buffer twice) is paid once
-    /// for two batches. A deferred batch is applied before anything waits for it to be
-    /// published ([`Writer::next_request`], compaction, close).
+    /// Plans a batch, logs it as one record, applies it to the active layer and hands it to
+    /// the sync thread; freezes the active layer once it is full.
     fn commit(&mut self, writes: Vec<WriteRequest>) {
         if writes.is_empty() {
             return;
-        }
-        if !self.can_plan_on_deferred(writes.len()) {
-            self.apply_deferred();
         }
         let mut replies = Vec::with_capacity(writes.len());
         let mut requests = Vec::with_capacity(writes.len());
@@ -578,15 +476,13 @@ impl Writer {
             replies.push(write.reply);
             requests.push((write.key, write.op, write.expect));
         }
-        let base = self.deferred.as_ref().map(|d| &d.planned);
         let mut planned = match self
             .shared
             .check_failed()
-            .and_then(|()| self.applier.plan(&self.shared, requests, base))
+            .and_then(|()| self.applier.plan(&self.shared, requests))
         {
             Ok(planned) => planned,
             Err(e) => {
-                self.apply_deferred();
                 self.syncer.send(SyncJob::failed(replies, &e));
                 return;
             }
@@ -594,7 +490,6 @@ impl Writer {
         if !planned.changes_anything() {
             // Conflicts and no-ops: answered once every earlier batch is durable (they may
             // show its values).
-            self.apply_deferred();
             self.syncer.send(SyncJob::answer(
                 replies,
                 std::mem::take(&mut planned.outcomes),
@@ -611,7 +506,6 @@ impl Writer {
         }
         // At most one record is ever unsynced, so only the log's last record can be torn.
         if let Err(e) = self.shared.wait_synced(self.appended) {
-            self.apply_deferred();
             self.syncer.send(SyncJob::failed(replies, &e));
             return;
         }
@@ -619,25 +513,20 @@ impl Writer {
             Ok(file) => file,
             Err(e) => {
                 self.fail(&e);
-                self.apply_deferred();
                 self.syncer.send(SyncJob::failed(replies, &e));
                 return;
             }
         };
         self.appended += 1;
-        // The sync runs while the batch is applied to sled.
-        let (applied_tx, applied_rx) = mpsc::sync_channel(1);
-        let compacted_before = self
-            .deferred
-            .as_ref()
-            .map_or(self.applier.compacted, |d| d.planned.compacted);
+        // Applied (in memory, its keys in flight) before the sync thread may publish it.
+        let compacted_before = self.applier.compacted;
+        self.applier.apply(&self.shared, &mut planned, true);
         let job = SyncJob::durable(
             replies,
             std::mem::take(&mut planned.outcomes),
             Durable {
                 seq: self.appended,
                 file,
-                applied: applied_rx,
                 revision: planned.revision,
                 compacted: planned.compacted,
                 compacted_before,
@@ -645,31 +534,15 @@ impl Writer {
             },
         );
         self.syncer.send(job);
-        match self.deferred.take() {
-            Some(deferred) => {
-                let applied =
-                    self.applier
-                        .apply(&self.shared, &[&deferred.planned, &planned], true);
-                if let Err(e) = &applied {
-                    self.fail(e);
-                }
-                let _ = deferred
-                    .applied
-                    .send(applied.as_ref().map_err(clone_error).copied());
-                let _ = applied_tx.send(applied);
-            }
-            None if self.rx_has_next() => {
-                self.deferred = Some(Deferred {
-                    planned,
-                    applied: applied_tx,
-                });
-            }
-            None => {
-                let applied = self.applier.apply(&self.shared, &[&planned], true);
-                if let Err(e) = &applied {
-                    self.fail(e);
-                }
-                let _ = applied_tx.send(applied);
+        let full = self
+            .shared
+            .with_layers(|layers| Ok(layers.active.bytes() >= LAYER_BYTES))
+            .unwrap_or(false);
+        if full {
+            self.freeze_layer();
+            // Memory stays bounded if sled falls behind: wait for the checkpoint thread.
+            if let Some(upto) = self.layers_sent.checked_sub(MAX_FROZEN as u64) {
+                self.shared.wait_layers_written(upto);
             }
         }
     }
@@ -685,17 +558,19 @@ impl Writer {
             .is_some_and(|s| s.end == HEADER_LEN || s.end + len <= s.len);
         if !fits {
             // The checkpoint asked for below removes the older segments once sled is durable:
-            // every record in them must be applied first.
-            self.apply_deferred();
+            // every record in them must be in sled first (layers are written in order, before
+            // the checkpoint).
+            self.freeze_layer();
             let segment = self.wal.create_segment(first, self.next_segment_bytes)?;
             self.next_segment_bytes = (self.next_segment_bytes * 2).min(SEGMENT_BYTES);
             // Every record of the older segments is applied: once sled is durable they can go.
             let rotated = self.segment.replace(segment).is_some();
-            self.checkpointer.send(Checkpoint {
-                sync_sled: rotated,
-                keep_from: first,
-                spare_bytes: self.next_segment_bytes,
-            });
+            self.checkpointer
+                .send(CheckpointJob::Checkpoint(Checkpoint {
+                    sync_sled: rotated,
+                    keep_from: first,
+                    spare_bytes: self.next_segment_bytes,
+                }));
         }
         let bytes = self.record.finish();
         let segment = self
