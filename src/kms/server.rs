@@ -82,8 +82,9 @@ impl PluginServer {
         admin: Option<&Path>,
         access: SocketAccess,
     ) -> Result<PluginServer, SocketError> {
-        let (kms, kms_guard) = uds::bind(socket, access)?;
-        let mut guards = vec![kms_guard];
+        // The admin socket first: once the KMS socket exists (what kube-apiserver and scripts
+        // wait for), both do.
+        let mut guards = Vec::with_capacity(2);
         let admin = match admin {
             Some(path) => {
                 let (listener, guard) = uds::bind(path, SocketAccess::default())?;
@@ -92,6 +93,8 @@ impl PluginServer {
             }
             None => None,
         };
+        let (kms, kms_guard) = uds::bind(socket, access)?;
+        guards.push(kms_guard);
         Ok(PluginServer {
             keyring,
             kms,

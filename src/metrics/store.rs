@@ -166,7 +166,7 @@ impl Collector for StoreCollector {
             )?;
             let m = enc.encode_descriptor(
                 "keyward_store_sled_commits",
-                "sled transactions the writer committed: one per batch, or one for two batches when the next was already queued",
+                "sled transactions committed: one per in-memory layer of batches (256 KiB of writes) written to sled",
                 None,
                 MetricType::Counter,
             )?;

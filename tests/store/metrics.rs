@@ -103,16 +103,16 @@ fn dev_counts_calls_objects_watches_and_migrations_and_names_no_secret() {
             &[]
         )
     );
-    // One sled transaction per batch that changed something, or one for two.
+    // One sled transaction per layer of batches: none yet for two creates (they are in the
+    // active layer, in memory), never more than the batches synced.
     let commits = value(&first, "keyward_store_sled_commits_total", &[]);
     assert!(
-        commits >= 1.0
-            && commits
-                <= value(
-                    &first,
-                    "keyward_store_sled_fsync_duration_seconds_count",
-                    &[]
-                ),
+        commits
+            <= value(
+                &first,
+                "keyward_store_sled_fsync_duration_seconds_count",
+                &[]
+            ),
         "{first:?}"
     );
     // dev is both products in one registry: the store's kms v2 provider called the plugin.

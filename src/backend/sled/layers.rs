@@ -20,8 +20,12 @@ use super::codec::rev_bytes;
 use super::{sled_error, Shared};
 use crate::backend::{BackendError, Revision};
 
-/// The active layer is frozen and written to sled once its pending writes reach this size.
-pub(super) const LAYER_BYTES: usize = 1 << 20;
+/// The active layer is frozen and written to sled once its pending writes reach this size
+/// (about 110 puts of 1 KiB values, each also moving the version it replaces to `history`).
+/// Larger layers cost sled less per write but hold sled's lock longer while written: a sled
+/// transaction excludes every other sled reader for its duration (a few milliseconds here), and
+/// readers of keys that are not in a layer wait for it.
+pub(super) const LAYER_BYTES: usize = 256 << 10;
 /// Frozen layers waiting for sled before the writer waits for the checkpoint thread.
 pub(super) const MAX_FROZEN: usize = 8;
 /// Bookkeeping counted per pending write besides its key and value.

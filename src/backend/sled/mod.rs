@@ -44,39 +44,41 @@
 //! applied state (each applied change gets the next revision; conditions see the effects of
 //! earlier requests of the same batch). It then makes the batch durable the way etcd does: the
 //! batch's changes are appended to the write-ahead log (`wal/`, see `wal.rs`) as **one** record,
-//! and the sync thread makes that record durable with **one** `fdatasync`. While it syncs, the
-//! writer applies the batch to sled in memory (one sled transaction over the four trees, so sled
-//! holds all of a batch or none of it); the next record is appended only once this one is
-//! synced, so at most the log's last record can ever be torn, and the writer takes the next
-//! batch only then, so that the requests that arrived during the sync join it (each batch costs
-//! sled a transaction, and sled writes its I/O buffer out twice per transaction). If a request
-//! is already queued when a batch has been logged, the batch is not applied at once: the next
-//! batch is planned on top of it (current values from the deferred batch, each key's history
-//! from the writer's history cache) and both are applied in **one** sled transaction, so that
-//! sled still only ever holds the state after a whole log record; when the next batch could
-//! read something the deferred one changes in sled (its log window, a history the cache does
-//! not hold), or a checkpoint is due, the deferred batch is applied first. Once the
-//! record is synced and the batch applied, the sync thread publishes the new revision, answers
-//! every request of the batch and sends the batch's events to watchers. Concurrent writers share
-//! one `fdatasync`; a lone writer pays one.
+//! and the sync thread makes that record durable with **one** `fdatasync`. Before handing the
+//! record over, the writer applies the batch in memory to the *active layer* above sled
+//! (`layers.rs`: each tree's pending writes, sorted), and publishes its keys as in flight. The
+//! next record is appended only once this one is synced, so at most the log's last record can
+//! ever be torn, and the writer takes the next batch only then, so that the requests that
+//! arrive during the sync join it. Once the record is synced, the sync thread publishes the new
+//! revision, answers every request of the batch and sends the batch's events to watchers.
+//! Concurrent writers share one `fdatasync`; a lone writer pays one.
 //!
-//! sled is made durable only at **checkpoints**: when a log segment is full, the writer starts
-//! the next one and the checkpoint thread flushes sled and `fsync`s its files (sled's `flush`
+//! sled is written **per layer**, not per batch: once the active layer holds 256 KiB of
+//! writes, the writer freezes it and the checkpoint thread writes it to sled in **one**
+//! transaction over the four trees (so that sled, and whatever sled writes to disk on its own,
+//! always holds the state after a whole log record, which is what replay starts from), then
+//! drops it. Many batches share one transaction, and a key written several times meanwhile
+//! reaches sled once. sled is made durable only at **checkpoints**: when a log segment is full,
+//! the writer freezes the active layer and starts the next segment, and the checkpoint thread,
+//! once the layers before it are in sled, flushes sled and `fsync`s its files (sled's `flush`
 //! only calls `sync_file_range`, which persists neither file metadata nor the device's write
 //! cache, so it also `fsync`s sled's `db` file, new blob files under `blobs/` and changed
-//! directories), then removes the older segments. Closing the backend checkpoints and removes
-//! the log. Opening replays the log onto sled by revision: a record sled already holds is
-//! skipped, the next one is re-applied (giving the same revisions, records and history, since
-//! sled is exactly at the state before it), a gap is an error; then sled is made durable and
-//! the log emptied. A torn last record is cut; an unreadable record anywhere else is
-//! [`BackendError::Corrupt`] naming the file and offset.
+//! directories), then removes the older segments. Closing the backend writes the layers,
+//! checkpoints and removes the log. Opening replays the log by revision: a record sled already
+//! holds is skipped, the next one is re-applied (giving the same revisions, records and
+//! history, since sled is exactly at the state before it), a gap is an error; then the replayed
+//! batches are written to sled, sled is made durable and the log emptied. A torn last record is
+//! cut; an unreadable record anywhere else is [`BackendError::Corrupt`] naming the file and
+//! offset.
 //!
-//! Readers read sled directly under a lock that the writer holds exclusively only while it
-//! applies a batch in memory (microseconds), so every read (current or past) is a consistent
-//! snapshot. While the batch is being made durable, its revision and keys are published as *in
-//! flight*: a read that would touch one of those keys waits until the batch is durable and then
-//! reads again, so no read ever observes a change that is not yet durable, and reads of other
-//! keys do not wait for the `fsync` at all. Watches only deliver durable changes too.
+//! Readers look each key up in the layers, newest first, then in sled (ranges merge them in key
+//! order), under a lock that the writer holds exclusively only while it applies a batch to the
+//! active layer (microseconds), so every read (current or past) is a consistent snapshot; a
+//! layer being written to sled hides sled's half-written state until it is dropped. While the
+//! batch is being made durable, its revision and keys are published as *in flight*: a read
+//! that would touch one of those keys waits until the batch is durable and then reads again, so
+//! no read ever observes a change that is not yet durable, and reads of other keys do not wait
+//! for the `fsync` at all. Watches only deliver durable changes too.
 //!
 //! If the append, the `fdatasync`, the sled commit or a checkpoint fails, the batch's requests
 //! get [`BackendError::Io`] and the backend refuses every later request with
@@ -114,7 +116,8 @@
 //!
 //! `codec` holds the byte encodings above, `wal` the write-ahead log's format, segments and
 //! recovery scan, `writer` the writer thread (batching, planning, appending, applying, replay),
-//! `sync` the sync thread (fdatasync, publication) and the checkpoint thread, `retention`
+//! `sync` the sync thread (fdatasync, publication) and the checkpoint thread, `layers` the
+//! batches applied in memory but not yet written to sled, `retention`
 //! pruning and compaction, `keyhist` the writer's cache of each key's retained history (so a
 //! write does not scan it), `files` the extra `fsync`s and the wait for sled's lock, `read`
 //! reads at current and past revisions, and `watch` replay and live fan-out.
@@ -273,7 +276,7 @@ struct Shared {
     current: AtomicRevision,
     /// The compacted revision.
     compacted: AtomicRevision,
-    /// The compacted revision of the newest batch applied to sled (ahead of `compacted` until
+    /// The compacted revision of the newest batch applied (ahead of `compacted` until
     /// it is published): versions that log events below it name may be pruned from `history`.
     history_pruned_to: AtomicRevision,
     /// Set after an I/O error in the write path; every request is then refused.
@@ -284,7 +287,7 @@ struct Shared {
     events: Mutex<Option<broadcast::Sender<Arc<Vec<Event>>>>>,
     batches: AtomicU64,
     requests: AtomicU64,
-    /// sled transactions committed by the writer.
+    /// sled transactions committed (one per layer written).
     commits: AtomicU64,
     /// Requests per batch.
     batch_size: AtomicHistogram,

@@ -201,7 +201,7 @@ pub(super) enum CheckpointJob {
 pub(super) struct Checkpoint {
     /// Whether older segments exist: make sled durable, then remove them.
     pub(super) sync_sled: bool,
-    /// The new segment's base: every record below it is applied to sled.
+    /// The new segment's base: every record below it is in the layers sent before this job.
     pub(super) keep_from: Revision,
     /// Size of the spare to prepare for the next rotation.
     pub(super) spare_bytes: u64,
