@@ -161,6 +161,7 @@ fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
 /// sled keeps the versions `--history` asks for, within the revisions `--history-window` keeps.
 fn sled_options(store: &StoreArgs) -> SledOptions {
     SledOptions {
+        layer_bytes: crate::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: store.history,
         log_retention: store.history_window,
     }

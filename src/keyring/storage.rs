@@ -71,6 +71,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// mean unlimited). Superseded documents, which hold sealed copies of keys since disabled or
 /// destroyed, are then dropped as the keyring changes instead of being kept for replay.
 const DIR_STORE_OPTIONS: SledOptions = SledOptions {
+    layer_bytes: crate::backend::sled::DEFAULT_LAYER_BYTES,
     history_per_key: 1,
     log_retention: 1,
 };

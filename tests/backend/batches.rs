@@ -243,6 +243,7 @@ async fn applied_together_match_applied_one_at_a_time(opts: SledOptions) -> bool
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_applied_together_leave_what_one_at_a_time_leaves() {
     let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 4,
         log_retention: 0,
     };
@@ -262,6 +263,7 @@ async fn with_a_short_log_window_too() {
     // the deferred one, which is then applied alone.
     for (history_per_key, log_retention) in [(3, 300), (2, 24), (2, 6)] {
         let opts = SledOptions {
+            layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
             history_per_key,
             log_retention,
         };

@@ -118,8 +118,13 @@ fn crash_writer_child() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let backend =
-            Arc::new(SledBackend::open(Path::new(&dir), SledOptions::default()).expect("open"));
+        // Rounds take turns: layers written to sled after every batch, every few batches, and
+        // at the default size, so that kills land while layers are being written too.
+        let opts = SledOptions {
+            layer_bytes: [0, 4096, SledOptions::default().layer_bytes][round as usize % 3],
+            ..SledOptions::default()
+        };
+        let backend = Arc::new(SledBackend::open(Path::new(&dir), opts).expect("open"));
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
         // A live watch of everything: its events must be durable, in order, without gaps.
         let mut stream = backend.watch(b"", None).await.expect("watch");

@@ -426,11 +426,22 @@ fn options() -> impl Strategy<Value = SledOptions> {
     (
         prop_oneof![Just(0usize), Just(1), Just(2), Just(3), Just(10)],
         prop_oneof![Just(0u64), Just(3), Just(8), Just(100_000)],
+        // Layers written to sled after every batch, every few batches, and (the default) only
+        // when the store is closed: reads then merge sled, frozen layers and the active one.
+        prop_oneof![
+            Just(0usize),
+            Just(200),
+            Just(1000),
+            Just(keyward::backend::sled::DEFAULT_LAYER_BYTES)
+        ],
     )
-        .prop_map(|(history_per_key, log_retention)| SledOptions {
-            history_per_key,
-            log_retention,
-        })
+        .prop_map(
+            |(history_per_key, log_retention, layer_bytes)| SledOptions {
+                layer_bytes,
+                history_per_key,
+                log_retention,
+            },
+        )
 }
 
 /// The read revision `at` names (`Some(None)`: the current state), or `None` for a number
@@ -727,6 +738,7 @@ proptest! {
 
 /// etcd keeps every revision until compaction: the model without retention limits.
 const ETCD_MODEL: SledOptions = SledOptions {
+    layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
     history_per_key: 0,
     log_retention: 0,
 };
@@ -903,6 +915,7 @@ async fn watch_replays_then_follows_live(backend: Arc<dyn Backend>) {
 async fn watch_replays_then_follows_live_without_gap_or_duplicate() {
     // Unlimited per-key history, so that the state at revision 9 can still be read at the end.
     let fresh = Fresh::sled(SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 0,
         ..SledOptions::default()
     });
@@ -1042,6 +1055,7 @@ async fn watch_below_the_compacted_revision_fails() {
 
     // Log retention compacts by itself.
     let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 10,
         log_retention: 5,
     };

@@ -38,6 +38,7 @@ async fn a_deleted_keys_history_is_removed_when_its_delete_leaves_the_window() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
     let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 10,
         log_retention: 5,
     };
@@ -92,6 +93,7 @@ async fn stores_from_before_get_their_deleted_history_pruned_once_on_open() {
     let path = dir.path().join("store");
     // No log retention: nothing is compacted while writing.
     let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 10,
         log_retention: 0,
     };
@@ -162,6 +164,7 @@ async fn a_current_version_is_only_in_kv_and_older_ones_in_history() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
     let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 3,
         log_retention: 0,
     };
@@ -231,6 +234,7 @@ async fn a_format_2_store_with_current_versions_in_history_reads_the_same_after_
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
     let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 2,
         log_retention: 0,
     };
@@ -304,6 +308,7 @@ async fn versions_below_the_floor_stay_while_the_log_needs_them_then_go() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
     let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
         history_per_key: 2,
         log_retention: 8,
     };

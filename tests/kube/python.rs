@@ -42,6 +42,7 @@ async fn start(retention: u64) -> World {
         BackendSpec::Sled {
             dir: d.join("store"),
             options: SledOptions {
+                layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
                 log_retention: retention,
                 ..SledOptions::default()
             },

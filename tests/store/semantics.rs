@@ -90,6 +90,7 @@ impl TestStore {
             Backing::Sled => BackendSpec::Sled {
                 dir: self.dir.path().join("store"),
                 options: SledOptions {
+                    layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
                     history_per_key: self.history,
                     ..SledOptions::default()
                 },

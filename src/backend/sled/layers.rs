@@ -2,7 +2,8 @@
 //!
 //! The writer applies each batch to the *active* layer (sorted maps of each tree's pending
 //! writes) as soon as its log record is appended; readers look a key up in the layers, newest
-//! first, before sled. Once the active layer holds [`LAYER_BYTES`], the writer freezes it and
+//! first, before sled. Once the active layer holds [`SledOptions::layer_bytes`](super::SledOptions)
+//! of writes, the writer freezes it and
 //! the checkpoint thread writes it to sled in **one** transaction over the four trees (so that
 //! sled only ever holds the state after a whole log record, which replay starts from), then
 //! drops it. Many batches share one sled transaction: sled's cost per transaction (it writes
@@ -20,12 +21,6 @@ use super::codec::rev_bytes;
 use super::{sled_error, Shared};
 use crate::backend::{BackendError, Revision};
 
-/// The active layer is frozen and written to sled once its pending writes reach this size
-/// (about 110 puts of 1 KiB values, each also moving the version it replaces to `history`).
-/// Larger layers cost sled less per write but hold sled's lock longer while written: a sled
-/// transaction excludes every other sled reader for its duration (a few milliseconds here), and
-/// readers of keys that are not in a layer wait for it.
-pub(super) const LAYER_BYTES: usize = 256 << 10;
 /// Frozen layers waiting for sled before the writer waits for the checkpoint thread.
 pub(super) const MAX_FROZEN: usize = 8;
 /// Bookkeeping counted per pending write besides its key and value.

@@ -179,7 +179,11 @@ const META_COMPACTED: &[u8] = b"compacted_revision";
 /// pass once, on open.
 const META_DELETED_PRUNED: &[u8] = b"deleted_history_pruned";
 
-/// Retention settings of a [`SledBackend`].
+/// Bytes of writes a [`SledBackend`] keeps in memory above sled by default before writing them
+/// to sled in one transaction ([`SledOptions::layer_bytes`]).
+pub const DEFAULT_LAYER_BYTES: usize = 256 << 10;
+
+/// Retention and write settings of a [`SledBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SledOptions {
     /// Versions of each key (puts and deletes) kept for reads at past revisions; 0 keeps every
@@ -189,6 +193,11 @@ pub struct SledOptions {
     /// Revisions kept in the change log for watch replay; older ones are compacted after each
     /// write. 0 means unlimited (only [`Backend::compact`] discards history). Default 100 000.
     pub log_retention: u64,
+    /// Bytes of applied writes kept in memory (the active layer, readable at once) before they
+    /// are written to sled in one transaction, many batches together. Larger layers cost sled
+    /// less per write, but a sled transaction holds back every other sled reader while it is
+    /// written. 0 writes each batch on its own. Default [`DEFAULT_LAYER_BYTES`].
+    pub layer_bytes: usize,
 }
 
 impl Default for SledOptions {
@@ -196,6 +205,7 @@ impl Default for SledOptions {
         Self {
             history_per_key: 10,
             log_retention: 100_000,
+            layer_bytes: DEFAULT_LAYER_BYTES,
         }
     }
 }

@@ -17,7 +17,7 @@ use ::sled::IVec;
 use tokio::sync::oneshot;
 
 use super::codec::{encode_event_ref, encode_record, rev_bytes};
-use super::layers::{TreeId, Writes, LAYER_BYTES, MAX_FROZEN};
+use super::layers::{TreeId, Writes, MAX_FROZEN};
 use super::retention::{leaving_between, prune_log};
 use super::sync::{Checkpoint, CheckpointJob, Checkpointer, Durable, SyncJob, Syncer};
 use super::wal::{LoggedBatch, RecordBuilder, Segment, WalDir, HEADER_LEN, SEGMENT_BYTES};
@@ -326,7 +326,8 @@ impl Applier {
             )));
         }
         self.apply(shared, &mut planned, false);
-        let full = shared.with_layers(|layers| Ok(layers.active.bytes() >= LAYER_BYTES))?;
+        let full =
+            shared.with_layers(|layers| Ok(layers.active.bytes() >= shared.opts.layer_bytes))?;
         if full {
             shared.write_layers_now()?;
         }
@@ -536,7 +537,7 @@ impl Writer {
         self.syncer.send(job);
         let full = self
             .shared
-            .with_layers(|layers| Ok(layers.active.bytes() >= LAYER_BYTES))
+            .with_layers(|layers| Ok(layers.active.bytes() >= self.shared.opts.layer_bytes))
             .unwrap_or(false);
         if full {
             self.freeze_layer();
