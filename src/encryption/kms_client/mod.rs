@@ -14,6 +14,8 @@
 //! This file holds what both share: the lazily connected channel, call timeouts and the mapping
 //! of plugin failures to [`EncryptionError`].
 
+mod derived;
+mod object;
 mod v1;
 mod v2;
 
