@@ -7,7 +7,8 @@
 //! Eviction beyond the bound is CLOCK (second chance): the hand passes over entries read since it
 //! last passed them and removes the first one that was not, or one that has expired. An expired
 //! entry is never used: a read that finds one derives the key again. An evicted, expired or
-//! replaced key is dropped at once, under the write lock, and its drop zeroizes it.
+//! replaced key is dropped at once, under the write lock, and its drop zeroizes it. The AEAD
+//! still authenticates every value, so a cached key never lets a changed value or path through.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
