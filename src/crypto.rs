@@ -818,6 +818,18 @@ mod tests {
         hex::decode(s).unwrap()
     }
 
+    /// The AES key schedule in an [`AesGcmKey`] wipes itself when dropped (the `aes` crate's
+    /// `zeroize` feature), so dropping the key zeroizes it: what caches of keys rely on when
+    /// they evict (the kms v2 derived-key cache). (GHASH's subkey is not wiped: `polyval` is
+    /// built without its `zeroize` feature.)
+    #[test]
+    fn aes_key_schedules_zeroize_on_drop() {
+        fn zeroizes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroizes_on_drop::<aes::Aes128>();
+        zeroizes_on_drop::<aes::Aes192>();
+        zeroizes_on_drop::<aes::Aes256>();
+    }
+
     /// AES-256-GCM test case 16 of McGrew & Viega, "The Galois/Counter Mode of Operation"
     /// (the GCM specification's appendix B): 256-bit key, 96-bit IV, with AAD.
     #[test]

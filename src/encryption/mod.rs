@@ -22,6 +22,7 @@ mod kms_client;
 mod local;
 pub mod reload;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -219,6 +220,37 @@ impl Transformer {
         storage_key: &str,
         stored: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, ReadInfo), EncryptionError> {
+        let (pt, stale, e, key_id) = self.read(storage_key, stored).await?;
+        let key = match key_id {
+            Some(key_id) => format!("{}/{key_id}", e.key),
+            None => e.key.clone(),
+        };
+        let info = ReadInfo {
+            provider: e.provider,
+            key,
+            stale,
+        };
+        Ok((pt, info))
+    }
+
+    /// [`Transformer::from_storage`] for a caller that needs only the plaintext and whether it
+    /// is stale ([`ReadInfo::stale`]): the provider's key name is not built.
+    pub async fn from_storage_stale(
+        &self,
+        storage_key: &str,
+        stored: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, bool), EncryptionError> {
+        let (pt, stale, _, _) = self.read(storage_key, stored).await?;
+        Ok((pt, stale))
+    }
+
+    /// Decrypts a stored value: the plaintext, whether it is stale, the provider that read it
+    /// and (kms v2) the key_id it was written under.
+    async fn read<'a>(
+        &self,
+        storage_key: &str,
+        stored: &'a [u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, bool, &Entry, Option<Cow<'a, str>>), EncryptionError> {
         let aad = storage_key.as_bytes();
         let mut first_err = None;
         for (i, e) in self.entries.iter().enumerate() {
@@ -230,32 +262,18 @@ impl Transformer {
                     if stored.starts_with(ENCRYPTED_PREFIX) {
                         Err(EncryptionError::IdentityReadEncrypted)
                     } else {
-                        Ok((Zeroizing::new(body.to_vec()), false, String::new()))
+                        Ok((Zeroizing::new(body.to_vec()), false, None))
                     }
                 }
-                Kind::Local(k) => k
-                    .open(&e.key, aad, body)
-                    .map(|pt| (pt, false, e.key.clone())),
-                Kind::KmsV1(k) => k
-                    .open(aad, body)
-                    .await
-                    .map(|(pt, stale)| (pt, stale, e.key.clone())),
+                Kind::Local(k) => k.open(&e.key, aad, body).map(|pt| (pt, false, None)),
+                Kind::KmsV1(k) => k.open(aad, body).await.map(|(pt, stale)| (pt, stale, None)),
                 Kind::KmsV2(k) => k
                     .open(aad, body)
                     .await
-                    .map(|(pt, stale, key_id)| (pt, stale, format!("{}/{key_id}", e.key))),
+                    .map(|(pt, stale, key_id)| (pt, stale, Some(key_id))),
             };
             match res {
-                Ok((pt, inner_stale, key)) => {
-                    return Ok((
-                        pt,
-                        ReadInfo {
-                            provider: e.provider,
-                            key,
-                            stale: inner_stale || i != 0,
-                        },
-                    ))
-                }
+                Ok((pt, inner_stale, key_id)) => return Ok((pt, inner_stale || i != 0, e, key_id)),
                 Err(err) => {
                     tracing::debug!(provider = e.provider, key = %e.key, error = %err, "provider could not read value");
                     first_err.get_or_insert(err);

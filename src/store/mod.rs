@@ -430,15 +430,18 @@ impl Store {
 
     /// Decrypts and decodes a stored object; also says how it was read (provider, staleness).
     pub async fn decode(&self, kv: &KeyValue) -> Result<(Secret, ReadInfo), StoreError> {
-        let key = String::from_utf8_lossy(&kv.key).into_owned();
+        let key = String::from_utf8_lossy(&kv.key);
         let t = self.encryption.load().for_resource(RESOURCE);
         let (json, info) = t.from_storage(&key, &kv.value).await?;
-        let mut s: Secret = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
-            key: key.clone(),
-            reason: crate::redact::serde_values(&e.to_string()),
-        })?;
-        s.metadata.resource_version = kv.mod_revision.to_string();
-        Ok((s, info))
+        Ok((parse_stored(kv, &key, &json)?, info))
+    }
+
+    /// [`Store::decode`] that says only whether the object is stale ([`ReadInfo::stale`]).
+    async fn decode_stale(&self, kv: &KeyValue) -> Result<(Secret, bool), StoreError> {
+        let key = String::from_utf8_lossy(&kv.key);
+        let t = self.encryption.load().for_resource(RESOURCE);
+        let (json, stale) = t.from_storage_stale(&key, &kv.value).await?;
+        Ok((parse_stored(kv, &key, &json)?, stale))
     }
 
     /// [`Store::decode`] for lists and watches, through the decoded-object cache: an object
@@ -451,7 +454,7 @@ impl Store {
             return Ok(s);
         }
         let generation = self.decoded.generation();
-        let s = Arc::new(self.decode(kv).await?.0);
+        let s = Arc::new(self.decode_stale(kv).await?.0);
         self.decoded
             .insert(&kv.key, kv.mod_revision, generation, s.clone());
         Ok(s)
@@ -548,7 +551,7 @@ impl Store {
         let key = self.storage_key(namespace, name);
         let (kv, _) = self.backend.get(key.as_bytes(), revision).await?;
         let kv = kv.ok_or_else(|| not_found(namespace, name))?;
-        Ok(self.decode(&kv).await?.0)
+        Ok(self.decode_stale(&kv).await?.0)
     }
 
     /// Replaces a Secret. With a `resourceVersion`, it must match the stored one (Conflict
@@ -570,8 +573,8 @@ impl Store {
             let (old, stale) = match self.decoded.get(&cur.key, cur.mod_revision) {
                 Some(old) => (old, None),
                 None => {
-                    let (old, info) = self.decode(&cur).await?;
-                    (Arc::new(old), Some(info.stale))
+                    let (old, stale) = self.decode_stale(&cur).await?;
+                    (Arc::new(old), Some(stale))
                 }
             };
             if want_rv.is_some_and(|rv| rv != cur.mod_revision) {
@@ -638,7 +641,7 @@ impl Store {
             if unchanged {
                 let stale = match stale {
                     Some(stale) => stale,
-                    None => self.decode(&cur).await?.1.stale,
+                    None => self.decode_stale(&cur).await?.1,
                 };
                 if !stale {
                     return Ok(Arc::unwrap_or_clone(old));
@@ -692,7 +695,7 @@ impl Store {
         loop {
             let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
             let cur = cur.ok_or_else(|| not_found(namespace, name))?;
-            let old = match self.decode(&cur).await {
+            let old = match self.decode_stale(&cur).await {
                 Ok((old, _)) => old,
                 Err(StoreError::Encryption(e)) if pre.unsafe_ignore_decrypt_errors => {
                     tracing::warn!(key = %key, error = %e, "deleting an object that cannot be decrypted");
@@ -882,7 +885,7 @@ impl Store {
         let mut cur = cur.ok_or_else(|| not_found(namespace, name))?;
         let mut out = Vec::new();
         loop {
-            let (s, _) = self.decode(&cur).await?;
+            let (s, _) = self.decode_stale(&cur).await?;
             out.push(HistoryEntry {
                 revision: cur.mod_revision,
                 time: s.last_write_time(),
@@ -918,7 +921,7 @@ impl Store {
         let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
         let cur = cur.ok_or_else(|| not_found(namespace, name))?;
         let name = name.as_str();
-        let (current, _) = self.decode(&cur).await?;
+        let (current, _) = self.decode_stale(&cur).await?;
         if current.is_immutable() {
             return Err(field_invalid(
                 name,
@@ -942,7 +945,7 @@ impl Store {
                 ));
             }
         };
-        let (old, _) = self.decode(&old).await?;
+        let (old, _) = self.decode_stale(&old).await?;
         let mut next = current.clone();
         // Recorded as a keyward.v1 write (manager `keyward`).
         next.metadata.managed_fields.clear();
@@ -957,6 +960,16 @@ impl Store {
 /// Whether decoding `s`'s stored JSON gives `s` back: true of every Secret the store writes
 /// (normalized, so without `stringData`) unless a client sent a `managedFields` entry whose
 /// `fieldsV1` is not a trie of objects (a `null` would come back as absent).
+/// The Secret in the plaintext `json` read from `kv` (stored at `key`), at `kv`'s revision.
+fn parse_stored(kv: &KeyValue, key: &str, json: &[u8]) -> Result<Secret, StoreError> {
+    let mut s: Secret = serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: crate::redact::serde_values(&e.to_string()),
+    })?;
+    s.metadata.resource_version = kv.mod_revision.to_string();
+    Ok(s)
+}
+
 fn decodes_to_itself(s: &Secret) -> bool {
     fn trie(v: &serde_json::Value) -> bool {
         v.as_object().is_some_and(|m| m.values().all(trie))

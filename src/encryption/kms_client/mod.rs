@@ -13,7 +13,11 @@
 //!
 //! This file holds what both share: the lazily connected channel, call timeouts and the mapping
 //! of plugin failures to [`EncryptionError`].
+//! Two parts of the kms v2 read path have their own files: `object` reads a stored
+//! `EncryptedObject` in place, and `derived` caches the data keys derived for reads.
 
+mod derived;
+mod object;
 mod v1;
 mod v2;
 

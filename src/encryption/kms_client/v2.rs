@@ -1,6 +1,7 @@
 //! The KMS v2 provider: one seed per plugin `key_id`, a key derived per write, `Status` polled
 //! in the background, unwrapped seeds cached (facts §2, §3, §4.3).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -13,6 +14,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
+use super::derived::{DerivedId, DerivedKeys};
+use super::object::StoredObject;
 use super::{is_fqdn, new_uid, Plugin};
 use crate::crypto::{self, key_id_hash, AesGcmKey, GCM_NONCE_LEN, TAG_LEN};
 use crate::encryption::config::KmsConfiguration;
@@ -35,10 +38,8 @@ pub const MAX_ANNOTATIONS: usize = 32 * 1024;
 pub const SEED_LEN: usize = 32;
 /// Decrypted seeds kept for reads.
 const SEED_CACHE: usize = 10_000;
-/// Derived data keys kept for reads: `HKDF-Expand(seed, info)` as an AES-256-GCM key schedule
-/// (about 1 KiB each), so a value read again costs one AES-GCM open, as with `aesgcm`.
-/// kube-apiserver memoises the same keys for reads (`aes_extended_nonce.go`, a `simpleCache`
-/// keyed by info and path); this cache is bounded as well as expiring.
+/// Derived data keys kept for reads ([`DerivedKeys`]): AES-256-GCM key schedules of about
+/// 1 KiB each.
 const DERIVED_CACHE: usize = 4_096;
 /// How long a derived key serves reads after it was derived (upstream: 10 minutes).
 const DERIVED_TTL: Duration = Duration::from_secs(600);
@@ -104,9 +105,9 @@ struct WriteState {
 impl WriteState {
     /// Whether an object's wrapped seed, key_id and annotations are this seed's: then its seed
     /// is this one (what [`seed_cache_key`] of the same fields would find in the seed cache).
-    fn wrote(&self, obj: &v2::EncryptedObject) -> bool {
-        obj.encrypted_dek_source_type == SOURCE_HKDF_SEED
-            && obj.encrypted_dek_source == self.dek_source
+    fn wrote(&self, obj: &StoredObject<'_>) -> bool {
+        obj.source_type == SOURCE_HKDF_SEED
+            && *obj.encrypted_dek_source == *self.dek_source
             && obj.key_id == self.key_id
             && obj.annotations == self.annotations
     }
@@ -141,7 +142,7 @@ pub(in crate::encryption) struct KmsV2 {
     first_version: Mutex<Option<String>>,
     health: Mutex<(bool, Option<String>)>,
     seeds: Mutex<lru::LruCache<[u8; 32], Arc<SeedKey>>>,
-    derived: DerivedKeys,
+    derived: DerivedKeys<AesGcmKey>,
 }
 
 impl fmt::Debug for KmsV2 {
@@ -215,60 +216,10 @@ pub(in crate::encryption) fn v2_seal(
     .encode_to_vec())
 }
 
-/// Derived data keys of KDF-mode objects for reads: `HKDF-Expand(seed, info)` as AES-256-GCM,
-/// keyed by what determines them (the seed's cache key and the object's info), least recently
-/// used evicted beyond the bound, and re-derived once older than [`DERIVED_TTL`]. An entry is
-/// zeroized when the last reader drops it (`aes-gcm`'s `zeroize` feature). The AEAD still
-/// authenticates every value, so a cached key never lets a changed value or path through.
-struct DerivedKeys(Mutex<lru::LruCache<[u8; 64], Derived>>);
-
-/// A derived key and when it was derived.
-type Derived = (Instant, Arc<AesGcmKey>);
-
-impl DerivedKeys {
-    fn new(bound: usize) -> Self {
-        DerivedKeys(Mutex::new(lru::LruCache::new(
-            NonZeroUsize::new(bound.max(1)).expect("at least 1"),
-        )))
-    }
-
-    /// The key for `info` under the seed `seed` (identified by `seed_id`) as of `now`; `None`
-    /// if the seed is too short to derive from.
-    fn get(
-        &self,
-        seed_id: &[u8; 32],
-        seed: &[u8],
-        info: &[u8],
-        now: Instant,
-    ) -> Option<Arc<AesGcmKey>> {
-        let mut id = [0u8; 64];
-        id[..32].copy_from_slice(seed_id);
-        id[32..].copy_from_slice(info.get(..SEED_LEN)?);
-        {
-            let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.get(&id) {
-                Some((at, gcm)) if now.saturating_duration_since(*at) < DERIVED_TTL => {
-                    return Some(gcm.clone())
-                }
-                Some(_) => {
-                    cache.pop(&id);
-                }
-                None => {}
-            }
-        }
-        let dek = crypto::hkdf_expand_slice(seed, info)?;
-        let gcm = Arc::new(AesGcmKey::aes256(&dek));
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(id, (now, gcm.clone()));
-        Some(gcm)
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
+/// The data key of a KDF-mode object: `HKDF-Expand(seed, info)` as AES-256-GCM; `None` if the
+/// seed is too short to derive from.
+fn derive(seed: &[u8], info: &[u8]) -> Option<AesGcmKey> {
+    Some(AesGcmKey::aes256(&crypto::hkdf_expand_slice(seed, info)?))
 }
 
 /// Splits KDF-mode `encrypted_data` into `(info, nonce, sealed)`; `None` if too short.
@@ -301,7 +252,7 @@ impl KmsV2 {
             seeds: Mutex::new(lru::LruCache::new(
                 NonZeroUsize::new(SEED_CACHE).expect("non-zero"),
             )),
-            derived: DerivedKeys::new(DERIVED_CACHE),
+            derived: DerivedKeys::new(DERIVED_CACHE, DERIVED_TTL),
         }
     }
 
@@ -508,8 +459,17 @@ impl KmsV2 {
         data: &[u8],
     ) -> Option<Zeroizing<Vec<u8>>> {
         let (info, nonce, sealed) = split_kdf_data(data)?;
-        let gcm = self.derived.get(cache_key, seed, info, Instant::now())?;
-        gcm.open(nonce, aad, sealed).ok()
+        let mut id: DerivedId = [0u8; 64];
+        id[..32].copy_from_slice(cache_key);
+        id[32..].copy_from_slice(info);
+        self.derived
+            .with(
+                &id,
+                Instant::now(),
+                || derive(seed, info),
+                |gcm| gcm.open(nonce, aad, sealed).ok(),
+            )
+            .flatten()
     }
 
     /// The one opaque error of a value that does not open.
@@ -521,17 +481,17 @@ impl KmsV2 {
     }
 
     /// Decrypts a stored record (without prefix). Returns the plaintext, whether it is stale,
-    /// and the key_id it was written under.
-    pub(in crate::encryption) async fn open(
+    /// and the key_id it was written under (borrowed from `body` where the record allows).
+    pub(in crate::encryption) async fn open<'a>(
         &self,
         aad: &[u8],
-        body: &[u8],
-    ) -> Result<(Zeroizing<Vec<u8>>, bool, String), EncryptionError> {
+        body: &'a [u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, bool, Cow<'a, str>), EncryptionError> {
         let malformed = |reason: String| EncryptionError::Malformed {
             provider: "kms-v2",
             reason,
         };
-        let obj = v2::EncryptedObject::decode(body).map_err(|e| malformed(e.to_string()))?;
+        let obj = StoredObject::decode(body).map_err(|e| malformed(e.to_string()))?;
         if obj.encrypted_data.is_empty() {
             return Err(malformed("encrypted data is empty".into()));
         }
@@ -539,14 +499,16 @@ impl KmsV2 {
             .and_then(|()| validate_dek_source(&obj.encrypted_dek_source))
             .and_then(|()| validate_annotations(&obj.annotations))
             .map_err(malformed)?;
-        let source_type = obj.encrypted_dek_source_type;
+        let source_type = obj.source_type;
         if source_type != SOURCE_HKDF_SEED && source_type != SOURCE_AES_GCM_KEY {
             return Err(malformed(format!(
                 "unknown encryptedDEKSourceType {source_type}"
             )));
         }
         // Like kube-apiserver, nothing is read before the plugin has answered once.
-        let Some(state) = self.state.load_full() else {
+        // (A guard, not a reference count: it is let go before any await.)
+        let guard = self.state.load();
+        let Some(state) = guard.as_deref() else {
             return Err(self.plugin.err(
                 "cannot read: the plugin has not yet answered Status and Encrypt successfully",
             ));
@@ -559,6 +521,8 @@ impl KmsV2 {
                 .map(|pt| (pt, false, obj.key_id))
                 .ok_or_else(|| self.decrypt_failed());
         }
+        let other_key_id = obj.key_id != state.key_id;
+        drop(guard);
         let cache_key = seed_cache_key(
             source_type,
             &obj.encrypted_dek_source,
@@ -579,9 +543,9 @@ impl KmsV2 {
                         .call(
                             "Decrypt",
                             self.client().decrypt(v2::DecryptRequest {
-                                ciphertext: obj.encrypted_dek_source.clone(),
+                                ciphertext: obj.encrypted_dek_source.to_vec(),
                                 uid: new_uid(),
-                                key_id: obj.key_id.clone(),
+                                key_id: obj.key_id.to_string(),
                                 annotations: obj.annotations.clone(),
                             }),
                         )
@@ -615,7 +579,7 @@ impl KmsV2 {
             SeedKey::Legacy(gcm) => open_legacy(gcm, aad, &obj.encrypted_data),
         }
         .ok_or_else(|| self.decrypt_failed())?;
-        let stale = obj.key_id != state.key_id || source_type != SOURCE_HKDF_SEED;
+        let stale = other_key_id || source_type != SOURCE_HKDF_SEED;
         Ok((pt, stale, obj.key_id))
     }
 }
@@ -623,12 +587,11 @@ impl KmsV2 {
 mod tests {
     use super::*;
 
-    /// A derived key is reused while fresh, re-derived after the TTL, bounded, and equal to a
-    /// fresh derivation (it opens what `v2_seal` sealed, and nothing sealed under other info).
+    /// The key derived for reads opens what `v2_seal` sealed under the same seed and info, and
+    /// nothing sealed under other info or for another path; a short seed derives nothing.
     #[test]
-    fn derived_keys_are_reused_bounded_and_expire() {
+    fn derived_keys_open_what_v2_seal_sealed() {
         let seed = [7u8; SEED_LEN];
-        let id = [1u8; 32];
         let (info, nonce) = ([2u8; SEED_LEN], [3u8; GCM_NONCE_LEN]);
         let sealed = v2_seal(
             &seed,
@@ -641,29 +604,43 @@ mod tests {
             b"v",
         )
         .unwrap();
-        let obj = v2::EncryptedObject::decode(sealed.as_slice()).unwrap();
+        let obj = StoredObject::decode(&sealed).unwrap();
         let (i, n, ct) = split_kdf_data(&obj.encrypted_data).unwrap();
-
-        let keys = DerivedKeys::new(2);
-        let t0 = Instant::now();
-        let a = keys.get(&id, &seed, i, t0).unwrap();
-        assert_eq!(&*a.open(n, b"aad", ct).unwrap(), b"v");
-        assert!(a.open(n, b"other path", ct).is_err(), "the AAD still binds");
-        let b = keys.get(&id, &seed, i, t0 + DERIVED_TTL / 2).unwrap();
-        assert!(Arc::ptr_eq(&a, &b), "reused while fresh");
-        let c = keys.get(&id, &seed, i, t0 + DERIVED_TTL).unwrap();
-        assert!(!Arc::ptr_eq(&a, &c), "re-derived once expired");
-        assert_eq!(&*c.open(n, b"aad", ct).unwrap(), b"v");
-
-        let other = keys.get(&id, &seed, &[9u8; SEED_LEN], t0).unwrap();
-        assert!(other.open(n, b"aad", ct).is_err(), "other info, other key");
-        keys.get(&[4u8; 32], &seed, i, t0).unwrap();
-        assert_eq!(keys.len(), 2, "bounded");
+        let key = derive(&seed, i).unwrap();
+        assert_eq!(&*key.open(n, b"aad", ct).unwrap(), b"v");
         assert!(
-            keys.get(&[5u8; 32], &[0u8; 16], i, t0).is_none(),
-            "short seed"
+            key.open(n, b"other path", ct).is_err(),
+            "the AAD still binds"
         );
-        assert!(keys.get(&id, &seed, &[0u8; 4], t0).is_none(), "short info");
+        let other = derive(&seed, &[9u8; SEED_LEN]).unwrap();
+        assert!(other.open(n, b"aad", ct).is_err(), "other info, other key");
+        assert!(derive(&[0u8; 16], i).is_none(), "short seed");
+        assert!(split_kdf_data(&[0u8; 40]).is_none(), "short data");
+    }
+
+    /// Through the provider's cache: a read derives once, and later reads of objects under
+    /// the same seed and info reuse that key.
+    #[test]
+    fn reads_reuse_the_derived_key() {
+        let seed = [7u8; SEED_LEN];
+        let info = [2u8; SEED_LEN];
+        let cache: DerivedKeys<AesGcmKey> = DerivedKeys::new(4, DERIVED_TTL);
+        let mut id = [1u8; 64];
+        id[32..].copy_from_slice(&info);
+        let derivations = std::cell::Cell::new(0);
+        for _ in 0..3 {
+            let made = cache.with(
+                &id,
+                Instant::now(),
+                || {
+                    derivations.set(derivations.get() + 1);
+                    derive(&seed, &info)
+                },
+                |_| (),
+            );
+            assert!(made.is_some());
+        }
+        assert_eq!(derivations.get(), 1);
     }
 
     #[test]
