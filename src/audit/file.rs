@@ -523,13 +523,14 @@ impl LogFile {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let target = self.target(self.durable.file_index);
+        // Only a journaled batch needs it (a hash of the log's id).
+        let target =
+            (self.fsync && self.journal.is_some()).then(|| self.target(self.durable.file_index));
         let offset = self.durable.size;
         let written = self.file.write_all(&self.pending).and_then(|()| {
-            match (&mut self.journal, self.fsync) {
-                (_, false) => Ok(()),
-                (None, true) => self.file.sync_data(),
-                (Some(journal), true) => {
+            match (&mut self.journal, target) {
+                (_, _) if !self.fsync => Ok(()),
+                (Some(journal), Some(target)) => {
                     if !journal.append(target, offset, &self.pending)? {
                         // Full: the log itself takes this batch and all before it.
                         self.file.sync_data()?;
@@ -537,6 +538,7 @@ impl LogFile {
                     }
                     Ok(())
                 }
+                _ => self.file.sync_data(),
             }
         });
         match written {

@@ -207,36 +207,71 @@ fn strings(out: &mut Vec<u8>, items: &[String]) {
     out.push(b']');
 }
 
+/// What each byte is escaped with: 0 for none, `u` for `\u00XX`, else the letter after the
+/// backslash.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Whether any of the eight bytes in `w` needs escaping: a control character, `"` or `\`.
+/// Exact (the classic "has a zero byte" and "has a byte less than n" tests).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v;
+    (below_space | zero(quote) | zero(backslash)) & HIGH != 0
+}
+
 /// `s` as a JSON string, escaped as serde_json escapes it: `"` and `\` with a backslash,
 /// `\b \f \n \r \t` by name, other control characters as `\u00XX` (lowercase hex), everything
-/// else (DEL and non-ASCII included) as it is.
+/// else (DEL and non-ASCII included) as it is. Runs of eight bytes that need nothing are
+/// copied without looking at each byte.
 fn string(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            0x0c => b'f',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            b'\t' => b't',
-            0..=0x1f => b'u',
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
-        if short == b'u' {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            if !needs_escape(word) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
+        let escape = ESCAPE[usize::from(b)];
+        i += 1;
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i - 1]);
+        start = i;
+        if escape == b'u' {
             out.extend_from_slice(b"\\u00");
             out.push(HEX[usize::from(b >> 4)]);
             out.push(HEX[usize::from(b & 0xf)]);
         } else {
             out.push(b'\\');
-            out.push(short);
+            out.push(escape);
         }
     }
     out.extend_from_slice(&bytes[start..]);

@@ -207,3 +207,35 @@ fn every_character_is_escaped_as_serde_json_escapes_it() {
         }
     }
 }
+
+/// The eight-bytes-at-a-time test agrees with the table on every word it is given.
+#[test]
+fn the_word_test_agrees_with_the_table() {
+    let naive = |w: u64| {
+        w.to_le_bytes()
+            .iter()
+            .any(|&b| super::ESCAPE[usize::from(b)] != 0)
+    };
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // Bytes near the edges: 0x1f/0x20, 0x21-0x23, 0x5b-0x5d, 0x7f-0x81, 0x00, 0xff.
+        let edges = [
+            0x00, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0xff,
+        ];
+        let mixed = u64::from_le_bytes(x.to_le_bytes().map(|b| edges[usize::from(b) % 12]));
+        for w in [x, mixed] {
+            assert_eq!(super::needs_escape(w), naive(w), "{w:#018x}");
+        }
+    }
+    for b in 0..=255u8 {
+        for at in 0..8 {
+            let mut bytes = [b'a'; 8];
+            bytes[at] = b;
+            let w = u64::from_le_bytes(bytes);
+            assert_eq!(super::needs_escape(w), naive(w), "{w:#018x}");
+        }
+    }
+}
