@@ -6,13 +6,17 @@
 #   fs       authz + audit at level Metadata, durable before the request goes on (the default)
 #   nofs     as fs, with --audit-log-sync never (written, not synced: kube-apiserver's way)
 #   nofs-rr  as nofs, with omitStages: [RequestReceived] (kube-apiserver's example policy)
-# Prints calls/s and the server's CPU (user + system) per call for each.
+# Prints calls/s, the server's CPU (user + system) per call and the load average for each.
 #   KW=target/release/keyward OPS="get put" ROUNDS=3 DUR=3s CONFIGS="off authz fs nofs nofs-rr" \
 #     benches/audit_side_by_side.sh
+# Two (or more) binaries side by side: BINS="before=/path/a after=/path/b" starts each
+# configuration once per binary and runs them in turn within each round (binaries alternate
+# inside every configuration, and their order flips from one round to the next).
 set -euo pipefail
 KW=${KW:-$PWD/target/release/keyward}
+BINS=${BINS:-"kw=$KW"}
 cd "${WORK:-$(mktemp -d)}"
-rm -rf off authz fs nofs nofs-rr ./*.sock audit-*.log* .audit-*
+rm -rf ./*-off ./*-authz ./*-fs ./*-nofs ./*-nofs-rr ./*.sock audit-*.log* .audit-*
 head -c 32 /dev/urandom | base64 > k.b64
 cat > enc.yaml <<YAML
 apiVersion: apiserver.config.k8s.io/v1
@@ -43,18 +47,26 @@ YAML
 printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n' > audit-policy.yaml
 printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n' > audit-policy-rr.yaml
 A="--authorization-policy rbac.yaml --token-auth-file tokens.csv"
-declare -A PID
-start() { # name, extra flags...
-  local name=$1; shift
+declare -A PID BIN
+TAGS=""
+for b in $BINS; do TAGS="$TAGS ${b%%=*}"; BIN[${b%%=*}]=${b#*=}; done
+start() { # binary tag, config, extra flags...
+  local tag=$1 c=$2 name="$1-$2"; shift 2
   # shellcheck disable=SC2086
-  $KW server --data "$name" --encryption-config enc.yaml --socket "$PWD/$name.sock" "$@" 2>"$name.err" &
+  ${BIN[$tag]} server --data "$name" --encryption-config enc.yaml --socket "$PWD/$name.sock" "$@" 2>"$name.err" &
   PID[$name]=$!
 }
-start off
-start authz $A
-start fs $A --audit-log-path "$PWD/audit-fs.log" --audit-policy-file audit-policy.yaml
-start nofs $A --audit-log-path "$PWD/audit-nofs.log" --audit-policy-file audit-policy.yaml --audit-log-sync never
-start nofs-rr $A --audit-log-path "$PWD/audit-nofs-rr.log" --audit-policy-file audit-policy-rr.yaml --audit-log-sync never
+for t in $TAGS; do
+  for c in ${CONFIGS:-off authz fs nofs nofs-rr}; do
+    case $c in
+      off) start "$t" off ;;
+      authz) start "$t" authz $A ;;
+      fs) start "$t" fs $A --audit-log-path "$PWD/audit-$t-fs.log" --audit-policy-file audit-policy.yaml ;;
+      nofs) start "$t" nofs $A --audit-log-path "$PWD/audit-$t-nofs.log" --audit-policy-file audit-policy.yaml --audit-log-sync never ;;
+      nofs-rr) start "$t" nofs-rr $A --audit-log-path "$PWD/audit-$t-nofs-rr.log" --audit-policy-file audit-policy-rr.yaml --audit-log-sync never ;;
+    esac
+  done
+done
 trap 'kill ${PID[*]} 2>/dev/null; wait 2>/dev/null || true' EXIT
 for name in "${!PID[@]}"; do
   until [ -S "$name.sock" ]; do sleep 0.2; done
@@ -62,24 +74,32 @@ done
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 tick=$(getconf CLK_TCK)
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The load tool is the first binary's, for every server.
+first=${TAGS# }; first=${first%% *}
+reversed() { local out=""; for t in $1; do out="$t $out"; done; echo "$out"; }
 for op in ${OPS:-get put}; do
   for round in $(seq 1 "${ROUNDS:-3}"); do
+    order=$TAGS; [ $((round % 2)) = 0 ] && order=$(reversed "$TAGS")
     for c in ${CONFIGS:-off authz fs nofs nofs-rr}; do
-      tok=""; [ "$c" != off ] && tok="--token-file bench.token"
-      before=$(cpu "${PID[$c]}")
-      # shellcheck disable=SC2086
-      out=$($KW bench store --server "unix://$PWD/$c.sock" $tok --op "$op" --keys 200 \
-        --duration "${DUR:-3s}" --warmup 1s --concurrency 16 --output json)
-      after=$(cpu "${PID[$c]}")
-      python3 - "$op" "$round" "$c" "$before" "$after" "$tick" "$out" <<'PY'
+      for t in $order; do
+        name="$t-$c"
+        tok=""; [ "$c" != off ] && tok="--token-file bench.token"
+        before=$(cpu "${PID[$name]}")
+        # shellcheck disable=SC2086
+        out=$(${BIN[$first]} bench store --server "unix://$PWD/$name.sock" $tok --op "$op" --keys 200 \
+          --duration "${DUR:-3s}" --warmup 1s --concurrency 16 --output json)
+        after=$(cpu "${PID[$name]}")
+        load=$(cut -d' ' -f1 /proc/loadavg)
+        python3 - "$op" "$round" "$name" "$before" "$after" "$tick" "$load" "$out" <<'PY'
 import json, sys
-op, rnd, c, before, after, tick, out = sys.argv[1:]
+op, rnd, c, before, after, tick, load, out = sys.argv[1:]
 d = json.loads(out)
 rate = d.get("throughput", d.get("calls_per_second", 0))
 calls = d.get("calls", d.get("total_calls", 0)) or 1
 secs = (float(after) - float(before)) / float(tick)
-print(f"{op} {rnd} {c:8} {rate:9.0f}/s  server CPU {1e6 * secs / calls:6.1f} us/call")
+print(f"{op} {rnd} {c:14} {rate:9.0f}/s  server CPU {1e6 * secs / calls:6.1f} us/call  load {load}")
 PY
+      done
     done
   done
 done

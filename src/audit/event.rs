@@ -14,6 +14,8 @@ use super::object::AuditObject;
 use crate::authn::Identity;
 use crate::reason::Reason;
 
+mod json;
+
 /// Audit annotation: `allow` or `forbid`, as kube-apiserver's authorization filter sets it.
 pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
 /// Audit annotation: the authorizer's reason for its decision.
@@ -531,7 +533,17 @@ impl Event {
 
     /// The event as one line of JSON (no newline).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("an audit event always serialises")
+        let mut out = Vec::with_capacity(1024);
+        self.write_json(&mut out, &[]);
+        // Written from `str`s, whole UTF-8 characters at a time, and ASCII.
+        String::from_utf8(out).expect("an event's JSON is UTF-8")
+    }
+
+    /// Appends the event's JSON (no newline) to `out`, as its [`Serialize`] implementation
+    /// writes it but without the annotations whose keys are in `skip`. Returns whether an
+    /// `annotations` object was written; it is then the last member.
+    pub(super) fn write_json(&self, out: &mut Vec<u8>, skip: &[&str]) -> bool {
+        json::write_event(self, out, skip)
     }
 }
 

@@ -60,6 +60,8 @@ pub(super) struct LogFile {
     cur: State,
     pending: Vec<u8>,
     pending_checkpoints: u64,
+    /// The end of the next event line (`chain_suffix`), kept between lines.
+    suffix: Vec<u8>,
     /// A failed write may have left bytes after `durable.size` that could not be cut yet.
     dirty: bool,
     stats: FileStats,
@@ -67,48 +69,85 @@ pub(super) struct LogFile {
     journal: Option<Journal>,
 }
 
-/// An event serialised by the request that produced it, waiting for the chain's annotations
-/// (which only the writer can know): the work of encoding is spread over the callers, and the
-/// writer only splices, hashes and writes.
-pub(crate) struct EventLine {
-    /// The event's JSON, with no chain, sequence, checkpoint or signature annotation; its
-    /// `annotations` object, when present, is its last member.
-    json: Vec<u8>,
-    /// Whether `json` has an `annotations` object.
-    annotated: bool,
+/// The annotations only the log sets: left out of the events it is given.
+const RESERVED: [&str; 4] = [
+    CHAIN_ANNOTATION,
+    SEQ_ANNOTATION,
+    CHECKPOINT_ANNOTATION,
+    SIGNATURE_ANNOTATION,
+];
+
+/// Events serialised by the requests that produced them, back to back, waiting for the chain's
+/// annotations (which only the writer can know): the work of encoding is spread over the
+/// callers, and the writer only splices, hashes and writes. Cleared and reused, not freed, by
+/// the callers and the writer.
+#[derive(Debug, Default)]
+pub(crate) struct EventLines {
+    /// The events' JSON one after the other, each without the chain, sequence, checkpoint or
+    /// signature annotation; an event's `annotations` object, when present, is its last member.
+    bytes: Vec<u8>,
+    /// Where each event ends in `bytes`, and whether it has an `annotations` object.
+    ends: Vec<(usize, bool)>,
 }
 
-impl EventLine {
-    /// Serialises `ev` without the annotations only the log may set.
-    pub(crate) fn of(ev: &Event) -> Self {
-        let reserved = [
-            CHAIN_ANNOTATION,
-            SEQ_ANNOTATION,
-            CHECKPOINT_ANNOTATION,
-            SIGNATURE_ANNOTATION,
-        ];
-        let mut json = Vec::with_capacity(1024);
-        let written = if reserved.iter().any(|k| ev.annotations.contains_key(*k)) {
-            let mut clean = ev.clone();
-            for k in reserved {
-                clean.annotations_mut().remove(k);
-            }
-            serde_json::to_writer(&mut json, &clean)
-        } else {
-            serde_json::to_writer(&mut json, ev)
-        };
-        written.expect("an audit event always serialises");
-        let annotated = !ev_annotations_empty(ev, &reserved);
-        debug_assert!(!annotated || json.ends_with(b"}}"), "annotations come last");
-        EventLine { json, annotated }
+impl EventLines {
+    /// Serialises `ev` after the events already held, without the annotations only the log
+    /// may set.
+    pub(crate) fn push(&mut self, ev: &Event) {
+        let annotated = ev.write_json(&mut self.bytes, &RESERVED);
+        debug_assert!(
+            !annotated || self.bytes.ends_with(b"}}"),
+            "annotations come last"
+        );
+        self.ends.push((self.bytes.len(), annotated));
+    }
+
+    /// Copies `other`'s events after the ones held.
+    pub(crate) fn append(&mut self, other: &EventLines) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.ends
+            .extend(other.ends.iter().map(|&(end, a)| (base + end, a)));
+    }
+
+    /// How many events are held.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Forgets the events, keeping the memory for the next ones (up to a limit, so that one
+    /// burst does not hold megabytes for good).
+    pub(crate) fn clear(&mut self) {
+        const KEEP: usize = 1 << 20;
+        if self.bytes.capacity() > KEEP {
+            self.bytes = Vec::new();
+            self.ends = Vec::new();
+        }
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Each event's JSON and whether it has an `annotations` object.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(end, _)| end));
+        starts
+            .zip(&self.ends)
+            .map(|(start, &(end, annotated))| (&self.bytes[start..end], annotated))
     }
 }
 
-/// Whether `ev` has no annotation other than the `reserved` ones.
-fn ev_annotations_empty(ev: &Event, reserved: &[&str]) -> bool {
-    ev.annotations
-        .keys()
-        .all(|k| reserved.contains(&k.as_str()))
+/// One event for [`LogFile::write_lines`] (tests).
+#[cfg(test)]
+pub(crate) struct EventLine(EventLines);
+
+#[cfg(test)]
+impl EventLine {
+    /// Serialises `ev` without the annotations only the log may set.
+    pub(crate) fn of(ev: &Event) -> Self {
+        let mut lines = EventLines::default();
+        lines.push(ev);
+        EventLine(lines)
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
@@ -203,6 +242,7 @@ impl LogFile {
             cur: empty,
             pending: Vec::new(),
             pending_checkpoints: 0,
+            suffix: Vec::new(),
             dirty: false,
             stats: FileStats::default(),
             journal,
@@ -352,25 +392,44 @@ impl LogFile {
         self.stats
     }
 
-    /// Appends `events` in order: [`LogFile::write_lines`] of their [`EventLine`]s.
+    /// Appends `events` in order: [`LogFile::append`] of their lines.
     #[cfg(test)]
     pub fn write_events(&mut self, events: Vec<Event>) -> Result<(), AuditError> {
-        self.write_lines(events.iter().map(EventLine::of).collect())
+        let mut lines = EventLines::default();
+        events.iter().for_each(|e| lines.push(e));
+        self.append(&lines)
+    }
+
+    /// Appends `lines` in order: [`LogFile::append`] of all of them.
+    #[cfg(test)]
+    pub fn write_lines(&mut self, lines: Vec<EventLine>) -> Result<(), AuditError> {
+        let mut all = EventLines::default();
+        lines.iter().for_each(|l| all.append(&l.0));
+        self.append(&all)
     }
 
     /// Appends `lines` in order, each with the chain's annotations, with a checkpoint after
     /// every `checkpoint_every` events and a rotation when the file would outgrow `max_size`;
     /// all of it written (and synced, unless the log does not sync) when this returns `Ok`. On
     /// error, whatever was not yet written is cut from the file again.
-    pub fn write_lines(&mut self, lines: Vec<EventLine>) -> Result<(), AuditError> {
+    pub fn append(&mut self, lines: &EventLines) -> Result<(), AuditError> {
         self.clean()?;
-        for ev in lines {
-            let mut line = self.event_line(&ev);
-            if self.needs_rotation(line.len()) {
+        for (json, annotated) in lines.iter() {
+            // `...,"annotations":{...}}`: the chain's pairs go before the last two braces;
+            // without annotations, an object for them goes before the last brace.
+            let (body, opener): (&[u8], &[u8]) = if annotated {
+                (&json[..json.len() - 2], b",")
+            } else {
+                (&json[..json.len() - 1], b",\"annotations\":{")
+            };
+            self.chain_suffix();
+            if self.needs_rotation(body.len() + opener.len() + self.suffix.len()) {
                 self.rotate()?;
-                line = self.event_line(&ev);
+                self.chain_suffix();
             }
-            self.push_line(line);
+            let suffix = std::mem::take(&mut self.suffix);
+            self.push_parts(&[body, opener, &suffix]);
+            self.suffix = suffix;
             self.cur.since_checkpoint += 1;
             if self.cur.since_checkpoint >= self.checkpoint_every {
                 self.push_checkpoint(CheckpointKind::Periodic, None)?;
@@ -400,22 +459,14 @@ impl LogFile {
         Ok(())
     }
 
-    /// The line for `ev` at the chain's current position: its JSON with the chain's two
-    /// annotations added last in its `annotations` object.
-    fn event_line(&self, ev: &EventLine) -> Vec<u8> {
-        let json = &ev.json;
-        let mut line = Vec::with_capacity(json.len() + 180);
-        if ev.annotated {
-            // `...,"annotations":{...}}`: the pairs go before the last two braces.
-            line.extend_from_slice(&json[..json.len() - 2]);
-            line.push(b',');
-        } else {
-            line.extend_from_slice(&json[..json.len() - 1]);
-            line.extend_from_slice(b",\"annotations\":{");
-        }
+    /// Sets `suffix` to what ends an event line at the chain's current position: the chain's
+    /// two annotations, then the braces that close `annotations` and the event.
+    fn chain_suffix(&mut self) {
         let mut hex = [0u8; 64];
         // 32 bytes always fit 64 hex digits.
         let _ = hex::encode_to_slice(self.cur.head, &mut hex);
+        let line = &mut self.suffix;
+        line.clear();
         for part in [
             b"\"".as_slice(),
             CHAIN_ANNOTATION.as_bytes(),
@@ -430,14 +481,18 @@ impl LogFile {
         // Writing to a Vec cannot fail.
         let _ = write!(line, "{}", self.cur.next_seq);
         line.extend_from_slice(b"\"}}");
-        line
     }
 
-    fn push_line(&mut self, line: Vec<u8>) {
-        self.cur.head = line_hash(&line);
-        self.cur.size += line.len() as u64 + 1;
+    /// Appends the line made of `parts` (and its newline) to what is pending, and moves the
+    /// chain on: the line is hashed where it was copied to.
+    fn push_parts(&mut self, parts: &[&[u8]]) {
+        let start = self.pending.len();
+        for part in parts {
+            self.pending.extend_from_slice(part);
+        }
+        self.cur.head = line_hash(&self.pending[start..]);
+        self.cur.size += (self.pending.len() - start) as u64 + 1;
         self.cur.next_seq += 1;
-        self.pending.extend_from_slice(&line);
         self.pending.push(b'\n');
     }
 
@@ -457,7 +512,7 @@ impl LogFile {
             prev_file,
         };
         let line = cp.signed_line(&*self.signer)?;
-        self.push_line(line);
+        self.push_parts(&[&line]);
         self.cur.since_checkpoint = 0;
         self.pending_checkpoints += 1;
         Ok(())
@@ -468,13 +523,14 @@ impl LogFile {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let target = self.target(self.durable.file_index);
+        // Only a journaled batch needs it (a hash of the log's id).
+        let target =
+            (self.fsync && self.journal.is_some()).then(|| self.target(self.durable.file_index));
         let offset = self.durable.size;
         let written = self.file.write_all(&self.pending).and_then(|()| {
-            match (&mut self.journal, self.fsync) {
-                (_, false) => Ok(()),
-                (None, true) => self.file.sync_data(),
-                (Some(journal), true) => {
+            match (&mut self.journal, target) {
+                (_, _) if !self.fsync => Ok(()),
+                (Some(journal), Some(target)) => {
                     if !journal.append(target, offset, &self.pending)? {
                         // Full: the log itself takes this batch and all before it.
                         self.file.sync_data()?;
@@ -482,6 +538,7 @@ impl LogFile {
                     }
                     Ok(())
                 }
+                _ => self.file.sync_data(),
             }
         });
         match written {

@@ -159,8 +159,8 @@ impl Auditor {
     }
 
     /// Starts recording the request `attrs` describes.
-    pub fn begin(&self, attrs: &Attributes, info: RequestInfo) -> RequestAudit {
-        let audit_id = info.audit_id.clone().unwrap_or_else(new_audit_id);
+    pub fn begin(&self, attrs: &Attributes, mut info: RequestInfo) -> RequestAudit {
+        let audit_id = info.audit_id.take().unwrap_or_else(new_audit_id);
         let authenticated = info.impersonator.as_ref().unwrap_or(&attrs.user);
         let config = match &self.policy {
             Some(p) => p.evaluate(authenticated, attrs),
@@ -194,7 +194,7 @@ impl Auditor {
         });
         let event = Event::start(EventStart {
             level: config.level,
-            audit_id: audit_id.clone(),
+            audit_id,
             request_uri: info.request_uri,
             verb: attrs.verb.clone(),
             user,
@@ -208,7 +208,7 @@ impl Auditor {
         RequestAudit {
             sink: Some(sink),
             config,
-            audit_id,
+            audit_id: String::new(),
             template: Some(event),
             resource_request: attrs.is_resource_request(),
             secrets: attrs.is_resource_request()
@@ -265,6 +265,7 @@ fn truncate_user_agent(mut ua: String) -> String {
 pub struct RequestAudit {
     sink: Option<Arc<dyn AuditSink>>,
     config: RequestAuditConfig,
+    /// The audit id of a request that records nothing (the template holds the others').
     audit_id: String,
     template: Option<Event>,
     resource_request: bool,
@@ -312,7 +313,10 @@ impl RequestAudit {
 
     /// The request's audit id (echo it to the client as `Audit-ID`).
     pub fn audit_id(&self) -> &str {
-        &self.audit_id
+        match &self.template {
+            Some(t) => t.audit_id(),
+            None => &self.audit_id,
+        }
     }
 
     /// Adds an annotation to this and every later event of the request. The chain

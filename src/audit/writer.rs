@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::chain::{CheckpointKind, CheckpointSigner};
 use super::event::Event;
-use super::file::{EventLine, LogFile};
+use super::file::{EventLines, LogFile};
 use super::request::AuditSink;
 use super::AuditError;
 use crate::crypto::Ed25519PublicKey;
@@ -111,7 +111,7 @@ type Reply = oneshot::Sender<Result<(), AuditError>>;
 
 enum Command {
     /// Events written in order, in one batch (one sync), acknowledged together.
-    Write(Vec<EventLine>, Reply),
+    Write(EventLines, Reply),
     Checkpoint(Reply),
     Close(Reply),
 }
@@ -197,11 +197,16 @@ impl AuditLog {
         if events.is_empty() {
             return Ok(());
         }
-        let lines: Vec<EventLine> = events.iter().map(EventLine::of).collect();
         let result = if self.inner.direct {
             let inner = &self.inner;
-            inner.combiner.write(&inner.file, &inner.cells, lines).await
+            inner
+                .combiner
+                .write(&inner.file, &inner.cells, events)
+                .await
         } else {
+            let mut lines = EventLines::default();
+            events.iter().for_each(|e| lines.push(e));
+            drop(events);
             self.submit(|reply| Command::Write(lines, reply)).await
         };
         if let Err(e) = &result {
@@ -315,16 +320,16 @@ async fn blocking<T: Send + 'static>(
 fn write_lines(
     file: &Mutex<Option<LogFile>>,
     cells: &Cells,
-    lines: Vec<EventLine>,
+    lines: &EventLines,
 ) -> Result<(), AuditError> {
     with_file(file, |f| write_batch(f, cells, lines)).unwrap_or(Err(AuditError::Closed))
 }
 
 /// Appends `lines` to `file` and counts them: the write of one batch, by the writer task or
 /// (when the log does not sync) by the caller holding the file's lock.
-fn write_batch(file: &mut LogFile, cells: &Cells, lines: Vec<EventLine>) -> Result<(), AuditError> {
+fn write_batch(file: &mut LogFile, cells: &Cells, lines: &EventLines) -> Result<(), AuditError> {
     let n = lines.len() as u64;
-    let result = file.write_lines(lines);
+    let result = file.append(lines);
     cells.record(file);
     match &result {
         Ok(()) => {
@@ -387,7 +392,7 @@ async fn run(
                 while lines.len() < MAX_BATCH {
                     match rx.try_recv() {
                         Ok(Command::Write(more, r)) => {
-                            lines.extend(more);
+                            lines.append(&more);
                             replies.push(r);
                         }
                         Ok(other) => {
@@ -400,7 +405,7 @@ async fn run(
                 let (shared, counts) = (file.clone(), cells.clone());
                 let done = tokio::task::spawn_blocking(move || {
                     let before = with_file(&shared, |f| f.stats().checkpoints);
-                    let result = write_lines(&shared, &counts, lines);
+                    let result = write_lines(&shared, &counts, &lines);
                     let after = with_file(&shared, |f| f.stats().checkpoints);
                     (result, before.is_some() && before != after)
                 })

@@ -1,19 +1,23 @@
 //! Writing without sync (`--audit-log-sync never`): callers combine their writes. Each caller
-//! queues its serialised lines and lets the other tasks ready on its thread run once (so that
+//! serialises its events into a buffer of its thread's, copies them into the queue's one buffer
+//! and lets the other tasks ready on its thread run once (so that
 //! they queue theirs). Then it either takes the file's lock and writes every queued batch (its
 //! own and the others') with one `write`, or, while another caller holds the lock, lets other
 //! tasks run until its batch is written. No caller sleeps on the lock and no thread is woken to
 //! write: under load one `write` carries several requests' events (about five per write with
 //! 16 clients on two cores). Every caller still returns only once its lines are in the file
-//! (the page cache), in queue order, which is the chain's order.
+//! (the page cache), in queue order, which is the chain's order. The buffers are reused, not
+//! freed: the queue's and the one being written swap places.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::{replicate, write_batch, Cells};
-use crate::audit::file::{EventLine, LogFile};
+use crate::audit::event::Event;
+use crate::audit::file::{EventLines, LogFile};
 use crate::audit::AuditError;
 
 /// Times a caller lets other tasks run before it waits for a notification instead.
@@ -26,27 +30,48 @@ const ROUNDS: usize = 4;
 
 type Outcome = Arc<OnceLock<Result<(), AuditError>>>;
 
-/// Batches waiting for the file, and the wake-up for their callers.
+/// Batches waiting for the file, the batch being written, and the wake-up for their callers.
 #[derive(Default)]
 pub(super) struct Combiner {
-    queue: Mutex<Vec<(Vec<EventLine>, Outcome)>>,
+    queue: Mutex<Batch>,
+    /// Only the holder of the file's lock uses it (never contended): the queue's buffers after
+    /// the last swap.
+    writing: Mutex<Batch>,
     written: Notify,
 }
 
+/// Callers' lines in queue order, and where each caller's outcome goes.
+#[derive(Default)]
+struct Batch {
+    lines: EventLines,
+    outcomes: Vec<Outcome>,
+}
+
+thread_local! {
+    /// Where a caller serialises its events before it copies them into the queue (briefly
+    /// locked): one buffer per thread, reused.
+    static ENCODED: RefCell<EventLines> = RefCell::default();
+}
+
 impl Combiner {
-    /// Appends `lines` to `file` (shared with the writer task) and returns once they are
+    /// Appends `events` to `file` (shared with the writer task) and returns once they are
     /// written, or the error that kept them out of it.
     pub(super) async fn write(
         &self,
         file: &Mutex<Option<LogFile>>,
         cells: &Cells,
-        lines: Vec<EventLine>,
+        events: Vec<Event>,
     ) -> Result<(), AuditError> {
         let outcome: Outcome = Arc::default();
-        self.queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((lines, outcome.clone()));
+        ENCODED.with(|cell| {
+            let mut encoded = cell.borrow_mut();
+            encoded.clear();
+            events.iter().for_each(|e| encoded.push(e));
+            let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.lines.append(&encoded);
+            queue.outcomes.push(outcome.clone());
+        });
+        drop(events);
         // Let the requests that are ready on this thread queue theirs first: one write for all.
         tokio::task::yield_now().await;
         let mut yields = 0;
@@ -77,25 +102,28 @@ impl Combiner {
     /// Writes what is queued, in order, one `write` per round, and hands each caller its
     /// outcome.
     fn drain(&self, file: &mut Option<LogFile>, cells: &Cells) {
+        let mut batch = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        // Left by a write that panicked (the log is closed since).
+        for o in batch.outcomes.drain(..) {
+            let _ = o.set(Err(AuditError::Closed));
+        }
+        batch.lines.clear();
         for _ in 0..ROUNDS {
-            let batches =
-                std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
-            if batches.is_empty() {
-                return;
-            }
-            let mut lines = Vec::with_capacity(batches.iter().map(|(l, _)| l.len()).sum());
-            let mut outcomes = Vec::with_capacity(batches.len());
-            for (l, o) in batches {
-                lines.extend(l);
-                outcomes.push(o);
+            {
+                let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                if queue.outcomes.is_empty() {
+                    return;
+                }
+                std::mem::swap(&mut *queue, &mut *batch);
             }
             let result = match file.as_mut() {
-                Some(f) => write_batch(f, cells, lines),
+                Some(f) => write_batch(f, cells, &batch.lines),
                 None => Err(AuditError::Closed),
             };
-            for o in outcomes {
+            for o in batch.outcomes.drain(..) {
                 let _ = o.set(result.as_ref().map(|_| ()).map_err(replicate));
             }
+            batch.lines.clear();
         }
     }
 }
