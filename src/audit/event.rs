@@ -540,10 +540,10 @@ impl Event {
     }
 
     /// Appends the event's JSON (no newline) to `out`, as its [`Serialize`] implementation
-    /// writes it but without the annotations whose keys are in `skip`. Returns whether an
+    /// writes it but without the annotations whose keys are in `omit`. Returns whether an
     /// `annotations` object was written; it is then the last member.
-    pub(super) fn write_json(&self, out: &mut Vec<u8>, skip: &[&str]) -> bool {
-        json::write_event(self, out, skip)
+    pub(super) fn write_json(&self, out: &mut Vec<u8>, omit: &[&str]) -> bool {
+        json::write_event(self, out, omit)
     }
 }
 

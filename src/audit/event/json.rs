@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use super::{Event, ObjectReference, ResponseStatus, UserInfo};
 
 /// Appends `ev` as one line of JSON (no newline) to `out`, leaving out the annotations whose
-/// keys are in `skip`. Returns whether an `annotations` object was written (it is then the last
+/// keys are in `omit`. Returns whether an `annotations` object was written (it is then the last
 /// member, so the line ends with `}}`).
-pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, skip: &[&str]) -> bool {
+pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, omit: &[&str]) -> bool {
     let c = &*ev.common;
     out.extend_from_slice(b"{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"");
     out.extend_from_slice(c.level.as_str().as_bytes());
@@ -60,7 +60,7 @@ pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, skip: &[&str]
     time(out, &ev.stage_timestamp);
     let mut first = true;
     for (k, v) in ev.annotations.iter() {
-        if skip.contains(&k.as_str()) {
+        if omit.contains(&k.as_str()) {
             continue;
         }
         out.extend_from_slice(if first { b",\"annotations\":{" } else { b"," });

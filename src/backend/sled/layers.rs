@@ -67,6 +67,7 @@ impl Layer {
         self.bytes
     }
 
+    /// Whether the layer holds no write.
     pub(super) fn is_empty(&self) -> bool {
         self.trees.iter().all(BTreeMap::is_empty)
     }

@@ -268,7 +268,8 @@ impl Applier {
 
     /// Applies a planned batch to the active layer. With `inflight`, its keys are published as
     /// in flight under the same lock, so that no reader sees them before the batch is durable.
-    pub(super) fn apply(&mut self, shared: &Shared, planned: &mut Planned, inflight: bool) {
+    /// Returns whether the active layer is now full (to be frozen and written to sled).
+    pub(super) fn apply(&mut self, shared: &Shared, planned: &mut Planned, inflight: bool) -> bool {
         let mut guard = shared.write_guard();
         // Watch replay, which reads versions from `history` under this lock, knows from this
         // that versions below it may be gone.
@@ -287,6 +288,7 @@ impl Applier {
         }
         self.revision = planned.revision;
         self.compacted = planned.compacted;
+        guard.layers.active.bytes() >= shared.opts.layer_bytes
     }
 
     /// Replays one logged batch on open: skipped if sled already holds it, applied if it is the
@@ -325,10 +327,7 @@ impl Applier {
                 batch.first, self.revision
             )));
         }
-        self.apply(shared, &mut planned, false);
-        let full =
-            shared.with_layers(|layers| Ok(layers.active.bytes() >= shared.opts.layer_bytes))?;
-        if full {
+        if self.apply(shared, &mut planned, false) {
             shared.write_layers_now()?;
         }
         Ok(())
@@ -521,7 +520,7 @@ impl Writer {
         self.appended += 1;
         // Applied (in memory, its keys in flight) before the sync thread may publish it.
         let compacted_before = self.applier.compacted;
-        self.applier.apply(&self.shared, &mut planned, true);
+        let full = self.applier.apply(&self.shared, &mut planned, true);
         let job = SyncJob::durable(
             replies,
             std::mem::take(&mut planned.outcomes),
@@ -535,10 +534,6 @@ impl Writer {
             },
         );
         self.syncer.send(job);
-        let full = self
-            .shared
-            .with_layers(|layers| Ok(layers.active.bytes() >= self.shared.opts.layer_bytes))
-            .unwrap_or(false);
         if full {
             self.freeze_layer();
             // Memory stays bounded if sled falls behind: wait for the checkpoint thread.
