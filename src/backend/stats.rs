@@ -17,8 +17,9 @@ pub struct WriterStats {
     /// Seconds to make a batch durable (sled: the `fdatasync` of its write-ahead log record),
     /// for every batch that changed something.
     pub sync_seconds: HistogramSnapshot,
-    /// Transactions the writer committed to its store (sled: one per batch that changed
-    /// something, or one for two such batches when the next was already queued).
+    /// Writes to the underlying store of batches kept in memory meanwhile (sled: one per
+    /// in-memory layer, [`SledOptions::layer_bytes`](crate::backend::sled::SledOptions) of
+    /// writes, written key by key after its redo record).
     pub commits: u64,
 }
 

@@ -166,7 +166,7 @@ impl Collector for StoreCollector {
             )?;
             let m = enc.encode_descriptor(
                 "keyward_store_sled_commits",
-                "sled transactions committed: one per in-memory layer of batches (256 KiB of writes) written to sled",
+                "In-memory layers of batched writes (256 KiB by default) written to sled",
                 None,
                 MetricType::Counter,
             )?;

@@ -3,21 +3,22 @@
 //! The writer applies each batch to the *active* layer (sorted maps of each tree's pending
 //! writes) as soon as its log record is appended; readers look a key up in the layers, newest
 //! first, before sled. Once the active layer holds [`SledOptions::layer_bytes`](super::SledOptions)
-//! of writes, the writer freezes it and
-//! the checkpoint thread writes it to sled in **one** transaction over the four trees (so that
-//! sled only ever holds the state after a whole log record, which replay starts from), then
-//! drops it. Many batches share one sled transaction: sled's cost per transaction (it writes
-//! out its I/O buffer twice, each time waiting in `sync_file_range`) is paid per layer, and a
-//! key written several times while a layer is active reaches sled once.
+//! of writes, the writer freezes it and the checkpoint thread makes its writes durable in the
+//! redo file (`redo.rs`), writes them to sled key by key, then drops it. Until it is dropped,
+//! the layer hides sled's half-written state from readers; after a crash, the redo file puts
+//! sled back at the state after the layer. No sled transaction is used: one would hold sled's
+//! global lock and stall every sled reader while a few hundred writes are committed. Many
+//! batches share one layer, and a key written several times while a layer is active reaches
+//! sled once.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use ::sled::transaction::{ConflictableTransactionError, TransactionError};
-use ::sled::{Batch, IVec, Transactional, Tree};
+use ::sled::{IVec, Tree};
 
 use super::codec::rev_bytes;
+use super::redo::RedoWrite;
 use super::{sled_error, Shared};
 use crate::backend::{BackendError, Revision};
 
@@ -37,6 +38,9 @@ pub(super) enum TreeId {
     History = 2,
     Meta = 3,
 }
+
+/// Every tree, in the order layers write them.
+pub(super) const TREES: [TreeId; 4] = [TreeId::Kv, TreeId::Log, TreeId::History, TreeId::Meta];
 
 /// The writes of one or more consecutive batches, each key's newest only.
 #[derive(Default)]
@@ -72,39 +76,35 @@ impl Layer {
         self.trees.iter().all(BTreeMap::is_empty)
     }
 
-    /// Writes the layer to sled in one transaction over the four trees.
-    pub(super) fn write_to(&self, shared: &Shared) -> Result<(), BackendError> {
-        // Log entries that left the log's window while in memory are not written (the sync
-        // thread prunes the ones already in sled).
+    /// The writes that reach sled, in tree order: log entries that left the log's window while
+    /// in memory are removed rather than written (the sync thread or a later layer prunes the
+    /// ones already in sled).
+    fn sled_writes(&self) -> impl Iterator<Item = RedoWrite<'_>> {
         let compacted = self.compacted.map(rev_bytes);
-        let batches: Vec<Batch> = self
-            .trees
-            .iter()
-            .enumerate()
-            .map(|(tree, writes)| {
-                let mut batch = Batch::default();
-                for (key, value) in writes {
-                    let left_window = tree == TreeId::Log as usize
-                        && compacted.is_some_and(|c| key.as_ref() < c.as_slice());
-                    match value {
-                        Some(value) if !left_window => batch.insert(key.clone(), value.clone()),
-                        _ => batch.remove(key.clone()),
-                    }
-                }
-                batch
+        TREES.into_iter().flat_map(move |tree| {
+            self.trees[tree as usize].iter().map(move |(key, value)| {
+                let left_window =
+                    tree == TreeId::Log && compacted.is_some_and(|c| key.as_ref() < c.as_slice());
+                let value = value.as_ref().filter(|_| !left_window);
+                (tree, key.as_ref(), value.map(AsRef::as_ref))
             })
-            .collect();
-        let committed: Result<(), TransactionError<()>> =
-            (&shared.kv, &shared.log, &shared.history, &shared.meta).transaction(
-                |(kv, log, history, meta)| {
-                    kv.apply_batch(&batches[TreeId::Kv as usize])?;
-                    log.apply_batch(&batches[TreeId::Log as usize])?;
-                    history.apply_batch(&batches[TreeId::History as usize])?;
-                    meta.apply_batch(&batches[TreeId::Meta as usize])?;
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
-        committed.map_err(|e| BackendError::Io(format!("commit to sled failed: {e:?}")))?;
+        })
+    }
+
+    /// Writes the layer to sled key by key, after making its writes durable in the redo file
+    /// (see `redo.rs`): no sled transaction, so sled's readers never wait for it.
+    pub(super) fn write_to(&self, shared: &Shared) -> Result<(), BackendError> {
+        let mut redo = shared.redo();
+        redo.append(self.sled_writes())?;
+        for (tree, key, value) in self.sled_writes() {
+            let tree = shared.tree(tree);
+            match value {
+                Some(value) => tree.insert(key, value).map(drop),
+                None => tree.remove(key).map(drop),
+            }
+            .map_err(sled_error)?;
+        }
+        drop(redo);
         shared
             .commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

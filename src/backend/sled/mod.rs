@@ -127,6 +127,7 @@ mod files;
 mod keyhist;
 mod layers;
 mod read;
+mod redo;
 mod retention;
 mod sync;
 mod wal;
@@ -148,7 +149,8 @@ use super::{
 };
 use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
-use layers::Layers;
+use layers::{Layers, TreeId};
+use redo::Redo;
 use retention::{prune_all_history, prune_log};
 use wal::WalDir;
 use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
@@ -156,15 +158,18 @@ use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
 
 /// The on-disk format version this build writes and reads: 2 adds the write-ahead log; 3 keeps
 /// a key's current version only in `kv` (no longer also in `history`) and logs events without
-/// values. Stores of versions 1 and 2 open and are marked version 3 (this build reads their
-/// layout as it is: a current version also found in `history` is the same record, and their
-/// log events are self-contained), so that an older build, which would ignore the log, miss
-/// current versions in `history` or not read the new events, refuses them.
-pub const FORMAT_VERSION: u32 = 3;
-/// Older formats this build still opens (and upgrades): before the write-ahead log, and before
-/// current versions left `history`.
+/// values; 4 adds the redo file (`redo.rs`), without which sled may hold part of a layer.
+/// Stores of versions 1 to 3 open and are marked version 4 (this build reads their layout as
+/// it is: a current version also found in `history` is the same record, their log events are
+/// self-contained, and they have no redo file), so that an older build, which would ignore the
+/// log or the redo file, miss current versions in `history` or not read the new events,
+/// refuses them.
+pub const FORMAT_VERSION: u32 = 4;
+/// Older formats this build still opens (and upgrades): before the write-ahead log, before
+/// current versions left `history`, and before the redo file.
 const FORMAT_VERSION_WITHOUT_LOG: u32 = 1;
 const FORMAT_VERSION_HISTORY_WITH_CURRENT: u32 = 2;
+const FORMAT_VERSION_WITHOUT_REDO: u32 = 3;
 
 const TREE_KV: &str = "kv";
 const TREE_LOG: &str = "log";
@@ -276,6 +281,10 @@ struct Shared {
     commit_lock: RwLock<Committed>,
     /// sled's files, made durable at checkpoints and compactions.
     files: Mutex<FileSync>,
+    /// The redo file: held by the checkpoint thread while it writes a layer (from the redo
+    /// record's append until its last write is in sled), and taken before `files` when sled is
+    /// made durable (which empties it).
+    redo: Mutex<Redo>,
     /// How far the sync thread got; the writer waits on it.
     progress: Mutex<Progress>,
     progress_changed: Condvar,
@@ -297,7 +306,7 @@ struct Shared {
     events: Mutex<Option<broadcast::Sender<Arc<Vec<Event>>>>>,
     batches: AtomicU64,
     requests: AtomicU64,
-    /// sled transactions committed (one per layer written).
+    /// Layers written to sled.
     commits: AtomicU64,
     /// Requests per batch.
     batch_size: AtomicHistogram,
@@ -374,8 +383,13 @@ impl SledBackend {
 
         let upgrade = match meta.get(META_FORMAT).map_err(sled_error)? {
             Some(found) => {
-                if found.as_ref() == FORMAT_VERSION_WITHOUT_LOG.to_be_bytes()
-                    || found.as_ref() == FORMAT_VERSION_HISTORY_WITH_CURRENT.to_be_bytes()
+                if [
+                    FORMAT_VERSION_WITHOUT_LOG,
+                    FORMAT_VERSION_HISTORY_WITH_CURRENT,
+                    FORMAT_VERSION_WITHOUT_REDO,
+                ]
+                .iter()
+                .any(|old| found.as_ref() == old.to_be_bytes())
                 {
                     true
                 } else if found.as_ref() != FORMAT_VERSION.to_be_bytes() {
@@ -403,6 +417,9 @@ impl SledBackend {
                 false
             }
         };
+        // Layers written to sled since its last checkpoint, maybe in part: sled is put back at
+        // the state after the last one before anything is read.
+        let redo = Redo::open(dir, [&kv, &log, &history, &meta])?;
         let current = read_meta_rev(&meta, META_CURRENT)?;
         let compacted = read_meta_rev(&meta, META_COMPACTED)?;
         if compacted > current {
@@ -434,6 +451,7 @@ impl SledBackend {
             opts,
             commit_lock: RwLock::new(Committed::default()),
             files: Mutex::new(files),
+            redo: Mutex::new(redo),
             progress: Mutex::new(Progress {
                 synced: 0,
                 published: current,
@@ -611,10 +629,28 @@ impl Shared {
         Ok(())
     }
 
-    /// Flushes sled and `fsync`s its files (a checkpoint).
+    /// Flushes sled and `fsync`s its files (a checkpoint), then empties the redo file. Waits
+    /// for a layer being written to sled.
     fn make_durable(&self) -> Result<(), BackendError> {
+        let mut redo = self.redo();
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        files.make_durable(&self.db)
+        files.make_durable(&self.db)?;
+        redo.clear()
+    }
+
+    /// The redo file, locked (see [`Shared::redo`] and `redo.rs`).
+    fn redo(&self) -> std::sync::MutexGuard<'_, Redo> {
+        self.redo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// sled's tree for `id`.
+    fn tree(&self, id: TreeId) -> &Tree {
+        match id {
+            TreeId::Kv => &self.kv,
+            TreeId::Log => &self.log,
+            TreeId::History => &self.history,
+            TreeId::Meta => &self.meta,
+        }
     }
 
     /// Marks the backend failed: after an I/O error in the write path nothing is trusted.

@@ -1,7 +1,7 @@
 //! The two threads beside the writer: the sync thread, which `fdatasync`s each appended log
 //! record, then publishes its batch (new revision, in-flight keys released, events to watchers)
 //! and answers its requests, in the order the writer handed them over; and the checkpoint
-//! thread, which writes frozen layers to sled (one transaction each), makes sled durable after
+//! thread, which writes frozen layers to sled (redo record first), makes sled durable after
 //! a segment is full so that older segments can be removed, and prepares the next spare
 //! segment.
 
@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 use super::layers::Layer;
 use super::retention::prune_log;
 use super::wal::WalDir;
-use super::writer::clone_error;
+use super::writer::{clone_error, log_removals_in_layer};
 use super::Shared;
 use crate::backend::{BackendError, Event, Revision, WriteOutcome};
 
@@ -180,7 +180,7 @@ fn make_durable_and_publish(
     shared.set_published(d.revision);
     // No receivers is fine.
     let _ = events.send(Arc::new(d.events));
-    if d.compacted > d.compacted_before {
+    if d.compacted > d.compacted_before && !log_removals_in_layer(d.compacted_before, d.compacted) {
         if let Err(e) = prune_log(&shared.log, d.compacted) {
             // Leftovers are harmless (below the compacted revision) and retried next time.
             tracing::warn!(error = %e, "pruning the change log failed");

@@ -164,7 +164,9 @@ fn read_log_chunk(
         events.push(event);
     }
     if events.is_empty() {
-        let compacted = shared.compacted.load();
+        // The writer removes log entries leaving the window when it applies the batch that
+        // raises the compacted revision, before that is published.
+        let compacted = shared.compacted.load().max(shared.history_pruned_to.load());
         return Err(if from < compacted {
             BackendError::Compacted {
                 requested: from,

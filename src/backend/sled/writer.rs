@@ -92,6 +92,17 @@ impl Planned {
     }
 }
 
+/// At most this many log entries leaving the window are removed through a batch's layer
+/// writes; a larger jump of the compacted revision (a lowered log retention) is left to
+/// [`prune_log`](super::retention::prune_log) on the sync thread.
+pub(super) const MAX_LOG_REMOVALS: i64 = 4096;
+
+/// Whether the log entries from `from` to below `to` are removed through the batch's layer
+/// writes (else the sync thread prunes them in sled).
+pub(super) fn log_removals_in_layer(from: Revision, to: Revision) -> bool {
+    to > from && to.get() - from.get() <= MAX_LOG_REMOVALS
+}
+
 /// The revision and compacted revision of what has been applied (to the layers above sled;
 /// ahead of what is durable while a record is being synced).
 #[derive(Debug, Clone, Copy)]
@@ -240,6 +251,14 @@ impl Applier {
                         .into(),
                     ),
                 ));
+            }
+            // Log entries that leave the window are removed through the layer, with the
+            // batch's other writes, rather than one by one in sled by the sync thread.
+            if log_removals_in_layer(base_compacted, compacted) {
+                for rev in base_compacted.get()..compacted.get() {
+                    let rev = Revision::new(rev).ok_or_else(revision_overflow)?;
+                    log_batch.push((rev_bytes(rev).as_slice().into(), None));
+                }
             }
             meta_batch.push((
                 META_CURRENT.into(),
