@@ -18,7 +18,6 @@ use std::sync::Arc;
 use ::sled::{IVec, Tree};
 
 use super::codec::rev_bytes;
-use super::redo::RedoWrite;
 use super::{sled_error, Shared};
 use crate::backend::{BackendError, Revision};
 
@@ -79,14 +78,13 @@ impl Layer {
     /// The writes that reach sled, in tree order: log entries that left the log's window while
     /// in memory are removed rather than written (the sync thread or a later layer prunes the
     /// ones already in sled).
-    fn sled_writes(&self) -> impl Iterator<Item = RedoWrite<'_>> {
+    fn sled_writes(&self) -> impl Iterator<Item = (TreeId, &IVec, Option<&IVec>)> {
         let compacted = self.compacted.map(rev_bytes);
         TREES.into_iter().flat_map(move |tree| {
             self.trees[tree as usize].iter().map(move |(key, value)| {
                 let left_window =
                     tree == TreeId::Log && compacted.is_some_and(|c| key.as_ref() < c.as_slice());
-                let value = value.as_ref().filter(|_| !left_window);
-                (tree, key.as_ref(), value.map(AsRef::as_ref))
+                (tree, key, value.as_ref().filter(|_| !left_window))
             })
         })
     }
@@ -95,11 +93,15 @@ impl Layer {
     /// (see `redo.rs`): no sled transaction, so sled's readers never wait for it.
     pub(super) fn write_to(&self, shared: &Shared) -> Result<(), BackendError> {
         let mut redo = shared.redo();
-        redo.append(self.sled_writes())?;
+        redo.append(
+            self.sled_writes()
+                .map(|(tree, key, value)| (tree, key.as_ref(), value.map(AsRef::as_ref))),
+        )?;
         for (tree, key, value) in self.sled_writes() {
             let tree = shared.tree(tree);
             match value {
-                Some(value) => tree.insert(key, value).map(drop),
+                // An `IVec` goes in as it is (a reference count), not copied.
+                Some(value) => tree.insert(key, value.clone()).map(drop),
                 None => tree.remove(key).map(drop),
             }
             .map_err(sled_error)?;

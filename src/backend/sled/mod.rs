@@ -54,22 +54,25 @@
 //! Concurrent writers share one `fdatasync`; a lone writer pays one.
 //!
 //! sled is written **per layer**, not per batch: once the active layer holds 256 KiB of
-//! writes, the writer freezes it and the checkpoint thread writes it to sled in **one**
-//! transaction over the four trees (so that sled, and whatever sled writes to disk on its own,
-//! always holds the state after a whole log record, which is what replay starts from), then
-//! drops it. Many batches share one transaction, and a key written several times meanwhile
-//! reaches sled once. sled is made durable only at **checkpoints**: when a log segment is full,
-//! the writer freezes the active layer and starts the next segment, and the checkpoint thread,
-//! once the layers before it are in sled, flushes sled and `fsync`s its files (sled's `flush`
-//! only calls `sync_file_range`, which persists neither file metadata nor the device's write
-//! cache, so it also `fsync`s sled's `db` file, new blob files under `blobs/` and changed
-//! directories), then removes the older segments. Closing the backend writes the layers,
-//! checkpoints and removes the log. Opening replays the log by revision: a record sled already
-//! holds is skipped, the next one is re-applied (giving the same revisions, records and
-//! history, since sled is exactly at the state before it), a gap is an error; then the replayed
-//! batches are written to sled, sled is made durable and the log emptied. A torn last record is
-//! cut; an unreadable record anywhere else is [`BackendError::Corrupt`] naming the file and
-//! offset.
+//! writes, the writer freezes it and the checkpoint thread appends its writes to the **redo
+//! file** (`redo.rs`) as one record, `fdatasync`s it, then writes them to sled key by key
+//! (no sled transaction, which would hold sled's global lock and stall every sled reader), then
+//! drops it. Many batches share one layer, and a key written several times meanwhile reaches
+//! sled once. sled may persist part of a layer on its own; the redo file holds every layer
+//! written since sled was last made durable, and opening re-applies it first, which puts sled
+//! back at the state after a whole log record, where replay starts. sled is made durable only
+//! at **checkpoints**: when a log segment is full, the writer freezes the active layer and
+//! starts the next segment, and the checkpoint thread, once the layers before it are in sled,
+//! flushes sled and `fsync`s its files (sled's `flush` only calls `sync_file_range`, which
+//! persists neither file metadata nor the device's write cache, so it also `fsync`s sled's
+//! `db` file, new blob files under `blobs/` and changed directories), empties the redo file,
+//! then removes the older segments. Closing the backend writes the layers, checkpoints and
+//! removes the log. Opening re-applies the redo file, then replays the log by revision: a
+//! record sled already holds is skipped, the next one is re-applied (giving the same
+//! revisions, records and history, since sled is exactly at the state before it), a gap is an
+//! error; then the replayed batches are written to sled, sled is made durable and the log
+//! emptied. A torn last record (of the log or the redo file) is cut; an unreadable record
+//! anywhere else is [`BackendError::Corrupt`] naming the file and offset.
 //!
 //! Readers look each key up in the layers, newest first, then in sled (ranges merge them in key
 //! order), under a lock that the writer holds exclusively only while it applies a batch to the
@@ -99,7 +102,10 @@
 //!   moment later.
 //! - The log keeps the last [`SledOptions::log_retention`] revisions: after each batch, the
 //!   compacted revision is raised to `current - log_retention + 1` and older log entries are
-//!   deleted.
+//!   deleted, as removals among the batch's own layer writes (a jump of more than 4,096
+//!   revisions, after the retention was lowered, is pruned in sled by the sync thread). A watch
+//!   replay that finds an entry gone below the applied compacted revision fails with
+//!   [`BackendError::Compacted`].
 //! - [`Backend::compact`] raises the compacted revision explicitly, deletes older log entries and,
 //!   for every key, every history entry older than the key's newest entry at or below the
 //!   compacted revision (that one too if it is a tombstone). When log retention raises the
@@ -117,7 +123,8 @@
 //! `codec` holds the byte encodings above, `wal` the write-ahead log's format, segments and
 //! recovery scan, `writer` the writer thread (batching, planning, appending, applying, replay),
 //! `sync` the sync thread (fdatasync, publication) and the checkpoint thread, `layers` the
-//! batches applied in memory but not yet written to sled, `retention`
+//! batches applied in memory but not yet written to sled, `redo` the redo file that
+//! makes a layer's key-by-key writes to sled recoverable, `retention`
 //! pruning and compaction, `keyhist` the writer's cache of each key's retained history (so a
 //! write does not scan it), `files` the extra `fsync`s and the wait for sled's lock, `read`
 //! reads at current and past revisions, and `watch` replay and live fan-out.
@@ -185,7 +192,7 @@ const META_COMPACTED: &[u8] = b"compacted_revision";
 const META_DELETED_PRUNED: &[u8] = b"deleted_history_pruned";
 
 /// Bytes of writes a [`SledBackend`] keeps in memory above sled by default before writing them
-/// to sled in one transaction ([`SledOptions::layer_bytes`]).
+/// to sled together ([`SledOptions::layer_bytes`]).
 pub const DEFAULT_LAYER_BYTES: usize = 256 << 10;
 
 /// Retention and write settings of a [`SledBackend`].
@@ -199,9 +206,9 @@ pub struct SledOptions {
     /// write. 0 means unlimited (only [`Backend::compact`] discards history). Default 100 000.
     pub log_retention: u64,
     /// Bytes of applied writes kept in memory (the active layer, readable at once) before they
-    /// are written to sled in one transaction, many batches together. Larger layers cost sled
-    /// less per write, but a sled transaction holds back every other sled reader while it is
-    /// written. 0 writes each batch on its own. Default [`DEFAULT_LAYER_BYTES`].
+    /// are written to sled, many batches together (a redo record and one `fdatasync` per
+    /// layer; a key written several times meanwhile reaches sled once). 0 writes each batch on
+    /// its own. Default [`DEFAULT_LAYER_BYTES`].
     pub layer_bytes: usize,
 }
 

@@ -69,57 +69,10 @@ const SPARE: &str = "spare";
 const SPARE_TMP: &str = "spare.tmp";
 const SEGMENT_SUFFIX: &str = ".wal";
 
-/// CRC-32C (Castagnoli, reflected polynomial `0x82F63B78`), slicing by 8.
+/// CRC-32C (Castagnoli, reflected polynomial `0x82F63B78`) of `bytes`, continuing from `crc`
+/// (0 to start): the CPU's CRC32 instruction where there is one (SSE 4.2, ARMv8), else tables.
 pub(super) fn crc32c(crc: u32, bytes: &[u8]) -> u32 {
-    let mut crc = !crc;
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        crc = CRC_TABLES[7][(lo & 0xff) as usize]
-            ^ CRC_TABLES[6][((lo >> 8) & 0xff) as usize]
-            ^ CRC_TABLES[5][((lo >> 16) & 0xff) as usize]
-            ^ CRC_TABLES[4][(lo >> 24) as usize]
-            ^ CRC_TABLES[3][c[4] as usize]
-            ^ CRC_TABLES[2][c[5] as usize]
-            ^ CRC_TABLES[1][c[6] as usize]
-            ^ CRC_TABLES[0][c[7] as usize];
-    }
-    for &b in chunks.remainder() {
-        crc = CRC_TABLES[0][((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
-
-const CRC_TABLES: [[u32; 256]; 8] = crc_tables();
-
-const fn crc_tables() -> [[u32; 256]; 8] {
-    let mut t = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[0][i] = c;
-        i += 1;
-    }
-    let mut s = 1;
-    while s < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let prev = t[s - 1][i];
-            t[s][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            i += 1;
-        }
-        s += 1;
-    }
-    t
+    ::crc32c::crc32c_append(crc, bytes)
 }
 
 /// Builds records in a reusable buffer: [`RecordBuilder::begin`], a [`RecordBuilder::put`] or

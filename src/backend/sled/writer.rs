@@ -2,7 +2,7 @@
 //! outcomes against the applied state, appends the batch's changes to the write-ahead log as one
 //! record, applies the batch to the active layer in memory (`layers.rs`) and hands the record
 //! to the sync thread; once the record is synced it takes the next batch. A full active layer
-//! is frozen and handed to the checkpoint thread, which writes it to sled in one transaction.
+//! is frozen and handed to the checkpoint thread, which writes it to sled (`layers.rs`).
 //! The sync thread (`sync.rs`) publishes a batch and answers its requests once its record is
 //! durable.
 //!
