@@ -11,8 +11,9 @@
 //! writes reaches sled. Opening a store re-applies them (the writes are plain puts and
 //! removals of final values, so applying them again, or after part of them, gives the same
 //! state), which puts sled back at the state after the last layer, and the log replays from
-//! there. A checkpoint empties the file (truncated and `fsync`ed, so that no record older
-//! than sled's durable state can come back and undo later changes).
+//! there. Making sled durable (a checkpoint, or [`CHECKPOINT_BYTES`] of records) empties the
+//! file (truncated and `fsync`ed, so that no record older than sled's durable state can come
+//! back and undo later changes).
 //!
 //! The file is `redo` in the store directory. Records back to back from offset 0:
 //!
@@ -45,6 +46,10 @@ const FRAME_LEN: usize = 8;
 const KIND_LAYER: u8 = 1;
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
+/// Once the file holds this much, the checkpoint thread makes sled durable (which empties it)
+/// rather than waiting for the next log segment: it bounds the file's size on disk and the
+/// work of re-applying it on open.
+pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// A longer record is not believed (a layer is a few hundred KiB).
 const MAX_PAYLOAD: usize = 1 << 30;
 
@@ -164,6 +169,11 @@ impl Redo {
             *buf = Vec::new();
         }
         Ok(())
+    }
+
+    /// Bytes of records the file holds.
+    pub(super) fn len(&self) -> u64 {
+        self.len
     }
 
     /// Empties the file once sled is durable: truncated and `fsync`ed, so that no record can

@@ -14,6 +14,7 @@ use std::time::Instant;
 use tokio::sync::{broadcast, oneshot};
 
 use super::layers::Layer;
+use super::redo;
 use super::retention::prune_log;
 use super::wal::WalDir;
 use super::writer::{clone_error, log_removals_in_layer};
@@ -237,6 +238,9 @@ fn write_layer(shared: &Shared, layer: &Arc<Layer>) -> Result<(), BackendError> 
     layer.write_to(shared)?;
     shared.write_guard().layers.written(layer);
     shared.update_progress(|p| p.layers_written += 1);
+    if shared.redo().len() >= redo::CHECKPOINT_BYTES {
+        shared.make_durable()?;
+    }
     Ok(())
 }
 
