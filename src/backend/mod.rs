@@ -216,6 +216,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Reads a range of keys.
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError>;
 
+    /// How many keys `req` matches (its `limit` is ignored) and the revision counted at: what
+    /// [`Backend::range`] would return, without reading out the values. This default reads the
+    /// whole range; backends override it with a cheaper count.
+    async fn count(&self, req: RangeRequest) -> Result<(u64, Revision), BackendError> {
+        let resp = self.range(RangeRequest { limit: 0, ..req }).await?;
+        Ok((resp.kvs.len() as u64, resp.revision))
+    }
+
     /// Writes `value` under `key` if `expect` holds.
     async fn put(
         &self,

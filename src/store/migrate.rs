@@ -245,15 +245,20 @@ impl Store {
         Ok(cov)
     }
 
-    /// Stored Secrets now: every key under the resource prefix, counted page by page at one
-    /// revision (values are read too: the backend has no count-only read).
+    /// Stored Secrets now: every key under the resource prefix, counted by the backend
+    /// without reading the values out.
     pub async fn count_objects(&self) -> Result<u64, StoreError> {
-        let mut total = 0;
-        let mut pager = self.pager(4096);
-        while let Some(page) = self.next_page(&mut pager).await? {
-            total += page.len() as u64;
-        }
-        Ok(total)
+        let start = self.resource_prefix();
+        let (count, _) = self
+            .backend
+            .count(RangeRequest {
+                end: Some(super::prefix_end(&start)),
+                start,
+                limit: 0,
+                revision: None,
+            })
+            .await?;
+        Ok(count)
     }
 
     /// The migration running now, or the last one (see [`MigrationStatus`]).

@@ -569,6 +569,15 @@ fn run_on(mut subject: Subject, opts: SledOptions, ops: Vec<Op>) -> Result<(), T
                 let req = request(span, *limit, revision);
                 let got = rt.block_on(b.range(req.clone())).map_err(fail);
                 prop_assert_eq!(got, model.range(&req), "{} {:?}", ctx, req);
+                // A count is the whole range's length (the limit ignored), at its revision.
+                let counted = rt.block_on(b.count(req.clone())).map_err(fail);
+                let whole = model
+                    .range(&RangeRequest {
+                        limit: 0,
+                        ..req.clone()
+                    })
+                    .map(|r| (r.kvs.len() as u64, r.revision));
+                prop_assert_eq!(counted, whole, "{} count {:?}", ctx, req);
             }
             Op::Pages { span, limit, at } => {
                 let Some(revision) = resolve_at(at, &model) else {

@@ -375,6 +375,41 @@ impl Backend for EtcdBackend {
         })
     }
 
+    async fn count(&self, req: RangeRequest) -> Result<(u64, Revision), BackendError> {
+        let (key, range_end, empty) = match &req.end {
+            None if req.start.is_empty() => (vec![0], vec![0], false),
+            None => (req.start.clone(), prefix_end(&req.start), false),
+            Some(end) => (
+                req.start.clone(),
+                end.clone(),
+                end.as_slice() <= req.start.as_slice(),
+            ),
+        };
+        let ereq = pb::RangeRequest {
+            key: if empty || key.is_empty() {
+                vec![0]
+            } else {
+                key
+            },
+            range_end: if empty { Vec::new() } else { range_end },
+            revision: wire(req.revision),
+            count_only: true,
+            ..Default::default()
+        };
+        let resp = self.raw_range(ereq, req.revision).await?;
+        let revision = match req.revision {
+            Some(r) => r,
+            None => header_revision(resp.header)?,
+        };
+        let count = if empty {
+            0
+        } else {
+            u64::try_from(resp.count)
+                .map_err(|_| BackendError::Corrupt(format!("etcd counted {} keys", resp.count)))?
+        };
+        Ok((count, revision))
+    }
+
     async fn put(
         &self,
         key: &[u8],

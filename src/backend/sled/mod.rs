@@ -799,6 +799,20 @@ impl Backend for SledBackend {
         }
     }
 
+    async fn count(&self, req: RangeRequest) -> Result<(u64, Revision), BackendError> {
+        let shared = &self.shared;
+        loop {
+            let pending = {
+                let guard = shared.read_guard()?;
+                match Shared::pending_for_range(&guard.inflight, &req) {
+                    Some(pending) => pending,
+                    None => return shared.count_locked(&guard.layers, &req),
+                }
+            };
+            shared.wait_durable(pending).await?;
+        }
+    }
+
     async fn put(
         &self,
         key: &[u8],

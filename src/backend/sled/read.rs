@@ -51,6 +51,33 @@ impl Shared {
         })
     }
 
+    /// A count of what a range read would return (its limit ignored); the caller holds the
+    /// commit lock and checked it touches no in-flight key. At the current revision only the
+    /// keys are walked; no value is decoded or copied.
+    pub(super) fn count_locked(
+        &self,
+        layers: &Layers,
+        req: &RangeRequest,
+    ) -> Result<(u64, Revision), BackendError> {
+        let all = RangeRequest {
+            limit: 0,
+            ..req.clone()
+        };
+        if req.revision.is_some_and(|rev| rev != self.current.load())
+            || req.end.as_ref().is_some_and(|end| *end <= req.start)
+        {
+            let resp = self.range_locked(layers, &all)?;
+            return Ok((resp.kvs.len() as u64, resp.revision));
+        }
+        let range = key_range(&req.start, req.end.as_deref());
+        let mut count = 0u64;
+        for item in layers.range(&self.kv, TreeId::Kv, range, false) {
+            item?;
+            count += 1;
+        }
+        Ok((count, self.current.load()))
+    }
+
     /// Checks a read revision against the current and compacted revisions (caller holds the
     /// read lock).
     pub(super) fn check_read_revision(&self, revision: Revision) -> Result<(), BackendError> {
