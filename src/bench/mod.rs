@@ -545,22 +545,29 @@ mod tests {
         assert!(o.latency.max() <= 2_000, "{}", o.latency.max());
     }
 
+    /// Succeeds after sleeping this long.
+    struct Slow(Duration);
+
+    impl Worker for Slow {
+        async fn call(&mut self, _: u64) -> Result<(), Status> {
+            tokio::time::sleep(self.0).await;
+            Ok(())
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn drive_at_an_unsustainable_rate() {
         // Each call takes 10 ms on one of two workers: 200 calls/s at most, for 1,000 offered.
-        struct Slow;
-        impl Worker for Slow {
-            async fn call(&mut self, _: u64) -> Result<(), Status> {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                Ok(())
-            }
-        }
+        let slow = || {
+            vec![
+                Slow(Duration::from_millis(10)),
+                Slow(Duration::from_millis(10)),
+            ]
+        };
         let mut p = load(Stop::Requests(50));
         p.concurrency = 2;
         p.rate = Rate::new(1000.0);
-        let o = drive(vec![Slow, Slow], &p, &Progress::default())
-            .await
-            .unwrap();
+        let o = drive(slow(), &p, &Progress::default()).await.unwrap();
         assert_eq!(o.calls, 50, "late calls are not skipped");
         assert!(o.late_calls >= 45, "{}", o.late_calls);
         // Latency counts from the due time: the last call was due at 49 ms and ended at 250 ms.
@@ -570,26 +577,18 @@ mod tests {
         let mut p = load(Stop::For(Duration::from_millis(100)));
         p.concurrency = 2;
         p.rate = Rate::new(1000.0);
-        let o = drive(vec![Slow, Slow], &p, &Progress::default())
-            .await
-            .unwrap();
+        let o = drive(slow(), &p, &Progress::default()).await.unwrap();
         assert!((19..=22).contains(&o.calls), "{}", o.calls);
         assert!(o.elapsed <= Duration::from_millis(115), "{:?}", o.elapsed);
     }
 
     #[tokio::test]
     async fn slow_calls_time_out() {
-        struct Slow;
-        impl Worker for Slow {
-            async fn call(&mut self, _: u64) -> Result<(), Status> {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(())
-            }
-        }
         let mut p = load(Stop::Requests(2));
         p.concurrency = 2;
         p.timeout = Duration::from_millis(10);
-        let o = drive(vec![Slow, Slow], &p, &Progress::default())
+        let minute = Duration::from_secs(60);
+        let o = drive(vec![Slow(minute), Slow(minute)], &p, &Progress::default())
             .await
             .unwrap();
         assert_eq!(

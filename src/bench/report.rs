@@ -81,11 +81,12 @@ impl Report {
         }
     }
 
-    /// Whether a run at `rate` kept to it: at least 90 % of the rate achieved, and at most one
-    /// call in a hundred started late.
+    /// Whether a run at `rate` kept to it: at least 95 % of the rate achieved. A rate that is
+    /// not kept leaves calls unstarted at the end of a `--duration` or lengthens a run of
+    /// `--requests`. Late calls are not held against it: on a busy machine the client's own
+    /// scheduling makes many calls start more than a short interval late.
     fn sustained(&self, rate: super::Rate) -> bool {
-        self.rate() >= 0.9 * rate.per_second()
-            && self.outcome.late_calls.saturating_mul(100) <= self.outcome.calls
+        self.rate() >= 0.95 * rate.per_second()
     }
 
     /// One JSON object: the run's settings, counts, throughput and latency percentiles (µs).
@@ -188,9 +189,8 @@ impl Report {
                 o.late_calls,
             );
             if !self.sustained(rate) {
-                s +=
-                    "  not sustained:  under 90 % of the offered rate achieved, or over 1 call in \
-                      100 late: the server (or this client) cannot keep this rate\n";
+                s += "  not sustained:  under 95 % of the offered rate achieved: the server (or \
+                      this client) cannot keep this rate\n";
             }
         }
         if o.latency.is_empty() {
@@ -257,6 +257,19 @@ mod tests {
     use super::super::{drive, Progress, Stop};
     use super::*;
 
+    /// A `store get` report of `outcome`.
+    fn store_get(load: Load, outcome: Outcome) -> Report {
+        Report {
+            target: "store",
+            endpoint: "unix:///s.sock".into(),
+            op: "get".into(),
+            load,
+            size: None,
+            counts: Vec::new(),
+            outcome,
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_rate_is_reported() {
         let mut p = load(Stop::For(Duration::from_millis(200)));
@@ -264,15 +277,7 @@ mod tests {
         let outcome = drive((0..4).map(|_| Fake).collect(), &p, &Progress::default())
             .await
             .unwrap();
-        let mut r = Report {
-            target: "store",
-            endpoint: "unix:///s.sock".into(),
-            op: "get".into(),
-            load: p,
-            size: None,
-            counts: Vec::new(),
-            outcome,
-        };
+        let mut r = store_get(p, outcome);
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["calls"], 100, "{v}");
         assert_eq!(v["target_calls_per_second"], 500.0, "{v}");
@@ -294,7 +299,10 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("not sustained"), "{text}");
-        r.outcome.late_calls = 2;
+        // Late calls alone do not make a rate unsustained; a shortfall does.
+        r.outcome.late_calls = 20;
+        assert!(!r.text().contains("not sustained"), "{}", r.text());
+        r.outcome.elapsed = Duration::from_millis(220);
         assert!(r.text().contains("\n  not sustained:  "), "{}", r.text());
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&r.json()).unwrap()["rate_sustained"],
@@ -355,14 +363,9 @@ mod tests {
         assert!(text.contains("time to finish:"), "{text}");
         assert!(text.contains("errors:         Unavailable 25"), "{text}");
         assert!(text.contains("p99.9"), "{text}");
-        let empty = Report {
-            target: "store",
-            endpoint: "unix:///s.sock".into(),
-            op: "get".into(),
-            load: p,
-            size: None,
-            counts: Vec::new(),
-            outcome: Outcome {
+        let empty = store_get(
+            p,
+            Outcome {
                 latency: histogram(),
                 calls: 2,
                 errors: BTreeMap::from([("DeadlineExceeded".to_owned(), 2)]),
@@ -370,7 +373,7 @@ mod tests {
                 warmup_calls: 0,
                 late_calls: 0,
             },
-        };
+        );
         assert!(empty.text().contains("no successful calls"));
         let v: serde_json::Value = serde_json::from_str(&empty.json()).unwrap();
         assert!(v.get("target_calls_per_second").is_none(), "{v}");
