@@ -12,6 +12,10 @@
 //! does no work, on the same server and socket) and [`pingpong`] (fixed-size request/reply
 //! exchanges over a bare Unix socket, no HTTP/2 or gRPC).
 //!
+//! Calls start in a closed loop (each worker's next call as soon as its previous one returns)
+//! or, with [`Load::rate`], on a fixed schedule ([`schedule`]): an open loop whose latencies
+//! count from each call's due time.
+//!
 //! Nothing here prints: a run reports how far it has got through [`Progress`] and returns its
 //! [`Report`], which renders itself as text or JSON.
 
@@ -29,11 +33,14 @@ pub mod kube;
 pub mod pingpong;
 mod progress;
 mod report;
+mod schedule;
 pub mod store;
 
 pub use progress::{Phase, Progress, Reading};
 use report::{histogram, show_bytes};
 pub use report::{Outcome, Report};
+pub use schedule::{parse_rate, Rate, MAX_RATE, MIN_RATE};
+use schedule::{Schedule, Turn};
 
 /// Bytes at the start of each value that tag it (a write's number), so events can be matched.
 pub const TAG_BYTES: usize = 8;
@@ -76,6 +83,26 @@ pub enum BenchError {
         value: String,
         /// Largest allowed, in bytes.
         max: u64,
+    },
+    /// A rate is not a number (the caller's mistake).
+    #[error(
+        "{value:?} is not a number of calls per second (expected 0 for a closed loop, or {} to {})",
+        MIN_RATE,
+        MAX_RATE
+    )]
+    NotARate {
+        /// The value given.
+        value: String,
+    },
+    /// A rate is negative, not a number (NaN), infinite, or out of range (the caller's mistake).
+    #[error(
+        "must be 0 (a closed loop) or {} to {} calls per second (got {value})",
+        MIN_RATE,
+        MAX_RATE
+    )]
+    RateOutOfRange {
+        /// The value given.
+        value: String,
     },
     /// The target cannot be reached (the caller's address, or the target is down).
     #[error("cannot connect to {target} at {endpoint}: {detail}")]
@@ -133,6 +160,10 @@ pub struct Load {
     pub warmup: Duration,
     /// Per-call timeout; a call taking longer counts as a `DeadlineExceeded` error.
     pub timeout: Duration,
+    /// Calls started per second on a fixed schedule (an open loop, warm-up included), at most
+    /// `concurrency` in flight; `None`: a closed loop, each worker starting its next call as
+    /// soon as its previous one returns.
+    pub rate: Option<Rate>,
 }
 
 /// A whole number in `min..=max`.
@@ -199,57 +230,52 @@ async fn timed<T>(
         .unwrap_or_else(|_| Err(deadline()))
 }
 
-/// Runs `workers` concurrently: unmeasured for `warmup`, then until `stop`; `progress` follows.
+/// Runs `workers` concurrently: unmeasured for `warmup`, then until `stop`, in a closed loop or
+/// at [`Load::rate`]; `progress` follows.
 async fn drive<W: Worker>(
     workers: Vec<W>,
     load: &Load,
     progress: &Progress,
 ) -> Result<Outcome, BenchError> {
-    let seq = progress.measuring(load.stop, !load.warmup.is_zero());
-    let warm_seq = Arc::new(AtomicU64::new(0));
-    let start = Instant::now() + load.warmup;
-    let (end, limit) = match load.stop {
-        Stop::For(d) => (Some(start + d), None),
-        Stop::Requests(n) => (None, Some(n)),
-    };
+    let started = progress.measuring(load.stop, !load.warmup.is_zero());
+    let schedule = Arc::new(Schedule::new(load, started));
+    let start = schedule.start();
     let timeout = load.timeout;
     let mut tasks = Vec::with_capacity(workers.len());
     for mut w in workers {
-        let seq = seq.clone();
-        let warm_seq = warm_seq.clone();
+        let schedule = schedule.clone();
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut latency = histogram();
             let mut calls = 0u64;
+            let mut late = 0u64;
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut warm = true;
             loop {
-                let now = Instant::now();
-                if now < start {
-                    let n = warm_seq.fetch_add(1, Ordering::Relaxed);
-                    let _ = tokio::time::timeout(timeout, w.call(n)).await;
-                    continue;
-                }
+                let (n, due) = match schedule.next() {
+                    Turn::Warm { n, due } => {
+                        schedule.wait(due).await;
+                        let _ = tokio::time::timeout(timeout, w.call(n)).await;
+                        continue;
+                    }
+                    Turn::Measure { n, due } => (n, due),
+                    Turn::Stop => break,
+                };
+                schedule.wait(due).await;
                 if std::mem::take(&mut warm) {
                     progress.set(Phase::Measuring);
                 }
-                if end.is_some_and(|end| now >= end) {
-                    break;
-                }
-                let n = seq.fetch_add(1, Ordering::Relaxed);
-                if limit.is_some_and(|limit| n >= limit) {
-                    break;
-                }
-                let t0 = Instant::now();
+                let begun = schedule.begin(due);
                 let res = timed(timeout, w.call(n)).await;
-                let us = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let us = u64::try_from(begun.from.elapsed().as_micros()).unwrap_or(u64::MAX);
                 calls += 1;
+                late += u64::from(begun.late);
                 match res {
                     Ok(()) => latency.saturating_record(us.max(1)),
                     Err(s) => *errors.entry(code_name(s.code())).or_default() += 1,
                 }
             }
-            (latency, calls, errors, Instant::now())
+            (latency, calls, late, errors, Instant::now())
         }));
     }
     let mut out = Outcome {
@@ -258,23 +284,25 @@ async fn drive<W: Worker>(
         errors: BTreeMap::new(),
         elapsed: Duration::ZERO,
         warmup_calls: 0,
+        late_calls: 0,
     };
     let mut last = start;
     for t in tasks {
-        let (latency, calls, errors, done) = t
+        let (latency, calls, late, errors, done) = t
             .await
             .map_err(|e| BenchError::Internal(format!("benchmark worker failed: {e}")))?;
         out.latency
             .add(&latency)
             .map_err(|e| BenchError::Internal(format!("cannot merge latency histograms: {e}")))?;
         out.calls += calls;
+        out.late_calls += late;
         for (code, n) in errors {
             *out.errors.entry(code).or_default() += n;
         }
         last = last.max(done);
     }
     out.elapsed = last.saturating_duration_since(start);
-    out.warmup_calls = warm_seq.load(Ordering::Relaxed);
+    out.warmup_calls = schedule.warmup_calls();
     progress.set(Phase::Done);
     Ok(out)
 }
@@ -452,6 +480,7 @@ mod tests {
             stop,
             warmup: Duration::ZERO,
             timeout: Duration::from_secs(5),
+            rate: None,
         }
     }
 
@@ -490,19 +519,76 @@ mod tests {
         assert!(o.elapsed >= Duration::from_millis(50));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn drive_at_a_rate() {
+        // 1,000 calls/s for 100 ms after 20 ms of warm-up: the calls are due every millisecond,
+        // and none is late (each takes at most 2 ms, four workers).
+        let mut p = load(Stop::For(Duration::from_millis(100)));
+        p.warmup = Duration::from_millis(20);
+        p.rate = Rate::new(1000.0);
+        let progress = Progress::default();
+        let t0 = Instant::now();
+        let o = drive((0..4).map(|_| Fake).collect(), &p, &progress)
+            .await
+            .unwrap();
+        assert_eq!(o.calls, 100);
+        assert_eq!(o.warmup_calls, 20);
+        assert_eq!(o.late_calls, 0);
+        assert_eq!(progress.read().calls, 100);
+        assert_eq!(o.errors, BTreeMap::from([("Unavailable".to_owned(), 25)]));
+        // The last call was due at 119 ms and took up to 2 ms.
+        assert!(
+            t0.elapsed() <= Duration::from_millis(122),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(o.latency.max() <= 2_000, "{}", o.latency.max());
+    }
+
+    /// Succeeds after sleeping this long.
+    struct Slow(Duration);
+
+    impl Worker for Slow {
+        async fn call(&mut self, _: u64) -> Result<(), Status> {
+            tokio::time::sleep(self.0).await;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drive_at_an_unsustainable_rate() {
+        // Each call takes 10 ms on one of two workers: 200 calls/s at most, for 1,000 offered.
+        let slow = || {
+            vec![
+                Slow(Duration::from_millis(10)),
+                Slow(Duration::from_millis(10)),
+            ]
+        };
+        let mut p = load(Stop::Requests(50));
+        p.concurrency = 2;
+        p.rate = Rate::new(1000.0);
+        let o = drive(slow(), &p, &Progress::default()).await.unwrap();
+        assert_eq!(o.calls, 50, "late calls are not skipped");
+        assert!(o.late_calls >= 45, "{}", o.late_calls);
+        // Latency counts from the due time: the last call was due at 49 ms and ended at 250 ms.
+        assert!(o.latency.max() >= 190_000, "{}", o.latency.max());
+        assert!(o.elapsed >= Duration::from_millis(250), "{:?}", o.elapsed);
+        // With a duration, the calls still due at the end are not started.
+        let mut p = load(Stop::For(Duration::from_millis(100)));
+        p.concurrency = 2;
+        p.rate = Rate::new(1000.0);
+        let o = drive(slow(), &p, &Progress::default()).await.unwrap();
+        assert!((19..=22).contains(&o.calls), "{}", o.calls);
+        assert!(o.elapsed <= Duration::from_millis(115), "{:?}", o.elapsed);
+    }
+
     #[tokio::test]
     async fn slow_calls_time_out() {
-        struct Slow;
-        impl Worker for Slow {
-            async fn call(&mut self, _: u64) -> Result<(), Status> {
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok(())
-            }
-        }
         let mut p = load(Stop::Requests(2));
         p.concurrency = 2;
         p.timeout = Duration::from_millis(10);
-        let o = drive(vec![Slow, Slow], &p, &Progress::default())
+        let minute = Duration::from_secs(60);
+        let o = drive(vec![Slow(minute), Slow(minute)], &p, &Progress::default())
             .await
             .unwrap();
         assert_eq!(

@@ -30,6 +30,9 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Calls made during the warm-up (not measured).
     pub warmup_calls: u64,
+    /// With a [`Rate`](super::Rate): measured calls that started more than one interval after
+    /// they were due (0 in a closed loop).
+    pub late_calls: u64,
 }
 
 /// A payload or value size as the report shows it.
@@ -78,6 +81,14 @@ impl Report {
         }
     }
 
+    /// Whether a run at `rate` kept to it: at least 95 % of the rate achieved. A rate that is
+    /// not kept leaves calls unstarted at the end of a `--duration` or lengthens a run of
+    /// `--requests`. Late calls are not held against it: on a busy machine the client's own
+    /// scheduling makes many calls start more than a short interval late.
+    fn sustained(&self, rate: super::Rate) -> bool {
+        self.rate() >= 0.95 * rate.per_second()
+    }
+
     /// One JSON object: the run's settings, counts, throughput and latency percentiles (µs).
     pub fn json(&self) -> String {
         let o = &self.outcome;
@@ -118,6 +129,12 @@ impl Report {
         if self.storm() {
             v["time_to_finish_seconds"] = secs.into();
         }
+        if let Some(rate) = self.load.rate {
+            v["target_calls_per_second"] = rate.per_second().into();
+            v["late_calls"] = o.late_calls.into();
+            v["interval_us"] = micros(rate.interval()).into();
+            v["rate_sustained"] = self.sustained(rate).into();
+        }
         v.to_string()
     }
 
@@ -135,6 +152,9 @@ impl Report {
             load.connections,
             if load.connections == 1 { "" } else { "s" }
         );
+        if let Some(rate) = load.rate {
+            s += &format!(" at {} calls/s", show_rate(rate.per_second()));
+        }
         if let Some(size) = self.size {
             s += &format!(", {} {}", size.label, show_bytes(size.bytes as u64));
         }
@@ -159,6 +179,20 @@ impl Report {
             errors,
             self.rate()
         );
+        if let Some(rate) = load.rate {
+            let interval = show_us(micros(rate.interval()));
+            s += &format!(
+                "  schedule:       {} calls/s offered, {:.1} achieved; {} calls started more than \
+                 {interval} (one interval) late\n",
+                show_rate(rate.per_second()),
+                self.rate(),
+                o.late_calls,
+            );
+            if !self.sustained(rate) {
+                s += "  not sustained:  under 95 % of the offered rate achieved: the server (or \
+                      this client) cannot keep this rate\n";
+            }
+        }
         if o.latency.is_empty() {
             s += "  latency:        no successful calls\n";
         } else {
@@ -202,6 +236,17 @@ fn show_us(us: u64) -> String {
     }
 }
 
+/// A duration in whole microseconds (saturating).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Calls per second: whole when whole (`200`), else with up to three decimals (`2.5`).
+fn show_rate(r: f64) -> String {
+    let s = format!("{r:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 fn show_secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
@@ -212,6 +257,59 @@ mod tests {
     use super::super::{drive, Progress, Stop};
     use super::*;
 
+    /// A `store get` report of `outcome`.
+    fn store_get(load: Load, outcome: Outcome) -> Report {
+        Report {
+            target: "store",
+            endpoint: "unix:///s.sock".into(),
+            op: "get".into(),
+            load,
+            size: None,
+            counts: Vec::new(),
+            outcome,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_is_reported() {
+        let mut p = load(Stop::For(Duration::from_millis(200)));
+        p.rate = super::super::Rate::new(500.0);
+        let outcome = drive((0..4).map(|_| Fake).collect(), &p, &Progress::default())
+            .await
+            .unwrap();
+        let mut r = store_get(p, outcome);
+        let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        assert_eq!(v["calls"], 100, "{v}");
+        assert_eq!(v["target_calls_per_second"], 500.0, "{v}");
+        assert_eq!(v["late_calls"], 0, "{v}");
+        assert_eq!(v["interval_us"], 2000, "{v}");
+        assert_eq!(v["rate_sustained"], true, "{v}");
+        let achieved = v["calls_per_second"].as_f64().unwrap();
+        // The last call was due at 198 ms: 100 calls in a little under 200 ms.
+        assert!((450.0..=520.0).contains(&achieved), "{v}");
+        let text = r.text();
+        assert!(
+            text.starts_with("keyward bench store get: 4 workers on 1 connection at 500 calls/s\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  schedule:       500 calls/s offered, ")
+                && text
+                    .contains(" achieved; 0 calls started more than 2.00ms (one interval) late\n"),
+            "{text}"
+        );
+        assert!(!text.contains("not sustained"), "{text}");
+        // Late calls alone do not make a rate unsustained; a shortfall does.
+        r.outcome.late_calls = 20;
+        assert!(!r.text().contains("not sustained"), "{}", r.text());
+        r.outcome.elapsed = Duration::from_millis(220);
+        assert!(r.text().contains("\n  not sustained:  "), "{}", r.text());
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&r.json()).unwrap()["rate_sustained"],
+            false
+        );
+    }
+
     #[test]
     fn units() {
         assert_eq!(show_us(850), "850µs");
@@ -220,6 +318,9 @@ mod tests {
         assert_eq!(show_bytes(1 << 20), "1MiB");
         assert_eq!(show_bytes(4096), "4KiB");
         assert_eq!(show_bytes(33), "33 bytes");
+        assert_eq!(show_rate(200.0), "200");
+        assert_eq!(show_rate(2.5), "2.5");
+        assert_eq!(show_rate(0.01), "0.01");
     }
 
     #[tokio::test]
@@ -262,22 +363,23 @@ mod tests {
         assert!(text.contains("time to finish:"), "{text}");
         assert!(text.contains("errors:         Unavailable 25"), "{text}");
         assert!(text.contains("p99.9"), "{text}");
-        let empty = Report {
-            target: "store",
-            endpoint: "unix:///s.sock".into(),
-            op: "get".into(),
-            load: p,
-            size: None,
-            counts: Vec::new(),
-            outcome: Outcome {
+        let empty = store_get(
+            p,
+            Outcome {
                 latency: histogram(),
                 calls: 2,
                 errors: BTreeMap::from([("DeadlineExceeded".to_owned(), 2)]),
                 elapsed: Duration::from_millis(10),
                 warmup_calls: 0,
+                late_calls: 0,
             },
-        };
+        );
         assert!(empty.text().contains("no successful calls"));
+        let v: serde_json::Value = serde_json::from_str(&empty.json()).unwrap();
+        assert!(v.get("target_calls_per_second").is_none(), "{v}");
+        assert!(v.get("late_calls").is_none(), "{v}");
+        assert!(!empty.text().contains("schedule:"));
+
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&empty.json()).unwrap()["latency_us"]["p99"],
             0

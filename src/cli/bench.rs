@@ -38,6 +38,7 @@ pub(super) enum BenchCommand {
     ///   keyward bench store --op mixed --keys 1000 --value-size 4KiB --duration 30s
     ///   keyward bench store --etcd http://127.0.0.1:2379 --op put --concurrency 16
     ///   keyward bench store --op watch --watchers 4 --concurrency 16
+    ///   keyward bench store --op get --rate 5000 --concurrency 32 --duration 30s
     #[command(verbatim_doc_comment)]
     Store(BenchStoreArgs),
     /// The raw transport floor: fixed-size request/reply exchanges over a bare Unix socket.
@@ -143,6 +144,16 @@ pub(super) struct BenchStoreArgs {
     /// give --connections equal to --concurrency. Not with --op watch.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["etcd", "client_cert", "client_key"])]
     kubeconfig: Option<PathBuf>,
+    /// Start calls on a fixed schedule of this many per second (an open loop; e.g. 200 or 2.5,
+    /// from 0.01 to 1000000), the warm-up included, instead of each worker's next call as soon
+    /// as its previous one returns (0, the default: a closed loop). Call i of the measurement
+    /// is due at its start + i/rate; a late call is never skipped, and its latency counts from
+    /// when it was due, not from when a worker was free to start it, so queueing behind slow
+    /// calls is not hidden (no coordinated omission). --concurrency bounds the calls in flight.
+    /// The report gives the target and the achieved rate and the calls started more than one
+    /// interval late; with --duration, calls still due when the time is up are not started.
+    #[arg(long, value_name = "CALLS_PER_SECOND", allow_negative_numbers = true)]
+    rate: Option<String>,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -264,7 +275,7 @@ pub(super) fn bench(cmd: BenchCommand, client: &ClientArgs) -> Result<(), CliErr
 
 /// `bench store`: validates the flags, connects to the store or etcd, and runs.
 fn bench_store(a: &BenchStoreArgs, client: &ClientArgs) -> Result<Report, CliError> {
-    let load = load(&a.load, false)?;
+    let load = store_load(a)?;
     let size = flag("--value-size", bench::parse_size(&a.value_size, 1000 << 10))?;
     let keys = flag("--keys", bench::parse_count(&a.keys, 1, 1_000_000))?;
     let watchers = match (a.op, a.watchers.as_deref()) {
@@ -438,6 +449,17 @@ fn etcd_endpoints(s: &str, have_ca: bool) -> Result<Vec<String>, CliError> {
     Ok(urls)
 }
 
+/// `bench store`'s [`Load`]: the shared flags and `--rate`.
+fn store_load(a: &BenchStoreArgs) -> Result<Load, CliError> {
+    Ok(Load {
+        rate: match &a.rate {
+            Some(r) => flag("--rate", bench::parse_rate(r))?,
+            None => None,
+        },
+        ..load(&a.load, false)?
+    })
+}
+
 /// The shared flags as a [`Load`]; a storm sets its own request count and has no warm-up.
 fn load(a: &LoadArgs, storm: bool) -> Result<Load, CliError> {
     let concurrency = flag(
@@ -463,6 +485,7 @@ fn load(a: &LoadArgs, storm: bool) -> Result<Load, CliError> {
         stop,
         warmup,
         timeout: duration_up_to_a_day("--timeout", &a.timeout, false)?,
+        rate: None,
     })
 }
 
@@ -532,6 +555,7 @@ mod tests {
                 stop: Stop::For(Duration::from_secs(10)),
                 warmup: Duration::from_secs(1),
                 timeout: Duration::from_secs(10),
+                rate: None,
             }
         );
         let BenchCommand::Kms(a) = cmd else { panic!() };
@@ -625,6 +649,47 @@ mod tests {
         );
         let e = flag("--storm", bench::parse_count("0", 1, 10)).unwrap_err();
         assert_eq!(e.message, "--storm: must be 1 to 10 (got 0)");
+    }
+
+    #[test]
+    fn rates() {
+        let store = |args: &[&str]| {
+            let mut all = vec!["store"];
+            all.extend_from_slice(args);
+            let BenchCommand::Store(a) = parse(&all).unwrap() else {
+                panic!()
+            };
+            store_load(&a)
+        };
+        assert_eq!(store(&[]).unwrap().rate, None, "a closed loop by default");
+        assert_eq!(store(&["--rate", "0"]).unwrap().rate, None);
+        let rate = store(&["--rate", "200"]).unwrap().rate.unwrap();
+        assert_eq!(rate.per_second(), 200.0);
+        assert_eq!(
+            store(&["--rate", "2.5"])
+                .unwrap()
+                .rate
+                .unwrap()
+                .per_second(),
+            2.5
+        );
+        for (rate, want) in [
+            (
+                "-1",
+                "--rate: must be 0 (a closed loop) or 0.01 to 1000000 calls per second (got -1)",
+            ),
+            ("NaN", "--rate: must be 0 (a closed loop) or 0.01 to"),
+            ("1000001", "--rate: must be 0 (a closed loop) or 0.01 to"),
+            (
+                "fast",
+                "--rate: \"fast\" is not a number of calls per second",
+            ),
+        ] {
+            let e = store(&["--rate", rate]).unwrap_err();
+            assert!(e.message.starts_with(want), "{rate}: {}", e.message);
+        }
+        // --rate belongs to bench store only.
+        assert!(parse(&["kms", "--endpoint", "unix:///k", "--rate", "5"]).is_err());
     }
 
     #[test]

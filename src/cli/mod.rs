@@ -135,6 +135,7 @@ enum Command {
     ///   keyward bench kms --endpoint unix:///var/run/keyward/kms.sock --storm 10000
     ///   keyward bench store --op mixed --value-size 1KiB --concurrency 16 --duration 10s
     ///   keyward bench store --etcd http://127.0.0.1:2379 --op put --concurrency 16
+    ///   keyward bench store --op get --rate 5000 --duration 30s
     ///   keyward bench unix-pingpong --concurrency 64
     #[command(verbatim_doc_comment, subcommand)]
     Bench(bench::BenchCommand),
