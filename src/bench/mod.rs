@@ -13,7 +13,7 @@
 //! exchanges over a bare Unix socket, no HTTP/2 or gRPC).
 //!
 //! Calls start in a closed loop (each worker's next call as soon as its previous one returns)
-//! or, with [`Load::rate`], on a fixed schedule ([`schedule`]): an open loop whose latencies
+//! or, with [`Load::rate`], on a fixed schedule (`schedule.rs`): an open loop whose latencies
 //! count from each call's due time.
 //!
 //! Nothing here prints: a run reports how far it has got through [`Progress`] and returns its
