@@ -556,6 +556,25 @@ impl SledBackend {
         }
     }
 
+    /// Runs `read` under the commit lock once no in-flight batch touches `req`'s range.
+    async fn read_range<T>(
+        &self,
+        req: &RangeRequest,
+        read: impl Fn(&Shared, &Layers, &RangeRequest) -> Result<T, BackendError> + Send,
+    ) -> Result<T, BackendError> {
+        let shared = &self.shared;
+        loop {
+            let pending = {
+                let guard = shared.read_guard()?;
+                match Shared::pending_for_range(&guard.inflight, req) {
+                    Some(pending) => pending,
+                    None => return read(shared, &guard.layers, req),
+                }
+            };
+            shared.wait_durable(pending).await?;
+        }
+    }
+
     async fn submit_write(
         &self,
         key: &[u8],
@@ -786,31 +805,11 @@ impl Backend for SledBackend {
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
-        let shared = &self.shared;
-        loop {
-            let pending = {
-                let guard = shared.read_guard()?;
-                match Shared::pending_for_range(&guard.inflight, &req) {
-                    Some(pending) => pending,
-                    None => return shared.range_locked(&guard.layers, &req),
-                }
-            };
-            shared.wait_durable(pending).await?;
-        }
+        self.read_range(&req, Shared::range_locked).await
     }
 
     async fn count(&self, req: RangeRequest) -> Result<(u64, Revision), BackendError> {
-        let shared = &self.shared;
-        loop {
-            let pending = {
-                let guard = shared.read_guard()?;
-                match Shared::pending_for_range(&guard.inflight, &req) {
-                    Some(pending) => pending,
-                    None => return shared.count_locked(&guard.layers, &req),
-                }
-            };
-            shared.wait_durable(pending).await?;
-        }
+        self.read_range(&req, Shared::count_locked).await
     }
 
     async fn put(
