@@ -125,6 +125,22 @@ impl Shared {
             let cached = if keep > 0 { cache.take(&prefix) } else { None };
             let mut history = match cached {
                 Some(history) => history,
+                // What `load_history` would find, without a scan: the only retained version is
+                // the one the batch's first change replaces (a key created before the log's
+                // window and never changed since, such as every key a migration rewrites).
+                None if !left_window.contains_key(key)
+                    && changes.first().is_some_and(|c| c.replaced_only_version) =>
+                {
+                    let only = changes[0].replaced.as_ref().map(|(rev, _)| *rev);
+                    KeyHistory {
+                        entries: only
+                            .filter(|rev| keep > 0 || *rev <= compacted)
+                            .map(|rev| (rev, false))
+                            .into_iter()
+                            .collect(),
+                        floor: None,
+                    }
+                }
                 None => self
                     .with_layers(|layers| self.load_history(layers, key, &prefix, compacted, keep))
                     .inspect_err(|_| {

@@ -67,6 +67,10 @@ pub(super) struct Change {
     /// it leaves `kv` and goes to `history`, which holds every retained version but the
     /// current one.
     pub(super) replaced: Option<(Revision, IVec)>,
+    /// The version replaced was the first of the key's current incarnation, created before the
+    /// log's window: the key has no other retained history (an earlier incarnation's history
+    /// went when its delete left the window), so it need not be read.
+    pub(super) replaced_only_version: bool,
 }
 
 /// A batch worked out against the applied state, ready to log and apply.
@@ -204,11 +208,15 @@ impl Applier {
             let replaced = current
                 .as_ref()
                 .map(|kv| (kv.mod_revision, IVec::from(encode_record(kv))));
+            let replaced_only_version = current.as_ref().is_some_and(|kv| {
+                kv.version == 1 && kv.create_revision.is_some_and(|c| c < base_compacted)
+            });
             changes.push(Change {
                 key,
                 revision,
                 record,
                 replaced,
+                replaced_only_version,
             });
             events.push(event);
             outcomes.push(Ok(WriteOutcome::Applied {
