@@ -664,7 +664,8 @@ impl Shared {
         redo.clear()
     }
 
-    /// The redo file, locked (see [`Shared::redo`] and `redo.rs`).
+    /// The redo file, locked: the checkpoint thread holds it while it writes a layer to sled
+    /// (see `redo.rs`).
     fn redo(&self) -> std::sync::MutexGuard<'_, Redo> {
         self.redo.lock().unwrap_or_else(|e| e.into_inner())
     }
