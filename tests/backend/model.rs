@@ -1445,6 +1445,26 @@ async fn odd_inputs(fresh: &Fresh, big: usize) {
     let all = backend.range(RangeRequest::default()).await.expect("range");
     let keys: Vec<&[u8]> = all.kvs.iter().map(|kv| kv.key.as_slice()).collect();
     assert_eq!(keys, vec![&b"\x00"[..], b"big", b"\xff\x00\xff"]);
+
+    // A count is what the range holds, also at the edges of the key space ("\0" as an end is
+    // a key like any other here, not etcd's "no end").
+    for (start, end, expected) in [
+        (&b""[..], Some(&b"\x00"[..]), 0u64),
+        (b"", Some(b"\x01"), 1),
+        (b"", None, 3),
+        (b"\xff", None, 1),
+        (b"b", Some(b"a"), 0),
+        (b"a", Some(b"\xff"), 1),
+    ] {
+        let req = RangeRequest {
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+            ..RangeRequest::default()
+        };
+        let (count, _) = backend.count(req.clone()).await.expect("count");
+        let listed = backend.range(req.clone()).await.expect("range").kvs.len() as u64;
+        assert_eq!((count, listed), (expected, expected), "{req:?}");
+    }
 }
 
 #[tokio::test]

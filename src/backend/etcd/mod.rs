@@ -304,6 +304,52 @@ fn range_first(resp: Option<pb::response_op::Response>) -> Result<Option<KeyValu
     }
 }
 
+/// The etcd key and range end of `req`'s keys, or None if its range holds no key.
+fn etcd_bounds(req: &RangeRequest) -> Option<(Vec<u8>, Vec<u8>)> {
+    let key = if req.start.is_empty() {
+        vec![0]
+    } else {
+        req.start.clone()
+    };
+    match &req.end {
+        None if req.start.is_empty() => Some((key, vec![0])),
+        None => Some((key, prefix_end(&req.start))),
+        Some(end) if end.as_slice() <= key.as_slice() => None,
+        Some(end) => Some((key, end.clone())),
+    }
+}
+
+impl EtcdBackend {
+    /// Sends the etcd range `build(key, range_end)` makes of `req`'s bounds, at `req`'s
+    /// revision. A range that holds no key is not read (None), but its revision is still
+    /// checked as etcd would. Returns the response and the revision read at.
+    async fn range_of(
+        &self,
+        req: &RangeRequest,
+        build: impl FnOnce(Vec<u8>, Vec<u8>) -> pb::RangeRequest + Send,
+    ) -> Result<(Option<pb::RangeResponse>, Revision), BackendError> {
+        let bounds = etcd_bounds(req);
+        let empty = bounds.is_none();
+        let ereq = pb::RangeRequest {
+            revision: wire(req.revision),
+            ..match bounds {
+                Some((key, range_end)) => build(key, range_end),
+                None => pb::RangeRequest {
+                    key: vec![0],
+                    count_only: true,
+                    ..Default::default()
+                },
+            }
+        };
+        let resp = self.raw_range(ereq, req.revision).await?;
+        let revision = match req.revision {
+            Some(r) => r,
+            None => header_revision(resp.header)?,
+        };
+        Ok(((!empty).then_some(resp), revision))
+    }
+}
+
 #[async_trait::async_trait]
 impl Backend for EtcdBackend {
     async fn get(
@@ -326,86 +372,43 @@ impl Backend for EtcdBackend {
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
-        let rev = wire(req.revision);
-        let key = if req.start.is_empty() {
-            vec![0]
-        } else {
-            req.start.clone()
-        };
-        let (range_end, empty) = match &req.end {
-            None if req.start.is_empty() => (vec![0], false),
-            None => (prefix_end(&req.start), false),
-            Some(end) => (end.clone(), end.as_slice() <= key.as_slice()),
-        };
         let limit = i64::try_from(req.limit)
             .map_err(|_| invalid(format!("limit {} is too large", req.limit)))?;
-        let ereq = if empty {
-            // Nothing can match, but the revision must still be checked as etcd would.
-            pb::RangeRequest {
-                key: vec![0],
-                revision: rev,
-                count_only: true,
-                ..Default::default()
-            }
-        } else {
-            pb::RangeRequest {
+        let (resp, revision) = self
+            .range_of(&req, |key, range_end| pb::RangeRequest {
                 key,
                 range_end,
                 limit,
-                revision: rev,
                 ..Default::default()
-            }
-        };
-        let resp = self.raw_range(ereq, req.revision).await?;
-        let revision = match req.revision {
-            Some(r) => r,
-            None => header_revision(resp.header)?,
-        };
-        if empty {
-            return Ok(RangeResponse {
+            })
+            .await?;
+        Ok(match resp {
+            None => RangeResponse {
                 kvs: Vec::new(),
                 more: false,
                 revision,
-            });
-        }
-        Ok(RangeResponse {
-            kvs: kvs_from(resp.kvs)?,
-            more: resp.more,
-            revision,
+            },
+            Some(resp) => RangeResponse {
+                kvs: kvs_from(resp.kvs)?,
+                more: resp.more,
+                revision,
+            },
         })
     }
 
     async fn count(&self, req: RangeRequest) -> Result<(u64, Revision), BackendError> {
-        let (key, range_end, empty) = match &req.end {
-            None if req.start.is_empty() => (vec![0], vec![0], false),
-            None => (req.start.clone(), prefix_end(&req.start), false),
-            Some(end) => (
-                req.start.clone(),
-                end.clone(),
-                end.as_slice() <= req.start.as_slice(),
-            ),
-        };
-        let ereq = pb::RangeRequest {
-            key: if empty || key.is_empty() {
-                vec![0]
-            } else {
-                key
-            },
-            range_end: if empty { Vec::new() } else { range_end },
-            revision: wire(req.revision),
-            count_only: true,
-            ..Default::default()
-        };
-        let resp = self.raw_range(ereq, req.revision).await?;
-        let revision = match req.revision {
-            Some(r) => r,
-            None => header_revision(resp.header)?,
-        };
-        let count = if empty {
-            0
-        } else {
-            u64::try_from(resp.count)
-                .map_err(|_| BackendError::Corrupt(format!("etcd counted {} keys", resp.count)))?
+        let (resp, revision) = self
+            .range_of(&req, |key, range_end| pb::RangeRequest {
+                key,
+                range_end,
+                count_only: true,
+                ..Default::default()
+            })
+            .await?;
+        let count = match resp {
+            None => 0,
+            Some(resp) => u64::try_from(resp.count)
+                .map_err(|_| BackendError::Corrupt(format!("etcd counted {} keys", resp.count)))?,
         };
         Ok((count, revision))
     }

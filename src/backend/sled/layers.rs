@@ -297,7 +297,7 @@ impl Iterator for Merged<'_> {
                 return None;
             };
             // Older sources' entries for the same key are hidden by this one.
-            for head in self.heads.iter_mut().skip(best + 1) {
+            for head in &mut self.heads[best + 1..] {
                 if matches!(head, Some(Ok((k, _))) if *k == key) {
                     *head = None;
                 }
