@@ -9,6 +9,8 @@
 # Prints calls/s, the server's CPU (user + system) per call and the load average for each.
 #   KW=target/release/keyward OPS="get put" ROUNDS=3 DUR=3s CONFIGS="off authz fs nofs nofs-rr" \
 #     benches/audit_side_by_side.sh
+# RATE=N drives every server at N calls/s (an open loop, `keyward bench store --rate`) instead of
+# as fast as 16 clients go; compare latency and server CPU per call then.
 # Two (or more) binaries side by side: BINS="before=/path/a after=/path/b" starts each
 # configuration once per binary and runs them in turn within each round (binaries alternate
 # inside every configuration, and their order flips from one round to the next).
@@ -84,10 +86,11 @@ for op in ${OPS:-get put}; do
       for t in $order; do
         name="$t-$c"
         tok=""; [ "$c" != off ] && tok="--token-file bench.token"
+        rate=""; [ -n "${RATE:-}" ] && rate="--rate $RATE"
         before=$(cpu "${PID[$name]}")
         # shellcheck disable=SC2086
         out=$(${BIN[$first]} bench store --server "unix://$PWD/$name.sock" $tok --op "$op" --keys 200 \
-          --duration "${DUR:-3s}" --warmup 1s --concurrency 16 --output json)
+          --duration "${DUR:-3s}" --warmup 1s --concurrency 16 $rate --output json)
         after=$(cpu "${PID[$name]}")
         load=$(cut -d' ' -f1 /proc/loadavg)
         python3 - "$op" "$round" "$name" "$before" "$after" "$tick" "$load" "$out" <<'PY'
@@ -97,7 +100,9 @@ d = json.loads(out)
 rate = d.get("throughput", d.get("calls_per_second", 0))
 calls = d.get("calls", d.get("total_calls", 0)) or 1
 secs = (float(after) - float(before)) / float(tick)
-print(f"{op} {rnd} {c:14} {rate:9.0f}/s  server CPU {1e6 * secs / calls:6.1f} us/call  load {load}")
+lat = d.get("latency_us", {})
+print(f"{op} {rnd} {c:14} {rate:9.0f}/s  server CPU {1e6 * secs / calls:6.1f} us/call  "
+      f"p50 {lat.get('p50', 0)} p99 {lat.get('p99', 0)} us  load {load}")
 PY
       done
     done

@@ -1175,10 +1175,10 @@ fn unknown_format_versions_are_refused() {
         meta.insert("format_version", bytes).expect("insert");
         db.flush().expect("flush");
     };
-    set_version(&5u32.to_be_bytes());
+    set_version(&6u32.to_be_bytes());
     match SledBackend::open(&path, SledOptions::default()) {
         Err(BackendError::UnsupportedFormat { found, supported }) => {
-            assert_eq!((found.as_str(), supported), ("5", 4));
+            assert_eq!((found.as_str(), supported), ("6", 5));
         }
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }
@@ -1187,18 +1187,19 @@ fn unknown_format_versions_are_refused() {
         SledBackend::open(&path, SledOptions::default()),
         Err(BackendError::UnsupportedFormat { found, .. }) if found == "0x7639"
     ));
-    // Versions 1 (before the write-ahead log), 2 (current versions also in `history`) and 3
-    // (before the redo file) open and are upgraded to 4, which older builds refuse (they would
-    // ignore the log or the redo file, or miss current versions in `history`).
-    for old in [1u32, 2, 3] {
+    // Versions 1 (before the write-ahead log), 2 (current versions also in `history`), 3
+    // (before the redo file) and 4 (one log entry per revision) open and are upgraded to 5,
+    // which older builds refuse (they would ignore the log or the redo file, miss current
+    // versions in `history` or misread the log's chunks).
+    for old in [1u32, 2, 3, 4] {
         set_version(&old.to_be_bytes());
         drop(SledBackend::open(&path, SledOptions::default()).expect("an older version opens"));
         let db = sled_open(&path);
         let meta = db.open_tree("meta").expect("meta tree");
         let version = meta.get("format_version").expect("get").expect("a version");
-        assert_eq!(version.as_ref(), 4u32.to_be_bytes(), "upgraded from {old}");
+        assert_eq!(version.as_ref(), 5u32.to_be_bytes(), "upgraded from {old}");
     }
-    drop(SledBackend::open(&path, SledOptions::default()).expect("version 4 opens"));
+    drop(SledBackend::open(&path, SledOptions::default()).expect("version 5 opens"));
 
     // A sled database with data but no version is not silently adopted.
     let other = dir.path().join("other");

@@ -364,3 +364,122 @@ async fn versions_below_the_floor_stay_while_the_log_needs_them_then_go() {
     let (now, _) = backend.get(b"hot", None).await.expect("read");
     assert_eq!(now.expect("current").value, b"f");
 }
+
+/// The log's entries in sled: (first, last) revision of each, read from sled directly.
+fn log_spans(path: &Path) -> Vec<(i64, i64)> {
+    let db = sled_open(path);
+    let rev = |b: &[u8]| i64::from_be_bytes(b.try_into().expect("8 bytes"));
+    db.open_tree("log")
+        .expect("log")
+        .iter()
+        .map(|item| {
+            let (k, _) = item.expect("entry");
+            match k.len() {
+                8 => (rev(&k), rev(&k)),
+                16 => (rev(&k[..8]), rev(&k[8..])),
+                n => panic!("log key of {n} bytes"),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_log_is_chunked_in_sled_and_a_format_4_store_with_one_entry_per_revision_replays() {
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store");
+    let opts = SledOptions {
+        layer_bytes: keyward::backend::sled::DEFAULT_LAYER_BYTES,
+        history_per_key: 10,
+        log_retention: 30,
+    };
+    let backend = SledBackend::open(&path, opts).expect("open");
+    let mut written = Vec::new();
+    for i in 0..20u8 {
+        let key = [b'k', b'0' + i % 4];
+        if i % 7 == 6 {
+            applied(backend.delete(&key, Expect::Any).await);
+            written.push((key, None));
+        } else {
+            applied(backend.put(&key, vec![i], Expect::Any).await);
+            written.push((key, Some(vec![i])));
+        }
+    }
+    drop(backend);
+    // One layer, so one chunk for the twenty revisions (the store starts at revision 1).
+    assert_eq!(log_spans(&path), vec![(2, 21)]);
+
+    // Make it a format 4 store: one `be64(revision) -> event` entry per revision.
+    {
+        let db = sled_open(&path);
+        let log = db.open_tree("log").expect("log");
+        let (key, chunk) = log.first().expect("first").expect("the chunk");
+        let mut at = 0;
+        let mut revision = 2i64;
+        while at < chunk.len() {
+            let len = u32::from_be_bytes(chunk[at..at + 4].try_into().expect("len")) as usize;
+            log.insert(revision.to_be_bytes(), &chunk[at + 4..at + 4 + len])
+                .expect("insert");
+            at += 4 + len;
+            revision += 1;
+        }
+        assert_eq!(revision, 22);
+        log.remove(key).expect("remove the chunk");
+        db.open_tree("meta")
+            .expect("meta")
+            .insert("format_version", &4u32.to_be_bytes())
+            .expect("version");
+        db.flush().expect("flush");
+    }
+    assert_eq!(log_spans(&path).len(), 20);
+
+    let backend = SledBackend::open(&path, opts).expect("upgrade");
+    let replay = |from: i64, n: usize| {
+        let backend = &backend;
+        async move {
+            let mut stream = backend.watch(b"", Some(rev(from))).await.expect("watch");
+            let mut events = Vec::new();
+            for _ in 0..n {
+                events.push(stream.next().await.expect("event").expect("no error"));
+            }
+            events
+        }
+    };
+    let events = replay(2, 20).await;
+    for (i, (event, (key, value))) in events.iter().zip(&written).enumerate() {
+        assert_eq!(event.kv.mod_revision.get(), i as i64 + 2);
+        assert_eq!(event.kv.key, key);
+        match value {
+            Some(v) => assert_eq!(&event.kv.value, v),
+            None => assert_eq!(event.kind, keyward::backend::EventKind::Delete),
+        }
+    }
+    // New revisions go in chunks next to the old entries; a watch reads across both.
+    for i in 0..5u8 {
+        applied(backend.put(b"new", vec![i], Expect::Any).await);
+    }
+    let events = replay(19, 8).await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.kv.mod_revision.get())
+            .collect::<Vec<_>>(),
+        (19..=26).collect::<Vec<_>>()
+    );
+    assert_eq!(events[7].kv.value, vec![4]);
+    // The window moves past the old entries: they go, and replay below the window is refused.
+    for i in 0..30u8 {
+        applied(backend.put(b"new", vec![i], Expect::Any).await);
+    }
+    let compacted = backend.compacted_revision().await.expect("compacted");
+    assert_eq!(compacted.get(), 56 - 30 + 1);
+    assert!(matches!(
+        backend.watch(b"", Some(rev(compacted.get() - 1))).await,
+        Err(BackendError::Compacted { .. })
+    ));
+    let events = replay(compacted.get(), 30).await;
+    assert_eq!(events.last().expect("last").kv.mod_revision.get(), 56);
+    drop(backend);
+    // The old entries are gone, and so are the revisions that left the window while in memory.
+    assert_eq!(log_spans(&path), vec![(27, 56)]);
+}

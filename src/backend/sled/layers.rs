@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use ::sled::{IVec, Tree};
 
-use super::codec::rev_bytes;
-use super::{sled_error, Shared};
+use super::codec::{decode_rev_key, rev_bytes};
+use super::{logchunk, sled_error, Shared};
 use crate::backend::{BackendError, Revision};
 
 /// Frozen layers waiting for sled before the writer waits for the checkpoint thread.
@@ -75,33 +75,56 @@ impl Layer {
         self.trees.iter().all(BTreeMap::is_empty)
     }
 
-    /// The writes that reach sled, in tree order: log entries that left the log's window while
-    /// in memory are removed rather than written (the sync thread or a later layer prunes the
-    /// ones already in sled).
-    fn sled_writes(&self) -> impl Iterator<Item = (TreeId, &IVec, Option<&IVec>)> {
-        let compacted = self.compacted.map(rev_bytes);
-        TREES.into_iter().flat_map(move |tree| {
-            self.trees[tree as usize].iter().map(move |(key, value)| {
-                let left_window =
-                    tree == TreeId::Log && compacted.is_some_and(|c| key.as_ref() < c.as_slice());
-                (tree, key, value.as_ref().filter(|_| !left_window))
-            })
-        })
+    /// The writes that reach sled, in tree order. The log's entries go in as chunks
+    /// (`logchunk.rs`), leaving out those that left the log's window while in memory; its
+    /// removals become removals of the chunks in `log` that are now wholly below the compacted
+    /// revision (the sync thread or a later layer removes those that straddle it).
+    fn sled_writes(&self, log: &Tree) -> Result<Vec<(TreeId, IVec, Option<IVec>)>, BackendError> {
+        let mut writes = Vec::new();
+        for tree in TREES {
+            let map = &self.trees[tree as usize];
+            if tree != TreeId::Log {
+                writes.extend(map.iter().map(|(k, v)| (tree, k.clone(), v.clone())));
+                continue;
+            }
+            let compacted = self.compacted.map(rev_bytes);
+            let kept = map.iter().filter(|(key, value)| {
+                value.is_some() && compacted.is_none_or(|c| key.as_ref() >= c.as_slice())
+            });
+            let mut events = Vec::new();
+            for (key, value) in kept {
+                if let Some(value) = value {
+                    events.push((decode_rev_key(key)?, value.as_ref()));
+                }
+            }
+            let removes = map.values().any(Option::is_none);
+            if let (true, Some(compacted)) = (removes, self.compacted) {
+                for key in logchunk::below(log, compacted)? {
+                    writes.push((TreeId::Log, key, None));
+                }
+            }
+            for (key, value) in logchunk::chunks(events.into_iter()) {
+                writes.push((TreeId::Log, key, value));
+            }
+        }
+        Ok(writes)
     }
 
     /// Writes the layer to sled key by key, after making its writes durable in the redo file
     /// (see `redo.rs`): no sled transaction, so sled's readers never wait for it.
     pub(super) fn write_to(&self, shared: &Shared) -> Result<(), BackendError> {
         let mut redo = shared.redo();
+        let writes = self.sled_writes(&shared.log)?;
         redo.append(
-            self.sled_writes()
-                .map(|(tree, key, value)| (tree, key.as_ref(), value.map(AsRef::as_ref))),
+            writes
+                .iter()
+                .map(|(tree, key, value)| (*tree, key.as_ref(), value.as_ref().map(AsRef::as_ref))),
         )?;
-        for (tree, key, value) in self.sled_writes() {
+        for (tree, key, value) in writes {
             let tree = shared.tree(tree);
             match value {
                 // An `IVec` goes in as it is (a reference count), not copied.
-                Some(value) => tree.insert(key, value.clone()).map(drop),
+                Some(value) => tree.insert(key, value).map(drop),
                 None => tree.remove(key).map(drop),
             }
             .map_err(sled_error)?;
@@ -169,14 +192,27 @@ impl Layers {
                     Box::new(entries)
                 });
             }
-            let entries = sled
-                .range(range)
-                .map(|item| item.map(|(k, v)| (k, Some(v))));
-            sources.push(if reverse {
-                Box::new(entries.rev())
+            if tree == TreeId::Log {
+                // sled holds the log in chunks (`logchunk.rs`), read forward only.
+                let entries =
+                    logchunk::entries(sled, &range).map(|item| item.map(|(k, v)| (k, Some(v))));
+                sources.push(if reverse {
+                    Box::new(std::iter::once(Err(BackendError::Corrupt(
+                        "the log is not read backwards".to_string(),
+                    ))))
+                } else {
+                    Box::new(entries)
+                });
             } else {
-                Box::new(entries)
-            });
+                let entries = sled
+                    .range(range)
+                    .map(|item| item.map(|(k, v)| (k, Some(v))).map_err(sled_error));
+                sources.push(if reverse {
+                    Box::new(entries.rev())
+                } else {
+                    Box::new(entries)
+                });
+            }
         }
         Merged {
             heads: sources.iter().map(|_| None).collect(),
@@ -244,7 +280,7 @@ fn is_empty_range(range: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> bool {
     }
 }
 
-type Entry = Result<(IVec, Option<IVec>), ::sled::Error>;
+type Entry = Result<(IVec, Option<IVec>), BackendError>;
 type Source<'a> = Box<dyn Iterator<Item = Entry> + 'a>;
 
 /// Entries of several sources merged in key order; for a key in more than one, the first
@@ -271,7 +307,7 @@ impl Iterator for Merged<'_> {
             if let Some(at) = self.heads.iter().position(|h| matches!(h, Some(Err(_)))) {
                 self.done.iter_mut().for_each(|d| *d = true);
                 return match self.heads[at].take() {
-                    Some(Err(e)) => Some(Err(sled_error(e))),
+                    Some(Err(e)) => Some(Err(e)),
                     _ => None,
                 };
             }

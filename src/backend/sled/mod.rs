@@ -6,7 +6,10 @@
 //! One sled database per directory, with four trees:
 //!
 //! - `kv` — the current state: `key -> record`.
-//! - `log` — the change log, for watch replay: `be64(revision) -> event`. An event holds no
+//! - `log` — the change log, for watch replay, in chunks of consecutive revisions
+//!   (`logchunk.rs`): `be64(first) ‖ be64(last) -> (be32(len) ‖ event)` for each revision from
+//!   `first` to `last`, one chunk per layer written to sled (stores of format 4 and older hold
+//!   `be64(revision) -> event` entries, read as chunks of one). An event holds no
 //!   values: `kind ‖ be64(key len) ‖ key ‖ be64(replaced) ‖ flags`, kind 3 a put and 4 a
 //!   delete, `replaced` the revision of the version the change replaced (0: none); replay reads
 //!   the version written (at the entry's revision) and the one replaced from `kv` and
@@ -101,11 +104,12 @@
 //!   publishes the compacted revision) fails with [`BackendError::Compacted`], as it would a
 //!   moment later.
 //! - The log keeps the last [`SledOptions::log_retention`] revisions: after each batch, the
-//!   compacted revision is raised to `current - log_retention + 1` and older log entries are
-//!   deleted, as removals among the batch's own layer writes (a jump of more than 4,096
-//!   revisions, after the retention was lowered, is pruned in sled by the sync thread). A watch
-//!   replay that finds an entry gone below the applied compacted revision fails with
-//!   [`BackendError::Compacted`].
+//!   compacted revision is raised to `current - log_retention + 1`. Older log entries still in a
+//!   layer are dropped from it; in sled, a layer's writes remove the chunks that are now wholly
+//!   below the compacted revision (after a jump of more than 4,096 revisions, when the retention
+//!   was lowered, the sync thread prunes them). A chunk that straddles the compacted revision
+//!   stays until it is wholly below it. A watch replay from below the applied compacted
+//!   revision fails with [`BackendError::Compacted`].
 //! - [`Backend::compact`] raises the compacted revision explicitly, deletes older log entries and,
 //!   for every key, every history entry older than the key's newest entry at or below the
 //!   compacted revision (that one too if it is a tombstone). When log retention raises the
@@ -123,7 +127,8 @@
 //! `codec` holds the byte encodings above, `wal` the write-ahead log's format, segments and
 //! recovery scan, `writer` the writer thread (batching, planning, appending, applying, replay),
 //! `sync` the sync thread (fdatasync, publication) and the checkpoint thread, `layers` the
-//! batches applied in memory but not yet written to sled, `redo` the redo file that
+//! batches applied in memory but not yet written to sled, `logchunk` the log's chunks in sled,
+//! `redo` the redo file that
 //! makes a layer's key-by-key writes to sled recoverable, `retention`
 //! pruning and compaction, `keyhist` the writer's cache of each key's retained history (so a
 //! write does not scan it), `files` the extra `fsync`s and the wait for sled's lock, `read`
@@ -133,6 +138,7 @@ mod codec;
 mod files;
 mod keyhist;
 mod layers;
+mod logchunk;
 mod read;
 mod redo;
 mod retention;
@@ -154,7 +160,7 @@ use super::{
     check_key, AtomicHistogram, AtomicRevision, Backend, BackendError, Event, Expect, KeyValue,
     RangeRequest, RangeResponse, Revision, WatchStream, WriteOutcome,
 };
-use codec::{decode_rev_key, describe_format, read_meta_rev, rev_bytes};
+use codec::{describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
 use layers::{Layers, TreeId};
 use redo::Redo;
@@ -170,13 +176,15 @@ use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
 /// it is: a current version also found in `history` is the same record, their log events are
 /// self-contained, and they have no redo file), so that an older build, which would ignore the
 /// log or the redo file, miss current versions in `history` or not read the new events,
-/// refuses them.
-pub const FORMAT_VERSION: u32 = 4;
+/// refuses them. 5 writes the log in chunks (`logchunk.rs`); the per-revision entries of
+/// format 4 and older are read as chunks of one and pruned as they leave the window.
+pub const FORMAT_VERSION: u32 = 5;
 /// Older formats this build still opens (and upgrades): before the write-ahead log, before
 /// current versions left `history`, and before the redo file.
 const FORMAT_VERSION_WITHOUT_LOG: u32 = 1;
 const FORMAT_VERSION_HISTORY_WITH_CURRENT: u32 = 2;
 const FORMAT_VERSION_WITHOUT_REDO: u32 = 3;
+const FORMAT_VERSION_LOG_PER_REVISION: u32 = 4;
 
 const TREE_KV: &str = "kv";
 const TREE_LOG: &str = "log";
@@ -394,6 +402,7 @@ impl SledBackend {
                     FORMAT_VERSION_WITHOUT_LOG,
                     FORMAT_VERSION_HISTORY_WITH_CURRENT,
                     FORMAT_VERSION_WITHOUT_REDO,
+                    FORMAT_VERSION_LOG_PER_REVISION,
                 ]
                 .iter()
                 .any(|old| found.as_ref() == old.to_be_bytes())
@@ -434,8 +443,7 @@ impl SledBackend {
                 "meta says current revision {current}, compacted revision {compacted}"
             )));
         }
-        if let Some((last, _)) = log.last().map_err(sled_error)? {
-            let last = decode_rev_key(&last)?;
+        if let Some(last) = logchunk::last_revision(&log)? {
             if last > current {
                 return Err(BackendError::Corrupt(format!(
                     "log entry {last} is newer than the current revision {current}"

@@ -13,7 +13,7 @@ use super::codec::{
 };
 use super::layers::{Layers, TreeId, Writes};
 use super::writer::{Change, Writer};
-use super::{sled_error, Shared, META_COMPACTED};
+use super::{logchunk, sled_error, Shared, META_COMPACTED};
 use crate::backend::{BackendError, Revision};
 
 /// History keys deleted per sled batch during an explicit compaction.
@@ -406,12 +406,12 @@ pub(super) fn leaving_between(
     Ok(keys)
 }
 
-/// Deletes log entries below `compacted`. One by one, not as a sled batch: leftovers below the
-/// compacted revision are harmless (never read, pruned again on open), and every sled batch or
-/// transaction makes sled write out its I/O buffer twice.
+/// Deletes the log's chunks (and older formats' per-revision entries) that are wholly below
+/// `compacted`. One by one, not as a sled batch: leftovers below the compacted revision are
+/// harmless (never read, pruned again on open), and every sled batch or transaction makes sled
+/// write out its I/O buffer twice.
 pub(super) fn prune_log(log: &Tree, compacted: Revision) -> Result<(), BackendError> {
-    for item in log.range(..rev_bytes(compacted)) {
-        let (key, _) = item.map_err(sled_error)?;
+    for key in logchunk::below(log, compacted)? {
         log.remove(key).map_err(sled_error)?;
     }
     Ok(())

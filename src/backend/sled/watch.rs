@@ -131,6 +131,15 @@ fn read_log_chunk(
 ) -> Result<Vec<Event>, BackendError> {
     let mut events = Vec::new();
     let guard = shared.read_guard()?;
+    // Checked under the lock: a log chunk in sled may still hold entries below the compacted
+    // revision (`logchunk.rs`), whose versions may be gone.
+    let compacted = shared.compacted.load().max(shared.history_pruned_to.load());
+    if from < compacted {
+        return Err(BackendError::Compacted {
+            requested: from,
+            compacted,
+        });
+    }
     let layers = &guard.layers;
     let entries = layers
         .range(
