@@ -7,20 +7,19 @@
 //! authentication/v1). gogo-protobuf writes every non-pointer field, so a kubectl body holds
 //! empty strings, zero integers and an empty `creationTimestamp`: empty is read as unset.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use prost::Message;
 use serde_json::{json, Map, Value};
-use zeroize::Zeroize;
 
 use super::KubeError;
-use crate::store::model::{Secret, SecretBytes};
+use crate::store::model::Secret;
+use crate::store::stored::{self, ObjectMeta, PbSecret, Time, TypeMeta, Unknown};
 
 /// The 4 bytes every Kubernetes protobuf body starts with.
-pub const MAGIC: &[u8; 4] = b"k8s\0";
+pub const MAGIC: &[u8; 4] = stored::MAGIC;
 /// The media type of Kubernetes protobuf bodies.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
@@ -42,137 +41,6 @@ impl std::fmt::Debug for Decoded {
             .field("kind", &self.kind)
             .field("object", &super::objects::Redacted(&self.object))
             .finish()
-    }
-}
-
-/// `runtime.Unknown`: the envelope after the magic bytes.
-#[derive(Clone, PartialEq, Message)]
-struct Unknown {
-    #[prost(message, optional, tag = "1")]
-    type_meta: Option<TypeMeta>,
-    #[prost(bytes = "vec", tag = "2")]
-    raw: Vec<u8>,
-    #[prost(string, tag = "3")]
-    content_encoding: String,
-    #[prost(string, tag = "4")]
-    content_type: String,
-}
-
-/// `runtime.TypeMeta` (apiVersion first, unlike meta/v1's).
-#[derive(Clone, PartialEq, Message)]
-struct TypeMeta {
-    #[prost(string, tag = "1")]
-    api_version: String,
-    #[prost(string, tag = "2")]
-    kind: String,
-}
-
-/// meta/v1 `Time` (`Timestamp` on the wire).
-#[derive(Clone, PartialEq, Message)]
-struct Time {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-/// meta/v1 `FieldsV1`: the JSON of a field set.
-#[derive(Clone, PartialEq, Message)]
-struct FieldsV1 {
-    #[prost(bytes = "vec", tag = "1")]
-    raw: Vec<u8>,
-}
-
-/// meta/v1 `ManagedFieldsEntry`.
-#[derive(Clone, PartialEq, Message)]
-struct ManagedFieldsEntry {
-    #[prost(string, tag = "1")]
-    manager: String,
-    #[prost(string, tag = "2")]
-    operation: String,
-    #[prost(string, tag = "3")]
-    api_version: String,
-    #[prost(message, optional, tag = "4")]
-    time: Option<Time>,
-    #[prost(string, tag = "6")]
-    fields_type: String,
-    #[prost(message, optional, tag = "7")]
-    fields_v1: Option<FieldsV1>,
-    #[prost(string, tag = "8")]
-    subresource: String,
-}
-
-/// meta/v1 `OwnerReference`.
-#[derive(Clone, PartialEq, Message)]
-struct OwnerReference {
-    #[prost(string, tag = "1")]
-    kind: String,
-    #[prost(string, tag = "3")]
-    name: String,
-    #[prost(string, tag = "4")]
-    uid: String,
-    #[prost(string, tag = "5")]
-    api_version: String,
-    #[prost(bool, optional, tag = "6")]
-    controller: Option<bool>,
-    #[prost(bool, optional, tag = "7")]
-    block_owner_deletion: Option<bool>,
-}
-
-/// meta/v1 `ObjectMeta`.
-#[derive(Clone, PartialEq, Message)]
-struct ObjectMeta {
-    #[prost(string, tag = "1")]
-    name: String,
-    #[prost(string, tag = "2")]
-    generate_name: String,
-    #[prost(string, tag = "3")]
-    namespace: String,
-    #[prost(string, tag = "4")]
-    self_link: String,
-    #[prost(string, tag = "5")]
-    uid: String,
-    #[prost(string, tag = "6")]
-    resource_version: String,
-    #[prost(int64, tag = "7")]
-    generation: i64,
-    #[prost(message, optional, tag = "8")]
-    creation_timestamp: Option<Time>,
-    #[prost(message, optional, tag = "9")]
-    deletion_timestamp: Option<Time>,
-    #[prost(int64, optional, tag = "10")]
-    deletion_grace_period_seconds: Option<i64>,
-    #[prost(btree_map = "string, string", tag = "11")]
-    labels: BTreeMap<String, String>,
-    #[prost(btree_map = "string, string", tag = "12")]
-    annotations: BTreeMap<String, String>,
-    #[prost(message, repeated, tag = "13")]
-    owner_references: Vec<OwnerReference>,
-    #[prost(string, repeated, tag = "14")]
-    finalizers: Vec<String>,
-    #[prost(message, repeated, tag = "17")]
-    managed_fields: Vec<ManagedFieldsEntry>,
-}
-
-/// core/v1 `Secret`.
-#[derive(Clone, PartialEq, Message)]
-struct PbSecret {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<ObjectMeta>,
-    #[prost(btree_map = "string, bytes", tag = "2")]
-    data: BTreeMap<String, Vec<u8>>,
-    #[prost(string, tag = "3")]
-    r#type: String,
-    #[prost(btree_map = "string, string", tag = "4")]
-    string_data: BTreeMap<String, String>,
-    #[prost(bool, optional, tag = "5")]
-    immutable: Option<bool>,
-}
-
-impl Drop for PbSecret {
-    fn drop(&mut self) {
-        self.data.values_mut().for_each(Zeroize::zeroize);
-        self.string_data.values_mut().for_each(Zeroize::zeroize);
     }
 }
 
@@ -541,87 +409,11 @@ fn secret_json(s: &PbSecret) -> Value {
     Value::Object(o)
 }
 
-fn pb_time(rfc3339: &str) -> Option<Time> {
-    let t = humantime::parse_rfc3339_weak(rfc3339).ok()?;
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
-    Some(Time {
-        seconds: i64::try_from(secs).ok()?,
-        nanos: 0,
-    })
-}
-
 /// The Secret as a `k8s\0` protobuf body (`runtime.Unknown{v1, Secret}`), for clients that
-/// ask for `application/vnd.kubernetes.protobuf` (no `stringData`).
+/// ask for `application/vnd.kubernetes.protobuf`: kube-apiserver's encoding, the one the store
+/// writes ([`stored::encode`]; no `stringData`).
 pub fn encode_secret(secret: &Secret) -> Vec<u8> {
-    let m = &secret.metadata;
-    let meta = ObjectMeta {
-        name: m.name.clone(),
-        generate_name: m.generate_name.clone(),
-        namespace: m.namespace.clone(),
-        self_link: String::new(),
-        uid: m.uid.clone(),
-        resource_version: m.resource_version.clone(),
-        generation: 0,
-        creation_timestamp: pb_time(&m.creation_timestamp),
-        deletion_timestamp: None,
-        deletion_grace_period_seconds: None,
-        labels: m.labels.clone(),
-        annotations: m.annotations.clone(),
-        owner_references: m
-            .owner_references
-            .iter()
-            .map(|r| OwnerReference {
-                kind: r.kind.clone(),
-                name: r.name.clone(),
-                uid: r.uid.clone(),
-                api_version: r.api_version.clone(),
-                controller: r.controller,
-                block_owner_deletion: r.block_owner_deletion,
-            })
-            .collect(),
-        finalizers: m.finalizers.clone(),
-        managed_fields: m
-            .managed_fields
-            .iter()
-            .map(|e| ManagedFieldsEntry {
-                manager: e.manager.clone(),
-                operation: e.operation.clone(),
-                api_version: e.api_version.clone(),
-                time: pb_time(&e.time),
-                fields_type: e.fields_type.clone(),
-                fields_v1: e.fields_v1.as_ref().map(|v| FieldsV1 {
-                    raw: serde_json::to_vec(v).unwrap_or_default(),
-                }),
-                subresource: e.subresource.clone(),
-            })
-            .collect(),
-    };
-    let pb = PbSecret {
-        metadata: Some(meta),
-        data: secret
-            .data
-            .iter()
-            .map(|(k, v): (&String, &SecretBytes)| (k.clone(), v.as_slice().to_vec()))
-            .collect(),
-        r#type: secret.type_.clone(),
-        string_data: BTreeMap::new(),
-        immutable: secret.immutable,
-    };
-    let mut raw = zeroize::Zeroizing::new(pb.encode_to_vec());
-    let envelope = Unknown {
-        type_meta: Some(TypeMeta {
-            api_version: "v1".into(),
-            kind: "Secret".into(),
-        }),
-        raw: std::mem::take(&mut *raw),
-        content_encoding: String::new(),
-        content_type: String::new(),
-    };
-    let mut out = MAGIC.to_vec();
-    out.extend(envelope.encode_to_vec());
-    let mut envelope = envelope;
-    envelope.raw.zeroize();
-    out
+    std::mem::take(&mut *stored::encode(secret))
 }
 
 /// A decoded protobuf Secret as the store's type (its JSON read as a JSON body would be).
@@ -636,7 +428,8 @@ pub fn secret_of(decoded: &Decoded) -> Result<Secret, KubeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::model;
+    use crate::store::model::{self, SecretBytes};
+    use std::collections::BTreeMap;
 
     fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
         let mut out = MAGIC.to_vec();

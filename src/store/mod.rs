@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod model;
 mod raw;
 pub mod selector;
+pub mod stored;
 mod version;
 mod watch;
 
@@ -372,23 +373,27 @@ impl Store {
         }
     }
 
-    /// Encrypts `s` as stored: without `resourceVersion` (taken out while it is serialized, so
-    /// that the Secret is not copied).
+    /// Encrypts `s` as stored: in kube-apiserver's protobuf encoding ([`stored`]), or as JSON
+    /// if protobuf would not give it back exactly; without `resourceVersion` (taken out while
+    /// it is serialized, so that the Secret is not copied).
     async fn encode(&self, key: &str, s: &mut Secret) -> Result<Vec<u8>, StoreError> {
         let resource_version = std::mem::take(&mut s.metadata.resource_version);
-        let json = serde_json::to_vec(&*s);
+        let plain = match stored::encode_exact(s) {
+            Some(pb) => Ok(pb),
+            None => serde_json::to_vec(&*s).map(Zeroizing::new),
+        };
         s.metadata.resource_version = resource_version;
-        let json = Zeroizing::new(json.map_err(|e| StoreError::Corrupt {
+        let plain = plain.map_err(|e| StoreError::Corrupt {
             key: key.to_owned(),
             reason: e.to_string(),
-        })?);
+        })?;
         let t = self.encryption.load().for_resource(RESOURCE);
-        Ok(t.to_storage(key, &json).await?)
+        Ok(t.to_storage(key, &plain).await?)
     }
 
     /// Puts `value`, the encoding of `s` by an encoding that started at `generation`, under
     /// `key`, and caches `s` as what decoding it would give once it is written, so that
-    /// watchers and the next update do not decrypt it again (a Secret whose JSON would not
+    /// watchers and the next update do not decrypt it again (a Secret whose encoding would not
     /// decode to exactly itself is left out). While the put is in flight, watchers that see it
     /// take `s` too. Returns the outcome and `s`, with its `resourceVersion` if it applied.
     async fn put_cached(
@@ -957,19 +962,28 @@ impl Store {
     }
 }
 
-/// Whether decoding `s`'s stored JSON gives `s` back: true of every Secret the store writes
-/// (normalized, so without `stringData`) unless a client sent a `managedFields` entry whose
-/// `fieldsV1` is not a trie of objects (a `null` would come back as absent).
-/// The Secret in the plaintext `json` read from `kv` (stored at `key`), at `kv`'s revision.
-fn parse_stored(kv: &KeyValue, key: &str, json: &[u8]) -> Result<Secret, StoreError> {
-    let mut s: Secret = serde_json::from_slice(json).map_err(|e| StoreError::Corrupt {
-        key: key.to_owned(),
-        reason: crate::redact::serde_values(&e.to_string()),
-    })?;
+/// The Secret in the plaintext `plain` read from `kv` (stored at `key`), at `kv`'s revision:
+/// kube-apiserver's protobuf encoding ([`stored`]), or JSON as older builds wrote it.
+fn parse_stored(kv: &KeyValue, key: &str, plain: &[u8]) -> Result<Secret, StoreError> {
+    let mut s = if plain.starts_with(stored::MAGIC) {
+        stored::decode(plain).map_err(|reason| StoreError::Corrupt {
+            key: key.to_owned(),
+            reason,
+        })?
+    } else {
+        serde_json::from_slice(plain).map_err(|e| StoreError::Corrupt {
+            key: key.to_owned(),
+            reason: crate::redact::serde_values(&e.to_string()),
+        })?
+    };
     s.metadata.resource_version = kv.mod_revision.to_string();
     Ok(s)
 }
 
+/// Whether decoding `s`'s stored encoding gives `s` back: true of every Secret the store
+/// writes (normalized, so without `stringData`) unless a client sent a `managedFields` entry
+/// whose `fieldsV1` is not a trie of objects (a `null` would come back as absent). Times need
+/// no check: a Secret whose times protobuf would not keep is stored as JSON.
 fn decodes_to_itself(s: &Secret) -> bool {
     fn trie(v: &serde_json::Value) -> bool {
         v.as_object().is_some_and(|m| m.values().all(trie))

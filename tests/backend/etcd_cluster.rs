@@ -708,7 +708,9 @@ fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
     );
 
     // Python's `cryptography` (tests/python/kw_encryption.py) decrypts the bytes etcdctl read,
-    // with the storage key as associated data, to the Secret's Kubernetes JSON.
+    // with the storage key as associated data, to the bytes kube-apiserver stores for the
+    // Secret (its `k8s\0` protobuf encoding), which Python's `google.protobuf` reads
+    // (tests/python/kube_proto.py).
     let pydir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
     let case = serde_json::json!({
         "provider": "aesgcm",
@@ -725,16 +727,21 @@ fn etcdctl_reads_what_python_decrypts_and_keyward_reads_what_python_encrypts() {
     );
     let out = python(&PY_MODULES, &["-c", &decrypt], case.to_string().as_bytes());
     let plaintext = b64.decode(out.trim()).expect("base64 from python");
-    let doc: serde_json::Value = serde_json::from_slice(&plaintext).expect("Kubernetes JSON");
+    let out = python(
+        &["google.protobuf", "grpc_tools"],
+        &[&format!("{pydir}/kube_proto.py"), "decode-secret"],
+        hex::encode(&plaintext).as_bytes(),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("python's JSON");
     let m = made.metadata.as_ref().expect("metadata");
-    assert_eq!(doc["apiVersion"], "v1");
-    assert_eq!(doc["kind"], "Secret");
+    assert_eq!(doc["typeMeta"]["apiVersion"], "v1");
+    assert_eq!(doc["typeMeta"]["kind"], "Secret");
     assert_eq!(doc["type"], "Opaque");
-    assert_eq!(doc["metadata"]["name"], "cross");
-    assert_eq!(doc["metadata"]["namespace"], "interop");
-    assert_eq!(doc["metadata"]["uid"], m.uid.as_str());
-    assert!(
-        doc["metadata"].get("resourceVersion").is_none(),
+    assert_eq!(doc["name"], "cross");
+    assert_eq!(doc["namespace"], "interop");
+    assert_eq!(doc["uid"], m.uid.as_str());
+    assert_eq!(
+        doc["resourceVersion"], "",
         "resourceVersion is etcd's mod_revision, never stored: {doc}"
     );
     assert_eq!(doc["data"]["password"], b64.encode(value));

@@ -1,6 +1,6 @@
 //! Stored-value decoders: the six providers' formats (identity, aescbc, aesgcm, secretbox,
 //! kms v1, the kms v2 `EncryptedObject`) as [`Transformer::from_storage`] reads them from the
-//! backend, the stored Secret encoding ([`Store::decode`]), and `continue` tokens of lists.
+//! backend, the stored Secret encodings (protobuf and JSON, [`Store::decode`]), and `continue` tokens of lists.
 //!
 //! Properties: decrypt(encrypt(x)) = x for every provider; an authenticated provider (aesgcm,
 //! secretbox, kms v1 except its legacy AES-CBC path, kms v2) never yields a plaintext other than
@@ -11,17 +11,18 @@ use std::sync::Arc;
 use keyward::backend::{KeyValue, Revision};
 use keyward::crypto::Algorithm;
 use keyward::encryption::{config, Encryption, ParseOptions, Transformer};
-use keyward::store::{Selector, Store};
+use keyward::store::{stored, Selector, Store};
 
 use crate::harness::{fuzz, regressions, runtime, Corpus, JSON_WORDS};
 use crate::support::store::{secret_v, sled_store};
 use crate::support::{config_text, keys_provider, kms_provider, Plugin};
 
-/// A stored Secret's field names and values (with [`JSON_WORDS`]).
+/// A stored Secret's field names and values (with [`JSON_WORDS`]), and protobuf bytes.
 #[rustfmt::skip]
 const SECRET_WORDS: &[&str] = &[
     "\"metadata\"", "\"data\"", "\"stringData\"", "\"type\"", "\"immutable\"", "\"labels\"",
     "\"name\"", "\"namespace\"", "\"managedFields\"", "\"dg==\"", "\"!!\"",
+    "k8s\0", "\u{12}", "\u{1a}", "\u{7f}", "B\0",
 ];
 
 /// Continue token words: base64url of JSON's start and end, its fields, the key prefix.
@@ -205,6 +206,7 @@ fn stored_secret_encoding() {
     full.metadata.labels.insert("app".into(), "web".into());
     full.immutable = Some(true);
     seeds.push(serde_json::to_vec(&full).expect("JSON"));
+    seeds.push(stored::encode(&full).to_vec());
     let corpus = Corpus::new(seeds, &[JSON_WORDS, SECRET_WORDS].concat());
     fuzz("stored Secret encoding", 1500, &corpus, |input| {
         let kv = stored_at(input, rev);
@@ -212,16 +214,20 @@ fn stored_secret_encoding() {
             let Ok((s, _)) = store.decode(&kv).await else {
                 return;
             };
-            // decode(encode(s)) = s.
-            let again = KeyValue {
-                value: serde_json::to_vec(&s).expect("a decoded Secret encodes"),
-                ..kv.clone()
-            };
-            let (back, _) = store
-                .decode(&again)
-                .await
-                .expect("an encoded Secret decodes");
-            assert!(back == s, "the stored encoding did not round-trip");
+            // decode(encode(s)) = s, in JSON and, where it is exact, in protobuf.
+            let json = serde_json::to_vec(&s).expect("a decoded Secret encodes");
+            let exact = stored::encode_exact(&s).map(|pb| pb.to_vec());
+            for value in std::iter::once(json).chain(exact) {
+                let again = KeyValue {
+                    value,
+                    ..kv.clone()
+                };
+                let (back, _) = store
+                    .decode(&again)
+                    .await
+                    .expect("an encoded Secret decodes");
+                assert!(back == s, "the stored encoding did not round-trip");
+            }
         });
     });
 }
@@ -285,7 +291,14 @@ fn regression_inputs() {
     let rev = Revision::new(1).expect("a revision");
     regressions(
         "stored regressions",
-        &[b"", b"null", b"{\"data\":{\"a\":\"!!\"}}", b"k8s:enc:"],
+        &[
+            b"",
+            b"null",
+            b"{\"data\":{\"a\":\"!!\"}}",
+            b"k8s:enc:",
+            b"k8s\0",
+            b"k8s\0\x0a\x0c\x0a\x02v1\x12\x06Secret\x12\x02\x0a\xff",
+        ],
         |input| {
             let _ = rt.block_on(store.decode(&stored_at(input, rev)));
         },

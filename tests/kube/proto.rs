@@ -5,7 +5,9 @@ use keyward::kube::proto;
 use keyward::store::model::{ManagedFieldsEntry, OwnerReference, Secret, SecretBytes};
 use serde_json::{json, Value};
 
+use crate::support::store::{secret_v, sled_store};
 use crate::support::tools::python;
+use crate::support::{config_text, name, ns};
 
 const SCRIPT: &str = "tests/python/kube_proto.py";
 
@@ -102,4 +104,86 @@ fn keyward_protobuf_secret_reads_back_in_python() {
     // And keyward reads its own bytes back to the same Secret.
     let back = proto::secret_of(&proto::decode(&body).expect("decode")).expect("secret");
     assert_eq!(back, s);
+}
+
+/// The plaintext an identity store keeps for a Secret is byte for byte what kube-apiserver
+/// keeps for it, as Python's `google.protobuf` writes it under gogo-protobuf's rules; a Secret
+/// whose times protobuf would change is kept as JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_plaintext_is_kube_apiserver_storage_encoding() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = sled_store(dir.path(), &config_text("      - identity: {}\n")).await;
+    let mut s = secret_v("apps", "db-credentials", b"hunter2");
+    let m = &mut s.metadata;
+    m.labels.insert("tier".into(), "db".into());
+    m.labels.insert("app".into(), "web".into());
+    m.annotations.insert("note".into(), "ünïcode".into());
+    m.owner_references.push(OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: "web".into(),
+        uid: "0f1e2d3c".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(false),
+    });
+    m.finalizers.push("example.com/keep".into());
+    m.managed_fields.push(ManagedFieldsEntry {
+        manager: "kubectl-client-side-apply".into(),
+        operation: "Update".into(),
+        api_version: "v1".into(),
+        time: "2024-02-29T12:00:00Z".into(),
+        fields_type: "FieldsV1".into(),
+        fields_v1: Some(json!({"f:data": {".": {}, "f:v": {}}})),
+        subresource: String::new(),
+    });
+    s.data
+        .insert("bin".into(), SecretBytes::new(vec![0, 0xff, 0x80]));
+    s.data.insert("empty".into(), SecretBytes::new(Vec::new()));
+    s.data
+        .insert("pem".into(), SecretBytes::new(vec![b'x'; 300]));
+    s.type_ = "kubernetes.io/tls-like".into();
+    s.immutable = Some(true);
+    let mut created = store.create(s, false).await.expect("create");
+    let kv = store
+        .raw_get("/registry/secrets/apps/db-credentials")
+        .await
+        .expect("raw get")
+        .expect("stored");
+    created.metadata.resource_version.clear();
+    let doc = serde_json::to_vec(&created).expect("JSON");
+    let want = tokio::task::spawn_blocking(move || {
+        python(
+            &["google.protobuf", "grpc_tools"],
+            &[SCRIPT, "storage-secret"],
+            &doc,
+        )
+    })
+    .await
+    .expect("python");
+    assert_eq!(hex::encode(&kv.value), want.trim());
+
+    // A client's fractional managedFields time would lose its fraction: JSON keeps it.
+    let mut s = secret_v("apps", "fractional", b"v");
+    s.metadata.managed_fields.push(ManagedFieldsEntry {
+        manager: "m".into(),
+        operation: "Update".into(),
+        api_version: "v1".into(),
+        time: "2024-02-29T12:00:00.25Z".into(),
+        ..ManagedFieldsEntry::default()
+    });
+    store.create(s, false).await.expect("create");
+    let kv = store
+        .raw_get("/registry/secrets/apps/fractional")
+        .await
+        .expect("raw get")
+        .expect("stored");
+    assert!(kv.value.starts_with(b"{"), "{:?}", &kv.value[..8]);
+    let back = store
+        .get(&ns("apps"), &name("fractional"), None)
+        .await
+        .expect("get");
+    assert_eq!(
+        back.metadata.managed_fields[0].time,
+        "2024-02-29T12:00:00.25Z"
+    );
 }

@@ -8,7 +8,11 @@ then either
                   google.protobuf, as kubectl 1.32+ sends them (empty strings written), each
                   with the JSON the same request would carry;
   decode-secret   reads a k8s\\0 Secret body (hex) on stdin, written by keyward, and prints what
-                  google.protobuf reads in it as JSON.
+                  google.protobuf reads in it as JSON;
+  storage-secret  reads a Secret as Kubernetes JSON on stdin and prints (hex) the bytes
+                  kube-apiserver stores for it before encryption: the k8s\\0 envelope, every
+                  non-pointer field written (gogo-protobuf's rule), pointer fields only when set,
+                  map entries in key order, times as whole seconds with nanos 0.
 """
 import base64
 import datetime
@@ -195,6 +199,69 @@ def cases():
     return out
 
 
+def parse_time(text):
+    t = datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    return int(t.timestamp())
+
+
+def set_time(msg, text):
+    msg.SetInParent()
+    if text:
+        msg.seconds = parse_time(text)
+        msg.nanos = 0
+
+
+def storage_secret(doc):
+    s = pb.Secret()
+    meta = doc.get("metadata", {})
+    m = s.metadata
+    m.name = meta.get("name", "")
+    m.generateName = meta.get("generateName", "")
+    m.namespace = meta.get("namespace", "")
+    m.selfLink = ""
+    m.uid = meta.get("uid", "")
+    m.resourceVersion = ""
+    m.generation = 0
+    set_time(m.creationTimestamp, meta.get("creationTimestamp", ""))
+    if meta.get("deletionTimestamp"):
+        set_time(m.deletionTimestamp, meta["deletionTimestamp"])
+    if "deletionGracePeriodSeconds" in meta:
+        m.deletionGracePeriodSeconds = meta["deletionGracePeriodSeconds"]
+    m.labels.update(meta.get("labels", {}))
+    m.annotations.update(meta.get("annotations", {}))
+    for r in meta.get("ownerReferences", []):
+        o = m.ownerReferences.add()
+        o.kind, o.name, o.uid, o.apiVersion = r["kind"], r["name"], r["uid"], r["apiVersion"]
+        if "controller" in r:
+            o.controller = r["controller"]
+        if "blockOwnerDeletion" in r:
+            o.blockOwnerDeletion = r["blockOwnerDeletion"]
+    m.finalizers.extend(meta.get("finalizers", []))
+    for e in meta.get("managedFields", []):
+        f = m.managedFields.add()
+        f.manager = e.get("manager", "")
+        f.operation = e.get("operation", "")
+        f.apiVersion = e.get("apiVersion", "")
+        if e.get("time"):
+            set_time(f.time, e["time"])
+        f.fieldsType = e.get("fieldsType", "")
+        if "fieldsV1" in e:
+            f.fieldsV1.Raw = json.dumps(e["fieldsV1"], separators=(",", ":")).encode()
+        f.subresource = e.get("subresource", "")
+    for k, v in doc.get("data", {}).items():
+        s.data[k] = base64.b64decode(v)
+    s.type = doc.get("type", "")
+    if "immutable" in doc:
+        s.immutable = doc["immutable"]
+    u = pb.Unknown()
+    u.typeMeta.apiVersion = "v1"
+    u.typeMeta.kind = "Secret"
+    u.raw = s.SerializeToString(deterministic=True)
+    u.contentEncoding = ""
+    u.contentType = ""
+    return MAGIC + u.SerializeToString(deterministic=True)
+
+
 def decode_secret(hex_body):
     body = bytes.fromhex(hex_body.strip())
     assert body[:4] == MAGIC, "no k8s\\0 prefix"
@@ -229,5 +296,7 @@ if __name__ == "__main__":
         print(json.dumps(cases()))
     elif mode == "decode-secret":
         print(json.dumps(decode_secret(sys.stdin.read())))
+    elif mode == "storage-secret":
+        print(storage_secret(json.load(sys.stdin)).hex())
     else:
         raise SystemExit(f"unknown mode {mode}")
