@@ -431,21 +431,9 @@ mod tests {
     use crate::store::model::{self, SecretBytes};
     use std::collections::BTreeMap;
 
+    /// An envelope of `kind` around `raw`, without a content encoding.
     fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        out.extend(
-            Unknown {
-                type_meta: Some(TypeMeta {
-                    api_version: api_version.into(),
-                    kind: kind.into(),
-                }),
-                raw,
-                content_encoding: String::new(),
-                content_type: String::new(),
-            }
-            .encode_to_vec(),
-        );
-        out
+        stored::tests::envelope(api_version, kind, raw, "")
     }
 
     #[test]

@@ -461,4 +461,4 @@ fn write(s: &Secret, exact: bool) -> Option<Zeroizing<Vec<u8>>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -130,7 +130,12 @@ fn secrets_protobuf_would_change_are_not_exact() {
 }
 
 /// An envelope of `kind` around `raw`, as Python's or Go's encoders write it.
-fn envelope(api_version: &str, kind: &str, raw: Vec<u8>, content_encoding: &str) -> Vec<u8> {
+pub(crate) fn envelope(
+    api_version: &str,
+    kind: &str,
+    raw: Vec<u8>,
+    content_encoding: &str,
+) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend(
         Unknown {
