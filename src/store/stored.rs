@@ -4,8 +4,8 @@
 //! older builds as Kubernetes JSON are still read (kube-apiserver reads both too).
 //!
 //! Protobuf keeps `data` as raw bytes (JSON holds them in base64) and needs no escaping, so a
-//! record with a 1 KiB value is about a quarter smaller and cheaper to write and read. kube-
-//! apiserver's `metav1.Time` holds whole seconds; a Secret whose times are not RFC 3339 whole
+//! record with a 1 KiB value is about a quarter smaller and cheaper to write and read.
+//! kube-apiserver's `metav1.Time` holds whole seconds; a Secret whose times are not RFC 3339 whole
 //! seconds after 1970 in UTC (only a client-supplied `managedFields` time can be) would not come
 //! back as it was, so [`encode_exact`] refuses it and the store writes that Secret as JSON.
 //!
