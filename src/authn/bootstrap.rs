@@ -157,91 +157,16 @@ pub fn get_groups(secret: &Secret) -> Result<Vec<String>, String> {
     Ok(groups.into_iter().collect())
 }
 
-/// Go's `time.Parse(time.RFC3339, s)`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, every field in
-/// range (the day for its month); `None` for anything else.
+/// Go's `time.Parse(time.RFC3339, s)` ([`crate::go_time`]); `None` for what it refuses (or a
+/// time `SystemTime` cannot hold).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = b.get(from..from + len)?;
-        part.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| part.iter().fold(0i64, |a, d| a * 10 + i64::from(d - b'0')))
-    };
-    let lit = |at: usize, c: u8| b.get(at) == Some(&c);
-    if !(lit(4, b'-') && lit(7, b'-') && lit(10, b'T') && lit(13, b':') && lit(16, b':')) {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, min, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month[(month - 1) as usize]
-        || hour > 23
-        || min > 59
-        || sec > 59
-    {
-        return None;
-    }
-    let mut at = 19;
-    let mut nanos = 0u32;
-    if matches!(b.get(at), Some(b'.') | Some(b',')) {
-        let digits = b[at + 1..]
-            .iter()
-            .take_while(|c| c.is_ascii_digit())
-            .count();
-        if digits == 0 || digits > 9 {
-            return None;
-        }
-        let frac = num(at + 1, digits)?;
-        nanos = (frac * 10i64.pow(9 - digits as u32)) as u32;
-        at += 1 + digits;
-    }
-    let offset = match b.get(at) {
-        Some(b'Z') if b.len() == at + 1 => 0,
-        Some(sign @ (b'+' | b'-')) if b.len() == at + 6 && lit(at + 3, b':') => {
-            let (oh, om) = (num(at + 1, 2)?, num(at + 4, 2)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let o = oh * 3600 + om * 60;
-            if *sign == b'-' {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset;
-    if secs >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(secs as u64, nanos))
+    let t = crate::go_time::parse_rfc3339(s).ok()?;
+    if t.unix >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(t.unix.unsigned_abs(), t.nanos))
     } else {
         UNIX_EPOCH
-            .checked_sub(Duration::from_secs(secs.unsigned_abs()))?
-            .checked_add(Duration::from_nanos(u64::from(nanos)))
+            .checked_sub(Duration::from_secs(t.unix.unsigned_abs()))?
+            .checked_add(Duration::from_nanos(u64::from(t.nanos)))
     }
 }
 
@@ -717,6 +642,9 @@ mod tests {
         assert_eq!(at("2009-11-10T23:00:00.5Z"), Some(1_257_894_000.5));
         assert_eq!(at("2000-02-29T00:00:00Z"), Some(951_782_400.0));
         assert_eq!(at("1969-12-31T23:59:59Z"), Some(-1.0));
+        // Go's laxness, kept: a one-digit hour, an offset of 24 hours.
+        assert_eq!(at("2009-11-10T3:00:00Z"), Some(1_257_822_000.0));
+        assert_eq!(at("2009-11-11T23:00:00+24:00"), Some(1_257_894_000.0));
         for bad in [
             "",
             "2009-11-10",
@@ -733,7 +661,7 @@ mod tests {
             "2009-11-10T23:00:00Z ",
             "2009-11-10T23:00:00.Z",
             "2009-11-10T23:00:00+0100",
-            "2009-11-10T23:00:00+24:00",
+            "2009-11-10T23:00:00+25:00",
             "09-11-10T23:00:00Z",
         ] {
             assert_eq!(at(bad), None, "{bad:?}");

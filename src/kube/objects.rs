@@ -572,8 +572,20 @@ impl Walk {
     }
 }
 
-/// The known fields of a (checked) Secret body as a [`Secret`]; bad base64 is an error with
-/// Go's message.
+/// The `metav1.Time` at `key` of a request body's object as kube-apiserver keeps it: parsed as
+/// Go parses RFC 3339 (its error, word for word, if it does not parse; an empty string does
+/// not), then whole seconds in UTC, so that `2024-01-01T02:00:00.5+02:00` (the Python client
+/// writes offsets) reads back as `2024-01-01T00:00:00Z`. Absent, null and Go's zero time are
+/// empty.
+fn metav1_time(m: &Map<String, Value>, key: &str) -> Result<String, String> {
+    match m.get(key) {
+        Some(Value::String(t)) => Ok(crate::go_time::metav1_json(t)?.unwrap_or_default()),
+        _ => Ok(String::new()),
+    }
+}
+
+/// The known fields of a (checked) Secret body as a [`Secret`]; bad base64 and bad times are
+/// errors with Go's messages.
 pub(crate) fn secret_from_json(v: &Value) -> Result<Secret, String> {
     let mut s = Secret::default();
     let empty = Map::new();
@@ -600,7 +612,9 @@ pub(crate) fn secret_from_json(v: &Value) -> Result<Secret, String> {
         meta.namespace = str_of(m, "namespace");
         meta.uid = str_of(m, "uid");
         meta.resource_version = str_of(m, "resourceVersion");
-        meta.creation_timestamp = str_of(m, "creationTimestamp");
+        meta.creation_timestamp = metav1_time(m, "creationTimestamp")?;
+        // Set by the server only, but a client's must still parse.
+        metav1_time(m, "deletionTimestamp")?;
         meta.labels = str_map(m.get("labels"));
         meta.annotations = str_map(m.get("annotations"));
         if let Some(a) = m.get("ownerReferences").and_then(Value::as_array) {
@@ -622,6 +636,11 @@ pub(crate) fn secret_from_json(v: &Value) -> Result<Secret, String> {
                 .map(|e| serde_json::from_value::<ManagedFieldsEntry>(strip_nulls(e)))
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
+            for (e, raw) in meta.managed_fields.iter_mut().zip(a) {
+                e.time = raw
+                    .as_object()
+                    .map_or(Ok(String::new()), |o| metav1_time(o, "time"))?;
+            }
         }
     }
     if let Some(m) = top.get("data").and_then(Value::as_object) {
@@ -818,6 +837,48 @@ mod tests {
         let yaml = b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: y\nstringData:\n  a: b\n";
         let d = decode_secret(yaml, FieldValidation::Strict).unwrap();
         assert_eq!(d.secret.string_data["a"].0.as_str(), "b");
+    }
+
+    #[test]
+    fn times_are_kept_as_metav1_time_keeps_them() {
+        let body = br#"{"metadata":{"name":"t","creationTimestamp":"2024-01-01T02:00:00.5+02:00","managedFields":[
+            {"manager":"py","operation":"Update","apiVersion":"v1","time":"2024-01-01T00:00:00+00:00","fieldsType":"FieldsV1","fieldsV1":{"f:data":{}}},
+            {"manager":"zero","operation":"Update","apiVersion":"v1","time":"0001-01-01T00:00:00Z"},
+            {"manager":"none","operation":"Update","apiVersion":"v1","time":null}]}}"#;
+        let d = decode_secret(body, FieldValidation::Strict).unwrap();
+        let m = &d.secret.metadata;
+        assert_eq!(m.creation_timestamp, "2024-01-01T00:00:00Z");
+        let times: Vec<&str> = m.managed_fields.iter().map(|e| e.time.as_str()).collect();
+        assert_eq!(times, ["2024-01-01T00:00:00Z", "", ""]);
+        for (field, time, error) in [
+            (
+                "creationTimestamp",
+                "2024-02-30T00:00:00Z",
+                r#"parsing time "2024-02-30T00:00:00Z": day out of range"#,
+            ),
+            (
+                "deletionTimestamp",
+                "yesterday",
+                r#"parsing time "yesterday" as "2006-01-02T15:04:05Z07:00": cannot parse "yesterday" as "2006""#,
+            ),
+            (
+                "creationTimestamp",
+                "",
+                r#"parsing time "" as "2006-01-02T15:04:05Z07:00": cannot parse "" as "2006""#,
+            ),
+        ] {
+            let body = format!(r#"{{"metadata":{{"name":"t","{field}":"{time}"}}}}"#);
+            assert_eq!(
+                err_of(decode_secret(body.as_bytes(), FieldValidation::Warn)),
+                format!(r#"Secret in version "v1" cannot be handled as a Secret: {error}"#),
+                "{field}: {time:?}"
+            );
+        }
+        let body = br#"{"metadata":{"name":"t","managedFields":[{"manager":"m","time":"2024-01-01T00:00:00"}]}}"#;
+        assert_eq!(
+            err_of(decode_secret(body, FieldValidation::Warn)),
+            r#"Secret in version "v1" cannot be handled as a Secret: parsing time "2024-01-01T00:00:00" as "2006-01-02T15:04:05Z07:00": cannot parse "" as "Z07:00""#
+        );
     }
 
     #[test]

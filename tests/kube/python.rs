@@ -179,3 +179,52 @@ async fn python_client_writes() {
     let w = start(100_000).await;
     python_async(w.kubeconfig.clone(), vec!["write".into(), "py".into()]).await;
 }
+
+/// The Python client's read-modify-replace sends back every time it read with a `+00:00`
+/// offset (and would send fractions): the server keeps them as kube-apiserver does, whole
+/// seconds in UTC, so the Secret is still stored in kube-apiserver's protobuf encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_times_come_back_as_kube_apiserver_writes_them() {
+    let w = start(100_000).await;
+    python_async(w.kubeconfig.clone(), vec!["times".into(), "py".into()]).await;
+    let kv = w
+        .server
+        .store()
+        .raw_get("/registry/secrets/py/times")
+        .await
+        .unwrap()
+        .expect("stored");
+    let config = keyward::encryption::config::parse(
+        &std::fs::read_to_string(w.dir.path().join("enc.yaml")).unwrap(),
+        keyward::encryption::ParseOptions {
+            kms_v1: false,
+            reload: false,
+        },
+    )
+    .unwrap();
+    let enc = keyward::encryption::Encryption::build(&config).await;
+    let (plain, _) = enc
+        .for_resource("secrets")
+        .from_storage("/registry/secrets/py/times", &kv.value)
+        .await
+        .unwrap();
+    assert!(
+        plain.starts_with(keyward::store::stored::MAGIC),
+        "stored as {:?}",
+        String::from_utf8_lossy(&plain[..plain.len().min(16)])
+    );
+    let s = keyward::store::stored::decode(&plain).unwrap();
+    let managers: Vec<(&str, &str)> = s
+        .metadata
+        .managed_fields
+        .iter()
+        .map(|m| (m.manager.as_str(), m.time.as_str()))
+        .collect();
+    assert_eq!(managers.len(), 3, "{managers:?}");
+    assert!(
+        managers
+            .iter()
+            .all(|(_, t)| t.ends_with('Z') && t.len() == 20),
+        "{managers:?}"
+    );
+}

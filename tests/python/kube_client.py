@@ -10,10 +10,16 @@ MODE:
                  event (410 Expired) is raised as ApiException(status=410).
   write NS       create (no Content-Type, as the client sends it), patch (strategic merge and
                  JSON patch), replace (with a stale resourceVersion: 409), delete.
+  times NS       read, modify and replace a Secret two managers wrote (the client sends every
+                 time it read back with a "+00:00" offset): the times come back as
+                 kube-apiserver writes them (whole seconds, "Z"), each manager's unchanged but
+                 the replacer's. Leaves Secret "times" in NS.
 
 Prints "ok" on success; any failed check raises.
 """
 
+import json
+import re
 import sys
 import threading
 import time
@@ -111,6 +117,33 @@ def write(v1, ns):
     expect_status(lambda: v1.read_namespaced_secret("py", ns), 404)
 
 
+def raw_secret(v1, ns, name):
+    """The Secret's JSON as the server sent it (the client's models would parse the times)."""
+    resp = v1.read_namespaced_secret(name, ns, _preload_content=False)
+    return json.loads(resp.data)
+
+
+def times(v1, ns):
+    canonical = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name="times"), string_data={"a": "one"})
+    v1.create_namespaced_secret(ns, body, field_manager="creator")
+    v1.patch_namespaced_secret("times", ns, {"metadata": {"labels": {"l": "1"}}}, field_manager="labeler")
+    before = {m["manager"]: m["time"] for m in raw_secret(v1, ns, "times")["metadata"]["managedFields"]}
+    assert set(before) == {"creator", "labeler"}, before
+    time.sleep(1.1)
+    live = v1.read_namespaced_secret("times", ns)
+    live.data = {"a": "dHdv"}
+    sent = client.ApiClient().sanitize_for_serialization(live)["metadata"]
+    assert all(m["time"].endswith("+00:00") for m in sent["managedFields"]), sent
+    v1.replace_namespaced_secret("times", ns, live, field_manager="replacer")
+    after = raw_secret(v1, ns, "times")["metadata"]
+    assert canonical.match(after["creationTimestamp"]), after
+    got = {m["manager"]: m["time"] for m in after["managedFields"]}
+    assert all(canonical.match(t) for t in got.values()), got
+    assert got["labeler"] == before["labeler"], (before, got)
+    assert got["replacer"] > before["labeler"], (before, got)
+
+
 def main():
     kubeconfig, mode = sys.argv[1], sys.argv[2]
     v1 = api(kubeconfig)
@@ -120,6 +153,8 @@ def main():
         expired(v1, sys.argv[3], sys.argv[4])
     elif mode == "write":
         write(v1, sys.argv[3])
+    elif mode == "times":
+        times(v1, sys.argv[3])
     else:
         raise SystemExit("unknown mode " + mode)
     print("ok")
