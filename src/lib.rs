@@ -81,6 +81,7 @@ pub mod cli;
 pub mod crypto;
 pub mod encryption;
 pub mod go_duration;
+pub mod go_json;
 pub mod go_time;
 pub mod keyring;
 pub mod kms;

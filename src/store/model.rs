@@ -661,21 +661,18 @@ pub fn validate(s: &Secret) -> Result<SecretId, Vec<FieldError>> {
         )),
         "kubernetes.io/dockercfg" => json_key(s, ".dockercfg", &mut errs),
         "kubernetes.io/dockerconfigjson" => json_key(s, ".dockerconfigjson", &mut errs),
-        "kubernetes.io/basic-auth" if !has("username") && !has("password") => errs.push(err(
-            "data[username]",
-            "Required value: at least one of username or password is required for kubernetes.io/basic-auth",
-        )),
-        "kubernetes.io/ssh-auth" if !ssh_key => errs.push(err(
-            "data[ssh-privatekey]",
-            "Required value: kubernetes.io/ssh-auth needs a non-empty ssh-privatekey",
-        )),
+        // Messages as `ValidateSecret` words them: `field.Required(path, "")`.
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(err("data[username]", "Required value"));
+            errs.push(err("data[password]", "Required value"));
+        }
+        "kubernetes.io/ssh-auth" if !ssh_key => {
+            errs.push(err("data[ssh-privatekey]", "Required value"));
+        }
         "kubernetes.io/tls" => {
             for k in ["tls.crt", "tls.key"] {
                 if !has(k) {
-                    errs.push(err(
-                        format!("data[{k}]"),
-                        "Required value: kubernetes.io/tls needs tls.crt and tls.key",
-                    ));
+                    errs.push(err(format!("data[{k}]"), "Required value"));
                 }
             }
         }
@@ -687,17 +684,16 @@ pub fn validate(s: &Secret) -> Result<SecretId, Vec<FieldError>> {
     }
 }
 
+/// A docker config key: required, and a JSON object as Go's `json.Unmarshal` into a
+/// `map[string]interface{}` reads it (its error is the message; the value is not shown).
 fn json_key(s: &Secret, key: &str, errs: &mut Vec<FieldError>) {
     match s.data.get(key) {
-        None => errs.push(err(
-            format!("data[{key}]"),
-            format!("Required value: {} needs {key}", s.type_),
-        )),
+        None => errs.push(err(format!("data[{key}]"), "Required value")),
         Some(v) => {
-            if serde_json::from_slice::<serde::de::IgnoredAny>(v.as_slice()).is_err() {
+            if let Err(e) = crate::go_json::unmarshal_object(v.as_slice()) {
                 errs.push(err(
                     format!("data[{key}]"),
-                    "Invalid value: \"<secret contents redacted>\": must be valid JSON",
+                    format!("Invalid value: \"<secret contents redacted>\": {e}"),
                 ));
             }
         }
@@ -864,28 +860,58 @@ mod tests {
             }
             fields(validate(&s))
         };
-        assert!(with("kubernetes.io/tls", &[("tls.crt", b"c")])[0]
-            .starts_with("data[tls.key]: Required"));
-        assert!(with("kubernetes.io/tls", &[("tls.crt", b"c"), ("tls.key", b"k")]).is_empty());
-        assert!(with("kubernetes.io/basic-auth", &[])[0].starts_with("data[username]"));
-        assert!(with("kubernetes.io/basic-auth", &[("password", b"p")]).is_empty());
-        assert!(
-            with("kubernetes.io/ssh-auth", &[("ssh-privatekey", b"")])[0]
-                .starts_with("data[ssh-privatekey]")
+        // The words of `ValidateSecret`.
+        assert_eq!(
+            with("kubernetes.io/tls", &[("tls.crt", b"c")]),
+            ["data[tls.key]: Required value"]
         );
-        assert!(with(
-            "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", b"{not json")]
-        )[0]
-        .contains("valid JSON"));
+        assert_eq!(
+            with("kubernetes.io/tls", &[]),
+            [
+                "data[tls.crt]: Required value",
+                "data[tls.key]: Required value"
+            ]
+        );
+        assert!(with("kubernetes.io/tls", &[("tls.crt", b"c"), ("tls.key", b"k")]).is_empty());
+        assert_eq!(
+            with("kubernetes.io/basic-auth", &[]),
+            [
+                "data[username]: Required value",
+                "data[password]: Required value"
+            ]
+        );
+        assert!(with("kubernetes.io/basic-auth", &[("password", b"p")]).is_empty());
+        assert_eq!(
+            with("kubernetes.io/ssh-auth", &[("ssh-privatekey", b"")]),
+            ["data[ssh-privatekey]: Required value"]
+        );
+        assert_eq!(
+            with(
+                "kubernetes.io/dockerconfigjson",
+                &[(".dockerconfigjson", b"{not json")]
+            ),
+            [
+                r#"data[.dockerconfigjson]: Invalid value: "<secret contents redacted>": invalid character 'n' looking for beginning of object key string"#
+            ]
+        );
+        assert_eq!(
+            with("kubernetes.io/dockercfg", &[(".dockercfg", b"[]")]),
+            [
+                r#"data[.dockercfg]: Invalid value: "<secret contents redacted>": json: cannot unmarshal array into Go value of type map[string]interface {}"#
+            ]
+        );
         assert!(with(
             "kubernetes.io/dockerconfigjson",
             &[(".dockerconfigjson", b"{\"auths\":{}}")]
         )
         .is_empty());
-        assert!(with("kubernetes.io/dockercfg", &[])[0].starts_with("data[.dockercfg]"));
-        assert!(
-            with("kubernetes.io/service-account-token", &[])[0].contains("service-account.name")
+        assert_eq!(
+            with("kubernetes.io/dockercfg", &[]),
+            ["data[.dockercfg]: Required value"]
+        );
+        assert_eq!(
+            with("kubernetes.io/service-account-token", &[]),
+            ["metadata.annotations[kubernetes.io/service-account.name]: Required value"]
         );
         assert!(
             with("example.com/custom", &[]).is_empty(),
