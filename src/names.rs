@@ -10,27 +10,88 @@
 
 use std::fmt;
 
-/// DNS-1123 label: 1 to 63 of `[a-z0-9-]`, starting and ending alphanumeric.
+/// DNS-1123 label (`IsDNS1123Label`): 1 to 63 of `[a-z0-9-]`, starting and ending
+/// alphanumeric.
 pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
+    s.len() <= 63 && is_dns1123_label_shape(s)
+}
+
+/// DNS-1123 subdomain (`IsDNS1123Subdomain`): at most 253 characters of labels joined by dots,
+/// each of `[a-z0-9-]` starting and ending alphanumeric. Like apimachinery, it does not limit
+/// a label to 63 characters (a Secret may be named with 200 `a`s).
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label_shape)
+}
+
+/// `RegexError` of apimachinery: the message, examples, then the pattern (each example is
+/// followed by `, `, and `or` joins them with a space each side, hence Go's double spaces).
+pub fn regex_error(msg: &str, pattern: &str, examples: &[&str]) -> String {
+    let examples: String = examples
+        .iter()
+        .map(|e| format!("'{e}', "))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    format!("{msg} (e.g. {examples}regex used for validation is '{pattern}')")
+}
+
+/// `IsDNS1123Subdomain`'s messages (none: valid).
+pub fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.len() > 253 {
+        out.push("must be no more than 253 characters".to_owned());
+    }
+    if s.is_empty() || !s.split('.').all(is_dns1123_label_shape) {
+        out.push(regex_error(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+            &["example.com"],
+        ));
+    }
+    out
+}
+
+/// `IsDNS1123Label`'s messages (none: valid).
+pub fn dns1123_label_errors(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.len() > 63 {
+        out.push("must be no more than 63 characters".to_owned());
+    }
+    if !is_dns1123_label_shape(s) {
+        out.push(regex_error(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            "[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+            &["my-name", "123-abc"],
+        ));
+    }
+    out
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, of any length.
+fn is_dns1123_label_shape(l: &str) -> bool {
+    let b = l.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
 
-/// DNS-1123 subdomain: DNS-1123 labels joined by dots, at most 253 characters.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+/// `field` with each message as `Invalid value: "<value>": <message>` (`field.Invalid`).
+fn invalid_each(field: &str, value: &str, messages: Vec<String>) -> Vec<FieldError> {
+    let quoted = crate::authz::go_quote(value);
+    messages
+        .into_iter()
+        .map(|m| FieldError::new(field, format!("Invalid value: {quoted}: {m}")))
+        .collect()
 }
 
 /// `IsFullyQualifiedDomainName`: one trailing dot allowed, then a DNS-1123 subdomain of at least
 /// two labels.
 pub fn is_fqdn(name: &str) -> bool {
     let name = name.strip_suffix('.').unwrap_or(name);
-    is_dns1123_subdomain(name) && name.split('.').count() >= 2
+    is_dns1123_subdomain(name)
+        && name.split('.').count() >= 2
+        && name.split('.').all(is_dns1123_label)
 }
 
 /// A rule a value breaks: the field and what is allowed, as kube-apiserver reports it
@@ -129,13 +190,15 @@ impl Namespace {
     pub const FIELD: &'static str = "metadata.namespace";
 
     fn check(ns: &str) -> Result<(), FieldError> {
-        if !is_dns1123_label(ns) {
-            return Err(FieldError::new(
-                Self::FIELD,
-                format!("Invalid value: {ns:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most 63 characters)"),
-            ));
+        Self::errors(ns).into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every error `ValidateObjectMeta` reports for `ns` as a namespace, in its words.
+    pub fn errors(ns: &str) -> Vec<FieldError> {
+        if ns.is_empty() {
+            return vec![FieldError::new(Self::FIELD, "Required value")];
         }
-        Ok(())
+        invalid_each(Self::FIELD, ns, dns1123_label_errors(ns))
     }
 }
 
@@ -159,19 +222,18 @@ impl SecretName {
     pub const FIELD: &'static str = "metadata.name";
 
     fn check(name: &str) -> Result<(), FieldError> {
+        Self::errors(name).into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every error `ValidateObjectMeta` reports for `name` as a Secret's name, in its words.
+    pub fn errors(name: &str) -> Vec<FieldError> {
         if name.is_empty() {
-            return Err(FieldError::new(
+            return vec![FieldError::new(
                 Self::FIELD,
-                "Required value: name is required",
-            ));
+                "Required value: name or generateName is required",
+            )];
         }
-        if !is_dns1123_subdomain(name) {
-            return Err(FieldError::new(
-                Self::FIELD,
-                format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (at most 253 characters)"),
-            ));
-        }
-        Ok(())
+        invalid_each(Self::FIELD, name, dns1123_subdomain_errors(name))
     }
 }
 
@@ -199,24 +261,38 @@ impl DataKey {
     }
 
     fn check_in(field: &str, key: &str) -> Result<(), FieldError> {
-        let ok_chars = !key.is_empty()
-            && key.len() <= 253
+        match Self::errors_in(field, key).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every error `IsConfigMapKey` finds in `key`, in its order and words (what
+    /// `ValidateSecret` reports for a bad `data` key), naming the field `field[key]`.
+    pub fn errors_in(field: &str, key: &str) -> Vec<FieldError> {
+        let mut problems = Vec::new();
+        if key.len() > 253 {
+            problems.push("must be no more than 253 characters".to_owned());
+        }
+        let chars_ok = !key.is_empty()
             && key
                 .bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.');
-        if !ok_chars {
-            return Err(FieldError::new(
-                format!("{field}[{key}]"),
-                "Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253 characters)",
+        if !chars_ok {
+            problems.push(regex_error(
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                "[-._a-zA-Z0-9]+",
+                &["key.name", "KEY_NAME", "key-name"],
             ));
         }
-        if key == "." || key == ".." || key.starts_with("..") {
-            return Err(FieldError::new(
-                format!("{field}[{key}]"),
-                "Invalid value: must not be '.' or '..' and must not start with '..'",
-            ));
+        if key == "." {
+            problems.push("must not be '.'".to_owned());
+        } else if key == ".." {
+            problems.push("must not be '..'".to_owned());
+        } else if key.starts_with("..") {
+            problems.push("must not start with '..'".to_owned());
         }
-        Ok(())
+        invalid_each(&format!("{field}[{key}]"), key, problems)
     }
 }
 
@@ -232,6 +308,14 @@ mod tests {
         }
         assert!(is_dns1123_subdomain("a.b-c.d"));
         assert!(!is_dns1123_subdomain(&format!("{}.b", "a".repeat(253))));
+        assert!(
+            is_dns1123_subdomain(&"a".repeat(245)),
+            "no limit on a label"
+        );
+        assert!(
+            !is_fqdn(&format!("{}.com", "a".repeat(64))),
+            "but an FQDN's"
+        );
         // The apiserver's FQDN test cases (kmsv2 envelope_test.go).
         for ok in [
             "a.com",
@@ -263,15 +347,28 @@ mod tests {
             let ns = Namespace::try_from(ok).unwrap();
             assert_eq!((ns.as_str(), ns.to_string()), (ok, ok.to_owned()));
         }
-        let long = "a".repeat(64);
-        for bad in ["", "A", "-a", "a-", "a.b", "a_b", "ä", long.as_str()] {
+        let regex = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+        for bad in ["A", "-a", "a-", "a.b", "a_b", "ä"] {
             let e = Namespace::try_from(bad.to_owned()).unwrap_err();
             assert_eq!(e.field, "metadata.namespace", "{bad:?}");
-            assert_eq!(
-                e.message,
-                format!("Invalid value: {bad:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most 63 characters)")
-            );
+            assert_eq!(e.message, format!("Invalid value: {bad:?}: {regex}"));
         }
+        let long = "a".repeat(64);
+        let shown: Vec<String> = Namespace::errors(&long)
+            .iter()
+            .map(|e| e.message.clone())
+            .collect();
+        assert_eq!(
+            shown,
+            [format!(
+                "Invalid value: {long:?}: must be no more than 63 characters"
+            )]
+        );
+        assert_eq!(
+            Namespace::errors("")[0].to_string(),
+            "metadata.namespace: Required value"
+        );
+        assert_eq!(Namespace::errors(&format!("-{long}")).len(), 2);
         assert_eq!(Namespace::default().as_str(), "default");
     }
 
@@ -288,19 +385,19 @@ mod tests {
         let e = SecretName::try_from("").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "metadata.name: Required value: name is required"
+            "metadata.name: Required value: name or generateName is required"
         );
-        let long = "a".repeat(254);
-        for bad in ["A", "-a", "a-", "a_b", "a..b", ".a", "a/b", long.as_str()] {
+        let regex = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+        for bad in ["A", "-a", "a-", "a_b", "a..b", ".a", "a/b"] {
             let e = SecretName::try_from(bad).unwrap_err();
             assert_eq!(e.field, "metadata.name", "{bad:?}");
-            assert!(
-                e.message.starts_with(&format!(
-                    "Invalid value: {bad:?}: a lowercase RFC 1123 subdomain"
-                )),
-                "{e}"
-            );
+            assert_eq!(e.message, format!("Invalid value: {bad:?}: {regex}"));
         }
+        let long = "a".repeat(254);
+        assert_eq!(
+            SecretName::try_from(long.as_str()).unwrap_err().message,
+            format!("Invalid value: {long:?}: must be no more than 253 characters")
+        );
         assert_eq!("db".parse::<SecretName>().unwrap().into_string(), "db");
     }
 
@@ -312,21 +409,50 @@ mod tests {
         for ok in [".env", "a-b_c.d", "tls.crt", "A", "x..y", max.as_str()] {
             assert_eq!(DataKey::try_from(ok).unwrap().as_str(), ok);
         }
+        // Every error of `IsConfigMapKey`, in its words.
+        let regex = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+        let errors = |key: &str| -> Vec<String> {
+            DataKey::errors_in("data", key)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        for bad in ["", "a/b", "a b", "ключ"] {
+            assert_eq!(
+                errors(bad),
+                [format!("data[{bad}]: Invalid value: {bad:?}: {regex}")]
+            );
+            assert_eq!(
+                DataKey::try_from(bad).unwrap_err().to_string(),
+                errors(bad)[0]
+            );
+        }
         let long = "k".repeat(254);
-        for bad in ["", "a/b", "a b", "ключ", long.as_str()] {
-            let e = DataKey::try_from(bad).unwrap_err();
+        assert_eq!(
+            errors(&long),
+            [format!(
+                "data[{long}]: Invalid value: \"{long}\": must be no more than 253 characters"
+            )]
+        );
+        assert_eq!(
+            errors(&format!("..{}/", "k".repeat(252))).len(),
+            3,
+            "too long, bad character and a '..' prefix"
+        );
+        for (bad, why) in [
+            (".", "must not be '.'"),
+            ("..", "must not be '..'"),
+            ("..a", "must not start with '..'"),
+        ] {
             assert_eq!(
-                e.to_string(),
-                format!("data[{bad}]: Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253 characters)")
+                errors(bad),
+                [format!("data[{bad}]: Invalid value: {bad:?}: {why}")]
             );
         }
-        for bad in [".", "..", "..a"] {
-            let e = DataKey::try_from(bad).unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("data[{bad}]: Invalid value: must not be '.' or '..' and must not start with '..'")
-            );
-        }
+        assert_eq!(
+            errors("a\u{1}"),
+            [format!("data[a\u{1}]: Invalid value: \"a\\x01\": {regex}")]
+        );
         let e = DataKey::parse("KEY", "a/b").unwrap_err();
         assert_eq!(e.field, "KEY[a/b]");
         assert_eq!(DataKey::parse("KEY", "ok").unwrap().as_str(), "ok");

@@ -9,8 +9,9 @@ use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
+use crate::authz::go_quote;
 pub use crate::names::FieldError;
-use crate::names::{is_dns1123_subdomain, DataKey, Namespace, SecretName};
+use crate::names::{dns1123_subdomain_errors, regex_error, DataKey, Namespace, SecretName};
 
 /// Largest total size of a Secret's `data` values (1 MiB).
 pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
@@ -322,77 +323,6 @@ impl SecretId {
     }
 }
 
-/// A qualified name (label and annotation keys): optional DNS subdomain prefix and `/`, then a
-/// name of at most 63 characters of `[A-Za-z0-9-_.]` starting and ending alphanumeric.
-fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    if let Some(p) = prefix {
-        if !is_dns1123_subdomain(p) {
-            return false;
-        }
-    }
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-/// A label value: empty, or at most 63 of `[A-Za-z0-9-_.]` starting and ending alphanumeric.
-fn is_label_value(v: &str) -> bool {
-    let b = v.as_bytes();
-    b.is_empty()
-        || (b.len() <= 63
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-            && b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric())
-}
-
-/// `RegexError` of apimachinery: the message, examples, then the pattern.
-fn regex_error(msg: &str, pattern: &str, examples: &[&str]) -> String {
-    let examples: String = examples
-        .iter()
-        .map(|e| format!("'{e}', "))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    format!("{msg} (e.g. {examples}regex used for validation is '{pattern}')")
-}
-
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str =
-    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
-
-/// `IsDNS1123Subdomain`'s messages (none: valid).
-fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if s.len() > 253 {
-        out.push("must be no more than 253 characters".to_owned());
-    }
-    if s.is_empty()
-        || !s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
-    {
-        out.push(regex_error(
-            DNS1123_SUBDOMAIN_MSG,
-            DNS1123_SUBDOMAIN_FMT,
-            &["example.com"],
-        ));
-    }
-    out
-}
-
 /// `IsQualifiedName`'s messages (none: valid): an optional DNS subdomain prefix and `/`, then a
 /// name of at most 63 of `[-A-Za-z0-9_.]` starting and ending alphanumeric.
 pub fn qualified_name_errors(value: &str) -> Vec<String> {
@@ -436,6 +366,30 @@ pub fn qualified_name_errors(value: &str) -> Vec<String> {
         && b[b.len() - 1].is_ascii_alphanumeric();
     if !matches {
         errs.push(format!("name part {}", regex_error(MSG, FMT, &examples)));
+    }
+    errs
+}
+
+/// `IsValidLabelValue`'s messages (none: valid): at most 63 characters, empty or
+/// alphanumeric at both ends with `-`, `_` and `.` between.
+fn label_value_errors(v: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if v.len() > 63 {
+        errs.push("must be no more than 63 characters".to_owned());
+    }
+    let b = v.as_bytes();
+    let matches = b.is_empty()
+        || (b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric());
+    if !matches {
+        errs.push(regex_error(
+            "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character",
+            "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?",
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -555,22 +509,33 @@ fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
 
 /// Checks `metadata`; returns the Secret's id if its name and namespace are valid.
 fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<SecretId> {
-    let name = SecretName::try_from(m.name.as_str()).map_err(|e| errs.push(e));
-    let namespace = Namespace::try_from(m.namespace.as_str()).map_err(|e| errs.push(e));
+    let name_errors = SecretName::errors(&m.name);
+    let namespace_errors = Namespace::errors(&m.namespace);
+    let valid_id = name_errors.is_empty() && namespace_errors.is_empty();
+    errs.extend(name_errors);
+    errs.extend(namespace_errors);
+    // `ValidateLabels`: each error names `metadata.labels` and shows the key or value.
     for (k, v) in &m.labels {
-        if !is_qualified_name(k) {
-            errs.push(err(format!("metadata.labels[{k}]"), "Invalid value: a label key must be a qualified name ([prefix/]name, name at most 63 characters of [A-Za-z0-9-_.])"));
+        for msg in qualified_name_errors(k) {
+            errs.push(err(
+                "metadata.labels",
+                format!("Invalid value: {}: {msg}", go_quote(k)),
+            ));
         }
-        if !is_label_value(v) {
-            errs.push(err(format!("metadata.labels[{k}]"), format!("Invalid value: {v:?}: a label value must be empty or at most 63 characters of [A-Za-z0-9-_.], starting and ending with an alphanumeric character")));
+        for msg in label_value_errors(v) {
+            errs.push(err(
+                "metadata.labels",
+                format!("Invalid value: {}: {msg}", go_quote(v)),
+            ));
         }
     }
+    // `ValidateAnnotations`: keys are qualified names in any case.
     let mut total = 0;
     for (k, v) in &m.annotations {
-        if !is_qualified_name(&k.to_lowercase()) {
+        for msg in qualified_name_errors(&k.to_lowercase()) {
             errs.push(err(
-                format!("metadata.annotations[{k}]"),
-                "Invalid value: an annotation key must be a qualified name ([prefix/]name)",
+                "metadata.annotations",
+                format!("Invalid value: {}: {msg}", go_quote(k)),
             ));
         }
         total += k.len() + v.len();
@@ -582,9 +547,12 @@ fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<Secre
         ));
     }
     validate_kube_metadata(m, errs);
+    if !valid_id {
+        return None;
+    }
     Some(SecretId {
-        namespace: namespace.ok()?,
-        name: name.ok()?,
+        namespace: Namespace::try_from(m.namespace.as_str()).ok()?,
+        name: SecretName::try_from(m.name.as_str()).ok()?,
     })
 }
 
@@ -633,15 +601,13 @@ pub fn validate(s: &Secret) -> Result<SecretId, Vec<FieldError>> {
     let id = validate_metadata(&s.metadata, &mut errs);
     let mut total = 0usize;
     for (k, v) in &s.data {
-        if let Err(e) = DataKey::try_from(k.as_str()) {
-            errs.push(e);
-        }
+        errs.extend(DataKey::errors_in(DataKey::FIELD, k));
         total += v.as_slice().len();
     }
     if total > MAX_SECRET_SIZE {
         errs.push(err(
             "data",
-            format!("Too long: must have at most {MAX_SECRET_SIZE} bytes (got {total})"),
+            format!("Too long: must have at most {MAX_SECRET_SIZE} bytes"),
         ));
     }
     let has = |k: &str| s.data.contains_key(k);
@@ -845,7 +811,7 @@ mod tests {
         s.data.insert("b".into(), SecretBytes::new(vec![0; 1]));
         let f = fields(validate(&s));
         assert!(
-            f[0].starts_with("data: Too long: must have at most 1048576 bytes"),
+            f[0] == "data: Too long: must have at most 1048576 bytes",
             "{f:?}"
         );
     }
@@ -929,7 +895,29 @@ mod tests {
         assert!(validate(&s).is_ok());
         s.metadata.labels.insert("bad key!".into(), "x".into());
         s.metadata.labels.insert("ok".into(), "-bad".into());
-        assert_eq!(fields(validate(&s)).len(), 2);
+        // `ValidateLabels`' words: the field is `metadata.labels`, the value the key or value.
+        assert_eq!(
+            fields(validate(&s)),
+            [
+                r#"metadata.labels: Invalid value: "bad key!": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"#,
+                r#"metadata.labels: Invalid value: "-bad": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"#,
+            ]
+        );
+        let mut s = secret("k");
+        s.metadata
+            .annotations
+            .insert("Example.COM/Ok".into(), "v".into());
+        assert!(
+            validate(&s).is_ok(),
+            "annotation keys are checked in lower case"
+        );
+        s.metadata.annotations.insert("a/b/c".into(), "v".into());
+        assert_eq!(
+            fields(validate(&s)),
+            [
+                r#"metadata.annotations: Invalid value: "a/b/c": a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"#
+            ]
+        );
         let mut s = secret("a");
         s.metadata
             .annotations

@@ -392,7 +392,7 @@ fn invalid_manifests_write_nothing() {
         ),
         (
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\ndata:\n  bad key: dg==\n",
-            "error: error validating bad.yaml: Secret \"x\" is invalid: data[bad key]: Invalid value: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (at most 253 characters)\n",
+            "error: error validating bad.yaml: Secret \"x\" is invalid: data[bad key]: Invalid value: \"bad key\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')\n",
         ),
     ] {
         dev.write("bad.yaml", format!("{good}{doc}"));

@@ -358,7 +358,7 @@ fn validation_messages() {
         ),
         (
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: Prod}\n",
-            &[r#"policy.yaml: document 1 (Role "Prod/r"): metadata.namespace: Invalid value: "Prod": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (at most 63 characters)"#],
+            &[r#"policy.yaml: document 1 (Role "Prod/r"): metadata.namespace: Invalid value: "Prod": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"#],
         ),
         (
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: p}\nrules:\n- nonResourceURLs: [/healthz]\n  verbs: [get]\n",
