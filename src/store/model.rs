@@ -673,9 +673,10 @@ pub fn validate_update(new: &Secret, old: &Secret) -> Result<(), Vec<FieldError>
     if new.type_ != old.type_ {
         errs.push(err(
             "type",
+            // `ValidateImmutableField`'s words.
             format!(
-                "Invalid value: {:?}: field is immutable (was {:?})",
-                new.type_, old.type_
+                "Invalid value: {}: field is immutable",
+                go_quote(&new.type_)
             ),
         ));
     }

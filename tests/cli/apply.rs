@@ -236,7 +236,7 @@ fn created_unchanged_configured_across_applies() {
         out(
             1,
             "secret/api configured\n",
-            "The Secret \"db\" is invalid: type: Invalid value: \"example.com/other\": field is immutable (was \"Opaque\")\n"
+            "The Secret \"db\" is invalid: type: Invalid value: \"example.com/other\": field is immutable\n"
         )
     );
 }
