@@ -14,26 +14,16 @@
 //! first).
 //!
 //! This is a measurement, not a backend: no watch, no retention, no recovery.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, RwLock};
-use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-fn cpu_secs() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/stat").expect("stat");
-    let f: Vec<&str> = s
-        .rsplit(')')
-        .next()
-        .expect("stat")
-        .split_whitespace()
-        .collect();
-    (f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime")) / 100.0
-}
+#[path = "support/load.rs"]
+mod load;
 
 /// One version of a key: its revisions and where its value is in the log.
 #[derive(Clone, Copy)]
@@ -45,10 +35,13 @@ struct Version {
     len: u32,
 }
 
+/// A put on its way to the writer: key, value, where to answer.
+type Put = (Vec<u8>, Vec<u8>, oneshot::Sender<i64>);
+
 struct Store {
     file: File,
     index: RwLock<BTreeMap<Vec<u8>, Vec<Version>>>,
-    writes: mpsc::Sender<(Vec<u8>, Vec<u8>, oneshot::Sender<i64>)>,
+    writes: mpsc::Sender<Put>,
 }
 
 impl Store {
@@ -58,143 +51,141 @@ impl Store {
         self.file.read_exact_at(&mut buf, v.offset).expect("pread");
         Some((v, buf))
     }
+
+    async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> i64 {
+        let (reply, rx) = oneshot::channel();
+        self.writes.send((key, value, reply)).expect("send");
+        rx.await.expect("put")
+    }
+
+    fn publish(&self, versions: &[(Vec<u8>, Version)]) {
+        let mut index = self.index.write().expect("index");
+        for (key, v) in versions {
+            index.entry(key.clone()).or_default().push(*v);
+        }
+    }
 }
 
-fn writer(
+/// Every put queued now, waiting for the first; `None` once the store is gone.
+fn take_batch(rx: &mpsc::Receiver<Put>) -> Option<Vec<Put>> {
+    let mut batch = vec![rx.recv().ok()?];
+    batch.extend(rx.try_iter());
+    Some(batch)
+}
+
+/// The log file: each batch one record, `be32(len) ‖ be32(crc32c) ‖ be64(first revision) ‖
+/// (be32(key len) ‖ key ‖ be32(value len) ‖ value)*`, written but not synced.
+struct Log {
     file: File,
-    store: Arc<Store>,
-    rx: mpsc::Receiver<(Vec<u8>, Vec<u8>, oneshot::Sender<i64>)>,
-    commits: Arc<AtomicU64>,
-) {
-    let mut end = 0u64;
-    let mut revision = 0i64;
-    let mut buf = Vec::with_capacity(1 << 20);
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+    end: u64,
+    revision: i64,
+    buf: Vec<u8>,
+}
+
+impl Log {
+    /// Appends `batch`; `latest` gives each key's newest version (for its create revision and
+    /// version). Returns each put's new version.
+    fn append(&mut self, batch: &[Put], latest: impl Fn(&[u8]) -> Option<Version>) -> Vec<Version> {
+        let first = self.revision + 1;
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; 16]);
+        let mut versions = Vec::with_capacity(batch.len());
+        for (key, value, _) in batch {
+            self.revision += 1;
+            let (create_revision, version) = match latest(key) {
+                Some(v) => (v.create_revision, v.version + 1),
+                None => (self.revision, 1),
+            };
+            self.buf
+                .extend_from_slice(&(key.len() as u32).to_be_bytes());
+            self.buf.extend_from_slice(key);
+            self.buf
+                .extend_from_slice(&(value.len() as u32).to_be_bytes());
+            let offset = self.end + self.buf.len() as u64;
+            self.buf.extend_from_slice(value);
+            versions.push(Version {
+                mod_revision: self.revision,
+                create_revision,
+                version,
+                offset,
+                len: value.len() as u32,
+            });
         }
-        buf.clear();
-        buf.extend_from_slice(&[0u8; 16]); // length, checksum, first revision
-        let mut planned = Vec::with_capacity(batch.len());
-        {
-            let index = store.index.read().expect("index");
-            for (key, value, _) in &batch {
-                revision += 1;
-                let (create, version) = match index.get(key).and_then(|v| v.last()) {
-                    Some(v) => (v.create_revision, v.version + 1),
-                    None => (revision, 1),
-                };
-                buf.extend_from_slice(&(key.len() as u32).to_be_bytes());
-                buf.extend_from_slice(key);
-                buf.extend_from_slice(&(value.len() as u32).to_be_bytes());
-                let offset = end + buf.len() as u64;
-                buf.extend_from_slice(value);
-                planned.push(Version {
-                    mod_revision: revision,
-                    create_revision: create,
-                    version,
-                    offset,
-                    len: value.len() as u32,
-                });
-            }
-        }
-        let len = (buf.len() - 16) as u32;
-        let crc = crc32c::crc32c(&buf[16..]);
-        buf[0..4].copy_from_slice(&len.to_be_bytes());
-        buf[4..8].copy_from_slice(&crc.to_be_bytes());
-        buf[8..16].copy_from_slice(&(revision - batch.len() as i64 + 1).to_be_bytes());
-        file.write_all_at(&buf, end).expect("write");
-        file.sync_data().expect("fdatasync");
-        end += buf.len() as u64;
-        commits.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut index = store.index.write().expect("index");
-            for ((key, _, _), v) in batch.iter().zip(&planned) {
-                index.entry(key.clone()).or_default().push(*v);
-            }
-        }
-        for ((_, _, reply), v) in batch.into_iter().zip(planned) {
+        let len = (self.buf.len() - 16) as u32;
+        let crc = crc32c::crc32c(&self.buf[16..]);
+        self.buf[0..4].copy_from_slice(&len.to_be_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_be_bytes());
+        self.buf[8..16].copy_from_slice(&first.to_be_bytes());
+        self.file.write_all_at(&self.buf, self.end).expect("write");
+        self.end += self.buf.len() as u64;
+        versions
+    }
+}
+
+/// Answers each put of `batches` with its revision.
+fn answer(batches: Vec<(Vec<Put>, Vec<Version>)>) {
+    for (batch, versions) in batches {
+        for ((_, _, reply), v) in batch.into_iter().zip(versions) {
             let _ = reply.send(v.mod_revision);
         }
     }
 }
 
-/// A batch appended but not yet synced: its keys, versions and where to answer.
-type Appended = Vec<(Vec<u8>, Version, oneshot::Sender<i64>)>;
+/// Keys and versions of a batch, to publish.
+fn published(batch: &[Put], versions: &[Version]) -> Vec<(Vec<u8>, Version)> {
+    batch
+        .iter()
+        .map(|p| p.0.clone())
+        .zip(versions.iter().copied())
+        .collect()
+}
+
+/// One batch at a time: append, `fdatasync`, publish, answer.
+fn writer(mut log: Log, store: Arc<Store>, rx: mpsc::Receiver<Put>, commits: Arc<AtomicU64>) {
+    while let Some(batch) = take_batch(&rx) {
+        let versions = {
+            let index = store.index.read().expect("index");
+            log.append(&batch, |k| index.get(k).and_then(|v| v.last()).copied())
+        };
+        log.file.sync_data().expect("fdatasync");
+        commits.fetch_add(1, Ordering::Relaxed);
+        store.publish(&published(&batch, &versions));
+        answer(vec![(batch, versions)]);
+    }
+}
 
 /// [`writer`] with the `fdatasync`s on their own thread, so that appends and syncs overlap.
 fn pipelined_writer(
-    file: File,
+    mut log: Log,
     store: Arc<Store>,
-    rx: mpsc::Receiver<(Vec<u8>, Vec<u8>, oneshot::Sender<i64>)>,
+    rx: mpsc::Receiver<Put>,
     commits: Arc<AtomicU64>,
 ) {
-    let (synced_tx, synced_rx) = mpsc::channel::<Appended>();
+    let (synced_tx, synced_rx) = mpsc::channel::<(Vec<Put>, Vec<Version>)>();
     let syncer = {
-        let (file, store) = (file.try_clone().expect("clone"), store.clone());
+        let file = log.file.try_clone().expect("clone");
+        let store = store.clone();
         std::thread::spawn(move || {
             while let Ok(first) = synced_rx.recv() {
                 // Every batch queued now was written before it was queued: one sync covers all.
                 let mut batches = vec![first];
-                while let Ok(more) = synced_rx.try_recv() {
-                    batches.push(more);
-                }
+                batches.extend(synced_rx.try_iter());
                 file.sync_data().expect("fdatasync");
                 commits.fetch_add(1, Ordering::Relaxed);
-                {
-                    let mut index = store.index.write().expect("index");
-                    for (key, v, _) in batches.iter().flatten() {
-                        index.entry(key.clone()).or_default().push(*v);
-                    }
+                for (batch, versions) in &batches {
+                    store.publish(&published(batch, versions));
                 }
-                for (_, v, reply) in batches.into_iter().flatten() {
-                    let _ = reply.send(v.mod_revision);
-                }
+                answer(batches);
             }
         })
     };
-    let mut end = 0u64;
-    let mut revision = 0i64;
-    let mut latest: std::collections::HashMap<Vec<u8>, Version> = std::collections::HashMap::new();
-    let mut buf = Vec::with_capacity(1 << 20);
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+    let mut latest: HashMap<Vec<u8>, Version> = HashMap::new();
+    while let Some(batch) = take_batch(&rx) {
+        let versions = log.append(&batch, |k| latest.get(k).copied());
+        for ((key, _, _), v) in batch.iter().zip(&versions) {
+            latest.insert(key.clone(), *v);
         }
-        buf.clear();
-        buf.extend_from_slice(&[0u8; 16]);
-        let mut appended = Vec::with_capacity(batch.len());
-        for (key, value, reply) in batch {
-            revision += 1;
-            let (create, version) = match latest.get(&key) {
-                Some(v) => (v.create_revision, v.version + 1),
-                None => (revision, 1),
-            };
-            buf.extend_from_slice(&(key.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&key);
-            buf.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            let offset = end + buf.len() as u64;
-            buf.extend_from_slice(&value);
-            let v = Version {
-                mod_revision: revision,
-                create_revision: create,
-                version,
-                offset,
-                len: value.len() as u32,
-            };
-            latest.insert(key.clone(), v);
-            appended.push((key, v, reply));
-        }
-        let len = (buf.len() - 16) as u32;
-        let crc = crc32c::crc32c(&buf[16..]);
-        buf[0..4].copy_from_slice(&len.to_be_bytes());
-        buf[4..8].copy_from_slice(&crc.to_be_bytes());
-        buf[8..16].copy_from_slice(&(revision - appended.len() as i64 + 1).to_be_bytes());
-        file.write_all_at(&buf, end).expect("write");
-        end += buf.len() as u64;
-        synced_tx.send(appended).expect("syncer");
+        synced_tx.send((batch, versions)).expect("syncer");
     }
     drop(synced_tx);
     syncer.join().expect("syncer");
@@ -208,13 +199,12 @@ async fn main() {
         .map_or(10, |s| s.parse().expect("secs"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let path = std::path::Path::new(&dir).join("log");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .read(true)
         .write(true)
-        .open(&path)
+        .open(std::path::Path::new(&dir).join("log"))
         .expect("open");
     let (tx, rx) = mpsc::channel();
     let store = Arc::new(Store {
@@ -223,54 +213,30 @@ async fn main() {
         writes: tx,
     });
     let commits = Arc::new(AtomicU64::new(0));
+    let log = Log {
+        file,
+        end: 0,
+        revision: 0,
+        buf: Vec::with_capacity(1 << 20),
+    };
     {
         let (store, commits) = (store.clone(), commits.clone());
         if std::env::args().nth(3).as_deref() == Some("pipelined") {
-            std::thread::spawn(move || pipelined_writer(file, store, rx, commits));
+            std::thread::spawn(move || pipelined_writer(log, store, rx, commits));
         } else {
-            std::thread::spawn(move || writer(file, store, rx, commits));
+            std::thread::spawn(move || writer(log, store, rx, commits));
         }
     }
-    let value = vec![7u8; 1100];
-    let put = |store: &Store, key: Vec<u8>, value: Vec<u8>| {
-        let (reply, rx) = oneshot::channel();
-        store.writes.send((key, value, reply)).expect("send");
-        rx
-    };
-    for i in 0..1000u32 {
-        let key = format!("/registry/secrets/bench/key-{i:05}").into_bytes();
-        put(&store, key, value.clone()).await.expect("put");
+    for i in 0..load::KEYS {
+        store.put(load::key(i), vec![7u8; load::VALUE_BYTES]).await;
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let (t0, c0) = (Instant::now(), cpu_secs());
-    let deadline = t0 + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for t in 0..16u32 {
-        let (store, done, value) = (store.clone(), done.clone(), value.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = t;
-            while Instant::now() < deadline {
-                let key = format!("/registry/secrets/bench/key-{:05}", (i * 7919) % 1000);
-                let cur = store.get(key.as_bytes());
-                assert!(cur.is_some());
-                put(&store, key.into_bytes(), value.clone())
-                    .await
-                    .expect("put");
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 16;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let (el, cpu) = (t0.elapsed().as_secs_f64(), cpu_secs() - c0);
-    let n = done.load(Ordering::Relaxed) as f64;
-    std::io::stdout().flush().expect("flush");
+    let (rate, cpu) = load::drive(store.clone(), secs, |store, key, value| async move {
+        assert!(store.get(&key).is_some());
+        store.put(key, value).await;
+    })
+    .await;
     println!(
-        "{:.0} puts/s, {:.1} us cpu/put, commits {}",
-        n / el,
-        cpu * 1e6 / n,
+        "{rate:.0} puts/s, {cpu:.1} us cpu/put, commits {}",
         commits.load(Ordering::Relaxed)
     );
 }

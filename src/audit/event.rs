@@ -118,7 +118,12 @@ impl MicroTime {
         if days >= 2_932_897 {
             return None; // 10000-01-01
         }
-        let (year, month, day) = civil_from_days(days);
+        let (year, month, day) = crate::go_time::civil_from_days(i64::try_from(days).ok()?);
+        let (year, month, day) = (
+            u64::try_from(year).ok()?,
+            u64::try_from(month).ok()?,
+            u64::try_from(day).ok()?,
+        );
         let rem = secs % 86_400;
         let mut out = *b"0000-00-00T00:00:00.000000Z";
         let mut put = |at: usize, width: usize, mut v: u64| {
@@ -136,21 +141,6 @@ impl MicroTime {
         put(20, 6, u64::from(since.subsec_micros()));
         Some(out)
     }
-}
-
-/// The proleptic Gregorian date `days` days after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 impl fmt::Display for MicroTime {
