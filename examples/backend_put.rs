@@ -14,16 +14,12 @@ mod load;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let dir = std::env::args().nth(1).expect("dir");
-    let secs: u64 = std::env::args()
-        .nth(2)
-        .map_or(10, |s| s.parse().expect("secs"));
+    let (dir, secs) = load::args();
     let layer_bytes = std::env::args()
         .nth(3)
         .map_or(SledOptions::default().layer_bytes, |s| {
             s.parse().expect("LAYER_BYTES is a number")
         });
-    let _ = std::fs::remove_dir_all(&dir);
     let opts = SledOptions {
         layer_bytes,
         ..SledOptions::default()

@@ -193,11 +193,7 @@ fn pipelined_writer(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let dir = std::env::args().nth(1).expect("dir");
-    let secs: u64 = std::env::args()
-        .nth(2)
-        .map_or(10, |s| s.parse().expect("secs"));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, secs) = load::args();
     std::fs::create_dir_all(&dir).expect("dir");
     let file = std::fs::OpenOptions::new()
         .create(true)

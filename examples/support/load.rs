@@ -13,6 +13,16 @@ pub const VALUE_BYTES: usize = 1100;
 pub const KEYS: u32 = 1000;
 const TASKS: u32 = 16;
 
+/// `DIR` and `SECONDS` (default 10), the first two arguments; `DIR` is removed.
+pub fn args() -> (String, u64) {
+    let dir = std::env::args().nth(1).expect("DIR");
+    let secs = std::env::args()
+        .nth(2)
+        .map_or(10, |s| s.parse().expect("SECONDS is a number"));
+    let _ = std::fs::remove_dir_all(&dir);
+    (dir, secs)
+}
+
 /// The process's user and system CPU so far, in seconds.
 pub fn cpu_secs() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").expect("stat");
