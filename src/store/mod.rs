@@ -971,10 +971,14 @@ fn parse_stored(kv: &KeyValue, key: &str, plain: &[u8]) -> Result<Secret, StoreE
             reason,
         })?
     } else {
-        serde_json::from_slice(plain).map_err(|e| StoreError::Corrupt {
+        // A JSON record may hold times as a client sent them (older builds kept them): read
+        // them as kube-apiserver would.
+        let mut s: Secret = serde_json::from_slice(plain).map_err(|e| StoreError::Corrupt {
             key: key.to_owned(),
             reason: crate::redact::serde_values(&e.to_string()),
-        })?
+        })?;
+        model::normalize_times(&mut s.metadata);
+        s
     };
     s.metadata.resource_version = kv.mod_revision.to_string();
     Ok(s)
@@ -983,7 +987,8 @@ fn parse_stored(kv: &KeyValue, key: &str, plain: &[u8]) -> Result<Secret, StoreE
 /// Whether decoding `s`'s stored encoding gives `s` back: true of every Secret the store
 /// writes (normalized, so without `stringData`) unless a client sent a `managedFields` entry
 /// whose `fieldsV1` is not a trie of objects (a `null` would come back as absent). Times need
-/// no check: a Secret whose times protobuf would not keep is stored as JSON.
+/// no check: writes keep them as `metav1.Time` does ([`model::normalize`]), which is what
+/// reading gives, and a Secret whose times protobuf would not keep is stored as JSON.
 fn decodes_to_itself(s: &Secret) -> bool {
     fn trie(v: &serde_json::Value) -> bool {
         v.as_object().is_some_and(|m| m.values().all(trie))

@@ -556,9 +556,29 @@ fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<Secre
     })
 }
 
-/// Defaults a Secret for writing: namespace `default`, type `Opaque`, and `stringData` merged
-/// into `data` (each entry overwriting the same key), then cleared.
+/// Every `metav1.Time` of `m` as kube-apiserver keeps it: whole seconds in UTC, Go's zero time
+/// unset ([`crate::go_time::metav1_json`]). A time Go would not parse is left as it is (the
+/// Kubernetes API refuses it before it gets here).
+pub fn normalize_times(m: &mut ObjectMeta) {
+    fn canonical(t: &mut String) {
+        if !t.is_empty() {
+            if let Ok(kept) = crate::go_time::metav1_json(t) {
+                *t = kept.unwrap_or_default();
+            }
+        }
+    }
+    canonical(&mut m.creation_timestamp);
+    canonical(&mut m.deletion_timestamp);
+    for e in &mut m.managed_fields {
+        canonical(&mut e.time);
+    }
+}
+
+/// Defaults a Secret for writing: namespace `default`, type `Opaque`, its times as
+/// `metav1.Time` keeps them ([`normalize_times`]), and `stringData` merged into `data` (each
+/// entry overwriting the same key), then cleared.
 pub fn normalize(s: &mut Secret) {
+    normalize_times(&mut s.metadata);
     if s.metadata.namespace.is_empty() {
         s.metadata.namespace = "default".into();
     }
@@ -884,6 +904,27 @@ mod tests {
             with("example.com/custom", &[]).is_empty(),
             "custom types are allowed"
         );
+    }
+
+    #[test]
+    fn times_are_kept_as_metav1_time_keeps_them() {
+        let mut s = secret("t");
+        s.metadata.creation_timestamp = "2024-01-01T02:00:00.5+02:00".into();
+        for time in ["2024-01-01T00:00:00+00:00", "0001-01-01T00:00:00Z", "soon"] {
+            s.metadata.managed_fields.push(ManagedFieldsEntry {
+                time: time.into(),
+                ..ManagedFieldsEntry::default()
+            });
+        }
+        normalize(&mut s);
+        assert_eq!(s.metadata.creation_timestamp, "2024-01-01T00:00:00Z");
+        let times: Vec<&str> = s
+            .metadata
+            .managed_fields
+            .iter()
+            .map(|e| e.time.as_str())
+            .collect();
+        assert_eq!(times, ["2024-01-01T00:00:00Z", "", "soon"]);
     }
 
     #[test]

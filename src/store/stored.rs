@@ -7,9 +7,8 @@
 //! record with a 1 KiB value is about a quarter smaller and cheaper to write and read.
 //! kube-apiserver's `metav1.Time` holds whole seconds; a Secret whose times are not RFC 3339 whole
 //! seconds after 1970 in UTC would not come back as it was, so [`encode_exact`] refuses it and
-//! the store writes that Secret as JSON. The Kubernetes API normalises a client's times first, as
-//! kube-apiserver does ([`crate::go_time`]), so only a time before 1970 or one written through
-//! the store directly is such a time.
+//! the store writes that Secret as JSON. The store keeps every time as kube-apiserver does first
+//! ([`crate::go_time`], `model::normalize`), so only a time before 1970 is such a time.
 //!
 //! The layout (tag bytes of kubernetes/api's and apimachinery's `generated.proto`): gogo writes
 //! every non-pointer field, empty or not (`generateName`, `selfLink`, `resourceVersion` (always

@@ -162,28 +162,39 @@ async fn stored_plaintext_is_kube_apiserver_storage_encoding() {
     .expect("python");
     assert_eq!(hex::encode(&kv.value), want.trim());
 
-    // A client's fractional managedFields time would lose its fraction: JSON keeps it.
-    let mut s = secret_v("apps", "fractional", b"v");
-    s.metadata.managed_fields.push(ManagedFieldsEntry {
-        manager: "m".into(),
-        operation: "Update".into(),
-        api_version: "v1".into(),
-        time: "2024-02-29T12:00:00.25Z".into(),
-        ..ManagedFieldsEntry::default()
-    });
-    store.create(s, false).await.expect("create");
-    let kv = store
-        .raw_get("/registry/secrets/apps/fractional")
-        .await
-        .expect("raw get")
-        .expect("stored");
-    assert!(kv.value.starts_with(b"{"), "{:?}", &kv.value[..8]);
-    let back = store
-        .get(&ns("apps"), &name("fractional"), None)
-        .await
-        .expect("get");
-    assert_eq!(
-        back.metadata.managed_fields[0].time,
-        "2024-02-29T12:00:00.25Z"
-    );
+    // A fractional managedFields time loses its fraction, as in kube-apiserver, and the Secret
+    // is still stored in its encoding; a time before 1970, which that encoding cannot hold as
+    // keyward writes it, is kept in a JSON record and reads back the same.
+    for (id, time, stored_as, back) in [
+        (
+            "fractional",
+            "2024-02-29T12:00:00.25+00:00",
+            &b"k8s\0"[..],
+            "2024-02-29T12:00:00Z",
+        ),
+        ("old", "1969-12-31T23:59:59Z", b"{", "1969-12-31T23:59:59Z"),
+    ] {
+        let mut s = secret_v("apps", id, b"v");
+        s.metadata.managed_fields.push(ManagedFieldsEntry {
+            manager: "m".into(),
+            operation: "Update".into(),
+            api_version: "v1".into(),
+            time: time.into(),
+            ..ManagedFieldsEntry::default()
+        });
+        let created = store.create(s, false).await.expect("create");
+        assert_eq!(created.metadata.managed_fields[0].time, back);
+        let kv = store
+            .raw_get(&format!("/registry/secrets/apps/{id}"))
+            .await
+            .expect("raw get")
+            .expect("stored");
+        assert!(
+            kv.value.starts_with(stored_as),
+            "{id}: {:?}",
+            &kv.value[..8]
+        );
+        let read = store.get(&ns("apps"), &name(id), None).await.expect("get");
+        assert_eq!(read.metadata.managed_fields[0].time, back, "{id}");
+    }
 }
