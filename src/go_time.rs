@@ -10,6 +10,8 @@
 //! to clients. `metav1.Time` keeps whole seconds in UTC: [`metav1_json`] gives the string
 //! kube-apiserver would return for a time a client sent.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 /// The layout of `time.RFC3339`, as Go's errors name it.
 const LAYOUT: &str = "2006-01-02T15:04:05Z07:00";
 /// Seconds from 0001-01-01T00:00:00Z (Go's zero `Time`) to the Unix epoch.
@@ -48,7 +50,7 @@ pub fn parse_rfc3339(value: &str) -> Result<GoTime, String> {
 
     // 2006
     let v = whole;
-    if v.len() < 4 || !digit(v, 0) || !(1..4).all(|i| digit(v, i)) {
+    if !(0..4).all(|i| digit(v, i)) {
         return Err(elem(v, "2006"));
     }
     let year = number(&v[..4]);
@@ -129,6 +131,19 @@ pub fn parse_rfc3339(value: &str) -> Result<GoTime, String> {
     Ok(GoTime { unix, nanos })
 }
 
+/// [`parse_rfc3339`] as a `SystemTime`; `None` for what Go refuses (or a time `SystemTime`
+/// cannot hold).
+pub fn system_time(value: &str) -> Option<SystemTime> {
+    let t = parse_rfc3339(value).ok()?;
+    if t.unix >= 0 {
+        UNIX_EPOCH.checked_add(Duration::new(t.unix.unsigned_abs(), t.nanos))
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(t.unix.unsigned_abs()))?
+            .checked_add(Duration::from_nanos(u64::from(t.nanos)))
+    }
+}
+
 /// Go's `t.UTC().Format(time.RFC3339)` for whole seconds since the epoch.
 pub fn format_rfc3339_utc(unix: i64) -> String {
     let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
@@ -194,7 +209,8 @@ fn getnum(v: &[u8], fixed: bool) -> Option<(i64, &[u8])> {
     Some((number(&v[..2]), &v[2..]))
 }
 
-/// Go's `skip` for a one-byte prefix: the rest, or where it did not match.
+/// A one-byte literal of the layout (`-`, `T`, `:`) matched as Go's parser matches it: the rest
+/// of the value after it, or the value where it did not match.
 fn literal(v: &[u8], c: u8) -> Result<&[u8], &[u8]> {
     match v.split_first() {
         Some((&first, rest)) if first == c => Ok(rest),
@@ -336,6 +352,46 @@ mod tests {
         assert_eq!(json("soon"), Err(()));
     }
 
+    #[test]
+    fn system_times_are_what_go_parses() {
+        let at = |s: &str| {
+            system_time(s).map(|t| match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            })
+        };
+        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(at("2009-11-10T23:00:00Z"), Some(1_257_894_000.0));
+        assert_eq!(at("2009-11-11T00:30:00+01:30"), Some(1_257_894_000.0));
+        assert_eq!(at("2009-11-10T22:00:00-01:00"), Some(1_257_894_000.0));
+        assert_eq!(at("2009-11-10T23:00:00.5Z"), Some(1_257_894_000.5));
+        assert_eq!(at("2000-02-29T00:00:00Z"), Some(951_782_400.0));
+        assert_eq!(at("1969-12-31T23:59:59Z"), Some(-1.0));
+        // Go's laxness, kept: a one-digit hour, an offset of 24 hours.
+        assert_eq!(at("2009-11-10T3:00:00Z"), Some(1_257_822_000.0));
+        assert_eq!(at("2009-11-11T23:00:00+24:00"), Some(1_257_894_000.0));
+        for bad in [
+            "",
+            "2009-11-10",
+            "2009-11-10 23:00:00Z",
+            "2009-11-10t23:00:00Z",
+            "2009-11-10T23:00:00z",
+            "2009-11-10T23:00:00",
+            "2009-11-10T24:00:00Z",
+            "2009-11-10T23:60:00Z",
+            "2009-11-10T23:00:60Z",
+            "2009-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2009-13-01T00:00:00Z",
+            "2009-11-10T23:00:00Z ",
+            "2009-11-10T23:00:00.Z",
+            "2009-11-10T23:00:00+0100",
+            "2009-11-10T23:00:00+25:00",
+            "09-11-10T23:00:00Z",
+        ] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+    }
     #[test]
     fn dates_round_trip_through_days() {
         for days in (-800_000..800_000).step_by(997) {

@@ -22,7 +22,7 @@
 //! presented secret (upstream logs it: kubernetes/kubernetes#119630).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use super::{AuthnError, BearerToken, Identity, SecretLookup, TokenAuthenticator};
 use crate::crypto::{ct_eq, fill_random, CryptoError};
@@ -157,26 +157,13 @@ pub fn get_groups(secret: &Secret) -> Result<Vec<String>, String> {
     Ok(groups.into_iter().collect())
 }
 
-/// Go's `time.Parse(time.RFC3339, s)` ([`crate::go_time`]); `None` for what it refuses (or a
-/// time `SystemTime` cannot hold).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let t = crate::go_time::parse_rfc3339(s).ok()?;
-    if t.unix >= 0 {
-        UNIX_EPOCH.checked_add(Duration::new(t.unix.unsigned_abs(), t.nanos))
-    } else {
-        UNIX_EPOCH
-            .checked_sub(Duration::from_secs(t.unix.unsigned_abs()))?
-            .checked_add(Duration::from_nanos(u64::from(t.nanos)))
-    }
-}
-
 /// `HasExpired`: an empty expiration never expires; an unparseable one counts as expired.
 pub fn has_expired(secret: &Secret, now: SystemTime) -> bool {
     let expiration = data(secret, EXPIRATION_KEY);
     if expiration.is_empty() {
         return false;
     }
-    match parse_rfc3339(expiration) {
+    match crate::go_time::system_time(expiration) {
         None => {
             tracing::debug!(namespace = %secret.metadata.namespace, name = %secret.metadata.name, "unparseable expiration time in bootstrap token Secret; treating as expired");
             true
@@ -299,6 +286,7 @@ mod tests {
     use super::*;
     use crate::authn::names::SYSTEM_AUTHENTICATED;
     use crate::authn::testing::{secret, FailingSecrets, MapSecrets};
+    use std::time::Duration;
 
     const TOKEN_ID: &str = "foobar";
     const TOKEN_SECRET: &str = "circumnavigation";
@@ -507,7 +495,7 @@ mod tests {
             &valid_data(&[(EXPIRATION_KEY, "2030-01-01T00:00:00+01:00")]),
         ));
         let a = BootstrapTokens::new(Arc::new(lookup));
-        let exp = parse_rfc3339("2029-12-31T23:00:00Z").unwrap();
+        let exp = crate::go_time::system_time("2029-12-31T23:00:00Z").unwrap();
         let before = exp - Duration::from_secs(1);
         assert!(a.authenticate_at(&full, before).await.unwrap().is_some());
         assert!(a.authenticate_at(&full, exp).await.unwrap().is_none());
@@ -625,46 +613,5 @@ mod tests {
         let t = generate_token().unwrap();
         assert!(is_valid_token(&t), "{t}");
         assert_ne!(generate_token().unwrap(), t);
-    }
-
-    #[test]
-    fn rfc3339_as_go_parses_it() {
-        let at = |s: &str| {
-            parse_rfc3339(s).map(|t| match t.duration_since(UNIX_EPOCH) {
-                Ok(d) => d.as_secs_f64(),
-                Err(e) => -e.duration().as_secs_f64(),
-            })
-        };
-        assert_eq!(at("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(at("2009-11-10T23:00:00Z"), Some(1_257_894_000.0));
-        assert_eq!(at("2009-11-11T00:30:00+01:30"), Some(1_257_894_000.0));
-        assert_eq!(at("2009-11-10T22:00:00-01:00"), Some(1_257_894_000.0));
-        assert_eq!(at("2009-11-10T23:00:00.5Z"), Some(1_257_894_000.5));
-        assert_eq!(at("2000-02-29T00:00:00Z"), Some(951_782_400.0));
-        assert_eq!(at("1969-12-31T23:59:59Z"), Some(-1.0));
-        // Go's laxness, kept: a one-digit hour, an offset of 24 hours.
-        assert_eq!(at("2009-11-10T3:00:00Z"), Some(1_257_822_000.0));
-        assert_eq!(at("2009-11-11T23:00:00+24:00"), Some(1_257_894_000.0));
-        for bad in [
-            "",
-            "2009-11-10",
-            "2009-11-10 23:00:00Z",
-            "2009-11-10t23:00:00Z",
-            "2009-11-10T23:00:00z",
-            "2009-11-10T23:00:00",
-            "2009-11-10T24:00:00Z",
-            "2009-11-10T23:60:00Z",
-            "2009-11-10T23:00:60Z",
-            "2009-02-29T00:00:00Z",
-            "2100-02-29T00:00:00Z",
-            "2009-13-01T00:00:00Z",
-            "2009-11-10T23:00:00Z ",
-            "2009-11-10T23:00:00.Z",
-            "2009-11-10T23:00:00+0100",
-            "2009-11-10T23:00:00+25:00",
-            "09-11-10T23:00:00Z",
-        ] {
-            assert_eq!(at(bad), None, "{bad:?}");
-        }
     }
 }

@@ -55,7 +55,7 @@ pub(super) fn format_time(unix: i64) -> String {
 
 /// kubectl's AGE column: `45s`, `12m`, `5h`, `3d`, `2y`.
 pub(super) fn age(created: &str, now: SystemTime) -> String {
-    let Ok(t) = humantime::parse_rfc3339(created) else {
+    let Some(t) = crate::go_time::system_time(created) else {
         return "<unknown>".into();
     };
     let secs = now.duration_since(t).unwrap_or(Duration::ZERO).as_secs();

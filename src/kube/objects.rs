@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use super::KubeError;
 use crate::store::model::{
-    ManagedFieldsEntry, ObjectMeta, OwnerReference, Secret, SecretBytes, SecretString,
+    self, ManagedFieldsEntry, ObjectMeta, OwnerReference, Secret, SecretBytes, SecretString,
 };
 
 /// `fieldValidation`: what to do with unknown or duplicate fields in a request body.
@@ -572,15 +572,13 @@ impl Walk {
     }
 }
 
-/// The `metav1.Time` at `key` of a request body's object as kube-apiserver keeps it: parsed as
-/// Go parses RFC 3339 (its error, word for word, if it does not parse; an empty string does
-/// not), then whole seconds in UTC, so that `2024-01-01T02:00:00.5+02:00` (the Python client
-/// writes offsets) reads back as `2024-01-01T00:00:00Z`. Absent, null and Go's zero time are
-/// empty.
-fn metav1_time(m: &Map<String, Value>, key: &str) -> Result<String, String> {
+/// Go's error for the `metav1.Time` at `key` of a request body's object if Go does not parse
+/// it (kube-apiserver refuses the body; an empty string does not parse either). The times that
+/// parse are kept as `metav1.Time` keeps them by [`model::normalize_times`].
+fn check_time(m: &Map<String, Value>, key: &str) -> Result<(), String> {
     match m.get(key) {
-        Some(Value::String(t)) => Ok(crate::go_time::metav1_json(t)?.unwrap_or_default()),
-        _ => Ok(String::new()),
+        Some(Value::String(t)) => crate::go_time::parse_rfc3339(t).map(drop),
+        _ => Ok(()),
     }
 }
 
@@ -612,9 +610,10 @@ pub(crate) fn secret_from_json(v: &Value) -> Result<Secret, String> {
         meta.namespace = str_of(m, "namespace");
         meta.uid = str_of(m, "uid");
         meta.resource_version = str_of(m, "resourceVersion");
-        meta.creation_timestamp = metav1_time(m, "creationTimestamp")?;
+        check_time(m, "creationTimestamp")?;
         // Set by the server only, but a client's must still parse.
-        metav1_time(m, "deletionTimestamp")?;
+        check_time(m, "deletionTimestamp")?;
+        meta.creation_timestamp = str_of(m, "creationTimestamp");
         meta.labels = str_map(m.get("labels"));
         meta.annotations = str_map(m.get("annotations"));
         if let Some(a) = m.get("ownerReferences").and_then(Value::as_array) {
@@ -636,12 +635,11 @@ pub(crate) fn secret_from_json(v: &Value) -> Result<Secret, String> {
                 .map(|e| serde_json::from_value::<ManagedFieldsEntry>(strip_nulls(e)))
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
-            for (e, raw) in meta.managed_fields.iter_mut().zip(a) {
-                e.time = raw
-                    .as_object()
-                    .map_or(Ok(String::new()), |o| metav1_time(o, "time"))?;
+            for entry in a.iter().filter_map(Value::as_object) {
+                check_time(entry, "time")?;
             }
         }
+        model::normalize_times(meta);
     }
     if let Some(m) = top.get("data").and_then(Value::as_object) {
         for (k, v) in m {

@@ -60,7 +60,7 @@ pub fn columns() -> Value {
 
 /// One row for `s`.
 pub fn row(s: &Secret, include: IncludeObject, now: SystemTime) -> Value {
-    let age = crate::authn::bootstrap::parse_rfc3339(&s.metadata.creation_timestamp)
+    let age = crate::go_time::system_time(&s.metadata.creation_timestamp)
         .map(|t| human_duration(now.duration_since(t).unwrap_or_default().as_secs()))
         .unwrap_or_else(|| "<unknown>".into());
     let type_ = if s.type_.is_empty() {

@@ -292,22 +292,12 @@ fn seconds(t: &str, exact: bool) -> Result<Option<i64>, ()> {
     if t.is_empty() {
         return Ok(None);
     }
-    let parsed = humantime::parse_rfc3339(t)
+    let parsed = crate::go_time::parse_rfc3339(t)
         .ok()
-        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .map(|at| at.unix)
         .filter(|&s| s > 0);
     match parsed {
-        Some(s)
-            if !exact
-                || humantime::format_rfc3339_seconds(
-                    UNIX_EPOCH + Duration::from_secs(s.unsigned_abs()),
-                )
-                .to_string()
-                    == t =>
-        {
-            Ok(Some(s))
-        }
+        Some(s) if !exact || crate::go_time::format_rfc3339_utc(s) == t => Ok(Some(s)),
         _ if exact => Err(()),
         _ => Ok(None),
     }

@@ -233,7 +233,8 @@ fn unix_endpoints_and_bearer_headers() {
             let _ = keyward::uds::parse_unix_endpoint(&s);
             let _ = keyward::authn::parse_bearer(&s);
             let _ = keyward::authn::bootstrap::parse_token(&s);
-            let _ = keyward::authn::bootstrap::parse_rfc3339(&s);
+            let _ = keyward::go_time::system_time(&s);
+            let _ = keyward::go_time::metav1_json(&s);
         },
     );
 }

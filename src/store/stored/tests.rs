@@ -104,7 +104,8 @@ fn every_field_round_trips() {
 fn secrets_protobuf_would_change_are_not_exact() {
     for (t, response) in [
         ("2023-11-14T22:13:20.5Z", "2023-11-14T22:13:20Z"),
-        ("2023-11-14T23:13:20+01:00", ""),
+        // Read as Go reads it (keyward's old parser dropped offsets here).
+        ("2023-11-14T23:13:20+01:00", "2023-11-14T22:13:20Z"),
         ("1970-01-01T00:00:00Z", ""),
         ("1969-12-31T23:59:59Z", ""),
         ("yesterday", ""),
