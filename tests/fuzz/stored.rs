@@ -157,16 +157,24 @@ fn stored_values_of_every_provider() {
                 .await
                 .unwrap_or_else(|e| panic!("{}: open what was sealed: {e}", p.name));
             assert_eq!(pt.as_slice(), body, "{}", p.name);
-            // secretbox has no associated data (as upstream): only it may open elsewhere.
+            // secretbox has no associated data (as upstream): only it may open elsewhere. kms v1
+            // also reads AES-CBC data from before Kubernetes 1.25 (as upstream), which nothing
+            // authenticates: a moved value whose GCM check fails is tried as CBC and "opens"
+            // when its last block happens to look padded (about 1 in 256 DEKs). That can never
+            // give the value back, and is reported stale.
             if p.authenticated && p.name != "secretbox" {
-                assert!(
-                    p.chain
-                        .from_storage("/registry/secrets/default/other", &sealed)
-                        .await
-                        .is_err(),
-                    "{}: a value moved to another key opened",
-                    p.name
-                );
+                let moved = p
+                    .chain
+                    .from_storage("/registry/secrets/default/other", &sealed)
+                    .await;
+                match moved {
+                    Err(_) => {}
+                    Ok((pt, info)) if p.name == "kms-v1" => assert!(
+                        pt.as_slice() != body && info.stale,
+                        "kms-v1: a value moved to another key opened as itself"
+                    ),
+                    Ok(_) => panic!("{}: a value moved to another key opened", p.name),
+                }
             }
         });
     });
