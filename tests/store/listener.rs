@@ -131,7 +131,7 @@ fn silent_tcp_connections_are_closed_after_the_handshake_timeout_and_over_the_ca
         None,
         &[
             "--tls-handshake-timeout",
-            "1s",
+            "4s",
             "--max-connections-per-address",
             "3",
         ],
@@ -139,22 +139,23 @@ fn silent_tcp_connections_are_closed_after_the_handshake_timeout_and_over_the_ca
     let mut held: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
         .collect();
-    // A fourth connection from the same address is over the cap: closed at once.
+    // A fourth connection from the same address is over the cap: closed at once, well before
+    // the handshake timeout (which leaves room for a loaded machine's accept loop).
     let mut fourth = TcpStream::connect(("127.0.0.1", port)).unwrap();
     assert!(
-        closed_within(&mut fourth, Duration::from_millis(900)),
+        closed_within(&mut fourth, Duration::from_millis(3000)),
         "over the per-address cap"
     );
     // The silent ones are closed by the handshake timeout.
     let start = Instant::now();
     for s in &mut held {
         assert!(
-            closed_within(s, Duration::from_secs(5)),
+            closed_within(s, Duration::from_secs(8)),
             "silent connection still open: {}",
             proc.stderr()
         );
     }
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(start.elapsed() < Duration::from_secs(8));
     // Their slots are free again: a real client gets in.
     let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
     let rt = crate::support::client_runtime();
