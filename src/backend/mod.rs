@@ -14,7 +14,9 @@
 //! This module knows nothing of Secrets or encryption: keys and values are bytes.
 
 pub mod etcd;
+mod files;
 pub mod legacy;
+pub mod logstore;
 mod revision;
 pub mod sled;
 mod spec;
@@ -23,10 +25,11 @@ mod stats;
 pub(crate) use revision::AtomicRevision;
 pub use revision::{InvalidRevision, Revision};
 pub use spec::BackendSpec;
-pub(crate) use stats::AtomicHistogram;
+pub(crate) use stats::{AtomicHistogram, BATCH_SIZE_BOUNDS, SYNC_NANOS_BOUNDS};
 pub use stats::{HistogramSnapshot, WriterStats};
 
 pub use self::etcd::{EtcdBackend, EtcdOptions};
+pub use self::logstore::{LogBackend, LogOptions};
 pub use self::sled::{SledBackend, SledOptions};
 
 use std::pin::Pin;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::rev;
 use keyward::backend::etcd::EtcdBackend;
+use keyward::backend::logstore::{LogBackend, LogOptions};
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::backend::{
     Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest, RangeResponse,
@@ -509,6 +510,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// What the property runs against: a sled directory, or a fresh etcd server.
 enum Subject {
     Sled(PathBuf),
+    Log(PathBuf),
     Etcd(crate::support::etcd::Etcd),
 }
 
@@ -516,6 +518,16 @@ impl Subject {
     fn open(&self, rt: &tokio::runtime::Runtime, opts: SledOptions) -> Box<dyn Backend> {
         match self {
             Subject::Sled(path) => Box::new(SledBackend::open(path, opts).expect("open")),
+            Subject::Log(path) => Box::new(
+                LogBackend::open(
+                    path,
+                    LogOptions {
+                        history_per_key: opts.history_per_key,
+                        log_retention: opts.log_retention,
+                    },
+                )
+                .expect("open"),
+            ),
             Subject::Etcd(etcd) => {
                 let _guard = rt.enter();
                 Box::new(EtcdBackend::connect(&etcd.options()).expect("connect"))
@@ -742,6 +754,12 @@ proptest! {
     #[test]
     fn sled_backend_matches_the_model(opts in options(), ops in prop::collection::vec(op(), 1..40)) {
         run(opts, ops)?;
+    }
+
+    #[test]
+    fn log_structured_backend_matches_the_model(opts in options(), ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        run_on(Subject::Log(dir.path().join("store")), opts, ops)?;
     }
 }
 

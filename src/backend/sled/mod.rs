@@ -158,7 +158,8 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::{
     check_key, AtomicHistogram, AtomicRevision, Backend, BackendError, Event, Expect, KeyValue,
-    RangeRequest, RangeResponse, Revision, WatchStream, WriteOutcome,
+    RangeRequest, RangeResponse, Revision, WatchStream, WriteOutcome, BATCH_SIZE_BOUNDS,
+    SYNC_NANOS_BOUNDS,
 };
 use codec::{describe_format, read_meta_rev, rev_bytes};
 use files::{wait_until_unlocked, FileSync, ReleaseWait, RELEASE_WAIT};
@@ -231,30 +232,6 @@ impl Default for SledOptions {
 }
 
 pub use super::WriterStats;
-
-/// Bounds of the batch-size histogram (requests per batch), up to the writer's batch limit.
-const BATCH_SIZE_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
-/// Bounds of the sync-latency histogram in nanoseconds: 100 µs to 6.5536 s, doubling (etcd's
-/// WAL fsync histogram starts at 1 ms; a good disk syncs well under that).
-const SYNC_NANOS_BOUNDS: &[u64] = &[
-    100_000,
-    200_000,
-    400_000,
-    800_000,
-    1_600_000,
-    3_200_000,
-    6_400_000,
-    12_800_000,
-    25_600_000,
-    51_200_000,
-    102_400_000,
-    204_800_000,
-    409_600_000,
-    819_200_000,
-    1_638_400_000,
-    3_276_800_000,
-    6_553_600_000,
-];
 
 /// A [`Backend`] stored in an embedded sled database (see the module docs for the format and
 /// the guarantees).

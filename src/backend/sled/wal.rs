@@ -44,11 +44,11 @@
 //! synced: at most the last record can be torn.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::io_error;
+use crate::backend::files::{sync_path, zero_filled};
 use crate::backend::{BackendError, Revision};
 
 /// The log's directory inside the store directory.
@@ -427,7 +427,7 @@ impl WalDir {
                 .open(&path)
                 .map_err(|e| io_error("open a log segment", &e))?
         } else {
-            zero_filled(&path, bytes)?
+            zero_filled(&path, bytes.max(HEADER_LEN))?
         };
         let len = file
             .metadata()
@@ -452,7 +452,7 @@ impl WalDir {
             return Ok(());
         }
         let tmp = self.dir.join(SPARE_TMP);
-        drop(zero_filled(&tmp, bytes)?);
+        drop(zero_filled(&tmp, bytes.max(HEADER_LEN))?);
         std::fs::rename(&tmp, &spare).map_err(|e| io_error("rename the spare segment", &e))?;
         sync_path(&self.dir)
     }
@@ -485,33 +485,6 @@ impl WalDir {
             Err(e) => Err(io_error("remove the spare segment", &e)),
         }
     }
-}
-
-fn zero_filled(path: &Path, bytes: u64) -> Result<File, BackendError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| io_error("create a log segment", &e))?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut left = bytes.max(HEADER_LEN);
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        file.write_all(&zeros[..n])
-            .map_err(|e| io_error("fill a log segment", &e))?;
-        left -= n as u64;
-    }
-    file.sync_all()
-        .map_err(|e| io_error("fsync a log segment", &e))?;
-    Ok(file)
-}
-
-fn sync_path(path: &Path) -> Result<(), BackendError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| io_error(&format!("fsync {}", path.display()), &e))
 }
 
 #[cfg(test)]

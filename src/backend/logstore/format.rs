@@ -1,0 +1,378 @@
+//! The bytes on disk: segment files, their header, framed records, and the scan that reads them
+//! back on open (cutting a torn tail, refusing anything else that does not check out).
+//!
+//! A segment `<seq>.seg` (`seq` in 20 decimal digits, so names sort) starts with a 24-byte
+//! header: `"KWLOG\0\0\x01"` (magic and format 1), `be64(seq)`, CRC32C of those 16 bytes
+//! (`le32`), 4 zero bytes. Records follow back to back, then zeros (segments are zero-filled
+//! before use):
+//!
+//! ```text
+//! le32(len) ‖ le32(crc32c(le32(len) ‖ payload)) ‖ payload
+//! payload = 01 ‖ be64(first revision) ‖ be32(count) ‖ count × change   (a batch)
+//!         | 02 ‖ be64(revision)                                         (a compaction)
+//! change  = 01 ‖ be32(key len) ‖ key ‖ be32(value len) ‖ value          (a put)
+//!         | 02 ‖ be32(key len) ‖ key                                    (a delete)
+//! ```
+//!
+//! Change `i` of a batch has revision `first + i`; each batch starts at the revision after the
+//! previous one. A value is read in place: the index keeps its segment, offset and length.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::BackendError;
+
+pub(super) const MAGIC: [u8; 8] = *b"KWLOG\0\0\x01";
+pub(super) const HEADER_LEN: u64 = 24;
+pub(super) const FRAME_LEN: usize = 8;
+pub(super) const SEGMENT_SUFFIX: &str = ".seg";
+/// A longer record is not believed (the writer caps a batch far below this).
+const MAX_PAYLOAD: usize = 1 << 30;
+const KIND_BATCH: u8 = 1;
+const KIND_COMPACT: u8 = 2;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+
+/// The header of segment `seq`.
+pub(super) fn header(seq: u32) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..16].copy_from_slice(&u64::from(seq).to_be_bytes());
+    let crc = crc32c::crc32c(&h[..16]);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+pub(super) fn segment_name(seq: u32) -> String {
+    format!("{seq:020}{SEGMENT_SUFFIX}")
+}
+
+/// The store's segments, by sequence number.
+pub(super) fn list_segments(dir: &Path) -> Result<Vec<(u32, PathBuf)>, BackendError> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| BackendError::Io(format!("cannot list {}: {e}", dir.display())))?;
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| BackendError::Io(format!("cannot list {}: {e}", dir.display())))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
+        let seq = stem
+            .parse::<u32>()
+            .ok()
+            .filter(|_| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                BackendError::Corrupt(format!(
+                    "{} is not a segment name (20 digits and {SEGMENT_SUFFIX})",
+                    entry.path().display()
+                ))
+            })?;
+        out.push((seq, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Builds one record in a reusable buffer.
+#[derive(Default)]
+pub(super) struct RecordBuilder {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+impl RecordBuilder {
+    /// Starts a batch whose first change gets revision `first`.
+    pub(super) fn begin_batch(&mut self, first: i64) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; FRAME_LEN]);
+        self.buf.push(KIND_BATCH);
+        self.buf.extend_from_slice(&first.to_be_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.count = 0;
+    }
+
+    /// Adds a put; returns the value's offset from the record's start.
+    pub(super) fn put(&mut self, key: &[u8], value: &[u8]) -> usize {
+        self.buf.push(OP_PUT);
+        put_len_bytes(&mut self.buf, key);
+        self.buf.extend_from_slice(&len32(value).to_be_bytes());
+        let at = self.buf.len();
+        self.buf.extend_from_slice(value);
+        self.count += 1;
+        at
+    }
+
+    pub(super) fn delete(&mut self, key: &[u8]) {
+        self.buf.push(OP_DELETE);
+        put_len_bytes(&mut self.buf, key);
+        self.count += 1;
+    }
+
+    /// Changes added since [`RecordBuilder::begin_batch`].
+    pub(super) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Bytes so far, framing included.
+    pub(super) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// A compaction record.
+    pub(super) fn compaction(&mut self, revision: i64) -> &[u8] {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; FRAME_LEN]);
+        self.buf.push(KIND_COMPACT);
+        self.buf.extend_from_slice(&revision.to_be_bytes());
+        self.frame()
+    }
+
+    /// The framed batch record.
+    pub(super) fn finish_batch(&mut self) -> &[u8] {
+        let count_at = FRAME_LEN + 9;
+        self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_be_bytes());
+        self.frame()
+    }
+
+    fn frame(&mut self) -> &[u8] {
+        let len = len32(&self.buf[FRAME_LEN..]).to_le_bytes();
+        self.buf[..4].copy_from_slice(&len);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &self.buf[FRAME_LEN..]);
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        &self.buf
+    }
+}
+
+/// A length as four bytes (the writer refuses values and keys of 4 GiB or more first).
+fn len32(bytes: &[u8]) -> u32 {
+    u32::try_from(bytes.len()).unwrap_or(u32::MAX)
+}
+
+fn put_len_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&len32(bytes).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// One change of a batch as read back: the key and, for a put, the value's offset and length
+/// in the segment.
+pub(super) struct ReadChange<'a> {
+    pub(super) key: &'a [u8],
+    pub(super) value: Option<(u64, u32)>,
+}
+
+/// A record as read back.
+pub(super) enum ReadRecord<'a> {
+    Batch {
+        first: i64,
+        changes: Vec<ReadChange<'a>>,
+    },
+    Compaction(i64),
+}
+
+/// The frame at `at`: `Ok(None)` where the data ends (a zero length or too little room for a
+/// frame), `Err(())` for a frame that does not check out.
+fn frame_at(data: &[u8], at: usize) -> Result<Option<&[u8]>, ()> {
+    let Some(head) = data.get(at..at + FRAME_LEN) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len == 0 && crc == 0 {
+        return Ok(None);
+    }
+    let payload = data
+        .get(at + FRAME_LEN..)
+        .and_then(|rest| rest.get(..len))
+        .filter(|_| len <= MAX_PAYLOAD)
+        .ok_or(())?;
+    if crc32c::crc32c_append(crc32c::crc32c(&head[..4]), payload) != crc {
+        return Err(());
+    }
+    Ok(Some(payload))
+}
+
+fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if p.len() < n {
+        return None;
+    }
+    let (head, rest) = p.split_at(n);
+    *p = rest;
+    Some(head)
+}
+
+fn take_u32(p: &mut &[u8]) -> Option<u32> {
+    take(p, 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn take_i64(p: &mut &[u8]) -> Option<i64> {
+    take(p, 8)
+        .and_then(|b| b.try_into().ok())
+        .map(i64::from_be_bytes)
+}
+
+/// Decodes a payload found at `payload_at` in its segment.
+fn decode(payload: &[u8], payload_at: usize) -> Option<ReadRecord<'_>> {
+    let mut p = payload;
+    match *take(&mut p, 1)?.first()? {
+        KIND_BATCH => {
+            let first = take_i64(&mut p)?;
+            let count = take_u32(&mut p)?;
+            let mut changes = Vec::with_capacity(count.min(1 << 16) as usize);
+            for _ in 0..count {
+                let op = *take(&mut p, 1)?.first()?;
+                let klen = take_u32(&mut p)? as usize;
+                let key = take(&mut p, klen)?;
+                let value = match op {
+                    OP_PUT => {
+                        let vlen = take_u32(&mut p)?;
+                        let at = payload_at + (payload.len() - p.len());
+                        take(&mut p, vlen as usize)?;
+                        Some((at as u64, vlen))
+                    }
+                    OP_DELETE => None,
+                    _ => return None,
+                };
+                changes.push(ReadChange { key, value });
+            }
+            p.is_empty().then_some(ReadRecord::Batch { first, changes })
+        }
+        KIND_COMPACT => {
+            let rev = take_i64(&mut p)?;
+            p.is_empty().then_some(ReadRecord::Compaction(rev))
+        }
+        _ => None,
+    }
+}
+
+/// What scanning one segment found.
+pub(super) struct Scanned<'a> {
+    /// Records in order, each with its offset.
+    pub(super) records: Vec<(usize, ReadRecord<'a>)>,
+    /// Where the data ends (the next record goes here).
+    pub(super) end: usize,
+    /// Set when the data ends at a frame that does not check out: its offset.
+    pub(super) bad_at: Option<usize>,
+}
+
+/// Checks the header of segment `seq` in `data`.
+pub(super) fn check_header(data: &[u8], seq: u32, path: &Path) -> Result<(), BackendError> {
+    if data.len() < HEADER_LEN as usize || data[..HEADER_LEN as usize] != header(seq) {
+        return Err(BackendError::Corrupt(format!(
+            "{} does not start with the header of segment {seq}",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads every record of a segment's `data` (its header checked).
+pub(super) fn scan(data: &[u8]) -> Scanned<'_> {
+    let mut records = Vec::new();
+    let mut at = HEADER_LEN as usize;
+    loop {
+        match frame_at(data, at) {
+            Ok(None) => {
+                return Scanned {
+                    records,
+                    end: at,
+                    bad_at: None,
+                }
+            }
+            Ok(Some(payload)) => match decode(payload, at + FRAME_LEN) {
+                Some(record) => {
+                    records.push((at, record));
+                    at += FRAME_LEN + payload.len();
+                }
+                None => {
+                    return Scanned {
+                        records,
+                        end: at,
+                        bad_at: Some(at),
+                    }
+                }
+            },
+            Err(()) => {
+                return Scanned {
+                    records,
+                    end: at,
+                    bad_at: Some(at),
+                }
+            }
+        }
+    }
+}
+
+/// Whether a well-formed record starts anywhere in `data` after `from` (then a bad frame before
+/// it is corruption, not a torn tail: only the last record can be torn).
+pub(super) fn any_record_after(data: &[u8], from: usize) -> bool {
+    (from + 1..data.len().saturating_sub(FRAME_LEN))
+        .any(|at| matches!(frame_at(data, at), Ok(Some(p)) if decode(p, at + FRAME_LEN).is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut data = header(3).to_vec();
+        for r in records {
+            data.extend_from_slice(r);
+        }
+        data.resize(data.len() + 64, 0);
+        data
+    }
+
+    #[test]
+    fn records_round_trip_with_value_offsets() {
+        let mut b = RecordBuilder::default();
+        b.begin_batch(7);
+        let at = b.put(b"k1", b"value one");
+        b.delete(b"k2");
+        let batch = b.finish_batch().to_vec();
+        let compaction = b.compaction(5).to_vec();
+        let data = segment(&[batch.clone(), compaction]);
+        check_header(&data, 3, Path::new("x")).expect("header");
+        let s = scan(&data);
+        assert_eq!(s.bad_at, None);
+        assert_eq!(s.end, HEADER_LEN as usize + batch.len() + 17);
+        let ReadRecord::Batch { first, changes } = &s.records[0].1 else {
+            panic!("a batch")
+        };
+        assert_eq!(*first, 7);
+        assert_eq!(changes[0].key, b"k1");
+        let (off, len) = changes[0].value.expect("a put");
+        assert_eq!(off as usize, HEADER_LEN as usize + at);
+        assert_eq!(
+            &data[off as usize..off as usize + len as usize],
+            b"value one"
+        );
+        assert!(changes[1].value.is_none());
+        assert!(matches!(s.records[1].1, ReadRecord::Compaction(5)));
+        assert!(check_header(&data, 4, Path::new("x")).is_err());
+    }
+
+    #[test]
+    fn a_damaged_frame_ends_the_scan_and_a_later_record_is_found() {
+        let mut b = RecordBuilder::default();
+        b.begin_batch(2);
+        b.put(b"k", b"v");
+        let r1 = b.finish_batch().to_vec();
+        b.begin_batch(3);
+        b.put(b"k", b"w");
+        let r2 = b.finish_batch().to_vec();
+        let mut data = segment(&[r1.clone(), r2]);
+        let second = HEADER_LEN as usize + r1.len();
+        // A torn second record: nothing well formed after it.
+        let mut torn = data.clone();
+        torn[second + 12] ^= 1;
+        let s = scan(&torn);
+        assert_eq!((s.records.len(), s.bad_at), (1, Some(second)));
+        assert!(!any_record_after(&torn, second));
+        // A damaged first record with an intact second one: corruption.
+        data[HEADER_LEN as usize + 10] ^= 1;
+        let s = scan(&data);
+        assert_eq!((s.records.len(), s.bad_at), (0, Some(HEADER_LEN as usize)));
+        assert!(any_record_after(&data, HEADER_LEN as usize));
+    }
+}

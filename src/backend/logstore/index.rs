@@ -1,0 +1,486 @@
+//! The in-memory index: every retained version of every key, with where its value lies in the
+//! segments, the change log's window for watches, and the retention rules (the same as the sled
+//! backend's, see the module docs of [`super`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::ops::Bound;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::LogOptions;
+use crate::backend::{BackendError, Event, EventKind, KeyValue, Revision};
+
+/// Where a value lies: segment `seg`, `len` bytes at `offset` from the file's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Loc {
+    pub(super) seg: u32,
+    pub(super) len: u32,
+    pub(super) offset: u64,
+}
+
+/// One version of a key. A tombstone (a delete) has `version` 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Version {
+    pub(super) rev: i64,
+    pub(super) create: i64,
+    pub(super) version: i64,
+    pub(super) loc: Loc,
+}
+
+impl Version {
+    pub(super) fn is_tombstone(&self) -> bool {
+        self.version == 0
+    }
+}
+
+/// A key's versions, oldest first (its current one last), and which of them reads may see.
+#[derive(Debug, Default)]
+pub(super) struct KeyState {
+    /// Every version kept: the readable ones, plus those the change log's window still needs
+    /// (every version at or above the compacted revision and the one before the first of them,
+    /// which a replayed event names as `prev`).
+    versions: Vec<Version>,
+    /// How many of the newest versions reads may see (the sled backend's retained entries).
+    readable: usize,
+    /// Reads of this key below this revision are compacted (0: none).
+    floor: i64,
+}
+
+impl KeyState {
+    /// The newest version at or below `rev`.
+    fn at(&self, rev: i64) -> Option<&Version> {
+        let i = self.versions.partition_point(|v| v.rev <= rev);
+        i.checked_sub(1).map(|i| &self.versions[i])
+    }
+
+    /// The current version, if the key exists now.
+    pub(super) fn current(&self) -> Option<&Version> {
+        self.versions.last().filter(|v| !v.is_tombstone())
+    }
+
+    /// Applies the retention rules after a change or a compaction: versions at or below the
+    /// compacted revision but the newest (that one too if it is a delete) stop being readable,
+    /// then at most `keep` versions stay readable (0: all), the oldest readable one setting the
+    /// floor; versions neither readable nor needed by the log's window are dropped.
+    fn retain(&mut self, compacted: i64, keep: usize) {
+        let len = self.versions.len();
+        let start = len - self.readable;
+        if let Some(i) = (start..len)
+            .rev()
+            .find(|&i| self.versions[i].rev <= compacted)
+        {
+            let cut = if self.versions[i].is_tombstone() {
+                i + 1
+            } else {
+                i
+            };
+            self.readable = len - cut.max(start);
+        }
+        if self.floor <= compacted {
+            self.floor = 0;
+        }
+        if keep > 0 && self.readable > keep {
+            self.readable = keep;
+            self.floor = self.versions[len - keep].rev;
+        }
+        let first_in_window = self.versions.partition_point(|v| v.rev < compacted);
+        let window_start = if first_in_window < len {
+            first_in_window.saturating_sub(1)
+        } else {
+            len
+        };
+        let drop = (len - self.readable).min(window_start);
+        self.versions.drain(..drop);
+    }
+}
+
+/// A read's answer before its value is read: the version and the file holding it.
+pub(super) struct Found {
+    pub(super) key: Vec<u8>,
+    pub(super) version: Version,
+    file: Arc<File>,
+}
+
+impl Found {
+    /// The key-value, reading the value from its segment.
+    pub(super) fn read(self) -> Result<KeyValue, BackendError> {
+        let value = read_value(&self.file, self.version.loc)?;
+        Ok(key_value(self.key, &self.version, value))
+    }
+}
+
+pub(super) fn read_value(file: &File, loc: Loc) -> Result<Vec<u8>, BackendError> {
+    let mut value = vec![0u8; loc.len as usize];
+    file.read_exact_at(&mut value, loc.offset).map_err(|e| {
+        BackendError::Io(format!(
+            "cannot read {} bytes at offset {} of segment {}: {e}",
+            loc.len, loc.offset, loc.seg
+        ))
+    })?;
+    Ok(value)
+}
+
+/// A version as the trait shows it (a tombstone as a delete event's `kv`).
+pub(super) fn key_value(key: Vec<u8>, v: &Version, value: Vec<u8>) -> KeyValue {
+    KeyValue {
+        key,
+        value,
+        create_revision: if v.is_tombstone() {
+            None
+        } else {
+            Revision::new(v.create)
+        },
+        mod_revision: Revision::new(v.rev).unwrap_or(Revision::FIRST),
+        version: v.version,
+    }
+}
+
+/// A change to apply: a put's value location, or a delete.
+pub(super) enum Change {
+    Put(Loc),
+    Delete,
+}
+
+/// The index: keys, the log's window and the segment files.
+#[derive(Debug)]
+pub(super) struct Index {
+    keys: BTreeMap<Vec<u8>, KeyState>,
+    /// The key of every change in the log's window, in revision order: `window[i]` changed at
+    /// revision `window_first + i`.
+    window: VecDeque<Vec<u8>>,
+    window_first: i64,
+    pub(super) current: i64,
+    pub(super) compacted: i64,
+    /// Open segment files by sequence number (a dropped segment leaves `None`).
+    files: Vec<Option<Arc<File>>>,
+    opts: LogOptions,
+}
+
+impl Index {
+    pub(super) fn new(opts: LogOptions) -> Self {
+        Index {
+            keys: BTreeMap::new(),
+            window: VecDeque::new(),
+            window_first: Revision::FIRST.get() + 1,
+            current: Revision::FIRST.get(),
+            compacted: Revision::FIRST.get(),
+            files: Vec::new(),
+            opts,
+        }
+    }
+
+    pub(super) fn add_file(&mut self, seg: u32, file: Arc<File>) {
+        let i = seg as usize;
+        if self.files.len() <= i {
+            self.files.resize(i + 1, None);
+        }
+        self.files[i] = Some(file);
+    }
+
+    fn file(&self, seg: u32) -> Result<Arc<File>, BackendError> {
+        self.files
+            .get(seg as usize)
+            .and_then(Clone::clone)
+            .ok_or_else(|| BackendError::Corrupt(format!("segment {seg} is not open")))
+    }
+
+    /// How many keys the index holds (live or with retained history).
+    pub(super) fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Applies one change at the next revision; returns the version written and the one it
+    /// replaced (if the key existed).
+    pub(super) fn apply(&mut self, key: &[u8], change: Change) -> (Version, Option<Version>) {
+        let rev = self.current + 1;
+        let state = match self.keys.get_mut(key) {
+            Some(state) => state,
+            None => self.keys.entry(key.to_vec()).or_default(),
+        };
+        let prev = state.current().copied();
+        let version = match change {
+            Change::Put(loc) => Version {
+                rev,
+                create: prev.map_or(rev, |p| p.create),
+                version: prev.map_or(1, |p| p.version + 1),
+                loc,
+            },
+            Change::Delete => Version {
+                rev,
+                create: 0,
+                version: 0,
+                loc: Loc {
+                    seg: 0,
+                    len: 0,
+                    offset: 0,
+                },
+            },
+        };
+        state.versions.push(version);
+        state.readable += 1;
+        self.current = rev;
+        self.window.push_back(key.to_vec());
+        if self.opts.log_retention > 0 {
+            let oldest = rev - i64::try_from(self.opts.log_retention).unwrap_or(i64::MAX) + 1;
+            self.compacted = self.compacted.max(oldest);
+        }
+        self.retain_key(key);
+        self.expire_window();
+        (version, prev)
+    }
+
+    /// Raises the compacted revision to `rev` (at most the current one) and prunes every key.
+    pub(super) fn compact(&mut self, rev: i64) {
+        if rev <= self.compacted {
+            return;
+        }
+        self.compacted = rev.min(self.current);
+        let (compacted, keep) = (self.compacted, self.opts.history_per_key);
+        self.keys.retain(|_, state| {
+            state.retain(compacted, keep);
+            !state.versions.is_empty()
+        });
+        self.expire_window();
+    }
+
+    fn retain_key(&mut self, key: &[u8]) {
+        let (compacted, keep) = (self.compacted, self.opts.history_per_key);
+        if let Some(state) = self.keys.get_mut(key) {
+            state.retain(compacted, keep);
+            if state.versions.is_empty() {
+                self.keys.remove(key);
+            }
+        }
+    }
+
+    /// Drops changes below the compacted revision from the window, pruning their keys.
+    fn expire_window(&mut self) {
+        while self.window_first < self.compacted {
+            let Some(key) = self.window.pop_front() else {
+                self.window_first = self.compacted;
+                break;
+            };
+            self.window_first += 1;
+            self.retain_key(&key);
+        }
+    }
+
+    /// The revision a read reflects: `rev` (checked), or the current one.
+    pub(super) fn read_revision(&self, rev: Option<Revision>) -> Result<Revision, BackendError> {
+        match rev {
+            Some(rev) => {
+                self.check_revision(rev)?;
+                Ok(rev)
+            }
+            None => Ok(self.revision()),
+        }
+    }
+
+    /// Checks a read revision against the current and compacted ones.
+    fn check_revision(&self, rev: Revision) -> Result<(), BackendError> {
+        if rev.get() > self.current {
+            return Err(BackendError::FutureRevision {
+                requested: rev,
+                current: self.revision(),
+            });
+        }
+        if rev.get() < self.compacted {
+            return Err(BackendError::Compacted {
+                requested: rev,
+                compacted: self.compacted_revision(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn revision(&self) -> Revision {
+        Revision::new(self.current).unwrap_or(Revision::FIRST)
+    }
+
+    pub(super) fn compacted_revision(&self) -> Revision {
+        Revision::new(self.compacted).unwrap_or(Revision::FIRST)
+    }
+
+    /// The key's version as of `rev` (checked by [`Index::check_revision`]), if it existed.
+    pub(super) fn at(&self, key: &[u8], rev: i64) -> Result<Option<Found>, BackendError> {
+        let Some(state) = self.keys.get(key) else {
+            return Ok(None);
+        };
+        self.found(key, state, rev)
+    }
+
+    fn found(&self, key: &[u8], state: &KeyState, rev: i64) -> Result<Option<Found>, BackendError> {
+        let version = if rev == self.current {
+            state.current()
+        } else {
+            if rev < state.floor {
+                return Err(BackendError::Compacted {
+                    requested: Revision::new(rev).unwrap_or(Revision::FIRST),
+                    compacted: Revision::new(state.floor).unwrap_or(Revision::FIRST),
+                });
+            }
+            state.at(rev).filter(|v| !v.is_tombstone())
+        };
+        version
+            .map(|v| {
+                Ok(Found {
+                    key: key.to_vec(),
+                    version: *v,
+                    file: self.file(v.loc.seg)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Keys in `[start, end)` (`end` `None`: every key with prefix `start`) as of `rev`, at most
+    /// `limit` (0: all) plus one to tell whether there are more.
+    pub(super) fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        rev: i64,
+        limit: usize,
+    ) -> Result<Vec<Found>, BackendError> {
+        let mut out = Vec::new();
+        for (key, state) in self.keys_in(start, end) {
+            if let Some(found) = self.found(key, state, rev)? {
+                out.push(found);
+                if limit > 0 && out.len() > limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many keys of the range exist as of `rev`.
+    pub(super) fn count(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        rev: i64,
+    ) -> Result<u64, BackendError> {
+        let mut n = 0;
+        for (key, state) in self.keys_in(start, end) {
+            let exists = if rev == self.current {
+                state.current().is_some()
+            } else {
+                self.found(key, state, rev)?.is_some()
+            };
+            n += u64::from(exists);
+        }
+        Ok(n)
+    }
+
+    fn keys_in<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a KeyState)> + 'a {
+        let prefix = end.is_none();
+        let ordered = match end {
+            Some(end) if end <= start => None,
+            Some(end) => Some(
+                self.keys
+                    .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end))),
+            ),
+            None => Some(
+                self.keys
+                    .range::<[u8], _>((Bound::Included(start), Bound::Unbounded)),
+            ),
+        };
+        ordered
+            .into_iter()
+            .flatten()
+            .take_while(move |(k, _)| !prefix || k.starts_with(start))
+    }
+
+    /// The logged changes of revisions `from ..= upto` (at most `max`), as events still to be
+    /// read from their segments, and the last revision covered (revision 1, a new store's, has
+    /// no change).
+    pub(super) fn events(
+        &self,
+        from: i64,
+        upto: i64,
+        max: usize,
+    ) -> Result<(Vec<PendingEvent>, i64), BackendError> {
+        if from < self.compacted {
+            return Err(BackendError::Compacted {
+                requested: Revision::new(from).unwrap_or(Revision::FIRST),
+                compacted: self.compacted_revision(),
+            });
+        }
+        let mut out = Vec::new();
+        let mut rev = from.max(self.window_first);
+        while rev <= upto.min(self.current) && out.len() < max {
+            let i = usize::try_from(rev - self.window_first).unwrap_or(usize::MAX);
+            let key = self.window.get(i).ok_or_else(|| lost(rev))?;
+            let state = self.keys.get(key).ok_or_else(|| lost(rev))?;
+            let i = state.versions.partition_point(|v| v.rev < rev);
+            let version = *state
+                .versions
+                .get(i)
+                .filter(|v| v.rev == rev)
+                .ok_or_else(|| lost(rev))?;
+            let prev = i
+                .checked_sub(1)
+                .map(|p| state.versions[p])
+                .filter(|p| !p.is_tombstone());
+            out.push(PendingEvent {
+                key: key.clone(),
+                file: (!version.is_tombstone())
+                    .then(|| self.file(version.loc.seg))
+                    .transpose()?,
+                version,
+                prev_file: prev.map(|p| self.file(p.loc.seg)).transpose()?,
+                prev,
+            });
+            rev += 1;
+        }
+        Ok((out, rev - 1))
+    }
+}
+
+fn lost(rev: i64) -> BackendError {
+    BackendError::Corrupt(format!("the change log lost the change of revision {rev}"))
+}
+
+/// A logged change whose values are still to be read.
+pub(super) struct PendingEvent {
+    pub(super) key: Vec<u8>,
+    version: Version,
+    file: Option<Arc<File>>,
+    prev: Option<Version>,
+    prev_file: Option<Arc<File>>,
+}
+
+impl PendingEvent {
+    pub(super) fn rev(&self) -> i64 {
+        self.version.rev
+    }
+
+    /// The event, reading its values.
+    pub(super) fn read(self) -> Result<Event, BackendError> {
+        let value = match &self.file {
+            Some(file) => read_value(file, self.version.loc)?,
+            None => Vec::new(),
+        };
+        let prev = match (self.prev, &self.prev_file) {
+            (Some(p), Some(file)) => {
+                Some(key_value(self.key.clone(), &p, read_value(file, p.loc)?))
+            }
+            _ => None,
+        };
+        let kind = if self.version.is_tombstone() {
+            EventKind::Delete
+        } else {
+            EventKind::Put
+        };
+        Ok(Event {
+            kind,
+            kv: key_value(self.key, &self.version, value),
+            prev,
+        })
+    }
+}

@@ -1,0 +1,418 @@
+//! The writer thread: takes every queued request as a batch, works out each outcome in order,
+//! appends the batch as one record, makes it durable with one `fdatasync`, then publishes it in
+//! the index, answers, and sends the events to watchers.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::format::{header, segment_name, RecordBuilder, HEADER_LEN};
+use super::index::{key_value, Change, Loc};
+use super::Shared;
+use crate::backend::files::{sync_path, zero_filled};
+use crate::backend::{BackendError, Event, EventKind, Expect, KeyValue, Revision, WriteOutcome};
+
+/// Most requests taken into one batch.
+const MAX_BATCH: usize = 1024;
+/// A batch stops taking requests once its record is this large.
+const MAX_BATCH_BYTES: usize = 16 << 20;
+/// The first segment a store gets; each next one is twice the last, up to
+/// [`MAX_SEGMENT_BYTES`] (a record larger than that gets a segment of its own size).
+pub(super) const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
+const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+const SPARE: &str = "spare";
+pub(super) const SPARE_TMP: &str = "spare.tmp";
+
+/// What a request asks.
+pub(super) enum Op {
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    Delete {
+        key: Vec<u8>,
+        expect: Expect,
+    },
+    Compact(Revision),
+}
+
+/// A request and where to answer it.
+pub(super) struct Request {
+    pub(super) op: Op,
+    pub(super) reply: oneshot::Sender<Result<WriteOutcome, BackendError>>,
+}
+
+/// A change planned into the batch being built.
+struct Planned {
+    key: Vec<u8>,
+    /// A put's value and its offset from the record's start.
+    value: Option<(Vec<u8>, usize)>,
+    prev: Option<KeyValue>,
+    reply: oneshot::Sender<Result<WriteOutcome, BackendError>>,
+}
+
+/// The segment being appended to.
+pub(super) struct Head {
+    pub(super) seq: u32,
+    pub(super) file: Arc<File>,
+    /// Where the next record goes.
+    pub(super) end: u64,
+    /// The file's size (zero-filled up to it).
+    pub(super) size: u64,
+}
+
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) dir: PathBuf,
+    pub(super) head: Head,
+    pub(super) builder: RecordBuilder,
+    /// The revision of the batch's first change.
+    pub(super) first: i64,
+    /// A zero-filled file being prepared for the next segment.
+    pub(super) spare: Option<JoinHandle<Result<u64, BackendError>>>,
+    /// Held for as long as the writer runs: the store directory's lock.
+    pub(super) _lock: File,
+}
+
+/// Queued requests answered without being applied.
+enum Held {
+    Compact(
+        Revision,
+        oneshot::Sender<Result<WriteOutcome, BackendError>>,
+    ),
+}
+
+impl Writer {
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+            let stats = &self.shared.stats;
+            stats
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .requests
+                .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            stats.batch_size.observe(batch.len() as u64);
+            self.process(batch);
+        }
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
+        }
+        let mut events = self.shared.events.lock().unwrap_or_else(|e| e.into_inner());
+        drop(events.take());
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut overlay: HashMap<Vec<u8>, Option<KeyValue>> = HashMap::new();
+        for request in batch {
+            if let Err(e) = self.shared.check_failed() {
+                let _ = request.reply.send(Err(e));
+                continue;
+            }
+            match request.op {
+                Op::Compact(rev) => {
+                    self.commit(std::mem::take(&mut planned));
+                    overlay.clear();
+                    self.compact(Held::Compact(rev, request.reply));
+                }
+                Op::Put { key, value, expect } => {
+                    if planned.is_empty() {
+                        self.begin_batch();
+                    }
+                    self.plan(
+                        &mut planned,
+                        &mut overlay,
+                        key,
+                        Some(value),
+                        expect,
+                        request.reply,
+                    );
+                }
+                Op::Delete { key, expect } => {
+                    if planned.is_empty() {
+                        self.begin_batch();
+                    }
+                    self.plan(&mut planned, &mut overlay, key, None, expect, request.reply);
+                }
+            }
+            if self.builder.len() >= MAX_BATCH_BYTES && !planned.is_empty() {
+                self.commit(std::mem::take(&mut planned));
+                overlay.clear();
+            }
+        }
+        if !planned.is_empty() {
+            self.commit(planned);
+        }
+    }
+
+    fn begin_batch(&mut self) {
+        self.first = self.shared.index().current + 1;
+        self.builder.begin_batch(self.first);
+    }
+
+    /// Works out one put or delete against the index and the batch so far; an applied change
+    /// is added to the record.
+    fn plan(
+        &mut self,
+        planned: &mut Vec<Planned>,
+        overlay: &mut HashMap<Vec<u8>, Option<KeyValue>>,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+        expect: Expect,
+        reply: oneshot::Sender<Result<WriteOutcome, BackendError>>,
+    ) {
+        let current = match overlay.get(&key) {
+            Some(kv) => Ok(kv.clone()),
+            None => self.shared.current_value(&key),
+        };
+        let current = match current {
+            Ok(current) => current,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let holds = match expect {
+            Expect::Any => true,
+            Expect::Absent => current.is_none(),
+            Expect::ModRevision(r) => current.as_ref().is_some_and(|kv| kv.mod_revision == r),
+        };
+        if !holds {
+            let _ = reply.send(Ok(WriteOutcome::Conflict { current }));
+            return;
+        }
+        if value.is_none() && current.is_none() {
+            let _ = reply.send(Ok(WriteOutcome::NotFound));
+            return;
+        }
+        let rev = self.first + i64::from(self.builder.count());
+        let value = value.map(|v| {
+            let at = self.builder.put(&key, &v);
+            (v, at)
+        });
+        if value.is_none() {
+            self.builder.delete(&key);
+        }
+        let after = value.as_ref().map(|(v, _)| KeyValue {
+            key: key.clone(),
+            value: v.clone(),
+            create_revision: current
+                .as_ref()
+                .map_or(Revision::new(rev), |c| c.create_revision),
+            mod_revision: Revision::new(rev).unwrap_or(Revision::MAX),
+            version: current.as_ref().map_or(1, |c| c.version + 1),
+        });
+        overlay.insert(key.clone(), after);
+        planned.push(Planned {
+            key,
+            value,
+            prev: current,
+            reply,
+        });
+    }
+
+    /// Appends the planned batch, syncs it, publishes it and answers.
+    fn commit(&mut self, planned: Vec<Planned>) {
+        if planned.is_empty() {
+            return;
+        }
+        let record_len = self.builder.len() as u64;
+        let result = self
+            .make_room(record_len)
+            .and_then(|()| {
+                let record = self.builder.finish_batch();
+                self.head
+                    .file
+                    .write_all_at(record, self.head.end)
+                    .map_err(|e| io_error("append to the log", &e))
+            })
+            .and_then(|()| self.sync());
+        if let Err(e) = result {
+            self.shared.fail(&e);
+            for p in planned {
+                let _ = p.reply.send(Err(BackendError::Io(e.to_string())));
+            }
+            return;
+        }
+        let base = self.head.end;
+        self.head.end += record_len;
+        let seg = self.head.seq;
+        let watched = self.shared.watched();
+        let mut events = Vec::new();
+        let mut answers = Vec::with_capacity(planned.len());
+        {
+            let mut index = self.shared.write_guard();
+            for p in planned {
+                let change = match &p.value {
+                    Some((v, at)) => Change::Put(Loc {
+                        seg,
+                        len: u32::try_from(v.len()).unwrap_or(u32::MAX),
+                        offset: base + *at as u64,
+                    }),
+                    None => Change::Delete,
+                };
+                let (version, _) = index.apply(&p.key, change);
+                let revision = Revision::new(version.rev).unwrap_or(Revision::MAX);
+                if watched {
+                    let kind = if p.value.is_some() {
+                        EventKind::Put
+                    } else {
+                        EventKind::Delete
+                    };
+                    let value = p.value.map(|(v, _)| v).unwrap_or_default();
+                    events.push(Event {
+                        kind,
+                        kv: key_value(p.key, &version, value),
+                        prev: p.prev.clone(),
+                    });
+                }
+                answers.push((p.reply, revision, p.prev));
+            }
+            if watched {
+                self.shared.send_events(events);
+            }
+        }
+        for (reply, revision, prev) in answers {
+            let _ = reply.send(Ok(WriteOutcome::Applied { revision, prev }));
+        }
+    }
+
+    /// A compaction: checked against the current revision, logged, synced, then applied.
+    fn compact(&mut self, held: Held) {
+        let Held::Compact(rev, reply) = held;
+        let (current, compacted) = {
+            let index = self.shared.index();
+            (index.current, index.compacted)
+        };
+        if rev.get() > current {
+            let _ = reply.send(Err(BackendError::FutureRevision {
+                requested: rev,
+                current: Revision::new(current).unwrap_or(Revision::FIRST),
+            }));
+            return;
+        }
+        if rev.get() <= compacted {
+            let _ = reply.send(Ok(WriteOutcome::NotFound));
+            return;
+        }
+        let len = self.builder.compaction(rev.get()).len() as u64;
+        let result = self
+            .make_room(len)
+            .and_then(|()| {
+                let record = self.builder.compaction(rev.get());
+                self.head
+                    .file
+                    .write_all_at(record, self.head.end)
+                    .map_err(|e| io_error("append to the log", &e))
+            })
+            .and_then(|()| self.sync());
+        match result {
+            Ok(()) => {
+                self.head.end += len;
+                self.shared.write_guard().compact(rev.get());
+                let _ = reply.send(Ok(WriteOutcome::NotFound));
+            }
+            Err(e) => {
+                self.shared.fail(&e);
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn sync(&self) -> Result<(), BackendError> {
+        let started = Instant::now();
+        self.head
+            .file
+            .sync_data()
+            .map_err(|e| io_error("fdatasync the log", &e))?;
+        let stats = &self.shared.stats;
+        stats
+            .sync_nanos
+            .observe(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        stats
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Starts a new segment if a record of `len` bytes does not fit in the rest of this one.
+    fn make_room(&mut self, len: u64) -> Result<(), BackendError> {
+        if self.head.end + len <= self.head.size {
+            return Ok(());
+        }
+        let seq = self
+            .head
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| BackendError::Corrupt("segment numbers exhausted".to_string()))?;
+        let size = (self.head.size * 2)
+            .min(MAX_SEGMENT_BYTES)
+            .max(HEADER_LEN + len);
+        let path = self.dir.join(segment_name(seq));
+        let spare = self.spare.take().map(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(BackendError::Io("the spare segment thread panicked".into()))
+            })
+        });
+        let file = match spare {
+            Some(Ok(spare_size)) if spare_size >= size => {
+                std::fs::rename(self.dir.join(SPARE), &path)
+                    .map_err(|e| io_error("rename the spare segment", &e))?;
+                open_rw(&path)?
+            }
+            _ => zero_filled(&path, size)?,
+        };
+        let size = file
+            .metadata()
+            .map_err(|e| io_error("stat a new segment", &e))?
+            .len();
+        file.write_all_at(&header(seq), 0)
+            .map_err(|e| io_error("write a segment header", &e))?;
+        file.sync_data()
+            .map_err(|e| io_error("fdatasync a new segment", &e))?;
+        sync_path(&self.dir)?;
+        let file = Arc::new(file);
+        self.shared.write_guard().add_file(seq, file.clone());
+        self.head = Head {
+            seq,
+            file,
+            end: HEADER_LEN,
+            size,
+        };
+        let (dir, next) = (self.dir.clone(), (size * 2).min(MAX_SEGMENT_BYTES));
+        self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, next)));
+        Ok(())
+    }
+}
+
+pub(super) fn io_error(what: &str, e: &std::io::Error) -> BackendError {
+    BackendError::Io(format!("cannot {what}: {e}"))
+}
+
+pub(super) fn open_rw(path: &Path) -> Result<File, BackendError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| BackendError::Io(format!("cannot open {}: {e}", path.display())))
+}
+
+/// Prepares `spare`, a zero-filled file of `size` bytes the next segment is renamed from.
+fn prepare_spare(dir: &Path, size: u64) -> Result<u64, BackendError> {
+    let tmp = dir.join(SPARE_TMP);
+    drop(zero_filled(&tmp, size)?);
+    std::fs::rename(&tmp, dir.join(SPARE)).map_err(|e| io_error("rename the spare segment", &e))?;
+    sync_path(dir)?;
+    Ok(size)
+}
