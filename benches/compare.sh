@@ -22,7 +22,8 @@
 # machine.json, results.json (everything, with ratios and targets), table.md (printed at the end)
 # and latency.svg (latency percentiles). Needs etcd, python3 and cargo; nothing else.
 # Environment: KEYWARD_BIN (binary to use; skips the build), KEYWARD_ETCD_BIN (default etcd),
-# KEYWARD_COMPARE_SHORT=1 (same as --short), KEYWARD_COMPARE_KEEP=1 (keep the temp dir and logs).
+# KEYWARD_COMPARE_SHORT=1 (same as --short), KEYWARD_COMPARE_KEEP=1 (keep the temp dir and logs),
+# KEYWARD_COMPARE_BACKEND=sled|log (the engine of both keyward dev stores, default sled).
 set -Eeuo pipefail
 trap 'echo "compare.sh: line $LINENO failed (exit $?): $BASH_COMMAND" >&2' ERR
 
@@ -36,6 +37,12 @@ for arg in "$@"; do
     *) echo "compare.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
+
+backend=${KEYWARD_COMPARE_BACKEND:-sled}
+case "$backend" in
+  sled | log) ;;
+  *) echo "compare.sh: KEYWARD_COMPARE_BACKEND must be sled or log, not $backend" >&2; exit 2 ;;
+esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -124,7 +131,7 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-echo "== starting etcd, keyward dev (kms v2), keyward dev (identity), keyward kms serve in $work"
+echo "== starting etcd, keyward dev (kms v2), keyward dev (identity) on $backend, keyward kms serve in $work"
 client_port=$(free_port)
 peer_port=$(free_port)
 etcd_url=http://127.0.0.1:$client_port
@@ -138,7 +145,7 @@ etcd_pid=$!
 pids+=("$etcd_pid")
 
 mkdir -p "$work/kw-kms" "$work/kw-identity"
-"$bin" dev --data "$work/kw-kms" </dev/null >"$work/dev-kms.log" 2>&1 &
+"$bin" dev --data "$work/kw-kms" --backend "$backend" </dev/null >"$work/dev-kms.log" 2>&1 &
 dev_kms_pid=$!
 pids+=("$dev_kms_pid")
 # keyward dev writes its EncryptionConfiguration only if there is none: give it identity.
@@ -151,7 +158,7 @@ resources:
     providers:
       - identity: {}
 YAML
-"$bin" dev --data "$work/kw-identity" </dev/null >"$work/dev-identity.log" 2>&1 &
+"$bin" dev --data "$work/kw-identity" --backend "$backend" </dev/null >"$work/dev-identity.log" 2>&1 &
 dev_identity_pid=$!
 pids+=("$dev_identity_pid")
 
@@ -266,7 +273,7 @@ for line in open("/proc/cpuinfo"):
 mem_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
 json.dump({
     "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    "mode": "$mode", "duration": "$duration", "warmup": "$warmup", "keys": $keys,
+    "mode": "$mode", "store_backend": "$backend", "duration": "$duration", "warmup": "$warmup", "keys": $keys,
     "nproc": os.cpu_count(), "cpu": model, "memory_gib": round(mem_kib / 2**20, 1),
     "kernel": platform.release(), "fs": "$fstype",
     "etcd": first(["$etcd_bin", "--version"]), "keyward": first(["$bin", "--version"]),

@@ -162,7 +162,8 @@ def table(runs, mem, machine):
     if machine:
         add(f"Run of {machine.get('date_utc', '?')}, {machine.get('mode', '?')} mode "
             f"({machine.get('duration', '?')} per workload): {machine.get('nproc', '?')} CPUs "
-            f"({machine.get('cpu', '?')}), {machine.get('etcd', '?')}, {machine.get('keyward', '?')}; "
+            f"({machine.get('cpu', '?')}), {machine.get('etcd', '?')}, {machine.get('keyward', '?')} "
+            f"on {machine.get('store_backend', 'sled')}; "
             f"load average {machine.get('load_before', '?')} before, {machine.get('load_after', '?')} after.")
         add("")
     add("Store workloads, 16 clients on 4 connections, 1 KiB values (calls/s; p50 / p99):")

@@ -8,7 +8,9 @@
 # load average before and after, and the size of the three data directories and of the log.
 # KEYWARD_SIDE_KEEP=1 keeps the data directories. BEFORE_BIN or AFTER_BIN written `identity:BIN`
 # runs that keyward dev with an identity EncryptionConfiguration (values stored in plaintext), so
-# that `side_by_side.sh get identity:BIN BIN` measures what kms v2 costs a read. Odd rounds run
+# that `side_by_side.sh get identity:BIN BIN` measures what kms v2 costs a read; written `log:BIN`
+# (or `identity:log:BIN`), it runs keyward dev --backend log, so that `side_by_side.sh put BIN
+# log:BIN` compares the two embedded engines with etcd. Odd rounds run
 # BEFORE first, even rounds AFTER first (etcd last), so that neither always follows the other.
 # RATE=N offers every target the same N calls/s (`bench store --rate N`, an open loop) instead of
 # 16 clients as fast as they go: a slower target then does not run fewer calls per wake-up and
@@ -39,17 +41,24 @@ if [ "${ETCD:-1}" != 0 ]; then
   pids+=($!); etcd_pid=$!
 fi
 mkdir -p "$work/before" "$work/after"
+before_backend=sled after_backend=sled
 for t in before after; do
   b=${!t}
   if [[ $b == identity:* ]]; then
-    printf -v "$t" '%s' "${b#identity:}"
+    b=${b#identity:}
     # keyward dev writes its EncryptionConfiguration only if there is none.
     printf 'apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - identity: {}\n' >"$work/$t/encryption-config.yaml"
     echo "$t: identity"
   fi
+  if [[ $b == log:* ]]; then
+    b=${b#log:}
+    printf -v "${t}_backend" log
+    echo "$t: --backend log"
+  fi
+  printf -v "$t" '%s' "$b"
 done
-"$before" dev --data "$work/before" >"$work/before.log" 2>&1 & pids+=($!); before_pid=$!
-"$after" dev --data "$work/after" >"$work/after.log" 2>&1 & pids+=($!); after_pid=$!
+"$before" dev --data "$work/before" --backend "$before_backend" >"$work/before.log" 2>&1 & pids+=($!); before_pid=$!
+"$after" dev --data "$work/after" --backend "$after_backend" >"$work/after.log" 2>&1 & pids+=($!); after_pid=$!
 for s in "$work/before/keyward.sock" "$work/after/keyward.sock"; do for i in $(seq 300); do [ -e "$s" ] && break; sleep 0.1; done; done
 sleep 2
 clk=$(getconf CLK_TCK)

@@ -92,6 +92,17 @@ pub enum BackendError {
         /// Version this build reads.
         supported: u32,
     },
+    /// An embedded store's directory holds the other engine's data (operator: choose the
+    /// engine the directory was created with).
+    #[error("{dir} holds a {found} store; open it with that engine (this is the {wanted} engine)")]
+    OtherEngine {
+        /// The directory.
+        dir: String,
+        /// The engine whose files are there: `sled` or `log-structured`.
+        found: &'static str,
+        /// The engine that was asked to open it.
+        wanted: &'static str,
+    },
     /// Stored data is malformed (a bug or disk corruption).
     #[error("storage is corrupt: {0}")]
     Corrupt(String),

@@ -1,11 +1,12 @@
-//! Which backend to open, as values rather than command-line words: an embedded sled directory
-//! with its retention settings, or an etcd cluster; and opening it, proving for etcd that a
-//! member answers with a leader before anything is served.
+//! Which backend to open, as values rather than command-line words: an embedded directory (sled,
+//! or the log-structured engine) with its retention settings, or an etcd cluster; and opening
+//! it, proving for etcd that a member answers with a leader before anything is served.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::etcd::{EtcdBackend, EtcdOptions};
+use super::logstore::{LogBackend, LogOptions};
 use super::sled::{SledBackend, SledOptions};
 use super::{Backend, BackendError};
 
@@ -18,6 +19,13 @@ pub enum BackendSpec {
         dir: PathBuf,
         /// Retention settings.
         options: SledOptions,
+    },
+    /// The log-structured engine in `dir` (created if missing): the log is the store.
+    Log {
+        /// The data directory.
+        dir: PathBuf,
+        /// Retention settings.
+        options: LogOptions,
     },
     /// An etcd cluster.
     Etcd(EtcdOptions),
@@ -32,10 +40,11 @@ impl BackendSpec {
         }
     }
 
-    /// Opens the backend and says where its data lives (`sled:<dir>` or `etcd:<endpoints>`,
-    /// for logs).
+    /// Opens the backend and says where its data lives (`sled:<dir>`, `log:<dir>` or
+    /// `etcd:<endpoints>`, for logs).
     ///
-    /// sled opens and locks its directory. For etcd the client options are checked (a mistake
+    /// An embedded engine opens and locks its directory, and refuses one the other engine
+    /// wrote ([`BackendError::OtherEngine`]). For etcd the client options are checked (a mistake
     /// is [`BackendError::InvalidArgument`]), then a member must answer with a leader: if none
     /// does, the error is [`BackendError::Unavailable`] saying `cannot reach etcd at
     /// <endpoints>: <why>`.
@@ -44,6 +53,10 @@ impl BackendSpec {
             BackendSpec::Sled { dir, options } => {
                 let backend = SledBackend::open(dir, *options)?;
                 Ok((Arc::new(backend), format!("sled:{}", dir.display())))
+            }
+            BackendSpec::Log { dir, options } => {
+                let backend = LogBackend::open(dir, *options)?;
+                Ok((Arc::new(backend), format!("log:{}", dir.display())))
             }
             BackendSpec::Etcd(opts) => {
                 let endpoints = opts.endpoints.join(",");

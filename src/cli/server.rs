@@ -10,13 +10,13 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::access::AccessArgs;
-use super::etcd::{BackendArg, EtcdArgs};
+use super::etcd::EtcdArgs;
 use super::flags::{duration_or_never, socket_access};
 use super::kms::{keyring_error, open_keyring, run_plugin, KeyringAt, RunArgs, ServeOptions};
 use super::observe::{bind_metrics, spawn_metrics, ObserveArgs};
 use super::process::{drain_on_signal, run_until_signal, runtime};
 use super::{CliError, DEV_DIR};
-use crate::backend::{BackendError, BackendSpec, SledOptions};
+use crate::backend::{BackendError, BackendSpec, LogOptions, SledOptions};
 use crate::crypto::Algorithm;
 use crate::keyring::{self, InitOptions, Keyring};
 use crate::kms::PluginServer;
@@ -27,12 +27,26 @@ use crate::uds::SocketAccess;
 /// Largest TLS key or tokens file read.
 const MAX_PRIVATE_FILE: u64 = 1 << 20;
 
+/// Where the store keeps Secrets: `--backend` of `server` and `dev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(super) enum StoreBackendArg {
+    /// Embedded sled in --data.
+    Sled,
+    /// The embedded log-structured engine in --data: one append and one fdatasync per batch of
+    /// writes, the log's oldest segments cleaned as they fill with overwritten versions
+    /// (newer than sled; a directory opens only with the engine that created it).
+    Log,
+    /// An etcd cluster (--etcd-endpoints; `server` only).
+    Etcd,
+}
+
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
-    /// Where Secrets are stored: embedded sled in --data, or an etcd cluster.
-    #[arg(long, value_enum, default_value_t = BackendArg::Sled)]
-    backend: BackendArg,
-    /// Directory of the embedded (sled) store (--backend sled).
+    /// Where Secrets are stored: embedded in --data (sled, or the log-structured engine), or an
+    /// etcd cluster. Default: the engine that created --data, else sled.
+    #[arg(long, value_enum)]
+    backend: Option<StoreBackendArg>,
+    /// Directory of the embedded store (--backend sled or log).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
     #[command(flatten)]
@@ -124,6 +138,10 @@ pub(super) struct DevArgs {
     /// keyward.sock).
     #[arg(long, value_name = "DIR", default_value = DEV_DIR)]
     data: PathBuf,
+    /// Engine of the store in DATA/store: sled, or the log-structured engine (log). A store
+    /// opens only with the engine that created it. Default: that engine, else sled.
+    #[arg(long, value_enum)]
+    backend: Option<StoreBackendArg>,
     #[command(flatten)]
     run: RunArgs,
     #[command(flatten)]
@@ -158,12 +176,34 @@ fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
     Ok(kms_v1)
 }
 
-/// sled keeps the versions `--history` asks for, within the revisions `--history-window` keeps.
-fn sled_options(store: &StoreArgs) -> SledOptions {
-    SledOptions {
-        layer_bytes: crate::backend::sled::DEFAULT_LAYER_BYTES,
-        history_per_key: store.history,
-        log_retention: store.history_window,
+/// The engine `--backend` names, or else the one whose store is in `dir` (sled if none is).
+fn engine_of(backend: Option<StoreBackendArg>, dir: Option<&Path>) -> StoreBackendArg {
+    backend.unwrap_or(match dir {
+        Some(dir) if crate::backend::logstore::holds_log_store(dir) => StoreBackendArg::Log,
+        _ => StoreBackendArg::Sled,
+    })
+}
+
+/// An embedded store in `dir`: it keeps the versions `--history` asks for, within the
+/// revisions `--history-window` keeps.
+fn embedded(backend: StoreBackendArg, dir: PathBuf, store: &StoreArgs) -> BackendSpec {
+    match backend {
+        StoreBackendArg::Log => BackendSpec::Log {
+            dir,
+            options: LogOptions {
+                history_per_key: store.history,
+                log_retention: store.history_window,
+                ..LogOptions::default()
+            },
+        },
+        StoreBackendArg::Sled | StoreBackendArg::Etcd => BackendSpec::Sled {
+            dir,
+            options: SledOptions {
+                layer_bytes: crate::backend::sled::DEFAULT_LAYER_BYTES,
+                history_per_key: store.history,
+                log_retention: store.history_window,
+            },
+        },
     }
 }
 
@@ -204,33 +244,32 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
         .unwrap_or(Duration::from_secs(3600));
     let metrics_listen = a.observe.metrics_listen()?;
     let access = socket_access(a.socket_group.as_deref())?;
-    let backend = match (a.backend, a.data) {
-        (BackendArg::Sled, Some(data)) => {
+    let engine = engine_of(a.backend, a.data.as_deref());
+    let backend = match (engine, a.data) {
+        (StoreBackendArg::Sled | StoreBackendArg::Log, Some(data)) => {
             if a.etcd.given() {
                 return Err(CliError::new(
                     "--etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --backend etcd",
                 ));
             }
-            BackendSpec::Sled {
-                dir: data,
-                options: sled_options(&a.store),
-            }
+            embedded(engine, data, &a.store)
         }
-        (BackendArg::Sled, None) => {
+        (StoreBackendArg::Sled, None) => {
             return Err(
                 CliError::new("--backend sled (the default) needs --data DIR").hint(
                     "or store in etcd: --backend etcd --etcd-endpoints http://127.0.0.1:2379",
                 ),
             )
         }
-        (BackendArg::Etcd, None) => {
+        (StoreBackendArg::Log, None) => {
+            return Err(CliError::new("--backend log needs --data DIR"))
+        }
+        (StoreBackendArg::Etcd, None) => {
             BackendSpec::Etcd(a.etcd.options("--backend etcd", CliError::new)?)
         }
-        (BackendArg::Etcd, Some(_)) => {
-            return Err(CliError::new(
-                "--data applies to --backend sled; with --backend etcd the data lives in etcd",
-            ))
-        }
+        (StoreBackendArg::Etcd, Some(_)) => return Err(CliError::new(
+            "--data applies to --backend sled or log; with --backend etcd the data lives in etcd",
+        )),
     };
     let mut opts = store_options(backend, a.encryption_config, a.socket, access, &a.store)?;
     opts.access_control = a
@@ -312,6 +351,11 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
 /// Runs `keyward dev`: creates what is missing in the directory, then serves both products
 /// until SIGTERM or SIGINT.
 pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
+    if a.backend == Some(StoreBackendArg::Etcd) {
+        return Err(CliError::new(
+            "--backend: dev stores in its data directory (sled or log); for etcd run `keyward server --backend etcd`",
+        ));
+    }
     let metrics_listen = a.observe.metrics_listen()?;
     let dir = &a.data;
     std::fs::create_dir_all(dir)
@@ -356,10 +400,11 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::new(format!("cannot write {}: {e}", config_path.display())))?;
     }
     let mut store_opts = store_options(
-        BackendSpec::Sled {
-            dir: dir.join("store"),
-            options: sled_options(&a.store),
-        },
+        embedded(
+            engine_of(a.backend, Some(&dir.join("store"))),
+            dir.join("store"),
+            &a.store,
+        ),
         config_path.clone(),
         store_socket.clone(),
         opts.access,
@@ -465,6 +510,10 @@ async fn start_store(
             ServerError::Backend(BackendError::InvalidArgument(m)) if etcd => CliError::new(m),
             ServerError::Backend(BackendError::Unavailable(m)) if etcd => CliError::new(m)
                 .hint("check --etcd-endpoints, and --etcd-ca/--etcd-cert/--etcd-key for https"),
+            ServerError::Backend(e @ BackendError::OtherEngine { found, .. }) => {
+                let flag = if found == "sled" { "sled" } else { "log" };
+                CliError::new(e.to_string()).hint(format!("pass --backend {flag}"))
+            }
             ServerError::Listen { addr, source } => {
                 CliError::new(format!("--listen {addr}: {source}"))
             }

@@ -1,4 +1,5 @@
-//! `kill -9` crash test for `SledBackend`: a child process (this test binary again, in writer
+//! `kill -9` crash test for both embedded engines (`SledBackend` with its write-ahead log, and
+//! `LogBackend`, whose log is the store): a child process (this test binary again, in writer
 //! mode) writes from several tasks at once and prints every acknowledged write and every event
 //! its live watch delivers; the parent kills it at a random moment, tears the tail of the
 //! write-ahead log (cuts an unacknowledged last record mid-way, or writes a torn record or garbage
@@ -17,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keyward::backend::logstore::{LogBackend, LogOptions};
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::backend::{Backend, BackendError, Expect, KeyValue, Revision, WriteOutcome};
 use tokio_stream::StreamExt;
@@ -25,6 +27,8 @@ use tokio_stream::StreamExt;
 const DIR_ENV: &str = "KEYWARD_CRASH_CHILD_DIR";
 /// Set in the child: the round number, so that values differ between rounds.
 const ROUND_ENV: &str = "KEYWARD_CRASH_CHILD_ROUND";
+/// Set in the child: which engine it writes with (`sled` or `log`).
+const ENGINE_ENV: &str = "KEYWARD_CRASH_CHILD_ENGINE";
 const READY: &str = "@@READY";
 const ACK: &str = "@@ACK ";
 const EVENT: &str = "@@EVENT ";
@@ -36,6 +40,92 @@ const WRITER_TASKS: u32 = 8;
 /// Wall time the default run may take before it stops starting cycles (a CI bound); the long
 /// version gets this per 20 cycles.
 const BUDGET_PER_20: Duration = Duration::from_secs(75);
+
+/// The embedded engine under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sled,
+    Log,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Log => "log",
+        }
+    }
+
+    fn from_name(name: &str) -> Engine {
+        match name {
+            "sled" => Engine::Sled,
+            "log" => Engine::Log,
+            other => panic!("unknown engine {other:?}"),
+        }
+    }
+
+    /// Opens the store with default options (the check after a crash).
+    fn open(self, dir: &Path) -> Result<Arc<dyn Backend>, BackendError> {
+        Ok(match self {
+            Engine::Sled => Arc::new(SledBackend::open(dir, SledOptions::default())?),
+            Engine::Log => Arc::new(LogBackend::open(dir, LogOptions::default())?),
+        })
+    }
+
+    /// Opens the store as the writer of `round` does. Rounds take turns: for sled, layers
+    /// written after every batch, every few batches, and at the default size, so that kills
+    /// land while layers are being written too; for the log-structured engine, 64 KiB
+    /// segments, 1 MiB segments (both cleaned as soon as they take twice what is kept) and
+    /// the defaults, so that kills land while segments are relocated and deleted; for both,
+    /// every other round keeps a short change log, so that log entries leave the window all
+    /// the time.
+    fn open_for_round(self, dir: &Path, round: u32) -> Result<Arc<dyn Backend>, BackendError> {
+        let short_log = round % 2 == 1;
+        Ok(match self {
+            Engine::Sled => {
+                let opts = SledOptions {
+                    layer_bytes: [0, 4096, SledOptions::default().layer_bytes][round as usize % 3],
+                    log_retention: if short_log {
+                        200
+                    } else {
+                        SledOptions::default().log_retention
+                    },
+                    ..SledOptions::default()
+                };
+                Arc::new(SledBackend::open(dir, opts)?)
+            }
+            Engine::Log => {
+                let (segment_bytes, clean_above_bytes) = match round % 3 {
+                    0 => (64 << 10, 0),
+                    1 => (1 << 20, 0),
+                    _ => (
+                        LogOptions::default().segment_bytes,
+                        LogOptions::default().clean_above_bytes,
+                    ),
+                };
+                let opts = LogOptions {
+                    log_retention: if short_log {
+                        200
+                    } else {
+                        LogOptions::default().log_retention
+                    },
+                    segment_bytes,
+                    clean_above_bytes,
+                    ..LogOptions::default()
+                };
+                Arc::new(LogBackend::open(dir, opts)?)
+            }
+        })
+    }
+
+    /// Where the log's segments are, and their file extension.
+    fn segments(self, store: &Path) -> (std::path::PathBuf, &'static str) {
+        match self {
+            Engine::Sled => (store.join("wal"), "wal"),
+            Engine::Log => (store.to_path_buf(), "seg"),
+        }
+    }
+}
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -118,20 +208,8 @@ fn crash_writer_child() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        // Rounds take turns: layers written to sled after every batch, every few batches, and
-        // at the default size, so that kills land while layers are being written too; and
-        // every other round keeps a short change log, so that log entries leave the window
-        // (removed through the layers) all the time.
-        let opts = SledOptions {
-            layer_bytes: [0, 4096, SledOptions::default().layer_bytes][round as usize % 3],
-            log_retention: if round % 2 == 1 {
-                200
-            } else {
-                SledOptions::default().log_retention
-            },
-            ..SledOptions::default()
-        };
-        let backend = Arc::new(SledBackend::open(Path::new(&dir), opts).expect("open"));
+        let engine = Engine::from_name(&std::env::var(ENGINE_ENV).expect("engine"));
+        let backend = engine.open_for_round(Path::new(&dir), round).expect("open");
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
         // A live watch of everything: its events must be durable, in order, without gaps.
         let mut stream = backend.watch(b"", None).await.expect("watch");
@@ -255,9 +333,20 @@ fn random_u64() -> u64 {
 
 #[test]
 fn kill_9_never_loses_an_acknowledged_write() {
-    if std::env::var_os(DIR_ENV).is_some() {
-        return;
+    if std::env::var_os(DIR_ENV).is_none() {
+        crash_cycles(Engine::Sled);
     }
+}
+
+#[test]
+fn kill_9_never_loses_an_acknowledged_write_to_the_log_structured_engine() {
+    if std::env::var_os(DIR_ENV).is_none() {
+        crash_cycles(Engine::Log);
+    }
+}
+
+/// Twenty (or `KEYWARD_CRASH_CYCLES`) crash cycles of `engine` on one directory.
+fn crash_cycles(engine: Engine) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("store");
     let exe = std::env::current_exe().expect("test binary");
@@ -287,6 +376,7 @@ fn kill_9_never_loses_an_acknowledged_write() {
             ])
             .env(DIR_ENV, &path)
             .env(ROUND_ENV, round.to_string())
+            .env(ENGINE_ENV, engine.name())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -364,14 +454,14 @@ fn kill_9_never_loses_an_acknowledged_write() {
         if std::fs::metadata(path.join("redo")).is_ok_and(|m| m.len() > 0) {
             redo_kills += 1;
         }
-        if round % 4 == 1 && corruption_before_the_tail_is_refused(&path) {
+        if round % 4 == 1 && corruption_before_the_tail_is_refused(engine, &path) {
             *torn_kinds
                 .entry("an earlier record corrupt: refused")
                 .or_insert(0) += 1;
         }
-        let torn = tear_the_log_tail(&path, round, max_acked);
+        let torn = tear_the_log_tail(engine, &path, round, max_acked);
         *torn_kinds.entry(torn.kind).or_insert(0) += 1;
-        last_current = verify(&path, &acks, &watched, round, &torn, last_current);
+        last_current = verify(engine, &path, &acks, &watched, round, &torn, last_current);
         rounds += 1;
     }
     assert!(
@@ -379,7 +469,8 @@ fn kill_9_never_loses_an_acknowledged_write() {
         "only {rounds} of {cycles} cycles ran in {budget:?}"
     );
     println!(
-        "{rounds} cycles, {} acknowledged writes and {} watched events checked, torn tails {torn_kinds:?}, {redo_kills} kills with layers in the redo file, {:.1} s",
+        "{}: {rounds} cycles, {} acknowledged writes and {} watched events checked, torn tails {torn_kinds:?}, {redo_kills} kills with layers in the redo file, {:.1} s",
+        engine.name(),
         acks.len(),
         watched.len(),
         started.elapsed().as_secs_f64()
@@ -391,36 +482,49 @@ fn kill_9_never_loses_an_acknowledged_write() {
 struct Torn {
     kind: &'static str,
     /// Revisions of an unacknowledged last record that was cut mid-way: after restart they must
-    /// be all present (sled had written the batch itself) or all absent.
+    /// be all present (sled had written the batch itself) or all absent (always, for the
+    /// log-structured engine).
     cut_batch: Option<(Revision, Revision)>,
 }
 
-/// A log record's offset, length (frame included), first revision and count of changes.
-type RecordSpan = (usize, usize, i64, u32);
+/// A log record's offset, length (frame included), kind, and for a batch (kind 1) its first
+/// revision and count of changes.
+type RecordSpan = (usize, usize, u8, i64, u32);
 
 /// The write-ahead log's last segment and its records.
-fn last_segment_records(store: &Path) -> Option<(std::path::PathBuf, Vec<RecordSpan>)> {
-    let mut segments: Vec<_> = std::fs::read_dir(store.join("wal"))
+fn last_segment_records(
+    engine: Engine,
+    store: &Path,
+) -> Option<(std::path::PathBuf, Vec<RecordSpan>)> {
+    let (dir, extension) = engine.segments(store);
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
         .collect();
     segments.sort();
     let last = segments.pop()?;
     let data = std::fs::read(&last).expect("read the last log segment");
     let mut records = Vec::new();
-    // The layout of src/backend/sled/wal.rs: a 24-byte header, then le32 length, le32 CRC32C,
-    // payload (kind, be64 first revision, be32 count, ...). Frames are walked by length only.
+    // The layout of src/backend/sled/wal.rs and src/backend/logstore/format.rs: a 24-byte
+    // header, then le32 length, le32 CRC32C, payload (kind, and for a batch be64 first
+    // revision, be32 count, ...). Frames are walked by length only.
     let mut at = 24;
     while at + 8 <= data.len() {
         let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        if len < 13 || at + 8 + len > data.len() {
+        if len == 0 || at + 8 + len > data.len() {
             break;
         }
         let payload = &data[at + 8..at + 8 + len];
-        let first = i64::from_be_bytes(payload[1..9].try_into().expect("8 bytes"));
-        let count = u32::from_be_bytes(payload[9..13].try_into().expect("4 bytes"));
-        records.push((at, 8 + len, first, count));
+        let (first, count) = if len >= 13 {
+            (
+                i64::from_be_bytes(payload[1..9].try_into().expect("8 bytes")),
+                u32::from_be_bytes(payload[9..13].try_into().expect("4 bytes")),
+            )
+        } else {
+            (0, 0)
+        };
+        records.push((at, 8 + len, payload[0], first, count));
         at += 8 + len;
     }
     Some((last, records))
@@ -429,8 +533,8 @@ fn last_segment_records(store: &Path) -> Option<(std::path::PathBuf, Vec<RecordS
 /// Flips a bit in the first record of the log's last segment, if a later record follows it:
 /// opening must then fail with an error naming the file and the offset (nothing is skipped).
 /// The bit is flipped back afterwards. Returns whether it was tried.
-fn corruption_before_the_tail_is_refused(store: &Path) -> bool {
-    let Some((segment, records)) = last_segment_records(store) else {
+fn corruption_before_the_tail_is_refused(engine: Engine, store: &Path) -> bool {
+    let Some((segment, records)) = last_segment_records(engine, store) else {
         return false;
     };
     if records.len() < 2 {
@@ -448,7 +552,7 @@ fn corruption_before_the_tail_is_refused(store: &Path) -> bool {
     file.read_exact_at(&mut byte, at).expect("read a byte");
     file.write_all_at(&[byte[0] ^ 0x10], at)
         .expect("flip a bit");
-    match SledBackend::open(store, SledOptions::default()) {
+    match engine.open(store) {
         Err(BackendError::Corrupt(message)) => {
             assert!(
                 message.contains(&segment.display().to_string())
@@ -467,15 +571,20 @@ fn corruption_before_the_tail_is_refused(store: &Path) -> bool {
 /// unacknowledged last record mid-way (truncating the file), writes the first half of a next
 /// record after the last one, or writes garbage there. Never touches a record of which a write
 /// was acknowledged or watched (`max_acked` is the newest revision either way).
-fn tear_the_log_tail(store: &Path, round: u32, max_acked: Option<Revision>) -> Torn {
+fn tear_the_log_tail(
+    engine: Engine,
+    store: &Path,
+    round: u32,
+    max_acked: Option<Revision>,
+) -> Torn {
     let untouched = Torn {
         kind: "none (no log segment)",
         cut_batch: None,
     };
-    let Some((segment, records)) = last_segment_records(store) else {
+    let Some((segment, records)) = last_segment_records(engine, store) else {
         return untouched;
     };
-    let Some(&(offset, len, first, count)) = records.last() else {
+    let Some(&(offset, len, kind, first, count)) = records.last() else {
         return Torn {
             kind: "none (empty segment)",
             cut_batch: None,
@@ -483,7 +592,9 @@ fn tear_the_log_tail(store: &Path, round: u32, max_acked: Option<Revision>) -> T
     };
     let end = offset + len;
     let last = first + i64::from(count) - 1;
-    let unacked = max_acked.is_none_or(|m| first > m.get());
+    // Only a batch tells whether it was acknowledged; any other record (a compaction, the
+    // log-structured engine's relocation) may have been synced, and a crash cannot cut that.
+    let unacked = kind == 1 && max_acked.is_none_or(|m| first > m.get());
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&segment)
@@ -528,6 +639,7 @@ fn tear_the_log_tail(store: &Path, round: u32, max_acked: Option<Revision>) -> T
 /// Reopens the store after a crash and checks it against every acknowledged write and watched
 /// event; returns the current revision after the check's own write.
 fn verify(
+    engine: Engine,
     path: &Path,
     acks: &[Ack],
     watched: &[Ack],
@@ -541,8 +653,7 @@ fn verify(
         .expect("runtime");
     rt.block_on(async {
         let ctx = format!("after round {round} ({})", torn.kind);
-        let backend =
-            SledBackend::open(path, SledOptions::default()).expect("reopen after kill -9");
+        let backend = engine.open(path).expect("reopen after kill -9");
         let current = backend.current_revision().await.expect("current revision");
         assert!(
             current >= last_current,
@@ -552,6 +663,11 @@ fn verify(
             assert!(
                 current < first || current >= last,
                 "{ctx}: the cut batch {first}..={last} is half visible (current {current})"
+            );
+            // The log-structured engine has nothing but the log: a cut record is gone.
+            assert!(
+                engine == Engine::Sled || current < first,
+                "{ctx}: the cut batch {first}..={last} is visible (current {current})"
             );
         }
         // What a watch delivered was durable: it is there after the crash.

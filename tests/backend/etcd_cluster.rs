@@ -596,7 +596,7 @@ fn server_refuses_unreachable_etcd_and_bad_flags_with_a_clear_error() {
     drop(silent);
 
     // Flag combinations, each named in the message.
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--backend", "etcd"],
             "error: --backend etcd needs --etcd-endpoints (e.g. http://127.0.0.1:2379)",
@@ -610,8 +610,9 @@ fn server_refuses_unreachable_etcd_and_bad_flags_with_a_clear_error() {
                 "--data",
                 data,
             ],
-            "error: --data applies to --backend sled; with --backend etcd the data lives in etcd",
+            "error: --data applies to --backend sled or log; with --backend etcd the data lives in etcd",
         ),
+        (&["--backend", "log"], "error: --backend log needs --data DIR"),
         (
             &["--data", data, "--etcd-endpoints", "http://127.0.0.1:2379"],
             "error: --etcd-endpoints, --etcd-ca, --etcd-cert and --etcd-key only apply with --backend etcd",

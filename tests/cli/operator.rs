@@ -672,6 +672,58 @@ fn dev_starts_the_plugin_and_keeps_its_key_across_restarts() {
     assert!(out.contains(&first));
 }
 
+/// `keyward dev --backend log` stores in the log-structured engine; a restart without the flag
+/// opens the engine the directory holds; the other engine is refused, naming the flag.
+#[test]
+fn dev_on_the_log_structured_engine_keeps_its_secrets_and_refuses_the_other_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let socket = data.join("keyward.sock");
+    let server = format!("unix://{}", socket.display());
+    let data_arg = data.to_str().unwrap();
+    {
+        let mut p = Proc::spawn(
+            &["dev", "--data", data_arg, "--backend", "log"],
+            &[],
+            &dir.path().join("log"),
+            &socket,
+        );
+        let (ok, _, err) = run(&[
+            "create",
+            "secret",
+            "generic",
+            "demo",
+            "--from-literal=password=s3cret",
+            "--server",
+            &server,
+        ]);
+        assert!(ok, "{err}");
+        p.signal(Signal::INT);
+        assert!(p.wait(Duration::from_secs(20)).success(), "{}", p.stderr());
+    }
+    let segments: Vec<_> = fs::read_dir(data.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    assert!(!segments.is_empty(), "no log segment in the store");
+    let (ok, _, err) = run(&["dev", "--data", data_arg, "--backend", "sled"]);
+    assert!(!ok);
+    assert!(
+        err.contains("holds a log-structured store") && err.contains("--backend log"),
+        "{err}"
+    );
+    let _p = Proc::spawn(
+        &["dev", "--data", data_arg],
+        &[],
+        &dir.path().join("log2"),
+        &socket,
+    );
+    let (ok, out, err) = run(&["get", "secret", "demo", "-o", "json", "--server", &server]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"password\": \"czNjcmV0\""), "{out}");
+}
+
 #[test]
 fn completion_scripts_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {

@@ -1,13 +1,15 @@
 //! The secret store's Kubernetes semantics over a real Unix socket with a real tonic client,
 //! encrypting with KMS v2 through keyward's real plugin. Every test of semantics the backend
 //! carries (create, update conflicts, immutability, delete preconditions, list pages, watch,
-//! history, rollback, compaction, restart) runs twice from one body: on a real sled directory
-//! (`<case>::sled`) and on a real etcd server (`<case>::etcd`).
+//! history, rollback, compaction, restart) runs three times from one body: on a real sled
+//! directory (`<case>::sled`), on the log-structured engine's directory (`<case>::log`) and on a
+//! real etcd server (`<case>::etcd`).
 
 use std::sync::Arc;
 
 use crate::support::etcd::Etcd;
 use crate::support::{Plugin, StoreHarness};
+use keyward::backend::logstore::LogOptions;
 use keyward::backend::sled::SledOptions;
 use keyward::backend::{Backend, BackendSpec};
 use keyward::crypto::Algorithm;
@@ -22,6 +24,8 @@ use tonic::Code;
 enum Backing {
     /// A sled directory in the server's temp dir.
     Sled,
+    /// A directory of the log-structured engine in the server's temp dir.
+    Log,
     /// Its own etcd server, which keeps every revision until it is compacted.
     Etcd(Etcd),
 }
@@ -32,7 +36,7 @@ struct TestStore {
     plugin: Plugin,
     dir: tempfile::TempDir,
     backing: Backing,
-    /// Versions per Secret kept (sled) and shown by history (both), as `--history`.
+    /// Versions per Secret kept (embedded) and shown by history (all), as `--history`.
     history: usize,
     server: Option<StoreHarness>,
 }
@@ -41,6 +45,11 @@ impl TestStore {
     /// A store on sled with `--history history`.
     async fn sled(history: usize) -> TestStore {
         Self::start(Backing::Sled, history).await
+    }
+
+    /// A store on the log-structured engine with `--history history`.
+    async fn log(history: usize) -> TestStore {
+        Self::start(Backing::Log, history).await
     }
 
     /// A store on a fresh etcd server (started in about half a second) with `--history history`.
@@ -95,6 +104,13 @@ impl TestStore {
                     ..SledOptions::default()
                 },
             },
+            Backing::Log => BackendSpec::Log {
+                dir: self.dir.path().join("store"),
+                options: LogOptions {
+                    history_per_key: self.history,
+                    ..LogOptions::default()
+                },
+            },
             Backing::Etcd(etcd) => BackendSpec::Etcd(etcd.options()),
         };
         let mut options = StoreOptions::new(backend, config, self.dir.path().join("keyward.sock"));
@@ -102,7 +118,7 @@ impl TestStore {
         self.server = Some(StoreHarness::start(options).await);
     }
 
-    /// Stops serving and serves again on the same data: sled reopens its directory; etcd is
+    /// Stops serving and serves again on the same data: an embedded engine reopens its directory; etcd is
     /// first killed with SIGKILL and restarted on its data directory.
     async fn restart(&mut self) {
         self.shutdown().await;
@@ -191,7 +207,8 @@ fn find_any<'a>(hay: &[u8], needles: &'a [Vec<u8>]) -> Option<&'a [u8]> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Conformance cases: each body runs on sled and on etcd (see `on_sled_and_etcd!` at the end).
+// Conformance cases: each body runs on sled, on the log-structured engine and on etcd (see
+// `on_sled_and_etcd!` at the end).
 
 async fn create_get_and_validation(srv: TestStore) {
     let mut c = srv.client().await;
@@ -1132,8 +1149,9 @@ async fn watch_from_a_future_revision_is_refused_and_the_initial_list_is_paged(s
     assert_eq!(names, want);
 }
 
-/// Runs each case, with `--history N`, on sled (`<case>::sled`) and on a real etcd server
-/// (`<case>::etcd`), with optional attributes for the etcd run.
+/// Runs each case, with `--history N`, on sled (`<case>::sled`), on the log-structured engine
+/// (`<case>::log`) and on a real etcd server (`<case>::etcd`), with optional attributes for the
+/// etcd run.
 macro_rules! on_sled_and_etcd {
     ($($case:ident($history:expr) $(, etcd: #[$attr:meta])?;)*) => {
         $(
@@ -1143,6 +1161,11 @@ macro_rules! on_sled_and_etcd {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sled() {
                     super::$case(TestStore::sled($history).await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn log() {
+                    super::$case(TestStore::log($history).await).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,12 +10,28 @@
 //! le32(len) ‖ le32(crc32c(le32(len) ‖ payload)) ‖ payload
 //! payload = 01 ‖ be64(first revision) ‖ be32(count) ‖ count × change   (a batch)
 //!         | 02 ‖ be64(revision)                                         (a compaction)
-//! change  = 01 ‖ be32(key len) ‖ key ‖ be32(value len) ‖ value          (a put)
+//!         | 03 ‖ be32(victim) ‖ be64(through) ‖ be64(compacted) ‖ be32(count) ‖ count × entry
+//!                                                                       (a relocation)
+//! change  = 01 ‖ be32(key len) ‖ key ‖ be64(create revision) ‖ be64(version)
+//!              ‖ be32(value len) ‖ value                                (a put)
 //!         | 02 ‖ be32(key len) ‖ key                                    (a delete)
+//! entry   = 01 ‖ be32(key len) ‖ key ‖ be64(floor) ‖ be64(revision) ‖ be64(create revision)
+//!              ‖ be64(version; 0 for a delete) ‖ be32(value len) ‖ value    (a moved version)
+//!         | 02 ‖ be32(key len) ‖ key ‖ be64(below)                     (versions gone)
 //! ```
 //!
 //! Change `i` of a batch has revision `first + i`; each batch starts at the revision after the
-//! previous one. A value is read in place: the index keeps its segment, offset and length.
+//! previous one. A put carries the key's create revision and version, so that replaying it
+//! never needs the versions before it (the cleaner may have dropped them). A value is read in
+//! place: the index keeps its segment, offset and length.
+//!
+//! A relocation is the cleaner's: every version the index still kept from segment `victim`
+//! (and every segment before it, already gone), written again in full, after which those
+//! segments are deleted. `through` is the last revision those segments held and `compacted`
+//! the compacted revision when it was written; `floor` is the key's read floor. A key the
+//! victim changed gets a "versions gone" entry when the index no longer keeps some of those
+//! versions: every version of it below `below` is gone for good, so that a copy an older
+//! relocation record still holds is not brought back on opening.
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +45,9 @@ pub(super) const SEGMENT_SUFFIX: &str = ".seg";
 const MAX_PAYLOAD: usize = 1 << 30;
 const KIND_BATCH: u8 = 1;
 const KIND_COMPACT: u8 = 2;
+const KIND_RELOCATE: u8 = 3;
+const ENTRY_MOVED: u8 = 1;
+const ENTRY_GONE: u8 = 2;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 
@@ -92,10 +111,13 @@ impl RecordBuilder {
         self.count = 0;
     }
 
-    /// Adds a put; returns the value's offset from the record's start.
-    pub(super) fn put(&mut self, key: &[u8], value: &[u8]) -> usize {
+    /// Adds a put (the key's create revision and version after it); returns the value's
+    /// offset from the record's start.
+    pub(super) fn put(&mut self, key: &[u8], create: i64, version: i64, value: &[u8]) -> usize {
         self.buf.push(OP_PUT);
         put_len_bytes(&mut self.buf, key);
+        self.buf.extend_from_slice(&create.to_be_bytes());
+        self.buf.extend_from_slice(&version.to_be_bytes());
         self.buf.extend_from_slice(&len32(value).to_be_bytes());
         let at = self.buf.len();
         self.buf.extend_from_slice(value);
@@ -128,6 +150,47 @@ impl RecordBuilder {
         self.frame()
     }
 
+    /// Starts a relocation of segment `victim` (see the module docs).
+    pub(super) fn begin_relocation(&mut self, victim: u32, through: i64, compacted: i64) {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; FRAME_LEN]);
+        self.buf.push(KIND_RELOCATE);
+        self.buf.extend_from_slice(&victim.to_be_bytes());
+        self.buf.extend_from_slice(&through.to_be_bytes());
+        self.buf.extend_from_slice(&compacted.to_be_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.count = 0;
+    }
+
+    /// Adds a moved version; returns its value's offset from the record's start.
+    pub(super) fn moved(&mut self, key: &[u8], floor: i64, meta: Moved, value: &[u8]) -> usize {
+        self.buf.push(ENTRY_MOVED);
+        put_len_bytes(&mut self.buf, key);
+        for n in [floor, meta.rev, meta.create, meta.version] {
+            self.buf.extend_from_slice(&n.to_be_bytes());
+        }
+        self.buf.extend_from_slice(&len32(value).to_be_bytes());
+        let at = self.buf.len();
+        self.buf.extend_from_slice(value);
+        self.count += 1;
+        at
+    }
+
+    /// Adds a "versions gone" entry: every version of `key` below `below` is gone.
+    pub(super) fn gone(&mut self, key: &[u8], below: i64) {
+        self.buf.push(ENTRY_GONE);
+        put_len_bytes(&mut self.buf, key);
+        self.buf.extend_from_slice(&below.to_be_bytes());
+        self.count += 1;
+    }
+
+    /// The framed relocation record.
+    pub(super) fn finish_relocation(&mut self) -> &[u8] {
+        let count_at = FRAME_LEN + 21;
+        self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_be_bytes());
+        self.frame()
+    }
+
     /// The framed batch record.
     pub(super) fn finish_batch(&mut self) -> &[u8] {
         let count_at = FRAME_LEN + 9;
@@ -155,10 +218,28 @@ fn put_len_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// One change of a batch as read back: the key and, for a put, the value's offset and length
-/// in the segment.
+/// in the segment and the key's create revision and version.
 pub(super) struct ReadChange<'a> {
     pub(super) key: &'a [u8],
     pub(super) value: Option<(u64, u32)>,
+    /// `(create revision, version)` of a put; `(0, 0)` for a delete.
+    pub(super) meta: (i64, i64),
+}
+
+/// A moved version's revisions (a delete has `version` 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Moved {
+    pub(super) rev: i64,
+    pub(super) create: i64,
+    pub(super) version: i64,
+}
+
+/// One version of a relocation as read back, its value's offset and length in the segment.
+pub(super) struct ReadMoved<'a> {
+    pub(super) key: &'a [u8],
+    pub(super) floor: i64,
+    pub(super) meta: Moved,
+    pub(super) value: (u64, u32),
 }
 
 /// A record as read back.
@@ -168,6 +249,14 @@ pub(super) enum ReadRecord<'a> {
         changes: Vec<ReadChange<'a>>,
     },
     Compaction(i64),
+    Relocation {
+        victim: u32,
+        through: i64,
+        compacted: i64,
+        moved: Vec<ReadMoved<'a>>,
+        /// Keys with every version below a revision gone.
+        gone: Vec<(&'a [u8], i64)>,
+    },
 }
 
 /// The frame at `at`: `Ok(None)` where the data ends (a zero length or too little room for a
@@ -223,23 +312,67 @@ fn decode(payload: &[u8], payload_at: usize) -> Option<ReadRecord<'_>> {
                 let op = *take(&mut p, 1)?.first()?;
                 let klen = take_u32(&mut p)? as usize;
                 let key = take(&mut p, klen)?;
-                let value = match op {
+                let (value, meta) = match op {
                     OP_PUT => {
+                        let meta = (take_i64(&mut p)?, take_i64(&mut p)?);
                         let vlen = take_u32(&mut p)?;
                         let at = payload_at + (payload.len() - p.len());
                         take(&mut p, vlen as usize)?;
-                        Some((at as u64, vlen))
+                        (Some((at as u64, vlen)), meta)
                     }
-                    OP_DELETE => None,
+                    OP_DELETE => (None, (0, 0)),
                     _ => return None,
                 };
-                changes.push(ReadChange { key, value });
+                changes.push(ReadChange { key, value, meta });
             }
             p.is_empty().then_some(ReadRecord::Batch { first, changes })
         }
         KIND_COMPACT => {
             let rev = take_i64(&mut p)?;
             p.is_empty().then_some(ReadRecord::Compaction(rev))
+        }
+        KIND_RELOCATE => {
+            let victim = take_u32(&mut p)?;
+            let through = take_i64(&mut p)?;
+            let compacted = take_i64(&mut p)?;
+            let count = take_u32(&mut p)?;
+            let mut moved = Vec::with_capacity(count.min(1 << 16) as usize);
+            let mut gone = Vec::new();
+            for _ in 0..count {
+                let tag = *take(&mut p, 1)?.first()?;
+                let klen = take_u32(&mut p)? as usize;
+                let key = take(&mut p, klen)?;
+                match tag {
+                    ENTRY_MOVED => {}
+                    ENTRY_GONE => {
+                        gone.push((key, take_i64(&mut p)?));
+                        continue;
+                    }
+                    _ => return None,
+                }
+                let floor = take_i64(&mut p)?;
+                let meta = Moved {
+                    rev: take_i64(&mut p)?,
+                    create: take_i64(&mut p)?,
+                    version: take_i64(&mut p)?,
+                };
+                let vlen = take_u32(&mut p)?;
+                let at = payload_at + (payload.len() - p.len());
+                take(&mut p, vlen as usize)?;
+                moved.push(ReadMoved {
+                    key,
+                    floor,
+                    meta,
+                    value: (at as u64, vlen),
+                });
+            }
+            p.is_empty().then_some(ReadRecord::Relocation {
+                victim,
+                through,
+                compacted,
+                moved,
+                gone,
+            })
         }
         _ => None,
     }
@@ -327,7 +460,7 @@ mod tests {
     fn records_round_trip_with_value_offsets() {
         let mut b = RecordBuilder::default();
         b.begin_batch(7);
-        let at = b.put(b"k1", b"value one");
+        let at = b.put(b"k1", 3, 2, b"value one");
         b.delete(b"k2");
         let batch = b.finish_batch().to_vec();
         let compaction = b.compaction(5).to_vec();
@@ -340,7 +473,7 @@ mod tests {
             panic!("a batch")
         };
         assert_eq!(*first, 7);
-        assert_eq!(changes[0].key, b"k1");
+        assert_eq!((changes[0].key, changes[0].meta), (&b"k1"[..], (3, 2)));
         let (off, len) = changes[0].value.expect("a put");
         assert_eq!(off as usize, HEADER_LEN as usize + at);
         assert_eq!(
@@ -353,13 +486,59 @@ mod tests {
     }
 
     #[test]
+    fn a_relocation_round_trips_with_its_metadata_and_value_offsets() {
+        let mut b = RecordBuilder::default();
+        b.begin_relocation(4, 90, 12);
+        let meta = Moved {
+            rev: 17,
+            create: 9,
+            version: 3,
+        };
+        let at = b.moved(b"key", 15, meta, b"old value");
+        let tombstone = Moved {
+            rev: 18,
+            create: 0,
+            version: 0,
+        };
+        b.moved(b"gone", 0, tombstone, b"");
+        b.gone(b"older", 12);
+        let record = b.finish_relocation().to_vec();
+        let data = segment(&[record]);
+        let s = scan(&data);
+        assert_eq!(s.bad_at, None);
+        let ReadRecord::Relocation {
+            victim,
+            through,
+            compacted,
+            moved,
+            gone,
+        } = &s.records[0].1
+        else {
+            panic!("a relocation")
+        };
+        assert_eq!((*victim, *through, *compacted, moved.len()), (4, 90, 12, 2));
+        assert_eq!(
+            (moved[0].key, moved[0].floor, moved[0].meta),
+            (&b"key"[..], 15, meta)
+        );
+        let (off, len) = moved[0].value;
+        assert_eq!(off as usize, HEADER_LEN as usize + at);
+        assert_eq!(&data[off as usize..][..len as usize], b"old value");
+        assert_eq!(
+            (moved[1].key, moved[1].meta, moved[1].value.1),
+            (&b"gone"[..], tombstone, 0)
+        );
+        assert_eq!(gone, &[(&b"older"[..], 12)]);
+    }
+
+    #[test]
     fn a_damaged_frame_ends_the_scan_and_a_later_record_is_found() {
         let mut b = RecordBuilder::default();
         b.begin_batch(2);
-        b.put(b"k", b"v");
+        b.put(b"k", 2, 1, b"v");
         let r1 = b.finish_batch().to_vec();
         b.begin_batch(3);
-        b.put(b"k", b"w");
+        b.put(b"k", 2, 2, b"w");
         let r2 = b.finish_batch().to_vec();
         let mut data = segment(&[r1.clone(), r2]);
         let second = HEADER_LEN as usize + r1.len();

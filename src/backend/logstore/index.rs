@@ -8,6 +8,7 @@ use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use super::format::Moved;
 use super::LogOptions;
 use crate::backend::{BackendError, Event, EventKind, KeyValue, Revision};
 
@@ -32,6 +33,39 @@ impl Version {
     pub(super) fn is_tombstone(&self) -> bool {
         self.version == 0
     }
+
+    /// The version's revisions, as a relocation writes them.
+    pub(super) fn meta(&self) -> Moved {
+        Moved {
+            rev: self.rev,
+            create: self.create,
+            version: self.version,
+        }
+    }
+}
+
+/// Bytes a version is counted for in its segment's live bytes besides its key and value (its
+/// framing and revisions, roughly).
+const VERSION_OVERHEAD: u64 = 48;
+
+/// What a version keeps alive in its segment.
+fn weight(key_len: usize, v: &Version) -> u64 {
+    u64::from(v.loc.len) + key_len as u64 + VERSION_OVERHEAD
+}
+
+/// A segment as the index sees it. Sequence number 0 is no segment: deletes written by a batch
+/// count there (a delete's version has no value to locate).
+#[derive(Debug, Default)]
+struct Seg {
+    /// The open file (`None` once the segment is deleted, or before it is added).
+    file: Option<Arc<File>>,
+    /// Its size on disk.
+    size: u64,
+    /// Bytes of the versions the index keeps whose value is in this segment.
+    live: u64,
+    /// The last revision of the log once this segment ends (the current one while it is
+    /// the head).
+    last_rev: i64,
 }
 
 /// A key's versions, oldest first (its current one last), and which of them reads may see.
@@ -62,8 +96,9 @@ impl KeyState {
     /// Applies the retention rules after a change or a compaction: versions at or below the
     /// compacted revision but the newest (that one too if it is a delete) stop being readable,
     /// then at most `keep` versions stay readable (0: all), the oldest readable one setting the
-    /// floor; versions neither readable nor needed by the log's window are dropped.
-    fn retain(&mut self, compacted: i64, keep: usize) {
+    /// floor; versions neither readable nor needed by the log's window are dropped (and no
+    /// longer counted live in `segs`).
+    fn retain(&mut self, compacted: i64, keep: usize, key_len: usize, segs: &mut [Seg]) {
         let len = self.versions.len();
         let start = len - self.readable;
         if let Some(i) = (start..len)
@@ -91,7 +126,11 @@ impl KeyState {
             len
         };
         let drop = (len - self.readable).min(window_start);
-        self.versions.drain(..drop);
+        for v in self.versions.drain(..drop) {
+            if let Some(seg) = segs.get_mut(v.loc.seg as usize) {
+                seg.live = seg.live.saturating_sub(weight(key_len, &v));
+            }
+        }
     }
 }
 
@@ -136,9 +175,10 @@ pub(super) fn key_value(key: Vec<u8>, v: &Version, value: Vec<u8>) -> KeyValue {
     }
 }
 
-/// A change to apply: a put's value location, or a delete.
+/// A change to apply: a put (its value's location, and the key's create revision and version
+/// after it, as the writer worked them out and the record keeps them), or a delete.
 pub(super) enum Change {
-    Put(Loc),
+    Put { loc: Loc, create: i64, version: i64 },
     Delete,
 }
 
@@ -152,8 +192,8 @@ pub(super) struct Index {
     window_first: i64,
     pub(super) current: i64,
     pub(super) compacted: i64,
-    /// Open segment files by sequence number (a dropped segment leaves `None`).
-    files: Vec<Option<Arc<File>>>,
+    /// Segments by sequence number.
+    segs: Vec<Seg>,
     opts: LogOptions,
 }
 
@@ -165,24 +205,206 @@ impl Index {
             window_first: Revision::FIRST.get() + 1,
             current: Revision::FIRST.get(),
             compacted: Revision::FIRST.get(),
-            files: Vec::new(),
+            segs: Vec::new(),
             opts,
         }
     }
 
-    pub(super) fn add_file(&mut self, seg: u32, file: Arc<File>) {
-        let i = seg as usize;
-        if self.files.len() <= i {
-            self.files.resize(i + 1, None);
+    fn seg_mut(&mut self, seq: u32) -> &mut Seg {
+        let i = seq as usize;
+        if self.segs.len() <= i {
+            self.segs.resize_with(i + 1, Seg::default);
         }
-        self.files[i] = Some(file);
+        &mut self.segs[i]
+    }
+
+    /// Adds segment `seq` of `size` bytes, which starts at the current revision.
+    pub(super) fn add_file(&mut self, seq: u32, file: Arc<File>, size: u64) {
+        let current = self.current;
+        let seg = self.seg_mut(seq);
+        seg.file = Some(file);
+        seg.size = size;
+        seg.last_rev = current;
+    }
+
+    /// Notes that segment `seq` holds the log up to the current revision.
+    pub(super) fn note_end(&mut self, seq: u32) {
+        let current = self.current;
+        self.seg_mut(seq).last_rev = current;
+    }
+
+    /// Forgets a deleted segment (its versions must have been relocated).
+    pub(super) fn remove_file(&mut self, seq: u32) {
+        *self.seg_mut(seq) = Seg::default();
     }
 
     fn file(&self, seg: u32) -> Result<Arc<File>, BackendError> {
-        self.files
+        self.segs
             .get(seg as usize)
-            .and_then(Clone::clone)
+            .and_then(|s| s.file.clone())
             .ok_or_else(|| BackendError::Corrupt(format!("segment {seg} is not open")))
+    }
+
+    /// The last revision segment `seq` holds.
+    pub(super) fn last_rev(&self, seq: u32) -> i64 {
+        self.segs.get(seq as usize).map_or(0, |s| s.last_rev)
+    }
+
+    /// Bytes of the segments on disk and of the versions kept live in them.
+    pub(super) fn space(&self) -> (u64, u64) {
+        self.segs
+            .iter()
+            .skip(1)
+            .fold((0, 0), |(size, live), s| (size + s.size, live + s.live))
+    }
+
+    /// The segment the cleaner should relocate next, if any: the oldest, once the segments
+    /// take more than `min_bytes` and more than twice the bytes of what the index keeps; never
+    /// `head`.
+    pub(super) fn cleaning_victim(&self, head: u32, min_bytes: u64) -> Option<u32> {
+        let (size, live) = self.space();
+        if size <= min_bytes.max(live.saturating_mul(2)) {
+            return None;
+        }
+        let oldest = self.segs.iter().skip(1).position(|s| s.file.is_some())? + 1;
+        let oldest = u32::try_from(oldest).ok()?;
+        (oldest != head).then_some(oldest)
+    }
+
+    /// The version of `key` at exactly `rev`, if the index still keeps it, with the key's floor.
+    pub(super) fn kept(&self, key: &[u8], rev: i64) -> Option<(i64, Version)> {
+        let state = self.keys.get(key)?;
+        let i = state.versions.partition_point(|v| v.rev < rev);
+        let v = state.versions.get(i).filter(|v| v.rev == rev)?;
+        Some((state.floor, *v))
+    }
+
+    /// Below which revision no version of `key` is kept any more, as far as revisions up to
+    /// `through` go: its oldest kept version's, or `through + 1` if it keeps none up to there.
+    pub(super) fn gone_below(&self, key: &[u8], through: i64) -> i64 {
+        let oldest = self
+            .keys
+            .get(key)
+            .and_then(|s| s.versions.first())
+            .map_or(i64::MAX, |v| v.rev);
+        oldest.min(through.saturating_add(1))
+    }
+
+    /// Opening, first pass: drops the installed versions of `key` below `below` (a relocation
+    /// said they were gone; an older relocation record still held them).
+    pub(super) fn forget_below(&mut self, key: &[u8], below: i64) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        let n = state.versions.partition_point(|v| v.rev < below);
+        for v in state.versions.drain(..n) {
+            if let Some(seg) = self.segs.get_mut(v.loc.seg as usize) {
+                seg.live = seg.live.saturating_sub(weight(key.len(), &v));
+            }
+        }
+        state.readable = state.versions.len();
+        if state.versions.is_empty() {
+            self.keys.remove(key);
+        }
+    }
+
+    /// Points the kept version of `key` at `rev` to its relocated value.
+    pub(super) fn relocated(&mut self, key: &[u8], rev: i64, loc: Loc) {
+        let Some(state) = self.keys.get_mut(key) else {
+            return;
+        };
+        let i = state.versions.partition_point(|v| v.rev < rev);
+        let Some(v) = state.versions.get_mut(i).filter(|v| v.rev == rev) else {
+            return;
+        };
+        let old = *v;
+        v.loc = loc;
+        let moved = *v;
+        if let Some(seg) = self.segs.get_mut(old.loc.seg as usize) {
+            seg.live = seg.live.saturating_sub(weight(key.len(), &old));
+        }
+        self.seg_mut(loc.seg).live += weight(key.len(), &moved);
+    }
+
+    /// Opening, first pass: installs a version a relocation record holds, with the key's
+    /// floor. Versions of one key may come in any order; [`Index::finish_install`] follows.
+    pub(super) fn install(&mut self, key: &[u8], floor: i64, meta: Moved, loc: Loc) {
+        let v = Version {
+            rev: meta.rev,
+            create: meta.create,
+            version: meta.version,
+            loc,
+        };
+        let state = match self.keys.get_mut(key) {
+            Some(state) => state,
+            None => self.keys.entry(key.to_vec()).or_default(),
+        };
+        state.floor = state.floor.max(floor);
+        let i = state.versions.partition_point(|o| o.rev < v.rev);
+        let replaced = match state.versions.get_mut(i) {
+            Some(o) if o.rev == v.rev => Some(std::mem::replace(o, v)),
+            _ => {
+                state.versions.insert(i, v);
+                None
+            }
+        };
+        state.readable = state.versions.len();
+        if let Some(old) = replaced {
+            if let Some(seg) = self.segs.get_mut(old.loc.seg as usize) {
+                seg.live = seg.live.saturating_sub(weight(key.len(), &old));
+            }
+        }
+        self.seg_mut(loc.seg).live += weight(key.len(), &v);
+    }
+
+    /// Opening, end of the first pass: the relocated versions cover every revision up to
+    /// `through`, with `compacted` the compacted revision when the last was written. Rebuilds
+    /// the log's window from them (every revision from the compacted one on must be there) and
+    /// applies retention.
+    ///
+    /// The compacted revision may be beyond `through` (the batches after it raised it): the
+    /// index is then compacted only up to `through` here, with an empty window, so that the
+    /// second pass can apply those batches; the caller compacts to `compacted` after it.
+    pub(super) fn finish_install(
+        &mut self,
+        through: i64,
+        compacted: i64,
+    ) -> Result<(), BackendError> {
+        self.current = self.current.max(through);
+        self.compacted = self.compacted.max(compacted.min(through));
+        self.window_first = compacted
+            .min(through + 1)
+            .max(self.compacted)
+            .max(Revision::FIRST.get() + 1);
+        let mut window: Vec<(i64, &Vec<u8>)> = self
+            .keys
+            .iter()
+            .flat_map(|(k, s)| s.versions.iter().map(move |v| (v.rev, k)))
+            .filter(|(rev, _)| *rev >= self.window_first)
+            .collect();
+        window.sort_unstable_by_key(|(rev, _)| *rev);
+        for (i, (rev, _)) in window.iter().enumerate() {
+            if *rev != self.window_first + i as i64 {
+                return Err(BackendError::Corrupt(format!(
+                    "the relocated versions miss revision {} of the change log",
+                    self.window_first + i as i64
+                )));
+            }
+        }
+        if self.window_first + (window.len() as i64) <= self.current {
+            return Err(BackendError::Corrupt(format!(
+                "the relocated versions end at revision {}, before revision {through}",
+                self.window_first + window.len() as i64 - 1
+            )));
+        }
+        self.window = window.into_iter().map(|(_, k)| k.clone()).collect();
+        let (compacted, keep) = (self.compacted, self.opts.history_per_key);
+        let segs = &mut self.segs;
+        self.keys.retain(|key, state| {
+            state.retain(compacted, keep, key.len(), segs);
+            !state.versions.is_empty()
+        });
+        Ok(())
     }
 
     /// How many keys the index holds (live or with retained history).
@@ -194,16 +416,24 @@ impl Index {
     /// replaced (if the key existed).
     pub(super) fn apply(&mut self, key: &[u8], change: Change) -> (Version, Option<Version>) {
         let rev = self.current + 1;
+        if let Change::Put { loc, .. } = &change {
+            let w = u64::from(loc.len) + key.len() as u64 + VERSION_OVERHEAD;
+            self.seg_mut(loc.seg).live += w;
+        }
         let state = match self.keys.get_mut(key) {
             Some(state) => state,
             None => self.keys.entry(key.to_vec()).or_default(),
         };
         let prev = state.current().copied();
         let version = match change {
-            Change::Put(loc) => Version {
+            Change::Put {
+                loc,
+                create,
+                version,
+            } => Version {
                 rev,
-                create: prev.map_or(rev, |p| p.create),
-                version: prev.map_or(1, |p| p.version + 1),
+                create,
+                version,
                 loc,
             },
             Change::Delete => Version {
@@ -237,8 +467,9 @@ impl Index {
         }
         self.compacted = rev.min(self.current);
         let (compacted, keep) = (self.compacted, self.opts.history_per_key);
-        self.keys.retain(|_, state| {
-            state.retain(compacted, keep);
+        let segs = &mut self.segs;
+        self.keys.retain(|key, state| {
+            state.retain(compacted, keep, key.len(), segs);
             !state.versions.is_empty()
         });
         self.expire_window();
@@ -247,7 +478,7 @@ impl Index {
     fn retain_key(&mut self, key: &[u8]) {
         let (compacted, keep) = (self.compacted, self.opts.history_per_key);
         if let Some(state) = self.keys.get_mut(key) {
-            state.retain(compacted, keep);
+            state.retain(compacted, keep, key.len(), &mut self.segs);
             if state.versions.is_empty() {
                 self.keys.remove(key);
             }

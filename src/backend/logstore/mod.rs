@@ -23,7 +23,7 @@
 //!
 //! Segments are zero-filled before use (a write over written blocks lets `fdatasync` skip the
 //! file system's metadata journal) by a thread that prepares the next one while the current
-//! one fills: 1 MiB first, each next twice the last, up to 64 MiB.
+//! one fills: 1 MiB first, each next twice the last, up to [`LogOptions::segment_bytes`].
 //!
 //! # Retention
 //!
@@ -34,11 +34,26 @@
 //! explicitly (logged as a record of its own). The index forgets versions that are neither
 //! readable nor needed by the log's window.
 //!
-//! # Not yet
+//! # Cleaning
 //!
-//! Segments are never rewritten: the space of versions the index forgot is not reclaimed yet
-//! (the cleaner, which will copy the live versions of mostly dead segments forward, is the next
-//! step), so this engine is not the default.
+//! The index counts, per segment, the bytes of the versions it keeps there. Once the segments
+//! take more than twice that (and more than [`LogOptions::clean_above_bytes`]), the writer,
+//! between batches, relocates the **oldest** segment: every version the index still keeps from
+//! it is written again, with its revisions and its key's read floor, in one relocation record
+//! at the head; after that record is synced the index points at the new copies and the segment
+//! is deleted. Cleaning only ever the oldest segment keeps one invariant opening relies on:
+//! every relocated version is older than every batch of the segments that remain. Opening
+//! therefore reads in two passes: the relocation records first (deleting any segment a
+//! relocation replaced that a crash left behind), which install the old versions and the
+//! revision the deleted segments reached; then the batches in order, each put carrying its
+//! create revision and version so that no earlier version is needed to replay it. A relocation
+//! also names the keys whose versions in the victim the index had dropped, with the revision
+//! below which all of them are gone, so that an older relocation record's copy of a dropped
+//! version is not brought back.
+//!
+//! Space: the segments stay under about twice the kept bytes, plus the head and the spare.
+//! Rewriting costs at most one copy of the kept bytes per cleaned segment; a workload that
+//! overwrites its keys leaves old segments mostly dead, so it copies little.
 
 mod format;
 mod index;
@@ -73,6 +88,12 @@ pub struct LogOptions {
     /// Revisions kept in the change log for watch replay; older ones are compacted after each
     /// write. 0 means unlimited. Default 100 000.
     pub log_retention: u64,
+    /// Largest segment file; the first is 1 MiB (or this, if smaller), each next twice the
+    /// last. At least 256 bytes. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// The cleaner relocates the oldest segment once the segments take more than this and
+    /// more than twice the bytes of the versions the index keeps. Default 64 MiB.
+    pub clean_above_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -80,11 +101,21 @@ impl Default for LogOptions {
         Self {
             history_per_key: 10,
             log_retention: 100_000,
+            segment_bytes: 64 << 20,
+            clean_above_bytes: 64 << 20,
         }
     }
 }
 
+/// The smallest [`LogOptions::segment_bytes`].
+const MIN_SEGMENT_BYTES: u64 = 256;
+
 const LOCK_FILE: &str = "LOCK";
+
+/// Whether `dir` holds a log-structured store (a segment file).
+pub(crate) fn holds_log_store(dir: &Path) -> bool {
+    format::list_segments(dir).is_ok_and(|s| !s.is_empty())
+}
 
 struct Stats {
     batches: AtomicU64,
@@ -178,8 +209,20 @@ impl LogBackend {
     /// Opens (creating if missing) the store in `dir`: takes the directory's lock, scans every
     /// segment to rebuild the index (cutting a torn tail), and starts the writer.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogBackend, BackendError> {
+        if crate::backend::sled::holds_sled_store(dir) {
+            return Err(BackendError::OtherEngine {
+                dir: dir.display().to_string(),
+                found: "sled",
+                wanted: "log-structured",
+            });
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| BackendError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let opts = LogOptions {
+            segment_bytes: opts.segment_bytes.max(MIN_SEGMENT_BYTES),
+            ..opts
+        };
+        let first_size = FIRST_SEGMENT_BYTES.min(opts.segment_bytes);
         let lock = lock_dir(dir)?;
         let _ = std::fs::remove_file(dir.join(writer::SPARE_TMP));
         let mut index = Index::new(opts);
@@ -188,19 +231,19 @@ impl LogBackend {
             Some(head) => head,
             None => {
                 let path = dir.join(format::segment_name(1));
-                let file = zero_filled(&path, FIRST_SEGMENT_BYTES)?;
+                let file = zero_filled(&path, first_size)?;
                 std::os::unix::fs::FileExt::write_all_at(&file, &format::header(1), 0)
                     .map_err(|e| io_error("write a segment header", &e))?;
                 file.sync_data()
                     .map_err(|e| io_error("fdatasync a new segment", &e))?;
                 sync_path(dir)?;
                 let file = Arc::new(file);
-                index.add_file(1, file.clone());
+                index.add_file(1, file.clone(), first_size);
                 Head {
                     seq: 1,
                     file,
                     end: HEADER_LEN,
-                    size: FIRST_SEGMENT_BYTES,
+                    size: first_size,
                 }
             }
         };
@@ -221,6 +264,7 @@ impl LogBackend {
         let writer = Writer {
             shared: shared.clone(),
             dir: dir.to_path_buf(),
+            opts,
             head,
             builder: format::RecordBuilder::default(),
             first: 0,
@@ -242,6 +286,13 @@ impl LogBackend {
     /// How many keys the index holds (existing now, or with retained history).
     pub fn indexed_keys(&self) -> usize {
         self.shared.index().key_count()
+    }
+
+    /// Bytes the segments take on disk, and bytes of the versions the index keeps in them
+    /// (keys, values and a little for framing): the cleaner keeps the first under twice the
+    /// second (or [`LogOptions::clean_above_bytes`]).
+    pub fn space(&self) -> (u64, u64) {
+        self.shared.index().space()
     }
 
     async fn request(&self, op: Op) -> Result<WriteOutcome, BackendError> {
@@ -293,20 +344,135 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, BackendError> {
     Ok(file)
 }
 
+/// Whether a segment's header is all zeros: a crash while the segment was being started.
+fn zero_header(data: &[u8]) -> bool {
+    data.len() >= HEADER_LEN as usize && data[..HEADER_LEN as usize].iter().all(|b| *b == 0)
+}
+
+/// A frame that does not check out at `bad_at` is a torn tail only at the end of the last
+/// segment (nothing well formed after it); anywhere else it is corruption.
+fn check_damage(
+    data: &[u8],
+    bad_at: Option<usize>,
+    last: bool,
+    path: &Path,
+) -> Result<(), BackendError> {
+    match bad_at {
+        Some(bad) if !last || any_record_after(data, bad) => Err(BackendError::Corrupt(format!(
+            "{}: unreadable record at offset {bad}",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A relocation record found on opening: the segment it is in, its victim, what it moved and
+/// which keys' older versions it said were gone.
+struct FoundRelocation {
+    seq: u32,
+    victim: u32,
+    through: i64,
+    compacted: i64,
+    moved: Vec<(Vec<u8>, i64, format::Moved, Loc)>,
+    gone: Vec<(Vec<u8>, i64)>,
+}
+
+/// Opening, first pass: reads the relocation records of every segment, deletes the segments
+/// they replaced that a crash left behind, and installs the versions they hold (all older
+/// than any batch of the segments that remain). Returns the segments that remain, and the
+/// compacted revision to apply after the second pass (see [`Index::finish_install`]).
+fn install_relocations(
+    dir: &Path,
+    segments: Vec<(u32, PathBuf)>,
+    index: &mut Index,
+) -> Result<(Vec<(u32, PathBuf)>, i64), BackendError> {
+    let mut found = Vec::new();
+    for (i, (seq, path)) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        let data = std::fs::read(path)
+            .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
+        if last && zero_header(&data) {
+            // The second pass writes it.
+            continue;
+        }
+        check_header(&data, *seq, path)?;
+        let scanned = scan(&data);
+        check_damage(&data, scanned.bad_at, last, path)?;
+        for (_, record) in scanned.records {
+            if let ReadRecord::Relocation {
+                victim,
+                through,
+                compacted,
+                moved,
+                gone,
+            } = record
+            {
+                let moved = moved
+                    .into_iter()
+                    .map(|m| {
+                        let (offset, len) = m.value;
+                        let loc = Loc {
+                            seg: *seq,
+                            len,
+                            offset,
+                        };
+                        (m.key.to_vec(), m.floor, m.meta, loc)
+                    })
+                    .collect();
+                found.push(FoundRelocation {
+                    seq: *seq,
+                    victim,
+                    through,
+                    compacted,
+                    moved,
+                    gone: gone.into_iter().map(|(k, b)| (k.to_vec(), b)).collect(),
+                });
+            }
+        }
+    }
+    let Some(replaced) = found.iter().map(|r| r.victim).max() else {
+        return Ok((segments, 0));
+    };
+    let mut remaining = Vec::new();
+    for (seq, path) in segments {
+        if seq <= replaced {
+            // Relocated before a crash kept it from being deleted.
+            std::fs::remove_file(&path)
+                .map_err(|e| BackendError::Io(format!("cannot delete {}: {e}", path.display())))?;
+        } else {
+            remaining.push((seq, path));
+        }
+    }
+    sync_path(dir)?;
+    let (mut through, mut compacted) = (0, 0);
+    let mut gone = Vec::new();
+    for r in found.into_iter().filter(|r| r.seq > replaced) {
+        through = through.max(r.through);
+        compacted = compacted.max(r.compacted);
+        for (key, floor, meta, loc) in r.moved {
+            index.install(&key, floor, meta, loc);
+        }
+        gone.extend(r.gone);
+    }
+    // Only after every install: a newer record's copy of a version is never gone.
+    for (key, below) in gone {
+        index.forget_below(&key, below);
+    }
+    index.finish_install(through, compacted)?;
+    Ok((remaining, compacted))
+}
+
 /// Scans every segment in order into `index`; returns the last segment to append to (`None`
 /// for a new store).
 fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> {
-    let segments = list_segments(dir)?;
+    let (segments, compacted) = install_relocations(dir, list_segments(dir)?, index)?;
     let mut head = None;
     for (i, (seq, path)) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
         let file = open_rw(path)?;
         let mut data = std::fs::read(path)
             .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
-        if last
-            && data.len() >= HEADER_LEN as usize
-            && data[..HEADER_LEN as usize].iter().all(|b| *b == 0)
-        {
+        if last && zero_header(&data) {
             // A crash while a new segment was being started: its header never became durable.
             let h = format::header(*seq);
             std::os::unix::fs::FileExt::write_all_at(&file, &h, 0)
@@ -329,11 +495,15 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
                     }
                     for c in changes {
                         let change = match c.value {
-                            Some((offset, len)) => Change::Put(Loc {
-                                seg: *seq,
-                                len,
-                                offset,
-                            }),
+                            Some((offset, len)) => Change::Put {
+                                loc: Loc {
+                                    seg: *seq,
+                                    len,
+                                    offset,
+                                },
+                                create: c.meta.0,
+                                version: c.meta.1,
+                            },
                             None => Change::Delete,
                         };
                         index.apply(c.key, change);
@@ -349,15 +519,12 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
                     }
                     index.compact(*rev);
                 }
+                // Installed by the first pass.
+                ReadRecord::Relocation { .. } => {}
             }
         }
+        check_damage(&data, scanned.bad_at, last, path)?;
         if let Some(bad) = scanned.bad_at {
-            if !last || any_record_after(&data, bad) {
-                return Err(BackendError::Corrupt(format!(
-                    "{}: unreadable record at offset {bad}",
-                    path.display()
-                )));
-            }
             // The torn tail of the last record, never acknowledged: zeroed.
             let nonzero_end = data.iter().rposition(|b| *b != 0).map_or(bad, |p| p + 1);
             let zeros = vec![0u8; nonzero_end.saturating_sub(bad)];
@@ -369,7 +536,7 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
         }
         let size = data.len() as u64;
         let file = Arc::new(file);
-        index.add_file(*seq, file.clone());
+        index.add_file(*seq, file.clone(), size);
         if last {
             head = Some(Head {
                 seq: *seq,
@@ -379,6 +546,7 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
             });
         }
     }
+    index.compact(compacted);
     Ok(head)
 }
 
@@ -588,5 +756,124 @@ mod tests {
         assert!(again.is_locked(), "{again}");
         drop(b);
         LogBackend::open(dir.path(), LogOptions::default()).expect("open after close");
+    }
+
+    #[tokio::test]
+    async fn each_engine_refuses_the_other_engines_directory_and_changes_nothing() {
+        use crate::backend::sled::{SledBackend, SledOptions};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (sled_dir, log_dir) = (dir.path().join("sled"), dir.path().join("log"));
+        {
+            let s = SledBackend::open(&sled_dir, SledOptions::default()).expect("open sled");
+            s.put(b"k", b"v".to_vec(), Expect::Any).await.expect("put");
+            let l = LogBackend::open(&log_dir, LogOptions::default()).expect("open log");
+            l.put(b"k", b"v".to_vec(), Expect::Any).await.expect("put");
+        }
+        let listing = |d: &Path| {
+            let mut names: Vec<_> = std::fs::read_dir(d)
+                .expect("list")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let (sled_files, log_files) = (listing(&sled_dir), listing(&log_dir));
+        match LogBackend::open(&sled_dir, LogOptions::default()) {
+            Err(e @ BackendError::OtherEngine { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "{} holds a sled store; open it with that engine (this is the log-structured engine)",
+                    sled_dir.display()
+                )
+            ),
+            other => panic!("the log engine opened a sled directory: {:?}", other.err()),
+        }
+        match SledBackend::open(&log_dir, SledOptions::default()) {
+            Err(e @ BackendError::OtherEngine { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "{} holds a log-structured store; open it with that engine (this is the sled engine)",
+                    log_dir.display()
+                )
+            ),
+            other => panic!("sled opened a log-structured directory: {:?}", other.err()),
+        }
+        assert_eq!(listing(&sled_dir), sled_files);
+        assert_eq!(listing(&log_dir), log_files);
+        let l = LogBackend::open(&log_dir, LogOptions::default()).expect("reopen log");
+        let (kv, _) = l.get(b"k", None).await.expect("get");
+        assert_eq!(kv.expect("k").value, b"v");
+    }
+}
+
+#[cfg(test)]
+mod cleaner_tests {
+    use super::*;
+    use tokio_stream::StreamExt;
+
+    /// Every event of the change log's window, in order.
+    async fn replay(b: &LogBackend) -> Vec<Event> {
+        let from = b.compacted_revision().await.expect("compacted");
+        let from = from.max(Revision::new(2).expect("a revision"));
+        let current = b.current_revision().await.expect("current");
+        let mut stream = b.watch(b"", Some(from)).await.expect("watch");
+        let mut out = Vec::new();
+        while out.len() < (current.get() - from.get() + 1) as usize {
+            out.push(stream.next().await.expect("an event").expect("event"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_cleaner_bounds_the_segments_and_a_reopened_store_reads_the_same() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = LogOptions {
+            segment_bytes: 4096,
+            clean_above_bytes: 0,
+            log_retention: 200,
+            history_per_key: 3,
+        };
+        let (values, events, history) = {
+            let b = LogBackend::open(dir.path(), opts).expect("open");
+            // Overwrites and deletes, plus one key written once and never again, which the
+            // cleaner must carry forward segment after segment.
+            b.put(b"cold", b"written once".to_vec(), Expect::Any)
+                .await
+                .expect("put");
+            for i in 0..3000u32 {
+                let key = format!("k{}", i % 7);
+                if i % 11 == 0 {
+                    b.delete(key.as_bytes(), Expect::Any).await.expect("delete");
+                } else {
+                    let value = vec![b'a' + (i % 26) as u8; (i % 300) as usize];
+                    b.put(key.as_bytes(), value, Expect::Any)
+                        .await
+                        .expect("put");
+                }
+            }
+            let (size, live) = b.space();
+            assert!(
+                size <= 2 * live + 2 * opts.segment_bytes,
+                "segments take {size} bytes for {live} kept"
+            );
+            let segments = list_segments(dir.path()).expect("segments");
+            assert!(
+                segments.first().expect("a segment").0 > 1,
+                "nothing was cleaned"
+            );
+            let values = b.range(RangeRequest::default()).await.expect("range").kvs;
+            let rev = b.current_revision().await.expect("rev").prev();
+            let history = b.get(b"k3", rev).await;
+            (values, replay(&b).await, history.expect("history"))
+        };
+        let b = LogBackend::open(dir.path(), opts).expect("reopen");
+        assert_eq!(
+            b.range(RangeRequest::default()).await.expect("range").kvs,
+            values
+        );
+        assert!(values.iter().any(|kv| kv.key == b"cold"));
+        assert_eq!(replay(&b).await, events);
+        let rev = b.current_revision().await.expect("rev").prev();
+        assert_eq!(b.get(b"k3", rev).await.expect("history"), history);
     }
 }

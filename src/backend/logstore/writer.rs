@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::format::{header, segment_name, RecordBuilder, HEADER_LEN};
+use super::format::{header, scan, segment_name, ReadRecord, RecordBuilder, HEADER_LEN};
 use super::index::{key_value, Change, Loc};
-use super::Shared;
+use super::{LogOptions, Shared};
 use crate::backend::files::{sync_path, zero_filled};
 use crate::backend::{BackendError, Event, EventKind, Expect, KeyValue, Revision, WriteOutcome};
 
@@ -23,10 +23,10 @@ use crate::backend::{BackendError, Event, EventKind, Expect, KeyValue, Revision,
 const MAX_BATCH: usize = 1024;
 /// A batch stops taking requests once its record is this large.
 const MAX_BATCH_BYTES: usize = 16 << 20;
-/// The first segment a store gets; each next one is twice the last, up to
-/// [`MAX_SEGMENT_BYTES`] (a record larger than that gets a segment of its own size).
+/// The first segment a store gets (or [`LogOptions::segment_bytes`] if smaller); each next one
+/// is twice the last, up to [`LogOptions::segment_bytes`] (a record larger than that gets a
+/// segment of its own size).
 pub(super) const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
-const MAX_SEGMENT_BYTES: u64 = 64 << 20;
 const SPARE: &str = "spare";
 pub(super) const SPARE_TMP: &str = "spare.tmp";
 
@@ -55,6 +55,8 @@ struct Planned {
     key: Vec<u8>,
     /// A put's value and its offset from the record's start.
     value: Option<(Vec<u8>, usize)>,
+    /// A put's create revision and version.
+    meta: (i64, i64),
     prev: Option<KeyValue>,
     reply: oneshot::Sender<Result<WriteOutcome, BackendError>>,
 }
@@ -72,6 +74,7 @@ pub(super) struct Head {
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
     pub(super) dir: PathBuf,
+    pub(super) opts: LogOptions,
     pub(super) head: Head,
     pub(super) builder: RecordBuilder,
     /// The revision of the batch's first change.
@@ -154,6 +157,7 @@ impl Writer {
         if !planned.is_empty() {
             self.commit(planned);
         }
+        self.clean();
     }
 
     fn begin_batch(&mut self) {
@@ -197,8 +201,13 @@ impl Writer {
             return;
         }
         let rev = self.first + i64::from(self.builder.count());
+        let create = current
+            .as_ref()
+            .and_then(|c| c.create_revision)
+            .map_or(rev, Revision::get);
+        let version = current.as_ref().map_or(1, |c| c.version + 1);
         let value = value.map(|v| {
-            let at = self.builder.put(&key, &v);
+            let at = self.builder.put(&key, create, version, &v);
             (v, at)
         });
         if value.is_none() {
@@ -207,16 +216,15 @@ impl Writer {
         let after = value.as_ref().map(|(v, _)| KeyValue {
             key: key.clone(),
             value: v.clone(),
-            create_revision: current
-                .as_ref()
-                .map_or(Revision::new(rev), |c| c.create_revision),
+            create_revision: Revision::new(create),
             mod_revision: Revision::new(rev).unwrap_or(Revision::MAX),
-            version: current.as_ref().map_or(1, |c| c.version + 1),
+            version,
         });
         overlay.insert(key.clone(), after);
         planned.push(Planned {
             key,
             value,
+            meta: (create, version),
             prev: current,
             reply,
         });
@@ -255,11 +263,15 @@ impl Writer {
             let mut index = self.shared.write_guard();
             for p in planned {
                 let change = match &p.value {
-                    Some((v, at)) => Change::Put(Loc {
-                        seg,
-                        len: u32::try_from(v.len()).unwrap_or(u32::MAX),
-                        offset: base + *at as u64,
-                    }),
+                    Some((v, at)) => Change::Put {
+                        loc: Loc {
+                            seg,
+                            len: u32::try_from(v.len()).unwrap_or(u32::MAX),
+                            offset: base + *at as u64,
+                        },
+                        create: p.meta.0,
+                        version: p.meta.1,
+                    },
                     None => Change::Delete,
                 };
                 let (version, _) = index.apply(&p.key, change);
@@ -279,6 +291,7 @@ impl Writer {
                 }
                 answers.push((p.reply, revision, p.prev));
             }
+            index.note_end(seg);
             if watched {
                 self.shared.send_events(events);
             }
@@ -346,6 +359,118 @@ impl Writer {
         Ok(())
     }
 
+    /// The cleaner, between batches: if the segments take too much room for what the index
+    /// keeps (see [`super::index::Index::cleaning_victim`]), relocates the oldest one. A failure
+    /// fails the store like a failed write.
+    fn clean(&mut self) {
+        if self.shared.check_failed().is_err() {
+            return;
+        }
+        let victim = self
+            .shared
+            .index()
+            .cleaning_victim(self.head.seq, self.opts.clean_above_bytes);
+        if let Some(victim) = victim {
+            if let Err(e) = self.relocate(victim) {
+                tracing::error!(segment = victim, error = %e, "the log's cleaner failed");
+                self.shared.fail(&e);
+            }
+        }
+    }
+
+    /// Writes every version the index keeps from segment `victim` again, in one relocation
+    /// record at the head, syncs it, points the index at the new copies, then deletes the
+    /// segment. Opening finishes the deletion if a crash comes between.
+    fn relocate(&mut self, victim: u32) -> Result<(), BackendError> {
+        let started = Instant::now();
+        let path = self.dir.join(segment_name(victim));
+        let data = std::fs::read(&path)
+            .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
+        let scanned = scan(&data);
+        // (key, revision, the value's offset in the record, its length)
+        let mut moved: Vec<(Vec<u8>, i64, usize, u32)> = Vec::new();
+        // Keys with a version in the victim that the index no longer keeps.
+        let mut dropped: std::collections::BTreeSet<&[u8]> = Default::default();
+        {
+            let index = self.shared.index();
+            let through = index.last_rev(victim);
+            self.builder
+                .begin_relocation(victim, through, index.compacted);
+            let mut keep = |key: &'_ [u8], rev: i64, value: &[u8]| -> bool {
+                let Some((floor, v)) = index.kept(key, rev) else {
+                    return false;
+                };
+                if v.is_tombstone() || v.loc.seg == victim {
+                    let at = self.builder.moved(key, floor, v.meta(), value);
+                    moved.push((key.to_vec(), rev, at, v.loc.len));
+                }
+                true
+            };
+            let value_at = |(offset, len): (u64, u32)| {
+                data.get(offset as usize..)
+                    .and_then(|rest| rest.get(..len as usize))
+                    .unwrap_or_default()
+            };
+            for (_, record) in &scanned.records {
+                match record {
+                    ReadRecord::Batch { first, changes } => {
+                        for (i, c) in changes.iter().enumerate() {
+                            let value = c.value.map(value_at).unwrap_or_default();
+                            if !keep(c.key, first + i as i64, value) {
+                                dropped.insert(c.key);
+                            }
+                        }
+                    }
+                    ReadRecord::Relocation { moved, gone, .. } => {
+                        for m in moved {
+                            if !keep(m.key, m.meta.rev, value_at(m.value)) {
+                                dropped.insert(m.key);
+                            }
+                        }
+                        dropped.extend(gone.iter().map(|(key, _)| *key));
+                    }
+                    ReadRecord::Compaction(_) => {}
+                }
+            }
+            for key in &dropped {
+                self.builder.gone(key, index.gone_below(key, through));
+            }
+        }
+        let len = self.builder.len() as u64;
+        self.make_room(len)?;
+        let record = self.builder.finish_relocation();
+        self.head
+            .file
+            .write_all_at(record, self.head.end)
+            .map_err(|e| io_error("append to the log", &e))?;
+        self.sync()?;
+        let (base, seg) = (self.head.end, self.head.seq);
+        self.head.end += len;
+        {
+            let mut index = self.shared.write_guard();
+            for (key, rev, at, len) in &moved {
+                let loc = Loc {
+                    seg,
+                    len: *len,
+                    offset: base + *at as u64,
+                };
+                index.relocated(key, *rev, loc);
+            }
+            index.remove_file(victim);
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| BackendError::Io(format!("cannot delete {}: {e}", path.display())))?;
+        sync_path(&self.dir)?;
+        tracing::debug!(
+            segment = victim,
+            versions = moved.len(),
+            bytes = len,
+            millis = started.elapsed().as_millis() as u64,
+            "relocated a log segment"
+        );
+        Ok(())
+    }
+
     /// Starts a new segment if a record of `len` bytes does not fit in the rest of this one.
     fn make_room(&mut self, len: u64) -> Result<(), BackendError> {
         if self.head.end + len <= self.head.size {
@@ -357,7 +482,7 @@ impl Writer {
             .checked_add(1)
             .ok_or_else(|| BackendError::Corrupt("segment numbers exhausted".to_string()))?;
         let size = (self.head.size * 2)
-            .min(MAX_SEGMENT_BYTES)
+            .min(self.opts.segment_bytes)
             .max(HEADER_LEN + len);
         let path = self.dir.join(segment_name(seq));
         let spare = self.spare.take().map(|h| {
@@ -383,14 +508,14 @@ impl Writer {
             .map_err(|e| io_error("fdatasync a new segment", &e))?;
         sync_path(&self.dir)?;
         let file = Arc::new(file);
-        self.shared.write_guard().add_file(seq, file.clone());
+        self.shared.write_guard().add_file(seq, file.clone(), size);
         self.head = Head {
             seq,
             file,
             end: HEADER_LEN,
             size,
         };
-        let (dir, next) = (self.dir.clone(), (size * 2).min(MAX_SEGMENT_BYTES));
+        let (dir, next) = (self.dir.clone(), (size * 2).min(self.opts.segment_bytes));
         self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, next)));
         Ok(())
     }

@@ -352,6 +352,11 @@ impl Inflight {
 /// RSS; the operating system's page cache still holds the files, so reads stay fast.
 const SLED_CACHE_BYTES: u64 = 64 << 20;
 
+/// Whether `dir` holds a sled database (its `conf` or `db` file).
+pub(crate) fn holds_sled_store(dir: &Path) -> bool {
+    dir.join("conf").is_file() || dir.join("db").is_file()
+}
+
 impl SledBackend {
     /// Opens (creating if needed) the store in `dir`, checks its format version and starts the
     /// writer thread. Works both inside and outside a tokio runtime (it blocks briefly: call it
@@ -360,6 +365,13 @@ impl SledBackend {
     /// Only one process may have a store open: if another holds it, this fails after waiting up
     /// to 5 s for it to let go.
     pub fn open(dir: &Path, opts: SledOptions) -> Result<SledBackend, BackendError> {
+        if crate::backend::logstore::holds_log_store(dir) {
+            return Err(BackendError::OtherEngine {
+                dir: dir.display().to_string(),
+                found: "log-structured",
+                wanted: "sled",
+            });
+        }
         let existed = dir.exists();
         wait_until_unlocked(&dir.join("db"), RELEASE_WAIT);
         let db = ::sled::Config::new()

@@ -630,6 +630,11 @@ pub(super) fn clone_error(e: &BackendError) -> BackendError {
             found: found.clone(),
             supported: *supported,
         },
+        BackendError::OtherEngine { dir, found, wanted } => BackendError::OtherEngine {
+            dir: dir.clone(),
+            found,
+            wanted,
+        },
         BackendError::Corrupt(m) => BackendError::Corrupt(m.clone()),
         BackendError::Io(m) => BackendError::Io(m.clone()),
     }
