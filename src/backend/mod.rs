@@ -112,6 +112,28 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// [`BackendError::OtherEngine`] if `held` says `dir` holds the other embedded engine's
+    /// store (the log-structured one's when `sled` opens it, else sled's).
+    pub(crate) fn refuse_other_engine(
+        dir: &std::path::Path,
+        held: bool,
+        sled: bool,
+    ) -> Result<(), BackendError> {
+        let (found, wanted) = if sled {
+            ("log-structured", "sled")
+        } else {
+            ("sled", "log-structured")
+        };
+        if held {
+            return Err(BackendError::OtherEngine {
+                dir: dir.display().to_string(),
+                found,
+                wanted,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether opening an embedded store failed because another process holds it (sled's lock
     /// on its directory), as opposed to the store being unreadable.
     pub fn is_locked(&self) -> bool {

@@ -209,13 +209,7 @@ impl LogBackend {
     /// Opens (creating if missing) the store in `dir`: takes the directory's lock, scans every
     /// segment to rebuild the index (cutting a torn tail), and starts the writer.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogBackend, BackendError> {
-        if crate::backend::sled::holds_sled_store(dir) {
-            return Err(BackendError::OtherEngine {
-                dir: dir.display().to_string(),
-                found: "sled",
-                wanted: "log-structured",
-            });
-        }
+        BackendError::refuse_other_engine(dir, crate::backend::sled::holds_sled_store(dir), false)?;
         std::fs::create_dir_all(dir)
             .map_err(|e| BackendError::Io(format!("cannot create {}: {e}", dir.display())))?;
         let opts = LogOptions {

@@ -365,13 +365,11 @@ impl SledBackend {
     /// Only one process may have a store open: if another holds it, this fails after waiting up
     /// to 5 s for it to let go.
     pub fn open(dir: &Path, opts: SledOptions) -> Result<SledBackend, BackendError> {
-        if crate::backend::logstore::holds_log_store(dir) {
-            return Err(BackendError::OtherEngine {
-                dir: dir.display().to_string(),
-                found: "log-structured",
-                wanted: "sled",
-            });
-        }
+        BackendError::refuse_other_engine(
+            dir,
+            crate::backend::logstore::holds_log_store(dir),
+            true,
+        )?;
         let existed = dir.exists();
         wait_until_unlocked(&dir.join("db"), RELEASE_WAIT);
         let db = ::sled::Config::new()
