@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub const VALUE_BYTES: usize = 1100;
 /// Keys written, each loaded once before the measured load.
 pub const KEYS: u32 = 1000;
-const TASKS: u32 = 16;
+/// Tasks putting at once.
+pub const TASKS: u32 = 16;
 
 /// `DIR` and `SECONDS` (default 10), the first two arguments; `DIR` is removed.
 pub fn args() -> (String, u64) {

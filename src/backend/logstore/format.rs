@@ -10,8 +10,8 @@
 //! le32(len) ‖ le32(crc32c(le32(len) ‖ payload)) ‖ payload
 //! payload = 01 ‖ be64(first revision) ‖ be32(count) ‖ count × change   (a batch)
 //!         | 02 ‖ be64(revision)                                         (a compaction)
-//!         | 03 ‖ be32(victim) ‖ be64(through) ‖ be64(compacted) ‖ be32(count) ‖ count × entry
-//!                                                                       (a relocation)
+//!         | 03 ‖ be32(victim) ‖ u8(complete) ‖ be64(through) ‖ be64(compacted) ‖ be32(count)
+//!              ‖ count × entry                                          (a relocation)
 //! change  = 01 ‖ be32(key len) ‖ key ‖ be64(create revision) ‖ be64(version)
 //!              ‖ be32(value len) ‖ value                                (a put)
 //!         | 02 ‖ be32(key len) ‖ key                                    (a delete)
@@ -26,8 +26,9 @@
 //! place: the index keeps its segment, offset and length.
 //!
 //! A relocation is the cleaner's: every version the index still kept from segment `victim`
-//! (and every segment before it, already gone), written again in full, after which those
-//! segments are deleted. `through` is the last revision those segments held and `compacted`
+//! (and every segment before it, already gone), written again in full, in one or more records
+//! of which the last says `complete` (1), after which those segments are deleted. Records of a
+//! victim that no complete record follows are ignored on opening (the victim is still there). `through` is the last revision those segments held and `compacted`
 //! the compacted revision when it was written; `floor` is the key's read floor. A key the
 //! victim changed gets a "versions gone" entry when the index no longer keeps some of those
 //! versions: every version of it below `below` is gone for good, so that a copy an older
@@ -150,12 +151,13 @@ impl RecordBuilder {
         self.frame()
     }
 
-    /// Starts a relocation of segment `victim` (see the module docs).
+    /// Starts a relocation record for segment `victim` (see the module docs).
     pub(super) fn begin_relocation(&mut self, victim: u32, through: i64, compacted: i64) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; FRAME_LEN]);
         self.buf.push(KIND_RELOCATE);
         self.buf.extend_from_slice(&victim.to_be_bytes());
+        self.buf.push(0);
         self.buf.extend_from_slice(&through.to_be_bytes());
         self.buf.extend_from_slice(&compacted.to_be_bytes());
         self.buf.extend_from_slice(&[0; 4]);
@@ -184,9 +186,10 @@ impl RecordBuilder {
         self.count += 1;
     }
 
-    /// The framed relocation record.
-    pub(super) fn finish_relocation(&mut self) -> &[u8] {
-        let count_at = FRAME_LEN + 21;
+    /// The framed relocation record; `complete` if it is the victim's last.
+    pub(super) fn finish_relocation(&mut self, complete: bool) -> &[u8] {
+        self.buf[FRAME_LEN + 5] = u8::from(complete);
+        let count_at = FRAME_LEN + 22;
         self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_be_bytes());
         self.frame()
     }
@@ -251,6 +254,7 @@ pub(super) enum ReadRecord<'a> {
     Compaction(i64),
     Relocation {
         victim: u32,
+        complete: bool,
         through: i64,
         compacted: i64,
         moved: Vec<ReadMoved<'a>>,
@@ -333,6 +337,11 @@ fn decode(payload: &[u8], payload_at: usize) -> Option<ReadRecord<'_>> {
         }
         KIND_RELOCATE => {
             let victim = take_u32(&mut p)?;
+            let complete = match *take(&mut p, 1)?.first()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
             let through = take_i64(&mut p)?;
             let compacted = take_i64(&mut p)?;
             let count = take_u32(&mut p)?;
@@ -368,6 +377,7 @@ fn decode(payload: &[u8], payload_at: usize) -> Option<ReadRecord<'_>> {
             }
             p.is_empty().then_some(ReadRecord::Relocation {
                 victim,
+                complete,
                 through,
                 compacted,
                 moved,
@@ -502,12 +512,13 @@ mod tests {
         };
         b.moved(b"gone", 0, tombstone, b"");
         b.gone(b"older", 12);
-        let record = b.finish_relocation().to_vec();
+        let record = b.finish_relocation(true).to_vec();
         let data = segment(&[record]);
         let s = scan(&data);
         assert_eq!(s.bad_at, None);
         let ReadRecord::Relocation {
             victim,
+            complete,
             through,
             compacted,
             moved,
@@ -516,7 +527,10 @@ mod tests {
         else {
             panic!("a relocation")
         };
-        assert_eq!((*victim, *through, *compacted, moved.len()), (4, 90, 12, 2));
+        assert_eq!(
+            (*victim, *complete, *through, *compacted, moved.len()),
+            (4, true, 90, 12, 2)
+        );
         assert_eq!(
             (moved[0].key, moved[0].floor, moved[0].meta),
             (&b"key"[..], 15, meta)

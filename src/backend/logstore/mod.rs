@@ -37,19 +37,21 @@
 //! # Cleaning
 //!
 //! The index counts, per segment, the bytes of the versions it keeps there. Once the segments
-//! take more than twice that (and more than [`LogOptions::clean_above_bytes`]), the writer,
-//! between batches, relocates the **oldest** segment: every version the index still keeps from
-//! it is written again, with its revisions and its key's read floor, in one relocation record
-//! at the head; after that record is synced the index points at the new copies and the segment
-//! is deleted. Cleaning only ever the oldest segment keeps one invariant opening relies on:
+//! take more than twice that (and more than [`LogOptions::clean_above_bytes`]), a thread reads
+//! the **oldest** segment and lists its versions; then the writer, between batches, relocates
+//! it a chunk (1/64 of a segment) at a time: every version the index still keeps from it is
+//! written again, with its revisions and its key's read floor, in a relocation record at the
+//! head; once a record is synced the index points at the new copies. The last record says the
+//! relocation is complete, and the segment is deleted; records of a relocation that never
+//! completed are ignored on opening (the segment is still there). Cleaning only ever the oldest segment keeps one invariant opening relies on:
 //! every relocated version is older than every batch of the segments that remain. Opening
 //! therefore reads in two passes: the relocation records first (deleting any segment a
 //! relocation replaced that a crash left behind), which install the old versions and the
 //! revision the deleted segments reached; then the batches in order, each put carrying its
-//! create revision and version so that no earlier version is needed to replay it. A relocation
-//! also names the keys whose versions in the victim the index had dropped, with the revision
-//! below which all of them are gone, so that an older relocation record's copy of a dropped
-//! version is not brought back.
+//! create revision and version so that no earlier version is needed to replay it. The last
+//! record of a relocation also names every key of the segment with the revision below which
+//! its versions are gone, so that an older relocation record's copy of a version the index has
+//! dropped since is not brought back.
 //!
 //! Space: the segments stay under about twice the kept bytes, plus the head and the spare.
 //! Rewriting costs at most one copy of the kept bytes per cleaned segment; a workload that
@@ -263,6 +265,8 @@ impl LogBackend {
             builder: format::RecordBuilder::default(),
             first: 0,
             spare: None,
+            cleaning: None,
+            preparing: None,
             _lock: lock,
         };
         let handle = std::thread::Builder::new()
@@ -338,9 +342,10 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, BackendError> {
     Ok(file)
 }
 
-/// Whether a segment's header is all zeros: a crash while the segment was being started.
-fn zero_header(data: &[u8]) -> bool {
-    data.len() >= HEADER_LEN as usize && data[..HEADER_LEN as usize].iter().all(|b| *b == 0)
+/// Whether the last segment was never started: a crash came while it was being created, filled
+/// with zeros or given its header (its header does not check out and it holds no record).
+fn unstarted(data: &[u8], seq: u32, last: bool) -> bool {
+    last && check_header(data, seq, Path::new("")).is_err() && !any_record_after(data, 0)
 }
 
 /// A frame that does not check out at `bad_at` is a torn tail only at the end of the last
@@ -365,6 +370,7 @@ fn check_damage(
 struct FoundRelocation {
     seq: u32,
     victim: u32,
+    complete: bool,
     through: i64,
     compacted: i64,
     moved: Vec<(Vec<u8>, i64, format::Moved, Loc)>,
@@ -385,8 +391,8 @@ fn install_relocations(
         let last = i + 1 == segments.len();
         let data = std::fs::read(path)
             .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
-        if last && zero_header(&data) {
-            // The second pass writes it.
+        if unstarted(&data, *seq, last) {
+            // The second pass starts it again.
             continue;
         }
         check_header(&data, *seq, path)?;
@@ -395,6 +401,7 @@ fn install_relocations(
         for (_, record) in scanned.records {
             if let ReadRecord::Relocation {
                 victim,
+                complete,
                 through,
                 compacted,
                 moved,
@@ -416,6 +423,7 @@ fn install_relocations(
                 found.push(FoundRelocation {
                     seq: *seq,
                     victim,
+                    complete,
                     through,
                     compacted,
                     moved,
@@ -424,7 +432,7 @@ fn install_relocations(
             }
         }
     }
-    let Some(replaced) = found.iter().map(|r| r.victim).max() else {
+    let Some(replaced) = found.iter().filter(|r| r.complete).map(|r| r.victim).max() else {
         return Ok((segments, 0));
     };
     let mut remaining = Vec::new();
@@ -440,7 +448,12 @@ fn install_relocations(
     sync_path(dir)?;
     let (mut through, mut compacted) = (0, 0);
     let mut gone = Vec::new();
-    for r in found.into_iter().filter(|r| r.seq > replaced) {
+    // Records in deleted segments were relocated again; records of a victim whose relocation
+    // never completed are ignored (the victim is still there).
+    for r in found
+        .into_iter()
+        .filter(|r| r.seq > replaced && r.victim <= replaced)
+    {
         through = through.max(r.through);
         compacted = compacted.max(r.compacted);
         for (key, floor, meta, loc) in r.moved {
@@ -466,13 +479,16 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
         let file = open_rw(path)?;
         let mut data = std::fs::read(path)
             .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
-        if last && zero_header(&data) {
-            // A crash while a new segment was being started: its header never became durable.
+        if unstarted(&data, *seq, last) {
+            // A crash while this segment was being started: nothing in it was ever written.
             let h = format::header(*seq);
             std::os::unix::fs::FileExt::write_all_at(&file, &h, 0)
                 .map_err(|e| io_error("write a segment header", &e))?;
             file.sync_data()
                 .map_err(|e| io_error("fdatasync a segment", &e))?;
+            if data.len() < HEADER_LEN as usize {
+                data.resize(HEADER_LEN as usize, 0);
+            }
             data[..HEADER_LEN as usize].copy_from_slice(&h);
         }
         check_header(&data, *seq, path)?;
@@ -740,6 +756,46 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_segment_a_crash_left_unstarted_is_started_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            let b = LogBackend::open(dir.path(), LogOptions::default()).expect("open");
+            b.put(b"k", b"v".to_vec(), Expect::Any).await.expect("put");
+        }
+        // Created and not yet filled, half filled with zeros, filled without its header.
+        for contents in [Vec::new(), vec![0u8; 10], vec![0u8; 4096]] {
+            let seq = list_segments(dir.path())
+                .expect("list")
+                .last()
+                .expect("one")
+                .0
+                + 1;
+            std::fs::write(dir.path().join(format::segment_name(seq)), &contents).expect("write");
+            let b = LogBackend::open(dir.path(), LogOptions::default()).expect("reopen");
+            let (kv, _) = b.get(b"k", None).await.expect("get");
+            assert_eq!(kv.expect("k").value, b"v");
+            let outcome = b
+                .put(b"other", b"w".to_vec(), Expect::Any)
+                .await
+                .expect("put");
+            assert!(
+                matches!(outcome, WriteOutcome::Applied { .. }),
+                "{outcome:?}"
+            );
+        }
+        // Not the last segment any more: no longer a crash's leftover, but damage.
+        let first = dir.path().join(format::segment_name(1));
+        let mut data = std::fs::read(&first).expect("read");
+        data[..HEADER_LEN as usize].fill(0);
+        std::fs::write(&first, &data).expect("damage");
+        let err = LogBackend::open(dir.path(), LogOptions::default()).expect_err("damaged header");
+        assert!(
+            err.to_string().contains("does not start with the header"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! appends the batch as one record, makes it durable with one `fdatasync`, then publishes it in
 //! the index, answers, and sends the events to watchers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 /// is twice the last, up to [`LogOptions::segment_bytes`] (a record larger than that gets a
 /// segment of its own size).
 pub(super) const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
+/// A segment is relocated in chunks of about `segment_bytes / RELOCATION_CHUNKS`.
+const RELOCATION_CHUNKS: u64 = 64;
 const SPARE: &str = "spare";
 pub(super) const SPARE_TMP: &str = "spare.tmp";
 
@@ -81,8 +83,29 @@ pub(super) struct Writer {
     pub(super) first: i64,
     /// A zero-filled file being prepared for the next segment.
     pub(super) spare: Option<JoinHandle<Result<u64, BackendError>>>,
+    /// The segment being relocated, if one is.
+    pub(super) cleaning: Option<Cleaning>,
+    /// The thread reading the next segment to relocate, if one is.
+    pub(super) preparing: Option<JoinHandle<Result<Cleaning, BackendError>>>,
     /// Held for as long as the writer runs: the store directory's lock.
     pub(super) _lock: File,
+}
+
+/// A segment being relocated, a chunk at a time.
+pub(super) struct Cleaning {
+    victim: u32,
+    /// The last revision of the victim.
+    through: i64,
+    path: PathBuf,
+    /// The victim's bytes.
+    data: Vec<u8>,
+    /// Every version the victim holds: key, revision, where its value is in `data`.
+    versions: Vec<(Vec<u8>, i64, std::ops::Range<usize>)>,
+    /// Every key the victim names.
+    keys: BTreeSet<Vec<u8>>,
+    /// The next version of `versions` to consider.
+    next: usize,
+    started: Instant,
 }
 
 /// Queued requests answered without being applied.
@@ -110,6 +133,9 @@ impl Writer {
         }
         if let Some(spare) = self.spare.take() {
             let _ = spare.join();
+        }
+        if let Some(preparing) = self.preparing.take() {
+            let _ = preparing.join();
         }
         let mut events = self.shared.events.lock().unwrap_or_else(|e| e.into_inner());
         drop(events.take());
@@ -360,85 +386,89 @@ impl Writer {
     }
 
     /// The cleaner, between batches: if the segments take too much room for what the index
-    /// keeps (see [`super::index::Index::cleaning_victim`]), relocates the oldest one. A failure
-    /// fails the store like a failed write.
+    /// keeps (see [`super::index::Index::cleaning_victim`]), has a thread read the oldest one
+    /// and list its versions; once that is done, relocates one chunk of it per call, so that
+    /// the writes queued meanwhile wait for one chunk at most. A failure fails the store like a
+    /// failed write.
     fn clean(&mut self) {
         if self.shared.check_failed().is_err() {
             return;
         }
-        let victim = self
-            .shared
-            .index()
-            .cleaning_victim(self.head.seq, self.opts.clean_above_bytes);
-        if let Some(victim) = victim {
-            if let Err(e) = self.relocate(victim) {
+        let cleaning = match self.cleaning.take() {
+            Some(cleaning) => Ok(cleaning),
+            None => match self.preparing.take() {
+                Some(handle) if handle.is_finished() => handle.join().unwrap_or_else(|_| {
+                    Err(BackendError::Io(
+                        "the cleaner's reader thread panicked".into(),
+                    ))
+                }),
+                Some(handle) => {
+                    self.preparing = Some(handle);
+                    return;
+                }
+                None => {
+                    let index = self.shared.index();
+                    let Some(victim) =
+                        index.cleaning_victim(self.head.seq, self.opts.clean_above_bytes)
+                    else {
+                        return;
+                    };
+                    let (dir, through) = (self.dir.clone(), index.last_rev(victim));
+                    drop(index);
+                    self.preparing = Some(std::thread::spawn(move || {
+                        start_cleaning(&dir, victim, through)
+                    }));
+                    return;
+                }
+            },
+        };
+        let victim = cleaning.as_ref().map_or(0, |c| c.victim);
+        let result = cleaning.and_then(|c| self.relocate_chunk(c));
+        match result {
+            Ok(more) => self.cleaning = more,
+            Err(e) => {
                 tracing::error!(segment = victim, error = %e, "the log's cleaner failed");
                 self.shared.fail(&e);
             }
         }
     }
 
-    /// Writes every version the index keeps from segment `victim` again, in one relocation
-    /// record at the head, syncs it, points the index at the new copies, then deletes the
-    /// segment. Opening finishes the deletion if a crash comes between.
-    fn relocate(&mut self, victim: u32) -> Result<(), BackendError> {
-        let started = Instant::now();
-        let path = self.dir.join(segment_name(victim));
-        let data = std::fs::read(&path)
-            .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
-        let scanned = scan(&data);
+    /// Writes the next chunk of the versions the index keeps from the victim again, as one
+    /// relocation record at the head, syncs it and points the index at the new copies. The
+    /// last chunk also names every key of the victim with the revision below which its
+    /// versions are gone, and says `complete`; the victim is then deleted (opening finishes the
+    /// deletion if a crash comes between). Returns the cleaning if chunks are left.
+    fn relocate_chunk(&mut self, mut c: Cleaning) -> Result<Option<Cleaning>, BackendError> {
+        let limit = (self.opts.segment_bytes / RELOCATION_CHUNKS).max(64) as usize;
         // (key, revision, the value's offset in the record, its length)
         let mut moved: Vec<(Vec<u8>, i64, usize, u32)> = Vec::new();
-        // Keys with a version in the victim that the index no longer keeps.
-        let mut dropped: std::collections::BTreeSet<&[u8]> = Default::default();
-        {
+        let complete = {
             let index = self.shared.index();
-            let through = index.last_rev(victim);
             self.builder
-                .begin_relocation(victim, through, index.compacted);
-            let mut keep = |key: &'_ [u8], rev: i64, value: &[u8]| -> bool {
-                let Some((floor, v)) = index.kept(key, rev) else {
-                    return false;
+                .begin_relocation(c.victim, c.through, index.compacted);
+            while c.next < c.versions.len() && self.builder.len() < limit {
+                let (key, rev, value) = &c.versions[c.next];
+                c.next += 1;
+                let Some((floor, v)) = index.kept(key, *rev) else {
+                    continue;
                 };
-                if v.is_tombstone() || v.loc.seg == victim {
+                if v.is_tombstone() || v.loc.seg == c.victim {
+                    let value = c.data.get(value.clone()).unwrap_or_default();
                     let at = self.builder.moved(key, floor, v.meta(), value);
-                    moved.push((key.to_vec(), rev, at, v.loc.len));
-                }
-                true
-            };
-            let value_at = |(offset, len): (u64, u32)| {
-                data.get(offset as usize..)
-                    .and_then(|rest| rest.get(..len as usize))
-                    .unwrap_or_default()
-            };
-            for (_, record) in &scanned.records {
-                match record {
-                    ReadRecord::Batch { first, changes } => {
-                        for (i, c) in changes.iter().enumerate() {
-                            let value = c.value.map(value_at).unwrap_or_default();
-                            if !keep(c.key, first + i as i64, value) {
-                                dropped.insert(c.key);
-                            }
-                        }
-                    }
-                    ReadRecord::Relocation { moved, gone, .. } => {
-                        for m in moved {
-                            if !keep(m.key, m.meta.rev, value_at(m.value)) {
-                                dropped.insert(m.key);
-                            }
-                        }
-                        dropped.extend(gone.iter().map(|(key, _)| *key));
-                    }
-                    ReadRecord::Compaction(_) => {}
+                    moved.push((key.clone(), *rev, at, v.loc.len));
                 }
             }
-            for key in &dropped {
-                self.builder.gone(key, index.gone_below(key, through));
+            let complete = c.next == c.versions.len();
+            if complete {
+                for key in &c.keys {
+                    self.builder.gone(key, index.gone_below(key, c.through));
+                }
             }
-        }
+            complete
+        };
         let len = self.builder.len() as u64;
         self.make_room(len)?;
-        let record = self.builder.finish_relocation();
+        let record = self.builder.finish_relocation(complete);
         self.head
             .file
             .write_all_at(record, self.head.end)
@@ -456,19 +486,23 @@ impl Writer {
                 };
                 index.relocated(key, *rev, loc);
             }
-            index.remove_file(victim);
+            if complete {
+                index.remove_file(c.victim);
+            }
         }
-        std::fs::remove_file(&path)
-            .map_err(|e| BackendError::Io(format!("cannot delete {}: {e}", path.display())))?;
+        if !complete {
+            return Ok(Some(c));
+        }
+        std::fs::remove_file(&c.path)
+            .map_err(|e| BackendError::Io(format!("cannot delete {}: {e}", c.path.display())))?;
         sync_path(&self.dir)?;
         tracing::debug!(
-            segment = victim,
-            versions = moved.len(),
-            bytes = len,
-            millis = started.elapsed().as_millis() as u64,
+            segment = c.victim,
+            versions = c.versions.len(),
+            millis = c.started.elapsed().as_millis() as u64,
             "relocated a log segment"
         );
-        Ok(())
+        Ok(None)
     }
 
     /// Starts a new segment if a record of `len` bytes does not fit in the rest of this one.
@@ -519,6 +553,51 @@ impl Writer {
         self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, next)));
         Ok(())
     }
+}
+
+/// Reads segment `victim` (the revisions up to `through`) and lists every version it holds:
+/// the cleaner's preparation, on a thread of its own.
+fn start_cleaning(dir: &Path, victim: u32, through: i64) -> Result<Cleaning, BackendError> {
+    let path = dir.join(segment_name(victim));
+    let data = std::fs::read(&path)
+        .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let mut versions = Vec::new();
+    let mut keys = BTreeSet::new();
+    let scanned = scan(&data);
+    let value_range = |value: Option<(u64, u32)>| {
+        value.map_or(0..0, |(offset, len)| {
+            offset as usize..offset as usize + len as usize
+        })
+    };
+    for (_, record) in &scanned.records {
+        match record {
+            ReadRecord::Batch { first, changes } => {
+                for (i, c) in changes.iter().enumerate() {
+                    keys.insert(c.key.to_vec());
+                    versions.push((c.key.to_vec(), first + i as i64, value_range(c.value)));
+                }
+            }
+            ReadRecord::Relocation { moved, gone, .. } => {
+                for m in moved {
+                    keys.insert(m.key.to_vec());
+                    versions.push((m.key.to_vec(), m.meta.rev, value_range(Some(m.value))));
+                }
+                keys.extend(gone.iter().map(|(key, _)| key.to_vec()));
+            }
+            ReadRecord::Compaction(_) => {}
+        }
+    }
+    drop(scanned);
+    Ok(Cleaning {
+        victim,
+        through,
+        path,
+        data,
+        versions,
+        keys,
+        next: 0,
+        started: Instant::now(),
+    })
 }
 
 pub(super) fn io_error(what: &str, e: &std::io::Error) -> BackendError {
