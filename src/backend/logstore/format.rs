@@ -36,11 +36,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::backend::frame::{checks_out, put_len_bytes, seal, FRAME_LEN};
 use crate::backend::BackendError;
 
 pub(super) const MAGIC: [u8; 8] = *b"KWLOG\0\0\x01";
 pub(super) const HEADER_LEN: u64 = 24;
-pub(super) const FRAME_LEN: usize = 8;
 pub(super) const SEGMENT_SUFFIX: &str = ".seg";
 /// A longer record is not believed (the writer caps a batch far below this).
 const MAX_PAYLOAD: usize = 1 << 30;
@@ -202,10 +202,8 @@ impl RecordBuilder {
     }
 
     fn frame(&mut self) -> &[u8] {
-        let len = len32(&self.buf[FRAME_LEN..]).to_le_bytes();
-        self.buf[..4].copy_from_slice(&len);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&len), &self.buf[FRAME_LEN..]);
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let len = len32(&self.buf[FRAME_LEN..]);
+        seal(&mut self.buf, len);
         &self.buf
     }
 }
@@ -213,11 +211,6 @@ impl RecordBuilder {
 /// A length as four bytes (the writer refuses values and keys of 4 GiB or more first).
 fn len32(bytes: &[u8]) -> u32 {
     u32::try_from(bytes.len()).unwrap_or(u32::MAX)
-}
-
-fn put_len_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&len32(bytes).to_be_bytes());
-    out.extend_from_slice(bytes);
 }
 
 /// One change of a batch as read back: the key and, for a put, the value's offset and length
@@ -269,17 +262,16 @@ fn frame_at(data: &[u8], at: usize) -> Result<Option<&[u8]>, ()> {
     let Some(head) = data.get(at..at + FRAME_LEN) else {
         return Ok(None);
     };
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if len == 0 && crc == 0 {
+    if head.iter().all(|b| *b == 0) {
         return Ok(None);
     }
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let payload = data
         .get(at + FRAME_LEN..)
         .and_then(|rest| rest.get(..len))
         .filter(|_| len <= MAX_PAYLOAD)
         .ok_or(())?;
-    if crc32c::crc32c_append(crc32c::crc32c(&head[..4]), payload) != crc {
+    if !checks_out(head, payload) {
         return Err(());
     }
     Ok(Some(payload))

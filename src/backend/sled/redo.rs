@@ -36,13 +36,12 @@ use std::path::{Path, PathBuf};
 use ::sled::Tree;
 
 use super::layers::TreeId;
-use super::wal::crc32c;
 use super::{io_error, sled_error};
+use crate::backend::frame::{checks_out, seal, FRAME_LEN};
 use crate::backend::BackendError;
 
 /// The redo file's name in the store directory.
 pub(super) const REDO_FILE: &str = "redo";
-const FRAME_LEN: usize = 8;
 const KIND_LAYER: u8 = 1;
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
@@ -157,9 +156,7 @@ impl Redo {
         }
         buf[FRAME_LEN + 1..FRAME_LEN + 5].copy_from_slice(&count.to_be_bytes());
         let len = u32::try_from(buf.len() - FRAME_LEN).map_err(|_| too_large())?;
-        buf[..4].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32c(crc32c(0, &buf[..4]), &buf[FRAME_LEN..]);
-        buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        seal(buf, len);
         self.file
             .write_all_at(buf, self.len)
             .and_then(|()| self.file.sync_data())
@@ -215,14 +212,13 @@ fn frame_at(data: &[u8], at: usize) -> Frame<'_> {
         return Frame::Torn;
     };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if len == 0 || len > MAX_PAYLOAD {
         return Frame::Torn;
     }
     let Some(payload) = data.get(at + FRAME_LEN..at + FRAME_LEN + len) else {
         return Frame::Torn;
     };
-    if crc32c(crc32c(0, &head[..4]), payload) != crc {
+    if !checks_out(head, payload) {
         // The last record's bytes may have reached the disk only in part.
         return if at + FRAME_LEN + len == data.len() {
             Frame::Torn

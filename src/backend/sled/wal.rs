@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 
 use super::io_error;
 use crate::backend::files::{sync_path, zero_filled};
+use crate::backend::frame::{checks_out, put_len_bytes, seal, FRAME_LEN};
 use crate::backend::{BackendError, Revision};
 
 /// The log's directory inside the store directory.
@@ -57,7 +58,6 @@ pub(super) const WAL_DIR: &str = "wal";
 pub(super) const SEGMENT_BYTES: u64 = 64 << 20;
 const MAGIC: [u8; 8] = *b"KWWAL\0\0\x01";
 pub(super) const HEADER_LEN: u64 = 24;
-const FRAME_LEN: usize = 8;
 /// Payload bytes before the first change: kind, first revision, count.
 const PAYLOAD_HEAD: usize = 13;
 /// A longer record is not believed (the writer caps a batch far below this).
@@ -116,18 +116,9 @@ impl RecordBuilder {
         let count_at = FRAME_LEN + 9;
         self.buf[count_at..count_at + 4].copy_from_slice(&self.count.to_be_bytes());
         let len = u32::try_from(self.buf.len() - FRAME_LEN).unwrap_or(u32::MAX);
-        self.buf[..4].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32c(crc32c(0, &len.to_le_bytes()), &self.buf[FRAME_LEN..]);
-        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        seal(&mut self.buf, len);
         &self.buf
     }
-}
-
-fn put_len_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    // Keys and values are far below 4 GiB (a batch is capped at 64 MiB of values).
-    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
 }
 
 /// One change of a logged batch: a put (`Some(value)`) or a delete (`None`).
@@ -170,8 +161,7 @@ fn frame_at(data: &[u8], at: usize) -> Frame<'_> {
     if payload[0] != KIND_BATCH {
         return Frame::Invalid;
     }
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if crc32c(crc32c(0, &head[..4]), payload) != crc {
+    if !checks_out(head, payload) {
         return Frame::Invalid;
     }
     Frame::Record(payload, at + FRAME_LEN + len)
