@@ -261,6 +261,16 @@ pub trait Backend: Send + Sync + 'static {
         Ok((resp.kvs.len() as u64, resp.revision))
     }
 
+    /// The `mod_revision` of `key`'s current version (`None` if it does not exist now), if the
+    /// backend knows it from memory, without I/O: what [`Backend::get`] would say, without
+    /// reading the value. Callers that may not need the value ask this first. This default
+    /// says it does not know (`None`); a backend whose reads cost I/O or a round trip either
+    /// way keeps it, so that its callers read once.
+    fn mod_revision_in_memory(&self, key: &[u8]) -> Option<Result<Option<Revision>, BackendError>> {
+        let _ = key;
+        None
+    }
+
     /// Writes `value` under `key` if `expect` holds.
     async fn put(
         &self,

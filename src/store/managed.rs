@@ -207,11 +207,16 @@ impl FieldSet {
 
 /// Whether kube-apiserver leaves `p` out of every field set (its `stripMeta`).
 fn is_untracked(p: &FieldPath) -> bool {
-    match p.0.as_slice() {
+    is_untracked_keys(&p.0)
+}
+
+/// [`is_untracked`] of a path given as its keys.
+fn is_untracked_keys<S: AsRef<str>>(keys: &[S]) -> bool {
+    match keys {
         [] => true,
-        [f] => f == "f:apiVersion" || f == "f:kind" || f == "f:metadata",
-        [m, f, ..] if m == "f:metadata" => matches!(
-            f.as_str(),
+        [f] => matches!(f.as_ref(), "f:apiVersion" | "f:kind" | "f:metadata"),
+        [m, f, ..] if m.as_ref() == "f:metadata" => matches!(
+            f.as_ref(),
             "f:name"
                 | "f:namespace"
                 | "f:creationTimestamp"
@@ -624,6 +629,103 @@ fn stored_data(s: &Secret) -> Cow<'_, BTreeMap<String, SecretBytes>> {
 ///   an entry owning nothing, so that the store can tell a Kubernetes write (which always
 ///   carries `managedFields`) from a `keyward.v1` one.
 pub fn record_update(old: Option<&Secret>, new: &mut Secret, manager: &str, now: &str) {
+    if new.metadata.managed_fields.is_empty() {
+        if let Some(entries) = old.and_then(|old| same_owner(old, new, manager, now)) {
+            new.metadata.managed_fields = entries;
+            return;
+        }
+    }
+    record_update_in_full(old, new, manager, now);
+}
+
+/// [`record_update`]'s answer without decoding and encoding field sets, for the usual write: a
+/// writer that does not send `managedFields` changes fields its one `Update` entry already owns
+/// and removes none. The answer is then that entry, its time refreshed if anything changed. It
+/// holds only if the entry's `fieldsV1` is exactly what encoding its field set gives
+/// ([`canonical_fields_v1`]); `None` whenever any of this is not so.
+fn same_owner(
+    old: &Secret,
+    new: &Secret,
+    manager: &str,
+    now: &str,
+) -> Option<Vec<ManagedFieldsEntry>> {
+    let [entry] = old.metadata.managed_fields.as_slice() else {
+        return None;
+    };
+    let fits = entry.manager == manager
+        && entry.operation == UPDATE
+        && entry.api_version == API_VERSION
+        && entry.subresource.is_empty()
+        && entry.fields_type == FIELDS_V1;
+    let Some(Value::Object(root)) = entry.fields_v1.as_ref().filter(|_| fits) else {
+        return None;
+    };
+    if !canonical_fields_v1(root) {
+        return None;
+    }
+    let cmp = compare_stored(Some(old), new);
+    if !cmp.removed.is_empty() {
+        return None;
+    }
+    let mut changed = cmp.added.iter().chain(cmp.modified.iter()).peekable();
+    let refreshed = changed.peek().is_some();
+    if !changed.all(|p| owns(root, &p.0)) {
+        return None;
+    }
+    let mut entry = entry.clone();
+    if refreshed {
+        now.clone_into(&mut entry.time);
+    }
+    Some(vec![entry])
+}
+
+/// Whether `root` is a `FieldsV1` trie that [`FieldSet::to_fields_v1`] gives back unchanged
+/// from its own (stripped) field set, and owns at least one field: every node an object; `"."`
+/// (an empty object) only beside other keys, and never at the root; no field kube-apiserver
+/// never tracks.
+fn canonical_fields_v1(root: &Map<String, Value>) -> bool {
+    fn node<'a>(m: &'a Map<String, Value>, at: &mut Vec<&'a str>) -> bool {
+        if m.is_empty() {
+            return !is_untracked_keys(at);
+        }
+        if let Some(dot) = m.get(".") {
+            let empty = matches!(dot, Value::Object(d) if d.is_empty());
+            if !empty || m.len() == 1 || is_untracked_keys(at) {
+                return false;
+            }
+        }
+        children(m, at)
+    }
+    fn children<'a>(m: &'a Map<String, Value>, at: &mut Vec<&'a str>) -> bool {
+        m.iter().filter(|(k, _)| *k != ".").all(|(k, v)| {
+            let Value::Object(child) = v else {
+                return false;
+            };
+            at.push(k);
+            let ok = node(child, at);
+            at.pop();
+            ok
+        })
+    }
+    !root.is_empty() && !root.contains_key(".") && children(root, &mut Vec::new())
+}
+
+/// Whether the field at `path` is a member of the canonical trie `root`: its node is a leaf
+/// or carries `"."`.
+fn owns(root: &Map<String, Value>, path: &[String]) -> bool {
+    let mut node = root;
+    for key in path {
+        match node.get(key) {
+            Some(Value::Object(m)) => node = m,
+            _ => return false,
+        }
+    }
+    !path.is_empty() && (node.is_empty() || node.contains_key("."))
+}
+
+/// [`record_update`] by decoding every entry's field set, moving the changed fields and
+/// encoding the entries again.
+fn record_update_in_full(old: Option<&Secret>, new: &mut Secret, manager: &str, now: &str) {
     let given = &new.metadata.managed_fields;
     let mut managers = if given.is_empty() {
         old.map(|o| decode(&o.metadata.managed_fields))
@@ -844,5 +946,127 @@ mod tests {
                 assert_eq!(compare_stored(old, new), want, "old {i}, new {j}");
             }
         }
+    }
+
+    /// A `FieldsV1` trie from a few keys, including the ones that make a trie non-canonical
+    /// (`"."` alone or at the root, untracked fields, non-object nodes).
+    fn trie() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            ".",
+            "f:data",
+            "f:a",
+            "f:b",
+            "f:metadata",
+            "f:labels",
+            "f:name",
+            "f:type",
+            "f:x",
+        ]);
+        let leaf = prop_oneof![
+            8 => Just(json!({})),
+            1 => Just(Value::Null),
+            1 => Just(json!({".": {}})),
+            1 => Just(json!({".": {"f:a": {}}})),
+        ];
+        leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop::collection::btree_map(key.clone(), inner, 0..4).prop_map(|m| {
+                Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            })
+        })
+    }
+
+    fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: manager.into(),
+            operation: operation.into(),
+            api_version: API_VERSION.into(),
+            time: "t0".into(),
+            fields_type: FIELDS_V1.into(),
+            fields_v1: Some(fields),
+            subresource: String::new(),
+        }
+    }
+
+    /// A Secret with data keys among `a`, `b`, `c` and maybe a label.
+    fn small_secret() -> impl Strategy<Value = Secret> {
+        let data = prop::collection::btree_map(
+            prop::sample::select(vec!["a", "b", "c"]),
+            prop::sample::select(vec!["1", "2"]),
+            0..3,
+        );
+        (data, any::<bool>()).prop_map(|(data, label)| {
+            let pairs: Vec<(&str, &str)> = data.into_iter().collect();
+            let mut s = secret(&pairs);
+            if label {
+                s.metadata.labels.insert("l".into(), "v".into());
+            }
+            s
+        })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The shortcut's test of a trie holds only for tries that come back unchanged from
+        /// their field set.
+        #[test]
+        fn a_canonical_trie_is_its_own_encoding(root in trie()) {
+            if let Value::Object(m) = &root {
+                if canonical_fields_v1(m) {
+                    let set = FieldSet::from_fields_v1(Some(&root)).stripped();
+                    prop_assert!(!set.is_empty());
+                    prop_assert_eq!(set.to_fields_v1(), root);
+                }
+            }
+        }
+
+        /// `record_update` with its shortcut gives exactly what decoding and encoding give,
+        /// whatever the earlier entries (written by keyward, by another manager, or any trie).
+        #[test]
+        fn the_shortcut_agrees_with_the_full_bookkeeping(
+            first in small_secret(),
+            second in small_secret(),
+            earlier in prop_oneof![
+                Just(None),
+                trie().prop_map(|t| Some(entry("keyward", UPDATE, t))),
+                trie().prop_map(|t| Some(entry("other", UPDATE, t))),
+                trie().prop_map(|t| Some(entry("keyward", APPLY, t))),
+            ],
+            writer in prop::sample::select(vec!["keyward", "other"]),
+            writes_earlier in any::<bool>(),
+        ) {
+            let mut old = first;
+            match earlier {
+                Some(e) => old.metadata.managed_fields = vec![e],
+                None => record_update(None, &mut old, "keyward", "t0"),
+            }
+            if writes_earlier {
+                // A second entry: the shortcut must step aside.
+                let mut again = old.clone();
+                again.data.insert("z".into(), SecretBytes::new(b"z".to_vec()));
+                record_update(Some(&old), &mut again, "third", "t1");
+                old = again;
+            }
+            let mut fast = second.clone();
+            record_update(Some(&old), &mut fast, writer, "t2");
+            let mut full = second;
+            record_update_in_full(Some(&old), &mut full, writer, "t2");
+            prop_assert_eq!(fast.metadata.managed_fields, full.metadata.managed_fields);
+        }
+    }
+
+    #[test]
+    fn the_usual_update_takes_the_shortcut() {
+        let mut old = secret(&[("a", "1")]);
+        record_update(None, &mut old, "keyward", "t1");
+        let mut new = secret(&[("a", "2")]);
+        assert!(same_owner(&old, &new, "keyward", "t2").is_some());
+        record_update(Some(&old), &mut new, "keyward", "t2");
+        assert_eq!(new.metadata.managed_fields[0].time, "t2");
+        // A new key is not owned yet: the full bookkeeping runs.
+        let newer = secret(&[("a", "2"), ("b", "3")]);
+        assert!(same_owner(&new, &newer, "keyward", "t3").is_none());
     }
 }

@@ -571,18 +571,31 @@ impl Store {
             .map_err(|e| StoreError::invalid(&name, vec![e]))?;
         let key = self.storage_key(&id.namespace, &id.name);
         loop {
-            let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
-            let cur = cur.ok_or_else(|| not_found(&id.namespace, &id.name))?;
             // The stored version, from the decoded-object cache if a write, list or watch left
-            // it there; whether it is stale is then only worked out if it matters.
-            let (old, stale) = match self.decoded.get(&cur.key, cur.mod_revision) {
-                Some(old) => (old, None),
+            // it there (then, if the backend knows the current revision from memory, its stored
+            // value is not even read); whether it is stale is then only worked out if it matters.
+            let cached = match self.backend.mod_revision_in_memory(key.as_bytes()) {
+                Some(Ok(Some(rev))) => self.decoded.get(key.as_bytes(), rev).map(|old| (rev, old)),
+                Some(Ok(None)) => return Err(not_found(&id.namespace, &id.name)),
+                Some(Err(e)) => return Err(e.into()),
+                None => None,
+            };
+            // `cur`: the stored key-value, if it was read.
+            let (cur_rev, cur, old, stale) = match cached {
+                Some((rev, old)) => (rev, None, old, None),
                 None => {
-                    let (old, stale) = self.decode_stale(&cur).await?;
-                    (Arc::new(old), Some(stale))
+                    let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
+                    let cur = cur.ok_or_else(|| not_found(&id.namespace, &id.name))?;
+                    match self.decoded.get(&cur.key, cur.mod_revision) {
+                        Some(old) => (cur.mod_revision, Some(cur), old, None),
+                        None => {
+                            let (old, stale) = self.decode_stale(&cur).await?;
+                            (cur.mod_revision, Some(cur), Arc::new(old), Some(stale))
+                        }
+                    }
                 }
             };
-            if want_rv.is_some_and(|rv| rv != cur.mod_revision) {
+            if want_rv.is_some_and(|rv| rv != cur_rev) {
                 return Err(conflict(&name));
             }
             if !s.metadata.uid.is_empty() && s.metadata.uid != old.metadata.uid {
@@ -644,9 +657,16 @@ impl Store {
                 }
             }
             if unchanged {
-                let stale = match stale {
-                    Some(stale) => stale,
-                    None => self.decode_stale(&cur).await?.1,
+                let stale = match (stale, cur) {
+                    (Some(stale), _) => stale,
+                    (None, Some(cur)) => self.decode_stale(&cur).await?.1,
+                    (None, None) => match self.backend.get(key.as_bytes(), None).await?.0 {
+                        Some(cur) if cur.mod_revision == cur_rev => {
+                            self.decode_stale(&cur).await?.1
+                        }
+                        // Changed since: start again from what is stored now.
+                        _ => continue,
+                    },
                 };
                 if !stale {
                     return Ok(Arc::unwrap_or_clone(old));
@@ -657,7 +677,7 @@ impl Store {
                 next.metadata.resource_version = old.metadata.resource_version.clone();
                 return Ok(next);
             }
-            let expect = Expect::ModRevision(cur.mod_revision);
+            let expect = Expect::ModRevision(cur_rev);
             let outcome = if deleting && next.metadata.finalizers.is_empty() {
                 // The last finalizer is gone: the delete that marked it completes now.
                 let outcome = self.backend.delete(key.as_bytes(), expect).await?;

@@ -74,7 +74,7 @@ pub(super) struct KeyState {
     /// Every version kept: the readable ones, plus those the change log's window still needs
     /// (every version at or above the compacted revision and the one before the first of them,
     /// which a replayed event names as `prev`).
-    versions: Vec<Version>,
+    versions: VecDeque<Version>,
     /// How many of the newest versions reads may see (the sled backend's retained entries).
     readable: usize,
     /// Reads of this key below this revision are compacted (0: none).
@@ -90,7 +90,7 @@ impl KeyState {
 
     /// The current version, if the key exists now.
     pub(super) fn current(&self) -> Option<&Version> {
-        self.versions.last().filter(|v| !v.is_tombstone())
+        self.versions.back().filter(|v| !v.is_tombstone())
     }
 
     /// Applies the retention rules after a change or a compaction: versions at or below the
@@ -285,7 +285,7 @@ impl Index {
         let oldest = self
             .keys
             .get(key)
-            .and_then(|s| s.versions.first())
+            .and_then(|s| s.versions.front())
             .map_or(i64::MAX, |v| v.rev);
         oldest.min(through.saturating_add(1))
     }
@@ -447,7 +447,7 @@ impl Index {
                 },
             },
         };
-        state.versions.push(version);
+        state.versions.push_back(version);
         state.readable += 1;
         self.current = rev;
         self.window.push_back(key.to_vec());
@@ -531,6 +531,11 @@ impl Index {
 
     pub(super) fn compacted_revision(&self) -> Revision {
         Revision::new(self.compacted).unwrap_or(Revision::FIRST)
+    }
+
+    /// The revision of `key`'s current version, if it exists now.
+    pub(super) fn current_rev(&self, key: &[u8]) -> Option<i64> {
+        self.keys.get(key)?.current().map(|v| v.rev)
     }
 
     /// The key's version as of `rev` (checked by [`Index::check_revision`]), if it existed.

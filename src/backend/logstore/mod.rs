@@ -576,6 +576,13 @@ impl Backend for LogBackend {
         Ok((found.map(index::Found::read).transpose()?, at))
     }
 
+    fn mod_revision_in_memory(&self, key: &[u8]) -> Option<Result<Option<Revision>, BackendError>> {
+        let answer = check_key(key)
+            .and_then(|()| self.shared.read_guard())
+            .map(|index| index.current_rev(key).and_then(Revision::new));
+        Some(answer)
+    }
+
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse, BackendError> {
         let (found, at) = {
             let index = self.shared.read_guard()?;
