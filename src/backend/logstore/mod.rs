@@ -321,7 +321,14 @@ impl Drop for LogBackend {
     }
 }
 
-/// Takes the store directory's lock (released when the file closes).
+/// How long opening waits for the directory's lock while someone else holds it. A store
+/// dropped in this process has released it (dropping joins the writer, which holds it), but a
+/// process another thread is starting holds a copy of every open file until it executes its
+/// program, the lock's file among them; that lasts well under this.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Takes the store directory's lock (released when the file closes), waiting up to
+/// [`LOCK_WAIT`] for a holder to let go.
 fn lock_dir(dir: &Path) -> Result<std::fs::File, BackendError> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
@@ -331,15 +338,21 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, BackendError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| BackendError::Io(format!("cannot open {}: {e}", path.display())))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |e| {
-            BackendError::Io(format!(
-                "could not acquire lock on {}: {e} (is another keyward using this directory?)",
-                dir.display()
-            ))
-        },
-    )?;
-    Ok(file)
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => {
+                return Err(BackendError::Io(format!(
+                    "could not acquire lock on {}: {e} (is another keyward using this directory?)",
+                    dir.display()
+                )))
+            }
+        }
+    }
 }
 
 /// Whether the last segment was never started: a crash came while it was being created, filled
