@@ -681,8 +681,8 @@ fn same_owner(
 
 /// Whether `root` is a `FieldsV1` trie that [`FieldSet::to_fields_v1`] gives back unchanged
 /// from its own (stripped) field set, and owns at least one field: every node an object; `"."`
-/// (an empty object) only beside other keys, and never at the root; no field kube-apiserver
-/// never tracks.
+/// (an empty object) only beside other keys, and never at the root; no field that
+/// kube-apiserver leaves out of field sets.
 fn canonical_fields_v1(root: &Map<String, Value>) -> bool {
     fn node<'a>(m: &'a Map<String, Value>, at: &mut Vec<&'a str>) -> bool {
         if m.is_empty() {
