@@ -46,10 +46,13 @@ pub(super) enum Op {
     Compact(Revision),
 }
 
+/// Where a request is answered.
+type Reply = oneshot::Sender<Result<WriteOutcome, BackendError>>;
+
 /// A request and where to answer it.
 pub(super) struct Request {
     pub(super) op: Op,
-    pub(super) reply: oneshot::Sender<Result<WriteOutcome, BackendError>>,
+    pub(super) reply: Reply,
 }
 
 /// A change planned into the batch being built.
@@ -143,6 +146,9 @@ impl Writer {
 
     fn process(&mut self, batch: Vec<Request>) {
         let mut planned: Vec<Planned> = Vec::new();
+        // Refused requests, answered with their batch: they may have been judged against its
+        // changes, which are not durable before its sync.
+        let mut refused: Vec<(Reply, WriteOutcome)> = Vec::new();
         let mut overlay: HashMap<Vec<u8>, Option<KeyValue>> = HashMap::new();
         for request in batch {
             if let Err(e) = self.shared.check_failed() {
@@ -151,7 +157,7 @@ impl Writer {
             }
             match request.op {
                 Op::Compact(rev) => {
-                    self.commit(std::mem::take(&mut planned));
+                    self.commit(std::mem::take(&mut planned), std::mem::take(&mut refused));
                     overlay.clear();
                     self.compact(Held::Compact(rev, request.reply));
                 }
@@ -159,30 +165,35 @@ impl Writer {
                     if planned.is_empty() {
                         self.begin_batch();
                     }
-                    self.plan(
+                    refused.extend(self.plan(
                         &mut planned,
                         &mut overlay,
                         key,
                         Some(value),
                         expect,
                         request.reply,
-                    );
+                    ));
                 }
                 Op::Delete { key, expect } => {
                     if planned.is_empty() {
                         self.begin_batch();
                     }
-                    self.plan(&mut planned, &mut overlay, key, None, expect, request.reply);
+                    refused.extend(self.plan(
+                        &mut planned,
+                        &mut overlay,
+                        key,
+                        None,
+                        expect,
+                        request.reply,
+                    ));
                 }
             }
             if self.builder.len() >= MAX_BATCH_BYTES && !planned.is_empty() {
-                self.commit(std::mem::take(&mut planned));
+                self.commit(std::mem::take(&mut planned), std::mem::take(&mut refused));
                 overlay.clear();
             }
         }
-        if !planned.is_empty() {
-            self.commit(planned);
-        }
+        self.commit(planned, refused);
         self.clean();
     }
 
@@ -192,7 +203,7 @@ impl Writer {
     }
 
     /// Works out one put or delete against the index and the batch so far; an applied change
-    /// is added to the record.
+    /// is added to the record, a refused one is returned with its answer.
     fn plan(
         &mut self,
         planned: &mut Vec<Planned>,
@@ -200,8 +211,8 @@ impl Writer {
         key: Vec<u8>,
         value: Option<Vec<u8>>,
         expect: Expect,
-        reply: oneshot::Sender<Result<WriteOutcome, BackendError>>,
-    ) {
+        reply: Reply,
+    ) -> Option<(Reply, WriteOutcome)> {
         let current = match overlay.get(&key) {
             Some(kv) => Ok(kv.clone()),
             None => self.shared.current_value(&key),
@@ -210,7 +221,7 @@ impl Writer {
             Ok(current) => current,
             Err(e) => {
                 let _ = reply.send(Err(e));
-                return;
+                return None;
             }
         };
         let holds = match expect {
@@ -219,12 +230,10 @@ impl Writer {
             Expect::ModRevision(r) => current.as_ref().is_some_and(|kv| kv.mod_revision == r),
         };
         if !holds {
-            let _ = reply.send(Ok(WriteOutcome::Conflict { current }));
-            return;
+            return Some((reply, WriteOutcome::Conflict { current }));
         }
         if value.is_none() && current.is_none() {
-            let _ = reply.send(Ok(WriteOutcome::NotFound));
-            return;
+            return Some((reply, WriteOutcome::NotFound));
         }
         let rev = self.first + i64::from(self.builder.count());
         let create = current
@@ -254,11 +263,16 @@ impl Writer {
             prev: current,
             reply,
         });
+        None
     }
 
-    /// Appends the planned batch, syncs it, publishes it and answers.
-    fn commit(&mut self, planned: Vec<Planned>) {
+    /// Appends the planned batch, syncs it, publishes it and answers, the refused requests
+    /// last (with the batch's error if it failed).
+    fn commit(&mut self, planned: Vec<Planned>, refused: Vec<(Reply, WriteOutcome)>) {
         if planned.is_empty() {
+            for (reply, outcome) in refused {
+                let _ = reply.send(Ok(outcome));
+            }
             return;
         }
         let record_len = self.builder.len() as u64;
@@ -274,8 +288,9 @@ impl Writer {
             .and_then(|()| self.sync());
         if let Err(e) = result {
             self.shared.fail(&e);
-            for p in planned {
-                let _ = p.reply.send(Err(BackendError::Io(e.to_string())));
+            let replies = planned.into_iter().map(|p| p.reply);
+            for reply in replies.chain(refused.into_iter().map(|(reply, _)| reply)) {
+                let _ = reply.send(Err(BackendError::Io(e.to_string())));
             }
             return;
         }
@@ -324,6 +339,9 @@ impl Writer {
         }
         for (reply, revision, prev) in answers {
             let _ = reply.send(Ok(WriteOutcome::Applied { revision, prev }));
+        }
+        for (reply, outcome) in refused {
+            let _ = reply.send(Ok(outcome));
         }
     }
 
