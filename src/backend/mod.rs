@@ -15,6 +15,7 @@
 
 pub mod etcd;
 mod files;
+mod follow;
 mod frame;
 pub mod legacy;
 pub mod logstore;

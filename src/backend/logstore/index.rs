@@ -692,10 +692,6 @@ pub(super) struct PendingEvent {
 }
 
 impl PendingEvent {
-    pub(super) fn rev(&self) -> i64 {
-        self.version.rev
-    }
-
     /// The event, reading its values.
     pub(super) fn read(self) -> Result<Event, BackendError> {
         let value = match &self.file {

@@ -71,6 +71,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{broadcast, oneshot};
 
 use super::files::{sync_path, zero_filled};
+use super::follow::{self, WATCH_BROADCAST_CAPACITY};
 use super::{
     check_key, AtomicHistogram, Backend, BackendError, Event, Expect, KeyValue, RangeRequest,
     RangeResponse, Revision, WatchStream, WriteOutcome, WriterStats, BATCH_SIZE_BOUNDS,
@@ -78,7 +79,6 @@ use super::{
 };
 use format::{any_record_after, check_header, list_segments, scan, ReadRecord, HEADER_LEN};
 use index::{Change, Index, Loc};
-use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
 use writer::{io_error, open_rw, Head, Op, Request, Writer, FIRST_SEGMENT_BYTES};
 
 /// Retention settings of a [`LogBackend`].
@@ -672,15 +672,8 @@ impl Backend for LogBackend {
                 compacted,
             });
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_STREAM_CAPACITY);
-        let task = WatchTask {
-            shared: Arc::downgrade(&self.shared),
-            prefix: prefix.to_vec(),
-            next: watch::start(from, current),
-            tx,
-        };
-        tokio::spawn(task.run(live, current));
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        let next = watch::start(from, current);
+        Ok(follow::spawn(&self.shared, live, prefix, next, current))
     }
 
     async fn current_revision(&self) -> Result<Revision, BackendError> {

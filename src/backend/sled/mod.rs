@@ -156,6 +156,7 @@ use std::thread::JoinHandle;
 use ::sled::{Batch, Tree};
 use tokio::sync::{broadcast, oneshot};
 
+use super::follow::{self, WATCH_BROADCAST_CAPACITY};
 use super::{
     check_key, AtomicHistogram, AtomicRevision, Backend, BackendError, Event, Expect, KeyValue,
     RangeRequest, RangeResponse, Revision, WatchStream, WriteOutcome, BATCH_SIZE_BOUNDS,
@@ -167,7 +168,6 @@ use layers::{Layers, TreeId};
 use redo::Redo;
 use retention::{prune_all_history, prune_log};
 use wal::WalDir;
-use watch::{WatchTask, WATCH_BROADCAST_CAPACITY, WATCH_STREAM_CAPACITY};
 use writer::{Applier, Request, WriteOp, WriteRequest, Writer};
 
 /// The on-disk format version this build writes and reads: 2 adds the write-ahead log; 3 keeps
@@ -848,16 +848,14 @@ impl Backend for SledBackend {
             Some(from) => from,
             None => current.next().ok_or_else(revision_overflow)?,
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_STREAM_CAPACITY);
-        let task = WatchTask {
-            shared: Arc::downgrade(shared),
-            prefix: prefix.to_vec(),
-            next,
-            tx,
-        };
         // Replay up to the revision read after subscribing; later changes arrive live.
-        tokio::spawn(task.run(live, current));
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(follow::spawn(
+            shared,
+            live,
+            prefix,
+            next.get(),
+            current.get(),
+        ))
     }
 
     async fn current_revision(&self) -> Result<Revision, BackendError> {

@@ -1,0 +1,158 @@
+//! The watch task both embedded engines run: it replays the logged changes after a revision,
+//! then follows the writer's live events, with no gap and no duplicate; a watcher that falls
+//! behind the live channel replays what it missed. Each engine says how its logged changes
+//! are read ([`Replay`]).
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::{BackendError, Event, WatchStream};
+
+/// Batches of events kept for live watchers before a slow one lags (and then replays).
+pub(super) const WATCH_BROADCAST_CAPACITY: usize = 1024;
+/// Events buffered between a watch's task and its stream.
+const WATCH_STREAM_CAPACITY: usize = 256;
+
+/// An engine's logged changes, as a watch replays them.
+pub(super) trait Replay: Send + Sync + 'static {
+    /// The logged changes from revision `next` on, up to `upto` (both logged), at most a chunk
+    /// of them: the events of keys starting with `prefix`, in revision order, and the last
+    /// revision the chunk covered (at least `next`).
+    fn replay(
+        &self,
+        next: i64,
+        upto: i64,
+        prefix: &[u8],
+    ) -> Result<(Vec<Event>, i64), BackendError>;
+
+    /// The current revision (every change up to it is logged).
+    fn current(&self) -> i64;
+
+    /// The error a watch ends with once the store is closed.
+    fn closed() -> BackendError;
+}
+
+/// Starts a watch of the keys starting with `prefix`: replays the changes from `next` up to
+/// `upto`, then follows `live`, which must have been subscribed before `upto` was read.
+pub(super) fn spawn<S: Replay>(
+    shared: &Arc<S>,
+    live: broadcast::Receiver<Arc<Vec<Event>>>,
+    prefix: &[u8],
+    next: i64,
+    upto: i64,
+) -> WatchStream {
+    let (tx, rx) = mpsc::channel(WATCH_STREAM_CAPACITY);
+    let task = WatchTask {
+        shared: Arc::downgrade(shared),
+        prefix: prefix.to_vec(),
+        next,
+        tx,
+    };
+    tokio::spawn(task.run(live, upto));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Feeds one watch stream.
+struct WatchTask<S> {
+    /// Weak, so that an idle watch does not keep the store open after the backend is dropped.
+    shared: Weak<S>,
+    prefix: Vec<u8>,
+    /// The revision after the last one delivered (or skipped by the prefix filter).
+    next: i64,
+    tx: mpsc::Sender<Result<Event, BackendError>>,
+}
+
+/// Why a watch task stops.
+enum Stop {
+    /// The stream was dropped.
+    Dropped,
+    /// The stream ends with this error.
+    Error(BackendError),
+}
+
+impl<S: Replay> WatchTask<S> {
+    async fn run(mut self, mut live: broadcast::Receiver<Arc<Vec<Event>>>, upto: i64) {
+        let stop = match self.follow(&mut live, upto).await {
+            Ok(never) => match never {},
+            Err(stop) => stop,
+        };
+        if let Stop::Error(e) = stop {
+            // The consumer may not be reading; do not wait for room.
+            let _ = self.tx.try_send(Err(e));
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        live: &mut broadcast::Receiver<Arc<Vec<Event>>>,
+        upto: i64,
+    ) -> Result<std::convert::Infallible, Stop> {
+        self.catch_up(upto).await?;
+        loop {
+            let received = tokio::select! {
+                _ = self.tx.closed() => return Err(Stop::Dropped),
+                received = live.recv() => received,
+            };
+            match received {
+                Ok(batch) => {
+                    for event in batch.iter() {
+                        let rev = event.kv.mod_revision.get();
+                        if rev < self.next {
+                            continue;
+                        }
+                        if rev > self.next {
+                            self.catch_up(rev - 1).await?;
+                        }
+                        self.deliver(event.clone()).await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let upto = self.upgrade()?.current();
+                    self.catch_up(upto).await?;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(Stop::Error(S::closed())),
+            }
+        }
+    }
+
+    fn upgrade(&self) -> Result<Arc<S>, Stop> {
+        self.shared
+            .upgrade()
+            .ok_or_else(|| Stop::Error(S::closed()))
+    }
+
+    async fn deliver(&mut self, event: Event) -> Result<(), Stop> {
+        self.next = after(event.kv.mod_revision.get())?;
+        if event.kv.key.starts_with(&self.prefix) {
+            self.tx.send(Ok(event)).await.map_err(|_| Stop::Dropped)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers every logged change in `next ..= upto`, a chunk at a time.
+    async fn catch_up(&mut self, upto: i64) -> Result<(), Stop> {
+        while self.next <= upto {
+            let (events, covered) = {
+                let shared = self.upgrade()?;
+                shared
+                    .replay(self.next, upto, &self.prefix)
+                    .map_err(Stop::Error)?
+            };
+            for event in events {
+                self.deliver(event).await?;
+            }
+            self.next = self.next.max(after(covered)?);
+        }
+        Ok(())
+    }
+}
+
+/// The revision after `rev`.
+fn after(rev: i64) -> Result<i64, Stop> {
+    rev.checked_add(1).ok_or_else(|| {
+        Stop::Error(BackendError::Corrupt(
+            "revision counter overflow".to_string(),
+        ))
+    })
+}
