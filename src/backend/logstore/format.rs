@@ -102,14 +102,27 @@ pub(super) struct RecordBuilder {
 }
 
 impl RecordBuilder {
-    /// Starts a batch whose first change gets revision `first`.
-    pub(super) fn begin_batch(&mut self, first: i64) {
+    /// Starts a record of `kind`: room for the framing, then the kind.
+    fn start(&mut self, kind: u8) {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; FRAME_LEN]);
-        self.buf.push(KIND_BATCH);
+        self.buf.push(kind);
+        self.count = 0;
+    }
+
+    /// Adds a value with its length; returns its offset from the record's start.
+    fn value(&mut self, value: &[u8]) -> usize {
+        self.buf.extend_from_slice(&len32(value).to_be_bytes());
+        let at = self.buf.len();
+        self.buf.extend_from_slice(value);
+        at
+    }
+
+    /// Starts a batch whose first change gets revision `first`.
+    pub(super) fn begin_batch(&mut self, first: i64) {
+        self.start(KIND_BATCH);
         self.buf.extend_from_slice(&first.to_be_bytes());
         self.buf.extend_from_slice(&[0; 4]);
-        self.count = 0;
     }
 
     /// Adds a put (the key's create revision and version after it); returns the value's
@@ -119,9 +132,7 @@ impl RecordBuilder {
         put_len_bytes(&mut self.buf, key);
         self.buf.extend_from_slice(&create.to_be_bytes());
         self.buf.extend_from_slice(&version.to_be_bytes());
-        self.buf.extend_from_slice(&len32(value).to_be_bytes());
-        let at = self.buf.len();
-        self.buf.extend_from_slice(value);
+        let at = self.value(value);
         self.count += 1;
         at
     }
@@ -144,24 +155,19 @@ impl RecordBuilder {
 
     /// A compaction record.
     pub(super) fn compaction(&mut self, revision: i64) -> &[u8] {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; FRAME_LEN]);
-        self.buf.push(KIND_COMPACT);
+        self.start(KIND_COMPACT);
         self.buf.extend_from_slice(&revision.to_be_bytes());
         self.frame()
     }
 
     /// Starts a relocation record for segment `victim` (see the module docs).
     pub(super) fn begin_relocation(&mut self, victim: u32, through: i64, compacted: i64) {
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0; FRAME_LEN]);
-        self.buf.push(KIND_RELOCATE);
+        self.start(KIND_RELOCATE);
         self.buf.extend_from_slice(&victim.to_be_bytes());
         self.buf.push(0);
         self.buf.extend_from_slice(&through.to_be_bytes());
         self.buf.extend_from_slice(&compacted.to_be_bytes());
         self.buf.extend_from_slice(&[0; 4]);
-        self.count = 0;
     }
 
     /// Adds a moved version; returns its value's offset from the record's start.
@@ -171,9 +177,7 @@ impl RecordBuilder {
         for n in [floor, meta.rev, meta.create, meta.version] {
             self.buf.extend_from_slice(&n.to_be_bytes());
         }
-        self.buf.extend_from_slice(&len32(value).to_be_bytes());
-        let at = self.buf.len();
-        self.buf.extend_from_slice(value);
+        let at = self.value(value);
         self.count += 1;
         at
     }

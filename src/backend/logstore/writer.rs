@@ -155,39 +155,27 @@ impl Writer {
                 let _ = request.reply.send(Err(e));
                 continue;
             }
-            match request.op {
+            let (key, value, expect) = match request.op {
                 Op::Compact(rev) => {
                     self.commit(std::mem::take(&mut planned), std::mem::take(&mut refused));
                     overlay.clear();
                     self.compact(Held::Compact(rev, request.reply));
+                    continue;
                 }
-                Op::Put { key, value, expect } => {
-                    if planned.is_empty() {
-                        self.begin_batch();
-                    }
-                    refused.extend(self.plan(
-                        &mut planned,
-                        &mut overlay,
-                        key,
-                        Some(value),
-                        expect,
-                        request.reply,
-                    ));
-                }
-                Op::Delete { key, expect } => {
-                    if planned.is_empty() {
-                        self.begin_batch();
-                    }
-                    refused.extend(self.plan(
-                        &mut planned,
-                        &mut overlay,
-                        key,
-                        None,
-                        expect,
-                        request.reply,
-                    ));
-                }
+                Op::Put { key, value, expect } => (key, Some(value), expect),
+                Op::Delete { key, expect } => (key, None, expect),
+            };
+            if planned.is_empty() {
+                self.begin_batch();
             }
+            refused.extend(self.plan(
+                &mut planned,
+                &mut overlay,
+                key,
+                value,
+                expect,
+                request.reply,
+            ));
             if self.builder.len() >= MAX_BATCH_BYTES && !planned.is_empty() {
                 self.commit(std::mem::take(&mut planned), std::mem::take(&mut refused));
                 overlay.clear();
