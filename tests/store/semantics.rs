@@ -1238,12 +1238,13 @@ async fn contended_writes_lose_nothing(srv: TestStore) {
         }));
     }
     // A reader meanwhile: a counter never goes back.
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let reader = {
         let mut c = srv.client().await;
+        let writing = writing.clone();
         tokio::spawn(async move {
             let mut seen = [0u64; COUNTERS];
-            let want = (INCREMENTERS * INCREMENTS) as u64;
-            while seen.iter().sum::<u64>() < want {
+            while writing.load(std::sync::atomic::Ordering::SeqCst) {
                 for (i, seen) in seen.iter_mut().enumerate() {
                     let s = get(&mut c, ns, &format!("c{i}")).await.unwrap();
                     let n: u64 = std::str::from_utf8(&s.data["n"]).unwrap().parse().unwrap();
@@ -1257,6 +1258,7 @@ async fn contended_writes_lose_nothing(srv: TestStore) {
     for t in tasks {
         acked.extend(t.await.unwrap());
     }
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
     reader.await.unwrap();
     acked.sort_by_key(|(rv, ..)| *rv);
     let revisions: std::collections::BTreeSet<i64> = acked.iter().map(|(rv, ..)| *rv).collect();
