@@ -180,6 +180,15 @@ async fn python_client_writes() {
     python_async(w.kubeconfig.clone(), vec!["write".into(), "py".into()]).await;
 }
 
+/// Many Python clients at once: read-modify-replace of one Secret and merge patches of another
+/// (`contend` in kube_client.py): no acknowledged write lost or applied twice, and a watch gives
+/// exactly the acknowledged writes in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_contending_lose_no_write() {
+    let w = start(100_000).await;
+    python_async(w.kubeconfig.clone(), vec!["contend".into(), "race".into()]).await;
+}
+
 /// The Python client's read-modify-replace sends back every time it read with a `+00:00`
 /// offset (and would send fractions): the server keeps them as kube-apiserver does, whole
 /// seconds in UTC, so the Secret is still stored in kube-apiserver's protobuf encoding.

@@ -10,6 +10,11 @@ MODE:
                  event (410 Expired) is raised as ApiException(status=410).
   write NS       create (no Content-Type, as the client sends it), patch (strategic merge and
                  JSON patch), replace (with a stale resourceVersion: 409), delete.
+  contend NS     many clients at once: read-modify-replace of one counter (409 on a stale
+                 resourceVersion, then read again), merge patches of another Secret without a
+                 resourceVersion (the server retries its own conflicts); every acknowledged
+                 write is in the final state exactly once, and a watch from before them gives
+                 exactly the acknowledged writes in order.
   times NS       read, modify and replace a Secret two managers wrote (the client sends every
                  time it read back with a "+00:00" offset): the times come back as
                  kube-apiserver writes them (whole seconds, "Z"), each manager's unchanged but
@@ -18,6 +23,7 @@ MODE:
 Prints "ok" on success; any failed check raises.
 """
 
+import base64
 import json
 import re
 import sys
@@ -117,6 +123,76 @@ def write(v1, ns):
     expect_status(lambda: v1.read_namespaced_secret("py", ns), 404)
 
 
+def contend(_v1, ns, replacers=6, increments=12, patchers=4, patches=10):
+    new = client.CoreV1Api  # one client (and connection pool) per thread
+    first = new().create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="counter"), string_data={"n": "0"}))
+    new().create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="bag"), string_data={"-": "-"}))
+    start = new().read_namespaced_secret("bag", ns).metadata.resource_version
+    assert int(start) > int(first.metadata.resource_version)
+    acked, errors, lock = [], [], threading.Lock()
+
+    def replacer():
+        v1 = new()
+        for _ in range(increments):
+            while True:
+                cur = v1.read_namespaced_secret("counter", ns)
+                n = int(base64.b64decode(cur.data["n"]))
+                cur.data = {"n": base64.b64encode(str(n + 1).encode()).decode()}
+                try:
+                    done = v1.replace_namespaced_secret("counter", ns, cur)
+                except ApiException as e:
+                    assert e.status == 409 and "the object has been modified" in e.body, (e.status, e.body)
+                    continue
+                assert int(base64.b64decode(done.data["n"])) == n + 1, done.data
+                with lock:
+                    acked.append((int(done.metadata.resource_version), "counter", dict(done.data)))
+                break
+
+    def patcher(t):
+        v1 = new()
+        for i in range(patches):
+            key = "t%d-%d" % (t, i)
+            done = v1.patch_namespaced_secret("bag", ns, {"stringData": {key: key}})
+            assert base64.b64decode(done.data[key]).decode() == key, done.data
+            with lock:
+                acked.append((int(done.metadata.resource_version), "bag", dict(done.data)))
+
+    def guarded(fn, *args):
+        try:
+            fn(*args)
+        except BaseException as e:  # reported by the main thread
+            with lock:
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=guarded, args=(replacer,)) for _ in range(replacers)]
+    threads += [threading.Thread(target=guarded, args=(patcher, t)) for t in range(patchers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    acked.sort(key=lambda a: a[0])
+    assert len({a[0] for a in acked}) == len(acked), "two writes acknowledged at one resourceVersion"
+    v1 = new()
+    counter = v1.read_namespaced_secret("counter", ns)
+    assert base64.b64decode(counter.data["n"]) == str(replacers * increments).encode(), counter.data
+    bag = v1.read_namespaced_secret("bag", ns)
+    want = {"t%d-%d" % (t, i) for t in range(patchers) for i in range(patches)} | {"-"}
+    assert set(bag.data) == want, sorted(set(bag.data) ^ want)
+    # Replayed from before the writes: exactly the acknowledged ones, in order, as written.
+    events = []
+    w = watch.Watch()
+    for ev in w.stream(v1.list_namespaced_secret, ns, resource_version=start, timeout_seconds=20):
+        o = ev["object"]
+        events.append((int(o.metadata.resource_version), o.metadata.name, dict(o.data)))
+        assert ev["type"] == "MODIFIED", (ev["type"], events[-1][:2])
+        if len(events) == len(acked):
+            w.stop()
+    assert events == acked, (len(events), len(acked))
+
+
 def raw_secret(v1, ns, name):
     """The Secret's JSON as the server sent it (the client's models would parse the times)."""
     resp = v1.read_namespaced_secret(name, ns, _preload_content=False)
@@ -155,6 +231,8 @@ def main():
         write(v1, sys.argv[3])
     elif mode == "times":
         times(v1, sys.argv[3])
+    elif mode == "contend":
+        contend(v1, sys.argv[3])
     else:
         raise SystemExit("unknown mode " + mode)
     print("ok")
