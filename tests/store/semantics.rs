@@ -1290,6 +1290,70 @@ async fn contended_writes_lose_nothing(srv: TestStore) {
     assert_eq!(events, acked);
 }
 
+/// Clients racing to create, then to delete, one name: each time exactly one wins and every
+/// other gets `AlreadyExists` or `NotFound`; the winner's object is the one stored.
+async fn racing_creates_and_deletes_have_one_winner(srv: TestStore) {
+    const CLIENTS: usize = 6;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(srv.client().await);
+    }
+    for round in 0..8 {
+        let creates: Vec<_> = clients
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, mut c)| {
+                tokio::spawn(async move {
+                    let who = format!("{round}-{i}");
+                    create(&mut c, secret("dup", "x", &[("who", who.as_bytes())])).await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for r in creates {
+            match r.await.unwrap() {
+                Ok(s) => won.push(s),
+                Err(e) => assert_eq!(e.code(), Code::AlreadyExists, "{e:?}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: {} creates won", won.len());
+        let mut c = clients[0].clone();
+        let stored = get(&mut c, "dup", "x").await.unwrap();
+        assert_eq!((rv(&stored), &stored.data), (rv(&won[0]), &won[0].data));
+
+        let deletes: Vec<_> = clients
+            .iter()
+            .cloned()
+            .map(|mut c| {
+                tokio::spawn(async move {
+                    c.delete(pb::DeleteRequest {
+                        namespace: "dup".into(),
+                        name: "x".into(),
+                        ..Default::default()
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut deleted = 0;
+        for r in deletes {
+            match r.await.unwrap() {
+                Ok(gone) => {
+                    deleted += 1;
+                    assert_eq!(gone.into_inner().data, stored.data);
+                }
+                Err(e) => assert_eq!(e.code(), Code::NotFound, "{e:?}"),
+            }
+        }
+        assert_eq!(deleted, 1, "round {round}: {deleted} deletes won");
+        assert_eq!(
+            get(&mut c, "dup", "x").await.unwrap_err().code(),
+            Code::NotFound
+        );
+    }
+}
+
 /// Runs each case, with `--history N`, on sled (`<case>::sled`), on the log-structured engine
 /// (`<case>::log`) and on a real etcd server (`<case>::etcd`), with optional attributes for the
 /// etcd run.
@@ -1333,4 +1397,5 @@ on_sled_and_etcd! {
     raw_view_restart_and_no_plaintext_on_disk(10);
     encryption_service_reports_coverage_and_migrates(10);
     contended_writes_lose_nothing(10);
+    racing_creates_and_deletes_have_one_winner(10);
 }
