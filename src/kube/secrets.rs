@@ -22,8 +22,6 @@ use crate::store::{Preconditions, ResourceVersion, Secret, Selector, StoreError}
 
 /// Most operations a JSON patch may carry (kube-apiserver's `maxJSONPatchOperations`).
 const MAX_JSON_PATCH_OPS: usize = 10_000;
-/// How often a patch is retried when the object changed under it.
-const PATCH_RETRIES: usize = 5;
 
 /// The four patch types.
 const PATCH_TYPES: [&str; 4] = [
@@ -245,9 +243,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             patch_doc.as_array().map_or(0, Vec::len)
         )));
     }
-    let mut attempt = 0;
     loop {
-        attempt += 1;
         let live = match access
             .read_for_write(&req.ctx, WriteVerb::Patch, &id.namespace, &id.name)
             .await
@@ -301,8 +297,11 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
                     warnings,
                 })
             }
-            Err(AccessError::Store(StoreError::Conflict { .. }))
-                if ours && attempt < PATCH_RETRIES => {}
+            // The object changed between the read and the write: patch the new version, as
+            // kube-apiserver's GuaranteedUpdate does, for as long as that happens (each time,
+            // another write was applied). A patch that names its own resourceVersion is
+            // refused instead.
+            Err(AccessError::Store(e)) if ours && e.is_modified() => {}
             Err(e) => return Err(e.into()),
         }
     }

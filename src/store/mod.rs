@@ -150,6 +150,12 @@ impl From<BackendError> for StoreError {
 }
 
 impl StoreError {
+    /// Whether this is a write that lost the optimistic lock ([`MODIFIED`]): done again on the
+    /// current version, it may apply. Failed uid or resourceVersion preconditions are not.
+    pub fn is_modified(&self) -> bool {
+        matches!(self, StoreError::Conflict { reason, .. } if reason == MODIFIED)
+    }
+
     /// [`StoreError::Invalid`]: the request about Secret `name` breaks `errors` (in the order
     /// kube-apiserver reports them).
     pub fn invalid(name: &str, errors: Vec<FieldError>) -> StoreError {
@@ -1027,9 +1033,14 @@ fn not_found(namespace: &Namespace, name: &SecretName) -> StoreError {
     }
 }
 
+/// The reason of a [`StoreError::Conflict`] whose write lost the optimistic lock: the object
+/// changed since the version it was based on (kube-apiserver's `OptimisticLockErrorMsg`).
+pub const MODIFIED: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
+
 fn conflict(name: &str) -> StoreError {
     StoreError::Conflict {
         name: name.to_owned(),
-        reason: "the object has been modified; please apply your changes to the latest version and try again".into(),
+        reason: MODIFIED.into(),
     }
 }

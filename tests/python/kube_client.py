@@ -12,9 +12,13 @@ MODE:
                  JSON patch), replace (with a stale resourceVersion: 409), delete.
   contend NS     many clients at once: read-modify-replace of one counter (409 on a stale
                  resourceVersion, then read again), merge patches of another Secret without a
-                 resourceVersion (the server retries its own conflicts); every acknowledged
+                 resourceVersion (the server retries its own conflicts), server-side apply of
+                 one key per field manager to that Secret; every acknowledged
                  write is in the final state exactly once, and a watch from before them gives
                  exactly the acknowledged writes in order.
+  patch-storm NS upstream's TestPatchConflicts: 100 strategic merge patches of one Secret at
+                 once (a label each, and a `$patch: delete` of one ownerReference each); all
+                 succeed, each effective.
   times NS       read, modify and replace a Secret two managers wrote (the client sends every
                  time it read back with a "+00:00" offset): the times come back as
                  kube-apiserver writes them (whole seconds, "Z"), each manager's unchanged but
@@ -123,7 +127,7 @@ def write(v1, ns):
     expect_status(lambda: v1.read_namespaced_secret("py", ns), 404)
 
 
-def contend(_v1, ns, replacers=6, increments=12, patchers=4, patches=10):
+def contend(_v1, ns, replacers=6, increments=12, patchers=4, patches=10, appliers=3):
     new = client.CoreV1Api  # one client (and connection pool) per thread
     first = new().create_namespaced_secret(
         ns, client.V1Secret(metadata=client.V1ObjectMeta(name="counter"), string_data={"n": "0"}))
@@ -164,10 +168,24 @@ def contend(_v1, ns, replacers=6, increments=12, patchers=4, patches=10):
             fn(*args)
         except BaseException as e:  # reported by the main thread
             with lock:
-                errors.append(repr(e))
+                errors.append(repr(e) + " " + str(getattr(e, "body", "")))
+
+    def applier(t):
+        # Server-side apply, one field manager per thread, each owning its own key of "bag".
+        v1 = new()
+        for i in range(patches):
+            key, value = "a%d" % t, "%d-%d" % (t, i)
+            body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bag"},
+                    "stringData": {key: value}}
+            done = v1.patch_namespaced_secret("bag", ns, body, field_manager="applier-%d" % t,
+                                              _content_type="application/apply-patch+yaml")
+            assert base64.b64decode(done.data[key]).decode() == value, done.data
+            with lock:
+                acked.append((int(done.metadata.resource_version), "bag", dict(done.data)))
 
     threads = [threading.Thread(target=guarded, args=(replacer,)) for _ in range(replacers)]
     threads += [threading.Thread(target=guarded, args=(patcher, t)) for t in range(patchers)]
+    threads += [threading.Thread(target=guarded, args=(applier, t)) for t in range(appliers)]
     for t in threads:
         t.start()
     for t in threads:
@@ -180,7 +198,13 @@ def contend(_v1, ns, replacers=6, increments=12, patchers=4, patches=10):
     assert base64.b64decode(counter.data["n"]) == str(replacers * increments).encode(), counter.data
     bag = v1.read_namespaced_secret("bag", ns)
     want = {"t%d-%d" % (t, i) for t in range(patchers) for i in range(patches)} | {"-"}
+    want |= {"a%d" % t for t in range(appliers)}
     assert set(bag.data) == want, sorted(set(bag.data) ^ want)
+    for t in range(appliers):
+        assert base64.b64decode(bag.data["a%d" % t]).decode() == "%d-%d" % (t, patches - 1), bag.data
+    managers = {m.manager: m.operation for m in bag.metadata.managed_fields}
+    for t in range(appliers):
+        assert managers.get("applier-%d" % t) == "Apply", managers
     # Replayed from before the writes: exactly the acknowledged ones, in order, as written.
     events = []
     w = watch.Watch()
@@ -191,6 +215,38 @@ def contend(_v1, ns, replacers=6, increments=12, patchers=4, patches=10):
         if len(events) == len(acked):
             w.stop()
     assert events == acked, (len(events), len(acked))
+
+
+def patch_storm(_v1, ns, n=100):
+    uids = ["00000000-0000-4000-8000-%012d" % i for i in range(n)]
+    refs = [client.V1OwnerReference(api_version="example.com/v1", kind="Foo", name="owner-%d" % i, uid=u)
+            for i, u in enumerate(uids)]
+    client.CoreV1Api().create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="test", owner_references=refs)))
+    errors, lock = [], threading.Lock()
+
+    def one(i):
+        try:
+            label, value = "label-%d" % i, "value-%d" % i
+            body = {"metadata": {"labels": {label: value},
+                                 "ownerReferences": [{"$patch": "delete", "uid": uids[i]}]}}
+            got = client.CoreV1Api().patch_namespaced_secret(
+                "test", ns, body, _content_type="application/strategic-merge-patch+json")
+            assert got.metadata.labels[label] == value, got.metadata.labels
+            assert all(r.uid != uids[i] for r in got.metadata.owner_references or []), i
+        except BaseException as e:
+            with lock:
+                errors.append("%d: %r %s" % (i, e, getattr(e, "body", "")))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    final = client.CoreV1Api().read_namespaced_secret("test", ns)
+    assert final.metadata.labels == {"label-%d" % i: "value-%d" % i for i in range(n)}, final.metadata.labels
+    assert not final.metadata.owner_references, final.metadata.owner_references
 
 
 def raw_secret(v1, ns, name):
@@ -233,6 +289,8 @@ def main():
         times(v1, sys.argv[3])
     elif mode == "contend":
         contend(v1, sys.argv[3])
+    elif mode == "patch-storm":
+        patch_storm(v1, sys.argv[3])
     else:
         raise SystemExit("unknown mode " + mode)
     print("ok")
