@@ -214,6 +214,19 @@ async fn a_hundred_concurrent_patches_all_succeed() {
     .await;
 }
 
+/// Ten clients at once each remove their own finalizer from a Secret being deleted: all succeed
+/// and the last removal deletes it; fifty concurrent creates with `generateName` get fifty
+/// names (`finalizers` in kube_client.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_finalizer_removals_and_generated_names() {
+    let w = start_with(100_000, |kube| {
+        kube.conn.max_per_address = 128;
+        kube.limits.max_in_flight_per_client = 128;
+    })
+    .await;
+    python_async(w.kubeconfig.clone(), vec!["finalizers".into(), "fin".into()]).await;
+}
+
 /// The Python client's read-modify-replace sends back every time it read with a `+00:00`
 /// offset (and would send fractions): the server keeps them as kube-apiserver does, whole
 /// seconds in UTC, so the Secret is still stored in kube-apiserver's protobuf encoding.

@@ -19,6 +19,10 @@ MODE:
   patch-storm NS upstream's TestPatchConflicts: 100 strategic merge patches of one Secret at
                  once (a label each, and a `$patch: delete` of one ownerReference each); all
                  succeed, each effective.
+  finalizers NS  a Secret with ten finalizers is deleted (marked), then ten clients at once
+                 each remove their own finalizer with a strategic merge patch: all succeed and
+                 the last removal deletes it; fifty concurrent creates with generateName all
+                 succeed with distinct names.
   times NS       read, modify and replace a Secret two managers wrote (the client sends every
                  time it read back with a "+00:00" offset): the times come back as
                  kube-apiserver writes them (whole seconds, "Z"), each manager's unchanged but
@@ -249,6 +253,48 @@ def patch_storm(_v1, ns, n=100):
     assert not final.metadata.owner_references, final.metadata.owner_references
 
 
+def finalizers(_v1, ns, n=10, generated=50):
+    v1 = client.CoreV1Api()
+    names = ["example.com/f%d" % i for i in range(n)]
+    v1.create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="held", finalizers=names)))
+    v1.delete_namespaced_secret("held", ns)
+    marked = v1.read_namespaced_secret("held", ns)
+    assert marked.metadata.deletion_timestamp and marked.metadata.finalizers == names, marked.metadata
+    errors, lock, made = [], threading.Lock(), []
+
+    def release(i):
+        try:
+            body = {"metadata": {"$deleteFromPrimitiveList/finalizers": [names[i]]}}
+            client.CoreV1Api().patch_namespaced_secret(
+                "held", ns, body, _content_type="application/strategic-merge-patch+json")
+        except ApiException as e:
+            # None may fail: the object is deleted by the last removal, after every other.
+            with lock:
+                errors.append("%d: %s %s" % (i, e.status, e.body))
+
+    def generate(i):
+        try:
+            s = client.CoreV1Api().create_namespaced_secret(
+                ns, client.V1Secret(metadata=client.V1ObjectMeta(generate_name="gen-"), string_data={"i": str(i)}))
+            with lock:
+                made.append(s.metadata.name)
+        except BaseException as e:
+            with lock:
+                errors.append("generate %d: %r %s" % (i, e, getattr(e, "body", "")))
+
+    threads = [threading.Thread(target=release, args=(i,)) for i in range(n)]
+    threads += [threading.Thread(target=generate, args=(i,)) for i in range(generated)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    expect_status(lambda: v1.read_namespaced_secret("held", ns), 404)
+    assert len(made) == generated and len(set(made)) == generated, made
+    assert all(re.match(r"^gen-[a-z0-9]{5}$", m) for m in made), made
+
+
 def raw_secret(v1, ns, name):
     """The Secret's JSON as the server sent it (the client's models would parse the times)."""
     resp = v1.read_namespaced_secret(name, ns, _preload_content=False)
@@ -291,6 +337,8 @@ def main():
         contend(v1, sys.argv[3])
     elif mode == "patch-storm":
         patch_storm(v1, sys.argv[3])
+    elif mode == "finalizers":
+        finalizers(v1, sys.argv[3])
     else:
         raise SystemExit("unknown mode " + mode)
     print("ok")
