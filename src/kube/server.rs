@@ -604,8 +604,21 @@ fn action(m: &Method) -> &'static str {
 }
 
 fn json_response(r: Reply) -> Response<Body> {
+    // A Status that says when to retry also says it in `Retry-After`, as kube-apiserver's
+    // in-flight limits do: client-go (kubectl, controllers) retries a 429 only with that header.
+    let retry_after = match &r {
+        Reply::Status(s) => s.details.as_ref().map_or(0, |d| d.retry_after_seconds),
+        _ => 0,
+    };
     let (code, content_type, body, warnings) = r.into_parts();
-    respond(code, content_type, body, &warnings)
+    let mut resp = respond(code, content_type, body, &warnings);
+    if retry_after > 0 {
+        resp.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(retry_after),
+        );
+    }
+    resp
 }
 
 fn respond(code: u16, content_type: &str, body: Bytes, warnings: &[String]) -> Response<Body> {

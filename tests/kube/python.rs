@@ -172,7 +172,7 @@ async fn http_status_limits_and_watch_framing() {
         "keyward_kube_requests_total{verb=\"get\",code=\"404\"}",
         "keyward_kube_requests_total{verb=\"get\",code=\"401\"} 1",
         "keyward_kube_requests_total{verb=\"create\",code=\"413\"} 1",
-        "keyward_kube_requests_total{verb=\"watch\",code=\"429\"} 1",
+        "keyward_kube_requests_total{verb=\"watch\",code=\"429\"} 2",
         "keyward_kube_requests_total{verb=\"deletecollection\",code=\"200\"} 2",
     ] {
         assert!(m.contains(line), "{line} in {m}");
@@ -224,7 +224,11 @@ async fn concurrent_finalizer_removals_and_generated_names() {
         kube.limits.max_in_flight_per_client = 128;
     })
     .await;
-    python_async(w.kubeconfig.clone(), vec!["finalizers".into(), "fin".into()]).await;
+    python_async(
+        w.kubeconfig.clone(),
+        vec!["finalizers".into(), "fin".into()],
+    )
+    .await;
 }
 
 /// The Python client's read-modify-replace sends back every time it read with a `+00:00`

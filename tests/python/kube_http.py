@@ -181,6 +181,18 @@ for _ in range(3):
     held.append(c)
 status("GET", SECRETS + "?watch=true", 429, {"message": "too many watches open, please try again later",
                                              "reason": "TooManyRequests", "details": {"retryAfterSeconds": 1}})
+# client-go retries a 429 only if it says when in the Retry-After header (as kube-apiserver does).
+c = conn()
+c.request("GET", SECRETS + "?watch=true")
+r = c.getresponse()
+assert (r.status, r.getheader("Retry-After")) == (429, "1"), (r.status, r.getheaders())
+c.close()
+# Other errors carry no Retry-After.
+c = conn()
+c.request("GET", SECRETS + "/nope")
+r = c.getresponse()
+assert (r.status, r.getheader("Retry-After")) == (404, None), (r.status, r.getheaders())
+c.close()
 for c in held:
     c.close()
 print("ok")
