@@ -69,6 +69,13 @@ pub(super) struct ServerArgs {
     /// this address, with --tls-cert, --tls-key and --client-ca.
     #[arg(long, value_name = "ADDR")]
     kube_listen: Option<std::net::SocketAddr>,
+    /// Requests (other than watches) one client address may have in flight on --kube-listen;
+    /// more get 429 with Retry-After [default: 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    kube_max_in_flight_per_client: Option<u32>,
+    /// Watches open at once on --kube-listen; more get 429 with Retry-After [default: 512].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    kube_max_watches: Option<u32>,
     /// PEM certificate chain for the TCP listener.
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -311,6 +318,20 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
             Some(tcp)
         }
     };
+    let kube_limits = [
+        (
+            "--kube-max-in-flight-per-client",
+            a.kube_max_in_flight_per_client,
+        ),
+        ("--kube-max-watches", a.kube_max_watches),
+    ];
+    if a.kube_listen.is_none() {
+        if let Some((flag, _)) = kube_limits.iter().find(|(_, v)| v.is_some()) {
+            return Err(CliError::new(format!(
+                "{flag} only applies with --kube-listen"
+            )));
+        }
+    }
     opts.kube = match (a.kube_listen, tls_files) {
         (None, _) => None,
         (Some(_), None) => {
@@ -326,13 +347,15 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
                 ));
             }
             let tcp = tcp_options(listen, &cert, &key, a.client_ca.as_deref())?;
-            Some(super::kube::server_options(
-                listen,
-                tcp.cert,
-                tcp.key,
-                tcp.client_ca,
-                conn,
-            ))
+            let mut kube =
+                super::kube::server_options(listen, tcp.cert, tcp.key, tcp.client_ca, conn);
+            if let Some(n) = a.kube_max_in_flight_per_client {
+                kube.limits.max_in_flight_per_client = n as usize;
+            }
+            if let Some(n) = a.kube_max_watches {
+                kube.limits.max_watches = n as usize;
+            }
+            Some(kube)
         }
     };
     runtime()?.block_on(async {

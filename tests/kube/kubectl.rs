@@ -336,18 +336,26 @@ fn kubectl_watches_and_deletes_on_every_version() {
 struct Watching {
     child: std::process::Child,
     out: std::sync::Arc<std::sync::Mutex<String>>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Watching {
     fn start(k: &Kubectl, args: &[&str]) -> Watching {
-        use std::io::Read as _;
         let mut child = k.command(args).spawn().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = out.clone();
+        let out = Self::collect(child.stdout.take().unwrap());
+        let err = Self::collect(child.stderr.take().unwrap());
+        Watching { child, out, err }
+    }
+
+    /// What `from` gives, collected as it comes by a thread of its own.
+    fn collect(
+        mut from: impl std::io::Read + Send + 'static,
+    ) -> std::sync::Arc<std::sync::Mutex<String>> {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
+            while let Ok(n) = from.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -356,7 +364,19 @@ impl Watching {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Watching { child, out }
+        text
+    }
+
+    /// What kubectl printed to stderr once `done` holds for it, or after 30 s.
+    fn wait_for_stderr(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let err = self.err.lock().unwrap().clone();
+            if done(&err) || std::time::Instant::now() > deadline {
+                return err;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The output once `done` holds for it, or after 30 s (the caller's assertion then says
@@ -588,6 +608,8 @@ fn server_kube_listen_serves_kubectl() {
             d.join(keyward::kube::kubeconfig::CA_CERT_FILE)
                 .to_str()
                 .unwrap(),
+            "--kube-max-watches",
+            "1",
         ],
         &[],
         &d.join("server.log"),
@@ -623,6 +645,56 @@ fn server_kube_listen_serves_kubectl() {
     assert!(k
         .ok(&["auth", "whoami", "-o", "json"])
         .contains("\"username\": \"root\""));
+
+    // --kube-max-watches 1: a second watch gets 429 with Retry-After, which kubectl waits for
+    // and retries, so it starts once the first one ends. Both run with -v=6, which logs each
+    // call's status and each wait.
+    let watching = |log: &str| {
+        log.lines()
+            .any(|l| l.contains("watch=true") && l.contains("200 OK"))
+    };
+    for minor in [27, 33] {
+        let k = Kubectl::new(minor, &kc, d);
+        let first = Watching::start(&k, &["get", "secrets", "-w", "-o", "name", "-v=6"]);
+        let log = first.wait_for_stderr(watching);
+        assert!(
+            watching(&log),
+            "1.{minor}: the first watch did not start: {log}"
+        );
+        let second = Watching::start(
+            &k,
+            &[
+                "get",
+                "secret",
+                "db",
+                "-w",
+                "-o",
+                "jsonpath={.metadata.labels.round}{\"\\n\"}",
+                "-v=6",
+            ],
+        );
+        let log = second.wait_for_stderr(|log| log.contains("Retry-After"));
+        assert!(
+            log.contains("429 Too Many Requests") && log.contains("Retry-After"),
+            "1.{minor}: the second watch was not refused and retried: {log}"
+        );
+        drop(first);
+        let log = second.wait_for_stderr(watching);
+        assert!(
+            watching(&log),
+            "1.{minor}: the retried watch did not start: {log}"
+        );
+        let round = format!("r{minor}");
+        k.ok(&[
+            "label",
+            "--overwrite",
+            "secret",
+            "db",
+            &format!("round={round}"),
+        ]);
+        let out = second.wait_for(|out| out.lines().any(|l| l == round));
+        assert!(out.lines().any(|l| l == round), "1.{minor}: {out:?}");
+    }
 
     let w = World::start(&[]);
     use std::os::unix::fs::PermissionsExt as _;

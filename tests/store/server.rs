@@ -235,6 +235,18 @@ fn server_refuses_unsafe_or_bad_settings() {
             vec!["--feature-gates", "Foo=true"],
             "--feature-gates: unknown gate",
         ),
+        (
+            vec!["--kube-max-watches", "8"],
+            "--kube-max-watches only applies with --kube-listen",
+        ),
+        (
+            vec!["--kube-max-in-flight-per-client", "0"],
+            "invalid value '0' for '--kube-max-in-flight-per-client <N>': 0 is not in 1..=1000000",
+        ),
+        (
+            vec!["--kube-max-watches", "many"],
+            "invalid value 'many' for '--kube-max-watches <N>'",
+        ),
     ] {
         let (ok, _, err) = base(&args);
         assert!(!ok);
