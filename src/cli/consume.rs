@@ -249,7 +249,7 @@ impl<'a> Fetcher<'a> {
                 Ok(secret_from_pb(r.into_inner()))
             }
             // Reconnect next time: the connection may be what failed.
-            Err(s) if retryable(s.code()) => {
+            Err(s) if retryable(&s) => {
                 let reason = format!("server unavailable: {}", s.message());
                 Err(Attempt::Unreachable(reason, client::server_error(s)))
             }
@@ -310,12 +310,12 @@ impl<'a> Fetcher<'a> {
     }
 }
 
-/// Status codes that mean "the server is not there right now".
-fn retryable(code: Code) -> bool {
+/// Statuses that mean "the server is not there right now".
+fn retryable(s: &tonic::Status) -> bool {
     matches!(
-        code,
+        s.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-    )
+    ) || super::error::refused_while_closing(s)
 }
 
 /// Runs `keyward run`.
@@ -583,7 +583,7 @@ impl Follower<'_> {
     async fn session(&mut self, delay: &mut Duration) -> Ended {
         let ended = |s: tonic::Status| match s.code() {
             Code::OutOfRange => Ended::Gone,
-            c if retryable(c) => Ended::Interrupted(format!("connection lost: {}", s.message())),
+            _ if retryable(&s) => Ended::Interrupted(format!("connection lost: {}", s.message())),
             _ => Ended::Interrupted(client::server_error(s).message),
         };
         let mut c = match client::connect(self.args).await {
