@@ -1,8 +1,9 @@
 //! kubectl 1.27–1.33 writing Secrets through the Kubernetes API: every command of the Secret
 //! documentation that changes something (create generic/tls/docker-registry, `--dry-run=server`,
 //! client-side apply with its three-way merge, server-side apply, patch of the three types,
-//! label, annotate, replace with a stale resourceVersion, immutable Secrets), and the protobuf
-//! request bodies of kubectl 1.32+ (create and the auth reviews).
+//! label, annotate, replace with a stale resourceVersion, immutable Secrets), the protobuf
+//! request bodies of kubectl 1.32+ (create and the auth reviews), and twelve kubectl processes
+//! writing one Secret at once.
 //!
 //! These run the object semantics of `kube::objects`, `kube::proto`, `kube::patch` and
 //! `kube::apply` (strict decoding, protobuf, patches, server-side apply).
@@ -371,5 +372,89 @@ fn kubectl_protobuf_reviews() {
         assert_eq!(k.ok(&["auth", "can-i", "get", "secrets"]), "yes\n");
         assert!(k.ok(&["auth", "can-i", "--list"]).contains("*.*"));
         assert!(k.ok(&["auth", "whoami"]).contains("keyward-dev-admin"));
+    }
+}
+
+/// kubectl processes writing one Secret at once (labels, annotations, and server-side apply of
+/// a key per field manager): every command succeeds and every change lands, since
+/// kube-apiserver (and keyward) apply a patch again to the new version when the object changed
+/// under it.
+#[test]
+fn concurrent_kubectl_writers_all_land() {
+    let w = World::start(&[]);
+    for minor in [27, 33] {
+        let k = w.kubectl(minor);
+        let name = format!("busy{minor}");
+        k.ok(&[
+            "create",
+            "secret",
+            "generic",
+            &name,
+            "--from-literal=base=x",
+        ]);
+        let mut children = Vec::new();
+        for i in 0..4 {
+            let label = format!("l{i}=v{i}");
+            let note = format!("a{i}=n{i}");
+            let file = w.dev.path(&format!("{name}-{i}.yaml"));
+            std::fs::write(
+                &file,
+                format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  k{i}: s{i}\n"),
+            )
+            .unwrap();
+            let manager = format!("--field-manager=m{i}");
+            let f = file.to_str().unwrap().to_owned();
+            for args in [
+                vec!["label", "secret", &name, &label],
+                vec!["annotate", "secret", &name, &note],
+                vec!["apply", "--server-side", &manager, "-f", &f],
+            ] {
+                children.push((args.join(" "), k.command(&args).spawn().unwrap()));
+            }
+        }
+        for (what, child) in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "1.{minor}: kubectl {what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let got = k.ok(&[
+            "get",
+            "secret",
+            &name,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ]);
+        let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+        for i in 0..4 {
+            assert_eq!(
+                got["metadata"]["labels"][format!("l{i}")],
+                format!("v{i}"),
+                "1.{minor}"
+            );
+            assert_eq!(
+                got["metadata"]["annotations"][format!("a{i}")],
+                format!("n{i}"),
+                "1.{minor}"
+            );
+            let value =
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("s{i}"));
+            assert_eq!(got["data"][format!("k{i}")], value, "1.{minor}");
+        }
+        let managers: Vec<&str> = got["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        for i in 0..4 {
+            assert!(
+                managers.contains(&format!("m{i}").as_str()),
+                "1.{minor}: {managers:?}"
+            );
+        }
     }
 }
