@@ -231,6 +231,19 @@ async fn concurrent_finalizer_removals_and_generated_names() {
     .await;
 }
 
+/// Four field managers server-side apply one key at once: without force exactly one wins and
+/// the others get kube-apiserver's apply conflict naming the winner; with force all succeed and
+/// the key has one owner (`apply-race` in kube_client.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_server_side_applies_conflict_as_upstream() {
+    let w = start(100_000).await;
+    python_async(
+        w.kubeconfig.clone(),
+        vec!["apply-race".into(), "race".into()],
+    )
+    .await;
+}
+
 /// The Python client's read-modify-replace sends back every time it read with a `+00:00`
 /// offset (and would send fractions): the server keeps them as kube-apiserver does, whole
 /// seconds in UTC, so the Secret is still stored in kube-apiserver's protobuf encoding.

@@ -23,6 +23,9 @@ MODE:
                  each remove their own finalizer with a strategic merge patch: all succeed and
                  the last removal deletes it; fifty concurrent creates with generateName all
                  succeed with distinct names.
+  apply-race NS  four field managers server-side apply one data key at once, each its own value:
+                 without force exactly one wins and the others get the apply conflict naming the
+                 winner (409); with force all succeed and the key ends with one owner.
   times NS       read, modify and replace a Secret two managers wrote (the client sends every
                  time it read back with a "+00:00" offset): the times come back as
                  kube-apiserver writes them (whole seconds, "Z"), each manager's unchanged but
@@ -295,6 +298,55 @@ def finalizers(_v1, ns, n=10, generated=50):
     assert all(re.match(r"^gen-[a-z0-9]{5}$", m) for m in made), made
 
 
+def apply_race(_v1, ns, n=4):
+    client.CoreV1Api().create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="raced"), string_data={"base": "x"}))
+    lock = threading.Lock()
+
+    def race(force):
+        results = {}
+
+        def one(i):
+            body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "raced"},
+                    "data": {"shared": base64.b64encode(("v%d%s" % (i, force)).encode()).decode()}}
+            try:
+                got = client.CoreV1Api().patch_namespaced_secret(
+                    "raced", ns, body, field_manager="racer-%d" % i, force=force or None,
+                    _content_type="application/apply-patch+yaml")
+                outcome = ("ok", got.data["shared"])
+            except ApiException as e:
+                outcome = (e.status, json.loads(e.body))
+            with lock:
+                results[i] = outcome
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    results = race(False)
+    won = [i for i, r in results.items() if r[0] == "ok"]
+    assert len(won) == 1, results
+    for i, r in results.items():
+        if i in won:
+            continue
+        status, body = r
+        assert status == 409 and body["reason"] == "Conflict", r
+        # An Apply manager is named without "using v1" (kube-apiserver's printManager).
+        want = 'Apply failed with 1 conflict: conflict with "racer-%d": .data.shared' % won[0]
+        assert body["message"] == want, (body["message"], want)
+    results = race(True)
+    assert all(r[0] == "ok" for r in results.values()), results
+    final = client.CoreV1Api().read_namespaced_secret("raced", ns)
+    owners = [m.manager for m in final.metadata.managed_fields
+              if m.fields_v1 and "f:shared" in json.dumps(m.fields_v1)]
+    assert len(owners) == 1 and owners[0].startswith("racer-"), owners
+    i = int(owners[0].split("-")[1])
+    assert final.data["shared"] == base64.b64encode(("v%dTrue" % i).encode()).decode(), (owners, final.data)
+
+
 def raw_secret(v1, ns, name):
     """The Secret's JSON as the server sent it (the client's models would parse the times)."""
     resp = v1.read_namespaced_secret(name, ns, _preload_content=False)
@@ -339,6 +391,8 @@ def main():
         patch_storm(v1, sys.argv[3])
     elif mode == "finalizers":
         finalizers(v1, sys.argv[3])
+    elif mode == "apply-race":
+        apply_race(v1, sys.argv[3])
     else:
         raise SystemExit("unknown mode " + mode)
     print("ok")
