@@ -369,24 +369,22 @@ impl Watching {
 
     /// What kubectl printed to stderr once `done` holds for it, or after 30 s.
     fn wait_for_stderr(&self, done: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let err = self.err.lock().unwrap().clone();
-            if done(&err) || std::time::Instant::now() > deadline {
-                return err;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Self::wait_on(&self.err, done)
     }
 
     /// The output once `done` holds for it, or after 30 s (the caller's assertion then says
     /// what is missing).
     fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        Self::wait_on(&self.out, done)
+    }
+
+    /// `text` once `done` holds for it, or after 30 s.
+    fn wait_on(text: &std::sync::Mutex<String>, done: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let out = self.out.lock().unwrap().clone();
-            if done(&out) || std::time::Instant::now() > deadline {
-                return out;
+            let now = text.lock().unwrap().clone();
+            if done(&now) || std::time::Instant::now() > deadline {
+                return now;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -84,8 +84,22 @@ fn python(kubeconfig: &Path, args: &[&str]) {
     assert_eq!(out.trim(), "ok", "{out}");
 }
 
-/// Runs the blocking script off the runtime's threads.
-async fn python_async(kubeconfig: PathBuf, args: Vec<String>) {
+/// [`start`] for the contention tests, whose many clients all come from 127.0.0.1: the
+/// per-address caps (64 connections, 32 requests in flight by default) raised to 128, as an
+/// operator would for such a client.
+async fn start_for_many_clients() -> World {
+    start_with(100_000, |kube| {
+        kube.conn.max_per_address = 128;
+        kube.limits.max_in_flight_per_client = 128;
+    })
+    .await
+}
+
+/// Runs kube_client.py's `args` (its MODE and arguments) against `w`, off the runtime's
+/// threads (the script blocks).
+async fn python_mode(w: &World, args: &[&str]) {
+    let kubeconfig = w.kubeconfig.clone();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         python(&kubeconfig, &args);
@@ -110,7 +124,7 @@ async fn python_client_reads_lists_watches_and_deletes() {
         .await
         .unwrap();
     }
-    python_async(w.kubeconfig.clone(), vec!["read".into(), "py".into()]).await;
+    python_mode(&w, &["read", "py"]).await;
     drop(w.dir);
 }
 
@@ -126,11 +140,7 @@ async fn python_client_watch_from_a_compacted_revision_is_410() {
         .await
         .unwrap();
     }
-    python_async(
-        w.kubeconfig.clone(),
-        vec!["expired".into(), "py".into(), "1".into()],
-    )
-    .await;
+    python_mode(&w, &["expired", "py", "1"]).await;
 }
 
 /// The wire: exact Status bodies, limits, OpenAPI v2, watch framing (Tables, bookmarks, 410).
@@ -183,7 +193,7 @@ async fn http_status_limits_and_watch_framing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_writes() {
     let w = start(100_000).await;
-    python_async(w.kubeconfig.clone(), vec!["write".into(), "py".into()]).await;
+    python_mode(&w, &["write", "py"]).await;
 }
 
 /// Many Python clients at once: read-modify-replace of one Secret and merge patches of another
@@ -192,26 +202,16 @@ async fn python_client_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_clients_contending_lose_no_write() {
     let w = start(100_000).await;
-    python_async(w.kubeconfig.clone(), vec!["contend".into(), "race".into()]).await;
+    python_mode(&w, &["contend", "race"]).await;
 }
 
 /// Upstream's TestPatchConflicts: 100 strategic merge patches of one Secret at once all succeed
 /// (a patch without a resourceVersion is applied again to the new version for as long as the
-/// object changes under it), each with its effect (`patch-storm` in kube_client.py). The 100
-/// connections come from one address, so the per-address caps (64 connections and 32 requests
-/// in flight by default) are raised, as an operator would for such a client.
+/// object changes under it), each with its effect (`patch-storm` in kube_client.py).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_patches_all_succeed() {
-    let w = start_with(100_000, |kube| {
-        kube.conn.max_per_address = 128;
-        kube.limits.max_in_flight_per_client = 128;
-    })
-    .await;
-    python_async(
-        w.kubeconfig.clone(),
-        vec!["patch-storm".into(), "storm".into()],
-    )
-    .await;
+    let w = start_for_many_clients().await;
+    python_mode(&w, &["patch-storm", "storm"]).await;
 }
 
 /// Ten clients at once each remove their own finalizer from a Secret being deleted: all succeed
@@ -219,16 +219,8 @@ async fn a_hundred_concurrent_patches_all_succeed() {
 /// names (`finalizers` in kube_client.py).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_finalizer_removals_and_generated_names() {
-    let w = start_with(100_000, |kube| {
-        kube.conn.max_per_address = 128;
-        kube.limits.max_in_flight_per_client = 128;
-    })
-    .await;
-    python_async(
-        w.kubeconfig.clone(),
-        vec!["finalizers".into(), "fin".into()],
-    )
-    .await;
+    let w = start_for_many_clients().await;
+    python_mode(&w, &["finalizers", "fin"]).await;
 }
 
 /// Four field managers server-side apply one key at once: without force exactly one wins and
@@ -237,11 +229,7 @@ async fn concurrent_finalizer_removals_and_generated_names() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_server_side_applies_conflict_as_upstream() {
     let w = start(100_000).await;
-    python_async(
-        w.kubeconfig.clone(),
-        vec!["apply-race".into(), "race".into()],
-    )
-    .await;
+    python_mode(&w, &["apply-race", "race"]).await;
 }
 
 /// The Python client's read-modify-replace sends back every time it read with a `+00:00`
@@ -250,7 +238,7 @@ async fn racing_server_side_applies_conflict_as_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_client_times_come_back_as_kube_apiserver_writes_them() {
     let w = start(100_000).await;
-    python_async(w.kubeconfig.clone(), vec!["times".into(), "py".into()]).await;
+    python_mode(&w, &["times", "py"]).await;
     let kv = w
         .server
         .store()

@@ -374,29 +374,24 @@ def times(v1, ns):
     assert got["replacer"] > before["labeler"], (before, got)
 
 
+MODES = {
+    "read": read,
+    "expired": expired,
+    "write": write,
+    "times": times,
+    "contend": contend,
+    "patch-storm": patch_storm,
+    "finalizers": finalizers,
+    "apply-race": apply_race,
+}
+
+
 def main():
     kubeconfig, mode = sys.argv[1], sys.argv[2]
-    v1 = api(kubeconfig)
-    if mode == "read":
-        read(v1, sys.argv[3])
-    elif mode == "expired":
-        expired(v1, sys.argv[3], sys.argv[4])
-    elif mode == "write":
-        write(v1, sys.argv[3])
-    elif mode == "times":
-        times(v1, sys.argv[3])
-    elif mode == "contend":
-        contend(v1, sys.argv[3])
-    elif mode == "patch-storm":
-        patch_storm(v1, sys.argv[3])
-    elif mode == "finalizers":
-        finalizers(v1, sys.argv[3])
-    elif mode == "apply-race":
-        apply_race(v1, sys.argv[3])
-    else:
+    if mode not in MODES:
         raise SystemExit("unknown mode " + mode)
+    MODES[mode](api(kubeconfig), *sys.argv[3:])
     print("ok")
-
 
 if __name__ == "__main__":
     main()
