@@ -23,7 +23,7 @@
 # and latency.svg (latency percentiles). Needs etcd, python3 and cargo; nothing else.
 # Environment: KEYWARD_BIN (binary to use; skips the build), KEYWARD_ETCD_BIN (default etcd),
 # KEYWARD_COMPARE_SHORT=1 (same as --short), KEYWARD_COMPARE_KEEP=1 (keep the temp dir and logs),
-# KEYWARD_COMPARE_BACKEND=sled|log (the engine of both keyward dev stores, default sled).
+# KEYWARD_COMPARE_BACKEND=log|sled (the engine of both keyward dev stores, default log: the default engine).
 set -Eeuo pipefail
 trap 'echo "compare.sh: line $LINENO failed (exit $?): $BASH_COMMAND" >&2' ERR
 
@@ -38,7 +38,7 @@ for arg in "$@"; do
   esac
 done
 
-backend=${KEYWARD_COMPARE_BACKEND:-sled}
+backend=${KEYWARD_COMPARE_BACKEND:-log}
 case "$backend" in
   sled | log) ;;
   *) echo "compare.sh: KEYWARD_COMPARE_BACKEND must be sled or log, not $backend" >&2; exit 2 ;;

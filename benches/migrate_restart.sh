@@ -8,7 +8,7 @@
 # server CPU of the migration, the store directory's size, and the two restart times (from start
 # until `keyward get secrets -n empty` answers). KEYWARD_SIDE_KEEP=1 keeps the data directory;
 # KEYWARD_MIGRATE_ARGS adds arguments to `keyward migrate` (e.g. --batch-size 1024);
-# KEYWARD_BACKEND=log runs keyward dev on the log-structured engine (default sled).
+# KEYWARD_BACKEND=sled runs keyward dev on sled (default log, the default engine).
 set -Eeuo pipefail
 bin=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") n=${2:-100000}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +30,7 @@ sock=$work/dev/keyward.sock
 start() {
   local t0 t1
   t0=$(now)
-  "$bin" dev --data "$work/dev" --backend "${KEYWARD_BACKEND:-sled}" >>"$work/dev.log" 2>&1 &
+  "$bin" dev --data "$work/dev" --backend "${KEYWARD_BACKEND:-log}" >>"$work/dev.log" 2>&1 &
   pid=$!
   until "$bin" get secrets -n empty --server "unix://$sock" >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || { tail "$work/dev.log"; exit 1; }

@@ -13,6 +13,7 @@
 //!
 //! This module knows nothing of Secrets or encryption: keys and values are bytes.
 
+pub mod convert;
 pub mod etcd;
 mod files;
 mod follow;

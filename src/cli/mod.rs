@@ -39,6 +39,7 @@ mod raw;
 mod seal;
 mod secrets;
 mod server;
+mod store;
 
 pub use error::CliError;
 pub use observe::LogFormat;
@@ -139,6 +140,9 @@ enum Command {
     ///   keyward bench unix-pingpong --concurrency 64
     #[command(verbatim_doc_comment, subcommand)]
     Bench(bench::BenchCommand),
+    /// Embedded stores: move a sled store to the log-structured engine (keyward store convert).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Audit logs: check that a log is intact (keyward audit verify FILE...).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -247,6 +251,7 @@ fn run(command: Command, client: &client::ClientArgs) -> Result<(), CliError> {
         Command::Kubeconfig(a) => kube::kubeconfig_command(a),
         Command::Run(a) => consume::run(a, client),
         Command::Mount(a) => consume::mount(a, client),
+        Command::Store(cmd) => store::store(cmd),
         Command::Completion { shell } => completion(shell),
         Command::Audit(_) => unreachable!("`main` runs audit commands"),
     }

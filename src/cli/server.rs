@@ -30,11 +30,12 @@ const MAX_PRIVATE_FILE: u64 = 1 << 20;
 /// Where the store keeps Secrets: `--backend` of `server` and `dev`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum StoreBackendArg {
-    /// Embedded sled in --data.
+    /// Embedded sled in --data (the engine of stores created before log became the default;
+    /// `keyward store convert` moves one to log).
     Sled,
-    /// The embedded log-structured engine in --data: one append and one fdatasync per batch of
-    /// writes, the log's oldest segments cleaned as they fill with overwritten versions
-    /// (newer than sled; a directory opens only with the engine that created it).
+    /// The embedded log-structured engine in --data (the default for a new directory): one
+    /// append and one fdatasync per batch of writes, the log's oldest segments cleaned as they
+    /// fill with overwritten versions. A directory opens only with the engine that created it.
     Log,
     /// An etcd cluster (--etcd-endpoints; `server` only).
     Etcd,
@@ -42,8 +43,8 @@ pub(super) enum StoreBackendArg {
 
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
-    /// Where Secrets are stored: embedded in --data (sled, or the log-structured engine), or an
-    /// etcd cluster. Default: the engine that created --data, else sled.
+    /// Where Secrets are stored: embedded in --data (the log-structured engine, or sled), or an
+    /// etcd cluster. Default: the engine that created --data; a new directory gets log.
     #[arg(long, value_enum)]
     backend: Option<StoreBackendArg>,
     /// Directory of the embedded store (--backend sled or log).
@@ -145,8 +146,8 @@ pub(super) struct DevArgs {
     /// keyward.sock).
     #[arg(long, value_name = "DIR", default_value = DEV_DIR)]
     data: PathBuf,
-    /// Engine of the store in DATA/store: sled, or the log-structured engine (log). A store
-    /// opens only with the engine that created it. Default: that engine, else sled.
+    /// Engine of the store in DATA/store: the log-structured engine (log), or sled. A store
+    /// opens only with the engine that created it. Default: that engine; a new store gets log.
     #[arg(long, value_enum)]
     backend: Option<StoreBackendArg>,
     #[command(flatten)]
@@ -183,11 +184,13 @@ fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
     Ok(kms_v1)
 }
 
-/// The engine `--backend` names, or else the one whose store is in `dir` (sled if none is).
+/// The engine `--backend` names, or else the one whose store is in `dir`: sled for a sled
+/// store, else the log-structured engine (also for a new directory). Without `--data` only
+/// etcd applies, which still needs `--backend etcd` to be said.
 fn engine_of(backend: Option<StoreBackendArg>, dir: Option<&Path>) -> StoreBackendArg {
     backend.unwrap_or(match dir {
-        Some(dir) if crate::backend::logstore::holds_log_store(dir) => StoreBackendArg::Log,
-        _ => StoreBackendArg::Sled,
+        Some(dir) if crate::backend::sled::holds_sled_store(dir) => StoreBackendArg::Sled,
+        _ => StoreBackendArg::Log,
     })
 }
 
@@ -261,15 +264,17 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
             }
             embedded(engine, data, &a.store)
         }
-        (StoreBackendArg::Sled, None) => {
-            return Err(
-                CliError::new("--backend sled (the default) needs --data DIR").hint(
-                    "or store in etcd: --backend etcd --etcd-endpoints http://127.0.0.1:2379",
+        (StoreBackendArg::Sled | StoreBackendArg::Log, None) => {
+            let err = match a.backend {
+                Some(StoreBackendArg::Sled) => CliError::new("--backend sled needs --data DIR"),
+                Some(_) => CliError::new("--backend log needs --data DIR"),
+                None => CliError::new(
+                    "--data DIR is needed: the embedded store (the default) keeps Secrets there",
                 ),
-            )
-        }
-        (StoreBackendArg::Log, None) => {
-            return Err(CliError::new("--backend log needs --data DIR"))
+            };
+            return Err(
+                err.hint("or store in etcd: --backend etcd --etcd-endpoints http://127.0.0.1:2379")
+            );
         }
         (StoreBackendArg::Etcd, None) => {
             BackendSpec::Etcd(a.etcd.options("--backend etcd", CliError::new)?)
@@ -534,8 +539,12 @@ async fn start_store(
             ServerError::Backend(BackendError::Unavailable(m)) if etcd => CliError::new(m)
                 .hint("check --etcd-endpoints, and --etcd-ca/--etcd-cert/--etcd-key for https"),
             ServerError::Backend(e @ BackendError::OtherEngine { found, .. }) => {
-                let flag = if found == "sled" { "sled" } else { "log" };
-                CliError::new(e.to_string()).hint(format!("pass --backend {flag}"))
+                let hint = if found == "sled" {
+                    "pass --backend sled, or move the store to the log-structured engine with `keyward store convert`"
+                } else {
+                    "pass --backend log"
+                };
+                CliError::new(e.to_string()).hint(hint)
             }
             ServerError::Listen { addr, source } => {
                 CliError::new(format!("--listen {addr}: {source}"))

@@ -154,19 +154,19 @@ impl Collector for StoreCollector {
         if let Some(w) = store.backend().write_stats() {
             histogram(
                 &mut enc,
-                "keyward_store_sled_write_batch_size",
-                "Write requests per sled batch (one write-ahead log record and one fdatasync per batch: group commit)",
+                "keyward_store_write_batch_size",
+                "Write requests per batch of the embedded store (one log record and one fdatasync per batch: group commit)",
                 &w.batch_size,
             )?;
             histogram(
                 &mut enc,
-                "keyward_store_sled_fsync_duration_seconds",
-                "Time to make a sled batch durable: the fdatasync of its write-ahead log record",
+                "keyward_store_fsync_duration_seconds",
+                "Time to make a batch of the embedded store durable: the fdatasync of its log record",
                 &w.sync_seconds,
             )?;
             let m = enc.encode_descriptor(
-                "keyward_store_sled_commits",
-                "In-memory layers of batched writes (256 KiB by default) written to sled",
+                "keyward_store_commits",
+                "Embedded store: records made durable (log-structured engine: batches, relocations, compactions), or in-memory layers of batched writes written to sled (sled)",
                 None,
                 MetricType::Counter,
             )?;

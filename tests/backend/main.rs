@@ -10,6 +10,7 @@
 mod support;
 
 mod batches;
+mod convert;
 mod crash;
 mod etcd_cluster;
 mod etcd_failover;

@@ -540,7 +540,7 @@ fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
         assert!(p.wait(std::time::Duration::from_secs(30)).success());
     };
 
-    let p = dev(dir.path(), &["--history-window", "5"]);
+    let p = dev(dir.path(), &["--backend", "sled", "--history-window", "5"]);
     kw(&[
         "create",
         "secret",
@@ -556,7 +556,7 @@ fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
         "the delete is still in the window"
     );
 
-    let p = dev(dir.path(), &["--history-window", "5"]);
+    let p = dev(dir.path(), &["--backend", "sled", "--history-window", "5"]);
     for i in 0..5 {
         kw(&[
             "create",

@@ -681,54 +681,184 @@ fn dev_starts_the_plugin_and_keeps_its_key_across_restarts() {
 
 /// `keyward dev --backend log` stores in the log-structured engine; a restart without the flag
 /// opens the engine the directory holds; the other engine is refused, naming the flag.
+/// Starts `keyward dev` on `data` (with `extra` flags) until it serves its store socket.
+fn dev_on(data: &Path, extra: &[&str], log: &Path) -> Proc {
+    let mut args = vec!["dev", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Proc::spawn(&args, &[], log, &data.join("keyward.sock"))
+}
+
+fn stop(mut p: Proc) {
+    p.signal(Signal::INT);
+    assert!(p.wait(Duration::from_secs(20)).success(), "{}", p.stderr());
+}
+
+/// `keyward` with `--server` pointing at `dev`'s store socket in `data`; must succeed.
+fn kw_at(data: &Path, args: &[&str]) -> String {
+    let server = format!("unix://{}", data.join("keyward.sock").display());
+    let (ok, out, err) = run(&[args, &["--server", &server]].concat());
+    assert!(ok, "{args:?}: {err}");
+    out
+}
+
+/// The names of `dir`'s files.
+fn file_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// A new directory gets the log-structured engine; it then opens without `--backend`, and
+/// `--backend sled` is refused, naming the engine that created it.
 #[test]
 fn dev_on_the_log_structured_engine_keeps_its_secrets_and_refuses_the_other_engine() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("kw");
-    let socket = data.join("keyward.sock");
-    let server = format!("unix://{}", socket.display());
-    let data_arg = data.to_str().unwrap();
-    {
-        let mut p = Proc::spawn(
-            &["dev", "--data", data_arg, "--backend", "log"],
-            &[],
-            &dir.path().join("log"),
-            &socket,
-        );
-        let (ok, _, err) = run(&[
+    let p = dev_on(&data, &[], &dir.path().join("log"));
+    kw_at(
+        &data,
+        &[
             "create",
             "secret",
             "generic",
             "demo",
             "--from-literal=password=s3cret",
-            "--server",
-            &server,
-        ]);
-        assert!(ok, "{err}");
-        p.signal(Signal::INT);
-        assert!(p.wait(Duration::from_secs(20)).success(), "{}", p.stderr());
-    }
-    let segments: Vec<_> = fs::read_dir(data.join("store"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
-    assert!(!segments.is_empty(), "no log segment in the store");
-    let (ok, _, err) = run(&["dev", "--data", data_arg, "--backend", "sled"]);
+        ],
+    );
+    stop(p);
+    let files = file_names(&data.join("store"));
+    assert!(
+        files.iter().any(|n| n.ends_with(".seg"))
+            && !files.iter().any(|n| n == "db" || n == "conf"),
+        "a new store is not log-structured: {files:?}"
+    );
+    let (ok, _, err) = run(&["dev", "--data", data.to_str().unwrap(), "--backend", "sled"]);
     assert!(!ok);
     assert!(
         err.contains("holds a log-structured store") && err.contains("--backend log"),
         "{err}"
     );
-    let _p = Proc::spawn(
-        &["dev", "--data", data_arg],
-        &[],
-        &dir.path().join("log2"),
-        &socket,
-    );
-    let (ok, out, err) = run(&["get", "secret", "demo", "-o", "json", "--server", &server]);
-    assert!(ok, "{err}");
+    let _p = dev_on(&data, &[], &dir.path().join("log2"));
+    let out = kw_at(&data, &["get", "secret", "demo", "-o", "json"]);
     assert!(out.contains("\"password\": \"czNjcmV0\""), "{out}");
+}
+
+/// A sled store (from before log was the default) keeps opening with sled, and `keyward store
+/// convert` copies it into a log-structured store that serves the same Secrets, resourceVersions
+/// and history; bad uses are refused and write nothing.
+#[test]
+fn a_sled_store_keeps_its_engine_and_converts_to_the_log_structured_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let store = data.join("store");
+    let copy = data.join("store.log");
+    let p = dev_on(&data, &["--backend", "sled"], &dir.path().join("log1"));
+    for (name, value) in [("db", "one"), ("api", "key"), ("gone", "bye")] {
+        kw_at(
+            &data,
+            &[
+                "create",
+                "secret",
+                "generic",
+                name,
+                &format!("--from-literal=v={value}"),
+            ],
+        );
+    }
+    for value in ["two", "three"] {
+        let manifest = kw_at(&data, &["get", "secret", "db", "-o", "json"])
+            .replace(
+                "\"b25l\"",
+                &format!(
+                    "\"{}\"",
+                    base64::engine::general_purpose::STANDARD.encode(value)
+                ),
+            )
+            .replace(
+                "\"dHdv\"",
+                &format!(
+                    "\"{}\"",
+                    base64::engine::general_purpose::STANDARD.encode(value)
+                ),
+            );
+        let file = dir.path().join("db.json");
+        fs::write(&file, manifest).unwrap();
+        kw_at(&data, &["apply", "-f", file.to_str().unwrap()]);
+    }
+    kw_at(&data, &["delete", "secret", "gone"]);
+    // Without --backend, the existing sled store stays on sled.
+    stop(p);
+    let p = dev_on(&data, &[], &dir.path().join("log2"));
+    let before = kw_at(&data, &["get", "secrets", "-o", "json"]);
+    let history = kw_at(&data, &["history", "secret", "db"]);
+    assert_eq!(history.lines().count(), 4, "{history}");
+    assert!(!file_names(&store).iter().any(|n| n.ends_with(".seg")));
+
+    // While the server runs, the store is locked: nothing is copied.
+    let convert = |from: &Path, to: &Path| {
+        run(&[
+            "store",
+            "convert",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
+    };
+    let (ok, _, err) = convert(&store, &copy);
+    assert!(!ok && err.contains("--from"), "{err}");
+    assert!(!copy.exists());
+    stop(p);
+
+    let (ok, out, err) = convert(&store, &copy);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("copied 2 keys") && out.contains("checked against"),
+        "{out}"
+    );
+    assert!(file_names(&copy).iter().any(|n| n.ends_with(".seg")));
+    assert!(!file_names(&data).iter().any(|n| n.ends_with(".partial")));
+    // Refused: an existing destination, a store that is log-structured already, no store.
+    let (ok, _, err) = convert(&store, &copy);
+    assert!(
+        !ok && err.contains("--to") && err.contains("exists"),
+        "{err}"
+    );
+    let (ok, _, err) = convert(&copy, &dir.path().join("x"));
+    assert!(
+        !ok && err.contains("is a log-structured store already"),
+        "{err}"
+    );
+    let (ok, _, err) = convert(dir.path(), &dir.path().join("x"));
+    assert!(!ok && err.contains("holds no sled store"), "{err}");
+    assert!(!dir.path().join("x").exists());
+
+    fs::rename(&store, data.join("store.sled")).unwrap();
+    fs::rename(&copy, &store).unwrap();
+    let _p = dev_on(&data, &[], &dir.path().join("log3"));
+    assert_eq!(kw_at(&data, &["get", "secrets", "-o", "json"]), before);
+    assert_eq!(kw_at(&data, &["history", "secret", "db"]), history);
+    // The next write continues the revisions.
+    kw_at(
+        &data,
+        &["create", "secret", "generic", "new", "--from-literal=v=x"],
+    );
+    let all = kw_at(&data, &["get", "secrets", "-o", "json"]);
+    let rv = |name: &str| -> i64 {
+        let v: serde_json::Value = serde_json::from_str(&all).unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == name)
+            .unwrap()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(rv("new") > rv("db").max(rv("api")) + 1, "{all}");
 }
 
 #[test]

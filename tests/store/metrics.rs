@@ -88,31 +88,23 @@ fn dev_counts_calls_objects_watches_and_migrations_and_names_no_secret() {
     );
     assert_eq!(created, 2.0);
     assert_eq!(value(&first, "keyward_store_objects", &[]), 2.0);
-    // The sled writer: one batch per durable write at least, each synced.
-    let batches = value(&first, "keyward_store_sled_write_batch_size_count", &[]);
+    // The embedded store's writer (the log-structured engine, dev's default): one batch per
+    // durable write at least, each synced.
+    let batches = value(&first, "keyward_store_write_batch_size_count", &[]);
     assert!(batches >= 1.0, "{first:?}");
     assert_eq!(
         value(
             &first,
-            "keyward_store_sled_fsync_duration_seconds_bucket",
+            "keyward_store_fsync_duration_seconds_bucket",
             &[("le", "+Inf")]
         ),
-        value(
-            &first,
-            "keyward_store_sled_fsync_duration_seconds_count",
-            &[]
-        )
+        value(&first, "keyward_store_fsync_duration_seconds_count", &[])
     );
-    // One sled transaction per layer of batches: none yet for two creates (they are in the
-    // active layer, in memory), never more than the batches synced.
-    let commits = value(&first, "keyward_store_sled_commits_total", &[]);
+    // Commits (log records made durable; on sled, layers written to sled) are never more than
+    // the syncs.
+    let commits = value(&first, "keyward_store_commits_total", &[]);
     assert!(
-        commits
-            <= value(
-                &first,
-                "keyward_store_sled_fsync_duration_seconds_count",
-                &[]
-            ),
+        commits <= value(&first, "keyward_store_fsync_duration_seconds_count", &[]),
         "{first:?}"
     );
     // dev is both products in one registry: the store's kms v2 provider called the plugin.

@@ -58,6 +58,7 @@
 //! overwrites its keys leaves old segments mostly dead, so it copies little.
 
 mod format;
+mod import;
 mod index;
 mod watch;
 mod writer;
@@ -78,6 +79,7 @@ use super::{
     SYNC_NANOS_BOUNDS,
 };
 use format::{any_record_after, check_header, list_segments, scan, ReadRecord, HEADER_LEN};
+pub use import::Import;
 use index::{Change, Index, Loc};
 use writer::{io_error, open_rw, Head, Op, Request, Writer, FIRST_SEGMENT_BYTES};
 
