@@ -18,7 +18,7 @@
 # throughput (say 70 %); the line of each run then also gives the achieved rate, the calls
 # started late, and the server's CPU per call over the measured window alone (sampled every
 # 0.1 s; set-up and warm-up left out, 0.5 s trimmed at each end), which is the figure to compare.
-# ETCD=0 leaves etcd out.
+# ETCD=0 leaves etcd out. KEYS=N uses N keys instead of 1,000.
 set -Eeuo pipefail
 op=$1 before=$2 after=$3 rounds=${4:-3} dur=${5:-10s}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,7 +63,7 @@ for s in "$work/before/keyward.sock" "$work/after/keyward.sock"; do for i in $(s
 sleep 2
 clk=$(getconf CLK_TCK)
 cpu() { awk -v t="$clk" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
-flags=(--op "$op" --concurrency 16 --connections 4 --value-size 1KiB --keys 1000 --duration "$dur" --warmup 1s --output json)
+flags=(--op "$op" --concurrency 16 --connections 4 --value-size 1KiB --keys "${KEYS:-1000}" --duration "$dur" --warmup 1s --output json)
 rate=${RATE:-}
 [ -n "$rate" ] && flags+=(--rate "$rate")
 echo "op $op${rate:+ at $rate calls/s}; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
