@@ -1,6 +1,8 @@
-//! The decoded-object cache behind lists and watches: what is stored under a key at one
-//! `mod_revision` never changes, so a Secret once decrypted and decoded is handed out again
-//! without decrypting, as kube-apiserver's watch cache serves lists from decoded objects.
+//! The decoded-object cache behind lists, watches, updates and gets: what is stored under a key
+//! at one `mod_revision` never changes, so a Secret once decrypted and decoded is handed out
+//! again without decrypting, as kube-apiserver's watch cache serves lists from decoded objects.
+//! Writes, lists and watches fill it; a get only takes what is there (a get of one object after
+//! another would evict as much as it adds).
 //!
 //! Bounded by an estimate of the memory its entries hold (least recently used evicted first);
 //! a Secret's values are zeroized when its last copy is dropped ([`SecretBytes`]); emptied when
