@@ -149,10 +149,17 @@ fn read(path: &Path, flag: &str) -> Result<Vec<u8>, CliError> {
     std::fs::read(path).map_err(|e| CliError::new(format!("{flag} {}: {e}", path.display())))
 }
 
+/// Largest answer the CLI takes from its server (tonic's default is 4 MiB): a page of 500
+/// Secrets of up to 1 MiB each, as kube-apiserver allows them, fits.
+const MAX_ANSWER_BYTES: usize = 1 << 30;
+
 /// Connects to the server named by `args`.
 pub(super) async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
     let (channel, bearer) = channel(args).await?;
-    Ok(SecretsClient::with_interceptor(channel, bearer))
+    Ok(
+        SecretsClient::with_interceptor(channel, bearer)
+            .max_decoding_message_size(MAX_ANSWER_BYTES),
+    )
 }
 
 async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {

@@ -196,6 +196,10 @@ pub(super) struct GetArgs {
     /// Print one decoded value raw (for scripts), e.g. --key password.
     #[arg(long, value_name = "KEY")]
     key: Option<DataKey>,
+    /// List in pages of this many Secrets (all at one revision), as kubectl does; 0 asks for
+    /// the whole list at once.
+    #[arg(long, default_value_t = 500, value_name = "N")]
+    chunk_size: u32,
 }
 
 /// `keyward describe|edit|history secret NAME`.
@@ -667,32 +671,38 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         let (items, rv) = if names.is_empty() {
-            let list = c
-                .list(pb::ListRequest {
-                    namespace: if a.all_namespaces {
-                        String::new()
-                    } else {
-                        ns.to_string()
-                    },
-                    label_selector: a.selector.clone().unwrap_or_default(),
-                    limit: 0,
-                    r#continue: String::new(),
-                })
-                .await
-                .map_err(client::server_error)?
-                .into_inner();
-            // Objects that cannot be decrypted are reported, and the command fails at the end.
-            for e in &list.errors {
-                eprintln!("error: {}: {}", e.key, e.message);
+            let (mut items, mut rv, mut token) = (Vec::new(), String::new(), String::new());
+            loop {
+                let page = c
+                    .list(pb::ListRequest {
+                        namespace: if a.all_namespaces {
+                            String::new()
+                        } else {
+                            ns.to_string()
+                        },
+                        label_selector: a.selector.clone().unwrap_or_default(),
+                        limit: i64::from(a.chunk_size),
+                        r#continue: std::mem::take(&mut token),
+                    })
+                    .await
+                    .map_err(client::server_error)?
+                    .into_inner();
+                // Objects that cannot be decrypted are reported, and the command fails at the
+                // end.
+                for e in &page.errors {
+                    eprintln!("error: {}: {}", e.key, e.message);
+                }
+                undecryptable += page.errors.len();
+                items.extend(page.items.into_iter().map(secret_from_pb));
+                if rv.is_empty() {
+                    rv = page.resource_version;
+                }
+                if page.r#continue.is_empty() {
+                    break;
+                }
+                token = page.r#continue;
             }
-            undecryptable = list.errors.len();
-            (
-                list.items
-                    .into_iter()
-                    .map(secret_from_pb)
-                    .collect::<Vec<_>>(),
-                list.resource_version,
-            )
+            (items, rv)
         } else {
             let mut items = Vec::new();
             for n in &names {

@@ -447,3 +447,50 @@ fn get_watch_streams_changes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `get secrets` lists in pages (`--chunk-size`, 500 by default as kubectl's), every page at one
+/// revision: any page size gives the same list as one request, in every output.
+#[test]
+fn get_lists_in_chunks_like_one_request() {
+    let dev = Dev::start();
+    for i in 0..7 {
+        dev.ok(&[
+            "create",
+            "secret",
+            "generic",
+            &format!("s{i}"),
+            &format!("--from-literal=v={i}"),
+        ]);
+    }
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "other",
+        "-n",
+        "kube-system",
+        "--from-literal=v=x",
+    ]);
+    // (The table's AGE column could tick between two calls.)
+    for output in ["name", "json", "yaml"] {
+        for scope in [&["-A"][..], &["-n", "default"][..]] {
+            let whole = dev.ok(&[
+                &["get", "secrets", "-o", output, "--chunk-size", "0"],
+                scope,
+            ]
+            .concat());
+            for chunk in ["1", "2", "3", "500"] {
+                let paged = dev.ok(&[
+                    &["get", "secrets", "-o", output, "--chunk-size", chunk],
+                    scope,
+                ]
+                .concat());
+                assert_eq!(paged, whole, "{output} {scope:?} {chunk}");
+            }
+        }
+    }
+    let names = dev.ok(&["get", "secrets", "-A", "-o", "name", "--chunk-size", "2"]);
+    assert_eq!(names.lines().count(), 8, "{names}");
+    let (code, _, err) = dev.kw(&["get", "secrets", "--chunk-size=-1"]);
+    assert!(code != 0 && err.contains("--chunk-size"), "{err}");
+}
