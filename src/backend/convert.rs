@@ -279,7 +279,6 @@ impl Pages {
             })
             .await?;
         self.seen += resp.kvs.len() as u64;
-        self.done = !resp.more;
         match resp.kvs.last() {
             Some(last) if resp.more => {
                 let mut after = last.key.clone();

@@ -218,6 +218,23 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
     }
 }
 
+/// Sets the gRPC health status of the plugin's services (and of the server, `""`): serving
+/// while the keyring is open and healthy.
+async fn report_health(reporter: &tonic_health::server::HealthReporter, keyring: &PluginKeyring) {
+    let status = if keyring.open().is_some_and(|k| k.health().healthy) {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    for name in [
+        "",
+        "v2.KeyManagementService",
+        "v1beta1.KeyManagementService",
+    ] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
 /// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given) to the
 /// callers its [`PeerAllow`] admits (others get `PermissionDenied`), until `shutdown` completes;
 /// then stops accepting and drains in-flight calls. Every call on both sockets goes through `rpc`
@@ -240,28 +257,20 @@ pub async fn serve(
     });
 
     let (reporter, health) = tonic_health::server::health_reporter();
+    // Reported once before the socket is served (a probe right after start must not find the
+    // services unregistered), then polled.
+    report_health(&reporter, &keyring).await;
     let health_keyring = keyring.clone();
     let health_token = token.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(state::HEALTH_POLL);
+        tick.tick().await;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = health_token.cancelled() => break,
             }
-            let serving = health_keyring.open().is_some_and(|k| k.health().healthy);
-            for name in [
-                "",
-                "v2.KeyManagementService",
-                "v1beta1.KeyManagementService",
-            ] {
-                let status = if serving {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                reporter.set_service_status(name, status).await;
-            }
+            report_health(&reporter, &health_keyring).await;
         }
     });
 
