@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Compares keyward with etcd on this machine, with `keyward bench` as the load tool for both.
 #
-#   benches/compare.sh           release build (cargo build --release), ~10 s per workload, and a
-#                                store loaded with 100,000 Secrets for its memory use (~4 min + build)
+#   benches/compare.sh           release build (cargo build --release), ~10 s per workload in
+#                                three rounds, and a store loaded with 100,000 Secrets for its
+#                                memory use (~10 min + build)
 #   benches/compare.sh --short   an existing binary (KEYWARD_BIN, default target/debug/keyward),
 #                                ~2 s per workload, 200 keys, a 2,000-seed storm, 2,000 Secrets for
 #                                the memory figure: a smoke run for CI (about a minute), not a
@@ -23,7 +24,10 @@
 # and latency.svg (latency percentiles). Needs etcd, python3 and cargo; nothing else.
 # Environment: KEYWARD_BIN (binary to use; skips the build), KEYWARD_ETCD_BIN (default etcd),
 # KEYWARD_COMPARE_SHORT=1 (same as --short), KEYWARD_COMPARE_KEEP=1 (keep the temp dir and logs),
-# KEYWARD_COMPARE_BACKEND=log|sled (the engine of both keyward dev stores, default log: the default engine).
+# KEYWARD_COMPARE_BACKEND=log|sled (the engine of both keyward dev stores, default log: the default engine),
+# KEYWARD_COMPARE_ROUNDS=N (rounds of each store workload: 3 in full mode, 1 in short mode; the
+# three targets run back to back in each round, in an order that turns, and the report takes
+# the median of the per-round ratios: one 10 s run per target swung the put ratio by ±0.1).
 set -Eeuo pipefail
 trap 'echo "compare.sh: line $LINENO failed (exit $?): $BASH_COMMAND" >&2' ERR
 
@@ -51,11 +55,11 @@ die() { echo "compare.sh: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is needed (for the report and the chart)"
 
 if [ "$short" = 1 ]; then
-  mode=short duration=2s warmup=300ms keys=200 storm=2000 load_keys=2000
+  mode=short duration=2s warmup=300ms keys=200 storm=2000 load_keys=2000 rounds=${KEYWARD_COMPARE_ROUNDS:-1}
   bin=${KEYWARD_BIN:-target/debug/keyward}
   [ -x "$bin" ] || die "$bin not found: build it first (cargo build) or set KEYWARD_BIN"
 else
-  mode=full duration=10s warmup=1s keys=1000 storm=10000 load_keys=100000
+  mode=full duration=10s warmup=1s keys=1000 storm=10000 load_keys=100000 rounds=${KEYWARD_COMPARE_ROUNDS:-3}
   if [ -n "${KEYWARD_BIN:-}" ]; then
     bin=$KEYWARD_BIN
   else
@@ -65,6 +69,7 @@ else
   fi
   [ -x "$bin" ] || die "$bin is not an executable"
 fi
+[[ $rounds =~ ^[1-9][0-9]?$ ]] || die "KEYWARD_COMPARE_ROUNDS must be a whole number from 1 to 99, not $rounds"
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 
 etcd_bin=${KEYWARD_ETCD_BIN:-etcd}
@@ -227,10 +232,29 @@ rss() {
 store_flags=(--concurrency 16 --connections 4 --value-size 1KiB --keys "$keys"
   --duration "$duration" --warmup "$warmup")
 echo "== store workloads ($mode: $duration each after $warmup warm-up, 16 clients, 1 KiB values, $keys keys)"
+# store_run TARGET OP ROUND: one store workload against one target; rounds after the first
+# write their report as NAME@ROUND.
+store_run() {
+  local name="store-$1-$2"
+  [ "$3" = 1 ] || name+="@$3"
+  case $1 in
+    kmsv2) run "$name" "$dev_kms_pid" store --server "unix://$work/kw-kms/keyward.sock" --op "$2" "${store_flags[@]}" ;;
+    identity) run "$name" "$dev_identity_pid" store --server "unix://$work/kw-identity/keyward.sock" --op "$2" "${store_flags[@]}" ;;
+    etcd) run "$name" "$etcd_pid" store --etcd "$etcd_url" --op "$2" "${store_flags[@]}" ;;
+  esac
+}
 for op in put get list mixed watch; do
-  run "store-kmsv2-$op" "$dev_kms_pid" store --server "unix://$work/kw-kms/keyward.sock" --op "$op" "${store_flags[@]}"
-  run "store-identity-$op" "$dev_identity_pid" store --server "unix://$work/kw-identity/keyward.sock" --op "$op" "${store_flags[@]}"
-  run "store-etcd-$op" "$etcd_pid" store --etcd "$etcd_url" --op "$op" "${store_flags[@]}"
+  for r in $(seq "$rounds"); do
+    # The targets of a round run back to back; the order turns each round so that none always
+    # runs first (after the previous workload) or last.
+    case $(( (r - 1) % 3 )) in
+      0) order=(kmsv2 identity etcd) ;;
+      1) order=(identity etcd kmsv2) ;;
+      2) order=(etcd kmsv2 identity) ;;
+    esac
+    [ "$rounds" = 1 ] || echo "  round $r of $op"
+    for t in "${order[@]}"; do store_run "$t" "$op" "$r"; done
+  done
 done
 store_mem_1k=$(rss "$dev_kms_pid" store_after_workloads)
 
@@ -273,7 +297,7 @@ for line in open("/proc/cpuinfo"):
 mem_kib = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal:"))
 json.dump({
     "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    "mode": "$mode", "store_backend": "$backend", "duration": "$duration", "warmup": "$warmup", "keys": $keys,
+    "mode": "$mode", "store_backend": "$backend", "duration": "$duration", "warmup": "$warmup", "keys": $keys, "rounds": $rounds,
     "nproc": os.cpu_count(), "cpu": model, "memory_gib": round(mem_kib / 2**20, 1),
     "kernel": platform.release(), "fs": "$fstype",
     "etcd": first(["$etcd_bin", "--version"]), "keyward": first(["$bin", "--version"]),
