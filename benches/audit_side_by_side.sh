@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The cost of access control and audit, side by side on one machine: five `keyward server`s on
 # the default engine (log-structured; sled in the runs before 2026-12-02) with one aesgcm key,
+# benchmarked in turn within each round so that drift hits them alike:
 #   off      no access flags (the caller is the server's uid: system:admin), nothing audited
 #   authz    bearer token + RBAC (a Role allowing user `bench` in namespace `bench`)
 #   fs       authz + audit at level Metadata, durable before the request goes on (the default)
