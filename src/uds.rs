@@ -332,9 +332,48 @@ pub fn lazy_channel(target: UnixTarget) -> Channel {
     }))
 }
 
+/// Whether the call was refused by a server shutting down, so that the server never processed
+/// it: it began on a connection the server had just closed with GOAWAY (`NO_ERROR`), which
+/// tonic reports as `Internal`, or the connection closed before the request was sent on it
+/// (`Cancelled`, from hyper). Such a call is as retryable as `Unavailable`, and safe to send
+/// again whatever it does: grpc-go, kube-apiserver's client, retries both transparently.
+pub fn refused_while_closing(s: &tonic::Status) -> bool {
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_canceled() {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a GOAWAY (`NO_ERROR`) from the server makes a call "refused while closing": an
+    /// internal error, with or without a transport error as its source, is not one.
+    #[test]
+    fn only_a_goaway_is_a_refusal_while_closing() {
+        assert!(!refused_while_closing(&tonic::Status::internal(
+            "h2 protocol error: http2 error"
+        )));
+        let mut s = tonic::Status::internal("boom");
+        s.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection reset",
+        )));
+        assert!(!refused_while_closing(&s));
+        let mut s = tonic::Status::internal("stream reset");
+        s.set_source(std::sync::Arc::new(h2::Error::from(h2::Reason::NO_ERROR)));
+        assert!(!refused_while_closing(&s), "a reset stream is not a GOAWAY");
+        assert!(!refused_while_closing(&tonic::Status::unavailable("down")));
+    }
 
     #[tokio::test]
     async fn bind_modes_stale_and_in_use() {

@@ -315,7 +315,7 @@ fn retryable(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
         Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-    ) || super::error::refused_while_closing(s)
+    ) || crate::uds::refused_while_closing(s)
 }
 
 /// Runs `keyward run`.

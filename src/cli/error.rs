@@ -69,24 +69,10 @@ pub(super) fn server_error(s: Status) -> CliError {
     server_error_when(s, "")
 }
 
-/// Whether the call was refused by a server shutting down: it began on a connection the
-/// server had just closed with GOAWAY (`NO_ERROR`), so the server never processed it. tonic
-/// reports that as `Internal`; it is as retryable as `Unavailable`.
-pub(super) fn refused_while_closing(s: &Status) -> bool {
-    let mut cause = std::error::Error::source(s);
-    while let Some(e) = cause {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
-        }
-        cause = e.source();
-    }
-    false
-}
-
 /// A store server's error with kubectl's context before the server's message (`error when
 /// creating "m.yaml": `); an Invalid error is printed from its details alone, as kubectl does.
 pub(super) fn server_error_when(s: Status, context: &str) -> CliError {
-    if refused_while_closing(&s) {
+    if crate::uds::refused_while_closing(&s) {
         return CliError::plain(format!(
             "Error from server ({}): {context}the server closed the connection (shutting down or restarting) before it took the request; nothing was done",
             Reason::ServiceUnavailable
@@ -145,24 +131,6 @@ pub(super) fn admin_error(s: Status) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Only a GOAWAY (`NO_ERROR`) from the server makes a call "refused while closing": an
-    /// internal error, with or without a transport error as its source, is not one.
-    #[test]
-    fn only_a_goaway_is_a_refusal_while_closing() {
-        assert!(!refused_while_closing(&Status::internal(
-            "h2 protocol error: http2 error"
-        )));
-        let mut s = Status::internal("boom");
-        s.set_source(std::sync::Arc::new(std::io::Error::other(
-            "connection reset",
-        )));
-        assert!(!refused_while_closing(&s));
-        let mut s = Status::internal("stream reset");
-        s.set_source(std::sync::Arc::new(h2::Error::from(h2::Reason::NO_ERROR)));
-        assert!(!refused_while_closing(&s), "a reset stream is not a GOAWAY");
-        assert!(!refused_while_closing(&Status::unavailable("down")));
-    }
 
     /// What the user sees for each reason a store server sends, and for each code when it
     /// sends none.

@@ -176,6 +176,50 @@ async fn kms_v2_survives_a_plugin_restart() {
     p2.stop().await;
 }
 
+/// A plugin that closes a connection gracefully (GOAWAY, `NO_ERROR`) before taking the calls
+/// sent on it, as one does while it restarts: the store's KMS client makes those calls again on
+/// a new connection, as kube-apiserver's grpc-go client does, so no write or read fails. Here
+/// the first two connections to the plugin's socket are closed that way, at once, by a raw
+/// HTTP/2 server; later ones are passed through to the real plugin.
+#[tokio::test]
+async fn kms_calls_refused_by_a_closing_plugin_are_made_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let p = Plugin::start(Algorithm::Aes256Gcm).await;
+    let front = p.dir.path().join("front.sock");
+    let listener = tokio::net::UnixListener::bind(&front).unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let (plugin, counter) = (p.socket.clone(), closed.clone());
+    let front_task = tokio::spawn(async move {
+        loop {
+            let (mut io, _) = listener.accept().await.unwrap();
+            if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                tokio::spawn(async move {
+                    let mut conn = h2::server::handshake(io).await.unwrap();
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    while let Some(Ok(_)) = conn.accept().await {}
+                });
+            } else {
+                let plugin = plugin.clone();
+                tokio::spawn(async move {
+                    let mut up = tokio::net::UnixStream::connect(&plugin).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut io, &mut up).await;
+                });
+            }
+        }
+    });
+    let enc = Encryption::build(&cfg(&kms_provider("v1", "legacy", &front))).await;
+    let t = enc.for_resource("secrets");
+    let stored = t.to_storage(SK, b"after a refusal").await.unwrap();
+    let (pt, _) = t.from_storage(SK, &stored).await.unwrap();
+    assert_eq!(pt.as_slice(), b"after a refusal");
+    assert!(
+        closed.load(Ordering::SeqCst) >= 3,
+        "the refused connections were used, then a new one"
+    );
+    front_task.abort();
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn kms_v1_round_trip_and_cache() {
     let p = Plugin::start(Algorithm::Aes256Gcm).await;

@@ -40,6 +40,9 @@ fn new_uid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Times a call refused unprocessed by a closing plugin is made again (see [`Plugin::call`]).
+const REFUSED_RETRIES: u32 = 3;
+
 /// Shared plumbing: a lazily connected channel and per-call timeouts with error mapping.
 struct Plugin {
     name: String,
@@ -73,15 +76,35 @@ impl Plugin {
         }
     }
 
-    async fn call<T>(
-        &self,
-        what: &str,
-        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, EncryptionError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(self.err(format!("{what} timed out after {:?}", self.timeout))),
-            Ok(Err(s)) => Err(self.err(format!("{what} failed: {:?}: {}", s.code(), s.message()))),
-            Ok(Ok(r)) => Ok(r.into_inner()),
+    /// Makes one call with `attempt`, within the plugin's timeout. A call the plugin refused
+    /// unprocessed because it was closing the connection (a graceful restart's GOAWAY) is made
+    /// again on a new connection, up to [`REFUSED_RETRIES`] times, as grpc-go (kube-apiserver's
+    /// client) does transparently; any other failure is returned as it is.
+    async fn call<T, F, Fut>(&self, what: &str, mut attempt: F) -> Result<T, EncryptionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut refused = 0;
+        loop {
+            match tokio::time::timeout_at(deadline, attempt()).await {
+                Err(_) => {
+                    return Err(self.err(format!("{what} timed out after {:?}", self.timeout)))
+                }
+                Ok(Err(s)) if refused < REFUSED_RETRIES && uds::refused_while_closing(&s) => {
+                    refused += 1;
+                    tracing::debug!(
+                        provider = %self.name,
+                        call = what,
+                        "kms plugin closed the connection before taking the call; calling again"
+                    );
+                }
+                Ok(Err(s)) => {
+                    return Err(self.err(format!("{what} failed: {:?}: {}", s.code(), s.message())))
+                }
+                Ok(Ok(r)) => return Ok(r.into_inner()),
+            }
         }
     }
 }

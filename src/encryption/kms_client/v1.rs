@@ -94,12 +94,15 @@ impl KmsV1 {
             .get_or_try_init(|| async {
                 let v = self
                     .plugin
-                    .call(
-                        "Version",
-                        self.client().version(v1::VersionRequest {
-                            version: "v1beta1".into(),
-                        }),
-                    )
+                    .call("Version", || {
+                        let mut c = self.client();
+                        async move {
+                            c.version(v1::VersionRequest {
+                                version: "v1beta1".into(),
+                            })
+                            .await
+                        }
+                    })
                     .await?;
                 if v.version != "v1beta1" {
                     return Err(self.plugin.contract(format!(
@@ -134,13 +137,14 @@ impl KmsV1 {
         let dek = Key32::from_bytes(&mut raw);
         let wrapped = self
             .plugin
-            .call(
-                "Encrypt",
-                self.client().encrypt(v1::EncryptRequest {
+            .call("Encrypt", || {
+                let mut c = self.client();
+                let request = v1::EncryptRequest {
                     version: "v1beta1".into(),
                     plain: dek.expose().to_vec(),
-                }),
-            )
+                };
+                async move { c.encrypt(request).await }
+            })
             .await?
             .cipher;
         if wrapped.is_empty() || wrapped.len() > u16::MAX as usize {
@@ -188,13 +192,14 @@ impl KmsV1 {
                 self.ensure_version().await?;
                 let plain = Zeroizing::new(
                     self.plugin
-                        .call(
-                            "Decrypt",
-                            self.client().decrypt(v1::DecryptRequest {
+                        .call("Decrypt", || {
+                            let mut c = self.client();
+                            let request = v1::DecryptRequest {
                                 version: "v1beta1".into(),
                                 cipher: wrapped.to_vec(),
-                            }),
-                        )
+                            };
+                            async move { c.decrypt(request).await }
+                        })
                         .await?
                         .plain,
                 );

@@ -304,7 +304,10 @@ impl KmsV2 {
     async fn check_inner(&self) -> Result<(), EncryptionError> {
         let st = self
             .plugin
-            .call("Status", self.client().status(v2::StatusRequest {}))
+            .call("Status", || {
+                let mut c = self.client();
+                async move { c.status(v2::StatusRequest {}).await }
+            })
             .await?;
         let mut problems = Vec::new();
         if st.healthz != "ok" {
@@ -355,13 +358,14 @@ impl KmsV2 {
             .map_err(EncryptionError::Crypto)?;
         let resp = self
             .plugin
-            .call(
-                "Encrypt",
-                self.client().encrypt(v2::EncryptRequest {
+            .call("Encrypt", || {
+                let mut c = self.client();
+                let request = v2::EncryptRequest {
                     plaintext: seed.to_vec(),
                     uid: new_uid(),
-                }),
-            )
+                };
+                async move { c.encrypt(request).await }
+            })
             .await?;
         validate_dek_source(&resp.ciphertext)
             .and_then(|()| validate_key_id(&resp.key_id))
@@ -540,15 +544,16 @@ impl KmsV2 {
             None => {
                 let plain = Zeroizing::new(
                     self.plugin
-                        .call(
-                            "Decrypt",
-                            self.client().decrypt(v2::DecryptRequest {
+                        .call("Decrypt", || {
+                            let mut c = self.client();
+                            let request = v2::DecryptRequest {
                                 ciphertext: obj.encrypted_dek_source.to_vec(),
                                 uid: new_uid(),
                                 key_id: obj.key_id.to_string(),
                                 annotations: obj.annotations.clone(),
-                            }),
-                        )
+                            };
+                            async move { c.decrypt(request).await }
+                        })
                         .await?
                         .plaintext,
                 );
