@@ -220,6 +220,74 @@ async fn kms_calls_refused_by_a_closing_plugin_are_made_again() {
     p.stop().await;
 }
 
+/// Writes through kms v1 (one plugin `Encrypt` per write) from eight tasks while the plugin
+/// is stopped gracefully and started again on the same socket, five times. A write may fail
+/// while no plugin listens (`Unavailable`, as in kube-apiserver), but never because the plugin
+/// refused a call while it closed the connection: those calls are made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_v1_writes_across_graceful_plugin_restarts_fail_only_while_it_is_down() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let p = Plugin::start(Algorithm::Aes256Gcm).await;
+    let dir = p.dir.path().to_owned();
+    let (socket, keyring_dir, key) = (p.socket.clone(), dir.join("data"), dir.join("root.key"));
+    let enc = Arc::new(Encryption::build(&cfg(&kms1("legacy", &p))).await);
+    let done = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    // Until `n` writes have succeeded in all; fails the test after 60 s.
+    async fn wait_for(written: &AtomicUsize, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while written.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writes stopped succeeding"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let (enc, done, written) = (enc.clone(), done.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut unexpected = Vec::new();
+                let t = enc.for_resource("secrets");
+                while !done.load(Ordering::SeqCst) {
+                    match t.to_storage(SK, b"value").await {
+                        Ok(_) => {
+                            written.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) if e.to_string().contains("Encrypt failed: Unavailable") => {
+                            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        }
+                        Err(e) => unexpected.push(e.to_string()),
+                    }
+                }
+                unexpected
+            })
+        })
+        .collect();
+    let _keep_dir = p.dir;
+    let mut plugin = (p.stop, p.task, p.keyring);
+    for _ in 0..5 {
+        let before = written.load(Ordering::SeqCst);
+        wait_for(&written, before + 200).await;
+        let (stop, task, keyring) = plugin;
+        let _ = stop.map(|s| s.send(()));
+        task.unwrap().await.unwrap().unwrap();
+        drop(keyring);
+        let next = Plugin::restart(&keyring_dir, &key, &socket).await;
+        plugin = (next.stop, next.task, next.keyring);
+    }
+    wait_for(&written, written.load(Ordering::SeqCst) + 200).await;
+    done.store(true, Ordering::SeqCst);
+    for w in writers {
+        let unexpected = w.await.unwrap();
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+    }
+    let (stop, task, _) = plugin;
+    let _ = stop.map(|s| s.send(()));
+    task.unwrap().await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn kms_v1_round_trip_and_cache() {
     let p = Plugin::start(Algorithm::Aes256Gcm).await;
