@@ -357,8 +357,11 @@ pub fn refused_while_closing(s: &tonic::Status) -> bool {
 mod tests {
     use super::*;
 
-    /// Only a GOAWAY (`NO_ERROR`) from the server makes a call "refused while closing": an
-    /// internal error, with or without a transport error as its source, is not one.
+    /// An internal error, with or without a transport error as its source, a reset stream and
+    /// `Unavailable` are not refusals while closing. (The refusals themselves, a GOAWAY and a
+    /// request never sent, come from real connections in the store tests
+    /// `kms_calls_refused_by_a_closing_plugin_are_made_again` and
+    /// `kms_v1_writes_across_graceful_plugin_restarts_fail_only_while_it_is_down`.)
     #[test]
     fn only_a_goaway_is_a_refusal_while_closing() {
         assert!(!refused_while_closing(&tonic::Status::internal(

@@ -227,10 +227,15 @@ async fn kms_calls_refused_by_a_closing_plugin_are_made_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_v1_writes_across_graceful_plugin_restarts_fail_only_while_it_is_down() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let p = Plugin::start(Algorithm::Aes256Gcm).await;
-    let dir = p.dir.path().to_owned();
-    let (socket, keyring_dir, key) = (p.socket.clone(), dir.join("data"), dir.join("root.key"));
-    let enc = Arc::new(Encryption::build(&cfg(&kms1("legacy", &p))).await);
+    let mut plugin = Plugin::start(Algorithm::Aes256Gcm).await;
+    // The keyring's directory outlives each plugin served from it (`stop` removes `dir`).
+    let keep = std::mem::replace(&mut plugin.dir, tempfile::tempdir().unwrap());
+    let (socket, keyring_dir, key) = (
+        plugin.socket.clone(),
+        keep.path().join("data"),
+        keep.path().join("root.key"),
+    );
+    let enc = Arc::new(Encryption::build(&cfg(&kms1("legacy", &plugin))).await);
     let done = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));
     // Until `n` writes have succeeded in all; fails the test after 60 s.
@@ -265,17 +270,10 @@ async fn kms_v1_writes_across_graceful_plugin_restarts_fail_only_while_it_is_dow
             })
         })
         .collect();
-    let _keep_dir = p.dir;
-    let mut plugin = (p.stop, p.task, p.keyring);
     for _ in 0..5 {
-        let before = written.load(Ordering::SeqCst);
-        wait_for(&written, before + 200).await;
-        let (stop, task, keyring) = plugin;
-        let _ = stop.map(|s| s.send(()));
-        task.unwrap().await.unwrap().unwrap();
-        drop(keyring);
-        let next = Plugin::restart(&keyring_dir, &key, &socket).await;
-        plugin = (next.stop, next.task, next.keyring);
+        wait_for(&written, written.load(Ordering::SeqCst) + 200).await;
+        plugin.stop().await;
+        plugin = Plugin::restart(&keyring_dir, &key, &socket).await;
     }
     wait_for(&written, written.load(Ordering::SeqCst) + 200).await;
     done.store(true, Ordering::SeqCst);
@@ -283,9 +281,7 @@ async fn kms_v1_writes_across_graceful_plugin_restarts_fail_only_while_it_is_dow
         let unexpected = w.await.unwrap();
         assert!(unexpected.is_empty(), "{unexpected:?}");
     }
-    let (stop, task, _) = plugin;
-    let _ = stop.map(|s| s.send(()));
-    task.unwrap().await.unwrap().unwrap();
+    plugin.stop().await;
 }
 
 #[tokio::test]
