@@ -78,6 +78,9 @@ fn is_dns1123_label_shape(l: &str) -> bool {
 
 /// `field` with each message as `Invalid value: "<value>": <message>` (`field.Invalid`).
 fn invalid_each(field: &str, value: &str, messages: Vec<String>) -> Vec<FieldError> {
+    if messages.is_empty() {
+        return Vec::new();
+    }
     let quoted = crate::authz::go_quote(value);
     messages
         .into_iter()
@@ -291,6 +294,9 @@ impl DataKey {
             problems.push("must not be '..'".to_owned());
         } else if key.starts_with("..") {
             problems.push("must not start with '..'".to_owned());
+        }
+        if problems.is_empty() {
+            return Vec::new();
         }
         invalid_each(&format!("{field}[{key}]"), key, problems)
     }

@@ -168,7 +168,8 @@ async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
             let shown = target.to_string();
             let ch = uds::channel(target).await.map_err(|e| {
                 CliError::new(format!(
-                    "cannot connect to the keyward server at {shown}: {e}"
+                    "cannot connect to the keyward server at {shown}: {}",
+                    super::error::with_causes(&e)
                 ))
                 .hint("start one with `keyward dev` or `keyward server`, or pass --server")
             })?;
@@ -196,7 +197,8 @@ async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
                 .map_err(|e| CliError::new(format!("TLS settings: {e}")))?;
             let ch = endpoint.connect().await.map_err(|e| {
                 CliError::new(format!(
-                    "cannot connect to the keyward server at {url}: {e}"
+                    "cannot connect to the keyward server at {url}: {}",
+                    super::error::with_causes(&e)
                 ))
                 .hint("check --server and --ca-file")
             })?;

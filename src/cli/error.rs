@@ -63,6 +63,23 @@ impl<E: std::error::Error> From<E> for CliError {
     }
 }
 
+/// `e` followed by each of its causes that says something new, joined by `: ` (tonic's
+/// `transport error: No such file or directory (os error 2)`), for errors whose own text is too
+/// general to act on.
+pub(super) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// A store server's error as kubectl prints it: `Error from server (NotFound): secrets "x" not
 /// found`, or `The Secret "x" is invalid: ...` for validation errors.
 pub(super) fn server_error(s: Status) -> CliError {
@@ -77,6 +94,15 @@ pub(super) fn server_error_when(s: Status, context: &str) -> CliError {
             "Error from server ({}): {context}the server closed the connection (shutting down or restarting) before it took the request; nothing was done",
             Reason::ServiceUnavailable
         ));
+    }
+    if Reason::of(&s).is_none() {
+        // Made by the client's transport, not sent by a server.
+        if let Some(cause) = std::error::Error::source(&s) {
+            return CliError::new(format!(
+                "{context}Unable to connect to the server: {}",
+                with_causes(cause)
+            ));
+        }
     }
     match Reason::of(&s).unwrap_or_else(|| store_reason(s.code())) {
         Reason::Invalid => CliError::plain(format!("The {}", s.message())),
@@ -131,6 +157,48 @@ pub(super) fn admin_error(s: Status) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A status the client's transport made (it has a source and no reason) is not printed as
+    /// an error from the server.
+    #[test]
+    fn transport_failures_are_not_errors_from_the_server() {
+        let s = Status::from_error(Box::new(std::io::Error::from_raw_os_error(104)));
+        let e = server_error_when(s, "error when creating \"m.yaml\": ");
+        assert!(!e.plain);
+        assert_eq!(
+            e.message,
+            "error when creating \"m.yaml\": Unable to connect to the server: Connection reset by peer (os error 104)"
+        );
+    }
+
+    /// A cause is added when it says something new, and not when its words are already there.
+    #[test]
+    fn causes_are_added_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error, &'static str);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.1)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let missing = || std::io::Error::from_raw_os_error(2);
+        assert_eq!(
+            with_causes(&Outer(missing(), "transport error")),
+            "transport error: No such file or directory (os error 2)"
+        );
+        assert_eq!(
+            with_causes(&Outer(
+                missing(),
+                "cannot connect: No such file or directory (os error 2)"
+            )),
+            "cannot connect: No such file or directory (os error 2)"
+        );
+    }
 
     /// What the user sees for each reason a store server sends, and for each code when it
     /// sends none.

@@ -630,8 +630,9 @@ pub(super) async fn admin_client(
     let path = path.as_path();
     let channel = uds::unix_channel(path.to_owned()).await.map_err(|e| {
         CliError::new(format!(
-            "cannot connect to the admin socket {}: {e}",
-            path.display()
+            "cannot connect to the admin socket {}: {}",
+            path.display(),
+            super::error::with_causes(&e)
         ))
         .hint("start the plugin (keyward kms serve --admin-socket PATH, or keyward dev), or pass --admin-socket")
     })?;

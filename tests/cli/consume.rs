@@ -758,6 +758,12 @@ fn no_wait_fails_fast_and_timeout_bounds_the_wait() {
         "{}",
         out.stderr
     );
+    assert!(
+        out.stderr
+            .contains("No such file or directory (os error 2)"),
+        "the system's reason is shown: {}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("waiting"));
 }
 

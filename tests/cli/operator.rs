@@ -450,6 +450,10 @@ fn admin_commands_text_and_json() {
     let (ok, _, err) = run(&["kms", "keys", "--admin-socket", &s.s("nope.sock")]);
     assert!(!ok);
     assert!(err.contains("cannot connect to the admin socket"), "{err}");
+    assert!(
+        err.contains("No such file or directory (os error 2)"),
+        "{err}"
+    );
 }
 
 #[test]
