@@ -49,6 +49,37 @@ pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
     getrandom::getrandom(buf).map_err(|_| CryptoError::Random)
 }
 
+/// Fills `buf` (at most [`PUBLIC_POOL`] bytes) with random bytes that are unique but not secret
+/// (nonces, IVs, KDF info, audit ids): each thread takes them from the operating system
+/// [`PUBLIC_POOL`] bytes at a time instead of one system call per value, and no byte is handed
+/// out twice. Never for key material: the pool stays in memory until used.
+pub fn fill_public_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    thread_local! {
+        // The pool and how much of it was used (all of it at first: filled on first use).
+        static POOL: std::cell::RefCell<([u8; PUBLIC_POOL], usize)> = const {
+            std::cell::RefCell::new(([0; PUBLIC_POOL], PUBLIC_POOL))
+        };
+    }
+    if buf.len() > PUBLIC_POOL {
+        return fill_random(buf);
+    }
+    POOL.with(|cell| {
+        let (pool, used) = &mut *cell.borrow_mut();
+        if *used + buf.len() > PUBLIC_POOL {
+            fill_random(pool)?;
+            *used = 0;
+        }
+        let taken = &mut pool[*used..*used + buf.len()];
+        buf.copy_from_slice(taken);
+        taken.fill(0);
+        *used += buf.len();
+        Ok(())
+    })
+}
+
+/// How many bytes of unique, public randomness a thread takes from the OS at a time.
+pub const PUBLIC_POOL: usize = 4096;
+
 /// Returns `N` random bytes.
 pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut out = [0u8; N];
@@ -813,6 +844,24 @@ impl fmt::Debug for Ed25519PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values drawn from the pool across several refills never repeat; a draw larger than the
+    /// pool comes straight from the OS, and the pool goes on after it.
+    #[test]
+    fn public_randomness_is_never_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3 * PUBLIC_POOL / 44 {
+            let mut b = [0u8; 44];
+            fill_public_random(&mut b).unwrap();
+            assert!(seen.insert(b), "a 44-byte draw repeated");
+        }
+        let mut big = vec![0u8; PUBLIC_POOL + 1];
+        fill_public_random(&mut big).unwrap();
+        assert!(big.iter().any(|b| *b != 0));
+        let mut tail = [0u8; 16];
+        fill_public_random(&mut tail).unwrap();
+        assert_ne!(tail, [0u8; 16]);
+    }
 
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s).unwrap()

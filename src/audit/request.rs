@@ -221,30 +221,15 @@ impl Auditor {
     }
 }
 
-/// A random (version 4) UUID. Each thread takes the random bytes from the OS 4 KiB at a time,
-/// not with one system call per request; an audit id is unique, not secret.
+/// A random (version 4) UUID, from the thread's pool of public randomness: an audit id is
+/// unique, not secret.
 fn new_audit_id() -> String {
-    const POOL: usize = 4096;
-    thread_local! {
-        // The pool and how much of it was used (all of it at first: filled on first use).
-        static RANDOM: std::cell::RefCell<([u8; POOL], usize)> = const {
-            std::cell::RefCell::new(([0; POOL], POOL))
-        };
-    }
-    let bytes = RANDOM.with(|cell| {
-        let (pool, used) = &mut *cell.borrow_mut();
-        if *used + 16 > POOL {
-            crate::crypto::fill_random(pool).ok()?;
-            *used = 0;
-        }
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&pool[*used..*used + 16]);
-        *used += 16;
-        Some(bytes)
-    });
-    match bytes {
-        Some(b) => uuid::Builder::from_random_bytes(b).into_uuid().to_string(),
-        None => uuid::Uuid::new_v4().to_string(),
+    let mut bytes = [0u8; 16];
+    match crate::crypto::fill_public_random(&mut bytes) {
+        Ok(()) => uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .to_string(),
+        Err(_) => uuid::Uuid::new_v4().to_string(),
     }
 }
 

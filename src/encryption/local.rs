@@ -48,20 +48,22 @@ impl LocalKey {
         match self {
             LocalKey::AesCbc(k) => {
                 let mut iv = [0u8; AES_BLOCK];
-                rnd.fill(&mut iv).map_err(EncryptionError::Crypto)?;
+                rnd.fill_public(&mut iv).map_err(EncryptionError::Crypto)?;
                 out.extend_from_slice(&iv);
                 k.encrypt_into(&iv, plaintext, out);
             }
             LocalKey::AesGcm(k) => {
                 let mut nonce = [0u8; GCM_NONCE_LEN];
-                rnd.fill(&mut nonce).map_err(EncryptionError::Crypto)?;
+                rnd.fill_public(&mut nonce)
+                    .map_err(EncryptionError::Crypto)?;
                 out.extend_from_slice(&nonce);
                 k.seal_into(&nonce, aad, plaintext, out)
                     .map_err(EncryptionError::Crypto)?;
             }
             LocalKey::Secretbox(k) => {
                 let mut nonce = [0u8; SECRETBOX_NONCE_LEN];
-                rnd.fill(&mut nonce).map_err(EncryptionError::Crypto)?;
+                rnd.fill_public(&mut nonce)
+                    .map_err(EncryptionError::Crypto)?;
                 out.extend_from_slice(&nonce);
                 k.seal_into(&nonce, plaintext, out)
                     .map_err(EncryptionError::Crypto)?;

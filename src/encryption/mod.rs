@@ -98,6 +98,12 @@ pub enum EncryptionError {
 pub trait RandomSource: Send + Sync {
     /// Fills `buf` with random bytes.
     fn fill(&self, buf: &mut [u8]) -> Result<(), CryptoError>;
+
+    /// Fills `buf` with random bytes that are stored in the clear beside the ciphertext
+    /// (nonces, IVs, kms v2's KDF info): unique, not secret.
+    fn fill_public(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        self.fill(buf)
+    }
 }
 
 /// The operating system's CSPRNG.
@@ -107,6 +113,10 @@ pub struct OsRandom;
 impl RandomSource for OsRandom {
     fn fill(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
         crypto::fill_random(buf)
+    }
+
+    fn fill_public(&self, buf: &mut [u8]) -> Result<(), CryptoError> {
+        crypto::fill_public_random(buf)
     }
 }
 

@@ -154,7 +154,8 @@ impl KmsV1 {
             )));
         }
         let mut nonce = [0u8; GCM_NONCE_LEN];
-        rnd.fill(&mut nonce).map_err(EncryptionError::Crypto)?;
+        rnd.fill_public(&mut nonce)
+            .map_err(EncryptionError::Crypto)?;
         v1_seal(&wrapped, dek.expose(), &nonce, aad, plaintext, out)
             .map_err(EncryptionError::Crypto)?;
         self.cache_put(wrapped, Arc::new(Dek::from_key(&dek)));

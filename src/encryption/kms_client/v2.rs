@@ -435,7 +435,8 @@ impl KmsV2 {
             )));
         }
         let mut rand = Zeroizing::new([0u8; SEED_LEN + GCM_NONCE_LEN]);
-        rnd.fill(rand.as_mut()).map_err(EncryptionError::Crypto)?;
+        rnd.fill_public(rand.as_mut())
+            .map_err(EncryptionError::Crypto)?;
         let info: &[u8; SEED_LEN] = rand[..SEED_LEN].try_into().expect("length");
         let nonce: &[u8; GCM_NONCE_LEN] = rand[SEED_LEN..].try_into().expect("length");
         let obj = v2_seal(
