@@ -174,12 +174,11 @@ pub enum Expect {
 /// Result of a put or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// Applied (and durable) at `revision`; `prev` is the key's value before, if it existed.
+    /// Applied (and durable) at `revision`. (What the key held before is in the change's watch
+    /// event; no caller needs it here, and an engine would have to read it for every write.)
     Applied {
         /// Revision of this change.
         revision: Revision,
-        /// Previous value.
-        prev: Option<KeyValue>,
     },
     /// The condition did not hold; nothing changed. `current` is the key now (None if absent).
     Conflict {

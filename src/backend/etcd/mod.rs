@@ -98,7 +98,6 @@ fn put_op(key: &[u8], value: Vec<u8>) -> pb::RequestOp {
         request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
             key: key.to_vec(),
             value,
-            prev_kv: true,
             ..Default::default()
         })),
     }
@@ -109,7 +108,6 @@ fn delete_op(key: &[u8]) -> pb::RequestOp {
         request: Some(pb::request_op::Request::RequestDeleteRange(
             pb::DeleteRangeRequest {
                 key: key.to_vec(),
-                prev_kv: true,
                 ..Default::default()
             },
         )),
@@ -424,7 +422,6 @@ impl Backend for EtcdBackend {
             let req = pb::PutRequest {
                 key: key.to_vec(),
                 value,
-                prev_kv: true,
                 ..Default::default()
             };
             let resp = self
@@ -434,7 +431,6 @@ impl Backend for EtcdBackend {
                 .map_err(|s| self.error(s, None))?;
             return Ok(WriteOutcome::Applied {
                 revision: header_revision(resp.header)?,
-                prev: resp.prev_kv.map(kv_from).transpose()?,
             });
         };
         let mut resp = self
@@ -451,13 +447,7 @@ impl Backend for EtcdBackend {
                 current: range_first(first)?,
             });
         }
-        let prev = match first {
-            Some(pb::response_op::Response::ResponsePut(p)) => {
-                p.prev_kv.map(kv_from).transpose()?
-            }
-            _ => None,
-        };
-        Ok(WriteOutcome::Applied { revision, prev })
+        Ok(WriteOutcome::Applied { revision })
     }
 
     async fn delete(&self, key: &[u8], expect: Expect) -> Result<WriteOutcome, BackendError> {
@@ -466,7 +456,6 @@ impl Backend for EtcdBackend {
             Expect::Any => {
                 let req = pb::DeleteRangeRequest {
                     key: key.to_vec(),
-                    prev_kv: true,
                     ..Default::default()
                 };
                 let resp = self
@@ -479,7 +468,6 @@ impl Backend for EtcdBackend {
                 }
                 Ok(WriteOutcome::Applied {
                     revision: header_revision(resp.header)?,
-                    prev: first_kv(resp.prev_kvs)?,
                 })
             }
             // Deleting a key that must be absent changes nothing either way.
@@ -505,13 +493,7 @@ impl Backend for EtcdBackend {
                         current: range_first(first)?,
                     });
                 }
-                let prev = match first {
-                    Some(pb::response_op::Response::ResponseDeleteRange(d)) => {
-                        first_kv(d.prev_kvs)?
-                    }
-                    _ => None,
-                };
-                Ok(WriteOutcome::Applied { revision, prev })
+                Ok(WriteOutcome::Applied { revision })
             }
         }
     }

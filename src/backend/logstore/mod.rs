@@ -167,12 +167,10 @@ impl Shared {
     }
 
     /// The key's current value (the writer's view: every published batch).
-    fn current_value(&self, key: &[u8]) -> Result<Option<KeyValue>, BackendError> {
-        let found = {
-            let index = self.index();
-            index.at(key, index.current)?
-        };
-        found.map(index::Found::read).transpose()
+    /// The key's current version, its value not read.
+    fn current_found(&self, key: &[u8]) -> Result<Option<index::Found>, BackendError> {
+        let index = self.index();
+        index.at(key, index.current)
     }
 
     fn watched(&self) -> bool {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::format::{header, scan, segment_name, ReadRecord, RecordBuilder, HEADER_LEN};
-use super::index::{key_value, Change, Loc};
+use super::index::{key_value, Change, Found, Loc};
 use super::{LogOptions, Shared};
 use crate::backend::files::{sync_path, zero_filled};
 use crate::backend::{BackendError, Event, EventKind, Expect, KeyValue, Revision, WriteOutcome};
@@ -62,8 +62,47 @@ struct Planned {
     value: Option<(Vec<u8>, usize)>,
     /// A put's create revision and version.
     meta: (i64, i64),
-    prev: Option<KeyValue>,
+    /// What the key held before, read only for watchers' events.
+    prev: Option<Before>,
     reply: oneshot::Sender<Result<WriteOutcome, BackendError>>,
+}
+
+/// A key's version before a change: one planned earlier in the batch, or one in the index
+/// whose value has not been read (conditions need only its revisions).
+enum Before {
+    Planned(KeyValue),
+    Indexed(Found),
+}
+
+impl Before {
+    fn mod_revision(&self) -> Revision {
+        match self {
+            Before::Planned(kv) => kv.mod_revision,
+            Before::Indexed(f) => Revision::new(f.version.rev).unwrap_or(Revision::FIRST),
+        }
+    }
+
+    fn create_revision(&self) -> Option<Revision> {
+        match self {
+            Before::Planned(kv) => kv.create_revision,
+            Before::Indexed(f) => Revision::new(f.version.create),
+        }
+    }
+
+    fn version(&self) -> i64 {
+        match self {
+            Before::Planned(kv) => kv.version,
+            Before::Indexed(f) => f.version.version,
+        }
+    }
+
+    /// The key-value, its value read from its segment if it comes from the index.
+    fn read(self) -> Result<KeyValue, BackendError> {
+        match self {
+            Before::Planned(kv) => Ok(kv),
+            Before::Indexed(f) => f.read(),
+        }
+    }
 }
 
 /// The segment being appended to.
@@ -202,8 +241,11 @@ impl Writer {
         reply: Reply,
     ) -> Option<(Reply, WriteOutcome)> {
         let current = match overlay.get(&key) {
-            Some(kv) => Ok(kv.clone()),
-            None => self.shared.current_value(&key),
+            Some(kv) => Ok(kv.clone().map(Before::Planned)),
+            None => self
+                .shared
+                .current_found(&key)
+                .map(|f| f.map(Before::Indexed)),
         };
         let current = match current {
             Ok(current) => current,
@@ -215,10 +257,16 @@ impl Writer {
         let holds = match expect {
             Expect::Any => true,
             Expect::Absent => current.is_none(),
-            Expect::ModRevision(r) => current.as_ref().is_some_and(|kv| kv.mod_revision == r),
+            Expect::ModRevision(r) => current.as_ref().is_some_and(|b| b.mod_revision() == r),
         };
         if !holds {
-            return Some((reply, WriteOutcome::Conflict { current }));
+            return match current.map(Before::read).transpose() {
+                Ok(current) => Some((reply, WriteOutcome::Conflict { current })),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    None
+                }
+            };
         }
         if value.is_none() && current.is_none() {
             return Some((reply, WriteOutcome::NotFound));
@@ -226,9 +274,9 @@ impl Writer {
         let rev = self.first + i64::from(self.builder.count());
         let create = current
             .as_ref()
-            .and_then(|c| c.create_revision)
+            .and_then(Before::create_revision)
             .map_or(rev, Revision::get);
-        let version = current.as_ref().map_or(1, |c| c.version + 1);
+        let version = current.as_ref().map_or(1, |c| c.version() + 1);
         let value = value.map(|v| {
             let at = self.builder.put(&key, create, version, &v);
             (v, at)
@@ -263,9 +311,22 @@ impl Writer {
             }
             return;
         }
+        // Watchers get each change's previous value: read before anything is written, so that
+        // a failed read fails the batch as a failed write does.
+        let watched = self.shared.watched();
+        let mut prevs = Vec::with_capacity(if watched { planned.len() } else { 0 });
+        let mut planned = planned;
+        let read = if watched {
+            planned.iter_mut().try_for_each(|p| {
+                prevs.push(p.prev.take().map(Before::read).transpose()?);
+                Ok(())
+            })
+        } else {
+            Ok(())
+        };
         let record_len = self.builder.len() as u64;
-        let result = self
-            .make_room(record_len)
+        let result = read
+            .and_then(|()| self.make_room(record_len))
             .and_then(|()| {
                 let record = self.builder.finish_batch();
                 self.head
@@ -285,8 +346,8 @@ impl Writer {
         let base = self.head.end;
         self.head.end += record_len;
         let seg = self.head.seq;
-        let watched = self.shared.watched();
-        let mut events = Vec::new();
+        let mut events = Vec::with_capacity(prevs.len());
+        let mut prevs = prevs.into_iter();
         let mut answers = Vec::with_capacity(planned.len());
         {
             let mut index = self.shared.write_guard();
@@ -315,18 +376,18 @@ impl Writer {
                     events.push(Event {
                         kind,
                         kv: key_value(p.key, &version, value),
-                        prev: p.prev.clone(),
+                        prev: prevs.next().flatten(),
                     });
                 }
-                answers.push((p.reply, revision, p.prev));
+                answers.push((p.reply, revision));
             }
             index.note_end(seg);
             if watched {
                 self.shared.send_events(events);
             }
         }
-        for (reply, revision, prev) in answers {
-            let _ = reply.send(Ok(WriteOutcome::Applied { revision, prev }));
+        for (reply, revision) in answers {
+            let _ = reply.send(Ok(WriteOutcome::Applied { revision }));
         }
         for (reply, outcome) in refused {
             let _ = reply.send(Ok(outcome));

@@ -219,10 +219,7 @@ impl Applier {
                 replaced_only_version,
             });
             events.push(event);
-            outcomes.push(Ok(WriteOutcome::Applied {
-                revision,
-                prev: current,
-            }));
+            outcomes.push(Ok(WriteOutcome::Applied { revision }));
         }
 
         // The log keeps the last `log_retention` revisions: the oldest kept is the compacted one.
