@@ -282,6 +282,22 @@ impl Access {
         Ok(ctx.acting_as(plan.identity))
     }
 
+    /// Refuses, and records as refused, a request `attrs` its caller may not make, before the
+    /// request's body is read: kube-apiserver authorizes what the URL says before a handler
+    /// decodes anything, so a caller without the permission gets 403 whatever it sent. An
+    /// allowed request goes on; its handler authorizes and records it as usual.
+    pub async fn refuse_if_denied(
+        &self,
+        ctx: &RequestContext,
+        attrs: &Attributes,
+    ) -> Result<(), AccessError> {
+        if self.policy.authorize(attrs).allowed() {
+            return Ok(());
+        }
+        // Records the refusal and returns Forbidden (unless the policy changed since).
+        self.admit(ctx, attrs, &[], || None).await.map(drop)
+    }
+
     /// Records a request whose credentials were refused (`attrs` with an empty user: what the
     /// request asked for, as far as the front end knows; `message` from
     /// [`Credentials::failure_message`](crate::access::Credentials::failure_message)). The request is

@@ -19,7 +19,7 @@ use crate::names::{Namespace, SecretName};
 use crate::store::migrate::{Coverage, MigrateOptions, MigrateProgress};
 use crate::store::{
     HistoryEntry, Preconditions, RawPage, ResourceVersion, Secret, SecretList, Selector, Store,
-    WatchEvents, RESOURCE,
+    StoreError, WatchEvents, RESOURCE,
 };
 
 use super::verbs;
@@ -311,6 +311,56 @@ impl Access {
             .await
             .map_err(Into::into);
         Self::complete(&mut rec, self.metrics(), result, 200, secret_body).await
+    }
+
+    /// Deletes the Secrets of `namespace` that `selector` and `keep` select, each with `pre`
+    /// as its preconditions (`dry_run`: only checked), as kube-apiserver's `deletecollection`:
+    /// authorized and recorded once, as that verb. A Secret deleted meanwhile by someone else is
+    /// skipped; any other failure stops there and is the answer (what was deleted before it
+    /// stays deleted). Answers the Secrets deleted, at the revision of the list they came from.
+    pub async fn delete_collection(
+        &self,
+        ctx: &RequestContext,
+        namespace: &Namespace,
+        selector: &Selector,
+        keep: impl Fn(&Secret) -> bool,
+        pre: &Preconditions,
+        dry_run: bool,
+    ) -> Result<SecretList, AccessError> {
+        let attrs = Self::secrets(ctx, kverbs::DELETECOLLECTION, namespace.as_str(), "");
+        let call = async {
+            let list = self.store.list(Some(namespace), selector, 0, None).await?;
+            let mut deleted = Vec::new();
+            for s in list.items.iter().filter(|s| keep(s)) {
+                let result = if dry_run {
+                    pre.check_secret(s).map(|()| Arc::clone(s))
+                } else {
+                    let name = SecretName::try_from(s.metadata.name.as_str())
+                        .map_err(|e| AccessError::BadRequest(e.to_string()))?;
+                    self.store.delete(namespace, &name, pre).await.map(Arc::new)
+                };
+                match result {
+                    Ok(gone) => deleted.push(gone),
+                    Err(StoreError::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(SecretList {
+                items: deleted,
+                continue_token: None,
+                ..list
+            })
+        };
+        let respond = |l: &SecretList, level| {
+            (level >= Level::RequestResponse).then(|| {
+                AuditObject::secret_list(
+                    l.items.iter().map(|s| &**s),
+                    &l.resource_version.to_string(),
+                    None,
+                )
+            })
+        };
+        self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }
 
     /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all).

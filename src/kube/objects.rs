@@ -216,12 +216,7 @@ fn parse_with(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, Kube
         )),
         Some(b'{') | Some(b'[') => parse_json(body, shape),
         Some(_) => {
-            let v: Value = serde_yaml_ng::from_slice(body).map_err(|e| {
-                KubeError::BadRequest(format!(
-                    "error decoding YAML: {}",
-                    crate::redact::serde_values(&e.to_string())
-                ))
-            })?;
+            let v = super::request::yaml_value(body, "error decoding YAML")?;
             Ok(Parsed {
                 value: v,
                 strict: Vec::new(),

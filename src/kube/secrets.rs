@@ -325,6 +325,17 @@ fn delete_options(req: &KubeRequest) -> Result<DeleteOptions, KubeError> {
     let mut causes = Vec::new();
     let policy = str_at(&["propagationPolicy"])
         .or_else(|| req.param("propagationPolicy").map(str::to_owned));
+    let orphan = body.get("orphanDependents").is_some_and(|v| !v.is_null())
+        || req.param("orphanDependents").is_some();
+    if let Some(p) = policy.as_ref().filter(|_| orphan) {
+        causes.push(FieldError::new(
+            "propagationPolicy",
+            format!(
+                "Invalid value: {}: orphanDependents and deletionPropagation cannot be both set",
+                crate::authz::go_quote(p)
+            ),
+        ));
+    }
     if let Some(p) =
         policy.filter(|p| !matches!(p.as_str(), "Orphan" | "Background" | "Foreground"))
     {
@@ -410,31 +421,13 @@ async fn dry_run_delete(
     let s = access
         .read_for_write(&req.ctx, WriteVerb::Delete, &id.namespace, &id.name)
         .await?;
-    let conflict = |reason: String| {
-        KubeError::Access(AccessError::Store(StoreError::Conflict {
-            name: id.name.to_string(),
-            reason,
-        }))
-    };
-    if let Some(uid) = pre.uid.as_ref().filter(|u| **u != s.metadata.uid) {
-        return Err(conflict(format!(
-            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-            s.metadata.uid
-        )));
-    }
-    if let Some(rv) = pre
-        .resource_version
-        .filter(|rv| rv.to_string() != s.metadata.resource_version)
-    {
-        return Err(conflict(format!(
-            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-            s.metadata.resource_version
-        )));
-    }
+    pre.check_secret(&s)
+        .map_err(|e| KubeError::Access(AccessError::Store(e)))?;
     Ok(s)
 }
 
-/// `DELETE .../secrets`: deletes every Secret the selectors match; answers the list deleted.
+/// `DELETE .../secrets`: deletes every Secret the selectors match, each with the request's
+/// preconditions (authorized once, as `deletecollection`); answers the list deleted.
 pub async fn delete_collection(
     access: &Access,
     req: &KubeRequest,
@@ -442,28 +435,19 @@ pub async fn delete_collection(
 ) -> Result<Reply, KubeError> {
     let opts = delete_options(req)?;
     let (labels, fields) = selectors(req)?;
-    let list = access.list(&req.ctx, Some(ns), &labels, 0, None).await?;
-    let mut deleted = Vec::new();
-    for s in list.items.into_iter().filter(|s| fields.matches(s)) {
-        let id = secret_id(&s.metadata.namespace, &s.metadata.name)?;
-        let gone = if opts.dry_run {
-            dry_run_delete(access, req, &id, &Preconditions::default()).await
-        } else {
-            access
-                .delete(&req.ctx, &id.namespace, &id.name, &Preconditions::default())
-                .await
-                .map_err(KubeError::from)
-        };
-        match gone {
-            Ok(s) => deleted.push(s),
-            // Deleted meanwhile by someone else.
-            Err(KubeError::Access(AccessError::Store(StoreError::NotFound { .. }))) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let deleted = access
+        .delete_collection(
+            &req.ctx,
+            ns,
+            &labels,
+            |s| fields.matches(s),
+            &opts.pre,
+            opts.dry_run,
+        )
+        .await?;
     Ok(Reply::ok(secret_list(
-        &deleted,
-        &list.resource_version.to_string(),
+        &deleted.items,
+        &deleted.resource_version.to_string(),
         None,
     )))
 }

@@ -34,7 +34,7 @@ use super::reviews::Review;
 use super::status::Status;
 use super::{discovery, openapi, secrets, watch, KubeError};
 use crate::access::{Access, Authenticators, Credentials, RequestContext, Source};
-use crate::authz::ImpersonationRequest;
+use crate::authz::{verbs, Attributes, ImpersonationRequest};
 use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
 
@@ -525,6 +525,14 @@ impl KubeApi {
             },
             (m, ["api", "v1", "namespaces", ns, "secrets"]) => {
                 let ns = secrets::namespace(ns)?;
+                let verb = match *m {
+                    Method::POST => Some(verbs::CREATE),
+                    Method::DELETE => Some(verbs::DELETECOLLECTION),
+                    _ => None,
+                };
+                if let Some(verb) = verb {
+                    self.authorize_first(req, verb, ns.as_str(), "").await?;
+                }
                 match *m {
                     Method::GET if watching()? => self.watch(req, Some(ns)).await,
                     Method::GET => reply(secrets::list(&self.access, req, Some(&ns)).await?),
@@ -537,6 +545,16 @@ impl KubeApi {
             }
             (m, ["api", "v1", "namespaces", ns, "secrets", name]) => {
                 let id = secrets::secret_id(ns, name)?;
+                let verb = match *m {
+                    Method::PUT => Some(verbs::UPDATE),
+                    Method::PATCH => Some(verbs::PATCH),
+                    Method::DELETE => Some(verbs::DELETE),
+                    _ => None,
+                };
+                if let Some(verb) = verb {
+                    self.authorize_first(req, verb, id.namespace.as_str(), id.name.as_str())
+                        .await?;
+                }
                 let r = match *m {
                     Method::GET => secrets::get(&self.access, req, &id).await?,
                     Method::PUT => secrets::update(&self.access, req, &id).await?,
@@ -548,6 +566,20 @@ impl KubeApi {
             }
             _ => reply(Reply::Status(Status::no_route())),
         }
+    }
+
+    /// A write its caller may not make is refused before its body or options are read.
+    async fn authorize_first(
+        &self,
+        req: &KubeRequest,
+        verb: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), KubeError> {
+        let attrs = Attributes::resource(req.ctx.user.clone(), verb, "secrets")
+            .with_namespace(namespace)
+            .with_name(name);
+        Ok(self.access.refuse_if_denied(&req.ctx, &attrs).await?)
     }
 
     async fn watch(

@@ -182,6 +182,49 @@ pub struct Preconditions {
     pub unsafe_ignore_decrypt_errors: bool,
 }
 
+impl Preconditions {
+    /// Whether Secret `name`, stored with `uid` at `resource_version`, meets these
+    /// preconditions: the Conflict kube-apiserver answers if not.
+    pub fn check(
+        &self,
+        name: &str,
+        uid: &str,
+        resource_version: Revision,
+    ) -> Result<(), StoreError> {
+        let failed = |reason: String| {
+            Err(StoreError::Conflict {
+                name: name.to_string(),
+                reason: format!("Precondition failed: {reason}"),
+            })
+        };
+        if let Some(want) = self.uid.as_ref().filter(|want| *want != uid) {
+            return failed(format!(
+                "UID in precondition: {want}, UID in object meta: {uid}"
+            ));
+        }
+        if let Some(want) = self
+            .resource_version
+            .filter(|want| *want != resource_version)
+        {
+            return failed(format!(
+                "ResourceVersion in precondition: {want}, ResourceVersion in object meta: {resource_version}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`check`](Self::check) against a Secret as the store returned it.
+    pub fn check_secret(&self, s: &Secret) -> Result<(), StoreError> {
+        let rv = s.metadata.resource_version.parse().map_err(|_| {
+            StoreError::Backend(BackendError::Corrupt(format!(
+                "Secret {}/{} was read with resourceVersion {:?}",
+                s.metadata.namespace, s.metadata.name, s.metadata.resource_version
+            )))
+        })?;
+        self.check(&s.metadata.name, &s.metadata.uid, rv)
+    }
+}
+
 /// One page of a list.
 #[derive(Debug, Clone)]
 pub struct SecretList {
@@ -524,7 +567,15 @@ impl Store {
         s.metadata.uid = uuid::Uuid::new_v4().to_string();
         s.metadata.creation_timestamp = now_rfc3339();
         Self::stamp(None, &mut s);
+        let key = self.storage_key(&id.namespace, &id.name);
         if dry_run {
+            // As kube-apiserver's dry-run storage: a name taken is AlreadyExists.
+            if self.backend.get(key.as_bytes(), None).await?.0.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    namespace: s.metadata.namespace,
+                    name,
+                });
+            }
             return Ok(s);
         }
         if let Some(hook) = &self.create_hook {
@@ -535,7 +586,6 @@ impl Store {
                 })?;
             model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
         }
-        let key = self.storage_key(&id.namespace, &id.name);
         let generation = self.decoded.generation();
         let value = self.encode(&key, &mut s).await?;
         match self
@@ -739,7 +789,6 @@ impl Store {
         name: &SecretName,
         pre: &Preconditions,
     ) -> Result<Secret, StoreError> {
-        let want_rv = pre.resource_version;
         let key = self.storage_key(namespace, name);
         loop {
             let (cur, _) = self.backend.get(key.as_bytes(), None).await?;
@@ -770,28 +819,7 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             };
-            if let Some(uid) = &pre.uid {
-                if *uid != old.metadata.uid {
-                    return Err(StoreError::Conflict {
-                        name: name.to_string(),
-                        reason: format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            old.metadata.uid
-                        ),
-                    });
-                }
-            }
-            if let Some(rv) = want_rv {
-                if rv != cur.mod_revision {
-                    return Err(StoreError::Conflict {
-                        name: name.to_string(),
-                        reason: format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            cur.mod_revision
-                        ),
-                    });
-                }
-            }
+            pre.check(name.as_str(), &old.metadata.uid, cur.mod_revision)?;
             if !old.metadata.finalizers.is_empty() {
                 // kube-apiserver's graceful deletion: mark it, and wait for its finalizers to
                 // be removed by updates (the last removal deletes it).

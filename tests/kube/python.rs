@@ -31,6 +31,15 @@ async fn start(retention: u64) -> World {
 
 /// [`start`] with the Kubernetes listener's options changed by `adjust`.
 async fn start_with(retention: u64, adjust: impl FnOnce(&mut KubeOptions)) -> World {
+    start_full(retention, adjust, None).await
+}
+
+/// [`start_with`], authorizing with the RBAC `policy` if one is given.
+async fn start_full(
+    retention: u64,
+    adjust: impl FnOnce(&mut KubeOptions),
+    policy: Option<&str>,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ca = DevCa::load_or_create(d).unwrap();
@@ -57,6 +66,10 @@ async fn start_with(retention: u64, adjust: impl FnOnce(&mut KubeOptions)) -> Wo
         d.join("kw.sock"),
     );
     o.kube = Some(kube);
+    if let Some(policy) = policy {
+        std::fs::write(d.join("policy.yaml"), policy).unwrap();
+        o.access_control.authorization_policy = Some(d.join("policy.yaml"));
+    }
     let metrics = keyward::metrics::Metrics::new();
     o.metrics = Some(metrics.clone());
     let server = StoreHarness::start(o).await;
@@ -187,6 +200,53 @@ async fn http_status_limits_and_watch_framing() {
     ] {
         assert!(m.contains(line), "{line} in {m}");
     }
+}
+
+/// What kube_refusals.py's users may do in namespace `py`: `lister` list and delete Secrets,
+/// `collector` only deletecollection them; `nobody` has no role.
+const REFUSALS_POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: lister, namespace: py}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], verbs: [list, delete]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: lister, namespace: py}\nsubjects: [{kind: User, name: lister, apiGroup: rbac.authorization.k8s.io}]\nroleRef: {kind: Role, name: lister, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: collector, namespace: py}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], verbs: [deletecollection]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: collector, namespace: py}\nsubjects: [{kind: User, name: collector, apiGroup: rbac.authorization.k8s.io}]\nroleRef: {kind: Role, name: collector, apiGroup: rbac.authorization.k8s.io}\n";
+
+/// Refusals as kube-apiserver makes them (tests/python/kube_refusals.py): authorization before
+/// the body is read, deletecollection as its own verb with its preconditions applied to each
+/// Secret, DeleteOptions validation, a dry-run create of a name taken, YAML nested too deep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_as_kube_apiserver_makes_them() {
+    let w = start_full(100_000, |_| {}, Some(REFUSALS_POLICY)).await;
+    let d = w.dir.path().to_owned();
+    let ca = DevCa::load_or_create(&d).unwrap();
+    for user in ["nobody", "lister", "collector"] {
+        let cert = ca.issue_client(user, &[]).unwrap();
+        std::fs::write(d.join(format!("{user}.pem")), &cert.cert).unwrap();
+        std::fs::write(d.join(format!("{user}.key")), cert.key.as_bytes()).unwrap();
+    }
+    let mut c = secrets_client(&w.server.socket).await;
+    for name in ["a1", "a2", "a3", "b1"] {
+        let mut s = pb_secret("py", name, &[("k", b"v")]);
+        if let Some(m) = s.metadata.as_mut() {
+            m.labels.insert("g".into(), name[..1].into());
+        }
+        c.create(pb::CreateRequest {
+            secret: Some(s),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/kube_refusals.py");
+    let args = [
+        script.to_owned(),
+        "127.0.0.1".to_owned(),
+        w.server.kube_addr.unwrap().port().to_string(),
+        d.to_str().unwrap().to_owned(),
+        "py".to_owned(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::tools::python(&["ssl", "http.client"], &args, b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "ok", "{out}");
 }
 
 /// Create, patch, replace and delete: these run `kube::objects` and `kube::patch`.

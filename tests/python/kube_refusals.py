@@ -1,0 +1,116 @@
+"""keyward's Kubernetes API refusing requests as kube-apiserver does, with Python's standard
+library only (http.client, ssl): authorization before the body is read, deletecollection
+authorized as its own verb and applying its preconditions to every Secret, DeleteOptions
+validation, dry-run creates of a name taken, and YAML bodies nested too deep.
+
+Driven by tests/kube/python.rs:  python3 kube_refusals.py HOST PORT DIR NS
+DIR holds ca.pem and USER.pem / USER.key for admin (system:masters), nobody (no role),
+lister (list and delete Secrets in NS) and collector (deletecollection of Secrets in NS).
+Secrets a1, a2, a3 (label g=a) and b1 exist in NS. Prints "ok" on success; a failed check raises.
+"""
+
+import http.client
+import json
+import ssl
+import sys
+
+HOST, PORT, DIR, NS = sys.argv[1:5]
+PORT = int(PORT)
+SECRETS = "/api/v1/namespaces/%s/secrets" % NS
+JSON = {"Content-Type": "application/json"}
+
+
+def call(user, method, path, body=None, headers=None):
+    ctx = ssl.create_default_context(cafile=DIR + "/ca.pem")
+    ctx.load_cert_chain(DIR + "/%s.pem" % user, DIR + "/%s.key" % user)
+    c = http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=60)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, json.loads(data)
+
+
+def refused(user, method, path, code, reason, message, body=None, headers=None):
+    got_code, got = call(user, method, path, body, headers)
+    assert (got_code, got.get("kind"), got.get("reason"), got.get("code")) == (code, "Status", reason, code), (
+        method, path, got_code, got)
+    assert got["message"] == message, (method, path, got["message"], message)
+    return got
+
+
+def names():
+    code, got = call("admin", "GET", SECRETS)
+    assert code == 200, got
+    return sorted(i["metadata"]["name"] for i in got["items"])
+
+
+def forbidden(user, verb, name=None):
+    what = 'secrets "%s"' % name if name else "secrets"
+    return '%s is forbidden: User "%s" cannot %s resource "secrets" in API group "" in the namespace "%s"' % (
+        what, user, verb, NS)
+
+
+ALL = ["a1", "a2", "a3", "b1"]
+assert names() == ALL, names()
+
+# Authorization comes before the body and the options are read: a caller without the
+# permission gets 403 whatever it sent, even a body the parser would take long over.
+deep = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: deep\n  annotations: " + "[" * 100000 + "]" * 100000
+refused("nobody", "POST", SECRETS, 403, "Forbidden", forbidden("nobody", "create"),
+        body=deep, headers={"Content-Type": "application/yaml"})
+refused("nobody", "POST", SECRETS, 403, "Forbidden", forbidden("nobody", "create"), body="{bad", headers=JSON)
+refused("nobody", "PUT", SECRETS + "/a1", 403, "Forbidden", forbidden("nobody", "update", "a1"),
+        body="{bad", headers=JSON)
+refused("nobody", "PATCH", SECRETS + "/a1", 403, "Forbidden", forbidden("nobody", "patch", "a1"),
+        body="{bad", headers={"Content-Type": "application/merge-patch+json"})
+refused("nobody", "DELETE", SECRETS + "/a1", 403, "Forbidden", forbidden("nobody", "delete", "a1"),
+        body="{bad", headers=JSON)
+refused("nobody", "DELETE", SECRETS + "?labelSelector=%3D%3D", 403, "Forbidden",
+        forbidden("nobody", "deletecollection"))
+
+# The same bodies from a caller who may write are refused for what they are.
+refused("admin", "POST", SECRETS, 400, "BadRequest",
+        "error converting YAML to JSON: yaml: exceeded max depth of 1000",
+        body=deep, headers={"Content-Type": "application/yaml"})
+apply = {"Content-Type": "application/apply-patch+yaml"}
+refused("admin", "PATCH", SECRETS + "/deep?fieldManager=t", 400, "BadRequest",
+        "error converting YAML to JSON: yaml: exceeded max depth of 1000", body=deep, headers=apply)
+
+# deletecollection is its own verb: list and delete do not grant it, and it alone suffices.
+refused("lister", "DELETE", SECRETS, 403, "Forbidden", forbidden("lister", "deletecollection"))
+assert names() == ALL, names()
+
+# Its preconditions apply to every Secret: one that does not hold refuses that Secret and stops.
+code, got = call("collector", "DELETE", SECRETS + "?labelSelector=g%3Da",
+                 body=json.dumps({"preconditions": {"uid": "nope"}}), headers=JSON)
+assert (code, got["reason"]) == (409, "Conflict"), (code, got)
+assert got["message"].startswith(
+    'Operation cannot be fulfilled on secrets "a1": Precondition failed: UID in precondition: nope, UID in object meta: '), got
+assert names() == ALL, names()
+code, got = call("collector", "DELETE", SECRETS + "?labelSelector=g%3Da&dryRun=All",
+                 body=json.dumps({"preconditions": {"resourceVersion": "1"}}), headers=JSON)
+assert (code, got["reason"]) == (409, "Conflict"), (code, got)
+assert "Precondition failed: ResourceVersion in precondition: 1, ResourceVersion in object meta: " in got["message"], got
+code, a2 = call("admin", "GET", SECRETS + "/a2")
+code, got = call("collector", "DELETE", SECRETS + "?fieldSelector=metadata.name%3Da2",
+                 body=json.dumps({"preconditions": {"uid": a2["metadata"]["uid"]}}), headers=JSON)
+assert code == 200 and [i["metadata"]["name"] for i in got["items"]] == ["a2"], (code, got)
+assert names() == ["a1", "a3", "b1"], names()
+
+# DeleteOptions: orphanDependents and propagationPolicy together are refused, nothing deleted.
+both = json.dumps({"propagationPolicy": "Foreground", "orphanDependents": True})
+refused("admin", "DELETE", SECRETS + "/a1", 422, "Invalid",
+        'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Invalid value: "Foreground": '
+        "orphanDependents and deletionPropagation cannot be both set", body=both, headers=JSON)
+assert names() == ["a1", "a3", "b1"], names()
+
+# A dry-run create of a name taken is AlreadyExists, as the real create would be.
+body = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "b1"}})
+refused("admin", "POST", SECRETS + "?dryRun=All", 409, "AlreadyExists", 'secrets "b1" already exists',
+        body=body, headers=JSON)
+body = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "new"}})
+code, got = call("admin", "POST", SECRETS + "?dryRun=All", body=body, headers=JSON)
+assert code == 201 and got["metadata"]["name"] == "new", (code, got)
+assert names() == ["a1", "a3", "b1"], names()
+print("ok")
