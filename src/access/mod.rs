@@ -298,6 +298,25 @@ impl Access {
         self.admit(ctx, attrs, &[], || None).await.map(drop)
     }
 
+    /// Answers a request `attrs` about a Secret that cannot exist (its name or namespace is
+    /// not valid, so nothing is stored under it) as kube-apiserver, which checks names only
+    /// when it stores an object, answers a read, change or delete of it: authorized and
+    /// recorded as any request, then NotFound. Returns the error to answer with.
+    pub async fn refuse_as_absent(&self, ctx: &RequestContext, attrs: &Attributes) -> AccessError {
+        let mut rec = match self.admit(ctx, attrs, &[], || None).await {
+            Ok(rec) => rec,
+            Err(e) => return e,
+        };
+        let absent: Result<(), AccessError> = Err(AccessError::Store(StoreError::NotFound {
+            namespace: attrs.namespace.clone(),
+            name: attrs.name.clone(),
+        }));
+        match Self::complete(&mut rec, self.metrics(), absent, 404, |_, _| None).await {
+            Ok(()) => AccessError::BadRequest("unreachable: a NotFound was recorded".into()),
+            Err(e) => e,
+        }
+    }
+
     /// Records a request whose credentials were refused (`attrs` with an empty user: what the
     /// request asked for, as far as the front end knows; `message` from
     /// [`Credentials::failure_message`](crate::access::Credentials::failure_message)). The request is

@@ -28,8 +28,8 @@ pub enum KubeError {
         /// Each broken rule.
         causes: Vec<FieldError>,
     },
-    /// 422 with a plain message and no details (a JSON patch whose `test` failed or whose path
-    /// is missing; client's fault).
+    /// A JSON patch whose `test` failed or whose path is missing (client's fault): 422 with
+    /// kube-apiserver's fixed message; the patch library's words are for the log.
     #[error("{0}")]
     Unprocessable(String),
     /// 409 Conflict from server-side apply: fields owned by other managers with other values

@@ -53,26 +53,40 @@ pub fn namespace(ns: &str) -> Result<Namespace, KubeError> {
     })
 }
 
-/// Fills the object's namespace and name from the path, or refuses a mismatch as
-/// kube-apiserver does.
+/// Fills the object's namespace from the path, or refuses a mismatch, as kube-apiserver does:
+/// a create (`name` None) with the words of `EnsureObjectNamespaceMatchesRequestNamespace`; an
+/// update or patch (the name on the URL) with those of `checkName`, which also refuses an
+/// object without a name or with another one.
 fn check_path(s: &mut Secret, ns: &Namespace, name: Option<&SecretName>) -> Result<(), KubeError> {
+    let Some(name) = name else {
+        if s.metadata.namespace.is_empty() {
+            s.metadata.namespace = ns.to_string();
+        } else if s.metadata.namespace != ns.as_str() {
+            return Err(KubeError::BadRequest(
+                "the namespace of the provided object does not match the namespace sent on the request"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    };
+    if s.metadata.name.is_empty() {
+        return Err(KubeError::BadRequest(format!(
+            "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+        )));
+    }
+    if s.metadata.name != name.as_str() {
+        return Err(KubeError::BadRequest(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            s.metadata.name
+        )));
+    }
     if s.metadata.namespace.is_empty() {
         s.metadata.namespace = ns.to_string();
     } else if s.metadata.namespace != ns.as_str() {
-        return Err(KubeError::BadRequest(
-            "the namespace of the provided object does not match the namespace sent on the request"
-                .into(),
-        ));
-    }
-    if let Some(name) = name {
-        if s.metadata.name.is_empty() {
-            s.metadata.name = name.to_string();
-        } else if s.metadata.name != name.as_str() {
-            return Err(KubeError::BadRequest(format!(
-                "the name of the object ({}) does not match the name on the URL ({name})",
-                s.metadata.name
-            )));
-        }
+        return Err(KubeError::BadRequest(format!(
+            "the namespace of the object ({}) does not match the namespace on the request ({ns})",
+            s.metadata.namespace
+        )));
     }
     Ok(())
 }

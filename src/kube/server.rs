@@ -544,14 +544,29 @@ impl KubeApi {
                 }
             }
             (m, ["api", "v1", "namespaces", ns, "secrets", name]) => {
-                let id = secrets::secret_id(ns, name)?;
                 let verb = match *m {
+                    Method::GET => Some(verbs::GET),
                     Method::PUT => Some(verbs::UPDATE),
                     Method::PATCH => Some(verbs::PATCH),
                     Method::DELETE => Some(verbs::DELETE),
                     _ => None,
                 };
-                if let Some(verb) = verb {
+                let id = match (secrets::secret_id(ns, name), verb) {
+                    (Ok(id), _) => id,
+                    // Nothing is stored under a name that is not valid: a read, change or
+                    // delete of it is NotFound (a server-side apply would create it: Invalid).
+                    (Err(_), Some(verb))
+                        if !(*m == Method::PATCH
+                            && req.content_type == "application/apply-patch+yaml") =>
+                    {
+                        let attrs = Attributes::resource(req.ctx.user.clone(), verb, "secrets")
+                            .with_namespace(ns)
+                            .with_name(name);
+                        return Err(self.access.refuse_as_absent(&req.ctx, &attrs).await.into());
+                    }
+                    (Err(e), _) => return Err(e),
+                };
+                if let Some(verb) = verb.filter(|v| *v != verbs::GET) {
                     self.authorize_first(req, verb, id.namespace.as_str(), id.name.as_str())
                         .await?;
                 }

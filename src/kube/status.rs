@@ -196,7 +196,18 @@ impl Status {
             KubeError::UnsupportedMediaType(m) => Status::failure(415, "UnsupportedMediaType", m),
             KubeError::TooLarge(m) => Status::failure(413, "RequestEntityTooLarge", m),
             KubeError::Invalid { kind, name, causes } => Status::invalid(kind, name, causes),
-            KubeError::Unprocessable(m) => Status::failure(422, "Invalid", m),
+            // A JSON patch that does not apply: kube-apiserver's NewGenericServerResponse(422),
+            // whose message is fixed and whose details are empty (the patch library's words
+            // are dropped).
+            KubeError::Unprocessable(_) => {
+                let mut s = Status::failure(
+                    422,
+                    "Invalid",
+                    "the server rejected our request due to an error in our request",
+                );
+                s.details = Some(Details::default());
+                s
+            }
             KubeError::ApplyConflict { conflicts } => {
                 // The error's text is kube-apiserver's message, managers quoted as it prints them.
                 let mut s = Status::failure(409, "Conflict", e.to_string());

@@ -113,4 +113,35 @@ body = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "n
 code, got = call("admin", "POST", SECRETS + "?dryRun=All", body=body, headers=JSON)
 assert code == 201 and got["metadata"]["name"] == "new", (code, got)
 assert names() == ["a1", "a3", "b1"], names()
+# A JSON patch that does not apply: kube-apiserver's fixed 422, empty details; nothing changes.
+code, b1 = call("admin", "GET", SECRETS + "/b1")
+code, got = call("admin", "PATCH", SECRETS + "/b1", body=json.dumps([{"op": "test", "path": "/data/k", "value": "WRONG"}]),
+                 headers={"Content-Type": "application/json-patch+json"})
+assert (code, got) == (422, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                             "message": "the server rejected our request due to an error in our request",
+                             "reason": "Invalid", "details": {}, "code": 422}), (code, got)
+
+# An update or patch whose object has no name (or loses it) is refused as checkName does.
+undeterminable = "the name of the object (b1 based on URL) was undeterminable: name must be provided"
+refused("admin", "PUT", SECRETS + "/b1", 400, "BadRequest", undeterminable,
+        body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {}}), headers=JSON)
+refused("admin", "PATCH", SECRETS + "/b1", 400, "BadRequest", undeterminable,
+        body=json.dumps({"metadata": {"name": None}}), headers={"Content-Type": "application/merge-patch+json"})
+refused("admin", "PATCH", SECRETS + "/b1", 400, "BadRequest", undeterminable,
+        body=json.dumps([{"op": "remove", "path": "/metadata"}]), headers={"Content-Type": "application/json-patch+json"})
+refused("admin", "PATCH", SECRETS + "/b1", 400, "BadRequest", undeterminable,
+        body=json.dumps({"$patch": "delete"}), headers={"Content-Type": "application/strategic-merge-patch+json"})
+refused("admin", "PATCH", SECRETS + "/b1", 400, "BadRequest",
+        "the namespace of the object (other) does not match the namespace on the request (%s)" % NS,
+        body=json.dumps({"metadata": {"namespace": "other"}}), headers={"Content-Type": "application/merge-patch+json"})
+code, after = call("admin", "GET", SECRETS + "/b1")
+assert after == b1, (b1, after)
+
+# Nothing is stored under a name that is not valid: a read, change or delete of it is NotFound
+# (after authorization), as kube-apiserver answers; only a create checks the name.
+for method in ("GET", "DELETE", "PUT"):
+    body = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "Bad_Name"}}) if method == "PUT" else None
+    refused("admin", method, SECRETS + "/Bad_Name", 404, "NotFound", 'secrets "Bad_Name" not found', body=body, headers=JSON)
+refused("admin", "GET", "/api/v1/namespaces/Bad_NS/secrets/x", 404, "NotFound", 'secrets "x" not found')
+refused("nobody", "GET", SECRETS + "/Bad_Name", 403, "Forbidden", forbidden("nobody", "get", "Bad_Name"))
 print("ok")
