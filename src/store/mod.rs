@@ -639,7 +639,15 @@ impl Store {
     pub async fn update(&self, mut s: Secret, dry_run: bool) -> Result<Secret, StoreError> {
         model::normalize(&mut s);
         let name = s.metadata.name.clone();
-        let id = model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
+        // `ValidateSecretUpdate` reports the rules of an update (type, immutable) before those
+        // of any Secret: the latter wait for the stored version, unless the name is not one
+        // that could be stored.
+        let checked = model::validate(&s);
+        let id = match &checked {
+            Ok(id) => id.clone(),
+            Err(errs) => SecretId::parse(&s.metadata.namespace, &name)
+                .map_err(|_| StoreError::invalid(&name, errs.clone()))?,
+        };
         let want_rv = ResourceVersion::try_from(s.metadata.resource_version.as_str())
             .and_then(|rv| rv.exact(ResourceVersion::FIELD))
             .map_err(|e| StoreError::invalid(&name, vec![e]))?;
@@ -681,7 +689,11 @@ impl Store {
                     ),
                 });
             }
-            model::validate_update(&s, &old).map_err(|e| StoreError::invalid(&name, e))?;
+            let mut errs = model::validate_update(&s, &old).err().unwrap_or_default();
+            errs.extend(checked.as_ref().err().into_iter().flatten().cloned());
+            if !errs.is_empty() {
+                return Err(StoreError::invalid(&name, errs));
+            }
             let mut next = s.clone();
             next.metadata.uid = old.metadata.uid.clone();
             next.metadata.creation_timestamp = old.metadata.creation_timestamp.clone();

@@ -134,6 +134,11 @@ refused("admin", "PATCH", SECRETS + "/b1", 400, "BadRequest", undeterminable,
 refused("admin", "PATCH", SECRETS + "/b1", 400, "BadRequest",
         "the namespace of the object (other) does not match the namespace on the request (%s)" % NS,
         body=json.dumps({"metadata": {"namespace": "other"}}), headers={"Content-Type": "application/merge-patch+json"})
+# An update's own rules come first, then those of any Secret (ValidateSecretUpdate's order).
+refused("admin", "PATCH", SECRETS + "/b1", 422, "Invalid",
+        'Secret "b1" is invalid: [type: Invalid value: "kubernetes.io/tls": field is immutable, '
+        "data[tls.crt]: Required value, data[tls.key]: Required value]",
+        body=json.dumps({"type": "kubernetes.io/tls"}), headers={"Content-Type": "application/merge-patch+json"})
 code, after = call("admin", "GET", SECRETS + "/b1")
 assert after == b1, (b1, after)
 
