@@ -363,7 +363,8 @@ impl Access {
         self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }
 
-    /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all).
+    /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all), as of
+    /// revision `at` if given (see [`Store::list_at`]).
     pub async fn list(
         &self,
         ctx: &RequestContext,
@@ -371,13 +372,14 @@ impl Access {
         selector: &Selector,
         limit: usize,
         continue_token: Option<&str>,
+        at: Option<Revision>,
     ) -> Result<SecretList, AccessError> {
         let ns = namespace.map(Namespace::as_str).unwrap_or("");
         let attrs = Self::secrets(ctx, kverbs::LIST, ns, "");
         let call = async {
             Ok(self
                 .store
-                .list(namespace, selector, limit, continue_token)
+                .list_at(namespace, selector, limit, continue_token, at)
                 .await?)
         };
         let respond = |l: &SecretList, level| {

@@ -136,6 +136,7 @@ impl pb::secrets_server::Secrets for SecretsService {
                 &sel,
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
+                None,
             )
             .await
             .map_err(access_status)?;

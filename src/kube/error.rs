@@ -42,6 +42,19 @@ pub enum KubeError {
         /// Each conflicting field.
         conflicts: Vec<ApplyConflict>,
     },
+    /// 410 Expired: a list asked for a revision already compacted away (client's fault: list
+    /// again); the message is kube-apiserver's.
+    #[error("{0}")]
+    Expired(String),
+    /// 504 Timeout: a read asked for a revision the store has not reached (kube-apiserver's
+    /// `ResourceVersionTooLarge`; the client retries after a second).
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLargeResourceVersion {
+        /// The revision asked for.
+        requested: i64,
+        /// The store's revision.
+        current: i64,
+    },
     /// What the guarded store said (authentication, authorization, audit, store rules).
     #[error(transparent)]
     Access(#[from] AccessError),

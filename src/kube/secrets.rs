@@ -16,6 +16,7 @@ use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
 use crate::access::{Access, AccessError, WriteVerb};
+use crate::backend::{BackendError, Revision};
 use crate::names::{FieldError, Namespace, SecretName};
 use crate::store::model::SecretId;
 use crate::store::{Preconditions, ResourceVersion, Secret, Selector, StoreError};
@@ -125,7 +126,42 @@ pub async fn list(
             .map_err(|_| KubeError::BadRequest(format!("invalid value for limit: {l:?}")))?,
     };
     let cont = req.param("continue").filter(|c| !c.is_empty());
-    let mut list = access.list(&req.ctx, ns, &labels, limit, cont).await?;
+    let wanted = list_revision(req, cont.is_some())?;
+    let at = match wanted {
+        ListRevision::Exact(r) => Some(r),
+        _ => None,
+    };
+    let mut list = match access.list(&req.ctx, ns, &labels, limit, cont, at).await {
+        Err(AccessError::Store(StoreError::Gone(_))) if at.is_some() => {
+            return Err(KubeError::Expired(
+                "The resourceVersion for the provided list is too old.".into(),
+            ))
+        }
+        Err(AccessError::Store(StoreError::Gone(_))) if cont.is_some() => {
+            return Err(KubeError::Expired(
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
+            ))
+        }
+        Err(AccessError::Store(StoreError::Invalid { errors, .. }))
+            if errors.iter().any(|e| e.field == "continue") =>
+        {
+            return Err(KubeError::BadRequest(
+                "invalid continue token: continue key is not valid".into(),
+            ))
+        }
+        Err(AccessError::Store(StoreError::Backend(BackendError::FutureRevision {
+            requested,
+            current,
+        }))) => {
+            return Err(too_large(requested.get(), current.get()));
+        }
+        other => other?,
+    };
+    if let ListRevision::NotOlderThan(r) = wanted {
+        if r > list.resource_version {
+            return Err(too_large(r.get(), list.resource_version.get()));
+        }
+    }
     list.items.retain(|s| fields.matches(s));
     let rv = list.resource_version.to_string();
     if table::wants_table(&req.accept) {
@@ -142,6 +178,83 @@ pub async fn list(
         &rv,
         list.continue_token.as_deref(),
     )))
+}
+
+/// The revision a list is asked for, from `resourceVersion` and `resourceVersionMatch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListRevision {
+    /// The current state (`resourceVersion` unset or `0`).
+    Current,
+    /// Exactly this revision.
+    Exact(Revision),
+    /// The current state, which must have reached this revision.
+    NotOlderThan(Revision),
+}
+
+/// `resourceVersion` and `resourceVersionMatch` of a list, checked as kube-apiserver's
+/// `ValidateListOptions` checks them (422 naming `ListOptions.meta.k8s.io`), and a
+/// `resourceVersion` beside a continue token refused as its storage refuses it.
+fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListRevision, KubeError> {
+    let rv = req.param("resourceVersion").unwrap_or("");
+    let matching = req.param("resourceVersionMatch").unwrap_or("");
+    let mut causes = Vec::new();
+    let forbidden =
+        |message: &str| FieldError::new("resourceVersionMatch", format!("Forbidden: {message}"));
+    if !matching.is_empty() {
+        if rv.is_empty() {
+            causes.push(forbidden(
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if continuing {
+            causes.push(forbidden(
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if !matches!(matching, "Exact" | "NotOlderThan") {
+            causes.push(FieldError::new(
+                "resourceVersionMatch",
+                format!(
+                    "Unsupported value: {}: supported values: \"Exact\", \"NotOlderThan\", \"\"",
+                    crate::authz::go_quote(matching)
+                ),
+            ));
+        }
+        if matching == "Exact" && rv == "0" {
+            causes.push(forbidden(
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+    }
+    if req.param("sendInitialEvents").is_some() {
+        causes.push(FieldError::new(
+            "sendInitialEvents",
+            "Forbidden: sendInitialEvents is forbidden for list",
+        ));
+    }
+    if !causes.is_empty() {
+        return Err(KubeError::Invalid {
+            kind: "ListOptions.meta.k8s.io".into(),
+            name: String::new(),
+            causes,
+        });
+    }
+    if continuing && !rv.is_empty() {
+        return Err(KubeError::BadRequest(
+            "specifying resource version is not allowed when using continue".into(),
+        ));
+    }
+    let parsed = ResourceVersion::parse("resourceVersion", rv)
+        .map_err(|e| KubeError::BadRequest(e.to_string()))?;
+    Ok(match (parsed, matching) {
+        (ResourceVersion::At(r), "Exact") => ListRevision::Exact(r),
+        (ResourceVersion::At(r), _) => ListRevision::NotOlderThan(r),
+        _ => ListRevision::Current,
+    })
+}
+
+fn too_large(requested: i64, current: i64) -> KubeError {
+    KubeError::TooLargeResourceVersion { requested, current }
 }
 
 fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Option<&str>) -> Value {

@@ -81,7 +81,8 @@ pub struct Cause {
     pub reason: String,
     /// e.g. ``Forbidden: field is immutable when `immutable` is set``.
     pub message: String,
-    /// e.g. `data`.
+    /// e.g. `data`; left out when empty, as kube-apiserver does.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub field: String,
 }
 
@@ -206,6 +207,20 @@ impl Status {
                     "the server rejected our request due to an error in our request",
                 );
                 s.details = Some(Details::default());
+                s
+            }
+            KubeError::Expired(m) => Status::failure(410, "Expired", m),
+            KubeError::TooLargeResourceVersion { .. } => {
+                let mut s = Status::failure(504, "Timeout", e.to_string());
+                s.details = Some(Details {
+                    causes: vec![Cause {
+                        reason: "ResourceVersionTooLarge".into(),
+                        message: "Too large resource version".into(),
+                        field: String::new(),
+                    }],
+                    retry_after_seconds: 1,
+                    ..Details::default()
+                });
                 s
             }
             KubeError::ApplyConflict { conflicts } => {

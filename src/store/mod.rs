@@ -876,9 +876,24 @@ impl Store {
         limit: usize,
         continue_token: Option<&str>,
     ) -> Result<SecretList, StoreError> {
+        self.list_at(namespace, selector, limit, continue_token, None)
+            .await
+    }
+
+    /// [`list`](Self::list) as of revision `at` (the current one if `None`; a continue token
+    /// carries its own): Gone if it was compacted away, a backend `FutureRevision` error if
+    /// the store has not reached it.
+    pub async fn list_at(
+        &self,
+        namespace: Option<&Namespace>,
+        selector: &Selector,
+        limit: usize,
+        continue_token: Option<&str>,
+        at: Option<Revision>,
+    ) -> Result<SecretList, StoreError> {
         let prefix = self.namespace_prefix(namespace);
         let (mut start, mut revision) = match continue_token {
-            None | Some("") => (prefix.clone().into_bytes(), None),
+            None | Some("") => (prefix.clone().into_bytes(), at),
             Some(t) => {
                 let bad = || {
                     field_invalid(

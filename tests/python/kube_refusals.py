@@ -149,4 +149,36 @@ for method in ("GET", "DELETE", "PUT"):
     refused("admin", method, SECRETS + "/Bad_Name", 404, "NotFound", 'secrets "Bad_Name" not found', body=body, headers=JSON)
 refused("admin", "GET", "/api/v1/namespaces/Bad_NS/secrets/x", 404, "NotFound", 'secrets "x" not found')
 refused("nobody", "GET", SECRETS + "/Bad_Name", 403, "Forbidden", forbidden("nobody", "get", "Bad_Name"))
+# A list's resourceVersion and resourceVersionMatch, as ValidateListOptions checks them.
+list_invalid = 'ListOptions.meta.k8s.io "" is invalid: '
+refused("admin", "GET", SECRETS + "?resourceVersionMatch=Exact", 422, "Invalid",
+        list_invalid + "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided")
+refused("admin", "GET", SECRETS + "?resourceVersion=1&resourceVersionMatch=Bogus", 422, "Invalid",
+        list_invalid + 'resourceVersionMatch: Unsupported value: "Bogus": supported values: "Exact", "NotOlderThan", ""')
+refused("admin", "GET", SECRETS + "?resourceVersion=0&resourceVersionMatch=Exact", 422, "Invalid",
+        list_invalid + 'resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0"')
+# Exactly at a past revision: a2, deleted since, is there; b1, created after, is not.
+code, a3 = call("admin", "GET", SECRETS + "/a3")
+code, got = call("admin", "GET", SECRETS + "?resourceVersionMatch=Exact&resourceVersion=" + a3["metadata"]["resourceVersion"])
+assert code == 200, got
+assert [i["metadata"]["name"] for i in got["items"]] == ["a1", "a2", "a3"], got
+assert got["metadata"]["resourceVersion"] == a3["metadata"]["resourceVersion"], got
+code, now = call("admin", "GET", SECRETS)
+current = int(now["metadata"]["resourceVersion"])
+code, got = call("admin", "GET", SECRETS + "?resourceVersionMatch=NotOlderThan&resourceVersion=" + a3["metadata"]["resourceVersion"])
+assert code == 200 and got["metadata"]["resourceVersion"] == str(current), got
+# A revision the store has not reached: 504 Timeout, as kube-apiserver's ResourceVersionTooLarge.
+far = current + 1000
+for match in ("NotOlderThan", "Exact"):
+    got = refused("admin", "GET", SECRETS + "?resourceVersionMatch=%s&resourceVersion=%d" % (match, far), 504, "Timeout",
+                  "Too large resource version: %d, current: %d" % (far, current))
+    assert got["details"] == {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                              "retryAfterSeconds": 1}, got
+# Continue tokens: not with a resourceVersion, and only those the server handed out.
+code, page = call("admin", "GET", SECRETS + "?limit=1")
+token = page["metadata"]["continue"]
+refused("admin", "GET", SECRETS + "?limit=1&resourceVersion=1&continue=" + token, 400, "BadRequest",
+        "specifying resource version is not allowed when using continue")
+refused("admin", "GET", SECRETS + "?limit=1&continue=garbage", 400, "BadRequest",
+        "invalid continue token: continue key is not valid")
 print("ok")
