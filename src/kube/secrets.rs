@@ -233,11 +233,7 @@ fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListRevision, Ku
         ));
     }
     if !causes.is_empty() {
-        return Err(KubeError::Invalid {
-            kind: "ListOptions.meta.k8s.io".into(),
-            name: String::new(),
-            causes,
-        });
+        return Err(list_options_invalid(causes));
     }
     if continuing && !rv.is_empty() {
         return Err(KubeError::BadRequest(
@@ -251,6 +247,15 @@ fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListRevision, Ku
         (ResourceVersion::At(r), _) => ListRevision::NotOlderThan(r),
         _ => ListRevision::Current,
     })
+}
+
+/// kube-apiserver's 422 for list or watch options that break `ValidateListOptions`.
+pub(super) fn list_options_invalid(causes: Vec<FieldError>) -> KubeError {
+    KubeError::Invalid {
+        kind: "ListOptions.meta.k8s.io".into(),
+        name: String::new(),
+        causes,
+    }
 }
 
 fn too_large(requested: i64, current: i64) -> KubeError {

@@ -518,14 +518,26 @@ impl KubeApi {
             (&Method::GET, ["openapi", "v3", "api", "v1"]) => {
                 reply(Reply::ok(openapi::v3_core_v1()))
             }
-            (m, ["api", "v1", "secrets"]) => match *m {
-                Method::GET if watching()? => self.watch(req, None).await,
-                Method::GET => reply(secrets::list(&self.access, req, None).await?),
-                _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
-            },
+            (m, ["api", "v1", "secrets"]) => {
+                if *m == Method::GET {
+                    let verb = if watching()? {
+                        verbs::WATCH
+                    } else {
+                        verbs::LIST
+                    };
+                    self.authorize_first(req, verb, "", "").await?;
+                }
+                match *m {
+                    Method::GET if watching()? => self.watch(req, None).await,
+                    Method::GET => reply(secrets::list(&self.access, req, None).await?),
+                    _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
+                }
+            }
             (m, ["api", "v1", "namespaces", ns, "secrets"]) => {
                 let ns = secrets::namespace(ns)?;
                 let verb = match *m {
+                    Method::GET if watching()? => Some(verbs::WATCH),
+                    Method::GET => Some(verbs::LIST),
                     Method::POST => Some(verbs::CREATE),
                     Method::DELETE => Some(verbs::DELETECOLLECTION),
                     _ => None,
@@ -583,7 +595,7 @@ impl KubeApi {
         }
     }
 
-    /// A write its caller may not make is refused before its body or options are read.
+    /// A request its caller may not make is refused before its body or options are read.
     async fn authorize_first(
         &self,
         req: &KubeRequest,

@@ -18,7 +18,7 @@ use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
 use crate::access::{Access, AccessError};
-use crate::names::Namespace;
+use crate::names::{FieldError, Namespace};
 use crate::store::{ResourceVersion, Selector, StoreError, WatchEvents};
 
 /// A started watch: the content type and the lines to stream.
@@ -67,6 +67,58 @@ impl Framing {
     }
 }
 
+/// A watch's `sendInitialEvents` and `resourceVersionMatch`, checked as kube-apiserver 1.30
+/// (the version `/version` reports) checks them with its default feature gates: the WatchList
+/// gate is off there, so `sendInitialEvents` is refused and a client such as client-go's
+/// reflector falls back to a list and a watch.
+fn check_watch_options(req: &KubeRequest) -> Result<(), KubeError> {
+    let matching = req.param("resourceVersionMatch").unwrap_or("");
+    let initial = req.param("sendInitialEvents").is_some();
+    let forbidden =
+        |field: &str, message: &str| FieldError::new(field, format!("Forbidden: {message}"));
+    let mut causes = Vec::new();
+    if initial {
+        if matching != "NotOlderThan" {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        causes.push(forbidden(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+        ));
+    }
+    if !matching.is_empty() {
+        if !initial {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if matching != "NotOlderThan" {
+            causes.push(FieldError::new(
+                "resourceVersionMatch",
+                format!(
+                    "Unsupported value: {}: supported values: \"NotOlderThan\"",
+                    crate::authz::go_quote(matching)
+                ),
+            ));
+        }
+        if req.param("continue").is_some_and(|c| !c.is_empty()) {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(super::secrets::list_options_invalid(causes))
+    }
+}
+
 /// Starts the watch `req` asks for on Secrets in `namespace` (all if `None`), with a BOOKMARK
 /// every `bookmark_every` if it allows them. `permit` (the watch's place under the server's
 /// cap) is held until the stream ends.
@@ -77,6 +129,7 @@ pub async fn start(
     bookmark_every: Duration,
     permit: impl Send + 'static,
 ) -> Result<WatchReply, KubeError> {
+    check_watch_options(req)?;
     let wants_table = table::wants_table(&req.accept);
     let include = IncludeObject::parse(req.param("includeObject"))?;
     let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))

@@ -181,4 +181,14 @@ refused("admin", "GET", SECRETS + "?limit=1&resourceVersion=1&continue=" + token
         "specifying resource version is not allowed when using continue")
 refused("admin", "GET", SECRETS + "?limit=1&continue=garbage", 400, "BadRequest",
         "invalid continue token: continue key is not valid")
+# Watch options as kube-apiserver 1.30 (the version /version reports) checks them: without its
+# WatchList gate, sendInitialEvents is refused, and client-go falls back to list and watch.
+refused("admin", "GET", SECRETS + "?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan", 422, "Invalid",
+        list_invalid + "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled")
+refused("admin", "GET", SECRETS + "?watch=true&resourceVersionMatch=Exact", 422, "Invalid",
+        list_invalid + '[resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided, '
+        'resourceVersionMatch: Unsupported value: "Exact": supported values: "NotOlderThan"]')
+# Reads are authorized before their options are read, too.
+refused("nobody", "GET", SECRETS + "?labelSelector=%3D%3D", 403, "Forbidden", forbidden("nobody", "list"))
+refused("nobody", "GET", SECRETS + "?watch=true&resourceVersionMatch=Exact", 403, "Forbidden", forbidden("nobody", "watch"))
 print("ok")
