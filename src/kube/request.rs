@@ -81,7 +81,7 @@ impl KubeRequest {
                 causes.push(FieldError::new(
                     "fieldValidation",
                     format!(
-                        "Unsupported value: {}: supported values: \"Ignore\", \"Strict\", \"Warn\"",
+                        "Unsupported value: {}: supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"",
                         crate::authz::go_quote(other)
                     ),
                 ));
@@ -89,11 +89,25 @@ impl KubeRequest {
             }
         };
         let given = self.param("fieldManager").unwrap_or("").to_owned();
-        if given.chars().count() > 128 {
+        if given.len() > 128 {
             causes.push(FieldError::new(
                 "fieldManager",
                 "Too long: may not be more than 128 bytes",
             ));
+        }
+        // `ValidateFieldManager`: printable characters only (Go's `unicode.IsPrint`: no
+        // control characters, and no white space but the ASCII space), at byte positions.
+        for (at, c) in given.char_indices() {
+            if c.is_control() || (c.is_whitespace() && c != ' ') {
+                causes.push(FieldError::new(
+                    "fieldManager",
+                    format!(
+                        "Invalid value: {}: invalid character U+{:04X} (at position {at})",
+                        crate::authz::go_quote(&given),
+                        u32::from(c)
+                    ),
+                ));
+            }
         }
         if !causes.is_empty() {
             return Err(KubeError::Invalid {

@@ -191,4 +191,14 @@ refused("admin", "GET", SECRETS + "?watch=true&resourceVersionMatch=Exact", 422,
 # Reads are authorized before their options are read, too.
 refused("nobody", "GET", SECRETS + "?labelSelector=%3D%3D", 403, "Forbidden", forbidden("nobody", "list"))
 refused("nobody", "GET", SECRETS + "?watch=true&resourceVersionMatch=Exact", 403, "Forbidden", forbidden("nobody", "watch"))
+# Write options: fieldValidation's supported values as kube-apiserver lists them (sorted, with
+# ""), and a fieldManager of printable characters only.
+body = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "opts"}})
+refused("admin", "POST", SECRETS + "?fieldValidation=bogus", 422, "Invalid",
+        'CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "bogus": '
+        'supported values: "", "Ignore", "Strict", "Warn"', body=body, headers=JSON)
+refused("admin", "POST", SECRETS + "?fieldManager=a%01b", 422, "Invalid",
+        'CreateOptions.meta.k8s.io "" is invalid: fieldManager: Invalid value: "a\\x01b": '
+        "invalid character U+0001 (at position 1)", body=body, headers=JSON)
+assert "opts" not in names(), names()
 print("ok")
