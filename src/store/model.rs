@@ -397,22 +397,27 @@ fn label_value_errors(v: &str) -> Vec<String> {
 /// Finalizer names core objects accept without a `/` (`IsStandardFinalizerName`).
 const STANDARD_FINALIZERS: [&str; 3] = ["kubernetes", "orphan", "foregroundDeletion"];
 
-/// `generateName`, `ownerReferences` and `finalizers`, as `ValidateObjectMeta` checks them
-/// (field paths and messages as kube-apiserver's).
-fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
-    if !m.generate_name.is_empty() {
-        // `maskTrailingDash`: a prefix may end in `-`.
-        let masked = match m.generate_name.strip_suffix('-') {
-            Some(rest) if !rest.is_empty() => format!("{rest}a"),
-            _ => m.generate_name.clone(),
-        };
-        for msg in dns1123_subdomain_errors(&masked) {
-            errs.push(err(
-                "metadata.generateName",
-                format!("Invalid value: {:?}: {msg}", m.generate_name),
-            ));
-        }
+/// `generateName`, as `ValidateObjectMeta` checks it first of all.
+fn validate_generate_name(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
+    if m.generate_name.is_empty() {
+        return;
     }
+    // `maskTrailingDash`: a prefix may end in `-`.
+    let masked = match m.generate_name.strip_suffix('-') {
+        Some(rest) if !rest.is_empty() => format!("{rest}a"),
+        _ => m.generate_name.clone(),
+    };
+    for msg in dns1123_subdomain_errors(&masked) {
+        errs.push(err(
+            "metadata.generateName",
+            format!("Invalid value: {:?}: {msg}", m.generate_name),
+        ));
+    }
+}
+
+/// `ownerReferences` and `finalizers`, as `ValidateObjectMeta` checks them (field paths and
+/// messages as kube-apiserver's).
+fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
     let path = "metadata.ownerReferences";
     let mut controller: Option<String> = None;
     for r in &m.owner_references {
@@ -509,6 +514,7 @@ fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
 
 /// Checks `metadata`; returns the Secret's id if its name and namespace are valid.
 fn validate_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) -> Option<SecretId> {
+    validate_generate_name(m, errs);
     let name_errors = SecretName::errors(&m.name);
     let namespace_errors = Namespace::errors(&m.namespace);
     let valid_id = name_errors.is_empty() && namespace_errors.is_empty();
@@ -1050,5 +1056,22 @@ mod tests {
         assert!(fields(validate_update(&new, &old))[0].starts_with("immutable: Forbidden"));
         new.immutable = None;
         assert!(!fields(validate_update(&new, &old)).is_empty());
+    }
+
+    /// `ValidateObjectMeta` reports `generateName` before the name generated from it.
+    #[test]
+    fn generate_name_errors_come_first() {
+        let mut s = secret("Gen_x7k2p");
+        s.metadata.generate_name = "Gen_".into();
+        let f = fields(validate(&s));
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(
+            f[0].starts_with("metadata.generateName: Invalid value: \"Gen_\""),
+            "{f:?}"
+        );
+        assert!(
+            f[1].starts_with("metadata.name: Invalid value: \"Gen_x7k2p\""),
+            "{f:?}"
+        );
     }
 }
