@@ -1,5 +1,5 @@
 //! Kubernetes label selectors: `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`,
-//! joined by commas (all must hold).
+//! `k>n`, `k<n` (integers), joined by commas (all must hold).
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,10 @@ enum Req {
     NotIn(String, Vec<String>),
     Exists(String),
     NotExists(String),
+    /// The label's value is an integer greater than this.
+    Gt(String, i64),
+    /// The label's value is an integer less than this.
+    Lt(String, i64),
 }
 
 /// A parsed label selector; the empty selector matches everything.
@@ -63,12 +67,20 @@ fn split_top(s: &str) -> Result<Vec<&str>, String> {
     Ok(parts)
 }
 
+/// The value of label `key` as a decimal integer, if it is one (`strconv.ParseInt`).
+fn int_label(labels: &BTreeMap<String, String>, key: &str) -> Option<i64> {
+    labels.get(key)?.parse().ok()
+}
+
 fn set(values: &str) -> Result<Vec<String>, String> {
     let inner = values
         .trim()
         .strip_prefix('(')
         .and_then(|v| v.strip_suffix(')'))
         .ok_or("expected a parenthesised set such as (a,b)")?;
+    if inner.trim().is_empty() {
+        return Err("for 'in', 'notin' operators, values set can't be empty".into());
+    }
     let vals: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
     if vals.iter().any(|v| !valid_value(v)) {
         return Err(format!("invalid value in set {values:?}"));
@@ -97,6 +109,16 @@ impl Selector {
                 Req::NotIn(k.trim().into(), set(v).map_err(|e| bad(&e))?)
             } else if let Some((k, v)) = p.split_once(" in ") {
                 Req::In(k.trim().into(), set(v).map_err(|e| bad(&e))?)
+            } else if let Some((k, v)) = p.split_once('>').or_else(|| p.split_once('<')) {
+                let n = v
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| bad("for 'Gt', 'Lt' operators, the value must be an integer"))?;
+                if p.contains('>') {
+                    Req::Gt(k.trim().into(), n)
+                } else {
+                    Req::Lt(k.trim().into(), n)
+                }
             } else if let Some(k) = p.strip_prefix('!') {
                 Req::NotExists(k.trim().into())
             } else {
@@ -104,10 +126,24 @@ impl Selector {
             };
             let (key, value) = match &req {
                 Req::Eq(k, v) | Req::Ne(k, v) => (k, Some(v)),
-                Req::In(k, _) | Req::NotIn(k, _) | Req::Exists(k) | Req::NotExists(k) => (k, None),
+                Req::In(k, _)
+                | Req::NotIn(k, _)
+                | Req::Exists(k)
+                | Req::NotExists(k)
+                | Req::Gt(k, _)
+                | Req::Lt(k, _) => (k, None),
             };
             if !valid_token(key) {
                 return Err(bad("the key must be a label key"));
+            }
+            // `validateLabelKey`: a qualified name, its rules joined as upstream joins them.
+            let key_errors = super::model::qualified_name_errors(key);
+            if !key_errors.is_empty() {
+                return Err(bad(&format!(
+                    "key: Invalid value: {}: {}",
+                    crate::authz::go_quote(key),
+                    key_errors.join("; ")
+                )));
             }
             if let Some(v) = value {
                 if !valid_value(v) {
@@ -128,6 +164,8 @@ impl Selector {
             Req::NotIn(k, vs) => labels.get(k).is_none_or(|x| !vs.contains(x)),
             Req::Exists(k) => labels.contains_key(k),
             Req::NotExists(k) => !labels.contains_key(k),
+            Req::Gt(k, n) => int_label(labels, k).is_some_and(|v| v > *n),
+            Req::Lt(k, n) => int_label(labels, k).is_some_and(|v| v < *n),
         })
     }
 
@@ -147,7 +185,12 @@ mod tests {
 
     #[test]
     fn selector_semantics() {
-        let l = labels(&[("app", "web"), ("tier", "front"), ("env", "prod")]);
+        let l = labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("env", "prod"),
+            ("n", "3"),
+        ]);
         for (sel, want) in [
             ("", true),
             ("app=web", true),
@@ -166,6 +209,12 @@ mod tests {
             ("app=web, env in (prod, staging), !missing", true),
             ("app=web,env=dev", false),
             ("missing!=x", true),
+            ("n>2", true),
+            ("n > 3", false),
+            ("n<4", true),
+            ("n<-1", false),
+            ("app>1", false),
+            ("missing<9", false),
         ] {
             assert_eq!(Selector::parse(sel).unwrap().matches(&l), want, "{sel}");
         }
@@ -181,6 +230,13 @@ mod tests {
             "a in (b/c)",
             "a=b/c",
             "a!=-x",
+            // As upstream: an empty set, a non-integer bound, a key that is no qualified name.
+            "a in ()",
+            "a notin ( )",
+            "a>b",
+            "a<1.5",
+            "a/b/c=d",
+            "-a=b",
         ] {
             assert!(Selector::parse(bad).is_err(), "{bad}");
         }

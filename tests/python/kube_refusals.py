@@ -201,4 +201,14 @@ refused("admin", "POST", SECRETS + "?fieldManager=a%01b", 422, "Invalid",
         'CreateOptions.meta.k8s.io "" is invalid: fieldManager: Invalid value: "a\\x01b": '
         "invalid character U+0001 (at position 1)", body=body, headers=JSON)
 assert "opts" not in names(), names()
+# Label selectors with upstream's integer comparisons; an empty set is refused.
+code, got = call("admin", "PATCH", SECRETS + "/a1", body=json.dumps({"metadata": {"labels": {"n": "7"}}}),
+                 headers={"Content-Type": "application/merge-patch+json"})
+assert code == 200, got
+for selector, want in (("n%3E5", ["a1"]), ("n%3C5", []), ("n%3E-1,g%3Da", ["a1"])):
+    code, got = call("admin", "GET", SECRETS + "?labelSelector=" + selector)
+    assert code == 200 and [i["metadata"]["name"] for i in got["items"]] == want, (selector, got)
+code, got = call("admin", "GET", SECRETS + "?labelSelector=n%20in%20()")
+assert (code, got["reason"]) == (400, "BadRequest"), got
+assert "values set can't be empty" in got["message"], got
 print("ok")
