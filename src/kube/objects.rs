@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use zeroize::Zeroizing;
 
 use super::KubeError;
@@ -114,6 +114,19 @@ pub fn encode_secret(secret: &Secret) -> Value {
         m.remove("stringData");
     }
     v
+}
+
+/// The Secret's metadata alone, as a `meta.k8s.io/v1` `PartialObjectMetadata` (what a
+/// metadata-only client asks for, and a Table row's object), its `managedFields` kept only if
+/// `managed_fields`.
+pub fn partial_object_metadata(s: &Secret, managed_fields: bool) -> Value {
+    let mut meta = serde_json::to_value(&s.metadata).unwrap_or(Value::Null);
+    if !managed_fields {
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("managedFields");
+        }
+    }
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
 }
 
 /// The Secret as kube-apiserver writes it, bytes in its field order (`kind`, `apiVersion`,

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::apply;
-use super::objects::{decode_secret, encode_secret};
+use super::objects::{decode_secret, encode_secret, partial_object_metadata};
 use super::patch;
 use super::request::{unsupported_media_type, yaml_to_json, FieldSelector, KubeRequest, Reply};
 use super::status::Status;
@@ -100,6 +100,9 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
         let rv = s.metadata.resource_version.clone();
         return Ok(Reply::Table(table::table(&[s], &rv, None, include, true)));
     }
+    if table::wants_metadata(&req.accept) {
+        return Ok(Reply::ok(partial_object_metadata(&s, true)));
+    }
     Ok(Reply::ok(encode_secret(&s)))
 }
 
@@ -172,6 +175,23 @@ pub async fn list(
             include,
             true,
         )));
+    }
+    if table::wants_metadata(&req.accept) {
+        let mut meta = json!({"resourceVersion": rv});
+        if let Some(c) = &list.continue_token {
+            meta["continue"] = c.as_str().into();
+        }
+        let items: Vec<Value> = list
+            .items
+            .iter()
+            .map(|s| partial_object_metadata(s, true))
+            .collect();
+        return Ok(Reply::ok(json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "items": items,
+        })));
     }
     Ok(Reply::ok(secret_list(
         &list.items,

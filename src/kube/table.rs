@@ -48,6 +48,26 @@ pub fn wants_table(accept: &str) -> bool {
         .is_some_and(|first| first.split(';').any(|p| p.trim() == "as=Table"))
 }
 
+/// Whether `accept` asks for `PartialObjectMetadata` (or its list) in JSON: the first of its
+/// JSON media types says `as=PartialObjectMetadata` or `as=PartialObjectMetadataList` (a
+/// metadata client lists protobuf first, which this server does not write for objects).
+pub fn wants_metadata(accept: &str) -> bool {
+    accept
+        .split(',')
+        .find(|entry| {
+            let media = entry.split(';').next().unwrap_or("").trim();
+            matches!(media, "application/json" | "*/*")
+        })
+        .is_some_and(|entry| {
+            entry.split(';').any(|p| {
+                matches!(
+                    p.trim(),
+                    "as=PartialObjectMetadata" | "as=PartialObjectMetadataList"
+                )
+            })
+        })
+}
+
 /// The column definitions of a Secret Table.
 pub fn columns() -> Value {
     json!([
@@ -71,15 +91,7 @@ pub fn row(s: &Secret, include: IncludeObject, now: SystemTime) -> Value {
     let mut r = json!({"cells": [s.metadata.name, type_, s.data.len(), age]});
     let object = match include {
         IncludeObject::None => None,
-        IncludeObject::Metadata => {
-            let mut meta = serde_json::to_value(&s.metadata).unwrap_or(Value::Null);
-            if let Some(m) = meta.as_object_mut() {
-                m.remove("managedFields");
-            }
-            Some(
-                json!({"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":meta}),
-            )
-        }
+        IncludeObject::Metadata => Some(super::objects::partial_object_metadata(s, false)),
         IncludeObject::Object => Some(encode_secret(s)),
     };
     if let (Some(o), Some(m)) = (object, r.as_object_mut()) {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
-use super::objects::encode_secret;
+use super::objects::{encode_secret, partial_object_metadata};
 use super::request::{FieldSelector, KubeRequest};
 use super::status::Status;
 use super::table::{self, IncludeObject};
@@ -33,6 +33,8 @@ pub struct WatchReply {
 /// How a watch's events are written.
 struct Framing {
     table: Option<IncludeObject>,
+    /// Objects as `PartialObjectMetadata`.
+    metadata_only: bool,
     fields: FieldSelector,
     first: bool,
 }
@@ -57,6 +59,7 @@ impl Framing {
                     headers,
                 )
             }
+            None if self.metadata_only => partial_object_metadata(s, true),
             None => encode_secret(s),
         };
         self.event(kind, object)
@@ -149,6 +152,7 @@ pub async fn start(
     let bookmarks = req.flag("allowWatchBookmarks")?.then_some(bookmark_every);
     let mut framing = Framing {
         table: wants_table.then_some(include),
+        metadata_only: table::wants_metadata(&req.accept),
         fields,
         first: true,
     };
@@ -220,7 +224,12 @@ async fn run(
             },
             _ = bookmark.tick(), if bookmarks.is_some() && last_rv.is_some() => {
                 let rv = last_rv.clone().unwrap_or_default();
-                framing.event("BOOKMARK", json!({"kind":"Secret","apiVersion":"v1","metadata":{"resourceVersion":rv}}))
+                let (kind, version) = if framing.metadata_only {
+                    ("PartialObjectMetadata", "meta.k8s.io/v1")
+                } else {
+                    ("Secret", "v1")
+                };
+                framing.event("BOOKMARK", json!({"kind":kind,"apiVersion":version,"metadata":{"resourceVersion":rv}}))
             }
             _ = until_deadline => return,
             _ = tx.closed() => return,

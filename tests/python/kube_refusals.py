@@ -1,7 +1,8 @@
 """keyward's Kubernetes API refusing requests as kube-apiserver does, with Python's standard
 library only (http.client, ssl): authorization before the body is read, deletecollection
 authorized as its own verb and applying its preconditions to every Secret, DeleteOptions
-validation, dry-run creates of a name taken, and YAML bodies nested too deep.
+validation, dry-run creates of a name taken, and YAML bodies nested too deep; list and watch
+options; and metadata-only answers (PartialObjectMetadata) for metadata clients.
 
 Driven by tests/kube/python.rs:  python3 kube_refusals.py HOST PORT DIR NS
 DIR holds ca.pem and USER.pem / USER.key for admin (system:masters), nobody (no role),
@@ -211,4 +212,26 @@ for selector, want in (("n%3E5", ["a1"]), ("n%3C5", []), ("n%3E-1,g%3Da", ["a1"]
 code, got = call("admin", "GET", SECRETS + "?labelSelector=n%20in%20()")
 assert (code, got["reason"]) == (400, "BadRequest"), got
 assert "values set can't be empty" in got["message"], got
+# A metadata client (client-go's metadata informer) asks for PartialObjectMetadata, protobuf
+# first: get, list and watch answer in JSON with the metadata alone, never a value.
+META = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1," \
+       "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+META_LIST = META.replace("as=PartialObjectMetadata;", "as=PartialObjectMetadataList;")
+code, got = call("admin", "GET", SECRETS + "/a1", headers={"Accept": META})
+assert code == 200 and (got["kind"], got["apiVersion"]) == ("PartialObjectMetadata", "meta.k8s.io/v1"), got
+assert set(got) == {"kind", "apiVersion", "metadata"} and got["metadata"]["name"] == "a1", got
+assert got["metadata"]["labels"] == {"g": "a", "n": "7"} and got["metadata"]["managedFields"], got
+code, got = call("admin", "GET", SECRETS + "?labelSelector=g%3Da", headers={"Accept": META_LIST})
+assert code == 200 and (got["kind"], got["apiVersion"]) == ("PartialObjectMetadataList", "meta.k8s.io/v1"), got
+assert [(i["kind"], i["metadata"]["name"]) for i in got["items"]] == [("PartialObjectMetadata", "a1"), ("PartialObjectMetadata", "a3")], got
+assert all(set(i) == {"kind", "apiVersion", "metadata"} for i in got["items"]) and got["metadata"]["resourceVersion"], got
+ctx = ssl.create_default_context(cafile=DIR + "/ca.pem")
+ctx.load_cert_chain(DIR + "/admin.pem", DIR + "/admin.key")
+c = http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=60)
+c.request("GET", SECRETS + "?watch=true&timeoutSeconds=1&labelSelector=g%3Da", headers={"Accept": META})
+events = [json.loads(line) for line in c.getresponse().read().splitlines() if line.strip()]
+c.close()
+assert [(e["type"], e["object"]["kind"], e["object"]["metadata"]["name"]) for e in events] == [
+    ("ADDED", "PartialObjectMetadata", "a1"), ("ADDED", "PartialObjectMetadata", "a3")], events
+assert all("data" not in e["object"] for e in events), events
 print("ok")
