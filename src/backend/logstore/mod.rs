@@ -166,8 +166,8 @@ impl Shared {
         failed.get_or_insert_with(|| e.to_string());
     }
 
-    /// The key's current value (the writer's view: every published batch).
-    /// The key's current version, its value not read.
+    /// The key's current version (the writer's view: every published batch), its value not
+    /// read.
     fn current_found(&self, key: &[u8]) -> Result<Option<index::Found>, BackendError> {
         let index = self.index();
         index.at(key, index.current)
