@@ -143,6 +143,10 @@ err = evs[0]["object"]
 assert (err["kind"], err["status"], err["reason"], err["code"]) == ("Status", "Failure", "Expired", 410), err
 assert re.fullmatch(r"too old resource version: %s \(\d+\)" % OLD_RV, err["message"]), err
 
+# A list exactly at a revision compacted away is 410, in kube-apiserver's words.
+status("GET", SECRETS + "?resourceVersionMatch=Exact&resourceVersion=" + OLD_RV, 410,
+       {"message": "The resourceVersion for the provided list is too old.", "reason": "Expired"})
+
 # timeoutSeconds ends the stream.
 rv = json.loads(call("GET", SECRETS)[2])["metadata"]["resourceVersion"]
 start = time.time()
