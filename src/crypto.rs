@@ -69,9 +69,7 @@ pub fn fill_public_random(buf: &mut [u8]) -> Result<(), CryptoError> {
             fill_random(pool)?;
             *used = 0;
         }
-        let taken = &mut pool[*used..*used + buf.len()];
-        buf.copy_from_slice(taken);
-        taken.fill(0);
+        buf.copy_from_slice(&pool[*used..*used + buf.len()]);
         *used += buf.len();
         Ok(())
     })

@@ -274,10 +274,7 @@ impl Access {
             return Ok(ctx);
         };
         for check in &plan.checks {
-            if !self.policy.authorize(check).allowed() {
-                // Records the refusal and returns Forbidden (unless the policy changed since).
-                self.admit(&ctx, check, &[], || None).await?;
-            }
+            self.refuse_if_denied(&ctx, check).await?;
         }
         Ok(ctx.acting_as(plan.identity))
     }
@@ -307,12 +304,13 @@ impl Access {
             Ok(rec) => rec,
             Err(e) => return e,
         };
-        let absent: Result<(), AccessError> = Err(AccessError::Store(StoreError::NotFound {
-            namespace: attrs.namespace.clone(),
-            name: attrs.name.clone(),
-        }));
+        let absent: Result<std::convert::Infallible, AccessError> =
+            Err(AccessError::Store(StoreError::NotFound {
+                namespace: attrs.namespace.clone(),
+                name: attrs.name.clone(),
+            }));
         match Self::complete(&mut rec, self.metrics(), absent, 404, |_, _| None).await {
-            Ok(()) => AccessError::BadRequest("unreachable: a NotFound was recorded".into()),
+            Ok(never) => match never {},
             Err(e) => e,
         }
     }

@@ -145,9 +145,7 @@ pub async fn list(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
             ))
         }
-        Err(AccessError::Store(StoreError::Invalid { errors, .. }))
-            if errors.iter().any(|e| e.field == "continue") =>
-        {
+        Err(AccessError::Store(StoreError::BadContinue)) => {
             return Err(KubeError::BadRequest(
                 "invalid continue token: continue key is not valid".into(),
             ))

@@ -895,13 +895,7 @@ impl Store {
         let (mut start, mut revision) = match continue_token {
             None | Some("") => (prefix.clone().into_bytes(), at),
             Some(t) => {
-                let bad = || {
-                    field_invalid(
-                        "",
-                        "continue",
-                        "Invalid value: the continue token is not valid for this list",
-                    )
-                };
+                let bad = || StoreError::BadContinue;
                 let raw = B64URL.decode(t).map_err(|_| bad())?;
                 let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
                 if !tok.start.starts_with(&prefix) {

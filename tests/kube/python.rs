@@ -108,6 +108,18 @@ async fn start_for_many_clients() -> World {
     .await
 }
 
+/// Runs a script of Python's standard library (`args`: the script, then its arguments) off
+/// the runtime's threads; it must print "ok".
+async fn stdlib_script<const N: usize>(args: [String; N]) {
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::support::tools::python(&["ssl", "http.client"], &args, b"")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "ok", "{out}");
+}
+
 /// Runs kube_client.py's `args` (its MODE and arguments) against `w`, off the runtime's
 /// threads (the script blocks).
 async fn python_mode(w: &World, args: &[&str]) {
@@ -183,13 +195,7 @@ async fn http_status_limits_and_watch_framing() {
         "py".to_owned(),
         "1".to_owned(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        crate::support::tools::python(&["ssl", "http.client"], &args, b"")
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.trim(), "ok", "{out}");
+    stdlib_script(args).await;
     let m = w.metrics.render(false).await;
     for line in [
         "keyward_kube_requests_total{verb=\"get\",code=\"404\"}",
@@ -240,13 +246,7 @@ async fn refusals_as_kube_apiserver_makes_them() {
         d.to_str().unwrap().to_owned(),
         "py".to_owned(),
     ];
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        crate::support::tools::python(&["ssl", "http.client"], &args, b"")
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.trim(), "ok", "{out}");
+    stdlib_script(args).await;
 }
 
 /// Create, patch, replace and delete: these run `kube::objects` and `kube::patch`.
