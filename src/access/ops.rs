@@ -18,8 +18,8 @@ use crate::backend::{KeyValue, Revision};
 use crate::names::{Namespace, SecretName};
 use crate::store::migrate::{Coverage, MigrateOptions, MigrateProgress};
 use crate::store::{
-    HistoryEntry, Preconditions, RawPage, ResourceVersion, Secret, SecretList, Selector, Store,
-    StoreError, WatchEvents, RESOURCE,
+    HistoryEntry, Preconditions, RawPage, ResourceVersion, Scope, Secret, SecretId, SecretList,
+    Selector, Store, StoreError, WatchEvents, RESOURCE,
 };
 
 use super::verbs;
@@ -313,7 +313,7 @@ impl Access {
         Self::complete(&mut rec, self.metrics(), result, 200, secret_body).await
     }
 
-    /// Deletes the Secrets of `namespace` that `selector` and `keep` select, each with `pre`
+    /// Deletes the Secrets of `scope` (one namespace, valid or not) that `selector` and `keep` select, each with `pre`
     /// as its preconditions (`dry_run`: only checked), as kube-apiserver's `deletecollection`:
     /// authorized and recorded once, as that verb. A Secret deleted meanwhile by someone else is
     /// skipped; any other failure stops there and is the answer (what was deleted before it
@@ -321,23 +321,26 @@ impl Access {
     pub async fn delete_collection(
         &self,
         ctx: &RequestContext,
-        namespace: &Namespace,
+        scope: &Scope,
         selector: &Selector,
         keep: impl Fn(&Secret) -> bool,
         pre: &Preconditions,
         dry_run: bool,
     ) -> Result<SecretList, AccessError> {
-        let attrs = Self::secrets(ctx, kverbs::DELETECOLLECTION, namespace.as_str(), "");
+        let attrs = Self::secrets(ctx, kverbs::DELETECOLLECTION, scope.as_str(), "");
         let call = async {
-            let list = self.store.list(Some(namespace), selector, 0, None).await?;
+            let list = self.store.list(scope.clone(), selector, 0, None).await?;
             let mut deleted = Vec::new();
             for s in list.items.iter().filter(|s| keep(s)) {
                 let result = if dry_run {
                     pre.check_secret(s).map(|()| Arc::clone(s))
                 } else {
-                    let name = SecretName::try_from(s.metadata.name.as_str())
-                        .map_err(|e| AccessError::BadRequest(e.to_string()))?;
-                    self.store.delete(namespace, &name, pre).await.map(Arc::new)
+                    let id = SecretId::parse(&s.metadata.namespace, &s.metadata.name)
+                        .map_err(|e| StoreError::invalid(&s.metadata.name, e))?;
+                    self.store
+                        .delete(&id.namespace, &id.name, pre)
+                        .await
+                        .map(Arc::new)
                 };
                 match result {
                     Ok(gone) => deleted.push(gone),
@@ -368,18 +371,17 @@ impl Access {
     pub async fn list(
         &self,
         ctx: &RequestContext,
-        namespace: Option<&Namespace>,
+        scope: &Scope,
         selector: &Selector,
         limit: usize,
         continue_token: Option<&str>,
         at: Option<Revision>,
     ) -> Result<SecretList, AccessError> {
-        let ns = namespace.map(Namespace::as_str).unwrap_or("");
-        let attrs = Self::secrets(ctx, kverbs::LIST, ns, "");
+        let attrs = Self::secrets(ctx, kverbs::LIST, scope.as_str(), "");
         let call = async {
             Ok(self
                 .store
-                .list_at(namespace, selector, limit, continue_token, at)
+                .list_at(scope, selector, limit, continue_token, at)
                 .await?)
         };
         let respond = |l: &SecretList, level| {
@@ -399,16 +401,15 @@ impl Access {
     pub async fn watch(
         &self,
         ctx: &RequestContext,
-        namespace: Option<&Namespace>,
+        scope: &Scope,
         selector: Selector,
         resource_version: ResourceVersion,
     ) -> Result<WatchEvents, AccessError> {
-        let ns = namespace.map(Namespace::as_str).unwrap_or("");
-        let attrs = Self::secrets(ctx, kverbs::WATCH, ns, "");
+        let attrs = Self::secrets(ctx, kverbs::WATCH, scope.as_str(), "");
         let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
         match self
             .store
-            .watch(namespace, selector, resource_version)
+            .watch(scope.clone(), selector, resource_version)
             .await
         {
             Ok(events) => {

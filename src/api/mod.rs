@@ -33,7 +33,7 @@ use crate::encryption::EncryptionError;
 use crate::names::{FieldError, Namespace};
 use crate::pb::keyward_v1 as pb;
 use crate::store::model::{ObjectMeta, SecretBytes, SecretString};
-use crate::store::{ResourceVersion, Secret, SecretId, Selector, StoreError};
+use crate::store::{ResourceVersion, Scope, Secret, SecretId, Selector, StoreError};
 
 /// Maps a store error to a gRPC status carrying its [`Reason`]: caller mistakes get a specific
 /// code and a message naming the field; failures of the environment are `Unavailable`; anything
@@ -167,11 +167,11 @@ fn secret_id(namespace: &str, name: &str) -> Result<SecretId, Status> {
 }
 
 /// A namespace to list or watch (empty: every namespace).
-fn namespace_filter(ns: &str) -> Result<Option<Namespace>, Status> {
+fn namespace_filter(ns: &str) -> Result<Scope, Status> {
     match ns {
-        "" => Ok(None),
+        "" => Ok(Scope::All),
         ns => Namespace::try_from(ns)
-            .map(Some)
+            .map(Scope::In)
             .map_err(|e| invalid("", vec![e])),
     }
 }

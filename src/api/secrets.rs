@@ -132,7 +132,7 @@ impl pb::secrets_server::Secrets for SecretsService {
             .access
             .list(
                 &ctx,
-                ns.as_ref(),
+                &ns,
                 &sel,
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
@@ -167,7 +167,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let events = self
             .front
             .access
-            .watch(&ctx, ns.as_ref(), sel, rv)
+            .watch(&ctx, &ns, sel, rv)
             .await
             .map_err(access_status)?;
         let out = events.map(|e| {

@@ -17,9 +17,9 @@ use super::table::{self, IncludeObject};
 use super::KubeError;
 use crate::access::{Access, AccessError, WriteVerb};
 use crate::backend::{BackendError, Revision};
-use crate::names::{FieldError, Namespace, SecretName};
+use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
-use crate::store::{Preconditions, ResourceVersion, Secret, Selector, StoreError};
+use crate::store::{Preconditions, ResourceVersion, Scope, Secret, Selector, StoreError};
 
 /// Most operations a JSON patch may carry (kube-apiserver's `maxJSONPatchOperations`).
 const MAX_JSON_PATCH_OPS: usize = 10_000;
@@ -45,24 +45,15 @@ pub fn secret_id(namespace: &str, name: &str) -> Result<SecretId, KubeError> {
     })
 }
 
-/// A namespace a path names.
-pub fn namespace(ns: &str) -> Result<Namespace, KubeError> {
-    Namespace::try_from(ns).map_err(|e| KubeError::Invalid {
-        kind: "Namespace".into(),
-        name: ns.to_owned(),
-        causes: vec![e],
-    })
-}
-
 /// Fills the object's namespace from the path, or refuses a mismatch, as kube-apiserver does:
 /// a create (`name` None) with the words of `EnsureObjectNamespaceMatchesRequestNamespace`; an
 /// update or patch (the name on the URL) with those of `checkName`, which also refuses an
 /// object without a name or with another one.
-fn check_path(s: &mut Secret, ns: &Namespace, name: Option<&SecretName>) -> Result<(), KubeError> {
+fn check_path(s: &mut Secret, ns: &str, name: Option<&SecretName>) -> Result<(), KubeError> {
     let Some(name) = name else {
         if s.metadata.namespace.is_empty() {
-            s.metadata.namespace = ns.to_string();
-        } else if s.metadata.namespace != ns.as_str() {
+            s.metadata.namespace = ns.to_owned();
+        } else if s.metadata.namespace != ns {
             return Err(KubeError::BadRequest(
                 "the namespace of the provided object does not match the namespace sent on the request"
                     .into(),
@@ -82,8 +73,8 @@ fn check_path(s: &mut Secret, ns: &Namespace, name: Option<&SecretName>) -> Resu
         )));
     }
     if s.metadata.namespace.is_empty() {
-        s.metadata.namespace = ns.to_string();
-    } else if s.metadata.namespace != ns.as_str() {
+        s.metadata.namespace = ns.to_owned();
+    } else if s.metadata.namespace != ns {
         return Err(KubeError::BadRequest(format!(
             "the namespace of the object ({}) does not match the namespace on the request ({ns})",
             s.metadata.namespace
@@ -115,11 +106,7 @@ fn selectors(req: &KubeRequest) -> Result<(Selector, FieldSelector), KubeError> 
 }
 
 /// `GET .../secrets`: a SecretList, or a Table.
-pub async fn list(
-    access: &Access,
-    req: &KubeRequest,
-    ns: Option<&Namespace>,
-) -> Result<Reply, KubeError> {
+pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Reply, KubeError> {
     let include = IncludeObject::parse(req.param("includeObject"))?;
     let (labels, fields) = selectors(req)?;
     let limit = match req.param("limit") {
@@ -289,12 +276,9 @@ fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Opti
     json!({"kind":"SecretList","apiVersion":"v1","metadata":meta,"items":items})
 }
 
-/// `POST .../secrets`: creates the Secret of the body (201).
-pub async fn create(
-    access: &Access,
-    req: &KubeRequest,
-    ns: &Namespace,
-) -> Result<Reply, KubeError> {
+/// `POST .../secrets`: creates the Secret of the body (201). A namespace `ns` that is not
+/// valid is the Secret's `metadata.namespace`, refused by its validation.
+pub async fn create(access: &Access, req: &KubeRequest, ns: &str) -> Result<Reply, KubeError> {
     let opts = req.write_options("CreateOptions")?;
     let body = req.json_body("Secret")?;
     let decoded = decode_secret(&body, opts.validation)?;
@@ -317,7 +301,7 @@ pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
     let body = req.json_body("Secret")?;
     let decoded = decode_secret(&body, opts.validation)?;
     let mut s = decoded.secret;
-    check_path(&mut s, &id.namespace, Some(&id.name))?;
+    check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
     let live = access
         .read_for_write(&req.ctx, WriteVerb::Update, &id.namespace, &id.name)
         .await?;
@@ -402,7 +386,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             Err(AccessError::Store(StoreError::NotFound { .. })) if kind == PatchType::Apply => {
                 let mut s =
                     apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
-                check_path(&mut s, &id.namespace, Some(&id.name))?;
+                check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
                 let created = access.create_by_apply(&req.ctx, s, opts.dry_run).await?;
                 return Ok(Reply::Json {
                     code: 201,
@@ -432,7 +416,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
                 (s, decoded.warnings)
             }
         };
-        check_path(&mut next, &id.namespace, Some(&id.name))?;
+        check_path(&mut next, id.namespace.as_str(), Some(&id.name))?;
         // The live version is the precondition, unless the patch set one of its own.
         let ours = next.metadata.resource_version.is_empty()
             || next.metadata.resource_version == live.metadata.resource_version;
@@ -581,7 +565,7 @@ async fn dry_run_delete(
 pub async fn delete_collection(
     access: &Access,
     req: &KubeRequest,
-    ns: &Namespace,
+    ns: &Scope,
 ) -> Result<Reply, KubeError> {
     let opts = delete_options(req)?;
     let (labels, fields) = selectors(req)?;

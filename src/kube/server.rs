@@ -37,6 +37,7 @@ use crate::access::{Access, Authenticators, Credentials, RequestContext, Source}
 use crate::authz::{verbs, Attributes, ImpersonationRequest};
 use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
+use crate::store::Scope;
 
 /// Limits of the Kubernetes API beyond the connection caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,13 +529,15 @@ impl KubeApi {
                     self.authorize_first(req, verb, "", "").await?;
                 }
                 match *m {
-                    Method::GET if watching()? => self.watch(req, None).await,
-                    Method::GET => reply(secrets::list(&self.access, req, None).await?),
+                    Method::GET if watching()? => self.watch(req, Scope::All).await,
+                    Method::GET => reply(secrets::list(&self.access, req, &Scope::All).await?),
                     _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
                 }
             }
             (m, ["api", "v1", "namespaces", ns, "secrets"]) => {
-                let ns = secrets::namespace(ns)?;
+                // Not checked here: a list, watch or deletecollection in a namespace that is
+                // not valid finds nothing, and a create there is refused by the Secret's
+                // validation, as in kube-apiserver.
                 let verb = match *m {
                     Method::GET if watching()? => Some(verbs::WATCH),
                     Method::GET => Some(verbs::LIST),
@@ -543,15 +546,17 @@ impl KubeApi {
                     _ => None,
                 };
                 if let Some(verb) = verb {
-                    self.authorize_first(req, verb, ns.as_str(), "").await?;
+                    self.authorize_first(req, verb, ns, "").await?;
                 }
                 match *m {
-                    Method::GET if watching()? => self.watch(req, Some(ns)).await,
-                    Method::GET => reply(secrets::list(&self.access, req, Some(&ns)).await?),
-                    Method::POST => reply(secrets::create(&self.access, req, &ns).await?),
-                    Method::DELETE => {
-                        reply(secrets::delete_collection(&self.access, req, &ns).await?)
+                    Method::GET if watching()? => self.watch(req, Scope::named(ns)).await,
+                    Method::GET => {
+                        reply(secrets::list(&self.access, req, &Scope::named(ns)).await?)
                     }
+                    Method::POST => reply(secrets::create(&self.access, req, ns).await?),
+                    Method::DELETE => reply(
+                        secrets::delete_collection(&self.access, req, &Scope::named(ns)).await?,
+                    ),
                     _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
                 }
             }
@@ -609,18 +614,21 @@ impl KubeApi {
         Ok(self.access.refuse_if_denied(&req.ctx, &attrs).await?)
     }
 
-    async fn watch(
-        &self,
-        req: &KubeRequest,
-        ns: Option<crate::names::Namespace>,
-    ) -> Result<Routed, KubeError> {
+    async fn watch(&self, req: &KubeRequest, scope: Scope) -> Result<Routed, KubeError> {
         let Some(permit) = self.watch_permit() else {
             return Ok(Routed::Reply(Reply::Status(Status::too_many_requests(
                 "too many watches open, please try again later",
             ))));
         };
         Ok(Routed::Watch(
-            watch::start(&self.access, req, ns, self.limits.bookmark_interval, permit).await?,
+            watch::start(
+                &self.access,
+                req,
+                scope,
+                self.limits.bookmark_interval,
+                permit,
+            )
+            .await?,
         ))
     }
 }

@@ -18,8 +18,8 @@ use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
 use crate::access::{Access, AccessError};
-use crate::names::{FieldError, Namespace};
-use crate::store::{ResourceVersion, Selector, StoreError, WatchEvents};
+use crate::names::FieldError;
+use crate::store::{ResourceVersion, Scope, Selector, StoreError, WatchEvents};
 
 /// A started watch: the content type and the lines to stream.
 #[derive(Debug)]
@@ -122,13 +122,13 @@ fn check_watch_options(req: &KubeRequest) -> Result<(), KubeError> {
     }
 }
 
-/// Starts the watch `req` asks for on Secrets in `namespace` (all if `None`), with a BOOKMARK
+/// Starts the watch `req` asks for on Secrets in `scope` (a namespace, or all), with a BOOKMARK
 /// every `bookmark_every` if it allows them. `permit` (the watch's place under the server's
 /// cap) is held until the stream ends.
 pub async fn start(
     access: &Access,
     req: &KubeRequest,
-    namespace: Option<Namespace>,
+    scope: Scope,
     bookmark_every: Duration,
     permit: impl Send + 'static,
 ) -> Result<WatchReply, KubeError> {
@@ -162,10 +162,7 @@ pub async fn start(
         "application/json"
     };
     let (tx, lines) = mpsc::channel(64);
-    match access
-        .watch(&req.ctx, namespace.as_ref(), selector, rv)
-        .await
-    {
+    match access.watch(&req.ctx, &scope, selector, rv).await {
         Ok(events) => {
             let start_rv = rv.revision().map(|r| r.to_string());
             tokio::spawn(async move {

@@ -36,6 +36,50 @@ pub use raw::{RawPage, RAW_LIST_MAX};
 pub use selector::Selector;
 pub use version::ResourceVersion;
 
+/// Where a list or watch looks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Every namespace.
+    #[default]
+    All,
+    /// One namespace.
+    In(Namespace),
+    /// A namespace name that is not valid, as a URL gave it. Nothing is stored under it, so a
+    /// list finds nothing and a watch sees nothing: kube-apiserver checks a namespace's name
+    /// only when it stores an object, and answers a list there with an empty list.
+    Unchecked(String),
+}
+
+impl Scope {
+    /// The one namespace `namespace` as a URL names it, valid or not ("" included: no
+    /// Secret is stored under it).
+    pub fn named(namespace: &str) -> Scope {
+        Namespace::try_from(namespace)
+            .map_or_else(|_| Scope::Unchecked(namespace.to_owned()), Scope::In)
+    }
+
+    /// The namespace as given ("" for every namespace).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Scope::All => "",
+            Scope::In(ns) => ns.as_str(),
+            Scope::Unchecked(ns) => ns,
+        }
+    }
+}
+
+impl From<Option<&Namespace>> for Scope {
+    fn from(namespace: Option<&Namespace>) -> Scope {
+        namespace.map_or(Scope::All, |ns| Scope::In(ns.clone()))
+    }
+}
+
+impl From<&Namespace> for Scope {
+    fn from(namespace: &Namespace) -> Scope {
+        Scope::In(namespace.clone())
+    }
+}
+
 /// Secrets per page of the list a watch without a revision starts with.
 const WATCH_LIST_PAGE: usize = 100;
 
@@ -415,10 +459,14 @@ impl Store {
         format!("{}/{RESOURCE}/{namespace}/{name}", self.prefix)
     }
 
-    fn namespace_prefix(&self, namespace: Option<&Namespace>) -> String {
-        match namespace {
-            Some(ns) => format!("{}/{RESOURCE}/{ns}/", self.prefix),
-            None => format!("{}/{RESOURCE}/", self.prefix),
+    /// The keys a list or watch of `scope` reads: `<prefix>/secrets/<namespace>/`. Under a
+    /// namespace that is not valid no key is stored (a key's namespace is valid, and the `/`
+    /// after it falls in the name, which holds none), so its prefix finds nothing.
+    fn namespace_prefix(&self, scope: &Scope) -> String {
+        match scope {
+            Scope::In(ns) => format!("{}/{RESOURCE}/{ns}/", self.prefix),
+            Scope::Unchecked(ns) => format!("{}/{RESOURCE}/{ns}/", self.prefix),
+            Scope::All => format!("{}/{RESOURCE}/", self.prefix),
         }
     }
 
@@ -867,16 +915,16 @@ impl Store {
         }
     }
 
-    /// Lists Secrets in `namespace` (or all), filtered by `selector`, at most `limit` (0 = all)
+    /// Lists Secrets in `scope` (a namespace, or all), filtered by `selector`, at most `limit` (0 = all)
     /// per page. A continue token reads the next page at the same revision.
     pub async fn list(
         &self,
-        namespace: Option<&Namespace>,
+        scope: impl Into<Scope>,
         selector: &Selector,
         limit: usize,
         continue_token: Option<&str>,
     ) -> Result<SecretList, StoreError> {
-        self.list_at(namespace, selector, limit, continue_token, None)
+        self.list_at(&scope.into(), selector, limit, continue_token, None)
             .await
     }
 
@@ -885,13 +933,13 @@ impl Store {
     /// the store has not reached it.
     pub async fn list_at(
         &self,
-        namespace: Option<&Namespace>,
+        scope: &Scope,
         selector: &Selector,
         limit: usize,
         continue_token: Option<&str>,
         at: Option<Revision>,
     ) -> Result<SecretList, StoreError> {
-        let prefix = self.namespace_prefix(namespace);
+        let prefix = self.namespace_prefix(scope);
         let (mut start, mut revision) = match continue_token {
             None | Some("") => (prefix.clone().into_bytes(), at),
             Some(t) => {

@@ -17,11 +17,10 @@ use std::task::{Context, Poll};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{
-    field_invalid, ResourceVersion, Secret, SecretList, Selector, Store, StoreError, WatchEvent,
-    WatchEvents, WatchKind, WATCH_LIST_PAGE,
+    field_invalid, ResourceVersion, Scope, Secret, SecretList, Selector, Store, StoreError,
+    WatchEvent, WatchEvents, WatchKind, WATCH_LIST_PAGE,
 };
 use crate::backend::{BackendError, Event, EventKind, Revision, WatchStream as BackendEvents};
-use crate::names::Namespace;
 
 /// Work a stream waits for: the next page of its starting list, or the decode of one change.
 type Step<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
@@ -46,7 +45,7 @@ enum Phase {
 /// One open watch ([`Store::watch`]).
 struct Watch {
     store: Arc<Store>,
-    namespace: Option<Namespace>,
+    scope: Scope,
     selector: Arc<Selector>,
     events: BackendEvents,
     phase: Phase,
@@ -76,22 +75,23 @@ impl Drop for Watcher {
 }
 
 impl Store {
-    /// Watches Secrets in `namespace` (or all) matching `selector`. With a revision
+    /// Watches Secrets in `scope` (a namespace, or all) matching `selector`. With a revision
     /// ([`ResourceVersion::At`]), replays every change after it (older than retained history:
     /// [`StoreError::Gone`]); without one (`""` or `"0"`), starts with an ADDED event per
     /// existing Secret.
     pub async fn watch(
         self: &Arc<Self>,
-        namespace: Option<&Namespace>,
+        scope: impl Into<Scope>,
         selector: Selector,
         resource_version: ResourceVersion,
     ) -> Result<WatchEvents, StoreError> {
+        let scope = scope.into();
         let (after, phase) = match resource_version {
             // The current Secrets, a page at a time (at one revision, the first page's), so that
             // memory stays bounded by a page however many there are.
             ResourceVersion::Unset | ResourceVersion::Any => {
                 let page = self
-                    .list(namespace, &selector, WATCH_LIST_PAGE, None)
+                    .list_at(&scope, &selector, WATCH_LIST_PAGE, None, None)
                     .await?;
                 let phase = Phase::Listing {
                     items: page.items.into_iter(),
@@ -118,7 +118,7 @@ impl Store {
                 format!("Invalid value: \"{after}\": no revision follows it"),
             )
         })?;
-        let prefix = self.namespace_prefix(namespace);
+        let prefix = self.namespace_prefix(&scope);
         let events = self
             .backend
             .watch(prefix.as_bytes(), Some(from))
@@ -133,7 +133,7 @@ impl Store {
             })?;
         Ok(Box::pin(Watch {
             store: self.clone(),
-            namespace: namespace.cloned(),
+            scope,
             selector: Arc::new(selector),
             events,
             phase,
@@ -248,15 +248,10 @@ impl futures_core::Stream for Watch {
                     this.phase = match next_page.take() {
                         Some(token) => {
                             let (store, selector) = (this.store.clone(), this.selector.clone());
-                            let namespace = this.namespace.clone();
+                            let scope = this.scope.clone();
                             Phase::Paging(Box::pin(async move {
                                 store
-                                    .list(
-                                        namespace.as_ref(),
-                                        &selector,
-                                        WATCH_LIST_PAGE,
-                                        Some(&token),
-                                    )
+                                    .list_at(&scope, &selector, WATCH_LIST_PAGE, Some(&token), None)
                                     .await
                             }))
                         }

@@ -150,6 +150,31 @@ for method in ("GET", "DELETE", "PUT"):
     refused("admin", method, SECRETS + "/Bad_Name", 404, "NotFound", 'secrets "Bad_Name" not found', body=body, headers=JSON)
 refused("admin", "GET", "/api/v1/namespaces/Bad_NS/secrets/x", 404, "NotFound", 'secrets "x" not found')
 refused("nobody", "GET", SECRETS + "/Bad_Name", 403, "Forbidden", forbidden("nobody", "get", "Bad_Name"))
+# A list, watch or deletecollection in a namespace that is not valid finds nothing (200, an
+# empty list), as kube-apiserver, which checks a namespace only when it stores an object;
+# a create there is refused by the Secret's validation. Each is authorized first.
+before = names()
+for method in ("GET", "DELETE"):
+    code, got = call("admin", method, "/api/v1/namespaces/Bad_NS/secrets")
+    assert code == 200 and got["kind"] == "SecretList" and got["items"] == [], (method, code, got)
+    assert int(got["metadata"]["resourceVersion"]) > 0, got
+ctx = ssl.create_default_context(cafile=DIR + "/ca.pem")
+ctx.load_cert_chain(DIR + "/admin.pem", DIR + "/admin.key")
+c = http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=60)
+c.request("GET", "/api/v1/namespaces/Bad_NS/secrets?watch=true&timeoutSeconds=1")
+r = c.getresponse()
+assert (r.status, r.read()) == (200, b""), r.status
+c.close()
+refused("nobody", "GET", "/api/v1/namespaces/Bad_NS/secrets", 403, "Forbidden",
+        'secrets is forbidden: User "nobody" cannot list resource "secrets" in API group "" in the namespace "Bad_NS"')
+got = refused("admin", "POST", "/api/v1/namespaces/Bad_NS/secrets", 422, "Invalid",
+              'Secret "x" is invalid: metadata.namespace: Invalid value: "Bad_NS": a lowercase RFC 1123 label must '
+              "consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric "
+              "character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+              body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}), headers=JSON)
+assert got["details"] == {"name": "x", "kind": "Secret", "causes": [
+    {"reason": "FieldValueInvalid", "message": got["details"]["causes"][0]["message"], "field": "metadata.namespace"}]}, got
+assert names() == before, (before, names())
 # A list's resourceVersion and resourceVersionMatch, as ValidateListOptions checks them.
 list_invalid = 'ListOptions.meta.k8s.io "" is invalid: '
 refused("admin", "GET", SECRETS + "?resourceVersionMatch=Exact", 422, "Invalid",
