@@ -139,7 +139,7 @@ impl AccessStack {
 
         let policy = Arc::new(match &options.authorization_policy {
             Some(p) => Policy::load(p)?,
-            None => Policy::new(Rbac::empty()),
+            None => Policy::new(Rbac::with_bootstrap(&Default::default())),
         });
         let policy_watcher = options
             .authorization_policy

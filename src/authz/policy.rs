@@ -130,7 +130,7 @@ fn compile(path: &Path, files: &[(String, String)], hash: String) -> Result<Load
         ));
     }
     Ok(Loaded {
-        rbac: Rbac::new(&loaded.set),
+        rbac: Rbac::with_bootstrap(&loaded.set),
         hash,
         warnings,
     })

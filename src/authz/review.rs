@@ -190,9 +190,9 @@ fn split(rules: &[PolicyRule], status: &mut SubjectRulesReviewStatus) {
 }
 
 impl RuleResolver for Rbac {
-    /// The RBAC rules of `user` in `namespace`. keyward has no bootstrap policy, so a member of
-    /// `system:masters` is shown first the rules of the `cluster-admin` ClusterRole Kubernetes
-    /// binds to that group (`*` on everything), matching what it may do.
+    /// The RBAC rules of `user` in `namespace`. A member of `system:masters` is shown first the
+    /// rules of the `cluster-admin` ClusterRole Kubernetes binds to that group (`*` on
+    /// everything), matching what it may do: its privileged-group authorizer needs no binding.
     fn rules_for(&self, user: &Identity, namespace: &str) -> SubjectRulesReviewStatus {
         let mut status = if user.in_group(names::SYSTEM_MASTERS) {
             everything()

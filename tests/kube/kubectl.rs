@@ -518,6 +518,28 @@ fn kubectl_authenticates_and_is_authorized_as_over_grpc() {
         );
         let get = c.run(&["get", "secret", "s1"]);
         assert_eq!(get.err, forbidden("carol", "get", Some("s1")));
+        // With no binding, what Kubernetes' bootstrap policy grants every authenticated user
+        // (and keyward's endpoints follow): the reviews, discovery, health and version.
+        let listed = c.ok(&["auth", "can-i", "--list"]);
+        for rule in [
+            "selfsubjectaccessreviews.authorization.k8s.io   []                  []               [create]",
+            "selfsubjectreviews.authentication.k8s.io        []                  []               [create]",
+            "[/api/*]            []               [get]",
+            "[/version]          []               [get]",
+        ] {
+            assert!(listed.contains(rule), "1.{minor}: {rule:?} in\n{listed}");
+        }
+        assert!(!listed.contains("secrets"), "1.{minor}: {listed}");
+        assert_eq!(c.ok(&["auth", "can-i", "get", "/version"]), "yes\n");
+        assert_eq!(
+            c.ok(&[
+                "auth",
+                "can-i",
+                "create",
+                "selfsubjectreviews.authentication.k8s.io"
+            ]),
+            "yes\n"
+        );
         let k = w.kubectl_as(minor, &wrong, "wrong");
         let o = k.run(&["get", "secrets"]);
         assert_eq!(o.code, 1);

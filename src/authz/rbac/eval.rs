@@ -361,6 +361,16 @@ impl Rbac {
         Rbac::default()
     }
 
+    /// [`Rbac::new`] of `policy` with the bootstrap ClusterRoles and bindings it does not define
+    /// itself ([`bootstrap`](super::bootstrap)): what a server's policy is. Its counts are
+    /// those of `policy`.
+    pub fn with_bootstrap(policy: &PolicySet) -> Rbac {
+        Rbac {
+            counts: policy.counts(),
+            ..Rbac::new(&super::bootstrap::with_bootstrap(policy))
+        }
+    }
+
     /// How many objects of each kind the policy holds.
     pub fn counts(&self) -> PolicyCounts {
         self.counts

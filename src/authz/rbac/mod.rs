@@ -12,6 +12,7 @@
 //! Bindings to roles the policy does not define are accepted with a warning (Kubernetes
 //! accepts them too); they grant nothing.
 
+pub mod bootstrap;
 mod eval;
 mod parse;
 pub mod types;
