@@ -367,7 +367,10 @@ impl Access {
     }
 
     /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all), as of
-    /// revision `at` if given (see [`Store::list_at`]).
+    /// revision `at` if given (see [`Store::list_at`]). With `count_remaining`, a page with
+    /// more after it through an empty `selector` counts them ([`Store::remaining`]), as
+    /// kube-apiserver's `remainingItemCount`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn list(
         &self,
         ctx: &RequestContext,
@@ -376,13 +379,20 @@ impl Access {
         limit: usize,
         continue_token: Option<&str>,
         at: Option<Revision>,
+        count_remaining: bool,
     ) -> Result<SecretList, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::LIST, scope.as_str(), "");
         let call = async {
-            Ok(self
+            let mut list = self
                 .store
                 .list_at(scope, selector, limit, continue_token, at)
-                .await?)
+                .await?;
+            if let Some(token) = list.continue_token.as_deref() {
+                if count_remaining && selector.is_empty() {
+                    list.remaining_item_count = Some(self.store.remaining(scope, token).await?);
+                }
+            }
+            Ok(list)
         };
         let respond = |l: &SecretList, level| {
             (level >= Level::RequestResponse).then(|| {

@@ -137,6 +137,7 @@ impl pb::secrets_server::Secrets for SecretsService {
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
                 None,
+                false,
             )
             .await
             .map_err(access_status)?;

@@ -121,7 +121,11 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
         ListRevision::Exact(r) => Some(r),
         _ => None,
     };
-    let mut list = match access.list(&req.ctx, ns, &labels, limit, cont, at).await {
+    let count = fields.is_empty();
+    let mut list = match access
+        .list(&req.ctx, ns, &labels, limit, cont, at, count)
+        .await
+    {
         Err(AccessError::Store(StoreError::Gone(_))) if at.is_some() => {
             return Err(KubeError::Expired(
                 "The resourceVersion for the provided list is too old.".into(),
@@ -152,16 +156,15 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     }
     list.items.retain(|s| fields.matches(s));
     let rv = list.resource_version.to_string();
-    if table::wants_table(&req.accept) {
-        return Ok(Reply::Table(table::table(
+    let mut out = if table::wants_table(&req.accept) {
+        table::table(
             &list.items,
             &rv,
             list.continue_token.as_deref(),
             include,
             true,
-        )));
-    }
-    if table::wants_metadata(&req.accept) {
+        )
+    } else if table::wants_metadata(&req.accept) {
         let mut meta = json!({"resourceVersion": rv});
         if let Some(c) = &list.continue_token {
             meta["continue"] = c.as_str().into();
@@ -171,18 +174,24 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
             .iter()
             .map(|s| partial_object_metadata(s, true))
             .collect();
-        return Ok(Reply::ok(json!({
+        json!({
             "kind": "PartialObjectMetadataList",
             "apiVersion": "meta.k8s.io/v1",
             "metadata": meta,
             "items": items,
-        })));
+        })
+    } else {
+        secret_list(&list.items, &rv, list.continue_token.as_deref())
+    };
+    // ListMeta's remainingItemCount, which every form of the list carries.
+    if let Some(n) = list.remaining_item_count {
+        out["metadata"]["remainingItemCount"] = n.into();
     }
-    Ok(Reply::ok(secret_list(
-        &list.items,
-        &rv,
-        list.continue_token.as_deref(),
-    )))
+    Ok(if table::wants_table(&req.accept) {
+        Reply::Table(out)
+    } else {
+        Reply::ok(out)
+    })
 }
 
 /// The revision a list is asked for, from `resourceVersion` and `resourceVersionMatch`.

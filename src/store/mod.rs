@@ -279,6 +279,8 @@ pub struct SecretList {
     pub resource_version: Revision,
     /// Token for the next page, if any.
     pub continue_token: Option<String>,
+    /// How many Secrets the next pages hold, if counted ([`Store::remaining`]).
+    pub remaining_item_count: Option<u64>,
     /// Objects in range that could not be decrypted or decoded (storage key, reason); they are
     /// reported here instead of failing the whole list.
     pub errors: Vec<(String, String)>,
@@ -381,10 +383,26 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// What a list's continue token holds: the revision of its first page and the key the next
+/// page starts at.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     rv: Revision,
     start: String,
+}
+
+impl ContinueToken {
+    /// The token `t` of a list whose keys start with `prefix`; one this list did not hand out
+    /// is [`StoreError::BadContinue`].
+    fn decode(t: &str, prefix: &str) -> Result<ContinueToken, StoreError> {
+        let raw = B64URL.decode(t).map_err(|_| StoreError::BadContinue)?;
+        let tok: ContinueToken =
+            serde_json::from_slice(&raw).map_err(|_| StoreError::BadContinue)?;
+        if !tok.start.starts_with(prefix) {
+            return Err(StoreError::BadContinue);
+        }
+        Ok(tok)
+    }
 }
 
 impl Store {
@@ -943,12 +961,7 @@ impl Store {
         let (mut start, mut revision) = match continue_token {
             None | Some("") => (prefix.clone().into_bytes(), at),
             Some(t) => {
-                let bad = || StoreError::BadContinue;
-                let raw = B64URL.decode(t).map_err(|_| bad())?;
-                let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
-                if !tok.start.starts_with(&prefix) {
-                    return Err(bad());
-                }
+                let tok = ContinueToken::decode(t, &prefix)?;
                 (tok.start.into_bytes(), Some(tok.rv))
             }
         };
@@ -1004,6 +1017,7 @@ impl Store {
                             items,
                             resource_version: resp.revision,
                             continue_token: Some(tok),
+                            remaining_item_count: None,
                             errors,
                         });
                     }
@@ -1013,11 +1027,29 @@ impl Store {
                         items,
                         resource_version: resp.revision,
                         continue_token: None,
+                        remaining_item_count: None,
                         errors,
                     })
                 }
             }
         }
+    }
+
+    /// How many Secrets of `scope` the pages after `continue_token` hold (at the token's
+    /// revision), as kube-apiserver's `remainingItemCount`: counted in the index, nothing read.
+    pub async fn remaining(&self, scope: &Scope, continue_token: &str) -> Result<u64, StoreError> {
+        let prefix = self.namespace_prefix(scope);
+        let tok = ContinueToken::decode(continue_token, &prefix)?;
+        let (count, _) = self
+            .backend
+            .count(RangeRequest {
+                start: tok.start.into_bytes(),
+                end: Some(prefix_end(prefix.as_bytes())),
+                limit: 0,
+                revision: Some(tok.rv),
+            })
+            .await?;
+        Ok(count)
     }
 
     /// The retained versions of a Secret, newest first.

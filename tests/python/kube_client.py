@@ -64,6 +64,16 @@ def read(v1, ns):
     names = sorted(s.metadata.name for s in lst.items)
     assert names == ["s1", "s2"], names
     assert lst.metadata.resource_version, "a list carries its resourceVersion"
+    # Pages: a continue token and, without selectors, how many Secrets the next pages hold.
+    page = v1.list_namespaced_secret(ns, limit=1)
+    assert [s.metadata.name for s in page.items] == ["s1"], page.items
+    assert page.metadata._continue and page.metadata.remaining_item_count == 1, page.metadata
+    last = v1.list_namespaced_secret(ns, limit=1, _continue=page.metadata._continue)
+    assert [s.metadata.name for s in last.items] == ["s2"], last.items
+    assert last.metadata._continue is None and last.metadata.remaining_item_count is None, last.metadata
+    assert last.metadata.resource_version == page.metadata.resource_version, last.metadata
+    labelled = v1.list_namespaced_secret(ns, limit=1, label_selector="tier")
+    assert labelled.metadata.remaining_item_count is None, labelled.metadata
     s1 = v1.read_namespaced_secret("s1", ns)
     assert s1.data["user"] == "YWRtaW4=", s1.data
     assert s1.metadata.labels == {"tier": "web"}, s1.metadata.labels
