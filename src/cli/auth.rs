@@ -179,31 +179,24 @@ async fn can_i_list(a: CanIArgs, client: &ClientArgs) -> Result<(), CliError> {
         "Resource Names".to_owned(),
         "Verbs".to_owned(),
     ]];
-    let mut resource_rows = Vec::new();
-    for r in &st.resource_rules {
-        for g in &r.api_groups {
-            for res in &r.resources {
-                let shown = if g.is_empty() {
+    for r in listed_rules(&st) {
+        let resources = r
+            .api_groups
+            .iter()
+            .zip(&r.resources)
+            .map(|(g, res)| {
+                if g.is_empty() {
                     res.clone()
                 } else {
                     format!("{res}.{g}")
-                };
-                resource_rows.push(vec![
-                    shown,
-                    "[]".to_owned(),
-                    go_list(&r.resource_names),
-                    go_list(&r.verbs),
-                ]);
-            }
-        }
-    }
-    resource_rows.sort();
-    rows.extend(resource_rows);
-    for r in &st.non_resource_rules {
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         rows.push(vec![
-            String::new(),
+            resources,
             go_list(&r.non_resource_urls),
-            "[]".to_owned(),
+            go_list(&r.resource_names),
             go_list(&r.verbs),
         ]);
     }
@@ -217,6 +210,90 @@ async fn can_i_list(a: CanIArgs, client: &ClientArgs) -> Result<(), CliError> {
         );
     }
     Ok(())
+}
+
+/// One rule as `kubectl auth can-i --list` handles it (`rbacv1.PolicyRule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListedRule {
+    verbs: Vec<String>,
+    api_groups: Vec<String>,
+    resources: Vec<String>,
+    resource_names: Vec<String>,
+    non_resource_urls: Vec<String>,
+}
+
+impl ListedRule {
+    /// The Go `String()` of the rule, which kubectl sorts the rules by.
+    fn go_string(&self) -> String {
+        format!(
+            "&PolicyRule{{Verbs:{},APIGroups:{},Resources:{},ResourceNames:{},NonResourceURLs:{},}}",
+            go_list(&self.verbs),
+            go_list(&self.api_groups),
+            go_list(&self.resources),
+            go_list(&self.resource_names),
+            go_list(&self.non_resource_urls)
+        )
+    }
+}
+
+/// The rules of `st` as kubectl lists them: each broken down to one group, resource and name
+/// (or one URL) per rule (`BreakdownRule`), the verbs of rules for the same group, resource and
+/// name merged (`CompactRules`), sorted by their Go string (`SortableRuleSlice`).
+fn listed_rules(st: &pb::RulesReviewResponse) -> Vec<ListedRule> {
+    let one = |v: &String| vec![v.clone()];
+    let mut broken = Vec::new();
+    for r in &st.resource_rules {
+        for g in &r.api_groups {
+            for res in &r.resources {
+                let names: Vec<Vec<String>> = if r.resource_names.is_empty() {
+                    vec![Vec::new()]
+                } else {
+                    r.resource_names.iter().map(one).collect()
+                };
+                for resource_names in names {
+                    broken.push(ListedRule {
+                        verbs: r.verbs.clone(),
+                        api_groups: one(g),
+                        resources: one(res),
+                        resource_names,
+                        non_resource_urls: Vec::new(),
+                    });
+                }
+            }
+        }
+    }
+    for r in &st.non_resource_rules {
+        for url in &r.non_resource_urls {
+            broken.push(ListedRule {
+                verbs: r.verbs.clone(),
+                api_groups: Vec::new(),
+                resources: Vec::new(),
+                resource_names: Vec::new(),
+                non_resource_urls: one(url),
+            });
+        }
+    }
+    let mut compact: Vec<ListedRule> = Vec::new();
+    for rule in broken {
+        let same = compact.iter_mut().find(|c| {
+            rule.non_resource_urls.is_empty()
+                && c.non_resource_urls.is_empty()
+                && (&c.api_groups, &c.resources, &c.resource_names)
+                    == (&rule.api_groups, &rule.resources, &rule.resource_names)
+        });
+        match same {
+            Some(c) => {
+                for v in rule.verbs {
+                    if !c.verbs.contains(&v) {
+                        c.verbs.push(v);
+                    }
+                }
+            }
+            None => compact.push(rule),
+        }
+    }
+    compact.sort_by_cached_key(ListedRule::go_string);
+    compact
 }
 
 async fn whoami(a: WhoamiArgs, client: &ClientArgs) -> Result<(), CliError> {
@@ -295,4 +372,69 @@ pub(super) fn create_token(a: CreateTokenArgs, client: &ClientArgs) -> Result<()
         println!("{}", t.token);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn rules_are_listed_as_kubectl_lists_them() {
+        let rule = |verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]| {
+            pb::ResourceRule {
+                verbs: strings(verbs),
+                api_groups: strings(groups),
+                resources: strings(resources),
+                resource_names: strings(names),
+            }
+        };
+        let st = pb::RulesReviewResponse {
+            resource_rules: vec![
+                rule(&["get"], &[""], &["secrets"], &["db", "api"]),
+                rule(&["list"], &[""], &["secrets", "configmaps"], &[]),
+                rule(&["watch", "list"], &[""], &["secrets"], &[]),
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectrulesreviews"],
+                    &[],
+                ),
+            ],
+            non_resource_rules: vec![pb::NonResourceRule {
+                verbs: strings(&["get"]),
+                non_resource_urls: strings(&["/version", "/api"]),
+            }],
+            ..Default::default()
+        };
+        let got: Vec<(String, String, String, String)> = listed_rules(&st)
+            .into_iter()
+            .map(|r| {
+                (
+                    r.resources.join(","),
+                    go_list(&r.non_resource_urls),
+                    go_list(&r.resource_names),
+                    go_list(&r.verbs),
+                )
+            })
+            .collect();
+        let want = [
+            ("selfsubjectrulesreviews", "[]", "[]", "[create]"),
+            ("", "[/api]", "[]", "[get]"),
+            ("", "[/version]", "[]", "[get]"),
+            ("secrets", "[]", "[api]", "[get]"),
+            ("secrets", "[]", "[db]", "[get]"),
+            // "[list watch]" sorts before "[list]": ' ' before ']'.
+            ("secrets", "[]", "[]", "[list watch]"),
+            ("configmaps", "[]", "[]", "[list]"),
+        ];
+        let want: Vec<(String, String, String, String)> = want
+            .iter()
+            .map(|(a, b, c, d)| ((*a).into(), (*b).into(), (*c).into(), (*d).into()))
+            .collect();
+        assert_eq!(got, want);
+    }
 }

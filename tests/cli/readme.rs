@@ -125,7 +125,10 @@ fn readme_access_section_works_verbatim() {
         "yes",
         "no",
         "secret/api created",
-        "Resources   Non-Resource URLs   Resource Names   Verbs\nsecrets     []                  [db]             [get]\n",
+        // kubectl's layout and order: the bootstrap policy's rules first (sorted by their Go
+        // string), then the app's own.
+        "Resources                                       Non-Resource URLs   Resource Names   Verbs\nselfsubjectreviews.authentication.k8s.io        []                  []               [create]\n",
+        "                                                [/version]          []               [get]\nsecrets                                         []                  [db]             [get]\n",
         "Username    system:bootstrap:07401b",
         "OK: 1 file",
     ] {
