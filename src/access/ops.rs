@@ -406,7 +406,8 @@ impl Access {
         self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }
 
-    /// Follows changes (`watch secrets`, as list): allowed or refused as a whole. The audit log
+    /// Follows changes (`watch secrets`, as list): allowed or refused as a whole, with
+    /// bookmarks among the events if asked ([`Store::watch_with_bookmarks`]). The audit log
     /// gets `ResponseStarted` now and `ResponseComplete` when the stream ends.
     pub async fn watch(
         &self,
@@ -414,14 +415,20 @@ impl Access {
         scope: &Scope,
         selector: Selector,
         resource_version: ResourceVersion,
+        bookmarks: bool,
     ) -> Result<WatchEvents, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::WATCH, scope.as_str(), "");
         let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        match self
-            .store
-            .watch(scope.clone(), selector, resource_version)
-            .await
-        {
+        let events = if bookmarks {
+            self.store
+                .watch_with_bookmarks(scope.clone(), selector, resource_version)
+                .await
+        } else {
+            self.store
+                .watch(scope.clone(), selector, resource_version)
+                .await
+        };
+        match events {
             Ok(events) => {
                 rec.response_started()
                     .await

@@ -168,7 +168,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let events = self
             .front
             .access
-            .watch(&ctx, &ns, sel, rv)
+            .watch(&ctx, &ns, sel, rv, false)
             .await
             .map_err(access_status)?;
         let out = events.map(|e| {

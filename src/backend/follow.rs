@@ -3,11 +3,12 @@
 //! behind the live channel replays what it missed. Each engine says how its logged changes
 //! are read ([`Replay`]).
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{BackendError, Event, WatchStream};
+use super::{BackendError, Event, Revision, WatchStream};
 
 /// Batches of events kept for live watchers before a slow one lags (and then replays).
 pub(super) const WATCH_BROADCAST_CAPACITY: usize = 1024;
@@ -33,6 +34,30 @@ pub(super) trait Replay: Send + Sync + 'static {
     fn closed() -> BackendError;
 }
 
+/// How far a watch has got: every change up to [`WatchProgress::revision`] has been handed to
+/// its stream (sent, or left out by the prefix), so once a reader that read it finds the
+/// stream empty, it has seen every change of its keys up to that revision — what a
+/// Kubernetes watch's bookmark says. Read the revision before looking at the stream.
+#[derive(Debug, Clone)]
+pub struct WatchProgress(Arc<AtomicI64>);
+
+impl WatchProgress {
+    fn new(rev: i64) -> Self {
+        WatchProgress(Arc::new(AtomicI64::new(rev)))
+    }
+
+    /// The revision up to which every change has been handed to the stream (`None` before the
+    /// first revision).
+    pub fn revision(&self) -> Option<Revision> {
+        // Acquire: the sends before the store that published this revision are seen too.
+        Revision::new(self.0.load(Ordering::Acquire))
+    }
+
+    fn advance(&self, rev: i64) {
+        self.0.fetch_max(rev, Ordering::Release);
+    }
+}
+
 /// Starts a watch of the keys starting with `prefix`: replays the changes from `next` up to
 /// `upto`, then follows `live`, which must have been subscribed before `upto` was read.
 pub(super) fn spawn<S: Replay>(
@@ -41,16 +66,21 @@ pub(super) fn spawn<S: Replay>(
     prefix: &[u8],
     next: i64,
     upto: i64,
-) -> WatchStream {
+) -> (WatchStream, WatchProgress) {
     let (tx, rx) = mpsc::channel(WATCH_STREAM_CAPACITY);
+    let progress = WatchProgress::new(next - 1);
     let task = WatchTask {
         shared: Arc::downgrade(shared),
         prefix: prefix.to_vec(),
         next,
         tx,
+        progress: progress.clone(),
     };
     tokio::spawn(task.run(live, upto));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    (
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        progress,
+    )
 }
 
 /// Feeds one watch stream.
@@ -61,6 +91,8 @@ struct WatchTask<S> {
     /// The revision after the last one delivered (or skipped by the prefix filter).
     next: i64,
     tx: mpsc::Sender<Result<Event, BackendError>>,
+    /// `next - 1`, published after the events up to it were sent.
+    progress: WatchProgress,
 }
 
 /// Why a watch task stops.
@@ -106,6 +138,7 @@ impl<S: Replay> WatchTask<S> {
                         }
                         self.deliver(event.clone()).await?;
                     }
+                    self.progress.advance(self.next - 1);
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let upto = self.upgrade()?.current();
@@ -143,6 +176,7 @@ impl<S: Replay> WatchTask<S> {
                 self.deliver(event).await?;
             }
             self.next = self.next.max(after(covered)?);
+            self.progress.advance(self.next - 1);
         }
         Ok(())
     }

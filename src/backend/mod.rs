@@ -25,6 +25,7 @@ pub mod sled;
 mod spec;
 mod stats;
 
+pub use follow::WatchProgress;
 pub(crate) use revision::AtomicRevision;
 pub use revision::{InvalidRevision, Revision};
 pub use spec::BackendSpec;
@@ -292,6 +293,17 @@ pub trait Backend: Send + Sync + 'static {
         prefix: &[u8],
         from: Option<Revision>,
     ) -> Result<WatchStream, BackendError>;
+
+    /// [`Backend::watch`], and how far it has got, if the backend can tell
+    /// ([`WatchProgress`]; the embedded engines can, etcd's watch does not say without a
+    /// progress request). This default tells nothing.
+    async fn watch_with_progress(
+        &self,
+        prefix: &[u8],
+        from: Option<Revision>,
+    ) -> Result<(WatchStream, Option<WatchProgress>), BackendError> {
+        Ok((self.watch(prefix, from).await?, None))
+    }
 
     /// The current store revision.
     async fn current_revision(&self) -> Result<Revision, BackendError>;

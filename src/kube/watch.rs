@@ -19,7 +19,7 @@ use super::table::{self, IncludeObject};
 use super::KubeError;
 use crate::access::{Access, AccessError};
 use crate::names::FieldError;
-use crate::store::{ResourceVersion, Scope, Selector, StoreError, WatchEvents};
+use crate::store::{ResourceVersion, Scope, Selector, StoreError, WatchEvents, WatchKind};
 
 /// A started watch: the content type and the lines to stream.
 #[derive(Debug)]
@@ -162,7 +162,7 @@ pub async fn start(
         "application/json"
     };
     let (tx, lines) = mpsc::channel(64);
-    match access.watch(&req.ctx, &scope, selector, rv).await {
+    match access.watch(&req.ctx, &scope, selector, rv, true).await {
         Ok(events) => {
             let start_rv = rv.revision().map(|r| r.to_string());
             tokio::spawn(async move {
@@ -203,8 +203,17 @@ async fn run(
         let line = tokio::select! {
             ev = events.next() => match ev {
                 None => return,
-                Some(Ok(ev)) => {
+                // The store's progress: what the next bookmark says.
+                Some(Ok(ev)) if ev.kind == WatchKind::Bookmark => {
                     last_rv = Some(ev.object.metadata.resource_version.clone());
+                    continue;
+                }
+                Some(Ok(ev)) => {
+                    // The starting list's objects carry their own revisions, older than the
+                    // list's: no bookmark before the store's first one says where it ends.
+                    if last_rv.is_some() {
+                        last_rv = Some(ev.object.metadata.resource_version.clone());
+                    }
                     if !framing.fields.matches(&ev.object) {
                         continue;
                     }

@@ -295,15 +295,19 @@ pub enum WatchKind {
     Modified,
     /// Deleted, or stopped matching the selector.
     Deleted,
+    /// Progress, from a watch that asked for it ([`Store::watch_with_bookmarks`]): every
+    /// change up to the object's `resourceVersion` (its only field) has been sent.
+    Bookmark,
 }
 
 impl WatchKind {
-    /// `ADDED`, `MODIFIED` or `DELETED`.
+    /// `ADDED`, `MODIFIED`, `DELETED` or `BOOKMARK`.
     pub fn name(self) -> &'static str {
         match self {
             WatchKind::Added => "ADDED",
             WatchKind::Modified => "MODIFIED",
             WatchKind::Deleted => "DELETED",
+            WatchKind::Bookmark => "BOOKMARK",
         }
     }
 }

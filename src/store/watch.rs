@@ -13,6 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
 
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -20,7 +23,9 @@ use super::{
     field_invalid, ResourceVersion, Scope, Secret, SecretList, Selector, Store, StoreError,
     WatchEvent, WatchEvents, WatchKind, WATCH_LIST_PAGE,
 };
-use crate::backend::{BackendError, Event, EventKind, Revision, WatchStream as BackendEvents};
+use crate::backend::{
+    BackendError, Event, EventKind, Revision, WatchProgress, WatchStream as BackendEvents,
+};
 
 /// Work a stream waits for: the next page of its starting list, or the decode of one change.
 type Step<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
@@ -42,6 +47,9 @@ enum Phase {
     Done,
 }
 
+/// How often a watch with bookmarks looks at its backend watch's progress.
+const PROGRESS_CHECK: Duration = Duration::from_secs(1);
+
 /// One open watch ([`Store::watch`]).
 struct Watch {
     store: Arc<Store>,
@@ -49,9 +57,48 @@ struct Watch {
     selector: Arc<Selector>,
     events: BackendEvents,
     phase: Phase,
+    /// Progress reports, if asked for ([`Store::watch_with_bookmarks`]).
+    bookmarks: Option<Bookmarks>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Counts this watch in [`Store::watchers`] until the stream is dropped.
     _counted: Watcher,
+}
+
+/// What a watch with bookmarks needs to send them.
+struct Bookmarks {
+    /// The revision of the starting list, sent once the list is (`None`: no list).
+    listed: Option<Revision>,
+    /// The backend watch's progress, if it reports one.
+    progress: Option<WatchProgress>,
+    /// When to look at it next.
+    tick: tokio::time::Interval,
+    /// The progress read at the last tick, sent once the backend stream is found empty.
+    seen: Option<Revision>,
+    /// The newest revision sent (in an event or a bookmark).
+    sent: Option<Revision>,
+}
+
+impl Bookmarks {
+    /// A bookmark at `rev` if it is newer than anything sent.
+    fn newer(&mut self, rev: Revision) -> Option<WatchEvent> {
+        if self.sent.is_some_and(|sent| sent >= rev) {
+            return None;
+        }
+        self.sent = Some(rev);
+        let mut object = Secret::default();
+        object.metadata.resource_version = rev.to_string();
+        Some(WatchEvent {
+            kind: WatchKind::Bookmark,
+            object: Arc::new(object),
+        })
+    }
+
+    /// Notes an event sent.
+    fn note(&mut self, ev: &WatchEvent) {
+        if let Ok(rev) = ev.object.metadata.resource_version.parse::<i64>() {
+            self.sent = self.sent.max(Revision::new(rev));
+        }
+    }
 }
 
 /// One open watch in [`Store::watchers`], from its start until this is dropped.
@@ -85,7 +132,36 @@ impl Store {
         selector: Selector,
         resource_version: ResourceVersion,
     ) -> Result<WatchEvents, StoreError> {
-        let scope = scope.into();
+        self.watch_with(scope.into(), selector, resource_version, false)
+            .await
+    }
+
+    /// [`Store::watch`], with [`WatchKind::Bookmark`] events among the others, as a
+    /// Kubernetes watch needs them: one when the starting list has been sent (at the list's
+    /// revision), and then, at most every second, one at the revision up to which every change
+    /// has been looked at (those the scope or selector leave out too), when it is newer than
+    /// what was sent and the backend can tell (the embedded engines; not etcd).
+    pub async fn watch_with_bookmarks(
+        self: &Arc<Self>,
+        scope: impl Into<Scope>,
+        selector: Selector,
+        resource_version: ResourceVersion,
+    ) -> Result<WatchEvents, StoreError> {
+        self.watch_with(scope.into(), selector, resource_version, true)
+            .await
+    }
+
+    async fn watch_with(
+        self: &Arc<Self>,
+        scope: Scope,
+        selector: Selector,
+        resource_version: ResourceVersion,
+        bookmarks: bool,
+    ) -> Result<WatchEvents, StoreError> {
+        let listed = matches!(
+            resource_version,
+            ResourceVersion::Unset | ResourceVersion::Any
+        );
         let (after, phase) = match resource_version {
             // The current Secrets, a page at a time (at one revision, the first page's), so that
             // memory stays bounded by a page however many there are.
@@ -119,9 +195,9 @@ impl Store {
             )
         })?;
         let prefix = self.namespace_prefix(&scope);
-        let events = self
+        let (events, progress) = self
             .backend
-            .watch(prefix.as_bytes(), Some(from))
+            .watch_with_progress(prefix.as_bytes(), Some(from))
             .await
             .map_err(|e| match e {
                 // Named by the version the caller gave, as kube-apiserver does, and the oldest
@@ -131,12 +207,27 @@ impl Store {
                 }
                 other => other.into(),
             })?;
+        let bookmarks = bookmarks.then(|| {
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + PROGRESS_CHECK,
+                PROGRESS_CHECK,
+            );
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            Bookmarks {
+                listed: listed.then_some(after),
+                progress,
+                tick,
+                seen: None,
+                sent: (!listed).then_some(after),
+            }
+        });
         Ok(Box::pin(Watch {
             store: self.clone(),
             scope,
             selector: Arc::new(selector),
             events,
             phase,
+            bookmarks,
             stop: Box::pin(self.watches.clone().cancelled_owned()),
             _counted: Watcher::count(self.clone()),
         }))
@@ -257,6 +348,16 @@ impl futures_core::Stream for Watch {
                         }
                         None => Phase::Following,
                     };
+                    let listed = this.bookmarks.as_mut().and_then(|b| {
+                        let rev = b
+                            .listed
+                            .take()
+                            .filter(|_| matches!(this.phase, Phase::Following))?;
+                        b.newer(rev)
+                    });
+                    if let Some(bookmark) = listed {
+                        return Poll::Ready(Some(Ok(bookmark)));
+                    }
                 }
                 Phase::Paging(page) => match page.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -273,37 +374,64 @@ impl futures_core::Stream for Watch {
                     Poll::Ready(Ok(out)) => {
                         this.phase = Phase::Following;
                         if let Some(ev) = out {
-                            return Poll::Ready(Some(Ok(ev)));
+                            return this.send(ev);
                         }
                     }
                     Poll::Ready(Err(e)) => return this.fail(e),
                 },
-                Phase::Following => match this.events.as_mut().poll_next(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(None) => {
-                        this.phase = Phase::Done;
-                        return Poll::Ready(None);
+                Phase::Following => {
+                    // The progress is read before the stream is found empty: every change
+                    // up to it was in the stream by then.
+                    if let Some(b) = this.bookmarks.as_mut() {
+                        if b.tick.poll_tick(cx).is_ready() {
+                            b.seen = b.progress.as_ref().and_then(WatchProgress::revision);
+                        }
                     }
-                    Poll::Ready(Some(Err(e))) => return this.fail(e.into()),
-                    Poll::Ready(Some(Ok(ev))) => {
-                        match this.store.watch_event_cached(&ev, &this.selector) {
-                            Some(Some(out)) => return Poll::Ready(Some(Ok(out))),
-                            Some(None) => {}
-                            None => {
-                                let (store, selector) = (this.store.clone(), this.selector.clone());
-                                this.phase = Phase::Decoding(Box::pin(async move {
-                                    store.watch_event_decoded(&ev, &selector).await
-                                }));
+                    match this.events.as_mut().poll_next(cx) {
+                        Poll::Pending => {
+                            let progress = this.bookmarks.as_mut().and_then(|b| {
+                                let rev = b.seen.take()?;
+                                b.newer(rev)
+                            });
+                            return match progress {
+                                Some(bookmark) => Poll::Ready(Some(Ok(bookmark))),
+                                None => Poll::Pending,
+                            };
+                        }
+                        Poll::Ready(None) => {
+                            this.phase = Phase::Done;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Ready(Some(Err(e))) => return this.fail(e.into()),
+                        Poll::Ready(Some(Ok(ev))) => {
+                            match this.store.watch_event_cached(&ev, &this.selector) {
+                                Some(Some(out)) => return this.send(out),
+                                Some(None) => {}
+                                None => {
+                                    let (store, selector) =
+                                        (this.store.clone(), this.selector.clone());
+                                    this.phase = Phase::Decoding(Box::pin(async move {
+                                        store.watch_event_decoded(&ev, &selector).await
+                                    }));
+                                }
                             }
                         }
                     }
-                },
+                }
             }
         }
     }
 }
 
 impl Watch {
+    /// Sends `ev`, a change.
+    fn send(&mut self, ev: WatchEvent) -> Poll<Option<Result<WatchEvent, StoreError>>> {
+        if let Some(b) = self.bookmarks.as_mut() {
+            b.note(&ev);
+        }
+        Poll::Ready(Some(Ok(ev)))
+    }
+
     /// Ends the stream with `e`.
     fn fail(&mut self, e: StoreError) -> Poll<Option<Result<WatchEvent, StoreError>>> {
         self.phase = Phase::Done;

@@ -136,6 +136,26 @@ assert [e["type"] for e in evs] == ["ADDED", "BOOKMARK"], evs
 bm = evs[-1]["object"]
 assert bm["kind"] == "Secret" and bm["metadata"]["resourceVersion"], bm
 
+# A bookmark's resourceVersion follows the store, not the watch's last event: changes this
+# watch leaves out (another namespace) move it on, so that a client resuming from it does not
+# replay what it has already seen.
+start_rv = json.loads(call("GET", SECRETS)[2])["metadata"]["resourceVersion"]
+code, _, data = call("POST", "/api/v1/namespaces/elsewhere/secrets",
+                     body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}),
+                     headers={"Content-Type": "application/json"})
+assert code == 201, data
+written = int(json.loads(data)["metadata"]["resourceVersion"])
+ctype, evs = watch_lines(SECRETS + "?watch=1&allowWatchBookmarks=true&timeoutSeconds=3&resourceVersion=" + start_rv, 100)
+assert evs and all(e["type"] == "BOOKMARK" for e in evs), evs
+assert int(evs[-1]["object"]["metadata"]["resourceVersion"]) >= written, (written, evs)
+# Without a resourceVersion, the first bookmark is at the starting list's revision, not at
+# the revision of the last object listed.
+ctype, evs = watch_lines(SECRETS + "?watch=1&allowWatchBookmarks=true&fieldSelector=metadata.name%3Ds1", 2)
+assert [e["type"] for e in evs] == ["ADDED", "BOOKMARK"], evs
+assert int(evs[1]["object"]["metadata"]["resourceVersion"]) >= written, (written, evs)
+code, _, data = call("DELETE", "/api/v1/namespaces/elsewhere/secrets/x")
+assert code == 200, data
+
 # A revision older than the history: HTTP 200, then one ERROR event with a 410 Status.
 ctype, evs = watch_lines(SECRETS + "?watch=true&resourceVersion=" + OLD_RV, 1)
 assert evs[0]["type"] == "ERROR", evs

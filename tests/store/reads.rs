@@ -493,3 +493,56 @@ async fn a_watch_without_a_revision_starts_with_more_secrets_than_any_buffer() {
     drop(w);
     assert_eq!(store.watchers(), 0);
 }
+
+/// A watch with bookmarks says how far the store has got: where its starting list ends (the
+/// list's revision, not its last object's), then changes it leaves out (another namespace).
+/// A watch without them sends none.
+#[tokio::test]
+async fn bookmarks_follow_the_store_not_the_last_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sled_store(&dir.path().join("store"), &aesgcm(&[("k1", K1)])).await;
+    store.create(secret("a", "one"), false).await.unwrap();
+    let elsewhere = store
+        .create(secret_v("elsewhere", "b", b"x"), false)
+        .await
+        .unwrap();
+    let mut w = store
+        .watch_with_bookmarks(Some(&ns(NS)), Selector::default(), ResourceVersion::Unset)
+        .await
+        .unwrap();
+    let ev = w.next().await.unwrap().unwrap();
+    assert_eq!(
+        (ev.kind, ev.object.metadata.name.as_str()),
+        (WatchKind::Added, "a")
+    );
+    let ev = w.next().await.unwrap().unwrap();
+    assert_eq!(
+        (ev.kind, &ev.object.metadata.resource_version),
+        (WatchKind::Bookmark, &elsewhere.metadata.resource_version)
+    );
+    let later = store
+        .create(secret_v("elsewhere", "c", b"y"), false)
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+        .await
+        .expect("a bookmark within the progress check's second")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ev.kind, &ev.object.metadata.resource_version),
+        (WatchKind::Bookmark, &later.metadata.resource_version)
+    );
+
+    let mut plain = store
+        .watch(Some(&ns(NS)), Selector::default(), ResourceVersion::Unset)
+        .await
+        .unwrap();
+    assert_eq!(plain.next().await.unwrap().unwrap().kind, WatchKind::Added);
+    store
+        .create(secret_v("elsewhere", "d", b"z"), false)
+        .await
+        .unwrap();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(2500), plain.next()).await;
+    assert!(quiet.is_err(), "no bookmark without asking: {quiet:?}");
+}

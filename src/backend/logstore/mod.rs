@@ -72,7 +72,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{broadcast, oneshot};
 
 use super::files::{sync_path, zero_filled};
-use super::follow::{self, WATCH_BROADCAST_CAPACITY};
+use super::follow::{self, WatchProgress, WATCH_BROADCAST_CAPACITY};
 use super::{
     check_key, AtomicHistogram, Backend, BackendError, Event, Expect, KeyValue, RangeRequest,
     RangeResponse, Revision, WatchStream, WriteOutcome, WriterStats, BATCH_SIZE_BOUNDS,
@@ -654,6 +654,14 @@ impl Backend for LogBackend {
         prefix: &[u8],
         from: Option<Revision>,
     ) -> Result<WatchStream, BackendError> {
+        Ok(self.watch_with_progress(prefix, from).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &[u8],
+        from: Option<Revision>,
+    ) -> Result<(WatchStream, Option<WatchProgress>), BackendError> {
         // Subscribe before reading the current revision, so nothing falls in between.
         let live = {
             let events = self.shared.events.lock().unwrap_or_else(|e| e.into_inner());
@@ -673,7 +681,8 @@ impl Backend for LogBackend {
             });
         }
         let next = watch::start(from, current);
-        Ok(follow::spawn(&self.shared, live, prefix, next, current))
+        let (stream, progress) = follow::spawn(&self.shared, live, prefix, next, current);
+        Ok((stream, Some(progress)))
     }
 
     async fn current_revision(&self) -> Result<Revision, BackendError> {

@@ -156,7 +156,7 @@ use std::thread::JoinHandle;
 use ::sled::{Batch, Tree};
 use tokio::sync::{broadcast, oneshot};
 
-use super::follow::{self, WATCH_BROADCAST_CAPACITY};
+use super::follow::{self, WatchProgress, WATCH_BROADCAST_CAPACITY};
 use super::{
     check_key, AtomicHistogram, AtomicRevision, Backend, BackendError, Event, Expect, KeyValue,
     RangeRequest, RangeResponse, Revision, WatchStream, WriteOutcome, BATCH_SIZE_BOUNDS,
@@ -826,6 +826,14 @@ impl Backend for SledBackend {
         prefix: &[u8],
         from: Option<Revision>,
     ) -> Result<WatchStream, BackendError> {
+        Ok(self.watch_with_progress(prefix, from).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &[u8],
+        from: Option<Revision>,
+    ) -> Result<(WatchStream, Option<WatchProgress>), BackendError> {
         let shared = &self.shared;
         // Subscribe to live events before looking at the log, so nothing falls in between.
         let live = {
@@ -849,13 +857,8 @@ impl Backend for SledBackend {
             None => current.next().ok_or_else(revision_overflow)?,
         };
         // Replay up to the revision read after subscribing; later changes arrive live.
-        Ok(follow::spawn(
-            shared,
-            live,
-            prefix,
-            next.get(),
-            current.get(),
-        ))
+        let (stream, progress) = follow::spawn(shared, live, prefix, next.get(), current.get());
+        Ok((stream, Some(progress)))
     }
 
     async fn current_revision(&self) -> Result<Revision, BackendError> {
