@@ -348,11 +348,10 @@ impl futures_core::Stream for Watch {
                         }
                         None => Phase::Following,
                     };
-                    let listed = this.bookmarks.as_mut().and_then(|b| {
-                        let rev = b
-                            .listed
-                            .take()
-                            .filter(|_| matches!(this.phase, Phase::Following))?;
+                    // The list's end, once its last page is sent.
+                    let following = matches!(this.phase, Phase::Following);
+                    let listed = this.bookmarks.as_mut().filter(|_| following).and_then(|b| {
+                        let rev = b.listed.take()?;
                         b.newer(rev)
                     });
                     if let Some(bookmark) = listed {

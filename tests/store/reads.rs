@@ -545,4 +545,38 @@ async fn bookmarks_follow_the_store_not_the_last_event() {
         .unwrap();
     let quiet = tokio::time::timeout(std::time::Duration::from_millis(2500), plain.next()).await;
     assert!(quiet.is_err(), "no bookmark without asking: {quiet:?}");
+
+    // A starting list of several pages: the bookmark comes after the last one.
+    let mut last = String::new();
+    for i in 0..250 {
+        let s = secret_v("paged", &format!("p{i:03}"), b"v");
+        last = store
+            .create(s, false)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
+    }
+    let mut w = store
+        .watch_with_bookmarks(
+            Some(&ns("paged")),
+            Selector::default(),
+            ResourceVersion::Unset,
+        )
+        .await
+        .unwrap();
+    // A later change elsewhere: progress moves past the list, the list's bookmark does not.
+    store
+        .create(secret_v("elsewhere", "e", b"w"), false)
+        .await
+        .unwrap();
+    for i in 0..250 {
+        let ev = w.next().await.unwrap().unwrap();
+        assert_eq!(ev.kind, WatchKind::Added, "event {i}");
+    }
+    let ev = w.next().await.unwrap().unwrap();
+    assert_eq!(
+        (ev.kind, ev.object.metadata.resource_version.as_str()),
+        (WatchKind::Bookmark, last.as_str())
+    );
 }
