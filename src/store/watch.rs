@@ -136,11 +136,12 @@ impl Store {
             .await
     }
 
-    /// [`Store::watch`], with [`WatchKind::Bookmark`] events among the others, as a
-    /// Kubernetes watch needs them: one when the starting list has been sent (at the list's
-    /// revision), and then, at most every second, one at the revision up to which every change
-    /// has been looked at (those the scope or selector leave out too), when it is newer than
-    /// what was sent and the backend can tell (the embedded engines; not etcd).
+    /// [`Store::watch`] as a Kubernetes watch: with [`WatchKind::Bookmark`] events among the
+    /// others, one when the starting list has been sent (at the list's revision), and then, at
+    /// most every second, one at the revision up to which every change has been looked at
+    /// (those the scope or selector leave out too), when it is newer than what was sent and the
+    /// backend can tell (the embedded engines; not etcd). A revision the store has not reached
+    /// is waited for, as kube-apiserver waits (`Store::watch` refuses it).
     pub async fn watch_with_bookmarks(
         self: &Arc<Self>,
         scope: impl Into<Scope>,
@@ -176,8 +177,10 @@ impl Store {
                 (page.resource_version, phase)
             }
             ResourceVersion::At(rev) => {
+                // A Kubernetes watch waits for a revision the store has not reached (its
+                // changes come when it does), as kube-apiserver's does.
                 let current = self.backend.current_revision().await?;
-                if rev > current {
+                if rev > current && !bookmarks {
                     return Err(field_invalid(
                         "",
                         ResourceVersion::FIELD,

@@ -156,6 +156,23 @@ assert int(evs[1]["object"]["metadata"]["resourceVersion"]) >= written, (written
 code, _, data = call("DELETE", "/api/v1/namespaces/elsewhere/secrets/x")
 assert code == 200, data
 
+# A watch from a revision the store has not reached waits for it, as kube-apiserver's does:
+# it gets the changes after that revision, not a refusal.
+now = int(json.loads(call("GET", SECRETS)[2])["metadata"]["resourceVersion"])
+c = conn()
+c.request("GET", SECRETS + "?watch=true&timeoutSeconds=2&resourceVersion=%d" % (now + 1))
+r = c.getresponse()
+assert r.status == 200, (r.status, r.read())
+for name in ("future-a", "future-b"):
+    code, _, data = call("POST", SECRETS, body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}),
+                         headers={"Content-Type": "application/json"})
+    assert code == 201, data
+evs = [json.loads(line) for line in r.read().splitlines() if line.strip()]
+c.close()
+assert [(e["type"], e["object"]["metadata"]["name"]) for e in evs] == [("ADDED", "future-b")], evs
+for name in ("future-a", "future-b"):
+    assert call("DELETE", SECRETS + "/" + name)[0] == 200
+
 # A revision older than the history: HTTP 200, then one ERROR event with a 410 Status.
 ctype, evs = watch_lines(SECRETS + "?watch=true&resourceVersion=" + OLD_RV, 1)
 assert evs[0]["type"] == "ERROR", evs
