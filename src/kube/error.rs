@@ -14,6 +14,9 @@ pub enum KubeError {
     /// 415 UnsupportedMediaType: a body in a format this server does not read (client's fault).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 406 NotAcceptable: `Accept` names no media type this server writes (client's fault).
+    #[error("only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf")]
+    NotAcceptable,
     /// 413 RequestEntityTooLarge: a body or patch over the limits (client's fault).
     #[error("{0}")]
     TooLarge(String),

@@ -167,6 +167,69 @@ impl KubeRequest {
     }
 }
 
+/// How a response body is written ([`negotiate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// JSON (also for clients that put protobuf first: every Kubernetes client that asks for
+    /// protobuf takes JSON too).
+    Json,
+    /// YAML, kube-apiserver's: its JSON with the keys sorted, as `sigs.k8s.io/yaml` writes it.
+    Yaml,
+}
+
+/// kube-apiserver's output negotiation (`NegotiateOutputMediaType`) for what keyward writes:
+/// the `Accept` entries in order of `q` (`q=0` refuses), the first of JSON, YAML, protobuf,
+/// `application/*` or `*/*` whose `as` (if any) is a form keyward serves (Table,
+/// PartialObjectMetadata, PartialObjectMetadataList; JSON only). No `Accept` is JSON; none
+/// acceptable is `None` (406).
+pub fn negotiate(accept: &str) -> Option<Output> {
+    if accept.trim().is_empty() {
+        return Some(Output::Json);
+    }
+    let mut entries: Vec<(f32, &str)> = accept
+        .split(',')
+        .map(|entry| {
+            let q = entry
+                .split(';')
+                .skip(1)
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (q, entry)
+        })
+        .filter(|(q, _)| *q > 0.0)
+        .collect();
+    entries.sort_by(|a, b| b.0.total_cmp(&a.0));
+    entries.into_iter().find_map(|(_, entry)| {
+        let mut parts = entry.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let form = parts.find_map(|p| p.trim().strip_prefix("as=").map(str::trim));
+        let served = matches!(
+            form,
+            None | Some("Table" | "PartialObjectMetadata" | "PartialObjectMetadataList")
+        );
+        match media.as_str() {
+            "application/yaml" if form.is_none() => Some(Output::Yaml),
+            "application/json"
+            | "application/vnd.kubernetes.protobuf"
+            | "application/*"
+            | "*/*"
+                if served =>
+            {
+                Some(Output::Json)
+            }
+            _ => None,
+        }
+    })
+}
+
+/// `body` (JSON) as kube-apiserver writes YAML: `sigs.k8s.io/yaml`'s `JSONToYAML`, keys sorted.
+/// `None` if it is not JSON.
+pub fn json_to_yaml(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    serde_yaml_ng::to_string(&value).ok()
+}
+
 /// 415 naming the media types accepted.
 pub fn unsupported_media_type(accepted: &[&str]) -> KubeError {
     KubeError::UnsupportedMediaType(format!(
@@ -428,6 +491,50 @@ pub fn warning_header(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn output_is_negotiated_as_kube_apiserver_negotiates_it() {
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        for (accept, want) in [
+            ("", Some(Output::Json)),
+            ("*/*", Some(Output::Json)),
+            ("application/json, */*", Some(Output::Json)),
+            (table, Some(Output::Json)),
+            (
+                "application/vnd.kubernetes.protobuf, application/json",
+                Some(Output::Json),
+            ),
+            ("application/yaml", Some(Output::Yaml)),
+            (
+                "application/yaml;q=0.5, application/json",
+                Some(Output::Json),
+            ),
+            (
+                "application/json;q=0.1, application/yaml",
+                Some(Output::Yaml),
+            ),
+            ("text/html", None),
+            ("application/json;q=0", None),
+            ("application/json;as=Foo;g=meta.k8s.io;v=v1", None),
+            (
+                "application/json;as=Foo;g=meta.k8s.io;v=v1, text/plain, application/yaml",
+                Some(Output::Yaml),
+            ),
+        ] {
+            assert_eq!(negotiate(accept), want, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn yaml_is_the_json_with_sorted_keys() {
+        let y = json_to_yaml(br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"s","labels":{"b":"1","a":"2"}},"data":{"k":"dg=="}}"#).unwrap();
+        assert_eq!(
+            y,
+            "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  labels:\n    a: '2'\n    b: '1'\n  name: s\n"
+        );
+        assert!(json_to_yaml(b"not json").is_none());
+    }
+
     use super::*;
 
     /// Deeply nested flow collections are refused before the parser sees them; within the

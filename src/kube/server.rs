@@ -29,7 +29,9 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use super::request::{parse_query, warning_header, KubeRequest, Reply};
+use super::request::{
+    json_to_yaml, negotiate, parse_query, warning_header, KubeRequest, Output, Reply,
+};
 use super::reviews::Review;
 use super::status::Status;
 use super::{discovery, openapi, secrets, watch, KubeError};
@@ -385,8 +387,13 @@ impl KubeApi {
             user_agent: header("user-agent"),
             body,
         };
+        let output = negotiate(&kreq.accept).unwrap_or(Output::Json);
+        let reply = |r: Reply| match output {
+            Output::Json => json_response(r),
+            Output::Yaml => yaml_response(r),
+        };
         match self.route(&method, &path, &kreq).await {
-            Ok(Routed::Reply(r)) => json_response(r),
+            Ok(Routed::Reply(r)) => reply(r),
             Ok(Routed::Watch(w)) => {
                 let stream = ReceiverStream::new(w.lines).map(|b| Ok(Frame::data(b)));
                 let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
@@ -395,7 +402,8 @@ impl KubeApi {
                 }
                 resp
             }
-            Err(e) => json_response(e.into()),
+            Err(KubeError::NotAcceptable) => json_response(KubeError::NotAcceptable.into()),
+            Err(e) => reply(e.into()),
         }
     }
 
@@ -528,6 +536,7 @@ impl KubeApi {
                     };
                     self.authorize_first(req, verb, "", "").await?;
                 }
+                acceptable(req)?;
                 match *m {
                     Method::GET if watching()? => self.watch(req, Scope::All).await,
                     Method::GET => reply(secrets::list(&self.access, req, &Scope::All).await?),
@@ -548,6 +557,7 @@ impl KubeApi {
                 if let Some(verb) = verb {
                     self.authorize_first(req, verb, ns, "").await?;
                 }
+                acceptable(req)?;
                 match *m {
                     Method::GET if watching()? => self.watch(req, Scope::named(ns)).await,
                     Method::GET => {
@@ -583,10 +593,12 @@ impl KubeApi {
                     }
                     (Err(e), _) => return Err(e),
                 };
-                if let Some(verb) = verb.filter(|v| *v != verbs::GET) {
+                // A get authorizes in its handler; ahead of a 406 it is authorized here.
+                if let Some(verb) = verb.filter(|v| *v != verbs::GET || acceptable(req).is_err()) {
                     self.authorize_first(req, verb, id.namespace.as_str(), id.name.as_str())
                         .await?;
                 }
+                acceptable(req)?;
                 let r = match *m {
                     Method::GET => secrets::get(&self.access, req, &id).await?,
                     Method::PUT => secrets::update(&self.access, req, &id).await?,
@@ -670,7 +682,25 @@ fn action(m: &Method) -> &'static str {
     }
 }
 
+/// Refuses (406) a request for Secrets whose `Accept` names nothing keyward writes, as
+/// kube-apiserver's handlers do once the request is authorized.
+fn acceptable(req: &KubeRequest) -> Result<(), KubeError> {
+    negotiate(&req.accept)
+        .map(drop)
+        .ok_or(KubeError::NotAcceptable)
+}
+
 fn json_response(r: Reply) -> Response<Body> {
+    response(r, Output::Json)
+}
+
+/// `r` written as `output` asks: a JSON body as YAML for [`Output::Yaml`], as kube-apiserver
+/// writes any object or Status a client asked YAML for; other bodies as they are.
+fn yaml_response(r: Reply) -> Response<Body> {
+    response(r, Output::Yaml)
+}
+
+fn response(r: Reply, output: Output) -> Response<Body> {
     // A Status that says when to retry also says it in `Retry-After`, as kube-apiserver's
     // in-flight limits do: client-go (kubectl, controllers) retries a 429 only with that header.
     let retry_after = match &r {
@@ -678,7 +708,13 @@ fn json_response(r: Reply) -> Response<Body> {
         _ => 0,
     };
     let (code, content_type, body, warnings) = r.into_parts();
-    let mut resp = respond(code, content_type, body, &warnings);
+    let yaml = (output == Output::Yaml && content_type == "application/json")
+        .then(|| json_to_yaml(&body))
+        .flatten();
+    let mut resp = match yaml {
+        Some(y) => respond(code, "application/yaml", Bytes::from(y), &warnings),
+        None => respond(code, content_type, body, &warnings),
+    };
     if retry_after > 0 {
         resp.headers_mut().insert(
             http::header::RETRY_AFTER,

@@ -195,6 +195,7 @@ impl Status {
         match e {
             KubeError::BadRequest(m) => Status::failure(400, "BadRequest", m),
             KubeError::UnsupportedMediaType(m) => Status::failure(415, "UnsupportedMediaType", m),
+            e @ KubeError::NotAcceptable => Status::failure(406, "NotAcceptable", e.to_string()),
             KubeError::TooLarge(m) => Status::failure(413, "RequestEntityTooLarge", m),
             KubeError::Invalid { kind, name, causes } => Status::invalid(kind, name, causes),
             // A JSON patch that does not apply: kube-apiserver's NewGenericServerResponse(422),

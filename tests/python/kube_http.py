@@ -90,6 +90,24 @@ status("POST", SECRETS + "?dryRun=Some", 422, {
         {"reason": "FieldValueNotSupported", "message": 'Unsupported value: "Some": supported values: "All"', "field": "dryRun"}]}},
     body=b"{}")
 
+# Output negotiation: YAML when asked for (kube-apiserver's: its JSON with sorted keys), a
+# Status in YAML too; 406 (in JSON) when Accept names nothing the server writes.
+code, ctype, data = call("GET", SECRETS + "/s1", headers={"Accept": "application/yaml"})
+text = data.decode()
+assert (code, ctype) == (200, "application/yaml"), (code, ctype, text)
+assert text.startswith("apiVersion: v1\ndata:\n") and "\nkind: Secret\nmetadata:\n" in text and "\n  name: s1\n" in text, text
+code, ctype, data = call("GET", SECRETS + "/nope", headers={"Accept": "application/yaml"})
+text = data.decode()
+assert (code, ctype) == (404, "application/yaml"), (code, ctype, text)
+assert "\ncode: 404\n" in text and "\nreason: NotFound\n" in text and text.startswith("apiVersion: v1\n"), text
+for accept in ("text/html", "application/json;as=Foo;v=v1;g=meta.k8s.io", "application/json;q=0"):
+    status("GET", SECRETS + "/s1", 406, {
+        "message": "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+        "reason": "NotAcceptable"}, headers={"Accept": accept})
+status("GET", SECRETS, 406, {
+    "message": "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
+    "reason": "NotAcceptable"}, headers={"Accept": "text/plain"})
+
 # OpenAPI v2: an empty protobuf document.
 code, ctype, data = call("GET", "/openapi/v2")
 assert (code, ctype, data) == (200, "application/com.github.proto-openapi.spec.v2.v1.0+protobuf", b""), (code, ctype, data)

@@ -150,6 +150,9 @@ for method in ("GET", "DELETE", "PUT"):
     refused("admin", method, SECRETS + "/Bad_Name", 404, "NotFound", 'secrets "Bad_Name" not found', body=body, headers=JSON)
 refused("admin", "GET", "/api/v1/namespaces/Bad_NS/secrets/x", 404, "NotFound", 'secrets "x" not found')
 refused("nobody", "GET", SECRETS + "/Bad_Name", 403, "Forbidden", forbidden("nobody", "get", "Bad_Name"))
+# Output negotiation comes after authorization: a caller without the permission gets 403.
+refused("nobody", "GET", SECRETS + "/a1", 403, "Forbidden", forbidden("nobody", "get", "a1"), headers={"Accept": "text/html"})
+refused("nobody", "GET", SECRETS, 403, "Forbidden", forbidden("nobody", "list"), headers={"Accept": "text/html"})
 # A list, watch or deletecollection in a namespace that is not valid finds nothing (200, an
 # empty list), as kube-apiserver, which checks a namespace only when it stores an object;
 # a create there is refused by the Secret's validation. Each is authorized first.
