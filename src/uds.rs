@@ -353,6 +353,24 @@ pub fn refused_while_closing(s: &tonic::Status) -> bool {
     false
 }
 
+/// The code a failed call has in gRPC's terms: a call that failed in the transport (the
+/// connection broke under it, so no server answered) is `Unavailable`, as grpc-go (kube-apiserver's
+/// client) reports it, where tonic says `Unknown`; any other status keeps its code.
+pub fn grpc_code(s: &tonic::Status) -> tonic::Code {
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        if s.code() == tonic::Code::Unknown
+            && (e.is::<tonic::transport::Error>()
+                || e.is::<hyper::Error>()
+                || e.is::<std::io::Error>())
+        {
+            return tonic::Code::Unavailable;
+        }
+        cause = e.source();
+    }
+    s.code()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +394,23 @@ mod tests {
         s.set_source(std::sync::Arc::new(h2::Error::from(h2::Reason::NO_ERROR)));
         assert!(!refused_while_closing(&s), "a reset stream is not a GOAWAY");
         assert!(!refused_while_closing(&tonic::Status::unavailable("down")));
+    }
+
+    /// A call that broke in the transport is Unavailable; a status a server sent keeps its code.
+    #[test]
+    fn transport_failures_are_unavailable() {
+        let mut s = tonic::Status::unknown("transport error");
+        s.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection reset",
+        )));
+        assert_eq!(grpc_code(&s), tonic::Code::Unavailable);
+        assert_eq!(
+            grpc_code(&tonic::Status::unknown("from the plugin")),
+            tonic::Code::Unknown
+        );
+        let mut s = tonic::Status::internal("boom");
+        s.set_source(std::sync::Arc::new(std::io::Error::other("x")));
+        assert_eq!(grpc_code(&s), tonic::Code::Internal);
     }
 
     #[tokio::test]

@@ -313,11 +313,12 @@ impl Access {
         Self::complete(&mut rec, self.metrics(), result, 200, secret_body).await
     }
 
-    /// Deletes the Secrets of `scope` (one namespace, valid or not) that `selector` and `keep` select, each with `pre`
-    /// as its preconditions (`dry_run`: only checked), as kube-apiserver's `deletecollection`:
-    /// authorized and recorded once, as that verb. A Secret deleted meanwhile by someone else is
-    /// skipped; any other failure stops there and is the answer (what was deleted before it
-    /// stays deleted). Answers the Secrets deleted, at the revision of the list they came from.
+    /// Deletes the Secrets of `scope` (one namespace, valid or not) that `selector` and `keep`
+    /// select, each with `pre` as its preconditions (`dry_run`: only checked), as
+    /// kube-apiserver's `deletecollection`: authorized and recorded once, as that verb. A Secret
+    /// deleted meanwhile by someone else is skipped; any other failure stops there and is the
+    /// answer (what was deleted before it stays deleted). Answers the Secrets deleted, at the
+    /// revision of the list they came from.
     pub async fn delete_collection(
         &self,
         ctx: &RequestContext,
@@ -370,7 +371,7 @@ impl Access {
     /// revision `at` if given (see [`Store::list_at`]). With `count_remaining`, a page with
     /// more after it through an empty `selector` counts them ([`Store::remaining`]), as
     /// kube-apiserver's `remainingItemCount`.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments)] // a list request's every option, as the Kubernetes API takes them
     pub async fn list(
         &self,
         ctx: &RequestContext,

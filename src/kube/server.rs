@@ -388,10 +388,7 @@ impl KubeApi {
             body,
         };
         let output = negotiate(&kreq.accept).unwrap_or(Output::Json);
-        let reply = |r: Reply| match output {
-            Output::Json => json_response(r),
-            Output::Yaml => yaml_response(r),
-        };
+        let reply = |r: Reply| response(r, output);
         match self.route(&method, &path, &kreq).await {
             Ok(Routed::Reply(r)) => reply(r),
             Ok(Routed::Watch(w)) => {
@@ -696,10 +693,6 @@ fn json_response(r: Reply) -> Response<Body> {
 
 /// `r` written as `output` asks: a JSON body as YAML for [`Output::Yaml`], as kube-apiserver
 /// writes any object or Status a client asked YAML for; other bodies as they are.
-fn yaml_response(r: Reply) -> Response<Body> {
-    response(r, Output::Yaml)
-}
-
 fn response(r: Reply, output: Output) -> Response<Body> {
     // A Status that says when to retry also says it in `Retry-After`, as kube-apiserver's
     // in-flight limits do: client-go (kubectl, controllers) retries a 429 only with that header.

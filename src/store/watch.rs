@@ -68,10 +68,8 @@ struct Watch {
 struct Bookmarks {
     /// The revision of the starting list, sent once the list is (`None`: no list).
     listed: Option<Revision>,
-    /// The backend watch's progress, if it reports one.
-    progress: Option<WatchProgress>,
-    /// When to look at it next.
-    tick: tokio::time::Interval,
+    /// The backend watch's progress, if it reports one, and when to look at it next.
+    progress: Option<(WatchProgress, tokio::time::Interval)>,
     /// The progress read at the last tick, sent once the backend stream is found empty.
     seen: Option<Revision>,
     /// The newest revision sent (in an event or a bookmark).
@@ -211,15 +209,17 @@ impl Store {
                 other => other.into(),
             })?;
         let bookmarks = bookmarks.then(|| {
-            let mut tick = tokio::time::interval_at(
-                tokio::time::Instant::now() + PROGRESS_CHECK,
-                PROGRESS_CHECK,
-            );
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let progress = progress.map(|p| {
+                let mut tick = tokio::time::interval_at(
+                    tokio::time::Instant::now() + PROGRESS_CHECK,
+                    PROGRESS_CHECK,
+                );
+                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                (p, tick)
+            });
             Bookmarks {
                 listed: listed.then_some(after),
                 progress,
-                tick,
                 seen: None,
                 sent: (!listed).then_some(after),
             }
@@ -385,8 +385,10 @@ impl futures_core::Stream for Watch {
                     // The progress is read before the stream is found empty: every change
                     // up to it was in the stream by then.
                     if let Some(b) = this.bookmarks.as_mut() {
-                        if b.tick.poll_tick(cx).is_ready() {
-                            b.seen = b.progress.as_ref().and_then(WatchProgress::revision);
+                        if let Some((progress, tick)) = b.progress.as_mut() {
+                            if tick.poll_tick(cx).is_ready() {
+                                b.seen = progress.revision();
+                            }
                         }
                     }
                     match this.events.as_mut().poll_next(cx) {

@@ -101,7 +101,8 @@ impl Plugin {
                     );
                 }
                 Ok(Err(s)) => {
-                    return Err(self.err(format!("{what} failed: {:?}: {}", s.code(), s.message())))
+                    let code = uds::grpc_code(&s);
+                    return Err(self.err(format!("{what} failed: {code:?}: {}", s.message())));
                 }
                 Ok(Ok(r)) => return Ok(r.into_inner()),
             }
