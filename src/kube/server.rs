@@ -357,14 +357,6 @@ impl KubeApi {
             )));
         };
         let (parts, body) = req.into_parts();
-        let body = match self.read_body(&parts.headers, body).await {
-            Ok(b) => b,
-            Err(e) => return json_response(e.into()),
-        };
-        let ctx = match self.context(&parts.headers, peer, certs, uri).await {
-            Ok(ctx) => ctx,
-            Err(e) => return json_response(e.into()),
-        };
         let header = |name: &str| {
             parts
                 .headers
@@ -372,6 +364,17 @@ impl KubeApi {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned()
+        };
+        // Errors are written as the client asked too (kube-apiserver negotiates them).
+        let output = negotiate(&header("accept")).unwrap_or(Output::Json);
+        let reply = |r: Reply| response(r, output);
+        let body = match self.read_body(&parts.headers, body).await {
+            Ok(b) => b,
+            Err(e) => return reply(e.into()),
+        };
+        let ctx = match self.context(&parts.headers, peer, certs, uri).await {
+            Ok(ctx) => ctx,
+            Err(e) => return reply(e.into()),
         };
         let content_type = header("content-type")
             .split(';')
@@ -387,8 +390,6 @@ impl KubeApi {
             user_agent: header("user-agent"),
             body,
         };
-        let output = negotiate(&kreq.accept).unwrap_or(Output::Json);
-        let reply = |r: Reply| response(r, output);
         match self.route(&method, &path, &kreq).await {
             Ok(Routed::Reply(r)) => reply(r),
             Ok(Routed::Watch(w)) => {

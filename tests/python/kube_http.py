@@ -100,6 +100,8 @@ code, ctype, data = call("GET", SECRETS + "/nope", headers={"Accept": "applicati
 text = data.decode()
 assert (code, ctype) == (404, "application/yaml"), (code, ctype, text)
 assert "\ncode: 404\n" in text and "\nreason: NotFound\n" in text and text.startswith("apiVersion: v1\n"), text
+code, ctype, data = call("GET", SECRETS, headers={"Accept": "application/yaml"}, client_cert=False)
+assert (code, ctype) == (401, "application/yaml") and "\nreason: Unauthorized\n" in data.decode(), (code, ctype, data)
 for accept in ("text/html", "application/json;as=Foo;v=v1;g=meta.k8s.io", "application/json;q=0"):
     status("GET", SECRETS + "/s1", 406, {
         "message": "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
