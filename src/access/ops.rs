@@ -371,7 +371,7 @@ impl Access {
     /// revision `at` if given (see [`Store::list_at`]). With `count_remaining`, a page with
     /// more after it through an empty `selector` counts them ([`Store::remaining`]), as
     /// kube-apiserver's `remainingItemCount`.
-    #[allow(clippy::too_many_arguments)] // a list request's every option, as the Kubernetes API takes them
+    #[allow(clippy::too_many_arguments)] // every option of a list request
     pub async fn list(
         &self,
         ctx: &RequestContext,

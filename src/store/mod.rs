@@ -486,9 +486,8 @@ impl Store {
     /// after it falls in the name, which holds none), so its prefix finds nothing.
     fn namespace_prefix(&self, scope: &Scope) -> String {
         match scope {
-            Scope::In(ns) => format!("{}/{RESOURCE}/{ns}/", self.prefix),
-            Scope::Unchecked(ns) => format!("{}/{RESOURCE}/{ns}/", self.prefix),
             Scope::All => format!("{}/{RESOURCE}/", self.prefix),
+            ns => format!("{}/{RESOURCE}/{}/", self.prefix, ns.as_str()),
         }
     }
 
@@ -937,8 +936,8 @@ impl Store {
         }
     }
 
-    /// Lists Secrets in `scope` (a namespace, or all), filtered by `selector`, at most `limit` (0 = all)
-    /// per page. A continue token reads the next page at the same revision.
+    /// Lists Secrets in `scope` (a namespace, or all), filtered by `selector`, at most `limit`
+    /// (0 = all) per page. A continue token reads the next page at the same revision.
     pub async fn list(
         &self,
         scope: impl Into<Scope>,
