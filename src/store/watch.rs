@@ -150,12 +150,14 @@ impl Store {
             .await
     }
 
+    /// A watch; `kubernetes` gives it a Kubernetes watch's bookmarks and its wait for a
+    /// revision not reached yet ([`Store::watch_with_bookmarks`]).
     async fn watch_with(
         self: &Arc<Self>,
         scope: Scope,
         selector: Selector,
         resource_version: ResourceVersion,
-        bookmarks: bool,
+        kubernetes: bool,
     ) -> Result<WatchEvents, StoreError> {
         let listed = matches!(
             resource_version,
@@ -178,7 +180,7 @@ impl Store {
                 // A Kubernetes watch waits for a revision the store has not reached (its
                 // changes come when it does), as kube-apiserver's does.
                 let current = self.backend.current_revision().await?;
-                if rev > current && !bookmarks {
+                if rev > current && !kubernetes {
                     return Err(field_invalid(
                         "",
                         ResourceVersion::FIELD,
@@ -208,7 +210,7 @@ impl Store {
                 }
                 other => other.into(),
             })?;
-        let bookmarks = bookmarks.then(|| {
+        let bookmarks = kubernetes.then(|| {
             let progress = progress.map(|p| {
                 let mut tick = tokio::time::interval_at(
                     tokio::time::Instant::now() + PROGRESS_CHECK,

@@ -106,25 +106,20 @@ fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
 pub fn with_bootstrap(set: &PolicySet) -> PolicySet {
     let mut out = set.clone();
     let (roles, bindings) = objects();
-    for r in roles {
-        if !set
-            .cluster_roles
-            .iter()
-            .any(|o| o.metadata.name == r.metadata.name)
-        {
-            out.cluster_roles.push(r);
-        }
-    }
-    for b in bindings {
-        if !set
-            .cluster_role_bindings
-            .iter()
-            .any(|o| o.metadata.name == b.metadata.name)
-        {
-            out.cluster_role_bindings.push(b);
-        }
-    }
+    add_missing(&mut out.cluster_roles, roles, |r| &r.metadata.name);
+    add_missing(&mut out.cluster_role_bindings, bindings, |b| {
+        &b.metadata.name
+    });
     out
+}
+
+/// Appends to `objects` each of `ours` whose name none of them has.
+fn add_missing<T>(objects: &mut Vec<T>, ours: Vec<T>, name: impl Fn(&T) -> &String) {
+    for o in ours {
+        if !objects.iter().any(|x| name(x) == name(&o)) {
+            objects.push(o);
+        }
+    }
 }
 
 #[cfg(test)]
