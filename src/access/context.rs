@@ -2,6 +2,8 @@
 //! a front end once the caller is authenticated (and, if asked, impersonation resolved).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::audit::{Peer, RequestInfo};
@@ -54,6 +56,8 @@ pub struct RequestContext {
     pub request_uri: String,
     /// When the request arrived.
     pub received: SystemTime,
+    /// Set once the request is in the audit log's hands ([`RequestContext::is_recorded`]).
+    recorded: Arc<AtomicBool>,
 }
 
 impl RequestContext {
@@ -68,7 +72,20 @@ impl RequestContext {
             user_agent: String::new(),
             request_uri: request_uri.into(),
             received: SystemTime::now(),
+            recorded: Arc::default(),
         }
+    }
+
+    /// Whether an operation of the access layer has taken the request in hand: authorized it
+    /// and begun its audit record (then it also records how it ends). A front end records a
+    /// request that none reached, or that it answered alone, itself
+    /// ([`Access::record`](super::Access::record)).
+    pub fn is_recorded(&self) -> bool {
+        self.recorded.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn mark_recorded(&self) {
+        self.recorded.store(true, Ordering::Relaxed);
     }
 
     /// The same request running as `user` on behalf of the current identity (impersonation).

@@ -18,7 +18,7 @@
 //! | operation | verb | resource (group) | namespace, name |
 //! |---|---|---|---|
 //! | get, get at a revision, history | `get` | `secrets` | the Secret's |
-//! | list | `list` | `secrets` | the namespace ("" = all: cluster scope), no name |
+//! | list | `list` | `secrets` | the namespace ("" = all: cluster scope); no name, but the one a Kubernetes list selects (`metadata.name=NAME`) |
 //! | watch | `watch` | `secrets` | as list; allowed or refused as a whole |
 //! | create | `create` | `secrets` | the namespace, no name (`resourceNames` cannot restrict it) |
 //! | update, rollback | `update` | `secrets` | the Secret's |
@@ -171,6 +171,8 @@ fn store_reason(e: &StoreError) -> Reason {
         StoreError::AlreadyExists { .. } => Reason::AlreadyExists,
         StoreError::Conflict { .. } => Reason::Conflict,
         StoreError::Gone(_) => Reason::Expired,
+        StoreError::MigrationRunning => Reason::Conflict,
+        StoreError::OutsideStore { .. } | StoreError::BadContinue => Reason::BadRequest,
         StoreError::Backend(BackendError::Unavailable(_))
         | StoreError::Encryption(EncryptionError::Kms { .. }) => Reason::ServiceUnavailable,
         StoreError::Backend(BackendError::InvalidArgument(_))
@@ -295,6 +297,23 @@ impl Access {
         self.admit(ctx, attrs, &[], || None).await.map(drop)
     }
 
+    /// Authorizes and records a request `attrs` that no operation here took in hand: one a
+    /// front end answered alone (discovery, OpenAPI, a path nothing serves) or refused before
+    /// it reached the store (options that do not parse, a 406). kube-apiserver authorizes and
+    /// audits every request whatever its handler does; `status` is how it ended. A request the
+    /// policy refuses is [`AccessError::Forbidden`] (recorded as such), to be answered instead.
+    pub async fn record(
+        &self,
+        ctx: &RequestContext,
+        attrs: &Attributes,
+        status: ResponseStatus,
+    ) -> Result<(), AccessError> {
+        let mut rec = self.admit(ctx, attrs, &[], || None).await?;
+        rec.response_complete(status, None)
+            .await
+            .map_err(audit_failed(self.metrics()))
+    }
+
     /// Answers a request `attrs` about a Secret that cannot exist (its name or namespace is
     /// not valid, so nothing is stored under it) as kube-apiserver, which checks names only
     /// when it stores an object, answers a read, change or delete of it: authorized and
@@ -355,6 +374,7 @@ impl Access {
                 }
             }
         }
+        ctx.mark_recorded();
         let mut rec = self.auditor.begin(attrs, ctx.audit_info());
         if !decision.allowed() || is_read(&attrs.verb) {
             // Nothing happens before the next stage is recorded: one sync for both events.

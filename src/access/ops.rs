@@ -70,13 +70,28 @@ impl Migration {
 struct AuditedWatch {
     inner: WatchEvents,
     rec: Option<RequestAudit>,
+    /// The one Secret the watch was authorized for (its name), if it named one: events of
+    /// others are left out here, whatever the front end filters.
+    name: Option<String>,
 }
 
 impl futures_core::Stream for AuditedWatch {
     type Item = <WatchEvents as futures_core::Stream>::Item;
 
     fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().inner.as_mut().poll_next(cx)
+        let this = self.get_mut();
+        loop {
+            let item = std::task::ready!(this.inner.as_mut().poll_next(cx));
+            let other = |name: &String| match &item {
+                Some(Ok(ev)) => {
+                    ev.kind != crate::store::WatchKind::Bookmark && ev.object.metadata.name != *name
+                }
+                _ => false,
+            };
+            if !this.name.as_ref().is_some_and(other) {
+                return Poll::Ready(item);
+            }
+        }
     }
 }
 
@@ -370,24 +385,31 @@ impl Access {
     /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all), as of
     /// revision `at` if given (see [`Store::list_at`]). With `count_remaining`, a page with
     /// more after it through an empty `selector` counts them ([`Store::remaining`]), as
-    /// kube-apiserver's `remainingItemCount`.
+    /// kube-apiserver's `remainingItemCount`. A `name` (not empty) is the one Secret the list
+    /// asks for (a Kubernetes list with the field selector `metadata.name=NAME`): it is
+    /// authorized with that name, so that `resourceNames` can allow it, as kube-apiserver
+    /// authorizes such a list, and the list holds at most that Secret.
     #[allow(clippy::too_many_arguments)] // every option of a list request
     pub async fn list(
         &self,
         ctx: &RequestContext,
         scope: &Scope,
+        name: &str,
         selector: &Selector,
         limit: usize,
         continue_token: Option<&str>,
         at: Option<Revision>,
         count_remaining: bool,
     ) -> Result<SecretList, AccessError> {
-        let attrs = Self::secrets(ctx, kverbs::LIST, scope.as_str(), "");
+        let attrs = Self::secrets(ctx, kverbs::LIST, scope.as_str(), name);
         let call = async {
             let mut list = self
                 .store
                 .list_at(scope, selector, limit, continue_token, at)
                 .await?;
+            if !name.is_empty() {
+                list.items.retain(|s| s.metadata.name == name);
+            }
             if let Some(token) = list.continue_token.as_deref() {
                 if count_remaining && selector.is_empty() {
                     list.remaining_item_count = Some(self.store.remaining(scope, token).await?);
@@ -409,16 +431,18 @@ impl Access {
 
     /// Follows changes (`watch secrets`, as list): allowed or refused as a whole, with
     /// bookmarks among the events if asked ([`Store::watch_with_bookmarks`]). The audit log
-    /// gets `ResponseStarted` now and `ResponseComplete` when the stream ends.
+    /// gets `ResponseStarted` now and `ResponseComplete` when the stream ends. A `name` (not
+    /// empty) is authorized and followed as in [`Access::list`]: only that Secret's events.
     pub async fn watch(
         &self,
         ctx: &RequestContext,
         scope: &Scope,
+        name: &str,
         selector: Selector,
         resource_version: ResourceVersion,
         bookmarks: bool,
     ) -> Result<WatchEvents, AccessError> {
-        let attrs = Self::secrets(ctx, kverbs::WATCH, scope.as_str(), "");
+        let attrs = Self::secrets(ctx, kverbs::WATCH, scope.as_str(), name);
         let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
         let events = if bookmarks {
             self.store
@@ -437,6 +461,7 @@ impl Access {
                 Ok(Box::pin(AuditedWatch {
                     inner: events,
                     rec: Some(rec),
+                    name: (!name.is_empty()).then(|| name.to_owned()),
                 }))
             }
             Err(e) => {

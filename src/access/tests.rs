@@ -177,3 +177,34 @@ async fn server_keys_are_sealed_and_refused_in_plaintext() {
 async fn store_identity(dir: &std::path::Path) -> Arc<Store> {
     store(dir, IDENTITY).await
 }
+
+/// The audit log records a store error with the reason the gRPC API answers with
+/// (`api::to_status`): a bad continue token is the caller's 400 in both, not an internal error.
+#[test]
+fn audited_reasons_are_the_answered_ones() {
+    let errors = || {
+        vec![
+            StoreError::BadContinue,
+            StoreError::MigrationRunning,
+            StoreError::OutsideStore {
+                field: "key",
+                key: "/x".into(),
+                scope: "/registry/secrets/".into(),
+            },
+            StoreError::Gone("1".into()),
+            StoreError::NotFound {
+                namespace: "prod".into(),
+                name: "db".into(),
+            },
+            StoreError::Conflict {
+                name: "db".into(),
+                reason: "changed".into(),
+            },
+            StoreError::Backend(BackendError::Unavailable("down".into())),
+        ]
+    };
+    for (e, same) in errors().into_iter().zip(errors()) {
+        let answered = crate::reason::Reason::of(&crate::api::to_status(same));
+        assert_eq!(Some(store_reason(&e)), answered, "{e}");
+    }
+}

@@ -133,6 +133,7 @@ impl pb::secrets_server::Secrets for SecretsService {
             .list(
                 &ctx,
                 &ns,
+                "",
                 &sel,
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
@@ -168,7 +169,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let events = self
             .front
             .access
-            .watch(&ctx, &ns, sel, rv, false)
+            .watch(&ctx, &ns, "", sel, rv, false)
             .await
             .map_err(access_status)?;
         let out = events.map(|e| {

@@ -275,6 +275,22 @@ impl ResponseStatus {
         }
     }
 
+    /// A response with HTTP status `code`: a success below 400, else a failure with `reason`
+    /// (a `metav1.StatusReason`, e.g. `NotAcceptable`) and `message`, which must not hold a
+    /// secret.
+    pub fn of(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        if code < 400 {
+            return Self::success(code);
+        }
+        Self {
+            metadata: Empty {},
+            status: "Failure",
+            message: message.into(),
+            reason,
+            code,
+        }
+    }
+
     /// A refused authentication (401), as kube-apiserver records it: only the message (what
     /// was attempted) and the code.
     pub fn unauthenticated(message: impl Into<String>) -> Self {

@@ -121,6 +121,8 @@ pub struct IssuedToken {
     pub expiration: SystemTime,
     /// Its `jti`.
     pub jti: String,
+    /// Its `aud`: the request's audiences, or the issuer's defaults.
+    pub audiences: Vec<String>,
 }
 
 /// A JWT NumericDate: seconds since the epoch (a JSON number, fractions dropped as go-jose does).
@@ -280,7 +282,7 @@ impl ServiceAccountIssuer {
         let exp = iat + request.expiration.as_secs() as i64;
         let jti = uuid::Uuid::new_v4().to_string();
         let claims = Claims {
-            aud: audiences,
+            aud: audiences.clone(),
             exp: Some(NumericDate(exp)),
             iat: Some(NumericDate(iat)),
             iss: self.issuer.clone(),
@@ -300,6 +302,7 @@ impl ServiceAccountIssuer {
             token: BearerToken(token),
             expiration: UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64),
             jti,
+            audiences,
         })
     }
 

@@ -39,11 +39,14 @@ pub fn api_group_list() -> Value {
     ]})
 }
 
-/// `GET /api/v1`: Secrets.
+/// `GET /api/v1`: Secrets, and `serviceaccounts/token` for `kubectl create token`.
 pub fn core_v1_resources() -> Value {
     json!({"kind":"APIResourceList","groupVersion":"v1","resources":[
         {"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret",
-         "verbs":SECRET_VERBS,"storageVersionHash":"S6u1pOWzb84="}]})
+         "verbs":SECRET_VERBS,"storageVersionHash":"S6u1pOWzb84="},
+        // `kubectl create token` (the service accounts themselves are not objects here).
+        {"name":"serviceaccounts/token","singularName":"","namespaced":true,
+         "group":"authentication.k8s.io","version":"v1","kind":"TokenRequest","verbs":["create"]}]})
 }
 
 /// `GET /apis/<group>/<version>` for the review groups; `None` for any other.
@@ -83,6 +86,7 @@ mod tests {
         let v1 = core_v1_resources();
         assert_eq!(v1["resources"][0]["name"], "secrets");
         assert_eq!(v1["resources"][0]["verbs"].as_array().unwrap().len(), 8);
+        assert_eq!(v1["resources"][1]["name"], "serviceaccounts/token");
         assert!(group_resources("authorization.k8s.io", "v1").is_some());
         assert!(group_resources("apps", "v1").is_none());
         assert_eq!(

@@ -17,6 +17,10 @@ pub enum KubeError {
     /// 406 NotAcceptable: `Accept` names no media type this server writes (client's fault).
     #[error("only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf")]
     NotAcceptable,
+    /// 406 NotAcceptable for a watch: `Accept` picks a media type keyward writes, but not as a
+    /// stream of events (YAML), as kube-apiserver's `NegotiateOutputMediaTypeStream` refuses it.
+    #[error("only the following media types are accepted: application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch")]
+    NotAcceptableWatch,
     /// 413 RequestEntityTooLarge: a body or patch over the limits (client's fault).
     #[error("{0}")]
     TooLarge(String),

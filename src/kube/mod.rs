@@ -12,16 +12,19 @@
 //! - [`apply`]: server-side apply and `managedFields`.
 //! - [`server`]: the HTTPS listener ([`KubeListener`], [`serve`]), limits, authentication and
 //!   routing ([`KubeApi`]).
+//! - [`info`]: what a request asks for (verb, resource, name, or a non-resource path), read
+//!   from its URL as kube-apiserver reads it to authorize and audit every request.
 //! - [`request`]: one request's parameters, options and body; what a handler answers.
 //! - [`secrets`]: the `secrets` resource's handlers; [`watch`]: watch framing.
 //! - [`discovery`], [`openapi`]: what kubectl reads before anything else.
-//! - [`reviews`]: `auth can-i` and `auth whoami`.
+//! - [`reviews`]: `auth can-i` and `auth whoami`; [`token`]: `kubectl create token`.
 //! - [`status`]: `metav1.Status`, the one mapping from errors; [`table`]: `meta.k8s.io` Tables.
 //! - [`kubeconfig`]: the development CA, certificates and kubeconfig files.
 
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod info;
 pub mod kubeconfig;
 pub mod objects;
 pub mod openapi;
@@ -33,6 +36,7 @@ pub mod secrets;
 pub mod server;
 pub mod status;
 pub mod table;
+pub mod token;
 pub mod watch;
 
 pub use error::KubeError;

@@ -152,8 +152,41 @@ struct SelfSubjectReview {
     metadata: Option<ObjectMeta>,
 }
 
+/// authentication/v1 `TokenRequest` (kubectl 1.32+ `create token`; its status is ignored).
+#[derive(Clone, PartialEq, Message)]
+struct TokenRequest {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    spec: Option<TokenRequestSpec>,
+}
+
+/// authentication/v1 `TokenRequestSpec`.
+#[derive(Clone, PartialEq, Message)]
+struct TokenRequestSpec {
+    #[prost(string, repeated, tag = "1")]
+    audiences: Vec<String>,
+    #[prost(message, optional, tag = "3")]
+    bound_object_ref: Option<BoundObjectReference>,
+    #[prost(int64, optional, tag = "4")]
+    expiration_seconds: Option<i64>,
+}
+
+/// authentication/v1 `BoundObjectReference`.
+#[derive(Clone, PartialEq, Message)]
+struct BoundObjectReference {
+    #[prost(string, tag = "1")]
+    kind: String,
+    #[prost(string, tag = "2")]
+    api_version: String,
+    #[prost(string, tag = "3")]
+    name: String,
+    #[prost(string, tag = "4")]
+    uid: String,
+}
+
 /// Decodes a `application/vnd.kubernetes.protobuf` body (Secret, SelfSubjectAccessReview,
-/// SelfSubjectRulesReview, SelfSubjectReview).
+/// SelfSubjectRulesReview, SelfSubjectReview, TokenRequest).
 ///
 /// A body without the `k8s\0` magic or with an envelope that does not decode is a 400; a kind
 /// this server does not read as protobuf is a 415.
@@ -237,9 +270,25 @@ fn decode_object(tm: &TypeMeta, raw: &[u8]) -> Result<Value, KubeError> {
             let r = SelfSubjectReview::decode(raw).map_err(|e| bad(&tm.kind, e))?;
             json!({"metadata": meta_json(r.metadata.as_ref())})
         }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            let r = TokenRequest::decode(raw).map_err(|e| bad(&tm.kind, e))?;
+            let spec = r.spec.unwrap_or_default();
+            let bound = spec.bound_object_ref.map(|b| {
+                let mut o = Map::new();
+                put_str(&mut o, "kind", &b.kind);
+                put_str(&mut o, "apiVersion", &b.api_version);
+                put_str(&mut o, "name", &b.name);
+                put_str(&mut o, "uid", &b.uid);
+                Value::Object(o)
+            });
+            json!({"metadata": meta_json(r.metadata.as_ref()),
+                   "spec": {"audiences": spec.audiences,
+                            "expirationSeconds": spec.expiration_seconds,
+                            "boundObjectRef": bound}})
+        }
         (version, kind) => {
             return Err(KubeError::UnsupportedMediaType(format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (protobuf is read for v1 Secret, authorization.k8s.io/v1 SelfSubjectAccessReview and SelfSubjectRulesReview, authentication.k8s.io SelfSubjectReview; got {version:?} {kind:?})"
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (protobuf is read for v1 Secret, authorization.k8s.io/v1 SelfSubjectAccessReview and SelfSubjectRulesReview, authentication.k8s.io SelfSubjectReview, authentication.k8s.io/v1 TokenRequest; got {version:?} {kind:?})"
             )))
         }
     };

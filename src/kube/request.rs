@@ -34,6 +34,8 @@ pub struct KubeRequest {
     pub user_agent: String,
     /// The body (at most the body limit).
     pub body: Bytes,
+    /// What it asks for, read from its URL: what it is authorized and audited as.
+    pub info: super::info::RequestInfo,
 }
 
 impl KubeRequest {
@@ -203,7 +205,19 @@ pub fn negotiate(accept: &str) -> Option<Output> {
     entries.into_iter().find_map(|(_, entry)| {
         let mut parts = entry.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let form = parts.find_map(|p| p.trim().strip_prefix("as=").map(str::trim));
+        let params: Vec<&str> = parts.map(str::trim).collect();
+        let form = params
+            .iter()
+            .find_map(|p| p.strip_prefix("as=").map(str::trim));
+        // `stream=watch` asks for the media type's stream form: YAML has none, and no other
+        // stream is served.
+        let stream = params
+            .iter()
+            .find_map(|p| p.strip_prefix("stream=").map(str::trim))
+            .filter(|s| !s.is_empty());
+        if stream.is_some_and(|s| s != "watch" || media == "application/yaml") {
+            return None;
+        }
         let served = matches!(
             form,
             None | Some("Table" | "PartialObjectMetadata" | "PartialObjectMetadataList")
@@ -313,6 +327,20 @@ pub struct FieldRequirement {
     pub negated: bool,
 }
 
+/// One term of a field selector (`a=b`, `a==b`, `a!=b`): its field and value, trimmed, and
+/// whether it is `!=`; `None` without an operator.
+pub fn field_term(term: &str) -> Option<(&str, &str, bool)> {
+    let (f, v, negated) = if let Some((f, v)) = term.split_once("!=") {
+        (f, v, true)
+    } else if let Some((f, v)) = term.split_once("==") {
+        (f, v, false)
+    } else {
+        let (f, v) = term.split_once('=')?;
+        (f, v, false)
+    };
+    Some((f.trim(), v.trim(), negated))
+}
+
 /// A field selector on Secrets (`metadata.name`, `metadata.namespace`, `type`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<FieldRequirement>);
@@ -322,18 +350,11 @@ impl FieldSelector {
     pub fn parse(s: &str) -> Result<FieldSelector, KubeError> {
         let mut reqs = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (field, value, negated) = if let Some((f, v)) = part.split_once("!=") {
-                (f, v, true)
-            } else if let Some((f, v)) = part.split_once("==") {
-                (f, v, false)
-            } else if let Some((f, v)) = part.split_once('=') {
-                (f, v, false)
-            } else {
+            let Some((field, value, negated)) = field_term(part) else {
                 return Err(KubeError::BadRequest(format!(
                     "invalid selector: '{part}'; can't understand '{part}'"
                 )));
             };
-            let field = field.trim();
             if !matches!(field, "metadata.name" | "metadata.namespace" | "type") {
                 return Err(KubeError::BadRequest(format!(
                     "field label not supported: {field}"
@@ -341,7 +362,7 @@ impl FieldSelector {
             }
             reqs.push(FieldRequirement {
                 field: field.to_owned(),
-                value: value.trim().to_owned(),
+                value: value.to_owned(),
                 negated,
             });
         }
@@ -469,6 +490,17 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// How the response ends, for the audit log.
+    pub fn audit_status(&self) -> crate::audit::ResponseStatus {
+        match self {
+            Reply::Json { code, .. } => crate::audit::ResponseStatus::success(*code),
+            Reply::Table(_) | Reply::Raw { .. } => crate::audit::ResponseStatus::success(200),
+            Reply::Status(s) => s.audit(),
+        }
+    }
+}
+
 impl From<KubeError> for Reply {
     fn from(e: KubeError) -> Reply {
         Reply::Status(Status::of(&e))
@@ -505,6 +537,12 @@ mod tests {
                 Some(Output::Json),
             ),
             ("application/yaml", Some(Output::Yaml)),
+            (
+                "application/yaml;stream=watch, application/json",
+                Some(Output::Json),
+            ),
+            ("application/json;stream=watch", Some(Output::Json)),
+            ("application/json;stream=events", None),
             (
                 "application/yaml;q=0.5, application/json",
                 Some(Output::Json),

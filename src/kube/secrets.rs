@@ -123,7 +123,7 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     };
     let count = fields.is_empty();
     let mut list = match access
-        .list(&req.ctx, ns, &labels, limit, cont, at, count)
+        .list(&req.ctx, ns, req.info.name(), &labels, limit, cont, at, count)
         .await
     {
         Err(AccessError::Store(StoreError::Gone(_))) if at.is_some() => {

@@ -29,14 +29,15 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use super::info::RequestInfo;
 use super::request::{
     json_to_yaml, negotiate, parse_query, warning_header, KubeRequest, Output, Reply,
 };
 use super::reviews::Review;
 use super::status::Status;
-use super::{discovery, openapi, secrets, watch, KubeError};
+use super::{discovery, openapi, secrets, token, watch, KubeError};
 use crate::access::{Access, Authenticators, Credentials, RequestContext, Source};
-use crate::authz::{verbs, Attributes, ImpersonationRequest};
+use crate::authz::ImpersonationRequest;
 use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
 use crate::store::Scope;
@@ -382,15 +383,21 @@ impl KubeApi {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
+        let query = parse_query(parts.uri.query().unwrap_or(""));
         let kreq = KubeRequest {
             ctx,
-            query: parse_query(parts.uri.query().unwrap_or("")),
+            info: RequestInfo::parse(&method, &path, &query),
+            query,
             content_type,
             accept: header("accept"),
             user_agent: header("user-agent"),
             body,
         };
-        match self.route(&method, &path, &kreq).await {
+        let mut routed = self.route(&method, &path, &kreq).await;
+        if !kreq.ctx.is_recorded() {
+            routed = self.record(&kreq, routed).await;
+        }
+        match routed {
             Ok(Routed::Reply(r)) => reply(r),
             Ok(Routed::Watch(w)) => {
                 let stream = ReceiverStream::new(w.lines).map(|b| Ok(Frame::data(b)));
@@ -492,6 +499,18 @@ impl KubeApi {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let reply = |r: Reply| Ok(Routed::Reply(r));
         let watching = || req.flag("watch");
+        // Every request is authorized from its URL before anything else is read, as
+        // kube-apiserver's filters authorize it, whether or not anything here serves it. A get
+        // of one Secret is authorized by its handler instead (once), unless it is refused with
+        // a 406 first.
+        let named_get = matches!(
+            segs.as_slice(),
+            ["api", "v1", "namespaces", _, "secrets", _]
+        ) && *method == Method::GET;
+        if !named_get || acceptable(req).is_err() {
+            let attrs = req.info.attributes(req.ctx.user.clone());
+            self.access.refuse_if_denied(&req.ctx, &attrs).await?;
+        }
         match (method, segs.as_slice()) {
             (&Method::GET, ["api"]) => reply(Reply::ok(discovery::api_versions(&self.address))),
             (&Method::GET, ["apis"]) => reply(Reply::ok(discovery::api_group_list())),
@@ -517,6 +536,10 @@ impl KubeApi {
                 }
                 None => reply(Reply::Status(Status::no_route())),
             },
+            (&Method::POST, ["api", "v1", "namespaces", ns, "serviceaccounts", sa, "token"]) => {
+                acceptable(req)?;
+                reply(token::create(&self.access, req, ns, sa).await?)
+            }
             (&Method::GET, ["openapi", "v2"]) => reply(Reply::Raw {
                 content_type: openapi::V2_CONTENT_TYPE,
                 body: Bytes::new(),
@@ -526,14 +549,6 @@ impl KubeApi {
                 reply(Reply::ok(openapi::v3_core_v1()))
             }
             (m, ["api", "v1", "secrets"]) => {
-                if *m == Method::GET {
-                    let verb = if watching()? {
-                        verbs::WATCH
-                    } else {
-                        verbs::LIST
-                    };
-                    self.authorize_first(req, verb, "", "").await?;
-                }
                 acceptable(req)?;
                 match *m {
                     Method::GET if watching()? => self.watch(req, Scope::All).await,
@@ -545,16 +560,6 @@ impl KubeApi {
                 // Not checked here: a list, watch or deletecollection in a namespace that is
                 // not valid finds nothing, and a create there is refused by the Secret's
                 // validation, as in kube-apiserver.
-                let verb = match *m {
-                    Method::GET if watching()? => Some(verbs::WATCH),
-                    Method::GET => Some(verbs::LIST),
-                    Method::POST => Some(verbs::CREATE),
-                    Method::DELETE => Some(verbs::DELETECOLLECTION),
-                    _ => None,
-                };
-                if let Some(verb) = verb {
-                    self.authorize_first(req, verb, ns, "").await?;
-                }
                 acceptable(req)?;
                 match *m {
                     Method::GET if watching()? => self.watch(req, Scope::named(ns)).await,
@@ -569,33 +574,22 @@ impl KubeApi {
                 }
             }
             (m, ["api", "v1", "namespaces", ns, "secrets", name]) => {
-                let verb = match *m {
-                    Method::GET => Some(verbs::GET),
-                    Method::PUT => Some(verbs::UPDATE),
-                    Method::PATCH => Some(verbs::PATCH),
-                    Method::DELETE => Some(verbs::DELETE),
-                    _ => None,
-                };
-                let id = match (secrets::secret_id(ns, name), verb) {
-                    (Ok(id), _) => id,
+                let id = match secrets::secret_id(ns, name) {
+                    Ok(id) => id,
                     // Nothing is stored under a name that is not valid: a read, change or
                     // delete of it is NotFound (a server-side apply would create it: Invalid).
-                    (Err(_), Some(verb))
-                        if !(*m == Method::PATCH
+                    Err(_)
+                        if matches!(
+                            *m,
+                            Method::GET | Method::PUT | Method::PATCH | Method::DELETE
+                        ) && !(*m == Method::PATCH
                             && req.content_type == "application/apply-patch+yaml") =>
                     {
-                        let attrs = Attributes::resource(req.ctx.user.clone(), verb, "secrets")
-                            .with_namespace(ns)
-                            .with_name(name);
+                        let attrs = req.info.attributes(req.ctx.user.clone());
                         return Err(self.access.refuse_as_absent(&req.ctx, &attrs).await.into());
                     }
-                    (Err(e), _) => return Err(e),
+                    Err(e) => return Err(e),
                 };
-                // A get authorizes in its handler; ahead of a 406 it is authorized here.
-                if let Some(verb) = verb.filter(|v| *v != verbs::GET || acceptable(req).is_err()) {
-                    self.authorize_first(req, verb, id.namespace.as_str(), id.name.as_str())
-                        .await?;
-                }
                 acceptable(req)?;
                 let r = match *m {
                     Method::GET => secrets::get(&self.access, req, &id).await?,
@@ -610,18 +604,22 @@ impl KubeApi {
         }
     }
 
-    /// A request its caller may not make is refused before its body or options are read.
-    async fn authorize_first(
+    /// Records `req`, which no operation of the access layer took in hand, as `routed` ends it
+    /// (kube-apiserver records every request); a policy that now refuses it turns it into
+    /// that refusal.
+    async fn record(
         &self,
         req: &KubeRequest,
-        verb: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<(), KubeError> {
-        let attrs = Attributes::resource(req.ctx.user.clone(), verb, "secrets")
-            .with_namespace(namespace)
-            .with_name(name);
-        Ok(self.access.refuse_if_denied(&req.ctx, &attrs).await?)
+        routed: Result<Routed, KubeError>,
+    ) -> Result<Routed, KubeError> {
+        let status = match &routed {
+            Ok(Routed::Reply(r)) => r.audit_status(),
+            Ok(Routed::Watch(_)) => crate::audit::ResponseStatus::success(200),
+            Err(e) => Status::of(e).audit(),
+        };
+        let attrs = req.info.attributes(req.ctx.user.clone());
+        self.access.record(&req.ctx, &attrs, status).await?;
+        routed
     }
 
     async fn watch(&self, req: &KubeRequest, scope: Scope) -> Result<Routed, KubeError> {

@@ -195,7 +195,9 @@ impl Status {
         match e {
             KubeError::BadRequest(m) => Status::failure(400, "BadRequest", m),
             KubeError::UnsupportedMediaType(m) => Status::failure(415, "UnsupportedMediaType", m),
-            e @ KubeError::NotAcceptable => Status::failure(406, "NotAcceptable", e.to_string()),
+            e @ (KubeError::NotAcceptable | KubeError::NotAcceptableWatch) => {
+                Status::failure(406, "NotAcceptable", e.to_string())
+            }
             KubeError::TooLarge(m) => Status::failure(413, "RequestEntityTooLarge", m),
             KubeError::Invalid { kind, name, causes } => Status::invalid(kind, name, causes),
             // A JSON patch that does not apply: kube-apiserver's NewGenericServerResponse(422),
@@ -293,6 +295,18 @@ impl Status {
         let mut s = Status::failure(reason.http_code(), reason.as_str(), e.to_string());
         s.details = details;
         s
+    }
+
+    /// The status as the audit log records a response (`responseStatus`): the code, and for a
+    /// failure its reason and message (a generic one for an internal error, whose detail is
+    /// only in the server's log).
+    pub fn audit(&self) -> crate::audit::ResponseStatus {
+        let message = if self.reason == "InternalError" {
+            "internal error"
+        } else {
+            self.message.as_str()
+        };
+        crate::audit::ResponseStatus::of(self.http_code(), self.reason, message)
     }
 
     /// The HTTP status code to answer with (200 for a success without one).

@@ -133,6 +133,9 @@ pub async fn start(
     permit: impl Send + 'static,
 ) -> Result<WatchReply, KubeError> {
     check_watch_options(req)?;
+    if super::request::negotiate(&req.accept) == Some(super::request::Output::Yaml) {
+        return Err(KubeError::NotAcceptableWatch);
+    }
     let wants_table = table::wants_table(&req.accept);
     let include = IncludeObject::parse(req.param("includeObject"))?;
     let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
@@ -162,7 +165,10 @@ pub async fn start(
         "application/json"
     };
     let (tx, lines) = mpsc::channel(64);
-    match access.watch(&req.ctx, &scope, selector, rv, true).await {
+    match access
+        .watch(&req.ctx, &scope, req.info.name(), selector, rv, true)
+        .await
+    {
         Ok(events) => {
             let start_rv = rv.revision().map(|r| r.to_string());
             tokio::spawn(async move {

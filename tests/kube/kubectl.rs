@@ -406,8 +406,16 @@ const BOB_TOKEN: &str = "bob-token-0123456789abcdef";
 const DAVE_TOKEN: &str = "dave-token-0123456789abcdef";
 
 fn auth_world() -> World {
+    auth_world_with(&[], &[])
+}
+
+/// [`auth_world`] with more `files` (name, content) in its directory and more flags.
+fn auth_world_with(files: &[(&str, &str)], extra: &[&str]) -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(
         &tokens,
@@ -415,15 +423,17 @@ fn auth_world() -> World {
     )
     .unwrap();
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let w = World::start_in(
-        dir,
+    let flags = [
         &[
             "--authorization-policy",
             "policy.yaml",
             "--token-auth-file",
             "tokens.csv",
         ],
-    );
+        extra,
+    ]
+    .concat();
+    let w = World::start_in(dir, &flags);
     w.seed(SEED);
     w
 }
@@ -551,6 +561,72 @@ fn kubectl_authenticates_and_is_authorized_as_over_grpc() {
         // Without credentials kubectl asks for a user name on the terminal (none here): refused.
         let k = w.kubectl_as(minor, &nobody, "nobody");
         assert_eq!(k.run(&["get", "secrets"]).code, 1);
+    }
+}
+
+/// `kubectl create token` on every version (1.32 and 1.33 send the TokenRequest as protobuf):
+/// the token authenticates as the service account and is authorized by its bindings; a
+/// lifetime under ten minutes is kube-apiserver's 422, another audience's token is refused, a
+/// user without `create serviceaccounts/token` gets 403, and no token reaches the audit log.
+#[test]
+fn kubectl_creates_service_account_tokens_on_every_version() {
+    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: RequestResponse\n";
+    let w = auth_world_with(
+        &[("audit-policy.yaml", policy)],
+        &[
+            "--audit-log-path",
+            "audit.log",
+            "--audit-policy-file",
+            "audit-policy.yaml",
+        ],
+    );
+    let bob = w.token_kubeconfig("bob", Some(BOB_TOKEN));
+    let mut issued = Vec::new();
+    let create =
+        |more: &[&'static str]| [&["create", "token", "app", "-n", "default"], more].concat();
+    for minor in [27, 28, 29, 30, 31, 32, 33] {
+        let admin = w.kubectl(minor);
+        let token = admin.ok(&create(&["--duration", "20m"]));
+        let token = token.trim().to_owned();
+        let sa = w.token_kubeconfig(&format!("app-{minor}"), Some(&token));
+        let k = w.kubectl_as(minor, &sa, &format!("app-{minor}"));
+        assert_eq!(
+            k.ok(&["get", "secrets", "-o", "name"]),
+            "secret/plain\nsecret/s1\n"
+        );
+        let me = k.ok(&["auth", "whoami"]);
+        assert!(
+            me.contains("system:serviceaccount:default:app"),
+            "1.{minor}: {me}"
+        );
+        let short = admin.run(&create(&["--duration", "5m"]));
+        assert_eq!(
+            (short.code, short.err.as_str()),
+            (1, "error: failed to create token: TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: 300: may not specify a duration less than 10 minutes\n"),
+            "1.{minor}"
+        );
+        let other = admin.ok(&create(&["--audience", "elsewhere"]));
+        let o = w.token_kubeconfig(&format!("other-{minor}"), Some(other.trim()));
+        let refused = w
+            .kubectl_as(minor, &o, &format!("other-{minor}"))
+            .run(&["get", "secrets"]);
+        assert!(
+            refused.err.contains("You must be logged in to the server"),
+            "1.{minor}: {}",
+            refused.err
+        );
+        let b = w.kubectl_as(minor, &bob, "bob").run(&create(&[]));
+        assert_eq!(
+            b.err,
+            "error: failed to create token: serviceaccounts \"app\" is forbidden: User \"bob\" cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"default\"\n",
+            "1.{minor}"
+        );
+        issued.extend([token, other.trim().to_owned()]);
+    }
+    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
+    assert!(audit.contains("/serviceaccounts/app/token"), "{audit}");
+    for t in &issued {
+        assert!(!audit.contains(t.as_str()), "a token in the audit log");
     }
 }
 

@@ -31,7 +31,7 @@ async fn start(retention: u64) -> World {
 
 /// [`start`] with the Kubernetes listener's options changed by `adjust`.
 async fn start_with(retention: u64, adjust: impl FnOnce(&mut KubeOptions)) -> World {
-    start_full(retention, adjust, None).await
+    start_full(retention, adjust, None, |_| {}).await
 }
 
 /// [`start_with`], authorizing with the RBAC `policy` if one is given.
@@ -39,6 +39,7 @@ async fn start_full(
     retention: u64,
     adjust: impl FnOnce(&mut KubeOptions),
     policy: Option<&str>,
+    access: impl FnOnce(&mut keyward::access::AccessOptions),
 ) -> World {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -70,6 +71,7 @@ async fn start_full(
         std::fs::write(d.join("policy.yaml"), policy).unwrap();
         o.access_control.authorization_policy = Some(d.join("policy.yaml"));
     }
+    access(&mut o.access_control);
     let metrics = keyward::metrics::Metrics::new();
     o.metrics = Some(metrics.clone());
     let server = StoreHarness::start(o).await;
@@ -209,18 +211,45 @@ async fn http_status_limits_and_watch_framing() {
 }
 
 /// What kube_refusals.py's users may do in namespace `py`: `lister` list and delete Secrets,
-/// `collector` only deletecollection them; `nobody` has no role.
-const REFUSALS_POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: lister, namespace: py}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], verbs: [list, delete]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: lister, namespace: py}\nsubjects: [{kind: User, name: lister, apiGroup: rbac.authorization.k8s.io}]\nroleRef: {kind: Role, name: lister, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: collector, namespace: py}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], verbs: [deletecollection]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: collector, namespace: py}\nsubjects: [{kind: User, name: collector, apiGroup: rbac.authorization.k8s.io}]\nroleRef: {kind: Role, name: collector, apiGroup: rbac.authorization.k8s.io}\n";
+/// `collector` only deletecollection them, `single` get, list and watch Secret `a1` alone
+/// (`resourceNames`); `nobody` has no role.
+const REFUSALS_POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: lister, namespace: py}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], verbs: [list, delete]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: lister, namespace: py}\nsubjects: [{kind: User, name: lister, apiGroup: rbac.authorization.k8s.io}]\nroleRef: {kind: Role, name: lister, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: collector, namespace: py}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], verbs: [deletecollection]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: collector, namespace: py}\nsubjects: [{kind: User, name: collector, apiGroup: rbac.authorization.k8s.io}]\nroleRef: {kind: Role, name: collector, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: single, namespace: py}\nrules:\n  - {apiGroups: [\"\"], resources: [secrets], resourceNames: [a1], verbs: [get, list, watch]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: single, namespace: py}\nsubjects: [{kind: User, name: single, apiGroup: rbac.authorization.k8s.io}]\nroleRef: {kind: Role, name: single, apiGroup: rbac.authorization.k8s.io}\n";
 
 /// Refusals as kube-apiserver makes them (tests/python/kube_refusals.py): authorization before
 /// the body is read, deletecollection as its own verb with its preconditions applied to each
-/// Secret, DeleteOptions validation, a dry-run create of a name taken, YAML nested too deep.
+/// Secret, DeleteOptions validation, a dry-run create of a name taken, YAML nested too deep; a
+/// list and watch of the one Secret a `resourceNames` rule allows; discovery and paths nothing
+/// serves authorized too; and every request in the audit log, those the front end answers or
+/// refuses alone included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_as_kube_apiserver_makes_them() {
-    let w = start_full(100_000, |_| {}, Some(REFUSALS_POLICY)).await;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_log = audit_dir.path().join("audit.log");
+    let policy = audit_dir.path().join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
+    )
+    .unwrap();
+    let log = keyward::audit::LogConfig {
+        fsync: false,
+        ..keyward::audit::LogConfig::new(&audit_log)
+    };
+    let w = start_full(
+        100_000,
+        |_| {},
+        Some(REFUSALS_POLICY),
+        |a| {
+            a.audit = Some(keyward::access::AuditOptions {
+                log,
+                policy_file: Some(policy),
+            })
+        },
+    )
+    .await;
     let d = w.dir.path().to_owned();
     let ca = DevCa::load_or_create(&d).unwrap();
-    for user in ["nobody", "lister", "collector"] {
+    for user in ["nobody", "lister", "collector", "single"] {
         let cert = ca.issue_client(user, &[]).unwrap();
         std::fs::write(d.join(format!("{user}.pem")), &cert.cert).unwrap();
         std::fs::write(d.join(format!("{user}.key")), cert.key.as_bytes()).unwrap();
@@ -245,6 +274,7 @@ async fn refusals_as_kube_apiserver_makes_them() {
         w.server.kube_addr.unwrap().port().to_string(),
         d.to_str().unwrap().to_owned(),
         "py".to_owned(),
+        audit_log.to_str().unwrap().to_owned(),
     ];
     stdlib_script(args).await;
 }

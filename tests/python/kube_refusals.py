@@ -4,10 +4,16 @@ authorized as its own verb and applying its preconditions to every Secret, Delet
 validation, dry-run creates of a name taken, and YAML bodies nested too deep; list and watch
 options; and metadata-only answers (PartialObjectMetadata) for metadata clients.
 
-Driven by tests/kube/python.rs:  python3 kube_refusals.py HOST PORT DIR NS
+A list or watch that names one Secret (field selector metadata.name=NAME) is authorized with
+that name, so that a resourceNames rule allows it; discovery, OpenAPI and paths or resources
+nothing serves are authorized as kube-apiserver authorizes them (403 before 404); and every
+request is in the audit log AUDIT, with the code it was answered with.
+
+Driven by tests/kube/python.rs:  python3 kube_refusals.py HOST PORT DIR NS AUDIT
 DIR holds ca.pem and USER.pem / USER.key for admin (system:masters), nobody (no role),
-lister (list and delete Secrets in NS) and collector (deletecollection of Secrets in NS).
-Secrets a1, a2, a3 (label g=a) and b1 exist in NS. Prints "ok" on success; a failed check raises.
+lister (list and delete Secrets in NS), collector (deletecollection of Secrets in NS) and single
+(get, list and watch of Secret a1 alone). Secrets a1, a2, a3 (label g=a) and b1 exist in NS.
+Prints "ok" on success; a failed check raises.
 """
 
 import http.client
@@ -15,21 +21,48 @@ import json
 import ssl
 import sys
 
-HOST, PORT, DIR, NS = sys.argv[1:5]
+HOST, PORT, DIR, NS, AUDIT = sys.argv[1:6]
 PORT = int(PORT)
 SECRETS = "/api/v1/namespaces/%s/secrets" % NS
 JSON = {"Content-Type": "application/json"}
 
 
-def call(user, method, path, body=None, headers=None):
+def connect(user):
     ctx = ssl.create_default_context(cafile=DIR + "/ca.pem")
     ctx.load_cert_chain(DIR + "/%s.pem" % user, DIR + "/%s.key" % user)
-    c = http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=60)
+    return http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=60)
+
+
+def call(user, method, path, body=None, headers=None):
+    c = connect(user)
     c.request(method, path, body=body, headers=headers or {})
     r = c.getresponse()
     data = r.read()
     c.close()
     return r.status, json.loads(data)
+
+
+def watch(user, path, headers=None):
+    """The events of a watch that the server ends after a second."""
+    c = connect(user)
+    c.request("GET", path + "&watch=true&timeoutSeconds=1", headers=headers or {})
+    r = c.getresponse()
+    events = [json.loads(line) for line in r.read().splitlines() if line.strip()]
+    c.close()
+    return r.status, events
+
+
+def audited(uri):
+    """The (stage, code, objectRef name, decision) of the audit events of requests to uri."""
+    out = []
+    with open(AUDIT) as f:
+        for line in f:
+            e = json.loads(line)
+            if e["requestURI"] == uri:
+                out.append((e["stage"], e.get("responseStatus", {}).get("code"),
+                            (e.get("objectRef") or {}).get("name"),
+                            e["annotations"].get("authorization.k8s.io/decision")))
+    return out
 
 
 def refused(user, method, path, code, reason, message, body=None, headers=None):
@@ -262,4 +295,70 @@ c.close()
 assert [(e["type"], e["object"]["kind"], e["object"]["metadata"]["name"]) for e in events] == [
     ("ADDED", "PartialObjectMetadata", "a1"), ("ADDED", "PartialObjectMetadata", "a3")], events
 assert all("data" not in e["object"] for e in events), events
+
+# resourceNames allow a list or watch only of the one Secret they name, and only when the
+# request names it (field selector metadata.name), as kube-apiserver authorizes from the URL.
+one = SECRETS + "?fieldSelector=metadata.name%3Da1"
+code, got = call("single", "GET", one)
+assert code == 200 and [i["metadata"]["name"] for i in got["items"]] == ["a1"], (code, got)
+code, got = call("single", "GET", one + "%2Ctype%3DOpaque")
+assert code == 200 and [i["metadata"]["name"] for i in got["items"]] == ["a1"], (code, got)
+refused("single", "GET", SECRETS, 403, "Forbidden", forbidden("single", "list"))
+refused("single", "GET", SECRETS + "?fieldSelector=metadata.name%3Da3", 403, "Forbidden",
+        forbidden("single", "list", "a3"))
+refused("single", "GET", SECRETS + "?fieldSelector=metadata.name%21%3Da3", 403, "Forbidden",
+        forbidden("single", "list"))
+# Options that do not decode name nothing: refused as a list of all.
+refused("single", "GET", one + "&limit=x", 403, "Forbidden", forbidden("single", "list"))
+code, events = watch("single", one)
+assert code == 200 and [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "a1")], events
+refused("single", "GET", SECRETS + "?watch=true", 403, "Forbidden", forbidden("single", "watch"))
+refused("single", "GET", SECRETS + "?watch=1&fieldSelector=metadata.name%3Db1", 403, "Forbidden",
+        forbidden("single", "watch", "b1"))
+# A field selector a list cannot use is the caller's 400 once the name authorized it.
+refused("single", "GET", one + "%2Cspec.x%3Dy", 400, "BadRequest", "field label not supported: spec.x")
+assert audited(one) == [("RequestReceived", None, "a1", "allow"), ("ResponseComplete", 200, "a1", "allow")], audited(one)
+
+# Discovery and everything else are authorized too: system:discovery lets every authenticated
+# user read discovery and OpenAPI; other paths and resources nothing serves are 403 for a user
+# without a rule, 404 for one allowed.
+code, got = call("nobody", "GET", "/api")
+assert code == 200 and got["kind"] == "APIVersions", got
+code, got = call("nobody", "GET", "/openapi/v3")
+assert code == 200 and "paths" in got, got
+refused("nobody", "GET", "/nope", 403, "Forbidden", 'forbidden: User "nobody" cannot get path "/nope"')
+refused("nobody", "POST", "/api", 403, "Forbidden", 'forbidden: User "nobody" cannot post path "/api"')
+refused("nobody", "GET", "/api/v1/namespaces/%s/configmaps" % NS, 403, "Forbidden",
+        'configmaps is forbidden: User "nobody" cannot list resource "configmaps" in API group "" in the namespace "%s"' % NS)
+refused("nobody", "GET", "/apis/apps/v1/deployments", 403, "Forbidden",
+        'deployments.apps is forbidden: User "nobody" cannot list resource "deployments" in API group "apps" at the cluster scope')
+refused("admin", "GET", "/nope", 404, "NotFound", "the server could not find the requested resource")
+refused("admin", "GET", "/api/v1/namespaces/%s/configmaps" % NS, 404, "NotFound",
+        "the server could not find the requested resource")
+
+# A watch cannot be written as YAML: 406 naming the stream media types (in YAML, as asked);
+# asking for YAML's stream form skips it.
+c = connect("admin")
+c.request("GET", SECRETS + "?watch=true&timeoutSeconds=1", headers={"Accept": "application/yaml"})
+r = c.getresponse()
+body = r.read().decode()
+c.close()
+assert r.status == 406 and r.getheader("Content-Type") == "application/yaml", (r.status, body)
+assert "message: 'only the following media types are accepted: application/json;stream=watch, " \
+       "application/vnd.kubernetes.protobuf;stream=watch'" in body or \
+       'message: "only the following media types are accepted: application/json;stream=watch, ' \
+       'application/vnd.kubernetes.protobuf;stream=watch"' in body, body
+code, events = watch("admin", SECRETS + "?labelSelector=g%3Da", headers={"Accept": "application/yaml;stream=watch, application/json"})
+assert code == 200 and [e["object"]["metadata"]["name"] for e in events] == ["a1", "a3"], events
+
+# Every request is in the audit log with the code it was answered with: those answered or
+# refused by the front end alone (discovery, 404, 400, 406, 403 before the handler) too.
+assert audited("/api") == [("RequestReceived", None, None, "allow"), ("ResponseComplete", 200, None, "allow"),
+                           ("RequestReceived", None, None, "forbid"), ("ResponseComplete", 403, None, "forbid")], audited("/api")
+assert [a[1] for a in audited("/nope")] == [None, 403, None, 404], audited("/nope")
+assert [a[1] for a in audited(SECRETS + "?watch=true&timeoutSeconds=1")][-2:] == [None, 406], \
+    audited(SECRETS + "?watch=true&timeoutSeconds=1")
+assert [a[1] for a in audited(SECRETS + "?limit=1&continue=garbage")] == [None, 400], audited(SECRETS + "?limit=1&continue=garbage")
+assert [a[1] for a in audited(SECRETS + "?resourceVersionMatch=Exact")] == [None, 422], audited(SECRETS + "?resourceVersionMatch=Exact")
+assert [a[1:] for a in audited(SECRETS + "/a1")][:2] == [(None, "a1", "forbid"), (403, "a1", "forbid")], audited(SECRETS + "/a1")
 print("ok")
