@@ -18,7 +18,7 @@
 //! | operation | verb | resource (group) | namespace, name |
 //! |---|---|---|---|
 //! | get, get at a revision, history | `get` | `secrets` | the Secret's |
-//! | list | `list` | `secrets` | the namespace ("" = all: cluster scope); no name, but the one a Kubernetes list selects (`metadata.name=NAME`) |
+//! | list | `list` | `secrets` | the namespace ("" = all: cluster scope); the name its field selector selects (`metadata.name=NAME`), if any |
 //! | watch | `watch` | `secrets` | as list; allowed or refused as a whole |
 //! | create | `create` | `secrets` | the namespace, no name (`resourceNames` cannot restrict it) |
 //! | update, rollback | `update` | `secrets` | the Secret's |

@@ -18,8 +18,8 @@ use crate::backend::{KeyValue, Revision};
 use crate::names::{Namespace, SecretName};
 use crate::store::migrate::{Coverage, MigrateOptions, MigrateProgress};
 use crate::store::{
-    HistoryEntry, Preconditions, RawPage, ResourceVersion, Scope, Secret, SecretId, SecretList,
-    Selector, Store, StoreError, WatchEvents, RESOURCE,
+    FieldSelector, HistoryEntry, Preconditions, RawPage, ResourceVersion, Scope, Secret, SecretId,
+    SecretList, Selector, Store, StoreError, WatchEvents, RESOURCE,
 };
 
 use super::verbs;
@@ -70,9 +70,9 @@ impl Migration {
 struct AuditedWatch {
     inner: WatchEvents,
     rec: Option<RequestAudit>,
-    /// The one Secret the watch was authorized for (its name), if it named one: events of
-    /// others are left out here, whatever the front end filters.
-    name: Option<String>,
+    /// The watch's field selector: events of Secrets it does not match are left out here (a
+    /// watch authorized for the one Secret its selector names gets only that Secret's).
+    fields: FieldSelector,
 }
 
 impl futures_core::Stream for AuditedWatch {
@@ -82,13 +82,13 @@ impl futures_core::Stream for AuditedWatch {
         let this = self.get_mut();
         loop {
             let item = std::task::ready!(this.inner.as_mut().poll_next(cx));
-            let other = |name: &String| match &item {
+            let left_out = match &item {
                 Some(Ok(ev)) => {
-                    ev.kind != crate::store::WatchKind::Bookmark && ev.object.metadata.name != *name
+                    ev.kind != crate::store::WatchKind::Bookmark && !this.fields.matches(&ev.object)
                 }
                 _ => false,
             };
-            if !this.name.as_ref().is_some_and(other) {
+            if !left_out {
                 return Poll::Ready(item);
             }
         }
@@ -385,31 +385,29 @@ impl Access {
     /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all), as of
     /// revision `at` if given (see [`Store::list_at`]). With `count_remaining`, a page with
     /// more after it through an empty `selector` counts them ([`Store::remaining`]), as
-    /// kube-apiserver's `remainingItemCount`. A `name` (not empty) is the one Secret the list
-    /// asks for (a Kubernetes list with the field selector `metadata.name=NAME`): it is
-    /// authorized with that name, so that `resourceNames` can allow it, as kube-apiserver
-    /// authorizes such a list, and the list holds at most that Secret.
+    /// kube-apiserver's `remainingItemCount`. The list holds the Secrets `fields` matches; a
+    /// field selector that names one Secret (`metadata.name=NAME`) has the list authorized
+    /// with that name, so that `resourceNames` can allow it, as kube-apiserver authorizes it.
     #[allow(clippy::too_many_arguments)] // every option of a list request
     pub async fn list(
         &self,
         ctx: &RequestContext,
         scope: &Scope,
-        name: &str,
         selector: &Selector,
+        fields: &FieldSelector,
         limit: usize,
         continue_token: Option<&str>,
         at: Option<Revision>,
         count_remaining: bool,
     ) -> Result<SecretList, AccessError> {
+        let name = fields.name().unwrap_or("");
         let attrs = Self::secrets(ctx, kverbs::LIST, scope.as_str(), name);
         let call = async {
             let mut list = self
                 .store
                 .list_at(scope, selector, limit, continue_token, at)
                 .await?;
-            if !name.is_empty() {
-                list.items.retain(|s| s.metadata.name == name);
-            }
+            list.items.retain(|s| fields.matches(s));
             if let Some(token) = list.continue_token.as_deref() {
                 if count_remaining && selector.is_empty() {
                     list.remaining_item_count = Some(self.store.remaining(scope, token).await?);
@@ -431,17 +429,18 @@ impl Access {
 
     /// Follows changes (`watch secrets`, as list): allowed or refused as a whole, with
     /// bookmarks among the events if asked ([`Store::watch_with_bookmarks`]). The audit log
-    /// gets `ResponseStarted` now and `ResponseComplete` when the stream ends. A `name` (not
-    /// empty) is authorized and followed as in [`Access::list`]: only that Secret's events.
+    /// gets `ResponseStarted` now and `ResponseComplete` when the stream ends. `fields` filters
+    /// and authorizes as in [`Access::list`].
     pub async fn watch(
         &self,
         ctx: &RequestContext,
         scope: &Scope,
-        name: &str,
         selector: Selector,
+        fields: &FieldSelector,
         resource_version: ResourceVersion,
         bookmarks: bool,
     ) -> Result<WatchEvents, AccessError> {
+        let name = fields.name().unwrap_or("");
         let attrs = Self::secrets(ctx, kverbs::WATCH, scope.as_str(), name);
         let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
         let events = if bookmarks {
@@ -461,7 +460,7 @@ impl Access {
                 Ok(Box::pin(AuditedWatch {
                     inner: events,
                     rec: Some(rec),
-                    name: (!name.is_empty()).then(|| name.to_owned()),
+                    fields: fields.clone(),
                 }))
             }
             Err(e) => {

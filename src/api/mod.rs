@@ -33,7 +33,7 @@ use crate::encryption::EncryptionError;
 use crate::names::{FieldError, Namespace};
 use crate::pb::keyward_v1 as pb;
 use crate::store::model::{ObjectMeta, SecretBytes, SecretString};
-use crate::store::{ResourceVersion, Scope, Secret, SecretId, Selector, StoreError};
+use crate::store::{FieldSelector, ResourceVersion, Scope, Secret, SecretId, Selector, StoreError};
 
 /// Maps a store error to a gRPC status carrying its [`Reason`]: caller mistakes get a specific
 /// code and a message naming the field; failures of the environment are `Unavailable`; anything
@@ -183,6 +183,10 @@ fn resource_version(name: &str, rv: &str) -> Result<ResourceVersion, Status> {
 
 fn selector(s: &str) -> Result<Selector, Status> {
     Selector::parse(s).map_err(|e| bad_request(format!("label_selector: {e}")))
+}
+
+fn field_selector(s: &str) -> Result<FieldSelector, Status> {
+    FieldSelector::parse(s).map_err(|e| bad_request(format!("field_selector: {e}")))
 }
 
 fn limit(n: i64, field: &str) -> Result<usize, Status> {

@@ -6,8 +6,8 @@ use tonic::{Code, Request, Response, Status};
 
 use super::frontend::{access_status, Frontend};
 use super::{
-    invalid, limit, namespace_filter, raw_to_pb, resource_version, secret_from_pb, secret_id,
-    secret_to_pb, selector, shared_secret_to_pb, to_status,
+    field_selector, invalid, limit, namespace_filter, raw_to_pb, resource_version, secret_from_pb,
+    secret_id, secret_to_pb, selector, shared_secret_to_pb, to_status,
 };
 use crate::backend::Revision;
 use crate::names::FieldError;
@@ -126,6 +126,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let ctx = self.front.context(&req, &uri("List")).await?;
         let req = req.into_inner();
         let sel = selector(&req.label_selector)?;
+        let fields = field_selector(&req.field_selector)?;
         let ns = namespace_filter(&req.namespace)?;
         let list = self
             .front
@@ -133,8 +134,8 @@ impl pb::secrets_server::Secrets for SecretsService {
             .list(
                 &ctx,
                 &ns,
-                "",
                 &sel,
+                &fields,
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
                 None,
@@ -164,12 +165,13 @@ impl pb::secrets_server::Secrets for SecretsService {
         use tokio_stream::StreamExt;
         let req = req.into_inner();
         let sel = selector(&req.label_selector)?;
+        let fields = field_selector(&req.field_selector)?;
         let ns = namespace_filter(&req.namespace)?;
         let rv = resource_version("", &req.resource_version)?;
         let events = self
             .front
             .access
-            .watch(&ctx, &ns, "", sel, rv, false)
+            .watch(&ctx, &ns, sel, &fields, rv, false)
             .await
             .map_err(access_status)?;
         let out = events.map(|e| {

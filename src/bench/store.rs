@@ -322,6 +322,7 @@ impl<T: Transport> StoreConn<T> {
                         namespace: STORE_NAMESPACE.into(),
                         resource_version: from.to_string(),
                         label_selector: String::new(),
+                        field_selector: String::new(),
                     })
                     .await
                     .map_err(|s| fail(format!("{}: {}", code_name(s.code()), s.message())))?

@@ -594,6 +594,7 @@ impl Follower<'_> {
             let list = match c
                 .list(pb::ListRequest {
                     namespace: self.ns.to_string(),
+                    field_selector: format!("metadata.name={}", self.name),
                     ..Default::default()
                 })
                 .await
@@ -617,6 +618,9 @@ impl Follower<'_> {
             namespace: self.ns.to_string(),
             resource_version: self.rv.clone(),
             label_selector: String::new(),
+            // This Secret alone, so that `list` and `watch` on it by name (resourceNames)
+            // suffice, as for kubelet.
+            field_selector: format!("metadata.name={}", self.name),
         };
         let mut stream = match c.watch(req).await {
             Ok(r) => r.into_inner(),

@@ -190,6 +190,11 @@ pub(super) struct GetArgs {
     /// Label selector, e.g. app=web,tier in (front,back).
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     selector: Option<String>,
+    /// Field selector on metadata.name, metadata.namespace and type, e.g.
+    /// metadata.name=db (a list or watch of one Secret needs list or watch on it by name
+    /// only).
+    #[arg(long = "field-selector", value_name = "SELECTOR")]
+    field_selector: Option<String>,
     /// After listing, stream changes.
     #[arg(short = 'w', long)]
     watch: bool,
@@ -666,6 +671,11 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             "error: --selector cannot be combined with names",
         ));
     }
+    if !names.is_empty() && a.field_selector.is_some() {
+        return Err(CliError::plain(
+            "error: --field-selector cannot be combined with names",
+        ));
+    }
     let ns = a.ns.namespace.clone();
     let mut undecryptable = 0;
     rt()?.block_on(async {
@@ -683,6 +693,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                         label_selector: a.selector.clone().unwrap_or_default(),
                         limit: i64::from(a.chunk_size),
                         r#continue: std::mem::take(&mut token),
+                        field_selector: a.field_selector.clone().unwrap_or_default(),
                     })
                     .await
                     .map_err(client::server_error)?
@@ -781,6 +792,12 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     },
                     resource_version: rv,
                     label_selector: a.selector.clone().unwrap_or_default(),
+                    // One Secret is watched by name, as kubectl does: `watch` on that name
+                    // suffices (resourceNames); several need the namespace's.
+                    field_selector: match names.as_slice() {
+                        [one] => format!("metadata.name={one}"),
+                        _ => a.field_selector.clone().unwrap_or_default(),
+                    },
                 })
                 .await
                 .map_err(client::server_error)?

@@ -125,11 +125,6 @@ impl RequestInfo {
                 .with_subresource(&r.subresource),
         }
     }
-
-    /// The name a list or watch of Secrets is authorized for ("" for all of them).
-    pub fn name(&self) -> &str {
-        self.resource.as_ref().map_or("", |r| r.name.as_str())
-    }
 }
 
 /// Whether a collection GET is a watch, and the name its field selector asks for, as
@@ -167,12 +162,12 @@ fn list_options(query: &BTreeMap<String, String>) -> (bool, Option<String>) {
 fn selected_name(s: &str) -> Option<Option<String>> {
     let mut found = None;
     for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (field, value, negated) = super::request::field_term(term)?;
+        let (field, value, negated) = crate::store::fields::field_term(term)?;
         if !negated && found.is_none() && field == "metadata.name" {
             found = Some(value.to_owned());
         }
     }
-    Some(found.filter(|n| !matches!(n.as_str(), "." | "..") && !n.contains(['/', '%'])))
+    Some(found.filter(|n| crate::store::fields::valid_path_segment(n)))
 }
 
 #[cfg(test)]

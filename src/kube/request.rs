@@ -14,7 +14,6 @@ use super::table::TABLE_CONTENT_TYPE;
 use super::KubeError;
 use crate::access::RequestContext;
 use crate::names::FieldError;
-use crate::store::Secret;
 
 /// `Content-Type` of protobuf bodies.
 pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
@@ -316,78 +315,6 @@ pub fn manager_from_user_agent(ua: &str) -> String {
         .collect()
 }
 
-/// One requirement of a field selector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldRequirement {
-    /// `metadata.name`, `metadata.namespace` or `type`.
-    pub field: String,
-    /// The value.
-    pub value: String,
-    /// `!=`.
-    pub negated: bool,
-}
-
-/// One term of a field selector (`a=b`, `a==b`, `a!=b`): its field and value, trimmed, and
-/// whether it is `!=`; `None` without an operator.
-pub fn field_term(term: &str) -> Option<(&str, &str, bool)> {
-    let (f, v, negated) = if let Some((f, v)) = term.split_once("!=") {
-        (f, v, true)
-    } else if let Some((f, v)) = term.split_once("==") {
-        (f, v, false)
-    } else {
-        let (f, v) = term.split_once('=')?;
-        (f, v, false)
-    };
-    Some((f.trim(), v.trim(), negated))
-}
-
-/// A field selector on Secrets (`metadata.name`, `metadata.namespace`, `type`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FieldSelector(Vec<FieldRequirement>);
-
-impl FieldSelector {
-    /// Parses `s` (`a=b,c!=d`, `==` allowed); an unknown field is kube-apiserver's 400.
-    pub fn parse(s: &str) -> Result<FieldSelector, KubeError> {
-        let mut reqs = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((field, value, negated)) = field_term(part) else {
-                return Err(KubeError::BadRequest(format!(
-                    "invalid selector: '{part}'; can't understand '{part}'"
-                )));
-            };
-            if !matches!(field, "metadata.name" | "metadata.namespace" | "type") {
-                return Err(KubeError::BadRequest(format!(
-                    "field label not supported: {field}"
-                )));
-            }
-            reqs.push(FieldRequirement {
-                field: field.to_owned(),
-                value: value.to_owned(),
-                negated,
-            });
-        }
-        Ok(FieldSelector(reqs))
-    }
-
-    /// Whether `s` matches.
-    pub fn matches(&self, s: &Secret) -> bool {
-        self.0.iter().all(|r| {
-            let v = match r.field.as_str() {
-                "metadata.name" => s.metadata.name.as_str(),
-                "metadata.namespace" => s.metadata.namespace.as_str(),
-                _ if s.type_.is_empty() => "Opaque",
-                _ => s.type_.as_str(),
-            };
-            (v == r.value) != r.negated
-        })
-    }
-
-    /// No requirement.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 /// Decodes `%XX` and `+` in a query component.
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -605,16 +532,6 @@ mod tests {
         assert_eq!(q["labelSelector"], "tier=web");
         assert_eq!(q["watch"], "");
         assert_eq!(q["x"], "a b%2");
-        let f = FieldSelector::parse("metadata.name=s1,type!=kubernetes.io/tls").unwrap();
-        let mut s = Secret::default();
-        s.metadata.name = "s1".into();
-        assert!(f.matches(&s));
-        s.type_ = "kubernetes.io/tls".into();
-        assert!(!f.matches(&s));
-        assert_eq!(
-            FieldSelector::parse("spec.x=1").unwrap_err().to_string(),
-            "field label not supported: spec.x"
-        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::apply;
 use super::objects::{decode_secret, encode_secret, partial_object_metadata};
 use super::patch;
-use super::request::{unsupported_media_type, yaml_to_json, FieldSelector, KubeRequest, Reply};
+use super::request::{unsupported_media_type, yaml_to_json, KubeRequest, Reply};
 use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
@@ -19,7 +19,9 @@ use crate::access::{Access, AccessError, WriteVerb};
 use crate::backend::{BackendError, Revision};
 use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
-use crate::store::{Preconditions, ResourceVersion, Scope, Secret, Selector, StoreError};
+use crate::store::{
+    FieldSelector, Preconditions, ResourceVersion, Scope, Secret, Selector, StoreError,
+};
 
 /// Most operations a JSON patch may carry (kube-apiserver's `maxJSONPatchOperations`).
 const MAX_JSON_PATCH_OPS: usize = 10_000;
@@ -101,8 +103,13 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
 fn selectors(req: &KubeRequest) -> Result<(Selector, FieldSelector), KubeError> {
     let labels = Selector::parse(req.param("labelSelector").unwrap_or(""))
         .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
-    let fields = FieldSelector::parse(req.param("fieldSelector").unwrap_or(""))?;
+    let fields = field_selector(req)?;
     Ok((labels, fields))
+}
+
+/// The request's `fieldSelector`; one that does not parse is kube-apiserver's 400.
+pub fn field_selector(req: &KubeRequest) -> Result<FieldSelector, KubeError> {
+    FieldSelector::parse(req.param("fieldSelector").unwrap_or("")).map_err(KubeError::BadRequest)
 }
 
 /// `GET .../secrets`: a SecretList, or a Table.
@@ -123,7 +130,7 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     };
     let count = fields.is_empty();
     let mut list = match access
-        .list(&req.ctx, ns, req.info.name(), &labels, limit, cont, at, count)
+        .list(&req.ctx, ns, &labels, &fields, limit, cont, at, count)
         .await
     {
         Err(AccessError::Store(StoreError::Gone(_))) if at.is_some() => {

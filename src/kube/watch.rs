@@ -13,13 +13,15 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
 use super::objects::{encode_secret, partial_object_metadata};
-use super::request::{FieldSelector, KubeRequest};
+use super::request::KubeRequest;
 use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
 use crate::access::{Access, AccessError};
 use crate::names::FieldError;
-use crate::store::{ResourceVersion, Scope, Selector, StoreError, WatchEvents, WatchKind};
+use crate::store::{
+    FieldSelector, ResourceVersion, Scope, Selector, StoreError, WatchEvents, WatchKind,
+};
 
 /// A started watch: the content type and the lines to stream.
 #[derive(Debug)]
@@ -140,7 +142,7 @@ pub async fn start(
     let include = IncludeObject::parse(req.param("includeObject"))?;
     let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
         .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
-    let fields = FieldSelector::parse(req.param("fieldSelector").unwrap_or(""))?;
+    let fields = super::secrets::field_selector(req)?;
     let rv = ResourceVersion::parse(
         "resourceVersion",
         req.param("resourceVersion").unwrap_or(""),
@@ -166,7 +168,7 @@ pub async fn start(
     };
     let (tx, lines) = mpsc::channel(64);
     match access
-        .watch(&req.ctx, &scope, req.info.name(), selector, rv, true)
+        .watch(&req.ctx, &scope, selector, &framing.fields, rv, true)
         .await
     {
         Ok(events) => {

@@ -8,6 +8,7 @@
 //! `mod_revision`; it is never stored.
 
 mod cache;
+pub mod fields;
 pub mod managed;
 pub mod migrate;
 pub mod model;
@@ -31,6 +32,7 @@ use crate::backend::{
 };
 use crate::encryption::{Encryption, EncryptionError, ReadInfo};
 use crate::names::{Namespace, SecretName};
+pub use fields::FieldSelector;
 pub use model::{FieldError, Secret, SecretId};
 pub use raw::{RawPage, RAW_LIST_MAX};
 pub use selector::Selector;

@@ -810,6 +810,7 @@ fn two_servers_on_one_etcd_serve_one_store() {
         let mut watch = within(
             "watch",
             cb.watch(pb::WatchRequest {
+                field_selector: String::new(),
                 namespace: "shared".into(),
                 resource_version: String::new(),
                 label_selector: String::new(),

@@ -48,6 +48,10 @@ enum Call {
     Delete(&'static str, &'static str, &'static str, &'static str),
     List(&'static str, &'static str, i64, &'static str),
     Watch(&'static str, &'static str, &'static str),
+    /// A list of every namespace with this field selector.
+    ListFields(&'static str),
+    /// A watch of every namespace with this field selector.
+    WatchFields(&'static str),
     History(&'static str, &'static str),
     Rollback(&'static str, &'static str, i64),
     V2Encrypt(usize),
@@ -237,6 +241,9 @@ fn cases() -> Vec<Case> {
         case("watch from a resourceVersion beyond i64", Watch("", "99999999999999999999", ""), INVALID, &["resourceVersion"]),
         case("watch with a bad selector", Watch("", "", "a in ("), INVALID, &["label_selector"]),
         case("watch of an invalid namespace", Watch("Bad_NS", "", ""), INVALID, &["metadata.namespace"]),
+        case("list with a field selector on another field", ListFields("spec.x=1"), INVALID, &["field_selector", "field label not supported: spec.x"]),
+        case("list with a field selector term without an operator", ListFields("metadata.name"), INVALID, &["field_selector", "can't understand"]),
+        case("watch with a field selector on another field", WatchFields("data.k=v"), INVALID, &["field_selector", "data.k"]),
         case("history of an invalid name", History("default", "Bad"), INVALID, &["metadata.name"]),
         case("history of an invalid namespace", History("Bad_NS", "keep"), INVALID, &["metadata.namespace"]),
         case("rollback to revision 0", Rollback("default", "keep", 0), INVALID, &["revision"]),
@@ -486,6 +493,23 @@ async fn grpc(c: &mut Clients, call: &Call, made: &[u8], key_id: &str) -> Option
                 label_selector: (*sel).into(),
                 limit: *limit,
                 r#continue: (*token).into(),
+                field_selector: String::new(),
+            })
+            .await
+            .map(drop),
+        Call::ListFields(fields) => c
+            .secrets
+            .list(pb::ListRequest {
+                field_selector: (*fields).into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Call::WatchFields(fields) => c
+            .secrets
+            .watch(pb::WatchRequest {
+                field_selector: (*fields).into(),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -494,6 +518,7 @@ async fn grpc(c: &mut Clients, call: &Call, made: &[u8], key_id: &str) -> Option
                 namespace: (*ns).into(),
                 resource_version: (*rv).into(),
                 label_selector: (*sel).into(),
+                field_selector: String::new(),
             };
             match c.secrets.watch(req).await {
                 Err(s) => Err(s),

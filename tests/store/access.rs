@@ -149,6 +149,19 @@ fn get(ns: &str, name: &str) -> pb::GetRequest {
     }
 }
 
+/// Creates `prod/db` and `prod/cache` as the admin.
+async fn create_db_and_cache(admin: &mut SecretsClient<Channel>) {
+    for (name, v) in [("db", VALUES[0]), ("cache", VALUES[2])] {
+        admin
+            .create(pb::CreateRequest {
+                secret: Some(pb_secret("prod", name, &[("password", v)])),
+                dry_run: false,
+            })
+            .await
+            .unwrap();
+    }
+}
+
 /// Every Secret operation as `token`, named for the report: `Ok(())` or the status.
 async fn each_op(
     c: &mut SecretsClient<Channel>,
@@ -319,15 +332,7 @@ async fn who_may_read_which_secret() {
         .into_inner();
     assert_eq!(me.username, "system:admin");
     assert!(me.groups.contains(&"system:masters".to_owned()));
-    for (name, v) in [("db", VALUES[0]), ("cache", VALUES[2])] {
-        admin
-            .create(pb::CreateRequest {
-                secret: Some(pb_secret("prod", name, &[("password", v)])),
-                dry_run: false,
-            })
-            .await
-            .unwrap();
-    }
+    create_db_and_cache(&mut admin).await;
     admin
         .update(pb::UpdateRequest {
             secret: Some(pb_secret("prod", "db", &[("password", VALUES[1])])),
@@ -574,7 +579,8 @@ async fn who_may_read_which_secret() {
             Some(APP_TOKEN),
         )
     };
-    // (A rule naming db would not do: a list names no object, so resourceNames never match it.)
+    // (A rule naming db would not do: a list without a field selector names no object, so
+    // resourceNames never match it; see `one_secret_is_listed_and_watched_by_name`.)
     let more = "verbs: [get]\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [list]";
     std::fs::write(&w.policy, POLICY.replacen("verbs: [get]", more, 1)).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -641,6 +647,162 @@ async fn who_may_read_which_secret() {
         );
     }
     verify_log(&w.audit);
+}
+
+/// A list or watch whose field selector names one Secret is authorized with that name, as
+/// kube-apiserver authorizes it: an identity allowed get, list and watch of `db` alone
+/// (resourceNames) lists and follows `db`, sees nothing of the others, and is refused a list
+/// or watch of the namespace or of another name; `keyward mount --watch` follows `db` with
+/// exactly these permissions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_secret_is_listed_and_watched_by_name() {
+    let w = start().await;
+    let ch = channel(&w).await;
+    let mut admin = SecretsClient::new(ch.clone());
+    let mut app = SecretsClient::new(ch);
+    create_db_and_cache(&mut admin).await;
+    let named = "verbs: [get, list, watch]";
+    std::fs::write(&w.policy, POLICY.replacen("verbs: [get]", named, 1)).unwrap();
+    let list = |fields: &str| {
+        req(
+            pb::ListRequest {
+                namespace: "prod".into(),
+                field_selector: fields.into(),
+                ..Default::default()
+            },
+            Some(APP_TOKEN),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        match app.list(list("metadata.name=db")).await {
+            Ok(p) => break p.into_inner(),
+            Err(e) => {
+                assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "policy never reloaded"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let names: Vec<_> = page
+        .items
+        .iter()
+        .map(|s| s.metadata.clone().unwrap_or_default().name)
+        .collect();
+    assert_eq!(names, ["db"]);
+    for (fields, verb, name) in [
+        ("", "list", ""),
+        ("metadata.name=cache", "list", "cache"),
+        ("metadata.name!=cache", "list", ""),
+        ("type=Opaque", "list", ""),
+    ] {
+        let e = app.list(list(fields)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{fields}");
+        assert_eq!(e.message(), forbidden("app", verb, name), "{fields}");
+    }
+    let e = app.list(list("spec.x=1")).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::InvalidArgument,
+            "field_selector: field label not supported: spec.x"
+        )
+    );
+    let watch = |fields: &str| {
+        req(
+            pb::WatchRequest {
+                namespace: "prod".into(),
+                resource_version: page.resource_version.clone(),
+                field_selector: fields.into(),
+                ..Default::default()
+            },
+            Some(APP_TOKEN),
+        )
+    };
+    for (fields, name) in [("", ""), ("metadata.name=cache", "cache")] {
+        let e = app.watch(watch(fields)).await.unwrap_err();
+        assert_eq!(e.message(), forbidden("app", "watch", name), "{fields}");
+    }
+    let mut events = app
+        .watch(watch("metadata.name=db"))
+        .await
+        .unwrap()
+        .into_inner();
+    for (name, v) in [("cache", VALUES[2]), ("db", VALUES[1])] {
+        admin
+            .update(pb::UpdateRequest {
+                secret: Some(pb_secret("prod", name, &[("password", v)])),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    let secret = ev.object.unwrap_or_default();
+    assert_eq!(
+        (
+            ev.r#type.as_str(),
+            secret.metadata.unwrap_or_default().name.as_str()
+        ),
+        ("MODIFIED", "db")
+    );
+    assert_eq!(secret.data["password"], VALUES[1]);
+    drop(events);
+
+    // `keyward mount --watch` as app: the file follows db's changes.
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("app.token");
+    write_private(&token_file, APP_TOKEN.as_bytes());
+    let target = dir.path().join("db");
+    let mut mount = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "mount",
+            "secret/db",
+            "-n",
+            "prod",
+            "--watch",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .arg("--server")
+        .arg(format!("unix://{}", w.server.socket.display()))
+        .arg(&target)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = target.join("password");
+    let wait_for = |want: &[u8]| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read(&file).ok().as_deref() != Some(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{file:?} never held {want:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    tokio::task::block_in_place(|| wait_for(VALUES[1]));
+    admin
+        .update(pb::UpdateRequest {
+            secret: Some(pb_secret("prod", "db", &[("password", VALUES[0])])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| wait_for(VALUES[0]));
+    mount.kill().unwrap();
+    let out = mount.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("forbidden"), "{err}");
 }
 
 async fn wait_until_unauthenticated(c: &mut SecretsClient<Channel>, token: &str) {

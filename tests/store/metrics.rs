@@ -126,6 +126,7 @@ fn dev_counts_calls_objects_watches_and_migrations_and_names_no_secret() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let watch = rt
         .block_on(c.watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: String::new(),
             resource_version: String::new(),
             label_selector: String::new(),

@@ -434,6 +434,7 @@ async fn delete_preconditions(srv: TestStore) {
     );
     let e = c
         .watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: String::new(),
             resource_version: "18446744073709551616".into(),
             label_selector: String::new(),
@@ -489,6 +490,7 @@ async fn list_namespaces_selectors_and_pages(srv: TestStore) {
     // A namespace that is a prefix of another is not mixed in.
     create(&mut c, secret("a2", "x", &[])).await.unwrap();
     let list = |ns: &str, sel: &str, limit: i64, cont: &str| pb::ListRequest {
+        field_selector: String::new(),
         namespace: ns.into(),
         label_selector: sel.into(),
         limit,
@@ -567,6 +569,7 @@ async fn watch_replays_then_follows(srv: TestStore) {
     // From the create's revision: the update is replayed, then live changes follow.
     let mut stream = c
         .watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: "w".into(),
             resource_version: meta(&s1).resource_version.clone(),
             label_selector: String::new(),
@@ -626,6 +629,7 @@ async fn watch_replays_then_follows(srv: TestStore) {
     // A label selector turns label changes into ADDED/DELETED.
     let mut sel = c
         .watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: "w".into(),
             resource_version: "1".into(),
             label_selector: "team=x".into(),
@@ -948,6 +952,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     let first = first.unwrap();
     let page = c
         .list(pb::ListRequest {
+            field_selector: String::new(),
             namespace: "c".into(),
             label_selector: String::new(),
             limit: 2,
@@ -968,6 +973,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
 
     let e = c
         .list(pb::ListRequest {
+            field_selector: String::new(),
             namespace: "c".into(),
             label_selector: String::new(),
             limit: 2,
@@ -992,6 +998,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
     let e = c
         .watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: "c".into(),
             resource_version: listed_at.to_string(),
             label_selector: String::new(),
@@ -1018,6 +1025,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     // From now on, all is well: a fresh list, its pages, and a watch from its revision.
     let list = c
         .list(pb::ListRequest {
+            field_selector: String::new(),
             namespace: "c".into(),
             label_selector: String::new(),
             limit: 0,
@@ -1029,6 +1037,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     assert_eq!(list.items.len(), 6);
     let mut w = c
         .watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: "c".into(),
             resource_version: list.resource_version.clone(),
             label_selector: String::new(),
@@ -1114,6 +1123,7 @@ async fn watch_from_a_future_revision_is_refused_and_the_initial_list_is_paged(s
     for rv in [current + 1000, i64::MAX] {
         let e = c
             .watch(pb::WatchRequest {
+                field_selector: String::new(),
                 namespace: "big".into(),
                 resource_version: rv.to_string(),
                 label_selector: String::new(),
@@ -1129,6 +1139,7 @@ async fn watch_from_a_future_revision_is_refused_and_the_initial_list_is_paged(s
     }
     let mut stream = c
         .watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: "big".into(),
             resource_version: String::new(),
             label_selector: String::new(),
@@ -1174,6 +1185,7 @@ async fn contended_writes_lose_nothing(srv: TestStore) {
     last = last.max(rv(&hot.await.unwrap()));
     let mut stream = c
         .watch(pb::WatchRequest {
+            field_selector: String::new(),
             namespace: ns.into(),
             resource_version: last.to_string(),
             label_selector: String::new(),
