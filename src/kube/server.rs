@@ -373,7 +373,9 @@ impl KubeApi {
             Ok(b) => b,
             Err(e) => return reply(e.into()),
         };
-        let ctx = match self.context(&parts.headers, peer, certs, uri).await {
+        let query = parse_query(parts.uri.query().unwrap_or(""));
+        let info = RequestInfo::parse(&method, &path, &query);
+        let ctx = match self.context(&parts.headers, peer, certs, uri, &info).await {
             Ok(ctx) => ctx,
             Err(e) => return reply(e.into()),
         };
@@ -383,10 +385,9 @@ impl KubeApi {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
-        let query = parse_query(parts.uri.query().unwrap_or(""));
         let kreq = KubeRequest {
             ctx,
-            info: RequestInfo::parse(&method, &path, &query),
+            info,
             query,
             content_type,
             accept: header("accept"),
@@ -452,22 +453,39 @@ impl KubeApi {
     }
 
     /// Authenticates the request and applies `Impersonate-*` headers.
+    /// A refused credential is recorded in the audit log as kube-apiserver records it: what
+    /// the request asked for (`info`), no user, 401 and the methods attempted.
     async fn context(
         &self,
         headers: &HeaderMap,
         peer: SocketAddr,
         certs: &[CertificateDer<'static>],
         uri: String,
+        info: &RequestInfo,
     ) -> Result<RequestContext, KubeError> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let creds = Credentials::Tls {
             client_certs: (!certs.is_empty()).then_some(certs),
             authorization: get("authorization"),
         };
-        let user = self.authn.authenticate(creds).await?;
+        let audit_id = get("audit-id").map(str::to_owned);
+        let user_agent = get("user-agent").unwrap_or_default().to_owned();
+        let user = match self.authn.authenticate(creds).await {
+            Ok(user) => user,
+            Err(e) => {
+                let mut audit = crate::audit::RequestInfo::new(uri, Source::Tcp(peer).peer());
+                audit.audit_id = audit_id;
+                audit.user_agent = user_agent;
+                let attrs = info.attributes(crate::authn::Identity::default());
+                self.access
+                    .record_unauthenticated(&attrs, audit, &creds.failure_message())
+                    .await;
+                return Err(e.into());
+            }
+        };
         let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri);
-        ctx.audit_id = get("audit-id").map(str::to_owned);
-        ctx.user_agent = get("user-agent").unwrap_or_default().to_owned();
+        ctx.audit_id = audit_id;
+        ctx.user_agent = user_agent;
         let all = |name: &str| -> Vec<String> {
             headers
                 .get_all(name)

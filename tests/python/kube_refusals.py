@@ -351,6 +351,20 @@ assert "message: 'only the following media types are accepted: application/json;
 code, events = watch("admin", SECRETS + "?labelSelector=g%3Da", headers={"Accept": "application/yaml;stream=watch, application/json"})
 assert code == 200 and [e["object"]["metadata"]["name"] for e in events] == ["a1", "a3"], events
 
+# A refused credential is recorded as kube-apiserver records it: what was asked, no user, 401.
+ctx = ssl.create_default_context(cafile=DIR + "/ca.pem")
+c = http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=60)
+c.request("GET", SECRETS + "?limit=7", headers={"Authorization": "Bearer not-a-token"})
+r = c.getresponse()
+assert r.status == 401, (r.status, r.read())
+r.read()
+c.close()
+with open(AUDIT) as f:
+    unauthenticated = [json.loads(line) for line in f if (SECRETS + "?limit=7") in line]
+assert [(e["stage"], e["verb"], e["user"], e["responseStatus"]["code"], e["responseStatus"]["message"],
+         e["objectRef"]["resource"], e["objectRef"]["namespace"]) for e in unauthenticated] == [
+    ("ResponseStarted", "list", {}, 401, "Authentication failed, attempted: bearer", "secrets", NS)], unauthenticated
+
 # Every request is in the audit log with the code it was answered with: those answered or
 # refused by the front end alone (discovery, 404, 400, 406, 403 before the handler) too.
 assert audited("/api") == [("RequestReceived", None, None, "allow"), ("ResponseComplete", 200, None, "allow"),
