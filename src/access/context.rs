@@ -56,6 +56,9 @@ pub struct RequestContext {
     pub request_uri: String,
     /// When the request arrived.
     pub received: SystemTime,
+    /// The API version the request names (`objectRef.apiVersion` in the audit log): `v1`
+    /// unless a front end reads another from the request (`/apis/GROUP/v1beta1/...`).
+    pub api_version: String,
     /// Set once the request is in the audit log's hands ([`RequestContext::is_recorded`]).
     recorded: Arc<AtomicBool>,
 }
@@ -72,6 +75,7 @@ impl RequestContext {
             user_agent: String::new(),
             request_uri: request_uri.into(),
             received: SystemTime::now(),
+            api_version: "v1".to_owned(),
             recorded: Arc::default(),
         }
     }
@@ -102,6 +106,7 @@ impl RequestContext {
         info.user_agent = self.user_agent.clone();
         info.impersonator = self.impersonator.clone();
         info.received = self.received;
+        info.api_version.clone_from(&self.api_version);
         info
     }
 }

@@ -375,10 +375,13 @@ impl KubeApi {
         };
         let query = parse_query(parts.uri.query().unwrap_or(""));
         let info = RequestInfo::parse(&method, &path, &query);
-        let ctx = match self.context(&parts.headers, peer, certs, uri, &info).await {
+        let mut ctx = match self.context(&parts.headers, peer, certs, uri, &info).await {
             Ok(ctx) => ctx,
             Err(e) => return reply(e.into()),
         };
+        if let Some(r) = &info.resource {
+            ctx.api_version.clone_from(&r.version);
+        }
         let content_type = header("content-type")
             .split(';')
             .next()
@@ -476,6 +479,9 @@ impl KubeApi {
                 let mut audit = crate::audit::RequestInfo::new(uri, Source::Tcp(peer).peer());
                 audit.audit_id = audit_id;
                 audit.user_agent = user_agent;
+                if let Some(r) = &info.resource {
+                    audit.api_version.clone_from(&r.version);
+                }
                 let attrs = info.attributes(crate::authn::Identity::default());
                 self.access
                     .record_unauthenticated(&attrs, audit, &creds.failure_message())

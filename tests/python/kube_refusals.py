@@ -351,6 +351,15 @@ assert "message: 'only the following media types are accepted: application/json;
 code, events = watch("admin", SECRETS + "?labelSelector=g%3Da", headers={"Accept": "application/yaml;stream=watch, application/json"})
 assert code == 200 and [e["object"]["metadata"]["name"] for e in events] == ["a1", "a3"], events
 
+# objectRef.apiVersion is the version the request names.
+review = "/apis/authentication.k8s.io/v1beta1/selfsubjectreviews"
+code, got = call("nobody", "POST", review, body=json.dumps(
+    {"apiVersion": "authentication.k8s.io/v1beta1", "kind": "SelfSubjectReview"}), headers=JSON)
+assert code == 201 and got["status"]["userInfo"]["username"] == "nobody", (code, got)
+with open(AUDIT) as f:
+    refs = [json.loads(line)["objectRef"] for line in f if review in line]
+assert refs and all((r["apiGroup"], r["apiVersion"]) == ("authentication.k8s.io", "v1beta1") for r in refs), refs
+
 # A refused credential is recorded as kube-apiserver records it: what was asked, no user, 401.
 ctx = ssl.create_default_context(cafile=DIR + "/ca.pem")
 c = http.client.HTTPSConnection(HOST, PORT, context=ctx, timeout=60)
