@@ -236,11 +236,12 @@ pub fn negotiate(accept: &str) -> Option<Output> {
     })
 }
 
-/// `body` (JSON) as kube-apiserver writes YAML: `sigs.k8s.io/yaml`'s `JSONToYAML`, keys sorted.
-/// `None` if it is not JSON.
+/// `body` (JSON) as kube-apiserver writes YAML: `sigs.k8s.io/yaml`'s `JSONToYAML`, go-yaml v2's
+/// layout byte for byte ([`crate::manifest::goyaml`], as kubectl prints objects). `None` if it
+/// is not JSON.
 pub fn json_to_yaml(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
-    serde_yaml_ng::to_string(&value).ok()
+    Some(crate::manifest::goyaml::to_yaml(&value))
 }
 
 /// 415 naming the media types accepted.
@@ -495,9 +496,16 @@ mod tests {
         let y = json_to_yaml(br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"s","labels":{"b":"1","a":"2"}},"data":{"k":"dg=="}}"#).unwrap();
         assert_eq!(
             y,
-            "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  labels:\n    a: '2'\n    b: '1'\n  name: s\n"
+            "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  labels:\n    a: \"2\"\n    b: \"1\"\n  name: s\n"
         );
         assert!(json_to_yaml(b"not json").is_none());
+        // go-yaml v2's quoting and folding: a timestamp double-quoted, a message with ": "
+        // single-quoted and folded past column 80.
+        let status = json_to_yaml(br#"{"metadata":{"creationTimestamp":"2026-12-03T17:00:00Z"},"message":"secrets \"cache\" is forbidden: User \"app\" cannot get resource \"secrets\" in API group \"\" in the namespace \"prod\""}"#).unwrap();
+        assert_eq!(
+            status,
+            "message: 'secrets \"cache\" is forbidden: User \"app\" cannot get resource \"secrets\" in\n  API group \"\" in the namespace \"prod\"'\nmetadata:\n  creationTimestamp: \"2026-12-03T17:00:00Z\"\n"
+        );
     }
 
     use super::*;

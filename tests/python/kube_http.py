@@ -96,6 +96,8 @@ code, ctype, data = call("GET", SECRETS + "/s1", headers={"Accept": "application
 text = data.decode()
 assert (code, ctype) == (200, "application/yaml"), (code, ctype, text)
 assert text.startswith("apiVersion: v1\ndata:\n") and "\nkind: Secret\nmetadata:\n" in text and "\n  name: s1\n" in text, text
+# Strings that would read back as something else are double-quoted, as go-yaml v2 writes them.
+assert '\n  creationTimestamp: "20' in text and '\n  resourceVersion: "' in text, text
 code, ctype, data = call("GET", SECRETS + "/nope", headers={"Accept": "application/yaml"})
 text = data.decode()
 assert (code, ctype) == (404, "application/yaml"), (code, ctype, text)
