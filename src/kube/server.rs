@@ -375,13 +375,10 @@ impl KubeApi {
         };
         let query = parse_query(parts.uri.query().unwrap_or(""));
         let info = RequestInfo::parse(&method, &path, &query);
-        let mut ctx = match self.context(&parts.headers, peer, certs, uri, &info).await {
+        let ctx = match self.context(&parts.headers, peer, certs, uri, &info).await {
             Ok(ctx) => ctx,
             Err(e) => return reply(e.into()),
         };
-        if let Some(r) = &info.resource {
-            ctx.api_version.clone_from(&r.version);
-        }
         let content_type = header("content-type")
             .split(';')
             .next()
@@ -492,6 +489,9 @@ impl KubeApi {
         let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri);
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
+        if let Some(r) = &info.resource {
+            ctx.api_version.clone_from(&r.version);
+        }
         let all = |name: &str| -> Vec<String> {
             headers
                 .get_all(name)
