@@ -208,8 +208,10 @@ mod tests {
         }
     }
 
-    /// The cases of kube-apiserver's `TestGetAPIRequestInfo` and `TestGetNonAPIRequestInfo`
-    /// that apply to the paths keyward sees, and the field selector's name.
+    /// Request shapes as kube-apiserver's `RequestInfoFactory` reads them: collections and
+    /// named objects, watch parameters, a field selector's name (and options that keep it
+    /// from counting), namespaces and their subresources, `/api/v1/watch/`, other groups, and
+    /// non-resource paths.
     #[test]
     fn requests_are_read_as_kube_apiserver_reads_them() {
         let cases: Vec<Case> = vec![
