@@ -10,6 +10,22 @@
 
 use std::fmt;
 
+/// `path.IsValidPathSegmentName`: what keeps `name` from being one segment of a URL path (it
+/// may not be `.` or `..`, nor contain `/` or `%`); empty if nothing. The rule for RBAC object
+/// names (`ValidateRBACName`) and for the name a field selector gives a request.
+pub fn path_segment_problems(name: &str) -> Vec<String> {
+    for bad in [".", ".."] {
+        if name == bad {
+            return vec![format!("may not be '{bad}'")];
+        }
+    }
+    ["/", "%"]
+        .into_iter()
+        .filter(|bad| name.contains(bad))
+        .map(|bad| format!("may not contain '{bad}'"))
+        .collect()
+}
+
 /// DNS-1123 label (`IsDNS1123Label`): 1 to 63 of `[a-z0-9-]`, starting and ending
 /// alphanumeric.
 pub fn is_dns1123_label(s: &str) -> bool {

@@ -167,7 +167,7 @@ fn selected_name(s: &str) -> Option<Option<String>> {
             found = Some(value.to_owned());
         }
     }
-    Some(found.filter(|n| crate::store::fields::valid_path_segment(n)))
+    Some(found.filter(|n| crate::names::path_segment_problems(n).is_empty()))
 }
 
 #[cfg(test)]

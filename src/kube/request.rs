@@ -190,9 +190,9 @@ pub fn negotiate(accept: &str) -> Option<Output> {
     let mut entries: Vec<(f32, &str)> = accept
         .split(',')
         .map(|entry| {
-            let q = entry
+            let params = entry.split_once(';').map_or("", |(_, p)| p);
+            let q = params
                 .split(';')
-                .skip(1)
                 .filter_map(|p| p.trim().strip_prefix("q="))
                 .find_map(|q| q.trim().parse::<f32>().ok())
                 .unwrap_or(1.0);

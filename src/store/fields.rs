@@ -33,12 +33,6 @@ pub fn field_term(term: &str) -> Option<(&str, &str, bool)> {
     Some((f.trim(), v.trim(), negated))
 }
 
-/// Whether `name` can be a request's name: kube-apiserver's `IsValidPathSegmentName` (not `.`
-/// or `..`, no `/` or `%`).
-pub fn valid_path_segment(name: &str) -> bool {
-    !matches!(name, "." | "..") && !name.contains(['/', '%'])
-}
-
 impl FieldSelector {
     /// Parses `s`; the error is kube-apiserver's message (`invalid selector: ...` for a term
     /// without an operator, `field label not supported: F` for another field).
@@ -82,7 +76,7 @@ impl FieldSelector {
             .iter()
             .find(|r| !r.negated && r.field == "metadata.name")
             .map(|r| r.value.as_str())
-            .filter(|n| valid_path_segment(n))
+            .filter(|n| crate::names::path_segment_problems(n).is_empty())
     }
 
     /// No requirement.

@@ -47,22 +47,20 @@ fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         rules,
         aggregation_rule: None,
     };
+    // Health and version: public information, and part of discovery too.
+    let public = ["/livez", "/readyz", "/healthz", "/version", "/version/"];
+    let discovery = [
+        "/openapi",
+        "/openapi/*",
+        "/api",
+        "/api/*",
+        "/apis",
+        "/apis/*",
+    ];
     let roles = vec![
         role(
             DISCOVERY,
-            vec![get_urls(&[
-                "/livez",
-                "/readyz",
-                "/healthz",
-                "/version",
-                "/version/",
-                "/openapi",
-                "/openapi/*",
-                "/api",
-                "/api/*",
-                "/apis",
-                "/apis/*",
-            ])],
+            vec![get_urls(&[&public[..], &discovery].concat())],
         ),
         role(
             BASIC_USER,
@@ -74,16 +72,7 @@ fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
                 create("authentication.k8s.io", &["selfsubjectreviews"]),
             ],
         ),
-        role(
-            PUBLIC_INFO_VIEWER,
-            vec![get_urls(&[
-                "/livez",
-                "/readyz",
-                "/healthz",
-                "/version",
-                "/version/",
-            ])],
-        ),
+        role(PUBLIC_INFO_VIEWER, vec![get_urls(&public)]),
     ];
     let binding = |name: &str, groups: &[&str]| ClusterRoleBinding {
         metadata: ObjectMeta::new("", name),

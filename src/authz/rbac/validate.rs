@@ -114,20 +114,6 @@ fn validate(object: &Object) -> Vec<FieldIssue> {
     issues
 }
 
-/// `path.IsValidPathSegmentName`, the rule for RBAC object and role names (`ValidateRBACName`).
-fn path_segment_problems(name: &str) -> Vec<String> {
-    for bad in [".", ".."] {
-        if name == bad {
-            return vec![format!("may not be '{bad}'")];
-        }
-    }
-    ["/", "%"]
-        .into_iter()
-        .filter(|bad| name.contains(bad))
-        .map(|bad| format!("may not contain '{bad}'"))
-        .collect()
-}
-
 fn validate_meta(meta: &ObjectMeta, namespaced: bool, issues: &mut Vec<FieldIssue>) {
     if meta.name.is_empty() {
         issues.push(FieldIssue::new(
@@ -135,7 +121,7 @@ fn validate_meta(meta: &ObjectMeta, namespaced: bool, issues: &mut Vec<FieldIssu
             "Required value: name or generateName is required",
         ));
     }
-    for msg in path_segment_problems(&meta.name) {
+    for msg in crate::names::path_segment_problems(&meta.name) {
         issues.push(FieldIssue::new(
             "metadata.name",
             format!("Invalid value: {}: {msg}", go_quote(&meta.name)),
@@ -233,7 +219,7 @@ fn validate_binding(
     if name.is_empty() {
         issues.push(FieldIssue::new("roleRef.name", "Required value"));
     }
-    for msg in path_segment_problems(name) {
+    for msg in crate::names::path_segment_problems(name) {
         issues.push(FieldIssue::new(
             "roleRef.name",
             format!("Invalid value: {}: {msg}", go_quote(name)),
