@@ -292,18 +292,18 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         prefix: &[u8],
         from: Option<Revision>,
-    ) -> Result<WatchStream, BackendError>;
+    ) -> Result<WatchStream, BackendError> {
+        Ok(self.watch_with_progress(prefix, from).await?.0)
+    }
 
-    /// [`Backend::watch`], and how far it has got, if the backend can tell
-    /// ([`WatchProgress`]; the embedded engines can, etcd's watch does not say without a
-    /// progress request). This default tells nothing.
+    /// [`Backend::watch`], and how far it has got if the backend can tell ([`WatchProgress`];
+    /// the embedded engines can, etcd's watch does not say without a progress request, so its
+    /// is `None`).
     async fn watch_with_progress(
         &self,
         prefix: &[u8],
         from: Option<Revision>,
-    ) -> Result<(WatchStream, Option<WatchProgress>), BackendError> {
-        Ok((self.watch(prefix, from).await?, None))
-    }
+    ) -> Result<(WatchStream, Option<WatchProgress>), BackendError>;
 
     /// The current store revision.
     async fn current_revision(&self) -> Result<Revision, BackendError>;

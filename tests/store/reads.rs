@@ -319,12 +319,18 @@ impl keyward::backend::Backend for CorruptGets {
     ) -> Result<WriteOutcome, keyward::backend::BackendError> {
         self.inner.delete(key, expect).await
     }
-    async fn watch(
+    async fn watch_with_progress(
         &self,
         prefix: &[u8],
         from: Option<keyward::backend::Revision>,
-    ) -> Result<keyward::backend::WatchStream, keyward::backend::BackendError> {
-        self.inner.watch(prefix, from).await
+    ) -> Result<
+        (
+            keyward::backend::WatchStream,
+            Option<keyward::backend::WatchProgress>,
+        ),
+        keyward::backend::BackendError,
+    > {
+        self.inner.watch_with_progress(prefix, from).await
     }
     async fn current_revision(
         &self,

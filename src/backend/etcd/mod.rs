@@ -35,7 +35,7 @@ pub use client::{EtcdClient, EtcdOptions, EtcdOptionsError, WatchParts};
 
 use super::{
     check_key, prefix_end, AtomicRevision, Backend, BackendError, Expect, KeyValue, RangeRequest,
-    RangeResponse, Revision, WatchStream, WriteOutcome,
+    RangeResponse, Revision, WatchProgress, WatchStream, WriteOutcome,
 };
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -498,11 +498,11 @@ impl Backend for EtcdBackend {
         }
     }
 
-    async fn watch(
+    async fn watch_with_progress(
         &self,
         prefix: &[u8],
         from: Option<Revision>,
-    ) -> Result<WatchStream, BackendError> {
+    ) -> Result<(WatchStream, Option<WatchProgress>), BackendError> {
         if let Some(from) = from {
             self.check_watchable(from).await?;
         }
@@ -522,7 +522,9 @@ impl Backend for EtcdBackend {
             tx,
         };
         tokio::spawn(feed.run(parts));
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        // etcd reports no progress without progress requests (see `WatchProgress`).
+        let stream: WatchStream = Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
+        Ok((stream, None))
     }
 
     async fn current_revision(&self) -> Result<Revision, BackendError> {

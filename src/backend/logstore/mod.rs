@@ -649,14 +649,6 @@ impl Backend for LogBackend {
         .await
     }
 
-    async fn watch(
-        &self,
-        prefix: &[u8],
-        from: Option<Revision>,
-    ) -> Result<WatchStream, BackendError> {
-        Ok(self.watch_with_progress(prefix, from).await?.0)
-    }
-
     async fn watch_with_progress(
         &self,
         prefix: &[u8],

@@ -821,14 +821,6 @@ impl Backend for SledBackend {
         self.submit_write(key, WriteOp::Delete, expect).await
     }
 
-    async fn watch(
-        &self,
-        prefix: &[u8],
-        from: Option<Revision>,
-    ) -> Result<WatchStream, BackendError> {
-        Ok(self.watch_with_progress(prefix, from).await?.0)
-    }
-
     async fn watch_with_progress(
         &self,
         prefix: &[u8],
