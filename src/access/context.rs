@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::audit::{Peer, RequestInfo};
@@ -60,7 +59,17 @@ pub struct RequestContext {
     /// unless a front end reads another from the request (`/apis/GROUP/v1beta1/...`).
     pub api_version: String,
     /// Set once the request is in the audit log's hands ([`RequestContext::is_recorded`]).
-    recorded: Arc<AtomicBool>,
+    recorded: Recorded,
+}
+
+/// Whether the access layer took the request in hand; a clone starts with the value it had.
+#[derive(Debug, Default)]
+struct Recorded(AtomicBool);
+
+impl Clone for Recorded {
+    fn clone(&self) -> Self {
+        Recorded(AtomicBool::new(self.0.load(Ordering::Relaxed)))
+    }
 }
 
 impl RequestContext {
@@ -76,7 +85,7 @@ impl RequestContext {
             request_uri: request_uri.into(),
             received: SystemTime::now(),
             api_version: "v1".to_owned(),
-            recorded: Arc::default(),
+            recorded: Recorded::default(),
         }
     }
 
@@ -85,11 +94,11 @@ impl RequestContext {
     /// request that none reached, or that it answered alone, itself
     /// ([`Access::record`](super::Access::record)).
     pub fn is_recorded(&self) -> bool {
-        self.recorded.load(Ordering::Relaxed)
+        self.recorded.0.load(Ordering::Relaxed)
     }
 
     pub(super) fn mark_recorded(&self) {
-        self.recorded.store(true, Ordering::Relaxed);
+        self.recorded.0.store(true, Ordering::Relaxed);
     }
 
     /// The same request running as `user` on behalf of the current identity (impersonation).
