@@ -803,6 +803,58 @@ async fn one_secret_is_listed_and_watched_by_name() {
     let out = mount.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("forbidden"), "{err}");
+
+    // `keyward get secret db --watch` as app: the row, then db's next change.
+    let mut get = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args([
+            "get",
+            "secret",
+            "db",
+            "-n",
+            "prod",
+            "--watch",
+            "--token-file",
+        ])
+        .arg(&token_file)
+        .arg("--server")
+        .arg(format!("unix://{}", w.server.socket.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = get.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = || {
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a line")
+    };
+    tokio::task::block_in_place(|| {
+        assert!(line().starts_with("NAME"));
+        assert!(line().starts_with("db "));
+    });
+    admin
+        .update(pb::UpdateRequest {
+            secret: Some(pb_secret("prod", "db", &[("password", VALUES[1])])),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let changed = tokio::task::block_in_place(line);
+    assert!(changed.contains("db"), "{changed}");
+    get.kill().unwrap();
+    let out = get.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("forbidden"), "{err}");
 }
 
 async fn wait_until_unauthenticated(c: &mut SecretsClient<Channel>, token: &str) {
