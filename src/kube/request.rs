@@ -369,6 +369,9 @@ pub enum Reply {
     Table(Value),
     /// A Status.
     Status(Status),
+    /// `429` as kube-apiserver's in-flight limits write it (`http.Error`): plain text, not a
+    /// Status, with `Retry-After: 1`. client-go waits that long and retries.
+    TooManyRequests,
     /// Fixed bytes with a content type.
     Raw {
         /// `Content-Type`.
@@ -377,6 +380,9 @@ pub enum Reply {
         body: Bytes,
     },
 }
+
+/// The body of kube-apiserver's 429 (`http.Error` adds the newline).
+pub const TOO_MANY_REQUESTS: &[u8] = b"Too many requests, please try again later.\n";
 
 impl Reply {
     /// `200` with `body`.
@@ -413,6 +419,12 @@ impl Reply {
                 Bytes::from(s.to_json()),
                 Vec::new(),
             ),
+            Reply::TooManyRequests => (
+                429,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(TOO_MANY_REQUESTS),
+                Vec::new(),
+            ),
             Reply::Raw { content_type, body } => (200, content_type, body, Vec::new()),
         }
     }
@@ -425,6 +437,8 @@ impl Reply {
             Reply::Json { code, .. } => crate::audit::ResponseStatus::success(*code),
             Reply::Table(_) | Reply::Raw { .. } => crate::audit::ResponseStatus::success(200),
             Reply::Status(s) => s.audit(),
+            // kube-apiserver's audit filter records the code it saw written, and no Status.
+            Reply::TooManyRequests => crate::audit::ResponseStatus::success(429),
         }
     }
 }

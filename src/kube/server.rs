@@ -353,9 +353,7 @@ impl KubeApi {
             }
         }
         let Some(_in_flight) = self.enter(peer.ip()) else {
-            return json_response(Reply::Status(Status::too_many_requests(
-                "too many requests in flight from this client, please try again later",
-            )));
+            return json_response(Reply::TooManyRequests);
         };
         let (parts, body) = req.into_parts();
         let header = |name: &str| {
@@ -648,9 +646,7 @@ impl KubeApi {
 
     async fn watch(&self, req: &KubeRequest, scope: Scope) -> Result<Routed, KubeError> {
         let Some(permit) = self.watch_permit() else {
-            return Ok(Routed::Reply(Reply::Status(Status::too_many_requests(
-                "too many watches open, please try again later",
-            ))));
+            return Ok(Routed::Reply(Reply::TooManyRequests));
         };
         Ok(Routed::Watch(
             watch::start(
@@ -718,10 +714,15 @@ fn json_response(r: Reply) -> Response<Body> {
 /// writes any object or Status a client asked YAML for; other bodies as they are.
 fn response(r: Reply, output: Output) -> Response<Body> {
     // A Status that says when to retry also says it in `Retry-After`, as kube-apiserver's
-    // in-flight limits do: client-go (kubectl, controllers) retries a 429 only with that header.
-    let retry_after = match &r {
-        Reply::Status(s) => s.details.as_ref().map_or(0, |d| d.retry_after_seconds),
-        _ => 0,
+    // `ErrorNegotiated` does, and so does the 429 of a limit, as its in-flight filters do:
+    // client-go (kubectl, controllers) retries a 429 only with that header.
+    let (retry_after, plain) = match &r {
+        Reply::Status(s) => (
+            s.details.as_ref().map_or(0, |d| d.retry_after_seconds),
+            false,
+        ),
+        Reply::TooManyRequests => (1, true),
+        _ => (0, false),
     };
     let (code, content_type, body, warnings) = r.into_parts();
     let yaml = (output == Output::Yaml && content_type == "application/json")
@@ -735,6 +736,13 @@ fn response(r: Reply, output: Output) -> Response<Body> {
         resp.headers_mut().insert(
             http::header::RETRY_AFTER,
             http::HeaderValue::from(retry_after),
+        );
+    }
+    if plain {
+        // `http.Error` marks its text as not to be sniffed.
+        resp.headers_mut().insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
         );
     }
     resp

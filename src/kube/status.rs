@@ -144,17 +144,6 @@ impl Status {
         s
     }
 
-    /// `429 TooManyRequests`: a client over its share (`message` says which); retry in a
-    /// second.
-    pub fn too_many_requests(message: impl Into<String>) -> Status {
-        let mut s = Status::failure(429, "TooManyRequests", message);
-        s.details = Some(Details {
-            retry_after_seconds: 1,
-            ..Details::default()
-        });
-        s
-    }
-
     /// `422 Invalid` of `kind` (a Kind, or `PatchOptions.meta.k8s.io`) named `name`: the message
     /// `<kind> "<name>" is invalid: <causes>`.
     pub fn invalid(kind: &str, name: &str, causes: &[FieldError]) -> Status {
