@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use crate::audit::{Peer, RequestInfo};
+use super::AccessError;
+use crate::audit::{Peer, RequestInfo, ResponseStatus};
 use crate::authn::Identity;
 
 /// Where a request came from.
@@ -60,6 +61,8 @@ pub struct RequestContext {
     pub api_version: String,
     /// Set once the request is in the audit log's hands ([`RequestContext::is_recorded`]).
     recorded: Recorded,
+    /// The status a failed request is answered with, as the audit log records it.
+    error_status: fn(&AccessError) -> ResponseStatus,
 }
 
 /// Whether the access layer took the request in hand; a clone starts with the value it had.
@@ -86,7 +89,21 @@ impl RequestContext {
             received: SystemTime::now(),
             api_version: "v1".to_owned(),
             recorded: Recorded::default(),
+            error_status: AccessError::audit_status,
         }
+    }
+
+    /// The same request, its errors recorded in the audit log as `status` says its front end
+    /// answers them (the Kubernetes API answers some with another code or message than the
+    /// gRPC API), so that the log records what the client was told.
+    pub fn answering_errors_with(mut self, status: fn(&AccessError) -> ResponseStatus) -> Self {
+        self.error_status = status;
+        self
+    }
+
+    /// How a request that failed is recorded.
+    pub(super) fn error_status(&self) -> fn(&AccessError) -> ResponseStatus {
+        self.error_status
     }
 
     /// Whether an operation of the access layer has taken the request in hand: authorized it

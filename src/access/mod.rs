@@ -57,7 +57,7 @@ use std::sync::Arc;
 pub use authenticate::{Authenticators, Credentials};
 pub use context::{RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
-pub use ops::{EncryptionStatus, Migration, WriteVerb};
+pub use ops::{EncryptionStatus, ListAt, Migration, WriteVerb};
 pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
 pub use setup::{
     public_key_path, write_public_key, AccessOptions, AccessStack, AuditOptions, SetupError,
@@ -151,6 +151,12 @@ impl AccessError {
             }
             AccessError::Store(e) => store_reason(e),
         }
+    }
+
+    /// The `responseStatus` the audit log records for this error, unless the request's front
+    /// end answers it otherwise ([`RequestContext::answering_errors_with`]).
+    pub fn audit_status(&self) -> ResponseStatus {
+        ResponseStatus::failure(self.reason(), self.audit_message())
     }
 
     /// The message the audit log may keep: the error's own for caller mistakes (they name
@@ -328,7 +334,16 @@ impl Access {
                 namespace: attrs.namespace.clone(),
                 name: attrs.name.clone(),
             }));
-        match Self::complete(&mut rec, self.metrics(), absent, 404, |_, _| None).await {
+        match Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            absent,
+            404,
+            |_, _| None,
+        )
+        .await
+        {
             Ok(never) => match never {},
             Err(e) => e,
         }
@@ -415,12 +430,21 @@ impl Access {
     ) -> Result<T, AccessError> {
         let mut rec = self.admit(ctx, attrs, &[], request).await?;
         let result = call.await;
-        Self::complete(&mut rec, self.metrics(), result, code, respond).await
+        Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            result,
+            code,
+            respond,
+        )
+        .await
     }
 
     /// Records `ResponseComplete` for `result`: `code` and the body `respond` gives (asked
     /// only at level `RequestResponse`, or for one object at any level, to fill `objectRef`).
     async fn complete<T>(
+        error_status: fn(&AccessError) -> ResponseStatus,
         rec: &mut RequestAudit,
         metrics: Option<&Metrics>,
         result: Result<T, AccessError>,
@@ -431,7 +455,7 @@ impl Access {
         let (status, body) = match &result {
             Ok(v) if level > Level::None => (ResponseStatus::success(code), respond(v, level)),
             Ok(_) => (ResponseStatus::success(code), None),
-            Err(e) => (ResponseStatus::failure(e.reason(), e.audit_message()), None),
+            Err(e) => (error_status(e), None),
         };
         rec.response_complete(status, body)
             .await

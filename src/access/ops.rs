@@ -14,7 +14,7 @@ use crate::authz::{
     self, verbs as kverbs, AccessReviewSpec, Attributes, SubjectAccessReviewStatus,
     SubjectRulesReviewStatus,
 };
-use crate::backend::{KeyValue, Revision};
+use crate::backend::{BackendError, KeyValue, Revision};
 use crate::names::{Namespace, SecretName};
 use crate::store::migrate::{Coverage, MigrateOptions, MigrateProgress};
 use crate::store::{
@@ -39,6 +39,7 @@ pub struct EncryptionStatus {
 #[derive(Debug)]
 pub struct Migration {
     rec: RequestAudit,
+    error_status: fn(&AccessError) -> ResponseStatus,
     store: Arc<Store>,
     keys: super::SealedKeys,
     metrics: Option<crate::metrics::Metrics>,
@@ -59,9 +60,14 @@ impl Migration {
                 result = Err(e);
             }
         }
-        Access::complete(&mut self.rec, self.metrics.as_ref(), result, 201, |_, _| {
-            None
-        })
+        Access::complete(
+            self.error_status,
+            &mut self.rec,
+            self.metrics.as_ref(),
+            result,
+            201,
+            |_, _| None,
+        )
         .await
     }
 }
@@ -120,6 +126,18 @@ fn secret_body(s: &Secret, level: Level) -> Option<AuditObject> {
     } else {
         AuditObject::reference(s)
     })
+}
+
+/// The revision a list is read at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListAt {
+    /// The current state.
+    Current,
+    /// Exactly this revision (Gone once compacted, `FutureRevision` if not reached).
+    Exact(Revision),
+    /// The current state, which must have reached this revision (`FutureRevision` if not):
+    /// kube-apiserver's `resourceVersionMatch=NotOlderThan`.
+    NotOlderThan(Revision),
 }
 
 impl Access {
@@ -196,7 +214,15 @@ impl Access {
             Ok(self.store.create(secret, dry_run).await?)
         }
         .await;
-        Self::complete(&mut rec, self.metrics(), result, 201, secret_body).await
+        Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            result,
+            201,
+            secret_body,
+        )
+        .await
     }
 
     /// Reads a Secret, as of `revision` if given (`get secrets` on the Secret).
@@ -282,7 +308,15 @@ impl Access {
             .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
             .await?;
         let result = self.store.update(secret, dry_run).await.map_err(Into::into);
-        Self::complete(&mut rec, self.metrics(), result, 200, secret_body).await
+        Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            result,
+            200,
+            secret_body,
+        )
+        .await
     }
 
     /// Writes an earlier version's content as a new version (`update secrets` on it).
@@ -325,7 +359,15 @@ impl Access {
             .delete(namespace, name, pre)
             .await
             .map_err(Into::into);
-        Self::complete(&mut rec, self.metrics(), result, 200, secret_body).await
+        Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            result,
+            200,
+            secret_body,
+        )
+        .await
     }
 
     /// Deletes the Secrets of `scope` (one namespace, valid or not) that `selector` and `keep`
@@ -382,8 +424,8 @@ impl Access {
         self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }
 
-    /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all), as of
-    /// revision `at` if given (see [`Store::list_at`]). With `count_remaining`, a page with
+    /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all), at
+    /// the revision `at` asks for (see [`ListAt`]). With `count_remaining`, a page with
     /// more after it through an empty `selector` counts them ([`Store::remaining`]), as
     /// kube-apiserver's `remainingItemCount`. The list holds the Secrets `fields` matches; a
     /// field selector that names one Secret (`metadata.name=NAME`) has the list authorized
@@ -397,16 +439,29 @@ impl Access {
         fields: &FieldSelector,
         limit: usize,
         continue_token: Option<&str>,
-        at: Option<Revision>,
+        at: ListAt,
         count_remaining: bool,
     ) -> Result<SecretList, AccessError> {
         let name = fields.name().unwrap_or("");
         let attrs = Self::secrets(ctx, kverbs::LIST, scope.as_str(), name);
         let call = async {
+            let exact = match at {
+                ListAt::Exact(r) => Some(r),
+                _ => None,
+            };
             let mut list = self
                 .store
-                .list_at(scope, selector, limit, continue_token, at)
+                .list_at(scope, selector, limit, continue_token, exact)
                 .await?;
+            if let ListAt::NotOlderThan(requested) = at {
+                if requested > list.resource_version {
+                    return Err(StoreError::Backend(BackendError::FutureRevision {
+                        requested,
+                        current: list.resource_version,
+                    })
+                    .into());
+                }
+            }
             list.items.retain(|s| fields.matches(s));
             if let Some(token) = list.continue_token.as_deref() {
                 if count_remaining && selector.is_empty() {
@@ -465,6 +520,7 @@ impl Access {
             }
             Err(e) => {
                 Self::complete(
+                    ctx.error_status(),
                     &mut rec,
                     self.metrics(),
                     Err(e.into()),
@@ -531,6 +587,7 @@ impl Access {
         let rec = self.admit(ctx, &attrs, &[], || None).await?;
         Ok(Migration {
             rec,
+            error_status: ctx.error_status(),
             store: self.store.clone(),
             keys: self.keys.clone(),
             metrics: self.metrics().cloned(),
@@ -579,7 +636,15 @@ impl Access {
                 format!("JTI={}", t.jti),
             );
         }
-        Self::complete(&mut rec, self.metrics(), result, 201, |_, _| None).await
+        Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            result,
+            201,
+            |_, _| None,
+        )
+        .await
     }
 
     /// `SelfSubjectAccessReview`: may the caller do what `spec` describes (allowed to every
@@ -593,7 +658,15 @@ impl Access {
             .review_admit(ctx, "selfsubjectaccessreviews", "authorization.k8s.io")
             .await?;
         let status = authz::self_subject_access_review(&*self.policy, &ctx.user, spec);
-        Self::complete(&mut rec, self.metrics(), Ok(status), 201, |_, _| None).await
+        Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            Ok(status),
+            201,
+            |_, _| None,
+        )
+        .await
     }
 
     /// `SelfSubjectRulesReview`: the caller's rules in `namespace`.
@@ -607,7 +680,15 @@ impl Access {
             .await?;
         let result = authz::self_subject_rules_review(&*self.policy, &ctx.user, namespace)
             .map_err(|e| AccessError::BadRequest(e.to_string()));
-        Self::complete(&mut rec, self.metrics(), result, 201, |_, _| None).await
+        Self::complete(
+            ctx.error_status(),
+            &mut rec,
+            self.metrics(),
+            result,
+            201,
+            |_, _| None,
+        )
+        .await
     }
 
     /// `SelfSubjectReview`: who the caller is (after impersonation).
@@ -616,6 +697,7 @@ impl Access {
             .review_admit(ctx, "selfsubjectreviews", "authentication.k8s.io")
             .await?;
         Self::complete(
+            ctx.error_status(),
             &mut rec,
             self.metrics(),
             Ok(ctx.user.clone()),

@@ -9,6 +9,7 @@ use super::{
     field_selector, invalid, limit, namespace_filter, raw_to_pb, resource_version, secret_from_pb,
     secret_id, secret_to_pb, selector, shared_secret_to_pb, to_status,
 };
+use crate::access::ListAt;
 use crate::backend::Revision;
 use crate::names::FieldError;
 use crate::pb::keyward_v1 as pb;
@@ -138,7 +139,7 @@ impl pb::secrets_server::Secrets for SecretsService {
                 &fields,
                 limit(req.limit, "limit")?,
                 Some(req.r#continue.as_str()).filter(|c| !c.is_empty()),
-                None,
+                ListAt::Current,
                 false,
             )
             .await

@@ -15,8 +15,7 @@ use super::request::{unsupported_media_type, yaml_to_json, KubeRequest, Reply};
 use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
-use crate::access::{Access, AccessError, WriteVerb};
-use crate::backend::{BackendError, Revision};
+use crate::access::{Access, AccessError, ListAt, WriteVerb};
 use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
 use crate::store::{
@@ -123,17 +122,13 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
             .map_err(|_| KubeError::BadRequest(format!("invalid value for limit: {l:?}")))?,
     };
     let cont = req.param("continue").filter(|c| !c.is_empty());
-    let wanted = list_revision(req, cont.is_some())?;
-    let at = match wanted {
-        ListRevision::Exact(r) => Some(r),
-        _ => None,
-    };
+    let at = list_revision(req, cont.is_some())?;
     let count = fields.is_empty();
     let mut list = match access
         .list(&req.ctx, ns, &labels, &fields, limit, cont, at, count)
         .await
     {
-        Err(AccessError::Store(StoreError::Gone(_))) if at.is_some() => {
+        Err(AccessError::Store(StoreError::Gone(_))) if matches!(at, ListAt::Exact(_)) => {
             return Err(KubeError::Expired(
                 "The resourceVersion for the provided list is too old.".into(),
             ))
@@ -148,19 +143,8 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
                 "invalid continue token: continue key is not valid".into(),
             ))
         }
-        Err(AccessError::Store(StoreError::Backend(BackendError::FutureRevision {
-            requested,
-            current,
-        }))) => {
-            return Err(too_large(requested.get(), current.get()));
-        }
         other => other?,
     };
-    if let ListRevision::NotOlderThan(r) = wanted {
-        if r > list.resource_version {
-            return Err(too_large(r.get(), list.resource_version.get()));
-        }
-    }
     list.items.retain(|s| fields.matches(s));
     let rv = list.resource_version.to_string();
     let mut out = if table::wants_table(&req.accept) {
@@ -201,21 +185,10 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     })
 }
 
-/// The revision a list is asked for, from `resourceVersion` and `resourceVersionMatch`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListRevision {
-    /// The current state (`resourceVersion` unset or `0`).
-    Current,
-    /// Exactly this revision.
-    Exact(Revision),
-    /// The current state, which must have reached this revision.
-    NotOlderThan(Revision),
-}
-
 /// `resourceVersion` and `resourceVersionMatch` of a list, checked as kube-apiserver's
 /// `ValidateListOptions` checks them (422 naming `ListOptions.meta.k8s.io`), and a
 /// `resourceVersion` beside a continue token refused as its storage refuses it.
-fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListRevision, KubeError> {
+fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListAt, KubeError> {
     let rv = req.param("resourceVersion").unwrap_or("");
     let matching = req.param("resourceVersionMatch").unwrap_or("");
     let mut causes = Vec::new();
@@ -264,9 +237,9 @@ fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListRevision, Ku
     let parsed = ResourceVersion::parse("resourceVersion", rv)
         .map_err(|e| KubeError::BadRequest(e.to_string()))?;
     Ok(match (parsed, matching) {
-        (ResourceVersion::At(r), "Exact") => ListRevision::Exact(r),
-        (ResourceVersion::At(r), _) => ListRevision::NotOlderThan(r),
-        _ => ListRevision::Current,
+        (ResourceVersion::At(r), "Exact") => ListAt::Exact(r),
+        (ResourceVersion::At(r), _) => ListAt::NotOlderThan(r),
+        _ => ListAt::Current,
     })
 }
 
@@ -277,10 +250,6 @@ pub(super) fn list_options_invalid(causes: Vec<FieldError>) -> KubeError {
         name: String::new(),
         causes,
     }
-}
-
-fn too_large(requested: i64, current: i64) -> KubeError {
-    KubeError::TooLargeResourceVersion { requested, current }
 }
 
 fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Option<&str>) -> Value {

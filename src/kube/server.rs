@@ -484,7 +484,9 @@ impl KubeApi {
                 return Err(e.into());
             }
         };
-        let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri);
+        // Failures are recorded with the Status this API answers them with.
+        let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri)
+            .answering_errors_with(|e| Status::of_access(e).audit());
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
         if let Some(r) = &info.resource {

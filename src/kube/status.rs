@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::KubeError;
 use crate::access::AccessError;
 use crate::authz::go_quote;
+use crate::backend::BackendError;
 use crate::names::FieldError;
 use crate::reason::Reason;
 use crate::store::StoreError;
@@ -272,6 +273,14 @@ impl Status {
         let details = match e {
             StoreError::Invalid { name, errors } => {
                 return Status::invalid("Secret", name, errors);
+            }
+            // A list at a revision the store has not reached: the watch cache's answer once
+            // it gave up waiting.
+            StoreError::Backend(BackendError::FutureRevision { requested, current }) => {
+                return Status::of(&KubeError::TooLargeResourceVersion {
+                    requested: requested.get(),
+                    current: current.get(),
+                });
             }
             StoreError::NotFound { name, .. }
             | StoreError::AlreadyExists { name, .. }

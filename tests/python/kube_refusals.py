@@ -236,6 +236,12 @@ for match in ("NotOlderThan", "Exact"):
                   "Too large resource version: %d, current: %d" % (far, current))
     assert got["details"] == {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
                               "retryAfterSeconds": 1}, got
+    # The audit log records what the client was told, not what the store's read returned.
+    uri = SECRETS + "?resourceVersionMatch=%s&resourceVersion=%d" % (match, far)
+    assert audited(uri)[-1][:2] == ("ResponseComplete", 504), audited(uri)
+    with open(AUDIT) as f:
+        last = [json.loads(line) for line in f if json.loads(line)["requestURI"] == uri][-1]
+    assert last["responseStatus"]["message"] == got["message"], last
 # Continue tokens: not with a resourceVersion, and only those the server handed out.
 code, page = call("admin", "GET", SECRETS + "?limit=1")
 token = page["metadata"]["continue"]
