@@ -26,6 +26,7 @@ pub mod discovery;
 pub mod error;
 pub mod info;
 pub mod kubeconfig;
+pub mod namespaces;
 pub mod objects;
 pub mod openapi;
 pub mod patch;

@@ -35,7 +35,7 @@ use super::request::{
 };
 use super::reviews::Review;
 use super::status::Status;
-use super::{discovery, openapi, secrets, token, watch, KubeError};
+use super::{discovery, namespaces, openapi, secrets, token, watch, KubeError};
 use crate::access::{Access, Authenticators, Credentials, RequestContext, Source};
 use crate::authz::ImpersonationRequest;
 use crate::metrics::Metrics;
@@ -560,6 +560,10 @@ impl KubeApi {
                 }
                 None => reply(Reply::Status(Status::no_route())),
             },
+            (&Method::GET, ["api", "v1", "namespaces", ns]) => {
+                acceptable(req)?;
+                reply(namespaces::get(ns))
+            }
             (&Method::POST, ["api", "v1", "namespaces", ns, "serviceaccounts", sa, "token"]) => {
                 acceptable(req)?;
                 reply(token::create(&self.access, req, ns, sa).await?)
@@ -572,12 +576,30 @@ impl KubeApi {
             (&Method::GET, ["openapi", "v3", "api", "v1"]) => {
                 reply(Reply::ok(openapi::v3_core_v1()))
             }
+            // go-restful's router refuses a method no route of the path takes before it
+            // looks at `Accept` or anything else.
+            (m, ["api", "v1", "secrets"]) if *m != Method::GET => {
+                reply(Reply::Status(Status::method_not_allowed()))
+            }
+            (m, ["api", "v1", "namespaces", _, "secrets"])
+                if !matches!(*m, Method::GET | Method::POST | Method::DELETE) =>
+            {
+                reply(Reply::Status(Status::method_not_allowed()))
+            }
+            (m, ["api", "v1", "namespaces", _, "secrets", _])
+                if !matches!(
+                    *m,
+                    Method::GET | Method::PUT | Method::PATCH | Method::DELETE
+                ) =>
+            {
+                reply(Reply::Status(Status::method_not_allowed()))
+            }
             (m, ["api", "v1", "secrets"]) => {
                 acceptable(req)?;
                 match *m {
                     Method::GET if watching()? => self.watch(req, Scope::All).await,
                     Method::GET => reply(secrets::list(&self.access, req, &Scope::All).await?),
-                    _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
+                    _ => reply(Reply::Status(Status::method_not_allowed())),
                 }
             }
             (m, ["api", "v1", "namespaces", ns, "secrets"]) => {
@@ -594,7 +616,7 @@ impl KubeApi {
                     Method::DELETE => reply(
                         secrets::delete_collection(&self.access, req, &Scope::named(ns)).await?,
                     ),
-                    _ => reply(Reply::Status(Status::method_not_allowed(action(m)))),
+                    _ => reply(Reply::Status(Status::method_not_allowed())),
                 }
             }
             (m, ["api", "v1", "namespaces", ns, "secrets", name]) => {
@@ -620,7 +642,7 @@ impl KubeApi {
                     Method::PUT => secrets::update(&self.access, req, &id).await?,
                     Method::PATCH => secrets::patch(&self.access, req, &id).await?,
                     Method::DELETE => secrets::delete(&self.access, req, &id).await?,
-                    _ => Reply::Status(Status::method_not_allowed(action(m))),
+                    _ => Reply::Status(Status::method_not_allowed()),
                 };
                 reply(r)
             }
@@ -687,17 +709,6 @@ fn verb_of(method: &Method, path: &str, query: &str) -> &'static str {
 enum Routed {
     Reply(Reply),
     Watch(watch::WatchReply),
-}
-
-/// The action word of a 405.
-fn action(m: &Method) -> &'static str {
-    match *m {
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE => "delete",
-        _ => "get",
-    }
 }
 
 /// Refuses (406) a request for Secrets whose `Accept` names nothing keyward writes, as
@@ -895,7 +906,6 @@ mod tests {
                 "{method} {path}?{query}"
             );
         }
-        assert_eq!(action(&Method::POST), "create");
     }
 
     #[test]

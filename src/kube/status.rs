@@ -122,26 +122,28 @@ impl Status {
         Status::failure(401, "Unauthorized", "Unauthorized")
     }
 
-    /// `404 NotFound` for a path this server does not serve.
+    /// `404 NotFound` for a path this server does not serve, as go-restful's router answers
+    /// through kube-apiserver's `serviceErrorHandler` (`NewGenericServerResponse`: empty
+    /// details).
     pub fn no_route() -> Status {
-        Status::failure(
+        let mut s = Status::failure(
             404,
             "NotFound",
             "the server could not find the requested resource",
-        )
+        );
+        s.details = Some(Details::default());
+        s
     }
 
-    /// `405 MethodNotAllowed` for `action` (e.g. `create`) on Secrets at this path.
-    pub fn method_not_allowed(action: &str) -> Status {
+    /// `405 MethodNotAllowed` for a method no route of this path takes, as go-restful's router
+    /// answers through kube-apiserver's `serviceErrorHandler` (`NewGenericServerResponse`).
+    pub fn method_not_allowed() -> Status {
         let mut s = Status::failure(
             405,
             "MethodNotAllowed",
-            format!("{action} is not supported on resources of kind \"{SECRETS}\""),
+            "the server does not allow this method on the requested resource",
         );
-        s.details = Some(Details {
-            kind: SECRETS.to_owned(),
-            ..Details::default()
-        });
+        s.details = Some(Details::default());
         s
     }
 

@@ -256,6 +256,23 @@ fn kubectl_reads_secrets_on_every_version() {
             nf.err,
             "Error from server (NotFound): secrets \"nope\" not found\n"
         );
+        // Outside `default`, kubectl reads the namespace after a NotFound and prints the
+        // namespace's error if that read is NotFound too: any valid name is a namespace here.
+        for (verb, ns, want) in [
+            ("get", "team", "secrets \"nope\" not found"),
+            ("describe", "team", "secrets \"nope\" not found"),
+            ("get", "Bad_NS", "namespaces \"Bad_NS\" not found"),
+        ] {
+            let nf = k.run(&[verb, "secret", "nope", "-n", ns]);
+            assert_eq!(
+                (nf.code, nf.err.as_str()),
+                (
+                    1,
+                    format!("Error from server (NotFound): {want}\n").as_str()
+                ),
+                "1.{minor}: {verb} -n {ns}"
+            );
+        }
         let bad = k.run(&["get", "secrets", "--field-selector", "spec.x=1"]);
         assert_eq!(bad.code, 1);
         assert!(

@@ -58,9 +58,13 @@ assert keys == ["kind", "apiVersion", "metadata", "status", "message", "reason",
 status("GET", SECRETS + "/nope", 404, {"message": 'secrets "nope" not found', "reason": "NotFound",
                                        "details": {"name": "nope", "kind": "secrets"}})
 status("GET", "/apis/apps/v1/deployments", 404,
-       {"message": "the server could not find the requested resource", "reason": "NotFound"})
-status("POST", SECRETS + "/s1", 405, {"message": 'create is not supported on resources of kind "secrets"',
-                                      "reason": "MethodNotAllowed", "details": {"kind": "secrets"}}, body=b"{}")
+       {"message": "the server could not find the requested resource", "reason": "NotFound", "details": {}})
+# go-restful's 405 through kube-apiserver's serviceErrorHandler, before Accept is looked at.
+for method, path in (("POST", SECRETS + "/s1"), ("PUT", SECRETS), ("PATCH", SECRETS), ("POST", "/api/v1/secrets"),
+                     ("DELETE", "/api/v1/secrets"), ("OPTIONS", SECRETS + "/s1")):
+    status(method, path, 405, {"message": "the server does not allow this method on the requested resource",
+                               "reason": "MethodNotAllowed", "details": {}}, body=b"{}",
+           headers={"Accept": "application/json, text/html"})
 status("GET", SECRETS + "?fieldSelector=spec.x%3D1", 400,
        {"message": "field label not supported: spec.x", "reason": "BadRequest"})
 status("GET", SECRETS + "?includeObject=Nope", 400,
