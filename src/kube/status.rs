@@ -434,9 +434,12 @@ mod tests {
             two.message,
             "Secret \"x\" is invalid: [a: Required value, b: Invalid value: \"c\"]"
         );
+        let refused = Status::method_not_allowed();
         assert_eq!(
-            Status::method_not_allowed("update").message,
-            "update is not supported on resources of kind \"secrets\""
+            String::from_utf8(refused.to_json()).unwrap(),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+             \"message\":\"the server does not allow this method on the requested resource\",\
+             \"reason\":\"MethodNotAllowed\",\"details\":{},\"code\":405}"
         );
     }
 }
