@@ -39,7 +39,7 @@ pub use event::{
 };
 pub use object::{AuditObject, REDACTED_ANNOTATION_KEYS};
 pub use policy::{Policy, RequestAuditConfig, Stages};
-pub use request::{AuditSink, Auditor, MemorySink, RequestAudit, RequestInfo};
+pub use request::{new_audit_id, AuditSink, Auditor, MemorySink, RequestAudit, RequestInfo};
 pub use verify::{verify, FileSummary, Problem, ProblemKind, Report, Tail};
 pub use writer::{AuditCounters, AuditLog, FailureMode, LogConfig};
 

@@ -130,20 +130,22 @@ impl AuditObject {
         }
     }
 
-    /// `metadata.uid` and `metadata.resourceVersion` of a single object, for `objectRef`.
-    pub(super) fn uid_and_resource_version(&self) -> (String, String) {
+    /// `metadata.name`, `uid` and `resourceVersion` of a single object (empty for a list or
+    /// where absent).
+    pub(super) fn name_uid_and_resource_version(&self) -> [String; 3] {
         match &self.0 {
-            Repr::Secret(m) => (m.metadata.uid.clone(), m.metadata.resource_version.clone()),
+            Repr::Secret(m) => [
+                m.metadata.name.clone(),
+                m.metadata.uid.clone(),
+                m.metadata.resource_version.clone(),
+            ],
             Repr::SecretList(_) => Default::default(),
-            Repr::Json(v) => {
-                let field = |f: &str| {
-                    v.pointer(&format!("/metadata/{f}"))
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned()
-                };
-                (field("uid"), field("resourceVersion"))
-            }
+            Repr::Json(v) => ["name", "uid", "resourceVersion"].map(|f| {
+                v.pointer(&format!("/metadata/{f}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
         }
     }
 }
@@ -562,17 +564,16 @@ mod tests {
     }
 
     #[test]
-    fn uid_and_resource_version_come_from_single_objects() {
-        assert_eq!(
-            AuditObject::secret(&secret()).uid_and_resource_version(),
-            ("u-1".to_owned(), "42".to_owned())
-        );
+    fn name_uid_and_resource_version_come_from_single_objects() {
+        let [name, uid, rv] = AuditObject::secret(&secret()).name_uid_and_resource_version();
+        assert_eq!((uid.as_str(), rv.as_str()), ("u-1", "42"));
+        assert_eq!(name, secret().metadata.name);
         let j = AuditObject::json(json!({"metadata": {"uid": "x", "resourceVersion": "9"}}));
         assert_eq!(
-            j.uid_and_resource_version(),
-            ("x".to_owned(), "9".to_owned())
+            j.name_uid_and_resource_version(),
+            [String::new(), "x".to_owned(), "9".to_owned()]
         );
         let l = AuditObject::secret_list(&[secret()], "1", None);
-        assert_eq!(l.uid_and_resource_version(), Default::default());
+        assert_eq!(l.name_uid_and_resource_version(), <[String; 3]>::default());
     }
 }

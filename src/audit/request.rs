@@ -223,7 +223,7 @@ impl Auditor {
 
 /// A random (version 4) UUID, from the thread's pool of public randomness: an audit id is
 /// unique, not secret.
-fn new_audit_id() -> String {
+pub fn new_audit_id() -> String {
     let mut bytes = [0u8; 16];
     match crate::crypto::fill_public_random(&mut bytes) {
         Ok(()) => uuid::Builder::from_random_bytes(bytes)
@@ -313,9 +313,10 @@ impl RequestAudit {
         }
     }
 
-    /// Stage `RequestReceived`: records the authorization decision (annotations
+    /// Stage `RequestReceived`, then the authorization decision (annotations
     /// `authorization.k8s.io/decision` = `allow` | `forbid` and `authorization.k8s.io/reason`)
-    /// and keeps the request body for the later stages (at level `Request` and above). Call it
+    /// for the later stages, as kube-apiserver writes its `RequestReceived` before it authorizes;
+    /// keeps the request body for the later stages (at level `Request` and above). Call it
     /// before acting on the request; an error means the request must be refused.
     pub async fn request_received(
         &mut self,
@@ -326,9 +327,9 @@ impl RequestAudit {
             Decision::Allow { reason } => ("allow", reason),
             Decision::Deny { reason } => ("forbid", reason),
         };
+        self.emit(Stage::RequestReceived, None, None).await?;
         self.annotate(DECISION_ANNOTATION, value);
         self.annotate(REASON_ANNOTATION, reason.as_str());
-        self.emit(Stage::RequestReceived, None, None).await?;
         if let Some(obj) = request_object.and_then(|o| self.reduce(o)) {
             self.fill_object_ref(&obj);
             if self.config.level >= Level::Request {
@@ -349,8 +350,8 @@ impl RequestAudit {
     }
 
     /// Stage `ResponseComplete`, with the response's status and body (the body is kept at level
-    /// `RequestResponse` only; its uid and resourceVersion fill `objectRef` if the request did
-    /// not name them).
+    /// `RequestResponse` only; its name, uid and resourceVersion fill `objectRef` if the request
+    /// did not give them).
     pub async fn response_complete(
         &mut self,
         status: ResponseStatus,
@@ -399,8 +400,12 @@ impl RequestAudit {
     }
 
     fn fill_object_ref(&mut self, obj: &AuditObject) {
-        let (uid, rv) = obj.uid_and_resource_version();
+        let [name, uid, rv] = obj.name_uid_and_resource_version();
         if let Some(r) = self.template.as_mut().and_then(Event::object_ref_mut) {
+            // A create names its object in its body (or gets a generated name).
+            if r.name.is_empty() {
+                r.name = name;
+            }
             if r.uid.is_empty() {
                 r.uid = uid;
             }

@@ -42,6 +42,9 @@ use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
 use crate::store::Scope;
 
+/// The header of a request's audit id, read from the client and echoed in every answer.
+const AUDIT_ID: http::header::HeaderName = http::header::HeaderName::from_static("audit-id");
+
 /// Limits of the Kubernetes API beyond the connection caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -307,22 +310,34 @@ impl KubeApi {
         (n < self.limits.max_watches).then_some(permit)
     }
 
-    /// Answers one request from `peer`, whose TLS client certificates are `certs`.
+    /// Answers one request from `peer`, whose TLS client certificates are `certs`. Every
+    /// answer carries the request's audit id in `Audit-Id`, as kube-apiserver's
+    /// `WithAuditInit` sets it: the client's `Audit-ID` if it sent one, else a new UUID.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
         certs: &[CertificateDer<'static>],
     ) -> Response<Body> {
+        let audit_id = match req.headers().get(AUDIT_ID) {
+            Some(v) if !v.is_empty() => v.clone(),
+            _ => {
+                let v = http::HeaderValue::from_str(&crate::audit::new_audit_id())
+                    .unwrap_or_else(|_| http::HeaderValue::from_static(""));
+                req.headers_mut().insert(AUDIT_ID, v.clone());
+                v
+            }
+        };
         let verb = verb_of(
             req.method(),
             req.uri().path(),
             req.uri().query().unwrap_or(""),
         );
-        let resp = self.answer(req, peer, certs).await;
+        let mut resp = self.answer(req, peer, certs).await;
         if let Some(m) = &self.metrics {
             m.kube_request(verb, resp.status().as_u16());
         }
+        resp.headers_mut().insert(AUDIT_ID, audit_id);
         resp
     }
 
@@ -466,7 +481,7 @@ impl KubeApi {
             client_certs: (!certs.is_empty()).then_some(certs),
             authorization: get("authorization"),
         };
-        let audit_id = get("audit-id").map(str::to_owned);
+        let audit_id = get(AUDIT_ID.as_str()).map(str::to_owned);
         let user_agent = get("user-agent").unwrap_or_default().to_owned();
         let user = match self.authn.authenticate(creds).await {
             Ok(user) => user,

@@ -323,7 +323,7 @@ refused("single", "GET", SECRETS + "?watch=1&fieldSelector=metadata.name%3Db1", 
         forbidden("single", "watch", "b1"))
 # A field selector a list cannot use is the caller's 400 once the name authorized it.
 refused("single", "GET", one + "%2Cspec.x%3Dy", 400, "BadRequest", "field label not supported: spec.x")
-assert audited(one) == [("RequestReceived", None, "a1", "allow"), ("ResponseComplete", 200, "a1", "allow")], audited(one)
+assert audited(one) == [("RequestReceived", None, "a1", None), ("ResponseComplete", 200, "a1", "allow")], audited(one)
 
 # Discovery and everything else are authorized too: system:discovery lets every authenticated
 # user read discovery and OpenAPI; other paths and resources nothing serves are 403 for a user
@@ -381,12 +381,47 @@ assert [(e["stage"], e["verb"], e["user"], e["responseStatus"]["code"], e["respo
 
 # Every request is in the audit log with the code it was answered with: those answered or
 # refused by the front end alone (discovery, 404, 400, 406, 403 before the handler) too.
-assert audited("/api") == [("RequestReceived", None, None, "allow"), ("ResponseComplete", 200, None, "allow"),
-                           ("RequestReceived", None, None, "forbid"), ("ResponseComplete", 403, None, "forbid")], audited("/api")
+# RequestReceived is written before the request is authorized, as kube-apiserver writes it: no
+# decision yet.
+assert audited("/api") == [("RequestReceived", None, None, None), ("ResponseComplete", 200, None, "allow"),
+                           ("RequestReceived", None, None, None), ("ResponseComplete", 403, None, "forbid")], audited("/api")
 assert [a[1] for a in audited("/nope")] == [None, 403, None, 404], audited("/nope")
 assert [a[1] for a in audited(SECRETS + "?watch=true&timeoutSeconds=1")][-2:] == [None, 406], \
     audited(SECRETS + "?watch=true&timeoutSeconds=1")
 assert [a[1] for a in audited(SECRETS + "?limit=1&continue=garbage")] == [None, 400], audited(SECRETS + "?limit=1&continue=garbage")
 assert [a[1] for a in audited(SECRETS + "?resourceVersionMatch=Exact")] == [None, 422], audited(SECRETS + "?resourceVersionMatch=Exact")
-assert [a[1:] for a in audited(SECRETS + "/a1")][:2] == [(None, "a1", "forbid"), (403, "a1", "forbid")], audited(SECRETS + "/a1")
+assert [a[1:] for a in audited(SECRETS + "/a1")][:2] == [(None, "a1", None), (403, "a1", "forbid")], audited(SECRETS + "/a1")
+
+# Every answer carries its audit id (Audit-Id), the client's if it sent one, as WithAuditInit
+# sets it: the id of the request's events, refused credentials and health included.
+def answered_id(user, path, headers):
+    c = connect(user) if user else http.client.HTTPSConnection(
+        HOST, PORT, context=ssl.create_default_context(cafile=DIR + "/ca.pem"), timeout=60)
+    c.request("GET", path, headers=headers)
+    r = c.getresponse()
+    r.read()
+    c.close()
+    return r.getheader("Audit-Id")
+
+
+assert answered_id("admin", SECRETS + "/a1?x=1", {"Audit-ID": "my-audit-id-1"}) == "my-audit-id-1"
+with open(AUDIT) as f:
+    mine = [json.loads(line) for line in f if (SECRETS + "/a1?x=1") in line]
+assert [e["auditID"] for e in mine] == ["my-audit-id-1"] * 2, mine
+made = answered_id("nobody", SECRETS + "/a1?x=2", {})
+with open(AUDIT) as f:
+    ids = {json.loads(line)["auditID"] for line in f if (SECRETS + "/a1?x=2") in line}
+assert len(made) == 36 and ids == {made}, (made, ids)
+assert answered_id(None, SECRETS + "?x=3", {"Authorization": "Bearer nope", "Audit-ID": "refused-1"}) == "refused-1"
+assert len(answered_id(None, "/healthz", {})) == 36
+
+# A create's events name the Secret it created (from the body, or the generated name), as
+# kube-apiserver's LogRequestObject fills objectRef.name from the request body.
+for body, uri in (({"metadata": {"name": "made1"}}, SECRETS + "?x=named"),
+                  ({"metadata": {"generateName": "gen-"}}, SECRETS + "?x=generated")):
+    code, got = call("admin", "POST", uri, json.dumps(dict(body, apiVersion="v1", kind="Secret")), JSON)
+    assert code == 201, got
+    created = got["metadata"]["name"]
+    assert audited(uri) == [("RequestReceived", None, None, None), ("ResponseComplete", 201, created, "allow")], \
+        (created, audited(uri))
 print("ok")

@@ -98,8 +98,8 @@ async fn events_have_the_upstream_shape() {
             "objectRef": {"resource": "secrets", "namespace": "prod", "name": "db", "apiVersion": "v1"},
             "requestReceivedTimestamp": "2023-11-14T22:13:20.123456Z",
             "stageTimestamp": "(now)",
-            "annotations": annotations,
-        })
+        }),
+        "written before the request is authorized: no decision yet"
     );
     let done = events[1].to_json();
     let keys: Vec<&str> = [
