@@ -135,6 +135,7 @@ async fn events_have_the_upstream_shape() {
         json!({"resource": "secrets", "namespace": "prod", "name": "db", "uid": "s-uid", "apiVersion": "v1", "resourceVersion": "17"})
     );
     assert!(v.get("responseObject").is_none(), "Metadata has no bodies");
+    assert_eq!(v["annotations"], annotations);
     assert_ne!(events[1].to_json(), events[0].to_json());
 }
 
