@@ -303,9 +303,11 @@ fn watch_event(
             match (prev_matches, selector.matches(&cur.metadata.labels)) {
                 (false, true) => (WatchKind::Added, cur),
                 (true, true) => (WatchKind::Modified, cur),
+                // As kube-apiserver's watchers: the version that matched, at the revision of
+                // the change that made it stop matching.
                 (true, false) => (
                     WatchKind::Deleted,
-                    with_resource_version(cur, ev.kv.mod_revision),
+                    with_resource_version(prev?, ev.kv.mod_revision),
                 ),
                 (false, false) => return None,
             }

@@ -188,9 +188,16 @@ async fn every_watcher_gets_the_same_events_as_a_get() {
     // Through a selector: added when it starts matching, deleted when it stops.
     let e = labelled.next().await.unwrap().unwrap();
     assert_eq!((e.kind, &*e.object), (WatchKind::Added, &updated));
+    // The deletion carries the version that matched (as kube-apiserver's watchers send it),
+    // at the revision of the change that made it stop matching.
     let e = labelled.next().await.unwrap().unwrap();
     assert_eq!(e.kind, WatchKind::Deleted);
-    assert_eq!(e.object.data, unlabelled.data);
+    let mut expect = updated.clone();
+    expect
+        .metadata
+        .resource_version
+        .clone_from(&unlabelled.metadata.resource_version);
+    assert_eq!(*e.object, expect);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1437,6 +1437,63 @@ async fn kubernetes_watch_bookmarks(srv: TestStore) {
     );
 }
 
+/// A watch through a label selector sees a Secret added when a change makes it match and
+/// deleted when a change makes it stop matching; the deletion carries the version that
+/// matched, at the revision of that change, as kube-apiserver's watchers send it.
+async fn watch_through_a_selector_sees_secrets_come_and_go(srv: TestStore) {
+    use keyward::store::{ResourceVersion, Selector, WatchKind};
+    let mut c = srv.client().await;
+    let labelled = |value: &str, tier: Option<&str>| {
+        let mut s = secret("sel", "w", &[("k", value.as_bytes())]);
+        if let Some(t) = tier {
+            s.metadata
+                .as_mut()
+                .unwrap()
+                .labels
+                .insert("tier".into(), t.into());
+        }
+        s
+    };
+    let first = create(&mut c, labelled("v0", None)).await.unwrap();
+    let store = srv.server().store().clone();
+    let from = ResourceVersion::try_from(meta(&first).resource_version.as_str()).unwrap();
+    let mut w = store
+        .watch(
+            Some(&crate::support::ns("sel")),
+            Selector::parse("tier=web").unwrap(),
+            from,
+        )
+        .await
+        .unwrap();
+    let web = update(&mut c, labelled("v1", Some("web"))).await.unwrap();
+    let db = update(&mut c, labelled("v2", Some("db"))).await.unwrap();
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.kind, WatchKind::Added);
+    assert_eq!(
+        ev.object.metadata.resource_version,
+        meta(&web).resource_version
+    );
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.kind, WatchKind::Deleted);
+    assert_eq!(
+        ev.object.metadata.resource_version,
+        meta(&db).resource_version
+    );
+    assert_eq!(
+        ev.object.metadata.labels["tier"], "web",
+        "the version that matched"
+    );
+    assert_eq!(ev.object.data["k"].as_slice(), b"v1");
+}
+
 /// The next event or bookmark of `w` (within 10 s): kind, name, resourceVersion.
 async fn next(w: &mut keyward::store::WatchEvents) -> (keyward::store::WatchKind, String, String) {
     let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
@@ -1450,6 +1507,7 @@ async fn next(w: &mut keyward::store::WatchEvents) -> (keyward::store::WatchKind
 
 on_sled_and_etcd! {
     kubernetes_watch_bookmarks(10);
+    watch_through_a_selector_sees_secrets_come_and_go(10);
     create_get_and_validation(10);
     largest_valid_secret_is_stored(10);
     update_conflicts_and_immutability(10);
