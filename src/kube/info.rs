@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use http::Method;
 
+use super::request::go_bool;
 use crate::authn::Identity;
 use crate::authz::Attributes;
 
@@ -128,32 +129,16 @@ impl RequestInfo {
 }
 
 /// Whether a collection GET is a watch, and the name its field selector asks for, as
-/// kube-apiserver decodes `ListOptions` for its request info: when the options do not decode
-/// it still reports a watch (any `watch` value but `false` and `0`), but no name.
+/// kube-apiserver decodes `ListOptions` for its request info: a boolean always decodes
+/// ([`go_bool`]), and when an integer or a selector does not, the request has no name.
 fn list_options(query: &BTreeMap<String, String>) -> (bool, Option<String>) {
-    let param = |k: &str| query.get(k).map(String::as_str).unwrap_or("");
-    let boolean = |k: &str| match param(k) {
-        "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        _ => None,
-    };
-    let integer = |k: &str| param(k).is_empty() || param(k).parse::<i64>().is_ok();
-    let name = selected_name(param("fieldSelector"));
-    let decoded = ["watch", "allowWatchBookmarks", "sendInitialEvents"]
-        .iter()
-        .all(|k| boolean(k).is_some())
-        && ["limit", "timeoutSeconds"].iter().all(|k| integer(k))
-        && crate::store::Selector::parse(param("labelSelector")).is_ok()
-        && name.is_some();
-    if decoded {
-        (boolean("watch") == Some(true), name.flatten())
-    } else {
-        let watch = query.get("watch").map(|w| w.to_ascii_lowercase());
-        (
-            !matches!(watch.as_deref(), None | Some("false" | "0")),
-            None,
-        )
-    }
+    let param = |k: &str| query.get(k).map(String::as_str);
+    let integer = |k: &str| param(k).is_none_or(|v| v.parse::<i64>().is_ok());
+    let name = selected_name(param("fieldSelector").unwrap_or(""));
+    let decoded = ["limit", "timeoutSeconds"].iter().all(|k| integer(k))
+        && crate::store::Selector::parse(param("labelSelector").unwrap_or("")).is_ok();
+    let name = if decoded { name.flatten() } else { None };
+    (go_bool(param("watch")), name)
 }
 
 /// The value of the first `metadata.name=` (or `==`) term of field selector `s`, if `s`
@@ -251,6 +236,41 @@ mod tests {
                 "/api/v1/namespaces/prod/secrets",
                 vec![("watch", "yes")],
                 "watch /prod/secrets//",
+            ),
+            // A boolean always decodes: anything but 0 and false (any case) is true, the
+            // empty value included (`Convert_Slice_string_To_bool`).
+            (
+                Method::GET,
+                "/api/v1/namespaces/prod/secrets",
+                vec![("watch", "")],
+                "watch /prod/secrets//",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/prod/secrets",
+                vec![("watch", "f")],
+                "watch /prod/secrets//",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/prod/secrets",
+                vec![("watch", "fAlSe")],
+                "list /prod/secrets//",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/prod/secrets",
+                vec![
+                    ("fieldSelector", "metadata.name=db"),
+                    ("allowWatchBookmarks", "maybe"),
+                ],
+                "list /prod/secrets/db/",
+            ),
+            (
+                Method::GET,
+                "/api/v1/namespaces/prod/secrets",
+                vec![("fieldSelector", "metadata.name=db"), ("limit", "")],
+                "list /prod/secrets//",
             ),
             (
                 Method::GET,

@@ -43,17 +43,30 @@ impl KubeRequest {
         self.query.get(name).map(String::as_str)
     }
 
-    /// A boolean query parameter (`true`/`1`), as Go's `strconv.ParseBool` reads it.
-    pub fn flag(&self, name: &str) -> Result<bool, KubeError> {
-        match self.param(name) {
-            None | Some("") => Ok(false),
-            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
-            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-            Some(other) => Err(KubeError::BadRequest(format!(
-                "{name}: invalid value {:?}: must be a boolean",
-                other
-            ))),
-        }
+    /// A boolean query parameter, as kube-apiserver's parameter codec reads it ([`go_bool`]).
+    pub fn flag(&self, name: &str) -> bool {
+        go_bool(self.param(name))
+    }
+
+    /// An integer query parameter, as kube-apiserver's parameter codec reads it
+    /// (`strconv.ParseInt` of the first value): absent is `None`; one that does not parse,
+    /// the empty value included, is its 400 with Go's error.
+    pub fn int64(&self, name: &str) -> Result<Option<i64>, KubeError> {
+        let Some(v) = self.param(name) else {
+            return Ok(None);
+        };
+        v.parse::<i64>().map(Some).map_err(|_| {
+            let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+            let why = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                "value out of range"
+            } else {
+                "invalid syntax"
+            };
+            KubeError::BadRequest(format!(
+                "strconv.ParseInt: parsing {}: {why}",
+                crate::authz::go_quote(v)
+            ))
+        })
     }
 
     /// The write options of a request whose options kind is `options` (`CreateOptions`,
@@ -343,14 +356,23 @@ pub fn percent_decode(s: &str) -> String {
 
 /// The query parameters of `query`.
 pub fn parse_query(query: &str) -> BTreeMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
+    let mut out = BTreeMap::new();
+    for p in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = match p.split_once('=') {
             Some((k, v)) => (percent_decode(k), percent_decode(v)),
             None => (percent_decode(p), String::new()),
-        })
-        .collect()
+        };
+        // kube-apiserver's conversions read a parameter's first value.
+        out.entry(k).or_insert(v);
+    }
+    out
+}
+
+/// A boolean query parameter as kube-apiserver's parameter codec reads it
+/// (`Convert_Slice_string_To_bool`): absent is false; present, anything but `0` and `false`
+/// (in any case) is true, the empty value included.
+pub fn go_bool(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 /// What a handler answers.

@@ -113,16 +113,24 @@ pub fn field_selector(req: &KubeRequest) -> Result<FieldSelector, KubeError> {
 
 /// `GET .../secrets`: a SecretList, or a Table.
 pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Reply, KubeError> {
-    let include = IncludeObject::parse(req.param("includeObject"))?;
+    // ListOptions decode in kube-apiserver's field order: selectors, then the integers.
     let (labels, fields) = selectors(req)?;
-    let limit = match req.param("limit") {
-        None | Some("") => 0,
-        Some(l) => l
-            .parse::<usize>()
-            .map_err(|_| KubeError::BadRequest(format!("invalid value for limit: {l:?}")))?,
-    };
+    req.int64("timeoutSeconds")?;
+    // No limit below 1, as its storage reads `limit`.
+    let limit = req
+        .int64("limit")?
+        .and_then(|l| usize::try_from(l).ok())
+        .unwrap_or(0);
     let cont = req.param("continue").filter(|c| !c.is_empty());
-    let at = list_revision(req, cont.is_some())?;
+    let at = list_revision(req, cont.is_some(), limit)?;
+    // resourceVersion=0 is served whole from kube-apiserver's watch cache, which ignores
+    // `limit`.
+    let limit = if req.param("resourceVersion") == Some("0") {
+        0
+    } else {
+        limit
+    };
+    let include = IncludeObject::parse(req.param("includeObject"))?;
     let count = fields.is_empty();
     let mut list = match access
         .list(&req.ctx, ns, &labels, &fields, limit, cont, at, count)
@@ -188,7 +196,7 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
 /// `resourceVersion` and `resourceVersionMatch` of a list, checked as kube-apiserver's
 /// `ValidateListOptions` checks them (422 naming `ListOptions.meta.k8s.io`), and a
 /// `resourceVersion` beside a continue token refused as its storage refuses it.
-fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListAt, KubeError> {
+fn list_revision(req: &KubeRequest, continuing: bool, limit: usize) -> Result<ListAt, KubeError> {
     let rv = req.param("resourceVersion").unwrap_or("");
     let matching = req.param("resourceVersionMatch").unwrap_or("");
     let mut causes = Vec::new();
@@ -238,6 +246,9 @@ fn list_revision(req: &KubeRequest, continuing: bool) -> Result<ListAt, KubeErro
         .map_err(|e| KubeError::BadRequest(e.to_string()))?;
     Ok(match (parsed, matching) {
         (ResourceVersion::At(r), "Exact") => ListAt::Exact(r),
+        // The legacy case: a page at a revision, without a match rule, is read exactly at it
+        // (kube-apiserver's storage, to which its watch cache hands such a list).
+        (ResourceVersion::At(r), "") if limit > 0 => ListAt::Exact(r),
         (ResourceVersion::At(r), _) => ListAt::NotOlderThan(r),
         _ => ListAt::Current,
     })
@@ -328,7 +339,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         _ => return Err(unsupported_media_type(&PATCH_TYPES)),
     };
     let opts = req.write_options("PatchOptions")?;
-    let force = req.flag("force")?;
+    let force = req.flag("force");
     if kind == PatchType::Apply && !opts.manager_given {
         return Err(invalid_patch_options(
             "fieldManager",

@@ -612,7 +612,7 @@ impl KubeApi {
             (m, ["api", "v1", "secrets"]) => {
                 acceptable(req)?;
                 match *m {
-                    Method::GET if watching()? => self.watch(req, Scope::All).await,
+                    Method::GET if watching() => self.watch(req, Scope::All).await,
                     Method::GET => reply(secrets::list(&self.access, req, &Scope::All).await?),
                     _ => reply(Reply::Status(Status::method_not_allowed())),
                 }
@@ -623,7 +623,7 @@ impl KubeApi {
                 // validation, as in kube-apiserver.
                 acceptable(req)?;
                 match *m {
-                    Method::GET if watching()? => self.watch(req, Scope::named(ns)).await,
+                    Method::GET if watching() => self.watch(req, Scope::named(ns)).await,
                     Method::GET => {
                         reply(secrets::list(&self.access, req, &Scope::named(ns)).await?)
                     }

@@ -148,13 +148,11 @@ pub async fn start(
         req.param("resourceVersion").unwrap_or(""),
     )
     .map_err(|e| KubeError::BadRequest(e.to_string()))?;
-    let timeout = match req.param("timeoutSeconds") {
-        None | Some("") => None,
-        Some(t) => Some(Duration::from_secs(t.parse::<u64>().map_err(|_| {
-            KubeError::BadRequest(format!("invalid value for timeoutSeconds: {t:?}"))
-        })?)),
-    };
-    let bookmarks = req.flag("allowWatchBookmarks")?.then_some(bookmark_every);
+    // A negative timeout ends the watch at once, as kube-apiserver's timer does.
+    let timeout = req
+        .int64("timeoutSeconds")?
+        .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
+    let bookmarks = req.flag("allowWatchBookmarks").then_some(bookmark_every);
     let mut framing = Framing {
         table: wants_table.then_some(include),
         metadata_only: table::wants_metadata(&req.accept),

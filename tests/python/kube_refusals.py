@@ -249,6 +249,31 @@ refused("admin", "GET", SECRETS + "?limit=1&resourceVersion=1&continue=" + token
         "specifying resource version is not allowed when using continue")
 refused("admin", "GET", SECRETS + "?limit=1&continue=garbage", 400, "BadRequest",
         "invalid continue token: continue key is not valid")
+# Pages as kube-apiserver's storage reads them: a page at a revision without a match rule is
+# read exactly at it (a2, deleted since, is on it); resourceVersion=0 is served whole from its
+# watch cache, limit ignored; a limit below 1 is no limit.
+at_a3 = a3["metadata"]["resourceVersion"]
+code, got = call("admin", "GET", SECRETS + "?limit=10&resourceVersion=" + at_a3)
+assert code == 200 and [i["metadata"]["name"] for i in got["items"]] == ["a1", "a2", "a3"], got
+assert got["metadata"]["resourceVersion"] == at_a3, got
+everything = names()
+for q in ("?limit=1&resourceVersion=0", "?limit=-1", "?limit=0"):
+    code, got = call("admin", "GET", SECRETS + q)
+    assert code == 200 and sorted(i["metadata"]["name"] for i in got["items"]) == everything, (q, got)
+    assert "continue" not in got["metadata"], (q, got)
+# Integers and booleans decode as its parameter codec decodes them: Go's errors; a boolean is
+# true unless 0 or false (the empty value too), and a parameter's first value counts.
+refused("admin", "GET", SECRETS + "?limit=abc", 400, "BadRequest", 'strconv.ParseInt: parsing "abc": invalid syntax')
+refused("admin", "GET", SECRETS + "?timeoutSeconds=", 400, "BadRequest", 'strconv.ParseInt: parsing "": invalid syntax')
+refused("admin", "GET", SECRETS + "?limit=99999999999999999999", 400, "BadRequest",
+        'strconv.ParseInt: parsing "99999999999999999999": value out of range')
+for q in ("?watch=&timeoutSeconds=1", "?watch=yes&timeoutSeconds=1", "?watch=1&watch=false&timeoutSeconds=1"):
+    c = connect("admin")
+    c.request("GET", SECRETS + q)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    assert r.status == 200 and b'"type":"ADDED"' in body, (q, r.status, body[:300])
 # Watch options as kube-apiserver 1.30 (the version /version reports) checks them: without its
 # WatchList gate, sendInitialEvents is refused, and client-go falls back to list and watch.
 refused("admin", "GET", SECRETS + "?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan", 422, "Invalid",
