@@ -77,6 +77,11 @@ enum State {
     Literal(&'static [u8], usize),
 }
 
+/// Go's syntax error for `data` (`encoding/json`'s `checkValid`), if it is not valid JSON.
+pub fn syntax_error(data: &[u8]) -> Option<String> {
+    check_valid(data).err()
+}
+
 /// `checkValid`: `Ok` with the text of every number, or Go's syntax error.
 fn check_valid(data: &[u8]) -> Result<Vec<&[u8]>, String> {
     let mut s = Scanner {

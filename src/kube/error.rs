@@ -35,6 +35,10 @@ pub enum KubeError {
         /// Each broken rule.
         causes: Vec<FieldError>,
     },
+    /// 400 BadRequest: a Secret body with a field of the wrong type or `data` that is not
+    /// base64 (client's fault). A patch that leaves its Secret so is a 422 instead.
+    #[error("Secret in version \"v1\" cannot be handled as a Secret: {0}")]
+    Undecodable(String),
     /// A JSON patch whose `test` failed or whose path is missing (client's fault): 422 with
     /// kube-apiserver's fixed message; the patch library's words are for the log.
     #[error("{0}")]

@@ -53,7 +53,9 @@ fn cannot_handle(version: &str, detail: impl fmt::Display) -> KubeError {
 /// - `apiVersion` and `kind` may be absent (the URL says what the body is); any other than
 ///   `v1` and `Secret` is a 400.
 pub fn decode_secret(body: &[u8], validation: FieldValidation) -> Result<Decoded, KubeError> {
-    let parsed = parse_with(body, Some(&SECRET))?;
+    // A JSON body (YAML ones arrive converted): YAML here is a JSON syntax error, as in
+    // kube-apiserver's JSON serializer.
+    let parsed = parse_with(body, Some(&SECRET), false)?;
     let version = parsed
         .value
         .get("apiVersion")
@@ -86,14 +88,15 @@ pub fn decode_secret(body: &[u8], validation: FieldValidation) -> Result<Decoded
     let mut walk = Walk::default();
     walk.object(&parsed.value, &SECRET, "");
     if let Some(e) = walk.type_error {
-        return Err(cannot_handle("v1", e));
+        return Err(KubeError::Undecodable(e.to_string()));
     }
     let mut strict = parsed.strict;
     if !parsed.checked {
         // YAML: unknown fields in the schema's order (duplicates are a YAML error already).
         strict.extend(walk.unknown);
     }
-    let secret = secret_from_json(&parsed.value).map_err(|e| cannot_handle("v1", e))?;
+    let secret =
+        secret_from_json(&parsed.value).map_err(|e| KubeError::Undecodable(e.to_string()))?;
     let warnings = match validation {
         FieldValidation::Strict if !strict.is_empty() => {
             return Err(cannot_handle(
@@ -218,16 +221,20 @@ impl fmt::Debug for Redacted<'_> {
 /// Parses a body: JSON if it starts with `{` or `[` (duplicate fields are noted), else YAML
 /// (the body of a server-side apply). 400 if it is neither.
 pub fn parse_body(body: &[u8]) -> Result<Parsed, KubeError> {
-    parse_with(body, None)
+    parse_with(body, None, true)
 }
 
-fn parse_with(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, KubeError> {
+/// Parses `body` as JSON, or as YAML if `yaml` allows it and it does not start as JSON does.
+fn parse_with(body: &[u8], shape: Option<&'static Shape>, yaml: bool) -> Result<Parsed, KubeError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
-        None => Err(KubeError::BadRequest(
-            "the object provided is unrecognized (must be of type Secret): Object 'Kind' is missing in ''".into(),
+        // kube-apiserver's summary of an empty body; of any other it is left out here, as
+        // it quotes the body's first bytes.
+        None if body.is_empty() => Err(KubeError::BadRequest(
+            "the object provided is unrecognized (must be of type Secret): couldn't get version/kind; json parse error: unexpected end of JSON input (<empty>)".into(),
         )),
-        Some(b'{') | Some(b'[') => parse_json(body, shape),
+        Some(b'{') | Some(b'[') | None => parse_json(body, shape),
+        Some(_) if !yaml => parse_json(body, shape),
         Some(_) => {
             let v = super::request::yaml_value(body, "error decoding YAML")?;
             Ok(Parsed {
@@ -250,9 +257,11 @@ fn parse_json(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, Kube
     .deserialize(&mut de)
     .and_then(|v| de.end().map(|()| v))
     .map_err(|e| {
+        // Go's words for a syntax error (they quote at most one character of the body).
+        let why = crate::go_json::syntax_error(body)
+            .unwrap_or_else(|| crate::redact::serde_values(&e.to_string()));
         KubeError::BadRequest(format!(
-            "the object provided is unrecognized (must be of type Secret): couldn't get version/kind; json parse error: {}",
-            crate::redact::serde_values(&e.to_string())
+            "the object provided is unrecognized (must be of type Secret): couldn't get version/kind; json parse error: {why}"
         ))
     })?;
     Ok(Parsed {
@@ -840,9 +849,10 @@ mod tests {
             decode_secret(b"{not json", FieldValidation::Warn),
             Err(KubeError::BadRequest(_))
         ));
+        // A Secret body is JSON (YAML ones are converted first): YAML is Go's syntax error.
         let yaml = b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: y\nstringData:\n  a: b\n";
-        let d = decode_secret(yaml, FieldValidation::Strict).unwrap();
-        assert_eq!(d.secret.string_data["a"].0.as_str(), "b");
+        assert!(err_of(decode_secret(yaml, FieldValidation::Strict))
+            .ends_with("json parse error: invalid character 'a' looking for beginning of value"));
     }
 
     #[test]

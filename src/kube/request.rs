@@ -106,7 +106,7 @@ impl KubeRequest {
         if given.len() > 128 {
             causes.push(FieldError::new(
                 "fieldManager",
-                "Too long: may not be more than 128 bytes",
+                "Too long: must have at most 128 bytes",
             ));
         }
         // `ValidateFieldManager`: printable characters only (Go's `unicode.IsPrint`: no

@@ -193,6 +193,26 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     })
 }
 
+/// kube-apiserver's 422 for a patch whose result is not a Secret (a field of the wrong type,
+/// `data` that is not base64): `patch: Invalid value: <value>: <why>`, the strategic merge
+/// patch's base64 error in its unstructured converter's words. The value (the patch, or the
+/// patched object) holds Secret values, so it is not repeated.
+fn patched_undecodable(kind: PatchType, detail: &str) -> KubeError {
+    let why = if kind == PatchType::Strategic && detail.starts_with("illegal base64") {
+        format!("error decoding from json: {detail}")
+    } else {
+        detail.to_owned()
+    };
+    KubeError::Invalid {
+        kind: String::new(),
+        name: String::new(),
+        causes: vec![FieldError::new(
+            "patch",
+            format!("Invalid value: \"<redacted>\": {why}"),
+        )],
+    }
+}
+
 /// `resourceVersion` and `resourceVersionMatch` of a list, checked as kube-apiserver's
 /// `ValidateListOptions` checks them (422 naming `ListOptions.meta.k8s.io`), and a
 /// `resourceVersion` beside a continue token refused as its storage refuses it.
@@ -406,7 +426,10 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
                 };
                 let bytes = serde_json::to_vec(&patched)
                     .map_err(|e| KubeError::BadRequest(e.to_string()))?;
-                let decoded = decode_secret(&bytes, opts.validation)?;
+                let decoded = decode_secret(&bytes, opts.validation).map_err(|e| match e {
+                    KubeError::Undecodable(detail) => patched_undecodable(kind, &detail),
+                    e => e,
+                })?;
                 let mut s = decoded.secret;
                 apply::record_update(Some(&live), &mut s, &opts.manager, &now());
                 (s, decoded.warnings)

@@ -192,6 +192,7 @@ impl Status {
             }
             KubeError::TooLarge(m) => Status::failure(413, "RequestEntityTooLarge", m),
             KubeError::Invalid { kind, name, causes } => Status::invalid(kind, name, causes),
+            KubeError::Undecodable(_) => Status::failure(400, "BadRequest", e.to_string()),
             // A JSON patch that does not apply: kube-apiserver's NewGenericServerResponse(422),
             // whose message is fixed and whose details are empty (the patch library's words
             // are dropped).

@@ -493,13 +493,13 @@ fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
         if e.manager.chars().count() > 128 {
             errs.push(err(
                 format!("{path}.manager"),
-                "Too long: may not be more than 128 bytes",
+                "Too long: must have at most 128 bytes",
             ));
         }
         if e.subresource.len() > 256 {
             errs.push(err(
                 format!("{path}.subresource"),
-                "Too long: may not be more than 256 bytes",
+                "Too long: must have at most 256 bytes",
             ));
         }
     }

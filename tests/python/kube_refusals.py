@@ -417,6 +417,24 @@ assert [a[1] for a in audited(SECRETS + "?limit=1&continue=garbage")] == [None, 
 assert [a[1] for a in audited(SECRETS + "?resourceVersionMatch=Exact")] == [None, 422], audited(SECRETS + "?resourceVersionMatch=Exact")
 assert [a[1:] for a in audited(SECRETS + "/a1")][:2] == [(None, "a1", None), (403, "a1", "forbid")], audited(SECRETS + "/a1")
 
+# A patch that leaves data that is not base64 is kube-apiserver's 422 on "patch" (the value,
+# which holds Secret values, is not repeated); a strategic merge patch's error is in its
+# unstructured converter's words.
+unrecognized = "the object provided is unrecognized (must be of type Secret): couldn't get version/kind; json parse error: "
+for ctype, patch, why in (
+        ("application/strategic-merge-patch+json", {"data": {"k": "!!!"}}, "error decoding from json: illegal base64 data at input byte 0"),
+        ("application/merge-patch+json", {"data": {"k": "!!!"}}, "illegal base64 data at input byte 0"),
+        ("application/json-patch+json", [{"op": "add", "path": "/data", "value": {"k": "!!!"}}], "illegal base64 data at input byte 0")):
+    got = refused("admin", "PATCH", SECRETS + "/a1", 422, "Invalid",
+                  ' "" is invalid: patch: Invalid value: "<redacted>": ' + why, json.dumps(patch), {"Content-Type": ctype})
+    assert got["details"] == {"causes": [{"reason": "FieldValueInvalid", "field": "patch",
+                                          "message": 'Invalid value: "<redacted>": ' + why}]}, got
+# A JSON body is read as JSON only, with Go's syntax errors.
+for body, why in ((b"metadata:\n  name: y1\n", "invalid character 'm' looking for beginning of value"),
+                  (b"{bad", "invalid character 'b' looking for beginning of object key string"),
+                  (b"", "unexpected end of JSON input (<empty>)")):
+    refused("admin", "POST", SECRETS, 400, "BadRequest", unrecognized + why, body, JSON)
+
 # Every answer carries its audit id (Audit-Id), the client's if it sent one, as WithAuditInit
 # sets it: the id of the request's events, refused credentials and health included.
 def answered_id(user, path, headers):
