@@ -21,6 +21,11 @@ pub enum KubeError {
     /// stream of events (YAML), as kube-apiserver's `NegotiateOutputMediaTypeStream` refuses it.
     #[error("only the following media types are accepted: application/json;stream=watch, application/vnd.kubernetes.protobuf;stream=watch")]
     NotAcceptableWatch,
+    /// 406 NotAcceptable: `Accept` asks for a form of the object that does not fit what the
+    /// request reads (`PartialObjectMetadata` of a list, or the list form of one object), as
+    /// kube-apiserver's response transform refuses it.
+    #[error("{0}")]
+    NotAcceptableForm(&'static str),
     /// 413 RequestEntityTooLarge: a body or patch over the limits (client's fault).
     #[error("{0}")]
     TooLarge(String),

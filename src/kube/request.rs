@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::objects::FieldValidation;
 use super::status::Status;
-use super::table::TABLE_CONTENT_TYPE;
 use super::KubeError;
 use crate::access::RequestContext;
 use crate::names::FieldError;
@@ -191,14 +190,34 @@ pub enum Output {
     Yaml,
 }
 
+/// What form of an object a client asked for (`as=` of its chosen `Accept` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The object itself.
+    Object,
+    /// A `meta.k8s.io` Table.
+    Table,
+    /// `PartialObjectMetadata`.
+    Metadata,
+    /// `PartialObjectMetadataList`.
+    MetadataList,
+}
+
+/// [`negotiate_form`]'s output only.
+pub fn negotiate(accept: &str) -> Option<Output> {
+    negotiate_form(accept).map(|(output, _)| output)
+}
+
 /// kube-apiserver's output negotiation (`NegotiateOutputMediaType`) for what keyward writes:
 /// the `Accept` entries in order of `q` (`q=0` refuses), the first of JSON, YAML, protobuf,
-/// `application/*` or `*/*` whose `as` (if any) is a form keyward serves (Table,
-/// PartialObjectMetadata, PartialObjectMetadataList; JSON only). No `Accept` is JSON; none
-/// acceptable is `None` (406).
-pub fn negotiate(accept: &str) -> Option<Output> {
+/// `application/*` or `*/*` whose transform, if any, kube-apiserver allows
+/// (`AllowsMediaTypeTransform`): `as=Table` in JSON or YAML, `as=PartialObjectMetadata` or
+/// `PartialObjectMetadataList` in any, each with `g=meta.k8s.io` and `v=v1` or `v1beta1`.
+/// Protobuf is answered in JSON (every Kubernetes client that asks for it takes JSON too). No
+/// `Accept` is JSON; none acceptable is `None` (406).
+pub fn negotiate_form(accept: &str) -> Option<(Output, Form)> {
     if accept.trim().is_empty() {
-        return Some(Output::Json);
+        return Some((Output::Json, Form::Object));
     }
     let mut entries: Vec<(f32, &str)> = accept
         .split(',')
@@ -217,35 +236,42 @@ pub fn negotiate(accept: &str) -> Option<Output> {
     entries.into_iter().find_map(|(_, entry)| {
         let mut parts = entry.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let params: Vec<&str> = parts.map(str::trim).collect();
-        let form = params
-            .iter()
-            .find_map(|p| p.strip_prefix("as=").map(str::trim));
+        let params: Vec<(&str, &str)> = parts
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim()))
+            .collect();
+        let param = |name: &str| params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         // `stream=watch` asks for the media type's stream form: YAML has none, and no other
         // stream is served.
-        let stream = params
-            .iter()
-            .find_map(|p| p.strip_prefix("stream=").map(str::trim))
-            .filter(|s| !s.is_empty());
+        let stream = param("stream").filter(|s| !s.is_empty());
         if stream.is_some_and(|s| s != "watch" || media == "application/yaml") {
             return None;
         }
-        let served = matches!(
-            form,
-            None | Some("Table" | "PartialObjectMetadata" | "PartialObjectMetadataList")
-        );
-        match media.as_str() {
-            "application/yaml" if form.is_none() => Some(Output::Yaml),
+        let output = match media.as_str() {
+            "application/yaml" => Output::Yaml,
             "application/json"
             | "application/vnd.kubernetes.protobuf"
             | "application/*"
-            | "*/*"
-                if served =>
-            {
-                Some(Output::Json)
-            }
-            _ => None,
-        }
+            | "*/*" => Output::Json,
+            _ => return None,
+        };
+        let form = match param("as") {
+            None => return Some((output, Form::Object)),
+            Some("Table") => Form::Table,
+            Some("PartialObjectMetadata") => Form::Metadata,
+            Some("PartialObjectMetadataList") => Form::MetadataList,
+            Some(_) => return None,
+        };
+        let meta_version =
+            param("g") == Some("meta.k8s.io") && matches!(param("v"), Some("v1" | "v1beta1"));
+        let allowed = match form {
+            Form::Table => matches!(
+                media.as_str(),
+                "application/json" | "application/yaml" | "application/*" | "*/*"
+            ),
+            _ => true,
+        };
+        (meta_version && allowed).then_some((output, form))
     })
 }
 
@@ -429,9 +455,10 @@ impl Reply {
                 Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
                 warnings,
             ),
+            // kube-apiserver writes a Table with its serializer's media type.
             Reply::Table(t) => (
                 200,
-                TABLE_CONTENT_TYPE,
+                "application/json",
                 Bytes::from(serde_json::to_vec(&t).unwrap_or_default()),
                 Vec::new(),
             ),

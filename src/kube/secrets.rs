@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::apply;
 use super::objects::{decode_secret, encode_secret, partial_object_metadata};
 use super::patch;
-use super::request::{unsupported_media_type, yaml_to_json, KubeRequest, Reply};
+use super::request::{unsupported_media_type, yaml_to_json, Form, KubeRequest, Reply};
 use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::KubeError;
@@ -87,15 +87,22 @@ fn check_path(s: &mut Secret, ns: &str, name: Option<&SecretName>) -> Result<(),
 /// `GET .../secrets/{name}`: the Secret, or a one-row Table.
 pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
     let include = IncludeObject::parse(req.param("includeObject"))?;
+    // Refused before the read, so that the audit log records the 406 the client gets.
+    let metadata = table::wants_metadata(&req.accept);
+    if metadata == Some(Form::MetadataList) {
+        return Err(KubeError::NotAcceptableForm(
+            "you requested PartialObjectMetadataList, but the requested object is not a list (*core.Secret)",
+        ));
+    }
     let s = access.get(&req.ctx, &id.namespace, &id.name, None).await?;
     if table::wants_table(&req.accept) {
         let rv = s.metadata.resource_version.clone();
         return Ok(Reply::Table(table::table(&[s], &rv, None, include, true)));
     }
-    if table::wants_metadata(&req.accept) {
-        return Ok(Reply::ok(partial_object_metadata(&s, true)));
-    }
-    Ok(Reply::ok(encode_secret(&s)))
+    Ok(match metadata {
+        Some(_) => Reply::ok(partial_object_metadata(&s, true)),
+        None => Reply::ok(encode_secret(&s)),
+    })
 }
 
 /// The label and field selectors of a list, watch or deletecollection.
@@ -131,6 +138,13 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
         limit
     };
     let include = IncludeObject::parse(req.param("includeObject"))?;
+    // Refused before the read, so that the audit log records the 406 the client gets.
+    let metadata = table::wants_metadata(&req.accept);
+    if metadata == Some(Form::Metadata) {
+        return Err(KubeError::NotAcceptableForm(
+            "you requested PartialObjectMetadata, but the requested object is a list (*core.SecretList)",
+        ));
+    }
     let count = fields.is_empty();
     let mut list = match access
         .list(&req.ctx, ns, &labels, &fields, limit, cont, at, count)
@@ -163,7 +177,7 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
             include,
             true,
         )
-    } else if table::wants_metadata(&req.accept) {
+    } else if metadata.is_some() {
         let mut meta = json!({"resourceVersion": rv});
         if let Some(c) = &list.continue_token {
             meta["continue"] = c.as_str().into();

@@ -187,6 +187,7 @@ impl Status {
         match e {
             KubeError::BadRequest(m) => Status::failure(400, "BadRequest", m),
             KubeError::UnsupportedMediaType(m) => Status::failure(415, "UnsupportedMediaType", m),
+            KubeError::NotAcceptableForm(m) => Status::failure(406, "NotAcceptable", *m),
             e @ (KubeError::NotAcceptable | KubeError::NotAcceptableWatch) => {
                 Status::failure(406, "NotAcceptable", e.to_string())
             }

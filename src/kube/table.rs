@@ -7,11 +7,9 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::objects::encode_secret;
+use super::request::{negotiate_form, Form};
 use super::KubeError;
 use crate::store::Secret;
-
-/// The `Content-Type` of a Table response.
-pub const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 /// What each row carries (`includeObject`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,32 +38,17 @@ impl IncludeObject {
     }
 }
 
-/// Whether an `Accept` header asks for a Table.
+/// Whether `accept` asks for a Table ([`negotiate_form`]).
 pub fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.split(';').any(|p| p.trim() == "as=Table"))
+    negotiate_form(accept).is_some_and(|(_, f)| f == Form::Table)
 }
 
-/// Whether `accept` asks for `PartialObjectMetadata` (or its list) in JSON: the first of its
-/// JSON media types says `as=PartialObjectMetadata` or `as=PartialObjectMetadataList` (a
-/// metadata client lists protobuf first, which this server does not write for objects).
-pub fn wants_metadata(accept: &str) -> bool {
-    accept
-        .split(',')
-        .find(|entry| {
-            let media = entry.split(';').next().unwrap_or("").trim();
-            matches!(media, "application/json" | "*/*")
-        })
-        .is_some_and(|entry| {
-            entry.split(';').any(|p| {
-                matches!(
-                    p.trim(),
-                    "as=PartialObjectMetadata" | "as=PartialObjectMetadataList"
-                )
-            })
-        })
+/// The `PartialObjectMetadata` form `accept` asks for, if it asks for one
+/// ([`negotiate_form`]).
+pub fn wants_metadata(accept: &str) -> Option<Form> {
+    negotiate_form(accept)
+        .map(|(_, f)| f)
+        .filter(|f| matches!(f, Form::Metadata | Form::MetadataList))
 }
 
 /// The column definitions of a Secret Table.
@@ -201,6 +184,19 @@ mod tests {
         assert!(!wants_table(
             "application/vnd.kubernetes.protobuf,application/json"
         ));
+        // Protobuf Tables are not served: the next entry is taken.
+        assert!(!wants_table(
+            "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
+        assert!(wants_table(
+            "application/yaml;as=Table;v=v1beta1;g=meta.k8s.io"
+        ));
+        assert!(!wants_table("application/json;as=Table;v=v2;g=meta.k8s.io"));
+        assert_eq!(
+            wants_metadata("application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"),
+            Some(Form::MetadataList)
+        );
+        assert_eq!(wants_metadata("application/json"), None);
         assert_eq!(
             IncludeObject::parse(Some("x")).unwrap_err().to_string(),
             "unrecognized includeObject value: \"x\""

@@ -155,15 +155,12 @@ pub async fn start(
     let bookmarks = req.flag("allowWatchBookmarks").then_some(bookmark_every);
     let mut framing = Framing {
         table: wants_table.then_some(include),
-        metadata_only: table::wants_metadata(&req.accept),
+        metadata_only: table::wants_metadata(&req.accept).is_some(),
         fields,
         first: true,
     };
-    let content_type = if wants_table {
-        table::TABLE_CONTENT_TYPE
-    } else {
-        "application/json"
-    };
+    // kube-apiserver's watch of JSON is `application/json`, whatever the events carry.
+    let content_type = "application/json";
     let (tx, lines) = mpsc::channel(64);
     match access
         .watch(&req.ctx, &scope, selector, &framing.fields, rv, true)

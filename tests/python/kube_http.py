@@ -123,10 +123,27 @@ assert (code, ctype, data) == (200, "application/com.github.proto-openapi.spec.v
 # A single get as a Table is one row.
 code, ctype, data = call("GET", SECRETS + "/s1", headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"})
 t = json.loads(data)
-assert ctype == "application/json;as=Table;v=v1;g=meta.k8s.io", ctype
+# kube-apiserver writes a Table with its serializer's media type, plain JSON.
+assert ctype == "application/json", ctype
 assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Type", "Data", "Age"]
 assert t["rows"][0]["cells"][:3] == ["s1", "Opaque", 1], t["rows"]
 assert t["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+# A transform is served as kube-apiserver allows it (AllowsMediaTypeTransform): a Table in JSON or
+# YAML, not protobuf; only of meta.k8s.io v1 or v1beta1; PartialObjectMetadata of one object and
+# the list form of a list.
+code, ctype, data = call("GET", SECRETS + "/s1", headers={"Accept": "application/yaml;as=Table;v=v1;g=meta.k8s.io"})
+assert (code, ctype) == (200, "application/yaml") and b"kind: Table" in data, (code, ctype, data)
+for accept in ("application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io",
+               "application/json;as=Table;v=v2;g=meta.k8s.io", "application/json;as=Table"):
+    status("GET", SECRETS + "/s1", 406, {"message": "only the following media types are accepted: application/json, "
+                                                    "application/yaml, application/vnd.kubernetes.protobuf",
+                                         "reason": "NotAcceptable"}, headers={"Accept": accept})
+status("GET", SECRETS + "/s1", 406, {
+    "message": "you requested PartialObjectMetadataList, but the requested object is not a list (*core.Secret)",
+    "reason": "NotAcceptable"}, headers={"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"})
+status("GET", SECRETS, 406, {
+    "message": "you requested PartialObjectMetadata, but the requested object is a list (*core.SecretList)",
+    "reason": "NotAcceptable"}, headers={"Accept": "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io"})
 
 
 def watch_lines(path, n, accept="application/json"):
@@ -152,7 +169,7 @@ def watch_lines(path, n, accept="application/json"):
 # Tables in a watch: column definitions only in the first event.
 ctype, evs = watch_lines(SECRETS + "?watch=true&resourceVersion=0", 2,
                          "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
-assert ctype == "application/json;as=Table;v=v1;g=meta.k8s.io", ctype
+assert ctype == "application/json", ctype
 assert [e["type"] for e in evs] == ["ADDED", "ADDED"], evs
 assert "columnDefinitions" in evs[0]["object"] and "columnDefinitions" not in evs[1]["object"], evs
 
