@@ -357,12 +357,22 @@ pub fn manager_from_user_agent(ua: &str) -> String {
 
 /// Decodes `%XX` and `+` in a query component.
 pub fn percent_decode(s: &str) -> String {
+    decode(s, true)
+}
+
+/// A URL path with its `%XX` escapes decoded (`+` stays), as Go's `URL.Path` holds it: what
+/// kube-apiserver splits into segments and reads names from.
+pub fn path_decode(s: &str) -> String {
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => {
                 let hex = |c: u8| (c as char).to_digit(16);
                 match (hex(b[i + 1]), hex(b[i + 2])) {

@@ -348,7 +348,8 @@ impl KubeApi {
         certs: &[CertificateDer<'static>],
     ) -> Response<Body> {
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // Decoded, as Go's `URL.Path`: names and segments are read from it.
+        let path = super::request::path_decode(req.uri().path());
         let uri = req
             .uri()
             .path_and_query()

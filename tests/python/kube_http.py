@@ -57,6 +57,11 @@ assert keys == ["kind", "apiVersion", "metadata", "status", "message", "reason",
 
 status("GET", SECRETS + "/nope", 404, {"message": 'secrets "nope" not found', "reason": "NotFound",
                                        "details": {"name": "nope", "kind": "secrets"}})
+# The path is read decoded, as Go's URL.Path.
+status("GET", SECRETS + "/x%20y", 404, {"message": 'secrets "x y" not found', "reason": "NotFound",
+                                        "details": {"name": "x y", "kind": "secrets"}})
+status("GET", "/api/v1/namespaces/" + NS + "/%73ecrets/nope", 404, {"message": 'secrets "nope" not found', "reason": "NotFound",
+                                                                "details": {"name": "nope", "kind": "secrets"}})
 status("GET", "/apis/apps/v1/deployments", 404,
        {"message": "the server could not find the requested resource", "reason": "NotFound", "details": {}})
 # go-restful's 405 through kube-apiserver's serviceErrorHandler, before Accept is looked at.
