@@ -188,6 +188,9 @@ pub enum Output {
     Json,
     /// YAML, kube-apiserver's: its JSON with the keys sorted, as `sigs.k8s.io/yaml` writes it.
     Yaml,
+    /// Nothing in `Accept` is written here: JSON indented by two spaces, as kube-apiserver's
+    /// `WriteRawJSON` writes an error (its 406, or the error it had) when negotiation fails.
+    Raw,
 }
 
 /// What form of an object a client asked for (`as=` of its chosen `Accept` entry).

@@ -381,7 +381,7 @@ impl KubeApi {
                 .to_owned()
         };
         // Errors are written as the client asked too (kube-apiserver negotiates them).
-        let output = negotiate(&header("accept")).unwrap_or(Output::Json);
+        let output = negotiate(&header("accept")).unwrap_or(Output::Raw);
         let reply = |r: Reply| response(r, output);
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
@@ -422,7 +422,7 @@ impl KubeApi {
                 }
                 resp
             }
-            Err(KubeError::NotAcceptable) => json_response(KubeError::NotAcceptable.into()),
+            Err(KubeError::NotAcceptable) => response(KubeError::NotAcceptable.into(), Output::Raw),
             Err(e) => reply(e.into()),
         }
     }
@@ -753,13 +753,19 @@ fn response(r: Reply, output: Output) -> Response<Body> {
         Reply::TooManyRequests => (1, true),
         _ => (0, false),
     };
+    // The Status in its field order, indented (a `Value` would sort the keys).
+    let pretty = match (&r, output) {
+        (Reply::Status(s), Output::Raw) => serde_json::to_vec_pretty(s).ok().map(Bytes::from),
+        _ => None,
+    };
     let (code, content_type, body, warnings) = r.into_parts();
-    let yaml = (output == Output::Yaml && content_type == "application/json")
-        .then(|| json_to_yaml(&body))
-        .flatten();
-    let mut resp = match yaml {
-        Some(y) => respond(code, "application/yaml", Bytes::from(y), &warnings),
-        None => respond(code, content_type, body, &warnings),
+    let json = content_type == "application/json";
+    let mut resp = match output {
+        Output::Yaml if json => match json_to_yaml(&body) {
+            Some(y) => respond(code, "application/yaml", Bytes::from(y), &warnings),
+            None => respond(code, content_type, body, &warnings),
+        },
+        _ => respond(code, content_type, pretty.unwrap_or(body), &warnings),
     };
     if retry_after > 0 {
         resp.headers_mut().insert(

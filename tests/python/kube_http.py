@@ -100,7 +100,7 @@ status("POST", SECRETS + "?dryRun=Some", 422, {
     body=b"{}")
 
 # Output negotiation: YAML when asked for (kube-apiserver's: its JSON with sorted keys), a
-# Status in YAML too; 406 (in JSON) when Accept names nothing the server writes.
+# Status in YAML too; 406 (in indented JSON) when Accept names nothing the server writes.
 code, ctype, data = call("GET", SECRETS + "/s1", headers={"Accept": "application/yaml"})
 text = data.decode()
 assert (code, ctype) == (200, "application/yaml"), (code, ctype, text)
@@ -120,6 +120,9 @@ for accept in ("text/html", "application/json;as=Foo;v=v1;g=meta.k8s.io", "appli
 status("GET", SECRETS, 406, {
     "message": "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
     "reason": "NotAcceptable"}, headers={"Accept": "text/plain"})
+# Written raw and indented, as kube-apiserver's WriteRawJSON (json.MarshalIndent) writes it.
+code, ctype, data = call("GET", SECRETS + "/s1", headers={"Accept": "text/html"})
+assert data.startswith(b'{\n  "kind": "Status",\n  "apiVersion": "v1",\n  "metadata": {},\n  "status": "Failure",\n'), data
 
 # OpenAPI v2: an empty protobuf document.
 code, ctype, data = call("GET", "/openapi/v2")
