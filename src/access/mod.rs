@@ -334,16 +334,7 @@ impl Access {
                 namespace: attrs.namespace.clone(),
                 name: attrs.name.clone(),
             }));
-        match Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            absent,
-            404,
-            |_, _| None,
-        )
-        .await
-        {
+        match self.finish(ctx, &mut rec, absent, 404, |_, _| None).await {
             Ok(never) => match never {},
             Err(e) => e,
         }
@@ -430,9 +421,21 @@ impl Access {
     ) -> Result<T, AccessError> {
         let mut rec = self.admit(ctx, attrs, &[], request).await?;
         let result = call.await;
+        self.finish(ctx, &mut rec, result, code, respond).await
+    }
+
+    /// [`Access::complete`] for a request of `ctx`.
+    async fn finish<T>(
+        &self,
+        ctx: &RequestContext,
+        rec: &mut RequestAudit,
+        result: Result<T, AccessError>,
+        code: u16,
+        respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
+    ) -> Result<T, AccessError> {
         Self::complete(
             ctx.error_status(),
-            &mut rec,
+            rec,
             self.metrics(),
             result,
             code,

@@ -214,15 +214,7 @@ impl Access {
             Ok(self.store.create(secret, dry_run).await?)
         }
         .await;
-        Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            result,
-            201,
-            secret_body,
-        )
-        .await
+        self.finish(ctx, &mut rec, result, 201, secret_body).await
     }
 
     /// Reads a Secret, as of `revision` if given (`get secrets` on the Secret).
@@ -308,15 +300,7 @@ impl Access {
             .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
             .await?;
         let result = self.store.update(secret, dry_run).await.map_err(Into::into);
-        Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            result,
-            200,
-            secret_body,
-        )
-        .await
+        self.finish(ctx, &mut rec, result, 200, secret_body).await
     }
 
     /// Writes an earlier version's content as a new version (`update secrets` on it).
@@ -359,15 +343,7 @@ impl Access {
             .delete(namespace, name, pre)
             .await
             .map_err(Into::into);
-        Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            result,
-            200,
-            secret_body,
-        )
-        .await
+        self.finish(ctx, &mut rec, result, 200, secret_body).await
     }
 
     /// Deletes the Secrets of `scope` (one namespace, valid or not) that `selector` and `keep`
@@ -519,15 +495,8 @@ impl Access {
                 }))
             }
             Err(e) => {
-                Self::complete(
-                    ctx.error_status(),
-                    &mut rec,
-                    self.metrics(),
-                    Err(e.into()),
-                    200,
-                    |_: &WatchEvents, _| None,
-                )
-                .await
+                self.finish(ctx, &mut rec, Err(e.into()), 200, |_: &WatchEvents, _| None)
+                    .await
             }
         }
     }
@@ -636,15 +605,7 @@ impl Access {
                 format!("JTI={}", t.jti),
             );
         }
-        Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            result,
-            201,
-            |_, _| None,
-        )
-        .await
+        self.finish(ctx, &mut rec, result, 201, |_, _| None).await
     }
 
     /// `SelfSubjectAccessReview`: may the caller do what `spec` describes (allowed to every
@@ -658,15 +619,8 @@ impl Access {
             .review_admit(ctx, "selfsubjectaccessreviews", "authorization.k8s.io")
             .await?;
         let status = authz::self_subject_access_review(&*self.policy, &ctx.user, spec);
-        Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            Ok(status),
-            201,
-            |_, _| None,
-        )
-        .await
+        self.finish(ctx, &mut rec, Ok(status), 201, |_, _| None)
+            .await
     }
 
     /// `SelfSubjectRulesReview`: the caller's rules in `namespace`.
@@ -680,15 +634,7 @@ impl Access {
             .await?;
         let result = authz::self_subject_rules_review(&*self.policy, &ctx.user, namespace)
             .map_err(|e| AccessError::BadRequest(e.to_string()));
-        Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            result,
-            201,
-            |_, _| None,
-        )
-        .await
+        self.finish(ctx, &mut rec, result, 201, |_, _| None).await
     }
 
     /// `SelfSubjectReview`: who the caller is (after impersonation).
@@ -696,15 +642,8 @@ impl Access {
         let mut rec = self
             .review_admit(ctx, "selfsubjectreviews", "authentication.k8s.io")
             .await?;
-        Self::complete(
-            ctx.error_status(),
-            &mut rec,
-            self.metrics(),
-            Ok(ctx.user.clone()),
-            201,
-            |_, _| None,
-        )
-        .await
+        self.finish(ctx, &mut rec, Ok(ctx.user.clone()), 201, |_, _| None)
+            .await
     }
 
     /// Reviews are allowed to every authenticated identity (`system:basic-user`).
