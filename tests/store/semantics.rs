@@ -1467,21 +1467,13 @@ async fn watch_through_a_selector_sees_secrets_come_and_go(srv: TestStore) {
         .unwrap();
     let web = update(&mut c, labelled("v1", Some("web"))).await.unwrap();
     let db = update(&mut c, labelled("v2", Some("db"))).await.unwrap();
-    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let ev = next_event(&mut w).await;
     assert_eq!(ev.kind, WatchKind::Added);
     assert_eq!(
         ev.object.metadata.resource_version,
         meta(&web).resource_version
     );
-    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let ev = next_event(&mut w).await;
     assert_eq!(ev.kind, WatchKind::Deleted);
     assert_eq!(
         ev.object.metadata.resource_version,
@@ -1494,13 +1486,18 @@ async fn watch_through_a_selector_sees_secrets_come_and_go(srv: TestStore) {
     assert_eq!(ev.object.data["k"].as_slice(), b"v1");
 }
 
-/// The next event or bookmark of `w` (within 10 s): kind, name, resourceVersion.
-async fn next(w: &mut keyward::store::WatchEvents) -> (keyward::store::WatchKind, String, String) {
-    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+/// The next event or bookmark of `w` (within 10 s).
+async fn next_event(w: &mut keyward::store::WatchEvents) -> keyward::store::WatchEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
         .await
         .expect("an event or bookmark")
         .unwrap()
-        .unwrap();
+        .unwrap()
+}
+
+/// The next event or bookmark of `w` (within 10 s): kind, name, resourceVersion.
+async fn next(w: &mut keyward::store::WatchEvents) -> (keyward::store::WatchKind, String, String) {
+    let ev = next_event(w).await;
     let m = &ev.object.metadata;
     (ev.kind, m.name.clone(), m.resource_version.clone())
 }
