@@ -393,7 +393,7 @@ impl Serialize for Event {
             request_uri: &c.request_uri,
             verb: &c.verb,
             user: &c.user,
-            impersonated_user: c.impersonated_user.as_ref(),
+            impersonated_user: self.impersonated_user_written(),
             source_ips: &c.source_ips,
             user_agent: &c.user_agent,
             object_ref: self.object_ref.as_deref(),
@@ -505,6 +505,15 @@ impl Event {
     /// The impersonated user, if the request impersonated one.
     pub fn impersonated_user(&self) -> Option<&UserInfo> {
         self.common.impersonated_user.as_ref()
+    }
+
+    /// The `impersonatedUser` this stage's line carries: none at `RequestReceived`, which
+    /// kube-apiserver writes before it applies impersonation.
+    pub(super) fn impersonated_user_written(&self) -> Option<&UserInfo> {
+        self.common
+            .impersonated_user
+            .as_ref()
+            .filter(|_| self.stage != Stage::RequestReceived)
     }
 
     /// The object reference (resource requests).

@@ -24,7 +24,7 @@ pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, omit: &[&str]
     string(out, &c.verb);
     out.extend_from_slice(b",\"user\":");
     user_info(out, &c.user);
-    if let Some(u) = &c.impersonated_user {
+    if let Some(u) = ev.impersonated_user_written() {
         out.extend_from_slice(b",\"impersonatedUser\":");
         user_info(out, u);
     }

@@ -298,7 +298,21 @@ async fn impersonation_unix_peers_user_agents_and_annotations() {
         v["user"],
         json!({"username": "ops", "groups": ["operators"]})
     );
-    assert_eq!(v["impersonatedUser"]["username"], "alice");
+    // RequestReceived is written before impersonation is applied, as kube-apiserver writes it;
+    // the later stages name the impersonated user.
+    assert!(v.get("impersonatedUser").is_none(), "{v}");
+    rec.response_complete(ResponseStatus::success(200), None)
+        .await
+        .unwrap();
+    let done = &sink.events()[1];
+    assert_eq!(
+        serde_json::to_value(done).unwrap()["impersonatedUser"]["username"],
+        "alice"
+    );
+    assert!(done
+        .to_json()
+        .contains(",\"impersonatedUser\":{\"username\":\"alice\""));
+    assert!(!sink.events()[0].to_json().contains("impersonatedUser"));
     assert!(v.get("sourceIPs").is_none());
     assert_eq!(v["annotations"]["keyward.io/peer-uid"], "1000");
     assert_eq!(v["annotations"]["example.com/note"], "hi");
