@@ -538,7 +538,8 @@ impl KubeApi {
     ) -> Result<Routed, KubeError> {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         let reply = |r: Reply| Ok(Routed::Reply(r));
-        let watching = || req.flag("watch");
+        // The request info read the collection GET as a watch or a list already.
+        let watching = || req.info.verb == "watch";
         // Every request is authorized from its URL before anything else is read, as
         // kube-apiserver's filters authorize it, whether or not anything here serves it. A get
         // of one Secret is authorized by its handler instead (once), unless it is refused with

@@ -435,6 +435,17 @@ for body, why in ((b"metadata:\n  name: y1\n", "invalid character 'm' looking fo
                   (b"", "unexpected end of JSON input (<empty>)")):
     refused("admin", "POST", SECRETS, 400, "BadRequest", unrecognized + why, body, JSON)
 
+# The namespace read kubectl makes after a NotFound is authorized and audited as `get
+# namespaces`, the namespace named in its own URL as kube-apiserver's request info reads it.
+code, got = call("admin", "GET", "/api/v1/namespaces/" + NS)
+assert code == 200 and (got["kind"], got["metadata"]["name"], got["status"]["phase"]) == ("Namespace", NS, "Active"), got
+refused("nobody", "GET", "/api/v1/namespaces/" + NS, 403, "Forbidden",
+        'namespaces "%s" is forbidden: User "nobody" cannot get resource "namespaces" in API group "" in the namespace "%s"' % (NS, NS))
+refused("admin", "GET", "/api/v1/namespaces/Bad_NS", 404, "NotFound", 'namespaces "Bad_NS" not found')
+assert audited("/api/v1/namespaces/" + NS) == [("RequestReceived", None, NS, None), ("ResponseComplete", 200, NS, "allow"),
+                                               ("RequestReceived", None, NS, None), ("ResponseComplete", 403, NS, "forbid")], \
+    audited("/api/v1/namespaces/" + NS)
+
 # Every answer carries its audit id (Audit-Id), the client's if it sent one, as WithAuditInit
 # sets it: the id of the request's events, refused credentials and health included.
 def answered_id(user, path, headers):

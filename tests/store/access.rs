@@ -761,20 +761,19 @@ async fn one_secret_is_listed_and_watched_by_name() {
     let token_file = dir.path().join("app.token");
     write_private(&token_file, APP_TOKEN.as_bytes());
     let target = dir.path().join("db");
-    let mut mount = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "mount",
-            "secret/db",
-            "-n",
-            "prod",
-            "--watch",
-            "--token-file",
-        ])
-        .arg(&token_file)
-        .arg("--server")
-        .arg(format!("unix://{}", w.server.socket.display()))
+    // The keyward CLI as app, on the server's socket.
+    let as_app = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"));
+        c.args(args)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--server")
+            .arg(format!("unix://{}", w.server.socket.display()))
+            .stdin(std::process::Stdio::null());
+        c
+    };
+    let mut mount = as_app(&["mount", "secret/db", "-n", "prod", "--watch"])
         .arg(&target)
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -805,20 +804,7 @@ async fn one_secret_is_listed_and_watched_by_name() {
     assert!(!err.contains("forbidden"), "{err}");
 
     // `keyward get secret db --watch` as app: the row, then db's next change.
-    let mut get = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args([
-            "get",
-            "secret",
-            "db",
-            "-n",
-            "prod",
-            "--watch",
-            "--token-file",
-        ])
-        .arg(&token_file)
-        .arg("--server")
-        .arg(format!("unix://{}", w.server.socket.display()))
-        .stdin(std::process::Stdio::null())
+    let mut get = as_app(&["get", "secret", "db", "-n", "prod", "--watch"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
