@@ -611,10 +611,31 @@ impl KubeApi {
             {
                 reply(Reply::Status(Status::method_not_allowed()))
             }
+            // The deprecated watch paths, still served by kube-apiserver: a GET of them is a
+            // watch whatever `watch` says, and a name in the path selects that Secret.
+            (m, ["api", "v1", "watch", "secrets"])
+            | (m, ["api", "v1", "watch", "namespaces", _, "secrets"])
+            | (m, ["api", "v1", "watch", "namespaces", _, "secrets", _])
+                if *m != Method::GET =>
+            {
+                reply(Reply::Status(Status::method_not_allowed()))
+            }
+            (_, ["api", "v1", "watch", "secrets"]) => {
+                acceptable(req)?;
+                self.watch(req, Scope::All, None).await
+            }
+            (_, ["api", "v1", "watch", "namespaces", ns, "secrets"]) => {
+                acceptable(req)?;
+                self.watch(req, Scope::named(ns), None).await
+            }
+            (_, ["api", "v1", "watch", "namespaces", ns, "secrets", name]) => {
+                acceptable(req)?;
+                self.watch(req, Scope::named(ns), Some(name)).await
+            }
             (m, ["api", "v1", "secrets"]) => {
                 acceptable(req)?;
                 match *m {
-                    Method::GET if watching() => self.watch(req, Scope::All).await,
+                    Method::GET if watching() => self.watch(req, Scope::All, None).await,
                     Method::GET => reply(secrets::list(&self.access, req, &Scope::All).await?),
                     _ => reply(Reply::Status(Status::method_not_allowed())),
                 }
@@ -625,7 +646,7 @@ impl KubeApi {
                 // validation, as in kube-apiserver.
                 acceptable(req)?;
                 match *m {
-                    Method::GET if watching() => self.watch(req, Scope::named(ns)).await,
+                    Method::GET if watching() => self.watch(req, Scope::named(ns), None).await,
                     Method::GET => {
                         reply(secrets::list(&self.access, req, &Scope::named(ns)).await?)
                     }
@@ -685,7 +706,13 @@ impl KubeApi {
         routed
     }
 
-    async fn watch(&self, req: &KubeRequest, scope: Scope) -> Result<Routed, KubeError> {
+    /// A watch of `scope`, or of the Secret `name` in it (the deprecated named watch path).
+    async fn watch(
+        &self,
+        req: &KubeRequest,
+        scope: Scope,
+        name: Option<&str>,
+    ) -> Result<Routed, KubeError> {
         let Some(permit) = self.watch_permit() else {
             return Ok(Routed::Reply(Reply::TooManyRequests));
         };
@@ -694,6 +721,7 @@ impl KubeApi {
                 &self.access,
                 req,
                 scope,
+                name,
                 self.limits.bookmark_interval,
                 permit,
             )
@@ -710,7 +738,7 @@ fn verb_of(method: &Method, path: &str, query: &str) -> &'static str {
         .split('&')
         .any(|p| matches!(p, "watch=true" | "watch=1" | "watch=True"));
     match *method {
-        Method::GET if watch => "watch",
+        Method::GET if watch || path.starts_with("/api/v1/watch/") => "watch",
         Method::GET if path.ends_with("/secrets") => "list",
         Method::GET => "get",
         Method::POST => "create",
@@ -894,6 +922,12 @@ mod tests {
             (Method::GET, ns, "", "list"),
             (Method::GET, ns, "watch=true&resourceVersion=0", "watch"),
             (Method::GET, "/api/v1/secrets", "watch=1", "watch"),
+            (
+                Method::GET,
+                "/api/v1/watch/namespaces/default/secrets/s1",
+                "",
+                "watch",
+            ),
             (
                 Method::GET,
                 "/api/v1/namespaces/default/secrets/s1",

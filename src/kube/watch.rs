@@ -131,6 +131,7 @@ pub async fn start(
     access: &Access,
     req: &KubeRequest,
     scope: Scope,
+    name: Option<&str>,
     bookmark_every: Duration,
     permit: impl Send + 'static,
 ) -> Result<WatchReply, KubeError> {
@@ -142,7 +143,17 @@ pub async fn start(
     let include = IncludeObject::parse(req.param("includeObject"))?;
     let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
         .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
-    let fields = super::secrets::field_selector(req)?;
+    let mut fields = super::secrets::field_selector(req)?;
+    // A name in the path is a `metadata.name` selector; one given as well must ask for it.
+    if let Some(name) = name {
+        if fields.is_empty() {
+            fields = FieldSelector::of_name(name);
+        } else if fields.name() != Some(name) {
+            return Err(KubeError::BadRequest(
+                "fieldSelector metadata.name doesn't match requested name".into(),
+            ));
+        }
+    }
     let rv = ResourceVersion::parse(
         "resourceVersion",
         req.param("resourceVersion").unwrap_or(""),

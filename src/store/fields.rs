@@ -56,6 +56,15 @@ impl FieldSelector {
         Ok(FieldSelector(reqs))
     }
 
+    /// The selector `metadata.name=NAME`, built without parsing (a name in a URL's path).
+    pub fn of_name(name: &str) -> FieldSelector {
+        FieldSelector(vec![Requirement {
+            field: "metadata.name".to_owned(),
+            value: name.to_owned(),
+            negated: false,
+        }])
+    }
+
     /// Whether `s` matches (a Secret without a type is `Opaque`).
     pub fn matches(&self, s: &Secret) -> bool {
         self.0.iter().all(|r| {

@@ -66,7 +66,9 @@ status("GET", "/apis/apps/v1/deployments", 404,
        {"message": "the server could not find the requested resource", "reason": "NotFound", "details": {}})
 # go-restful's 405 through kube-apiserver's serviceErrorHandler, before Accept is looked at.
 for method, path in (("POST", SECRETS + "/s1"), ("PUT", SECRETS), ("PATCH", SECRETS), ("POST", "/api/v1/secrets"),
-                     ("DELETE", "/api/v1/secrets"), ("OPTIONS", SECRETS + "/s1")):
+                     ("DELETE", "/api/v1/secrets"), ("OPTIONS", SECRETS + "/s1"),
+                     ("POST", "/api/v1/watch/secrets"), ("DELETE", "/api/v1/watch/namespaces/" + NS + "/secrets"),
+                     ("PUT", "/api/v1/watch/namespaces/" + NS + "/secrets/s1")):
     status(method, path, 405, {"message": "the server does not allow this method on the requested resource",
                                "reason": "MethodNotAllowed", "details": {}}, body=b"{}",
            headers={"Accept": "application/json, text/html"})

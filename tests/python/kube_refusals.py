@@ -346,6 +346,27 @@ assert code == 200 and [(e["type"], e["object"]["metadata"]["name"]) for e in ev
 refused("single", "GET", SECRETS + "?watch=true", 403, "Forbidden", forbidden("single", "watch"))
 refused("single", "GET", SECRETS + "?watch=1&fieldSelector=metadata.name%3Db1", 403, "Forbidden",
         forbidden("single", "watch", "b1"))
+# The deprecated watch paths, which kube-apiserver still serves: a GET of them is a watch
+# whatever `watch` says, and a name in the path is authorized and selected as that Secret.
+WATCH = "/api/v1/watch/namespaces/%s/secrets" % NS
+code, events = watch("single", WATCH + "/a1?watch=false")
+assert code == 200 and [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "a1")], events
+code, events = watch("single", WATCH + "/a1?fieldSelector=metadata.name%3Da1%2Ctype%3DOpaque")
+assert code == 200 and [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "a1")], events
+refused("single", "GET", WATCH + "?timeoutSeconds=1", 403, "Forbidden", forbidden("single", "watch"))
+refused("single", "GET", WATCH + "/b1?timeoutSeconds=1", 403, "Forbidden", forbidden("single", "watch", "b1"))
+refused("single", "GET", WATCH + "/a1?fieldSelector=metadata.name%3Da3", 400, "BadRequest",
+        "fieldSelector metadata.name doesn't match requested name")
+refused("single", "GET", WATCH + "/a1?fieldSelector=type%3DOpaque", 400, "BadRequest",
+        "fieldSelector metadata.name doesn't match requested name")
+code, events = watch("admin", WATCH + "?labelSelector=g%3Da")
+assert code == 200 and [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+    ("ADDED", "a1"), ("ADDED", "a3")], events
+code, events = watch("admin", "/api/v1/watch/secrets?fieldSelector=metadata.name%3Db1")
+assert code == 200 and [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b1")], events
+assert audited(WATCH + "/a1?watch=false&watch=true&timeoutSeconds=1")[:2] == [
+    ("RequestReceived", None, "a1", None), ("ResponseStarted", 200, "a1", "allow")], \
+    audited(WATCH + "/a1?watch=false&watch=true&timeoutSeconds=1")
 # A field selector a list cannot use is the caller's 400 once the name authorized it.
 refused("single", "GET", one + "%2Cspec.x%3Dy", 400, "BadRequest", "field label not supported: spec.x")
 assert audited(one) == [("RequestReceived", None, "a1", None), ("ResponseComplete", 200, "a1", "allow")], audited(one)
