@@ -501,6 +501,37 @@ impl Access {
         }
     }
 
+    /// The store's current revision: the `resourceVersion` of a list of a collection keyward
+    /// holds nothing of (Events, Services), from which a watch of it may start. The caller
+    /// authorized and records that request.
+    pub async fn current_revision(&self) -> Result<Revision, AccessError> {
+        Ok(self
+            .store
+            .backend()
+            .current_revision()
+            .await
+            .map_err(StoreError::from)?)
+    }
+
+    /// Follows a collection keyward holds nothing of (`attrs`: a watch of Events or Services):
+    /// allowed or refused as any watch, recorded `ResponseStarted` now and `ResponseComplete`
+    /// when the stream ends. The stream yields nothing and never ends by itself.
+    pub async fn watch_nothing(
+        &self,
+        ctx: &RequestContext,
+        attrs: &Attributes,
+    ) -> Result<WatchEvents, AccessError> {
+        let mut rec = self.admit(ctx, attrs, &[], || None).await?;
+        rec.response_started()
+            .await
+            .map_err(super::audit_failed(self.metrics()))?;
+        Ok(Box::pin(AuditedWatch {
+            inner: Box::pin(tokio_stream::pending()),
+            rec: Some(rec),
+            fields: FieldSelector::default(),
+        }))
+    }
+
     /// The stored bytes of `key` (`get raw.keyward.io` named the key, cluster scope).
     pub async fn raw_get(
         &self,

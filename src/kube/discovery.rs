@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use super::absent::Absent;
+
 /// The Kubernetes minor version this API answers as.
 pub const KUBE_MINOR: &str = "30";
 
@@ -39,14 +41,17 @@ pub fn api_group_list() -> Value {
     ]})
 }
 
-/// `GET /api/v1`: Secrets, and `serviceaccounts/token` for `kubectl create token`.
+/// `GET /api/v1`: Secrets, `serviceaccounts/token` for `kubectl create token`, and the
+/// collections keyward holds nothing of but kubectl reads on its own ([`Absent`]).
 pub fn core_v1_resources() -> Value {
     json!({"kind":"APIResourceList","groupVersion":"v1","resources":[
         {"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret",
          "verbs":SECRET_VERBS,"storageVersionHash":"S6u1pOWzb84="},
         // `kubectl create token` (the service accounts themselves are not objects here).
         {"name":"serviceaccounts/token","singularName":"","namespaced":true,
-         "group":"authentication.k8s.io","version":"v1","kind":"TokenRequest","verbs":["create"]}]})
+         "group":"authentication.k8s.io","version":"v1","kind":"TokenRequest","verbs":["create"]},
+        Absent::Events.discovery(),
+        Absent::Services.discovery()]})
 }
 
 /// `GET /apis/<group>/<version>` for the review groups; `None` for any other.

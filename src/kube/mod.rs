@@ -21,6 +21,7 @@
 //! - [`status`]: `metav1.Status`, the one mapping from errors; [`table`]: `meta.k8s.io` Tables.
 //! - [`kubeconfig`]: the development CA, certificates and kubeconfig files.
 
+pub mod absent;
 pub mod apply;
 pub mod discovery;
 pub mod error;

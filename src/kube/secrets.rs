@@ -230,7 +230,11 @@ fn patched_undecodable(kind: PatchType, detail: &str) -> KubeError {
 /// `resourceVersion` and `resourceVersionMatch` of a list, checked as kube-apiserver's
 /// `ValidateListOptions` checks them (422 naming `ListOptions.meta.k8s.io`), and a
 /// `resourceVersion` beside a continue token refused as its storage refuses it.
-fn list_revision(req: &KubeRequest, continuing: bool, limit: usize) -> Result<ListAt, KubeError> {
+pub(super) fn list_revision(
+    req: &KubeRequest,
+    continuing: bool,
+    limit: usize,
+) -> Result<ListAt, KubeError> {
     let rv = req.param("resourceVersion").unwrap_or("");
     let matching = req.param("resourceVersionMatch").unwrap_or("");
     let mut causes = Vec::new();

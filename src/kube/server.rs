@@ -29,6 +29,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use super::absent::{self, Absent};
 use super::info::RequestInfo;
 use super::request::{
     json_to_yaml, negotiate, parse_query, warning_header, KubeRequest, Output, Reply,
@@ -631,6 +632,36 @@ impl KubeApi {
             (_, ["api", "v1", "watch", "namespaces", ns, "secrets", name]) => {
                 acceptable(req)?;
                 self.watch(req, Scope::named(ns), Some(name)).await
+            }
+            (m, ["api", "v1", "events" | "services"])
+            | (m, ["api", "v1", "namespaces", _, "events" | "services"])
+            | (m, ["api", "v1", "namespaces", _, "events" | "services", _])
+                if *m != Method::GET =>
+            {
+                reply(Reply::Status(Status::method_not_allowed()))
+            }
+            (_, ["api", "v1", r @ ("events" | "services")])
+            | (_, ["api", "v1", "namespaces", _, r @ ("events" | "services")]) => {
+                let Some(what) = Absent::of(r) else {
+                    return reply(Reply::Status(Status::no_route()));
+                };
+                acceptable(req)?;
+                if watching() {
+                    let Some(permit) = self.watch_permit() else {
+                        return reply(Reply::TooManyRequests);
+                    };
+                    let w = watch::start_empty(&self.access, req, what.fields(), permit).await?;
+                    Ok(Routed::Watch(w))
+                } else {
+                    reply(absent::list(&self.access, req, what).await?)
+                }
+            }
+            (_, ["api", "v1", "namespaces", _, r @ ("events" | "services"), name]) => {
+                let Some(what) = Absent::of(r) else {
+                    return reply(Reply::Status(Status::no_route()));
+                };
+                acceptable(req)?;
+                reply(absent::get(what, name))
             }
             (m, ["api", "v1", "secrets"]) => {
                 acceptable(req)?;

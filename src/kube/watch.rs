@@ -124,6 +124,53 @@ fn check_watch_options(req: &KubeRequest) -> Result<(), KubeError> {
     }
 }
 
+/// What every watch's options say, checked in kube-apiserver's order (the field selector
+/// apart: it depends on what is watched).
+struct Options {
+    framing: Framing,
+    selector: Selector,
+    rv: ResourceVersion,
+    timeout: Option<Duration>,
+}
+
+impl Options {
+    /// `fields` reads the field selector, between the label selector and the revision.
+    fn parse(
+        req: &KubeRequest,
+        fields: impl FnOnce(&KubeRequest) -> Result<FieldSelector, KubeError>,
+    ) -> Result<Options, KubeError> {
+        check_watch_options(req)?;
+        if super::request::negotiate(&req.accept) == Some(super::request::Output::Yaml) {
+            return Err(KubeError::NotAcceptableWatch);
+        }
+        let include = IncludeObject::parse(req.param("includeObject"))?;
+        let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
+            .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
+        let fields = fields(req)?;
+        let rv = ResourceVersion::parse(
+            "resourceVersion",
+            req.param("resourceVersion").unwrap_or(""),
+        )
+        .map_err(|e| KubeError::BadRequest(e.to_string()))?;
+        // A negative timeout ends the watch at once, as kube-apiserver's timer does.
+        let timeout = req
+            .int64("timeoutSeconds")?
+            .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
+        let framing = Framing {
+            table: table::wants_table(&req.accept).then_some(include),
+            metadata_only: table::wants_metadata(&req.accept).is_some(),
+            fields,
+            first: true,
+        };
+        Ok(Options {
+            framing,
+            selector,
+            rv,
+            timeout,
+        })
+    }
+}
+
 /// Starts the watch `req` asks for on Secrets in `scope` (a namespace, or all), with a BOOKMARK
 /// every `bookmark_every` if it allows them. `permit` (the watch's place under the server's
 /// cap) is held until the stream ends.
@@ -135,41 +182,23 @@ pub async fn start(
     bookmark_every: Duration,
     permit: impl Send + 'static,
 ) -> Result<WatchReply, KubeError> {
-    check_watch_options(req)?;
-    if super::request::negotiate(&req.accept) == Some(super::request::Output::Yaml) {
-        return Err(KubeError::NotAcceptableWatch);
-    }
-    let wants_table = table::wants_table(&req.accept);
-    let include = IncludeObject::parse(req.param("includeObject"))?;
-    let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
-        .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
-    let mut fields = super::secrets::field_selector(req)?;
-    // A name in the path is a `metadata.name` selector; one given as well must ask for it.
-    if let Some(name) = name {
-        if fields.is_empty() {
-            fields = FieldSelector::of_name(name);
-        } else if fields.name() != Some(name) {
-            return Err(KubeError::BadRequest(
+    let Options {
+        mut framing,
+        selector,
+        rv,
+        timeout,
+    } = Options::parse(req, |req| {
+        let fields = super::secrets::field_selector(req)?;
+        // A name in the path is a `metadata.name` selector; one given as well must ask for it.
+        match name {
+            Some(name) if fields.is_empty() => Ok(FieldSelector::of_name(name)),
+            Some(name) if fields.name() != Some(name) => Err(KubeError::BadRequest(
                 "fieldSelector metadata.name doesn't match requested name".into(),
-            ));
+            )),
+            _ => Ok(fields),
         }
-    }
-    let rv = ResourceVersion::parse(
-        "resourceVersion",
-        req.param("resourceVersion").unwrap_or(""),
-    )
-    .map_err(|e| KubeError::BadRequest(e.to_string()))?;
-    // A negative timeout ends the watch at once, as kube-apiserver's timer does.
-    let timeout = req
-        .int64("timeoutSeconds")?
-        .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
+    })?;
     let bookmarks = req.flag("allowWatchBookmarks").then_some(bookmark_every);
-    let mut framing = Framing {
-        table: wants_table.then_some(include),
-        metadata_only: table::wants_metadata(&req.accept).is_some(),
-        fields,
-        first: true,
-    };
     // kube-apiserver's watch of JSON is `application/json`, whatever the events carry.
     let content_type = "application/json";
     let (tx, lines) = mpsc::channel(64);
@@ -192,6 +221,35 @@ pub async fn start(
     }
     Ok(WatchReply {
         content_type,
+        lines,
+    })
+}
+
+/// Starts a watch of a collection keyward holds nothing of (Events, Services; `fields` are
+/// its selectable fields): its options are checked as any watch's, and it stays open with
+/// nothing to send until `timeoutSeconds` or the client ends it. Authorized and recorded
+/// (`ResponseStarted`, then `ResponseComplete` at its end) as the request's own attributes.
+pub async fn start_empty(
+    access: &Access,
+    req: &KubeRequest,
+    fields: &[&str],
+    permit: impl Send + 'static,
+) -> Result<WatchReply, KubeError> {
+    // Nothing is matched against the selector: it is checked, and left at matching all.
+    let opts = Options::parse(req, |req| {
+        FieldSelector::parse_for(req.param("fieldSelector").unwrap_or(""), fields)
+            .map(|_| FieldSelector::default())
+            .map_err(KubeError::BadRequest)
+    })?;
+    let attrs = req.info.attributes(req.ctx.user.clone());
+    let events = access.watch_nothing(&req.ctx, &attrs).await?;
+    let (tx, lines) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let _permit = permit;
+        run(events, tx, opts.framing, opts.timeout, None, None).await;
+    });
+    Ok(WatchReply {
+        content_type: "application/json",
         lines,
     })
 }

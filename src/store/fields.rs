@@ -37,6 +37,12 @@ impl FieldSelector {
     /// Parses `s`; the error is kube-apiserver's message (`invalid selector: ...` for a term
     /// without an operator, `field label not supported: F` for another field).
     pub fn parse(s: &str) -> Result<FieldSelector, String> {
+        Self::parse_for(s, &["metadata.name", "metadata.namespace", "type"])
+    }
+
+    /// Parses `s` as a field selector of a kind whose selectable fields are `fields`, with
+    /// [`FieldSelector::parse`]'s errors (only a Secret's selector can be matched).
+    pub fn parse_for(s: &str, fields: &[&str]) -> Result<FieldSelector, String> {
         let mut reqs = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((field, value, negated)) = field_term(part) else {
@@ -44,7 +50,7 @@ impl FieldSelector {
                     "invalid selector: '{part}'; can't understand '{part}'"
                 ));
             };
-            if !matches!(field, "metadata.name" | "metadata.namespace" | "type") {
+            if !fields.contains(&field) {
                 return Err(format!("field label not supported: {field}"));
             }
             reqs.push(Requirement {

@@ -667,6 +667,25 @@ fn kubectl_version_explain_and_api_resources() {
             "{resources}"
         );
         assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
+        // What kubectl reads on its own besides Secrets: Events and Services, of which
+        // keyward holds none.
+        let info = k.ok(&["cluster-info"]);
+        assert!(info.contains("is running at "), "1.{minor}: {info}");
+        for args in [
+            &["events", "-n", "kube-system"][..],
+            &["events", "--for", "secret/s1"],
+            &["get", "services", "-n", "kube-system"],
+            &["get", "ev,svc", "-A"],
+        ] {
+            let o = k.run(args);
+            assert_eq!(o.code, 0, "1.{minor} {args:?}: {}", o.err);
+            assert!(o.out.is_empty(), "1.{minor} {args:?}: {}", o.out);
+            assert!(
+                o.err.starts_with("No events found") || o.err.starts_with("No resources found"),
+                "1.{minor} {args:?}: {}",
+                o.err
+            );
+        }
     }
 }
 

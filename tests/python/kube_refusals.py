@@ -499,4 +499,40 @@ for body, uri in (({"metadata": {"name": "made1"}}, SECRETS + "?x=named"),
     created = got["metadata"]["name"]
     assert audited(uri) == [("RequestReceived", None, None, None), ("ResponseComplete", 201, created, "allow")], \
         (created, audited(uri))
+
+# Events and Services, which keyward holds none of but kubectl reads on its own (`kubectl
+# events`, `kubectl cluster-info`), are authorized and audited as any collection, and answered
+# as a cluster without any: empty lists at the store's revision, a watch with nothing to send,
+# NotFound for a name, 405 for a write.
+EVENTS = "/api/v1/namespaces/%s/events" % NS
+refused("lister", "GET", EVENTS, 403, "Forbidden",
+        'events is forbidden: User "lister" cannot list resource "events" in API group "" in the namespace "%s"' % NS)
+assert audited(EVENTS) == [("RequestReceived", None, None, None), ("ResponseComplete", 403, None, "forbid")], \
+    audited(EVENTS)
+refused("single", "GET", EVENTS + "?watch=1", 403, "Forbidden",
+        'events is forbidden: User "single" cannot watch resource "events" in API group "" in the namespace "%s"' % NS)
+uri = EVENTS + "?fieldSelector=involvedObject.kind%3DSecret%2CinvolvedObject.apiVersion%3Dv1%2CinvolvedObject.name%3Da1"
+code, got = call("admin", "GET", uri)
+assert code == 200 and (got["kind"], got["apiVersion"], got["items"]) == ("EventList", "v1", []), got
+rv = got["metadata"]["resourceVersion"]
+assert int(rv) >= 1, got
+assert audited(uri) == [("RequestReceived", None, None, None), ("ResponseComplete", 200, None, "allow")], audited(uri)
+code, got = call("admin", "GET", EVENTS, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+assert code == 200 and got["kind"] == "Table" and got["rows"] == [], got
+assert [c["name"] for c in got["columnDefinitions"] if c["priority"] == 0] == [
+    "Last Seen", "Type", "Reason", "Object", "Message"], got["columnDefinitions"]
+refused("admin", "GET", EVENTS + "?fieldSelector=spec.x%3Dy", 400, "BadRequest", "field label not supported: spec.x")
+refused("admin", "GET", EVENTS + "/e1", 404, "NotFound", 'events "e1" not found')
+refused("admin", "POST", EVENTS, 405, "MethodNotAllowed",
+        "the server does not allow this method on the requested resource", body=b"{}", headers=JSON)
+code, events = watch("admin", "/api/v1/events?resourceVersion=" + rv)
+assert code == 200 and events == [], events
+assert audited("/api/v1/events?resourceVersion=%s&watch=true&timeoutSeconds=1" % rv)[:2] == [
+    ("RequestReceived", None, None, None), ("ResponseStarted", 200, None, "allow")], \
+    audited("/api/v1/events?resourceVersion=%s&watch=true&timeoutSeconds=1" % rv)
+uri = "/api/v1/namespaces/kube-system/services?labelSelector=kubernetes.io%2Fcluster-service%3Dtrue"
+code, got = call("admin", "GET", uri)
+assert code == 200 and (got["kind"], got["items"]) == ("ServiceList", []), got
+refused("admin", "GET", "/api/v1/namespaces/kube-system/services/kubernetes", 404, "NotFound",
+        'services "kubernetes" not found')
 print("ok")
