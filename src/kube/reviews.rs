@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::KubeError;
 use crate::access::{Access, RequestContext};
 use crate::authz::review::{NonResourceAttributes, ResourceAttributes};
-use crate::authz::AccessReviewSpec;
+use crate::authz::{go_quote, AccessReviewSpec};
 
 /// Which review a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +46,26 @@ impl Review {
         let str_at = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let (kind, api_version, status) = match self {
             Review::Access => {
-                let spec = if let Some(r) = spec.get("resourceAttributes") {
-                    AccessReviewSpec::Resource(ResourceAttributes {
+                // A `null` attribute is an absent one (a nil pointer in kube-apiserver).
+                let present = |k: &str| spec.get(k).filter(|v| !v.is_null());
+                let invalid = |field: &str, message: String| KubeError::Invalid {
+                    kind: "SelfSubjectAccessReview.authorization.k8s.io".into(),
+                    name: String::new(),
+                    causes: vec![crate::names::FieldError::new(field, message)],
+                };
+                let spec = match (present("resourceAttributes"), present("nonResourceAttributes")) {
+                    // The value as Go's `%#v` prints the internal type.
+                    (Some(_), Some(n)) => {
+                        return Err(invalid(
+                            "spec.nonResourceAttributes",
+                            format!(
+                                "Invalid value: authorization.NonResourceAttributes{{Path:{}, Verb:{}}}: cannot be specified in combination with resourceAttributes",
+                                go_quote(&str_at(n, "path")),
+                                go_quote(&str_at(n, "verb"))
+                            ),
+                        ))
+                    }
+                    (Some(r), None) => AccessReviewSpec::Resource(ResourceAttributes {
                         namespace: str_at(r, "namespace"),
                         verb: str_at(r, "verb"),
                         group: str_at(r, "group"),
@@ -55,21 +73,17 @@ impl Review {
                         resource: str_at(r, "resource"),
                         subresource: str_at(r, "subresource"),
                         name: str_at(r, "name"),
-                    })
-                } else if let Some(n) = spec.get("nonResourceAttributes") {
-                    AccessReviewSpec::NonResource(NonResourceAttributes {
+                    }),
+                    (None, Some(n)) => AccessReviewSpec::NonResource(NonResourceAttributes {
                         path: str_at(n, "path"),
                         verb: str_at(n, "verb"),
-                    })
-                } else {
-                    return Err(KubeError::Invalid {
-                        kind: "SelfSubjectAccessReview.authorization.k8s.io".into(),
-                        name: String::new(),
-                        causes: vec![crate::names::FieldError::new(
+                    }),
+                    (None, None) => {
+                        return Err(invalid(
                             "spec.resourceAttributes",
-                            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                        )],
-                    });
+                            "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
+                        ))
+                    }
                 };
                 let s = access.access_review(ctx, &spec).await?;
                 let mut status = json!({"allowed": s.allowed});

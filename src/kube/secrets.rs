@@ -280,8 +280,7 @@ pub(super) fn list_revision(
             "specifying resource version is not allowed when using continue".into(),
         ));
     }
-    let parsed = ResourceVersion::parse("resourceVersion", rv)
-        .map_err(|e| KubeError::BadRequest(e.to_string()))?;
+    let parsed = resource_version(req)?;
     Ok(match (parsed, matching) {
         (ResourceVersion::At(r), "Exact") => ListAt::Exact(r),
         // The legacy case: a page at a revision, without a match rule, is read exactly at it
@@ -289,6 +288,27 @@ pub(super) fn list_revision(
         (ResourceVersion::At(r), "") if limit > 0 => ListAt::Exact(r),
         (ResourceVersion::At(r), _) => ListAt::NotOlderThan(r),
         _ => ListAt::Current,
+    })
+}
+
+/// A list's or watch's `resourceVersion`. One that is not a number fails in kube-apiserver's
+/// storage (`ParseResourceVersion`), whose error its handlers pass on as a 500.
+pub(super) fn resource_version(req: &KubeRequest) -> Result<ResourceVersion, KubeError> {
+    let rv = req.param("resourceVersion").unwrap_or("");
+    ResourceVersion::parse("resourceVersion", rv).map_err(|e| {
+        let digits = !rv.is_empty() && rv.bytes().all(|b| b.is_ascii_digit());
+        if digits && rv.parse::<u64>().is_ok() {
+            return KubeError::BadRequest(e.to_string());
+        }
+        let why = if digits {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
+        let quoted = crate::authz::go_quote(rv);
+        KubeError::Storage(format!(
+            "resourceVersion: Invalid value: {quoted}: strconv.ParseUint: parsing {quoted}: {why}"
+        ))
     })
 }
 
@@ -318,8 +338,25 @@ pub async fn create(access: &Access, req: &KubeRequest, ns: &str) -> Result<Repl
     let decoded = decode_secret(&body, opts.validation)?;
     let mut s = decoded.secret;
     check_path(&mut s, ns, None)?;
+    // kube-apiserver validates the object, then its storage refuses a set resourceVersion
+    // with an error that is no API status (a 500); a dry run never reaches the storage, and
+    // answers the object with the resourceVersion it was sent.
+    let sent_version = std::mem::take(&mut s.metadata.resource_version);
+    if !sent_version.is_empty() {
+        let mut check = s.clone();
+        crate::store::Store::prepare_create(&mut check)
+            .map_err(|e| KubeError::from(AccessError::Store(e)))?;
+        if !opts.dry_run {
+            return Err(KubeError::Storage(
+                "resourceVersion should not be set on objects to be created".into(),
+            ));
+        }
+    }
     apply::record_update(None, &mut s, &opts.manager, &now());
-    let created = access.create(&req.ctx, s, opts.dry_run).await?;
+    let mut created = access.create(&req.ctx, s, opts.dry_run).await?;
+    if !sent_version.is_empty() {
+        created.metadata.resource_version = sent_version;
+    }
     Ok(Reply::Json {
         code: 201,
         body: encode_secret(&created),

@@ -207,6 +207,7 @@ impl Status {
                 s
             }
             KubeError::Expired(m) => Status::failure(410, "Expired", m),
+            KubeError::Storage(m) => Status::failure(500, "", m),
             KubeError::TooLargeResourceVersion { .. } => {
                 let mut s = Status::failure(504, "Timeout", e.to_string());
                 s.details = Some(Details {

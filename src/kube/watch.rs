@@ -147,11 +147,7 @@ impl Options {
         let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
             .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
         let fields = fields(req)?;
-        let rv = ResourceVersion::parse(
-            "resourceVersion",
-            req.param("resourceVersion").unwrap_or(""),
-        )
-        .map_err(|e| KubeError::BadRequest(e.to_string()))?;
+        let rv = super::secrets::resource_version(req)?;
         // A negative timeout ends the watch at once, as kube-apiserver's timer does.
         let timeout = req
             .int64("timeoutSeconds")?

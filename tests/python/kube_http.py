@@ -292,4 +292,25 @@ assert (r.status, r.getheader("Retry-After")) == (404, None), (r.status, r.gethe
 c.close()
 for c in held:
     c.close()
+
+# A resourceVersion that is not a number fails in kube-apiserver's storage, whose error its
+# handlers pass on as a 500 without a reason; so does a create that sets one (after the
+# object's validation, and not in a dry run, which never reaches the storage).
+for path in (SECRETS + "?resourceVersion=abc", SECRETS + "?watch=1&resourceVersion=-1",
+             "/api/v1/events?resourceVersion=1x"):
+    bad = path.rsplit("=", 1)[1]
+    status("GET", path, 500, {"message": 'resourceVersion: Invalid value: "%s": strconv.ParseUint: parsing "%s": '
+                                         'invalid syntax' % (bad, bad)})
+JSON_CT = {"Content-Type": "application/json"}
+def with_version(name):
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "data": {"k": "dg=="},
+                       "metadata": {"name": name, "resourceVersion": "12"}}).encode()
+status("POST", SECRETS, 500, {"message": "resourceVersion should not be set on objects to be created"},
+       body=with_version("rv-set"), headers=JSON_CT)
+assert call("GET", SECRETS + "/rv-set")[0] == 404
+code, _, data = call("POST", SECRETS + "?dryRun=All", with_version("rv-set"), JSON_CT)
+assert code == 201 and json.loads(data)["metadata"]["resourceVersion"] == "12", (code, data)
+assert call("GET", SECRETS + "/rv-set")[0] == 404
+code, _, data = call("POST", SECRETS, with_version("Bad_Name"), JSON_CT)
+assert code == 422 and json.loads(data)["reason"] == "Invalid", (code, data)
 print("ok")

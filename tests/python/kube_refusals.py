@@ -535,4 +535,23 @@ code, got = call("admin", "GET", uri)
 assert code == 200 and (got["kind"], got["items"]) == ("ServiceList", []), got
 refused("admin", "GET", "/api/v1/namespaces/kube-system/services/kubernetes", 404, "NotFound",
         'services "kubernetes" not found')
+
+# A SelfSubjectAccessReview asks exactly one question, as kube-apiserver validates it.
+SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+def review(spec):
+    return json.dumps({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": spec})
+refused("single", "POST", SSAR, 422, "Invalid",
+        'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes: Invalid value: "null": '
+        'exactly one of nonResourceAttributes or resourceAttributes must be specified',
+        body=review({"resourceAttributes": None}), headers=JSON)
+refused("single", "POST", SSAR, 422, "Invalid",
+        'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.nonResourceAttributes: Invalid value: '
+        'authorization.NonResourceAttributes{Path:"/healthz", Verb:"get"}: cannot be specified in combination with '
+        'resourceAttributes',
+        body=review({"resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": NS, "name": "a1"},
+                     "nonResourceAttributes": {"path": "/healthz", "verb": "get"}}), headers=JSON)
+code, got = call("single", "POST", SSAR, review({"resourceAttributes": {"verb": "get", "resource": "secrets",
+                                                                        "namespace": NS, "name": "a1"},
+                                                  "nonResourceAttributes": None}), JSON)
+assert code == 201 and got["status"]["allowed"] is True, got
 print("ok")
