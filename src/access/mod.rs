@@ -175,7 +175,7 @@ fn store_reason(e: &StoreError) -> Reason {
         StoreError::Invalid { .. } | StoreError::CreateHook { .. } => Reason::Invalid,
         StoreError::NotFound { .. } => Reason::NotFound,
         StoreError::AlreadyExists { .. } => Reason::AlreadyExists,
-        StoreError::Conflict { .. } => Reason::Conflict,
+        StoreError::Conflict { .. } | StoreError::PreconditionFailed { .. } => Reason::Conflict,
         StoreError::Gone(_) => Reason::Expired,
         StoreError::MigrationRunning => Reason::Conflict,
         StoreError::OutsideStore { .. } | StoreError::BadContinue => Reason::BadRequest,

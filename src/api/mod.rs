@@ -43,7 +43,9 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::Invalid { .. } => (Code::InvalidArgument, Reason::Invalid),
         StoreError::NotFound { .. } => (Code::NotFound, Reason::NotFound),
         StoreError::AlreadyExists { .. } => (Code::AlreadyExists, Reason::AlreadyExists),
-        StoreError::Conflict { .. } => (Code::Aborted, Reason::Conflict),
+        StoreError::Conflict { .. } | StoreError::PreconditionFailed { .. } => {
+            (Code::Aborted, Reason::Conflict)
+        }
         StoreError::Gone(_) => (Code::OutOfRange, Reason::Expired),
         StoreError::MigrationRunning => (Code::FailedPrecondition, Reason::Conflict),
         StoreError::OutsideStore { .. } | StoreError::BadContinue => {

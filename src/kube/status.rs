@@ -290,6 +290,11 @@ impl Status {
             StoreError::NotFound { name, .. }
             | StoreError::AlreadyExists { name, .. }
             | StoreError::Conflict { name, .. } => named(name),
+            StoreError::PreconditionFailed { name, .. } => Some(Details {
+                name: name.to_owned(),
+                kind: "Secret".to_owned(),
+                ..Details::default()
+            }),
             _ => None,
         };
         if reason == Reason::InternalError {

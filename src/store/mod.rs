@@ -127,6 +127,16 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A delete's precondition does not hold for the stored Secret `name` (caller: re-read).
+    /// kube-apiserver checks them before it deletes, naming the Kind (`Secret`), not the
+    /// resource.
+    #[error("Operation cannot be fulfilled on Secret {name:?}: {reason}")]
+    PreconditionFailed {
+        /// Name.
+        name: String,
+        /// Which precondition, with both values.
+        reason: String,
+    },
     /// The requested revision or continue token is older than retained history (caller:
     /// relist).
     #[error("too old resource version: {0}")]
@@ -237,15 +247,16 @@ impl Preconditions {
         uid: &str,
         resource_version: Revision,
     ) -> Result<(), StoreError> {
+        // kube-apiserver's early check (`rest.BeforeDelete`), whose words a client sees.
         let failed = |reason: String| {
-            Err(StoreError::Conflict {
+            Err(StoreError::PreconditionFailed {
                 name: name.to_string(),
-                reason: format!("Precondition failed: {reason}"),
+                reason,
             })
         };
         if let Some(want) = self.uid.as_ref().filter(|want| *want != uid) {
             return failed(format!(
-                "UID in precondition: {want}, UID in object meta: {uid}"
+                "the UID in the precondition ({want}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
             ));
         }
         if let Some(want) = self
@@ -253,7 +264,7 @@ impl Preconditions {
             .filter(|want| *want != resource_version)
         {
             return failed(format!(
-                "ResourceVersion in precondition: {want}, ResourceVersion in object meta: {resource_version}"
+                "the ResourceVersion in the precondition ({want}) does not match the ResourceVersion in record ({resource_version}). The object might have been modified"
             ));
         }
         Ok(())
@@ -748,17 +759,19 @@ impl Store {
                     }
                 }
             };
-            if want_rv.is_some_and(|rv| rv != cur_rev) {
-                return Err(conflict(&name));
-            }
+            // The uid first, as kube-apiserver's storage checks it before the update reads the
+            // version, in the words of its storage error.
             if !s.metadata.uid.is_empty() && s.metadata.uid != old.metadata.uid {
                 return Err(StoreError::Conflict {
                     name,
                     reason: format!(
-                        "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                        "StorageError: invalid object, Code: 4, Key: {key}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {}, UID in object meta: {}",
                         s.metadata.uid, old.metadata.uid
                     ),
                 });
+            }
+            if want_rv.is_some_and(|rv| rv != cur_rev) {
+                return Err(conflict(&name));
             }
             let mut errs = model::validate_update(&s, &old).err().unwrap_or_default();
             errs.extend(checked.as_ref().err().into_iter().flatten().cloned());

@@ -258,7 +258,21 @@ code, _, data = call("DELETE", SECRETS + "/s7", body=json.dumps({"preconditions"
                      headers={"Content-Type": "application/json"})
 got = json.loads(data)
 assert (code, got["reason"]) == (409, "Conflict"), got
-assert got["message"].startswith('Operation cannot be fulfilled on secrets "s7": Precondition failed: UID in precondition: other, UID in object meta: '), got
+# kube-apiserver checks a delete's preconditions before it deletes, naming the Kind.
+uid7 = json.loads(call("GET", SECRETS + "/s7")[2])["metadata"]["uid"]
+assert got["message"] == ('Operation cannot be fulfilled on Secret "s7": the UID in the precondition (other) does not '
+                          'match the UID in record (%s). The object might have been deleted and then recreated' % uid7), got
+assert got["details"] == {"name": "s7", "kind": "Secret"}, got
+# An update's uid that is not the stored one fails in its storage, in the storage error's words.
+s7 = json.loads(call("GET", SECRETS + "/s7")[2])
+s7["metadata"]["uid"] = "other"
+code, _, data = call("PUT", SECRETS + "/s7", body=json.dumps(s7), headers={"Content-Type": "application/json"})
+got = json.loads(data)
+assert (code, got["reason"], got["details"]) == (409, "Conflict", {"name": "s7", "kind": "secrets"}), got
+assert got["message"] == (
+    'Operation cannot be fulfilled on secrets "s7": StorageError: invalid object, Code: 4, Key: /registry/secrets/%s/s7, '
+    'ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: other, UID in object meta: %s'
+    % (NS, uid7)), got
 code, _, data = call("DELETE", SECRETS + "/s7", body=json.dumps({"propagationPolicy": "Background"}),
                      headers={"Content-Type": "application/json"})
 got = json.loads(data)

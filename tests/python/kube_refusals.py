@@ -120,12 +120,14 @@ code, got = call("collector", "DELETE", SECRETS + "?labelSelector=g%3Da",
                  body=json.dumps({"preconditions": {"uid": "nope"}}), headers=JSON)
 assert (code, got["reason"]) == (409, "Conflict"), (code, got)
 assert got["message"].startswith(
-    'Operation cannot be fulfilled on secrets "a1": Precondition failed: UID in precondition: nope, UID in object meta: '), got
+    'Operation cannot be fulfilled on Secret "a1": the UID in the precondition (nope) does not match the UID in record ('), got
 assert names() == ALL, names()
 code, got = call("collector", "DELETE", SECRETS + "?labelSelector=g%3Da&dryRun=All",
                  body=json.dumps({"preconditions": {"resourceVersion": "1"}}), headers=JSON)
 assert (code, got["reason"]) == (409, "Conflict"), (code, got)
-assert "Precondition failed: ResourceVersion in precondition: 1, ResourceVersion in object meta: " in got["message"], got
+assert got["message"].startswith('Operation cannot be fulfilled on Secret "a1": the ResourceVersion in the precondition (1) '
+                                 'does not match the ResourceVersion in record ('), got
+assert got["message"].endswith("). The object might have been modified"), got
 code, a2 = call("admin", "GET", SECRETS + "/a2")
 code, got = call("collector", "DELETE", SECRETS + "?fieldSelector=metadata.name%3Da2",
                  body=json.dumps({"preconditions": {"uid": a2["metadata"]["uid"]}}), headers=JSON)

@@ -394,13 +394,15 @@ async fn delete_preconditions(srv: TestStore) {
     let e = c.delete(del("wrong-uid", "")).await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted);
     assert!(
-        e.message().contains("Precondition failed: UID"),
+        e.message()
+            .contains("the UID in the precondition (wrong-uid) does not match"),
         "{}",
         e.message()
     );
     let e = c.delete(del("", "1")).await.unwrap_err();
     assert!(
-        e.message().contains("Precondition failed: ResourceVersion"),
+        e.message()
+            .contains("the ResourceVersion in the precondition (1) does not match"),
         "{}",
         e.message()
     );
