@@ -125,8 +125,7 @@ const NAME_DOC: &str = "Name must be unique within a namespace. Is required when
 /// `GET .../events` or `.../services`: the empty list at the store's revision, in the form
 /// `Accept` asks for, once its options are checked.
 pub async fn list(access: &Access, req: &KubeRequest, what: Absent) -> Result<Reply, KubeError> {
-    Selector::parse(req.param("labelSelector").unwrap_or(""))
-        .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
+    Selector::parse(req.param("labelSelector").unwrap_or("")).map_err(KubeError::BadRequest)?;
     FieldSelector::parse_for(req.param("fieldSelector").unwrap_or(""), what.fields())
         .map_err(KubeError::BadRequest)?;
     req.int64("timeoutSeconds")?;

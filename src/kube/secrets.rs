@@ -107,8 +107,8 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
 
 /// The label and field selectors of a list, watch or deletecollection.
 fn selectors(req: &KubeRequest) -> Result<(Selector, FieldSelector), KubeError> {
-    let labels = Selector::parse(req.param("labelSelector").unwrap_or(""))
-        .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
+    let labels =
+        Selector::parse(req.param("labelSelector").unwrap_or("")).map_err(KubeError::BadRequest)?;
     let fields = field_selector(req)?;
     Ok((labels, fields))
 }

@@ -145,7 +145,7 @@ impl Options {
         }
         let include = IncludeObject::parse(req.param("includeObject"))?;
         let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
-            .map_err(|e| KubeError::BadRequest(format!("unable to parse requirement: {e}")))?;
+            .map_err(KubeError::BadRequest)?;
         let fields = fields(req)?;
         let rv = super::secrets::resource_version(req)?;
         // A negative timeout ends the watch at once, as kube-apiserver's timer does.

@@ -372,7 +372,7 @@ pub fn qualified_name_errors(value: &str) -> Vec<String> {
 
 /// `IsValidLabelValue`'s messages (none: valid): at most 63 characters, empty or
 /// alphanumeric at both ends with `-`, `_` and `.` between.
-fn label_value_errors(v: &str) -> Vec<String> {
+pub(crate) fn label_value_errors(v: &str) -> Vec<String> {
     let mut errs = Vec::new();
     if v.len() > 63 {
         errs.push("must be no more than 63 characters".to_owned());

@@ -22,49 +22,326 @@ enum Req {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selector(Vec<Req>);
 
-fn valid_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 316
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'/'))
+/// A token of kube-apiserver's label selector lexer (`k8s.io/apimachinery/pkg/labels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    End,
+    ClosePar,
+    Comma,
+    /// `!`
+    Not,
+    DoubleEq,
+    Eq,
+    Gt,
+    Ident,
+    In,
+    Lt,
+    NotEq,
+    NotIn,
+    OpenPar,
 }
 
-/// A label value (`validation.IsValidLabelValue`): empty, or at most 63 of `[A-Za-z0-9._-]`
-/// starting and ending alphanumeric. Unlike a key, it has no `prefix/`.
-fn valid_value(s: &str) -> bool {
-    let alnum = |c: Option<u8>| c.is_none_or(|c| c.is_ascii_alphanumeric());
-    s.len() <= 63
-        && s.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        && alnum(s.bytes().next())
-        && alnum(s.bytes().last())
+fn special(c: u8) -> bool {
+    matches!(c, b'=' | b'!' | b'(' | b')' | b',' | b'>' | b'<')
 }
 
-/// Splits at commas that are not inside parentheses.
-fn split_top(s: &str) -> Result<Vec<&str>, String> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0i32, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth < 0 {
-                    return Err("unbalanced ')'".into());
+fn symbol(s: &[u8]) -> Option<Tok> {
+    Some(match s {
+        b")" => Tok::ClosePar,
+        b"," => Tok::Comma,
+        b"!" => Tok::Not,
+        b"==" => Tok::DoubleEq,
+        b"=" => Tok::Eq,
+        b">" => Tok::Gt,
+        b"<" => Tok::Lt,
+        b"!=" => Tok::NotEq,
+        b"(" => Tok::OpenPar,
+        _ => return None,
+    })
+}
+
+/// The tokens of `s` and their text, ending with [`Tok::End`] (as the lexer, a NUL byte ends
+/// the input).
+fn lex(s: &str) -> Vec<(Tok, &str)> {
+    let b = s.as_bytes();
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < end && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+            i += 1;
+        }
+        if i == end {
+            out.push((Tok::End, ""));
+            return out;
+        }
+        let start = i;
+        if special(b[i]) {
+            // The longest run of symbols that is a token (every symbol alone is one).
+            let mut tok = Tok::End;
+            let mut j = i;
+            while j < end && special(b[j]) {
+                match symbol(&b[start..=j]) {
+                    Some(t) => {
+                        tok = t;
+                        i = j + 1;
+                    }
+                    None => break,
                 }
+                j += 1;
             }
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
+            out.push((tok, &s[start..i]));
+        } else {
+            while i < end && !special(b[i]) && !matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+                i += 1;
             }
-            _ => {}
+            let word = &s[start..i];
+            let tok = match word {
+                "in" => Tok::In,
+                "notin" => Tok::NotIn,
+                _ => Tok::Ident,
+            };
+            out.push((tok, word));
         }
     }
-    if depth != 0 {
-        return Err("unbalanced '('".into());
+}
+
+/// kube-apiserver's label selector parser over [`lex`]'s tokens; its errors are upstream's
+/// words.
+struct Parser<'a> {
+    toks: Vec<(Tok, &'a str)>,
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    /// The next token without taking it; `in` and `notin` read as identifiers where a value
+    /// or key may stand (upstream's `Values` context).
+    fn peek(&self, values: bool) -> (Tok, &'a str) {
+        let (t, l) = self.toks.get(self.pos).copied().unwrap_or((Tok::End, ""));
+        match t {
+            Tok::In | Tok::NotIn if values => (Tok::Ident, l),
+            _ => (t, l),
+        }
     }
-    parts.push(&s[start..]);
-    Ok(parts)
+
+    fn next(&mut self, values: bool) -> (Tok, &'a str) {
+        let t = self.peek(values);
+        self.pos += 1;
+        t
+    }
+
+    fn parse(&mut self) -> Result<Vec<Req>, String> {
+        let mut reqs = Vec::new();
+        loop {
+            match self.peek(true) {
+                (Tok::Ident | Tok::Not, _) => {
+                    let r = self
+                        .requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    reqs.push(r);
+                    match self.next(true) {
+                        (Tok::End, _) => return Ok(reqs),
+                        (Tok::Comma, _) => match self.peek(true) {
+                            (Tok::Ident | Tok::Not, _) => {}
+                            (_, l) => {
+                                return Err(format!("found '{l}', expected: identifier after ','"))
+                            }
+                        },
+                        (_, l) => {
+                            return Err(format!("found '{l}', expected: ',' or 'end of string'"))
+                        }
+                    }
+                }
+                (Tok::End, _) => return Ok(reqs),
+                (_, l) => {
+                    return Err(format!(
+                        "found '{l}', expected: !, identifier, or 'end of string'"
+                    ))
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<Req, String> {
+        let (mut tok, mut key) = self.next(true);
+        let not = tok == Tok::Not;
+        if not {
+            (tok, key) = self.next(true);
+        }
+        if tok != Tok::Ident {
+            return Err(format!("found '{key}', expected: identifier"));
+        }
+        // `parseKeyAndInferOperator` checks the key with no field path.
+        if let Some(e) = key_error(key, "<nil>") {
+            return Err(e);
+        }
+        let key = key.to_owned();
+        if not || matches!(self.peek(true).0, Tok::End | Tok::Comma) {
+            // `NewRequirement` checks the key again, and no values.
+            return Ok(if not {
+                Req::NotExists(key)
+            } else {
+                Req::Exists(key)
+            });
+        }
+        let op = match self.next(false) {
+            (
+                t @ (Tok::In
+                | Tok::NotIn
+                | Tok::Eq
+                | Tok::DoubleEq
+                | Tok::NotEq
+                | Tok::Gt
+                | Tok::Lt),
+                _,
+            ) => t,
+            (_, l) => {
+                return Err(format!(
+                    "found '{l}', expected: in, notin, =, ==, !=, gt, lt"
+                ))
+            }
+        };
+        let values = if matches!(op, Tok::In | Tok::NotIn) {
+            self.values()?
+        } else {
+            self.exact_value()?
+        };
+        new_requirement(key, op, values)
+    }
+
+    /// `( v, v, ... )`: the set of values, sorted and without repeats (`()` is the empty value).
+    fn values(&mut self) -> Result<Vec<String>, String> {
+        let (tok, lit) = self.next(true);
+        if tok != Tok::OpenPar {
+            return Err(format!("found '{lit}' expected: '('"));
+        }
+        let (tok, lit) = self.peek(true);
+        let mut set = std::collections::BTreeSet::new();
+        match tok {
+            Tok::Ident | Tok::Comma => {
+                self.identifiers(&mut set)?;
+                if self.next(true).0 != Tok::ClosePar {
+                    return Err(format!("found '{lit}', expected: ')'"));
+                }
+            }
+            Tok::ClosePar => {
+                self.next(true);
+                set.insert(String::new());
+            }
+            _ => return Err(format!("found '{lit}', expected: ',', ')' or identifier")),
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    fn identifiers(&mut self, set: &mut std::collections::BTreeSet<String>) -> Result<(), String> {
+        loop {
+            match self.next(true) {
+                (Tok::Ident, lit) => {
+                    set.insert(lit.to_owned());
+                    match self.peek(true) {
+                        (Tok::Comma, _) => {}
+                        (Tok::ClosePar, _) => return Ok(()),
+                        (_, l) => return Err(format!("found '{l}', expected: ',' or ')'")),
+                    }
+                }
+                (Tok::Comma, _) => {
+                    // `(,`, `,)` and `,,` stand for the empty value.
+                    if set.is_empty() {
+                        set.insert(String::new());
+                    }
+                    match self.peek(true).0 {
+                        Tok::ClosePar => {
+                            set.insert(String::new());
+                            return Ok(());
+                        }
+                        Tok::Comma => {
+                            self.next(true);
+                            set.insert(String::new());
+                        }
+                        _ => {}
+                    }
+                }
+                (_, l) => return Err(format!("found '{l}', expected: ',', or identifier")),
+            }
+        }
+    }
+
+    /// The one value after `=`, `==`, `!=`, `>` or `<` (empty at the end or before a comma).
+    fn exact_value(&mut self) -> Result<Vec<String>, String> {
+        if matches!(self.peek(true).0, Tok::End | Tok::Comma) {
+            return Ok(vec![String::new()]);
+        }
+        match self.next(true) {
+            (Tok::Ident, lit) => Ok(vec![lit.to_owned()]),
+            (_, lit) => Err(format!("found '{lit}', expected: identifier")),
+        }
+    }
+}
+
+/// `validateLabelKey`: the key is a qualified name, its rules joined as upstream joins them,
+/// under `path`.
+fn key_error(key: &str, path: &str) -> Option<String> {
+    let errs = super::model::qualified_name_errors(key);
+    (!errs.is_empty()).then(|| {
+        format!(
+            "{path}: Invalid value: {}: {}",
+            crate::authz::go_quote(key),
+            errs.join("; ")
+        )
+    })
+}
+
+/// `NewRequirement`: the requirement, or every rule it breaks (one error alone, several as
+/// Go's aggregate prints them).
+fn new_requirement(key: String, op: Tok, values: Vec<String>) -> Result<Req, String> {
+    let mut errs: Vec<String> = key_error(&key, "key").into_iter().collect();
+    let list = || {
+        let quoted: Vec<String> = values.iter().map(|v| crate::authz::go_quote(v)).collect();
+        format!("[]string{{{}}}", quoted.join(", "))
+    };
+    let mut bound = None;
+    match op {
+        Tok::In | Tok::NotIn if values.is_empty() => errs.push(format!(
+            "values: Invalid value: {}: for 'in', 'notin' operators, values set can't be empty",
+            list()
+        )),
+        Tok::Gt | Tok::Lt => {
+            for (i, v) in values.iter().enumerate() {
+                match v.parse::<i64>() {
+                    Ok(n) => bound = Some(n),
+                    Err(_) => errs.push(format!(
+                        "values[{i}]: Invalid value: {}: for 'Gt', 'Lt' operators, the value must be an integer",
+                        crate::authz::go_quote(v)
+                    )),
+                }
+            }
+        }
+        _ => {}
+    }
+    for (i, v) in values.iter().enumerate() {
+        let bad = super::model::label_value_errors(v);
+        if !bad.is_empty() {
+            errs.push(format!(
+                "values[{i}][{key}]: Invalid value: {}: {}",
+                crate::authz::go_quote(v),
+                bad.join("; ")
+            ));
+        }
+    }
+    match errs.as_slice() {
+        [] => {}
+        [one] => return Err(one.clone()),
+        all => return Err(format!("[{}]", all.join(", "))),
+    }
+    let one = || values.first().cloned().unwrap_or_default();
+    Ok(match op {
+        Tok::In => Req::In(key, values),
+        Tok::NotIn => Req::NotIn(key, values),
+        Tok::NotEq => Req::Ne(key, one()),
+        Tok::Gt => Req::Gt(key, bound.unwrap_or_default()),
+        Tok::Lt => Req::Lt(key, bound.unwrap_or_default()),
+        _ => Req::Eq(key, one()),
+    })
 }
 
 /// The value of label `key` as a decimal integer, if it is one (`strconv.ParseInt`).
@@ -72,87 +349,16 @@ fn int_label(labels: &BTreeMap<String, String>, key: &str) -> Option<i64> {
     labels.get(key)?.parse().ok()
 }
 
-fn set(values: &str) -> Result<Vec<String>, String> {
-    let inner = values
-        .trim()
-        .strip_prefix('(')
-        .and_then(|v| v.strip_suffix(')'))
-        .ok_or("expected a parenthesised set such as (a,b)")?;
-    if inner.trim().is_empty() {
-        return Err("for 'in', 'notin' operators, values set can't be empty".into());
-    }
-    let vals: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
-    if vals.iter().any(|v| !valid_value(v)) {
-        return Err(format!("invalid value in set {values:?}"));
-    }
-    Ok(vals)
-}
-
 impl Selector {
-    /// Parses a selector. The error names the offending requirement.
+    /// Parses a selector as kube-apiserver's `labels.Parse` does; the error is its message
+    /// (`unable to parse requirement: ...` for a requirement that does not parse or breaks a
+    /// rule).
     pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Ok(Self::default());
-        }
-        let mut reqs = Vec::new();
-        for part in split_top(s)? {
-            let p = part.trim();
-            let bad = |why: &str| format!("invalid label selector requirement {p:?}: {why}");
-            let req = if let Some((k, v)) = p.split_once("!=") {
-                Req::Ne(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once("==") {
-                Req::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once('=') {
-                Req::Eq(k.trim().into(), v.trim().into())
-            } else if let Some((k, v)) = p.split_once(" notin ") {
-                Req::NotIn(k.trim().into(), set(v).map_err(|e| bad(&e))?)
-            } else if let Some((k, v)) = p.split_once(" in ") {
-                Req::In(k.trim().into(), set(v).map_err(|e| bad(&e))?)
-            } else if let Some((k, v)) = p.split_once('>').or_else(|| p.split_once('<')) {
-                let n = v
-                    .trim()
-                    .parse::<i64>()
-                    .map_err(|_| bad("for 'Gt', 'Lt' operators, the value must be an integer"))?;
-                if p.contains('>') {
-                    Req::Gt(k.trim().into(), n)
-                } else {
-                    Req::Lt(k.trim().into(), n)
-                }
-            } else if let Some(k) = p.strip_prefix('!') {
-                Req::NotExists(k.trim().into())
-            } else {
-                Req::Exists(p.into())
-            };
-            let (key, value) = match &req {
-                Req::Eq(k, v) | Req::Ne(k, v) => (k, Some(v)),
-                Req::In(k, _)
-                | Req::NotIn(k, _)
-                | Req::Exists(k)
-                | Req::NotExists(k)
-                | Req::Gt(k, _)
-                | Req::Lt(k, _) => (k, None),
-            };
-            if !valid_token(key) {
-                return Err(bad("the key must be a label key"));
-            }
-            // `validateLabelKey`: a qualified name, its rules joined as upstream joins them.
-            let key_errors = super::model::qualified_name_errors(key);
-            if !key_errors.is_empty() {
-                return Err(bad(&format!(
-                    "key: Invalid value: {}: {}",
-                    crate::authz::go_quote(key),
-                    key_errors.join("; ")
-                )));
-            }
-            if let Some(v) = value {
-                if !valid_value(v) {
-                    return Err(bad("the value must be a label value"));
-                }
-            }
-            reqs.push(req);
-        }
-        Ok(Self(reqs))
+        let mut p = Parser {
+            toks: lex(s),
+            pos: 0,
+        };
+        p.parse().map(Self)
     }
 
     /// Whether `labels` satisfy every requirement.
@@ -212,7 +418,10 @@ mod tests {
             ("n>2", true),
             ("n > 3", false),
             ("n<4", true),
-            ("n<-1", false),
+            ("app in (),missing notin (,)", false),
+            ("missing in (,x)", false),
+            ("app in (db, web,)", true),
+            ("in=x,notin", false),
             ("app>1", false),
             ("missing<9", false),
         ] {
@@ -230,9 +439,9 @@ mod tests {
             "a in (b/c)",
             "a=b/c",
             "a!=-x",
-            // As upstream: an empty set, a non-integer bound, a key that is no qualified name.
-            "a in ()",
-            "a notin ( )",
+            // As upstream: a non-integer bound, or one that is no label value; a key that is no
+            // qualified name.
+            "n<-1",
             "a>b",
             "a<1.5",
             "a/b/c=d",
@@ -240,5 +449,33 @@ mod tests {
         ] {
             assert!(Selector::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// kube-apiserver's messages, word for word (`labels.Parse`).
+    #[test]
+    fn upstream_messages() {
+        for (sel, want) in [
+            ("a b", "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"),
+            ("grp in g1", "unable to parse requirement: found 'g1' expected: '('"),
+            ("a in (b", "unable to parse requirement: found '', expected: ',' or ')'"),
+            ("a in (b c)", "unable to parse requirement: found 'c', expected: ',' or ')'"),
+            ("a=b c", "found 'c', expected: ',' or 'end of string'"),
+            ("a=b,", "found '', expected: identifier after ','"),
+            ("=x", "found '=', expected: !, identifier, or 'end of string'"),
+            ("!=x", "found '!=', expected: !, identifier, or 'end of string'"),
+            ("! =x", "unable to parse requirement: found '=', expected: identifier"),
+            ("a==(", "unable to parse requirement: found '(', expected: identifier"),
+            ("a>b", "unable to parse requirement: values[0]: Invalid value: \"b\": for 'Gt', 'Lt' operators, the value must be an integer"),
+            ("a/b/c", "unable to parse requirement: <nil>: Invalid value: \"a/b/c\": a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"),
+        ] {
+            assert_eq!(Selector::parse(sel).unwrap_err(), want, "{sel}");
+        }
+        let e = Selector::parse("a in (x/y, -z)").unwrap_err();
+        assert!(
+            e.starts_with(
+                "unable to parse requirement: [values[0][a]: Invalid value: \"-z\": a valid label"
+            ),
+            "{e}"
+        );
     }
 }
