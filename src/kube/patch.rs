@@ -47,8 +47,13 @@ pub fn merge(live: &Value, patch: &Value) -> Result<Value, KubeError> {
 /// `application/json-patch+json` (RFC 6902) applied to `live`: a body that is not a list of
 /// operations is a 400, more than [`MAX_JSON_PATCH_OPERATIONS`] a 413, an operation that
 /// does not apply (a failed `test`, a missing path) a 422.
-pub fn json_patch(live: &Value, patch: &Value) -> Result<Value, KubeError> {
-    let ops = decode_ops(patch)?;
+///
+/// With `strict_decode` (the `Warn` and `Strict` field validations, the default) the body is
+/// first decoded as kube-apiserver's handler decodes it for its field checks, whose errors
+/// name its own types (`error decoding patch: json: cannot unmarshal object into Go value of
+/// type []handlers.jsonPatchOp`); with `Ignore` only the patch library decodes it.
+pub fn json_patch(live: &Value, patch: &Value, strict_decode: bool) -> Result<Value, KubeError> {
+    let ops = decode_ops(patch, strict_decode)?;
     if ops.len() > MAX_JSON_PATCH_OPERATIONS {
         return Err(KubeError::TooLarge(format!(
             "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
@@ -340,30 +345,42 @@ struct Op {
     value: Option<Value>,
 }
 
-fn decode_ops(patch: &Value) -> Result<Vec<Op>, KubeError> {
+fn decode_ops(patch: &Value, strict_decode: bool) -> Result<Vec<Op>, KubeError> {
+    // What cannot be decoded, in the words of the decoder that reads it first.
+    let cannot = |what: &Value, strict_type: &str, library_type: &str| {
+        let kind = json_kind(what);
+        bad(if strict_decode {
+            format!("error decoding patch: json: cannot unmarshal {kind} into {strict_type}")
+        } else {
+            format!("json: cannot unmarshal {kind} into {library_type}")
+        })
+    };
     let Value::Array(items) = patch else {
-        return Err(bad(format!(
-            "json: cannot unmarshal {} into Go value of type jsonpatch.Patch",
-            json_kind(patch)
-        )));
+        return Err(cannot(
+            patch,
+            "Go value of type []handlers.jsonPatchOp",
+            "Go value of type jsonpatch.Patch",
+        ));
     };
     items
         .iter()
         .map(|item| {
             let Value::Object(m) = item else {
-                return Err(bad(format!(
-                    "json: cannot unmarshal {} into Go value of type jsonpatch.Operation",
-                    json_kind(item)
-                )));
+                return Err(cannot(
+                    item,
+                    "Go value of type handlers.jsonPatchOp",
+                    "Go value of type jsonpatch.Operation",
+                ));
             };
             let s = |k: &str| -> Result<Option<String>, KubeError> {
                 match m.get(k) {
                     None | Some(Value::Null) => Ok(None),
                     Some(Value::String(s)) => Ok(Some(s.clone())),
-                    Some(other) => Err(bad(format!(
-                        "json: cannot unmarshal {} into Go value of type string",
-                        json_kind(other)
-                    ))),
+                    Some(other) => Err(cannot(
+                        other,
+                        &format!("Go struct field jsonPatchOp.{k} of type string"),
+                        "Go value of type string",
+                    )),
                 }
             };
             Ok(Op {

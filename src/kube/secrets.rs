@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::apply;
-use super::objects::{decode_secret, encode_secret, partial_object_metadata};
+use super::objects::{decode_secret, encode_secret, partial_object_metadata, FieldValidation};
 use super::patch;
 use super::request::{unsupported_media_type, yaml_to_json, Form, KubeRequest, Reply};
 use super::status::Status;
@@ -475,7 +475,11 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             _ => {
                 let live_json = encode_secret(&live);
                 let patched = match kind {
-                    PatchType::Json => patch::json_patch(&live_json, &patch_doc)?,
+                    PatchType::Json => patch::json_patch(
+                        &live_json,
+                        &patch_doc,
+                        opts.validation != FieldValidation::Ignore,
+                    )?,
                     PatchType::Merge => patch::merge(&live_json, &patch_doc)?,
                     _ => patch::strategic_merge(&live_json, &patch_doc)?,
                 };

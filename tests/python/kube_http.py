@@ -88,6 +88,13 @@ status("PATCH", SECRETS + "/s1", 422, {
     "details": {"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
         {"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}]}},
     body=b"{}", headers={"Content-Type": "application/apply-patch+yaml"})
+# A JSON patch that is no list of operations, in the words of the decoder that reads it first:
+# the handler's own for its field checks (the default), the patch library's with Ignore.
+for query, message in (("", "error decoding patch: json: cannot unmarshal object into Go value of type "
+                            "[]handlers.jsonPatchOp"),
+                       ("?fieldValidation=Ignore", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")):
+    status("PATCH", SECRETS + "/s1" + query, 400, {"message": message, "reason": "BadRequest"},
+           body=b'{"op": "add"}', headers={"Content-Type": "application/json-patch+json"})
 status("PATCH", SECRETS + "/s1?force=true", 422, {
     "message": 'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for non-apply patch',
     "reason": "Invalid",

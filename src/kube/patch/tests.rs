@@ -10,7 +10,7 @@ fn rfc6902_appendix_a() {
     assert_eq!(cases.len(), 15);
     for c in cases {
         let name = c["name"].as_str().unwrap();
-        let got = json_patch(&c["doc"], &c["patch"]);
+        let got = json_patch(&c["doc"], &c["patch"], false);
         match c.get("expected") {
             Some(want) => assert_eq!(&got.unwrap(), want, "{name}"),
             None => match got {
@@ -41,23 +41,31 @@ fn json_patch_errors() {
     let out = json_patch(
         &doc,
         &json!([{"op": "remove", "path": "/metadata/labels/app.kubernetes.io~1name"}]),
+        false,
     )
     .unwrap();
     assert_eq!(out["metadata"]["labels"], json!({}));
     assert_eq!(
-        json_patch(&doc, &json!([{"op": "remove", "path": "/data/x"}]))
+        json_patch(&doc, &json!([{"op": "remove", "path": "/data/x"}]), false)
             .unwrap_err()
             .to_string(),
         "error in remove for path: '/data/x': Unable to remove nonexistent key: x: missing value"
     );
-    assert!(matches!(
-        json_patch(&doc, &json!({"op": "add"})),
-        Err(KubeError::BadRequest(_))
-    ));
+    for (patch, strict, want) in [
+        (json!({"op": "add"}), false, "json: cannot unmarshal object into Go value of type jsonpatch.Patch"),
+        (json!({"op": "add"}), true, "error decoding patch: json: cannot unmarshal object into Go value of type []handlers.jsonPatchOp"),
+        (json!(["x"]), true, "error decoding patch: json: cannot unmarshal string into Go value of type handlers.jsonPatchOp"),
+        (json!([{"op": 1}]), true, "error decoding patch: json: cannot unmarshal number into Go struct field jsonPatchOp.op of type string"),
+    ] {
+        match json_patch(&doc, &patch, strict) {
+            Err(KubeError::BadRequest(m)) => assert_eq!(m, want),
+            other => panic!("{other:?}"),
+        }
+    }
     let many: Vec<Value> = (0..=MAX_JSON_PATCH_OPERATIONS)
         .map(|_| json!({"op": "test", "path": "/data"}))
         .collect();
-    match json_patch(&doc, &Value::Array(many)) {
+    match json_patch(&doc, &Value::Array(many), false) {
         Err(KubeError::TooLarge(m)) => assert_eq!(
             m,
             "The allowed maximum operations in a JSON patch is 10000, got 10001"
@@ -65,7 +73,7 @@ fn json_patch_errors() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        json_patch(&doc, &json!([{"op": "frob", "path": "/data"}])),
+        json_patch(&doc, &json!([{"op": "frob", "path": "/data"}]), false),
         Err(KubeError::Unprocessable(_))
     ));
     // copy and move
@@ -73,6 +81,7 @@ fn json_patch_errors() {
         &doc,
         &json!([{"op": "copy", "from": "/data/a", "path": "/data/b"},
                 {"op": "move", "from": "/data/a", "path": "/data/c"}]),
+        false,
     )
     .unwrap();
     assert_eq!(out["data"], json!({"b": "YQ==", "c": "YQ=="}));
