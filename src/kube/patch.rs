@@ -437,10 +437,7 @@ fn add(doc: &mut Value, path: &str, value: Value, op: &str) -> Result<(), String
     let toks = tokens(path).ok_or_else(|| {
         format!("{op} operation does not apply: doc is missing path: \"{path}\": missing value")
     })?;
-    if toks.is_empty() {
-        *doc = value;
-        return Ok(());
-    }
+    // json-patch v4 finds no container for the whole document: adding to it fails.
     let (parent, key) = parent_mut(doc, &toks).ok_or_else(|| {
         format!("{op} operation does not apply: doc is missing path: \"{path}\": missing value")
     })?;
@@ -514,7 +511,13 @@ fn apply_op(doc: &mut Value, op: &Op) -> Result<(), String> {
                     "replace operation does not apply: doc is missing path: {path}: missing value"
                 )
             })?;
+            // json-patch v4 replaces the whole document with an object or a list only.
             if toks.is_empty() {
+                if !(v.is_object() || v.is_array()) {
+                    return Err(
+                        "replace operation value must be object or array: missing value".into(),
+                    );
+                }
                 *doc = v;
                 return Ok(());
             }

@@ -76,6 +76,28 @@ fn json_patch_errors() {
         json_patch(&doc, &json!([{"op": "frob", "path": "/data"}]), false),
         Err(KubeError::Unprocessable(_))
     ));
+    // json-patch v4 adds nothing to the whole document, and replaces it with an object or
+    // a list only.
+    for patch in [
+        json!([{"op": "add", "path": "", "value": "x"}]),
+        json!([{"op": "add", "value": {"data": {}}}]),
+        json!([{"op": "replace", "path": "", "value": "x"}]),
+    ] {
+        assert!(
+            matches!(
+                json_patch(&doc, &patch, true),
+                Err(KubeError::Unprocessable(_))
+            ),
+            "{patch}"
+        );
+    }
+    let whole = json_patch(
+        &doc,
+        &json!([{"op": "replace", "path": "", "value": {"data": {}}}]),
+        true,
+    )
+    .unwrap();
+    assert_eq!(whole, json!({"data": {}}));
     // copy and move
     let out = json_patch(
         &doc,
