@@ -37,7 +37,17 @@ pub fn strategic_merge(live: &Value, patch: &Value) -> Result<Value, KubeError> 
 }
 
 /// `application/merge-patch+json` (RFC 7386) applied to `live`.
-pub fn merge(live: &Value, patch: &Value) -> Result<Value, KubeError> {
+///
+/// With `strict_decode` (the `Warn` and `Strict` field validations) the patch is first decoded
+/// into a map, as kube-apiserver's handler decodes it for its field checks: a patch that is not
+/// an object (or `null`) is refused in its words.
+pub fn merge(live: &Value, patch: &Value, strict_decode: bool) -> Result<Value, KubeError> {
+    if strict_decode && !(patch.is_object() || patch.is_null()) {
+        return Err(KubeError::BadRequest(format!(
+            "error decoding patch: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            json_kind(patch)
+        )));
+    }
     let mut out = live.clone();
     merge_patch(&mut out, patch);
     fold_string_data(&mut out);

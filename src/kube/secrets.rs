@@ -433,10 +433,19 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         req.body.to_vec()
     };
     let patch_doc: Value = serde_json::from_slice(&body).map_err(|e| {
-        KubeError::BadRequest(format!(
-            "error decoding patch: {}",
-            crate::redact::serde_values(&e.to_string())
-        ))
+        // Go's words for a syntax error (they quote at most one character of the body), as
+        // the decoder kube-apiserver reads the patch with first reports it: its strict decode
+        // for field checks (not under Ignore; a strategic merge patch's without a prefix),
+        // else the patch library's.
+        let why = crate::go_json::syntax_error(&body)
+            .unwrap_or_else(|| crate::redact::serde_values(&e.to_string()));
+        let strict = opts.validation != FieldValidation::Ignore;
+        KubeError::BadRequest(match kind {
+            PatchType::Strategic => why,
+            PatchType::Json if !strict => why,
+            PatchType::Merge if !strict => "Invalid JSON Patch".to_owned(),
+            _ => format!("error decoding patch: {why}"),
+        })
     })?;
     if kind == PatchType::Json
         && patch_doc
@@ -480,7 +489,11 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
                         &patch_doc,
                         opts.validation != FieldValidation::Ignore,
                     )?,
-                    PatchType::Merge => patch::merge(&live_json, &patch_doc)?,
+                    PatchType::Merge => patch::merge(
+                        &live_json,
+                        &patch_doc,
+                        opts.validation != FieldValidation::Ignore,
+                    )?,
                     _ => patch::strategic_merge(&live_json, &patch_doc)?,
                 };
                 let bytes = serde_json::to_vec(&patched)

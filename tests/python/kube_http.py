@@ -95,6 +95,15 @@ for query, message in (("", "error decoding patch: json: cannot unmarshal object
                        ("?fieldValidation=Ignore", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")):
     status("PATCH", SECRETS + "/s1" + query, 400, {"message": message, "reason": "BadRequest"},
            body=b'{"op": "add"}', headers={"Content-Type": "application/json-patch+json"})
+# A patch that is no JSON, in Go's words, as each patch type's first decoder reports it.
+for ctype, query, message in (
+        ("json-patch+json", "", "error decoding patch: invalid character 'b' looking for beginning of object key string"),
+        ("json-patch+json", "?fieldValidation=Ignore", "invalid character 'b' looking for beginning of object key string"),
+        ("merge-patch+json", "", "error decoding patch: invalid character 'b' looking for beginning of object key string"),
+        ("merge-patch+json", "?fieldValidation=Ignore", "Invalid JSON Patch"),
+        ("strategic-merge-patch+json", "", "invalid character 'b' looking for beginning of object key string")):
+    status("PATCH", SECRETS + "/s1" + query, 400, {"message": message, "reason": "BadRequest"},
+           body=b"{bad", headers={"Content-Type": "application/" + ctype})
 status("PATCH", SECRETS + "/s1?force=true", 422, {
     "message": 'PatchOptions.meta.k8s.io "" is invalid: force: Forbidden: may not be specified for non-apply patch',
     "reason": "Invalid",

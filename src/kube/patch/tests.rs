@@ -29,8 +29,17 @@ fn rfc7386_appendix_a() {
     .unwrap();
     assert_eq!(cases.len(), 15);
     for c in cases {
-        assert_eq!(merge(&c[0], &c[1]).unwrap(), c[2], "{c}");
+        assert_eq!(merge(&c[0], &c[1], false).unwrap(), c[2], "{c}");
     }
+    // kube-apiserver's field checks decode a merge patch into a map first.
+    match merge(&json!({}), &json!(["a"]), true) {
+        Err(KubeError::BadRequest(m)) => assert_eq!(
+            m,
+            "error decoding patch: json: cannot unmarshal array into Go value of type map[string]interface {}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(merge(&json!({}), &Value::Null, true).is_ok());
 }
 
 #[test]
