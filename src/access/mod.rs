@@ -176,7 +176,7 @@ fn store_reason(e: &StoreError) -> Reason {
         StoreError::NotFound { .. } => Reason::NotFound,
         StoreError::AlreadyExists { .. } => Reason::AlreadyExists,
         StoreError::Conflict { .. } | StoreError::PreconditionFailed { .. } => Reason::Conflict,
-        StoreError::Gone(_) => Reason::Expired,
+        StoreError::Gone(_) | StoreError::ContinueExpired { .. } => Reason::Expired,
         StoreError::MigrationRunning => Reason::Conflict,
         StoreError::OutsideStore { .. } | StoreError::BadContinue => Reason::BadRequest,
         StoreError::Backend(BackendError::Unavailable(_))

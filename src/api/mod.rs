@@ -47,6 +47,13 @@ pub fn to_status(e: StoreError) -> Status {
             (Code::Aborted, Reason::Conflict)
         }
         StoreError::Gone(_) => (Code::OutOfRange, Reason::Expired),
+        // The message promises a token "in this response": here it is in the message.
+        StoreError::ContinueExpired { continue_token } => {
+            return Reason::Expired.status(
+                Code::OutOfRange,
+                format!("{e} Continue token: {continue_token}"),
+            )
+        }
         StoreError::MigrationRunning => (Code::FailedPrecondition, Reason::Conflict),
         StoreError::OutsideStore { .. } | StoreError::BadContinue => {
             (Code::InvalidArgument, Reason::BadRequest)

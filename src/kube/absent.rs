@@ -81,8 +81,13 @@ impl Absent {
             Absent::Events => ("event", "ev"),
             Absent::Services => ("service", "svc"),
         };
-        json!({"name": self.resource(), "singularName": singular, "namespaced": true,
-            "kind": self.kind(), "verbs": ["get", "list", "watch"], "shortNames": [short]})
+        let mut d = json!({"name": self.resource(), "singularName": singular, "namespaced": true,
+            "kind": self.kind(), "verbs": ["get", "list", "watch"], "shortNames": [short]});
+        // Services are in the `all` category, as upstream lists them (`kubectl get all`).
+        if self == Absent::Services {
+            d["categories"] = json!(["all"]);
+        }
+        d
     }
 
     /// The column definitions of the collection's Table, as kube-apiserver's printers define
@@ -205,5 +210,6 @@ mod tests {
         let cols = Absent::Events.columns();
         assert_eq!(cols.as_array().map(Vec::len), Some(10));
         assert_eq!(Absent::Services.discovery()["shortNames"][0], "svc");
+        assert_eq!(Absent::Services.discovery()["categories"][0], "all");
     }
 }

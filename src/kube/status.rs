@@ -23,7 +23,7 @@ pub const SECRETS: &str = "secrets";
 pub struct Status {
     kind: &'static str,
     api_version: &'static str,
-    metadata: Empty,
+    metadata: ListMeta,
     /// `Failure` or `Success`.
     pub status: &'static str,
     /// The message kubectl prints.
@@ -44,8 +44,13 @@ fn is_zero(c: &u16) -> bool {
     *c == 0
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct Empty {}
+/// A Status's `metadata` (a ListMeta): empty but for the continue token of a 410 for an
+/// expired one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+struct ListMeta {
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    continue_token: Option<String>,
+}
 
 /// `details` of a Status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -93,7 +98,7 @@ impl Status {
         Status {
             kind: "Status",
             api_version: "v1",
-            metadata: Empty {},
+            metadata: ListMeta::default(),
             status: "Failure",
             message: message.into(),
             reason,
@@ -302,6 +307,9 @@ impl Status {
         }
         let mut s = Status::failure(reason.http_code(), reason.as_str(), e.to_string());
         s.details = details;
+        if let StoreError::ContinueExpired { continue_token } = e {
+            s.metadata.continue_token = Some(continue_token.clone());
+        }
         s
     }
 

@@ -137,6 +137,13 @@ pub enum StoreError {
         /// Which precondition, with both values.
         reason: String,
     },
+    /// A continue token's revision was compacted away (caller: list again, or go on with
+    /// `continue_token`, which continues at the current revision from the same key).
+    #[error("{INCONSISTENT_CONTINUE}")]
+    ContinueExpired {
+        /// The token that continues at the current revision.
+        continue_token: String,
+    },
     /// The requested revision or continue token is older than retained history (caller:
     /// relist).
     #[error("too old resource version: {0}")]
@@ -401,10 +408,11 @@ fn now_rfc3339() -> String {
 }
 
 /// What a list's continue token holds: the revision of its first page and the key the next
-/// page starts at.
+/// page starts at. Revision -1 continues at the current revision: the token kube-apiserver
+/// hands out with the 410 for a continue token whose revision was compacted.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
-    rv: Revision,
+    rv: i64,
     start: String,
 }
 
@@ -418,9 +426,27 @@ impl ContinueToken {
         if !tok.start.starts_with(prefix) {
             return Err(StoreError::BadContinue);
         }
+        tok.revision()?;
         Ok(tok)
     }
+
+    /// The revision to read the next page at (`None`: the current one).
+    fn revision(&self) -> Result<Option<Revision>, StoreError> {
+        match self.rv {
+            -1 => Ok(None),
+            rv => Revision::new(rv).map(Some).ok_or(StoreError::BadContinue),
+        }
+    }
+
+    /// The token, encoded.
+    fn encode(&self) -> String {
+        B64URL.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
 }
+
+/// kube-apiserver's message for a continue token whose revision was compacted (its etcd
+/// storage's `inconsistentContinue`).
+pub const INCONSISTENT_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
 impl Store {
     /// A store on `backend`, encrypting with `encryption`'s chain for `secrets`, with keys
@@ -980,7 +1006,7 @@ impl Store {
             None | Some("") => (prefix.clone().into_bytes(), at),
             Some(t) => {
                 let tok = ContinueToken::decode(t, &prefix)?;
-                (tok.start.into_bytes(), Some(tok.rv))
+                (tok.start.as_bytes().to_vec(), tok.revision()?)
             }
         };
         let end = prefix_end(prefix.as_bytes());
@@ -998,9 +1024,17 @@ impl Store {
                 })
                 .await
                 .map_err(|e| match e {
-                    BackendError::Compacted { .. } if continue_token.is_some() => StoreError::Gone(
-                        "the continue token has expired: the list's revision was compacted; list again".into(),
-                    ),
+                    // As kube-apiserver's etcd storage: a token to go on at the current revision
+                    // from where this one stood.
+                    BackendError::Compacted { .. } if continue_token.is_some() => {
+                        StoreError::ContinueExpired {
+                            continue_token: ContinueToken {
+                                rv: -1,
+                                start: String::from_utf8_lossy(&start).into_owned(),
+                            }
+                            .encode(),
+                        }
+                    }
                     other => other.into(),
                 })?;
             revision = Some(resp.revision);
@@ -1027,10 +1061,10 @@ impl Store {
                     start = k;
                     if limit != 0 && items.len() >= limit {
                         let tok = ContinueToken {
-                            rv: resp.revision,
+                            rv: resp.revision.get(),
                             start: String::from_utf8_lossy(&start).into_owned(),
-                        };
-                        let tok = B64URL.encode(serde_json::to_vec(&tok).unwrap_or_default());
+                        }
+                        .encode();
                         return Ok(SecretList {
                             items,
                             resource_version: resp.revision,
@@ -1058,13 +1092,14 @@ impl Store {
     pub async fn remaining(&self, scope: &Scope, continue_token: &str) -> Result<u64, StoreError> {
         let prefix = self.namespace_prefix(scope);
         let tok = ContinueToken::decode(continue_token, &prefix)?;
+        let revision = tok.revision()?;
         let (count, _) = self
             .backend
             .count(RangeRequest {
                 start: tok.start.into_bytes(),
                 end: Some(prefix_end(prefix.as_bytes())),
                 limit: 0,
-                revision: Some(tok.rv),
+                revision,
             })
             .await?;
         Ok(count)

@@ -73,7 +73,8 @@ impl Store {
                 if !tok.start.starts_with(prefix) {
                     return Err(bad());
                 }
-                (tok.start.into_bytes(), Some(tok.rv))
+                let revision = tok.revision()?;
+                (tok.start.into_bytes(), revision)
             }
         };
         let resp = self
@@ -88,7 +89,7 @@ impl Store {
         let continue_token = match resp.kvs.last() {
             Some(last) if resp.more => {
                 let tok = ContinueToken {
-                    rv: resp.revision,
+                    rv: resp.revision.get(),
                     start: format!("{}\0", String::from_utf8_lossy(&last.key)),
                 };
                 let json = serde_json::to_vec(&tok).map_err(|e| StoreError::Corrupt {

@@ -676,6 +676,7 @@ fn kubectl_version_explain_and_api_resources() {
             &["events", "--for", "secret/s1"],
             &["get", "services", "-n", "kube-system"],
             &["get", "ev,svc", "-A"],
+            &["get", "all"],
         ] {
             let o = k.run(args);
             assert_eq!(o.code, 0, "1.{minor} {args:?}: {}", o.err);

@@ -156,7 +156,7 @@ async fn python_client_reads_lists_watches_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_client_watch_from_a_compacted_revision_is_410() {
+async fn python_client_watch_and_continue_from_a_compacted_revision_are_410() {
     let w = start(3).await;
     let mut c = secrets_client(&w.server.socket).await;
     for i in 0..10 {
@@ -168,6 +168,8 @@ async fn python_client_watch_from_a_compacted_revision_is_410() {
         .unwrap();
     }
     python_mode(&w, &["expired", "py", "1"]).await;
+    // A list's continue token whose revision was compacted meanwhile.
+    python_mode(&w, &["continue-expired", "py"]).await;
 }
 
 /// The wire: exact Status bodies, limits, OpenAPI v2, watch framing (Tables, bookmarks, 410).

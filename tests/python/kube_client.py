@@ -118,6 +118,35 @@ def expired(v1, ns, rv):
     raise AssertionError("a watch from a compacted resourceVersion must fail with 410")
 
 
+def continue_expired(v1, ns):
+    """A continue token whose revision was compacted: kube-apiserver's 410 with a token that goes
+    on at the current revision from the same key."""
+    import json
+    first = v1.list_namespaced_secret(ns, limit=3)
+    names = [s.metadata.name for s in first.items]
+    assert len(names) == 3 and first.metadata._continue, first.metadata
+    for i in range(10):
+        v1.patch_namespaced_secret(names[0], ns, {"metadata": {"labels": {"round": str(i)}}})
+    try:
+        v1.list_namespaced_secret(ns, limit=3, _continue=first.metadata._continue)
+        raise AssertionError("a continue token of a compacted revision must fail with 410")
+    except ApiException as e:
+        assert e.status == 410, (e.status, e.body)
+        body = json.loads(e.body)
+    assert body["reason"] == "Expired" and body["code"] == 410, body
+    assert body["message"].startswith("The provided continue parameter is too old to display a consistent list "
+                                      "result. You can start a new list without the continue parameter, or use the "
+                                      "continue token in this response"), body
+    token = body["metadata"]["continue"]
+    rest = []
+    while token:
+        page = v1.list_namespaced_secret(ns, limit=3, _continue=token)
+        rest += [s.metadata.name for s in page.items]
+        token = page.metadata._continue
+    every = [s.metadata.name for s in v1.list_namespaced_secret(ns).items]
+    assert names + rest == every, (names, rest, every)
+
+
 def write(v1, ns):
     body = client.V1Secret(metadata=client.V1ObjectMeta(name="py"), string_data={"a": "one"})
     created = v1.create_namespaced_secret(ns, body)
@@ -393,6 +422,7 @@ MODES = {
     "patch-storm": patch_storm,
     "finalizers": finalizers,
     "apply-race": apply_race,
+    "continue-expired": continue_expired,
 }
 
 
