@@ -90,8 +90,21 @@ fn counters_move_with_calls_and_key_ids_appear_only_hashed() {
     let refused = rt.block_on(decrypt(&sock, b"not a ciphertext", &key_id));
     assert_eq!(refused.unwrap_err().code(), tonic::Code::InvalidArgument);
 
-    let text = scrape(&s.addr);
-    let after = parse(&text, false);
+    // A call's duration is observed once its response has gone: scrape until the last is in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (text, after) = loop {
+        let text = scrape(&s.addr);
+        let after = parse(&text, false);
+        let refused = value(
+            &after,
+            &format!("{DURATION}_count"),
+            &[("method", DECRYPT), ("code", "InvalidArgument")],
+        );
+        if refused >= 1.0 || std::time::Instant::now() > deadline {
+            break (text, after);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let count = |method: &str, code: &str| {
         value(
             &after,

@@ -80,13 +80,16 @@ fn dev_counts_calls_objects_watches_and_migrations_and_names_no_secret() {
         rt.block_on(c.create(create(&format!("{SECRET_NAME}-{i}"))))
             .unwrap();
     }
-    let first = scrape_parsed(&addr);
-    let created = value(
-        &first,
-        DURATION,
-        &[("method", "/keyward.v1.Secrets/Create"), ("code", "OK")],
-    );
-    assert_eq!(created, 2.0);
+    // A call's duration is observed once its response has gone: wait for both.
+    let created = |f: &[Family]| {
+        value(
+            f,
+            DURATION,
+            &[("method", "/keyward.v1.Secrets/Create"), ("code", "OK")],
+        )
+    };
+    let first = scrape_until(&addr, |f| created(f) == 2.0);
+    assert_eq!(created(&first), 2.0);
     assert_eq!(value(&first, "keyward_store_objects", &[]), 2.0);
     // The embedded store's writer (the log-structured engine, dev's default): one batch per
     // durable write at least, each synced.
@@ -257,16 +260,17 @@ fn server_reports_the_store_only() {
     let rt = client_runtime();
     let mut c = rt.block_on(secrets_client(&sock));
     rt.block_on(c.create(create(SECRET_NAME))).unwrap();
-    let text = scrape(&addr);
-    let f = parse(&text, false);
-    assert_eq!(
+    // A call's duration is observed once its response has gone: wait for it.
+    let created = |f: &[Family]| {
         value(
-            &f,
+            f,
             DURATION,
-            &[("method", "/keyward.v1.Secrets/Create"), ("code", "OK")]
-        ),
-        1.0
-    );
+            &[("method", "/keyward.v1.Secrets/Create"), ("code", "OK")],
+        )
+    };
+    let f = scrape_until(&addr, |f| created(f) == 1.0);
+    assert_eq!(created(&f), 1.0);
+    let text = scrape(&addr);
     assert_eq!(value(&f, "keyward_store_objects", &[]), 1.0);
     assert_eq!(value(&f, "keyward_audit_write_failures_total", &[]), 0.0);
     assert!(
