@@ -57,6 +57,15 @@ fn dev(dir: &Path, data: &Path, extra: &[&str]) -> (Proc, String) {
 }
 
 /// Polls the scrape until `check` holds (10 s at most); the last families.
+/// How many Creates ended OK, by their duration histogram.
+fn created(f: &[Family]) -> f64 {
+    value(
+        f,
+        DURATION,
+        &[("method", "/keyward.v1.Secrets/Create"), ("code", "OK")],
+    )
+}
+
 fn scrape_until(addr: &str, check: impl Fn(&[Family]) -> bool) -> Vec<Family> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -81,13 +90,6 @@ fn dev_counts_calls_objects_watches_and_migrations_and_names_no_secret() {
             .unwrap();
     }
     // A call's duration is observed once its response has gone: wait for both.
-    let created = |f: &[Family]| {
-        value(
-            f,
-            DURATION,
-            &[("method", "/keyward.v1.Secrets/Create"), ("code", "OK")],
-        )
-    };
     let first = scrape_until(&addr, |f| created(f) == 2.0);
     assert_eq!(created(&first), 2.0);
     assert_eq!(value(&first, "keyward_store_objects", &[]), 2.0);
@@ -261,13 +263,6 @@ fn server_reports_the_store_only() {
     let mut c = rt.block_on(secrets_client(&sock));
     rt.block_on(c.create(create(SECRET_NAME))).unwrap();
     // A call's duration is observed once its response has gone: wait for it.
-    let created = |f: &[Family]| {
-        value(
-            f,
-            DURATION,
-            &[("method", "/keyward.v1.Secrets/Create"), ("code", "OK")],
-        )
-    };
     let f = scrape_until(&addr, |f| created(f) == 1.0);
     assert_eq!(created(&f), 1.0);
     let text = scrape(&addr);
