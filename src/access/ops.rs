@@ -515,7 +515,8 @@ impl Access {
 
     /// Follows a collection keyward holds nothing of (`attrs`: a watch of Events or Services):
     /// allowed or refused as any watch, recorded `ResponseStarted` now and `ResponseComplete`
-    /// when the stream ends. The stream yields nothing and never ends by itself.
+    /// when the stream ends. The stream yields nothing, and ends only when the store stops its
+    /// watches (at shutdown).
     pub async fn watch_nothing(
         &self,
         ctx: &RequestContext,
@@ -526,7 +527,7 @@ impl Access {
             .await
             .map_err(super::audit_failed(self.metrics()))?;
         Ok(Box::pin(AuditedWatch {
-            inner: Box::pin(tokio_stream::pending()),
+            inner: self.store.watch_nothing(),
             rec: Some(rec),
             fields: FieldSelector::default(),
         }))

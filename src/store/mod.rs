@@ -407,6 +407,20 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// [`Store::watch_nothing`]'s stream: pending until the store's watches are stopped.
+struct UntilStopped(Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>);
+
+impl futures_core::Stream for UntilStopped {
+    type Item = Result<WatchEvent, StoreError>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::future::Future::poll(self.0.as_mut(), cx).map(|()| None)
+    }
+}
+
 /// What a list's continue token holds: the revision of its first page and the key the next
 /// page starts at. Revision -1 continues at the current revision: the token kube-apiserver
 /// hands out with the 410 for a continue token whose revision was compacted.
@@ -490,6 +504,14 @@ impl Store {
     /// Ends every open watch stream (at shutdown, so that a server can drain).
     pub fn stop_watches(&self) {
         self.watches.cancel();
+    }
+
+    /// A watch stream with nothing in it, which ends when [`Store::stop_watches`] ends every
+    /// watch: a front end's watch of a collection keyward holds none of.
+    pub fn watch_nothing(&self) -> WatchEvents {
+        Box::pin(UntilStopped(Box::pin(
+            self.watches.clone().cancelled_owned(),
+        )))
     }
 
     /// Replaces the encryption configuration (automatic reload); in-flight calls finish with

@@ -690,6 +690,27 @@ fn kubectl_version_explain_and_api_resources() {
     }
 }
 
+/// A watch of Events (of which keyward holds none, so it never sends anything) ends when the
+/// server shuts down, as watches of Secrets do: `kubectl events --watch` does not keep
+/// `keyward dev` from stopping, even without a drain deadline.
+#[test]
+fn an_events_watch_ends_at_shutdown() {
+    let mut w = World::start(&["--drain-timeout", "never"]);
+    let k = w.kubectl(*KUBECTL_MINORS.last().unwrap());
+    let mut watching = k.command(&["events", "-A", "--watch"]).spawn().unwrap();
+    // The watch is open once the dev server has recorded it (its audit log is off, so wait a
+    // little and check kubectl is still waiting).
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        watching.try_wait().unwrap().is_none(),
+        "kubectl events --watch ended early"
+    );
+    let status = w.dev.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let _ = watching.kill();
+    let _ = watching.wait();
+}
+
 /// `keyward server --kube-listen` serves the Kubernetes API with the server's TLS files and
 /// client CA (and refuses it without TLS); `keyward dev` keeps its kubeconfig private.
 #[test]

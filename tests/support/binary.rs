@@ -127,7 +127,7 @@ impl Drop for Proc {
 
 /// A `keyward dev` child process in a temp dir, and the binary run against it.
 pub struct DevServer {
-    _proc: Proc,
+    proc: Proc,
     pub dir: tempfile::TempDir,
     /// The store's socket.
     pub socket: PathBuf,
@@ -156,11 +156,17 @@ impl DevServer {
         cmd.current_dir(dir.path());
         let proc = Proc::start(cmd, &dir.path().join("dev.log"), &[&socket]);
         DevServer {
-            _proc: proc,
+            proc,
             server: format!("unix://{}", socket.display()),
             socket,
             dir,
         }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the server to exit; its status.
+    pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
+        self.proc.signal(rustix::process::Signal::TERM);
+        self.proc.wait(limit)
     }
 
     /// The admin kubeconfig `keyward dev` writes (waits up to 30 s for it).
