@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::request::{Form, KubeRequest, Reply};
 use super::status::{Details, Status};
-use super::table::{self, IncludeObject};
+use super::table::{self, IncludeObject, AGE_DOC, NAME_DOC};
 use super::KubeError;
 use crate::access::Access;
 use crate::authz::go_quote;
@@ -90,8 +90,9 @@ impl Absent {
         d
     }
 
-    /// The column definitions of the collection's Table, as kube-apiserver's printers define
-    /// them.
+    /// The column definitions of the collection's Table: names, order and priorities as
+    /// kube-apiserver's printers define them, descriptions from the API documentation
+    /// (shortened for Services' spec fields).
     fn columns(self) -> Value {
         let col = |name: &str, priority: u8, description: &str| {
             let format = if name == "Name" { "name" } else { "" };
@@ -117,15 +118,12 @@ impl Absent {
                 col("Cluster-IP", 0, "clusterIP is the IP address of the service and is usually assigned randomly."),
                 col("External-IP", 0, "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system."),
                 col("Port(s)", 0, "The list of ports that are exposed by this service."),
-                col("Age", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
+                col("Age", 0, AGE_DOC),
                 col("Selector", 1, "Route service traffic to pods with label keys and values matching this selector."),
             ]),
         }
     }
 }
-
-/// ObjectMeta's `name` documentation, the description of every Name column.
-const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated.";
 
 /// `GET .../events` or `.../services`: the empty list at the store's revision, in the form
 /// `Accept` asks for, once its options are checked.

@@ -51,13 +51,20 @@ pub fn wants_metadata(accept: &str) -> Option<Form> {
         .filter(|f| matches!(f, Form::Metadata | Form::MetadataList))
 }
 
+/// ObjectMeta's `name` documentation, the description of every Name column.
+pub const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated.";
+
+/// ObjectMeta's `creationTimestamp` documentation, the description of every Age column.
+pub const AGE_DOC: &str =
+    "CreationTimestamp is a timestamp representing the server time when this object was created.";
+
 /// The column definitions of a Secret Table.
 pub fn columns() -> Value {
     json!([
-        {"name":"Name","type":"string","format":"name","description":"Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated.","priority":0},
+        {"name":"Name","type":"string","format":"name","description":NAME_DOC,"priority":0},
         {"name":"Type","type":"string","format":"","description":"Used to facilitate programmatic handling of secret data.","priority":0},
         {"name":"Data","type":"string","format":"","description":"Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'.","priority":0},
-        {"name":"Age","type":"string","format":"","description":"CreationTimestamp is a timestamp representing the server time when this object was created.","priority":0}
+        {"name":"Age","type":"string","format":"","description":AGE_DOC,"priority":0}
     ])
 }
 

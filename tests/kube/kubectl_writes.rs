@@ -138,6 +138,35 @@ fn kubectl_apply_patch_label_replace_on_every_version() {
                 .unwrap();
         assert_eq!(data["a"], "dW5v");
         assert_eq!(data["other"], "eA==");
+        // apply --prune, with the allowlist this API needs (kubectl's default list names kinds
+        // it does not serve): a labelled Secret left out of the files is deleted.
+        let (kept, pruned) = (format!("kept{minor}"), format!("pruned{minor}"));
+        let label = format!("prune={minor}");
+        let keep = w.dev.path(&format!("keep{minor}.yaml"));
+        let gone = w.dev.path(&format!("gone{minor}.yaml"));
+        for (path, name) in [(&keep, kept.as_str()), (&gone, pruned.as_str())] {
+            let m = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{prune: \"{minor}\"}}\nstringData: {{a: b}}\n");
+            std::fs::write(path, m).unwrap();
+        }
+        let (keep, gone) = (keep.to_str().unwrap(), gone.to_str().unwrap());
+        k.ok(&["apply", "-f", keep, "-f", gone]);
+        let out = k.ok(&[
+            "apply",
+            "--prune",
+            "-l",
+            &label,
+            "--prune-allowlist=core/v1/Secret",
+            "-f",
+            keep,
+        ]);
+        assert!(
+            out.contains(&format!("secret/{pruned} pruned")),
+            "1.{minor}: {out}"
+        );
+        assert_eq!(
+            k.ok(&["get", "secrets", "-l", &label, "-o", "name"]),
+            format!("secret/{kept}\n")
+        );
         // apply -k: kustomize's secretGenerator (a name with its content hash), then a
         // changed literal makes a new Secret beside the old one.
         let kdir = w.dev.path(&format!("kustomize{minor}"));
