@@ -7,6 +7,9 @@
 #   fs       authz + audit at level Metadata, durable before the request goes on (the default)
 #   nofs     as fs, with --audit-log-sync never (written, not synced: kube-apiserver's way)
 #   nofs-rr  as nofs, with omitStages: [RequestReceived] (kube-apiserver's example policy)
+#   batch    as nofs, with --audit-log-mode batch (requests queue their events and go on;
+#            BATCH_WAIT sets --audit-log-batch-max-wait, default 1ms)
+#   batch-rr as batch, with omitStages: [RequestReceived]
 # Prints calls/s, the server's CPU (user + system) per call and the load average for each.
 #   KW=target/release/keyward OPS="get put" ROUNDS=3 DUR=3s CONFIGS="off authz fs nofs nofs-rr" \
 #     benches/audit_side_by_side.sh
@@ -19,7 +22,7 @@ set -euo pipefail
 KW=${KW:-$PWD/target/release/keyward}
 BINS=${BINS:-"kw=$KW"}
 cd "${WORK:-$(mktemp -d)}"
-rm -rf ./*-off ./*-authz ./*-fs ./*-nofs ./*-nofs-rr ./*.sock audit-*.log* .audit-*
+rm -rf ./*-off ./*-authz ./*-fs ./*-nofs ./*-nofs-rr ./*-batch ./*-batch-rr ./*.sock audit-*.log* .audit-*
 head -c 32 /dev/urandom | base64 > k.b64
 cat > enc.yaml <<YAML
 apiVersion: apiserver.config.k8s.io/v1
@@ -67,6 +70,8 @@ for t in $TAGS; do
       fs) start "$t" fs $A --audit-log-path "$PWD/audit-$t-fs.log" --audit-policy-file audit-policy.yaml ;;
       nofs) start "$t" nofs $A --audit-log-path "$PWD/audit-$t-nofs.log" --audit-policy-file audit-policy.yaml --audit-log-sync never ;;
       nofs-rr) start "$t" nofs-rr $A --audit-log-path "$PWD/audit-$t-nofs-rr.log" --audit-policy-file audit-policy-rr.yaml --audit-log-sync never ;;
+      batch) start "$t" batch $A --audit-log-path "$PWD/audit-$t-batch.log" --audit-policy-file audit-policy.yaml --audit-log-sync never --audit-log-mode batch --audit-log-batch-max-wait "${BATCH_WAIT:-1ms}" ;;
+      batch-rr) start "$t" batch-rr $A --audit-log-path "$PWD/audit-$t-batch-rr.log" --audit-policy-file audit-policy-rr.yaml --audit-log-sync never --audit-log-mode batch --audit-log-batch-max-wait "${BATCH_WAIT:-1ms}" ;;
     esac
   done
 done

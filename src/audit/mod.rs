@@ -41,7 +41,7 @@ pub use object::{AuditObject, REDACTED_ANNOTATION_KEYS};
 pub use policy::{Policy, RequestAuditConfig, Stages};
 pub use request::{new_audit_id, AuditSink, Auditor, MemorySink, RequestAudit, RequestInfo};
 pub use verify::{verify, FileSummary, Problem, ProblemKind, Report, Tail};
-pub use writer::{AuditCounters, AuditLog, FailureMode, LogConfig};
+pub use writer::{AuditCounters, AuditLog, BatchConfig, FailureMode, LogConfig};
 
 /// Errors of the audit layer.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@
 //! not sync, each caller appends its lines itself (a write to the page cache), with no hand-over
 //! to another thread; callers that arrive together share one write (`combine.rs`). The task
 //! also writes the periodic checkpoints (every N events or T seconds) and the shutdown
-//! checkpoint.
+//! checkpoint. In batch mode callers only queue their events and a thread writes them
+//! (`batch.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +23,10 @@ use super::file::{EventLines, LogFile};
 use super::request::AuditSink;
 use super::AuditError;
 use crate::crypto::Ed25519PublicKey;
+use batch::Batcher;
 use combine::Combiner;
 
+mod batch;
 mod combine;
 
 /// Most events written with one sync.
@@ -60,6 +63,31 @@ pub struct LogConfig {
     /// request goes on, as kube-apiserver's log backend does: they survive a crash of keyward,
     /// not a crash of the machine, whose lost tail `verify` reports as a truncation.
     pub fsync: bool,
+    /// Batch mode (`--audit-log-mode batch`): requests do not wait for their events to be
+    /// written. `None` (blocking, the default): a request goes on once its events are written.
+    pub batch: Option<BatchConfig>,
+}
+
+/// How a log in batch mode queues and writes events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Events queued at most; a request that would overfill the queue waits for room
+    /// (kube-apiserver's `--audit-log-batch-buffer-size`, whose backend drops the event instead).
+    pub buffer_size: usize,
+    /// How long the writer lets events gather after a write while more keep coming: the most
+    /// an event waits before it is written, besides the write before it
+    /// (`--audit-log-batch-max-wait`).
+    pub max_wait: Duration,
+}
+
+impl Default for BatchConfig {
+    /// kube-apiserver's buffer of 10,000 events, and a write at most every millisecond.
+    fn default() -> Self {
+        Self {
+            buffer_size: 10_000,
+            max_wait: Duration::from_millis(1),
+        }
+    }
 }
 
 impl LogConfig {
@@ -73,6 +101,7 @@ impl LogConfig {
             checkpoint_interval: Duration::from_secs(60),
             failure_mode: FailureMode::Closed,
             fsync: true,
+            batch: None,
         }
     }
 }
@@ -132,6 +161,8 @@ struct Inner {
     /// The log does not sync: callers write their lines themselves, through `combiner`.
     direct: bool,
     combiner: Combiner,
+    /// Batch mode: the queue the writer thread takes events from.
+    batch: Option<Arc<Batcher>>,
     cells: Arc<Cells>,
     mode: FailureMode,
     path: PathBuf,
@@ -163,12 +194,18 @@ impl AuditLog {
         let cells = Arc::new(Cells::default());
         cells.record(&file);
         let file: SharedFile = Arc::new(Mutex::new(Some(file)));
+        let batch = config
+            .batch
+            .as_ref()
+            .map(|b| Batcher::start(file.clone(), cells.clone(), b))
+            .transpose()?;
         let (tx, rx) = mpsc::channel(1024);
         let task = tokio::spawn(run(
             file.clone(),
             rx,
             cells.clone(),
             config.checkpoint_interval,
+            batch.clone(),
         ));
         Ok(AuditLog {
             inner: Arc::new(Inner {
@@ -176,6 +213,7 @@ impl AuditLog {
                 file,
                 direct: !config.fsync,
                 combiner: Combiner::default(),
+                batch,
                 cells,
                 mode: config.failure_mode,
                 path: config.path,
@@ -185,8 +223,9 @@ impl AuditLog {
         })
     }
 
-    /// Writes `event`; returns once it is durable. In [`FailureMode::Closed`] an error means the
-    /// request must not proceed; in [`FailureMode::Open`] errors are logged and `Ok` returned.
+    /// Writes `event`; returns once it is durable (in batch mode: once it is queued). In
+    /// [`FailureMode::Closed`] an error means the request must not proceed; in
+    /// [`FailureMode::Open`] errors are logged and `Ok` returned.
     pub async fn write(&self, event: Event) -> Result<(), AuditError> {
         self.write_all(vec![event]).await
     }
@@ -197,7 +236,9 @@ impl AuditLog {
         if events.is_empty() {
             return Ok(());
         }
-        let result = if self.inner.direct {
+        let result = if let Some(batch) = &self.inner.batch {
+            batch.write(&events).await
+        } else if self.inner.direct {
             let inner = &self.inner;
             inner
                 .combiner
@@ -358,12 +399,14 @@ fn replicate(e: &AuditError) -> AuditError {
     }
 }
 
-/// The writer task.
+/// The writer task. In batch mode, the batch writer's queue is written out before the shutdown
+/// checkpoint.
 async fn run(
     file: SharedFile,
     mut rx: mpsc::Receiver<Command>,
     cells: Arc<Cells>,
     interval: Duration,
+    batch: Option<Arc<Batcher>>,
 ) {
     // Zero disables time-based checkpoints (a deadline that never comes in practice).
     let interval = match interval {
@@ -442,17 +485,21 @@ async fn run(
                 let _ = reply.send(result);
             }
             Some(Command::Close(reply)) => {
-                let result = shutdown(&file, &cells).await;
+                let result = shutdown(&file, &cells, batch.clone()).await;
                 let _ = reply.send(result);
                 break;
             }
             None => {
-                if let Err(e) = shutdown(&file, &cells).await {
+                if let Err(e) = shutdown(&file, &cells, batch.clone()).await {
                     tracing::error!(error = %e, "the audit log's shutdown checkpoint was not written");
                 }
                 break;
             }
         }
+    }
+    if let Some(batch) = &batch {
+        // A log lost to an error: the batch writer stops too (its writes would fail).
+        batch.close();
     }
     rx.close();
     while let Some(command) = rx.recv().await {
@@ -490,11 +537,18 @@ async fn periodic(file: &SharedFile, cells: &Cells) -> bool {
     }
 }
 
-/// Writes the shutdown checkpoint and closes the file: later writes fail with
-/// [`AuditError::Closed`].
-async fn shutdown(file: &SharedFile, cells: &Cells) -> Result<(), AuditError> {
+/// Writes what the batch writer holds (in batch mode), then the shutdown checkpoint, and closes
+/// the file: later writes fail with [`AuditError::Closed`].
+async fn shutdown(
+    file: &SharedFile,
+    cells: &Cells,
+    batch: Option<Arc<Batcher>>,
+) -> Result<(), AuditError> {
     let shared = file.clone();
     let result = tokio::task::spawn_blocking(move || {
+        if let Some(batch) = batch {
+            batch.stop();
+        }
         let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
         let mut f = guard.take().ok_or(AuditError::Closed)?;
         let result = f.checkpoint(CheckpointKind::Shutdown);

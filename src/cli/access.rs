@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::CliError;
 use crate::access::{AccessOptions, AuditOptions, ServiceAccountSettings};
-use crate::audit::{AuditLog, Auditor, FailureMode, LogConfig, Policy};
+use crate::audit::{AuditLog, Auditor, BatchConfig, FailureMode, LogConfig, Policy};
 
 /// Authentication, authorization and audit flags shared by `server` and `dev`.
 #[derive(Debug, Args)]
@@ -43,14 +43,29 @@ pub(super) struct AccessArgs {
         requires = "audit_log_path"
     )]
     audit_log_maxsize: u64,
-    /// Let requests proceed when their audit event cannot be written (default: refuse them).
-    #[arg(long, requires = "audit_log_path")]
+    /// Let requests proceed when their audit event cannot be written (default: refuse them);
+    /// the same as --audit-log-mode blocking.
+    #[arg(long, requires = "audit_log_path", conflicts_with = "audit_log_mode")]
     audit_fail_open: bool,
     /// When an audit event is on disk before its request goes on: `always` fsyncs each batch of
     /// events (survives power loss); `never` only writes them (kube-apiserver's log backend:
     /// survives a crash of keyward, not of the machine; the hash chain shows a lost tail).
     #[arg(long, value_name = "WHEN", default_value = "always", value_parser = ["always", "never"])]
     audit_log_sync: String,
+    /// `blocking-strict`: a request goes on once its events are written, and is refused if
+    /// they cannot be. `blocking`: as blocking-strict, but a request whose events cannot be
+    /// written goes on (logged and counted). `batch`: requests queue their events and go on; a
+    /// thread writes them (events of the last moments before a crash are lost).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "blocking-strict",
+        value_parser = ["blocking-strict", "blocking", "batch"],
+        requires = "audit_log_path"
+    )]
+    audit_log_mode: String,
+    #[command(flatten)]
+    audit_batch: AuditBatchArgs,
     /// The issuer (iss) of service account tokens, and the only one accepted.
     #[arg(long, value_name = "URL", default_value = crate::authn::serviceaccount::DEFAULT_ISSUER)]
     service_account_issuer: String,
@@ -73,17 +88,19 @@ impl AccessArgs {
         let audit = self.audit_log_path.as_ref().map(|path| {
             let mut log = LogConfig::new(path.clone());
             log.max_size = self.audit_log_maxsize.saturating_mul(1024 * 1024);
-            log.failure_mode = if self.audit_fail_open {
+            log.failure_mode = if self.audit_fail_open || self.audit_log_mode == "blocking" {
                 FailureMode::Open
             } else {
                 FailureMode::Closed
             };
             log.fsync = self.audit_log_sync == "always";
-            AuditOptions {
+            log.batch = self.audit_batch.config(&self.audit_log_mode)?;
+            Ok::<_, CliError>(AuditOptions {
                 log,
                 policy_file: self.audit_policy_file.clone(),
-            }
+            })
         });
+        let audit = audit.transpose()?;
         let ca_cert = self
             .root_ca_file
             .as_ref()
@@ -111,6 +128,69 @@ impl AccessArgs {
             },
             reload_interval: std::time::Duration::ZERO,
         })
+    }
+}
+
+/// The flags of `--audit-log-mode batch`.
+#[derive(Debug, Args)]
+pub(super) struct AuditBatchArgs {
+    /// Batch mode: the most events queued; a request that would overfill the queue waits for
+    /// room (kube-apiserver drops the event instead) [default: 10000].
+    #[arg(long, value_name = "N", requires = "audit_log_path")]
+    audit_log_batch_buffer_size: Option<i64>,
+    /// Batch mode: how long events gather after a write while more keep coming, the most an
+    /// event waits to be written (a Go duration such as 1ms or 500us; 0 writes at once)
+    /// [default: 1ms].
+    #[arg(long, value_name = "DURATION", requires = "audit_log_path")]
+    audit_log_batch_max_wait: Option<String>,
+}
+
+impl AuditBatchArgs {
+    /// The batch configuration of `mode`: `None` unless it is `batch`, where the flags must be
+    /// valid; the flags are refused with another mode.
+    fn config(&self, mode: &str) -> Result<Option<BatchConfig>, CliError> {
+        if mode != "batch" {
+            let given = [
+                (
+                    "--audit-log-batch-buffer-size",
+                    self.audit_log_batch_buffer_size.is_some(),
+                ),
+                (
+                    "--audit-log-batch-max-wait",
+                    self.audit_log_batch_max_wait.is_some(),
+                ),
+            ];
+            return match given.iter().find(|(_, set)| *set) {
+                Some((flag, _)) => Err(CliError::new(format!(
+                    "{flag} applies only to --audit-log-mode batch (the mode is {mode})"
+                ))),
+                None => Ok(None),
+            };
+        }
+        let mut config = BatchConfig::default();
+        if let Some(n) = self.audit_log_batch_buffer_size {
+            config.buffer_size = usize::try_from(n)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    CliError::new(format!(
+                        "--audit-log-batch-buffer-size: invalid audit batch log buffer size {n}, must be a positive number"
+                    ))
+                })?;
+        }
+        if let Some(w) = &self.audit_log_batch_max_wait {
+            config.max_wait = crate::go_duration::parse_unsigned(w).ok_or_else(|| {
+                CliError::new(format!(
+                    "--audit-log-batch-max-wait: {w:?} is not a duration; expected a Go duration such as 1ms, 500us or 0"
+                ))
+            })?;
+            if config.max_wait > std::time::Duration::from_secs(60) {
+                return Err(CliError::new(format!(
+                    "--audit-log-batch-max-wait: {w} is longer than the allowed 1m"
+                )));
+            }
+        }
+        Ok(Some(config))
     }
 }
 

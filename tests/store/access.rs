@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::support::store::{aesgcm_config, pb_secret, write_private};
 use crate::support::{run, StoreHarness};
 use keyward::access::{AccessOptions, AuditOptions};
-use keyward::audit::LogConfig;
+use keyward::audit::{BatchConfig, LogConfig};
 use keyward::backend::sled::SledOptions;
 use keyward::backend::BackendSpec;
 use keyward::pb::keyward_v1 as pb;
@@ -79,6 +79,11 @@ struct World {
 }
 
 async fn start() -> World {
+    start_with(None).await
+}
+
+/// [`start`], with the audit log in batch mode when `batch` is set.
+async fn start_with(batch: Option<BatchConfig>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("policy.yaml"), POLICY).unwrap();
@@ -98,6 +103,7 @@ async fn start() -> World {
     let audit = d.join("audit.log");
     let mut log = LogConfig::new(&audit);
     log.checkpoint_every = 10;
+    log.batch = batch;
     let mut o = StoreOptions::new(
         BackendSpec::Sled {
             dir: d.join("store"),
@@ -320,7 +326,22 @@ fn check(user: &str, name: &str, results: &[(&str, Result<(), tonic::Status>)], 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_may_read_which_secret() {
-    let w = start().await;
+    who_may_read_which_secret_with(None).await;
+}
+
+/// The same with the audit log in batch mode (`--audit-log-mode batch`): requests do not wait
+/// for their events, and every event is in the log once the server has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_read_which_secret_audited_in_batches() {
+    who_may_read_which_secret_with(Some(BatchConfig {
+        buffer_size: 4,
+        max_wait: std::time::Duration::from_millis(2),
+    }))
+    .await;
+}
+
+async fn who_may_read_which_secret_with(batch: Option<BatchConfig>) {
+    let w = start_with(batch).await;
     let ch = channel(&w).await;
     let mut admin = SecretsClient::new(ch.clone());
     let mut auth = AuthClient::new(ch.clone());

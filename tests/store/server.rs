@@ -214,6 +214,8 @@ fn server_refuses_unsafe_or_bad_settings() {
     let key = dir.path().join("k.pem");
     fs::write(&cert, "x").unwrap();
     write_private(&key, b"x");
+    let audit_log = dir.path().join("audit.log");
+    let audit = audit_log.to_str().unwrap();
     for (args, want) in [
         (vec!["--listen", "127.0.0.1:0"], "--listen requires TLS"),
         (
@@ -247,10 +249,55 @@ fn server_refuses_unsafe_or_bad_settings() {
             vec!["--kube-max-watches", "many"],
             "invalid value 'many' for '--kube-max-watches <N>'",
         ),
+        (
+            vec!["--audit-log-mode", "batch"],
+            "the following required arguments were not provided:\n  --audit-log-path <FILE>",
+        ),
+        (
+            vec!["--audit-log-path", audit, "--audit-log-mode", "async"],
+            "invalid value 'async' for '--audit-log-mode <MODE>'\n  [possible values: blocking-strict, blocking, batch]",
+        ),
+        (
+            vec![
+                "--audit-log-path",
+                audit,
+                "--audit-log-mode",
+                "batch",
+                "--audit-fail-open",
+            ],
+            "the argument '--audit-log-mode <MODE>' cannot be used with '--audit-fail-open'",
+        ),
+        (
+            vec!["--audit-log-path", audit, "--audit-log-batch-max-wait", "5ms"],
+            "--audit-log-batch-max-wait applies only to --audit-log-mode batch (the mode is blocking-strict)",
+        ),
+        (
+            vec![
+                "--audit-log-path",
+                audit,
+                "--audit-log-mode",
+                "batch",
+                "--audit-log-batch-buffer-size",
+                "0",
+            ],
+            "--audit-log-batch-buffer-size: invalid audit batch log buffer size 0, must be a positive number",
+        ),
+        (
+            vec![
+                "--audit-log-path",
+                audit,
+                "--audit-log-mode",
+                "batch",
+                "--audit-log-batch-max-wait",
+                "soon",
+            ],
+            "--audit-log-batch-max-wait: \"soon\" is not a duration; expected a Go duration such as 1ms, 500us or 0",
+        ),
     ] {
         let (ok, _, err) = base(&args);
         assert!(!ok);
         assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!audit_log.exists(), "{args:?}: a refused flag changes nothing");
     }
     let bad = dir.path().join("bad.yaml");
     fs::write(&bad, "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm: {keys: [{name: k1, secret: c2hvcnQ=}]}\n").unwrap();

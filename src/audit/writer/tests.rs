@@ -176,6 +176,54 @@ async fn concurrent_writers_are_serialised_without_sync() {
     concurrent_writers(false).await;
 }
 
+/// Batch mode, synced or not, with a queue of one event: writers wait for room instead of
+/// losing events, every event is written by the time the log has closed, and writes after
+/// that are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_mode_writes_every_queued_event() {
+    for fsync in [true, false] {
+        let s = Setup::new();
+        let log = s
+            .open(LogConfig {
+                checkpoint_every: 50,
+                fsync,
+                batch: Some(BatchConfig {
+                    buffer_size: 1,
+                    max_wait: Duration::from_millis(1),
+                }),
+                ..s.config()
+            })
+            .await;
+        check_concurrent_writers(&s, &log).await;
+        assert!(matches!(log.write(event(0)).await, Err(AuditError::Closed)));
+        assert_eq!(log.counters().write_failures, 1);
+    }
+}
+
+/// Batch mode: a write returns before its event is written; the writer thread writes it
+/// within `max_wait` of the write before, without further calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_mode_writes_in_the_background() {
+    let s = Setup::new();
+    let log = s
+        .open(LogConfig {
+            batch: Some(BatchConfig::default()),
+            ..s.config()
+        })
+        .await;
+    for i in 0..3 {
+        log.write(event(i)).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.counters().events_written < 3 {
+        assert!(std::time::Instant::now() < deadline, "events never written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(kinds(&s.lines()), ["open", "event", "event", "event"]);
+    log.close().await.unwrap();
+    assert!(s.verify().is_intact());
+}
+
 /// Callers waiting for a combined write while the log closes all get an answer: written
 /// before the shutdown checkpoint, or `Closed`; none waits forever, and the log verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +281,13 @@ async fn concurrent_writers(fsync: bool) {
             ..s.config()
         })
         .await;
-    for t in spawn_writers(&log, 32, 20) {
+    check_concurrent_writers(&s, &log).await;
+}
+
+/// 32 tasks of 20 events each on `log` (a checkpoint every 50 events), then the log closes: all
+/// 640 events are in it once, in chain order.
+async fn check_concurrent_writers(s: &Setup, log: &AuditLog) {
+    for t in spawn_writers(log, 32, 20) {
         assert_eq!(t.await.unwrap(), 20);
     }
     log.close().await.unwrap();

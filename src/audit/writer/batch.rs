@@ -1,0 +1,149 @@
+//! Batch mode (`--audit-log-mode batch`, kube-apiserver's mode of the same name): a request
+//! serialises its events into a queue and goes on without waiting for them to be written; a
+//! thread of the log's own writes what is queued, at most once per `max_wait` while events keep
+//! coming (one `write`, and one sync if the log syncs, for everything queued meanwhile). The
+//! queue holds at most `buffer_size` events: kube-apiserver drops events beyond it, this log
+//! makes the request wait for room instead, so no event is lost to a burst. An event that
+//! cannot be written is logged and counted; its request has already been answered.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::{with_file, write_batch, BatchConfig, Cells, SharedFile};
+use crate::audit::event::Event;
+use crate::audit::file::EventLines;
+use crate::audit::AuditError;
+
+/// The queue of a log in batch mode, shared by the requests and the writer thread.
+pub(super) struct Batcher {
+    state: Mutex<Queue>,
+    /// The writer thread waits here while the queue is empty.
+    work: Condvar,
+    /// Requests waiting for room in a full queue wait here.
+    room: Notify,
+    buffer_size: usize,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    lines: EventLines,
+    /// The writer thread is waiting on `work` (a request that queues must wake it).
+    idle: bool,
+    /// No more events are taken; the thread writes what is queued and stops.
+    closing: bool,
+}
+
+impl Batcher {
+    /// Starts the writer thread for `file`.
+    pub(super) fn start(
+        file: SharedFile,
+        cells: Arc<Cells>,
+        config: &BatchConfig,
+    ) -> Result<Arc<Self>, AuditError> {
+        let batcher = Arc::new(Batcher {
+            state: Mutex::default(),
+            work: Condvar::new(),
+            room: Notify::new(),
+            buffer_size: config.buffer_size.max(1),
+            thread: Mutex::new(None),
+        });
+        let writer = batcher.clone();
+        let max_wait = config.max_wait;
+        let thread = std::thread::Builder::new()
+            .name("audit-batch".into())
+            .spawn(move || writer.run(&file, &cells, max_wait))
+            .map_err(|e| AuditError::Io {
+                path: "audit batch writer thread".into(),
+                source: e,
+            })?;
+        *batcher.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(batcher)
+    }
+
+    /// Queues `events` (serialised here, in the caller) and returns without waiting for them to
+    /// be written; waits only while the queue is full. Fails once the log is closing.
+    pub(super) async fn write(&self, events: &[Event]) -> Result<(), AuditError> {
+        loop {
+            // Made before the queue is looked at, so that it sees the room any later swap makes
+            // (`notify_waiters` wakes every `Notified` made before it, polled or not).
+            let room = self.room.notified();
+            {
+                let mut q = self.lock();
+                if q.closing {
+                    return Err(AuditError::Closed);
+                }
+                // A batch larger than the whole buffer is taken when the queue is empty.
+                if q.lines.len() == 0 || q.lines.len() + events.len() <= self.buffer_size {
+                    events.iter().for_each(|e| q.lines.push(e));
+                    if std::mem::take(&mut q.idle) {
+                        self.work.notify_one();
+                    }
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Stops taking events; the thread writes what is queued and stops.
+    pub(super) fn close(&self) {
+        self.lock().closing = true;
+        self.work.notify_one();
+        self.room.notify_waiters();
+    }
+
+    /// [`Batcher::close`], then waits until the thread has written what was queued.
+    pub(super) fn stop(&self) {
+        self.close();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the audit log's batch writer panicked");
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writer thread: takes the whole queue, writes it, lets the next batch gather for
+    /// `max_wait`, again until the log closes.
+    fn run(&self, file: &SharedFile, cells: &Cells, max_wait: Duration) {
+        let mut writing = EventLines::default();
+        loop {
+            {
+                let mut q = self.lock();
+                while q.lines.len() == 0 && !q.closing {
+                    q.idle = true;
+                    q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                q.idle = false;
+                if q.lines.len() == 0 {
+                    return;
+                }
+                std::mem::swap(&mut q.lines, &mut writing);
+            }
+            self.room.notify_waiters();
+            let n = writing.len() as u64;
+            let result = with_file(file, |f| write_batch(f, cells, &writing))
+                .unwrap_or(Err(AuditError::Closed));
+            if let Err(e) = result {
+                cells
+                    .write_failures
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                if matches!(e, AuditError::Closed) {
+                    tracing::error!(events = n, "audit events not written: the log is closed");
+                }
+            }
+            writing.clear();
+            if !max_wait.is_zero() && !self.lock().closing {
+                std::thread::sleep(max_wait);
+            }
+        }
+    }
+}
