@@ -130,8 +130,14 @@ impl Batcher {
             }
             self.room.notify_waiters();
             let n = writing.len() as u64;
-            let result = with_file(file, |f| write_batch(f, cells, &writing))
-                .unwrap_or(Err(AuditError::Closed));
+            // A panic while writing closes the log (`with_file` drops a poisoned file); the
+            // thread goes on taking the queue, so that no request waits for room forever.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_file(file, |f| write_batch(f, cells, &writing))
+            }))
+            .ok()
+            .flatten()
+            .unwrap_or(Err(AuditError::Closed));
             if let Err(e) = result {
                 cells
                     .write_failures

@@ -200,8 +200,8 @@ async fn batch_mode_writes_every_queued_event() {
     }
 }
 
-/// Batch mode: a write returns before its event is written; the writer thread writes it
-/// within `max_wait` of the write before, without further calls.
+/// Batch mode: the writer thread writes queued events on its own, without a further call or
+/// a close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_mode_writes_in_the_background() {
     let s = Setup::new();
