@@ -247,3 +247,62 @@ impl KmsAuditArgs {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        access: AccessArgs,
+    }
+
+    /// The audit log's configuration for `args` after `--audit-log-path a.log`.
+    fn log(args: &[&str]) -> LogConfig {
+        let argv = ["keyward", "--audit-log-path", "a.log"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
+        cli.access.options(Vec::new()).unwrap().audit.unwrap().log
+    }
+
+    #[test]
+    fn audit_modes_map_to_the_log_configuration() {
+        let strict = log(&[]);
+        assert_eq!(
+            (strict.failure_mode, &strict.batch),
+            (FailureMode::Closed, &None)
+        );
+        for open in [
+            &["--audit-log-mode", "blocking"][..],
+            &["--audit-fail-open"],
+        ] {
+            let c = log(open);
+            assert_eq!(
+                (c.failure_mode, &c.batch),
+                (FailureMode::Open, &None),
+                "{open:?}"
+            );
+        }
+        let batch = log(&[
+            "--audit-log-mode",
+            "batch",
+            "--audit-log-batch-buffer-size",
+            "7",
+            "--audit-log-batch-max-wait",
+            "250us",
+        ]);
+        assert_eq!(
+            batch.batch,
+            Some(BatchConfig {
+                buffer_size: 7,
+                max_wait: std::time::Duration::from_micros(250),
+            })
+        );
+        assert_eq!(batch.failure_mode, FailureMode::Closed);
+        assert_eq!(
+            log(&["--audit-log-mode", "batch"]).batch,
+            Some(BatchConfig::default())
+        );
+    }
+}

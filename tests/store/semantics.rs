@@ -945,6 +945,13 @@ fn largest_secret() -> (pb::Secret, Vec<u8>, String, String) {
 /// resource version"); reads and watches from now keep working.
 async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     let mut c = srv.client().await;
+    // A page of namespace `c`.
+    let list_c = |limit, token: String| pb::ListRequest {
+        namespace: "c".into(),
+        limit,
+        r#continue: token,
+        ..Default::default()
+    };
     let mut first = None;
     for i in 0..5 {
         let s = create(&mut c, secret("c", &format!("s{i}"), &[("k", b"v")]))
@@ -953,17 +960,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
         first.get_or_insert(s);
     }
     let first = first.unwrap();
-    let page = c
-        .list(pb::ListRequest {
-            field_selector: String::new(),
-            namespace: "c".into(),
-            label_selector: String::new(),
-            limit: 2,
-            r#continue: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let page = c.list(list_c(2, String::new())).await.unwrap().into_inner();
     assert!(!page.r#continue.is_empty());
     let listed_at: i64 = page.resource_version.parse().unwrap();
     let mut next = first.clone();
@@ -975,13 +972,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     backend.compact(now).await.unwrap();
 
     let e = c
-        .list(pb::ListRequest {
-            field_selector: String::new(),
-            namespace: "c".into(),
-            label_selector: String::new(),
-            limit: 2,
-            r#continue: page.r#continue.clone(),
-        })
+        .list(list_c(2, page.r#continue.clone()))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
@@ -995,13 +986,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     // As kube-apiserver's: a token that goes on from the same key at the current revision.
     let (_, token) = e.message().split_once("Continue token: ").unwrap();
     let rest = c
-        .list(pb::ListRequest {
-            field_selector: String::new(),
-            namespace: "c".into(),
-            label_selector: String::new(),
-            limit: 10,
-            r#continue: token.to_owned(),
-        })
+        .list(list_c(10, token.to_owned()))
         .await
         .unwrap()
         .into_inner();
@@ -1048,17 +1033,7 @@ async fn compaction_expires_old_revisions_tokens_and_watches(srv: TestStore) {
     let revisions: Vec<i64> = h.entries.iter().map(|e| e.revision).collect();
     assert_eq!(revisions, vec![rv(&updated)]);
     // From now on, all is well: a fresh list, its pages, and a watch from its revision.
-    let list = c
-        .list(pb::ListRequest {
-            field_selector: String::new(),
-            namespace: "c".into(),
-            label_selector: String::new(),
-            limit: 0,
-            r#continue: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let list = c.list(list_c(0, String::new())).await.unwrap().into_inner();
     assert_eq!(list.items.len(), 6);
     let mut w = c
         .watch(pb::WatchRequest {
