@@ -11,13 +11,15 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyward::audit::{
-    AuditLog, AuditObject, Auditor, LogConfig, Peer, Policy, RequestInfo, ResponseStatus,
+    AuditLog, AuditObject, Auditor, BatchConfig, LogConfig, Peer, Policy, RequestInfo,
+    ResponseStatus,
 };
 use keyward::authn::Identity;
 use keyward::authz::{Attributes, Decision};
 use keyward::crypto::Ed25519SigningKey;
 use keyward::store::model::{ObjectMeta, Secret, SecretBytes};
 
+const NONE: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n";
 const METADATA: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
 const METADATA_NO_RR: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n";
 
@@ -78,10 +80,13 @@ fn bench_audit(c: &mut Criterion) {
             .into(),
     };
     let mut group = c.benchmark_group("audit_get");
-    for (name, policy, fsync) in [
-        ("metadata_no_sync", METADATA, false),
-        ("metadata_no_rr_no_sync", METADATA_NO_RR, false),
-        ("metadata_journal_sync", METADATA, true),
+    for (name, policy, fsync, batch) in [
+        ("none", NONE, false, false),
+        ("metadata_no_sync", METADATA, false, false),
+        ("metadata_no_rr_no_sync", METADATA_NO_RR, false, false),
+        ("metadata_batch", METADATA, false, true),
+        ("metadata_no_rr_batch", METADATA_NO_RR, false, true),
+        ("metadata_journal_sync", METADATA, true, false),
     ] {
         let path = dir.path().join(format!("{name}.log"));
         let signer = Arc::new(Ed25519SigningKey::generate().expect("key"));
@@ -89,6 +94,7 @@ fn bench_audit(c: &mut Criterion) {
             .block_on(AuditLog::open(
                 LogConfig {
                     fsync,
+                    batch: batch.then(BatchConfig::default),
                     ..LogConfig::new(&path)
                 },
                 signer,

@@ -204,6 +204,40 @@ impl From<&Identity> for UserInfo {
     }
 }
 
+/// How many users each thread keeps made for [`UserInfo::shared`].
+const RECENT_USERS: usize = 4;
+
+thread_local! {
+    /// The users this thread made events for last, most recent first.
+    static RECENT: std::cell::RefCell<[Option<Arc<UserInfo>>; RECENT_USERS]> =
+        const { std::cell::RefCell::new([None, None, None, None]) };
+}
+
+impl UserInfo {
+    /// `id` as a `UserInfo` shared by the events of every request it makes: a caller making
+    /// request after request gets the one this thread made last instead of a copy of its
+    /// name, groups and extra attributes per request.
+    pub(super) fn shared(id: &Identity) -> Arc<UserInfo> {
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(u) = recent.iter().flatten().find(|u| u.is(id)) {
+                return u.clone();
+            }
+            let u = Arc::new(UserInfo::from(id));
+            recent.rotate_right(1);
+            recent[0] = Some(u.clone());
+            u
+        })
+    }
+
+    fn is(&self, id: &Identity) -> bool {
+        self.username == id.name
+            && self.uid == id.uid
+            && self.groups == id.groups
+            && self.extra == id.extra
+    }
+}
+
 /// The object a request is about (`objectRef`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -332,7 +366,7 @@ struct Common {
     audit_id: String,
     request_uri: String,
     verb: String,
-    user: UserInfo,
+    user: Arc<UserInfo>,
     impersonated_user: Option<UserInfo>,
     source_ips: Vec<String>,
     user_agent: String,
@@ -414,7 +448,7 @@ pub(super) struct EventStart {
     pub audit_id: String,
     pub request_uri: String,
     pub verb: String,
-    pub user: UserInfo,
+    pub user: Arc<UserInfo>,
     pub impersonated_user: Option<UserInfo>,
     pub source_ips: Vec<String>,
     pub user_agent: String,

@@ -132,6 +132,18 @@ impl AuditObject {
 
     /// `metadata.name`, `uid` and `resourceVersion` of a single object (empty for a list or
     /// where absent).
+    /// [`AuditObject::name_uid_and_resource_version`], taken out of an object that is not kept
+    /// (a response below level `RequestResponse`): moved, not copied.
+    pub(super) fn into_name_uid_and_resource_version(self) -> [String; 3] {
+        match self.0 {
+            Repr::Secret(m) => {
+                let m = m.metadata;
+                [m.name, m.uid, m.resource_version]
+            }
+            other => Self(other).name_uid_and_resource_version(),
+        }
+    }
+
     pub(super) fn name_uid_and_resource_version(&self) -> [String; 3] {
         match &self.0 {
             Repr::Secret(m) => [
@@ -575,5 +587,14 @@ mod tests {
         );
         let l = AuditObject::secret_list(&[secret()], "1", None);
         assert_eq!(l.name_uid_and_resource_version(), <[String; 3]>::default());
+        for o in [
+            AuditObject::secret(&secret()),
+            AuditObject::reference(&secret()),
+            j,
+            l,
+        ] {
+            let ids = o.name_uid_and_resource_version();
+            assert_eq!(o.into_name_uid_and_resource_version(), ids);
+        }
     }
 }

@@ -180,8 +180,11 @@ impl Auditor {
             Peer::Unknown => Vec::new(),
         };
         let (user, impersonated_user) = match &info.impersonator {
-            Some(original) => (UserInfo::from(original), Some(UserInfo::from(&attrs.user))),
-            None => (UserInfo::from(&attrs.user), None),
+            Some(original) => (
+                UserInfo::shared(original),
+                Some(UserInfo::from(&attrs.user)),
+            ),
+            None => (UserInfo::shared(&attrs.user), None),
         };
         let object_ref = attrs.is_resource_request().then(|| ObjectReference {
             resource: attrs.resource.clone(),
@@ -331,9 +334,11 @@ impl RequestAudit {
         self.annotate(DECISION_ANNOTATION, value);
         self.annotate(REASON_ANNOTATION, reason.as_str());
         if let Some(obj) = request_object.and_then(|o| self.reduce(o)) {
-            self.fill_object_ref(&obj);
             if self.config.level >= Level::Request {
+                self.fill_object_ref(obj.name_uid_and_resource_version());
                 self.request_object = Some(obj);
+            } else {
+                self.fill_object_ref(obj.into_name_uid_and_resource_version());
             }
         }
         Ok(())
@@ -357,11 +362,17 @@ impl RequestAudit {
         status: ResponseStatus,
         response_object: Option<AuditObject>,
     ) -> Result<(), AuditError> {
-        let obj = response_object.and_then(|o| self.reduce(o));
-        if let Some(obj) = &obj {
-            self.fill_object_ref(obj);
-        }
-        let obj = obj.filter(|_| self.config.level >= Level::RequestResponse);
+        let obj = match response_object.and_then(|o| self.reduce(o)) {
+            Some(obj) if self.config.level >= Level::RequestResponse => {
+                self.fill_object_ref(obj.name_uid_and_resource_version());
+                Some(obj)
+            }
+            Some(obj) => {
+                self.fill_object_ref(obj.into_name_uid_and_resource_version());
+                None
+            }
+            None => None,
+        };
         self.emit(Stage::ResponseComplete, Some(status), obj).await
     }
 
@@ -399,8 +410,23 @@ impl RequestAudit {
         })
     }
 
-    fn fill_object_ref(&mut self, obj: &AuditObject) {
-        let [name, uid, rv] = obj.name_uid_and_resource_version();
+    /// Fills the `objectRef` fields the request left empty from its object's `[name, uid,
+    /// resourceVersion]`.
+    fn fill_object_ref(&mut self, [name, uid, rv]: [String; 3]) {
+        let fills = |r: &ObjectReference| {
+            (r.name.is_empty() && !name.is_empty())
+                || (r.uid.is_empty() && !uid.is_empty())
+                || (r.resource_version.is_empty() && !rv.is_empty())
+        };
+        // Copied only if something changes (another stage's event may share it).
+        if !self
+            .template
+            .as_ref()
+            .and_then(Event::object_ref)
+            .is_some_and(fills)
+        {
+            return;
+        }
         if let Some(r) = self.template.as_mut().and_then(Event::object_ref_mut) {
             // A create names its object in its body (or gets a generated name).
             if r.name.is_empty() {

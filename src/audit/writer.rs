@@ -227,7 +227,13 @@ impl AuditLog {
     /// [`FailureMode::Closed`] an error means the request must not proceed; in
     /// [`FailureMode::Open`] errors are logged and `Ok` returned.
     pub async fn write(&self, event: Event) -> Result<(), AuditError> {
-        self.write_all(vec![event]).await
+        match &self.inner.batch {
+            Some(batch) => {
+                let result = batch.write(std::slice::from_ref(&event)).await;
+                self.written(result)
+            }
+            None => self.write_all(vec![event]).await,
+        }
     }
 
     /// Writes `events` in order with one sync; returns once all of them are durable (failure
@@ -250,6 +256,11 @@ impl AuditLog {
             drop(events);
             self.submit(|reply| Command::Write(lines, reply)).await
         };
+        self.written(result)
+    }
+
+    /// The outcome of a write as the failure mode answers it.
+    fn written(&self, result: Result<(), AuditError>) -> Result<(), AuditError> {
         if let Err(e) = &result {
             self.inner
                 .cells

@@ -12,10 +12,10 @@ pub(in crate::audit) fn event(i: usize) -> Event {
         audit_id: uuid::Uuid::new_v4().to_string(),
         request_uri: "/keyward.v1.Secrets/Get".into(),
         verb: "get".into(),
-        user: UserInfo {
+        user: std::sync::Arc::new(UserInfo {
             username: format!("user-{i}"),
             ..Default::default()
-        },
+        }),
         impersonated_user: None,
         source_ips: vec![],
         user_agent: String::new(),

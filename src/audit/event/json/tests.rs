@@ -144,7 +144,7 @@ prop_compose! {
             audit_id,
             request_uri,
             verb,
-            user,
+            user: std::sync::Arc::new(user),
             impersonated_user,
             source_ips,
             user_agent,
