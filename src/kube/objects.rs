@@ -37,18 +37,12 @@ pub struct Decoded {
     pub warnings: Vec<String>,
 }
 
-/// The prefix of kube-apiserver's decode errors for a Secret body.
-fn cannot_handle(version: &str, detail: impl fmt::Display) -> KubeError {
-    KubeError::BadRequest(format!(
-        "Secret in version {version:?} cannot be handled as a Secret: {detail}"
-    ))
-}
-
 /// Reads a Secret from a JSON (or YAML) request body under `validation`.
 ///
 /// - unknown and duplicate fields: `Strict` refuses the body (400, `strict decoding error:
-///   unknown field "metadata.foo", duplicate field "type"`), `Warn` returns each as a
-///   warning, `Ignore` drops them;
+///   unknown field "metadata.foo", duplicate field "type"`, as [`KubeError::Undecodable`],
+///   which a patch answers with its 422), `Warn` returns each as a warning, `Ignore` drops
+///   them;
 /// - a wrong type or bad base64 in `data` is a 400 whatever `validation` says;
 /// - `apiVersion` and `kind` may be absent (the URL says what the body is); any other than
 ///   `v1` and `Secret` is a 400.
@@ -99,10 +93,10 @@ pub fn decode_secret(body: &[u8], validation: FieldValidation) -> Result<Decoded
         secret_from_json(&parsed.value).map_err(|e| KubeError::Undecodable(e.to_string()))?;
     let warnings = match validation {
         FieldValidation::Strict if !strict.is_empty() => {
-            return Err(cannot_handle(
-                "v1",
-                format!("strict decoding error: {}", strict.join(", ")),
-            ))
+            return Err(KubeError::Undecodable(format!(
+                "strict decoding error: {}",
+                strict.join(", ")
+            )))
         }
         FieldValidation::Warn => strict,
         _ => Vec::new(),

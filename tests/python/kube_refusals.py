@@ -458,6 +458,19 @@ for ctype, patch, why in (
                   ' "" is invalid: patch: Invalid value: "<redacted>": ' + why, json.dumps(patch), {"Content-Type": ctype})
     assert got["details"] == {"causes": [{"reason": "FieldValueInvalid", "field": "patch",
                                           "message": 'Invalid value: "<redacted>": ' + why}]}, got
+# Unknown fields a patch leaves under fieldValidation=Strict (what kubectl edit sends) are the
+# same 422 (kube-apiserver's patch handler), so that kubectl edit reopens the editor with the
+# error; under Warn the patch is applied with one warning per field.
+strict = 'strict decoding error: unknown field "bogus", unknown field "metadata.foo"'
+for ctype, patch in (
+        ("application/strategic-merge-patch+json", {"metadata": {"foo": 1}, "bogus": 1}),
+        ("application/merge-patch+json", {"metadata": {"foo": 1}, "bogus": 1}),
+        ("application/json-patch+json", [{"op": "add", "path": "/bogus", "value": 1},
+                                         {"op": "add", "path": "/metadata/foo", "value": 1}])):
+    got = refused("admin", "PATCH", SECRETS + "/a1?fieldValidation=Strict", 422, "Invalid",
+                  ' "" is invalid: patch: Invalid value: "<redacted>": ' + strict, json.dumps(patch), {"Content-Type": ctype})
+    assert got["details"] == {"causes": [{"reason": "FieldValueInvalid", "field": "patch",
+                                          "message": 'Invalid value: "<redacted>": ' + strict}]}, got
 # A JSON body is read as JSON only, with Go's syntax errors.
 for body, why in ((b"metadata:\n  name: y1\n", "invalid character 'm' looking for beginning of value"),
                   (b"{bad", "invalid character 'b' looking for beginning of object key string"),
