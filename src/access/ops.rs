@@ -225,8 +225,44 @@ impl Access {
         name: &SecretName,
         revision: Option<Revision>,
     ) -> Result<Secret, AccessError> {
+        self.get_at(ctx, namespace, name, revision, None).await
+    }
+
+    /// The current version of a Secret, read as the Kubernetes API reads one at
+    /// `resourceVersion` N (`get secrets` on it): not older than N, so a `FutureRevision` error
+    /// (kube-apiserver's 504 `Too large resource version`) while the store has not reached N.
+    pub async fn get_not_older_than(
+        &self,
+        ctx: &RequestContext,
+        namespace: &Namespace,
+        name: &SecretName,
+        min: Revision,
+    ) -> Result<Secret, AccessError> {
+        self.get_at(ctx, namespace, name, None, Some(min)).await
+    }
+
+    async fn get_at(
+        &self,
+        ctx: &RequestContext,
+        namespace: &Namespace,
+        name: &SecretName,
+        revision: Option<Revision>,
+        min: Option<Revision>,
+    ) -> Result<Secret, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::GET, namespace.as_str(), name.as_str());
-        let call = async { Ok(self.store.get(namespace, name, revision).await?) };
+        let call = async {
+            if let Some(requested) = min {
+                let current = self.current_revision().await?;
+                if requested > current {
+                    return Err(StoreError::Backend(BackendError::FutureRevision {
+                        requested,
+                        current,
+                    })
+                    .into());
+                }
+            }
+            Ok(self.store.get(namespace, name, revision).await?)
+        };
         self.guarded(ctx, &attrs, || None, 200, secret_body, call)
             .await
     }

@@ -94,7 +94,16 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
             "you requested PartialObjectMetadataList, but the requested object is not a list (*core.Secret)",
         ));
     }
-    let s = access.get(&req.ctx, &id.namespace, &id.name, None).await?;
+    // A resourceVersion reads "not older than" it (kube-apiserver's watch cache); one that is
+    // not a number is its storage's 500.
+    let s = match resource_version(req)? {
+        ResourceVersion::At(min) => {
+            access
+                .get_not_older_than(&req.ctx, &id.namespace, &id.name, min)
+                .await?
+        }
+        _ => access.get(&req.ctx, &id.namespace, &id.name, None).await?,
+    };
     if table::wants_table(&req.accept) {
         let rv = s.metadata.resource_version.clone();
         return Ok(Reply::Table(table::table(&[s], &rv, None, include, true)));

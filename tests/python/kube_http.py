@@ -327,7 +327,7 @@ for c in held:
 # handlers pass on as a 500 without a reason; so does a create that sets one (after the
 # object's validation, and not in a dry run, which never reaches the storage).
 for path in (SECRETS + "?resourceVersion=abc", SECRETS + "?watch=1&resourceVersion=-1",
-             "/api/v1/events?resourceVersion=1x"):
+             "/api/v1/events?resourceVersion=1x", SECRETS + "/any-name?resourceVersion=x1"):
     bad = path.rsplit("=", 1)[1]
     status("GET", path, 500, {"message": 'resourceVersion: Invalid value: "%s": strconv.ParseUint: parsing "%s": '
                                          'invalid syntax' % (bad, bad)})

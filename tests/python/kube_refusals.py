@@ -231,6 +231,13 @@ code, now = call("admin", "GET", SECRETS)
 current = int(now["metadata"]["resourceVersion"])
 code, got = call("admin", "GET", SECRETS + "?resourceVersionMatch=NotOlderThan&resourceVersion=" + a3["metadata"]["resourceVersion"])
 assert code == 200 and got["metadata"]["resourceVersion"] == str(current), got
+# One Secret at a resourceVersion is read "not older than" it, as from kube-apiserver's watch
+# cache: the current version once the store has reached it, else the same 504.
+code, got = call("admin", "GET", SECRETS + "/a3?resourceVersion=" + a3["metadata"]["resourceVersion"])
+assert code == 200 and got["metadata"] == a3["metadata"], got
+got = refused("admin", "GET", SECRETS + "/a3?resourceVersion=%d" % (current + 1000), 504, "Timeout",
+              "Too large resource version: %d, current: %d" % (current + 1000, current))
+assert audited(SECRETS + "/a3?resourceVersion=%d" % (current + 1000))[-1][:2] == ("ResponseComplete", 504)
 # A revision the store has not reached: 504 Timeout, as kube-apiserver's ResourceVersionTooLarge.
 far = current + 1000
 for match in ("NotOlderThan", "Exact"):
