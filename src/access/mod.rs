@@ -322,19 +322,21 @@ impl Access {
 
     /// Answers a request `attrs` about a Secret that cannot exist (its name or namespace is
     /// not valid, so nothing is stored under it) as kube-apiserver, which checks names only
-    /// when it stores an object, answers a read, change or delete of it: authorized and
-    /// recorded as any request, then NotFound. Returns the error to answer with.
-    pub async fn refuse_as_absent(&self, ctx: &RequestContext, attrs: &Attributes) -> AccessError {
+    /// when it reaches its storage: authorized and recorded as any request, then `refusal`
+    /// (NotFound for a name nothing can be stored under, BadRequest for one its storage
+    /// cannot key). Returns the error to answer with.
+    pub async fn refuse_after_authorization(
+        &self,
+        ctx: &RequestContext,
+        attrs: &Attributes,
+        refusal: AccessError,
+    ) -> AccessError {
         let mut rec = match self.admit(ctx, attrs, &[], || None).await {
             Ok(rec) => rec,
             Err(e) => return e,
         };
-        let absent: Result<std::convert::Infallible, AccessError> =
-            Err(AccessError::Store(StoreError::NotFound {
-                namespace: attrs.namespace.clone(),
-                name: attrs.name.clone(),
-            }));
-        match self.finish(ctx, &mut rec, absent, 404, |_, _| None).await {
+        let refused: Result<std::convert::Infallible, AccessError> = Err(refusal);
+        match self.finish(ctx, &mut rec, refused, 0, |_, _| None).await {
             Ok(never) => match never {},
             Err(e) => e,
         }

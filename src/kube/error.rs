@@ -62,10 +62,10 @@ pub enum KubeError {
     /// again); the message is kube-apiserver's.
     #[error("{0}")]
     Expired(String),
-    /// 500 without a reason: an error kube-apiserver's storage returns that is not an API
-    /// status, which its handlers pass on as it is (`resourceVersion should not be set on
-    /// objects to be created`, a `resourceVersion` that is not a number); the message is
-    /// kube-apiserver's.
+    /// 500 without a reason: an error kube-apiserver's storage (or its strategic merge patch)
+    /// returns that is not an API status, which its handlers pass on as it is
+    /// (`resourceVersion should not be set on objects to be created`, a `resourceVersion` that
+    /// is not a number, an unknown `$patch` directive); the message is kube-apiserver's.
     #[error("{0}")]
     Storage(String),
     /// 504 Timeout: a read asked for a revision the store has not reached (kube-apiserver's

@@ -218,6 +218,24 @@ pub fn parse_body(body: &[u8]) -> Result<Parsed, KubeError> {
     parse_with(body, None, true)
 }
 
+/// The fields kube-apiserver's strict decode of a patch body reports (`fieldValidation` `Warn`
+/// or `Strict`), in body order: duplicate keys of a merge or strategic merge patch (decoded
+/// into a map), and duplicate and unknown fields of a JSON patch's operations (decoded into
+/// its `[]jsonPatchOp`, each prefixed `json patch `). Empty for a body that is not JSON, which
+/// the patch's own decoding refuses.
+pub fn patch_strict_errors(body: &[u8], json_patch: bool) -> Vec<String> {
+    let shape = json_patch.then_some(&JSON_PATCH_OPS);
+    match parse_json(body, shape) {
+        Ok(parsed) if json_patch => parsed
+            .strict
+            .into_iter()
+            .map(|e| format!("json patch {e}"))
+            .collect(),
+        Ok(parsed) => parsed.strict,
+        Err(_) => Vec::new(),
+    }
+}
+
 /// Parses `body` as JSON, or as YAML if `yaml` allows it and it does not start as JSON does.
 fn parse_with(body: &[u8], shape: Option<&'static Shape>, yaml: bool) -> Result<Parsed, KubeError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -260,9 +278,20 @@ fn parse_json(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, Kube
     })?;
     Ok(Parsed {
         value,
-        strict: strict.into_inner(),
+        strict: deduplicated(strict.into_inner()),
         checked: shape.is_some(),
     })
+}
+
+/// Strict errors as sigs.k8s.io/json keeps them: each message once, in first-seen order, at
+/// most 100.
+fn deduplicated(errors: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    errors
+        .into_iter()
+        .filter(|e| seen.insert(e.clone()))
+        .take(100)
+        .collect()
 }
 
 /// Builds a JSON value, noting duplicate keys with their path (`metadata.name`) and, against
@@ -336,6 +365,7 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let mut out = Map::new();
         while let Some(k) = map.next_key::<String>()? {
             let path = join(&self.path, &k);
+            let mut known = true;
             let child = match self.shape {
                 Some(Shape::Struct(fields, _, _)) => match fields.iter().find(|(f, _)| *f == k) {
                     Some((_, s)) => Some(s),
@@ -343,17 +373,21 @@ impl<'de> Visitor<'de> for Seed<'_> {
                         self.strict
                             .borrow_mut()
                             .push(format!("unknown field {path:?}"));
+                        known = false;
                         None
                     }
                 },
                 _ => None,
             };
-            let v = map.next_value_seed(self.at(path.clone(), child))?;
-            if out.insert(k, v).is_some() {
+            // Noted when the key is read, before anything inside its value; an unknown field
+            // is reported as unknown only, however often it comes.
+            if known && out.contains_key(&k) {
                 self.strict
                     .borrow_mut()
                     .push(format!("duplicate field {path:?}"));
             }
+            let v = map.next_value_seed(self.at(path, child))?;
+            out.insert(k, v);
         }
         Ok(Value::Object(out))
     }
@@ -447,6 +481,21 @@ const OBJECT_META: Shape = Shape::Struct(
     ],
     "ObjectMeta",
     "v1.ObjectMeta",
+);
+
+/// kube-apiserver's `[]jsonPatchOp`, the type a JSON patch is strictly decoded into.
+const JSON_PATCH_OPS: Shape = Shape::List(
+    &Shape::Struct(
+        &[
+            ("op", STRING),
+            ("path", STRING),
+            ("from", STRING),
+            ("value", Shape::Any),
+        ],
+        "jsonPatchOp",
+        "handlers.jsonPatchOp",
+    ),
+    "[]handlers.jsonPatchOp",
 );
 
 /// The core/v1 Secret schema.
@@ -782,6 +831,42 @@ mod tests {
         assert_eq!(d.secret.metadata.name, "s1");
         assert_eq!(d.secret.data["pw"].as_slice(), b"hunter2");
         assert!(d.warnings.is_empty());
+    }
+
+    #[test]
+    fn strict_errors_once_each_in_key_order() {
+        // A repeated unknown field is unknown once; a duplicate is reported at its key, before
+        // anything inside its value; each message once.
+        let body = br#"{"bar":1,"bar":2,"data":{"k":"eA=="},"data":{"k":"eA==","k":"eQ=="},"type":"a","type":"b","type":"c"}"#;
+        assert_eq!(
+            decode_secret(body, FieldValidation::Warn).unwrap().warnings,
+            [
+                r#"unknown field "bar""#,
+                r#"duplicate field "data""#,
+                r#"duplicate field "data.k""#,
+                r#"duplicate field "type""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn patch_bodies_strict_errors() {
+        let merge = br#"{"data":{"k":"eA==","k":"eQ=="},"bogus":1,"bogus":2}"#;
+        assert_eq!(
+            patch_strict_errors(merge, false),
+            [r#"duplicate field "data.k""#, r#"duplicate field "bogus""#]
+        );
+        let ops = br#"[{"op":"add","op":"add","path":"/x","value":{"a":1,"a":2},"x":1},{"op":"remove","path":"/y"}]"#;
+        assert_eq!(
+            patch_strict_errors(ops, true),
+            [
+                r#"json patch duplicate field "[0].op""#,
+                r#"json patch duplicate field "[0].value.a""#,
+                r#"json patch unknown field "[0].x""#,
+            ]
+        );
+        assert!(patch_strict_errors(b"{not json", false).is_empty());
+        assert!(patch_strict_errors(br#"[{"op":"add","path":"/a","value":1}]"#, true).is_empty());
     }
 
     #[test]

@@ -122,6 +122,19 @@ enum Ctx {
     Plain,
 }
 
+/// A JSON value as Go's `%s` prints what it decoded it into (strings as they are, other
+/// scalars as `%!s(int64=5)`; a list or map is not printed, as it may hold Secret values).
+fn go_percent_s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "%!s(<nil>)".to_owned(),
+        Value::Bool(b) => format!("%!s(bool={b})"),
+        Value::Number(n) if n.is_i64() => format!("%!s(int64={n})"),
+        Value::Number(n) => format!("%!s(float64={n})"),
+        _ => "<redacted>".to_owned(),
+    }
+}
+
 fn bad(msg: impl Into<String>) -> KubeError {
     KubeError::BadRequest(msg.into())
 }
@@ -141,14 +154,13 @@ fn merge_map(
             return Ok(Some(m));
         }
         Some(Value::String(d)) if d == "delete" => return Ok(None),
-        Some(Value::String(d)) if d == "merge" => {}
         Some(other) => {
-            // Upstream also prints the map; it may hold Secret values, so it is left out.
-            let keys: Vec<&str> = patch.keys().map(String::as_str).collect();
-            return Err(bad(format!(
-                "Unknown patch type: {} in map with keys [{}]",
-                other.as_str().unwrap_or("(not a string)"),
-                keys.join(" ")
+            // strategicpatch's ErrBadPatchType, which is no API status: kube-apiserver
+            // answers it with a 500 without a reason. It also prints the map, which may hold
+            // Secret values, so the map is left out.
+            return Err(KubeError::Storage(format!(
+                "unknown patch type: {} in map: <redacted>",
+                go_percent_s(other)
             )));
         }
     }

@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::apply;
-use super::objects::{decode_secret, encode_secret, partial_object_metadata, FieldValidation};
+use super::objects::{
+    decode_secret, encode_secret, partial_object_metadata, patch_strict_errors, FieldValidation,
+};
 use super::patch;
 use super::request::{unsupported_media_type, yaml_to_json, Form, KubeRequest, Reply};
 use super::status::Status;
@@ -43,6 +45,28 @@ pub fn secret_id(namespace: &str, name: &str) -> Result<SecretId, KubeError> {
         kind: "Secret".into(),
         name: name.to_owned(),
         causes,
+    })
+}
+
+/// Why kube-apiserver's storage cannot key an object named `name` (its
+/// `IsValidPathSegmentName`: not `.` or `..`, no `/` or `%`), as the 400 it answers a read,
+/// change or delete of such a name with; `None` for a name it can key.
+pub fn unkeyable_name(name: &str) -> Option<String> {
+    let problems: Vec<String> = if name == "." || name == ".." {
+        vec![format!("may not be '{name}'")]
+    } else {
+        ["/", "%"]
+            .iter()
+            .filter(|c| name.contains(**c))
+            .map(|c| format!("may not contain '{c}'"))
+            .collect()
+    };
+    (!problems.is_empty()).then(|| {
+        format!(
+            "Name parameter invalid: {}: {}",
+            crate::authz::go_quote(name),
+            problems.join(";")
+        )
     })
 }
 
@@ -456,6 +480,12 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             _ => format!("error decoding patch: {why}"),
         })
     })?;
+    // What the strict decode of the patch itself reports (not of a server-side apply, whose
+    // YAML is checked as it is read).
+    let patch_strict = match (kind, opts.validation) {
+        (PatchType::Apply, _) | (_, FieldValidation::Ignore) => Vec::new(),
+        _ => patch_strict_errors(&body, kind == PatchType::Json),
+    };
     if kind == PatchType::Json
         && patch_doc
             .as_array()
@@ -507,13 +537,29 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
                 };
                 let bytes = serde_json::to_vec(&patched)
                     .map_err(|e| KubeError::BadRequest(e.to_string()))?;
-                let decoded = decode_secret(&bytes, opts.validation).map_err(|e| match e {
+                // The patched object's unknown fields are reported after the patch's own
+                // strict errors, and only once it decodes.
+                let checked = match opts.validation {
+                    FieldValidation::Ignore => FieldValidation::Ignore,
+                    _ => FieldValidation::Warn,
+                };
+                let decoded = decode_secret(&bytes, checked).map_err(|e| match e {
                     KubeError::Undecodable(detail) => patched_undecodable(kind, &detail),
                     e => e,
                 })?;
+                let mut strict = patch_strict.clone();
+                strict.extend(decoded.warnings);
+                let warnings = match opts.validation {
+                    FieldValidation::Strict if !strict.is_empty() => {
+                        let why = format!("strict decoding error: {}", strict.join(", "));
+                        return Err(patched_undecodable(kind, &why));
+                    }
+                    FieldValidation::Warn => strict,
+                    _ => Vec::new(),
+                };
                 let mut s = decoded.secret;
                 apply::record_update(Some(&live), &mut s, &opts.manager, &now());
-                (s, decoded.warnings)
+                (s, warnings)
             }
         };
         check_path(&mut next, id.namespace.as_str(), Some(&id.name))?;

@@ -37,11 +37,11 @@ use super::request::{
 use super::reviews::Review;
 use super::status::Status;
 use super::{discovery, namespaces, openapi, secrets, token, watch, KubeError};
-use crate::access::{Access, Authenticators, Credentials, RequestContext, Source};
+use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
 use crate::authz::ImpersonationRequest;
 use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
-use crate::store::Scope;
+use crate::store::{Scope, StoreError};
 
 /// The header of a request's audit id, read from the client and echoed in every answer.
 const AUDIT_ID: http::header::HeaderName = http::header::HeaderName::from_static("audit-id");
@@ -689,19 +689,33 @@ impl KubeApi {
                 }
             }
             (m, ["api", "v1", "namespaces", ns, "secrets", name]) => {
+                let unkeyable = secrets::unkeyable_name(name);
                 let id = match secrets::secret_id(ns, name) {
                     Ok(id) => id,
                     // Nothing is stored under a name that is not valid: a read, change or
-                    // delete of it is NotFound (a server-side apply would create it: Invalid).
+                    // delete of it is NotFound (a server-side apply would create it: Invalid),
+                    // and one the storage cannot key is BadRequest, whatever the method.
                     Err(_)
                         if matches!(
                             *m,
                             Method::GET | Method::PUT | Method::PATCH | Method::DELETE
-                        ) && !(*m == Method::PATCH
-                            && req.content_type == "application/apply-patch+yaml") =>
+                        ) && (unkeyable.is_some()
+                            || !(*m == Method::PATCH
+                                && req.content_type == "application/apply-patch+yaml")) =>
                     {
                         let attrs = req.info.attributes(req.ctx.user.clone());
-                        return Err(self.access.refuse_as_absent(&req.ctx, &attrs).await.into());
+                        let refusal = match unkeyable {
+                            Some(message) => AccessError::BadRequest(message),
+                            None => AccessError::Store(StoreError::NotFound {
+                                namespace: ns.to_string(),
+                                name: name.to_string(),
+                            }),
+                        };
+                        let access = &self.access;
+                        return Err(access
+                            .refuse_after_authorization(&req.ctx, &attrs, refusal)
+                            .await
+                            .into());
                     }
                     Err(e) => return Err(e),
                 };

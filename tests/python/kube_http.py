@@ -60,6 +60,21 @@ status("GET", SECRETS + "/nope", 404, {"message": 'secrets "nope" not found', "r
 # The path is read decoded, as Go's URL.Path.
 status("GET", SECRETS + "/x%20y", 404, {"message": 'secrets "x y" not found', "reason": "NotFound",
                                         "details": {"name": "x y", "kind": "secrets"}})
+# A name kube-apiserver's storage cannot key (IsValidPathSegmentName) is its 400, whatever the
+# method (a server-side apply too); one that is only not a valid name is NotFound.
+for method, body, ctype in (("GET", None, None), ("DELETE", None, None),
+                            ("PUT", b"{}", "application/json"),
+                            ("PATCH", b"{}", "application/merge-patch+json"),
+                            ("PATCH", b"{}", "application/apply-patch+yaml")):
+    hdrs = {"Content-Type": ctype} if ctype else None
+    q = "?fieldManager=t" if ctype == "application/apply-patch+yaml" else ""
+    for raw, name, why in (("a%25b", "a%b", "may not contain '%'"), ("..", "..", "may not be '..'"),
+                           (".", ".", "may not be '.'")):
+        status(method, SECRETS + "/" + raw + q, 400,
+               {"message": 'Name parameter invalid: "%s": %s' % (name, why), "reason": "BadRequest"},
+               body=body, headers=hdrs)
+status("GET", SECRETS + "/UPPER", 404, {"message": 'secrets "UPPER" not found', "reason": "NotFound",
+                                        "details": {"name": "UPPER", "kind": "secrets"}})
 status("GET", "/api/v1/namespaces/" + NS + "/%73ecrets/nope", 404, {"message": 'secrets "nope" not found', "reason": "NotFound",
                                                                 "details": {"name": "nope", "kind": "secrets"}})
 status("GET", "/apis/apps/v1/deployments", 404,

@@ -183,7 +183,7 @@ fn strategic_merge_directives() {
     assert_eq!(out["data"], json!({"z": "eg=="}));
     assert!(matches!(
         strategic_merge(&live(), &json!({"data": {"$patch": "frob"}})),
-        Err(KubeError::BadRequest(_))
+        Err(KubeError::Storage(_))
     ));
 }
 
@@ -238,4 +238,25 @@ fn strategic_merge_finalizers_and_owner_references() {
         out["metadata"]["managedFields"],
         json!([{"manager": "n", "operation": "Apply"}])
     );
+}
+
+#[test]
+fn a_map_directive_other_than_replace_or_delete_is_upstreams_500() {
+    let live = json!({"data": {"k": "dg=="}});
+    for (directive, shown) in [
+        (json!("merge"), "merge"),
+        (json!("bogus"), "bogus"),
+        (json!(5), "%!s(int64=5)"),
+        (json!(null), "%!s(<nil>)"),
+        (json!({"x": "secret"}), "<redacted>"),
+    ] {
+        let patch = json!({"data": {"$patch": directive, "k": "c2VjcmV0"}});
+        match strategic_merge(&live, &patch) {
+            Err(KubeError::Storage(m)) => {
+                assert_eq!(m, format!("unknown patch type: {shown} in map: <redacted>"));
+                assert!(!m.contains("c2VjcmV0") && !m.contains("secret"), "{m}");
+            }
+            other => panic!("{directive}: {other:?}"),
+        }
+    }
 }
