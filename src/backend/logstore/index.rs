@@ -98,13 +98,23 @@ impl KeyState {
     /// then at most `keep` versions stay readable (0: all), the oldest readable one setting the
     /// floor; versions neither readable nor needed by the log's window are dropped (and no
     /// longer counted live in `segs`).
+    ///
+    /// Runs on every write of the key, so it looks at as few versions as it can: the readable
+    /// ones only when the oldest of them is at or below the compacted revision, and the old
+    /// ones from the front only as far as some could be dropped (in a steady state one or two),
+    /// rather than searching all the versions the window keeps.
     fn retain(&mut self, compacted: i64, keep: usize, key_len: usize, segs: &mut [Seg]) {
         let len = self.versions.len();
         let start = len - self.readable;
-        if let Some(i) = (start..len)
-            .rev()
-            .find(|&i| self.versions[i].rev <= compacted)
-        {
+        // Versions are in revision order: none of the readable ones is compacted unless the
+        // oldest is.
+        let newest_compacted = match self.versions.get(start) {
+            Some(oldest) if oldest.rev <= compacted => (start..len)
+                .rev()
+                .find(|&i| self.versions[i].rev <= compacted),
+            _ => None,
+        };
+        if let Some(i) = newest_compacted {
             let cut = if self.versions[i].is_tombstone() {
                 i + 1
             } else {
@@ -119,13 +129,23 @@ impl KeyState {
             self.readable = keep;
             self.floor = self.versions[len - keep].rev;
         }
-        let first_in_window = self.versions.partition_point(|v| v.rev < compacted);
-        let window_start = if first_in_window < len {
-            first_in_window.saturating_sub(1)
+        // Only the versions older than the readable ones can go: count those below the
+        // compacted revision from the front, one further than could be dropped (beyond that
+        // the count changes nothing).
+        let droppable = len - self.readable;
+        let below = self
+            .versions
+            .iter()
+            .take(droppable + 1)
+            .take_while(|v| v.rev < compacted)
+            .count();
+        // The window keeps the version before its first one (a replayed event's `prev`).
+        let window_start = if below < len {
+            below.saturating_sub(1)
         } else {
             len
         };
-        let drop = (len - self.readable).min(window_start);
+        let drop = droppable.min(window_start);
         for v in self.versions.drain(..drop) {
             if let Some(seg) = segs.get_mut(v.loc.seg as usize) {
                 seg.live = seg.live.saturating_sub(weight(key_len, &v));
