@@ -1,8 +1,9 @@
 //! Fuzz targets for every parser that takes bytes from outside, on stable Rust (proptest draws
 //! and shrinks, `arbitrary` shapes; see [`harness`]): ciphertexts and requests the plugin
 //! receives ([`kms`]), what the store reads back from its backend ([`stored`]), bearer tokens and
-//! client certificates ([`authn`]), the files an operator writes ([`config`]), manifests and
-//! kustomizations ([`manifest`]) and the small text formats of flags and requests ([`text`]).
+//! client certificates ([`authn`]), the files an operator writes ([`config`]), Secret and patch
+//! bodies the Kubernetes API reads ([`kube`]), manifests and kustomizations ([`manifest`]) and
+//! the small text formats of flags and requests ([`text`]).
 //! Each target checks that nothing panics or hangs and, where the format has one, a round-trip
 //! property. [`catalogue`] is the bad-input catalogue: malformed inputs at every interface, each a
 //! clear error naming the field that changes nothing.
@@ -19,6 +20,7 @@ mod catalogue;
 mod config;
 mod harness;
 mod kms;
+mod kube;
 mod manifest;
 mod stored;
 mod text;
