@@ -16,7 +16,8 @@
 //!   from its URL as kube-apiserver reads it to authorize and audit every request.
 //! - [`request`]: one request's parameters, options and body; what a handler answers.
 //! - [`secrets`]: the `secrets` resource's handlers; [`watch`]: watch framing.
-//! - [`discovery`], [`openapi`]: what kubectl reads before anything else.
+//! - [`discovery`], [`openapi`]: what kubectl reads before anything else; [`health`]:
+//!   `/healthz`, `/livez`, `/readyz` with kube-apiserver's checks output.
 //! - [`reviews`]: `auth can-i` and `auth whoami`; [`token`]: `kubectl create token`.
 //! - [`status`]: `metav1.Status`, the one mapping from errors; [`table`]: `meta.k8s.io` Tables.
 //! - [`kubeconfig`]: the development CA, certificates and kubeconfig files.
@@ -25,6 +26,7 @@ pub mod absent;
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod health;
 pub mod info;
 pub mod kubeconfig;
 pub mod namespaces;

@@ -36,7 +36,7 @@ use super::request::{
 };
 use super::reviews::Review;
 use super::status::Status;
-use super::{discovery, namespaces, openapi, secrets, token, watch, KubeError};
+use super::{discovery, health, namespaces, openapi, secrets, token, watch, KubeError};
 use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
 use crate::authz::ImpersonationRequest;
 use crate::metrics::Metrics;
@@ -356,17 +356,18 @@ impl KubeApi {
             .path_and_query()
             .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
         if method == Method::GET {
-            match path.as_str() {
-                "/healthz" | "/livez" | "/readyz" => {
-                    return respond(
-                        200,
-                        "text/plain; charset=utf-8",
-                        Bytes::from_static(b"ok"),
-                        &[],
-                    )
-                }
-                "/version" => return json_response(Reply::ok(discovery::version())),
-                _ => {}
+            if let Some(endpoint) = health::Endpoint::of_path(&path) {
+                let query = req.uri().query().unwrap_or("");
+                let (code, text) = health::answer(endpoint, query, &self.access).await;
+                let mut resp = respond(code, "text/plain; charset=utf-8", text.into(), &[]);
+                resp.headers_mut().insert(
+                    http::header::X_CONTENT_TYPE_OPTIONS,
+                    http::HeaderValue::from_static("nosniff"),
+                );
+                return resp;
+            }
+            if path == "/version" {
+                return json_response(Reply::ok(discovery::version()));
             }
         }
         let Some(_in_flight) = self.enter(peer.ip()) else {

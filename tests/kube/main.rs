@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod health;
 mod kubectl;
 mod kubectl_writes;
 mod proto;

@@ -1,0 +1,136 @@
+//! `/healthz`, `/livez` and `/readyz` as kube-apiserver answers them (its `healthz` package):
+//! `ok`, or with `?verbose` one line per check (`[+]ping ok`) and `readyz check passed`; a failed
+//! check makes the answer a 500 that lists every check, the failed one as `[-]store failed:
+//! reason withheld` (these paths need no credentials, so why is only logged). `?exclude=NAME`
+//! skips a check (`[+]store excluded: ok`), and names no check matches are warned about.
+//!
+//! The checks: `ping` (the server answers) on all three, and `store` (the store answers a read
+//! of its current revision within two seconds: a round trip to etcd, or the embedded engine's
+//! index) on `/healthz` and `/readyz`. Liveness does not depend on the store, so that a store
+//! outage makes the server unready rather than restarted.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::request::percent_decode;
+use crate::access::Access;
+use crate::authz::go_quote;
+
+/// How long the store check waits (kube-apiserver's `--etcd-healthcheck-timeout` default).
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One health endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/healthz`.
+    Healthz,
+    /// `/livez`.
+    Livez,
+    /// `/readyz`.
+    Readyz,
+}
+
+impl Endpoint {
+    /// The endpoint a request path names, if any.
+    pub fn of_path(path: &str) -> Option<Endpoint> {
+        match path {
+            "/healthz" => Some(Endpoint::Healthz),
+            "/livez" => Some(Endpoint::Livez),
+            "/readyz" => Some(Endpoint::Readyz),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Endpoint::Healthz => "healthz",
+            Endpoint::Livez => "livez",
+            Endpoint::Readyz => "readyz",
+        }
+    }
+
+    fn checks(self) -> &'static [Check] {
+        match self {
+            Endpoint::Livez => &[Check::Ping],
+            Endpoint::Healthz | Endpoint::Readyz => &[Check::Ping, Check::Store],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Ping,
+    Store,
+}
+
+impl Check {
+    fn name(self) -> &'static str {
+        match self {
+            Check::Ping => "ping",
+            Check::Store => "store",
+        }
+    }
+
+    /// `Err` carries why, for the log only.
+    async fn run(self, access: &Access) -> Result<(), String> {
+        match self {
+            Check::Ping => Ok(()),
+            Check::Store => {
+                match tokio::time::timeout(STORE_TIMEOUT, access.current_revision()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {}s", STORE_TIMEOUT.as_secs())),
+                }
+            }
+        }
+    }
+}
+
+/// The answer to `GET <endpoint>?<query>`: the status code and the plain-text body.
+pub async fn answer(endpoint: Endpoint, query: &str, access: &Access) -> (u16, String) {
+    let mut verbose = false;
+    let mut excluded = BTreeSet::new();
+    for p in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        match percent_decode(k).as_str() {
+            "verbose" => verbose = true,
+            "exclude" => {
+                excluded.insert(percent_decode(v).trim().to_owned());
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    let mut failed = Vec::new();
+    for check in endpoint.checks() {
+        let name = check.name();
+        if excluded.remove(name) {
+            out.push_str(&format!("[+]{name} excluded: ok\n"));
+            continue;
+        }
+        match check.run(access).await {
+            Ok(()) => out.push_str(&format!("[+]{name} ok\n")),
+            Err(why) => {
+                out.push_str(&format!("[-]{name} failed: reason withheld\n"));
+                tracing::warn!(check = name, endpoint = endpoint.name(), reason = %why, "health check failed");
+                failed.push(name);
+            }
+        }
+    }
+    if !excluded.is_empty() {
+        let names: Vec<String> = excluded.iter().map(|n| go_quote(n)).collect();
+        out.push_str(&format!(
+            "warn: some health checks cannot be excluded: no matches for {}\n",
+            names.join(",")
+        ));
+    }
+    let name = endpoint.name();
+    if !failed.is_empty() {
+        // Go's http.Error ends the message with a newline.
+        return (500, format!("{out}{name} check failed\n"));
+    }
+    if !verbose {
+        return (200, "ok".to_owned());
+    }
+    (200, format!("{out}{name} check passed\n"))
+}

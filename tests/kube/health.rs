@@ -1,0 +1,113 @@
+//! `/healthz`, `/livez`, `/readyz` as kube-apiserver answers them, against a store on a real
+//! etcd: `ok`, the verbose check list, excluded and unknown checks, and a store that stops
+//! answering (etcd killed) making `/readyz` and `/healthz` a 500 with the reason withheld while
+//! `/livez` stays `ok`. Read with Python's stdlib HTTPS client, without credentials.
+
+use std::net::SocketAddr;
+
+use crate::support::etcd::Etcd;
+use crate::support::store::aesgcm_config;
+use crate::support::StoreHarness;
+use keyward::backend::BackendSpec;
+use keyward::kube::kubeconfig::DevCa;
+use keyward::kube::KubeOptions;
+use keyward::server::StoreOptions;
+
+/// `GET path` without credentials: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let script = "import http.client, ssl, sys\n\
+        ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+        c = http.client.HTTPSConnection(sys.argv[1], int(sys.argv[2]), context=ctx, timeout=20)\n\
+        c.request('GET', sys.argv[3]); r = c.getresponse(); body = r.read().decode()\n\
+        assert r.getheader('Content-Type') == 'text/plain; charset=utf-8', r.getheaders()\n\
+        assert r.getheader('X-Content-Type-Options') == 'nosniff', r.getheaders()\n\
+        sys.stdout.write('%d\\n%s' % (r.status, body))\n";
+    let out = crate::support::tools::python(
+        &["ssl"],
+        &[
+            "-c",
+            script,
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            path,
+        ],
+        b"",
+    );
+    let (code, body) = out.split_once('\n').expect("status line");
+    (code.parse().expect("status"), body.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready() {
+    let mut etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = DevCa::load_or_create(d).unwrap();
+    let cert = ca.issue_server().unwrap();
+    let kube = KubeOptions::new(
+        "127.0.0.1:0".parse().unwrap(),
+        cert.cert.into_bytes(),
+        zeroize::Zeroizing::new(cert.key.as_bytes().to_vec()),
+    );
+    let mut o = StoreOptions::new(
+        BackendSpec::Etcd(etcd.options()),
+        aesgcm_config(d),
+        d.join("kw.sock"),
+    );
+    o.kube = Some(kube);
+    let server = StoreHarness::start(o).await;
+    let addr = server.kube_addr.expect("the Kubernetes API listens");
+
+    tokio::task::spawn_blocking(move || {
+        for path in ["/healthz", "/livez", "/readyz"] {
+            assert_eq!(get(addr, path), (200, "ok".to_owned()), "{path}");
+        }
+        assert_eq!(
+            get(addr, "/readyz?verbose"),
+            (
+                200,
+                "[+]ping ok\n[+]store ok\nreadyz check passed\n".to_owned()
+            )
+        );
+        assert_eq!(
+            get(addr, "/livez?verbose=1"),
+            (200, "[+]ping ok\nlivez check passed\n".to_owned())
+        );
+        assert_eq!(
+            get(
+                addr,
+                "/healthz?verbose&exclude=store&exclude=etcd&exclude=nope"
+            ),
+            (
+                200,
+                "[+]ping ok\n[+]store excluded: ok\n\
+                 warn: some health checks cannot be excluded: no matches for \"etcd\",\"nope\"\n\
+                 healthz check passed\n"
+                    .to_owned()
+            )
+        );
+
+        // The store stops answering: unready, unhealthy, still alive; why is not shown.
+        etcd.kill(0);
+        let unready = "[+]ping ok\n[-]store failed: reason withheld\nreadyz check failed\n";
+        assert_eq!(get(addr, "/readyz"), (500, unready.to_owned()));
+        assert_eq!(get(addr, "/readyz?verbose"), (500, unready.to_owned()));
+        assert_eq!(get(addr, "/healthz").0, 500, "healthz checks the store too");
+        assert_eq!(get(addr, "/readyz?exclude=store"), (200, "ok".to_owned()));
+        assert_eq!(get(addr, "/livez"), (200, "ok".to_owned()));
+
+        // Back: ready again.
+        etcd.restart(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while get(addr, "/readyz").0 != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ready again after etcd is back"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    })
+    .await
+    .unwrap();
+    drop(server);
+}
