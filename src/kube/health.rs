@@ -7,10 +7,12 @@
 //! The checks: `ping` (the server answers) on all three, and `store` (the store answers a read
 //! of its current revision within two seconds: a round trip to etcd, or the embedded engine's
 //! index) on `/healthz` and `/readyz`. Liveness does not depend on the store, so that a store
-//! outage makes the server unready rather than restarted.
+//! outage makes the server unready rather than restarted. These paths need no credentials, so
+//! the store is asked at most once a second ([`StoreProbe`]): a flood of probes is not a flood of
+//! etcd reads (kube-apiserver limits its etcd check the same way).
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::request::percent_decode;
 use crate::access::Access;
@@ -18,6 +20,34 @@ use crate::authz::go_quote;
 
 /// How long the store check waits (kube-apiserver's `--etcd-healthcheck-timeout` default).
 const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a store check's outcome is reused.
+const STORE_REUSE: Duration = Duration::from_secs(1);
+
+/// The store check's last outcome, reused for a second; callers that arrive while a check runs
+/// wait for it rather than starting their own.
+#[derive(Debug, Default)]
+pub struct StoreProbe {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl StoreProbe {
+    /// Whether the store answers (`Err`: why, for the log only).
+    async fn check(&self, access: &Access) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            if at.elapsed() < STORE_REUSE {
+                return outcome.clone();
+            }
+        }
+        let outcome = match tokio::time::timeout(STORE_TIMEOUT, access.current_revision()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", STORE_TIMEOUT.as_secs())),
+        };
+        *last = Some((Instant::now(), outcome.clone()));
+        outcome
+    }
+}
 
 /// One health endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,22 +102,21 @@ impl Check {
     }
 
     /// `Err` carries why, for the log only.
-    async fn run(self, access: &Access) -> Result<(), String> {
+    async fn run(self, access: &Access, store: &StoreProbe) -> Result<(), String> {
         match self {
             Check::Ping => Ok(()),
-            Check::Store => {
-                match tokio::time::timeout(STORE_TIMEOUT, access.current_revision()).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {}s", STORE_TIMEOUT.as_secs())),
-                }
-            }
+            Check::Store => store.check(access).await,
         }
     }
 }
 
 /// The answer to `GET <endpoint>?<query>`: the status code and the plain-text body.
-pub async fn answer(endpoint: Endpoint, query: &str, access: &Access) -> (u16, String) {
+pub async fn answer(
+    endpoint: Endpoint,
+    query: &str,
+    access: &Access,
+    store: &StoreProbe,
+) -> (u16, String) {
     let mut verbose = false;
     let mut excluded = BTreeSet::new();
     for p in query.split('&').filter(|p| !p.is_empty()) {
@@ -108,7 +137,7 @@ pub async fn answer(endpoint: Endpoint, query: &str, access: &Access) -> (u16, S
             out.push_str(&format!("[+]{name} excluded: ok\n"));
             continue;
         }
-        match check.run(access).await {
+        match check.run(access, store).await {
             Ok(()) => out.push_str(&format!("[+]{name} ok\n")),
             Err(why) => {
                 out.push_str(&format!("[-]{name} failed: reason withheld\n"));

@@ -241,6 +241,8 @@ pub struct KubeApi {
     watches: Arc<AtomicUsize>,
     in_flight: Mutex<HashMap<IpAddr, usize>>,
     metrics: Option<Metrics>,
+    /// The health endpoints' store check, asked at most once a second.
+    store_probe: health::StoreProbe,
 }
 
 /// A request's place among its client's requests in flight.
@@ -285,6 +287,7 @@ impl KubeApi {
             address,
             watches: Arc::new(AtomicUsize::new(0)),
             in_flight: Mutex::new(HashMap::new()),
+            store_probe: health::StoreProbe::default(),
             metrics: None,
         }
     }
@@ -358,7 +361,8 @@ impl KubeApi {
         if method == Method::GET {
             if let Some(endpoint) = health::Endpoint::of_path(&path) {
                 let query = req.uri().query().unwrap_or("");
-                let (code, text) = health::answer(endpoint, query, &self.access).await;
+                let (code, text) =
+                    health::answer(endpoint, query, &self.access, &self.store_probe).await;
                 let mut resp = respond(code, "text/plain; charset=utf-8", text.into(), &[]);
                 resp.headers_mut().insert(
                     http::header::X_CONTENT_TYPE_OPTIONS,

@@ -1,7 +1,8 @@
 //! `/healthz`, `/livez`, `/readyz` as kube-apiserver answers them, against a store on a real
 //! etcd: `ok`, the verbose check list, excluded and unknown checks, and a store that stops
-//! answering (etcd killed) making `/readyz` and `/healthz` a 500 with the reason withheld while
-//! `/livez` stays `ok`. Read with Python's stdlib HTTPS client, without credentials.
+//! answering (etcd killed) making `/readyz` and `/healthz` a 500 with the reason withheld (within
+//! a second: the outcome is reused that long) while `/livez` stays `ok`. Read with Python's
+//! stdlib HTTPS client, without credentials.
 
 use std::net::SocketAddr;
 
@@ -87,8 +88,17 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             )
         );
 
-        // The store stops answering: unready, unhealthy, still alive; why is not shown.
+        // The store stops answering: unready (once the last second's outcome expires),
+        // unhealthy, still alive; why is not shown.
         etcd.kill(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while get(addr, "/readyz").0 != 500 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unready once etcd is gone"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let unready = "[+]ping ok\n[-]store failed: reason withheld\nreadyz check failed\n";
         assert_eq!(get(addr, "/readyz"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/readyz?verbose"), (500, unready.to_owned()));
