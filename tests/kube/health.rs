@@ -5,6 +5,7 @@
 //! stdlib HTTPS client, without credentials.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crate::support::etcd::Etcd;
 use crate::support::store::aesgcm_config;
@@ -36,6 +37,15 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     );
     let (code, body) = out.split_once('\n').expect("status line");
     (code.parse().expect("status"), body.to_owned())
+}
+
+/// Polls `/readyz` until it answers `code` (within 30 s, else fails saying `what`).
+fn readyz_becomes(addr: SocketAddr, code: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(addr, "/readyz").0 != code {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,14 +101,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         // The store stops answering: unready (once the last second's outcome expires),
         // unhealthy, still alive; why is not shown.
         etcd.kill(0);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        while get(addr, "/readyz").0 != 500 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "unready once etcd is gone"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        readyz_becomes(addr, 500, "unready once etcd is gone");
         let unready = "[+]ping ok\n[-]store failed: reason withheld\nreadyz check failed\n";
         assert_eq!(get(addr, "/readyz"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/readyz?verbose"), (500, unready.to_owned()));
@@ -108,14 +111,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
 
         // Back: ready again.
         etcd.restart(0);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while get(addr, "/readyz").0 != 200 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "ready again after etcd is back"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+        readyz_becomes(addr, 200, "ready again after etcd is back");
     })
     .await
     .unwrap();
