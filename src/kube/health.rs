@@ -124,7 +124,7 @@ pub async fn answer(
         match percent_decode(k).as_str() {
             "verbose" => verbose = true,
             "exclude" => {
-                excluded.insert(percent_decode(v).trim().to_owned());
+                excluded.insert(percent_decode(v));
             }
             _ => {}
         }
