@@ -388,7 +388,8 @@ impl KubeApi {
         };
         // Errors are written as the client asked too (kube-apiserver negotiates them).
         let output = negotiate(&header("accept")).unwrap_or(Output::Raw);
-        let reply = |r: Reply| response(r, output);
+        let pretty = pretty_print(parts.uri.query().unwrap_or(""), &header("user-agent"));
+        let reply = |r: Reply| response(r, output, pretty);
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
             Err(e) => return reply(e.into()),
@@ -428,7 +429,9 @@ impl KubeApi {
                 }
                 resp
             }
-            Err(KubeError::NotAcceptable) => response(KubeError::NotAcceptable.into(), Output::Raw),
+            Err(KubeError::NotAcceptable) => {
+                response(KubeError::NotAcceptable.into(), Output::Raw, false)
+            }
             Err(e) => reply(e.into()),
         }
     }
@@ -816,13 +819,30 @@ fn acceptable(req: &KubeRequest) -> Result<(), KubeError> {
         .ok_or(KubeError::NotAcceptable)
 }
 
+/// Whether kube-apiserver indents its JSON answer (`isPrettyPrint`): `?pretty=` with a Go
+/// boolean decides; without one, the user agents of curl, Wget and browsers get it indented.
+fn pretty_print(raw_query: &str, user_agent: &str) -> bool {
+    if raw_query.contains("pretty") {
+        if let Some(v) = parse_query(raw_query)
+            .get("pretty")
+            .filter(|v| !v.is_empty())
+        {
+            return matches!(v.as_str(), "1" | "t" | "T" | "TRUE" | "true" | "True");
+        }
+    }
+    ["curl", "Wget", "Mozilla/5.0"]
+        .iter()
+        .any(|p| user_agent.starts_with(p))
+}
+
 fn json_response(r: Reply) -> Response<Body> {
-    response(r, Output::Json)
+    response(r, Output::Json, false)
 }
 
 /// `r` written as `output` asks: a JSON body as YAML for [`Output::Yaml`], as kube-apiserver
-/// writes any object or Status a client asked YAML for; other bodies as they are.
-fn response(r: Reply, output: Output) -> Response<Body> {
+/// writes any object or Status a client asked YAML for, and indented when `indent` (see
+/// [`pretty_print`]); other bodies as they are.
+fn response(r: Reply, output: Output, indent: bool) -> Response<Body> {
     // A Status that says when to retry also says it in `Retry-After`, as kube-apiserver's
     // `ErrorNegotiated` does, and so does the 429 of a limit, as its in-flight filters do:
     // client-go (kubectl, controllers) retries a 429 only with that header.
@@ -839,8 +859,17 @@ fn response(r: Reply, output: Output) -> Response<Body> {
         (Reply::Status(s), Output::Raw) => serde_json::to_vec_pretty(s).ok().map(Bytes::from),
         _ => None,
     };
-    let (code, content_type, body, warnings) = r.into_parts();
+    let (code, content_type, mut body, warnings) = r.into_parts();
     let json = content_type == "application/json";
+    if indent && json && output == Output::Json {
+        // Go's json.MarshalIndent, two spaces (`?pretty`, or curl's user agent).
+        if let Some(indented) = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| serde_json::to_vec_pretty(&v).ok())
+        {
+            body = Bytes::from(indented);
+        }
+    }
     let mut resp = match output {
         Output::Yaml if json => match json_to_yaml(&body) {
             Some(y) => respond(code, "application/yaml", Bytes::from(y), &warnings),
