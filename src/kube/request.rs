@@ -414,6 +414,13 @@ pub fn go_bool(value: Option<&str>) -> bool {
     value.is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
+/// A JSON document as Go's `json.Encoder` writes it (kube-apiserver's serializer): followed by
+/// a newline.
+fn json_line(mut json: Vec<u8>) -> Bytes {
+    json.push(b'\n');
+    Bytes::from(json)
+}
+
 /// What a handler answers.
 #[derive(Debug)]
 pub enum Reply {
@@ -465,20 +472,20 @@ impl Reply {
             } => (
                 code,
                 "application/json",
-                Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+                json_line(serde_json::to_vec(&body).unwrap_or_default()),
                 warnings,
             ),
             // kube-apiserver writes a Table with its serializer's media type.
             Reply::Table(t) => (
                 200,
                 "application/json",
-                Bytes::from(serde_json::to_vec(&t).unwrap_or_default()),
+                json_line(serde_json::to_vec(&t).unwrap_or_default()),
                 Vec::new(),
             ),
             Reply::Status(s) => (
                 s.http_code(),
                 "application/json",
-                Bytes::from(s.to_json()),
+                json_line(s.to_json()),
                 Vec::new(),
             ),
             Reply::TooManyRequests => (

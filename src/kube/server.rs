@@ -854,15 +854,17 @@ fn response(r: Reply, output: Output, indent: bool) -> Response<Body> {
         Reply::TooManyRequests => (1, true),
         _ => (0, false),
     };
-    // The Status in its field order, indented (a `Value` would sort the keys).
-    let pretty = match (&r, output) {
-        (Reply::Status(s), Output::Raw) => serde_json::to_vec_pretty(s).ok().map(Bytes::from),
+    // Indented JSON is Go's json.MarshalIndent (two spaces, no newline after): a Status in its
+    // field order (a `Value` would sort the keys), when negotiation failed (`WriteRawJSON`) or
+    // the client asked for it (`?pretty`, curl's user agent).
+    let indent = output == Output::Raw || (indent && output == Output::Json);
+    let pretty = match &r {
+        Reply::Status(s) if indent => serde_json::to_vec_pretty(s).ok().map(Bytes::from),
         _ => None,
     };
     let (code, content_type, mut body, warnings) = r.into_parts();
     let json = content_type == "application/json";
-    if indent && json && output == Output::Json {
-        // Go's json.MarshalIndent, two spaces (`?pretty`, or curl's user agent).
+    if indent && json && output == Output::Json && pretty.is_none() {
         if let Some(indented) = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| serde_json::to_vec_pretty(&v).ok())

@@ -62,16 +62,18 @@ status("GET", SECRETS + "/x%20y", 404, {"message": 'secrets "x y" not found', "r
                                         "details": {"name": "x y", "kind": "secrets"}})
 # JSON is indented by two spaces for ?pretty=<Go boolean>, and without one for curl's, Wget's
 # and browsers' user agents, as kube-apiserver's isPrettyPrint decides (its MarshalIndent: no
-# trailing newline); the content is the same.
+# trailing newline; compact JSON ends with the newline of Go's json.Encoder); the content is
+# the same.
 compact = call("GET", SECRETS + "/nope")[2]
-assert not compact.startswith(b"{\n"), compact
+assert not compact.startswith(b"{\n") and compact.endswith(b"}\n") and compact.count(b"\n") == 1, compact
+assert call("GET", SECRETS)[2].endswith(b"}\n")
 for path, ua, indented in ((SECRETS + "/nope?pretty=true", None, True), (SECRETS + "/nope?pretty=1", None, True),
                            (SECRETS + "/nope", "curl/8.5.0", True), (SECRETS + "/nope", "Wget/1.21", True),
                            (SECRETS + "/nope", "Mozilla/5.0 (X11)", True), (SECRETS + "/nope?pretty=false", "curl/8.5.0", False),
                            (SECRETS + "/nope?pretty=yes", None, False), (SECRETS + "/nope?pretty=", "curl/8", True),
                            (SECRETS + "?pretty=true", None, True)):
     code, ctype, data = call("GET", path, headers={"User-Agent": ua} if ua else None)
-    assert data.startswith(b'{\n  "') == indented and not data.endswith(b"\n"), (path, ua, data[:80])
+    assert data.startswith(b'{\n  "') == indented and data.endswith(b"\n") != indented, (path, ua, data[:80])
     if "nope" in path:
         assert (code, json.loads(data)) == (404, json.loads(compact)), (path, data)
     else:
