@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::request::percent_decode;
+use super::request::query_pairs;
 use crate::access::Access;
 use crate::authz::go_quote;
 
@@ -119,12 +119,11 @@ pub async fn answer(
 ) -> (u16, String) {
     let mut verbose = false;
     let mut excluded = BTreeSet::new();
-    for p in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        match percent_decode(k).as_str() {
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
             "verbose" => verbose = true,
             "exclude" => {
-                excluded.insert(percent_decode(v));
+                excluded.insert(v);
             }
             _ => {}
         }

@@ -218,22 +218,28 @@ pub fn parse_body(body: &[u8]) -> Result<Parsed, KubeError> {
     parse_with(body, None, true)
 }
 
-/// The fields kube-apiserver's strict decode of a patch body reports (`fieldValidation` `Warn`
-/// or `Strict`), in body order: duplicate keys of a merge or strategic merge patch (decoded
-/// into a map), and duplicate and unknown fields of a JSON patch's operations (decoded into
-/// its `[]jsonPatchOp`, each prefixed `json patch `). Empty for a body that is not JSON, which
-/// the patch's own decoding refuses.
-pub fn patch_strict_errors(body: &[u8], json_patch: bool) -> Vec<String> {
-    let shape = json_patch.then_some(&JSON_PATCH_OPS);
-    match parse_json(body, shape) {
-        Ok(parsed) if json_patch => parsed
+/// A patch body as kube-apiserver's strict decode reads it (`fieldValidation` `Warn` or
+/// `Strict`): the JSON, and the fields it reports in body order — duplicate keys of a merge or
+/// strategic merge patch (decoded into a map), duplicate and unknown fields of a JSON patch's
+/// operations (decoded into its `[]jsonPatchOp`, each prefixed `json patch `). `None` for a body
+/// that is not JSON, which the patch's own decoding refuses in its words.
+pub fn parse_patch(body: &[u8], json_patch: bool) -> Option<(Value, Vec<String>)> {
+    let parsed = parse_json(body, json_patch.then_some(&JSON_PATCH_OPS)).ok()?;
+    let strict = if json_patch {
+        parsed
             .strict
             .into_iter()
             .map(|e| format!("json patch {e}"))
-            .collect(),
-        Ok(parsed) => parsed.strict,
-        Err(_) => Vec::new(),
-    }
+            .collect()
+    } else {
+        parsed.strict
+    };
+    Some((parsed.value, strict))
+}
+
+/// The strict errors of [`parse_patch`] (none for a body that is not JSON).
+pub fn patch_strict_errors(body: &[u8], json_patch: bool) -> Vec<String> {
+    parse_patch(body, json_patch).map_or_else(Vec::new, |(_, strict)| strict)
 }
 
 /// Parses `body` as JSON, or as YAML if `yaml` allows it and it does not start as JSON does.

@@ -396,15 +396,22 @@ fn decode(s: &str, plus_is_space: bool) -> String {
 /// The query parameters of `query`.
 pub fn parse_query(query: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for p in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(p), String::new()),
-        };
+    for (k, v) in query_pairs(query) {
         // kube-apiserver's conversions read a parameter's first value.
         out.entry(k).or_insert(v);
     }
     out
+}
+
+/// Every `key=value` of a query in order, decoded (a key without `=` has an empty value).
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
 }
 
 /// A boolean query parameter as kube-apiserver's parameter codec reads it
@@ -414,11 +421,19 @@ pub fn go_bool(value: Option<&str>) -> bool {
     value.is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
-/// A JSON document as Go's `json.Encoder` writes it (kube-apiserver's serializer): followed by
-/// a newline.
-fn json_line(mut json: Vec<u8>) -> Bytes {
-    json.push(b'\n');
-    Bytes::from(json)
+/// `v` as kube-apiserver's JSON serializer writes it: compact and followed by a newline (Go's
+/// `json.Encoder`), or indented by two spaces with none after (`json.MarshalIndent`, for
+/// `?pretty` and when negotiation failed).
+fn json_bytes<T: serde::Serialize + ?Sized>(v: &T, indent: bool) -> Bytes {
+    let json = if indent {
+        serde_json::to_vec_pretty(v)
+    } else {
+        serde_json::to_vec(v).map(|mut j| {
+            j.push(b'\n');
+            j
+        })
+    };
+    Bytes::from(json.unwrap_or_default())
 }
 
 /// What a handler answers.
@@ -462,8 +477,8 @@ impl Reply {
         }
     }
 
-    /// (code, content type, body bytes, warnings).
-    pub fn into_parts(self) -> (u16, &'static str, Bytes, Vec<String>) {
+    /// (code, content type, body bytes, warnings); JSON bodies indented when `indent`.
+    pub fn into_parts(self, indent: bool) -> (u16, &'static str, Bytes, Vec<String>) {
         match self {
             Reply::Json {
                 code,
@@ -472,20 +487,15 @@ impl Reply {
             } => (
                 code,
                 "application/json",
-                json_line(serde_json::to_vec(&body).unwrap_or_default()),
+                json_bytes(&body, indent),
                 warnings,
             ),
             // kube-apiserver writes a Table with its serializer's media type.
-            Reply::Table(t) => (
-                200,
-                "application/json",
-                json_line(serde_json::to_vec(&t).unwrap_or_default()),
-                Vec::new(),
-            ),
+            Reply::Table(t) => (200, "application/json", json_bytes(&t, indent), Vec::new()),
             Reply::Status(s) => (
                 s.http_code(),
                 "application/json",
-                json_line(s.to_json()),
+                json_bytes(&s, indent),
                 Vec::new(),
             ),
             Reply::TooManyRequests => (

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::apply;
 use super::objects::{
-    decode_secret, encode_secret, partial_object_metadata, patch_strict_errors, FieldValidation,
+    decode_secret, encode_secret, parse_patch, partial_object_metadata, FieldValidation,
 };
 use super::patch;
 use super::request::{unsupported_media_type, yaml_to_json, Form, KubeRequest, Reply};
@@ -240,6 +240,28 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     })
 }
 
+/// A patch body read as JSON, or its syntax error in the words of the decoder kube-apiserver
+/// reads the patch with first (they quote at most one character of the body): its strict
+/// decode for field checks (not under Ignore; a strategic merge patch's without a prefix), else
+/// the patch library's.
+fn patch_json(
+    body: &[u8],
+    kind: PatchType,
+    validation: FieldValidation,
+) -> Result<Value, KubeError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let why = crate::go_json::syntax_error(body)
+            .unwrap_or_else(|| crate::redact::serde_values(&e.to_string()));
+        let strict = validation != FieldValidation::Ignore;
+        KubeError::BadRequest(match kind {
+            PatchType::Strategic => why,
+            PatchType::Json if !strict => why,
+            PatchType::Merge if !strict => "Invalid JSON Patch".to_owned(),
+            _ => format!("error decoding patch: {why}"),
+        })
+    })
+}
+
 /// kube-apiserver's 422 for a patch whose result is not a Secret (a field of the wrong type,
 /// `data` that is not base64): `patch: Invalid value: <value>: <why>`, the strategic merge
 /// patch's base64 error in its unstructured converter's words. The value (the patch, or the
@@ -465,26 +487,15 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
     } else {
         req.body.to_vec()
     };
-    let patch_doc: Value = serde_json::from_slice(&body).map_err(|e| {
-        // Go's words for a syntax error (they quote at most one character of the body), as
-        // the decoder kube-apiserver reads the patch with first reports it: its strict decode
-        // for field checks (not under Ignore; a strategic merge patch's without a prefix),
-        // else the patch library's.
-        let why = crate::go_json::syntax_error(&body)
-            .unwrap_or_else(|| crate::redact::serde_values(&e.to_string()));
-        let strict = opts.validation != FieldValidation::Ignore;
-        KubeError::BadRequest(match kind {
-            PatchType::Strategic => why,
-            PatchType::Json if !strict => why,
-            PatchType::Merge if !strict => "Invalid JSON Patch".to_owned(),
-            _ => format!("error decoding patch: {why}"),
-        })
-    })?;
-    // What the strict decode of the patch itself reports (not of a server-side apply, whose
-    // YAML is checked as it is read).
-    let patch_strict = match (kind, opts.validation) {
-        (PatchType::Apply, _) | (_, FieldValidation::Ignore) => Vec::new(),
-        _ => patch_strict_errors(&body, kind == PatchType::Json),
+    // Read once: strictly (its duplicate and unknown fields noted) unless it is a server-side
+    // apply, whose YAML is checked as it is read, or fields go unchecked.
+    let strict_decode = kind != PatchType::Apply && opts.validation != FieldValidation::Ignore;
+    let parsed = strict_decode
+        .then(|| parse_patch(&body, kind == PatchType::Json))
+        .flatten();
+    let (patch_doc, patch_strict) = match parsed {
+        Some(parsed) => parsed,
+        None => (patch_json(&body, kind, opts.validation)?, Vec::new()),
     };
     if kind == PatchType::Json
         && patch_doc

@@ -697,35 +697,33 @@ impl KubeApi {
                 }
             }
             (m, ["api", "v1", "namespaces", ns, "secrets", name]) => {
-                let unkeyable = secrets::unkeyable_name(name);
                 let id = match secrets::secret_id(ns, name) {
                     Ok(id) => id,
                     // Nothing is stored under a name that is not valid: a read, change or
                     // delete of it is NotFound (a server-side apply would create it: Invalid),
                     // and one the storage cannot key is BadRequest, whatever the method.
-                    Err(_)
-                        if matches!(
+                    Err(e) => {
+                        let named = matches!(
                             *m,
                             Method::GET | Method::PUT | Method::PATCH | Method::DELETE
-                        ) && (unkeyable.is_some()
-                            || !(*m == Method::PATCH
-                                && req.content_type == "application/apply-patch+yaml")) =>
-                    {
-                        let attrs = req.info.attributes(req.ctx.user.clone());
-                        let refusal = match unkeyable {
-                            Some(message) => AccessError::BadRequest(message),
-                            None => AccessError::Store(StoreError::NotFound {
+                        );
+                        let apply = *m == Method::PATCH
+                            && req.content_type == "application/apply-patch+yaml";
+                        let refusal = match secrets::unkeyable_name(name) {
+                            Some(message) if named => AccessError::BadRequest(message),
+                            None if named && !apply => AccessError::Store(StoreError::NotFound {
                                 namespace: ns.to_string(),
                                 name: name.to_string(),
                             }),
+                            _ => return Err(e),
                         };
+                        let attrs = req.info.attributes(req.ctx.user.clone());
                         let access = &self.access;
                         return Err(access
                             .refuse_after_authorization(&req.ctx, &attrs, refusal)
                             .await
                             .into());
                     }
-                    Err(e) => return Err(e),
                 };
                 acceptable(req)?;
                 let r = match *m {
@@ -854,30 +852,17 @@ fn response(r: Reply, output: Output, indent: bool) -> Response<Body> {
         Reply::TooManyRequests => (1, true),
         _ => (0, false),
     };
-    // Indented JSON is Go's json.MarshalIndent (two spaces, no newline after): a Status in its
-    // field order (a `Value` would sort the keys), when negotiation failed (`WriteRawJSON`) or
-    // the client asked for it (`?pretty`, curl's user agent).
+    // Indented when negotiation failed (`WriteRawJSON`) or the client asked for it (`?pretty`,
+    // curl's user agent).
     let indent = output == Output::Raw || (indent && output == Output::Json);
-    let pretty = match &r {
-        Reply::Status(s) if indent => serde_json::to_vec_pretty(s).ok().map(Bytes::from),
-        _ => None,
-    };
-    let (code, content_type, mut body, warnings) = r.into_parts();
+    let (code, content_type, body, warnings) = r.into_parts(indent);
     let json = content_type == "application/json";
-    if indent && json && output == Output::Json && pretty.is_none() {
-        if let Some(indented) = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| serde_json::to_vec_pretty(&v).ok())
-        {
-            body = Bytes::from(indented);
-        }
-    }
     let mut resp = match output {
         Output::Yaml if json => match json_to_yaml(&body) {
             Some(y) => respond(code, "application/yaml", Bytes::from(y), &warnings),
             None => respond(code, content_type, body, &warnings),
         },
-        _ => respond(code, content_type, pretty.unwrap_or(body), &warnings),
+        _ => respond(code, content_type, body, &warnings),
     };
     if retry_after > 0 {
         resp.headers_mut().insert(
