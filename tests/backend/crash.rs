@@ -118,6 +118,15 @@ impl Engine {
         })
     }
 
+    /// Bytes of a log record's frame before its payload: sled's write-ahead log frames with
+    /// `le32 length, le32 CRC32C`; the log-structured engine (format 2) adds `le32 segment`.
+    fn frame_len(self) -> usize {
+        match self {
+            Engine::Sled => 8,
+            Engine::Log => 12,
+        }
+    }
+
     /// Where the log's segments are, and their file extension.
     fn segments(self, store: &Path) -> (std::path::PathBuf, &'static str) {
         match self {
@@ -507,15 +516,18 @@ fn last_segment_records(
     let data = std::fs::read(&last).expect("read the last log segment");
     let mut records = Vec::new();
     // The layout of src/backend/sled/wal.rs and src/backend/logstore/format.rs: a 24-byte
-    // header, then le32 length, le32 CRC32C, payload (kind, and for a batch be64 first
-    // revision, be32 count, ...). Frames are walked by length only.
+    // header, then frames (le32 length first; see `Engine::frame_len`), each payload starting
+    // with its kind, and for a batch be64 first revision, be32 count, ... Frames are walked by
+    // length only, up to a zero length (which the log-structured engine writes after every
+    // record, since a segment it uses again holds old records after it).
+    let frame = engine.frame_len();
     let mut at = 24;
-    while at + 8 <= data.len() {
+    while at + frame <= data.len() {
         let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        if len == 0 || at + 8 + len > data.len() {
+        if len == 0 || at + frame + len > data.len() {
             break;
         }
-        let payload = &data[at + 8..at + 8 + len];
+        let payload = &data[at + frame..at + frame + len];
         let (first, count) = if len >= 13 {
             (
                 i64::from_be_bytes(payload[1..9].try_into().expect("8 bytes")),
@@ -524,8 +536,8 @@ fn last_segment_records(
         } else {
             (0, 0)
         };
-        records.push((at, 8 + len, payload[0], first, count));
-        at += 8 + len;
+        records.push((at, frame + len, payload[0], first, count));
+        at += frame + len;
     }
     Some((last, records))
 }
@@ -541,7 +553,8 @@ fn corruption_before_the_tail_is_refused(engine: Engine, store: &Path) -> bool {
         return false;
     }
     let (offset, len, ..) = records[0];
-    let at = (offset + 8 + (len - 8) / 2) as u64;
+    let frame = engine.frame_len();
+    let at = (offset + frame + (len - frame) / 2) as u64;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -615,7 +628,8 @@ fn tear_the_log_tail(
         0 | 1 => {
             // The last record again as the next one (its revisions moved on), half written.
             let mut next = std::fs::read(&segment).expect("read")[offset..end].to_vec();
-            next[9..17].copy_from_slice(&(last + 1).to_be_bytes());
+            let first_at = engine.frame_len() + 1;
+            next[first_at..first_at + 8].copy_from_slice(&(last + 1).to_be_bytes());
             let half = next.len() / 2;
             file.write_all_at(&next[..half], end as u64)
                 .expect("write a torn record");

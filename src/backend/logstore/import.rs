@@ -172,9 +172,8 @@ impl Import {
     /// Appends the started record to the current segment, or to a new one when it would not
     /// fit (a record larger than a segment gets one of its own).
     fn write_record(&mut self, complete: bool) -> Result<(), BackendError> {
-        let record = self.builder.finish_relocation(complete);
         self.started = false;
-        let len = record.len() as u64;
+        let len = self.builder.len() as u64;
         let fits = matches!(&self.segment, Some((_, used)) if *used + len <= self.segment_bytes || *used == HEADER_LEN);
         if !fits {
             if let Some((file, _)) = self.segment.take() {
@@ -195,7 +194,9 @@ impl Import {
         let Some((file, used)) = self.segment.as_mut() else {
             return Err(BackendError::Io("no segment to write to".to_string()));
         };
-        file.write_all(record)
+        // Appended to a file that ends where its data does: no zero length needed after it.
+        let record = self.builder.finish_relocation(complete, self.seq);
+        file.write_all(record.record())
             .map_err(|e| io_error("write an imported record", &e))?;
         *used += len;
         Ok(())

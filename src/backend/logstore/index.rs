@@ -254,8 +254,9 @@ impl Index {
     }
 
     /// Forgets a deleted segment (its versions must have been relocated).
-    pub(super) fn remove_file(&mut self, seq: u32) {
-        *self.seg_mut(seq) = Seg::default();
+    /// Forgets segment `seq`; returns its file.
+    pub(super) fn remove_file(&mut self, seq: u32) -> Option<Arc<File>> {
+        std::mem::take(self.seg_mut(seq)).file
     }
 
     fn file(&self, seg: u32) -> Result<Arc<File>, BackendError> {

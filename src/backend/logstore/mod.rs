@@ -21,9 +21,16 @@
 //! batch's requests get [`BackendError::Io`] and every later request
 //! [`BackendError::Unavailable`]: the store must be reopened.
 //!
-//! Segments are zero-filled before use (a write over written blocks lets `fdatasync` skip the
-//! file system's metadata journal) by a thread that prepares the next one while the current
-//! one fills: 1 MiB first, each next twice the last, up to [`LogOptions::segment_bytes`].
+//! A segment is a file whose blocks are all written before it is used (a write over written
+//! blocks lets `fdatasync` skip the file system's metadata journal, which appends to a growing
+//! or preallocated file cannot): 1 MiB first, each next twice the last, up to
+//! [`LogOptions::segment_bytes`]. Once they are that large, a segment the cleaner has emptied is
+//! used again as a later one (renamed, its header replaced), unless a reader still holds it;
+//! otherwise a thread zero-fills the next one while the current one fills. Every record is
+//! written with a zero length after it and carries its segment's number, so a segment used
+//! again ends where its new records do, and none of its old records checks out as one of its
+//! own (format 2, see `format.rs`; stores of format 1 open as they are, and their segments are
+//! not used again).
 //!
 //! # Retention
 //!
@@ -42,7 +49,7 @@
 //! it a chunk (1/64 of a segment) at a time: every version the index still keeps from it is
 //! written again, with its revisions and its key's read floor, in a relocation record at the
 //! head; once a record is synced the index points at the new copies. The last record says the
-//! relocation is complete, and the segment is deleted; records of a relocation that never
+//! relocation is complete, and the segment is deleted (or kept to be used again); records of a relocation that never
 //! completed are ignored on opening (the segment is still there). Cleaning only ever the oldest segment keeps one invariant opening relies on:
 //! every relocated version is older than every batch of the segments that remain. Opening
 //! therefore reads in two passes: the relocation records first (deleting any segment a
@@ -53,7 +60,8 @@
 //! its versions are gone, so that an older relocation record's copy of a version the index has
 //! dropped since is not brought back.
 //!
-//! Space: the segments stay under about twice the kept bytes, plus the head and the spare.
+//! Space: the segments stay under about twice the kept bytes, plus the head, the spare and a
+//! cleaned segment waiting to be used again.
 //! Rewriting costs at most one copy of the kept bytes per cleaned segment; a workload that
 //! overwrites its keys leaves old segments mostly dead, so it copies little.
 
@@ -78,10 +86,13 @@ use super::{
     RangeResponse, Revision, WatchStream, WriteOutcome, WriterStats, BATCH_SIZE_BOUNDS,
     SYNC_NANOS_BOUNDS,
 };
-use format::{any_record_after, check_header, list_segments, scan, ReadRecord, HEADER_LEN};
+use format::{
+    any_record_after, check_header, list_segments, scan, unstarted, Framing, ReadRecord, END_LEN,
+    HEADER_LEN,
+};
 pub use import::Import;
 use index::{Change, Index, Loc};
-use writer::{io_error, open_rw, Head, Op, Request, Writer, FIRST_SEGMENT_BYTES};
+use writer::{io_error, open_rw, start_segment, Head, Op, Request, Writer, FIRST_SEGMENT_BYTES};
 
 /// Retention settings of a [`LogBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +232,7 @@ impl LogBackend {
         let first_size = FIRST_SEGMENT_BYTES.min(opts.segment_bytes);
         let lock = lock_dir(dir)?;
         let _ = std::fs::remove_file(dir.join(writer::SPARE_TMP));
+        let recycled = writer::adopt_recycled(dir, opts.segment_bytes)?;
         let mut index = Index::new(opts);
         let head = recover(dir, &mut index)?;
         let head = match head {
@@ -228,8 +240,7 @@ impl LogBackend {
             None => {
                 let path = dir.join(format::segment_name(1));
                 let file = zero_filled(&path, first_size)?;
-                std::os::unix::fs::FileExt::write_all_at(&file, &format::header(1), 0)
-                    .map_err(|e| io_error("write a segment header", &e))?;
+                start_segment(&file, 1)?;
                 file.sync_data()
                     .map_err(|e| io_error("fdatasync a new segment", &e))?;
                 sync_path(dir)?;
@@ -265,6 +276,7 @@ impl LogBackend {
             builder: format::RecordBuilder::default(),
             first: 0,
             spare: None,
+            recycled,
             cleaning: None,
             preparing: None,
             _lock: lock,
@@ -355,25 +367,19 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, BackendError> {
     }
 }
 
-/// Whether the last segment was never started: a crash came while it was being created, filled
-/// with zeros or given its header (its header does not check out and it holds no record).
-fn unstarted(data: &[u8], seq: u32, last: bool) -> bool {
-    last && check_header(data, seq, Path::new("")).is_err() && !any_record_after(data, 0)
-}
-
 /// A frame that does not check out at `bad_at` is a torn tail only at the end of the last
 /// segment (nothing well formed after it); anywhere else it is corruption.
 fn check_damage(
     data: &[u8],
+    framing: Framing,
     bad_at: Option<usize>,
     last: bool,
     path: &Path,
 ) -> Result<(), BackendError> {
     match bad_at {
-        Some(bad) if !last || any_record_after(data, bad) => Err(BackendError::Corrupt(format!(
-            "{}: unreadable record at offset {bad}",
-            path.display()
-        ))),
+        Some(bad) if !last || any_record_after(data, bad, framing) => Err(BackendError::Corrupt(
+            format!("{}: unreadable record at offset {bad}", path.display()),
+        )),
         _ => Ok(()),
     }
 }
@@ -404,13 +410,13 @@ fn install_relocations(
         let last = i + 1 == segments.len();
         let data = std::fs::read(path)
             .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
-        if unstarted(&data, *seq, last) {
+        if last && unstarted(&data, *seq) {
             // The second pass starts it again.
             continue;
         }
-        check_header(&data, *seq, path)?;
-        let scanned = scan(&data);
-        check_damage(&data, scanned.bad_at, last, path)?;
+        let framing = check_header(&data, *seq, path)?;
+        let scanned = scan(&data, framing);
+        check_damage(&data, framing, scanned.bad_at, last, path)?;
         for (_, record) in scanned.records {
             if let ReadRecord::Relocation {
                 victim,
@@ -492,20 +498,20 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
         let file = open_rw(path)?;
         let mut data = std::fs::read(path)
             .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
-        if unstarted(&data, *seq, last) {
+        if last && unstarted(&data, *seq) {
             // A crash while this segment was being started: nothing in it was ever written.
-            let h = format::header(*seq);
-            std::os::unix::fs::FileExt::write_all_at(&file, &h, 0)
-                .map_err(|e| io_error("write a segment header", &e))?;
+            start_segment(&file, *seq)?;
             file.sync_data()
                 .map_err(|e| io_error("fdatasync a segment", &e))?;
-            if data.len() < HEADER_LEN as usize {
-                data.resize(HEADER_LEN as usize, 0);
+            let start = (HEADER_LEN + END_LEN) as usize;
+            if data.len() < start {
+                data.resize(start, 0);
             }
-            data[..HEADER_LEN as usize].copy_from_slice(&h);
+            data[..HEADER_LEN as usize].copy_from_slice(&format::header(*seq));
+            data[HEADER_LEN as usize..start].fill(0);
         }
-        check_header(&data, *seq, path)?;
-        let scanned = scan(&data);
+        let framing = check_header(&data, *seq, path)?;
+        let scanned = scan(&data, framing);
         for (at, record) in &scanned.records {
             match record {
                 ReadRecord::Batch { first, changes } => {
@@ -546,11 +552,15 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
                 ReadRecord::Relocation { .. } => {}
             }
         }
-        check_damage(&data, scanned.bad_at, last, path)?;
+        check_damage(&data, framing, scanned.bad_at, last, path)?;
         if let Some(bad) = scanned.bad_at {
-            // The torn tail of the last record, never acknowledged: zeroed.
-            let nonzero_end = data.iter().rposition(|b| *b != 0).map_or(bad, |p| p + 1);
-            let zeros = vec![0u8; nonzero_end.saturating_sub(bad)];
+            // The torn tail of the last record, never acknowledged: zeroed (format 1), or
+            // ended by a zero length (format 2, where what follows may be old records).
+            let end = match framing {
+                Framing::V1 => data.iter().rposition(|b| *b != 0).map_or(bad, |p| p + 1),
+                Framing::V2 { .. } => bad + END_LEN as usize,
+            };
+            let zeros = vec![0u8; end.saturating_sub(bad)];
             std::os::unix::fs::FileExt::write_all_at(&file, &zeros, bad as u64)
                 .map_err(|e| io_error("cut the log's torn tail", &e))?;
             file.sync_data()
@@ -561,10 +571,16 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
         let file = Arc::new(file);
         index.add_file(*seq, file.clone(), size);
         if last {
+            // Only format-2 segments are appended to: a format-1 head is left full, so that
+            // the first write starts a new segment.
+            let end = match framing {
+                Framing::V1 => size,
+                Framing::V2 { .. } => scanned.end as u64,
+            };
             head = Some(Head {
                 seq: *seq,
                 file,
-                end: scanned.end as u64,
+                end,
                 size,
             });
         }
@@ -889,6 +905,90 @@ mod cleaner_tests {
     }
 
     #[tokio::test]
+    async fn a_store_of_format_1_segments_reads_writes_and_cleans_them_away() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = LogOptions {
+            segment_bytes: 4096,
+            clean_above_bytes: 0,
+            log_retention: 100,
+            history_per_key: 2,
+        };
+        let value = |i: u32| format!("value {i} {}", "x".repeat((i % 90) as usize)).into_bytes();
+        let mut expected = std::collections::BTreeMap::new();
+        {
+            let b = LogBackend::open(dir.path(), opts).expect("open");
+            for i in 0..120u32 {
+                let key = format!("k{}", i % 9).into_bytes();
+                b.put(&key, value(i), Expect::Any).await.expect("put");
+                expected.insert(key, value(i));
+            }
+        }
+        // The same store as format 1 wrote it.
+        let old = list_segments(dir.path()).expect("segments");
+        for (seq, path) in &old {
+            let data = std::fs::read(path).expect("read");
+            std::fs::write(path, format::as_format_1(&data, *seq)).expect("rewrite");
+        }
+        {
+            let b = LogBackend::open(dir.path(), opts).expect("open format 1");
+            check(&b, &expected).await;
+            b.put(b"new", b"after the upgrade".to_vec(), Expect::Any)
+                .await
+                .expect("put");
+            expected.insert(b"new".to_vec(), b"after the upgrade".to_vec());
+        }
+        // The format-1 head was not appended to: the write went to a new, format-2 segment.
+        let segments = list_segments(dir.path()).expect("segments");
+        let (seq, path) = segments.last().expect("a segment");
+        assert!(*seq > old.last().expect("old").0);
+        let data = std::fs::read(path).expect("read");
+        assert_eq!(
+            check_header(&data, *seq, path).expect("header"),
+            Framing::V2 { seq: *seq }
+        );
+        let b = LogBackend::open(dir.path(), opts).expect("reopen");
+        check(&b, &expected).await;
+        // Enough writes for the cleaner to replace every format-1 segment.
+        for i in 120..1200u32 {
+            let key = format!("k{}", i % 9).into_bytes();
+            b.put(&key, value(i), Expect::Any).await.expect("put");
+            expected.insert(key, value(i));
+        }
+        check(&b, &expected).await;
+        drop(b);
+        let first = list_segments(dir.path()).expect("segments")[0].0;
+        assert!(
+            first > old.last().expect("old").0,
+            "format-1 segments remain"
+        );
+        let b = LogBackend::open(dir.path(), opts).expect("reopen");
+        check(&b, &expected).await;
+    }
+
+    async fn check(b: &LogBackend, expected: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>) {
+        let kvs = b.range(RangeRequest::default()).await.expect("range").kvs;
+        let got: std::collections::BTreeMap<_, _> =
+            kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        assert_eq!(&got, expected);
+    }
+
+    /// Segments holding bytes other than zeros after their records' end: cleaned segments used
+    /// again, whose old records the scan did not read.
+    fn segments_used_again(dir: &Path) -> usize {
+        let segments = list_segments(dir).expect("segments");
+        segments
+            .iter()
+            .filter(|(seq, path)| {
+                let data = std::fs::read(path).expect("read");
+                let framing = check_header(&data, *seq, path).expect("header");
+                let scanned = scan(&data, framing);
+                assert_eq!(scanned.bad_at, None, "{}", path.display());
+                data[scanned.end..].iter().any(|b| *b != 0)
+            })
+            .count()
+    }
+
+    #[tokio::test]
     async fn the_cleaner_bounds_the_segments_and_a_reopened_store_reads_the_same() {
         let dir = tempfile::tempdir().expect("temp dir");
         let opts = LogOptions {
@@ -925,11 +1025,19 @@ mod cleaner_tests {
                 segments.first().expect("a segment").0 > 1,
                 "nothing was cleaned"
             );
+            assert!(
+                segments_used_again(dir.path()) > 0,
+                "no cleaned segment was used again"
+            );
             let values = b.range(RangeRequest::default()).await.expect("range").kvs;
             let rev = b.current_revision().await.expect("rev").prev();
             let history = b.get(b"k3", rev).await;
             (values, replay(&b).await, history.expect("history"))
         };
+        // A crash between renaming a cleaned segment and marking it: the file kept to be used
+        // again still has a segment's header and records (here a copy of the oldest one's).
+        let oldest = &list_segments(dir.path()).expect("segments")[0].1;
+        std::fs::copy(oldest, dir.path().join(writer::RECYCLED_NAME)).expect("copy");
         let b = LogBackend::open(dir.path(), opts).expect("reopen");
         assert_eq!(
             b.range(RangeRequest::default()).await.expect("range").kvs,
@@ -939,5 +1047,22 @@ mod cleaner_tests {
         assert_eq!(replay(&b).await, events);
         let rev = b.current_revision().await.expect("rev").prev();
         assert_eq!(b.get(b"k3", rev).await.expect("history"), history);
+        // Writes that use it (and more cleaned segments) again, then a reopen.
+        for i in 0..600u32 {
+            let key = format!("k{}", i % 5);
+            let value = vec![b'A' + (i % 26) as u8; (i % 200) as usize];
+            b.put(key.as_bytes(), value, Expect::Any)
+                .await
+                .expect("put");
+        }
+        let values = b.range(RangeRequest::default()).await.expect("range").kvs;
+        let events = replay(&b).await;
+        drop(b);
+        let b = LogBackend::open(dir.path(), opts).expect("reopen");
+        assert_eq!(
+            b.range(RangeRequest::default()).await.expect("range").kvs,
+            values
+        );
+        assert_eq!(replay(&b).await, events);
     }
 }

@@ -13,7 +13,10 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::format::{header, scan, segment_name, ReadRecord, RecordBuilder, HEADER_LEN};
+use super::format::{
+    check_header, header, scan, segment_name, Framing, ReadRecord, RecordBuilder, END_LEN,
+    HEADER_LEN, RECYCLED,
+};
 use super::index::{key_value, Change, Found, Loc};
 use super::{LogOptions, Shared};
 use crate::backend::files::{sync_path, zero_filled};
@@ -31,6 +34,8 @@ pub(super) const FIRST_SEGMENT_BYTES: u64 = 1 << 20;
 const RELOCATION_CHUNKS: u64 = 64;
 const SPARE: &str = "spare";
 pub(super) const SPARE_TMP: &str = "spare.tmp";
+/// A cleaned segment waiting to be used again (see [`adopt_recycled`] for opening).
+pub(super) const RECYCLED_NAME: &str = "recycled";
 
 /// What a request asks.
 pub(super) enum Op {
@@ -125,6 +130,8 @@ pub(super) struct Writer {
     pub(super) first: i64,
     /// A zero-filled file being prepared for the next segment.
     pub(super) spare: Option<JoinHandle<Result<u64, BackendError>>>,
+    /// The size of a cleaned segment waiting to be the next one, if one is.
+    pub(super) recycled: Option<u64>,
     /// The segment being relocated, if one is.
     pub(super) cleaning: Option<Cleaning>,
     /// The thread reading the next segment to relocate, if one is.
@@ -136,6 +143,8 @@ pub(super) struct Writer {
 /// A segment being relocated, a chunk at a time.
 pub(super) struct Cleaning {
     victim: u32,
+    /// How the victim frames its records (a format-1 segment is not used again).
+    framing: Framing,
     /// The last revision of the victim.
     through: i64,
     path: PathBuf,
@@ -328,11 +337,8 @@ impl Writer {
         let result = read
             .and_then(|()| self.make_room(record_len))
             .and_then(|()| {
-                let record = self.builder.finish_batch();
-                self.head
-                    .file
-                    .write_all_at(record, self.head.end)
-                    .map_err(|e| io_error("append to the log", &e))
+                let record = self.builder.finish_batch(self.head.seq);
+                append(&self.head, record.with_end())
             })
             .and_then(|()| self.sync());
         if let Err(e) = result {
@@ -412,15 +418,13 @@ impl Writer {
             let _ = reply.send(Ok(WriteOutcome::NotFound));
             return;
         }
-        let len = self.builder.compaction(rev.get()).len() as u64;
+        self.builder.compaction(rev.get());
+        let len = self.builder.len() as u64;
         let result = self
             .make_room(len)
             .and_then(|()| {
-                let record = self.builder.compaction(rev.get());
-                self.head
-                    .file
-                    .write_all_at(record, self.head.end)
-                    .map_err(|e| io_error("append to the log", &e))
+                let record = self.builder.finish_compaction(self.head.seq);
+                append(&self.head, record.with_end())
             })
             .and_then(|()| self.sync());
         match result {
@@ -535,15 +539,12 @@ impl Writer {
         };
         let len = self.builder.len() as u64;
         self.make_room(len)?;
-        let record = self.builder.finish_relocation(complete);
-        self.head
-            .file
-            .write_all_at(record, self.head.end)
-            .map_err(|e| io_error("append to the log", &e))?;
+        let record = self.builder.finish_relocation(complete, self.head.seq);
+        append(&self.head, record.with_end())?;
         self.sync()?;
         let (base, seg) = (self.head.end, self.head.seq);
         self.head.end += len;
-        {
+        let victim_file = {
             let mut index = self.shared.write_guard();
             for (key, rev, at, len) in &moved {
                 let loc = Loc {
@@ -553,16 +554,26 @@ impl Writer {
                 };
                 index.relocated(key, *rev, loc);
             }
-            if complete {
-                index.remove_file(c.victim);
-            }
-        }
+            complete.then(|| index.remove_file(c.victim)).flatten()
+        };
         if !complete {
             return Ok(Some(c));
         }
-        std::fs::remove_file(&c.path)
-            .map_err(|e| BackendError::Io(format!("cannot delete {}: {e}", c.path.display())))?;
-        sync_path(&self.dir)?;
+        // Used again only if no reader still holds the file (none can take it any more): a
+        // read of an old version that started before the relocation must find its bytes.
+        let sole = victim_file.and_then(|f| Arc::try_unwrap(f).ok());
+        let reuse = self.recycled.is_none()
+            && c.data.len() as u64 == self.opts.segment_bytes
+            && matches!(c.framing, Framing::V2 { .. });
+        match sole {
+            Some(file) if reuse => self.recycled = Some(recycle(&self.dir, &c.path, &file)?),
+            _ => {
+                std::fs::remove_file(&c.path).map_err(|e| {
+                    BackendError::Io(format!("cannot delete {}: {e}", c.path.display()))
+                })?;
+                sync_path(&self.dir)?;
+            }
+        }
         tracing::debug!(
             segment = c.victim,
             versions = c.versions.len(),
@@ -572,9 +583,16 @@ impl Writer {
         Ok(None)
     }
 
-    /// Starts a new segment if a record of `len` bytes does not fit in the rest of this one.
+    /// Starts a new segment if a record of `len` bytes (and the zero length after it) does not
+    /// fit in the rest of this one; has the next one prepared once this one is half full.
     fn make_room(&mut self, len: u64) -> Result<(), BackendError> {
+        let len = len + END_LEN;
         if self.head.end + len <= self.head.size {
+            if self.spare.is_none() && self.recycled.is_none() && self.head.end * 2 > self.head.size
+            {
+                let (dir, next) = (self.dir.clone(), self.next_size(self.head.size));
+                self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, next)));
+            }
             return Ok(());
         }
         let seq = self
@@ -582,29 +600,37 @@ impl Writer {
             .seq
             .checked_add(1)
             .ok_or_else(|| BackendError::Corrupt("segment numbers exhausted".to_string()))?;
-        let size = (self.head.size * 2)
-            .min(self.opts.segment_bytes)
-            .max(HEADER_LEN + len);
+        let size = self.next_size(self.head.size).max(HEADER_LEN + len);
         let path = self.dir.join(segment_name(seq));
-        let spare = self.spare.take().map(|h| {
-            h.join().unwrap_or_else(|_| {
-                Err(BackendError::Io("the spare segment thread panicked".into()))
-            })
-        });
-        let file = match spare {
-            Some(Ok(spare_size)) if spare_size >= size => {
-                std::fs::rename(self.dir.join(SPARE), &path)
-                    .map_err(|e| io_error("rename the spare segment", &e))?;
-                open_rw(&path)?
+        let (file, from) = match self.recycled {
+            Some(recycled) if recycled >= size => {
+                self.recycled = None;
+                std::fs::rename(self.dir.join(RECYCLED_NAME), &path)
+                    .map_err(|e| io_error("rename a cleaned segment", &e))?;
+                (open_rw(&path)?, "a cleaned segment")
             }
-            _ => zero_filled(&path, size)?,
+            _ => {
+                let spare = self.spare.take().map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(BackendError::Io("the spare segment thread panicked".into()))
+                    })
+                });
+                match spare {
+                    Some(Ok(spare_size)) if spare_size >= size => {
+                        std::fs::rename(self.dir.join(SPARE), &path)
+                            .map_err(|e| io_error("rename the spare segment", &e))?;
+                        (open_rw(&path)?, "the spare")
+                    }
+                    _ => (zero_filled(&path, size)?, "zeros written now"),
+                }
+            }
         };
+        tracing::debug!(segment = seq, from, "started a log segment");
         let size = file
             .metadata()
             .map_err(|e| io_error("stat a new segment", &e))?
             .len();
-        file.write_all_at(&header(seq), 0)
-            .map_err(|e| io_error("write a segment header", &e))?;
+        start_segment(&file, seq)?;
         file.sync_data()
             .map_err(|e| io_error("fdatasync a new segment", &e))?;
         sync_path(&self.dir)?;
@@ -616,10 +642,77 @@ impl Writer {
             end: HEADER_LEN,
             size,
         };
-        let (dir, next) = (self.dir.clone(), (size * 2).min(self.opts.segment_bytes));
-        self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, next)));
+        if size < self.opts.segment_bytes && self.spare.is_none() {
+            // Segments still growing: the next one is larger, and prepared at once.
+            let (dir, next) = (self.dir.clone(), self.next_size(size));
+            self.spare = Some(std::thread::spawn(move || prepare_spare(&dir, next)));
+        }
         Ok(())
     }
+
+    /// The size of the segment after one of `size` bytes.
+    fn next_size(&self, size: u64) -> u64 {
+        (size * 2).min(self.opts.segment_bytes)
+    }
+}
+
+/// Writes segment `seq`'s header and the zero length after it (a segment used again holds old
+/// records there).
+pub(super) fn start_segment(file: &File, seq: u32) -> Result<(), BackendError> {
+    let mut start = header(seq).to_vec();
+    start.extend_from_slice(&[0; END_LEN as usize]);
+    file.write_all_at(&start, 0)
+        .map_err(|e| io_error("write a segment header", &e))
+}
+
+/// Writes a record and the zero length after it at the head's end.
+fn append(head: &Head, bytes: &[u8]) -> Result<(), BackendError> {
+    head.file
+        .write_all_at(bytes, head.end)
+        .map_err(|e| io_error("append to the log", &e))
+}
+
+/// Keeps the cleaned segment at `path` (open as `file`) to be used again: renamed (so that
+/// opening no longer reads it), then given the [`RECYCLED`] header (so that, renamed to a new
+/// segment's name, it counts as not started until its own header is written). Returns its
+/// size.
+fn recycle(dir: &Path, path: &Path, file: &File) -> Result<u64, BackendError> {
+    std::fs::rename(path, dir.join(RECYCLED_NAME))
+        .map_err(|e| io_error("rename a cleaned segment", &e))?;
+    file.write_all_at(&RECYCLED, 0)
+        .map_err(|e| io_error("mark a cleaned segment", &e))?;
+    file.sync_data()
+        .map_err(|e| io_error("fdatasync a cleaned segment", &e))?;
+    sync_path(dir)?;
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|e| io_error("stat a cleaned segment", &e))
+}
+
+/// On opening: a cleaned segment kept to be used again (perhaps not yet marked as such when a
+/// crash came) is marked again and kept if it has the size of a full segment, else deleted.
+/// Returns its size if kept.
+pub(super) fn adopt_recycled(dir: &Path, segment_bytes: u64) -> Result<Option<u64>, BackendError> {
+    let path = dir.join(RECYCLED_NAME);
+    let file = match open_rw(&path) {
+        Ok(file) => file,
+        Err(_) if !path.exists() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = file
+        .metadata()
+        .map_err(|e| io_error("stat a cleaned segment", &e))?
+        .len();
+    if size != segment_bytes {
+        drop(file);
+        std::fs::remove_file(&path).map_err(|e| io_error("delete a cleaned segment", &e))?;
+        return Ok(None);
+    }
+    file.write_all_at(&RECYCLED, 0)
+        .map_err(|e| io_error("mark a cleaned segment", &e))?;
+    file.sync_data()
+        .map_err(|e| io_error("fdatasync a cleaned segment", &e))?;
+    Ok(Some(size))
 }
 
 /// Reads segment `victim` (the revisions up to `through`) and lists every version it holds:
@@ -628,9 +721,10 @@ fn start_cleaning(dir: &Path, victim: u32, through: i64) -> Result<Cleaning, Bac
     let path = dir.join(segment_name(victim));
     let data = std::fs::read(&path)
         .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let framing = check_header(&data, victim, &path)?;
     let mut versions = Vec::new();
     let mut keys = BTreeSet::new();
-    let scanned = scan(&data);
+    let scanned = scan(&data, framing);
     let value_range = |value: Option<(u64, u32)>| {
         value.map_or(0..0, |(offset, len)| {
             offset as usize..offset as usize + len as usize
@@ -657,6 +751,7 @@ fn start_cleaning(dir: &Path, victim: u32, through: i64) -> Result<Cleaning, Bac
     drop(scanned);
     Ok(Cleaning {
         victim,
+        framing,
         through,
         path,
         data,
