@@ -371,6 +371,7 @@ fn crash_cycles(engine: Engine) {
     let mut last_current = Revision::FIRST;
     let mut torn_kinds = HashMap::new();
     let mut redo_kills = 0u32;
+    let mut reused_kills = 0u32;
     let mut rounds = 0;
     for round in 0..cycles {
         if started.elapsed() > budget {
@@ -463,6 +464,9 @@ fn crash_cycles(engine: Engine) {
         if std::fs::metadata(path.join("redo")).is_ok_and(|m| m.len() > 0) {
             redo_kills += 1;
         }
+        if killed_with_segments_used_again(engine, &path) {
+            reused_kills += 1;
+        }
         if round % 4 == 1 && corruption_before_the_tail_is_refused(engine, &path) {
             *torn_kinds
                 .entry("an earlier record corrupt: refused")
@@ -478,11 +482,15 @@ fn crash_cycles(engine: Engine) {
         "only {rounds} of {cycles} cycles ran in {budget:?}"
     );
     println!(
-        "{}: {rounds} cycles, {} acknowledged writes and {} watched events checked, torn tails {torn_kinds:?}, {redo_kills} kills with layers in the redo file, {:.1} s",
+        "{}: {rounds} cycles, {} acknowledged writes and {} watched events checked, torn tails {torn_kinds:?}, {redo_kills} kills with layers in the redo file, {reused_kills} kills with cleaned segments used again, {:.1} s",
         engine.name(),
         acks.len(),
         watched.len(),
         started.elapsed().as_secs_f64()
+    );
+    assert!(
+        engine != Engine::Log || reused_kills > 0,
+        "no kill found cleaned segments used again: the rounds of small segments reuse them"
     );
 }
 
@@ -505,15 +513,27 @@ fn last_segment_records(
     engine: Engine,
     store: &Path,
 ) -> Option<(std::path::PathBuf, Vec<RecordSpan>)> {
+    let last = log_segments(engine, store).pop()?;
+    let data = std::fs::read(&last).expect("read the last log segment");
+    let records = segment_records(engine, &data);
+    Some((last, records))
+}
+
+/// The write-ahead log's segments, in order.
+fn log_segments(engine: Engine, store: &Path) -> Vec<std::path::PathBuf> {
     let (dir, extension) = engine.segments(store);
     let mut segments: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
+        .into_iter()
+        .flatten()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == extension))
         .collect();
     segments.sort();
-    let last = segments.pop()?;
-    let data = std::fs::read(&last).expect("read the last log segment");
+    segments
+}
+
+/// The records of one log segment's `data`.
+fn segment_records(engine: Engine, data: &[u8]) -> Vec<RecordSpan> {
     let mut records = Vec::new();
     // The layout of src/backend/sled/wal.rs and src/backend/logstore/format.rs: a 24-byte
     // header, then frames (le32 length first; see `Engine::frame_len`), each payload starting
@@ -539,7 +559,24 @@ fn last_segment_records(
         records.push((at, frame + len, payload[0], first, count));
         at += frame + len;
     }
-    Some((last, records))
+    records
+}
+
+/// Whether the kill left the log-structured engine with cleaned segments used again (old bytes
+/// after the zero length that ends a segment's records, which reopening must not read) or one
+/// waiting to be (`recycled`, which reopening keeps).
+fn killed_with_segments_used_again(engine: Engine, store: &Path) -> bool {
+    if engine != Engine::Log {
+        return false;
+    }
+    store.join("recycled").exists()
+        || log_segments(engine, store).iter().any(|segment| {
+            let data = std::fs::read(segment).expect("read a log segment");
+            let records = segment_records(engine, &data);
+            let end = records.last().map_or(24, |&(offset, len, ..)| offset + len);
+            data.get(end + 4..)
+                .is_some_and(|rest| rest.iter().any(|b| *b != 0))
+        })
 }
 
 /// Flips a bit in the first record of the log's last segment, if a later record follows it:
