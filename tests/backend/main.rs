@@ -15,5 +15,6 @@ mod crash;
 mod etcd_cluster;
 mod etcd_failover;
 mod etcd_tls;
+mod log_format;
 mod model;
 mod retention;
