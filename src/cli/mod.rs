@@ -203,6 +203,12 @@ impl Cli {
             _ => LogFormat::Text,
         }
     }
+
+    /// Whether the command serves the secret store (`server`, `dev`): the commands whose CPU per
+    /// request the binary trades memory for (its choice of allocator).
+    pub fn serves_store(&self) -> bool {
+        matches!(self.command, Command::Dev(_) | Command::Server(_))
+    }
 }
 
 /// Shells `keyward completion` writes a script for.

@@ -72,6 +72,7 @@ mod watch;
 mod writer;
 
 use std::fs::OpenOptions;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -493,10 +494,16 @@ fn install_relocations(
 fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> {
     let (segments, compacted) = install_relocations(dir, list_segments(dir)?, index)?;
     let mut head = None;
+    // One buffer for every segment: a store's segments are read one after the other, and the
+    // buffer is freed (and the allocator asked to return it) once the scan is done.
+    let mut data = Vec::new();
     for (i, (seq, path)) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
-        let file = open_rw(path)?;
-        let mut data = std::fs::read(path)
+        let mut file = open_rw(path)?;
+        data.clear();
+        let len = file.metadata().map_or(0, |m| m.len());
+        data.reserve(usize::try_from(len).unwrap_or(0));
+        file.read_to_end(&mut data)
             .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
         if last && unstarted(&data, *seq) {
             // A crash while this segment was being started: nothing in it was ever written.
@@ -585,6 +592,8 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
             });
         }
     }
+    drop(data);
+    crate::memory::release_freed();
     index.compact(compacted);
     Ok(head)
 }
