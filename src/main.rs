@@ -82,7 +82,7 @@ impl Switch {
 
 #[allow(unsafe_code)]
 // Not inlined (`inline(never)` below): inlined into every allocation site, the choice made the
-// program's code 1 MB larger, which the plugin paid for in resident pages.
+// program's code 1 MB larger.
 // SAFETY: every block is made by one of two sound allocators and freed or resized by the one
 // that made it (`from_mimalloc`); a block that changes allocator in `realloc` is copied into a
 // new block of the current one and freed by its own.
