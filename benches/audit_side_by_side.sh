@@ -10,7 +10,12 @@
 #   batch    as nofs, with --audit-log-mode batch (requests queue their events and go on;
 #            BATCH_WAIT sets --audit-log-batch-max-wait, default 1ms)
 #   batch-rr as batch, with omitStages: [RequestReceived]
-# Prints calls/s, the server's CPU (user + system) per call and the load average for each.
+# Prints calls/s, the server's CPU (user + system) per call and its audit writer thread's share
+# (batch mode), the whole machine's busy CPU per call (server, load tool, kernel threads such
+# as writeback) and the load average for each. The CPU figures span the load tool's warm-up
+# too, so compare them between servers, not with other runs. In a closed loop on few CPUs
+# calls/s swings by 10 % or more between rounds; with RATE the CPU per call is the steadier
+# measure of what a configuration costs.
 #   KW=target/release/keyward OPS="get put" ROUNDS=3 DUR=3s CONFIGS="off authz fs nofs nofs-rr" \
 #     benches/audit_side_by_side.sh
 # RATE=N drives every server at N calls/s (an open loop, `keyward bench store --rate`) instead of
@@ -80,6 +85,15 @@ for name in "${!PID[@]}"; do
   until [ -S "$name.sock" ]; do sleep 0.2; done
 done
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# Every CPU's busy time (all but idle and iowait), in ticks: the server, the load tool, the
+# kernel's threads (writeback) and anything else running.
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+# The CPU of the server's audit writer thread (batch mode), in ticks.
+writer() {
+  for t in /proc/"$1"/task/*; do
+    if [ "$(cat "$t/comm")" = audit-batch ]; then awk '{print $14+$15}' "$t/stat"; fi
+  done | awk '{s+=$1} END {print s+0}'
+}
 tick=$(getconf CLK_TCK)
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 # The load tool is the first binary's, for every server.
@@ -93,21 +107,25 @@ for op in ${OPS:-get put}; do
         name="$t-$c"
         tok=""; [ "$c" != off ] && tok="--token-file bench.token"
         rate=""; [ -n "${RATE:-}" ] && rate="--rate $RATE"
-        before=$(cpu "${PID[$name]}")
+        before=$(cpu "${PID[$name]}"); mbefore=$(busy); wbefore=$(writer "${PID[$name]}")
         # shellcheck disable=SC2086
         out=$(${BIN[$first]} bench store --server "unix://$PWD/$name.sock" $tok --op "$op" --keys 200 \
           --duration "${DUR:-3s}" --warmup 1s --concurrency 16 $rate --output json)
-        after=$(cpu "${PID[$name]}")
+        after=$(cpu "${PID[$name]}"); mafter=$(busy); wafter=$(writer "${PID[$name]}")
         load=$(cut -d' ' -f1 /proc/loadavg)
-        python3 - "$op" "$round" "$name" "$before" "$after" "$tick" "$load" "$out" <<'PY'
+        python3 - "$op" "$round" "$name" "$before" "$after" "$tick" "$load" "$out" "$mbefore" "$mafter" "$wbefore" "$wafter" <<'PY'
 import json, sys
-op, rnd, c, before, after, tick, load, out = sys.argv[1:]
+op, rnd, c, before, after, tick, load, out, mbefore, mafter, wbefore, wafter = sys.argv[1:]
 d = json.loads(out)
 rate = d.get("throughput", d.get("calls_per_second", 0))
 calls = d.get("calls", d.get("total_calls", 0)) or 1
 secs = (float(after) - float(before)) / float(tick)
 lat = d.get("latency_us", {})
+msecs = (float(mafter) - float(mbefore)) / float(tick)
+wsecs = (float(wafter) - float(wbefore)) / float(tick)
 print(f"{op} {rnd} {c:14} {rate:9.0f}/s  server CPU {1e6 * secs / calls:6.1f} us/call  "
+      f"(audit writer {1e6 * wsecs / calls:4.1f})  "
+      f"machine CPU {1e6 * msecs / calls:6.1f} us/call  "
       f"p50 {lat.get('p50', 0)} p99 {lat.get('p99', 0)} us  load {load}")
 PY
       done

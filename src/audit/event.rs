@@ -2,6 +2,7 @@
 //! the same field names, the same field order, the same omitted empty fields, and timestamps in
 //! `metav1.MicroTime` format (`2006-01-02T15:04:05.000000Z`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,10 +17,16 @@ use crate::reason::Reason;
 
 mod json;
 
+pub(super) use json::decimal;
+
 /// Audit annotation: `allow` or `forbid`, as kube-apiserver's authorization filter sets it.
 pub const DECISION_ANNOTATION: &str = "authorization.k8s.io/decision";
 /// Audit annotation: the authorizer's reason for its decision.
 pub const REASON_ANNOTATION: &str = "authorization.k8s.io/reason";
+
+/// An event's annotations, in key order. Keys (and most values) are constants: borrowed, not
+/// copied per request.
+pub type Annotations = BTreeMap<Cow<'static, str>, Cow<'static, str>>;
 
 /// How much of a request is recorded; ordered from nothing to everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -112,8 +119,30 @@ impl MicroTime {
     /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` for times from 1970 to 9999, written without allocating
     /// (every event carries two); `None` outside that range.
     fn text(&self) -> Option<[u8; 27]> {
+        thread_local! {
+            /// The last second this thread wrote and its text: the events of one second share it.
+            static LAST: std::cell::Cell<Option<(u64, [u8; 27])>> = const { std::cell::Cell::new(None) };
+        }
         let since = self.0.duration_since(std::time::UNIX_EPOCH).ok()?;
         let secs = since.as_secs();
+        let mut out = match LAST.with(std::cell::Cell::get) {
+            Some((s, text)) if s == secs => text,
+            _ => {
+                let text = Self::second_text(secs)?;
+                LAST.with(|last| last.set(Some((secs, text))));
+                text
+            }
+        };
+        let mut micros = since.subsec_micros();
+        for digit in out[20..26].iter_mut().rev() {
+            *digit = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        Some(out)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.000000Z` for `secs` after the epoch; `None` from the year 10000.
+    fn second_text(secs: u64) -> Option<[u8; 27]> {
         let days = secs / 86_400;
         if days >= 2_932_897 {
             return None; // 10000-01-01
@@ -138,7 +167,6 @@ impl MicroTime {
         put(11, 2, rem / 3600);
         put(14, 2, rem / 60 % 60);
         put(17, 2, rem % 60);
-        put(20, 6, u64::from(since.subsec_micros()));
         Some(out)
     }
 }
@@ -356,7 +384,7 @@ pub struct Event {
     request_object: Option<AuditObject>,
     response_object: Option<AuditObject>,
     stage_timestamp: MicroTime,
-    pub(super) annotations: Arc<BTreeMap<String, String>>,
+    pub(super) annotations: Arc<Annotations>,
 }
 
 /// What does not change between a request's stages.
@@ -404,7 +432,7 @@ struct Wire<'a> {
     request_received_timestamp: MicroTime,
     stage_timestamp: MicroTime,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: &'a BTreeMap<String, String>,
+    annotations: &'a Annotations,
 }
 
 fn no_items(v: &&[String]) -> bool {
@@ -454,7 +482,7 @@ pub(super) struct EventStart {
     pub user_agent: String,
     pub object_ref: Option<ObjectReference>,
     pub received: MicroTime,
-    pub annotations: BTreeMap<String, String>,
+    pub annotations: Annotations,
 }
 
 impl Event {
@@ -561,12 +589,12 @@ impl Event {
     }
 
     /// Annotations.
-    pub fn annotations(&self) -> &BTreeMap<String, String> {
+    pub fn annotations(&self) -> &Annotations {
         &self.annotations
     }
 
     /// The annotations to change (copied first if another stage's event shares them).
-    pub(super) fn annotations_mut(&mut self) -> &mut BTreeMap<String, String> {
+    pub(super) fn annotations_mut(&mut self) -> &mut Annotations {
         Arc::make_mut(&mut self.annotations)
     }
 

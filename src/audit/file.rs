@@ -478,8 +478,7 @@ impl LogFile {
         ] {
             line.extend_from_slice(part);
         }
-        // Writing to a Vec cannot fail.
-        let _ = write!(line, "{}", self.cur.next_seq);
+        super::event::decimal(line, self.cur.next_seq);
         line.extend_from_slice(b"\"}}");
     }
 

@@ -34,7 +34,7 @@ pub use chain::{
     SIGNATURE_ANNOTATION,
 };
 pub use event::{
-    Event, Level, MicroTime, ObjectReference, Peer, ResponseStatus, Stage, UserInfo,
+    Annotations, Event, Level, MicroTime, ObjectReference, Peer, ResponseStatus, Stage, UserInfo,
     DECISION_ANNOTATION, REASON_ANNOTATION,
 };
 pub use object::{AuditObject, REDACTED_ANNOTATION_KEYS};

@@ -336,6 +336,16 @@ impl AuditSink for AuditLog {
         AuditLog::write(self, event).await
     }
 
+    /// In batch mode, while the queue has room: the event is queued without an `await`.
+    fn write_now(&self, event: &Event) -> Option<Result<(), AuditError>> {
+        let queued = self
+            .inner
+            .batch
+            .as_ref()?
+            .try_write(std::slice::from_ref(event))?;
+        Some(self.written(queued))
+    }
+
     async fn write_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
         AuditLog::write_all(self, events).await
     }

@@ -3,7 +3,9 @@
 //! serde's generic machinery and straight into the caller's buffer. The tests compare the two
 //! over random strings and every optional field.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{Event, ObjectReference, ResponseStatus, UserInfo};
 
@@ -23,7 +25,7 @@ pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, omit: &[&str]
     out.extend_from_slice(b",\"verb\":");
     string(out, &c.verb);
     out.extend_from_slice(b",\"user\":");
-    user_info(out, &c.user);
+    shared_user_info(out, &c.user);
     if let Some(u) = ev.impersonated_user_written() {
         out.extend_from_slice(b",\"impersonatedUser\":");
         user_info(out, u);
@@ -60,20 +62,73 @@ pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, omit: &[&str]
     time(out, &ev.stage_timestamp);
     let mut first = true;
     for (k, v) in ev.annotations.iter() {
-        if omit.contains(&k.as_str()) {
+        if omit.contains(&k.as_ref()) {
             continue;
         }
         out.extend_from_slice(if first { b",\"annotations\":{" } else { b"," });
         first = false;
         string(out, k);
         out.push(b':');
-        string(out, v);
+        long_string(out, v);
     }
     if !first {
         out.push(b'}');
     }
     out.push(b'}');
     !first
+}
+
+thread_local! {
+    /// The `user` object this thread wrote last, with the user it is (held, so that no other
+    /// user can be allocated where this one is while it is compared by address).
+    static LAST_USER: RefCell<Option<(Arc<UserInfo>, Vec<u8>)>> = const { RefCell::new(None) };
+    /// The last long string this thread escaped, and its JSON.
+    static LAST_LONG: RefCell<(String, Vec<u8>)> = const { RefCell::new((String::new(), Vec::new())) };
+}
+
+/// Strings this long (up to [`LONGEST_KEPT`]) are looked up in [`LAST_LONG`] (an authorization
+/// reason, which the next request of the same caller repeats) before they are escaped.
+const LONG: usize = 48;
+const LONGEST_KEPT: usize = 4096;
+
+/// [`user_info`], copied from the last event this thread wrote when it is the same user: the
+/// events of one caller share one `UserInfo` (see `UserInfo::shared`).
+fn shared_user_info(out: &mut Vec<u8>, u: &Arc<UserInfo>) {
+    LAST_USER.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return user_info(out, u);
+        };
+        match &mut *last {
+            Some((user, json)) if Arc::ptr_eq(user, u) => out.extend_from_slice(json),
+            slot => {
+                let start = out.len();
+                user_info(out, u);
+                *slot = Some((u.clone(), out[start..].to_vec()));
+            }
+        }
+    })
+}
+
+/// [`string`], copied from the last long string this thread escaped when it is the same.
+fn long_string(out: &mut Vec<u8>, s: &str) {
+    if !(LONG..=LONGEST_KEPT).contains(&s.len()) {
+        return string(out, s);
+    }
+    LAST_LONG.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return string(out, s);
+        };
+        let (text, json) = &mut *last;
+        if text == s {
+            return out.extend_from_slice(json);
+        }
+        let start = out.len();
+        string(out, s);
+        text.clear();
+        text.push_str(s);
+        json.clear();
+        json.extend_from_slice(&out[start..]);
+    })
 }
 
 fn time(out: &mut Vec<u8>, t: &super::MicroTime) {
@@ -156,9 +211,14 @@ fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
         string(out, s.reason);
     }
     out.extend_from_slice(b",\"code\":");
-    let mut digits = [0u8; 5];
+    decimal(out, u64::from(s.code));
+    out.push(b'}');
+}
+
+/// Appends `n` in decimal, without `fmt`.
+pub(in crate::audit) fn decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
     let mut at = digits.len();
-    let mut n = s.code;
     loop {
         at -= 1;
         digits[at] = b'0' + (n % 10) as u8;
@@ -168,7 +228,6 @@ fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
         }
     }
     out.extend_from_slice(&digits[at..]);
-    out.push(b'}');
 }
 
 /// Writes an object's members with commas between them.

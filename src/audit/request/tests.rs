@@ -502,6 +502,7 @@ fn audit_ids_are_distinct_version_4_uuids_across_refills() {
         let parsed = uuid::Uuid::parse_str(&id).unwrap();
         assert_eq!(parsed.get_version_num(), 4, "{id}");
         assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+        assert_eq!(parsed.hyphenated().to_string(), id, "the canonical text");
         assert!(seen.insert(id), "ids repeat");
     }
 }

@@ -71,22 +71,29 @@ impl Batcher {
             // Made before the queue is looked at, so that it sees the room any later swap makes
             // (`notify_waiters` wakes every `Notified` made before it, polled or not).
             let room = self.room.notified();
-            {
-                let mut q = self.lock();
-                if q.closing {
-                    return Err(AuditError::Closed);
-                }
-                // A batch larger than the whole buffer is taken when the queue is empty.
-                if q.lines.len() == 0 || q.lines.len() + events.len() <= self.buffer_size {
-                    events.iter().for_each(|e| q.lines.push(e));
-                    if std::mem::take(&mut q.idle) {
-                        self.work.notify_one();
-                    }
-                    return Ok(());
-                }
+            if let Some(queued) = self.try_write(events) {
+                return queued;
             }
             room.await;
         }
+    }
+
+    /// Queues `events` if the queue has room for them (`Some(Ok)`) or fails if the log is
+    /// closing (`Some(Err)`); `None` when the queue is full.
+    pub(super) fn try_write(&self, events: &[Event]) -> Option<Result<(), AuditError>> {
+        let mut q = self.lock();
+        if q.closing {
+            return Some(Err(AuditError::Closed));
+        }
+        // A batch larger than the whole buffer is taken when the queue is empty.
+        if q.lines.len() != 0 && q.lines.len() + events.len() > self.buffer_size {
+            return None;
+        }
+        events.iter().for_each(|e| q.lines.push(e));
+        if std::mem::take(&mut q.idle) {
+            self.work.notify_one();
+        }
+        Some(Ok(()))
     }
 
     /// Stops taking events; the thread writes what is queued and stops.

@@ -150,7 +150,7 @@ prop_compose! {
             user_agent,
             object_ref,
             received,
-            annotations,
+            annotations: annotations.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         });
         start.at_stage(Stage::ALL[stage], now, status, request_object, response_object)
     }
@@ -237,5 +237,69 @@ fn the_word_test_agrees_with_the_table() {
             let w = u64::from_le_bytes(bytes);
             assert_eq!(super::needs_escape(w), naive(w), "{w:#018x}");
         }
+    }
+}
+
+/// What a thread keeps from the last event it wrote (the user's object, a long annotation
+/// value) is used only for the same user and the same text: a sequence of events that share,
+/// change and return to users and long values writes what serde_json writes for each.
+#[test]
+fn kept_user_objects_and_long_values_are_used_only_for_the_same_ones() {
+    let users = [
+        std::sync::Arc::new(UserInfo {
+            username: "app".into(),
+            groups: vec!["system:authenticated".into()],
+            ..Default::default()
+        }),
+        std::sync::Arc::new(UserInfo {
+            username: "ops \"admin\"".into(),
+            uid: "42".into(),
+            ..Default::default()
+        }),
+    ];
+    let reasons = [
+        r#"RBAC: allowed by RoleBinding "bench/bench" of Role "bench" to User "bench""#.to_string(),
+        r#"RBAC: allowed by RoleBinding "bench/bench" of Role "bench" to User "bench2""#
+            .to_string(),
+        "short".to_string(),
+        format!("{}\"", "x".repeat(5000)),
+    ];
+    let order = [
+        (0, 0),
+        (0, 0),
+        (1, 0),
+        (0, 1),
+        (0, 1),
+        (1, 2),
+        (1, 3),
+        (1, 3),
+        (0, 0),
+    ];
+    for (u, r) in order {
+        let mut annotations = crate::audit::event::Annotations::new();
+        annotations.insert(
+            "authorization.k8s.io/reason".into(),
+            reasons[r].clone().into(),
+        );
+        let ev = Event::start(EventStart {
+            level: Level::Metadata,
+            audit_id: "id".into(),
+            request_uri: "/x".into(),
+            verb: "get".into(),
+            user: users[u].clone(),
+            impersonated_user: None,
+            source_ips: vec![],
+            user_agent: String::new(),
+            object_ref: None,
+            received: MicroTime(UNIX_EPOCH),
+            annotations,
+        });
+        let mut out = Vec::new();
+        write_event(&ev, &mut out, &[]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&serde_json::to_vec(&ev).unwrap()),
+            "user {u}, reason {r}"
+        );
     }
 }
