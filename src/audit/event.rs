@@ -235,23 +235,30 @@ impl From<&Identity> for UserInfo {
 /// How many users each thread keeps made for [`UserInfo::shared`].
 const RECENT_USERS: usize = 4;
 
+/// A `UserInfo` shared by many events, with its JSON object as events write it.
+pub(super) type SharedUser = (Arc<UserInfo>, Arc<[u8]>);
+
 thread_local! {
     /// The users this thread made events for last, most recent first.
-    static RECENT: std::cell::RefCell<[Option<Arc<UserInfo>>; RECENT_USERS]> =
+    static RECENT: std::cell::RefCell<[Option<SharedUser>; RECENT_USERS]> =
         const { std::cell::RefCell::new([None, None, None, None]) };
 }
 
 impl UserInfo {
-    /// `id` as a `UserInfo` shared by the events of every request it makes: a caller making
-    /// request after request gets the one this thread made last instead of a copy of its
-    /// name, groups and extra attributes per request.
-    pub(super) fn shared(id: &Identity) -> Arc<UserInfo> {
+    /// `id` as a `UserInfo` shared by the events of every request it makes, with its JSON: a
+    /// caller making request after request gets the one this thread made last instead of a
+    /// copy of its name, groups and extra attributes per request, and its events copy the
+    /// object instead of escaping it again.
+    pub(super) fn shared(id: &Identity) -> SharedUser {
         RECENT.with(|recent| {
             let mut recent = recent.borrow_mut();
-            if let Some(u) = recent.iter().flatten().find(|u| u.is(id)) {
+            if let Some(u) = recent.iter().flatten().find(|(u, _)| u.is(id)) {
                 return u.clone();
             }
-            let u = Arc::new(UserInfo::from(id));
+            let user = UserInfo::from(id);
+            let mut json = Vec::new();
+            json::user_info(&mut json, &user);
+            let u: SharedUser = (Arc::new(user), json.into());
             recent.rotate_right(1);
             recent[0] = Some(u.clone());
             u
@@ -395,6 +402,8 @@ struct Common {
     request_uri: String,
     verb: String,
     user: Arc<UserInfo>,
+    /// `user` as JSON, when it came with it ([`UserInfo::shared`]).
+    user_json: Option<Arc<[u8]>>,
     impersonated_user: Option<UserInfo>,
     source_ips: Vec<String>,
     user_agent: String,
@@ -477,6 +486,8 @@ pub(super) struct EventStart {
     pub request_uri: String,
     pub verb: String,
     pub user: Arc<UserInfo>,
+    /// `user`'s JSON object, if made already (`None`: written from `user`).
+    pub user_json: Option<Arc<[u8]>>,
     pub impersonated_user: Option<UserInfo>,
     pub source_ips: Vec<String>,
     pub user_agent: String,
@@ -494,6 +505,7 @@ impl Event {
                 request_uri: s.request_uri,
                 verb: s.verb,
                 user: s.user,
+                user_json: s.user_json,
                 impersonated_user: s.impersonated_user,
                 source_ips: s.source_ips,
                 user_agent: s.user_agent,

@@ -31,11 +31,11 @@ pub trait AuditSink: Send + Sync + 'static {
     /// must not proceed.
     async fn write(&self, event: Event) -> Result<(), AuditError>;
 
-    /// Records `event` at once if that needs no waiting (a log in batch mode with room in its
-    /// queue): `Some` with what [`AuditSink::write`] would return, `None` to call `write`. Saves
-    /// a request the boxed future of `write` for each event.
-    fn write_now(&self, event: &Event) -> Option<Result<(), AuditError>> {
-        let _ = event;
+    /// Records `events` in order at once if that needs no waiting (a log in batch mode with
+    /// room in its queue): `Some` with what [`AuditSink::write_all`] would return, `None` to
+    /// call it. Saves a request the boxed future of `write_all`.
+    fn write_now(&self, events: &[Event]) -> Option<Result<(), AuditError>> {
+        let _ = events;
         None
     }
 
@@ -187,7 +187,7 @@ impl Auditor {
             }
             Peer::Unknown => Vec::new(),
         };
-        let (user, impersonated_user) = match &info.impersonator {
+        let ((user, user_json), impersonated_user) = match &info.impersonator {
             Some(original) => (
                 UserInfo::shared(original),
                 Some(UserInfo::from(&attrs.user)),
@@ -209,6 +209,7 @@ impl Auditor {
             request_uri: info.request_uri,
             verb: attrs.verb.clone(),
             user,
+            user_json: Some(user_json),
             impersonated_user,
             source_ips,
             user_agent: truncate_user_agent(info.user_agent),
@@ -465,7 +466,7 @@ impl RequestAudit {
         };
         if self.config.omit_stages.contains(stage) {
             return match self.pending.take() {
-                Some(received) => sink.write(received).await,
+                Some(received) => record(&**sink, [received]).await,
                 None => Ok(()),
             };
         }
@@ -485,12 +486,21 @@ impl RequestAudit {
             return Ok(());
         }
         match self.pending.take() {
-            Some(received) => sink.write_all(vec![received, event]).await,
-            None => match sink.write_now(&event) {
-                Some(written) => written,
-                None => sink.write(event).await,
-            },
+            Some(received) => record(&**sink, [received, event]).await,
+            None => record(&**sink, [event]).await,
         }
+    }
+}
+
+/// Writes `events` in order through `sink`: at once if it takes them without waiting
+/// ([`AuditSink::write_now`]), else through its (boxed) `write_all`.
+async fn record<const N: usize>(
+    sink: &dyn AuditSink,
+    events: [Event; N],
+) -> Result<(), AuditError> {
+    match sink.write_now(&events) {
+        Some(written) => written,
+        None => sink.write_all(events.into()).await,
     }
 }
 

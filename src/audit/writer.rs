@@ -336,13 +336,12 @@ impl AuditSink for AuditLog {
         AuditLog::write(self, event).await
     }
 
-    /// In batch mode, while the queue has room: the event is queued without an `await`.
-    fn write_now(&self, event: &Event) -> Option<Result<(), AuditError>> {
-        let queued = self
-            .inner
-            .batch
-            .as_ref()?
-            .try_write(std::slice::from_ref(event))?;
+    /// In batch mode, while the queue has room: the events are queued without an `await`.
+    fn write_now(&self, events: &[Event]) -> Option<Result<(), AuditError>> {
+        if events.is_empty() {
+            return Some(Ok(()));
+        }
+        let queued = self.inner.batch.as_ref()?.try_write(events)?;
         Some(self.written(queued))
     }
 

@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::{Event, ObjectReference, ResponseStatus, UserInfo};
 
@@ -25,7 +24,10 @@ pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, omit: &[&str]
     out.extend_from_slice(b",\"verb\":");
     string(out, &c.verb);
     out.extend_from_slice(b",\"user\":");
-    shared_user_info(out, &c.user);
+    match &c.user_json {
+        Some(json) => out.extend_from_slice(json),
+        None => user_info(out, &c.user),
+    }
     if let Some(u) = ev.impersonated_user_written() {
         out.extend_from_slice(b",\"impersonatedUser\":");
         user_info(out, u);
@@ -79,9 +81,6 @@ pub(in crate::audit) fn write_event(ev: &Event, out: &mut Vec<u8>, omit: &[&str]
 }
 
 thread_local! {
-    /// The `user` object this thread wrote last, with the user it is (held, so that no other
-    /// user can be allocated where this one is while it is compared by address).
-    static LAST_USER: RefCell<Option<(Arc<UserInfo>, Vec<u8>)>> = const { RefCell::new(None) };
     /// The last long string this thread escaped, and its JSON.
     static LAST_LONG: RefCell<(String, Vec<u8>)> = const { RefCell::new((String::new(), Vec::new())) };
 }
@@ -90,24 +89,6 @@ thread_local! {
 /// reason, which the next request of the same caller repeats) before they are escaped.
 const LONG: usize = 48;
 const LONGEST_KEPT: usize = 4096;
-
-/// [`user_info`], copied from the last event this thread wrote when it is the same user: the
-/// events of one caller share one `UserInfo` (see `UserInfo::shared`).
-fn shared_user_info(out: &mut Vec<u8>, u: &Arc<UserInfo>) {
-    LAST_USER.with(|last| {
-        let Ok(mut last) = last.try_borrow_mut() else {
-            return user_info(out, u);
-        };
-        match &mut *last {
-            Some((user, json)) if Arc::ptr_eq(user, u) => out.extend_from_slice(json),
-            slot => {
-                let start = out.len();
-                user_info(out, u);
-                *slot = Some((u.clone(), out[start..].to_vec()));
-            }
-        }
-    })
-}
 
 /// [`string`], copied from the last long string this thread escaped when it is the same.
 fn long_string(out: &mut Vec<u8>, s: &str) {
@@ -142,7 +123,8 @@ fn time(out: &mut Vec<u8>, t: &super::MicroTime) {
     }
 }
 
-fn user_info(out: &mut Vec<u8>, u: &UserInfo) {
+/// `u` as a JSON object.
+pub(super) fn user_info(out: &mut Vec<u8>, u: &UserInfo) {
     let mut sep = Separator::new(out);
     if !u.username.is_empty() {
         sep.key(b"\"username\":");

@@ -16,6 +16,7 @@ pub(in crate::audit) fn event(i: usize) -> Event {
             username: format!("user-{i}"),
             ..Default::default()
         }),
+        user_json: None,
         impersonated_user: None,
         source_ips: vec![],
         user_agent: String::new(),

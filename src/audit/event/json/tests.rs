@@ -145,6 +145,7 @@ prop_compose! {
             request_uri,
             verb,
             user: std::sync::Arc::new(user),
+            user_json: None,
             impersonated_user,
             source_ips,
             user_agent,
@@ -240,22 +241,20 @@ fn the_word_test_agrees_with_the_table() {
     }
 }
 
-/// What a thread keeps from the last event it wrote (the user's object, a long annotation
-/// value) is used only for the same user and the same text: a sequence of events that share,
-/// change and return to users and long values writes what serde_json writes for each.
+/// What is kept between events (a shared user's object, the last long annotation value a
+/// thread escaped) is used only for the same user and the same text: a sequence of events
+/// that share, change and return to users and long values writes what serde_json writes for
+/// each.
 #[test]
 fn kept_user_objects_and_long_values_are_used_only_for_the_same_ones() {
+    use crate::authn::Identity;
     let users = [
-        std::sync::Arc::new(UserInfo {
-            username: "app".into(),
-            groups: vec!["system:authenticated".into()],
-            ..Default::default()
-        }),
-        std::sync::Arc::new(UserInfo {
-            username: "ops \"admin\"".into(),
-            uid: "42".into(),
-            ..Default::default()
-        }),
+        UserInfo::shared(&Identity::new(
+            "app",
+            "",
+            vec!["system:authenticated".into()],
+        )),
+        UserInfo::shared(&Identity::new("ops \"admin\"", "42", vec![])),
     ];
     let reasons = [
         r#"RBAC: allowed by RoleBinding "bench/bench" of Role "bench" to User "bench""#.to_string(),
@@ -286,7 +285,8 @@ fn kept_user_objects_and_long_values_are_used_only_for_the_same_ones() {
             audit_id: "id".into(),
             request_uri: "/x".into(),
             verb: "get".into(),
-            user: users[u].clone(),
+            user: users[u].0.clone(),
+            user_json: Some(users[u].1.clone()),
             impersonated_user: None,
             source_ips: vec![],
             user_agent: String::new(),
