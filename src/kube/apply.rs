@@ -12,6 +12,12 @@
 //! `f:stringData.f:k` (a field no stored object has) while the value lands in `data.k`; so
 //! dropping `k` from a later apply does not remove `data.k`, and a `data.k` owned by another
 //! manager is overwritten without a conflict (kubernetes/kubernetes#108008).
+//!
+//! Applies by the field manager `kubectl` (`kubectl apply --server-side`) also honour the
+//! client-side apply annotation, as apimachinery's `lastAppliedManager` and
+//! `lastAppliedUpdater` do: a conflict on a field whose live value the annotation still records
+//! is no conflict (the field is taken over), and the annotation, if present, becomes the applied
+//! configuration.
 
 use serde_json::{Map, Value};
 
@@ -19,11 +25,12 @@ use super::error::ApplyConflict;
 use super::objects::{json_kind, secret_from_json, Walk, SECRET};
 use super::patch::fold_string_data;
 use super::KubeError;
+use crate::manifest::{gojson, last_applied};
 use crate::store::managed::{
     self, compare, decode, encode, flatten, owner_key, set_key, stored_json, FieldPath, FieldSet,
     Managed, ManagerId, Managers, API_VERSION, APPLY,
 };
-use crate::store::model::{Secret, OPAQUE};
+use crate::store::model::{Secret, MAX_ANNOTATIONS_SIZE, OPAQUE};
 
 /// Server-side apply of `applied` (the request body's JSON) by `manager` to `live` (`None`:
 /// the object does not exist and is created). Returns the object to write, its
@@ -80,6 +87,13 @@ pub fn server_side_apply(
             conflicts.push((id.clone(), p.clone()));
         }
     }
+    if !conflicts.is_empty() && !force && manager == KUBECTL {
+        // kubectl's way from client-side to server-side apply: fields the last-applied
+        // annotation still describes as they are are taken over, as if forced.
+        if let Some(allowed) = allowed_conflicts_from_last_applied(&live_json) {
+            conflicts.retain(|(_, p)| !allowed.contains(p));
+        }
+    }
     if !conflicts.is_empty() && !force {
         conflicts.sort();
         return Err(KubeError::ApplyConflict {
@@ -120,7 +134,57 @@ pub fn server_side_apply(
         out.type_ = OPAQUE.to_owned();
     }
     out.metadata.managed_fields = encode(&managers);
+    if manager == KUBECTL {
+        update_last_applied(&mut out, applied);
+    }
     Ok(out)
+}
+
+/// The field manager of `kubectl apply --server-side`: the one manager whose applies read and
+/// keep the client-side apply annotation (so that a user can move between the two).
+const KUBECTL: &str = "kubectl";
+
+/// The conflicts an apply by `kubectl` may override (apimachinery's `lastAppliedManager`): the
+/// fields of the live object's last-applied configuration whose values the live object still
+/// has. `None` if the object has no readable last-applied annotation.
+fn allowed_conflicts_from_last_applied(live: &Value) -> Option<FieldSet> {
+    let last = last_applied::original(live)?;
+    let modified = compare(&flatten(&last), &flatten(live)).modified;
+    Some(applied_fields(&last).difference(&modified))
+}
+
+/// Keeps the client-side apply annotation in step with a server-side apply by `kubectl`
+/// (apimachinery's `lastAppliedUpdater`): if the object carries one, it becomes the applied
+/// configuration (without that annotation, as `json.Marshal` writes it, with a final newline);
+/// if that would make the annotations too large, the annotation is removed instead.
+fn update_last_applied(out: &mut Secret, applied: &Value) {
+    let annotations = &mut out.metadata.annotations;
+    if annotations
+        .get(last_applied::ANNOTATION)
+        .is_none_or(String::is_empty)
+    {
+        return;
+    }
+    let mut config = applied.clone();
+    if let Some(meta) = config.get_mut("metadata").and_then(Value::as_object_mut) {
+        match meta.get_mut("annotations") {
+            Some(Value::Object(a)) => {
+                a.remove(last_applied::ANNOTATION);
+            }
+            // `GetAnnotations` reads anything else as no annotations, and they are left out.
+            Some(_) => {
+                meta.remove("annotations");
+            }
+            None => {}
+        }
+    }
+    let mut text = gojson::compact(&config);
+    text.push('\n');
+    annotations.insert(last_applied::ANNOTATION.to_owned(), text);
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_ANNOTATIONS_SIZE {
+        annotations.remove(last_applied::ANNOTATION);
+    }
 }
 
 /// Records a non-apply write (create, update, patch) by `manager` in `new.metadata.managedFields`

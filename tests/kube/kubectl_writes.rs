@@ -404,6 +404,77 @@ fn kubectl_protobuf_reviews() {
     }
 }
 
+/// From client-side apply to server-side apply and back, as the Kubernetes documentation
+/// describes it: `apply --server-side` (field manager `kubectl`) takes over the fields the
+/// last-applied annotation still describes without a conflict, and keeps that annotation in
+/// step, so that a later client-side apply removes what the server-side one added.
+#[test]
+fn kubectl_moves_between_client_side_and_server_side_apply() {
+    let w = World::start(&[]);
+    for minor in KUBECTL_MINORS {
+        let k = w.kubectl(minor);
+        let name = format!("move{minor}");
+        let m1 = w.dev.path(&format!("{name}-1.yaml"));
+        let m2 = w.dev.path(&format!("{name}-2.yaml"));
+        std::fs::write(
+            &m1,
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{t: a}}\ndata:\n  a: MQ==\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            &m2,
+            format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  labels: {{t: a, u: b}}\ndata:\n  a: eA==\n  k2: dg==\n"),
+        )
+        .unwrap();
+        let (m1, m2) = (m1.to_str().unwrap(), m2.to_str().unwrap());
+        assert_eq!(
+            k.ok(&["apply", "-f", m1]),
+            format!("secret/{name} created\n")
+        );
+        assert_eq!(
+            k.ok(&["apply", "--server-side", "-f", m2]),
+            format!("secret/{name} serverside-applied\n"),
+            "kubectl 1.{minor}"
+        );
+        let last = k.ok(&[
+            "get",
+            "secret",
+            &name,
+            "-o",
+            "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}",
+        ]);
+        assert!(
+            last.contains("\"k2\":\"dg==\"") && last.contains("\"u\":\"b\""),
+            "1.{minor}: {last}"
+        );
+        // Another field manager still conflicts with what kubectl owns now.
+        let other = k.run(&["apply", "--server-side", "--field-manager=other", "-f", m1]);
+        assert_eq!(other.code, 1, "1.{minor}: {}", other.out);
+        assert!(
+            other.err.contains("conflict with \"kubectl\""),
+            "1.{minor}: {}",
+            other.err
+        );
+        // Back to client-side apply: the three-way merge from the updated annotation removes
+        // the key and the label the server-side apply added.
+        assert_eq!(
+            k.ok(&["apply", "-f", m1]),
+            format!("secret/{name} configured\n")
+        );
+        assert_eq!(
+            k.ok(&[
+                "get",
+                "secret",
+                &name,
+                "-o",
+                "jsonpath={.data}|{.metadata.labels}",
+            ]),
+            "{\"a\":\"MQ==\"}|{\"t\":\"a\"}",
+            "kubectl 1.{minor}"
+        );
+    }
+}
+
 /// kubectl processes writing one Secret at once (labels, annotations, and server-side apply of
 /// a key per field manager): every command succeeds and every change lands, since
 /// kube-apiserver (and keyward) apply a patch again to the new version when the object changed

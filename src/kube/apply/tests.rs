@@ -142,6 +142,110 @@ fn conflict_with_an_update_manager_and_force() {
     assert_eq!(forced.metadata.uid, "uid-1");
 }
 
+/// A Secret created by `kubectl apply` (client-side) from `data` (base64 values): its
+/// last-applied annotation as kubectl writes it, and the `Update` entry owning both.
+fn csa_applied(data: Value) -> Secret {
+    let manifest = config(json!({"data": data.clone(), "type": "Opaque"}));
+    let mut s = Secret::default();
+    s.metadata.name = "ssa".into();
+    s.metadata.namespace = "default".into();
+    s.metadata.uid = "uid-1".into();
+    s.metadata.resource_version = "7".into();
+    s.metadata.annotations.insert(
+        last_applied::ANNOTATION.into(),
+        last_applied::configuration(&manifest),
+    );
+    for (k, v) in data.as_object().unwrap() {
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            v.as_str().unwrap(),
+        )
+        .unwrap();
+        s.data.insert(k.clone(), SecretBytes::new(bytes));
+    }
+    s.type_ = "Opaque".into();
+    record_update(None, &mut s, "kubectl-client-side-apply", T0);
+    s
+}
+
+#[test]
+fn kubectl_moves_from_client_side_apply_without_conflicts() {
+    let live = csa_applied(json!({"k": "YQ==", "j": "YQ=="}));
+    // kube-apiserver's lastAppliedManager: fields the annotation still describes as they are
+    // are taken over by `kubectl apply --server-side` as if forced.
+    let applied = config(json!({"data": {"k": "Yg=="}}));
+    let out = server_side_apply(Some(&live), &applied, "kubectl", false, T1).unwrap();
+    assert_eq!(out.data["k"].as_slice(), b"b");
+    assert_eq!(
+        entry(&out, "kubectl").fields,
+        json!({"f:data": {"f:k": {}}})
+    );
+    let csa = entry(&out, "kubectl-client-side-apply").fields;
+    assert!(csa["f:data"].get("f:k").is_none(), "{csa}");
+    assert_eq!(csa["f:data"]["f:j"], json!({}), "{csa}");
+    // lastAppliedUpdater: the annotation now holds this apply's configuration, so that a later
+    // client-side apply starts from it.
+    assert_eq!(
+        out.metadata.annotations[last_applied::ANNOTATION],
+        "{\"apiVersion\":\"v1\",\"data\":{\"k\":\"Yg==\"},\"kind\":\"Secret\",\"metadata\":{\"name\":\"ssa\",\"namespace\":\"default\"}}\n"
+    );
+
+    // Another field manager gets the conflict, and the annotation stays.
+    let err = server_side_apply(Some(&live), &applied, "deployer", false, T1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .data.k"#
+    );
+    let same = config(json!({"data": {"k": "YQ=="}}));
+    let other = server_side_apply(Some(&live), &same, "deployer", false, T1).unwrap();
+    assert_eq!(
+        other.metadata.annotations[last_applied::ANNOTATION],
+        live.metadata.annotations[last_applied::ANNOTATION]
+    );
+
+    // A field changed since the last client-side apply (here by `kubectl edit`) still conflicts.
+    let mut edited = live.clone();
+    edited
+        .data
+        .insert("k".into(), SecretBytes::new(b"c".to_vec()));
+    record_update(Some(&live), &mut edited, "kubectl-edit", T0);
+    let err = server_side_apply(Some(&edited), &applied, "kubectl", false, T1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"Apply failed with 1 conflict: conflict with "kubectl-edit" using v1: .data.k"#
+    );
+
+    // Without the annotation there is nothing to take over, and none is added.
+    let plain = csa_created(&[("k", "a")]);
+    assert!(server_side_apply(Some(&plain), &applied, "kubectl", false, T1).is_err());
+    let out = server_side_apply(Some(&plain), &applied, "kubectl", true, T1).unwrap();
+    assert!(!out
+        .metadata
+        .annotations
+        .contains_key(last_applied::ANNOTATION));
+}
+
+#[test]
+fn a_last_applied_annotation_too_large_to_keep_is_removed() {
+    let live = csa_applied(json!({"k": "YQ=="}));
+    let big = "x".repeat(150 * 1024);
+    let applied = config(json!({"metadata": {"annotations": {"big": big}}, "data": {"k": "YQ=="}}));
+    let out = server_side_apply(Some(&live), &applied, "kubectl", false, T1).unwrap();
+    assert_eq!(out.metadata.annotations["big"], big);
+    assert!(!out
+        .metadata
+        .annotations
+        .contains_key(last_applied::ANNOTATION));
+    // The applied configuration's own last-applied annotation is never copied into the new one.
+    let applied = config(json!({"metadata": {"annotations": {
+        last_applied::ANNOTATION: "{}", "team": "x"}}, "data": {"k": "YQ=="}}));
+    let out = server_side_apply(Some(&live), &applied, "kubectl", true, T1).unwrap();
+    assert_eq!(
+        out.metadata.annotations[last_applied::ANNOTATION],
+        "{\"apiVersion\":\"v1\",\"data\":{\"k\":\"YQ==\"},\"kind\":\"Secret\",\"metadata\":{\"annotations\":{\"team\":\"x\"},\"name\":\"ssa\",\"namespace\":\"default\"}}\n"
+    );
+}
+
 #[test]
 fn several_conflicts_are_grouped_by_manager() {
     let mut live = csa_created(&[("a", "1"), ("b", "2")]);
