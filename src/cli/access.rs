@@ -140,7 +140,7 @@ pub(super) struct AuditBatchArgs {
     audit_log_batch_buffer_size: Option<i64>,
     /// Batch mode: how long events gather after a write while more keep coming, the most an
     /// event waits to be written (a Go duration such as 1ms or 500us; 0 writes at once)
-    /// [default: 1ms].
+    /// [default: 5ms].
     #[arg(long, value_name = "DURATION", requires = "audit_log_path")]
     audit_log_batch_max_wait: Option<String>,
 }

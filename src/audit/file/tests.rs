@@ -169,3 +169,80 @@ fn a_log_that_does_not_sync_takes_back_a_journal_and_removes_it() {
     log.write_events(vec![event(1)]).unwrap();
     assert!(!journal.exists(), "no journal without syncing");
 }
+
+/// Pages of the log resident in the page cache, from util-linux's `fincore`.
+fn resident_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .expect("fincore (util-linux) must be installed: apt-get install util-linux");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The batch writer hands written pages back to the kernel: once they are on disk (synced here
+/// after each batch, as the kernel's write-out would), everything but the last two release
+/// intervals leaves the page cache, and the log stays whole.
+#[test]
+fn written_pages_leave_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    let mut written = 0;
+    let total = 5 * RELEASE_EVERY;
+    let mut i = 0;
+    while log.durable.size < total {
+        let batch: Vec<Event> = (0..64)
+            .map(|_| {
+                let mut ev = event(i);
+                i += 1;
+                Arc::make_mut(&mut ev.annotations).insert("pad".into(), "p".repeat(8000).into());
+                ev
+            })
+            .collect();
+        written += batch.len();
+        log.write_events(batch).unwrap();
+        log.file.sync_data().unwrap();
+        log.release_cache();
+    }
+    let release = log.release.unwrap();
+    assert!(release.from >= total - 3 * RELEASE_EVERY, "{release:?}");
+    let resident = resident_bytes(&path);
+    assert!(
+        resident <= log.durable.size - release.from,
+        "{resident} bytes resident of {}, released up to {}",
+        log.durable.size,
+        release.from
+    );
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert_eq!(report.events, written as u64);
+}
+
+/// A release never starts before a cut, and a log without the writer's requests keeps its
+/// pages to the kernel's own eviction.
+#[test]
+fn cache_release_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = File::create(dir.path().join("f")).unwrap();
+    let mut r = CacheRelease::default();
+    r.after_write(&file, RELEASE_EVERY - 1);
+    assert_eq!(r, CacheRelease::default());
+    r.after_write(&file, RELEASE_EVERY);
+    assert_eq!((r.from, r.last), (0, RELEASE_EVERY));
+    r.after_write(&file, 2 * RELEASE_EVERY + 5);
+    assert_eq!((r.from, r.last), (RELEASE_EVERY, 2 * RELEASE_EVERY + 5));
+    r.cut(RELEASE_EVERY / 2);
+    assert_eq!((r.from, r.last), (RELEASE_EVERY / 2, RELEASE_EVERY / 2));
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let log = LogFile::open(&LogConfig::new(&path), key).unwrap();
+    assert!(log.release.is_none());
+}
