@@ -5,7 +5,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::num::NonZeroU64;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,57 +67,6 @@ pub(super) struct LogFile {
     stats: FileStats,
     /// When the log syncs: where batches are made durable (see `journal.rs`).
     journal: Option<Journal>,
-    /// The current file's pages handed back to the kernel once written out, once the owner
-    /// asks for it ([`LogFile::release_cache`]).
-    release: Option<CacheRelease>,
-}
-
-/// How many bytes of the log are written between two requests to the kernel to write them out
-/// and drop them from the page cache.
-const RELEASE_EVERY: u64 = 8 << 20;
-
-/// The log's pages handed back to the kernel once they are on disk. The log is written once and
-/// read rarely: kept in the page cache, its pages push other data (the store's) out, and memory
-/// the kernel must find anew for every megabyte written can cost more than pages used again (on
-/// this project's VMs, whose host takes back guest memory left idle, the batch writer's CPU per
-/// event rose from 1.3–1.5 µs to 2.7–3.9 µs once the page cache grew into such memory;
-/// PostgreSQL advises its WAL the same way). Every [`RELEASE_EVERY`] bytes, the range since the
-/// previous-but-one request is advised `POSIX_FADV_DONTNEED`: its older part was set to be
-/// written out by the previous request and is clean by now, so its pages are dropped; the newer
-/// part starts being written out. The kernel never drops a dirty page for this advice, so it
-/// loses nothing; starting the write-out costs the caller a few milliseconds, which is why only
-/// the batch writer thread asks for it (a request never waits for it).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct CacheRelease {
-    /// Where the next request starts.
-    from: u64,
-    /// The file's size at the last request.
-    last: u64,
-}
-
-impl CacheRelease {
-    /// Called with the file's size after a write.
-    fn after_write(&mut self, file: &File, size: u64) {
-        if size >= self.last.saturating_add(RELEASE_EVERY) {
-            self.advise(file, size);
-            self.from = self.last;
-            self.last = size;
-        }
-    }
-
-    /// Advises `[from, size)` as no longer needed (also the last request for a sealed file).
-    fn advise(&self, file: &File, size: u64) {
-        if let Some(len) = NonZeroU64::new(size.saturating_sub(self.from)) {
-            // Advice only: if it fails, the pages stay cached until the kernel evicts them.
-            let _ = rustix::fs::fadvise(file, self.from, Some(len), rustix::fs::Advice::DontNeed);
-        }
-    }
-
-    /// The file was cut back to `size`.
-    fn cut(&mut self, size: u64) {
-        self.from = self.from.min(size);
-        self.last = self.last.min(size);
-    }
 }
 
 /// The annotations only the log sets: left out of the events it is given.
@@ -298,7 +246,6 @@ impl LogFile {
             dirty: false,
             stats: FileStats::default(),
             journal,
-            release: None,
         };
         if meta.len() == 0 {
             log.push_checkpoint(CheckpointKind::Open, None)?;
@@ -570,15 +517,6 @@ impl LogFile {
         Ok(())
     }
 
-    /// Hands the pages written so far back to the kernel once they are on disk, from now on
-    /// every [`RELEASE_EVERY`] bytes ([`CacheRelease`]). For a thread that no request waits for.
-    pub(super) fn release_cache(&mut self) {
-        let size = self.durable.size;
-        self.release
-            .get_or_insert_with(CacheRelease::default)
-            .after_write(&self.file, size);
-    }
-
     /// Writes and syncs what is pending; on failure cuts it off again.
     fn flush(&mut self) -> Result<(), AuditError> {
         if self.pending.is_empty() {
@@ -626,9 +564,6 @@ impl LogFile {
         self.pending_checkpoints = 0;
         self.durable = state;
         self.cur = state;
-        if let Some(r) = &mut self.release {
-            r.cut(state.size);
-        }
         if let Err(e) = self.file.set_len(state.size) {
             tracing::error!(path = %self.path.display(), error = %e, "cannot cut a failed write from the audit log; retrying before the next write");
             self.dirty = true;
@@ -698,10 +633,6 @@ impl LogFile {
             self.file = old;
             self.undo_to(before);
             return Err(e);
-        }
-        // The sealed file is not written again: the rest of it is released too.
-        if let Some(r) = self.release.replace(CacheRelease::default()) {
-            r.advise(&old, sealed.size);
         }
         Ok(())
     }

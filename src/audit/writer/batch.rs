@@ -140,11 +140,7 @@ impl Batcher {
             // A panic while writing closes the log (`with_file` drops a poisoned file); the
             // thread goes on taking the queue, so that no request waits for room forever.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                with_file(file, |f| {
-                    let written = write_batch(f, cells, &writing);
-                    f.release_cache();
-                    written
-                })
+                with_file(file, |f| write_batch(f, cells, &writing))
             }))
             .ok()
             .flatten()
