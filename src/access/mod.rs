@@ -122,6 +122,11 @@ pub enum AccessError {
     /// The store refused or failed (see [`StoreError`] for whose fault).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A create in a namespace that does not exist, which here is a name no namespace can have
+    /// (caller): kube-apiserver's NamespaceLifecycle admission refuses it before the object is
+    /// validated.
+    #[error("namespaces {} not found", crate::authz::go_quote(.0))]
+    NamespaceNotFound(String),
     /// A token request breaks a rule, e.g. its duration or a name (caller).
     #[error("{0}")]
     InvalidTokenRequest(String),
@@ -146,6 +151,7 @@ impl AccessError {
             }
             AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => Reason::BadRequest,
             AccessError::Forbidden(_) => Reason::Forbidden,
+            AccessError::NamespaceNotFound(_) => Reason::NotFound,
             AccessError::AuditUnavailable(_) | AccessError::KeyMaterial { .. } => {
                 Reason::ServiceUnavailable
             }

@@ -134,6 +134,7 @@ pub fn access_status(e: AccessError) -> Status {
             reason.status(Code::InvalidArgument, e.to_string())
         }
         AccessError::Forbidden(_) => reason.status(Code::PermissionDenied, e.to_string()),
+        AccessError::NamespaceNotFound(_) => reason.status(Code::NotFound, e.to_string()),
         AccessError::AuditUnavailable(_) => reason.status(Code::Unavailable, e.to_string()),
         AccessError::KeyMaterial { .. } => {
             tracing::error!(error = %e, "server key unavailable");

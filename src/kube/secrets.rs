@@ -393,6 +393,15 @@ pub async fn create(access: &Access, req: &KubeRequest, ns: &str) -> Result<Repl
     let decoded = decode_secret(&body, opts.validation)?;
     let mut s = decoded.secret;
     check_path(&mut s, ns, None)?;
+    if !crate::names::Namespace::errors(ns).is_empty() {
+        // NamespaceLifecycle admission, after authorization and before validation.
+        let attrs = req.info.attributes(req.ctx.user.clone());
+        let refusal = AccessError::NamespaceNotFound(ns.to_owned());
+        return Err(access
+            .refuse_after_authorization(&req.ctx, &attrs, refusal)
+            .await
+            .into());
+    }
     // kube-apiserver validates the object, then its storage refuses a set resourceVersion
     // with an error that is no API status (a 500); a dry run never reaches the storage, and
     // answers the object with the resourceVersion it was sent.

@@ -715,6 +715,10 @@ impl KubeApi {
                                 namespace: ns.to_string(),
                                 name: name.to_string(),
                             }),
+                            // NamespaceLifecycle admission comes before the object's validation.
+                            None if apply && !crate::names::Namespace::errors(ns).is_empty() => {
+                                AccessError::NamespaceNotFound(ns.to_string())
+                            }
                             _ => return Err(e),
                         };
                         let attrs = req.info.attributes(req.ctx.user.clone());

@@ -264,6 +264,15 @@ impl Status {
                 return s;
             }
             AccessError::Store(se) => return Status::of_store(se, reason),
+            AccessError::NamespaceNotFound(ns) => {
+                let mut s = Status::failure(404, "NotFound", e.to_string());
+                s.details = Some(Details {
+                    name: ns.clone(),
+                    kind: "namespaces".to_owned(),
+                    ..Details::default()
+                });
+                return s;
+            }
             _ => {}
         }
         match reason {

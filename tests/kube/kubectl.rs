@@ -273,6 +273,26 @@ fn kubectl_reads_secrets_on_every_version() {
                 "1.{minor}: {verb} -n {ns}"
             );
         }
+        // A create in a namespace that cannot exist is NotFound for the namespace, as
+        // kube-apiserver's NamespaceLifecycle admission answers before any validation (in
+        // kubectl's words for `create secret`).
+        let nowhere = k.run(&[
+            "create",
+            "secret",
+            "generic",
+            "x",
+            "-n",
+            "Bad_NS",
+            "--from-literal=a=b",
+        ]);
+        assert_eq!(
+            (nowhere.code, nowhere.err.as_str()),
+            (
+                1,
+                "error: failed to create secret namespaces \"Bad_NS\" not found\n"
+            ),
+            "1.{minor}"
+        );
         let bad = k.run(&["get", "secrets", "--field-selector", "spec.x=1"]);
         assert_eq!(bad.code, 1);
         assert!(

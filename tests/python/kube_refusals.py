@@ -195,8 +195,9 @@ refused("nobody", "GET", SECRETS + "/Bad_Name", 403, "Forbidden", forbidden("nob
 refused("nobody", "GET", SECRETS + "/a1", 403, "Forbidden", forbidden("nobody", "get", "a1"), headers={"Accept": "text/html"})
 refused("nobody", "GET", SECRETS, 403, "Forbidden", forbidden("nobody", "list"), headers={"Accept": "text/html"})
 # A list, watch or deletecollection in a namespace that is not valid finds nothing (200, an
-# empty list), as kube-apiserver, which checks a namespace only when it stores an object;
-# a create there is refused by the Secret's validation. Each is authorized first.
+# empty list), as kube-apiserver, which checks a namespace only when it stores an object; a
+# create there is NotFound for the namespace (NamespaceLifecycle admission, which runs before
+# the Secret's validation), a server-side apply that would create too. Each is authorized first.
 before = names()
 for method in ("GET", "DELETE"):
     code, got = call("admin", method, "/api/v1/namespaces/Bad_NS/secrets")
@@ -211,13 +212,18 @@ assert (r.status, r.read()) == (200, b""), r.status
 c.close()
 refused("nobody", "GET", "/api/v1/namespaces/Bad_NS/secrets", 403, "Forbidden",
         'secrets is forbidden: User "nobody" cannot list resource "secrets" in API group "" in the namespace "Bad_NS"')
-got = refused("admin", "POST", "/api/v1/namespaces/Bad_NS/secrets", 422, "Invalid",
-              'Secret "x" is invalid: metadata.namespace: Invalid value: "Bad_NS": a lowercase RFC 1123 label must '
-              "consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric "
-              "character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
-              body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}), headers=JSON)
-assert got["details"] == {"name": "x", "kind": "Secret", "causes": [
-    {"reason": "FieldValueInvalid", "message": got["details"]["causes"][0]["message"], "field": "metadata.namespace"}]}, got
+for dry in ("", "?dryRun=All"):
+    got = refused("admin", "POST", "/api/v1/namespaces/Bad_NS/secrets" + dry, 404, "NotFound",
+                  'namespaces "Bad_NS" not found',
+                  body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}), headers=JSON)
+    assert got["details"] == {"name": "Bad_NS", "kind": "namespaces"}, got
+refused("nobody", "POST", "/api/v1/namespaces/Bad_NS/secrets", 403, "Forbidden",
+        'secrets is forbidden: User "nobody" cannot create resource "secrets" in API group "" in the namespace "Bad_NS"',
+        body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}), headers=JSON)
+got = refused("admin", "PATCH", "/api/v1/namespaces/Bad_NS/secrets/x?fieldManager=t", 404, "NotFound",
+              'namespaces "Bad_NS" not found',
+              body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}),
+              headers={"Content-Type": "application/apply-patch+yaml"})
 assert names() == before, (before, names())
 # A list's resourceVersion and resourceVersionMatch, as ValidateListOptions checks them.
 list_invalid = 'ListOptions.meta.k8s.io "" is invalid: '
