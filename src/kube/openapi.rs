@@ -9,13 +9,20 @@ use serde_json::{json, Value};
 /// `Content-Type` of `/openapi/v2` (kube-openapi's, which Go's MIME parser accepts).
 pub const V2_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-/// The hash the v3 index names the core/v1 document by (its content never changes within a
-/// build).
-pub const V3_HASH: &str = concat!("keyward-", env!("CARGO_PKG_VERSION"));
+/// The hash the v3 index names the core/v1 document by: of its content, as kube-apiserver's
+/// (uppercase hex, here SHA-256), so that a client's cache of an older document is not used
+/// once the document changes.
+pub fn v3_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        let doc = serde_json::to_vec(&v3_core_v1()).unwrap_or_default();
+        hex::encode_upper(crate::crypto::sha256(&doc))
+    })
+}
 
 /// `GET /openapi/v3`: the index.
 pub fn v3_index() -> Value {
-    json!({"paths":{"api/v1":{"serverRelativeURL":format!("/openapi/v3/api/v1?hash={V3_HASH}")}}})
+    json!({"paths":{"api/v1":{"serverRelativeURL":format!("/openapi/v3/api/v1?hash={}", v3_hash())}}})
 }
 
 fn gvk() -> Value {
@@ -147,14 +154,45 @@ fn schemas() -> Value {
           "creationTimestamp": {"type":"string","format":"date-time","description":"CreationTimestamp is a timestamp representing the server time when this object was created. Populated by the system. Read-only."},
           "labels": string_map("Map of string keys and values that can be used to organize and categorize (scope and select) objects."),
           "annotations": string_map("Annotations is an unstructured key value map stored with a resource that may be set by external tools to store and retrieve arbitrary metadata."),
-          "finalizers": {"type":"array","description":"Must be empty before the object is deleted from the registry.","items":{"type":"string","default":""},"x-kubernetes-list-type":"set"},
-          "ownerReferences": {"type":"array","description":"List of objects depended by this object.","items":{"type":"object"},"x-kubernetes-list-type":"map","x-kubernetes-list-map-keys":["uid"],"x-kubernetes-patch-merge-key":"uid","x-kubernetes-patch-strategy":"merge"},
-          "managedFields": {"type":"array","description":"ManagedFields maps workflow-id and version to the set of fields that are managed by that workflow.","items":{"type":"object"}},
+          "finalizers": {"type":"array","description":"Must be empty before the object is deleted from the registry.","items":{"type":"string","default":""},"x-kubernetes-list-type":"set","x-kubernetes-patch-strategy":"merge"},
+          "ownerReferences": {"type":"array","description":"List of objects depended by this object.","items":{"default":{},"allOf":[{"$ref":"#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference"}]},"x-kubernetes-list-type":"map","x-kubernetes-list-map-keys":["uid"],"x-kubernetes-patch-merge-key":"uid","x-kubernetes-patch-strategy":"merge"},
+          "managedFields": {"type":"array","description":"ManagedFields maps workflow-id and version to the set of fields that are managed by that workflow.","items":{"default":{},"allOf":[{"$ref":"#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry"}]},"x-kubernetes-list-type":"atomic"},
           "generation": {"type":"integer","format":"int64","description":"A sequence number representing a specific generation of the desired state."},
           "deletionTimestamp": {"type":"string","format":"date-time","description":"DeletionTimestamp is RFC 3339 date and time at which this resource will be deleted."},
           "deletionGracePeriodSeconds": {"type":"integer","format":"int64","description":"Number of seconds allowed for this object to gracefully terminate before it will be removed from the system."},
           "selfLink": string("Deprecated: selfLink is a legacy read-only field that is no longer populated by the system.")
         }
+      },
+      "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference": {
+        "type": "object",
+        "description": "OwnerReference contains enough information to let you identify an owning object. An owning object must be in the same namespace as the dependent, or be cluster-scoped, so there is no namespace field.",
+        "required": ["apiVersion", "kind", "name", "uid"],
+        "properties": {
+          "apiVersion": {"type":"string","default":"","description":"API version of the referent."},
+          "kind": {"type":"string","default":"","description":"Kind of the referent."},
+          "name": {"type":"string","default":"","description":"Name of the referent."},
+          "uid": {"type":"string","default":"","description":"UID of the referent."},
+          "controller": {"type":"boolean","description":"If true, this reference points to the managing controller."},
+          "blockOwnerDeletion": {"type":"boolean","description":"If true, AND if the owner has the \"foregroundDeletion\" finalizer, then the owner cannot be deleted from the key-value store until this reference is removed."}
+        },
+        "x-kubernetes-map-type": "atomic"
+      },
+      "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry": {
+        "type": "object",
+        "description": "ManagedFieldsEntry is a workflow-id, a FieldSet and the group version of the resource that the fieldset applies to.",
+        "properties": {
+          "manager": string("Manager is an identifier of the workflow managing these fields."),
+          "operation": string("Operation is the type of operation which lead to this ManagedFieldsEntry being created. The only valid values for this field are 'Apply' and 'Update'."),
+          "apiVersion": string("APIVersion defines the version of this resource that this field set applies to."),
+          "time": {"type":"string","format":"date-time","description":"Time is the timestamp of when the ManagedFields entry was added."},
+          "fieldsType": string("FieldsType is the discriminator for the different fields format and version. There is currently only one possible value: \"FieldsV1\""),
+          "fieldsV1": {"description":"FieldsV1 holds the first JSON version format as described in the \"FieldsV1\" type.","allOf":[{"$ref":"#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1"}]},
+          "subresource": string("Subresource is the name of the subresource used to update that object, or empty string if the object was updated through the main resource.")
+        }
+      },
+      "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1": {
+        "type": "object",
+        "description": "FieldsV1 stores a set of fields in a data structure like a Trie, in JSON format."
       }
     })
 }

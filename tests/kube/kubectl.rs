@@ -681,6 +681,14 @@ fn kubectl_version_explain_and_api_resources() {
             explained.contains("Data contains the secret data"),
             "1.{minor}: {explained}"
         );
+        // Down to the fields of metadata's own lists.
+        let owners = k.ok(&["explain", "secret.metadata.ownerReferences"]);
+        assert!(
+            owners.contains("blockOwnerDeletion") && owners.contains("uid"),
+            "1.{minor}: {owners}"
+        );
+        let managed = k.ok(&["explain", "secret.metadata.managedFields.fieldsV1"]);
+        assert!(managed.contains("FieldsV1"), "1.{minor}: {managed}");
         let resources = k.ok(&["api-resources"]);
         assert!(
             resources.lines().any(|l| l.starts_with("secrets ")),
