@@ -381,7 +381,19 @@ fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Opti
     if let Some(c) = cont {
         meta["continue"] = c.into();
     }
-    let items: Vec<Value> = items.iter().map(|s| encode_secret(s.borrow())).collect();
+    // Items without `kind` and `apiVersion`: kube-apiserver leaves a list's items' type
+    // fields empty (the list's own say what they are).
+    let items: Vec<Value> = items
+        .iter()
+        .map(|s| {
+            let mut v = encode_secret(s.borrow());
+            if let Some(m) = v.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            v
+        })
+        .collect();
     json!({"kind":"SecretList","apiVersion":"v1","metadata":meta,"items":items})
 }
 

@@ -76,6 +76,8 @@ def refused(user, method, path, code, reason, message, body=None, headers=None):
 def names():
     code, got = call("admin", "GET", SECRETS)
     assert code == 200, got
+    # As kube-apiserver's, a list's items carry no kind or apiVersion of their own.
+    assert all("kind" not in i and "apiVersion" not in i for i in got["items"]), got
     return sorted(i["metadata"]["name"] for i in got["items"])
 
 
