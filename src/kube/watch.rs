@@ -43,8 +43,17 @@ struct Framing {
 
 impl Framing {
     fn event(&mut self, kind: &str, object: Value) -> Bytes {
-        let mut line =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        /// `metav1.WatchEvent`, its fields in kube-apiserver's order.
+        #[derive(serde::Serialize)]
+        struct WatchEvent<'a> {
+            r#type: &'a str,
+            object: Value,
+        }
+        let mut line = serde_json::to_vec(&WatchEvent {
+            r#type: kind,
+            object,
+        })
+        .unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     }

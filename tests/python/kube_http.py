@@ -220,6 +220,8 @@ def watch_lines(path, n, accept="application/json"):
         buf += chunk
         while b"\n" in buf and len(lines) < n:
             line, buf = buf.split(b"\n", 1)
+            # metav1.WatchEvent's fields in kube-apiserver's order.
+            assert line.startswith(b'{"type":"'), line[:40]
             lines.append(json.loads(line))
     c.close()
     return r.getheader("Content-Type"), lines
