@@ -7,25 +7,16 @@
 use serde_json::{json, Value};
 
 use super::request::Reply;
-use super::status::{Details, Status};
-use crate::authz::go_quote;
+use super::status::Status;
+use crate::access::AccessError;
 use crate::names::Namespace;
 
 /// The namespace `name`, Active, as kube-apiserver writes one created without labels or
 /// finalizers of its own; NotFound for a name no namespace can have.
 pub fn get(name: &str) -> Reply {
     if !Namespace::errors(name).is_empty() {
-        let mut s = Status::failure(
-            404,
-            "NotFound",
-            format!("namespaces {} not found", go_quote(name)),
-        );
-        s.details = Some(Details {
-            name: name.to_owned(),
-            kind: "namespaces".to_owned(),
-            ..Details::default()
-        });
-        return Reply::Status(s);
+        let missing = AccessError::NamespaceNotFound(name.to_owned());
+        return Reply::Status(Status::of_access(&missing));
     }
     Reply::ok(namespace(name))
 }
