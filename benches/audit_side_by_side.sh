@@ -15,7 +15,8 @@
 # as writeback) and the load average for each. The CPU figures span the load tool's warm-up
 # too, so compare them between servers, not with other runs. In a closed loop on few CPUs
 # calls/s swings by 10 % or more between rounds; with RATE the CPU per call is the steadier
-# measure of what a configuration costs.
+# measure of what a configuration costs. The last lines (`summary`) give, per binary, each
+# configuration's median calls/s and the median of its per-round ratios against authz and off.
 #   KW=target/release/keyward OPS="get put" ROUNDS=3 DUR=3s CONFIGS="off authz fs nofs nofs-rr" \
 #     benches/audit_side_by_side.sh
 # RATE=N drives every server at N calls/s (an open loop, `keyward bench store --rate`) instead of
@@ -27,7 +28,7 @@ set -euo pipefail
 KW=${KW:-$PWD/target/release/keyward}
 BINS=${BINS:-"kw=$KW"}
 cd "${WORK:-$(mktemp -d)}"
-rm -rf ./*-off ./*-authz ./*-fs ./*-nofs ./*-nofs-rr ./*-batch ./*-batch-rr ./*.sock audit-*.log* .audit-*
+rm -rf ./*-off ./*-authz ./*-fs ./*-nofs ./*-nofs-rr ./*-batch ./*-batch-rr ./*.sock audit-*.log* .audit-* results.jsonl
 head -c 32 /dev/urandom | base64 > k.b64
 cat > enc.yaml <<YAML
 apiVersion: apiserver.config.k8s.io/v1
@@ -113,9 +114,9 @@ for op in ${OPS:-get put}; do
           --duration "${DUR:-3s}" --warmup 1s --concurrency 16 $rate --output json)
         after=$(cpu "${PID[$name]}"); mafter=$(busy); wafter=$(writer "${PID[$name]}")
         load=$(cut -d' ' -f1 /proc/loadavg)
-        python3 - "$op" "$round" "$name" "$before" "$after" "$tick" "$load" "$out" "$mbefore" "$mafter" "$wbefore" "$wafter" <<'PY'
+        python3 - "$op" "$round" "$name" "$before" "$after" "$tick" "$load" "$out" "$mbefore" "$mafter" "$wbefore" "$wafter" "$t" "$c" <<'PY'
 import json, sys
-op, rnd, c, before, after, tick, load, out, mbefore, mafter, wbefore, wafter = sys.argv[1:]
+op, rnd, c, before, after, tick, load, out, mbefore, mafter, wbefore, wafter, tag, config = sys.argv[1:]
 d = json.loads(out)
 rate = d.get("throughput", d.get("calls_per_second", 0))
 calls = d.get("calls", d.get("total_calls", 0)) or 1
@@ -127,9 +128,36 @@ print(f"{op} {rnd} {c:14} {rate:9.0f}/s  server CPU {1e6 * secs / calls:6.1f} us
       f"(audit writer {1e6 * wsecs / calls:4.1f})  "
       f"machine CPU {1e6 * msecs / calls:6.1f} us/call  "
       f"p50 {lat.get('p50', 0)} p99 {lat.get('p99', 0)} us  load {load}")
+with open("results.jsonl", "a") as f:
+    f.write(json.dumps({"op": op, "round": int(rnd), "tag": tag, "config": config, "rate": rate,
+                        "machine_us": 1e6 * msecs / calls}) + "\n")
 PY
       done
     done
   done
 done
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# The summary: per binary and configuration the median calls/s, and the median over rounds of
+# each round's ratio against RBAC alone (authz) and against no access control (off), the two
+# costs docs/benchmarks.md reports.
+python3 - <<'PY'
+import json, statistics
+rows = [json.loads(l) for l in open("results.jsonl")]
+for op, tag in sorted({(r["op"], r["tag"]) for r in rows}):
+    by = {}
+    for r in rows:
+        if (r["op"], r["tag"]) == (op, tag):
+            by.setdefault(r["config"], {})[r["round"]] = r["rate"]
+    parts = []
+    order = list(by)
+    for config, rounds in by.items():
+        text = f"{config} {statistics.median(rounds.values()):,.0f}/s"
+        # Against the baselines run before it in CONFIGS.
+        for base in (b for b in ("authz", "off") if b in order[: order.index(config)]):
+            common = [n for n in rounds if n in by[base]]
+            if common:
+                ratio = statistics.median(rounds[n] / by[base][n] - 1 for n in common)
+                text += f", {100 * ratio:+.1f} % against {base}"
+        parts.append(text)
+    print(f"summary {op} {tag}: " + "; ".join(parts) + " (medians over rounds)")
+PY
