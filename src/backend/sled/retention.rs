@@ -90,6 +90,11 @@ impl Shared {
     /// compacted revision leaves behind: their history is pruned now rather than the next time
     /// they are written (which, for a deleted Secret, may be never).
     ///
+    /// Each change is pruned at `compacted_after(its revision)`, the compacted revision right
+    /// after it, and every key at the batch's `compacted` last: the floors (which count the
+    /// versions reads can see) are then those the same changes applied one at a time leave,
+    /// wherever batches begin and end.
+    ///
     /// Returns the batch and the revisions of the changes after which their key's history keeps
     /// versions below its floor for the log: their events are flagged, so that the key is pruned
     /// again when they leave the log's window.
@@ -98,6 +103,7 @@ impl Shared {
         changes: &[Change],
         left_window: &BTreeMap<Vec<u8>, OnLeaving>,
         compacted: Revision,
+        compacted_after: impl Fn(Revision) -> Revision,
     ) -> Result<(Writes, HashSet<Revision>), BackendError> {
         let keep = self.opts.history_per_key;
         let mut per_key: BTreeMap<&[u8], Vec<&Change>> = BTreeMap::new();
@@ -155,17 +161,22 @@ impl Shared {
             // everything kept above it. (With unlimited versions only the entries at or below
             // the compacted revision are loaded; the others are never dropped.)
             let mut dropped = Vec::new();
-            history.prune_compacted(compacted, &mut dropped);
+            let first = changes
+                .first()
+                .map_or(compacted, |c| compacted_after(c.revision));
+            history.prune_compacted(first, &mut dropped);
             for change in &changes {
+                let after = compacted_after(change.revision);
                 history
                     .entries
                     .push((change.revision, change.record.is_none()));
-                history.prune_compacted(compacted, &mut dropped);
-                history.prune_count(keep, compacted);
+                history.prune_compacted(after, &mut dropped);
+                history.prune_count(keep, after);
                 if history.keeps_below_floor() {
                     below_floor.insert(change.revision);
                 }
             }
+            history.prune_compacted(compacted, &mut dropped);
             for rev in &dropped {
                 if original_newest.is_some_and(|newest| *rev <= newest) {
                     batch.push((history_key_with(&prefix, *rev).into(), None));

@@ -478,7 +478,7 @@ impl WalDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn rev(r: i64) -> Revision {
@@ -499,7 +499,10 @@ mod tests {
         assert_ne!(crc32c(0, b"123456788"), 0xE306_9283);
     }
 
-    fn record(first: i64, changes: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+    pub(in crate::backend::sled) fn record(
+        first: i64,
+        changes: &[(&[u8], Option<&[u8]>)],
+    ) -> Vec<u8> {
         let mut b = RecordBuilder::default();
         b.begin(rev(first));
         for (k, v) in changes {
@@ -511,7 +514,7 @@ mod tests {
         b.finish().to_vec()
     }
 
-    fn segment(base: i64, records: &[Vec<u8>]) -> Vec<u8> {
+    pub(in crate::backend::sled) fn segment(base: i64, records: &[Vec<u8>]) -> Vec<u8> {
         let mut data = header(rev(base)).to_vec();
         for r in records {
             data.extend_from_slice(r);
@@ -520,7 +523,11 @@ mod tests {
         data
     }
 
-    fn write(dir: &Path, base: i64, data: &[u8]) -> (Revision, PathBuf) {
+    pub(in crate::backend::sled) fn write(
+        dir: &Path,
+        base: i64,
+        data: &[u8],
+    ) -> (Revision, PathBuf) {
         let path = dir.join(segment_name(rev(base)));
         std::fs::write(&path, data).unwrap();
         (rev(base), path)

@@ -223,12 +223,17 @@ impl Applier {
         }
 
         // The log keeps the last `log_retention` revisions: the oldest kept is the compacted one.
+        // Each change's history is pruned at the compacted revision that follows it, as if the
+        // batch's changes were applied one at a time (a key's floor depends on it).
         let retention = i64::try_from(shared.opts.log_retention).unwrap_or(0);
-        let compacted = match Revision::new(revision.get() - retention + 1) {
-            Some(oldest_kept) if retention > 0 && revision > start => {
-                base_compacted.max(oldest_kept)
-            }
+        let compacted_after = |rev: Revision| match Revision::new(rev.get() - retention + 1) {
+            Some(oldest_kept) if retention > 0 => base_compacted.max(oldest_kept),
             _ => base_compacted,
+        };
+        let compacted = if revision > start {
+            compacted_after(revision)
+        } else {
+            base_compacted
         };
         let mut history_batch = Writes::new();
         let mut log_batch = Writes::new();
@@ -238,7 +243,7 @@ impl Applier {
                 .with_layers(|layers| leaving_between(shared, layers, base_compacted, compacted))?;
             let below_floor;
             (history_batch, below_floor) =
-                shared.history_changes(&changes, &left_window, compacted)?;
+                shared.history_changes(&changes, &left_window, compacted, compacted_after)?;
             // Log events carry no values (they are in `kv` and `history`); each says whether
             // its key's history kept versions below its floor for the log after it.
             for event in &events {
@@ -634,5 +639,77 @@ pub(super) fn clone_error(e: &BackendError) -> BackendError {
         },
         BackendError::Corrupt(m) => BackendError::Corrupt(m.clone()),
         BackendError::Io(m) => BackendError::Io(m.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::wal::tests::{record, segment, write};
+    use super::super::{SledBackend, SledOptions, DEFAULT_LAYER_BYTES};
+    use crate::backend::{Backend, BackendError, Expect, Revision};
+
+    const OPTS: SledOptions = SledOptions {
+        layer_bytes: DEFAULT_LAYER_BYTES,
+        history_per_key: 2,
+        log_retention: 6,
+    };
+
+    /// `k` put at 2 and deleted at 3, then, at 4 to 9: `y` put, `k` put twice, `y` put three
+    /// times (the compacted revision ends at 4). As separate writes the third version `k`
+    /// reads can see (tombstone 3, puts 5 and 6) arrives while the compacted revision is 1 and
+    /// sets `k`'s floor to 5. The changes at 4 to 9 in one batch (here a log record replayed on
+    /// open, as after a crash) must leave the same: a read of `k` at 4 is compacted, not absent.
+    #[tokio::test]
+    async fn a_batch_leaves_the_floors_its_changes_applied_one_at_a_time_leave() {
+        let tail: [(&[u8], Option<&[u8]>); 6] = [
+            (b"y", Some(b"y1")),
+            (b"k", Some(b"k2")),
+            (b"k", Some(b"k3")),
+            (b"y", Some(b"y2")),
+            (b"y", Some(b"y3")),
+            (b"y", Some(b"y4")),
+        ];
+        let read_k_at_4 = |dir: &std::path::Path| {
+            let dir = dir.to_path_buf();
+            async move {
+                let store = SledBackend::open(&dir, OPTS).expect("open");
+                assert_eq!(store.current_revision().await.expect("current").get(), 9);
+                assert_eq!(
+                    store.compacted_revision().await.expect("compacted").get(),
+                    4
+                );
+                let at_5 = store.get(b"k", Revision::new(5)).await.expect("read at 5");
+                assert_eq!(at_5.0.expect("k at 5").value, b"k2");
+                match store.get(b"k", Revision::new(4)).await {
+                    Err(BackendError::Compacted {
+                        requested,
+                        compacted,
+                    }) => Ok((requested.get(), compacted.get())),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        };
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (one, batched) = (tmp.path().join("one"), tmp.path().join("batched"));
+        for dir in [&one, &batched] {
+            let store = SledBackend::open(dir, OPTS).expect("open");
+            store
+                .put(b"k", b"k1".to_vec(), Expect::Any)
+                .await
+                .expect("put");
+            store.delete(b"k", Expect::Any).await.expect("delete");
+            if *dir == one {
+                for (key, value) in tail {
+                    let value = value.expect("puts only").to_vec();
+                    store.put(key, value, Expect::Any).await.expect("put");
+                }
+            }
+        }
+        let wal_dir = batched.join(super::super::wal::WAL_DIR);
+        write(&wal_dir, 4, &segment(4, &[record(4, &tail)]));
+
+        let expected = Ok((4, 5));
+        assert_eq!(read_k_at_4(&one).await, expected, "one at a time");
+        assert_eq!(read_k_at_4(&batched).await, expected, "in one batch");
     }
 }
