@@ -133,7 +133,9 @@ pub fn server_side_apply(
     if live.is_none() && out.type_.is_empty() {
         out.type_ = OPAQUE.to_owned();
     }
-    out.metadata.managed_fields = encode(&managers);
+    // A manager left owning nothing is dropped (apimachinery's `stripMetaManager`), even the
+    // applier's own entry when it applied nothing but the object's identity.
+    out.metadata.managed_fields = managed::recorded(encode(&managers));
     if manager == KUBECTL {
         update_last_applied(&mut out, applied);
     }

@@ -89,8 +89,17 @@ pub fn decode_secret(body: &[u8], validation: FieldValidation) -> Result<Decoded
         // YAML: unknown fields in the schema's order (duplicates are a YAML error already).
         strict.extend(walk.unknown);
     }
-    let secret =
+    let mut secret =
         secret_from_json(&parsed.value).map_err(|e| KubeError::Undecodable(e.to_string()))?;
+    // `managedFields: []` (not absent, not null) resets them, as one empty entry does.
+    let reset = parsed
+        .value
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty);
+    if reset {
+        secret.metadata.managed_fields = crate::store::managed::none_owned();
+    }
     let warnings = match validation {
         FieldValidation::Strict if !strict.is_empty() => {
             return Err(KubeError::Undecodable(format!(

@@ -625,9 +625,11 @@ fn stored_data(s: &Secret) -> Cow<'_, BTreeMap<String, SecretBytes>> {
 ///   drop them);
 /// - fields the write added or changed move to `manager`'s `Update` entry (merged with its
 ///   earlier one, time refreshed); fields it removed leave every manager;
-/// - managers left owning nothing are dropped. If that leaves no entry at all, `manager` keeps
-///   an entry owning nothing, so that the store can tell a Kubernetes write (which always
-///   carries `managedFields`) from a `keyward.v1` one.
+/// - managers left owning nothing are dropped. If that leaves no entry at all, the result is
+///   [`none_owned`], which the store writes as no `managedFields` (and tells from a `keyward.v1`
+///   write, which carries none and is recorded as manager `keyward`);
+/// - `new` holding one empty entry (or `managedFields: []`, which the Kubernetes API decodes
+///   to it) resets them: the managers start from nothing.
 pub fn record_update(old: Option<&Secret>, new: &mut Secret, manager: &str, now: &str) {
     if new.metadata.managed_fields.is_empty() {
         if let Some(entries) = old.and_then(|old| same_owner(old, new, manager, now)) {
@@ -727,7 +729,9 @@ fn owns(root: &Map<String, Value>, path: &[String]) -> bool {
 /// encoding the entries again.
 fn record_update_in_full(old: Option<&Secret>, new: &mut Secret, manager: &str, now: &str) {
     let given = &new.metadata.managed_fields;
-    let mut managers = if given.is_empty() {
+    let mut managers = if is_none_owned(given) {
+        Managers::new()
+    } else if given.is_empty() {
         old.map(|o| decode(&o.metadata.managed_fields))
             .unwrap_or_default()
     } else {
@@ -749,19 +753,29 @@ fn record_update_in_full(old: Option<&Secret>, new: &mut Secret, manager: &str, 
         entry.fields = entry.fields.union(&changed);
         entry.time = now.to_owned();
     }
-    let mut entries = encode(&managers);
+    new.metadata.managed_fields = recorded(encode(&managers));
+}
+
+/// What a writer that records `managedFields` itself (the Kubernetes API) hands the store when
+/// no manager owns anything: one empty entry, the value kube-apiserver reads as "reset".
+/// kube-apiserver then stores no `managedFields`, and so does the store; an empty list instead
+/// is a `keyward.v1` write, which the store records as manager `keyward`.
+pub fn none_owned() -> Vec<ManagedFieldsEntry> {
+    vec![ManagedFieldsEntry::default()]
+}
+
+/// Whether `entries` is [`none_owned`].
+pub fn is_none_owned(entries: &[ManagedFieldsEntry]) -> bool {
+    matches!(entries, [only] if *only == ManagedFieldsEntry::default())
+}
+
+/// `entries` as a recording writer hands them to the store: [`none_owned`] if empty.
+pub fn recorded(entries: Vec<ManagedFieldsEntry>) -> Vec<ManagedFieldsEntry> {
     if entries.is_empty() {
-        entries.push(ManagedFieldsEntry {
-            manager: manager.to_owned(),
-            operation: UPDATE.to_owned(),
-            api_version: API_VERSION.to_owned(),
-            time: now.to_owned(),
-            fields_type: FIELDS_V1.to_owned(),
-            fields_v1: Some(Value::Object(Map::new())),
-            subresource: String::new(),
-        });
+        none_owned()
+    } else {
+        entries
     }
-    new.metadata.managed_fields = entries;
 }
 
 /// `managedFields` equal but for their times (kube-apiserver does not write an object whose
@@ -879,6 +893,33 @@ mod tests {
         unaware.metadata.managed_fields.clear();
         record_update(Some(&old), &mut unaware, "python", "t3");
         assert_eq!(unaware.metadata.managed_fields, old.metadata.managed_fields);
+    }
+
+    #[test]
+    fn a_reset_starts_from_nothing_and_nothing_owned_is_none_owned() {
+        let mut old = secret(&[("a", "1")]);
+        record_update(None, &mut old, "creator", "t1");
+        assert_eq!(old.metadata.managed_fields.len(), 1);
+        // `[{}]` with no other change: no manager owns anything.
+        let mut reset = old.clone();
+        reset.metadata.managed_fields = none_owned();
+        record_update(Some(&old), &mut reset, "kubectl-patch", "t2");
+        assert!(is_none_owned(&reset.metadata.managed_fields));
+        // With a change, the writer owns what it changed, and only that.
+        let mut changed = old.clone();
+        changed.metadata.managed_fields = none_owned();
+        changed
+            .data
+            .insert("b".into(), SecretBytes(b"2".to_vec().into()));
+        record_update(Some(&old), &mut changed, "kubectl-patch", "t3");
+        assert_eq!(changed.metadata.managed_fields.len(), 1);
+        assert_eq!(changed.metadata.managed_fields[0].manager, "kubectl-patch");
+        assert_eq!(
+            changed.metadata.managed_fields[0].fields_v1,
+            Some(json!({"f:data": {"f:b": {}}}))
+        );
+        assert!(!is_none_owned(&[]));
+        assert_eq!(recorded(Vec::new()), none_owned());
     }
 
     /// The versions `compare_stored_agrees_with_the_json_comparison` compares pairwise.

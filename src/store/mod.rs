@@ -448,9 +448,13 @@ impl Store {
     /// Records a write in `managedFields` unless the caller did: a write without them comes
     /// from a client that does not carry Kubernetes metadata (`keyward.v1`), recorded as
     /// manager [`KEYWARD_MANAGER`]; the Kubernetes API always hands them over, recorded by
-    /// [`managed::record_update`] or server-side apply under its field manager.
+    /// [`managed::record_update`] or server-side apply under its field manager, and
+    /// [`managed::none_owned`] when no manager owns anything (stored as none, as
+    /// kube-apiserver stores them).
     fn stamp(old: Option<&Secret>, s: &mut Secret) {
-        if s.metadata.managed_fields.is_empty() {
+        if managed::is_none_owned(&s.metadata.managed_fields) {
+            s.metadata.managed_fields.clear();
+        } else if s.metadata.managed_fields.is_empty() {
             managed::record_update(old, s, KEYWARD_MANAGER, &now_rfc3339());
         }
     }
@@ -633,7 +637,9 @@ impl Store {
             next.metadata.deletion_timestamp = old.metadata.deletion_timestamp.clone();
             next.metadata.deletion_grace_period_seconds =
                 old.metadata.deletion_grace_period_seconds;
-            if next.metadata.managed_fields.is_empty() {
+            // A Kubernetes write always carries managedFields (`none_owned` for none).
+            let keyward_v1 = next.metadata.managed_fields.is_empty();
+            if keyward_v1 {
                 // keyward.v1 carries no ownerReferences, finalizers or generateName: keep them.
                 next.metadata.owner_references = old.metadata.owner_references.clone();
                 next.metadata.finalizers = old.metadata.finalizers.clone();
@@ -647,11 +653,13 @@ impl Store {
                 && next.metadata.owner_references == old.metadata.owner_references
                 && next.metadata.finalizers == old.metadata.finalizers
                 && next.metadata.generate_name == old.metadata.generate_name
-                && (next.metadata.managed_fields.is_empty()
+                && (keyward_v1
                     || managed::same_but_times(
                         &next.metadata.managed_fields,
                         &old.metadata.managed_fields,
-                    ));
+                    )
+                    || (managed::is_none_owned(&next.metadata.managed_fields)
+                        && old.metadata.managed_fields.is_empty()));
             let deleting = !old.metadata.deletion_timestamp.is_empty();
             if deleting {
                 let added: Vec<&String> = next

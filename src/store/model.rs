@@ -473,7 +473,9 @@ fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
             errs.push(err(path, format!("Invalid value: {f:?}: name is neither a standard finalizer name nor is it fully qualified")));
         }
     }
-    for (i, e) in m.managed_fields.iter().enumerate() {
+    // One empty entry is `managed::none_owned` (no manager owns anything), stored as none.
+    let none_owned = super::managed::is_none_owned(&m.managed_fields);
+    for (i, e) in m.managed_fields.iter().enumerate().filter(|_| !none_owned) {
         let path = format!("metadata.managedFields[{i}]");
         if e.operation != "Apply" && e.operation != "Update" {
             errs.push(err(

@@ -8,7 +8,8 @@
 //! These run the object semantics of `kube::objects`, `kube::proto`, `kube::patch` and
 //! `kube::apply` (strict decoding, protobuf, patches, server-side apply).
 
-use crate::kubectl::World;
+use crate::kubectl::{Kubectl, World};
+
 use crate::support::tools::KUBECTL_MINORS;
 
 /// The PEM pair `create secret tls` reads.
@@ -472,6 +473,75 @@ fn kubectl_moves_between_client_side_and_server_side_apply() {
             "{\"a\":\"MQ==\"}|{\"t\":\"a\"}",
             "kubectl 1.{minor}"
         );
+    }
+}
+
+/// A manager left owning nothing is dropped, and `managedFields: [{}]` or `[]` resets them:
+/// with no manager left, the Secret has no `managedFields` (kube-apiserver's field manager),
+/// not an entry of keyward's own.
+#[test]
+fn managers_owning_nothing_leave_no_managed_fields() {
+    let w = World::start(&[]);
+    for minor in KUBECTL_MINORS {
+        let k = w.kubectl(minor);
+        let name = format!("owned{minor}");
+        let full = w.dev.path(&format!("{name}-full.yaml"));
+        let bare = w.dev.path(&format!("{name}-bare.yaml"));
+        let head = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n");
+        std::fs::write(&full, format!("{head}data:\n  a: MQ==\n")).unwrap();
+        std::fs::write(&bare, &head).unwrap();
+        let managed = |k: &Kubectl| {
+            k.ok(&[
+                "get",
+                "secret",
+                &name,
+                "--show-managed-fields",
+                "-o",
+                "jsonpath={.metadata.managedFields[*].manager}|{.data}",
+            ])
+        };
+        for file in [&full, &bare] {
+            assert_eq!(
+                k.ok(&["apply", "--server-side", "-f", file.to_str().unwrap()]),
+                format!("secret/{name} serverside-applied\n"),
+                "kubectl 1.{minor}"
+            );
+        }
+        assert_eq!(
+            managed(&k),
+            "|",
+            "kubectl 1.{minor}: the applier owns nothing"
+        );
+        for reset in [r#"[{}]"#, "[]"] {
+            k.ok(&[
+                "patch",
+                "secret",
+                &name,
+                "--type=merge",
+                "-p",
+                r#"{"data":{"b":"Mg=="}}"#,
+            ]);
+            assert_eq!(
+                managed(&k),
+                r#"kubectl-patch|{"b":"Mg=="}"#,
+                "kubectl 1.{minor}"
+            );
+            let patch = format!(r#"{{"metadata":{{"managedFields":{reset}}}}}"#);
+            k.ok(&["patch", "secret", &name, "--type=merge", "-p", &patch]);
+            assert_eq!(
+                managed(&k),
+                r#"|{"b":"Mg=="}"#,
+                "kubectl 1.{minor}: {reset}"
+            );
+            k.ok(&[
+                "patch",
+                "secret",
+                &name,
+                "--type=json",
+                "-p",
+                r#"[{"op":"remove","path":"/data"}]"#,
+            ]);
+        }
     }
 }
 
