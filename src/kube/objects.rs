@@ -47,6 +47,18 @@ pub struct Decoded {
 /// - `apiVersion` and `kind` may be absent (the URL says what the body is); any other than
 ///   `v1` and `Secret` is a 400.
 pub fn decode_secret(body: &[u8], validation: FieldValidation) -> Result<Decoded, KubeError> {
+    decode_secret_with(body, validation, &[])
+}
+
+/// [`decode_secret`] of a body that was YAML, converted to JSON, with the YAML's repeated keys
+/// ([`repeated_keys`](super::yaml_keys::repeated_keys)): kube-apiserver's YAML decoder reports
+/// them first, as one error under `Strict` (`yaml: unmarshal errors:\n  line 5: key "name"
+/// already set in map`) and as a warning each under `Warn`.
+pub fn decode_secret_with(
+    body: &[u8],
+    validation: FieldValidation,
+    yaml_repeats: &[String],
+) -> Result<Decoded, KubeError> {
     // A JSON body (YAML ones arrive converted): YAML here is a JSON syntax error, as in
     // kube-apiserver's JSON serializer.
     let parsed = parse_with(body, Some(&SECRET), false)?;
@@ -85,6 +97,8 @@ pub fn decode_secret(body: &[u8], validation: FieldValidation) -> Result<Decoded
         return Err(KubeError::Undecodable(e.to_string()));
     }
     let mut strict = parsed.strict;
+    let yaml_error = (!yaml_repeats.is_empty())
+        .then(|| format!("yaml: unmarshal errors:\n  {}", yaml_repeats.join("\n  ")));
     if !parsed.checked {
         // YAML: unknown fields in the schema's order (duplicates are a YAML error already).
         strict.extend(walk.unknown);
@@ -101,13 +115,14 @@ pub fn decode_secret(body: &[u8], validation: FieldValidation) -> Result<Decoded
         secret.metadata.managed_fields = crate::store::managed::none_owned();
     }
     let warnings = match validation {
-        FieldValidation::Strict if !strict.is_empty() => {
+        FieldValidation::Strict if !strict.is_empty() || yaml_error.is_some() => {
+            let all: Vec<String> = yaml_error.into_iter().chain(strict).collect();
             return Err(KubeError::Undecodable(format!(
                 "strict decoding error: {}",
-                strict.join(", ")
-            )))
+                all.join(", ")
+            )));
         }
-        FieldValidation::Warn => strict,
+        FieldValidation::Warn => yaml_repeats.iter().cloned().chain(strict).collect(),
         _ => Vec::new(),
     };
     Ok(Decoded { secret, warnings })

@@ -165,6 +165,16 @@ impl KubeRequest {
         }
     }
 
+    /// The repeated keys of a YAML body ([`repeated_keys`](super::yaml_keys::repeated_keys)),
+    /// which its conversion to JSON drops, unless `validation` ignores them; none for others.
+    pub fn yaml_repeated_keys(&self, validation: FieldValidation) -> Vec<String> {
+        if self.content_type == "application/yaml" && validation != FieldValidation::Ignore {
+            super::yaml_keys::repeated_keys(&self.body)
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The body as a JSON value (see [`json_body`](Self::json_body)); an empty body is `null`.
     pub fn json_value(&self, kind: &str) -> Result<Value, KubeError> {
         let bytes = self.json_body(kind)?;

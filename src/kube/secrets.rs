@@ -10,12 +10,14 @@ use serde_json::{json, Value};
 
 use super::apply;
 use super::objects::{
-    decode_secret, encode_secret, parse_patch, partial_object_metadata, FieldValidation,
+    decode_secret, decode_secret_with, encode_secret, parse_patch, partial_object_metadata,
+    FieldValidation,
 };
 use super::patch;
 use super::request::{unsupported_media_type, yaml_to_json, Form, KubeRequest, Reply};
 use super::status::Status;
 use super::table::{self, IncludeObject};
+use super::yaml_keys;
 use super::KubeError;
 use crate::access::{Access, AccessError, ListAt, WriteVerb};
 use crate::names::{FieldError, SecretName};
@@ -262,6 +264,22 @@ fn patch_json(
     })
 }
 
+/// A server-side apply's repeated YAML keys ([`yaml_keys::repeated_keys`]) under `validation`:
+/// kube-apiserver's 400 under Strict, a warning each under Warn.
+fn repeated_keys_checked(
+    repeated: &[String],
+    validation: FieldValidation,
+) -> Result<Vec<String>, KubeError> {
+    match validation {
+        FieldValidation::Strict if !repeated.is_empty() => Err(KubeError::BadRequest(format!(
+            "error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  {}",
+            repeated.join("\n  ")
+        ))),
+        FieldValidation::Warn => Ok(repeated.to_vec()),
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// kube-apiserver's 422 for a patch whose result is not a Secret (a field of the wrong type,
 /// `data` that is not base64): `patch: Invalid value: <value>: <why>`, the strategic merge
 /// patch's base64 error in its unstructured converter's words. The value (the patch, or the
@@ -402,7 +420,11 @@ fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Opti
 pub async fn create(access: &Access, req: &KubeRequest, ns: &str) -> Result<Reply, KubeError> {
     let opts = req.write_options("CreateOptions")?;
     let body = req.json_body("Secret")?;
-    let decoded = decode_secret(&body, opts.validation)?;
+    let decoded = decode_secret_with(
+        &body,
+        opts.validation,
+        &req.yaml_repeated_keys(opts.validation),
+    )?;
     let mut s = decoded.secret;
     check_path(&mut s, ns, None)?;
     if !crate::names::Namespace::errors(ns).is_empty() {
@@ -446,7 +468,11 @@ pub async fn create(access: &Access, req: &KubeRequest, ns: &str) -> Result<Repl
 pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
     let opts = req.write_options("UpdateOptions")?;
     let body = req.json_body("Secret")?;
-    let decoded = decode_secret(&body, opts.validation)?;
+    let decoded = decode_secret_with(
+        &body,
+        opts.validation,
+        &req.yaml_repeated_keys(opts.validation),
+    )?;
     let mut s = decoded.secret;
     check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
     let live = access
@@ -528,6 +554,14 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             patch_doc.as_array().map_or(0, Vec::len)
         )));
     }
+    // A server-side apply's repeated keys: reported once the apply has merged, as
+    // kube-apiserver's strict decode of its YAML reports them.
+    let repeated = match kind {
+        PatchType::Apply if opts.validation != FieldValidation::Ignore => {
+            yaml_keys::repeated_keys(&req.body)
+        }
+        _ => Vec::new(),
+    };
     loop {
         let live = match access
             .read_for_write(&req.ctx, WriteVerb::Patch, &id.namespace, &id.name)
@@ -537,12 +571,13 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             Err(AccessError::Store(StoreError::NotFound { .. })) if kind == PatchType::Apply => {
                 let mut s =
                     apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
+                let warnings = repeated_keys_checked(&repeated, opts.validation)?;
                 check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
                 let created = access.create_by_apply(&req.ctx, s, opts.dry_run).await?;
                 return Ok(Reply::Json {
                     code: 201,
                     body: encode_secret(&created),
-                    warnings: Vec::new(),
+                    warnings,
                 });
             }
             Err(e) => return Err(e.into()),
@@ -550,7 +585,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         let (mut next, warnings) = match kind {
             PatchType::Apply => (
                 apply::server_side_apply(Some(&live), &patch_doc, &opts.manager, force, &now())?,
-                Vec::new(),
+                repeated_keys_checked(&repeated, opts.validation)?,
             ),
             _ => {
                 let live_json = encode_secret(&live);

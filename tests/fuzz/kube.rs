@@ -7,6 +7,7 @@
 use keyward::kube::objects::{decode_secret, patch_strict_errors, FieldValidation};
 use keyward::kube::patch::{json_patch, merge, strategic_merge};
 use keyward::kube::secrets::unkeyable_name;
+use keyward::kube::yaml_keys::repeated_keys;
 use keyward::kube::KubeError;
 use serde_json::{json, Value};
 
@@ -142,6 +143,37 @@ fn unkeyable_names() {
                 assert!(m.starts_with("Name parameter invalid: "), "{m}");
             }
             None => assert!(!bad, "{name:?}"),
+        }
+    });
+}
+
+/// YAML bodies' repeated keys: nothing panics, and each report names a line of the body and
+/// never a value.
+#[test]
+fn yaml_repeated_keys() {
+    let corpus = Corpus::text(
+        &[
+            "a: 1\na: secret-value\n",
+            "data:\n  k: x\n  k:\n    secret-value\n",
+            "{\"a\": {\"b\": 1, \"b\": 2}, \"a\": [1]}",
+        ],
+        &[
+            "a", ":", " ", "\n", "  ", "-", "{", "}", "[", "]", ",", "\"", "&x", "*x", "<<", "1",
+            "true", "~",
+        ],
+    );
+    fuzz("YAML repeated keys", 3000, &corpus, |input| {
+        let lines = input.iter().filter(|b| **b == b'\n').count() + 1;
+        let repeats = repeated_keys(input);
+        for r in &repeats {
+            assert!(!r.contains(SECRET), "{r}");
+            let line: usize = r
+                .strip_prefix("line ")
+                .and_then(|r| r.split(':').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{r}"));
+            assert!((1..=lines).contains(&line), "{r} of {lines} lines");
+            assert!(r.ends_with(" already set in map"), "{r}");
         }
     });
 }

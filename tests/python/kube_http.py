@@ -378,4 +378,42 @@ assert code == 201 and json.loads(data)["metadata"]["resourceVersion"] == "12", 
 assert call("GET", SECRETS + "/rv-set")[0] == 404
 code, _, data = call("POST", SECRETS, with_version("Bad_Name"), JSON_CT)
 assert code == 422 and json.loads(data)["reason"] == "Invalid", (code, data)
+
+# Repeated keys of a YAML body, as kube-apiserver's YAML decoder (go-yaml v2's strict decode)
+# reports them: the line where the repeated key's value starts; one error under Strict, a
+# warning each under Warn (the default); the last value is kept.
+def warnings_of(method, path, body, ctype):
+    c = conn()
+    c.request(method, path, body=body, headers={"Content-Type": ctype})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, [w for k, w in r.getheaders() if k.lower() == "warning"], data
+
+DUP_YAML = b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: dup-a\n  name: dup-b\n  foo: 1\ndata:\n  k: MQ==\n  k:\n    Mg==\n"
+status("POST", SECRETS + "?fieldValidation=Strict", 400, {
+    "reason": "BadRequest",
+    "message": 'Secret in version "v1" cannot be handled as a Secret: strict decoding error: yaml: unmarshal errors:\n'
+               '  line 5: key "name" already set in map\n  line 10: key "k" already set in map, unknown field "metadata.foo"'},
+    body=DUP_YAML, headers={"Content-Type": "application/yaml"})
+assert call("GET", SECRETS + "/dup-b")[0] == 404
+code, warns, data = warnings_of("POST", SECRETS, DUP_YAML, "application/yaml")
+assert code == 201 and warns == ['299 - "line 5: key \\"name\\" already set in map"',
+                                 '299 - "line 10: key \\"k\\" already set in map"',
+                                 '299 - "unknown field \\"metadata.foo\\""'], (code, warns)
+assert json.loads(data)["data"] == {"k": "Mg=="} and json.loads(data)["metadata"]["name"] == "dup-b", data
+APPLY = SECRETS + "/dup-c?fieldManager=t"
+APPLY_YAML = b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: dup-c\ndata:\n  k: MQ==\n  k: Mg==\n"
+status("PATCH", APPLY + "&fieldValidation=Strict", 400, {
+    "reason": "BadRequest",
+    "message": 'error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n'
+               '  line 7: key "k" already set in map'},
+    body=APPLY_YAML, headers={"Content-Type": "application/apply-patch+yaml"})
+assert call("GET", SECRETS + "/dup-c")[0] == 404
+for expect in (201, 200):
+    code, warns, data = warnings_of("PATCH", APPLY, APPLY_YAML, "application/apply-patch+yaml")
+    assert code == expect and warns == ['299 - "line 7: key \\"k\\" already set in map"'], (code, warns, data)
+    assert json.loads(data)["data"] == {"k": "Mg=="}, data
+code, warns, _ = warnings_of("PATCH", APPLY + "&fieldValidation=Ignore", APPLY_YAML, "application/apply-patch+yaml")
+assert code == 200 and warns == [], (code, warns)
 print("ok")
