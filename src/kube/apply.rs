@@ -64,7 +64,7 @@ pub fn server_side_apply(
 
     let applied_set = applied_fields(applied);
     let mut managers: Managers = live
-        .map(|l| decode(&l.metadata.managed_fields))
+        .map(|l| first_apply_managers(l, now))
         .unwrap_or_default();
     let me = ManagerId::new(manager, APPLY);
     let last = managers.remove(&me);
@@ -197,6 +197,25 @@ pub fn record_update(old: Option<&Secret>, new: &mut Secret, manager: &str, now:
 
 /// Longest field manager name (apimachinery's `FieldManagerMaxLength`).
 pub const FIELD_MANAGER_MAX_LENGTH: usize = 128;
+
+/// The manager kube-apiserver records, on the first apply to an object without
+/// `managedFields`, as owning every field the object has (apimachinery's
+/// `skipNonAppliedManager`): an apply then conflicts with it on any value it changes.
+pub const BEFORE_FIRST_APPLY: &str = "before-first-apply";
+
+/// The managers of `live`, as an apply starts from them: its own, or, if it has none, one
+/// `Update` by [`BEFORE_FIRST_APPLY`] owning every field it has.
+fn first_apply_managers(live: &Secret, now: &str) -> Managers {
+    if !live.metadata.managed_fields.is_empty() {
+        return decode(&live.metadata.managed_fields);
+    }
+    let mut owned = live.clone();
+    managed::record_update(None, &mut owned, BEFORE_FIRST_APPLY, now);
+    if managed::is_none_owned(&owned.metadata.managed_fields) {
+        return Managers::new();
+    }
+    decode(&owned.metadata.managed_fields)
+}
 
 /// The field manager of a non-apply write: the `fieldManager` parameter if given, else the
 /// `User-Agent` up to its first `/`, without non-printable characters, cut to 128 bytes

@@ -478,7 +478,7 @@ fn kubectl_moves_between_client_side_and_server_side_apply() {
 
 /// A manager left owning nothing is dropped, and `managedFields: [{}]` or `[]` resets them:
 /// with no manager left, the Secret has no `managedFields` (kube-apiserver's field manager),
-/// not an entry of keyward's own.
+/// not an entry of keyward's own; the next apply starts with `before-first-apply`.
 #[test]
 fn managers_owning_nothing_leave_no_managed_fields() {
     let w = World::start(&[]);
@@ -542,6 +542,14 @@ fn managers_owning_nothing_leave_no_managed_fields() {
                 r#"[{"op":"remove","path":"/data"}]"#,
             ]);
         }
+        // The first apply to an object without managedFields records `before-first-apply` as
+        // owning what the object had (its type).
+        k.ok(&["apply", "--server-side", "-f", full.to_str().unwrap()]);
+        assert_eq!(
+            managed(&k),
+            r#"kubectl before-first-apply|{"a":"MQ=="}"#,
+            "kubectl 1.{minor}"
+        );
     }
 }
 

@@ -407,3 +407,59 @@ fn managers_from_user_agents() {
     assert_eq!(manager_or_user_agent(Some(""), "a\u{7}b/1"), "ab");
     assert_eq!(manager_or_user_agent(None, &"x".repeat(300)).len(), 128);
 }
+
+#[test]
+fn an_object_without_managed_fields_is_owned_by_before_first_apply() {
+    let mut live = csa_created(&[("k", "a"), ("l", "b")]);
+    live.metadata.managed_fields.clear();
+    // The same value is shared; a new key is the applier's; nothing conflicts.
+    let first = server_side_apply(
+        Some(&live),
+        &config(json!({"data": {"k": "YQ==", "m": "Yw=="}})),
+        "mgr",
+        false,
+        T1,
+    )
+    .unwrap();
+    let before = entry(&first, BEFORE_FIRST_APPLY);
+    assert_eq!(
+        (before.operation.as_str(), before.time.as_str()),
+        ("Update", T1)
+    );
+    assert_eq!(
+        before.fields,
+        json!({"f:data": {".": {}, "f:k": {}, "f:l": {}}, "f:type": {}})
+    );
+    assert_eq!(
+        entry(&first, "mgr").fields,
+        json!({"f:data": {"f:k": {}, "f:m": {}}})
+    );
+    // A changed value conflicts with it.
+    let err = server_side_apply(
+        Some(&live),
+        &config(json!({"data": {"k": "eg=="}})),
+        "mgr",
+        false,
+        T1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"Apply failed with 1 conflict: conflict with "before-first-apply" using v1: .data.k"#
+    );
+    // An object with managedFields is not given one.
+    let owned = csa_created(&[("k", "a")]);
+    let applied = server_side_apply(
+        Some(&owned),
+        &config(json!({"data": {"k": "YQ=="}})),
+        "mgr",
+        false,
+        T1,
+    )
+    .unwrap();
+    assert!(applied
+        .metadata
+        .managed_fields
+        .iter()
+        .all(|e| e.manager != BEFORE_FIRST_APPLY));
+}
