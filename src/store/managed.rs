@@ -753,7 +753,93 @@ fn record_update_in_full(old: Option<&Secret>, new: &mut Secret, manager: &str, 
         entry.fields = entry.fields.union(&changed);
         entry.time = now.to_owned();
     }
+    cap_update_managers(&mut managers);
     new.metadata.managed_fields = recorded(encode(&managers));
+}
+
+/// Most `Update` managers an object keeps (apimachinery's `DefaultMaxUpdateManagers`).
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+
+/// The manager the oldest `Update` managers beyond [`MAX_UPDATE_MANAGERS`] are merged into.
+pub const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Caps the `Update` managers at [`MAX_UPDATE_MANAGERS`] after a non-apply write, as
+/// kube-apiserver's `capManagersManager` does: oldest first (by the second of their time,
+/// then by identity), the first manager of each API version stays until a second of that
+/// version comes, which moves both into one [`ANCIENT_CHANGES`] entry of that version (the
+/// later time kept); each further one of the version is merged into it, until few enough are
+/// left. Managers that own nothing have been dropped already.
+fn cap_update_managers(managers: &mut Managers) {
+    let mut updaters: Vec<ManagerId> = managers
+        .iter()
+        .filter(|(id, m)| id.operation != APPLY && !m.fields.is_empty())
+        .map(|(id, _)| id.clone())
+        .collect();
+    if updaters.len() <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    let seconds = |id: &ManagerId| {
+        managers
+            .get(id)
+            .and_then(|m| crate::go_time::parse_rfc3339(&m.time).ok())
+            .map_or(0, |t| t.unix)
+    };
+    let mut keyed: Vec<(i64, String, ManagerId)> = updaters
+        .drain(..)
+        .map(|id| (seconds(&id), go_identifier(&id), id))
+        .collect();
+    keyed.sort();
+    let mut first_of_version: BTreeMap<String, ManagerId> = BTreeMap::new();
+    let mut length = keyed.len();
+    for (_, _, id) in keyed {
+        if length <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let Some(m) = managers.get(&id) else { continue };
+        let (version, time, fields) = (m.api_version.clone(), m.time.clone(), m.fields.clone());
+        let bucket = ManagerId {
+            manager: ANCIENT_CHANGES.to_owned(),
+            operation: UPDATE.to_owned(),
+            api_version: version.clone(),
+            subresource: String::new(),
+        };
+        let Some(first) = first_of_version.get(&version) else {
+            first_of_version.insert(version, id);
+            continue;
+        };
+        if !managers.contains_key(&bucket) {
+            if let Some(moved) = managers.remove(first) {
+                managers.insert(bucket.clone(), moved);
+            }
+        }
+        if let Some(b) = managers.get_mut(&bucket) {
+            b.fields = fields.union(&b.fields);
+            b.time = time;
+        }
+        // As kube-apiserver: removed even when it is the bucket itself.
+        managers.remove(&id);
+        length -= 1;
+    }
+}
+
+/// apimachinery's `BuildManagerIdentifier`: the entry without its fields and time, as Go's
+/// JSON in its field order (`apiVersion` left out for `Apply`, `subresource` when empty); what
+/// it sorts managers of the same second by.
+fn go_identifier(id: &ManagerId) -> String {
+    let quote = |s: &str| crate::manifest::gojson::compact(&Value::String(s.to_owned()));
+    let mut out = format!(
+        "{{\"manager\":{},\"operation\":{}",
+        quote(&id.manager),
+        quote(&id.operation)
+    );
+    if !id.api_version.is_empty() {
+        out.push_str(&format!(",\"apiVersion\":{}", quote(&id.api_version)));
+    }
+    if !id.subresource.is_empty() {
+        out.push_str(&format!(",\"subresource\":{}", quote(&id.subresource)));
+    }
+    out.push('}');
+    out
 }
 
 /// What a writer that records `managedFields` itself (the Kubernetes API) hands the store when
@@ -920,6 +1006,64 @@ mod tests {
         );
         assert!(!is_none_owned(&[]));
         assert_eq!(recorded(Vec::new()), none_owned());
+    }
+
+    #[test]
+    fn update_managers_beyond_ten_merge_into_ancient_changes() {
+        let mut s = secret(&[]);
+        record_update(None, &mut s, "m00", "2024-01-01T00:00:00Z");
+        for i in 1..=10 {
+            let mut next = s.clone();
+            next.data
+                .insert(format!("k{i:02}"), SecretBytes(b"v".to_vec().into()));
+            let time = format!("2024-01-01T00:00:{i:02}Z");
+            record_update(Some(&s), &mut next, &format!("m{i:02}"), &time);
+            s = next;
+        }
+        // Eleven managers: the two oldest (m00 owns the type, m01 its key) are now one.
+        let names: Vec<&str> = s
+            .metadata
+            .managed_fields
+            .iter()
+            .map(|e| e.manager.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ancient-changes",
+                "m02",
+                "m03",
+                "m04",
+                "m05",
+                "m06",
+                "m07",
+                "m08",
+                "m09",
+                "m10"
+            ]
+        );
+        let ancient = &s.metadata.managed_fields[0];
+        assert_eq!(ancient.operation, UPDATE);
+        assert_eq!(ancient.time, "2024-01-01T00:00:01Z", "the later of the two");
+        assert_eq!(
+            ancient.fields_v1,
+            Some(json!({"f:data": {".": {}, "f:k01": {}}, "f:type": {}}))
+        );
+        // The next new manager merges the oldest one left into it.
+        let mut next = s.clone();
+        next.data
+            .insert("k11".into(), SecretBytes(b"v".to_vec().into()));
+        record_update(Some(&s), &mut next, "m11", "2024-01-01T00:00:11Z");
+        let ancient = &next.metadata.managed_fields[0];
+        assert_eq!(
+            (ancient.manager.as_str(), ancient.time.as_str()),
+            ("ancient-changes", "2024-01-01T00:00:02Z")
+        );
+        assert_eq!(next.metadata.managed_fields.len(), MAX_UPDATE_MANAGERS);
+        assert_eq!(
+            go_identifier(&ManagerId::new("a<b", UPDATE)),
+            r#"{"manager":"a\u003cb","operation":"Update","apiVersion":"v1"}"#
+        );
     }
 
     /// The versions `compare_stored_agrees_with_the_json_comparison` compares pairwise.

@@ -553,6 +553,33 @@ fn managers_owning_nothing_leave_no_managed_fields() {
     }
 }
 
+/// Writes by more than ten field managers keep ten `Update` entries: the oldest are merged
+/// into `ancient-changes` (kube-apiserver's cap).
+#[test]
+fn update_managers_are_capped_at_ten() {
+    let w = World::start(&[]);
+    let minor = *KUBECTL_MINORS.last().expect("a kubectl version");
+    let k = w.kubectl(minor);
+    k.ok(&["create", "secret", "generic", "many", "--from-literal=a=1"]);
+    for i in 0..11 {
+        let manager = format!("--field-manager=m{i:02}");
+        k.ok(&["label", "secret", "many", &format!("l{i:02}=v"), &manager]);
+    }
+    let managers = k.ok(&[
+        "get",
+        "secret",
+        "many",
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    let managers: Vec<&str> = managers.split(' ').collect();
+    assert_eq!(managers.len(), 10, "{managers:?}");
+    assert!(managers.contains(&"ancient-changes"), "{managers:?}");
+    assert!(managers.contains(&"m10"), "{managers:?}");
+    assert!(!managers.contains(&"kubectl-create"), "{managers:?}");
+}
+
 /// kubectl processes writing one Secret at once (labels, annotations, and server-side apply of
 /// a key per field manager): every command succeeds and every change lands, since
 /// kube-apiserver (and keyward) apply a patch again to the new version when the object changed
