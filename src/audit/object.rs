@@ -244,9 +244,11 @@ impl MetaSummary {
                 .iter()
                 .map(|(k, v)| (k.clone(), (!redacted(k)).then(|| v.clone())))
                 .collect(),
+            // `none_owned` (what the Kubernetes API hands the store for "no manager") is none.
             managed_fields: m
                 .managed_fields
                 .iter()
+                .filter(|_| !crate::store::managed::is_none_owned(&m.managed_fields))
                 .map(|f| ManagedFields {
                     manager: f.manager.clone(),
                     operation: f.operation.clone(),

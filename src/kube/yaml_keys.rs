@@ -22,8 +22,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 const PARSE_BUDGET: usize = 8 << 20;
 
 /// The repeated keys of `body` as go-yaml v2's strict decode words them, without its prefix
-/// (`line 7: key "a" already set in map`), in document order. Empty for a body that is not
-/// YAML (the caller reports that).
+/// (`line 7: key "a" already set in map`), in the order go-yaml reports them. Empty for a body
+/// that is not YAML (the caller reports that).
 pub fn repeated_keys(body: &[u8]) -> Vec<String> {
     let repeats = RefCell::new(Vec::new());
     let walk = Walk {
@@ -59,7 +59,7 @@ pub fn repeated_keys(body: &[u8]) -> Vec<String> {
 }
 
 /// A mapping key as go-yaml v2 resolves and prints it (`%#v` of the decoded value).
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 enum Key {
     Str(String),
     Int(i128),
@@ -158,23 +158,11 @@ impl<'de> Visitor<'de> for Walk<'_> {
             }
             map.next_value_seed(self)?;
             if let Some(repeats) = self.repeats {
-                if key != Key::Complex && !seen.insert(key_id(&key)) {
+                if key != Key::Complex && !seen.insert(key.clone()) {
                     repeats.borrow_mut().push((index, key));
                 }
             }
         }
-    }
-}
-
-/// What makes two keys the same key.
-fn key_id(key: &Key) -> (u8, String) {
-    match key {
-        Key::Str(s) => (0, s.clone()),
-        Key::Int(i) => (1, i.to_string()),
-        Key::Float(bits) => (2, bits.to_string()),
-        Key::Bool(b) => (3, b.to_string()),
-        Key::Null => (4, String::new()),
-        Key::Complex => (5, String::new()),
     }
 }
 
