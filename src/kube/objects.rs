@@ -96,13 +96,10 @@ pub fn decode_secret_with(
     if let Some(e) = walk.type_error {
         return Err(KubeError::Undecodable(e.to_string()));
     }
-    let mut strict = parsed.strict;
+    // Parsed against the schema: `strict` holds the unknown fields as well as the duplicates.
+    let strict = parsed.strict;
     let yaml_error = (!yaml_repeats.is_empty())
         .then(|| format!("yaml: unmarshal errors:\n  {}", yaml_repeats.join("\n  ")));
-    if !parsed.checked {
-        // YAML: unknown fields in the schema's order (duplicates are a YAML error already).
-        strict.extend(walk.unknown);
-    }
     let mut secret =
         secret_from_json(&parsed.value).map_err(|e| KubeError::Undecodable(e.to_string()))?;
     // `managedFields: []` (not absent, not null) resets them, as one empty entry does.
@@ -192,8 +189,6 @@ pub struct Parsed {
     /// `duplicate field "<path>"` (and `unknown field "<path>"` when parsed against a
     /// schema), in body order.
     pub strict: Vec<String>,
-    /// Whether `strict` holds the unknown fields too (JSON parsed against a schema).
-    checked: bool,
 }
 
 impl fmt::Debug for Parsed {
@@ -282,7 +277,6 @@ fn parse_with(body: &[u8], shape: Option<&'static Shape>, yaml: bool) -> Result<
             Ok(Parsed {
                 value: v,
                 strict: Vec::new(),
-                checked: false,
             })
         }
     }
@@ -309,7 +303,6 @@ fn parse_json(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, Kube
     Ok(Parsed {
         value,
         strict: deduplicated(strict.into_inner()),
-        checked: shape.is_some(),
     })
 }
 
