@@ -274,12 +274,16 @@ impl Access {
     }
 
     /// The request `ctx` acting as `request` asks (kube-apiserver's impersonation filter): the
-    /// caller must be allowed `impersonate` on each part; a refusal is recorded and is
-    /// Forbidden, a malformed request (groups without a user) is a bad request.
+    /// caller must be allowed `impersonate` on each part; a malformed request (groups without
+    /// a user) is a bad request. A refusal is Forbidden, recorded as kube-apiserver's audit
+    /// filter (which runs before impersonation) records it: as the request the caller made,
+    /// `original` (its attributes as far as the front end knows them), at the level the audit
+    /// policy gives that request, with the 403 and no authorization annotations.
     pub async fn impersonate(
         &self,
         ctx: RequestContext,
         request: &ImpersonationRequest,
+        original: &Attributes,
     ) -> Result<RequestContext, AccessError> {
         let plan = request
             .plan(&ctx.user)
@@ -288,7 +292,21 @@ impl Access {
             return Ok(ctx);
         };
         for check in &plan.checks {
-            self.refuse_if_denied(&ctx, check).await?;
+            if let Decision::Deny { reason } = self.policy.authorize(check) {
+                if let Some(m) = self.metrics() {
+                    m.authorization_denied(&check.verb);
+                }
+                let f = Forbidden::new(check, &reason);
+                ctx.mark_recorded();
+                let mut rec = self.auditor.begin(original, ctx.audit_info());
+                rec.refused_before_authorization(ResponseStatus::failure(
+                    Reason::Forbidden,
+                    &f.message,
+                ))
+                .await
+                .map_err(audit_failed(self.metrics()))?;
+                return Err(AccessError::Forbidden(f));
+            }
         }
         Ok(ctx.acting_as(plan.identity))
     }

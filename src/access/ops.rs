@@ -269,7 +269,10 @@ impl Access {
 
     /// Reads the stored Secret a write is about to change, authorized as that write: `update`
     /// (a PUT), `patch`, or `delete` (a dry run); kube-apiserver reads the stored object inside
-    /// the write, so `get` is not needed.
+    /// the write, so `get` is not needed. The read is part of the request, not one of its own:
+    /// a refused read is recorded as the request's end (403); otherwise the write that follows
+    /// records the request, or, if none does, the front end
+    /// ([`RequestContext::is_recorded`]), so that the audit log has one event per stage.
     pub async fn read_for_write(
         &self,
         ctx: &RequestContext,
@@ -278,9 +281,8 @@ impl Access {
         name: &SecretName,
     ) -> Result<Secret, AccessError> {
         let attrs = Self::secrets(ctx, verb.as_str(), namespace.as_str(), name.as_str());
-        let call = async { Ok(self.store.get(namespace, name, None).await?) };
-        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
-            .await
+        self.refuse_if_denied(ctx, &attrs).await?;
+        Ok(self.store.get(namespace, name, None).await?)
     }
 
     /// The retained versions of a Secret (`get secrets` on it: history shows old values).
@@ -714,7 +716,9 @@ impl Access {
             .await
     }
 
-    /// Reviews are allowed to every authenticated identity (`system:basic-user`).
+    /// A review is a `create` of its resource, authorized as any request: the bootstrap
+    /// ClusterRole `system:basic-user` allows it to every authenticated identity, unless the
+    /// policy defines that ClusterRole (or its binding) itself.
     async fn review_admit(
         &self,
         ctx: &RequestContext,
@@ -723,16 +727,7 @@ impl Access {
     ) -> Result<RequestAudit, AccessError> {
         let attrs =
             Attributes::resource(ctx.user.clone(), kverbs::CREATE, resource).with_group(group);
-        let mut rec = self.auditor.begin(&attrs, ctx.audit_info());
-        rec.request_received(
-            &authz::Decision::Allow {
-                reason: "allowed to every authenticated user (system:basic-user)".into(),
-            },
-            None,
-        )
-        .await
-        .map_err(super::audit_failed(self.metrics()))?;
-        Ok(rec)
+        self.admit(ctx, &attrs, &[], || None).await
     }
 }
 

@@ -33,6 +33,13 @@ fn app() -> RequestContext {
     RequestContext::new(Identity::new("app", "", vec![]), Source::InProcess, "/test")
 }
 
+/// The request an impersonating caller made: `get secrets/db` in `prod`.
+fn original() -> Attributes {
+    Attributes::resource(app().user, "get", "secrets")
+        .with_namespace("prod")
+        .with_name("db")
+}
+
 fn secret(name: &str, value: &[u8]) -> Secret {
     let mut s = Secret::default();
     s.metadata.name = name.into();
@@ -110,26 +117,52 @@ async fn audit_first_and_fail_closed() {
 async fn impersonation_needs_the_verb() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path(), AESGCM).await;
-    let a = access(store, Arc::new(MemorySink::new()));
+    let sink = Arc::new(MemorySink::new());
+    let a = access(store, sink.clone());
     let req = ImpersonationRequest {
         user: "app".into(),
         ..Default::default()
     };
-    let ctx = a.impersonate(admin(), &req).await.unwrap();
+    let ctx = a.impersonate(admin(), &req, &original()).await.unwrap();
     assert_eq!(ctx.user.name, "app");
     assert_eq!(ctx.impersonator.unwrap().name, "system:admin");
     let req = ImpersonationRequest {
         user: "system:admin".into(),
         ..Default::default()
     };
-    let e = a.impersonate(app(), &req).await.unwrap_err();
-    assert_eq!(e.to_string(), "users \"system:admin\" is forbidden: User \"app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope");
+    let e = a.impersonate(app(), &req, &original()).await.unwrap_err();
+    let message = "users \"system:admin\" is forbidden: User \"app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope";
+    assert_eq!(e.to_string(), message);
+    // Recorded as kube-apiserver's audit filter, which runs before impersonation, records
+    // it: the request made, refused, with no authorization decision.
+    let events = sink.events();
+    let stages: Vec<_> = events.iter().map(|e| e.stage().as_str()).collect();
+    assert_eq!(stages, ["RequestReceived", "ResponseComplete"]);
+    for e in &events {
+        assert_eq!(e.verb(), "get");
+        let r = e.object_ref().unwrap();
+        assert_eq!(
+            (r.resource.as_str(), r.namespace.as_str(), r.name.as_str()),
+            ("secrets", "prod", "db")
+        );
+        assert!(e.impersonated_user().is_none());
+        assert!(
+            !e.to_json().contains("authorization.k8s.io/"),
+            "{}",
+            e.to_json()
+        );
+    }
+    let status = events[1].response_status().unwrap();
+    assert_eq!(status.code(), 403);
+    assert!(events[1]
+        .to_json()
+        .contains("User \\\"app\\\" cannot impersonate resource \\\"users\\\""));
     let req = ImpersonationRequest {
         groups: vec!["ops".into()],
         ..Default::default()
     };
     assert!(matches!(
-        a.impersonate(admin(), &req).await,
+        a.impersonate(admin(), &req, &original()).await,
         Err(AccessError::BadRequest(_))
     ));
 }

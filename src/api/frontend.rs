@@ -116,8 +116,11 @@ impl Frontend {
                 .collect(),
             ..ImpersonationRequest::default()
         };
+        // A refused impersonation is recorded as a call of the method (what the caller is
+        // known to have asked for before the message is read).
+        let original = Attributes::non_resource(ctx.user.clone(), "post", uri);
         self.access
-            .impersonate(ctx, &imp)
+            .impersonate(ctx, &imp, &original)
             .await
             .map_err(access_status)
     }

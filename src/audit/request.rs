@@ -358,6 +358,19 @@ impl RequestAudit {
         Ok(())
     }
 
+    /// The request was refused before it was authorized, as kube-apiserver's impersonation
+    /// filter refuses an impersonation the caller may not make before its authorization filter
+    /// runs: stages `RequestReceived` and `ResponseComplete` (written together) with `status`
+    /// and no authorization annotations.
+    pub async fn refused_before_authorization(
+        &mut self,
+        status: ResponseStatus,
+    ) -> Result<(), AuditError> {
+        self.defer_received = true;
+        self.emit(Stage::RequestReceived, None, None).await?;
+        self.emit(Stage::ResponseComplete, Some(status), None).await
+    }
+
     /// Stage `ResponseStarted` (long-running requests such as watch), status 200.
     pub async fn response_started(&mut self) -> Result<(), AuditError> {
         self.emit(

@@ -536,7 +536,9 @@ impl KubeApi {
                     .insert(super::request::percent_decode(key), all(name.as_str()));
             }
         }
-        Ok(self.access.impersonate(ctx, &imp).await?)
+        // A refused impersonation is recorded as the request the caller made.
+        let original = info.attributes(ctx.user.clone());
+        Ok(self.access.impersonate(ctx, &imp, &original).await?)
     }
 
     async fn route(

@@ -667,6 +667,107 @@ fn kubectl_creates_service_account_tokens_on_every_version() {
     }
 }
 
+/// One audit event per stage per request, as kube-apiserver writes them: a patch and an update
+/// (which read the stored object before they write), a patch of a missing Secret, a review, and
+/// an impersonation the caller may not make, recorded as the request it made (kube-apiserver
+/// audits before it impersonates), with its 403 and no authorization decision.
+#[test]
+fn kubectl_requests_are_audited_once_per_stage() {
+    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
+    let w = auth_world_with(
+        &[("audit-policy.yaml", policy)],
+        &[
+            "--audit-log-path",
+            "audit.log",
+            "--audit-policy-file",
+            "audit-policy.yaml",
+        ],
+    );
+    let admin = w.kubectl(33);
+    admin.ok(&["label", "secret", "s1", "x=1"]);
+    let live = admin.ok(&["get", "secret", "plain", "-o", "json"]);
+    std::fs::write(w.dev.path("plain.json"), live).unwrap();
+    admin.ok(&["replace", "-f", w.dev.path("plain.json").to_str().unwrap()]);
+    // A patch the stored object does not survive (refused after the read).
+    let bad = admin.run(&["patch", "secret", "plain", "-p", r#"{"data":{"k":"%%%"}}"#]);
+    assert_eq!(bad.code, 1, "{}", bad.err);
+    let bob = w.token_kubeconfig("bob", Some(BOB_TOKEN));
+    let k = w.kubectl_as(33, &bob, "bob");
+    assert!(k.ok(&["auth", "whoami"]).contains("bob"));
+    // `--raw`: no discovery first (which the impersonation would refuse too).
+    let refused = k.run(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/secrets/s1",
+        "--as",
+        "dave",
+    ]);
+    assert_eq!(
+        refused.err,
+        "Error from server (Forbidden): users \"dave\" is forbidden: User \"bob\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope\n"
+    );
+    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["kind"] == "Event")
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for e in &events {
+        let key = (e["auditID"].to_string(), e["stage"].to_string());
+        assert!(
+            seen.insert(key),
+            "two events of one stage of one request: {e}"
+        );
+    }
+    let verbs = |verb: &str, uri: &str| {
+        events
+            .iter()
+            .filter(|e| e["verb"] == verb && e["requestURI"].as_str().unwrap().contains(uri))
+            .count()
+    };
+    // Each request has its RequestReceived and its ResponseComplete.
+    assert_eq!(verbs("patch", "/secrets/s1"), 2, "{audit}");
+    assert_eq!(verbs("update", "/secrets/plain"), 2, "{audit}");
+    assert_eq!(verbs("patch", "/secrets/plain"), 2, "{audit}");
+    assert_eq!(verbs("create", "/selfsubjectreviews"), 2, "{audit}");
+    let impersonation: Vec<_> = events
+        .iter()
+        .filter(|e| e["user"]["username"] == "bob" && e["objectRef"]["name"] == "s1")
+        .collect();
+    assert_eq!(impersonation.len(), 2, "{audit}");
+    for e in &impersonation {
+        assert_eq!(e["verb"], "get");
+        assert_eq!(e["objectRef"]["resource"], "secrets");
+        assert!(e.get("impersonatedUser").is_none(), "{e}");
+        assert!(
+            e["annotations"]
+                .get("authorization.k8s.io/decision")
+                .is_none(),
+            "{e}"
+        );
+    }
+    let status = &impersonation[1]["responseStatus"];
+    assert_eq!(status["code"], 403);
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot impersonate"),
+        "{status}"
+    );
+    let review = events
+        .iter()
+        .find(|e| {
+            e["stage"] == "ResponseComplete" && e["objectRef"]["resource"] == "selfsubjectreviews"
+        })
+        .unwrap();
+    assert_eq!(
+        review["annotations"]["authorization.k8s.io/reason"],
+        "RBAC: allowed by ClusterRoleBinding \"system:basic-user\" of ClusterRole \"system:basic-user\" to Group \"system:authenticated\""
+    );
+}
+
 /// Discovery, OpenAPI and health as kubectl and probes read them, on every version.
 #[test]
 fn kubectl_version_explain_and_api_resources() {
