@@ -304,7 +304,8 @@ pub struct ObjectReference {
 }
 
 /// `metav1.Status` as an audit event's `responseStatus`: success carries only the code
-/// (`{"metadata":{},"code":200}`), failure also `status: Failure`, message and reason.
+/// (`{"metadata":{},"code":200}`), failure also `status: Failure`, message, reason and, when
+/// the answer had them, its `details` (kube-apiserver's `LogResponseObject` copies them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResponseStatus {
     metadata: Empty,
@@ -314,7 +315,35 @@ pub struct ResponseStatus {
     message: String,
     #[serde(skip_serializing_if = "str::is_empty")]
     reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<RawDetails>,
     code: u16,
+}
+
+/// A `responseStatus.details` object, kept as the answer's JSON text (in kube-apiserver's
+/// field order: name, group, kind, uid, causes).
+#[derive(Debug, Clone)]
+pub(super) struct RawDetails(Box<serde_json::value::RawValue>);
+
+impl RawDetails {
+    /// The JSON text.
+    pub(super) fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawDetails {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for RawDetails {}
+
+impl Serialize for RawDetails {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -328,6 +357,7 @@ impl ResponseStatus {
             status: "",
             message: String::new(),
             reason: "",
+            details: None,
             code,
         }
     }
@@ -340,6 +370,7 @@ impl ResponseStatus {
             status: "Failure",
             message: message.into(),
             reason: reason.as_str(),
+            details: None,
             code: reason.http_code(),
         }
     }
@@ -356,6 +387,7 @@ impl ResponseStatus {
             status: "Failure",
             message: message.into(),
             reason,
+            details: None,
             code,
         }
     }
@@ -368,8 +400,22 @@ impl ResponseStatus {
             status: "",
             message: message.into(),
             reason: "",
+            details: None,
             code: 401,
         }
+    }
+
+    /// The same failure with the answer's `details`: the JSON text of a `metav1.StatusDetails`
+    /// object (name, group, kind, uid, causes; none of which may hold a secret). A success, an
+    /// empty object or text that is not a JSON object keeps none.
+    pub fn with_details(mut self, details: String) -> Self {
+        let object = details.trim_start().starts_with('{') && details.trim() != "{}";
+        if self.code >= 400 && object {
+            self.details = serde_json::value::RawValue::from_string(details)
+                .ok()
+                .map(RawDetails);
+        }
+        self
     }
 
     /// The HTTP status code.
@@ -691,6 +737,20 @@ mod tests {
             ))
             .unwrap(),
             r#"{"metadata":{},"status":"Failure","message":"secrets \"db\" is forbidden: User \"app\" cannot list resource \"secrets\" in API group \"\" in the namespace \"prod\"","reason":"Forbidden","code":403}"#
+        );
+        let details = r#"{"name":"nope","kind":"secrets"}"#.to_owned();
+        assert_eq!(
+            serde_json::to_string(
+                &ResponseStatus::failure(Reason::NotFound, r#"secrets "nope" not found"#)
+                    .with_details(details.clone())
+            )
+            .unwrap(),
+            r#"{"metadata":{},"status":"Failure","message":"secrets \"nope\" not found","reason":"NotFound","details":{"name":"nope","kind":"secrets"},"code":404}"#
+        );
+        // A success keeps none.
+        assert_eq!(
+            ResponseStatus::success(200).with_details(details),
+            ResponseStatus::success(200)
         );
         let codes: Vec<u16> = Reason::ALL.into_iter().map(Reason::http_code).collect();
         assert_eq!(

@@ -323,15 +323,19 @@ impl Status {
     }
 
     /// The status as the audit log records a response (`responseStatus`): the code, and for a
-    /// failure its reason and message (a generic one for an internal error, whose detail is
-    /// only in the server's log).
+    /// failure its reason, message (a generic one for an internal error, whose detail is only
+    /// in the server's log) and details.
     pub fn audit(&self) -> crate::audit::ResponseStatus {
         let message = if self.reason == "InternalError" {
             "internal error"
         } else {
             self.message.as_str()
         };
-        crate::audit::ResponseStatus::of(self.http_code(), self.reason, message)
+        let status = crate::audit::ResponseStatus::of(self.http_code(), self.reason, message);
+        match self.details.as_ref().map(serde_json::to_string) {
+            Some(Ok(details)) => status.with_details(details),
+            _ => status,
+        }
     }
 
     /// The HTTP status code to answer with (200 for a success without one).

@@ -192,6 +192,10 @@ fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
         out.extend_from_slice(b",\"reason\":");
         string(out, s.reason);
     }
+    if let Some(d) = &s.details {
+        out.extend_from_slice(b",\"details\":");
+        out.extend_from_slice(d.get().as_bytes());
+    }
     out.extend_from_slice(b",\"code\":");
     decimal(out, u64::from(s.code));
     out.push(b'}');

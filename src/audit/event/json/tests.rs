@@ -78,6 +78,15 @@ fn status() -> impl Strategy<Value = Option<ResponseStatus>> {
         (0..Reason::ALL.len(), text())
             .prop_map(|(r, m)| Some(ResponseStatus::failure(Reason::ALL[r], m))),
         text().prop_map(|m| Some(ResponseStatus::unauthenticated(m))),
+        (0..Reason::ALL.len(), text(), text(), text()).prop_map(|(r, m, name, cause)| {
+            let details = serde_json::json!({
+                "name": name,
+                "kind": "secrets",
+                "causes": [{"reason": "FieldValueInvalid", "message": cause, "field": "data"}],
+            })
+            .to_string();
+            Some(ResponseStatus::failure(Reason::ALL[r], m).with_details(details))
+        }),
     ]
 }
 
