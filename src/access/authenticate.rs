@@ -17,7 +17,7 @@
 use super::AccessError;
 use crate::authn::unix::{PeerCredentials, UnixAuthenticator};
 use crate::authn::x509::authenticate_client_cert;
-use crate::authn::{parse_bearer, BearerHeader, Identity, TokenChain};
+use crate::authn::{parse_bearer, AuthnError, BearerHeader, Identity, TokenChain};
 
 /// What one request presents.
 #[derive(Debug, Clone, Copy)]
@@ -31,9 +31,14 @@ pub enum Credentials<'a> {
     },
     /// A TLS connection.
     Tls {
-        /// The client certificate chain TLS verified against the client CA (leaf first, DER),
-        /// if the client presented one.
+        /// The client certificate chain verified against the client CA (leaf first, DER), if
+        /// the client presented one that verified.
         client_certs: Option<&'a [rustls_pki_types::CertificateDer<'static>]>,
+        /// The client presented certificates that did not verify against the client CA (the
+        /// Kubernetes API takes any at the handshake and checks them per request, as
+        /// kube-apiserver's x509 authenticator does): that authenticator fails, a bearer token
+        /// may still authenticate the request.
+        client_certs_refused: bool,
         /// The `Authorization` header, if any.
         authorization: Option<&'a str>,
     },
@@ -49,7 +54,11 @@ impl Credentials<'_> {
             Credentials::Tls {
                 authorization,
                 client_certs,
-            } => (*authorization, client_certs.is_some_and(|c| !c.is_empty())),
+                client_certs_refused,
+            } => (
+                *authorization,
+                *client_certs_refused || client_certs.is_some_and(|c| !c.is_empty()),
+            ),
         };
         let mut methods = Vec::new();
         if let Some(header) = authorization {
@@ -100,13 +109,40 @@ impl Authenticators {
         &self.unix
     }
 
-    /// The identity `creds` prove, with `system:authenticated`.
+    /// The identity `creds` prove, with `system:authenticated`. As kube-apiserver's union of
+    /// authenticators: a client certificate first, then a bearer token; the first that proves
+    /// an identity decides (a certificate without a common name proves none), and a request
+    /// that no credential authenticates is refused with the last failure. On a Unix socket a
+    /// bearer token decides alone; without one, the peer's credentials do.
     pub async fn authenticate(&self, creds: Credentials<'_>) -> Result<Identity, AccessError> {
         let authorization = match creds {
             Credentials::Unix { authorization, .. } | Credentials::Tls { authorization, .. } => {
                 authorization
             }
         };
+        let mut refused = None;
+        match creds {
+            Credentials::Tls {
+                client_certs: Some(chain),
+                ..
+            } if !chain.is_empty() => match authenticate_client_cert(chain) {
+                Ok(Some(id)) => return Ok(id),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::info!(error = %e, "client certificate refused");
+                    refused = Some(e);
+                }
+            },
+            Credentials::Tls {
+                client_certs_refused: true,
+                ..
+            } => {
+                refused = Some(AuthnError::Certificate(
+                    "it does not verify against the client CA".into(),
+                ));
+            }
+            _ => {}
+        }
         if let Some(header) = authorization {
             match parse_bearer(header) {
                 BearerHeader::Token(token) => {
@@ -130,21 +166,13 @@ impl Authenticators {
                 tracing::warn!("a Unix-socket caller without peer credentials was refused");
                 Err(AccessError::NoCredentials)
             }
-            Credentials::Tls {
-                client_certs: Some(chain),
-                ..
-            } if !chain.is_empty() => match authenticate_client_cert(chain) {
-                Ok(Some(id)) => Ok(id),
-                Ok(None) => Err(AccessError::NoCredentials),
-                Err(e) => {
-                    tracing::info!(error = %e, "client certificate refused");
-                    Err(AccessError::Unauthenticated {
-                        what: "client certificate",
-                        source: e,
-                    })
-                }
-            },
-            Credentials::Tls { .. } => Err(AccessError::NoCredentials),
+            Credentials::Tls { .. } => Err(match refused {
+                Some(e) => AccessError::Unauthenticated {
+                    what: "client certificate",
+                    source: e,
+                },
+                None => AccessError::NoCredentials,
+            }),
         }
     }
 }
@@ -202,6 +230,7 @@ mod tests {
             },
             Credentials::Tls {
                 client_certs: None,
+                client_certs_refused: false,
                 authorization: None,
             },
         ] {

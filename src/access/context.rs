@@ -59,6 +59,9 @@ pub struct RequestContext {
     /// The API version the request names (`objectRef.apiVersion` in the audit log): `v1`
     /// unless a front end reads another from the request (`/apis/GROUP/v1beta1/...`).
     pub api_version: String,
+    /// What an HTTP client's `X-Forwarded-For` and `X-Real-Ip` name, for the audit log's
+    /// `sourceIPs` ([`crate::audit::forwarded_ips`]).
+    pub forwarded_ips: Vec<std::net::IpAddr>,
     /// Set once the request is in the audit log's hands ([`RequestContext::is_recorded`]).
     recorded: Recorded,
     /// The status a failed request is answered with, as the audit log records it.
@@ -88,6 +91,7 @@ impl RequestContext {
             request_uri: request_uri.into(),
             received: SystemTime::now(),
             api_version: "v1".to_owned(),
+            forwarded_ips: Vec::new(),
             recorded: Recorded::default(),
             error_status: AccessError::audit_status,
         }
@@ -133,6 +137,7 @@ impl RequestContext {
         info.impersonator = self.impersonator.clone();
         info.received = self.received;
         info.api_version.clone_from(&self.api_version);
+        info.forwarded_ips.clone_from(&self.forwarded_ips);
         info
     }
 }

@@ -61,6 +61,7 @@ impl Frontend {
             None => (
                 Credentials::Tls {
                     client_certs: None,
+                    client_certs_refused: false,
                     authorization,
                 },
                 req.remote_addr()
@@ -70,8 +71,10 @@ impl Frontend {
         };
         let certs = req.peer_certs();
         let creds = match (creds, certs.as_deref()) {
+            // Verified against the client CA during the handshake (tonic's TLS).
             (Credentials::Tls { authorization, .. }, Some(chain)) => Credentials::Tls {
                 client_certs: Some(chain.as_slice()),
+                client_certs_refused: false,
                 authorization,
             },
             (c, _) => c,

@@ -39,7 +39,9 @@ pub use event::{
 };
 pub use object::{AuditObject, REDACTED_ANNOTATION_KEYS};
 pub use policy::{Policy, RequestAuditConfig, Stages};
-pub use request::{new_audit_id, AuditSink, Auditor, MemorySink, RequestAudit, RequestInfo};
+pub use request::{
+    forwarded_ips, new_audit_id, AuditSink, Auditor, MemorySink, RequestAudit, RequestInfo,
+};
 pub use verify::{verify, FileSummary, Problem, ProblemKind, Report, Tail};
 pub use writer::{AuditCounters, AuditLog, BatchConfig, FailureMode, LogConfig};
 

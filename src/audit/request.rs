@@ -104,6 +104,9 @@ pub struct RequestInfo {
     pub api_version: String,
     /// Where the request came from.
     pub peer: Peer,
+    /// The addresses an HTTP client's `X-Forwarded-For` and `X-Real-Ip` headers name (claimed,
+    /// not checked), which kube-apiserver records in `sourceIPs` before the peer's.
+    pub forwarded_ips: Vec<std::net::IpAddr>,
     /// The client's user agent (not trusted; cut at 1024 bytes).
     pub user_agent: String,
     /// When the request impersonates `attrs.user`: the identity that authenticated. It is the
@@ -122,11 +125,42 @@ impl RequestInfo {
             request_uri: request_uri.into(),
             api_version: "v1".into(),
             peer,
+            forwarded_ips: Vec::new(),
             user_agent: String::new(),
             impersonator: None,
             received: SystemTime::now(),
         }
     }
+}
+
+/// `sourceIPs` as kube-apiserver's `utilnet.SourceIPs` makes it: the forwarded addresses, then
+/// the peer's unless it is the last of them.
+fn source_ips(forwarded: &[std::net::IpAddr], peer: std::net::IpAddr) -> Vec<String> {
+    let peer = peer.to_canonical();
+    let mut ips: Vec<String> = forwarded
+        .iter()
+        .map(|ip| ip.to_canonical().to_string())
+        .collect();
+    if forwarded.last().map(|ip| ip.to_canonical()) != Some(peer) {
+        ips.push(peer.to_string());
+    }
+    ips
+}
+
+/// The addresses of `X-Forwarded-For` (each valid one of its comma-separated list) and of
+/// `X-Real-Ip` (if valid and not among them), as kube-apiserver reads them for `sourceIPs`.
+pub fn forwarded_ips(forwarded_for: Option<&str>, real_ip: Option<&str>) -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<std::net::IpAddr> = forwarded_for
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    if let Some(ip) = real_ip.and_then(|r| r.trim().parse().ok()) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
 }
 
 /// The policy and the sink: what the access layer holds.
@@ -180,7 +214,7 @@ impl Auditor {
         };
         let mut annotations = super::event::Annotations::new();
         let source_ips = match info.peer {
-            Peer::Tcp(addr) => vec![addr.ip().to_canonical().to_string()],
+            Peer::Tcp(addr) => source_ips(&info.forwarded_ips, addr.ip()),
             Peer::Unix { uid } => {
                 annotations.insert(PEER_UID_ANNOTATION.into(), uid.to_string().into());
                 Vec::new()

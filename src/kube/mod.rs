@@ -24,6 +24,7 @@
 
 pub mod absent;
 pub mod apply;
+pub mod client_certs;
 pub mod discovery;
 pub mod error;
 pub mod health;

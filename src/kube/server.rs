@@ -20,6 +20,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::absent::{self, Absent};
+use super::client_certs::{ClientCerts, DeferredVerifier};
 use super::info::RequestInfo;
 use super::request::{
     json_to_yaml, negotiate, parse_query, warning_header, KubeRequest, Output, Reply,
@@ -144,6 +146,8 @@ pub enum KubeServeError {
 pub struct KubeListener {
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    /// Checks client certificates against the client CA, after the handshake.
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
     conn: ConnLimits,
     limits: KubeLimits,
     addr: SocketAddr,
@@ -160,7 +164,7 @@ impl std::fmt::Debug for KubeListener {
 impl KubeListener {
     /// Checks the TLS settings and binds `options.listen`.
     pub async fn bind(options: KubeOptions) -> Result<KubeListener, KubeServeError> {
-        let acceptor = tls_acceptor(&options)?;
+        let (acceptor, client_verifier) = tls_acceptor(&options)?;
         let listen_error = |source| KubeServeError::Listen {
             addr: options.listen,
             source,
@@ -172,6 +176,7 @@ impl KubeListener {
         Ok(KubeListener {
             listener,
             acceptor,
+            client_verifier,
             conn: options.conn,
             limits: options.limits,
             addr,
@@ -184,7 +189,11 @@ impl KubeListener {
     }
 }
 
-fn tls_acceptor(o: &KubeOptions) -> Result<TlsAcceptor, KubeServeError> {
+/// The acceptor, and the client CA's verifier when there is one: TLS asks for a client
+/// certificate and takes any, which each request then checks (`client_certs`).
+fn tls_acceptor(
+    o: &KubeOptions,
+) -> Result<(TlsAcceptor, Option<Arc<dyn ClientCertVerifier>>), KubeServeError> {
     let tls = |what: &str, e: &dyn std::fmt::Display| KubeServeError::Tls(format!("{what}: {e}"));
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&o.cert)
         .collect::<Result<_, _>>()
@@ -199,7 +208,7 @@ fn tls_acceptor(o: &KubeOptions) -> Result<TlsAcceptor, KubeServeError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls("protocol versions", &e))?;
-    let builder = match &o.client_ca {
+    let (builder, client_verifier) = match &o.client_ca {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in CertificateDer::pem_slice_iter(ca) {
@@ -214,15 +223,16 @@ fn tls_acceptor(o: &KubeOptions) -> Result<TlsAcceptor, KubeServeError> {
             .allow_unauthenticated()
             .build()
             .map_err(|e| tls("client CA", &e))?;
-            builder.with_client_cert_verifier(verifier)
+            let deferred = Arc::new(DeferredVerifier(verifier.clone()));
+            (builder.with_client_cert_verifier(deferred), Some(verifier))
         }
-        None => builder.with_no_client_auth(),
+        None => (builder.with_no_client_auth(), None),
     };
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| tls("certificate and key", &e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), client_verifier))
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -314,14 +324,14 @@ impl KubeApi {
         (n < self.limits.max_watches).then_some(permit)
     }
 
-    /// Answers one request from `peer`, whose TLS client certificates are `certs`. Every
+    /// Answers one request from `peer`, whose TLS client presented `certs`. Every
     /// answer carries the request's audit id in `Audit-Id`, as kube-apiserver's
     /// `WithAuditInit` sets it: the client's `Audit-ID` if it sent one, else a new UUID.
     pub async fn handle(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
-        certs: &[CertificateDer<'static>],
+        certs: &ClientCerts,
     ) -> Response<Body> {
         let audit_id = match req.headers().get(AUDIT_ID) {
             Some(v) if !v.is_empty() => v.clone(),
@@ -349,7 +359,7 @@ impl KubeApi {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        certs: &[CertificateDer<'static>],
+        certs: &ClientCerts,
     ) -> Response<Body> {
         let method = req.method().clone();
         // Decoded, as Go's `URL.Path`: names and segments are read from it.
@@ -482,23 +492,26 @@ impl KubeApi {
         &self,
         headers: &HeaderMap,
         peer: SocketAddr,
-        certs: &[CertificateDer<'static>],
+        certs: &ClientCerts,
         uri: String,
         info: &RequestInfo,
     ) -> Result<RequestContext, KubeError> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let creds = Credentials::Tls {
-            client_certs: (!certs.is_empty()).then_some(certs),
+            client_certs: certs.verified(),
+            client_certs_refused: certs.refused(),
             authorization: get("authorization"),
         };
         let audit_id = get(AUDIT_ID.as_str()).map(str::to_owned);
         let user_agent = get("user-agent").unwrap_or_default().to_owned();
+        let forwarded = crate::audit::forwarded_ips(get("x-forwarded-for"), get("x-real-ip"));
         let user = match self.authn.authenticate(creds).await {
             Ok(user) => user,
             Err(e) => {
                 let mut audit = crate::audit::RequestInfo::new(uri, Source::Tcp(peer).peer());
                 audit.audit_id = audit_id;
                 audit.user_agent = user_agent;
+                audit.forwarded_ips = forwarded;
                 if let Some(r) = &info.resource {
                     audit.api_version.clone_from(&r.version);
                 }
@@ -514,6 +527,7 @@ impl KubeApi {
             .answering_errors_with(|e| Status::of_access(e).audit());
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
+        ctx.forwarded_ips = forwarded;
         if let Some(r) = &info.resource {
             ctx.api_version.clone_from(&r.version);
         }
@@ -915,6 +929,7 @@ pub async fn serve(
     let KubeListener {
         listener,
         acceptor,
+        client_verifier,
         conn,
         limits,
         addr,
@@ -935,6 +950,7 @@ pub async fn serve(
         };
         let (acceptor, api, stop, alive) =
             (acceptor.clone(), api.clone(), stop.clone(), alive.clone());
+        let verifier = client_verifier.clone();
         let handshake = conn.handshake_timeout;
         tokio::spawn(async move {
             let _alive = alive;
@@ -949,13 +965,13 @@ pub async fn serve(
                     return;
                 }
             };
-            let certs: Arc<Vec<CertificateDer<'static>>> = Arc::new(
-                tls.get_ref()
-                    .1
-                    .peer_certificates()
-                    .map(<[_]>::to_vec)
-                    .unwrap_or_default(),
-            );
+            let chain = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(<[_]>::to_vec)
+                .unwrap_or_default();
+            let certs = Arc::new(ClientCerts::verify(chain, verifier.as_ref(), peer));
             let service = hyper::service::service_fn(move |req| {
                 let (api, certs) = (api.clone(), certs.clone());
                 async move { Ok::<_, Infallible>(api.handle(req, peer, &certs).await) }

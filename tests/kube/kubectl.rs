@@ -668,9 +668,10 @@ fn kubectl_creates_service_account_tokens_on_every_version() {
 }
 
 /// One audit event per stage per request, as kube-apiserver writes them: a patch and an update
-/// (which read the stored object before they write), a patch of a missing Secret, a review, and
-/// an impersonation the caller may not make, recorded as the request it made (kube-apiserver
-/// audits before it impersonates), with its 403 and no authorization decision.
+/// (which read the stored object before they write), a patch refused after that read, a
+/// review, and an impersonation the caller may not make, recorded as the request it made
+/// (kube-apiserver audits before it impersonates), with its 403 and no authorization decision;
+/// a failure's `responseStatus` carries the answer's details.
 #[test]
 fn kubectl_requests_are_audited_once_per_stage() {
     let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
@@ -688,6 +689,7 @@ fn kubectl_requests_are_audited_once_per_stage() {
     let live = admin.ok(&["get", "secret", "plain", "-o", "json"]);
     std::fs::write(w.dev.path("plain.json"), live).unwrap();
     admin.ok(&["replace", "-f", w.dev.path("plain.json").to_str().unwrap()]);
+    assert_eq!(admin.run(&["get", "secret", "nope"]).code, 1);
     // A patch the stored object does not survive (refused after the read).
     let bad = admin.run(&["patch", "secret", "plain", "-p", r#"{"data":{"k":"%%%"}}"#]);
     assert_eq!(bad.code, 1, "{}", bad.err);
@@ -756,6 +758,31 @@ fn kubectl_requests_are_audited_once_per_stage() {
             .contains("cannot impersonate"),
         "{status}"
     );
+    // A failure's details, as kube-apiserver copies them from the Status it answered.
+    let missing = events
+        .iter()
+        .find(|e| {
+            e["stage"] == "ResponseComplete"
+                && e["requestURI"] == "/api/v1/namespaces/default/secrets/nope"
+        })
+        .unwrap();
+    assert_eq!(
+        missing["responseStatus"].to_string(),
+        r#"{"code":404,"details":{"kind":"secrets","name":"nope"},"message":"secrets \"nope\" not found","metadata":{},"reason":"NotFound","status":"Failure"}"#
+    );
+    let line = audit
+        .lines()
+        .find(|l| {
+            l.contains(r#""requestURI":"/api/v1/namespaces/default/secrets/nope""#)
+                && l.contains("ResponseComplete")
+        })
+        .unwrap();
+    assert!(
+        line.contains(
+            r#""reason":"NotFound","details":{"name":"nope","kind":"secrets"},"code":404}"#
+        ),
+        "{line}"
+    );
     let review = events
         .iter()
         .find(|e| {
@@ -766,6 +793,144 @@ fn kubectl_requests_are_audited_once_per_stage() {
         review["annotations"]["authorization.k8s.io/reason"],
         "RBAC: allowed by ClusterRoleBinding \"system:basic-user\" of ClusterRole \"system:basic-user\" to Group \"system:authenticated\""
     );
+}
+
+/// A kubeconfig trusting the dev CA with the client certificate `cert` and key `key` (PEM), and
+/// `token` if given.
+fn cert_kubeconfig(w: &World, name: &str, cert: &str, key: &str, token: Option<&str>) -> PathBuf {
+    use base64::Engine as _;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let p = w.token_kubeconfig(name, token);
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        &format!("- name: {name}\n  user:\n"),
+        &format!(
+            "- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(cert),
+            b64(key)
+        ),
+    );
+    let text = text.replace(
+        &format!("- name: {name}\n  user: {{}}\n"),
+        &format!(
+            "- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(cert),
+            b64(key)
+        ),
+    );
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A client certificate (PEM, with its key) for `user` in `group`, signed by `issuer` (a
+/// certificate and its key), valid from `not_before` to `not_after` (years).
+fn client_cert(
+    user: &str,
+    group: &str,
+    issuer: (&rcgen::Certificate, &rcgen::KeyPair),
+    years: (i32, i32),
+) -> (String, String) {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, group);
+    p.distinguished_name.push(rcgen::DnType::CommonName, user);
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+    p.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, issuer.0, issuer.1).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A CA certificate named `name` with `key`.
+fn ca_cert(name: &str, key: &rcgen::KeyPair) -> rcgen::Certificate {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    p.self_signed(key).unwrap()
+}
+
+/// Client certificates that do not verify (another CA's, an expired one of the right CA) are
+/// kube-apiserver's 401 `Unauthorized` and an audit event of a failed x509 authentication, not
+/// a failed TLS handshake; with a valid bearer token beside them the token authenticates; a
+/// valid certificate authenticates whatever token comes with it (the x509 authenticator is
+/// asked first).
+#[test]
+fn kubectl_refused_client_certificates_are_unauthorized() {
+    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
+    let w = auth_world_with(
+        &[("audit-policy.yaml", policy)],
+        &[
+            "--audit-log-path",
+            "audit.log",
+            "--audit-policy-file",
+            "audit-policy.yaml",
+        ],
+    );
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other_ca = ca_cert("another-ca", &other_key);
+    let foreign = client_cert(
+        "mallory",
+        "system:masters",
+        (&other_ca, &other_key),
+        (2020, 2090),
+    );
+    let dev_key = std::fs::read_to_string(w.dev.path("kw/kube-ca.key")).unwrap();
+    let dev_key = rcgen::KeyPair::from_pem(&dev_key).unwrap();
+    let dev_ca = ca_cert("keyward-dev-ca", &dev_key);
+    let expired = client_cert(
+        "mallory",
+        "system:masters",
+        (&dev_ca, &dev_key),
+        (2020, 2021),
+    );
+    let current = client_cert("carol", "devs", (&dev_ca, &dev_key), (2020, 2090));
+    let unauthorized = "error: You must be logged in to the server (Unauthorized)\n";
+    for (name, (cert, key)) in [("foreign", &foreign), ("expired", &expired)] {
+        let cfg = cert_kubeconfig(&w, name, cert, key, None);
+        let out = w.kubectl_as(33, &cfg, name).run(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/secrets",
+        ]);
+        assert_eq!((out.code, out.err.as_str()), (1, unauthorized), "{name}");
+        // With a valid token beside it, the token authenticates.
+        let cfg = cert_kubeconfig(&w, &format!("{name}-bob"), cert, key, Some(BOB_TOKEN));
+        let me = w.kubectl_as(33, &cfg, &format!("{name}-bob")).ok(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ]);
+        assert_eq!(me, "bob", "{name}");
+    }
+    // A certificate of the client CA decides, whatever token comes with it.
+    let cfg = cert_kubeconfig(&w, "carol", &current.0, &current.1, Some("not-a-token"));
+    let me = w.kubectl_as(33, &cfg, "carol").ok(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(me, "carol");
+    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
+    let refused: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains(r#""requestURI":"/api/v1/namespaces/default/secrets""#))
+        .collect();
+    assert_eq!(refused.len(), 2, "{audit}");
+    for l in refused {
+        assert!(l.contains(r#""stage":"ResponseStarted""#), "{l}");
+        assert!(
+            l.contains(r#""message":"Authentication failed, attempted: x509","code":401"#),
+            "{l}"
+        );
+    }
 }
 
 /// Discovery, OpenAPI and health as kubectl and probes read them, on every version.

@@ -506,3 +506,23 @@ fn audit_ids_are_distinct_version_4_uuids_across_refills() {
         assert!(seen.insert(id), "ids repeat");
     }
 }
+
+/// `sourceIPs` as kube-apiserver's `utilnet.SourceIPs`: every valid address of
+/// `X-Forwarded-For`, `X-Real-Ip` unless among them, then the peer unless it is the last.
+#[test]
+fn source_ips_are_the_forwarded_then_the_peer() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let peer = ip("127.0.0.1");
+    let fwd = forwarded_ips(Some("1.2.3.4, 5.6.7.8, bogus"), Some("9.9.9.9"));
+    assert_eq!(fwd, [ip("1.2.3.4"), ip("5.6.7.8"), ip("9.9.9.9")]);
+    assert_eq!(
+        source_ips(&fwd, peer),
+        ["1.2.3.4", "5.6.7.8", "9.9.9.9", "127.0.0.1"]
+    );
+    // The real IP already forwarded, the peer already last: neither twice.
+    let fwd = forwarded_ips(Some("1.2.3.4,127.0.0.1"), Some("1.2.3.4"));
+    assert_eq!(source_ips(&fwd, peer), ["1.2.3.4", "127.0.0.1"]);
+    assert_eq!(source_ips(&forwarded_ips(None, None), peer), ["127.0.0.1"]);
+    // An IPv4-mapped peer is written as IPv4.
+    assert_eq!(source_ips(&[], ip("::ffff:10.0.0.1")), ["10.0.0.1"]);
+}
