@@ -1,5 +1,6 @@
-//! The `audit.k8s.io/v1` Policy: parsing (strict: an unknown field is an error naming it),
-//! validation with kube-apiserver's messages, and the rule matcher of
+//! The `audit.k8s.io/v1` Policy: parsing (as kube-apiserver's `LoadPolicyFromBytes`: an
+//! unknown field is a warning naming it, and the policy is read without it), validation with
+//! kube-apiserver's messages, and the rule matcher of
 //! `k8s.io/apiserver/pkg/audit/policy/checker.go` — the first matching rule decides the level;
 //! no match is level `None`; a rule's `omitStages` are unioned with the policy's.
 
@@ -78,6 +79,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     omit_stages: Stages,
     omit_managed_fields: bool,
+    /// The fields the policy names that it has not (`unknown field "rules[0].levle"`).
+    warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,16 +111,30 @@ impl Policy {
             path: path.to_owned(),
             source,
         })?;
-        Policy::parse(&text)
+        let policy = Policy::parse(&text)?;
+        if !policy.warnings.is_empty() {
+            // kube-apiserver's words when its strict decoding fails and its lenient one does not.
+            tracing::warn!(
+                path = %path.display(),
+                "Audit policy contains errors, falling back to lenient decoding: strict decoding error: {}",
+                policy.warnings.join(", ")
+            );
+        }
+        Ok(policy)
     }
 
-    /// Decodes (strictly) and validates a policy.
+    /// Decodes and validates a policy; unknown fields are left out and listed in
+    /// [`Policy::warnings`].
     pub fn parse(text: &str) -> Result<Policy, AuditError> {
         let invalid = |m: String| AuditError::PolicyInvalid(vec![m]);
         if text.trim().is_empty() {
             return Err(invalid("the file is empty".into()));
         }
+        // Read as text (errors name the line), and as a tree for the fields it should not have.
         let raw: RawPolicy = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let warnings = serde_yaml_ng::from_str(text)
+            .map(|v| unknown_fields(&v))
+            .unwrap_or_default();
         match (raw.api_version.as_deref(), raw.kind.as_deref()) {
             (Some("audit.k8s.io/v1"), Some("Policy")) => {}
             (None, _) | (_, None) => {
@@ -150,7 +167,15 @@ impl Policy {
             rules,
             omit_stages,
             omit_managed_fields: raw.omit_managed_fields.unwrap_or(false),
+            warnings,
         })
+    }
+
+    /// The fields of the policy that an `audit.k8s.io/v1` Policy has not, each as
+    /// `unknown field "rules[0].levle"`: left out, as kube-apiserver's lenient decoding leaves
+    /// them out (it warns, and serves).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// How many rules the policy has.
@@ -250,10 +275,76 @@ fn path_matches(path: &str, spec: &str) -> bool {
             .is_some_and(|prefix| path.starts_with(prefix.trim_end_matches('*')))
 }
 
-// ----- strict decoding and validation -----
+// ----- decoding and validation -----
+
+const POLICY_FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "rules",
+    "omitStages",
+    "omitManagedFields",
+];
+const RULE_FIELDS: &[&str] = &[
+    "level",
+    "users",
+    "userGroups",
+    "verbs",
+    "resources",
+    "namespaces",
+    "nonResourceURLs",
+    "omitStages",
+    "omitManagedFields",
+];
+const GROUP_RESOURCES_FIELDS: &[&str] = &["group", "resources", "resourceNames"];
+
+/// `unknown field "<path>"` for each key of `policy` (a policy, its rules, their resources)
+/// that the type has not, in document order, as kube-apiserver's strict decoder names them.
+fn unknown_fields(policy: &serde_yaml_ng::Value) -> Vec<String> {
+    use serde_yaml_ng::Value;
+    fn check(v: &Value, known: &[&str], at: &str, out: &mut Vec<String>) {
+        let Value::Mapping(m) = v else { return };
+        for k in m.keys() {
+            let key = match k {
+                Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            if !known.contains(&key.as_str()) {
+                let path = if at.is_empty() {
+                    key
+                } else {
+                    format!("{at}.{key}")
+                };
+                out.push(format!("unknown field {path:?}"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    check(policy, POLICY_FIELDS, "", &mut out);
+    if let Some(Value::Sequence(rules)) = policy.get("rules") {
+        for (i, r) in rules.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            check(r, RULE_FIELDS, &at, &mut out);
+            if let Some(Value::Sequence(res)) = r.get("resources") {
+                for (j, g) in res.iter().enumerate() {
+                    check(
+                        g,
+                        GROUP_RESOURCES_FIELDS,
+                        &format!("{at}.resources[{j}]"),
+                        &mut out,
+                    );
+                }
+            }
+        }
+    }
+    out
+}
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 struct RawPolicy {
     api_version: Option<String>,
     kind: Option<String>,
@@ -266,7 +357,7 @@ struct RawPolicy {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 struct RawRule {
     level: Option<String>,
     users: Option<Vec<String>>,
@@ -281,7 +372,7 @@ struct RawRule {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 struct RawGroupResources {
     group: Option<String>,
     resources: Option<Vec<String>>,
@@ -738,9 +829,6 @@ mod tests {
             (head, "rules: Required value"),
             (&format!("{head}rules:\n- verbs: [get]\n"), "rules[0].level: Required value"),
             (&format!("{head}rules:\n- level: Everything\n"), "rules[0].level: Unsupported value: \"Everything\": supported values: \"None\", \"Metadata\", \"Request\", \"RequestResponse\""),
-            (&format!("{head}rules:\n- level: Metadata\n  levle: None\n"), "unknown field `levle`"),
-            (&format!("{head}rules:\n- level: Metadata\n  resources: [{{group: \"\", resource: [pods]}}]\n"), "unknown field `resource`"),
-            (&format!("{head}bogus: 1\nrules:\n- level: Metadata\n"), "unknown field `bogus`"),
             (&format!("{head}rules:\n- level: Metadata\n  nonResourceURLs: [metrics]\n"), "rules[0].nonResourceURLs[0]: Invalid value: \"metrics\": non-resource URL rules must begin with a '/' character"),
             (&format!("{head}rules:\n- level: Metadata\n  nonResourceURLs: [\"/a*/b\"]\n"), "rules[0].nonResourceURLs[0]: Invalid value: \"/a*/b\": non-resource URL wildcards '*' must be the final character of the rule"),
             (&format!("{head}rules:\n- level: Metadata\n  nonResourceURLs: [/metrics]\n  namespaces: [prod]\n"), "rules[0].nonResourceURLs: Invalid value: [\"/metrics\"]: rules cannot apply to both regular resources and non-resource URLs"),
@@ -754,6 +842,36 @@ mod tests {
         }
         // Everything valid at once, metadata included.
         Policy::parse(&format!("{head}metadata: {{name: p}}\nomitManagedFields: true\nrules:\n- level: None\n  users: [a]\n  userGroups: [b]\n  verbs: [get]\n  resources: [{{group: \"*\", resources: [\"*\"], resourceNames: [x]}}]\n  namespaces: [\"\", prod]\n  omitStages: [Panic]\n  omitManagedFields: false\n- level: Metadata\n  nonResourceURLs: [\"*\", \"/healthz*\"]\n")).unwrap();
+    }
+
+    /// Unknown fields are named and left out, as kube-apiserver's lenient decoding leaves them
+    /// out after its strict one failed; the policy is read without them.
+    #[test]
+    fn unknown_fields_are_warnings() {
+        let head = "apiVersion: audit.k8s.io/v1\nkind: Policy\n";
+        let p = Policy::parse(&format!(
+            "{head}bogus: 1\nrules:\n- level: Metadata\n  levle: None\n  resources: [{{group: \"\", resource: [pods]}}]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            p.warnings(),
+            [
+                r#"unknown field "bogus""#,
+                r#"unknown field "rules[0].levle""#,
+                r#"unknown field "rules[0].resources[0].resource""#
+            ]
+        );
+        assert_eq!(p.evaluate(&tim(), &attrs("namespaced")).level, Metadata);
+        assert!(Policy::parse(&format!("{head}rules:\n- level: None\n"))
+            .unwrap()
+            .warnings()
+            .is_empty());
+        // A rule whose level is misspelt has none: still invalid.
+        let e = Policy::parse(&format!("{head}rules:\n- levle: None\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("rules[0].level: Required value"),
+            "{e}"
+        );
     }
 
     #[test]
