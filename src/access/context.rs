@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use super::AccessError;
-use crate::audit::{Peer, RequestInfo, ResponseStatus};
+use crate::audit::{AuditObject, Peer, RequestInfo, ResponseStatus};
 use crate::authn::Identity;
 
 /// Where a request came from.
@@ -66,6 +66,9 @@ pub struct RequestContext {
     recorded: Recorded,
     /// The status a failed request is answered with, as the audit log records it.
     error_status: fn(&AccessError) -> ResponseStatus,
+    /// The body a failed request is answered with, for the audit log at level
+    /// `RequestResponse` (the Kubernetes API's Status); `None`: no body is recorded.
+    error_body: Option<fn(&AccessError) -> Option<AuditObject>>,
 }
 
 /// Whether the access layer took the request in hand; a clone starts with the value it had.
@@ -94,6 +97,7 @@ impl RequestContext {
             forwarded_ips: Vec::new(),
             recorded: Recorded::default(),
             error_status: AccessError::audit_status,
+            error_body: None,
         }
     }
 
@@ -105,9 +109,21 @@ impl RequestContext {
         self
     }
 
+    /// The same request, the body its front end answers an error with recorded as the
+    /// response object at level `RequestResponse` (kube-apiserver logs the Status it writes).
+    pub fn recording_error_bodies(mut self, body: fn(&AccessError) -> Option<AuditObject>) -> Self {
+        self.error_body = Some(body);
+        self
+    }
+
     /// How a request that failed is recorded.
     pub(super) fn error_status(&self) -> fn(&AccessError) -> ResponseStatus {
         self.error_status
+    }
+
+    /// The response object a failed request is recorded with, if its front end gave one.
+    pub(super) fn error_body(&self, e: &AccessError) -> Option<AuditObject> {
+        self.error_body.and_then(|f| f(e))
     }
 
     /// Whether an operation of the access layer has taken the request in hand: authorized it

@@ -296,16 +296,18 @@ impl Access {
                 if let Some(m) = self.metrics() {
                     m.authorization_denied(&check.verb);
                 }
-                let f = Forbidden::new(check, &reason);
+                let refusal = AccessError::Forbidden(Forbidden::new(check, &reason));
                 ctx.mark_recorded();
                 let mut rec = self.auditor.begin(original, ctx.audit_info());
-                rec.refused_before_authorization(ResponseStatus::failure(
-                    Reason::Forbidden,
-                    &f.message,
-                ))
-                .await
-                .map_err(audit_failed(self.metrics()))?;
-                return Err(AccessError::Forbidden(f));
+                let body = if rec.level() >= Level::RequestResponse {
+                    ctx.error_body(&refusal)
+                } else {
+                    None
+                };
+                rec.refused_before_authorization((ctx.error_status())(&refusal), body)
+                    .await
+                    .map_err(audit_failed(self.metrics()))?;
+                return Err(refusal);
             }
         }
         Ok(ctx.acting_as(plan.identity))
@@ -330,16 +332,19 @@ impl Access {
     /// Authorizes and records a request `attrs` that no operation here took in hand: one a
     /// front end answered alone (discovery, OpenAPI, a path nothing serves) or refused before
     /// it reached the store (options that do not parse, a 406). kube-apiserver authorizes and
-    /// audits every request whatever its handler does; `status` is how it ended. A request the
+    /// audits every request whatever its handler does; `status` is how it ended, and `body`
+    /// (at level `RequestResponse`) what it was answered with. A request the
     /// policy refuses is [`AccessError::Forbidden`] (recorded as such), to be answered instead.
     pub async fn record(
         &self,
         ctx: &RequestContext,
         attrs: &Attributes,
         status: ResponseStatus,
+        body: Option<AuditObject>,
     ) -> Result<(), AccessError> {
         let mut rec = self.admit(ctx, attrs, &[], || None).await?;
-        rec.response_complete(status, None)
+        let body = body.filter(|_| rec.level() >= Level::RequestResponse);
+        rec.response_complete(status, body)
             .await
             .map_err(audit_failed(self.metrics()))
     }
@@ -426,10 +431,16 @@ impl Access {
             }
             let f = Forbidden::new(refused, reason);
             tracing::debug!(user = %ctx.user.name, "{}", f.message);
-            rec.response_complete(ResponseStatus::failure(Reason::Forbidden, &f.message), None)
+            let refusal = AccessError::Forbidden(f);
+            let body = if rec.level() >= Level::RequestResponse {
+                ctx.error_body(&refusal)
+            } else {
+                None
+            };
+            rec.response_complete((ctx.error_status())(&refusal), body)
                 .await
                 .map_err(audit_failed(self.metrics()))?;
-            return Err(AccessError::Forbidden(f));
+            return Err(refusal);
         }
         Ok(rec)
     }
@@ -460,7 +471,7 @@ impl Access {
         respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
     ) -> Result<T, AccessError> {
         Self::complete(
-            ctx.error_status(),
+            (ctx.error_status(), |e: &AccessError| ctx.error_body(e)),
             rec,
             self.metrics(),
             result,
@@ -471,9 +482,13 @@ impl Access {
     }
 
     /// Records `ResponseComplete` for `result`: `code` and the body `respond` gives (asked
-    /// only at level `RequestResponse`, or for one object at any level, to fill `objectRef`).
+    /// only at level `RequestResponse`, or for one object at any level, to fill `objectRef`);
+    /// for an error, the status and (at level `RequestResponse`) the body `error` gives.
     async fn complete<T>(
-        error_status: fn(&AccessError) -> ResponseStatus,
+        error: (
+            fn(&AccessError) -> ResponseStatus,
+            impl FnOnce(&AccessError) -> Option<AuditObject>,
+        ),
         rec: &mut RequestAudit,
         metrics: Option<&Metrics>,
         result: Result<T, AccessError>,
@@ -481,9 +496,11 @@ impl Access {
         respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
     ) -> Result<T, AccessError> {
         let level = rec.level();
+        let (error_status, error_body) = error;
         let (status, body) = match &result {
             Ok(v) if level > Level::None => (ResponseStatus::success(code), respond(v, level)),
             Ok(_) => (ResponseStatus::success(code), None),
+            Err(e) if level >= Level::RequestResponse => (error_status(e), error_body(e)),
             Err(e) => (error_status(e), None),
         };
         rec.response_complete(status, body)

@@ -61,7 +61,7 @@ impl Migration {
             }
         }
         Access::complete(
-            self.error_status,
+            (self.error_status, |_: &AccessError| None),
             &mut self.rec,
             self.metrics.as_ref(),
             result,

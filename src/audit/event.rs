@@ -316,31 +316,41 @@ pub struct ResponseStatus {
     #[serde(skip_serializing_if = "str::is_empty")]
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<RawDetails>,
+    details: Option<RawJson>,
     code: u16,
 }
 
-/// A `responseStatus.details` object, kept as the answer's JSON text (in kube-apiserver's
-/// field order: name, group, kind, uid, causes).
+/// A JSON object kept as the text it was written as (a `responseStatus.details`, a Status
+/// response body), so that its fields stay in kube-apiserver's order.
 #[derive(Debug, Clone)]
-pub(super) struct RawDetails(Box<serde_json::value::RawValue>);
+pub(crate) struct RawJson(Box<serde_json::value::RawValue>);
 
-impl RawDetails {
+impl RawJson {
+    /// `text` if it is a JSON object.
+    pub(crate) fn object(text: String) -> Option<Self> {
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::value::RawValue::from_string(text)
+            .ok()
+            .map(RawJson)
+    }
+
     /// The JSON text.
-    pub(super) fn get(&self) -> &str {
+    pub(crate) fn get(&self) -> &str {
         self.0.get()
     }
 }
 
-impl PartialEq for RawDetails {
+impl PartialEq for RawJson {
     fn eq(&self, other: &Self) -> bool {
         self.get() == other.get()
     }
 }
 
-impl Eq for RawDetails {}
+impl Eq for RawJson {}
 
-impl Serialize for RawDetails {
+impl Serialize for RawJson {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
     }
@@ -409,11 +419,8 @@ impl ResponseStatus {
     /// object (name, group, kind, uid, causes; none of which may hold a secret). A success, an
     /// empty object or text that is not a JSON object keeps none.
     pub fn with_details(mut self, details: String) -> Self {
-        let object = details.trim_start().starts_with('{') && details.trim() != "{}";
-        if self.code >= 400 && object {
-            self.details = serde_json::value::RawValue::from_string(details)
-                .ok()
-                .map(RawDetails);
+        if self.code >= 400 && details.trim() != "{}" {
+            self.details = RawJson::object(details);
         }
         self
     }

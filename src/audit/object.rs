@@ -23,7 +23,7 @@ use crate::store::model::{ObjectMeta, Secret};
 pub const REDACTED_ANNOTATION_KEYS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
 
 /// A request or response body, reduced for the log. Build it with [`AuditObject::secret`],
-/// [`AuditObject::secret_list`] or [`AuditObject::json`].
+/// [`AuditObject::secret_list`], [`AuditObject::json`] or [`AuditObject::status`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditObject(Repr);
 
@@ -33,6 +33,8 @@ enum Repr {
     SecretList(SecretListMeta),
     /// Never holds a Secret value: reduced when built.
     Json(Value),
+    /// A `Status` answer (message, reason, details: no Secret value), as the answer's text.
+    Status(super::event::RawJson),
 }
 
 impl Serialize for AuditObject {
@@ -41,6 +43,7 @@ impl Serialize for AuditObject {
             Repr::Secret(m) => m.serialize(s),
             Repr::SecretList(l) => l.serialize(s),
             Repr::Json(v) => v.serialize(s),
+            Repr::Status(r) => r.serialize(s),
         }
     }
 }
@@ -98,6 +101,12 @@ impl AuditObject {
         Self(Repr::Json(reduce_embedded(value)))
     }
 
+    /// A `Status` the client was answered with (its JSON, in kube-apiserver's field order),
+    /// logged whole: it holds no Secret value. `None` if `json` is not a JSON object.
+    pub fn status(json: String) -> Option<Self> {
+        super::event::RawJson::object(json).map(|r| Self(Repr::Status(r)))
+    }
+
     /// The object as a request on `secrets` may log it: JSON bodies (patches, DeleteOptions,
     /// objects without a kind) keep only fields that cannot hold a value.
     pub(super) fn for_secrets(self) -> Self {
@@ -127,6 +136,7 @@ impl AuditObject {
                 }
                 Self(Repr::Json(v))
             }
+            status @ Repr::Status(_) => Self(status),
         }
     }
 
@@ -151,7 +161,7 @@ impl AuditObject {
                 m.metadata.uid.clone(),
                 m.metadata.resource_version.clone(),
             ],
-            Repr::SecretList(_) => Default::default(),
+            Repr::SecretList(_) | Repr::Status(_) => Default::default(),
             Repr::Json(v) => ["name", "uid", "resourceVersion"].map(|f| {
                 v.pointer(&format!("/metadata/{f}"))
                     .and_then(Value::as_str)

@@ -394,15 +394,16 @@ impl RequestAudit {
 
     /// The request was refused before it was authorized, as kube-apiserver's impersonation
     /// filter refuses an impersonation the caller may not make before its authorization filter
-    /// runs: stages `RequestReceived` and `ResponseComplete` (written together) with `status`
-    /// and no authorization annotations.
+    /// runs: stages `RequestReceived` and `ResponseComplete` (written together) with `status`,
+    /// the answer's `body` (kept at level `RequestResponse`) and no authorization annotations.
     pub async fn refused_before_authorization(
         &mut self,
         status: ResponseStatus,
+        body: Option<AuditObject>,
     ) -> Result<(), AuditError> {
         self.defer_received = true;
         self.emit(Stage::RequestReceived, None, None).await?;
-        self.emit(Stage::ResponseComplete, Some(status), None).await
+        self.response_complete(status, body).await
     }
 
     /// Stage `ResponseStarted` (long-running requests such as watch), status 200.

@@ -524,7 +524,8 @@ impl KubeApi {
         };
         // Failures are recorded with the Status this API answers them with.
         let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri)
-            .answering_errors_with(|e| Status::of_access(e).audit());
+            .answering_errors_with(|e| Status::of_access(e).audit())
+            .recording_error_bodies(|e| Status::of_access(e).audit_object());
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
         ctx.forwarded_ips = forwarded;
@@ -767,13 +768,17 @@ impl KubeApi {
         req: &KubeRequest,
         routed: Result<Routed, KubeError>,
     ) -> Result<Routed, KubeError> {
-        let status = match &routed {
-            Ok(Routed::Reply(r)) => r.audit_status(),
-            Ok(Routed::Watch(_)) => crate::audit::ResponseStatus::success(200),
-            Err(e) => Status::of(e).audit(),
+        let (status, body) = match &routed {
+            Ok(Routed::Reply(Reply::Status(s))) => (s.audit(), s.audit_object()),
+            Ok(Routed::Reply(r)) => (r.audit_status(), None),
+            Ok(Routed::Watch(_)) => (crate::audit::ResponseStatus::success(200), None),
+            Err(e) => {
+                let s = Status::of(e);
+                (s.audit(), s.audit_object())
+            }
         };
         let attrs = req.info.attributes(req.ctx.user.clone());
-        self.access.record(&req.ctx, &attrs, status).await?;
+        self.access.record(&req.ctx, &attrs, status, body).await?;
         routed
     }
 

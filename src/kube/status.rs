@@ -338,6 +338,13 @@ impl Status {
         }
     }
 
+    /// The Status as the audit log's `responseObject` (kept at level `RequestResponse`): what
+    /// the client was answered, as kube-apiserver's `LogResponseObject` records it.
+    pub fn audit_object(&self) -> Option<crate::audit::AuditObject> {
+        let text = String::from_utf8(self.to_json()).ok()?;
+        crate::audit::AuditObject::status(text)
+    }
+
     /// The HTTP status code to answer with (200 for a success without one).
     pub fn http_code(&self) -> u16 {
         if self.code == 0 {

@@ -665,6 +665,24 @@ fn kubectl_creates_service_account_tokens_on_every_version() {
     for t in &issued {
         assert!(!audit.contains(t.as_str()), "a token in the audit log");
     }
+    // At level RequestResponse a refusal's Status is the response object, as kube-apiserver
+    // logs what it writes.
+    let refused = audit
+        .lines()
+        .find(|l| {
+            l.contains(r#""username":"bob""#)
+                && l.contains(r#""stage":"ResponseComplete""#)
+                && l.contains("/serviceaccounts/app/token")
+        })
+        .expect("bob's refused token request is audited");
+    let e: serde_json::Value = serde_json::from_str(refused).unwrap();
+    assert_eq!(e["responseObject"]["kind"], "Status", "{refused}");
+    assert_eq!(e["responseObject"]["code"], 403);
+    assert_eq!(
+        e["responseObject"]["details"],
+        e["responseStatus"]["details"]
+    );
+    assert!(refused.contains(r#""responseObject":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#), "{refused}");
 }
 
 /// One audit event per stage per request, as kube-apiserver writes them: a patch and an update
