@@ -205,6 +205,18 @@ fn audit_failed(metrics: Option<&Metrics>) -> impl FnOnce(AuditError) -> AccessE
     }
 }
 
+/// The body a refusal is recorded with: what the front end answers it with, kept at level
+/// `RequestResponse` only.
+fn refusal_body(
+    ctx: &RequestContext,
+    rec: &RequestAudit,
+    refusal: &AccessError,
+) -> Option<AuditObject> {
+    (rec.level() >= Level::RequestResponse)
+        .then(|| ctx.error_body(refusal))
+        .flatten()
+}
+
 /// Whether `verb` only reads (get, list, watch): such a request's `RequestReceived` event is
 /// written with its next one.
 fn is_read(verb: &str) -> bool {
@@ -299,11 +311,7 @@ impl Access {
                 let refusal = AccessError::Forbidden(Forbidden::new(check, &reason));
                 ctx.mark_recorded();
                 let mut rec = self.auditor.begin(original, ctx.audit_info());
-                let body = if rec.level() >= Level::RequestResponse {
-                    ctx.error_body(&refusal)
-                } else {
-                    None
-                };
+                let body = refusal_body(&ctx, &rec, &refusal);
                 rec.refused_before_authorization((ctx.error_status())(&refusal), body)
                     .await
                     .map_err(audit_failed(self.metrics()))?;
@@ -432,11 +440,7 @@ impl Access {
             let f = Forbidden::new(refused, reason);
             tracing::debug!(user = %ctx.user.name, "{}", f.message);
             let refusal = AccessError::Forbidden(f);
-            let body = if rec.level() >= Level::RequestResponse {
-                ctx.error_body(&refusal)
-            } else {
-                None
-            };
+            let body = refusal_body(ctx, &rec, &refusal);
             rec.response_complete((ctx.error_status())(&refusal), body)
                 .await
                 .map_err(audit_failed(self.metrics()))?;
