@@ -124,6 +124,15 @@ impl World {
 
     /// A kubeconfig trusting the dev CA that authenticates with `token` (no token: none).
     pub fn token_kubeconfig(&self, name: &str, token: Option<&str>) -> PathBuf {
+        let user = token
+            .map(|t| format!("    token: {t}\n"))
+            .unwrap_or_default();
+        self.user_kubeconfig(name, &user)
+    }
+
+    /// A kubeconfig trusting the dev CA whose user `name` has the fields `user` (lines
+    /// indented by four spaces; empty: no credentials).
+    pub fn user_kubeconfig(&self, name: &str, user: &str) -> PathBuf {
         let admin = std::fs::read_to_string(&self.admin).unwrap();
         let field = |key: &str| {
             admin
@@ -132,9 +141,9 @@ impl World {
                 .unwrap()
                 .to_owned()
         };
-        let user = match token {
-            Some(t) => format!("  user:\n    token: {t}\n"),
-            None => "  user: {}\n".to_owned(),
+        let user = match user {
+            "" => "  user: {}\n".to_owned(),
+            fields => format!("  user:\n{fields}"),
         };
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: kw\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {name}\n{user}contexts:\n- name: kw\n  context:\n    cluster: kw\n    user: {name}\n    namespace: default\ncurrent-context: kw\n",
@@ -475,6 +484,20 @@ fn auth_world_with(files: &[(&str, &str)], extra: &[&str]) -> World {
     w
 }
 
+/// [`auth_world`] with an audit log (`audit.log`) of every request at `level`.
+fn audited_world(level: &str) -> World {
+    let policy = format!("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: {level}\n");
+    auth_world_with(
+        &[("audit-policy.yaml", &policy)],
+        &[
+            "--audit-log-path",
+            "audit.log",
+            "--audit-policy-file",
+            "audit-policy.yaml",
+        ],
+    )
+}
+
 /// kube-apiserver's Forbidden for `user` doing `verb` on Secrets in `default` (`name`: one).
 fn forbidden(user: &str, verb: &str, name: Option<&str>) -> String {
     let what = match name {
@@ -607,16 +630,7 @@ fn kubectl_authenticates_and_is_authorized_as_over_grpc() {
 /// user without `create serviceaccounts/token` gets 403, and no token reaches the audit log.
 #[test]
 fn kubectl_creates_service_account_tokens_on_every_version() {
-    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: RequestResponse\n";
-    let w = auth_world_with(
-        &[("audit-policy.yaml", policy)],
-        &[
-            "--audit-log-path",
-            "audit.log",
-            "--audit-policy-file",
-            "audit-policy.yaml",
-        ],
-    );
+    let w = audited_world("RequestResponse");
     let bob = w.token_kubeconfig("bob", Some(BOB_TOKEN));
     let mut issued = Vec::new();
     let create =
@@ -692,16 +706,7 @@ fn kubectl_creates_service_account_tokens_on_every_version() {
 /// a failure's `responseStatus` carries the answer's details.
 #[test]
 fn kubectl_requests_are_audited_once_per_stage() {
-    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
-    let w = auth_world_with(
-        &[("audit-policy.yaml", policy)],
-        &[
-            "--audit-log-path",
-            "audit.log",
-            "--audit-policy-file",
-            "audit-policy.yaml",
-        ],
-    );
+    let w = audited_world("Metadata");
     let admin = w.kubectl(33);
     admin.ok(&["label", "secret", "s1", "x=1"]);
     let live = admin.ok(&["get", "secret", "plain", "-o", "json"]);
@@ -818,41 +823,32 @@ fn kubectl_requests_are_audited_once_per_stage() {
 fn cert_kubeconfig(w: &World, name: &str, cert: &str, key: &str, token: Option<&str>) -> PathBuf {
     use base64::Engine as _;
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
-    let p = w.token_kubeconfig(name, token);
-    let text = std::fs::read_to_string(&p).unwrap().replace(
-        &format!("- name: {name}\n  user:\n"),
-        &format!(
-            "- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-            b64(cert),
-            b64(key)
-        ),
+    let mut user = format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(cert),
+        b64(key)
     );
-    let text = text.replace(
-        &format!("- name: {name}\n  user: {{}}\n"),
-        &format!(
-            "- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-            b64(cert),
-            b64(key)
-        ),
-    );
-    std::fs::write(&p, text).unwrap();
-    p
+    if let Some(t) = token {
+        user.push_str(&format!("    token: {t}\n"));
+    }
+    w.user_kubeconfig(name, &user)
 }
 
-/// A client certificate (PEM, with its key) for `user` in `group`, signed by `issuer` (a
-/// certificate and its key), valid from `not_before` to `not_after` (years).
+/// A certificate (PEM, with its key) for `user` in `group` and `usage`, signed by `issuer` (a
+/// certificate and its key), valid from the first to the second of `years`.
 fn client_cert(
     user: &str,
     group: &str,
     issuer: (&rcgen::Certificate, &rcgen::KeyPair),
     years: (i32, i32),
+    usage: rcgen::ExtendedKeyUsagePurpose,
 ) -> (String, String) {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name
         .push(rcgen::DnType::OrganizationName, group);
     p.distinguished_name.push(rcgen::DnType::CommonName, user);
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    p.extended_key_usages = vec![usage];
     p.not_before = rcgen::date_time_ymd(years.0, 1, 1);
     p.not_after = rcgen::date_time_ymd(years.1, 1, 1);
     let key = rcgen::KeyPair::generate().unwrap();
@@ -873,43 +869,38 @@ fn ca_cert(name: &str, key: &rcgen::KeyPair) -> rcgen::Certificate {
     p.self_signed(key).unwrap()
 }
 
-/// Client certificates that do not verify (another CA's, an expired one of the right CA) are
-/// kube-apiserver's 401 `Unauthorized` and an audit event of a failed x509 authentication, not
-/// a failed TLS handshake; with a valid bearer token beside them the token authenticates; a
+/// Client certificates that do not verify (another CA's; an expired one and a server-only one
+/// of the right CA) are kube-apiserver's 401 `Unauthorized` and an audit event of a failed x509
+/// authentication, not a failed TLS handshake; with a valid bearer token beside them the token authenticates; a
 /// valid certificate authenticates whatever token comes with it (the x509 authenticator is
 /// asked first).
 #[test]
 fn kubectl_refused_client_certificates_are_unauthorized() {
-    let policy = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
-    let w = auth_world_with(
-        &[("audit-policy.yaml", policy)],
-        &[
-            "--audit-log-path",
-            "audit.log",
-            "--audit-policy-file",
-            "audit-policy.yaml",
-        ],
-    );
+    let w = audited_world("Metadata");
     let other_key = rcgen::KeyPair::generate().unwrap();
     let other_ca = ca_cert("another-ca", &other_key);
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
     let foreign = client_cert(
         "mallory",
         "system:masters",
         (&other_ca, &other_key),
         (2020, 2090),
+        ClientAuth,
     );
     let dev_key = std::fs::read_to_string(w.dev.path("kw/kube-ca.key")).unwrap();
     let dev_key = rcgen::KeyPair::from_pem(&dev_key).unwrap();
     let dev_ca = ca_cert("keyward-dev-ca", &dev_key);
-    let expired = client_cert(
-        "mallory",
-        "system:masters",
-        (&dev_ca, &dev_key),
-        (2020, 2021),
-    );
-    let current = client_cert("carol", "devs", (&dev_ca, &dev_key), (2020, 2090));
+    let dev = (&dev_ca, &dev_key);
+    let expired = client_cert("mallory", "system:masters", dev, (2020, 2021), ClientAuth);
+    let server_only = client_cert("mallory", "system:masters", dev, (2020, 2090), ServerAuth);
+    let current = client_cert("carol", "devs", dev, (2020, 2090), ClientAuth);
     let unauthorized = "error: You must be logged in to the server (Unauthorized)\n";
-    for (name, (cert, key)) in [("foreign", &foreign), ("expired", &expired)] {
+    let refused = [
+        ("foreign", &foreign),
+        ("expired", &expired),
+        ("server-only", &server_only),
+    ];
+    for (name, (cert, key)) in refused {
         let cfg = cert_kubeconfig(&w, name, cert, key, None);
         let out = w.kubectl_as(33, &cfg, name).run(&[
             "get",
@@ -937,12 +928,12 @@ fn kubectl_refused_client_certificates_are_unauthorized() {
     ]);
     assert_eq!(me, "carol");
     let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
-    let refused: Vec<&str> = audit
+    let lines: Vec<&str> = audit
         .lines()
         .filter(|l| l.contains(r#""requestURI":"/api/v1/namespaces/default/secrets""#))
         .collect();
-    assert_eq!(refused.len(), 2, "{audit}");
-    for l in refused {
+    assert_eq!(lines.len(), refused.len(), "{audit}");
+    for l in lines {
         assert!(l.contains(r#""stage":"ResponseStarted""#), "{l}");
         assert!(
             l.contains(r#""message":"Authentication failed, attempted: x509","code":401"#),
