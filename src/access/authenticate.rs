@@ -3,12 +3,12 @@
 //! Unix peer's uid and gid, a verified TLS client certificate, an `Authorization` header).
 //!
 //! Rules, as kube-apiserver applies them to its listeners:
-//! - A bearer token, when one is presented, decides alone (on either listener): accepted, or
-//!   the request is `Unauthorized`. A bad token never falls back to other credentials.
-//! - Otherwise on the Unix socket the peer credentials decide ([`UnixAuthenticator`]: the
-//!   server's uid and root are `system:admin` in `system:masters` unless `--unix-users` says
-//!   otherwise); on TCP a client certificate verified by TLS decides (CN the user, each O a
-//!   group), and no credential at all is refused.
+//! - On TCP, a client certificate that verifies against the client CA decides first (CN the
+//!   user, each O a group), then a bearer token: accepted, or the request is `Unauthorized`
+//!   (a bad token never falls back to the peer); no credential at all is refused.
+//! - On the Unix socket a bearer token, when one is presented, decides alone; otherwise the
+//!   peer credentials decide ([`UnixAuthenticator`]: the server's uid and root are
+//!   `system:admin` in `system:masters` unless `--unix-users` says otherwise).
 //! - Every identity carries `system:authenticated`.
 //!
 //! Why a credential was refused goes to the server's log (never the credential); the caller

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use super::AccessError;
 use crate::audit::{AuditObject, Peer, RequestInfo, ResponseStatus};
 use crate::authn::Identity;
+use crate::store::Secret;
 
 /// Where a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct RequestContext {
     /// The body a failed request is answered with, for the audit log at level
     /// `RequestResponse` (the Kubernetes API's Status); `None`: no body is recorded.
     error_body: Option<fn(&AccessError) -> Option<AuditObject>>,
+    /// The body its front end answers a delete with, for the audit log at level
+    /// `RequestResponse` (the Kubernetes API's Success Status); `None`: the deleted Secret.
+    deleted_body: Option<fn(&Secret) -> Option<AuditObject>>,
 }
 
 /// Whether the access layer took the request in hand; a clone starts with the value it had.
@@ -98,6 +102,7 @@ impl RequestContext {
             recorded: Recorded::default(),
             error_status: AccessError::audit_status,
             error_body: None,
+            deleted_body: None,
         }
     }
 
@@ -114,6 +119,19 @@ impl RequestContext {
     pub fn recording_error_bodies(mut self, body: fn(&AccessError) -> Option<AuditObject>) -> Self {
         self.error_body = Some(body);
         self
+    }
+
+    /// The same request, the body its front end answers a delete with recorded as the
+    /// response object at level `RequestResponse` (kube-apiserver answers a Secret's delete
+    /// with a Success Status, not the object).
+    pub fn recording_deletions_as(mut self, body: fn(&Secret) -> Option<AuditObject>) -> Self {
+        self.deleted_body = Some(body);
+        self
+    }
+
+    /// The response object of a delete that removed `gone`, if its front end gave one.
+    pub(super) fn deleted_body(&self) -> Option<fn(&Secret) -> Option<AuditObject>> {
+        self.deleted_body
     }
 
     /// How a request that failed is recorded.

@@ -128,6 +128,19 @@ fn secret_body(s: &Secret, level: Level) -> Option<AuditObject> {
     })
 }
 
+/// A patch's result to write over `live`: with `live`'s resourceVersion as precondition
+/// unless the patch set another (and whether a lost race may be retried: only with `live`'s).
+fn rebase(live: &Secret, mut next: Secret) -> (Secret, bool) {
+    let ours = next.metadata.resource_version.is_empty()
+        || next.metadata.resource_version == live.metadata.resource_version;
+    if next.metadata.resource_version.is_empty() {
+        next.metadata
+            .resource_version
+            .clone_from(&live.metadata.resource_version);
+    }
+    (next, ours)
+}
+
 /// The revision a list is read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListAt {
@@ -162,18 +175,23 @@ impl Access {
         secret: Secret,
         dry_run: bool,
     ) -> Result<Secret, AccessError> {
-        self.create_as(ctx, secret, dry_run, kverbs::CREATE).await
+        let request = |s: &Secret| Some(AuditObject::secret(s));
+        self.create_as(ctx, secret, dry_run, kverbs::CREATE, request)
+            .await
     }
 
     /// Creates a Secret as a server-side apply does when it is absent: authorized as `patch`
-    /// on the named Secret (the request's verb, as kube-apiserver authorizes it).
+    /// on the named Secret (the request's verb, as kube-apiserver authorizes it); `request` is
+    /// the patch as the audit log records it.
     pub async fn create_by_apply(
         &self,
         ctx: &RequestContext,
         secret: Secret,
         dry_run: bool,
+        request: impl FnOnce() -> Option<AuditObject>,
     ) -> Result<Secret, AccessError> {
-        self.create_as(ctx, secret, dry_run, kverbs::PATCH).await
+        self.create_as(ctx, secret, dry_run, kverbs::PATCH, |_| request())
+            .await
     }
 
     async fn create_as(
@@ -182,6 +200,7 @@ impl Access {
         secret: Secret,
         dry_run: bool,
         verb: &str,
+        request: impl FnOnce(&Secret) -> Option<AuditObject>,
     ) -> Result<Secret, AccessError> {
         let ns = namespace_of(&secret);
         // A create names no object; a patch that creates names its own.
@@ -191,9 +210,7 @@ impl Access {
             secret.metadata.name.as_str()
         };
         let attrs = Self::secrets(ctx, verb, &ns, name);
-        let mut rec = self
-            .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
-            .await?;
+        let mut rec = self.admit(ctx, &attrs, &[], || request(&secret)).await?;
         let result = async {
             if !dry_run
                 && secret.type_ == crate::authn::legacy::TOKEN_SECRET_TYPE
@@ -314,15 +331,66 @@ impl Access {
         self.write_as(ctx, secret, dry_run, WriteVerb::Update).await
     }
 
-    /// Writes the result of a patch (`patch secrets` on it); its `resourceVersion`, if set, is
-    /// a precondition, as for [`update`](Self::update).
-    pub async fn patch(
+    /// Patches a Secret (`patch secrets` on it, the read of the stored version included):
+    /// `apply` computes the new version from the stored one, which is written with the stored
+    /// resourceVersion as precondition. When the Secret changed between the read and the
+    /// write, the new version is read and patched again, as kube-apiserver's
+    /// `GuaranteedUpdate` does, unless the patch set a resourceVersion of its own (then it is
+    /// a precondition: 409). The request is authorized and recorded once, whatever the number
+    /// of attempts; `request` is the patch as the audit log records it.
+    ///
+    /// Errors: an absent Secret is [`StoreError::NotFound`], unrecorded (a server-side apply
+    /// creates it instead, [`Access::create_by_apply`]; otherwise the front end records it);
+    /// so is an error of `apply` on the first read. An error of `apply` on a later read ends
+    /// the recorded request with the status and body `recorded_as` gives.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch<E: From<AccessError>>(
         &self,
         ctx: &RequestContext,
-        secret: Secret,
+        namespace: &Namespace,
+        name: &SecretName,
         dry_run: bool,
-    ) -> Result<Secret, AccessError> {
-        self.write_as(ctx, secret, dry_run, WriteVerb::Patch).await
+        request: impl FnOnce() -> Option<AuditObject>,
+        mut apply: impl FnMut(&Secret) -> Result<Secret, E>,
+        recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
+    ) -> Result<Secret, E> {
+        let attrs = Self::secrets(ctx, kverbs::PATCH, namespace.as_str(), name.as_str());
+        self.refuse_if_denied(ctx, &attrs).await?;
+        let live = self
+            .store
+            .get(namespace, name, None)
+            .await
+            .map_err(AccessError::from)?;
+        let (mut next, mut retry) = rebase(&live, apply(&live)?);
+        let mut rec = self.admit(ctx, &attrs, &[], request).await?;
+        loop {
+            let written = self.store.update(next, dry_run).await;
+            let failed = match written {
+                Err(e) if retry && e.is_modified() => None,
+                written => Some(written.map_err(AccessError::from)),
+            };
+            if let Some(result) = failed {
+                return Ok(self.finish(ctx, &mut rec, result, 200, secret_body).await?);
+            }
+            let live = match self.store.get(namespace, name, None).await {
+                Ok(live) => live,
+                Err(e) => {
+                    let result = Err(e.into());
+                    return Ok(self.finish(ctx, &mut rec, result, 200, secret_body).await?);
+                }
+            };
+            match apply(&live) {
+                Ok(patched) => (next, retry) = rebase(&live, patched),
+                Err(e) => {
+                    let (status, body) = recorded_as(&e);
+                    let body = body.filter(|_| rec.level() >= Level::RequestResponse);
+                    rec.response_complete(status, body)
+                        .await
+                        .map_err(super::audit_failed(self.metrics()))?;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     async fn write_as(
@@ -356,13 +424,15 @@ impl Access {
     }
 
     /// Deletes a Secret (`delete secrets` on it; ignoring decrypt errors also needs
-    /// `unsafe-delete-ignore-read-errors`).
+    /// `unsafe-delete-ignore-read-errors`). `options` is the request's DeleteOptions as the
+    /// audit log records them, if it sent any.
     pub async fn delete(
         &self,
         ctx: &RequestContext,
         namespace: &Namespace,
         name: &SecretName,
         pre: &Preconditions,
+        options: Option<AuditObject>,
     ) -> Result<Secret, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::DELETE, namespace.as_str(), name.as_str());
         let also: Vec<Attributes> = if pre.unsafe_ignore_decrypt_errors {
@@ -375,13 +445,17 @@ impl Access {
         } else {
             Vec::new()
         };
-        let mut rec = self.admit(ctx, &attrs, &also, || None).await?;
+        let mut rec = self.admit(ctx, &attrs, &also, || options).await?;
         let result = self
             .store
             .delete(namespace, name, pre)
             .await
             .map_err(Into::into);
-        self.finish(ctx, &mut rec, result, 200, secret_body).await
+        let respond = |s: &Secret, level| match ctx.deleted_body() {
+            Some(answer) if level >= Level::RequestResponse => answer(s),
+            _ => secret_body(s, level),
+        };
+        self.finish(ctx, &mut rec, result, 200, respond).await
     }
 
     /// Deletes the Secrets of `scope` (one namespace, valid or not) that `selector` and `keep`
@@ -389,7 +463,9 @@ impl Access {
     /// kube-apiserver's `deletecollection`: authorized and recorded once, as that verb. A Secret
     /// deleted meanwhile by someone else is skipped; any other failure stops there and is the
     /// answer (what was deleted before it stays deleted). Answers the Secrets deleted, at the
-    /// revision of the list they came from.
+    /// revision of the list they came from. `options` is the request's DeleteOptions as the
+    /// audit log records them, if it sent any.
+    #[allow(clippy::too_many_arguments)] // every option of a deletecollection request
     pub async fn delete_collection(
         &self,
         ctx: &RequestContext,
@@ -398,6 +474,7 @@ impl Access {
         keep: impl Fn(&Secret) -> bool,
         pre: &Preconditions,
         dry_run: bool,
+        options: Option<AuditObject>,
     ) -> Result<SecretList, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::DELETECOLLECTION, scope.as_str(), "");
         let call = async {
@@ -435,7 +512,8 @@ impl Access {
                 )
             })
         };
-        self.guarded(ctx, &attrs, || None, 200, respond, call).await
+        self.guarded(ctx, &attrs, || options, 200, respond, call)
+            .await
     }
 
     /// Lists Secrets (`list secrets` in the namespace, or at the cluster scope for all), at

@@ -241,3 +241,116 @@ fn audited_reasons_are_the_answered_ones() {
         assert_eq!(Some(store_reason(&e)), answered, "{e}");
     }
 }
+
+/// A patch whose Secret changes between its read and its write is patched again on the new
+/// version, as kube-apiserver's `GuaranteedUpdate` does: authorized and recorded once
+/// (one `RequestReceived`, one `ResponseComplete`, the patch as request object), the other
+/// writer's change kept. A patch that names its own resourceVersion is refused instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_retried_after_a_race_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path(), IDENTITY).await;
+    let sink = Arc::new(MemorySink::new());
+    let a = access(store.clone(), sink.clone());
+    a.create(&admin(), secret("db", b"v1"), false)
+        .await
+        .unwrap();
+    let (ns, db) = (
+        Namespace::try_from("prod").unwrap(),
+        SecretName::try_from("db").unwrap(),
+    );
+    let before = sink.events().len();
+    let rt = tokio::runtime::Handle::current();
+    let mut reads = Vec::new();
+    let request = || {
+        Some(AuditObject::json(
+            serde_json::json!({"metadata": {"labels": {"x": "1"}}}),
+        ))
+    };
+    let patched = a
+        .patch(
+            &admin(),
+            &ns,
+            &db,
+            false,
+            request,
+            |live: &Secret| -> Result<Secret, AccessError> {
+                reads.push(live.metadata.resource_version.clone());
+                if reads.len() == 1 {
+                    // Another writer changes the Secret after this read.
+                    let mut other = live.clone();
+                    other
+                        .data
+                        .insert("other".into(), SecretBytes::new(b"w".to_vec()));
+                    tokio::task::block_in_place(|| rt.block_on(store.update(other, false)))
+                        .unwrap();
+                }
+                let mut next = live.clone();
+                next.metadata.labels.insert("x".into(), "1".into());
+                Ok(next)
+            },
+            |_| unreachable!("the patch applies to every version"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reads.len(), 2, "read again after the race");
+    assert_ne!(reads[0], reads[1]);
+    assert_eq!(patched.metadata.labels["x"], "1");
+    assert_eq!(patched.data["other"].as_slice(), b"w");
+    let events: Vec<serde_json::Value> = sink.events()[before..]
+        .iter()
+        .map(|e| serde_json::from_str(&e.to_json()).unwrap())
+        .collect();
+    let stages: Vec<_> = events
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["RequestReceived", "ResponseComplete"],
+        "{events:?}"
+    );
+    assert_eq!(events[0]["verb"], "patch");
+    assert_eq!(events[1]["responseStatus"]["code"], 200);
+    assert_eq!(
+        events[1]["requestObject"],
+        serde_json::json!({"metadata": {"labels": {"x": "1"}}})
+    );
+    // A resourceVersion of the patch's own is a precondition: read again after the race,
+    // the patch still names the version it was written for, and the write is a 409, recorded.
+    let before = sink.events().len();
+    let mut named: Option<String> = None;
+    let e = a
+        .patch(
+            &admin(),
+            &ns,
+            &db,
+            false,
+            || None,
+            |live: &Secret| -> Result<Secret, AccessError> {
+                let mut next = live.clone();
+                if let Some(rv) = &named {
+                    next.metadata.resource_version.clone_from(rv);
+                    return Ok(next);
+                }
+                named = Some(live.metadata.resource_version.clone());
+                let mut other = live.clone();
+                other
+                    .data
+                    .insert("other".into(), SecretBytes::new(b"w2".to_vec()));
+                tokio::task::block_in_place(|| rt.block_on(store.update(other, false))).unwrap();
+                Ok(next)
+            },
+            |_| unreachable!(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::Conflict, "{e}");
+    let stages: Vec<_> = sink.events()[before..]
+        .iter()
+        .map(|e| e.stage().as_str())
+        .collect();
+    assert_eq!(stages, ["RequestReceived", "ResponseComplete"]);
+    let now = store.get(&ns, &db, None).await.unwrap();
+    assert_eq!(now.data["other"].as_slice(), b"w2");
+}

@@ -79,6 +79,11 @@ pub struct ClientCerts {
 }
 
 impl ClientCerts {
+    /// Whether the client presented a certificate (verified or not).
+    pub fn presented(&self) -> bool {
+        !self.chain.is_empty()
+    }
+
     /// `chain` checked with `verifier` (the client CA's) now.
     pub(super) fn verify(
         chain: Vec<CertificateDer<'static>>,

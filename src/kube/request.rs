@@ -465,8 +465,10 @@ pub enum Reply {
     /// `429` as kube-apiserver's in-flight limits write it (`http.Error`): plain text, not a
     /// Status, with `Retry-After: 1`. client-go waits that long and retries.
     TooManyRequests,
-    /// Fixed bytes with a content type.
+    /// Fixed bytes with a code and a content type.
     Raw {
+        /// HTTP code.
+        code: u16,
         /// `Content-Type`.
         content_type: &'static str,
         /// The bytes.
@@ -514,7 +516,11 @@ impl Reply {
                 Bytes::from_static(TOO_MANY_REQUESTS),
                 Vec::new(),
             ),
-            Reply::Raw { content_type, body } => (200, content_type, body, Vec::new()),
+            Reply::Raw {
+                code,
+                content_type,
+                body,
+            } => (code, content_type, body, Vec::new()),
         }
     }
 }
@@ -524,7 +530,8 @@ impl Reply {
     pub fn audit_status(&self) -> crate::audit::ResponseStatus {
         match self {
             Reply::Json { code, .. } => crate::audit::ResponseStatus::success(*code),
-            Reply::Table(_) | Reply::Raw { .. } => crate::audit::ResponseStatus::success(200),
+            Reply::Table(_) => crate::audit::ResponseStatus::success(200),
+            Reply::Raw { code, .. } => crate::audit::ResponseStatus::success(*code),
             Reply::Status(s) => s.audit(),
             // kube-apiserver's audit filter records the code it saw written, and no Status.
             Reply::TooManyRequests => crate::audit::ResponseStatus::success(429),

@@ -14,12 +14,15 @@ use super::objects::{
     FieldValidation,
 };
 use super::patch;
-use super::request::{unsupported_media_type, yaml_to_json, Form, KubeRequest, Reply};
+use super::request::{
+    unsupported_media_type, yaml_to_json, Form, KubeRequest, Reply, WriteOptions,
+};
 use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::yaml_keys;
 use super::KubeError;
 use crate::access::{Access, AccessError, ListAt, WriteVerb};
+use crate::audit::AuditObject;
 use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
 use crate::store::{
@@ -562,102 +565,109 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         }
         _ => Vec::new(),
     };
-    loop {
-        let live = match access
-            .read_for_write(&req.ctx, WriteVerb::Patch, &id.namespace, &id.name)
-            .await
-        {
-            Ok(live) => live,
-            Err(AccessError::Store(StoreError::NotFound { .. })) if kind == PatchType::Apply => {
-                let mut s =
-                    apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
-                let warnings = repeated_keys_checked(&repeated, opts.validation)?;
-                check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
-                let created = access.create_by_apply(&req.ctx, s, opts.dry_run).await?;
-                return Ok(Reply::Json {
-                    code: 201,
-                    body: encode_secret(&created),
-                    warnings,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let (mut next, warnings) = match kind {
+    let mut warnings = Vec::new();
+    let apply_to = |live: &Secret| -> Result<Secret, KubeError> {
+        let (mut next, w) = match kind {
             PatchType::Apply => (
-                apply::server_side_apply(Some(&live), &patch_doc, &opts.manager, force, &now())?,
+                apply::server_side_apply(Some(live), &patch_doc, &opts.manager, force, &now())?,
                 repeated_keys_checked(&repeated, opts.validation)?,
             ),
-            _ => {
-                let live_json = encode_secret(&live);
-                let patched = match kind {
-                    PatchType::Json => patch::json_patch(
-                        &live_json,
-                        &patch_doc,
-                        opts.validation != FieldValidation::Ignore,
-                    )?,
-                    PatchType::Merge => patch::merge(
-                        &live_json,
-                        &patch_doc,
-                        opts.validation != FieldValidation::Ignore,
-                    )?,
-                    _ => patch::strategic_merge(&live_json, &patch_doc)?,
-                };
-                let bytes = serde_json::to_vec(&patched)
-                    .map_err(|e| KubeError::BadRequest(e.to_string()))?;
-                // The patched object's unknown fields are reported after the patch's own
-                // strict errors, and only once it decodes.
-                let checked = match opts.validation {
-                    FieldValidation::Ignore => FieldValidation::Ignore,
-                    _ => FieldValidation::Warn,
-                };
-                let decoded = decode_secret(&bytes, checked).map_err(|e| match e {
-                    KubeError::Undecodable(detail) => patched_undecodable(kind, &detail),
-                    e => e,
-                })?;
-                let mut strict = patch_strict.clone();
-                strict.extend(decoded.warnings);
-                let warnings = match opts.validation {
-                    FieldValidation::Strict if !strict.is_empty() => {
-                        let why = format!("strict decoding error: {}", strict.join(", "));
-                        return Err(patched_undecodable(kind, &why));
-                    }
-                    FieldValidation::Warn => strict,
-                    _ => Vec::new(),
-                };
-                let mut s = decoded.secret;
-                apply::record_update(Some(&live), &mut s, &opts.manager, &now());
-                (s, warnings)
-            }
+            _ => patched(live, kind, &patch_doc, &patch_strict, &opts)?,
         };
         check_path(&mut next, id.namespace.as_str(), Some(&id.name))?;
-        // The live version is the precondition, unless the patch set one of its own.
-        let ours = next.metadata.resource_version.is_empty()
-            || next.metadata.resource_version == live.metadata.resource_version;
-        if next.metadata.resource_version.is_empty() {
-            next.metadata.resource_version = live.metadata.resource_version.clone();
+        warnings = w;
+        Ok(next)
+    };
+    let recorded_as = |e: &KubeError| {
+        let s = Status::of(e);
+        (s.audit(), s.audit_object())
+    };
+    let request = || Some(AuditObject::json(patch_doc.clone()));
+    let written = access
+        .patch(
+            &req.ctx,
+            &id.namespace,
+            &id.name,
+            opts.dry_run,
+            request,
+            apply_to,
+            recorded_as,
+        )
+        .await;
+    match written {
+        Ok(s) => Ok(Reply::Json {
+            code: 200,
+            body: encode_secret(&s),
+            warnings,
+        }),
+        Err(KubeError::Access(AccessError::Store(StoreError::NotFound { .. })))
+            if kind == PatchType::Apply && !req.ctx.is_recorded() =>
+        {
+            let mut s = apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
+            let warnings = repeated_keys_checked(&repeated, opts.validation)?;
+            check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
+            let created = access
+                .create_by_apply(&req.ctx, s, opts.dry_run, request)
+                .await?;
+            Ok(Reply::Json {
+                code: 201,
+                body: encode_secret(&created),
+                warnings,
+            })
         }
-        match access.patch(&req.ctx, next, opts.dry_run).await {
-            Ok(s) => {
-                return Ok(Reply::Json {
-                    code: 200,
-                    body: encode_secret(&s),
-                    warnings,
-                })
-            }
-            // The object changed between the read and the write: patch the new version, as
-            // kube-apiserver's GuaranteedUpdate does, for as long as that happens (each time,
-            // another write was applied). A patch that names its own resourceVersion is
-            // refused instead.
-            Err(AccessError::Store(e)) if ours && e.is_modified() => {}
-            Err(e) => return Err(e.into()),
-        }
+        Err(e) => Err(e),
     }
+}
+
+/// A JSON, merge or strategic merge patch applied to `live`, with the warnings of a
+/// `fieldValidation=Warn` request (a `Strict` one fails on them instead).
+fn patched(
+    live: &Secret,
+    kind: PatchType,
+    patch_doc: &Value,
+    patch_strict: &[String],
+    opts: &WriteOptions,
+) -> Result<(Secret, Vec<String>), KubeError> {
+    let live_json = encode_secret(live);
+    let strict_patch = opts.validation != FieldValidation::Ignore;
+    let patched = match kind {
+        PatchType::Json => patch::json_patch(&live_json, patch_doc, strict_patch)?,
+        PatchType::Merge => patch::merge(&live_json, patch_doc, strict_patch)?,
+        _ => patch::strategic_merge(&live_json, patch_doc)?,
+    };
+    let bytes = serde_json::to_vec(&patched).map_err(|e| KubeError::BadRequest(e.to_string()))?;
+    // The patched object's unknown fields are reported after the patch's own strict errors,
+    // and only once it decodes.
+    let checked = match opts.validation {
+        FieldValidation::Ignore => FieldValidation::Ignore,
+        _ => FieldValidation::Warn,
+    };
+    let decoded = decode_secret(&bytes, checked).map_err(|e| match e {
+        KubeError::Undecodable(detail) => patched_undecodable(kind, &detail),
+        e => e,
+    })?;
+    let mut strict = patch_strict.to_vec();
+    strict.extend(decoded.warnings);
+    let warnings = match opts.validation {
+        FieldValidation::Strict if !strict.is_empty() => {
+            let why = format!("strict decoding error: {}", strict.join(", "));
+            return Err(patched_undecodable(kind, &why));
+        }
+        FieldValidation::Warn => strict,
+        _ => Vec::new(),
+    };
+    let mut s = decoded.secret;
+    apply::record_update(Some(live), &mut s, &opts.manager, &now());
+    Ok((s, warnings))
 }
 
 /// `DeleteOptions` from the body and the query.
 struct DeleteOptions {
     dry_run: bool,
     pre: Preconditions,
+    /// The body, as the audit log records it (kube-apiserver logs the decoded DeleteOptions
+    /// as the request object, only when a body was sent).
+    audited: Option<AuditObject>,
 }
 
 fn delete_options(req: &KubeRequest) -> Result<DeleteOptions, KubeError> {
@@ -723,10 +733,21 @@ fn delete_options(req: &KubeRequest) -> Result<DeleteOptions, KubeError> {
             .and_then(|rv| rv.exact("preconditions.resourceVersion"))
             .map_err(|e| KubeError::BadRequest(e.to_string()))?,
     };
+    let uid = str_at(&["preconditions", "uid"]).filter(|u| !u.is_empty());
+    let audited = match body {
+        Value::Object(mut m) => {
+            m.entry("kind").or_insert_with(|| "DeleteOptions".into());
+            m.entry("apiVersion")
+                .or_insert_with(|| "meta.k8s.io/v1".into());
+            Some(AuditObject::json(Value::Object(m)))
+        }
+        _ => None,
+    };
     Ok(DeleteOptions {
+        audited,
         dry_run: !dry_run_values.is_empty(),
         pre: Preconditions {
-            uid: str_at(&["preconditions", "uid"]).filter(|u| !u.is_empty()),
+            uid,
             resource_version,
             unsafe_ignore_decrypt_errors: false,
         },
@@ -740,11 +761,10 @@ pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
         dry_run_delete(access, req, id, &opts.pre).await?
     } else {
         access
-            .delete(&req.ctx, &id.namespace, &id.name, &opts.pre)
+            .delete(&req.ctx, &id.namespace, &id.name, &opts.pre, opts.audited)
             .await?
     };
-    if !gone.metadata.finalizers.is_empty() && !gone.metadata.deletion_timestamp.is_empty() {
-        // Marked, not removed: its finalizers remain (kube-apiserver answers with the object).
+    if only_marked(&gone) {
         return Ok(Reply::Json {
             code: 200,
             body: encode_secret(&gone),
@@ -755,6 +775,22 @@ pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
         id.name.as_str(),
         &gone.metadata.uid,
     )))
+}
+
+/// Whether a delete only marked the Secret: its finalizers remain, and kube-apiserver answers
+/// with the object instead of a Success Status.
+fn only_marked(gone: &Secret) -> bool {
+    !gone.metadata.finalizers.is_empty() && !gone.metadata.deletion_timestamp.is_empty()
+}
+
+/// What a delete that removed (or marked) `gone` answers, as the audit log's response
+/// object ([`RequestContext::recording_deletions_as`](crate::access::RequestContext::recording_deletions_as)).
+pub fn deletion_audit_object(gone: &Secret) -> Option<AuditObject> {
+    if only_marked(gone) {
+        Some(AuditObject::secret(gone))
+    } else {
+        Status::deleted(gone.metadata.name.as_str(), &gone.metadata.uid).audit_object()
+    }
 }
 
 /// A dry-run delete: the Secret read as a delete (authorized as one) and the preconditions
@@ -790,6 +826,7 @@ pub async fn delete_collection(
             |s| fields.matches(s),
             &opts.pre,
             opts.dry_run,
+            opts.audited,
         )
         .await?;
     Ok(Reply::ok(secret_list(

@@ -4,7 +4,9 @@
 //! (body size, requests in flight per client, watches open), authentication and impersonation
 //! through [`crate::access`], and routing to discovery, OpenAPI, the reviews and Secrets.
 //!
-//! Health (`/healthz`, `/livez`, `/readyz`) and `/version` answer without credentials; every
+//! Health (`/healthz`, `/livez`, `/readyz`) and `/version` answer without credentials (as
+//! kube-apiserver answers its anonymous user); a request that presents credentials is
+//! authenticated, authorized and audited on them as on any path (a bad token is a 401). Every
 //! other path needs a client certificate or a bearer token (401 otherwise).
 
 use std::collections::HashMap;
@@ -40,6 +42,7 @@ use super::reviews::Review;
 use super::status::Status;
 use super::{discovery, health, namespaces, openapi, secrets, token, watch, KubeError};
 use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
+use crate::authn::{parse_bearer, BearerHeader};
 use crate::authz::ImpersonationRequest;
 use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
@@ -368,20 +371,19 @@ impl KubeApi {
             .uri()
             .path_and_query()
             .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
-        if method == Method::GET {
-            if let Some(endpoint) = health::Endpoint::of_path(&path) {
-                let query = req.uri().query().unwrap_or("");
-                let (code, text) =
-                    health::answer(endpoint, query, &self.access, &self.store_probe).await;
-                let mut resp = respond(code, "text/plain; charset=utf-8", text.into(), &[]);
-                resp.headers_mut().insert(
-                    http::header::X_CONTENT_TYPE_OPTIONS,
-                    http::HeaderValue::from_static("nosniff"),
-                );
-                return resp;
-            }
-            if path == "/version" {
-                return json_response(Reply::ok(discovery::version()));
+        // Without credentials, health and version answer at once (kube-apiserver's anonymous
+        // user may read them); with credentials, they are checked as on any path first, so a
+        // bad token is a 401 here too.
+        let credentialed = certs.presented()
+            || req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|h| matches!(parse_bearer(h), BearerHeader::Token(_)));
+        if !credentialed {
+            let query = req.uri().query().unwrap_or("");
+            if let Some(r) = self.public_info(&method, &path, query).await {
+                return json_response(r);
             }
         }
         let Some(_in_flight) = self.enter(peer.ip()) else {
@@ -425,7 +427,11 @@ impl KubeApi {
             user_agent: header("user-agent"),
             body,
         };
-        let mut routed = self.route(&method, &path, &kreq).await;
+        let query = parts.uri.query().unwrap_or("");
+        let mut routed = match self.public_info(&method, &path, query).await {
+            Some(r) => Ok(Routed::Reply(r)),
+            None => self.route(&method, &path, &kreq).await,
+        };
         if !kreq.ctx.is_recorded() {
             routed = self.record(&kreq, routed).await;
         }
@@ -485,6 +491,24 @@ impl KubeApi {
         Ok(buf)
     }
 
+    /// The answer of a health endpoint or `/version` (the paths kube-apiserver's
+    /// `system:public-info-viewer` opens to everyone), if `path` is one.
+    async fn public_info(&self, method: &Method, path: &str, query: &str) -> Option<Reply> {
+        if *method != Method::GET {
+            return None;
+        }
+        if let Some(endpoint) = health::Endpoint::of_path(path) {
+            let (code, text) =
+                health::answer(endpoint, query, &self.access, &self.store_probe).await;
+            return Some(Reply::Raw {
+                code,
+                content_type: "text/plain; charset=utf-8",
+                body: text.into(),
+            });
+        }
+        (path == "/version").then(|| Reply::ok(discovery::version()))
+    }
+
     /// Authenticates the request and applies `Impersonate-*` headers.
     /// A refused credential is recorded in the audit log as kube-apiserver records it: what
     /// the request asked for (`info`), no user, 401 and the methods attempted.
@@ -525,7 +549,8 @@ impl KubeApi {
         // Failures are recorded with the Status this API answers them with.
         let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri)
             .answering_errors_with(|e| Status::of_access(e).audit())
-            .recording_error_bodies(|e| Status::of_access(e).audit_object());
+            .recording_error_bodies(|e| Status::of_access(e).audit_object())
+            .recording_deletions_as(secrets::deletion_audit_object);
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
         ctx.forwarded_ips = forwarded;
@@ -612,6 +637,7 @@ impl KubeApi {
                 reply(token::create(&self.access, req, ns, sa).await?)
             }
             (&Method::GET, ["openapi", "v2"]) => reply(Reply::Raw {
+                code: 200,
                 content_type: openapi::V2_CONTENT_TYPE,
                 body: Bytes::new(),
             }),
@@ -911,6 +937,12 @@ fn respond(code: u16, content_type: &str, body: Bytes, warnings: &[String]) -> R
     let h = resp.headers_mut();
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         h.insert(http::header::CONTENT_TYPE, v);
+    }
+    if content_type.starts_with("text/plain") {
+        h.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
     }
     h.insert(
         http::header::CACHE_CONTROL,

@@ -2,7 +2,8 @@
 //! etcd: `ok`, the verbose check list, excluded and unknown checks, and a store that stops
 //! answering (etcd killed) making `/readyz` and `/healthz` a 500 with the reason withheld (within
 //! a second: the outcome is reused that long) while `/livez` stays `ok`. Read with Python's
-//! stdlib HTTPS client, without credentials.
+//! stdlib HTTPS client, without credentials; and with credentials, checked as on any path
+//! (kubectl with a bad and a good token).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -116,4 +117,45 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
     .await
     .unwrap();
     drop(server);
+}
+
+/// A health or version request that presents credentials is authenticated on them, as
+/// kube-apiserver authenticates every request (only a request without any falls back to its
+/// anonymous user): a bad bearer token is a 401, recorded as a failed authentication; a good
+/// one reads the answer, recorded as its user's request.
+#[test]
+fn health_with_credentials_is_authenticated_like_any_path() {
+    let w = crate::kubectl::audited_world("Metadata");
+    let bad = w.token_kubeconfig("mallory", Some("not-a-token-of-this-server"));
+    let k = w.kubectl_as(33, &bad, "mallory");
+    for path in ["/healthz", "/readyz", "/livez", "/version"] {
+        let out = k.run(&["get", "--raw", path]);
+        assert_eq!(out.code, 1, "{path}: {}", out.out);
+        assert!(out.err.contains("Unauthorized"), "{path}: {}", out.err);
+    }
+    let good = w.token_kubeconfig("bob", Some(crate::kubectl::BOB_TOKEN));
+    let k = w.kubectl_as(33, &good, "bob");
+    assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
+    assert!(k.ok(&["get", "--raw", "/version"]).contains("gitVersion"));
+    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["requestURI"] == "/healthz")
+        .collect();
+    let refused = events
+        .iter()
+        .find(|e| e["responseStatus"]["code"] == 401)
+        .unwrap_or_else(|| panic!("no 401 of /healthz: {audit}"));
+    assert_eq!(refused["user"], serde_json::json!({}));
+    assert_eq!(
+        refused["responseStatus"]["message"],
+        "Authentication failed, attempted: bearer"
+    );
+    let read = events
+        .iter()
+        .find(|e| e["stage"] == "ResponseComplete" && e["user"]["username"] == "bob")
+        .unwrap_or_else(|| panic!("no read of /healthz by bob: {audit}"));
+    assert_eq!(read["responseStatus"]["code"], 200);
+    assert_eq!(read["verb"], "get");
 }

@@ -448,7 +448,7 @@ impl Drop for Watching {
 /// in `default`; nobody else but `system:masters` may do anything.
 const POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: reader, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: readers, namespace: default}\nsubjects:\n  - {kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}\n  - {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}\n  - {kind: ServiceAccount, name: app, namespace: default}\nroleRef: {kind: Role, name: reader, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: deleter, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [delete, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: deleters, namespace: default}\nsubjects:\n  - {kind: User, name: dave, apiGroup: rbac.authorization.k8s.io}\nroleRef: {kind: Role, name: deleter, apiGroup: rbac.authorization.k8s.io}\n";
 
-const BOB_TOKEN: &str = "bob-token-0123456789abcdef";
+pub(crate) const BOB_TOKEN: &str = "bob-token-0123456789abcdef";
 const DAVE_TOKEN: &str = "dave-token-0123456789abcdef";
 
 fn auth_world() -> World {
@@ -485,7 +485,7 @@ fn auth_world_with(files: &[(&str, &str)], extra: &[&str]) -> World {
 }
 
 /// [`auth_world`] with an audit log (`audit.log`) of every request at `level`.
-fn audited_world(level: &str) -> World {
+pub(crate) fn audited_world(level: &str) -> World {
     let policy = format!("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: {level}\n");
     auth_world_with(
         &[("audit-policy.yaml", &policy)],

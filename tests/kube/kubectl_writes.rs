@@ -663,3 +663,77 @@ fn concurrent_kubectl_writers_all_land() {
         }
     }
 }
+
+/// The bodies of writes at level `RequestResponse`, as kube-apiserver logs them and with no
+/// Secret value: a patch's request object is the patch (its values reduced to key names),
+/// not the merged Secret; a delete's is the DeleteOptions kubectl sent and its response
+/// object the Success Status it was answered with.
+#[test]
+fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
+    let w = crate::kubectl::audited_world("RequestResponse");
+    let k = w.kubectl(33);
+    k.ok(&[
+        "patch",
+        "secret",
+        "s1",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"1"}},"data":{"k":"c2VjcmV0LXBhdGNoZWQ="}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "secret",
+        "plain",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/data/j","value":"anNvbi1zZWNyZXQ="}]"#,
+    ]);
+    assert_eq!(k.ok(&["delete", "secret", "s1"]), "secret \"s1\" deleted\n");
+    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
+    for value in [
+        "c2VjcmV0LXBhdGNoZWQ=",
+        "secret-patched",
+        "anNvbi1zZWNyZXQ=",
+        "json-secret",
+        "hunter2",
+    ] {
+        assert!(!audit.contains(value), "{value} in the audit log");
+    }
+    let complete = |verb: &str, name: &str| -> serde_json::Value {
+        audit
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| {
+                e["stage"] == "ResponseComplete"
+                    && e["verb"] == verb
+                    && e["objectRef"]["name"] == name
+            })
+            .unwrap_or_else(|| panic!("no {verb} of {name}: {audit}"))
+    };
+    let strategic = complete("patch", "s1");
+    assert_eq!(
+        strategic["requestObject"],
+        serde_json::json!({"metadata": {"labels": {"x": "1"}}, "data": {"k": null}}),
+    );
+    assert_eq!(strategic["responseObject"]["kind"], "Secret");
+    assert_eq!(
+        strategic["responseObject"]["data"]["k"],
+        serde_json::Value::Null
+    );
+    let json = complete("patch", "plain");
+    assert_eq!(
+        json["requestObject"],
+        serde_json::json!([{"op": "add", "path": "/data/j"}]),
+    );
+    let delete = complete("delete", "s1");
+    assert_eq!(
+        delete["requestObject"],
+        serde_json::json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"}),
+    );
+    let answer = &delete["responseObject"];
+    assert_eq!(answer["kind"], "Status", "{delete}");
+    assert_eq!(answer["status"], "Success");
+    assert_eq!(answer["details"]["name"], "s1");
+    assert_eq!(answer["details"]["kind"], "secrets");
+    assert_eq!(delete["responseStatus"]["code"], 200);
+}
