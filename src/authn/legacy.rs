@@ -19,10 +19,16 @@
 //!
 //! On use ([`super::serviceaccount::ServiceAccountAuthenticator::with_legacy_tokens`], after the
 //! signature), as kube-apiserver's legacy validator with `--service-account-lookup`: the claims
-//! must be present and `sub` must match them; the Secret must exist (`Token has been
-//! invalidated`), must hold exactly this token, compared in constant time (`Token does not match
+//! must be present and `sub` must match them; the Secret must exist and not be being deleted
+//! (`Token has been invalidated`), must hold exactly this token, compared in constant time (`Token does not match
 //! server's copy`), and must not carry the label `kubernetes.io/legacy-token-invalid-since`.
-//! Deleting the Secret therefore revokes the token at once.
+//! Deleting the Secret therefore revokes the token at once. A token that matches is tracked as
+//! kube-apiserver tracks it: its Secret is labelled `kubernetes.io/legacy-token-last-used` with
+//! the day (UTC), at most once a day. The server writes the label itself (kube-apiserver sends
+//! itself a patch as `system:apiserver`); it is not an API request, so it is in the Secret's
+//! history but not in the audit log.
+
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +54,8 @@ pub const NAMESPACE_KEY: &str = "namespace";
 pub const CA_CERT_KEY: &str = "ca.crt";
 /// A Secret with this label no longer authenticates.
 pub const INVALID_SINCE_LABEL: &str = "kubernetes.io/legacy-token-invalid-since";
+/// The day (UTC, `YYYY-MM-DD`) a Secret's token was last presented.
+pub const LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-used";
 
 /// The claims of a legacy token (`legacyPrivateClaims` and `sub`), in Go's sorted order.
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,12 +92,13 @@ fn rejected(msg: impl Into<String>) -> AuthnError {
     AuthnError::Rejected(msg.into())
 }
 
-/// Checks a legacy token whose signature is already verified: `token` as presented and its
-/// `payload`. Returns the identity without `system:authenticated`.
+/// Checks a legacy token whose signature is already verified, presented at `now`: `token` as
+/// presented and its `payload`. Returns the identity without `system:authenticated`.
 pub(crate) async fn validate(
     token: &str,
     payload: &[u8],
     secrets: &dyn SecretLookup,
+    now: SystemTime,
 ) -> Result<Identity, AuthnError> {
     let c: LegacyClaims =
         serde_json::from_slice(payload).map_err(|_| rejected("Token could not be validated."))?;
@@ -115,6 +124,10 @@ pub(crate) async fn validate(
         tracing::debug!(namespace = %c.namespace, secret = %c.secret_name, service_account = %c.service_account_name, "token Secret not found");
         return Err(rejected("Token has been invalidated"));
     };
+    if !secret.metadata.deletion_timestamp.is_empty() {
+        tracing::debug!(namespace = %c.namespace, secret = %c.secret_name, service_account = %c.service_account_name, "token Secret is being deleted");
+        return Err(rejected("Token has been invalidated"));
+    }
     let stored = secret
         .data
         .get(TOKEN_KEY)
@@ -124,6 +137,7 @@ pub(crate) async fn validate(
         tracing::debug!(namespace = %c.namespace, secret = %c.secret_name, service_account = %c.service_account_name, "token contents no longer match the Secret");
         return Err(rejected("Token does not match server's copy"));
     }
+    stamp_last_used(&secret, secrets, now).await;
     if secret
         .metadata
         .labels
@@ -142,6 +156,33 @@ pub(crate) async fn validate(
         c.service_account_uid,
         groups(&c.namespace),
     ))
+}
+
+/// Labels the token's Secret with the day it was used (`LAST_USED_LABEL`), unless it says
+/// that day already (or the next: clocks differ), as kube-apiserver's legacy token tracking
+/// does: at most one write a day per token (the request that makes it waits for it). A
+/// failed write (the Secret changed meanwhile, the store unavailable) is logged and changes
+/// nothing else.
+async fn stamp_last_used(secret: &Secret, secrets: &dyn SecretLookup, now: SystemTime) {
+    let day = |t: SystemTime| {
+        let mut text = humantime::format_rfc3339_seconds(t).to_string();
+        text.truncate(10);
+        text
+    };
+    let today = day(now);
+    let tomorrow = day(now + std::time::Duration::from_secs(86_400));
+    let last = secret.metadata.labels.get(LAST_USED_LABEL);
+    if last == Some(&today) || last == Some(&tomorrow) {
+        return;
+    }
+    if let Err(e) = secrets.label_secret(secret, LAST_USED_LABEL, &today).await {
+        tracing::warn!(
+            namespace = %secret.metadata.namespace,
+            secret = %secret.metadata.name,
+            error = %e,
+            "the legacy token's last-used label was not written"
+        );
+    }
 }
 
 /// Fills `kubernetes.io/service-account-token` Secrets on create (see the module docs). Give it
@@ -319,6 +360,14 @@ mod tests {
         let e = auth.authenticate_token(&token).await.unwrap_err();
         assert!(e.to_string().contains("has been marked invalid"), "{e}");
 
+        // Being deleted (finalizers hold it): revoked already.
+        let mut deleting = s.clone();
+        deleting.metadata.deletion_timestamp = "2026-01-01T00:00:00Z".into();
+        deleting.metadata.finalizers.push("example.com/hold".into());
+        secrets.put(deleting);
+        let e = auth.authenticate_token(&token).await.unwrap_err();
+        assert_eq!(e.to_string(), "Token has been invalidated");
+
         // Deleted: revoked.
         secrets.put(s);
         assert!(auth.authenticate_token(&token).await.unwrap().is_some());
@@ -394,14 +443,40 @@ mod tests {
         let token = BearerToken::new(data(&created, TOKEN_KEY));
         let id = auth.authenticate_token(&token).await.unwrap().unwrap();
         assert_eq!(id.name, "system:serviceaccount:prod:app");
-        // A dry run is not filled.
-        let dry = store.create(sa_secret("dry", "app"), true).await.unwrap();
-        assert!(dry.data.is_empty());
-        // Deleting revokes.
+        // Tracked: labelled with the day of its use, once a day.
         let (ns, name) = (
             crate::names::Namespace::try_from("prod").unwrap(),
             crate::names::SecretName::try_from("app-token").unwrap(),
         );
+        let used = store.get(&ns, &name, None).await.unwrap();
+        let mut today = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        today.truncate(10);
+        assert_eq!(used.metadata.labels[LAST_USED_LABEL], today);
+        assert_ne!(
+            used.metadata.resource_version,
+            created.metadata.resource_version
+        );
+        assert_eq!(used.data, created.data, "only the label changed");
+        auth.authenticate_token(&token).await.unwrap().unwrap();
+        let again = store.get(&ns, &name, None).await.unwrap();
+        assert_eq!(
+            again.metadata.resource_version,
+            used.metadata.resource_version
+        );
+        // Used years later: labelled with that day.
+        let later = SystemTime::now() + std::time::Duration::from_secs(3 * 365 * 86400);
+        auth.authenticate_at(token.expose(), later)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut that_day = humantime::format_rfc3339_seconds(later).to_string();
+        that_day.truncate(10);
+        let relabelled = store.get(&ns, &name, None).await.unwrap();
+        assert_eq!(relabelled.metadata.labels[LAST_USED_LABEL], that_day);
+        // A dry run is not filled.
+        let dry = store.create(sa_secret("dry", "app"), true).await.unwrap();
+        assert!(dry.data.is_empty());
+        // Deleting revokes.
         store.delete(&ns, &name, &Default::default()).await.unwrap();
         let e = auth.authenticate_token(&token).await.unwrap_err();
         assert_eq!(e.to_string(), "Token has been invalidated");

@@ -249,6 +249,11 @@ pub trait TokenAuthenticator: Send + Sync + fmt::Debug {
 pub trait SecretLookup: Send + Sync {
     /// The Secret `namespace/name`; `Ok(None)` if there is none (or the name cannot exist).
     async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, AuthnError>;
+
+    /// Sets the label `key` to `value` on `secret` as read (its resourceVersion the
+    /// precondition: a Secret changed since is left as it is, an error).
+    async fn label_secret(&self, secret: &Secret, key: &str, value: &str)
+        -> Result<(), AuthnError>;
 }
 
 #[async_trait::async_trait]
@@ -266,6 +271,24 @@ impl SecretLookup for Store {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    async fn label_secret(
+        &self,
+        secret: &Secret,
+        key: &str,
+        value: &str,
+    ) -> Result<(), AuthnError> {
+        let mut labelled = secret.clone();
+        labelled.metadata.labels.insert(key.into(), value.into());
+        self.update(labelled, false)
+            .await
+            .map(drop)
+            .map_err(|e| AuthnError::Lookup {
+                namespace: secret.metadata.namespace.clone(),
+                name: secret.metadata.name.clone(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -312,6 +335,18 @@ pub(crate) mod testing {
                 .get(&(namespace.to_owned(), name.to_owned()))
                 .cloned())
         }
+
+        async fn label_secret(
+            &self,
+            secret: &Secret,
+            key: &str,
+            value: &str,
+        ) -> Result<(), AuthnError> {
+            let mut labelled = secret.clone();
+            labelled.metadata.labels.insert(key.into(), value.into());
+            self.put(labelled);
+            Ok(())
+        }
     }
 
     /// A lookup that always fails (an unavailable store).
@@ -329,6 +364,17 @@ pub(crate) mod testing {
                 name: name.into(),
                 reason: "backend unavailable".into(),
             })
+        }
+
+        async fn label_secret(
+            &self,
+            secret: &Secret,
+            _key: &str,
+            _value: &str,
+        ) -> Result<(), AuthnError> {
+            self.get_secret(&secret.metadata.namespace, &secret.metadata.name)
+                .await
+                .map(drop)
         }
     }
 

@@ -390,7 +390,7 @@ impl ServiceAccountAuthenticator {
         self.verify_signature(&jws)?;
         let identity = match legacy {
             Some(secrets) => {
-                super::legacy::validate(token, jws.payload(), secrets.as_ref()).await?
+                super::legacy::validate(token, jws.payload(), secrets.as_ref(), now).await?
             }
             None => self.validate_bound(jws.payload(), now)?,
         };
