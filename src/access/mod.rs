@@ -64,7 +64,7 @@ pub use setup::{
 };
 
 use crate::audit::{AuditError, AuditObject, Auditor, Level, RequestAudit, ResponseStatus};
-use crate::authn::AuthnError;
+use crate::authn::{AuthnError, Identity};
 use crate::authz::{Attributes, Authorizer, Decision, Forbidden, ImpersonationRequest, Policy};
 use crate::backend::BackendError;
 use crate::encryption::EncryptionError;
@@ -157,6 +157,16 @@ impl AccessError {
             }
             AccessError::Store(e) => store_reason(e),
         }
+    }
+
+    /// Who a request whose credential was refused is recorded as: no user, with the audit
+    /// annotations its authenticator added (a marked-invalid legacy token's).
+    pub fn refused_identity(&self) -> Identity {
+        let mut nobody = Identity::default();
+        if let AccessError::Unauthenticated { source, .. } = self {
+            nobody.audit_annotations = source.audit_annotations();
+        }
+        nobody
     }
 
     /// The `responseStatus` the audit log records for this error, unless the request's front

@@ -12,7 +12,6 @@ use tonic::{Code, Request, Status};
 use super::to_status;
 use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
 use crate::authn::unix::PeerCredentials;
-use crate::authn::Identity;
 use crate::authz::{Attributes, ImpersonationRequest};
 
 /// Metadata naming the user to act as (`kubectl --as`).
@@ -96,7 +95,7 @@ impl Frontend {
                 let mut info = crate::audit::RequestInfo::new(uri, source.peer());
                 info.audit_id = audit_id;
                 info.user_agent = user_agent;
-                let attrs = Attributes::non_resource(Identity::default(), "post", uri);
+                let attrs = Attributes::non_resource(e.refused_identity(), "post", uri);
                 self.access
                     .record_unauthenticated(&attrs, info, &creds.failure_message())
                     .await;

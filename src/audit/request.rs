@@ -213,6 +213,9 @@ impl Auditor {
             _ => return RequestAudit::inert(audit_id),
         };
         let mut annotations = super::event::Annotations::new();
+        for (key, value) in &authenticated.audit_annotations {
+            annotations.insert((*key).into(), value.clone().into());
+        }
         let source_ips = match info.peer {
             Peer::Tcp(addr) => source_ips(&info.forwarded_ips, addr.ip()),
             Peer::Unix { uid } => {

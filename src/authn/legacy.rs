@@ -26,7 +26,9 @@
 //! kube-apiserver tracks it: its Secret is labelled `kubernetes.io/legacy-token-last-used` with
 //! the day (UTC), at most once a day. The server writes the label itself (kube-apiserver sends
 //! itself a patch as `system:apiserver`); it is not an API request, so it is in the Secret's
-//! history but not in the audit log.
+//! history but not in the audit log. The request's audit events carry
+//! `authentication.k8s.io/legacy-token-manual-secret: NAME` (or, refused for the label above,
+//! `authentication.k8s.io/legacy-token-invalidated: NAME/NAMESPACE`), as kube-apiserver's.
 
 use std::time::SystemTime;
 
@@ -56,6 +58,11 @@ pub const CA_CERT_KEY: &str = "ca.crt";
 pub const INVALID_SINCE_LABEL: &str = "kubernetes.io/legacy-token-invalid-since";
 /// The day (UTC, `YYYY-MM-DD`) a Secret's token was last presented.
 pub const LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-used";
+/// Audit annotation of a request authenticated by a legacy token: the Secret's name.
+pub const MANUAL_SECRET_ANNOTATION: &str = "authentication.k8s.io/legacy-token-manual-secret";
+/// Audit annotation of a request refused because its legacy token's Secret was marked
+/// invalid: `NAME/NAMESPACE`.
+pub const INVALIDATED_ANNOTATION: &str = "authentication.k8s.io/legacy-token-invalidated";
 
 /// The claims of a legacy token (`legacyPrivateClaims` and `sub`), in Go's sorted order.
 #[derive(Debug, Serialize, Deserialize)]
@@ -144,18 +151,26 @@ pub(crate) async fn validate(
         .get(INVALID_SINCE_LABEL)
         .is_some_and(|v| !v.is_empty())
     {
-        return Err(rejected(format!(
-            "the token in secret {ns}/{s} for service account {ns}/{sa} has been marked invalid. Use tokens from the TokenRequest API or manually created secret-based tokens, or remove the '{INVALID_SINCE_LABEL}' label from the secret to temporarily allow use of this token",
-            ns = c.namespace,
-            s = c.secret_name,
-            sa = c.service_account_name,
-        )));
+        return Err(AuthnError::RejectedNoted {
+            message: format!(
+                "the token in secret {ns}/{s} for service account {ns}/{sa} has been marked invalid. Use tokens from the TokenRequest API or manually created secret-based tokens, or remove the '{INVALID_SINCE_LABEL}' label from the secret to temporarily allow use of this token",
+                ns = c.namespace,
+                s = c.secret_name,
+                sa = c.service_account_name,
+            ),
+            // kube-apiserver's value: name, then namespace.
+            annotation: (
+                INVALIDATED_ANNOTATION,
+                format!("{}/{}", c.secret_name, c.namespace),
+            ),
+        });
     }
-    Ok(Identity::new(
-        c.sub,
-        c.service_account_uid,
-        groups(&c.namespace),
-    ))
+    let mut id = Identity::new(c.sub, c.service_account_uid, groups(&c.namespace));
+    // keyward has no ServiceAccount objects listing auto-generated Secrets: every token
+    // Secret is one made by hand, in kube-apiserver's terms.
+    id.audit_annotations
+        .push((MANUAL_SECRET_ANNOTATION, c.secret_name));
+    Ok(id)
 }
 
 /// Labels the token's Secret with the day it was used (`LAST_USED_LABEL`), unless it says
@@ -326,6 +341,10 @@ mod tests {
         assert_eq!(id.name, "system:serviceaccount:prod:app");
         assert_eq!(id.uid, "uid-1");
         assert_eq!(
+            id.audit_annotations,
+            [(MANUAL_SECRET_ANNOTATION, "app-token".to_owned())]
+        );
+        assert_eq!(
             id.groups,
             [
                 "system:serviceaccounts",
@@ -359,6 +378,10 @@ mod tests {
         secrets.put(labelled);
         let e = auth.authenticate_token(&token).await.unwrap_err();
         assert!(e.to_string().contains("has been marked invalid"), "{e}");
+        assert_eq!(
+            e.audit_annotations(),
+            [(INVALIDATED_ANNOTATION, "app-token/prod".to_owned())]
+        );
 
         // Being deleted (finalizers hold it): revoked already.
         let mut deleting = s.clone();

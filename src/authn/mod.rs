@@ -73,6 +73,10 @@ pub struct Identity {
     /// Extra attributes (lower-case, namespaced keys), e.g.
     /// `authentication.kubernetes.io/credential-id`.
     pub extra: BTreeMap<String, Vec<String>>,
+    /// How the caller authenticated, as the audit annotations kube-apiserver's authenticators
+    /// add to the request's events (e.g. `authentication.k8s.io/legacy-token-manual-secret`);
+    /// not one of the user's attributes (neither authorized on nor shown as `user`).
+    pub audit_annotations: Vec<(&'static str, String)>,
 }
 
 impl Identity {
@@ -83,6 +87,7 @@ impl Identity {
             uid: uid.into(),
             groups,
             extra: BTreeMap::new(),
+            audit_annotations: Vec::new(),
         }
     }
 
@@ -127,6 +132,15 @@ pub enum AuthnError {
     /// signature, revoked (caller's credential). The message is kube-apiserver's.
     #[error("{0}")]
     Rejected(String),
+    /// As [`AuthnError::Rejected`], with the audit annotation kube-apiserver adds to the
+    /// refused request's event (a legacy token whose Secret was marked invalid).
+    #[error("{message}")]
+    RejectedNoted {
+        /// kube-apiserver's message.
+        message: String,
+        /// The annotation (key, value).
+        annotation: (&'static str, String),
+    },
     /// Several authenticators of a chain failed; kube-apiserver's aggregate (caller's
     /// credential or environment, per error).
     #[error("[{}]", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))]
@@ -168,6 +182,18 @@ impl AuthnError {
             0 => None,
             1 => errors.pop(),
             _ => Some(AuthnError::Aggregate(errors)),
+        }
+    }
+
+    /// The audit annotations of a refused credential ([`AuthnError::RejectedNoted`]).
+    pub fn audit_annotations(&self) -> Vec<(&'static str, String)> {
+        match self {
+            AuthnError::RejectedNoted { annotation, .. } => vec![annotation.clone()],
+            AuthnError::Aggregate(errors) => errors
+                .iter()
+                .flat_map(AuthnError::audit_annotations)
+                .collect(),
+            _ => Vec::new(),
         }
     }
 }

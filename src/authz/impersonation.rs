@@ -151,6 +151,7 @@ impl ImpersonationRequest {
             uid: self.uid.clone(),
             groups,
             extra,
+            audit_annotations: Vec::new(),
         };
         Ok(Some(Impersonation { checks, identity }))
     }
@@ -229,6 +230,7 @@ mod tests {
                 uid: "1234".into(),
                 groups: vec!["dev".into(), "qa".into(), "system:authenticated".into()],
                 extra: BTreeMap::from([("scopes".into(), vec!["view".into(), "edit".into()])]),
+                audit_annotations: Vec::new(),
             }
         );
     }

@@ -539,7 +539,7 @@ impl KubeApi {
                 if let Some(r) = &info.resource {
                     audit.api_version.clone_from(&r.version);
                 }
-                let attrs = info.attributes(crate::authn::Identity::default());
+                let attrs = info.attributes(e.refused_identity());
                 self.access
                     .record_unauthenticated(&attrs, audit, &creds.failure_message())
                     .await;

@@ -737,3 +737,71 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
     assert_eq!(answer["details"]["kind"], "secrets");
     assert_eq!(delete["responseStatus"]["code"], 200);
 }
+
+/// The legacy token flow through kubectl, tracked as kube-apiserver tracks it: a
+/// `kubernetes.io/service-account-token` Secret created with `kubectl apply` is filled in; its
+/// token authenticates as the service account, the request's audit events say which Secret
+/// (`authentication.k8s.io/legacy-token-manual-secret`), and the Secret is labelled with the day
+/// of use; labelled `kubernetes.io/legacy-token-invalid-since`, the token is refused (401, with
+/// `authentication.k8s.io/legacy-token-invalidated: NAME/NAMESPACE` in the event).
+#[test]
+fn kubectl_legacy_service_account_tokens_are_tracked() {
+    let w = crate::kubectl::audited_world("Metadata");
+    let admin = w.kubectl(33);
+    w.dev.write(
+        "sa-token.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-token\n  annotations:\n    kubernetes.io/service-account.name: app\ntype: kubernetes.io/service-account-token\n",
+    );
+    admin.ok(&["apply", "-f", w.dev.path("sa-token.yaml").to_str().unwrap()]);
+    let token = admin.ok(&["get", "secret", "app-token", "-o", "jsonpath={.data.token}"]);
+    let token = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim()).unwrap(),
+    )
+    .unwrap();
+    let cfg = w.token_kubeconfig("app", Some(&token));
+    let app = w.kubectl_as(33, &cfg, "app");
+    assert!(app
+        .ok(&["auth", "whoami"])
+        .contains("system:serviceaccount:default:app"));
+    let mut today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    today.truncate(10);
+    let label = admin.ok(&[
+        "get",
+        "secret",
+        "app-token",
+        "-o",
+        r"jsonpath={.metadata.labels.kubernetes\.io/legacy-token-last-used}",
+    ]);
+    assert_eq!(label, today);
+    admin.ok(&[
+        "label",
+        "secret",
+        "app-token",
+        "kubernetes.io/legacy-token-invalid-since=2026-01-01",
+    ]);
+    let refused = app.run(&["auth", "whoami"]);
+    assert_eq!(refused.code, 1);
+    assert!(refused.err.contains("Unauthorized"), "{}", refused.err);
+    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let used = events
+        .iter()
+        .find(|e| e["user"]["username"] == "system:serviceaccount:default:app")
+        .unwrap_or_else(|| panic!("no request of the service account: {audit}"));
+    assert_eq!(
+        used["annotations"]["authentication.k8s.io/legacy-token-manual-secret"],
+        "app-token"
+    );
+    let invalidated = events
+        .iter()
+        .find(|e| e["responseStatus"]["code"] == 401)
+        .unwrap_or_else(|| panic!("no refusal: {audit}"));
+    assert_eq!(
+        invalidated["annotations"]["authentication.k8s.io/legacy-token-invalidated"],
+        "app-token/default"
+    );
+    assert!(!audit.contains(&token), "the token is in the audit log");
+}
