@@ -57,7 +57,10 @@ use std::sync::Arc;
 pub use authenticate::{Authenticators, Credentials};
 pub use context::{RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
-pub use ops::{EncryptionStatus, ListAt, Migration, WriteVerb};
+pub use ops::{
+    keyward_attributes, review_attributes, secret_attributes, token_request_attributes,
+    EncryptionStatus, ListAt, Migration, SelfReview, WriteVerb,
+};
 pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
 pub use setup::{
     public_key_path, write_public_key, AccessOptions, AccessStack, AuditOptions, SetupError,

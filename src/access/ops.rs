@@ -153,17 +153,58 @@ pub enum ListAt {
     NotOlderThan(Revision),
 }
 
+/// The attributes of `verb` on the Secrets `namespace` ("": all) and `name` ("": none) asks
+/// for, by `user`.
+pub fn secret_attributes(user: Identity, verb: &str, namespace: &str, name: &str) -> Attributes {
+    Attributes::resource(user, verb, RESOURCE)
+        .with_namespace(namespace)
+        .with_name(name)
+}
+
+/// The attributes of `verb` on keyward's own cluster-scoped `resource` (`raw`, `encryption`,
+/// `migrations`; [`verbs`]), `name` ("": none), by `user`.
+pub fn keyward_attributes(user: Identity, verb: &str, resource: &str, name: &str) -> Attributes {
+    Attributes::resource(user, verb, resource)
+        .with_group(verbs::KEYWARD_GROUP)
+        .with_name(name)
+}
+
+/// The attributes of a token request for the service account `namespace/name`, by `user`.
+pub fn token_request_attributes(user: Identity, namespace: &str, name: &str) -> Attributes {
+    Attributes::resource(user, kverbs::CREATE, "serviceaccounts")
+        .with_subresource("token")
+        .with_namespace(namespace)
+        .with_name(name)
+}
+
+/// A self review: what a caller may do, or who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelfReview {
+    /// `selfsubjectaccessreviews` (`authorization.k8s.io`): may I do this?
+    Access,
+    /// `selfsubjectrulesreviews` (`authorization.k8s.io`): what may I do here?
+    Rules,
+    /// `selfsubjectreviews` (`authentication.k8s.io`): who am I?
+    Subject,
+}
+
+/// The attributes of a self review (a `create` of its resource), by `user`.
+pub fn review_attributes(user: Identity, review: SelfReview) -> Attributes {
+    let (resource, group) = match review {
+        SelfReview::Access => ("selfsubjectaccessreviews", "authorization.k8s.io"),
+        SelfReview::Rules => ("selfsubjectrulesreviews", "authorization.k8s.io"),
+        SelfReview::Subject => ("selfsubjectreviews", "authentication.k8s.io"),
+    };
+    Attributes::resource(user, kverbs::CREATE, resource).with_group(group)
+}
+
 impl Access {
     fn secrets(ctx: &RequestContext, verb: &str, namespace: &str, name: &str) -> Attributes {
-        Attributes::resource(ctx.user.clone(), verb, RESOURCE)
-            .with_namespace(namespace)
-            .with_name(name)
+        secret_attributes(ctx.user.clone(), verb, namespace, name)
     }
 
     fn keyward(ctx: &RequestContext, verb: &str, resource: &str, name: &str) -> Attributes {
-        Attributes::resource(ctx.user.clone(), verb, resource)
-            .with_group(verbs::KEYWARD_GROUP)
-            .with_name(name)
+        keyward_attributes(ctx.user.clone(), verb, resource, name)
     }
 
     /// Creates a Secret (`create secrets` in its namespace). A
@@ -721,10 +762,7 @@ impl Access {
         audiences: Vec<String>,
         expiration: std::time::Duration,
     ) -> Result<IssuedToken, AccessError> {
-        let attrs = Attributes::resource(ctx.user.clone(), kverbs::CREATE, "serviceaccounts")
-            .with_subresource("token")
-            .with_namespace(namespace)
-            .with_name(name);
+        let attrs = token_request_attributes(ctx.user.clone(), namespace, name);
         let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
         let result = async {
             let sa = self.service_accounts.as_ref().ok_or_else(|| {
@@ -763,9 +801,7 @@ impl Access {
         ctx: &RequestContext,
         spec: &AccessReviewSpec,
     ) -> Result<SubjectAccessReviewStatus, AccessError> {
-        let mut rec = self
-            .review_admit(ctx, "selfsubjectaccessreviews", "authorization.k8s.io")
-            .await?;
+        let mut rec = self.review_admit(ctx, SelfReview::Access).await?;
         let status = authz::self_subject_access_review(&*self.policy, &ctx.user, spec);
         self.finish(ctx, &mut rec, Ok(status), 201, |_, _| None)
             .await
@@ -777,9 +813,7 @@ impl Access {
         ctx: &RequestContext,
         namespace: &str,
     ) -> Result<SubjectRulesReviewStatus, AccessError> {
-        let mut rec = self
-            .review_admit(ctx, "selfsubjectrulesreviews", "authorization.k8s.io")
-            .await?;
+        let mut rec = self.review_admit(ctx, SelfReview::Rules).await?;
         let result = authz::self_subject_rules_review(&*self.policy, &ctx.user, namespace)
             .map_err(|e| AccessError::BadRequest(e.to_string()));
         self.finish(ctx, &mut rec, result, 201, |_, _| None).await
@@ -787,9 +821,7 @@ impl Access {
 
     /// `SelfSubjectReview`: who the caller is (after impersonation).
     pub async fn whoami(&self, ctx: &RequestContext) -> Result<Identity, AccessError> {
-        let mut rec = self
-            .review_admit(ctx, "selfsubjectreviews", "authentication.k8s.io")
-            .await?;
+        let mut rec = self.review_admit(ctx, SelfReview::Subject).await?;
         self.finish(ctx, &mut rec, Ok(ctx.user.clone()), 201, |_, _| None)
             .await
     }
@@ -800,11 +832,9 @@ impl Access {
     async fn review_admit(
         &self,
         ctx: &RequestContext,
-        resource: &str,
-        group: &str,
+        review: SelfReview,
     ) -> Result<RequestAudit, AccessError> {
-        let attrs =
-            Attributes::resource(ctx.user.clone(), kverbs::CREATE, resource).with_group(group);
+        let attrs = review_attributes(ctx.user.clone(), review);
         self.admit(ctx, &attrs, &[], || None).await
     }
 }
@@ -814,8 +844,6 @@ impl Access {
 pub enum WriteVerb {
     /// `update` (PUT, `keyward.v1` Update).
     Update,
-    /// `patch` (PATCH, server-side apply).
-    Patch,
     /// `delete` (a dry run reads the object to check its preconditions).
     Delete,
 }
@@ -825,7 +853,6 @@ impl WriteVerb {
     pub fn as_str(self) -> &'static str {
         match self {
             WriteVerb::Update => kverbs::UPDATE,
-            WriteVerb::Patch => kverbs::PATCH,
             WriteVerb::Delete => kverbs::DELETE,
         }
     }

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Status};
 
+use super::asked::Asked;
 use super::to_status;
 use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
 use crate::authn::unix::PeerCredentials;
-use crate::authz::{Attributes, ImpersonationRequest};
+use crate::authz::ImpersonationRequest;
 
 /// Metadata naming the user to act as (`kubectl --as`).
 pub const IMPERSONATE_USER: &str = "impersonate-user";
@@ -35,7 +36,11 @@ impl Frontend {
     }
 
     /// Authenticates `req`, applies impersonation and describes it for `access`.
-    pub async fn context<T>(&self, req: &Request<T>, uri: &str) -> Result<RequestContext, Status> {
+    pub(super) async fn context<T: Asked>(
+        &self,
+        req: &Request<T>,
+        uri: &str,
+    ) -> Result<RequestContext, Status> {
         let md = req.metadata();
         let authorization = md.get("authorization").and_then(|v| v.to_str().ok());
         let uds = req.extensions().get::<UdsConnectInfo>();
@@ -90,12 +95,11 @@ impl Frontend {
         let user = match self.authn.authenticate(creds).await {
             Ok(user) => user,
             Err(e) => {
-                // Recorded as kube-apiserver does, as a non-resource request (the method is
-                // all a refused caller is known to have asked for).
+                // Recorded as kube-apiserver does: the request the call makes, no user.
                 let mut info = crate::audit::RequestInfo::new(uri, source.peer());
                 info.audit_id = audit_id;
                 info.user_agent = user_agent;
-                let attrs = Attributes::non_resource(e.refused_identity(), "post", uri);
+                let attrs = req.get_ref().asked(e.refused_identity());
                 self.access
                     .record_unauthenticated(&attrs, info, &creds.failure_message())
                     .await;
@@ -118,9 +122,8 @@ impl Frontend {
                 .collect(),
             ..ImpersonationRequest::default()
         };
-        // A refused impersonation is recorded as a call of the method (what the caller is
-        // known to have asked for before the message is read).
-        let original = Attributes::non_resource(ctx.user.clone(), "post", uri);
+        // A refused impersonation is recorded as the request the call makes.
+        let original = req.get_ref().asked(ctx.user.clone());
         self.access
             .impersonate(ctx, &imp, &original)
             .await

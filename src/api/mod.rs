@@ -5,11 +5,14 @@
 //! which serves the services on already-bound listeners until shutdown.
 //!
 //! - `frontend`: [`Frontend`]: credentials off each request, authentication, impersonation.
+//! - `asked`: what each call's message asks for, for the audit log of calls refused before
+//!   their operation runs.
 //! - `secrets`: `keyward.v1.Secrets` ([`SecretsService`]).
 //! - `encryption`: `keyward.v1.Encryption` ([`EncryptionService`]).
 //! - `auth`: `keyward.v1.Auth` ([`AuthService`]): reviews and token requests.
 //! - `serve`: [`serve`], [`TlsListener`] and [`ServeError`].
 
+mod asked;
 mod auth;
 mod encryption;
 mod frontend;

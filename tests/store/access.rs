@@ -667,6 +667,38 @@ async fn who_may_read_which_secret_with(batch: Option<BatchConfig>) {
             "Authentication failed, attempted: bearer"
         );
     }
+    // Each recorded as the request its call makes (a policy on Secrets sees it): the revoked
+    // legacy token's get of prod/db.
+    assert!(
+        refused.iter().any(|e| e["verb"] == "get"
+            && e["objectRef"]
+                == serde_json::json!({"resource": "secrets", "namespace": "prod", "name": "db", "apiVersion": "v1"})),
+        "{refused:?}"
+    );
+    // So is a refused impersonation: app's get of prod/db, as app, 403, no decision.
+    let impersonating: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| {
+            e["responseStatus"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cannot impersonate"))
+        })
+        .collect();
+    assert_eq!(impersonating.len(), 1, "{impersonating:?}");
+    let e = &impersonating[0];
+    assert_eq!(e["verb"], "get");
+    assert_eq!(e["user"]["username"], "app");
+    assert_eq!(e["objectRef"]["resource"], "secrets");
+    assert_eq!(e["objectRef"]["namespace"], "prod");
+    assert_eq!(e["objectRef"]["name"], "db");
+    assert_eq!(e["responseStatus"]["code"], 403);
+    assert!(
+        e["annotations"]
+            .get("authorization.k8s.io/decision")
+            .is_none(),
+        "{e}"
+    );
     verify_log(&w.audit);
 }
 
