@@ -153,8 +153,8 @@ pub enum ListAt {
     NotOlderThan(Revision),
 }
 
-/// The attributes of `verb` on the Secrets `namespace` ("": all) and `name` ("": none) asks
-/// for, by `user`.
+/// The attributes of a request by `user` to `verb` Secrets: in `namespace` ("": every one),
+/// the one named `name` ("": none named).
 pub fn secret_attributes(user: Identity, verb: &str, namespace: &str, name: &str) -> Attributes {
     Attributes::resource(user, verb, RESOURCE)
         .with_namespace(namespace)

@@ -19,9 +19,10 @@
 //!
 //! On use ([`super::serviceaccount::ServiceAccountAuthenticator::with_legacy_tokens`], after the
 //! signature), as kube-apiserver's legacy validator with `--service-account-lookup`: the claims
-//! must be present and `sub` must match them; the Secret must exist and not be being deleted
-//! (`Token has been invalidated`), must hold exactly this token, compared in constant time (`Token does not match
-//! server's copy`), and must not carry the label `kubernetes.io/legacy-token-invalid-since`.
+//! must be present and `sub` must match them; the Secret must exist, not marked for deletion
+//! (`Token has been invalidated`), must hold exactly this token, compared in constant time
+//! (`Token does not match server's copy`), and must not carry the label
+//! `kubernetes.io/legacy-token-invalid-since`.
 //! Deleting the Secret therefore revokes the token at once. A token that matches is tracked as
 //! kube-apiserver tracks it: its Secret is labelled `kubernetes.io/legacy-token-last-used` with
 //! the day (UTC), at most once a day. The server writes the label itself (kube-apiserver sends

@@ -313,7 +313,7 @@ impl SecretLookup for Store {
             .map_err(|e| AuthnError::Lookup {
                 namespace: secret.metadata.namespace.clone(),
                 name: secret.metadata.name.clone(),
-                reason: e.to_string(),
+                reason: format!("writing its label {key}: {e}"),
             })
     }
 }
