@@ -8,6 +8,7 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::chain::{
     line_hash, parse_line, Checkpoint, CheckpointKind, CheckpointSigner, CHAIN_ANNOTATION,
@@ -49,6 +50,8 @@ pub(super) struct FileStats {
 pub(super) struct LogFile {
     path: PathBuf,
     max_size: u64,
+    max_backups: usize,
+    max_age: Option<Duration>,
     fsync: bool,
     checkpoint_every: u64,
     signer: Arc<dyn CheckpointSigner>,
@@ -233,6 +236,8 @@ impl LogFile {
         let mut log = LogFile {
             path,
             max_size: config.max_size,
+            max_backups: config.max_backups,
+            max_age: config.max_age,
             fsync: config.fsync,
             checkpoint_every: config.checkpoint_every.max(1),
             signer,
@@ -584,8 +589,15 @@ impl LogFile {
         self.push_checkpoint(CheckpointKind::Rotate, None)?;
         self.flush()?;
         self.seal()?;
-        self.start_next_file(before)
-            .inspect(|()| self.stats.rotations += 1)
+        self.start_next_file(before)?;
+        self.stats.rotations += 1;
+        prune_backups(
+            &self.path,
+            self.max_backups,
+            self.max_age,
+            std::time::SystemTime::now(),
+        );
+        Ok(())
     }
 
     /// Renames the sealed current file aside and starts the next file with an `open`
@@ -661,6 +673,74 @@ fn backup_path(path: &Path) -> PathBuf {
         n += 1;
     }
     candidate
+}
+
+/// The rotated files of the log at `path`, newest first: `<stem>-<time>[-N].<ext>` beside it,
+/// with the time lumberjack writes (`2006-01-02T15-04-05.000`, UTC).
+fn backups(path: &Path) -> Vec<(std::time::SystemTime, PathBuf)> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let prefix = format!("{stem}-");
+    let Ok(entries) = fs::read_dir(parent(path)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<((std::time::SystemTime, u64), PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let middle = name.strip_prefix(&prefix)?.strip_suffix(&ext)?;
+            // `2006-01-02T15-04-05.000` is 23 bytes; `-N` may follow.
+            let stamp = middle.get(..23)?;
+            // `-N`: the N-th file rotated within that millisecond.
+            let n = match &middle[23..] {
+                "" => 0,
+                rest => rest
+                    .strip_prefix('-')
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))?
+                    .parse::<u64>()
+                    .ok()?,
+            };
+            let (date, time) = stamp.split_once('T')?;
+            let rfc3339 = format!("{date}T{}Z", time.replacen('-', ":", 2));
+            let at = humantime::parse_rfc3339(&rfc3339).ok()?;
+            Some(((at, n), e.path()))
+        })
+        .collect();
+    found.sort_by_key(|b| std::cmp::Reverse(b.0));
+    found.into_iter().map(|((at, _), p)| (at, p)).collect()
+}
+
+/// Removes the rotated files of the log at `path` beyond the newest `max_backups` (0: none
+/// beyond) and those whose time is before `now - max_age`, as lumberjack's `MaxBackups` and
+/// `MaxAge` do after a rotation. A file that cannot be removed is logged and left.
+fn prune_backups(
+    path: &Path,
+    max_backups: usize,
+    max_age: Option<Duration>,
+    now: std::time::SystemTime,
+) {
+    let cutoff = max_age.and_then(|age| now.checked_sub(age));
+    for (i, (at, file)) in backups(path).into_iter().enumerate() {
+        let surplus = max_backups > 0 && i >= max_backups;
+        let expired = cutoff.is_some_and(|c| at < c);
+        if !(surplus || expired) {
+            continue;
+        }
+        match fs::remove_file(&file) {
+            Ok(()) => {
+                tracing::info!(file = %file.display(), "removed a rotated audit log file (--audit-log-maxbackup, --audit-log-maxage)")
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "a rotated audit log file could not be removed")
+            }
+        }
+    }
 }
 
 /// Position of the first `\n` in `[from, to)`.

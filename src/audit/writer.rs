@@ -51,6 +51,11 @@ pub struct LogConfig {
     pub path: PathBuf,
     /// Rotate before a line would make the file larger than this many bytes; 0 never rotates.
     pub max_size: u64,
+    /// Rotated files kept at most, the newest (`--audit-log-maxbackup`); 0 keeps every one.
+    pub max_backups: usize,
+    /// Rotated files are removed once the time in their name is older than this
+    /// (`--audit-log-maxage`, in days); `None` keeps them whatever their age.
+    pub max_age: Option<Duration>,
     /// Write a checkpoint after this many events...
     pub checkpoint_every: u64,
     /// ...or this long after the last checkpoint, if events were written since (zero: only
@@ -95,11 +100,14 @@ impl Default for BatchConfig {
 
 impl LogConfig {
     /// Defaults for `path`: rotate at 100 MiB (kube-apiserver's `--audit-log-maxsize` default is
-    /// 100 MB), a checkpoint every 1000 events or 60 s, fail closed, sync every write.
+    /// 100 MB) and keep every rotated file, a checkpoint every 1000 events or 60 s, fail closed,
+    /// sync every write.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             max_size: 100 * 1024 * 1024,
+            max_backups: 0,
+            max_age: None,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             failure_mode: FailureMode::Closed,

@@ -43,6 +43,23 @@ pub(super) struct AccessArgs {
         requires = "audit_log_path"
     )]
     audit_log_maxsize: u64,
+    /// Rotated audit log files kept at most, the newest (0: every one); older ones are removed
+    /// after a rotation. What they held can no longer be verified.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "FILES",
+        requires = "audit_log_path"
+    )]
+    audit_log_maxbackup: usize,
+    /// Days a rotated audit log file is kept, by the time in its name (0: whatever its age).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "DAYS",
+        requires = "audit_log_path"
+    )]
+    audit_log_maxage: u64,
     /// Let requests proceed when their audit event cannot be written (default: refuse them);
     /// the same as --audit-log-mode blocking.
     #[arg(long, requires = "audit_log_path", conflicts_with = "audit_log_mode")]
@@ -88,6 +105,10 @@ impl AccessArgs {
         let audit = self.audit_log_path.as_ref().map(|path| {
             let mut log = LogConfig::new(path.clone());
             log.max_size = self.audit_log_maxsize.saturating_mul(1024 * 1024);
+            log.max_backups = self.audit_log_maxbackup;
+            log.max_age = (self.audit_log_maxage > 0).then(|| {
+                std::time::Duration::from_secs(self.audit_log_maxage.saturating_mul(86_400))
+            });
             log.failure_mode = if self.audit_fail_open || self.audit_log_mode == "blocking" {
                 FailureMode::Open
             } else {

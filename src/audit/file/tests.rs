@@ -169,3 +169,68 @@ fn a_log_that_does_not_sync_takes_back_a_journal_and_removes_it() {
     log.write_events(vec![event(1)]).unwrap();
     assert!(!journal.exists(), "no journal without syncing");
 }
+
+/// `--audit-log-maxbackup` and `--audit-log-maxage`, as lumberjack applies them after a
+/// rotation: the newest rotated files are kept, older ones and those whose time is past the
+/// age go; other files beside the log stay. What is left still verifies, the removed files
+/// reported as not given.
+#[test]
+fn rotated_files_beyond_the_count_or_the_age_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let old = dir.path().join("audit-2020-01-01T00-00-00.000.log");
+    fs::write(&old, "{}\n").unwrap();
+    let unrelated = [
+        "audit-notes.log",
+        "audit-2020-01-01T00-00-00.000.txt",
+        "other.log",
+    ];
+    for name in unrelated {
+        fs::write(dir.path().join(name), "keep\n").unwrap();
+    }
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let mut config = LogConfig::new(&path);
+    config.max_size = 4096;
+    config.max_backups = 2;
+    config.max_age = Some(Duration::from_secs(30 * 86_400));
+    let mut log = LogFile::open(&config, key.clone()).unwrap();
+    for i in 0..40 {
+        log.write_events(vec![event(i)]).unwrap();
+    }
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    assert!(log.stats.rotations >= 4, "{:?}", log.stats);
+    let kept = backups(&path);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    // The newest two: the rotated file the active one's `open` checkpoint names is among them.
+    let active = fs::read_to_string(&path).unwrap();
+    let named = kept.iter().any(|(_, p)| {
+        active
+            .lines()
+            .next()
+            .unwrap()
+            .contains(p.file_name().unwrap().to_str().unwrap())
+    });
+    assert!(named, "{kept:?}\n{}", active.lines().next().unwrap());
+    assert!(!old.exists(), "older than the age");
+    for name in unrelated {
+        assert!(dir.path().join(name).exists(), "{name}");
+    }
+    let mut files: Vec<PathBuf> = kept.into_iter().map(|(_, p)| p).collect();
+    files.push(path.clone());
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = crate::audit::verify(&refs, &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert_eq!(report.files.len(), 3);
+    assert!(!report.notes.is_empty(), "the removed files are noted");
+
+    // Without limits every rotated file stays.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let mut config = LogConfig::new(&path);
+    config.max_size = 4096;
+    let mut log = LogFile::open(&config, key).unwrap();
+    for i in 0..40 {
+        log.write_events(vec![event(i)]).unwrap();
+    }
+    assert_eq!(backups(&path).len() as u64, log.stats.rotations);
+}
