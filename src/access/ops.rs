@@ -378,12 +378,13 @@ impl Access {
     /// write, the new version is read and patched again, as kube-apiserver's
     /// `GuaranteedUpdate` does, unless the patch set a resourceVersion of its own (then it is
     /// a precondition: 409). The request is authorized and recorded once, whatever the number
-    /// of attempts; `request` is the patch as the audit log records it.
+    /// of attempts, with `request` (the patch as the audit log records it) as its request
+    /// object, whatever the outcome: an absent Secret (404), a patch that does not apply
+    /// (`apply`'s error, recorded with the status and body `recorded_as` gives).
     ///
-    /// Errors: an absent Secret is [`StoreError::NotFound`], unrecorded (a server-side apply
-    /// creates it instead, [`Access::create_by_apply`]; otherwise the front end records it);
-    /// so is an error of `apply` on the first read. An error of `apply` on a later read ends
-    /// the recorded request with the status and body `recorded_as` gives.
+    /// With `absent_is_created` (a server-side apply), an absent Secret is
+    /// [`StoreError::NotFound`], unrecorded: the caller creates it ([`Access::create_by_apply`]),
+    /// which records the request.
     #[allow(clippy::too_many_arguments)]
     pub async fn patch<E: From<AccessError>>(
         &self,
@@ -391,37 +392,31 @@ impl Access {
         namespace: &Namespace,
         name: &SecretName,
         dry_run: bool,
+        absent_is_created: bool,
         request: impl FnOnce() -> Option<AuditObject>,
         mut apply: impl FnMut(&Secret) -> Result<Secret, E>,
         recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
     ) -> Result<Secret, E> {
         let attrs = Self::secrets(ctx, kverbs::PATCH, namespace.as_str(), name.as_str());
         self.refuse_if_denied(ctx, &attrs).await?;
-        let live = self
-            .store
-            .get(namespace, name, None)
-            .await
-            .map_err(AccessError::from)?;
-        let (mut next, mut retry) = rebase(&live, apply(&live)?);
+        let mut live = self.store.get(namespace, name, None).await;
+        if let Err(e @ StoreError::NotFound { .. }) = live {
+            if absent_is_created {
+                return Err(AccessError::from(e).into());
+            }
+            live = Err(e);
+        }
         let mut rec = self.admit(ctx, &attrs, &[], request).await?;
         loop {
-            let written = self.store.update(next, dry_run).await;
-            let failed = match written {
-                Err(e) if retry && e.is_modified() => None,
-                written => Some(written.map_err(AccessError::from)),
-            };
-            if let Some(result) = failed {
-                return Ok(self.finish(ctx, &mut rec, result, 200, secret_body).await?);
-            }
-            let live = match self.store.get(namespace, name, None).await {
-                Ok(live) => live,
+            let stored = match live {
+                Ok(s) => s,
                 Err(e) => {
                     let result = Err(e.into());
                     return Ok(self.finish(ctx, &mut rec, result, 200, secret_body).await?);
                 }
             };
-            match apply(&live) {
-                Ok(patched) => (next, retry) = rebase(&live, patched),
+            let (next, retry) = match apply(&stored) {
+                Ok(patched) => rebase(&stored, patched),
                 Err(e) => {
                     let (status, body) = recorded_as(&e);
                     let body = body.filter(|_| rec.level() >= Level::RequestResponse);
@@ -430,7 +425,15 @@ impl Access {
                         .map_err(super::audit_failed(self.metrics()))?;
                     return Err(e);
                 }
+            };
+            match self.store.update(next, dry_run).await {
+                Err(e) if retry && e.is_modified() => {}
+                written => {
+                    let result = written.map_err(AccessError::from);
+                    return Ok(self.finish(ctx, &mut rec, result, 200, secret_body).await?);
+                }
             }
+            live = self.store.get(namespace, name, None).await;
         }
     }
 

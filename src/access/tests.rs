@@ -273,6 +273,7 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
             &ns,
             &db,
             false,
+            false,
             request,
             |live: &Secret| -> Result<Secret, AccessError> {
                 reads.push(live.metadata.resource_version.clone());
@@ -326,6 +327,7 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
             &ns,
             &db,
             false,
+            false,
             || None,
             |live: &Secret| -> Result<Secret, AccessError> {
                 let mut next = live.clone();
@@ -353,4 +355,55 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
     assert_eq!(stages, ["RequestReceived", "ResponseComplete"]);
     let now = store.get(&ns, &db, None).await.unwrap();
     assert_eq!(now.data["other"].as_slice(), b"w2");
+
+    // A patch of a Secret that is not there is a recorded 404 with its patch; with
+    // `absent_is_created` (a server-side apply) it is left to the create that follows.
+    let nope = SecretName::try_from("nope").unwrap();
+    let before = sink.events().len();
+    let patch_doc = || {
+        Some(AuditObject::json(
+            serde_json::json!({"data": {"k": "dmFs"}}),
+        ))
+    };
+    let never = |_: &Secret| -> Result<Secret, AccessError> { unreachable!("nothing to patch") };
+    let e = a
+        .patch(
+            &admin(),
+            &ns,
+            &nope,
+            false,
+            false,
+            patch_doc,
+            never,
+            |_| unreachable!(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::NotFound, "{e}");
+    let events: Vec<serde_json::Value> = sink.events()[before..]
+        .iter()
+        .map(|e| serde_json::from_str(&e.to_json()).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["responseStatus"]["code"], 404);
+    assert_eq!(
+        events[1]["requestObject"],
+        serde_json::json!({"data": {"k": null}})
+    );
+    let before = sink.events().len();
+    let e = a
+        .patch(
+            &admin(),
+            &ns,
+            &nope,
+            false,
+            true,
+            patch_doc,
+            never,
+            |_| unreachable!(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::NotFound, "{e}");
+    assert_eq!(sink.events().len(), before, "left to the create");
 }

@@ -74,12 +74,35 @@ fn review(name: &str, kind: &str) -> Value {
     json!({"name":name,"singularName":"","namespaced":false,"kind":kind,"verbs":["create"]})
 }
 
-/// `GET /version`.
-pub fn version() -> Value {
-    json!({"major":"1","minor":KUBE_MINOR,
-        "gitVersion":format!("v1.{KUBE_MINOR}.0-keyward-{}", env!("CARGO_PKG_VERSION")),
-        "gitCommit":"","gitTreeState":"clean","buildDate":"1970-01-01T00:00:00Z",
-        "goVersion":"none","compiler":"rustc","platform":"linux/amd64"})
+/// `GET /version`: `version.Info` as kube-apiserver writes it (indented, in its field order).
+pub fn version() -> Vec<u8> {
+    /// `version.Info`, in its field order.
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Info {
+        major: &'static str,
+        minor: &'static str,
+        git_version: String,
+        git_commit: &'static str,
+        git_tree_state: &'static str,
+        build_date: &'static str,
+        go_version: &'static str,
+        compiler: &'static str,
+        platform: &'static str,
+    }
+    let info = Info {
+        major: "1",
+        minor: KUBE_MINOR,
+        git_version: format!("v1.{KUBE_MINOR}.0-keyward-{}", env!("CARGO_PKG_VERSION")),
+        git_commit: "",
+        git_tree_state: "clean",
+        build_date: "1970-01-01T00:00:00Z",
+        go_version: "none",
+        compiler: "rustc",
+        platform: "linux/amd64",
+    };
+    // kube-apiserver writes it with `json.MarshalIndent(info, "", "  ")`, whoever asks.
+    serde_json::to_vec_pretty(&info).unwrap_or_default()
 }
 
 #[cfg(test)]

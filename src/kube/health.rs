@@ -4,6 +4,9 @@
 //! reason withheld` (these paths need no credentials, so why is only logged). `?exclude=NAME`
 //! skips a check (`[+]store excluded: ok`), and names no check matches are warned about.
 //!
+//! Each check is also served alone, as kube-apiserver serves them (`/readyz/store`,
+//! `/livez/ping`): `ok`, or a 500 `internal server error: reason withheld`.
+//!
 //! The checks: `ping` (the server answers) on all three, and `store` (the store answers a read
 //! of its current revision within two seconds: a round trip to etcd, or the embedded engine's
 //! index) on `/healthz` and `/readyz`. Liveness does not depend on the store, so that a store
@@ -108,6 +111,23 @@ impl Check {
             Check::Store => store.check(access).await,
         }
     }
+}
+
+/// The answer to `GET /<endpoint>/<check>` (kube-apiserver serves each check of an endpoint
+/// alone): `ok`, or a 500 `internal server error: reason withheld`; `None` if `path` names no
+/// check of an endpoint.
+pub async fn answer_one(path: &str, access: &Access, store: &StoreProbe) -> Option<(u16, String)> {
+    let (base, name) = path.rsplit_once('/')?;
+    let endpoint = Endpoint::of_path(base)?;
+    let check = endpoint.checks().iter().find(|c| c.name() == name)?;
+    Some(match check.run(access, store).await {
+        Ok(()) => (200, "ok".to_owned()),
+        Err(why) => {
+            tracing::warn!(check = name, endpoint = endpoint.name(), reason = %why, "health check failed");
+            // Go's http.Error ends the message with a newline.
+            (500, "internal server error: reason withheld\n".to_owned())
+        }
+    })
 }
 
 /// The answer to `GET <endpoint>?<query>`: the status code and the plain-text body.

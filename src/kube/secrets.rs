@@ -589,6 +589,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             &id.namespace,
             &id.name,
             opts.dry_run,
+            kind == PatchType::Apply,
             request,
             apply_to,
             recorded_as,

@@ -491,22 +491,30 @@ impl KubeApi {
         Ok(buf)
     }
 
-    /// The answer of a health endpoint or `/version` (the paths kube-apiserver's
-    /// `system:public-info-viewer` opens to everyone), if `path` is one.
+    /// The answer of a health endpoint, one of its checks, or `/version` (the paths
+    /// kube-apiserver's `system:public-info-viewer` opens to everyone), if `path` is one.
     async fn public_info(&self, method: &Method, path: &str, query: &str) -> Option<Reply> {
         if *method != Method::GET {
             return None;
         }
-        if let Some(endpoint) = health::Endpoint::of_path(path) {
-            let (code, text) =
-                health::answer(endpoint, query, &self.access, &self.store_probe).await;
+        let health = match health::Endpoint::of_path(path) {
+            Some(endpoint) => {
+                Some(health::answer(endpoint, query, &self.access, &self.store_probe).await)
+            }
+            None => health::answer_one(path, &self.access, &self.store_probe).await,
+        };
+        if let Some((code, text)) = health {
             return Some(Reply::Raw {
                 code,
                 content_type: "text/plain; charset=utf-8",
                 body: text.into(),
             });
         }
-        (path == "/version").then(|| Reply::ok(discovery::version()))
+        (path == "/version").then(|| Reply::Raw {
+            code: 200,
+            content_type: "application/json",
+            body: discovery::version().into(),
+        })
     }
 
     /// Authenticates the request and applies `Impersonate-*` headers.

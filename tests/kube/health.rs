@@ -74,6 +74,15 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         for path in ["/healthz", "/livez", "/readyz"] {
             assert_eq!(get(addr, path), (200, "ok".to_owned()), "{path}");
         }
+        // Each check alone.
+        for path in [
+            "/healthz/ping",
+            "/healthz/store",
+            "/livez/ping",
+            "/readyz/store",
+        ] {
+            assert_eq!(get(addr, path), (200, "ok".to_owned()), "{path}");
+        }
         assert_eq!(
             get(addr, "/readyz?verbose"),
             (
@@ -108,6 +117,11 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         assert_eq!(get(addr, "/readyz?verbose"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/healthz").0, 500, "healthz checks the store too");
         assert_eq!(get(addr, "/readyz?exclude=store"), (200, "ok".to_owned()));
+        assert_eq!(
+            get(addr, "/readyz/store"),
+            (500, "internal server error: reason withheld\n".to_owned())
+        );
+        assert_eq!(get(addr, "/readyz/ping"), (200, "ok".to_owned()));
         assert_eq!(get(addr, "/livez"), (200, "ok".to_owned()));
 
         // Back: ready again.
@@ -136,7 +150,18 @@ fn health_with_credentials_is_authenticated_like_any_path() {
     let good = w.token_kubeconfig("bob", Some(crate::kubectl::BOB_TOKEN));
     let k = w.kubectl_as(33, &good, "bob");
     assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
-    assert!(k.ok(&["get", "--raw", "/version"]).contains("gitVersion"));
+    // `version.Info` indented, in its field order, as kube-apiserver's `WriteRawJSON`.
+    let version = k.ok(&["get", "--raw", "/version"]);
+    assert!(
+        version.starts_with(
+            "{\n  \"major\": \"1\",\n  \"minor\": \"30\",\n  \"gitVersion\": \"v1.30.0-keyward-"
+        ),
+        "{version}"
+    );
+    assert!(
+        version.ends_with("\"platform\": \"linux/amd64\"\n}"),
+        "{version}"
+    );
     let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
     let events: Vec<serde_json::Value> = audit
         .lines()

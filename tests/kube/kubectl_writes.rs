@@ -689,6 +689,18 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
         r#"[{"op":"add","path":"/data/j","value":"anNvbi1zZWNyZXQ="}]"#,
     ]);
     assert_eq!(k.ok(&["delete", "secret", "s1"]), "secret \"s1\" deleted\n");
+    // A patch that fails is recorded with its patch too (one that does not apply: 422; one of
+    // a Secret that is not there never leaves kubectl, which reads it first).
+    let failed = k.run(&[
+        "patch",
+        "secret",
+        "plain",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"test","path":"/data/k","value":"dGVzdC1zZWNyZXQ="}]"#,
+    ]);
+    assert_eq!(failed.code, 1, "{}", failed.err);
     let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
     for value in [
         "c2VjcmV0LXBhdGNoZWQ=",
@@ -696,6 +708,7 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
         "anNvbi1zZWNyZXQ=",
         "json-secret",
         "hunter2",
+        "dGVzdC1zZWNyZXQ=",
     ] {
         assert!(!audit.contains(value), "{value} in the audit log");
     }
@@ -724,6 +737,18 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
     assert_eq!(
         json["requestObject"],
         serde_json::json!([{"op": "add", "path": "/data/j"}]),
+    );
+    let refused: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["stage"] == "ResponseComplete" && e["verb"] == "patch")
+        .filter(|e| e["responseStatus"]["code"] != 200)
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["responseStatus"]["code"], 422);
+    assert_eq!(
+        refused[0]["requestObject"],
+        serde_json::json!([{"op": "test", "path": "/data/k"}]),
     );
     let delete = complete("delete", "s1");
     assert_eq!(
