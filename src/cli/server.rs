@@ -440,6 +440,16 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
     )?;
     store_opts.access_control = a.access_control.options(Vec::new())?;
     store_opts.kube = Some(super::kube::dev_options(&dir, a.kube_listen)?);
+    // Without --root-ca-file, `ca.crt` of service-account-token Secrets is the dev CA, which
+    // signs the Kubernetes API's certificate (kube-controller-manager uses its cluster's CA).
+    let sa = &mut store_opts.access_control.service_accounts;
+    if sa.ca_cert.is_none() {
+        let ca = dir.join(crate::kube::kubeconfig::CA_CERT_FILE);
+        sa.ca_cert = Some(
+            std::fs::read(&ca)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", ca.display())))?,
+        );
+    }
     let key_id = keyring.health().primary_key_id;
     rt.block_on(async {
         let token = CancellationToken::new();

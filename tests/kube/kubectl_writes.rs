@@ -764,7 +764,8 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
 }
 
 /// The legacy token flow through kubectl, tracked as kube-apiserver tracks it: a
-/// `kubernetes.io/service-account-token` Secret created with `kubectl apply` is filled in; its
+/// `kubernetes.io/service-account-token` Secret created with `kubectl apply` is filled in (its
+/// `ca.crt` is `keyward dev`'s CA); its
 /// token authenticates as the service account, the request's audit events say which Secret
 /// (`authentication.k8s.io/legacy-token-manual-secret`), and the Secret is labelled with the day
 /// of use; labelled `kubernetes.io/legacy-token-invalid-since`, the token is refused (401, with
@@ -783,6 +784,16 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim()).unwrap(),
     )
     .unwrap();
+    // ca.crt: the dev CA, which signs the API's certificate.
+    let ca = admin.ok(&[
+        "get",
+        "secret",
+        "app-token",
+        "-o",
+        r"jsonpath={.data.ca\.crt}",
+    ]);
+    let ca = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, ca.trim()).unwrap();
+    assert_eq!(ca, std::fs::read(w.dev.path("kw/kube-ca.crt")).unwrap());
     let cfg = w.token_kubeconfig("app", Some(&token));
     let app = w.kubectl_as(33, &cfg, "app");
     assert!(app
