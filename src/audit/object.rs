@@ -358,18 +358,42 @@ fn reduce_secret_object(m: &Map<String, Value>) -> Map<String, Value> {
             }
             ("metadata", Value::Object(meta)) => Some(Value::Object(reduce_meta(meta))),
             ("data" | "stringData", Value::Object(values)) => Some(Value::Object(
-                values.keys().map(|k| (k.clone(), Value::Null)).collect(),
+                values
+                    .iter()
+                    .map(|(k, v)| match directive(k, v) {
+                        Some(kept) => (k.clone(), kept),
+                        None => (k.clone(), Value::Null),
+                    })
+                    .collect(),
             )),
             ("items", Value::Array(items)) => {
                 Some(Value::Array(items.iter().map(reduce_secret_json).collect()))
             }
-            _ => None,
+            _ => directive(k, v),
         };
         if let Some(kept) = kept {
             out.insert(k.clone(), kept);
         }
     }
     out
+}
+
+/// A strategic merge patch directive, kept as it is: `$patch` (`replace`, `merge`, `delete`),
+/// and the key or field lists of `$retainKeys`, `$setElementOrder/FIELD` and
+/// `$deleteFromPrimitiveList/FIELD` (key names and finalizers, never a value of `data`).
+fn directive(key: &str, value: &Value) -> Option<Value> {
+    match (key, value) {
+        ("$patch", Value::String(d)) if matches!(d.as_str(), "replace" | "merge" | "delete") => {
+            Some(value.clone())
+        }
+        ("$retainKeys", Value::Array(a)) => Some(Value::Array(strings(a))),
+        (k, Value::Array(a))
+            if k.starts_with("$setElementOrder/") || k.starts_with("$deleteFromPrimitiveList/") =>
+        {
+            Some(Value::Array(strings(a)))
+        }
+        _ => None,
+    }
 }
 
 fn reduce_meta(m: &Map<String, Value>) -> Map<String, Value> {
@@ -431,7 +455,7 @@ fn reduce_meta(m: &Map<String, Value>) -> Map<String, Value> {
                     .map(|r| only_strings(r, &["apiVersion", "kind", "name", "uid"]))
                     .collect(),
             )),
-            _ => None,
+            _ => directive(k, v),
         };
         if let Some(kept) = kept {
             out.insert(k.clone(), kept);
@@ -568,6 +592,36 @@ mod tests {
         assert_eq!(
             serde_json::to_value(AuditObject::json(json!("c2VjcmV0")).for_secrets()).unwrap(),
             Value::Null
+        );
+    }
+
+    /// Strategic merge patch directives hold no value of `data`: kept as sent, while the
+    /// values beside them are not (nor a `$patch` that is not a directive).
+    #[test]
+    fn strategic_merge_directives_are_kept() {
+        let patch = json!({
+            "$setElementOrder/data": ["a", "b"],
+            "$retainKeys": ["data", "type"],
+            "data": {"$patch": "replace", "a": "c2VjcmV0", "b": "dmFsdWU="},
+            "stringData": {"$patch": "s3cret-not-a-directive"},
+            "metadata": {
+                "$deleteFromPrimitiveList/finalizers": ["example.com/x"],
+                "labels": {"$patch": "delete"},
+            },
+        });
+        let got = serde_json::to_value(AuditObject::json(patch).for_secrets()).unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "$setElementOrder/data": ["a", "b"],
+                "$retainKeys": ["data", "type"],
+                "data": {"$patch": "replace", "a": null, "b": null},
+                "stringData": {"$patch": null},
+                "metadata": {
+                    "$deleteFromPrimitiveList/finalizers": ["example.com/x"],
+                    "labels": {"$patch": "delete"},
+                },
+            })
         );
     }
 
