@@ -725,6 +725,9 @@ fn prune_backups(
     max_age: Option<Duration>,
     now: std::time::SystemTime,
 ) {
+    if max_backups == 0 && max_age.is_none() {
+        return;
+    }
     let cutoff = max_age.and_then(|age| now.checked_sub(age));
     for (i, (at, file)) in backups(path).into_iter().enumerate() {
         let surplus = max_backups > 0 && i >= max_backups;

@@ -360,9 +360,10 @@ fn reduce_secret_object(m: &Map<String, Value>) -> Map<String, Value> {
             ("data" | "stringData", Value::Object(values)) => Some(Value::Object(
                 values
                     .iter()
-                    .map(|(k, v)| match directive(k, v) {
-                        Some(kept) => (k.clone(), kept),
-                        None => (k.clone(), Value::Null),
+                    .map(|(k, v)| {
+                        // No data key starts with `$`: only the `$patch` directive is kept.
+                        let kept = (k == "$patch").then(|| directive(k, v)).flatten();
+                        (k.clone(), kept.unwrap_or(Value::Null))
                     })
                     .collect(),
             )),
