@@ -59,7 +59,7 @@ pub use context::{RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
 pub use ops::{
     keyward_attributes, review_attributes, secret_attributes, token_request_attributes,
-    EncryptionStatus, ListAt, Migration, SelfReview, WriteVerb,
+    EncryptionStatus, ListAt, Migration, SelfReview,
 };
 pub use service_accounts::{ServiceAccountSettings, ServiceAccounts, TokenSecretHook};
 pub use setup::{

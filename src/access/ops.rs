@@ -325,20 +325,19 @@ impl Access {
             .await
     }
 
-    /// Reads the stored Secret a write is about to change, authorized as that write: `update`
-    /// (a PUT), `patch`, or `delete` (a dry run); kube-apiserver reads the stored object inside
-    /// the write, so `get` is not needed. The read is part of the request, not one of its own:
-    /// a refused read is recorded as the request's end (403); otherwise the write that follows
-    /// records the request, or, if none does, the front end
-    /// ([`RequestContext::is_recorded`]), so that the audit log has one event per stage.
-    pub async fn read_for_write(
+    /// Reads the stored Secret an update (a PUT) is about to replace, authorized as the update:
+    /// kube-apiserver reads the stored object inside the write, so `get` is not needed. The
+    /// read is part of the request, not one of its own: a refused read is recorded as the
+    /// request's end (403); otherwise the update that follows records the request, or, if none
+    /// does, the front end ([`RequestContext::is_recorded`]), so that the audit log has one
+    /// event per stage.
+    pub async fn read_for_update(
         &self,
         ctx: &RequestContext,
-        verb: WriteVerb,
         namespace: &Namespace,
         name: &SecretName,
     ) -> Result<Secret, AccessError> {
-        let attrs = Self::secrets(ctx, verb.as_str(), namespace.as_str(), name.as_str());
+        let attrs = Self::secrets(ctx, kverbs::UPDATE, namespace.as_str(), name.as_str());
         self.refuse_if_denied(ctx, &attrs).await?;
         Ok(self.store.get(namespace, name, None).await?)
     }
@@ -369,7 +368,13 @@ impl Access {
         secret: Secret,
         dry_run: bool,
     ) -> Result<Secret, AccessError> {
-        self.write_as(ctx, secret, dry_run, WriteVerb::Update).await
+        let ns = namespace_of(&secret);
+        let attrs = Self::secrets(ctx, kverbs::UPDATE, &ns, &secret.metadata.name);
+        let mut rec = self
+            .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
+            .await?;
+        let result = self.store.update(secret, dry_run).await.map_err(Into::into);
+        self.finish(ctx, &mut rec, result, 200, secret_body).await
     }
 
     /// Patches a Secret (`patch secrets` on it, the read of the stored version included):
@@ -437,22 +442,6 @@ impl Access {
         }
     }
 
-    async fn write_as(
-        &self,
-        ctx: &RequestContext,
-        secret: Secret,
-        dry_run: bool,
-        verb: WriteVerb,
-    ) -> Result<Secret, AccessError> {
-        let ns = namespace_of(&secret);
-        let attrs = Self::secrets(ctx, verb.as_str(), &ns, &secret.metadata.name);
-        let mut rec = self
-            .admit(ctx, &attrs, &[], || Some(AuditObject::secret(&secret)))
-            .await?;
-        let result = self.store.update(secret, dry_run).await.map_err(Into::into);
-        self.finish(ctx, &mut rec, result, 200, secret_body).await
-    }
-
     /// Writes an earlier version's content as a new version (`update secrets` on it).
     pub async fn rollback(
         &self,
@@ -468,14 +457,17 @@ impl Access {
     }
 
     /// Deletes a Secret (`delete secrets` on it; ignoring decrypt errors also needs
-    /// `unsafe-delete-ignore-read-errors`). `options` is the request's DeleteOptions as the
-    /// audit log records them, if it sent any.
+    /// `unsafe-delete-ignore-read-errors`); a `dry_run` reads it and checks the preconditions,
+    /// and changes nothing. `options` is the request's DeleteOptions as the audit log records
+    /// them, if it sent any.
+    #[allow(clippy::too_many_arguments)] // every option of a delete request
     pub async fn delete(
         &self,
         ctx: &RequestContext,
         namespace: &Namespace,
         name: &SecretName,
         pre: &Preconditions,
+        dry_run: bool,
         options: Option<AuditObject>,
     ) -> Result<Secret, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::DELETE, namespace.as_str(), name.as_str());
@@ -490,11 +482,15 @@ impl Access {
             Vec::new()
         };
         let mut rec = self.admit(ctx, &attrs, &also, || options).await?;
-        let result = self
-            .store
-            .delete(namespace, name, pre)
-            .await
-            .map_err(Into::into);
+        let result = if dry_run {
+            match self.store.get(namespace, name, None).await {
+                Ok(s) => pre.check_secret(&s).map(|()| s),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.store.delete(namespace, name, pre).await
+        }
+        .map_err(Into::into);
         let respond = |s: &Secret, level| match ctx.deleted_body() {
             Some(answer) if level >= Level::RequestResponse => answer(s),
             _ => secret_body(s, level),
@@ -839,25 +835,6 @@ impl Access {
     ) -> Result<RequestAudit, AccessError> {
         let attrs = review_attributes(ctx.user.clone(), review);
         self.admit(ctx, &attrs, &[], || None).await
-    }
-}
-
-/// The RBAC verb of a write that changes a stored Secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteVerb {
-    /// `update` (PUT, `keyward.v1` Update).
-    Update,
-    /// `delete` (a dry run reads the object to check its preconditions).
-    Delete,
-}
-
-impl WriteVerb {
-    /// The verb.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WriteVerb::Update => kverbs::UPDATE,
-            WriteVerb::Delete => kverbs::DELETE,
-        }
     }
 }
 

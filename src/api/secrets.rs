@@ -114,7 +114,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let s = self
             .front
             .access
-            .delete(&ctx, &id.namespace, &id.name, &pre, None)
+            .delete(&ctx, &id.namespace, &id.name, &pre, false, None)
             .await
             .map_err(access_status)?;
         Ok(Response::new(secret_to_pb(s)))

@@ -21,7 +21,7 @@ use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::yaml_keys;
 use super::KubeError;
-use crate::access::{Access, AccessError, ListAt, WriteVerb};
+use crate::access::{Access, AccessError, ListAt};
 use crate::audit::AuditObject;
 use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
@@ -479,7 +479,7 @@ pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
     let mut s = decoded.secret;
     check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
     let live = access
-        .read_for_write(&req.ctx, WriteVerb::Update, &id.namespace, &id.name)
+        .read_for_update(&req.ctx, &id.namespace, &id.name)
         .await?;
     apply::record_update(Some(&live), &mut s, &opts.manager, &now());
     let updated = access.update(&req.ctx, s, opts.dry_run).await?;
@@ -758,13 +758,16 @@ fn delete_options(req: &KubeRequest) -> Result<DeleteOptions, KubeError> {
 /// `DELETE .../secrets/{name}`: a Success Status naming the deleted Secret.
 pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
     let opts = delete_options(req)?;
-    let gone = if opts.dry_run {
-        dry_run_delete(access, req, id, &opts.pre).await?
-    } else {
-        access
-            .delete(&req.ctx, &id.namespace, &id.name, &opts.pre, opts.audited)
-            .await?
-    };
+    let gone = access
+        .delete(
+            &req.ctx,
+            &id.namespace,
+            &id.name,
+            &opts.pre,
+            opts.dry_run,
+            opts.audited,
+        )
+        .await?;
     if only_marked(&gone) {
         return Ok(Reply::Json {
             code: 200,
@@ -792,22 +795,6 @@ pub fn deletion_audit_object(gone: &Secret) -> Option<AuditObject> {
     } else {
         Status::deleted(gone.metadata.name.as_str(), &gone.metadata.uid).audit_object()
     }
-}
-
-/// A dry-run delete: the Secret read as a delete (authorized as one) and the preconditions
-/// checked; nothing changes.
-async fn dry_run_delete(
-    access: &Access,
-    req: &KubeRequest,
-    id: &SecretId,
-    pre: &Preconditions,
-) -> Result<Secret, KubeError> {
-    let s = access
-        .read_for_write(&req.ctx, WriteVerb::Delete, &id.namespace, &id.name)
-        .await?;
-    pre.check_secret(&s)
-        .map_err(|e| KubeError::Access(AccessError::Store(e)))?;
-    Ok(s)
 }
 
 /// `DELETE .../secrets`: deletes every Secret the selectors match, each with the request's

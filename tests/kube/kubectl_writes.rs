@@ -689,6 +689,10 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
         r#"[{"op":"add","path":"/data/j","value":"anNvbi1zZWNyZXQ="}]"#,
     ]);
     assert_eq!(k.ok(&["delete", "secret", "s1"]), "secret \"s1\" deleted\n");
+    assert_eq!(
+        k.ok(&["delete", "secret", "plain", "--dry-run=server"]),
+        "secret \"plain\" deleted (server dry run)\n"
+    );
     // A patch that fails is recorded with its patch too (one that does not apply: 422; one of
     // a Secret that is not there never leaves kubectl, which reads it first).
     let failed = k.run(&[
@@ -761,6 +765,17 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
     assert_eq!(answer["details"]["name"], "s1");
     assert_eq!(answer["details"]["kind"], "secrets");
     assert_eq!(delete["responseStatus"]["code"], 200);
+    // A dry run is recorded as the delete it is, with its options.
+    let dry = complete("delete", "plain");
+    assert_eq!(
+        dry["requestObject"],
+        serde_json::json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background", "dryRun": ["All"]}),
+    );
+    assert_eq!(dry["responseObject"]["status"], "Success", "{dry}");
+    assert_eq!(
+        k.ok(&["get", "secret", "plain", "-o", "name"]),
+        "secret/plain\n"
+    );
 }
 
 /// The legacy token flow through kubectl, tracked as kube-apiserver tracks it: a
