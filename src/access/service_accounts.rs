@@ -13,9 +13,12 @@ use arc_swap::ArcSwapOption;
 
 use super::keys::{SealedKeys, SERVICE_ACCOUNT_SIGNING_KEY};
 use super::AccessError;
+use crate::access::secret_attributes;
+use crate::audit::{AuditObject, Auditor, Peer, RequestInfo, ResponseStatus};
 use crate::authn::legacy::{TokenSecretFiller, TOKEN_SECRET_TYPE};
 use crate::authn::serviceaccount::{ServiceAccountAuthenticator, ServiceAccountIssuer};
-use crate::authn::{AuthnError, BearerToken, Identity, TokenAuthenticator};
+use crate::authn::{names, AuthnError, BearerToken, Identity, SecretLookup, TokenAuthenticator};
+use crate::authz::{verbs as kverbs, Decision};
 use crate::crypto::SigningKey;
 use crate::store::{CreateHook, Secret, Store};
 
@@ -70,6 +73,7 @@ pub struct ServiceAccounts {
     keys: SealedKeys,
     settings: ServiceAccountSettings,
     store: Arc<Store>,
+    auditor: Auditor,
     issuer: ArcSwapOption<ServiceAccountIssuer>,
     verifier: ArcSwapOption<ServiceAccountAuthenticator>,
     hook: TokenSecretHook,
@@ -88,16 +92,19 @@ impl std::fmt::Debug for ServiceAccounts {
 
 impl ServiceAccounts {
     /// Service accounts of `store`, filling Secrets through `hook` (the hook given to the
-    /// store); reads the signing key if it exists (creating nothing).
+    /// store), recording the writes legacy tokens make with `auditor`; reads the signing key if
+    /// it exists (creating nothing).
     pub async fn load(
         store: Arc<Store>,
         hook: TokenSecretHook,
         settings: ServiceAccountSettings,
+        auditor: Auditor,
     ) -> Result<Arc<Self>, AccessError> {
         let sa = Arc::new(Self {
             keys: SealedKeys::new(store.clone()),
             settings,
             store,
+            auditor,
             issuer: ArcSwapOption::empty(),
             verifier: ArcSwapOption::empty(),
             hook,
@@ -149,10 +156,12 @@ impl ServiceAccounts {
             ServiceAccountIssuer::new(self.settings.issuer.clone(), Arc::new(key))
                 .with_default_audiences(self.audiences()),
         );
+        let secrets = Arc::new(LegacyTokenSecrets {
+            store: self.store.clone(),
+            auditor: self.auditor.clone(),
+        });
         self.verifier.store(Some(Arc::new(
-            issuer
-                .authenticator()
-                .with_legacy_tokens(self.store.clone()),
+            issuer.authenticator().with_legacy_tokens(secrets),
         )));
         self.hook.0.store(Some(Arc::new(TokenSecretFiller::new(
             (*issuer).clone(),
@@ -201,5 +210,73 @@ impl TokenAuthenticator for ServiceAccounts {
             Some(v) => v.authenticate_token(token).await,
             None => Ok(None),
         }
+    }
+}
+
+/// The Secrets legacy tokens are checked against: the store, and the audit log for the one
+/// write a legacy token makes (its Secret's last-used label), recorded as kube-apiserver records
+/// the patch it sends itself: user `system:apiserver` in `system:masters`, verb `patch`, the
+/// merge patch as request object.
+struct LegacyTokenSecrets {
+    store: Arc<Store>,
+    auditor: Auditor,
+}
+
+#[async_trait::async_trait]
+impl SecretLookup for LegacyTokenSecrets {
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, AuthnError> {
+        self.store.get_secret(namespace, name).await
+    }
+
+    async fn label_secret(
+        &self,
+        secret: &Secret,
+        key: &str,
+        value: &str,
+    ) -> Result<(), AuthnError> {
+        let m = &secret.metadata;
+        let failed = |reason: String| AuthnError::Lookup {
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            reason,
+        };
+        let apiserver = Identity::new(
+            names::SYSTEM_APISERVER,
+            "",
+            vec![
+                names::SYSTEM_MASTERS.to_owned(),
+                names::SYSTEM_AUTHENTICATED.to_owned(),
+            ],
+        );
+        let attrs = secret_attributes(apiserver, kverbs::PATCH, &m.namespace, &m.name);
+        let uri = format!("/api/v1/namespaces/{}/secrets/{}", m.namespace, m.name);
+        let mut info = RequestInfo::new(uri, Peer::Unknown);
+        info.user_agent = format!("keyward/{}", env!("CARGO_PKG_VERSION"));
+        let mut rec = self.auditor.begin(&attrs, info);
+        let patch = serde_json::json!({"metadata": {"labels": {key: value}, "uid": m.uid}});
+        let allowed = Decision::Allow {
+            reason: String::new(),
+        };
+        rec.request_received(&allowed, Some(AuditObject::json(patch)))
+            .await
+            .map_err(|e| failed(format!("its audit event not written: {e}")))?;
+        let mut labelled = secret.clone();
+        labelled.metadata.labels.insert(key.into(), value.into());
+        let written = self
+            .store
+            .update(labelled, false)
+            .await
+            .map_err(AccessError::from);
+        let status = match &written {
+            Ok(_) => ResponseStatus::success(200),
+            Err(e) => e.audit_status(),
+        };
+        let body = written.as_ref().ok().map(AuditObject::secret);
+        rec.response_complete(status, body)
+            .await
+            .map_err(|e| failed(format!("its audit event not written: {e}")))?;
+        written
+            .map(drop)
+            .map_err(|e| failed(format!("writing its label {key}: {e}")))
     }
 }

@@ -130,22 +130,6 @@ impl AccessStack {
         if options.bootstrap_tokens {
             chain.push(Arc::new(BootstrapTokens::new(store.clone())));
         }
-        let sa =
-            ServiceAccounts::load(store.clone(), hook, options.service_accounts.clone()).await?;
-        chain.push(sa.clone());
-        let authn = Arc::new(Authenticators::new(unix, TokenChain::new(chain)));
-        let reloader = (!reloadable.is_empty())
-            .then(|| Reloader::spawn(reloadable, interval(DEFAULT_INTERVAL)));
-
-        let policy = Arc::new(match &options.authorization_policy {
-            Some(p) => Policy::load(p)?,
-            None => Policy::new(Rbac::with_bootstrap(&Default::default())),
-        });
-        let policy_watcher = options
-            .authorization_policy
-            .is_some()
-            .then(|| policy.watch(interval(DEFAULT_RELOAD_INTERVAL)));
-
         let (auditor, audit_log) = match options.audit {
             Some(a) => {
                 let keys = SealedKeys::new(store.clone());
@@ -178,6 +162,27 @@ impl AccessStack {
             }
             None => (Auditor::disabled(), None),
         };
+        let sa = ServiceAccounts::load(
+            store.clone(),
+            hook,
+            options.service_accounts.clone(),
+            auditor.clone(),
+        )
+        .await?;
+        chain.push(sa.clone());
+        let authn = Arc::new(Authenticators::new(unix, TokenChain::new(chain)));
+        let reloader = (!reloadable.is_empty())
+            .then(|| Reloader::spawn(reloadable, interval(DEFAULT_INTERVAL)));
+
+        let policy = Arc::new(match &options.authorization_policy {
+            Some(p) => Policy::load(p)?,
+            None => Policy::new(Rbac::with_bootstrap(&Default::default())),
+        });
+        let policy_watcher = options
+            .authorization_policy
+            .is_some()
+            .then(|| policy.watch(interval(DEFAULT_RELOAD_INTERVAL)));
+
         let access = Arc::new(Access::new(store, policy, auditor).with_service_accounts(sa));
         Ok(AccessStack {
             access,

@@ -25,9 +25,9 @@
 //! `kubernetes.io/legacy-token-invalid-since`.
 //! Deleting the Secret therefore revokes the token at once. A token that matches is tracked as
 //! kube-apiserver tracks it: its Secret is labelled `kubernetes.io/legacy-token-last-used` with
-//! the day (UTC), at most once a day. The server writes the label itself (kube-apiserver sends
-//! itself a patch as `system:apiserver`); it is not an API request, so it is in the Secret's
-//! history but not in the audit log. The request's audit events carry
+//! the day (UTC), at most once a day, through [`SecretLookup::label_secret`] (on a server, a
+//! write recorded in the audit log as kube-apiserver records the patch it sends itself: user
+//! `system:apiserver`, verb `patch`). The request's audit events carry
 //! `authentication.k8s.io/legacy-token-manual-secret: NAME` (or, refused for the label above,
 //! `authentication.k8s.io/legacy-token-invalidated: NAME/NAMESPACE`), as kube-apiserver's.
 

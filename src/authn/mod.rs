@@ -45,6 +45,8 @@ pub mod names {
     pub const SYSTEM_MASTERS: &str = "system:masters";
     /// Added to every authenticated identity.
     pub const SYSTEM_AUTHENTICATED: &str = "system:authenticated";
+    /// The server itself, when it writes through its own API (kube-apiserver's loopback user).
+    pub const SYSTEM_APISERVER: &str = "system:apiserver";
     /// The group of requests without credentials (never granted anything by default).
     pub const SYSTEM_UNAUTHENTICATED: &str = "system:unauthenticated";
     /// The user of requests without credentials.

@@ -824,6 +824,10 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
         r"jsonpath={.metadata.labels.kubernetes\.io/legacy-token-last-used}",
     ]);
     assert_eq!(label, today);
+    // Used again the same day: no second write.
+    assert!(app
+        .ok(&["auth", "whoami"])
+        .contains("system:serviceaccount:default:app"));
     admin.ok(&[
         "label",
         "secret",
@@ -846,6 +850,20 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
         used["annotations"]["authentication.k8s.io/legacy-token-manual-secret"],
         "app-token"
     );
+    // The label is the server's own patch, recorded as kube-apiserver records its loopback
+    // patch (system:apiserver), once for the day.
+    let labelled: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["user"]["username"] == "system:apiserver" && e["stage"] == "ResponseComplete")
+        .collect();
+    assert_eq!(labelled.len(), 1, "{labelled:?}");
+    assert_eq!(labelled[0]["verb"], "patch");
+    assert_eq!(labelled[0]["objectRef"]["name"], "app-token");
+    assert_eq!(
+        labelled[0]["user"]["groups"],
+        serde_json::json!(["system:masters", "system:authenticated"])
+    );
+    assert_eq!(labelled[0]["responseStatus"]["code"], 200);
     let invalidated = events
         .iter()
         .find(|e| e["responseStatus"]["code"] == 401)
