@@ -260,11 +260,9 @@ impl SecretLookup for LegacyTokenSecrets {
         rec.request_received(&allowed, Some(AuditObject::json(patch)))
             .await
             .map_err(|e| failed(format!("its audit event not written: {e}")))?;
-        let mut labelled = secret.clone();
-        labelled.metadata.labels.insert(key.into(), value.into());
         let written = self
             .store
-            .update(labelled, false)
+            .update(crate::authn::labelled(secret, key, value), false)
             .await
             .map_err(AccessError::from);
         let status = match &written {

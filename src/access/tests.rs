@@ -61,19 +61,42 @@ fn access(store: Arc<Store>, sink: Arc<MemorySink>) -> Access {
     Access::new(store, policy, Auditor::new(audit, sink))
 }
 
-#[tokio::test]
-async fn audit_first_and_fail_closed() {
+/// A store on `config` in a new directory, the [`access`] layer over it and its audit sink,
+/// and `prod/db` created (value `value`) by the admin.
+async fn with_db(
+    config: &str,
+    value: &[u8],
+) -> (tempfile::TempDir, Arc<Store>, Arc<MemorySink>, Access) {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path(), AESGCM).await;
+    let store = store(dir.path(), config).await;
     let sink = Arc::new(MemorySink::new());
     let a = access(store.clone(), sink.clone());
-    a.create(&admin(), secret("db", b"value-one"), false)
+    a.create(&admin(), secret("db", value), false)
         .await
         .unwrap();
-    let (ns, db) = (
+    (dir, store, sink, a)
+}
+
+/// `prod` and `name`, as the store's operations take them.
+fn prod(name: &str) -> (Namespace, SecretName) {
+    (
         Namespace::try_from("prod").unwrap(),
-        SecretName::try_from("db").unwrap(),
-    );
+        SecretName::try_from(name).unwrap(),
+    )
+}
+
+/// The events `sink` holds from the `from`-th on, as JSON.
+fn events_from(sink: &MemorySink, from: usize) -> Vec<serde_json::Value> {
+    sink.events()[from..]
+        .iter()
+        .map(|e| serde_json::from_str(&e.to_json()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_first_and_fail_closed() {
+    let (_dir, store, sink, a) = with_db(AESGCM, b"value-one").await;
+    let (ns, db) = prod("db");
     // The app may get db, and the log shows both stages, with no value.
     let got = a.get(&app(), &ns, &db, None).await.unwrap();
     assert_eq!(got.data["password"].as_slice(), b"value-one");
@@ -248,17 +271,8 @@ fn audited_reasons_are_the_answered_ones() {
 /// writer's change kept. A patch that names its own resourceVersion is refused instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_patch_retried_after_a_race_is_recorded_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path(), IDENTITY).await;
-    let sink = Arc::new(MemorySink::new());
-    let a = access(store.clone(), sink.clone());
-    a.create(&admin(), secret("db", b"v1"), false)
-        .await
-        .unwrap();
-    let (ns, db) = (
-        Namespace::try_from("prod").unwrap(),
-        SecretName::try_from("db").unwrap(),
-    );
+    let (_dir, store, sink, a) = with_db(IDENTITY, b"v1").await;
+    let (ns, db) = prod("db");
     let before = sink.events().len();
     let rt = tokio::runtime::Handle::current();
     let mut reads = Vec::new();
@@ -298,10 +312,7 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
     assert_ne!(reads[0], reads[1]);
     assert_eq!(patched.metadata.labels["x"], "1");
     assert_eq!(patched.data["other"].as_slice(), b"w");
-    let events: Vec<serde_json::Value> = sink.events()[before..]
-        .iter()
-        .map(|e| serde_json::from_str(&e.to_json()).unwrap())
-        .collect();
+    let events = events_from(&sink, before);
     let stages: Vec<_> = events
         .iter()
         .map(|e| e["stage"].as_str().unwrap())
@@ -358,7 +369,7 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
 
     // A patch of a Secret that is not there is a recorded 404 with its patch; with
     // `absent_is_created` (a server-side apply) it is left to the create that follows.
-    let nope = SecretName::try_from("nope").unwrap();
+    let (_, nope) = prod("nope");
     let before = sink.events().len();
     let patch_doc = || {
         Some(AuditObject::json(
@@ -380,10 +391,7 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
         .await
         .unwrap_err();
     assert_eq!(e.reason(), Reason::NotFound, "{e}");
-    let events: Vec<serde_json::Value> = sink.events()[before..]
-        .iter()
-        .map(|e| serde_json::from_str(&e.to_json()).unwrap())
-        .collect();
+    let events = events_from(&sink, before);
     assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[1]["responseStatus"]["code"], 404);
     assert_eq!(

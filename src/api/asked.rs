@@ -19,14 +19,14 @@ pub(super) trait Asked {
 }
 
 /// The namespace and name of a Secret a message carries, if it carries one.
-fn secret_id(s: Option<&pb::Secret>) -> (&str, &str) {
+fn namespace_and_name(s: Option<&pb::Secret>) -> (&str, &str) {
     s.and_then(|s| s.metadata.as_ref())
         .map_or(("", ""), |m| (m.namespace.as_str(), m.name.as_str()))
 }
 
 impl Asked for pb::CreateRequest {
     fn asked(&self, user: Identity) -> Attributes {
-        let (ns, _) = secret_id(self.secret.as_ref());
+        let (ns, _) = namespace_and_name(self.secret.as_ref());
         secret_attributes(user, kverbs::CREATE, ns, "")
     }
 }
@@ -39,7 +39,7 @@ impl Asked for pb::GetRequest {
 
 impl Asked for pb::UpdateRequest {
     fn asked(&self, user: Identity) -> Attributes {
-        let (ns, name) = secret_id(self.secret.as_ref());
+        let (ns, name) = namespace_and_name(self.secret.as_ref());
         secret_attributes(user, kverbs::UPDATE, ns, name)
     }
 }

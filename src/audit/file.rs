@@ -650,13 +650,8 @@ impl LogFile {
     }
 }
 
-/// `<dir>/<stem>-<UTC time>.<ext>`, lumberjack's backup name (time `2006-01-02T15-04-05.000`),
-/// with `-N` added if that name is taken.
-fn backup_path(path: &Path) -> PathBuf {
-    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
-        .to_string()
-        .trim_end_matches('Z')
-        .replace(':', "-");
+/// The file name of `path` before its extension, and the extension with its dot ("" if none).
+fn stem_and_ext(path: &Path) -> (String, String) {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -665,6 +660,17 @@ fn backup_path(path: &Path) -> PathBuf {
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
+    (stem, ext)
+}
+
+/// `<dir>/<stem>-<UTC time>.<ext>`, lumberjack's backup name (time `2006-01-02T15-04-05.000`),
+/// with `-N` added if that name is taken.
+fn backup_path(path: &Path) -> PathBuf {
+    let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        .to_string()
+        .trim_end_matches('Z')
+        .replace(':', "-");
+    let (stem, ext) = stem_and_ext(path);
     let dir = parent(path);
     let mut candidate = dir.join(format!("{stem}-{stamp}{ext}"));
     let mut n = 1;
@@ -678,14 +684,7 @@ fn backup_path(path: &Path) -> PathBuf {
 /// The rotated files of the log at `path`, newest first: `<stem>-<time>[-N].<ext>` beside it,
 /// with the time lumberjack writes (`2006-01-02T15-04-05.000`, UTC).
 fn backups(path: &Path) -> Vec<(std::time::SystemTime, PathBuf)> {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = path
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()))
-        .unwrap_or_default();
+    let (stem, ext) = stem_and_ext(path);
     let prefix = format!("{stem}-");
     let Ok(entries) = fs::read_dir(parent(path)) else {
         return Vec::new();

@@ -271,6 +271,13 @@ pub trait TokenAuthenticator: Send + Sync + fmt::Debug {
         -> Result<Option<Identity>, AuthnError>;
 }
 
+/// `secret` with the label `key` set to `value` (what [`SecretLookup::label_secret`] writes).
+pub fn labelled(secret: &Secret, key: &str, value: &str) -> Secret {
+    let mut s = secret.clone();
+    s.metadata.labels.insert(key.into(), value.into());
+    s
+}
+
 /// Where token authenticators read Secrets (bootstrap tokens, service-account-token Secrets).
 /// [`Store`] is one; tests use a map.
 #[async_trait::async_trait]
@@ -307,9 +314,7 @@ impl SecretLookup for Store {
         key: &str,
         value: &str,
     ) -> Result<(), AuthnError> {
-        let mut labelled = secret.clone();
-        labelled.metadata.labels.insert(key.into(), value.into());
-        self.update(labelled, false)
+        self.update(labelled(secret, key, value), false)
             .await
             .map(drop)
             .map_err(|e| AuthnError::Lookup {
@@ -370,9 +375,7 @@ pub(crate) mod testing {
             key: &str,
             value: &str,
         ) -> Result<(), AuthnError> {
-            let mut labelled = secret.clone();
-            labelled.metadata.labels.insert(key.into(), value.into());
-            self.put(labelled);
+            self.put(labelled(secret, key, value));
             Ok(())
         }
     }

@@ -326,4 +326,27 @@ mod tests {
             Some(BatchConfig::default())
         );
     }
+
+    /// `--audit-log-maxbackup` and `--audit-log-maxage` (days), 0 keeping every rotated file;
+    /// a value that is not a number is refused, naming the flag.
+    #[test]
+    fn rotation_limits_map_to_the_log_configuration() {
+        let all = log(&[]);
+        assert_eq!((all.max_backups, all.max_age), (0, None));
+        let kept = log(&["--audit-log-maxbackup", "3", "--audit-log-maxage", "7"]);
+        assert_eq!(kept.max_backups, 3);
+        assert_eq!(
+            kept.max_age,
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
+        let argv = [
+            "keyward",
+            "--audit-log-path",
+            "a.log",
+            "--audit-log-maxage",
+            "seven",
+        ];
+        let e = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(e.contains("--audit-log-maxage"), "{e}");
+    }
 }

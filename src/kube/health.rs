@@ -113,6 +113,15 @@ impl Check {
     }
 }
 
+/// Whether `path` is a health endpoint or one of its checks (`/healthz`, `/readyz/store`).
+pub fn is_health_path(path: &str) -> bool {
+    Endpoint::of_path(path).is_some()
+        || path
+            .rsplit_once('/')
+            .and_then(|(base, name)| Some((Endpoint::of_path(base)?, name)))
+            .is_some_and(|(e, name)| e.checks().iter().any(|c| c.name() == name))
+}
+
 /// The answer to `GET /<endpoint>/<check>` (kube-apiserver serves each check of an endpoint
 /// alone): `ok`, or a 500 `internal server error: reason withheld`; `None` if `path` names no
 /// check of an endpoint.

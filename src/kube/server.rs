@@ -374,13 +374,16 @@ impl KubeApi {
         // Without credentials, health and version answer at once (kube-apiserver's anonymous
         // user may read them); with credentials, they are checked as on any path first, so a
         // bad token is a 401 here too.
-        let credentialed = certs.presented()
-            || req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|h| matches!(parse_bearer(h), BearerHeader::Token(_)));
-        if !credentialed {
+        let public = method == Method::GET && (path == "/version" || health::is_health_path(&path));
+        let credentialed = || {
+            certs.presented()
+                || req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|h| matches!(parse_bearer(h), BearerHeader::Token(_)))
+        };
+        if public && !credentialed() {
             let query = req.uri().query().unwrap_or("");
             if let Some(r) = self.public_info(&method, &path, query).await {
                 return json_response(r);
@@ -428,7 +431,11 @@ impl KubeApi {
             body,
         };
         let query = parts.uri.query().unwrap_or("");
-        let mut routed = match self.public_info(&method, &path, query).await {
+        let answered = match public {
+            true => self.public_info(&method, &path, query).await,
+            false => None,
+        };
+        let mut routed = match answered {
             Some(r) => Ok(Routed::Reply(r)),
             None => self.route(&method, &path, &kreq).await,
         };

@@ -162,12 +162,8 @@ fn health_with_credentials_is_authenticated_like_any_path() {
         version.ends_with("\"platform\": \"linux/amd64\"\n}"),
         "{version}"
     );
-    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
-    let events: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["requestURI"] == "/healthz")
-        .collect();
+    let (audit, mut events) = w.audit_log();
+    events.retain(|e| e["requestURI"] == "/healthz");
     let refused = events
         .iter()
         .find(|e| e["responseStatus"]["code"] == 401)

@@ -87,6 +87,16 @@ impl World {
         World { dev, admin }
     }
 
+    /// The audit log of an [`audited_world`]: its text, and each line as JSON.
+    pub fn audit_log(&self) -> (String, Vec<serde_json::Value>) {
+        let text = std::fs::read_to_string(self.dev.path("audit.log")).unwrap();
+        let events = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (text, events)
+    }
+
     pub fn kubectl(&self, minor: u32) -> Kubectl {
         Kubectl::new(minor, &self.admin, self.dev.dir.path())
     }
@@ -731,12 +741,8 @@ fn kubectl_requests_are_audited_once_per_stage() {
         refused.err,
         "Error from server (Forbidden): users \"dave\" is forbidden: User \"bob\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope\n"
     );
-    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
-    let events: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|e: &serde_json::Value| e["kind"] == "Event")
-        .collect();
+    let (audit, mut events) = w.audit_log();
+    events.retain(|e| e["kind"] == "Event");
     let mut seen = std::collections::HashSet::new();
     for e in &events {
         let key = (e["auditID"].to_string(), e["stage"].to_string());

@@ -705,7 +705,7 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
         r#"[{"op":"test","path":"/data/k","value":"dGVzdC1zZWNyZXQ="}]"#,
     ]);
     assert_eq!(failed.code, 1, "{}", failed.err);
-    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
+    let (audit, events) = w.audit_log();
     for value in [
         "c2VjcmV0LXBhdGNoZWQ=",
         "secret-patched",
@@ -716,10 +716,9 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
     ] {
         assert!(!audit.contains(value), "{value} in the audit log");
     }
-    let complete = |verb: &str, name: &str| -> serde_json::Value {
-        audit
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let complete = |verb: &str, name: &str| -> &serde_json::Value {
+        events
+            .iter()
             .find(|e| {
                 e["stage"] == "ResponseComplete"
                     && e["verb"] == verb
@@ -742,9 +741,8 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
         json["requestObject"],
         serde_json::json!([{"op": "add", "path": "/data/j"}]),
     );
-    let refused: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let refused: Vec<&serde_json::Value> = events
+        .iter()
         .filter(|e| e["stage"] == "ResponseComplete" && e["verb"] == "patch")
         .filter(|e| e["responseStatus"]["code"] != 200)
         .collect();
@@ -837,11 +835,7 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
     let refused = app.run(&["auth", "whoami"]);
     assert_eq!(refused.code, 1);
     assert!(refused.err.contains("Unauthorized"), "{}", refused.err);
-    let audit = std::fs::read_to_string(w.dev.path("audit.log")).unwrap();
-    let events: Vec<serde_json::Value> = audit
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (audit, events) = w.audit_log();
     let used = events
         .iter()
         .find(|e| e["user"]["username"] == "system:serviceaccount:default:app")
