@@ -93,6 +93,17 @@ impl Identity {
         }
     }
 
+    /// kube-apiserver's anonymous user: `system:anonymous` in `system:unauthenticated`, what a
+    /// request without credentials is where anonymous requests are allowed (here: health and
+    /// `/version` on the Kubernetes API).
+    pub fn anonymous() -> Self {
+        Self::new(
+            names::SYSTEM_ANONYMOUS,
+            "",
+            vec![names::SYSTEM_UNAUTHENTICATED.to_owned()],
+        )
+    }
+
     /// Whether the identity is in `group`.
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)

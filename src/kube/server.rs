@@ -4,8 +4,10 @@
 //! (body size, requests in flight per client, watches open), authentication and impersonation
 //! through [`crate::access`], and routing to discovery, OpenAPI, the reviews and Secrets.
 //!
-//! Health (`/healthz`, `/livez`, `/readyz`) and `/version` answer without credentials (as
-//! kube-apiserver answers its anonymous user); a request that presents credentials is
+//! Health (`/healthz`, `/livez`, `/readyz`) and `/version` answer without credentials: such a
+//! request is kube-apiserver's anonymous user (`system:anonymous` in `system:unauthenticated`),
+//! authorized by the bootstrap policy's `system:public-info-viewer` and audited like any
+//! request, and not held back by the in-flight limit; a request that presents credentials is
 //! authenticated, authorized and audited on them as on any path (a bad token is a 401). Every
 //! other path needs a client certificate or a bearer token (401 otherwise).
 
@@ -42,7 +44,7 @@ use super::reviews::Review;
 use super::status::Status;
 use super::{discovery, health, namespaces, openapi, secrets, token, watch, KubeError};
 use crate::access::{Access, AccessError, Authenticators, Credentials, RequestContext, Source};
-use crate::authn::{parse_bearer, BearerHeader};
+use crate::authn::{parse_bearer, BearerHeader, Identity};
 use crate::authz::ImpersonationRequest;
 use crate::metrics::Metrics;
 use crate::net::{self, ConnLimits};
@@ -383,14 +385,15 @@ impl KubeApi {
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|h| matches!(parse_bearer(h), BearerHeader::Token(_)))
         };
-        if public && !credentialed() {
-            let query = req.uri().query().unwrap_or("");
-            if let Some(r) = self.public_info(&method, &path, query).await {
-                return json_response(r);
-            }
-        }
-        let Some(_in_flight) = self.enter(peer.ip()) else {
-            return json_response(Reply::TooManyRequests);
+        // Probes are not held back by the in-flight limit (kube-apiserver exempts them from its
+        // priority and fairness too).
+        let anonymous = public && !credentialed();
+        let _in_flight = match anonymous {
+            true => None,
+            false => match self.enter(peer.ip()) {
+                Some(permit) => Some(permit),
+                None => return json_response(Reply::TooManyRequests),
+            },
         };
         let (parts, body) = req.into_parts();
         let header = |name: &str| {
@@ -411,7 +414,10 @@ impl KubeApi {
         };
         let query = parse_query(parts.uri.query().unwrap_or(""));
         let info = RequestInfo::parse(&method, &path, &query);
-        let ctx = match self.context(&parts.headers, peer, certs, uri, &info).await {
+        let ctx = match self
+            .context(&parts.headers, peer, certs, uri, &info, anonymous)
+            .await
+        {
             Ok(ctx) => ctx,
             Err(e) => return reply(e.into()),
         };
@@ -524,7 +530,8 @@ impl KubeApi {
         })
     }
 
-    /// Authenticates the request and applies `Impersonate-*` headers.
+    /// Authenticates the request (as `system:anonymous` if `anonymous`: a health or version
+    /// request without credentials) and applies `Impersonate-*` headers.
     /// A refused credential is recorded in the audit log as kube-apiserver records it: what
     /// the request asked for (`info`), no user, 401 and the methods attempted.
     async fn context(
@@ -534,6 +541,7 @@ impl KubeApi {
         certs: &ClientCerts,
         uri: String,
         info: &RequestInfo,
+        anonymous: bool,
     ) -> Result<RequestContext, KubeError> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let creds = Credentials::Tls {
@@ -544,7 +552,11 @@ impl KubeApi {
         let audit_id = get(AUDIT_ID.as_str()).map(str::to_owned);
         let user_agent = get("user-agent").unwrap_or_default().to_owned();
         let forwarded = crate::audit::forwarded_ips(get("x-forwarded-for"), get("x-real-ip"));
-        let user = match self.authn.authenticate(creds).await {
+        let authenticated = match anonymous {
+            true => Ok(Identity::anonymous()),
+            false => self.authn.authenticate(creds).await,
+        };
+        let user = match authenticated {
             Ok(user) => user,
             Err(e) => {
                 let mut audit = crate::audit::RequestInfo::new(uri, Source::Tcp(peer).peer());

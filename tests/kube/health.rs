@@ -2,8 +2,8 @@
 //! etcd: `ok`, the verbose check list, excluded and unknown checks, and a store that stops
 //! answering (etcd killed) making `/readyz` and `/healthz` a 500 with the reason withheld (within
 //! a second: the outcome is reused that long) while `/livez` stays `ok`. Read with Python's
-//! stdlib HTTPS client, without credentials; and with credentials, checked as on any path
-//! (kubectl with a bad and a good token).
+//! stdlib HTTPS client, without credentials (as `system:anonymous`, authorized and audited);
+//! and with credentials, checked as on any path (kubectl with a bad and a good token).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,15 +16,26 @@ use keyward::kube::kubeconfig::DevCa;
 use keyward::kube::KubeOptions;
 use keyward::server::StoreOptions;
 
-/// `GET path` without credentials: the status code and the body.
+/// `GET path` without credentials: the status code and the body, which must be text not to
+/// be sniffed (as Go's `http.Error` and kube-apiserver's health handlers write it).
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (code, content_type, body) = get_any(addr, path);
+    assert_eq!(
+        content_type, "text/plain; charset=utf-8 nosniff",
+        "{path}: {code} {body}"
+    );
+    (code, body)
+}
+
+/// `GET path` without credentials: the status code, `Content-Type` (followed by a space and
+/// `X-Content-Type-Options` when there is one) and body.
+fn get_any(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let script = "import http.client, ssl, sys\n\
         ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
         c = http.client.HTTPSConnection(sys.argv[1], int(sys.argv[2]), context=ctx, timeout=20)\n\
         c.request('GET', sys.argv[3]); r = c.getresponse(); body = r.read().decode()\n\
-        assert r.getheader('Content-Type') == 'text/plain; charset=utf-8', r.getheaders()\n\
-        assert r.getheader('X-Content-Type-Options') == 'nosniff', r.getheaders()\n\
-        sys.stdout.write('%d\\n%s' % (r.status, body))\n";
+        t = ' '.join(h for h in (r.getheader('Content-Type'), r.getheader('X-Content-Type-Options')) if h)\n\
+        sys.stdout.write('%d\\n%s\\n%s' % (r.status, t, body))\n";
     let out = crate::support::tools::python(
         &["ssl"],
         &[
@@ -36,8 +47,14 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         ],
         b"",
     );
-    let (code, body) = out.split_once('\n').expect("status line");
-    (code.parse().expect("status"), body.to_owned())
+    let mut parts = out.splitn(3, '\n');
+    let code = parts.next().and_then(|c| c.parse().ok()).expect("status");
+    let content_type = parts.next().expect("content type").to_owned();
+    (
+        code,
+        content_type,
+        parts.next().unwrap_or_default().to_owned(),
+    )
 }
 
 /// Polls `/readyz` until it answers `code` (within 30 s, else fails saying `what`).
@@ -67,6 +84,19 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         d.join("kw.sock"),
     );
     o.kube = Some(kube);
+    // Each check's own path is not in the bootstrap policy's `system:public-info-viewer`: a
+    // ClusterRole opens them to anonymous probes, as an operator would in a cluster.
+    let policy = d.join("probes.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: probes}\n\
+         rules:\n- {verbs: [get], nonResourceURLs: [/healthz/*, /livez/*, /readyz/*]}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n\
+         metadata: {name: probes}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: probes}\n\
+         subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: system:unauthenticated}]\n",
+    )
+    .unwrap();
+    o.access_control.authorization_policy = Some(policy);
     let server = StoreHarness::start(o).await;
     let addr = server.kube_addr.expect("the Kubernetes API listens");
 
@@ -136,10 +166,36 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
 /// A health or version request that presents credentials is authenticated on them, as
 /// kube-apiserver authenticates every request (only a request without any falls back to its
 /// anonymous user): a bad bearer token is a 401, recorded as a failed authentication; a good
-/// one reads the answer, recorded as its user's request.
+/// one reads the answer, recorded as its user's request. One without credentials is
+/// `system:anonymous`, allowed what the bootstrap policy's `system:public-info-viewer` allows
+/// (the health paths themselves, not each check: 403) and recorded as such; any other path is
+/// a 401 (kubectl, which asks for a user name when its kubeconfig has no credentials, is not
+/// the client here).
 #[test]
 fn health_with_credentials_is_authenticated_like_any_path() {
     let w = crate::kubectl::audited_world("Metadata");
+    let admin = std::fs::read_to_string(&w.admin).unwrap();
+    let server: SocketAddr = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("the kubeconfig names its server")
+        .parse()
+        .unwrap();
+    assert_eq!(get(server, "/livez"), (200, "ok".to_owned()));
+    let (code, content_type, body) = get_any(server, "/livez/ping");
+    assert_eq!(
+        (code, content_type.as_str()),
+        (403, "application/json"),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#""message":"forbidden: User \"system:anonymous\" cannot get path \"/livez/ping\"""#
+        ),
+        "{body}"
+    );
+    let (code, _, body) = get_any(server, "/api/v1/namespaces/default/secrets");
+    assert_eq!(code, 401, "{body}");
     let bad = w.token_kubeconfig("mallory", Some("not-a-token-of-this-server"));
     let k = w.kubectl_as(33, &bad, "mallory");
     for path in ["/healthz", "/readyz", "/livez", "/version"] {
@@ -163,6 +219,26 @@ fn health_with_credentials_is_authenticated_like_any_path() {
         "{version}"
     );
     let (audit, mut events) = w.audit_log();
+    let anonymous: Vec<_> = events
+        .iter()
+        .filter(|e| e["user"]["username"] == "system:anonymous" && e["stage"] == "ResponseComplete")
+        .collect();
+    assert_eq!(anonymous.len(), 2, "/livez and /livez/ping: {audit}");
+    let e = anonymous[0];
+    assert_eq!(e["requestURI"], "/livez");
+    assert_eq!(
+        e["user"]["groups"],
+        serde_json::json!(["system:unauthenticated"])
+    );
+    assert_eq!(
+        (&e["verb"], &e["responseStatus"]["code"]),
+        (&"get".into(), &200.into())
+    );
+    assert_eq!(
+        e["annotations"]["authorization.k8s.io/reason"],
+        "RBAC: allowed by ClusterRoleBinding \"system:public-info-viewer\" of ClusterRole \"system:public-info-viewer\" to Group \"system:unauthenticated\""
+    );
+    assert_eq!(anonymous[1]["responseStatus"]["code"], 403);
     events.retain(|e| e["requestURI"] == "/healthz");
     let refused = events
         .iter()
