@@ -10,7 +10,10 @@
 //! 4. **call the store**;
 //! 5. **audit** `ResponseComplete` with the status and, at the levels that keep bodies, the
 //!    objects reduced by the audit module (a Secret is metadata and key names, never values).
-//!    A response whose event cannot be written is not returned either (`Unavailable`).
+//!    A read or refusal whose events cannot be written is refused (`Unavailable`: its
+//!    `RequestReceived` is written with this event); a write's outcome stands, as in
+//!    kube-apiserver (it acted after its `RequestReceived` was recorded), and the event is
+//!    counted as lost, which the log records as soon as it can be written.
 //!
 //! Requests map to RBAC as Kubernetes maps them (the verbs are in [`verbs`]; the table is in
 //! the README, "Who may read which Secret"):
@@ -523,6 +526,9 @@ impl Access {
         rec.response_complete(status, body)
             .await
             .map_err(audit_failed(metrics))?;
+        if let (true, Some(m)) = (rec.lost(), metrics) {
+            m.audit_write_failed();
+        }
         result
     }
 }

@@ -134,6 +134,23 @@ async fn audit_first_and_fail_closed() {
     sink.set_failing(false);
     let now = store.get(&ns, &db, None).await.unwrap();
     assert_eq!(now.data["password"].as_slice(), b"value-one");
+    // The disk fills between a write's two events: it acted after its RequestReceived was
+    // recorded, so its outcome is answered (kube-apiserver fails only on RequestReceived) and
+    // its ResponseComplete is counted as lost; a read then has nothing recorded: refused.
+    sink.fail_after(1);
+    a.update(&admin(), secret("db", b"value-four"), false)
+        .await
+        .unwrap();
+    assert_eq!(sink.lost_events(), 1);
+    let now = store.get(&ns, &db, None).await.unwrap();
+    assert_eq!(now.data["password"].as_slice(), b"value-four");
+    assert_eq!(
+        sink.events().last().unwrap().stage().as_str(),
+        "RequestReceived"
+    );
+    let e = a.get(&admin(), &ns, &db, None).await.unwrap_err();
+    assert!(matches!(e, AccessError::AuditUnavailable(_)), "{e}");
+    assert_eq!(sink.lost_events(), 1, "a refused read lost nothing");
 }
 
 #[tokio::test]

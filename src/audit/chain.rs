@@ -13,6 +13,12 @@
 //! i.e. the hash of the line before), the time and the kind; `keyward.io/signature` is
 //! `ed25519:<key id>:<base64 signature of the note>`. The rest of the line is a function of the
 //! note, so a verifier re-renders it and any edit shows.
+//!
+//! A `lost` line (verb [`LOST_VERB`], requestURI [`LOST_URI`]) records events the writer could
+//! not write although their requests went on (a failed `ResponseComplete` of a request that had
+//! already acted, batch mode, `--audit-fail-open`): `keyward.io/lost-events` says how many, and
+//! `keyward.io/lost-reason` why. It is written, chained like any event, as soon as the log can be
+//! written again.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,6 +47,15 @@ pub const CHECKPOINT_URI: &str = "/keyward.io/audit/checkpoint";
 pub const CHECKPOINT_VERB: &str = "checkpoint";
 /// `user.username` of checkpoint lines.
 pub const CHECKPOINT_USER: &str = "system:keyward:audit";
+
+/// `requestURI` of `lost` lines.
+pub const LOST_URI: &str = "/keyward.io/audit/lost";
+/// `verb` of `lost` lines.
+pub const LOST_VERB: &str = "lost";
+/// Annotation of `lost` lines: how many events were not written (decimal).
+pub const LOST_EVENTS_ANNOTATION: &str = "keyward.io/lost-events";
+/// Annotation of `lost` lines: why they were not written.
+pub const LOST_REASON_ANNOTATION: &str = "keyward.io/lost-reason";
 
 /// First line of every checkpoint note.
 const NOTE_HEADER: &str = "keyward.io/audit/checkpoint/v1";
@@ -304,6 +319,40 @@ pub(super) fn render_checkpoint_line(
     serde_json::to_vec(&ev).expect("a checkpoint always serialises")
 }
 
+/// The line that records `events` events not written, for `reason`, at `time`, chained after
+/// `head` as line `seq` of the log.
+pub(super) fn render_lost_line(
+    events: u64,
+    reason: &str,
+    time: &str,
+    head: &[u8; 32],
+    seq: u64,
+) -> Vec<u8> {
+    let chain = hash_text(head);
+    let (seq, events) = (seq.to_string(), events.to_string());
+    let ev = CheckpointEvent {
+        kind: "Event",
+        api_version: "audit.k8s.io/v1",
+        level: "Metadata",
+        audit_id: super::new_audit_id(),
+        stage: "ResponseComplete",
+        request_uri: LOST_URI,
+        verb: LOST_VERB,
+        user: CheckpointUser {
+            username: CHECKPOINT_USER,
+        },
+        request_received_timestamp: time,
+        stage_timestamp: time,
+        annotations: BTreeMap::from([
+            (CHAIN_ANNOTATION, chain.as_str()),
+            (LOST_EVENTS_ANNOTATION, events.as_str()),
+            (LOST_REASON_ANNOTATION, reason),
+            (SEQ_ANNOTATION, seq.as_str()),
+        ]),
+    };
+    serde_json::to_vec(&ev).expect("a lost line always serialises")
+}
+
 /// What the chain needs from one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct LineInfo {
@@ -313,6 +362,8 @@ pub(super) struct LineInfo {
     pub chain: [u8; 32],
     /// For a checkpoint line: the note and the signature annotation (possibly empty).
     pub checkpoint: Option<(String, String)>,
+    /// For a `lost` line: how many events were not written, and why.
+    pub lost: Option<(u64, String)>,
 }
 
 #[derive(Deserialize)]
@@ -341,10 +392,19 @@ pub(super) fn parse_line(line: &[u8]) -> Result<LineInfo, String> {
     let checkpoint = a
         .remove(CHECKPOINT_ANNOTATION)
         .map(|note| (note, a.remove(SIGNATURE_ANNOTATION).unwrap_or_default()));
+    let lost = match a.remove(LOST_EVENTS_ANNOTATION) {
+        Some(n) => Some((
+            n.parse::<u64>()
+                .map_err(|_| format!("{LOST_EVENTS_ANNOTATION} is not a number"))?,
+            a.remove(LOST_REASON_ANNOTATION).unwrap_or_default(),
+        )),
+        None => None,
+    };
     Ok(LineInfo {
         seq,
         chain,
         checkpoint,
+        lost,
     })
 }
 

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::chain::{
-    line_hash, parse_line, Checkpoint, CheckpointKind, CheckpointSigner, CHAIN_ANNOTATION,
-    CHECKPOINT_ANNOTATION, GENESIS, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
+    line_hash, parse_line, render_lost_line, Checkpoint, CheckpointKind, CheckpointSigner,
+    CHAIN_ANNOTATION, CHECKPOINT_ANNOTATION, GENESIS, LOST_EVENTS_ANNOTATION,
+    LOST_REASON_ANNOTATION, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
 };
 use super::event::{Event, MicroTime};
 use super::journal::{journal_path, Journal, Record, Target};
@@ -70,14 +71,22 @@ pub(super) struct LogFile {
     stats: FileStats,
     /// When the log syncs: where batches are made durable (see `journal.rs`).
     journal: Option<Journal>,
+    /// Events not written whose requests went on ([`LogFile::note_lost`]), and the last reason:
+    /// recorded by a `lost` line before the next line written.
+    lost: u64,
+    lost_reason: String,
+    /// How many of `lost` the `lost` line in `pending` records.
+    lost_pending: u64,
 }
 
 /// The annotations only the log sets: left out of the events it is given.
-const RESERVED: [&str; 4] = [
+const RESERVED: [&str; 6] = [
     CHAIN_ANNOTATION,
     SEQ_ANNOTATION,
     CHECKPOINT_ANNOTATION,
     SIGNATURE_ANNOTATION,
+    LOST_EVENTS_ANNOTATION,
+    LOST_REASON_ANNOTATION,
 ];
 
 /// Events serialised by the requests that produced them, back to back, waiting for the chain's
@@ -193,6 +202,20 @@ impl LogFile {
     /// Opens the log at `config.path`: creates it (0600, in a 0700 directory created if missing)
     /// with its `open` checkpoint, or continues an existing file after a `resume` checkpoint.
     pub fn open(config: &LogConfig, signer: Arc<dyn CheckpointSigner>) -> Result<Self, AuditError> {
+        let existed = config.path.exists();
+        let opened = Self::open_or_create(config, signer);
+        if opened.is_err() && !existed {
+            // Not left behind empty or half written (a full disk refuses the start): the next
+            // start creates it again.
+            let _ = fs::remove_file(&config.path);
+        }
+        opened
+    }
+
+    fn open_or_create(
+        config: &LogConfig,
+        signer: Arc<dyn CheckpointSigner>,
+    ) -> Result<Self, AuditError> {
         let path = config.path.clone();
         let dir = parent(&path);
         if !dir.exists() {
@@ -251,6 +274,9 @@ impl LogFile {
             dirty: false,
             stats: FileStats::default(),
             journal,
+            lost: 0,
+            lost_reason: String::new(),
+            lost_pending: 0,
         };
         if meta.len() == 0 {
             log.push_checkpoint(CheckpointKind::Open, None)?;
@@ -397,6 +423,12 @@ impl LogFile {
         self.stats
     }
 
+    /// Swaps the file written to (tests: `/dev/full` for a full disk); returns the one before.
+    #[cfg(test)]
+    pub fn replace_file(&mut self, file: File) -> File {
+        std::mem::replace(&mut self.file, file)
+    }
+
     /// Appends `events` in order: [`LogFile::append`] of their lines.
     #[cfg(test)]
     pub fn write_events(&mut self, events: Vec<Event>) -> Result<(), AuditError> {
@@ -419,6 +451,7 @@ impl LogFile {
     /// error, whatever was not yet written is cut from the file again.
     pub fn append(&mut self, lines: &EventLines) -> Result<(), AuditError> {
         self.clean()?;
+        self.push_lost();
         for (json, annotated) in lines.iter() {
             // `...,"annotations":{...}}`: the chain's pairs go before the last two braces;
             // without annotations, an object for them goes before the last brace.
@@ -446,8 +479,38 @@ impl LogFile {
     /// Writes a checkpoint of `kind` now (periodic, or shutdown), durably.
     pub fn checkpoint(&mut self, kind: CheckpointKind) -> Result<(), AuditError> {
         self.clean()?;
+        self.push_lost();
         self.push_checkpoint(kind, None)?;
         self.flush()
+    }
+
+    /// Counts `events` events that were not written although their requests went on (`reason`:
+    /// why): the next write records them in a `lost` line first.
+    pub fn note_lost(&mut self, events: u64, reason: &str) {
+        self.lost += events;
+        reason.clone_into(&mut self.lost_reason);
+    }
+
+    /// Events counted by [`LogFile::note_lost`] and not yet recorded.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Adds the `lost` line of the events counted and not yet recorded to what is pending.
+    fn push_lost(&mut self) {
+        if self.lost == 0 || self.lost_pending > 0 {
+            return;
+        }
+        let line = render_lost_line(
+            self.lost,
+            &self.lost_reason,
+            &MicroTime::now().to_string(),
+            &self.cur.head,
+            self.cur.next_seq,
+        );
+        self.push_parts(&[&line]);
+        self.cur.since_checkpoint += 1;
+        self.lost_pending = self.lost;
     }
 
     /// Cuts bytes a failed write left behind, if an earlier attempt could not.
@@ -548,6 +611,7 @@ impl LogFile {
         match written {
             Ok(()) => {
                 self.durable = self.cur;
+                self.lost -= std::mem::take(&mut self.lost_pending);
                 self.pending.clear();
                 self.stats.checkpoints += self.pending_checkpoints;
                 self.pending_checkpoints = 0;
@@ -567,6 +631,7 @@ impl LogFile {
     fn undo_to(&mut self, state: State) {
         self.pending.clear();
         self.pending_checkpoints = 0;
+        self.lost_pending = 0;
         self.durable = state;
         self.cur = state;
         if let Err(e) = self.file.set_len(state.size) {

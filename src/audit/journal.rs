@@ -96,19 +96,31 @@ impl Journal {
             Vec::new()
         };
         if len < JOURNAL_BYTES {
-            let zeros = vec![0u8; 1 << 20];
-            let mut at = len;
-            while at < JOURNAL_BYTES {
-                let n = (JOURNAL_BYTES - at).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
+            let filled = (|| {
+                let zeros = vec![0u8; 1 << 20];
+                let mut at = len;
+                while at < JOURNAL_BYTES {
+                    let n = (JOURNAL_BYTES - at).min(zeros.len() as u64) as usize;
+                    file.write_all_at(&zeros[..n], at)?;
+                    at += n as u64;
+                }
+                file.sync_all()?;
+                let dir = match path.parent() {
+                    Some(dir) if !dir.as_os_str().is_empty() => dir,
+                    _ => Path::new("."),
+                };
+                File::open(dir).and_then(|d| d.sync_all())
+            })();
+            if let Err(e) = filled {
+                // A journal this call created is not left half made (on a full disk, taking
+                // the space the log needs); one that held records keeps them.
+                if len == 0 {
+                    let _ = std::fs::remove_file(&path);
+                } else {
+                    let _ = file.set_len(len);
+                }
+                return Err(e);
             }
-            file.sync_all()?;
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            File::open(dir).and_then(|d| d.sync_all())?;
         }
         let size = len.max(JOURNAL_BYTES);
         Ok((Journal { file, pos: 0, size }, records))

@@ -5,7 +5,7 @@
 //! them.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -47,6 +47,12 @@ pub trait AuditSink: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Counts `events` events that could not be written (`why`) although their request went on:
+    /// a log records them in a `lost` line as soon as it can be written again.
+    fn lost(&self, events: u64, why: &AuditError) {
+        let _ = (events, why);
+    }
 }
 
 /// A sink that keeps events in memory (tests), and can be told to fail.
@@ -54,6 +60,9 @@ pub trait AuditSink: Send + Sync + 'static {
 pub struct MemorySink {
     events: Mutex<Vec<Event>>,
     failing: AtomicBool,
+    lost: AtomicU64,
+    /// Writes that succeed before every later one fails (`None`: no limit).
+    writes_left: Mutex<Option<usize>>,
 }
 
 impl MemorySink {
@@ -74,12 +83,30 @@ impl MemorySink {
     pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::Relaxed);
     }
+
+    /// Lets `writes` more writes succeed, then fails every later one (a disk filling up).
+    pub fn fail_after(&self, writes: usize) {
+        *self.writes_left.lock().unwrap_or_else(|e| e.into_inner()) = Some(writes);
+    }
+
+    /// Events counted as lost ([`AuditSink::lost`]).
+    pub fn lost_events(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
 }
 
 #[async_trait::async_trait]
 impl AuditSink for MemorySink {
     async fn write(&self, event: Event) -> Result<(), AuditError> {
-        if self.failing.load(Ordering::Relaxed) {
+        let exhausted = match &mut *self.writes_left.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(0) => true,
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+            None => false,
+        };
+        if exhausted || self.failing.load(Ordering::Relaxed) {
             return Err(AuditError::Write {
                 path: "memory".into(),
                 source: std::io::Error::other("the sink is set to fail"),
@@ -90,6 +117,10 @@ impl AuditSink for MemorySink {
             .unwrap_or_else(|e| e.into_inner())
             .push(event);
         Ok(())
+    }
+
+    fn lost(&self, events: u64, _why: &AuditError) {
+        self.lost.fetch_add(events, Ordering::Relaxed);
     }
 }
 
@@ -266,6 +297,7 @@ impl Auditor {
             request_object: None,
             defer_received: false,
             pending: None,
+            lost: false,
         }
     }
 }
@@ -310,6 +342,8 @@ pub struct RequestAudit {
     defer_received: bool,
     /// A `RequestReceived` event made but not yet written.
     pending: Option<Event>,
+    /// The `ResponseComplete` event could not be written, and the request's outcome stood.
+    lost: bool,
 }
 
 impl std::fmt::Debug for dyn AuditSink {
@@ -330,6 +364,7 @@ impl RequestAudit {
             request_object: None,
             defer_received: false,
             pending: None,
+            lost: false,
         }
     }
 
@@ -339,6 +374,12 @@ impl RequestAudit {
     /// request cancelled before then leaves no record.
     pub fn defer_request_received(&mut self) {
         self.defer_received = true;
+    }
+
+    /// Whether the `ResponseComplete` event could not be written although the request's outcome
+    /// stood (see [`RequestAudit::response_complete`]).
+    pub fn lost(&self) -> bool {
+        self.lost
     }
 
     /// The level the policy chose.
@@ -422,6 +463,12 @@ impl RequestAudit {
     /// Stage `ResponseComplete`, with the response's status and body (the body is kept at level
     /// `RequestResponse` only; its name, uid and resourceVersion fill `objectRef` if the request
     /// did not give them).
+    ///
+    /// An error means the request must be refused; it comes only for a request that has not
+    /// acted yet (its `RequestReceived` deferred: a read or a refusal). The outcome of one that
+    /// may have acted (a write) stands whatever happens to this event, as in kube-apiserver,
+    /// which refuses a request only when its `RequestReceived` cannot be stored: an event that
+    /// cannot be written then is logged and counted as lost (the log records the loss).
     pub async fn response_complete(
         &mut self,
         status: ResponseStatus,
@@ -438,7 +485,18 @@ impl RequestAudit {
             }
             None => None,
         };
-        self.emit(Stage::ResponseComplete, Some(status), obj).await
+        let written = self.emit(Stage::ResponseComplete, Some(status), obj).await;
+        match written {
+            Err(e) if !self.defer_received => {
+                tracing::error!(error = %e, audit_id = self.audit_id(), "the ResponseComplete event of a request that had already acted was not written; its outcome is answered");
+                if let Some(sink) = &self.sink {
+                    sink.lost(1, &e);
+                }
+                self.lost = true;
+                Ok(())
+            }
+            written => written,
+        }
     }
 
     /// The request's credentials were refused: one event at stage `ResponseStarted` with a

@@ -52,8 +52,12 @@ pub struct Report {
     pub problem: Option<Problem>,
     /// How the log ends ([`Tail::Unknown`] after a problem).
     pub tail: Tail,
-    /// Facts worth knowing that are not problems (files not given, restarts after a crash).
+    /// Facts worth knowing that are not problems (files not given, restarts after a crash,
+    /// events the writer recorded as lost).
     pub notes: Vec<String>,
+    /// Events the writer could not write although their requests went on, as its `lost` lines
+    /// record them.
+    pub lost_events: u64,
 }
 
 impl Report {
@@ -223,6 +227,7 @@ pub fn verify(files: &[impl AsRef<Path>], keys: &[Ed25519PublicKey]) -> Result<R
             problem: None,
             tail: Tail::Unknown,
             notes: Vec::new(),
+            lost_events: 0,
         },
     };
     let mut heads = Vec::new();
@@ -405,15 +410,18 @@ fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), St
             Some((note, sig)) => {
                 let cp = check_checkpoint(walk, path, n, line, info, note, sig, count)?;
                 if cp.kind == CheckpointKind::Resume {
-                    if let Some((l, k)) =
-                        last_cp.filter(|(l, k)| *k != CheckpointKind::Shutdown && n - l > 1)
-                    {
-                        walk.report.notes.push(format!(
-                            "{}:{n}: the writer restarted after stopping without a shutdown checkpoint: lines {}-{} had not been sealed by a checkpoint before (the last was the {k} checkpoint at line {l})",
+                    match last_cp.filter(|(_, k)| *k != CheckpointKind::Shutdown) {
+                        Some((l, k)) if n - l > 1 => walk.report.notes.push(format!(
+                            "{}:{n}: the writer restarted after stopping without a shutdown checkpoint: lines {}-{} had not been sealed by a checkpoint before (the last was the {k} checkpoint at line {l}), and lines it wrote after them may be missing (a crash, or a cut)",
                             path.display(),
                             l + 1,
                             n - 1
-                        ));
+                        )),
+                        Some((l, k)) => walk.report.notes.push(format!(
+                            "{}:{n}: the writer restarted after stopping without a shutdown checkpoint: lines it wrote after the {k} checkpoint at line {l} may be missing (a crash, or a cut back to that checkpoint)",
+                            path.display(),
+                        )),
+                        None => {}
                     }
                 }
                 walk.report.checkpoints += 1;
@@ -421,6 +429,15 @@ fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), St
                 Some(cp.kind)
             }
             None => {
+                if let Some((lost, reason)) = &info.lost {
+                    walk.report.lost_events += lost;
+                    walk.report.notes.push(format!(
+                        "{}:{n}: {lost} event{} could not be written before this line ({reason}); the requests {} went on",
+                        path.display(),
+                        if *lost == 1 { "" } else { "s" },
+                        if *lost == 1 { "it describes" } else { "they describe" },
+                    ));
+                }
                 walk.report.events += 1;
                 None
             }
@@ -436,8 +453,23 @@ fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), St
         walk.report.last_seq = info.seq;
     }
     if !complete {
-        let msg = "incomplete line: the file was cut inside it".to_owned();
-        return Err(walk.stop(path, count + 1, ProblemKind::Truncated, msg));
+        // In the last file, what a crash of the machine leaves of a log that does not sync
+        // (and what the writer drops when it restarts): an unsealed tail. Elsewhere, or after
+        // a shutdown checkpoint, a cut.
+        if !last_file
+            || matches!(
+                last_kind,
+                Some(CheckpointKind::Shutdown | CheckpointKind::Rotate)
+            )
+        {
+            let msg = "incomplete line: the file was cut inside it".to_owned();
+            return Err(walk.stop(path, count + 1, ProblemKind::Truncated, msg));
+        }
+        walk.report.notes.push(format!(
+            "{}:{}: the last line is incomplete: the file was cut inside it (a crash while it was written, or a cut); the writer drops it when it restarts",
+            path.display(),
+            count + 1
+        ));
     }
     walk.report.files.push(FileSummary {
         path: path.to_owned(),

@@ -136,9 +136,28 @@ struct Cells {
     write_failures: AtomicU64,
     checkpoints_written: AtomicU64,
     rotations: AtomicU64,
+    /// Events not written whose requests went on, not yet handed to the file (which records
+    /// them in a `lost` line), and the last reason.
+    lost: AtomicU64,
+    lost_reason: Mutex<String>,
 }
 
 impl Cells {
+    /// Counts `events` events not written although their requests went on.
+    fn note_lost(&self, events: u64, reason: &AuditError) {
+        *self.lost_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+        self.lost.fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Hands the lost events counted so far to `file`, which records them with its next line.
+    fn drain_lost(&self, file: &mut LogFile) {
+        let n = self.lost.swap(0, Ordering::Relaxed);
+        if n > 0 {
+            let reason = self.lost_reason.lock().unwrap_or_else(|p| p.into_inner());
+            file.note_lost(n, &reason);
+        }
+    }
+
     fn record(&self, file: &LogFile) {
         let s = file.stats();
         self.checkpoints_written
@@ -241,7 +260,7 @@ impl AuditLog {
         match &self.inner.batch {
             Some(batch) => {
                 let result = batch.write(std::slice::from_ref(&event)).await;
-                self.written(result)
+                self.written(result, 1)
             }
             None => self.write_all(vec![event]).await,
         }
@@ -253,6 +272,7 @@ impl AuditLog {
         if events.is_empty() {
             return Ok(());
         }
+        let n = events.len() as u64;
         let result = if let Some(batch) = &self.inner.batch {
             batch.write(&events).await
         } else if self.inner.direct {
@@ -267,11 +287,12 @@ impl AuditLog {
             drop(events);
             self.submit(|reply| Command::Write(lines, reply)).await
         };
-        self.written(result)
+        self.written(result, n)
     }
 
-    /// The outcome of a write as the failure mode answers it.
-    fn written(&self, result: Result<(), AuditError>) -> Result<(), AuditError> {
+    /// The outcome of a write of `events` events as the failure mode answers it. In open mode
+    /// they are counted as lost (recorded in a `lost` line once the log can be written).
+    fn written(&self, result: Result<(), AuditError>, events: u64) -> Result<(), AuditError> {
         if let Err(e) = &result {
             self.inner
                 .cells
@@ -279,6 +300,7 @@ impl AuditLog {
                 .fetch_add(1, Ordering::Relaxed);
             if self.inner.mode == FailureMode::Open {
                 tracing::error!(error = %e, "audit event not written; the request proceeds (audit failure mode: open)");
+                self.inner.cells.note_lost(events, e);
                 return Ok(());
             }
         }
@@ -353,11 +375,15 @@ impl AuditSink for AuditLog {
             return Some(Ok(()));
         }
         let queued = self.inner.batch.as_ref()?.try_write(events)?;
-        Some(self.written(queued))
+        Some(self.written(queued, events.len() as u64))
     }
 
     async fn write_all(&self, events: Vec<Event>) -> Result<(), AuditError> {
         AuditLog::write_all(self, events).await
+    }
+
+    fn lost(&self, events: u64, why: &AuditError) {
+        self.inner.cells.note_lost(events, why);
     }
 }
 
@@ -401,6 +427,7 @@ fn write_lines(
 /// (when the log does not sync) by the caller holding the file's lock.
 fn write_batch(file: &mut LogFile, cells: &Cells, lines: &EventLines) -> Result<(), AuditError> {
     let n = lines.len() as u64;
+    cells.drain_lost(file);
     let result = file.append(lines);
     cells.record(file);
     match &result {
@@ -499,15 +526,7 @@ async fn run(
                 }
             }
             Some(Command::Checkpoint(reply)) => {
-                let Some(result) = blocking(&file, |f| {
-                    if f.since_checkpoint() > 0 {
-                        f.checkpoint(CheckpointKind::Periodic)
-                    } else {
-                        Ok(())
-                    }
-                })
-                .await
-                else {
+                let Some(result) = periodic_checkpoint(&file, &cells).await else {
                     let _ = reply.send(Err(AuditError::Closed));
                     break;
                 };
@@ -547,16 +566,8 @@ fn record(file: &Mutex<Option<LogFile>>, cells: &Cells) {
 
 /// Writes a periodic checkpoint if events were written since the last one; false if the log is
 /// gone.
-async fn periodic(file: &SharedFile, cells: &Cells) -> bool {
-    let written = blocking(file, |f| {
-        if f.since_checkpoint() > 0 {
-            f.checkpoint(CheckpointKind::Periodic)
-        } else {
-            Ok(())
-        }
-    })
-    .await;
-    match written {
+async fn periodic(file: &SharedFile, cells: &Arc<Cells>) -> bool {
+    match periodic_checkpoint(file, cells).await {
         None => false,
         Some(result) => {
             if let Err(e) = result {
@@ -568,21 +579,47 @@ async fn periodic(file: &SharedFile, cells: &Cells) -> bool {
     }
 }
 
+/// Writes a periodic checkpoint (after the `lost` line of events lost since the last write, if
+/// any) if lines were written since the last one; `None` if the log is gone.
+async fn periodic_checkpoint(
+    file: &SharedFile,
+    cells: &Arc<Cells>,
+) -> Option<Result<(), AuditError>> {
+    let cells = cells.clone();
+    blocking(file, move |f| {
+        cells.drain_lost(f);
+        if f.since_checkpoint() > 0 || f.lost() > 0 {
+            f.checkpoint(CheckpointKind::Periodic)
+        } else {
+            Ok(())
+        }
+    })
+    .await
+}
+
 /// Writes what the batch writer holds (in batch mode), then the shutdown checkpoint, and closes
 /// the file: later writes fail with [`AuditError::Closed`].
 async fn shutdown(
     file: &SharedFile,
-    cells: &Cells,
+    cells: &Arc<Cells>,
     batch: Option<Arc<Batcher>>,
 ) -> Result<(), AuditError> {
     let shared = file.clone();
+    let counts = cells.clone();
     let result = tokio::task::spawn_blocking(move || {
         if let Some(batch) = batch {
             batch.stop();
         }
         let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
         let mut f = guard.take().ok_or(AuditError::Closed)?;
+        counts.drain_lost(&mut f);
         let result = f.checkpoint(CheckpointKind::Shutdown);
+        if f.lost() > 0 {
+            tracing::error!(
+                events = f.lost(),
+                "audit events were lost: the log could not be written before shutdown"
+            );
+        }
         Ok::<_, AuditError>((f.stats(), result))
     })
     .await

@@ -1,5 +1,6 @@
 //! `keyward audit verify`: checks audit log files and says whether they are intact, with its
-//! own exit codes (0 intact, 1 tampered or unsealed, 2 usage).
+//! own exit codes (0 intact, 1 tampered, unverified (a checkpoint signed by a key not given) or
+//! unsealed, 2 usage).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +16,8 @@ pub(super) enum AuditCommand {
     /// forged line.
     ///
     /// Checks the hash chain of every line, every signed checkpoint, and that the log ends with
-    /// its shutdown checkpoint. Exit code 0: intact; 1: tampered, or an unsealed tail; 2: usage
-    /// (a file or key that cannot be read).
+    /// its shutdown checkpoint. Exit code 0: intact; 1: tampered, unverified (signed by a key
+    /// not given) or an unsealed tail; 2: usage (a file or key that cannot be read).
     ///
     /// Examples:
     ///   keyward audit verify /var/log/keyward/audit*.log --public-key /etc/keyward/audit.pub
@@ -65,6 +66,15 @@ pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
         println!("note: {note}");
     }
     if let Some(p) = &report.problem {
+        if p.kind == audit::ProblemKind::UnknownKey {
+            // Not proof of tampering: the key may be one the writer used before (the KMS
+            // plugin signs with a new key at every start, keeping the old public key aside).
+            println!("UNVERIFIED: {p}");
+            for kept in kept_keys(&args.public_keys) {
+                println!("note: {} was kept beside a given key (the earlier key of a writer that changed keys): give it with another --public-key if you trust it", kept.display());
+            }
+            return ExitCode::from(1);
+        }
         println!("TAMPERED: {p}");
         return ExitCode::from(1);
     }
@@ -84,6 +94,44 @@ pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The public keys a writer kept beside `given` when it changed keys (`FILE.<key id>.pub`
+/// beside `FILE.pub`) that were not given themselves.
+fn kept_keys(given: &[PathBuf]) -> Vec<PathBuf> {
+    let mut kept = Vec::new();
+    for key in given {
+        let (Some(dir), Some(name)) = (key.parent(), key.file_name().and_then(|n| n.to_str()))
+        else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".pub") else {
+            continue;
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(file) = file.to_str() else { continue };
+            let is_kept = file
+                .strip_prefix(stem)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .and_then(|rest| rest.strip_suffix(".pub"))
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()));
+            let path = dir.join(file);
+            if is_kept && !given.iter().any(|g| g == &path) && !kept.contains(&path) {
+                kept.push(path);
+            }
+        }
+    }
+    kept.sort();
+    kept
 }
 
 fn summary(r: &Report) -> String {
@@ -106,6 +154,12 @@ fn summary(r: &Report) -> String {
     );
     if let Tail::Sealed { .. } = &r.tail {
         s.push_str(&format!("; {}", r.tail));
+    }
+    if r.lost_events > 0 {
+        s.push_str(&format!(
+            "; {} the writer could not write (see the notes)",
+            plural(r.lost_events, "lost event")
+        ));
     }
     s
 }

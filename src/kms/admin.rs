@@ -102,6 +102,12 @@ impl KmsAdmin {
                 "the audit log is unavailable: the request was refused because it could not be recorded",
             )
         };
+        // A refusal or a read changes nothing before its next stage: both events are written
+        // together, before the answer, and a failure refuses the call. A change's outcome
+        // stands once its `RequestReceived` is written (`RequestAudit::response_complete`).
+        if refused.is_some() || matches!(verb, "get" | "list") {
+            rec.defer_request_received();
+        }
         if let Some(status) = refused {
             let decision = Decision::Deny {
                 reason: "admin socket: the caller is not in its allow list".into(),

@@ -526,6 +526,35 @@ impl Reply {
 }
 
 impl Reply {
+    /// kube-apiserver's answer to a request to `uri` whose audit event could not be stored
+    /// (`responsewriters.InternalError`: `http.Error` of `Internal Server Error: %q: failed to
+    /// store audit event`, `&`, `<` and `>` made HTML entities).
+    pub fn audit_unavailable(uri: &http::Uri) -> Reply {
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut quoted = String::with_capacity(target.len() + 2);
+        quoted.push('"');
+        for c in target.chars() {
+            match c {
+                '"' | '\\' => {
+                    quoted.push('\\');
+                    quoted.push(c);
+                }
+                c if c.is_control() => quoted.push_str(&format!("\\x{:02x}", u32::from(c))),
+                c => quoted.push(c),
+            }
+        }
+        quoted.push('"');
+        let text = format!("Internal Server Error: {quoted}: failed to store audit event\n")
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        Reply::Raw {
+            code: 500,
+            content_type: "text/plain; charset=utf-8",
+            body: text.into(),
+        }
+    }
+
     /// How the response ends, for the audit log.
     pub fn audit_status(&self) -> crate::audit::ResponseStatus {
         match self {
@@ -561,6 +590,19 @@ pub fn warning_header(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_unstored_audit_event_is_kube_apiservers_internal_error() {
+        let uri: http::Uri = "/api/v1/namespaces/default/secrets?labelSelector=a%3Db&limit=5"
+            .parse()
+            .unwrap();
+        let (code, content_type, body, _) = super::Reply::audit_unavailable(&uri).into_parts(false);
+        assert_eq!((code, content_type), (500, "text/plain; charset=utf-8"));
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "Internal Server Error: \"/api/v1/namespaces/default/secrets?labelSelector=a%3Db&amp;limit=5\": failed to store audit event\n"
+        );
+    }
 
     #[test]
     fn output_is_negotiated_as_kube_apiserver_negotiates_it() {

@@ -408,6 +408,14 @@ impl KubeApi {
         let output = negotiate(&header("accept")).unwrap_or(Output::Raw);
         let pretty = pretty_print(parts.uri.query().unwrap_or(""), &header("user-agent"));
         let reply = |r: Reply| response(r, output, pretty);
+        // A request whose audit event cannot be stored fails as kube-apiserver fails it
+        // (`responsewriters.InternalError`), whoever refused it.
+        let fail = |e: KubeError| match e {
+            KubeError::Access(AccessError::AuditUnavailable(_)) => {
+                reply(Reply::audit_unavailable(&parts.uri))
+            }
+            e => reply(e.into()),
+        };
         let body = match self.read_body(&parts.headers, body).await {
             Ok(b) => b,
             Err(e) => return reply(e.into()),
@@ -419,7 +427,7 @@ impl KubeApi {
             .await
         {
             Ok(ctx) => ctx,
-            Err(e) => return reply(e.into()),
+            Err(e) => return fail(e),
         };
         let content_type = header("content-type")
             .split(';')
@@ -461,7 +469,7 @@ impl KubeApi {
             Err(KubeError::NotAcceptable) => {
                 response(KubeError::NotAcceptable.into(), Output::Raw, false)
             }
-            Err(e) => reply(e.into()),
+            Err(e) => fail(e),
         }
     }
 

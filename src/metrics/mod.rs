@@ -180,7 +180,7 @@ impl Metrics {
             let mut r = self.registry();
             r.register(
                 "keyward_audit_write_failures",
-                "Audit events that could not be written (the request was refused: audit fails closed)",
+                "Audit events that could not be written (the request was refused: audit fails closed; or, for a write that had acted, the loss is recorded in the log)",
                 self.inner.audit_write_failures.clone(),
             );
             r.register(

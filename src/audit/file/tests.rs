@@ -234,3 +234,53 @@ fn rotated_files_beyond_the_count_or_the_age_are_removed() {
     }
     assert_eq!(backups(&path).len() as u64, log.stats.rotations);
 }
+
+/// Events counted as lost are recorded by a `lost` line before the next line written, once:
+/// not while the disk refuses writes, and not again after.
+#[test]
+fn lost_events_are_recorded_before_the_next_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    log.write_events(vec![event(0)]).unwrap();
+    log.note_lost(2, "No space left on device");
+    let real = std::mem::replace(
+        &mut log.file,
+        OpenOptions::new().append(true).open("/dev/full").unwrap(),
+    );
+    log.write_events(vec![event(1)]).unwrap_err();
+    assert_eq!(log.lost(), 2, "still to be recorded");
+    log.file = real;
+    log.note_lost(1, "No space left on device");
+    log.write_events(vec![event(2)]).unwrap();
+    assert_eq!(log.lost(), 0);
+    log.write_events(vec![event(3)]).unwrap();
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let verbs: Vec<&str> = lines.iter().map(|l| l["verb"].as_str().unwrap()).collect();
+    assert_eq!(
+        verbs,
+        ["checkpoint", "get", "lost", "get", "get", "checkpoint"]
+    );
+    let lost = &lines[2];
+    assert_eq!(lost["requestURI"], "/keyward.io/audit/lost");
+    assert_eq!(lost["user"]["username"], "system:keyward:audit");
+    assert_eq!(lost["annotations"]["keyward.io/lost-events"], "3");
+    assert_eq!(
+        lost["annotations"]["keyward.io/lost-reason"],
+        "No space left on device"
+    );
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert_eq!(report.lost_events, 3);
+    let note = format!(
+        "{}:3: 3 events could not be written before this line (No space left on device); the requests they describe went on",
+        path.display()
+    );
+    assert_eq!(report.notes, [note]);
+}

@@ -243,11 +243,62 @@ async fn a_truncated_tail_is_unsealed() {
             ..
         }
     ));
-    // Cut inside a line.
+    // Cut inside the last line (what a crash of the machine leaves of a log that does not
+    // sync): unsealed too, with a note.
     let bytes = std::fs::read(log.path()).unwrap();
     std::fs::write(log.path(), &bytes[..bytes.len() - 20]).unwrap();
-    let (kind, line, _) = problem(&log.verify());
-    assert_eq!((kind, line), (ProblemKind::Truncated, 11));
+    let r = log.verify();
+    assert_eq!(r.problem, None);
+    assert!(matches!(
+        r.tail,
+        Tail::Unsealed {
+            lines: 4,
+            last_checkpoint_line: 6,
+            ..
+        }
+    ));
+    assert_eq!(
+        r.notes,
+        [format!(
+            "{}:11: the last line is incomplete: the file was cut inside it (a crash while it was written, or a cut); the writer drops it when it restarts",
+            log.path().display()
+        )]
+    );
+    // Inside a line after the shutdown checkpoint: a cut, or an append after it.
+    let log = log_with(3, 100, 0).await;
+    let mut bytes = std::fs::read(log.path()).unwrap();
+    bytes.extend_from_slice(b"{\"kind\":\"Ev");
+    std::fs::write(log.path(), &bytes).unwrap();
+    assert_eq!(at(&log.verify()), (ProblemKind::Truncated, 6));
+}
+
+/// A log cut back to a periodic checkpoint and reopened (its journal gone, or never kept):
+/// the writer resumes after that checkpoint, and the verifier notes that what came after it
+/// may be missing.
+#[tokio::test]
+async fn a_resume_after_a_periodic_checkpoint_is_noted() {
+    let log = log_with(8, 4, 0).await;
+    let mut lines = log.lines();
+    lines.truncate(6); // open, 4 events, periodic checkpoint at line 6
+    assert!(is_checkpoint(&lines[5]));
+    log.set_lines(&lines);
+    let _ = std::fs::remove_file(crate::audit::journal::journal_path(&log.path()));
+    let config = LogConfig {
+        checkpoint_every: 4,
+        ..LogConfig::new(log.path())
+    };
+    let w = AuditLog::open(config, log.key.clone()).await.unwrap();
+    write_events(&w, 8, 1).await;
+    w.close().await.unwrap();
+    let r = log.verify();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    assert_eq!(
+        r.notes,
+        [format!(
+            "{}:7: the writer restarted after stopping without a shutdown checkpoint: lines it wrote after the periodic checkpoint at line 6 may be missing (a crash, or a cut back to that checkpoint)",
+            log.path().display()
+        )]
+    );
 }
 
 #[tokio::test]

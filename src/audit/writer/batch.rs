@@ -3,16 +3,22 @@
 //! thread of the log's own writes what is queued, at most once per `max_wait` while events keep
 //! coming (one `write`, and one sync if the log syncs, for everything queued meanwhile). The
 //! queue holds at most `buffer_size` events: kube-apiserver drops events beyond it, this log
-//! makes the request wait for room instead, so no event is lost to a burst. An event that
-//! cannot be written is logged and counted; its request has already been answered.
+//! makes the request wait for room instead, so no event is lost to a burst. A batch that cannot
+//! be written is kept and written again (every `max_wait`, at least every 100 ms) until it is;
+//! meanwhile the log is failing: the requests that queue events are refused (fail closed: a
+//! write refused at its `RequestReceived` changes nothing; one refused at its
+//! `ResponseComplete` had acted, so its event is counted as lost and the log records the loss)
+//! and the kept batch does not grow. Events still unwritten when the log closes are lost, and
+//! counted as such.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{with_file, write_batch, BatchConfig, Cells, SharedFile};
+use super::{replicate, with_file, write_batch, BatchConfig, Cells, SharedFile};
 use crate::audit::event::Event;
 use crate::audit::file::EventLines;
 use crate::audit::AuditError;
@@ -35,7 +41,12 @@ struct Queue {
     idle: bool,
     /// No more events are taken; the thread writes what is queued and stops.
     closing: bool,
+    /// The last write failed (why): events are refused until a write succeeds.
+    failing: Option<AuditError>,
 }
+
+/// How often a failing log tries its kept batch again, at least.
+const RETRY: Duration = Duration::from_millis(100);
 
 impl Batcher {
     /// Starts the writer thread for `file`.
@@ -79,11 +90,14 @@ impl Batcher {
     }
 
     /// Queues `events` if the queue has room for them (`Some(Ok)`) or fails if the log is
-    /// closing (`Some(Err)`); `None` when the queue is full.
+    /// closing or failing (`Some(Err)`); `None` when the queue is full.
     pub(super) fn try_write(&self, events: &[Event]) -> Option<Result<(), AuditError>> {
         let mut q = self.lock();
         if q.closing {
             return Some(Err(AuditError::Closed));
+        }
+        if let Some(e) = &q.failing {
+            return Some(Err(replicate(e)));
         }
         // A batch larger than the whole buffer is taken when the queue is empty.
         if q.lines.len() != 0 && q.lines.len() + events.len() > self.buffer_size {
@@ -119,22 +133,29 @@ impl Batcher {
     }
 
     /// The writer thread: takes the whole queue, writes it, lets the next batch gather for
-    /// `max_wait`, again until the log closes.
+    /// `max_wait`, again until the log closes. A batch that fails is kept (the queue's later
+    /// events go after it) and tried again.
     fn run(&self, file: &SharedFile, cells: &Cells, max_wait: Duration) {
         let mut writing = EventLines::default();
         loop {
-            {
+            let closing = {
                 let mut q = self.lock();
-                while q.lines.len() == 0 && !q.closing {
+                while q.lines.len() == 0 && writing.len() == 0 && !q.closing {
                     q.idle = true;
                     q = self.work.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
                 q.idle = false;
-                if q.lines.len() == 0 {
+                if q.lines.len() == 0 && writing.len() == 0 {
                     return;
                 }
-                std::mem::swap(&mut q.lines, &mut writing);
-            }
+                if writing.len() == 0 {
+                    std::mem::swap(&mut q.lines, &mut writing);
+                } else {
+                    writing.append(&q.lines);
+                    q.lines.clear();
+                }
+                q.closing
+            };
             self.room.notify_waiters();
             let n = writing.len() as u64;
             // A panic while writing closes the log (`with_file` drops a poisoned file); the
@@ -145,13 +166,37 @@ impl Batcher {
             .ok()
             .flatten()
             .unwrap_or(Err(AuditError::Closed));
-            if let Err(e) = result {
-                cells
-                    .write_failures
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                if matches!(e, AuditError::Closed) {
+            let was_failing = match result {
+                Ok(()) => self.lock().failing.take().is_some(),
+                Err(AuditError::Closed) => {
+                    cells.write_failures.fetch_add(n, Ordering::Relaxed);
                     tracing::error!(events = n, "audit events not written: the log is closed");
+                    false
                 }
+                Err(e) if closing => {
+                    cells.write_failures.fetch_add(n, Ordering::Relaxed);
+                    cells.note_lost(n, &e);
+                    tracing::error!(error = %e, events = n, "audit events lost: the log could not be written before it closed");
+                    false
+                }
+                Err(e) => {
+                    let mut q = self.lock();
+                    if q.failing.is_none() {
+                        cells.write_failures.fetch_add(n, Ordering::Relaxed);
+                        tracing::error!(error = %e, events = n, "audit events not written; kept and tried again, and requests are refused until they are written");
+                    }
+                    q.failing = Some(e);
+                    // Kept: written again below (not cleared).
+                    drop(q);
+                    std::thread::sleep(max_wait.max(RETRY));
+                    continue;
+                }
+            };
+            if was_failing {
+                tracing::info!(
+                    events = n,
+                    "the audit log is written again; requests are no longer refused"
+                );
             }
             writing.clear();
             if !max_wait.is_zero() && !self.lock().closing {
