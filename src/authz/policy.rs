@@ -284,7 +284,9 @@ impl Policy {
             // The files are the policy in force (again, if a bad change was undone).
             *self.rejected.lock().unwrap_or_else(|e| e.into_inner()) = None;
             let mut st = self.lock_status();
-            st.last_error = None;
+            if st.last_error.take().is_some() {
+                tracing::info!(policy = %path.display(), hash = %hash, "the authorization policy files on disk are the policy in force again");
+            }
             st.last_error_at = None;
             return Ok(false);
         }

@@ -28,10 +28,8 @@ pub(super) enum AuthCommand {
 #[derive(Debug, Args)]
 pub(super) struct CanIArgs {
     /// The verb, e.g. get, list, watch, create, update, delete, or * for all.
-    #[arg(required_unless_present = "list")]
     verb: Option<String>,
     /// TYPE, TYPE/NAME or a non-resource URL, e.g. secrets, secrets/db, raw.keyward.io.
-    #[arg(required_unless_present = "list")]
     resource: Option<String>,
     /// Namespace.
     #[arg(
@@ -53,13 +51,52 @@ pub(super) struct CanIArgs {
     /// Print nothing; only the exit status tells.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// With --list: no header row.
+    #[arg(long)]
+    no_headers: bool,
+}
+
+impl CanIArgs {
+    /// kubectl's checks of the arguments (`CanIOptions.Complete` and `Validate`), with its
+    /// messages.
+    fn validate(&self) -> Result<(), CliError> {
+        let args = usize::from(self.verb.is_some()) + usize::from(self.resource.is_some());
+        if self.list {
+            if args != 0 {
+                return Err(CliError::new(
+                    "list option must be specified with no arguments",
+                ));
+            }
+            if self.quiet || self.all_namespaces || !self.subresource.is_empty() {
+                return Err(CliError::new("list option can't be specified with neither quiet, all-namespaces nor subresource options"));
+            }
+            return Ok(());
+        }
+        if args != 2 {
+            return Err(CliError::new("you must specify two arguments: verb resource or verb resource/resourceName.\nSee 'keyward auth can-i -h' for help and examples."));
+        }
+        if self.resource.as_deref().is_some_and(|r| r.starts_with('/'))
+            && !self.subresource.is_empty()
+        {
+            return Err(CliError::new(
+                "--subresource can not be used with NonResourceURL",
+            ));
+        }
+        if self.no_headers {
+            return Err(CliError::new(
+                "--no-headers cannot be set without --list specified",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `keyward auth whoami`.
 #[derive(Debug, Args)]
 pub(super) struct WhoamiArgs {
-    /// Output format: json (a SelfSubjectReview); a table if not given.
-    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["json"])]
+    /// Output format: json or yaml (a SelfSubjectReview, as kubectl prints it); a table if not
+    /// given.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = ["json", "yaml"])]
     output: Option<String>,
 }
 
@@ -85,9 +122,16 @@ pub(super) struct CreateTokenArgs {
 }
 
 /// Resource names the CLI accepts for the resources keyward knows, as kubectl's discovery
-/// resolves them: (name, group).
+/// resolves them: (name, group). As kubectl, the word is lowercased first and read as
+/// `RESOURCE.VERSION.GROUP` when it has two dots or more, else `RESOURCE.GROUP`
+/// (`schema.ParseResourceArg`).
 fn resource(word: &str) -> (String, String) {
-    let (res, group) = word.split_once('.').unwrap_or((word, ""));
+    let word = word.to_lowercase();
+    let (res, group) = match word.splitn(3, '.').collect::<Vec<_>>()[..] {
+        [res, _version, group] => (res, group),
+        [res, group] => (res, group),
+        _ => (word.as_str(), ""),
+    };
     let res = match res {
         "secret" => "secrets",
         "sa" | "serviceaccount" => "serviceaccounts",
@@ -103,6 +147,9 @@ fn go_list(v: &[String]) -> String {
 
 /// Runs `keyward auth ...`.
 pub(super) fn auth(cmd: AuthCommand, client: &ClientArgs) -> Result<(), CliError> {
+    if let AuthCommand::CanI(a) = &cmd {
+        a.validate()?;
+    }
     super::process::runtime()?.block_on(async {
         match cmd {
             AuthCommand::CanI(a) if a.list => can_i_list(a, client).await,
@@ -180,36 +227,49 @@ async fn can_i_list(a: CanIArgs, client: &ClientArgs) -> Result<(), CliError> {
         "Verbs".to_owned(),
     ]];
     for r in listed_rules(&st) {
-        let resources = r
-            .api_groups
-            .iter()
-            .zip(&r.resources)
-            .map(|(g, res)| {
-                if g.is_empty() {
-                    res.clone()
-                } else {
-                    format!("{res}.{g}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
         rows.push(vec![
-            resources,
+            combine_resource_group(&r.resources, &r.api_groups),
             go_list(&r.non_resource_urls),
             go_list(&r.resource_names),
             go_list(&r.verbs),
         ]);
     }
-    if !a.quiet {
-        print!("{}", table(&rows));
+    if a.no_headers {
+        rows.remove(0);
     }
-    if !st.evaluation_error.is_empty() {
+    print!("{}", table(&rows));
+    // As kubectl: only when the server says the list is incomplete (an evaluation error alone,
+    // such as a binding to a missing role, leaves the list complete).
+    if st.incomplete {
         eprintln!(
             "Warning: the list may be incomplete: {}",
             st.evaluation_error
         );
     }
     Ok(())
+}
+
+/// kubectl's `describe.CombineResourceGroup`: the first resource with the first group
+/// (`secrets`, `raw.keyward.io`, a subresource after the group: `serviceaccounts/token` in
+/// group `g` is `serviceaccounts.g/token`).
+fn combine_resource_group(resources: &[String], groups: &[String]) -> String {
+    let Some(first) = resources.first() else {
+        return String::new();
+    };
+    let (res, sub) = match first.split_once('/') {
+        Some((res, sub)) => (res, Some(sub)),
+        None => (first.as_str(), None),
+    };
+    let mut out = res.to_owned();
+    if let Some(g) = groups.first().filter(|g| !g.is_empty()) {
+        out.push('.');
+        out.push_str(g);
+    }
+    if let Some(sub) = sub {
+        out.push('/');
+        out.push_str(sub);
+    }
+    out
 }
 
 /// One rule as `kubectl auth can-i --list` handles it (`rbacv1.PolicyRule`).
@@ -237,8 +297,8 @@ impl ListedRule {
 }
 
 /// The rules of `st` as kubectl lists them: each broken down to one group, resource and name
-/// (or one URL) per rule (`BreakdownRule`), the verbs of rules for the same group, resource and
-/// name merged (`CompactRules`), sorted by their Go string (`SortableRuleSlice`).
+/// (or one URL and one verb) per rule (`BreakdownRule`), the verbs of rules for the same group,
+/// resource and name merged (`CompactRules`), sorted by their Go string (`SortableRuleSlice`).
 fn listed_rules(st: &pb::RulesReviewResponse) -> Vec<ListedRule> {
     let one = |v: &String| vec![v.clone()];
     let mut broken = Vec::new();
@@ -264,13 +324,15 @@ fn listed_rules(st: &pb::RulesReviewResponse) -> Vec<ListedRule> {
     }
     for r in &st.non_resource_rules {
         for url in &r.non_resource_urls {
-            broken.push(ListedRule {
-                verbs: r.verbs.clone(),
-                api_groups: Vec::new(),
-                resources: Vec::new(),
-                resource_names: Vec::new(),
-                non_resource_urls: one(url),
-            });
+            for verb in &r.verbs {
+                broken.push(ListedRule {
+                    verbs: one(verb),
+                    api_groups: Vec::new(),
+                    resources: Vec::new(),
+                    resource_names: Vec::new(),
+                    non_resource_urls: one(url),
+                });
+            }
         }
     }
     let mut compact: Vec<ListedRule> = Vec::new();
@@ -303,28 +365,8 @@ async fn whoami(a: WhoamiArgs, client: &ClientArgs) -> Result<(), CliError> {
         .await
         .map_err(server_error)?
         .into_inner();
-    if a.output.as_deref() == Some("json") {
-        let extra: serde_json::Map<String, serde_json::Value> = u
-            .extra
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::json!(v.values)))
-            .collect();
-        let mut user = serde_json::json!({ "username": u.username, "groups": u.groups });
-        if !u.uid.is_empty() {
-            user["uid"] = serde_json::json!(u.uid);
-        }
-        if !extra.is_empty() {
-            user["extra"] = serde_json::Value::Object(extra);
-        }
-        let review = serde_json::json!({
-            "kind": "SelfSubjectReview",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": { "creationTimestamp": null },
-            "status": { "userInfo": user },
-        });
-        let text = serde_json::to_string_pretty(&review)
-            .map_err(|e| CliError::new(format!("cannot encode the review: {e}")))?;
-        println!("{text}");
+    if let Some(format) = a.output.as_deref() {
+        print!("{}", review_text(&u, format)?);
         return Ok(());
     }
     let mut rows = vec![
@@ -340,6 +382,73 @@ async fn whoami(a: WhoamiArgs, client: &ClientArgs) -> Result<(), CliError> {
     }
     print!("{}", table(&rows));
     Ok(())
+}
+
+/// The SelfSubjectReview of `u` as kubectl prints it: `json`, Go's field order indented by four
+/// spaces (`json.MarshalIndent`); `yaml`, `sigs.k8s.io/yaml` (keys sorted).
+fn review_text(u: &pb::UserInfo, format: &str) -> Result<String, CliError> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Review<'a> {
+        kind: &'static str,
+        api_version: &'static str,
+        metadata: Metadata,
+        status: ReviewStatus<'a>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Metadata {
+        creation_timestamp: Option<String>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ReviewStatus<'a> {
+        user_info: UserInfo<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct UserInfo<'a> {
+        #[serde(skip_serializing_if = "str::is_empty")]
+        username: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        uid: &'a str,
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        groups: &'a [String],
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        extra: std::collections::BTreeMap<&'a str, &'a [String]>,
+    }
+    let review = Review {
+        kind: "SelfSubjectReview",
+        api_version: "authentication.k8s.io/v1",
+        metadata: Metadata {
+            creation_timestamp: None,
+        },
+        status: ReviewStatus {
+            user_info: UserInfo {
+                username: &u.username,
+                uid: &u.uid,
+                groups: &u.groups,
+                extra: u
+                    .extra
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.values.as_slice()))
+                    .collect(),
+            },
+        },
+    };
+    let encode_failed =
+        |e: serde_json::Error| CliError::new(format!("cannot encode the review: {e}"));
+    let mut json = Vec::new();
+    let indent = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    serde::Serialize::serialize(
+        &review,
+        &mut serde_json::Serializer::with_formatter(&mut json, indent),
+    )
+    .map_err(encode_failed)?;
+    match format {
+        "yaml" => crate::kube::request::json_to_yaml(&json)
+            .ok_or_else(|| CliError::new("cannot encode the review as YAML")),
+        _ => Ok(String::from_utf8_lossy(&json).into_owned() + "\n"),
+    }
 }
 
 /// Runs `keyward create token SA`: prints the token.

@@ -10,7 +10,11 @@
 //! The checks: `ping` (the server answers) on all three, and `store` (the store answers a read
 //! of its current revision within two seconds: a round trip to etcd, or the embedded engine's
 //! index) on `/healthz` and `/readyz`. Liveness does not depend on the store, so that a store
-//! outage makes the server unready rather than restarted. These paths need no credentials, so
+//! outage makes the server unready rather than restarted. `authorization-policy` (the
+//! authorization policy's files on disk are the policy in force: not while a change to them is
+//! unreadable or invalid and the last valid policy stays in force) is on `/healthz` only: an
+//! operator sees it there, and probes, which read `/livez` and `/readyz`, do not take a server
+//! that still enforces its last valid policy out of service for it. These paths need no credentials, so
 //! the store is asked at most once a second ([`StoreProbe`]): a flood of probes is not a flood of
 //! etcd reads (kube-apiserver limits its etcd check the same way).
 
@@ -85,7 +89,8 @@ impl Endpoint {
     fn checks(self) -> &'static [Check] {
         match self {
             Endpoint::Livez => &[Check::Ping],
-            Endpoint::Healthz | Endpoint::Readyz => &[Check::Ping, Check::Store],
+            Endpoint::Readyz => &[Check::Ping, Check::Store],
+            Endpoint::Healthz => &[Check::Ping, Check::Store, Check::AuthorizationPolicy],
         }
     }
 }
@@ -94,6 +99,7 @@ impl Endpoint {
 enum Check {
     Ping,
     Store,
+    AuthorizationPolicy,
 }
 
 impl Check {
@@ -101,6 +107,7 @@ impl Check {
         match self {
             Check::Ping => "ping",
             Check::Store => "store",
+            Check::AuthorizationPolicy => "authorization-policy",
         }
     }
 
@@ -109,6 +116,12 @@ impl Check {
         match self {
             Check::Ping => Ok(()),
             Check::Store => store.check(access).await,
+            Check::AuthorizationPolicy => match access.policy().status().last_error {
+                None => Ok(()),
+                Some(e) => Err(format!(
+                    "the authorization policy files on disk are not in force: {e}"
+                )),
+            },
         }
     }
 }

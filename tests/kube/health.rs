@@ -96,7 +96,8 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
          subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: system:unauthenticated}]\n",
     )
     .unwrap();
-    o.access_control.authorization_policy = Some(policy);
+    o.access_control.authorization_policy = Some(policy.clone());
+    o.access_control.reload_interval = Duration::from_millis(20);
     let server = StoreHarness::start(o).await;
     let addr = server.kube_addr.expect("the Kubernetes API listens");
 
@@ -131,12 +132,38 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             ),
             (
                 200,
-                "[+]ping ok\n[+]store excluded: ok\n\
+                "[+]ping ok\n[+]store excluded: ok\n[+]authorization-policy ok\n\
                  warn: some health checks cannot be excluded: no matches for \"etcd\",\"nope\"\n\
                  healthz check passed\n"
                     .to_owned()
             )
         );
+
+        // A broken change to the policy: the last valid one stays in force, and `/healthz`
+        // (which probes do not read) says so; `/readyz` and `/livez` stay ok.
+        let good = std::fs::read(&policy).unwrap();
+        std::fs::write(&policy, "kind: ClusterRole\n  bad: [indent\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(addr, "/healthz").0 != 500 {
+            assert!(Instant::now() < deadline, "the broken policy never showed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            get(addr, "/healthz?verbose"),
+            (
+                500,
+                "[+]ping ok\n[+]store ok\n[-]authorization-policy failed: reason withheld\nhealthz check failed\n"
+                    .to_owned()
+            )
+        );
+        assert_eq!(get(addr, "/healthz/authorization-policy").0, 500);
+        assert_eq!(get(addr, "/readyz"), (200, "ok".to_owned()));
+        assert_eq!(get(addr, "/livez/ping"), (200, "ok".to_owned()), "still in force");
+        std::fs::write(&policy, good).unwrap();
+        while get(addr, "/healthz").0 != 200 {
+            assert!(Instant::now() < deadline, "the restored policy never showed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
 
         // The store stops answering: unready (once the last second's outcome expires),
         // unhealthy, still alive; why is not shown.

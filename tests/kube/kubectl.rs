@@ -466,7 +466,7 @@ fn auth_world() -> World {
 }
 
 /// [`auth_world`] with more `files` (name, content) in its directory and more flags.
-fn auth_world_with(files: &[(&str, &str)], extra: &[&str]) -> World {
+pub(crate) fn auth_world_with(files: &[(&str, &str)], extra: &[&str]) -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("policy.yaml"), POLICY).unwrap();
     for (name, content) in files {

@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod auth_cli;
 mod health;
 mod kubectl;
 mod kubectl_writes;

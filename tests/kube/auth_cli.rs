@@ -1,0 +1,81 @@
+//! `keyward auth can-i` and `keyward auth whoami` against kubectl's own output for the same
+//! server and policy: the same lines on stdout and stderr and the same exit codes, whether the
+//! question goes over the Kubernetes API (kubectl) or keyward's gRPC API (the CLI).
+
+use crate::kubectl::{auth_world_with, World};
+
+/// Rules that exercise kubectl's table: several verbs on non-resource URLs (one row per URL and
+/// verb), a subresource in a group (`userextras.authentication.k8s.io/scopes`), names, and a
+/// binding to a role that does not exist (an evaluation error that leaves the list complete).
+const POLICY: &str = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: app, namespace: prod}
+rules:
+  - {apiGroups: [\"\"], resources: [secrets], resourceNames: [db, api], verbs: [get]}
+  - {apiGroups: [\"\"], resources: [secrets], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app, namespace: prod}
+subjects: [{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: Role, name: app, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: gone, namespace: prod}
+subjects: [{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: Role, name: no-such-role, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: probe}
+rules:
+  - {nonResourceURLs: [/z, /a/*], verbs: [get, post]}
+  - {apiGroups: [authentication.k8s.io], resources: [userextras/scopes], verbs: [impersonate]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: probe}
+subjects: [{kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: probe, apiGroup: rbac.authorization.k8s.io}
+";
+
+/// `args` run by kubectl 1.33 as admin impersonating bob, and by `keyward` the same way over
+/// the Unix socket: (exit code, stdout, stderr) of each.
+fn both(w: &World, args: &[&str]) -> ((i32, String, String), (i32, String, String)) {
+    let as_bob = [&["--as", "bob"][..], args].concat();
+    let o = w.kubectl(33).run(&as_bob);
+    let kubectl = (o.code, o.out, o.err);
+    let keyward = w.dev.kw(&as_bob);
+    (kubectl, keyward)
+}
+
+#[test]
+fn keyward_auth_prints_what_kubectl_prints() {
+    let w = auth_world_with(&[("policy.yaml", POLICY)], &[]);
+    for args in [
+        &["auth", "can-i", "--list", "-n", "prod"][..],
+        &["auth", "can-i", "--list", "-n", "prod", "--no-headers"],
+        &["auth", "can-i", "get", "Secrets/db", "-n", "prod"],
+        &["auth", "can-i", "get", "secrets.v1./api", "-n", "prod"],
+        &["auth", "can-i", "get", "secrets/other", "-n", "prod"],
+        &["auth", "can-i", "post", "/a/b"],
+        &["auth", "can-i", "--list", "-A"],
+        &["auth", "can-i", "--list", "get", "secrets"],
+        &["auth", "can-i", "get"],
+        &["auth", "can-i", "get", "/z", "--subresource", "x"],
+        &["auth", "whoami", "-o", "json"],
+        &["auth", "whoami", "-o", "yaml"],
+    ] {
+        let (kubectl, keyward) = both(&w, args);
+        let keyward = (
+            keyward.0,
+            keyward.1,
+            keyward
+                .2
+                .replace("keyward auth can-i -h", "kubectl auth can-i -h"),
+        );
+        assert_eq!(keyward, kubectl, "{args:?}");
+    }
+}
