@@ -241,7 +241,7 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
                     .is_some_and(|(h, e)| *h == hash && *e == error);
                 if !repeat {
                     state.status.failures += 1;
-                    tracing::warn!(path = %self.path.display(), what = self.what, %error, "not reloaded; keeping the content in force");
+                    tracing::error!(path = %self.path.display(), what = self.what, %error, "not reloaded; keeping the content in force");
                     state.failed = Some((hash, error.clone()));
                 }
                 state.status.last_error = Some(error.clone());
