@@ -17,8 +17,8 @@
 //! A `lost` line (verb [`LOST_VERB`], requestURI [`LOST_URI`]) records events the writer could
 //! not write although their requests went on (a failed `ResponseComplete` of a request that had
 //! already acted, batch mode, `--audit-fail-open`): `keyward.io/lost-events` says how many, and
-//! `keyward.io/lost-reason` why. It is written, chained like any event, as soon as the log can be
-//! written again.
+//! `keyward.io/lost-reason` why. It ends the next write once the log can be written again,
+//! chained like any event.
 
 use std::collections::BTreeMap;
 use std::fmt;

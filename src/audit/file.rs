@@ -203,11 +203,16 @@ impl LogFile {
     /// with its `open` checkpoint, or continues an existing file after a `resume` checkpoint.
     pub fn open(config: &LogConfig, signer: Arc<dyn CheckpointSigner>) -> Result<Self, AuditError> {
         let existed = config.path.exists();
+        let journal = journal_path(&config.path);
+        let journal_existed = journal.exists();
         let opened = Self::open_or_create(config, signer);
         if opened.is_err() && !existed {
-            // Not left behind empty or half written (a full disk refuses the start): the next
-            // start creates it again.
+            // Not left behind empty or half written (a full disk refuses the start), nor the
+            // journal made for it: the next start creates them again.
             let _ = fs::remove_file(&config.path);
+            if !journal_existed {
+                let _ = fs::remove_file(&journal);
+            }
         }
         opened
     }
@@ -451,7 +456,6 @@ impl LogFile {
     /// error, whatever was not yet written is cut from the file again.
     pub fn append(&mut self, lines: &EventLines) -> Result<(), AuditError> {
         self.clean()?;
-        self.push_lost();
         for (json, annotated) in lines.iter() {
             // `...,"annotations":{...}}`: the chain's pairs go before the last two braces;
             // without annotations, an object for them goes before the last brace.
@@ -473,6 +477,9 @@ impl LogFile {
                 self.push_checkpoint(CheckpointKind::Periodic, None)?;
             }
         }
+        // After the lines: in batch mode they may include the `RequestReceived` of a request
+        // whose `ResponseComplete` is among the events lost.
+        self.push_lost();
         self.flush()
     }
 
@@ -485,7 +492,7 @@ impl LogFile {
     }
 
     /// Counts `events` events that were not written although their requests went on (`reason`:
-    /// why): the next write records them in a `lost` line first.
+    /// why): the next write records them in a `lost` line, after its own lines.
     pub fn note_lost(&mut self, events: u64, reason: &str) {
         self.lost += events;
         reason.clone_into(&mut self.lost_reason);

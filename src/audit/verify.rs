@@ -432,7 +432,7 @@ fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), St
                 if let Some((lost, reason)) = &info.lost {
                     walk.report.lost_events += lost;
                     walk.report.notes.push(format!(
-                        "{}:{n}: {lost} event{} could not be written before this line ({reason}); the requests {} went on",
+                        "{}:{n}: {lost} event{} could not be written ({reason}); the requests {} went on",
                         path.display(),
                         if *lost == 1 { "" } else { "s" },
                         if *lost == 1 { "it describes" } else { "they describe" },

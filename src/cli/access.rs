@@ -254,14 +254,17 @@ impl KmsAuditArgs {
         }
         config.fsync = self.audit_log_sync == "always";
         let signer = std::sync::Arc::new(crate::crypto::Ed25519SigningKey::generate()?);
-        crate::access::write_public_key(path, signer.public_key()).map_err(|e| {
+        let public_key = signer.public_key().clone();
+        // A new key each start: written once the log opened with it, so that a start that
+        // fails leaves no key that signed nothing.
+        let log = AuditLog::open(config, signer)
+            .await
+            .map_err(|e| CliError::new(format!("--audit-log-path: {e}")))?;
+        crate::access::write_public_key(path, &public_key).map_err(|e| {
             CliError::new(format!(
                 "--audit-log-path: cannot write the public key: {e}"
             ))
         })?;
-        let log = AuditLog::open(config, signer)
-            .await
-            .map_err(|e| CliError::new(format!("--audit-log-path: {e}")))?;
         Ok((
             Auditor::new(policy, std::sync::Arc::new(log.clone())),
             Some(log),

@@ -235,7 +235,7 @@ fn rotated_files_beyond_the_count_or_the_age_are_removed() {
     assert_eq!(backups(&path).len() as u64, log.stats.rotations);
 }
 
-/// Events counted as lost are recorded by a `lost` line before the next line written, once:
+/// Events counted as lost are recorded by a `lost` line after the next lines written, once:
 /// not while the disk refuses writes, and not again after.
 #[test]
 fn lost_events_are_recorded_before_the_next_line() {
@@ -265,9 +265,9 @@ fn lost_events_are_recorded_before_the_next_line() {
     let verbs: Vec<&str> = lines.iter().map(|l| l["verb"].as_str().unwrap()).collect();
     assert_eq!(
         verbs,
-        ["checkpoint", "get", "lost", "get", "get", "checkpoint"]
+        ["checkpoint", "get", "get", "lost", "get", "checkpoint"]
     );
-    let lost = &lines[2];
+    let lost = &lines[3];
     assert_eq!(lost["requestURI"], "/keyward.io/audit/lost");
     assert_eq!(lost["user"]["username"], "system:keyward:audit");
     assert_eq!(lost["annotations"]["keyward.io/lost-events"], "3");
@@ -279,7 +279,7 @@ fn lost_events_are_recorded_before_the_next_line() {
     assert!(report.is_intact(), "{:?}", report.problem);
     assert_eq!(report.lost_events, 3);
     let note = format!(
-        "{}:3: 3 events could not be written before this line (No space left on device); the requests they describe went on",
+        "{}:4: 3 events could not be written (No space left on device); the requests they describe went on",
         path.display()
     );
     assert_eq!(report.notes, [note]);
