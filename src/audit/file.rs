@@ -72,7 +72,7 @@ pub(super) struct LogFile {
     /// When the log syncs: where batches are made durable (see `journal.rs`).
     journal: Option<Journal>,
     /// Events not written whose requests went on ([`LogFile::note_lost`]), and the last reason:
-    /// recorded by a `lost` line before the next line written.
+    /// recorded by a `lost` line at the end of the next write.
     lost: u64,
     lost_reason: String,
     /// How many of `lost` the `lost` line in `pending` records.

@@ -238,7 +238,7 @@ fn rotated_files_beyond_the_count_or_the_age_are_removed() {
 /// Events counted as lost are recorded by a `lost` line after the next lines written, once:
 /// not while the disk refuses writes, and not again after.
 #[test]
-fn lost_events_are_recorded_before_the_next_line() {
+fn lost_events_are_recorded_by_the_next_write() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let key = Arc::new(Ed25519SigningKey::generate().unwrap());

@@ -128,6 +128,12 @@ impl Batcher {
         }
     }
 
+    /// Whether the last write failed (so events are refused until one succeeds).
+    #[cfg(test)]
+    pub(super) fn is_failing(&self) -> bool {
+        self.lock().failing.is_some()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
