@@ -70,6 +70,7 @@ pub use setup::{
 };
 
 use crate::audit::{AuditError, AuditObject, Auditor, Level, RequestAudit, ResponseStatus};
+use crate::authn::reload::Reload;
 use crate::authn::{AuthnError, Identity};
 use crate::authz::{Attributes, Authorizer, Decision, Forbidden, ImpersonationRequest, Policy};
 use crate::backend::BackendError;
@@ -246,6 +247,8 @@ pub struct Access {
     auditor: Auditor,
     service_accounts: Option<Arc<ServiceAccounts>>,
     keys: SealedKeys,
+    /// The credential files reloaded on change (`--token-auth-file`, `--unix-users`), for health.
+    credential_files: Vec<Arc<dyn Reload>>,
     /// Where denials and audit write failures are counted, once metrics are on.
     metrics: std::sync::OnceLock<Metrics>,
 }
@@ -269,6 +272,7 @@ impl Access {
             policy,
             auditor,
             service_accounts: None,
+            credential_files: Vec::new(),
             metrics: std::sync::OnceLock::new(),
         }
     }
@@ -289,6 +293,25 @@ impl Access {
     pub fn with_service_accounts(mut self, sa: Arc<ServiceAccounts>) -> Self {
         self.service_accounts = Some(sa);
         self
+    }
+
+    /// Reports the state of `files` (the credential files reloaded on change) in
+    /// [`Access::credential_file_errors`].
+    pub fn with_credential_files(mut self, files: Vec<Arc<dyn Reload>>) -> Self {
+        self.credential_files = files;
+        self
+    }
+
+    /// The credential files whose content on disk is not in force (unreadable or invalid: the
+    /// last valid content stays in force), with why.
+    pub fn credential_file_errors(&self) -> Vec<(std::path::PathBuf, String)> {
+        self.credential_files
+            .iter()
+            .filter_map(|f| {
+                let st = f.status();
+                st.last_error.map(|e| (st.path, e))
+            })
+            .collect()
     }
 
     /// The authorization policy in force.

@@ -171,6 +171,7 @@ impl AccessStack {
         .await?;
         chain.push(sa.clone());
         let authn = Arc::new(Authenticators::new(unix, TokenChain::new(chain)));
+        let credential_files = reloadable.clone();
         let reloader = (!reloadable.is_empty())
             .then(|| Reloader::spawn(reloadable, interval(DEFAULT_INTERVAL)));
 
@@ -183,7 +184,11 @@ impl AccessStack {
             .is_some()
             .then(|| policy.watch(interval(DEFAULT_RELOAD_INTERVAL)));
 
-        let access = Arc::new(Access::new(store, policy, auditor).with_service_accounts(sa));
+        let access = Arc::new(
+            Access::new(store, policy, auditor)
+                .with_service_accounts(sa)
+                .with_credential_files(credential_files),
+        );
         Ok(AccessStack {
             access,
             authn,

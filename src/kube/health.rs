@@ -12,9 +12,10 @@
 //! index) on `/healthz` and `/readyz`. Liveness does not depend on the store, so that a store
 //! outage makes the server unready rather than restarted. `authorization-policy` (the
 //! authorization policy's files on disk are the policy in force: not while a change to them is
-//! unreadable or invalid and the last valid policy stays in force) is on `/healthz` only: an
-//! operator sees it there, and probes, which read `/livez` and `/readyz`, do not take a server
-//! that still enforces its last valid policy out of service for it. These paths need no credentials, so
+//! unreadable or invalid and the last valid policy stays in force) and `credential-files` (the
+//! same for `--token-auth-file` and `--unix-users`) are on `/healthz` only: an operator sees them
+//! there, and probes, which read `/livez` and `/readyz`, do not take a server that still
+//! enforces its last valid files out of service for them. These paths need no credentials, so
 //! the store is asked at most once a second ([`StoreProbe`]): a flood of probes is not a flood of
 //! etcd reads (kube-apiserver limits its etcd check the same way).
 
@@ -90,7 +91,12 @@ impl Endpoint {
         match self {
             Endpoint::Livez => &[Check::Ping],
             Endpoint::Readyz => &[Check::Ping, Check::Store],
-            Endpoint::Healthz => &[Check::Ping, Check::Store, Check::AuthorizationPolicy],
+            Endpoint::Healthz => &[
+                Check::Ping,
+                Check::Store,
+                Check::AuthorizationPolicy,
+                Check::CredentialFiles,
+            ],
         }
     }
 }
@@ -100,6 +106,7 @@ enum Check {
     Ping,
     Store,
     AuthorizationPolicy,
+    CredentialFiles,
 }
 
 impl Check {
@@ -108,6 +115,7 @@ impl Check {
             Check::Ping => "ping",
             Check::Store => "store",
             Check::AuthorizationPolicy => "authorization-policy",
+            Check::CredentialFiles => "credential-files",
         }
     }
 
@@ -122,6 +130,20 @@ impl Check {
                     "the authorization policy files on disk are not in force: {e}"
                 )),
             },
+            Check::CredentialFiles => {
+                let errors: Vec<String> = access
+                    .credential_file_errors()
+                    .into_iter()
+                    .map(|(path, e)| format!("{}: {e}", path.display()))
+                    .collect();
+                match errors.is_empty() {
+                    true => Ok(()),
+                    false => Err(format!(
+                        "credential files on disk are not in force: {}",
+                        errors.join("; ")
+                    )),
+                }
+            }
         }
     }
 }

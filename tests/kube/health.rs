@@ -97,6 +97,10 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
     )
     .unwrap();
     o.access_control.authorization_policy = Some(policy.clone());
+    let tokens = d.join("tokens.csv");
+    std::fs::write(&tokens, "probe-0c9f2f3a1b7d4e5f9a8b,probe,1001\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    o.access_control.token_auth_files = vec![tokens.clone()];
     o.access_control.reload_interval = Duration::from_millis(20);
     let server = StoreHarness::start(o).await;
     let addr = server.kube_addr.expect("the Kubernetes API listens");
@@ -132,7 +136,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             ),
             (
                 200,
-                "[+]ping ok\n[+]store excluded: ok\n[+]authorization-policy ok\n\
+                "[+]ping ok\n[+]store excluded: ok\n[+]authorization-policy ok\n[+]credential-files ok\n\
                  warn: some health checks cannot be excluded: no matches for \"etcd\",\"nope\"\n\
                  healthz check passed\n"
                     .to_owned()
@@ -152,7 +156,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             get(addr, "/healthz?verbose"),
             (
                 500,
-                "[+]ping ok\n[+]store ok\n[-]authorization-policy failed: reason withheld\nhealthz check failed\n"
+                "[+]ping ok\n[+]store ok\n[-]authorization-policy failed: reason withheld\n[+]credential-files ok\nhealthz check failed\n"
                     .to_owned()
             )
         );
@@ -162,6 +166,23 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         std::fs::write(&policy, good).unwrap();
         while get(addr, "/healthz").0 != 200 {
             assert!(Instant::now() < deadline, "the restored policy never showed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The same for a token file that cannot be used (a line without a user).
+        let good = std::fs::read(&tokens).unwrap();
+        std::fs::write(&tokens, "only-a-token\n").unwrap();
+        while get(addr, "/healthz").0 != 500 {
+            assert!(Instant::now() < deadline, "the broken token file never showed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            get(addr, "/healthz?verbose").1,
+            "[+]ping ok\n[+]store ok\n[+]authorization-policy ok\n[-]credential-files failed: reason withheld\nhealthz check failed\n"
+        );
+        assert_eq!(get(addr, "/readyz"), (200, "ok".to_owned()));
+        std::fs::write(&tokens, good).unwrap();
+        while get(addr, "/healthz").0 != 200 {
+            assert!(Instant::now() < deadline, "the restored token file never showed");
             std::thread::sleep(Duration::from_millis(20));
         }
 
