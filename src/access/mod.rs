@@ -234,12 +234,6 @@ fn refusal_body(
         .flatten()
 }
 
-/// Whether `verb` only reads (get, list, watch): such a request's `RequestReceived` event is
-/// written with its next one.
-fn is_read(verb: &str) -> bool {
-    matches!(verb, "get" | "list" | "watch")
-}
-
 /// The guarded store. Cheap to share (`Arc`).
 pub struct Access {
     store: Arc<Store>,
@@ -460,7 +454,7 @@ impl Access {
         }
         ctx.mark_recorded();
         let mut rec = self.auditor.begin(attrs, ctx.audit_info());
-        if !decision.allowed() || is_read(&attrs.verb) {
+        if !decision.allowed() || attrs.is_read_only() {
             // Nothing happens before the next stage is recorded: one sync for both events.
             rec.defer_request_received();
         }

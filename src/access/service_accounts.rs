@@ -235,11 +235,7 @@ impl SecretLookup for LegacyTokenSecrets {
         value: &str,
     ) -> Result<(), AuthnError> {
         let m = &secret.metadata;
-        let failed = |reason: String| AuthnError::Lookup {
-            namespace: m.namespace.clone(),
-            name: m.name.clone(),
-            reason,
-        };
+        let failed = |reason: String| AuthnError::lookup(&m.namespace, &m.name, reason);
         let apiserver = Identity::new(
             names::SYSTEM_APISERVER,
             "",

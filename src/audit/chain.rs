@@ -294,29 +294,19 @@ pub(super) fn render_checkpoint_line(
     let digest = sha256(note.as_bytes());
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
-    let chain = hash_text(head);
-    let seq = seq.to_string();
-    let ev = CheckpointEvent {
-        kind: "Event",
-        api_version: "audit.k8s.io/v1",
-        level: "Metadata",
-        audit_id: uuid::Builder::from_random_bytes(id).into_uuid().to_string(),
-        stage: "ResponseComplete",
-        request_uri: CHECKPOINT_URI,
-        verb: CHECKPOINT_VERB,
-        user: CheckpointUser {
-            username: CHECKPOINT_USER,
-        },
-        request_received_timestamp: time,
-        stage_timestamp: time,
-        annotations: BTreeMap::from([
+    let audit_id = uuid::Builder::from_random_bytes(id).into_uuid().to_string();
+    let (chain, seq) = (hash_text(head), seq.to_string());
+    writer_line(
+        audit_id,
+        (CHECKPOINT_URI, CHECKPOINT_VERB),
+        time,
+        BTreeMap::from([
             (CHAIN_ANNOTATION, chain.as_str()),
             (CHECKPOINT_ANNOTATION, note),
             (SEQ_ANNOTATION, seq.as_str()),
             (SIGNATURE_ANNOTATION, signature),
         ]),
-    };
-    serde_json::to_vec(&ev).expect("a checkpoint always serialises")
+    )
 }
 
 /// The line that records `events` events not written, for `reason`, at `time`, chained after
@@ -328,29 +318,44 @@ pub(super) fn render_lost_line(
     head: &[u8; 32],
     seq: u64,
 ) -> Vec<u8> {
-    let chain = hash_text(head);
-    let (seq, events) = (seq.to_string(), events.to_string());
-    let ev = CheckpointEvent {
-        kind: "Event",
-        api_version: "audit.k8s.io/v1",
-        level: "Metadata",
-        audit_id: super::new_audit_id(),
-        stage: "ResponseComplete",
-        request_uri: LOST_URI,
-        verb: LOST_VERB,
-        user: CheckpointUser {
-            username: CHECKPOINT_USER,
-        },
-        request_received_timestamp: time,
-        stage_timestamp: time,
-        annotations: BTreeMap::from([
+    let (chain, seq, events) = (hash_text(head), seq.to_string(), events.to_string());
+    writer_line(
+        super::new_audit_id(),
+        (LOST_URI, LOST_VERB),
+        time,
+        BTreeMap::from([
             (CHAIN_ANNOTATION, chain.as_str()),
             (LOST_EVENTS_ANNOTATION, events.as_str()),
             (LOST_REASON_ANNOTATION, reason),
             (SEQ_ANNOTATION, seq.as_str()),
         ]),
+    )
+}
+
+/// A line of the writer's own (user [`CHECKPOINT_USER`], stage `ResponseComplete`, level
+/// `Metadata`) with `(requestURI, verb)` at `time` and `annotations`.
+fn writer_line(
+    audit_id: String,
+    (request_uri, verb): (&'static str, &'static str),
+    time: &str,
+    annotations: BTreeMap<&'static str, &str>,
+) -> Vec<u8> {
+    let ev = CheckpointEvent {
+        kind: "Event",
+        api_version: "audit.k8s.io/v1",
+        level: "Metadata",
+        audit_id,
+        stage: "ResponseComplete",
+        request_uri,
+        verb,
+        user: CheckpointUser {
+            username: CHECKPOINT_USER,
+        },
+        request_received_timestamp: time,
+        stage_timestamp: time,
+        annotations,
     };
-    serde_json::to_vec(&ev).expect("a lost line always serialises")
+    serde_json::to_vec(&ev).expect("a writer's line always serialises")
 }
 
 /// What the chain needs from one line.

@@ -188,6 +188,15 @@ pub enum AuthnError {
 }
 
 impl AuthnError {
+    /// [`AuthnError::Lookup`]: reading (or labelling) the Secret `namespace/name` failed.
+    pub fn lookup(namespace: &str, name: &str, reason: impl Into<String>) -> Self {
+        AuthnError::Lookup {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
     /// kube-apiserver's `NewAggregate`: no error for none, the error itself for one, else
     /// [`AuthnError::Aggregate`].
     pub fn aggregate(mut errors: Vec<AuthnError>) -> Option<AuthnError> {
@@ -311,11 +320,7 @@ impl SecretLookup for Store {
         match self.get(&id.namespace, &id.name, None).await {
             Ok(s) => Ok(Some(s)),
             Err(StoreError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(AuthnError::Lookup {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(AuthnError::lookup(namespace, name, e.to_string())),
         }
     }
 
@@ -328,10 +333,13 @@ impl SecretLookup for Store {
         self.update(labelled(secret, key, value), false)
             .await
             .map(drop)
-            .map_err(|e| AuthnError::Lookup {
-                namespace: secret.metadata.namespace.clone(),
-                name: secret.metadata.name.clone(),
-                reason: format!("writing its label {key}: {e}"),
+            .map_err(|e| {
+                let m = &secret.metadata;
+                AuthnError::lookup(
+                    &m.namespace,
+                    &m.name,
+                    format!("writing its label {key}: {e}"),
+                )
             })
     }
 }
@@ -401,11 +409,7 @@ pub(crate) mod testing {
             namespace: &str,
             name: &str,
         ) -> Result<Option<Secret>, AuthnError> {
-            Err(AuthnError::Lookup {
-                namespace: namespace.into(),
-                name: name.into(),
-                reason: "backend unavailable".into(),
-            })
+            Err(AuthnError::lookup(namespace, name, "backend unavailable"))
         }
 
         async fn label_secret(

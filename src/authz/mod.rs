@@ -90,6 +90,11 @@ impl Attributes {
         self.path.is_none()
     }
 
+    /// Whether the verb only reads (`get`, `list`, `watch`: kube-apiserver's `IsReadOnly`).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.verb.as_str(), "get" | "list" | "watch")
+    }
+
     /// A cluster-scoped request of `user` to `verb` a collection of `resource` in the core group;
     /// narrow it with the `with_*` methods, e.g.
     /// `Attributes::resource(user, "get", "secrets").with_namespace("prod").with_name("db")`.

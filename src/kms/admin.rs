@@ -105,7 +105,7 @@ impl KmsAdmin {
         // A refusal or a read changes nothing before its next stage: both events are written
         // together, before the answer, and a failure refuses the call. A change's outcome
         // stands once its `RequestReceived` is written (`RequestAudit::response_complete`).
-        if refused.is_some() || matches!(verb, "get" | "list") {
+        if refused.is_some() || attrs.is_read_only() {
             rec.defer_request_received();
         }
         if let Some(status) = refused {

@@ -36,17 +36,7 @@ fn get_any(addr: SocketAddr, path: &str) -> (u16, String, String) {
         c.request('GET', sys.argv[3]); r = c.getresponse(); body = r.read().decode()\n\
         t = ' '.join(h for h in (r.getheader('Content-Type'), r.getheader('X-Content-Type-Options')) if h)\n\
         sys.stdout.write('%d\\n%s\\n%s' % (r.status, t, body))\n";
-    let out = crate::support::tools::python(
-        &["ssl"],
-        &[
-            "-c",
-            script,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            path,
-        ],
-        b"",
-    );
+    let out = script_against(addr, script, &[path]);
     let mut parts = out.splitn(3, '\n');
     let code = parts.next().and_then(|c| c.parse().ok()).expect("status");
     let content_type = parts.next().expect("content type").to_owned();
@@ -55,6 +45,35 @@ fn get_any(addr: SocketAddr, path: &str) -> (u16, String, String) {
         content_type,
         parts.next().unwrap_or_default().to_owned(),
     )
+}
+
+/// With a request holding the client's only in-flight slot (its body never comes), another
+/// request is kube-apiserver's 429 while the health probes still answer.
+fn probes_pass_a_full_in_flight_limit(addr: SocketAddr) {
+    let script = "import http.client, socket, ssl, sys, time\n\
+        ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+        host, port = sys.argv[1], int(sys.argv[2])\n\
+        held = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname=host)\n\
+        held.sendall(b'POST /api/v1/namespaces/default/secrets HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: 10\\r\\n\\r\\n')\n\
+        def get(path):\n\
+        \x20   c = http.client.HTTPSConnection(host, port, context=ctx, timeout=20)\n\
+        \x20   c.request('GET', path); r = c.getresponse(); r.read(); return r.status\n\
+        deadline = time.time() + 10\n\
+        while get('/api/v1/namespaces/default/secrets') != 429:\n\
+        \x20   assert time.time() < deadline, 'the held request never took the slot'; time.sleep(0.05)\n\
+        for path in ('/livez', '/readyz', '/healthz', '/version'):\n\
+        \x20   assert get(path) == 200, path\n\
+        held.close()\n\
+        sys.stdout.write('ok')\n";
+    assert_eq!(script_against(addr, script, &[]), "ok");
+}
+
+/// Runs a Python `script` with the server's host and port, then `args`, as its arguments; its
+/// stdout.
+fn script_against(addr: SocketAddr, script: &str, args: &[&str]) -> String {
+    let (host, port) = (addr.ip().to_string(), addr.port().to_string());
+    let argv = [&["-c", script, &host, &port][..], args].concat();
+    crate::support::tools::python(&["ssl"], &argv, b"")
 }
 
 /// Polls `/readyz` until it answers `code` (within 30 s, else fails saying `what`).
@@ -73,11 +92,13 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
     let d = dir.path();
     let ca = DevCa::load_or_create(d).unwrap();
     let cert = ca.issue_server().unwrap();
-    let kube = KubeOptions::new(
+    let mut kube = KubeOptions::new(
         "127.0.0.1:0".parse().unwrap(),
         cert.cert.into_bytes(),
         zeroize::Zeroizing::new(cert.key.as_bytes().to_vec()),
     );
+    // One request in flight per client: probes are not held back by it.
+    kube.limits.max_in_flight_per_client = 1;
     let mut o = StoreOptions::new(
         BackendSpec::Etcd(etcd.options()),
         aesgcm_config(d),
@@ -109,6 +130,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         for path in ["/healthz", "/livez", "/readyz"] {
             assert_eq!(get(addr, path), (200, "ok".to_owned()), "{path}");
         }
+        probes_pass_a_full_in_flight_limit(addr);
         // Each check alone.
         for path in [
             "/healthz/ping",

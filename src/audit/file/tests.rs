@@ -1,4 +1,5 @@
 use super::*;
+use crate::audit::writer::tests::dev_full;
 use crate::audit::writer::LogConfig;
 use crate::crypto::Ed25519SigningKey;
 
@@ -6,20 +7,24 @@ fn event(i: usize) -> Event {
     crate::audit::writer::tests::event(i)
 }
 
+/// A new log in a temporary directory (keep the directory while the log is used): its path,
+/// its key and the log.
+fn new_log() -> (tempfile::TempDir, PathBuf, Arc<Ed25519SigningKey>, LogFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    (dir, path, key, log)
+}
+
 /// A full disk: the write fails and nothing of it stays in the file; once the disk has room
 /// again the log goes on and verifies.
 #[test]
 fn a_failed_write_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.log");
-    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
-    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    let (_dir, path, key, mut log) = new_log();
     log.write_events(vec![event(0)]).unwrap();
     let good = fs::read(&path).unwrap();
-    let real = std::mem::replace(
-        &mut log.file,
-        OpenOptions::new().append(true).open("/dev/full").unwrap(),
-    );
+    let real = std::mem::replace(&mut log.file, dev_full());
     let err = log.write_events(vec![event(1), event(2)]).unwrap_err();
     assert!(matches!(err, AuditError::Write { .. }), "{err}");
     assert!(log.dirty, "set_len on /dev/full fails too");
@@ -55,10 +60,7 @@ fn backup_names_follow_lumberjack() {
 /// (or an `annotations` object where it has none) and drops any it must set itself.
 #[test]
 fn the_chain_annotations_are_spliced_into_the_callers_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.log");
-    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
-    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    let (_dir, path, key, mut log) = new_log();
     let mut annotated = event(1);
     annotated
         .annotations_mut()
@@ -239,16 +241,10 @@ fn rotated_files_beyond_the_count_or_the_age_are_removed() {
 /// not while the disk refuses writes, and not again after.
 #[test]
 fn lost_events_are_recorded_by_the_next_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.log");
-    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
-    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    let (_dir, path, key, mut log) = new_log();
     log.write_events(vec![event(0)]).unwrap();
     log.note_lost(2, "No space left on device");
-    let real = std::mem::replace(
-        &mut log.file,
-        OpenOptions::new().append(true).open("/dev/full").unwrap(),
-    );
+    let real = std::mem::replace(&mut log.file, dev_full());
     log.write_events(vec![event(1)]).unwrap_err();
     assert_eq!(log.lost(), 2, "still to be recorded");
     log.file = real;

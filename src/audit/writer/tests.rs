@@ -215,11 +215,7 @@ async fn batch_mode_writes_in_the_background() {
     for i in 0..3 {
         log.write(event(i)).await.unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while log.counters().events_written < 3 {
-        assert!(std::time::Instant::now() < deadline, "events never written");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_written(&log, 3).await;
     assert_eq!(kinds(&s.lines()), ["open", "event", "event", "event"]);
     log.close().await.unwrap();
     assert!(s.verify().is_intact());
@@ -523,12 +519,25 @@ async fn a_zero_interval_checkpoints_by_count_only() {
     log.close().await.unwrap();
 }
 
+/// Waits until the log has written `n` events (fails after 10 s).
+async fn wait_written(log: &AuditLog, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.counters().events_written < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} events never written"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Swaps the log's file for `/dev/full` (a full disk) or back; returns the one it replaced.
 fn swap_file(log: &AuditLog, file: std::fs::File) -> std::fs::File {
     with_file(&log.inner.file, |f| f.replace_file(file)).expect("the log is open")
 }
 
-fn dev_full() -> std::fs::File {
+/// `/dev/full`: a file every write to fails, as on a full disk.
+pub(in crate::audit) fn dev_full() -> std::fs::File {
     std::fs::OpenOptions::new()
         .append(true)
         .open("/dev/full")
@@ -567,14 +576,7 @@ async fn batch_mode_keeps_a_failed_batch_and_refuses_until_it_is_written() {
             })
             .await;
         log.write(event(0)).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while log.counters().events_written < 1 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "event 0 never written"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        wait_written(&log, 1).await;
         let real = swap_file(&log, dev_full());
         // Queued; its write fails.
         log.write(event(1)).await.unwrap();
@@ -603,14 +605,7 @@ async fn batch_mode_keeps_a_failed_batch_and_refuses_until_it_is_written() {
         if mode == FailureMode::Closed {
             assert!(written_when_possible(&log, 3).await, "never writable again");
         } else {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while log.counters().events_written < 2 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "event 1 never written"
-                );
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            wait_written(&log, 2).await;
         }
         log.close().await.unwrap();
         let r = s.verify();
