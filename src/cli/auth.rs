@@ -56,10 +56,16 @@ pub(super) struct CanIArgs {
     no_headers: bool,
 }
 
+/// What a can-i asks, once kubectl's checks of the arguments passed.
+enum Question {
+    List,
+    Check(pb::AccessReviewRequest),
+}
+
 impl CanIArgs {
-    /// kubectl's checks of the arguments (`CanIOptions.Complete` and `Validate`), with its
-    /// messages.
-    fn validate(&self) -> Result<(), CliError> {
+    /// kubectl's reading and checks of the arguments (`CanIOptions.Complete` and `Validate`),
+    /// with its messages and its warnings on stderr, in its order.
+    fn question(&self) -> Result<Question, CliError> {
         let args = usize::from(self.verb.is_some()) + usize::from(self.resource.is_some());
         if self.list {
             if args != 0 {
@@ -70,24 +76,76 @@ impl CanIArgs {
             if self.quiet || self.all_namespaces || !self.subresource.is_empty() {
                 return Err(CliError::new("list option can't be specified with neither quiet, all-namespaces nor subresource options"));
             }
-            return Ok(());
+            return Ok(Question::List);
         }
-        if args != 2 {
+        let (Some(verb), Some(target)) = (&self.verb, &self.resource) else {
             return Err(CliError::new("you must specify two arguments: verb resource or verb resource/resourceName.\nSee 'keyward auth can-i -h' for help and examples."));
-        }
-        if self.resource.as_deref().is_some_and(|r| r.starts_with('/'))
-            && !self.subresource.is_empty()
-        {
-            return Err(CliError::new(
-                "--subresource can not be used with NonResourceURL",
-            ));
+        };
+        let mapped = if target.starts_with('/') {
+            None
+        } else {
+            let (ty, _) = target.split_once('/').unwrap_or((target, ""));
+            let (mapped, warning) = resource_for(ty);
+            if let Some(w) = warning {
+                warn(&w);
+            }
+            Some(mapped)
+        };
+        match &mapped {
+            None => {
+                if !self.subresource.is_empty() {
+                    return Err(CliError::new(
+                        "--subresource can not be used with NonResourceURL",
+                    ));
+                }
+                if !NON_RESOURCE_VERBS.contains(&verb.as_str()) {
+                    warn(&format!("verb '{verb}' is not a known verb"));
+                }
+            }
+            Some(mapped) if !self.all_namespaces => {
+                if mapped.namespaced == Some(false) {
+                    let res = &mapped.resource;
+                    warn(&match mapped.group.as_str() {
+                        "" => format!("resource '{res}' is not namespace scoped"),
+                        g => format!("resource '{res}' is not namespace scoped in group '{g}'"),
+                    });
+                }
+                if !RESOURCE_VERBS.contains(&verb.as_str()) {
+                    warn(&format!("verb '{verb}' is not a known verb"));
+                }
+            }
+            _ => {}
         }
         if self.no_headers {
             return Err(CliError::new(
                 "--no-headers cannot be set without --list specified",
             ));
         }
-        Ok(())
+        let verb = verb.clone();
+        Ok(Question::Check(match mapped {
+            None => pb::AccessReviewRequest {
+                verb,
+                path: target.clone(),
+                ..Default::default()
+            },
+            Some(mapped) => pb::AccessReviewRequest {
+                namespace: if self.all_namespaces {
+                    String::new()
+                } else {
+                    self.namespace.clone()
+                },
+                verb,
+                group: mapped.group,
+                resource: mapped.resource,
+                subresource: self.subresource.clone(),
+                name: target
+                    .split_once('/')
+                    .map(|(_, n)| n)
+                    .unwrap_or_default()
+                    .to_owned(),
+                path: String::new(),
+            },
+        }))
     }
 }
 
@@ -121,23 +179,167 @@ pub(super) struct CreateTokenArgs {
     audience: Vec<String>,
 }
 
-/// Resource names the CLI accepts for the resources keyward knows, as kubectl's discovery
-/// resolves them: (name, group). As kubectl, the word is lowercased first and read as
-/// `RESOURCE.VERSION.GROUP` when it has two dots or more, else `RESOURCE.GROUP`
-/// (`schema.ParseResourceArg`).
-fn resource(word: &str) -> (String, String) {
-    let word = word.to_lowercase();
-    let (res, group) = match word.splitn(3, '.').collect::<Vec<_>>()[..] {
-        [res, _version, group] => (res, group),
-        [res, group] => (res, group),
-        _ => (word.as_str(), ""),
+/// A can-i resource argument as kubectl resolves it with the REST mapper it builds from the
+/// server's discovery (`CanIOptions.resourceFor`, against keyward's discovery documents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mapped {
+    group: String,
+    resource: String,
+    /// Whether discovery lists the resource as namespaced (`None` when it does not list it).
+    namespaced: Option<bool>,
+}
+
+/// kubectl's resolution of `arg`: the word is lowercased and read as `RESOURCE.VERSION.GROUP`
+/// when it has two dots or more, else `RESOURCE.GROUP` (`schema.ParseResourceArg`); short names
+/// and singular names resolve as kubectl's shortcut expander and REST mapper resolve them. A
+/// word discovery does not have is sent as typed, with kubectl's warning (but for `users` and
+/// `groups`, which only impersonation knows).
+fn resource_for(arg: &str) -> (Mapped, Option<String>) {
+    let unmapped = |namespaced| Mapped {
+        group: String::new(),
+        resource: arg.to_owned(),
+        namespaced,
     };
-    let res = match res {
-        "secret" => "secrets",
-        "sa" | "serviceaccount" => "serviceaccounts",
-        r => r,
+    if arg == "*" {
+        return (unmapped(Some(true)), None);
+    }
+    let word = arg.to_lowercase();
+    let parts: Vec<&str> = word.splitn(3, '.').collect();
+    if let [res, version, group] = parts[..] {
+        if let Some(m) = map(group, version, res) {
+            return (m, None);
+        }
+    }
+    let (res, group) = word.split_once('.').unwrap_or((&word, ""));
+    if let Some(m) = map(group, "", res) {
+        return (m, None);
+    }
+    let warning = match group {
+        "" if matches!(res, "users" | "groups") => None,
+        "" => Some(format!("the server doesn't have a resource type '{res}'")),
+        g => Some(format!(
+            "the server doesn't have a resource type '{res}' in group '{g}'"
+        )),
     };
-    (res.to_owned(), group.to_owned())
+    (unmapped(None), warning)
+}
+
+/// One resource of keyward's discovery, as a REST mapper holds it.
+struct Known {
+    group: String,
+    version: String,
+    plural: String,
+    singular: String,
+    short: Vec<String>,
+    namespaced: bool,
+}
+
+fn known_resources() -> Vec<Known> {
+    crate::kube::discovery::all_resources()
+        .into_iter()
+        // Subresources are not resources a mapper resolves.
+        .filter(|(_, _, r)| !r["name"].as_str().unwrap_or("/").contains('/'))
+        .map(|(group, version, r)| {
+            let text = |key: &str| r[key].as_str().unwrap_or_default().to_owned();
+            let singular = match text("singularName") {
+                s if s.is_empty() => text("kind").to_lowercase(),
+                s => s,
+            };
+            Known {
+                group,
+                version,
+                plural: text("name"),
+                singular,
+                short: r["shortNames"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect(),
+                namespaced: r["namespaced"].as_bool().unwrap_or(false),
+            }
+        })
+        .collect()
+}
+
+/// `RESTMapper.ResourceFor` behind kubectl's shortcut expander (`expandResourceShortcut`, then
+/// `DefaultRESTMapper.resourcesForResource`), the group's preferred version first.
+fn map(group: &str, version: &str, resource: &str) -> Option<Mapped> {
+    let known = known_resources();
+    let in_group = |k: &Known, g: &str| g.is_empty() || k.group == g;
+    let (mut group, mut resource) = (group.to_owned(), resource.to_owned());
+    let exact = known
+        .iter()
+        .any(|k| in_group(k, &group) && (k.plural == resource || k.singular == resource));
+    if !exact {
+        let short = |prefix: bool| {
+            known.iter().find(|k| {
+                let group_ok = if prefix {
+                    k.group.starts_with(group.as_str())
+                } else {
+                    in_group(k, &group)
+                };
+                group_ok && k.short.contains(&resource)
+            })
+        };
+        let long = short(false).or_else(|| (!group.is_empty()).then(|| short(true)).flatten());
+        if let Some(k) = long {
+            (group, resource) = (k.group.clone(), k.plural.clone());
+        }
+    }
+    let named = |k: &&Known| k.plural == resource || k.singular == resource;
+    let found = match (group.is_empty(), version.is_empty()) {
+        (false, false) => known
+            .iter()
+            .filter(named)
+            .find(|k| k.version == version && k.group == group),
+        (true, false) => known.iter().filter(named).find(|k| k.version == version),
+        (false, true) => known
+            .iter()
+            .filter(named)
+            .find(|k| k.group == group)
+            .or_else(|| {
+                known
+                    .iter()
+                    .filter(named)
+                    .find(|k| k.group.starts_with(group.as_str()))
+            }),
+        (true, true) => known.iter().find(named),
+    }?;
+    Some(Mapped {
+        group: found.group.clone(),
+        resource: found.plural.clone(),
+        namespaced: Some(found.namespaced),
+    })
+}
+
+/// The verbs kubectl knows for resources and for non-resource URLs; others get a warning.
+const RESOURCE_VERBS: [&str; 16] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "use",
+    "bind",
+    "impersonate",
+    "*",
+    "approve",
+    "sign",
+    "escalate",
+    "attest",
+];
+const NON_RESOURCE_VERBS: [&str; 8] = [
+    "get", "put", "post", "head", "options", "delete", "patch", "*",
+];
+
+/// kubectl's warnings, on stderr: `Warning: `, the message and, as kubectl 1.27–1.33 print
+/// these (a message ending in a newline, printed with one more), an empty line.
+fn warn(message: &str) {
+    eprintln!("Warning: {message}\n");
 }
 
 /// Go's `%v` of a string slice: `[a b]`.
@@ -147,45 +349,22 @@ fn go_list(v: &[String]) -> String {
 
 /// Runs `keyward auth ...`.
 pub(super) fn auth(cmd: AuthCommand, client: &ClientArgs) -> Result<(), CliError> {
-    if let AuthCommand::CanI(a) = &cmd {
-        a.validate()?;
+    match cmd {
+        AuthCommand::CanI(a) => match a.question()? {
+            Question::List => super::process::runtime()?.block_on(can_i_list(a, client)),
+            Question::Check(req) => {
+                super::process::runtime()?.block_on(can_i(a.quiet, req, client))
+            }
+        },
+        AuthCommand::Whoami(a) => super::process::runtime()?.block_on(whoami(a, client)),
     }
-    super::process::runtime()?.block_on(async {
-        match cmd {
-            AuthCommand::CanI(a) if a.list => can_i_list(a, client).await,
-            AuthCommand::CanI(a) => can_i(a, client).await,
-            AuthCommand::Whoami(a) => whoami(a, client).await,
-        }
-    })
 }
 
-async fn can_i(a: CanIArgs, client: &ClientArgs) -> Result<(), CliError> {
-    let verb = a.verb.unwrap_or_default();
-    let target = a.resource.unwrap_or_default();
-    let namespace = if a.all_namespaces {
-        String::new()
-    } else {
-        a.namespace
-    };
-    let req = if target.starts_with('/') {
-        pb::AccessReviewRequest {
-            verb,
-            path: target,
-            ..Default::default()
-        }
-    } else {
-        let (ty, name) = target.split_once('/').unwrap_or((&target, ""));
-        let (res, group) = resource(ty);
-        pb::AccessReviewRequest {
-            namespace,
-            verb,
-            group,
-            resource: res,
-            subresource: a.subresource,
-            name: name.to_owned(),
-            path: String::new(),
-        }
-    };
+async fn can_i(
+    quiet: bool,
+    req: pb::AccessReviewRequest,
+    client: &ClientArgs,
+) -> Result<(), CliError> {
     let st = connect_auth(client)
         .await?
         .access_review(req)
@@ -193,12 +372,12 @@ async fn can_i(a: CanIArgs, client: &ClientArgs) -> Result<(), CliError> {
         .map_err(server_error)?
         .into_inner();
     if st.allowed {
-        if !a.quiet {
+        if !quiet {
             println!("yes");
         }
         return Ok(());
     }
-    if !a.quiet {
+    if !quiet {
         let mut line = "no".to_owned();
         for extra in [&st.reason, &st.evaluation_error] {
             if !extra.is_empty() {
@@ -545,5 +724,64 @@ mod tests {
             .map(|(a, b, c, d)| ((*a).into(), (*b).into(), (*c).into(), (*d).into()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn resources_resolve_as_kubectls_mapper_resolves_them() {
+        let mapped = |arg: &str| {
+            let (m, warning) = resource_for(arg);
+            (m.group, m.resource, m.namespaced, warning)
+        };
+        let found = |group: &str, resource: &str, namespaced: bool| {
+            (
+                group.to_owned(),
+                resource.to_owned(),
+                Some(namespaced),
+                None,
+            )
+        };
+        for (arg, want) in [
+            ("secrets", found("", "secrets", true)),
+            ("Secret", found("", "secrets", true)),
+            ("secrets.v1.", found("", "secrets", true)),
+            ("ev", found("", "events", true)),
+            ("svc", found("", "services", true)),
+            (
+                "selfsubjectaccessreviews.authorization",
+                found("authorization.k8s.io", "selfsubjectaccessreviews", false),
+            ),
+            (
+                "selfsubjectreview.v1beta1.authentication.k8s.io",
+                found("authentication.k8s.io", "selfsubjectreviews", false),
+            ),
+            ("*", (String::new(), "*".to_owned(), Some(true), None)),
+            ("users", (String::new(), "users".to_owned(), None, None)),
+        ] {
+            assert_eq!(mapped(arg), want, "{arg}");
+        }
+        // Not in discovery: sent as typed (case kept), with kubectl's warning.
+        for (arg, warning) in [
+            ("Pods", "the server doesn't have a resource type 'pods'"),
+            ("sa", "the server doesn't have a resource type 'sa'"),
+            (
+                "secrets.apps",
+                "the server doesn't have a resource type 'secrets' in group 'apps'",
+            ),
+            (
+                "serviceaccounts",
+                "the server doesn't have a resource type 'serviceaccounts'",
+            ),
+        ] {
+            assert_eq!(
+                mapped(arg),
+                (
+                    String::new(),
+                    arg.to_owned(),
+                    None,
+                    Some(warning.to_owned())
+                ),
+                "{arg}"
+            );
+        }
     }
 }

@@ -70,6 +70,34 @@ pub fn group_resources(group: &str, version: &str) -> Option<Value> {
         "groupVersion":format!("{group}/{version}"),"resources":resources}))
 }
 
+/// Every resource the discovery documents above list, as a client's REST mapper reads them:
+/// (group, version, the resource's discovery entry), each group's preferred version first.
+pub fn all_resources() -> Vec<(String, String, Value)> {
+    let entries = |mut list: Value| match list["resources"].take() {
+        Value::Array(resources) => resources,
+        _ => Vec::new(),
+    };
+    let mut out: Vec<(String, String, Value)> = entries(core_v1_resources())
+        .into_iter()
+        .map(|r| (String::new(), "v1".to_owned(), r))
+        .collect();
+    let groups = api_group_list();
+    for group in groups["groups"].as_array().into_iter().flatten() {
+        let name = group["name"].as_str().unwrap_or_default();
+        for version in group["versions"].as_array().into_iter().flatten() {
+            let version = version["version"].as_str().unwrap_or_default();
+            if let Some(list) = group_resources(name, version) {
+                out.extend(
+                    entries(list)
+                        .into_iter()
+                        .map(|r| (name.to_owned(), version.to_owned(), r)),
+                );
+            }
+        }
+    }
+    out
+}
+
 fn review(name: &str, kind: &str) -> Value {
     json!({"name":name,"singularName":"","namespaced":false,"kind":kind,"verbs":["create"]})
 }
