@@ -273,9 +273,11 @@ impl Access {
 
     /// Counts authorization denials (`keyward_authorization_denials_total{verb}`) and audit
     /// write failures (`keyward_audit_write_failures_total`) in `metrics` from now on.
-    /// Also reports the policy's state (`keyward_authorization_policy_*`).
+    /// Also reports the policy's state (`keyward_authorization_policy_*`) and the credential
+    /// files' (`keyward_credential_files_*`).
     pub fn report_to(&self, metrics: &Metrics) {
         metrics.watch_policy(&self.policy);
+        metrics.watch_credential_files(&self.credential_files);
         let _ = self.metrics.set(metrics.clone());
     }
 

@@ -91,6 +91,7 @@ struct Inner {
     keyring: OnceLock<Arc<keyring::KeyringCollector>>,
     store_state: OnceLock<Arc<store::StoreCollector>>,
     policy: OnceLock<Arc<policy::PolicyCollector>>,
+    credential_files: OnceLock<Arc<policy::CredentialFilesCollector>>,
     security: OnceLock<()>,
     audit_write_failures: Counter,
     authorization_denials: Family<[(&'static str, &'static str); 1], Counter>,
@@ -137,6 +138,7 @@ impl Metrics {
                 keyring: OnceLock::new(),
                 store_state: OnceLock::new(),
                 policy: OnceLock::new(),
+                credential_files: OnceLock::new(),
                 security: OnceLock::new(),
                 audit_write_failures: Counter::default(),
                 authorization_denials: Family::default(),
@@ -225,6 +227,18 @@ impl Metrics {
             c
         });
         c.set(policy);
+    }
+
+    /// Reports the credential files reloaded on change (`keyward_credential_files_*`): whether
+    /// their content on disk is in force (vacuously so without any), reloads. Holds them
+    /// weakly.
+    pub fn watch_credential_files(&self, files: &[Arc<dyn crate::authn::reload::Reload>]) {
+        let c = self.inner.credential_files.get_or_init(|| {
+            let c = Arc::new(policy::CredentialFilesCollector::default());
+            self.registry().register_collector(Box::new(c.clone()));
+            c
+        });
+        c.set(files);
     }
 
     /// Counts an audit event that could not be written (`keyward_audit_write_failures_total`).

@@ -123,10 +123,33 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
     std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     o.access_control.token_auth_files = vec![tokens.clone()];
     o.access_control.reload_interval = Duration::from_millis(20);
+    let metrics = keyward::metrics::Metrics::new();
+    o.metrics = Some(metrics.clone());
     let server = StoreHarness::start(o).await;
     let addr = server.kube_addr.expect("the Kubernetes API listens");
+    // The files' state in the metrics, as `/healthz` shows it: (policy, credential files)
+    // healthy, and the credential files' reloads.
+    let rt = tokio::runtime::Handle::current();
+    let gauges = move || {
+        let text = rt.block_on(metrics.render(false));
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+                .to_owned()
+        };
+        (
+            value("keyward_authorization_policy_healthy"),
+            value("keyward_credential_files_healthy"),
+            value("keyward_credential_files_reloads_total"),
+        )
+    };
 
     tokio::task::spawn_blocking(move || {
+        let state = |policy: &str, files: &str, reloads: &str| {
+            (policy.to_owned(), files.to_owned(), reloads.to_owned())
+        };
+        assert_eq!(gauges(), state("1", "1", "0"));
         for path in ["/healthz", "/livez", "/readyz"] {
             assert_eq!(get(addr, path), (200, "ok".to_owned()), "{path}");
         }
@@ -183,6 +206,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             )
         );
         assert_eq!(get(addr, "/healthz/authorization-policy").0, 500);
+        assert_eq!(gauges(), state("0", "1", "0"));
         assert_eq!(get(addr, "/readyz"), (200, "ok".to_owned()));
         assert_eq!(get(addr, "/livez/ping"), (200, "ok".to_owned()), "still in force");
         std::fs::write(&policy, good).unwrap();
@@ -202,11 +226,15 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             "[+]ping ok\n[+]store ok\n[+]authorization-policy ok\n[-]credential-files failed: reason withheld\nhealthz check failed\n"
         );
         assert_eq!(get(addr, "/readyz"), (200, "ok".to_owned()));
-        std::fs::write(&tokens, good).unwrap();
+        assert_eq!(gauges(), state("1", "0", "0"));
+        // A valid change is put in force and counted.
+        std::fs::write(&tokens, "probe-0c9f2f3a1b7d4e5f9a8b,probe,1001\nother-7a1b2c3d4e5f6a7b8c9d,other,1002\n").unwrap();
         while get(addr, "/healthz").0 != 200 {
-            assert!(Instant::now() < deadline, "the restored token file never showed");
+            assert!(Instant::now() < deadline, "the changed token file never showed");
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert_eq!(gauges(), state("1", "1", "1"));
+        std::fs::write(&tokens, good).unwrap();
 
         // The store stops answering: unready (once the last second's outcome expires),
         // unhealthy, still alive; why is not shown.
