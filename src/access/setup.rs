@@ -144,15 +144,23 @@ impl AccessStack {
                     reason: "not 32 bytes".into(),
                 })?;
                 let signer = Arc::new(Ed25519SigningKey::from_seed(seed));
-                write_public_key(&a.log.path, signer.public_key()).map_err(|source| {
-                    SetupError::PublicKey {
-                        path: public_key_path(&a.log.path),
-                        source,
-                    }
-                })?;
+                let policy = a
+                    .policy_file
+                    .as_deref()
+                    .map(AuditPolicy::load)
+                    .transpose()?;
+                let public_key = signer.public_key().clone();
+                let path = a.log.path.clone();
+                // The public key is written once the log is open (locked) with it: a start
+                // refused the log (another process writes it, a directory to create) leaves the
+                // key beside it alone.
                 let log = AuditLog::open(a.log, signer).await?;
-                let auditor = match &a.policy_file {
-                    Some(p) => Auditor::new(AuditPolicy::load(p)?, Arc::new(log.clone())),
+                write_public_key(&path, &public_key).map_err(|source| SetupError::PublicKey {
+                    path: public_key_path(&path),
+                    source,
+                })?;
+                let auditor = match policy {
+                    Some(p) => Auditor::new(p, Arc::new(log.clone())),
                     None => {
                         tracing::warn!("--audit-log-path without --audit-policy-file: no request is recorded (as kube-apiserver), only checkpoints");
                         Auditor::disabled()

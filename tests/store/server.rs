@@ -334,6 +334,69 @@ fn server_refuses_unsafe_or_bad_settings() {
     assert!(err.contains("chmod 600"), "{err}");
 }
 
+/// The audit log's public key is written once the log is open: a second server refused the log
+/// (another process writes it) leaves the first one's key alone, and a log in a directory that
+/// does not exist yet is created with its key.
+#[test]
+fn a_server_refused_the_audit_log_leaves_its_key_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = aesgcm_config(dir.path());
+    let log = dir.path().join("new/sub/audit.log");
+    let policy = dir.path().join("policy.yaml");
+    fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    let args = |name: &str| -> Vec<String> {
+        [
+            "server",
+            "--data",
+            &dir.path().join(name).display().to_string(),
+            "--encryption-config",
+            &cfg.display().to_string(),
+            "--socket",
+            &dir.path()
+                .join(format!("{name}.sock"))
+                .display()
+                .to_string(),
+            "--audit-log-path",
+            &log.display().to_string(),
+            "--audit-policy-file",
+            &policy.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a = args("a");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let _a = Proc::spawn(
+        &a,
+        &[],
+        &dir.path().join("a.err"),
+        &dir.path().join("a.sock"),
+    );
+    let public_key = log.with_extension("log.pub");
+    let key = fs::read(&public_key).expect("the first server's public key");
+    let b = args("b");
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let (ok, _, err) = run(&b);
+    assert!(!ok);
+    assert!(err.contains("another process is writing"), "{err}");
+    assert_eq!(
+        fs::read(&public_key).unwrap(),
+        key,
+        "the key is the first server's"
+    );
+    let keys: Vec<_> = fs::read_dir(log.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".pub"))
+        .collect();
+    assert_eq!(keys, ["audit.log.pub"]);
+}
+
 pub(crate) struct Pki {
     pub(crate) ca: String,
     pub(crate) server_cert: String,
