@@ -46,9 +46,10 @@ pub enum Credentials<'a> {
 
 impl Credentials<'_> {
     /// What a refused request attempted, as kube-apiserver records it in the audit event of a
-    /// failed authentication: `Authentication failed, attempted: bearer, x509` or
-    /// `Authentication failed, no credentials provided` (never the credential itself).
-    pub fn failure_message(&self) -> String {
+    /// failed authentication (`getAuthMethods`): `Authentication failed, attempted: bearer,
+    /// x509` or `Authentication failed, no credentials provided` (never the credential
+    /// itself). `access_token`: the request's query has a non-empty `access_token`.
+    pub fn failure_message(&self, access_token: bool) -> String {
         let (authorization, certs) = match self {
             Credentials::Unix { authorization, .. } => (*authorization, false),
             Credentials::Tls {
@@ -62,12 +63,28 @@ impl Credentials<'_> {
         };
         let mut methods = Vec::new();
         if let Some(header) = authorization {
-            let scheme = header.trim().split(' ').next().unwrap_or("");
-            if scheme.eq_ignore_ascii_case("basic") {
+            // Go's `Request.BasicAuth`: "Basic " in any case, then base64 of `user:password`.
+            let basic = header
+                .get(..6)
+                .filter(|p| p.eq_ignore_ascii_case("basic "))
+                .and_then(|_| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(&header[6..])
+                        .ok()
+                })
+                .is_some_and(|c| c.contains(&b':'));
+            if basic {
                 methods.push("basic");
-            } else if scheme.eq_ignore_ascii_case("bearer") {
+            }
+            let mut parts = header.trim().split(' ');
+            let scheme = parts.next().unwrap_or("");
+            if parts.next().is_some() && scheme.eq_ignore_ascii_case("bearer") {
                 methods.push("bearer");
             }
+        }
+        if access_token {
+            methods.push("access_token");
         }
         if certs {
             methods.push("x509");
@@ -220,9 +237,33 @@ mod tests {
             authorization: Some("Bearer nope"),
         };
         assert_eq!(
-            bearer.failure_message(),
+            bearer.failure_message(false),
             "Authentication failed, attempted: bearer"
         );
+        // As kube-apiserver's `getAuthMethods`: a bearer needs a word after the scheme, basic a
+        // base64 `user:password`; a query's `access_token` and certificates count too.
+        for (header, access_token, want) in [
+            ("Bearer", false, "no credentials provided"),
+            ("Bearer ", false, "no credentials provided"),
+            ("bearer  x", false, "attempted: bearer"),
+            ("Bearer t\u{f8}k", false, "attempted: bearer"),
+            ("Basic dTpw", false, "attempted: basic"),
+            ("basic dTpw", true, "attempted: basic, access_token"),
+            ("Basic abc", false, "no credentials provided"),
+            ("Basic dXNlcg==", false, "no credentials provided"),
+            ("Token x", true, "attempted: access_token"),
+        ] {
+            let creds = Credentials::Tls {
+                client_certs: None,
+                client_certs_refused: true,
+                authorization: Some(header),
+            };
+            let want = match want.strip_prefix("attempted: ") {
+                Some(m) => format!("Authentication failed, attempted: {m}, x509"),
+                None => "Authentication failed, attempted: x509".to_owned(),
+            };
+            assert_eq!(creds.failure_message(access_token), want, "{header}");
+        }
         for creds in [
             Credentials::Unix {
                 peer: None,
@@ -239,7 +280,7 @@ mod tests {
                 Err(AccessError::NoCredentials)
             ));
             assert_eq!(
-                creds.failure_message(),
+                creds.failure_message(false),
                 "Authentication failed, no credentials provided"
             );
         }

@@ -101,7 +101,7 @@ impl Frontend {
                 info.user_agent = user_agent;
                 let attrs = req.get_ref().asked(e.refused_identity());
                 self.access
-                    .record_unauthenticated(&attrs, info, &creds.failure_message())
+                    .record_unauthenticated(&attrs, info, &creds.failure_message(false))
                     .await;
                 return Err(access_status(e));
             }

@@ -382,8 +382,8 @@ impl KubeApi {
                 || req
                     .headers()
                     .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|h| matches!(parse_bearer(h), BearerHeader::Token(_)))
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                    .is_some_and(|h| matches!(parse_bearer(&h), BearerHeader::Token(_)))
         };
         // Probes are not held back by the in-flight limit (kube-apiserver exempts them from its
         // priority and fairness too).
@@ -551,15 +551,26 @@ impl KubeApi {
         info: &RequestInfo,
         anonymous: bool,
     ) -> Result<RequestContext, KubeError> {
-        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        // Header values as text as Go's net/http hands them on: bytes past ASCII are kept (an
+        // `Impersonate-User` that is not ASCII impersonates that name, or is refused; it is
+        // never ignored). Bytes that are not UTF-8 become U+FFFD.
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let authorization = get("authorization");
         let creds = Credentials::Tls {
             client_certs: certs.verified(),
             client_certs_refused: certs.refused(),
-            authorization: get("authorization"),
+            authorization: authorization.as_deref(),
         };
-        let audit_id = get(AUDIT_ID.as_str()).map(str::to_owned);
-        let user_agent = get("user-agent").unwrap_or_default().to_owned();
-        let forwarded = crate::audit::forwarded_ips(get("x-forwarded-for"), get("x-real-ip"));
+        let audit_id = get(AUDIT_ID.as_str());
+        let user_agent = get("user-agent").unwrap_or_default();
+        let forwarded = crate::audit::forwarded_ips(
+            get("x-forwarded-for").as_deref(),
+            get("x-real-ip").as_deref(),
+        );
         let authenticated = match anonymous {
             true => Ok(Identity::anonymous()),
             false => self.authn.authenticate(creds).await,
@@ -575,8 +586,12 @@ impl KubeApi {
                     audit.api_version.clone_from(&r.version);
                 }
                 let attrs = info.attributes(e.refused_identity());
+                let query = audit.request_uri.split_once('?').map_or("", |(_, q)| q);
+                let access_token = super::request::query_pairs(query)
+                    .find(|(k, _)| k == "access_token")
+                    .is_some_and(|(_, v)| !v.trim().is_empty());
                 self.access
-                    .record_unauthenticated(&attrs, audit, &creds.failure_message())
+                    .record_unauthenticated(&attrs, audit, &creds.failure_message(access_token))
                     .await;
                 return Err(e.into());
             }
@@ -596,12 +611,12 @@ impl KubeApi {
             headers
                 .get_all(name)
                 .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .collect()
         };
         let mut imp = ImpersonationRequest {
-            user: get("impersonate-user").unwrap_or_default().to_owned(),
-            uid: get("impersonate-uid").unwrap_or_default().to_owned(),
+            user: get("impersonate-user").unwrap_or_default(),
+            uid: get("impersonate-uid").unwrap_or_default(),
             groups: all("impersonate-group"),
             ..ImpersonationRequest::default()
         };

@@ -822,6 +822,27 @@ fn kubectl_requests_are_audited_once_per_stage() {
         review["annotations"]["authorization.k8s.io/reason"],
         "RBAC: allowed by ClusterRoleBinding \"system:basic-user\" of ClusterRole \"system:basic-user\" to Group \"system:authenticated\""
     );
+    // Header values past ASCII are names like any other (kubectl sends them as UTF-8): an
+    // impersonation is checked, never dropped.
+    let raw_as = |k: &Kubectl, who: &str| {
+        k.run(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/secrets/s1",
+            "--as",
+            who,
+        ])
+    };
+    assert_eq!(
+        raw_as(&k, "b\u{f8}b").err,
+        "Error from server (Forbidden): users \"b\u{f8}b\" is forbidden: User \"bob\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope\n"
+    );
+    let refused = raw_as(&admin, "b\u{f8}b");
+    assert_eq!(
+        refused.err,
+        "Error from server (Forbidden): secrets \"s1\" is forbidden: User \"b\u{f8}b\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\"\n",
+        "the admin may impersonate b\u{f8}b, who may not read s1"
+    );
 }
 
 /// A kubeconfig trusting the dev CA with the client certificate `cert` and key `key` (PEM), and
