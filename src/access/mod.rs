@@ -114,9 +114,14 @@ pub enum AccessError {
         #[source]
         source: AuthnError,
     },
-    /// The request is malformed, e.g. impersonating groups without a user (caller).
+    /// The request is malformed (caller).
     #[error("{0}")]
     BadRequest(String),
+    /// `Impersonate-*` asks for groups, extra or a uid without a user (caller). Refused before
+    /// authorization, and recorded; kube-apiserver answers it with a plain-text 500
+    /// (`responsewriters.InternalError`), the gRPC API with `InvalidArgument`.
+    #[error("{0}")]
+    ImpersonationWithoutUser(String),
     /// The identity may not do this (caller); Kubernetes' Forbidden message.
     #[error("{0}")]
     Forbidden(Forbidden),
@@ -156,7 +161,9 @@ impl AccessError {
             AccessError::NoCredentials | AccessError::Unauthenticated { .. } => {
                 Reason::Unauthorized
             }
-            AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => Reason::BadRequest,
+            AccessError::BadRequest(_)
+            | AccessError::ImpersonationWithoutUser(_)
+            | AccessError::InvalidTokenRequest(_) => Reason::BadRequest,
             AccessError::Forbidden(_) => Reason::Forbidden,
             AccessError::NamespaceNotFound(_) => Reason::NotFound,
             AccessError::AuditUnavailable(_) | AccessError::KeyMaterial { .. } => {
@@ -332,11 +339,13 @@ impl Access {
         request: &ImpersonationRequest,
         original: &Attributes,
     ) -> Result<RequestContext, AccessError> {
-        let plan = request
-            .plan(&ctx.user)
-            .map_err(|e| AccessError::BadRequest(e.to_string()))?;
-        let Some(plan) = plan else {
-            return Ok(ctx);
+        let plan = match request.plan(&ctx.user) {
+            Ok(Some(plan)) => plan,
+            Ok(None) => return Ok(ctx),
+            Err(e) => {
+                let refusal = AccessError::ImpersonationWithoutUser(e.to_string());
+                return Err(self.refuse_impersonation(&ctx, original, refusal).await);
+            }
         };
         for check in &plan.checks {
             if let Decision::Deny { reason } = self.policy.authorize(check) {
@@ -344,16 +353,31 @@ impl Access {
                     m.authorization_denied(&check.verb);
                 }
                 let refusal = AccessError::Forbidden(Forbidden::new(check, &reason));
-                ctx.mark_recorded();
-                let mut rec = self.auditor.begin(original, ctx.audit_info());
-                let body = refusal_body(&ctx, &rec, &refusal);
-                rec.refused_before_authorization((ctx.error_status())(&refusal), body)
-                    .await
-                    .map_err(audit_failed(self.metrics()))?;
-                return Err(refusal);
+                return Err(self.refuse_impersonation(&ctx, original, refusal).await);
             }
         }
         Ok(ctx.acting_as(plan.identity))
+    }
+
+    /// Records `refusal` of an impersonation as the request the caller made (`original`), as
+    /// kube-apiserver audits it (before it impersonates or authorizes), and returns it (or why
+    /// it could not be recorded).
+    async fn refuse_impersonation(
+        &self,
+        ctx: &RequestContext,
+        original: &Attributes,
+        refusal: AccessError,
+    ) -> AccessError {
+        ctx.mark_recorded();
+        let mut rec = self.auditor.begin(original, ctx.audit_info());
+        let body = refusal_body(ctx, &rec, &refusal);
+        match rec
+            .refused_before_authorization((ctx.error_status())(&refusal), body)
+            .await
+        {
+            Ok(()) => refusal,
+            Err(e) => audit_failed(self.metrics())(e),
+        }
     }
 
     /// Refuses, and records as refused, a request `attrs` its caller may not make, before the

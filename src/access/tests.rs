@@ -203,7 +203,7 @@ async fn impersonation_needs_the_verb() {
     };
     assert!(matches!(
         a.impersonate(admin(), &req, &original()).await,
-        Err(AccessError::BadRequest(_))
+        Err(AccessError::ImpersonationWithoutUser(_))
     ));
 }
 

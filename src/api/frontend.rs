@@ -138,7 +138,9 @@ pub fn access_status(e: AccessError) -> Status {
         AccessError::NoCredentials | AccessError::Unauthenticated { .. } => {
             reason.status(Code::Unauthenticated, e.to_string())
         }
-        AccessError::BadRequest(_) | AccessError::InvalidTokenRequest(_) => {
+        AccessError::BadRequest(_)
+        | AccessError::ImpersonationWithoutUser(_)
+        | AccessError::InvalidTokenRequest(_) => {
             reason.status(Code::InvalidArgument, e.to_string())
         }
         AccessError::Forbidden(_) => reason.status(Code::PermissionDenied, e.to_string()),

@@ -360,7 +360,9 @@ impl Serialize for RawJson {
 struct Empty {}
 
 impl ResponseStatus {
-    /// A successful response with HTTP status `code` (200, 201).
+    /// A response known only by its HTTP status `code`: a success (200, 201), or a failure
+    /// answered without a Status object (kube-apiserver's `http.Error` answers, recorded with
+    /// their code alone).
     pub fn success(code: u16) -> Self {
         Self {
             metadata: Empty {},

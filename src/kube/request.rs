@@ -526,10 +526,10 @@ impl Reply {
 }
 
 impl Reply {
-    /// kube-apiserver's answer to a request to `uri` whose audit event could not be stored
-    /// (`responsewriters.InternalError`: `http.Error` of `Internal Server Error: %q: failed to
-    /// store audit event`, `&`, `<` and `>` made HTML entities).
-    pub fn audit_unavailable(uri: &http::Uri) -> Reply {
+    /// kube-apiserver's plain-text 500 for a request to `uri` that failed with `why`
+    /// (`responsewriters.InternalError`: `http.Error` of `Internal Server Error: %q: <why>`, `&`,
+    /// `<` and `>` made HTML entities), e.g. `failed to store audit event`.
+    pub fn internal_error(uri: &http::Uri, why: &str) -> Reply {
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut quoted = String::with_capacity(target.len() + 2);
         quoted.push('"');
@@ -544,7 +544,7 @@ impl Reply {
             }
         }
         quoted.push('"');
-        let text = format!("Internal Server Error: {quoted}: failed to store audit event\n")
+        let text = format!("Internal Server Error: {quoted}: {why}\n")
             .replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;");
@@ -596,7 +596,8 @@ mod tests {
         let uri: http::Uri = "/api/v1/namespaces/default/secrets?labelSelector=a%3Db&limit=5"
             .parse()
             .unwrap();
-        let (code, content_type, body, _) = super::Reply::audit_unavailable(&uri).into_parts(false);
+        let (code, content_type, body, _) =
+            super::Reply::internal_error(&uri, "failed to store audit event").into_parts(false);
         assert_eq!((code, content_type), (500, "text/plain; charset=utf-8"));
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),

@@ -409,16 +409,24 @@ impl KubeApi {
         let pretty = pretty_print(parts.uri.query().unwrap_or(""), &header("user-agent"));
         let reply = |r: Reply| response(r, output, pretty);
         // A request whose audit event cannot be stored fails as kube-apiserver fails it
-        // (`responsewriters.InternalError`), whoever refused it.
+        // (`responsewriters.InternalError`), whoever refused it; so does an impersonation of
+        // groups, extra or a uid without a user.
         let fail = |e: KubeError| match e {
-            KubeError::Access(AccessError::AuditUnavailable(_)) => {
-                reply(Reply::audit_unavailable(&parts.uri))
+            KubeError::Access(AccessError::AuditUnavailable(_)) => reply(Reply::internal_error(
+                &parts.uri,
+                "failed to store audit event",
+            )),
+            KubeError::Access(AccessError::ImpersonationWithoutUser(why)) => {
+                reply(Reply::internal_error(&parts.uri, &why))
             }
             e => reply(e.into()),
         };
-        let body = match self.read_body(&parts.headers, body).await {
-            Ok(b) => b,
-            Err(e) => return reply(e.into()),
+        // Read (or drained) first, so that a client still sending sees the answer; a body too
+        // large or too slow is answered as kube-apiserver's handler answers it: after
+        // authentication, impersonation and authorization, and recorded.
+        let (body, unread) = match self.read_body(&parts.headers, body).await {
+            Ok(b) => (b, None),
+            Err(e) => (Bytes::new(), Some(e)),
         };
         let query = parse_query(parts.uri.query().unwrap_or(""));
         let info = RequestInfo::parse(&method, &path, &query);
@@ -449,9 +457,10 @@ impl KubeApi {
             true => self.public_info(&method, &path, query).await,
             false => None,
         };
-        let mut routed = match answered {
-            Some(r) => Ok(Routed::Reply(r)),
-            None => self.route(&method, &path, &kreq).await,
+        let mut routed = match (unread, answered) {
+            (Some(e), _) => Err(e),
+            (None, Some(r)) => Ok(Routed::Reply(r)),
+            (None, None) => self.route(&method, &path, &kreq).await,
         };
         if !kreq.ctx.is_recorded() {
             routed = self.record(&kreq, routed).await;
@@ -597,9 +606,18 @@ impl KubeApi {
             }
         };
         // Failures are recorded with the Status this API answers them with.
+        // A plain-text answer (`http.Error`) is recorded with its code alone, and no body.
         let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri)
-            .answering_errors_with(|e| Status::of_access(e).audit())
-            .recording_error_bodies(|e| Status::of_access(e).audit_object())
+            .answering_errors_with(|e| match e {
+                AccessError::ImpersonationWithoutUser(_) => {
+                    crate::audit::ResponseStatus::success(500)
+                }
+                e => Status::of_access(e).audit(),
+            })
+            .recording_error_bodies(|e| match e {
+                AccessError::ImpersonationWithoutUser(_) => None,
+                e => Status::of_access(e).audit_object(),
+            })
             .recording_deletions_as(secrets::deletion_audit_object);
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;

@@ -105,6 +105,41 @@ refused("nobody", "DELETE", SECRETS + "/a1", 403, "Forbidden", forbidden("nobody
 refused("nobody", "DELETE", SECRETS + "?labelSelector=%3D%3D", 403, "Forbidden",
         forbidden("nobody", "deletecollection"))
 
+
+def audited_id(audit_id):
+    """The (stage, code, decision) of the audit events of the request with this Audit-ID."""
+    with open(AUDIT) as f:
+        events = [json.loads(line) for line in f]
+    return [(e["stage"], e.get("responseStatus", {}).get("code"),
+             e["annotations"].get("authorization.k8s.io/decision"))
+            for e in events if e.get("auditID") == audit_id]
+
+
+# A body too large is the handler's answer too: after authentication and authorization, and
+# recorded (kube-apiserver's handler reads the body).
+big = "x" * (4 << 20)
+refused("nobody", "POST", SECRETS, 403, "Forbidden", forbidden("nobody", "create"), body=big,
+        headers=dict(JSON, **{"Audit-ID": "big-nobody"}))
+refused("admin", "POST", SECRETS, 413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728",
+        body=big, headers=dict(JSON, **{"Audit-ID": "big-admin"}))
+assert audited_id("big-nobody") == [("RequestReceived", None, None), ("ResponseComplete", 403, "forbid")], \
+    audited_id("big-nobody")
+assert audited_id("big-admin") == [("RequestReceived", None, None), ("ResponseComplete", 413, "allow")], \
+    audited_id("big-admin")
+
+# Impersonating a group without a user: kube-apiserver's plain-text 500 (InternalError), before
+# authorization, recorded with its code alone.
+c = connect("admin")
+c.request("GET", SECRETS + "/a1", headers={"Impersonate-Group": "ops", "Audit-ID": "imp-no-user"})
+r = c.getresponse()
+got = (r.status, r.getheader("Content-Type"), r.read().decode())
+c.close()
+assert got == (500, "text/plain; charset=utf-8",
+               'Internal Server Error: "%s/a1": requested [{Group  ops    }] without impersonating a user\n'
+               % SECRETS), got
+assert audited_id("imp-no-user") == [("RequestReceived", None, None), ("ResponseComplete", 500, None)], \
+    audited_id("imp-no-user")
+
 # The same bodies from a caller who may write are refused for what they are.
 refused("admin", "POST", SECRETS, 400, "BadRequest",
         "error converting YAML to JSON: yaml: exceeded max depth of 1000",
