@@ -242,6 +242,13 @@ impl LogFile {
             message: format!("another process is writing it ({e})"),
         })?;
         let meta = file.metadata().map_err(io_err(&path))?;
+        if !meta.is_file() {
+            // Rotation renames the log and creates a new one in its place: never a device's.
+            return Err(AuditError::Recover {
+                path: path.clone(),
+                message: "not a regular file: the log is rotated by renaming it and creating another in its place; give the path of a file (to record nothing, leave out --audit-log-path)".into(),
+            });
+        }
         if meta.permissions().mode() & 0o077 != 0 {
             tracing::warn!(path = %path.display(), "the audit log file is readable or writable by other users; keyward creates it 0600");
         }
@@ -355,8 +362,8 @@ impl LogFile {
 
     /// Continues an existing file: reads its header, puts back what the sync journal holds for
     /// it, reads its last line, drops an incomplete last line (a write cut by a crash, never
-    /// acknowledged), then writes a `resume` checkpoint, or finishes a rotation that a crash
-    /// interrupted.
+    /// acknowledged), finishes a rotation that a crash interrupted, and writes a `resume`
+    /// checkpoint.
     fn recover(&mut self, len: u64, journaled: Vec<Record>) -> Result<(), AuditError> {
         let path = self.path.clone();
         let refuse = |message: String| AuditError::Recover {
@@ -410,12 +417,13 @@ impl LogFile {
             .checkpoint
             .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
             .is_some_and(|c| c.kind == CheckpointKind::Rotate);
+        // A file sealed for rotation gets its successor first; either way the restart is
+        // recorded (a cut back to a rotate checkpoint looks like a crash before the rename).
         if sealed_for_rotation {
-            self.start_next_file(self.durable)
-        } else {
-            self.push_checkpoint(CheckpointKind::Resume, None)?;
-            self.flush()
+            self.start_next_file(self.durable)?;
         }
+        self.push_checkpoint(CheckpointKind::Resume, None)?;
+        self.flush()
     }
 
     /// Event lines written since the last checkpoint.

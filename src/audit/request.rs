@@ -461,8 +461,8 @@ impl RequestAudit {
     }
 
     /// Stage `ResponseComplete`, with the response's status and body (the body is kept at level
-    /// `RequestResponse` only; its name, uid and resourceVersion fill `objectRef` if the request
-    /// did not give them).
+    /// `RequestResponse` only; as kube-apiserver's, `objectRef` takes nothing from it: its uid
+    /// and resourceVersion come from the request's body alone).
     ///
     /// An error means the request must be refused; it comes only for a request that has not
     /// acted yet (its `RequestReceived` deferred: a read or a refusal). The outcome of one that
@@ -474,17 +474,9 @@ impl RequestAudit {
         status: ResponseStatus,
         response_object: Option<AuditObject>,
     ) -> Result<(), AuditError> {
-        let obj = match response_object.and_then(|o| self.reduce(o)) {
-            Some(obj) if self.config.level >= Level::RequestResponse => {
-                self.fill_object_ref(obj.name_uid_and_resource_version());
-                Some(obj)
-            }
-            Some(obj) => {
-                self.fill_object_ref(obj.into_name_uid_and_resource_version());
-                None
-            }
-            None => None,
-        };
+        let obj = response_object
+            .filter(|_| self.config.level >= Level::RequestResponse)
+            .and_then(|o| self.reduce(o));
         let written = self.emit(Stage::ResponseComplete, Some(status), obj).await;
         match written {
             Err(e) if !self.defer_received => {

@@ -4,7 +4,7 @@ use crate::audit::event::{EventStart, Level, MicroTime, UserInfo};
 use crate::audit::{verify, CheckpointKind, Tail};
 use crate::crypto::Ed25519SigningKey;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 pub(in crate::audit) fn event(i: usize) -> Event {
     Event::start(EventStart {
@@ -468,9 +468,17 @@ async fn an_interrupted_rotation_is_finished_on_open() {
     let log = s.open(s.config()).await;
     log.write(event(9)).await.unwrap();
     log.close().await.unwrap();
-    assert_eq!(kinds(&s.lines()), ["open", "event", "shutdown"]);
+    // The restart is recorded: the active file it replaced (a cut, here) shows in a note.
+    assert_eq!(kinds(&s.lines()), ["open", "resume", "event", "shutdown"]);
     let r = s.verify();
     assert!(r.is_intact(), "{:?}", r.problem);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("opened this file for the rotation that the previous file's last line (its rotate checkpoint) began")),
+        "{:?}",
+        r.notes
+    );
 }
 
 #[tokio::test]
@@ -484,6 +492,25 @@ async fn a_file_that_is_not_a_keyward_log_is_refused() {
             .contains("line 1 is not the header of a keyward audit log; move the file away"),
         "{err}"
     );
+}
+
+/// A log is renamed when it rotates: a path that is not a regular file (a device such as
+/// /dev/null, a pipe) is refused, and left as it is.
+#[tokio::test]
+async fn a_path_that_is_not_a_regular_file_is_refused() {
+    let s = Setup::new();
+    std::fs::create_dir_all(s.path().parent().unwrap()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        s.path(),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let err = AuditLog::open(s.config(), s.key.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(std::fs::metadata(s.path()).unwrap().file_type().is_fifo());
 }
 
 #[tokio::test]
