@@ -74,6 +74,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod authn;
+pub mod authority;
 pub mod authz;
 pub mod backend;
 pub mod bench;

@@ -254,9 +254,13 @@ pub fn tcp_incoming(listener: TcpListener, limits: &ConnLimits) -> Incoming<Limi
     })
 }
 
-/// Accepts Unix connections on `listener`, backing off while `accept` fails.
-pub fn unix_incoming(listener: UnixListener) -> Incoming<UnixStream> {
-    accept_loop(listener, |stream, _| Some(stream))
+/// Accepts Unix connections on `listener`, backing off while `accept` fails; their requests
+/// reach the gRPC server with a valid `:authority` whatever the client sent
+/// ([`UnixConn`](crate::authority::UnixConn)).
+pub fn unix_incoming(listener: UnixListener) -> Incoming<crate::authority::UnixConn> {
+    accept_loop(listener, |stream, _| {
+        Some(crate::authority::UnixConn::new(stream))
+    })
 }
 
 /// A listening socket [`accept_loop`] can take connections from.

@@ -231,6 +231,19 @@ def run(args, c):
                 err is not None and err.code() == grpc.StatusCode.NOT_FOUND,
                 describe(err) if err else f"answered status {r.status}")
 
+        # --- clients other than grpc-go: gRPC C-core (this grpcio) sends the socket's path as
+        # :authority unless told otherwise; the plugin answers them too (h2 alone would reset
+        # the stream), call after call on one channel (HPACK's dynamic table in use) ---
+        for target in ("unix://" + args.socket, "unix:" + args.socket):
+            plain = m["kms.v2.api_pb2_grpc"].KeyManagementServiceStub(grpc.insecure_channel(target))
+            errs = [rpc_error(plain.Status, v2.StatusRequest(), **call)[0] for _ in range(3)]
+            c.check(f"v2 Status over {target} with grpcio's default authority",
+                    errs == [None] * 3, "; ".join(describe(e) for e in errs if e))
+        plain_admin = m["keyward.v1.kms_admin_pb2_grpc"].KmsAdminStub(
+            grpc.insecure_channel("unix://" + args.admin_socket))
+        err, _ = rpc_error(plain_admin.Status, adm.AdminStatusRequest(), **call)
+        c.check("KmsAdmin Status with grpcio's default authority", err is None, describe(err))
+
         # --- the admin API is not on the apiserver's socket ---
         err, _ = rpc_error(admin_on_kms.Status, adm.AdminStatusRequest(), **call)
         c.check("KmsAdmin is not served on the KMS socket (UNIMPLEMENTED)",

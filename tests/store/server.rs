@@ -397,6 +397,41 @@ fn a_server_refused_the_audit_log_leaves_its_key_alone() {
     assert_eq!(keys, ["audit.log.pub"]);
 }
 
+/// gRPC clients other than grpc-go and tonic: gRPC C-core (Python's grpcio here) sends the
+/// socket's path as `:authority` unless told otherwise, which h2 alone answers with a reset
+/// stream; the store answers them, call after call on one channel (HPACK's dynamic table in
+/// use).
+#[test]
+fn grpcio_with_its_default_authority_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = aesgcm_config(dir.path());
+    let sock = dir.path().join("s.sock");
+    let _server = Proc::spawn(
+        &[
+            "server",
+            "--data",
+            dir.path().join("data").to_str().unwrap(),
+            "--encryption-config",
+            cfg.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+        &dir.path().join("server.err"),
+        &sock,
+    );
+    let script = "import grpc, sys\n\
+        for target in ('unix://' + sys.argv[1], 'unix:' + sys.argv[1]):\n\
+        \x20   ch = grpc.insecure_channel(target)\n\
+        \x20   call = ch.unary_unary('/keyward.v1.Secrets/List')\n\
+        \x20   for _ in range(3):\n\
+        \x20       call(b'', timeout=10)\n\
+        print('ok')\n";
+    let out =
+        crate::support::tools::python(&["grpc"], &["-c", script, sock.to_str().unwrap()], b"");
+    assert_eq!(out, "ok\n");
+}
+
 pub(crate) struct Pki {
     pub(crate) ca: String,
     pub(crate) server_cert: String,
