@@ -63,6 +63,9 @@ pub struct RequestContext {
     /// What an HTTP client's `X-Forwarded-For` and `X-Real-Ip` name, for the audit log's
     /// `sourceIPs` ([`crate::audit::forwarded_ips`]).
     pub forwarded_ips: Vec<std::net::IpAddr>,
+    /// A long-running request (a watch on the Kubernetes API): its `ResponseStarted` stage is
+    /// recorded also when it is refused or fails ([`RequestInfo::long_running`]).
+    pub long_running: bool,
     /// Set once the request is in the audit log's hands ([`RequestContext::is_recorded`]).
     recorded: Recorded,
     /// The status a failed request is answered with, as the audit log records it.
@@ -99,6 +102,7 @@ impl RequestContext {
             received: SystemTime::now(),
             api_version: "v1".to_owned(),
             forwarded_ips: Vec::new(),
+            long_running: false,
             recorded: Recorded::default(),
             error_status: AccessError::audit_status,
             error_body: None,
@@ -172,6 +176,7 @@ impl RequestContext {
         info.received = self.received;
         info.api_version.clone_from(&self.api_version);
         info.forwarded_ips.clone_from(&self.forwarded_ips);
+        info.long_running = self.long_running;
         info
     }
 }

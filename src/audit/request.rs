@@ -145,6 +145,9 @@ pub struct RequestInfo {
     pub impersonator: Option<Identity>,
     /// When the request was received.
     pub received: SystemTime,
+    /// A long-running request (a watch on the Kubernetes API): as kube-apiserver, its
+    /// `ResponseStarted` stage is recorded whenever its answer starts, also for an error.
+    pub long_running: bool,
 }
 
 impl RequestInfo {
@@ -160,6 +163,7 @@ impl RequestInfo {
             user_agent: String::new(),
             impersonator: None,
             received: SystemTime::now(),
+            long_running: false,
         }
     }
 }
@@ -298,6 +302,8 @@ impl Auditor {
             defer_received: false,
             pending: None,
             lost: false,
+            long_running: info.long_running,
+            started: false,
         }
     }
 }
@@ -344,6 +350,10 @@ pub struct RequestAudit {
     pending: Option<Event>,
     /// The `ResponseComplete` event could not be written, and the request's outcome stood.
     lost: bool,
+    /// [`RequestInfo::long_running`].
+    long_running: bool,
+    /// Whether `ResponseStarted` was recorded.
+    started: bool,
 }
 
 impl std::fmt::Debug for dyn AuditSink {
@@ -365,6 +375,8 @@ impl RequestAudit {
             defer_received: false,
             pending: None,
             lost: false,
+            long_running: false,
+            started: false,
         }
     }
 
@@ -452,6 +464,7 @@ impl RequestAudit {
 
     /// Stage `ResponseStarted` (long-running requests such as watch), status 200.
     pub async fn response_started(&mut self) -> Result<(), AuditError> {
+        self.started = true;
         self.emit(
             Stage::ResponseStarted,
             Some(ResponseStatus::success(200)),
@@ -477,7 +490,19 @@ impl RequestAudit {
         let obj = response_object
             .filter(|_| self.config.level >= Level::RequestResponse)
             .and_then(|o| self.reduce(o));
-        let written = self.emit(Stage::ResponseComplete, Some(status), obj).await;
+        // A long-running request that ends before it started answering (refused, or failed)
+        // starts and completes with its answer, as kube-apiserver records it.
+        let started = match self.long_running && !std::mem::replace(&mut self.started, true) {
+            true => {
+                self.emit(Stage::ResponseStarted, Some(status.clone()), obj.clone())
+                    .await
+            }
+            false => Ok(()),
+        };
+        let written = match started {
+            Ok(()) => self.emit(Stage::ResponseComplete, Some(status), obj).await,
+            Err(e) => Err(e),
+        };
         match written {
             Err(e) if !self.defer_received => {
                 tracing::error!(error = %e, audit_id = self.audit_id(), "the ResponseComplete event of a request that had already acted was not written; its outcome is answered");

@@ -622,6 +622,7 @@ impl KubeApi {
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
         ctx.forwarded_ips = forwarded;
+        ctx.long_running = info.verb == "watch";
         if let Some(r) = &info.resource {
             ctx.api_version.clone_from(&r.version);
         }

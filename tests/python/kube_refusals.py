@@ -496,8 +496,10 @@ assert [(e["stage"], e["verb"], e["user"], e["responseStatus"]["code"], e["respo
 assert audited("/api") == [("RequestReceived", None, None, None), ("ResponseComplete", 200, None, "allow"),
                            ("RequestReceived", None, None, None), ("ResponseComplete", 403, None, "forbid")], audited("/api")
 assert [a[1] for a in audited("/nope")] == [None, 403, None, 404], audited("/nope")
-assert [a[1] for a in audited(SECRETS + "?watch=true&timeoutSeconds=1")][-2:] == [None, 406], \
-    audited(SECRETS + "?watch=true&timeoutSeconds=1")
+# A watch is long-running: its answer starts (ResponseStarted) also when it is an error.
+assert audited(SECRETS + "?watch=true&timeoutSeconds=1")[-3:] == [
+    ("RequestReceived", None, None, None), ("ResponseStarted", 406, None, "allow"),
+    ("ResponseComplete", 406, None, "allow")], audited(SECRETS + "?watch=true&timeoutSeconds=1")
 assert [a[1] for a in audited(SECRETS + "?limit=1&continue=garbage")] == [None, 400], audited(SECRETS + "?limit=1&continue=garbage")
 assert [a[1] for a in audited(SECRETS + "?resourceVersionMatch=Exact")] == [None, 422], audited(SECRETS + "?resourceVersionMatch=Exact")
 assert [a[1:] for a in audited(SECRETS + "/a1")][:2] == [(None, "a1", None), (403, "a1", "forbid")], audited(SECRETS + "/a1")

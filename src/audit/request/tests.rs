@@ -274,6 +274,77 @@ async fn denied_requests_record_forbid_and_the_status() {
     );
 }
 
+/// A long-running request (a watch) records `ResponseStarted` whenever its answer starts: with
+/// 200 when it streams, with its error when it is refused before, as kube-apiserver.
+#[tokio::test]
+async fn long_running_requests_start_their_answer_also_when_refused() {
+    let watch = Attributes {
+        verb: "watch".into(),
+        name: String::new(),
+        ..get_db()
+    };
+    let long = RequestInfo {
+        long_running: true,
+        ..info()
+    };
+    let stages = |sink: &MemorySink| -> Vec<(String, Value)> {
+        sink.events()
+            .iter()
+            .map(|e| {
+                let v = json_of(e);
+                (
+                    v["stage"].as_str().unwrap().to_owned(),
+                    v["responseStatus"]["code"].clone(),
+                )
+            })
+            .collect()
+    };
+    let sink = Arc::new(MemorySink::new());
+    let auditor = Auditor::new(policy("Metadata"), sink.clone());
+    let mut rec = auditor.begin(&watch, long.clone());
+    let deny = Decision::Deny {
+        reason: String::new(),
+    };
+    rec.request_received(&deny, None).await.unwrap();
+    rec.response_complete(ResponseStatus::failure(Reason::Forbidden, "no"), None)
+        .await
+        .unwrap();
+    let st = |s: &str, code: Value| (s.to_owned(), code);
+    assert_eq!(
+        stages(&sink),
+        [
+            st("RequestReceived", Value::Null),
+            st("ResponseStarted", json!(403)),
+            st("ResponseComplete", json!(403))
+        ]
+    );
+    let sink = Arc::new(MemorySink::new());
+    let auditor = Auditor::new(policy("Metadata"), sink.clone());
+    let mut rec = auditor.begin(&watch, long);
+    rec.request_received(&allow(), None).await.unwrap();
+    rec.response_started().await.unwrap();
+    rec.response_complete(ResponseStatus::success(200), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        stages(&sink),
+        [
+            st("RequestReceived", Value::Null),
+            st("ResponseStarted", json!(200)),
+            st("ResponseComplete", json!(200))
+        ]
+    );
+    // Not long-running: no ResponseStarted for a refusal.
+    let sink = Arc::new(MemorySink::new());
+    let auditor = Auditor::new(policy("Metadata"), sink.clone());
+    let mut rec = auditor.begin(&watch, info());
+    rec.request_received(&deny, None).await.unwrap();
+    rec.response_complete(ResponseStatus::failure(Reason::Forbidden, "no"), None)
+        .await
+        .unwrap();
+    assert_eq!(sink.events().len(), 2);
+}
+
 #[tokio::test]
 async fn impersonation_unix_peers_user_agents_and_annotations() {
     let sink = Arc::new(MemorySink::new());
