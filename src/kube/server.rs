@@ -352,11 +352,23 @@ impl KubeApi {
             req.uri().path(),
             req.uri().query().unwrap_or(""),
         );
+        // `Bearer  <token>`: ignored, with kube-apiserver's warning on the answer.
+        let extra_space = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .is_some_and(|h| parse_bearer(&h) == BearerHeader::Empty { extra_space: true });
         let mut resp = self.answer(req, peer, certs).await;
         if let Some(m) = &self.metrics {
             m.kube_request(verb, resp.status().as_u16());
         }
         resp.headers_mut().insert(AUDIT_ID, audit_id);
+        if extra_space {
+            let warning = warning_header(crate::authn::BEARER_EXTRA_SPACE_WARNING);
+            if let Ok(v) = http::HeaderValue::from_str(&warning) {
+                resp.headers_mut().append(http::header::WARNING, v);
+            }
+        }
         resp
     }
 

@@ -203,7 +203,7 @@ async fn http_status_limits_and_watch_framing() {
     let m = w.metrics.render(false).await;
     for line in [
         "keyward_kube_requests_total{verb=\"get\",code=\"404\"}",
-        "keyward_kube_requests_total{verb=\"get\",code=\"401\"} 1",
+        "keyward_kube_requests_total{verb=\"get\",code=\"401\"} 2",
         "keyward_kube_requests_total{verb=\"create\",code=\"413\"} 1",
         "keyward_kube_requests_total{verb=\"watch\",code=\"429\"} 2",
         "keyward_kube_requests_total{verb=\"deletecollection\",code=\"200\"} 2",

@@ -54,6 +54,15 @@ SECRETS = "/api/v1/namespaces/%s/secrets" % NS
 assert call("GET", "/healthz", client_cert=False)[::2] == (200, b"ok")
 keys = status("GET", "/api", 401, {"message": "Unauthorized", "reason": "Unauthorized"}, client_cert=False)
 assert keys == ["kind", "apiVersion", "metadata", "status", "message", "reason", "code"], keys
+# `Bearer  <token>` (two spaces) is no credential, and the answer says so, as kube-apiserver's.
+c = conn(client_cert=False)
+c.request("GET", "/api", headers={"Authorization": "Bearer  some-token-0123456789"})
+r = c.getresponse()
+r.read()
+c.close()
+assert (r.status, r.getheader("Warning")) == (
+    401, '299 - "the provided Authorization header contains extra space before the bearer token, and is ignored"'), \
+    (r.status, r.getheader("Warning"))
 
 status("GET", SECRETS + "/nope", 404, {"message": 'secrets "nope" not found', "reason": "NotFound",
                                        "details": {"name": "nope", "kind": "secrets"}})
