@@ -360,10 +360,15 @@ impl Serialize for RawJson {
 struct Empty {}
 
 impl ResponseStatus {
-    /// A response known only by its HTTP status `code`: a success (200, 201), or a failure
-    /// answered without a Status object (kube-apiserver's `http.Error` answers, recorded with
-    /// their code alone).
+    /// A successful response with HTTP status `code` (200, 201).
     pub fn success(code: u16) -> Self {
+        Self::bare(code)
+    }
+
+    /// A response known only by its HTTP status `code`: a success, or a failure answered
+    /// without a Status object (kube-apiserver's `http.Error` answers, which it records with
+    /// their code alone).
+    pub fn bare(code: u16) -> Self {
         Self {
             metadata: Empty {},
             status: "",

@@ -621,9 +621,7 @@ impl KubeApi {
         // A plain-text answer (`http.Error`) is recorded with its code alone, and no body.
         let mut ctx = RequestContext::new(user, Source::Tcp(peer), uri)
             .answering_errors_with(|e| match e {
-                AccessError::ImpersonationWithoutUser(_) => {
-                    crate::audit::ResponseStatus::success(500)
-                }
+                AccessError::ImpersonationWithoutUser(_) => crate::audit::ResponseStatus::bare(500),
                 e => Status::of_access(e).audit(),
             })
             .recording_error_bodies(|e| match e {
