@@ -254,6 +254,11 @@ pub fn tcp_incoming(listener: TcpListener, limits: &ConnLimits) -> Incoming<Limi
     })
 }
 
+/// The largest header list (gRPC metadata) a request may carry: 1 MiB. h2's default, 16 KiB,
+/// refuses calls with more metadata (431), and closes the whole connection, every call on it,
+/// for a header block over twice its limit; grpc-go's servers take up to 16 MiB.
+pub const MAX_HEADER_LIST_BYTES: u32 = 1 << 20;
+
 /// Accepts Unix connections on `listener`, backing off while `accept` fails; their requests
 /// reach the gRPC server with a valid `:authority` whatever the client sent
 /// ([`UnixConn`](crate::authority::UnixConn)).

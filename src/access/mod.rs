@@ -544,9 +544,9 @@ impl Access {
         .await
     }
 
-    /// Records `ResponseComplete` for `result`: `code` and the body `respond` gives (asked
-    /// only at level `RequestResponse`, or for one object at any level, to fill `objectRef`);
-    /// for an error, the status and (at level `RequestResponse`) the body `error` gives.
+    /// Records `ResponseComplete` for `result`: `code` and the body `respond` gives (kept only
+    /// at level `RequestResponse`); for an error, the status and (at level `RequestResponse`)
+    /// the body `error` gives.
     async fn complete<T>(
         error: (
             fn(&AccessError) -> ResponseStatus,
@@ -561,7 +561,9 @@ impl Access {
         let level = rec.level();
         let (error_status, error_body) = error;
         let (status, body) = match &result {
-            Ok(v) if level > Level::None => (ResponseStatus::success(code), respond(v, level)),
+            Ok(v) if level >= Level::RequestResponse => {
+                (ResponseStatus::success(code), respond(v, level))
+            }
             Ok(_) => (ResponseStatus::success(code), None),
             Err(e) if level >= Level::RequestResponse => (error_status(e), error_body(e)),
             Err(e) => (error_status(e), None),

@@ -119,13 +119,9 @@ impl Drop for AuditedWatch {
 }
 
 /// The response body of a call that returns one Secret: whole (reduced) at `RequestResponse`,
-/// below it only what fills `objectRef`.
+/// none below it (the event's `objectRef` takes nothing from a response).
 fn secret_body(s: &Secret, level: Level) -> Option<AuditObject> {
-    Some(if level >= Level::RequestResponse {
-        AuditObject::secret(s)
-    } else {
-        AuditObject::reference(s)
-    })
+    (level >= Level::RequestResponse).then(|| AuditObject::secret(s))
 }
 
 /// A patch's result to write over `live`: with `live`'s resourceVersion as precondition

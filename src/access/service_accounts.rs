@@ -253,7 +253,7 @@ impl SecretLookup for LegacyTokenSecrets {
         let allowed = Decision::Allow {
             reason: String::new(),
         };
-        rec.request_received(&allowed, Some(AuditObject::json(patch)))
+        rec.request_received(&allowed, Some(AuditObject::patch(patch)))
             .await
             .map_err(|e| failed(format!("its audit event not written: {e}")))?;
         let written = self

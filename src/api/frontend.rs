@@ -1,7 +1,8 @@
 //! What every `keyward.v1` handler does before calling [`Access`]: read the caller's
 //! credentials off the request (Unix peer credentials, the TLS client certificate, the
 //! `authorization` header), authenticate them, apply impersonation (`impersonate-user`,
-//! `impersonate-group` metadata, as kube-apiserver's `Impersonate-*` headers), and build the
+//! `impersonate-group`, `impersonate-uid` and `impersonate-extra-*` metadata, as
+//! kube-apiserver's `Impersonate-*` headers), and build the
 //! [`RequestContext`]; and the one mapping of [`AccessError`] to a gRPC status.
 
 use std::sync::Arc;
@@ -19,6 +20,11 @@ use crate::authz::ImpersonationRequest;
 pub const IMPERSONATE_USER: &str = "impersonate-user";
 /// Metadata naming a group to act as (`kubectl --as-group`, repeated).
 pub const IMPERSONATE_GROUP: &str = "impersonate-group";
+/// Metadata naming the uid to act as (`kubectl --as-uid`).
+pub const IMPERSONATE_UID: &str = "impersonate-uid";
+/// The prefix of metadata naming an extra value to act with (`impersonate-extra-<key>`, the
+/// key percent-encoded, repeated).
+pub const IMPERSONATE_EXTRA_PREFIX: &str = "impersonate-extra-";
 
 /// The guarded store and the authenticators, shared by every service of a server.
 #[derive(Debug, Clone)]
@@ -109,19 +115,28 @@ impl Frontend {
         let mut ctx = RequestContext::new(user, source, uri);
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
-        let imp = ImpersonationRequest {
-            user: md
-                .get(IMPERSONATE_USER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            groups: md
-                .get_all(IMPERSONATE_GROUP)
-                .iter()
-                .filter_map(|v| v.to_str().ok().map(str::to_owned))
-                .collect(),
+        // As the Kubernetes API reads `Impersonate-*` headers: every one is checked (a value
+        // that is not ASCII too: bytes that are not UTF-8 become U+FFFD), none ignored.
+        let text = |v: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>| {
+            String::from_utf8_lossy(v.as_bytes()).into_owned()
+        };
+        let all = |key: &str| md.get_all(key).iter().map(text).collect::<Vec<_>>();
+        let mut imp = ImpersonationRequest {
+            user: md.get(IMPERSONATE_USER).map(text).unwrap_or_default(),
+            uid: md.get(IMPERSONATE_UID).map(text).unwrap_or_default(),
+            groups: all(IMPERSONATE_GROUP),
             ..ImpersonationRequest::default()
         };
+        for key in md.keys() {
+            if let tonic::metadata::KeyRef::Ascii(key) = key {
+                if let Some(extra) = key.as_str().strip_prefix(IMPERSONATE_EXTRA_PREFIX) {
+                    imp.extra.insert(
+                        crate::kube::request::percent_decode(extra),
+                        all(key.as_str()),
+                    );
+                }
+            }
+        }
         // A refused impersonation is recorded as the request the call makes.
         let original = req.get_ref().asked(ctx.user.clone());
         self.access

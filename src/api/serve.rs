@@ -138,4 +138,5 @@ fn http2_limits(server: Server, limits: &ConnLimits) -> Server {
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .http2_max_header_list_size(crate::net::MAX_HEADER_LIST_BYTES)
 }

@@ -33,6 +33,8 @@ enum Repr {
     SecretList(SecretListMeta),
     /// Never holds a Secret value: reduced when built.
     Json(Value),
+    /// A patch (reduced as [`Repr::Json`]): it names no object of its own.
+    Patch(Value),
     /// A `Status` answer (message, reason, details: no Secret value), as the answer's text.
     Status(super::event::RawJson),
 }
@@ -42,7 +44,7 @@ impl Serialize for AuditObject {
         match &self.0 {
             Repr::Secret(m) => m.serialize(s),
             Repr::SecretList(l) => l.serialize(s),
-            Repr::Json(v) => v.serialize(s),
+            Repr::Json(v) | Repr::Patch(v) => v.serialize(s),
             Repr::Status(r) => r.serialize(s),
         }
     }
@@ -52,28 +54,6 @@ impl AuditObject {
     /// A Secret, reduced to its metadata and key names.
     pub fn secret(secret: &Secret) -> Self {
         Self(Repr::Secret(Box::new(SecretMeta::from_secret(secret))))
-    }
-
-    /// Only what a response gives the event's `objectRef` (the Secret's name, namespace, uid
-    /// and resourceVersion): the response body for levels below `RequestResponse`, which do
-    /// not log it.
-    pub fn reference(secret: &Secret) -> Self {
-        let m = &secret.metadata;
-        Self(Repr::Secret(Box::new(SecretMeta {
-            api_version: "v1",
-            kind: "Secret",
-            metadata: MetaSummary {
-                name: m.name.clone(),
-                namespace: m.namespace.clone(),
-                uid: m.uid.clone(),
-                resource_version: m.resource_version.clone(),
-                ..MetaSummary::default()
-            },
-            data: BTreeSet::new(),
-            string_data: BTreeSet::new(),
-            type_: String::new(),
-            immutable: None,
-        })))
     }
 
     /// A `SecretList` of `items` at `resource_version`, each item reduced to its metadata and
@@ -101,6 +81,13 @@ impl AuditObject {
         Self(Repr::Json(reduce_embedded(value)))
     }
 
+    /// A patch body, reduced as [`AuditObject::json`]. As kube-apiserver's `LogRequestPatch`
+    /// logs it, it fills nothing of `objectRef` (a merge patch's `metadata.uid` is not the
+    /// object's) and keeps any `managedFields` it carries.
+    pub fn patch(value: Value) -> Self {
+        Self(Repr::Patch(reduce_embedded(value)))
+    }
+
     /// A `Status` the client was answered with (its JSON, in kube-apiserver's field order),
     /// logged whole: it holds no Secret value. `None` if `json` is not a JSON object.
     pub fn status(json: String) -> Option<Self> {
@@ -112,6 +99,7 @@ impl AuditObject {
     pub(super) fn for_secrets(self) -> Self {
         match self.0 {
             Repr::Json(v) => Self(Repr::Json(reduce_secret_json(&v))),
+            Repr::Patch(v) => Self(Repr::Patch(reduce_secret_json(&v))),
             typed => Self(typed),
         }
     }
@@ -136,7 +124,7 @@ impl AuditObject {
                 }
                 Self(Repr::Json(v))
             }
-            status @ Repr::Status(_) => Self(status),
+            kept @ (Repr::Status(_) | Repr::Patch(_)) => Self(kept),
         }
     }
 
@@ -161,7 +149,7 @@ impl AuditObject {
                 m.metadata.uid.clone(),
                 m.metadata.resource_version.clone(),
             ],
-            Repr::SecretList(_) | Repr::Status(_) => Default::default(),
+            Repr::SecretList(_) | Repr::Status(_) | Repr::Patch(_) => Default::default(),
             Repr::Json(v) => ["name", "uid", "resourceVersion"].map(|f| {
                 v.pointer(&format!("/metadata/{f}"))
                     .and_then(Value::as_str)
@@ -654,12 +642,10 @@ mod tests {
         );
         let l = AuditObject::secret_list(&[secret()], "1", None);
         assert_eq!(l.name_uid_and_resource_version(), <[String; 3]>::default());
-        for o in [
-            AuditObject::secret(&secret()),
-            AuditObject::reference(&secret()),
-            j,
-            l,
-        ] {
+        // A patch names no object, whatever its metadata says.
+        let p = AuditObject::patch(json!({"metadata": {"uid": "x", "resourceVersion": "9"}}));
+        assert_eq!(p.name_uid_and_resource_version(), <[String; 3]>::default());
+        for o in [AuditObject::secret(&secret()), j, l] {
             let ids = o.name_uid_and_resource_version();
             assert_eq!(o.into_name_uid_and_resource_version(), ids);
         }

@@ -283,6 +283,7 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
     let kms_server = tonic::transport::Server::builder()
+        .http2_max_header_list_size(crate::net::MAX_HEADER_LIST_BYTES)
         .layer(rpc.clone())
         .add_service(health)
         .add_service(v2)
@@ -295,6 +296,7 @@ pub async fn serve(
     match admin {
         Some((admin, allow)) => {
             let admin_server = tonic::transport::Server::builder()
+                .http2_max_header_list_size(crate::net::MAX_HEADER_LIST_BYTES)
                 .layer(rpc)
                 .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(
                     KmsAdmin::new(keyring)

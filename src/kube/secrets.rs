@@ -582,7 +582,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         let s = Status::of(e);
         (s.audit(), s.audit_object())
     };
-    let request = || Some(AuditObject::json(patch_doc.clone()));
+    let request = || Some(AuditObject::patch(patch_doc.clone()));
     let written = access
         .patch(
             &req.ctx,

@@ -602,6 +602,18 @@ for body, uri in (({"metadata": {"name": "made1"}}, SECRETS + "?x=named"),
     assert audited(uri) == [("RequestReceived", None, None, None), ("ResponseComplete", 201, named, "allow")], \
         (got["metadata"]["name"], audited(uri))
 
+# A patch names no object either (kube-apiserver's LogRequestPatch): the uid and
+# resourceVersion a merge patch carries are not the event's objectRef's.
+code, made = call("admin", "GET", SECRETS + "/made1")
+patch = {"metadata": {"uid": made["metadata"]["uid"], "resourceVersion": made["metadata"]["resourceVersion"],
+                      "labels": {"patched": "yes"}}}
+code, got = call("admin", "PATCH", SECRETS + "/made1", json.dumps(patch),
+                 {"Content-Type": "application/merge-patch+json", "Audit-ID": "patch-ref"})
+assert code == 200, got
+with open(AUDIT) as f:
+    refs = [json.loads(line)["objectRef"] for line in f if '"auditID":"patch-ref"' in line]
+assert refs == [{"resource": "secrets", "namespace": NS, "name": "made1", "apiVersion": "v1"}] * 2, refs
+
 # Events and Services, which keyward holds none of but kubectl reads on its own (`kubectl
 # events`, `kubectl cluster-info`), are authorized and audited as any collection, and answered
 # as a cluster without any: empty lists at the store's revision, a watch with nothing to send,

@@ -589,6 +589,36 @@ async fn who_may_read_which_secret_with(batch: Option<BatchConfig>) {
     let e = c.get(r).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert_eq!(e.message(), "users \"olga\" is forbidden: User \"app\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope");
+    // A uid or extra is checked as on the Kubernetes API, never ignored: alone it is
+    // InvalidArgument; beside a user, app may not impersonate it.
+    let with = |pairs: &[(&'static str, &str)]| {
+        let mut r = req(get("prod", "db"), Some(APP_TOKEN));
+        for (k, v) in pairs {
+            r.metadata_mut().append(*k, v.parse().unwrap());
+        }
+        r
+    };
+    let e = c.get(with(&[("impersonate-uid", "u1")])).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            Code::InvalidArgument,
+            "requested [{UID  u1  authentication.k8s.io/v1  }] without impersonating a user"
+        )
+    );
+    let e = c
+        .get(with(&[("impersonate-extra-scopes", "s1")]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    let e = c
+        .get(with(&[
+            ("impersonate-user", "app"),
+            ("impersonate-uid", "u1"),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
 
     // The policy is reloaded when its file changes; an invalid file keeps the policy in force.
     let list_as_app = || {

@@ -400,7 +400,7 @@ fn a_server_refused_the_audit_log_leaves_its_key_alone() {
 /// gRPC clients other than grpc-go and tonic: gRPC C-core (Python's grpcio here) sends the
 /// socket's path as `:authority` unless told otherwise, which h2 alone answers with a reset
 /// stream; the store answers them, call after call on one channel (HPACK's dynamic table in
-/// use).
+/// use), and a call with 80 KiB of metadata (over h2's default limit of 16 KiB).
 #[test]
 fn grpcio_with_its_default_authority_is_answered() {
     let dir = tempfile::tempdir().unwrap();
@@ -426,6 +426,7 @@ fn grpcio_with_its_default_authority_is_answered() {
         \x20   call = ch.unary_unary('/keyward.v1.Secrets/List')\n\
         \x20   for _ in range(3):\n\
         \x20       call(b'', timeout=10)\n\
+        \x20   call(b'', timeout=10, metadata=[('x-big-%d' % i, 'v' * 4096) for i in range(20)])\n\
         print('ok')\n";
     let out =
         crate::support::tools::python(&["grpc"], &["-c", script, sock.to_str().unwrap()], b"");
