@@ -712,7 +712,7 @@ async fn who_may_read_which_secret_with(batch: Option<BatchConfig>) {
         .filter(|e| {
             e["responseStatus"]["message"]
                 .as_str()
-                .is_some_and(|m| m.contains("cannot impersonate"))
+                .is_some_and(|m| m.contains("users \"olga\" is forbidden"))
         })
         .collect();
     assert_eq!(impersonating.len(), 1, "{impersonating:?}");
