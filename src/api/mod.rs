@@ -27,7 +27,10 @@ use zeroize::Zeroizing;
 pub use crate::reason::{bad_request, Reason, REASON_KEY};
 pub use auth::AuthService;
 pub use encryption::EncryptionService;
-pub use frontend::{access_status, Frontend, IMPERSONATE_GROUP, IMPERSONATE_USER};
+pub use frontend::{
+    access_status, Frontend, IMPERSONATE_EXTRA_PREFIX, IMPERSONATE_GROUP, IMPERSONATE_UID,
+    IMPERSONATE_USER,
+};
 pub use secrets::SecretsService;
 pub use serve::{serve, ServeError, TlsListener};
 

@@ -545,6 +545,7 @@ mod tests {
                 client_key: None,
                 as_user: None,
                 as_group: Vec::new(),
+                as_uid: None,
             };
             let mut c = client::connect(&args).await.map_err(|e| e.message).unwrap();
             let (item, manifest) = desired(v);

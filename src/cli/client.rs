@@ -47,15 +47,19 @@ pub(super) struct ClientArgs {
     /// Act as this group too (repeatable; needs the impersonate verb on groups).
     #[arg(long = "as-group", global = true, value_name = "GROUP", display_order = HELP_ORDER + 6)]
     pub as_group: Vec<String>,
+    /// Act with this uid (with --as; needs the impersonate verb on uids.authentication.k8s.io).
+    #[arg(long = "as-uid", global = true, value_name = "UID", display_order = HELP_ORDER + 7)]
+    pub as_uid: Option<String>,
 }
 
 /// Adds `authorization: Bearer <token>` when a token is configured, and the impersonation
-/// metadata of `--as` and `--as-group`.
+/// metadata of `--as`, `--as-group` and `--as-uid`.
 #[derive(Clone)]
 pub(super) struct Bearer {
     token: Option<MetadataValue<Ascii>>,
     as_user: Option<MetadataValue<Ascii>>,
     as_groups: Vec<MetadataValue<Ascii>>,
+    as_uid: Option<MetadataValue<Ascii>>,
 }
 
 impl tonic::service::Interceptor for Bearer {
@@ -69,6 +73,9 @@ impl tonic::service::Interceptor for Bearer {
         }
         for g in &self.as_groups {
             md.append(crate::api::IMPERSONATE_GROUP, g.clone());
+        }
+        if let Some(u) = &self.as_uid {
+            md.insert(crate::api::IMPERSONATE_UID, u.clone());
         }
         Ok(req)
     }
@@ -227,12 +234,18 @@ async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
         .iter()
         .map(|g| impersonation_value("--as-group", g))
         .collect::<Result<_, _>>()?;
+    let as_uid = args
+        .as_uid
+        .as_deref()
+        .map(|u| impersonation_value("--as-uid", u))
+        .transpose()?;
     Ok((
         channel,
         Bearer {
             token,
             as_user,
             as_groups,
+            as_uid,
         },
     ))
 }

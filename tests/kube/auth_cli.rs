@@ -81,6 +81,7 @@ fn keyward_auth_prints_what_kubectl_prints() {
         &["auth", "can-i", "get", "foo", "--no-headers"],
         &["auth", "can-i", "get", "Secret/db", "-n", "prod", "-q"],
         &["auth", "whoami", "-o", "json"],
+        &["auth", "whoami", "-o", "json", "--as-uid", "u-1"],
         &["auth", "whoami", "-o", "yaml"],
     ] {
         let (kubectl, keyward) = both(&w, args);
