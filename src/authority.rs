@@ -12,7 +12,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
@@ -415,35 +415,7 @@ impl AsyncRead for UnixConn {
     }
 }
 
-impl AsyncWrite for UnixConn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
+crate::net::write_to_stream!(UnixConn);
 
 #[cfg(test)]
 mod tests {
@@ -544,8 +516,9 @@ mod tests {
                 let headers: Vec<_> = got.iter().filter(|f| f.0 == HEADERS).collect();
                 assert_eq!(headers.len(), 2);
                 for (h, path) in headers.iter().zip([GET, LIST]) {
-                    let skip = if h.1 & PRIORITY != 0 { 5 } else { 0 };
-                    assert_eq!(dec.decode(&h.3[skip..]).unwrap(), request(LOCALHOST, path));
+                    let priority_len = if h.1 & PRIORITY != 0 { 5 } else { 0 };
+                    let fields = dec.decode(&h.3[priority_len..]).unwrap();
+                    assert_eq!(fields, request(LOCALHOST, path));
                     assert_eq!(h.1 & (END_HEADERS | PADDED), END_HEADERS);
                 }
                 assert_eq!(&headers[0].3[..5], &[0x80, 0, 0, 0, 15], "priority kept");

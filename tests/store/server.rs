@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::free_port;
@@ -334,6 +335,33 @@ fn server_refuses_unsafe_or_bad_settings() {
     assert!(err.contains("chmod 600"), "{err}");
 }
 
+/// `keyward server` with its data in `dir/NAME`, its socket `dir/NAME.sock`, the
+/// configuration `cfg` and `extra` flags.
+fn server_args(dir: &Path, cfg: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+    let path = |p: PathBuf| p.display().to_string();
+    let mut args = vec![
+        "server".to_owned(),
+        "--data".to_owned(),
+        path(dir.join(name)),
+        "--encryption-config".to_owned(),
+        path(cfg.to_owned()),
+        "--socket".to_owned(),
+        path(dir.join(format!("{name}.sock"))),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+/// Starts [`server_args`]' server (stderr to `dir/NAME.err`) once its socket accepts; the
+/// process and the socket.
+fn spawn_server(dir: &Path, cfg: &Path, name: &str, extra: &[&str]) -> (Proc, PathBuf) {
+    let args = server_args(dir, cfg, name, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let sock = dir.join(format!("{name}.sock"));
+    let p = Proc::spawn(&args, &[], &dir.join(format!("{name}.err")), &sock);
+    (p, sock)
+}
+
 /// The audit log's public key is written once the log is open: a second server refused the log
 /// (another process writes it) leaves the first one's key alone, and a log in a directory that
 /// does not exist yet is created with its key.
@@ -348,40 +376,18 @@ fn a_server_refused_the_audit_log_leaves_its_key_alone() {
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
     )
     .unwrap();
-    let args = |name: &str| -> Vec<String> {
-        [
-            "server",
-            "--data",
-            &dir.path().join(name).display().to_string(),
-            "--encryption-config",
-            &cfg.display().to_string(),
-            "--socket",
-            &dir.path()
-                .join(format!("{name}.sock"))
-                .display()
-                .to_string(),
-            "--audit-log-path",
-            &log.display().to_string(),
-            "--audit-policy-file",
-            &policy.display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let a = args("a");
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let _a = Proc::spawn(
-        &a,
-        &[],
-        &dir.path().join("a.err"),
-        &dir.path().join("a.sock"),
-    );
+    let (log_arg, policy_arg) = (log.display().to_string(), policy.display().to_string());
+    let audit = [
+        "--audit-log-path",
+        log_arg.as_str(),
+        "--audit-policy-file",
+        policy_arg.as_str(),
+    ];
+    let _a = spawn_server(dir.path(), &cfg, "a", &audit);
     let public_key = log.with_extension("log.pub");
     let key = fs::read(&public_key).expect("the first server's public key");
-    let b = args("b");
-    let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    let (ok, _, err) = run(&b);
+    let b = server_args(dir.path(), &cfg, "b", &audit);
+    let (ok, _, err) = run(&b.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!ok);
     assert!(err.contains("another process is writing"), "{err}");
     assert_eq!(
@@ -405,21 +411,7 @@ fn a_server_refused_the_audit_log_leaves_its_key_alone() {
 fn grpcio_with_its_default_authority_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = aesgcm_config(dir.path());
-    let sock = dir.path().join("s.sock");
-    let _server = Proc::spawn(
-        &[
-            "server",
-            "--data",
-            dir.path().join("data").to_str().unwrap(),
-            "--encryption-config",
-            cfg.to_str().unwrap(),
-            "--socket",
-            sock.to_str().unwrap(),
-        ],
-        &[],
-        &dir.path().join("server.err"),
-        &sock,
-    );
+    let (_server, sock) = spawn_server(dir.path(), &cfg, "s", &[]);
     let script = "import grpc, sys\n\
         for target in ('unix://' + sys.argv[1], 'unix:' + sys.argv[1]):\n\
         \x20   ch = grpc.insecure_channel(target)\n\
