@@ -575,10 +575,11 @@ impl KubeApi {
         // Header values as text as Go's net/http hands them on: bytes past ASCII are kept (an
         // `Impersonate-User` that is not ASCII impersonates that name, or is refused; it is
         // never ignored). Bytes that are not UTF-8 become U+FFFD.
+        // Borrowed when the value is UTF-8 (nearly always): copied only where it is kept.
         let get = |name: &str| {
             headers
                 .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
         };
         let authorization = get("authorization");
         let creds = Credentials::Tls {
@@ -586,8 +587,8 @@ impl KubeApi {
             client_certs_refused: certs.refused(),
             authorization: authorization.as_deref(),
         };
-        let audit_id = get(AUDIT_ID.as_str());
-        let user_agent = get("user-agent").unwrap_or_default();
+        let audit_id = get(AUDIT_ID.as_str()).map(std::borrow::Cow::into_owned);
+        let user_agent = get("user-agent").unwrap_or_default().into_owned();
         let forwarded = crate::audit::forwarded_ips(
             get("x-forwarded-for").as_deref(),
             get("x-real-ip").as_deref(),
@@ -644,8 +645,8 @@ impl KubeApi {
                 .collect()
         };
         let mut imp = ImpersonationRequest {
-            user: get("impersonate-user").unwrap_or_default(),
-            uid: get("impersonate-uid").unwrap_or_default(),
+            user: get("impersonate-user").unwrap_or_default().into_owned(),
+            uid: get("impersonate-uid").unwrap_or_default().into_owned(),
             groups: all("impersonate-group"),
             ..ImpersonationRequest::default()
         };
