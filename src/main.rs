@@ -12,7 +12,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::Parser;
 use mimalloc::MiMalloc;
 
 /// The process's allocator (see the module's documentation).
@@ -33,7 +32,7 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 
 fn main() -> std::process::ExitCode {
     keyward::cli::harden_process();
-    let args = keyward::cli::Cli::parse();
+    let args = keyward::cli::Cli::parse_args();
     if args.serves_store() {
         use_mimalloc();
     }

@@ -40,19 +40,19 @@ pub(super) struct CanIArgs {
     )]
     namespace: String,
     /// In every namespace.
-    #[arg(short = 'A', long = "all-namespaces")]
+    #[arg(short = 'A', long = "all-namespaces", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::flags::parse_go_bool, value_name = "BOOL", hide_possible_values = true)]
     all_namespaces: bool,
     /// A subresource, e.g. token (of serviceaccounts).
     #[arg(long, value_name = "SUBRESOURCE", default_value = "")]
     subresource: String,
     /// List every action allowed in the namespace.
-    #[arg(long)]
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::flags::parse_go_bool, value_name = "BOOL", hide_possible_values = true)]
     list: bool,
     /// Print nothing; only the exit status tells.
-    #[arg(short = 'q', long)]
+    #[arg(short = 'q', long, default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::flags::parse_go_bool, value_name = "BOOL", hide_possible_values = true)]
     quiet: bool,
     /// With --list: no header row.
-    #[arg(long)]
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::flags::parse_go_bool, value_name = "BOOL", hide_possible_values = true)]
     no_headers: bool,
 }
 

@@ -170,6 +170,15 @@ pub(super) async fn connect(args: &ClientArgs) -> Result<Client, CliError> {
 }
 
 async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
+    // kubectl's (client-go's clientcmd) check, before anything is sent.
+    if args.as_user.as_deref().is_none_or(str::is_empty)
+        && (!args.as_group.is_empty() || args.as_uid.is_some())
+    {
+        return Err(CliError::new(
+            "requesting uid, groups or user-extra without impersonating a user",
+        )
+        .hint("give --as USER with --as-group and --as-uid"));
+    }
     let (channel, shown) = match target(args)? {
         Target::Unix(target) => {
             let shown = target.to_string();

@@ -6,6 +6,19 @@ use std::time::Duration;
 use super::CliError;
 use crate::uds::{self, SocketAccess, SocketError};
 
+/// A boolean as Go's `strconv.ParseBool` reads kubectl's flags: `--all-namespaces=false`.
+/// Such a flag takes `num_args = 0..=1, require_equals = true, default_missing_value = "true"`,
+/// so that the flag alone still means `true` and a following word is not its value (pflag's).
+pub(super) fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!(
+            "{s:?} is not a boolean (true, false, 1, 0, t, f, TRUE, FALSE, True, False)"
+        )),
+    }
+}
+
 /// The one parser of durations given in flags: humantime's `90d`, `12h`, `500ms`, `1m 30s`.
 pub(super) fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s.trim())

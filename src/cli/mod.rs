@@ -219,6 +219,29 @@ enum Shell {
     Fish,
 }
 
+impl Cli {
+    /// Parses the process's arguments. A usage error ends the process as clap's do (status
+    /// 2), but with kubectl's status 1 under `keyward auth`, whose exit status is its answer.
+    pub fn parse_args() -> Self {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match Self::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(e) if e.use_stderr() && is_auth_command(&args) => {
+                // Nothing more can be reported if stderr is gone.
+                let _ = e.print();
+                std::process::exit(1)
+            }
+            Err(e) => e.exit(),
+        }
+    }
+}
+
+/// Whether `args` run `keyward auth can-i` or `keyward auth whoami`.
+fn is_auth_command(args: &[std::ffi::OsString]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "auth" && (w[1] == "can-i" || w[1] == "whoami"))
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
     let Cli { command, client } = cli;

@@ -80,6 +80,19 @@ fn keyward_auth_prints_what_kubectl_prints() {
         &["auth", "can-i", "list", "ev", "-n", "prod"],
         &["auth", "can-i", "get", "foo", "--no-headers"],
         &["auth", "can-i", "get", "Secret/db", "-n", "prod", "-q"],
+        // pflag's booleans: `--flag=false`.
+        &[
+            "auth",
+            "can-i",
+            "get",
+            "secrets/db",
+            "-n",
+            "prod",
+            "-A=false",
+            "--quiet=false",
+        ],
+        &["auth", "can-i", "--list=false", "get", "secrets", "-A=true"],
+        &["auth", "can-i", "--list", "-n", "prod", "--no-headers=true"],
         &["auth", "whoami", "-o", "json"],
         &["auth", "whoami", "-o", "json", "--as-uid", "u-1"],
         &["auth", "whoami", "-o", "yaml"],
@@ -93,5 +106,32 @@ fn keyward_auth_prints_what_kubectl_prints() {
                 .replace("keyward auth can-i -h", "kubectl auth can-i -h"),
         );
         assert_eq!(keyward, kubectl, "{args:?}");
+    }
+}
+
+/// Arguments kubectl refuses before it sends anything: both exit 1 (clap's usage status would be
+/// 2), and groups or a uid without `--as` get kubectl's message.
+#[test]
+fn keyward_auth_refuses_arguments_as_kubectl_does() {
+    let w = auth_world_with(&[("policy.yaml", POLICY)], &[]);
+    for (args, needle) in [
+        (
+            &["auth", "can-i", "get", "secrets", "--as-group", "g"][..],
+            "without impersonating a user",
+        ),
+        (
+            &["auth", "whoami", "--as-uid", "u-1"],
+            "without impersonating a user",
+        ),
+        (&["auth", "can-i", "get", "secrets", "--bogus"], "--bogus"),
+        (&["auth", "can-i", "get", "secrets", "-A=maybe"], "maybe"),
+        (&["auth", "whoami", "-o", "table"], "table"),
+    ] {
+        let kubectl = w.kubectl(33).run(args);
+        let keyward = w.dev.kw(args);
+        assert_eq!((kubectl.code, keyward.0), (1, 1), "{args:?}: {keyward:?}");
+        for (who, err) in [("kubectl", &kubectl.err), ("keyward", &keyward.2)] {
+            assert!(err.contains(needle), "{who} {args:?}: {err}");
+        }
     }
 }
