@@ -249,15 +249,30 @@ impl Checkpoint {
     pub fn signed_line(&self, signer: &dyn CheckpointSigner) -> Result<Vec<u8>, AuditError> {
         let note = self.note();
         let sig = signer.sign(note.as_bytes())?;
-        let signature = format!(
-            "ed25519:{}:{}",
-            signer.public_key().key_id(),
-            B64.encode(sig)
-        );
         Ok(render_checkpoint_line(
-            &note, &self.time, &self.head, self.seq, &signature,
+            &note,
+            &self.time,
+            &self.head,
+            self.seq,
+            &signature_text(signer, &sig),
         ))
     }
+
+    /// The length of [`Checkpoint::signed_line`]'s line, found without signing: a signature of
+    /// the same length stands in for the real one.
+    pub fn line_len(&self, signer: &dyn CheckpointSigner) -> usize {
+        let signature = signature_text(signer, &[0; ED25519_SIGNATURE_LEN]);
+        render_checkpoint_line(&self.note(), &self.time, &self.head, self.seq, &signature).len()
+    }
+}
+
+/// `ed25519:<key id>:<base64 signature>`, the value of a checkpoint's signature annotation.
+fn signature_text(signer: &dyn CheckpointSigner, sig: &[u8; ED25519_SIGNATURE_LEN]) -> String {
+    format!(
+        "ed25519:{}:{}",
+        signer.public_key().key_id(),
+        B64.encode(sig)
+    )
 }
 
 #[derive(Serialize)]

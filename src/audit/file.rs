@@ -23,6 +23,10 @@ use super::AuditError;
 /// The longest first line read when reopening a file (a header checkpoint is well under 1 KiB).
 const MAX_HEADER: u64 = 64 * 1024;
 
+/// More than any checkpoint line but an `open` one (about 900 bytes; a test checks the bound
+/// with the longest numbers): a file with more room than this left needs no exact length.
+const CHECKPOINT_LEN_BOUND: u64 = 2048;
+
 /// Where the chain stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct State {
@@ -482,21 +486,36 @@ impl LogFile {
             self.suffix = suffix;
             self.cur.since_checkpoint += 1;
             if self.cur.since_checkpoint >= self.checkpoint_every {
-                self.push_checkpoint(CheckpointKind::Periodic, None)?;
+                self.push_checkpoint_or_rotate(CheckpointKind::Periodic)?;
             }
         }
         // After the lines: in batch mode they may include the `RequestReceived` of a request
         // whose `ResponseComplete` is among the events lost.
-        self.push_lost();
+        self.push_lost()?;
         self.flush()
     }
 
     /// Writes a checkpoint of `kind` now (periodic, or shutdown), durably.
     pub fn checkpoint(&mut self, kind: CheckpointKind) -> Result<(), AuditError> {
         self.clean()?;
-        self.push_lost();
-        self.push_checkpoint(kind, None)?;
+        self.push_lost()?;
+        self.push_checkpoint_or_rotate(kind)?;
         self.flush()
+    }
+
+    /// A checkpoint of `kind`, or a rotation (whose `rotate` checkpoint seals the file) if the
+    /// checkpoint would leave no room for that one.
+    fn push_checkpoint_or_rotate(&mut self, kind: CheckpointKind) -> Result<(), AuditError> {
+        let near_end =
+            self.max_size > 0 && self.cur.size + 2 * CHECKPOINT_LEN_BOUND > self.max_size;
+        if near_end && self.needs_rotation(self.next_checkpoint(kind, None).line_len(&*self.signer))
+        {
+            self.rotate()?;
+            if kind == CheckpointKind::Periodic {
+                return Ok(());
+            }
+        }
+        self.push_checkpoint(kind, None)
     }
 
     /// Counts `events` events that were not written although their requests went on (`reason`:
@@ -512,20 +531,28 @@ impl LogFile {
     }
 
     /// Adds the `lost` line of the events counted and not yet recorded to what is pending.
-    fn push_lost(&mut self) {
+    fn push_lost(&mut self) -> Result<(), AuditError> {
         if self.lost == 0 || self.lost_pending > 0 {
-            return;
+            return Ok(());
         }
-        let line = render_lost_line(
-            self.lost,
-            &self.lost_reason,
-            &MicroTime::now().to_string(),
-            &self.cur.head,
-            self.cur.next_seq,
-        );
+        let render = |f: &Self| {
+            render_lost_line(
+                f.lost,
+                &f.lost_reason,
+                &MicroTime::now().to_string(),
+                &f.cur.head,
+                f.cur.next_seq,
+            )
+        };
+        let mut line = render(self);
+        if self.needs_rotation(line.len()) {
+            self.rotate()?;
+            line = render(self);
+        }
         self.push_parts(&[&line]);
         self.cur.since_checkpoint += 1;
         self.lost_pending = self.lost;
+        Ok(())
     }
 
     /// Cuts bytes a failed write left behind, if an earlier attempt could not.
@@ -578,12 +605,9 @@ impl LogFile {
         self.pending.push(b'\n');
     }
 
-    fn push_checkpoint(
-        &mut self,
-        kind: CheckpointKind,
-        prev_file: Option<String>,
-    ) -> Result<(), AuditError> {
-        let cp = Checkpoint {
+    /// The checkpoint of `kind` that would be written next.
+    fn next_checkpoint(&self, kind: CheckpointKind, prev_file: Option<String>) -> Checkpoint {
+        Checkpoint {
             log: self.log_id.clone(),
             file: self.cur.file_index,
             line: self.cur.next_seq - self.cur.first_seq + 1,
@@ -592,8 +616,17 @@ impl LogFile {
             time: MicroTime::now().to_string(),
             kind,
             prev_file,
-        };
-        let line = cp.signed_line(&*self.signer)?;
+        }
+    }
+
+    fn push_checkpoint(
+        &mut self,
+        kind: CheckpointKind,
+        prev_file: Option<String>,
+    ) -> Result<(), AuditError> {
+        let line = self
+            .next_checkpoint(kind, prev_file)
+            .signed_line(&*self.signer)?;
         self.push_parts(&[&line]);
         self.cur.since_checkpoint = 0;
         self.pending_checkpoints += 1;
@@ -657,9 +690,23 @@ impl LogFile {
 
     fn needs_rotation(&self, line_len: usize) -> bool {
         let lines_in_file = self.cur.next_seq - self.cur.first_seq;
-        self.max_size > 0
-            && lines_in_file > 1
-            && self.cur.size + line_len as u64 + 1 > self.max_size
+        if self.max_size == 0 || lines_in_file <= 1 {
+            return false;
+        }
+        let after = self.cur.size + line_len as u64 + 1;
+        // The `rotate` checkpoint that will seal the file must fit after the line too, so that
+        // no file outgrows `max_size` (lumberjack's rule). Its exact length is rendered only
+        // near the end of the file.
+        after + CHECKPOINT_LEN_BOUND > self.max_size
+            && after + self.rotate_checkpoint_len() + 1 > self.max_size
+    }
+
+    /// The length of the `rotate` checkpoint line after one more line.
+    fn rotate_checkpoint_len(&self) -> u64 {
+        let mut cp = self.next_checkpoint(CheckpointKind::Rotate, None);
+        cp.line += 1;
+        cp.seq += 1;
+        cp.line_len(&*self.signer) as u64
     }
 
     /// Seals the current file with a `rotate` checkpoint and continues in a new one.

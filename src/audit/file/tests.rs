@@ -280,3 +280,71 @@ fn lost_events_are_recorded_by_the_next_write() {
     );
     assert_eq!(report.notes, [note]);
 }
+
+/// No file outgrows `max_size`, whatever line comes last: events of every size, periodic
+/// checkpoints, `lost` lines and the shutdown checkpoint all leave room for the checkpoint that
+/// seals the file (lumberjack never writes past its maximum either).
+#[test]
+fn no_file_outgrows_the_maximum_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let mut config = LogConfig::new(&path);
+    config.max_size = 6000;
+    config.checkpoint_every = 2;
+    let mut log = LogFile::open(&config, key.clone()).unwrap();
+    for i in 0..300 {
+        let mut ev = event(i);
+        // Lines from about 500 bytes to 1.5 KB, so that each kind of line meets the limit.
+        ev.annotations_mut()
+            .insert("example.com/pad".into(), "x".repeat(i * 37 % 1000).into());
+        if i % 7 == 3 {
+            log.note_lost(1, "No space left on device");
+        }
+        log.write_events(vec![ev]).unwrap();
+        if i % 11 == 5 {
+            log.checkpoint(CheckpointKind::Periodic).unwrap();
+        }
+    }
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    assert!(log.stats.rotations >= 40, "{:?}", log.stats);
+    let mut files: Vec<PathBuf> = backups(&path).into_iter().map(|(_, p)| p).collect();
+    files.push(path.clone());
+    for f in &files {
+        let size = fs::metadata(f).unwrap().len();
+        assert!(size <= 6000, "{}: {size} bytes", f.display());
+    }
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let report = crate::audit::verify(&refs, &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    // The events and a `lost` line for each loss.
+    let lost_lines = (0..300).filter(|i| i % 7 == 3).count();
+    assert_eq!(report.events, 300 + lost_lines as u64);
+}
+
+/// [`CHECKPOINT_LEN_BOUND`] is more than any checkpoint but an `open` one can be, and
+/// [`Checkpoint::line_len`] is the signed line's length.
+#[test]
+fn checkpoint_lines_stay_below_the_bound() {
+    let key = Ed25519SigningKey::generate().unwrap();
+    for kind in [
+        CheckpointKind::Periodic,
+        CheckpointKind::Rotate,
+        CheckpointKind::Shutdown,
+        CheckpointKind::Resume,
+    ] {
+        let cp = Checkpoint {
+            log: uuid::Uuid::new_v4().to_string(),
+            file: u64::MAX,
+            line: u64::MAX,
+            seq: u64::MAX,
+            head: [0xff; 32],
+            time: MicroTime::now().to_string(),
+            kind,
+            prev_file: None,
+        };
+        let line = cp.signed_line(&key).unwrap();
+        assert_eq!(cp.line_len(&key), line.len());
+        assert!((line.len() as u64) < CHECKPOINT_LEN_BOUND, "{}", line.len());
+    }
+}
