@@ -76,6 +76,9 @@ pub struct RequestContext {
     /// The body its front end answers a delete with, for the audit log at level
     /// `RequestResponse` (the Kubernetes API's Success Status); `None`: the deleted Secret.
     deleted_body: Option<fn(&Secret) -> Option<AuditObject>>,
+    /// The request's object as its front end decoded it, before any check of it
+    /// ([`RequestContext::keep_request_object`]).
+    request_object: std::sync::OnceLock<AuditObject>,
 }
 
 /// Whether the access layer took the request in hand; a clone starts with the value it had.
@@ -107,7 +110,23 @@ impl RequestContext {
             error_status: AccessError::audit_status,
             error_body: None,
             deleted_body: None,
+            request_object: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Keeps the request's `object` as its front end decoded it, before checking it: what the
+    /// audit log records of the request (`objectRef`'s name, uid and resourceVersion, and the
+    /// `requestObject` at level `Request`) whether a check refuses it before the access layer
+    /// sees it or not, as kube-apiserver logs the object right after decoding it. The first
+    /// object kept stays.
+    pub fn keep_request_object(&self, object: AuditObject) {
+        // A second object is ignored, as documented.
+        let _ = self.request_object.set(object);
+    }
+
+    /// The object [`RequestContext::keep_request_object`] kept.
+    pub(super) fn request_object(&self) -> Option<AuditObject> {
+        self.request_object.get().cloned()
     }
 
     /// The same request, its errors recorded in the audit log as `status` says its front end

@@ -484,8 +484,9 @@ impl Access {
             // Nothing happens before the next stage is recorded: one sync for both events.
             rec.defer_request_received();
         }
+        // The object its front end decoded, if it kept one; else the access layer's.
         let body = if rec.level() > Level::None {
-            request()
+            ctx.request_object().or_else(request)
         } else {
             None
         };

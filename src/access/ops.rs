@@ -24,6 +24,12 @@ use crate::store::{
 
 use super::verbs;
 
+/// How long a read "not older than" a revision waits for the store to reach it: the watch
+/// cache's `blockTimeout` in kube-apiserver.
+const REVISION_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often the store's revision is looked at meanwhile.
+const REVISION_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The encryption coverage and the write provider and key in force.
 #[derive(Debug, Clone)]
 pub struct EncryptionStatus {
@@ -284,7 +290,8 @@ impl Access {
 
     /// The current version of a Secret, read as the Kubernetes API reads one at
     /// `resourceVersion` N (`get secrets` on it): not older than N, so a `FutureRevision` error
-    /// (kube-apiserver's 504 `Too large resource version`) while the store has not reached N.
+    /// (kube-apiserver's 504 `Too large resource version`) if the store has not reached N
+    /// within three seconds.
     pub async fn get_not_older_than(
         &self,
         ctx: &RequestContext,
@@ -306,14 +313,7 @@ impl Access {
         let attrs = Self::secrets(ctx, kverbs::GET, namespace.as_str(), name.as_str());
         let call = async {
             if let Some(requested) = min {
-                let current = self.current_revision().await?;
-                if requested > current {
-                    return Err(StoreError::Backend(BackendError::FutureRevision {
-                        requested,
-                        current,
-                    })
-                    .into());
-                }
+                self.reach_revision(requested).await?;
             }
             Ok(self.store.get(namespace, name, revision).await?)
         };
@@ -577,6 +577,9 @@ impl Access {
                 ListAt::Exact(r) => Some(r),
                 _ => None,
             };
+            if let ListAt::NotOlderThan(requested) = at {
+                self.reach_revision(requested).await?;
+            }
             let mut list = self
                 .store
                 .list_at(scope, selector, limit, continue_token, exact)
@@ -650,6 +653,27 @@ impl Access {
                 self.finish(ctx, &mut rec, Err(e.into()), 200, |_: &WatchEvents, _| None)
                     .await
             }
+        }
+    }
+
+    /// Waits until the store has reached revision `requested`, for at most
+    /// [`REVISION_WAIT`] (kube-apiserver's watch cache waits as long for a read "not older
+    /// than" a revision it has not seen yet); a `FutureRevision` error if it has not by then.
+    async fn reach_revision(&self, requested: Revision) -> Result<(), AccessError> {
+        let deadline = tokio::time::Instant::now() + REVISION_WAIT;
+        loop {
+            let current = self.current_revision().await?;
+            if requested <= current {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Backend(BackendError::FutureRevision {
+                    requested,
+                    current,
+                })
+                .into());
+            }
+            tokio::time::sleep(REVISION_POLL).await;
         }
     }
 

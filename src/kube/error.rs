@@ -70,7 +70,7 @@ pub enum KubeError {
     Storage(String),
     /// 504 Timeout: a read asked for a revision the store has not reached (kube-apiserver's
     /// `ResourceVersionTooLarge`; the client retries after a second).
-    #[error("Too large resource version: {requested}, current: {current}")]
+    #[error("Timeout: Too large resource version: {requested}, current: {current}")]
     TooLargeResourceVersion {
         /// The revision asked for.
         requested: i64,

@@ -418,6 +418,14 @@ fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Opti
     json!({"kind":"SecretList","apiVersion":"v1","metadata":meta,"items":items})
 }
 
+/// Keeps the decoded Secret for the audit log, before any check refuses it (kube-apiserver's
+/// `LogRequestObject`, right after decoding).
+fn keep_for_audit(access: &Access, req: &KubeRequest, s: &Secret) {
+    if access.auditor().is_enabled() {
+        req.ctx.keep_request_object(AuditObject::secret(s));
+    }
+}
+
 /// `POST .../secrets`: creates the Secret of the body (201). A namespace `ns` that is not
 /// valid is the Secret's `metadata.namespace`, refused by its validation.
 pub async fn create(access: &Access, req: &KubeRequest, ns: &str) -> Result<Reply, KubeError> {
@@ -428,6 +436,7 @@ pub async fn create(access: &Access, req: &KubeRequest, ns: &str) -> Result<Repl
         opts.validation,
         &req.yaml_repeated_keys(opts.validation),
     )?;
+    keep_for_audit(access, req, &decoded.secret);
     let mut s = decoded.secret;
     check_path(&mut s, ns, None)?;
     if !crate::names::Namespace::errors(ns).is_empty() {
@@ -476,6 +485,7 @@ pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
         opts.validation,
         &req.yaml_repeated_keys(opts.validation),
     )?;
+    keep_for_audit(access, req, &decoded.secret);
     let mut s = decoded.secret;
     check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
     let live = access

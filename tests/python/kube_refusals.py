@@ -20,6 +20,8 @@ import http.client
 import json
 import ssl
 import sys
+import threading
+import time
 
 HOST, PORT, DIR, NS, AUDIT = sys.argv[1:6]
 PORT = int(PORT)
@@ -285,13 +287,13 @@ assert code == 200 and got["metadata"]["resourceVersion"] == str(current), got
 code, got = call("admin", "GET", SECRETS + "/a3?resourceVersion=" + a3["metadata"]["resourceVersion"])
 assert code == 200 and got["metadata"] == a3["metadata"], got
 got = refused("admin", "GET", SECRETS + "/a3?resourceVersion=%d" % (current + 1000), 504, "Timeout",
-              "Too large resource version: %d, current: %d" % (current + 1000, current))
+              "Timeout: Too large resource version: %d, current: %d" % (current + 1000, current))
 assert audited(SECRETS + "/a3?resourceVersion=%d" % (current + 1000))[-1][:2] == ("ResponseComplete", 504)
 # A revision the store has not reached: 504 Timeout, as kube-apiserver's ResourceVersionTooLarge.
 far = current + 1000
 for match in ("NotOlderThan", "Exact"):
     got = refused("admin", "GET", SECRETS + "?resourceVersionMatch=%s&resourceVersion=%d" % (match, far), 504, "Timeout",
-                  "Too large resource version: %d, current: %d" % (far, current))
+                  "Timeout: Too large resource version: %d, current: %d" % (far, current))
     assert got["details"] == {"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
                               "retryAfterSeconds": 1}, got
     # The audit log records what the client was told, not what the store's read returned.
@@ -300,6 +302,25 @@ for match in ("NotOlderThan", "Exact"):
     with open(AUDIT) as f:
         last = [json.loads(line) for line in f if json.loads(line)["requestURI"] == uri][-1]
     assert last["responseStatus"]["message"] == got["message"], last
+# A read "not older than" a revision the store reaches within three seconds waits for it and
+# succeeds, as from kube-apiserver's watch cache: a write made a second after the read began.
+code, now = call("admin", "GET", SECRETS)
+ahead = int(now["metadata"]["resourceVersion"]) + 1
+def write_soon():
+    time.sleep(1)
+    made, body = call("admin", "POST", SECRETS, json.dumps(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "waited-for"}}), JSON)
+    assert made == 201, body
+writer = threading.Thread(target=write_soon)
+writer.start()
+started = time.monotonic()
+code, got = call("admin", "GET", SECRETS + "?resourceVersionMatch=NotOlderThan&resourceVersion=%d" % ahead)
+waited = time.monotonic() - started
+writer.join()
+assert code == 200 and int(got["metadata"]["resourceVersion"]) >= ahead, got
+assert "waited-for" in [i["metadata"]["name"] for i in got["items"]], got
+assert waited >= 0.5, waited
+assert call("admin", "DELETE", SECRETS + "/waited-for")[0] == 200
 # Continue tokens: not with a resourceVersion, and only those the server handed out.
 code, page = call("admin", "GET", SECRETS + "?limit=1")
 token = page["metadata"]["continue"]
@@ -613,6 +634,27 @@ assert code == 200, got
 with open(AUDIT) as f:
     refs = [json.loads(line)["objectRef"] for line in f if '"auditID":"patch-ref"' in line]
 assert refs == [{"resource": "secrets", "namespace": NS, "name": "made1", "apiVersion": "v1"}] * 2, refs
+
+# A body's name, uid and resourceVersion reach objectRef also when the request is refused after
+# it was decoded (kube-apiserver's LogRequestObject runs right after decoding): a create with a
+# resourceVersion (its storage's 500), a PUT of a missing Secret, a PUT whose name is not the
+# URL's (objectRef.name stays the URL's).
+for method, path, meta, code, ref_name in (
+        ("POST", SECRETS, {"name": "rvset", "uid": "u-1", "resourceVersion": "12"}, 500, "rvset"),
+        ("PUT", SECRETS + "/nothere", {"name": "nothere", "uid": "u-2", "resourceVersion": "7"}, 404, "nothere"),
+        ("PUT", SECRETS + "/made1", {"name": "other", "uid": "u-3", "resourceVersion": "9"}, 400, "made1")):
+    audit_id = "decoded-" + meta["uid"]
+    body = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": meta})
+    got_code, got = call("admin", method, path, body, dict(JSON, **{"Audit-ID": audit_id}))
+    assert got_code == code, (path, got_code, got)
+    with open(AUDIT) as f:
+        refs = [json.loads(line)["objectRef"] for line in f if ('"auditID":"%s"' % audit_id) in line]
+    # RequestReceived is recorded before the body is read: with what the URL names.
+    received = {"resource": "secrets", "namespace": NS, "apiVersion": "v1"}
+    if method == "PUT":
+        received["name"] = ref_name
+    assert refs == [received, dict(received, name=ref_name, uid=meta["uid"],
+                                   resourceVersion=meta["resourceVersion"])], (path, refs)
 
 # Events and Services, which keyward holds none of but kubectl reads on its own (`kubectl
 # events`, `kubectl cluster-info`), are authorized and audited as any collection, and answered
