@@ -257,7 +257,9 @@ async fn store_identity(dir: &std::path::Path) -> Arc<Store> {
 fn audited_reasons_are_the_answered_ones() {
     let errors = || {
         vec![
-            StoreError::BadContinue,
+            StoreError::BadContinue {
+                why: "continue key is not valid".into(),
+            },
             StoreError::MigrationRunning,
             StoreError::OutsideStore {
                 field: "key",

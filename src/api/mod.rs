@@ -61,7 +61,7 @@ pub fn to_status(e: StoreError) -> Status {
             )
         }
         StoreError::MigrationRunning => (Code::FailedPrecondition, Reason::Conflict),
-        StoreError::OutsideStore { .. } | StoreError::BadContinue => {
+        StoreError::OutsideStore { .. } | StoreError::BadContinue { .. } => {
             (Code::InvalidArgument, Reason::BadRequest)
         }
         // A value no configured key opens: Kubernetes reports a failed decryption as an

@@ -198,10 +198,8 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".into(),
             ))
         }
-        Err(AccessError::Store(StoreError::BadContinue)) => {
-            return Err(KubeError::BadRequest(
-                "invalid continue token: continue key is not valid".into(),
-            ))
+        Err(AccessError::Store(StoreError::BadContinue { why })) => {
+            return Err(KubeError::BadRequest(format!("invalid continue token: {why}")))
         }
         other => other?,
     };

@@ -99,7 +99,10 @@ pub enum StoreError {
     },
     /// A continue token that this list did not hand out (caller's input).
     #[error("continue: Invalid value: the continue token is not valid for this list")]
-    BadContinue,
+    BadContinue {
+        /// What is wrong with it, in kube-apiserver's words (`continue key is not valid...`).
+        why: String,
+    },
     /// A migration is already running; one runs at a time (caller's timing).
     #[error("a migration is already running; wait for it to finish (keyward encryption status shows what is left)")]
     MigrationRunning,

@@ -226,41 +226,92 @@ impl futures_core::Stream for UntilStopped {
     }
 }
 
-/// What a list's continue token holds: the revision of its first page and the key the next
-/// page starts at. Revision -1 continues at the current revision: the token kube-apiserver
-/// hands out with the 410 for a continue token whose revision was compacted.
+/// What a list's continue token holds, in kube-apiserver's format (`storage.EncodeContinue`):
+/// `{"v":"meta.k8s.io/v1","rv":N,"start":KEY}`, base64url without padding, `KEY` the key the
+/// next page starts at with the list's key prefix cut off. Revision -1 continues at the
+/// current revision: the token kube-apiserver hands out with the 410 for a continue token whose
+/// revision was compacted.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
+    #[serde(rename = "v", default)]
+    version: String,
+    #[serde(default)]
     rv: i64,
+    #[serde(default)]
     start: String,
 }
 
+/// The only version of continue tokens.
+const CONTINUE_VERSION: &str = "meta.k8s.io/v1";
+
+/// [`StoreError::BadContinue`] saying `why`, kube-apiserver's `continue key is not valid...`.
+fn bad_continue(why: impl Into<String>) -> StoreError {
+    StoreError::BadContinue { why: why.into() }
+}
+
 impl ContinueToken {
-    /// The token `t` of a list whose keys start with `prefix`; one this list did not hand out
-    /// is [`StoreError::BadContinue`].
-    fn decode(t: &str, prefix: &str) -> Result<ContinueToken, StoreError> {
-        let raw = B64URL.decode(t).map_err(|_| StoreError::BadContinue)?;
-        let tok: ContinueToken =
-            serde_json::from_slice(&raw).map_err(|_| StoreError::BadContinue)?;
-        if !tok.start.starts_with(prefix) {
-            return Err(StoreError::BadContinue);
-        }
-        tok.revision()?;
-        Ok(tok)
+    /// The token that continues a list of keys under `prefix` at `key`, read at revision `rv`.
+    fn encode(key: &[u8], prefix: &str, rv: i64) -> String {
+        let key = String::from_utf8_lossy(key);
+        let token = ContinueToken {
+            version: CONTINUE_VERSION.to_owned(),
+            rv,
+            start: key.strip_prefix(prefix).unwrap_or(&key).to_owned(),
+        };
+        B64URL.encode(serde_json::to_vec(&token).unwrap_or_default())
     }
 
-    /// The revision to read the next page at (`None`: the current one).
-    fn revision(&self) -> Result<Option<Revision>, StoreError> {
-        match self.rv {
-            -1 => Ok(None),
-            rv => Revision::new(rv).map(Some).ok_or(StoreError::BadContinue),
+    /// The key a token `t` of a list of keys under `prefix` starts at, and its revision
+    /// (`None`: the current one), checked as kube-apiserver's `storage.DecodeContinue` checks
+    /// it: a start key that `path.Clean` would change (`..`, `//`) is refused, so that the
+    /// list never ranges outside `prefix`.
+    fn decode(t: &str, prefix: &str) -> Result<(Vec<u8>, Option<Revision>), StoreError> {
+        const INVALID: &str = "continue key is not valid";
+        let raw = B64URL.decode(t).map_err(|e| match e {
+            base64::DecodeError::InvalidByte(at, _) => {
+                bad_continue(format!("{INVALID}: illegal base64 data at input byte {at}"))
+            }
+            _ => bad_continue(INVALID),
+        })?;
+        let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad_continue(INVALID))?;
+        if tok.version != CONTINUE_VERSION {
+            return Err(bad_continue(format!(
+                "{INVALID}: server does not recognize this encoded version {}",
+                tok.version
+            )));
         }
+        if tok.rv == 0 {
+            return Err(bad_continue(format!(
+                "{INVALID}: incorrect encoded start resourceVersion (version {CONTINUE_VERSION})"
+            )));
+        }
+        if tok.start.is_empty() {
+            return Err(bad_continue(format!(
+                "{INVALID}: encoded start key empty (version {CONTINUE_VERSION})"
+            )));
+        }
+        let rooted = match tok.start.strip_prefix('/') {
+            Some(rest) => rest,
+            None => tok.start.as_str(),
+        };
+        if !is_clean_path(rooted) {
+            return Err(bad_continue(format!("{INVALID}: {}", tok.start)));
+        }
+        let revision = match tok.rv {
+            -1 => None,
+            rv => Some(Revision::new(rv).ok_or_else(|| bad_continue(INVALID))?),
+        };
+        Ok((format!("{prefix}{rooted}").into_bytes(), revision))
     }
+}
 
-    /// The token, encoded.
-    fn encode(&self) -> String {
-        B64URL.encode(serde_json::to_vec(self).unwrap_or_default())
-    }
+/// Whether `/` followed by `rest` is a path Go's `path.Clean` leaves as it is: no empty, `.`
+/// or `..` element, and no trailing slash.
+fn is_clean_path(rest: &str) -> bool {
+    rest.is_empty()
+        || rest
+            .split('/')
+            .all(|e| !e.is_empty() && e != "." && e != "..")
 }
 
 impl Store {
@@ -835,10 +886,7 @@ impl Store {
         let prefix = self.namespace_prefix(scope);
         let (mut start, mut revision) = match continue_token {
             None | Some("") => (prefix.clone().into_bytes(), at),
-            Some(t) => {
-                let tok = ContinueToken::decode(t, &prefix)?;
-                (tok.start.as_bytes().to_vec(), tok.revision()?)
-            }
+            Some(t) => ContinueToken::decode(t, &prefix)?,
         };
         let end = prefix_end(prefix.as_bytes());
         let mut items = Vec::new();
@@ -859,11 +907,7 @@ impl Store {
                     // from where this one stood.
                     BackendError::Compacted { .. } if continue_token.is_some() => {
                         StoreError::ContinueExpired {
-                            continue_token: ContinueToken {
-                                rv: -1,
-                                start: String::from_utf8_lossy(&start).into_owned(),
-                            }
-                            .encode(),
+                            continue_token: ContinueToken::encode(&start, &prefix, -1),
                         }
                     }
                     other => other.into(),
@@ -891,11 +935,7 @@ impl Store {
                 Some(k) if resp.more => {
                     start = k;
                     if limit != 0 && items.len() >= limit {
-                        let tok = ContinueToken {
-                            rv: resp.revision.get(),
-                            start: String::from_utf8_lossy(&start).into_owned(),
-                        }
-                        .encode();
+                        let tok = ContinueToken::encode(&start, &prefix, resp.revision.get());
                         return Ok(SecretList {
                             items,
                             resource_version: resp.revision,
@@ -922,12 +962,11 @@ impl Store {
     /// revision), as kube-apiserver's `remainingItemCount`: counted in the index, nothing read.
     pub async fn remaining(&self, scope: &Scope, continue_token: &str) -> Result<u64, StoreError> {
         let prefix = self.namespace_prefix(scope);
-        let tok = ContinueToken::decode(continue_token, &prefix)?;
-        let revision = tok.revision()?;
+        let (start, revision) = ContinueToken::decode(continue_token, &prefix)?;
         let (count, _) = self
             .backend
             .count(RangeRequest {
-                start: tok.start.into_bytes(),
+                start,
                 end: Some(prefix_end(prefix.as_bytes())),
                 limit: 0,
                 revision,

@@ -3,9 +3,7 @@
 //! cannot read the rest of a shared etcd (kube-apiserver's other objects, a shared keyring), and
 //! listed in pages of at most [`RAW_LIST_MAX`] keys.
 
-use base64::Engine as _;
-
-use super::{ContinueToken, Store, StoreError, B64URL, RESOURCE};
+use super::{ContinueToken, Store, StoreError, RESOURCE};
 use crate::backend::{prefix_end, KeyValue, RangeRequest, Revision};
 
 /// Most keys one raw list returns; a larger limit, or none (0), is capped to it and the rest
@@ -64,17 +62,14 @@ impl Store {
         } else {
             limit.min(RAW_LIST_MAX)
         };
+        // Tokens hold keys relative to the prefix's last `/`, as kube-apiserver's are relative
+        // to a directory; a start before the prefix is the prefix.
+        let base = &prefix[..prefix.rfind('/').map_or(0, |i| i + 1)];
         let (start, revision) = match continue_token.filter(|t| !t.is_empty()) {
             None => (prefix.as_bytes().to_vec(), None),
             Some(t) => {
-                let bad = || StoreError::BadContinue;
-                let raw = B64URL.decode(t).map_err(|_| bad())?;
-                let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
-                if !tok.start.starts_with(prefix) {
-                    return Err(bad());
-                }
-                let revision = tok.revision()?;
-                (tok.start.into_bytes(), revision)
+                let (start, revision) = ContinueToken::decode(t, base)?;
+                (start.max(prefix.as_bytes().to_vec()), revision)
             }
         };
         let resp = self
@@ -88,15 +83,9 @@ impl Store {
             .await?;
         let continue_token = match resp.kvs.last() {
             Some(last) if resp.more => {
-                let tok = ContinueToken {
-                    rv: resp.revision.get(),
-                    start: format!("{}\0", String::from_utf8_lossy(&last.key)),
-                };
-                let json = serde_json::to_vec(&tok).map_err(|e| StoreError::Corrupt {
-                    key: String::from_utf8_lossy(&last.key).into_owned(),
-                    reason: e.to_string(),
-                })?;
-                Some(B64URL.encode(json))
+                let mut next = last.key.clone();
+                next.push(0);
+                Some(ContinueToken::encode(&next, base, resp.revision.get()))
             }
             _ => None,
         };

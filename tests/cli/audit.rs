@@ -414,9 +414,11 @@ fn python_cross_check_of_the_format() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["events"], 24);
     assert_eq!(v["last"], "shutdown");
-    let mut lines = log.lines();
-    lines[2] = lines[2].replace("db-", "db_");
-    log.set_lines(&lines);
+    // An event of the first file edited (the last may hold checkpoints only).
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let edited = text.replacen("db-", "db_", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&files[0], edited).unwrap();
     let (code, out) = run(&files);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.starts_with("FAIL "), "{out}");

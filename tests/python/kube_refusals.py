@@ -16,6 +16,7 @@ lister (list and delete Secrets in NS), collector (deletecollection of Secrets i
 Prints "ok" on success; a failed check raises.
 """
 
+import base64
 import http.client
 import json
 import ssl
@@ -328,6 +329,28 @@ refused("admin", "GET", SECRETS + "?limit=1&resourceVersion=1&continue=" + token
         "specifying resource version is not allowed when using continue")
 refused("admin", "GET", SECRETS + "?limit=1&continue=garbage", 400, "BadRequest",
         "invalid continue token: continue key is not valid")
+# kube-apiserver's token (storage.EncodeContinue): the key relative to the list's prefix.
+rv = int(page["metadata"]["resourceVersion"])
+first = page["items"][0]["metadata"]["name"]
+assert json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) == \
+    {"v": "meta.k8s.io/v1", "rv": rv, "start": first + "\u0000"}, token
+assert "=" not in token, token
+def crafted(**fields):
+    body = dict({"v": "meta.k8s.io/v1", "rv": rv, "start": first + "\u0000"}, **fields)
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+# Its checks (storage.DecodeContinue): no path that path.Clean changes, so that a list never
+# ranges outside its prefix; a revision and a start key; the one version.
+for fields, why in (({"start": "../zz/"}, ": ../zz/"), ({"start": "a//b"}, ": a//b"), ({"start": "a/./b"}, ": a/./b"),
+                    ({"rv": 0}, ": incorrect encoded start resourceVersion (version meta.k8s.io/v1)"),
+                    ({"start": ""}, ": encoded start key empty (version meta.k8s.io/v1)"),
+                    ({"v": "v9"}, ": server does not recognize this encoded version v9")):
+    refused("admin", "GET", SECRETS + "?limit=1&continue=" + crafted(**fields), 400, "BadRequest",
+            "invalid continue token: continue key is not valid" + why)
+refused("admin", "GET", SECRETS + "?limit=1&continue=ab$c", 400, "BadRequest",
+        "invalid continue token: continue key is not valid: illegal base64 data at input byte 2")
+# A start key with or without its leading slash is the same key.
+code, got = call("admin", "GET", SECRETS + "?limit=1&continue=" + crafted(start="/" + first + "\u0000"))
+assert code == 200 and got["items"][0]["metadata"]["name"] != first, got
 # Pages as kube-apiserver's storage reads them: a page at a revision without a match rule is
 # read exactly at it (a2, deleted since, is on it); resourceVersion=0 is served whole from its
 # watch cache, limit ignored; a limit below 1 is no limit.
