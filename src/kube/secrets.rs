@@ -639,11 +639,14 @@ fn patched(
 ) -> Result<(Secret, Vec<String>), KubeError> {
     let live_json = encode_secret(live);
     let strict_patch = opts.validation != FieldValidation::Ignore;
-    let patched = match kind {
+    let mut patched = match kind {
         PatchType::Json => patch::json_patch(&live_json, patch_doc, strict_patch)?,
         PatchType::Merge => patch::merge(&live_json, patch_doc, strict_patch)?,
         _ => patch::strategic_merge(&live_json, patch_doc)?,
     };
+    // Upstream's patch libraries hold the result in Go maps, whose JSON has its keys sorted:
+    // the order its strict decoding then reports unknown fields in.
+    crate::manifest::gojson::sort_keys(&mut patched);
     let bytes = serde_json::to_vec(&patched).map_err(|e| KubeError::BadRequest(e.to_string()))?;
     // The patched object's unknown fields are reported after the patch's own strict errors,
     // and only once it decodes.

@@ -21,6 +21,23 @@ pub fn indented(v: &Value) -> String {
     out
 }
 
+/// Puts the keys of every object in `v` in byte order, as a Go map decoded from `v` is
+/// written back (`json.Marshal`), so that a walk over `v` meets fields in Go's order.
+pub fn sort_keys(v: &mut Value) {
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(sort_keys),
+        Value::Object(m) => {
+            let mut entries: Vec<(String, Value)> = std::mem::take(m).into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, mut item) in entries {
+                sort_keys(&mut item);
+                m.insert(k, item);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn newline(out: &mut String, indent: Option<&str>, depth: usize) {
     if let Some(unit) = indent {
         out.push('\n');

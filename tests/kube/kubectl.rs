@@ -787,7 +787,8 @@ fn kubectl_requests_are_audited_once_per_stage() {
             .contains("cannot impersonate"),
         "{status}"
     );
-    // A failure's details, as kube-apiserver copies them from the Status it answered.
+    // A failure's details, as kube-apiserver copies them from the Status it answered, in the
+    // order of metav1.Status's fields.
     let missing = events
         .iter()
         .find(|e| {
@@ -797,7 +798,7 @@ fn kubectl_requests_are_audited_once_per_stage() {
         .unwrap();
     assert_eq!(
         missing["responseStatus"].to_string(),
-        r#"{"code":404,"details":{"kind":"secrets","name":"nope"},"message":"secrets \"nope\" not found","metadata":{},"reason":"NotFound","status":"Failure"}"#
+        r#"{"metadata":{},"status":"Failure","message":"secrets \"nope\" not found","reason":"NotFound","details":{"name":"nope","kind":"secrets"},"code":404}"#
     );
     let line = audit
         .lines()
