@@ -176,6 +176,9 @@ pub struct HistoryEntry {
 
 /// Fills server-generated fields of a Secret being created, as Kubernetes' token controller
 /// fills `kubernetes.io/service-account-token` Secrets (`authn::legacy::TokenSecretFiller`).
+/// The create answers with the Secret's `data` as it was sent, as upstream's create answers
+/// before its controller fills the Secret in a later write: what the hook filled (a token) is
+/// read with `get`, so that `create` alone never hands out a credential.
 pub trait CreateHook: Send + Sync {
     /// Adjusts `secret` (valid, uid and creation time set) before it is stored; the result is
     /// validated again. Not called for dry runs. The error is why (never a value).
@@ -564,13 +567,17 @@ impl Store {
             }
             return Ok(s);
         }
+        // What the hook fills is not in the answer (see `CreateHook`).
+        let mut sent_data = None;
         if let Some(hook) = &self.create_hook {
+            let before = s.data.clone();
             hook.on_create(&mut s)
                 .map_err(|reason| StoreError::CreateHook {
                     name: name.clone(),
                     reason,
                 })?;
             model::validate(&s).map_err(|e| StoreError::invalid(&name, e))?;
+            sent_data = (before != s.data).then_some(before);
         }
         let generation = self.decoded.generation();
         let value = self.encode(&key, &mut s).await?;
@@ -578,7 +585,12 @@ impl Store {
             .put_cached(&key, value, Expect::Absent, s, generation)
             .await?
         {
-            (WriteOutcome::Applied { .. }, s) => Ok(s),
+            (WriteOutcome::Applied { .. }, mut s) => {
+                if let Some(data) = sent_data {
+                    s.data = data;
+                }
+                Ok(s)
+            }
             (WriteOutcome::Conflict { .. } | WriteOutcome::NotFound, s) => {
                 Err(StoreError::AlreadyExists {
                     namespace: s.metadata.namespace,

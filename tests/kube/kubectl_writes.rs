@@ -792,6 +792,20 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-token\n  annotations:\n    kubernetes.io/service-account.name: app\ntype: kubernetes.io/service-account-token\n",
     );
     admin.ok(&["apply", "-f", w.dev.path("sa-token.yaml").to_str().unwrap()]);
+    // The create's answer holds no token (kube-controller-manager fills it in a later write):
+    // `create` alone hands out no credential.
+    w.dev.write(
+        "sa-token-2.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-token-2\n  annotations:\n    kubernetes.io/service-account.name: app\ntype: kubernetes.io/service-account-token\n",
+    );
+    let answered = admin.ok(&[
+        "create",
+        "-f",
+        w.dev.path("sa-token-2.yaml").to_str().unwrap(),
+        "-o",
+        "jsonpath={.data}",
+    ]);
+    assert_eq!(answered.trim(), "", "{answered}");
     let token = admin.ok(&["get", "secret", "app-token", "-o", "jsonpath={.data.token}"]);
     let token = String::from_utf8(
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim()).unwrap(),
