@@ -43,7 +43,7 @@ pub mod status;
 pub mod table;
 pub mod token;
 pub mod watch;
-pub mod yaml_keys;
+pub use crate::manifest::yaml_keys;
 
 pub use error::KubeError;
 pub use server::{serve, KubeApi, KubeLimits, KubeListener, KubeOptions, KubeServeError};

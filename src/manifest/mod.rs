@@ -26,6 +26,7 @@ pub mod gojson;
 pub mod goyaml;
 pub mod kustomize;
 pub mod last_applied;
+pub mod yaml_keys;
 
 pub use codec::{
     list_json, list_value, list_yaml, parse, parse_objects, secret_json, to_json, to_yaml,

@@ -25,20 +25,47 @@ const PARSE_BUDGET: usize = 8 << 20;
 /// (`line 7: key "a" already set in map`), in the order go-yaml reports them. Empty for a body
 /// that is not YAML (the caller reports that).
 pub fn repeated_keys(body: &[u8]) -> Vec<String> {
+    let again = || Some(serde_yaml_ng::Deserializer::from_slice(body));
+    repeated_in(
+        serde_yaml_ng::Deserializer::from_slice(body),
+        again,
+        body.len(),
+    )
+    .unwrap_or_default()
+}
+
+/// [`repeated_keys`] of each document of the YAML stream `text`, up to the first that is not
+/// YAML: the document's index (from 0) and the message, its line counted from the start of
+/// `text`.
+pub fn repeated_keys_by_document(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let again = || serde_yaml_ng::Deserializer::from_str(text).nth(i);
+        match repeated_in(document, again, text.len()) {
+            Some(found) => out.extend(found.into_iter().map(|m| (i, m))),
+            // The stream cannot be read past a syntax error.
+            None => break,
+        }
+    }
+    out
+}
+
+/// The repeated keys of `document`; `again` makes the same document once more for each
+/// repeated key's walk, which parses `len` bytes. `None` if the document is not YAML.
+fn repeated_in<'de>(
+    document: serde_yaml_ng::Deserializer<'de>,
+    again: impl Fn() -> Option<serde_yaml_ng::Deserializer<'de>>,
+    len: usize,
+) -> Option<Vec<String>> {
     let repeats = RefCell::new(Vec::new());
     let walk = Walk {
         next_key: &Cell::new(0),
         fail_at: None,
         repeats: Some(&repeats),
     };
-    if walk
-        .deserialize(serde_yaml_ng::Deserializer::from_slice(body))
-        .is_err()
-    {
-        return Vec::new();
-    }
-    let passes = (PARSE_BUDGET / body.len().max(1)).max(1);
-    repeats
+    walk.deserialize(document).ok()?;
+    let passes = (PARSE_BUDGET / len.max(1)).max(1);
+    let found = repeats
         .into_inner()
         .into_iter()
         .take(passes)
@@ -48,14 +75,14 @@ pub fn repeated_keys(body: &[u8]) -> Vec<String> {
                 fail_at: Some(index),
                 repeats: None,
             };
-            let line = walk
-                .deserialize(serde_yaml_ng::Deserializer::from_slice(body))
-                .err()
+            let line = again()
+                .and_then(|d| walk.deserialize(d).err())
                 .and_then(|e| e.location())
                 .map_or(0, |l| l.line());
             format!("line {line}: key {key} already set in map")
         })
-        .collect()
+        .collect();
+    Some(found)
 }
 
 /// A mapping key as go-yaml v2 resolves and prints it (`%#v` of the decoded value).

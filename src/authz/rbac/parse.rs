@@ -137,6 +137,20 @@ pub(crate) fn parse_text(
     problems: &mut Vec<Problem>,
 ) {
     use serde::Deserialize;
+    // A repeated key would be read as its last value: refused, as kubectl's strict YAML
+    // decoding refuses it, so that no reader takes the first value for the one in force.
+    for (i, message) in crate::manifest::yaml_keys::repeated_keys_by_document(text) {
+        problems.push(Problem {
+            location: Location {
+                source: source.to_owned(),
+                document: i + 1,
+                item: None,
+            },
+            object: None,
+            field: String::new(),
+            message,
+        });
+    }
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let location = Location {
             source: source.to_owned(),

@@ -278,6 +278,62 @@ roleRef: {kind: ClusterRole, name: secret-reader, apiGroup: rbac.authorization.k
     assert!(!list(sa("prod", "operator"), "prod"));
 }
 
+/// A repeated key is refused with go-yaml's words and its line (counted in the file), whatever
+/// document it is in, rather than read as its last value.
+#[test]
+fn repeated_keys_are_refused() {
+    let yaml = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: r}
+rules: [{apiGroups: [\"\"], resources: [secrets], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: b, namespace: prod}
+subjects: [{kind: User, name: u, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: r, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: cluster-admin, apiGroup: rbac.authorization.k8s.io}
+";
+    assert_eq!(
+        problems(yaml),
+        [r#"policy.yaml: document 2: line 11: key "roleRef" already set in map"#]
+    );
+    let rules = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: a}\nrules:\n- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [get]\n  verbs: [\"*\"]\n";
+    assert_eq!(
+        problems(rules),
+        [r#"policy.yaml: document 1: line 8: key "verbs" already set in map"#]
+    );
+}
+
+/// A User or Group subject with a namespace loads, and its namespace is ignored, as in
+/// kube-apiserver (a cluster's exported policy loads as it is).
+#[test]
+fn user_and_group_subjects_with_a_namespace_apply_everywhere_they_are_bound() {
+    let yaml = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: secret-reader}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: readers}
+subjects:
+  - {kind: User, name: alice, namespace: prod, apiGroup: rbac.authorization.k8s.io}
+  - {kind: Group, name: ops, namespace: dev, apiGroup: rbac.authorization.k8s.io}
+roleRef: {kind: ClusterRole, name: secret-reader, apiGroup: rbac.authorization.k8s.io}
+"#;
+    let rbac = Rbac::new(&load(yaml).set);
+    let list = |user: Identity, ns: &str| {
+        rbac.authorize(&Attributes::resource(user, "list", "secrets").with_namespace(ns))
+            .allowed()
+    };
+    assert!(list(Identity::new("alice", "", vec![]), "other"));
+    assert!(list(Identity::new("bob", "", vec!["ops".into()]), "prod"));
+    assert!(!list(Identity::new("bob", "", vec![]), "dev"));
+}
+
 #[test]
 fn manifests_json_lists_and_typed_lists() {
     let json = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":""},"items":[
@@ -391,7 +447,6 @@ fn validation_messages() {
                 r#"policy.yaml: document 1 (ClusterRoleBinding "b"): roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#,
                 r#"policy.yaml: document 1 (ClusterRoleBinding "b"): subjects[0].namespace: Required value"#,
                 r#"policy.yaml: document 1 (ClusterRoleBinding "b"): subjects[1].apiGroup: Unsupported value: "rbac": supported values: "rbac.authorization.k8s.io""#,
-                r#"policy.yaml: document 1 (ClusterRoleBinding "b"): subjects[1].namespace: Forbidden: a User subject has no namespace"#,
                 r#"policy.yaml: document 1 (ClusterRoleBinding "b"): subjects[2].kind: Unsupported value: "Robot": supported values: "ServiceAccount", "User", "Group""#,
                 r#"policy.yaml: document 1 (ClusterRoleBinding "b"): subjects[3].name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#,
                 r#"policy.yaml: document 1 (ClusterRoleBinding "b"): subjects[3].apiGroup: Unsupported value: "v1": supported values: """#,

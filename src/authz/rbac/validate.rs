@@ -251,8 +251,9 @@ fn service_account_name_problems(name: &str) -> Vec<&'static str> {
     out
 }
 
-/// `ValidateRoleBindingSubject`, and (stricter than it, as `rbac/v1/types.go` asks of
-/// authorizers) no namespace on User and Group subjects.
+/// `ValidateRoleBindingSubject`. A namespace on a User or Group subject is accepted and
+/// ignored, as kube-apiserver's validation and RBAC authorizer do (`rbac/v1/types.go` says an
+/// authorizer should report it, but upstream's does not), so that a cluster's policy loads.
 fn validate_subject(s: &Subject, namespaced: bool, path: &str, issues: &mut Vec<FieldIssue>) {
     if s.name.is_empty() {
         issues.push(FieldIssue::new(format!("{path}.name"), "Required value"));
@@ -285,12 +286,6 @@ fn validate_subject(s: &Subject, namespaced: bool, path: &str, issues: &mut Vec<
                 issues.push(FieldIssue::new(
                     format!("{path}.apiGroup"),
                     not_supported(&s.api_group, &[GROUP_NAME]),
-                ));
-            }
-            if !s.namespace.is_empty() {
-                issues.push(FieldIssue::new(
-                    format!("{path}.namespace"),
-                    format!("Forbidden: a {} subject has no namespace", s.kind),
                 ));
             }
         }
