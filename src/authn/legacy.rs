@@ -460,18 +460,25 @@ mod tests {
             crate::store::Store::new(backend, enc, "/registry").with_create_hook(Arc::new(filler)),
         );
         let auth = auth.with_legacy_tokens(store.clone());
-        let created = store
+        let answered = store
             .create(sa_secret("app-token", "app"), false)
             .await
             .unwrap();
-        let token = BearerToken::new(data(&created, TOKEN_KEY));
-        let id = auth.authenticate_token(&token).await.unwrap().unwrap();
-        assert_eq!(id.name, "system:serviceaccount:prod:app");
-        // Tracked: labelled with the day of its use, once a day.
+        // The create answers without what the hook filled; the stored Secret holds it.
+        assert!(answered.data.is_empty(), "{:?}", answered.data.keys());
         let (ns, name) = (
             crate::names::Namespace::try_from("prod").unwrap(),
             crate::names::SecretName::try_from("app-token").unwrap(),
         );
+        let created = store.get(&ns, &name, None).await.unwrap();
+        assert_eq!(
+            created.metadata.resource_version,
+            answered.metadata.resource_version
+        );
+        let token = BearerToken::new(data(&created, TOKEN_KEY));
+        let id = auth.authenticate_token(&token).await.unwrap().unwrap();
+        assert_eq!(id.name, "system:serviceaccount:prod:app");
+        // Tracked: labelled with the day of its use, once a day.
         let used = store.get(&ns, &name, None).await.unwrap();
         let mut today = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         today.truncate(10);

@@ -273,9 +273,12 @@ impl ServiceAccountIssuer {
         } else {
             request.audiences.clone()
         };
-        if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        // Any audience is accepted, as upstream's `ValidateTokenRequest` accepts it (an empty
+        // one names no server, so such a token authenticates nowhere); none at all only when
+        // the server has no default.
+        if audiences.is_empty() {
             return Err(AuthnError::InvalidRequest(
-                "audiences must be non-empty strings".into(),
+                "audiences must not be empty: the server has no default audience".into(),
             ));
         }
         let iat = unix_secs(now);
@@ -642,7 +645,12 @@ mod tests {
         assert!(iss.issue(&request("prod", "app", &[], 600), now).is_ok());
         assert!(e(request("Prod", "app", &[], 600)).contains("namespace"));
         assert!(e(request("prod", "a:b", &[], 600)).contains("service account name"));
-        assert!(e(request("prod", "app", &[""], 600)).contains("audiences"));
+        // An empty audience is issued, as upstream issues it, and authenticates nowhere.
+        let empty = iss.issue(&request("prod", "app", &[""], 600), now).unwrap();
+        assert_eq!(
+            payload(empty.token.expose())["aud"],
+            serde_json::json!([""])
+        );
         let none = ServiceAccountIssuer::new("i", Arc::new(SigningKey::generate_es256().unwrap()))
             .with_default_audiences(vec![]);
         assert!(none.issue(&request("prod", "app", &[], 600), now).is_err());
