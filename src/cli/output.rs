@@ -53,19 +53,14 @@ pub(super) fn format_time(unix: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// kubectl's AGE column: `45s`, `12m`, `5h`, `3d`, `2y`.
+/// kubectl's AGE column, as kube-apiserver's Table writes it (`duration.HumanDuration`): `45s`,
+/// `6m56s`, `12m`, `5h30m`, `3d4h`, `2y`.
 pub(super) fn age(created: &str, now: SystemTime) -> String {
     let Some(t) = crate::go_time::system_time(created) else {
         return "<unknown>".into();
     };
     let secs = now.duration_since(t).unwrap_or(Duration::ZERO).as_secs();
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 3600 * 2 => format!("{}m", s / 60),
-        s if s < 86400 * 2 => format!("{}h", s / 3600),
-        s if s < 86400 * 365 * 2 => format!("{}d", s / 86400),
-        s => format!("{}y", s / (86400 * 365)),
-    }
+    crate::kube::table::human_duration(secs)
 }
 
 /// `90d`, `12h`, `5m` or `30s`: the largest unit that divides `secs` exactly.
@@ -134,6 +129,8 @@ mod tests {
         let now = humantime::parse_rfc3339("2024-01-03T00:00:00Z").unwrap();
         assert_eq!(age("2024-01-02T23:59:15Z", now), "45s");
         assert_eq!(age("2024-01-01T00:00:00Z", now), "2d");
+        assert_eq!(age("2024-01-02T23:53:04Z", now), "6m56s");
+        assert_eq!(age("2024-01-02T19:30:00Z", now), "4h30m");
         assert_eq!(age("yesterday", now), "<unknown>");
         for (secs, want) in [(90 * 86400, "90d"), (7200, "2h"), (300, "5m"), (61, "61s")] {
             assert_eq!(short_duration(secs), want);

@@ -3,7 +3,7 @@
 //! map` for each key that repeats one before it in the same mapping, `N` being the line where
 //! the repeated key's value starts, in the order go-yaml meets them (a value's own repeats
 //! before its key's). Its non-strict decode keeps the last value, as the JSON value
-//! [`yaml_value`](super::request::yaml_value) reads does.
+//! [`yaml_value`](crate::kube::request::yaml_value) reads does.
 //!
 //! serde gives no positions, but a deserialization error carries the position of the event it
 //! was raised at: a first walk numbers every mapping entry and notes the repeated keys; for
