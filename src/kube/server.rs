@@ -388,7 +388,8 @@ impl KubeApi {
         // Without credentials, health and version answer at once (kube-apiserver's anonymous
         // user may read them); with credentials, they are checked as on any path first, so a
         // bad token is a 401 here too.
-        let public = method == Method::GET && (path == "/version" || health::is_health_path(&path));
+        let public =
+            method == Method::GET && (is_version_path(&path) || health::is_health_path(&path));
         let credentialed = || {
             certs.presented()
                 || req
@@ -465,7 +466,9 @@ impl KubeApi {
             body,
         };
         let query = parts.uri.query().unwrap_or("");
-        let answered = match public {
+        // Health endpoints answer any method, as kube-apiserver's handlers do (a HEAD or POST
+        // is authorized as its verb first, like any request with credentials).
+        let answered = match public || health::is_health_path(&path) {
             true => self.public_info(&method, &path, query).await,
             false => None,
         };
@@ -536,7 +539,7 @@ impl KubeApi {
     /// The answer of a health endpoint, one of its checks, or `/version` (the paths
     /// kube-apiserver's `system:public-info-viewer` opens to everyone), if `path` is one.
     async fn public_info(&self, method: &Method, path: &str, query: &str) -> Option<Reply> {
-        if *method != Method::GET {
+        if *method != Method::GET && !health::is_health_path(path) {
             return None;
         }
         let health = match health::Endpoint::of_path(path) {
@@ -552,7 +555,7 @@ impl KubeApi {
                 body: text.into(),
             });
         }
-        (path == "/version").then(|| Reply::Raw {
+        is_version_path(path).then(|| Reply::Raw {
             code: 200,
             content_type: "application/json",
             body: discovery::version().into(),
@@ -910,6 +913,11 @@ impl KubeApi {
             .await?,
         ))
     }
+}
+
+/// `/version`, also with a final slash (kube-apiserver serves both).
+fn is_version_path(path: &str) -> bool {
+    matches!(path, "/version" | "/version/")
 }
 
 /// The Kubernetes verb of a request, for metrics.

@@ -304,6 +304,18 @@ fn health_with_credentials_is_authenticated_like_any_path() {
     let good = w.token_kubeconfig("bob", Some(crate::kubectl::BOB_TOKEN));
     let k = w.kubectl_as(33, &good, "bob");
     assert_eq!(k.ok(&["get", "--raw", "/healthz"]), "ok");
+    // Health endpoints answer any method (authorized as its verb: the admin may POST), and
+    // `/version/` is `/version`, as kube-apiserver serves them.
+    w.dev.write("empty.json", "{}");
+    let body = w.dev.path("empty.json");
+    let posted = w
+        .kubectl(33)
+        .ok(&["create", "--raw", "/healthz", "-f", body.to_str().unwrap()]);
+    assert_eq!(posted, "ok");
+    assert_eq!(
+        k.ok(&["get", "--raw", "/version/"]),
+        k.ok(&["get", "--raw", "/version"])
+    );
     // `version.Info` indented, in its field order, as kube-apiserver's `WriteRawJSON`.
     let version = k.ok(&["get", "--raw", "/version"]);
     assert!(
