@@ -45,11 +45,16 @@ pub fn parse_policy<'a>(
 ) -> Result<LoadedPolicy, AuthzError> {
     let mut objects = Vec::new();
     let mut problems = Vec::new();
+    let mut sources = Vec::new();
     for (source, text) in inputs {
         parse::parse_text(text, source, &mut objects, &mut problems);
+        sources.push(source);
     }
     let checked = validate::check(objects, &mut problems);
     if !problems.is_empty() {
+        // In the order of the inputs and their documents, whichever check found them.
+        let input = |p: &parse::Problem| sources.iter().position(|s| *s == p.location.source);
+        problems.sort_by_key(|p| (input(p), p.location.document, p.location.item));
         return Err(AuthzError::Invalid { problems });
     }
     Ok(LoadedPolicy {

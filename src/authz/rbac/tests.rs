@@ -306,6 +306,28 @@ roleRef: {kind: ClusterRole, name: cluster-admin, apiGroup: rbac.authorization.k
     );
 }
 
+/// Problems come in document order, whichever check found them (parsing finds an unknown
+/// field before validation sees an earlier document's bad reference).
+#[test]
+fn problems_are_listed_in_document_order() {
+    let yaml = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: b, namespace: prod}
+subjects: [{kind: User, name: u, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: Role, name: r, apiGroup: example.com}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: r, namespace: prod}
+spec: {}
+";
+    let found = problems(yaml);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].contains("document 1"), "{found:?}");
+    assert!(found[1].contains("document 2"), "{found:?}");
+}
+
 /// A User or Group subject with a namespace loads, and its namespace is ignored, as in
 /// kube-apiserver (a cluster's exported policy loads as it is).
 #[test]
