@@ -231,7 +231,15 @@ fn parse_list(
     };
     let mut issues = Vec::new();
     unknown_fields(&obj, "", LIST_FIELDS, &mut issues);
-    check_api_version(&obj, &[want_version], &mut issues);
+    // kubectl flattens a `List` of any group and version (every object with `items`).
+    let any_version = item_kind.is_none()
+        && obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty());
+    if !any_version {
+        check_api_version(&obj, &[want_version], &mut issues);
+    }
     let items = match obj.get("items") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a.clone(),

@@ -328,6 +328,24 @@ spec: {}
     assert!(found[1].contains("document 2"), "{found:?}");
 }
 
+/// Labels are checked as `ValidateObjectMeta` checks them.
+#[test]
+fn invalid_labels_are_refused() {
+    let yaml = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r, labels: {\"bad key!\": v, ok: \"bad value!\"}}\n";
+    let found = problems(yaml);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found[0].contains(r#"metadata.labels: Invalid value: "bad key!": name part must consist of alphanumeric characters"#),
+        "{found:?}"
+    );
+    assert!(
+        found[1].contains(
+            r#"metadata.labels: Invalid value: "bad value!": a valid label must be an empty string"#
+        ),
+        "{found:?}"
+    );
+}
+
 /// A User or Group subject with a namespace loads, and its namespace is ignored, as in
 /// kube-apiserver (a cluster's exported policy loads as it is).
 #[test]
@@ -378,6 +396,9 @@ items:
   subjects: [{kind: Group, name: devs}]
   roleRef: {kind: Role, name: r}
 "#;
+    // kubectl flattens a `List` of any apiVersion.
+    let grouped = "apiVersion: rbac.authorization.k8s.io/v1\nkind: List\nitems: []\n";
+    assert!(parse_policy([("c.yaml", grouped)]).is_ok());
     let loaded = parse_policy([("a.json", json), ("b.yaml", typed)]).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let c = loaded.set.counts();

@@ -14,6 +14,7 @@ use super::types::{
 };
 use crate::authz::go_quote;
 use crate::names::Namespace;
+use crate::store::model::{label_value_errors, qualified_name_errors};
 
 /// A validated policy and what is suspicious but allowed.
 pub(crate) struct Checked {
@@ -138,6 +139,21 @@ fn validate_meta(meta: &ObjectMeta, namespaced: bool, issues: &mut Vec<FieldIssu
             "metadata.namespace",
             "Forbidden: not allowed on this type",
         ));
+    }
+    // `ValidateLabels`, as `ValidateObjectMeta` checks them.
+    for (k, v) in &meta.labels {
+        for msg in qualified_name_errors(k) {
+            issues.push(FieldIssue::new(
+                "metadata.labels",
+                format!("Invalid value: {}: {msg}", go_quote(k)),
+            ));
+        }
+        for msg in label_value_errors(v) {
+            issues.push(FieldIssue::new(
+                "metadata.labels",
+                format!("Invalid value: {}: {msg}", go_quote(v)),
+            ));
+        }
     }
 }
 
