@@ -57,8 +57,12 @@ impl std::fmt::Debug for TokenSecretHook {
 }
 
 impl CreateHook for TokenSecretHook {
+    fn applies_to(&self, secret: &Secret) -> bool {
+        secret.type_ == TOKEN_SECRET_TYPE
+    }
+
     fn on_create(&self, secret: &mut Secret) -> Result<(), String> {
-        if secret.type_ != TOKEN_SECRET_TYPE {
+        if !self.applies_to(secret) {
             return Ok(());
         }
         match self.0.load_full() {

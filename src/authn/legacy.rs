@@ -258,6 +258,10 @@ impl TokenSecretFiller {
 }
 
 impl CreateHook for TokenSecretFiller {
+    fn applies_to(&self, secret: &Secret) -> bool {
+        secret.type_ == TOKEN_SECRET_TYPE
+    }
+
     fn on_create(&self, secret: &mut Secret) -> Result<(), String> {
         self.fill(secret).map_err(|e| e.to_string())
     }

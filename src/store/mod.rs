@@ -180,6 +180,10 @@ pub struct HistoryEntry {
 /// before its controller fills the Secret in a later write: what the hook filled (a token) is
 /// read with `get`, so that `create` alone never hands out a credential.
 pub trait CreateHook: Send + Sync {
+    /// Whether [`CreateHook::on_create`] fills `secret` (a Secret of its type); the store calls
+    /// it, and copies the Secret's data as sent for the answer, only then.
+    fn applies_to(&self, secret: &Secret) -> bool;
+
     /// Adjusts `secret` (valid, uid and creation time set) before it is stored; the result is
     /// validated again. Not called for dry runs. The error is why (never a value).
     fn on_create(&self, secret: &mut Secret) -> Result<(), String>;
@@ -569,7 +573,7 @@ impl Store {
         }
         // What the hook fills is not in the answer (see `CreateHook`).
         let mut sent_data = None;
-        if let Some(hook) = &self.create_hook {
+        if let Some(hook) = self.create_hook.as_ref().filter(|h| h.applies_to(&s)) {
             let before = s.data.clone();
             hook.on_create(&mut s)
                 .map_err(|reason| StoreError::CreateHook {
