@@ -385,11 +385,11 @@ impl KubeApi {
             .uri()
             .path_and_query()
             .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
-        // Without credentials, health and version answer at once (kube-apiserver's anonymous
-        // user may read them); with credentials, they are checked as on any path first, so a
-        // bad token is a 401 here too.
-        let public =
-            method == Method::GET && (is_version_path(&path) || health::is_health_path(&path));
+        // A request that no credential authenticates is kube-apiserver's anonymous user on the
+        // health endpoints, their checks and `/version`, whatever its method, then authorized
+        // as any request (the bootstrap policy lets it get the endpoints and `/version`);
+        // elsewhere it is a 401. A bad credential is a 401 on these paths too.
+        let anonymous_path = is_version_path(&path) || health::is_health_path(&path);
         let credentialed = || {
             certs.presented()
                 || req
@@ -400,8 +400,8 @@ impl KubeApi {
         };
         // Probes are not held back by the in-flight limit (kube-apiserver exempts them from its
         // priority and fairness too).
-        let anonymous = public && !credentialed();
-        let _in_flight = match anonymous {
+        let probe = anonymous_path && !credentialed();
+        let _in_flight = match probe {
             true => None,
             false => match self.enter(peer.ip()) {
                 Some(permit) => Some(permit),
@@ -444,7 +444,7 @@ impl KubeApi {
         let query = parse_query(parts.uri.query().unwrap_or(""));
         let info = RequestInfo::parse(&method, &path, &query);
         let ctx = match self
-            .context(&parts.headers, peer, certs, uri, &info, anonymous)
+            .context(&parts.headers, peer, certs, uri, &info, anonymous_path)
             .await
         {
             Ok(ctx) => ctx,
@@ -468,7 +468,7 @@ impl KubeApi {
         let query = parts.uri.query().unwrap_or("");
         // Health endpoints answer any method, as kube-apiserver's handlers do (a HEAD or POST
         // is authorized as its verb first, like any request with credentials).
-        let answered = match public || health::is_health_path(&path) {
+        let answered = match anonymous_path {
             true => self.public_info(&method, &path, query).await,
             false => None,
         };
@@ -562,8 +562,9 @@ impl KubeApi {
         })
     }
 
-    /// Authenticates the request (as `system:anonymous` if `anonymous`: a health or version
-    /// request without credentials) and applies `Impersonate-*` headers.
+    /// Authenticates the request (as `system:anonymous` if no credential proves an identity
+    /// and `anonymous_path`: a health endpoint or `/version`) and applies `Impersonate-*`
+    /// headers.
     /// A refused credential is recorded in the audit log as kube-apiserver records it: what
     /// the request asked for (`info`), no user, 401 and the methods attempted.
     async fn context(
@@ -573,7 +574,7 @@ impl KubeApi {
         certs: &ClientCerts,
         uri: String,
         info: &RequestInfo,
-        anonymous: bool,
+        anonymous_path: bool,
     ) -> Result<RequestContext, KubeError> {
         // Header values as text as Go's net/http hands them on: bytes past ASCII are kept (an
         // `Impersonate-User` that is not ASCII impersonates that name, or is refused; it is
@@ -596,9 +597,9 @@ impl KubeApi {
             get("x-forwarded-for").as_deref(),
             get("x-real-ip").as_deref(),
         );
-        let authenticated = match anonymous {
-            true => Ok(Identity::anonymous()),
-            false => self.authn.authenticate(creds).await,
+        let authenticated = match self.authn.authenticate(creds).await {
+            Err(AccessError::NoCredentials) if anonymous_path => Ok(Identity::anonymous()),
+            r => r,
         };
         let user = match authenticated {
             Ok(user) => user,

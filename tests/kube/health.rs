@@ -30,13 +30,19 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// `GET path` without credentials: the status code, `Content-Type` (followed by a space and
 /// `X-Content-Type-Options` when there is one) and body.
 fn get_any(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    request(addr, "GET", path)
+}
+
+/// `method path` without credentials: the status code, `Content-Type` (as [`get_any`]) and
+/// body.
+fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
     let script = "import http.client, ssl, sys\n\
         ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
         c = http.client.HTTPSConnection(sys.argv[1], int(sys.argv[2]), context=ctx, timeout=20)\n\
-        c.request('GET', sys.argv[3]); r = c.getresponse(); body = r.read().decode()\n\
+        c.request(sys.argv[4], sys.argv[3]); r = c.getresponse(); body = r.read().decode()\n\
         t = ' '.join(h for h in (r.getheader('Content-Type'), r.getheader('X-Content-Type-Options')) if h)\n\
         sys.stdout.write('%d\\n%s\\n%s' % (r.status, t, body))\n";
-    let out = script_against(addr, script, &[path]);
+    let out = script_against(addr, script, &[path, method]);
     let mut parts = out.splitn(3, '\n');
     let code = parts.next().and_then(|c| c.parse().ok()).expect("status");
     let content_type = parts.next().expect("content type").to_owned();
@@ -365,4 +371,71 @@ fn health_with_credentials_is_authenticated_like_any_path() {
         .unwrap_or_else(|| panic!("no read of /healthz by bob: {audit}"));
     assert_eq!(read["responseStatus"]["code"], 200);
     assert_eq!(read["verb"], "get");
+}
+
+/// A request that no credential authenticates is `system:anonymous` on the health and version
+/// paths whatever its method, authorized as its verb (the bootstrap policy allows `get`: a HEAD
+/// or POST is kube-apiserver's 403), and a 401 elsewhere. A client certificate of the client
+/// CA without a common name proves no identity (kube-apiserver's x509 authenticator has no
+/// opinion on it), so it is anonymous there too, not refused.
+#[test]
+fn anonymous_requests_are_authorized_as_their_verb() {
+    let w = crate::kubectl::audited_world("Metadata");
+    let admin = std::fs::read_to_string(&w.admin).unwrap();
+    let server: SocketAddr = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("the kubeconfig names its server")
+        .parse()
+        .unwrap();
+    for (method, path) in [("HEAD", "/livez"), ("POST", "/readyz"), ("PUT", "/version")] {
+        let (code, _, body) = request(server, method, path);
+        assert_eq!(code, 403, "{method} {path}: {body}");
+        if method != "HEAD" {
+            let verb = method.to_lowercase();
+            let message = format!(
+                r#""message":"forbidden: User \"system:anonymous\" cannot {verb} path \"{path}\"""#
+            );
+            assert!(body.contains(&message), "{method} {path}: {body}");
+        }
+    }
+    assert_eq!(request(server, "POST", "/api").0, 401);
+
+    let key = std::fs::read_to_string(w.dev.path("kw/kube-ca.key")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&key).unwrap();
+    let ca = crate::kubectl::ca_cert("keyward-dev-ca", &key);
+    let (cert, cert_key) = crate::kubectl::client_cert(
+        "",
+        "system:masters",
+        (&ca, &key),
+        (2020, 2090),
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let cfg = crate::kubectl::cert_kubeconfig(&w, "nameless", &cert, &cert_key, None);
+    let k = w.kubectl_as(33, &cfg, "nameless");
+    assert_eq!(k.ok(&["get", "--raw", "/livez"]), "ok");
+    let out = k.run(&["get", "--raw", "/livez/ping"]);
+    assert!(
+        out.err
+            .contains(r#"User "system:anonymous" cannot get path "/livez/ping""#),
+        "{}",
+        out.err
+    );
+    let out = k.run(&["get", "--raw", "/api/v1/namespaces/default/secrets"]);
+    assert!(out.err.contains("Unauthorized"), "{}", out.err);
+    // With a token beside it, the token decides.
+    let cfg = crate::kubectl::cert_kubeconfig(
+        &w,
+        "nameless-bob",
+        &cert,
+        &cert_key,
+        Some(crate::kubectl::BOB_TOKEN),
+    );
+    let me = w.kubectl_as(33, &cfg, "nameless-bob").ok(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(me, "bob");
 }

@@ -848,7 +848,13 @@ fn kubectl_requests_are_audited_once_per_stage() {
 
 /// A kubeconfig trusting the dev CA with the client certificate `cert` and key `key` (PEM), and
 /// `token` if given.
-fn cert_kubeconfig(w: &World, name: &str, cert: &str, key: &str, token: Option<&str>) -> PathBuf {
+pub(crate) fn cert_kubeconfig(
+    w: &World,
+    name: &str,
+    cert: &str,
+    key: &str,
+    token: Option<&str>,
+) -> PathBuf {
     use base64::Engine as _;
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
     let mut user = format!(
@@ -864,7 +870,7 @@ fn cert_kubeconfig(w: &World, name: &str, cert: &str, key: &str, token: Option<&
 
 /// A certificate (PEM, with its key) for `user` in `group` and `usage`, signed by `issuer` (a
 /// certificate and its key), valid from the first to the second of `years`.
-fn client_cert(
+pub(crate) fn client_cert(
     user: &str,
     group: &str,
     issuer: (&rcgen::Certificate, &rcgen::KeyPair),
@@ -885,7 +891,7 @@ fn client_cert(
 }
 
 /// A CA certificate named `name` with `key`.
-fn ca_cert(name: &str, key: &rcgen::KeyPair) -> rcgen::Certificate {
+pub(crate) fn ca_cert(name: &str, key: &rcgen::KeyPair) -> rcgen::Certificate {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     p.distinguished_name = rcgen::DistinguishedName::new();
     p.distinguished_name.push(rcgen::DnType::CommonName, name);
