@@ -37,6 +37,17 @@ impl Source {
     }
 }
 
+/// What a front end answers a delete that removed (or only marked) a Secret with, as the
+/// audit log records it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeletionAnswer {
+    /// The answer's `responseStatus`, if it is a Status object (`None`: the Secret, a plain
+    /// success).
+    pub status: fn(&Secret) -> Option<ResponseStatus>,
+    /// The answer as the response object (kept at level `RequestResponse`).
+    pub body: fn(&Secret) -> Option<AuditObject>,
+}
+
 /// One request as the access layer sees it: the identity it runs as (after impersonation), the
 /// identity that authenticated if it impersonates, its source, and what the audit log records
 /// about it. It carries no credential.
@@ -73,9 +84,9 @@ pub struct RequestContext {
     /// The body a failed request is answered with, for the audit log at level
     /// `RequestResponse` (the Kubernetes API's Status); `None`: no body is recorded.
     error_body: Option<fn(&AccessError) -> Option<AuditObject>>,
-    /// The body its front end answers a delete with, for the audit log at level
-    /// `RequestResponse` (the Kubernetes API's Success Status); `None`: the deleted Secret.
-    deleted_body: Option<fn(&Secret) -> Option<AuditObject>>,
+    /// How its front end answers a delete, for the audit log ([`DeletionAnswer`]); `None`:
+    /// with the deleted Secret.
+    deleted_answer: Option<DeletionAnswer>,
     /// The request's object as its front end decoded it, before any check of it
     /// ([`RequestContext::keep_request_object`]).
     request_object: std::sync::OnceLock<AuditObject>,
@@ -109,7 +120,7 @@ impl RequestContext {
             recorded: Recorded::default(),
             error_status: AccessError::audit_status,
             error_body: None,
-            deleted_body: None,
+            deleted_answer: None,
             request_object: std::sync::OnceLock::new(),
         }
     }
@@ -144,17 +155,17 @@ impl RequestContext {
         self
     }
 
-    /// The same request, the body its front end answers a delete with recorded as the
-    /// response object at level `RequestResponse` (kube-apiserver answers a Secret's delete
-    /// with a Success Status, not the object).
-    pub fn recording_deletions_as(mut self, body: fn(&Secret) -> Option<AuditObject>) -> Self {
-        self.deleted_body = Some(body);
+    /// The same request, a delete recorded with what its front end answers it with
+    /// (kube-apiserver answers a Secret's delete with a Success Status, not the object, and
+    /// records that Status in `responseStatus`).
+    pub fn recording_deletions_as(mut self, answer: DeletionAnswer) -> Self {
+        self.deleted_answer = Some(answer);
         self
     }
 
-    /// The response object of a delete that removed `gone`, if its front end gave one.
-    pub(super) fn deleted_body(&self) -> Option<fn(&Secret) -> Option<AuditObject>> {
-        self.deleted_body
+    /// How a delete's answer is recorded, if its front end said.
+    pub(super) fn deleted_answer(&self) -> Option<DeletionAnswer> {
+        self.deleted_answer
     }
 
     /// How a request that failed is recorded.

@@ -58,7 +58,7 @@ mod setup;
 use std::sync::Arc;
 
 pub use authenticate::{Authenticators, Credentials};
-pub use context::{RequestContext, Source};
+pub use context::{DeletionAnswer, RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
 pub use ops::{
     keyward_attributes, review_attributes, secret_attributes, token_request_attributes,
@@ -534,20 +534,38 @@ impl Access {
         code: u16,
         respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
     ) -> Result<T, AccessError> {
+        self.finish_answered(ctx, rec, result, |v, level| {
+            let body = match level >= Level::RequestResponse {
+                true => respond(v, level),
+                false => None,
+            };
+            (ResponseStatus::success(code), body)
+        })
+        .await
+    }
+
+    /// As [`Access::finish`], with the success's `responseStatus` and body (kept only at level
+    /// `RequestResponse`) from `respond`.
+    async fn finish_answered<T>(
+        &self,
+        ctx: &RequestContext,
+        rec: &mut RequestAudit,
+        result: Result<T, AccessError>,
+        respond: impl FnOnce(&T, Level) -> (ResponseStatus, Option<AuditObject>),
+    ) -> Result<T, AccessError> {
         Self::complete(
             (ctx.error_status(), |e: &AccessError| ctx.error_body(e)),
             rec,
             self.metrics(),
             result,
-            code,
             respond,
         )
         .await
     }
 
-    /// Records `ResponseComplete` for `result`: `code` and the body `respond` gives (kept only
-    /// at level `RequestResponse`); for an error, the status and (at level `RequestResponse`)
-    /// the body `error` gives.
+    /// Records `ResponseComplete` for `result`: the status and body `respond` gives (the body
+    /// kept only at level `RequestResponse`); for an error, the status and (at level
+    /// `RequestResponse`) the body `error` gives.
     async fn complete<T>(
         error: (
             fn(&AccessError) -> ResponseStatus,
@@ -556,16 +574,15 @@ impl Access {
         rec: &mut RequestAudit,
         metrics: Option<&Metrics>,
         result: Result<T, AccessError>,
-        code: u16,
-        respond: impl FnOnce(&T, Level) -> Option<AuditObject>,
+        respond: impl FnOnce(&T, Level) -> (ResponseStatus, Option<AuditObject>),
     ) -> Result<T, AccessError> {
         let level = rec.level();
         let (error_status, error_body) = error;
         let (status, body) = match &result {
-            Ok(v) if level >= Level::RequestResponse => {
-                (ResponseStatus::success(code), respond(v, level))
-            }
-            Ok(_) => (ResponseStatus::success(code), None),
+            Ok(v) => match respond(v, level) {
+                (status, body) if level >= Level::RequestResponse => (status, body),
+                (status, _) => (status, None),
+            },
             Err(e) if level >= Level::RequestResponse => (error_status(e), error_body(e)),
             Err(e) => (error_status(e), None),
         };

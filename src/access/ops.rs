@@ -71,8 +71,7 @@ impl Migration {
             &mut self.rec,
             self.metrics.as_ref(),
             result,
-            201,
-            |_, _| None,
+            |_, _| (ResponseStatus::success(201), None),
         )
         .await
     }
@@ -487,11 +486,16 @@ impl Access {
             self.store.delete(namespace, name, pre).await
         }
         .map_err(Into::into);
-        let respond = |s: &Secret, level| match ctx.deleted_body() {
-            Some(answer) if level >= Level::RequestResponse => answer(s),
-            _ => secret_body(s, level),
+        let answer = ctx.deleted_answer();
+        let respond = |s: &Secret, level| {
+            let status = answer.and_then(|a| (a.status)(s));
+            let body = match answer {
+                Some(a) if level >= Level::RequestResponse => (a.body)(s),
+                _ => secret_body(s, level),
+            };
+            (status.unwrap_or(ResponseStatus::success(200)), body)
         };
-        self.finish(ctx, &mut rec, result, 200, respond).await
+        self.finish_answered(ctx, &mut rec, result, respond).await
     }
 
     /// Deletes the Secrets of `scope` (one namespace, valid or not) that `selector` and `keep`

@@ -365,6 +365,17 @@ impl ResponseStatus {
         Self::bare(code)
     }
 
+    /// A success answered with a `Status` object (a delete's `Success`): its `status` and
+    /// `details` (the JSON text of a `metav1.StatusDetails`: name, kind, uid) as
+    /// kube-apiserver's `LogResponseObject` copies them.
+    pub fn success_status(code: u16, details: Option<String>) -> Self {
+        Self {
+            status: "Success",
+            details: details.and_then(RawJson::object),
+            ..Self::bare(code)
+        }
+    }
+
     /// A response known only by its HTTP status `code`: a success, or a failure answered
     /// without a Status object (kube-apiserver's `http.Error` answers, which it records with
     /// their code alone).
@@ -423,10 +434,11 @@ impl ResponseStatus {
     }
 
     /// The same failure with the answer's `details`: the JSON text of a `metav1.StatusDetails`
-    /// object (name, group, kind, uid, causes; none of which may hold a secret). A success, an
-    /// empty object or text that is not a JSON object keeps none.
+    /// object (name, group, kind, uid, causes; none of which may hold a secret), kept even
+    /// when empty (`{}`), as kube-apiserver copies a Status's details. A success or text that
+    /// is not a JSON object keeps none.
     pub fn with_details(mut self, details: String) -> Self {
-        if self.code >= 400 && details.trim() != "{}" {
+        if self.code >= 400 {
             self.details = RawJson::object(details);
         }
         self
@@ -600,6 +612,11 @@ impl Event {
             stage_timestamp: now,
             annotations: self.annotations.clone(),
         }
+    }
+
+    /// When the request was received.
+    pub(super) fn request_received(&self) -> MicroTime {
+        self.common.request_received_timestamp
     }
 
     pub(super) fn object_ref_mut(&mut self) -> Option<&mut ObjectReference> {

@@ -12,7 +12,8 @@ use super::event::{Level, Stage};
 use super::AuditError;
 use crate::authn::Identity;
 use crate::authz::Attributes;
-use crate::names::is_dns1123_subdomain;
+use crate::authz::{go_quote, go_string_slice};
+use crate::names::dns1123_subdomain_errors;
 
 /// A set of [`Stage`]s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -153,7 +154,8 @@ impl Policy {
         let omit_stages = stages(raw.omit_stages.unwrap_or_default(), "omitStages", &mut errs);
         let raw_rules = raw.rules.unwrap_or_default();
         if raw_rules.is_empty() {
-            errs.push("rules: Required value: a policy with no (0) rules is illegal".into());
+            // kube-apiserver's reader refuses it after validation, in these words.
+            errs.push("loaded illegal policy with 0 rules".into());
         }
         let rules: Vec<Rule> = raw_rules
             .into_iter()
@@ -247,7 +249,7 @@ impl Rule {
             format!("{resource}/{sub}")
         };
         self.resources.iter().any(|gr| {
-            if gr.group != attrs.api_group && gr.group != "*" {
+            if gr.group != attrs.api_group {
                 return false;
             }
             if gr.resources.is_empty() {
@@ -390,7 +392,8 @@ fn rule(r: RawRule, path: &str, policy_stages: Stages, errs: &mut Vec<String>) -
             .find(|v| v.as_str() == l)
             .unwrap_or_else(|| {
                 errs.push(format!(
-                    "{path}.level: Unsupported value: {l:?}: supported values: \"None\", \"Metadata\", \"Request\", \"RequestResponse\""
+                    "{path}.level: Unsupported value: {}: supported values: \"None\", \"Metadata\", \"Request\", \"RequestResponse\"",
+                    go_quote(l)
                 ));
                 Level::None
             }),
@@ -400,7 +403,10 @@ fn rule(r: RawRule, path: &str, policy_stages: Stages, errs: &mut Vec<String>) -
         if url == "*" {
             continue;
         }
-        let at = format!("{path}.nonResourceURLs[{i}]: Invalid value: {url:?}");
+        let at = format!(
+            "{path}.nonResourceURLs[{i}]: Invalid value: {}",
+            go_quote(url)
+        );
         if !url.starts_with('/') {
             errs.push(format!(
                 "{at}: non-resource URL rules must begin with a '/' character"
@@ -417,20 +423,28 @@ fn rule(r: RawRule, path: &str, policy_stages: Stages, errs: &mut Vec<String>) -
         .resources
         .unwrap_or_default()
         .into_iter()
-        .enumerate()
-        .map(|(i, gr)| {
-            let at = format!("{path}.resources[{i}]");
+        .map(|gr| {
+            // Not indexed, as kube-apiserver's `validateResources` names them.
+            let at = format!("{path}.resources");
             let group = gr.group.unwrap_or_default();
-            if !group.is_empty() && group != "*" && !is_dns1123_subdomain(&group) {
-                errs.push(format!(
-                    "{at}.group: Invalid value: {group:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                ));
+            // Any group but the core one (empty) is a DNS subdomain: `*` is not a wildcard
+            // here, unlike in RBAC (kube-apiserver's checker compares groups exactly).
+            if !group.is_empty() {
+                let problems = dns1123_subdomain_errors(&group);
+                if !problems.is_empty() {
+                    errs.push(format!(
+                        "{at}.group: Invalid value: {}: {}",
+                        go_quote(&group),
+                        problems.join(",")
+                    ));
+                }
             }
             let resources = gr.resources.unwrap_or_default();
             let resource_names = gr.resource_names.unwrap_or_default();
             if !resource_names.is_empty() && resources.is_empty() {
                 errs.push(format!(
-                    "{at}.resourceNames: Invalid value: {resource_names:?}: using resourceNames requires at least one resource"
+                    "{at}.resourceNames: Invalid value: {}: using resourceNames requires at least one resource",
+                    go_string_slice(&resource_names)
                 ));
             }
             GroupResources {
@@ -443,7 +457,8 @@ fn rule(r: RawRule, path: &str, policy_stages: Stages, errs: &mut Vec<String>) -
     let namespaces = r.namespaces.unwrap_or_default();
     if !non_resource_urls.is_empty() && (!resources.is_empty() || !namespaces.is_empty()) {
         errs.push(format!(
-            "{path}.nonResourceURLs: Invalid value: {non_resource_urls:?}: rules cannot apply to both regular resources and non-resource URLs"
+            "{path}.nonResourceURLs: Invalid value: {}: rules cannot apply to both regular resources and non-resource URLs",
+            go_string_slice(&non_resource_urls)
         ));
     }
     let omit = stages(
@@ -470,7 +485,8 @@ fn stages(names: Vec<String>, path: &str, errs: &mut Vec<String>) -> Stages {
         match Stage::ALL.into_iter().find(|s| s.as_str() == name) {
             Some(s) => out = out.with(s),
             None => errs.push(format!(
-                "{path}[{i}]: Invalid value: {name:?}: allowed stages are RequestReceived,ResponseStarted,ResponseComplete,Panic"
+                "{path}[{i}]: Invalid value: {}: allowed stages are RequestReceived,ResponseStarted,ResponseComplete,Panic",
+                go_quote(&name)
             )),
         }
     }
@@ -767,11 +783,11 @@ mod tests {
         }
     }
 
-    /// Group `*` matches every API group, and `*/status` every status subresource.
+    /// `*/status` matches every status subresource of the rule's group (compared exactly).
     #[test]
-    fn wildcard_group_and_subresource() {
+    fn wildcard_subresource() {
         let p = Policy::parse(
-            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Request\n  verbs: [update]\n  resources: [{group: \"*\", resources: [\"*/status\"]}]\n",
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Request\n  verbs: [update]\n  resources: [{group: rbac.authorization.k8s.io, resources: [\"*/status\"]}]\n",
         )
         .unwrap();
         let a = Attributes {
@@ -789,6 +805,11 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(p.evaluate(&tim(), &other).level, Level::None);
+        let other_group = Attributes {
+            api_group: "apps".into(),
+            ..a.clone()
+        };
+        assert_eq!(p.evaluate(&tim(), &other_group).level, Level::None);
     }
 
     /// The Secrets rule of the documented example policy: Metadata for core secrets, whatever
@@ -825,15 +846,17 @@ mod tests {
             ("", "the file is empty"),
             ("rules:\n- level: Metadata\n", "apiVersion and kind are required"),
             ("apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nrules:\n- level: Metadata\n", "no kind \"Policy\" is registered for version \"audit.k8s.io/v1beta1\""),
-            (&format!("{head}rules: []\n"), "rules: Required value: a policy with no (0) rules is illegal"),
-            (head, "rules: Required value"),
+            (&format!("{head}rules: []\n"), "loaded illegal policy with 0 rules"),
+            (head, "loaded illegal policy with 0 rules"),
             (&format!("{head}rules:\n- verbs: [get]\n"), "rules[0].level: Required value"),
             (&format!("{head}rules:\n- level: Everything\n"), "rules[0].level: Unsupported value: \"Everything\": supported values: \"None\", \"Metadata\", \"Request\", \"RequestResponse\""),
             (&format!("{head}rules:\n- level: Metadata\n  nonResourceURLs: [metrics]\n"), "rules[0].nonResourceURLs[0]: Invalid value: \"metrics\": non-resource URL rules must begin with a '/' character"),
             (&format!("{head}rules:\n- level: Metadata\n  nonResourceURLs: [\"/a*/b\"]\n"), "rules[0].nonResourceURLs[0]: Invalid value: \"/a*/b\": non-resource URL wildcards '*' must be the final character of the rule"),
-            (&format!("{head}rules:\n- level: Metadata\n  nonResourceURLs: [/metrics]\n  namespaces: [prod]\n"), "rules[0].nonResourceURLs: Invalid value: [\"/metrics\"]: rules cannot apply to both regular resources and non-resource URLs"),
-            (&format!("{head}rules:\n- level: Metadata\n  resources: [{{group: rbac.authorization.k8s.io/v1}}]\n"), "rules[0].resources[0].group: Invalid value: \"rbac.authorization.k8s.io/v1\": a lowercase RFC 1123 subdomain"),
-            (&format!("{head}rules:\n- level: Metadata\n  resources: [{{resourceNames: [x]}}]\n"), "rules[0].resources[0].resourceNames: Invalid value: [\"x\"]: using resourceNames requires at least one resource"),
+            (&format!("{head}rules:\n- level: Metadata\n  nonResourceURLs: [/metrics]\n  namespaces: [prod]\n"), "rules[0].nonResourceURLs: Invalid value: []string{\"/metrics\"}: rules cannot apply to both regular resources and non-resource URLs"),
+            (&format!("{head}rules:\n- level: Metadata\n  resources: [{{group: rbac.authorization.k8s.io/v1}}]\n"), "rules[0].resources.group: Invalid value: \"rbac.authorization.k8s.io/v1\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"),
+            // `*` is no wildcard for groups here, unlike in RBAC: refused as kube-apiserver refuses it.
+            (&format!("{head}rules:\n- level: Metadata\n  resources: [{{group: \"*\"}}]\n"), "rules[0].resources.group: Invalid value: \"*\": a lowercase RFC 1123 subdomain"),
+            (&format!("{head}rules:\n- level: Metadata\n  resources: [{{resourceNames: [x]}}]\n"), "rules[0].resources.resourceNames: Invalid value: []string{\"x\"}: using resourceNames requires at least one resource"),
             (&format!("{head}omitStages: [Done]\nrules:\n- level: Metadata\n  omitStages: [RequestReceived, Later]\n"), "omitStages[0]: Invalid value: \"Done\": allowed stages are RequestReceived,ResponseStarted,ResponseComplete,Panic; rules[0].omitStages[1]: Invalid value: \"Later\""),
         ];
         for (text, want) in cases {
@@ -841,7 +864,7 @@ mod tests {
             assert!(err.contains(want), "{text:?}\n got: {err}\nwant: {want}");
         }
         // Everything valid at once, metadata included.
-        Policy::parse(&format!("{head}metadata: {{name: p}}\nomitManagedFields: true\nrules:\n- level: None\n  users: [a]\n  userGroups: [b]\n  verbs: [get]\n  resources: [{{group: \"*\", resources: [\"*\"], resourceNames: [x]}}]\n  namespaces: [\"\", prod]\n  omitStages: [Panic]\n  omitManagedFields: false\n- level: Metadata\n  nonResourceURLs: [\"*\", \"/healthz*\"]\n")).unwrap();
+        Policy::parse(&format!("{head}metadata: {{name: p}}\nomitManagedFields: true\nrules:\n- level: None\n  users: [a]\n  userGroups: [b]\n  verbs: [get]\n  resources: [{{group: apps, resources: [\"*\"], resourceNames: [x]}}]\n  namespaces: [\"\", prod]\n  omitStages: [Panic]\n  omitManagedFields: false\n- level: Metadata\n  nonResourceURLs: [\"*\", \"/healthz*\"]\n")).unwrap();
     }
 
     /// Unknown fields are named and left out, as kube-apiserver's lenient decoding leaves them

@@ -600,13 +600,13 @@ impl RequestAudit {
             Stage::RequestReceived => None,
             _ => self.request_object.clone(),
         };
-        let event = template.at_stage(
-            stage,
-            MicroTime::now(),
-            status,
-            request_object,
-            response_object,
-        );
+        // RequestReceived is stamped when the request was received, as kube-apiserver's
+        // `ProcessEventStage` stamps it.
+        let now = match stage {
+            Stage::RequestReceived => template.request_received(),
+            _ => MicroTime::now(),
+        };
+        let event = template.at_stage(stage, now, status, request_object, response_object);
         if stage == Stage::RequestReceived && self.defer_received {
             self.pending = Some(event);
             return Ok(());

@@ -251,6 +251,13 @@ pub enum AuthzError {
     NoNamespace,
 }
 
+/// Go's `%#v` of a `[]string`, as apimachinery's field errors print a list value:
+/// `[]string{"a", "b"}`.
+pub(crate) fn go_string_slice(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| go_quote(v)).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
 /// Go's `%q` of `s` (`strconv.Quote`), as Kubernetes quotes names in messages: `"` and `\\`
 /// escaped, control and other non-printing characters as `\n`, `\x7f`, `\u00a0`.
 pub(crate) fn go_quote(s: &str) -> String {

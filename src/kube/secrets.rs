@@ -21,7 +21,7 @@ use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::yaml_keys;
 use super::KubeError;
-use crate::access::{Access, AccessError, ListAt};
+use crate::access::{Access, AccessError, DeletionAnswer, ListAt};
 use crate::audit::AuditObject;
 use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
@@ -798,15 +798,19 @@ fn only_marked(gone: &Secret) -> bool {
     !gone.metadata.finalizers.is_empty() && !gone.metadata.deletion_timestamp.is_empty()
 }
 
-/// What a delete that removed (or marked) `gone` answers, as the audit log's response
-/// object ([`RequestContext::recording_deletions_as`](crate::access::RequestContext::recording_deletions_as)).
-pub fn deletion_audit_object(gone: &Secret) -> Option<AuditObject> {
-    if only_marked(gone) {
-        Some(AuditObject::secret(gone))
-    } else {
-        Status::deleted(gone.metadata.name.as_str(), &gone.metadata.uid).audit_object()
-    }
-}
+/// What a delete that removed (or marked) `gone` answers, as the audit log records it
+/// ([`RequestContext::recording_deletions_as`](crate::access::RequestContext::recording_deletions_as)):
+/// a `Success` Status, or the Secret when it was only marked (it has finalizers).
+pub const DELETION_ANSWER: DeletionAnswer = DeletionAnswer {
+    status: |gone| {
+        (!only_marked(gone))
+            .then(|| Status::deleted(gone.metadata.name.as_str(), &gone.metadata.uid).audit())
+    },
+    body: |gone| match only_marked(gone) {
+        true => Some(AuditObject::secret(gone)),
+        false => Status::deleted(gone.metadata.name.as_str(), &gone.metadata.uid).audit_object(),
+    },
+};
 
 /// `DELETE .../secrets`: deletes every Secret the selectors match, each with the request's
 /// preconditions (authorized once, as `deletecollection`); answers the list deleted.

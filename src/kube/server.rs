@@ -633,7 +633,7 @@ impl KubeApi {
                 AccessError::ImpersonationWithoutUser(_) => None,
                 e => Status::of_access(e).audit_object(),
             })
-            .recording_deletions_as(secrets::deletion_audit_object);
+            .recording_deletions_as(secrets::DELETION_ANSWER);
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
         ctx.forwarded_ips = forwarded;

@@ -331,10 +331,17 @@ impl Status {
         } else {
             self.message.as_str()
         };
+        let details = self
+            .details
+            .as_ref()
+            .and_then(|d| serde_json::to_string(d).ok());
+        if self.status == "Success" {
+            return crate::audit::ResponseStatus::success_status(self.http_code(), details);
+        }
         let status = crate::audit::ResponseStatus::of(self.http_code(), self.reason, message);
-        match self.details.as_ref().map(serde_json::to_string) {
-            Some(Ok(details)) => status.with_details(details),
-            _ => status,
+        match details {
+            Some(details) => status.with_details(details),
+            None => status,
         }
     }
 

@@ -295,10 +295,7 @@ fn key_error(key: &str, path: &str) -> Option<String> {
 /// Go's aggregate prints them).
 fn new_requirement(key: String, op: Tok, values: Vec<String>) -> Result<Req, String> {
     let mut errs: Vec<String> = key_error(&key, "key").into_iter().collect();
-    let list = || {
-        let quoted: Vec<String> = values.iter().map(|v| crate::authz::go_quote(v)).collect();
-        format!("[]string{{{}}}", quoted.join(", "))
-    };
+    let list = || crate::authz::go_string_slice(&values);
     let mut bound = None;
     match op {
         Tok::In | Tok::NotIn if values.is_empty() => errs.push(format!(

@@ -355,6 +355,11 @@ fn health_with_credentials_is_authenticated_like_any_path() {
         "RBAC: allowed by ClusterRoleBinding \"system:public-info-viewer\" of ClusterRole \"system:public-info-viewer\" to Group \"system:unauthenticated\""
     );
     assert_eq!(anonymous[1]["responseStatus"]["code"], 403);
+    // The Forbidden Status's empty details, copied as kube-apiserver copies them.
+    assert_eq!(
+        anonymous[1]["responseStatus"]["details"],
+        serde_json::json!({})
+    );
     events.retain(|e| e["requestURI"] == "/healthz");
     let refused = events
         .iter()

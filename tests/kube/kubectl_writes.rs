@@ -762,7 +762,14 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
     assert_eq!(answer["status"], "Success");
     assert_eq!(answer["details"]["name"], "s1");
     assert_eq!(answer["details"]["kind"], "secrets");
-    assert_eq!(delete["responseStatus"]["code"], 200);
+    // The Status answered, as kube-apiserver's `LogResponseObject` copies it (at any level).
+    let uid = answer["details"]["uid"].as_str().unwrap();
+    assert_eq!(
+        delete["responseStatus"].to_string(),
+        format!(
+            r#"{{"metadata":{{}},"status":"Success","details":{{"name":"s1","kind":"secrets","uid":"{uid}"}},"code":200}}"#
+        )
+    );
     // A dry run is recorded as the delete it is, with its options.
     let dry = complete("delete", "plain");
     assert_eq!(

@@ -101,6 +101,11 @@ async fn events_have_the_upstream_shape() {
         }),
         "written before the request is authorized: no decision yet"
     );
+    assert_eq!(
+        serde_json::to_value(&events[0]).unwrap()["stageTimestamp"],
+        "2023-11-14T22:13:20.123456Z",
+        "RequestReceived is stamped when the request was received"
+    );
     let done = events[1].to_json();
     let keys: Vec<&str> = [
         "kind",

@@ -461,12 +461,12 @@ fn validation_messages() {
         ),
         (
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: p}\nrules:\n- nonResourceURLs: [/healthz]\n  verbs: [get]\n",
-            &[r#"policy.yaml: document 1 (Role "p/r"): rules[0].nonResourceURLs: Invalid value: ["/healthz"]: namespaced rules cannot apply to non-resource URLs"#],
+            &[r#"policy.yaml: document 1 (Role "p/r"): rules[0].nonResourceURLs: Invalid value: []string{"/healthz"}: namespaced rules cannot apply to non-resource URLs"#],
         ),
         (
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r}\nrules:\n- nonResourceURLs: [/healthz]\n  resources: [pods]\n  verbs: [get]\n- apiGroups: ['']\n",
             &[
-                r#"policy.yaml: document 1 (ClusterRole "r"): rules[0].nonResourceURLs: Invalid value: ["/healthz"]: rules cannot apply to both regular resources and non-resource URLs"#,
+                r#"policy.yaml: document 1 (ClusterRole "r"): rules[0].nonResourceURLs: Invalid value: []string{"/healthz"}: rules cannot apply to both regular resources and non-resource URLs"#,
                 r#"policy.yaml: document 1 (ClusterRole "r"): rules[1].verbs: Required value: verbs must contain at least one value"#,
                 r#"policy.yaml: document 1 (ClusterRole "r"): rules[1].resources: Required value: resource rules must supply at least one resource"#,
             ],

@@ -182,7 +182,7 @@ fn validate_rule(rule: &PolicyRule, namespaced: bool, path: &str, issues: &mut V
     }
     if !rule.non_resource_urls.is_empty() {
         let field = format!("{path}.nonResourceURLs");
-        let value = serde_json::to_string(&rule.non_resource_urls).unwrap_or_default();
+        let value = crate::authz::go_string_slice(&rule.non_resource_urls);
         if namespaced {
             issues.push(FieldIssue::new(
                 field.clone(),
