@@ -17,7 +17,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::store::model::{ObjectMeta, Secret};
+use crate::store::model::{ManagedFieldsEntry, ObjectMeta, OwnerReference, Secret};
 
 /// Annotations whose values are replaced by `null` in every logged Secret.
 pub const REDACTED_ANNOTATION_KEYS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
@@ -206,11 +206,15 @@ fn keys_only<S: Serializer>(keys: &BTreeSet<String>, s: S) -> Result<S::Ok, S::E
     m.end()
 }
 
+/// A Secret's metadata as the API answers it, annotations that may hold values (the
+/// last-applied configuration) set to `null`. `managedFields` name fields, never values.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MetaSummary {
     #[serde(skip_serializing_if = "String::is_empty")]
     name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    generate_name: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     namespace: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -219,60 +223,54 @@ struct MetaSummary {
     resource_version: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     creation_timestamp: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    deletion_timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletion_grace_period_seconds: Option<i64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<String, String>,
     /// `None` for [`REDACTED_ANNOTATION_KEYS`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     annotations: BTreeMap<String, Option<String>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    managed_fields: Vec<ManagedFields>,
+    owner_references: Vec<OwnerReference>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    finalizers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    managed_fields: Vec<ManagedFieldsEntry>,
 }
 
 impl MetaSummary {
     fn from_meta(m: &ObjectMeta) -> Self {
+        // `none_owned` (what the Kubernetes API hands the store for "no manager") is none.
+        let managed_fields = match crate::store::managed::is_none_owned(&m.managed_fields) {
+            true => Vec::new(),
+            false => m.managed_fields.clone(),
+        };
         Self {
             name: m.name.clone(),
+            generate_name: m.generate_name.clone(),
             namespace: m.namespace.clone(),
             uid: m.uid.clone(),
             resource_version: m.resource_version.clone(),
             creation_timestamp: m.creation_timestamp.clone(),
+            deletion_timestamp: m.deletion_timestamp.clone(),
+            deletion_grace_period_seconds: m.deletion_grace_period_seconds,
             labels: m.labels.clone(),
             annotations: m
                 .annotations
                 .iter()
                 .map(|(k, v)| (k.clone(), (!redacted(k)).then(|| v.clone())))
                 .collect(),
-            // `none_owned` (what the Kubernetes API hands the store for "no manager") is none.
-            managed_fields: m
-                .managed_fields
-                .iter()
-                .filter(|_| !crate::store::managed::is_none_owned(&m.managed_fields))
-                .map(|f| ManagedFields {
-                    manager: f.manager.clone(),
-                    operation: f.operation.clone(),
-                    api_version: f.api_version.clone(),
-                    time: f.time.clone(),
-                })
-                .collect(),
+            owner_references: m.owner_references.clone(),
+            finalizers: m.finalizers.clone(),
+            managed_fields,
         }
     }
 }
 
 fn redacted(annotation: &str) -> bool {
     REDACTED_ANNOTATION_KEYS.contains(&annotation)
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ManagedFields {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    manager: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    operation: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    api_version: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    time: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -441,7 +439,17 @@ fn reduce_meta(m: &Map<String, Value>) -> Map<String, Value> {
             ("ownerReferences", Value::Array(a)) => Some(Value::Array(
                 a.iter()
                     .filter_map(Value::as_object)
-                    .map(|r| only_strings(r, &["apiVersion", "kind", "name", "uid"]))
+                    .map(|r| {
+                        let mut kept = only_strings(r, &["apiVersion", "kind", "name", "uid"]);
+                        for flag in ["controller", "blockOwnerDeletion"] {
+                            if let (Some(b @ Value::Bool(_)), Value::Object(k)) =
+                                (r.get(flag), &mut kept)
+                            {
+                                k.insert(flag.to_owned(), b.clone());
+                            }
+                        }
+                        kept
+                    })
                     .collect(),
             )),
             _ => directive(k, v),
@@ -498,7 +506,18 @@ mod tests {
             operation: "Update".into(),
             api_version: "v1".into(),
             time: "2024-01-01T00:00:00Z".into(),
+            fields_type: "FieldsV1".into(),
+            fields_v1: Some(json!({"f:data": {".": {}, "f:password": {}}})),
             ..ManagedFieldsEntry::default()
+        });
+        s.metadata.finalizers.push("example.com/keep".into());
+        s.metadata.owner_references.push(OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: "u-2".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
         });
         s.data
             .insert("password".into(), SecretBytes::new(b"hunter2".to_vec()));
@@ -522,7 +541,10 @@ mod tests {
                     "name": "db", "namespace": "prod", "uid": "u-1", "resourceVersion": "42",
                     "labels": {"app": "web"},
                     "annotations": {"note": "hello", APPLIED: null},
-                    "managedFields": [{"manager": "keyward", "operation": "Update", "apiVersion": "v1", "time": "2024-01-01T00:00:00Z"}],
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u-2", "controller": true}],
+                    "finalizers": ["example.com/keep"],
+                    "managedFields": [{"manager": "keyward", "operation": "Update", "apiVersion": "v1", "time": "2024-01-01T00:00:00Z",
+                                       "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:password": {}}}}],
                 },
                 "data": {"password": null},
                 "stringData": {"token": null},

@@ -385,6 +385,7 @@ impl KubeApi {
             .uri()
             .path_and_query()
             .map_or_else(|| path.clone(), |p| p.as_str().to_owned());
+        let uri = super::request::redact_access_token(uri);
         // A request that no credential authenticates is kube-apiserver's anonymous user on the
         // health endpoints, their checks and `/version`, whatever its method, then authorized
         // as any request (the bootstrap policy lets it get the endpoints and `/version`);

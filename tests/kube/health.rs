@@ -405,6 +405,24 @@ fn anonymous_requests_are_authorized_as_their_verb() {
         }
     }
     assert_eq!(request(server, "POST", "/api").0, 401);
+    // A token in the URL is refused (kube-apiserver reads none there) and recorded as
+    // attempted, without its value.
+    let (code, _, body) = request(
+        server,
+        "GET",
+        "/api/v1/secrets?access_token=s3cr3t-in-url&limit=1",
+    );
+    assert_eq!(code, 401, "{body}");
+    let (audit, events) = w.audit_log();
+    assert!(!audit.contains("s3cr3t-in-url"), "{audit}");
+    let refused = events
+        .iter()
+        .find(|e| e["requestURI"] == "/api/v1/secrets?access_token=REDACTED&limit=1")
+        .unwrap_or_else(|| panic!("no event of the request: {audit}"));
+    assert_eq!(
+        refused["responseStatus"]["message"],
+        "Authentication failed, attempted: access_token"
+    );
 
     let key = std::fs::read_to_string(w.dev.path("kw/kube-ca.key")).unwrap();
     let key = rcgen::KeyPair::from_pem(&key).unwrap();
