@@ -32,34 +32,38 @@ pub(super) struct AccessArgs {
     /// its public key is written to FILE.pub.
     #[arg(long, value_name = "FILE")]
     audit_log_path: Option<PathBuf>,
-    /// The audit.k8s.io/v1 Policy deciding what is recorded (without it nothing is).
-    #[arg(long, value_name = "FILE", requires = "audit_log_path")]
+    /// The audit.k8s.io/v1 Policy deciding what is recorded (without it nothing is; without
+    /// --audit-log-path it has no effect, as in kube-apiserver).
+    #[arg(long, value_name = "FILE")]
     audit_policy_file: Option<PathBuf>,
     /// Rotate the audit log at this many megabytes (0: never).
     #[arg(
         long,
         default_value_t = 100,
         value_name = "MB",
+        allow_negative_numbers = true,
         requires = "audit_log_path"
     )]
-    audit_log_maxsize: u64,
+    audit_log_maxsize: i64,
     /// Rotated audit log files kept at most, the newest (0: every one); older ones are removed
     /// after a rotation. What they held can no longer be verified.
     #[arg(
         long,
         default_value_t = 0,
         value_name = "FILES",
+        allow_negative_numbers = true,
         requires = "audit_log_path"
     )]
-    audit_log_maxbackup: usize,
+    audit_log_maxbackup: i64,
     /// Days a rotated audit log file is kept, by the time in its name (0: whatever its age).
     #[arg(
         long,
         default_value_t = 0,
         value_name = "DAYS",
+        allow_negative_numbers = true,
         requires = "audit_log_path"
     )]
-    audit_log_maxage: u64,
+    audit_log_maxage: i64,
     /// Let requests proceed when their audit event cannot be written (default: refuse them);
     /// the same as --audit-log-mode blocking.
     #[arg(long, requires = "audit_log_path", conflicts_with = "audit_log_mode")]
@@ -83,6 +87,8 @@ pub(super) struct AccessArgs {
     audit_log_mode: String,
     #[command(flatten)]
     audit_batch: AuditBatchArgs,
+    #[command(flatten)]
+    audit_compat: AuditCompatArgs,
     /// The issuer (iss) of service account tokens, and the only one accepted.
     #[arg(long, value_name = "URL", default_value = crate::authn::serviceaccount::DEFAULT_ISSUER)]
     service_account_issuer: String,
@@ -102,12 +108,34 @@ impl AccessArgs {
 
     /// The library's options; `tokens_files` are `--tokens-file`s.
     pub(super) fn options(&self, tokens_files: Vec<PathBuf>) -> Result<AccessOptions, CliError> {
+        if self.audit_log_path.is_none() && self.audit_policy_file.is_some() {
+            tracing::warn!(
+                "--audit-policy-file has no effect without --audit-log-path: nothing is audited"
+            );
+        }
         let audit = self.audit_log_path.as_ref().map(|path| {
+            audit_log_path_is_a_file(path)?;
+            // kube-apiserver's checks and words.
+            for (flag, n) in [
+                ("--audit-log-maxage", self.audit_log_maxage),
+                ("--audit-log-maxbackup", self.audit_log_maxbackup),
+                ("--audit-log-maxsize", self.audit_log_maxsize),
+            ] {
+                if n < 0 {
+                    return Err(CliError::new(format!(
+                        "{flag} {n} can't be a negative number"
+                    )));
+                }
+            }
+            self.audit_compat.check(&self.audit_log_mode)?;
+            let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
             let mut log = LogConfig::new(path.clone());
-            log.max_size = self.audit_log_maxsize.saturating_mul(1024 * 1024);
-            log.max_backups = self.audit_log_maxbackup;
+            log.max_size = unsigned(self.audit_log_maxsize).saturating_mul(1024 * 1024);
+            log.max_backups = usize::try_from(self.audit_log_maxbackup).unwrap_or(0);
             log.max_age = (self.audit_log_maxage > 0).then(|| {
-                std::time::Duration::from_secs(self.audit_log_maxage.saturating_mul(86_400))
+                std::time::Duration::from_secs(
+                    unsigned(self.audit_log_maxage).saturating_mul(86_400),
+                )
             });
             log.failure_mode = if self.audit_fail_open || self.audit_log_mode == "blocking" {
                 FailureMode::Open
@@ -168,7 +196,8 @@ pub(super) struct AuditBatchArgs {
 
 impl AuditBatchArgs {
     /// The batch configuration of `mode`: `None` unless it is `batch`, where the flags must be
-    /// valid; the flags are refused with another mode.
+    /// valid; with another mode they are not used (nor checked, as kube-apiserver does not
+    /// check unused options), which is logged.
     fn config(&self, mode: &str) -> Result<Option<BatchConfig>, CliError> {
         if mode != "batch" {
             let given = [
@@ -181,12 +210,10 @@ impl AuditBatchArgs {
                     self.audit_log_batch_max_wait.is_some(),
                 ),
             ];
-            return match given.iter().find(|(_, set)| *set) {
-                Some((flag, _)) => Err(CliError::new(format!(
-                    "{flag} applies only to --audit-log-mode batch (the mode is {mode})"
-                ))),
-                None => Ok(None),
-            };
+            for (flag, _) in given.iter().filter(|(_, set)| *set) {
+                tracing::warn!("{flag} has no effect: it applies to --audit-log-mode batch, and the mode is {mode}");
+            }
+            return Ok(None);
         }
         let mut config = BatchConfig::default();
         if let Some(n) = self.audit_log_batch_buffer_size {
@@ -212,6 +239,158 @@ impl AuditBatchArgs {
             }
         }
         Ok(Some(config))
+    }
+}
+
+/// `--audit-log-path`'s file: `-` (kube-apiserver's standard output) is refused, since the
+/// log is a file whose hash chain and checkpoints `keyward audit verify` reads.
+fn audit_log_path_is_a_file(path: &std::path::Path) -> Result<(), CliError> {
+    match path.as_os_str() == "-" {
+        true => Err(CliError::new(
+            "--audit-log-path -: standard output is not supported; give a file (its hash chain and signed checkpoints are checked with keyward audit verify)",
+        )),
+        false => Ok(()),
+    }
+}
+
+/// kube-apiserver's other `--audit-log-*` flags, accepted so that its flag set works here:
+/// each value it allows is checked with its words; what keyward does not do (the legacy
+/// format, compression, truncation, throttling) is refused when asked for.
+#[derive(Debug, Args)]
+pub(super) struct AuditCompatArgs {
+    /// The audit log's format: json (keyward writes audit.k8s.io/v1 events as JSON lines only;
+    /// kube-apiserver's legacy text format is refused).
+    #[arg(long, value_name = "FORMAT", default_value = "json", hide = true)]
+    audit_log_format: String,
+    /// The events' API version: audit.k8s.io/v1 only.
+    #[arg(
+        long,
+        value_name = "VERSION",
+        default_value = "audit.k8s.io/v1",
+        hide = true
+    )]
+    audit_log_version: String,
+    /// Compress rotated files: refused (keyward audit verify reads them as written).
+    #[arg(long, value_name = "BOOL", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::flags::parse_go_bool, hide = true)]
+    audit_log_compress: bool,
+    /// Truncate large events: refused (an event is written whole or the request fails).
+    #[arg(long, value_name = "BOOL", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::flags::parse_go_bool, hide = true)]
+    audit_log_truncate_enabled: bool,
+    /// With truncation: the largest batch in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 10_485_760,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    audit_log_truncate_max_batch_size: i64,
+    /// With truncation: the largest event in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 102_400,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    audit_log_truncate_max_event_size: i64,
+    /// Batch mode: the most events per batch (keyward writes what is queued in one write).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    audit_log_batch_max_size: i64,
+    /// Batch mode: throttle batches: refused.
+    #[arg(long, value_name = "BOOL", default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = super::flags::parse_go_bool, hide = true)]
+    audit_log_batch_throttle_enable: bool,
+    /// With throttling: batches per second.
+    #[arg(
+        long,
+        value_name = "QPS",
+        default_value_t = 0.0,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    audit_log_batch_throttle_qps: f64,
+    /// With throttling: batches at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        hide = true
+    )]
+    audit_log_batch_throttle_burst: i64,
+}
+
+impl AuditCompatArgs {
+    /// kube-apiserver's checks of these flags (`AuditLogOptions.Validate`, in its words), then
+    /// what keyward does not do.
+    fn check(&self, mode: &str) -> Result<(), CliError> {
+        let err = |m: String| Err(CliError::new(m));
+        if !["json", "legacy"].contains(&self.audit_log_format.as_str()) {
+            return err(format!(
+                "invalid audit log format {}, allowed formats are \"legacy,json\"",
+                self.audit_log_format
+            ));
+        }
+        if self.audit_log_version != "audit.k8s.io/v1" {
+            return err(format!(
+                "--audit-log-version {}: invalid group version, allowed versions are [\"audit.k8s.io/v1\"]",
+                self.audit_log_version
+            ));
+        }
+        if mode == "batch" {
+            if self.audit_log_batch_max_size <= 0 {
+                return err(format!(
+                    "invalid audit batch log max batch size {}, must be a positive number",
+                    self.audit_log_batch_max_size
+                ));
+            }
+            if self.audit_log_batch_throttle_enable {
+                if self.audit_log_batch_throttle_qps <= 0.0 {
+                    return err(format!(
+                        "invalid audit batch log throttle QPS {}, must be a positive number",
+                        self.audit_log_batch_throttle_qps
+                    ));
+                }
+                if self.audit_log_batch_throttle_burst <= 0 {
+                    return err(format!(
+                        "invalid audit batch log throttle burst {}, must be a positive number",
+                        self.audit_log_batch_throttle_burst
+                    ));
+                }
+            }
+        }
+        if self.audit_log_truncate_enabled {
+            let (batch, event) = (
+                self.audit_log_truncate_max_batch_size,
+                self.audit_log_truncate_max_event_size,
+            );
+            if event <= 0 {
+                return err(format!(
+                    "invalid audit truncate log max event size {event}, must be a positive number"
+                ));
+            }
+            if batch < event {
+                return err(format!(
+                    "invalid audit truncate log max batch size {batch}, must be greater than max event size ({event})"
+                ));
+            }
+        }
+        let unsupported = [
+            (self.audit_log_format == "legacy", "--audit-log-format legacy: not supported: keyward writes audit.k8s.io/v1 events as JSON lines (json), which its hash chain covers"),
+            (self.audit_log_compress, "--audit-log-compress: not supported: rotated files stay as written, so that keyward audit verify can check them"),
+            (self.audit_log_truncate_enabled, "--audit-log-truncate-enabled: not supported: an event is written whole, or its request fails"),
+            (mode == "batch" && self.audit_log_batch_throttle_enable, "--audit-log-batch-throttle-enable: not supported: the batch writer writes what is queued as soon as --audit-log-batch-max-wait allows"),
+        ];
+        match unsupported.iter().find(|(asked, _)| *asked) {
+            Some((_, why)) => err((*why).to_owned()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -242,6 +421,7 @@ impl KmsAuditArgs {
         let Some(path) = &self.audit_log_path else {
             return Ok((Auditor::disabled(), None));
         };
+        audit_log_path_is_a_file(path)?;
         let policy = match &self.audit_policy_file {
             Some(p) => Policy::load(p)?,
             None => Policy::parse(
@@ -328,6 +508,28 @@ mod tests {
             log(&["--audit-log-mode", "batch"]).batch,
             Some(BatchConfig::default())
         );
+    }
+
+    /// kube-apiserver's other audit flags at the values keyward writes by are accepted, so a
+    /// kube-apiserver flag set starts; batch flags outside batch mode are not used (nor
+    /// checked), as there.
+    #[test]
+    fn kube_apiserver_audit_flags_are_accepted() {
+        let c = log(&[
+            "--audit-log-format=json",
+            "--audit-log-version=audit.k8s.io/v1",
+            "--audit-log-compress=false",
+            "--audit-log-truncate-enabled=false",
+            "--audit-log-truncate-max-event-size=0",
+            "--audit-log-batch-max-size=1",
+            "--audit-log-batch-buffer-size=0",
+            "--audit-log-batch-throttle-enable=false",
+            "--audit-log-mode=blocking",
+        ]);
+        assert_eq!((c.failure_mode, &c.batch), (FailureMode::Open, &None));
+        let argv = ["keyward", "--audit-policy-file", "p.yaml"];
+        let cli = Cli::try_parse_from(argv).unwrap();
+        assert!(cli.access.options(Vec::new()).unwrap().audit.is_none());
     }
 
     /// `--audit-log-maxbackup` and `--audit-log-maxage` (days), 0 keeping every rotated file;

@@ -269,8 +269,37 @@ fn server_refuses_unsafe_or_bad_settings() {
             "the argument '--audit-log-mode <MODE>' cannot be used with '--audit-fail-open'",
         ),
         (
-            vec!["--audit-log-path", audit, "--audit-log-batch-max-wait", "5ms"],
-            "--audit-log-batch-max-wait applies only to --audit-log-mode batch (the mode is blocking-strict)",
+            vec!["--audit-log-path", "-"],
+            "--audit-log-path -: standard output is not supported",
+        ),
+        (
+            vec!["--audit-log-path", audit, "--audit-log-maxage", "-3"],
+            "--audit-log-maxage -3 can't be a negative number",
+        ),
+        (
+            vec!["--audit-log-path", audit, "--audit-log-format", "yaml"],
+            "invalid audit log format yaml, allowed formats are \"legacy,json\"",
+        ),
+        (
+            vec!["--audit-log-path", audit, "--audit-log-format=legacy"],
+            "--audit-log-format legacy: not supported",
+        ),
+        (
+            vec!["--audit-log-path", audit, "--audit-log-compress"],
+            "--audit-log-compress: not supported",
+        ),
+        (
+            vec!["--audit-log-path", audit, "--audit-log-version", "audit.k8s.io/v1beta1"],
+            "--audit-log-version audit.k8s.io/v1beta1: invalid group version",
+        ),
+        (
+            vec![
+                "--audit-log-path",
+                audit,
+                "--audit-log-mode=batch",
+                "--audit-log-batch-max-size=0",
+            ],
+            "invalid audit batch log max batch size 0, must be a positive number",
         ),
         (
             vec![
