@@ -344,21 +344,35 @@ impl LogFile {
             .open(&self.path)
             .map_err(io_err(&self.path))?;
         let mut restored = 0u64;
+        let mut edited = Vec::new();
         for r in &mine {
-            let end = r.offset + r.bytes.len() as u64;
-            let mut have = vec![0u8; r.bytes.len()];
-            let same = end <= len
-                && self.file.read_exact_at(&mut have, r.offset).is_ok()
-                && have == r.bytes;
-            if !same {
-                out.write_all_at(&r.bytes, r.offset)
-                    .map_err(io_err(&self.path))?;
-                restored += r.bytes.len() as u64;
+            // What the file holds of the record: a crash loses a tail (past the end, or zeros
+            // where the file system had not written the data); anything else that differs was
+            // changed after it was written, and is left for `audit verify` to report.
+            let on_disk = usize::try_from(len.saturating_sub(r.offset))
+                .unwrap_or(usize::MAX)
+                .min(r.bytes.len());
+            let mut have = vec![0u8; on_disk];
+            self.file
+                .read_exact_at(&mut have, r.offset)
+                .map_err(io_err(&self.path))?;
+            if on_disk == r.bytes.len() && have == r.bytes {
+                continue;
             }
+            if have.iter().zip(&r.bytes).any(|(h, w)| h != w && *h != 0) {
+                edited.push(r.offset);
+                continue;
+            }
+            out.write_all_at(&r.bytes, r.offset)
+                .map_err(io_err(&self.path))?;
+            restored += r.bytes.len() as u64;
         }
         out.sync_data().map_err(io_err(&self.path))?;
         if restored > 0 {
             tracing::warn!(path = %self.path.display(), bytes = restored, "restored acknowledged audit lines from the sync journal (the machine stopped before the log reached the disk)");
+        }
+        if let Some(first) = edited.first() {
+            tracing::error!(path = %self.path.display(), byte_offset = first, lines = edited.len(), "the audit log differs from what was written (the sync journal holds the lines as written): it was changed after it was written; left as found, `keyward audit verify` names the first changed line");
         }
         let len = self.file.metadata().map_err(io_err(&self.path))?.len();
         Ok(len)

@@ -141,6 +141,47 @@ fn acknowledged_lines_lost_with_the_page_cache_come_back_from_the_journal() {
     }
 }
 
+/// A line changed on disk after it was written is not put back from the journal (only what a
+/// crash loses is): the change stays for `audit verify` to name, and lines that were only lost
+/// still come back.
+#[test]
+fn an_edited_line_is_left_for_verify_to_find() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    for i in 0..3 {
+        log.write_events(vec![event(i)]).unwrap();
+    }
+    let written = fs::read(&path).unwrap();
+    drop(log);
+    let text = String::from_utf8(written.clone()).unwrap();
+    let second = text.match_indices('\n').nth(1).unwrap().0 + 1;
+    let last = text[..text.len() - 1].rfind('\n').unwrap() + 1;
+    let verb = text[second..].find("\"verb\":\"get\"").unwrap() + second;
+    let mut edited = written.clone();
+    edited[verb + 8..verb + 11].copy_from_slice(b"GET");
+    // The last line lost as a crash loses it.
+    edited.truncate(last);
+    fs::write(&path, &edited).unwrap();
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    let now = fs::read(&path).unwrap();
+    assert_eq!(&now[..last], &edited[..], "the edit was overwritten");
+    assert_eq!(
+        &now[last..written.len()],
+        &written[last..],
+        "the lost line is back"
+    );
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(!report.is_intact());
+    assert!(
+        format!("{:?}", report.problem).contains("line: 3, kind: Edited"),
+        "{:?}",
+        report.problem
+    );
+}
+
 /// The journal is used only while the log syncs; a log opened without syncing takes back what
 /// a journal holds and then removes it.
 #[test]
