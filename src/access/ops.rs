@@ -819,34 +819,81 @@ impl Access {
 
     /// `SelfSubjectAccessReview`: may the caller do what `spec` describes (allowed to every
     /// authenticated identity; recorded).
+    /// `request` and `respond` give the review as sent and as answered, for the audit log at
+    /// levels `Request` and `RequestResponse` (called only then).
     pub async fn access_review(
         &self,
         ctx: &RequestContext,
         spec: &AccessReviewSpec,
+        request: impl FnOnce() -> Option<AuditObject>,
+        respond: impl FnOnce(&SubjectAccessReviewStatus) -> Option<AuditObject>,
     ) -> Result<SubjectAccessReviewStatus, AccessError> {
-        let mut rec = self.review_admit(ctx, SelfReview::Access).await?;
+        let mut rec = self.review_admit(ctx, SelfReview::Access, request).await?;
         let status = authz::self_subject_access_review(&*self.policy, &ctx.user, spec);
-        self.finish(ctx, &mut rec, Ok(status), 201, |_, _| None)
+        self.finish(ctx, &mut rec, Ok(status), 201, |s, _| respond(s))
+            .await
+    }
+
+    /// `SubjectAccessReview`, or in `namespace` a `LocalSubjectAccessReview`: may `subject` (as
+    /// given: no group is added) do what `spec` describes. Needs `create` on the review's
+    /// resource (`subjectaccessreviews`, or `localsubjectaccessreviews` in the namespace, in
+    /// `authorization.k8s.io`); recorded (`request` and `respond` as for
+    /// [`Access::access_review`]).
+    #[allow(clippy::too_many_arguments)] // the review, and what the audit log keeps of it
+    pub async fn subject_access_review(
+        &self,
+        ctx: &RequestContext,
+        namespace: Option<&str>,
+        subject: &Identity,
+        spec: &AccessReviewSpec,
+        request: impl FnOnce() -> Option<AuditObject>,
+        respond: impl FnOnce(&SubjectAccessReviewStatus) -> Option<AuditObject>,
+    ) -> Result<SubjectAccessReviewStatus, AccessError> {
+        let attrs = match namespace {
+            Some(ns) => Attributes::resource(
+                ctx.user.clone(),
+                kverbs::CREATE,
+                "localsubjectaccessreviews",
+            )
+            .with_namespace(ns),
+            None => Attributes::resource(ctx.user.clone(), kverbs::CREATE, "subjectaccessreviews"),
+        }
+        .with_group("authorization.k8s.io");
+        let mut rec = self.admit(ctx, &attrs, &[], request).await?;
+        let status = authz::self_subject_access_review(&*self.policy, subject, spec);
+        self.finish(ctx, &mut rec, Ok(status), 201, |s, _| respond(s))
             .await
     }
 
     /// `SelfSubjectRulesReview`: the caller's rules in `namespace`.
+    /// (`request` and `respond` as for [`Access::access_review`].)
     pub async fn rules_review(
         &self,
         ctx: &RequestContext,
         namespace: &str,
+        request: impl FnOnce() -> Option<AuditObject>,
+        respond: impl FnOnce(&SubjectRulesReviewStatus) -> Option<AuditObject>,
     ) -> Result<SubjectRulesReviewStatus, AccessError> {
-        let mut rec = self.review_admit(ctx, SelfReview::Rules).await?;
+        let mut rec = self.review_admit(ctx, SelfReview::Rules, request).await?;
         let result = authz::self_subject_rules_review(&*self.policy, &ctx.user, namespace)
             .map_err(|e| AccessError::BadRequest(e.to_string()));
-        self.finish(ctx, &mut rec, result, 201, |_, _| None).await
+        self.finish(ctx, &mut rec, result, 201, |s, _| respond(s))
+            .await
     }
 
-    /// `SelfSubjectReview`: who the caller is (after impersonation).
-    pub async fn whoami(&self, ctx: &RequestContext) -> Result<Identity, AccessError> {
-        let mut rec = self.review_admit(ctx, SelfReview::Subject).await?;
-        self.finish(ctx, &mut rec, Ok(ctx.user.clone()), 201, |_, _| None)
-            .await
+    /// `SelfSubjectReview`: who the caller is (after impersonation); `request` and `respond` as
+    /// for [`Access::access_review`].
+    pub async fn whoami(
+        &self,
+        ctx: &RequestContext,
+        request: impl FnOnce() -> Option<AuditObject>,
+        respond: impl FnOnce(&Identity) -> Option<AuditObject>,
+    ) -> Result<Identity, AccessError> {
+        let mut rec = self.review_admit(ctx, SelfReview::Subject, request).await?;
+        self.finish(ctx, &mut rec, Ok(ctx.user.clone()), 201, |id, _| {
+            respond(id)
+        })
+        .await
     }
 
     /// A review is a `create` of its resource, authorized as any request: the bootstrap
@@ -856,9 +903,10 @@ impl Access {
         &self,
         ctx: &RequestContext,
         review: SelfReview,
+        request: impl FnOnce() -> Option<AuditObject>,
     ) -> Result<RequestAudit, AccessError> {
         let attrs = review_attributes(ctx.user.clone(), review);
-        self.admit(ctx, &attrs, &[], || None).await
+        self.admit(ctx, &attrs, &[], request).await
     }
 }
 

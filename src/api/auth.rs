@@ -59,7 +59,7 @@ impl pb::auth_server::Auth for AuthService {
         let st = self
             .front
             .access
-            .access_review(&ctx, &spec)
+            .access_review(&ctx, &spec, || None, |_| None)
             .await
             .map_err(access_status)?;
         Ok(Response::new(pb::AccessReviewResponse {
@@ -82,7 +82,7 @@ impl pb::auth_server::Auth for AuthService {
         let st = self
             .front
             .access
-            .rules_review(&ctx, &ns)
+            .rules_review(&ctx, &ns, || None, |_| None)
             .await
             .map_err(access_status)?;
         Ok(Response::new(pb::RulesReviewResponse {
@@ -117,7 +117,7 @@ impl pb::auth_server::Auth for AuthService {
         let id = self
             .front
             .access
-            .whoami(&ctx)
+            .whoami(&ctx, || None, |_| None)
             .await
             .map_err(access_status)?;
         Ok(Response::new(pb::UserInfo {

@@ -60,10 +60,17 @@ pub fn group_resources(group: &str, version: &str) -> Option<Value> {
         ("authentication.k8s.io", "v1" | "v1beta1") => {
             vec![review("selfsubjectreviews", "SelfSubjectReview")]
         }
-        ("authorization.k8s.io", "v1") => vec![
-            review("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
-            review("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
-        ],
+        ("authorization.k8s.io", "v1") => {
+            let mut local = review("localsubjectaccessreviews", "LocalSubjectAccessReview");
+            local["namespaced"] = true.into();
+            // kube-apiserver's order: by name.
+            vec![
+                local,
+                review("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+                review("selfsubjectrulesreviews", "SelfSubjectRulesReview"),
+                review("subjectaccessreviews", "SubjectAccessReview"),
+            ]
+        }
         _ => return None,
     };
     Some(json!({"kind":"APIResourceList","apiVersion":"v1",

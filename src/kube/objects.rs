@@ -282,7 +282,34 @@ fn parse_with(body: &[u8], shape: Option<&'static Shape>, yaml: bool) -> Result<
     }
 }
 
+/// A JSON request body of kind `kind` read against `shape`: the value, its strict decoding
+/// errors (duplicate and unknown fields, in body order) and the first field of the wrong type
+/// (Go's `json: cannot unmarshal …`). A body that is not JSON is kube-apiserver's 400.
+pub(crate) fn decode_shaped(
+    body: &[u8],
+    shape: &'static Shape,
+    kind: &str,
+) -> Result<(Value, Vec<String>, Option<String>), KubeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(KubeError::BadRequest(format!(
+            "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: unexpected end of JSON input (<empty>)"
+        )));
+    }
+    let parsed = parse_json_as(body, Some(shape), kind)?;
+    let mut walk = Walk::default();
+    walk.object(&parsed.value, shape, "");
+    Ok((parsed.value, parsed.strict, walk.type_error))
+}
+
 fn parse_json(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, KubeError> {
+    parse_json_as(body, shape, "Secret")
+}
+
+fn parse_json_as(
+    body: &[u8],
+    shape: Option<&'static Shape>,
+    kind: &str,
+) -> Result<Parsed, KubeError> {
     let strict = RefCell::new(Vec::new());
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = Seed {
@@ -297,7 +324,7 @@ fn parse_json(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, Kube
         let why = crate::go_json::syntax_error(body)
             .unwrap_or_else(|| crate::redact::serde_values(&e.to_string()));
         KubeError::BadRequest(format!(
-            "the object provided is unrecognized (must be of type Secret): couldn't get version/kind; json parse error: {why}"
+            "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: {why}"
         ))
     })?;
     Ok(Parsed {
@@ -443,13 +470,15 @@ pub(crate) enum Shape {
     BytesMap,
     /// A list of strings (finalizers).
     StrList,
+    /// A map of string lists (`extra`: `map[string]v1.ExtraValue`).
+    StrListMap,
     /// A struct: its fields, its Go name (`ObjectMeta`) and Go type (`v1.ObjectMeta`).
     Struct(&'static [(&'static str, Shape)], &'static str, &'static str),
     /// A list of structs, with the list's Go type.
     List(&'static Shape, &'static str),
 }
 
-const STRING: Shape = Shape::Str("string");
+pub(crate) const STRING: Shape = Shape::Str("string");
 
 const OWNER_REFERENCE: Shape = Shape::Struct(
     &[
@@ -478,7 +507,7 @@ const MANAGED_FIELDS_ENTRY: Shape = Shape::Struct(
     "v1.ManagedFieldsEntry",
 );
 
-const OBJECT_META: Shape = Shape::Struct(
+pub(crate) const OBJECT_META: Shape = Shape::Struct(
     &[
         ("name", STRING),
         ("generateName", STRING),
@@ -620,6 +649,21 @@ impl Walk {
                     for x in a {
                         if !x.is_string() {
                             self.wrong(x, "string");
+                        }
+                    }
+                }
+            },
+            Shape::StrListMap => match v.as_object() {
+                None => self.wrong(v, "map[string]v1.ExtraValue"),
+                Some(m) => {
+                    for x in m.values().filter(|x| !x.is_null()) {
+                        match x.as_array() {
+                            None => self.wrong(x, "v1.ExtraValue"),
+                            Some(a) => {
+                                for y in a.iter().filter(|y| !y.is_string()) {
+                                    self.wrong(y, "string");
+                                }
+                            }
                         }
                     }
                 }

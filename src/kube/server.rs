@@ -697,22 +697,17 @@ impl KubeApi {
                 None => reply(Reply::Status(Status::no_route())),
             },
             (&Method::POST, ["apis", g, v, r]) => match Review::at(g, v, r) {
-                Some(review) => {
-                    let kind = match review {
-                        Review::Access => "SelfSubjectAccessReview",
-                        Review::Rules => "SelfSubjectRulesReview",
-                        Review::WhoAmI(_) => "SelfSubjectReview",
-                    };
-                    let body = req.json_value(kind)?;
-                    let out = review.answer(&self.access, &req.ctx, body).await?;
-                    reply(Reply::Json {
-                        code: 201,
-                        body: out,
-                        warnings: Vec::new(),
-                    })
-                }
+                Some(review) => reply(review.answer(&self.access, req, None).await?),
                 None => reply(Reply::Status(Status::no_route())),
             },
+            (
+                &Method::POST,
+                ["apis", "authorization.k8s.io", "v1", "namespaces", ns, "localsubjectaccessreviews"],
+            ) => reply(
+                Review::LocalSubject
+                    .answer(&self.access, req, Some(ns))
+                    .await?,
+            ),
             (&Method::GET, ["api", "v1", "namespaces", ns]) => {
                 acceptable(req)?;
                 reply(namespaces::get(ns))

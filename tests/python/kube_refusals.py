@@ -733,4 +733,82 @@ code, got = call("single", "POST", SSAR, review({"resourceAttributes": {"verb": 
                                                                         "namespace": NS, "name": "a1"},
                                                   "nonResourceAttributes": None}), JSON)
 assert code == 201 and got["status"]["allowed"] is True, got
+
+# The review is read as kube-apiserver's create handler reads it: metadata must be empty, the
+# kind and version must be the endpoint's, and unknown fields are warned about (refused under
+# fieldValidation=Strict).
+ask = {"resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": NS}}
+refused("single", "POST", SSAR, 422, "Invalid",
+        'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: metadata: Invalid value: '
+              'v1.ObjectMeta{Name:"x", GenerateName:"", Namespace:"", SelfLink:"", UID:"", ResourceVersion:"", '
+              'Generation:0, CreationTimestamp:time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC), '
+              'DeletionTimestamp:<nil>, DeletionGracePeriodSeconds:(*int64)(nil), Labels:map[string]string(nil), '
+              'Annotations:map[string]string(nil), OwnerReferences:[]v1.OwnerReference(nil), Finalizers:[]string(nil), '
+              'ManagedFields:[]v1.ManagedFieldsEntry(nil)}: must be empty',
+              body=json.dumps({"metadata": {"name": "x"}, "spec": ask}), headers=JSON)
+refused("single", "POST", SSAR, 400, "BadRequest",
+        'SubjectAccessReview in version "v1" cannot be handled as a SelfSubjectAccessReview: converting '
+        '(v1.SubjectAccessReview) to (authorization.SelfSubjectAccessReview): unknown conversion',
+        body=json.dumps({"kind": "SubjectAccessReview", "spec": ask}), headers=JSON)
+refused("single", "POST", SSAR, 400, "BadRequest",
+        'the API version in the data (authorization.k8s.io/v1beta1) does not match the expected API version '
+        '(authorization.k8s.io/v1)',
+        body=json.dumps({"apiVersion": "authorization.k8s.io/v1beta1", "spec": ask}), headers=JSON)
+refused("single", "POST", SSAR + "?fieldValidation=Strict", 400, "BadRequest",
+        'SelfSubjectAccessReview in version "v1" cannot be handled as a SelfSubjectAccessReview: strict decoding '
+        'error: unknown field "spec.resourceAttributes.bogus"',
+        body=json.dumps({"spec": {"resourceAttributes": dict(ask["resourceAttributes"], bogus=1)}}), headers=JSON)
+c = connect("single")
+c.request("POST", SSAR, body=json.dumps({"spec": {"resourceAttributes": dict(ask["resourceAttributes"], bogus=1)}}),
+          headers=JSON)
+r = c.getresponse()
+got = json.loads(r.read())
+assert r.status == 201 and got["spec"] == ask and got["status"] == {"allowed": False}, got
+assert r.getheader("Warning") == '299 - "unknown field \\"spec.resourceAttributes.bogus\\""', r.getheader("Warning")
+c.close()
+
+# A SubjectAccessReview asks about anyone (its creator needs create on subjectaccessreviews);
+# a LocalSubjectAccessReview about one namespace (create on localsubjectaccessreviews there).
+SAR = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+LSAR = "/apis/authorization.k8s.io/v1/namespaces/%s/localsubjectaccessreviews" % NS
+def subject(spec, kind="SubjectAccessReview", metadata=None):
+    body = {"apiVersion": "authorization.k8s.io/v1", "kind": kind, "spec": spec}
+    if metadata is not None:
+        body["metadata"] = metadata
+    return json.dumps(body)
+get_a = lambda name: {"resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": NS, "name": name}}
+code, got = call("admin", "POST", SAR, subject(dict(get_a("a1"), user="single")), JSON)
+assert code == 201 and got["status"] == {
+    "allowed": True, "reason": 'RBAC: allowed by RoleBinding "single/%s" of Role "single" to User "single"' % NS}, got
+assert got["spec"] == dict(get_a("a1"), user="single") and got["metadata"] == {"creationTimestamp": None}, got
+code, got = call("admin", "POST", SAR, subject(dict(get_a("a2"), user="single")), JSON)
+assert code == 201 and got["status"] == {"allowed": False}, got
+# The groups are the ones given: none is added.
+code, got = call("admin", "POST", SAR, subject(dict(get_a("a2"), user="x", groups=["system:masters"])), JSON)
+assert code == 201 and got["status"]["allowed"] is True, got
+refused("admin", "POST", SAR, 422, "Invalid",
+        'SubjectAccessReview.authorization.k8s.io "" is invalid: spec.user: Invalid value: "": at least one of user '
+        'or group must be specified', body=subject(get_a("a1")), headers=JSON)
+refused("nobody", "POST", SAR, 403, "Forbidden",
+        'subjectaccessreviews.authorization.k8s.io is forbidden: User "nobody" cannot create resource '
+        '"subjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope',
+        body=subject(dict(get_a("a1"), user="single")), headers=JSON)
+code, got = call("admin", "POST", LSAR, subject(dict(get_a("a1"), user="single"), "LocalSubjectAccessReview"), JSON)
+assert code == 201 and got["status"]["allowed"] is True, got
+assert got["metadata"] == {"namespace": NS, "creationTimestamp": None}, got
+refused("admin", "POST", LSAR, 422, "Invalid",
+        'LocalSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes.namespace: Invalid '
+        'value: "other": must match metadata.namespace',
+        body=subject({"user": "single", "resourceAttributes": {"verb": "get", "resource": "secrets",
+                                                               "namespace": "other"}}, "LocalSubjectAccessReview"),
+        headers=JSON)
+refused("admin", "POST", LSAR, 400, "BadRequest",
+        "the namespace of the provided object does not match the namespace sent on the request",
+        body=subject(dict(get_a("a1"), user="single"), "LocalSubjectAccessReview", {"namespace": "other"}),
+        headers=JSON)
+refused("nobody", "POST", LSAR, 403, "Forbidden",
+        'localsubjectaccessreviews.authorization.k8s.io is forbidden: User "nobody" cannot create resource '
+        '"localsubjectaccessreviews" in API group "authorization.k8s.io" in the namespace "%s"' % NS,
+        body=subject(dict(get_a("a1"), user="single"), "LocalSubjectAccessReview"), headers=JSON)
+assert ("ResponseComplete", 201, None, "allow") in audited(SAR), audited(SAR)
 print("ok")
