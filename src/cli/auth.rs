@@ -598,8 +598,14 @@ fn review_text(u: &pb::UserInfo, format: &str) -> Result<String, CliError> {
     let review = Review {
         kind: "SelfSubjectReview",
         api_version: "authentication.k8s.io/v1",
+        // kube-apiserver's SelfSubjectReview is created when it answers (now, as close as
+        // this side can tell).
         metadata: Metadata {
-            creation_timestamp: None,
+            creation_timestamp: Some(crate::go_time::format_rfc3339_utc(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0)),
+            )),
         },
         status: ReviewStatus {
             user_info: UserInfo {
