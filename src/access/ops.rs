@@ -834,6 +834,18 @@ impl Access {
             .await
     }
 
+    /// The service account token issuer (its signing key created and sealed on first use), if
+    /// service account tokens are served. Its public keys are public: reading them needs no
+    /// permission of the access layer (the Kubernetes API authorizes the discovery paths).
+    pub async fn service_account_issuer(
+        &self,
+    ) -> Result<Option<Arc<crate::authn::serviceaccount::ServiceAccountIssuer>>, AccessError> {
+        match &self.service_accounts {
+            Some(sa) => sa.issuer().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// `SubjectAccessReview`, or in `namespace` a `LocalSubjectAccessReview`: may `subject` (as
     /// given: no group is added) do what `spec` describes. Needs `create` on the review's
     /// resource (`subjectaccessreviews`, or `localsubjectaccessreviews` in the namespace, in

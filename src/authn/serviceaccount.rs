@@ -784,14 +784,9 @@ mod tests {
             v.keys["es256"].spki
         );
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/jwt_vectors.py");
-        for key in [rsa, SigningKey::generate_es256().unwrap()] {
-            let spki = B64.encode(key.verifying_key().spki_der());
-            let iss = ServiceAccountIssuer::new("https://issuer.example", Arc::new(key));
-            let tok = iss
-                .issue(&request("prod", "app", &["a"], 600), SystemTime::now())
-                .unwrap();
+        let python = |args: &[&str], input: &str| {
             let mut child = std::process::Command::new("python3")
-                .args([script, "verify", &spki])
+                .args([&[script][..], args].concat())
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
@@ -800,11 +795,23 @@ mod tests {
                 .stdin
                 .take()
                 .unwrap()
-                .write_all(tok.token.expose().as_bytes())
+                .write_all(input.as_bytes())
                 .unwrap();
             let out = child.wait_with_output().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "python: {stdout}");
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(out.status.success(), "python {args:?}: {stdout}");
+            stdout
+        };
+        for key in [rsa, SigningKey::generate_es256().unwrap()] {
+            let spki = B64.encode(key.verifying_key().spki_der());
+            // The key as the JWKS document serves it is the same key to another implementation.
+            let jwk = key.verifying_key().jwk().to_string();
+            assert_eq!(python(&["jwk", &spki], &jwk), "ok\n");
+            let iss = ServiceAccountIssuer::new("https://issuer.example", Arc::new(key));
+            let tok = iss
+                .issue(&request("prod", "app", &["a"], 600), SystemTime::now())
+                .unwrap();
+            let stdout = python(&["verify", &spki], tok.token.expose());
             let claims: serde_json::Value =
                 serde_json::from_str(stdout.strip_prefix("ok ").unwrap()).unwrap();
             assert_eq!(claims["sub"], "system:serviceaccount:prod:app");

@@ -118,6 +118,38 @@ impl VerifyingKey {
         &self.spki
     }
 
+    /// The key as a JSON Web Key (RFC 7517) for signature verification, in the field order
+    /// kube-apiserver's JWKS document (go-jose) writes: `use, kty, kid, crv, alg, x, y` for
+    /// P-256, `use, kty, kid, alg, n, e` for RSA (big-endian, without leading zeros).
+    pub fn jwk(&self) -> serde_json::Value {
+        let mut jwk = serde_json::Map::new();
+        let mut put = |k: &str, v: String| {
+            jwk.insert(k.to_owned(), v.into());
+        };
+        put("use", "sig".into());
+        match self.alg {
+            JwsAlgorithm::Es256 => {
+                // The uncompressed point: 0x04, x, y.
+                let (x, y) = self.raw[1..].split_at((P256_POINT_LEN - 1) / 2);
+                put("kty", "EC".into());
+                put("kid", self.key_id.clone());
+                put("crv", "P-256".into());
+                put("alg", "ES256".into());
+                put("x", B64URL.encode(x));
+                put("y", B64URL.encode(y));
+            }
+            JwsAlgorithm::Rs256 => {
+                let (n, e) = rsa_components(&self.raw).unwrap_or_default();
+                put("kty", "RSA".into());
+                put("kid", self.key_id.clone());
+                put("alg", "RS256".into());
+                put("n", B64URL.encode(n));
+                put("e", B64URL.encode(e));
+            }
+        }
+        serde_json::Value::Object(jwk)
+    }
+
     /// kube-apiserver's key id: base64url (no padding) of SHA-256 of the DER
     /// SubjectPublicKeyInfo.
     pub fn key_id(&self) -> &str {
@@ -155,6 +187,16 @@ fn rsa_public_key_from_spki(der: &[u8]) -> Option<&[u8]> {
     let key = bits.strip_prefix(&[0u8])?;
     let (_, rest) = der_element(key, 0x30)?;
     rest.is_empty().then_some(key)
+}
+
+/// The modulus and public exponent of a DER RSAPublicKey, as unsigned big-endian integers
+/// without leading zero bytes.
+fn rsa_components(key: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (body, _) = der_element(key, 0x30)?;
+    let (n, rest) = der_element(body, 0x02)?;
+    let (e, _) = der_element(rest, 0x02)?;
+    let strip = |v: &[u8]| -> usize { v.iter().take_while(|b| **b == 0).count() };
+    Some((&n[strip(n)..], &e[strip(e)..]))
 }
 
 /// Splits one DER element with tag `tag` off `input`: (its content, the rest).

@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::request::query_pairs;
+use super::request::{query_pairs, Reply};
 use crate::access::Access;
 use crate::authz::go_quote;
 
@@ -155,6 +155,47 @@ pub fn is_health_path(path: &str) -> bool {
             .rsplit_once('/')
             .and_then(|(base, name)| Some((Endpoint::of_path(base)?, name)))
             .is_some_and(|(e, name)| e.checks().iter().any(|c| c.name() == name))
+}
+
+/// `/version`, also with a final slash (kube-apiserver serves both).
+fn is_version_path(path: &str) -> bool {
+    matches!(path, "/version" | "/version/")
+}
+
+/// A health endpoint, one of its checks, or `/version`: the paths kube-apiserver's
+/// `system:public-info-viewer` opens to everyone (its checks' own paths aside).
+pub fn is_public_path(path: &str) -> bool {
+    is_version_path(path) || is_health_path(path)
+}
+
+/// The answer of a health endpoint (any method), one of its checks, or `GET /version`, if
+/// `path` is one.
+pub async fn public_info(
+    method: &http::Method,
+    path: &str,
+    query: &str,
+    access: &Access,
+    store: &StoreProbe,
+) -> Option<Reply> {
+    if *method != http::Method::GET && !is_health_path(path) {
+        return None;
+    }
+    let health = match Endpoint::of_path(path) {
+        Some(endpoint) => Some(answer(endpoint, query, access, store).await),
+        None => answer_one(path, access, store).await,
+    };
+    if let Some((code, text)) = health {
+        return Some(Reply::Raw {
+            code,
+            content_type: "text/plain; charset=utf-8",
+            body: text.into(),
+        });
+    }
+    is_version_path(path).then(|| Reply::Raw {
+        code: 200,
+        content_type: "application/json",
+        body: super::discovery::version().into(),
+    })
 }
 
 /// The answer to `GET /<endpoint>/<check>` (kube-apiserver serves each check of an endpoint

@@ -32,6 +32,7 @@ pub mod info;
 pub mod kubeconfig;
 pub mod namespaces;
 pub mod objects;
+pub mod oidc;
 pub mod openapi;
 pub mod patch;
 pub mod proto;

@@ -390,7 +390,7 @@ impl KubeApi {
         // health endpoints, their checks and `/version`, whatever its method, then authorized
         // as any request (the bootstrap policy lets it get the endpoints and `/version`);
         // elsewhere it is a 401. A bad credential is a 401 on these paths too.
-        let anonymous_path = is_version_path(&path) || health::is_health_path(&path);
+        let anonymous_path = health::is_public_path(&path);
         let credentialed = || {
             certs.presented()
                 || req
@@ -470,7 +470,9 @@ impl KubeApi {
         // Health endpoints answer any method, as kube-apiserver's handlers do (a HEAD or POST
         // is authorized as its verb first, like any request with credentials).
         let answered = match anonymous_path {
-            true => self.public_info(&method, &path, query).await,
+            true => {
+                health::public_info(&method, &path, query, &self.access, &self.store_probe).await
+            }
             false => None,
         };
         let mut routed = match (unread, answered) {
@@ -535,32 +537,6 @@ impl KubeApi {
             )));
         }
         Ok(buf)
-    }
-
-    /// The answer of a health endpoint, one of its checks, or `/version` (the paths
-    /// kube-apiserver's `system:public-info-viewer` opens to everyone), if `path` is one.
-    async fn public_info(&self, method: &Method, path: &str, query: &str) -> Option<Reply> {
-        if *method != Method::GET && !health::is_health_path(path) {
-            return None;
-        }
-        let health = match health::Endpoint::of_path(path) {
-            Some(endpoint) => {
-                Some(health::answer(endpoint, query, &self.access, &self.store_probe).await)
-            }
-            None => health::answer_one(path, &self.access, &self.store_probe).await,
-        };
-        if let Some((code, text)) = health {
-            return Some(Reply::Raw {
-                code,
-                content_type: "text/plain; charset=utf-8",
-                body: text.into(),
-            });
-        }
-        is_version_path(path).then(|| Reply::Raw {
-            code: 200,
-            content_type: "application/json",
-            body: discovery::version().into(),
-        })
     }
 
     /// Authenticates the request (as `system:anonymous` if no credential proves an identity
@@ -715,6 +691,12 @@ impl KubeApi {
             (&Method::POST, ["api", "v1", "namespaces", ns, "serviceaccounts", sa, "token"]) => {
                 acceptable(req)?;
                 reply(token::create(&self.access, req, ns, sa).await?)
+            }
+            (&Method::GET, [".well-known", "openid-configuration"] | ["openid", "v1", "jwks"]) => {
+                match super::oidc::answer(&self.access, path, &self.address).await? {
+                    Some(r) => reply(r),
+                    None => reply(Reply::Status(Status::no_route())),
+                }
             }
             (&Method::GET, ["openapi", "v2"]) => reply(Reply::Raw {
                 code: 200,
@@ -910,11 +892,6 @@ impl KubeApi {
             .await?,
         ))
     }
-}
-
-/// `/version`, also with a final slash (kube-apiserver serves both).
-fn is_version_path(path: &str) -> bool {
-    matches!(path, "/version" | "/version/")
 }
 
 /// The Kubernetes verb of a request, for metrics.

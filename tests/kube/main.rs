@@ -16,6 +16,7 @@ mod auth_cli;
 mod health;
 mod kubectl;
 mod kubectl_writes;
+mod oidc;
 mod proto;
 mod python;
 mod store;

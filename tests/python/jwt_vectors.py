@@ -23,6 +23,8 @@ Usage:
       --check compares FILE with freshly generated content (exit 1 if different).
   jwt_vectors.py verify SPKI_BASE64 < TOKEN
       prints "ok <payload JSON>" if the ES256/RS256 signature verifies, exits 1 otherwise.
+  jwt_vectors.py jwk SPKI_BASE64 < JWK
+      prints "ok" if the JSON Web Key is that public key (with its kid), exits 1 otherwise.
 Requires: python3 -m pip install -r tests/python/requirements.txt
 """
 
@@ -251,6 +253,33 @@ def verify(spki_b64, token):
     return 0
 
 
+def jwk(spki_b64, text):
+    """The JSON Web Key `text` (RFC 7517/7518, as a JWKS document lists it) is the key whose
+    DER SubjectPublicKeyInfo is spki_b64, with kube-apiserver's kid, use and alg."""
+    k = json.loads(text)
+    num = lambda name: int.from_bytes(unb64url(k[name]), "big")
+    if k.get("kty") == "EC" and k.get("crv") == "P-256" and k.get("alg") == "ES256":
+        key = ec.EllipticCurvePublicNumbers(num("x"), num("y"), ec.SECP256R1()).public_key()
+    elif k.get("kty") == "RSA" and k.get("alg") == "RS256":
+        # No leading zero bytes (RFC 7518 section 6.3.1).
+        if unb64url(k["n"])[0] == 0 or unb64url(k["e"])[0] == 0:
+            print("leading zero")
+            return 1
+        key = rsa.RSAPublicNumbers(num("e"), num("n")).public_key()
+    else:
+        print("unexpected key type " + text)
+        return 1
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if der != base64.b64decode(spki_b64):
+        print("another key")
+        return 1
+    if k.get("use") != "sig" or k.get("kid") != b64url(hashlib.sha256(der).digest()):
+        print("bad use or kid")
+        return 1
+    print("ok")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -259,9 +288,13 @@ def main():
     g.add_argument("--check", action="store_true")
     v = sub.add_parser("verify")
     v.add_argument("spki")
+    j = sub.add_parser("jwk")
+    j.add_argument("spki")
     args = ap.parse_args()
     if args.cmd == "verify":
         return verify(args.spki, sys.stdin.read())
+    if args.cmd == "jwk":
+        return jwk(args.spki, sys.stdin.read())
     text = json.dumps(generate(), indent=1) + "\n"
     if args.check:
         with open(args.out) as f:

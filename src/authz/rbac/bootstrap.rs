@@ -17,6 +17,9 @@ pub const BASIC_USER: &str = "system:basic-user";
 pub const DISCOVERY: &str = "system:discovery";
 /// `system:public-info-viewer`: health and version, also without credentials.
 pub const PUBLIC_INFO_VIEWER: &str = "system:public-info-viewer";
+/// `system:service-account-issuer-discovery`: the service account issuer's OpenID Connect
+/// discovery, for every service account.
+pub const ISSUER_DISCOVERY: &str = "system:service-account-issuer-discovery";
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -39,7 +42,7 @@ fn get_urls(urls: &[&str]) -> PolicyRule {
     }
 }
 
-/// The three ClusterRoles and their bindings, as Kubernetes 1.30's bootstrap policy
+/// The four ClusterRoles and their bindings, as Kubernetes 1.30's bootstrap policy
 /// (`plugin/pkg/auth/authorizer/rbac/bootstrappolicy`) defines them.
 fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
     let role = |name: &str, rules| ClusterRole {
@@ -73,6 +76,15 @@ fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
             ],
         ),
         role(PUBLIC_INFO_VIEWER, vec![get_urls(&public)]),
+        role(
+            ISSUER_DISCOVERY,
+            vec![get_urls(&[
+                "/.well-known/openid-configuration",
+                "/.well-known/openid-configuration/",
+                "/openid/v1/jwks",
+                "/openid/v1/jwks/",
+            ])],
+        ),
     ];
     let binding = |name: &str, groups: &[&str]| ClusterRoleBinding {
         metadata: ObjectMeta::new("", name),
@@ -86,6 +98,7 @@ fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
             PUBLIC_INFO_VIEWER,
             &[SYSTEM_AUTHENTICATED, SYSTEM_UNAUTHENTICATED],
         ),
+        binding(ISSUER_DISCOVERY, &["system:serviceaccounts"]),
     ];
     (roles, bindings)
 }
