@@ -818,9 +818,9 @@ impl Access {
     }
 
     /// `SelfSubjectAccessReview`: may the caller do what `spec` describes (allowed to every
-    /// authenticated identity; recorded).
-    /// `request` and `respond` give the review as sent and as answered, for the audit log at
-    /// levels `Request` and `RequestResponse` (called only then).
+    /// authenticated identity; recorded). `request` and `respond` give the review as sent and
+    /// as answered, for the audit log at levels `Request` and `RequestResponse` (called only
+    /// then).
     pub async fn access_review(
         &self,
         ctx: &RequestContext,
@@ -877,8 +877,8 @@ impl Access {
             .await
     }
 
-    /// `SelfSubjectRulesReview`: the caller's rules in `namespace`.
-    /// (`request` and `respond` as for [`Access::access_review`].)
+    /// `SelfSubjectRulesReview`: the caller's rules in `namespace` (`request` and `respond` as
+    /// for [`Access::access_review`]).
     pub async fn rules_review(
         &self,
         ctx: &RequestContext,

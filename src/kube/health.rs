@@ -162,8 +162,9 @@ fn is_version_path(path: &str) -> bool {
     matches!(path, "/version" | "/version/")
 }
 
-/// A health endpoint, one of its checks, or `/version`: the paths kube-apiserver's
-/// `system:public-info-viewer` opens to everyone (its checks' own paths aside).
+/// A health endpoint, one of its checks, or `/version`: the paths a request without
+/// credentials may reach as `system:anonymous` (kube-apiserver's `system:public-info-viewer`
+/// allows the endpoints and `/version`; a check's own path needs a rule of the policy).
 pub fn is_public_path(path: &str) -> bool {
     is_version_path(path) || is_health_path(path)
 }

@@ -1,7 +1,7 @@
 //! The reviews the Kubernetes API takes: `SelfSubjectAccessReview` (`kubectl auth can-i`),
 //! `SelfSubjectRulesReview` (`auth can-i --list`), `SelfSubjectReview` (`auth whoami`), and
 //! `SubjectAccessReview` / `LocalSubjectAccessReview` (may someone else do this?). A body is
-//! read as kube-apiserver's create handler reads it ([`decode`]: JSON, YAML or protobuf,
+//! read as kube-apiserver's create handler reads it (JSON, YAML or protobuf,
 //! `fieldValidation`, type and validation errors in its words), answered by the access layer
 //! (authorized as a `create` of the review and recorded), and returned with its `status`.
 
