@@ -635,6 +635,29 @@ fn printed_shares_and_mixed_shares_through_the_cli() {
         "{}",
         e.message()
     );
+    // The files of a new seal are the plugin's own: a key file in a directory others may
+    // write (one the caller could have planted) is refused, and nothing changes.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let planted = open.join("root.key");
+    keyward::seal::generate_keyfile(&planted).unwrap();
+    let e = rt
+        .block_on(async {
+            admin_client(&admin)
+                .await
+                .rekey_root(RekeyRootRequest {
+                    new_seal: format!("keyfile:{}", planted.display()),
+                })
+                .await
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("has mode 0777: a seal's files, and the directories above them, must not be writable by group or others"),
+        "{}",
+        e.message()
+    );
 }
 
 /// Bad seal strings and flag combinations fail before anything is created, naming the field.

@@ -197,6 +197,6 @@ mod tests {
             .iter()
             .find(|r| r.metadata.name == BASIC_USER);
         assert_eq!(own.map(|r| r.rules.len()), Some(0));
-        assert_eq!(merged.cluster_role_bindings.len(), 3);
+        assert_eq!(merged.cluster_role_bindings.len(), 4);
     }
 }
