@@ -437,7 +437,8 @@ impl Access {
         }
     }
 
-    /// Writes an earlier version's content as a new version (`update secrets` on it).
+    /// Writes an earlier version's content as a new version (`update secrets` on it, and `get`:
+    /// the answer holds that version's values).
     pub async fn rollback(
         &self,
         ctx: &RequestContext,
@@ -446,9 +447,20 @@ impl Access {
         revision: Revision,
     ) -> Result<Secret, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::UPDATE, namespace.as_str(), name.as_str());
-        let call = async { Ok(self.store.rollback(namespace, name, revision).await?) };
-        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
+        // It answers the earlier version's values, which only `get` may read.
+        let read = [Self::secrets(
+            ctx,
+            kverbs::GET,
+            namespace.as_str(),
+            name.as_str(),
+        )];
+        let mut rec = self.admit(ctx, &attrs, &read, || None).await?;
+        let result = self
+            .store
+            .rollback(namespace, name, revision)
             .await
+            .map_err(Into::into);
+        self.finish(ctx, &mut rec, result, 200, secret_body).await
     }
 
     /// Deletes a Secret (`delete secrets` on it; ignoring decrypt errors also needs

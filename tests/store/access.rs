@@ -638,6 +638,33 @@ async fn who_may_read_which_secret_with(batch: Option<BatchConfig>) {
             Some(APP_TOKEN),
         )
     };
+    // A rollback answers an earlier version's values: `update` alone does not allow it.
+    std::fs::write(
+        &w.policy,
+        POLICY.replacen("verbs: [get]", "verbs: [update]", 1),
+    )
+    .unwrap();
+    let rollback = || {
+        let r = pb::RollbackRequest {
+            namespace: "prod".into(),
+            name: "db".into(),
+            to_revision: 1,
+        };
+        req(r, Some(APP_TOKEN))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let e = c.rollback(rollback()).await.unwrap_err();
+        if e.message() == forbidden("app", "get", "db") {
+            break;
+        }
+        assert_eq!(e.message(), forbidden("app", "update", "db"), "{e:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy never reloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     // (A rule naming db would not do: a list without a field selector names no object, so
     // resourceNames never match it; see `one_secret_is_listed_and_watched_by_name`.)
     let more = "verbs: [get]\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [list]";
