@@ -42,14 +42,37 @@ pub struct SocketAccess {
     pub group: Option<u32>,
 }
 
+/// Group id meaning "everyone may connect" in [`SocketAccess::everyone`].
+const EVERYONE: u32 = u32::MAX;
+
 impl SocketAccess {
-    fn mode(self) -> u32 {
-        if self.group.is_some() {
-            0o660
-        } else {
-            0o600
+    /// Anyone may connect (mode 0666): for a socket whose server checks each caller's
+    /// credentials itself ([`PeerAllow`]).
+    pub fn everyone() -> Self {
+        Self {
+            group: Some(EVERYONE),
         }
     }
+
+    fn mode(self) -> u32 {
+        match self.group {
+            Some(EVERYONE) => 0o666,
+            Some(_) => 0o660,
+            None => 0o600,
+        }
+    }
+}
+
+/// Gives the socket file at `path` `access`'s group and mode.
+pub fn set_access(path: &Path, access: SocketAccess) -> Result<(), SocketError> {
+    let io_err = |source| SocketError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(gid) = access.group.filter(|g| *g != EVERYONE) {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(access.mode())).map_err(io_err)
 }
 
 /// Who may call a socket's API, by the credentials the kernel reports for the connecting
@@ -200,10 +223,7 @@ pub fn bind(path: &Path, access: SocketAccess) -> Result<(UnixListener, SocketGu
         dev: meta.dev(),
         ino: meta.ino(),
     };
-    if let Some(gid) = access.group {
-        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err)?;
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(access.mode())).map_err(io_err)?;
+    set_access(path, access)?;
     listener.set_nonblocking(true).map_err(io_err)?;
     let listener = UnixListener::from_std(listener).map_err(io_err)?;
     Ok((listener, guard))

@@ -422,34 +422,65 @@ impl KmsAuditArgs {
             return Ok((Auditor::disabled(), None));
         };
         audit_log_path_is_a_file(path)?;
-        let policy = match &self.audit_policy_file {
-            Some(p) => Policy::load(p)?,
-            None => Policy::parse(
-                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
-            )?,
+        let failure = match self.audit_fail_open {
+            true => FailureMode::Open,
+            false => FailureMode::Closed,
         };
-        let mut config = LogConfig::new(path.clone());
-        if self.audit_fail_open {
-            config.failure_mode = FailureMode::Open;
-        }
-        config.fsync = self.audit_log_sync == "always";
-        let signer = std::sync::Arc::new(crate::crypto::Ed25519SigningKey::generate()?);
-        let public_key = signer.public_key().clone();
-        // A new key each start: written once the log opened with it, so that a start that
-        // fails leaves no key that signed nothing.
-        let log = AuditLog::open(config, signer)
-            .await
-            .map_err(|e| CliError::new(format!("--audit-log-path: {e}")))?;
-        crate::access::write_public_key(path, &public_key).map_err(|e| {
-            CliError::new(format!(
-                "--audit-log-path: cannot write the public key: {e}"
-            ))
-        })?;
-        Ok((
-            Auditor::new(policy, std::sync::Arc::new(log.clone())),
-            Some(log),
-        ))
+        let (auditor, log) = open_admin_audit(
+            path,
+            self.audit_policy_file.as_deref(),
+            failure,
+            self.audit_log_sync == "always",
+        )
+        .await?;
+        Ok((auditor, Some(log)))
     }
+}
+
+/// The audit log of a KMS plugin's admin socket at `path`: events under the policy in
+/// `policy_file` (default: every call at level Metadata), checkpoints signed by a key made
+/// now and kept in memory (its public key written to `path.pub` once the log is open).
+pub(super) async fn open_admin_audit(
+    path: &std::path::Path,
+    policy_file: Option<&std::path::Path>,
+    failure_mode: FailureMode,
+    fsync: bool,
+) -> Result<(Auditor, AuditLog), CliError> {
+    let policy = match policy_file {
+        Some(p) => Policy::load(p)?,
+        None => Policy::parse(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n",
+        )?,
+    };
+    let mut config = LogConfig::new(path.to_owned());
+    config.failure_mode = failure_mode;
+    config.fsync = fsync;
+    let signer = std::sync::Arc::new(crate::crypto::Ed25519SigningKey::generate()?);
+    let public_key = signer.public_key().clone();
+    // A new key each start: written once the log opened with it, so that a start that fails
+    // leaves no key that signed nothing.
+    let log = AuditLog::open(config, signer)
+        .await
+        .map_err(|e| CliError::new(format!("--audit-log-path: {e}")))?;
+    crate::access::write_public_key(path, &public_key).map_err(|e| {
+        CliError::new(format!(
+            "--audit-log-path: cannot write the public key: {e}"
+        ))
+    })?;
+    Ok((Auditor::new(policy, std::sync::Arc::new(log.clone())), log))
+}
+
+/// Where `keyward dev` records its KMS admin socket's calls when the store's audit log is at
+/// `store_log`: beside it, `<stem>-kms-admin.<ext>` (`audit.log` → `audit-kms-admin.log`).
+pub(super) fn dev_admin_audit_path(store_log: &std::path::Path) -> PathBuf {
+    let stem = store_log
+        .file_stem()
+        .map_or_else(|| "audit".into(), |s| s.to_string_lossy().into_owned());
+    let name = match store_log.extension() {
+        Some(ext) => format!("{stem}-kms-admin.{}", ext.to_string_lossy()),
+        None => format!("{stem}-kms-admin"),
+    };
+    store_log.with_file_name(name)
 }
 
 #[cfg(test)]

@@ -297,8 +297,8 @@ pub(super) struct RunArgs {
     /// How long in-flight calls may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub(super) drain_timeout: String,
-    /// Admit callers running as this uid to the admin socket (repeatable, or comma-separated);
-    /// default: the server's own uid and root.
+    /// Admit callers running as this uid to the admin socket too (repeatable, or
+    /// comma-separated), besides the server's own uid and root.
     #[arg(long, value_name = "UID", value_delimiter = ',')]
     pub(super) admin_allow_uid: Vec<u32>,
     /// Admit callers whose group is this one (name or gid) to the admin socket (repeatable, or
@@ -473,7 +473,7 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         };
         let mut plugin = plugin
             .with_admin_audit(auditor)
-            .with_admin_allow(opts.admin_allow);
+            .with_admin_allow(opts.admin_allow)?;
         if let Some(metrics) = metrics {
             plugin = plugin.with_metrics(metrics.metrics());
             spawn_metrics(metrics, &token);
@@ -491,7 +491,7 @@ enum Opened {
 }
 
 /// Writes the admin audit log's shutdown checkpoint.
-async fn close_audit(log: Option<crate::audit::AuditLog>) {
+pub(super) async fn close_audit(log: Option<crate::audit::AuditLog>) {
     if let Some(log) = log {
         if let Err(e) = log.close().await {
             tracing::error!(error = %e, "admin audit log: the shutdown checkpoint was not written");
@@ -581,12 +581,14 @@ impl ServeOptions {
     }
 }
 
-/// `--admin-allow-uid` and `--admin-allow-gid`: the uids given (default: the server's own and
-/// root) and the groups given.
+/// `--admin-allow-uid` and `--admin-allow-gid`: the server's own uid and root, the uids given
+/// and the groups given.
 fn admin_allow(run: &RunArgs) -> Result<PeerAllow, CliError> {
     let mut allow = PeerAllow::default();
-    if !run.admin_allow_uid.is_empty() {
-        allow.uids.clone_from(&run.admin_allow_uid);
+    for uid in &run.admin_allow_uid {
+        if !allow.uids.contains(uid) {
+            allow.uids.push(*uid);
+        }
     }
     for g in &run.admin_allow_gid {
         let gid =

@@ -451,12 +451,30 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         );
     }
     let key_id = keyring.health().primary_key_id;
+    // With an audit log, the admin socket's calls (key rotation, retire, destroy) are recorded
+    // too, beside it, as `kms serve --audit-log-path` records them (every call at Metadata).
+    let admin_audit = store_opts.access_control.audit.as_ref().map(|a| {
+        (
+            super::access::dev_admin_audit_path(&a.log.path),
+            a.log.failure_mode,
+            a.log.fsync,
+        )
+    });
     rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let metrics = bind_metrics(metrics_listen).await?;
+        let (admin_auditor, admin_log) = match &admin_audit {
+            Some((path, failure, fsync)) => {
+                let (auditor, log) =
+                    super::access::open_admin_audit(path, None, *failure, *fsync).await?;
+                (auditor, Some(log))
+            }
+            None => (crate::audit::Auditor::disabled(), None),
+        };
         let mut plugin = PluginServer::start(keyring, &kms_socket, Some(&admin), opts.access)?
-            .with_admin_allow(opts.admin_allow);
+            .with_admin_allow(opts.admin_allow)?
+            .with_admin_audit(admin_auditor);
         if let Some(m) = &metrics {
             plugin = plugin.with_metrics(m.metrics());
             store_opts.metrics = Some(m.metrics().clone());
@@ -499,7 +517,9 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
             store.serve().await?;
             plugin.await.map_err(|e| CliError::new(format!("KMS plugin task failed: {e}")))?
         };
-        run_until_signal(opts.drain, token, both).await
+        let res = run_until_signal(opts.drain, token, both).await;
+        super::kms::close_audit(admin_log).await;
+        res
     })
 }
 

@@ -126,11 +126,25 @@ impl PluginServer {
     }
 
     /// Admits only the callers `allow` lists to the admin socket (by default the server's own
-    /// uid and root); others get `PermissionDenied`. A check on top of the socket's mode 0600,
-    /// for when the directory holding it is reachable by others.
-    pub fn with_admin_allow(mut self, allow: PeerAllow) -> Self {
+    /// uid and root); others get `PermissionDenied`, recorded in the admin audit log. The
+    /// socket file lets the listed callers reach it: mode 0600 when only the server's own uid
+    /// and root are listed, 0660 with its group when one group is listed besides them, else
+    /// 0666 (the check of each caller's credentials is then what keeps the others out).
+    pub fn with_admin_allow(mut self, allow: PeerAllow) -> Result<Self, SocketError> {
+        if let (Some(_), Some(guard)) = (&self.admin, self.guards.first()) {
+            let me = rustix::process::geteuid().as_raw();
+            let others = allow.uids.iter().any(|u| *u != me && *u != 0);
+            let reach = match (others, allow.gids.as_slice()) {
+                (false, []) => None,
+                (false, [gid]) => Some(SocketAccess { group: Some(*gid) }),
+                _ => Some(SocketAccess::everyone()),
+            };
+            if let Some(access) = reach {
+                uds::set_access(guard.path(), access)?;
+            }
+        }
         self.admin_allow = allow;
-        self
+        Ok(self)
     }
 
     /// The keyring being served, once open.

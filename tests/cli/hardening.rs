@@ -91,30 +91,94 @@ fn admin_socket_admits_only_listed_callers() {
         p.signal(rustix::process::Signal::TERM);
         p.wait(std::time::Duration::from_secs(20));
     }
-    // A list without the caller's uid refuses it; its gid admits it.
+    // Listed uids and groups are admitted besides the server's own uid and root, and the socket
+    // file lets them reach it: 0600 by default, 0660 with the one group listed, else 0666 (the
+    // credentials check keeps the others out).
+    let mode = || std::fs::metadata(admin).unwrap().permissions().mode() & 0o777;
     {
         let _p = dev(dir.path(), &["--admin-allow-uid", "4242"]);
+        assert_eq!(mode(), 0o666);
         let (ok, _, err) = kw_as(None, &["kms", "keys", "--admin-socket", admin]);
-        assert!(!ok);
-        assert!(
-            err.contains(&format!(
-                "this socket admits uids 4242 and gids none; uid {me} "
-            )),
-            "{err}"
+        assert!(ok, "the server's own uid stays admitted: {err}");
+        if me == 0 {
+            let (ok, _, err) = kw_as(
+                Some((65534, 65534)),
+                &["kms", "keys", "--admin-socket", admin],
+            );
+            assert!(!ok);
+            assert!(
+                err.contains("this socket admits uids 0, 4242 and gids none; uid 65534 (gid 65534) is not admitted"),
+                "{err}"
+            );
+        }
+    }
+    if me == 0 {
+        let _p = dev(dir.path(), &["--admin-allow-uid", "65534"]);
+        let (ok, out, err) = kw_as(
+            Some((65534, 65534)),
+            &["kms", "keys", "--admin-socket", admin],
         );
+        assert!(ok, "a listed uid reaches the socket and is admitted: {err}");
+        assert!(out.contains("kw-"), "{out}");
     }
     let gid = rustix::process::getegid().as_raw();
-    let _p = dev(
-        dir.path(),
-        &[
-            "--admin-allow-uid",
-            "4242",
-            "--admin-allow-gid",
-            &gid.to_string(),
-        ],
-    );
+    let _p = dev(dir.path(), &["--admin-allow-gid", &gid.to_string()]);
+    assert_eq!(mode(), 0o660);
     let (ok, _, err) = kw_as(None, &["kms", "keys", "--admin-socket", admin]);
     assert!(ok, "{err}");
+}
+
+/// `keyward dev` with an audit log records its admin socket's calls too, beside it
+/// (`audit-kms-admin.log`), sealed at shutdown and verifiable with the key written next to it.
+#[test]
+fn dev_records_its_admin_socket_calls_beside_its_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n",
+    )
+    .unwrap();
+    let log = dir.path().join("audit.log");
+    let admin_log = dir.path().join("audit-kms-admin.log");
+    let admin = dir.path().join("kw/kms-admin.sock");
+    let mut p = dev(
+        dir.path(),
+        &[
+            "--audit-log-path",
+            log.to_str().unwrap(),
+            "--audit-policy-file",
+            policy.to_str().unwrap(),
+        ],
+    );
+    let (ok, _, err) = kw_as(
+        None,
+        &["kms", "rotate", "--admin-socket", admin.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    p.signal(rustix::process::Signal::TERM);
+    assert!(p.wait(std::time::Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&admin_log).unwrap();
+    let rotate = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["stage"] == "ResponseComplete" && e["objectRef"]["subresource"] == "rotate")
+        .unwrap_or_else(|| panic!("no rotate in {text}"));
+    assert_eq!(rotate["responseStatus"]["code"], 200);
+    let me = rustix::process::geteuid().as_raw().to_string();
+    assert_eq!(rotate["annotations"]["keyward.io/peer-uid"], me.as_str());
+    let key = format!("{}.pub", admin_log.display());
+    let (ok, out, err) = kw_as(
+        None,
+        &[
+            "audit",
+            "verify",
+            admin_log.to_str().unwrap(),
+            "--public-key",
+            &key,
+        ],
+    );
+    assert!(ok, "{out}{err}");
 }
 
 /// Every shipped example keeps the admin socket in another directory than the KMS socket, which
