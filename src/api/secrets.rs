@@ -62,8 +62,12 @@ impl pb::secrets_server::Secrets for SecretsService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Secret>, Status> {
-        let ctx = self.front.context(&req, &uri("Get")).await?;
+        let mut ctx = self.front.context(&req, &uri("Get")).await?;
         let req = req.into_inner();
+        // The audit log tells a read of an earlier version from a read of the current one.
+        if req.revision != 0 {
+            ctx.request_uri = format!("{}?revision={}", ctx.request_uri, req.revision);
+        }
         let rev = match req.revision {
             0 => None,
             r => Some(

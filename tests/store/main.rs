@@ -11,6 +11,7 @@ mod support;
 
 mod access;
 mod encryption;
+mod kms_admin_audit;
 mod listener;
 mod metrics;
 mod migrate;

@@ -1,0 +1,209 @@
+//! The KMS plugin's admin socket in the audit log: `keyward kms serve --audit-log-path`
+//! records every admin call with the caller's peer uid, the callers its allow list refuses
+//! included, in a log that verifies with the keys written beside it.
+
+use crate::support::run;
+use crate::support::store::write_private;
+
+/// `keyward kms serve --audit-log-path`: every admin socket call is recorded as the caller's
+/// peer uid, and the log verifies with the public key written beside it.
+#[test]
+fn kms_admin_socket_calls_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("root.key");
+    write_private(&root, &[7u8; 32]);
+    let seal = format!("keyfile:{}", root.display());
+    let data = d.join("kms");
+    let (ok, _, err) = run(&[
+        "kms",
+        "init",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        &seal,
+    ]);
+    assert!(ok, "{err}");
+    let (sock, admin, log) = (
+        d.join("k.sock"),
+        d.join("a.sock"),
+        d.join("admin-audit.log"),
+    );
+    let (ok, _, err) = run(&[
+        "kms",
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        &seal,
+        "--socket",
+        sock.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+        "--audit-log-sync",
+        "sometimes",
+    ]);
+    assert!(
+        !ok && err.contains("invalid value 'sometimes' for '--audit-log-sync <WHEN>'"),
+        "{err}"
+    );
+    assert!(
+        !log.exists() && !sock.exists(),
+        "a refused flag changes nothing"
+    );
+    let mut proc = crate::support::Proc::spawn_ready(
+        &[
+            "kms",
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--seal",
+            &seal,
+            "--socket",
+            sock.to_str().unwrap(),
+            "--admin-socket",
+            admin.to_str().unwrap(),
+            "--audit-log-path",
+            log.to_str().unwrap(),
+            // kube-apiserver's way: written before each call goes on, not fsynced.
+            "--audit-log-sync",
+            "never",
+        ],
+        &[],
+        &d.join("stderr"),
+        &[&sock, &admin],
+    );
+    let a = admin.to_str().unwrap();
+    for cmd in [&["kms", "status"][..], &["kms", "keys"], &["kms", "rotate"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--admin-socket", a]);
+        let (ok, _, err) = run(&args);
+        assert!(ok, "{err}");
+    }
+    let (ok, _, _) = run(&["kms", "retire", "no-such-key", "--admin-socket", a]);
+    assert!(!ok);
+    proc.signal(rustix::process::Signal::TERM);
+    assert!(proc.wait(std::time::Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| {
+            e["stage"] == "ResponseComplete" && e["verb"] != "checkpoint"
+        })
+        .collect();
+    let seen: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["annotations"]["keyward.io/peer-uid"], uid.as_str());
+            (
+                e["verb"].as_str().unwrap().to_owned(),
+                e["objectRef"]["resource"].as_str().unwrap().to_owned(),
+                e["objectRef"]["subresource"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                e["responseStatus"]["code"].to_string(),
+            )
+        })
+        .collect();
+    let s = |v: &str, r: &str, sub: &str, c: &str| (v.into(), r.into(), sub.into(), c.into());
+    assert_eq!(
+        seen,
+        [
+            s("get", "status", "", "200"),
+            s("list", "keys", "", "200"),
+            s("create", "keys", "rotate", "200"),
+            s("update", "keys", "retire", "404"),
+        ]
+    );
+
+    // A caller the allow list refuses is recorded too: decision forbid, 403.
+    let mut proc = crate::support::Proc::spawn_ready(
+        &[
+            "kms",
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--seal",
+            &seal,
+            "--socket",
+            sock.to_str().unwrap(),
+            "--admin-socket",
+            admin.to_str().unwrap(),
+            "--admin-allow-uid",
+            "4242",
+            "--audit-log-path",
+            log.to_str().unwrap(),
+        ],
+        &[],
+        &d.join("stderr2"),
+        &[&sock, &admin],
+    );
+    // The server's own uid and root are always admitted: the refused caller is another user
+    // (the socket is mode 0666 once another uid is listed; its directory must let it in).
+    let mut command = match rustix::process::geteuid().is_root() {
+        true => {
+            for dir in [d, admin.parent().unwrap()] {
+                let open = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+                std::fs::set_permissions(dir, open).unwrap();
+            }
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+            c.arg(crate::support::bin());
+            c
+        }
+        // Not root: the test's own uid is not the server's only when the server runs as root.
+        false => panic!("this test runs as root, to call the plugin as another user"),
+    };
+    let out = command
+        .args(["kms", "rotate", "--admin-socket", a])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not admitted"),
+        "{err}"
+    );
+    proc.signal(rustix::process::Signal::TERM);
+    assert!(proc.wait(std::time::Duration::from_secs(20)).success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refused: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| {
+            e["stage"] == "ResponseComplete" && e["responseStatus"]["code"] == 403
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{text}");
+    let e = &refused[0];
+    assert_eq!(e["verb"], "create");
+    assert_eq!(e["objectRef"]["subresource"], "rotate");
+    assert_eq!(e["annotations"]["authorization.k8s.io/decision"], "forbid");
+    assert_eq!(e["annotations"]["keyward.io/peer-uid"], "65534");
+    assert!(e["responseStatus"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("admits uids 0, 4242"));
+    // Each start signs with its own key; the earlier one is kept beside the log.
+    let mut args = vec![
+        "audit".to_owned(),
+        "verify".into(),
+        log.display().to_string(),
+    ];
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.starts_with("admin-audit.log.") && name.ends_with(".pub") {
+            args.extend(["--public-key".into(), p.display().to_string()]);
+        }
+    }
+    args.extend([
+        "--public-key".into(),
+        keyward::access::public_key_path(&log).display().to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = run(&args);
+    assert!(ok, "{out}{err}");
+}
