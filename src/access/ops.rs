@@ -596,9 +596,10 @@ impl Access {
             if let ListAt::NotOlderThan(requested) = at {
                 self.reach_revision(requested).await?;
             }
+            let keep = |s: &Secret| fields.matches(s);
             let mut list = self
                 .store
-                .list_at(scope, selector, limit, continue_token, exact)
+                .list_matching(scope, selector, keep, limit, continue_token, exact)
                 .await?;
             if let ListAt::NotOlderThan(requested) = at {
                 if requested > list.resource_version {
@@ -609,9 +610,8 @@ impl Access {
                     .into());
                 }
             }
-            list.items.retain(|s| fields.matches(s));
             if let Some(token) = list.continue_token.as_deref() {
-                if count_remaining && selector.is_empty() {
+                if count_remaining && selector.is_empty() && fields.is_empty() {
                     list.remaining_item_count = Some(self.store.remaining(scope, token).await?);
                 }
             }

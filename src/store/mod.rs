@@ -899,6 +899,22 @@ impl Store {
         continue_token: Option<&str>,
         at: Option<Revision>,
     ) -> Result<SecretList, StoreError> {
+        self.list_matching(scope, selector, |_| true, limit, continue_token, at)
+            .await
+    }
+
+    /// [`list_at`](Self::list_at) of the Secrets `keep` keeps too (a field selector): a page
+    /// holds `limit` of them (or the last ones), read on past those it drops, as
+    /// kube-apiserver's storage fills a page whatever its selectors drop.
+    pub async fn list_matching(
+        &self,
+        scope: &Scope,
+        selector: &Selector,
+        keep: impl Fn(&Secret) -> bool,
+        limit: usize,
+        continue_token: Option<&str>,
+        at: Option<Revision>,
+    ) -> Result<SecretList, StoreError> {
         let prefix = self.namespace_prefix(scope);
         let (mut start, mut revision) = match continue_token {
             None | Some("") => (prefix.clone().into_bytes(), at),
@@ -938,7 +954,7 @@ impl Store {
                     }
                     Err(e) => return Err(e),
                 };
-                if selector.matches(&s.metadata.labels) {
+                if selector.matches(&s.metadata.labels) && keep(&s) {
                     items.push(s);
                 }
             }

@@ -715,6 +715,14 @@ assert code == 200 and (got["kind"], got["items"]) == ("ServiceList", []), got
 refused("admin", "GET", "/api/v1/namespaces/kube-system/services/kubernetes", 404, "NotFound",
         'services "kubernetes" not found')
 
+# A page holds `limit` of the Secrets a field selector keeps, read on past the ones it drops
+# (as kube-apiserver's storage fills a page), and no remainingItemCount with a selector.
+code, got = call("admin", "GET", SECRETS + "?fieldSelector=metadata.name%3Da3&limit=1")
+assert code == 200 and [i["metadata"]["name"] for i in got["items"]] == ["a3"], got
+assert "remainingItemCount" not in got["metadata"], got
+code, got = call("admin", "GET", SECRETS + "?fieldSelector=type%3DOpaque&limit=2")
+assert code == 200 and len(got["items"]) == 2 and got["metadata"].get("continue"), got
+
 # A SelfSubjectAccessReview asks exactly one question, as kube-apiserver validates it.
 SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 def review(spec):
