@@ -302,7 +302,8 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
                 .parse()
                 .map_err(|e| bad_request(format!("new_seal: {e}")))?;
             // The caller picked these files: they must be the plugin's own.
-            spec.check_files_trusted()
+            let spec = spec
+                .into_trusted()
                 .map_err(|e| bad_request(format!("new_seal: {e}")))?;
             let keyring = self.open()?;
             let r = keyring.rekey_root(&spec, None).await.map_err(to_status)?;

@@ -154,48 +154,29 @@ impl SealSpec {
         }
     }
 
-    /// The files this seal reads: a key file, a passphrase file, or a PKCS#11 module (a library
-    /// the process loads) and its PIN file.
-    pub fn files(&self) -> Vec<&Path> {
-        match self {
-            SealSpec::KeyFile(p) | SealSpec::PassphraseFile(p) => vec![p.as_path()],
-            SealSpec::Pkcs11(p) => vec![p.module.as_path(), p.pin_file.as_path()],
-            SealSpec::Shamir(_) => Vec::new(),
-        }
-    }
-
-    /// Refuses a seal whose files another user could have chosen: each file (symbolic links
-    /// followed) and every directory above it must be owned by this process's user or root
-    /// and not writable by group or others (a directory with the sticky bit, such as `/tmp`,
-    /// may be, since only an entry's owner can replace it there). A seal given over the KMS
-    /// admin socket names files its caller picked: without this, a caller could hand the
-    /// plugin a root key it knows, or a PKCS#11 module of its own to run in the plugin.
-    pub fn check_files_trusted(&self) -> Result<(), String> {
-        use std::os::unix::fs::MetadataExt;
-        let me = rustix::process::geteuid().as_raw();
-        for file in self.files() {
-            let real =
-                std::fs::canonicalize(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            for at in real.ancestors() {
-                let meta = std::fs::metadata(at).map_err(|e| format!("{}: {e}", at.display()))?;
-                let mode = meta.mode() & 0o7777;
-                if meta.uid() != 0 && meta.uid() != me {
-                    return Err(format!(
-                        "{} is owned by uid {}: a seal's files, and the directories above them, must be owned by uid {me} (this process) or root",
-                        at.display(),
-                        meta.uid()
-                    ));
-                }
-                let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
-                if mode & 0o022 != 0 && !sticky_dir {
-                    return Err(format!(
-                        "{} has mode {mode:04o}: a seal's files, and the directories above them, must not be writable by group or others",
-                        at.display()
-                    ));
-                }
+    /// This seal with its files' real paths (symbolic links resolved, so that a link cannot be
+    /// swapped after the check), refused if another user could have chosen a file: each file
+    /// and every directory above it must be owned by this process's user or root and not
+    /// writable by group or others (a directory with the sticky bit, such as `/tmp`, may be,
+    /// since only an entry's owner can replace it there). A seal given over the KMS admin
+    /// socket names files its caller picked: without this, a caller could hand the plugin a
+    /// root key it knows, or a PKCS#11 module of its own to run in the plugin.
+    pub fn into_trusted(self) -> Result<SealSpec, String> {
+        let real = |p: &Path| -> Result<PathBuf, String> {
+            let real = fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            check_owned_by_us(&real)?;
+            Ok(real)
+        };
+        Ok(match self {
+            SealSpec::KeyFile(p) => SealSpec::KeyFile(real(&p)?),
+            SealSpec::PassphraseFile(p) => SealSpec::PassphraseFile(real(&p)?),
+            SealSpec::Pkcs11(mut p) => {
+                p.module = real(&p.module)?;
+                p.pin_file = real(&p.pin_file)?;
+                SealSpec::Pkcs11(p)
             }
-        }
-        Ok(())
+            shamir @ SealSpec::Shamir(_) => shamir,
+        })
     }
 
     /// Whether opening a keyring sealed this way needs operators to hand in shares at run time.
@@ -337,6 +318,32 @@ pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), Sea
     Ok(())
 }
 
+/// `path` (a real path) and every directory above it are owned by this process's user or
+/// root and not writable by group or others, unless a directory has the sticky bit.
+fn check_owned_by_us(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    for at in path.ancestors() {
+        let meta = fs::metadata(at).map_err(|e| format!("{}: {e}", at.display()))?;
+        let mode = meta.mode() & 0o7777;
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(format!(
+                "{} is owned by uid {}: a seal's files, and the directories above them, must be owned by uid {me} (this process) or root",
+                at.display(),
+                meta.uid()
+            ));
+        }
+        let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
+        if mode & 0o022 != 0 && !sticky_dir {
+            return Err(format!(
+                "{} has mode {mode:04o}: a seal's files, and the directories above them, must not be writable by group or others",
+                at.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,37 +359,43 @@ mod tests {
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
         let spec = |p: &Path| SealSpec::KeyFile(p.to_owned());
         // tempdir is 0700 under /tmp, which is sticky.
-        assert_eq!(spec(&key).check_files_trusted(), Ok(()));
+        assert_eq!(spec(&key).into_trusted().map(drop), Ok(()));
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        let err = spec(&key).check_files_trusted().unwrap_err();
+        let err = spec(&key).into_trusted().map(drop).unwrap_err();
         assert!(
             err.contains("has mode 0777") && err.contains("must not be writable"),
             "{err}"
         );
         let link = tempfile::tempdir().unwrap();
         symlink(&key, link.path().join("k")).unwrap();
-        let err = spec(&link.path().join("k"))
-            .check_files_trusted()
-            .unwrap_err();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+        // A link is resolved: the seal names the real file.
+        assert_eq!(
+            spec(&link.path().join("k")).into_trusted(),
+            Ok(spec(&fs::canonicalize(&key).unwrap()))
+        );
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = spec(&link.path().join("k")).into_trusted().unwrap_err();
         assert!(err.contains("has mode 0777"), "the link is followed: {err}");
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o620)).unwrap();
         assert!(spec(&key)
-            .check_files_trusted()
+            .into_trusted()
             .unwrap_err()
             .contains("has mode 0620"));
-        let missing = spec(&dir.path().join("nope"))
-            .check_files_trusted()
-            .unwrap_err();
+        let missing = spec(&dir.path().join("nope")).into_trusted().unwrap_err();
         assert!(missing.contains("No such file"), "{missing}");
         if rustix::process::geteuid().is_root() {
             // Owned by another user.
             fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
             std::os::unix::fs::chown(&key, Some(4242), None).unwrap();
-            let err = spec(&key).check_files_trusted().unwrap_err();
+            let err = spec(&key).into_trusted().map(drop).unwrap_err();
             assert!(err.contains("is owned by uid 4242"), "{err}");
         }
-        assert_eq!(SealSpec::Shamir(None).check_files_trusted(), Ok(()));
+        assert_eq!(
+            SealSpec::Shamir(None).into_trusted(),
+            Ok(SealSpec::Shamir(None))
+        );
     }
 
     #[test]
