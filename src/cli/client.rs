@@ -31,7 +31,7 @@ pub(super) struct ClientArgs {
     /// PEM CA certificate that signed an https server's certificate.
     #[arg(long, global = true, env = "KEYWARD_CA_FILE", value_name = "FILE", display_order = HELP_ORDER + 1)]
     pub ca_file: Option<PathBuf>,
-    /// File holding a bearer token for an https server.
+    /// File holding a bearer token (mode 0600), sent over the Unix socket or https.
     #[arg(long, global = true, env = "KEYWARD_TOKEN_FILE", value_name = "FILE", display_order = HELP_ORDER + 2)]
     pub token_file: Option<PathBuf>,
     /// PEM client certificate for an https server (with --client-key).
