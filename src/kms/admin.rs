@@ -65,7 +65,7 @@ impl KmsAdmin {
     /// recorded before and after.
     async fn audited<T>(
         &self,
-        peer: Option<PeerCredentials>,
+        (peer, user_agent): (Option<PeerCredentials>, String),
         method: &str,
         (verb, resource, sub, name): (&str, &str, &str, &str),
         call: impl Future<Output = Result<T, Status>>,
@@ -90,10 +90,11 @@ impl KmsAdmin {
             .with_group(ADMIN_GROUP)
             .with_subresource(sub)
             .with_name(name);
-        let info = RequestInfo::new(
+        let mut info = RequestInfo::new(
             format!("/keyward.v1.KmsAdmin/{method}"),
             peer.map_or(Peer::Unknown, |p| Peer::Unix { uid: p.uid }),
         );
+        info.user_agent = user_agent;
         let mut rec = self.auditor.begin(&attrs, info);
         let unavailable = |e: crate::audit::AuditError| {
             tracing::error!(error = %e, "audit event not written; admin call refused");
@@ -147,6 +148,17 @@ impl KmsAdmin {
     }
 }
 
+/// The caller as the audit log records it: its peer credentials and its user agent.
+fn caller_of<R>(req: &Request<R>) -> (Option<PeerCredentials>, String) {
+    let agent = req
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (peer_of(req), agent)
+}
+
 /// The caller's peer credentials, as the kernel reported them.
 fn peer_of<R>(req: &Request<R>) -> Option<PeerCredentials> {
     req.extensions()
@@ -186,7 +198,7 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         req: Request<admin_pb::AdminStatusRequest>,
     ) -> Result<Response<admin_pb::AdminStatusResponse>, Status> {
         let spec = ("get", "status", "", "");
-        self.audited(peer_of(&req), "Status", spec, self.status_now())
+        self.audited(caller_of(&req), "Status", spec, self.status_now())
             .await
             .map(Response::new)
     }
@@ -196,7 +208,7 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         req: Request<admin_pb::ListKeysRequest>,
     ) -> Result<Response<admin_pb::ListKeysResponse>, Status> {
         let spec = ("list", "keys", "", "");
-        self.audited(peer_of(&req), "ListKeys", spec, async {
+        self.audited(caller_of(&req), "ListKeys", spec, async {
             Ok(Response::new(admin_pb::ListKeysResponse {
                 keys: self.open()?.keys().into_iter().map(key_info_pb).collect(),
             }))
@@ -209,7 +221,7 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         req: Request<admin_pb::RotateRequest>,
     ) -> Result<Response<admin_pb::RotateResponse>, Status> {
         let spec = ("create", "keys", "rotate", "");
-        self.audited(peer_of(&req), "Rotate", spec, async {
+        self.audited(caller_of(&req), "Rotate", spec, async {
             let r = self.open()?.rotate().await.map_err(to_status)?;
             Ok(Response::new(admin_pb::RotateResponse {
                 primary: Some(key_info_pb(r.primary)),
@@ -225,7 +237,7 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
     ) -> Result<Response<admin_pb::RetireResponse>, Status> {
         let key_id = req.get_ref().key_id.as_str();
         let spec = ("update", "keys", "retire", key_id);
-        self.audited(peer_of(&req), "Retire", spec, async {
+        self.audited(caller_of(&req), "Retire", spec, async {
             let key_id = required("key_id", key_id)?;
             let k = self.open()?.retire(key_id).await.map_err(to_status)?;
             Ok(Response::new(admin_pb::RetireResponse {
@@ -241,7 +253,7 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
     ) -> Result<Response<admin_pb::DestroyResponse>, Status> {
         let r = req.get_ref();
         let spec = ("delete", "keys", "", r.key_id.as_str());
-        self.audited(peer_of(&req), "Destroy", spec, async {
+        self.audited(caller_of(&req), "Destroy", spec, async {
             let key_id = required("key_id", &r.key_id)?;
             let k = self
                 .open()?
@@ -259,11 +271,11 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
         &self,
         req: Request<admin_pb::UnsealRequest>,
     ) -> Result<Response<admin_pb::UnsealResponse>, Status> {
-        let peer = peer_of(&req);
+        let caller = caller_of(&req);
         let mut req = req.into_inner();
         let spec = ("update", "unseal", "", "");
         let res = self
-            .audited(peer, "Unseal", spec, async {
+            .audited(caller, "Unseal", spec, async {
                 if !req.reset {
                     required("share", req.share.trim())?;
                 }
@@ -296,7 +308,7 @@ impl admin_pb::kms_admin_server::KmsAdmin for KmsAdmin {
     ) -> Result<Response<admin_pb::RekeyRootResponse>, Status> {
         let spec = ("update", "root", "", "");
         let text = req.get_ref().new_seal.as_str();
-        self.audited(peer_of(&req), "RekeyRoot", spec, async {
+        self.audited(caller_of(&req), "RekeyRoot", spec, async {
             let text = required("new_seal", text)?;
             let spec: SealSpec = text
                 .parse()

@@ -97,6 +97,11 @@ fn kms_admin_socket_calls_are_audited() {
         .iter()
         .map(|e| {
             assert_eq!(e["annotations"]["keyward.io/peer-uid"], uid.as_str());
+            // The client as it named itself (tonic's gRPC user agent).
+            assert!(
+                e["userAgent"].as_str().is_some_and(|a| !a.is_empty()),
+                "{e}"
+            );
             (
                 e["verb"].as_str().unwrap().to_owned(),
                 e["objectRef"]["resource"].as_str().unwrap().to_owned(),
