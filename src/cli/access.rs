@@ -217,14 +217,11 @@ impl AuditBatchArgs {
         }
         let mut config = BatchConfig::default();
         if let Some(n) = self.audit_log_batch_buffer_size {
-            config.buffer_size = usize::try_from(n)
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    CliError::new(format!(
-                        "--audit-log-batch-buffer-size: invalid audit batch log buffer size {n}, must be a positive number"
-                    ))
-                })?;
+            config.buffer_size = usize::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+                CliError::new(format!(
+                    "invalid audit batch log buffer size {n}, must be a positive number"
+                ))
+            })?;
         }
         if let Some(w) = &self.audit_log_batch_max_wait {
             config.max_wait = crate::go_duration::parse_unsigned(w).ok_or_else(|| {

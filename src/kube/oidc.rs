@@ -53,8 +53,7 @@ pub async fn answer(
     };
     // Pre-rendered by kube-apiserver with `json.Marshal`: compact, no newline.
     let body = serde_json::to_vec(&body).unwrap_or_default();
-    Ok(Some(Reply::Raw {
-        code: 200,
+    Ok(Some(Reply::Published {
         content_type,
         body: Bytes::from(body),
     }))

@@ -493,6 +493,14 @@ pub enum Reply {
     /// `429` as kube-apiserver's in-flight limits write it (`http.Error`): plain text, not a
     /// Status, with `Retry-After: 1`. client-go waits that long and retries.
     TooManyRequests,
+    /// A public document, served as it is whatever `Accept` asks and cacheable for an hour
+    /// (kube-apiserver's OpenID Connect discovery: `Cache-Control: public, max-age=3600`).
+    Published {
+        /// `Content-Type`.
+        content_type: &'static str,
+        /// The bytes.
+        body: Bytes,
+    },
     /// Fixed bytes with a code and a content type.
     Raw {
         /// HTTP code.
@@ -549,6 +557,7 @@ impl Reply {
                 content_type,
                 body,
             } => (code, content_type, body, Vec::new()),
+            Reply::Published { content_type, body } => (200, content_type, body, Vec::new()),
         }
     }
 }
@@ -589,6 +598,7 @@ impl Reply {
             Reply::Json { code, .. } => crate::audit::ResponseStatus::success(*code),
             Reply::Table(_) => crate::audit::ResponseStatus::success(200),
             Reply::Raw { code, .. } => crate::audit::ResponseStatus::success(*code),
+            Reply::Published { .. } => crate::audit::ResponseStatus::success(200),
             Reply::Status(s) => s.audit(),
             // kube-apiserver's audit filter records the code it saw written, and no Status.
             Reply::TooManyRequests => crate::audit::ResponseStatus::success(429),

@@ -957,6 +957,7 @@ fn response(r: Reply, output: Output, indent: bool) -> Response<Body> {
     // A Status that says when to retry also says it in `Retry-After`, as kube-apiserver's
     // `ErrorNegotiated` does, and so does the 429 of a limit, as its in-flight filters do:
     // client-go (kubectl, controllers) retries a 429 only with that header.
+    let published = matches!(r, Reply::Published { .. });
     let (retry_after, plain) = match &r {
         Reply::Status(s) => (
             s.details.as_ref().map_or(0, |d| d.retry_after_seconds),
@@ -971,7 +972,7 @@ fn response(r: Reply, output: Output, indent: bool) -> Response<Body> {
     let (code, content_type, body, warnings) = r.into_parts(indent);
     let json = content_type == "application/json";
     let mut resp = match output {
-        Output::Yaml if json => match json_to_yaml(&body) {
+        Output::Yaml if json && !published => match json_to_yaml(&body) {
             Some(y) => respond(code, "application/yaml", Bytes::from(y), &warnings),
             None => respond(code, content_type, body, &warnings),
         },
@@ -981,6 +982,12 @@ fn response(r: Reply, output: Output, indent: bool) -> Response<Body> {
         resp.headers_mut().insert(
             http::header::RETRY_AFTER,
             http::HeaderValue::from(retry_after),
+        );
+    }
+    if published {
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=3600"),
         );
     }
     if plain {

@@ -56,6 +56,24 @@ fn service_account_tokens_verify_with_the_published_key_set() {
     let sub = crate::support::tools::python(&["cryptography"], &["-c", script, &jwks, token], b"");
     assert_eq!(sub.trim(), "system:serviceaccount:prod:app");
 
+    // Served as kube-apiserver serves them: whatever Accept asks, cacheable for an hour.
+    let server = jwks_uri
+        .strip_prefix("https://")
+        .and_then(|r| r.strip_suffix("/openid/v1/jwks"))
+        .unwrap();
+    let (host, port) = server.rsplit_once(':').unwrap();
+    let headers = "import http.client, ssl, sys\n\
+        ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+        c = http.client.HTTPSConnection(sys.argv[1], int(sys.argv[2]), context=ctx, timeout=20)\n\
+        c.request('GET', '/openid/v1/jwks', headers={'Authorization': 'Bearer ' + sys.argv[3], 'Accept': 'application/yaml'})\n\
+        r = c.getresponse(); body = r.read().decode()\n\
+        print(r.status, r.getheader('Content-Type'), r.getheader('Cache-Control'), body == sys.argv[4])\n";
+    let got =
+        crate::support::tools::python(&["ssl"], &["-c", headers, host, port, token, &jwks], b"");
+    assert_eq!(
+        got.trim(),
+        "200 application/jwk-set+json public, max-age=3600 True"
+    );
     let bob = w.token_kubeconfig("bob", Some(BOB_TOKEN));
     let out = w
         .kubectl_as(33, &bob, "bob")

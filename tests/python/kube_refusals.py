@@ -766,6 +766,9 @@ refused("single", "POST", SSAR + "?fieldValidation=Strict", 400, "BadRequest",
         'SelfSubjectAccessReview in version "v1" cannot be handled as a SelfSubjectAccessReview: strict decoding '
         'error: unknown field "spec.resourceAttributes.bogus"',
         body=json.dumps({"spec": {"resourceAttributes": dict(ask["resourceAttributes"], bogus=1)}}), headers=JSON)
+refused("single", "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews?fieldValidation=Strict", 400,
+        "BadRequest", 'SelfSubjectReview in version "v1" cannot be handled as a SelfSubjectReview: strict decoding '
+        'error: unknown field "status.userInfo.zz"', body=json.dumps({"status": {"userInfo": {"zz": 1}}}), headers=JSON)
 c = connect("single")
 c.request("POST", SSAR, body=json.dumps({"spec": {"resourceAttributes": dict(ask["resourceAttributes"], bogus=1)}}),
           headers=JSON)

@@ -310,7 +310,7 @@ fn server_refuses_unsafe_or_bad_settings() {
                 "--audit-log-batch-buffer-size",
                 "0",
             ],
-            "--audit-log-batch-buffer-size: invalid audit batch log buffer size 0, must be a positive number",
+            "invalid audit batch log buffer size 0, must be a positive number",
         ),
         (
             vec![

@@ -102,7 +102,64 @@ pub(super) const LOCAL_SUBJECT_ACCESS_REVIEW: Shape = Shape::Struct(
     "v1.LocalSubjectAccessReview",
 );
 
-/// `SelfSubjectRulesReview` (v1); its status is the server's and left unchecked.
+const RULES_STATUS: Shape = Shape::Struct(
+    &[
+        (
+            "resourceRules",
+            Shape::List(
+                &Shape::Struct(
+                    &[
+                        ("verbs", Shape::StrList),
+                        ("apiGroups", Shape::StrList),
+                        ("resources", Shape::StrList),
+                        ("resourceNames", Shape::StrList),
+                    ],
+                    "ResourceRule",
+                    "v1.ResourceRule",
+                ),
+                "[]v1.ResourceRule",
+            ),
+        ),
+        (
+            "nonResourceRules",
+            Shape::List(
+                &Shape::Struct(
+                    &[
+                        ("verbs", Shape::StrList),
+                        ("nonResourceURLs", Shape::StrList),
+                    ],
+                    "NonResourceRule",
+                    "v1.NonResourceRule",
+                ),
+                "[]v1.NonResourceRule",
+            ),
+        ),
+        ("incomplete", Shape::Bool),
+        ("evaluationError", STRING),
+    ],
+    "SubjectRulesReviewStatus",
+    "v1.SubjectRulesReviewStatus",
+);
+
+const SELF_SUBJECT_REVIEW_STATUS: Shape = Shape::Struct(
+    &[(
+        "userInfo",
+        Shape::Struct(
+            &[
+                ("username", STRING),
+                ("uid", STRING),
+                ("groups", Shape::StrList),
+                ("extra", Shape::StrListMap),
+            ],
+            "UserInfo",
+            "v1.UserInfo",
+        ),
+    )],
+    "SelfSubjectReviewStatus",
+    "v1.SelfSubjectReviewStatus",
+);
+
+/// `SelfSubjectRulesReview` (v1).
 pub(super) const SELF_SUBJECT_RULES_REVIEW: Shape = Shape::Struct(
     &[
         ("kind", STRING),
@@ -116,19 +173,19 @@ pub(super) const SELF_SUBJECT_RULES_REVIEW: Shape = Shape::Struct(
                 "v1.SelfSubjectRulesReviewSpec",
             ),
         ),
-        ("status", Shape::Any),
+        ("status", RULES_STATUS),
     ],
     "SelfSubjectRulesReview",
     "v1.SelfSubjectRulesReview",
 );
 
-/// `SelfSubjectReview` (v1, v1beta1); its status is the server's and left unchecked.
+/// `SelfSubjectReview` (v1, v1beta1).
 pub(super) const SELF_SUBJECT_REVIEW: Shape = Shape::Struct(
     &[
         ("kind", STRING),
         ("apiVersion", STRING),
         ("metadata", OBJECT_META),
-        ("status", Shape::Any),
+        ("status", SELF_SUBJECT_REVIEW_STATUS),
     ],
     "SelfSubjectReview",
     "v1.SelfSubjectReview",
