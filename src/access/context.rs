@@ -48,6 +48,41 @@ pub struct DeletionAnswer {
     pub body: fn(&Secret) -> Option<AuditObject>,
 }
 
+/// What a read answered, for [`AnswerView`].
+#[derive(Debug, Clone, Copy)]
+pub enum Answered<'a> {
+    /// One Secret (a get).
+    Secret(&'a Secret),
+    /// A page of a list.
+    List(&'a crate::store::SecretList),
+}
+
+/// The form a front end answers a read in when it is not the Secret or SecretList itself (a
+/// Kubernetes API Table, or metadata only), so that the audit log records, at level
+/// `RequestResponse`, what the client received (kube-apiserver's `LogResponseObject`).
+#[derive(Clone)]
+pub struct AnswerView(std::sync::Arc<dyn Fn(Answered<'_>) -> Option<AuditObject> + Send + Sync>);
+
+impl AnswerView {
+    /// The view that renders an answer with `render`.
+    pub fn new(
+        render: impl Fn(Answered<'_>) -> Option<AuditObject> + Send + Sync + 'static,
+    ) -> Self {
+        Self(std::sync::Arc::new(render))
+    }
+
+    /// The answer as the client received it.
+    pub fn render(&self, answer: Answered<'_>) -> Option<AuditObject> {
+        (self.0)(answer)
+    }
+}
+
+impl std::fmt::Debug for AnswerView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnswerView")
+    }
+}
+
 /// One request as the access layer sees it: the identity it runs as (after impersonation), the
 /// identity that authenticated if it impersonates, its source, and what the audit log records
 /// about it. It carries no credential.
@@ -90,6 +125,8 @@ pub struct RequestContext {
     /// The request's object as its front end decoded it, before any check of it
     /// ([`RequestContext::keep_request_object`]).
     request_object: std::sync::OnceLock<AuditObject>,
+    /// The form a read is answered in, if not the Secret or list itself.
+    answer_view: std::sync::OnceLock<AnswerView>,
 }
 
 /// Whether the access layer took the request in hand; a clone starts with the value it had.
@@ -122,6 +159,7 @@ impl RequestContext {
             error_body: None,
             deleted_answer: None,
             request_object: std::sync::OnceLock::new(),
+            answer_view: std::sync::OnceLock::new(),
         }
     }
 
@@ -161,6 +199,18 @@ impl RequestContext {
     pub fn recording_deletions_as(mut self, answer: DeletionAnswer) -> Self {
         self.deleted_answer = Some(answer);
         self
+    }
+
+    /// The same request, a read (get or list) recorded as `view` renders its answer: the form
+    /// the client asked for (a Table, metadata only).
+    /// The first view given is kept.
+    pub fn answering_reads_as(&self, view: AnswerView) {
+        let _ = self.answer_view.set(view);
+    }
+
+    /// The form a read is answered in, if its front end said.
+    pub(super) fn answer_view(&self) -> Option<&AnswerView> {
+        self.answer_view.get()
     }
 
     /// How a delete's answer is recorded, if its front end said.

@@ -58,7 +58,7 @@ mod setup;
 use std::sync::Arc;
 
 pub use authenticate::{Authenticators, Credentials};
-pub use context::{DeletionAnswer, RequestContext, Source};
+pub use context::{AnswerView, Answered, DeletionAnswer, RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};
 pub use ops::{
     keyward_attributes, review_attributes, secret_attributes, token_request_attributes,

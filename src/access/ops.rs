@@ -316,8 +316,11 @@ impl Access {
             }
             Ok(self.store.get(namespace, name, revision).await?)
         };
-        self.guarded(ctx, &attrs, || None, 200, secret_body, call)
-            .await
+        let respond = |s: &Secret, level| match ctx.answer_view() {
+            Some(view) => view.render(crate::access::Answered::Secret(s)),
+            None => secret_body(s, level),
+        };
+        self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }
 
     /// Reads the stored Secret an update (a PUT) is about to replace, authorized as the update:
@@ -617,14 +620,15 @@ impl Access {
             }
             Ok(list)
         };
-        let respond = |l: &SecretList, level| {
-            (level >= Level::RequestResponse).then(|| {
+        let respond = |l: &SecretList, level| match ctx.answer_view() {
+            Some(view) => view.render(crate::access::Answered::List(l)),
+            None => (level >= Level::RequestResponse).then(|| {
                 AuditObject::secret_list(
                     l.items.iter().map(|s| &**s),
                     &l.resource_version.to_string(),
                     l.continue_token.as_deref(),
                 )
-            })
+            }),
         };
         self.guarded(ctx, &attrs, || None, 200, respond, call).await
     }

@@ -356,6 +356,46 @@ fn reduce_secret_object(m: &Map<String, Value>) -> Map<String, Value> {
             ("items", Value::Array(items)) => {
                 Some(Value::Array(items.iter().map(reduce_secret_json).collect()))
             }
+            // A Table's columns and rows (the Kubernetes API's answer to `kubectl get`): column
+            // definitions and the cells of a Secret's row (name, type, key count, age) hold no
+            // value; each row's object is reduced as any.
+            ("columnDefinitions", Value::Array(columns)) => Some(Value::Array(
+                columns
+                    .iter()
+                    .filter_map(Value::as_object)
+                    .map(|c| {
+                        let mut kept = only_strings(c, &["name", "type", "format", "description"]);
+                        if let (Some(p @ Value::Number(_)), Value::Object(k)) =
+                            (c.get("priority"), &mut kept)
+                        {
+                            k.insert("priority".into(), p.clone());
+                        }
+                        kept
+                    })
+                    .collect(),
+            )),
+            ("rows", Value::Array(rows)) => Some(Value::Array(
+                rows.iter()
+                    .filter_map(Value::as_object)
+                    .map(|r| {
+                        let mut row = Map::new();
+                        if let Some(Value::Array(cells)) = r.get("cells") {
+                            let cells = cells
+                                .iter()
+                                .map(|c| match c {
+                                    Value::String(_) | Value::Number(_) => c.clone(),
+                                    _ => Value::Null,
+                                })
+                                .collect();
+                            row.insert("cells".into(), Value::Array(cells));
+                        }
+                        if let Some(o) = r.get("object") {
+                            row.insert("object".into(), reduce_secret_json(o));
+                        }
+                        Value::Object(row)
+                    })
+                    .collect(),
+            )),
             _ => directive(k, v),
         };
         if let Some(kept) = kept {

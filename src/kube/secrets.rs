@@ -21,7 +21,7 @@ use super::status::Status;
 use super::table::{self, IncludeObject};
 use super::yaml_keys;
 use super::KubeError;
-use crate::access::{Access, AccessError, DeletionAnswer, ListAt};
+use crate::access::{Access, AccessError, AnswerView, Answered, DeletionAnswer, ListAt};
 use crate::audit::AuditObject;
 use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
@@ -123,6 +123,7 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
             "you requested PartialObjectMetadataList, but the requested object is not a list (*core.Secret)",
         ));
     }
+    answer_view(req, include, metadata.is_some());
     // A resourceVersion reads "not older than" it (kube-apiserver's watch cache); one that is
     // not a number is its storage's 500.
     let s = match resource_version(req)? {
@@ -141,6 +142,33 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
         Some(_) => Reply::ok(partial_object_metadata(&s, true)),
         None => Reply::ok(encode_secret(&s)),
     })
+}
+
+/// Has the audit log record a get's or list's answer in the form the client asked for: a
+/// Table, or metadata only (the Secret or SecretList itself needs no view).
+fn answer_view(req: &KubeRequest, include: IncludeObject, metadata: bool) {
+    let table = table::wants_table(&req.accept);
+    if !table && !metadata {
+        return;
+    }
+    let view = AnswerView::new(move |answer| {
+        let v = match (answer, table) {
+            (Answered::Secret(s), true) => {
+                table::table(&[s], &s.metadata.resource_version, None, include, true)
+            }
+            (Answered::List(l), true) => table::table(
+                &l.items,
+                &l.resource_version.to_string(),
+                l.continue_token.as_deref(),
+                include,
+                true,
+            ),
+            (Answered::Secret(s), false) => partial_object_metadata(s, true),
+            (Answered::List(l), false) => partial_object_metadata_list(l),
+        };
+        Some(AuditObject::json(v))
+    });
+    req.ctx.answering_reads_as(view);
 }
 
 /// The label and field selectors of a list, watch or deletecollection.
@@ -183,6 +211,7 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
             "you requested PartialObjectMetadata, but the requested object is a list (*core.SecretList)",
         ));
     }
+    answer_view(req, include, metadata.is_some());
     let count = fields.is_empty();
     let mut list = match access
         .list(&req.ctx, ns, &labels, &fields, limit, cont, at, count)
@@ -214,21 +243,7 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
             true,
         )
     } else if metadata.is_some() {
-        let mut meta = json!({"resourceVersion": rv});
-        if let Some(c) = &list.continue_token {
-            meta["continue"] = c.as_str().into();
-        }
-        let items: Vec<Value> = list
-            .items
-            .iter()
-            .map(|s| partial_object_metadata(s, true))
-            .collect();
-        json!({
-            "kind": "PartialObjectMetadataList",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": meta,
-            "items": items,
-        })
+        partial_object_metadata_list(&list)
     } else {
         secret_list(&list.items, &rv, list.continue_token.as_deref())
     };
@@ -240,6 +255,25 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
         Reply::Table(out)
     } else {
         Reply::ok(out)
+    })
+}
+
+/// A page of a list as a `PartialObjectMetadataList`.
+fn partial_object_metadata_list(list: &crate::store::SecretList) -> Value {
+    let mut meta = json!({"resourceVersion": list.resource_version.to_string()});
+    if let Some(c) = &list.continue_token {
+        meta["continue"] = c.as_str().into();
+    }
+    let items: Vec<Value> = list
+        .items
+        .iter()
+        .map(|s| partial_object_metadata(s, true))
+        .collect();
+    json!({
+        "kind": "PartialObjectMetadataList",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "items": items,
     })
 }
 

@@ -705,6 +705,8 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
         r#"[{"op":"test","path":"/data/k","value":"dGVzdC1zZWNyZXQ="}]"#,
     ]);
     assert_eq!(failed.code, 1, "{}", failed.err);
+    // A read is recorded in the form the client received: kubectl's Table.
+    k.ok(&["get", "secrets"]);
     let (audit, events) = w.audit_log();
     for value in [
         "c2VjcmV0LXBhdGNoZWQ=",
@@ -726,6 +728,21 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
             })
             .unwrap_or_else(|| panic!("no {verb} of {name}: {audit}"))
     };
+    let table = events
+        .iter()
+        .find(|e| e["stage"] == "ResponseComplete" && e["verb"] == "list")
+        .unwrap_or_else(|| panic!("no list: {audit}"));
+    let table = &table["responseObject"];
+    assert_eq!(table["kind"], "Table", "{table}");
+    assert_eq!(table["columnDefinitions"][0]["name"], "Name", "{table}");
+    let names: Vec<&str> = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cells"][0].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"plain"), "{table}");
+    assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     let strategic = complete("patch", "s1");
     assert_eq!(
         strategic["requestObject"],
