@@ -202,8 +202,7 @@ impl RequestContext {
     }
 
     /// The same request, a read (get or list) recorded as `view` renders its answer: the form
-    /// the client asked for (a Table, metadata only).
-    /// The first view given is kept.
+    /// the client asked for (a Table, metadata only). The first view given is kept.
     pub fn answering_reads_as(&self, view: AnswerView) {
         let _ = self.answer_view.set(view);
     }

@@ -152,7 +152,7 @@ fn answer_view(req: &KubeRequest, include: IncludeObject, metadata: bool) {
         return;
     }
     let view = AnswerView::new(move |answer| {
-        let v = match (answer, table) {
+        let mut v = match (answer, table) {
             (Answered::Secret(s), true) => {
                 table::table(&[s], &s.metadata.resource_version, None, include, true)
             }
@@ -166,6 +166,12 @@ fn answer_view(req: &KubeRequest, include: IncludeObject, metadata: bool) {
             (Answered::Secret(s), false) => partial_object_metadata(s, true),
             (Answered::List(l), false) => partial_object_metadata_list(l),
         };
+        // ListMeta's remainingItemCount, which every form of the list carries.
+        if let Answered::List(l) = answer {
+            if let Some(n) = l.remaining_item_count {
+                v["metadata"]["remainingItemCount"] = n.into();
+            }
+        }
         Some(AuditObject::json(v))
     });
     req.ctx.answering_reads_as(view);
