@@ -451,7 +451,8 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// The shape of a field in the Secret schema, with the Go type `encoding/json` names in errors.
+/// The shape of a field of a request body (a Secret, a review), with the Go type
+/// `encoding/json` names in errors.
 #[derive(Debug)]
 pub(crate) enum Shape {
     /// A string of this Go type (`string`, `types.UID`, `v1.SecretType`).
