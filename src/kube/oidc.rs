@@ -31,10 +31,7 @@ pub async fn answer(
         return Ok(None);
     };
     let name = issuer.issuer();
-    let served = name
-        .strip_prefix("https://")
-        .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#']));
-    if !served {
+    if !served(name) {
         return Ok(None);
     }
     let key = issuer.verifying_key();
@@ -57,4 +54,30 @@ pub async fn answer(
         content_type,
         body: Bytes::from(body),
     }))
+}
+
+/// Whether discovery is served for `issuer`: an `https` URL with a host and no query or
+/// fragment, as kube-apiserver's `NewOpenIDMetadata` requires.
+fn served(issuer: &str) -> bool {
+    issuer
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#']))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn served_only_for_https_issuers() {
+        for (issuer, want) in [
+            ("https://keyward.local", true),
+            ("https://issuer.example/path", true),
+            ("http://keyward.local", false),
+            ("keyward", false),
+            ("https://", false),
+            ("https://x.example?a=b", false),
+            ("https://x.example#f", false),
+        ] {
+            assert_eq!(super::served(issuer), want, "{issuer}");
+        }
+    }
 }

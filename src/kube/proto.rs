@@ -309,7 +309,8 @@ fn put_str(m: &mut Map<String, Value>, k: &str, v: &str) {
     }
 }
 
-fn strings(pairs: &[(&str, &str)]) -> Value {
+/// A JSON object of the string fields `pairs`, the empty ones left out (Go's `omitempty`).
+pub(super) fn strings(pairs: &[(&str, &str)]) -> Value {
     let mut m = Map::new();
     for (k, v) in pairs {
         put_str(&mut m, k, v);

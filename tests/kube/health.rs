@@ -82,6 +82,17 @@ fn script_against(addr: SocketAddr, script: &str, args: &[&str]) -> String {
     crate::support::tools::python(&["ssl"], &argv, b"")
 }
 
+/// The Kubernetes API's address, as `w`'s admin kubeconfig names it.
+fn server_of(w: &crate::kubectl::World) -> SocketAddr {
+    std::fs::read_to_string(&w.admin)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("the kubeconfig names its server")
+        .parse()
+        .unwrap()
+}
+
 /// Polls `/readyz` until it answers `code` (within 30 s, else fails saying `what`).
 fn readyz_becomes(addr: SocketAddr, code: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -278,13 +289,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
 #[test]
 fn health_with_credentials_is_authenticated_like_any_path() {
     let w = crate::kubectl::audited_world("Metadata");
-    let admin = std::fs::read_to_string(&w.admin).unwrap();
-    let server: SocketAddr = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: https://"))
-        .expect("the kubeconfig names its server")
-        .parse()
-        .unwrap();
+    let server = server_of(&w);
     assert_eq!(get(server, "/livez"), (200, "ok".to_owned()));
     let (code, content_type, body) = get_any(server, "/livez/ping");
     assert_eq!(
@@ -386,13 +391,7 @@ fn health_with_credentials_is_authenticated_like_any_path() {
 #[test]
 fn anonymous_requests_are_authorized_as_their_verb() {
     let w = crate::kubectl::audited_world("Metadata");
-    let admin = std::fs::read_to_string(&w.admin).unwrap();
-    let server: SocketAddr = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: https://"))
-        .expect("the kubeconfig names its server")
-        .parse()
-        .unwrap();
+    let server = server_of(&w);
     for (method, path) in [("HEAD", "/livez"), ("POST", "/readyz"), ("PUT", "/version")] {
         let (code, _, body) = request(server, method, path);
         assert_eq!(code, 403, "{method} {path}: {body}");
@@ -446,6 +445,35 @@ fn anonymous_requests_are_authorized_as_their_verb() {
     );
     let out = k.run(&["get", "--raw", "/api/v1/namespaces/default/secrets"]);
     assert!(out.err.contains("Unauthorized"), "{}", out.err);
+    // Stricter than Go's verifier, as the README says: a certificate whose only extended key
+    // usage is anyExtendedKeyUsage, and a CA certificate presented as the client's own, are
+    // refused (401) rather than authenticated.
+    let any = crate::kubectl::client_cert(
+        "anyuse",
+        "system:masters",
+        (&ca, &key),
+        (2020, 2090),
+        rcgen::ExtendedKeyUsagePurpose::Any,
+    );
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "intermediate");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let as_leaf = (
+        p.signed_by(&ca_key, &ca, &key).unwrap().pem(),
+        ca_key.serialize_pem(),
+    );
+    for (name, (cert, cert_key)) in [("anyuse", &any), ("intermediate", &as_leaf)] {
+        let cfg = crate::kubectl::cert_kubeconfig(&w, name, cert, cert_key, None);
+        let out = w.kubectl_as(33, &cfg, name).run(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/secrets",
+        ]);
+        assert!(out.err.contains("Unauthorized"), "{name}: {}", out.err);
+    }
     // With a token beside it, the token decides.
     let cfg = crate::kubectl::cert_kubeconfig(
         &w,

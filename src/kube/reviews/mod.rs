@@ -8,6 +8,7 @@
 use serde_json::{json, Value};
 
 use super::objects::{decode_shaped, FieldValidation, Shape};
+use super::proto::strings;
 use super::request::{KubeRequest, Reply};
 use super::KubeError;
 use crate::access::Access;
@@ -148,34 +149,15 @@ impl Review {
         let audited = |v: Value| Some(AuditObject::json(v));
         let cluster = json!({"creationTimestamp": null});
         let out = match self {
-            Review::Access => {
+            Review::Access | Review::Subject | Review::LocalSubject => {
                 let mut causes = Vec::new();
                 let attrs = access_attributes(&spec, &mut causes);
-                if !decode::meta_is_empty(&meta, &[]) {
-                    causes.push(meta_error(&meta, "must be empty"));
-                }
-                let (Some((spec_json, attrs)), true) = (attrs, causes.is_empty()) else {
-                    return Err(invalid(causes));
-                };
-                let sent = || {
-                    audited(object(
-                        &cluster,
-                        Some(&spec_json),
-                        json!({"allowed": false}),
-                    ))
-                };
-                let answered =
-                    |s: &_| audited(object(&cluster, Some(&spec_json), access_status(s)));
-                let s = access
-                    .access_review(&req.ctx, &attrs, sent, answered)
-                    .await?;
-                object(&cluster, Some(&spec_json), access_status(&s))
-            }
-            Review::Subject | Review::LocalSubject => {
-                let mut causes = Vec::new();
-                let attrs = access_attributes(&spec, &mut causes);
-                let subject = subject_of(&spec);
-                if subject.name.is_empty() && subject.groups.is_empty() {
+                // A self review asks about its caller; the others about the subject they name.
+                let subject = (self != Review::Access).then(|| subject_of(&spec));
+                if subject
+                    .as_ref()
+                    .is_some_and(|s| s.name.is_empty() && s.groups.is_empty())
+                {
                     causes.push(FieldError::new(
                         "spec.user",
                         "Invalid value: \"\": at least one of user or group must be specified",
@@ -183,37 +165,37 @@ impl Review {
                 }
                 let local = self == Review::LocalSubject;
                 if local {
-                    local_causes(
-                        &meta,
-                        &spec,
-                        attrs.as_ref().map(|a| &a.1),
-                        namespace,
-                        &mut causes,
-                    );
+                    let spec_attrs = attrs.as_ref().map(|a| &a.1);
+                    local_causes(&meta, &spec, spec_attrs, namespace, &mut causes);
                 } else if !decode::meta_is_empty(&meta, &[]) {
                     causes.push(meta_error(&meta, "must be empty"));
                 }
                 let (Some((mut spec_json, attrs)), true) = (attrs, causes.is_empty()) else {
                     return Err(invalid(causes));
                 };
-                subject_json(&subject, &mut spec_json);
+                if let Some(subject) = &subject {
+                    subject_json(subject, &mut spec_json);
+                }
                 let metadata = match local {
                     true => json!({"namespace": namespace, "creationTimestamp": null}),
                     false => cluster,
                 };
-                let sent = || {
-                    audited(object(
-                        &metadata,
-                        Some(&spec_json),
-                        json!({"allowed": false}),
-                    ))
+                let record = |status| audited(object(&metadata, Some(&spec_json), status));
+                let sent = || record(json!({"allowed": false}));
+                let answered = |s: &_| record(access_status(s));
+                let s = match &subject {
+                    None => {
+                        access
+                            .access_review(&req.ctx, &attrs, sent, answered)
+                            .await?
+                    }
+                    Some(subject) => {
+                        let ns = local.then_some(namespace);
+                        access
+                            .subject_access_review(&req.ctx, ns, subject, &attrs, sent, answered)
+                            .await?
+                    }
                 };
-                let answered =
-                    |s: &_| audited(object(&metadata, Some(&spec_json), access_status(s)));
-                let ns = local.then_some(namespace);
-                let s = access
-                    .subject_access_review(&req.ctx, ns, &subject, &attrs, sent, answered)
-                    .await?;
                 object(&metadata, Some(&spec_json), access_status(&s))
             }
             Review::Rules => {
@@ -352,8 +334,7 @@ fn access_attributes(
                 subresource: text(r, "subresource"),
                 name: text(r, "name"),
             };
-            let mut out = serde_json::Map::new();
-            for (k, v) in [
+            let out = strings(&[
                 ("namespace", &a.namespace),
                 ("verb", &a.verb),
                 ("group", &a.group),
@@ -361,11 +342,7 @@ fn access_attributes(
                 ("resource", &a.resource),
                 ("subresource", &a.subresource),
                 ("name", &a.name),
-            ] {
-                if !v.is_empty() {
-                    out.insert(k.into(), v.as_str().into());
-                }
-            }
+            ]);
             Some((
                 json!({"resourceAttributes": out}),
                 AccessReviewSpec::Resource(a),
@@ -376,12 +353,7 @@ fn access_attributes(
                 path: text(n, "path"),
                 verb: text(n, "verb"),
             };
-            let mut out = serde_json::Map::new();
-            for (k, v) in [("path", &a.path), ("verb", &a.verb)] {
-                if !v.is_empty() {
-                    out.insert(k.into(), v.as_str().into());
-                }
-            }
+            let out = strings(&[("path", &a.path), ("verb", &a.verb)]);
             Some((
                 json!({"nonResourceAttributes": out}),
                 AccessReviewSpec::NonResource(a),
