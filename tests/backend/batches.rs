@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::sled_open;
+use crate::support::sled_open;
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::backend::{
     Backend, BackendError, Event, EventKind, Expect, KeyValue, RangeRequest, Revision, WriteOutcome,

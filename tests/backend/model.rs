@@ -8,9 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::rev;
+use crate::support::{rev, sled_open};
 use keyward::backend::etcd::EtcdBackend;
 use keyward::backend::logstore::{LogBackend, LogOptions};
 use keyward::backend::sled::{SledBackend, SledOptions};
@@ -1303,22 +1303,6 @@ async fn etcd_watch_at_the_compacted_revision_is_refused_rather_than_missing_a_d
     let ev = next_event(&mut stream).await;
     assert_eq!(ev.kv.mod_revision, after);
     assert!(ev.prev.is_none(), "e was created at {after}");
-}
-
-/// Opens a sled database directly, waiting for a previous user in this process to let go of it
-/// (sled's background threads release the directory a moment after the last handle is dropped).
-pub(crate) fn sled_open(path: &Path) -> sled::Db {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("retrying sled::open: {e}");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("sled::open: {e}"),
-        }
-    }
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use crate::model::sled_open;
 use crate::support::rev;
+use crate::support::sled_open;
 use keyward::backend::sled::{SledBackend, SledOptions};
 use keyward::backend::{Backend, BackendError, Expect, WriteOutcome};
 

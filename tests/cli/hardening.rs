@@ -585,7 +585,7 @@ fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
     // The entries of a tree whose key names the Secret, read from sled's files directly.
     let store = dir.path().join("kw/store");
     let entries_of = |tree: &str, name: &str| -> usize {
-        let db = sled::open(&store).unwrap();
+        let db = crate::support::sled_open(&store);
         let tree = db.open_tree(tree).unwrap();
         let needle = format!("/secrets/default/{name}");
         tree.iter()

@@ -87,3 +87,19 @@ pub fn client_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// Opens a sled database directly, waiting for a previous user in this process to let go of it
+/// (sled's background threads release the directory a moment after the last handle is dropped).
+pub fn sled_open(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("retrying sled::open: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("sled::open: {e}"),
+        }
+    }
+}
