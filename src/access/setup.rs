@@ -91,6 +91,31 @@ pub struct AccessStack {
     _reloader: Option<Reloader>,
 }
 
+impl AccessOptions {
+    /// Reads and checks every file these options name (the users file, the token files, the
+    /// RBAC policy and the audit policy) without starting anything: a server calls this before
+    /// it creates or opens anything on disk, so that a bad file is refused with nothing changed.
+    /// [`AccessStack::start`] reads them again.
+    pub fn check_files(&self) -> Result<(), SetupError> {
+        if let Some(p) = &self.unix_users {
+            UnixAuthenticator::with_users_file(UnixAuthenticator::server_uid(), p.clone())?;
+        }
+        for p in &self.token_auth_files {
+            StaticTokens::load(p.clone(), TokenFileFormat::Csv)?;
+        }
+        for p in &self.tokens_files {
+            StaticTokens::load(p.clone(), TokenFileFormat::Lines)?;
+        }
+        if let Some(p) = &self.authorization_policy {
+            Policy::load(p)?;
+        }
+        if let Some(p) = self.audit.as_ref().and_then(|a| a.policy_file.as_deref()) {
+            AuditPolicy::load(p)?;
+        }
+        Ok(())
+    }
+}
+
 impl AccessStack {
     /// Builds the access layer over `store`, whose create hook is `hook`.
     pub async fn start(

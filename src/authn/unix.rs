@@ -56,7 +56,7 @@ impl From<&tokio::net::unix::UCred> for PeerCredentials {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with `users` and `groups`")]
 struct UsersFile {
     #[serde(default)]
     users: Vec<UserEntry>,
@@ -307,6 +307,10 @@ mod tests {
             err("users:\n  - {uid: 1, name: a, group: [x]}\n").contains("unknown field `group`")
         );
         assert!(err("user: []\n").contains("unknown field `user`"));
+        assert_eq!(
+            err("nope\n"),
+            "invalid type: string \"nope\", expected a mapping with `users` and `groups`"
+        );
         assert!(err("users:\n  - {uid: -1, name: a}\n").contains("users[0].uid"));
         assert_eq!(
             err("users:\n  - {uid: 1, name: ''}\n  - {uid: 1, name: b, groups: ['']}\n"),

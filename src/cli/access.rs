@@ -158,7 +158,7 @@ impl AccessArgs {
                     .map_err(|e| CliError::new(format!("--root-ca-file {}: {e}", p.display())))
             })
             .transpose()?;
-        Ok(AccessOptions {
+        let options = AccessOptions {
             unix_users: self.unix_users.clone(),
             token_auth_files: self.token_auth_file.clone(),
             tokens_files,
@@ -176,7 +176,9 @@ impl AccessArgs {
                 ca_cert,
             },
             reload_interval: std::time::Duration::ZERO,
-        })
+        };
+        options.check_files().map_err(CliError::new)?;
+        Ok(options)
     }
 }
 

@@ -385,6 +385,9 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         ));
     }
     let metrics_listen = a.observe.metrics_listen()?;
+    // Flags and the files they name are checked before the directory is created or changed.
+    let opts = ServeOptions::parse(&a.run)?;
+    let access_control = a.access_control.options(Vec::new())?;
     let dir = &a.data;
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
@@ -412,7 +415,6 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         }
         Ok::<_, CliError>(())
     })?;
-    let opts = ServeOptions::parse(&a.run)?;
     let keyring = rt.block_on(open_keyring(
         &at,
         &seal,
@@ -438,7 +440,7 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         opts.access,
         &a.store,
     )?;
-    store_opts.access_control = a.access_control.options(Vec::new())?;
+    store_opts.access_control = access_control;
     store_opts.kube = Some(super::kube::dev_options(&dir, a.kube_listen)?);
     // Without --root-ca-file, `ca.crt` of service-account-token Secrets is the dev CA, which
     // signs the Kubernetes API's certificate (kube-controller-manager uses its cluster's CA).

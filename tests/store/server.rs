@@ -364,6 +364,81 @@ fn server_refuses_unsafe_or_bad_settings() {
     assert!(err.contains("chmod 600"), "{err}");
 }
 
+/// A bad users file, token file, RBAC policy or audit policy is refused, naming the problem,
+/// before `keyward server` or `keyward dev` creates anything: no data directory, no audit log.
+#[test]
+fn bad_access_files_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = aesgcm_config(dir.path());
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        write_private(&p, text.as_bytes());
+        p.display().to_string()
+    };
+    let empty = file("empty.yaml", "");
+    let no_rules = file(
+        "norules.yaml",
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\n",
+    );
+    let rbac = file(
+        "rbac.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: x}\nrules:\n- {verbs: [get], resources: [secrets], apiGroups: [''], bogus: 1}\n",
+    );
+    let tokens = file("tokens.csv", "0123456789abcdef,app\n");
+    let users = file("users.yaml", "nope\n");
+    let audit_log = dir.path().join("audit.log");
+    let audit = audit_log.display().to_string();
+    let data = dir.path().join("data");
+    let socket = dir.path().join("s.sock");
+    for (flags, want) in [
+        (
+            vec!["--audit-log-path", &audit, "--audit-policy-file", &empty],
+            "audit policy is invalid: the file is empty",
+        ),
+        (
+            vec!["--audit-log-path", &audit, "--audit-policy-file", &no_rules],
+            "audit policy is invalid: loaded illegal policy with 0 rules",
+        ),
+        (
+            vec!["--authorization-policy", &rbac],
+            "rules[0]: unknown field \"rules[0].bogus\"",
+        ),
+        (
+            vec!["--token-auth-file", &tokens],
+            "must have at least 3 columns (token, user name, user uid), found 2",
+        ),
+        (
+            vec!["--unix-users", &users],
+            "expected a mapping with `users` and `groups`",
+        ),
+    ] {
+        for cmd in ["server", "dev"] {
+            let mut args = vec![cmd, "--data", data.to_str().unwrap()];
+            if cmd == "server" {
+                args.extend([
+                    "--encryption-config",
+                    cfg.to_str().unwrap(),
+                    "--socket",
+                    socket.to_str().unwrap(),
+                ]);
+            }
+            args.extend(&flags);
+            let (ok, _, err) = run(&args);
+            assert!(!ok, "{cmd} {flags:?} was accepted");
+            assert!(err.contains(want), "{cmd} {flags:?}: {err}");
+            assert!(
+                !data.exists(),
+                "{cmd} {flags:?}: the data directory was created"
+            );
+            assert!(
+                !audit_log.exists(),
+                "{cmd} {flags:?}: the audit log was created"
+            );
+            assert!(!socket.exists(), "{cmd} {flags:?}: the socket was created");
+        }
+    }
+}
+
 /// `keyward server` with its data in `dir/NAME`, its socket `dir/NAME.sock`, the
 /// configuration `cfg` and `extra` flags.
 fn server_args(dir: &Path, cfg: &Path, name: &str, extra: &[&str]) -> Vec<String> {
