@@ -217,18 +217,41 @@ fn embedded(backend: StoreBackendArg, dir: PathBuf, store: &StoreArgs) -> Backen
     }
 }
 
+/// The store flags that are parsed, not copied: checked before anything is opened or created.
+struct StoreFlags {
+    kms_v1: bool,
+    auto_migrate: Option<Duration>,
+}
+
+impl StoreFlags {
+    fn parse(store: &StoreArgs) -> Result<Self, CliError> {
+        Ok(Self {
+            kms_v1: kms_v1_gate(store.feature_gates.as_deref())?,
+            auto_migrate: if store.auto_migrate {
+                Some(
+                    duration_or_never("--auto-migrate-settle", &store.auto_migrate_settle)?
+                        .unwrap_or(crate::store::migrate::DEFAULT_SETTLE),
+                )
+            } else {
+                None
+            },
+        })
+    }
+}
+
 fn store_options(
     backend: BackendSpec,
     encryption_config: PathBuf,
     socket: PathBuf,
     access: SocketAccess,
     store: &StoreArgs,
-) -> Result<crate::server::StoreOptions, CliError> {
-    Ok(crate::server::StoreOptions {
+    flags: StoreFlags,
+) -> crate::server::StoreOptions {
+    crate::server::StoreOptions {
         backend,
         history: store.history,
         encryption_config,
-        kms_v1: kms_v1_gate(store.feature_gates.as_deref())?,
+        kms_v1: flags.kms_v1,
         prefix: store.etcd_prefix.clone(),
         socket,
         access,
@@ -237,15 +260,8 @@ fn store_options(
         metrics: None,
         automatic_reload: store.encryption_config_automatic_reload,
         access_control: Default::default(),
-        auto_migrate: if store.auto_migrate {
-            Some(
-                duration_or_never("--auto-migrate-settle", &store.auto_migrate_settle)?
-                    .unwrap_or(crate::store::migrate::DEFAULT_SETTLE),
-            )
-        } else {
-            None
-        },
-    })
+        auto_migrate: flags.auto_migrate,
+    }
 }
 
 /// Runs `keyward server` until SIGTERM or SIGINT, then drains.
@@ -283,7 +299,15 @@ pub(super) fn server(a: ServerArgs) -> Result<(), CliError> {
             "--data applies to --backend sled or log; with --backend etcd the data lives in etcd",
         )),
     };
-    let mut opts = store_options(backend, a.encryption_config, a.socket, access, &a.store)?;
+    let flags = StoreFlags::parse(&a.store)?;
+    let mut opts = store_options(
+        backend,
+        a.encryption_config,
+        a.socket,
+        access,
+        &a.store,
+        flags,
+    );
     opts.access_control = a
         .access_control
         .options(a.tokens_file.iter().cloned().collect())?;
@@ -388,6 +412,7 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
     // Flags and the files they name are checked before the directory is created or changed.
     let opts = ServeOptions::parse(&a.run)?;
     let access_control = a.access_control.options(Vec::new())?;
+    let flags = StoreFlags::parse(&a.store)?;
     let dir = &a.data;
     std::fs::create_dir_all(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
@@ -439,7 +464,8 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         store_socket.clone(),
         opts.access,
         &a.store,
-    )?;
+        flags,
+    );
     store_opts.access_control = access_control;
     store_opts.kube = Some(super::kube::dev_options(&dir, a.kube_listen)?);
     // Without --root-ca-file, `ca.crt` of service-account-token Secrets is the dev CA, which

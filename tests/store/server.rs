@@ -364,10 +364,11 @@ fn server_refuses_unsafe_or_bad_settings() {
     assert!(err.contains("chmod 600"), "{err}");
 }
 
-/// A bad users file, token file, RBAC policy or audit policy is refused, naming the problem,
-/// before `keyward server` or `keyward dev` creates anything: no data directory, no audit log.
+/// A bad users file, token file, RBAC policy, audit policy or store flag is refused, naming the
+/// problem, before `keyward server` or `keyward dev` creates anything: no data directory, no
+/// audit log, no socket.
 #[test]
-fn bad_access_files_are_refused_before_anything_is_created() {
+fn bad_files_and_flags_are_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = aesgcm_config(dir.path());
     let file = |name: &str, text: &str| {
@@ -410,6 +411,14 @@ fn bad_access_files_are_refused_before_anything_is_created() {
         (
             vec!["--unix-users", &users],
             "expected a mapping with `users` and `groups`",
+        ),
+        (
+            vec!["--feature-gates", "KMSv2=true"],
+            "--feature-gates: unknown gate \"KMSv2=true\"; only KMSv1=true|false is supported",
+        ),
+        (
+            vec!["--auto-migrate", "--auto-migrate-settle", "soon"],
+            "--auto-migrate-settle: \"soon\" is not a positive duration",
         ),
     ] {
         for cmd in ["server", "dev"] {
