@@ -32,6 +32,9 @@ pub struct ServiceAccountSettings {
     pub audiences: Vec<String>,
     /// PEM written to `ca.crt` of service-account-token Secrets, if the server has one.
     pub ca_cert: Option<Vec<u8>>,
+    /// `jwks_uri` of the OpenID discovery document (`--service-account-jwks-uri`, an `https`
+    /// URL); none: the Kubernetes API's own `/openid/v1/jwks`.
+    pub jwks_uri: Option<String>,
 }
 
 impl Default for ServiceAccountSettings {
@@ -41,6 +44,7 @@ impl Default for ServiceAccountSettings {
             issuer: crate::authn::serviceaccount::DEFAULT_ISSUER.to_owned(),
             audiences: Vec::new(),
             ca_cert: None,
+            jwks_uri: None,
         }
     }
 }
@@ -158,7 +162,8 @@ impl ServiceAccounts {
         })?;
         let issuer = Arc::new(
             ServiceAccountIssuer::new(self.settings.issuer.clone(), Arc::new(key))
-                .with_default_audiences(self.audiences()),
+                .with_default_audiences(self.audiences())
+                .with_jwks_uri(self.settings.jwks_uri.clone()),
         );
         let secrets = Arc::new(LegacyTokenSecrets {
             store: self.store.clone(),

@@ -205,6 +205,7 @@ struct Claims {
 pub struct ServiceAccountIssuer {
     issuer: String,
     default_audiences: Vec<String>,
+    jwks_uri: Option<String>,
     key: Arc<SigningKey>,
 }
 
@@ -216,8 +217,21 @@ impl ServiceAccountIssuer {
         Self {
             default_audiences: vec![issuer.clone()],
             issuer,
+            jwks_uri: None,
             key,
         }
+    }
+
+    /// Sets where the OpenID discovery document says the key set is (none: the API's own).
+    pub fn with_jwks_uri(mut self, jwks_uri: Option<String>) -> Self {
+        self.jwks_uri = jwks_uri;
+        self
+    }
+
+    /// Where the OpenID discovery document says the key set is, when it is not the API's own
+    /// `/openid/v1/jwks` (`--service-account-jwks-uri`).
+    pub fn jwks_uri(&self) -> Option<&str> {
+        self.jwks_uri.as_deref()
     }
 
     /// Sets the audiences of tokens requested without any.

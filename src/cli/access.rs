@@ -92,6 +92,10 @@ pub(super) struct AccessArgs {
     /// The issuer (iss) of service account tokens, and the only one accepted.
     #[arg(long, value_name = "URL", default_value = crate::authn::serviceaccount::DEFAULT_ISSUER)]
     service_account_issuer: String,
+    /// The key set's URL in the OpenID discovery document (/.well-known/openid-configuration),
+    /// when verifiers fetch it from elsewhere than this API's /openid/v1/jwks (https only).
+    #[arg(long, value_name = "URL")]
+    service_account_jwks_uri: Option<String>,
     /// Audiences service account tokens must have (comma-separated; default: the issuer).
     #[arg(long, value_name = "AUD,...", value_delimiter = ',')]
     api_audiences: Vec<String>,
@@ -108,6 +112,7 @@ impl AccessArgs {
 
     /// The library's options; `tokens_files` are `--tokens-file`s.
     pub(super) fn options(&self, tokens_files: Vec<PathBuf>) -> Result<AccessOptions, CliError> {
+        self.check_service_account_urls()?;
         if self.audit_log_path.is_none() && self.audit_policy_file.is_some() {
             tracing::warn!(
                 "--audit-policy-file has no effect without --audit-log-path: nothing is audited"
@@ -174,12 +179,90 @@ impl AccessArgs {
                     .cloned()
                     .collect(),
                 ca_cert,
+                jwks_uri: self.service_account_jwks_uri.clone(),
             },
             reload_interval: std::time::Duration::ZERO,
         };
         options.check_files().map_err(CliError::new)?;
         Ok(options)
     }
+}
+
+impl AccessArgs {
+    /// `--service-account-issuer` and `--service-account-jwks-uri` as kube-apiserver checks
+    /// them: an issuer is not empty and, if it has a `:`, parses as a URL; the key set's URL
+    /// parses and is `https`. kube-apiserver's words.
+    fn check_service_account_urls(&self) -> Result<(), CliError> {
+        let issuer = &self.service_account_issuer;
+        if issuer.is_empty() {
+            return Err(CliError::new(
+                "service-account-issuer should not be an empty string",
+            ));
+        }
+        if issuer.contains(':') {
+            if let Err(e) = go_url_parse(issuer) {
+                return Err(CliError::new(format!(
+                    "service-account-issuer {issuer:?} contained a ':' but was not a valid URL: {e}"
+                )));
+            }
+        }
+        if let Some(uri) = &self.service_account_jwks_uri {
+            match go_url_parse(uri) {
+                Err(e) => {
+                    return Err(CliError::new(format!(
+                        "service-account-jwks-uri must be a valid URL: {e}"
+                    )))
+                }
+                Ok(scheme) if scheme != "https" => {
+                    return Err(CliError::new(format!(
+                        "service-account-jwks-uri requires https scheme, parsed as: {uri}"
+                    )))
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The scheme of `s` (lower case, empty for a relative reference) as Go's `url.Parse` reads
+/// it, or `url.Parse`'s error for the mistakes it refuses: control characters, a missing
+/// scheme before `:`, a bad `%` escape.
+fn go_url_parse(s: &str) -> Result<String, String> {
+    let fail = |why: String| Err(format!("parse {s:?}: {why}"));
+    if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return fail("net/url: invalid control character in URL".into());
+    }
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                let shown = s.get(i..(i + 3).min(s.len())).unwrap_or("%");
+                return fail(format!("invalid URL escape {shown:?}"));
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let scheme = match s.split_once(':') {
+        Some(("", _)) => return fail("missing protocol scheme".into()),
+        Some((scheme, _))
+            if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            scheme.to_ascii_lowercase()
+        }
+        Some((before, _)) if !before.contains('/') => {
+            return fail("first path segment in URL cannot contain colon".into())
+        }
+        _ => String::new(),
+    };
+    Ok(scheme)
 }
 
 /// The flags of `--audit-log-mode batch`.
@@ -498,6 +581,57 @@ mod tests {
         let argv = ["keyward", "--audit-log-path", "a.log"];
         let cli = Cli::try_parse_from(argv.iter().chain(args)).unwrap();
         cli.access.options(Vec::new()).unwrap().audit.unwrap().log
+    }
+
+    #[test]
+    fn service_account_urls_are_checked_as_kube_apiserver_checks_them() {
+        let check = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["keyward"].iter().chain(args)).unwrap();
+            cli.access
+                .options(Vec::new())
+                .map(drop)
+                .map_err(|e| e.message)
+        };
+        for ok in [
+            &["--service-account-issuer", "keyward"][..],
+            &["--service-account-issuer", "https://issuer.example/x%2Fy"],
+            &["--service-account-issuer", "spiffe://cluster"],
+            &["--service-account-jwks-uri", "HTTPS://keys.example/jwks"],
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok:?}");
+        }
+        for (args, want) in [
+            (
+                &["--service-account-issuer", ""][..],
+                "service-account-issuer should not be an empty string",
+            ),
+            (
+                &["--service-account-issuer", "https://x/%zz"],
+                r#"service-account-issuer "https://x/%zz" contained a ':' but was not a valid URL: parse "https://x/%zz": invalid URL escape "%zz""#,
+            ),
+            (
+                &["--service-account-issuer", ":8443"],
+                r#"service-account-issuer ":8443" contained a ':' but was not a valid URL: parse ":8443": missing protocol scheme"#,
+            ),
+            (
+                &["--service-account-issuer", "1cluster:x"],
+                r#"service-account-issuer "1cluster:x" contained a ':' but was not a valid URL: parse "1cluster:x": first path segment in URL cannot contain colon"#,
+            ),
+            (
+                &["--service-account-jwks-uri", "http://baz.com"],
+                "service-account-jwks-uri requires https scheme, parsed as: http://baz.com",
+            ),
+            (
+                &["--service-account-jwks-uri", "keys.example/jwks"],
+                "service-account-jwks-uri requires https scheme, parsed as: keys.example/jwks",
+            ),
+            (
+                &["--service-account-jwks-uri", "https://k\tx"],
+                r#"service-account-jwks-uri must be a valid URL: parse "https://k\tx": net/url: invalid control character in URL"#,
+            ),
+        ] {
+            assert_eq!(check(args), Err(want.to_owned()), "{args:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const JWKS_PATH: &str = "/openid/v1/jwks";
 /// The answer to `GET path` for one of the two paths, `None` when discovery is not served
 /// (no service account tokens, or an issuer that is not an `https` URL: kube-apiserver leaves
 /// the endpoints out then, and they are a 404). `address` is the API's own `host:port`, where
-/// the key set is found.
+/// the key set is found unless `--service-account-jwks-uri` says otherwise.
 pub async fn answer(
     access: &Access,
     path: &str,
@@ -40,7 +40,9 @@ pub async fn answer(
             "application/json",
             json!({
                 "issuer": name,
-                "jwks_uri": format!("https://{address}{JWKS_PATH}"),
+                "jwks_uri": issuer
+                    .jwks_uri()
+                    .map_or_else(|| format!("https://{address}{JWKS_PATH}"), str::to_owned),
                 "response_types_supported": ["id_token"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": [key.algorithm().to_string()],

@@ -93,3 +93,27 @@ fn service_account_tokens_verify_with_the_published_key_set() {
         "{audit}"
     );
 }
+
+/// `--service-account-jwks-uri` changes where the discovery document says the key set is (for
+/// verifiers that fetch it from a copy elsewhere); the API still serves the set itself.
+#[test]
+fn the_jwks_uri_flag_moves_the_key_set_in_the_discovery_document() {
+    let w = crate::kubectl::auth_world_with(
+        &[],
+        &[
+            "--service-account-jwks-uri",
+            "https://keys.example/cluster/jwks.json",
+        ],
+    );
+    let admin = w.kubectl(33);
+    let config: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["get", "--raw", "/.well-known/openid-configuration"]))
+            .unwrap();
+    assert_eq!(
+        config["jwks_uri"], "https://keys.example/cluster/jwks.json",
+        "{config}"
+    );
+    let jwks: serde_json::Value =
+        serde_json::from_str(&admin.ok(&["get", "--raw", "/openid/v1/jwks"])).unwrap();
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1), "{jwks}");
+}
