@@ -992,7 +992,7 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
     let rt = rt()?;
     let mut c = rt.block_on(client::connect(client))?;
     let original = rt.block_on(get_one(&mut c, &a.ns.namespace, &a.name))?;
-    let original_yaml = manifest::to_yaml(&original);
+    let original_yaml = Zeroizing::new(manifest::to_yaml(&original));
     let editor = std::env::var("EDITOR")
         .ok()
         .filter(|e| !e.trim().is_empty())
@@ -1011,7 +1011,9 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
     let header = "# Please edit the object below. Lines beginning with a '#' will be ignored,\n\
                   # and an empty file will abort the edit. If an error occurs while saving this file will be\n\
                   # reopened with the relevant failures.\n#\n";
-    let mut content = format!("{header}{original_yaml}");
+    let mut content = Zeroizing::new(format!("{header}{}", *original_yaml));
+    // The last edit that failed: saved again unchanged, the edit stops (as kubectl does).
+    let mut failed: Option<Zeroizing<String>> = None;
     loop {
         write_private(&path, content.as_bytes())?;
         editing.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -1033,18 +1035,25 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
             std::fs::read_to_string(&path)
                 .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?,
         );
-        let body: String = edited
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let body: Zeroizing<String> = Zeroizing::new(
+            edited
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+        );
         if body.trim().is_empty() {
             eprintln!("Edit cancelled, saved file was empty.");
             return Ok(());
         }
-        if body == original_yaml {
+        if *body == *original_yaml {
             eprintln!("Edit cancelled, no changes made.");
             return Ok(());
+        }
+        if failed.as_ref() == Some(&body) {
+            return Err(CliError::new(
+                "Edit cancelled, no valid changes were saved.",
+            ));
         }
         let err = match manifest::parse(&body, "the edited file") {
             Ok(mut v) if v.len() == 1 => {
@@ -1085,10 +1094,11 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
         };
         let msg = err.unwrap_or_default();
         let commented: String = msg.lines().map(|l| format!("# {l}\n")).collect();
-        content = format!(
-            "{header}# {}\n{commented}#\n{body}",
-            "The edited file had a problem:"
-        );
+        content = Zeroizing::new(format!(
+            "{header}# {}\n{commented}#\n{}",
+            "The edited file had a problem:", *body
+        ));
+        failed = Some(body);
     }
 }
 

@@ -356,6 +356,23 @@ fn edit_with_a_scripted_editor() {
         (0, "Edit cancelled, saved file was empty.\n")
     );
     assert_eq!(dev.ok(&["get", "secret", "frozen", "--key", "k"]), "v");
+    // The same invalid edit saved twice stops the edit, as kubectl does (not an endless loop).
+    let calls = dev.path("calls");
+    let stubborn = editor_script(
+        dev.dir.path(),
+        "stubborn.sh",
+        &format!(
+            "echo call >> {}\nprintf 'apiVersion: v1\\nkind: Secret\\nmetadata:\\n  name: frozen\\ndata:\\n  k: \"!!notb64\"\\n' > \"$1\"",
+            calls.display()
+        ),
+    );
+    let (code, _, err) = dev.kw_env(&["edit", "secret", "frozen"], &[("EDITOR", &stubborn)]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "error: Edit cancelled, no valid changes were saved.\n")
+    );
+    assert_eq!(fs::read_to_string(&calls).unwrap(), "call\ncall\n");
+    assert_eq!(dev.ok(&["get", "secret", "frozen", "--key", "k"]), "v");
 }
 
 #[test]
