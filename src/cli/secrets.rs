@@ -286,6 +286,24 @@ fn data_key(k: &str, flag: &str) -> Result<DataKey, CliError> {
     DataKey::try_from(k).map_err(|e| CliError::plain(format!("error: {flag}: {e}")))
 }
 
+/// Adds `key` to `data`, refusing a key given twice (kubectl's words).
+fn add_key(
+    data: &mut BTreeMap<String, SecretBytes>,
+    key: DataKey,
+    value: SecretBytes,
+) -> Result<(), CliError> {
+    match data.entry(key.into_string()) {
+        std::collections::btree_map::Entry::Occupied(e) => Err(CliError::new(format!(
+            "cannot add key {}, another key by that name already exists",
+            e.key()
+        ))),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            e.insert(value);
+            Ok(())
+        }
+    }
+}
+
 /// Reads an env file like kubectl: `KEY=VALUE` lines, `#` comments and blank lines skipped,
 /// a line without `=` is an error.
 fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(), CliError> {
@@ -308,8 +326,7 @@ fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(),
                 i + 1
             )));
         };
-        let k = data_key(k, "--from-env-file")?;
-        data.insert(k.into_string(), bytes(v.as_bytes()));
+        add_key(data, data_key(k, "--from-env-file")?, bytes(v.as_bytes()))?;
     }
     Ok(())
 }
@@ -340,10 +357,11 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
                 continue;
             }
             let name = data_key(&e.file_name().to_string_lossy(), "--from-file")?;
-            data.insert(
-                name.into_string(),
+            add_key(
+                data,
+                name,
                 SecretBytes(read_file(&e.path(), "--from-file")?),
-            );
+            )?;
         }
         return Ok(());
     }
@@ -356,14 +374,8 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
                 CliError::plain(format!("error: --from-file: {spec:?} names no file"))
             })?,
     };
-    let key = data_key(&key, "--from-file")?.into_string();
-    if data.contains_key(&key) {
-        return Err(CliError::plain(format!(
-            "error: --from-file: key {key:?} given twice"
-        )));
-    }
-    data.insert(key, SecretBytes(read_file(path, "--from-file")?));
-    Ok(())
+    let key = data_key(&key, "--from-file")?;
+    add_key(data, key, SecretBytes(read_file(path, "--from-file")?))
 }
 
 fn new_secret(name: &str, ns: &names::Namespace, type_: &str, immutable: bool) -> Secret {
@@ -520,8 +532,11 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
                 let (k, v) = lit.split_once('=').ok_or_else(|| {
                     CliError::plain(format!("error: --from-literal: {lit:?} is not KEY=VALUE"))
                 })?;
-                let k = data_key(k, "--from-literal")?;
-                s.data.insert(k.into_string(), bytes(v.as_bytes()));
+                add_key(
+                    &mut s.data,
+                    data_key(k, "--from-literal")?,
+                    bytes(v.as_bytes()),
+                )?;
             }
             for f in &from_file {
                 add_from_file(f, &mut s.data)?;

@@ -139,6 +139,36 @@ fn create_generic_get_describe_delete() {
         err.starts_with("error: --from-literal: data[bad/key]: Invalid value"),
         "{err}"
     );
+    // A key given twice, by any mix of sources, is refused as kubectl refuses it.
+    let dir = dev.path("keys");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("a"), "from-dir").unwrap();
+    let env = dev.path("dup.env");
+    fs::write(&env, "A=1\nA=2\n").unwrap();
+    let dir_flag = format!("--from-file={}", dir.display());
+    let env_flag = format!("--from-env-file={}", env.display());
+    for (sources, key) in [
+        (&["--from-literal=a=1", "--from-literal=a=2"][..], "a"),
+        (&[&dir_flag, "--from-literal=a=lit"], "a"),
+        (&[&env_flag], "A"),
+    ] {
+        let args = [&["create", "secret", "generic", "dup"], sources].concat();
+        let (code, _, err) = dev.kw(&args);
+        assert_eq!(
+            (code, err.as_str()),
+            (
+                1,
+                format!("error: cannot add key {key}, another key by that name already exists\n")
+                    .as_str()
+            ),
+            "{sources:?}"
+        );
+    }
+    assert_eq!(
+        dev.kw(&["get", "secret", "dup"]).0,
+        1,
+        "nothing was created"
+    );
     let (code, _, err) = dev.kw(&["get", "configmaps"]);
     assert_eq!(code, 1);
     assert!(
