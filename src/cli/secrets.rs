@@ -554,6 +554,15 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
             docker_email,
             common,
         } => {
+            // kubectl's check (without its --from-file alternative).
+            if [&docker_server, &docker_username, &docker_password]
+                .iter()
+                .any(|v| v.is_empty())
+            {
+                return Err(CliError::new(
+                    "the combination of --docker-username, --docker-password and --docker-server is required (none may be empty)",
+                ));
+            }
             let mut s = new_secret(
                 &name,
                 &common.ns.namespace,

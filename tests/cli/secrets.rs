@@ -234,6 +234,23 @@ fn docker_registry_and_tls() {
     assert!(dev
         .ok(&["get", "secret", "regcred"])
         .contains("kubernetes.io/dockerconfigjson   1"));
+    for empty in ["--docker-server", "--docker-username", "--docker-password"] {
+        let flags = [
+            ("--docker-server", "r.example"),
+            ("--docker-username", "ci"),
+            ("--docker-password", "pw"),
+        ]
+        .map(|(flag, v)| format!("{flag}={}", if flag == empty { "" } else { v }));
+        let mut args = vec!["create", "secret", "docker-registry", "empty"];
+        args.extend(flags.iter().map(String::as_str));
+        let (code, _, err) = dev.kw(&args);
+        assert_eq!(
+            (code, err.as_str()),
+            (1, "error: the combination of --docker-username, --docker-password and --docker-server is required (none may be empty)\n"),
+            "{empty}"
+        );
+    }
+    assert_eq!(dev.kw(&["get", "secret", "empty"]).0, 1);
 
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["web.example.com".into()])
