@@ -228,8 +228,9 @@ pub(super) struct DeleteArgs {
     names: Vec<String>,
     #[command(flatten)]
     ns: Namespace,
-    /// Only delete if the stored resourceVersion is this.
-    #[arg(long, value_name = "RV")]
+    /// Only delete if the stored resourceVersion is this (an empty value is refused, never
+    /// read as "no precondition").
+    #[arg(long, value_name = "RV", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     resource_version: Option<String>,
     /// Delete even if the stored value cannot be decrypted (its key was lost). Unsafe: its
     /// preconditions cannot be checked.

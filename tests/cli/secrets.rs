@@ -200,6 +200,13 @@ fn create_generic_get_describe_delete() {
     assert_eq!(out, "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  name: dry\n  namespace: default\ntype: Opaque\n");
     assert_eq!(dev.kw(&["get", "secret", "dry"]).0, 1);
 
+    // An empty precondition (a script's unset variable) is refused, not read as none.
+    let (code, _, err) = dev.kw(&["delete", "secret", "db", "--resource-version", ""]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("error: a value is required for '--resource-version <RV>'"),
+        "{err}"
+    );
     let (code, out, err) = dev.kw(&["delete", "secret", "db", "ghost"]);
     assert_eq!(
         (code, out.as_str(), err.as_str()),
