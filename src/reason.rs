@@ -40,11 +40,13 @@ pub enum Reason {
     ServiceUnavailable,
     /// Anything else; the detail is in the server's log (server).
     InternalError,
+    /// The request is larger than a call may carry (caller).
+    RequestEntityTooLarge,
 }
 
 impl Reason {
     /// Every reason, for tests and clients that list them.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::BadRequest,
         Reason::Invalid,
         Reason::NotFound,
@@ -56,6 +58,7 @@ impl Reason {
         Reason::Timeout,
         Reason::ServiceUnavailable,
         Reason::InternalError,
+        Reason::RequestEntityTooLarge,
     ];
 
     /// The Kubernetes spelling, e.g. `NotFound`: the metadata value.
@@ -72,6 +75,7 @@ impl Reason {
             Reason::Timeout => "Timeout",
             Reason::ServiceUnavailable => "ServiceUnavailable",
             Reason::InternalError => "InternalError",
+            Reason::RequestEntityTooLarge => "RequestEntityTooLarge",
         }
     }
 
@@ -88,6 +92,7 @@ impl Reason {
             Reason::ServiceUnavailable => 503,
             Reason::Timeout => 504,
             Reason::InternalError => 500,
+            Reason::RequestEntityTooLarge => 413,
         }
     }
 

@@ -11,11 +11,13 @@
 //! - `encryption`: `keyward.v1.Encryption` ([`EncryptionService`]).
 //! - `auth`: `keyward.v1.Auth` ([`AuthService`]): reviews and token requests.
 //! - `serve`: [`serve`], [`TlsListener`] and [`ServeError`].
+//! - `request_errors`: the statuses of requests tonic refuses before a service sees them.
 
 mod asked;
 mod auth;
 mod encryption;
 mod frontend;
+mod request_errors;
 mod secrets;
 mod serve;
 

@@ -99,8 +99,13 @@ pub async fn serve(
         }
     });
 
+    let restate = tower::util::MapResponseLayer::new(
+        super::request_errors::restate::<tonic::body::Body>
+            as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+    );
     let unix_server = http2_limits(Server::builder(), &ConnLimits::default())
         .layer(rpc.clone())
+        .layer(restate.clone())
         .add_service(SecretsService::new(front.clone()).into_server())
         .add_service(EncryptionService::new(front.clone()).into_server())
         .add_service(AuthService::new(front.clone()).into_server())
@@ -117,6 +122,7 @@ pub async fn serve(
         };
         server
             .layer(rpc)
+            .layer(restate)
             .add_service(SecretsService::new(front.clone()).into_server())
             .add_service(EncryptionService::new(front.clone()).into_server())
             .add_service(AuthService::new(front.clone()).into_server())

@@ -1,7 +1,8 @@
 //! Fixes of the security review (issue 15) seen from the command line: the admin socket admits
 //! only the callers it lists and the shipped examples keep it away from kube-apiserver (finding
 //! 3), `run --env-from` cannot be steered by a Secret's writer (finding 5), and a deleted
-//! Secret's versions leave the disk with the history window (finding 12).
+//! Secret's versions leave the disk with the history window (finding 12); and requests that
+//! cannot be decoded or are too large are refused as the caller's mistake.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -649,4 +650,51 @@ fn a_deleted_secrets_versions_leave_the_disk_with_the_history_window() {
         err.contains("invalid value 'lots' for '--history-window <REVISIONS>'"),
         "{err}"
     );
+}
+
+/// Requests refused before a service sees them get the API's statuses, not tonic's: a message
+/// that is not protobuf is the caller's mistake (InvalidArgument, BadRequest; seen by Python's
+/// grpcio), one over the size a call may carry is too large (ResourceExhausted,
+/// RequestEntityTooLarge, as kube-apiserver's 413), which the CLI shows as such.
+#[test]
+fn undecodable_and_oversized_requests_are_the_callers_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kw/keyward.sock");
+    let server = format!("unix://{}", socket.display());
+    let _dev = dev(dir.path(), &[]);
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'A'; 3_000_000]).unwrap();
+    let (a, b) = (
+        format!("--from-file=a={}", big.display()),
+        format!("--from-file=b={}", big.display()),
+    );
+    let (ok, _, err) = kw_as(
+        None,
+        &[
+            "create", "secret", "generic", "big", &a, &b, "--server", &server,
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.starts_with("Error from server (RequestEntityTooLarge): Request entity too large: limit is 4194304 bytes, the request has 60000"),
+        "{err}"
+    );
+    let script = "import grpc, sys\n\
+        ch = grpc.insecure_channel('unix://' + sys.argv[1])\n\
+        for body in (b'\\x0a\\xff', b'\\x12\\x02\\xff\\xfe'):\n\
+        \x20   try:\n\
+        \x20       ch.unary_unary('/keyward.v1.Secrets/Get')(body, timeout=20)\n\
+        \x20       print('OK')\n\
+        \x20   except grpc.RpcError as e:\n\
+        \x20       md = dict(e.trailing_metadata() or ())\n\
+        \x20       print(e.code().name, md.get('keyward-reason'), e.details())\n";
+    let out =
+        crate::support::tools::python(&["grpc"], &["-c", script, socket.to_str().unwrap()], b"");
+    assert_eq!(
+        out,
+        "INVALID_ARGUMENT BadRequest failed to decode Protobuf message: GetRequest.namespace: invalid varint\n\
+         INVALID_ARGUMENT BadRequest failed to decode Protobuf message: GetRequest.name: invalid string value: data is not UTF-8 encoded\n"
+    );
+    let (ok, _, _) = kw_as(None, &["get", "secret", "big", "--server", &server]);
+    assert!(!ok, "nothing was created");
 }
