@@ -4,6 +4,7 @@
 //! descriptors the Unix listener and the backend need. [`unix_incoming`] and [`tcp_incoming`]
 //! both back off when `accept` fails (out of descriptors, `EMFILE`/`ENFILE`) instead of spinning.
 //! [`ConnLimits`] also carries the per-connection timeouts and stream cap a front end applies.
+//! [`tls_identity`] and [`tls_roots`] read a TLS server's PEM files, naming what is wrong.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
@@ -460,4 +463,43 @@ mod tests {
         assert_eq!(t.elapsed(), Duration::ZERO);
         assert!(!b.pause(&emfile, std::future::ready(())).await);
     }
+}
+
+/// A TLS server's certificate chain and private key from PEM `cert` and `key`, checked to belong
+/// together; an error names what is wrong (`certificate: no PEM certificate`, `key: ...`,
+/// `certificate and key: ...`).
+pub fn tls_identity(
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("certificate: no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => "key: no PEM private key".to_owned(),
+        e => format!("key: {e}"),
+    })?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("protocol versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok((certs, key))
+}
+
+/// The client CA certificates of PEM `ca`; an error names what is wrong (`client CA: ...`).
+pub fn tls_roots(ca: &[u8]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        let c = c.map_err(|e| format!("client CA: {e}"))?;
+        roots.add(c).map_err(|e| format!("client CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("client CA: no PEM certificate".into());
+    }
+    Ok(roots)
 }

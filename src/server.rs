@@ -171,6 +171,9 @@ pub enum ServerError {
     /// The Kubernetes API listener cannot start: its TLS files (operator's) or its address.
     #[error(transparent)]
     Kube(#[from] KubeServeError),
+    /// The TCP listener's certificate, key or client CA cannot be used (operator's files).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
 }
 
 /// The secret store, started: backend open, listeners bound. [`serve`](Self::serve) runs it until
@@ -206,9 +209,9 @@ impl std::fmt::Debug for StoreServer {
 }
 
 impl StoreServer {
-    /// Loads the EncryptionConfiguration (contacting its KMS plugins), opens the backend, builds
-    /// the [`Store`], starts the reloader and automatic migration if asked, and binds the
-    /// listeners. Serving starts with [`serve`](Self::serve); `shutdown` ends it.
+    /// Loads the EncryptionConfiguration, checks the socket's path and binds the TCP listeners,
+    /// opens the backend, builds the [`Store`] (contacting its KMS plugins), starts the reloader
+    /// and automatic migration if asked, and binds the Unix socket. Serving starts with [`serve`](Self::serve); `shutdown` ends it.
     pub async fn start(
         options: StoreOptions,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -218,6 +221,26 @@ impl StoreServer {
             reload: options.automatic_reload,
         };
         let (cfg, hash) = config::load(&options.encryption_config, parse)?;
+        // The listeners are checked (the socket's path) or bound (TCP addresses, with their
+        // TLS files read) before the backend is opened, as etcd binds before it opens its
+        // data: a start refused for a listener creates no store. TCP calls wait in the backlog
+        // until serving starts; the Unix socket, whose file tells that the server is ready, is
+        // bound last.
+        uds::check_bindable(&options.socket)?;
+        let (tcp, tcp_addr) = match options.tcp {
+            Some(t) => {
+                let (l, addr) = bind_tls(t).await?;
+                (Some(l), Some(addr))
+            }
+            None => (None, None),
+        };
+        let kube = match options.kube {
+            Some(k) => {
+                let limits = k.limits;
+                Some((KubeListener::bind(k).await?, limits))
+            }
+            None => None,
+        };
         let (backend, location) = options.backend.open().await?;
         let encryption = Encryption::build(&cfg).await;
         for k in encryption.kms_v2_status() {
@@ -255,20 +278,6 @@ impl StoreServer {
         };
         let (unix, guard) = uds::bind(&options.socket, options.access)?;
         tracing::info!(socket = %options.socket.display(), data = %location, config_hash = %hash, "serving keyward.v1.Secrets");
-        let (tcp, tcp_addr) = match options.tcp {
-            Some(t) => {
-                let (l, addr) = bind_tls(t).await?;
-                (Some(l), Some(addr))
-            }
-            None => (None, None),
-        };
-        let kube = match options.kube {
-            Some(k) => {
-                let limits = k.limits;
-                Some((KubeListener::bind(k).await?, limits))
-            }
-            None => None,
-        };
 
         let token = CancellationToken::new();
         let trigger = token.clone();
@@ -389,6 +398,11 @@ impl StoreServer {
 
 /// Binds the TCP listener and checks the TLS settings; returns it with its bound address.
 async fn bind_tls(t: TcpOptions) -> Result<(TlsListener, SocketAddr), ServerError> {
+    // Read here to name what is wrong; tonic's own error says only "transport error".
+    crate::net::tls_identity(&t.cert, &t.key).map_err(ServerError::Tls)?;
+    if let Some(ca) = &t.client_ca {
+        crate::net::tls_roots(ca).map_err(ServerError::Tls)?;
+    }
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&t.cert, t.key.as_slice()));
     if let Some(ca) = &t.client_ca {
         // Bearer tokens authenticate too, so a certificate is optional at the TLS layer; a

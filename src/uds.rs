@@ -195,6 +195,37 @@ impl Drop for SocketGuard {
     }
 }
 
+/// Whether [`bind`] can bind a socket at `path`, without binding it: nothing is there, in a
+/// directory that exists (`false`), or a stale socket nothing accepts on, which `bind` replaces
+/// (`true`). A server checks this before it opens anything, so that a start refused for its
+/// socket path changes nothing.
+pub fn check_bindable(path: &Path) -> Result<bool, SocketError> {
+    let io_err = |source| SocketError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match StdUnixStream::connect(path) {
+            Ok(_) => Err(SocketError::InUse(path.to_owned())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(true),
+            Err(e) => Err(io_err(e)),
+        },
+        Ok(_) => Err(SocketError::NotASocket(path.to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match fs::metadata(dir) {
+                Ok(m) if m.is_dir() => Ok(false),
+                Ok(_) => Err(io_err(io::Error::from(io::ErrorKind::NotADirectory))),
+                Err(e) => Err(io_err(e)),
+            }
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 /// Binds a Unix socket at `path` with mode 0600 (0660 and the group with `access.group`).
 /// An existing socket file is replaced only if nothing accepts connections on it.
 /// Must be called inside a tokio runtime.
@@ -203,18 +234,9 @@ pub fn bind(path: &Path, access: SocketAccess) -> Result<(UnixListener, SocketGu
         path: path.to_owned(),
         source,
     };
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => match StdUnixStream::connect(path) {
-            Ok(_) => return Err(SocketError::InUse(path.to_owned())),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                tracing::info!(path = %path.display(), "replacing stale socket");
-                fs::remove_file(path).map_err(io_err)?;
-            }
-            Err(e) => return Err(io_err(e)),
-        },
-        Ok(_) => return Err(SocketError::NotASocket(path.to_owned())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(e)),
+    if check_bindable(path)? {
+        tracing::info!(path = %path.display(), "replacing stale socket");
+        fs::remove_file(path).map_err(io_err)?;
     }
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
     let meta = fs::symlink_metadata(path).map_err(io_err)?;
@@ -446,9 +468,23 @@ mod tests {
             bind(&p, SocketAccess::default()),
             Err(SocketError::InUse(_))
         ));
+        assert!(matches!(check_bindable(&p), Err(SocketError::InUse(_))));
         // Close the listener without removing the file: it is now stale.
         drop(l);
         std::mem::forget(guard);
+        assert!(check_bindable(&p).unwrap(), "a stale socket is replaced");
+        assert!(!check_bindable(&dir.path().join("new.sock")).unwrap());
+        for missing in ["no/s.sock", "file/s.sock"] {
+            fs::write(dir.path().join("file"), b"x").unwrap();
+            assert!(
+                matches!(
+                    check_bindable(&dir.path().join(missing)),
+                    Err(SocketError::Io { .. })
+                ),
+                "{missing}"
+            );
+        }
+        fs::remove_file(dir.path().join("file")).unwrap();
         let (_l, guard) = bind(&p, SocketAccess::default()).unwrap();
         drop(guard);
         assert!(!p.exists(), "the guard removes its socket");

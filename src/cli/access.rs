@@ -324,15 +324,21 @@ impl AuditBatchArgs {
     }
 }
 
-/// `--audit-log-path`'s file: `-` (kube-apiserver's standard output) is refused, since the
+/// `--audit-log-path`'s file: `-` (kube-apiserver's standard output) and a directory are refused, since the
 /// log is a file whose hash chain and checkpoints `keyward audit verify` reads.
 fn audit_log_path_is_a_file(path: &std::path::Path) -> Result<(), CliError> {
-    match path.as_os_str() == "-" {
-        true => Err(CliError::new(
+    if path.as_os_str() == "-" {
+        return Err(CliError::new(
             "--audit-log-path -: standard output is not supported; give a file (its hash chain and signed checkpoints are checked with keyward audit verify)",
-        )),
-        false => Ok(()),
+        ));
     }
+    if path.is_dir() {
+        return Err(CliError::new(format!(
+            "--audit-log-path {}: is a directory; give the log's file",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// kube-apiserver's other `--audit-log-*` flags, accepted so that its flag set works here:

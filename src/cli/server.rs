@@ -607,6 +607,19 @@ async fn start_store(
             ServerError::Listen { addr, source } => {
                 CliError::new(format!("--listen {addr}: {source}"))
             }
+            ServerError::Tls(m) | ServerError::Kube(crate::kube::KubeServeError::Tls(m)) => {
+                // The message starts with what it is about: name its flag.
+                let flag = [
+                    ("certificate and key", "--tls-cert and --tls-key"),
+                    ("certificate", "--tls-cert"),
+                    ("key", "--tls-key"),
+                    ("client CA", "--client-ca"),
+                ]
+                .into_iter()
+                .find_map(|(what, flag)| m.starts_with(what).then_some(flag))
+                .unwrap_or("TLS configuration");
+                CliError::new(format!("{flag}: {m}"))
+            }
             other => CliError::from(other),
         })
 }

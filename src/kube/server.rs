@@ -25,8 +25,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use rustls::server::danger::ClientCertVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
@@ -200,26 +198,14 @@ fn tls_acceptor(
     o: &KubeOptions,
 ) -> Result<(TlsAcceptor, Option<Arc<dyn ClientCertVerifier>>), KubeServeError> {
     let tls = |what: &str, e: &dyn std::fmt::Display| KubeServeError::Tls(format!("{what}: {e}"));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&o.cert)
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls("certificate", &e))?;
-    if certs.is_empty() {
-        return Err(KubeServeError::Tls(
-            "certificate: no PEM certificate".into(),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&o.key).map_err(|e| tls("key", &e))?;
+    let (certs, key) = crate::net::tls_identity(&o.cert, &o.key).map_err(KubeServeError::Tls)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls("protocol versions", &e))?;
     let (builder, client_verifier) = match &o.client_ca {
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(ca) {
-                let c = c.map_err(|e| tls("client CA", &e))?;
-                roots.add(c).map_err(|e| tls("client CA", &e))?;
-            }
+            let roots = crate::net::tls_roots(ca).map_err(KubeServeError::Tls)?;
             // Optional, as kube-apiserver requests it: bearer tokens authenticate too.
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),

@@ -446,6 +446,76 @@ fn bad_files_and_flags_are_refused_before_anything_is_created() {
             assert!(!socket.exists(), "{cmd} {flags:?}: the socket was created");
         }
     }
+    // The listeners are bound, and their files read, before the store is opened.
+    let p = pki();
+    let cert = file("srv.pem", &p.server_cert);
+    let key = file("srv.key", &p.server_key);
+    let rogue_key = file("rogue.key", &p.rogue_key);
+    let junk = file("junk.pem", "not pem\n");
+    let ca = file("ca.pem", &p.ca);
+    let dir_log = dir.path().join("logs");
+    fs::create_dir(&dir_log).unwrap();
+    let regular = file("regular", "");
+    let tls = |cert: &str, key: &str, ca: &str| -> Vec<String> {
+        [
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--client-ca",
+            ca,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let missing_dir = dir.path().join("no/such/dir/s.sock").display().to_string();
+    for (flags, want) in [
+        (
+            vec!["--socket".to_owned(), missing_dir],
+            "No such file or directory",
+        ),
+        (
+            vec!["--socket".to_owned(), regular.clone()],
+            "exists and is not a socket; refusing to replace it",
+        ),
+        (
+            vec!["--audit-log-path".to_owned(), dir_log.display().to_string()],
+            "is a directory; give the log's file",
+        ),
+        (
+            tls(&junk, &key, &ca),
+            "--tls-cert: certificate: no PEM certificate",
+        ),
+        (tls(&cert, &junk, &ca), "--tls-key: key: no PEM private key"),
+        (
+            tls(&cert, &rogue_key, &ca),
+            "--tls-cert and --tls-key: certificate and key: keys may not be consistent",
+        ),
+        (
+            tls(&cert, &key, &junk),
+            "--client-ca: client CA: no PEM certificate",
+        ),
+    ] {
+        let mut args = vec![
+            "server".to_owned(),
+            "--data".into(),
+            data.display().to_string(),
+            "--encryption-config".into(),
+            cfg.display().to_string(),
+        ];
+        if !flags.contains(&"--socket".to_owned()) {
+            args.extend(["--socket".to_owned(), socket.display().to_string()]);
+        }
+        args.extend(flags.iter().cloned());
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = run(&refs);
+        assert!(!ok, "{flags:?} was accepted");
+        assert!(err.contains(want), "{flags:?}: {err}");
+        assert!(!data.exists(), "{flags:?}: the data directory was created");
+        assert!(!socket.exists(), "{flags:?}: the socket was left");
+    }
 }
 
 /// `keyward server` with its data in `dir/NAME`, its socket `dir/NAME.sock`, the
