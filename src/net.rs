@@ -405,6 +405,45 @@ impl Backoff {
     }
 }
 
+/// A TLS server's certificate chain and private key from PEM `cert` and `key`, checked to belong
+/// together; an error names what is wrong (`certificate: no PEM certificate`, `key: ...`,
+/// `certificate and key: ...`).
+pub fn tls_identity(
+    cert: &[u8],
+    key: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("certificate: no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => "key: no PEM private key".to_owned(),
+        e => format!("key: {e}"),
+    })?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("protocol versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok((certs, key))
+}
+
+/// The client CA certificates of PEM `ca`; an error names what is wrong (`client CA: ...`).
+pub fn tls_roots(ca: &[u8]) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca) {
+        let c = c.map_err(|e| format!("client CA: {e}"))?;
+        roots.add(c).map_err(|e| format!("client CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("client CA: no PEM certificate".into());
+    }
+    Ok(roots)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,43 +502,25 @@ mod tests {
         assert_eq!(t.elapsed(), Duration::ZERO);
         assert!(!b.pause(&emfile, std::future::ready(())).await);
     }
-}
 
-/// A TLS server's certificate chain and private key from PEM `cert` and `key`, checked to belong
-/// together; an error names what is wrong (`certificate: no PEM certificate`, `key: ...`,
-/// `certificate and key: ...`).
-pub fn tls_identity(
-    cert: &[u8],
-    key: &[u8],
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate: {e}"))?;
-    if certs.is_empty() {
-        return Err("certificate: no PEM certificate".into());
+    #[test]
+    fn tls_files_name_what_is_wrong() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let other = rcgen::KeyPair::generate().unwrap();
+        let (cert, key, other) = (cert.pem(), key.serialize_pem(), other.serialize_pem());
+        assert!(super::tls_identity(cert.as_bytes(), key.as_bytes()).is_ok());
+        let err = |c: &str, k: &str| super::tls_identity(c.as_bytes(), k.as_bytes()).unwrap_err();
+        assert_eq!(err("junk", &key), "certificate: no PEM certificate");
+        assert_eq!(err(&cert, "junk"), "key: no PEM private key");
+        assert!(err(&cert, &other).starts_with("certificate and key: "));
+        assert_eq!(super::tls_roots(cert.as_bytes()).unwrap().len(), 1);
+        assert_eq!(
+            super::tls_roots(b"junk").unwrap_err(),
+            "client CA: no PEM certificate"
+        );
     }
-    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => "key: no PEM private key".to_owned(),
-        e => format!("key: {e}"),
-    })?;
-    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("protocol versions: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs.clone(), key.clone_key())
-        .map_err(|e| format!("certificate and key: {e}"))?;
-    Ok((certs, key))
-}
-
-/// The client CA certificates of PEM `ca`; an error names what is wrong (`client CA: ...`).
-pub fn tls_roots(ca: &[u8]) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca) {
-        let c = c.map_err(|e| format!("client CA: {e}"))?;
-        roots.add(c).map_err(|e| format!("client CA: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err("client CA: no PEM certificate".into());
-    }
-    Ok(roots)
 }
