@@ -159,8 +159,17 @@ impl AccessArgs {
             .root_ca_file
             .as_ref()
             .map(|p| {
-                std::fs::read(p)
-                    .map_err(|e| CliError::new(format!("--root-ca-file {}: {e}", p.display())))
+                let pem = std::fs::read(p)
+                    .map_err(|e| CliError::new(format!("--root-ca-file {}: {e}", p.display())))?;
+                // Copied into every service-account-token Secret's ca.crt: certificates only
+                // (kube-controller-manager's check and words).
+                match crate::net::tls_roots(&pem) {
+                    Ok(_) => Ok(pem),
+                    Err(_) => Err(CliError::new(format!(
+                        "--root-ca-file {}: data does not contain any valid RSA or ECDSA certificates",
+                        p.display()
+                    ))),
+                }
             })
             .transpose()?;
         let options = AccessOptions {

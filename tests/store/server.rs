@@ -387,6 +387,7 @@ fn bad_files_and_flags_are_refused_before_anything_is_created() {
     );
     let tokens = file("tokens.csv", "0123456789abcdef,app\n");
     let users = file("users.yaml", "nope\n");
+    let not_a_ca = file("not-a-ca.pem", "notpem\n");
     let audit_log = dir.path().join("audit.log");
     let audit = audit_log.display().to_string();
     let data = dir.path().join("data");
@@ -411,6 +412,10 @@ fn bad_files_and_flags_are_refused_before_anything_is_created() {
         (
             vec!["--unix-users", &users],
             "expected a mapping with `users` and `groups`",
+        ),
+        (
+            vec!["--root-ca-file", &not_a_ca],
+            "not-a-ca.pem: data does not contain any valid RSA or ECDSA certificates",
         ),
         (
             vec!["--feature-gates", "KMSv2=true"],
