@@ -95,8 +95,13 @@ impl AccessOptions {
     /// Reads and checks every file these options name (the users file, the token files, the
     /// RBAC policy and the audit policy) without starting anything: a server calls this before
     /// it creates or opens anything on disk, so that a bad file is refused with nothing changed.
-    /// [`AccessStack::start`] reads them again.
+    /// [`AccessStack::start`] reads them again, and logs their warnings: this check is silent.
     pub fn check_files(&self) -> Result<(), SetupError> {
+        let silent = tracing::subscriber::NoSubscriber::default();
+        tracing::subscriber::with_default(silent, || self.read_files())
+    }
+
+    fn read_files(&self) -> Result<(), SetupError> {
         if let Some(p) = &self.unix_users {
             UnixAuthenticator::with_users_file(UnixAuthenticator::server_uid(), p.clone())?;
         }

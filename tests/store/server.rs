@@ -523,6 +523,30 @@ fn bad_files_and_flags_are_refused_before_anything_is_created() {
     }
 }
 
+/// A file's warnings are logged once, by the load the server keeps, not again by the check
+/// that reads every file before anything is created.
+#[test]
+fn file_warnings_are_logged_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = aesgcm_config(dir.path());
+    let tokens = dir.path().join("tokens.csv");
+    write_private(&tokens, b"tok-0123456789,u,1\ntok-0123456789,v,2\n");
+    let (mut p, _) = spawn_server(
+        dir.path(),
+        &cfg,
+        "w",
+        &["--token-auth-file", tokens.to_str().unwrap()],
+    );
+    p.signal(Signal::TERM);
+    assert!(p.wait(Duration::from_secs(20)).success());
+    let log = fs::read_to_string(dir.path().join("w.err")).unwrap();
+    assert_eq!(
+        log.matches("duplicate token has been found").count(),
+        1,
+        "{log}"
+    );
+}
+
 /// `keyward server` with its data in `dir/NAME`, its socket `dir/NAME.sock`, the
 /// configuration `cfg` and `extra` flags.
 fn server_args(dir: &Path, cfg: &Path, name: &str, extra: &[&str]) -> Vec<String> {
