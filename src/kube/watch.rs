@@ -3,7 +3,8 @@
 //! one-row Tables (column definitions only in the first). `resourceVersion` `""`/`"0"` starts
 //! with synthetic ADDED events, `"N"` with the changes after N; a revision older than history is
 //! an ERROR event carrying a 410 Expired Status (HTTP 200, as kube-apiserver). BOOKMARKs are
-//! sent when `allowWatchBookmarks` is set; `timeoutSeconds` ends the stream.
+//! sent when `allowWatchBookmarks` is set, periodically and 2 s before `timeoutSeconds` ends the
+//! stream.
 
 use std::time::Duration;
 
@@ -42,6 +43,19 @@ struct Framing {
 }
 
 impl Framing {
+    /// A BOOKMARK at `rv`: an object of the watched kind with only its resourceVersion.
+    fn bookmark(&mut self, rv: &str) -> Bytes {
+        let (kind, version) = if self.metadata_only {
+            ("PartialObjectMetadata", "meta.k8s.io/v1")
+        } else {
+            ("Secret", "v1")
+        };
+        self.event(
+            "BOOKMARK",
+            json!({"kind":kind,"apiVersion":version,"metadata":{"resourceVersion":rv}}),
+        )
+    }
+
     fn event(&mut self, kind: &str, object: Value) -> Bytes {
         /// `metav1.WatchEvent`, its fields in kube-apiserver's order.
         #[derive(serde::Serialize)]
@@ -259,6 +273,9 @@ pub async fn start_empty(
     })
 }
 
+/// How long before a watch's `timeoutSeconds` ends it its last bookmark is sent.
+const PRE_TIMEOUT_BOOKMARK: Duration = Duration::from_secs(2);
+
 async fn run(
     mut events: WatchEvents,
     tx: mpsc::Sender<Bytes>,
@@ -267,13 +284,25 @@ async fn run(
     bookmarks: Option<Duration>,
     mut last_rv: Option<String>,
 ) {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let now = tokio::time::Instant::now();
+    let deadline = timeout.map(|t| now + t);
     let mut bookmark = tokio::time::interval(bookmarks.unwrap_or(Duration::from_secs(3600)));
     bookmark.tick().await;
+    // As kube-apiserver: one more bookmark 2 s before the deadline, so that a client whose
+    // watch times out resumes from where it had got to.
+    let mut pre_timeout = deadline
+        .and_then(|d| d.checked_sub(PRE_TIMEOUT_BOOKMARK))
+        .filter(|at| bookmarks.is_some() && *at > now);
     loop {
         let until_deadline = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let until_pre_timeout = async {
+            match pre_timeout {
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
@@ -306,13 +335,14 @@ async fn run(
                 }
             },
             _ = bookmark.tick(), if bookmarks.is_some() && last_rv.is_some() => {
-                let rv = last_rv.clone().unwrap_or_default();
-                let (kind, version) = if framing.metadata_only {
-                    ("PartialObjectMetadata", "meta.k8s.io/v1")
-                } else {
-                    ("Secret", "v1")
-                };
-                framing.event("BOOKMARK", json!({"kind":kind,"apiVersion":version,"metadata":{"resourceVersion":rv}}))
+                framing.bookmark(last_rv.as_deref().unwrap_or_default())
+            }
+            _ = until_pre_timeout => {
+                pre_timeout = None;
+                match &last_rv {
+                    Some(rv) => framing.bookmark(rv),
+                    None => continue,
+                }
             }
             _ = until_deadline => return,
             _ = tx.closed() => return,

@@ -212,6 +212,49 @@ async fn http_status_limits_and_watch_framing() {
     }
 }
 
+/// A watch that allows bookmarks gets one 2 s before its `timeoutSeconds` ends it, as from
+/// kube-apiserver, even when the periodic ones are an hour apart: a client whose watch times
+/// out resumes from where the store had got to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bookmark_comes_before_a_watch_times_out() {
+    let w = start_with(3, |k| {
+        k.limits.bookmark_interval = std::time::Duration::from_secs(3600)
+    })
+    .await;
+    let mut c = secrets_client(&w.server.socket).await;
+    let created = c
+        .create(pb::CreateRequest {
+            secret: Some(pb_secret("py", "s1", &[("k", b"v")])),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rv = created.metadata.unwrap().resource_version;
+    let d = w.dir.path().to_owned();
+    let path = |f: &str| d.join(f).to_str().unwrap().to_owned();
+    let script = "import http.client, json, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
+        ctx.load_cert_chain(sys.argv[3], sys.argv[4])\n\
+        c = http.client.HTTPSConnection('127.0.0.1', int(sys.argv[1]), context=ctx, timeout=30)\n\
+        c.request('GET', '/api/v1/namespaces/py/secrets?watch=1&allowWatchBookmarks=true&timeoutSeconds=4&resourceVersion=' + sys.argv[5])\n\
+        r = c.getresponse()\n\
+        evs = [json.loads(l) for l in r.read().splitlines() if l.strip()]\n\
+        got = [(e['type'], e['object']['metadata']['resourceVersion']) for e in evs]\n\
+        assert got == [('BOOKMARK', sys.argv[5])], got\n\
+        print('ok')\n";
+    let args = [
+        "-c".to_owned(),
+        script.to_owned(),
+        w.server.kube_addr.unwrap().port().to_string(),
+        path("ca.pem"),
+        path("admin.pem"),
+        path("admin.key"),
+        rv,
+    ];
+    stdlib_script(args).await;
+}
+
 /// What kube_refusals.py's users may do in namespace `py`: `lister` list and delete Secrets,
 /// `collector` only deletecollection them, `single` get, list and watch Secret `a1` alone
 /// (`resourceNames`); `nobody` has no role.
