@@ -145,12 +145,13 @@ fn decode_secret(obj: serde_json::Map<String, Value>) -> Result<Secret, String> 
             _ => (String::new(), e),
         };
         let detail = crate::redact::serde_values(&e.to_string());
-        // serde's type errors name no field; keyward's own messages (base64) already do.
+        // serde's type errors and the base64 decoder's name no field.
         let generic = [
             "invalid type",
             "invalid value",
             "invalid length",
             "unknown variant",
+            "a data value is not valid base64",
         ]
         .iter()
         .any(|p| detail.starts_with(p));

@@ -384,7 +384,7 @@ fn invalid_manifests_write_nothing() {
         ),
         (
             "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\ndata:\n  k: '%%%'\n",
-            "error: error decoding secret \"x\" in bad.yaml: a data value is not valid base64\n",
+            "error: error decoding secret \"x\" in bad.yaml: data[k]: a data value is not valid base64\n",
         ),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n",
