@@ -460,18 +460,24 @@ fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
             }
         }
     }
+    // apimachinery's `ValidateFinalizers`: the names, then the conflicting pair, at the list.
     let path = "metadata.finalizers";
     for f in &m.finalizers {
-        // apimachinery's check, then core's (which repeats it), as kube-apiserver reports them.
-        let qualified = qualified_name_errors(f);
-        for _ in 0..2 {
-            for msg in &qualified {
-                errs.push(err(path, format!("Invalid value: {f:?}: {msg}")));
-            }
+        for msg in qualified_name_errors(f) {
+            errs.push(err(path, format!("Invalid value: {f:?}: {msg}")));
         }
-        if !f.contains('/') && !STANDARD_FINALIZERS.contains(&f.as_str()) {
-            errs.push(err(path, format!("Invalid value: {f:?}: name is neither a standard finalizer name nor is it fully qualified")));
-        }
+    }
+    let has = |f: &str| m.finalizers.iter().any(|x| x == f);
+    if has("orphan") && has("foregroundDeletion") {
+        // Go's `%#v` of the list.
+        let list: Vec<String> = m.finalizers.iter().map(|f| go_quote(f)).collect();
+        errs.push(err(
+            path,
+            format!(
+                "Invalid value: []string{{{}}}: finalizer orphan and foregroundDeletion cannot be both set",
+                list.join(", ")
+            ),
+        ));
     }
     // One empty entry is `managed::none_owned` (no manager owns anything), stored as none.
     let none_owned = super::managed::is_none_owned(&m.managed_fields);
@@ -505,12 +511,16 @@ fn validate_kube_metadata(m: &ObjectMeta, errs: &mut Vec<FieldError>) {
             ));
         }
     }
-    let has = |f: &str| m.finalizers.iter().any(|x| x == f);
-    if has("orphan") && has("foregroundDeletion") {
-        errs.push(err(
-            path,
-            "Invalid value: \"\": finalizer orphan and foregroundDeletion cannot be both set",
-        ));
+    // core's checks after all of apimachinery's, each at its entry: the name again, and a
+    // name without a `/` must be a standard one.
+    for (i, f) in m.finalizers.iter().enumerate() {
+        let path = format!("metadata.finalizers[{i}]");
+        for msg in qualified_name_errors(f) {
+            errs.push(err(&path, format!("Invalid value: {f:?}: {msg}")));
+        }
+        if !f.contains('/') && !STANDARD_FINALIZERS.contains(&f.as_str()) {
+            errs.push(err(&path, format!("Invalid value: {f:?}: name is neither a standard finalizer name nor is it fully qualified")));
+        }
     }
 }
 
@@ -1021,6 +1031,25 @@ mod tests {
             "the qualified-name error twice, as upstream: {f:?}"
         );
         assert!(f[1].contains("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"), "{f:?}");
+        // apimachinery's at the list, core's at the entry, after every other metadata error.
+        assert!(
+            f[1].starts_with("metadata.finalizers: Invalid value: \"a/b/c\": "),
+            "{f:?}"
+        );
+        assert!(
+            f[2].starts_with("metadata.finalizers[0]: Invalid value: \"a/b/c\": "),
+            "{f:?}"
+        );
+        let mut pair = secret("k");
+        pair.metadata.finalizers =
+            vec!["orphan".into(), "foregroundDeletion".into(), "nope".into()];
+        assert_eq!(
+            fields(validate(&pair)),
+            [
+                "metadata.finalizers: Invalid value: []string{\"orphan\", \"foregroundDeletion\", \"nope\"}: finalizer orphan and foregroundDeletion cannot be both set",
+                "metadata.finalizers[2]: Invalid value: \"nope\": name is neither a standard finalizer name nor is it fully qualified",
+            ]
+        );
         let mut mf = secret("k");
         mf.metadata.managed_fields.push(ManagedFieldsEntry {
             manager: "m".into(),

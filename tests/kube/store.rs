@@ -145,7 +145,7 @@ async fn generate_name_and_validation() {
         "{err}"
     );
     assert!(
-        err.contains("metadata.finalizers: Invalid value: \"nope\": name is neither a standard finalizer name nor is it fully qualified"),
+        err.contains("metadata.finalizers[0]: Invalid value: \"nope\": name is neither a standard finalizer name nor is it fully qualified"),
         "{err}"
     );
 }
