@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 #[serde(try_from = "i64", into = "i64")]
 pub struct Revision(i64);
 
-/// A number that is not a revision (below 1), or text that is not a number.
+/// A number that is not a revision (below 1), or text that is not a number from 1 to `i64::MAX`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a revision: a revision is an integer of at least 1")]
+#[error("{value:?} is not a revision: a revision is an integer from 1 to 9223372036854775807")]
 pub struct InvalidRevision {
     /// What was given.
     pub value: String,
@@ -144,7 +144,7 @@ mod tests {
             assert_eq!(Revision::new(bad), None, "{bad}");
             assert_eq!(
                 Revision::try_from(bad).unwrap_err().to_string(),
-                format!("\"{bad}\" is not a revision: a revision is an integer of at least 1")
+                format!("\"{bad}\" is not a revision: a revision is an integer from 1 to 9223372036854775807")
             );
         }
         assert_eq!("42".parse::<Revision>().unwrap().get(), 42);

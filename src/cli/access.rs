@@ -236,7 +236,7 @@ impl AccessArgs {
 
 /// The scheme of `s` (lower case, empty for a relative reference) as Go's `url.Parse` reads
 /// it, or `url.Parse`'s error for the mistakes it refuses: control characters, a missing
-/// scheme before `:`, a bad `%` escape.
+/// scheme before `:`, a bad `%` escape, a port that is not digits.
 fn go_url_parse(s: &str) -> Result<String, String> {
     let fail = |why: String| Err(format!("parse {s:?}: {why}"));
     if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
@@ -271,6 +271,25 @@ fn go_url_parse(s: &str) -> Result<String, String> {
         }
         _ => String::new(),
     };
+    // The authority's port, if any, is digits.
+    if let Some(rest) = s.split_once("://").map(|(_, rest)| rest) {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let port = match host.strip_prefix('[') {
+            Some(v6) => v6
+                .split_once(']')
+                .map(|(_, after)| after)
+                .unwrap_or_default(),
+            None => host.rfind(':').map_or("", |i| &host[i..]),
+        };
+        if !port.is_empty()
+            && !port
+                .strip_prefix(':')
+                .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return fail(format!("invalid port {port:?} after host"));
+        }
+    }
     Ok(scheme)
 }
 
@@ -612,6 +631,8 @@ mod tests {
             &["--service-account-issuer", "https://issuer.example/x%2Fy"],
             &["--service-account-issuer", "spiffe://cluster"],
             &["--service-account-jwks-uri", "HTTPS://keys.example/jwks"],
+            &["--service-account-issuer", "https://u:p@[::1]:8443/x"],
+            &["--service-account-issuer", "https://issuer.example:443"],
         ] {
             assert_eq!(check(ok), Ok(()), "{ok:?}");
         }
@@ -631,6 +652,10 @@ mod tests {
             (
                 &["--service-account-issuer", "1cluster:x"],
                 r#"service-account-issuer "1cluster:x" contained a ':' but was not a valid URL: parse "1cluster:x": first path segment in URL cannot contain colon"#,
+            ),
+            (
+                &["--service-account-issuer", "http://x:notaport"],
+                r#"service-account-issuer "http://x:notaport" contained a ':' but was not a valid URL: parse "http://x:notaport": invalid port ":notaport" after host"#,
             ),
             (
                 &["--service-account-jwks-uri", "http://baz.com"],

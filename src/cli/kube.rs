@@ -24,11 +24,12 @@ const CONTEXT: &str = "keyward-dev";
 
 #[derive(Debug, Args)]
 pub(super) struct KubeconfigArgs {
-    /// The user the client certificate names (its CN).
-    #[arg(long, value_name = "NAME")]
+    /// The user the client certificate names (its CN; a certificate without one
+    /// authenticates nobody, so an empty name is refused).
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     user: String,
     /// A group of the user (its O; repeat for a second).
-    #[arg(long = "group", value_name = "GROUP")]
+    #[arg(long = "group", value_name = "GROUP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     groups: Vec<String>,
     /// The `keyward dev` data directory whose CA signs the certificate.
     #[arg(long, value_name = "DIR", default_value = DEV_DIR)]
@@ -138,4 +139,26 @@ pub(super) fn dev_kubeconfig(dir: &Path, addr: SocketAddr) -> Result<PathBuf, Cl
     let text = kubeconfig(&url(addr), ca.pem(), CONTEXT, DEV_ADMIN, &admin);
     write_private(&path, text.as_bytes()).map_err(pki)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KubeconfigArgs;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: KubeconfigArgs,
+    }
+
+    #[test]
+    fn an_empty_user_or_group_is_refused() {
+        let parse = |args: &[&str]| Cli::try_parse_from(["kubeconfig"].iter().chain(args));
+        assert!(parse(&["--user", "app", "--group", "devs"]).is_ok());
+        for bad in [&["--user", ""][..], &["--user", "app", "--group", ""]] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("a value is required for '--"), "{bad:?}: {e}");
+        }
+    }
 }
