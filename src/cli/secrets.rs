@@ -199,7 +199,7 @@ pub(super) struct GetArgs {
     #[arg(short = 'w', long)]
     watch: bool,
     /// Print one decoded value raw (for scripts), e.g. --key password.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["output", "watch"])]
     key: Option<DataKey>,
     /// List in pages of this many Secrets (all at one revision), as kubectl does; 0 asks for
     /// the whole list at once.
@@ -266,6 +266,11 @@ fn resource_is_secret(r: &str, allow_slash: bool) -> Result<Option<String>, CliE
             ))),
         },
     }
+}
+
+/// kubectl's error for a type given both as an argument and in `type/name` form.
+fn mixed_forms() -> CliError {
+    CliError::new("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'keyward get resource/<resource_name>' instead of 'keyward get resource resource/<resource_name>'")
 }
 
 fn rt() -> Result<tokio::runtime::Runtime, CliError> {
@@ -682,10 +687,18 @@ async fn get_one(c: &mut Client, ns: &names::Namespace, name: &str) -> Result<Se
 /// `keyward get secrets|secret NAME...`.
 pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     use std::io::Write as _;
-    let mut names = a.names.clone();
-    if let Some(n) = resource_is_secret(&a.resource, true)? {
-        names.insert(0, n);
-    }
+    let names = match resource_is_secret(&a.resource, true)? {
+        // `secret/a secret/b`: every argument in that form (kubectl's rule and words).
+        Some(first) => std::iter::once(Ok(Some(first)))
+            .chain(a.names.iter().map(|n| match n.contains('/') {
+                true => resource_is_secret(n, true),
+                false => Err(mixed_forms()),
+            }))
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<String>, CliError>>()?,
+        None if a.names.iter().any(|n| n.contains('/')) => return Err(mixed_forms()),
+        None => a.names.clone(),
+    };
     if a.key.is_some() && names.len() != 1 {
         return Err(CliError::plain(
             "error: --key needs exactly one Secret name",

@@ -183,6 +183,30 @@ fn create_generic_get_describe_delete() {
             "error: secret \"db\" has no key \"missing\" (keys: password, root-ca, user)\n"
         )
     );
+    // Names all in `secret/NAME` form or none, as kubectl asks; --key prints one value only.
+    let mixed = "error: there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'keyward get resource/<resource_name>' instead of 'keyward get resource resource/<resource_name>'\n";
+    for args in [
+        &["get", "secret/db", "dry"][..],
+        &["get", "secret", "secret/db"],
+    ] {
+        assert_eq!(
+            dev.kw(args),
+            (1, String::new(), mixed.to_owned()),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        dev.ok(&["get", "secret/db", "secrets/db", "-o", "name"]),
+        "secret/db\nsecret/db\n"
+    );
+    for args in [
+        &["get", "secret", "db", "--key", "user", "-o", "yaml"][..],
+        &["get", "secret", "db", "--key", "user", "-w"],
+    ] {
+        let (code, _, err) = dev.kw(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
     let (_, _, err) = dev.kw(&["get", "secrets", "-n", "empty"]);
     assert_eq!(err, "No resources found in empty namespace.\n");
 
