@@ -189,13 +189,19 @@ fn namespace_filter(ns: &str) -> Result<Scope, Status> {
         "" => Ok(Scope::All),
         ns => Namespace::try_from(ns)
             .map(Scope::In)
-            .map_err(|e| invalid("", vec![e])),
+            .map_err(|e| request_field("namespace", e)),
     }
 }
 
-/// A request's `resource_version`, reported under the object field it stands for.
-fn resource_version(name: &str, rv: &str) -> Result<ResourceVersion, Status> {
-    ResourceVersion::try_from(rv).map_err(|e| invalid(name, vec![e]))
+/// The `resource_version` a list or watch starts from.
+fn resource_version(rv: &str) -> Result<ResourceVersion, Status> {
+    ResourceVersion::try_from(rv).map_err(|e| request_field("resource_version", e))
+}
+
+/// A bad request field of a call that names no object (a list or watch): named as the
+/// request's field, not as a field of a Secret.
+fn request_field(field: &str, e: FieldError) -> Status {
+    bad_request(format!("{field}: {}", e.message))
 }
 
 fn selector(s: &str) -> Result<Selector, Status> {

@@ -172,7 +172,7 @@ impl pb::secrets_server::Secrets for SecretsService {
         let sel = selector(&req.label_selector)?;
         let fields = field_selector(&req.field_selector)?;
         let ns = namespace_filter(&req.namespace)?;
-        let rv = resource_version("", &req.resource_version)?;
+        let rv = resource_version(&req.resource_version)?;
         let events = self
             .front
             .access

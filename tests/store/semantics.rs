@@ -447,7 +447,7 @@ async fn delete_preconditions(srv: TestStore) {
         (e.code(), e.message()),
         (
             Code::InvalidArgument,
-            "Secret \"\" is invalid: metadata.resourceVersion: Invalid value: \"18446744073709551616\": must be a positive integer"
+            "resource_version: Invalid value: \"18446744073709551616\": must be a positive integer"
         )
     );
     let e = c
