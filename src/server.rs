@@ -211,7 +211,8 @@ impl std::fmt::Debug for StoreServer {
 impl StoreServer {
     /// Loads the EncryptionConfiguration, checks the socket's path and binds the TCP listeners,
     /// opens the backend, builds the [`Store`] (contacting its KMS plugins), starts the reloader
-    /// and automatic migration if asked, and binds the Unix socket. Serving starts with [`serve`](Self::serve); `shutdown` ends it.
+    /// and automatic migration if asked, and binds the Unix socket. Serving starts with
+    /// [`serve`](Self::serve); `shutdown` ends it.
     pub async fn start(
         options: StoreOptions,
         shutdown: impl Future<Output = ()> + Send + 'static,

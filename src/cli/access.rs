@@ -195,9 +195,7 @@ impl AccessArgs {
         options.check_files().map_err(CliError::new)?;
         Ok(options)
     }
-}
 
-impl AccessArgs {
     /// `--service-account-issuer` and `--service-account-jwks-uri` as kube-apiserver checks
     /// them: an issuer is not empty and, if it has a `:`, parses as a URL; the key set's URL
     /// parses and is `https`. kube-apiserver's words.

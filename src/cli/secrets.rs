@@ -689,13 +689,16 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     use std::io::Write as _;
     let names = match resource_is_secret(&a.resource, true)? {
         // `secret/a secret/b`: every argument in that form (kubectl's rule and words).
-        Some(first) => std::iter::once(Ok(Some(first)))
-            .chain(a.names.iter().map(|n| match n.contains('/') {
-                true => resource_is_secret(n, true),
-                false => Err(mixed_forms()),
-            }))
-            .filter_map(Result::transpose)
-            .collect::<Result<Vec<String>, CliError>>()?,
+        Some(first) => {
+            let mut names = vec![first];
+            for n in &a.names {
+                if !n.contains('/') {
+                    return Err(mixed_forms());
+                }
+                names.extend(resource_is_secret(n, true)?);
+            }
+            names
+        }
         None if a.names.iter().any(|n| n.contains('/')) => return Err(mixed_forms()),
         None => a.names.clone(),
     };
