@@ -279,14 +279,23 @@ fn check_applied(applied: &Value) -> Result<(), KubeError> {
     if let Some(t) = walk.type_error {
         errs.push(t);
     }
+    // structured-merge-diff's error, which kube-apiserver passes on as a 500 without a reason,
+    // naming the object as `objectGVKNN` does (its namespace and name as the body gives them).
+    let meta = |field: &str| {
+        obj.get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let object = format!("{}/{}; /v1, Kind=Secret", meta("namespace"), meta("name"));
     match errs.len() {
         0 => Ok(()),
-        1 => Err(KubeError::BadRequest(format!(
-            "failed to create typed patch object (/v1, Kind=Secret): {}",
+        1 => Err(KubeError::Storage(format!(
+            "failed to create typed patch object ({object}): {}",
             errs[0]
         ))),
-        _ => Err(KubeError::BadRequest(format!(
-            "failed to create typed patch object (/v1, Kind=Secret): errors:\n  {}",
+        _ => Err(KubeError::Storage(format!(
+            "failed to create typed patch object ({object}): errors:\n  {}",
             errs.join("\n  ")
         ))),
     }

@@ -65,7 +65,8 @@ pub enum KubeError {
     /// 500 without a reason: an error kube-apiserver's storage (or its strategic merge patch)
     /// returns that is not an API status, which its handlers pass on as it is
     /// (`resourceVersion should not be set on objects to be created`, a `resourceVersion` that
-    /// is not a number, an unknown `$patch` directive); the message is kube-apiserver's.
+    /// is not a number, an unknown `$patch` directive, an applied configuration that does not
+    /// fit the schema); the message is kube-apiserver's.
     #[error("{0}")]
     Storage(String),
     /// 504 Timeout: a read asked for a revision the store has not reached (kube-apiserver's

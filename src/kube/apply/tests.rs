@@ -362,7 +362,7 @@ fn refused_configurations() {
     );
     assert_eq!(
         bad(config(json!({"metadata": {"foo": 1}}))),
-        "failed to create typed patch object (/v1, Kind=Secret): .metadata.foo: field not declared in schema"
+        "failed to create typed patch object (default/ssa; /v1, Kind=Secret): .metadata.foo: field not declared in schema"
     );
     assert_eq!(
         bad(config(
