@@ -786,7 +786,7 @@ mod tests {
         let codes: Vec<u16> = Reason::ALL.into_iter().map(Reason::http_code).collect();
         assert_eq!(
             codes,
-            [400, 422, 404, 409, 409, 410, 401, 403, 504, 503, 500]
+            [400, 422, 404, 409, 409, 410, 401, 403, 504, 503, 500, 413]
         );
     }
 
