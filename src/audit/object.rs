@@ -517,7 +517,7 @@ fn strings(a: &[Value]) -> Vec<Value> {
 
 fn strip_managed_fields(v: &mut Value) {
     if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("managedFields");
+        meta.shift_remove("managedFields");
     }
 }
 

@@ -53,7 +53,7 @@ pub fn server_side_apply(
         Some(l) => {
             let mut v = serde_json::to_value(l).unwrap_or(Value::Null);
             if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.remove("managedFields");
+                m.shift_remove("managedFields");
             }
             v
         }
@@ -175,7 +175,7 @@ fn update_last_applied(out: &mut Secret, applied: &Value) {
             }
             // `GetAnnotations` reads anything else as no annotations, and they are left out.
             Some(_) => {
-                meta.remove("annotations");
+                meta.shift_remove("annotations");
             }
             None => {}
         }

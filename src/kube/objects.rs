@@ -129,7 +129,7 @@ pub fn decode_secret_with(
 pub fn encode_secret(secret: &Secret) -> Value {
     let mut v = serde_json::to_value(KubeSecret::from(secret)).unwrap_or(Value::Null);
     if let Some(m) = v.as_object_mut() {
-        m.remove("stringData");
+        m.shift_remove("stringData");
     }
     v
 }
@@ -141,7 +141,7 @@ pub fn partial_object_metadata(s: &Secret, managed_fields: bool) -> Value {
     let mut meta = serde_json::to_value(&s.metadata).unwrap_or(Value::Null);
     if !managed_fields {
         if let Some(m) = meta.as_object_mut() {
-            m.remove("managedFields");
+            m.shift_remove("managedFields");
         }
     }
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})

@@ -93,7 +93,7 @@ pub fn fold_string_data(obj: &mut Value) {
     if sd.values().any(|v| !(v.is_string() || v.is_null())) {
         return;
     }
-    top.remove("stringData");
+    top.shift_remove("stringData");
     if sd.is_empty() {
         return;
     }

@@ -447,8 +447,8 @@ fn secret_list<S: std::borrow::Borrow<Secret>>(items: &[S], rv: &str, cont: Opti
         .map(|s| {
             let mut v = encode_secret(s.borrow());
             if let Some(m) = v.as_object_mut() {
-                m.remove("kind");
-                m.remove("apiVersion");
+                m.shift_remove("kind");
+                m.shift_remove("apiVersion");
             }
             v
         })

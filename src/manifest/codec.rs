@@ -125,10 +125,10 @@ fn unknown(source: &str, name: &str, field: &str) -> ManifestError {
 fn printable(s: &Secret) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
+        m.shift_remove("managedFields");
     }
     if let Some(o) = v.as_object_mut() {
-        o.remove("stringData");
+        o.shift_remove("stringData");
     }
     v
 }

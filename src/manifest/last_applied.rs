@@ -142,7 +142,7 @@ fn merge(mut base: Map<String, Value>, delta: Map<String, Value>) -> Map<String,
 pub fn apply_patch(current: &Value, patch: &Map<String, Value>) -> Value {
     let mut out = current.as_object().cloned().unwrap_or_default();
     merge_into(&mut out, patch);
-    if let Some(Value::Object(sd)) = out.remove("stringData") {
+    if let Some(Value::Object(sd)) = out.shift_remove("stringData") {
         let data = ensure_object(out.entry("data").or_insert(Value::Null));
         for (k, v) in sd {
             if let Value::String(s) = v {

@@ -162,7 +162,7 @@ impl FieldSet {
         fn tidy(node: &mut Map<String, Value>) {
             let has_children = node.keys().any(|k| k != ".");
             if !has_children {
-                node.remove(".");
+                node.shift_remove(".");
             }
             for (k, v) in node.iter_mut() {
                 if k != "." {
