@@ -893,6 +893,35 @@ mod tests {
     }
 
     #[test]
+    fn metadata_without_managed_fields_keeps_its_order() {
+        let mut s = Secret::default();
+        s.metadata.name = "a".into();
+        s.metadata.namespace = "default".into();
+        s.metadata.resource_version = "3".into();
+        s.metadata.labels.insert("app".into(), "web".into());
+        s.metadata
+            .managed_fields
+            .push(crate::store::model::ManagedFieldsEntry::default());
+        let keys = |v: &Value| -> Vec<String> {
+            v["metadata"].as_object().unwrap().keys().cloned().collect()
+        };
+        assert_eq!(
+            keys(&partial_object_metadata(&s, false)),
+            ["name", "namespace", "resourceVersion", "labels"]
+        );
+        assert_eq!(
+            keys(&partial_object_metadata(&s, true)),
+            [
+                "name",
+                "namespace",
+                "resourceVersion",
+                "labels",
+                "managedFields"
+            ]
+        );
+    }
+
+    #[test]
     fn decodes_kubectl_create_body() {
         let body = br#"{"kind":"Secret","apiVersion":"v1","metadata":{"name":"s1","creationTimestamp":null},"data":{"pw":"aHVudGVyMg==","user":"YWRtaW4="}}"#;
         let d = decode_secret(body, FieldValidation::Strict).unwrap();

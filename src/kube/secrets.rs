@@ -878,3 +878,30 @@ pub async fn delete_collection(
         None,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::SecretBytes;
+
+    /// Field names of `v`'s object, in the order they are written.
+    fn keys(v: &Value) -> Vec<&str> {
+        v.as_object().unwrap().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn list_items_keep_kube_apiservers_field_order() {
+        let mut s = Secret::default();
+        s.metadata.name = "a".into();
+        s.metadata.namespace = "default".into();
+        s.metadata.labels.insert("app".into(), "web".into());
+        s.immutable = Some(true);
+        s.data.insert("k".into(), SecretBytes::new(b"v".to_vec()));
+        s.type_ = "Opaque".into();
+        let list = secret_list(&[s], "7", None);
+        assert_eq!(keys(&list), ["kind", "apiVersion", "metadata", "items"]);
+        let item = &list["items"][0];
+        assert_eq!(keys(item), ["metadata", "immutable", "data", "type"]);
+        assert_eq!(keys(&item["metadata"]), ["name", "namespace", "labels"]);
+    }
+}
