@@ -135,15 +135,10 @@ pub fn encode_secret(secret: &Secret) -> Value {
 }
 
 /// The Secret's metadata alone, as a `meta.k8s.io/v1` `PartialObjectMetadata` (what a
-/// metadata-only client asks for, and a Table row's object), its `managedFields` kept only if
-/// `managed_fields`.
-pub fn partial_object_metadata(s: &Secret, managed_fields: bool) -> Value {
-    let mut meta = serde_json::to_value(&s.metadata).unwrap_or(Value::Null);
-    if !managed_fields {
-        if let Some(m) = meta.as_object_mut() {
-            m.shift_remove("managedFields");
-        }
-    }
+/// metadata-only client asks for, and a Table row's object): all of it, `managedFields`
+/// included, as `meta.AsPartialObjectMetadata` copies it.
+pub fn partial_object_metadata(s: &Secret) -> Value {
+    let meta = serde_json::to_value(&s.metadata).unwrap_or(Value::Null);
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
 }
 
@@ -890,35 +885,6 @@ mod tests {
 
     fn err_of(r: Result<Decoded, KubeError>) -> String {
         r.unwrap_err().to_string()
-    }
-
-    #[test]
-    fn metadata_without_managed_fields_keeps_its_order() {
-        let mut s = Secret::default();
-        s.metadata.name = "a".into();
-        s.metadata.namespace = "default".into();
-        s.metadata.resource_version = "3".into();
-        s.metadata.labels.insert("app".into(), "web".into());
-        s.metadata
-            .managed_fields
-            .push(crate::store::model::ManagedFieldsEntry::default());
-        let keys = |v: &Value| -> Vec<String> {
-            v["metadata"].as_object().unwrap().keys().cloned().collect()
-        };
-        assert_eq!(
-            keys(&partial_object_metadata(&s, false)),
-            ["name", "namespace", "resourceVersion", "labels"]
-        );
-        assert_eq!(
-            keys(&partial_object_metadata(&s, true)),
-            [
-                "name",
-                "namespace",
-                "resourceVersion",
-                "labels",
-                "managedFields"
-            ]
-        );
     }
 
     #[test]

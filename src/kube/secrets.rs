@@ -139,7 +139,7 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
         return Ok(Reply::Table(table::table(&[s], &rv, None, include, true)));
     }
     Ok(match metadata {
-        Some(_) => Reply::ok(partial_object_metadata(&s, true)),
+        Some(_) => Reply::ok(partial_object_metadata(&s)),
         None => Reply::ok(encode_secret(&s)),
     })
 }
@@ -163,7 +163,7 @@ fn answer_view(req: &KubeRequest, include: IncludeObject, metadata: bool) {
                 include,
                 true,
             ),
-            (Answered::Secret(s), false) => partial_object_metadata(s, true),
+            (Answered::Secret(s), false) => partial_object_metadata(s),
             (Answered::List(l), false) => partial_object_metadata_list(l),
         };
         // ListMeta's remainingItemCount, which every form of the list carries.
@@ -273,7 +273,7 @@ fn partial_object_metadata_list(list: &crate::store::SecretList) -> Value {
     let items: Vec<Value> = list
         .items
         .iter()
-        .map(|s| partial_object_metadata(s, true))
+        .map(|s| partial_object_metadata(s))
         .collect();
     json!({
         "kind": "PartialObjectMetadataList",

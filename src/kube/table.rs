@@ -81,7 +81,7 @@ pub fn row(s: &Secret, include: IncludeObject, now: SystemTime) -> Value {
     let mut r = json!({"cells": [s.metadata.name, type_, s.data.len(), age]});
     let object = match include {
         IncludeObject::None => None,
-        IncludeObject::Metadata => Some(super::objects::partial_object_metadata(s, false)),
+        IncludeObject::Metadata => Some(super::objects::partial_object_metadata(s)),
         IncludeObject::Object => Some(encode_secret(s)),
     };
     if let (Some(o), Some(m)) = (object, r.as_object_mut()) {
@@ -182,6 +182,28 @@ mod tests {
         ] {
             assert_eq!(human_duration(s), want, "{s}");
         }
+    }
+
+    #[test]
+    fn a_rows_metadata_is_all_of_it() {
+        let mut s = Secret::default();
+        s.metadata.name = "a".into();
+        s.metadata.namespace = "default".into();
+        s.metadata
+            .managed_fields
+            .push(crate::store::model::ManagedFieldsEntry {
+                manager: "kubectl".into(),
+                ..Default::default()
+            });
+        let r = row(&s, IncludeObject::Metadata, SystemTime::now());
+        assert_eq!(r["object"]["kind"], "PartialObjectMetadata");
+        assert_eq!(
+            r["object"]["metadata"]["managedFields"][0]["manager"],
+            "kubectl"
+        );
+        assert!(row(&s, IncludeObject::None, SystemTime::now())
+            .get("object")
+            .is_none());
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Framing {
                     headers,
                 )
             }
-            None if self.metadata_only => partial_object_metadata(s, true),
+            None if self.metadata_only => partial_object_metadata(s),
             None => encode_secret(s),
         };
         self.event(kind, object)
