@@ -4,7 +4,8 @@
 //! of value`, `unexpected end of JSON input`, `json: cannot unmarshal array into Go value of
 //! type map[string]interface {}`). The syntax check follows `encoding/json`'s scanner state by
 //! state, quirks included (`tru` at the end of input is `invalid character ' ' in literal true
-//! (expecting 'e')`, since the scanner feeds a space at the end).
+//! (expecting 'e')`, since the scanner feeds a space at the end). [`unmarshal_struct`] gives the
+//! errors of decoding into a small struct (a continue token).
 
 /// `encoding/json`'s nesting limit.
 const MAX_DEPTH: usize = 10_000;
@@ -39,6 +40,61 @@ pub fn unmarshal_object(data: &[u8]) -> Result<(), String> {
     Err(format!(
         "json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}"
     ))
+}
+
+/// The Go type of a struct field, for [`unmarshal_struct`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoField {
+    /// `string`.
+    String,
+    /// `int64`.
+    Int64,
+}
+
+/// Go's error for `json.Unmarshal(data, &v)` into a struct `go_type` (package-qualified, e.g.
+/// `storage.continueToken`) whose JSON fields are `fields`, if it fails: the syntax error, a
+/// value that is not an object (`json: cannot unmarshal array into Go value of type
+/// storage.continueToken`), or the first field of the wrong type (`json: cannot unmarshal
+/// string into Go struct field continueToken.rv of type int64`). Other fields are ignored and
+/// `null` leaves a field as it is, as in Go.
+pub fn unmarshal_struct(data: &[u8], go_type: &str, fields: &[(&str, GoField)]) -> Option<String> {
+    use serde_json::Value;
+    if let Err(e) = check_valid(data) {
+        return Some(e);
+    }
+    let value: Value = serde_json::from_slice(data).ok()?;
+    let kind = |v: &Value| match v {
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    };
+    let object = match &value {
+        Value::Object(o) => o,
+        Value::Null => return None,
+        other => {
+            return Some(format!(
+                "json: cannot unmarshal {} into Go value of type {go_type}",
+                kind(other)
+            ))
+        }
+    };
+    let short = go_type.rsplit('.').next().unwrap_or(go_type);
+    object.iter().find_map(|(key, v)| {
+        let (name, field) = fields.iter().find(|(name, _)| name == key)?;
+        let (what, go) = match (field, v) {
+            (_, Value::Null) | (GoField::String, Value::String(_)) => return None,
+            (GoField::Int64, Value::Number(n)) if n.is_i64() => return None,
+            (GoField::Int64, Value::Number(n)) => (format!("number {n}"), "int64"),
+            (GoField::Int64, other) => (kind(other).to_owned(), "int64"),
+            (GoField::String, other) => (kind(other).to_owned(), "string"),
+        };
+        Some(format!(
+            "json: cannot unmarshal {what} into Go struct field {short}.{name} of type {go}"
+        ))
+    })
 }
 
 fn is_space(c: u8) -> bool {
@@ -339,6 +395,34 @@ fn quote_char(c: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn struct_errors_are_gos() {
+        let fields = [
+            ("v", GoField::String),
+            ("rv", GoField::Int64),
+            ("start", GoField::String),
+        ];
+        let err = |data: &[u8]| unmarshal_struct(data, "storage.continueToken", &fields);
+        for ok in [
+            &b"null"[..],
+            b"{}",
+            br#"{"v":"x","rv":-1,"start":"a","other":[1]}"#,
+            br#"{"rv":null}"#,
+        ] {
+            assert_eq!(err(ok), None, "{}", String::from_utf8_lossy(ok));
+        }
+        for (data, want) in [
+            (&b"hello"[..], "invalid character 'h' looking for beginning of value"),
+            (b"\x81\xaa", "invalid character '\\u0081' looking for beginning of value"),
+            (b"[1]", "json: cannot unmarshal array into Go value of type storage.continueToken"),
+            (br#"{"rv":"5"}"#, "json: cannot unmarshal string into Go struct field continueToken.rv of type int64"),
+            (br#"{"rv":1.5}"#, "json: cannot unmarshal number 1.5 into Go struct field continueToken.rv of type int64"),
+            (br#"{"start":"a","v":2}"#, "json: cannot unmarshal number into Go struct field continueToken.v of type string"),
+        ] {
+            assert_eq!(err(data).as_deref(), Some(want), "{}", String::from_utf8_lossy(data));
+        }
+    }
 
     #[test]
     fn objects_and_null_unmarshal() {

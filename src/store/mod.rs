@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use zeroize::Zeroizing;
 
@@ -32,6 +33,7 @@ use crate::backend::{
     prefix_end, Backend, BackendError, Expect, KeyValue, RangeRequest, Revision, WriteOutcome,
 };
 use crate::encryption::{Encryption, ReadInfo};
+use crate::go_json::GoField;
 use crate::names::{Namespace, SecretName};
 use error::{conflict, field_invalid, not_found};
 pub use error::{Preconditions, StoreError, MODIFIED};
@@ -251,6 +253,16 @@ struct ContinueToken {
 /// The only version of continue tokens.
 const CONTINUE_VERSION: &str = "meta.k8s.io/v1";
 
+/// Go's `base64.RawURLEncoding`, which continue tokens are written in: no padding, and bits
+/// left over after the last byte are ignored when decoding.
+const B64URL: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
+
 /// [`StoreError::BadContinue`] saying `why`, kube-apiserver's `continue key is not valid...`.
 fn bad_continue(why: impl Into<String>) -> StoreError {
     StoreError::BadContinue { why: why.into() }
@@ -274,13 +286,28 @@ impl ContinueToken {
     /// list never ranges outside `prefix`.
     fn decode(t: &str, prefix: &str) -> Result<(Vec<u8>, Option<Revision>), StoreError> {
         const INVALID: &str = "continue key is not valid";
+        // Go's `CorruptInputError`: the offset of the first byte it could not use.
+        let at =
+            |at: usize| bad_continue(format!("{INVALID}: illegal base64 data at input byte {at}"));
         let raw = B64URL.decode(t).map_err(|e| match e {
-            base64::DecodeError::InvalidByte(at, _) => {
-                bad_continue(format!("{INVALID}: illegal base64 data at input byte {at}"))
-            }
-            _ => bad_continue(INVALID),
+            base64::DecodeError::InvalidByte(i, _)
+            | base64::DecodeError::InvalidLastSymbol(i, _) => at(i),
+            // One symbol left over after the last whole group.
+            base64::DecodeError::InvalidLength(n) => at(n.saturating_sub(1)),
+            base64::DecodeError::InvalidPadding => at(t.find('=').unwrap_or_default()),
         })?;
-        let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad_continue(INVALID))?;
+        let tok: ContinueToken = serde_json::from_slice(&raw).map_err(|_| {
+            // kube-apiserver appends what Go's decoder said.
+            let fields = [
+                ("v", GoField::String),
+                ("rv", GoField::Int64),
+                ("start", GoField::String),
+            ];
+            match crate::go_json::unmarshal_struct(&raw, "storage.continueToken", &fields) {
+                Some(e) => bad_continue(format!("{INVALID}: {e}")),
+                None => bad_continue(INVALID),
+            }
+        })?;
         if tok.version != CONTINUE_VERSION {
             return Err(bad_continue(format!(
                 "{INVALID}: server does not recognize this encoded version {}",

@@ -328,7 +328,7 @@ token = page["metadata"]["continue"]
 refused("admin", "GET", SECRETS + "?limit=1&resourceVersion=1&continue=" + token, 400, "BadRequest",
         "specifying resource version is not allowed when using continue")
 refused("admin", "GET", SECRETS + "?limit=1&continue=garbage", 400, "BadRequest",
-        "invalid continue token: continue key is not valid")
+        "invalid continue token: continue key is not valid: invalid character '\\u0081' looking for beginning of value")
 # kube-apiserver's token (storage.EncodeContinue): the key relative to the list's prefix.
 rv = int(page["metadata"]["resourceVersion"])
 first = page["items"][0]["metadata"]["name"]
@@ -343,11 +343,14 @@ def crafted(**fields):
 for fields, why in (({"start": "../zz/"}, ": ../zz/"), ({"start": "a//b"}, ": a//b"), ({"start": "a/./b"}, ": a/./b"),
                     ({"rv": 0}, ": incorrect encoded start resourceVersion (version meta.k8s.io/v1)"),
                     ({"start": ""}, ": encoded start key empty (version meta.k8s.io/v1)"),
-                    ({"v": "v9"}, ": server does not recognize this encoded version v9")):
+                    ({"v": "v9"}, ": server does not recognize this encoded version v9"),
+                    ({"rv": str(rv)}, ": json: cannot unmarshal string into Go struct field continueToken.rv of type int64")):
     refused("admin", "GET", SECRETS + "?limit=1&continue=" + crafted(**fields), 400, "BadRequest",
             "invalid continue token: continue key is not valid" + why)
-refused("admin", "GET", SECRETS + "?limit=1&continue=ab$c", 400, "BadRequest",
-        "invalid continue token: continue key is not valid: illegal base64 data at input byte 2")
+# Go's base64.RawURLEncoding: the first byte it cannot use (a symbol left over, or padding).
+for token, at in (("ab$c", 2), ("abcde", 4), ("abc=", 3)):
+    refused("admin", "GET", SECRETS + "?limit=1&continue=" + token, 400, "BadRequest",
+            "invalid continue token: continue key is not valid: illegal base64 data at input byte %d" % at)
 # A start key with or without its leading slash is the same key.
 code, got = call("admin", "GET", SECRETS + "?limit=1&continue=" + crafted(start="/" + first + "\u0000"))
 assert code == 200 and got["items"][0]["metadata"]["name"] != first, got
