@@ -338,9 +338,16 @@ fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(),
 }
 
 fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result<(), CliError> {
+    // kubectl's `ParseFileSource`, its rules and words.
+    let refuse = |m: String| Err(CliError::new(format!("--from-file: {m}")));
     let (key, path) = match spec.split_once('=') {
-        Some((k, p)) if !k.is_empty() => (Some(k), Path::new(p)),
-        _ => (None, Path::new(spec)),
+        None => (None, Path::new(spec)),
+        Some((_, p)) if p.contains('=') => {
+            return refuse("key names or file paths cannot contain '='".into())
+        }
+        Some(("", p)) => return refuse(format!("key name for file path {p} missing")),
+        Some((k, "")) => return refuse(format!("file path for key name {k} missing")),
+        Some((k, p)) => (Some(k), Path::new(p)),
     };
     let meta = std::fs::metadata(path)
         .map_err(|e| CliError::plain(format!("error: --from-file: {}: {e}", path.display())))?;
