@@ -169,6 +169,19 @@ fn create_generic_get_describe_delete() {
         1,
         "nothing was created"
     );
+    // `--from-file` as kubectl parses it.
+    for (spec, want) in [
+        ("=f", "key name for file path f missing"),
+        ("k=", "file path for key name k missing"),
+        ("k=a=b", "key names or file paths cannot contain '='"),
+    ] {
+        let (code, _, err) = dev.kw(&["create", "secret", "generic", "ff", "--from-file", spec]);
+        assert_eq!(
+            (code, err.as_str()),
+            (1, format!("error: --from-file: {want}\n").as_str()),
+            "{spec}"
+        );
+    }
     let (code, _, err) = dev.kw(&["get", "configmaps"]);
     assert_eq!(code, 1);
     assert!(
