@@ -9,6 +9,7 @@ use clap::Args;
 use super::CliError;
 use crate::access::{AccessOptions, AuditOptions, ServiceAccountSettings};
 use crate::audit::{AuditLog, Auditor, BatchConfig, FailureMode, LogConfig, Policy};
+use crate::crypto::Key32;
 
 /// Authentication, authorization and audit flags shared by `server` and `dev`.
 #[derive(Debug, Args)]
@@ -513,7 +514,8 @@ impl AuditCompatArgs {
 pub(super) struct KmsAuditArgs {
     /// Record every admin socket call (status, keys, rotate, retire, destroy, unseal, rekey)
     /// with the caller's peer uid (audit.k8s.io/v1, hash-chained, signed checkpoints). The
-    /// checkpoint key lives in memory only; its public key is written to FILE.pub.
+    /// checkpoint key is derived from the root key (a Shamir-sealed plugin, which has no root
+    /// key until it is unsealed, makes one at start); its public key is written to FILE.pub.
     #[arg(long, value_name = "FILE")]
     audit_log_path: Option<PathBuf>,
     /// The audit.k8s.io/v1 Policy (default: every call at level Metadata).
@@ -531,7 +533,11 @@ pub(super) struct KmsAuditArgs {
 
 impl KmsAuditArgs {
     /// Opens the admin audit log, if asked: the auditor and the log (to close at shutdown).
-    pub(super) async fn open(&self) -> Result<(Auditor, Option<AuditLog>), CliError> {
+    /// `seed` is the keyring's ([`crate::keyring::Keyring::admin_audit_seed`]), when it is open.
+    pub(super) async fn open(
+        &self,
+        seed: Option<Key32>,
+    ) -> Result<(Auditor, Option<AuditLog>), CliError> {
         let Some(path) = &self.audit_log_path else {
             return Ok((Auditor::disabled(), None));
         };
@@ -545,6 +551,7 @@ impl KmsAuditArgs {
             self.audit_policy_file.as_deref(),
             failure,
             self.audit_log_sync == "always",
+            seed,
         )
         .await?;
         Ok((auditor, Some(log)))
@@ -552,13 +559,15 @@ impl KmsAuditArgs {
 }
 
 /// The audit log of a KMS plugin's admin socket at `path`: events under the policy in
-/// `policy_file` (default: every call at level Metadata), checkpoints signed by a key made
-/// now and kept in memory (its public key written to `path.pub` once the log is open).
+/// `policy_file` (default: every call at level Metadata), checkpoints signed by the key of
+/// `seed` (the keyring's, derived from its root key), or without one by a key made now and kept
+/// in memory; its public key is written to `path.pub` once the log is open.
 pub(super) async fn open_admin_audit(
     path: &std::path::Path,
     policy_file: Option<&std::path::Path>,
     failure_mode: FailureMode,
     fsync: bool,
+    seed: Option<Key32>,
 ) -> Result<(Auditor, AuditLog), CliError> {
     let policy = match policy_file {
         Some(p) => Policy::load(p)?,
@@ -569,10 +578,13 @@ pub(super) async fn open_admin_audit(
     let mut config = LogConfig::new(path.to_owned());
     config.failure_mode = failure_mode;
     config.fsync = fsync;
-    let signer = std::sync::Arc::new(crate::crypto::Ed25519SigningKey::generate()?);
+    let signer = std::sync::Arc::new(match seed {
+        Some(seed) => crate::crypto::Ed25519SigningKey::from_seed(seed),
+        None => crate::crypto::Ed25519SigningKey::generate()?,
+    });
     let public_key = signer.public_key().clone();
-    // A new key each start: written once the log opened with it, so that a start that fails
-    // leaves no key that signed nothing.
+    // Written once the log opened with it, so that a start that fails leaves no key that
+    // signed nothing.
     let log = AuditLog::open(config, signer)
         .await
         .map_err(|e| CliError::new(format!("--audit-log-path: {e}")))?;

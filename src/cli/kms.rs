@@ -463,7 +463,13 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let metrics = bind_metrics(metrics_listen).await?;
-        let (auditor, log) = a.audit.open().await?;
+        // The admin audit key is derived from the root key, unless the keyring waits for
+        // its Shamir shares.
+        let seed = match &opened {
+            Opened::Open(keyring) => Some(keyring.admin_audit_seed().await),
+            Opened::Sealed(..) => None,
+        };
+        let (auditor, log) = a.audit.open(seed).await?;
         let admin = a.admin_socket.as_deref();
         let plugin = match opened {
             Opened::Sealed(sealed, storage) => {

@@ -494,8 +494,9 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         let metrics = bind_metrics(metrics_listen).await?;
         let (admin_auditor, admin_log) = match &admin_audit {
             Some((path, failure, fsync)) => {
+                let seed = Some(keyring.admin_audit_seed().await);
                 let (auditor, log) =
-                    super::access::open_admin_audit(path, None, *failure, *fsync).await?;
+                    super::access::open_admin_audit(path, None, *failure, *fsync, seed).await?;
                 (auditor, Some(log))
             }
             None => (crate::audit::Auditor::disabled(), None),

@@ -10,7 +10,9 @@
 //!
 //! ```text
 //! root key ─┬─ HKDF-Expand(root, "keyward/v1 kek-seal")    → seal base
-//!           └─ HKDF-Expand(root, "keyward/v1 keyring-mac") → mac_key   (HMAC-SHA256)
+//!           ├─ HKDF-Expand(root, "keyward/v1 keyring-mac") → mac_key   (HMAC-SHA256)
+//!           └─ HKDF-Expand(root, "keyward/v1 admin-audit-checkpoint") → the seed of the
+//!              Ed25519 key signing the admin socket's audit checkpoints
 //! seal_key (XChaCha20-Poly1305) = seal base                 before the first destroy,
 //!   HKDF-Expand(seal base, "keyward/v1 kek-seal epoch " ‖ seal_epoch)  after (a new epoch each)
 //! ```
@@ -45,6 +47,7 @@ const FORMAT_VERSION: u64 = 1;
 const INFO_SEAL: &[u8] = b"keyward/v1 kek-seal";
 const INFO_MAC: &[u8] = b"keyward/v1 keyring-mac";
 const INFO_EPOCH: &[u8] = b"keyward/v1 kek-seal epoch ";
+const INFO_ADMIN_AUDIT: &[u8] = b"keyward/v1 admin-audit-checkpoint";
 /// Length of the MAC in front of the stored JSON.
 const MAC_LEN: usize = 32;
 
@@ -155,10 +158,11 @@ impl KeyRecord {
 }
 
 /// The keys derived from a root key: one (per seal epoch) seals KEK material, one authenticates
-/// the document.
+/// the document, one is the seed of the key that signs the admin socket's audit checkpoints.
 pub(super) struct DocKeys {
     seal_base: Key32,
     pub mac_key: Key32,
+    admin_audit: Key32,
 }
 
 impl DocKeys {
@@ -166,7 +170,15 @@ impl DocKeys {
         DocKeys {
             seal_base: crypto::hkdf_expand(root.key(), INFO_SEAL),
             mac_key: crypto::hkdf_expand(root.key(), INFO_MAC),
+            admin_audit: crypto::hkdf_expand(root.key(), INFO_ADMIN_AUDIT),
         }
+    }
+
+    /// `HKDF-Expand(root, "keyward/v1 admin-audit-checkpoint")`: the same seed at every start
+    /// with the same root key, a new one after a root-key rotation.
+    pub fn admin_audit_seed(&self) -> Key32 {
+        let mut copy = *self.admin_audit.expose();
+        Key32::from_bytes(&mut copy)
     }
 
     /// The key sealing the KEK material of `doc`: for the first epoch the base seal key, then
@@ -779,5 +791,30 @@ mod tests {
             unseal(&stored[..MAC_LEN - 1], &spec),
             Err(KeyringError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn the_admin_audit_seed_follows_the_root_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = keyfile(tmp.path(), "root.key");
+        let (stored, _) = new(&spec);
+        let first = unseal(&stored, &spec).unwrap().keys;
+        let again = unseal(&stored, &spec).unwrap().keys;
+        // Stable for one root key, so that each start signs with the same checkpoint key.
+        assert_eq!(
+            first.admin_audit_seed().expose(),
+            again.admin_audit_seed().expose()
+        );
+        // Separate from the other derived keys.
+        assert_ne!(first.admin_audit_seed().expose(), first.mac_key.expose());
+        assert_ne!(first.admin_audit_seed().expose(), first.seal_base.expose());
+        // Another root key, another seed.
+        let other = keyfile(tmp.path(), "other.key");
+        let (stored_other, _) = new(&other);
+        let other_keys = unseal(&stored_other, &other).unwrap().keys;
+        assert_ne!(
+            first.admin_audit_seed().expose(),
+            other_keys.admin_audit_seed().expose()
+        );
     }
 }

@@ -510,6 +510,13 @@ impl Keyring {
         document::build_snapshot(doc, &self.inner.keyring_id, seal_key, counters)
     }
 
+    /// The seed of the key that signs the admin socket's audit checkpoints, derived from the
+    /// root key the keyring was opened with: the same at every start until the root key is
+    /// rotated, and known only to a process that can open the keyring.
+    pub async fn admin_audit_seed(&self) -> Key32 {
+        self.inner.writer.lock().await.keys.admin_audit_seed()
+    }
+
     /// Keyring-wide facts.
     pub fn info(&self) -> KeyringInfo {
         KeyringInfo {

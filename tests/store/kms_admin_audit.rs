@@ -191,24 +191,85 @@ fn kms_admin_socket_calls_are_audited() {
         .as_str()
         .unwrap()
         .contains("admits uids 0, 4242"));
-    // Each start signs with its own key; the earlier one is kept beside the log.
-    let mut args = vec![
-        "audit".to_owned(),
-        "verify".into(),
-        log.display().to_string(),
-    ];
+    // The checkpoint key is derived from the root key: both starts signed with the same
+    // key, so no earlier key was set aside and the log verifies with `FILE.pub` alone.
     for e in std::fs::read_dir(d).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.starts_with("admin-audit.log.") && name.ends_with(".pub") {
-            args.extend(["--public-key".into(), p.display().to_string()]);
-        }
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !is_earlier_key(&name),
+            "one root key, one checkpoint key: {name}"
+        );
     }
-    args.extend([
-        "--public-key".into(),
-        keyward::access::public_key_path(&log).display().to_string(),
+    let public_key = keyward::access::public_key_path(&log);
+    let (ok, out, err) = run(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--public-key",
+        public_key.to_str().unwrap(),
     ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out, err) = run(&args);
     assert!(ok, "{out}{err}");
+    // Another root key (a keyring made under it, the same log) signs with another key, and
+    // the one before is kept beside the log so that the whole log still verifies.
+    let other_root = d.join("other.key");
+    write_private(&other_root, &[9u8; 32]);
+    let other_seal = format!("keyfile:{}", other_root.display());
+    let other_data = d.join("kms-other");
+    let (ok, _, err) = run(&[
+        "kms",
+        "init",
+        "--data",
+        other_data.to_str().unwrap(),
+        "--seal",
+        &other_seal,
+    ]);
+    assert!(ok, "{err}");
+    let mut proc = crate::support::Proc::spawn_ready(
+        &[
+            "kms",
+            "serve",
+            "--data",
+            other_data.to_str().unwrap(),
+            "--seal",
+            &other_seal,
+            "--socket",
+            sock.to_str().unwrap(),
+            "--audit-log-path",
+            log.to_str().unwrap(),
+        ],
+        &[],
+        &d.join("stderr3"),
+        &[&sock],
+    );
+    proc.signal(rustix::process::Signal::TERM);
+    assert!(proc.wait(std::time::Duration::from_secs(20)).success());
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| is_earlier_key(&p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let (ok, out, err) = run(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--public-key",
+        public_key.to_str().unwrap(),
+    ]);
+    assert!(!ok, "the first key's checkpoints need the first key: {out}");
+    let (ok, out, err2) = run(&[
+        "audit",
+        "verify",
+        log.to_str().unwrap(),
+        "--public-key",
+        public_key.to_str().unwrap(),
+        "--public-key",
+        kept[0].to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}{err2}");
+}
+
+/// `admin-audit.log.<key id>.pub`: a key that signed the log before the current one.
+fn is_earlier_key(name: &str) -> bool {
+    name.starts_with("admin-audit.log.") && name.ends_with(".pub") && name != "admin-audit.log.pub"
 }
