@@ -50,6 +50,16 @@ pub fn regex_error(msg: &str, pattern: &str, examples: &[&str]) -> String {
     format!("{msg} (e.g. {examples}regex used for validation is '{pattern}')")
 }
 
+/// apimachinery's `hasChDirPrefix`: a name that is `.` or `..` or starts with `..`.
+pub fn chdir_prefix_error(s: &str) -> Option<&'static str> {
+    match s {
+        "." => Some("must not be '.'"),
+        ".." => Some("must not be '..'"),
+        _ if s.starts_with("..") => Some("must not start with '..'"),
+        _ => None,
+    }
+}
+
 /// `IsDNS1123Subdomain`'s messages (none: valid).
 pub fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -304,13 +314,7 @@ impl DataKey {
                 &["key.name", "KEY_NAME", "key-name"],
             ));
         }
-        if key == "." {
-            problems.push("must not be '.'".to_owned());
-        } else if key == ".." {
-            problems.push("must not be '..'".to_owned());
-        } else if key.starts_with("..") {
-            problems.push("must not start with '..'".to_owned());
-        }
+        problems.extend(chdir_prefix_error(key).map(str::to_owned));
         if problems.is_empty() {
             return Vec::new();
         }

@@ -27,8 +27,7 @@ use crate::api::secret_from_pb;
 use crate::names::{self, DataKey, SecretName};
 use crate::pb::keyward_v1 as pb;
 use crate::projection::{
-    self, is_env_name, AtomicWriter, EnvFrom, EnvNotice, EnvVar, Item, Mode, Projection,
-    ProjectionError,
+    self, AtomicWriter, EnvFrom, EnvNotice, EnvVar, Item, Mode, Projection, ProjectionError,
 };
 use crate::store::Secret;
 
@@ -47,7 +46,8 @@ pub(super) struct RunArgs {
     #[command(flatten)]
     ns: Namespace,
     /// Every key of the Secret becomes a variable, named PREFIX+key (like envFrom); keys that
-    /// are not valid variable names are skipped and listed on stderr. Repeatable; later ones win.
+    /// are not valid variable names by kubelet's rule ([-._a-zA-Z][-._a-zA-Z0-9]*) are skipped
+    /// and listed on stderr. Repeatable; later ones win.
     #[arg(long = "env-from", value_name = "secret/NAME[:PREFIX]", value_parser = parse_env_from)]
     env_from: Vec<EnvFrom>,
     /// One key as one variable (like secretKeyRef); overrides --env-from. Repeatable.
@@ -57,9 +57,10 @@ pub(super) struct RunArgs {
     /// missing Secret is not waited for.
     #[arg(long)]
     optional: bool,
-    /// Let --env-from set this loader or interpreter variable (PATH, LD_*, DYLD_*, BASH_ENV,
-    /// ENV, PYTHONPATH, NODE_OPTIONS, IFS, ...), which is skipped by default because whoever
-    /// writes the Secret would choose the code that runs. Repeatable.
+    /// Let --env-from set this loader or interpreter variable (PATH, SHELL, LD_*, DYLD_*,
+    /// BASH_ENV, ENV, PYTHON*, PERL*, RUBY*, NODE_*, JAVA_TOOL_OPTIONS, _JAVA_OPTIONS,
+    /// CLASSPATH, GLIBC_TUNABLES, IFS, EDITOR, PAGER, GIT_SSH_COMMAND, ...), which is skipped by
+    /// default because whoever writes the Secret would choose the code that runs. Repeatable.
     #[arg(long = "allow-env", value_name = "NAME")]
     allow_env: Vec<String>,
     #[command(flatten)]
@@ -134,9 +135,11 @@ fn parse_env_from(s: &str) -> Result<EnvFrom, String> {
     const FORM: &str = "expected secret/NAME or secret/NAME:PREFIX";
     let (secret, prefix) = s.split_once(':').unwrap_or((s, ""));
     let name = secret_name(secret).ok_or_else(|| format!("{FORM} ({SECRET_REF_FORM})"))?;
-    if !prefix.is_empty() && !is_env_name(prefix) {
+    let errors = projection::env_name_errors(prefix);
+    if !prefix.is_empty() && !errors.is_empty() {
         return Err(format!(
-            "{FORM}: the prefix {prefix:?} must be a valid variable name start ([A-Za-z_][A-Za-z0-9_]*)"
+            "{FORM}: PREFIX: Invalid value: {prefix:?}: {}",
+            errors.join(", ")
         ));
     }
     Ok(EnvFrom {
@@ -148,9 +151,11 @@ fn parse_env_from(s: &str) -> Result<EnvFrom, String> {
 fn parse_env_var(s: &str) -> Result<EnvVar, String> {
     const FORM: &str = "expected VAR=secret/NAME:KEY";
     let (var, rest) = s.split_once('=').ok_or(FORM)?;
-    if !is_env_name(var) {
+    let errors = projection::env_name_errors(var);
+    if !errors.is_empty() {
         return Err(format!(
-            "{FORM}: {var:?} is not a valid variable name ([A-Za-z_][A-Za-z0-9_]*)"
+            "{FORM}: VAR: Invalid value: {var:?}: {}",
+            errors.join(", ")
         ));
     }
     let (secret, key) = rest.split_once(':').ok_or(FORM)?;
@@ -171,14 +176,15 @@ fn parse_item(s: &str) -> Result<Item, String> {
     const FORM: &str = "expected KEY=PATH or KEY=PATH:MODE, e.g. tls.crt=certs/server.crt:0400";
     let (key, rest) = s.split_once('=').ok_or(FORM)?;
     let key = DataKey::parse("KEY", key).map_err(|e| format!("{FORM}: {e}"))?;
-    // A trailing `:digits` is the mode; any other colon belongs to the path.
+    // What follows the last colon is the mode when it is empty or a number (`0o` octal and
+    // negative ones included, to be refused); any other colon belongs to the path.
     let (path, mode) = match rest.rsplit_once(':') {
         Some((p, m))
-            if !m.is_empty()
-                && m.strip_prefix("0o")
-                    .unwrap_or(m)
-                    .bytes()
-                    .all(|c| c.is_ascii_digit()) =>
+            if m.strip_prefix("0o")
+                .or_else(|| m.strip_prefix('-'))
+                .unwrap_or(m)
+                .bytes()
+                .all(|c| c.is_ascii_digit()) =>
         {
             (
                 p,
@@ -739,10 +745,13 @@ mod tests {
             "secret/DB",
             "configmap/db",
             "secret/db:1X",
-            "secret/db:A-B",
+            "secret/db:..A",
+            "secret/db:A=B",
         ] {
             assert!(parse_env_from(bad).is_err(), "{bad}");
         }
+        // kubelet's names: dashes and dots are fine.
+        assert_eq!(parse_env_from("secret/db:A-B.").unwrap().prefix, "A-B.");
         let v = parse_env_var("PASS=secret/db:pass.word").unwrap();
         assert_eq!(
             (v.var.as_str(), v.secret.as_str(), v.key.as_str()),
@@ -752,7 +761,7 @@ mod tests {
             "PASS",
             "PASS=db:k",
             "1X=secret/db:k",
-            "A-B=secret/db:k",
+            "..B=secret/db:k",
             "P=secret/db",
             "P=secret/db:",
             "P=secret/db:a/b",
@@ -760,6 +769,7 @@ mod tests {
             let e = parse_env_var(bad).unwrap_err();
             assert!(e.starts_with("expected VAR=secret/NAME:KEY"), "{bad}: {e}");
         }
+        assert_eq!(parse_env_var("A-B=secret/db:k").unwrap().var, "A-B");
     }
 
     #[test]
@@ -788,11 +798,23 @@ mod tests {
             "k=p:0778",
             "k=p:1000",
             "k=p:01000",
+            "k=p:-1",
+            "k=p:",
             "..k=p",
         ] {
             assert!(parse_item(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_mode("0400").unwrap(), Mode::new(0o400).unwrap());
+        let long = format!("k=a/{}", "n".repeat(256));
+        let e = parse_item(&long).unwrap_err();
+        assert!(
+            e.ends_with("... (258 bytes): filenames must be less than or equal to 255 characters"),
+            "{e}"
+        );
+        let deep = format!("k={}", "n/".repeat(2100));
+        assert!(parse_item(&deep)
+            .unwrap_err()
+            .ends_with(": must be less than or equal to 4096 characters"));
         let e = parse_item("k=p:0778").unwrap_err();
         assert!(
             e.ends_with(

@@ -75,39 +75,102 @@ pub enum EnvNotice<'a> {
     },
 }
 
-/// A C identifier: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn is_env_name(s: &str) -> bool {
+/// What is wrong with `s` as an environment variable name, in kubelet's words (apimachinery's
+/// `IsEnvVarName`, the rule of Kubernetes 1.27–1.33: `[-._a-zA-Z][-._a-zA-Z0-9]*`, and not
+/// `.`, `..` or starting with `..`); empty if it is a valid name.
+pub fn env_name_errors(s: &str) -> Vec<String> {
+    let mut errors = Vec::new();
     let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+    let word = |c: u8| c.is_ascii_alphabetic() || matches!(c, b'-' | b'.' | b'_');
+    let valid = matches!(b.next(), Some(c) if word(c)) && b.all(|c| word(c) || c.is_ascii_digit());
+    if !valid {
+        errors.push(crate::names::regex_error(
+            "a valid environment variable name must consist of alphabetic characters, digits, \
+             '_', '-', or '.', and must not start with a digit",
+            "[-._a-zA-Z][-._a-zA-Z0-9]*",
+            &["my.env-name", "MY_ENV.NAME", "MyEnvName1"],
+        ));
+    }
+    errors.extend(crate::names::chdir_prefix_error(s).map(str::to_owned));
+    errors
+}
+
+/// Whether `s` is a valid environment variable name ([`env_name_errors`] has nothing).
+pub fn is_env_name(s: &str) -> bool {
+    env_name_errors(s).is_empty()
 }
 
 /// Variables that choose which program or library code runs, or how a shell or interpreter
-/// starts (`PATH`, `LD_*`, `DYLD_*`, `BASH_ENV`, `ENV`, `PYTHONPATH`, `PYTHONSTARTUP`,
-/// `PYTHONHOME`, `PERL5OPT`, `PERL5LIB`, `NODE_OPTIONS`, `NODE_PATH`, `RUBYOPT`, `RUBYLIB`,
-/// `JAVA_TOOL_OPTIONS`, `GCONV_PATH`, `SHELLOPTS`, `BASHOPTS`, `PS4`, `IFS`).
+/// starts. By name: `PATH`, `SHELL`, `BASH_ENV`, `ENV`, `ZDOTDIR`, `SHELLOPTS`, `BASHOPTS`,
+/// `PS4`, `IFS`, `PROMPT_COMMAND`, `GCONV_PATH`, `GLIBC_TUNABLES`, `CLASSPATH`, `JAVA_HOME`,
+/// `JAVA_TOOL_OPTIONS`, `_JAVA_OPTIONS`, `JDK_JAVA_OPTIONS`, `JAVA_OPTS`, `TCLLIBPATH`,
+/// `PHPRC`, `PHP_INI_SCAN_DIR`, `R_PROFILE`, `R_PROFILE_USER`, `R_ENVIRON`, `R_ENVIRON_USER`,
+/// `EDITOR`, `VISUAL`, `PAGER`, `MANPAGER`, `BROWSER`, `LESSOPEN`, `LESSCLOSE`, `GIT_SSH`,
+/// `GIT_SSH_COMMAND`, `GIT_ASKPASS`, `SSH_ASKPASS`, `GIT_EXEC_PATH`, `GIT_EDITOR`,
+/// `GIT_PAGER`, `GIT_EXTERNAL_DIFF`, `GIT_PROXY_COMMAND`, `GIT_TEMPLATE_DIR`; by prefix:
+/// `LD_`, `DYLD_`, `BASH_FUNC_`, `PYTHON`, `PERL`, `RUBY`, `GEM_`, `BUNDLE_`, `NODE_`,
+/// `NPM_CONFIG_` (any case, as npm reads it), `LUA_`, `GIT_CONFIG`.
 pub fn is_loader_var(name: &str) -> bool {
-    const NAMES: [&str; 18] = [
+    const NAMES: [&str; 42] = [
         "PATH",
+        "SHELL",
         "BASH_ENV",
         "ENV",
-        "PYTHONPATH",
-        "PYTHONSTARTUP",
-        "PYTHONHOME",
-        "PERL5OPT",
-        "PERL5LIB",
-        "NODE_OPTIONS",
-        "NODE_PATH",
-        "RUBYOPT",
-        "RUBYLIB",
-        "JAVA_TOOL_OPTIONS",
-        "GCONV_PATH",
+        "ZDOTDIR",
         "SHELLOPTS",
         "BASHOPTS",
         "PS4",
         "IFS",
+        "PROMPT_COMMAND",
+        "GCONV_PATH",
+        "GLIBC_TUNABLES",
+        "CLASSPATH",
+        "JAVA_HOME",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "JAVA_OPTS",
+        "TCLLIBPATH",
+        "PHPRC",
+        "PHP_INI_SCAN_DIR",
+        "R_PROFILE",
+        "R_PROFILE_USER",
+        "R_ENVIRON",
+        "R_ENVIRON_USER",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "MANPAGER",
+        "BROWSER",
+        "LESSOPEN",
+        "LESSCLOSE",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_ASKPASS",
+        "SSH_ASKPASS",
+        "GIT_EXEC_PATH",
+        "GIT_EDITOR",
+        "GIT_PAGER",
+        "GIT_EXTERNAL_DIFF",
+        "GIT_PROXY_COMMAND",
+        "GIT_TEMPLATE_DIR",
     ];
-    NAMES.contains(&name) || name.starts_with("LD_") || name.starts_with("DYLD_")
+    const PREFIXES: [&str; 11] = [
+        "LD_",
+        "DYLD_",
+        "BASH_FUNC_",
+        "PYTHON",
+        "PERL",
+        "RUBY",
+        "GEM_",
+        "BUNDLE_",
+        "NODE_",
+        "LUA_",
+        "GIT_CONFIG",
+    ];
+    NAMES.contains(&name)
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || name.to_ascii_uppercase().starts_with("NPM_CONFIG_")
 }
 
 /// A value as an environment variable: UTF-8 without NUL, or what is wrong with it.
@@ -217,14 +280,27 @@ mod tests {
     use crate::store::model::SecretBytes;
 
     #[test]
-    fn names() {
-        assert!(
-            is_env_name("_a1")
-                && is_env_name("A")
-                && !is_env_name("")
-                && !is_env_name("a.b")
-                && !is_env_name("9a")
-        );
+    fn names_follow_kubelet() {
+        for ok in [
+            "_a1",
+            "A",
+            "a.b",
+            "my-key",
+            ".lead",
+            "-",
+            "MY_ENV.NAME",
+            "a..b",
+        ] {
+            assert!(is_env_name(ok), "{ok}");
+        }
+        let regex = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
+        assert_eq!(env_name_errors(""), [regex]);
+        assert_eq!(env_name_errors("9a"), [regex]);
+        assert_eq!(env_name_errors("a=b"), [regex]);
+        assert_eq!(env_name_errors("."), ["must not be '.'"]);
+        assert_eq!(env_name_errors(".."), ["must not be '..'"]);
+        assert_eq!(env_name_errors("..x"), ["must not start with '..'"]);
+        assert_eq!(env_name_errors("..x!"), [regex, "must not start with '..'"]);
     }
 
     fn secret(data: &[(&str, &[u8])]) -> Option<Secret> {
@@ -251,7 +327,12 @@ mod tests {
         let secrets = BTreeMap::from([
             (
                 &db,
-                secret(&[("user", b"admin"), ("pass", b"pw"), ("a.b", b"x")]),
+                secret(&[
+                    ("user", b"admin"),
+                    ("pass", b"pw"),
+                    ("a.b", b"x"),
+                    ("9x", b"y"),
+                ]),
             ),
             (&gone, None),
         ]);
@@ -264,7 +345,7 @@ mod tests {
             secret: name(secret),
             key: DataKey::try_from(key).unwrap(),
         };
-        let env_from = [from("db", "DB_"), from("gone", "")];
+        let env_from = [from("db", ""), from("gone", "")];
         let env = [
             var("USER", "db", "user"),
             var("X", "gone", "k"),
@@ -281,15 +362,20 @@ mod tests {
             .collect();
         assert_eq!(
             vars,
-            [("DB_pass", "pw"), ("DB_user", "admin"), ("USER", "admin")]
+            [
+                ("a.b", "x"),
+                ("pass", "pw"),
+                ("user", "admin"),
+                ("USER", "admin")
+            ]
         );
         assert_eq!(
             notices,
             [
                 EnvNotice::Skipped {
                     secret: "db",
-                    prefix: "DB_",
-                    keys: vec!["a.b"]
+                    prefix: "",
+                    keys: vec!["9x"]
                 },
                 EnvNotice::FromMissing { secret: "gone" },
                 EnvNotice::VarMissing {
@@ -305,7 +391,7 @@ mod tests {
         );
         let e = build_env(&ns("ns"), &secrets, &[], &env, false, &[], drop).unwrap_err();
         assert!(
-            matches!(&e, ProjectionError::MissingEnvKey { keys, .. } if keys == &["a.b", "pass", "user"]),
+            matches!(&e, ProjectionError::MissingEnvKey { keys, .. } if keys == &["9x", "a.b", "pass", "user"]),
             "{e}"
         );
         assert_eq!(e.to_string(), "secret ns/db has no key \"nope\"");
@@ -320,10 +406,30 @@ mod tests {
             "DYLD_INSERT_LIBRARIES",
             "BASH_ENV",
             "IFS",
+            "PERLLIB",
+            "PERL5LIB",
+            "_JAVA_OPTIONS",
+            "JDK_JAVA_OPTIONS",
+            "GLIBC_TUNABLES",
+            "PYTHONWARNINGS",
+            "PYTHONUSERBASE",
+            "LUA_INIT",
+            "GIT_CONFIG_COUNT",
+            "npm_config_script_shell",
+            "BASH_FUNC_ls%%",
         ] {
             assert!(is_loader_var(v), "{v}");
         }
-        for v in ["DB_PATH", "HOME", "USER", "PATHS", "XLD_PRELOAD"] {
+        for v in [
+            "DB_PATH",
+            "HOME",
+            "USER",
+            "PATHS",
+            "XLD_PRELOAD",
+            "GIT_TOKEN",
+            "path",
+            "API_KEY",
+        ] {
             assert!(!is_loader_var(v), "{v}");
         }
         let s = name("s");

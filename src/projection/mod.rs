@@ -24,7 +24,7 @@ mod env;
 mod volume;
 mod writer;
 
-pub use env::{build_env, is_env_name, is_loader_var, EnvFrom, EnvNotice, EnvVar};
+pub use env::{build_env, env_name_errors, is_env_name, is_loader_var, EnvFrom, EnvNotice, EnvVar};
 pub use volume::{check_path, File, Item, Mode, Projection};
 pub use writer::{AtomicWriter, Warning};
 
@@ -59,6 +59,15 @@ pub enum ProjectionError {
     ReservedPath {
         /// The path.
         path: String,
+    },
+    /// A projected path is longer than 4096 bytes, or one of its names longer than 255
+    /// (kubelet's limits; the caller's mistake).
+    #[error("{path}: {limit}")]
+    TooLong {
+        /// The path quoted (its first 64 characters and its length, when longer).
+        path: String,
+        /// Which limit, in kubelet's words.
+        limit: &'static str,
     },
     /// A file mode is not octal from 0000 to 0777 (the caller's mistake).
     #[error("expected an octal mode from 0000 to 0777, such as 0400 or 0644")]

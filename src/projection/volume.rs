@@ -38,8 +38,14 @@ impl Mode {
     }
 }
 
-/// Checks a projected path: relative, no `.`, `..` or empty components, and not starting with
-/// `..` (names starting with `..` are the writer's own).
+/// Longest projected path (kubelet's `maxPathLength`).
+const MAX_PATH: usize = 4096;
+/// Longest name in a projected path (kubelet's `maxFileNameLength`).
+const MAX_NAME: usize = 255;
+
+/// Checks a projected path: relative, at most 4096 bytes with names of at most 255, no `.`,
+/// `..` or empty components, and not starting with `..` (names starting with `..` are the
+/// writer's own).
 pub fn check_path(p: &str) -> Result<PathBuf, ProjectionError> {
     if p.is_empty() {
         return Err(ProjectionError::EmptyPath);
@@ -47,6 +53,21 @@ pub fn check_path(p: &str) -> Result<PathBuf, ProjectionError> {
     let path = || p.to_owned();
     if p.starts_with('/') {
         return Err(ProjectionError::AbsolutePath { path: path() });
+    }
+    // kubelet's `validatePath`: checked before anything is written.
+    let too_long = |limit| {
+        let start: String = p.chars().take(64).collect();
+        let shown = match start.len() < p.len() {
+            true => format!("{start:?}... ({} bytes)", p.len()),
+            false => format!("{start:?}"),
+        };
+        Err(ProjectionError::TooLong { path: shown, limit })
+    };
+    if p.len() > MAX_PATH {
+        return too_long("must be less than or equal to 4096 characters");
+    }
+    if p.split('/').any(|part| part.len() > MAX_NAME) {
+        return too_long("filenames must be less than or equal to 255 characters");
     }
     for part in p.split('/') {
         match part {

@@ -20,8 +20,6 @@ use super::{File, ProjectionError};
 const DATA: &str = "..data";
 /// The symlink renamed over [`DATA`].
 const DATA_TMP: &str = "..data_tmp";
-/// Temporary name used to replace a visible symlink that points somewhere else.
-const LINK_TMP: &str = "..link_tmp";
 /// statfs `f_type` of tmpfs.
 const TMPFS_MAGIC: u64 = 0x0102_1994;
 /// statfs `f_type` of ramfs.
@@ -79,10 +77,23 @@ fn top_name(p: &Path) -> Option<&OsStr> {
     }
 }
 
-/// Whether `name` is one of the writer's timestamped directories (`..2026_...`).
+/// Whether `name` is one of the writer's timestamped directories, as [`AtomicWriter`] names
+/// them: `..YYYY_MM_DD_HH_MM_SS.NNNNNNNNN`, then the digits of a retry, if any. Anything else
+/// (a user's `..2024_backup`) is not the writer's to remove.
 fn is_ts_dir(name: &str) -> bool {
+    const SHAPE: &[u8] = b"..dddd_dd_dd_dd_dd_dd.ddddddddd";
     let b = name.as_bytes();
-    b.len() > 7 && b.starts_with(b"..") && b[2..6].iter().all(u8::is_ascii_digit) && b[6] == b'_'
+    b.len() >= SHAPE.len()
+        && b.iter().zip(SHAPE).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            s => c == s,
+        })
+        && b[SHAPE.len()..].iter().all(u8::is_ascii_digit)
+}
+
+/// Whether the entry at `p` is one of the writer's visible symlinks: `NAME -> ..data/NAME`.
+fn is_our_link(p: &Path, name: &OsStr) -> bool {
+    fs::read_link(p).is_ok_and(|t| t == Path::new(DATA).join(name))
 }
 
 impl AtomicWriter {
@@ -166,11 +177,12 @@ impl AtomicWriter {
         let dir = &self.dir;
         let io = |what: &str, p: &Path| ProjectionError::io(format!("{what} {}", p.display()));
         let top: BTreeSet<&OsStr> = files.iter().filter_map(|f| top_name(f.path())).collect();
-        // Never replace something that is not ours: check before writing anything.
+        // Never replace something that is not ours (a file, a directory, a symlink pointing
+        // anywhere but `..data/NAME`): check before writing anything.
         for name in &top {
             let p = dir.join(name);
             match fs::symlink_metadata(&p) {
-                Ok(m) if !m.file_type().is_symlink() => {
+                Ok(_) if !is_our_link(&p, name) => {
                     return Err(ProjectionError::NotOurs { path: p })
                 }
                 Ok(_) => {}
@@ -184,27 +196,34 @@ impl AtomicWriter {
             let _ = fs::remove_dir_all(&ts_path);
             return Err(io("cannot write", &ts_path)(e));
         }
-        // The swap: readers resolving ..data see either the old or the new directory.
+        // The swap: readers resolving ..data see either the old or the new directory. If it
+        // cannot be made, the new version goes again (as kubelet removes it): no copy of the
+        // values is left behind.
         let tmp = dir.join(DATA_TMP);
-        remove_if_exists(&tmp).map_err(io("cannot remove", &tmp))?;
-        symlink(&ts, &tmp).map_err(io("cannot create", &tmp))?;
-        fs::rename(&tmp, dir.join(DATA)).map_err(ProjectionError::io(format!(
-            "cannot rename {} to {DATA}",
-            tmp.display()
-        )))?;
+        let swapped = remove_if_exists(&tmp)
+            .map_err(io("cannot remove", &tmp))
+            .and_then(|()| symlink(&ts, &tmp).map_err(io("cannot create", &tmp)))
+            .and_then(|()| {
+                fs::rename(&tmp, dir.join(DATA)).map_err(ProjectionError::io(format!(
+                    "cannot rename {} to {DATA}",
+                    tmp.display()
+                )))
+            });
+        if let Err(e) = swapped {
+            if fs::read_link(&tmp).is_ok_and(|t| t == Path::new(&ts)) {
+                let _ = fs::remove_file(&tmp);
+            }
+            let _ = fs::remove_dir_all(&ts_path);
+            return Err(e);
+        }
         for name in &top {
             let link = dir.join(name);
-            let want = Path::new(DATA).join(name);
-            match fs::read_link(&link) {
-                Ok(t) if t == want => {}
-                Ok(_) => {
-                    let tmp = dir.join(LINK_TMP);
-                    remove_if_exists(&tmp).map_err(io("cannot remove", &tmp))?;
-                    symlink(&want, &tmp).map_err(io("cannot create", &tmp))?;
-                    fs::rename(&tmp, &link).map_err(io("cannot replace", &link))?;
-                }
+            match fs::symlink_metadata(&link) {
+                Ok(_) if is_our_link(&link, name) => {}
+                Ok(_) => return Err(ProjectionError::NotOurs { path: link }),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    symlink(&want, &link).map_err(io("cannot create", &link))?;
+                    symlink(Path::new(DATA).join(name), &link)
+                        .map_err(io("cannot create", &link))?;
                 }
                 Err(e) => return Err(io("cannot read", &link)(e)),
             }
@@ -218,8 +237,7 @@ impl AtomicWriter {
                 continue;
             };
             let stale = if kind.is_symlink() {
-                !top.contains(name.as_os_str())
-                    && fs::read_link(&path).is_ok_and(|t| t == Path::new(DATA).join(&name))
+                !top.contains(name.as_os_str()) && is_our_link(&path, &name)
             } else {
                 kind.is_dir() && name.to_str().is_some_and(is_ts_dir) && name != ts.as_str()
             };
@@ -331,6 +349,24 @@ mod tests {
     }
 
     #[test]
+    fn timestamped_directories_are_told_by_their_whole_name() {
+        assert!(is_ts_dir("..2026_12_07_10_08_02.946245123"));
+        assert!(
+            is_ts_dir("..2026_12_07_10_08_02.9462451231"),
+            "a retry's digits"
+        );
+        for not in [
+            "..2024_backup",
+            "..2026_12_07_10_08_02.94624512",
+            "..2026_12_07_10_08_02.946245123x",
+            "..data",
+            "2026_12_07_10_08_02.946245123",
+        ] {
+            assert!(!is_ts_dir(not), "{not}");
+        }
+    }
+
+    #[test]
     fn projection_layout_and_update() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("out");
@@ -388,17 +424,52 @@ mod tests {
         assert_eq!(visible(), ["..data", "x", "z"]);
         assert!(!dir.join(&first).exists(), "the old version is removed");
 
-        // Leftovers of an interrupted writer: a version and a visible name.
-        fs::create_dir(dir.join("..2020_01_01_00_00_00.1")).unwrap();
+        // Leftovers of an interrupted writer: a version and a visible name. The user's own
+        // entries stay, even a directory named almost like a version.
+        fs::create_dir(dir.join("..2020_01_01_00_00_00.000000001")).unwrap();
         symlink("..data/ghost", dir.join("ghost")).unwrap();
         symlink("/elsewhere", dir.join("user-link")).unwrap();
+        fs::create_dir(dir.join("..2024_backup")).unwrap();
+        fs::write(dir.join("..2024_backup/keep"), b"mine").unwrap();
         t.write(&items.files(&s).unwrap()).unwrap();
-        assert_eq!(visible(), ["..data", "user-link", "x", "z"]);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 5, "one version left");
+        assert_eq!(
+            visible(),
+            ["..2024_backup", "..data", "user-link", "x", "z"]
+        );
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 6, "one version left");
+        assert_eq!(fs::read(dir.join("..2024_backup/keep")).unwrap(), b"mine");
+
+        // A symlink of the user's with a projected name is not replaced.
+        fs::remove_file(dir.join("z")).unwrap();
+        symlink("/etc/hostname", dir.join("z")).unwrap();
+        let e = t.write(&items.files(&s).unwrap()).unwrap_err();
+        assert!(matches!(e, ProjectionError::NotOurs { .. }), "{e}");
+        assert_eq!(
+            fs::read_link(dir.join("z")).unwrap(),
+            Path::new("/etc/hostname")
+        );
+        fs::remove_file(dir.join("z")).unwrap();
+        t.write(&items.files(&s).unwrap()).unwrap();
+
+        // A swap that cannot be made leaves no copy of the values behind.
+        let before: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        fs::create_dir(dir.join(DATA_TMP)).unwrap();
+        fs::write(dir.join(DATA_TMP).join("x"), b"").unwrap();
+        let e = t.write(&items.files(&s).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("cannot remove"), "{e}");
+        fs::remove_dir_all(dir.join(DATA_TMP)).unwrap();
+        let after: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(before.len(), after.len(), "{after:?}");
 
         fs::write(dir.join("a"), b"user file").unwrap();
         let e = t.write(&all.files(&s).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("not a symlink"), "{e}");
+        assert!(e.to_string().contains("not a symlink written by"), "{e}");
         assert_eq!(
             fs::read(dir.join("x/y")).unwrap(),
             b"3",
