@@ -210,10 +210,13 @@ impl LogFile {
         let journal = journal_path(&config.path);
         let journal_existed = journal.exists();
         let opened = Self::open_or_create(config, signer);
-        if opened.is_err() && !existed {
+        if opened.is_err() {
             // Not left behind empty or half written (a full disk refuses the start), nor the
-            // journal made for it: the next start creates them again.
-            let _ = fs::remove_file(&config.path);
+            // journal made for it (also when the file that was there is refused, such as one
+            // that is not an audit log): the next start creates them again.
+            if !existed {
+                let _ = fs::remove_file(&config.path);
+            }
             if !journal_existed {
                 let _ = fs::remove_file(&journal);
             }

@@ -435,6 +435,12 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         }
         (KeyringAt::Dir(_), None) => {}
     }
+    if a.admin_socket.as_deref() == Some(a.socket.as_path()) {
+        return Err(CliError::new(
+            "--admin-socket must differ from --socket: the admin API has a socket of its own \
+             (in another directory, which kube-apiserver does not mount)",
+        ));
+    }
     let metrics_listen = a.observe.metrics_listen()?;
     let rt = runtime()?;
     let opened = if seal.needs_shares() {

@@ -225,14 +225,16 @@ pub(super) async fn run_until_signal(
 ) -> Result<(), CliError> {
     tokio::pin!(server);
     tokio::select! {
-        res = &mut server => return res,
-        _ = token.cancelled() => {}
+        // The server also watches the token, so it may see it first and be done already.
+        res = &mut server => res?,
+        _ = token.cancelled() => match tokio::time::timeout(drain, server).await {
+            Ok(res) => res?,
+            Err(_) => tracing::warn!(timeout = ?drain, "drain timed out; closing remaining calls"),
+        },
     }
-    match tokio::time::timeout(drain, server).await {
-        Ok(res) => res?,
-        Err(_) => tracing::warn!(timeout = ?drain, "drain timed out; closing remaining calls"),
+    if token.is_cancelled() {
+        tracing::info!("stopped");
     }
-    tracing::info!("stopped");
     Ok(())
 }
 

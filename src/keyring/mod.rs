@@ -934,6 +934,69 @@ impl Keyring {
         }
         Err(self.too_busy())
     }
+
+    /// Gives back the encryptions this process reserved and did not use, so that a clean stop
+    /// does not leave a whole block counted as used (a crash still over-counts; nothing ever
+    /// under-counts). For when encryptions have stopped; one made later reserves again. A
+    /// keyring shared with other replicas keeps its count: there a stored count only rises,
+    /// which is how a rolled-back document is told ([`rollback`]).
+    pub async fn release_unused(&self) -> Result<(), KeyringError> {
+        if self.inner.store.shared_with_others() {
+            return Ok(());
+        }
+        self.detached(|k| async move { k.release_now().await })
+            .await
+    }
+
+    async fn release_now(&self) -> Result<(), KeyringError> {
+        let mut w = self.inner.writer.lock().await;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let mut doc = w.doc.clone();
+            // (counter, reserved before, counted, stored after) per key giving some back.
+            let mut released = Vec::new();
+            for rec in &mut doc.keys {
+                let Some(counter) = w.counters.get(&document::parse_id(&rec.id)?) else {
+                    continue;
+                };
+                let reserved = counter.reserved.load(Ordering::Acquire);
+                // An encryption that reads the lowered reservation reserves again (and waits
+                // for this lock); one that read it before counted itself before `counted`
+                // is read, so it is kept in the stored count.
+                let before = counter.used.load(Ordering::Acquire);
+                counter
+                    .reserved
+                    .store(before.min(reserved), Ordering::Release);
+                let counted = counter.used.load(Ordering::Acquire);
+                let unused = reserved.saturating_sub(counted);
+                if unused == 0 {
+                    counter.reserved.store(reserved, Ordering::Release);
+                    continue;
+                }
+                rec.encryptions_reserved = rec.encryptions_reserved.saturating_sub(unused);
+                released.push((counter.clone(), reserved, counted, rec.encryptions_reserved));
+            }
+            if released.is_empty() {
+                return Ok(());
+            }
+            let saved = self.save(&mut doc, &w.keys.mac_key).await;
+            for (counter, reserved, counted, stored) in &released {
+                match saved {
+                    Ok(Some(_)) => {
+                        counter.reserved.store(*counted, Ordering::Release);
+                        counter.stored.store(*stored, Ordering::Release);
+                    }
+                    _ => counter.reserved.store(*reserved, Ordering::Release),
+                }
+            }
+            if let Some(mark) = saved? {
+                w.doc = doc;
+                self.keep_mark(&mut w, mark).await;
+                return Ok(());
+            }
+            self.reload_locked(&mut w).await?;
+        }
+        Err(self.too_busy())
+    }
 }
 
 #[cfg(test)]

@@ -237,7 +237,8 @@ async fn report_health(reporter: &tonic_health::server::HealthReporter, keyring:
 
 /// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given) to the
 /// callers its [`PeerAllow`] admits (others get `PermissionDenied`), until `shutdown` completes;
-/// then stops accepting and drains in-flight calls. Every call on both sockets goes through `rpc`
+/// then stops accepting, drains in-flight calls and closes the keyring ([`PluginKeyring::close`]).
+/// Every call on both sockets goes through `rpc`
 /// ([`RpcLayer::disabled`] to measure nothing). A [`Keyring`](crate::keyring::Keyring)
 /// converts into a [`PluginKeyring`] (and then runs key maintenance while served).
 pub async fn serve(
@@ -299,7 +300,7 @@ pub async fn serve(
                 .http2_max_header_list_size(crate::net::MAX_HEADER_LIST_BYTES)
                 .layer(rpc)
                 .add_service(admin_pb::kms_admin_server::KmsAdminServer::new(
-                    KmsAdmin::new(keyring)
+                    KmsAdmin::new(keyring.clone())
                         .with_auditor(admin_audit)
                         .with_allow(allow),
                 ))
@@ -309,11 +310,13 @@ pub async fn serve(
                 );
             let res = tokio::try_join!(kms_server, admin_server).map(|_| ());
             token.cancel();
+            keyring.close().await;
             res
         }
         None => {
             let res = kms_server.await;
             token.cancel();
+            keyring.close().await;
             res
         }
     }

@@ -72,6 +72,23 @@ impl PluginKeyring {
         self.open.get()
     }
 
+    /// For a clean stop, once calls have drained: stops key maintenance and gives back the
+    /// encryptions reserved and not used ([`Keyring::release_unused`]), so that a restart does
+    /// not count them as used.
+    pub async fn close(&self) {
+        drop(
+            self.maintenance
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if let Some(keyring) = self.open() {
+            if let Err(e) = keyring.release_unused().await {
+                tracing::warn!(error = %e, "unused encryption reservations were not given back; the keyring counts them as used");
+            }
+        }
+    }
+
     /// Unseal progress while sealed.
     pub fn progress(&self) -> Option<UnsealProgress> {
         self.progress

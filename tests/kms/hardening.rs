@@ -309,6 +309,35 @@ async fn destroy_leaves_no_sealed_copy_in_the_data_directory() {
     drop(dir);
 }
 
+/// A plugin stopped cleanly gives back the encryptions it reserved and did not use, so that
+/// restarts do not add a block each to the count that rotation and the AES-GCM limit go by (a
+/// crash still over-counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_restarts_do_not_inflate_the_encryption_count() {
+    let p = Plugin::start(Algorithm::Aes256Gcm).await;
+    let data = p.dir.path().join("data");
+    let key = p.dir.path().join("root.key");
+    let socket = p.socket.clone();
+    let dir = p.dir;
+    let (stop, task) = (p.stop, p.task);
+    encrypt(&socket, b"a data key").await;
+    let _ = stop.unwrap().send(());
+    task.unwrap().await.unwrap().unwrap();
+    drop(p.keyring);
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let p = Plugin::restart(&data, &key, &socket).await;
+        encrypt(&socket, b"a data key").await;
+        counts.push(list_keys(&p.admin).await[0].encryptions);
+        p.stop().await;
+    }
+    assert!(
+        counts.iter().all(|&n| n < 100) && counts.windows(2).all(|w| w[0] < w[1]),
+        "{counts:?}"
+    );
+    drop(dir);
+}
+
 /// Finding 7, shared: after `destroy`, etcd's history no longer serves the earlier documents
 /// (it was compacted to the destroy's revision).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

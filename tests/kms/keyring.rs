@@ -161,6 +161,7 @@ on_both!(
     retire_and_destroy_rules,
     a_tampered_stored_document_fails_to_unseal,
     reservations_survive_a_restart,
+    a_clean_stop_gives_back_the_encryptions_it_did_not_use,
     concurrent_rotations_leave_exactly_one_primary,
 );
 
@@ -337,6 +338,47 @@ async fn reservations_survive_a_restart(f: Fixture) {
         .as_u64()
         .unwrap();
     assert_eq!(after, stored + RESERVATION_BLOCK);
+}
+
+async fn a_clean_stop_gives_back_the_encryptions_it_did_not_use(f: Fixture) {
+    f.init("k", Algorithm::Aes256Gcm).await;
+    let reserved = |stored: Vec<u8>| json(&stored)["keys"][0]["encryptions_reserved"].as_u64();
+    if !matches!(f.place, Place::Dir) {
+        // Shared: a stored count only rises (rollback protection), so nothing is given back.
+        let kr = f.open("k").await.unwrap();
+        let before = reserved(f.stored("k").await);
+        kr.release_unused().await.unwrap();
+        assert_eq!(reserved(f.stored("k").await), before);
+        return;
+    }
+    for round in 0..3 {
+        let kr = f.open("k").await.unwrap();
+        for _ in 0..5 {
+            kr.encrypt(b"a data key").await.unwrap();
+        }
+        let used = kr.keys()[0].encryptions;
+        kr.release_unused().await.unwrap();
+        assert_eq!(kr.keys()[0].encryptions, used, "round {round}");
+        // An encryption after the release reserves again: it is never left uncounted.
+        kr.encrypt(b"late").await.unwrap();
+        let after_late = kr.keys()[0].encryptions;
+        assert_eq!(after_late, used + 1);
+        kr.release_unused().await.unwrap();
+        drop(kr);
+        assert_eq!(
+            reserved(f.stored("k").await),
+            Some(after_late),
+            "round {round}"
+        );
+        // A restart resumes at the count, not a block above it.
+        let kr = f.open("k").await.unwrap();
+        let reopened = kr.keys()[0].encryptions;
+        assert!(
+            (after_late..after_late + 100).contains(&reopened),
+            "round {round}: {reopened} after {after_late}"
+        );
+        kr.release_unused().await.unwrap();
+    }
 }
 
 async fn concurrent_rotations_leave_exactly_one_primary(f: Fixture) {

@@ -765,6 +765,21 @@ fn bad_seals_and_flags_are_refused_clearly() {
             "the keyring is sealed with keyfile, but --seal gave shamir",
         ),
         (
+            vec![
+                "kms",
+                "serve",
+                "--data",
+                d,
+                "--seal",
+                &keyfile,
+                "--socket",
+                s,
+                "--admin-socket",
+                s,
+            ],
+            "--admin-socket must differ from --socket",
+        ),
+        (
             vec!["kms", "rekey-root", "--new-seal", "vault:x"],
             "--new-seal: invalid seal \"vault:x\"",
         ),

@@ -495,6 +495,12 @@ async fn a_file_that_is_not_a_keyward_log_is_refused() {
             .contains("line 1 is not the header of a keyward audit log; move the file away"),
         "{err}"
     );
+    // Nothing made for it is left behind: the file as it was, and no sync journal.
+    assert_eq!(
+        std::fs::read_to_string(s.path()).unwrap(),
+        "{\"kind\":\"Event\"}\n"
+    );
+    assert!(!crate::audit::journal::journal_path(&s.path()).exists());
 }
 
 /// A log is renamed when it rotates: a path that is not a regular file (a device such as
