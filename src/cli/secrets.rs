@@ -1025,7 +1025,7 @@ pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliEr
     let s = s.into_inner();
     let rv = s.metadata.map(|m| m.resource_version).unwrap_or_default();
     println!(
-        "secret/{} rolled back to revision {} (new resourceVersion {rv})",
+        "secret/{} rolled back to revision {} (resourceVersion {rv})",
         a.name, a.to_revision
     );
     Ok(())

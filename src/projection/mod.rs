@@ -42,7 +42,7 @@ pub enum ProjectionError {
         path: String,
     },
     /// A projected path has a `..` component (the caller's mistake).
-    #[error("{path:?} must not contain a '..' component")]
+    #[error("{path:?} must not contain '..'")]
     ParentComponent {
         /// The path.
         path: String,

@@ -1089,8 +1089,16 @@ impl Store {
                 "Forbidden: an immutable Secret cannot be rolled back; delete and recreate it",
             ));
         }
-        if revision > cur.mod_revision {
-            return Err(field_invalid(name, "revision", format!("Invalid value: {revision}: must be a revision of this Secret's history (1..={})", cur.mod_revision)));
+        let created = cur.create_revision.unwrap_or(cur.mod_revision);
+        if revision > cur.mod_revision || revision < created {
+            return Err(field_invalid(
+                name,
+                "revision",
+                format!(
+                    "Invalid value: {revision}: must be a revision of this Secret's history ({created}..={})",
+                    cur.mod_revision
+                ),
+            ));
         }
         let (old, _) = self.backend.get(key.as_bytes(), Some(revision)).await?;
         let old = match old {

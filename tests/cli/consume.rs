@@ -643,11 +643,11 @@ fn mount_rejects_bad_paths_and_unknown_keys_and_then_writes_nothing() {
     for (args, needle) in [
         (
             &["--items", "user=../x"][..],
-            "must not contain a '..' component",
+            "must not contain '..'",
         ),
         (
             &["--items", "user=a/../b"][..],
-            "must not contain a '..' component",
+            "must not contain '..'",
         ),
         (&["--items", "user=/etc/x"][..], "must be a relative path"),
         (&["--items", "user=..data"][..], "must not start with '..'"),

@@ -774,8 +774,14 @@ async fn history_get_at_revision_and_rollback(srv: TestStore) {
         })
         .await
         .unwrap_err();
+    // The range is this Secret's: from its creation to its latest version.
+    let range = format!(
+        "must be a revision of this Secret's history ({}..={})",
+        revs[0],
+        rv(&rb)
+    );
     assert!(
-        e.message().contains("revision: Invalid value"),
+        e.message().contains("revision: Invalid value") && e.message().contains(&range),
         "{}",
         e.message()
     );
