@@ -939,7 +939,7 @@ impl Keyring {
     /// does not leave a whole block counted as used (a crash still over-counts; nothing ever
     /// under-counts). For when encryptions have stopped; one made later reserves again. A
     /// keyring shared with other replicas keeps its count: there a stored count only rises,
-    /// which is how a rolled-back document is told ([`rollback`]).
+    /// which is how a rolled-back document is told.
     pub async fn release_unused(&self) -> Result<(), KeyringError> {
         if self.inner.store.shared_with_others() {
             return Ok(());

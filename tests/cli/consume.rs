@@ -641,14 +641,8 @@ fn mount_rejects_bad_paths_and_unknown_keys_and_then_writes_nothing() {
     let dir = env.p("out");
     let d = dir.to_str().unwrap();
     for (args, needle) in [
-        (
-            &["--items", "user=../x"][..],
-            "must not contain '..'",
-        ),
-        (
-            &["--items", "user=a/../b"][..],
-            "must not contain '..'",
-        ),
+        (&["--items", "user=../x"][..], "must not contain '..'"),
+        (&["--items", "user=a/../b"][..], "must not contain '..'"),
         (&["--items", "user=/etc/x"][..], "must be a relative path"),
         (&["--items", "user=..data"][..], "must not start with '..'"),
         (&["--items", "user=u:0778"][..], "expected an octal mode"),

@@ -5,16 +5,13 @@
 use crate::support::run;
 use crate::support::store::write_private;
 
-/// `keyward kms serve --audit-log-path`: every admin socket call is recorded as the caller's
-/// peer uid, and the log verifies with the public key written beside it.
-#[test]
-fn kms_admin_socket_calls_are_audited() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let root = d.join("root.key");
-    write_private(&root, &[7u8; 32]);
+/// A keyring made by `keyward kms init` in `dir/name`, under a root key file of 32 `byte`s:
+/// its data directory and `--seal`.
+fn keyring(dir: &std::path::Path, name: &str, byte: u8) -> (std::path::PathBuf, String) {
+    let root = dir.join(format!("{name}.key"));
+    write_private(&root, &[byte; 32]);
     let seal = format!("keyfile:{}", root.display());
-    let data = d.join("kms");
+    let data = dir.join(name);
     let (ok, _, err) = run(&[
         "kms",
         "init",
@@ -24,6 +21,16 @@ fn kms_admin_socket_calls_are_audited() {
         &seal,
     ]);
     assert!(ok, "{err}");
+    (data, seal)
+}
+
+/// `keyward kms serve --audit-log-path`: every admin socket call is recorded as the caller's
+/// peer uid, and the log verifies with the public key written beside it.
+#[test]
+fn kms_admin_socket_calls_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (data, seal) = keyring(d, "kms", 7);
     let (sock, admin, log) = (
         d.join("k.sock"),
         d.join("a.sock"),
@@ -211,19 +218,7 @@ fn kms_admin_socket_calls_are_audited() {
     assert!(ok, "{out}{err}");
     // Another root key (a keyring made under it, the same log) signs with another key, and
     // the one before is kept beside the log so that the whole log still verifies.
-    let other_root = d.join("other.key");
-    write_private(&other_root, &[9u8; 32]);
-    let other_seal = format!("keyfile:{}", other_root.display());
-    let other_data = d.join("kms-other");
-    let (ok, _, err) = run(&[
-        "kms",
-        "init",
-        "--data",
-        other_data.to_str().unwrap(),
-        "--seal",
-        &other_seal,
-    ]);
-    assert!(ok, "{err}");
+    let (other_data, other_seal) = keyring(d, "kms-other", 9);
     let mut proc = crate::support::Proc::spawn_ready(
         &[
             "kms",
