@@ -47,9 +47,9 @@ pub enum ProjectionError {
         /// The path.
         path: String,
     },
-    /// A projected path has an empty or `.` component (the caller's mistake).
-    #[error("{path:?} must not contain empty or '.' components")]
-    EmptyComponent {
+    /// A projected path names no file: it is only `.` and `/` (the caller's mistake).
+    #[error("{path:?} names no file")]
+    NoFileName {
         /// The path.
         path: String,
     },

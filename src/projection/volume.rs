@@ -43,9 +43,9 @@ const MAX_PATH: usize = 4096;
 /// Longest name in a projected path (kubelet's `maxFileNameLength`).
 const MAX_NAME: usize = 255;
 
-/// Checks a projected path: relative, at most 4096 bytes with names of at most 255, no `.`,
-/// `..` or empty components, and not starting with `..` (names starting with `..` are the
-/// writer's own).
+/// Checks a projected path and cleans it as kubelet does: relative, at most 4096 bytes with
+/// names of at most 255, no `..` component, naming a file (not only `.` and `/`), and not
+/// starting with `..` once cleaned (names starting with `..` are the writer's own).
 pub fn check_path(p: &str) -> Result<PathBuf, ProjectionError> {
     if p.is_empty() {
         return Err(ProjectionError::EmptyPath);
@@ -69,17 +69,22 @@ pub fn check_path(p: &str) -> Result<PathBuf, ProjectionError> {
     if p.split('/').any(|part| part.len() > MAX_NAME) {
         return too_long("filenames must be less than or equal to 255 characters");
     }
-    for part in p.split('/') {
-        match part {
-            ".." => return Err(ProjectionError::ParentComponent { path: path() }),
-            "" | "." => return Err(ProjectionError::EmptyComponent { path: path() }),
-            _ => {}
-        }
+    if p.split('/').any(|part| part == "..") {
+        return Err(ProjectionError::ParentComponent { path: path() });
     }
-    if p.starts_with("..") {
+    // Cleaned as kubelet cleans it (`path.Clean`): `./a`, `a/` and `a//b` name `a` and `a/b`.
+    let clean = p
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/");
+    if clean.is_empty() {
+        return Err(ProjectionError::NoFileName { path: path() });
+    }
+    if clean.starts_with("..") {
         return Err(ProjectionError::ReservedPath { path: path() });
     }
-    Ok(PathBuf::from(p))
+    Ok(PathBuf::from(clean))
 }
 
 /// One key projected to a path (kubelet's `items` entry).
@@ -243,18 +248,27 @@ mod tests {
 
     #[test]
     fn paths_and_modes() {
-        for good in ["a", ".env", "a.b", "c/d", "a:b"] {
+        for good in ["a", ".env", "a.b", "c/d", "a:b", "a/..b"] {
             assert_eq!(check_path(good).unwrap(), Path::new(good));
+        }
+        // Cleaned as kubelet's `path.Clean` does.
+        for (given, clean) in [
+            ("./a", "a"),
+            ("a/", "a"),
+            ("a//b", "a/b"),
+            ("a/./b/", "a/b"),
+        ] {
+            assert_eq!(check_path(given).unwrap(), Path::new(clean), "{given}");
         }
         for (bad, want) in [
             ("", "the path must not be empty"),
             ("/etc/passwd", "\"/etc/passwd\" must be a relative path"),
             ("../x", "\"../x\" must not contain '..'"),
             ("a/..", "\"a/..\" must not contain '..'"),
-            ("a//b", "\"a//b\" must not contain empty or '.' components"),
-            ("./a", "\"./a\" must not contain empty or '.' components"),
-            ("a/", "\"a/\" must not contain empty or '.' components"),
+            (".", "\".\" names no file"),
+            ("./", "\"./\" names no file"),
             ("..data", "\"..data\" must not start with '..'"),
+            ("./..data", "\"./..data\" must not start with '..'"),
         ] {
             assert_eq!(check_path(bad).unwrap_err().to_string(), want, "{bad}");
         }
