@@ -130,7 +130,9 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
                 }))
             }
             Err(e) => {
-                tracing::debug!(uid = %req.uid, key_id_hash = %key_id_hash(&req.key_id), len = req.ciphertext.len(), "decrypt failed");
+                // Worth an operator's eye (a key retired too early shows here first); the
+                // answer itself says nothing more than "decryption failed".
+                tracing::warn!(uid = %req.uid, key_id_hash = %key_id_hash(&req.key_id), len = req.ciphertext.len(), error = %e, "decrypt failed");
                 Err(to_status(e))
             }
         }
