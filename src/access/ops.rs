@@ -199,6 +199,13 @@ pub fn review_attributes(user: Identity, review: SelfReview) -> Attributes {
     Attributes::resource(user, kverbs::CREATE, resource).with_group(group)
 }
 
+/// Which Secret a patch writes, and whether only as a dry run.
+struct Target<'a> {
+    namespace: &'a Namespace,
+    name: &'a SecretName,
+    dry_run: bool,
+}
+
 impl Access {
     fn secrets(ctx: &RequestContext, verb: &str, namespace: &str, name: &str) -> Attributes {
         secret_attributes(ctx.user.clone(), verb, namespace, name)
@@ -224,16 +231,41 @@ impl Access {
 
     /// Creates a Secret as a server-side apply does when it is absent: authorized as `patch`
     /// on the named Secret (the request's verb, as kube-apiserver authorizes it); `request` is
-    /// the patch as the audit log records it.
-    pub async fn create_by_apply(
+    /// the patch as the audit log records it; `id` is the Secret's. When another writer created the Secret
+    /// meanwhile, the apply is made to that one with `apply` (as [`Access::patch`], answering
+    /// 200), as kube-apiserver's apply retries its update: a lost race is never
+    /// AlreadyExists. Returns the Secret and whether this request created it; recorded once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_by_apply<E: From<AccessError>>(
         &self,
         ctx: &RequestContext,
+        id: &SecretId,
         secret: Secret,
         dry_run: bool,
         request: impl FnOnce() -> Option<AuditObject>,
-    ) -> Result<Secret, AccessError> {
-        self.create_as(ctx, secret, dry_run, kverbs::PATCH, |_| request())
-            .await
+        apply: impl FnMut(&Secret) -> Result<Secret, E>,
+        recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
+    ) -> Result<(Secret, bool), E> {
+        let attrs = Self::secrets(ctx, kverbs::PATCH, id.namespace.as_str(), id.name.as_str());
+        let mut rec = self.admit(ctx, &attrs, &[], request).await?;
+        match self.create_checked(secret, dry_run).await {
+            Err(AccessError::Store(StoreError::AlreadyExists { .. })) => {
+                let live = self.store.get(&id.namespace, &id.name, None).await;
+                let at = Target {
+                    namespace: &id.namespace,
+                    name: &id.name,
+                    dry_run,
+                };
+                let s = self
+                    .patch_recorded(ctx, &mut rec, &at, live, apply, recorded_as)
+                    .await?;
+                Ok((s, false))
+            }
+            result => Ok((
+                self.finish(ctx, &mut rec, result, 201, secret_body).await?,
+                true,
+            )),
+        }
     }
 
     async fn create_as(
@@ -253,27 +285,29 @@ impl Access {
         };
         let attrs = Self::secrets(ctx, verb, &ns, name);
         let mut rec = self.admit(ctx, &attrs, &[], || request(&secret)).await?;
-        let result = async {
-            if !dry_run
-                && secret.type_ == crate::authn::legacy::TOKEN_SECRET_TYPE
-                // Only for a Secret the store would accept: a refused create changes nothing.
-                && Store::prepare_create(&mut secret.clone()).is_ok()
-            {
-                match &self.service_accounts {
-                    Some(sa) => {
-                        sa.issuer().await?;
-                    }
-                    None => {
-                        return Err(AccessError::InvalidTokenRequest(
-                            "this server does not issue service account tokens".into(),
-                        ))
-                    }
+        let result = self.create_checked(secret, dry_run).await;
+        self.finish(ctx, &mut rec, result, 201, secret_body).await
+    }
+
+    /// Stores a new Secret; a service account token Secret only where tokens are issued.
+    async fn create_checked(&self, secret: Secret, dry_run: bool) -> Result<Secret, AccessError> {
+        if !dry_run
+            && secret.type_ == crate::authn::legacy::TOKEN_SECRET_TYPE
+            // Only for a Secret the store would accept: a refused create changes nothing.
+            && Store::prepare_create(&mut secret.clone()).is_ok()
+        {
+            match &self.service_accounts {
+                Some(sa) => {
+                    sa.issuer().await?;
+                }
+                None => {
+                    return Err(AccessError::InvalidTokenRequest(
+                        "this server does not issue service account tokens".into(),
+                    ))
                 }
             }
-            Ok(self.store.create(secret, dry_run).await?)
         }
-        .await;
-        self.finish(ctx, &mut rec, result, 201, secret_body).await
+        Ok(self.store.create(secret, dry_run).await?)
     }
 
     /// Reads a Secret, as of `revision` if given (`get secrets` on the Secret).
@@ -397,7 +431,7 @@ impl Access {
         dry_run: bool,
         absent_is_created: bool,
         request: impl FnOnce() -> Option<AuditObject>,
-        mut apply: impl FnMut(&Secret) -> Result<Secret, E>,
+        apply: impl FnMut(&Secret) -> Result<Secret, E>,
         recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
     ) -> Result<Secret, E> {
         let attrs = Self::secrets(ctx, kverbs::PATCH, namespace.as_str(), name.as_str());
@@ -410,12 +444,31 @@ impl Access {
             live = Err(e);
         }
         let mut rec = self.admit(ctx, &attrs, &[], request).await?;
+        let at = Target {
+            namespace,
+            name,
+            dry_run,
+        };
+        self.patch_recorded(ctx, &mut rec, &at, live, apply, recorded_as)
+            .await
+    }
+
+    /// [`Access::patch`]'s attempts on `live` (then on each newer version), recorded in `rec`.
+    async fn patch_recorded<E: From<AccessError>>(
+        &self,
+        ctx: &RequestContext,
+        rec: &mut RequestAudit,
+        at: &Target<'_>,
+        mut live: Result<Secret, StoreError>,
+        mut apply: impl FnMut(&Secret) -> Result<Secret, E>,
+        recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
+    ) -> Result<Secret, E> {
         loop {
             let stored = match live {
                 Ok(s) => s,
                 Err(e) => {
                     let result = Err(e.into());
-                    return Ok(self.finish(ctx, &mut rec, result, 200, secret_body).await?);
+                    return Ok(self.finish(ctx, rec, result, 200, secret_body).await?);
                 }
             };
             let (next, retry) = match apply(&stored) {
@@ -429,14 +482,14 @@ impl Access {
                     return Err(e);
                 }
             };
-            match self.store.update(next, dry_run).await {
+            match self.store.update(next, at.dry_run).await {
                 Err(e) if retry && e.is_modified() => {}
                 written => {
                     let result = written.map_err(AccessError::from);
-                    return Ok(self.finish(ctx, &mut rec, result, 200, secret_body).await?);
+                    return Ok(self.finish(ctx, rec, result, 200, secret_body).await?);
                 }
             }
-            live = self.store.get(namespace, name, None).await;
+            live = self.store.get(at.namespace, at.name, None).await;
         }
     }
 

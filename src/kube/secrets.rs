@@ -614,7 +614,7 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         _ => Vec::new(),
     };
     let mut warnings = Vec::new();
-    let apply_to = |live: &Secret| -> Result<Secret, KubeError> {
+    let mut apply_to = |live: &Secret| -> Result<Secret, KubeError> {
         let (mut next, w) = match kind {
             PatchType::Apply => (
                 apply::server_side_apply(Some(live), &patch_doc, &opts.manager, force, &now())?,
@@ -639,33 +639,42 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
             opts.dry_run,
             kind == PatchType::Apply,
             request,
-            apply_to,
+            &mut apply_to,
             recorded_as,
         )
         .await;
-    match written {
-        Ok(s) => Ok(Reply::Json {
-            code: 200,
-            body: encode_secret(&s),
-            warnings,
-        }),
+    let (s, created) = match written {
+        Ok(s) => (s, false),
         Err(KubeError::Access(AccessError::Store(StoreError::NotFound { .. })))
             if kind == PatchType::Apply && !req.ctx.is_recorded() =>
         {
             let mut s = apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
-            let warnings = repeated_keys_checked(&repeated, opts.validation)?;
+            let first_warnings = repeated_keys_checked(&repeated, opts.validation)?;
             check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
-            let created = access
-                .create_by_apply(&req.ctx, s, opts.dry_run, request)
+            // Created, or applied to the Secret another writer created meanwhile.
+            let (s, created) = access
+                .create_by_apply(
+                    &req.ctx,
+                    id,
+                    s,
+                    opts.dry_run,
+                    request,
+                    &mut apply_to,
+                    recorded_as,
+                )
                 .await?;
-            Ok(Reply::Json {
-                code: 201,
-                body: encode_secret(&created),
-                warnings,
-            })
+            if created {
+                warnings = first_warnings;
+            }
+            (s, created)
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    Ok(Reply::Json {
+        code: if created { 201 } else { 200 },
+        body: encode_secret(&s),
+        warnings,
+    })
 }
 
 /// A JSON, merge or strategic merge patch applied to `live`, with the warnings of a

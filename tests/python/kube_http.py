@@ -425,4 +425,34 @@ for expect in (201, 200):
     assert json.loads(data)["data"] == {"k": "Mg=="}, data
 code, warns, _ = warnings_of("PATCH", APPLY + "&fieldValidation=Ignore", APPLY_YAML, "application/apply-patch+yaml")
 assert code == 200 and warns == [], (code, warns)
+# Server-side applies racing to create one Secret: one creates it (201), the others apply to it
+# (200), as kube-apiserver's apply retries its update after a lost create; never AlreadyExists.
+import threading
+
+
+def race(name, managers):
+    results = {}
+
+    def apply(m):
+        body = ("apiVersion: v1\nkind: Secret\nmetadata:\n  name: %s\ndata:\n  %s: MQ==\n" % (name, m)).encode()
+        results[m] = call("PATCH", SECRETS + "/" + name + "?fieldManager=" + m, body,
+                          {"Content-Type": "application/apply-patch+yaml"})
+    threads = [threading.Thread(target=apply, args=(m,)) for m in managers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+for n in range(8):
+    name = "race-%d" % n
+    managers = ["m%d" % i for i in range(4)]
+    results = race(name, managers)
+    codes = sorted(r[0] for r in results.values())
+    assert codes == [200, 200, 200, 201], (name, {m: (r[0], r[2][:200]) for m, r in results.items()})
+    got = json.loads(call("GET", SECRETS + "/" + name)[2])
+    assert sorted(got["data"]) == managers, got
+    owners = sorted(f["manager"] for f in got["metadata"]["managedFields"] if f["operation"] == "Apply")
+    assert owners == managers, got["metadata"]["managedFields"]
 print("ok")
