@@ -115,7 +115,18 @@ struct State {
     /// content's hash, or the read error's): a change is acted on by [`Reload::check_settled`]
     /// only when two checks in a row see it, so a file caught half written is never applied.
     seen: Option<[u8; 32]>,
+    /// Whether the content in force has any entry ([`has_entries`]).
+    has_entries: bool,
     status: FileStatus,
+}
+
+/// Whether a file holds anything but blank lines and `#` comments: an entry of a token file
+/// or a users map.
+fn has_entries(bytes: &[u8]) -> bool {
+    bytes.split(|b| *b == b'\n').any(|line| {
+        let line = line.trim_ascii();
+        !line.is_empty() && !line.starts_with(b"#")
+    })
 }
 
 /// A parsed file kept in force and reloaded on change.
@@ -166,6 +177,7 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
                 hash: sha256(&bytes),
                 failed: None,
                 seen: None,
+                has_entries: has_entries(&bytes),
                 status,
             }),
             path,
@@ -222,10 +234,26 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
             }
         }
         state.seen = None;
-        let result = read.and_then(|bytes| (self.parse)(&bytes));
+        // A file emptied (what a failed `generate > file` leaves) would lock out every caller
+        // it listed: kept out, like a file that does not parse.
+        let in_force_has_entries = state.has_entries;
+        let mut entries = false;
+        let result = read.and_then(|bytes| {
+            entries = has_entries(&bytes);
+            if in_force_has_entries && !entries {
+                return Err(format!(
+                    "{} is empty (nothing but blank lines and comments): it would remove every \
+                     entry, so the content in force is kept (to start with an empty file, \
+                     restart the server)",
+                    self.path.display()
+                ));
+            }
+            (self.parse)(&bytes)
+        });
         match result {
             Ok(value) => {
                 self.current.store(Arc::new(value));
+                state.has_entries = entries;
                 state.hash = hash.unwrap_or_default();
                 state.failed = None;
                 state.status.reloads += 1;
@@ -364,6 +392,35 @@ mod tests {
         write(&p, "1 2 3", 0o600);
         assert_eq!(w.check_now(), ReloadOutcome::Unchanged);
         assert_eq!(w.status().last_error, None);
+    }
+
+    #[test]
+    fn an_emptied_file_is_kept_out_but_an_empty_one_may_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write(&p, "1 2", 0o600);
+        let w = WatchedFile::load(&p, FileAccess::Private, "numbers", numbers).unwrap();
+        for emptied in ["", "\n  \n", "# all gone\n"] {
+            write(&p, emptied, 0o600);
+            match w.check_now() {
+                ReloadOutcome::Failed { error } => {
+                    assert!(error.contains("is empty"), "{error}")
+                }
+                o => panic!("{emptied:?}: {o:?}"),
+            }
+            assert_eq!(*w.current(), [1, 2]);
+            assert!(w.status().last_error.is_some());
+        }
+        write(&p, "3", 0o600);
+        assert_eq!(w.check_now(), ReloadOutcome::Applied);
+        // Started empty, it may stay empty and then get entries.
+        write(&p, "", 0o600);
+        let w = WatchedFile::load(&p, FileAccess::Private, "numbers", numbers).unwrap();
+        write(&p, "\n", 0o600);
+        assert_eq!(w.check_now(), ReloadOutcome::Applied);
+        write(&p, "4", 0o600);
+        assert_eq!(w.check_now(), ReloadOutcome::Applied);
+        assert_eq!(*w.current(), [4]);
     }
 
     #[test]

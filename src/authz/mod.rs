@@ -235,6 +235,14 @@ pub enum AuthzError {
         /// Every problem found, in file order.
         problems: Vec<Problem>,
     },
+    /// A reload found policy files that hold no object any more, while the policy in force
+    /// has some: what a failed `generate > policy.yaml` leaves. Refused, so that a broken
+    /// pipeline does not lock out every caller (operator's: restart to start empty).
+    #[error("authorization policy {} holds no Role, ClusterRole, RoleBinding or ClusterRoleBinding: it would refuse every caller but system:masters, so the policy in force is kept (to start with an empty policy, restart the server)", path.display())]
+    Emptied {
+        /// The file or directory.
+        path: PathBuf,
+    },
     /// An impersonation request names groups, extra or a uid but no user (caller's: Bad
     /// Request in Kubernetes).
     #[error("requested {requested} without impersonating a user")]

@@ -294,6 +294,13 @@ impl Policy {
             Ok(loaded) => loaded,
             Err(e) => return self.reject(path, hash, e),
         };
+        let empty = PolicyCounts::default();
+        if loaded.rbac.counts() == empty && self.current().counts() != empty {
+            let emptied = AuthzError::Emptied {
+                path: path.to_owned(),
+            };
+            return self.reject(path, hash, emptied);
+        }
         for w in &loaded.warnings {
             tracing::warn!(policy = %path.display(), "authorization policy: {w}");
         }

@@ -15,6 +15,9 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+/// Refused certificates, at most one line a second.
+static HANDSHAKE_REFUSED: crate::access::LogThrottle = crate::access::LogThrottle::new();
+
 /// The handshake's verifier: asks for a certificate with the client CA's names, checks the
 /// client's signature with its key, and leaves the chain to [`ClientCerts::verify`].
 #[derive(Debug)]
@@ -95,7 +98,9 @@ impl ClientCerts {
                 match v.verify_client_cert(leaf, intermediates, UnixTime::now()) {
                     Ok(_) => not_after(&chain),
                     Err(e) => {
-                        tracing::info!(peer = %peer, error = %e, "client certificate refused");
+                        if let Some(held_back) = HANDSHAKE_REFUSED.admit() {
+                            tracing::info!(peer = %peer, error = %e, held_back, "client certificate refused");
+                        }
                         None
                     }
                 }

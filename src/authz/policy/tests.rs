@@ -152,6 +152,33 @@ fn reload_swaps_a_valid_change_and_keeps_the_policy_on_a_bad_one() {
 }
 
 #[test]
+fn an_emptied_policy_is_kept_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, READER).unwrap();
+    let p = Policy::load(&file).unwrap();
+    for emptied in ["", "# regenerating\n", "---\n"] {
+        std::fs::write(&file, emptied).unwrap();
+        let e = p.reload().unwrap_err();
+        assert!(matches!(e, AuthzError::Emptied { .. }), "{emptied:?}: {e}");
+        assert!(
+            p.authorize(&get_db()).allowed(),
+            "the policy in force stays"
+        );
+        assert!(!p.status().healthy());
+    }
+    std::fs::write(&file, format!("{READER}---{WRITER}")).unwrap();
+    assert!(p.reload().unwrap());
+    assert!(p.status().healthy());
+    // A server started with an empty policy takes one later.
+    std::fs::write(&file, "").unwrap();
+    let p = Policy::load(&file).unwrap();
+    std::fs::write(&file, READER).unwrap();
+    assert!(p.reload().unwrap());
+    assert!(p.authorize(&get_db()).allowed());
+}
+
+#[test]
 fn a_policy_built_in_code_is_not_reloaded() {
     let p = Policy::new(Rbac::empty());
     assert!(!p.reload().unwrap());
