@@ -43,7 +43,8 @@ struct Framing {
 }
 
 impl Framing {
-    /// A BOOKMARK at `rv`: an object of the watched kind with only its resourceVersion.
+    /// A BOOKMARK at `rv`: an object of the watched kind with only its resourceVersion (and
+    /// the zero creationTimestamp Go writes as `null`, as kube-apiserver's bookmarks carry).
     fn bookmark(&mut self, rv: &str) -> Bytes {
         let (kind, version) = if self.metadata_only {
             ("PartialObjectMetadata", "meta.k8s.io/v1")
@@ -52,7 +53,8 @@ impl Framing {
         };
         self.event(
             "BOOKMARK",
-            json!({"kind":kind,"apiVersion":version,"metadata":{"resourceVersion":rv}}),
+            json!({"kind":kind,"apiVersion":version,
+                "metadata":{"resourceVersion":rv,"creationTimestamp":null}}),
         )
     }
 

@@ -248,6 +248,8 @@ ctype, evs = watch_lines(SECRETS + "?watch=1&allowWatchBookmarks=true&fieldSelec
 assert [e["type"] for e in evs] == ["ADDED", "BOOKMARK"], evs
 bm = evs[-1]["object"]
 assert bm["kind"] == "Secret" and bm["metadata"]["resourceVersion"], bm
+# As kube-apiserver writes an empty object's metadata: the zero creationTimestamp as null.
+assert list(bm["metadata"].items())[1:] == [("creationTimestamp", None)], bm
 
 # A bookmark's resourceVersion follows the store, not the watch's last event: changes this
 # watch leaves out (another namespace) move it on, so that a client resuming from it does not
