@@ -48,7 +48,8 @@
 //! endpoints), [`net`] (limited listeners: connection caps within a descriptor budget, accept
 //! backoff, connection timeouts), [`names`] (Kubernetes names as types: namespaces, Secret names,
 //! data keys), [`reason`] (the machine-readable reason every keyward gRPC status carries),
-//! [`redact`] (serde decoders' error text without the values it quotes), [`memory`] (returning
+//! [`redact`] (serde decoders' error text without the values it quotes), [`log_throttle`] (log
+//! lines a caller could cause at request rate, at most one a second), [`memory`] (returning
 //! memory freed after bulk work to the system), [`go_duration`]
 //! (Go's duration format, as Kubernetes files write it) and [`pb`] (the generated protobuf code).
 //!
@@ -87,6 +88,7 @@ pub mod go_time;
 pub mod keyring;
 pub mod kms;
 pub mod kube;
+pub mod log_throttle;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;

@@ -14,65 +14,16 @@
 //! Why a credential was refused goes to the server's log (never the credential); the caller
 //! sees `Unauthorized`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
-
 use super::AccessError;
 use crate::authn::unix::{PeerCredentials, UnixAuthenticator};
 use crate::authn::x509::authenticate_client_cert;
 use crate::authn::{parse_bearer, AuthnError, BearerHeader, Identity, TokenChain};
-
-/// Log lines a caller can cause at its request rate, at most one a second each (the lines held
-/// back are counted in the next one): a client with a revoked token cannot fill the log.
-pub(crate) struct LogThrottle {
-    /// Milliseconds since [`LogThrottle::epoch`] before which nothing more is logged.
-    next_ms: AtomicU64,
-    held_back: AtomicU64,
-}
+use crate::log_throttle::LogThrottle;
 
 /// Refused client certificates (per request).
 static CERT_REFUSED: LogThrottle = LogThrottle::new();
 /// Refused bearer tokens.
 static TOKEN_REFUSED: LogThrottle = LogThrottle::new();
-
-impl LogThrottle {
-    /// A throttle that lets its first line through.
-    pub(crate) const fn new() -> Self {
-        LogThrottle {
-            next_ms: AtomicU64::new(0),
-            held_back: AtomicU64::new(0),
-        }
-    }
-
-    fn epoch() -> Instant {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        *EPOCH.get_or_init(Instant::now)
-    }
-
-    /// `Some(lines held back since the last one)` when a line may be logged now.
-    pub(crate) fn admit(&self) -> Option<u64> {
-        let now = u64::try_from(Self::epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = self.next_ms.load(Ordering::Relaxed);
-        let due = now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now.saturating_add(1000),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok();
-        match due {
-            true => Some(self.held_back.swap(0, Ordering::Relaxed)),
-            false => {
-                self.held_back.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
-    }
-}
 
 /// What one request presents.
 #[derive(Debug, Clone, Copy)]
@@ -343,16 +294,5 @@ mod tests {
                 "Authentication failed, no credentials provided"
             );
         }
-    }
-
-    #[test]
-    fn refusals_are_logged_at_most_once_a_second_with_the_count_held_back() {
-        let t = LogThrottle::new();
-        assert_eq!(t.admit(), Some(0));
-        assert_eq!(t.admit(), None);
-        assert_eq!(t.admit(), None);
-        std::thread::sleep(std::time::Duration::from_millis(1100));
-        assert_eq!(t.admit(), Some(2));
-        assert_eq!(t.admit(), None);
     }
 }

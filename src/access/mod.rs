@@ -57,7 +57,6 @@ mod setup;
 
 use std::sync::Arc;
 
-pub(crate) use authenticate::LogThrottle;
 pub use authenticate::{Authenticators, Credentials};
 pub use context::{AnswerView, Answered, DeletionAnswer, RequestContext, Source};
 pub use keys::{SealedKeys, AUDIT_CHECKPOINT_KEY, SERVICE_ACCOUNT_SIGNING_KEY};

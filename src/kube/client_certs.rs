@@ -16,7 +16,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Refused certificates, at most one line a second.
-static HANDSHAKE_REFUSED: crate::access::LogThrottle = crate::access::LogThrottle::new();
+static HANDSHAKE_REFUSED: crate::log_throttle::LogThrottle =
+    crate::log_throttle::LogThrottle::new();
 
 /// The handshake's verifier: asks for a certificate with the client CA's names, checks the
 /// client's signature with its key, and leaves the chain to [`ClientCerts::verify`].

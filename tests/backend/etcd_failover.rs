@@ -112,3 +112,53 @@ async fn with_every_member_gone_requests_fail_unavailable_and_recover() {
     }
     assert!(ok, "never recovered after etcd came back");
 }
+
+/// Log lines written while a test runs, to read back.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// An etcd that stops answering is in the server's log at warn, not only in the clients'
+/// answers, and at most once a second however many requests fail.
+#[tokio::test(flavor = "current_thread")]
+async fn an_unavailable_etcd_is_logged_once_a_second() {
+    let cap = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(cap.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut etcd = Etcd::start();
+    let backend = EtcdBackend::connect(&etcd.options()).expect("connect");
+    put_acked(&backend, "/u/a", "1").await;
+    etcd.kill(0);
+    for _ in 0..10 {
+        assert!(matches!(
+            backend.get(b"/u/a", None).await,
+            Err(BackendError::Unavailable(_))
+        ));
+    }
+    let log = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("etcd unavailable"))
+        .collect();
+    assert!(!lines.is_empty() && lines.len() < 10, "{log}");
+    assert!(lines[0].contains("WARN"), "{log}");
+}

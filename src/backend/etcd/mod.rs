@@ -205,6 +205,13 @@ impl EtcdBackend {
         let msg = status.message();
         match (status.code(), requested) {
             (Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled, _) => {
+                // Clients see it in their answers; the operator sees it here (once a second).
+                static UNAVAILABLE: crate::log_throttle::LogThrottle =
+                    crate::log_throttle::LogThrottle::new();
+                let cancelled = status.code() == Code::Cancelled;
+                if let Some(held_back) = (!cancelled).then(|| UNAVAILABLE.admit()).flatten() {
+                    tracing::warn!(endpoint = %self.client.current_endpoint(), error = msg, held_back, "etcd unavailable");
+                }
                 BackendError::Unavailable(msg.to_owned())
             }
             (Code::InvalidArgument, _) if msg.contains("request is too large") => {
