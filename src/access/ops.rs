@@ -229,12 +229,12 @@ impl Access {
             .await
     }
 
-    /// Creates a Secret as a server-side apply does when it is absent: authorized as `patch`
-    /// on the named Secret (the request's verb, as kube-apiserver authorizes it); `request` is
-    /// the patch as the audit log records it; `id` is the Secret's. When another writer created the Secret
-    /// meanwhile, the apply is made to that one with `apply` (as [`Access::patch`], answering
-    /// 200), as kube-apiserver's apply retries its update: a lost race is never
-    /// AlreadyExists. Returns the Secret and whether this request created it; recorded once.
+    /// Creates the Secret `id` as a server-side apply does when it is absent: authorized as
+    /// `patch` on it (the request's verb, as kube-apiserver authorizes it); `request` is the
+    /// patch as the audit log records it. When another writer created the Secret meanwhile,
+    /// the apply is made to that one with `apply` (as [`Access::patch`], answering 200), as
+    /// kube-apiserver's apply retries its update: a lost race is never AlreadyExists. Returns
+    /// the Secret and whether this request created it; the request is recorded once.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_by_apply<E: From<AccessError>>(
         &self,
