@@ -24,6 +24,38 @@ fn keyring(dir: &std::path::Path, name: &str, byte: u8) -> (std::path::PathBuf, 
     (data, seal)
 }
 
+/// `keyward kms serve` of the keyring `(data, seal)` on `dir/k.sock`, auditing to
+/// `dir/admin-audit.log`, with `extra` flags (an `--admin-socket` among them is waited for too);
+/// its stderr in `dir/stderr_name`.
+fn serve(
+    dir: &std::path::Path,
+    (data, seal): (&std::path::Path, &str),
+    extra: &[&str],
+    stderr_name: &str,
+) -> crate::support::Proc {
+    let (sock, log) = (dir.join("k.sock"), dir.join("admin-audit.log"));
+    let mut args = vec![
+        "kms",
+        "serve",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        seal,
+        "--socket",
+        sock.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let admin = extra
+        .windows(2)
+        .find(|w| w[0] == "--admin-socket")
+        .map(|w| std::path::PathBuf::from(w[1]));
+    let mut ready = vec![sock.as_path()];
+    ready.extend(admin.as_deref());
+    crate::support::Proc::spawn_ready(&args, &[], &dir.join(stderr_name), &ready)
+}
+
 /// `keyward kms serve --audit-log-path`: every admin socket call is recorded as the caller's
 /// peer uid, and the log verifies with the public key written beside it.
 #[test]
@@ -58,29 +90,14 @@ fn kms_admin_socket_calls_are_audited() {
         !log.exists() && !sock.exists(),
         "a refused flag changes nothing"
     );
-    let mut proc = crate::support::Proc::spawn_ready(
-        &[
-            "kms",
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--seal",
-            &seal,
-            "--socket",
-            sock.to_str().unwrap(),
-            "--admin-socket",
-            admin.to_str().unwrap(),
-            "--audit-log-path",
-            log.to_str().unwrap(),
-            // kube-apiserver's way: written before each call goes on, not fsynced.
-            "--audit-log-sync",
-            "never",
-        ],
-        &[],
-        &d.join("stderr"),
-        &[&sock, &admin],
-    );
     let a = admin.to_str().unwrap();
+    let mut proc = serve(
+        d,
+        (&data, &seal),
+        // kube-apiserver's way: written before each call goes on, not fsynced.
+        &["--admin-socket", a, "--audit-log-sync", "never"],
+        "stderr",
+    );
     for cmd in [&["kms", "status"][..], &["kms", "keys"], &["kms", "rotate"]] {
         let mut args = cmd.to_vec();
         args.extend(["--admin-socket", a]);
@@ -132,26 +149,11 @@ fn kms_admin_socket_calls_are_audited() {
     );
 
     // A caller the allow list refuses is recorded too: decision forbid, 403.
-    let mut proc = crate::support::Proc::spawn_ready(
-        &[
-            "kms",
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--seal",
-            &seal,
-            "--socket",
-            sock.to_str().unwrap(),
-            "--admin-socket",
-            admin.to_str().unwrap(),
-            "--admin-allow-uid",
-            "4242",
-            "--audit-log-path",
-            log.to_str().unwrap(),
-        ],
-        &[],
-        &d.join("stderr2"),
-        &[&sock, &admin],
+    let mut proc = serve(
+        d,
+        (&data, &seal),
+        &["--admin-socket", a, "--admin-allow-uid", "4242"],
+        "stderr2",
     );
     // The server's own uid and root are always admitted: the refused caller is another user
     // (the socket is mode 0666 once another uid is listed; its directory must let it in).
@@ -219,23 +221,7 @@ fn kms_admin_socket_calls_are_audited() {
     // Another root key (a keyring made under it, the same log) signs with another key, and
     // the one before is kept beside the log so that the whole log still verifies.
     let (other_data, other_seal) = keyring(d, "kms-other", 9);
-    let mut proc = crate::support::Proc::spawn_ready(
-        &[
-            "kms",
-            "serve",
-            "--data",
-            other_data.to_str().unwrap(),
-            "--seal",
-            &other_seal,
-            "--socket",
-            sock.to_str().unwrap(),
-            "--audit-log-path",
-            log.to_str().unwrap(),
-        ],
-        &[],
-        &d.join("stderr3"),
-        &[&sock],
-    );
+    let mut proc = serve(d, (&other_data, &other_seal), &[], "stderr3");
     proc.signal(rustix::process::Signal::TERM);
     assert!(proc.wait(std::time::Duration::from_secs(20)).success());
     let kept: Vec<std::path::PathBuf> = std::fs::read_dir(d)
