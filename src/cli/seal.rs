@@ -220,6 +220,11 @@ pub(super) async fn unseal(a: UnsealArgs) -> Result<(), CliError> {
                 "shares": r.shares, "primary_key_id": r.primary_key_id,
             })
         );
+    } else if r.sealed && a.reset && r.given == 0 {
+        println!(
+            "shares forgotten: 0 of {} given; {} needed",
+            r.threshold, r.threshold
+        );
     } else if r.sealed {
         println!(
             "share accepted: {} of {} given; {} more needed",

@@ -273,7 +273,11 @@ fn in_session<T>(
             found = Some(slot);
             break;
         }
-        labels.push(label);
+        // An uninitialized token (SoftHSM's free slot) has no label to offer.
+        labels.push(match info.token_initialized() {
+            true => format!("{label:?}"),
+            false => format!("slot {}: not initialized", slot.id()),
+        });
     }
     let slot = found.ok_or_else(|| {
         SealError::Pkcs11(format!(

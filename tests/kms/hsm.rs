@@ -86,6 +86,14 @@ async fn each_hsm_refusal_is_clear_and_changes_nothing() {
         "no initialized token labelled \"no-such-token\"",
     )
     .await;
+    // The tokens there are named: labels quoted, SoftHSM's free slot as not initialized.
+    init_refused(
+        dir.path(),
+        &spec,
+        |s| s.token = "no-such-token".into(),
+        ": not initialized)",
+    )
+    .await;
     init_refused(
         dir.path(),
         &spec,

@@ -303,8 +303,18 @@ fn forge(share: &str) -> String {
 
 /// `keyward kms unseal` with `share` on stdin; (success, stdout, stderr).
 fn unseal_stdin(admin: &Path, share: &str) -> (bool, String, String) {
+    unseal_with(admin, &[], share)
+}
+
+/// `keyward kms unseal --reset` with an empty line on stdin.
+fn unseal_stdin_reset(admin: &Path) -> (bool, String, String) {
+    unseal_with(admin, &["--reset"], "")
+}
+
+fn unseal_with(admin: &Path, flags: &[&str], share: &str) -> (bool, String, String) {
     let mut child = Command::new(bin())
         .args(["kms", "unseal", "--admin-socket", admin.to_str().unwrap()])
+        .args(flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -441,6 +451,12 @@ fn shamir_sealed_unsealed_serving_with_a_restart_in_between() {
     let (ok, out, err) = unseal_stdin(&admin, &share(1));
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "share accepted: 1 of 3 given; 2 more needed");
+    // --reset without a share forgets those given, and says so.
+    let (ok, out, err) = unseal_stdin_reset(&admin);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "shares forgotten: 0 of 3 given; 3 needed");
+    let (ok, out, err) = unseal_stdin(&admin, &share(1));
+    assert!(ok && out.contains("1 of 3 given"), "{out}{err}");
     let (ok, out, err) = run(&[
         "kms",
         "unseal",
