@@ -1,23 +1,32 @@
 //! Log lines that a caller, or a failing dependency, could cause at request rate: each kind at
-//! most once a second, the lines held back counted in the next one.
+//! most once per interval (a second unless said otherwise), the lines held back counted in the
+//! next one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Log lines a caller can cause at its request rate, at most one a second each (the lines held
-/// back are counted in the next one): a client with a revoked token cannot fill the log.
+/// One kind of log line, let through at most once per interval (the lines held back are
+/// counted in the next one): a client with a revoked token cannot fill the log.
 #[derive(Debug)]
 pub struct LogThrottle {
+    /// The interval, in milliseconds.
+    every_ms: u64,
     /// Milliseconds since [`LogThrottle::epoch`] before which nothing more is logged.
     next_ms: AtomicU64,
     held_back: AtomicU64,
 }
 
 impl LogThrottle {
-    /// A throttle that lets its first line through.
+    /// A line a second; the first goes through.
     pub const fn new() -> Self {
+        Self::every(Duration::from_secs(1))
+    }
+
+    /// A line per `interval`; the first goes through.
+    pub const fn every(interval: Duration) -> Self {
         LogThrottle {
+            every_ms: interval.as_millis() as u64,
             next_ms: AtomicU64::new(0),
             held_back: AtomicU64::new(0),
         }
@@ -37,7 +46,7 @@ impl LogThrottle {
                 .next_ms
                 .compare_exchange(
                     next,
-                    now.saturating_add(1000),
+                    now.saturating_add(self.every_ms),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -71,5 +80,8 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         assert_eq!(t.admit(), Some(2));
         assert_eq!(t.admit(), None);
+        // Another interval: none at all lets every line through.
+        let every = LogThrottle::every(Duration::ZERO);
+        assert_eq!((every.admit(), every.admit()), (Some(0), Some(0)));
     }
 }

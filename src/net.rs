@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::log_throttle::LogThrottle;
 
 /// First pause after an `accept` that failed for lack of resources; doubles up to
 /// [`MAX_BACKOFF`].
@@ -265,17 +267,13 @@ pub fn tcp_incoming(listener: TcpListener, limits: &ConnLimits) -> Incoming<Limi
         per_address: limits.max_per_address,
         counts: Mutex::new((0, HashMap::new())),
     });
-    let mut last_refusal: Option<Instant> = None;
-    let mut refused = 0u64;
+    let refusals = LogThrottle::every(WARN_EVERY);
     accept_loop(listener, move |stream, peer: std::net::SocketAddr| {
         let Some(slot) = gate.admit(peer.ip()) else {
             drop(stream);
-            refused += 1;
-            if last_refusal.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-                tracing::warn!(listen = ?local, peer = %peer, open = gate.open(), refused,
+            if let Some(held_back) = refusals.admit() {
+                tracing::warn!(listen = ?local, peer = %peer, open = gate.open(), held_back,
                     "connection cap reached: closing new TCP connections");
-                last_refusal = Some(Instant::now());
-                refused = 0;
             }
             return None;
         };
@@ -366,14 +364,14 @@ fn accept_loop<L: Accept, T: Send + 'static>(
 #[derive(Debug)]
 struct Backoff {
     delay: Duration,
-    last_warning: Option<Instant>,
+    warnings: LogThrottle,
 }
 
 impl Backoff {
     fn new() -> Self {
         Self {
             delay: MIN_BACKOFF,
-            last_warning: None,
+            warnings: LogThrottle::every(WARN_EVERY),
         }
     }
 
@@ -392,9 +390,8 @@ impl Backoff {
         ) {
             return true;
         }
-        if self.last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
-            tracing::warn!(error = %e, "accept failed; retrying with backoff (out of file descriptors? raise ulimit -n)");
-            self.last_warning = Some(Instant::now());
+        if let Some(held_back) = self.warnings.admit() {
+            tracing::warn!(error = %e, held_back, "accept failed; retrying with backoff (out of file descriptors? raise ulimit -n)");
         }
         let delay = self.delay;
         self.delay = (self.delay * 2).min(MAX_BACKOFF);

@@ -239,8 +239,8 @@ async fn report_health(reporter: &tonic_health::server::HealthReporter, keyring:
 
 /// Serves KMS v2, KMS v1 and gRPC health on `kms`, and the admin API on `admin` (if given) to the
 /// callers its [`PeerAllow`] admits (others get `PermissionDenied`), until `shutdown` completes;
-/// then stops accepting, drains in-flight calls and closes the keyring ([`PluginKeyring::close`]).
-/// Every call on both sockets goes through `rpc`
+/// then stops accepting, drains in-flight calls and closes the keyring
+/// ([`PluginKeyring::close`]). Every call on both sockets goes through `rpc`
 /// ([`RpcLayer::disabled`] to measure nothing). A [`Keyring`](crate::keyring::Keyring)
 /// converts into a [`PluginKeyring`] (and then runs key maintenance while served).
 pub async fn serve(
@@ -296,7 +296,7 @@ pub async fn serve(
             token.clone().cancelled_owned(),
         );
 
-    match admin {
+    let res = match admin {
         Some((admin, allow)) => {
             let admin_server = tonic::transport::Server::builder()
                 .http2_max_header_list_size(crate::net::MAX_HEADER_LIST_BYTES)
@@ -310,18 +310,13 @@ pub async fn serve(
                     crate::net::unix_incoming(admin),
                     token.clone().cancelled_owned(),
                 );
-            let res = tokio::try_join!(kms_server, admin_server).map(|_| ());
-            token.cancel();
-            keyring.close().await;
-            res
+            tokio::try_join!(kms_server, admin_server).map(|_| ())
         }
-        None => {
-            let res = kms_server.await;
-            token.cancel();
-            keyring.close().await;
-            res
-        }
-    }
+        None => kms_server.await,
+    };
+    token.cancel();
+    keyring.close().await;
+    res
 }
 
 #[cfg(test)]

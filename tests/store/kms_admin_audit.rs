@@ -5,25 +5,6 @@
 use crate::support::run;
 use crate::support::store::write_private;
 
-/// A keyring made by `keyward kms init` in `dir/name`, under a root key file of 32 `byte`s:
-/// its data directory and `--seal`.
-fn keyring(dir: &std::path::Path, name: &str, byte: u8) -> (std::path::PathBuf, String) {
-    let root = dir.join(format!("{name}.key"));
-    write_private(&root, &[byte; 32]);
-    let seal = format!("keyfile:{}", root.display());
-    let data = dir.join(name);
-    let (ok, _, err) = run(&[
-        "kms",
-        "init",
-        "--data",
-        data.to_str().unwrap(),
-        "--seal",
-        &seal,
-    ]);
-    assert!(ok, "{err}");
-    (data, seal)
-}
-
 /// `keyward kms serve` of the keyring `(data, seal)` on `dir/k.sock`, auditing to
 /// `dir/admin-audit.log`, with `extra` flags (an `--admin-socket` among them is waited for too);
 /// its stderr in `dir/stderr_name`.
@@ -62,7 +43,19 @@ fn serve(
 fn kms_admin_socket_calls_are_audited() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (data, seal) = keyring(d, "kms", 7);
+    let root = d.join("root.key");
+    write_private(&root, &[7u8; 32]);
+    let seal = format!("keyfile:{}", root.display());
+    let data = d.join("kms");
+    let (ok, _, err) = run(&[
+        "kms",
+        "init",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        &seal,
+    ]);
+    assert!(ok, "{err}");
     let (sock, admin, log) = (
         d.join("k.sock"),
         d.join("a.sock"),
@@ -202,52 +195,55 @@ fn kms_admin_socket_calls_are_audited() {
         .contains("admits uids 0, 4242"));
     // The checkpoint key is derived from the root key: both starts signed with the same
     // key, so no earlier key was set aside and the log verifies with `FILE.pub` alone.
-    for e in std::fs::read_dir(d).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(
-            !is_earlier_key(&name),
-            "one root key, one checkpoint key: {name}"
-        );
-    }
-    let public_key = keyward::access::public_key_path(&log);
-    let (ok, out, err) = run(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--public-key",
-        public_key.to_str().unwrap(),
-    ]);
+    assert_eq!(earlier_keys(d), Vec::<std::path::PathBuf>::new());
+    let (ok, out, err) = verify(&log, &[]);
     assert!(ok, "{out}{err}");
-    // Another root key (a keyring made under it, the same log) signs with another key, and
-    // the one before is kept beside the log so that the whole log still verifies.
-    let (other_data, other_seal) = keyring(d, "kms-other", 9);
-    let mut proc = serve(d, (&other_data, &other_seal), &[], "stderr3");
+    // `rekey-root`: the running plugin signs on with the old root's key, a start under the
+    // new root with the new root's, and the one before is kept beside the log.
+    let new_root = d.join("new-root.key");
+    write_private(&new_root, &[9u8; 32]);
+    let new_seal = format!("keyfile:{}", new_root.display());
+    let mut proc = serve(d, (&data, &seal), &["--admin-socket", a], "stderr3");
+    let (ok, _, err) = run(&[
+        "kms",
+        "rekey-root",
+        "--new-seal",
+        &new_seal,
+        "--admin-socket",
+        a,
+    ]);
+    assert!(ok, "{err}");
     proc.signal(rustix::process::Signal::TERM);
     assert!(proc.wait(std::time::Duration::from_secs(20)).success());
-    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(d)
+    assert_eq!(earlier_keys(d), Vec::<std::path::PathBuf>::new());
+    let mut proc = serve(d, (&data, &new_seal), &[], "stderr4");
+    proc.signal(rustix::process::Signal::TERM);
+    assert!(proc.wait(std::time::Duration::from_secs(20)).success());
+    let kept = earlier_keys(d);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let (ok, out, _) = verify(&log, &[]);
+    assert!(!ok, "the first key's checkpoints need the first key: {out}");
+    let (ok, out, err) = verify(&log, &kept);
+    assert!(ok, "{out}{err}");
+}
+
+/// `keyward audit verify` of `log` with its current public key and `earlier` ones.
+fn verify(log: &std::path::Path, earlier: &[std::path::PathBuf]) -> (bool, String, String) {
+    let current = keyward::access::public_key_path(log);
+    let mut args = vec!["audit", "verify", log.to_str().unwrap()];
+    for key in std::iter::once(&current).chain(earlier) {
+        args.extend(["--public-key", key.to_str().unwrap()]);
+    }
+    run(&args)
+}
+
+/// The keys kept beside `dir/admin-audit.log` that signed it before the current one.
+fn earlier_keys(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| is_earlier_key(&p.file_name().unwrap().to_string_lossy()))
-        .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    let (ok, out, err) = run(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--public-key",
-        public_key.to_str().unwrap(),
-    ]);
-    assert!(!ok, "the first key's checkpoints need the first key: {out}");
-    let (ok, out, err2) = run(&[
-        "audit",
-        "verify",
-        log.to_str().unwrap(),
-        "--public-key",
-        public_key.to_str().unwrap(),
-        "--public-key",
-        kept[0].to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}{err}{err2}");
+        .collect()
 }
 
 /// `admin-audit.log.<key id>.pub`: a key that signed the log before the current one.
