@@ -6,8 +6,9 @@
 //!
 //! - a key is not created while the write provider is `identity` (the error says so);
 //! - a key read through an older provider or key (stale) is rewritten with the current one at
-//!   once, and `migrate` rewrites any that are stale, so removing an old key from the
-//!   configuration after a migration keeps the server's keys readable;
+//!   once, and `migrate` rewrites any that are stale (encryption status counts them with the
+//!   Secrets, so retiring a KMS key that still seals one is refused), so removing an old key
+//!   from the configuration after a migration keeps the server's keys readable;
 //! - replicas sharing an etcd backend race to create a key with a create-if-absent write; the
 //!   loser reads the winner's key.
 
@@ -18,14 +19,12 @@ use zeroize::Zeroizing;
 use super::AccessError;
 use crate::backend::{Expect, WriteOutcome};
 use crate::crypto::CryptoError;
-use crate::store::{Store, StoreError, RESOURCE};
+use crate::store::{Store, StoreError, RESOURCE, SERVER_KEYS};
 
 /// Name of the service account signing key (PKCS#8 DER of an ES256 key).
 pub const SERVICE_ACCOUNT_SIGNING_KEY: &str = "serviceaccount-signing";
 /// Name of the audit log's checkpoint key (the 32-byte Ed25519 seed).
 pub const AUDIT_CHECKPOINT_KEY: &str = "audit-checkpoint";
-/// Every key the server may keep, for [`SealedKeys::rewrap_stale`].
-const ALL_KEYS: [&str; 2] = [SERVICE_ACCOUNT_SIGNING_KEY, AUDIT_CHECKPOINT_KEY];
 
 /// The server's keys in the store's backend, sealed by its encryption chain.
 #[derive(Debug, Clone)]
@@ -48,7 +47,7 @@ impl SealedKeys {
 
     /// `<prefix>/keyward.io/keys/<name>`.
     pub fn storage_key(&self, name: &str) -> String {
-        format!("{}/keyward.io/keys/{name}", self.store.prefix())
+        format!("{}/{SERVER_KEYS}/{name}", self.store.prefix())
     }
 
     /// The key `name`, decrypted; `None` if it was never created. A key read through an older
@@ -128,17 +127,5 @@ impl SealedKeys {
                 .await?
                 .ok_or_else(|| key_error(name, "created and deleted concurrently; retry")),
         }
-    }
-
-    /// Reads every key the server keeps, which re-seals the stale ones (what `migrate` does
-    /// for the server's keys). Returns how many keys exist.
-    pub async fn rewrap_stale(&self) -> Result<usize, AccessError> {
-        let mut n = 0;
-        for name in ALL_KEYS {
-            if self.load(name).await?.is_some() {
-                n += 1;
-            }
-        }
-        Ok(n)
     }
 }

@@ -247,7 +247,6 @@ pub struct Access {
     policy: Arc<Policy>,
     auditor: Auditor,
     service_accounts: Option<Arc<ServiceAccounts>>,
-    keys: SealedKeys,
     /// The credential files reloaded on change (`--token-auth-file`, `--unix-users`), for health.
     credential_files: Vec<Arc<dyn Reload>>,
     /// Where denials and audit write failures are counted, once metrics are on.
@@ -268,7 +267,6 @@ impl Access {
     /// Guards `store` with `policy` and records requests with `auditor`.
     pub fn new(store: Arc<Store>, policy: Arc<Policy>, auditor: Auditor) -> Self {
         Self {
-            keys: SealedKeys::new(store.clone()),
             store,
             policy,
             auditor,

@@ -47,25 +47,18 @@ pub struct Migration {
     rec: RequestAudit,
     error_status: fn(&AccessError) -> ResponseStatus,
     store: Arc<Store>,
-    keys: super::SealedKeys,
     metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Migration {
-    /// Rewrites every stale Secret (and the server's own sealed keys, unless `dry_run`),
-    /// calling `progress` as [`Store::migrate`] does; records the outcome.
+    /// Rewrites every stale Secret and server key, calling `progress` as [`Store::migrate`]
+    /// does; records the outcome.
     pub async fn run(
         mut self,
         opts: MigrateOptions,
         progress: impl FnMut(&MigrateProgress) + Send,
     ) -> Result<MigrateProgress, AccessError> {
-        let dry_run = opts.dry_run;
-        let mut result = self.store.migrate(opts, progress).await.map_err(Into::into);
-        if result.is_ok() && !dry_run {
-            if let Err(e) = self.keys.rewrap_stale().await {
-                result = Err(e);
-            }
-        }
+        let result = self.store.migrate(opts, progress).await.map_err(Into::into);
         Access::complete(
             (self.error_status, |_: &AccessError| None),
             &mut self.rec,
@@ -839,7 +832,6 @@ impl Access {
             rec,
             error_status: ctx.error_status(),
             store: self.store.clone(),
-            keys: self.keys.clone(),
             metrics: self.metrics().cloned(),
         })
     }

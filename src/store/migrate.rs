@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Store, StoreError, RESOURCE};
+use super::{Store, StoreError, RESOURCE, SERVER_KEYS};
 use crate::backend::{Expect, KeyValue, RangeRequest, Revision, WriteOutcome};
 
 /// How one stored object is encrypted.
@@ -119,13 +119,22 @@ impl Default for MigrateOptions {
     }
 }
 
-/// Reads every stored Secret page by page, all pages at one revision.
+/// Reads every object the encryption chain for Secrets sealed (the server's keys, then every
+/// Secret) page by page, all pages at one revision.
 struct Pager {
     start: Vec<u8>,
     end: Vec<u8>,
+    /// The ranges still to read after this one (`start`, `end`).
+    next: Vec<(Vec<u8>, Vec<u8>)>,
     revision: Option<Revision>,
     batch: usize,
     done: bool,
+}
+
+/// `[start, end)` of every key under `prefix`.
+fn range_of(prefix: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    let end = super::prefix_end(&prefix);
+    (prefix, end)
 }
 
 impl Store {
@@ -133,11 +142,16 @@ impl Store {
         format!("{}/{RESOURCE}/", self.prefix).into_bytes()
     }
 
+    fn server_keys_prefix(&self) -> Vec<u8> {
+        format!("{}/{SERVER_KEYS}/", self.prefix).into_bytes()
+    }
+
     fn pager(&self, batch: usize) -> Pager {
-        let start = self.resource_prefix();
+        let (start, end) = range_of(self.server_keys_prefix());
         Pager {
-            end: super::prefix_end(&start),
             start,
+            end,
+            next: vec![range_of(self.resource_prefix())],
             revision: None,
             batch: batch.max(1),
             done: false,
@@ -170,12 +184,16 @@ impl Store {
                 k.push(0);
                 p.start = k;
             }
-            _ => p.done = true,
+            _ => match p.next.pop() {
+                Some((start, end)) => (p.start, p.end) = (start, end),
+                None => p.done = true,
+            },
         }
         Ok((resp.kvs, resp.revision))
     }
 
-    /// How every stored Secret is encrypted. Undecryptable objects are reported, not fatal.
+    /// How every stored Secret, and every key the server keeps sealed, is encrypted.
+    /// Undecryptable objects are reported, not fatal.
     pub async fn encryption_coverage(&self, all_objects: bool) -> Result<Coverage, StoreError> {
         // Ask the KMS plugins now: a key_id rotated since the last poll makes data stale.
         let encryption = self.encryption.load_full();
@@ -248,12 +266,17 @@ impl Store {
     /// Stored Secrets now: every key under the resource prefix, counted by the backend
     /// without reading the values out.
     pub async fn count_objects(&self) -> Result<u64, StoreError> {
-        let start = self.resource_prefix();
+        self.count_under(self.resource_prefix()).await
+    }
+
+    /// Keys under `prefix` now, counted by the backend.
+    async fn count_under(&self, prefix: Vec<u8>) -> Result<u64, StoreError> {
+        let (start, end) = range_of(prefix);
         let (count, _) = self
             .backend
             .count(RangeRequest {
-                end: Some(super::prefix_end(&start)),
                 start,
+                end: Some(end),
                 limit: 0,
                 revision: None,
             })
@@ -270,8 +293,8 @@ impl Store {
         self.migration.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Rewrites every stale Secret with the current write provider and key, calling `progress`
-    /// after every batch and at the end. One migration (or dry run) runs at a time: another
+    /// Rewrites every stale Secret (and stale server key) with the current write provider and
+    /// key, calling `progress` after every batch and at the end. One migration (or dry run) runs at a time: another
     /// call meanwhile is refused with [`StoreError::MigrationRunning`]. A real (not dry) run is
     /// reported by [`Store::migration`] while it runs and after, also when the caller drops it
     /// half way (counted as failed).
@@ -333,7 +356,8 @@ impl Store {
         encryption.check_kms_now().await;
         let t = encryption.for_resource(RESOURCE);
         let mut p = MigrateProgress {
-            total: self.count_objects().await?,
+            total: self.count_objects().await?
+                + self.count_under(self.server_keys_prefix()).await?,
             ..MigrateProgress::default()
         };
         progress(&p, false);

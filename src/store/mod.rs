@@ -96,6 +96,10 @@ pub const KEYWARD_MANAGER: &str = "keyward";
 /// The resource name Secrets are stored under.
 pub const RESOURCE: &str = "secrets";
 
+/// Where the server keeps its own keys (`<prefix>/keyward.io/keys/<name>`), sealed by the
+/// encryption chain for [`RESOURCE`]: encryption coverage and migration include them.
+pub const SERVER_KEYS: &str = "keyward.io/keys";
+
 /// One page of a list.
 #[derive(Debug, Clone)]
 pub struct SecretList {

@@ -306,6 +306,78 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     );
 }
 
+/// The server's own keys (here the audit log's checkpoint key) are sealed under the KEK like
+/// Secrets: encryption status counts them, retiring the KEK that seals one is refused, and
+/// `migrate` re-seals it, so the store still starts after the old KEK is destroyed.
+#[test]
+fn a_server_key_under_an_old_kek_holds_its_retirement_until_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let sock = data.join("keyward.sock");
+    let audit = dir.path().join("audit.log");
+    let args = [
+        "dev",
+        "--data",
+        data.to_str().unwrap(),
+        "--audit-log-path",
+        audit.to_str().unwrap(),
+    ];
+    let dev = crate::support::Proc::spawn(&args, &[], &dir.path().join("log"), &sock);
+    let server = format!("unix://{}", sock.display());
+    let admin = data.join("kms-admin.sock").display().to_string();
+    let kw = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", &server]);
+        crate::support::run(&all)
+    };
+    let status = || {
+        let (ok, out, err) = kw(&["encryption", "status", "-o", "json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let v = status();
+    assert_eq!(v["total"], 1, "the checkpoint key, and no Secret: {v}");
+    assert_eq!(v["stale"], 0, "{v}");
+    let old = v["kmsKeyIds"][0].as_str().unwrap().to_owned();
+    let (ok, _, err) = crate::support::run(&["kms", "rotate", "--admin-socket", &admin]);
+    assert!(ok, "{err}");
+    let v = status();
+    assert_eq!(v["stale"], 1, "{v}");
+    assert_eq!(
+        v["objects"][0]["key"], "/registry/keyward.io/keys/audit-checkpoint",
+        "{v}"
+    );
+    let (ok, _, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("key_id {old} still protects 1 stored objects")),
+        "{err}"
+    );
+    let (ok, out, err) = kw(&["migrate"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out,
+        "rewrote 1 of 1 objects (0 changed concurrently, 0 undecryptable)\n"
+    );
+    assert_eq!(status()["stale"], 0);
+    for op in [
+        vec!["kms", "retire", &old],
+        vec!["kms", "destroy", &old, "--confirm", &old],
+    ] {
+        let (ok, _, err) = kw(&[op.as_slice(), &["--admin-socket", &admin]].concat());
+        assert!(ok, "{op:?}: {err}");
+    }
+    drop(dev);
+    // Restarted with the old KEK destroyed: the checkpoint key opens under the new one.
+    let _dev = crate::support::Proc::spawn(&args, &[], &dir.path().join("log2"), &sock);
+    let v = status();
+    assert_eq!(
+        (&v["total"], &v["stale"], &v["undecryptable"]),
+        (&1.into(), &0.into(), &0.into()),
+        "{v}"
+    );
+}
+
 /// Objects whose key is lost: reported per object by List and by the coverage report, and
 /// deletable only with the explicit unsafe flag (KEP-3926).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
