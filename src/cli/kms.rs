@@ -369,6 +369,7 @@ fn init(a: InitArgs) -> Result<(), CliError> {
                 .hint("pass --seal keyfile:PATH, or --generate-keyfile PATH to create one"))
         }
     };
+    let seal = trusted(seal)?;
     let kdf = match seal {
         SealSpec::PassphraseFile(_) => Some(KdfParams::new(
             a.argon2_memory_kib,
@@ -413,9 +414,16 @@ fn init(a: InitArgs) -> Result<(), CliError> {
     }
 }
 
+/// `seal` with its files' real paths, refused if another user could have chosen one of them
+/// (see [`SealSpec::into_trusted`]: the rule `rekey-root` applies to the seal it is handed).
+fn trusted(seal: SealSpec) -> Result<SealSpec, CliError> {
+    seal.into_trusted()
+        .map_err(|e| CliError::new(format!("--seal: {e}")))
+}
+
 /// Runs `keyward kms serve` until SIGTERM or SIGINT, then drains.
 fn serve(a: ServeArgs) -> Result<(), CliError> {
-    let seal: SealSpec = a.seal.parse()?;
+    let seal = trusted(a.seal.parse()?)?;
     let opts = ServeOptions::parse(&a.run)?;
     let stale_after =
         duration_or_never("--etcd-stale-after", &a.etcd_stale_after)?.unwrap_or(Duration::MAX);

@@ -754,8 +754,37 @@ fn bad_seals_and_flags_are_refused_clearly() {
     ]);
     assert!(!ok && err.contains("share-2 already exists"), "{err}");
     assert!(!data.exists());
+    // A seal's files must be the plugin's own, as rekey-root's: a key file in a directory
+    // others may write (where anyone could have planted or swapped it) is refused by init
+    // and by serve.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    let planted = open.join("root.key");
+    seal::generate_keyfile(&planted).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let planted = format!("keyfile:{}", planted.display());
+    let unsafe_dir = format!(
+        "--seal: {} has mode 0777: a seal's files, and the directories above them, must not be writable by group or others",
+        open.display()
+    );
+    let (ok, _, err) = run(&["kms", "init", "--data", d, "--seal", &planted]);
+    assert!(!ok && err.contains(&unsafe_dir), "{err}");
+    assert!(!data.exists());
 
     assert!(run(&["kms", "init", "--data", d, "--seal", &keyfile]).0);
+    let sock = dir.path().join("planted.sock");
+    let (ok, _, err) = run(&[
+        "kms",
+        "serve",
+        "--data",
+        d,
+        "--seal",
+        &planted,
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains(&unsafe_dir), "{err}");
+    assert!(!sock.exists());
     let socket = dir.path().join("kms.sock");
     let s = socket.to_str().unwrap();
     for (args, want) in [
