@@ -342,24 +342,42 @@ fn find_key(session: &Session, spec: &Pkcs11Spec) -> Result<ObjectHandle, SealEr
             )))
         }
     };
-    if let Ok(attrs) =
-        session.get_attributes(key, &[AttributeType::Extractable, AttributeType::Sensitive])
-    {
-        let weak = attrs.iter().any(|a| {
-            matches!(
-                a,
-                Attribute::Extractable(true) | Attribute::Sensitive(false)
-            )
-        });
-        if weak {
+    let wanted = [
+        AttributeType::Extractable,
+        AttributeType::Sensitive,
+        AttributeType::Private,
+        AttributeType::ValueLen,
+    ];
+    if let Ok(attrs) = session.get_attributes(key, &wanted) {
+        let weaknesses = key_weaknesses(&attrs);
+        if !weaknesses.is_empty() {
             tracing::warn!(
                 token = %spec.token,
                 key_label = %spec.key_label,
-                "the HSM key is extractable or not sensitive; create it with --sensitive (and without --extractable)"
+                "the HSM key is {}; create it with pkcs11-tool --keygen --key-type AES:32 --sensitive --private (and without --extractable)",
+                weaknesses.join(", ")
             );
         }
     }
     Ok(key)
+}
+
+/// What makes a wrapping key with `attrs` weaker than the token can keep it: readable out of
+/// the token, usable (and, on SoftHSM, stored unencrypted) without login, or shorter than
+/// 256 bits.
+fn key_weaknesses(attrs: &[Attribute]) -> Vec<&'static str> {
+    attrs
+        .iter()
+        .filter_map(|a| match a {
+            Attribute::Extractable(true) => Some("extractable"),
+            Attribute::Sensitive(false) => Some("not sensitive (its value can be read)"),
+            Attribute::Private(false) => {
+                Some("not private (usable without login; SoftHSM stores it unencrypted)")
+            }
+            Attribute::ValueLen(len) if usize::from(*len) < 32 => Some("shorter than 256 bits"),
+            _ => None,
+        })
+        .collect()
 }
 
 fn read_pin(path: &Path) -> Result<AuthPin, SealError> {

@@ -276,3 +276,34 @@ fn the_cli_serves_on_an_hsm_and_names_bad_fields() {
     assert!(p.wait(std::time::Duration::from_secs(20)).success());
     assert!(!p.stderr().contains(hsm::PIN), "the PIN reached the log");
 }
+
+/// A wrapping key weaker than the token can keep it (not private: usable without login and
+/// stored unencrypted by SoftHSM; AES-128) still opens the keyring, with a warning that says
+/// what is weak and how to make a strong one; a strong key gets no warning.
+#[test]
+fn a_weak_hsm_key_is_named_in_a_warning() {
+    let h = SoftHsm::new();
+    h.keygen_with("weak", "AES:16", &["--sensitive"]);
+    let dir = tempfile::tempdir().unwrap();
+    let init = |name: &str, seal: &str| {
+        let data = dir.path().join(name);
+        let (ok, _, err) = run(&[
+            "kms",
+            "init",
+            "--data",
+            data.to_str().unwrap(),
+            "--seal",
+            seal,
+        ]);
+        assert!(ok, "{err}");
+        err
+    };
+    let weak = format!("{}", SealSpec::Pkcs11(h.spec_for("weak")));
+    let err = init("weak", &weak);
+    assert!(
+        err.contains("the HSM key is not private (usable without login; SoftHSM stores it unencrypted), shorter than 256 bits; create it with pkcs11-tool --keygen --key-type AES:32 --sensitive --private"),
+        "{err}"
+    );
+    let err = init("strong", &h.seal());
+    assert!(!err.contains("the HSM key is"), "{err}");
+}

@@ -133,22 +133,29 @@ impl SoftHsm {
 
     /// Creates another non-extractable AES-256 key labelled `label` on the token.
     pub fn keygen(&self, label: &str) {
-        run_tool(Command::new("pkcs11-tool").args([
-            "--module",
-            MODULE,
-            "--token-label",
-            &self.token,
-            "--login",
-            "--pin",
-            PIN,
-            "--keygen",
-            "--key-type",
-            "AES:32",
-            "--label",
-            label,
-            "--sensitive",
-            "--private",
-        ]));
+        self.keygen_with(label, "AES:32", &["--sensitive", "--private"]);
+    }
+
+    /// Creates a key of `key_type` labelled `label` with pkcs11-tool's attribute `flags`.
+    pub fn keygen_with(&self, label: &str, key_type: &str, flags: &[&str]) {
+        run_tool(
+            Command::new("pkcs11-tool")
+                .args([
+                    "--module",
+                    MODULE,
+                    "--token-label",
+                    &self.token,
+                    "--login",
+                    "--pin",
+                    PIN,
+                    "--keygen",
+                    "--key-type",
+                    key_type,
+                    "--label",
+                    label,
+                ])
+                .args(flags),
+        );
     }
 
     /// Deletes the key labelled `label` from the token.
