@@ -638,6 +638,27 @@ impl Keyring {
         envelope::open(cipher, ciphertext)
     }
 
+    /// Why [`Keyring::decrypt`] refused `ciphertext` (for the operator's log: callers get
+    /// only the opaque [`KeyringError::Decrypt`]).
+    pub fn decrypt_refusal(&self, ciphertext: &[u8], key_id: Option<&str>) -> &'static str {
+        let Ok((alg, id)) = envelope::header(ciphertext) else {
+            return "not a keyward ciphertext (bad header)";
+        };
+        let snapshot = self.inner.snapshot.load();
+        let Some(kek) = snapshot.by_id.get(&id) else {
+            return "made under a key this keyring does not hold";
+        };
+        match kek.state {
+            KeyState::Disabled => "its key is disabled (retired)",
+            KeyState::Destroyed => "its key is destroyed",
+            _ if kek.alg != alg => "its algorithm is not its key's",
+            _ if key_id.is_some_and(|want| want != &*kek.key_id) => {
+                "the request's key_id is not the one it was made under"
+            }
+            _ => "it did not authenticate (altered, truncated, or not made by this keyring)",
+        }
+    }
+
     /// Encrypts and decrypts a random value with the primary and records the result as the
     /// health that [`Keyring::health`] reports.
     pub async fn self_test(&self) -> bool {

@@ -24,7 +24,7 @@ use tonic::{Code, Request, Response, Status};
 use zeroize::Zeroize;
 
 use crate::crypto::key_id_hash;
-use crate::keyring::KeyringError;
+use crate::keyring::{Keyring, KeyringError};
 use crate::metrics::RpcLayer;
 use crate::pb::keyward_v1 as admin_pb;
 use crate::pb::kms_v1beta1 as v1_pb;
@@ -130,9 +130,7 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
                 }))
             }
             Err(e) => {
-                // Worth an operator's eye (a key retired too early shows here first); the
-                // answer itself says nothing more than "decryption failed".
-                tracing::warn!(uid = %req.uid, key_id_hash = %key_id_hash(&req.key_id), len = req.ciphertext.len(), error = %e, "decrypt failed");
+                log_decrypt_failure(&keyring, &e, &req.ciphertext, Some(&req.key_id), &req.uid);
                 Err(to_status(e))
             }
         }
@@ -156,6 +154,36 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
             annotations: Default::default(),
         }))
     }
+}
+
+/// Logs a refused Decrypt with why (a key retired too early shows here first), at most once a
+/// second (a client can send them at request rate): the answer itself says nothing more than
+/// "decryption failed".
+fn log_decrypt_failure(
+    keyring: &Keyring,
+    e: &KeyringError,
+    ciphertext: &[u8],
+    key_id: Option<&str>,
+    uid: &str,
+) {
+    static DECRYPT_FAILED: crate::log_throttle::LogThrottle =
+        crate::log_throttle::LogThrottle::new();
+    let Some(held_back) = DECRYPT_FAILED.admit() else {
+        return;
+    };
+    let reason = match e {
+        KeyringError::Decrypt => keyring.decrypt_refusal(ciphertext, key_id),
+        _ => "",
+    };
+    tracing::warn!(
+        uid = %uid,
+        key_id_hash = %key_id_hash(key_id.unwrap_or("")),
+        len = ciphertext.len(),
+        error = %e,
+        reason,
+        held_back,
+        "decrypt failed"
+    );
 }
 
 /// `v1beta1.KeyManagementService` (deprecated upstream; same keyring).
@@ -195,10 +223,10 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
         let req = req.into_inner();
         check_v1_version(&req.version)?;
         let keyring = self.keyring.get().map_err(to_status)?;
-        let mut plain = keyring
-            .decrypt(&req.cipher, None)
-            .await
-            .map_err(to_status)?;
+        let mut plain = keyring.decrypt(&req.cipher, None).await.map_err(|e| {
+            log_decrypt_failure(&keyring, &e, &req.cipher, None, "");
+            to_status(e)
+        })?;
         Ok(Response::new(v1_pb::DecryptResponse {
             plain: std::mem::take(&mut *plain),
         }))

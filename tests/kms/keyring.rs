@@ -264,6 +264,11 @@ async fn retire_and_destroy_rules(f: Fixture) {
         kr.decrypt(&ct, Some(&kid)).await,
         Err(KeyringError::Decrypt)
     ));
+    // The caller learns nothing more; the operator's log says why.
+    assert_eq!(
+        kr.decrypt_refusal(&ct, Some(&kid)),
+        "its key is disabled (retired)"
+    );
     assert!(matches!(
         kr.destroy(&first.key_id, "nope").await,
         Err(KeyringError::InvalidInput {
@@ -298,6 +303,23 @@ async fn retire_and_destroy_rules(f: Fixture) {
         kr.decrypt(&ct, Some(&kid)).await,
         Err(KeyringError::Decrypt)
     ));
+    assert_eq!(kr.decrypt_refusal(&ct, Some(&kid)), "its key is destroyed");
+    // Under the current key: a wrong key_id, an altered byte, a foreign header.
+    let (ct, kid) = kr.encrypt(b"seed").await.unwrap();
+    assert_eq!(
+        kr.decrypt_refusal(&ct, Some(&first.key_id)),
+        "the request's key_id is not the one it was made under"
+    );
+    let mut altered = ct.clone();
+    *altered.last_mut().unwrap() ^= 1;
+    assert_eq!(
+        kr.decrypt_refusal(&altered, Some(&kid)),
+        "it did not authenticate (altered, truncated, or not made by this keyring)"
+    );
+    assert_eq!(
+        kr.decrypt_refusal(b"k8s:enc:xyz", None),
+        "not a keyward ciphertext (bad header)"
+    );
 }
 
 async fn a_tampered_stored_document_fails_to_unseal(f: Fixture) {
