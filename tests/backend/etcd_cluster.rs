@@ -558,6 +558,35 @@ fn server_refuses(dir: &Path, args: &[&str]) -> String {
     err
 }
 
+/// An etcd whose authentication is on refuses a client without an identity: keyward says so
+/// at start (its status probe alone would pass) instead of starting and failing every
+/// request as the caller's mistake.
+#[test]
+fn server_refuses_an_etcd_that_wants_credentials() {
+    let etcdctl = crate::support::etcd::require_etcdctl();
+    let etcd = Etcd::start();
+    let ep = etcd.endpoint(0).to_owned();
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        let out = Command::new(&etcdctl)
+            .args(["--endpoints", &ep])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .expect("etcdctl");
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = server_refuses(dir.path(), &["--backend", "etcd", "--etcd-endpoints", &ep]);
+    assert!(
+        err.contains("etcd refused the request: etcdserver: user name is empty (its authentication is on: give --etcd-cert/--etcd-key"),
+        "{err}"
+    );
+}
+
 #[test]
 fn server_refuses_unreachable_etcd_and_bad_flags_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("temp dir");

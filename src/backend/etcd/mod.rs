@@ -195,7 +195,18 @@ impl EtcdBackend {
                 self.client.current_endpoint()
             )));
         }
-        Ok(st.version)
+        // Status answers without credentials; a read shows whether etcd wants some (its auth
+        // is on, and this client is no etcd user). A user without access to this one key may
+        // still have the store's prefix: only a missing or refused identity stops the start.
+        let probe = pb::RangeRequest {
+            key: vec![0],
+            count_only: true,
+            ..Default::default()
+        };
+        match self.client.range(probe).await {
+            Err(s) if is_auth_refusal(&s) => Err(self.error(s, None)),
+            _ => Ok(st.version),
+        }
     }
 
     /// Maps an etcd status to this layer's error; `requested` is the revision a read asked for.
@@ -213,6 +224,13 @@ impl EtcdBackend {
                     tracing::warn!(endpoint = %self.client.current_endpoint(), error = msg, held_back, "etcd unavailable");
                 }
                 BackendError::Unavailable(msg.to_owned())
+            }
+            _ if is_auth_refusal(&status) || status.code() == Code::PermissionDenied => {
+                BackendError::Io(format!(
+                    "etcd refused the request: {msg} (its authentication is on: give \
+                     --etcd-cert/--etcd-key, a client certificate whose CN is an etcd user \
+                     with read and write access to the store's prefix)"
+                ))
             }
             (Code::InvalidArgument, _) if msg.contains("request is too large") => {
                 BackendError::InvalidArgument(TOO_LARGE.to_owned())
@@ -291,6 +309,16 @@ impl EtcdBackend {
             }
             Err(s) => Err(self.complete(self.error(s, Some(revision))).await),
         }
+    }
+}
+
+/// etcd refused the caller's identity: none given while its authentication is on
+/// (`user name is empty`), or a token or certificate it does not accept.
+fn is_auth_refusal(status: &Status) -> bool {
+    match status.code() {
+        Code::Unauthenticated => true,
+        Code::InvalidArgument => status.message().contains("user name is empty"),
+        _ => false,
     }
 }
 
