@@ -127,6 +127,9 @@ pub struct RequestContext {
     request_object: std::sync::OnceLock<AuditObject>,
     /// The form a read is answered in, if not the Secret or list itself.
     answer_view: std::sync::OnceLock<AnswerView>,
+    /// A list that meets Secrets it cannot read fails as a whole
+    /// ([`RequestContext::failing_partial_lists`]).
+    whole_lists: bool,
 }
 
 /// Whether the access layer took the request in hand; a clone starts with the value it had.
@@ -160,7 +163,22 @@ impl RequestContext {
             deleted_answer: None,
             request_object: std::sync::OnceLock::new(),
             answer_view: std::sync::OnceLock::new(),
+            whole_lists: false,
         }
+    }
+
+    /// The same request, a list that meets Secrets it cannot decrypt or decode failing as a
+    /// whole ([`crate::store::StoreError::Unreadable`]), as kube-apiserver's does: a client
+    /// that gets a list believes it holds every Secret. Without it a list answers the others
+    /// and names those (keyward.v1's `ListResponse.errors`).
+    pub fn failing_partial_lists(mut self) -> Self {
+        self.whole_lists = true;
+        self
+    }
+
+    /// Whether [`RequestContext::failing_partial_lists`] was asked for.
+    pub(super) fn wants_whole_lists(&self) -> bool {
+        self.whole_lists
     }
 
     /// Keeps the request's `object` as its front end decoded it, before checking it: what the

@@ -325,6 +325,15 @@ impl Access {
         &self.auditor
     }
 
+    /// The storage key of the Secret `namespace/name` (`<prefix>/secrets/<namespace>/<name>`).
+    pub fn storage_key(
+        &self,
+        namespace: &crate::names::Namespace,
+        name: &crate::names::SecretName,
+    ) -> String {
+        self.store.storage_key(namespace, name)
+    }
+
     /// The request `ctx` acting as `request` asks (kube-apiserver's impersonation filter): the
     /// caller must be allowed `impersonate` on each part; a malformed request (groups without
     /// a user) is a bad request. A refusal is Forbidden, recorded as kube-apiserver's audit

@@ -579,7 +579,13 @@ impl Access {
     ) -> Result<SecretList, AccessError> {
         let attrs = Self::secrets(ctx, kverbs::DELETECOLLECTION, scope.as_str(), "");
         let call = async {
-            let list = self.store.list(scope.clone(), selector, 0, None).await?;
+            let mut list = self.store.list(scope.clone(), selector, 0, None).await?;
+            // Nothing is deleted unless every Secret in range can be read, as kube-apiserver's
+            // deletecollection lists first: one it cannot read would stay behind unnoticed.
+            if !list.errors.is_empty() {
+                let errors = std::mem::take(&mut list.errors);
+                return Err(StoreError::Unreadable { errors }.into());
+            }
             let mut deleted = Vec::new();
             for s in list.items.iter().filter(|s| keep(s)) {
                 let result = if dry_run {
@@ -650,6 +656,10 @@ impl Access {
                 .store
                 .list_matching(scope, selector, keep, limit, continue_token, exact)
                 .await?;
+            if ctx.wants_whole_lists() && !list.errors.is_empty() {
+                let errors = std::mem::take(&mut list.errors);
+                return Err(StoreError::Unreadable { errors }.into());
+            }
             if let ListAt::NotOlderThan(requested) = at {
                 if requested > list.resource_version {
                     return Err(StoreError::Backend(BackendError::FutureRevision {

@@ -69,6 +69,8 @@ pub fn to_status(e: StoreError) -> Status {
         // A value no configured key opens: Kubernetes reports a failed decryption as an
         // internal error too.
         StoreError::Undecryptable { .. } => (Code::FailedPrecondition, Reason::InternalError),
+        // Names the Secrets (storage keys, never values) the read could not do without.
+        StoreError::Unreadable { .. } => (Code::Internal, Reason::InternalError),
         StoreError::Backend(BackendError::Unavailable(_))
         | StoreError::Encryption(EncryptionError::Kms { .. }) => {
             (Code::Unavailable, Reason::ServiceUnavailable)

@@ -423,7 +423,7 @@ fn trusted(seal: SealSpec) -> Result<SealSpec, CliError> {
 
 /// Runs `keyward kms serve` until SIGTERM or SIGINT, then drains.
 fn serve(a: ServeArgs) -> Result<(), CliError> {
-    let seal = trusted(a.seal.parse()?)?;
+    let seal: SealSpec = a.seal.parse()?;
     let opts = ServeOptions::parse(&a.run)?;
     let stale_after =
         duration_or_never("--etcd-stale-after", &a.etcd_stale_after)?.unwrap_or(Duration::MAX);
@@ -450,6 +450,8 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         ));
     }
     let metrics_listen = a.observe.metrics_listen()?;
+    // The flags are checked first; then the files they name.
+    let seal = trusted(seal)?;
     let rt = runtime()?;
     let opened = if seal.needs_shares() {
         if a.admin_socket.is_none() {

@@ -50,6 +50,13 @@ pub enum EncryptionError {
     /// was removed from the configuration while data still uses it).
     #[error("no matching prefix found: the value was written by a provider or key that is not configured")]
     NoMatchingPrefix,
+    /// A value written by a configured local provider under a key name none of its keys has
+    /// (operator: a key was removed from the configuration while data still uses it).
+    #[error("no matching key was found for the provided {transformer} transformer")]
+    NoMatchingKey {
+        /// `AES` (aesgcm, aescbc) or `Secretbox`, as kube-apiserver names it.
+        transformer: &'static str,
+    },
     /// The identity provider met encrypted data and no other provider could read it.
     #[error("identity transformer tried to read encrypted data")]
     IdentityReadEncrypted,
@@ -73,6 +80,18 @@ pub enum EncryptionError {
     /// The KMS plugin failed or is unreachable (environment).
     #[error("kms provider {name} ({endpoint}): {message}")]
     Kms {
+        /// Provider name.
+        name: String,
+        /// Plugin endpoint.
+        endpoint: String,
+        /// What failed.
+        message: String,
+    },
+    /// The KMS plugin answered and refused the call for good (InvalidArgument and the like:
+    /// a ciphertext its keys do not open), as opposed to [`EncryptionError::Kms`], a plugin
+    /// that cannot answer now (stored data, or the plugin's keys: not worth a retry).
+    #[error("kms provider {name} ({endpoint}): {message}")]
+    KmsRefused {
         /// Provider name.
         name: String,
         /// Plugin endpoint.
@@ -286,11 +305,34 @@ impl Transformer {
                 Ok((pt, inner_stale, key_id)) => return Ok((pt, inner_stale || i != 0, e, key_id)),
                 Err(err) => {
                     tracing::debug!(provider = e.provider, key = %e.key, error = %err, "provider could not read value");
-                    first_err.get_or_insert(err);
+                    // identity reads anything that is not encrypted; its refusal of encrypted
+                    // data says nothing about why no provider opened it, so kube-apiserver
+                    // skips it and reports the others' errors.
+                    if !matches!(e.kind, Kind::Identity) {
+                        first_err.get_or_insert(err);
+                    }
                 }
             }
         }
-        Err(first_err.unwrap_or(EncryptionError::NoMatchingPrefix))
+        Err(first_err
+            .or_else(|| self.no_matching_key(stored))
+            .unwrap_or(EncryptionError::NoMatchingPrefix))
+    }
+
+    /// A value written by a configured local provider (aesgcm, aescbc, secretbox) under a key
+    /// name none of its keys has: kube-apiserver's provider-level error.
+    fn no_matching_key(&self, stored: &[u8]) -> Option<EncryptionError> {
+        self.entries.iter().find_map(|e| {
+            let transformer = match e.provider {
+                "aesgcm" | "aescbc" => "AES",
+                "secretbox" => "Secretbox",
+                _ => return None,
+            };
+            let prefix = format!("k8s:enc:{}:v1:", e.provider);
+            stored
+                .starts_with(prefix.as_bytes())
+                .then_some(EncryptionError::NoMatchingKey { transformer })
+        })
     }
 }
 
@@ -506,6 +548,49 @@ mod tests {
             for f in ["0123456789abcdef", "48, 49", "48,\n", "MDEy", "3031"] {
                 assert!(!shown.contains(f), "{f:?} in {shown}");
             }
+        }
+    }
+
+    /// Read errors as kube-apiserver reports them: identity's refusal of encrypted data is
+    /// skipped for the real provider's error, a configured provider that has no key of the
+    /// value's name says so, and a value no provider claims has no matching prefix.
+    #[tokio::test]
+    async fn read_errors_name_the_real_cause() {
+        let key = b"0123456789abcdef0123456789abcdef".to_vec();
+        let gcm = Encryption::build(&local_config("aesgcm", "k1", key.clone())).await;
+        let t = gcm.for_resource("secrets");
+        let mut stored = t.to_storage("/k", b"plain").await.unwrap();
+        // identity first, then the same aesgcm key (decrypting everything away).
+        let mut cfg = local_config("aesgcm", "k1", key);
+        cfg.resources[0]
+            .providers
+            .insert(0, ProviderConfiguration::Identity);
+        let id_first = Encryption::build(&cfg).await;
+        let read = |enc: &Encryption, v: Vec<u8>| {
+            let t = enc.for_resource("secrets");
+            async move { t.from_storage("/k", &v).await.map(drop).unwrap_err() }
+        };
+        for enc in [&id_first, &gcm] {
+            let t = enc.for_resource("secrets");
+            let (plain, _) = t.from_storage("/k", &stored).await.unwrap();
+            assert_eq!(plain.as_slice(), b"plain");
+        }
+        let last = stored.len() - 1;
+        stored[last] ^= 1;
+        for enc in [&id_first, &gcm] {
+            let e = read(enc, stored.clone()).await;
+            assert!(matches!(e, EncryptionError::Decrypt { .. }), "{e}");
+        }
+        let other_key = [b"k8s:enc:aesgcm:v1:k9:".as_slice(), &stored[21..]].concat();
+        for enc in [&id_first, &gcm] {
+            assert_eq!(
+                read(enc, other_key.clone()).await.to_string(),
+                "no matching key was found for the provided AES transformer"
+            );
+        }
+        for enc in [&id_first, &gcm] {
+            let e = read(enc, b"k8s:enc:secretbox:v1:k1:xyz".to_vec()).await;
+            assert!(matches!(e, EncryptionError::NoMatchingPrefix), "{e}");
         }
     }
 

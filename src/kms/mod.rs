@@ -130,7 +130,7 @@ impl v2_pb::key_management_service_server::KeyManagementService for KmsV2 {
                 }))
             }
             Err(e) => {
-                log_decrypt_failure(&keyring, &e, &req.ciphertext, Some(&req.key_id), &req.uid);
+                log_decrypt_failure(keyring, &e, &req.ciphertext, Some(&req.key_id), &req.uid);
                 Err(to_status(e))
             }
         }
@@ -224,7 +224,7 @@ impl v1_pb::key_management_service_server::KeyManagementService for KmsV1 {
         check_v1_version(&req.version)?;
         let keyring = self.keyring.get().map_err(to_status)?;
         let mut plain = keyring.decrypt(&req.cipher, None).await.map_err(|e| {
-            log_decrypt_failure(&keyring, &e, &req.cipher, None, "");
+            log_decrypt_failure(keyring, &e, &req.cipher, None, "");
             to_status(e)
         })?;
         Ok(Response::new(v1_pb::DecryptResponse {

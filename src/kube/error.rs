@@ -78,6 +78,15 @@ pub enum KubeError {
         /// The store's revision.
         current: i64,
     },
+    /// 500 InternalError: the Secret at storage key `key` cannot be decrypted (`why`), named
+    /// as kube-apiserver names a corrupt object.
+    #[error("{key}: {why}")]
+    Untransformable {
+        /// The storage key.
+        key: String,
+        /// Why it cannot be decrypted.
+        why: String,
+    },
     /// What the guarded store said (authentication, authorization, audit, store rules).
     #[error(transparent)]
     Access(#[from] AccessError),

@@ -23,6 +23,7 @@ use super::yaml_keys;
 use super::KubeError;
 use crate::access::{Access, AccessError, AnswerView, Answered, DeletionAnswer, ListAt};
 use crate::audit::AuditObject;
+use crate::encryption::EncryptionError;
 use crate::names::{FieldError, SecretName};
 use crate::store::model::SecretId;
 use crate::store::{
@@ -126,13 +127,25 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
     answer_view(req, include, metadata.is_some());
     // A resourceVersion reads "not older than" it (kube-apiserver's watch cache); one that is
     // not a number is its storage's 500.
-    let s = match resource_version(req)? {
+    let read = match resource_version(req)? {
         ResourceVersion::At(min) => {
             access
                 .get_not_older_than(&req.ctx, &id.namespace, &id.name, min)
-                .await?
+                .await
         }
-        _ => access.get(&req.ctx, &id.namespace, &id.name, None).await?,
+        _ => access.get(&req.ctx, &id.namespace, &id.name, None).await,
+    };
+    let s = match read {
+        // A value no configured key opens (a KMS plugin that cannot answer is a 503 instead).
+        Err(AccessError::Store(StoreError::Encryption(e)))
+            if !matches!(e, EncryptionError::Kms { .. }) =>
+        {
+            return Err(KubeError::Untransformable {
+                key: access.storage_key(&id.namespace, &id.name),
+                why: e.to_string(),
+            })
+        }
+        read => read?,
     };
     if table::wants_table(&req.accept) {
         let rv = s.metadata.resource_version.clone();

@@ -596,7 +596,8 @@ impl KubeApi {
                 AccessError::ImpersonationWithoutUser(_) => None,
                 e => Status::of_access(e).audit_object(),
             })
-            .recording_deletions_as(secrets::DELETION_ANSWER);
+            .recording_deletions_as(secrets::DELETION_ANSWER)
+            .failing_partial_lists();
         ctx.audit_id = audit_id;
         ctx.user_agent = user_agent;
         ctx.forwarded_ips = forwarded;

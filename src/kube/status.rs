@@ -83,9 +83,11 @@ fn is_zero_u32(n: &u32) -> bool {
 /// One `details.causes` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cause {
-    /// e.g. `FieldValueForbidden`.
+    /// e.g. `FieldValueForbidden`; left out when empty, as kube-apiserver does.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// e.g. ``Forbidden: field is immutable when `immutable` is set``.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// e.g. `data`; left out when empty, as kube-apiserver does.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -242,6 +244,9 @@ impl Status {
                 });
                 s
             }
+            KubeError::Untransformable { key, why } => {
+                Status::corrupt_object(key, "data from the storage is not transformable", why)
+            }
             KubeError::Access(a) => Status::of_access(a),
         }
     }
@@ -301,6 +306,10 @@ impl Status {
                     current: current.get(),
                 });
             }
+            StoreError::Unreadable { errors } => return Status::store_read_error(errors),
+            StoreError::Corrupt { key, reason } => {
+                return Status::corrupt_object(key, "object not decodable", reason)
+            }
             StoreError::NotFound { name, .. }
             | StoreError::AlreadyExists { name, .. }
             | StoreError::Conflict { name, .. } => named(name),
@@ -319,6 +328,65 @@ impl Status {
         if let StoreError::ContinueExpired { continue_token } = e {
             s.metadata.continue_token = Some(continue_token.clone());
         }
+        s
+    }
+
+    /// A list (or deletecollection, or a watch's starting list) that met Secrets it cannot
+    /// read: kube-apiserver's `StorageReadError` (KEP-3926), each Secret a cause naming its
+    /// storage key, at most 100 and then a `TooMany` cause.
+    fn store_read_error(errors: &[(String, String)]) -> Status {
+        const MAX: usize = 100;
+        let mut causes: Vec<Cause> = errors
+            .iter()
+            .take(MAX)
+            .map(|(key, why)| Cause {
+                reason: "UnexpectedServerResponse".into(),
+                message: corrupt_object_text(
+                    key,
+                    "data from the storage is not transformable",
+                    why,
+                ),
+                field: key.clone(),
+            })
+            .collect();
+        if errors.len() > MAX {
+            causes.push(Cause {
+                reason: "TooMany".into(),
+                message: "too many errors, the list is truncated".into(),
+                field: String::new(),
+            });
+        }
+        let mut s = Status::failure(
+            500,
+            "StorageReadError",
+            "failed to read one or more secrets from the storage",
+        );
+        s.details = Some(Details {
+            name: "list".into(),
+            kind: SECRETS.to_owned(),
+            causes,
+            ..Details::default()
+        });
+        s
+    }
+
+    /// One Secret that cannot be read (`what`: not transformable, or not decodable; `why`):
+    /// kube-apiserver's internal error for a corrupt object, naming its storage key.
+    pub fn corrupt_object(key: &str, what: &str, why: &str) -> Status {
+        let text = corrupt_object_text(key, what, why);
+        let mut s = Status::failure(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {text}"),
+        );
+        s.details = Some(Details {
+            causes: vec![Cause {
+                reason: String::new(),
+                message: text,
+                field: String::new(),
+            }],
+            ..Details::default()
+        });
         s
     }
 
@@ -365,6 +433,11 @@ impl Status {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+/// kube-apiserver's `StorageError` text for a corrupt object at `key`.
+fn corrupt_object_text(key: &str, what: &str, why: &str) -> String {
+    format!("StorageError: corrupt object, Code: 7, Key: {key}, ResourceVersion: 0, AdditionalErrorMsg: {what} revision=0: {why}")
 }
 
 /// `500 InternalError`; the detail goes to the log only.

@@ -114,6 +114,22 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A read that must see every Secret in range met some it cannot decrypt or decode (stored
+    /// data: a key lost or removed from the configuration): a Kubernetes list, a watch's
+    /// initial list, a deletecollection, which kube-apiserver fails as a whole.
+    #[error("failed to read one or more secrets from the storage: {}", unreadable_summary(.errors))]
+    Unreadable {
+        /// Each Secret that could not be read: storage key, and why.
+        errors: Vec<(String, String)>,
+    },
+}
+
+fn unreadable_summary(errors: &[(String, String)]) -> String {
+    match errors {
+        [(key, why)] => format!("{key}: {why}"),
+        [(key, why), more @ ..] => format!("{key}: {why} (and {} more)", more.len()),
+        [] => "none".to_owned(),
+    }
 }
 
 impl From<BackendError> for StoreError {

@@ -192,6 +192,23 @@ impl Store {
         Ok((resp.kvs, resp.revision))
     }
 
+    /// Decrypts the object stored at `key` and, for a Secret, checks that it decodes: a value
+    /// that decrypts to something else (foreign or damaged data, such as an aescbc value whose
+    /// bytes were changed: that mode has no integrity check) is reported, and never
+    /// re-encrypted as if it were sound.
+    async fn read_whole(
+        &self,
+        t: &crate::encryption::Transformer,
+        key: &str,
+        kv: &KeyValue,
+    ) -> Result<(zeroize::Zeroizing<Vec<u8>>, crate::encryption::ReadInfo), StoreError> {
+        let (plain, info) = t.from_storage(key, &kv.value).await?;
+        if key.as_bytes().starts_with(&self.resource_prefix()) {
+            super::parse_stored(kv, key, &plain)?;
+        }
+        Ok((plain, info))
+    }
+
     /// How every stored Secret, and every key the server keeps sealed, is encrypted.
     /// Undecryptable objects are reported, not fatal.
     pub async fn encryption_coverage(&self, all_objects: bool) -> Result<Coverage, StoreError> {
@@ -216,7 +233,7 @@ impl Store {
             for kv in kvs {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
                 cov.total += 1;
-                let obj = match t.from_storage(&key, &kv.value).await {
+                let obj = match self.read_whole(&t, &key, &kv).await {
                     Ok((_, info)) => {
                         if info.provider == "kms-v2" {
                             if let Some((_, id)) = info.key.split_once('/') {
@@ -374,7 +391,7 @@ impl Store {
             for kv in page {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
                 seen.done += 1;
-                match t.from_storage(&key, &kv.value).await {
+                match self.read_whole(&t, &key, &kv).await {
                     Err(e) => {
                         tracing::warn!(key = %key, error = %e, "cannot decrypt; left as it is");
                         seen.failed += 1;

@@ -514,8 +514,20 @@ impl Store {
     async fn decode_stale(&self, kv: &KeyValue) -> Result<(Secret, bool), StoreError> {
         let key = String::from_utf8_lossy(&kv.key);
         let t = self.encryption.load().for_resource(RESOURCE);
-        let (json, stale) = t.from_storage_stale(&key, &kv.value).await?;
-        Ok((parse_stored(kv, &key, &json)?, stale))
+        let read = match t.from_storage_stale(&key, &kv.value).await {
+            Ok((json, stale)) => parse_stored(kv, &key, &json).map(|s| (s, stale)),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = &read {
+            // Named here, where the key is known (a client is told only that a read failed);
+            // at most once a second, as a client may repeat the read at request rate.
+            static UNREADABLE: crate::log_throttle::LogThrottle =
+                crate::log_throttle::LogThrottle::new();
+            if let Some(held_back) = UNREADABLE.admit() {
+                tracing::error!(key = %key, revision = %kv.mod_revision, error = %e, held_back, "a stored Secret cannot be read");
+            }
+        }
+        read
     }
 
     /// [`Store::decode`] for lists and watches, through the decoded-object cache: an object

@@ -167,9 +167,10 @@ impl Store {
             // The current Secrets, a page at a time (at one revision, the first page's), so that
             // memory stays bounded by a page however many there are.
             ResourceVersion::Unset | ResourceVersion::Any => {
-                let page = self
-                    .list_at(&scope, &selector, WATCH_LIST_PAGE, None, None)
-                    .await?;
+                let page = whole(
+                    self.list_at(&scope, &selector, WATCH_LIST_PAGE, None, None)
+                        .await?,
+                )?;
                 let phase = Phase::Listing {
                     items: page.items.into_iter(),
                     next_page: page.continue_token,
@@ -367,12 +368,15 @@ impl futures_core::Stream for Watch {
                 }
                 Phase::Paging(page) => match page.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(page)) => {
-                        this.phase = Phase::Listing {
-                            items: page.items.into_iter(),
-                            next_page: page.continue_token,
+                    Poll::Ready(Ok(page)) => match whole(page) {
+                        Ok(page) => {
+                            this.phase = Phase::Listing {
+                                items: page.items.into_iter(),
+                                next_page: page.continue_token,
+                            }
                         }
-                    }
+                        Err(e) => return this.fail(e),
+                    },
                     Poll::Ready(Err(e)) => return this.fail(e),
                 },
                 Phase::Decoding(step) => match step.as_mut().poll(cx) {
@@ -444,5 +448,14 @@ impl Watch {
     fn fail(&mut self, e: StoreError) -> Poll<Option<Result<WatchEvent, StoreError>>> {
         self.phase = Phase::Done;
         Poll::Ready(Some(Err(e)))
+    }
+}
+
+/// A page of a watch's starting list, refused if it met Secrets it cannot read: a watch
+/// cannot name them, and leaving them out would tell the client they do not exist.
+fn whole(mut page: super::SecretList) -> Result<super::SecretList, StoreError> {
+    match std::mem::take(&mut page.errors) {
+        errors if errors.is_empty() => Ok(page),
+        errors => Err(StoreError::Unreadable { errors }),
     }
 }

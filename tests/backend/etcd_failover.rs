@@ -162,3 +162,58 @@ async fn an_unavailable_etcd_is_logged_once_a_second() {
     assert!(!lines.is_empty() && lines.len() < 10, "{log}");
     assert!(lines[0].contains("WARN"), "{log}");
 }
+
+/// An etcd that comes back without its history (here: its data wiped, as after a restore
+/// from an older snapshot) is below the revisions a watch delivered: the watch ends as
+/// compacted, so that its client lists again, instead of waiting for revisions the new history
+/// reuses for other changes and skipping them silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_when_etcd_loses_its_history() {
+    let mut etcd = Etcd::start();
+    let backend = EtcdBackend::connect(&etcd.options()).expect("connect");
+    for i in 0..10 {
+        put_acked(&backend, &format!("/h/{i}"), "v").await;
+    }
+    let now = backend.current_revision().await.expect("revision");
+    let mut watch = backend.watch(b"/h/", now.next()).await.expect("watch");
+    put_acked(&backend, "/h/seen", "v").await;
+    let ev = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("watch stalled")
+        .expect("watch ended")
+        .expect("watch error");
+    assert_eq!(ev.kv.key, b"/h/seen");
+    etcd.kill(0);
+    std::fs::remove_dir_all(&etcd.members[0].data_dir).expect("wipe etcd");
+    etcd.restart(0);
+    let end = tokio::time::timeout(Duration::from_secs(40), watch.next())
+        .await
+        .expect("watch stalled");
+    assert!(
+        matches!(end, Some(Err(BackendError::Compacted { .. }))),
+        "{end:?}"
+    );
+}
+
+/// Endpoints of two clusters are refused at start: one cluster's data would be served until
+/// a failover, the other's after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_of_two_clusters_are_refused() {
+    let a = Etcd::start();
+    let b = Etcd::start();
+    let mut opts = a.options();
+    opts.endpoints.push(b.endpoint(0).to_owned());
+    let backend = EtcdBackend::connect(&opts).expect("connect");
+    let err = backend.check().await.expect_err("two clusters");
+    assert!(
+        err.to_string()
+            .contains(&format!("{} is a member of etcd cluster", a.endpoint(0)))
+            && err
+                .to_string()
+                .contains("give the endpoints of one cluster"),
+        "{err}"
+    );
+    // With only the first cluster's endpoint it is fine.
+    let one = EtcdBackend::connect(&a.options()).expect("connect");
+    one.check().await.expect("one cluster");
+}

@@ -1,7 +1,7 @@
 //! The etcd client: one lazily connected channel per endpoint (plain or TLS), unary calls that
 //! fail over to the next endpoint, and watch streams opened the same way.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,6 +139,41 @@ impl EtcdOptions {
 struct Member {
     url: String,
     channel: Channel,
+    /// Its cluster id was checked against the one this client serves (see
+    /// [`EtcdClient::verify`]); cleared when it fails, so that whatever answers at its URL
+    /// next is checked again.
+    verified: AtomicBool,
+}
+
+/// A response that carries etcd's header (cluster id, revision).
+pub(super) trait Headed {
+    /// The header, if etcd sent one.
+    fn header(&self) -> Option<&pb::ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($t:ty),*) => {
+        $(impl Headed for $t {
+            fn header(&self) -> Option<&pb::ResponseHeader> {
+                self.header.as_ref()
+            }
+        })*
+    };
+}
+
+headed!(
+    pb::RangeResponse,
+    pb::PutResponse,
+    pb::DeleteRangeResponse,
+    pb::TxnResponse,
+    pb::CompactionResponse,
+    pb::StatusResponse
+);
+
+impl Headed for WatchParts {
+    fn header(&self) -> Option<&pb::ResponseHeader> {
+        self.created.header.as_ref()
+    }
 }
 
 /// A client for the etcd v3 API subset keyward needs, with failover across endpoints.
@@ -147,6 +182,9 @@ pub struct EtcdClient {
     members: Arc<Vec<Member>>,
     current: Arc<AtomicUsize>,
     request_timeout: Duration,
+    /// The id of the cluster this client serves: the first member that answers sets it, and
+    /// a member of another cluster is refused (0: not known yet).
+    cluster: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for EtcdClient {
@@ -195,13 +233,99 @@ impl EtcdClient {
             members.push(Member {
                 url,
                 channel: ep.connect_lazy(),
+                verified: AtomicBool::new(false),
             });
         }
         Ok(EtcdClient {
             members: Arc::new(members),
             current: Arc::new(AtomicUsize::new(0)),
             request_timeout: opts.request_timeout,
+            cluster: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Checks, before member `i` is first sent a request (and again after it failed), that it
+    /// belongs to the cluster this client serves: endpoints of two clusters would otherwise
+    /// serve one cluster's data until a failover and the other's after it (a Secret written
+    /// and acknowledged would vanish). The first member checked sets the cluster.
+    async fn verify(&self, i: usize) -> Result<(), Status> {
+        let m = &self.members[i];
+        if m.verified.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let status = self.member_status(i).await?;
+        self.same_cluster(i, status.header())?;
+        m.verified.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Every endpoint that answers is a member of one cluster (checked at start, so that a
+    /// list of endpoints of two clusters is refused at once rather than at a failover).
+    pub async fn check_one_cluster(&self) -> Result<(), String> {
+        let mut seen: Option<(u64, &str)> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            let Ok(status) = self.member_status(i).await else {
+                continue;
+            };
+            let Some(id) = status.header.map(|h| h.cluster_id) else {
+                continue;
+            };
+            match seen {
+                Some((first, url)) if first != id => {
+                    return Err(format!(
+                        "{url} is a member of etcd cluster {first:x} and {} of cluster {id:x}: give the endpoints of one cluster",
+                        m.url
+                    ))
+                }
+                Some(_) => {}
+                None => seen = Some((id, &m.url)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Maintenance.Status of member `i` alone, within the request timeout.
+    async fn member_status(&self, i: usize) -> Result<pb::StatusResponse, Status> {
+        let m = &self.members[i];
+        let mut c = MaintenanceClient::new(m.channel.clone());
+        match tokio::time::timeout(self.request_timeout, c.status(pb::StatusRequest {})).await {
+            Ok(res) => Ok(res?.into_inner()),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "etcd {} did not answer within {:?}",
+                m.url, self.request_timeout
+            ))),
+        }
+    }
+
+    /// Refuses an answer of member `i` whose header names another cluster than the one this
+    /// client serves (pinning it if none is yet).
+    fn same_cluster(&self, i: usize, header: Option<&pb::ResponseHeader>) -> Result<(), Status> {
+        let Some(id) = header.map(|h| h.cluster_id).filter(|&id| id != 0) else {
+            return Ok(());
+        };
+        let pinned =
+            match self
+                .cluster
+                .compare_exchange(0, id, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Ok(()),
+                Err(pinned) => pinned,
+            };
+        if pinned == id {
+            return Ok(());
+        }
+        self.members[i].verified.store(false, Ordering::Relaxed);
+        static OTHER_CLUSTER: crate::log_throttle::LogThrottle =
+            crate::log_throttle::LogThrottle::new();
+        let message = format!(
+            "etcd {} is a member of cluster {id:x}, not of cluster {pinned:x} that this server uses; \
+             it is not used (give --etcd-endpoints of one cluster only)",
+            self.members[i].url
+        );
+        if let Some(held_back) = OTHER_CLUSTER.admit() {
+            tracing::error!(held_back, "{message}");
+        }
+        Err(Status::unavailable(message))
     }
 
     /// The endpoint requests currently go to.
@@ -216,7 +340,7 @@ impl EtcdClient {
 
     /// Runs one unary request with failover. `idempotent` requests are retried on the next
     /// endpoint after any transport failure; others only when the request was never sent.
-    async fn call<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, Status>
+    async fn call<T: Headed, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, Status>
     where
         F: Fn(usize) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
@@ -226,12 +350,34 @@ impl EtcdClient {
         let mut last = None;
         for attempt in 0..n {
             let i = (start + attempt) % n;
-            let res = match tokio::time::timeout(self.request_timeout, f(i)).await {
-                Ok(res) => res,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "etcd {} did not answer within {:?}",
-                    self.members[i].url, self.request_timeout
-                ))),
+            // A member not (or no longer) known to be of this cluster is checked before it is
+            // sent anything: the request is then never sent to it if it is not.
+            let verified = match self.verify(i).await {
+                Ok(()) => Ok(()),
+                Err(s) if member_failed(&s) => Err((s, true)),
+                Err(s) => return Err(s),
+            };
+            let res = match verified {
+                Err(failed) => Err(failed),
+                Ok(()) => match tokio::time::timeout(self.request_timeout, f(i)).await {
+                    Ok(Ok(resp)) => {
+                        let resp = resp.into_inner();
+                        match self.same_cluster(i, resp.header()) {
+                            Ok(()) => Ok(resp),
+                            // Its answer is not this cluster's: whatever it did is ignored,
+                            // and a write's outcome here is unknown.
+                            Err(s) => Err((s, false)),
+                        }
+                    }
+                    Ok(Err(s)) => Err((s, false)),
+                    Err(_) => Err((
+                        Status::deadline_exceeded(format!(
+                            "etcd {} did not answer within {:?}",
+                            self.members[i].url, self.request_timeout
+                        )),
+                        false,
+                    )),
+                },
             };
             match res {
                 Ok(resp) => {
@@ -239,10 +385,11 @@ impl EtcdClient {
                         self.current.store(i, Ordering::Relaxed);
                         tracing::info!(endpoint = %self.members[i].url, "etcd endpoint switched");
                     }
-                    return Ok(resp.into_inner());
+                    return Ok(resp);
                 }
-                Err(status) if member_failed(&status) => {
-                    let retry = idempotent || never_sent(&status);
+                Err((status, unsent)) if member_failed(&status) => {
+                    self.members[i].verified.store(false, Ordering::Relaxed);
+                    let retry = idempotent || unsent || never_sent(&status);
                     tracing::debug!(endpoint = %self.members[i].url, error = %status.message(), "etcd request failed");
                     let next = (i + 1) % n;
                     if n > 1
@@ -268,7 +415,7 @@ impl EtcdClient {
                         break;
                     }
                 }
-                Err(status) => return Err(status),
+                Err((status, _)) => return Err(status),
             }
         }
         Err(last.unwrap_or_else(|| Status::unavailable("no etcd endpoint")))

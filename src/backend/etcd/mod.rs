@@ -204,9 +204,14 @@ impl EtcdBackend {
             ..Default::default()
         };
         match self.client.range(probe).await {
-            Err(s) if is_auth_refusal(&s) => Err(self.error(s, None)),
-            _ => Ok(st.version),
+            Err(s) if is_auth_refusal(&s) => return Err(self.error(s, None)),
+            _ => {}
         }
+        self.client
+            .check_one_cluster()
+            .await
+            .map_err(BackendError::Unavailable)?;
+        Ok(st.version)
     }
 
     /// Maps an etcd status to this layer's error; `requested` is the revision a read asked for.
@@ -221,7 +226,8 @@ impl EtcdBackend {
                     crate::log_throttle::LogThrottle::new();
                 let cancelled = status.code() == Code::Cancelled;
                 if let Some(held_back) = (!cancelled).then(|| UNAVAILABLE.admit()).flatten() {
-                    tracing::warn!(endpoint = %self.client.current_endpoint(), error = msg, held_back, "etcd unavailable");
+                    // The message names the member that failed (the current one may differ).
+                    tracing::warn!(error = msg, held_back, "etcd unavailable");
                 }
                 BackendError::Unavailable(msg.to_owned())
             }

@@ -123,7 +123,13 @@ impl WatchFeed {
                 Err(e) => Err(e),
             };
             match opened {
-                Ok(parts) => return Some(parts),
+                Ok(parts) => match self.went_back(&parts) {
+                    None => return Some(parts),
+                    Some(e) => {
+                        let _ = self.tx.send(Err(e)).await;
+                        return None;
+                    }
+                },
                 Err(e @ BackendError::Compacted { .. }) => {
                     let _ = self.tx.send(Err(e)).await;
                     return None;
@@ -135,6 +141,34 @@ impl WatchFeed {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// An etcd whose revision is now below one this watch already delivered has lost history
+    /// (restored from a snapshot, or replaced by an empty one): resuming would wait for
+    /// revisions that will be reused by other changes, and skip those silently. The watch ends
+    /// as if compacted, so that its client lists again (kube-apiserver's clients relist on
+    /// 410).
+    fn went_back(&self, parts: &WatchParts) -> Option<BackendError> {
+        let current = parts
+            .created
+            .header
+            .as_ref()
+            .and_then(|h| Revision::new(h.revision))?;
+        let delivered = self.next.prev()?;
+        if current >= delivered {
+            return None;
+        }
+        tracing::error!(
+            delivered = %delivered,
+            current = %current,
+            "etcd's revision went back below one a watch delivered: it was restored from a backup \
+             or replaced; the watch ends so that its client lists again (restart keyward to \
+             serve only the restored history)"
+        );
+        Some(BackendError::Compacted {
+            requested: self.next,
+            compacted: current,
+        })
     }
 
     /// Delivers events until the receiver goes (Ok) or etcd's stream fails (Err).

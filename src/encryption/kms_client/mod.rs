@@ -43,6 +43,24 @@ fn new_uid() -> String {
 /// Times a call refused unprocessed by a closing plugin is made again (see [`Plugin::call`]).
 const REFUSED_RETRIES: u32 = 3;
 
+/// Whether a plugin's answer `code` refuses the call whatever the moment (the request, or
+/// the data in it, is wrong for the plugin), rather than saying it cannot answer now.
+fn refused_for_good(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::DataLoss
+    )
+}
+
 /// Shared plumbing: a lazily connected channel and per-call timeouts with error mapping.
 struct Plugin {
     name: String,
@@ -102,7 +120,15 @@ impl Plugin {
                 }
                 Ok(Err(s)) => {
                     let code = uds::grpc_code(&s);
-                    return Err(self.err(format!("{what} failed: {code:?}: {}", s.message())));
+                    let message = format!("{what} failed: {code:?}: {}", s.message());
+                    return Err(match refused_for_good(code) {
+                        true => EncryptionError::KmsRefused {
+                            name: self.name.clone(),
+                            endpoint: self.endpoint.clone(),
+                            message,
+                        },
+                        false => self.err(message),
+                    });
                 }
                 Ok(Ok(r)) => return Ok(r.into_inner()),
             }
