@@ -872,7 +872,7 @@ impl Access {
                     uid: String::new(),
                 },
                 audiences,
-                expiration,
+                expiration: sa.lifetime(expiration),
             };
             issuer
                 .issue(&request, SystemTime::now())

@@ -35,6 +35,10 @@ pub struct ServiceAccountSettings {
     /// `jwks_uri` of the OpenID discovery document (`--service-account-jwks-uri`, an `https`
     /// URL); none: the Kubernetes API's own `/openid/v1/jwks`.
     pub jwks_uri: Option<String>,
+    /// The longest lifetime a requested token gets (`--service-account-max-token-expiration`):
+    /// a longer request is shortened to it, as kube-apiserver's TokenRequest does. None: the
+    /// API's own limit of 2^32 seconds.
+    pub max_expiration: Option<std::time::Duration>,
 }
 
 impl Default for ServiceAccountSettings {
@@ -45,6 +49,7 @@ impl Default for ServiceAccountSettings {
             audiences: Vec::new(),
             ca_cert: None,
             jwks_uri: None,
+            max_expiration: None,
         }
     }
 }
@@ -153,6 +158,16 @@ impl ServiceAccounts {
     /// The issuer name.
     pub fn issuer_name(&self) -> &str {
         &self.settings.issuer
+    }
+
+    /// The lifetime a token requested for `requested` gets: at most the server's most allowed
+    /// (a request beyond the API's own limits is left for the issuer to refuse).
+    pub fn lifetime(&self, requested: std::time::Duration) -> std::time::Duration {
+        use crate::authn::serviceaccount::MAX_EXPIRATION;
+        match self.settings.max_expiration {
+            Some(max) if requested > max && requested <= MAX_EXPIRATION => max,
+            _ => requested,
+        }
     }
 
     fn install(&self, der: &[u8]) -> Result<Arc<ServiceAccountIssuer>, AccessError> {

@@ -123,6 +123,9 @@ pub struct IssuedToken {
     pub jti: String,
     /// Its `aud`: the request's audiences, or the issuer's defaults.
     pub audiences: Vec<String>,
+    /// Its lifetime (`exp` − `iat`): what was asked for, unless the server's most allowed is
+    /// less.
+    pub lifetime: Duration,
 }
 
 /// A JWT NumericDate: seconds since the epoch (a JSON number, fractions dropped as go-jose does).
@@ -320,6 +323,7 @@ impl ServiceAccountIssuer {
             expiration: UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64),
             jti,
             audiences,
+            lifetime: Duration::from_secs(request.expiration.as_secs()),
         })
     }
 

@@ -103,6 +103,10 @@ pub(super) struct AccessArgs {
     /// PEM CA written to ca.crt of kubernetes.io/service-account-token Secrets.
     #[arg(long, value_name = "FILE")]
     root_ca_file: Option<PathBuf>,
+    /// The longest lifetime of a requested service account token (e.g. 24h; 1h to 2^32
+    /// seconds): a longer request is shortened to it, with a warning.
+    #[arg(long, value_name = "DURATION")]
+    service_account_max_token_expiration: Option<String>,
 }
 
 impl AccessArgs {
@@ -190,11 +194,31 @@ impl AccessArgs {
                     .collect(),
                 ca_cert,
                 jwks_uri: self.service_account_jwks_uri.clone(),
+                max_expiration: self.max_token_expiration()?,
             },
             reload_interval: std::time::Duration::ZERO,
         };
         options.check_files().map_err(CliError::new)?;
         Ok(options)
+    }
+
+    /// `--service-account-max-token-expiration`, with kube-apiserver's bounds and words.
+    fn max_token_expiration(&self) -> Result<Option<std::time::Duration>, CliError> {
+        let Some(text) = &self.service_account_max_token_expiration else {
+            return Ok(None);
+        };
+        let d = crate::go_duration::parse(text).ok_or_else(|| {
+            CliError::new(format!(
+                "--service-account-max-token-expiration: invalid duration {text:?} (Go's format, such as 24h or 90m)"
+            ))
+        })?;
+        let hour = std::time::Duration::from_secs(3600);
+        if d < hour || d > crate::authn::serviceaccount::MAX_EXPIRATION {
+            return Err(CliError::new(
+                "--service-account-max-token-expiration: the service-account-max-token-expiration must be between 1 hour and 2^32 seconds",
+            ));
+        }
+        Ok(Some(d))
     }
 
     /// `--service-account-issuer` and `--service-account-jwks-uri` as kube-apiserver checks

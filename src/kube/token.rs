@@ -132,16 +132,25 @@ pub async fn create(
         )
         .await?;
     let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    // Shortened to the server's most allowed: said in a warning, as kube-apiserver does.
+    let granted = issued.lifetime.as_secs() as i64;
+    let warnings = if granted < seconds {
+        vec![format!(
+            "requested expiration of {seconds} seconds shortened to {granted} seconds"
+        )]
+    } else {
+        Vec::new()
+    };
     Ok(Reply::Json {
         code: 201,
         body: json!({
             "kind": KIND,
             "apiVersion": API_VERSION,
             "metadata": {"name": name, "namespace": namespace, "creationTimestamp": time(now)},
-            "spec": {"audiences": issued.audiences, "expirationSeconds": seconds, "boundObjectRef": null},
+            "spec": {"audiences": issued.audiences, "expirationSeconds": granted, "boundObjectRef": null},
             "status": {"token": issued.token.expose(), "expirationTimestamp": time(issued.expiration)},
         }),
-        warnings: Vec::new(),
+        warnings,
     })
 }
 

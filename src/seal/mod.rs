@@ -163,7 +163,8 @@ impl SealSpec {
     /// root key it knows, or a PKCS#11 module of its own to run in the plugin.
     pub fn into_trusted(self) -> Result<SealSpec, String> {
         let real = |p: &Path| -> Result<PathBuf, String> {
-            let real = fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let real =
+                fs::canonicalize(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
             check_owned_by_us(&real)?;
             Ok(real)
         };

@@ -559,7 +559,7 @@ fn passphrase_file_seal_round_trip() {
         "--data",
         data.to_str().unwrap(),
         "--seal",
-        "keyfile:/dev/null",
+        &format!("keyfile:{}", pass.display()),
         "--socket",
         sock.to_str().unwrap(),
     ]);
