@@ -343,6 +343,23 @@ impl ContinueToken {
     }
 }
 
+/// `prefix` as kube-apiserver roots it (Go's `path.Join("/", prefix)`: `registry`,
+/// `/registry/` and `/a//b/../registry` are all `/registry`), without a trailing `/`; `""`
+/// for the root.
+fn rooted_clean(prefix: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in prefix.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.iter().map(|p| format!("/{p}")).collect()
+}
+
 /// Whether `/` followed by `rest` is a path Go's `path.Clean` leaves as it is: no empty, `.`
 /// or `..` element, and no trailing slash.
 fn is_clean_path(rest: &str) -> bool {
@@ -356,8 +373,7 @@ impl Store {
     /// A store on `backend`, encrypting with `encryption`'s chain for `secrets`, with keys
     /// under `prefix` (kube-apiserver's `--etcd-prefix`, default `/registry`).
     pub fn new(backend: Arc<dyn Backend>, encryption: Arc<Encryption>, prefix: &str) -> Self {
-        let prefix = format!("/{}", prefix.trim_matches('/'));
-        let prefix = if prefix == "/" { String::new() } else { prefix };
+        let prefix = rooted_clean(prefix);
         Self {
             backend,
             encryption: ArcSwap::new(encryption),
@@ -1181,4 +1197,29 @@ fn decodes_to_itself(s: &Secret) -> bool {
             .managed_fields
             .iter()
             .all(|e| e.fields_v1.as_ref().is_none_or(trie))
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::rooted_clean;
+
+    /// `--etcd-prefix` as kube-apiserver roots it (`path.Join("/", prefix)`), so that both
+    /// given one prefix use the same keys.
+    #[test]
+    fn prefixes_are_rooted_and_cleaned_as_kube_apiserver_does() {
+        for (given, want) in [
+            ("/registry", "/registry"),
+            ("registry", "/registry"),
+            ("/registry/", "/registry"),
+            ("", ""),
+            ("/", ""),
+            ("/pfx//x", "/pfx/x"),
+            ("/a/./b", "/a/b"),
+            ("/a/../registry", "/registry"),
+            ("/../x", "/x"),
+            ("..", ""),
+        ] {
+            assert_eq!(rooted_clean(given), want, "{given:?}");
+        }
+    }
 }
