@@ -132,6 +132,18 @@ fn flag_words(e: EtcdOptionsError) -> String {
         EtcdOptionsError::NotAUrl { url, reason } => {
             format!("--etcd-endpoints: {url:?} is not a URL: {reason}")
         }
+        EtcdOptionsError::TlsWithoutHttps => {
+            "--etcd-ca, --etcd-cert and --etcd-key apply to https:// endpoints; every --etcd-endpoints URL given is http://".into()
+        }
+        EtcdOptionsError::BadTls { field, reason } => {
+            let flag = match field {
+                "ca_pem" => "--etcd-ca",
+                "cert_pem" => "--etcd-cert",
+                "key_pem" => "--etcd-key",
+                _ => "--etcd-cert and --etcd-key",
+            };
+            format!("{flag}: {reason}")
+        }
     }
 }
 
@@ -147,18 +159,43 @@ mod tests {
     fn files_are_read_and_problems_name_the_flags() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
+        // A self-signed certificate: the CA, and the client certificate with its key.
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["etcd".into()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap()
+            .pem();
         let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "CA PEM").unwrap();
+        std::fs::write(&ca, &cert).unwrap();
         let key = dir.path().join("key.pem");
-        std::fs::write(&key, "KEY PEM").unwrap();
+        std::fs::write(&key, pair.serialize_pem()).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let urls = || vec!["https://e:2379".to_owned()];
         let o = options(urls(), Some(&ca), Some(&ca), Some(&key), refused).unwrap();
-        assert_eq!(o.ca_pem.as_deref(), Some(&b"CA PEM"[..]));
+        assert_eq!(o.ca_pem.as_deref(), Some(cert.as_bytes()));
         assert_eq!(
             o.key_pem.as_deref().map(Vec::as_slice),
-            Some(&b"KEY PEM"[..])
+            Some(pair.serialize_pem().as_bytes())
         );
+        // What the files hold, named by flag; TLS flags with only http:// endpoints.
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not PEM").unwrap();
+        let e = options(urls(), Some(&junk), None, None, refused).unwrap_err();
+        assert_eq!(e.message, "refused: --etcd-ca: no PEM certificate");
+        let other = dir.path().join("other.pem");
+        std::fs::write(&other, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = options(urls(), Some(&ca), Some(&ca), Some(&other), refused).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("refused: --etcd-cert and --etcd-key: "),
+            "{}",
+            e.message
+        );
+        let plain = || vec!["http://e:2379".to_owned()];
+        let e = options(plain(), Some(&ca), None, None, refused).unwrap_err();
+        assert_eq!(e.message, "refused: --etcd-ca, --etcd-cert and --etcd-key apply to https:// endpoints; every --etcd-endpoints URL given is http://");
         let missing = dir.path().join("missing.pem");
         let e = options(urls(), Some(&missing), None, None, refused).unwrap_err();
         assert!(
@@ -176,7 +213,7 @@ mod tests {
             "{}",
             e.message
         );
-        assert!(!e.message.contains("KEY PEM"), "{}", e.message);
+        assert!(!e.message.contains("PRIVATE KEY"), "{}", e.message);
         let e = options(urls(), None, None, None, refused).unwrap_err();
         assert_eq!(
             e.message,

@@ -539,6 +539,11 @@ pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
     keep_for_audit(access, req, &decoded.secret);
     let mut s = decoded.secret;
     check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
+    // "0" asks for no condition, as kube-apiserver reads it (an unconditional update, which
+    // Secrets allow); keyward.v1 refuses it, as a precondition names one version.
+    if s.metadata.resource_version == "0" {
+        s.metadata.resource_version.clear();
+    }
     let live = access
         .read_for_update(&req.ctx, &id.namespace, &id.name)
         .await?;

@@ -709,13 +709,9 @@ impl Store {
             Err(errs) => SecretId::parse(&s.metadata.namespace, &name)
                 .map_err(|_| StoreError::invalid(&name, errs.clone()))?,
         };
-        // "0" asks for no condition, as kube-apiserver reads it (an unconditional update,
-        // which Secrets allow).
-        let want_rv = match ResourceVersion::try_from(s.metadata.resource_version.as_str()) {
-            Ok(ResourceVersion::Any) => Ok(None),
-            rv => rv.and_then(|rv| rv.exact(ResourceVersion::FIELD)),
-        }
-        .map_err(|e| StoreError::invalid(&name, vec![e]))?;
+        let want_rv = ResourceVersion::try_from(s.metadata.resource_version.as_str())
+            .and_then(|rv| rv.exact(ResourceVersion::FIELD))
+            .map_err(|e| StoreError::invalid(&name, vec![e]))?;
         let key = self.storage_key(&id.namespace, &id.name);
         loop {
             // The stored version, from the decoded-object cache if a write, list or watch left

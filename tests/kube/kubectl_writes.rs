@@ -580,6 +580,26 @@ fn update_managers_are_capped_at_ten() {
     assert!(!managers.contains(&"kubectl-create"), "{managers:?}");
 }
 
+/// A replace whose `resourceVersion` is "0" is unconditional, as kube-apiserver reads it.
+#[test]
+fn a_replace_with_resource_version_zero_is_unconditional() {
+    let w = World::start(&[]);
+    let k = w.kubectl(*KUBECTL_MINORS.last().expect("a kubectl version"));
+    k.ok(&["create", "secret", "generic", "zero", "--from-literal=a=1"]);
+    k.ok(&["label", "secret", "zero", "moved=yes"]);
+    let manifest = w.dev.path("zero.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: zero\n  resourceVersion: \"0\"\nstringData: {a: \"2\"}\n",
+    )
+    .unwrap();
+    k.ok(&["replace", "-f", manifest.to_str().unwrap()]);
+    assert_eq!(
+        k.ok(&["get", "secret", "zero", "-o", "jsonpath={.data.a}"]),
+        "Mg=="
+    );
+}
+
 /// kubectl processes writing one Secret at once (labels, annotations, and server-side apply of
 /// a key per field manager): every command succeeds and every change lands, since
 /// kube-apiserver (and keyward) apply a patch again to the new version when the object changed

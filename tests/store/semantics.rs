@@ -311,11 +311,6 @@ async fn update_conflicts_and_immutability(srv: TestStore) {
         e.message()
     );
     assert_eq!(get(&mut c, "ns1", "app").await.unwrap().data["k"], b"2");
-    // "0" asks for no condition either, as kube-apiserver reads it.
-    let mut zero = stale.clone();
-    zero.data.insert("k".into(), b"0".to_vec());
-    zero.metadata.as_mut().unwrap().resource_version = "0".into();
-    assert_eq!(update(&mut c, zero).await.unwrap().data["k"], b"0");
     // Without one: unconditional.
     stale.metadata.as_mut().unwrap().resource_version.clear();
     let v3 = update(&mut c, stale).await.unwrap();

@@ -94,6 +94,19 @@ pub enum EtcdOptionsError {
         /// What the URL parser said.
         reason: String,
     },
+    /// TLS material given while every endpoint is `http://`: it would not be used.
+    #[error(
+        "ca_pem, cert_pem and key_pem apply to https:// endpoints; every endpoint given is http://"
+    )]
+    TlsWithoutHttps,
+    /// TLS material that does not parse, or a certificate and key that do not belong together.
+    #[error("{field}: {reason}")]
+    BadTls {
+        /// `ca_pem`, `cert_pem`, `key_pem`, or `cert_pem and key_pem`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl EtcdOptions {
@@ -115,6 +128,25 @@ impl EtcdOptions {
         if self.cert_pem.is_some() && self.ca_pem.is_none() {
             return Err(EtcdOptionsError::ClientCertWithoutCa);
         }
+        // `net`'s messages start with what is at fault: named here by these options' fields.
+        let bad_tls = |e: String| {
+            let (what, reason) = e.split_once(": ").unwrap_or(("", e.as_str()));
+            EtcdOptionsError::BadTls {
+                field: match what {
+                    "client CA" => "ca_pem",
+                    "certificate" => "cert_pem",
+                    "key" => "key_pem",
+                    _ => "cert_pem and key_pem",
+                },
+                reason: reason.to_owned(),
+            }
+        };
+        if let Some(ca) = &self.ca_pem {
+            crate::net::tls_roots(ca).map_err(bad_tls)?;
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_pem, &self.key_pem) {
+            crate::net::tls_identity(cert, key).map_err(bad_tls)?;
+        }
         let mut out = Vec::with_capacity(self.endpoints.len());
         for url in &self.endpoints {
             let url = url.trim();
@@ -125,15 +157,44 @@ impl EtcdOptions {
             if https && self.ca_pem.is_none() {
                 return Err(EtcdOptionsError::HttpsWithoutCa(url.to_owned()));
             }
-            let ep =
-                Endpoint::from_shared(url.to_owned()).map_err(|e| EtcdOptionsError::NotAUrl {
-                    url: url.to_owned(),
-                    reason: e.to_string(),
-                })?;
+            let not_a_url = |reason: String| EtcdOptionsError::NotAUrl {
+                url: url.to_owned(),
+                reason,
+            };
+            let ep = Endpoint::from_shared(url.to_owned()).map_err(|e| not_a_url(e.to_string()))?;
+            check_host_and_port(ep.uri()).map_err(not_a_url)?;
             out.push((url.to_owned(), https, ep));
+        }
+        if self.ca_pem.is_some() && !out.iter().any(|(_, https, _)| *https) {
+            return Err(EtcdOptionsError::TlsWithoutHttps);
         }
         Ok(out)
     }
+}
+
+/// An etcd client URL names a host and, if any, a port that is a number, and nothing after
+/// them (etcd serves its API at the root).
+fn check_host_and_port(uri: &tonic::codegen::http::Uri) -> Result<(), String> {
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let port = match host_port.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .and_then(|(_, rest)| rest.strip_prefix(':')),
+        None => host_port.split_once(':').map(|(_, p)| p),
+    };
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return Err("no host".into());
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("{port:?} is not a port (1 to 65535)"));
+        }
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("a client URL is scheme://host:port, with no path".into());
+    }
+    Ok(())
 }
 
 struct Member {
@@ -591,7 +652,13 @@ mod tests {
 
     #[test]
     fn options_are_checked_with_their_own_field_names() {
-        let pem = || Some(b"PEM".to_vec());
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["etcd".into()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap()
+            .pem();
+        let pem = || Some(ca.clone().into_bytes());
         assert_eq!(opts(&[]).validate(), Err(EtcdOptionsError::NoEndpoints));
         let cert_only = EtcdOptions {
             cert_pem: pem(),
@@ -617,6 +684,39 @@ mod tests {
             opts(&["http://[::1"]).validate(),
             Err(EtcdOptionsError::NotAUrl { .. })
         ));
+        for (bad, why) in [
+            (
+                "http://127.0.0.1:notaport",
+                "\"notaport\" is not a port (1 to 65535)",
+            ),
+            ("http://127.0.0.1:0", "\"0\" is not a port (1 to 65535)"),
+            (
+                "http://e:2379/v3",
+                "a client URL is scheme://host:port, with no path",
+            ),
+        ] {
+            assert_eq!(
+                opts(&[bad]).validate(),
+                Err(EtcdOptionsError::NotAUrl {
+                    url: bad.into(),
+                    reason: why.into()
+                })
+            );
+        }
+        assert_eq!(opts(&["http://[::1]:2379", "http://e"]).validate(), Ok(()));
+        let junk_ca = EtcdOptions {
+            ca_pem: Some(b"junk".to_vec()),
+            ..opts(&["https://e:2379"])
+        };
+        assert_eq!(
+            junk_ca.validate().unwrap_err().to_string(),
+            "ca_pem: no PEM certificate"
+        );
+        let unused_ca = EtcdOptions {
+            ca_pem: pem(),
+            ..opts(&["http://e:2379"])
+        };
+        assert_eq!(unused_ca.validate(), Err(EtcdOptionsError::TlsWithoutHttps));
         let with_ca = EtcdOptions {
             ca_pem: pem(),
             ..opts(&[" https://e:2379 ", "http://f:2379"])
