@@ -270,6 +270,14 @@ fn in_session<T>(
         };
         let label = info.label().trim_end().to_owned();
         if label == spec.token && info.token_initialized() {
+            if let Some(refusal) =
+                pin_refusal(info.user_pin_locked(), info.user_pin_final_try(), spec)
+            {
+                return Err(SealError::Pkcs11(refusal));
+            }
+            if info.user_pin_count_low() {
+                tracing::warn!(token = %spec.token, "the token counted wrong PINs since the last login; a few more lock it");
+            }
             found = Some(slot);
             break;
         }
@@ -314,6 +322,25 @@ fn in_session<T>(
     let res = find_key(&session, spec).and_then(|key| f(&session, key));
     let _ = session.logout();
     res
+}
+
+/// Why not to log in to a token whose user PIN is locked, or one wrong PIN away from it (a
+/// service restarted again and again with a wrong PIN file would lock it; SoftHSM never
+/// does, an HSM does).
+fn pin_refusal(locked: bool, final_try: bool, spec: &Pkcs11Spec) -> Option<String> {
+    if locked {
+        return Some(format!(
+            "the PIN of token {:?} is locked after too many wrong attempts; its security officer must unlock it",
+            spec.token
+        ));
+    }
+    final_try.then(|| {
+        format!(
+            "one more wrong PIN locks token {:?}: keyward does not try; check {}, then log in once by hand (pkcs11-tool --login) to reset the count",
+            spec.token,
+            spec.pin_file.display()
+        )
+    })
 }
 
 fn find_key(session: &Session, spec: &Pkcs11Spec) -> Result<ObjectHandle, SealError> {
@@ -399,6 +426,24 @@ fn read_pin(path: &Path) -> Result<AuthPin, SealError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locked_pin_or_its_last_try_is_not_used() {
+        let spec: Pkcs11Spec = "module=/m.so;token=t;key-label=k;pin-file=/p"
+            .parse()
+            .unwrap();
+        assert_eq!(pin_refusal(false, false, &spec), None);
+        assert!(pin_refusal(true, false, &spec)
+            .unwrap()
+            .contains("is locked after too many wrong attempts"));
+        let last = pin_refusal(false, true, &spec).unwrap();
+        assert!(
+            last.starts_with(
+                "one more wrong PIN locks token \"t\": keyward does not try; check /p"
+            ),
+            "{last}"
+        );
+    }
 
     #[test]
     fn parsing_is_strict_and_names_the_field() {
