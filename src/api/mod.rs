@@ -18,6 +18,7 @@ mod auth;
 mod encryption;
 mod frontend;
 mod request_errors;
+pub(crate) use request_errors::restate_as_grpc_go;
 mod secrets;
 mod serve;
 

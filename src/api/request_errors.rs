@@ -40,6 +40,28 @@ pub(super) fn restate<B>(mut resp: http::Response<B>) -> http::Response<B> {
     resp
 }
 
+/// [`restate`] for a service that speaks as grpc-go does (the KMS plugin, whose client is
+/// kube-apiserver's grpc-go): a request over the size limit is `ResourceExhausted` with
+/// grpc-go's words; anything else as is.
+pub(crate) fn restate_as_grpc_go<B>(mut resp: http::Response<B>) -> http::Response<B> {
+    let Some(status) = resp.extensions().get::<Status>() else {
+        return resp;
+    };
+    let Some((found, limit)) = (status.code() == Code::OutOfRange)
+        .then(|| too_large(status.message()))
+        .flatten()
+    else {
+        return resp;
+    };
+    let restated = Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    ));
+    if restated.add_header(resp.headers_mut()).is_ok() {
+        resp.extensions_mut().insert(restated);
+    }
+    resp
+}
+
 /// The sizes of tonic's "decoded message length too large: found N bytes, the limit is: M
 /// bytes".
 fn too_large(message: &str) -> Option<(u64, u64)> {

@@ -313,9 +313,14 @@ pub async fn serve(
         keyring: keyring.clone(),
     })
     .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let restate = tower::util::MapResponseLayer::new(
+        crate::api::restate_as_grpc_go::<tonic::body::Body>
+            as fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>,
+    );
     let kms_server = tonic::transport::Server::builder()
         .http2_max_header_list_size(crate::net::MAX_HEADER_LIST_BYTES)
         .layer(rpc.clone())
+        .layer(restate)
         .add_service(health)
         .add_service(v2)
         .add_service(v1)
