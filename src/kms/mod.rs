@@ -1,7 +1,7 @@
 //! The KMS plugin: KMS v2 and v1 gRPC services over the keyring, the standard health service,
 //! and keyward's admin service on a separate socket.
 //!
-//! Handlers are thin: convert the request, call the [`Keyring`](crate::keyring::Keyring), convert the error with
+//! Handlers are thin: convert the request, call the [`Keyring`], convert the error with
 //! [`to_status`], the one place keyring errors become gRPC statuses. [`PluginServer`] binds the
 //! sockets, runs key maintenance and serves; [`serve`] serves already-bound listeners. The
 //! keyring may start sealed with Shamir shares ([`PluginKeyring`]): `Status` says so, `Encrypt`
@@ -269,7 +269,7 @@ async fn report_health(reporter: &tonic_health::server::HealthReporter, keyring:
 /// callers its [`PeerAllow`] admits (others get `PermissionDenied`), until `shutdown` completes;
 /// then stops accepting, drains in-flight calls and closes the keyring
 /// ([`PluginKeyring::close`]). Every call on both sockets goes through `rpc`
-/// ([`RpcLayer::disabled`] to measure nothing). A [`Keyring`](crate::keyring::Keyring)
+/// ([`RpcLayer::disabled`] to measure nothing). A [`Keyring`]
 /// converts into a [`PluginKeyring`] (and then runs key maintenance while served).
 pub async fn serve(
     kms: UnixListener,
