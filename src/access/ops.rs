@@ -656,6 +656,12 @@ impl Access {
                 .store
                 .list_matching(scope, selector, keep, limit, continue_token, exact)
                 .await?;
+            // A list of one name reads that Secret alone in kube-apiserver: another that
+            // cannot be read is none of its business.
+            if let Some(name) = fields.name() {
+                list.errors
+                    .retain(|(key, _)| key.rsplit('/').next() == Some(name));
+            }
             if ctx.wants_whole_lists() && !list.errors.is_empty() {
                 let errors = std::mem::take(&mut list.errors);
                 return Err(StoreError::Unreadable { errors }.into());
@@ -705,15 +711,16 @@ impl Access {
         let name = fields.name().unwrap_or("");
         let attrs = Self::secrets(ctx, kverbs::WATCH, scope.as_str(), name);
         let mut rec = self.admit(ctx, &attrs, &[], || None).await?;
-        let events = if bookmarks {
-            self.store
-                .watch_with_bookmarks(scope.clone(), selector, resource_version)
-                .await
-        } else {
-            self.store
-                .watch(scope.clone(), selector, resource_version)
-                .await
-        };
+        let events = self
+            .store
+            .watch_named(
+                scope.clone(),
+                selector,
+                resource_version,
+                bookmarks,
+                fields.name(),
+            )
+            .await;
         match events {
             Ok(events) => {
                 rec.response_started()

@@ -135,18 +135,7 @@ pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Re
         }
         _ => access.get(&req.ctx, &id.namespace, &id.name, None).await,
     };
-    let s = match read {
-        // A value no configured key opens (a KMS plugin that cannot answer is a 503 instead).
-        Err(AccessError::Store(StoreError::Encryption(e)))
-            if !matches!(e, EncryptionError::Kms { .. }) =>
-        {
-            return Err(KubeError::Untransformable {
-                key: access.storage_key(&id.namespace, &id.name),
-                why: e.to_string(),
-            })
-        }
-        read => read?,
-    };
+    let s = read.map_err(unreadable_named(access, id))?;
     if table::wants_table(&req.accept) {
         let rv = s.metadata.resource_version.clone();
         return Ok(Reply::Table(table::table(&[s], &rv, None, include, true)));
@@ -546,7 +535,8 @@ pub async fn update(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
     }
     let live = access
         .read_for_update(&req.ctx, &id.namespace, &id.name)
-        .await?;
+        .await
+        .map_err(unreadable_named(access, id))?;
     apply::record_update(Some(&live), &mut s, &opts.manager, &now());
     let updated = access.update(&req.ctx, s, opts.dry_run).await?;
     Ok(Reply::Json {
@@ -833,6 +823,30 @@ fn delete_options(req: &KubeRequest) -> Result<DeleteOptions, KubeError> {
     })
 }
 
+/// What a read of `id` that met a value no configured key opens answers: kube-apiserver's
+/// corrupt-object error naming its storage key (a KMS plugin that cannot answer now stays a
+/// 503); any other error as it is.
+fn unreadable_named<'a>(
+    access: &'a Access,
+    id: &'a SecretId,
+) -> impl Fn(AccessError) -> KubeError + 'a {
+    move |e| {
+        let why = match &e {
+            AccessError::Store(StoreError::Encryption(inner))
+                if !matches!(inner, EncryptionError::Kms { .. }) =>
+            {
+                inner.to_string()
+            }
+            AccessError::Store(StoreError::Undecryptable { reason, .. }) => reason.clone(),
+            _ => return e.into(),
+        };
+        KubeError::Untransformable {
+            key: access.storage_key(&id.namespace, &id.name),
+            why,
+        }
+    }
+}
+
 /// `DELETE .../secrets/{name}`: a Success Status naming the deleted Secret.
 pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
     let opts = delete_options(req)?;
@@ -845,7 +859,8 @@ pub async fn delete(access: &Access, req: &KubeRequest, id: &SecretId) -> Result
             opts.dry_run,
             opts.audited,
         )
-        .await?;
+        .await
+        .map_err(unreadable_named(access, id))?;
     if only_marked(&gone) {
         return Ok(Reply::Json {
             code: 200,

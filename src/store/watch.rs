@@ -60,6 +60,8 @@ struct Watch {
     /// Progress reports, if asked for ([`Store::watch_with_bookmarks`]).
     bookmarks: Option<Bookmarks>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The one name the watch is for, if it is for one ([`Store::watch_named`]).
+    only: Option<Arc<str>>,
     /// Counts this watch in [`Store::watchers`] until the stream is dropped.
     _counted: Watcher,
 }
@@ -130,7 +132,7 @@ impl Store {
         selector: Selector,
         resource_version: ResourceVersion,
     ) -> Result<WatchEvents, StoreError> {
-        self.watch_with(scope.into(), selector, resource_version, false)
+        self.watch_with(scope.into(), selector, resource_version, false, None)
             .await
     }
 
@@ -146,8 +148,30 @@ impl Store {
         selector: Selector,
         resource_version: ResourceVersion,
     ) -> Result<WatchEvents, StoreError> {
-        self.watch_with(scope.into(), selector, resource_version, true)
+        self.watch_with(scope.into(), selector, resource_version, true, None)
             .await
+    }
+
+    /// [`Store::watch`] (with bookmarks if `bookmarks`, as [`Store::watch_with_bookmarks`]) of
+    /// the Secrets named `only` alone, if given (a field selector on `metadata.name`, as a
+    /// kubelet watches the Secrets a pod mounts): the others are not read at all, so one that
+    /// cannot be read fails no watch but its own, as kube-apiserver reads the one key.
+    pub async fn watch_named(
+        self: &Arc<Self>,
+        scope: impl Into<Scope>,
+        selector: Selector,
+        resource_version: ResourceVersion,
+        bookmarks: bool,
+        only: Option<&str>,
+    ) -> Result<WatchEvents, StoreError> {
+        self.watch_with(
+            scope.into(),
+            selector,
+            resource_version,
+            bookmarks,
+            only.map(Arc::from),
+        )
+        .await
     }
 
     /// A watch; `kubernetes` gives it a Kubernetes watch's bookmarks and its wait for a
@@ -158,6 +182,7 @@ impl Store {
         selector: Selector,
         resource_version: ResourceVersion,
         kubernetes: bool,
+        only: Option<Arc<str>>,
     ) -> Result<WatchEvents, StoreError> {
         let listed = matches!(
             resource_version,
@@ -170,6 +195,7 @@ impl Store {
                 let page = whole(
                     self.list_at(&scope, &selector, WATCH_LIST_PAGE, None, None)
                         .await?,
+                    only.as_deref(),
                 )?;
                 let phase = Phase::Listing {
                     items: page.items.into_iter(),
@@ -235,6 +261,7 @@ impl Store {
             phase,
             bookmarks,
             stop: Box::pin(self.watches.clone().cancelled_owned()),
+            only,
             _counted: Watcher::count(self.clone()),
         }))
     }
@@ -368,7 +395,7 @@ impl futures_core::Stream for Watch {
                 }
                 Phase::Paging(page) => match page.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(page)) => match whole(page) {
+                    Poll::Ready(Ok(page)) => match whole(page, this.only.as_deref()) {
                         Ok(page) => {
                             this.phase = Phase::Listing {
                                 items: page.items.into_iter(),
@@ -416,6 +443,9 @@ impl futures_core::Stream for Watch {
                         }
                         Poll::Ready(Some(Err(e))) => return this.fail(e.into()),
                         Poll::Ready(Some(Ok(ev))) => {
+                            if this.only.as_deref().is_some_and(|n| !names(&ev.kv.key, n)) {
+                                continue;
+                            }
                             match this.store.watch_event_cached(&ev, &this.selector) {
                                 Some(Some(out)) => return this.send(out),
                                 Some(None) => {}
@@ -451,11 +481,22 @@ impl Watch {
     }
 }
 
-/// A page of a watch's starting list, refused if it met Secrets it cannot read: a watch
-/// cannot name them, and leaving them out would tell the client they do not exist.
-fn whole(mut page: super::SecretList) -> Result<super::SecretList, StoreError> {
-    match std::mem::take(&mut page.errors) {
-        errors if errors.is_empty() => Ok(page),
-        errors => Err(StoreError::Unreadable { errors }),
+/// A page of a watch's starting list, refused if it met Secrets it cannot read (of the name
+/// `only`, if the watch is for one): a watch cannot name them, and leaving them out would tell
+/// the client they do not exist.
+fn whole(mut page: super::SecretList, only: Option<&str>) -> Result<super::SecretList, StoreError> {
+    let mut errors = std::mem::take(&mut page.errors);
+    if let Some(name) = only {
+        errors.retain(|(key, _)| names(key.as_bytes(), name));
+        page.items.retain(|s| s.metadata.name == name);
     }
+    match errors.is_empty() {
+        true => Ok(page),
+        false => Err(StoreError::Unreadable { errors }),
+    }
+}
+
+/// Whether the storage key `key` is of a Secret named `name` (its last segment).
+fn names(key: &[u8], name: &str) -> bool {
+    key.rsplit(|&b| b == b'/').next() == Some(name.as_bytes())
 }

@@ -481,11 +481,44 @@ fn unreadable_secrets_fail_lists_as_kube_apiserver_does() {
         "{}",
         get.err
     );
-    // The readable one is still there to get; a deletecollection deletes nothing.
+    // The readable one is still there to get; a deletecollection deletes nothing; a delete of
+    // the unreadable one names its key (KEP-3926's unsafe delete removes it).
     k.ok(&["get", "secret", "kept"]);
     let all = k.run(&["delete", "secrets", "--all"]);
     assert_ne!(all.code, 0, "{}", all.out);
     k.ok(&["get", "secret", "kept"]);
+    let del = k.run(&["delete", "secret", "lost"]);
+    assert!(
+        del.err.contains(&format!(
+            "StorageError: corrupt object, Code: 7, Key: {key},"
+        )),
+        "{del:?}"
+    );
+    // A list or watch of one other name reads that Secret alone, as kube-apiserver does.
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secrets",
+            "--field-selector",
+            "metadata.name=kept",
+            "-o",
+            "name"
+        ]),
+        "secret/kept\n"
+    );
+    let one = k.run(&[
+        "get",
+        "secrets",
+        "--field-selector",
+        "metadata.name=kept",
+        "-w",
+        "-o",
+        "name",
+        "--request-timeout",
+        "3s",
+    ]);
+    assert!(one.out.contains("secret/kept"), "{one:?}");
+    assert!(!one.err.contains("failed to read"), "{one:?}");
     let watch = k.run(&["get", "secrets", "-w", "--request-timeout", "10s"]);
     assert!(
         watch

@@ -157,6 +157,16 @@ impl EtcdOptions {
             if https && self.ca_pem.is_none() {
                 return Err(EtcdOptionsError::HttpsWithoutCa(url.to_owned()));
             }
+            // user:password@ would be ignored (etcd authenticates keyward by its client
+            // certificate), and must not be repeated in a message or a log.
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if let Some((_, host)) = authority.rsplit_once('@') {
+                return Err(EtcdOptionsError::NotAUrl {
+                    url: format!("{}://…@{host}", if https { "https" } else { "http" }),
+                    reason: "credentials in the URL are not used: etcd authenticates keyward by its client certificate (cert_pem/key_pem)".into(),
+                });
+            }
             let not_a_url = |reason: String| EtcdOptionsError::NotAUrl {
                 url: url.to_owned(),
                 reason,
@@ -704,6 +714,16 @@ mod tests {
             );
         }
         assert_eq!(opts(&["http://[::1]:2379", "http://e"]).validate(), Ok(()));
+        let creds = opts(&["http://root:hunter2@e:2379"])
+            .validate()
+            .unwrap_err();
+        assert!(!creds.to_string().contains("hunter2"), "{creds}");
+        assert!(
+            creds.to_string().starts_with(
+                "endpoints: \"http://…@e:2379\" is not a URL: credentials in the URL are not used"
+            ),
+            "{creds}"
+        );
         let junk_ca = EtcdOptions {
             ca_pem: Some(b"junk".to_vec()),
             ..opts(&["https://e:2379"])
