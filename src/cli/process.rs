@@ -29,6 +29,31 @@ pub fn harden_process() {
         },
     );
     let _ = INHERITED.set((umask, core));
+    quiet_closed_stdout();
+}
+
+/// `println!` panics when stdout is a pipe its reader closed (`keyward get secrets | head`):
+/// that ends the process with the error the commands that write stdout themselves give, not a
+/// panic's report. Every other panic is reported as before.
+fn quiet_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
+            if why.starts_with("Broken pipe") {
+                // stderr may be the same closed pipe: what cannot be written is dropped.
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "error: cannot write to stdout: {why}");
+                std::process::exit(1);
+            }
+        }
+        report(info);
+    }));
 }
 
 /// Restores the umask and core-dump limit the process started with, just before `exec`-ing

@@ -698,3 +698,39 @@ fn undecodable_and_oversized_requests_are_the_callers_mistake() {
     let (ok, _, _) = kw_as(None, &["get", "secret", "big", "--server", &server]);
     assert!(!ok, "nothing was created");
 }
+
+/// Output to a pipe whose reader has gone (`keyward ... | head`) ends the command with an error
+/// naming it, not with a panic's report.
+#[test]
+fn a_closed_stdout_pipe_is_an_error_not_a_panic() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    // Far more YAML than a pipe buffers.
+    std::fs::write(&big, vec![7u8; 600 * 1024]).unwrap();
+    let from = format!("--from-file={}", big.display());
+    let mut child = crate::support::binary::command(&[
+        "create",
+        "secret",
+        "generic",
+        "x",
+        &from,
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut first = [0u8; 10];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The read end is dropped here: the rest of the output meets a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err,
+        "error: cannot write to stdout: Broken pipe (os error 32)\n"
+    );
+}
