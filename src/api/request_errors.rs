@@ -15,47 +15,46 @@ const UNDECODABLE: &str = "failed to decode Protobuf message";
 const TOO_LARGE: &str = "Error, decoded message length too large: found ";
 
 /// Gives `resp` the status above when it is one of tonic's refusals; anything else as is.
-pub(super) fn restate<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let Some(status) = resp.extensions().get::<Status>() else {
-        return resp;
-    };
-    let restated = match status.code() {
+pub(super) fn restate<B>(resp: http::Response<B>) -> http::Response<B> {
+    restate_with(resp, |status| match status.code() {
         Code::Internal if status.message().starts_with(UNDECODABLE) => {
-            bad_request(status.message())
+            Some(bad_request(status.message()))
         }
-        Code::OutOfRange => match too_large(status.message()) {
-            Some((found, limit)) => Reason::RequestEntityTooLarge.status(
+        Code::OutOfRange => too_large(status.message()).map(|(found, limit)| {
+            Reason::RequestEntityTooLarge.status(
                 Code::ResourceExhausted,
                 format!(
                     "Request entity too large: limit is {limit} bytes, the request has {found}"
                 ),
-            ),
-            None => return resp,
-        },
-        _ => return resp,
-    };
-    if restated.add_header(resp.headers_mut()).is_ok() {
-        resp.extensions_mut().insert(restated);
-    }
-    resp
+            )
+        }),
+        _ => None,
+    })
 }
 
 /// [`restate`] for a service that speaks as grpc-go does (the KMS plugin, whose client is
 /// kube-apiserver's grpc-go): a request over the size limit is `ResourceExhausted` with
 /// grpc-go's words; anything else as is.
-pub(crate) fn restate_as_grpc_go<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let Some(status) = resp.extensions().get::<Status>() else {
+pub(crate) fn restate_as_grpc_go<B>(resp: http::Response<B>) -> http::Response<B> {
+    restate_with(resp, |status| match status.code() {
+        Code::OutOfRange => too_large(status.message()).map(|(found, limit)| {
+            Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({found} vs. {limit})"
+            ))
+        }),
+        _ => None,
+    })
+}
+
+/// Replaces the status of a trailers-only `resp` (headers and extensions) with what `with`
+/// makes of it, if it makes anything.
+fn restate_with<B>(
+    mut resp: http::Response<B>,
+    with: impl FnOnce(&Status) -> Option<Status>,
+) -> http::Response<B> {
+    let Some(restated) = resp.extensions().get::<Status>().and_then(with) else {
         return resp;
     };
-    let Some((found, limit)) = (status.code() == Code::OutOfRange)
-        .then(|| too_large(status.message()))
-        .flatten()
-    else {
-        return resp;
-    };
-    let restated = Status::resource_exhausted(format!(
-        "grpc: received message larger than max ({found} vs. {limit})"
-    ));
     if restated.add_header(resp.headers_mut()).is_ok() {
         resp.extensions_mut().insert(restated);
     }

@@ -196,14 +196,15 @@ impl Store {
     /// that decrypts to something else (foreign or damaged data, such as an aescbc value whose
     /// bytes were changed: that mode has no integrity check) is reported, and never
     /// re-encrypted as if it were sound.
+    /// `secrets` is [`Store::resource_prefix`].
     async fn read_whole(
-        &self,
         t: &crate::encryption::Transformer,
+        secrets: &[u8],
         key: &str,
         kv: &KeyValue,
     ) -> Result<(zeroize::Zeroizing<Vec<u8>>, crate::encryption::ReadInfo), StoreError> {
         let (plain, info) = t.from_storage(key, &kv.value).await?;
-        if key.as_bytes().starts_with(&self.resource_prefix()) {
+        if key.as_bytes().starts_with(secrets) {
             super::parse_stored(kv, key, &plain)?;
         }
         Ok((plain, info))
@@ -217,6 +218,7 @@ impl Store {
         encryption.check_kms_now().await;
         let t = encryption.for_resource(RESOURCE);
         let mut key_ids = std::collections::BTreeSet::new();
+        let secrets = self.resource_prefix();
         let mut pager = self.pager(512);
         let (first, revision) = self.read_page(&mut pager).await?;
         let mut cov = Coverage {
@@ -233,7 +235,7 @@ impl Store {
             for kv in kvs {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
                 cov.total += 1;
-                let obj = match self.read_whole(&t, &key, &kv).await {
+                let obj = match Self::read_whole(&t, &secrets, &key, &kv).await {
                     Ok((_, info)) => {
                         if info.provider == "kms-v2" {
                             if let Some((_, id)) = info.key.split_once('/') {
@@ -379,6 +381,7 @@ impl Store {
         };
         progress(&p, false);
         let pace = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
+        let secrets = self.resource_prefix();
         let mut pager = self.pager(opts.batch);
         // Without a rate limit, a page's rewrites go to the backend all at once, so that its
         // writer commits them as one batch (one log append and one sync for the page), and the
@@ -391,7 +394,7 @@ impl Store {
             for kv in page {
                 let key = String::from_utf8_lossy(&kv.key).into_owned();
                 seen.done += 1;
-                match self.read_whole(&t, &key, &kv).await {
+                match Self::read_whole(&t, &secrets, &key, &kv).await {
                     Err(e) => {
                         tracing::warn!(key = %key, error = %e, "cannot decrypt; left as it is");
                         seen.failed += 1;

@@ -180,7 +180,7 @@ async fn an_unavailable_etcd_is_logged_once_a_second() {
 /// An etcd that comes back without its history (here: its data wiped, as after a restore
 /// from an older snapshot) is below the revisions a watch delivered: the watch ends as
 /// compacted, so that its client lists again, instead of waiting for revisions the new history
-/// reuses for other changes and skipping them silently.
+/// reuses for other changes and losing them unnoticed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_ends_when_etcd_loses_its_history() {
     let mut etcd = Etcd::start();
@@ -230,4 +230,78 @@ async fn endpoints_of_two_clusters_are_refused() {
     // With only the first cluster's endpoint it is fine.
     let one = EtcdBackend::connect(&a.options()).expect("connect");
     one.check().await.expect("one cluster");
+}
+
+/// A member of another cluster behind a listed URL (down at start, then up with another
+/// cluster's data) is checked before it is sent anything and never used: once the first
+/// cluster is gone, reads and writes fail `Unavailable` instead of being served by, and
+/// written to, the other cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_another_cluster_is_never_used() {
+    let mut a = Etcd::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = |_| crate::support::free_port();
+    let (b_client, b_peer) = (
+        format!("http://127.0.0.1:{}", port(0)),
+        format!("http://127.0.0.1:{}", port(1)),
+    );
+    let mut opts = a.options();
+    opts.endpoints.push(b_client.clone());
+    let backend = EtcdBackend::connect(&opts).expect("connect");
+    backend.check().await.expect("one cluster answers");
+    put_acked(&backend, "/c/x", "a").await;
+    let log = std::fs::File::create(dir.path().join("b.log")).expect("log");
+    let mut b = crate::support::etcd::member_command(
+        "b",
+        &dir.path().join("b"),
+        &b_client,
+        &b_peer,
+        &format!("b={b_peer}"),
+        log,
+    )
+    .spawn()
+    .expect("start the other etcd");
+    let ctl = crate::support::etcd::require_etcdctl();
+    let up = (0..100).any(|_| {
+        let ok = std::process::Command::new(&ctl)
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &b_client, "endpoint", "health"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(up, "the other etcd did not start");
+    a.kill(0);
+    // Every attempt fails (the first ones may fail on the dead member's broken connection
+    // before the other is even tried); once the other is tried, its cluster is named.
+    let mut named = false;
+    for _ in 0..30 {
+        let read = backend.get(b"/c/x", None).await;
+        let write = backend.put(b"/c/y", b"b".to_vec(), Expect::Any).await;
+        assert!(
+            matches!(write, Err(BackendError::Unavailable(_))),
+            "{write:?}"
+        );
+        match read {
+            Err(BackendError::Unavailable(m)) => named |= m.contains("is a member of cluster"),
+            other => panic!("read through another cluster: {other:?}"),
+        }
+        if named {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        named,
+        "the other cluster's member was never refused by name"
+    );
+    assert!(
+        crate::support::etcd::etcdctl_keys(&b_client, "/c/").is_empty(),
+        "the other cluster was written to"
+    );
+    let _ = b.kill();
+    let _ = b.wait();
 }

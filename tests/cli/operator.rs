@@ -120,14 +120,7 @@ fn init_refuses_bad_key_files_and_existing_keyrings() {
     fs::write(&key, [7u8; 32]).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let seal = format!("keyfile:{}", key.display());
-    let (ok, _, err) = run(&[
-        "kms",
-        "init",
-        "--data",
-        data.to_str().unwrap(),
-        "--seal",
-        &seal,
-    ]);
+    let (ok, _, err) = crate::support::kms_init(&data, &seal);
     assert!(!ok);
     assert!(
         err.contains("mode 0644") && err.contains("chmod 600"),
@@ -135,23 +128,9 @@ fn init_refuses_bad_key_files_and_existing_keyrings() {
     );
     assert!(!data.exists(), "a refused init creates nothing");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-    let (ok, _, err) = run(&[
-        "kms",
-        "init",
-        "--data",
-        data.to_str().unwrap(),
-        "--seal",
-        &seal,
-    ]);
+    let (ok, _, err) = crate::support::kms_init(&data, &seal);
     assert!(ok, "{err}");
-    let (ok, _, err) = run(&[
-        "kms",
-        "init",
-        "--data",
-        data.to_str().unwrap(),
-        "--seal",
-        &seal,
-    ]);
+    let (ok, _, err) = crate::support::kms_init(&data, &seal);
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
     for (bad, want) in [
@@ -163,7 +142,7 @@ fn init_refuses_bad_key_files_and_existing_keyrings() {
         ("keyfile:/nonexistent/k", "cannot read /nonexistent/k"),
     ] {
         let d2 = dir.path().join("d2");
-        let (ok, _, err) = run(&["kms", "init", "--data", d2.to_str().unwrap(), "--seal", bad]);
+        let (ok, _, err) = crate::support::kms_init(&d2, bad);
         assert!(!ok);
         assert!(err.contains(want), "{err}");
         assert!(!d2.exists());

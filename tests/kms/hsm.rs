@@ -245,14 +245,7 @@ fn the_cli_serves_on_an_hsm_and_names_bad_fields() {
         ),
     ] {
         let other = dir.path().join("other");
-        let (ok, _, err) = run(&[
-            "kms",
-            "init",
-            "--data",
-            other.to_str().unwrap(),
-            "--seal",
-            seal,
-        ]);
+        let (ok, _, err) = crate::support::kms_init(&other, seal);
         assert!(!ok && err.contains(want), "{seal}: {err}");
         assert!(!other.exists());
     }
@@ -287,14 +280,7 @@ fn a_weak_hsm_key_is_named_in_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let init = |name: &str, seal: &str| {
         let data = dir.path().join(name);
-        let (ok, _, err) = run(&[
-            "kms",
-            "init",
-            "--data",
-            data.to_str().unwrap(),
-            "--seal",
-            seal,
-        ]);
+        let (ok, _, err) = crate::support::kms_init(&data, seal);
         assert!(ok, "{err}");
         err
     };

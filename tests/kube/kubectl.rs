@@ -487,6 +487,19 @@ fn unreadable_secrets_fail_lists_as_kube_apiserver_does() {
     let all = k.run(&["delete", "secrets", "--all"]);
     assert_ne!(all.code, 0, "{}", all.out);
     k.ok(&["get", "secret", "kept"]);
+    let manifest = w.dev.path("lost.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: lost\nstringData: {a: c}\n",
+    )
+    .unwrap();
+    let replace = k.run(&["replace", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        replace.err.contains(&format!(
+            "StorageError: corrupt object, Code: 7, Key: {key},"
+        )),
+        "{replace:?}"
+    );
     let del = k.run(&["delete", "secret", "lost"]);
     assert!(
         del.err.contains(&format!(
@@ -862,15 +875,18 @@ fn a_token_request_beyond_the_max_expiration_is_shortened() {
     use base64::Engine as _;
     let w = World::start(&["--service-account-max-token-expiration", "2h"]);
     let k = w.kubectl(KUBECTL_MINORS[KUBECTL_MINORS.len() - 1]);
-    let out = k.run(&[
-        "create",
-        "token",
-        "app",
-        "-n",
-        "default",
-        "--duration",
-        "48h",
-    ]);
+    let token = |duration: &str| {
+        k.run(&[
+            "create",
+            "token",
+            "app",
+            "-n",
+            "default",
+            "--duration",
+            duration,
+        ])
+    };
+    let out = token("48h");
     assert_eq!(out.code, 0, "{}", out.err);
     assert!(
         out.err
@@ -890,15 +906,7 @@ fn a_token_request_beyond_the_max_expiration_is_shortened() {
         7200
     );
     // Within the cap: as asked, no warning.
-    let out = k.run(&[
-        "create",
-        "token",
-        "app",
-        "-n",
-        "default",
-        "--duration",
-        "1h",
-    ]);
+    let out = token("1h");
     assert!(out.code == 0 && !out.err.contains("Warning"), "{}", out.err);
     for bad in ["30m", "2000000h", "soon"] {
         let (ok, _, err) = crate::support::run(&[

@@ -47,14 +47,7 @@ fn kms_admin_socket_calls_are_audited() {
     write_private(&root, &[7u8; 32]);
     let seal = format!("keyfile:{}", root.display());
     let data = d.join("kms");
-    let (ok, _, err) = run(&[
-        "kms",
-        "init",
-        "--data",
-        data.to_str().unwrap(),
-        "--seal",
-        &seal,
-    ]);
+    let (ok, _, err) = crate::support::kms_init(&data, &seal);
     assert!(ok, "{err}");
     let (sock, admin, log) = (
         d.join("k.sock"),

@@ -234,11 +234,7 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     );
     let server = format!("unix://{}", sock.display());
     let admin = data.join("kms-admin.sock").display().to_string();
-    let kw = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--server", &server]);
-        crate::support::run(&all)
-    };
+    let kw = |args: &[&str]| kw_at(&server, args);
     for i in 0..5 {
         assert!(
             kw(&[
@@ -276,12 +272,7 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
         "would rewrite 5 of 5 objects (0 changed concurrently, 0 undecryptable)\n"
     );
     // Retiring the old KEK is refused while stored objects need it.
-    let (ok, _, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin]);
-    assert!(!ok);
-    assert!(
-        err.contains(&format!("key_id {old} still protects 5 stored objects")),
-        "{err}"
-    );
+    assert_retire_refused(&server, &admin, &old, 5);
     let (ok, out, err) = kw(&["migrate", "--batch-size", "2"]);
     assert!(ok, "{err}");
     assert_eq!(
@@ -325,11 +316,7 @@ fn a_server_key_under_an_old_kek_holds_its_retirement_until_migrated() {
     let dev = crate::support::Proc::spawn(&args, &[], &dir.path().join("log"), &sock);
     let server = format!("unix://{}", sock.display());
     let admin = data.join("kms-admin.sock").display().to_string();
-    let kw = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["--server", &server]);
-        crate::support::run(&all)
-    };
+    let kw = |args: &[&str]| kw_at(&server, args);
     let status = || {
         let (ok, out, err) = kw(&["encryption", "status", "-o", "json"]);
         assert!(ok, "{err}");
@@ -347,12 +334,7 @@ fn a_server_key_under_an_old_kek_holds_its_retirement_until_migrated() {
         v["objects"][0]["key"], "/registry/keyward.io/keys/audit-checkpoint",
         "{v}"
     );
-    let (ok, _, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin]);
-    assert!(!ok);
-    assert!(
-        err.contains(&format!("key_id {old} still protects 1 stored objects")),
-        "{err}"
-    );
+    assert_retire_refused(&server, &admin, &old, 1);
     let (ok, out, err) = kw(&["migrate"]);
     assert!(ok, "{err}");
     assert_eq!(
@@ -375,6 +357,24 @@ fn a_server_key_under_an_old_kek_holds_its_retirement_until_migrated() {
         (&v["total"], &v["stale"], &v["undecryptable"]),
         (&1.into(), &0.into(), &0.into()),
         "{v}"
+    );
+}
+
+/// `keyward ARGS --server SERVER` to completion; (success, stdout, stderr).
+fn kw_at(server: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--server", server]);
+    crate::support::run(&all)
+}
+
+/// Retiring the KEK `old` (through the admin socket `admin`) is refused while `n` objects of
+/// the store at `server` still need it.
+fn assert_retire_refused(server: &str, admin: &str, old: &str, n: usize) {
+    let (ok, _, err) = kw_at(server, &["kms", "retire", old, "--admin-socket", admin]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("key_id {old} still protects {n} stored objects")),
+        "{err}"
     );
 }
 

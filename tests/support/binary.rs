@@ -26,6 +26,18 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `keyward kms init --data DATA --seal SEAL` to completion; (success, stdout, stderr).
+pub fn kms_init(data: &Path, seal: &str) -> (bool, String, String) {
+    run(&[
+        "kms",
+        "init",
+        "--data",
+        data.to_str().unwrap(),
+        "--seal",
+        seal,
+    ])
+}
+
 /// The binary with `args`, stdin and stdout on /dev/null, and no `KEYWARD_SEAL` from the
 /// test's environment.
 pub fn command(args: &[&str]) -> Command {

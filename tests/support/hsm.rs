@@ -138,6 +138,21 @@ impl SoftHsm {
 
     /// Creates a key of `key_type` labelled `label` with pkcs11-tool's attribute `flags`.
     pub fn keygen_with(&self, label: &str, key_type: &str, flags: &[&str]) {
+        let args = [
+            &["--keygen", "--key-type", key_type, "--label", label],
+            flags,
+        ]
+        .concat();
+        self.logged_in_tool(&args);
+    }
+
+    /// Deletes the key labelled `label` from the token.
+    pub fn delete_key(&self, label: &str) {
+        self.logged_in_tool(&["--delete-object", "--type", "secrkey", "--label", label]);
+    }
+
+    /// pkcs11-tool on this token, logged in, with `args`.
+    fn logged_in_tool(&self, args: &[&str]) {
         run_tool(
             Command::new("pkcs11-tool")
                 .args([
@@ -148,32 +163,9 @@ impl SoftHsm {
                     "--login",
                     "--pin",
                     PIN,
-                    "--keygen",
-                    "--key-type",
-                    key_type,
-                    "--label",
-                    label,
                 ])
-                .args(flags),
+                .args(args),
         );
-    }
-
-    /// Deletes the key labelled `label` from the token.
-    pub fn delete_key(&self, label: &str) {
-        run_tool(Command::new("pkcs11-tool").args([
-            "--module",
-            MODULE,
-            "--token-label",
-            &self.token,
-            "--login",
-            "--pin",
-            PIN,
-            "--delete-object",
-            "--type",
-            "secrkey",
-            "--label",
-            label,
-        ]));
     }
 
     /// The seal for the key `key_label` on this token.

@@ -21,7 +21,7 @@ pub mod tools;
 
 // The names most tests use, at the top; each binary uses a different subset.
 #[allow(unused_imports)]
-pub use binary::{bin, normalise, run, DevServer, Proc};
+pub use binary::{bin, kms_init, normalise, run, DevServer, Proc};
 #[allow(unused_imports)]
 pub use plugin::{open_now, Plugin, TempKeyring};
 #[allow(unused_imports)]

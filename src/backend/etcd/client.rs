@@ -374,14 +374,17 @@ impl EtcdClient {
         let Some(id) = header.map(|h| h.cluster_id).filter(|&id| id != 0) else {
             return Ok(());
         };
-        let pinned =
-            match self
+        // Read first: once pinned, an answer costs one load, not a locked compare-and-swap.
+        let pinned = match self.cluster.load(Ordering::Relaxed) {
+            0 => match self
                 .cluster
                 .compare_exchange(0, id, Ordering::Relaxed, Ordering::Relaxed)
             {
                 Ok(_) => return Ok(()),
                 Err(pinned) => pinned,
-            };
+            },
+            pinned => pinned,
+        };
         if pinned == id {
             return Ok(());
         }
@@ -620,11 +623,13 @@ impl std::fmt::Debug for WatchParts {
     }
 }
 
-/// The member failed or could not be reached: try another.
+/// The member failed or could not be reached: try another. A connection that broke under a
+/// request ends it as cancelled (keyward cancels none itself: its own time limit is
+/// `DeadlineExceeded`).
 fn member_failed(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled
     ) && !status.message().contains("mvcc:")
 }
 

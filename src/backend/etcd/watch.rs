@@ -145,7 +145,7 @@ impl WatchFeed {
 
     /// An etcd whose revision is now below one this watch already delivered has lost history
     /// (restored from a snapshot, or replaced by an empty one): resuming would wait for
-    /// revisions that will be reused by other changes, and skip those silently. The watch ends
+    /// revisions that will be reused by other changes, and lose those unnoticed. The watch ends
     /// as if compacted, so that its client lists again (kube-apiserver's clients relist on
     /// 410).
     fn went_back(&self, parts: &WatchParts) -> Option<BackendError> {
