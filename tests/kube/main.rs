@@ -20,3 +20,5 @@ mod oidc;
 mod proto;
 mod python;
 mod store;
+mod tokens;
+mod unreadable;
