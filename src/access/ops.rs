@@ -11,8 +11,8 @@ use crate::audit::{AuditObject, Level, RequestAudit, ResponseStatus};
 use crate::authn::serviceaccount::{IssuedToken, ServiceAccountRef, TokenRequest};
 use crate::authn::Identity;
 use crate::authz::{
-    self, verbs as kverbs, AccessReviewSpec, Attributes, SubjectAccessReviewStatus,
-    SubjectRulesReviewStatus,
+    self, verbs as kverbs, AccessReviewSpec, Attributes, Authorizer, Decision, Forbidden,
+    SubjectAccessReviewStatus, SubjectRulesReviewStatus,
 };
 use crate::backend::{BackendError, KeyValue, Revision};
 use crate::names::{Namespace, SecretName};
@@ -223,8 +223,10 @@ impl Access {
     }
 
     /// Creates the Secret `id` as a server-side apply does when it is absent: authorized as
-    /// `patch` on it (the request's verb, as kube-apiserver authorizes it); `request` is the
-    /// patch as the audit log records it. When another writer created the Secret meanwhile,
+    /// `patch` on it (the request's verb, as kube-apiserver authorizes it), and then, as
+    /// kube-apiserver's patch handler authorizes a create on update, as `create` of that name
+    /// (refused with its Forbidden: `secrets "NAME" is forbidden: ` and the authorizer's
+    /// reason); `request` is the patch as the audit log records it. When another writer created the Secret meanwhile,
     /// the apply is made to that one with `apply` (as [`Access::patch`], answering 200), as
     /// kube-apiserver's apply retries its update: a lost race is never AlreadyExists. Returns
     /// the Secret and whether this request created it; the request is recorded once.
@@ -241,6 +243,18 @@ impl Access {
     ) -> Result<(Secret, bool), E> {
         let attrs = Self::secrets(ctx, kverbs::PATCH, id.namespace.as_str(), id.name.as_str());
         let mut rec = self.admit(ctx, &attrs, &[], request).await?;
+        let create = Self::secrets(ctx, kverbs::CREATE, id.namespace.as_str(), id.name.as_str());
+        if let Decision::Deny { reason } = self.policy.authorize(&create) {
+            if let Some(m) = self.metrics() {
+                m.authorization_denied(kverbs::CREATE);
+            }
+            let forbidden = Forbidden::on_create_by_update(&create, &reason);
+            let refusal = Err::<Secret, _>(AccessError::Forbidden(forbidden.clone()));
+            let recorded = self.finish(ctx, &mut rec, refusal, 201, secret_body).await;
+            return Err(E::from(
+                recorded.err().unwrap_or(AccessError::Forbidden(forbidden)),
+            ));
+        }
         match self.create_checked(secret, dry_run).await {
             Err(AccessError::Store(StoreError::AlreadyExists { .. })) => {
                 let live = self.store.get(&id.namespace, &id.name, None).await;

@@ -216,7 +216,10 @@ impl TokenSecretFiller {
         Self { issuer, ca_cert }
     }
 
-    /// Fills `secret` if it is a service account token Secret; other Secrets are untouched.
+    /// Fills `secret` if it is a service account token Secret; other Secrets are untouched. A
+    /// Secret that names a service account no namespace can hold (a name that is not a DNS-1123
+    /// subdomain) is left as it is: kube-apiserver stores such a Secret too, and its token
+    /// controller never fills it.
     pub fn fill(&self, secret: &mut Secret) -> Result<(), AuthnError> {
         if secret.type_ != TOKEN_SECRET_TYPE {
             return Ok(());
@@ -234,6 +237,14 @@ impl TokenSecretFiller {
             name: annotation(SERVICE_ACCOUNT_NAME_ANNOTATION),
             uid: annotation(SERVICE_ACCOUNT_UID_ANNOTATION),
         };
+        if sa.check().is_err() {
+            tracing::info!(
+                namespace = %secret.metadata.namespace,
+                secret = %secret.metadata.name,
+                "service account token Secret names no valid service account; stored without a token"
+            );
+            return Ok(());
+        }
         let empty = |s: &Secret, k: &str| s.data.get(k).is_none_or(|v| v.as_slice().is_empty());
         if empty(secret, TOKEN_KEY) {
             let token = self.issuer.issue_legacy(&sa, &secret.metadata.name)?;
@@ -425,9 +436,11 @@ mod tests {
         assert_eq!(data(&given, TOKEN_KEY), "mine");
         assert_eq!(data(&given, NAMESPACE_KEY), "elsewhere");
         assert!(!given.data.contains_key(CA_CERT_KEY));
-        // An invalid service account name cannot get a token.
+        // A service account name no namespace can hold gets no token, and the Secret is
+        // stored as given (as kube-apiserver stores it; its token controller never fills it).
         let mut bad = sa_secret("t", "Not:Valid");
-        assert!(filler.on_create(&mut bad).is_err());
+        filler.on_create(&mut bad).unwrap();
+        assert!(bad.data.is_empty(), "{:?}", bad.data.keys());
 
         // Without legacy tokens, the verifier has no opinion on them; a lookup failure is an
         // error of the environment.

@@ -84,7 +84,7 @@ pub struct ServiceAccountRef {
 }
 
 impl ServiceAccountRef {
-    fn check(&self) -> Result<(), AuthnError> {
+    pub(super) fn check(&self) -> Result<(), AuthnError> {
         if !is_dns1123_label(&self.namespace) {
             return Err(AuthnError::InvalidRequest(format!(
                 "invalid namespace {:?}: must be a DNS-1123 label",

@@ -38,11 +38,7 @@ impl Forbidden {
             err.push_str(reason);
         }
         // NewForbidden(GroupResource{group, resource}, name, err).
-        let group_resource = if attrs.api_group.is_empty() {
-            attrs.resource.clone()
-        } else {
-            format!("{}.{}", attrs.resource, attrs.api_group)
-        };
+        let group_resource = group_resource(attrs);
         let message = if attrs.api_group.is_empty() && attrs.resource.is_empty() {
             format!("forbidden: {err}")
         } else if attrs.name.is_empty() {
@@ -59,6 +55,34 @@ impl Forbidden {
             resource: attrs.resource.clone(),
             name: attrs.name.clone(),
         }
+    }
+}
+
+impl Forbidden {
+    /// The answer when a request allowed to change `attrs.name` would create it and `create` of
+    /// that name is denied with `reason` (kube-apiserver's `withAuthorization` in its patch and
+    /// update handlers): `secrets "NAME" is forbidden: REASON`, the reason as the authorizer
+    /// gave it (RBAC gives none for a plain denial, so the message ends in `forbidden: `).
+    pub fn on_create_by_update(attrs: &Attributes, reason: &str) -> Forbidden {
+        Forbidden {
+            message: format!(
+                "{} {} is forbidden: {reason}",
+                group_resource(attrs),
+                go_quote(&attrs.name)
+            ),
+            group: attrs.api_group.clone(),
+            resource: attrs.resource.clone(),
+            name: attrs.name.clone(),
+        }
+    }
+}
+
+/// `GroupResource.String()`: `resource` or `resource.group`.
+fn group_resource(attrs: &Attributes) -> String {
+    if attrs.api_group.is_empty() {
+        attrs.resource.clone()
+    } else {
+        format!("{}.{}", attrs.resource, attrs.api_group)
     }
 }
 

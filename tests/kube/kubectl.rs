@@ -460,7 +460,7 @@ impl Drop for Watching {
 const POLICY: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: reader, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: readers, namespace: default}\nsubjects:\n  - {kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}\n  - {kind: User, name: bob, apiGroup: rbac.authorization.k8s.io}\n  - {kind: ServiceAccount, name: app, namespace: default}\nroleRef: {kind: Role, name: reader, apiGroup: rbac.authorization.k8s.io}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: deleter, namespace: default}\nrules:\n  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [delete, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: deleters, namespace: default}\nsubjects:\n  - {kind: User, name: dave, apiGroup: rbac.authorization.k8s.io}\nroleRef: {kind: Role, name: deleter, apiGroup: rbac.authorization.k8s.io}\n";
 
 pub(crate) const BOB_TOKEN: &str = "bob-token-0123456789abcdef";
-const DAVE_TOKEN: &str = "dave-token-0123456789abcdef";
+pub(crate) const DAVE_TOKEN: &str = "dave-token-0123456789abcdef";
 
 fn auth_world() -> World {
     auth_world_with(&[], &[])

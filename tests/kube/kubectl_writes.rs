@@ -850,6 +850,18 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
         "jsonpath={.data}",
     ]);
     assert_eq!(answered.trim(), "", "{answered}");
+    // A service account no namespace can hold: stored as given, never filled (as upstream).
+    w.dev.write(
+        "sa-token-bad.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bad-token\n  annotations:\n    kubernetes.io/service-account.name: Not:Valid\ntype: kubernetes.io/service-account-token\n",
+    );
+    admin.ok(&[
+        "create",
+        "-f",
+        w.dev.path("sa-token-bad.yaml").to_str().unwrap(),
+    ]);
+    let stored = admin.ok(&["get", "secret", "bad-token", "-o", "jsonpath={.data}"]);
+    assert_eq!(stored.trim(), "", "{stored}");
     let token = admin.ok(&["get", "secret", "app-token", "-o", "jsonpath={.data.token}"]);
     let token = String::from_utf8(
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, token.trim()).unwrap(),
@@ -925,4 +937,57 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
         "app-token/default"
     );
     assert!(!audit.contains(&token), "the token is in the audit log");
+}
+
+/// A server-side apply of a Secret that does not exist creates it, so besides `patch` it needs
+/// `create` of that name, as kube-apiserver's patch handler authorizes a create on update: dave
+/// (delete and patch, no create) is refused with upstream's Forbidden (the authorizer gives no
+/// reason for a plain denial, so the message ends in `forbidden: `), a dry run too, nothing is
+/// created, and the audit log records the allowed patch answered 403. Once the Secret exists,
+/// dave's apply is a patch and goes through.
+#[test]
+fn server_side_apply_that_creates_needs_create() {
+    let w = crate::kubectl::audited_world("Metadata");
+    let dave_cfg = w.token_kubeconfig("dave", Some(crate::kubectl::DAVE_TOKEN));
+    w.dev.write(
+        "new.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: newone\n  namespace: default\nstringData:\n  a: b\n",
+    );
+    let file = w.dev.path("new.yaml");
+    let file = file.to_str().unwrap();
+    let admin = w.kubectl(33);
+    for minor in [27, 33] {
+        let dave = w.kubectl_as(minor, &dave_cfg, "dave");
+        for dry_run in [&[][..], &["--dry-run=server"]] {
+            let o = dave.run(&[&["apply", "--server-side", "-f", file][..], dry_run].concat());
+            assert_eq!(o.code, 1, "{o:?}");
+            assert_eq!(
+                o.err,
+                "Error from server (Forbidden): secrets \"newone\" is forbidden: \n"
+            );
+        }
+    }
+    let absent = admin.run(&["get", "secret", "newone"]);
+    assert_eq!(
+        absent.err,
+        "Error from server (NotFound): secrets \"newone\" not found\n"
+    );
+    let (_, events) = w.audit_log();
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e["user"]["username"] == "dave" && e["verb"] == "patch")
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .collect();
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    for e in refused {
+        assert_eq!(e["verb"], "patch");
+        assert_eq!(e["responseStatus"]["code"], 403);
+        assert_eq!(e["annotations"]["authorization.k8s.io/decision"], "allow");
+    }
+    admin.ok(&["create", "-f", file]);
+    let dave = w.kubectl_as(33, &dave_cfg, "dave");
+    assert_eq!(
+        dave.ok(&["apply", "--server-side", "-f", file]),
+        "secret/newone serverside-applied\n"
+    );
 }
