@@ -346,12 +346,13 @@ impl LogFile {
             .write(true)
             .open(&self.path)
             .map_err(io_err(&self.path))?;
-        let mut restored = 0u64;
+        // What the file holds of each record: a crash loses a tail (past the end, or zeros
+        // where the file system had not written the data); anything else that differs was
+        // changed after it was written. Such a log is not continued: the writer's next
+        // checkpoint would sign the changed lines where no later line's chain covers them yet.
+        let mut lost = Vec::new();
         let mut edited = Vec::new();
-        for r in &mine {
-            // What the file holds of the record: a crash loses a tail (past the end, or zeros
-            // where the file system had not written the data); anything else that differs was
-            // changed after it was written, and is left for `audit verify` to report.
+        for r in mine {
             let on_disk = usize::try_from(len.saturating_sub(r.offset))
                 .unwrap_or(usize::MAX)
                 .min(r.bytes.len());
@@ -362,10 +363,22 @@ impl LogFile {
             if on_disk == r.bytes.len() && have == r.bytes {
                 continue;
             }
-            if have.iter().zip(&r.bytes).any(|(h, w)| h != w && *h != 0) {
-                edited.push(r.offset);
-                continue;
+            match have.iter().zip(&r.bytes).any(|(h, w)| h != w && *h != 0) {
+                true => edited.push(r.offset),
+                false => lost.push(r),
             }
+        }
+        if let Some(first) = edited.first() {
+            return Err(AuditError::Recover {
+                path: self.path.clone(),
+                message: format!(
+                    "{} of its last lines differ from what was written (the sync journal holds them as written; the first at byte offset {first}): it was changed after it was written, and continuing it would sign the change; keep it as evidence (`keyward audit verify` reports it) and move it away to start a new log",
+                    edited.len()
+                ),
+            });
+        }
+        let mut restored = 0u64;
+        for r in lost {
             out.write_all_at(&r.bytes, r.offset)
                 .map_err(io_err(&self.path))?;
             restored += r.bytes.len() as u64;
@@ -373,9 +386,6 @@ impl LogFile {
         out.sync_data().map_err(io_err(&self.path))?;
         if restored > 0 {
             tracing::warn!(path = %self.path.display(), bytes = restored, "restored acknowledged audit lines from the sync journal (the machine stopped before the log reached the disk)");
-        }
-        if let Some(first) = edited.first() {
-            tracing::error!(path = %self.path.display(), byte_offset = first, lines = edited.len(), "the audit log differs from what was written (the sync journal holds the lines as written): it was changed after it was written; left as found, `keyward audit verify` names the first changed line");
         }
         let len = self.file.metadata().map_err(io_err(&self.path))?.len();
         Ok(len)
@@ -434,10 +444,18 @@ impl LogFile {
             since_checkpoint: 0,
         };
         self.cur = self.durable;
-        let sealed_for_rotation = info
+        let last_kind = info
             .checkpoint
             .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
-            .is_some_and(|c| c.kind == CheckpointKind::Rotate);
+            .map(|c| c.kind);
+        if last_kind != Some(CheckpointKind::Shutdown) && last_kind != Some(CheckpointKind::Rotate)
+        {
+            // A crash, or a tail cut or edited while the writer was stopped: what the journal
+            // did not hold cannot be checked here, so say so; `audit verify` reports the lines
+            // after the last signed checkpoint.
+            tracing::warn!(path = %self.path.display(), line_seq = info.seq, journaled = self.journal.is_some(), "the audit log does not end with a shutdown checkpoint: its writer stopped without closing it, or its tail was cut while it was stopped; continuing after a resume checkpoint (`keyward audit verify` reports the lines its last signed checkpoint before this does not cover)");
+        }
+        let sealed_for_rotation = last_kind == Some(CheckpointKind::Rotate);
         // A file sealed for rotation gets its successor first; either way the restart is
         // recorded (a cut back to a rotate checkpoint looks like a crash before the rename).
         if sealed_for_rotation {
