@@ -7,7 +7,7 @@
 //! server does, as in a cluster.
 
 use super::types::{
-    ClusterRole, ClusterRoleBinding, ObjectMeta, PolicyRule, PolicySet, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, ObjectMeta, PolicyRule, PolicySet, RoleRef, Subject, ALL,
 };
 use crate::authn::names::{SYSTEM_AUTHENTICATED, SYSTEM_UNAUTHENTICATED};
 
@@ -103,25 +103,100 @@ fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
     (roles, bindings)
 }
 
-/// `set` with the bootstrap ClusterRoles and ClusterRoleBindings it does not define itself (a
-/// policy copied from a cluster may hold them; its own objects of those names are kept).
+/// `set` with the bootstrap ClusterRoles and ClusterRoleBindings, reconciled as kube-apiserver
+/// reconciles them at start: one the policy does not define is added; one it defines gets the
+/// default rules it does not cover (a role) or the default subjects it lacks (a binding; one
+/// bound to another role is replaced by the default), unless it is annotated
+/// `rbac.authorization.kubernetes.io/autoupdate: "false"`, which keeps it as written. Nothing
+/// of the policy's own is removed.
 pub fn with_bootstrap(set: &PolicySet) -> PolicySet {
     let mut out = set.clone();
     let (roles, bindings) = objects();
-    add_missing(&mut out.cluster_roles, roles, |r| &r.metadata.name);
-    add_missing(&mut out.cluster_role_bindings, bindings, |b| {
-        &b.metadata.name
-    });
+    for ours in roles {
+        match out
+            .cluster_roles
+            .iter_mut()
+            .find(|r| r.metadata.name == ours.metadata.name)
+        {
+            None => out.cluster_roles.push(ours),
+            Some(theirs) if theirs.metadata.protected => {}
+            Some(theirs) => {
+                let missing: Vec<PolicyRule> = ours
+                    .rules
+                    .iter()
+                    .flat_map(breakdown)
+                    .filter(|rule| !theirs.rules.iter().any(|t| covers(t, rule)))
+                    .collect();
+                theirs.rules.extend(missing);
+            }
+        }
+    }
+    for ours in bindings {
+        match out
+            .cluster_role_bindings
+            .iter_mut()
+            .find(|b| b.metadata.name == ours.metadata.name)
+        {
+            None => out.cluster_role_bindings.push(ours),
+            Some(theirs) if theirs.metadata.protected => {}
+            Some(theirs) if theirs.role_ref != ours.role_ref => *theirs = ours,
+            Some(theirs) => {
+                for subject in ours.subjects {
+                    if !theirs.subjects.contains(&subject) {
+                        theirs.subjects.push(subject);
+                    }
+                }
+            }
+        }
+    }
     out
 }
 
-/// Appends to `objects` each of `ours` whose name none of them has.
-fn add_missing<T>(objects: &mut Vec<T>, ours: Vec<T>, name: impl Fn(&T) -> &String) {
-    for o in ours {
-        if !objects.iter().any(|x| name(x) == name(&o)) {
-            objects.push(o);
+/// `rule` as rules of one verb and one URL, or one verb, group and resource each.
+fn breakdown(rule: &PolicyRule) -> Vec<PolicyRule> {
+    let one = |s: &String| vec![s.clone()];
+    let mut out = Vec::new();
+    for verb in &rule.verbs {
+        for url in &rule.non_resource_urls {
+            out.push(PolicyRule {
+                verbs: one(verb),
+                non_resource_urls: one(url),
+                ..PolicyRule::default()
+            });
+        }
+        for group in &rule.api_groups {
+            for resource in &rule.resources {
+                out.push(PolicyRule {
+                    verbs: one(verb),
+                    api_groups: one(group),
+                    resources: one(resource),
+                    resource_names: rule.resource_names.clone(),
+                    ..PolicyRule::default()
+                });
+            }
         }
     }
+    out
+}
+
+/// Whether `theirs` allows everything the broken-down rule `one` allows.
+fn covers(theirs: &PolicyRule, one: &PolicyRule) -> bool {
+    let has = |list: &[String], item: &str| list.iter().any(|x| x == ALL || x == item);
+    let verb = one.verbs.first().map_or("", String::as_str);
+    if !has(&theirs.verbs, verb) {
+        return false;
+    }
+    if let Some(url) = one.non_resource_urls.first() {
+        return theirs.non_resource_urls.iter().any(|t| {
+            t == url || t == ALL || t.strip_suffix('*').is_some_and(|p| url.starts_with(p))
+        });
+    }
+    let group = one.api_groups.first().map_or("", String::as_str);
+    let resource = one.resources.first().map_or("", String::as_str);
+    let names = &one.resource_names;
+    let named = theirs.resource_names.is_empty()
+        || (!names.is_empty() && names.iter().all(|n| theirs.resource_names.contains(n)));
+    has(&theirs.api_groups, group) && has(&theirs.resources, resource) && named
 }
 
 #[cfg(test)]
@@ -176,27 +251,103 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_keeps_its_own_objects_of_those_names() {
+    fn a_policy_s_own_objects_of_those_names_are_reconciled_unless_protected() {
         let set = parse_policy([(
             "p.yaml",
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: system:basic-user}\nrules: []\n",
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: system:basic-user, annotations: {rbac.authorization.kubernetes.io/autoupdate: \"false\"}}
+rules: []
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: system:public-info-viewer, annotations: {rbac.authorization.kubernetes.io/autoupdate: \"true\"}}
+rules: [{nonResourceURLs: [/version, /extra], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: system:discovery}
+rules: [{nonResourceURLs: [\"/api*\", /livez], verbs: [\"*\"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: system:public-info-viewer}
+subjects: [{kind: User, name: probe, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: system:public-info-viewer, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: system:discovery}
+subjects: [{kind: User, name: probe, apiGroup: rbac.authorization.k8s.io}]
+roleRef: {kind: ClusterRole, name: elsewhere, apiGroup: rbac.authorization.k8s.io}
+",
         )])
         .unwrap()
         .set;
         let merged = with_bootstrap(&set);
-        let named = |n: &str| {
-            merged
+        let role = |n: &str| {
+            let found: Vec<_> = merged
                 .cluster_roles
                 .iter()
                 .filter(|r| r.metadata.name == n)
-                .count()
+                .collect();
+            assert_eq!(found.len(), 1, "{n}");
+            found[0].clone()
         };
-        assert_eq!((named(BASIC_USER), named(DISCOVERY)), (1, 1));
-        let own = merged
-            .cluster_roles
-            .iter()
-            .find(|r| r.metadata.name == BASIC_USER);
-        assert_eq!(own.map(|r| r.rules.len()), Some(0));
+        let urls = |r: &ClusterRole| -> Vec<String> {
+            r.rules
+                .iter()
+                .flat_map(|r| r.non_resource_urls.clone())
+                .collect()
+        };
+        // Protected: as written.
+        assert!(role(BASIC_USER).rules.is_empty());
+        // Its own rules kept, the default paths it lacks added (kubelet probes keep working).
+        assert_eq!(
+            urls(&role(PUBLIC_INFO_VIEWER)),
+            [
+                "/version",
+                "/extra",
+                "/livez",
+                "/readyz",
+                "/healthz",
+                "/version/"
+            ]
+        );
+        // What its rules already cover (a prefix, every verb) is not added again.
+        let discovery = urls(&role(DISCOVERY));
+        assert!(
+            !discovery.contains(&"/api".to_owned()) && !discovery.contains(&"/api/*".to_owned())
+        );
+        assert!(!discovery.contains(&"/apis/*".to_owned()));
+        assert!(discovery.contains(&"/openapi/*".to_owned()));
+        assert!(discovery.contains(&"/healthz".to_owned()));
+        assert_eq!(discovery.iter().filter(|u| *u == "/livez").count(), 1);
+        // Bindings: the default subjects added; one bound to another role is the default.
+        let binding = |n: &str| {
+            merged
+                .cluster_role_bindings
+                .iter()
+                .find(|b| b.metadata.name == n)
+                .unwrap()
+                .clone()
+        };
+        let names = |b: ClusterRoleBinding| -> Vec<String> {
+            b.subjects.into_iter().map(|s| s.name).collect()
+        };
+        assert_eq!(
+            names(binding(PUBLIC_INFO_VIEWER)),
+            ["probe", SYSTEM_AUTHENTICATED, SYSTEM_UNAUTHENTICATED]
+        );
+        assert_eq!(names(binding(DISCOVERY)), [SYSTEM_AUTHENTICATED]);
+        assert_eq!(
+            binding(DISCOVERY).role_ref,
+            RoleRef::cluster_role(DISCOVERY)
+        );
         assert_eq!(merged.cluster_role_bindings.len(), 4);
+        // Anonymous probes are allowed by the reconciled policy.
+        let rbac = Rbac::with_bootstrap(&set);
+        let probe = Attributes::non_resource(user(&[SYSTEM_UNAUTHENTICATED]), "get", "/livez");
+        assert!(rbac.authorize(&probe).allowed());
     }
 }

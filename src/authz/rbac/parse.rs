@@ -601,17 +601,21 @@ fn parse_item(
     }
 }
 
+/// The annotation whose value `"false"` keeps a bootstrap object as the policy writes it.
+pub const AUTO_UPDATE_ANNOTATION: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
 fn read_meta(r: &mut Reader, v: Option<&Value>) -> ObjectMeta {
     let Some(m) = r.object(v, "metadata", META_FIELDS) else {
         return ObjectMeta::default();
     };
     let generate_name = r.string(m, "generateName", "metadata");
+    let annotations = r.string_map(m, "annotations", "metadata");
     let meta = ObjectMeta {
         name: r.string(m, "name", "metadata"),
         namespace: r.string(m, "namespace", "metadata"),
         labels: r.string_map(m, "labels", "metadata"),
+        protected: annotations.get(AUTO_UPDATE_ANNOTATION).map(String::as_str) == Some("false"),
     };
-    r.string_map(m, "annotations", "metadata");
     if meta.name.is_empty() && !generate_name.is_empty() {
         r.issues.push(FieldIssue::new(
             "metadata.generateName",

@@ -28,6 +28,9 @@ pub struct ObjectMeta {
     pub namespace: String,
     /// `metadata.labels` (aggregation rules select ClusterRoles by them).
     pub labels: BTreeMap<String, String>,
+    /// Annotated `rbac.authorization.kubernetes.io/autoupdate: "false"`: a bootstrap object of
+    /// this name is left as the policy writes it, not reconciled with the defaults.
+    pub protected: bool,
 }
 
 impl ObjectMeta {
@@ -37,6 +40,7 @@ impl ObjectMeta {
             name: name.into(),
             namespace: namespace.into(),
             labels: BTreeMap::new(),
+            protected: false,
         }
     }
 }
