@@ -141,17 +141,16 @@ fn list_options(query: &BTreeMap<String, String>) -> (bool, Option<String>) {
     (go_bool(param("watch")), name)
 }
 
-/// The value of the first `metadata.name=` (or `==`) term of field selector `s`, if `s`
-/// parses as a field selector (`Ok(None)` without such a term) and the value is a valid path
-/// segment (not `.` or `..`, no `/` or `%`): kube-apiserver's `RequiresExactMatch`.
+/// The value of the first `metadata.name=` (or `==`) term of field selector `s` in sorted order
+/// ([`crate::store::fields::terms`]), if `s` parses as a field selector (`Ok(None)` without
+/// such a term) and the value is a valid path segment (not `.` or `..`, no `/` or `%`):
+/// kube-apiserver's `RequiresExactMatch`.
 fn selected_name(s: &str) -> Option<Option<String>> {
-    let mut found = None;
-    for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (field, value, negated) = crate::store::fields::field_term(term)?;
-        if !negated && found.is_none() && field == "metadata.name" {
-            found = Some(value.to_owned());
-        }
-    }
+    let found = crate::store::fields::terms(s)
+        .ok()?
+        .into_iter()
+        .find(|(field, _, negated)| !negated && field == "metadata.name")
+        .map(|(_, value, _)| value);
     Some(found.filter(|n| crate::names::path_segment_problems(n).is_empty()))
 }
 

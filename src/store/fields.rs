@@ -19,23 +19,81 @@ struct Requirement {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<Requirement>);
 
-/// One term of a field selector (`a=b`, `a==b`, `a!=b`): its field and value, trimmed, and
-/// whether it is `!=`; `None` without an operator.
-pub fn field_term(term: &str) -> Option<(&str, &str, bool)> {
-    let (f, v, negated) = if let Some((f, v)) = term.split_once("!=") {
-        (f, v, true)
-    } else if let Some((f, v)) = term.split_once("==") {
-        (f, v, false)
-    } else {
-        let (f, v) = term.split_once('=')?;
-        (f, v, false)
-    };
-    Some((f.trim(), v.trim(), negated))
+/// The terms of field selector `s` as kube-apiserver reads them (apimachinery's
+/// `fields.ParseSelector`): split at commas not escaped by a backslash, sorted, empty ones
+/// skipped; each is `field=value`, `field==value` or `field!=value` at its first operator, and
+/// its value is unescaped (`\\`, `\,` and `\=`); nothing is trimmed. Returns (field, value,
+/// negated) per term, in that sorted order, or kube-apiserver's message.
+pub fn terms(s: &str) -> Result<Vec<(String, String, bool)>, String> {
+    let mut parts = Vec::new();
+    let (mut start, mut escaped) = (0, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ',' => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts.sort_unstable();
+    let mut out = Vec::new();
+    for part in parts.into_iter().filter(|p| !p.is_empty()) {
+        let Some((field, op, value)) = (0..part.len())
+            .filter(|i| part.is_char_boundary(*i))
+            .find_map(|i| {
+                ["!=", "==", "="]
+                    .into_iter()
+                    .find(|op| part[i..].starts_with(op))
+                    .map(|op| (&part[..i], op, &part[i + op.len()..]))
+            })
+        else {
+            return Err(format!(
+                "invalid selector: '{s}'; can't understand '{part}'"
+            ));
+        };
+        out.push((field.to_owned(), unescape(value)?, op == "!="));
+    }
+    Ok(out)
+}
+
+/// A field selector's value without its escapes (apimachinery's `fields.UnescapeValue`).
+fn unescape(v: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(v.len());
+    let mut escaped = false;
+    for c in v.chars() {
+        match c {
+            '\\' | ',' | '=' if escaped => {
+                out.push(c);
+                escaped = false;
+            }
+            _ if escaped => {
+                return Err(format!(
+                    "invalid field selector: invalid escape sequence: \\{c}"
+                ))
+            }
+            '\\' => escaped = true,
+            ',' | '=' => {
+                return Err(format!(
+                    "invalid field selector: unescaped character in value: {c}"
+                ))
+            }
+            _ => out.push(c),
+        }
+    }
+    if escaped {
+        return Err("invalid field selector: invalid escape sequence: \\".to_owned());
+    }
+    Ok(out)
 }
 
 impl FieldSelector {
-    /// Parses `s`; the error is kube-apiserver's message (`invalid selector: ...` for a term
-    /// without an operator, `field label not supported: F` for another field).
+    /// Parses `s` ([`terms`]); the error is kube-apiserver's message (`invalid selector: ...`
+    /// for a term without an operator, `invalid field selector: ...` for a bad escape,
+    /// `field label not supported: F` for another field).
     pub fn parse(s: &str) -> Result<FieldSelector, String> {
         Self::parse_for(s, &["metadata.name", "metadata.namespace", "type"])
     }
@@ -44,18 +102,13 @@ impl FieldSelector {
     /// [`FieldSelector::parse`]'s errors (only a Secret's selector can be matched).
     pub fn parse_for(s: &str, fields: &[&str]) -> Result<FieldSelector, String> {
         let mut reqs = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((field, value, negated)) = field_term(part) else {
-                return Err(format!(
-                    "invalid selector: '{part}'; can't understand '{part}'"
-                ));
-            };
-            if !fields.contains(&field) {
+        for (field, value, negated) in terms(s)? {
+            if !fields.contains(&field.as_str()) {
                 return Err(format!("field label not supported: {field}"));
             }
             reqs.push(Requirement {
-                field: field.to_owned(),
-                value: value.to_owned(),
+                field,
+                value,
                 negated,
             });
         }
@@ -85,7 +138,8 @@ impl FieldSelector {
     }
 
     /// The one name the selector asks for: the value of its first `metadata.name=` (or `==`)
-    /// term, if that is a valid path segment (kube-apiserver's `RequiresExactMatch`).
+    /// term in sorted order, if that is a valid path segment (kube-apiserver's
+    /// `RequiresExactMatch`).
     pub fn name(&self) -> Option<&str> {
         self.0
             .iter()
@@ -118,18 +172,50 @@ mod tests {
             "field label not supported: spec.x"
         );
         assert_eq!(
-            FieldSelector::parse("bogus").unwrap_err(),
-            "invalid selector: 'bogus'; can't understand 'bogus'"
+            FieldSelector::parse("type=x,bogus").unwrap_err(),
+            "invalid selector: 'type=x,bogus'; can't understand 'bogus'"
         );
         for (s, name) in [
             ("metadata.name==db", Some("db")),
-            ("type=Opaque, metadata.name = db ", Some("db")),
+            ("type=Opaque,metadata.name=db", Some("db")),
+            // Sorted before the first name is taken, as upstream.
+            ("metadata.name=other,metadata.name=db", Some("db")),
+            (r"metadata.name=d\,b", Some("d,b")),
             ("metadata.name!=db", None),
             ("metadata.name=..", None),
             ("", None),
+            (",", None),
         ] {
             assert_eq!(FieldSelector::parse(s).unwrap().name(), name, "{s:?}");
         }
+        // Nothing is trimmed: a padded label is another label.
+        assert_eq!(
+            FieldSelector::parse(" metadata.name=db").unwrap_err(),
+            "field label not supported:  metadata.name"
+        );
+        assert_eq!(
+            terms(r"a=x\,y\=z\\,b!=c=d").unwrap_err(),
+            "invalid field selector: unescaped character in value: ="
+        );
+        assert_eq!(
+            terms(r"a=x\,y\=z\\,b!=\c").unwrap_err(),
+            r"invalid field selector: invalid escape sequence: \c"
+        );
+        assert_eq!(
+            terms("b=1\\").unwrap_err(),
+            r"invalid field selector: invalid escape sequence: \"
+        );
+        assert_eq!(
+            terms(r"a=x\,y\=z\\,b==1").unwrap(),
+            [
+                ("a".to_owned(), r"x,y=z\".to_owned(), false),
+                ("b".to_owned(), "1".to_owned(), false)
+            ]
+        );
+        assert_eq!(
+            terms("a=b!=c").unwrap_err(),
+            "invalid field selector: unescaped character in value: ="
+        );
         let empty = FieldSelector::parse("type=Opaque").unwrap();
         assert!(empty.matches(&Secret::default()));
     }
