@@ -164,8 +164,8 @@ impl AuditObject {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SecretMeta {
-    api_version: &'static str,
     kind: &'static str,
+    api_version: &'static str,
     metadata: MetaSummary,
     #[serde(
         skip_serializing_if = "BTreeSet::is_empty",
@@ -276,8 +276,8 @@ fn redacted(annotation: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SecretListMeta {
-    api_version: &'static str,
     kind: &'static str,
+    api_version: &'static str,
     metadata: ListMeta,
     items: Vec<SecretMeta>,
 }

@@ -803,12 +803,30 @@ fn delete_options(req: &KubeRequest) -> Result<DeleteOptions, KubeError> {
             .map_err(|e| KubeError::BadRequest(e.to_string()))?,
     };
     let uid = str_at(&["preconditions", "uid"]).filter(|u| !u.is_empty());
+    // Re-encoded as kube-apiserver logs the options it decoded: `kind`, then `apiVersion` (the
+    // body's, else `meta.k8s.io/v1`), then the fields it knows in its struct's order.
     let audited = match body {
         Value::Object(mut m) => {
-            m.entry("kind").or_insert_with(|| "DeleteOptions".into());
-            m.entry("apiVersion")
-                .or_insert_with(|| "meta.k8s.io/v1".into());
-            Some(AuditObject::json(Value::Object(m)))
+            let mut out = serde_json::Map::new();
+            out.insert("kind".into(), "DeleteOptions".into());
+            let version = match m.remove("apiVersion") {
+                Some(Value::String(v)) if !v.is_empty() => v,
+                _ => "meta.k8s.io/v1".to_owned(),
+            };
+            out.insert("apiVersion".into(), version.into());
+            for field in [
+                "gracePeriodSeconds",
+                "preconditions",
+                "orphanDependents",
+                "propagationPolicy",
+                "dryRun",
+                "ignoreStoreReadErrorWithClusterBreakingPotential",
+            ] {
+                if let Some(v) = m.remove(field).filter(|v| !v.is_null()) {
+                    out.insert(field.into(), v);
+                }
+            }
+            Some(AuditObject::json(Value::Object(out)))
         }
         _ => None,
     };

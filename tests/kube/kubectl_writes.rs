@@ -794,6 +794,17 @@ fn kubectl_patch_and_delete_bodies_are_audited_as_kube_apiserver_logs_them() {
         delete["requestObject"],
         serde_json::json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1", "propagationPolicy": "Background"}),
     );
+    // Bodies in kube-apiserver's key order: the decoded object re-encoded, kind first.
+    assert!(
+        audit.contains(r#""requestObject":{"kind":"DeleteOptions","apiVersion":"meta.k8s.io/v1","propagationPolicy":"Background"}"#),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(
+            r#""responseObject":{"kind":"Secret","apiVersion":"v1","metadata":{"name":"s1""#
+        ),
+        "{audit}"
+    );
     let answer = &delete["responseObject"];
     assert_eq!(answer["kind"], "Status", "{delete}");
     assert_eq!(answer["status"], "Success");
