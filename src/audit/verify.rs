@@ -411,7 +411,7 @@ fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), St
                 let cp = check_checkpoint(walk, path, n, line, info, note, sig, count)?;
                 if cp.kind == CheckpointKind::Resume {
                     match last_cp.filter(|(_, k)| *k != CheckpointKind::Shutdown) {
-                        Some((1, CheckpointKind::Open)) if cp.file > 0 => walk.report.notes.push(format!(
+                        Some((1, CheckpointKind::Open)) if cp.file > 0 && n == 2 => walk.report.notes.push(format!(
                             "{}:{n}: the writer restarted after stopping without a shutdown checkpoint, and opened this file for the rotation that the previous file's last line (its rotate checkpoint) began: lines it wrote after that checkpoint may be missing (a crash before the rename, or a cut back to that checkpoint)",
                             path.display(),
                         )),

@@ -301,6 +301,52 @@ async fn a_resume_after_a_periodic_checkpoint_is_noted() {
     );
 }
 
+/// A crash in a file that a rotation opened (its `open` checkpoint at line 1, events after it
+/// and no other checkpoint): the note names the unsealed lines, not a crash during the
+/// rotation, which only a `resume` right after the `open` means.
+#[tokio::test]
+async fn a_resume_in_a_rotated_file_names_its_unsealed_lines() {
+    let mut n = 40;
+    let log = loop {
+        // Enough events that the last file holds some after its open checkpoint.
+        let log = log_with(n, 1000, 4096).await;
+        if log.lines().len() > 3 {
+            break log;
+        }
+        n += 1;
+    };
+    let files = log.files();
+    assert!(files.len() >= 2, "{files:?}");
+    let current = files.last().unwrap().clone();
+    assert_eq!(current, log.path());
+    let mut lines = log.lines();
+    let events = lines.len() - 2;
+    assert!(events > 1, "{lines:?}");
+    lines.pop(); // the shutdown checkpoint: as a crash leaves it
+    log.set_lines(&lines);
+    let _ = std::fs::remove_file(crate::audit::journal::journal_path(&log.path()));
+    let config = LogConfig {
+        checkpoint_every: 1000,
+        max_size: 4096,
+        ..LogConfig::new(log.path())
+    };
+    let w = AuditLog::open(config, log.key.clone()).await.unwrap();
+    w.close().await.unwrap();
+    let r = verify(&log.files(), &log.keys()).unwrap();
+    assert!(r.is_intact(), "{:?}", r.problem);
+    let resume = lines.len() + 1;
+    // (The file may have been rotated since: its name is not checked.)
+    let expected = format!(
+        ".log:{resume}: the writer restarted after stopping without a shutdown checkpoint: lines 2-{} had not been sealed by a checkpoint before (the last was the open checkpoint at line 1), and lines it wrote after them may be missing (a crash, or a cut)",
+        resume - 1
+    );
+    assert!(
+        r.notes.len() == 1 && r.notes[0].ends_with(&expected),
+        "{:?}",
+        r.notes
+    );
+}
+
 #[tokio::test]
 async fn forged_and_replayed_checkpoints_fail() {
     // A checkpoint's note edited without the key.
