@@ -542,7 +542,15 @@ async fn whoami(a: WhoamiArgs, client: &ClientArgs) -> Result<(), CliError> {
         .await?
         .who_am_i(pb::WhoAmIRequest {})
         .await
-        .map_err(server_error)?
+        .map_err(|s| match s.code() {
+            // kubectl's words for a refusal (or an older server), not the server's.
+            tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::Unimplemented => {
+                CliError::new(
+                    "the selfsubjectreviews API is not enabled in the cluster or you do not have permission to call it",
+                )
+            }
+            _ => server_error(s),
+        })?
         .into_inner();
     if let Some(format) = a.output.as_deref() {
         print!("{}", review_text(&u, format)?);

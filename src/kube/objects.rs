@@ -76,10 +76,7 @@ pub fn decode_secret_with(
         .to_owned();
     let short = version.rsplit('/').next().unwrap_or_default().to_owned();
     if !parsed.value.is_object() {
-        return Err(KubeError::BadRequest(format!(
-            "the object provided is unrecognized (must be of type Secret): couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
-            json_kind(&parsed.value)
-        )));
+        return Err(not_an_object("Secret", &parsed.value));
     }
     if version != "v1" && !version.is_empty() {
         return Err(KubeError::BadRequest(format!(
@@ -291,9 +288,21 @@ pub(crate) fn decode_shaped(
         )));
     }
     let parsed = parse_json_as(body, Some(shape), kind)?;
+    if !parsed.value.is_object() {
+        return Err(not_an_object(kind, &parsed.value));
+    }
     let mut walk = Walk::default();
     walk.object(&parsed.value, shape, "");
     Ok((parsed.value, parsed.strict, walk.type_error))
+}
+
+/// A JSON body that is not an object, as kube-apiserver's serializer refuses it: reading its
+/// `apiVersion` and `kind` fails.
+fn not_an_object(kind: &str, value: &Value) -> KubeError {
+    KubeError::BadRequest(format!(
+        "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
+        json_kind(value)
+    ))
 }
 
 fn parse_json(body: &[u8], shape: Option<&'static Shape>) -> Result<Parsed, KubeError> {

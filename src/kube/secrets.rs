@@ -206,7 +206,10 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     let at = list_revision(req, cont.is_some(), limit)?;
     // resourceVersion=0 is served whole from kube-apiserver's watch cache, which ignores
     // `limit`.
-    let limit = if req.param("resourceVersion") == Some("0") {
+    // A list of one name in one namespace reads that one key, as kube-apiserver's registry does
+    // (`MatchesSingle`): `limit` does not apply, and no continue token comes back.
+    let single = matches!(ns, Scope::In(_)) && fields.name().is_some();
+    let limit = if req.param("resourceVersion") == Some("0") || single {
         0
     } else {
         limit

@@ -118,6 +118,14 @@ fn keyward_auth_prints_what_kubectl_prints() {
         let kubectl = (kubectl.0, created(kubectl.1), kubectl.2);
         assert_eq!(keyward, kubectl, "{args:?}");
     }
+    // A caller who may not create a SelfSubjectReview: kubectl's words, not the server's.
+    let args = ["--as", "system:anonymous", "auth", "whoami"];
+    let o = w.kubectl(33).run(&args);
+    assert_eq!(
+        (o.code, o.err.as_str()),
+        (1, "error: the selfsubjectreviews API is not enabled in the cluster or you do not have permission to call it\n")
+    );
+    assert_eq!(w.dev.kw(&args), (o.code, o.out, o.err));
 }
 
 /// Arguments kubectl refuses before it sends anything: both exit 1 (clap's usage status would be

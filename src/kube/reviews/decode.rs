@@ -442,6 +442,19 @@ mod tests {
             err(json!({"apiVersion": "v1"})),
             "SelfSubjectAccessReview in version \"v1\" cannot be handled as a SelfSubjectAccessReview: no kind \"SelfSubjectAccessReview\" is registered for version \"v1\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
         );
+        // A body that is not an object: its apiVersion and kind cannot be read.
+        for (body, what) in [(&b"[]"[..], "array"), (b"\"str\"", "string")] {
+            let e = crate::kube::objects::decode_shaped(
+                body,
+                &SELF_SUBJECT_ACCESS_REVIEW,
+                "SelfSubjectAccessReview",
+            )
+            .unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("the object provided is unrecognized (must be of type SelfSubjectAccessReview): couldn't get version/kind; json parse error: json: cannot unmarshal {what} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}")
+            );
+        }
         assert!(check_type(
             Review::WhoAmI("v1beta1"),
             &json!({"apiVersion": "authentication.k8s.io/v1beta1", "kind": "SelfSubjectReview"})
