@@ -226,10 +226,11 @@ impl Access {
     /// `patch` on it (the request's verb, as kube-apiserver authorizes it), and then, as
     /// kube-apiserver's patch handler authorizes a create on update, as `create` of that name
     /// (refused with its Forbidden: `secrets "NAME" is forbidden: ` and the authorizer's
-    /// reason); `request` is the patch as the audit log records it. When another writer created the Secret meanwhile,
-    /// the apply is made to that one with `apply` (as [`Access::patch`], answering 200), as
-    /// kube-apiserver's apply retries its update: a lost race is never AlreadyExists. Returns
-    /// the Secret and whether this request created it; the request is recorded once.
+    /// reason); `request` is the patch as the audit log records it. When another writer
+    /// created the Secret meanwhile, the apply is made to that one with `apply` (as
+    /// [`Access::patch`], answering 200), as kube-apiserver's apply retries its update: a lost
+    /// race is never AlreadyExists. Returns the Secret and whether this request created it; the
+    /// request is recorded once.
     #[allow(clippy::too_many_arguments)]
     pub async fn create_by_apply<E: From<AccessError>>(
         &self,

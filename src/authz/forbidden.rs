@@ -56,9 +56,7 @@ impl Forbidden {
             name: attrs.name.clone(),
         }
     }
-}
 
-impl Forbidden {
     /// The answer when a request allowed to change `attrs.name` would create it and `create` of
     /// that name is denied with `reason` (kube-apiserver's `withAuthorization` in its patch and
     /// update handlers): `secrets "NAME" is forbidden: REASON`, the reason as the authorizer

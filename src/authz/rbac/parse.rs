@@ -609,11 +609,14 @@ fn read_meta(r: &mut Reader, v: Option<&Value>) -> ObjectMeta {
         return ObjectMeta::default();
     };
     let generate_name = r.string(m, "generateName", "metadata");
+    let name = r.string(m, "name", "metadata");
+    let namespace = r.string(m, "namespace", "metadata");
+    let labels = r.string_map(m, "labels", "metadata");
     let annotations = r.string_map(m, "annotations", "metadata");
     let meta = ObjectMeta {
-        name: r.string(m, "name", "metadata"),
-        namespace: r.string(m, "namespace", "metadata"),
-        labels: r.string_map(m, "labels", "metadata"),
+        name,
+        namespace,
+        labels,
         protected: annotations.get(AUTO_UPDATE_ANNOTATION).map(String::as_str) == Some("false"),
     };
     if meta.name.is_empty() && !generate_name.is_empty() {
