@@ -273,5 +273,16 @@ pub fn write_public_key(log: &std::path::Path, key: &Ed25519PublicKey) -> std::i
             std::fs::rename(&path, PathBuf::from(kept))?;
         }
     }
-    std::fs::write(&path, pem)
+    // Not through a symbolic link (whoever may write to the log's directory could point it at
+    // any file the server may write), and replaced, not written into.
+    let fresh = std::fs::remove_file(&path).or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Ok(()),
+        _ => Err(e),
+    });
+    fresh?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::io::Write::write_all(&mut f, pem.as_bytes())
 }

@@ -173,12 +173,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
     }
 }
 
+/// `O_NOFOLLOW`: the log's files are never opened through a symbolic link, which whoever may
+/// write to the log's directory could point at any file the server may write.
+pub(super) const NO_FOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
 fn create_file(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create_new(true)
         .mode(0o600)
+        .custom_flags(NO_FOLLOW)
         .open(path)?;
     lock(&file)?;
     Ok(file)
@@ -242,6 +247,7 @@ impl LogFile {
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(NO_FOLLOW)
             .open(&path)
             .map_err(io_err(&path))?;
         lock(&file).map_err(|e| AuditError::Recover {
@@ -344,6 +350,7 @@ impl LogFile {
         // The log is opened for appending, where `pwrite` appends; write through another handle.
         let out = OpenOptions::new()
             .write(true)
+            .custom_flags(NO_FOLLOW)
             .open(&self.path)
             .map_err(io_err(&self.path))?;
         // What the file holds of each record: a crash loses a tail (past the end, or zeros

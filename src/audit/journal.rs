@@ -26,7 +26,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::crypto::sha256;
@@ -86,7 +86,12 @@ impl Journal {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(super::file::NO_FOLLOW)
             .open(&path)?;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:04o}", mode & 0o7777), "the audit log's sync journal is readable or writable by other users; keyward creates it 0600");
+        }
         let len = file.metadata()?.len();
         let records = if len > 0 {
             let mut all = Vec::with_capacity(len as usize);

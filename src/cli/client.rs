@@ -124,7 +124,6 @@ fn target(args: &ClientArgs) -> Result<Target, CliError> {
 /// that connecting fails with the usual error). A directory someone else planted in the current
 /// directory could hold their socket, which would receive values or hand out false ones.
 pub(super) fn dev_socket(name: &str) -> Result<PathBuf, CliError> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let dir = Path::new(DEV_DIR);
     let refuse = |why: String| {
         CliError::new(format!(
@@ -137,19 +136,27 @@ pub(super) fn dev_socket(name: &str) -> Result<PathBuf, CliError> {
         Err(e) => return Err(refuse(e.to_string())),
         Ok(m) if !m.is_dir() => return Err(refuse("not a directory".into())),
         Ok(m) => {
-            let me = rustix::process::geteuid().as_raw();
-            if m.uid() != me {
-                return Err(refuse(format!("owned by uid {}, not {me}", m.uid())));
-            }
-            if m.permissions().mode() & 0o022 != 0 {
-                return Err(refuse(format!(
-                    "mode {:04o}: writable by others",
-                    m.permissions().mode() & 0o7777
-                )));
+            if let Some(why) = not_private(&m) {
+                return Err(refuse(why));
             }
         }
     }
     Ok(dir.join(name))
+}
+
+/// Why a directory `m` describes is not one only this user may change (owned by another uid,
+/// or writable by its group or others); `None` if it is.
+pub(super) fn not_private(m: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let me = rustix::process::geteuid().as_raw();
+    let mode = m.permissions().mode() & 0o7777;
+    if m.uid() != me {
+        Some(format!("owned by uid {}, not {me}", m.uid()))
+    } else if mode & 0o022 != 0 {
+        Some(format!("mode {mode:04o}: writable by others"))
+    } else {
+        None
+    }
 }
 
 fn read(path: &Path, flag: &str) -> Result<Vec<u8>, CliError> {

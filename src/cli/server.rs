@@ -414,8 +414,19 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
     let access_control = a.access_control.options(Vec::new())?;
     let flags = StoreFlags::parse(&a.store)?;
     let dir = &a.data;
-    std::fs::create_dir_all(dir)
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(dir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", dir.display())))?;
+    // Its root key, CA and keyring are trusted as found: only in a directory no one else may
+    // have put them in.
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| CliError::new(format!("--data {}: {e}", dir.display())))?;
+    if let Some(why) = super::client::not_private(&meta) {
+        return Err(CliError::new(format!(
+            "--data {}: {why}; keyward dev keeps its root key, CA and keyring there, so it must be a directory of yours that nobody else can write",
+            dir.display()
+        )));
+    }
     let dir = absolute(dir);
     let root = dir.join("root.key");
     if !root.exists() {

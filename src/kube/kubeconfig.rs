@@ -191,11 +191,13 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), PkiError> {
         path: path.to_owned(),
         source,
     };
+    // Not through a symbolic link: a key is never written into a file someone else points at.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
         .open(path)
         .map_err(io)?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600))

@@ -368,6 +368,89 @@ fn clients_use_the_dev_socket_only_from_their_own_private_directory() {
     );
 }
 
+/// Runs `args` until it exits (at most 30 s, then it is killed): (success, stderr).
+fn kw_exits(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env_remove("KEYWARD_SEAL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `keyward dev` trusts the root key, CA and keyring it finds in its data directory, so it
+/// refuses a directory someone else could have put them in (writable by others, or another
+/// user's), creates a missing one 0700, and never writes its kubeconfig (the admin's client
+/// key) through a symbolic link.
+#[test]
+fn dev_keeps_its_keys_only_in_a_directory_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let (ok, err) = kw_exits(&["dev", "--data", shared.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("--data {}: mode 1777: writable by others; keyward dev keeps its root key, CA and keyring there", shared.display())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "it wrote there"
+    );
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&shared, Some(65534), None).unwrap();
+        let (ok, err) = kw_exits(&["dev", "--data", shared.to_str().unwrap()]);
+        assert!(!ok);
+        assert!(
+            err.contains(": owned by uid 65534, not 0; keyward dev"),
+            "{err}"
+        );
+    }
+    // A kubeconfig planted as a link (in a directory that was shared once): not followed.
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(dir.path().join("leak"), "").unwrap();
+    std::os::unix::fs::symlink("../leak", own.join("kubeconfig")).unwrap();
+    let (ok, err) = kw_exits(&["dev", "--data", own.to_str().unwrap()]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("kubeconfig"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("leak")).unwrap(),
+        b"",
+        "written through the link"
+    );
+    // A new directory: made private.
+    let fresh = dir.path().join("fresh");
+    let dev = Proc::spawn_ready(
+        &["dev", "--data", fresh.to_str().unwrap()],
+        &[],
+        &dir.path().join("fresh.log"),
+        &[&fresh.join("keyward.sock")],
+    );
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    drop(dev);
+}
+
 /// A client-supplied string with a newline cannot forge a log line: control characters in a
 /// logged field are escaped (review finding 19).
 #[test]

@@ -392,3 +392,27 @@ fn checkpoint_lines_stay_below_the_bound() {
         assert!((line.len() as u64) < CHECKPOINT_LEN_BOUND, "{}", line.len());
     }
 }
+
+/// The log and its journal are never opened through a symbolic link (whoever may write to the
+/// log's directory could point them at any file the server may write): the start fails and the
+/// link's target is untouched.
+#[test]
+fn links_in_the_log_directory_are_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "keep").unwrap();
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let path = dir.path().join("audit.log");
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    assert!(LogFile::open(&LogConfig::new(&path), key.clone()).is_err());
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&victim, crate::audit::journal::journal_path(&path)).unwrap();
+    assert!(LogFile::open(&LogConfig::new(&path), key.clone()).is_err());
+    assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    // The public key beside the log replaces a link instead of writing through it.
+    let public = crate::access::public_key_path(&path);
+    std::os::unix::fs::symlink(&victim, &public).unwrap();
+    crate::access::write_public_key(&path, key.public_key()).unwrap();
+    assert_eq!(fs::read(&victim).unwrap(), b"keep");
+    assert!(!fs::symlink_metadata(&public).unwrap().is_symlink());
+}
