@@ -245,7 +245,11 @@ impl Access {
         let attrs = Self::secrets(ctx, kverbs::PATCH, id.namespace.as_str(), id.name.as_str());
         let mut rec = self.admit(ctx, &attrs, &[], request).await?;
         let create = Self::secrets(ctx, kverbs::CREATE, id.namespace.as_str(), id.name.as_str());
-        if let Decision::Deny { reason } = self.policy.authorize(&create) {
+        // Checked on an object that validates, as kube-apiserver validates before it authorizes
+        // the create: an invalid one gets its 422 from the create below.
+        let valid = Store::prepare_create(&mut secret.clone()).is_ok();
+        let decision = valid.then(|| self.policy.authorize(&create));
+        if let Some(Decision::Deny { reason }) = decision {
             if let Some(m) = self.metrics() {
                 m.authorization_denied(kverbs::CREATE);
             }

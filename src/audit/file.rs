@@ -379,7 +379,7 @@ impl LogFile {
             return Err(AuditError::Recover {
                 path: self.path.clone(),
                 message: format!(
-                    "{} of its last lines differ from what was written (the sync journal holds them as written; the first at byte offset {first}): it was changed after it was written, and continuing it would sign the change; keep it as evidence (`keyward audit verify` reports it) and move it away to start a new log",
+                    "{} of its last lines differ from what was written (the sync journal holds them as written; the first at byte offset {first}): it was changed after it was written, and continuing it would sign the change; keep it as evidence (`keyward audit verify` reports it) and move it, with its rotated files, away to start a new log",
                     edited.len()
                 ),
             });

@@ -167,6 +167,9 @@ struct SecretMeta {
     kind: &'static str,
     api_version: &'static str,
     metadata: MetaSummary,
+    // In the order of Go's `v1.Secret` fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    immutable: Option<bool>,
     #[serde(
         skip_serializing_if = "BTreeSet::is_empty",
         serialize_with = "keys_only"
@@ -179,8 +182,6 @@ struct SecretMeta {
     string_data: BTreeSet<String>,
     #[serde(rename = "type", skip_serializing_if = "String::is_empty")]
     type_: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    immutable: Option<bool>,
 }
 
 impl SecretMeta {

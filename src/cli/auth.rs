@@ -543,8 +543,8 @@ async fn whoami(a: WhoamiArgs, client: &ClientArgs) -> Result<(), CliError> {
         .who_am_i(pb::WhoAmIRequest {})
         .await
         .map_err(|s| match s.code() {
-            // kubectl's words for a refusal (or an older server), not the server's.
-            tonic::Code::PermissionDenied | tonic::Code::NotFound | tonic::Code::Unimplemented => {
+            // kubectl's words for a refusal, not the server's.
+            tonic::Code::PermissionDenied => {
                 CliError::new(
                     "the selfsubjectreviews API is not enabled in the cluster or you do not have permission to call it",
                 )

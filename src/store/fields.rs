@@ -77,9 +77,11 @@ fn unescape(v: &str) -> Result<String, String> {
             }
             '\\' => escaped = true,
             ',' | '=' => {
+                // Go's `%v` of a rune: its number.
                 return Err(format!(
-                    "invalid field selector: unescaped character in value: {c}"
-                ))
+                    "invalid field selector: unescaped character in value: {}",
+                    u32::from(c)
+                ));
             }
             _ => out.push(c),
         }
@@ -195,7 +197,7 @@ mod tests {
         );
         assert_eq!(
             terms(r"a=x\,y\=z\\,b!=c=d").unwrap_err(),
-            "invalid field selector: unescaped character in value: ="
+            "invalid field selector: unescaped character in value: 61"
         );
         assert_eq!(
             terms(r"a=x\,y\=z\\,b!=\c").unwrap_err(),
@@ -214,7 +216,7 @@ mod tests {
         );
         assert_eq!(
             terms("a=b!=c").unwrap_err(),
-            "invalid field selector: unescaped character in value: ="
+            "invalid field selector: unescaped character in value: 61"
         );
         let empty = FieldSelector::parse("type=Opaque").unwrap();
         assert!(empty.matches(&Secret::default()));

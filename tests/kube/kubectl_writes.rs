@@ -995,8 +995,21 @@ fn server_side_apply_that_creates_needs_create() {
         assert_eq!(e["responseStatus"]["code"], 403);
         assert_eq!(e["annotations"]["authorization.k8s.io/decision"], "allow");
     }
-    admin.ok(&["create", "-f", file]);
+    // An invalid Secret is refused as invalid (422), not forbidden: kube-apiserver validates
+    // the object before it authorizes its create.
+    w.dev.write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bad\n  namespace: default\ntype: kubernetes.io/tls\n",
+    );
+    let bad = w.dev.path("bad.yaml");
     let dave = w.kubectl_as(33, &dave_cfg, "dave");
+    let o = dave.run(&["apply", "--server-side", "-f", bad.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(
+        o.err.contains("The Secret \"bad\" is invalid: "),
+        "{o:?}"
+    );
+    admin.ok(&["create", "-f", file]);
     assert_eq!(
         dave.ok(&["apply", "--server-side", "-f", file]),
         "secret/newone serverside-applied\n"
