@@ -1005,10 +1005,7 @@ fn server_side_apply_that_creates_needs_create() {
     let dave = w.kubectl_as(33, &dave_cfg, "dave");
     let o = dave.run(&["apply", "--server-side", "-f", bad.to_str().unwrap()]);
     assert_eq!(o.code, 1, "{o:?}");
-    assert!(
-        o.err.contains("The Secret \"bad\" is invalid: "),
-        "{o:?}"
-    );
+    assert!(o.err.contains("The Secret \"bad\" is invalid: "), "{o:?}");
     admin.ok(&["create", "-f", file]);
     assert_eq!(
         dave.ok(&["apply", "--server-side", "-f", file]),
