@@ -208,7 +208,27 @@ pub fn load(
     let hash = format!("sha256:{}", hex::encode(crate::crypto::sha256(&bytes)));
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ConfigError::Decode("the file is not UTF-8".into()))?;
-    Ok((parse(text, opts)?, hash))
+    let config = parse(text, opts)?;
+    warn_if_keys_readable(path, &config);
+    Ok((config, hash))
+}
+
+/// Warns when a file that holds keys (an `aescbc`, `aesgcm` or `secretbox` provider) may be read
+/// by other users. kube-apiserver reads such a file whatever its mode, so it is not refused.
+fn warn_if_keys_readable(path: &Path, config: &EncryptionConfiguration) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let holds_keys = config.resources.iter().flat_map(|r| &r.providers).any(|p| {
+        matches!(
+            p,
+            ProviderConfiguration::AesCbc(_)
+                | ProviderConfiguration::AesGcm(_)
+                | ProviderConfiguration::Secretbox(_)
+        )
+    });
+    let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o7777);
+    if holds_keys && mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{mode:04o}"), "the encryption configuration holds keys and other users may read it; make it 0600");
+    }
 }
 
 /// Decodes (YAML or JSON, strictly) and validates a configuration.

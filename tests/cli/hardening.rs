@@ -654,6 +654,36 @@ fn plain_http_etcd_endpoints_are_warned_about() {
     );
 }
 
+/// An encryption configuration holding keys that other users may read is warned about (not
+/// refused: kube-apiserver reads it whatever its mode); at 0600 nothing is said.
+#[test]
+fn an_encryption_configuration_others_may_read_is_warned_about() {
+    let warning = "the encryption configuration holds keys and other users may read it";
+    for (mode, warned) in [(0o644, true), (0o600, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::support::store::aesgcm_config(dir.path());
+        std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode)).unwrap();
+        let sock = dir.path().join("kw.sock");
+        let data = dir.path().join("data");
+        let p = Proc::spawn(
+            &[
+                "server",
+                "--data",
+                data.to_str().unwrap(),
+                "--encryption-config",
+                cfg.to_str().unwrap(),
+                "--socket",
+                sock.to_str().unwrap(),
+            ],
+            &[],
+            &dir.path().join("log"),
+            &sock,
+        );
+        let log = p.stderr();
+        assert_eq!(log.contains(warning), warned, "{mode:o}: {log}");
+    }
+}
+
 /// Finding 12: with `--history-window 5`, a deleted Secret's versions are erased from the
 /// store's files once five more revisions have been written, instead of staying on disk until
 /// the name is used again.

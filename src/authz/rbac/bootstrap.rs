@@ -45,8 +45,15 @@ fn get_urls(urls: &[&str]) -> PolicyRule {
 /// The four ClusterRoles and their bindings, as Kubernetes 1.30's bootstrap policy
 /// (`plugin/pkg/auth/authorizer/rbac/bootstrappolicy`) defines them.
 fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
+    // Labelled as upstream labels its defaults, which aggregation selectors may name.
+    let meta = |name: &str| {
+        let mut m = ObjectMeta::new("", name);
+        m.labels
+            .insert("kubernetes.io/bootstrapping".into(), "rbac-defaults".into());
+        m
+    };
     let role = |name: &str, rules| ClusterRole {
-        metadata: ObjectMeta::new("", name),
+        metadata: meta(name),
         rules,
         aggregation_rule: None,
     };
@@ -87,7 +94,7 @@ fn objects() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
         ),
     ];
     let binding = |name: &str, groups: &[&str]| ClusterRoleBinding {
-        metadata: ObjectMeta::new("", name),
+        metadata: meta(name),
         subjects: groups.iter().map(|g| Subject::group(*g)).collect(),
         role_ref: RoleRef::cluster_role(name),
     };
@@ -128,6 +135,10 @@ pub fn with_bootstrap(set: &PolicySet) -> PolicySet {
                     .filter(|rule| !theirs.rules.iter().any(|t| covers(t, rule)))
                     .collect();
                 theirs.rules.extend(missing);
+                // The default labels it lacks (its own win), as upstream merges them.
+                for (k, v) in ours.metadata.labels {
+                    theirs.metadata.labels.entry(k).or_insert(v);
+                }
             }
         }
     }
@@ -149,6 +160,8 @@ pub fn with_bootstrap(set: &PolicySet) -> PolicySet {
             }
         }
     }
+    // Aggregated roles take their selected roles' rules as reconciled.
+    super::validate::aggregate(&mut out.cluster_roles);
     out
 }
 
@@ -280,6 +293,12 @@ kind: ClusterRoleBinding
 metadata: {name: system:discovery}
 subjects: [{kind: User, name: probe, apiGroup: rbac.authorization.k8s.io}]
 roleRef: {kind: ClusterRole, name: elsewhere, apiGroup: rbac.authorization.k8s.io}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: all-defaults}
+aggregationRule:
+  clusterRoleSelectors: [{matchLabels: {kubernetes.io/bootstrapping: rbac-defaults}}]
 ",
         )])
         .unwrap()
@@ -345,6 +364,12 @@ roleRef: {kind: ClusterRole, name: elsewhere, apiGroup: rbac.authorization.k8s.i
             RoleRef::cluster_role(DISCOVERY)
         );
         assert_eq!(merged.cluster_role_bindings.len(), 4);
+        // An aggregated role takes the defaults' rules as reconciled (labelled as upstream's
+        // defaults, a policy's own role of such a name included).
+        let all = urls(&role("all-defaults"));
+        assert!(all.contains(&"/openid/v1/jwks".to_owned()), "{all:?}");
+        assert!(all.contains(&"/extra".to_owned()), "{all:?}");
+        assert!(all.contains(&"/livez".to_owned()), "{all:?}");
         // Anonymous probes are allowed by the reconciled policy.
         let rbac = Rbac::with_bootstrap(&set);
         let probe = Attributes::non_resource(user(&[SYSTEM_UNAUTHENTICATED]), "get", "/livez");

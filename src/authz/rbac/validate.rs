@@ -338,7 +338,7 @@ pub(crate) fn selector_matches(
 /// (other than the role itself), sorted by name, contribute each rule not already present.
 /// Aggregated roles may select other aggregated roles; this repeats until nothing changes, as
 /// the controller's resyncs would.
-fn aggregate(roles: &mut [ClusterRole]) {
+pub(super) fn aggregate(roles: &mut [ClusterRole]) {
     let aggregated: Vec<usize> = (0..roles.len())
         .filter(|&i| roles[i].aggregation_rule.is_some())
         .collect();
