@@ -559,3 +559,26 @@ mod tests {
         ));
     }
 }
+
+/// How a directory is open to others: what keeps it from being one only this process's user
+/// may change (its callers trust what they find in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exposure {
+    /// Owned by this uid, not the process's effective uid.
+    Owner(u32),
+    /// Writable by its group or others: this mode (the permission bits).
+    Writable(u32),
+}
+
+/// The [`Exposure`] of the directory `m` describes; `None` if only this user may change it.
+pub(crate) fn exposure(m: &std::fs::Metadata) -> Option<Exposure> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mode = m.mode() & 0o7777;
+    if m.uid() != rustix::process::geteuid().as_raw() {
+        Some(Exposure::Owner(m.uid()))
+    } else if mode & 0o022 != 0 {
+        Some(Exposure::Writable(mode))
+    } else {
+        None
+    }
+}

@@ -147,16 +147,11 @@ pub(super) fn dev_socket(name: &str) -> Result<PathBuf, CliError> {
 /// Why a directory `m` describes is not one only this user may change (owned by another uid,
 /// or writable by its group or others); `None` if it is.
 pub(super) fn not_private(m: &std::fs::Metadata) -> Option<String> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let me = rustix::process::geteuid().as_raw();
-    let mode = m.permissions().mode() & 0o7777;
-    if m.uid() != me {
-        Some(format!("owned by uid {}, not {me}", m.uid()))
-    } else if mode & 0o022 != 0 {
-        Some(format!("mode {mode:04o}: writable by others"))
-    } else {
-        None
-    }
+    crate::uds::exposure(m).map(|e| match e {
+        crate::uds::Exposure::Owner(uid) => format!("owned by uid {uid}, not {me}"),
+        crate::uds::Exposure::Writable(mode) => format!("mode {mode:04o}: writable by others"),
+    })
 }
 
 fn read(path: &Path, flag: &str) -> Result<Vec<u8>, CliError> {

@@ -328,9 +328,10 @@ impl Transformer {
                 "secretbox" => "Secretbox",
                 _ => return None,
             };
-            let prefix = format!("k8s:enc:{}:v1:", e.provider);
+            // The entry's own prefix without its key name: `k8s:enc:<provider>:v1:`.
+            let provider_prefix = &e.prefix[..e.prefix.len().saturating_sub(e.key.len() + 1)];
             stored
-                .starts_with(prefix.as_bytes())
+                .starts_with(provider_prefix)
                 .then_some(EncryptionError::NoMatchingKey { transformer })
         })
     }

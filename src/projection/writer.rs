@@ -104,20 +104,21 @@ impl AtomicWriter {
         let cannot = |what: &str| ProjectionError::io(format!("cannot {what} {}", dir.display()));
         match fs::metadata(dir) {
             Ok(m) if m.is_dir() => {
-                use std::os::unix::fs::MetadataExt as _;
                 let me = rustix::process::geteuid().as_raw();
-                let unsafe_dir = |reason: String| ProjectionError::UnsafeDirectory {
-                    dir: dir.to_owned(),
-                    reason,
-                };
-                if m.uid() != me {
-                    return Err(unsafe_dir(format!("is owned by uid {}, not {me}", m.uid())));
-                }
-                let mode = m.permissions().mode() & 0o7777;
-                if mode & 0o022 != 0 {
-                    return Err(unsafe_dir(format!(
+                let reason = match crate::uds::exposure(&m) {
+                    None => None,
+                    Some(crate::uds::Exposure::Owner(uid)) => {
+                        Some(format!("is owned by uid {uid}, not {me}"))
+                    }
+                    Some(crate::uds::Exposure::Writable(mode)) => Some(format!(
                         "has mode {mode:04o}: group or others may write to it"
-                    )));
+                    )),
+                };
+                if let Some(reason) = reason {
+                    return Err(ProjectionError::UnsafeDirectory {
+                        dir: dir.to_owned(),
+                        reason,
+                    });
                 }
             }
             Ok(_) => {

@@ -169,6 +169,15 @@ fn counters_move_with_calls_and_key_ids_appear_only_hashed() {
         value(&after, "keyward_keyring_keys", &[("state", "primary")]),
         1.0
     );
+    // The rotation policy, as `--rotate-after` and `--rotate-after-encryptions` default it.
+    assert_eq!(
+        value(&after, "keyward_keyring_rotate_after_seconds", &[]),
+        (90 * 24 * 3600) as f64
+    );
+    assert_eq!(
+        value(&after, "keyward_keyring_rotate_after_encryptions", &[]),
+        1073741824.0
+    );
     assert!(value(&after, "keyward_build_info", &[]) == 1.0);
     // No key id in clear anywhere: not in a label, not in the text.
     assert!(!text.contains(&key_id), "{text}");

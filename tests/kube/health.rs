@@ -155,6 +155,9 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
                 .unwrap_or_else(|| panic!("{name} not in\n{text}"))
                 .to_owned()
         };
+        // When the policy in force was loaded: a time of this era.
+        let loaded = value("keyward_authorization_policy_loaded_timestamp_seconds");
+        assert!(loaded.parse::<u64>().unwrap() > 1_700_000_000, "{loaded}");
         (
             value("keyward_authorization_policy_healthy"),
             value("keyward_credential_files_healthy"),
