@@ -185,6 +185,10 @@ pub(super) struct Checkpoint {
     pub kind: CheckpointKind,
     /// For an `open` checkpoint after a rotation: the name the previous file was given.
     pub prev_file: Option<String>,
+    /// For a `resume` checkpoint: the first and last sequence numbers of the lines after the
+    /// last checkpoint before it that the writer could not vouch for when it restarted (no
+    /// authentic sync journal held them): they may have been changed while it was stopped.
+    pub unattested: Option<(u64, u64)>,
 }
 
 impl Checkpoint {
@@ -202,6 +206,9 @@ impl Checkpoint {
         );
         if let Some(p) = &self.prev_file {
             n.push_str(&format!("prev-file {p}\n"));
+        }
+        if let Some((first, last)) = self.unattested {
+            n.push_str(&format!("unattested {first}-{last}\n"));
         }
         n
     }
@@ -238,6 +245,15 @@ impl Checkpoint {
                 .find(|k| k.as_str() == kind)
                 .ok_or(format!("unknown checkpoint kind {kind:?}"))?,
             prev_file: fields.get("prev-file").map(|s| s.to_string()),
+            unattested: match fields.get("unattested") {
+                None => None,
+                Some(range) => Some(
+                    range
+                        .split_once('-')
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+                        .ok_or("the note's unattested is not FIRST-LAST")?,
+                ),
+            },
         };
         if c.note() != text {
             return Err("the note is not in canonical form".into());
@@ -475,6 +491,7 @@ mod tests {
             time: "2024-05-01T12:00:00.123456Z".into(),
             kind: CheckpointKind::Open,
             prev_file: Some("audit-2024-05-01T12-00-00.123.log".into()),
+            unattested: None,
         }
     }
 

@@ -16,7 +16,7 @@ use super::chain::{
     LOST_REASON_ANNOTATION, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
 };
 use super::event::{Event, MicroTime};
-use super::journal::{journal_path, Journal, Record, Target};
+use super::journal::{journal_key, journal_path, Journal, Record, Target};
 use super::writer::LogConfig;
 use super::AuditError;
 
@@ -276,7 +276,8 @@ impl LogFile {
         // A log that does not sync still takes back what a journal left by a run that did.
         let journal_file = journal_path(&path);
         let (journal, records) = if config.fsync || journal_file.exists() {
-            let (journal, records) = Journal::open(&path).map_err(io_err(&journal_file))?;
+            let key = journal_key(&*signer)?;
+            let (journal, records) = Journal::open(&path, key).map_err(io_err(&journal_file))?;
             (config.fsync.then_some(journal), records)
         } else {
             (None, Vec::new())
@@ -327,25 +328,42 @@ impl LogFile {
     /// Makes everything written to the current file durable in the file itself (when the log
     /// syncs), and starts the journal again.
     fn seal(&mut self) -> Result<(), AuditError> {
+        let target = self.target(self.durable.file_index);
         if let Some(journal) = &mut self.journal {
             self.file.sync_data().map_err(io_err(&self.path))?;
-            journal.restart();
+            journal
+                .restart(target, self.durable.size, &self.durable.head)
+                .map_err(io_err(&journal_path(&self.path)))?;
         }
         Ok(())
     }
 
-    /// Puts the journal's records for `target` back into the file (a crash may have lost
-    /// acknowledged lines that only the journal holds) and makes the file durable. Returns the
-    /// file's length afterwards.
+    /// Puts the journal's records for the current file back into it (a crash may have lost
+    /// acknowledged lines that only the journal holds), refuses a file whose journaled lines
+    /// were changed, and makes the file durable. When the records are `authentic` (this
+    /// writer's, by their mac) they also say where the acknowledged lines end: what lies
+    /// beyond (a batch written but not yet synced when the writer stopped, or lines added
+    /// since) is cut off. Returns the file's length afterwards.
     fn apply_journal(
         &mut self,
-        target: Target,
-        records: &[Record],
+        mine: &[&Record],
+        authentic: bool,
         len: u64,
     ) -> Result<u64, AuditError> {
-        let mine: Vec<&Record> = records.iter().filter(|r| r.target == target).collect();
-        if mine.is_empty() {
+        let (Some(first), Some(last)) = (mine.first(), mine.last()) else {
             return Ok(len);
+        };
+        let refuse = |message: String| {
+            AuditError::Recover {
+            path: self.path.clone(),
+            message: format!("{message}; keep it as evidence (`keyward audit verify` reports what it can) and move it, with its rotated files, away to start a new log"),
+        }
+        };
+        if authentic && first.offset > len {
+            return Err(refuse(format!(
+                "it is {len} bytes long, but the sync journal says its first {} bytes were made durable: lines were cut from it while the writer was stopped",
+                first.offset
+            )));
         }
         // The log is opened for appending, where `pwrite` appends; write through another handle.
         let out = OpenOptions::new()
@@ -360,6 +378,19 @@ impl LogFile {
         let mut lost = Vec::new();
         let mut edited = Vec::new();
         for r in mine {
+            if authentic {
+                // The head the mac vouches for is the hash of the record's last line (of the
+                // line that ends where an anchor stands): lines changed in the journal and the
+                // log alike, their links made to fit, do not hash to it.
+                let last_line = match r.bytes.is_empty() {
+                    true => self.line_before(r.offset)?,
+                    false => last_line(&r.bytes).to_vec(),
+                };
+                if line_hash(&last_line) != r.head {
+                    edited.push(r.end().saturating_sub(last_line.len() as u64 + 1));
+                    continue;
+                }
+            }
             let on_disk = usize::try_from(len.saturating_sub(r.offset))
                 .unwrap_or(usize::MAX)
                 .min(r.bytes.len());
@@ -376,13 +407,10 @@ impl LogFile {
             }
         }
         if let Some(first) = edited.first() {
-            return Err(AuditError::Recover {
-                path: self.path.clone(),
-                message: format!(
-                    "{} of its last lines differ from what was written (the sync journal holds them as written; the first at byte offset {first}): it was changed after it was written, and continuing it would sign the change; keep it as evidence (`keyward audit verify` reports it) and move it, with its rotated files, away to start a new log",
-                    edited.len()
-                ),
-            });
+            return Err(refuse(format!(
+                "{} of its last lines differ from what was written (the sync journal holds them as written; the first at byte offset {first}): it was changed after it was written, and continuing it would sign the change",
+                edited.len()
+            )));
         }
         let mut restored = 0u64;
         for r in lost {
@@ -390,18 +418,42 @@ impl LogFile {
                 .map_err(io_err(&self.path))?;
             restored += r.bytes.len() as u64;
         }
-        out.sync_data().map_err(io_err(&self.path))?;
         if restored > 0 {
             tracing::warn!(path = %self.path.display(), bytes = restored, "restored acknowledged audit lines from the sync journal (the machine stopped before the log reached the disk)");
         }
         let len = self.file.metadata().map_err(io_err(&self.path))?.len();
+        let end = last.end();
+        let len = if authentic && len > end {
+            tracing::warn!(path = %self.path.display(), bytes = len - end, acknowledged_to = end, "cutting the audit log back to the last line the sync journal acknowledged: what follows was written by a batch whose sync a crash interrupted (its requests were never answered), or added while the writer was stopped");
+            out.set_len(end).map_err(io_err(&self.path))?;
+            end
+        } else {
+            len
+        };
+        out.sync_all().map_err(io_err(&self.path))?;
         Ok(len)
     }
 
+    /// The line (without its newline) that ends at `offset`, just before it.
+    fn line_before(&self, offset: u64) -> Result<Vec<u8>, AuditError> {
+        let Some(end) = offset.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let start = rfind_newline(&self.file, end)
+            .map_err(io_err(&self.path))?
+            .map_or(0, |p| p + 1);
+        let mut line = vec![0; (end - start) as usize];
+        self.file
+            .read_exact_at(&mut line, start)
+            .map_err(io_err(&self.path))?;
+        Ok(line)
+    }
+
     /// Continues an existing file: reads its header, puts back what the sync journal holds for
-    /// it, reads its last line, drops an incomplete last line (a write cut by a crash, never
-    /// acknowledged), finishes a rotation that a crash interrupted, and writes a `resume`
-    /// checkpoint.
+    /// it (cutting what the journal says was never acknowledged), reads its last line, drops
+    /// an incomplete last line (a write cut by a crash, never acknowledged), finishes a
+    /// rotation that a crash interrupted, and writes a `resume` checkpoint, which names the
+    /// lines after the last checkpoint that nothing vouches for.
     fn recover(&mut self, len: u64, journaled: Vec<Record>) -> Result<(), AuditError> {
         let path = self.path.clone();
         let refuse = |message: String| AuditError::Recover {
@@ -422,7 +474,19 @@ impl LogFile {
             .filter(|c| c.kind == CheckpointKind::Open && c.line == 1)
             .ok_or_else(|| refuse("line 1 is not the header of a keyward audit log".into()))?;
         self.log_id = header.log.clone();
-        let len = self.apply_journal(self.target(header.file), &journaled, len)?;
+        let target = self.target(header.file);
+        if let Some(later) = journaled
+            .iter()
+            .find(|r| r.target.log_id == target.log_id && r.target.file_index > target.file_index)
+        {
+            return Err(refuse(format!(
+                "it is file {} of its log, but the sync journal holds lines of file {} of the same log, written after it: the newer file was removed or this older one put back in its place; keep the files as evidence",
+                header.file, later.target.file_index
+            )));
+        }
+        let mine: Vec<&Record> = journaled.iter().filter(|r| r.target == target).collect();
+        let authentic = !mine.is_empty() && mine.iter().all(|r| r.authentic);
+        let len = self.apply_journal(&mine, authentic, len)?;
 
         let last_nl = rfind_newline(&self.file, len)
             .map_err(io_err(&self.path))?
@@ -431,6 +495,7 @@ impl LogFile {
         if good < len {
             tracing::warn!(path = %self.path.display(), bytes = len - good, "dropping the incomplete last line of the audit log (a write cut short by a crash)");
             self.file.set_len(good).map_err(io_err(&self.path))?;
+            self.file.sync_all().map_err(io_err(&self.path))?;
         }
         let start = rfind_newline(&self.file, last_nl)
             .map_err(io_err(&self.path))?
@@ -455,11 +520,26 @@ impl LogFile {
             .checkpoint
             .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
             .map(|c| c.kind);
+        // Lines after the last checkpoint are vouched for by authentic journal records; without
+        // them (a log that does not sync, a journal missing, changed or made under another
+        // key) the resume checkpoint, which must sign the chain's head, says they are not.
+        let mut unattested = None;
+        if last_kind.is_none() && !authentic {
+            let sealed = last_checkpoint_seq(&self.file, start)
+                .map_err(io_err(&self.path))?
+                .unwrap_or(header.seq);
+            let why = match (&self.journal, mine.is_empty()) {
+                (None, true) => "the log does not sync (--audit-log-sync never), so no journal holds them",
+                (Some(_), true) => "the sync journal holds nothing for this file (it was removed, or the log was written without syncing)",
+                (_, false) => "the sync journal's records for them were not made with this writer's key (a new signing key, or they were changed)",
+            };
+            tracing::warn!(path = %self.path.display(), first_seq = sealed + 1, last_seq = info.seq, "the audit log's lines after its last checkpoint cannot be vouched for: {why}; the resume checkpoint records them as unattested and `keyward audit verify` reports them");
+            unattested = Some((sealed + 1, info.seq));
+        }
         if last_kind != Some(CheckpointKind::Shutdown) && last_kind != Some(CheckpointKind::Rotate)
         {
-            // A crash, or a tail cut or edited while the writer was stopped: what the journal
-            // did not hold cannot be checked here, so say so; `audit verify` reports the lines
-            // after the last signed checkpoint.
+            // A crash, or a tail cut while the writer was stopped: `audit verify` reports the
+            // lines after the last signed checkpoint before this.
             tracing::warn!(path = %self.path.display(), line_seq = info.seq, journaled = self.journal.is_some(), "the audit log does not end with a shutdown checkpoint: its writer stopped without closing it, or its tail was cut while it was stopped; continuing after a resume checkpoint (`keyward audit verify` reports the lines its last signed checkpoint before this does not cover)");
         }
         let sealed_for_rotation = last_kind == Some(CheckpointKind::Rotate);
@@ -468,7 +548,9 @@ impl LogFile {
         if sealed_for_rotation {
             self.start_next_file(self.durable)?;
         }
-        self.push_checkpoint(CheckpointKind::Resume, None)?;
+        let mut resume = self.next_checkpoint(CheckpointKind::Resume, None);
+        resume.unattested = unattested;
+        self.push_signed(&resume)?;
         self.flush()
     }
 
@@ -658,6 +740,7 @@ impl LogFile {
             time: MicroTime::now().to_string(),
             kind,
             prev_file,
+            unattested: None,
         }
     }
 
@@ -666,9 +749,12 @@ impl LogFile {
         kind: CheckpointKind,
         prev_file: Option<String>,
     ) -> Result<(), AuditError> {
-        let line = self
-            .next_checkpoint(kind, prev_file)
-            .signed_line(&*self.signer)?;
+        self.push_signed(&self.next_checkpoint(kind, prev_file))
+    }
+
+    /// Appends the line of `checkpoint`, which must be [`LogFile::next_checkpoint`]'s.
+    fn push_signed(&mut self, checkpoint: &Checkpoint) -> Result<(), AuditError> {
+        let line = checkpoint.signed_line(&*self.signer)?;
         self.push_parts(&[&line]);
         self.cur.since_checkpoint = 0;
         self.pending_checkpoints += 1;
@@ -684,14 +770,15 @@ impl LogFile {
         let target =
             (self.fsync && self.journal.is_some()).then(|| self.target(self.durable.file_index));
         let offset = self.durable.size;
+        let (end, head) = (self.cur.size, self.cur.head);
         let written = self.file.write_all(&self.pending).and_then(|()| {
             match (&mut self.journal, target) {
                 (_, _) if !self.fsync => Ok(()),
                 (Some(journal), Some(target)) => {
-                    if !journal.append(target, offset, &self.pending)? {
+                    if !journal.append(target, offset, &self.pending, &head)? {
                         // Full: the log itself takes this batch and all before it.
                         self.file.sync_data()?;
-                        journal.restart();
+                        journal.restart(target, end, &head)?;
                     }
                     Ok(())
                 }
@@ -927,6 +1014,52 @@ fn find_newline(file: &File, from: u64, to: u64) -> io::Result<Option<u64>> {
         pos += n as u64;
     }
     Ok(None)
+}
+
+/// The last line of `bytes`, which end with a newline (without it).
+fn last_line(bytes: &[u8]) -> &[u8] {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let start = body.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    &body[start..]
+}
+
+/// The sequence number of the last checkpoint line in the file before `end` (the start of a
+/// line), read back a chunk at a time.
+fn last_checkpoint_seq(file: &File, end: u64) -> io::Result<Option<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let checkpoint_seq = |line: &[u8]| {
+        parse_line(line)
+            .ok()
+            .filter(|l| l.checkpoint.is_some())
+            .map(|l| l.seq)
+    };
+    // The bytes from `start` up to the lines already looked at, which end with a newline.
+    let (mut buf, mut start) = (Vec::new(), end);
+    loop {
+        let mut hi = buf.len();
+        while hi > 0 {
+            let newline = hi - 1;
+            match buf[..newline].iter().rposition(|&b| b == b'\n') {
+                Some(p) => {
+                    if let Some(seq) = checkpoint_seq(&buf[p + 1..newline]) {
+                        return Ok(Some(seq));
+                    }
+                    hi = p + 1;
+                }
+                None if start == 0 => return Ok(checkpoint_seq(&buf[..newline])),
+                None => break,
+            }
+        }
+        if start == 0 {
+            return Ok(None);
+        }
+        buf.truncate(hi);
+        let from = start.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        file.read_exact_at(&mut chunk, from)?;
+        chunk.extend_from_slice(&buf);
+        (buf, start) = (chunk, from);
+    }
 }
 
 /// Position of the last `\n` before `before`.

@@ -58,6 +58,10 @@ pub struct Report {
     /// Events the writer could not write although their requests went on, as its `lost` lines
     /// record them.
     pub lost_events: u64,
+    /// Lines a restarted writer found after the last checkpoint and could not vouch for (its
+    /// `resume` checkpoint names them): they may have been edited or added while it was
+    /// stopped. Not proof of tampering, nor proof of its absence.
+    pub unattested: Vec<String>,
 }
 
 impl Report {
@@ -228,6 +232,7 @@ pub fn verify(files: &[impl AsRef<Path>], keys: &[Ed25519PublicKey]) -> Result<R
             tail: Tail::Unknown,
             notes: Vec::new(),
             lost_events: 0,
+            unattested: Vec::new(),
         },
     };
     let mut heads = Vec::new();
@@ -411,12 +416,18 @@ fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), St
                 let cp = check_checkpoint(walk, path, n, line, info, note, sig, count)?;
                 if cp.kind == CheckpointKind::Resume {
                     match last_cp.filter(|(_, k)| *k != CheckpointKind::Shutdown) {
+                        Some((l, k)) if n - l > 1 && cp.unattested.is_some() => walk.report.unattested.push(format!(
+                            "{}:{}-{}: written after the {k} checkpoint at line {l} by a writer that then stopped without closing the log; when it restarted nothing it keeps vouched for them (the log did not sync, or its sync journal was missing, changed or made under another key), so they may have been edited or added while it was stopped",
+                            path.display(),
+                            l + 1,
+                            n - 1
+                        )),
                         Some((1, CheckpointKind::Open)) if cp.file > 0 && n == 2 => walk.report.notes.push(format!(
                             "{}:{n}: the writer restarted after stopping without a shutdown checkpoint, and opened this file for the rotation that the previous file's last line (its rotate checkpoint) began: lines it wrote after that checkpoint may be missing (a crash before the rename, or a cut back to that checkpoint)",
                             path.display(),
                         )),
                         Some((l, k)) if n - l > 1 => walk.report.notes.push(format!(
-                            "{}:{n}: the writer restarted after stopping without a shutdown checkpoint: lines {}-{} had not been sealed by a checkpoint before (the last was the {k} checkpoint at line {l}), and lines it wrote after them may be missing (a crash, or a cut)",
+                            "{}:{n}: the writer restarted after stopping without a shutdown checkpoint: lines {}-{} had not been sealed by a checkpoint before (the last was the {k} checkpoint at line {l}; its sync journal vouched for them), and lines it wrote after them may be missing (a crash, or a cut)",
                             path.display(),
                             l + 1,
                             n - 1

@@ -1,6 +1,6 @@
 //! `keyward audit verify`: checks audit log files and says whether they are intact, with its
-//! own exit codes (0 intact, 1 tampered, unverified (a checkpoint signed by a key not given) or
-//! unsealed, 2 usage).
+//! own exit codes (0 intact, 1 tampered, unverified (a checkpoint signed by a key not given),
+//! unattested or unsealed, 2 usage).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +17,8 @@ pub(super) enum AuditCommand {
     ///
     /// Checks the hash chain of every line, every signed checkpoint, and that the log ends with
     /// its shutdown checkpoint. Exit code 0: intact; 1: tampered, unverified (signed by a key
-    /// not given) or an unsealed tail; 2: usage (a file or key that cannot be read).
+    /// not given), unattested lines (left after a crash, not vouched for when the writer
+    /// restarted) or an unsealed tail; 2: usage (a file or key that cannot be read).
     ///
     /// Examples:
     ///   keyward audit verify /var/log/keyward/audit*.log --public-key /etc/keyward/audit.pub
@@ -40,6 +41,10 @@ pub(super) struct VerifyArgs {
     /// Accept lines after the last checkpoint (a log the server is still writing).
     #[arg(long)]
     allow_unsealed_tail: bool,
+    /// Accept lines a writer left unsealed when it stopped without closing the log and could
+    /// not vouch for when it restarted (a log written with `--audit-log-sync never`).
+    #[arg(long)]
+    allow_unattested: bool,
 }
 
 /// Runs `keyward audit ...` and returns the exit code.
@@ -77,6 +82,15 @@ pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
         }
         println!("TAMPERED: {p}");
         return ExitCode::from(1);
+    }
+    if !report.unattested.is_empty() && !args.allow_unattested {
+        for u in &report.unattested {
+            println!("UNATTESTED: {u}");
+        }
+        return ExitCode::from(1);
+    }
+    for u in &report.unattested {
+        println!("note: unattested: {u}");
     }
     if !report.signatures_checked {
         eprintln!("warning: checkpoint signatures were not checked (no --public-key): whoever can write the files could have rewritten them whole");

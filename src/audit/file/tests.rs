@@ -386,6 +386,7 @@ fn checkpoint_lines_stay_below_the_bound() {
             time: MicroTime::now().to_string(),
             kind,
             prev_file: None,
+            unattested: None,
         };
         let line = cp.signed_line(&key).unwrap();
         assert_eq!(cp.line_len(&key), line.len());
@@ -415,4 +416,194 @@ fn links_in_the_log_directory_are_not_followed() {
     crate::access::write_public_key(&path, key.public_key()).unwrap();
     assert_eq!(fs::read(&victim).unwrap(), b"keep");
     assert!(!fs::symlink_metadata(&public).unwrap().is_symlink());
+}
+
+/// A log left by a crash, with `n` acknowledged event lines after its header: its path, key,
+/// and the bytes written.
+fn crashed_log(
+    fsync: bool,
+    n: usize,
+) -> (tempfile::TempDir, PathBuf, Arc<Ed25519SigningKey>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let config = LogConfig {
+        fsync,
+        ..LogConfig::new(&path)
+    };
+    let mut log = LogFile::open(&config, key.clone()).unwrap();
+    for i in 0..n {
+        log.write_events(vec![event(i)]).unwrap();
+    }
+    drop(log);
+    let written = fs::read(&path).unwrap();
+    (dir, path, key, written)
+}
+
+/// `text`'s last line (without its newline), and where it starts.
+fn last_line_of(text: &[u8]) -> (usize, &[u8]) {
+    let body = &text[..text.len() - 1];
+    let start = body.iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    (start, &body[start..])
+}
+
+/// The line an attacker adds after a crash: a copy of the last event as another user's, linked
+/// to it with the chain's own (unkeyed) hash and the next sequence number.
+fn forged_line(text: &[u8]) -> Vec<u8> {
+    let (_, last) = last_line_of(text);
+    let info = parse_line(last).unwrap();
+    let mut ev: serde_json::Value = serde_json::from_slice(last).unwrap();
+    ev["user"] = serde_json::json!({"username": "mallory"});
+    ev["annotations"][CHAIN_ANNOTATION] = format!("sha256:{}", hex::encode(line_hash(last))).into();
+    ev["annotations"][SEQ_ANNOTATION] = (info.seq + 1).to_string().into();
+    let mut line = serde_json::to_vec(&ev).unwrap();
+    line.push(b'\n');
+    line
+}
+
+/// Lines added after the last one the sync journal acknowledged (what a crash between a
+/// batch's write and its sync leaves, or what someone adds while the writer is stopped) are
+/// cut, not signed by the `resume` checkpoint; the log verifies without them and without any
+/// unattested line.
+#[test]
+fn lines_after_the_last_acknowledged_one_are_cut_not_signed() {
+    let (_dir, path, key, written) = crashed_log(true, 3);
+    let mut forged = written.clone();
+    forged.extend_from_slice(&forged_line(&written));
+    fs::write(&path, &forged).unwrap();
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    let now = fs::read(&path).unwrap();
+    assert!(now.starts_with(&written));
+    assert!(!String::from_utf8_lossy(&now).contains("mallory"));
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert!(report.unattested.is_empty(), "{:?}", report.unattested);
+    assert_eq!(report.events, 3);
+}
+
+/// The journal's records cannot be rewritten to fit an edit: their mac covers the chain's head
+/// after them, which only the writer's key can make, so a last line changed in the log and
+/// the journal alike (the journal's unkeyed check made to fit) stops the log from being
+/// continued.
+#[test]
+fn a_line_changed_in_the_log_and_its_journal_alike_is_refused() {
+    let (_dir, path, key, written) = crashed_log(true, 3);
+    let (start, last) = last_line_of(&written);
+    let at = start + find(last, b"\"verb\":\"get\"") + 8;
+    let mut edited = written.clone();
+    edited[at..at + 3].copy_from_slice(b"GET");
+    fs::write(&path, &edited).unwrap();
+    // The same bytes in the journal's last record, with its check recomputed.
+    let jpath = crate::audit::journal::journal_path(&path);
+    let mut journal = fs::read(&jpath).unwrap();
+    let needle = &written[start..written.len() - 1];
+    let in_journal = (0..journal.len() - needle.len())
+        .rev()
+        .find(|&i| &journal[i..i + needle.len()] == needle)
+        .unwrap();
+    let j_at = in_journal + (at - start);
+    journal[j_at..j_at + 3].copy_from_slice(b"GET");
+    // The record whose bytes end with the line: its header is 112 bytes before its bytes.
+    let record_end = in_journal + needle.len() + 1;
+    let record_start = (0..in_journal)
+        .rev()
+        .find(|&i| {
+            &journal[i..i + 4] == b"KWA2"
+                && i + 112
+                    + u32::from_be_bytes(journal[i + 76..i + 80].try_into().unwrap()) as usize
+                    == record_end
+        })
+        .unwrap();
+    let check = crate::crypto::sha256(&journal[record_start + 12..record_end]);
+    journal[record_start + 4..record_start + 12].copy_from_slice(&check[..8]);
+    fs::write(&jpath, &journal).unwrap();
+    let Err(e) = LogFile::open(&LogConfig::new(&path), key.clone()) else {
+        panic!("a log changed with its journal was continued");
+    };
+    assert!(
+        e.to_string()
+            .contains("1 of its last lines differ from what was written"),
+        "{e}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), edited, "the log was changed");
+}
+
+/// Once the log itself was synced (the journal then starts again with an anchor that names
+/// how far, and the chain's head there), a log cut below that point, or whose line before it
+/// was changed, is not continued.
+#[test]
+fn a_log_cut_or_changed_below_its_synced_length_is_refused() {
+    for damage in ["cut", "edit"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+        let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+        for i in 0..3 {
+            log.write_events(vec![event(i)]).unwrap();
+        }
+        log.seal().unwrap();
+        drop(log);
+        let written = fs::read(&path).unwrap();
+        let (start, last) = last_line_of(&written);
+        let mut damaged = written.clone();
+        match damage {
+            "cut" => damaged.truncate(start),
+            _ => {
+                let at = start + find(last, b"\"verb\":\"get\"") + 8;
+                damaged[at..at + 3].copy_from_slice(b"GET");
+            }
+        }
+        fs::write(&path, &damaged).unwrap();
+        let Err(e) = LogFile::open(&LogConfig::new(&path), key.clone()) else {
+            panic!("{damage}: the log was continued");
+        };
+        let expected = match damage {
+            "cut" => format!(
+                "it is {start} bytes long, but the sync journal says its first {} bytes were made durable",
+                written.len()
+            ),
+            _ => format!("1 of its last lines differ from what was written (the sync journal holds them as written; the first at byte offset {start})"),
+        };
+        assert!(e.to_string().contains(&expected), "{damage}: {e}");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            damaged,
+            "{damage}: the log was changed"
+        );
+    }
+}
+
+/// Without a journal (`--audit-log-sync never`) nothing vouches for the lines a crash left
+/// after the last checkpoint: the `resume` checkpoint names them as unattested, and verify
+/// reports them, also when one was forged.
+#[test]
+fn unsealed_lines_nothing_vouches_for_are_named_by_the_resume_checkpoint() {
+    let (_dir, path, key, written) = crashed_log(false, 3);
+    let mut forged = written.clone();
+    forged.extend_from_slice(&forged_line(&written));
+    fs::write(&path, &forged).unwrap();
+    let config = LogConfig {
+        fsync: false,
+        ..LogConfig::new(&path)
+    };
+    let mut log = LogFile::open(&config, key.clone()).unwrap();
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("unattested 2-5\\n"), "{text}");
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert_eq!(report.unattested.len(), 1, "{:?}", report.unattested);
+    assert!(
+        report.unattested[0].contains("audit.log:2-5: written after the open checkpoint at line 1"),
+        "{:?}",
+        report.unattested
+    );
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
 }
