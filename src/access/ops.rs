@@ -122,6 +122,14 @@ fn secret_body(s: &Secret, level: Level) -> Option<AuditObject> {
     (level >= Level::RequestResponse).then(|| AuditObject::secret(s))
 }
 
+/// What an attempt of [`Access::patch`] writes.
+enum Next {
+    /// A server-side apply's Secret, where there was none.
+    Create(Secret),
+    /// The patched Secret, and whether a lost race may be retried ([`rebase`]).
+    Update(Secret, bool),
+}
+
 /// A patch's result to write over `live`: with `live`'s resourceVersion as precondition
 /// unless the patch set another (and whether a lost race may be retried: only with `live`'s).
 fn rebase(live: &Secret, mut next: Secret) -> (Secret, bool) {
@@ -131,6 +139,12 @@ fn rebase(live: &Secret, mut next: Secret) -> (Secret, bool) {
         next.metadata
             .resource_version
             .clone_from(&live.metadata.resource_version);
+    }
+    // The uid kept from the version read is no precondition (kube-apiserver's patcher sets
+    // none): a Secret deleted and created again meanwhile is read and patched again, where the
+    // store would refuse the uid. The store keeps the stored version's uid.
+    if next.metadata.uid == live.metadata.uid {
+        next.metadata.uid.clear();
     }
     (next, ours)
 }
@@ -192,13 +206,6 @@ pub fn review_attributes(user: Identity, review: SelfReview) -> Attributes {
     Attributes::resource(user, kverbs::CREATE, resource).with_group(group)
 }
 
-/// Which Secret a patch writes, and whether only as a dry run.
-struct Target<'a> {
-    namespace: &'a Namespace,
-    name: &'a SecretName,
-    dry_run: bool,
-}
-
 impl Access {
     fn secrets(ctx: &RequestContext, verb: &str, namespace: &str, name: &str) -> Attributes {
         secret_attributes(ctx.user.clone(), verb, namespace, name)
@@ -220,64 +227,6 @@ impl Access {
         let request = |s: &Secret| Some(AuditObject::secret(s));
         self.create_as(ctx, secret, dry_run, kverbs::CREATE, request)
             .await
-    }
-
-    /// Creates the Secret `id` as a server-side apply does when it is absent: authorized as
-    /// `patch` on it (the request's verb, as kube-apiserver authorizes it), and then, as
-    /// kube-apiserver's patch handler authorizes a create on update, as `create` of that name
-    /// (refused with its Forbidden: `secrets "NAME" is forbidden: ` and the authorizer's
-    /// reason); `request` is the patch as the audit log records it. When another writer
-    /// created the Secret meanwhile, the apply is made to that one with `apply` (as
-    /// [`Access::patch`], answering 200), as kube-apiserver's apply retries its update: a lost
-    /// race is never AlreadyExists. Returns the Secret and whether this request created it; the
-    /// request is recorded once.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn create_by_apply<E: From<AccessError>>(
-        &self,
-        ctx: &RequestContext,
-        id: &SecretId,
-        secret: Secret,
-        dry_run: bool,
-        request: impl FnOnce() -> Option<AuditObject>,
-        apply: impl FnMut(&Secret) -> Result<Secret, E>,
-        recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
-    ) -> Result<(Secret, bool), E> {
-        let attrs = Self::secrets(ctx, kverbs::PATCH, id.namespace.as_str(), id.name.as_str());
-        let mut rec = self.admit(ctx, &attrs, &[], request).await?;
-        let create = Self::secrets(ctx, kverbs::CREATE, id.namespace.as_str(), id.name.as_str());
-        // Checked on an object that validates, as kube-apiserver validates before it authorizes
-        // the create: an invalid one gets its 422 from the create below.
-        let valid = Store::prepare_create(&mut secret.clone()).is_ok();
-        let decision = valid.then(|| self.policy.authorize(&create));
-        if let Some(Decision::Deny { reason }) = decision {
-            if let Some(m) = self.metrics() {
-                m.authorization_denied(kverbs::CREATE);
-            }
-            let forbidden = Forbidden::on_create_by_update(&create, &reason);
-            let refusal = Err::<Secret, _>(AccessError::Forbidden(forbidden.clone()));
-            let recorded = self.finish(ctx, &mut rec, refusal, 201, secret_body).await;
-            return Err(E::from(
-                recorded.err().unwrap_or(AccessError::Forbidden(forbidden)),
-            ));
-        }
-        match self.create_checked(secret, dry_run).await {
-            Err(AccessError::Store(StoreError::AlreadyExists { .. })) => {
-                let live = self.store.get(&id.namespace, &id.name, None).await;
-                let at = Target {
-                    namespace: &id.namespace,
-                    name: &id.name,
-                    dry_run,
-                };
-                let s = self
-                    .patch_recorded(ctx, &mut rec, &at, live, apply, recorded_as)
-                    .await?;
-                Ok((s, false))
-            }
-            result => Ok((
-                self.finish(ctx, &mut rec, result, 201, secret_body).await?,
-                true,
-            )),
-        }
     }
 
     async fn create_as(
@@ -424,16 +373,21 @@ impl Access {
     /// Patches a Secret (`patch secrets` on it, the read of the stored version included):
     /// `apply` computes the new version from the stored one, which is written with the stored
     /// resourceVersion as precondition. When the Secret changed between the read and the
-    /// write, the new version is read and patched again, as kube-apiserver's
-    /// `GuaranteedUpdate` does, unless the patch set a resourceVersion of its own (then it is
-    /// a precondition: 409). The request is authorized and recorded once, whatever the number
-    /// of attempts, with `request` (the patch as the audit log records it) as its request
-    /// object, whatever the outcome: an absent Secret (404), a patch that does not apply
-    /// (`apply`'s error, recorded with the status and body `recorded_as` gives).
+    /// write (also when it was deleted and created again), the new version is read and patched
+    /// again, as kube-apiserver's `GuaranteedUpdate` does, unless the patch set a
+    /// resourceVersion of its own (then it is a precondition: 409). The request is authorized
+    /// and recorded once, whatever the number of attempts, with `request` (the patch as the
+    /// audit log records it) as its request object, whatever the outcome: an absent Secret
+    /// (404), a patch that does not apply (`apply`'s error, recorded with the status and body
+    /// `recorded_as` gives).
     ///
-    /// With `absent_is_created` (a server-side apply), an absent Secret is
-    /// [`StoreError::NotFound`], unrecorded: the caller creates it ([`Access::create_by_apply`]),
-    /// which records the request.
+    /// With `create` (a server-side apply), an absent Secret — at the first read or any later
+    /// one — is created from what `create` makes, as kube-apiserver's apply creates on update:
+    /// that also needs `create` of that name (refused with its Forbidden: `secrets "NAME" is
+    /// forbidden: ` and the authorizer's reason), checked once the object validates (an invalid
+    /// one gets its 422 from the store first). When another writer creates it meanwhile, the
+    /// apply is made to that one: a lost race is never AlreadyExists. Returns the Secret and
+    /// whether this request created it.
     #[allow(clippy::too_many_arguments)]
     pub async fn patch<E: From<AccessError>>(
         &self,
@@ -441,50 +395,30 @@ impl Access {
         namespace: &Namespace,
         name: &SecretName,
         dry_run: bool,
-        absent_is_created: bool,
         request: impl FnOnce() -> Option<AuditObject>,
-        apply: impl FnMut(&Secret) -> Result<Secret, E>,
-        recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
-    ) -> Result<Secret, E> {
+        mut apply: impl FnMut(&Secret) -> Result<Secret, E>,
+        mut create: Option<impl FnMut() -> Result<Secret, E>>,
+        recorded_as: impl Fn(&E) -> (ResponseStatus, Option<AuditObject>),
+    ) -> Result<(Secret, bool), E> {
         let attrs = Self::secrets(ctx, kverbs::PATCH, namespace.as_str(), name.as_str());
         self.refuse_if_denied(ctx, &attrs).await?;
         let mut live = self.store.get(namespace, name, None).await;
-        if let Err(e @ StoreError::NotFound { .. }) = live {
-            if absent_is_created {
-                return Err(AccessError::from(e).into());
-            }
-            live = Err(e);
-        }
         let mut rec = self.admit(ctx, &attrs, &[], request).await?;
-        let at = Target {
-            namespace,
-            name,
-            dry_run,
-        };
-        self.patch_recorded(ctx, &mut rec, &at, live, apply, recorded_as)
-            .await
-    }
-
-    /// [`Access::patch`]'s attempts on `live` (then on each newer version), recorded in `rec`.
-    async fn patch_recorded<E: From<AccessError>>(
-        &self,
-        ctx: &RequestContext,
-        rec: &mut RequestAudit,
-        at: &Target<'_>,
-        mut live: Result<Secret, StoreError>,
-        mut apply: impl FnMut(&Secret) -> Result<Secret, E>,
-        recorded_as: impl FnOnce(&E) -> (ResponseStatus, Option<AuditObject>),
-    ) -> Result<Secret, E> {
         loop {
-            let stored = match live {
-                Ok(s) => s,
-                Err(e) => {
+            let made = match (live, create.as_mut()) {
+                (Err(StoreError::NotFound { .. }), Some(create)) => create().map(Next::Create),
+                (Err(e), _) => {
                     let result = Err(e.into());
-                    return Ok(self.finish(ctx, rec, result, 200, secret_body).await?);
+                    let s = self.finish(ctx, &mut rec, result, 200, secret_body).await?;
+                    return Ok((s, false));
                 }
+                (Ok(stored), _) => apply(&stored).map(|patched| {
+                    let (next, retry) = rebase(&stored, patched);
+                    Next::Update(next, retry)
+                }),
             };
-            let (next, retry) = match apply(&stored) {
-                Ok(patched) => rebase(&stored, patched),
+            let next = match made {
+                Ok(made) => made,
                 Err(e) => {
                     let (status, body) = recorded_as(&e);
                     let body = body.filter(|_| rec.level() >= Level::RequestResponse);
@@ -494,15 +428,51 @@ impl Access {
                     return Err(e);
                 }
             };
-            match self.store.update(next, at.dry_run).await {
-                Err(e) if retry && e.is_modified() => {}
-                written => {
-                    let result = written.map_err(AccessError::from);
-                    return Ok(self.finish(ctx, rec, result, 200, secret_body).await?);
-                }
+            match next {
+                Next::Create(new) => match self.create_by_apply(ctx, new, dry_run).await {
+                    Err(AccessError::Store(StoreError::AlreadyExists { .. })) => {}
+                    result => {
+                        let s = self.finish(ctx, &mut rec, result, 201, secret_body).await?;
+                        return Ok((s, true));
+                    }
+                },
+                Next::Update(next, retry) => match self.store.update(next, dry_run).await {
+                    Err(e) if retry && e.is_modified() => {}
+                    // Deleted since it was read: an apply creates it.
+                    Err(StoreError::NotFound { .. }) if retry && create.is_some() => {}
+                    written => {
+                        let result = written.map_err(AccessError::from);
+                        let s = self.finish(ctx, &mut rec, result, 200, secret_body).await?;
+                        return Ok((s, false));
+                    }
+                },
             }
-            live = self.store.get(at.namespace, at.name, None).await;
+            live = self.store.get(namespace, name, None).await;
         }
+    }
+
+    /// The create of a server-side apply that found no Secret: also needs `create` of its
+    /// name, checked on an object that validates (kube-apiserver validates before it
+    /// authorizes the create: an invalid one gets its 422 from the store). A refusal is
+    /// counted; the caller records the outcome.
+    async fn create_by_apply(
+        &self,
+        ctx: &RequestContext,
+        secret: Secret,
+        dry_run: bool,
+    ) -> Result<Secret, AccessError> {
+        let ns = namespace_of(&secret);
+        let create = Self::secrets(ctx, kverbs::CREATE, &ns, &secret.metadata.name);
+        let valid = Store::prepare_create(&mut secret.clone()).is_ok();
+        if let Some(Decision::Deny { reason }) = valid.then(|| self.policy.authorize(&create)) {
+            if let Some(m) = self.metrics() {
+                m.authorization_denied(kverbs::CREATE);
+            }
+            return Err(AccessError::Forbidden(Forbidden::on_create_by_update(
+                &create, &reason,
+            )));
+        }
+        self.create_checked(secret, dry_run).await
     }
 
     /// Writes an earlier version's content as a new version (`update secrets` on it, and `get`:

@@ -306,7 +306,6 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
             &ns,
             &db,
             false,
-            false,
             request,
             |live: &Secret| -> Result<Secret, AccessError> {
                 reads.push(live.metadata.resource_version.clone());
@@ -323,10 +322,12 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
                 next.metadata.labels.insert("x".into(), "1".into());
                 Ok(next)
             },
+            None::<fn() -> Result<Secret, AccessError>>,
             |_| unreachable!("the patch applies to every version"),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(reads.len(), 2, "read again after the race");
     assert_ne!(reads[0], reads[1]);
     assert_eq!(patched.metadata.labels["x"], "1");
@@ -357,7 +358,6 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
             &ns,
             &db,
             false,
-            false,
             || None,
             |live: &Secret| -> Result<Secret, AccessError> {
                 let mut next = live.clone();
@@ -373,6 +373,7 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
                 tokio::task::block_in_place(|| rt.block_on(store.update(other, false))).unwrap();
                 Ok(next)
             },
+            None::<fn() -> Result<Secret, AccessError>>,
             |_| unreachable!(),
         )
         .await
@@ -386,8 +387,7 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
     let now = store.get(&ns, &db, None).await.unwrap();
     assert_eq!(now.data["other"].as_slice(), b"w2");
 
-    // A patch of a Secret that is not there is a recorded 404 with its patch; with
-    // `absent_is_created` (a server-side apply) it is left to the create that follows.
+    // A patch of a Secret that is not there is a recorded 404 with its patch.
     let (_, nope) = prod("nope");
     let patch_doc = || {
         Some(AuditObject::json(
@@ -395,32 +395,106 @@ async fn a_patch_retried_after_a_race_is_recorded_once() {
         ))
     };
     let never = |_: &Secret| -> Result<Secret, AccessError> { unreachable!("nothing to patch") };
-    for absent_is_created in [false, true] {
+    let before = sink.events().len();
+    let e = a
+        .patch(
+            &admin(),
+            &ns,
+            &nope,
+            false,
+            patch_doc,
+            never,
+            None::<fn() -> Result<Secret, AccessError>>,
+            |_| unreachable!(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::NotFound, "{e}");
+    let events = events_from(&sink, before);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["responseStatus"]["code"], 404);
+    assert_eq!(
+        events[1]["requestObject"],
+        serde_json::json!({"data": {"k": null}})
+    );
+}
+
+/// A patch whose Secret is deleted, or deleted and created again, between its read and its
+/// write: kube-apiserver's patcher sets no uid precondition and re-reads on the conflict, so
+/// the patch applies to the new Secret (never a 409 about a uid the client did not send), an
+/// absent one is a 404, and a server-side apply creates it (201), recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patch_racing_a_delete_applies_to_what_is_there_then() {
+    for (recreate, apply) in [(true, false), (false, false), (false, true), (true, true)] {
+        let (_dir, store, sink, a) = with_db(IDENTITY, b"v1").await;
+        let (ns, db) = prod("db");
+        let rt = tokio::runtime::Handle::current();
+        let first_uid = store.get(&ns, &db, None).await.unwrap().metadata.uid;
+        let mut reads = 0;
         let before = sink.events().len();
-        let e = a
+        let patch = |live: &Secret| -> Result<Secret, AccessError> {
+            reads += 1;
+            if reads == 1 {
+                // Another writer deletes the Secret after this read, and creates it again.
+                tokio::task::block_in_place(|| {
+                    rt.block_on(async {
+                        store.delete(&ns, &db, &Default::default()).await.unwrap();
+                        if recreate {
+                            let mut again = live.clone();
+                            again.metadata.uid.clear();
+                            again.metadata.resource_version.clear();
+                            store.create(again, false).await.unwrap();
+                        }
+                    })
+                });
+            }
+            let mut next = live.clone();
+            next.metadata.labels.insert("x".into(), "1".into());
+            Ok(next)
+        };
+        let template = store.get(&ns, &db, None).await.unwrap();
+        let create = || -> Result<Secret, AccessError> {
+            let mut s = template.clone();
+            s.metadata.uid.clear();
+            s.metadata.resource_version.clear();
+            s.metadata.labels.insert("created".into(), "1".into());
+            Ok(s)
+        };
+        let result = a
             .patch(
                 &admin(),
                 &ns,
-                &nope,
+                &db,
                 false,
-                absent_is_created,
-                patch_doc,
-                never,
+                || None,
+                patch,
+                apply.then_some(create),
                 |_| unreachable!(),
             )
-            .await
-            .unwrap_err();
-        assert_eq!(e.reason(), Reason::NotFound, "{e}");
+            .await;
+        let case = format!("recreate {recreate}, apply {apply}");
+        let code = match (recreate, apply) {
+            (true, _) => {
+                let (s, created) = result.unwrap();
+                assert!(!created, "{case}");
+                assert_eq!(s.metadata.labels["x"], "1", "{case}");
+                assert_ne!(s.metadata.uid, first_uid, "{case}");
+                200
+            }
+            (false, true) => {
+                let (s, created) = result.unwrap();
+                assert!(created, "{case}");
+                assert_eq!(s.metadata.labels["created"], "1", "{case}");
+                201
+            }
+            (false, false) => {
+                let e = result.unwrap_err();
+                assert_eq!(e.reason(), Reason::NotFound, "{case}: {e}");
+                404
+            }
+        };
         let events = events_from(&sink, before);
-        if absent_is_created {
-            assert!(events.is_empty(), "left to the create: {events:?}");
-            continue;
-        }
-        assert_eq!(events.len(), 2, "{events:?}");
-        assert_eq!(events[1]["responseStatus"]["code"], 404);
-        assert_eq!(
-            events[1]["requestObject"],
-            serde_json::json!({"data": {"k": null}})
-        );
+        assert_eq!(events.len(), 2, "{case}: {events:?}");
+        assert_eq!(events[1]["responseStatus"]["code"], code, "{case}");
     }
 }

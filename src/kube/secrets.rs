@@ -642,45 +642,29 @@ pub async fn patch(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<
         (s.audit(), s.audit_object())
     };
     let request = || Some(AuditObject::patch(patch_doc.clone()));
-    let written = access
+    // A server-side apply creates an absent Secret (with the warnings of its first decode).
+    let mut create_warnings = Vec::new();
+    let create = (kind == PatchType::Apply).then_some(|| -> Result<Secret, KubeError> {
+        let mut s = apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
+        create_warnings = repeated_keys_checked(&repeated, opts.validation)?;
+        check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
+        Ok(s)
+    });
+    let (s, created) = access
         .patch(
             &req.ctx,
             &id.namespace,
             &id.name,
             opts.dry_run,
-            kind == PatchType::Apply,
             request,
             &mut apply_to,
+            create,
             recorded_as,
         )
-        .await;
-    let (s, created) = match written {
-        Ok(s) => (s, false),
-        Err(KubeError::Access(AccessError::Store(StoreError::NotFound { .. })))
-            if kind == PatchType::Apply && !req.ctx.is_recorded() =>
-        {
-            let mut s = apply::server_side_apply(None, &patch_doc, &opts.manager, force, &now())?;
-            let first_warnings = repeated_keys_checked(&repeated, opts.validation)?;
-            check_path(&mut s, id.namespace.as_str(), Some(&id.name))?;
-            // Created, or applied to the Secret another writer created meanwhile.
-            let (s, created) = access
-                .create_by_apply(
-                    &req.ctx,
-                    id,
-                    s,
-                    opts.dry_run,
-                    request,
-                    &mut apply_to,
-                    recorded_as,
-                )
-                .await?;
-            if created {
-                warnings = first_warnings;
-            }
-            (s, created)
-        }
-        Err(e) => return Err(e),
-    };
+        .await?;
+    if created {
+        warnings = create_warnings;
+    }
     Ok(Reply::Json {
         code: if created { 201 } else { 200 },
         body: encode_secret(&s),
