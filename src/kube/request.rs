@@ -310,30 +310,15 @@ pub fn yaml_to_json(body: &[u8]) -> Result<Vec<u8>, KubeError> {
     serde_json::to_vec(&v).map_err(|e| KubeError::BadRequest(e.to_string()))
 }
 
-/// Deepest nesting of flow collections (`[`, `{`) a YAML body may have, counted over its bytes
-/// (brackets in strings too, so a document within it may be refused, never one beyond it).
-/// Values nest at most 128 deep anyway (the parser's recursion limit), but libyaml's scanner
-/// looks at every open bracket before it gives that error, in time quadratic in their number:
-/// 100,000 took 33 s of CPU, and the body limit allows fifteen times that.
-pub const MAX_YAML_FLOW_DEPTH: usize = 1000;
+pub use crate::manifest::MAX_YAML_FLOW_DEPTH;
 
 /// A YAML body as a JSON value; 400 with `context` before the parser's words (values redacted)
 /// if it is not YAML or nests flow collections deeper than [`MAX_YAML_FLOW_DEPTH`].
 pub fn yaml_value(body: &[u8], context: &str) -> Result<Value, KubeError> {
-    let mut depth = 0usize;
-    for b in body {
-        match b {
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_YAML_FLOW_DEPTH {
-                    return Err(KubeError::BadRequest(format!(
-                        "{context}: yaml: exceeded max depth of {MAX_YAML_FLOW_DEPTH}"
-                    )));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
+    if crate::manifest::too_deep(body).is_some() {
+        return Err(KubeError::BadRequest(format!(
+            "{context}: yaml: exceeded max depth of {MAX_YAML_FLOW_DEPTH}"
+        )));
     }
     serde_yaml_ng::from_slice(body).map_err(|e| {
         KubeError::BadRequest(format!(

@@ -39,6 +39,19 @@ pub fn parse(text: &str, source: &str) -> Result<Vec<Secret>, ManifestError> {
 /// [`parse`], with each Secret's manifest object as written (what kubectl apply records).
 pub fn parse_objects(text: &str, source: &str) -> Result<Vec<(Secret, Value)>, ManifestError> {
     use serde::Deserialize;
+    if let Some(at) = super::too_deep(text.as_bytes()) {
+        // The document it is in: one more than the separators before it.
+        let separators = text[..at]
+            .lines()
+            .skip(1)
+            .filter(|l| l.starts_with("---"))
+            .count();
+        return Err(ManifestError::Syntax {
+            input: source.to_owned(),
+            document: separators + 1,
+            detail: format!("yaml: exceeded max depth of {}", super::MAX_YAML_FLOW_DEPTH),
+        });
+    }
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = Value::deserialize(doc).map_err(|e| ManifestError::Syntax {
@@ -299,5 +312,26 @@ mod tests {
             j.starts_with("{\n    \"apiVersion\": \"v1\",\n    \"data\": {"),
             "{j}"
         );
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    /// Deeply nested flow collections are refused before libyaml's scanner, which takes time
+    /// quadratic in their number, looks at them (the parser's own refusal is "recursion limit
+    /// exceeded", after seconds), naming the document.
+    #[test]
+    fn deeply_nested_manifests_are_refused_before_parsing() {
+        let deep = format!("a: {}", "[".repeat(50_000));
+        let text = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: a}}\n---\n{deep}\n");
+        let err = parse(&text, "deep.yaml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "error parsing deep.yaml (document 2): yaml: exceeded max depth of 1000"
+        );
+        let fine = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+        assert!(crate::manifest::too_deep(fine.as_bytes()).is_none());
     }
 }

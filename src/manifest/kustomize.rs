@@ -293,6 +293,9 @@ pub fn build(dir: &Path) -> Result<Vec<SourcedSecret>, ManifestError> {
     let text = files::read_text(&file)?;
     let value: Value = if text.trim().is_empty() {
         Value::Null
+    } else if super::too_deep(text.as_bytes()).is_some() {
+        let max = super::MAX_YAML_FLOW_DEPTH;
+        return Err(ctx.err("", format!("not valid YAML: exceeded max depth of {max}")));
     } else {
         serde_yaml_ng::from_str(&text).map_err(|e| ctx.err("", format!("not valid YAML: {e}")))?
     };

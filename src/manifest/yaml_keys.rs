@@ -25,6 +25,10 @@ const PARSE_BUDGET: usize = 8 << 20;
 /// (`line 7: key "a" already set in map`), in the order go-yaml reports them. Empty for a body
 /// that is not YAML (the caller reports that).
 pub fn repeated_keys(body: &[u8]) -> Vec<String> {
+    // Refused by the parse that follows, and slow to scan.
+    if super::too_deep(body).is_some() {
+        return Vec::new();
+    }
     let again = || Some(serde_yaml_ng::Deserializer::from_slice(body));
     repeated_in(
         serde_yaml_ng::Deserializer::from_slice(body),
@@ -39,6 +43,9 @@ pub fn repeated_keys(body: &[u8]) -> Vec<String> {
 /// `text`.
 pub fn repeated_keys_by_document(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
+    if super::too_deep(text.as_bytes()).is_some() {
+        return out;
+    }
     for (i, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let again = || serde_yaml_ng::Deserializer::from_str(text).nth(i);
         match repeated_in(document, again, text.len()) {
