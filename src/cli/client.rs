@@ -181,8 +181,16 @@ async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
         )
         .hint("give --as USER with --as-group and --as-uid"));
     }
+    if args.client_cert.is_some() != args.client_key.is_some() {
+        return Err(CliError::new("--client-cert and --client-key go together"));
+    }
     let (channel, shown) = match target(args)? {
         Target::Unix(target) => {
+            if args.client_cert.is_some() {
+                return Err(CliError::new(
+                    "--client-cert and --client-key are for an https:// server: over a Unix socket the server knows the client by its uid",
+                ));
+            }
             let shown = target.to_string();
             let ch = uds::channel(target).await.map_err(|e| {
                 CliError::new(format!(
@@ -228,6 +236,13 @@ async fn channel(args: &ClientArgs) -> Result<(Channel, Bearer), CliError> {
         Some(p) => {
             let raw = crate::seal::read_private_file(p, 1 << 16)?;
             let t = String::from_utf8_lossy(&raw).trim().to_owned();
+            // Never sent without one: the request would go as whoever the socket says.
+            if t.is_empty() {
+                return Err(CliError::new(format!(
+                    "--token-file {}: the file holds no token",
+                    p.display()
+                )));
+            }
             let v: MetadataValue<Ascii> = format!("Bearer {t}").parse().map_err(|_| {
                 CliError::new(format!("--token-file {}: not a valid token", p.display()))
             })?;

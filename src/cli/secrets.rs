@@ -164,7 +164,8 @@ pub(super) struct CreateCommon {
     /// Make the Secret immutable.
     #[arg(long)]
     immutable: bool,
-    /// client: print the object without writing; server: validate on the server.
+    /// client: check here and write nothing (-o prints the object); server: validate on the
+    /// server and write nothing.
     #[arg(long = "dry-run", value_enum, default_value_t = DryRun::None, value_name = "MODE", num_args = 0..=1, default_missing_value = "client")]
     dry_run: DryRun,
     /// Print the created object.
@@ -312,6 +313,10 @@ fn add_key(
 
 /// Reads an env file like kubectl: `KEY=VALUE` lines, `#` comments and blank lines skipped,
 /// a line without `=` is an error.
+/// The keys of an env file, read as kubectl reads one (its `processEnvFileLine`): a UTF-8
+/// byte order mark before the first line and leading white space dropped, blank and `#` lines
+/// skipped, keys held to the environment variable name rule, and a line with no `=` taking its
+/// value from keyward's own environment (empty if unset).
 fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(), CliError> {
     let raw = read_file(path, "--from-env-file")?;
     let text = std::str::from_utf8(&raw).map_err(|_| {
@@ -320,18 +325,23 @@ fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(),
             path.display()
         ))
     })?;
-    for (i, line) in text.lines().enumerate() {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for line in text.lines() {
         let line = line.trim_start();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else {
-            return Err(CliError::plain(format!(
-                "error: --from-env-file: {} line {}: expected KEY=VALUE",
-                path.display(),
-                i + 1
-            )));
+        let (k, v) = match line.split_once('=') {
+            Some((k, v)) => (k, v.to_owned()),
+            None => (line, std::env::var(line).unwrap_or_default()),
         };
+        let errors = crate::projection::env_name_errors(k);
+        if !errors.is_empty() {
+            return Err(CliError::plain(format!(
+                "error: {k:?} is not a valid key name: {}",
+                errors.join(";")
+            )));
+        }
         add_key(data, data_key(k, "--from-env-file")?, bytes(v.as_bytes()))?;
     }
     Ok(())
@@ -364,9 +374,10 @@ fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result
             .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
-            // Like kubectl: regular files only; subdirectories, symlinks to directories and
+            // Like kubectl (its ReadDir does not follow links): regular files only;
+            // subdirectories, symbolic links (which could pull in a file from anywhere) and
             // devices are skipped.
-            if !e.path().is_file() {
+            if !e.file_type().is_ok_and(|t| t.is_file()) {
                 continue;
             }
             let name = data_key(&e.file_name().to_string_lossy(), "--from-file")?;
@@ -535,6 +546,12 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
             type_,
             common,
         } => {
+            // kubectl's check, before any file is read.
+            if !from_env_file.is_empty() && (!from_file.is_empty() || !from_literal.is_empty()) {
+                return Err(CliError::plain(
+                    "error: from-env-file cannot be combined with from-file or from-literal",
+                ));
+            }
             let mut s = new_secret(
                 &name,
                 &common.ns.namespace,
@@ -614,11 +631,8 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
     if common.dry_run == DryRun::Client {
         let mut s = s;
         crate::store::model::normalize(&mut s);
-        return print_object(
-            &s,
-            common.output.or(Some(ObjectOutput::Yaml)),
-            "created (dry run)",
-        );
+        // As kubectl: without -o, only what would be done (never the values on a terminal).
+        return print_object(&s, common.output, "created (dry run)");
     }
     let dry = common.dry_run == DryRun::Server;
     let made = rt()?.block_on(async {
@@ -714,14 +728,15 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             "error: --key needs exactly one Secret name",
         ));
     }
-    if a.watch && !names.is_empty() && a.selector.is_some() {
+    // kubectl's rules and words: names select by themselves, in one namespace.
+    if !names.is_empty() && (a.selector.is_some() || a.field_selector.is_some()) {
         return Err(CliError::plain(
-            "error: --selector cannot be combined with names",
+            "error: name cannot be provided when a selector is specified",
         ));
     }
-    if !names.is_empty() && a.field_selector.is_some() {
+    if !names.is_empty() && a.all_namespaces {
         return Err(CliError::plain(
-            "error: --field-selector cannot be combined with names",
+            "error: a resource cannot be retrieved by name across all namespaces",
         ));
     }
     let ns = a.ns.namespace.clone();

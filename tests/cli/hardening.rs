@@ -847,3 +847,41 @@ fn a_closed_stdout_pipe_is_an_error_not_a_panic() {
         "error: cannot write to stdout: Broken pipe (os error 32)\n"
     );
 }
+
+/// Credentials the client was told to use are used or refused, never dropped: an empty token
+/// file would have sent the request as whoever the socket says (the admin, for the user who
+/// started `keyward dev`), and a client certificate means nothing over a Unix socket.
+#[test]
+fn credentials_given_are_never_silently_dropped() {
+    let dev = crate::support::DevServer::start();
+    let empty = dev.path("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token = format!("--token-file={}", empty.display());
+    let (code, out, err) = dev.kw(&["get", "secrets", &token]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (
+            1,
+            "",
+            format!(
+                "error: --token-file {}: the file holds no token\n",
+                empty.display()
+            )
+            .as_str()
+        )
+    );
+    let cert = format!("--client-cert={}", empty.display());
+    let key = format!("--client-key={}", empty.display());
+    let (code, _, err) = dev.kw(&["get", "secrets", &cert]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "error: --client-cert and --client-key go together\n")
+    );
+    let (code, _, err) = dev.kw(&["get", "secrets", &cert, &key]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.starts_with("error: --client-cert and --client-key are for an https:// server"),
+        "{err}"
+    );
+}

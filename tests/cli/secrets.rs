@@ -38,9 +38,18 @@ fn create_generic_get_describe_delete() {
         "generic",
         "files",
         &format!("--from-file={}", dev.path("dir").display()),
-        &format!("--from-env-file={}", dev.path("app.env").display()),
         "-n",
         "team",
+    ]);
+    // (kubectl refuses --from-env-file with --from-file or --from-literal.)
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "envs",
+        &format!("--from-env-file={}", dev.path("app.env").display()),
+        "-n",
+        "other",
     ]);
 
     let (code, out, err) = dev.kw(&["get", "secrets"]);
@@ -57,7 +66,8 @@ fn create_generic_get_describe_delete() {
             .starts_with("NAMESPACE   NAME    TYPE     DATA   AGE"),
         "{out}"
     );
-    assert!(out.contains("team        files   Opaque   4"), "{out}");
+    assert!(out.contains("team        files   Opaque   2"), "{out}");
+    assert!(out.contains("other       envs    Opaque   2"), "{out}");
     let wide = dev.ok(&["get", "secret", "db", "-o", "wide"]);
     assert!(
         wide.starts_with("NAME   TYPE     DATA   AGE")
@@ -88,7 +98,7 @@ fn create_generic_get_describe_delete() {
         "hh"
     );
     assert_eq!(
-        dev.ok(&["get", "secret", "files", "-n", "team", "--key", "URL"]),
+        dev.ok(&["get", "secret", "envs", "-n", "other", "--key", "URL"]),
         "https://x?a=b"
     );
 
@@ -601,4 +611,130 @@ fn get_lists_in_chunks_like_one_request() {
     assert_eq!(names.lines().count(), 8, "{names}");
     let (code, _, err) = dev.kw(&["get", "secrets", "--chunk-size=-1"]);
     assert!(code != 0 && err.contains("--chunk-size"), "{err}");
+}
+
+/// Names select by themselves, in one namespace: with a label or field selector, or with `-A`,
+/// `get` refuses as kubectl does (a selector that matched nothing read as "it exists" before).
+#[test]
+fn get_by_name_refuses_selectors_and_all_namespaces() {
+    let dev = Dev::start();
+    dev.ok(&["create", "secret", "generic", "named", "--from-literal=k=v"]);
+    for (args, words) in [
+        (
+            &["-l", "team=x"][..],
+            "name cannot be provided when a selector is specified",
+        ),
+        (
+            &["--field-selector", "metadata.name=x"][..],
+            "name cannot be provided when a selector is specified",
+        ),
+        (
+            &["-l", "team=x", "-w"][..],
+            "name cannot be provided when a selector is specified",
+        ),
+        (
+            &["-A"][..],
+            "a resource cannot be retrieved by name across all namespaces",
+        ),
+        (
+            &["-A", "-l", "team=x"][..],
+            "name cannot be provided when a selector is specified",
+        ),
+    ] {
+        let (code, out, err) = dev.kw(&[&["get", "secret", "named"], args].concat());
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert_eq!(err.trim(), format!("error: {words}"), "{args:?}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+}
+
+/// `--from-env-file` as kubectl reads it (`processEnvFileLine`), and its other rules: a byte
+/// order mark dropped, keys held to the environment variable name rule, a bare key taking its
+/// value from the environment, no mixing with `--from-file` or `--from-literal`; and a client
+/// dry run without `-o` says what it would do, never printing the values.
+#[test]
+fn env_files_and_client_dry_runs_as_kubectl() {
+    let dev = Dev::start();
+    let data = |file: &str, text: &[u8]| {
+        fs::write(dev.path(file), text).unwrap();
+        let flag = format!("--from-env-file={}", dev.path(file).display());
+        let args = [
+            "create",
+            "secret",
+            "generic",
+            "e",
+            &flag,
+            "--dry-run=client",
+            "-o",
+            "json",
+        ];
+        let (code, out, err) = dev.command(&args, &[("FROM_ENV", "v")], None);
+        match code {
+            0 => Ok(serde_json::from_str::<serde_json::Value>(&out).unwrap()["data"].clone()),
+            _ => Err(err),
+        }
+    };
+    assert_eq!(
+        data(
+            "bom.env",
+            b"\xef\xbb\xbfA=bom\n  B=x \n#c\n\nC=\nFROM_ENV\nUNSET_HERE\n"
+        )
+        .unwrap(),
+        serde_json::json!({"A": "Ym9t", "B": "eCA=", "C": "", "FROM_ENV": "dg==", "UNSET_HERE": ""})
+    );
+    assert_eq!(
+        data("digit.env", b"1A=x\n").unwrap_err(),
+        "error: \"1A\" is not a valid key name: a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')\n"
+    );
+    assert!(data("space.env", b"B =x\n")
+        .unwrap_err()
+        .starts_with("error: \"B \" is not a valid key name"));
+    let flag = format!("--from-env-file={}", dev.path("bom.env").display());
+    let (code, out, err) = dev.kw(&[
+        "create",
+        "secret",
+        "generic",
+        "e",
+        &flag,
+        "--from-literal=a=b",
+    ]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (
+            1,
+            "",
+            "error: from-env-file cannot be combined with from-file or from-literal\n"
+        )
+    );
+    let (code, out, err) = dev.kw(&[
+        "create",
+        "secret",
+        "generic",
+        "dr",
+        "--from-literal=password=hunter2",
+        "--dry-run=client",
+    ]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "secret/dr created (dry run)\n", "")
+    );
+    assert_eq!(dev.kw(&["get", "secret", "dr"]).0, 1, "nothing written");
+    // A directory's regular files only: a symbolic link in it (to a file anywhere) is skipped.
+    fs::create_dir(dev.path("keys")).unwrap();
+    fs::write(dev.path("keys/config"), "ok").unwrap();
+    fs::write(dev.path("outside"), "not for the Secret").unwrap();
+    std::os::unix::fs::symlink(dev.path("outside"), dev.path("keys/stolen")).unwrap();
+    let flag = format!("--from-file={}", dev.path("keys").display());
+    let out = dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "d",
+        &flag,
+        "--dry-run=client",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data"], serde_json::json!({"config": "b2s="}));
 }
