@@ -176,21 +176,24 @@ fn parse_item(s: &str) -> Result<Item, String> {
     const FORM: &str = "expected KEY=PATH or KEY=PATH:MODE, e.g. tls.crt=certs/server.crt:0400";
     let (key, rest) = s.split_once('=').ok_or(FORM)?;
     let key = DataKey::parse("KEY", key).map_err(|e| format!("{FORM}: {e}"))?;
-    // What follows the last colon is the mode when it is empty or a number (`0o` octal and
-    // negative ones included, to be refused); any other colon belongs to the path.
+    // What follows the last colon is the mode when it is empty or looks meant as one (to be
+    // refused unless it is an octal mode): a number in any form, typos such as `O400` or
+    // `0640x`, or a symbolic mode such as `rw` or `u=rw`. Any other colon belongs to the path.
+    let meant_as_mode = |m: &str| {
+        let symbolic = m.bytes().all(|c| b"rwxXstugoa+=-,".contains(&c));
+        let numeric = m
+            .bytes()
+            .next()
+            .is_some_and(|c| b"0123456789oO+-".contains(&c))
+            && m.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'+');
+        symbolic || numeric
+    };
     let (path, mode) = match rest.rsplit_once(':') {
-        Some((p, m))
-            if m.strip_prefix("0o")
-                .or_else(|| m.strip_prefix('-'))
-                .unwrap_or(m)
-                .bytes()
-                .all(|c| c.is_ascii_digit()) =>
-        {
-            (
-                p,
-                Some(parse_mode(m).map_err(|e| format!("{FORM}: MODE {m:?}: {e}"))?),
-            )
-        }
+        Some((p, m)) if meant_as_mode(m) => (
+            p,
+            Some(parse_mode(m).map_err(|e| format!("{FORM}: MODE {m:?}: {e}"))?),
+        ),
         _ => (rest, None),
     };
     Item::new(key, path, mode).map_err(|e| format!("{FORM}: {e}"))
@@ -782,6 +785,8 @@ mod tests {
         );
         let i = parse_item("k=a:b").unwrap();
         assert_eq!((i.path(), i.mode()), (Path::new("a:b"), None));
+        let i = parse_item("k=dump:v2").unwrap();
+        assert_eq!((i.path(), i.mode()), (Path::new("dump:v2"), None));
         assert_eq!(parse_item(".env=.env").unwrap().path(), Path::new(".env"));
         for bad in [
             "k",
@@ -799,6 +804,12 @@ mod tests {
             "k=p:-1",
             "k=p:",
             "..k=p",
+            // Modes mistyped: refused, not taken as part of the file's name.
+            "k=p:O400",
+            "k=p:0x1ff",
+            "k=p:0640x",
+            "k=p:rw",
+            "k=p:u=rw",
         ] {
             assert!(parse_item(bad).is_err(), "{bad}");
         }
