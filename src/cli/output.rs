@@ -10,6 +10,39 @@ pub(super) fn table(rows: &[Vec<String>]) -> String {
     columns(rows, 3, &[])
 }
 
+/// A table printed a block of rows at a time, as kubectl prints `get -w`: each column as wide
+/// as its widest cell so far (a new row may widen it for itself and the rows after, never for
+/// the rows already printed), three spaces apart; the header is printed with the first rows.
+#[derive(Debug, Default)]
+pub(super) struct GrowingTable {
+    widths: Vec<usize>,
+    header: Option<Vec<String>>,
+}
+
+impl GrowingTable {
+    /// A table whose first block starts with `header`.
+    pub(super) fn new(header: Vec<String>) -> Self {
+        GrowingTable {
+            widths: header.iter().map(String::len).collect(),
+            header: Some(header),
+        }
+    }
+
+    /// The lines of `rows` (after the header, the first time).
+    pub(super) fn block(&mut self, rows: Vec<Vec<String>>) -> String {
+        let rows: Vec<Vec<String>> = self.header.take().into_iter().chain(rows).collect();
+        for r in &rows {
+            for (c, cell) in r.iter().enumerate() {
+                match self.widths.get_mut(c) {
+                    Some(w) => *w = (*w).max(cell.len()),
+                    None => self.widths.push(cell.len()),
+                }
+            }
+        }
+        columns(&rows, 3, &self.widths)
+    }
+}
+
 /// Rows in columns `gap` spaces apart, column `i` at least `min_widths[i]` wide (the widest
 /// cell otherwise); the last column is not padded, lines carry no trailing blanks and each ends
 /// in a newline.

@@ -199,6 +199,9 @@ pub(super) struct GetArgs {
     /// After listing, stream changes.
     #[arg(short = 'w', long)]
     watch: bool,
+    /// With --watch, print each change's type (ADDED, MODIFIED, DELETED) in an EVENT column.
+    #[arg(long, requires = "watch")]
+    output_watch_events: bool,
     /// Print one decoded value raw (for scripts), e.g. --key password.
     #[arg(long, value_name = "KEY", conflicts_with_all = ["output", "watch"])]
     key: Option<DataKey>,
@@ -804,6 +807,23 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         // ones, then each event's (YAML documents separated by `---`).
         let documents = a.watch && matches!(a.output, Some(GetOutput::Yaml | GetOutput::Json));
         let mut printed = 0usize;
+        // Tables: the rows of a watch's events line up with those before them, as kubectl's;
+        // with --output-watch-events each row starts with its event's type.
+        let wide = a.output == Some(GetOutput::Wide);
+        let events = a.output_watch_events;
+        let mut head = header(a.all_namespaces, wide);
+        if events {
+            // kubectl sizes the column for MODIFIED from the start.
+            head.insert(0, format!("{:<8}", "EVENT"));
+        }
+        let mut growing = super::output::GrowingTable::new(head);
+        let watch_row = |s: &Secret, kind: &str, now: SystemTime| {
+            let mut r = row(s, a.all_namespaces, wide, now);
+            if events {
+                r.insert(0, kind.to_owned());
+            }
+            r
+        };
         match a.output {
             _ if documents => {
                 for s in &items {
@@ -820,7 +840,6 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                 }
             }
             Some(GetOutput::Wide) | None => {
-                let wide = a.output == Some(GetOutput::Wide);
                 if items.is_empty() && !a.watch {
                     if a.all_namespaces {
                         eprintln!("No resources found");
@@ -828,9 +847,8 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                         eprintln!("No resources found in {ns} namespace.");
                     }
                 } else if !items.is_empty() {
-                    let mut rows = vec![header(a.all_namespaces, wide)];
-                    rows.extend(items.iter().map(|s| row(s, a.all_namespaces, wide, now)));
-                    print!("{}", table(&rows));
+                    let rows = items.iter().map(|s| watch_row(s, "ADDED", now)).collect();
+                    print!("{}", growing.block(rows));
                 }
             }
         }
@@ -877,16 +895,10 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                         print_document(&s, a.output, &mut printed)
                     }
                     Some(GetOutput::Name) => println!("secret/{}", s.metadata.name),
-                    _ => {
-                        let mut r = row(
-                            &s,
-                            a.all_namespaces,
-                            a.output == Some(GetOutput::Wide),
-                            SystemTime::now(),
-                        );
-                        r.insert(0, ev.r#type.clone());
-                        println!("{}", r.join("   "));
-                    }
+                    _ => print!(
+                        "{}",
+                        growing.block(vec![watch_row(&s, &ev.r#type, SystemTime::now())])
+                    ),
                 }
                 let _ = std::io::stdout().flush();
             }

@@ -620,3 +620,117 @@ fn kubectl_sends_what_keyward_applies() {
         want["metadata"]["annotations"]
     );
 }
+
+/// `keyward get secrets -w` prints what `kubectl get secrets -w` prints, with and without
+/// `--output-watch-events`: the table's rows, each change's row lined up with the ones before
+/// it (columns widen for a longer name, never shrink), no event type unless asked. Both watch
+/// the same store at once; only AGE (the last column, which could tick between the two) is
+/// left out of the comparison.
+#[test]
+fn get_watch_prints_kubectls_rows() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+    let dev = DevServer::start();
+    let kubectl = kubectls().pop().unwrap();
+    dev.ok(&["create", "secret", "generic", "short", "--from-literal=a=b"]);
+    for (round, events) in [(0, false), (1, true)] {
+        let extra: &[&str] = if events {
+            &["--output-watch-events"]
+        } else {
+            &[]
+        };
+        let kubeconfig = dev.kubeconfig();
+        let mut kc = Command::new(&kubectl)
+            .args(
+                [
+                    &[
+                        "--kubeconfig",
+                        kubeconfig.to_str().unwrap(),
+                        "get",
+                        "secrets",
+                        "-w",
+                    ],
+                    extra,
+                ]
+                .concat(),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut kw = crate::support::binary::command(
+            &[&["get", "secrets", "-w", "--server", &dev.server], extra].concat(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        // A watcher that prints less than expected is stopped after a minute: the read then
+        // ends and the test fails instead of waiting forever.
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let pids = [kc.id(), kw.id()];
+        let watchdog = std::thread::spawn(move || {
+            if finished
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .is_err()
+            {
+                for pid in pids {
+                    let _ = Command::new("kill").arg(pid.to_string()).status();
+                }
+            }
+        });
+        let mut kc_lines = BufReader::new(kc.stdout.take().unwrap()).lines();
+        let mut kw_lines = BufReader::new(kw.stdout.take().unwrap()).lines();
+        let mut read = |n: usize| -> (Vec<String>, Vec<String>) {
+            let take = |it: &mut dyn Iterator<Item = std::io::Result<String>>| {
+                (0..n)
+                    .map(|_| it.next().unwrap().unwrap())
+                    .collect::<Vec<_>>()
+            };
+            (take(&mut kc_lines), take(&mut kw_lines))
+        };
+        // The list first (header and the rows there are), then each change.
+        let mut seen = read(2 + round);
+        let long = format!("a-much-longer-name-{round}");
+        dev.ok(&["create", "secret", "generic", &long, "--from-literal=a=b"]);
+        let more = read(1);
+        seen.0.extend(more.0);
+        seen.1.extend(more.1);
+        let labelled = Command::new(&kubectl)
+            .args([
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "label",
+                "secret",
+                "short",
+            ])
+            .arg(format!("round{round}=x"))
+            .output()
+            .unwrap();
+        assert!(labelled.status.success(), "{labelled:?}");
+        let more = read(1);
+        seen.0.extend(more.0);
+        seen.1.extend(more.1);
+        let _ = done.send(());
+        let _ = watchdog.join();
+        let _ = kc.kill();
+        let _ = kw.kill();
+        let _ = (kc.wait(), kw.wait());
+        let without_age = |lines: &[String]| -> Vec<String> {
+            lines
+                .iter()
+                .map(|l| {
+                    l.rsplit_once("   ")
+                        .map_or(l.as_str(), |(rest, _)| rest)
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(
+            without_age(&seen.1),
+            without_age(&seen.0),
+            "events {events}: {seen:?}"
+        );
+        assert_eq!(seen.1[0].starts_with("EVENT"), events);
+    }
+}
