@@ -744,6 +744,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     }
     let ns = a.ns.namespace.clone();
     let mut undecryptable = 0;
+    let mut failed: Vec<CliError> = Vec::new();
     rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         let (items, rv) = if names.is_empty() {
@@ -781,9 +782,19 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             }
             (items, rv)
         } else {
+            // As kubectl: every name is read; what was found is printed, then the errors.
             let mut items = Vec::new();
             for n in &names {
-                items.push(get_one(&mut c, &ns, n).await?);
+                match get_one(&mut c, &ns, n).await {
+                    Ok(s) => items.push(s),
+                    Err(e) => failed.push(e),
+                }
+            }
+            if items.is_empty() {
+                if let Some(last) = failed.pop() {
+                    failed.iter().for_each(CliError::print);
+                    return Err(last);
+                }
             }
             (items, String::new())
         };
@@ -851,6 +862,11 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     print!("{}", growing.block(rows));
                 }
             }
+        }
+        if let Some(last) = failed.pop() {
+            let _ = std::io::stdout().flush();
+            failed.iter().for_each(CliError::print);
+            return Err(last);
         }
         if a.watch {
             // The newest of the named Secrets' versions (numerically: "10" is after "9").

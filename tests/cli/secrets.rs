@@ -646,6 +646,17 @@ fn get_by_name_refuses_selectors_and_all_namespaces() {
         assert_eq!(err.trim(), format!("error: {words}"), "{args:?}");
         assert!(out.is_empty(), "{args:?}: {out}");
     }
+    // Several names, some missing: what was found is printed, then an error for each missing
+    // one (kubectl's output), and the exit code is 1.
+    let (code, out, err) = dev.kw(&["get", "secrets", "gone", "named", "missing", "-o", "name"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (
+            1,
+            "secret/named\n",
+            "Error from server (NotFound): secrets \"gone\" not found\nError from server (NotFound): secrets \"missing\" not found\n"
+        )
+    );
 }
 
 /// `--from-env-file` as kubectl reads it (`processEnvFileLine`), and its other rules: a byte
