@@ -954,16 +954,18 @@ fn print_document(s: &Secret, output: Option<GetOutput>, printed: &mut usize) {
     *printed += 1;
 }
 
-fn kv_lines(m: &BTreeMap<String, String>) -> String {
+/// Labels (`sep` "=") or annotations (`sep` ": ") as kubectl's describe prints them: one per
+/// line, the lines after the first lined up under it.
+fn kv_lines(m: &BTreeMap<String, String>, sep: &str) -> String {
     if m.is_empty() {
         return "<none>\n".into();
     }
     let mut out = String::new();
     for (i, (k, v)) in m.iter().enumerate() {
         if i > 0 {
-            out.push_str(&" ".repeat(13));
+            out.push_str(&" ".repeat(14));
         }
-        let _ = writeln!(out, "{k}={v}");
+        let _ = writeln!(out, "{k}{sep}{v}");
     }
     out
 }
@@ -973,20 +975,24 @@ pub(super) fn describe_text(s: &Secret) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Name:         {}", s.metadata.name);
     let _ = writeln!(out, "Namespace:    {}", s.metadata.namespace);
-    let _ = write!(out, "Labels:       {}", kv_lines(&s.metadata.labels));
+    let _ = write!(out, "Labels:       {}", kv_lines(&s.metadata.labels, "="));
     // As kubectl's describe, without the last-applied annotation (it holds the values of a
     // manifest's stringData in clear).
     let mut annotations = s.metadata.annotations.clone();
     annotations.remove(crate::manifest::last_applied::ANNOTATION);
-    let _ = write!(out, "Annotations:  {}", kv_lines(&annotations));
+    let _ = write!(out, "Annotations:  {}", kv_lines(&annotations, ": "));
     let _ = writeln!(out, "\nType:  {}", s.type_);
     if s.is_immutable() {
         let _ = writeln!(out, "Immutable:  true");
     }
     let _ = writeln!(out, "\nData\n====");
-    for (k, v) in &s.data {
-        let _ = writeln!(out, "{k}:  {} bytes", v.as_slice().len());
-    }
+    // kubectl's tabwriter: the sizes lined up two spaces after the longest key.
+    let rows: Vec<Vec<String>> = s
+        .data
+        .iter()
+        .map(|(k, v)| vec![format!("{k}:"), format!("{} bytes", v.as_slice().len())])
+        .collect();
+    out.push_str(&super::output::columns(&rows, 2, &[]));
     out
 }
 

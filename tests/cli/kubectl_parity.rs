@@ -734,3 +734,34 @@ fn get_watch_prints_kubectls_rows() {
         assert_eq!(seen.1[0].starts_with("EVENT"), events);
     }
 }
+
+/// `keyward describe secret` prints kubectl's describe text: labels as `k=v` and annotations as
+/// `k: v`, the lines after the first lined up under it, the data's sizes, never its values.
+#[test]
+fn describe_is_kubectls_text() {
+    let dev = DevServer::start();
+    let kubeconfig = dev.kubeconfig();
+    dev.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "desc",
+        "--from-literal=a=secret-value",
+        "--from-literal=bb=x",
+    ]);
+    let kubectl = |args: &[&str]| {
+        let out = Command::new(kubectls().pop().unwrap())
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    kubectl(&["label", "secret", "desc", "app=web", "tier=front"]);
+    kubectl(&["annotate", "secret", "desc", "note=hello", "owner=team a"]);
+    let want = kubectl(&["describe", "secret", "desc"]);
+    let got = dev.ok(&["describe", "secret", "desc"]);
+    assert_eq!(got, want);
+    assert!(!got.contains("secret-value"));
+}
