@@ -105,7 +105,7 @@ impl Reason {
     pub fn status(self, code: Code, message: impl Into<String>) -> Status {
         let mut metadata = MetadataMap::new();
         metadata.insert(REASON_KEY, MetadataValue::from_static(self.as_str()));
-        Status::with_metadata(code, message, metadata)
+        Status::with_metadata(code, capped(message.into()), metadata)
     }
 
     /// The reason `status` carries; `None` when it carries none (a server that does not set it,
@@ -114,6 +114,25 @@ impl Reason {
         let value = status.metadata().get(REASON_KEY)?.to_str().ok()?;
         Reason::parse(value)
     }
+}
+
+/// The most of a message a status carries (in the `grpc-message` header): a request naming a
+/// Secret by 100 KB made a message that clients' HTTP/2 header limits (16 KiB by default)
+/// refused, so the caller saw a broken connection instead of the error.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// `message`, cut at [`MAX_MESSAGE_BYTES`] (on a character boundary) with a note of its size.
+fn capped(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let total = message.len();
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str(&format!("... (message of {total} bytes cut)"));
+    }
+    message
 }
 
 /// A malformed request: `InvalidArgument` with [`Reason::BadRequest`].
@@ -130,6 +149,26 @@ impl std::fmt::Display for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_messages_are_cut_to_fit_a_header() {
+        let long = format!(
+            "secrets \"{}é\" not found",
+            "a".repeat(MAX_MESSAGE_BYTES - 10)
+        );
+        let s = Reason::NotFound.status(Code::NotFound, long.clone());
+        assert!(
+            s.message().len() < MAX_MESSAGE_BYTES + 40,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().starts_with(&long[..MAX_MESSAGE_BYTES - 1]));
+        assert!(s
+            .message()
+            .ends_with(&format!("... (message of {} bytes cut)", long.len())));
+        let short = Reason::NotFound.status(Code::NotFound, "secrets \"a\" not found");
+        assert_eq!(short.message(), "secrets \"a\" not found");
+    }
 
     #[test]
     fn every_reason_round_trips_through_a_status() {
