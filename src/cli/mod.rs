@@ -39,6 +39,7 @@ mod raw;
 mod seal;
 mod secrets;
 mod server;
+mod sources;
 mod store;
 
 pub use error::CliError;

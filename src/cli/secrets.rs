@@ -6,13 +6,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use super::client::{self, Client, ClientArgs};
 use super::output::{age, table};
+use super::sources::{
+    add_from_file, add_key, bytes, check_tls_pair, data_key, docker_config_json, env_file,
+    new_secret, read_file,
+};
 use super::CliError;
 use crate::api::{secret_from_pb, secret_to_pb};
 use crate::backend::Revision;
@@ -214,10 +216,10 @@ pub(super) struct GetArgs {
 /// `keyward describe|edit|history secret NAME`.
 #[derive(Debug, Args)]
 pub(super) struct OneSecret {
-    /// `secret`.
+    /// `secret` (then NAME), or `secret/NAME`.
     resource: String,
     /// Name.
-    name: String,
+    name: Option<String>,
     #[command(flatten)]
     ns: Namespace,
 }
@@ -225,10 +227,9 @@ pub(super) struct OneSecret {
 /// `keyward delete secret NAME...`.
 #[derive(Debug, Args)]
 pub(super) struct DeleteArgs {
-    /// `secret` or `secrets`.
+    /// `secret` or `secrets` (then NAME...), or `secret/NAME...`.
     resource: String,
     /// Names.
-    #[arg(required = true)]
     names: Vec<String>,
     #[command(flatten)]
     ns: Namespace,
@@ -245,10 +246,10 @@ pub(super) struct DeleteArgs {
 /// `keyward rollback secret NAME --to-revision N`.
 #[derive(Debug, Args)]
 pub(super) struct RollbackArgs {
-    /// `secret`.
+    /// `secret` (then NAME), or `secret/NAME`.
     resource: String,
     /// Name.
-    name: String,
+    name: Option<String>,
     #[command(flatten)]
     ns: Namespace,
     /// The revision whose content to restore (see `keyward history secret NAME`).
@@ -272,6 +273,41 @@ fn resource_is_secret(r: &str, allow_slash: bool) -> Result<Option<String>, CliE
     }
 }
 
+/// The names a command's arguments give: `secret NAME...` or `secret/NAME...` (every argument
+/// in that form: kubectl's rule and words).
+fn names_of(resource: &str, rest: &[String]) -> Result<Vec<String>, CliError> {
+    match resource_is_secret(resource, true)? {
+        Some(first) => {
+            let mut names = vec![first];
+            for n in rest {
+                if !n.contains('/') {
+                    return Err(mixed_forms());
+                }
+                names.extend(resource_is_secret(n, true)?);
+            }
+            Ok(names)
+        }
+        None if rest.iter().any(|n| n.contains('/')) => Err(mixed_forms()),
+        None => Ok(rest.to_vec()),
+    }
+}
+
+/// The one name a command's arguments give (`secret NAME` or `secret/NAME`).
+fn one_name(resource: &str, name: Option<&String>) -> Result<String, CliError> {
+    let name: Vec<String> = name.cloned().into_iter().collect();
+    let mut names = names_of(resource, &name)?;
+    match (names.pop(), names.is_empty()) {
+        (Some(n), true) => Ok(n),
+        (Some(_), false) => Err(CliError::new("one Secret name is expected")),
+        (None, _) => Err(no_name()),
+    }
+}
+
+/// kubectl's error for a command given a type and no name.
+fn no_name() -> CliError {
+    CliError::new("resource(s) were provided, but no name was specified")
+}
+
 /// kubectl's error for a type given both as an argument and in `type/name` form.
 fn mixed_forms() -> CliError {
     CliError::new("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'keyward get resource/<resource_name>' instead of 'keyward get resource resource/<resource_name>'")
@@ -279,259 +315,6 @@ fn mixed_forms() -> CliError {
 
 fn rt() -> Result<tokio::runtime::Runtime, CliError> {
     super::process::runtime()
-}
-
-fn bytes(v: &[u8]) -> SecretBytes {
-    SecretBytes::new(v.to_vec())
-}
-
-fn read_file(path: &Path, flag: &str) -> Result<Zeroizing<Vec<u8>>, CliError> {
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|e| CliError::plain(format!("error: {flag}: {}: {e}", path.display())))
-}
-
-/// A key given through `flag`, as a data key.
-fn data_key(k: &str, flag: &str) -> Result<DataKey, CliError> {
-    DataKey::try_from(k).map_err(|e| CliError::plain(format!("error: {flag}: {e}")))
-}
-
-/// Adds `key` to `data`, refusing a key given twice (kubectl's words).
-fn add_key(
-    data: &mut BTreeMap<String, SecretBytes>,
-    key: DataKey,
-    value: SecretBytes,
-) -> Result<(), CliError> {
-    match data.entry(key.into_string()) {
-        std::collections::btree_map::Entry::Occupied(e) => Err(CliError::new(format!(
-            "cannot add key {}, another key by that name already exists",
-            e.key()
-        ))),
-        std::collections::btree_map::Entry::Vacant(e) => {
-            e.insert(value);
-            Ok(())
-        }
-    }
-}
-
-/// Reads an env file like kubectl: `KEY=VALUE` lines, `#` comments and blank lines skipped,
-/// a line without `=` is an error.
-/// The keys of an env file, read as kubectl reads one (its `processEnvFileLine`): a UTF-8
-/// byte order mark before the first line and leading white space dropped, blank and `#` lines
-/// skipped, keys held to the environment variable name rule, and a line with no `=` taking its
-/// value from keyward's own environment (empty if unset).
-fn env_file(path: &Path, data: &mut BTreeMap<String, SecretBytes>) -> Result<(), CliError> {
-    let raw = read_file(path, "--from-env-file")?;
-    let text = std::str::from_utf8(&raw).map_err(|_| {
-        CliError::plain(format!(
-            "error: --from-env-file: {} is not UTF-8",
-            path.display()
-        ))
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for line in text.lines() {
-        let line = line.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (k, v) = match line.split_once('=') {
-            Some((k, v)) => (k, v.to_owned()),
-            None => (line, std::env::var(line).unwrap_or_default()),
-        };
-        let errors = crate::projection::env_name_errors(k);
-        if !errors.is_empty() {
-            return Err(CliError::plain(format!(
-                "error: {k:?} is not a valid key name: {}",
-                errors.join(";")
-            )));
-        }
-        add_key(data, data_key(k, "--from-env-file")?, bytes(v.as_bytes()))?;
-    }
-    Ok(())
-}
-
-fn add_from_file(spec: &str, data: &mut BTreeMap<String, SecretBytes>) -> Result<(), CliError> {
-    // kubectl's `ParseFileSource`, its rules and words.
-    let refuse = |m: String| Err(CliError::new(format!("--from-file: {m}")));
-    let (key, path) = match spec.split_once('=') {
-        None => (None, Path::new(spec)),
-        Some((_, p)) if p.contains('=') => {
-            return refuse("key names or file paths cannot contain '='".into())
-        }
-        Some(("", p)) => return refuse(format!("key name for file path {p} missing")),
-        Some((k, "")) => return refuse(format!("file path for key name {k} missing")),
-        Some((k, p)) => (Some(k), Path::new(p)),
-    };
-    let meta = std::fs::metadata(path)
-        .map_err(|e| CliError::plain(format!("error: --from-file: {}: {e}", path.display())))?;
-    if meta.is_dir() {
-        if key.is_some() {
-            return Err(CliError::plain(format!(
-                "error: --from-file: cannot give a key name for a directory ({})",
-                path.display()
-            )));
-        }
-        let mut entries: Vec<_> = std::fs::read_dir(path)
-            .map_err(|e| CliError::plain(format!("error: --from-file: {}: {e}", path.display())))?
-            .filter_map(Result::ok)
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            // Like kubectl (its ReadDir does not follow links): regular files only;
-            // subdirectories, symbolic links (which could pull in a file from anywhere) and
-            // devices are skipped.
-            if !e.file_type().is_ok_and(|t| t.is_file()) {
-                continue;
-            }
-            let name = data_key(&e.file_name().to_string_lossy(), "--from-file")?;
-            add_key(
-                data,
-                name,
-                SecretBytes(read_file(&e.path(), "--from-file")?),
-            )?;
-        }
-        return Ok(());
-    }
-    let key = match key {
-        Some(k) => k.to_owned(),
-        None => path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| {
-                CliError::plain(format!("error: --from-file: {spec:?} names no file"))
-            })?,
-    };
-    let key = data_key(&key, "--from-file")?;
-    add_key(data, key, SecretBytes(read_file(path, "--from-file")?))
-}
-
-fn new_secret(name: &str, ns: &names::Namespace, type_: &str, immutable: bool) -> Secret {
-    let mut s = Secret::default();
-    s.metadata.name = name.to_owned();
-    s.metadata.namespace = ns.to_string();
-    s.type_ = type_.to_owned();
-    if immutable {
-        s.immutable = Some(true);
-    }
-    s
-}
-
-/// The `.dockerconfigjson` kubectl writes: `{"auths":{SERVER:{username,password,email,auth}}}`
-/// with `auth` = base64(user:password).
-pub(super) fn docker_config_json(
-    server: &str,
-    user: &str,
-    password: &str,
-    email: Option<&str>,
-) -> Zeroizing<Vec<u8>> {
-    let mut entry = serde_json::Map::new();
-    entry.insert("username".into(), user.into());
-    entry.insert("password".into(), password.into());
-    if let Some(e) = email {
-        entry.insert("email".into(), e.into());
-    }
-    entry.insert(
-        "auth".into(),
-        B64.encode(format!("{user}:{password}")).into(),
-    );
-    let v = serde_json::json!({ "auths": { server: entry } });
-    Zeroizing::new(serde_json::to_vec(&v).unwrap_or_default())
-}
-
-fn pem_blocks(data: &[u8], what: &str, path: &Path) -> Result<Vec<(String, Vec<u8>)>, CliError> {
-    let text = std::str::from_utf8(data).map_err(|_| {
-        CliError::plain(format!(
-            "error: --{what} {}: not PEM (not text)",
-            path.display()
-        ))
-    })?;
-    let mut out = Vec::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        let Some(label) = line
-            .trim()
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        else {
-            continue;
-        };
-        let mut b64 = String::new();
-        let end = format!("-----END {label}-----");
-        let mut closed = false;
-        for l in lines.by_ref() {
-            if l.trim() == end {
-                closed = true;
-                break;
-            }
-            b64.push_str(l.trim());
-        }
-        let der = B64.decode(&b64).ok().filter(|_| closed).ok_or_else(|| {
-            CliError::plain(format!(
-                "error: --{what} {}: malformed PEM block {label}",
-                path.display()
-            ))
-        })?;
-        out.push((label.to_owned(), der));
-    }
-    if out.is_empty() {
-        return Err(CliError::plain(format!(
-            "error: --{what} {}: no PEM block found",
-            path.display()
-        )));
-    }
-    Ok(out)
-}
-
-/// Checks that `cert` and `key` are PEM and that the key belongs to the certificate (by
-/// building a rustls signing key and comparing public keys).
-fn check_tls_pair(
-    cert: &[u8],
-    key: &[u8],
-    cert_path: &Path,
-    key_path: &Path,
-) -> Result<(), CliError> {
-    let certs = pem_blocks(cert, "cert", cert_path)?;
-    if !certs.iter().any(|(l, _)| l == "CERTIFICATE") {
-        return Err(CliError::plain(format!(
-            "error: --cert {}: no CERTIFICATE block",
-            cert_path.display()
-        )));
-    }
-    let keys = pem_blocks(key, "key", key_path)?;
-    let (label, der) = keys
-        .iter()
-        .find(|(l, _)| l.ends_with("PRIVATE KEY"))
-        .ok_or_else(|| {
-            CliError::plain(format!(
-                "error: --key {}: no PRIVATE KEY block",
-                key_path.display()
-            ))
-        })?;
-    let key_der = match label.as_str() {
-        "PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Pkcs8(der.clone().into()),
-        "RSA PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Pkcs1(der.clone().into()),
-        "EC PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Sec1(der.clone().into()),
-        other => {
-            return Err(CliError::plain(format!(
-                "error: --key {}: unsupported key type {other}",
-                key_path.display()
-            )))
-        }
-    };
-    let provider = rustls::crypto::ring::default_provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| CliError::plain(format!("error: --key {}: {e}", key_path.display())))?;
-    let cert_der = rustls_pki_types::CertificateDer::from(certs[0].1.clone());
-    let certified = rustls::sign::CertifiedKey::new(vec![cert_der], signing);
-    certified.keys_match().map_err(|_| {
-        CliError::plain(format!(
-            "error: tls: private key does not match public key (--cert {}, --key {})",
-            cert_path.display(),
-            key_path.display()
-        ))
-    })
 }
 
 /// `keyward create secret ...`.
@@ -711,21 +494,7 @@ async fn get_one(c: &mut Client, ns: &names::Namespace, name: &str) -> Result<Se
 /// `keyward get secrets|secret NAME...`.
 pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     use std::io::Write as _;
-    let names = match resource_is_secret(&a.resource, true)? {
-        // `secret/a secret/b`: every argument in that form (kubectl's rule and words).
-        Some(first) => {
-            let mut names = vec![first];
-            for n in &a.names {
-                if !n.contains('/') {
-                    return Err(mixed_forms());
-                }
-                names.extend(resource_is_secret(n, true)?);
-            }
-            names
-        }
-        None if a.names.iter().any(|n| n.contains('/')) => return Err(mixed_forms()),
-        None => a.names.clone(),
-    };
+    let names = names_of(&a.resource, &a.names)?;
     if a.key.is_some() && names.len() != 1 {
         return Err(CliError::plain(
             "error: --key needs exactly one Secret name",
@@ -931,10 +700,10 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
 
 /// `keyward describe secret NAME`: metadata and key sizes, never values.
 pub(super) fn describe(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
-    resource_is_secret(&a.resource, false)?;
+    let name = one_name(&a.resource, a.name.as_ref())?;
     let s = rt()?.block_on(async {
         let mut c = client::connect(client).await?;
-        get_one(&mut c, &a.ns.namespace, &a.name).await
+        get_one(&mut c, &a.ns.namespace, &name).await
     })?;
     print!("{}", describe_text(&s));
     Ok(())
@@ -998,11 +767,14 @@ pub(super) fn describe_text(s: &Secret) -> String {
 
 /// `keyward delete secret NAME...`.
 pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError> {
-    resource_is_secret(&a.resource, false)?;
+    let names = names_of(&a.resource, &a.names)?;
+    if names.is_empty() {
+        return Err(no_name());
+    }
     rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         let mut first_err = None;
-        for n in &a.names {
+        for n in &names {
             let res = c
                 .delete(pb::DeleteRequest {
                     namespace: a.ns.namespace.to_string(),
@@ -1031,12 +803,12 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
 
 /// `keyward history secret NAME`.
 pub(super) fn history(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
-    resource_is_secret(&a.resource, false)?;
+    let name = one_name(&a.resource, a.name.as_ref())?;
     let h = rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         c.history(pb::HistoryRequest {
             namespace: a.ns.namespace.to_string(),
-            name: a.name.clone(),
+            name,
         })
         .await
         .map_err(client::server_error)
@@ -1060,12 +832,12 @@ pub(super) fn history(a: OneSecret, client: &ClientArgs) -> Result<(), CliError>
 
 /// `keyward rollback secret NAME --to-revision N`.
 pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliError> {
-    resource_is_secret(&a.resource, false)?;
+    let name = one_name(&a.resource, a.name.as_ref())?;
     let s = rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         c.rollback(pb::RollbackRequest {
             namespace: a.ns.namespace.to_string(),
-            name: a.name.clone(),
+            name: name.clone(),
             to_revision: a.to_revision.get(),
         })
         .await
@@ -1074,37 +846,33 @@ pub(super) fn rollback(a: RollbackArgs, client: &ClientArgs) -> Result<(), CliEr
     let s = s.into_inner();
     let rv = s.metadata.map(|m| m.resource_version).unwrap_or_default();
     println!(
-        "secret/{} rolled back to revision {} (resourceVersion {rv})",
-        a.name, a.to_revision
+        "secret/{name} rolled back to revision {} (resourceVersion {rv})",
+        a.to_revision
     );
     Ok(())
 }
 
-/// `keyward edit secret NAME`: `$EDITOR` (then `$VISUAL`, then `vi`) on the YAML; on an error
+/// `keyward edit secret NAME`: `$KUBE_EDITOR` (then `$EDITOR`, as kubectl, then `$VISUAL`,
+/// then `vi`) on the YAML; on an error
 /// the file is reopened with the error as a comment at the top; an unchanged or empty file
 /// cancels; the update carries the resourceVersion it was edited from. The plaintext file lives
 /// in a private directory on tmpfs when there is one, removed on every way out, signals included.
 pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
-    resource_is_secret(&a.resource, false)?;
+    let name = one_name(&a.resource, a.name.as_ref())?;
     let rt = rt()?;
     let mut c = rt.block_on(client::connect(client))?;
-    let original = rt.block_on(get_one(&mut c, &a.ns.namespace, &a.name))?;
+    let original = rt.block_on(get_one(&mut c, &a.ns.namespace, &name))?;
     let original_yaml = Zeroizing::new(manifest::to_yaml(&original));
-    let editor = std::env::var("EDITOR")
-        .ok()
-        .filter(|e| !e.trim().is_empty())
-        .or_else(|| {
-            std::env::var("VISUAL")
-                .ok()
-                .filter(|e| !e.trim().is_empty())
-        })
+    let editor = ["KUBE_EDITOR", "EDITOR", "VISUAL"]
+        .into_iter()
+        .find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty()))
         .unwrap_or_else(|| "vi".into());
     let dir = super::process::plaintext_temp_dir("keyward-edit-")?;
     let editing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     super::process::remove_on_signal(&rt, dir.path().to_owned(), editing.clone())?;
     let path = dir
         .path()
-        .join(format!("{}-secret-{}.yaml", a.ns.namespace, a.name));
+        .join(format!("{}-secret-{}.yaml", a.ns.namespace, name));
     let header = "# Please edit the object below. Lines beginning with a '#' will be ignored,\n\
                   # and an empty file will abort the edit. If an error occurs while saving this file will be\n\
                   # reopened with the relevant failures.\n#\n";
@@ -1170,7 +938,7 @@ pub(super) fn edit(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
                     }));
                     match res {
                         Ok(_) => {
-                            println!("secret/{} edited", a.name);
+                            println!("secret/{name} edited");
                             return Ok(());
                         }
                         Err(e)

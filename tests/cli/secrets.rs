@@ -751,3 +751,66 @@ fn env_files_and_client_dry_runs_as_kubectl() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["data"], serde_json::json!({"config": "b2s="}));
 }
+
+/// `secret/NAME` works wherever a Secret is named, as in kubectl (describe, history, rollback,
+/// edit, delete), and a type without a name is kubectl's error.
+#[test]
+fn type_slash_name_names_a_secret_everywhere() {
+    let dev = Dev::start();
+    dev.ok(&["create", "secret", "generic", "sl", "--from-literal=a=b"]);
+    assert!(dev
+        .ok(&["describe", "secret/sl"])
+        .starts_with("Name:         sl\n"));
+    let history = dev.ok(&["history", "secrets/sl"]);
+    assert!(
+        history
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("created")),
+        "{history}"
+    );
+    let rev = history
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let editor = dev.path("editor.sh");
+    fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/^  a: .*/  a: Yw==/' \"$1\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, out, err) = dev.command(
+        &["edit", "secret/sl"],
+        &[("KUBE_EDITOR", editor.to_str().unwrap())],
+        None,
+    );
+    assert_eq!((code, out.as_str()), (0, "secret/sl edited\n"), "{err}");
+    assert_eq!(dev.ok(&["get", "secret", "sl", "--key", "a"]), "c");
+    let out = dev.ok(&["rollback", "secret/sl", "--to-revision", &rev]);
+    assert!(
+        out.starts_with("secret/sl rolled back to revision"),
+        "{out}"
+    );
+    assert_eq!(dev.ok(&["get", "secret", "sl", "--key", "a"]), "b");
+    for args in [
+        &["describe", "secret"][..],
+        &["delete", "secrets"],
+        &["history", "secret"],
+    ] {
+        let (code, _, err) = dev.kw(args);
+        assert_eq!(
+            (code, err.as_str()),
+            (
+                1,
+                "error: resource(s) were provided, but no name was specified\n"
+            ),
+            "{args:?}"
+        );
+    }
+    assert_eq!(dev.ok(&["delete", "secret/sl"]), "secret \"sl\" deleted\n");
+}
