@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Store, StoreError, RESOURCE, SERVER_KEYS};
-use crate::backend::{Expect, KeyValue, RangeRequest, Revision, WriteOutcome};
+use crate::backend::{BackendError, Expect, KeyValue, RangeRequest, Revision, WriteOutcome};
 
 /// How one stored object is encrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,9 @@ struct Pager {
     revision: Option<Revision>,
     batch: usize,
     done: bool,
+    /// Whether a page whose revision can no longer be read is read at the current one instead
+    /// (a migration: its rewrites are conditional, so it needs no single snapshot).
+    follows_current: bool,
 }
 
 /// `[start, end)` of every key under `prefix`.
@@ -155,6 +158,7 @@ impl Store {
             revision: None,
             batch: batch.max(1),
             done: false,
+            follows_current: false,
         }
     }
 
@@ -168,15 +172,22 @@ impl Store {
     /// Reads the pager's next page, even when it is done (an empty page then), and the
     /// revision every page is read at (fixed by the first read).
     async fn read_page(&self, p: &mut Pager) -> Result<(Vec<KeyValue>, Revision), StoreError> {
-        let resp = self
-            .backend
-            .range(RangeRequest {
-                start: p.start.clone(),
-                end: Some(p.end.clone()),
-                limit: p.batch,
-                revision: p.revision,
-            })
-            .await?;
+        let request = |revision| RangeRequest {
+            start: p.start.clone(),
+            end: Some(p.end.clone()),
+            limit: p.batch,
+            revision,
+        };
+        let resp = match self.backend.range(request(p.revision)).await {
+            // The first page's revision left what the store keeps (on the embedded store, a
+            // key written more than --history times since): the keys not yet visited are read
+            // as they are now, every one of them still seen once.
+            Err(BackendError::Compacted { .. }) if p.follows_current && p.revision.is_some() => {
+                tracing::info!("the migration's list revision is no longer readable; reading the rest at the current revision");
+                self.backend.range(request(None)).await?
+            }
+            resp => resp?,
+        };
         p.revision = Some(resp.revision);
         match resp.kvs.last() {
             Some(kv) if resp.more => {
@@ -383,6 +394,7 @@ impl Store {
         let pace = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
         let secrets = self.resource_prefix();
         let mut pager = self.pager(opts.batch);
+        pager.follows_current = true;
         // Without a rate limit, a page's rewrites go to the backend all at once, so that its
         // writer commits them as one batch (one log append and one sync for the page), and the
         // next page is read and re-encrypted while they are made durable. At most one page is

@@ -151,8 +151,13 @@ pub async fn secrets_client(socket: &Path) -> SecretsClient<Channel> {
 /// A store without a server, on a sled directory at `dir`, encrypting as the
 /// EncryptionConfiguration `text` says, under `/registry`.
 pub async fn sled_store(dir: &Path, text: &str) -> Arc<Store> {
+    sled_store_with(dir, text, SledOptions::default()).await
+}
+
+/// [`sled_store`] with the sled backend's options `opts`.
+pub async fn sled_store_with(dir: &Path, text: &str, opts: SledOptions) -> Arc<Store> {
     let cfg = config::parse(text, ParseOptions::default()).expect("a valid configuration");
-    let backend = SledBackend::open(dir, SledOptions::default()).expect("open the sled store");
+    let backend = SledBackend::open(dir, opts).expect("open the sled store");
     Arc::new(Store::new(
         Arc::new(backend),
         Arc::new(Encryption::build(&cfg).await),
