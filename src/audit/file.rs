@@ -304,13 +304,17 @@ impl LogFile {
             lost_reason: String::new(),
             lost_pending: 0,
         };
-        if meta.len() == 0 {
+        let restored = match meta.len() {
+            0 => log.restore_empty_file(&records)?,
+            len => len,
+        };
+        if restored == 0 {
             log.push_checkpoint(CheckpointKind::Open, None)?;
             log.flush()?;
             log.seal()?;
             sync_dir(&log.path).map_err(io_err(&log.path))?;
         } else {
-            log.recover(meta.len(), records)?;
+            log.recover(restored, records)?;
         }
         if !config.fsync && journal_file.exists() {
             fs::remove_file(&journal_file).map_err(io_err(&journal_file))?;
@@ -424,7 +428,7 @@ impl LogFile {
         let len = self.file.metadata().map_err(io_err(&self.path))?.len();
         let end = last.end();
         let len = if authentic && len > end {
-            tracing::warn!(path = %self.path.display(), bytes = len - end, acknowledged_to = end, "cutting the audit log back to the last line the sync journal acknowledged: what follows was written by a batch whose sync a crash interrupted (its requests were never answered), or added while the writer was stopped");
+            tracing::warn!(path = %self.path.display(), bytes = len - end, acknowledged_to = end, "cutting the audit log back to the last line the sync journal acknowledged: what follows is, by the journal, a batch whose sync a crash interrupted (its requests were never answered), lines added while the writer was stopped, or lines cut from the journal or an older copy of it put back (`keyward audit verify` then notes that lines may be missing)");
             out.set_len(end).map_err(io_err(&self.path))?;
             end
         } else {
@@ -447,6 +451,68 @@ impl LogFile {
             .read_exact_at(&mut line, start)
             .map_err(io_err(&self.path))?;
         Ok(line)
+    }
+
+    /// For an empty (or new) active file: what the sync journal says it holds. Its authentic
+    /// records of a file from its start (a file a rotation began, whose first lines a crash
+    /// kept from the disk) are written back, and the file's new length returned; nothing is
+    /// (0: a new log starts) when the journal holds no authentic record, or only the anchor at
+    /// the end of a file a rotation sealed (a crash between the rename and the new file's first
+    /// line). Otherwise the log was removed or emptied while the writer was stopped, and
+    /// starting again would overwrite the journal, the only record of its lines: refused.
+    fn restore_empty_file(&mut self, records: &[Record]) -> Result<u64, AuditError> {
+        let Some(last) = records.iter().rev().find(|r| r.authentic) else {
+            return Ok(0);
+        };
+        let only_anchors = records.iter().all(|r| r.bytes.is_empty());
+        if only_anchors && self.a_rotated_file_ends_with(&last.head) {
+            return Ok(0);
+        }
+        let file: Vec<&Record> = records.iter().filter(|r| r.target == last.target).collect();
+        let whole = file
+            .first()
+            .is_some_and(|r| r.offset == 0 && !r.bytes.is_empty())
+            && file.iter().all(|r| r.authentic);
+        if whole {
+            // In order and back to back: on this handle (opened to append) each write lands
+            // where the previous ended, which is its offset.
+            for r in &file {
+                self.file
+                    .write_all_at(&r.bytes, r.offset)
+                    .map_err(io_err(&self.path))?;
+            }
+            self.file.sync_all().map_err(io_err(&self.path))?;
+            tracing::warn!(path = %self.path.display(), bytes = last.end(), "restored the audit log's first lines from the sync journal (the machine stopped before the new file reached the disk)");
+            return Ok(last.end());
+        }
+        Err(AuditError::Recover {
+            path: self.path.clone(),
+            message: format!(
+                "it is missing or empty, but its sync journal ({}) holds acknowledged lines of file {} of a log, up to byte offset {}: the log was removed or emptied while the writer was stopped; keep the journal and any rotated files as evidence and move them away to start a new log",
+                journal_path(&self.path).display(),
+                last.target.file_index,
+                last.end()
+            ),
+        })
+    }
+
+    /// Whether a rotated file of this log ends with the line whose hash is `head`.
+    fn a_rotated_file_ends_with(&self, head: &[u8; 32]) -> bool {
+        backups(&self.path).into_iter().any(|(_, path)| {
+            let Ok(file) = File::open(&path) else {
+                return false;
+            };
+            let Ok(len) = file.metadata().map(|m| m.len()) else {
+                return false;
+            };
+            let last = len.checked_sub(1).and_then(|end| {
+                let start = rfind_newline(&file, end).ok()?.map_or(0, |p| p + 1);
+                let mut line = vec![0; usize::try_from(end - start).ok()?];
+                file.read_exact_at(&mut line, start).ok()?;
+                Some(line)
+            });
+            last.is_some_and(|line| line_hash(&line) == *head)
+        })
     }
 
     /// Continues an existing file: reads its header, puts back what the sync journal holds for
@@ -486,6 +552,12 @@ impl LogFile {
         }
         let mine: Vec<&Record> = journaled.iter().filter(|r| r.target == target).collect();
         let authentic = !mine.is_empty() && mine.iter().all(|r| r.authentic);
+        if !authentic && mine.iter().any(|r| r.authentic) {
+            // Written under one key in one run: some not checking out were changed.
+            return Err(refuse(
+                "some of the sync journal's records for it check out under the writer's key and some do not: the journal was changed while the writer was stopped; keep it and the log as evidence".into(),
+            ));
+        }
         let len = self.apply_journal(&mine, authentic, len)?;
 
         let last_nl = rfind_newline(&self.file, len)
@@ -516,10 +588,27 @@ impl LogFile {
             since_checkpoint: 0,
         };
         self.cur = self.durable;
-        let last_kind = info
-            .checkpoint
-            .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
-            .map(|c| c.kind);
+        // A checkpoint ends the file only where it was made for (a copy of another is an
+        // event line here, as `audit verify` reports it) and, when it names this writer's key,
+        // with its signature.
+        let own = [self.signer.public_key()];
+        let linked = match start {
+            0 => info.chain == GENESIS,
+            _ => line_hash(&self.line_before(start)?) == info.chain,
+        };
+        let last_kind = info.checkpoint.and_then(|(note, sig)| {
+            let cp = Checkpoint::parse_note(&note).ok()?;
+            let placed = linked
+                && cp.log == self.log_id
+                && cp.file == header.file
+                && cp.seq == info.seq
+                && cp.line == info.seq - header.seq + 1;
+            let signed = !matches!(
+                super::chain::check_signature(&note, &sig, &own),
+                Err(super::chain::SignatureError::Invalid | super::chain::SignatureError::Malformed)
+            );
+            (placed && signed).then_some(cp.kind)
+        });
         // Lines after the last checkpoint are vouched for by authentic journal records; without
         // them (a log that does not sync, a journal missing, changed or made under another
         // key) the resume checkpoint, which must sign the chain's head, says they are not.
@@ -534,7 +623,8 @@ impl LogFile {
                 (_, false) => "the sync journal's records for them were not made with this writer's key (a new signing key, or they were changed)",
             };
             tracing::warn!(path = %self.path.display(), first_seq = sealed + 1, last_seq = info.seq, "the audit log's lines after its last checkpoint cannot be vouched for: {why}; the resume checkpoint records them as unattested and `keyward audit verify` reports them");
-            unattested = Some((sealed + 1, info.seq));
+            // (A last line whose own sequence number is off is `audit verify`'s to report.)
+            unattested = Some((sealed + 1, info.seq.max(sealed + 1)));
         }
         if last_kind != Some(CheckpointKind::Shutdown) && last_kind != Some(CheckpointKind::Rotate)
         {

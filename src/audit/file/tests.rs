@@ -607,3 +607,88 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
         .position(|w| w == needle)
         .unwrap()
 }
+
+/// A log removed or emptied while the writer was stopped, its journal left: the journal holds
+/// the only record of its acknowledged lines, so the writer refuses to start a new log over it
+/// (and leaves the journal as it was).
+#[test]
+fn a_log_removed_or_emptied_beside_its_journal_is_refused() {
+    for damage in ["removed", "emptied"] {
+        let (_dir, path, key, _) = crashed_log(true, 3);
+        let jpath = crate::audit::journal::journal_path(&path);
+        let journal = fs::read(&jpath).unwrap();
+        match damage {
+            "removed" => fs::remove_file(&path).unwrap(),
+            _ => fs::write(&path, b"").unwrap(),
+        }
+        let Err(e) = LogFile::open(&LogConfig::new(&path), key.clone()) else {
+            panic!("{damage}: a new log was started over the journal");
+        };
+        assert!(
+            e.to_string()
+                .contains("it is missing or empty, but its sync journal")
+                && e.to_string()
+                    .contains("holds acknowledged lines of file 0 of a log"),
+            "{damage}: {e}"
+        );
+        assert_eq!(
+            fs::read(&jpath).unwrap(),
+            journal,
+            "{damage}: the journal was changed"
+        );
+    }
+}
+
+/// Records of one run are all authentic or none (another signing key): some authentic and some
+/// not means the journal was changed, and the log is not continued.
+#[test]
+fn a_journal_with_some_records_changed_is_refused() {
+    let (_dir, path, key, _) = crashed_log(true, 3);
+    let jpath = crate::audit::journal::journal_path(&path);
+    let mut journal = fs::read(&jpath).unwrap();
+    // The last record's length grown by nothing but its header's field: its mac no longer
+    // checks out; its unkeyed check made to fit.
+    let mut at = 0;
+    let mut last = 0;
+    while &journal[at..at + 4] == b"KWA2" {
+        last = at;
+        at += 112 + u32::from_be_bytes(journal[at + 76..at + 80].try_into().unwrap()) as usize;
+    }
+    journal[last + 68] ^= 0; // offset unchanged
+    journal[last + 111] ^= 1; // head changed
+    let end =
+        last + 112 + u32::from_be_bytes(journal[last + 76..last + 80].try_into().unwrap()) as usize;
+    let check = crate::crypto::sha256(&journal[last + 12..end]);
+    journal[last + 4..last + 12].copy_from_slice(&check[..8]);
+    fs::write(&jpath, &journal).unwrap();
+    let Err(e) = LogFile::open(&LogConfig::new(&path), key.clone()) else {
+        panic!("a log with a changed journal was continued");
+    };
+    assert!(
+        e.to_string()
+            .contains("some of the sync journal's records for it check out"),
+        "{e}"
+    );
+}
+
+/// A checkpoint line copied to the end of the log is not taken as one: the lines before it
+/// are still named unattested when nothing vouches for them.
+#[test]
+fn a_checkpoint_copied_to_the_end_does_not_seal_the_tail() {
+    let (_dir, path, key, written) = crashed_log(false, 3);
+    let header = written.split(|&b| b == b'\n').next().unwrap().to_vec();
+    let mut copied = written.clone();
+    copied.extend_from_slice(&header);
+    copied.push(b'\n');
+    fs::write(&path, &copied).unwrap();
+    let config = LogConfig {
+        fsync: false,
+        ..LogConfig::new(&path)
+    };
+    let mut log = LogFile::open(&config, key.clone()).unwrap();
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\\nunattested 2-"), "{text}");
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(!report.is_intact(), "the copy is verify's to report");
+}
