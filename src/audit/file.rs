@@ -440,17 +440,7 @@ impl LogFile {
 
     /// The line (without its newline) that ends at `offset`, just before it.
     fn line_before(&self, offset: u64) -> Result<Vec<u8>, AuditError> {
-        let Some(end) = offset.checked_sub(1) else {
-            return Ok(Vec::new());
-        };
-        let start = rfind_newline(&self.file, end)
-            .map_err(io_err(&self.path))?
-            .map_or(0, |p| p + 1);
-        let mut line = vec![0; (end - start) as usize];
-        self.file
-            .read_exact_at(&mut line, start)
-            .map_err(io_err(&self.path))?;
-        Ok(line)
+        line_ending_at(&self.file, offset).map_err(io_err(&self.path))
     }
 
     /// For an empty (or new) active file: what the sync journal says it holds. Its authentic
@@ -502,16 +492,9 @@ impl LogFile {
             let Ok(file) = File::open(&path) else {
                 return false;
             };
-            let Ok(len) = file.metadata().map(|m| m.len()) else {
-                return false;
-            };
-            let last = len.checked_sub(1).and_then(|end| {
-                let start = rfind_newline(&file, end).ok()?.map_or(0, |p| p + 1);
-                let mut line = vec![0; usize::try_from(end - start).ok()?];
-                file.read_exact_at(&mut line, start).ok()?;
-                Some(line)
-            });
-            last.is_some_and(|line| line_hash(&line) == *head)
+            file.metadata()
+                .and_then(|m| line_ending_at(&file, m.len()))
+                .is_ok_and(|line| line_hash(&line) == *head)
         })
     }
 
@@ -569,13 +552,8 @@ impl LogFile {
             self.file.set_len(good).map_err(io_err(&self.path))?;
             self.file.sync_all().map_err(io_err(&self.path))?;
         }
-        let start = rfind_newline(&self.file, last_nl)
-            .map_err(io_err(&self.path))?
-            .map_or(0, |p| p + 1);
-        let mut last = vec![0; (last_nl - start) as usize];
-        self.file
-            .read_exact_at(&mut last, start)
-            .map_err(io_err(&self.path))?;
+        let last = self.line_before(good)?;
+        let start = last_nl - last.len() as u64;
         let info = parse_line(&last)
             .map_err(|why| refuse(format!("its last line is not a keyward audit line ({why})")))?;
         self.log_id = header.log;
@@ -1104,6 +1082,17 @@ fn find_newline(file: &File, from: u64, to: u64) -> io::Result<Option<u64>> {
         pos += n as u64;
     }
     Ok(None)
+}
+
+/// The line (without its newline) whose newline is the byte before `offset` (empty at 0).
+fn line_ending_at(file: &File, offset: u64) -> io::Result<Vec<u8>> {
+    let Some(end) = offset.checked_sub(1) else {
+        return Ok(Vec::new());
+    };
+    let start = rfind_newline(file, end)?.map_or(0, |p| p + 1);
+    let mut line = vec![0; (end - start) as usize];
+    file.read_exact_at(&mut line, start)?;
+    Ok(line)
 }
 
 /// The last line of `bytes`, which end with a newline (without it).

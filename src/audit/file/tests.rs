@@ -504,19 +504,10 @@ fn a_line_changed_in_the_log_and_its_journal_alike_is_refused() {
         .unwrap();
     let j_at = in_journal + (at - start);
     journal[j_at..j_at + 3].copy_from_slice(b"GET");
-    // The record whose bytes end with the line: its header is 112 bytes before its bytes.
-    let record_end = in_journal + needle.len() + 1;
-    let record_start = (0..in_journal)
-        .rev()
-        .find(|&i| {
-            &journal[i..i + 4] == b"KWA2"
-                && i + 112
-                    + u32::from_be_bytes(journal[i + 76..i + 80].try_into().unwrap()) as usize
-                    == record_end
-        })
-        .unwrap();
-    let check = crate::crypto::sha256(&journal[record_start + 12..record_end]);
-    journal[record_start + 4..record_start + 12].copy_from_slice(&check[..8]);
+    // One batch per event: the line ends the last record.
+    let record = last_record(&journal);
+    assert_eq!(record.1, in_journal + needle.len() + 1);
+    recheck(&mut journal, record);
     fs::write(&jpath, &journal).unwrap();
     let Err(e) = LogFile::open(&LogConfig::new(&path), key.clone()) else {
         panic!("a log changed with its journal was continued");
@@ -646,20 +637,11 @@ fn a_journal_with_some_records_changed_is_refused() {
     let (_dir, path, key, _) = crashed_log(true, 3);
     let jpath = crate::audit::journal::journal_path(&path);
     let mut journal = fs::read(&jpath).unwrap();
-    // The last record's length grown by nothing but its header's field: its mac no longer
-    // checks out; its unkeyed check made to fit.
-    let mut at = 0;
-    let mut last = 0;
-    while &journal[at..at + 4] == b"KWA2" {
-        last = at;
-        at += 112 + u32::from_be_bytes(journal[at + 76..at + 80].try_into().unwrap()) as usize;
-    }
-    journal[last + 68] ^= 0; // offset unchanged
-    journal[last + 111] ^= 1; // head changed
-    let end =
-        last + 112 + u32::from_be_bytes(journal[last + 76..last + 80].try_into().unwrap()) as usize;
-    let check = crate::crypto::sha256(&journal[last + 12..end]);
-    journal[last + 4..last + 12].copy_from_slice(&check[..8]);
+    // The last record's head changed: its mac no longer checks out; its unkeyed check made
+    // to fit.
+    let record = last_record(&journal);
+    journal[record.0 + 111] ^= 1; // the head's last byte
+    recheck(&mut journal, record);
     fs::write(&jpath, &journal).unwrap();
     let Err(e) = LogFile::open(&LogConfig::new(&path), key.clone()) else {
         panic!("a log with a changed journal was continued");
@@ -691,4 +673,53 @@ fn a_checkpoint_copied_to_the_end_does_not_seal_the_tail() {
     assert!(text.contains("\\nunattested 2-"), "{text}");
     let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
     assert!(!report.is_intact(), "the copy is verify's to report");
+}
+
+/// Where the journal's last record starts and ends (records lie back to back from 0; a
+/// record's header is 112 bytes, its length at bytes 76..80).
+fn last_record(journal: &[u8]) -> (usize, usize) {
+    let (mut at, mut last) = (0, (0, 0));
+    while journal.get(at..at + 4) == Some(b"KWA2".as_slice()) {
+        let len = u32::from_be_bytes(journal[at + 76..at + 80].try_into().unwrap()) as usize;
+        last = (at, at + 112 + len);
+        at = last.1;
+    }
+    last
+}
+
+/// Makes the unkeyed check of the record at `start..end` fit its bytes again, as anyone can.
+fn recheck(journal: &mut [u8], (start, end): (usize, usize)) {
+    let check = crate::crypto::sha256(&journal[start + 12..end]);
+    journal[start + 4..start + 12].copy_from_slice(&check[..8]);
+}
+
+/// A new file whose first lines only the journal holds (a crash right after a rotation's
+/// first line, before the file reached the disk): written back and continued, not refused.
+#[test]
+fn an_empty_file_the_journal_holds_from_its_start_is_written_back() {
+    let (_dir, path, key, written) = crashed_log(true, 2);
+    let header = parse_line(written.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    let (note, _) = header.checkpoint.unwrap();
+    let log_id = Checkpoint::parse_note(&note).unwrap().log;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&crate::crypto::sha256(log_id.as_bytes())[..16]);
+    let target = Target {
+        log_id: id,
+        file_index: 0,
+    };
+    let jkey = journal_key(&*key).unwrap();
+    let (mut journal, _) = Journal::open(&path, jkey).unwrap();
+    let (_, last) = last_line_of(&written);
+    assert!(journal
+        .append(target, 0, &written, &line_hash(last))
+        .unwrap());
+    drop(journal);
+    fs::write(&path, b"").unwrap();
+    let mut log = LogFile::open(&LogConfig::new(&path), key.clone()).unwrap();
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    assert!(fs::read(&path).unwrap().starts_with(&written));
+    let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert!(report.unattested.is_empty(), "{:?}", report.unattested);
+    assert_eq!(report.events, 2);
 }
