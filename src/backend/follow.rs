@@ -127,6 +127,12 @@ impl<S: Replay> WatchTask<S> {
                 received = live.recv() => received,
             };
             match received {
+                Ok(batch) if batch.is_empty() => {
+                    // A batch whose events were not made (the engine saw no watcher when it
+                    // began it): its changes are read back from the log.
+                    let upto = self.upgrade()?.current();
+                    self.catch_up(upto).await?;
+                }
                 Ok(batch) => {
                     for event in batch.iter() {
                         let rev = event.kv.mod_revision.get();

@@ -18,3 +18,4 @@ mod etcd_tls;
 mod log_format;
 mod model;
 mod retention;
+mod watch_start;

@@ -390,6 +390,11 @@ impl Writer {
             index.note_end(seg);
             if watched {
                 self.shared.send_events(events);
+            } else if self.shared.watched() {
+                // A watch began after `watched` was read: it may have read the revision before
+                // this batch, and this batch's events were not made. An empty batch tells it to
+                // catch up from the log (which holds this batch once the guard is released).
+                self.shared.send_events(Vec::new());
             }
         }
         for (reply, revision) in answers {
