@@ -12,7 +12,8 @@ pub(super) fn table(rows: &[Vec<String>]) -> String {
 
 /// A table printed a block of rows at a time, as kubectl prints `get -w`: each column as wide
 /// as its widest cell so far (a new row may widen it for itself and the rows after, never for
-/// the rows already printed), three spaces apart; the header is printed with the first rows.
+/// the rows already printed) and at least three, three spaces apart; the header is printed
+/// with the first rows.
 #[derive(Debug, Default)]
 pub(super) struct GrowingTable {
     widths: Vec<usize>,
@@ -28,6 +29,11 @@ impl GrowingTable {
         }
     }
 
+    /// A table without a header row (kubectl's `--no-headers`).
+    pub(super) fn headless() -> Self {
+        GrowingTable::default()
+    }
+
     /// The lines of `rows` (after the header, the first time).
     pub(super) fn block(&mut self, rows: Vec<Vec<String>>) -> String {
         let rows: Vec<Vec<String>> = self.header.take().into_iter().chain(rows).collect();
@@ -39,7 +45,10 @@ impl GrowingTable {
                 }
             }
         }
-        columns(&rows, 3, &self.widths)
+        // kubectl's tabwriter makes a column at least 6 wide, gap included, and pads every
+        // cell but the last, so a row whose last cells are empty ends in blanks.
+        let widths: Vec<usize> = self.widths.iter().map(|w| (*w).max(3)).collect();
+        lay_out(&rows, 3, &widths, false)
     }
 }
 
@@ -47,6 +56,11 @@ impl GrowingTable {
 /// cell otherwise); the last column is not padded, lines carry no trailing blanks and each ends
 /// in a newline.
 pub(super) fn columns(rows: &[Vec<String>], gap: usize, min_widths: &[usize]) -> String {
+    lay_out(rows, gap, min_widths, true)
+}
+
+/// [`columns`], with the blanks at the ends of lines kept unless `trim`.
+fn lay_out(rows: &[Vec<String>], gap: usize, min_widths: &[usize], trim: bool) -> String {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -64,7 +78,7 @@ pub(super) fn columns(rows: &[Vec<String>], gap: usize, min_widths: &[usize]) ->
                 let _ = write!(line, "{cell:<w$}{:gap$}", "", w = widths[c]);
             }
         }
-        out.push_str(line.trim_end());
+        out.push_str(if trim { line.trim_end() } else { &line });
         out.push('\n');
     }
     out

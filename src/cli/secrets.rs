@@ -10,7 +10,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use super::client::{self, Client, ClientArgs};
-use super::output::{age, table};
+use super::output::table;
+use super::printer::{self, parse_output, GetOutput, Table};
 use super::sources::{
     add_from_file, add_key, bytes, check_tls_pair, data_key, docker_config_json, env_file,
     new_secret, read_file,
@@ -35,19 +36,6 @@ pub(super) struct Namespace {
         value_name = "NS"
     )]
     pub namespace: names::Namespace,
-}
-
-/// Output formats of `get`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(super) enum GetOutput {
-    /// Adds resourceVersion and immutable columns.
-    Wide,
-    /// The object(s) as YAML.
-    Yaml,
-    /// The object(s) as JSON.
-    Json,
-    /// `secret/NAME` per object.
-    Name,
 }
 
 /// Output formats of commands that print what they wrote.
@@ -187,9 +175,28 @@ pub(super) struct GetArgs {
     /// List Secrets of every namespace.
     #[arg(short = 'A', long = "all-namespaces")]
     all_namespaces: bool,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, value_name = "FORMAT")]
+    /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE (e.g.
+    /// '{.data.password}'), jsonpath-file=FILE, jsonpath-as-json=TEMPLATE,
+    /// custom-columns=HEADER:PATH,... (e.g. NAME:.metadata.name) or custom-columns-file=FILE.
+    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = parse_output)]
     output: Option<GetOutput>,
+    /// Print tables (and custom columns) without their header row.
+    #[arg(long)]
+    no_headers: bool,
+    /// Add a LABELS column to the table.
+    #[arg(long)]
+    show_labels: bool,
+    /// Add a column for each of these label keys, e.g. -L app,tier.
+    #[arg(
+        short = 'L',
+        long = "label-columns",
+        value_name = "KEY",
+        value_delimiter = ','
+    )]
+    label_columns: Vec<String>,
+    /// Print nothing for named Secrets that do not exist (not an error).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ignore_not_found: Option<bool>,
     /// Label selector, e.g. app=web,tier in (front,back).
     #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
     selector: Option<String>,
@@ -241,6 +248,23 @@ pub(super) struct DeleteArgs {
     /// preconditions cannot be checked.
     #[arg(long)]
     unsafe_ignore_decrypt_errors: bool,
+    /// Delete the Secrets with these labels, e.g. app=web (listed first, then deleted one by
+    /// one, as kubectl does: needs list and delete).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// Delete the Secrets these fields select (metadata.name, metadata.namespace, type).
+    #[arg(long = "field-selector", value_name = "SELECTOR")]
+    field_selector: Option<String>,
+    /// Delete every Secret in the namespace (with -A: in every namespace).
+    #[arg(long)]
+    all: bool,
+    /// With --all, -l or --field-selector: in every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    all_namespaces: bool,
+    /// Treat "not found" as a successful delete (the default with --all, -l and
+    /// --field-selector).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    ignore_not_found: Option<bool>,
 }
 
 /// `keyward rollback secret NAME --to-revision N`.
@@ -452,35 +476,16 @@ fn print_object(s: &Secret, output: Option<ObjectOutput>, verb: &str) -> Result<
     Ok(())
 }
 
-fn row(s: &Secret, all_ns: bool, wide: bool, now: SystemTime) -> Vec<String> {
-    let mut r = Vec::new();
-    if all_ns {
-        r.push(s.metadata.namespace.clone());
-    }
-    r.push(s.metadata.name.clone());
-    r.push(s.type_.clone());
-    r.push(s.data.len().to_string());
-    r.push(age(&s.metadata.creation_timestamp, now));
-    if wide {
-        r.push(s.metadata.resource_version.clone());
-        r.push(s.is_immutable().to_string());
-    }
-    r
-}
-
-fn header(all_ns: bool, wide: bool) -> Vec<String> {
-    let mut h: Vec<String> = Vec::new();
-    if all_ns {
-        h.push("NAMESPACE".into());
-    }
-    h.extend(["NAME", "TYPE", "DATA", "AGE"].map(String::from));
-    if wide {
-        h.extend(["RESOURCE-VERSION", "IMMUTABLE"].map(String::from));
-    }
-    h
-}
-
 async fn get_one(c: &mut Client, ns: &names::Namespace, name: &str) -> Result<Secret, CliError> {
+    fetch_one(c, ns, name).await.map_err(client::server_error)
+}
+
+/// [`get_one`] with the server's status.
+async fn fetch_one(
+    c: &mut Client,
+    ns: &names::Namespace,
+    name: &str,
+) -> Result<Secret, tonic::Status> {
     c.get(pb::GetRequest {
         namespace: ns.to_string(),
         name: name.to_owned(),
@@ -488,7 +493,6 @@ async fn get_one(c: &mut Client, ns: &names::Namespace, name: &str) -> Result<Se
     })
     .await
     .map(|r| secret_from_pb(r.into_inner()))
-    .map_err(client::server_error)
 }
 
 /// `keyward get secrets|secret NAME...`.
@@ -511,52 +515,35 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             "error: a resource cannot be retrieved by name across all namespaces",
         ));
     }
+    if a.show_labels && a.output == Some(GetOutput::Name) {
+        return Err(CliError::plain(
+            "error: --show-labels option cannot be used with name printer",
+        ));
+    }
+    let ignore_not_found = a.ignore_not_found == Some(true);
     let ns = a.ns.namespace.clone();
     let mut undecryptable = 0;
     let mut failed: Vec<CliError> = Vec::new();
     rt()?.block_on(async {
         let mut c = client::connect(client).await?;
         let (items, rv) = if names.is_empty() {
-            let (mut items, mut rv, mut token) = (Vec::new(), String::new(), String::new());
-            loop {
-                let page = c
-                    .list(pb::ListRequest {
-                        namespace: if a.all_namespaces {
-                            String::new()
-                        } else {
-                            ns.to_string()
-                        },
-                        label_selector: a.selector.clone().unwrap_or_default(),
-                        limit: i64::from(a.chunk_size),
-                        r#continue: std::mem::take(&mut token),
-                        field_selector: a.field_selector.clone().unwrap_or_default(),
-                    })
-                    .await
-                    .map_err(client::server_error)?
-                    .into_inner();
-                // Objects that cannot be decrypted are reported, and the command fails at the
-                // end.
-                for e in &page.errors {
-                    eprintln!("error: {}: {}", e.key, e.message);
-                }
-                undecryptable += page.errors.len();
-                items.extend(page.items.into_iter().map(secret_from_pb));
-                if rv.is_empty() {
-                    rv = page.resource_version;
-                }
-                if page.r#continue.is_empty() {
-                    break;
-                }
-                token = page.r#continue;
-            }
-            (items, rv)
+            let namespace = if a.all_namespaces {
+                String::new()
+            } else {
+                ns.to_string()
+            };
+            let (selector, fields) = (a.selector.clone(), a.field_selector.clone());
+            let listed = list_all(&mut c, namespace, selector, fields, a.chunk_size).await?;
+            undecryptable = listed.undecryptable;
+            (listed.items, listed.resource_version)
         } else {
             // As kubectl: every name is read; what was found is printed, then the errors.
             let mut items = Vec::new();
             for n in &names {
-                match get_one(&mut c, &ns, n).await {
+                match fetch_one(&mut c, &ns, n).await {
                     Ok(s) => items.push(s),
-                    Err(e) => failed.push(e),
+                    Err(e) if ignore_not_found && e.code() == tonic::Code::NotFound => {}
+                    Err(e) => failed.push(client::server_error(e)),
                 }
             }
             if items.is_empty() {
@@ -589,25 +576,49 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         let mut printed = 0usize;
         // Tables: the rows of a watch's events line up with those before them, as kubectl's;
         // with --output-watch-events each row starts with its event's type.
-        let wide = a.output == Some(GetOutput::Wide);
+        let table = Table {
+            all_namespaces: a.all_namespaces,
+            wide: a.output == Some(GetOutput::Wide),
+            label_columns: a.label_columns.clone(),
+            show_labels: a.show_labels,
+        };
         let events = a.output_watch_events;
-        let mut head = header(a.all_namespaces, wide);
+        let mut head = table.header();
         if events {
             // kubectl sizes the column for MODIFIED from the start.
             head.insert(0, format!("{:<8}", "EVENT"));
         }
-        let mut growing = super::output::GrowingTable::new(head);
+        let mut growing = if a.no_headers {
+            super::output::GrowingTable::headless()
+        } else {
+            super::output::GrowingTable::new(head)
+        };
+        // Custom columns (their header is a row of their own).
+        let mut columns = super::output::GrowingTable::headless();
         let watch_row = |s: &Secret, kind: &str, now: SystemTime| {
-            let mut r = row(s, a.all_namespaces, wide, now);
+            let mut r = table.row(s, now);
             if events {
                 r.insert(0, kind.to_owned());
             }
             r
         };
-        match a.output {
+        match &a.output {
+            // A list is printed even when empty (kubectl: `[]`, or the custom columns' header);
+            // named Secrets only if one was found.
+            Some(o @ GetOutput::JsonPath { .. }) => {
+                if !items.is_empty() || names.is_empty() {
+                    print!("{}", printer::jsonpath_text(o, &items, single)?);
+                }
+            }
+            Some(GetOutput::CustomColumns(cols)) => {
+                if !items.is_empty() || names.is_empty() {
+                    let rows = printer::custom_rows(cols, &items, a.no_headers)?;
+                    print!("{}", columns.block(rows));
+                }
+            }
             _ if documents => {
                 for s in &items {
-                    print_document(s, a.output, &mut printed);
+                    print_document(s, a.output.as_ref(), &mut printed);
                 }
             }
             Some(GetOutput::Yaml) if single => print!("{}", manifest::to_yaml(&items[0])),
@@ -620,7 +631,9 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                 }
             }
             Some(GetOutput::Wide) | None => {
-                if items.is_empty() && !a.watch {
+                // Named Secrets that were not found are not "no resources" with --ignore-not-found.
+                let quiet = ignore_not_found && !names.is_empty();
+                if items.is_empty() && !a.watch && !quiet {
                     if a.all_namespaces {
                         eprintln!("No resources found");
                     } else {
@@ -675,11 +688,21 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                 if !names.is_empty() && !names.contains(&s.metadata.name) {
                     continue;
                 }
-                match a.output {
+                match &a.output {
                     Some(GetOutput::Yaml | GetOutput::Json) => {
-                        print_document(&s, a.output, &mut printed)
+                        print_document(&s, a.output.as_ref(), &mut printed)
                     }
                     Some(GetOutput::Name) => println!("secret/{}", s.metadata.name),
+                    Some(o @ GetOutput::JsonPath { .. }) => {
+                        print!(
+                            "{}",
+                            printer::jsonpath_text(o, std::slice::from_ref(&s), true)?
+                        )
+                    }
+                    Some(GetOutput::CustomColumns(cols)) => {
+                        let rows = printer::custom_rows(cols, std::slice::from_ref(&s), true)?;
+                        print!("{}", columns.block(rows))
+                    }
                     _ => print!(
                         "{}",
                         growing.block(vec![watch_row(&s, &ev.r#type, SystemTime::now())])
@@ -691,9 +714,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         Ok::<(), CliError>(())
     })?;
     if undecryptable > 0 {
-        return Err(CliError::plain(format!(
-            "error: {undecryptable} Secrets could not be decrypted (listed above); see `keyward encryption status`"
-        )));
+        return Err(undecryptable_error(undecryptable));
     }
     Ok(())
 }
@@ -711,8 +732,8 @@ pub(super) fn describe(a: OneSecret, client: &ClientArgs) -> Result<(), CliError
 
 /// One object of a watch as kubectl's printers write it: YAML documents separated by `---`
 /// (none before the first), JSON objects one after another.
-fn print_document(s: &Secret, output: Option<GetOutput>, printed: &mut usize) {
-    if output == Some(GetOutput::Yaml) {
+fn print_document(s: &Secret, output: Option<&GetOutput>, printed: &mut usize) {
+    if output == Some(&GetOutput::Yaml) {
         if *printed > 0 {
             println!("---");
         }
@@ -765,19 +786,79 @@ pub(super) fn describe_text(s: &Secret) -> String {
     out
 }
 
-/// `keyward delete secret NAME...`.
+/// `keyward delete secret NAME...`, or the Secrets `--all`, `-l` or `--field-selector` select.
 pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError> {
     let names = names_of(&a.resource, &a.names)?;
-    if names.is_empty() {
+    let selecting = a.all || a.selector.is_some() || a.field_selector.is_some();
+    // kubectl's rules and words.
+    if a.all && (a.selector.is_some() || a.field_selector.is_some()) {
+        return Err(CliError::plain(
+            "error: setting 'all' parameter but found a non empty selector. ",
+        ));
+    }
+    if selecting && !names.is_empty() {
+        return Err(CliError::plain(
+            "error: name cannot be provided when a selector is specified",
+        ));
+    }
+    if a.all_namespaces && !names.is_empty() {
+        return Err(CliError::plain(
+            "error: a resource cannot be retrieved by name across all namespaces",
+        ));
+    }
+    if names.is_empty() && !selecting {
         return Err(no_name());
     }
+    if selecting && a.resource_version.is_some() {
+        return Err(CliError::new(
+            "--resource-version applies to named Secrets, not to --all, -l or --field-selector",
+        ));
+    }
+    let ignore_not_found = a.ignore_not_found.unwrap_or(selecting);
+    let mut undecryptable = 0;
     rt()?.block_on(async {
         let mut c = client::connect(client).await?;
+        let targets: Vec<(names::Namespace, String)> = if selecting {
+            let listed = list_all(
+                &mut c,
+                if a.all_namespaces {
+                    String::new()
+                } else {
+                    a.ns.namespace.to_string()
+                },
+                a.selector.clone(),
+                a.field_selector.clone(),
+                500,
+            )
+            .await?;
+            undecryptable = listed.undecryptable;
+            if listed.items.is_empty() && undecryptable == 0 {
+                println!("No resources found");
+                return Ok(());
+            }
+            listed
+                .items
+                .into_iter()
+                .map(|s| {
+                    let ns = s
+                        .metadata
+                        .namespace
+                        .parse()
+                        .unwrap_or_else(|_| a.ns.namespace.clone());
+                    (ns, s.metadata.name)
+                })
+                .collect()
+        } else {
+            names
+                .into_iter()
+                .map(|n| (a.ns.namespace.clone(), n))
+                .collect()
+        };
         let mut first_err = None;
-        for n in &names {
+        for (ns, n) in &targets {
             let res = c
                 .delete(pb::DeleteRequest {
-                    namespace: a.ns.namespace.to_string(),
+                    namespace: ns.to_string(),
                     name: n.clone(),
                     uid: String::new(),
                     resource_version: a.resource_version.clone().unwrap_or_default(),
@@ -786,6 +867,7 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
                 .await;
             match res {
                 Ok(_) => println!("secret \"{n}\" deleted"),
+                Err(e) if ignore_not_found && e.code() == tonic::Code::NotFound => {}
                 Err(e) => {
                     let e = client::server_error(e);
                     eprintln!("{}", e.message);
@@ -796,9 +878,72 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
         match first_err {
             // Each error was printed as it happened; exit non-zero without repeating it.
             Some(_) => Err(CliError::silent()),
+            None if undecryptable > 0 => Err(undecryptable_error(undecryptable)),
             None => Ok(()),
         }
     })
+}
+
+/// What [`list_all`] found.
+struct Listed {
+    items: Vec<Secret>,
+    /// The list's resourceVersion (its first page's).
+    resource_version: String,
+    /// Secrets that could not be decrypted (each reported on stderr as it came).
+    undecryptable: usize,
+}
+
+/// Every Secret of `namespace` ("" for all) the selectors select, in pages of `limit` (0: at
+/// once), all at one revision.
+async fn list_all(
+    c: &mut Client,
+    namespace: String,
+    label_selector: Option<String>,
+    field_selector: Option<String>,
+    limit: u32,
+) -> Result<Listed, CliError> {
+    let mut listed = Listed {
+        items: Vec::new(),
+        resource_version: String::new(),
+        undecryptable: 0,
+    };
+    let mut token = String::new();
+    loop {
+        let page = c
+            .list(pb::ListRequest {
+                namespace: namespace.clone(),
+                label_selector: label_selector.clone().unwrap_or_default(),
+                limit: i64::from(limit),
+                r#continue: std::mem::take(&mut token),
+                field_selector: field_selector.clone().unwrap_or_default(),
+            })
+            .await
+            .map_err(client::server_error)?
+            .into_inner();
+        // Secrets that cannot be decrypted are listed by key only: reported, and the command
+        // fails at the end.
+        for e in &page.errors {
+            eprintln!("error: {}: {}", e.key, e.message);
+        }
+        listed.undecryptable += page.errors.len();
+        listed
+            .items
+            .extend(page.items.into_iter().map(secret_from_pb));
+        if listed.resource_version.is_empty() {
+            listed.resource_version = page.resource_version;
+        }
+        if page.r#continue.is_empty() {
+            return Ok(listed);
+        }
+        token = page.r#continue;
+    }
+}
+
+/// The error of a command that met Secrets it could not decrypt (each listed above it).
+fn undecryptable_error(n: usize) -> CliError {
+    CliError::plain(format!(
+        "error: {n} Secrets could not be decrypted (listed above); see `keyward encryption status`"
+    ))
 }
 
 /// `keyward history secret NAME`.

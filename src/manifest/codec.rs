@@ -136,10 +136,17 @@ fn unknown(source: &str, name: &str, field: &str) -> ManifestError {
 
 /// The object as kubectl prints it: no `managedFields`, no `stringData`.
 fn printable(s: &Secret) -> Value {
-    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    let mut v = object_value(s);
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.shift_remove("managedFields");
     }
+    v
+}
+
+/// The object as the server answers it (`managedFields` included, no `stringData`): what
+/// kubectl's `-o jsonpath` and `custom-columns` read.
+pub fn object_value(s: &Secret) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {
         o.shift_remove("stringData");
     }
@@ -226,10 +233,15 @@ pub fn secret_json(s: &Secret) -> String {
 
 /// Several Secrets as a `kind: List`, as kubectl prints a list.
 pub fn list_value(items: &[Secret]) -> Value {
+    list_of(items.iter().map(printable).collect())
+}
+
+/// Several objects as kubectl's `kind: List`.
+pub fn list_of(items: Vec<Value>) -> Value {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "List",
-        "items": items.iter().map(printable).collect::<Vec<_>>(),
+        "items": items,
         "metadata": {"resourceVersion": ""},
     })
 }

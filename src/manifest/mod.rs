@@ -29,7 +29,8 @@ pub mod last_applied;
 pub mod yaml_keys;
 
 pub use codec::{
-    list_json, list_value, list_yaml, parse, parse_objects, secret_json, to_json, to_yaml,
+    list_json, list_of, list_value, list_yaml, object_value, parse, parse_objects, secret_json,
+    to_json, to_yaml,
 };
 pub use files::{read_manifests, resolve_namespaces, same_content, validate};
 

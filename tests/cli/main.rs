@@ -15,5 +15,6 @@ mod consume;
 mod hardening;
 mod kubectl_parity;
 mod operator;
+mod printing;
 mod readme;
 mod secrets;

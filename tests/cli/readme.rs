@@ -82,6 +82,9 @@ fn readme_walkthrough_works_verbatim() {
         "secret/db created",
         "secret/web-tls created",
         "s3cr=t",
+        // `--key` prints the value as it is (no newline), then JSONPath's through base64.
+        "s3cr=ts3cr=t\n",
+        "\nweb-tls   kubernetes.io/tls\n",
         "secret/db edited",
         "root",
         "secret/app created",
