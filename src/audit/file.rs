@@ -81,7 +81,15 @@ pub(super) struct LogFile {
     lost_reason: String,
     /// How many of `lost` the `lost` line in `pending` records.
     lost_pending: u64,
+    /// When the open file was last found to still be the log ([`LogFile::check_file`]).
+    checked: Option<std::time::Instant>,
+    /// Whether [`LogFile::check_file`] looks (tests that write to a stand-in file do not).
+    at_path: bool,
 }
+
+/// How often a log that does not sync checks that its open file is still the log (one that
+/// syncs checks before every write).
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 /// The annotations only the log sets: left out of the events it is given.
 const RESERVED: [&str; 6] = [
@@ -303,6 +311,8 @@ impl LogFile {
             lost: 0,
             lost_reason: String::new(),
             lost_pending: 0,
+            checked: None,
+            at_path: true,
         };
         let restored = match meta.len() {
             0 => log.restore_empty_file(&records)?,
@@ -635,6 +645,7 @@ impl LogFile {
     /// Swaps the file written to (tests: `/dev/full` for a full disk); returns the one before.
     #[cfg(test)]
     pub fn replace_file(&mut self, file: File) -> File {
+        self.at_path = false;
         std::mem::replace(&mut self.file, file)
     }
 
@@ -839,6 +850,14 @@ impl LogFile {
             (self.fsync && self.journal.is_some()).then(|| self.target(self.durable.file_index));
         let offset = self.durable.size;
         let (end, head) = (self.cur.size, self.cur.head);
+        if let Err(source) = self.check_file() {
+            // Nothing was written, and the file is not this writer's to cut back any more.
+            self.forget_after(self.durable);
+            return Err(AuditError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
         let written = self.file.write_all(&self.pending).and_then(|()| {
             match (&mut self.journal, target) {
                 (_, _) if !self.fsync => Ok(()),
@@ -872,13 +891,60 @@ impl LogFile {
         }
     }
 
-    /// Forgets everything after `state` and cuts the current file back to it.
-    fn undo_to(&mut self, state: State) {
+    /// Whether the open file is still the log: at its path (not removed, renamed or replaced)
+    /// and as long as this writer made it (not cut or written by anyone else). Events written
+    /// to a file that is no longer the log would be lost to every reader: the write fails
+    /// instead, and the failure mode decides (closed: requests are refused until a restart,
+    /// whose recovery then judges the log). At most every [`CHECK_EVERY`] when the log does
+    /// not sync (two `stat` calls), before every write when it does.
+    fn check_file(&mut self) -> io::Result<()> {
+        let now = std::time::Instant::now();
+        if !self.at_path
+            || !self.fsync
+                && self
+                    .checked
+                    .is_some_and(|t| now.duration_since(t) < CHECK_EVERY)
+        {
+            return Ok(());
+        }
+        use std::os::unix::fs::MetadataExt as _;
+        let open = self.file.metadata()?;
+        let replaced = match fs::symlink_metadata(&self.path) {
+            Ok(at_path) => at_path.ino() != open.ino() || at_path.dev() != open.dev(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => return Err(e),
+        };
+        if replaced || open.nlink() == 0 {
+            return Err(io::Error::other(
+                "the file was removed or replaced while the server had it open; events would \
+                 be written where no reader sees them, so none are (restart the server: its \
+                 recovery checks the log)",
+            ));
+        }
+        if !self.dirty && open.len() != self.durable.size {
+            return Err(io::Error::other(format!(
+                "the file is {} bytes long, but this server wrote {}: it was cut or written to \
+                 by someone else while open (restart the server: its recovery checks the log)",
+                open.len(),
+                self.durable.size
+            )));
+        }
+        self.checked = Some(now);
+        Ok(())
+    }
+
+    /// Forgets what is pending and everything after `state` (the file unchanged).
+    fn forget_after(&mut self, state: State) {
         self.pending.clear();
         self.pending_checkpoints = 0;
         self.lost_pending = 0;
         self.durable = state;
         self.cur = state;
+    }
+
+    /// Forgets everything after `state` and cuts the current file back to it.
+    fn undo_to(&mut self, state: State) {
+        self.forget_after(state);
         if let Err(e) = self.file.set_len(state.size) {
             tracing::error!(path = %self.path.display(), error = %e, "cannot cut a failed write from the audit log; retrying before the next write");
             self.dirty = true;

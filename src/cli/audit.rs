@@ -45,6 +45,11 @@ pub(super) struct VerifyArgs {
     /// not vouch for when it restarted (a log written with `--audit-log-sync never`).
     #[arg(long)]
     allow_unattested: bool,
+    /// Accept a last file that was rotated: the log goes on in newer files that were not given
+    /// (verifying older files alone). Without it that is INCOMPLETE, as when the newest file
+    /// was removed.
+    #[arg(long)]
+    allow_newer_files_missing: bool,
 }
 
 /// Runs `keyward audit ...` and returns the exit code.
@@ -98,6 +103,17 @@ pub(super) fn audit(cmd: AuditCommand) -> ExitCode {
     match &report.tail {
         Tail::Unsealed { .. } if !args.allow_unsealed_tail => {
             println!("UNSEALED: {}", report.tail);
+            ExitCode::from(1)
+        }
+        Tail::Sealed {
+            kind: audit::CheckpointKind::Rotate,
+            path,
+            line,
+        } if !args.allow_newer_files_missing => {
+            println!(
+                "INCOMPLETE: {}:{line}: the last file given ends with its rotate checkpoint: the log goes on in a newer file that was not given (removed, or left out; --allow-newer-files-missing verifies older files alone)",
+                path.display()
+            );
             ExitCode::from(1)
         }
         tail => {

@@ -24,11 +24,11 @@ fn a_failed_write_leaves_nothing_behind() {
     let (_dir, path, key, mut log) = new_log();
     log.write_events(vec![event(0)]).unwrap();
     let good = fs::read(&path).unwrap();
-    let real = std::mem::replace(&mut log.file, dev_full());
+    let real = log.replace_file(dev_full());
     let err = log.write_events(vec![event(1), event(2)]).unwrap_err();
     assert!(matches!(err, AuditError::Write { .. }), "{err}");
     assert!(log.dirty, "set_len on /dev/full fails too");
-    log.file = real;
+    log.replace_file(real);
     log.write_events(vec![event(3)]).unwrap();
     log.checkpoint(CheckpointKind::Shutdown).unwrap();
     let after = fs::read(&path).unwrap();
@@ -36,6 +36,59 @@ fn a_failed_write_leaves_nothing_behind() {
     let report = crate::audit::verify(&[&path], &[key.public_key().clone()]).unwrap();
     assert!(report.is_intact(), "{:?}", report.problem);
     assert_eq!(report.events, 2);
+}
+
+/// A log removed, renamed, replaced, cut or written to by someone else while the server has it
+/// open takes no more events (they would be lost to every reader): each write fails, naming
+/// what happened, in a log that syncs and in one that does not.
+#[test]
+fn a_log_removed_replaced_or_cut_while_open_takes_no_more_events() {
+    for fsync in [true, false] {
+        for damage in ["removed", "renamed", "replaced", "cut", "appended"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("audit.log");
+            let key = Arc::new(Ed25519SigningKey::generate().unwrap());
+            let config = LogConfig {
+                fsync,
+                ..LogConfig::new(&path)
+            };
+            let mut log = LogFile::open(&config, key.clone()).unwrap();
+            log.write_events(vec![event(0)]).unwrap();
+            let len = fs::metadata(&path).unwrap().len();
+            match damage {
+                "removed" => fs::remove_file(&path).unwrap(),
+                "renamed" => fs::rename(&path, dir.path().join("elsewhere.log")).unwrap(),
+                "replaced" => {
+                    let copy = dir.path().join("copy");
+                    fs::copy(&path, &copy).unwrap();
+                    fs::rename(&copy, &path).unwrap();
+                }
+                "cut" => OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap(),
+                _ => {
+                    let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+                    std::io::Write::write_all(&mut f, b"{}\n").unwrap();
+                }
+            }
+            // A log that does not sync looks at most every CHECK_EVERY.
+            std::thread::sleep(CHECK_EVERY);
+            let err = log.write_events(vec![event(1)]).unwrap_err().to_string();
+            let want = match damage {
+                "cut" | "appended" => "cut or written to by someone else while open",
+                _ => "removed or replaced while the server had it open",
+            };
+            assert!(err.contains(want), "fsync {fsync}, {damage}: {err}");
+            let again = log.write_events(vec![event(2)]).unwrap_err().to_string();
+            assert!(
+                again.contains(want),
+                "fsync {fsync}, {damage}, again: {again}"
+            );
+        }
+    }
 }
 
 #[test]
