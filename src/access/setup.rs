@@ -181,10 +181,16 @@ impl AccessStack {
                     .transpose()?;
                 let public_key = signer.public_key().clone();
                 let path = a.log.path.clone();
+                // The store's key lives in its backend: a log opened by another key is another
+                // store's.
+                let config = LogConfig {
+                    single_key: true,
+                    ..a.log
+                };
                 // The public key is written once the log is open (locked) with it: a start
                 // refused the log (another process writes it, a directory to create) leaves the
                 // key beside it alone.
-                let log = AuditLog::open(a.log, signer).await?;
+                let log = AuditLog::open(config, signer).await?;
                 write_public_key(&path, &public_key).map_err(|source| SetupError::PublicKey {
                     path: public_key_path(&path),
                     source,

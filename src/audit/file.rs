@@ -58,6 +58,8 @@ pub(super) struct LogFile {
     max_backups: usize,
     max_age: Option<Duration>,
     fsync: bool,
+    /// The log is only ever signed by this writer's key ([`LogConfig::single_key`]).
+    single_key: bool,
     checkpoint_every: u64,
     signer: Arc<dyn CheckpointSigner>,
     file: File,
@@ -296,6 +298,7 @@ impl LogFile {
             max_backups: config.max_backups,
             max_age: config.max_age,
             fsync: config.fsync,
+            single_key: config.single_key,
             checkpoint_every: config.checkpoint_every.max(1),
             signer,
             file,
@@ -526,12 +529,23 @@ impl LogFile {
         self.file
             .read_exact_at(&mut first, 0)
             .map_err(io_err(&self.path))?;
-        let header = parse_line(&first)
-            .ok()
-            .and_then(|l| l.checkpoint)
-            .and_then(|(note, _)| Checkpoint::parse_note(&note).ok())
+        let opening = parse_line(&first).ok().and_then(|l| l.checkpoint);
+        let header = opening
+            .as_ref()
+            .and_then(|(note, _)| Checkpoint::parse_note(note).ok())
             .filter(|c| c.kind == CheckpointKind::Open && c.line == 1)
             .ok_or_else(|| refuse("line 1 is not the header of a keyward audit log".into()))?;
+        if let (true, Some((note, sig))) = (self.single_key, &opening) {
+            let own = self.signer.public_key();
+            if let Err(super::chain::SignatureError::UnknownKey(id)) =
+                super::chain::check_signature(note, sig, std::slice::from_ref(&own))
+            {
+                return Err(refuse(format!(
+                    "line 1 is signed by key {id}, not by this store's key {}: it is another store's log, or this store's backend (which holds its key) was replaced; keep it as evidence",
+                    own.key_id()
+                )));
+            }
+        }
         self.log_id = header.log.clone();
         let target = self.target(header.file);
         if let Some(later) = journaled

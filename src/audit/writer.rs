@@ -63,6 +63,10 @@ pub struct LogConfig {
     pub checkpoint_interval: Duration,
     /// Closed (default) or open.
     pub failure_mode: FailureMode,
+    /// The log is only ever signed by this key (a store's, sealed in its backend): a log whose
+    /// current file another key opened is refused, not continued. Off (the KMS plugin's admin
+    /// log, signed by a new key at every start), the other key's public key is kept aside.
+    pub single_key: bool,
     /// Sync every batch of writes to disk before acknowledging it (default). Off
     /// (`--audit-log-sync never`), events are written to the file (the page cache) before the
     /// request goes on, as kube-apiserver's log backend does: they survive a crash of keyward,
@@ -111,6 +115,7 @@ impl LogConfig {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
             failure_mode: FailureMode::Closed,
+            single_key: false,
             fsync: true,
             batch: None,
         }

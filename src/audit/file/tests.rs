@@ -91,6 +91,39 @@ fn a_log_removed_replaced_or_cut_while_open_takes_no_more_events() {
     }
 }
 
+/// A store's log is signed by the store's key only: another key is refused at open (another
+/// store's log, or a replaced backend), naming both keys; a log that allows key changes (the
+/// KMS plugin's) is continued.
+#[test]
+fn a_single_key_log_opened_with_another_key_is_refused() {
+    let (_dir, path, key, mut log) = new_log();
+    log.write_events(vec![event(0)]).unwrap();
+    log.checkpoint(CheckpointKind::Shutdown).unwrap();
+    drop(log);
+    let before = fs::read(&path).unwrap();
+    let other = Arc::new(Ed25519SigningKey::generate().unwrap());
+    let single = LogConfig {
+        single_key: true,
+        ..LogConfig::new(&path)
+    };
+    let Err(e) = LogFile::open(&single, other.clone()) else {
+        panic!("continued under another key");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains(&format!(
+            "line 1 is signed by key {}, not by this store's key {}",
+            key.public_key().key_id(),
+            other.public_key().key_id()
+        )),
+        "{e}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), before, "the log was changed");
+    // Its own key continues it; a log that allows key changes takes the other key.
+    drop(LogFile::open(&single, key.clone()).unwrap());
+    drop(LogFile::open(&LogConfig::new(&path), other.clone()).unwrap());
+}
+
 #[test]
 fn backup_names_follow_lumberjack() {
     let dir = tempfile::tempdir().unwrap();
