@@ -122,6 +122,14 @@ impl AuditObject {
                 if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
                     items.iter_mut().for_each(strip_managed_fields);
                 }
+                // A Table's rows, as kube-apiserver's `copyWithoutManagedFields` strips them.
+                if let Some(rows) = v.get_mut("rows").and_then(Value::as_array_mut) {
+                    for row in rows {
+                        if let Some(o) = row.get_mut("object") {
+                            strip_managed_fields(o);
+                        }
+                    }
+                }
                 Self(Repr::Json(v))
             }
             kept @ (Repr::Status(_) | Repr::Patch(_)) => Self(kept),
@@ -463,7 +471,7 @@ fn reduce_meta(m: &Map<String, Value>) -> Map<String, Value> {
                 a.iter()
                     .filter_map(Value::as_object)
                     .map(|f| {
-                        only_strings(
+                        let mut kept = only_strings(
                             f,
                             &[
                                 "manager",
@@ -473,7 +481,15 @@ fn reduce_meta(m: &Map<String, Value>) -> Map<String, Value> {
                                 "fieldsType",
                                 "subresource",
                             ],
-                        )
+                        );
+                        // The field set (`f:data: {f:password: {}}`): names only, as the
+                        // client received it.
+                        if let (Some(fields @ Value::Object(_)), Value::Object(k)) =
+                            (f.get("fieldsV1"), &mut kept)
+                        {
+                            k.insert("fieldsV1".into(), field_names(fields));
+                        }
+                        kept
                     })
                     .collect(),
             )),
@@ -500,6 +516,20 @@ fn reduce_meta(m: &Map<String, Value>) -> Map<String, Value> {
         }
     }
     out
+}
+
+/// A `fieldsV1` set reduced to its shape: objects of objects (the field names), anything
+/// else dropped.
+fn field_names(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| v.is_object())
+                .map(|(k, v)| (k.clone(), field_names(v)))
+                .collect(),
+        ),
+        _ => Value::Object(Map::new()),
+    }
 }
 
 /// The string-valued fields of `m` named in `keep`, as an object.
@@ -712,5 +742,40 @@ mod tests {
             let ids = o.name_uid_and_resource_version();
             assert_eq!(o.into_name_uid_and_resource_version(), ids);
         }
+    }
+
+    /// A Table (kubectl's `get`): each row's object keeps its managedFields' field names (the
+    /// client received them), and `omitManagedFields` drops them from the rows too, as
+    /// kube-apiserver's `copyWithoutManagedFields`.
+    #[test]
+    fn table_rows_keep_field_names_and_lose_managed_fields_when_omitted() {
+        let table = json!({
+            "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "columnDefinitions": [{"name": "Name", "type": "string", "format": "name", "priority": 0}],
+            "rows": [{"cells": ["db", "Opaque", 1, "5s"], "object": {
+                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"name": "db", "managedFields": [{
+                    "manager": "kubectl-create", "operation": "Update", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:data": {".": {}, "f:password": {}}, "f:type": "hunter2"}}]}}}],
+        });
+        let reduced = AuditObject::json(table).for_secrets();
+        let got = serde_json::to_value(&reduced).unwrap();
+        assert_eq!(
+            got["rows"][0]["object"]["metadata"]["managedFields"][0]["fieldsV1"],
+            json!({"f:data": {".": {}, "f:password": {}}}),
+            "{got}"
+        );
+        assert!(!got.to_string().contains("hunter2"), "{got}");
+        let omitted = serde_json::to_value(reduced.without_managed_fields()).unwrap();
+        assert!(
+            omitted["rows"][0]["object"]["metadata"]
+                .get("managedFields")
+                .is_none(),
+            "{omitted}"
+        );
+        assert_eq!(
+            omitted["rows"][0]["cells"],
+            json!(["db", "Opaque", 1, "5s"])
+        );
     }
 }
