@@ -222,6 +222,15 @@ pub enum AuthzError {
         /// Why.
         source: std::io::Error,
     },
+    /// A policy file or directory that group or others may write, on a writable file
+    /// system: whoever may write it chooses who may do anything (operator's).
+    #[error("authorization policy {} has mode {mode:04o}: whoever may write it chooses who may do anything, so it must not be writable by group or others (or be on a read-only mount, as a ConfigMap volume); run chmod go-w {}", path.display(), path.display())]
+    Writable {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A policy file is not UTF-8 text (operator's).
     #[error("authorization policy {} is not UTF-8 text", path.display())]
     NotUtf8 {

@@ -13,6 +13,7 @@
 //! file, document, object and field) and stays in [`Policy::status`] until a good policy is in
 //! force again. Dropping the watcher stops it.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -80,6 +81,7 @@ fn read_files(path: &Path) -> Result<Vec<(String, String)>, AuthzError> {
         source,
     };
     let meta = std::fs::metadata(path).map_err(cannot)?;
+    not_writable_by_others(path, &meta)?;
     let mut files = Vec::new();
     if meta.is_dir() {
         let mut entries = Vec::new();
@@ -98,15 +100,37 @@ fn read_files(path: &Path) -> Result<Vec<(String, String)>, AuthzError> {
     files
         .into_iter()
         .map(|f| {
-            let raw = std::fs::read(&f).map_err(|source| AuthzError::Read {
+            let read = |source| AuthzError::Read {
                 path: f.clone(),
                 source,
-            })?;
+            };
+            let meta = std::fs::metadata(&f).map_err(read)?;
+            not_writable_by_others(&f, &meta)?;
+            let raw = std::fs::read(&f).map_err(read)?;
             let text =
                 String::from_utf8(raw).map_err(|_| AuthzError::NotUtf8 { path: f.clone() })?;
             Ok((f.display().to_string(), text))
         })
         .collect()
+}
+
+/// The policy's files and its directory (their targets, through links) must not be writable
+/// by group or others, unless their file system is mounted read-only (a ConfigMap volume's
+/// directory is world-writable, its mount read-only).
+fn not_writable_by_others(path: &Path, meta: &std::fs::Metadata) -> Result<(), AuthzError> {
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 == 0 {
+        return Ok(());
+    }
+    let read_only = rustix::fs::statvfs(path)
+        .is_ok_and(|v| v.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+    if read_only {
+        return Ok(());
+    }
+    Err(AuthzError::Writable {
+        path: path.to_owned(),
+        mode,
+    })
 }
 
 fn hash_files(files: &[(String, String)]) -> String {

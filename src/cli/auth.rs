@@ -214,6 +214,16 @@ fn resource_for(arg: &str) -> (Mapped, Option<String>) {
     if let Some(m) = map(group, "", res) {
         return (m, None);
     }
+    // keyward's own permissions (README, "Who may read which Secret"), which only its gRPC
+    // calls check, so that the Kubernetes API's discovery does not list them.
+    if group == "keyward.io" && ["raw", "encryption", "migrations"].contains(&res) {
+        let own = Mapped {
+            group: group.to_owned(),
+            resource: res.to_owned(),
+            namespaced: Some(false),
+        };
+        return (own, None);
+    }
     let warning = match group {
         "" if matches!(res, "users" | "groups") => None,
         "" => Some(format!("the server doesn't have a resource type '{res}'")),
@@ -770,6 +780,16 @@ mod tests {
             ),
             ("*", (String::new(), "*".to_owned(), Some(true), None)),
             ("users", (String::new(), "users".to_owned(), None, None)),
+            // keyward's own, which discovery does not list.
+            ("raw.keyward.io", found("keyward.io", "raw", false)),
+            (
+                "Migrations.keyward.io",
+                found("keyward.io", "migrations", false),
+            ),
+            (
+                "encryption.keyward.io",
+                found("keyward.io", "encryption", false),
+            ),
         ] {
             assert_eq!(mapped(arg), want, "{arg}");
         }

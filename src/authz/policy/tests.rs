@@ -151,6 +151,46 @@ fn reload_swaps_a_valid_change_and_keeps_the_policy_on_a_bad_one() {
     assert_eq!(st.reloads, 2);
 }
 
+/// A policy file or directory that group or others may write is refused at start and not
+/// put in force on a reload (whoever may write it chooses who may do anything).
+#[test]
+fn a_policy_others_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.yaml");
+    std::fs::write(&file, READER).unwrap();
+    for mode in [0o666, 0o620, 0o602] {
+        chmod(&file, mode);
+        let e = Policy::load(&file).unwrap_err();
+        assert!(matches!(e, AuthzError::Writable { .. }), "{mode:o}: {e}");
+        assert!(
+            e.to_string().contains(&format!("has mode {mode:04o}")),
+            "{mode:o}: {e}"
+        );
+    }
+    // A directory others may write: anyone could add a policy file to it.
+    chmod(&file, 0o644);
+    chmod(dir.path(), 0o777);
+    let e = Policy::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("has mode 0777") && e.contains("chmod go-w"),
+        "{e}"
+    );
+    chmod(dir.path(), 0o755);
+    let p = Policy::load(dir.path()).unwrap();
+    // Made writable later: the change is not read, the policy in force stays.
+    std::fs::write(&file, format!("{READER}---{WRITER}")).unwrap();
+    chmod(&file, 0o666);
+    assert!(matches!(p.reload(), Err(AuthzError::Writable { .. })));
+    assert!(!p.authorize(&create()).allowed());
+    chmod(&file, 0o644);
+    assert!(p.reload().unwrap());
+    assert!(p.authorize(&create()).allowed());
+}
+
 #[test]
 fn an_emptied_policy_is_kept_out() {
     let dir = tempfile::tempdir().unwrap();
