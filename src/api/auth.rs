@@ -165,6 +165,7 @@ impl pb::auth_server::Auth for AuthService {
         Ok(Response::new(pb::CreateTokenResponse {
             token: t.token.expose().to_owned(),
             expiration_timestamp: humantime::format_rfc3339_seconds(t.expiration).to_string(),
+            expiration_seconds: i64::try_from(t.lifetime.as_secs()).unwrap_or(i64::MAX),
         }))
     }
 }

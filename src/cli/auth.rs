@@ -681,6 +681,13 @@ pub(super) fn create_token(a: CreateTokenArgs, client: &ClientArgs) -> Result<()
             .await
             .map_err(server_error)?
             .into_inner();
+        // kube-apiserver's warning, as kubectl prints it.
+        if expiration_seconds > 0 && t.expiration_seconds > 0 && t.expiration_seconds < expiration_seconds {
+            eprintln!(
+                "Warning: requested expiration of {expiration_seconds} seconds shortened to {} seconds",
+                t.expiration_seconds
+            );
+        }
         println!("{}", t.token);
         Ok(())
     })

@@ -4,10 +4,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-/// Rows in columns as kubectl prints them: each column as wide as its widest cell, three
-/// spaces apart; one line per row, ending in a newline.
+/// Rows in columns as kubectl prints them: each column as wide as its widest cell and at
+/// least three (kubectl's tabwriter: 6 with the gap), three spaces apart; one line per row,
+/// ending in a newline.
 pub(super) fn table(rows: &[Vec<String>]) -> String {
-    columns(rows, 3, &[])
+    let cols = rows.first().map_or(0, Vec::len);
+    columns(rows, 3, &vec![3; cols])
 }
 
 /// A table printed a block of rows at a time, as kubectl prints `get -w`: each column as wide

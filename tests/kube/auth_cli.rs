@@ -57,6 +57,8 @@ fn keyward_auth_prints_what_kubectl_prints() {
     for args in [
         &["auth", "can-i", "--list", "-n", "prod"][..],
         &["auth", "can-i", "--list", "-n", "prod", "--no-headers"],
+        // Columns of short cells (`[]`): kubectl's tabwriter makes them 6 wide.
+        &["auth", "can-i", "--list", "-n", "nowhere", "--no-headers"],
         &["auth", "can-i", "get", "Secrets/db", "-n", "prod"],
         &["auth", "can-i", "get", "secrets.v1./api", "-n", "prod"],
         &["auth", "can-i", "get", "secrets/other", "-n", "prod"],

@@ -268,10 +268,12 @@ fn local_causes(
 
 /// A `SelfSubjectReview`'s `status`: who the caller is.
 fn user_info(id: &Identity) -> Value {
-    let mut user = json!({"username": id.name, "groups": id.groups});
+    // authentication/v1 UserInfo's field order: username, uid, groups, extra.
+    let mut user = json!({"username": id.name});
     if !id.uid.is_empty() {
         user["uid"] = id.uid.clone().into();
     }
+    user["groups"] = json!(id.groups);
     if !id.extra.is_empty() {
         user["extra"] = json!(id.extra);
     }
