@@ -26,19 +26,35 @@ pub fn api_versions(server_address: &str) -> Value {
         "serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":server_address}]})
 }
 
+/// The API groups served besides the core group, and their versions (preferred first).
+const GROUPS: [(&str, &[&str]); 2] = [
+    ("authentication.k8s.io", &["v1", "v1beta1"]),
+    ("authorization.k8s.io", &["v1"]),
+];
+
+/// One group as `/apis` lists it (an `APIGroup` without its kind).
+fn group(name: &str, versions: &[&str]) -> Value {
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion":format!("{name}/{v}"),"version":v}))
+        .collect();
+    json!({"name":name,"versions":vs,"preferredVersion":vs[0].clone()})
+}
+
 /// `GET /apis`: the review groups.
 pub fn api_group_list() -> Value {
-    let group = |name: &str, versions: &[&str]| {
-        let vs: Vec<Value> = versions
-            .iter()
-            .map(|v| json!({"groupVersion":format!("{name}/{v}"),"version":v}))
-            .collect();
-        json!({"name":name,"versions":vs,"preferredVersion":vs[0].clone()})
-    };
-    json!({"kind":"APIGroupList","apiVersion":"v1","groups":[
-        group("authentication.k8s.io", &["v1", "v1beta1"]),
-        group("authorization.k8s.io", &["v1"]),
-    ]})
+    let groups: Vec<Value> = GROUPS.iter().map(|(n, v)| group(n, v)).collect();
+    json!({"kind":"APIGroupList","apiVersion":"v1","groups":groups})
+}
+
+/// `GET /apis/<group>`: the group's `APIGroup` document; `None` for a group not served.
+pub fn api_group(name: &str) -> Option<Value> {
+    let (n, versions) = GROUPS.iter().find(|(n, _)| *n == name)?;
+    let mut doc = json!({"kind":"APIGroup","apiVersion":"v1"});
+    if let (Value::Object(d), Value::Object(g)) = (&mut doc, group(n, versions)) {
+        d.extend(g);
+    }
+    Some(doc)
 }
 
 /// `GET /api/v1`: Secrets, `serviceaccounts/token` for `kubectl create token`, and the

@@ -655,6 +655,10 @@ impl KubeApi {
             (&Method::GET, ["api"]) => reply(Reply::ok(discovery::api_versions(&self.address))),
             (&Method::GET, ["apis"]) => reply(Reply::ok(discovery::api_group_list())),
             (&Method::GET, ["api", "v1"]) => reply(Reply::ok(discovery::core_v1_resources())),
+            (&Method::GET, ["apis", g]) => match discovery::api_group(g) {
+                Some(doc) => reply(Reply::ok(doc)),
+                None => reply(Reply::Status(Status::no_route())),
+            },
             (&Method::GET, ["apis", g, v]) => match discovery::group_resources(g, v) {
                 Some(doc) => reply(Reply::ok(doc)),
                 None => reply(Reply::Status(Status::no_route())),

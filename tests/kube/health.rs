@@ -330,6 +330,21 @@ fn health_with_credentials_is_authenticated_like_any_path() {
         k.ok(&["get", "--raw", "/version/"]),
         k.ok(&["get", "--raw", "/version"])
     );
+    // Each group `/apis` lists has its `APIGroup` document, as kube-apiserver serves it.
+    let list: serde_json::Value = serde_json::from_str(&k.ok(&["get", "--raw", "/apis"])).unwrap();
+    for g in list["groups"].as_array().unwrap() {
+        let name = g["name"].as_str().unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(&k.ok(&["get", "--raw", &format!("/apis/{name}")])).unwrap();
+        assert_eq!(doc["kind"], "APIGroup", "{doc}");
+        assert_eq!(doc["name"], name);
+        assert_eq!(doc["versions"], g["versions"]);
+        assert_eq!(doc["preferredVersion"], g["preferredVersion"]);
+    }
+    assert!(k
+        .run(&["get", "--raw", "/apis/apps"])
+        .err
+        .contains("NotFound"));
     // `version.Info` indented, in its field order, as kube-apiserver's `WriteRawJSON`.
     let version = k.ok(&["get", "--raw", "/version"]);
     assert!(
