@@ -54,7 +54,9 @@ impl ClientCertVerifier for DeferredVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.0
+            .verify_tls12_signature(message, cert, dss)
+            .or_else(|e| signed_with_cert_key(e, message, cert, dss))
     }
 
     fn verify_tls13_signature(
@@ -63,12 +65,81 @@ impl ClientCertVerifier for DeferredVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.0
+            .verify_tls13_signature(message, cert, dss)
+            .or_else(|e| signed_with_cert_key(e, message, cert, dss))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
     }
+}
+
+/// The handshake's proof that the client holds its certificate's key, for a certificate webpki
+/// will not read (an X.509 v1 certificate, which `openssl x509 -req` makes without
+/// `-extfile`, and Go's crypto/x509 accepts): the signature is checked with the key the
+/// certificate holds, so that the request goes on to the x509 authenticator, which refuses the
+/// certificate with a 401 and a log line saying why, instead of a failed handshake. `error`
+/// (webpki's) is returned when the certificate is readable by webpki, or not at all.
+fn signed_with_cert_key(
+    error: rustls::Error,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    if !matches!(error, rustls::Error::InvalidCertificate(_)) {
+        return Err(error);
+    }
+    let Ok((_, parsed)) = X509Certificate::from_der(cert.as_ref()) else {
+        return Err(error);
+    };
+    let spki = parsed.public_key();
+    let Some(alg_id) = algorithm_identifier(spki.raw) else {
+        return Err(error);
+    };
+    let key = spki.subject_public_key.data.as_ref();
+    let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+    let candidates = algorithms
+        .mapping
+        .iter()
+        .filter(|(scheme, _)| *scheme == dss.scheme)
+        .flat_map(|(_, algs)| algs.iter())
+        .filter(|alg| alg.public_key_alg_id().as_ref() == alg_id);
+    for alg in candidates {
+        if alg.verify_signature(key, message, dss.signature()).is_ok() {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
+    }
+    Err(rustls::Error::InvalidCertificate(
+        rustls::CertificateError::BadSignature,
+    ))
+}
+
+/// The contents of a DER `SubjectPublicKeyInfo`'s `AlgorithmIdentifier` (what webpki compares
+/// with an algorithm's `public_key_alg_id`).
+fn algorithm_identifier(spki: &[u8]) -> Option<&[u8]> {
+    let (outer, _) = der_sequence(spki)?;
+    der_sequence(outer).map(|(inner, _)| inner)
+}
+
+/// A DER SEQUENCE at the start of `der`: its contents and what follows it.
+fn der_sequence(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    if tag != 0x30 {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        n if n < 0x80 => (usize::from(n), rest),
+        0x81..=0x84 => {
+            let count = usize::from(first & 0x7f);
+            let (bytes, rest) = (rest.get(..count)?, rest.get(count..)?);
+            let len = bytes.iter().fold(0usize, |l, b| (l << 8) | usize::from(*b));
+            (len, rest)
+        }
+        _ => return None,
+    };
+    Some((rest.get(..len)?, rest.get(len..)?))
 }
 
 /// The certificates a connection's client presented (leaf first), and until when they verify
@@ -100,7 +171,14 @@ impl ClientCerts {
                     Ok(_) => not_after(&chain),
                     Err(e) => {
                         if let Some(held_back) = HANDSHAKE_REFUSED.admit() {
-                            tracing::info!(peer = %peer, error = %e, held_back, "client certificate refused");
+                            let v1 = X509Certificate::from_der(leaf.as_ref())
+                                .is_ok_and(|(_, c)| c.version().0 == 0);
+                            let hint = if v1 {
+                                "an X.509 v1 certificate, which keyward cannot verify: issue a v3 one (openssl x509 -req ... -extfile with extendedKeyUsage = clientAuth)"
+                            } else {
+                                ""
+                            };
+                            tracing::info!(peer = %peer, error = %e, held_back, hint, "client certificate refused");
                         }
                         None
                     }

@@ -891,6 +891,63 @@ pub(crate) fn client_cert(
     (cert.pem(), key.serialize_pem())
 }
 
+/// An X.509 v1 certificate (no extensions) for `user` in `group`, signed by the dev CA, made
+/// as `openssl x509 -req` makes it without `-extfile`: (certificate, key) in PEM.
+fn v1_client_cert(w: &World, user: &str, group: &str) -> (String, String) {
+    let openssl = crate::support::tools::require_tool("openssl", "apt-get install openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let (key, csr, crt) = (
+        dir.path().join("v1.key"),
+        dir.path().join("v1.csr"),
+        dir.path().join("v1.crt"),
+    );
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&openssl)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let subject = format!("/CN={user}/O={group}");
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        csr.to_str().unwrap(),
+        "-subj",
+        &subject,
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        w.dev.path("kw/kube-ca.crt").to_str().unwrap(),
+        "-CAkey",
+        w.dev.path("kw/kube-ca.key").to_str().unwrap(),
+        "-set_serial",
+        "7",
+        "-days",
+        "2",
+        "-out",
+        crt.to_str().unwrap(),
+    ]);
+    let pem = std::fs::read_to_string(&crt).unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+        .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+        .unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(parsed.version().0, 0, "a v1 certificate");
+    (pem, std::fs::read_to_string(&key).unwrap())
+}
+
 /// A CA certificate named `name` with `key`.
 pub(crate) fn ca_cert(name: &str, key: &rcgen::KeyPair) -> rcgen::Certificate {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -929,11 +986,14 @@ fn kubectl_refused_client_certificates_are_unauthorized() {
     let expired = client_cert("mallory", "system:masters", dev, (2020, 2021), ClientAuth);
     let server_only = client_cert("mallory", "system:masters", dev, (2020, 2090), ServerAuth);
     let current = client_cert("carol", "devs", dev, (2020, 2090), ClientAuth);
+    let v1 = v1_client_cert(&w, "mallory", "system:masters");
     let unauthorized = "error: You must be logged in to the server (Unauthorized)\n";
     let refused = [
         ("foreign", &foreign),
         ("expired", &expired),
         ("server-only", &server_only),
+        // Go reads X.509 v1 certificates, webpki does not: refused, but as a 401 too.
+        ("v1", &v1),
     ];
     for (name, (cert, key)) in refused {
         let cfg = cert_kubeconfig(&w, name, cert, key, None);
