@@ -218,6 +218,9 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
         let read = read_file(&self.path, self.access);
         let hash = read.as_ref().ok().map(|b| sha256(b));
         if hash == Some(state.hash) {
+            if state.failed.is_some() {
+                tracing::info!(path = %self.path.display(), what = self.what, "the file on disk is the content in force again");
+            }
             state.failed = None;
             state.seen = None;
             state.status.last_error = None;
@@ -242,7 +245,7 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
             entries = has_entries(&bytes);
             if in_force_has_entries && !entries {
                 return Err(format!(
-                    "{} is empty (nothing but blank lines and comments): it would remove every \
+                    "{} has no entries (only blank or `#` lines): it would remove every \
                      entry, so the content in force is kept (to start with an empty file, \
                      restart the server)",
                     self.path.display()
