@@ -407,7 +407,10 @@ mod tests {
             write(&p, emptied, 0o600);
             match w.check_now() {
                 ReloadOutcome::Failed { error } => {
-                    assert!(error.contains("is empty"), "{error}")
+                    assert!(
+                        error.contains("has no entries (only blank or `#` lines)"),
+                        "{error}"
+                    )
                 }
                 o => panic!("{emptied:?}: {o:?}"),
             }
