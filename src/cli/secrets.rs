@@ -606,7 +606,15 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             // A list is printed even when empty (kubectl: `[]`, or the custom columns' header);
             // named Secrets only if one was found.
             Some(o @ GetOutput::JsonPath { .. }) => {
-                if !items.is_empty() || names.is_empty() {
+                if a.watch {
+                    // One object at a time, as the watch's events after them.
+                    for s in &items {
+                        print!(
+                            "{}",
+                            printer::jsonpath_text(o, std::slice::from_ref(s), true)?
+                        );
+                    }
+                } else if !items.is_empty() || names.is_empty() {
                     print!("{}", printer::jsonpath_text(o, &items, single)?);
                 }
             }
