@@ -599,9 +599,15 @@ fn descend(v: Value, out: &mut Vec<Value>) {
 
 fn slice(items: Vec<Value>, s: Slice) -> Result<Vec<Value>, String> {
     let len = i64::try_from(items.len()).unwrap_or(i64::MAX);
+    // Saturating: indices are whatever the template says, up to i64's ends.
     let mut start = s.start.unwrap_or(0);
     if start < 0 {
-        start += len;
+        start = start.saturating_add(len);
+    }
+    if s.single && !(0..len).contains(&start) {
+        return Err(format!(
+            "array index out of bounds: index {start}, length {len}"
+        ));
     }
     let mut end = if s.single {
         start + 1
@@ -609,7 +615,7 @@ fn slice(items: Vec<Value>, s: Slice) -> Result<Vec<Value>, String> {
         s.end.unwrap_or(len)
     };
     if end < 0 {
-        end += len;
+        end = end.saturating_add(len);
     }
     if end != start {
         if start < 0 || start >= len {
@@ -620,7 +626,7 @@ fn slice(items: Vec<Value>, s: Slice) -> Result<Vec<Value>, String> {
         if end > len || end < 0 {
             return Err(format!(
                 "array index out of bounds: index {}, length {len}",
-                end - 1
+                end.saturating_sub(1)
             ));
         }
     }
@@ -911,6 +917,19 @@ mod tests {
             "starting index 1 is greater than ending index 0"
         );
         assert_eq!(exec_err("{.items[::-1].metadata.name}"), "step must be > 0");
+        // Indices at i64's ends are errors, not overflows.
+        assert_eq!(
+            exec_err("{.items[9223372036854775807]}"),
+            "array index out of bounds: index 9223372036854775807, length 2"
+        );
+        assert_eq!(
+            exec_err("{.items[:-9223372036854775808]}"),
+            "array index out of bounds: index -9223372036854775807, length 2"
+        );
+        assert_eq!(
+            parse_err("{.items[99999999999999999999]}"),
+            "array index 99999999999999999999 is not a number"
+        );
         assert_eq!(exec_err("{.kind[0]}"), "string is not array or slice");
         assert_eq!(
             exec_err("{.items[0].data[0]}"),
