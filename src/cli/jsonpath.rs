@@ -98,6 +98,13 @@ enum Piece {
 impl Template {
     /// Parses `text`.
     pub(super) fn parse(text: &str) -> Result<Self, JsonPathError> {
+        // Filters nest by recursion: a bound on the text bounds it.
+        if text.len() > MAX_TEMPLATE_BYTES {
+            return Err(JsonPathError::Parse(format!(
+                "the template is {} bytes; at most {MAX_TEMPLATE_BYTES} are allowed",
+                text.len()
+            )));
+        }
         let mut pieces = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -112,7 +119,7 @@ impl Template {
             pieces.push(Piece::Text(rest.to_owned()));
         }
         let mut pieces = pieces.into_iter();
-        let items = nest(&mut pieces, false)?;
+        let items = nest(&mut pieces, 0)?;
         Ok(Template { items })
     }
 
@@ -161,18 +168,31 @@ pub(super) fn relaxed(path: &str) -> Result<String, String> {
     Ok(format!("{{.{inner}}}"))
 }
 
-/// Builds the items up to the `{end}` that closes a range (`in_range`) or the template's end.
+/// The longest template taken.
+const MAX_TEMPLATE_BYTES: usize = 16 * 1024;
+
+/// Ranges nested deeper than this are refused (each level is a level of recursion).
+const MAX_RANGE_DEPTH: usize = 64;
+
+/// Builds the items up to the `{end}` that closes the range `depth` levels deep (0: none), or
+/// the template's end.
 fn nest(
     pieces: &mut impl Iterator<Item = Piece>,
-    in_range: bool,
+    depth: usize,
 ) -> Result<Vec<Item>, JsonPathError> {
+    let in_range = depth > 0;
     let mut items = Vec::new();
     while let Some(piece) = pieces.next() {
         match piece {
             Piece::Text(t) => items.push(Item::Text(t)),
             Piece::Action(nodes) => items.push(Item::Action(nodes)),
             Piece::Range(nodes) => {
-                let body = nest(pieces, true)?;
+                if depth == MAX_RANGE_DEPTH {
+                    return Err(JsonPathError::Parse(format!(
+                        "ranges nested more than {MAX_RANGE_DEPTH} deep"
+                    )));
+                }
+                let body = nest(pieces, depth + 1)?;
                 items.push(Item::Range(nodes, body));
             }
             Piece::End if in_range => return Ok(items),
@@ -901,6 +921,17 @@ mod tests {
         );
         assert_eq!(exec_err("{foo}"), "unrecognized identifier foo");
         assert_eq!(
+            parse_err(&"{range .items[*]}".repeat(100)),
+            "ranges nested more than 64 deep"
+        );
+        assert_eq!(
+            parse_err(&format!("{{.items{}}}", "[?(@".repeat(10_000))),
+            "the template is 40008 bytes; at most 16384 are allowed"
+        );
+        // Filters nested as deep as the bound allows parse (or fail) without a stack overflow.
+        let deep = format!("{{.items{}}}", "[?(@.a".repeat(2_700));
+        assert!(Template::parse(&deep).is_err());
+        assert_eq!(
             exec_err("{.items[5].metadata.name}"),
             "array index out of bounds: index 5, length 2"
         );
@@ -976,5 +1007,64 @@ mod tests {
         }
         assert!(relaxed("{{x}}").is_err());
         assert!(relaxed(".").is_err());
+    }
+
+    /// Templates drawn from the language's pieces, at random: parsing and running them gives
+    /// text or an error, never a panic or a hang.
+    #[test]
+    fn random_templates_never_panic() {
+        const PIECES: [&str; 34] = [
+            "{",
+            "}",
+            ".",
+            "..",
+            "[",
+            "]",
+            "*",
+            "[?(",
+            ")",
+            "@",
+            "$",
+            "'",
+            "\"",
+            ",",
+            ":",
+            "-",
+            "1",
+            "0",
+            "9223372036854775807",
+            "items",
+            "metadata",
+            "name",
+            "labels",
+            "range",
+            "end",
+            "==",
+            "<",
+            "!=",
+            "\\",
+            " ",
+            "x",
+            "é",
+            "\n",
+            "true",
+        ];
+        let root = list();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            let mut t = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for i in 0..(x % 24) {
+                let r = x.rotate_left((i * 5) as u32) ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                t.push_str(PIECES[(r % PIECES.len() as u64) as usize]);
+            }
+            if let Ok(template) = Template::parse(&t) {
+                let _ = template.render(&root);
+                let _ = template.render_json(&root);
+            }
+            let _ = relaxed(&t);
+        }
     }
 }
