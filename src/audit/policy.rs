@@ -132,10 +132,20 @@ impl Policy {
             return Err(invalid("the file is empty".into()));
         }
         // Read as text (errors name the line), and as a tree for the fields it should not have.
-        let raw: RawPolicy = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let warnings = serde_yaml_ng::from_str(text)
+        // A key repeated in a mapping is a strict decoding error to kube-apiserver, which then
+        // decodes leniently (the last value wins) and warns: so here.
+        let repeated = crate::manifest::yaml_keys::repeated_keys(text.as_bytes());
+        let raw: RawPolicy = if repeated.is_empty() {
+            serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?
+        } else {
+            let lenient: serde_json::Value =
+                serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+            RawPolicy::deserialize(&lenient).map_err(|e| invalid(e.to_string()))?
+        };
+        let mut warnings = serde_yaml_ng::from_str(text)
             .map(|v| unknown_fields(&v))
             .unwrap_or_default();
+        warnings.extend(repeated);
         match (raw.api_version.as_deref(), raw.kind.as_deref()) {
             (Some("audit.k8s.io/v1"), Some("Policy")) => {}
             (None, _) | (_, None) => {
@@ -895,6 +905,13 @@ mod tests {
             e.to_string().contains("rules[0].level: Required value"),
             "{e}"
         );
+        // A repeated key: the last value wins, with go-yaml's strict words as the warning.
+        let p = Policy::parse(&format!(
+            "{head}rules:\n  - level: Metadata\n    level: None\n"
+        ))
+        .unwrap();
+        assert_eq!(p.warnings(), [r#"line 5: key "level" already set in map"#]);
+        assert_eq!(p.evaluate(&tim(), &attrs("namespaced")).level, Level::None);
     }
 
     #[test]
