@@ -226,7 +226,7 @@ impl Cli {
     /// Parses the process's arguments. A usage error ends the process as clap's do (status
     /// 2), but with kubectl's status 1 under `keyward auth`, whose exit status is its answer.
     pub fn parse_args() -> Self {
-        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let args = namespace_after_command(std::env::args_os().collect());
         match Self::try_parse_from(&args) {
             Ok(cli) => cli,
             Err(e) if e.use_stderr() && is_auth_command(&args) => {
@@ -237,6 +237,24 @@ impl Cli {
             Err(e) => e.exit(),
         }
     }
+}
+
+/// kubectl takes `-n NS` before its verb (`kubectl -n prod get secrets`); keyward's commands
+/// take it after theirs: a leading `-n NS`, `-nNS`, `-n=NS`, `--namespace NS` or
+/// `--namespace=NS` is moved to the end of the command's own arguments (before a `--`).
+fn namespace_after_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return args;
+    };
+    let taken = match first {
+        "-n" | "--namespace" if args.len() > 2 => 2,
+        f if f.starts_with("--namespace=") || (f.starts_with("-n") && f.len() > 2) => 1,
+        _ => return args,
+    };
+    let flag: Vec<std::ffi::OsString> = args.drain(1..1 + taken).collect();
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    args.splice(end..end, flag);
+    args
 }
 
 /// Whether `args` run `keyward auth can-i` or `keyward auth whoami`.
@@ -309,6 +327,56 @@ fn completion(shell: Shell) -> Result<(), CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leading_namespace_goes_after_the_command() {
+        let moved = |args: &[&str]| -> Vec<String> {
+            namespace_after_command(args.iter().map(std::ffi::OsString::from).collect())
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        assert_eq!(
+            moved(&["keyward", "-n", "prod", "get", "secrets"]),
+            ["keyward", "get", "secrets", "-n", "prod"]
+        );
+        assert_eq!(
+            moved(&[
+                "keyward",
+                "--namespace=prod",
+                "run",
+                "--env",
+                "X=secret/a:k",
+                "--",
+                "env",
+                "-n",
+                "x"
+            ]),
+            [
+                "keyward",
+                "run",
+                "--env",
+                "X=secret/a:k",
+                "--namespace=prod",
+                "--",
+                "env",
+                "-n",
+                "x"
+            ]
+        );
+        assert_eq!(
+            moved(&["keyward", "-nprod", "delete", "secret", "a"])[4],
+            "-nprod"
+        );
+        // Anything else is left as it is (clap reports what is wrong).
+        for args in [
+            &["keyward", "get", "-n", "x"][..],
+            &["keyward", "-n"],
+            &["keyward"],
+        ] {
+            assert_eq!(moved(args), args);
+        }
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

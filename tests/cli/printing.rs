@@ -139,6 +139,14 @@ fn get_prints_kubectls_jsonpath_custom_columns_and_label_columns() {
             "{args:?}\nkeyward stderr: {err}\nkubectl stderr: {kerr}"
         );
     }
+    // `-n` before the verb, as kubectl takes it.
+    for args in [
+        &["-n", "other", "get", "secrets", "-o", "name"][..],
+        &["--namespace=other", "get", "secrets", "-o", "name"],
+    ] {
+        assert_eq!(dev.kw(args).1, kc(&dev, args).1, "{args:?}");
+        assert_eq!(dev.kw(args).1, "secret/far\n");
+    }
     // The values are printed: keyward's stdout holds the decoded password's base64.
     assert_eq!(
         dev.ok(&["get", "secret", "db", "-o", "jsonpath={.data.password}"]),
