@@ -406,44 +406,70 @@ fn parse_slice(text: &str) -> Result<Slice, String> {
 
 /// A quoted string (after its opening quote `q`), with Go's escapes.
 fn parse_quote(s: &str, q: char) -> Result<(String, &str), String> {
-    let mut out = String::new();
-    let mut chars = s.char_indices();
-    while let Some((i, c)) = chars.next() {
+    // kubectl's lexer: the literal ends at the first quote not right after a backslash.
+    let mut prev = '\0';
+    let mut close = None;
+    for (i, c) in s.char_indices() {
         match c {
             '\n' => break,
-            c if c == q => return Ok((out, &s[i + c.len_utf8()..])),
-            '\\' => {
-                let Some((_, e)) = chars.next() else { break };
-                match e {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    'a' => out.push('\u{7}'),
-                    'b' => out.push('\u{8}'),
-                    'f' => out.push('\u{c}'),
-                    'v' => out.push('\u{b}'),
-                    '\\' | '\'' | '"' => out.push(e),
-                    'x' | 'u' | 'U' => {
-                        let n = match e {
-                            'x' => 2,
-                            'u' => 4,
-                            _ => 8,
-                        };
-                        let hex: String = chars.by_ref().take(n).map(|(_, h)| h).collect();
-                        let ch = u32::from_str_radix(&hex, 16)
-                            .ok()
-                            .filter(|_| hex.len() == n)
-                            .and_then(char::from_u32)
-                            .ok_or_else(|| format!("unquote string {q}{s} error invalid syntax"))?;
-                        out.push(ch);
-                    }
-                    _ => return Err(format!("unquote string {q}{s} error invalid syntax")),
-                }
+            c if c == q && prev != '\\' => {
+                close = Some(i);
+                break;
             }
-            c => out.push(c),
+            _ => {}
+        }
+        prev = c;
+    }
+    let Some(close) = close else {
+        return Err("unterminated quoted string".into());
+    };
+    let body = &s[..close];
+    let invalid = || format!("unquote string {q}{body}{q} error invalid syntax");
+    // Go's `strconv.Unquote` of the literal.
+    let mut out = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let e = chars.next().ok_or_else(invalid)?;
+        match e {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            'a' => out.push('\u{7}'),
+            'b' => out.push('\u{8}'),
+            'f' => out.push('\u{c}'),
+            'v' => out.push('\u{b}'),
+            '\\' => out.push('\\'),
+            // A quote is escaped only in a literal it would end.
+            e if e == q => out.push(e),
+            'x' | 'u' | 'U' | '0'..='7' => {
+                let (n, radix) = match e {
+                    'x' => (2, 16),
+                    'u' => (4, 16),
+                    'U' => (8, 16),
+                    _ => (2, 8),
+                };
+                let mut digits: String = if radix == 8 {
+                    e.to_string()
+                } else {
+                    String::new()
+                };
+                digits.extend(chars.by_ref().take(n));
+                let want = if radix == 8 { 3 } else { n };
+                let value = u32::from_str_radix(&digits, radix)
+                    .ok()
+                    .filter(|_| digits.len() == want)
+                    .filter(|v| radix == 16 || *v <= 0xff)
+                    .ok_or_else(invalid)?;
+                out.push(char::from_u32(value).ok_or_else(invalid)?);
+            }
+            _ => return Err(invalid()),
         }
     }
-    Err("unterminated quoted string".into())
+    Ok((out, &s[close + q.len_utf8()..]))
 }
 
 /// `[?( ... )]` after its `[?(`: the filter and the text after its `]`.
@@ -881,6 +907,7 @@ mod tests {
             ("{.kind.x}", ""),
             ("{.kind.*}", "76 105 115 116"),
             ("{.kind} {\"a\\tb\"} {'x'}", "List a\tb x"),
+            ("{\"\\101\"}{\"\\x42\"}{'\\''}{\"\\u00e9\"}", "AB'é"),
             ("{ .kind }", "List"),
             ("{.kind}}", "List}"),
             ("{true}", "true"),
@@ -912,6 +939,17 @@ mod tests {
         );
         assert_eq!(parse_err("{.x["), "unterminated array");
         assert_eq!(parse_err("{\"abc}"), "unterminated quoted string");
+        // kubectl's lexer and Go's unquoting: a quote after a backslash does not end the
+        // literal; `\'` is no escape in a double-quoted one.
+        assert_eq!(parse_err("{\"\\\\\"}"), "unterminated quoted string");
+        assert_eq!(
+            parse_err("{\"\\'\"}"),
+            "unquote string \"\\'\" error invalid syntax"
+        );
+        assert_eq!(
+            parse_err("{\"\\x\"}"),
+            "unquote string \"\\x\" error invalid syntax"
+        );
         assert_eq!(parse_err("{.items[?(@.a==\"b\"}"), "unterminated filter");
         assert_eq!(parse_err("{....a}"), "invalid multiple recursive descent");
         assert_eq!(exec_err("{end}"), "not in range, nothing to end");

@@ -26,7 +26,7 @@ impl GrowingTable {
     /// A table whose first block starts with `header`.
     pub(super) fn new(header: Vec<String>) -> Self {
         GrowingTable {
-            widths: header.iter().map(String::len).collect(),
+            widths: header.iter().map(|h| width(h)).collect(),
             header: Some(header),
         }
     }
@@ -42,8 +42,8 @@ impl GrowingTable {
         for r in &rows {
             for (c, cell) in r.iter().enumerate() {
                 match self.widths.get_mut(c) {
-                    Some(w) => *w = (*w).max(cell.len()),
-                    None => self.widths.push(cell.len()),
+                    Some(w) => *w = (*w).max(width(cell)),
+                    None => self.widths.push(width(cell)),
                 }
             }
         }
@@ -66,7 +66,7 @@ fn lay_out(rows: &[Vec<String>], gap: usize, min_widths: &[usize], trim: bool) -
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
-            let widest = rows.iter().map(|r| r[c].len()).max().unwrap_or(0);
+            let widest = rows.iter().map(|r| width(&r[c])).max().unwrap_or(0);
             widest.max(min_widths.get(c).copied().unwrap_or(0))
         })
         .collect();
@@ -84,6 +84,12 @@ fn lay_out(rows: &[Vec<String>], gap: usize, min_widths: &[usize], trim: bool) -
         out.push('\n');
     }
     out
+}
+
+/// A cell's width as kubectl's tabwriter counts it: in characters (padding with `{:<w$}`
+/// counts them too).
+fn width(cell: &str) -> usize {
+    cell.chars().count()
 }
 
 /// `label: value` lines, the values aligned two spaces after the longest label; no newline

@@ -28,9 +28,30 @@ pub(super) enum GetOutput {
         template: Template,
         text: String,
         as_json: bool,
+        /// `-o`'s value, as kubectl names the printer.
+        spec: String,
     },
     /// One column per `HEADER:PATH`.
-    CustomColumns(Vec<Column>),
+    CustomColumns {
+        columns: Vec<Column>,
+        /// `-o`'s value, as kubectl names the printer.
+        spec: String,
+    },
+}
+
+impl GetOutput {
+    /// The printer as kubectl names it in its errors (`-o`'s value); `None` for the table.
+    pub(super) fn printer_name(&self) -> Option<String> {
+        match self {
+            GetOutput::Wide => None,
+            GetOutput::Yaml => Some("yaml".into()),
+            GetOutput::Json => Some("json".into()),
+            GetOutput::Name => Some("name".into()),
+            GetOutput::JsonPath { spec, .. } | GetOutput::CustomColumns { spec, .. } => {
+                Some(spec.clone())
+            }
+        }
+    }
 }
 
 /// One custom column.
@@ -71,6 +92,7 @@ pub(super) fn parse_output(s: &str) -> Result<GetOutput, String> {
             template,
             text,
             as_json,
+            spec: s.to_owned(),
         })
     };
     match (format, arg) {
@@ -81,8 +103,8 @@ pub(super) fn parse_output(s: &str) -> Result<GetOutput, String> {
         ("jsonpath", a) => template(a.unwrap_or_default().to_owned(), false),
         ("jsonpath-as-json", a) => template(a.unwrap_or_default().to_owned(), true),
         ("jsonpath-file", _) => template(file("template")?, false),
-        ("custom-columns", a) => columns(a.unwrap_or_default()),
-        ("custom-columns-file", _) => columns_file(&file("custom-columns")?),
+        ("custom-columns", a) => columns(a.unwrap_or_default(), s),
+        ("custom-columns-file", _) => columns_file(&file("custom-columns")?, s),
         _ => Err(format!(
             "unable to match a printer suitable for the output format \"{s}\", allowed formats are: {FORMATS}"
         )),
@@ -90,7 +112,7 @@ pub(super) fn parse_output(s: &str) -> Result<GetOutput, String> {
 }
 
 /// `HEADER:PATH,...`.
-fn columns(spec: &str) -> Result<GetOutput, String> {
+fn columns(spec: &str, output: &str) -> Result<GetOutput, String> {
     if spec.is_empty() {
         return Err("custom-columns format specified but no custom columns given".into());
     }
@@ -101,11 +123,14 @@ fn columns(spec: &str) -> Result<GetOutput, String> {
         })?;
         cols.push(column(header, path)?);
     }
-    Ok(GetOutput::CustomColumns(cols))
+    Ok(GetOutput::CustomColumns {
+        columns: cols,
+        spec: output.to_owned(),
+    })
 }
 
 /// A custom-columns file: a line of headers, then a line of paths, split on blanks.
-fn columns_file(text: &str) -> Result<GetOutput, String> {
+fn columns_file(text: &str, output: &str) -> Result<GetOutput, String> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let (Some(headers), Some(paths)) = (lines.next(), lines.next()) else {
         return Err("custom-columns file needs a line of headers and a line of paths".into());
@@ -124,7 +149,10 @@ fn columns_file(text: &str) -> Result<GetOutput, String> {
         .zip(paths)
         .map(|(h, p)| column(h, p))
         .collect::<Result<_, _>>()?;
-    Ok(GetOutput::CustomColumns(cols))
+    Ok(GetOutput::CustomColumns {
+        columns: cols,
+        spec: output.to_owned(),
+    })
 }
 
 fn column(header: &str, path: &str) -> Result<Column, String> {
@@ -147,6 +175,7 @@ pub(super) fn jsonpath_text(
         template,
         text,
         as_json,
+        ..
     } = output
     else {
         return Ok(String::new());
@@ -217,6 +246,11 @@ pub(super) struct Table {
 }
 
 impl Table {
+    /// The `-L` keys (an empty one adds no column, as kubectl's).
+    fn label_keys(&self) -> impl Iterator<Item = &String> {
+        self.label_columns.iter().filter(|k| !k.is_empty())
+    }
+
     /// The header row.
     pub(super) fn header(&self) -> Vec<String> {
         let mut h: Vec<String> = Vec::new();
@@ -228,7 +262,7 @@ impl Table {
             h.extend(["RESOURCE-VERSION", "IMMUTABLE"].map(String::from));
         }
         // kubectl heads a label's column with the last part of its key, upper-cased.
-        for key in &self.label_columns {
+        for key in self.label_keys() {
             let last = key.rsplit('/').next().unwrap_or(key);
             h.push(last.to_uppercase());
         }
@@ -252,7 +286,7 @@ impl Table {
             r.push(s.metadata.resource_version.clone());
             r.push(s.is_immutable().to_string());
         }
-        for key in &self.label_columns {
+        for key in self.label_keys() {
             r.push(s.metadata.labels.get(key).cloned().unwrap_or_default());
         }
         if self.show_labels {
@@ -325,7 +359,7 @@ mod tests {
 
     #[test]
     fn custom_columns_as_kubectl_prints_them() {
-        let Ok(GetOutput::CustomColumns(cols)) = parse_output(
+        let Ok(GetOutput::CustomColumns { columns: cols, .. }) = parse_output(
             "custom-columns=NAME:.metadata.name,KEYS:{.data},X:.data.*,APP:.metadata.labels.app",
         ) else {
             panic!("parse")

@@ -505,7 +505,8 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         ));
     }
     // kubectl's rules and words: names select by themselves, in one namespace.
-    if !names.is_empty() && (a.selector.is_some() || a.field_selector.is_some()) {
+    let (selector, field_selector) = (given(&a.selector), given(&a.field_selector));
+    if !names.is_empty() && (selector.is_some() || field_selector.is_some()) {
         return Err(CliError::plain(
             "error: name cannot be provided when a selector is specified",
         ));
@@ -515,10 +516,12 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             "error: a resource cannot be retrieved by name across all namespaces",
         ));
     }
-    if a.show_labels && a.output == Some(GetOutput::Name) {
-        return Err(CliError::plain(
-            "error: --show-labels option cannot be used with name printer",
-        ));
+    if let Some(printer) = a.output.as_ref().and_then(GetOutput::printer_name) {
+        if a.show_labels {
+            return Err(CliError::plain(format!(
+                "error: --show-labels option cannot be used with {printer} printer"
+            )));
+        }
     }
     let ignore_not_found = a.ignore_not_found == Some(true);
     let ns = a.ns.namespace.clone();
@@ -532,7 +535,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             } else {
                 ns.to_string()
             };
-            let (selector, fields) = (a.selector.clone(), a.field_selector.clone());
+            let (selector, fields) = (selector.clone(), field_selector.clone());
             let listed = list_all(&mut c, namespace, selector, fields, a.chunk_size).await?;
             undecryptable = listed.undecryptable;
             (listed.items, listed.resource_version)
@@ -542,7 +545,9 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             for n in &names {
                 match fetch_one(&mut c, &ns, n).await {
                     Ok(s) => items.push(s),
-                    Err(e) if ignore_not_found && e.code() == tonic::Code::NotFound => {}
+                    // A watch reads its Secret first, whatever --ignore-not-found says (kubectl).
+                    Err(e) if ignore_not_found && !a.watch && e.code() == tonic::Code::NotFound => {
+                    }
                     Err(e) => failed.push(client::server_error(e)),
                 }
             }
@@ -554,8 +559,15 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             }
             (items, String::new())
         };
+        // Nothing found and nothing to watch: kubectl prints nothing at all.
+        if ignore_not_found && items.is_empty() && failed.is_empty() && !a.watch {
+            return Ok(());
+        }
         if let Some(k) = &a.key {
-            let (s, k) = (&items[0], k.as_str());
+            let Some(s) = items.first() else {
+                return Ok(());
+            };
+            let k = k.as_str();
             let v = s.data.get(k).ok_or_else(|| {
                 CliError::plain(format!(
                     "error: secret {:?} has no key {k:?} (keys: {})",
@@ -569,7 +581,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             return Ok(());
         }
         let now = SystemTime::now();
-        let single = !names.is_empty() && names.len() == 1;
+        let single = names.len() == 1 && items.len() == 1;
         // Watching with -o yaml|json prints objects one by one, as kubectl does: the current
         // ones, then each event's (YAML documents separated by `---`).
         let documents = a.watch && matches!(a.output, Some(GetOutput::Yaml | GetOutput::Json));
@@ -618,7 +630,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     print!("{}", printer::jsonpath_text(o, &items, single)?);
                 }
             }
-            Some(GetOutput::CustomColumns(cols)) => {
+            Some(GetOutput::CustomColumns { columns: cols, .. }) => {
                 if !items.is_empty() || names.is_empty() {
                     let rows = printer::custom_rows(cols, &items, a.no_headers)?;
                     print!("{}", columns.block(rows));
@@ -678,12 +690,12 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                         ns.to_string()
                     },
                     resource_version: rv,
-                    label_selector: a.selector.clone().unwrap_or_default(),
+                    label_selector: selector.clone().unwrap_or_default(),
                     // One Secret is watched by name, as kubectl does: `watch` on that name
                     // suffices (resourceNames); several need the namespace's.
                     field_selector: match names.as_slice() {
                         [one] => format!("metadata.name={one}"),
-                        _ => a.field_selector.clone().unwrap_or_default(),
+                        _ => field_selector.clone().unwrap_or_default(),
                     },
                 })
                 .await
@@ -707,7 +719,7 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                             printer::jsonpath_text(o, std::slice::from_ref(&s), true)?
                         )
                     }
-                    Some(GetOutput::CustomColumns(cols)) => {
+                    Some(GetOutput::CustomColumns { columns: cols, .. }) => {
                         let rows = printer::custom_rows(cols, std::slice::from_ref(&s), true)?;
                         print!("{}", columns.block(rows))
                     }
@@ -797,9 +809,10 @@ pub(super) fn describe_text(s: &Secret) -> String {
 /// `keyward delete secret NAME...`, or the Secrets `--all`, `-l` or `--field-selector` select.
 pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError> {
     let names = names_of(&a.resource, &a.names)?;
-    let selecting = a.all || a.selector.is_some() || a.field_selector.is_some();
+    let (selector, field_selector) = (given(&a.selector), given(&a.field_selector));
+    let selecting = a.all || selector.is_some() || field_selector.is_some();
     // kubectl's rules and words.
-    if a.all && (a.selector.is_some() || a.field_selector.is_some()) {
+    if a.all && (selector.is_some() || field_selector.is_some()) {
         return Err(CliError::plain(
             "error: setting 'all' parameter but found a non empty selector. ",
         ));
@@ -834,8 +847,8 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
                 } else {
                     a.ns.namespace.to_string()
                 },
-                a.selector.clone(),
-                a.field_selector.clone(),
+                selector.clone(),
+                field_selector.clone(),
                 500,
             )
             .await?;
@@ -890,6 +903,16 @@ pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError>
             None => Ok(()),
         }
     })
+}
+
+/// A selector flag's value, trimmed; an empty one is none (as kubectl reads `-l ''`: not a
+/// selector that selects everything).
+fn given(selector: &Option<String>) -> Option<String> {
+    selector
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
 }
 
 /// What [`list_all`] found.

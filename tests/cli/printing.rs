@@ -77,6 +77,8 @@ fn populate(dev: &DevServer) {
         &["annotate", "secret", "db", "note=a \"quoted\" value"],
     );
     assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kc(dev, &["annotate", "secret", "web", "cjk=中文字符 café"]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// The AGE column's cells (`5s`, `2m3s`) as `AGE`, so that runs a second apart compare equal.
@@ -129,6 +131,14 @@ fn get_prints_kubectls_jsonpath_custom_columns_and_label_columns() {
         &["get", "secret", "nope", "--ignore-not-found"],
         &["get", "secret", "nope", "-o", "jsonpath={.kind}", "--ignore-not-found"],
         &["get", "secret", "nope", "db", "--ignore-not-found", "-o", "name"],
+        &["get", "secret", "nope", "--ignore-not-found", "-o", "json"],
+        &["get", "secret", "nope", "nope2", "--ignore-not-found", "-o", "yaml"],
+        &["get", "secrets", "-l", "nomatch=1", "--ignore-not-found"],
+        &["get", "secrets", "-l", "nomatch=1", "--ignore-not-found", "-o", "custom-columns=N:.metadata.name"],
+        &["get", "secrets", "-L", ""],
+        &["get", "secrets", "-l", " ", "-o", "name"],
+        &["get", "secrets", "-o", "custom-columns=N:.metadata.name,C:.metadata.annotations.cjk,T:.type"],
+        &["get", "secret", "db", "-o", "jsonpath={\"\\101\"}{'\\''}{\"\\u00e9\\x41\"}"],
     ];
     for args in cases {
         let (kcode, kout, kerr) = kc(&dev, args);
@@ -169,6 +179,10 @@ fn template_errors_are_kubectls_without_the_object() {
         (&["get", "secret", "db", "-o", "custom-columns="], "custom-columns format specified but no custom columns given"),
         (&["get", "secret", "db", "-o", "foo"], "unable to match a printer suitable for the output format \"foo\""),
         (&["get", "secret", "db", "-o", "name", "--show-labels"], "error: --show-labels option cannot be used with name printer"),
+        (&["get", "secrets", "-o", "yaml", "--show-labels"], "error: --show-labels option cannot be used with yaml printer"),
+        (&["get", "secrets", "-o", "jsonpath={.kind}", "--show-labels"], "error: --show-labels option cannot be used with jsonpath={.kind} printer"),
+        (&["get", "secret", "db", "-o", "jsonpath={\"\\'\"}"], "unquote string \"\\'\" error invalid syntax"),
+        (&["get", "secret", "db", "-o", "jsonpath={\"\\\\\"}"], "unterminated quoted string"),
     ];
     for (args, message) in cases {
         let (kcode, _, kerr) = kc(&dev, args);
@@ -201,6 +215,11 @@ fn delete_selects_as_kubectl_does() {
         &["delete", "secrets", "--all", "-l", "app=web"],
         &["delete", "secret", "db", "-A"],
         &["delete", "secrets"],
+        // An empty selector selects nothing: not a silent --all.
+        &["delete", "secrets", "-l", ""],
+        &["delete", "secrets", "-l", " ", "-A"],
+        &["delete", "secrets", "--field-selector", ""],
+        &["delete", "secret", "db", "-l", ""],
     ];
     let dev = DevServer::start();
     // Back to the same Secrets (kubectl clears them: it is the reference here).
