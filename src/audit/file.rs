@@ -12,13 +12,17 @@ use std::time::Duration;
 
 use super::chain::{
     line_hash, parse_line, render_lost_line, Checkpoint, CheckpointKind, CheckpointSigner,
-    CHAIN_ANNOTATION, CHECKPOINT_ANNOTATION, GENESIS, LOST_EVENTS_ANNOTATION,
-    LOST_REASON_ANNOTATION, SEQ_ANNOTATION, SIGNATURE_ANNOTATION,
+    CHAIN_ANNOTATION, GENESIS, SEQ_ANNOTATION,
 };
-use super::event::{Event, MicroTime};
+#[cfg(test)]
+use super::event::Event;
+use super::event::MicroTime;
 use super::journal::{journal_key, journal_path, Journal, Record, Target};
 use super::writer::LogConfig;
 use super::AuditError;
+#[cfg(test)]
+pub(crate) use lines::EventLine;
+pub(crate) use lines::EventLines;
 
 /// The longest first line read when reopening a file (a header checkpoint is well under 1 KiB).
 const MAX_HEADER: u64 = 64 * 1024;
@@ -92,89 +96,6 @@ pub(super) struct LogFile {
 /// How often a log that does not sync checks that its open file is still the log (one that
 /// syncs checks before every write).
 const CHECK_EVERY: Duration = Duration::from_millis(50);
-
-/// The annotations only the log sets: left out of the events it is given.
-const RESERVED: [&str; 6] = [
-    CHAIN_ANNOTATION,
-    SEQ_ANNOTATION,
-    CHECKPOINT_ANNOTATION,
-    SIGNATURE_ANNOTATION,
-    LOST_EVENTS_ANNOTATION,
-    LOST_REASON_ANNOTATION,
-];
-
-/// Events serialised by the requests that produced them, back to back, waiting for the chain's
-/// annotations (which only the writer can know): the work of encoding is spread over the
-/// callers, and the writer only splices, hashes and writes. Cleared and reused, not freed, by
-/// the callers and the writer.
-#[derive(Debug, Default)]
-pub(crate) struct EventLines {
-    /// The events' JSON one after the other, each without the chain, sequence, checkpoint or
-    /// signature annotation; an event's `annotations` object, when present, is its last member.
-    bytes: Vec<u8>,
-    /// Where each event ends in `bytes`, and whether it has an `annotations` object.
-    ends: Vec<(usize, bool)>,
-}
-
-impl EventLines {
-    /// Serialises `ev` after the events already held, without the annotations only the log
-    /// may set.
-    pub(crate) fn push(&mut self, ev: &Event) {
-        let annotated = ev.write_json(&mut self.bytes, &RESERVED);
-        debug_assert!(
-            !annotated || self.bytes.ends_with(b"}}"),
-            "annotations come last"
-        );
-        self.ends.push((self.bytes.len(), annotated));
-    }
-
-    /// Copies `other`'s events after the ones held.
-    pub(crate) fn append(&mut self, other: &EventLines) {
-        let base = self.bytes.len();
-        self.bytes.extend_from_slice(&other.bytes);
-        self.ends
-            .extend(other.ends.iter().map(|&(end, a)| (base + end, a)));
-    }
-
-    /// How many events are held.
-    pub(crate) fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// Forgets the events, keeping the memory for the next ones (up to a limit, so that one
-    /// burst does not hold megabytes for good).
-    pub(crate) fn clear(&mut self) {
-        const KEEP: usize = 1 << 20;
-        if self.bytes.capacity() > KEEP {
-            self.bytes = Vec::new();
-            self.ends = Vec::new();
-        }
-        self.bytes.clear();
-        self.ends.clear();
-    }
-
-    /// Each event's JSON and whether it has an `annotations` object.
-    fn iter(&self) -> impl Iterator<Item = (&[u8], bool)> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().map(|&(end, _)| end));
-        starts
-            .zip(&self.ends)
-            .map(|(start, &(end, annotated))| (&self.bytes[start..end], annotated))
-    }
-}
-
-/// One event for [`LogFile::write_lines`] (tests).
-#[cfg(test)]
-pub(crate) struct EventLine(EventLines);
-
-#[cfg(test)]
-impl EventLine {
-    /// Serialises `ev` without the annotations only the log may set.
-    pub(crate) fn of(ev: &Event) -> Self {
-        let mut lines = EventLines::default();
-        lines.push(ev);
-        EventLine(lines)
-    }
-}
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
     move |source| AuditError::Io {
@@ -1237,5 +1158,6 @@ fn rfind_newline(file: &File, before: u64) -> io::Result<Option<u64>> {
     Ok(None)
 }
 
+mod lines;
 #[cfg(test)]
 mod tests;

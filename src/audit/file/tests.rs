@@ -1,4 +1,5 @@
 use super::*;
+use crate::audit::chain::CHECKPOINT_ANNOTATION;
 use crate::audit::writer::tests::dev_full;
 use crate::audit::writer::LogConfig;
 use crate::crypto::Ed25519SigningKey;
