@@ -131,15 +131,20 @@ fn columns(spec: &str, output: &str) -> Result<GetOutput, String> {
 
 /// A custom-columns file: a line of headers, then a line of paths, split on blanks.
 fn columns_file(text: &str, output: &str) -> Result<GetOutput, String> {
+    // kubectl's words.
+    const FORMAT: &str = "Expected format is one line of space separated headers, one line of space separated column specs.";
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let (Some(headers), Some(paths)) = (lines.next(), lines.next()) else {
-        return Err("custom-columns file needs a line of headers and a line of paths".into());
+    let Some(headers) = lines.next() else {
+        return Err(format!("invalid template, missing header line. {FORMAT}"));
+    };
+    let Some(paths) = lines.next() else {
+        return Err(format!("invalid template, missing spec line. {FORMAT}"));
     };
     let headers: Vec<&str> = headers.split_whitespace().collect();
     let paths: Vec<&str> = paths.split_whitespace().collect();
     if headers.len() != paths.len() {
         return Err(format!(
-            "number of headers ({}) does not match number of columns ({})",
+            "number of headers ({}) and field specifications ({}) don't match",
             headers.len(),
             paths.len()
         ));
@@ -351,6 +356,23 @@ mod tests {
         assert_eq!(err("custom-columns=A:.x["), "unterminated array");
         assert!(err("jsonpath-file=/nonexistent/t")
             .starts_with("error reading template /nonexistent/t: "));
+        let expected = "Expected format is one line of space separated headers, one line of space separated column specs.";
+        assert_eq!(
+            columns_file("\n\n", "f").unwrap_err(),
+            format!("invalid template, missing header line. {expected}")
+        );
+        assert_eq!(
+            columns_file("NAME TYPE\n", "f").unwrap_err(),
+            format!("invalid template, missing spec line. {expected}")
+        );
+        assert_eq!(
+            columns_file("NAME TYPE\n.metadata.name\n", "f").unwrap_err(),
+            "number of headers (2) and field specifications (1) don't match"
+        );
+        assert!(matches!(
+            columns_file("NAME TYPE\n.metadata.name .type\n", "f"),
+            Ok(GetOutput::CustomColumns { .. })
+        ));
         assert!(matches!(
             parse_output("jsonpath={.data}"),
             Ok(GetOutput::JsonPath { as_json: false, .. })

@@ -256,8 +256,8 @@ pub(super) struct DeleteArgs {
     #[arg(long = "field-selector", value_name = "SELECTOR")]
     field_selector: Option<String>,
     /// Delete every Secret in the namespace (with -A: in every namespace).
-    #[arg(long)]
-    all: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    all: Option<bool>,
     /// With --all, -l or --field-selector: in every namespace.
     #[arg(short = 'A', long = "all-namespaces")]
     all_namespaces: bool,
@@ -810,9 +810,10 @@ pub(super) fn describe_text(s: &Secret) -> String {
 pub(super) fn delete(a: DeleteArgs, client: &ClientArgs) -> Result<(), CliError> {
     let names = names_of(&a.resource, &a.names)?;
     let (selector, field_selector) = (given(&a.selector), given(&a.field_selector));
-    let selecting = a.all || selector.is_some() || field_selector.is_some();
+    let all = a.all == Some(true);
+    let selecting = all || selector.is_some() || field_selector.is_some();
     // kubectl's rules and words.
-    if a.all && (selector.is_some() || field_selector.is_some()) {
+    if all && (selector.is_some() || field_selector.is_some()) {
         return Err(CliError::plain(
             "error: setting 'all' parameter but found a non empty selector. ",
         ));

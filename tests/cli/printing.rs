@@ -220,6 +220,8 @@ fn delete_selects_as_kubectl_does() {
         &["delete", "secrets", "-l", " ", "-A"],
         &["delete", "secrets", "--field-selector", ""],
         &["delete", "secret", "db", "-l", ""],
+        &["delete", "secrets", "--all=true"],
+        &["delete", "secrets", "--all=false"],
     ];
     let dev = DevServer::start();
     // Back to the same Secrets (kubectl clears them: it is the reference here).
