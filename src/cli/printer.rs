@@ -75,7 +75,7 @@ pub(super) fn parse_output(s: &str) -> Result<GetOutput, String> {
         let path = arg
             .filter(|a| !a.is_empty())
             .ok_or_else(|| format!("{what} format specified but no {what} file given"))?;
-        std::fs::read_to_string(path).map_err(|e| format!("error reading {what} {path}: {e}"))
+        read_limited(path).map_err(|e| format!("error reading {what} {path}: {e}"))
     };
     let template = |text: String, as_json: bool| -> Result<GetOutput, String> {
         if text.is_empty() {
@@ -109,6 +109,25 @@ pub(super) fn parse_output(s: &str) -> Result<GetOutput, String> {
             "unable to match a printer suitable for the output format \"{s}\", allowed formats are: {FORMATS}"
         )),
     }
+}
+
+/// The most a template or custom-columns file may hold (a template itself is refused beyond
+/// 16 KiB).
+const MAX_FILE_BYTES: u64 = 64 * 1024;
+
+/// The text of `path`, at most [`MAX_FILE_BYTES`].
+fn read_limited(path: &str) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// `HEADER:PATH,...`.
@@ -356,6 +375,10 @@ mod tests {
         assert_eq!(err("custom-columns=A:.x["), "unterminated array");
         assert!(err("jsonpath-file=/nonexistent/t")
             .starts_with("error reading template /nonexistent/t: "));
+        let big = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(big.path(), vec![b'x'; 70_000]).unwrap();
+        let e = err(&format!("custom-columns-file={}", big.path().display()));
+        assert!(e.ends_with("larger than 65536 bytes"), "{e}");
         let expected = "Expected format is one line of space separated headers, one line of space separated column specs.";
         assert_eq!(
             columns_file("\n\n", "f").unwrap_err(),

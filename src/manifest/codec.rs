@@ -143,8 +143,9 @@ fn printable(s: &Secret) -> Value {
     v
 }
 
-/// The object as the server answers it (`managedFields` included, no `stringData`): what
-/// kubectl's `-o jsonpath` and `custom-columns` read.
+/// The object with all it holds but `stringData` (its `managedFields` too, when it carries
+/// them: objects read over keyward.v1 gRPC do not): what kubectl's `-o jsonpath` and
+/// `custom-columns` read.
 pub fn object_value(s: &Secret) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {

@@ -45,30 +45,26 @@ fn a_token_request_beyond_the_max_expiration_is_shortened() {
     let out = token("1h");
     assert!(out.code == 0 && !out.err.contains("Warning"), "{}", out.err);
     // keyward's CLI (gRPC) prints the same warning kubectl prints.
-    let (code, out, err) = w.dev.kw(&[
-        "create",
-        "token",
-        "app",
-        "-n",
-        "default",
-        "--duration",
-        "48h",
-    ]);
+    let kw_token = |duration: &str| {
+        let args = [
+            "create",
+            "token",
+            "app",
+            "-n",
+            "default",
+            "--duration",
+            duration,
+        ];
+        w.dev.kw(&args)
+    };
+    let (code, out, err) = kw_token("48h");
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("Warning: requested expiration of 172800 seconds shortened to 7200 seconds"),
         "{err}"
     );
     assert_eq!(out.trim().split('.').count(), 3, "{out}");
-    let (code, _, err) = w.dev.kw(&[
-        "create",
-        "token",
-        "app",
-        "-n",
-        "default",
-        "--duration",
-        "1h",
-    ]);
+    let (code, _, err) = kw_token("1h");
     assert!(code == 0 && !err.contains("Warning"), "{err}");
     for bad in ["30m", "2000000h", "soon"] {
         let (ok, _, err) = crate::support::run(&[
