@@ -195,6 +195,15 @@ pub(super) fn jsonpath_text(
     objects: &[Secret],
     single: bool,
 ) -> Result<String, CliError> {
+    let root = match objects {
+        [one] if single => manifest::object_value(one),
+        _ => manifest::list_of(objects.iter().map(manifest::object_value).collect()),
+    };
+    jsonpath_value(output, &root)
+}
+
+/// What a template prints for `root` (an object, a list, or a watch event).
+pub(super) fn jsonpath_value(output: &GetOutput, root: &Value) -> Result<String, CliError> {
     let GetOutput::JsonPath {
         template,
         text,
@@ -204,14 +213,10 @@ pub(super) fn jsonpath_text(
     else {
         return Ok(String::new());
     };
-    let root = match objects {
-        [one] if single => manifest::object_value(one),
-        _ => manifest::list_of(objects.iter().map(manifest::object_value).collect()),
-    };
     let printed = if *as_json {
-        template.render_json(&root)
+        template.render_json(root)
     } else {
-        template.render(&root)
+        template.render(root)
     };
     printed.map_err(|e| match e {
         JsonPathError::Execute(m) => CliError::plain(format!(
@@ -223,18 +228,33 @@ pub(super) fn jsonpath_text(
     })
 }
 
+/// A watch event as kubectl prints it with `--output-watch-events` through JSON, YAML, JSONPath
+/// and custom columns: `{"type": ..., "object": ...}`, the object with its `managedFields` when
+/// it carries them (kubectl leaves them in events).
+pub(super) fn event_value(kind: &str, s: &Secret) -> Value {
+    serde_json::json!({"type": kind, "object": manifest::object_value(s)})
+}
+
 /// The rows of custom columns for `objects` (the header row first unless `no_headers`).
 pub(super) fn custom_rows(
     cols: &[Column],
     objects: &[Secret],
     no_headers: bool,
 ) -> Result<Vec<Vec<String>>, CliError> {
+    custom_value_rows(cols, objects.iter().map(manifest::object_value), no_headers)
+}
+
+/// The rows of custom columns for objects (or watch events) as values.
+pub(super) fn custom_value_rows(
+    cols: &[Column],
+    objects: impl IntoIterator<Item = Value>,
+    no_headers: bool,
+) -> Result<Vec<Vec<String>>, CliError> {
     let mut rows = Vec::new();
     if !no_headers {
         rows.push(cols.iter().map(|c| c.header.clone()).collect());
     }
-    for s in objects {
-        let obj = manifest::object_value(s);
+    for obj in objects {
         let mut row = Vec::new();
         for c in cols {
             let found: Vec<Value> = c

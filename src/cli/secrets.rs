@@ -621,24 +621,37 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                 if a.watch {
                     // One object at a time, as the watch's events after them.
                     for s in &items {
-                        print!(
-                            "{}",
-                            printer::jsonpath_text(o, std::slice::from_ref(s), true)?
-                        );
+                        if events {
+                            print!("{}", watch_jsonpath(o, s, "ADDED")?);
+                        } else {
+                            print!(
+                                "{}",
+                                printer::jsonpath_text(o, std::slice::from_ref(s), true)?
+                            );
+                        }
                     }
                 } else if !items.is_empty() || names.is_empty() {
                     print!("{}", printer::jsonpath_text(o, &items, single)?);
                 }
             }
             Some(GetOutput::CustomColumns { columns: cols, .. }) => {
-                if !items.is_empty() || names.is_empty() {
+                if events && a.watch {
+                    let values = items.iter().map(|s| printer::event_value("ADDED", s));
+                    let rows = printer::custom_value_rows(cols, values, a.no_headers)?;
+                    print!("{}", columns.block(rows));
+                } else if !items.is_empty() || names.is_empty() {
                     let rows = printer::custom_rows(cols, &items, a.no_headers)?;
                     print!("{}", columns.block(rows));
                 }
             }
             _ if documents => {
                 for s in &items {
-                    print_document(s, a.output.as_ref(), &mut printed);
+                    print_document(
+                        s,
+                        a.output.as_ref(),
+                        events.then_some("ADDED"),
+                        &mut printed,
+                    );
                 }
             }
             Some(GetOutput::Yaml) if single => print!("{}", manifest::to_yaml(&items[0])),
@@ -709,10 +722,16 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     continue;
                 }
                 match &a.output {
-                    Some(GetOutput::Yaml | GetOutput::Json) => {
-                        print_document(&s, a.output.as_ref(), &mut printed)
-                    }
+                    Some(GetOutput::Yaml | GetOutput::Json) => print_document(
+                        &s,
+                        a.output.as_ref(),
+                        events.then_some(ev.r#type.as_str()),
+                        &mut printed,
+                    ),
                     Some(GetOutput::Name) => println!("secret/{}", s.metadata.name),
+                    Some(o @ GetOutput::JsonPath { .. }) if events => {
+                        print!("{}", watch_jsonpath(o, &s, &ev.r#type)?)
+                    }
                     Some(o @ GetOutput::JsonPath { .. }) => {
                         print!(
                             "{}",
@@ -720,7 +739,12 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                         )
                     }
                     Some(GetOutput::CustomColumns { columns: cols, .. }) => {
-                        let rows = printer::custom_rows(cols, std::slice::from_ref(&s), true)?;
+                        let rows = if events {
+                            let event = printer::event_value(&ev.r#type, &s);
+                            printer::custom_value_rows(cols, [event], true)?
+                        } else {
+                            printer::custom_rows(cols, std::slice::from_ref(&s), true)?
+                        };
                         print!("{}", columns.block(rows))
                     }
                     _ => print!(
@@ -751,17 +775,36 @@ pub(super) fn describe(a: OneSecret, client: &ClientArgs) -> Result<(), CliError
 }
 
 /// One object of a watch as kubectl's printers write it: YAML documents separated by `---`
-/// (none before the first), JSON objects one after another.
-fn print_document(s: &Secret, output: Option<&GetOutput>, printed: &mut usize) {
-    if output == Some(&GetOutput::Yaml) {
-        if *printed > 0 {
-            println!("---");
-        }
-        print!("{}", manifest::to_yaml(s));
-    } else {
-        println!("{}", manifest::secret_json(s));
+/// (none before the first), JSON objects one after another; with --output-watch-events
+/// (`event` is its type) the event `{type, object}`, its JSON on one line.
+fn print_document(
+    s: &Secret,
+    output: Option<&GetOutput>,
+    event: Option<&str>,
+    printed: &mut usize,
+) {
+    let yaml = output == Some(&GetOutput::Yaml);
+    if yaml && *printed > 0 {
+        println!("---");
+    }
+    match event {
+        Some(kind) if yaml => print!(
+            "{}",
+            manifest::goyaml::to_yaml(&printer::event_value(kind, s))
+        ),
+        Some(kind) => println!(
+            "{}",
+            manifest::gojson::compact_event(kind, &manifest::object_value(s))
+        ),
+        None if yaml => print!("{}", manifest::to_yaml(s)),
+        None => println!("{}", manifest::secret_json(s)),
     }
     *printed += 1;
+}
+
+/// A JSONPath template run on one watch event (`--output-watch-events`).
+fn watch_jsonpath(output: &GetOutput, s: &Secret, kind: &str) -> Result<String, CliError> {
+    printer::jsonpath_value(output, &printer::event_value(kind, s))
 }
 
 /// Labels (`sep` "=") or annotations (`sep` ": ") as kubectl's describe prints them: one per

@@ -14,6 +14,17 @@ pub fn compact(v: &Value) -> String {
     out
 }
 
+/// A watch event as `json.Marshal` writes `metav1.WatchEvent`: its fields in the struct's
+/// order (`type`, then `object`), the object's keys in byte order.
+pub fn compact_event(kind: &str, object: &Value) -> String {
+    let mut out = String::from("{\"type\":");
+    write_string(&mut out, kind);
+    out.push_str(",\"object\":");
+    write_value(&mut out, object, None, 0);
+    out.push('}');
+    out
+}
+
 /// `v` as `json.MarshalIndent(v, "", "    ")` writes it (no final newline).
 pub fn indented(v: &Value) -> String {
     let mut out = String::new();

@@ -263,3 +263,116 @@ fn delete_selects_as_kubectl_does() {
         }
     }
 }
+
+/// What a watch printed within a minute: the command (kubectl's or keyward's) is stopped once
+/// `done` holds for its output so far, or after 60 s.
+fn watch_output(mut cmd: Command, done: impl Fn(&str) -> bool) -> String {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    let mut child = cmd
+        .stdout(std::fs::File::create(&path).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut out = String::new();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out.clear();
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        if done(&out) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+/// `get -w --output-watch-events` through JSON, YAML, JSONPath and custom columns prints each
+/// event as kubectl does: `{type, object}` (JSON on one line, type first), the templates run on
+/// the event. kubectl's objects carry managedFields (the Kubernetes API's do, keyward.v1's do
+/// not), which are left out of the comparison.
+#[test]
+fn get_watch_events_print_as_kubectls() {
+    let dev = DevServer::start();
+    populate(&dev);
+    let kubeconfig = dev.kubeconfig();
+    let cases: &[(&str, usize)] = &[
+        ("json", 2),
+        ("yaml", 2),
+        ("jsonpath={.type} {.object.metadata.name}{\"\\n\"}", 2),
+        (
+            "custom-columns=T:.type,N:.object.metadata.name,K:.object.data.username",
+            2,
+        ),
+        ("jsonpath={.metadata.name}{.object.kind}{\"\\n\"}", 2),
+    ];
+    for &(output, events) in cases {
+        let args = [
+            "get",
+            "secrets",
+            "-w",
+            "--output-watch-events",
+            "-o",
+            output,
+        ];
+        // Done once both Secrets' events are out (a template prints a line per event; the
+        // columns a header first).
+        let lines = events + usize::from(output.starts_with("custom-columns"));
+        let enough = |out: &str| {
+            if output == "yaml" {
+                out.matches("\ntype: ADDED\n").count() >= events
+            } else {
+                out.lines().count() >= lines
+            }
+        };
+        let mut kc = Command::new(kubectl());
+        kc.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        let theirs = watch_output(kc, enough);
+        let mut kw = crate::support::binary::command(&args);
+        kw.arg("--server").arg(&dev.server);
+        let ours = watch_output(kw, enough);
+        let theirs = match output {
+            "json" => theirs
+                .lines()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    let meta = v["object"]["metadata"].as_object_mut().unwrap();
+                    assert!(meta.remove("managedFields").is_some(), "{l}");
+                    keyward::manifest::gojson::compact_event(
+                        v["type"].as_str().unwrap(),
+                        &v["object"],
+                    ) + "\n"
+                })
+                .collect::<String>(),
+            // managedFields' lines: from `    managedFields:` to the next key of metadata.
+            "yaml" => {
+                let mut skipping = false;
+                let mut kept = String::new();
+                for line in theirs.lines() {
+                    if line == "    managedFields:" {
+                        skipping = true;
+                        continue;
+                    }
+                    if skipping && (line.starts_with("    - ") || line.starts_with("     ")) {
+                        continue;
+                    }
+                    skipping = false;
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+                kept
+            }
+            _ => theirs,
+        };
+        assert_eq!(ours, theirs, "-o {output}");
+        if output == "json" {
+            assert!(ours.starts_with("{\"type\":\"ADDED\",\"object\":{\"apiVersion\":\"v1\""));
+        }
+    }
+}
