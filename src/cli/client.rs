@@ -10,7 +10,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
-pub(super) use super::error::{server_error, server_error_when};
+pub(super) use super::error::{selector_error, server_error, server_error_when};
 use super::{CliError, DEV_DIR};
 use crate::pb::keyward_v1::secrets_client::SecretsClient;
 use crate::uds::{self, UnixTarget};

@@ -113,6 +113,26 @@ pub(super) fn server_error_when(s: Status, context: &str) -> CliError {
     }
 }
 
+/// A list's or watch's error: a selector the server refused is reported in kubectl's words,
+/// with both selectors (`Unable to find "/v1, Resource=secrets" that match label selector
+/// "a=(", field selector "": ...`), not under the request's field names.
+pub(super) fn selector_error(s: Status, label: &str, field: &str) -> CliError {
+    let refused = s.code() == Code::InvalidArgument
+        && ["label_selector: ", "field_selector: "]
+            .iter()
+            .any(|p| s.message().starts_with(p));
+    if !refused {
+        return server_error(s);
+    }
+    let message = s.message()["label_selector: ".len()..].to_owned();
+    let context = format!(
+        "Unable to find \"/v1, Resource=secrets\" that match label selector {}, field selector {}: ",
+        crate::authz::go_quote(label),
+        crate::authz::go_quote(field)
+    );
+    server_error_when(Status::new(s.code(), message), &context)
+}
+
 /// The reason of a store status that carries none (an older server, or the transport), from
 /// its code.
 fn store_reason(code: Code) -> Reason {

@@ -712,7 +712,13 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     },
                 })
                 .await
-                .map_err(client::server_error)?
+                .map_err(|e| {
+                    client::selector_error(
+                        e,
+                        selector.as_deref().unwrap_or_default(),
+                        field_selector.as_deref().unwrap_or_default(),
+                    )
+                })?
                 .into_inner();
             use tokio_stream::StreamExt;
             while let Some(ev) = stream.next().await {
@@ -993,7 +999,13 @@ async fn list_all(
                 field_selector: field_selector.clone().unwrap_or_default(),
             })
             .await
-            .map_err(client::server_error)?
+            .map_err(|e| {
+                client::selector_error(
+                    e,
+                    label_selector.as_deref().unwrap_or_default(),
+                    field_selector.as_deref().unwrap_or_default(),
+                )
+            })?
             .into_inner();
         // Secrets that cannot be decrypted are listed by key only: reported, and the command
         // fails at the end.
