@@ -157,6 +157,15 @@ pub(super) fn admin_error(s: Status) -> CliError {
             "the plugin admits other callers with `kms serve --admin-allow-uid/--admin-allow-gid`",
         );
     }
+    if s.code() == Code::Unimplemented && Reason::of(&s).is_none() {
+        return CliError::new(
+            "the socket does not serve the plugin's admin API (keyward.v1.KmsAdmin): it is \
+             another socket (the KMS socket, --socket, perhaps)",
+        )
+        .hint(
+            "give the socket `kms serve --admin-socket` names (`keyward dev`: DATA/kms-admin.sock)",
+        );
+    }
     let kind = match Reason::of(&s) {
         Some(Reason::BadRequest | Reason::Invalid) => "invalid argument",
         Some(Reason::NotFound) => "not found",

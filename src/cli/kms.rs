@@ -475,7 +475,13 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
     } else {
         Opened::Open(rt.block_on(open_keyring(&at, &seal, opts.policy, stale_after))?)
     };
-    rt.block_on(async {
+    // Opening reserved a block of encryptions; a start that fails after it (a socket, the
+    // metrics address, the audit log) gives it back, as a clean stop does.
+    let reserved = match &opened {
+        Opened::Open(keyring) => Some(keyring.clone()),
+        Opened::Sealed(..) => None,
+    };
+    let res = rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let metrics = bind_metrics(metrics_listen).await?;
@@ -503,7 +509,27 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
         let res = run_until_signal(opts.drain, token.clone(), run_plugin(plugin, token)).await;
         close_audit(log).await;
         res
-    })
+    });
+    if let Some(keyring) = reserved {
+        give_back_if_failed(&rt, &res, &keyring);
+    }
+    res
+}
+
+/// After a start or a run that failed (`res`): gives back the encryptions `keyring` reserved
+/// and did not use, so that a plugin failing to start (again and again, under a supervisor)
+/// does not count a block per attempt as used.
+pub(super) fn give_back_if_failed(
+    rt: &tokio::runtime::Runtime,
+    res: &Result<(), CliError>,
+    keyring: &Keyring,
+) {
+    if res.is_ok() {
+        return;
+    }
+    if let Err(e) = rt.block_on(keyring.release_unused()) {
+        tracing::warn!(error = %e, "unused encryption reservations were not given back; the keyring counts them as used");
+    }
 }
 
 /// The keyring `kms serve` serves: open, or sealed with Shamir shares until `Unseal`.

@@ -499,7 +499,8 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
             a.log.fsync,
         )
     });
-    rt.block_on(async {
+    let reserved = keyring.clone();
+    let res = rt.block_on(async {
         let token = CancellationToken::new();
         drain_on_signal(token.clone())?;
         let metrics = bind_metrics(metrics_listen).await?;
@@ -560,7 +561,9 @@ pub(super) fn dev(a: DevArgs) -> Result<(), CliError> {
         let res = run_until_signal(opts.drain, token, both).await;
         super::kms::close_audit(admin_log).await;
         res
-    })
+    });
+    super::kms::give_back_if_failed(&rt, &res, &reserved);
+    res
 }
 
 /// The store's EncryptionConfiguration for `keyward dev`: kms v2 through the dev plugin.

@@ -267,6 +267,9 @@ fn metrics_flags_refuse_naming_the_flag() {
     assert!(!dir.path().join("kms.sock").exists());
 }
 
+/// A start refused after the keyring was opened gives back the encryptions opening reserved:
+/// a plugin failing to start again and again (under a supervisor) does not count a block of
+/// 262,144 per attempt as used.
 #[test]
 fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -298,4 +301,45 @@ fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
     assert!(!ok);
     assert!(err.contains(&format!("--metrics-listen {addr}: ")), "{err}");
     assert!(!dir.path().join("kms.sock").exists());
+    // Twice more, then served: the primary key has counted almost nothing.
+    for _ in 0..2 {
+        let (ok, _, _) = run(&[
+            "kms",
+            "serve",
+            "--data",
+            &p("data"),
+            "--seal",
+            &seal,
+            "--socket",
+            &p("kms.sock"),
+            "--metrics-listen",
+            &addr,
+        ]);
+        assert!(!ok);
+    }
+    drop(taken);
+    let admin = p("admin.sock");
+    let proc = Proc::spawn_ready(
+        &[
+            "kms",
+            "serve",
+            "--data",
+            &p("data"),
+            "--seal",
+            &seal,
+            "--socket",
+            &p("kms.sock"),
+            "--admin-socket",
+            &admin,
+        ],
+        &[],
+        &dir.path().join("serve.log"),
+        &[&dir.path().join("kms.sock"), &dir.path().join("admin.sock")],
+    );
+    let (ok, out, err) = run(&["kms", "keys", "--admin-socket", &admin, "-o", "json"]);
+    assert!(ok, "{err}");
+    let keys: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let used = keys[0]["encryptions"].as_u64().unwrap_or(u64::MAX);
+    assert!(used < 100, "{out}");
+    drop(proc);
 }
