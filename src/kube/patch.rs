@@ -148,9 +148,9 @@ fn merge_map(
     match patch.get(PATCH) {
         None => {}
         Some(Value::String(d)) if d == "replace" => {
+            // The rest of the map as it is (strategicpatch's handleDirectiveInMergeMap).
             let mut m = patch.clone();
             m.remove(PATCH);
-            strip_directives(&mut m);
             return Ok(Some(m));
         }
         Some(Value::String(d)) if d == "delete" => return Ok(None),
@@ -180,11 +180,19 @@ fn merge_map(
             };
             if let Some(Value::Array(items)) = original.get_mut(list) {
                 items.retain(|x| !del.contains(x));
+                if ctx == Ctx::Meta && list == "finalizers" {
+                    // A merged list of scalars comes out of strategicpatch's deleteFromSlice
+                    // without repeats, in order.
+                    items.sort_by_key(go_text);
+                    items.dedup();
+                }
             }
         }
     }
     for (k, pv) in patch {
-        if k.starts_with('$') {
+        // The directives; any other key that starts with `$` is merged as a field (and then
+        // validated as one: `data[$x]` is an invalid key).
+        if is_directive(k) {
             continue;
         }
         if pv.is_null() {
@@ -205,7 +213,14 @@ fn merge_map(
             (Some(Value::Object(o)), Value::Object(p)) => {
                 merge_map(o, p, child_ctx)?.map(Value::Object)
             }
-            (None, Value::Object(p)) => merge_map(Map::new(), p, child_ctx)?.map(Value::Object),
+            // A field the original lacks (or holds as another type) takes the patch's value,
+            // its nulls dropped and its maps holding `$patch` left out (strategicpatch's
+            // removeDirectives).
+            (_, Value::Object(p)) => {
+                let mut v = Value::Object(p.clone());
+                discard_nulls(&mut v);
+                without_directives(v)
+            }
             (o, Value::Array(p)) if list_rule != ListRule::Replace => {
                 let o = match o {
                     Some(Value::Array(a)) => a,
@@ -268,6 +283,51 @@ enum ListRule {
 
 fn strip_directives(m: &mut Map<String, Value>) {
     m.retain(|k, _| !k.starts_with('$'));
+}
+
+/// Whether `k` is one of strategic merge patch's directives.
+fn is_directive(k: &str) -> bool {
+    k == PATCH
+        || k == RETAIN_KEYS
+        || k.starts_with(SET_ELEMENT_ORDER)
+        || k.starts_with(DELETE_FROM_PRIMITIVE_LIST)
+}
+
+/// Drops the null values of maps, at any depth (strategicpatch's discardNullValuesFromPatch).
+fn discard_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(discard_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(discard_nulls),
+        _ => {}
+    }
+}
+
+/// `v` without the maps that hold `$patch` (at any depth), or `None` if `v` is one
+/// (strategicpatch's removeDirectives).
+fn without_directives(v: Value) -> Option<Value> {
+    match v {
+        Value::Object(m) if m.contains_key(PATCH) => None,
+        Value::Object(m) => Some(Value::Object(
+            m.into_iter()
+                .filter_map(|(k, x)| without_directives(x).map(|x| (k, x)))
+                .collect(),
+        )),
+        Value::Array(items) => Some(Value::Array(
+            items.into_iter().filter_map(without_directives).collect(),
+        )),
+        other => Some(other),
+    }
+}
+
+/// A scalar as Go's `fmt.Sprintf("%v")` prints it, by which strategicpatch sorts scalars.
+fn go_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn merge_list(

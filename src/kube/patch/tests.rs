@@ -187,6 +187,37 @@ fn strategic_merge_directives() {
     ));
 }
 
+/// Keys that start with `$` but are no directive are merged as fields (validation then refuses
+/// `data[$x]` or a label `$x`, as kube-apiserver's); a field the original lacks takes the
+/// patch's value without its nulls and without maps holding `$patch` (removeDirectives).
+#[test]
+fn strategic_merge_keys_that_are_not_directives() {
+    let out = strategic_merge(&live(), &json!({"data": {"$bogus": "eA=="}})).unwrap();
+    assert_eq!(out["data"]["$bogus"], "eA==");
+    let out = strategic_merge(&live(), &json!({"metadata": {"labels": {"$foo": "x"}}})).unwrap();
+    assert_eq!(out["metadata"]["labels"]["$foo"], "x");
+    let mut bare = live();
+    bare["metadata"].as_object_mut().unwrap().remove("labels");
+    let out = strategic_merge(
+        &bare,
+        &json!({"metadata": {"labels": {"$foo": "x", "n": null}}}),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["labels"], json!({"$foo": "x"}));
+    let out = strategic_merge(
+        &bare,
+        &json!({"metadata": {"labels": {"$patch": "replace", "a": "b"}}}),
+    )
+    .unwrap();
+    assert!(out["metadata"].get("labels").is_none(), "{out}");
+    let out = strategic_merge(
+        &bare,
+        &json!({"metadata": {"annotations": {"k": "v", "deeper": {"$patch": "delete"}}}}),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["annotations"], json!({"k": "v"}));
+}
+
 #[test]
 fn strategic_merge_finalizers_and_owner_references() {
     let out = strategic_merge(
@@ -206,6 +237,15 @@ fn strategic_merge_finalizers_and_owner_references() {
     )
     .unwrap();
     assert_eq!(out["metadata"]["finalizers"], json!([]));
+    // What is left comes out in order, without repeats (strategicpatch's deleteFromSlice).
+    let mut three = live();
+    three["metadata"]["finalizers"] = json!(["z.io/c", "a.io/b", "z.io/c", "m.io/x"]);
+    let out = strategic_merge(
+        &three,
+        &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["m.io/x"]}}),
+    )
+    .unwrap();
+    assert_eq!(out["metadata"]["finalizers"], json!(["a.io/b", "z.io/c"]));
     let out = strategic_merge(
         &live(),
         &json!({"metadata": {"ownerReferences": [
