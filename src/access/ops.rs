@@ -575,26 +575,27 @@ impl Access {
                 let errors = std::mem::take(&mut list.errors);
                 return Err(StoreError::Unreadable { errors }.into());
             }
-            let mut deleted = Vec::new();
-            for s in list.items.iter().filter(|s| keep(s)) {
+            // The answer is the list as it was before the deletes (kube-apiserver's
+            // DeleteCollection returns the list it took): no item newer than the list.
+            let matched: Vec<Arc<Secret>> = list.items.drain(..).filter(|s| keep(s)).collect();
+            for s in &matched {
                 let result = if dry_run {
-                    pre.check_secret(s).map(|()| Arc::clone(s))
+                    pre.check_secret(s)
                 } else {
                     let id = SecretId::parse(&s.metadata.namespace, &s.metadata.name)
                         .map_err(|e| StoreError::invalid(&s.metadata.name, e))?;
                     self.store
                         .delete(&id.namespace, &id.name, pre)
                         .await
-                        .map(Arc::new)
+                        .map(drop)
                 };
                 match result {
-                    Ok(gone) => deleted.push(gone),
-                    Err(StoreError::NotFound { .. }) => {}
+                    Ok(()) | Err(StoreError::NotFound { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
             Ok(SecretList {
-                items: deleted,
+                items: matched,
                 continue_token: None,
                 ..list
             })

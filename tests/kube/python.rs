@@ -206,7 +206,7 @@ async fn http_status_limits_and_watch_framing() {
         "keyward_kube_requests_total{verb=\"get\",code=\"401\"} 2",
         "keyward_kube_requests_total{verb=\"create\",code=\"413\"} 1",
         "keyward_kube_requests_total{verb=\"watch\",code=\"429\"} 2",
-        "keyward_kube_requests_total{verb=\"deletecollection\",code=\"200\"} 2",
+        "keyward_kube_requests_total{verb=\"deletecollection\",code=\"200\"} 3",
     ] {
         assert!(m.contains(line), "{line} in {m}");
     }

@@ -369,6 +369,27 @@ c.close()
 for c in held:
     c.close()
 
+# deletecollection answers the list it took before deleting (kube-apiserver's DeleteCollection):
+# a Secret held by a finalizer is listed as it was, without the deletionTimestamp its delete set,
+# and no item is newer than the list (after the watch cap's test: these writes would
+# age its watches' revision out of the test server's short history).
+code, _, data = call("POST", SECRETS, body=json.dumps({"apiVersion": "v1", "kind": "Secret",
+                     "metadata": {"name": "s9", "finalizers": ["example.com/hold"]}}),
+                     headers={"Content-Type": "application/json"})
+assert code == 201, data
+code, _, data = call("DELETE", SECRETS + "?fieldSelector=metadata.name%3Ds9")
+deleted = json.loads(data)
+assert code == 200 and [i["metadata"]["name"] for i in deleted["items"]] == ["s9"], deleted
+item = deleted["items"][0]["metadata"]
+assert "deletionTimestamp" not in item, item
+assert int(item["resourceVersion"]) <= int(deleted["metadata"]["resourceVersion"]), deleted
+held = json.loads(call("GET", SECRETS + "/s9")[2])
+assert "deletionTimestamp" in held["metadata"], held
+code, _, data = call("PATCH", SECRETS + "/s9", body=json.dumps({"metadata": {"finalizers": None}}),
+                     headers={"Content-Type": "application/merge-patch+json"})
+assert code == 200, data
+assert call("GET", SECRETS + "/s9")[0] == 404
+
 # A resourceVersion that is not a number fails in kube-apiserver's storage, whose error its
 # handlers pass on as a 500 without a reason; so does a create that sets one (after the
 # object's validation, and not in a dry run, which never reaches the storage).
