@@ -474,9 +474,15 @@ impl KubeApi {
             Ok(Routed::Watch(w)) => {
                 let stream = ReceiverStream::new(w.lines).map(|b| Ok(Frame::data(b)));
                 let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+                let h = resp.headers_mut();
                 if let Ok(v) = http::HeaderValue::from_str(w.content_type) {
-                    resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+                    h.insert(http::header::CONTENT_TYPE, v);
                 }
+                // A watch carries Secrets: kube-apiserver's WithCacheControl marks it too.
+                h.insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-cache, private"),
+                );
                 resp
             }
             Err(KubeError::NotAcceptable) => {

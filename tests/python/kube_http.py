@@ -220,6 +220,8 @@ def watch_lines(path, n, accept="application/json"):
     c.request("GET", path, headers={"Accept": accept})
     r = c.getresponse()
     assert r.status == 200, r.status
+    # Every response is marked as not to be cached, a watch's too (WithCacheControl).
+    assert r.getheader("Cache-Control") == "no-cache, private", r.getheaders()
     lines = []
     buf = b""
     while len(lines) < n:
