@@ -129,9 +129,10 @@ fn flag_words(e: EtcdOptionsError) -> String {
         EtcdOptionsError::HttpsWithoutCa(url) => format!(
             "--etcd-endpoints: {url:?} is https; give --etcd-ca (and --etcd-cert/--etcd-key for client authentication)"
         ),
-        EtcdOptionsError::NotAUrl { url, reason } => {
-            format!("--etcd-endpoints: {url:?} is not a URL: {reason}")
-        }
+        EtcdOptionsError::NotAUrl { url, reason } => format!(
+            "--etcd-endpoints: {url:?} is not a URL: {}",
+            reason.replace("(cert_pem/key_pem)", "(--etcd-cert/--etcd-key)")
+        ),
         EtcdOptionsError::TlsWithoutHttps => {
             "--etcd-ca, --etcd-cert and --etcd-key apply to https:// endpoints; every --etcd-endpoints URL given is http://".into()
         }

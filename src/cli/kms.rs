@@ -193,10 +193,8 @@ impl KeyringArgs {
                         "--etcd-prefix: {prefix:?} must be an absolute key prefix such as /keyward"
                     )));
                 }
-                // The etcd client's refusals read as they did when it named the flags itself.
-                let refused = |m| CliError::new(format!("--etcd-endpoints: invalid request: {m}"));
                 Ok(Some(KeyringAt::Etcd {
-                    opts: self.etcd.options("--keyring etcd", refused)?,
+                    opts: self.etcd.options("--keyring etcd", CliError::new)?,
                     prefix: prefix.to_owned(),
                     state: None,
                 }))
@@ -222,15 +220,15 @@ pub(super) struct InitArgs {
     /// AEAD for this keyring's key-encryption keys.
     #[arg(long, value_enum, default_value_t = AlgorithmArg::Aes256Gcm)]
     algorithm: AlgorithmArg,
-    /// Argon2id memory in KiB for passphrase-file: (minimum 19456).
-    #[arg(long, default_value_t = 65536, value_name = "KIB")]
-    argon2_memory_kib: u32,
-    /// Argon2id iterations for passphrase-file: (minimum 2).
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    argon2_iterations: u32,
-    /// Argon2id lanes for passphrase-file:.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    argon2_parallelism: u32,
+    /// Argon2id memory in KiB for passphrase-file: (minimum 19456; default 65536).
+    #[arg(long, value_name = "KIB")]
+    argon2_memory_kib: Option<u32>,
+    /// Argon2id iterations for passphrase-file: (minimum 2; default 3).
+    #[arg(long, value_name = "N")]
+    argon2_iterations: Option<u32>,
+    /// Argon2id lanes for passphrase-file: (default 4).
+    #[arg(long, value_name = "N")]
+    argon2_parallelism: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -370,12 +368,24 @@ fn init(a: InitArgs) -> Result<(), CliError> {
         }
     };
     let seal = trusted(seal)?;
+    let argon2 = [
+        a.argon2_memory_kib,
+        a.argon2_iterations,
+        a.argon2_parallelism,
+    ];
     let kdf = match seal {
         SealSpec::PassphraseFile(_) => Some(KdfParams::new(
-            a.argon2_memory_kib,
-            a.argon2_iterations,
-            a.argon2_parallelism,
+            a.argon2_memory_kib.unwrap_or(65536),
+            a.argon2_iterations.unwrap_or(3),
+            a.argon2_parallelism.unwrap_or(4),
         )?),
+        _ if argon2.iter().any(Option::is_some) => {
+            return Err(CliError::new(
+                "--argon2-memory-kib, --argon2-iterations and --argon2-parallelism apply to \
+                 --seal passphrase-file:PATH (a passphrase is stretched; a key file, an HSM key \
+                 or Shamir shares are not)",
+            ))
+        }
         _ => None,
     };
     if matches!(seal, SealSpec::Shamir(None)) {
@@ -442,6 +452,13 @@ fn serve(a: ServeArgs) -> Result<(), CliError> {
             ))
         }
         (KeyringAt::Dir(_), None) => {}
+    }
+    let allows = !a.run.admin_allow_uid.is_empty() || !a.run.admin_allow_gid.is_empty();
+    if a.admin_socket.is_none() && allows {
+        return Err(CliError::new(
+            "--admin-allow-uid and --admin-allow-gid admit callers to the admin socket: give \
+             --admin-socket PATH too (without it there is none)",
+        ));
     }
     if a.admin_socket.as_deref() == Some(a.socket.as_path()) {
         return Err(CliError::new(
@@ -788,11 +805,16 @@ async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), C
             }
         }
         Call::Retire { key_id, force } => {
-            if !force {
-                check_unreferenced(&key_id, store).await?;
-            }
+            let unchecked = match force {
+                true => None,
+                false => check_unreferenced(&key_id, store).await?,
+            };
             let r = client.retire(admin_pb::RetireRequest { key_id }).await;
             let k = r.map_err(admin_error)?.into_inner().key;
+            // Said once the key is retired (not before a refusal, which says why).
+            if let Some(note) = unchecked {
+                eprintln!("{note}");
+            }
             key_out(k, json, |k| {
                 format!(
                     "retired: key_id {} is now {}",
@@ -827,12 +849,12 @@ async fn admin(args: &AdminArgs, call: Call, store: &ClientArgs) -> Result<(), C
     Ok(())
 }
 
-/// Refuses when a reachable keyward store still holds objects under `key_id`.
-async fn check_unreferenced(key_id: &str, store: &ClientArgs) -> Result<(), CliError> {
+/// Refuses when a reachable keyward store still holds objects under `key_id`; with no store to
+/// ask, the note to print once the key is retired.
+async fn check_unreferenced(key_id: &str, store: &ClientArgs) -> Result<Option<String>, CliError> {
     let explicit = store.server.as_deref().is_some_and(|s| !s.is_empty());
     if !explicit && !Path::new(DEV_DIR).join("keyward.sock").exists() {
-        eprintln!("note: no keyward store to check; data encrypted under {key_id} elsewhere (such as kube-apiserver's etcd) is not checked");
-        return Ok(());
+        return Ok(Some(format!("note: no keyward store was checked; data encrypted under {key_id} elsewhere (such as kube-apiserver's etcd) is not checked")));
     }
     let mut c = client::connect_encryption(store).await?;
     let status = c
@@ -852,7 +874,7 @@ async fn check_unreferenced(key_id: &str, store: &ClientArgs) -> Result<(), CliE
         ))
         .hint("run `keyward migrate` first (or pass --force)"));
     }
-    Ok(())
+    Ok(None)
 }
 
 fn state_name(state: i32) -> &'static str {

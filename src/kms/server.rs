@@ -42,7 +42,7 @@ impl PluginServer {
         let server = Self::bind(Arc::new(keyring.into()), socket, admin, access)?;
         tracing::info!(
             socket = %socket.display(),
-            admin_socket = ?admin.map(|p| p.display().to_string()),
+            admin_socket = admin.map(|p| p.display().to_string()),
             key_id_hash = %crate::crypto::key_id_hash(&key_id),
             "serving KMS v2 and v1"
         );
@@ -68,7 +68,7 @@ impl PluginServer {
         )?;
         tracing::warn!(
             socket = %socket.display(),
-            admin_socket = ?admin.map(|p| p.display().to_string()),
+            admin_socket = admin.map(|p| p.display().to_string()),
             threshold = progress.threshold,
             shares = progress.shares,
             "serving sealed: hand in Shamir shares with `keyward kms unseal`"

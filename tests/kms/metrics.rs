@@ -343,3 +343,58 @@ fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
     assert!(used < 100, "{out}");
     drop(proc);
 }
+
+/// Flags that would do nothing are refused naming themselves, an admin command pointed at the
+/// KMS socket says so, and `retire` of a key it cannot take prints only the plugin's refusal.
+#[test]
+fn wrong_sockets_and_flags_without_effect_are_named() {
+    let s = serve();
+    let kms = s.p("kms.sock").to_str().unwrap().to_owned();
+    let admin = s.p("admin.sock").to_str().unwrap().to_owned();
+    let (ok, _, err) = run(&["kms", "status", "--admin-socket", &kms]);
+    assert!(!ok);
+    assert!(
+        err.contains("does not serve the plugin's admin API") && err.contains("--admin-socket"),
+        "{err}"
+    );
+    for id in ["", "kw-9-nope"] {
+        let (ok, _, err) = run(&["kms", "retire", id, "--admin-socket", &admin]);
+        assert!(!ok);
+        assert!(!err.contains("note:"), "{err}");
+    }
+    let seal = format!("keyfile:{}", s.p("root.key").display());
+    let other = s.p("other.sock").to_str().unwrap().to_owned();
+    let data = s.p("data").to_str().unwrap().to_owned();
+    let (ok, _, err) = run(&[
+        "kms",
+        "serve",
+        "--data",
+        &data,
+        "--seal",
+        &seal,
+        "--socket",
+        &other,
+        "--admin-allow-uid",
+        "4242",
+    ]);
+    assert!(
+        !ok && err.contains("--admin-allow-uid") && err.contains("--admin-socket"),
+        "{err}"
+    );
+    assert!(!s.p("other.sock").exists());
+    let (ok, _, err) = run(&[
+        "kms",
+        "init",
+        "--data",
+        s.p("data2").to_str().unwrap(),
+        "--seal",
+        &seal,
+        "--argon2-iterations",
+        "5",
+    ]);
+    assert!(
+        !ok && err.contains("--argon2-iterations") && err.contains("passphrase-file"),
+        "{err}"
+    );
+    assert!(!s.p("data2").exists());
+}
