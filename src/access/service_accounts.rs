@@ -25,8 +25,10 @@ use crate::store::{CreateHook, Secret, Store};
 /// How service account tokens are issued and accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccountSettings {
-    /// `iss` of issued tokens, and the only issuer accepted (`--service-account-issuer`).
+    /// `iss` of issued tokens (the first `--service-account-issuer`).
     pub issuer: String,
+    /// Other issuers whose tokens are accepted (the later `--service-account-issuer`s).
+    pub other_issuers: Vec<String>,
     /// Audiences accepted, and given to tokens requested without any (`--api-audiences`;
     /// empty: the issuer).
     pub audiences: Vec<String>,
@@ -46,6 +48,7 @@ impl Default for ServiceAccountSettings {
     fn default() -> Self {
         Self {
             issuer: crate::authn::serviceaccount::DEFAULT_ISSUER.to_owned(),
+            other_issuers: Vec::new(),
             audiences: Vec::new(),
             ca_cert: None,
             jwks_uri: None,
@@ -185,7 +188,10 @@ impl ServiceAccounts {
             auditor: self.auditor.clone(),
         });
         self.verifier.store(Some(Arc::new(
-            issuer.authenticator().with_legacy_tokens(secrets),
+            issuer
+                .authenticator()
+                .with_other_issuers(&self.settings.other_issuers)
+                .with_legacy_tokens(secrets),
         )));
         self.hook.0.store(Some(Arc::new(TokenSecretFiller::new(
             (*issuer).clone(),

@@ -354,7 +354,8 @@ fn rejected(msg: impl Into<String>) -> AuthnError {
 /// [`ServiceAccountAuthenticator::with_legacy_tokens`], legacy Secret-based tokens.
 #[derive(Clone)]
 pub struct ServiceAccountAuthenticator {
-    issuer: String,
+    /// The issuers accepted: the one that signs first, then any others accepted.
+    issuers: Vec<String>,
     audiences: Vec<String>,
     keys: Vec<VerifyingKey>,
     secrets: Option<Arc<dyn SecretLookup>>,
@@ -363,7 +364,7 @@ pub struct ServiceAccountAuthenticator {
 impl std::fmt::Debug for ServiceAccountAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceAccountAuthenticator")
-            .field("issuer", &self.issuer)
+            .field("issuers", &self.issuers)
             .field("audiences", &self.audiences)
             .field("keys", &self.keys)
             .field("legacy_tokens", &self.secrets.is_some())
@@ -377,11 +378,23 @@ impl ServiceAccountAuthenticator {
     /// trusted).
     pub fn new(issuer: impl Into<String>, audiences: Vec<String>, keys: Vec<VerifyingKey>) -> Self {
         Self {
-            issuer: issuer.into(),
+            issuers: vec![issuer.into()],
             audiences,
             keys,
             secrets: None,
         }
+    }
+
+    /// Also accepts tokens whose `iss` is one of `others` (kube-apiserver's
+    /// `--service-account-issuer` given more than once: the first signs, all are accepted, so
+    /// that tokens of an issuer being replaced keep working).
+    pub fn with_other_issuers(mut self, others: &[String]) -> Self {
+        for o in others {
+            if !self.issuers.contains(o) && o != LEGACY_ISSUER {
+                self.issuers.push(o.clone());
+            }
+        }
+        self
     }
 
     /// Also accepts legacy tokens (issuer `kubernetes/serviceaccount`) while the Secret they came
@@ -402,7 +415,7 @@ impl ServiceAccountAuthenticator {
         };
         let legacy = match &self.secrets {
             Some(secrets) if iss == LEGACY_ISSUER => Some(secrets),
-            _ if iss == self.issuer => None,
+            _ if self.issuers.iter().any(|i| *i == iss) => None,
             _ => return Ok(None),
         };
         let Some(jws) = Jws::parse(token) else {
@@ -438,7 +451,7 @@ impl ServiceAccountAuthenticator {
     fn validate_bound(&self, payload: &[u8], now: SystemTime) -> Result<Identity, AuthnError> {
         let claims: Claims = serde_json::from_slice(payload)
             .map_err(|_| rejected("service account token claims could not be parsed"))?;
-        if claims.iss != self.issuer {
+        if !self.issuers.contains(&claims.iss) {
             return Err(rejected(format!(
                 "token issuer {:?} is invalid",
                 claims.iss
@@ -613,10 +626,16 @@ mod tests {
             err(check(&other, token).await),
             r#"token audiences ["vault" "keyward"] is invalid for the target audiences ["x" "y"]"#
         );
-        // Another issuer: no opinion.
-        let elsewhere =
-            ServiceAccountAuthenticator::new("https://elsewhere", vec!["keyward".into()], keys);
+        // Another issuer: no opinion; unless it is accepted too (a later
+        // --service-account-issuer), as when the issuer is being replaced.
+        let elsewhere = ServiceAccountAuthenticator::new(
+            "https://elsewhere",
+            vec!["keyward".into()],
+            keys.clone(),
+        );
         assert!(check(&elsewhere, token).await.unwrap().is_none());
+        let moving = elsewhere.with_other_issuers(&[DEFAULT_ISSUER.to_owned()]);
+        assert!(check(&moving, token).await.unwrap().is_some());
         // Another key with the same issuer: unknown kid; without kid, a bad signature.
         let stranger = issuer();
         let forged = stranger

@@ -90,9 +90,11 @@ pub(super) struct AccessArgs {
     audit_batch: AuditBatchArgs,
     #[command(flatten)]
     audit_compat: AuditCompatArgs,
-    /// The issuer (iss) of service account tokens, and the only one accepted.
+    /// The issuer (iss) of service account tokens. Given more than once (as kube-apiserver's),
+    /// the first signs new tokens and every one is accepted (to move to a new issuer without
+    /// refusing the tokens the old one signed).
     #[arg(long, value_name = "URL", default_value = crate::authn::serviceaccount::DEFAULT_ISSUER)]
-    service_account_issuer: String,
+    service_account_issuer: Vec<String>,
     /// The key set's URL in the OpenID discovery document (/.well-known/openid-configuration),
     /// when verifiers fetch it from elsewhere than this API's /openid/v1/jwks (https only).
     #[arg(long, value_name = "URL")]
@@ -185,7 +187,16 @@ impl AccessArgs {
             authorization_policy: self.authorization_policy.clone(),
             audit,
             service_accounts: ServiceAccountSettings {
-                issuer: self.service_account_issuer.clone(),
+                issuer: self
+                    .service_account_issuer
+                    .first()
+                    .cloned()
+                    .unwrap_or_default(),
+                other_issuers: self
+                    .service_account_issuer
+                    .get(1..)
+                    .unwrap_or_default()
+                    .to_vec(),
                 audiences: self
                     .api_audiences
                     .iter()
@@ -225,17 +236,29 @@ impl AccessArgs {
     /// them: an issuer is not empty and, if it has a `:`, parses as a URL; the key set's URL
     /// parses and is `https`. kube-apiserver's words.
     fn check_service_account_urls(&self) -> Result<(), CliError> {
-        let issuer = &self.service_account_issuer;
-        if issuer.is_empty() {
+        if self.service_account_issuer.is_empty() {
             return Err(CliError::new(
                 "service-account-issuer should not be an empty string",
             ));
         }
-        if issuer.contains(':') {
-            if let Err(e) = go_url_parse(issuer) {
+        let mut seen = std::collections::BTreeSet::new();
+        for issuer in &self.service_account_issuer {
+            if issuer.is_empty() {
+                return Err(CliError::new(
+                    "service-account-issuer should not be an empty string",
+                ));
+            }
+            if !seen.insert(issuer) {
                 return Err(CliError::new(format!(
-                    "service-account-issuer {issuer:?} contained a ':' but was not a valid URL: {e}"
+                    "service-account-issuer {issuer:?} is already specified"
                 )));
+            }
+            if issuer.contains(':') {
+                if let Err(e) = go_url_parse(issuer) {
+                    return Err(CliError::new(format!(
+                        "service-account-issuer {issuer:?} contained a ':' but was not a valid URL: {e}"
+                    )));
+                }
             }
         }
         if let Some(uri) = &self.service_account_jwks_uri {
@@ -667,9 +690,32 @@ mod tests {
             &["--service-account-jwks-uri", "HTTPS://keys.example/jwks"],
             &["--service-account-issuer", "https://u:p@[::1]:8443/x"],
             &["--service-account-issuer", "https://issuer.example:443"],
+            &[
+                "--service-account-issuer",
+                "https://new.example",
+                "--service-account-issuer",
+                "https://old.example",
+            ],
         ] {
             assert_eq!(check(ok), Ok(()), "{ok:?}");
         }
+        // Several: the first signs, the others are accepted too.
+        let cli = Cli::try_parse_from([
+            "keyward",
+            "--service-account-issuer",
+            "https://new.example",
+            "--service-account-issuer",
+            "https://old.example",
+        ])
+        .unwrap();
+        let sa = cli.access.options(Vec::new()).unwrap().service_accounts;
+        assert_eq!(
+            (sa.issuer.as_str(), sa.other_issuers.as_slice()),
+            (
+                "https://new.example",
+                &["https://old.example".to_owned()][..]
+            )
+        );
         for (args, want) in [
             (
                 &["--service-account-issuer", ""][..],
@@ -690,6 +736,15 @@ mod tests {
             (
                 &["--service-account-issuer", "http://x:notaport"],
                 r#"service-account-issuer "http://x:notaport" contained a ':' but was not a valid URL: parse "http://x:notaport": invalid port ":notaport" after host"#,
+            ),
+            (
+                &[
+                    "--service-account-issuer",
+                    "https://a.example",
+                    "--service-account-issuer",
+                    "https://a.example",
+                ][..],
+                r#"service-account-issuer "https://a.example" is already specified"#,
             ),
             (
                 &["--service-account-jwks-uri", "http://baz.com"],
