@@ -415,7 +415,7 @@ impl ServiceAccountAuthenticator {
         };
         let legacy = match &self.secrets {
             Some(secrets) if iss == LEGACY_ISSUER => Some(secrets),
-            _ if self.issuers.iter().any(|i| *i == iss) => None,
+            _ if self.issuers.contains(&iss) => None,
             _ => return Ok(None),
         };
         let Some(jws) = Jws::parse(token) else {
