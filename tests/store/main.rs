@@ -11,6 +11,7 @@ mod support;
 
 mod access;
 mod encryption;
+mod full_disk;
 mod kms_admin_audit;
 mod listener;
 mod metrics;

@@ -150,13 +150,22 @@ pub(super) struct Shared {
     stats: Stats,
 }
 
+/// What every write gets once one failed: the store must be reopened (restarted).
+fn failed_write(why: &str) -> BackendError {
+    BackendError::Unavailable(format!(
+        "the log-structured store failed a write and must be reopened: {why}"
+    ))
+}
+
 impl Shared {
     fn index(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The index for a read. Reads go on after a write failed: the index holds only what was
+    /// synced (a batch is published after its sync), and its values are at offsets written
+    /// before; only writes (and the current revision, which health checks ask for) fail.
     fn read_guard(&self) -> Result<RwLockReadGuard<'_, Index>, BackendError> {
-        self.check_failed()?;
         Ok(self.index())
     }
 
@@ -166,9 +175,7 @@ impl Shared {
 
     fn check_failed(&self) -> Result<(), BackendError> {
         match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some(why) => Err(BackendError::Unavailable(format!(
-                "the log-structured store failed a write and must be reopened: {why}"
-            ))),
+            Some(why) => Err(failed_write(why)),
             None => Ok(()),
         }
     }
@@ -703,7 +710,9 @@ impl Backend for LogBackend {
     }
 
     async fn current_revision(&self) -> Result<Revision, BackendError> {
-        Ok(self.shared.read_guard()?.revision())
+        // A store that can no longer write reports it here: the health checks ask this.
+        self.shared.check_failed()?;
+        Ok(self.shared.index().revision())
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), BackendError> {

@@ -345,7 +345,7 @@ impl Writer {
             self.shared.fail(&e);
             let replies = planned.into_iter().map(|p| p.reply);
             for reply in replies.chain(refused.into_iter().map(|(reply, _)| reply)) {
-                let _ = reply.send(Err(BackendError::Io(e.to_string())));
+                let _ = reply.send(Err(super::failed_write(&e.to_string())));
             }
             return;
         }
