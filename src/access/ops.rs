@@ -2,6 +2,7 @@
 //! request's [`Attributes`] from the table in the module documentation, then admit (authorize,
 //! audit `RequestReceived`), call the store, and complete (audit `ResponseComplete`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
@@ -39,6 +40,9 @@ pub struct EncryptionStatus {
     pub write_provider: String,
     /// The key name new writes use.
     pub write_key: String,
+    /// When asked for: the kms v2 key_ids the kept older versions need, with their counts
+    /// ([`crate::store::Store::history_key_ids`]).
+    pub history_kms_key_ids: BTreeMap<String, u64>,
 }
 
 /// An admitted migration: authorized and recorded, not yet run ([`Migration::run`]).
@@ -814,16 +818,22 @@ impl Access {
         &self,
         ctx: &RequestContext,
         all_objects: bool,
+        include_history: bool,
     ) -> Result<EncryptionStatus, AccessError> {
         let attrs = Self::keyward(ctx, kverbs::GET, verbs::ENCRYPTION, "");
         let call = async {
             let coverage = self.store.encryption_coverage(all_objects).await?;
+            let history_kms_key_ids = match include_history {
+                true => self.store.history_key_ids().await?,
+                false => BTreeMap::new(),
+            };
             let t = self.store.encryption().for_resource(RESOURCE);
             let (wp, wk) = t.write_provider();
             Ok(EncryptionStatus {
                 coverage,
                 write_provider: wp.to_owned(),
                 write_key: wk.to_owned(),
+                history_kms_key_ids,
             })
         };
         self.guarded(ctx, &attrs, || None, 200, |_, _| None, call)

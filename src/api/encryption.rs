@@ -53,9 +53,18 @@ impl pb::encryption_server::Encryption for EncryptionService {
         let status = self
             .front
             .access
-            .encryption_status(&ctx, req.get_ref().all_objects)
+            .encryption_status(
+                &ctx,
+                req.get_ref().all_objects,
+                req.get_ref().include_history,
+            )
             .await
             .map_err(access_status)?;
+        let history_kms_key_ids = status
+            .history_kms_key_ids
+            .into_iter()
+            .map(|(id, n)| (id, n as i64))
+            .collect();
         let (cov, wp, wk) = (status.coverage, status.write_provider, status.write_key);
         Ok(Response::new(pb::EncryptionStatusResponse {
             revision: cov.revision.get(),
@@ -89,6 +98,7 @@ impl pb::encryption_server::Encryption for EncryptionService {
                     error: o.error.unwrap_or_default(),
                 })
                 .collect(),
+            history_kms_key_ids,
         }))
     }
 

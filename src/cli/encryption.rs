@@ -49,10 +49,13 @@ pub(super) fn encryption(cmd: EncryptionCommand, client: &ClientArgs) -> Result<
     let EncryptionCommand::Status { all, output } = cmd;
     let s = runtime()?.block_on(async {
         let mut c = client::connect_encryption(client).await?;
-        c.status(pb::EncryptionStatusRequest { all_objects: all })
-            .await
-            .map(|r| r.into_inner())
-            .map_err(client::server_error)
+        c.status(pb::EncryptionStatusRequest {
+            all_objects: all,
+            include_history: false,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(client::server_error)
     })?;
     if output == "json" {
         let v = serde_json::json!({

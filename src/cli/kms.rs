@@ -858,7 +858,10 @@ async fn check_unreferenced(key_id: &str, store: &ClientArgs) -> Result<Option<S
     }
     let mut c = client::connect_encryption(store).await?;
     let status = c
-        .status(crate::pb::keyward_v1::EncryptionStatusRequest { all_objects: false })
+        .status(crate::pb::keyward_v1::EncryptionStatusRequest {
+            all_objects: false,
+            include_history: true,
+        })
         .await
         .map_err(client::server_error)?
         .into_inner();
@@ -873,6 +876,16 @@ async fn check_unreferenced(key_id: &str, store: &ClientArgs) -> Result<Option<S
             "key_id {key_id} still protects {n} stored objects; retiring it would make them unreadable"
         ))
         .hint("run `keyward migrate` first (or pass --force)"));
+    }
+    if let Some(n) = status.history_kms_key_ids.get(key_id) {
+        return Err(CliError::new(format!(
+            "key_id {key_id} still protects {n} older versions the store keeps (history, \
+             rollback, watches from a past revision); retiring it would make them unreadable"
+        ))
+        .hint(
+            "pass --force to retire it anyway (those versions can then no longer be read); \
+             they leave as the Secrets are written again or deleted",
+        ));
     }
     Ok(None)
 }

@@ -293,6 +293,48 @@ impl Store {
         Ok(cov)
     }
 
+    /// The kms v2 key_ids the older versions the store keeps (each Secret's history before its
+    /// current version) are encrypted under, with how many versions each: what retiring a key
+    /// would make unreadable besides the current objects. Versions that cannot be decrypted
+    /// are not counted.
+    pub async fn history_key_ids(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let t = self.encryption.load_full().for_resource(RESOURCE);
+        let secrets = self.resource_prefix();
+        let mut ids = BTreeMap::new();
+        let mut pager = self.pager(512);
+        let (first, _) = self.read_page(&mut pager).await?;
+        let mut page = Some(first);
+        while let Some(kvs) = page {
+            // Secrets only: the server's own keys are read at their current version alone.
+            for kv in kvs.into_iter().filter(|kv| kv.key.starts_with(&secrets)) {
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                let mut cur = kv;
+                let mut seen = 1;
+                loop {
+                    let before = match cur.mod_revision.prev() {
+                        Some(b) if cur.version > 1 && seen != self.history_limit => b,
+                        _ => break,
+                    };
+                    cur = match self.backend.get(key.as_bytes(), Some(before)).await {
+                        Ok((Some(prev), _)) => prev,
+                        Ok((None, _)) | Err(BackendError::Compacted { .. }) => break,
+                        Err(e) => return Err(e.into()),
+                    };
+                    seen += 1;
+                    if let Ok((_, info)) = Self::read_whole(&t, &secrets, &key, &cur).await {
+                        if info.provider == "kms-v2" {
+                            if let Some((_, id)) = info.key.split_once('/') {
+                                *ids.entry(id.to_owned()).or_insert(0) += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            page = self.next_page(&mut pager).await?;
+        }
+        Ok(ids)
+    }
+
     /// Stored Secrets now: every key under the resource prefix, counted by the backend
     /// without reading the values out.
     pub async fn count_objects(&self) -> Result<u64, StoreError> {

@@ -286,7 +286,16 @@ fn cli_status_and_migrate_after_a_kek_rotation() {
     let (ok, out, _) = kw(&["encryption", "status"]);
     assert!(ok);
     assert!(out.contains("stale:          0\n"), "{out}");
-    let (ok, out, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin]);
+    // The Secrets' earlier versions (their history) are still under the old KEK.
+    let (ok, _, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "key_id {old} still protects 5 older versions the store keeps"
+        )),
+        "{err}"
+    );
+    let (ok, out, err) = kw(&["kms", "retire", &old, "--admin-socket", &admin, "--force"]);
     assert!(ok, "{err}");
     assert!(out.contains("is now disabled"), "{out}");
     let (ok, _, err) = kw(&["migrate", "--batch-size", "0"]);
@@ -358,6 +367,55 @@ fn a_server_key_under_an_old_kek_holds_its_retirement_until_migrated() {
         (&1.into(), &0.into(), &0.into()),
         "{v}"
     );
+}
+
+/// The older versions a Secret keeps (history, rollback, watches from a past revision) need
+/// the KEK they were written under after `migrate` rewrote the current one: retiring it is
+/// refused naming them, and `--force` retires it anyway.
+#[test]
+fn retiring_a_kek_older_versions_need_is_refused_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let sock = data.join("keyward.sock");
+    let args = ["dev", "--data", data.to_str().unwrap()];
+    let _dev = crate::support::Proc::spawn(&args, &[], &dir.path().join("log"), &sock);
+    let server = format!("unix://{}", sock.display());
+    let admin = data.join("kms-admin.sock").display().to_string();
+    let kw = |args: &[&str]| {
+        let (ok, out, err) = kw_at(&server, args);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    kw(&["create", "secret", "generic", "r1", "--from-literal=a=A"]);
+    std::fs::write(
+        dir.path().join("r1.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: r1}\nstringData: {a: B}\n",
+    )
+    .unwrap();
+    kw(&["apply", "-f", dir.path().join("r1.yaml").to_str().unwrap()]);
+    let status: serde_json::Value =
+        serde_json::from_str(&kw(&["encryption", "status", "-o", "json"])).unwrap();
+    let old = status["kmsKeyIds"][0].as_str().unwrap().to_owned();
+    let (ok, _, err) = crate::support::run(&["kms", "rotate", "--admin-socket", &admin]);
+    assert!(ok, "{err}");
+    kw(&["migrate"]);
+    let retire = |force: bool| {
+        let mut a = vec!["kms", "retire", old.as_str(), "--admin-socket", &admin];
+        if force {
+            a.push("--force");
+        }
+        kw_at(&server, &a)
+    };
+    let (ok, _, err) = retire(false);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "key_id {old} still protects 2 older versions the store keeps"
+        )) && err.contains("--force"),
+        "{err}"
+    );
+    let (ok, _, err) = retire(true);
+    assert!(ok, "{err}");
 }
 
 /// `keyward ARGS --server SERVER` to completion; (success, stdout, stderr).

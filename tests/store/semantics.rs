@@ -1075,7 +1075,10 @@ async fn encryption_service_reports_coverage_and_migrates(srv: TestStore) {
     }
     let mut e = srv.server().encryption().await;
     let st = e
-        .status(pb::EncryptionStatusRequest { all_objects: true })
+        .status(pb::EncryptionStatusRequest {
+            all_objects: true,
+            include_history: false,
+        })
         .await
         .unwrap()
         .into_inner();
