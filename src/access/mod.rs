@@ -208,6 +208,7 @@ fn store_reason(e: &StoreError) -> Reason {
         StoreError::Conflict { .. } | StoreError::PreconditionFailed { .. } => Reason::Conflict,
         StoreError::Gone(_) | StoreError::ContinueExpired { .. } => Reason::Expired,
         StoreError::MigrationRunning => Reason::Conflict,
+        StoreError::MigrationStopped => Reason::Timeout,
         StoreError::OutsideStore { .. } | StoreError::BadContinue { .. } => Reason::BadRequest,
         StoreError::Backend(BackendError::Unavailable(_))
         | StoreError::Encryption(EncryptionError::Kms { .. }) => Reason::ServiceUnavailable,

@@ -58,11 +58,26 @@ impl Migration {
     /// Rewrites every stale Secret and server key, calling `progress` as [`Store::migrate`]
     /// does; records the outcome.
     pub async fn run(
-        mut self,
+        self,
         opts: MigrateOptions,
         progress: impl FnMut(&MigrateProgress) + Send,
     ) -> Result<MigrateProgress, AccessError> {
-        let result = self.store.migrate(opts, progress).await.map_err(Into::into);
+        self.run_until(opts, progress, std::future::pending()).await
+    }
+
+    /// [`Migration::run`], stopped when `stop` completes first (its caller went away): what it
+    /// rewrote stays rewritten, and the outcome is recorded as
+    /// [`StoreError::MigrationStopped`](crate::store::StoreError::MigrationStopped).
+    pub async fn run_until(
+        mut self,
+        opts: MigrateOptions,
+        progress: impl FnMut(&MigrateProgress) + Send,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<MigrateProgress, AccessError> {
+        let result = tokio::select! {
+            r = self.store.migrate(opts, progress) => r.map_err(Into::into),
+            () = stop => Err(crate::store::StoreError::MigrationStopped.into()),
+        };
         Access::complete(
             (self.error_status, |_: &AccessError| None),
             &mut self.rec,

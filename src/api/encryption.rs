@@ -136,10 +136,18 @@ impl pb::encryption_server::Encryption for EncryptionService {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let progress_tx = tx.clone();
+            // A caller that goes away (Ctrl-C, a killed client) stops the migration instead
+            // of leaving it running, and holding off every other, unseen: what it rewrote
+            // stays rewritten, and a rerun finishes the job.
+            let gone = tx.clone();
             let res = migration
-                .run(opts, move |p| {
-                    let _ = progress_tx.try_send(Ok(progress_pb(p, false)));
-                })
+                .run_until(
+                    opts,
+                    move |p| {
+                        let _ = progress_tx.try_send(Ok(progress_pb(p, false)));
+                    },
+                    async move { gone.closed().await },
+                )
                 .await;
             let last = match res {
                 Ok(p) => Ok(progress_pb(&p, true)),

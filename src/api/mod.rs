@@ -64,6 +64,7 @@ pub fn to_status(e: StoreError) -> Status {
             )
         }
         StoreError::MigrationRunning => (Code::FailedPrecondition, Reason::Conflict),
+        StoreError::MigrationStopped => (Code::Cancelled, Reason::Timeout),
         StoreError::OutsideStore { .. } | StoreError::BadContinue { .. } => {
             (Code::InvalidArgument, Reason::BadRequest)
         }

@@ -106,6 +106,9 @@ pub enum StoreError {
     /// A migration is already running; one runs at a time (caller's timing).
     #[error("a migration is already running; wait for it to finish (keyward encryption status shows what is left)")]
     MigrationRunning,
+    /// A migration stopped because its caller went away (what it rewrote stays rewritten).
+    #[error("the migration stopped: its caller went away; run keyward migrate again to finish")]
+    MigrationStopped,
     /// A stored object does not decode (a bug or foreign data).
     #[error("stored object {key} is not a valid Secret: {reason}")]
     Corrupt {

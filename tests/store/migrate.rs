@@ -418,6 +418,57 @@ fn retiring_a_kek_older_versions_need_is_refused_without_force() {
     assert!(ok, "{err}");
 }
 
+/// A migration whose caller goes away (a killed `keyward migrate`) stops on the server: the
+/// next one is not refused as already running, and a rerun finishes the job.
+#[test]
+fn a_migration_stops_when_its_caller_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("kw");
+    let sock = data.join("keyward.sock");
+    let args = ["dev", "--data", data.to_str().unwrap()];
+    let _dev = crate::support::Proc::spawn(&args, &[], &dir.path().join("log"), &sock);
+    let server = format!("unix://{}", sock.display());
+    let admin = data.join("kms-admin.sock").display().to_string();
+    let manifests: String = (0..300)
+        .map(|i| format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: m{i}}}\nstringData: {{k: v}}\n---\n"))
+        .collect();
+    let file = dir.path().join("all.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    let (ok, _, err) = kw_at(&server, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = crate::support::run(&["kms", "rotate", "--admin-socket", &admin]);
+    assert!(ok, "{err}");
+    let mut slow =
+        crate::support::binary::command(&["migrate", "--rate", "20", "--server", &server])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    // Refused only while the server has not yet seen the caller go (well under a second; the
+    // killed one would have run for 13 s more).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    loop {
+        let (ok, out, err) = kw_at(&server, &["migrate"]);
+        if ok {
+            assert!(out.starts_with("rewrote "), "{out}");
+            break;
+        }
+        assert!(err.contains("already running"), "{err}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed caller's migration still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (ok, out, _) = kw_at(&server, &["encryption", "status", "-o", "json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stale"], 0, "{v}");
+}
+
 /// `keyward ARGS --server SERVER` to completion; (success, stdout, stderr).
 fn kw_at(server: &str, args: &[&str]) -> (bool, String, String) {
     let mut all = args.to_vec();
