@@ -347,7 +347,16 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
         CreateCommand::Secret(cmd) => cmd,
         CreateCommand::Token(a) => return super::auth::create_token(a, client),
     };
-    let (s, common) = match cmd {
+    let named = match &cmd {
+        CreateSecret::Generic { name, .. }
+        | CreateSecret::DockerRegistry { name, .. }
+        | CreateSecret::Tls { name, .. } => !name.is_empty(),
+    };
+    if !named {
+        return Err(CliError::plain("error: name must be specified"));
+    }
+    // (Secret, flags, whether the type was given: kubectl's dry run prints it only then.)
+    let (s, common, typed) = match cmd {
         CreateSecret::Generic {
             name,
             from_literal,
@@ -384,7 +393,8 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
             for f in &from_env_file {
                 env_file(Path::new(f), &mut s.data)?;
             }
-            (s, common)
+            let typed = type_.as_deref().is_some_and(|t| !t.is_empty());
+            (s, common, typed)
         }
         CreateSecret::DockerRegistry {
             name,
@@ -416,7 +426,7 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
                 docker_email.as_deref(),
             );
             s.data.insert(".dockerconfigjson".into(), SecretBytes(cfg));
-            (s, common)
+            (s, common, true)
         }
         CreateSecret::Tls {
             name,
@@ -435,14 +445,24 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
             );
             s.data.insert("tls.crt".into(), SecretBytes(c));
             s.data.insert("tls.key".into(), SecretBytes(k));
-            (s, common)
+            (s, common, true)
         }
     };
     if common.dry_run == DryRun::Client {
         let mut s = s;
         crate::store::model::normalize(&mut s);
         // As kubectl: without -o, only what would be done (never the values on a terminal).
-        return print_object(&s, common.output, "created (dry run)");
+        return match common.output {
+            Some(o @ (ObjectOutput::Yaml | ObjectOutput::Json)) => {
+                let v = client_dry_run(&s, typed, namespace_given());
+                match o {
+                    ObjectOutput::Yaml => print!("{}", manifest::goyaml::to_yaml(&v)),
+                    _ => println!("{}", struct_order_json(&v)?),
+                }
+                Ok(())
+            }
+            other => print_object(&s, other, "created (dry run)"),
+        };
     }
     let dry = common.dry_run == DryRun::Server;
     let made = rt()?.block_on(async {
@@ -464,6 +484,84 @@ pub(super) fn create(cmd: CreateCommand, client: &ClientArgs) -> Result<(), CliE
             "created"
         },
     )
+}
+
+/// The object `kubectl create secret --dry-run=client -o yaml|json` prints: what the client
+/// built and never sent, so `creationTimestamp: null`, the namespace only when one was given
+/// (`-n`), the type only when given (`--type`; tls and docker-registry always have theirs).
+fn client_dry_run(s: &Secret, typed: bool, namespaced: bool) -> serde_json::Value {
+    let mut v = manifest::object_value(s);
+    if let Some(o) = v.as_object_mut() {
+        if !typed {
+            o.shift_remove("type");
+        }
+        if let Some(m) = o
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            m.insert("creationTimestamp".into(), serde_json::Value::Null);
+            if !namespaced {
+                m.shift_remove("namespace");
+            }
+        }
+    }
+    v
+}
+
+/// `v` (a Secret as [`client_dry_run`] makes it) as kubectl's JSON printer writes the typed
+/// object it built: fields in `corev1.Secret`'s order (kind, apiVersion, metadata with name,
+/// namespace, then creationTimestamp, …), indented by four spaces, HTML-safe.
+fn struct_order_json(v: &serde_json::Value) -> Result<String, CliError> {
+    use serde::Serialize;
+    use serde_json::Value;
+    let mut ordered = serde_json::Map::new();
+    let field = |m: &serde_json::Map<String, Value>, k: &str| m.get(k).cloned();
+    let top = v.as_object().cloned().unwrap_or_default();
+    ordered.insert("kind".into(), "Secret".into());
+    ordered.insert("apiVersion".into(), "v1".into());
+    let meta = top
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let mut m = serde_json::Map::new();
+    for k in ["name", "generateName", "namespace", "creationTimestamp"] {
+        if let Some(x) = field(&meta, k) {
+            m.insert(k.into(), x);
+        }
+    }
+    for (k, x) in meta {
+        if !m.contains_key(&k) {
+            m.insert(k, x);
+        }
+    }
+    ordered.insert("metadata".into(), Value::Object(m));
+    for k in ["immutable", "data", "type"] {
+        if let Some(x) = field(&top, k) {
+            ordered.insert(k.into(), x);
+        }
+    }
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    Value::Object(ordered)
+        .serialize(&mut serde_json::Serializer::with_formatter(&mut out, fmt))
+        .map_err(|e| CliError::new(format!("cannot print the Secret as JSON: {e}")))?;
+    // Go's encoder escapes these (they occur only inside strings).
+    Ok(String::from_utf8_lossy(&out)
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029"))
+}
+
+/// Whether the command line names a namespace (`-n NS`, `-nNS`, `--namespace[=]NS`).
+fn namespace_given() -> bool {
+    std::env::args().skip(1).any(|a| {
+        a == "--namespace"
+            || a.starts_with("--namespace=")
+            || (a.starts_with("-n") && !a.starts_with("--"))
+    })
 }
 
 fn print_object(s: &Secret, output: Option<ObjectOutput>, verb: &str) -> Result<(), CliError> {

@@ -376,3 +376,56 @@ fn get_watch_events_print_as_kubectls() {
         }
     }
 }
+
+/// `create secret ... --dry-run=client -o yaml|json` prints what kubectl prints: the object the
+/// client built (`creationTimestamp: null`, the namespace only with `-n`, the type only when
+/// given), JSON in the typed object's field order.
+#[test]
+fn create_dry_run_prints_kubectls_object() {
+    let dev = DevServer::start();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["web.example.com".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    dev.write("c.pem", cert.pem());
+    dev.write("k.pem", key.serialize_pem());
+    let cases: &[&[&str]] = &[
+        &["generic", "s1", "--from-literal=a=b"],
+        &["generic", "s1", "--from-literal=a=b", "-n", "foo"],
+        &["generic", "s1", "--from-literal=a=b", "--type=x/y<&>"],
+        &["generic", "s1", "--from-literal=a=b", "--type="],
+        &["generic", "", "--from-literal=a=b"],
+        &["tls", "t", "--cert=c.pem", "--key=k.pem"],
+        &[
+            "docker-registry",
+            "d",
+            "--docker-server=s",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+    ];
+    for case in cases {
+        for o in ["yaml", "json"] {
+            let args = [
+                &["create", "secret"][..],
+                case,
+                &["--dry-run=client", "-o", o],
+            ]
+            .concat();
+            let ours = dev.kw(&args);
+            let o = Command::new(kubectl())
+                .arg("--kubeconfig")
+                .arg(dev.kubeconfig())
+                .args(&args)
+                .current_dir(dev.path(""))
+                .output()
+                .unwrap();
+            let theirs = (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+            );
+            assert_eq!((ours.0, ours.1), theirs, "{args:?}: {}", ours.2);
+        }
+    }
+}

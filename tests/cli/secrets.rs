@@ -244,7 +244,7 @@ fn create_generic_get_describe_delete() {
         "-o",
         "yaml",
     ]);
-    assert_eq!(out, "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  name: dry\n  namespace: default\ntype: Opaque\n");
+    assert_eq!(out, "apiVersion: v1\ndata:\n  k: dg==\nkind: Secret\nmetadata:\n  creationTimestamp: null\n  name: dry\n");
     assert_eq!(dev.kw(&["get", "secret", "dry"]).0, 1);
 
     // An empty precondition (a script's unset variable) is refused, not read as none.
