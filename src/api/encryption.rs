@@ -118,6 +118,12 @@ impl pb::encryption_server::Encryption for EncryptionService {
                 "batch_size and rate: must be 0 (default) or positive",
             ));
         }
+        if req.rate > 0.0 && req.rate < crate::store::migrate::MIN_RATE {
+            return Err(super::bad_request(format!(
+                "rate: must be 0 (unlimited) or at least {} rewrites per second",
+                crate::store::migrate::MIN_RATE
+            )));
+        }
         let opts = crate::store::migrate::MigrateOptions {
             dry_run: req.dry_run,
             batch: if req.batch_size == 0 {

@@ -126,10 +126,13 @@ pub(super) fn migrate(a: MigrateArgs, client: &ClientArgs) -> Result<(), CliErro
     if a.batch_size <= 0 {
         return Err(CliError::new("--batch-size: must be a positive number"));
     }
-    if !(a.rate >= 0.0 && a.rate.is_finite()) {
-        return Err(CliError::new(
-            "--rate: must be 0 (unlimited) or a positive number",
-        ));
+    if !(a.rate >= 0.0 && a.rate.is_finite())
+        || (a.rate > 0.0 && a.rate < crate::store::migrate::MIN_RATE)
+    {
+        return Err(CliError::new(format!(
+            "--rate: must be 0 (unlimited) or at least {} rewrites per second",
+            crate::store::migrate::MIN_RATE
+        )));
     }
     let bar = progress::on_terminal().then(MigrateBar::new);
     let last = runtime()?.block_on(async {

@@ -77,7 +77,11 @@ fn lay_out(rows: &[Vec<String>], gap: usize, min_widths: &[usize], trim: bool) -
             if c + 1 == cols {
                 line.push_str(cell);
             } else {
-                let _ = write!(line, "{cell:<w$}{:gap$}", "", w = widths[c]);
+                // Padded by hand: `{:<w$}` panics for widths past u16::MAX (a cell may be as
+                // long as a stored field: a `type` of 70,000 characters).
+                line.push_str(cell);
+                let pad = widths[c].saturating_sub(width(cell)) + gap;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push_str(if trim { line.trim_end() } else { &line });
@@ -169,6 +173,10 @@ mod tests {
         );
         assert_eq!(t, "KEY_ID  STATE         N\nkw-1    primary       3\n");
         assert_eq!(table(&[]), "");
+        // A cell wider than any format width (a stored `type` of 70,000 characters).
+        let wide = "t".repeat(70_000);
+        let t = table(&rows(&[&["NAME", "TYPE", "DATA"], &["db", &wide, "1"]]));
+        assert!(t.ends_with(&format!("db     {wide}   1\n")), "{}", &t[..20]);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct Coverage {
     pub objects: Vec<ObjectEncryption>,
 }
 
+/// The slowest migration rate asked for (rewrites per second; 0 is unlimited).
+pub const MIN_RATE: f64 = 0.001;
+
 /// Progress of a migration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrateProgress {
@@ -433,7 +436,12 @@ impl Store {
             ..MigrateProgress::default()
         };
         progress(&p, false);
-        let pace = (opts.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / opts.rate));
+        // The callers refuse rates below MIN_RATE; a pause past an hour is an hour anyway.
+        let pace = (opts.rate > 0.0).then(|| {
+            Duration::try_from_secs_f64(1.0 / opts.rate)
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(3600))
+        });
         let secrets = self.resource_prefix();
         let mut pager = self.pager(opts.batch);
         pager.follows_current = true;

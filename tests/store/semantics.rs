@@ -1105,6 +1105,20 @@ async fn encryption_service_reports_coverage_and_migrates(srv: TestStore) {
     let last = last.expect("a final progress message");
     assert!(last.finished);
     assert_eq!((last.total, last.rewritten, last.failed), (3, 0, 0));
+    // A rate too small to pace by is refused naming it (it panicked the migration, and the
+    // stream ended as if it had finished).
+    for rate in [1e-300, 5e-324, 1e-20, 0.0009] {
+        let e = e
+            .migrate(pb::MigrateRequest {
+                dry_run: true,
+                rate,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{rate}: {e:?}");
+        assert!(e.message().starts_with("rate: must be 0"), "{e:?}");
+    }
 }
 
 /// A watch from a revision the store has not reached is refused (it used to wait silently, or
