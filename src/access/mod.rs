@@ -210,7 +210,7 @@ fn store_reason(e: &StoreError) -> Reason {
         StoreError::MigrationRunning => Reason::Conflict,
         StoreError::MigrationStopped => Reason::Timeout,
         StoreError::OutsideStore { .. } | StoreError::BadContinue { .. } => Reason::BadRequest,
-        StoreError::Backend(BackendError::Unavailable(_))
+        StoreError::Backend(BackendError::Unavailable(_) | BackendError::WatchTooSlow(_))
         | StoreError::Encryption(EncryptionError::Kms { .. }) => Reason::ServiceUnavailable,
         StoreError::Backend(BackendError::InvalidArgument(_))
         | StoreError::Backend(BackendError::FutureRevision { .. }) => Reason::BadRequest,

@@ -73,7 +73,7 @@ pub fn to_status(e: StoreError) -> Status {
         StoreError::Undecryptable { .. } => (Code::FailedPrecondition, Reason::InternalError),
         // Names the Secrets (storage keys, never values) the read could not do without.
         StoreError::Unreadable { .. } => (Code::Internal, Reason::InternalError),
-        StoreError::Backend(BackendError::Unavailable(_))
+        StoreError::Backend(BackendError::Unavailable(_) | BackendError::WatchTooSlow(_))
         | StoreError::Encryption(EncryptionError::Kms { .. }) => {
             (Code::Unavailable, Reason::ServiceUnavailable)
         }

@@ -10,10 +10,15 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::{BackendError, Event, Revision, WatchStream};
 
-/// Batches of events kept for live watchers before a slow one lags (and then replays).
-pub(super) const WATCH_BROADCAST_CAPACITY: usize = 1024;
+/// Batches of events kept for live watchers before a slow one lags (and then replays from the
+/// log): what a watcher that falls behind can hold in memory.
+pub(super) const WATCH_BROADCAST_CAPACITY: usize = 256;
 /// Events buffered between a watch's task and its stream.
-const WATCH_STREAM_CAPACITY: usize = 256;
+const WATCH_STREAM_CAPACITY: usize = 64;
+/// How long a watch waits for its reader to take an event once its buffer is full; then it
+/// ends ([`BackendError::WatchTooSlow`]), as kube-apiserver ends a watcher that does not keep
+/// up, so that a reader that stops reading does not hold changes in memory.
+pub(super) const SLOW_WATCH_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An engine's logged changes, as a watch replays them.
 pub(super) trait Replay: Send + Sync + 'static {
@@ -161,10 +166,22 @@ impl<S: Replay> WatchTask<S> {
             .ok_or_else(|| Stop::Error(S::closed()))
     }
 
+    /// Hands `event` to the stream. Each send needs room for two, so that one slot is always
+    /// left for the error a watch may end with; a reader that leaves no room for
+    /// [`SLOW_WATCH_GRACE`] ends the watch.
     async fn deliver(&mut self, event: Event) -> Result<(), Stop> {
         self.next = after(event.kv.mod_revision.get())?;
         if event.kv.key.starts_with(&self.prefix) {
-            self.tx.send(Ok(event)).await.map_err(|_| Stop::Dropped)?;
+            let mut permits = match tokio::time::timeout(SLOW_WATCH_GRACE, self.tx.reserve_many(2))
+                .await
+            {
+                Ok(Ok(permits)) => permits,
+                Ok(Err(_)) => return Err(Stop::Dropped),
+                Err(_) => return Err(Stop::Error(BackendError::WatchTooSlow(SLOW_WATCH_GRACE))),
+            };
+            if let Some(permit) = permits.next() {
+                permit.send(Ok(event));
+            }
         }
         Ok(())
     }

@@ -88,6 +88,11 @@ pub enum BackendError {
     /// The backend cannot serve now: closed, unreachable, or lost quorum (environment).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A watch whose reader took no event for too long while changes waited for it: ended, so
+    /// that no reader holds the store's memory by not reading (caller: watch again from the
+    /// last revision received, as after any ended watch).
+    #[error("the watch fell behind: its reader took no event for {} s while changes waited; watch again from the last resourceVersion received", .0.as_secs())]
+    WatchTooSlow(std::time::Duration),
     /// The data on disk was written by an unknown format version (operator: upgrade).
     #[error("unsupported storage format version {found}; this keyward reads version {supported}")]
     UnsupportedFormat {

@@ -327,6 +327,10 @@ async fn run(
                     }
                     framing.secret_event(ev.kind.name(), &ev.object)
                 }
+                // A watch that fell behind its reader ends as kube-apiserver ends a watcher
+                // that does not keep up: the stream closes, and the client watches again from
+                // the last resourceVersion it got.
+                Some(Err(StoreError::Backend(crate::backend::BackendError::WatchTooSlow(_)))) => return,
                 Some(Err(e)) => {
                     let status = match e {
                         StoreError::Gone(m) => Status::failure(410, "Expired", format!("too old resource version: {m}")),

@@ -628,6 +628,7 @@ pub(super) fn clone_error(e: &BackendError) -> BackendError {
         },
         BackendError::InvalidArgument(m) => BackendError::InvalidArgument(m.clone()),
         BackendError::Unavailable(m) => BackendError::Unavailable(m.clone()),
+        BackendError::WatchTooSlow(d) => BackendError::WatchTooSlow(*d),
         BackendError::UnsupportedFormat { found, supported } => BackendError::UnsupportedFormat {
             found: found.clone(),
             supported: *supported,
