@@ -18,7 +18,9 @@ const TOO_LARGE: &str = "Error, decoded message length too large: found ";
 pub(super) fn restate<B>(resp: http::Response<B>) -> http::Response<B> {
     restate_with(resp, |status| match status.code() {
         Code::Internal if status.message().starts_with(UNDECODABLE) => {
-            Some(bad_request(status.message()))
+            // prost names a field that is a Rust keyword with its raw prefix (`r#type`); the
+            // proto calls it `type`.
+            Some(bad_request(status.message().replace(".r#", ".")))
         }
         Code::OutOfRange => too_large(status.message()).map(|(found, limit)| {
             Reason::RequestEntityTooLarge.status(
@@ -95,6 +97,13 @@ mod tests {
         assert_eq!(
             s.message(),
             "failed to decode Protobuf message: GetRequest.namespace: invalid varint"
+        );
+        let s = restated(Status::internal(
+            "failed to decode Protobuf message: Secret.r#type: invalid string value: data is not UTF-8 encoded",
+        ));
+        assert_eq!(
+            s.message(),
+            "failed to decode Protobuf message: Secret.type: invalid string value: data is not UTF-8 encoded"
         );
 
         let s = restated(Status::out_of_range(

@@ -171,15 +171,26 @@ fn kms_v1_gate(gates: Option<&str>) -> Result<bool, CliError> {
         .map(str::trim)
         .filter(|g| !g.is_empty())
     {
-        match g {
-            "KMSv1=true" => kms_v1 = true,
-            "KMSv1=false" => kms_v1 = false,
-            other => {
+        // As kube-apiserver's gates parse: `Name=<Go bool>`.
+        let (name, value) = g.split_once('=').unwrap_or((g, ""));
+        if name.trim() != "KMSv1" {
+            return Err(CliError::new(format!(
+                "--feature-gates: unrecognized feature gate: {}; only KMSv1 is supported",
+                name.trim()
+            )));
+        }
+        kms_v1 = match value.trim() {
+            "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+            "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+            "" if !g.contains('=') => {
+                return Err(CliError::new("--feature-gates: missing bool value for KMSv1"))
+            }
+            v => {
                 return Err(CliError::new(format!(
-                    "--feature-gates: unknown gate {other:?}; only KMSv1=true|false is supported"
+                    "--feature-gates: invalid value of KMSv1={v}, err: strconv.ParseBool: parsing {v:?}: invalid syntax"
                 )))
             }
-        }
+        };
     }
     Ok(kms_v1)
 }

@@ -236,7 +236,7 @@ fn server_refuses_unsafe_or_bad_settings() {
         ),
         (
             vec!["--feature-gates", "Foo=true"],
-            "--feature-gates: unknown gate",
+            "--feature-gates: unrecognized feature gate: Foo",
         ),
         (
             vec!["--kube-max-watches", "8"],
@@ -419,7 +419,15 @@ fn bad_files_and_flags_are_refused_before_anything_is_created() {
         ),
         (
             vec!["--feature-gates", "KMSv2=true"],
-            "--feature-gates: unknown gate \"KMSv2=true\"; only KMSv1=true|false is supported",
+            "--feature-gates: unrecognized feature gate: KMSv2; only KMSv1 is supported",
+        ),
+        (
+            vec!["--feature-gates", "KMSv1=maybe"],
+            "--feature-gates: invalid value of KMSv1=maybe, err: strconv.ParseBool: parsing \"maybe\": invalid syntax",
+        ),
+        (
+            vec!["--feature-gates", "KMSv1"],
+            "--feature-gates: missing bool value for KMSv1",
         ),
         (
             vec!["--auto-migrate", "--auto-migrate-settle", "soon"],
