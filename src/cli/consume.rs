@@ -334,8 +334,9 @@ pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
         return Err(CliError::new("a command is required after --"));
     };
     // Resolved before the Secrets' variables exist, so that a PATH among them cannot choose it.
-    let path = resolve_program(program, std::env::var_os("PATH").as_deref())
-        .ok_or_else(|| CliError::new(format!("cannot run {program:?}: not found in PATH")))?;
+    let path = resolve_program(program, std::env::var_os("PATH").as_deref()).ok_or_else(|| {
+        CliError::new(format!("cannot run {program:?}: not found in PATH")).status(127)
+    })?;
     let env = if a.env.is_empty() && a.env_from.is_empty() {
         Vec::new()
     } else {
@@ -347,7 +348,11 @@ pub(super) fn run(a: RunArgs, client: &ClientArgs) -> Result<(), CliError> {
         .args(args)
         .envs(env)
         .exec();
-    Err(CliError::new(format!("cannot run {program:?}: {err}")))
+    let status = match err.kind() {
+        std::io::ErrorKind::NotFound => 127,
+        _ => 126,
+    };
+    Err(CliError::new(format!("cannot run {program:?}: {err}")).status(status))
 }
 
 /// `program` as `execvp` would find it in `path` (the first executable file of that name), or

@@ -13,6 +13,8 @@ pub struct CliError {
     pub(super) hint: Option<String>,
     /// Printed as is, without the `error: ` prefix (kubectl-style server errors).
     pub(super) plain: bool,
+    /// The process's exit status (1 unless set).
+    pub(super) status: u8,
 }
 
 impl CliError {
@@ -22,7 +24,15 @@ impl CliError {
             message: message.to_string(),
             hint: None,
             plain: false,
+            status: 1,
         }
+    }
+
+    /// Ends the process with `status` instead of 1 (`keyward run`: 127 for a command not
+    /// found, 126 for one that cannot be run, as shells and `env` do).
+    pub(super) fn status(mut self, status: u8) -> Self {
+        self.status = status;
+        self
     }
 
     /// An error already reported on stderr: exit non-zero, print nothing more.

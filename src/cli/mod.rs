@@ -275,7 +275,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             e.print();
-            ExitCode::FAILURE
+            ExitCode::from(e.status)
         }
     }
 }

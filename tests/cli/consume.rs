@@ -539,8 +539,19 @@ fn run_passes_the_exit_code_and_refuses_bad_values_and_flags() {
     let out = env.keyward(&["run", "--env", "U=secret/db:user"]);
     assert_eq!(out.code(), Some(2));
     assert!(out.stderr.contains("<CMD>"), "{}", out.stderr);
+    // As shells and `env`: 127 for a command not found, 126 for one that cannot be run.
+    let plain = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(
+        plain.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = env.keyward(&["run", "--", plain.path().to_str().unwrap()]);
+    assert_eq!(out.code(), Some(126), "{}", out.stderr);
+    let out = env.keyward(&["run", "--", "no-such-program-kw"]);
+    assert_eq!(out.code(), Some(127), "{}", out.stderr);
     let out = env.keyward(&["run", "--", "/nonexistent/program"]);
-    assert_eq!(out.code(), Some(1));
+    assert_eq!(out.code(), Some(127));
     assert!(
         out.stderr.contains("cannot run \"/nonexistent/program\""),
         "{}",
