@@ -321,7 +321,7 @@ async fn create(
     dry_run: DryRun,
     source: &str,
 ) -> Result<(Outcome, Secret), CliError> {
-    let mut secret: Secret = serde_json::from_value(modified.clone())
+    let mut secret: Secret = serde_json::from_value(go_nulls(modified.clone()))
         .map_err(|e| CliError::new(crate::redact::serde_values(&e.to_string())))?;
     normalize(&mut secret);
     if dry_run == DryRun::Client {
@@ -344,7 +344,7 @@ fn patched(
     name: &str,
 ) -> Result<Secret, CliError> {
     let v = last_applied::apply_patch(current, patch);
-    let mut s: Secret = serde_json::from_value(v).map_err(|e| {
+    let mut s: Secret = serde_json::from_value(go_nulls(v)).map_err(|e| {
         CliError::new(format!(
             "error when applying patch to secret {name:?} from {source:?}: {}",
             crate::redact::serde_values(&e.to_string())
@@ -352,6 +352,16 @@ fn patched(
     })?;
     normalize(&mut s);
     Ok(s)
+}
+
+/// `v` with its `null`s read as Go reads them into a Secret
+/// ([`crate::manifest::codec::nulls_as_go_decodes_them`]: `creationTimestamp: null` is no
+/// field).
+fn go_nulls(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        crate::manifest::codec::nulls_as_go_decodes_them(m);
+    }
+    v
 }
 
 /// Adds the flag to the library's errors that concern one (as kubectl words them).

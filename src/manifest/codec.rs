@@ -110,6 +110,8 @@ fn collect(
                 }
             }
             let raw = Value::Object(obj.clone());
+            let mut obj = obj;
+            nulls_as_go_decodes_them(&mut obj);
             let s = decode_secret(obj).map_err(|detail| ManifestError::Decode {
                 input: input(),
                 name,
@@ -152,6 +154,39 @@ pub fn object_value(s: &Secret) -> Value {
         o.shift_remove("stringData");
     }
     v
+}
+
+/// `null`s as Go's JSON decoding of a Secret reads them (what kubectl's and kube-apiserver's
+/// decoders do with a manifest): a field that is `null` is left unset (`creationTimestamp:
+/// null`, which `kubectl create --dry-run=client -o yaml` writes), and a `null` map value or
+/// list item is the empty string (`stringData: {a: null}` is the key `a` with no value).
+pub fn nulls_as_go_decodes_them(obj: &mut serde_json::Map<String, Value>) {
+    fn zero_items(v: &mut Value) {
+        let items: Box<dyn Iterator<Item = &mut Value>> = match v {
+            Value::Object(m) => Box::new(m.values_mut()),
+            Value::Array(a) => Box::new(a.iter_mut()),
+            _ => return,
+        };
+        for x in items {
+            if x.is_null() {
+                *x = Value::String(String::new());
+            }
+        }
+    }
+    obj.retain(|_, v| !v.is_null());
+    if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
+        meta.retain(|_, v| !v.is_null());
+        for k in ["labels", "annotations", "finalizers"] {
+            if let Some(v) = meta.get_mut(k) {
+                zero_items(v);
+            }
+        }
+    }
+    for k in ["data", "stringData"] {
+        if let Some(v) = obj.get_mut(k) {
+            zero_items(v);
+        }
+    }
 }
 
 /// A Secret from its manifest object; an error names the field (`data[tls.key]`,

@@ -241,6 +241,43 @@ fn created_unchanged_configured_across_applies() {
     );
 }
 
+/// `null`s as Go decodes them, as kubectl and kube-apiserver read a manifest: what `create
+/// --dry-run=client -o yaml` writes (`creationTimestamp: null`) applies, created then
+/// configured; a `null` label or data value is the empty string.
+#[test]
+fn nulls_in_a_manifest_read_as_kubectl_reads_them() {
+    let dev = Dev::start();
+    for (value, verb) in [("a", "created"), ("b", "configured")] {
+        let literal = format!("--from-literal=k={value}");
+        let made = dev.run(
+            &[
+                "create",
+                "secret",
+                "generic",
+                "piped",
+                &literal,
+                "--dry-run=client",
+                "-o",
+                "yaml",
+            ],
+            None,
+        );
+        assert!(made.stdout.contains("creationTimestamp: null"), "{made:?}");
+        assert_eq!(
+            dev.run(&["apply", "-f", "-"], Some(&made.stdout)),
+            out(0, &format!("secret/piped {verb}\n"), "")
+        );
+    }
+    let stdin = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: nulls\n  labels: {a: null}\n  \
+                 creationTimestamp: null\nstringData: {k: null, j: x}\ntype: null\n";
+    assert_eq!(dev.run(&["apply", "-f", "-"], Some(stdin)).code, 0);
+    let got = dev.run(&["get", "secret", "nulls", "-o", "json"], None);
+    let v: Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(v["metadata"]["labels"], serde_json::json!({"a": ""}));
+    assert_eq!(v["data"], serde_json::json!({"j": "eA==", "k": ""}));
+    assert_eq!(v["type"], "Opaque");
+}
+
 #[test]
 fn lists_json_stdin_and_directories() {
     let dev = Dev::start();

@@ -280,7 +280,7 @@ fn cases() -> Vec<Case> {
         case("create: docker-registry without credentials", Cli(&["create", "secret", "docker-registry", "d"]), None, &["--docker-username", "--docker-password"]),
         case("create: tls type without its keys", Cli(&["create", "secret", "generic", "t2", "--type", "kubernetes.io/tls", "--from-literal", "a=b"]), None, &["data[tls.crt]", "data[tls.key]"]),
         case("get: unknown output format", Cli(&["get", "secrets", "-o", "bogus"]), None, &["--output", "bogus"]),
-        case("get: unbalanced selector", Cli(&["get", "secrets", "-l", "a in ("]), None, &["label_selector"]),
+        case("get: unbalanced selector", Cli(&["get", "secrets", "-l", "a in ("]), None, &["label selector \"a in (\"", "expected: ',', ')' or identifier"]),
         case("get: invalid namespace", Cli(&["get", "secrets", "-n", "BAD_NS"]), None, &["--namespace", "metadata.namespace"]),
         case("get: invalid Secret name", Cli(&["get", "secret", "Bad_Name"]), None, &["metadata.name"]),
         case("get: invalid --key", Cli(&["get", "secret", "keep", "--key", "bad key"]), None, &["--key", "data[bad key]"]),

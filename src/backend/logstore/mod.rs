@@ -18,8 +18,8 @@
 //! every earlier one is synced, so only the last record of the last segment can be torn; on
 //! open such a tail is cut (zeroed), and an unreadable record anywhere else is
 //! [`BackendError::Corrupt`] naming the file and offset. If an append or a sync fails, the
-//! batch's requests get [`BackendError::Io`] and every later request
-//! [`BackendError::Unavailable`]: the store must be reopened.
+//! batch's requests and every later write get [`BackendError::Unavailable`]: the store must be
+//! reopened. Reads go on (the index holds only synced batches).
 //!
 //! A segment is a file whose blocks are all written before it is used (a write over written
 //! blocks lets `fdatasync` skip the file system's metadata journal, which appends to a growing
