@@ -127,14 +127,16 @@ pub(super) fn server_error_when(s: Status, context: &str) -> CliError {
 /// with both selectors (`Unable to find "/v1, Resource=secrets" that match label selector
 /// "a=(", field selector "": ...`), not under the request's field names.
 pub(super) fn selector_error(s: Status, label: &str, field: &str) -> CliError {
-    let refused = s.code() == Code::InvalidArgument
-        && ["label_selector: ", "field_selector: "]
-            .iter()
-            .any(|p| s.message().starts_with(p));
-    if !refused {
+    let refused = (s.code() == Code::InvalidArgument)
+        .then(|| {
+            ["label_selector: ", "field_selector: "]
+                .iter()
+                .find_map(|p| s.message().strip_prefix(p))
+        })
+        .flatten();
+    let Some(message) = refused.map(str::to_owned) else {
         return server_error(s);
-    }
-    let message = s.message()["label_selector: ".len()..].to_owned();
+    };
     let context = format!(
         "Unable to find \"/v1, Resource=secrets\" that match label selector {}, field selector {}: ",
         crate::authz::go_quote(label),
