@@ -375,12 +375,7 @@ fn a_server_key_under_an_old_kek_holds_its_retirement_until_migrated() {
 #[test]
 fn retiring_a_kek_older_versions_need_is_refused_without_force() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("kw");
-    let sock = data.join("keyward.sock");
-    let args = ["dev", "--data", data.to_str().unwrap()];
-    let _dev = crate::support::Proc::spawn(&args, &[], &dir.path().join("log"), &sock);
-    let server = format!("unix://{}", sock.display());
-    let admin = data.join("kms-admin.sock").display().to_string();
+    let (_dev, server, admin) = dev_in(dir.path());
     let kw = |args: &[&str]| {
         let (ok, out, err) = kw_at(&server, args);
         assert!(ok, "{args:?}: {err}");
@@ -423,12 +418,7 @@ fn retiring_a_kek_older_versions_need_is_refused_without_force() {
 #[test]
 fn a_migration_stops_when_its_caller_goes_away() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("kw");
-    let sock = data.join("keyward.sock");
-    let args = ["dev", "--data", data.to_str().unwrap()];
-    let _dev = crate::support::Proc::spawn(&args, &[], &dir.path().join("log"), &sock);
-    let server = format!("unix://{}", sock.display());
-    let admin = data.join("kms-admin.sock").display().to_string();
+    let (_dev, server, admin) = dev_in(dir.path());
     let manifests: String = (0..300)
         .map(|i| format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: m{i}}}\nstringData: {{k: v}}\n---\n"))
         .collect();
@@ -467,6 +457,17 @@ fn a_migration_stops_when_its_caller_goes_away() {
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["stale"], 0, "{v}");
+}
+
+/// `keyward dev` on `dir/kw`: the process, its store's `--server` URL and its admin socket.
+fn dev_in(dir: &std::path::Path) -> (crate::support::Proc, String, String) {
+    let data = dir.join("kw");
+    let sock = data.join("keyward.sock");
+    let args = ["dev", "--data", data.to_str().unwrap()];
+    let dev = crate::support::Proc::spawn(&args, &[], &dir.join("log"), &sock);
+    let server = format!("unix://{}", sock.display());
+    let admin = data.join("kms-admin.sock").display().to_string();
+    (dev, server, admin)
 }
 
 /// `keyward ARGS --server SERVER` to completion; (success, stdout, stderr).
