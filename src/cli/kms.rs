@@ -368,6 +368,18 @@ fn init(a: InitArgs) -> Result<(), CliError> {
         }
     };
     let seal = trusted(seal)?;
+    // A key file of zeros (`head -c 32 /dev/zero`, a mistake for /dev/urandom) is no key.
+    if let SealSpec::KeyFile(path) = &seal {
+        if seal::keyfile::read_keyfile(path).is_ok_and(|k| k.key().expose() == &[0u8; 32]) {
+            return Err(CliError::new(format!(
+                "--seal keyfile:{}: the key file holds 32 zero bytes, which is no key",
+                path.display()
+            ))
+            .hint(
+                "write one with `keyward kms init --generate-keyfile PATH` (or from /dev/urandom)",
+            ));
+        }
+    }
     let argon2 = [
         a.argon2_memory_kib,
         a.argon2_iterations,

@@ -208,11 +208,11 @@ impl Store {
                 // changes come when it does), as kube-apiserver's does.
                 let current = self.backend.current_revision().await?;
                 if rev > current && !kubernetes {
-                    return Err(field_invalid(
-                        "",
-                        ResourceVersion::FIELD,
-                        format!("Invalid value: \"{rev}\": too large resource version, the current revision is {current}"),
-                    ));
+                    // In the words of a Get at such a revision (a Secret named "" was none).
+                    return Err(StoreError::Backend(BackendError::FutureRevision {
+                        requested: rev,
+                        current,
+                    }));
                 }
                 (rev, Phase::Following)
             }

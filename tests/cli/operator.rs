@@ -127,6 +127,13 @@ fn init_refuses_bad_key_files_and_existing_keyrings() {
         "{err}"
     );
     assert!(!data.exists(), "a refused init creates nothing");
+    // Zeros (`head -c 32 /dev/zero`) are no key.
+    let zeros = dir.path().join("zeros");
+    fs::write(&zeros, [0u8; 32]).unwrap();
+    fs::set_permissions(&zeros, fs::Permissions::from_mode(0o600)).unwrap();
+    let (ok, _, err) = crate::support::kms_init(&data, &format!("keyfile:{}", zeros.display()));
+    assert!(!ok && err.contains("32 zero bytes"), "{err}");
+    assert!(!data.exists(), "a refused init creates nothing");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let (ok, _, err) = crate::support::kms_init(&data, &seal);
     assert!(ok, "{err}");

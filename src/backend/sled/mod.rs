@@ -376,7 +376,19 @@ impl SledBackend {
             .path(dir)
             .cache_capacity(SLED_CACHE_BYTES)
             .open()
-            .map_err(sled_error)?;
+            .map_err(|e| match e {
+                // sled's own words print the OS error with Debug (`Os { code: 11, .. }`).
+                ::sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().starts_with("could not acquire lock") =>
+                {
+                    BackendError::Io(format!(
+                        "cannot open the sled store in {}: another process holds its lock (is another keyward using this directory?)",
+                        dir.display()
+                    ))
+                }
+                other => sled_error(other),
+            })?;
         let open_tree = |name: &str| db.open_tree(name).map_err(sled_error);
         let kv = open_tree(TREE_KV)?;
         let log = open_tree(TREE_LOG)?;
