@@ -144,7 +144,7 @@ impl BackendError {
     }
 
     /// Whether opening an embedded store failed because another process holds it (sled's lock
-    /// on its directory), as opposed to the store being unreadable.
+    /// on its directory), as opposed to the store being unreadable. Both engines word it so.
     pub fn is_locked(&self) -> bool {
         matches!(self, BackendError::Io(m) if m.contains("could not acquire lock"))
     }

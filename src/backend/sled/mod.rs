@@ -383,7 +383,7 @@ impl SledBackend {
                         || io.to_string().starts_with("could not acquire lock") =>
                 {
                     BackendError::Io(format!(
-                        "cannot open the sled store in {}: another process holds its lock (is another keyward using this directory?)",
+                        "could not acquire lock on the sled store in {}: another process holds it (is another keyward using this directory?)",
                         dir.display()
                     ))
                 }
