@@ -172,12 +172,19 @@ impl<S: Replay> WatchTask<S> {
     async fn deliver(&mut self, event: Event) -> Result<(), Stop> {
         self.next = after(event.kv.mod_revision.get())?;
         if event.kv.key.starts_with(&self.prefix) {
-            let mut permits = match tokio::time::timeout(SLOW_WATCH_GRACE, self.tx.reserve_many(2))
-                .await
-            {
-                Ok(Ok(permits)) => permits,
-                Ok(Err(_)) => return Err(Stop::Dropped),
-                Err(_) => return Err(Stop::Error(BackendError::WatchTooSlow(SLOW_WATCH_GRACE))),
+            // Room at once (a reader that keeps up): no timer, no clock read.
+            let mut permits = match self.tx.try_reserve_many(2) {
+                Ok(permits) => permits,
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(Stop::Dropped),
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    match tokio::time::timeout(SLOW_WATCH_GRACE, self.tx.reserve_many(2)).await {
+                        Ok(Ok(permits)) => permits,
+                        Ok(Err(_)) => return Err(Stop::Dropped),
+                        Err(_) => {
+                            return Err(Stop::Error(BackendError::WatchTooSlow(SLOW_WATCH_GRACE)))
+                        }
+                    }
+                }
             };
             if let Some(permit) = permits.next() {
                 permit.send(Ok(event));

@@ -40,29 +40,39 @@ fn serve() -> Served {
     ]);
     assert!(ok, "{err}");
     let addr = format!("127.0.0.1:{}", crate::support::free_port());
-    let seal = format!("keyfile:{}", p("root.key"));
-    let proc = Proc::spawn_ready(
-        &[
-            "kms",
-            "serve",
-            "--data",
-            &p("data"),
-            "--seal",
-            &seal,
-            "--socket",
-            &p("kms.sock"),
-            "--admin-socket",
-            &p("admin.sock"),
-            "--metrics-listen",
-            &addr,
-            "--log-format",
-            "json",
-        ],
+    let proc = plugin(
+        dir.path(),
+        &["--metrics-listen", &addr, "--log-format", "json"],
         &[("RUST_LOG", "debug")],
-        &dir.path().join("serve.log"),
-        &[&dir.path().join("kms.sock"), &dir.path().join("admin.sock")],
     );
     Served { dir, proc, addr }
+}
+
+/// `keyward kms serve` of the keyring in `dir/data` (sealed by `dir/root.key`) on
+/// `dir/kms.sock` and `dir/admin.sock`, with `extra` flags, ready.
+fn plugin(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let seal = format!("keyfile:{}", p("root.key"));
+    let (data, kms, admin) = (p("data"), p("kms.sock"), p("admin.sock"));
+    let mut args = vec![
+        "kms",
+        "serve",
+        "--data",
+        &data,
+        "--seal",
+        &seal,
+        "--socket",
+        &kms,
+        "--admin-socket",
+        &admin,
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn_ready(
+        &args,
+        env,
+        &dir.join("serve.log"),
+        &[&dir.join("kms.sock"), &dir.join("admin.sock")],
+    )
 }
 
 #[test]
@@ -310,23 +320,7 @@ fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
     refused();
     drop(taken);
     let admin = p("admin.sock");
-    let proc = Proc::spawn_ready(
-        &[
-            "kms",
-            "serve",
-            "--data",
-            &p("data"),
-            "--seal",
-            &seal,
-            "--socket",
-            &p("kms.sock"),
-            "--admin-socket",
-            &admin,
-        ],
-        &[],
-        &dir.path().join("serve.log"),
-        &[&dir.path().join("kms.sock"), &dir.path().join("admin.sock")],
-    );
+    let proc = plugin(dir.path(), &[], &[]);
     let (ok, out, err) = run(&["kms", "keys", "--admin-socket", &admin, "-o", "json"]);
     assert!(ok, "{err}");
     let keys: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -37,6 +37,23 @@ fn server(dir: &Path, fsize: Option<u64>) -> Proc {
     Proc::start(cmd, &dir.join("log"), &[&sock])
 }
 
+/// The resourceVersion of Secret `default/name`, read through `c`.
+async fn resource_version(
+    c: &mut keyward::pb::keyward_v1::secrets_client::SecretsClient<tonic::transport::Channel>,
+    name: &str,
+) -> String {
+    let got = c
+        .get(pb::GetRequest {
+            namespace: "default".into(),
+            name: name.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("get {name}: {e:?}"))
+        .into_inner();
+    got.metadata.expect("metadata").resource_version
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_disk_write_stops_writes_not_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,16 +92,7 @@ async fn a_refused_disk_write_stops_writes_not_reads() {
         );
         // Reads answer what was acknowledged.
         let (first, rv) = &acknowledged[0];
-        let got = c
-            .get(pb::GetRequest {
-                namespace: "default".into(),
-                name: first.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("a read after the failed write")
-            .into_inner();
-        assert_eq!(got.metadata.unwrap().resource_version, *rv);
+        assert_eq!(resource_version(&mut c, first).await, *rv);
         let listed = c
             .list(pb::ListRequest {
                 namespace: "default".into(),
@@ -109,16 +117,7 @@ async fn a_refused_disk_write_stops_writes_not_reads() {
     let _proc = server(d, None);
     let mut c = secrets_client(&sock).await;
     for (name, rv) in &acknowledged {
-        let got = c
-            .get(pb::GetRequest {
-                namespace: "default".into(),
-                name: name.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(got.metadata.unwrap().resource_version, *rv);
+        assert_eq!(resource_version(&mut c, name).await, *rv);
     }
     c.create(pb::CreateRequest {
         secret: Some(pb_secret("default", "late", &[("v", b"x")])),
