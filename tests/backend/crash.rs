@@ -618,7 +618,8 @@ fn corruption_before_the_tail_is_refused(engine: Engine, store: &Path) -> bool {
 }
 
 /// Tears the log's tail as a crash in the middle of an append would: cycle by cycle, cuts an
-/// unacknowledged last record mid-way (truncating the file), writes the first half of a next
+/// unacknowledged last record mid-way (truncating sled's log, zeroing the rest of the record
+/// in the log-structured engine's preallocated segment), writes the first half of a next
 /// record after the last one, or writes garbage there. Never touches a record of which a write
 /// was acknowledged or watched (`max_acked` is the newest revision either way).
 fn tear_the_log_tail(
@@ -653,7 +654,15 @@ fn tear_the_log_tail(
     match round % 3 {
         0 if unacked => {
             let cut = offset + 1 + (random_u64() as usize % (len - 1));
-            file.set_len(cut as u64).expect("truncate the log");
+            match engine {
+                Engine::Sled => file.set_len(cut as u64).expect("truncate the log"),
+                // Its segments are filled to their size before use: a crash leaves the
+                // record's first bytes and the zeros that were there, never a shorter file
+                // (which opening refuses as a file cut short).
+                Engine::Log => file
+                    .write_all_at(&vec![0; end - cut], cut as u64)
+                    .expect("zero the record's tail"),
+            }
             Torn {
                 kind: "cut an unacknowledged record",
                 cut_batch: Some((
@@ -668,6 +677,9 @@ fn tear_the_log_tail(
             let first_at = engine.frame_len() + 1;
             next[first_at..first_at + 8].copy_from_slice(&(last + 1).to_be_bytes());
             let half = next.len() / 2;
+            if !placed_as_the_writer_would(engine, &mut next, end, &file) {
+                return untouched;
+            }
             file.write_all_at(&next[..half], end as u64)
                 .expect("write a torn record");
             Torn {
@@ -676,7 +688,10 @@ fn tear_the_log_tail(
             }
         }
         _ => {
-            let garbage: Vec<u8> = (0..64).map(|_| random_u64() as u8 | 1).collect();
+            let mut garbage: Vec<u8> = (0..64).map(|_| random_u64() as u8 | 1).collect();
+            if !placed_as_the_writer_would(engine, &mut garbage, end, &file) {
+                return untouched;
+            }
             file.write_all_at(&garbage, end as u64)
                 .expect("write garbage");
             Torn {
@@ -685,6 +700,29 @@ fn tear_the_log_tail(
             }
         }
     }
+}
+
+/// The log-structured engine appends a record only where it fits before its segment's end (it
+/// starts a new segment otherwise), so the length a torn append leaves never reaches past the
+/// file (opening refuses that as a file cut short): `bytes`' length field is brought within the
+/// room after `end`. False if no record fits there (the writer would be in the next segment).
+fn placed_as_the_writer_would(
+    engine: Engine,
+    bytes: &mut [u8],
+    end: usize,
+    file: &std::fs::File,
+) -> bool {
+    if let Engine::Log = engine {
+        let size = file.metadata().expect("stat the segment").len() as usize;
+        let room = size.saturating_sub(end + 4 + engine.frame_len());
+        if room == 0 {
+            return false;
+        }
+        let declared = u32::from_le_bytes(bytes[..4].try_into().expect("a length")) as usize;
+        let len = u32::try_from(declared.clamp(1, room)).expect("a segment's size");
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+    }
+    true
 }
 
 /// Reopens the store after a crash and checks it against every acknowledged write and watched

@@ -589,6 +589,17 @@ pub(super) fn any_record_after(data: &[u8], from: usize, framing: Framing) -> bo
     })
 }
 
+/// Whether the frame at `at` says it is longer than what is left of `data`. A record the
+/// writer appends always fits in its segment, whose size is fixed before it is used, so a torn
+/// record never runs past the end of the file: only a file cut short leaves one that does.
+pub(super) fn runs_past_end(data: &[u8], at: usize, framing: Framing) -> bool {
+    let Some(head) = data.get(at..at + 4) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    len != 0 && len <= MAX_PAYLOAD && at + framing.frame_len() + len > data.len()
+}
+
 /// A format-2 segment's bytes as format 1 wrote the same records (each frame without its
 /// segment number, the old checksum), zero-filled to the same size: for tests of stores
 /// written before format 2.

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::format::{self, Moved, RecordBuilder, HEADER_LEN};
-use super::writer::io_error;
+use super::writer::{io_error, mark_newest};
 use super::LogOptions;
 use crate::backend::files::sync_path;
 use crate::backend::{check_key, BackendError, KeyValue, Revision};
@@ -166,7 +166,8 @@ impl Import {
             file.sync_data()
                 .map_err(|e| io_error("fdatasync an imported segment", &e))?;
         }
-        sync_path(&self.dir)
+        sync_path(&self.dir)?;
+        mark_newest(&self.dir, self.seq)
     }
 
     /// Appends the started record to the current segment, or to a new one when it would not

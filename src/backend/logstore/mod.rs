@@ -17,7 +17,11 @@
 //! Requests that arrive during the sync form the next batch. A record is appended only once
 //! every earlier one is synced, so only the last record of the last segment can be torn; on
 //! open such a tail is cut (zeroed), and an unreadable record anywhere else is
-//! [`BackendError::Corrupt`] naming the file and offset. If an append or a sync fails, the
+//! [`BackendError::Corrupt`] naming the file and offset. A crash never shortens a segment (its
+//! size is fixed before use), so a segment cut short, or a newest segment gone (the file
+//! `NEWEST_SEGMENT` names the newest one started), is refused as damage done while the store
+//! was stopped instead of losing its acknowledged changes and giving their revisions again.
+//! If an append or a sync fails, the
 //! batch's requests and every later write get [`BackendError::Unavailable`]: the store must be
 //! reopened. Reads go on (the index holds only synced batches).
 //!
@@ -88,8 +92,8 @@ use super::{
     SYNC_NANOS_BOUNDS,
 };
 use format::{
-    any_record_after, check_header, list_segments, scan, unstarted, Framing, ReadRecord, END_LEN,
-    HEADER_LEN,
+    any_record_after, check_header, list_segments, scan, unstarted, Framing, ReadRecord, Scanned,
+    END_LEN, HEADER_LEN,
 };
 pub use import::Import;
 use index::{Change, Index, Loc};
@@ -252,6 +256,7 @@ impl LogBackend {
                 file.sync_data()
                     .map_err(|e| io_error("fdatasync a new segment", &e))?;
                 sync_path(dir)?;
+                writer::mark_newest(dir, 1)?;
                 let file = Arc::new(file);
                 index.add_file(1, file.clone(), first_size);
                 Head {
@@ -392,6 +397,62 @@ fn check_damage(
     }
 }
 
+/// A segment the writer appended to was cut short while the store was stopped: it ends right
+/// after its last record, where the writer always leaves a zero length, or in a record longer
+/// than what is left of the file, where a torn record (a crash) always fits. Either way
+/// changes that were acknowledged are gone, and going on would give their revisions again.
+/// Only format-2 segments holding a batch or a compaction are the writer's: `keyward store
+/// convert` writes segments of relocation records that end where their data does.
+fn check_not_cut(
+    data: &[u8],
+    scanned: &Scanned<'_>,
+    framing: Framing,
+    path: &Path,
+) -> Result<(), BackendError> {
+    let written = scanned
+        .records
+        .iter()
+        .any(|(_, r)| matches!(r, ReadRecord::Batch { .. } | ReadRecord::Compaction(_)));
+    if !matches!(framing, Framing::V2 { .. }) || !written {
+        return Ok(());
+    }
+    let cut_at = match scanned.bad_at {
+        Some(bad) if format::runs_past_end(data, bad, framing) => Some(bad),
+        None if data.len() < scanned.end + END_LEN as usize => Some(scanned.end),
+        _ => None,
+    };
+    match cut_at {
+        Some(at) => Err(BackendError::Corrupt(format!(
+            "{}: the file ends at byte {} inside or right after the record at offset {at}: it was \
+             cut short (truncated) while the store was stopped, and the changes written after \
+             that are lost; restore the directory from a backup",
+            path.display(),
+            data.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a store whose newest started segment (see [`writer::NEWEST_NAME`]) is missing.
+fn check_newest_present(
+    dir: &Path,
+    segments: &[(u32, PathBuf)],
+    newest: Option<u32>,
+) -> Result<(), BackendError> {
+    let present = segments.last().map_or(0, |(seq, _)| *seq);
+    match newest {
+        Some(newest) if newest > present => Err(BackendError::Corrupt(format!(
+            "{}: segment {} ({}) is missing, though {} says the store started it: the changes \
+             written to it are lost; restore the directory from a backup",
+            dir.display(),
+            newest,
+            format::segment_name(newest),
+            writer::NEWEST_NAME
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A relocation record found on opening: the segment it is in, its victim, what it moved and
 /// which keys' older versions it said were gone.
 struct FoundRelocation {
@@ -499,7 +560,10 @@ fn install_relocations(
 /// Scans every segment in order into `index`; returns the last segment to append to (`None`
 /// for a new store).
 fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> {
-    let (segments, compacted) = install_relocations(dir, list_segments(dir)?, index)?;
+    let newest = writer::newest_marked(dir)?;
+    let segments = list_segments(dir)?;
+    check_newest_present(dir, &segments, newest)?;
+    let (segments, compacted) = install_relocations(dir, segments, index)?;
     let mut head = None;
     // One buffer for every segment: a store's segments are read one after the other, and the
     // buffer is freed (and the allocator asked to return it) once the scan is done.
@@ -513,10 +577,19 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
         file.read_to_end(&mut data)
             .map_err(|e| BackendError::Io(format!("cannot read {}: {e}", path.display())))?;
         if last && unstarted(&data, *seq) {
+            if newest.is_some_and(|newest| newest >= *seq) {
+                return Err(BackendError::Corrupt(format!(
+                    "{}: the segment was started (its header synced), but its header is gone: \
+                     the file was cut short or overwritten while the store was stopped; restore \
+                     the directory from a backup",
+                    path.display()
+                )));
+            }
             // A crash while this segment was being started: nothing in it was ever written.
             start_segment(&file, *seq)?;
             file.sync_data()
                 .map_err(|e| io_error("fdatasync a segment", &e))?;
+            writer::mark_newest(dir, *seq)?;
             let start = (HEADER_LEN + END_LEN) as usize;
             if data.len() < start {
                 data.resize(start, 0);
@@ -526,6 +599,7 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
         }
         let framing = check_header(&data, *seq, path)?;
         let scanned = scan(&data, framing);
+        check_not_cut(&data, &scanned, framing, path)?;
         for (at, record) in &scanned.records {
             match record {
                 ReadRecord::Batch { first, changes } => {
@@ -804,6 +878,130 @@ mod tests {
             }
             other => panic!("expected corruption, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_newest_segment_deleted_or_cut_short_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = dir.path().join("store");
+        let opts = LogOptions {
+            segment_bytes: 4096,
+            ..LogOptions::default()
+        };
+        {
+            let b = LogBackend::open(&store, opts).expect("open");
+            for i in 0..40u32 {
+                let key = format!("k{}", i % 5);
+                b.put(key.as_bytes(), vec![b'x'; 300], Expect::Any)
+                    .await
+                    .expect("put");
+            }
+        }
+        let segments = list_segments(&store).expect("list");
+        assert!(segments.len() >= 3, "{segments:?}");
+        let (newest, newest_path) = segments.last().cloned().expect("newest");
+        assert_eq!(writer::newest_marked(&store).expect("mark"), Some(newest));
+        let data = std::fs::read(&newest_path).expect("read");
+        let scanned = scan(
+            &data,
+            check_header(&data, newest, &newest_path).expect("header"),
+        );
+        let (last_at, _) = scanned.records.last().expect("a record");
+        let (last_at, end) = (*last_at, scanned.end);
+        // Each damage on a copy of the store: refused, naming what happened, and the copy is
+        // left as it was (nothing cut, nothing started again).
+        type Damage<'a> = Box<dyn Fn(&Path) + 'a>;
+        let cases: [(&str, Damage<'_>, &str); 5] = [
+            (
+                "newest segment deleted",
+                Box::new(|copy| {
+                    std::fs::remove_file(copy.join(format::segment_name(newest))).expect("rm")
+                }),
+                "is missing",
+            ),
+            (
+                "cut right after its last record",
+                Box::new(move |copy| cut(copy, newest, end)),
+                "cut short",
+            ),
+            (
+                "cut inside its last record",
+                Box::new(move |copy| cut(copy, newest, last_at + 20)),
+                "cut short",
+            ),
+            (
+                "cut to nothing",
+                Box::new(move |copy| cut(copy, newest, 0)),
+                "header is gone",
+            ),
+            (
+                "every segment deleted",
+                Box::new(|copy| {
+                    for (seq, _) in list_segments(copy).expect("list") {
+                        std::fs::remove_file(copy.join(format::segment_name(seq))).expect("rm");
+                    }
+                }),
+                "is missing",
+            ),
+        ];
+        fn cut(copy: &Path, seq: u32, len: usize) {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(copy.join(format::segment_name(seq)))
+                .expect("open");
+            file.set_len(len as u64).expect("truncate");
+        }
+        for (what, damage, expected) in &cases {
+            let copy = dir.path().join(what.replace(' ', "-"));
+            copy_dir(&store, &copy);
+            damage(&copy);
+            let before = dir_contents(&copy);
+            match LogBackend::open(&copy, opts) {
+                Err(BackendError::Corrupt(why)) => {
+                    assert!(why.contains(expected), "{what}: {why}")
+                }
+                other => panic!("{what}: expected corruption, got {other:?}"),
+            }
+            assert_eq!(dir_contents(&copy), before, "{what}: the store was changed");
+        }
+        // A store from before the mark existed: a deleted newest segment cannot be told from
+        // a store that never had one, but a cut one still can.
+        let copy = dir.path().join("no-mark");
+        copy_dir(&store, &copy);
+        std::fs::remove_file(copy.join(writer::NEWEST_NAME)).expect("rm mark");
+        cut(&copy, newest, end);
+        let err = LogBackend::open(&copy, opts).expect_err("cut");
+        assert!(err.to_string().contains("cut short"), "{err}");
+        // A mark that is not a number is named.
+        std::fs::write(copy.join(writer::NEWEST_NAME), "seven\n").expect("write");
+        let err = LogBackend::open(&copy, opts).expect_err("bad mark");
+        assert!(err.to_string().contains("is not a segment number"), "{err}");
+        // The untouched store opens, with every write.
+        let b = LogBackend::open(&store, opts).expect("reopen");
+        assert_eq!(b.current_revision().await.expect("revision"), rev(41));
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("list") {
+            let entry = entry.expect("entry");
+            if entry.file_name() != LOCK_FILE {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+            }
+        }
+    }
+
+    fn dir_contents(dir: &Path) -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut out: Vec<_> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| {
+                let e = e.expect("entry");
+                (e.file_name(), std::fs::read(e.path()).expect("read"))
+            })
+            .filter(|(name, _)| name != LOCK_FILE)
+            .collect();
+        out.sort();
+        out
     }
 
     #[tokio::test]

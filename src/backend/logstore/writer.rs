@@ -639,6 +639,7 @@ impl Writer {
         file.sync_data()
             .map_err(|e| io_error("fdatasync a new segment", &e))?;
         sync_path(&self.dir)?;
+        mark_newest(&self.dir, seq)?;
         let file = Arc::new(file);
         self.shared.write_guard().add_file(seq, file.clone(), size);
         self.head = Head {
@@ -668,6 +669,60 @@ pub(super) fn start_segment(file: &File, seq: u32) -> Result<(), BackendError> {
     start.extend_from_slice(&[0; END_LEN as usize]);
     file.write_all_at(&start, 0)
         .map_err(|e| io_error("write a segment header", &e))
+}
+
+/// The file naming the newest segment whose start is durable (its number in decimal). Opening
+/// refuses a store whose newest segment is missing or no longer started: a file deleted or cut
+/// short while the store was stopped, whose changes would otherwise be lost silently and their
+/// revisions given again. Written only after the segment's header is synced (so it never names
+/// a segment a crash could have left unstarted), and only when a segment starts, not per write.
+pub(super) const NEWEST_NAME: &str = "NEWEST_SEGMENT";
+const NEWEST_TMP: &str = "NEWEST_SEGMENT.tmp";
+
+/// Records that segment `seq` is started (see [`NEWEST_NAME`]): a file written, synced and
+/// renamed over the last one, so a crash leaves the old number or the new one.
+pub(super) fn mark_newest(dir: &Path, seq: u32) -> Result<(), BackendError> {
+    let tmp = dir.join(NEWEST_TMP);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(|e| io_error("create the newest segment's mark", &e))?;
+    std::io::Write::write_all(&mut file, format!("{seq}\n").as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_error("write the newest segment's mark", &e))?;
+    std::fs::rename(&tmp, dir.join(NEWEST_NAME))
+        .map_err(|e| io_error("rename the newest segment's mark", &e))?;
+    sync_path(dir)
+}
+
+/// The segment [`mark_newest`] last recorded in `dir`, if any (stores written before the mark
+/// existed have none until their next segment starts).
+pub(super) fn newest_marked(dir: &Path) -> Result<Option<u32>, BackendError> {
+    let path = dir.join(NEWEST_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(BackendError::Io(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    text.trim_end_matches('\n')
+        .parse::<u32>()
+        .ok()
+        .filter(|seq| *seq > 0)
+        .map(Some)
+        .ok_or_else(|| {
+            BackendError::Corrupt(format!(
+                "{}: {:?} is not a segment number (a decimal number from 1)",
+                path.display(),
+                text.chars().take(40).collect::<String>()
+            ))
+        })
 }
 
 /// Writes a record and the zero length after it at the head's end.
