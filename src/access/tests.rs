@@ -151,6 +151,19 @@ async fn audit_first_and_fail_closed() {
     let e = a.get(&admin(), &ns, &db, None).await.unwrap_err();
     assert!(matches!(e, AccessError::AuditUnavailable(_)), "{e}");
     assert_eq!(sink.lost_events(), 1, "a refused read lost nothing");
+    // A refused credential is refused whatever happens to its event; one not written is
+    // counted as lost, so the log says so once it can be written again.
+    let attrs = Attributes::resource(Identity::new("", "", vec![]), "get", "secrets")
+        .with_namespace("prod")
+        .with_name("db");
+    let info = crate::audit::RequestInfo::new("/test", crate::audit::Peer::Unix { uid: 1000 });
+    a.record_unauthenticated(&attrs, info.clone(), "Unauthorized")
+        .await;
+    assert_eq!(sink.lost_events(), 2);
+    sink.fail_after(1);
+    let written = sink.events().len();
+    a.record_unauthenticated(&attrs, info, "Unauthorized").await;
+    assert_eq!((sink.lost_events(), sink.events().len()), (2, written + 1));
 }
 
 #[tokio::test]

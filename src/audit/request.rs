@@ -518,14 +518,21 @@ impl RequestAudit {
 
     /// The request's credentials were refused: one event at stage `ResponseStarted` with a
     /// 401 status whose message says what was attempted (kube-apiserver's failed-authentication
-    /// audit). Begin such a request with an empty user.
+    /// audit). Begin such a request with an empty user. The request is refused whatever
+    /// happens here, so an event that cannot be written is also counted as lost (the log
+    /// records the loss once it can be written again); the error is returned to be logged.
     pub async fn authentication_failed(&mut self, message: &str) -> Result<(), AuditError> {
-        self.emit(
-            Stage::ResponseStarted,
-            Some(ResponseStatus::unauthenticated(message)),
-            None,
-        )
-        .await
+        let written = self
+            .emit(
+                Stage::ResponseStarted,
+                Some(ResponseStatus::unauthenticated(message)),
+                None,
+            )
+            .await;
+        if let (Err(e), Some(sink)) = (&written, &self.sink) {
+            sink.lost(1, e);
+        }
+        written
     }
 
     /// Stage `Panic`: handling the request panicked with `message`.

@@ -413,7 +413,8 @@ fn walk_file(walk: &mut Walk<'_>, path: &Path, last_file: bool) -> Result<(), St
         check_link(walk, path, n, line, info, &infos[i + 1..])?;
         let kind = match &info.checkpoint {
             Some((note, sig)) => {
-                let cp = check_checkpoint(walk, path, n, line, info, note, sig, count)?;
+                let since = last_cp.map(|(l, _)| l);
+                let cp = check_checkpoint(walk, path, n, line, info, (note, sig), count, since)?;
                 if cp.kind == CheckpointKind::Resume {
                     match last_cp.filter(|(_, k)| *k != CheckpointKind::Shutdown) {
                         Some((l, k)) if n - l > 1 && cp.unattested.is_some() => walk.report.unattested.push(format!(
@@ -614,9 +615,9 @@ fn check_checkpoint(
     n: u64,
     line: &[u8],
     info: &LineInfo,
-    note: &str,
-    signature: &str,
+    (note, signature): (&str, &str),
     lines_in_file: u64,
+    since: Option<u64>,
 ) -> Result<Checkpoint, Stop> {
     let cp = match Checkpoint::parse_note(note) {
         Ok(cp) => cp,
@@ -659,7 +660,14 @@ fn check_checkpoint(
         ("head", hash_text(&cp.head), hash_text(&info.chain)),
     ];
     if let Some((field, says, here)) = position.iter().find(|(_, a, b)| a != b) {
-        let msg = format!("the checkpoint was made for another position (its {field} is {says}, here it is {here}): copied from elsewhere");
+        let msg = match (*field, since) {
+            // Made for this very position, but the lines before it no longer hash to what it
+            // signed: one of them was edited and the chain recomputed after it to hide that.
+            ("head", Some(l)) => format!(
+                "the lines before this checkpoint hash to {here}, not to the head {says} it signed: a line between the checkpoint at line {l} and this one was edited, and the chain recomputed after it to hide the edit"
+            ),
+            _ => format!("the checkpoint was made for another position (its {field} is {says}, here it is {here}): copied from elsewhere"),
+        };
         return Err(walk.stop(path, n, ProblemKind::Checkpoint, msg));
     }
     if render_checkpoint_line(note, &cp.time, &info.chain, info.seq, signature) != line {

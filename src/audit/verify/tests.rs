@@ -432,6 +432,42 @@ async fn a_misplaced_checkpoint_fails_even_when_relinked() {
 }
 
 #[tokio::test]
+async fn an_edit_hidden_by_a_recomputed_chain_is_named_by_the_next_checkpoint() {
+    let log = log_with(10, 4, 0).await;
+    let mut lines = log.lines();
+    assert!(parse_line(lines[2].as_bytes())
+        .unwrap()
+        .checkpoint
+        .is_none());
+    lines[2] = lines[2].replacen("\"verb\":\"", "\"verb\":\"x", 1);
+    // Every later line's chain recomputed, checkpoints' included (outside their signed note).
+    let mut prev = line_hash(lines[2].as_bytes());
+    for l in lines.iter_mut().skip(3) {
+        let info = parse_line(l.as_bytes()).unwrap();
+        let annotation = |h: &[u8]| format!("\"keyward.io/chain\":\"sha256:{}\"", hex::encode(h));
+        *l = l.replace(&annotation(&info.chain), &annotation(&prev));
+        prev = line_hash(l.as_bytes());
+    }
+    let next_checkpoint = 1
+        + (3..lines.len())
+            .find(|i| {
+                parse_line(lines[*i].as_bytes())
+                    .unwrap()
+                    .checkpoint
+                    .is_some()
+            })
+            .unwrap() as u64;
+    log.set_lines(&lines);
+    let (kind, line, msg) = problem(&log.verify());
+    assert_eq!(kind, ProblemKind::Checkpoint, "{msg}");
+    assert_eq!(line, next_checkpoint, "{msg}");
+    assert!(
+        msg.contains("a line between the checkpoint at line 1 and this one was edited"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
 async fn the_wrong_key_fails_at_line_1() {
     let log = log_with(3, 4, 0).await;
     let other = Ed25519SigningKey::generate().unwrap().public_key().clone();
