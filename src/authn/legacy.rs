@@ -61,6 +61,9 @@ pub const INVALID_SINCE_LABEL: &str = "kubernetes.io/legacy-token-invalid-since"
 pub const LAST_USED_LABEL: &str = "kubernetes.io/legacy-token-last-used";
 /// Audit annotation of a request authenticated by a legacy token: the Secret's name.
 pub const MANUAL_SECRET_ANNOTATION: &str = "authentication.k8s.io/legacy-token-manual-secret";
+/// Audit annotation of a request authenticated by a token without audiences (every legacy
+/// token): its subject, as kube-apiserver's service account token authenticator adds it.
+pub const LEGACY_TOKEN_ANNOTATION: &str = "authentication.k8s.io/legacy-token";
 /// Audit annotation of a request refused because its legacy token's Secret was marked
 /// invalid: `NAME/NAMESPACE`.
 pub const INVALIDATED_ANNOTATION: &str = "authentication.k8s.io/legacy-token-invalidated";
@@ -166,7 +169,8 @@ pub(crate) async fn validate(
             ),
         });
     }
-    let mut id = Identity::new(c.sub, c.service_account_uid, groups(&c.namespace));
+    let mut id = Identity::new(c.sub.clone(), c.service_account_uid, groups(&c.namespace));
+    id.audit_annotations.push((LEGACY_TOKEN_ANNOTATION, c.sub));
     // keyward has no ServiceAccount objects listing auto-generated Secrets: every token
     // Secret is one made by hand, in kube-apiserver's terms.
     id.audit_annotations
@@ -358,7 +362,13 @@ mod tests {
         assert_eq!(id.uid, "uid-1");
         assert_eq!(
             id.audit_annotations,
-            [(MANUAL_SECRET_ANNOTATION, "app-token".to_owned())]
+            [
+                (
+                    LEGACY_TOKEN_ANNOTATION,
+                    "system:serviceaccount:prod:app".to_owned()
+                ),
+                (MANUAL_SECRET_ANNOTATION, "app-token".to_owned())
+            ]
         );
         assert_eq!(
             id.groups,

@@ -115,18 +115,18 @@ struct State {
     /// content's hash, or the read error's): a change is acted on by [`Reload::check_settled`]
     /// only when two checks in a row see it, so a file caught half written is never applied.
     seen: Option<[u8; 32]>,
-    /// Whether the content in force has any entry ([`has_entries`]).
+    /// Whether the content in force lists any entry ([`Entries`]).
     has_entries: bool,
     status: FileStatus,
 }
 
-/// Whether a file holds anything but blank lines and `#` comments: an entry of a token file
-/// or a users map.
-fn has_entries(bytes: &[u8]) -> bool {
-    bytes.split(|b| *b == b'\n').any(|line| {
-        let line = line.trim_ascii();
-        !line.is_empty() && !line.starts_with(b"#")
-    })
+/// What a watched file lists (tokens, users): a reload that would take a file that listed
+/// entries to none is refused, as what a failed `generate > file` leaves. Judged on the parsed
+/// content, so each format says what a comment is (a token file in kube-apiserver's CSV has
+/// none: a line starting with `#` is a token).
+pub trait Entries {
+    /// Whether the content lists no entry.
+    fn lists_nothing(&self) -> bool;
 }
 
 /// A parsed file kept in force and reloaded on change.
@@ -148,7 +148,7 @@ impl<T> std::fmt::Debug for WatchedFile<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> WatchedFile<T> {
+impl<T: Entries + Send + Sync + 'static> WatchedFile<T> {
     /// Reads and parses `path` (a `what`, e.g. "token file", for log lines); fails if the
     /// first content cannot be read or parsed.
     pub fn load<F>(
@@ -177,7 +177,7 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
                 hash: sha256(&bytes),
                 failed: None,
                 seen: None,
-                has_entries: has_entries(&bytes),
+                has_entries: !value.lists_nothing(),
                 status,
             }),
             path,
@@ -211,7 +211,7 @@ pub trait Reload: Send + Sync {
     fn status(&self) -> FileStatus;
 }
 
-impl<T: Send + Sync + 'static> WatchedFile<T> {
+impl<T: Entries + Send + Sync + 'static> WatchedFile<T> {
     fn check(&self, settle: bool) -> ReloadOutcome {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.status.checks += 1;
@@ -240,23 +240,22 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
         // A file emptied (what a failed `generate > file` leaves) would lock out every caller
         // it listed: kept out, like a file that does not parse.
         let in_force_has_entries = state.has_entries;
-        let mut entries = false;
-        let result = read.and_then(|bytes| {
-            entries = has_entries(&bytes);
-            if in_force_has_entries && !entries {
-                return Err(format!(
-                    "{} has no entries (only blank or `#` lines): it would remove every \
-                     entry, so the content in force is kept (to start with an empty file, \
-                     restart the server)",
-                    self.path.display()
-                ));
-            }
-            (self.parse)(&bytes)
-        });
+        let result = read
+            .and_then(|bytes| (self.parse)(&bytes))
+            .and_then(|value| {
+                if in_force_has_entries && value.lists_nothing() {
+                    return Err(format!(
+                        "{} has no entries: it would remove every entry, so the content in force \
+                     is kept (to start with an empty file, restart the server)",
+                        self.path.display()
+                    ));
+                }
+                Ok(value)
+            });
         match result {
             Ok(value) => {
+                state.has_entries = !value.lists_nothing();
                 self.current.store(Arc::new(value));
-                state.has_entries = entries;
                 state.hash = hash.unwrap_or_default();
                 state.failed = None;
                 state.status.reloads += 1;
@@ -282,7 +281,7 @@ impl<T: Send + Sync + 'static> WatchedFile<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> Reload for WatchedFile<T> {
+impl<T: Entries + Send + Sync + 'static> Reload for WatchedFile<T> {
     fn check_now(&self) -> ReloadOutcome {
         self.check(false)
     }
@@ -345,6 +344,12 @@ mod tests {
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    impl Entries for Vec<u32> {
+        fn lists_nothing(&self) -> bool {
+            self.is_empty()
+        }
+    }
+
     fn numbers(b: &[u8]) -> Result<Vec<u32>, String> {
         std::str::from_utf8(b)
             .map_err(|_| "not UTF-8".to_string())?
@@ -403,12 +408,12 @@ mod tests {
         let p = dir.path().join("f");
         write(&p, "1 2", 0o600);
         let w = WatchedFile::load(&p, FileAccess::Private, "numbers", numbers).unwrap();
-        for emptied in ["", "\n  \n", "# all gone\n"] {
+        for emptied in ["", "\n  \n"] {
             write(&p, emptied, 0o600);
             match w.check_now() {
                 ReloadOutcome::Failed { error } => {
                     assert!(
-                        error.contains("has no entries (only blank or `#` lines)"),
+                        error.contains("has no entries: it would remove every entry"),
                         "{error}"
                     )
                 }

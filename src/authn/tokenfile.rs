@@ -37,6 +37,12 @@ pub struct TokenTable {
     identities: Vec<Identity>,
 }
 
+impl super::reload::Entries for TokenTable {
+    fn lists_nothing(&self) -> bool {
+        self.digests.is_empty()
+    }
+}
+
 impl std::fmt::Debug for TokenTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "TokenTable({} tokens)", self.digests.len())
@@ -457,6 +463,18 @@ token7,user7,uid7,"group1,group2",otherdata
         assert!(!error.contains("tok-c"));
         assert_eq!(auth.status().last_error.as_deref(), Some(error.as_str()));
         assert_eq!(auth.lookup("tok-b").unwrap().name, "bob");
+
+        // As kube-apiserver's CSV reader, a reload knows no comments: a line starting with `#`
+        // is a token, so a file of only such lines is not empty; one of blank lines is.
+        write("#hash-token,hal,u3\n");
+        assert_eq!(auth.check_now(), ReloadOutcome::Applied);
+        assert_eq!(auth.lookup("#hash-token").unwrap().name, "hal");
+        write("\n\n");
+        let ReloadOutcome::Failed { error } = auth.check_now() else {
+            panic!("expected a failure")
+        };
+        assert!(error.contains("has no entries"), "{error}");
+        assert_eq!(auth.lookup("#hash-token").unwrap().name, "hal");
 
         // A token file readable by others is refused on load.
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();

@@ -87,6 +87,12 @@ pub struct UnixUsers {
     gids: BTreeMap<u32, Vec<String>>,
 }
 
+impl super::reload::Entries for UnixUsers {
+    fn lists_nothing(&self) -> bool {
+        self.users.is_empty() && self.gids.is_empty()
+    }
+}
+
 fn check_groups(field: &str, groups: &[String], errs: &mut Vec<String>) {
     for (j, g) in groups.iter().enumerate() {
         if g.is_empty() {

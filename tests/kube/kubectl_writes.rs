@@ -925,6 +925,10 @@ fn kubectl_legacy_service_account_tokens_are_tracked() {
         used["annotations"]["authentication.k8s.io/legacy-token-manual-secret"],
         "app-token"
     );
+    assert_eq!(
+        used["annotations"]["authentication.k8s.io/legacy-token"],
+        "system:serviceaccount:default:app"
+    );
     // The label is the server's own patch, recorded as kube-apiserver records its loopback
     // patch (system:apiserver), once for the day.
     let labelled: Vec<&serde_json::Value> = events
