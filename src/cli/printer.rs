@@ -279,12 +279,11 @@ pub(super) fn custom_value_rows(
     Ok(rows)
 }
 
-/// The table's columns: kubectl's for Secrets (`wide` adds resourceVersion and immutable),
-/// then one per `-L` label, then LABELS with `--show-labels`.
+/// The table's columns: kubectl's for Secrets (the same with `-o wide`: the Secret printer has
+/// no wide columns), then one per `-L` label, then LABELS with `--show-labels`.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Table {
     pub all_namespaces: bool,
-    pub wide: bool,
     pub label_columns: Vec<String>,
     pub show_labels: bool,
 }
@@ -302,9 +301,6 @@ impl Table {
             h.push("NAMESPACE".into());
         }
         h.extend(["NAME", "TYPE", "DATA", "AGE"].map(String::from));
-        if self.wide {
-            h.extend(["RESOURCE-VERSION", "IMMUTABLE"].map(String::from));
-        }
         // kubectl heads a label's column with the last part of its key, upper-cased.
         for key in self.label_keys() {
             let last = key.rsplit('/').next().unwrap_or(key);
@@ -326,10 +322,6 @@ impl Table {
         r.push(s.type_.clone());
         r.push(s.data.len().to_string());
         r.push(age(&s.metadata.creation_timestamp, now));
-        if self.wide {
-            r.push(s.metadata.resource_version.clone());
-            r.push(s.is_immutable().to_string());
-        }
         for key in self.label_keys() {
             r.push(s.metadata.labels.get(key).cloned().unwrap_or_default());
         }

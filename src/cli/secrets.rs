@@ -173,7 +173,11 @@ pub(super) struct GetArgs {
     /// Output format: wide, yaml, json, name, jsonpath=TEMPLATE (e.g.
     /// '{.data.password}'), jsonpath-file=FILE, jsonpath-as-json=TEMPLATE,
     /// custom-columns=HEADER:PATH,... (e.g. NAME:.metadata.name) or custom-columns-file=FILE.
-    #[arg(short = 'o', long = "output", value_name = "FORMAT", value_parser = parse_output)]
+    #[arg(id = "output", short = 'o', long = "output", value_name = "FORMAT")]
+    output_format: Option<String>,
+    /// `output_format` parsed, by [`get`] (a bad format or template is kubectl's error, exit
+    /// status 1, not a usage error).
+    #[arg(skip)]
     output: Option<GetOutput>,
     /// Print tables (and custom columns) without their header row.
     #[arg(long)]
@@ -359,8 +363,14 @@ async fn fetch_one(
 }
 
 /// `keyward get secrets|secret NAME...`.
-pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
+pub(super) fn get(mut a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     use std::io::Write as _;
+    a.output = a
+        .output_format
+        .as_deref()
+        .map(parse_output)
+        .transpose()
+        .map_err(CliError::new)?;
     let names = names_of(&a.resource, &a.names)?;
     if a.key.is_some() && names.len() != 1 {
         return Err(CliError::plain(
@@ -453,7 +463,6 @@ pub(super) fn get(a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
         // with --output-watch-events each row starts with its event's type.
         let table = Table {
             all_namespaces: a.all_namespaces,
-            wide: a.output == Some(GetOutput::Wide),
             label_columns: a.label_columns.clone(),
             show_labels: a.show_labels,
         };
@@ -692,6 +701,42 @@ fn kv_lines(m: &BTreeMap<String, String>, sep: &str) -> String {
     out
 }
 
+/// Annotations as kubectl's describe prints them (`printAnnotationsMultiline`): `key: value`,
+/// or, for a value with a newline or longer than its line allows (140 with the key), the key
+/// alone and then each line of the value on its own, indented two more, cut to 138 bytes and
+/// `...`.
+fn annotation_lines(m: &BTreeMap<String, String>) -> String {
+    const MAX_ANNOTATION_LEN: usize = 140;
+    const INDENT: usize = 14;
+    if m.is_empty() {
+        return "<none>\n".into();
+    }
+    let shorten = |line: &str| -> String {
+        let max = MAX_ANNOTATION_LEN - 2;
+        if line.len() <= max {
+            return line.to_owned();
+        }
+        // Go cuts bytes, whatever character they split.
+        format!("{}...", String::from_utf8_lossy(&line.as_bytes()[..max]))
+    };
+    let mut out = String::new();
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push_str(&" ".repeat(INDENT));
+        }
+        let v = v.strip_suffix('\n').unwrap_or(v);
+        if v.len() + k.len() + 2 > MAX_ANNOTATION_LEN || v.contains('\n') {
+            let _ = writeln!(out, "{k}:");
+            for line in v.split('\n') {
+                let _ = writeln!(out, "{}  {}", " ".repeat(INDENT), shorten(line));
+            }
+        } else {
+            let _ = writeln!(out, "{k}: {v}");
+        }
+    }
+    out
+}
+
 /// The `describe` text, kubectl's layout.
 pub(super) fn describe_text(s: &Secret) -> String {
     let mut out = String::new();
@@ -702,7 +747,7 @@ pub(super) fn describe_text(s: &Secret) -> String {
     // manifest's stringData in clear).
     let mut annotations = s.metadata.annotations.clone();
     annotations.remove(crate::manifest::last_applied::ANNOTATION);
-    let _ = write!(out, "Annotations:  {}", kv_lines(&annotations, ": "));
+    let _ = write!(out, "Annotations:  {}", annotation_lines(&annotations));
     let _ = writeln!(out, "\nType:  {}", s.type_);
     if s.is_immutable() {
         let _ = writeln!(out, "Immutable:  true");

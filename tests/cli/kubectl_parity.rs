@@ -736,7 +736,8 @@ fn get_watch_prints_kubectls_rows() {
 }
 
 /// `keyward describe secret` prints kubectl's describe text: labels as `k=v` and annotations as
-/// `k: v`, the lines after the first lined up under it, the data's sizes, never its values.
+/// `k: v` (a long or multi-line value under its key, cut as kubectl cuts), the lines after the
+/// first lined up under it, the data's sizes, never its values.
 #[test]
 fn describe_is_kubectls_text() {
     let dev = DevServer::start();
@@ -756,10 +757,25 @@ fn describe_is_kubectls_text() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
+        // Go cuts a long annotation inside a character and prints the byte it ends on;
+        // keyward prints U+FFFD there, which is what a terminal shows for it.
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     kubectl(&["label", "secret", "desc", "app=web", "tier=front"]);
-    kubectl(&["annotate", "secret", "desc", "note=hello", "owner=team a"]);
+    // Short, multi-line, long (cut to 138 bytes and "..."), and long with a multi-byte
+    // character where Go cuts.
+    let long = "z".repeat(300);
+    let long_utf8 = format!("{}é{}", "y".repeat(137), "y".repeat(20));
+    kubectl(&[
+        "annotate",
+        "secret",
+        "desc",
+        "note=hello",
+        "owner=team a",
+        "multi=first\nsecond line\n",
+        &format!("long={long}"),
+        &format!("utf={long_utf8}"),
+    ]);
     // kubectl lists the data in Go's map order, which is random: compared as sorted lines,
     // keyward's own order (sorted) checked apart.
     let want = kubectl(&["describe", "secret", "desc"]);

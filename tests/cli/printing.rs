@@ -189,7 +189,7 @@ fn template_errors_are_kubectls_without_the_object() {
         assert_ne!(kcode, 0, "kubectl {args:?}");
         assert!(kerr.contains(message), "kubectl {args:?}: {kerr}");
         let (code, out, err) = dev.kw(args);
-        assert_ne!(code, 0, "{args:?}: {out}");
+        assert_eq!(code, kcode, "{args:?}: {out}");
         assert!(err.contains(message), "{args:?}: {err}");
         // kubectl follows an execution error with the object, values and all; keyward does not.
         assert!(
