@@ -717,12 +717,11 @@ impl Store {
             };
             match outcome {
                 WriteOutcome::Applied { .. } => return Ok(next),
-                WriteOutcome::Conflict { .. } | WriteOutcome::NotFound if want_rv.is_none() => {
-                    continue
-                }
-                WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => {
-                    return Err(conflict(&name))
-                }
+                // Changed or deleted since it was read: read it again, as kube-apiserver's
+                // `GuaranteedUpdate` does, so that a precondition checks what is there now: a
+                // Secret deleted meanwhile is NotFound, one changed is the precondition's
+                // Conflict (above), and without one the update applies to the new version.
+                WriteOutcome::Conflict { .. } | WriteOutcome::NotFound => continue,
             }
         }
     }

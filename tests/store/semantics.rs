@@ -1326,6 +1326,41 @@ async fn contended_writes_lose_nothing(srv: TestStore) {
 
 /// Clients racing to create, then to delete, one name: each time exactly one wins and every
 /// other gets `AlreadyExists` or `NotFound`; the winner's object is the one stored.
+/// An update that names the current resourceVersion and loses the race to a delete is told the
+/// Secret is gone (NotFound), never that it was modified (Conflict): kube-apiserver reads the
+/// object again when its write's transaction fails, and then finds nothing to update.
+async fn an_update_racing_a_delete_finds_it_gone(srv: TestStore) {
+    let mut c = srv.client().await;
+    let (mut applied, mut gone) = (0, 0);
+    for round in 0..60 {
+        let name = format!("r{round}");
+        let s = create(&mut c, secret("race", &name, &[("k", b"v1")]))
+            .await
+            .unwrap();
+        let mut next = s.clone();
+        next.data.insert("k".into(), b"v2".to_vec());
+        let (mut cu, mut cd) = (c.clone(), c.clone());
+        let up = tokio::spawn(async move { update(&mut cu, next).await });
+        let del = tokio::spawn(async move {
+            cd.delete(pb::DeleteRequest {
+                namespace: "race".into(),
+                name,
+                ..Default::default()
+            })
+            .await
+        });
+        del.await.unwrap().unwrap();
+        match up.await.unwrap() {
+            Ok(_) => applied += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::NotFound, "round {round}: {e:?}");
+                gone += 1;
+            }
+        }
+    }
+    assert_eq!(applied + gone, 60);
+}
+
 async fn racing_creates_and_deletes_have_one_winner(srv: TestStore) {
     const CLIENTS: usize = 6;
     let mut clients = Vec::new();
@@ -1541,4 +1576,5 @@ on_sled_and_etcd! {
     encryption_service_reports_coverage_and_migrates(10);
     contended_writes_lose_nothing(10);
     racing_creates_and_deletes_have_one_winner(10);
+    an_update_racing_a_delete_finds_it_gone(10);
 }
