@@ -124,6 +124,68 @@ pub fn secret_from_pb(s: pb::Secret) -> Secret {
     }
 }
 
+/// The metadata keyward.v1 has no fields of its own for, as JSON (empty if there is none):
+/// the fields of Kubernetes' `ObjectMeta` JSON, borrowed (no copy on a get's path).
+fn kubernetes_metadata(m: &ObjectMeta) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Only<'a> {
+        #[serde(skip_serializing_if = "str::is_empty")]
+        generate_name: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        deletion_timestamp: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        deletion_grace_period_seconds: Option<i64>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        owner_references: &'a [crate::store::model::OwnerReference],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        finalizers: &'a [String],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        managed_fields: &'a [crate::store::model::ManagedFieldsEntry],
+    }
+    if m.generate_name.is_empty()
+        && m.deletion_timestamp.is_empty()
+        && m.deletion_grace_period_seconds.is_none()
+        && m.owner_references.is_empty()
+        && m.finalizers.is_empty()
+        && m.managed_fields.is_empty()
+    {
+        return String::new();
+    }
+    serde_json::to_string(&Only {
+        generate_name: &m.generate_name,
+        deletion_timestamp: &m.deletion_timestamp,
+        deletion_grace_period_seconds: m.deletion_grace_period_seconds,
+        owner_references: &m.owner_references,
+        finalizers: &m.finalizers,
+        managed_fields: &m.managed_fields,
+    })
+    .unwrap_or_default()
+}
+
+/// A Secret read over keyward.v1 (a client's view), with the metadata only the Kubernetes API
+/// sets ([`pb::ObjectMeta::kubernetes_metadata`]). A server takes requests with
+/// [`secret_from_pb`], which ignores it.
+pub fn secret_read_from_pb(s: pb::Secret) -> Secret {
+    let extra = s
+        .metadata
+        .as_ref()
+        .map(|m| m.kubernetes_metadata.as_str())
+        .filter(|j| !j.is_empty())
+        .and_then(|j| serde_json::from_str::<ObjectMeta>(j).ok());
+    let mut out = secret_from_pb(s);
+    if let Some(x) = extra {
+        let m = &mut out.metadata;
+        m.generate_name = x.generate_name;
+        m.deletion_timestamp = x.deletion_timestamp;
+        m.deletion_grace_period_seconds = x.deletion_grace_period_seconds;
+        m.owner_references = x.owner_references;
+        m.finalizers = x.finalizers;
+        m.managed_fields = x.managed_fields;
+    }
+    out
+}
+
 /// The store's Secret to protobuf (`stringData` is never returned); its values are moved, not
 /// copied.
 pub fn secret_to_pb(mut s: Secret) -> pb::Secret {
@@ -158,6 +220,7 @@ fn pb_with_data(s: &Secret, data: BTreeMap<String, Vec<u8>>) -> pb::Secret {
             creation_timestamp: m.creation_timestamp.clone(),
             labels: m.labels.clone(),
             annotations: m.annotations.clone(),
+            kubernetes_metadata: kubernetes_metadata(m),
         }),
         data,
         string_data: BTreeMap::new(),

@@ -13,7 +13,7 @@ use super::client::{self, Client, ClientArgs};
 use super::output::table;
 use super::printer::{self, parse_output, GetOutput, Table};
 use super::CliError;
-use crate::api::{secret_from_pb, secret_to_pb};
+use crate::api::{secret_from_pb, secret_read_from_pb, secret_to_pb};
 use crate::backend::Revision;
 use crate::manifest;
 use crate::names::{self, DataKey};
@@ -185,6 +185,10 @@ pub(super) struct GetArgs {
     /// Add a LABELS column to the table.
     #[arg(long)]
     show_labels: bool,
+    /// Keep metadata.managedFields in -o yaml and -o json (JSONPath and custom columns always
+    /// see them), as kubectl's flag of that name.
+    #[arg(long)]
+    show_managed_fields: bool,
     /// Add a column for each of these label keys, e.g. -L app,tier.
     #[arg(
         short = 'L',
@@ -343,23 +347,28 @@ fn rt() -> Result<tokio::runtime::Runtime, CliError> {
 mod create;
 pub(super) use create::create;
 
+/// One Secret, as `describe` shows and `edit` edits it: without the metadata only the
+/// Kubernetes API sets, which a manifest of keyward's does not take.
 async fn get_one(c: &mut Client, ns: &names::Namespace, name: &str) -> Result<Secret, CliError> {
-    fetch_one(c, ns, name).await.map_err(client::server_error)
+    fetch_one(c, ns, name)
+        .await
+        .map(secret_from_pb)
+        .map_err(client::server_error)
 }
 
-/// [`get_one`] with the server's status.
+/// [`get_one`] with the server's status, as sent.
 async fn fetch_one(
     c: &mut Client,
     ns: &names::Namespace,
     name: &str,
-) -> Result<Secret, tonic::Status> {
+) -> Result<pb::Secret, tonic::Status> {
     c.get(pb::GetRequest {
         namespace: ns.to_string(),
         name: name.to_owned(),
         revision: 0,
     })
     .await
-    .map(|r| secret_from_pb(r.into_inner()))
+    .map(tonic::Response::into_inner)
 }
 
 /// `keyward get secrets|secret NAME...`.
@@ -402,7 +411,7 @@ pub(super) fn get(mut a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     let mut failed: Vec<CliError> = Vec::new();
     rt()?.block_on(async {
         let mut c = client::connect(client).await?;
-        let (items, rv) = if names.is_empty() {
+        let (mut items, rv) = if names.is_empty() {
             let namespace = if a.all_namespaces {
                 String::new()
             } else {
@@ -417,7 +426,7 @@ pub(super) fn get(mut a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             let mut items = Vec::new();
             for n in &names {
                 match fetch_one(&mut c, &ns, n).await {
-                    Ok(s) => items.push(s),
+                    Ok(s) => items.push(secret_read_from_pb(s)),
                     // A watch reads its Secret first, whatever --ignore-not-found says (kubectl).
                     Err(e) if ignore_not_found && !a.watch && e.code() == tonic::Code::NotFound => {
                     }
@@ -452,6 +461,14 @@ pub(super) fn get(mut a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                 .write_all(v.as_slice())
                 .map_err(|e| CliError::new(format!("cannot write to stdout: {e}")))?;
             return Ok(());
+        }
+        // kubectl's JSON and YAML printers drop managedFields unless asked to keep them.
+        let drop_managed =
+            !a.show_managed_fields && matches!(a.output, Some(GetOutput::Yaml | GetOutput::Json));
+        if drop_managed {
+            items
+                .iter_mut()
+                .for_each(|s| s.metadata.managed_fields.clear());
         }
         let now = SystemTime::now();
         let single = names.len() == 1 && items.len() == 1;
@@ -526,10 +543,16 @@ pub(super) fn get(mut a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
                     );
                 }
             }
-            Some(GetOutput::Yaml) if single => print!("{}", manifest::to_yaml(&items[0])),
-            Some(GetOutput::Json) if single => println!("{}", manifest::secret_json(&items[0])),
-            Some(GetOutput::Yaml) => print!("{}", manifest::list_yaml(&items)),
-            Some(GetOutput::Json) => println!("{}", manifest::list_json(&items)),
+            // The objects as read (their managedFields already dropped unless asked for).
+            Some(GetOutput::Yaml) if single => print!(
+                "{}",
+                manifest::goyaml::to_yaml(&manifest::object_value(&items[0]))
+            ),
+            Some(GetOutput::Json) if single => {
+                println!("{}", manifest::to_json(&manifest::object_value(&items[0])))
+            }
+            Some(GetOutput::Yaml) => print!("{}", manifest::goyaml::to_yaml(&objects(&items))),
+            Some(GetOutput::Json) => println!("{}", manifest::to_json(&objects(&items))),
             Some(GetOutput::Name) => {
                 for s in &items {
                     println!("secret/{}", s.metadata.name);
@@ -595,7 +618,10 @@ pub(super) fn get(mut a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
             use tokio_stream::StreamExt;
             while let Some(ev) = stream.next().await {
                 let ev = ev.map_err(client::server_error)?;
-                let s = secret_from_pb(ev.object.unwrap_or_default());
+                let mut s = secret_read_from_pb(ev.object.unwrap_or_default());
+                if drop_managed {
+                    s.metadata.managed_fields.clear();
+                }
                 if !names.is_empty() && !names.contains(&s.metadata.name) {
                     continue;
                 }
@@ -641,6 +667,11 @@ pub(super) fn get(mut a: GetArgs, client: &ClientArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Secrets as kubectl's `kind: List`, each object as read.
+fn objects(items: &[Secret]) -> serde_json::Value {
+    manifest::list_of(items.iter().map(manifest::object_value).collect())
+}
+
 /// `keyward describe secret NAME`: metadata and key sizes, never values.
 pub(super) fn describe(a: OneSecret, client: &ClientArgs) -> Result<(), CliError> {
     let name = one_name(&a.resource, a.name.as_ref())?;
@@ -674,8 +705,8 @@ fn print_document(
             "{}",
             manifest::gojson::compact_event(kind, &manifest::object_value(s))
         ),
-        None if yaml => print!("{}", manifest::to_yaml(s)),
-        None => println!("{}", manifest::secret_json(s)),
+        None if yaml => print!("{}", manifest::goyaml::to_yaml(&manifest::object_value(s))),
+        None => println!("{}", manifest::to_json(&manifest::object_value(s))),
     }
     *printed += 1;
 }
@@ -923,7 +954,7 @@ async fn list_all(
         listed.undecryptable += page.errors.len();
         listed
             .items
-            .extend(page.items.into_iter().map(secret_from_pb));
+            .extend(page.items.into_iter().map(secret_read_from_pb));
         if listed.resource_version.is_empty() {
             listed.resource_version = page.resource_version;
         }

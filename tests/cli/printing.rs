@@ -103,7 +103,27 @@ fn without_ages(text: &str) -> String {
 fn get_prints_kubectls_jsonpath_custom_columns_and_label_columns() {
     let dev = DevServer::start();
     populate(&dev);
+    // Metadata only the Kubernetes API sets, which keyward.v1 carries read-only.
+    let (code, _, err) = kc(
+        &dev,
+        &[
+            "patch",
+            "secret",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/keep"],"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"owner","uid":"6b7c1d3e-0000-4000-8000-000000000001"}]}}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
     let cases: &[&[&str]] = &[
+        &["get", "secret", "web", "-o", "yaml"],
+        &["get", "secret", "web", "-o", "json"],
+        &["get", "secret", "web", "-o", "yaml", "--show-managed-fields"],
+        &["get", "secrets", "-o", "json", "--show-managed-fields"],
+        &["get", "secrets", "-o", "yaml"],
+        &["get", "secret", "web", "-o", "jsonpath={.metadata.managedFields[*].manager} {.metadata.finalizers} {.metadata.ownerReferences[0].name}"],
+        &["get", "secrets", "-o", "custom-columns=N:.metadata.name,M:.metadata.managedFields[0].manager,F:.metadata.finalizers"],
         &["get", "secret", "db", "-o", "jsonpath={.data.password}"],
         &["get", "secret", "db", "-o", "jsonpath={.data}"],
         &["get", "secret", "db", "-o", "jsonpath={.metadata.annotations.note}"],
