@@ -279,7 +279,8 @@ fn cases() -> Vec<Case> {
         case("create: tls --cert that does not exist", Cli(&["create", "secret", "tls", "t", "--cert", "{dir}/absent", "--key", "{dir}/absent"]), None, &["--cert", "absent"]),
         case("create: docker-registry without credentials", Cli(&["create", "secret", "docker-registry", "d"]), None, &["--docker-username", "--docker-password"]),
         case("create: tls type without its keys", Cli(&["create", "secret", "generic", "t2", "--type", "kubernetes.io/tls", "--from-literal", "a=b"]), None, &["data[tls.crt]", "data[tls.key]"]),
-        case("get: unknown output format", Cli(&["get", "secrets", "-o", "bogus"]), None, &["--output", "bogus"]),
+        // kubectl's words, which name the flag's value as the output format.
+        case("get: unknown output format", Cli(&["get", "secrets", "-o", "bogus"]), None, &["output format \"bogus\"", "allowed formats are"]),
         case("get: unbalanced selector", Cli(&["get", "secrets", "-l", "a in ("]), None, &["label selector \"a in (\"", "expected: ',', ')' or identifier"]),
         case("get: invalid namespace", Cli(&["get", "secrets", "-n", "BAD_NS"]), None, &["--namespace", "metadata.namespace"]),
         case("get: invalid Secret name", Cli(&["get", "secret", "Bad_Name"]), None, &["metadata.name"]),

@@ -589,7 +589,6 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
             start_segment(&file, *seq)?;
             file.sync_data()
                 .map_err(|e| io_error("fdatasync a segment", &e))?;
-            writer::mark_newest(dir, *seq)?;
             let start = (HEADER_LEN + END_LEN) as usize;
             if data.len() < start {
                 data.resize(start, 0);
@@ -676,6 +675,13 @@ fn recover(dir: &Path, index: &mut Index) -> Result<Option<Head>, BackendError> 
     drop(data);
     crate::memory::release_freed();
     index.compact(compacted);
+    // A store from before the mark, or whose newest segment was started again above: marked
+    // now, so that its newest segment is checked from the next opening on.
+    if let Some(h) = &head {
+        if newest.is_none_or(|n| n < h.seq) {
+            writer::mark_newest(dir, h.seq)?;
+        }
+    }
     Ok(head)
 }
 
@@ -972,6 +978,12 @@ mod tests {
         cut(&copy, newest, end);
         let err = LogBackend::open(&copy, opts).expect_err("cut");
         assert!(err.to_string().contains("cut short"), "{err}");
+        // Opening a store without the mark writes it.
+        let marked = dir.path().join("marked-on-open");
+        copy_dir(&store, &marked);
+        std::fs::remove_file(marked.join(writer::NEWEST_NAME)).expect("rm mark");
+        drop(LogBackend::open(&marked, opts).expect("open without a mark"));
+        assert_eq!(writer::newest_marked(&marked).expect("mark"), Some(newest));
         // A mark that is not a number is named.
         std::fs::write(copy.join(writer::NEWEST_NAME), "seven\n").expect("write");
         let err = LogBackend::open(&copy, opts).expect_err("bad mark");
