@@ -173,9 +173,11 @@ impl Options {
             .map_err(KubeError::BadRequest)?;
         let fields = fields(req)?;
         let rv = super::secrets::resource_version(req)?;
-        // A negative timeout ends the watch at once, as kube-apiserver's timer does.
+        // A negative timeout ends the watch at once, as kube-apiserver's timer does; 0 is no
+        // timeout given (kube-apiserver does not tell `timeoutSeconds=0` from unset).
         let timeout = req
             .int64("timeoutSeconds")?
+            .filter(|t| *t != 0)
             .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
         let framing = Framing {
             table: table::wants_table(&req.accept).then_some(include),

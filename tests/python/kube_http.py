@@ -371,6 +371,23 @@ c.close()
 for c in held:
     c.close()
 
+# (After the watch cap's test, whose watches' revision these writes would age out.)
+# timeoutSeconds=0 is no timeout given, as kube-apiserver reads it (GetTimeoutForWatch): the
+# watch stays open and gets the next change.
+import threading
+rv0 = json.loads(call("GET", SECRETS)[2])["metadata"]["resourceVersion"]
+zero = {}
+t = threading.Thread(target=lambda: zero.update(
+    evs=watch_lines(SECRETS + "?watch=true&timeoutSeconds=0&resourceVersion=" + rv0, 1)[1]))
+t.start()
+time.sleep(1.5)
+code, _, data = call("POST", SECRETS, body=json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "zero-timeout"}}),
+                     headers={"Content-Type": "application/json"})
+assert code == 201, data
+t.join(20)
+assert [(e["type"], e["object"]["metadata"]["name"]) for e in zero["evs"]] == [("ADDED", "zero-timeout")], zero
+assert call("DELETE", SECRETS + "/zero-timeout")[0] == 200
+
 # deletecollection answers the list it took before deleting (kube-apiserver's DeleteCollection):
 # a Secret held by a finalizer is listed as it was, without the deletionTimestamp its delete set,
 # and no item is newer than the list (after the watch cap's test: these writes would
