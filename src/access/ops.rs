@@ -769,6 +769,17 @@ impl Access {
         }
     }
 
+    /// Asks every kms v2 provider's plugin for its Status now (health checks); whether all
+    /// answered healthy.
+    pub async fn check_kms_now(&self) -> bool {
+        self.store.encryption().check_kms_now().await
+    }
+
+    /// Health of the store's kms v2 providers, as their last Status poll saw it (health checks).
+    pub fn kms_v2_status(&self) -> Vec<crate::encryption::KmsV2Status> {
+        self.store.encryption().kms_v2_status()
+    }
+
     /// The store's current revision: the `resourceVersion` of a list of a collection keyward
     /// holds nothing of (Events, Services), from which a watch of it may start. The caller
     /// authorized and records that request.

@@ -17,7 +17,12 @@
 //! there, and probes, which read `/livez` and `/readyz`, do not take a server that still
 //! enforces its last valid files out of service for them. These paths need no credentials, so
 //! the store is asked at most once a second ([`StoreProbe`]): a flood of probes is not a flood of
-//! etcd reads (kube-apiserver limits its etcd check the same way).
+//! etcd reads (kube-apiserver limits its etcd check the same way). `kms-providers` (on
+//! `/healthz` and `/readyz`) asks every kms v2 provider's plugin for its `Status` (an answer is
+//! reused 20 s, a failure 3 s, as kube-apiserver's KMS probe) and fails while one is not
+//! healthy: writes need its plugin, as kube-apiserver's KMS checks say (it names that one check so when it
+//! reloads its EncryptionConfiguration automatically, and `kms-provider-<N>` per provider
+//! otherwise; keyward has the one). A failed check is logged at most once a second.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -36,6 +41,8 @@ const STORE_REUSE: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 pub struct StoreProbe {
     last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// The KMS check's last outcome (see [`StoreProbe::check_kms`]).
+    kms: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 impl StoreProbe {
@@ -51,6 +58,51 @@ impl StoreProbe {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {}s", STORE_TIMEOUT.as_secs())),
+        };
+        *last = Some((Instant::now(), outcome.clone()));
+        outcome
+    }
+}
+
+/// How long a passed KMS check is reused (kube-apiserver's `kmsPluginHealthzPositiveTTL`).
+const KMS_REUSE_OK: Duration = Duration::from_secs(20);
+/// How long a failed one is (its `kmsPluginHealthzNegativeTTL`).
+const KMS_REUSE_FAILED: Duration = Duration::from_secs(3);
+
+impl StoreProbe {
+    /// Whether every kms v2 provider answers `Status` healthy: asked now (each plugin within
+    /// its configured timeout) unless the last answer is recent, as kube-apiserver's KMS probe
+    /// asks its plugin; between two probes the providers' own polls keep their state.
+    async fn check_kms(&self, access: &Access) -> Result<(), String> {
+        let mut last = self.kms.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            let reuse = match outcome {
+                Ok(()) => KMS_REUSE_OK,
+                Err(_) => KMS_REUSE_FAILED,
+            };
+            if at.elapsed() < reuse {
+                return outcome.clone();
+            }
+        }
+        access.check_kms_now().await;
+        let failing: Vec<String> = access
+            .kms_v2_status()
+            .into_iter()
+            .filter(|k| !k.healthy)
+            .map(|k| {
+                format!(
+                    "kms provider {:?} ({}): {}",
+                    k.name,
+                    k.endpoint,
+                    k.error
+                        .as_deref()
+                        .unwrap_or("no Status check has succeeded yet")
+                )
+            })
+            .collect();
+        let outcome = match failing.is_empty() {
+            true => Ok(()),
+            false => Err(failing.join("; ")),
         };
         *last = Some((Instant::now(), outcome.clone()));
         outcome
@@ -90,10 +142,11 @@ impl Endpoint {
     fn checks(self) -> &'static [Check] {
         match self {
             Endpoint::Livez => &[Check::Ping],
-            Endpoint::Readyz => &[Check::Ping, Check::Store],
+            Endpoint::Readyz => &[Check::Ping, Check::Store, Check::KmsProviders],
             Endpoint::Healthz => &[
                 Check::Ping,
                 Check::Store,
+                Check::KmsProviders,
                 Check::AuthorizationPolicy,
                 Check::CredentialFiles,
             ],
@@ -105,6 +158,7 @@ impl Endpoint {
 enum Check {
     Ping,
     Store,
+    KmsProviders,
     AuthorizationPolicy,
     CredentialFiles,
 }
@@ -114,6 +168,7 @@ impl Check {
         match self {
             Check::Ping => "ping",
             Check::Store => "store",
+            Check::KmsProviders => "kms-providers",
             Check::AuthorizationPolicy => "authorization-policy",
             Check::CredentialFiles => "credential-files",
         }
@@ -124,6 +179,7 @@ impl Check {
         match self {
             Check::Ping => Ok(()),
             Check::Store => store.check(access).await,
+            Check::KmsProviders => store.check_kms(access).await,
             Check::AuthorizationPolicy => match access.policy().status().last_error {
                 None => Ok(()),
                 Some(e) => Err(format!(
@@ -145,6 +201,16 @@ impl Check {
                 }
             }
         }
+    }
+}
+
+/// Logs a failed check, at most once a second (the lines held back are counted in the next):
+/// these paths need no credentials, so a flood of probes during an outage is not a flood of
+/// log lines (kube-apiserver logs them only at verbosity 2).
+fn log_failed(check: &str, endpoint: Endpoint, why: &str) {
+    static FAILED: crate::log_throttle::LogThrottle = crate::log_throttle::LogThrottle::new();
+    if let Some(held_back) = FAILED.admit() {
+        tracing::warn!(check, endpoint = endpoint.name(), reason = %why, held_back, "health check failed");
     }
 }
 
@@ -209,7 +275,7 @@ pub async fn answer_one(path: &str, access: &Access, store: &StoreProbe) -> Opti
     Some(match check.run(access, store).await {
         Ok(()) => (200, "ok".to_owned()),
         Err(why) => {
-            tracing::warn!(check = name, endpoint = endpoint.name(), reason = %why, "health check failed");
+            log_failed(name, endpoint, &why);
             // Go's http.Error ends the message with a newline.
             (500, "internal server error: reason withheld\n".to_owned())
         }
@@ -246,7 +312,7 @@ pub async fn answer(
             Ok(()) => out.push_str(&format!("[+]{name} ok\n")),
             Err(why) => {
                 out.push_str(&format!("[-]{name} failed: reason withheld\n"));
-                tracing::warn!(check = name, endpoint = endpoint.name(), reason = %why, "health check failed");
+                log_failed(name, endpoint, &why);
                 failed.push(name);
             }
         }

@@ -1,7 +1,8 @@
 //! `/healthz`, `/livez`, `/readyz` as kube-apiserver answers them, against a store on a real
 //! etcd: `ok`, the verbose check list, excluded and unknown checks, and a store that stops
 //! answering (etcd killed) making `/readyz` and `/healthz` a 500 with the reason withheld (within
-//! a second: the outcome is reused that long) while `/livez` stays `ok`. Read with Python's
+//! a second: the outcome is reused that long) while `/livez` stays `ok`; a KMS plugin that stops
+//! answering makes them a 500 too (`kms-providers`). Read with Python's
 //! stdlib HTTPS client, without credentials (as `system:anonymous`, authorized and audited);
 //! and with credentials, checked as on any path (kubectl with a bad and a good token).
 
@@ -187,7 +188,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             get(addr, "/readyz?verbose"),
             (
                 200,
-                "[+]ping ok\n[+]store ok\nreadyz check passed\n".to_owned()
+                "[+]ping ok\n[+]store ok\n[+]kms-providers ok\nreadyz check passed\n".to_owned()
             )
         );
         assert_eq!(
@@ -201,7 +202,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             ),
             (
                 200,
-                "[+]ping ok\n[+]store excluded: ok\n[+]authorization-policy ok\n[+]credential-files ok\n\
+                "[+]ping ok\n[+]store excluded: ok\n[+]kms-providers ok\n[+]authorization-policy ok\n[+]credential-files ok\n\
                  warn: some health checks cannot be excluded: no matches for \"etcd\",\"nope\"\n\
                  healthz check passed\n"
                     .to_owned()
@@ -221,7 +222,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             get(addr, "/healthz?verbose"),
             (
                 500,
-                "[+]ping ok\n[+]store ok\n[-]authorization-policy failed: reason withheld\n[+]credential-files ok\nhealthz check failed\n"
+                "[+]ping ok\n[+]store ok\n[+]kms-providers ok\n[-]authorization-policy failed: reason withheld\n[+]credential-files ok\nhealthz check failed\n"
                     .to_owned()
             )
         );
@@ -243,7 +244,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         }
         assert_eq!(
             get(addr, "/healthz?verbose").1,
-            "[+]ping ok\n[+]store ok\n[+]authorization-policy ok\n[-]credential-files failed: reason withheld\nhealthz check failed\n"
+            "[+]ping ok\n[+]store ok\n[+]kms-providers ok\n[+]authorization-policy ok\n[-]credential-files failed: reason withheld\nhealthz check failed\n"
         );
         assert_eq!(get(addr, "/readyz"), (200, "ok".to_owned()));
         assert_eq!(gauges(), state("1", "0", "0"));
@@ -260,7 +261,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         // unhealthy, still alive; why is not shown.
         etcd.kill(0);
         readyz_becomes(addr, 500, "unready once etcd is gone");
-        let unready = "[+]ping ok\n[-]store failed: reason withheld\nreadyz check failed\n";
+        let unready = "[+]ping ok\n[-]store failed: reason withheld\n[+]kms-providers ok\nreadyz check failed\n";
         assert_eq!(get(addr, "/readyz"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/readyz?verbose"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/healthz").0, 500, "healthz checks the store too");
@@ -278,6 +279,85 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
     })
     .await
     .unwrap();
+    drop(server);
+}
+
+/// A KMS plugin that stops answering makes the server unready and unhealthy (`kms-providers`,
+/// asked on demand as kube-apiserver's KMS probe asks, a failure reused 3 s), while it stays
+/// alive; a plugin back on its socket makes it ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_plugin_that_stops_answering_makes_the_server_unready() {
+    use crate::support::store::{config_text, kms_v2_provider, write_private};
+    let plugin = crate::support::Plugin::start(keyward::crypto::Algorithm::Aes256Gcm).await;
+    let (socket, plugin_dir) = (plugin.socket.clone(), plugin.dir.path().to_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = DevCa::load_or_create(d).unwrap();
+    let cert = ca.issue_server().unwrap();
+    let kube = KubeOptions::new(
+        "127.0.0.1:0".parse().unwrap(),
+        cert.cert.into_bytes(),
+        zeroize::Zeroizing::new(cert.key.as_bytes().to_vec()),
+    );
+    let enc = d.join("enc.yaml");
+    write_private(&enc, config_text(&kms_v2_provider(&socket)).as_bytes());
+    let mut o = StoreOptions::new(
+        BackendSpec::Log {
+            dir: d.join("store"),
+            options: keyward::backend::logstore::LogOptions::default(),
+        },
+        enc,
+        d.join("kw.sock"),
+    );
+    o.kube = Some(kube);
+    let server = StoreHarness::start(o).await;
+    let addr = server.kube_addr.expect("the Kubernetes API listens");
+    let verbose = tokio::task::spawn_blocking(move || get(addr, "/readyz?verbose"))
+        .await
+        .unwrap();
+    assert_eq!(
+        verbose,
+        (
+            200,
+            "[+]ping ok\n[+]store ok\n[+]kms-providers ok\nreadyz check passed\n".to_owned()
+        )
+    );
+    // Stopped, its directory (the keyring) kept to serve it again.
+    let _keep_dir = plugin.dir;
+    {
+        let mut stop = plugin.stop;
+        let _ = stop.take().map(|s| s.send(()));
+        plugin.task.unwrap().await.unwrap().unwrap();
+    }
+    drop(plugin.keyring);
+    // A passed check is reused 20 s, as kube-apiserver's: unready within that.
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while get(addr, "/readyz").0 != 500 {
+            assert!(Instant::now() < deadline, "never unready without its KMS plugin");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            get(addr, "/readyz?verbose"),
+            (
+                500,
+                "[+]ping ok\n[+]store ok\n[-]kms-providers failed: reason withheld\nreadyz check failed\n"
+                    .to_owned()
+            )
+        );
+        assert_eq!(get(addr, "/healthz").0, 500);
+        assert_eq!(get(addr, "/readyz?exclude=kms-providers"), (200, "ok".to_owned()));
+        assert_eq!(get(addr, "/livez"), (200, "ok".to_owned()));
+    })
+    .await
+    .unwrap();
+    // The same keyring served again on the same socket: ready again (a failure is reused 3 s).
+    let key = plugin_dir.join("root.key");
+    let back = crate::support::Plugin::restart(&plugin_dir.join("data"), &key, &socket).await;
+    tokio::task::spawn_blocking(move || readyz_becomes(addr, 200, "ready once the plugin is back"))
+        .await
+        .unwrap();
+    back.stop().await;
     drop(server);
 }
 
