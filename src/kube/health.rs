@@ -5,7 +5,8 @@
 //! skips a check (`[+]store excluded: ok`), and names no check matches are warned about.
 //!
 //! Each check is also served alone, as kube-apiserver serves them (`/readyz/store`,
-//! `/livez/ping`): `ok`, or a 500 `internal server error: reason withheld`.
+//! `/livez/ping`): `ok`, or a 500 `internal server error: <why>` (those paths need a rule of the
+//! policy: the bootstrap policy's anonymous access covers the endpoints, not their checks).
 //!
 //! The checks: `ping` (the server answers) on all three, and `store` (the store answers a read
 //! of its current revision within two seconds: a round trip to etcd, or the embedded engine's
@@ -266,8 +267,9 @@ pub async fn public_info(
 }
 
 /// The answer to `GET /<endpoint>/<check>` (kube-apiserver serves each check of an endpoint
-/// alone): `ok`, or a 500 `internal server error: reason withheld`; `None` if `path` names no
-/// check of an endpoint.
+/// alone): `ok`, or a 500 `internal server error: <why>` (as kube-apiserver's
+/// `adaptCheckToHandler`: these paths need a rule of their own, so the caller was allowed the
+/// detail); `None` if `path` names no check of an endpoint.
 pub async fn answer_one(path: &str, access: &Access, store: &StoreProbe) -> Option<(u16, String)> {
     let (base, name) = path.rsplit_once('/')?;
     let endpoint = Endpoint::of_path(base)?;
@@ -277,7 +279,7 @@ pub async fn answer_one(path: &str, access: &Access, store: &StoreProbe) -> Opti
         Err(why) => {
             log_failed(name, endpoint, &why);
             // Go's http.Error ends the message with a newline.
-            (500, "internal server error: reason withheld\n".to_owned())
+            (500, format!("internal server error: {why}\n"))
         }
     })
 }

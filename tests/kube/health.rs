@@ -266,9 +266,13 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         assert_eq!(get(addr, "/readyz?verbose"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/healthz").0, 500, "healthz checks the store too");
         assert_eq!(get(addr, "/readyz?exclude=store"), (200, "ok".to_owned()));
-        assert_eq!(
-            get(addr, "/readyz/store"),
-            (500, "internal server error: reason withheld\n".to_owned())
+        // A check's own path, which a rule of the policy opened, says why (kube-apiserver's
+        // `adaptCheckToHandler`); the endpoints do not.
+        let (code, why) = get(addr, "/readyz/store");
+        assert_eq!(code, 500);
+        assert!(
+            why.starts_with("internal server error: ") && !why.contains("withheld"),
+            "{why}"
         );
         assert_eq!(get(addr, "/readyz/ping"), (200, "ok".to_owned()));
         assert_eq!(get(addr, "/livez"), (200, "ok".to_owned()));

@@ -207,6 +207,9 @@ async fn http_status_limits_and_watch_framing() {
         "keyward_kube_requests_total{verb=\"create\",code=\"413\"} 1",
         "keyward_kube_requests_total{verb=\"watch\",code=\"429\"} 2",
         "keyward_kube_requests_total{verb=\"deletecollection\",code=\"200\"} 3",
+        // An Accept header the server writes nothing of: counted by its code, not as "other".
+        "keyward_kube_requests_total{verb=\"get\",code=\"406\"}",
+        "keyward_kube_requests_total{verb=\"list\",code=\"406\"}",
     ] {
         assert!(m.contains(line), "{line} in {m}");
     }
