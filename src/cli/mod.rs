@@ -265,6 +265,7 @@ fn is_auth_command(args: &[std::ffi::OsString]) -> bool {
 
 /// Runs a parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    let json = cli.log_format() == LogFormat::Json;
     let Cli { command, client } = cli;
     let result = match command {
         // Exit codes of its own: 1 tampered, 2 usage.
@@ -273,6 +274,15 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A server logging JSON ends with a JSON line too: the reason it stopped is the line a
+        // log shipper must not drop.
+        Err(e) if json && !e.message.is_empty() => {
+            match &e.hint {
+                Some(hint) => tracing::error!(hint = %hint, "{}", e.message),
+                None => tracing::error!("{}", e.message),
+            }
+            ExitCode::from(e.status)
+        }
         Err(e) => {
             e.print();
             ExitCode::from(e.status)

@@ -315,8 +315,33 @@ fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
     let err = refused();
     assert!(err.contains(&format!("--metrics-listen {addr}: ")), "{err}");
     assert!(!dir.path().join("kms.sock").exists());
-    // Twice more, then served: the primary key has counted almost nothing.
-    refused();
+    // With --log-format json, why it stopped is a JSON line like the others.
+    let (ok, _, err) = run(&[
+        "kms",
+        "serve",
+        "--data",
+        &p("data"),
+        "--seal",
+        &seal,
+        "--socket",
+        &p("kms.sock"),
+        "--metrics-listen",
+        &addr,
+        "--log-format",
+        "json",
+    ]);
+    assert!(!ok);
+    let last: serde_json::Value = serde_json::from_str(err.trim_end().lines().last().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(last["level"], "ERROR", "{err}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("--metrics-listen {addr}: ")),
+        "{err}"
+    );
+    // Once more, then served: the primary key has counted almost nothing.
     refused();
     drop(taken);
     let admin = p("admin.sock");
