@@ -663,7 +663,15 @@ impl Access {
             let keep = |s: &Secret| fields.matches(s);
             let mut list = self
                 .store
-                .list_matching(scope, selector, keep, limit, continue_token, exact)
+                .list_matching(
+                    scope,
+                    selector,
+                    keep,
+                    fields.name(),
+                    limit,
+                    continue_token,
+                    exact,
+                )
                 .await?;
             // A list of one name reads that Secret alone in kube-apiserver: another that
             // cannot be read is none of its business.

@@ -825,28 +825,42 @@ impl Store {
         continue_token: Option<&str>,
         at: Option<Revision>,
     ) -> Result<SecretList, StoreError> {
-        self.list_matching(scope, selector, |_| true, limit, continue_token, at)
+        self.list_matching(scope, selector, |_| true, None, limit, continue_token, at)
             .await
     }
 
     /// [`list_at`](Self::list_at) of the Secrets `keep` keeps too (a field selector): a page
     /// holds `limit` of them (or the last ones), read on past those it drops, as
-    /// kube-apiserver's storage fills a page whatever its selectors drop.
+    /// kube-apiserver's storage fills a page whatever its selectors drop. `name` (a field
+    /// selector's `metadata.name`) in one namespace reads that key alone, as kube-apiserver's
+    /// registry does (`MatchesSingle`): no other Secret's state, such as versions a past
+    /// revision needs that are no longer kept, decides the answer.
+    #[allow(clippy::too_many_arguments)] // every option of a list request
     pub async fn list_matching(
         &self,
         scope: &Scope,
         selector: &Selector,
         keep: impl Fn(&Secret) -> bool,
+        name: Option<&str>,
         limit: usize,
         continue_token: Option<&str>,
         at: Option<Revision>,
     ) -> Result<SecretList, StoreError> {
         let prefix = self.namespace_prefix(scope);
+        let (first, end) = match name.filter(|_| matches!(scope, Scope::In(_))) {
+            Some(name) => {
+                let key = format!("{prefix}{name}").into_bytes();
+                let mut end = key.clone();
+                end.push(0);
+                (key, end)
+            }
+            None => (prefix.clone().into_bytes(), prefix_end(prefix.as_bytes())),
+        };
         let (mut start, mut revision) = match continue_token {
-            None | Some("") => (prefix.clone().into_bytes(), at),
+            None | Some("") => (first.clone(), at),
             Some(t) => ContinueToken::decode(t, &prefix)?,
         };
-        let end = prefix_end(prefix.as_bytes());
+        start = start.max(first);
         let mut items = Vec::new();
         let mut errors = Vec::new();
         loop {

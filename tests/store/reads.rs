@@ -664,3 +664,60 @@ async fn bookmarks_follow_the_store_not_the_last_event() {
         (WatchKind::Bookmark, last.as_str())
     );
 }
+
+/// A list of one name at a past revision (a field selector's `metadata.name`) reads that key
+/// alone, as kube-apiserver's registry does: another Secret written more often than the history
+/// keeps since then does not make it "too old"; a list of the whole namespace at that revision,
+/// which needs that Secret's pruned version, is.
+#[tokio::test]
+async fn a_past_list_of_one_name_is_not_expired_by_another_secrets_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = keyward::backend::sled::SledOptions {
+        history_per_key: 2,
+        ..Default::default()
+    };
+    let store = crate::support::store::sled_store_with(
+        &dir.path().join("store"),
+        &aesgcm(&[("k1", K1)]),
+        opts,
+    )
+    .await;
+    let quiet = store.create(secret("a-quiet", "v"), false).await.unwrap();
+    store.create(secret("b-hot", "0"), false).await.unwrap();
+    let past = keyward::backend::Revision::new(
+        quiet.metadata.resource_version.parse::<i64>().unwrap() + 1,
+    )
+    .unwrap();
+    for i in 1..=5 {
+        let mut hot = store.get(&ns(NS), &name("b-hot"), None).await.unwrap();
+        hot.data.insert(
+            "k".into(),
+            keyward::store::model::SecretBytes::new(i.to_string().into_bytes()),
+        );
+        store.update(hot, false).await.unwrap();
+    }
+    let scope = keyward::store::Scope::from(&ns(NS));
+    let one = store
+        .list_matching(
+            &scope,
+            &Selector::default(),
+            |_| true,
+            Some("a-quiet"),
+            0,
+            None,
+            Some(past),
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = one.items.iter().map(|s| s.metadata.name.as_str()).collect();
+    assert_eq!(names, ["a-quiet"]);
+    assert_eq!(one.resource_version, past);
+    let all = store
+        .list_at(&scope, &Selector::default(), 0, None, Some(past))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(all, keyward::store::StoreError::Gone(_)),
+        "{all:?}"
+    );
+}
