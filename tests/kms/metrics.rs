@@ -296,41 +296,30 @@ fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
     ]);
     assert!(ok, "{err}");
     let seal = format!("keyfile:{}", p("root.key"));
-    let refused = || {
-        let (ok, _, err) = run(&[
+    let (data, socket) = (p("data"), p("kms.sock"));
+    let refused = |extra: &[&str]| {
+        let mut args = vec![
             "kms",
             "serve",
             "--data",
-            &p("data"),
+            &data,
             "--seal",
             &seal,
             "--socket",
-            &p("kms.sock"),
+            &socket,
             "--metrics-listen",
             &addr,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = run(&args);
         assert!(!ok);
         err
     };
-    let err = refused();
+    let err = refused(&[]);
     assert!(err.contains(&format!("--metrics-listen {addr}: ")), "{err}");
     assert!(!dir.path().join("kms.sock").exists());
     // With --log-format json, why it stopped is a JSON line like the others.
-    let (ok, _, err) = run(&[
-        "kms",
-        "serve",
-        "--data",
-        &p("data"),
-        "--seal",
-        &seal,
-        "--socket",
-        &p("kms.sock"),
-        "--metrics-listen",
-        &addr,
-        "--log-format",
-        "json",
-    ]);
-    assert!(!ok);
+    let err = refused(&["--log-format", "json"]);
     let last: serde_json::Value = serde_json::from_str(err.trim_end().lines().last().unwrap())
         .unwrap_or_else(|e| panic!("{e}: {err}"));
     assert_eq!(last["level"], "ERROR", "{err}");
@@ -342,7 +331,7 @@ fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
         "{err}"
     );
     // Once more, then served: the primary key has counted almost nothing.
-    refused();
+    refused(&[]);
     drop(taken);
     let admin = p("admin.sock");
     let proc = plugin(dir.path(), &[], &[]);

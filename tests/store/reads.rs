@@ -31,6 +31,15 @@ fn secret(name: &str, value: &str) -> Secret {
     secret_v(NS, name, value.as_bytes())
 }
 
+/// A sled store in `dir` that keeps two versions of each Secret, encrypting with `k1`.
+async fn sled_keeping_two(dir: &std::path::Path) -> Arc<Store> {
+    let opts = keyward::backend::sled::SledOptions {
+        history_per_key: 2,
+        ..Default::default()
+    };
+    crate::support::store::sled_store_with(&dir.join("store"), &aesgcm(&[("k1", K1)]), opts).await
+}
+
 /// Every page of the namespace, `limit` at a time: the items, and how many pages there were.
 async fn pages(store: &Store, limit: usize) -> (Vec<Arc<Secret>>, usize) {
     let (mut items, mut n, mut token) = (Vec::new(), 0, None::<String>);
@@ -207,16 +216,7 @@ async fn every_watcher_gets_the_same_events_as_a_get() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migration_outlasting_a_hot_secrets_history_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = keyward::backend::sled::SledOptions {
-        history_per_key: 2,
-        ..Default::default()
-    };
-    let store = crate::support::store::sled_store_with(
-        &dir.path().join("store"),
-        &aesgcm(&[("k1", K1)]),
-        opts,
-    )
-    .await;
+    let store = sled_keeping_two(dir.path()).await;
     const N: usize = 40;
     for i in 0..N {
         store
@@ -672,16 +672,7 @@ async fn bookmarks_follow_the_store_not_the_last_event() {
 #[tokio::test]
 async fn a_past_list_of_one_name_is_not_expired_by_another_secrets_history() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = keyward::backend::sled::SledOptions {
-        history_per_key: 2,
-        ..Default::default()
-    };
-    let store = crate::support::store::sled_store_with(
-        &dir.path().join("store"),
-        &aesgcm(&[("k1", K1)]),
-        opts,
-    )
-    .await;
+    let store = sled_keeping_two(dir.path()).await;
     let quiet = store.create(secret("a-quiet", "v"), false).await.unwrap();
     store.create(secret("b-hot", "0"), false).await.unwrap();
     let past = keyward::backend::Revision::new(
