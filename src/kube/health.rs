@@ -21,9 +21,9 @@
 //! etcd reads (kube-apiserver limits its etcd check the same way). `kms-providers` (on
 //! `/healthz` and `/readyz`) asks every kms v2 provider's plugin for its `Status` (an answer is
 //! reused 20 s, a failure 3 s, as kube-apiserver's KMS probe) and fails while one is not
-//! healthy: writes need its plugin, as kube-apiserver's KMS checks say (it names that one check so when it
-//! reloads its EncryptionConfiguration automatically, and `kms-provider-<N>` per provider
-//! otherwise; keyward has the one). A failed check is logged at most once a second.
+//! healthy, since writes need its plugin (kube-apiserver names this one check `kms-providers`
+//! when it reloads its EncryptionConfiguration automatically, and has one `kms-provider-<N>`
+//! per provider otherwise). A failed check is logged at most once a second.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
