@@ -141,7 +141,7 @@ pub async fn list(access: &Access, req: &KubeRequest, what: Absent) -> Result<Re
             "invalid continue token: continue key is not valid".into(),
         ));
     }
-    IncludeObject::parse(req.param("includeObject"))?;
+    IncludeObject::of_request(req.param("includeObject"), &req.accept)?;
     let metadata = table::wants_metadata(&req.accept);
     if metadata == Some(Form::Metadata) {
         return Err(KubeError::NotAcceptableForm(match what {

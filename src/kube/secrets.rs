@@ -116,7 +116,7 @@ fn check_path(s: &mut Secret, ns: &str, name: Option<&SecretName>) -> Result<(),
 
 /// `GET .../secrets/{name}`: the Secret, or a one-row Table.
 pub async fn get(access: &Access, req: &KubeRequest, id: &SecretId) -> Result<Reply, KubeError> {
-    let include = IncludeObject::parse(req.param("includeObject"))?;
+    let include = IncludeObject::of_request(req.param("includeObject"), &req.accept)?;
     // Refused before the read, so that the audit log records the 406 the client gets.
     let metadata = table::wants_metadata(&req.accept);
     if metadata == Some(Form::MetadataList) {
@@ -214,7 +214,7 @@ pub async fn list(access: &Access, req: &KubeRequest, ns: &Scope) -> Result<Repl
     } else {
         limit
     };
-    let include = IncludeObject::parse(req.param("includeObject"))?;
+    let include = IncludeObject::of_request(req.param("includeObject"), &req.accept)?;
     // Refused before the read, so that the audit log records the 406 the client gets.
     let metadata = table::wants_metadata(&req.accept);
     if metadata == Some(Form::Metadata) {

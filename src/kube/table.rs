@@ -24,14 +24,20 @@ pub enum IncludeObject {
 }
 
 impl IncludeObject {
-    /// The `includeObject` parameter; anything else is kube-apiserver's 400.
-    pub fn parse(v: Option<&str>) -> Result<IncludeObject, KubeError> {
+    /// The `includeObject` parameter of a request whose `accept` asks for a Table; anything
+    /// else is kube-apiserver's 400 (its `ValidateTableOptions`, in `optionsForTransform`'s
+    /// words). A request for anything but a Table ignores the parameter, as kube-apiserver
+    /// decodes it only to make a Table.
+    pub fn of_request(v: Option<&str>, accept: &str) -> Result<IncludeObject, KubeError> {
+        if !wants_table(accept) {
+            return Ok(IncludeObject::Metadata);
+        }
         match v {
             None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
             Some("None") => Ok(IncludeObject::None),
             Some("Object") => Ok(IncludeObject::Object),
             Some(other) => Err(KubeError::BadRequest(format!(
-                "unrecognized includeObject value: {}",
+                "Unable to convert to Table as requested: includeObject: Invalid value: {}: must be 'Metadata', 'Object', 'None', or empty",
                 crate::authz::go_quote(other)
             ))),
         }
@@ -226,9 +232,14 @@ mod tests {
             Some(Form::MetadataList)
         );
         assert_eq!(wants_metadata("application/json"), None);
+        let as_table = "application/json;as=Table;v=v1;g=meta.k8s.io";
         assert_eq!(
-            IncludeObject::parse(Some("x")).unwrap_err().to_string(),
-            "unrecognized includeObject value: \"x\""
+            IncludeObject::of_request(Some("x"), as_table).unwrap_err().to_string(),
+            "Unable to convert to Table as requested: includeObject: Invalid value: \"x\": must be 'Metadata', 'Object', 'None', or empty"
+        );
+        assert_eq!(
+            IncludeObject::of_request(Some("x"), "application/json").unwrap(),
+            IncludeObject::Metadata
         );
         let mut s = Secret::default();
         s.metadata.name = "s1".into();

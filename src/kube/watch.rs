@@ -168,7 +168,7 @@ impl Options {
         if super::request::negotiate(&req.accept) == Some(super::request::Output::Yaml) {
             return Err(KubeError::NotAcceptableWatch);
         }
-        let include = IncludeObject::parse(req.param("includeObject"))?;
+        let include = IncludeObject::of_request(req.param("includeObject"), &req.accept)?;
         let selector = Selector::parse(req.param("labelSelector").unwrap_or(""))
             .map_err(KubeError::BadRequest)?;
         let fields = fields(req)?;

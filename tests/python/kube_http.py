@@ -116,9 +116,13 @@ for method, path in (("POST", SECRETS + "/s1"), ("PUT", SECRETS), ("PATCH", SECR
            headers={"Accept": "application/json, text/html"})
 status("GET", SECRETS + "?fieldSelector=spec.x%3D1", 400,
        {"message": "field label not supported: spec.x", "reason": "BadRequest"})
+# includeObject is validated when a Table is asked for (kube-apiserver's optionsForTransform and
+# ValidateTableOptions), and ignored otherwise.
 status("GET", SECRETS + "?includeObject=Nope", 400,
-       {"message": 'unrecognized includeObject value: "Nope"', "reason": "BadRequest"},
+       {"message": "Unable to convert to Table as requested: includeObject: Invalid value: \"Nope\": "
+                   "must be 'Metadata', 'Object', 'None', or empty", "reason": "BadRequest"},
        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+assert call("GET", SECRETS + "?includeObject=Nope&limit=1")[0] == 200
 status("POST", SECRETS, 413, {"message": "Request entity too large: limit is 3145728",
                               "reason": "RequestEntityTooLarge"}, body=b"x" * (4 << 20),
        headers={"Content-Type": "application/json"})
