@@ -21,9 +21,11 @@
 //! etcd reads (kube-apiserver limits its etcd check the same way). `kms-providers` (on
 //! `/healthz` and `/readyz`) asks every kms v2 provider's plugin for its `Status` (an answer is
 //! reused 20 s, a failure 3 s, as kube-apiserver's KMS probe) and fails while one is not
-//! healthy, since writes need its plugin (kube-apiserver names this one check `kms-providers`
-//! when it reloads its EncryptionConfiguration automatically, and has one `kms-provider-<N>`
-//! per provider otherwise). A failed check is logged at most once a second.
+//! healthy, since writes need its plugin. It is there only when kms v2 providers are
+//! configured: kube-apiserver's one check of that name for kms v2 plugins (it has
+//! `kms-provider-<N>` per plugin when kms v1 ones are configured too, and `kms-providers` with
+//! none at all when it reloads its configuration automatically). A failed check is logged at
+//! most once a second.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -175,6 +177,12 @@ impl Check {
         }
     }
 
+    /// Whether the server has this check: `kms-providers` only with kms v2 providers
+    /// configured, as kube-apiserver adds it.
+    fn applies(self, access: &Access) -> bool {
+        self != Check::KmsProviders || !access.kms_v2_status().is_empty()
+    }
+
     /// `Err` carries why, for the log only.
     async fn run(self, access: &Access, store: &StoreProbe) -> Result<(), String> {
         match self {
@@ -273,7 +281,10 @@ pub async fn public_info(
 pub async fn answer_one(path: &str, access: &Access, store: &StoreProbe) -> Option<(u16, String)> {
     let (base, name) = path.rsplit_once('/')?;
     let endpoint = Endpoint::of_path(base)?;
-    let check = endpoint.checks().iter().find(|c| c.name() == name)?;
+    let check = endpoint
+        .checks()
+        .iter()
+        .find(|c| c.name() == name && c.applies(access))?;
     Some(match check.run(access, store).await {
         Ok(()) => (200, "ok".to_owned()),
         Err(why) => {
@@ -304,7 +315,7 @@ pub async fn answer(
     }
     let mut out = String::new();
     let mut failed = Vec::new();
-    for check in endpoint.checks() {
+    for check in endpoint.checks().iter().filter(|c| c.applies(access)) {
         let name = check.name();
         if excluded.remove(name) {
             out.push_str(&format!("[+]{name} excluded: ok\n"));

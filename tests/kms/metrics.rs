@@ -48,25 +48,31 @@ fn serve() -> Served {
     Served { dir, proc, addr }
 }
 
+/// The arguments of `keyward kms serve` of the keyring in `dir/data` (sealed by
+/// `dir/root.key`) on `dir/kms.sock` and `dir/admin.sock`, then `extra`.
+fn serve_args(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    let mut args: Vec<String> = vec![
+        "kms".into(),
+        "serve".into(),
+        "--data".into(),
+        p("data"),
+        "--seal".into(),
+        format!("keyfile:{}", p("root.key")),
+        "--socket".into(),
+        p("kms.sock"),
+        "--admin-socket".into(),
+        p("admin.sock"),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 /// `keyward kms serve` of the keyring in `dir/data` (sealed by `dir/root.key`) on
 /// `dir/kms.sock` and `dir/admin.sock`, with `extra` flags, ready.
 fn plugin(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
-    let seal = format!("keyfile:{}", p("root.key"));
-    let (data, kms, admin) = (p("data"), p("kms.sock"), p("admin.sock"));
-    let mut args = vec![
-        "kms",
-        "serve",
-        "--data",
-        &data,
-        "--seal",
-        &seal,
-        "--socket",
-        &kms,
-        "--admin-socket",
-        &admin,
-    ];
-    args.extend_from_slice(extra);
+    let args = serve_args(dir, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Proc::spawn_ready(
         &args,
         env,
@@ -295,22 +301,10 @@ fn a_taken_metrics_port_is_refused_before_the_sockets_are_bound() {
         &p("root.key"),
     ]);
     assert!(ok, "{err}");
-    let seal = format!("keyfile:{}", p("root.key"));
-    let (data, socket) = (p("data"), p("kms.sock"));
     let refused = |extra: &[&str]| {
-        let mut args = vec![
-            "kms",
-            "serve",
-            "--data",
-            &data,
-            "--seal",
-            &seal,
-            "--socket",
-            &socket,
-            "--metrics-listen",
-            &addr,
-        ];
-        args.extend_from_slice(extra);
+        let mut args = serve_args(dir.path(), &["--metrics-listen", &addr]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, _, err) = run(&args);
         assert!(!ok);
         err

@@ -188,7 +188,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             get(addr, "/readyz?verbose"),
             (
                 200,
-                "[+]ping ok\n[+]store ok\n[+]kms-providers ok\nreadyz check passed\n".to_owned()
+                "[+]ping ok\n[+]store ok\nreadyz check passed\n".to_owned()
             )
         );
         assert_eq!(
@@ -202,7 +202,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             ),
             (
                 200,
-                "[+]ping ok\n[+]store excluded: ok\n[+]kms-providers ok\n[+]authorization-policy ok\n[+]credential-files ok\n\
+                "[+]ping ok\n[+]store excluded: ok\n[+]authorization-policy ok\n[+]credential-files ok\n\
                  warn: some health checks cannot be excluded: no matches for \"etcd\",\"nope\"\n\
                  healthz check passed\n"
                     .to_owned()
@@ -222,7 +222,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
             get(addr, "/healthz?verbose"),
             (
                 500,
-                "[+]ping ok\n[+]store ok\n[+]kms-providers ok\n[-]authorization-policy failed: reason withheld\n[+]credential-files ok\nhealthz check failed\n"
+                "[+]ping ok\n[+]store ok\n[-]authorization-policy failed: reason withheld\n[+]credential-files ok\nhealthz check failed\n"
                     .to_owned()
             )
         );
@@ -244,7 +244,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         }
         assert_eq!(
             get(addr, "/healthz?verbose").1,
-            "[+]ping ok\n[+]store ok\n[+]kms-providers ok\n[+]authorization-policy ok\n[-]credential-files failed: reason withheld\nhealthz check failed\n"
+            "[+]ping ok\n[+]store ok\n[+]authorization-policy ok\n[-]credential-files failed: reason withheld\nhealthz check failed\n"
         );
         assert_eq!(get(addr, "/readyz"), (200, "ok".to_owned()));
         assert_eq!(gauges(), state("1", "0", "0"));
@@ -261,7 +261,7 @@ async fn health_checks_as_kube_apiserver_writes_them_and_a_lost_store_is_unready
         // unhealthy, still alive; why is not shown.
         etcd.kill(0);
         readyz_becomes(addr, 500, "unready once etcd is gone");
-        let unready = "[+]ping ok\n[-]store failed: reason withheld\n[+]kms-providers ok\nreadyz check failed\n";
+        let unready = "[+]ping ok\n[-]store failed: reason withheld\nreadyz check failed\n";
         assert_eq!(get(addr, "/readyz"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/readyz?verbose"), (500, unready.to_owned()));
         assert_eq!(get(addr, "/healthz").0, 500, "healthz checks the store too");
