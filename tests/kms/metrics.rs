@@ -237,21 +237,7 @@ fn counters_move_with_calls_and_key_ids_appear_only_hashed() {
 #[test]
 fn metrics_flags_refuse_naming_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
-    let base = |extra: &[&str]| {
-        let mut args = vec![
-            "kms".to_owned(),
-            "serve".into(),
-            "--data".into(),
-            p("data"),
-            "--seal".into(),
-            format!("keyfile:{}", p("root.key")),
-            "--socket".into(),
-            p("kms.sock"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    };
+    let base = |extra: &[&str]| serve_args(dir.path(), extra);
     let port = free_port();
     let any = format!("0.0.0.0:{port}");
     for (extra, want) in [
